@@ -1,0 +1,218 @@
+"""User commands: apps, deploy, ps, releases, logs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
+
+from roost.cli.archive import pack
+from roost.cli.client import EXIT_ERROR, CliError, resolve
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _api(ctx: click.Context) -> Any:
+    return resolve(ctx.obj["data"])
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def app_name_for(directory: Path, explicit: str | None) -> str:
+    """--app, else .roost-app, else ep.io's .epio-app in the directory."""
+    if explicit:
+        return explicit
+    for name in (".roost-app", ".epio-app"):
+        f = directory / name
+        if f.is_file():
+            value = f.read_text().strip()
+            if value:
+                return value
+    raise CliError(
+        f"which app? pass --app NAME or write the name into {directory / '.roost-app'}", 2
+    )
+
+
+@click.group("apps")
+def apps_group() -> None:
+    """Create, list and delete apps."""
+
+
+@apps_group.command("create")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def apps_create(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Create an app."""
+    app = _api(ctx).request("POST", "/api/apps", json={"name": name})
+    if as_json:
+        _emit_json(app)
+    else:
+        console.print(f"Created [bold]{app['name']}[/]: {app['url']}")
+
+
+@apps_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def apps_list(ctx: click.Context, as_json: bool) -> None:
+    """List your apps."""
+    apps = _api(ctx).request("GET", "/api/apps")
+    if as_json:
+        _emit_json(apps)
+        return
+    table = Table("name", "release", "state", "url")
+    for a in apps:
+        rel = f"v{a['current_release']}" if a["current_release"] else "-"
+        table.add_row(a["name"], rel, "suspended" if a["suspended"] else "running", a["url"])
+    console.print(table)
+
+
+@apps_group.command("info")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def apps_info(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show one app."""
+    info = _api(ctx).request("GET", f"/api/apps/{name}")
+    if as_json:
+        _emit_json(info)
+        return
+    for k, v in info.items():
+        console.print(f"[bold]{k}[/]: {v}")
+
+
+@apps_group.command("delete")
+@click.argument("name")
+@click.pass_context
+def apps_delete(ctx: click.Context, name: str) -> None:
+    """Delete an app, its releases and its instances."""
+    _api(ctx).request("DELETE", f"/api/apps/{name}")
+    console.print(f"Deleted {name}")
+
+
+@click.command("deploy")
+@click.argument(
+    "directory", default=".", type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option("--app", "app_name", help="app to deploy to (default: .roost-app / .epio-app)")
+@click.pass_context
+def deploy(ctx: click.Context, directory: Path, app_name: str | None) -> None:
+    """Upload DIRECTORY, build it and roll it out; streams the build log."""
+    api = _api(ctx)
+    name = app_name_for(directory, app_name)
+    archive = pack(directory)
+    chunk = 64 * 1024
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+        transient=not sys.stderr.isatty(),
+    ) as progress:
+        task = progress.add_task(f"uploading {name}", total=len(archive))
+
+        def body() -> Any:
+            for i in range(0, len(archive), chunk):
+                piece = archive[i : i + chunk]
+                progress.advance(task, len(piece))
+                yield piece
+
+        started = api.request(
+            "POST",
+            f"/api/apps/{name}/builds",
+            content=body(),
+            headers={"Content-Type": "application/gzip"},
+        )
+    build_id = started["build_id"]
+    err.print(f"build {build_id}")
+    final: dict[str, Any] = {}
+    for item in api.stream_lines(f"/api/builds/{build_id}/stream"):
+        if "line" in item:
+            click.echo(item["line"])
+        elif "status" in item:
+            final = item
+    if final.get("status") != "succeeded":
+        raise CliError(f"deploy failed: {final.get('error') or 'unknown error'}", EXIT_ERROR)
+    console.print(f"[green]Deployed {name} v{final.get('release')}[/]")
+
+
+@click.command("ps")
+@click.option("--app", "app_name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def ps(ctx: click.Context, app_name: str | None, as_json: bool) -> None:
+    """Instances of an app: state, host, port, memory, process type, command."""
+    api = _api(ctx)
+    name = app_name_for(Path("."), app_name)
+    rows = api.request("GET", f"/api/apps/{name}/ps")
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table("process", "release", "state", "host", "port", "memory", "restarts", "command")
+    for r in rows:
+        table.add_row(
+            r["process"],
+            f"v{r['release']}",
+            r["state"],
+            r["host"],
+            str(r["port"] or "-"),
+            f"{r['memory_mb']:.0f} MB",
+            str(r["restarts"]),
+            r["command"][:60],
+        )
+    console.print(table)
+
+
+@click.command("releases")
+@click.option("--app", "app_name")
+@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--lock", "show_lock", is_flag=True, help="print each release's pinned dependency lock"
+)
+@click.pass_context
+def releases(ctx: click.Context, app_name: str | None, as_json: bool, show_lock: bool) -> None:
+    """Releases of an app, newest first."""
+    rows = _api(ctx).request("GET", f"/api/apps/{app_name_for(Path('.'), app_name)}/releases")
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table("version", "status", "image", "created", "description")
+    for r in rows:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
+        table.add_row(
+            f"v{r['version']}", r["status"], r["image_digest"][:19], created, r["description"]
+        )
+    console.print(table)
+    if show_lock:
+        for r in rows:
+            console.print(f"[bold]v{r['version']} lock[/]\n{r['lock']}")
+
+
+@click.command("logs")
+@click.option("--app", "app_name")
+@click.option("-n", "lines", default=100, show_default=True)
+@click.option("-f", "--follow", is_flag=True)
+@click.option("--process", default=None)
+@click.pass_context
+def logs(
+    ctx: click.Context, app_name: str | None, lines: int, follow: bool, process: str | None
+) -> None:
+    """Show (and follow) an app's log stream."""
+    name = app_name_for(Path("."), app_name)
+    params: dict[str, Any] = {"n": lines, "follow": follow}
+    if process:
+        params["process"] = process
+    for item in _api(ctx).stream_lines(f"/api/apps/{name}/logs", params=params):
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(item["ts"]))
+        click.echo(f"{ts} {item['source']}[{item['process']}]: {item['line']}")

@@ -1,0 +1,60 @@
+"""`roost controller|builder|runner|router`: run one role's daemon in the foreground."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from roost.settings import Settings
+
+
+def _run(role: str, data: Path, **kw: Any) -> None:
+    module = importlib.import_module(f"roost.{role}.daemon")
+    module.run(data.resolve(), Settings.from_env(**kw.pop("overrides", {})), **kw)
+
+
+@click.command("controller")
+@click.option("--name", default="controller", help="key name in DATA/keys")
+@click.option("--api-port", type=int, default=None)
+@click.option(
+    "--state", "state_url", default=None, help="state database URL (default: SQLite in DATA)"
+)
+@click.pass_context
+def controller(ctx: click.Context, name: str, api_port: int | None, state_url: str | None) -> None:
+    """Run a controller (API, scheduler when it holds the lease)."""
+    _run(
+        "controller",
+        ctx.obj["data"],
+        name=name,
+        state_url=state_url,
+        overrides={"api_port": api_port},
+    )
+
+
+@click.command("builder")
+@click.option("--name", default="builder")
+@click.pass_context
+def builder(ctx: click.Context, name: str) -> None:
+    """Run a builder (and its image store)."""
+    _run("builder", ctx.obj["data"], name=name)
+
+
+@click.command("runner")
+@click.option("--name", default="runner")
+@click.pass_context
+def runner(ctx: click.Context, name: str) -> None:
+    """Run a runner: supervises this host's app instances."""
+    _run("runner", ctx.obj["data"], name=name)
+
+
+@click.command("router")
+@click.option("--name", default="router")
+@click.option("--port", type=int, default=None)
+@click.option("--workers", type=int, default=None)
+@click.pass_context
+def router(ctx: click.Context, name: str, port: int | None, workers: int | None) -> None:
+    """Run a router: the HTTP front end."""
+    _run("router", ctx.obj["data"], name=name, port=port, workers=workers)

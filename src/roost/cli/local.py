@@ -1,0 +1,131 @@
+"""Preparing a data directory for the one-host platform that `roost up` runs.
+
+Everything is idempotent: a second `roost up` on the same directory reuses the
+keys, the addresses (when still free), the state database and the admin token,
+so the same apps come back.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+from pathlib import Path
+from typing import IO
+
+from roost.controller.store import Conflict, Store
+from roost.settings import Settings
+from roost.state.db import make_engine, migrate, sqlite_url
+from roost.wire.cluster import ClusterConfig, Endpoint
+from roost.wire.keys import ensure_keypair
+
+ROLES = ("controller", "builder", "runner", "router")
+# address-book role -> the daemon whose key serves it
+SERVED_BY = {
+    "controller": "controller",
+    "controller-pub": "controller",
+    "builder": "builder",
+    "images": "builder",
+}
+ADMIN_EMAIL = "admin@localhost"
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def lock_data_dir(data: Path) -> IO[str]:
+    """Hold an exclusive lock for the life of `roost up` on this directory."""
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fh = open(data / "up.lock", "a+")  # noqa: SIM115 - held open on purpose
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise AlreadyRunning(f"another 'roost up' is already running on {data}") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
+def prepare_cluster(data: Path, host: str) -> ClusterConfig:
+    keys = data / "keys"
+    pairs = {role: ensure_keypair(keys, role) for role in ROLES}
+    path = data / "cluster.json"
+    old = ClusterConfig.load(path) if path.exists() else ClusterConfig(name="local")
+    endpoints: dict[str, list[Endpoint]] = {}
+    for role, owner in SERVED_BY.items():
+        key = pairs[owner].public_text
+        previous = old.of(role)
+        port = 0
+        if previous and previous[0].public_key == key:
+            _, _, p = previous[0].address.rpartition(":")
+            if p.isdigit() and port_free(host, int(p)):
+                port = int(p)
+        endpoints[role] = [Endpoint(f"tcp://{host}:{port or free_port(host)}", key)]
+    cluster = ClusterConfig(name=old.name, endpoints=endpoints)
+    cluster.save(path)
+    return cluster
+
+
+def prepare_state(data: Path) -> str:
+    url = sqlite_url(data / "state.db")
+    migrate(url)
+    return url
+
+
+def admin_token(data: Path, url: str) -> str:
+    """The local admin's token: reused when still valid, else a new one."""
+    store = Store(make_engine(url))
+    try:
+        info = data / "api.json"
+        if info.exists():
+            token = json.loads(info.read_text()).get("token", "")
+            if token and store.account_for_token(token) is not None:
+                return str(token)
+        row = store.account_by_email(ADMIN_EMAIL)
+        if row is None:
+            try:
+                account_id = store.create_account(ADMIN_EMAIL, is_admin=True)
+            except Conflict:
+                account_id = store.account_by_email(ADMIN_EMAIL).id
+        else:
+            account_id = row.id
+        return store.issue_token(account_id, name="roost up")
+    finally:
+        store.engine.dispose()
+
+
+def write_api_info(data: Path, settings: Settings, token: str) -> None:
+    info = data / "api.json"
+    tmp = info.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(
+            {
+                "url": f"http://{settings.bind_host}:{settings.api_port}",
+                "token": token,
+                "router": f"http://{settings.bind_host}:{settings.router_port}",
+            },
+            fh,
+        )
+    os.replace(tmp, info)

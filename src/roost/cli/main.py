@@ -1,0 +1,48 @@
+"""The `roost` command."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from roost import __version__
+from roost.cli import apps, daemons, up
+
+
+@click.group()
+@click.version_option(__version__, prog_name="roost")
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=lambda: os.environ.get("ROOST_DATA", ".roost"),
+    show_default="./.roost or $ROOST_DATA",
+    help="data directory of the local platform",
+)
+@click.pass_context
+def cli(ctx: click.Context, data: Path) -> None:
+    """Roost: a self-hosted platform for Python web sites and daemons."""
+    ctx.ensure_object(dict)
+    ctx.obj["data"] = data
+
+
+cli.add_command(up.up)
+cli.add_command(apps.apps_group)
+cli.add_command(apps.deploy)
+cli.add_command(apps.ps)
+cli.add_command(apps.releases)
+cli.add_command(apps.logs)
+for _cmd in (daemons.controller, daemons.builder, daemons.runner, daemons.router):
+    cli.add_command(_cmd)
+
+try:  # `roost check` is provided by roost.appspec's command module
+    from roost.cli.check import check
+
+    cli.add_command(check)
+except ImportError:  # pragma: no cover - during development only
+    pass
+
+
+def main() -> None:
+    cli(prog_name="roost")

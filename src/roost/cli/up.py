@@ -1,0 +1,153 @@
+"""`roost up`: the whole platform on this machine, one OS process per role.
+
+Theory of operation (gunicorn's arbiter, in asyncio): signals only set the
+stop event; one loop waits for either a child to exit or stop. A child that
+exits while we are running is restarted after a backoff that grows with quick
+successive crashes; on stop, children are stopped in reverse start order,
+each with TERM, a grace period, then KILL, and every child also dies with us
+(PR_SET_PDEATHSIG) so nothing outlives `roost up`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import httpx
+
+from roost.cli.client import CliError
+from roost.cli.local import (
+    AlreadyRunning,
+    admin_token,
+    lock_data_dir,
+    prepare_cluster,
+    prepare_state,
+    write_api_info,
+)
+from roost.procs import die_with_parent, terminate
+from roost.settings import Settings
+
+STOP_GRACE_S = 20.0
+
+
+def restart_delay(recent_crashes: int) -> float:
+    """Backoff before restarting a child: 0.5 s doubling, capped at 10 s."""
+    return min(0.5 * 2 ** max(recent_crashes - 1, 0), 10.0)
+
+
+@dataclass
+class Child:
+    role: str
+    argv: list[str]
+    proc: asyncio.subprocess.Process | None = None
+    started_at: float = 0.0
+    crashes: int = 0
+    history: list[float] = field(default_factory=list)
+
+
+def _say(msg: str) -> None:
+    click.echo(f"roost up: {msg}", err=True)
+
+
+async def _start(child: Child) -> None:
+    child.proc = await asyncio.create_subprocess_exec(*child.argv, preexec_fn=die_with_parent)
+    child.started_at = time.monotonic()
+
+
+async def _wait_api(url: str, proc: asyncio.subprocess.Process, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as http:
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                raise CliError(f"the controller exited with status {proc.returncode}")
+            try:
+                r = await http.get(f"{url}/api/health", timeout=1.0)
+                if r.status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+    raise CliError(f"the controller API did not answer at {url} within {timeout:.0f}s")
+
+
+async def supervise(data: Path, settings: Settings, ready: asyncio.Event | None = None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    base = [sys.executable, "-m", "roost", "--data", str(data)]
+    children = [
+        Child("controller", [*base, "controller", "--api-port", str(settings.api_port)]),
+        Child("builder", [*base, "builder"]),
+        Child("runner", [*base, "runner"]),
+        Child("router", [*base, "router", "--port", str(settings.router_port)]),
+    ]
+    try:
+        await _start(children[0])
+        assert children[0].proc is not None
+        await _wait_api(f"http://{settings.bind_host}:{settings.api_port}", children[0].proc)
+        for child in children[1:]:
+            await _start(child)
+        _say(f"API      http://{settings.bind_host}:{settings.api_port}/api/docs")
+        _say(f"apps at  http://APP.{settings.default_domain}:{settings.router_port}/")
+        _say("running; Ctrl-C stops everything")
+        if ready is not None:
+            ready.set()
+        while not stop.is_set():
+            waits = {
+                asyncio.ensure_future(c.proc.wait()): c for c in children if c.proc is not None
+            }
+            stopper = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait([*waits, stopper], return_when=asyncio.FIRST_COMPLETED)
+            for fut in waits:
+                fut.cancel()
+            stopper.cancel()
+            if stop.is_set():
+                break
+            for fut in done:
+                exited = waits.get(fut)
+                if exited is None:
+                    continue
+                child = exited
+                now = time.monotonic()
+                child.history = [t for t in child.history if now - t < 60] + [now]
+                delay = restart_delay(len(child.history))
+                _say(f"{child.role} exited with status {fut.result()}; restarting in {delay:.1f}s")
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                    break
+                except TimeoutError:
+                    await _start(child)
+    finally:
+        _say("stopping")
+        for child in reversed(children):
+            if child.proc is not None:
+                await terminate(child.proc, STOP_GRACE_S)
+        _say("stopped")
+
+
+@click.command("up")
+@click.option("--router-port", type=int, default=None, help="HTTP port for apps (default 8080)")
+@click.option("--api-port", type=int, default=None, help="controller API port (default 8000)")
+@click.pass_context
+def up(ctx: click.Context, router_port: int | None, api_port: int | None) -> None:
+    """Run the whole platform on this machine until Ctrl-C."""
+    data: Path = ctx.obj["data"].resolve()
+    settings = Settings.from_env(router_port=router_port, api_port=api_port)
+    try:
+        lock = lock_data_dir(data)
+    except AlreadyRunning as exc:
+        raise CliError(str(exc)) from None
+    try:
+        prepare_cluster(data, settings.bind_host)
+        url = prepare_state(data)
+        write_api_info(data, settings, admin_token(data, url))
+        _say(f"data directory {data}")
+        asyncio.run(supervise(data, settings))
+    finally:
+        lock.close()

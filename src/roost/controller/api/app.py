@@ -1,0 +1,52 @@
+"""The FastAPI application every controller replica serves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from roost import __version__
+from roost.controller.api import apps, deploys
+from roost.controller.core import Controller
+from roost.controller.service import ControllerService
+
+
+def create_api(controller: Controller, service: ControllerService) -> FastAPI:
+    api = FastAPI(
+        title="Roost",
+        version=__version__,
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    api.state.controller = controller
+    api.state.service = service
+
+    @api.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @api.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors: list[dict[str, Any]] = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(x) for x in first["loc"] if x != "body")
+        return JSONResponse(
+            {"message": f"invalid request: {where}: {first['msg']}", "errors": errors},
+            status_code=422,
+        )
+
+    @api.get("/api/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "controller": controller.name, "leader": controller.is_leader}
+
+    api.include_router(apps.router)
+    api.include_router(deploys.router)
+    return api

@@ -1,0 +1,171 @@
+"""Apps: create, list, inspect, delete; processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from roost.controller.api.deps import (
+    APP_NAME,
+    ApiError,
+    CurrentAccount,
+    CurrentController,
+    owned_app,
+)
+from roost.controller.store import Conflict
+
+router = APIRouter(prefix="/api")
+
+
+class AppCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=30)
+
+
+class AppOut(BaseModel):
+    name: str
+    current_release: int | None
+    suspended: bool
+    created_at: float
+    url: str
+
+
+def _url(c: Any, name: str) -> str:
+    port = c.settings.router_port
+    suffix = "" if port == 80 else f":{port}"
+    return f"http://{name}.{c.settings.default_domain}{suffix}/"
+
+
+@router.post("/apps", status_code=201, response_model=AppOut)
+async def create_app(body: AppCreate, who: CurrentAccount, c: CurrentController) -> AppOut:
+    if not APP_NAME.match(body.name):
+        raise ApiError(
+            422, f"invalid app name {body.name!r}: use lower-case letters, digits, '-' and '_'"
+        )
+    try:
+        app = await asyncio.to_thread(c.store.create_app, body.name, who.id)
+    except Conflict:
+        raise ApiError(409, f"app {body.name} already exists") from None
+    c.store.add_event("app-created", f"{app.name} created", app.id)
+    return AppOut(
+        name=app.name,
+        current_release=None,
+        suspended=False,
+        created_at=app.created_at,
+        url=_url(c, app.name),
+    )
+
+
+@router.get("/apps", response_model=list[AppOut])
+async def list_apps(who: CurrentAccount, c: CurrentController) -> list[AppOut]:
+    rows = c.store.apps(None if who.is_admin else who.id)
+    return [
+        AppOut(
+            name=a.name,
+            current_release=a.current_release,
+            suspended=a.suspended,
+            created_at=a.created_at,
+            url=_url(c, a.name),
+        )
+        for a in rows
+    ]
+
+
+@router.get("/apps/{name}")
+async def app_info(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
+    app = owned_app(c, who, name)
+    formation = c.store.formation(app.id)
+    statuses = c.soft.statuses()
+    placed = [p for p in c.store.placements() if p.app == name]
+    up = sum(
+        1 for p in placed if (s := statuses.get(p.instance_id)) is not None and s.state == "up"
+    )
+    return {
+        "name": app.name,
+        "current_release": app.current_release,
+        "suspended": app.suspended,
+        "created_at": app.created_at,
+        "url": _url(c, app.name),
+        "formation": formation,
+        "instances": len(placed),
+        "instances_up": up,
+    }
+
+
+@router.delete("/apps/{name}")
+async def delete_app(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, str]:
+    app = owned_app(c, who, name)
+    await asyncio.to_thread(c.store.delete_app, app.name)
+    c.store.add_event("app-deleted", f"{name} deleted")
+    c.wake.set()
+    return {"message": f"deleted {name}"}
+
+
+@router.get("/apps/{name}/ps")
+async def processes(name: str, who: CurrentAccount, c: CurrentController) -> list[dict[str, Any]]:
+    app = owned_app(c, who, name)
+    statuses = c.soft.statuses()
+    hosts = {h: s.heartbeat.hostname for h, s in c.soft.hosts.items()}
+    out: list[dict[str, Any]] = []
+    now = time.time()
+    for p in sorted(c.store.placements(), key=lambda p: (p.process_type, p.release, p.idx)):
+        if p.app != app.name:
+            continue
+        st = statuses.get(p.instance_id)
+        out.append(
+            {
+                "instance_id": p.instance_id,
+                "process": f"{p.process_type}.{p.idx}",
+                "process_type": p.process_type,
+                "release": p.release,
+                "host_id": p.host_id,
+                "host": hosts.get(p.host_id, p.host_id),
+                "state": st.state if st else "unknown",
+                "port": st.port if st else 0,
+                "pid": st.pid if st else 0,
+                "memory_mb": round(st.memory_mb, 1) if st else 0.0,
+                "restarts": st.restarts if st else 0,
+                "uptime_s": round(now - st.started_at, 1) if st and st.started_at else 0.0,
+                "command": st.command if st else "",
+            }
+        )
+    return out
+
+
+@router.get("/apps/{name}/releases")
+async def releases(name: str, who: CurrentAccount, c: CurrentController) -> list[dict[str, Any]]:
+    app = owned_app(c, who, name)
+    return [
+        {
+            "version": r.version,
+            "status": r.status,
+            "image_digest": r.image_digest,
+            "build_id": r.build_id,
+            "description": r.description,
+            "created_at": r.created_at,
+            "lock": r.lock,
+        }
+        for r in c.store.releases(app.id)
+    ]
+
+
+@router.get("/hosts")
+async def hosts(who: CurrentAccount, c: CurrentController) -> list[dict[str, Any]]:
+    out = []
+    for host_id, seen in sorted(c.soft.hosts.items()):
+        hb = seen.heartbeat
+        out.append(
+            {
+                "host_id": host_id,
+                "hostname": hb.hostname,
+                "state": "down" if seen.down_since is not None else "up",
+                "addresses": hb.addresses,
+                "memory_mb": hb.memory_mb,
+                "cpus": hb.cpus,
+                "instances": len(hb.instances),
+            }
+        )
+    return out

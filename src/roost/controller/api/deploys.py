@@ -1,0 +1,146 @@
+"""Deploys: upload an archive, follow its build and rollout, read logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from roost.controller.api.deps import (
+    ApiError,
+    CurrentAccount,
+    CurrentController,
+    CurrentService,
+    owned_app,
+)
+from roost.controller.store import NotFound
+
+router = APIRouter(prefix="/api")
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@router.post("/apps/{name}/builds", status_code=202)
+async def create_build(
+    name: str, request: Request, who: CurrentAccount, c: CurrentController, svc: CurrentService
+) -> dict[str, str]:
+    app = owned_app(c, who, name)
+    limit = c.settings.max_upload_bytes
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"upload larger than {limit} bytes")
+        chunks.append(chunk)
+    archive = b"".join(chunks)
+    if not archive.startswith(GZIP_MAGIC):
+        raise ApiError(400, "upload must be a gzip-compressed tar archive")
+    build_id = time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(4)
+    await svc.start_build(app.name, app.id, build_id, archive)
+    return {"build_id": build_id, "app": app.name}
+
+
+def _build_or_404(c: Any, who: Any, build_id: str) -> Any:
+    try:
+        build = c.store.build(build_id)
+    except NotFound:
+        raise ApiError(404, f"no build {build_id}") from None
+    app = c.store.app_by_id(build.app_id)
+    owned_app(c, who, app.name)
+    return build, app
+
+
+@router.get("/builds/{build_id}")
+async def build_status(build_id: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
+    build, app = _build_or_404(c, who, build_id)
+    return {
+        "build_id": build.id,
+        "app": app.name,
+        "status": build.status,
+        "error": build.error,
+        "release": build.release,
+        "created_at": build.created_at,
+        "finished_at": build.finished_at,
+    }
+
+
+@router.get("/builds/{build_id}/stream")
+async def build_stream(
+    build_id: str, who: CurrentAccount, c: CurrentController
+) -> StreamingResponse:
+    """NDJSON: {"line": ...} as the build and rollout happen, then {"status": ...}."""
+    _, app = _build_or_404(c, who, build_id)
+
+    async def lines() -> AsyncIterator[bytes]:
+        after = 0
+        deadline = time.monotonic() + 3600
+        while time.monotonic() < deadline:
+            rows = await asyncio.to_thread(c.store.logs, app.id, after, 500, build_id)
+            for r in rows:
+                after = r.id
+                yield (json.dumps({"line": r.line, "ts": r.ts}) + "\n").encode()
+            current = c.store.build(build_id)
+            if current.status in ("succeeded", "failed") and not rows:
+                yield (
+                    json.dumps(
+                        {
+                            "status": current.status,
+                            "error": current.error,
+                            "release": current.release,
+                        }
+                    )
+                    + "\n"
+                ).encode()
+                return
+            if not rows:
+                await asyncio.sleep(0.2)
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.get("/apps/{name}/logs")
+async def app_logs(
+    name: str,
+    who: CurrentAccount,
+    c: CurrentController,
+    n: int = 100,
+    follow: bool = False,
+    process: str | None = None,
+) -> StreamingResponse:
+    app = owned_app(c, who, name)
+    if not 1 <= n <= 5000:
+        raise ApiError(422, "n must be between 1 and 5000")
+
+    async def lines() -> AsyncIterator[bytes]:
+        rows = await asyncio.to_thread(c.store.logs, app.id, 0, n, None)
+        after = rows[-1].id if rows else 0
+        for r in rows:
+            if process and not r.process.startswith(process):
+                continue
+            yield (
+                json.dumps({"ts": r.ts, "source": r.source, "process": r.process, "line": r.line})
+                + "\n"
+            ).encode()
+        while follow:
+            rows = await asyncio.to_thread(c.store.logs, app.id, after, 500, None)
+            for r in rows:
+                after = r.id
+                if process and not r.process.startswith(process):
+                    continue
+                yield (
+                    json.dumps(
+                        {"ts": r.ts, "source": r.source, "process": r.process, "line": r.line}
+                    )
+                    + "\n"
+                ).encode()
+            if not rows:
+                await asyncio.sleep(0.3)
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -1,0 +1,95 @@
+"""The controller daemon: HTTP API, ZeroMQ service, lease and reconcile loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from roost.controller.api.app import create_api
+from roost.controller.core import Controller
+from roost.controller.service import ControllerService
+from roost.controller.store import Store
+from roost.daemonize import run_daemon
+from roost.settings import Settings
+from roost.state.db import make_engine, migrate, sqlite_url
+from roost.wire.bootstrap import open_node, own_endpoints
+from roost.wire.pubsub import Publisher
+from roost.wire.rpc import RpcClient, RpcServer
+
+log = logging.getLogger("roost.controller")
+
+
+class _Server(uvicorn.Server):
+    # The daemon owns signal handling; uvicorn must not re-raise them itself.
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def]
+        yield
+
+
+def state_url_for(data_dir: Path, state_url: str | None) -> str:
+    return state_url or sqlite_url(data_dir / "state.db")
+
+
+async def serve(
+    data_dir: Path, settings: Settings, name: str, state_url: str | None, stop: asyncio.Event
+) -> None:
+    url = state_url_for(data_dir, state_url)
+    await asyncio.to_thread(migrate, url)
+    store = Store(make_engine(url))
+    node, cluster = open_node(data_dir, name)
+    async with node:
+        controller = Controller(store, settings, name)
+        builders = RpcClient(node, cluster.of("builder")) if cluster.of("builder") else None
+        service = ControllerService(controller, builders)
+        servers = [
+            RpcServer(node, ep.address, service.handle)
+            for ep in own_endpoints(cluster, "controller", node)
+        ]
+        pubs = [
+            Publisher(node, ep.address) for ep in own_endpoints(cluster, "controller-pub", node)
+        ]
+        if not servers:
+            raise SystemExit(f"cluster.json has no controller endpoint for key {name}")
+        controller.publisher = pubs[0] if pubs else None
+        api = create_api(controller, service)
+        config = uvicorn.Config(
+            api,
+            host=settings.bind_host,
+            port=settings.api_port,
+            log_level="warning",
+            lifespan="off",
+        )
+        http = _Server(config)
+        log.info("controller %s: API on http://%s:%d", name, settings.bind_host, settings.api_port)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(controller.lease_loop()),
+                    tg.create_task(controller.reconcile_loop()),
+                    tg.create_task(controller.housekeeping_loop()),
+                    *(tg.create_task(s.serve()) for s in servers),
+                ]
+                http_task = tg.create_task(http.serve())
+                await stop.wait()
+                log.info("controller stopping")
+                http.should_exit = True
+                await http_task
+                for t in tasks:
+                    t.cancel()
+        finally:
+            controller.give_up_lease()
+            for p in pubs:
+                p.close()
+            if builders is not None:
+                await builders.close()
+            store.engine.dispose()
+
+
+def run(
+    data_dir: Path, settings: Settings, name: str = "controller", state_url: str | None = None
+) -> None:
+    run_daemon("controller", lambda stop: serve(data_dir, settings, name, state_url, stop))

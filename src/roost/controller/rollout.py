@@ -1,0 +1,53 @@
+"""Deciding when a new release takes over, or has failed. Pure.
+
+A release is "pending" from a successful build until every instance the
+formation asks of it reports up (then it is promoted, and the previous
+release's instances are dropped), or until one of its instances keeps
+crashing or the rollout takes too long (then it fails, its instances are
+dropped, and the previous release, which never stopped, keeps serving).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from roost.wire.messages import InstanceStatus
+
+CRASHES_BEFORE_FAILURE = 2
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Literal["wait", "promote", "fail"]
+    reason: str = ""
+
+
+def decide(
+    placed: list[tuple[str, str, int]],  # (instance_id, process_type, idx) of the pending release
+    wanted_total: int,
+    statuses: dict[str, InstanceStatus],
+    started_at: float,
+    now: float,
+    timeout_s: float,
+) -> Decision:
+    for instance_id, ptype, idx in placed:
+        st = statuses.get(instance_id)
+        if st is None:
+            continue
+        if st.restarts >= CRASHES_BEFORE_FAILURE or (st.state == "crashed" and st.restarts >= 1):
+            why = st.last_error.strip() or "exited"
+            return Decision("fail", f"{ptype}.{idx} crashed {st.restarts + 1} times: {why}")
+    if wanted_total == 0:
+        return Decision("promote")
+    up = sum(1 for iid, _, _ in placed if (s := statuses.get(iid)) is not None and s.state == "up")
+    if len(placed) >= wanted_total and up == len(placed):
+        return Decision("promote")
+    if now - started_at > timeout_s:
+        waiting = [
+            f"{t}.{i}" for iid, t, i in placed if iid not in statuses or statuses[iid].state != "up"
+        ]
+        missing = wanted_total - len(placed)
+        detail = ", ".join(waiting) or f"{missing} instance(s) could not be placed"
+        return Decision("fail", f"release did not come up within {timeout_s:.0f}s: {detail}")
+    return Decision("wait")

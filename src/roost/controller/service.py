@@ -1,0 +1,150 @@
+"""The controller's ZeroMQ side: what it does with each message it receives,
+and the build requests it sends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from roost.controller.core import Controller
+from roost.controller.store import NotFound
+from roost.wire.messages import (
+    BuildAccepted,
+    BuildLog,
+    BuildRequest,
+    BuildResult,
+    Error,
+    Heartbeat,
+    HeartbeatReply,
+    LogBatch,
+    LogLine,
+    Msg,
+    Ok,
+    Ping,
+    RouteSnapshotRequest,
+)
+from roost.wire.rpc import RpcClient
+
+log = logging.getLogger("roost.controller")
+
+
+class ControllerService:
+    def __init__(self, controller: Controller, builders: RpcClient | None) -> None:
+        self.c = controller
+        self.builders = builders
+
+    async def handle(self, msg: Msg) -> Msg:
+        c = self.c
+        if isinstance(msg, Heartbeat):
+            came_back = c.soft.record(msg, time.monotonic())
+            if came_back:
+                log.info("host %s (%s) is up", msg.host_id, msg.hostname)
+                await asyncio.to_thread(
+                    c.store.upsert_host,
+                    msg.host_id,
+                    msg.hostname,
+                    json.dumps(msg.addresses),
+                    msg.memory_mb,
+                    msg.cpus,
+                )
+                c.wake.set()
+            if not c.is_leader:
+                return HeartbeatReply()
+            want = c.assignment_for(msg.host_id)
+            if (msg.fence, msg.version) != (want.fence, want.version):
+                return HeartbeatReply(assignment=want)
+            return HeartbeatReply()
+        if isinstance(msg, LogBatch):
+            await asyncio.to_thread(c.store.append_logs, list(msg.lines))
+            return Ok()
+        if isinstance(msg, BuildLog):
+            now = time.time()
+            lines = [
+                LogLine(app=msg.app, ts=now, source="build", process=msg.build_id, line=ln)
+                for ln in msg.lines
+            ]
+            await asyncio.to_thread(c.store.append_logs, lines)
+            return Ok()
+        if isinstance(msg, BuildResult):
+            await asyncio.to_thread(self.build_finished, msg)
+            c.wake.set()
+            return Ok()
+        if isinstance(msg, RouteSnapshotRequest):
+            if not c.is_leader:
+                return Error(message="not the scheduler lease holder", retryable=True)
+            return c.route_snapshot()
+        if isinstance(msg, Ping):
+            return Ok(detail=c.name)
+        return Error(message=f"controller does not handle {type(msg).__name__}")
+
+    def build_finished(self, res: BuildResult) -> None:
+        c = self.c
+        try:
+            build = c.store.build(res.build_id)
+        except NotFound:
+            log.warning("result for unknown build %s", res.build_id)
+            return
+        if build.status != "building":
+            return  # a retried delivery of a result already applied
+        app = c.store.app_by_id(build.app_id)
+        if not res.ok or res.spec is None:
+            c.store.finish_build(res.build_id, "failed", error=res.error or "build failed")
+            c.platform_log(app.name, f"-----> build failed: {res.error}", res.build_id, "build")
+            c.store.add_event("build-failed", f"{app.name}: {res.error}", app.id)
+            return
+        version = c.store.create_release(
+            app.id,
+            res.build_id,
+            res.image_digest,
+            res.static_digest,
+            res.spec,
+            res.lock,
+            f"build {res.build_id}",
+        )
+        formation = c.store.formation(app.id)
+        defaults = {
+            name: (c.settings.web_instances if proc.web else 1)
+            for name, proc in res.spec.processes.items()
+            if name not in formation
+        }
+        if defaults:
+            c.store.set_formation(app.id, defaults)
+        c.store.finish_build(res.build_id, "deploying", release=version)
+        c.platform_log(
+            app.name, f"-----> release v{version} built; starting instances", res.build_id, "build"
+        )
+
+    async def start_build(self, app_name: str, app_id: int, build_id: str, archive: bytes) -> None:
+        """Create the build and hand it to a builder; failures land in the build."""
+        c = self.c
+        await asyncio.to_thread(c.store.create_build, build_id, app_id)
+        c.platform_log(
+            app_name, f"-----> received {len(archive)} bytes; building", build_id, "build"
+        )
+        if self.builders is None:
+            await asyncio.to_thread(
+                c.store.finish_build, build_id, "failed", "no builder configured"
+            )
+            return
+        previous = ""
+        try:
+            reply = await self.builders.call(
+                BuildRequest(
+                    build_id=build_id, app=app_name, archive=archive, previous_lock=previous
+                ),
+                timeout=30,
+            )
+        except Exception as exc:
+            await asyncio.to_thread(
+                c.store.finish_build, build_id, "failed", f"no builder accepted the build: {exc}"
+            )
+            c.platform_log(
+                app_name, f"-----> no builder accepted the build: {exc}", build_id, "build"
+            )
+            return
+        if not isinstance(reply, BuildAccepted):
+            await asyncio.to_thread(
+                c.store.finish_build, build_id, "failed", f"builder answered {reply!r}"
+            )

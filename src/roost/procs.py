@@ -1,0 +1,46 @@
+"""Child-process helpers shared by the daemons that own children.
+
+The rule (trio's `_subprocess.py` style): a child is stopped with SIGTERM to
+its process group, given a grace period, then SIGKILL; and on Linux each child
+asks the kernel to SIGKILL it if its parent dies, so even a SIGKILLed owner
+leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """For preexec_fn: new process group, and SIGKILL when the parent exits."""
+    os.setpgrp()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def terminate(proc: asyncio.subprocess.Process, grace: float) -> int:
+    """TERM the child's process group, wait `grace`, then KILL it."""
+    if proc.returncode is None:
+        signal_group(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            signal_group(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    # Stragglers the child left in its group (e.g. gunicorn workers) go too.
+    signal_group(proc.pid, signal.SIGKILL)
+    return proc.returncode if proc.returncode is not None else -9

@@ -1,0 +1,134 @@
+"""Every platform setting, declared once: name, type, default, env var, doc.
+
+A daemon reads `Settings.from_env()`; command-line options override single
+fields. Roles add their settings here rather than scattering constants, so
+`roost settings` (and the docs) can list them all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+
+def _setting(default: Any, env: str, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_port: int = _setting(8000, "ROOST_API_PORT", "HTTP API port of the controller")
+    router_port: int = _setting(8080, "ROOST_ROUTER_PORT", "HTTP port of the router")
+    router_tls_port: int = _setting(
+        8443, "ROOST_ROUTER_TLS_PORT", "HTTPS port of the router (0 disables TLS)"
+    )
+    router_workers: int = _setting(
+        1, "ROOST_ROUTER_WORKERS", "router worker processes (SO_REUSEPORT)"
+    )
+    router_host_id: str = _setting(
+        "", "ROOST_ROUTER_HOST_ID", "host id the router runs on (unix sockets there are local)"
+    )
+    router_connect_timeout_s: float = _setting(
+        5.0, "ROOST_ROUTER_CONNECT_TIMEOUT_S", "longest wait to connect to an app instance"
+    )
+    router_first_byte_timeout_s: float = _setting(
+        60.0, "ROOST_ROUTER_FIRST_BYTE_TIMEOUT_S", "longest wait for an instance's response head"
+    )
+    router_idle_timeout_s: float = _setting(
+        60.0, "ROOST_ROUTER_IDLE_TIMEOUT_S", "silence allowed mid-body and on idle keep-alive"
+    )
+    router_header_timeout_s: float = _setting(
+        10.0, "ROOST_ROUTER_HEADER_TIMEOUT_S", "time a client has to send a full request head"
+    )
+    router_max_header_bytes: int = _setting(
+        64 * 1024, "ROOST_ROUTER_MAX_HEADER_BYTES", "largest request head (431 beyond)"
+    )
+    router_max_body_bytes: int = _setting(
+        100 * 1024 * 1024, "ROOST_ROUTER_MAX_BODY_BYTES", "largest request body (413 beyond)"
+    )
+    router_eject_s: float = _setting(
+        10.0, "ROOST_ROUTER_EJECT_S", "how long a failing instance gets no traffic"
+    )
+    router_max_fails: int = _setting(
+        1, "ROOST_ROUTER_MAX_FAILS", "consecutive failures before an instance is ejected"
+    )
+    router_upstream_idle_s: float = _setting(
+        2.0, "ROOST_ROUTER_UPSTREAM_IDLE_S", "how long an idle pooled instance connection is kept"
+    )
+    router_access_log: str = _setting(
+        "", "ROOST_ROUTER_ACCESS_LOG", "access log file ('' = DATA/router/access.log, '-' = off)"
+    )
+    ssh_port: int = _setting(2222, "ROOST_SSH_PORT", "SSH port of the gateway")
+    bind_host: str = _setting("127.0.0.1", "ROOST_BIND_HOST", "address daemons bind on")
+    default_domain: str = _setting("localhost", "ROOST_DOMAIN", "apps answer at APP.<domain>")
+    web_instances: int = _setting(2, "ROOST_WEB_INSTANCES", "default web instance count")
+    heartbeat_interval_s: float = _setting(1.0, "ROOST_HEARTBEAT_S", "runner heartbeat period")
+    host_grace_s: float = _setting(5.0, "ROOST_HOST_GRACE_S", "silence before a host is down")
+    lease_ttl_s: float = _setting(5.0, "ROOST_LEASE_TTL_S", "scheduler lease lifetime")
+    build_timeout_s: float = _setting(900.0, "ROOST_BUILD_TIMEOUT_S", "wall-clock build limit")
+    build_output_limit: int = _setting(
+        10 * 1024 * 1024, "ROOST_BUILD_OUTPUT_LIMIT", "bytes of build output kept"
+    )
+    min_free_disk_fraction: float = _setting(
+        0.15, "ROOST_MIN_FREE_DISK", "refuse builds/provisioning below this free fraction"
+    )
+    max_upload_bytes: int = _setting(
+        200 * 1024 * 1024, "ROOST_MAX_UPLOAD", "largest accepted upload archive"
+    )
+    build_user: str = _setting(
+        "roost-build", "ROOST_BUILD_USER", "unprivileged user for untrusted build steps (when root)"
+    )
+    build_python: str = _setting(
+        "", "ROOST_BUILD_PYTHON", "interpreter for app virtualenvs (default: Roost's own)"
+    )
+    build_check_timeout_s: float = _setting(
+        60.0, "ROOST_BUILD_CHECK_TIMEOUT_S", "limit for the build's import check of the entrypoint"
+    )
+    builder_layers_kept: int = _setting(
+        20, "ROOST_BUILDER_LAYERS", "dependency layers a builder keeps (least recently used go)"
+    )
+    image_cache_bytes: int = _setting(
+        5 * 1024**3, "ROOST_IMAGE_CACHE", "runner image cache size before LRU eviction"
+    )
+    restart_backoff_max_s: float = _setting(
+        30.0, "ROOST_RESTART_BACKOFF_MAX_S", "longest wait before restarting a crashed instance"
+    )
+    stop_grace_s: float = _setting(
+        10.0, "ROOST_STOP_GRACE_S", "runner: SIGTERM-to-SIGKILL grace when stopping an instance"
+    )
+    startup_timeout_s: float = _setting(
+        60.0, "ROOST_STARTUP_TIMEOUT_S", "runner: a web instance must answer HTTP within this"
+    )
+    runner_host_id: str = _setting(
+        "", "ROOST_HOST_ID", "runner: host id (default: generated once, kept in DATA/runner/host_id)"
+    )
+    log_lines_kept: int = _setting(5000, "ROOST_LOG_LINES", "log lines kept per app (>= 1500)")
+    rollout_timeout_s: float = _setting(
+        180.0, "ROOST_ROLLOUT_TIMEOUT_S", "a release not up within this fails and is rolled back"
+    )
+    instance_memory_mb: int = _setting(
+        256, "ROOST_INSTANCE_MEMORY_MB", "memory reserved per instance when placing"
+    )
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is None:
+                continue
+            kind: type = type(f.default)
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                raise ValueError(
+                    f"{f.metadata['env']}={raw!r} is not a valid {kind.__name__}"
+                ) from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **values)
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, Any, str]]:
+        return [(f.name, f.metadata["env"], f.default, f.metadata["doc"]) for f in fields(cls)]

@@ -1,0 +1,1 @@
+"""State database: tables, Alembic migrations, leases with fencing tokens."""

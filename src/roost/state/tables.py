@@ -1,0 +1,164 @@
+"""The state database: desired state written by controllers only.
+
+Soft state (what runners report) lives in controller memory and is rebuilt
+from heartbeats; only what must survive a restart of every controller is here.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False, default=""),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    # sha256 of the token: a leaked database does not leak usable tokens.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("name", String(100), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float, nullable=True),
+)
+
+apps = Table(
+    "apps",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("owner_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("suspended", Boolean, nullable=False, default=False),
+    # Version of the release that serves traffic; NULL before the first deploy.
+    Column("current_release", Integer, nullable=True),
+)
+
+builds = Table(
+    "builds",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    # pending -> building -> deploying -> succeeded | failed
+    Column("status", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float, nullable=True),
+    Column("error", Text, nullable=False, default=""),
+    Column("release", Integer, nullable=True),
+)
+
+releases = Table(
+    "releases",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("build_id", String(32), nullable=True),
+    # pending (rolling out) -> active -> superseded; or failed
+    Column("status", String(16), nullable=False),
+    Column("image_digest", String(80), nullable=False),
+    Column("static_digest", String(80), nullable=False, default=""),
+    Column("spec_json", Text, nullable=False),
+    Column("lock", Text, nullable=False, default=""),
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("app_id", "version"),
+)
+
+formation = Table(
+    "formation",
+    metadata,
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True),
+    Column("process_type", String(64), primary_key=True),
+    Column("quantity", Integer, nullable=False),
+)
+
+config_vars = Table(
+    "config_vars",
+    metadata,
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+placements = Table(
+    "placements",
+    metadata,
+    Column("instance_id", String(128), primary_key=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    Column("release", Integer, nullable=False),
+    Column("process_type", String(64), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("host_id", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_placements_host", placements.c.host_id)
+
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("hostname", String(255), nullable=False),
+    Column("addresses", Text, nullable=False, default="[]"),
+    Column("memory_mb", Integer, nullable=False, default=0),
+    Column("cpus", Integer, nullable=False, default=0),
+    Column("first_seen", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    # Fencing token: grows with every grant to a new holder.
+    Column("token", Integer, nullable=False),
+    # Seconds since the epoch on the database's clock.
+    Column("expires_at", Float, nullable=False),
+)
+
+log_lines = Table(
+    "log_lines",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("process", String(128), nullable=False, default=""),
+    Column("stream", String(8), nullable=False, default="stdout"),
+    Column("line", Text, nullable=False),
+)
+Index("ix_log_lines_app", log_lines.c.app_id, log_lines.c.id)
+Index("ix_log_lines_process", log_lines.c.process)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=True),
+    Column("kind", String(32), nullable=False),
+    Column("message", Text, nullable=False),
+)

@@ -1,0 +1,251 @@
+"""Every message that crosses a ZeroMQ socket between Roost daemons.
+
+Messages are msgspec Structs tagged by class name, so one decoder takes any of
+them and a malformed frame is a `msgspec.ValidationError`/`DecodeError`, which
+the transports log and drop. Shared types used by several roles live here (or in
+`roost.appspec`), never in a role's own package.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from roost.appspec.model import AppSpec
+
+InstanceState = Literal["pending", "starting", "up", "crashed", "backoff", "stopping", "stopped"]
+
+
+class Msg(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Base of every wire message (tagged by class name)."""
+
+
+# ---------------------------------------------------------------- generic replies
+
+
+class Ok(Msg, frozen=True):
+    detail: str = ""
+
+
+class Error(Msg, frozen=True):
+    message: str
+    retryable: bool = False
+
+
+class Ping(Msg, frozen=True):
+    pass
+
+
+# ---------------------------------------------------------------- runners
+
+
+class InstanceAssignment(msgspec.Struct, frozen=True, kw_only=True):
+    """One instance a runner must run. Identity is `instance_id`."""
+
+    instance_id: str
+    app: str
+    release: int
+    image_digest: str
+    process_type: str
+    spec: AppSpec
+    env: dict[str, str] = {}
+
+
+class Assignment(Msg, frozen=True):
+    """The full set of instances a host must run (declarative, never a delta).
+
+    `fence` is the scheduler lease's fencing token: a runner refuses an
+    assignment whose fence is lower than the highest it has seen. `version`
+    orders assignments from the same lease holder.
+    """
+
+    host_id: str
+    fence: int
+    version: int
+    instances: list[InstanceAssignment] = []
+    # Where to fetch images from (image store endpoints, in preference order).
+    image_sources: list[str] = []
+
+
+class InstanceStatus(msgspec.Struct, frozen=True, kw_only=True):
+    instance_id: str
+    app: str
+    release: int
+    process_type: str
+    state: InstanceState
+    pid: int = 0
+    port: int = 0
+    unix_socket: str = ""
+    memory_mb: float = 0.0
+    restarts: int = 0
+    started_at: float = 0.0
+    command: str = ""
+    last_error: str = ""
+
+
+class Heartbeat(Msg, frozen=True):
+    host_id: str
+    hostname: str
+    addresses: list[str] = []
+    memory_mb: int = 0
+    cpus: int = 0
+    instances: list[InstanceStatus] = []
+    # The assignment the runner is converging to (fence, version); lets the
+    # controller send a new one only when it differs.
+    fence: int = 0
+    version: int = 0
+    sent_at: float = 0.0
+
+
+class HeartbeatReply(Msg, frozen=True):
+    assignment: Assignment | None = None
+
+
+class LogLine(msgspec.Struct, frozen=True, kw_only=True):
+    app: str
+    ts: float
+    source: str  # "app", "build", "router", "platform"
+    process: str = ""  # "web.1", "worker.2", build id
+    stream: str = "stdout"
+    line: str
+    # The runner's instance that wrote the line ("" for non-instance sources).
+    instance_id: str = ""
+
+
+class LogBatch(Msg, frozen=True):
+    lines: list[LogLine]
+
+
+# ---------------------------------------------------------------- builders
+
+
+class BuildRequest(Msg, frozen=True):
+    build_id: str
+    app: str
+    # The uploaded source archive (tar.gz).
+    archive: bytes
+    # Digest of the previous release's lock, to reuse its dependency layer.
+    previous_lock: str = ""
+    # The previous release's lock text (BuildResult.lock). When the app's
+    # requirements are unchanged the builder reuses this pinned resolution
+    # (and so the dependency layer) instead of resolving again.
+    previous_lock_text: str = ""
+
+
+class BuildAccepted(Msg, frozen=True):
+    build_id: str
+
+
+class BuildLog(Msg, frozen=True):
+    build_id: str
+    app: str
+    lines: list[str]
+
+
+class BuildResult(Msg, frozen=True):
+    build_id: str
+    app: str
+    ok: bool
+    error: str = ""
+    image_digest: str = ""
+    image_size: int = 0
+    static_digest: str = ""
+    lock: str = ""
+    spec: AppSpec | None = None
+    duration_s: float = 0.0
+    # sha256 of `lock` ("sha256:<hex>"): what BuildRequest.previous_lock names.
+    lock_digest: str = ""
+    # URL prefix -> path inside the static bundle (`static_digest`); the
+    # controller copies these into AppRoute.static.
+    static_routes: list[StaticRoute] = []
+
+
+# ---------------------------------------------------------------- image store
+
+
+class ImageChunkRequest(Msg, frozen=True):
+    digest: str
+    offset: int = 0
+    length: int = 1 << 20
+
+
+class ImageChunk(Msg, frozen=True):
+    digest: str
+    offset: int
+    total: int
+    data: bytes
+
+
+# ---------------------------------------------------------------- routes
+
+
+class Backend(msgspec.Struct, frozen=True, kw_only=True):
+    instance_id: str
+    host: str
+    port: int
+    unix_socket: str = ""
+    host_id: str = ""
+
+
+class StaticRoute(msgspec.Struct, frozen=True, kw_only=True):
+    url_prefix: str
+    # Path inside the app's static bundle (AppRoute.static_bundle), which the
+    # router fetches by digest from the image store and unpacks locally.
+    path: str
+    is_file: bool = False
+    directory_indexes: bool = False
+
+
+class AppRoute(msgspec.Struct, frozen=True, kw_only=True):
+    app: str
+    hostnames: list[str]
+    backends: list[Backend] = []
+    release: int = 0
+    suspended: bool = False
+    static: list[StaticRoute] = []
+    static_bundle: str = ""  # digest of the static bundle, "" when none
+    gzip: bool = False
+    expires: dict[str, int] = {}
+    basic_auth: dict[str, str] = {}
+    basic_auth_realm: str = ""
+
+
+class RouteSnapshot(Msg, frozen=True):
+    version: int
+    routes: list[AppRoute]
+    fence: int = 0
+
+
+class RouteDelta(Msg, frozen=True):
+    """Changes from `base_version` to `version`; applies only on top of base."""
+
+    base_version: int
+    version: int
+    upserts: list[AppRoute] = []
+    removals: list[str] = []
+    fence: int = 0
+
+
+class RouteSnapshotRequest(Msg, frozen=True):
+    pass
+
+
+AnyMsg = (
+    Ok
+    | Error
+    | Ping
+    | Assignment
+    | Heartbeat
+    | HeartbeatReply
+    | LogBatch
+    | BuildRequest
+    | BuildAccepted
+    | BuildLog
+    | BuildResult
+    | ImageChunkRequest
+    | ImageChunk
+    | RouteSnapshot
+    | RouteDelta
+    | RouteSnapshotRequest
+)

@@ -1,0 +1,263 @@
+"""The walking skeleton end to end: `roost up` as real processes, deploy,
+serve through the router, redeploy, crash recovery, bad deploys, clean stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from roost.wire.cluster import ClusterConfig
+from roost.wire.keys import generate_keypair
+from roost.wire.messages import Ping
+from roost.wire.node import Node
+from roost.wire.rpc import RpcClient, RpcTimeout
+from tests.conftest import REPO, free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Platform:
+    data: Path
+    api_port: int
+    router_port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def roost(
+        self, *args: str, cwd: Path | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("ROOST_API", "ROOST_TOKEN")}
+        r = subprocess.run(
+            [sys.executable, "-m", "roost", "--data", str(self.data), *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if check and r.returncode != 0:
+            raise AssertionError(
+                f"roost {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+            )
+        return r
+
+    def get(self, app: str, path: str = "/") -> httpx.Response:
+        return httpx.get(
+            f"http://127.0.0.1:{self.router_port}{path}",
+            headers={"Host": f"{app}.localhost"},
+            timeout=10,
+        )
+
+    def ps(self, app: str) -> list[dict[str, object]]:
+        return json.loads(self.roost("ps", "--app", app, "--json").stdout)  # type: ignore[no-any-return]
+
+
+def _platform_processes(data: Path) -> list[psutil.Process]:
+    """Every process whose command line or cwd mentions the data directory."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "cwd"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            if str(data) in cmd or (p.info["cwd"] or "").startswith(str(data)):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return [p for p in found if p.pid != os.getpid()]
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    data = tmp_path_factory.mktemp("roost") / "data"
+    api_port, router_port = free_port(), free_port()
+    log = data.parent / "up.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "roost",
+                "--data",
+                str(data),
+                "up",
+                "--api-port",
+                str(api_port),
+                "--router-port",
+                str(router_port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    p = Platform(data, api_port, router_port, proc, log)
+    try:
+        wait_until(
+            lambda: (
+                httpx.get(f"http://127.0.0.1:{api_port}/api/health", timeout=1).status_code == 200
+            ),
+            60,
+            "the controller API",
+        )
+        yield p
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        finally:
+            print(log.read_text()[-5000:])
+        remaining = _platform_processes(data)
+        assert not remaining, f"processes left behind: {[q.cmdline() for q in remaining]}"
+
+
+def _copy_app(tmp_path: Path, name: str = "hello") -> Path:
+    dest = tmp_path / name
+    shutil.copytree(REPO / "examples" / "hello", dest)
+    return dest
+
+
+def test_deploy_serve_redeploy_restart(platform: Platform, tmp_path: Path) -> None:
+    app_dir = _copy_app(tmp_path)
+    platform.roost("apps", "create", "hello")
+    r = platform.roost("deploy", str(app_dir))  # the name comes from .roost-app
+    assert "is live" in r.stdout
+    page = wait_until(
+        lambda: (resp := platform.get("hello")).status_code == 200 and resp.text, 30, "hello's page"
+    )
+    assert "Hello from Roost!" in str(page)
+
+    # Two web instances by default, each up with a port.
+    instances = [i for i in platform.ps("hello") if i["process_type"] == "web"]
+    assert len(instances) == 2 and all(i["state"] == "up" and i["port"] for i in instances)
+
+    # Change the text and redeploy: the new text is served, old instances go.
+    app_py = app_dir / "app.py"
+    app_py.write_text(app_py.read_text().replace("Hello from Roost!", "Hello again, Roost!"))
+    platform.roost("deploy", str(app_dir), "--app", "hello")
+    wait_until(lambda: "Hello again, Roost!" in platform.get("hello").text, 30, "the new text")
+    wait_until(
+        lambda: all(i["release"] == 2 for i in platform.ps("hello")), 30, "old instances stopped"
+    )
+    for _ in range(10):  # round-robin over live instances never serves the old release
+        assert "Hello again, Roost!" in platform.get("hello").text
+
+    # Kill one instance's process: the runner restarts it.
+    victim = next(i for i in platform.ps("hello") if i["state"] == "up")
+    os.kill(int(victim["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+
+    def restarted() -> bool:
+        now = {i["instance_id"]: i for i in platform.ps("hello")}
+        cur = now.get(victim["instance_id"])  # type: ignore[call-overload]
+        return bool(
+            cur
+            and cur["pid"] != victim["pid"]
+            and cur["state"] == "up"
+            and int(cur["restarts"]) >= 1
+        )  # type: ignore[call-overload]
+
+    wait_until(restarted, 60, "the killed instance to be restarted")
+    assert platform.get("hello").status_code == 200
+
+
+def test_unknown_host_is_404_and_app_without_instances_503(platform: Platform) -> None:
+    r = platform.get("no-such-app")
+    assert r.status_code == 404
+    platform.roost("apps", "create", "empty")
+    wait_until(
+        lambda: platform.get("empty").status_code == 503, 15, "503 for an app with no instance"
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "mutate", "reason"),
+    [
+        ("missing-reqs", lambda d: (d / "requirements.txt").unlink(), "requirements"),
+        (
+            "broken-reqs",
+            lambda d: (d / "requirements.txt").write_text(
+                "flask>=3.0\nthis is not a requirement ===\n"
+            ),
+            "requirement",
+        ),
+        (
+            "bad-entrypoint",
+            lambda d: (d / "epio.ini").write_text(
+                "[wsgi]\nrequirements = requirements.txt\nentrypoint = nosuchmodule:app\n"
+            ),
+            "nosuchmodule",
+        ),
+        (
+            "exits-at-once",
+            lambda d: (d / "app.py").write_text("import sys\nsys.exit(3)\n"),
+            "crashed",
+        ),
+    ],
+)
+def test_bad_deploy_fails_and_previous_release_keeps_serving(
+    platform: Platform, tmp_path: Path, case: str, mutate: object, reason: str
+) -> None:
+    name = "steady"
+    if platform.roost("apps", "info", name, check=False).returncode != 0:
+        platform.roost("apps", "create", name)
+        platform.roost("deploy", str(_copy_app(tmp_path, "good")), "--app", name)
+    wait_until(lambda: platform.get(name).status_code == 200, 30, "the good release")
+    bad = _copy_app(tmp_path, case)
+    mutate(bad)  # type: ignore[operator]
+    r = platform.roost("deploy", str(bad), "--app", name, check=False)
+    assert r.returncode != 0
+    assert reason.lower() in (r.stdout + r.stderr).lower()
+    assert platform.get(name).status_code == 200
+    assert "Hello from Roost!" in platform.get(name).text
+
+
+def test_refusals_are_one_line(platform: Platform) -> None:
+    r = platform.roost("apps", "create", "Not_Valid!", check=False)
+    assert (
+        r.returncode != 0
+        and len(r.stderr.strip().splitlines()) == 1
+        and "invalid app name" in r.stderr
+    )
+    platform.roost("apps", "create", "twice")
+    r = platform.roost("apps", "create", "twice", check=False)
+    assert (
+        r.returncode != 0
+        and len(r.stderr.strip().splitlines()) == 1
+        and "already exists" in r.stderr
+    )
+    r = platform.roost("ps", "--app", "nobody-home", check=False)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "no app" in r.stderr
+
+
+def test_client_without_cluster_key_cannot_talk_to_any_daemon(platform: Platform) -> None:
+    cluster = ClusterConfig.load(platform.data / "cluster.json")
+
+    async def probe() -> list[str]:
+        answered = []
+        async with Node(generate_keypair(), []) as node:
+            for role in ("controller", "builder", "images"):
+                for ep in cluster.of(role):
+                    client = RpcClient(node, [ep])
+                    try:
+                        await client.call(Ping(), timeout=1.0, tries=1)
+                        answered.append(ep.address)
+                    except RpcTimeout:
+                        pass
+                    finally:
+                        await client.close()
+        return answered
+
+    assert asyncio.run(probe()) == []
