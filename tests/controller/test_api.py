@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from roost.controller.api.app import create_api
+from roost.controller.core import Controller
+from roost.controller.service import ControllerService
+from roost.controller.store import Store
+from roost.settings import Settings
+from roost.state.db import make_engine, migrate, sqlite_url
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[tuple[TestClient, Store]]:
+    url = sqlite_url(tmp_path / "state.db")
+    migrate(url)
+    store = Store(make_engine(url))
+    controller = Controller(store, Settings(), "test")
+    api = create_api(controller, ControllerService(controller, builders=None))
+    with TestClient(api) as client:
+        yield client, store
+    store.engine.dispose()
+
+
+def _token(store: Store, email: str, admin: bool = False) -> dict[str, str]:
+    account = store.create_account(email, is_admin=admin)
+    return {"Authorization": f"Bearer {store.issue_token(account)}"}
+
+
+def test_requires_a_valid_token(env: tuple[TestClient, Store]) -> None:
+    client, _ = env
+    r = client.get("/api/apps")
+    assert r.status_code == 401 and "message" in r.json()
+    r = client.get("/api/apps", headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401
+
+
+def test_create_list_info_delete(env: tuple[TestClient, Store]) -> None:
+    client, store = env
+    h = _token(store, "a@example.com")
+    r = client.post("/api/apps", json={"name": "shop"}, headers=h)
+    assert r.status_code == 201 and r.json()["name"] == "shop"
+    assert [a["name"] for a in client.get("/api/apps", headers=h).json()] == ["shop"]
+    info = client.get("/api/apps/shop", headers=h).json()
+    assert info["current_release"] is None and info["instances"] == 0
+    assert client.delete("/api/apps/shop", headers=h).status_code == 200
+    assert client.get("/api/apps/shop", headers=h).status_code == 404
+
+
+def test_refusals(env: tuple[TestClient, Store]) -> None:
+    client, store = env
+    h = _token(store, "a@example.com")
+    assert client.post("/api/apps", json={"name": "Bad Name"}, headers=h).status_code == 422
+    assert client.post("/api/apps", json={}, headers=h).status_code == 422
+    assert client.post("/api/apps", content=b"{not json", headers=h).status_code == 422
+    assert client.post("/api/apps", json={"name": "x" * 31}, headers=h).status_code == 422
+    assert client.post("/api/apps", json={"name": "dup"}, headers=h).status_code == 201
+    r = client.post("/api/apps", json={"name": "dup"}, headers=h)
+    assert r.status_code == 409 and "already exists" in r.json()["message"]
+
+
+def test_apps_are_private_to_their_owner(env: tuple[TestClient, Store]) -> None:
+    client, store = env
+    alice, bob = _token(store, "alice@example.com"), _token(store, "bob@example.com")
+    client.post("/api/apps", json={"name": "alices"}, headers=alice)
+    assert client.get("/api/apps", headers=bob).json() == []
+    for method, path in [("GET", "/api/apps/alices"), ("DELETE", "/api/apps/alices"), ("GET", "/api/apps/alices/ps")]:
+        assert client.request(method, path, headers=bob).status_code == 404
+    r = client.post("/api/apps/alices/builds", content=gzip.compress(b"x"), headers=bob)
+    assert r.status_code == 404
+    assert client.get("/api/apps/alices", headers=alice).status_code == 200
+
+
+def test_upload_must_be_gzip(env: tuple[TestClient, Store]) -> None:
+    client, store = env
+    h = _token(store, "a@example.com")
+    client.post("/api/apps", json={"name": "up"}, headers=h)
+    r = client.post("/api/apps/up/builds", content=b"plain text", headers=h)
+    assert r.status_code == 400 and "gzip" in r.json()["message"]
+
+
+def test_build_without_builder_fails_cleanly(env: tuple[TestClient, Store]) -> None:
+    client, store = env
+    h = _token(store, "a@example.com")
+    client.post("/api/apps", json={"name": "up"}, headers=h)
+    r = client.post("/api/apps/up/builds", content=gzip.compress(b"x"), headers=h)
+    assert r.status_code == 202
+    build_id = r.json()["build_id"]
+    status = client.get(f"/api/builds/{build_id}", headers=h).json()
+    assert status["status"] == "failed" and "no builder" in status["error"]
+    lines = [ln for ln in client.get(f"/api/builds/{build_id}/stream", headers=h).text.splitlines() if ln]
+    assert '"status": "failed"' in lines[-1]
+    assert client.get("/api/builds/nope", headers=h).status_code == 404
+
+
+def test_openapi_is_published(env: tuple[TestClient, Store]) -> None:
+    client, _ = env
+    spec = client.get("/api/openapi.json").json()
+    assert "/api/apps" in spec["paths"]
