@@ -69,7 +69,11 @@ def test_apps_are_private_to_their_owner(env: tuple[TestClient, Store]) -> None:
     alice, bob = _token(store, "alice@example.com"), _token(store, "bob@example.com")
     client.post("/api/apps", json={"name": "alices"}, headers=alice)
     assert client.get("/api/apps", headers=bob).json() == []
-    for method, path in [("GET", "/api/apps/alices"), ("DELETE", "/api/apps/alices"), ("GET", "/api/apps/alices/ps")]:
+    for method, path in [
+        ("GET", "/api/apps/alices"),
+        ("DELETE", "/api/apps/alices"),
+        ("GET", "/api/apps/alices/ps"),
+    ]:
         assert client.request(method, path, headers=bob).status_code == 404
     r = client.post("/api/apps/alices/builds", content=gzip.compress(b"x"), headers=bob)
     assert r.status_code == 404
@@ -93,7 +97,9 @@ def test_build_without_builder_fails_cleanly(env: tuple[TestClient, Store]) -> N
     build_id = r.json()["build_id"]
     status = client.get(f"/api/builds/{build_id}", headers=h).json()
     assert status["status"] == "failed" and "no builder" in status["error"]
-    lines = [ln for ln in client.get(f"/api/builds/{build_id}/stream", headers=h).text.splitlines() if ln]
+    lines = [
+        ln for ln in client.get(f"/api/builds/{build_id}/stream", headers=h).text.splitlines() if ln
+    ]
     assert '"status": "failed"' in lines[-1]
     assert client.get("/api/builds/nope", headers=h).status_code == 404
 

@@ -6,7 +6,13 @@ from roost.wire.messages import InstanceStatus
 
 def _st(iid: str, state: str, restarts: int = 0, err: str = "") -> InstanceStatus:
     return InstanceStatus(
-        instance_id=iid, app="a", release=2, process_type="web", state=state, restarts=restarts, last_error=err  # type: ignore[arg-type]
+        instance_id=iid,
+        app="a",
+        release=2,
+        process_type="web",
+        state=state,
+        restarts=restarts,
+        last_error=err,  # type: ignore[arg-type]
     )
 
 
@@ -29,7 +35,10 @@ def test_not_promoted_while_instances_are_unplaced() -> None:
 
 
 def test_crash_loop_fails_with_the_reason() -> None:
-    statuses = {"i1": _st("i1", "backoff", restarts=2, err="ModuleNotFoundError: No module named 'x'"), "i2": _st("i2", "up")}
+    statuses = {
+        "i1": _st("i1", "backoff", restarts=2, err="ModuleNotFoundError: No module named 'x'"),
+        "i2": _st("i2", "up"),
+    }
     d = decide(PLACED, 2, statuses, 0.0, 10.0, 180)
     assert d.verdict == "fail" and "web.1" in d.reason and "ModuleNotFoundError" in d.reason
 

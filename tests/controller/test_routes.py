@@ -14,18 +14,37 @@ SPEC = AppSpec(
 
 def _st(iid: str, state: str, port: int) -> InstanceStatus:
     return InstanceStatus(
-        instance_id=iid, app="a", release=1, process_type="web", state=state, port=port, unix_socket=f"/s/{iid}"  # type: ignore[arg-type]
+        instance_id=iid,
+        app="a",
+        release=1,
+        process_type="web",
+        state=state,
+        port=port,
+        unix_socket=f"/s/{iid}",  # type: ignore[arg-type]
     )
 
 
 def _routing(**kw: object) -> AppRouting:
-    base = dict(app="a", suspended=False, release=1, spec=SPEC, static_digest="sha256:x", web_instances=("i1", "i2"), host_of={"i1": "h1", "i2": "h2"})
+    base = dict(
+        app="a",
+        suspended=False,
+        release=1,
+        spec=SPEC,
+        static_digest="sha256:x",
+        web_instances=("i1", "i2"),
+        host_of={"i1": "h1", "i2": "h2"},
+    )
     base.update(kw)
     return AppRouting(**base)  # type: ignore[arg-type]
 
 
 def test_only_up_instances_are_backends() -> None:
-    table = build_routes([_routing()], {"i1": _st("i1", "up", 5001), "i2": _st("i2", "starting", 5002)}, "localhost", {"h1": "10.0.0.1"})
+    table = build_routes(
+        [_routing()],
+        {"i1": _st("i1", "up", 5001), "i2": _st("i2", "starting", 5002)},
+        "localhost",
+        {"h1": "10.0.0.1"},
+    )
     route = table["a"]
     assert [b.instance_id for b in route.backends] == ["i1"]
     assert route.backends[0].host == "10.0.0.1" and route.backends[0].port == 5001

@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from roost.controller import rollout, routes
 from roost.controller.scheduler import HostInfo, Placement, Want, place
 from roost.controller.softstate import SoftState
-from roost.controller.store import ReleaseRow, Store
+from roost.controller.store import AppRow, ReleaseRow, Store
 from roost.settings import Settings
 from roost.state import leases
 from roost.wire.messages import (
     AppRoute,
     Assignment,
     InstanceAssignment,
+    InstanceStatus,
     LogLine,
     RouteSnapshot,
 )
@@ -92,6 +93,38 @@ class Controller:
         return Assignment(
             host_id=host_id, fence=self.fence, version=version, instances=list(content)
         )
+
+    def instance_env(self, app_id: int, config: dict[str, str]) -> dict[str, str]:
+        """What an instance's environment gets from the platform: config vars."""
+        return dict(config)
+
+    def restart_process(self, app: AppRow, process_type: str) -> None:
+        """Replace the serving release's instances of one process type."""
+        self.store.drop_placements(app.id, process_type)
+        self.store.add_event("restart", f"{app.name}: restart {process_type}", app.id)
+        self.wake.set()
+
+    def where(self, app: str, process: str | None = None) -> list[dict[str, object]]:
+        statuses = self.soft.statuses()
+        out: list[dict[str, object]] = []
+        for p in self.store.placements():
+            if p.app != app or (process and p.process_type != process):
+                continue
+            st = statuses.get(p.instance_id)
+            seen = self.soft.hosts.get(p.host_id)
+            out.append(
+                {
+                    "instance_id": p.instance_id,
+                    "process": f"{p.process_type}.{p.idx}",
+                    "release": p.release,
+                    "host_id": p.host_id,
+                    "hostname": seen.heartbeat.hostname if seen else "",
+                    "host_state": "up" if self.soft.alive(p.host_id) else "down",
+                    "state": st.state if st else "unknown",
+                    "port": st.port if st else 0,
+                }
+            )
+        return sorted(out, key=lambda r: (str(r["process"]), str(r["host_id"])))
 
     def route_snapshot(self) -> RouteSnapshot:
         return RouteSnapshot(
@@ -247,20 +280,17 @@ class Controller:
                     )
                 self.wake.set()
 
-        self._update_assignments(placed, apps, formations)
+        self._update_assignments(placed, apps)
         await self._update_routes(apps, placed, statuses)
 
-    def _update_assignments(self, placed: list[Placement], apps: list, formations: dict) -> None:
+    def _update_assignments(self, placed: list[Placement], apps: list[AppRow]) -> None:
         by_host: dict[str, list[InstanceAssignment]] = {}
         app_by_name = {a.name: a for a in apps}
-        config_cache: dict[int, dict[str, str]] = {}
         for p in placed:
             a = app_by_name.get(p.app)
             if a is None:
                 continue
             rel = self.release_row(a.id, p.release)
-            if a.id not in config_cache:
-                config_cache[a.id] = self.store.config_vars(a.id)
             by_host.setdefault(p.host_id, []).append(
                 InstanceAssignment(
                     instance_id=p.instance_id,
@@ -269,7 +299,7 @@ class Controller:
                     image_digest=rel.image_digest,
                     process_type=p.process_type,
                     spec=rel.spec,
-                    env=config_cache[a.id],
+                    env=self.instance_env(a.id, rel.config),
                 )
             )
         hosts = set(by_host) | set(self.assignments) | set(self.soft.hosts)
@@ -280,8 +310,13 @@ class Controller:
                 version = (old.version if old else 0) + 1
                 self.assignments[host_id] = HostAssignment(content=content, version=version)
 
-    async def _update_routes(self, apps: list, placed: list[Placement], statuses: dict) -> None:
+    async def _update_routes(
+        self, apps: list[AppRow], placed: list[Placement], statuses: dict[str, InstanceStatus]
+    ) -> None:
         routing: list[routes.AppRouting] = []
+        domains: dict[int, list[str]] = {}
+        for d in self.store.domains():
+            domains.setdefault(d.app_id, []).append(d.hostname)
         for a in apps:
             rel = (
                 self.release_row(a.id, a.current_release) if a.current_release is not None else None
@@ -304,6 +339,7 @@ class Controller:
                     release=rel.version if rel else 0,
                     spec=rel.spec if rel else None,
                     static_digest=rel.static_digest if rel else "",
+                    domains=tuple(domains.get(a.id, ())),
                     web_instances=tuple(p.instance_id for p in mine),
                     host_of={p.instance_id: p.host_id for p in mine},
                 )

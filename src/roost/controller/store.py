@@ -6,8 +6,7 @@ the only writers; every replica may run these.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,16 +16,9 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 
 from roost.appspec.model import AppSpec
 from roost.controller.scheduler import Placement
+from roost.controller.store_access import AccessStore, Conflict, NotFound
 from roost.state import tables as t
 from roost.wire.messages import LogLine
-
-
-class NotFound(Exception):
-    pass
-
-
-class Conflict(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -51,6 +43,7 @@ class ReleaseRow:
     lock: str
     description: str
     created_at: float
+    config: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -62,10 +55,6 @@ class BuildRow:
     finished_at: float | None
     error: str
     release: int | None
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _app(row: Any) -> AppRow:
@@ -91,6 +80,7 @@ def _release(row: Any) -> ReleaseRow:
         lock=row.lock,
         description=row.description,
         created_at=row.created_at,
+        config=json.loads(row.config_json or "{}"),
     )
 
 
@@ -106,50 +96,12 @@ def _build(row: Any) -> BuildRow:
     )
 
 
-class Store:
+__all__ = ["AccessStore", "Conflict", "NotFound", "Store"]
+
+
+class Store(AccessStore):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-
-    # ------------------------------------------------------------ accounts
-
-    def create_account(self, email: str, password_hash: str = "", is_admin: bool = False) -> int:
-        with self.engine.begin() as c:
-            if c.execute(select(t.accounts.c.id).where(t.accounts.c.email == email)).first():
-                raise Conflict(f"account {email} already exists")
-            r = c.execute(
-                insert(t.accounts).values(
-                    email=email,
-                    password_hash=password_hash,
-                    is_admin=is_admin,
-                    created_at=time.time(),
-                )
-            )
-            return int(r.inserted_primary_key[0])  # type: ignore[index]
-
-    def account_by_email(self, email: str) -> Any:
-        with self.engine.connect() as c:
-            return c.execute(select(t.accounts).where(t.accounts.c.email == email)).first()
-
-    def issue_token(self, account_id: int, name: str = "") -> str:
-        token = "rst_" + secrets.token_urlsafe(32)
-        with self.engine.begin() as c:
-            c.execute(
-                insert(t.tokens).values(
-                    account_id=account_id,
-                    token_hash=hash_token(token),
-                    name=name,
-                    created_at=time.time(),
-                )
-            )
-        return token
-
-    def account_for_token(self, token: str) -> Any:
-        with self.engine.connect() as c:
-            return c.execute(
-                select(t.accounts)
-                .join(t.tokens, t.tokens.c.account_id == t.accounts.c.id)
-                .where(t.tokens.c.token_hash == hash_token(token), t.tokens.c.revoked_at.is_(None))
-            ).first()
 
     # ------------------------------------------------------------ apps
 
@@ -192,6 +144,9 @@ class Store:
                 t.releases,
                 t.builds,
                 t.events,
+                t.domains,
+                t.certificates,
+                t.collaborators,
             ):
                 c.execute(delete(table).where(table.c.app_id == app.id))
             c.execute(delete(t.apps).where(t.apps.c.id == app.id))
@@ -245,7 +200,11 @@ class Store:
         spec: AppSpec,
         lock: str,
         description: str,
+        config: dict[str, str] | None = None,
     ) -> int:
+        """A new pending release; `config` defaults to the app's config vars now."""
+        if config is None:
+            config = self.config_vars(app_id)
         with self.engine.begin() as c:
             top = c.execute(
                 select(func.max(t.releases.c.version)).where(t.releases.c.app_id == app_id)
@@ -269,9 +228,26 @@ class Store:
                     lock=lock,
                     description=description,
                     created_at=time.time(),
+                    config_json=json.dumps(config, sort_keys=True),
                 )
             )
         return version
+
+    def copy_release(
+        self, app_id: int, source: int, description: str, config: dict[str, str] | None = None
+    ) -> int:
+        """A new pending release running `source`'s image (rollback, config change, restart)."""
+        base = self.release(app_id, source)
+        return self.create_release(
+            app_id,
+            base.build_id or "",
+            base.image_digest,
+            base.static_digest,
+            base.spec,
+            base.lock,
+            description,
+            config=base.config if config is None else config,
+        )
 
     def release(self, app_id: int, version: int) -> ReleaseRow:
         with self.engine.connect() as c:
@@ -344,6 +320,72 @@ class Store:
             rows = c.execute(select(t.config_vars).where(t.config_vars.c.app_id == app_id))
             return {r.key: r.value for r in rows}
 
+    def update_config(self, app_id: int, changes: dict[str, str | None]) -> dict[str, str]:
+        """Set (value) or unset (None) config vars; returns the new full set."""
+        with self.engine.begin() as c:
+            for key, value in changes.items():
+                c.execute(
+                    delete(t.config_vars).where(
+                        t.config_vars.c.app_id == app_id, t.config_vars.c.key == key
+                    )
+                )
+                if value is not None:
+                    c.execute(insert(t.config_vars).values(app_id=app_id, key=key, value=value))
+        return self.config_vars(app_id)
+
+    # ------------------------------------------------------------ domains and certificates
+
+    def add_domain(self, app_id: int, hostname: str) -> None:
+        with self.engine.begin() as c:
+            row = c.execute(select(t.domains).where(t.domains.c.hostname == hostname)).first()
+            if row is not None:
+                if row.app_id == app_id:
+                    return
+                raise Conflict(f"{hostname} is already used by another app")
+            c.execute(
+                insert(t.domains).values(hostname=hostname, app_id=app_id, created_at=time.time())
+            )
+
+    def remove_domain(self, app_id: int, hostname: str) -> None:
+        with self.engine.begin() as c:
+            r = c.execute(
+                delete(t.domains).where(
+                    t.domains.c.app_id == app_id, t.domains.c.hostname == hostname
+                )
+            )
+        if r.rowcount == 0:
+            raise NotFound(f"{hostname} is not a domain of this app")
+
+    def domains(self, app_id: int | None = None) -> list[Any]:
+        q = select(t.domains).order_by(t.domains.c.hostname)
+        if app_id is not None:
+            q = q.where(t.domains.c.app_id == app_id)
+        with self.engine.connect() as c:
+            return list(c.execute(q))
+
+    def put_certificate(
+        self, app_id: int, hostname: str, cert_pem: str, key_pem: str, not_after: float
+    ) -> None:
+        with self.engine.begin() as c:
+            c.execute(delete(t.certificates).where(t.certificates.c.hostname == hostname))
+            c.execute(
+                insert(t.certificates).values(
+                    hostname=hostname,
+                    app_id=app_id,
+                    cert_pem=cert_pem,
+                    key_pem=key_pem,
+                    not_after=not_after,
+                    created_at=time.time(),
+                )
+            )
+
+    def certificates(self, app_id: int | None = None) -> list[Any]:
+        q = select(t.certificates).order_by(t.certificates.c.hostname)
+        if app_id is not None:
+            q = q.where(t.certificates.c.app_id == app_id)
+        with self.engine.connect() as c:
+            return list(c.execute(q))
+
     # ------------------------------------------------------------ placements
 
     def placements(self) -> list[Placement]:
@@ -364,6 +406,14 @@ class Store:
                 )
                 for r in rows
             ]
+
+    def drop_placements(self, app_id: int, process_type: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(
+                delete(t.placements).where(
+                    t.placements.c.app_id == app_id, t.placements.c.process_type == process_type
+                )
+            )
 
     def replace_placements(
         self, old: list[Placement], new: list[Placement], app_ids: dict[str, int]
@@ -495,3 +545,15 @@ class Store:
             c.execute(
                 insert(t.events).values(ts=time.time(), app_id=app_id, kind=kind, message=message)
             )
+
+    def events(self, app_ids: set[int] | None = None, limit: int = 100) -> list[Any]:
+        q = (
+            select(t.events, t.apps.c.name.label("app"))
+            .outerjoin(t.apps, t.apps.c.id == t.events.c.app_id)
+            .order_by(t.events.c.id.desc())
+            .limit(limit)
+        )
+        if app_ids is not None:
+            q = q.where(t.events.c.app_id.in_(app_ids))
+        with self.engine.connect() as c:
+            return list(c.execute(q))

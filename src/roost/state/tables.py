@@ -84,6 +84,9 @@ releases = Table(
     Column("lock", Text, nullable=False, default=""),
     Column("description", Text, nullable=False, default=""),
     Column("created_at", Float, nullable=False),
+    # Config vars as they were when the release was made (JSON object): a
+    # release is code + config, so a config change is a new release.
+    Column("config_json", Text, nullable=False, default="{}", server_default="{}"),
     UniqueConstraint("app_id", "version"),
 )
 
@@ -161,4 +164,42 @@ events = Table(
     Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=True),
     Column("kind", String(32), nullable=False),
     Column("message", Text, nullable=False),
+)
+
+
+collaborators = Table(
+    "collaborators",
+    metadata,
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+)
+
+domains = Table(
+    "domains",
+    metadata,
+    Column("hostname", String(255), primary_key=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+certificates = Table(
+    "certificates",
+    metadata,
+    Column("hostname", String(255), primary_key=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    Column("cert_pem", Text, nullable=False),
+    Column("key_pem", Text, nullable=False),
+    Column("not_after", Float, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+ssh_keys = Table(
+    "ssh_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("fingerprint", String(128), nullable=False, unique=True),
+    Column("public_key", Text, nullable=False),
+    Column("name", String(255), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
 )

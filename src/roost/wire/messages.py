@@ -18,22 +18,26 @@ InstanceState = Literal["pending", "starting", "up", "crashed", "backoff", "stop
 
 
 class Msg(msgspec.Struct, frozen=True, kw_only=True, tag=True):
-    """Base of every wire message (tagged by class name)."""
+    """Base of every wire message (tagged by class name).
+
+    msgspec does not carry `kw_only` over to subclasses, so every message
+    declares `class X(Msg, frozen=True, kw_only=True)` itself.
+    """
 
 
 # ---------------------------------------------------------------- generic replies
 
 
-class Ok(Msg, frozen=True):
+class Ok(Msg, frozen=True, kw_only=True):
     detail: str = ""
 
 
-class Error(Msg, frozen=True):
+class Error(Msg, frozen=True, kw_only=True):
     message: str
     retryable: bool = False
 
 
-class Ping(Msg, frozen=True):
+class Ping(Msg, frozen=True, kw_only=True):
     pass
 
 
@@ -52,7 +56,7 @@ class InstanceAssignment(msgspec.Struct, frozen=True, kw_only=True):
     env: dict[str, str] = {}
 
 
-class Assignment(Msg, frozen=True):
+class Assignment(Msg, frozen=True, kw_only=True):
     """The full set of instances a host must run (declarative, never a delta).
 
     `fence` is the scheduler lease's fencing token: a runner refuses an
@@ -84,7 +88,7 @@ class InstanceStatus(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str = ""
 
 
-class Heartbeat(Msg, frozen=True):
+class Heartbeat(Msg, frozen=True, kw_only=True):
     host_id: str
     hostname: str
     addresses: list[str] = []
@@ -98,7 +102,7 @@ class Heartbeat(Msg, frozen=True):
     sent_at: float = 0.0
 
 
-class HeartbeatReply(Msg, frozen=True):
+class HeartbeatReply(Msg, frozen=True, kw_only=True):
     assignment: Assignment | None = None
 
 
@@ -113,14 +117,14 @@ class LogLine(msgspec.Struct, frozen=True, kw_only=True):
     instance_id: str = ""
 
 
-class LogBatch(Msg, frozen=True):
+class LogBatch(Msg, frozen=True, kw_only=True):
     lines: list[LogLine]
 
 
 # ---------------------------------------------------------------- builders
 
 
-class BuildRequest(Msg, frozen=True):
+class BuildRequest(Msg, frozen=True, kw_only=True):
     build_id: str
     app: str
     # The uploaded source archive (tar.gz).
@@ -133,17 +137,17 @@ class BuildRequest(Msg, frozen=True):
     previous_lock_text: str = ""
 
 
-class BuildAccepted(Msg, frozen=True):
+class BuildAccepted(Msg, frozen=True, kw_only=True):
     build_id: str
 
 
-class BuildLog(Msg, frozen=True):
+class BuildLog(Msg, frozen=True, kw_only=True):
     build_id: str
     app: str
     lines: list[str]
 
 
-class BuildResult(Msg, frozen=True):
+class BuildResult(Msg, frozen=True, kw_only=True):
     build_id: str
     app: str
     ok: bool
@@ -164,13 +168,13 @@ class BuildResult(Msg, frozen=True):
 # ---------------------------------------------------------------- image store
 
 
-class ImageChunkRequest(Msg, frozen=True):
+class ImageChunkRequest(Msg, frozen=True, kw_only=True):
     digest: str
     offset: int = 0
     length: int = 1 << 20
 
 
-class ImageChunk(Msg, frozen=True):
+class ImageChunk(Msg, frozen=True, kw_only=True):
     digest: str
     offset: int
     total: int
@@ -209,15 +213,17 @@ class AppRoute(msgspec.Struct, frozen=True, kw_only=True):
     expires: dict[str, int] = {}
     basic_auth: dict[str, str] = {}
     basic_auth_realm: str = ""
+    # TLS certificates for this app's custom domains (the router terminates TLS).
+    certificates: list[TlsCertificate] = []
 
 
-class RouteSnapshot(Msg, frozen=True):
+class RouteSnapshot(Msg, frozen=True, kw_only=True):
     version: int
     routes: list[AppRoute]
     fence: int = 0
 
 
-class RouteDelta(Msg, frozen=True):
+class RouteDelta(Msg, frozen=True, kw_only=True):
     """Changes from `base_version` to `version`; applies only on top of base."""
 
     base_version: int
@@ -227,8 +233,102 @@ class RouteDelta(Msg, frozen=True):
     fence: int = 0
 
 
-class RouteSnapshotRequest(Msg, frozen=True):
+class RouteSnapshotRequest(Msg, frozen=True, kw_only=True):
     pass
+
+
+class TlsCertificate(msgspec.Struct, frozen=True, kw_only=True):
+    """A certificate chain and its private key (PEM) for some hostnames.
+
+    Routers pick it by SNI for any hostname listed (exact, or `*.example.com`);
+    hostnames without one get the router's default (self-signed) certificate.
+    """
+
+    hostnames: list[str]
+    cert_pem: str
+    key_pem: str
+
+
+# ---------------------------------------------------------------- services (servicehost)
+
+ServiceKind = Literal["postgres", "redis"]
+ServerState = Literal["starting", "up", "backoff", "stopping", "stopped"]
+
+
+class ServiceProvision(Msg, frozen=True, kw_only=True):
+    """Create (or return the existing) `kind` service of `app`; idempotent.
+
+    `memory_mb` is Redis's maxmemory (0 = the servicehost's default); asking
+    again with another value changes the limit of the running server.
+    """
+
+    app: str
+    kind: ServiceKind
+    memory_mb: int = 0
+
+
+class ServiceCredentials(Msg, frozen=True, kw_only=True):
+    app: str
+    kind: ServiceKind
+    host: str
+    port: int
+    database: str = ""  # postgres: database name; redis: "0"
+    username: str = ""  # "" for redis (the default user)
+    password: str
+    url: str  # DATABASE_URL / REDIS_URL
+
+
+class ServiceDeprovision(Msg, frozen=True, kw_only=True):
+    """Back the service up one last time, then drop its data (idempotent)."""
+
+    app: str
+    kind: ServiceKind
+
+
+class ServiceRemoved(Msg, frozen=True, kw_only=True):
+    app: str
+    kind: ServiceKind
+    # The final backup ("" when there was nothing to remove).
+    backup_path: str = ""
+
+
+class ServiceBackup(Msg, frozen=True, kw_only=True):
+    app: str
+    kind: ServiceKind
+
+
+class ServiceBackupDone(Msg, frozen=True, kw_only=True):
+    path: str
+    size: int
+
+
+class ServiceHostStatusRequest(Msg, frozen=True, kw_only=True):
+    pass
+
+
+class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One server. The PostgreSQL cluster itself is app "" / kind "postgres";
+    each app's database is a row of its own (its cluster's state, port and pid,
+    and the database's size); each Redis server is one row.
+    """
+
+    app: str
+    kind: ServiceKind
+    state: ServerState
+    port: int = 0
+    pid: int = 0
+    disk_bytes: int = 0
+    restarts: int = 0
+    last_error: str = ""
+
+
+class ServiceHostStatus(Msg, frozen=True, kw_only=True):
+    servers: list[ServerStatus] = []
+    disk_free_bytes: int = 0
+    disk_total_bytes: int = 0
+    # Who sent it (key name) and when (unix time): pushed to the controllers.
+    host: str = ""
+    sent_at: float = 0.0
 
 
 AnyMsg = (
@@ -248,4 +348,12 @@ AnyMsg = (
     | RouteSnapshot
     | RouteDelta
     | RouteSnapshotRequest
+    | ServiceProvision
+    | ServiceCredentials
+    | ServiceDeprovision
+    | ServiceRemoved
+    | ServiceBackup
+    | ServiceBackupDone
+    | ServiceHostStatusRequest
+    | ServiceHostStatus
 )

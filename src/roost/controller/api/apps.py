@@ -61,7 +61,10 @@ async def create_app(body: AppCreate, who: CurrentAccount, c: CurrentController)
 
 @router.get("/apps", response_model=list[AppOut])
 async def list_apps(who: CurrentAccount, c: CurrentController) -> list[AppOut]:
-    rows = c.store.apps(None if who.is_admin else who.id)
+    rows = c.store.apps()
+    if not who.is_admin:
+        visible = c.store.apps_visible_to(who.id)
+        rows = [a for a in rows if a.id in visible]
     return [
         AppOut(
             name=a.name,

@@ -65,7 +65,11 @@ def owned_app(c: Controller, who: Account, name: str) -> AppRow:
         app = c.store.app(name)
     except NotFound:
         raise ApiError(404, f"no app named {name}") from None
-    if app.owner_id != who.id and not who.is_admin:
+    if (
+        app.owner_id != who.id
+        and not who.is_admin
+        and app.id not in c.store.apps_visible_to(who.id)
+    ):
         raise ApiError(404, f"no app named {name}")
     return app
 

@@ -1,0 +1,175 @@
+"""ep.io's control API, so the `epio` 0.3.1 client keeps working.
+
+Same paths and shapes as ep.io served them: form-encoded bodies, the token in
+`X-Epio-Token`, every response body JSON, 401 `{"message": ...}` without a
+valid token. Apps are addressed by numeric id after a name lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Header, Request
+from fastapi.responses import JSONResponse
+
+from roost.controller.api.accounts import add_key
+from roost.controller.api.deps import (
+    APP_NAME,
+    Account,
+    ApiError,
+    CurrentController,
+    account,
+    owned_app,
+)
+from roost.controller.store import AppRow, Conflict, NotFound
+
+router = APIRouter(include_in_schema=True, tags=["ep.io compatibility"])
+
+
+def _who(request: Request, token: str | None) -> Account:
+    if not token:
+        raise ApiError(401, "authentication required: send X-Epio-Token")
+    return account(request, None, token)
+
+
+def _app_by_id(c: Any, who: Account, app_id: int) -> AppRow:
+    try:
+        app = c.store.app_by_id(app_id)
+    except NotFound:
+        raise ApiError(404, f"no app with id {app_id}") from None
+    return owned_app(c, who, app.name)
+
+
+@router.post("/control/token/")
+async def token(
+    c: CurrentController,
+    x_epio_email: Annotated[str | None, Header()] = None,
+    x_epio_password: Annotated[str | None, Header()] = None,
+) -> Any:
+    if not x_epio_email or not x_epio_password:
+        return JSONResponse(
+            {"message": "X-Epio-Email and X-Epio-Password are required"}, status_code=401
+        )
+    row = await asyncio.to_thread(c.store.check_password, x_epio_email, x_epio_password)
+    if row is None:
+        return JSONResponse({"message": "Invalid email or password"}, status_code=401)
+    return c.store.issue_token(row.id, name="epio client")
+
+
+@router.get("/control/app/name/{name}/")
+async def app_by_name(
+    name: str,
+    request: Request,
+    c: CurrentController,
+    x_epio_token: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    who = _who(request, x_epio_token)
+    app = owned_app(c, who, name)
+    return {"app": {"id": app.id}}
+
+
+@router.post("/control/app/create/")
+async def create(
+    request: Request,
+    c: CurrentController,
+    name: Annotated[str, Form()] = "",
+    x_epio_token: Annotated[str | None, Header()] = None,
+) -> Any:
+    who = _who(request, x_epio_token)
+    if name == "<random>":
+        name = "app-" + secrets.token_hex(3)
+    if not APP_NAME.match(name):
+        return {
+            "form": {
+                "errors": {"name": ["Names may contain only a-z, 0-9, '-' and '_' (at most 30)."]}
+            }
+        }
+    try:
+        await asyncio.to_thread(c.store.create_app, name, who.id)
+    except Conflict:
+        return JSONResponse({"message": f"The app name {name} is already taken"}, status_code=409)
+    return JSONResponse({"app": {"names": [name]}}, status_code=201)
+
+
+@router.post("/control/app/{app_id}/delete/")
+async def delete(
+    app_id: int,
+    request: Request,
+    c: CurrentController,
+    x_epio_token: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    app = _app_by_id(c, _who(request, x_epio_token), app_id)
+    await asyncio.to_thread(c.store.delete_app, app.name)
+    c.wake.set()
+    return {"message": f"{app.name} deleted"}
+
+
+@router.post("/control/app/{app_id}/suspend/")
+async def suspend(
+    app_id: int,
+    request: Request,
+    c: CurrentController,
+    x_epio_token: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    app = _app_by_id(c, _who(request, x_epio_token), app_id)
+    c.store.set_suspended(app.id, True)
+    c.wake.set()
+    return {"message": f"{app.name} suspended"}
+
+
+@router.post("/control/app/{app_id}/resume/")
+async def resume(
+    app_id: int,
+    request: Request,
+    c: CurrentController,
+    x_epio_token: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    app = _app_by_id(c, _who(request, x_epio_token), app_id)
+    c.store.set_suspended(app.id, False)
+    c.wake.set()
+    return {"message": f"{app.name} resumed"}
+
+
+@router.get("/control/app/{app_id}/processes/")
+async def processes(
+    app_id: int,
+    request: Request,
+    c: CurrentController,
+    x_epio_token: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    app = _app_by_id(c, _who(request, x_epio_token), app_id)
+    statuses = c.soft.statuses()
+    hosts = {h: s.heartbeat.hostname for h, s in c.soft.hosts.items()}
+    out: dict[str, list[list[Any]]] = {}
+    for p in sorted(c.store.placements(), key=lambda p: p.idx):
+        if p.app != app.name:
+            continue
+        st = statuses.get(p.instance_id)
+        out.setdefault(p.process_type, []).append(
+            [
+                hosts.get(p.host_id, p.host_id),
+                st.port if st else 0,
+                st.state if st else "unknown",
+                {
+                    "memory_usage": round(st.memory_mb, 1) if st else 0,
+                    "memory_limit": c.settings.instance_memory_mb,
+                    "command_line": st.command if st else "",
+                },
+            ]
+        )
+    return {"processes": out}
+
+
+@router.post("/account/sshkeys/")
+async def sshkeys(
+    request: Request,
+    c: CurrentController,
+    key: Annotated[str, Form()] = "",
+    x_epio_token: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    who = _who(request, x_epio_token)
+    if not key:
+        raise ApiError(400, "key is required")
+    return {"fingerprint": add_key(c, who.id, key)}

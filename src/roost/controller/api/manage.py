@@ -1,0 +1,321 @@
+"""Running apps: config, formation, restarts, releases, suspension, domains,
+certificates, collaborators, events and the "who runs X" query."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from roost.controller.api.deps import ApiError, CurrentAccount, CurrentController, owned_app
+from roost.controller.core import Controller
+from roost.controller.store import AppRow, Conflict, NotFound
+from roost.controller.tls import CertificateError, check_certificate
+
+router = APIRouter(prefix="/api")
+
+CONFIG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+HOSTNAME = re.compile(r"^(?=.{1,253}$)(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+PROCESS_TYPE = re.compile(r"^[a-z0-9_-]{1,64}$")
+MAX_INSTANCES = 100
+
+
+def _new_release(
+    c: Controller,
+    app: AppRow,
+    description: str,
+    config: dict[str, str] | None = None,
+    source: int | None = None,
+) -> int | None:
+    """Roll the app onto a copy of `source` (default: the serving release)."""
+    base = source if source is not None else app.current_release
+    if base is None:
+        return None
+    version = c.store.copy_release(app.id, base, description, config=config)
+    c.store.add_event("release", f"{app.name} v{version}: {description}", app.id)
+    c.wake.set()
+    return version
+
+
+# ------------------------------------------------------------ config
+
+
+class ConfigPatch(BaseModel):
+    # value: set it; null: unset it
+    vars: dict[str, str | None] = Field(default_factory=dict)
+
+
+@router.get("/apps/{name}/config")
+async def get_config(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, str]:
+    return c.store.config_vars(owned_app(c, who, name).id)
+
+
+@router.patch("/apps/{name}/config")
+async def patch_config(
+    name: str, body: ConfigPatch, who: CurrentAccount, c: CurrentController
+) -> dict[str, Any]:
+    app = owned_app(c, who, name)
+    if not body.vars:
+        raise ApiError(422, "no config vars given")
+    for key, value in body.vars.items():
+        if not CONFIG_KEY.match(key):
+            raise ApiError(422, f"invalid config var name {key!r}")
+        if value is not None and len(value) > 32768:
+            raise ApiError(422, f"value of {key} is longer than 32768 characters")
+    new = await asyncio.to_thread(c.store.update_config, app.id, body.vars)
+    changed = ", ".join(f"{k}" if v is not None else f"-{k}" for k, v in sorted(body.vars.items()))
+    release = _new_release(c, app, f"config {changed}", config=new)
+    return {"config": new, "release": release}
+
+
+# ------------------------------------------------------------ formation and restarts
+
+
+class FormationPatch(BaseModel):
+    quantities: dict[str, int]
+
+
+@router.get("/apps/{name}/formation")
+async def get_formation(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, int]:
+    return c.store.formation(owned_app(c, who, name).id)
+
+
+@router.patch("/apps/{name}/formation")
+async def scale(
+    name: str, body: FormationPatch, who: CurrentAccount, c: CurrentController
+) -> dict[str, int]:
+    app = owned_app(c, who, name)
+    if not body.quantities:
+        raise ApiError(422, "no process types given")
+    known: set[str] = set()
+    if app.current_release is not None:
+        known = set(c.store.release(app.id, app.current_release).spec.processes)
+    for ptype, qty in body.quantities.items():
+        if not PROCESS_TYPE.match(ptype):
+            raise ApiError(422, f"invalid process type {ptype!r}")
+        if known and ptype not in known:
+            raise ApiError(
+                422, f"{name} has no process type {ptype!r} (it has: {', '.join(sorted(known))})"
+            )
+        if not 0 <= qty <= MAX_INSTANCES:
+            raise ApiError(422, f"{ptype}: quantity must be between 0 and {MAX_INSTANCES}")
+    c.store.set_formation(app.id, body.quantities)
+    c.store.add_event(
+        "scale", f"{name}: " + " ".join(f"{k}={v}" for k, v in body.quantities.items()), app.id
+    )
+    c.wake.set()
+    return c.store.formation(app.id)
+
+
+class RestartBody(BaseModel):
+    process: str | None = None
+
+
+@router.post("/apps/{name}/restart")
+async def restart(
+    name: str, body: RestartBody, who: CurrentAccount, c: CurrentController
+) -> dict[str, Any]:
+    """Restart by rolling onto a fresh copy of the serving release (no downtime)."""
+    app = owned_app(c, who, name)
+    if app.current_release is None:
+        raise ApiError(409, f"{name} has no release to restart")
+    if body.process is not None:
+        spec = c.store.release(app.id, app.current_release).spec
+        if body.process not in spec.processes:
+            raise ApiError(422, f"{name} has no process type {body.process!r}")
+        c.restart_process(app, body.process)
+        return {"restarted": body.process}
+    return {"release": _new_release(c, app, "restart")}
+
+
+# ------------------------------------------------------------ releases
+
+
+class RollbackBody(BaseModel):
+    version: int | None = None
+
+
+@router.post("/apps/{name}/rollback")
+async def rollback(
+    name: str, body: RollbackBody, who: CurrentAccount, c: CurrentController
+) -> dict[str, Any]:
+    app = owned_app(c, who, name)
+    rels = c.store.releases(app.id)
+    if body.version is None:
+        earlier = [
+            r
+            for r in rels
+            if r.status == "superseded"
+            and (app.current_release is None or r.version < app.current_release)
+        ]
+        if not earlier:
+            raise ApiError(409, f"{name} has no earlier release to roll back to")
+        target = earlier[0].version
+    else:
+        target = body.version
+        if not any(r.version == target for r in rels):
+            raise ApiError(404, f"{name} has no release v{target}")
+    return {
+        "release": _new_release(c, app, f"rollback to v{target}", source=target),
+        "from": target,
+    }
+
+
+# ------------------------------------------------------------ suspend / resume
+
+
+@router.post("/apps/{name}/suspend")
+async def suspend(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
+    app = owned_app(c, who, name)
+    c.store.set_suspended(app.id, True)
+    c.store.add_event("suspend", f"{name} suspended", app.id)
+    c.wake.set()
+    return {"name": name, "suspended": True}
+
+
+@router.post("/apps/{name}/resume")
+async def resume(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
+    app = owned_app(c, who, name)
+    c.store.set_suspended(app.id, False)
+    c.store.add_event("resume", f"{name} resumed", app.id)
+    c.wake.set()
+    return {"name": name, "suspended": False}
+
+
+# ------------------------------------------------------------ domains and certificates
+
+
+class DomainBody(BaseModel):
+    hostname: str = Field(min_length=1, max_length=253)
+
+
+@router.get("/apps/{name}/domains")
+async def list_domains(name: str, who: CurrentAccount, c: CurrentController) -> list[str]:
+    return [d.hostname for d in c.store.domains(owned_app(c, who, name).id)]
+
+
+@router.post("/apps/{name}/domains", status_code=201)
+async def add_domain(
+    name: str, body: DomainBody, who: CurrentAccount, c: CurrentController
+) -> dict[str, str]:
+    app = owned_app(c, who, name)
+    host = body.hostname.strip().lower().rstrip(".")
+    if not HOSTNAME.match(host):
+        raise ApiError(422, f"invalid hostname {body.hostname!r}")
+    try:
+        c.store.add_domain(app.id, host)
+    except Conflict as exc:
+        raise ApiError(409, str(exc)) from None
+    c.wake.set()
+    return {"hostname": host}
+
+
+@router.delete("/apps/{name}/domains/{hostname}")
+async def remove_domain(
+    name: str, hostname: str, who: CurrentAccount, c: CurrentController
+) -> dict[str, str]:
+    app = owned_app(c, who, name)
+    try:
+        c.store.remove_domain(app.id, hostname.lower())
+    except NotFound as exc:
+        raise ApiError(404, str(exc)) from None
+    c.wake.set()
+    return {"removed": hostname}
+
+
+class CertBody(BaseModel):
+    hostname: str = Field(min_length=1, max_length=253)
+    certificate: str = Field(min_length=1, max_length=200_000)
+    private_key: str = Field(min_length=1, max_length=200_000)
+
+
+@router.post("/apps/{name}/certs", status_code=201)
+async def add_cert(
+    name: str, body: CertBody, who: CurrentAccount, c: CurrentController
+) -> dict[str, Any]:
+    app = owned_app(c, who, name)
+    host = body.hostname.strip().lower()
+    routed = {d.hostname for d in c.store.domains(app.id)} | {f"{name}.{c.settings.default_domain}"}
+    if host not in routed:
+        raise ApiError(
+            422, f"{host} is not a domain of {name}: add it with 'roost domains add' first"
+        )
+    try:
+        info = check_certificate(body.certificate, body.private_key, host)
+    except CertificateError as exc:
+        raise ApiError(422, str(exc)) from None
+    c.store.put_certificate(app.id, host, body.certificate, body.private_key, info.not_after)
+    c.wake.set()
+    return {"hostname": host, "not_after": info.not_after, "subject": info.subject}
+
+
+@router.get("/apps/{name}/certs")
+async def list_certs(name: str, who: CurrentAccount, c: CurrentController) -> list[dict[str, Any]]:
+    app = owned_app(c, who, name)
+    return [
+        {"hostname": r.hostname, "not_after": r.not_after} for r in c.store.certificates(app.id)
+    ]
+
+
+# ------------------------------------------------------------ collaborators
+
+
+class CollaboratorBody(BaseModel):
+    email: str = Field(min_length=3, max_length=320)
+
+
+@router.post("/apps/{name}/collaborators", status_code=201)
+async def add_collaborator(
+    name: str, body: CollaboratorBody, who: CurrentAccount, c: CurrentController
+) -> dict[str, str]:
+    app = owned_app(c, who, name)
+    row = c.store.account_by_email(body.email)
+    if row is None:
+        raise ApiError(404, f"no account {body.email}")
+    c.store.add_collaborator(app.id, row.id)
+    return {"email": body.email}
+
+
+@router.get("/apps/{name}/collaborators")
+async def list_collaborators(name: str, who: CurrentAccount, c: CurrentController) -> list[str]:
+    return c.store.collaborators(owned_app(c, who, name).id)
+
+
+@router.delete("/apps/{name}/collaborators/{email}")
+async def remove_collaborator(
+    name: str, email: str, who: CurrentAccount, c: CurrentController
+) -> dict[str, str]:
+    app = owned_app(c, who, name)
+    row = c.store.account_by_email(email)
+    if row is None:
+        raise ApiError(404, f"no account {email}")
+    c.store.remove_collaborator(app.id, row.id)
+    return {"removed": email}
+
+
+# ------------------------------------------------------------ events and where
+
+
+@router.get("/events")
+async def events(
+    who: CurrentAccount, c: CurrentController, limit: int = 100
+) -> list[dict[str, Any]]:
+    if not 1 <= limit <= 1000:
+        raise ApiError(422, "limit must be between 1 and 1000")
+    ids = None if who.is_admin else c.store.apps_visible_to(who.id)
+    return [
+        {"ts": e.ts, "app": e.app, "kind": e.kind, "message": e.message}
+        for e in c.store.events(ids, limit)
+    ]
+
+
+@router.get("/apps/{name}/where")
+async def where(
+    name: str, who: CurrentAccount, c: CurrentController, process: str | None = None
+) -> list[dict[str, Any]]:
+    """Which hosts run which instances of the app, and in which state (any replica answers)."""
+    app = owned_app(c, who, name)
+    return c.where(app.name, process)
