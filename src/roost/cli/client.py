@@ -80,14 +80,25 @@ class Api:
             raise CliError(f"lost the Roost API at {self.url}: {exc}", EXIT_UNREACHABLE) from None
 
 
+def credentials_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "roost" / "credentials.json"
+
+
 def resolve(data_dir: Path) -> Api:
+    """ROOST_API/ROOST_TOKEN, else the local platform's DATA/api.json, else `roost login`'s."""
     url = os.environ.get("ROOST_API", "")
     token = os.environ.get("ROOST_TOKEN", "")
-    info = data_dir / "api.json"
-    if (not url or not token) and info.exists():
-        saved = json.loads(info.read_text())
-        url = url or saved.get("url", "")
-        token = token or saved.get("token", "")
+    for info in (data_dir / "api.json", credentials_path()):
+        if url and token:
+            break
+        if info.exists():
+            try:
+                saved = json.loads(info.read_text())
+            except ValueError:
+                raise CliError(f"{info} is not valid JSON; delete it and log in again") from None
+            url = url or saved.get("url", "")
+            token = token or saved.get("token", "")
     if not url:
         raise CliError(
             f"no Roost API configured: run 'roost up' (data dir {data_dir}) "

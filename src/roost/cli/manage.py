@@ -1,0 +1,389 @@
+"""User and operator commands beyond deploy: config, scale, releases, domains,
+certificates, keys, accounts, hosts and the "where" query."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from roost.cli.apps import app_name_for
+from roost.cli.client import EXIT_USAGE, Api, CliError, resolve
+
+console = Console()
+
+app_option = click.option("--app", "app_name", help="app name (default: .roost-app / .epio-app)")
+json_option = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+
+
+def _api(ctx: click.Context) -> Any:
+    return resolve(ctx.obj["data"])
+
+
+def _app(app_name: str | None) -> str:
+    return app_name_for(Path("."), app_name)
+
+
+def _out(data: Any, as_json: bool, render: Any) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        render(data)
+
+
+def _table(columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(*columns)
+    for r in rows:
+        table.add_row(*[str(x) for x in r])
+    console.print(table)
+
+
+# ------------------------------------------------------------ login and accounts
+
+
+@click.command("login")
+@click.option("--email", prompt=True)
+@click.option("--password", prompt=True, hide_input=True)
+@click.option(
+    "--api", "api_url", envvar="ROOST_API", help="API address (default: the local platform's)"
+)
+@click.pass_context
+def login(ctx: click.Context, email: str, password: str, api_url: str | None) -> None:
+    """Log in and save a token for this machine (~/.config/roost/credentials.json)."""
+    api = resolve(ctx.obj["data"]) if not api_url else None
+    url = api_url or (api.url if api else "")
+
+    client = Api(url, "")
+    data = client.request("POST", "/api/login", json={"email": email, "password": password})
+    path = (
+        Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+        / "roost"
+        / "credentials.json"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"url": url, "token": data["token"]}, fh)
+    console.print(f"Logged in as {data['email']}; token saved to {path}")
+
+
+@click.group("accounts")
+def accounts() -> None:
+    """Operator: manage accounts."""
+
+
+@accounts.command("add")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="read the password from standard input")
+@click.option("--admin", is_flag=True)
+@click.pass_context
+def accounts_add(ctx: click.Context, email: str, password_stdin: bool, admin: bool) -> None:
+    """Create an account (the local admin token is used)."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    _api(ctx).request(
+        "POST", "/api/accounts", json={"email": email, "password": password, "admin": admin}
+    )
+    console.print(f"Created account {email}")
+
+
+# ------------------------------------------------------------ config
+
+
+@click.group("config", invoke_without_command=True)
+@app_option
+@json_option
+@click.pass_context
+def config(ctx: click.Context, app_name: str | None, as_json: bool) -> None:
+    """Show config vars (subcommands: set, unset)."""
+    ctx.obj["app"] = app_name
+    if ctx.invoked_subcommand is None:
+        data = _api(ctx).request("GET", f"/api/apps/{_app(app_name)}/config")
+        _out(data, as_json, lambda d: click.echo("\n".join(f"{k}={v}" for k, v in sorted(d.items()))))
+
+
+def _patch_config(ctx: click.Context, app_name: str | None, changes: dict[str, str | None]) -> None:
+    name = _app(app_name or ctx.obj.get("app"))
+    data = _api(ctx).request("PATCH", f"/api/apps/{name}/config", json={"vars": changes})
+    rel = data.get("release")
+    console.print(f"Config updated{f'; rolling out v{rel}' if rel else ''}")
+
+
+@config.command("set")
+@click.argument("pairs", nargs=-1, required=True)
+@app_option
+@click.pass_context
+def config_set(ctx: click.Context, pairs: tuple[str, ...], app_name: str | None) -> None:
+    """Set KEY=VALUE config vars (a new release)."""
+    changes: dict[str, str | None] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"expected KEY=VALUE, got {pair!r}", EXIT_USAGE)
+        changes[key] = value
+    _patch_config(ctx, app_name, changes)
+
+
+@config.command("unset")
+@click.argument("keys", nargs=-1, required=True)
+@app_option
+@click.pass_context
+def config_unset(ctx: click.Context, keys: tuple[str, ...], app_name: str | None) -> None:
+    """Remove config vars (a new release)."""
+    _patch_config(ctx, app_name, dict.fromkeys(keys))
+
+
+# ------------------------------------------------------------ formation and lifecycle
+
+
+@click.command("scale")
+@click.argument("pairs", nargs=-1, required=True)
+@app_option
+@json_option
+@click.pass_context
+def scale(ctx: click.Context, pairs: tuple[str, ...], app_name: str | None, as_json: bool) -> None:
+    """Set instance counts: roost scale web=3 worker=1"""
+    quantities: dict[str, int] = {}
+    for pair in pairs:
+        ptype, sep, qty = pair.partition("=")
+        if not sep or not qty.isdigit():
+            raise CliError(f"expected TYPE=COUNT, got {pair!r}", EXIT_USAGE)
+        quantities[ptype] = int(qty)
+    data = _api(ctx).request(
+        "PATCH", f"/api/apps/{_app(app_name)}/formation", json={"quantities": quantities}
+    )
+    _out(
+        data,
+        as_json,
+        lambda d: console.print("Formation: " + " ".join(f"{k}={v}" for k, v in sorted(d.items()))),
+    )
+
+
+@click.command("restart")
+@click.argument("process", required=False)
+@app_option
+@click.pass_context
+def restart(ctx: click.Context, process: str | None, app_name: str | None) -> None:
+    """Restart an app's instances (all, or one process type)."""
+    _api(ctx).request("POST", f"/api/apps/{_app(app_name)}/restart", json={"process": process})
+    console.print(f"Restarting {process or 'all processes'}")
+
+
+@click.command("rollback")
+@click.argument("version", required=False, type=int)
+@app_option
+@click.pass_context
+def rollback(ctx: click.Context, version: int | None, app_name: str | None) -> None:
+    """Roll back to VERSION (default: the previous release)."""
+    data = _api(ctx).request(
+        "POST", f"/api/apps/{_app(app_name)}/rollback", json={"version": version}
+    )
+    console.print(f"Rolling back to v{data['from']} as v{data['release']}")
+
+
+@click.command("suspend")
+@app_option
+@click.pass_context
+def suspend(ctx: click.Context, app_name: str | None) -> None:
+    """Stop an app's instances; visitors get a maintenance page."""
+    _api(ctx).request("POST", f"/api/apps/{_app(app_name)}/suspend")
+    console.print("Suspended")
+
+
+@click.command("resume")
+@app_option
+@click.pass_context
+def resume(ctx: click.Context, app_name: str | None) -> None:
+    """Start a suspended app again."""
+    _api(ctx).request("POST", f"/api/apps/{_app(app_name)}/resume")
+    console.print("Resumed")
+
+
+# ------------------------------------------------------------ domains and certificates
+
+
+@click.group("domains")
+def domains() -> None:
+    """Custom domains of an app."""
+
+
+@domains.command("list")
+@app_option
+@json_option
+@click.pass_context
+def domains_list(ctx: click.Context, app_name: str | None, as_json: bool) -> None:
+    data = _api(ctx).request("GET", f"/api/apps/{_app(app_name)}/domains")
+    _out(data, as_json, lambda d: click.echo("\n".join(d)))
+
+
+@domains.command("add")
+@click.argument("hostname")
+@app_option
+@click.pass_context
+def domains_add(ctx: click.Context, hostname: str, app_name: str | None) -> None:
+    _api(ctx).request("POST", f"/api/apps/{_app(app_name)}/domains", json={"hostname": hostname})
+    console.print(f"Added {hostname}")
+
+
+@domains.command("remove")
+@click.argument("hostname")
+@app_option
+@click.pass_context
+def domains_remove(ctx: click.Context, hostname: str, app_name: str | None) -> None:
+    _api(ctx).request("DELETE", f"/api/apps/{_app(app_name)}/domains/{hostname}")
+    console.print(f"Removed {hostname}")
+
+
+@click.group("certs")
+def certs() -> None:
+    """TLS certificates for an app's domains."""
+
+
+@certs.command("add")
+@click.argument("hostname")
+@click.argument("cert_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@app_option
+@click.pass_context
+def certs_add(
+    ctx: click.Context, hostname: str, cert_file: Path, key_file: Path, app_name: str | None
+) -> None:
+    """Add a PEM certificate (chain) and its key for HOSTNAME."""
+    body = {
+        "hostname": hostname,
+        "certificate": cert_file.read_text(),
+        "private_key": key_file.read_text(),
+    }
+    data = _api(ctx).request("POST", f"/api/apps/{_app(app_name)}/certs", json=body)
+    console.print(f"Certificate for {data['hostname']} ({data['subject']}) added")
+
+
+# ------------------------------------------------------------ SSH keys
+
+
+@click.group("keys")
+def keys() -> None:
+    """SSH public keys for git push and ssh run."""
+
+
+@keys.command("add")
+@click.argument(
+    "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=False
+)
+@click.pass_context
+def keys_add(ctx: click.Context, path: Path | None) -> None:
+    """Add a public key (default ~/.ssh/id_ed25519.pub or id_rsa.pub)."""
+    if path is None:
+        for cand in ("id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"):
+            p = Path.home() / ".ssh" / cand
+            if p.exists():
+                path = p
+                break
+    if path is None:
+        raise CliError("no public key found in ~/.ssh; pass the path of one", EXIT_USAGE)
+    data = _api(ctx).request("POST", "/api/keys", json={"key": path.read_text().strip()})
+    console.print(f"Added {data['fingerprint']}")
+
+
+@keys.command("list")
+@json_option
+@click.pass_context
+def keys_list(ctx: click.Context, as_json: bool) -> None:
+    data = _api(ctx).request("GET", "/api/keys")
+    _out(
+        data,
+        as_json,
+        lambda d: _table(["fingerprint", "name"], [[k["fingerprint"], k["name"]] for k in d]),
+    )
+
+
+@keys.command("remove")
+@click.argument("fingerprint")
+@click.pass_context
+def keys_remove(ctx: click.Context, fingerprint: str) -> None:
+    _api(ctx).request("DELETE", f"/api/keys/{fingerprint}")
+    console.print(f"Removed {fingerprint}")
+
+
+# ------------------------------------------------------------ hosts and where
+
+
+@click.command("hosts")
+@json_option
+@click.pass_context
+def hosts(ctx: click.Context, as_json: bool) -> None:
+    """Hosts of the cluster as the controllers see them."""
+    data = _api(ctx).request("GET", "/api/hosts")
+    _out(
+        data,
+        as_json,
+        lambda d: _table(
+            ["host", "hostname", "state", "addresses", "memory", "cpus", "instances"],
+            [
+                [
+                    h["host_id"],
+                    h["hostname"],
+                    h["state"],
+                    ",".join(h["addresses"]),
+                    f"{h['memory_mb']} MB",
+                    h["cpus"],
+                    h["instances"],
+                ]
+                for h in d
+            ],
+        ),
+    )
+
+
+@click.command("where")
+@click.argument("app", required=False)
+@click.argument("process", required=False)
+@json_option
+@click.pass_context
+def where(ctx: click.Context, app: str | None, process: str | None, as_json: bool) -> None:
+    """Which hosts run APP's instances (optionally of one PROCESS type)."""
+    params = {"process": process} if process else {}
+    data = _api(ctx).request("GET", f"/api/apps/{_app(app)}/where", params=params)
+    _out(
+        data,
+        as_json,
+        lambda d: _table(
+            ["process", "release", "host", "host state", "state", "port"],
+            [
+                [
+                    r["process"],
+                    f"v{r['release']}",
+                    r["hostname"] or r["host_id"],
+                    r["host_state"],
+                    r["state"],
+                    r["port"],
+                ]
+                for r in d
+            ],
+        ),
+    )
+
+
+COMMANDS = [
+    login,
+    accounts,
+    config,
+    scale,
+    restart,
+    rollback,
+    suspend,
+    resume,
+    domains,
+    certs,
+    keys,
+    hosts,
+    where,
+]
