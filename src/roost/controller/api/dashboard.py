@@ -1,0 +1,102 @@
+"""The dashboard: one page, served by every controller replica, that logs in
+with the same account and refreshes itself from `/api/dashboard`."""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from roost.controller.api.deps import CurrentAccount, CurrentController
+
+router = APIRouter()
+
+
+@router.get("/", include_in_schema=False)
+async def root() -> RedirectResponse:
+    return RedirectResponse("/dashboard")
+
+
+@router.get("/dashboard", include_in_schema=False)
+async def page() -> HTMLResponse:
+    html = resources.files("roost.controller.dashboard").joinpath("index.html").read_text()
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/api/dashboard")
+async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
+    """Everything the dashboard shows, in one response."""
+    now = time.monotonic()
+    statuses = c.soft.statuses()
+    visible = None if who.is_admin else c.store.apps_visible_to(who.id)
+    hosts = []
+    for host_id, seen in sorted(c.soft.hosts.items()):
+        hb = seen.heartbeat
+        hosts.append(
+            {
+                "host_id": host_id,
+                "hostname": hb.hostname,
+                "state": "down" if seen.down_since is not None else "up",
+                "heartbeat_age_s": round(now - seen.last_seen, 1),
+                "memory_mb": hb.memory_mb,
+                "cpus": hb.cpus,
+                "instances": len(hb.instances),
+            }
+        )
+    hostname = {h["host_id"]: h["hostname"] for h in hosts}
+    placements = c.store.placements()
+    apps = []
+    for a in c.store.apps():
+        if visible is not None and a.id not in visible:
+            continue
+        instances = []
+        for p in placements:
+            if p.app != a.name:
+                continue
+            st = statuses.get(p.instance_id)
+            instances.append(
+                {
+                    "process": f"{p.process_type}.{p.idx}",
+                    "release": p.release,
+                    "host": hostname.get(p.host_id, p.host_id),
+                    "state": st.state if st else "unknown",
+                    "memory_mb": round(st.memory_mb, 1) if st else 0,
+                }
+            )
+        deploys = [
+            {
+                "version": r.version,
+                "status": r.status,
+                "created_at": r.created_at,
+                "description": r.description,
+            }
+            for r in c.store.releases(a.id)[:5]
+        ]
+        logs = [
+            {"ts": r.ts, "process": r.process, "source": r.source, "line": r.line}
+            for r in c.store.logs(a.id, 0, 8)
+        ]
+        apps.append(
+            {
+                "name": a.name,
+                "release": a.current_release,
+                "suspended": a.suspended,
+                "instances": sorted(instances, key=lambda i: i["process"]),
+                "deploys": deploys,
+                "logs": logs,
+            }
+        )
+    events = [
+        {"ts": e.ts, "app": e.app, "kind": e.kind, "message": e.message}
+        for e in c.store.events(visible, 20)
+    ]
+    return {
+        "account": who.email,
+        "hosts": hosts,
+        "apps": apps,
+        "events": events,
+        "controller": c.name,
+    }

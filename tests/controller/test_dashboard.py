@@ -1,0 +1,133 @@
+"""The dashboard in a real headless Chromium: it logs in with a token, renders
+hosts and apps, and its screenshot is a real page (not blank)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from PIL import Image
+
+from roost.appspec.model import AppSpec, ProcessSpec
+from roost.controller.api.app import create_api
+from roost.controller.core import Controller
+from roost.controller.scheduler import Placement
+from roost.controller.service import ControllerService
+from roost.controller.store import Store
+from roost.settings import Settings
+from roost.state.db import make_engine, migrate, sqlite_url
+from roost.wire.messages import Heartbeat, InstanceStatus
+from tests.conftest import free_port
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--window-size=1280,900",
+    "--virtual-time-budget=8000",
+]
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    url = sqlite_url(tmp_path / "state.db")
+    migrate(url)
+    store = Store(make_engine(url))
+    controller = Controller(store, Settings(), "ctl-a")
+    owner = store.create_account("ops@example.com", is_admin=True)
+    token = store.issue_token(owner)
+    app = store.create_app("webshop", owner)
+    spec = AppSpec(
+        processes={"web": ProcessSpec(name="web", kind="wsgi", entrypoint="app:app", web=True)}
+    )
+    v = store.create_release(app.id, "b1", "sha256:aa", "", spec, "", "first deploy")
+    store.promote(app.id, v)
+    placement = Placement("webshop-web-1", "webshop", v, "web", 1, "host-1")
+    store.replace_placements([], [placement], {"webshop": app.id})
+    controller.soft.record(
+        Heartbeat(
+            host_id="host-1",
+            hostname="rack1-node7",
+            memory_mb=8192,
+            cpus=4,
+            instances=[
+                InstanceStatus(
+                    instance_id="webshop-web-1",
+                    app="webshop",
+                    release=v,
+                    process_type="web",
+                    state="up",
+                    memory_mb=42.0,
+                )
+            ],
+        ),
+        time.monotonic(),
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_api(controller, ControllerService(controller, None)),
+            port=port,
+            log_level="warning",
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}", token
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        store.engine.dispose()
+
+
+def _chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    profile = tmp_path / "profile"
+    return subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_dashboard_renders_hosts_and_apps(served: tuple[str, str], tmp_path: Path) -> None:
+    base, token = served
+    page = f"{base}/dashboard?token={token}"
+    dom = _chromium(["--dump-dom", page], tmp_path).stdout
+    assert 'data-loaded="1"' in dom, dom[-2000:]
+    assert "rack1-node7" in dom and "webshop" in dom and "web.1" in dom
+    assert ">up<" in dom
+
+    shot = tmp_path / "dashboard.png"
+    _chromium([f"--screenshot={shot}", page], tmp_path / "second")
+    assert shot.exists()
+    img = Image.open(shot).convert("L")
+    assert img.size == (1280, 900)
+    lo, hi = img.getextrema()
+    assert hi - lo > 100, "the screenshot is blank"
+    # the header bar is dark and the page body is light: the stylesheet applied
+    assert img.getpixel((5, 5)) < 80 and img.getpixel((640, 880)) > 200
+
+
+def test_dashboard_without_token_shows_login(served: tuple[str, str], tmp_path: Path) -> None:
+    base, _ = served
+    dom = _chromium(["--dump-dom", f"{base}/dashboard"], tmp_path).stdout
+    assert 'id="login"' in dom and 'id="login" hidden' not in dom
+    assert "rack1-node7" not in dom
