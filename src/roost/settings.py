@@ -110,6 +110,18 @@ class Settings:
     instance_memory_mb: int = _setting(
         256, "ROOST_INSTANCE_MEMORY_MB", "memory reserved per instance when placing"
     )
+    postgres_port: int = _setting(
+        0, "ROOST_POSTGRES_PORT", "servicehost: PostgreSQL port (0 = pick a free one once, kept)"
+    )
+    redis_memory_mb: int = _setting(
+        16, "ROOST_REDIS_MEMORY_MB", "servicehost: app Redis maxmemory without [redis] memory"
+    )
+    services_user: str = _setting(
+        "roost-services", "ROOST_SERVICES_USER", "servicehost: user PostgreSQL/Redis run as (root)"
+    )
+    services_host: str = _setting(
+        "", "ROOST_SERVICES_HOST", "servicehost: host apps connect to ('' = bind_host/127.0.0.1)"
+    )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

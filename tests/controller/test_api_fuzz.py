@@ -57,7 +57,8 @@ def test_no_server_errors(api_and_token: tuple[object, str]) -> None:
             statuses.append(response.status_code)
             if response.status_code >= 500:
                 failures.append(
-                    f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}"
+                    f"{case.method} {case.formatted_path} -> {response.status_code}: "
+                    + response.text[:200]
                 )
 
         check()

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from roost.appspec.model import AppSpec, ProcessSpec
+from roost.appspec.model import AppSpec, CronJob, ProcessSpec
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,16 @@ class RuntimeVars:
     port: int = 0
     unix_sock: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Directory holding this release's bundle_config.py (see
+    # roost.appspec.bundle_config); first on PYTHONPATH when set.
+    bundle_config_dir: Path | None = None
 
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+# Variables the platform owns: the app's [env] cannot override them.
+_PLATFORM_ENV = ("PORT", "VIRTUAL_ENV", "ROOST_APP", "ROOST_DATA_DIR", "ROOST_UNIX_SOCK")
+# Shell syntax after which `exec` would cut a command line short.
+_SHELL_CONTROL = re.compile(r"[;&|\n`()]")
 
 
 def substitute(text: str, rv: RuntimeVars) -> str:
@@ -47,14 +54,23 @@ def substitute(text: str, rv: RuntimeVars) -> str:
 def environment(spec: AppSpec, rv: RuntimeVars, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment every process of the app sees."""
     env = dict(base or {})
-    bin_dir = rv.venv_dir / "bin"
-    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', os.defpath)}"
+    django_base = rv.app_dir / spec.django.base if spec.django is not None else None
+    # The app's own scripts (`manage.py sync` in [cron]) run by name, as on ep.io;
+    # the virtualenv comes first so the app cannot shadow python or gunicorn.
+    bins = [str(rv.venv_dir / "bin"), str(rv.app_dir)]
+    if django_base is not None and django_base != rv.app_dir:
+        bins.append(str(django_base))
+    env["PATH"] = os.pathsep.join([*bins, env.get("PATH", os.defpath)])
     env["VIRTUAL_ENV"] = str(rv.venv_dir)
     env.pop("PYTHONHOME", None)
-    paths = [str(rv.app_dir / p) for p in spec.python_path]
-    if spec.django is not None:
-        paths.append(str(rv.app_dir / spec.django.base))
+    paths = [str(rv.bundle_config_dir)] if rv.bundle_config_dir is not None else []
+    paths += [str(rv.app_dir / p) for p in spec.python_path]
+    if django_base is not None:
+        paths.append(str(django_base))
     paths.append(str(rv.app_dir))
+    if spec.checkout_name != "app" and rv.app_dir.name == spec.checkout_name:
+        # ep.io's "project names in imports": `import <checkout>.module` works.
+        paths.append(str(rv.app_dir.parent))
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"
     env["HOME"] = str(rv.data_directory.parent)
@@ -64,12 +80,23 @@ def environment(spec: AppSpec, rv: RuntimeVars, base: dict[str, str] | None = No
         env["PORT"] = str(rv.port)
     if rv.unix_sock:
         env["ROOST_UNIX_SOCK"] = rv.unix_sock
+    platform = {k: env[k] for k in _PLATFORM_ENV if k in env}
     for key, value in spec.env.items():
         env[key] = substitute(value, rv)
+    env.update(platform)
     if spec.django is not None and spec.django.settings_module:
         env.setdefault("DJANGO_SETTINGS_MODULE", spec.django.settings_module)
     env.update(rv.extra_env)
     return env
+
+
+def shell_argv(command: str, rv: RuntimeVars) -> list[str]:
+    """A shell command line, placeholders filled; `exec`ed when that is safe so
+    signals reach the program rather than the shell."""
+    text = substitute(command, rv)
+    if not _SHELL_CONTROL.search(text):
+        text = "exec " + text
+    return ["/bin/sh", "-c", text]
 
 
 def argv(spec: AppSpec, proc: ProcessSpec, rv: RuntimeVars) -> list[str]:
@@ -80,6 +107,7 @@ def argv(spec: AppSpec, proc: ProcessSpec, rv: RuntimeVars) -> list[str]:
             bind += ["--bind", f"unix:{rv.unix_sock}"]
         if rv.port:
             bind += ["--bind", f"127.0.0.1:{rv.port}"]
+        worker = ["--worker-class", proc.async_type] if proc.async_type else []
         return [
             str(rv.venv_dir / "bin" / "python"),
             "-m",
@@ -87,14 +115,25 @@ def argv(spec: AppSpec, proc: ProcessSpec, rv: RuntimeVars) -> list[str]:
             *bind,
             "--workers",
             "2",
+            *worker,
             "--access-logfile",
             "-",
             "--chdir",
             str(rv.app_dir),
             proc.entrypoint,
         ]
-    return ["/bin/sh", "-c", "exec " + substitute(proc.command, rv)]
+    return shell_argv(proc.command, rv)
+
+
+def cron_argv(job: CronJob, rv: RuntimeVars) -> list[str]:
+    """The command line of one run of a cron job (its cwd is the app checkout)."""
+    return shell_argv(job.command, rv)
 
 
 def cwd(proc: ProcessSpec, rv: RuntimeVars) -> Path:
     return (rv.app_dir / proc.cwd).resolve()
+
+
+def symlink_target(target: str, rv: RuntimeVars) -> Path:
+    """Where an `AppSpec.symlinks` target points on this host (absolute)."""
+    return Path(os.path.normpath(rv.app_dir / substitute(target, rv)))

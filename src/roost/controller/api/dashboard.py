@@ -84,7 +84,7 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
                 "name": a.name,
                 "release": a.current_release,
                 "suspended": a.suspended,
-                "instances": sorted(instances, key=lambda i: i["process"]),
+                "instances": sorted(instances, key=lambda i: str(i["process"])),
                 "deploys": deploys,
                 "logs": logs,
             }
