@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from roost import __version__
-from roost.cli import apps, daemons, manage, up
+from roost.cli import apps, cluster, daemons, manage, up
 
 
 @click.group()
@@ -28,6 +28,7 @@ def cli(ctx: click.Context, data: Path) -> None:
 
 
 cli.add_command(up.up)
+cli.add_command(cluster.cluster)
 cli.add_command(apps.apps_group)
 cli.add_command(apps.deploy)
 cli.add_command(apps.ps)

@@ -37,10 +37,10 @@ def state_url_for(data_dir: Path, state_url: str | None) -> str:
 async def serve(
     data_dir: Path, settings: Settings, name: str, state_url: str | None, stop: asyncio.Event
 ) -> None:
-    url = state_url_for(data_dir, state_url)
+    node, cluster = open_node(data_dir, name)
+    url = state_url_for(data_dir, state_url or cluster.state_url or None)
     await asyncio.to_thread(migrate, url)
     store = Store(make_engine(url))
-    node, cluster = open_node(data_dir, name)
     async with node:
         controller = Controller(store, settings, name)
         builders = RpcClient(node, cluster.of("builder")) if cluster.of("builder") else None

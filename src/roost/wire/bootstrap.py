@@ -8,7 +8,10 @@ Layout (written by `roost up` or `roost cluster join`):
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+
+import psutil
 
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.keys import load_keypair, load_public_keys
@@ -22,12 +25,39 @@ def open_node(data_dir: Path, name: str) -> tuple[Node, ClusterConfig]:
     return node, ClusterConfig.load(data_dir / "cluster.json")
 
 
-def own_endpoints(cluster: ClusterConfig, role: str, node: Node) -> list[Endpoint]:
-    """The endpoints of `role` this daemon must bind (those carrying its key)."""
+def local_addresses() -> set[str]:
+    """IP addresses assigned to this host's (or network namespace's) interfaces."""
+    addrs = {"127.0.0.1", "::1"}
+    for entries in psutil.net_if_addrs().values():
+        for a in entries:
+            if a.family in (socket.AF_INET, socket.AF_INET6):
+                addrs.add(a.address.split("%")[0])
+    return addrs
+
+
+def endpoint_host(address: str) -> str:
+    """'tcp://10.0.0.1:5555' -> '10.0.0.1' ('[::1]' unwrapped)."""
+    hostport = address.split("://", 1)[-1]
+    host = hostport.rsplit(":", 1)[0]
+    return host.strip("[]")
+
+
+def own_endpoints(
+    cluster: ClusterConfig, role: str, node: Node, only: str | None = None
+) -> list[Endpoint]:
+    """The endpoints of `role` this daemon must bind.
+
+    Those carrying its key and an address of this host. In a cluster every
+    member shares the cluster key, so the address decides; on one host with
+    several replicas of a role, `only` (a daemon's --bind) picks one.
+    """
     mine = node.keypair.public_text
-    return [ep for ep in cluster.of(role) if ep.public_key == mine]
-
-
-def bind_address(address: str) -> str:
-    """Bind on the endpoint's port on every interface of this host when asked."""
-    return address
+    local = local_addresses()
+    out = [
+        ep
+        for ep in cluster.of(role)
+        if ep.public_key == mine and endpoint_host(ep.address) in local
+    ]
+    if only is not None:
+        out = [ep for ep in out if ep.address == only]
+    return out

@@ -21,6 +21,8 @@ class ClusterConfig(msgspec.Struct, kw_only=True):
     name: str = "roost"
     # role -> endpoints, e.g. "controller", "controller-pub", "builder", "images".
     endpoints: dict[str, list[Endpoint]] = {}
+    # State database for controllers ("" = SQLite in the controller's data dir).
+    state_url: str = ""
 
     def of(self, role: str) -> list[Endpoint]:
         return list(self.endpoints.get(role, []))
