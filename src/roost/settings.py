@@ -60,6 +60,9 @@ class Settings:
         "", "ROOST_ROUTER_ACCESS_LOG", "access log file ('' = DATA/router/access.log, '-' = off)"
     )
     ssh_port: int = _setting(2222, "ROOST_SSH_PORT", "SSH port of the gateway")
+    metrics_port: int = _setting(
+        0, "ROOST_METRICS_PORT", "Prometheus /metrics port of a daemon (0: off)"
+    )
     bind_host: str = _setting("127.0.0.1", "ROOST_BIND_HOST", "address daemons bind on")
     default_domain: str = _setting("localhost", "ROOST_DOMAIN", "apps answer at APP.<domain>")
     web_instances: int = _setting(2, "ROOST_WEB_INSTANCES", "default web instance count")
@@ -101,7 +104,9 @@ class Settings:
         60.0, "ROOST_STARTUP_TIMEOUT_S", "runner: a web instance must answer HTTP within this"
     )
     runner_host_id: str = _setting(
-        "", "ROOST_HOST_ID", "runner: host id (default: generated once, kept in DATA/runner/host_id)"
+        "",
+        "ROOST_HOST_ID",
+        "runner: host id (default: generated once, kept in DATA/runner/host_id)",
     )
     log_lines_kept: int = _setting(5000, "ROOST_LOG_LINES", "log lines kept per app (>= 1500)")
     rollout_timeout_s: float = _setting(

@@ -108,3 +108,27 @@ def test_openapi_is_published(env: tuple[TestClient, Store]) -> None:
     client, _ = env
     spec = client.get("/api/openapi.json").json()
     assert "/api/apps" in spec["paths"]
+
+
+def test_metrics_are_exposed(env: tuple[TestClient, Store]) -> None:
+    client, store = env
+    controller = client.app.state.controller  # type: ignore[attr-defined]
+    import time
+
+    from roost.wire.messages import Heartbeat, InstanceStatus
+
+    controller.soft.record(
+        Heartbeat(
+            host_id="h1",
+            hostname="h1",
+            instances=[
+                InstanceStatus(instance_id="i1", app="a", release=1, process_type="web", state="up", restarts=3)
+            ],
+        ),
+        time.monotonic(),
+    )
+    client.get("/api/health")
+    text = client.get("/metrics").text
+    assert 'roost_api_requests_total{method="GET",route="/api/health",status="200"}' in text
+    assert 'roost_heartbeat_age_seconds{host="h1"}' in text
+    assert 'roost_instance_restarts{app="a",instance="i1"} 3.0' in text

@@ -9,6 +9,7 @@ import logging
 import time
 
 from roost.controller.core import Controller
+from roost.controller.metrics import BUILDS
 from roost.controller.store import NotFound
 from roost.wire.messages import (
     BuildAccepted,
@@ -89,6 +90,7 @@ class ControllerService:
         if build.status != "building":
             return  # a retried delivery of a result already applied
         app = c.store.app_by_id(build.app_id)
+        BUILDS.labels("succeeded" if res.ok and res.spec is not None else "failed").inc()
         if not res.ok or res.spec is None:
             c.store.finish_build(res.build_id, "failed", error=res.error or "build failed")
             c.platform_log(app.name, f"-----> build failed: {res.error}", res.build_id, "build")

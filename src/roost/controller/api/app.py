@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from roost import __version__
+from roost.controller import metrics
 from roost.controller.api import accounts, apps, dashboard, deploys, epio, manage
 from roost.controller.core import Controller
 from roost.controller.service import ControllerService
@@ -47,6 +48,7 @@ def create_api(controller: Controller, service: ControllerService) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {"status": "ok", "controller": controller.name, "leader": controller.is_leader}
 
+    metrics.install(api, controller)
     for module in (apps, deploys, manage, accounts, epio, dashboard):
         api.include_router(module.router)
     return api

@@ -1,0 +1,200 @@
+"""Build benchmark: serial pip vs Roost's builder (issue 4).
+
+Sample app: a WSGI app with the 15 requirements of ep.io's typical large app.
+Measured (medians of several repetitions, each from the same starting state):
+  pip_serial         `pip install --no-cache-dir -r requirements.txt` into a fresh venv
+  roost_cold         full Roost build, empty uv cache, no layers, no lock
+  roost_warm         full Roost build, warm uv cache, lock known, no dependency layer
+                     (so the venv is installed again, offline, then packed)
+  roost_unchanged    full Roost build of a code-only change (lock and layer reused)
+  uv_sync_offline    bare `uv pip sync --offline` of the same lock into an empty venv
+Run as root to measure the real thing (build steps as the unprivileged user).
+`--quick` does fewer repetitions. Needs PyPI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from roost.builder.pipeline import Build
+from roost.builder.workspace import Workspace
+from roost.settings import Settings
+
+REQUIREMENTS = """\
+Django
+psycopg[binary]
+gunicorn
+redis
+celery
+requests
+pillow
+django-environ
+whitenoise
+djangorestframework
+python-dateutil
+sentry-sdk
+markdown
+django-storages
+bleach
+"""
+
+APP = '''\
+"""Benchmark app: a WSGI callable; the dependencies are what is measured."""
+
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello %s\\n"]
+'''
+
+EPIO = "[wsgi]\nrequirements = requirements.txt\nentrypoint = app:application\n"
+
+
+def upload(version: int) -> bytes:
+    files = {"app.py": APP % version, "requirements.txt": REQUIREMENTS, "epio.ini": EPIO}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class Bench:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.n = 0
+
+    def log(self, line: str) -> None:
+        if os.environ.get("BENCH_VERBOSE"):
+            print(line, file=sys.stderr)
+
+    async def workspace(self, root: Path) -> Workspace:
+        return await Workspace.open(root, Settings(build_timeout_s=1800))
+
+    async def build(self, ws: Workspace, previous_lock: str = "") -> tuple[float, str]:
+        self.n += 1
+        start = time.perf_counter()
+        out = await Build(
+            ws,
+            f"bench{self.n}",
+            "bench",
+            upload(self.n),
+            self.log,
+            previous_lock_text=previous_lock,
+        ).run()
+        return time.perf_counter() - start, out.lock
+
+    async def cold(self) -> tuple[float, str]:
+        root = self.base / f"cold{self.n}"
+        ws = await self.workspace(root)
+        took, lock = await self.build(ws)
+        shutil.rmtree(root, ignore_errors=True)
+        return took, lock
+
+    def wipe_layers(self, ws: Workspace) -> None:
+        for p in ws.layers.iterdir():
+            shutil.rmtree(p)
+        ws.fragment_hashes.clear()
+
+
+def pip_serial(base: Path, python: str, uv_bin: str) -> float:
+    venv = base / "pipvenv"
+    shutil.rmtree(venv, ignore_errors=True)
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
+    subprocess.run(
+        [uv_bin, "venv", "--seed", "-q", "--python", python, str(venv)], check=True, env=env
+    )
+    (base / "req.txt").write_text(REQUIREMENTS)
+    start = time.perf_counter()
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "--no-cache-dir", "-r", str(base / "req.txt")],
+        check=True,
+    )
+    took = time.perf_counter() - start
+    shutil.rmtree(venv, ignore_errors=True)
+    return took
+
+
+def uv_sync_offline(ws: Workspace, lock: str, base: Path) -> float:
+    venv = base / "uvvenv"
+    shutil.rmtree(venv, ignore_errors=True)
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_CACHE_DIR": str(ws.uv_cache)}
+    subprocess.run(
+        [ws.uv, "venv", "-q", "--python", ws.interp.path, str(venv)], check=True, env=env
+    )
+    (base / "lock.txt").write_text(lock)
+    start = time.perf_counter()
+    subprocess.run(
+        [ws.uv, "pip", "sync", "-q", "--offline", "--python", str(venv / "bin" / "python"),
+         str(base / "lock.txt")],
+        check=True, env=env,
+    )  # fmt: skip
+    took = time.perf_counter() - start
+    shutil.rmtree(venv, ignore_errors=True)
+    return took
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = ap.parse_args()
+    reps_slow, reps = (1, 3) if args.quick else (3, 7)
+    base = Path(tempfile.mkdtemp(prefix="roost-bench-build-"))
+    os.chmod(base, 0o755)
+    b = Bench(base)
+    try:
+        ws = await b.workspace(base / "warm")
+        print(f"interpreter {ws.interp.path} ({ws.interp.version}); build user {ws.user.name}"
+              f"{'' if ws.user.dropped else ' (not root: same user)'}", flush=True)  # fmt: skip
+        cold = []
+        for i in range(reps_slow):
+            took, lock = await b.cold()
+            cold.append(took)
+            print(f"roost cold build {i + 1}: {took:.2f} s", flush=True)
+        # Prime the shared cache of the warm workspace, then measure.
+        _, lock = await b.build(ws)
+        warm, unchanged, uvs = [], [], []
+        for i in range(reps):
+            b.wipe_layers(ws)
+            took, _ = await b.build(ws, previous_lock=lock)
+            warm.append(took)
+            took2, _ = await b.build(ws, previous_lock=lock)
+            unchanged.append(took2)
+            uvs.append(uv_sync_offline(ws, lock, base))
+            print(f"rep {i + 1}: warm {took:.3f} s, unchanged {took2:.3f} s, "
+                  f"uv sync offline {uvs[-1]:.3f} s", flush=True)  # fmt: skip
+        pip = []
+        for i in range(reps_slow):
+            pip.append(pip_serial(base, ws.interp.path, ws.uv))
+            print(f"serial pip {i + 1}: {pip[-1]:.2f} s", flush=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    med = statistics.median
+    p, w, u, s = med(pip), med(warm), med(unchanged), med(uvs)
+    print(f"pip_serial_s: {p:.3f}")
+    print(f"roost_cold_s: {med(cold):.3f}")
+    print(f"roost_warm_s: {w:.3f}")
+    print(f"roost_unchanged_s: {u:.3f}")
+    print(f"uv_sync_offline_s: {s:.3f}")
+    print(f"warm_speedup_vs_pip: {p / w:.1f}")
+    print(f"unchanged_speedup_vs_pip: {p / u:.1f}")
+    print(f"warm_vs_uv_sync: {w / s:.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,125 @@
+"""The builder daemon: builder RPC (BuildRequest) and image store RPC (chunks).
+
+`run(data_dir, settings, name)` binds the "builder" and "images" endpoints
+that carry this daemon's key, sends build logs and results to the
+controllers, and runs until SIGTERM/SIGINT; then it cancels running builds
+(their processes are killed, their files removed) and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from roost.builder.manager import BuildManager
+from roost.builder.workspace import Workspace
+from roost.images.serve import handle_image_request
+from roost.images.store import ImageStore
+from roost.settings import Settings
+from roost.wire.bootstrap import open_node, own_endpoints
+from roost.wire.messages import (
+    BuildAccepted,
+    BuildRequest,
+    Error,
+    ImageChunkRequest,
+    Msg,
+    Ok,
+    Ping,
+)
+from roost.wire.rpc import Handler, RpcClient, RpcServer
+
+log = logging.getLogger("roost.builder")
+
+
+def builder_handler(manager: BuildManager) -> Handler:
+    async def handle(msg: Msg) -> Msg:
+        if isinstance(msg, BuildRequest):
+            if manager.submit(msg):
+                log.info(
+                    "build %s of %s accepted (%d bytes)", msg.build_id, msg.app, len(msg.archive)
+                )
+            return BuildAccepted(build_id=msg.build_id)
+        if isinstance(msg, Ping):
+            return Ok(detail="builder")
+        return Error(message=f"builder does not handle {type(msg).__name__}")
+
+    return handle
+
+
+def images_handler(store: ImageStore) -> Handler:
+    async def handle(msg: Msg) -> Msg:
+        if isinstance(msg, ImageChunkRequest):
+            return await asyncio.to_thread(handle_image_request, store, msg)
+        if isinstance(msg, Ping):
+            return Ok(detail="images")
+        return Error(message=f"image store does not handle {type(msg).__name__}")
+
+    return handle
+
+
+async def serve(data_dir: Path, settings: Settings, name: str, stop: asyncio.Event) -> None:
+    ws = await Workspace.open(data_dir / "builder", settings)
+    log.info(
+        "builder ready: python %s (%s), build user %s%s",
+        ws.interp.version, ws.interp.path, ws.user.name,
+        "" if ws.user.dropped else " (not root: no privilege separation)",
+    )  # fmt: skip
+    node, cluster = open_node(data_dir, name)
+    async with node:
+        controllers = cluster.of("controller")
+        client = RpcClient(node, controllers) if controllers else None
+
+        async def send(msg: Msg) -> None:
+            if client is None:
+                raise RuntimeError("no controller endpoint in cluster.json")
+            await client.call(msg, timeout=5.0, tries=2)
+
+        manager = BuildManager(ws, send)
+        servers = [
+            RpcServer(node, ep.address, builder_handler(manager))
+            for ep in own_endpoints(cluster, "builder", node)
+        ] + [
+            RpcServer(node, ep.address, images_handler(ws.store))
+            for ep in own_endpoints(cluster, "images", node)
+        ]
+        if not servers:
+            log.warning("no builder/images endpoint carries key %r: serving nothing", name)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(s.serve()) for s in servers]
+                tasks.append(tg.create_task(manager.run()))
+                await stop.wait()
+                for t in tasks:
+                    t.cancel()
+        finally:
+            if client is not None:
+                await client.close()
+    log.info("builder stopped")
+
+
+def run(data_dir: Path, settings: Settings, name: str = "builder") -> None:
+    """Run the builder until SIGTERM/SIGINT, then shut down cleanly."""
+    try:
+        import uvloop
+
+        runner: asyncio.Runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await serve(data_dir, settings, name, stop)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+
+    with runner:
+        runner.run(main())

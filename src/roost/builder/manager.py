@@ -1,0 +1,167 @@
+"""Accepting builds, running them (same app serialized, apps in parallel),
+streaming their logs and delivering their results.
+
+Theory of operation: `submit` is called from the RPC handler and returns at
+once; the build runs in a task of the manager's TaskGroup, so every build has
+an owner and daemon shutdown cancels them all (which kills their processes
+and removes their files). A per-app lock serializes builds of one app. Log
+lines go into a per-build buffer that a pump task sends as BuildLog batches
+every ~100 ms; the BuildResult follows the last batch. Sending goes through
+the injected `send` (the controller RpcClient in the daemon, a list in tests);
+a log batch that cannot be delivered is dropped, the result is retried.
+Duplicate submissions of one build id (an RPC retry) are accepted once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from roost.builder.errors import BuildError
+from roost.builder.layers import prune_layers
+from roost.builder.pipeline import Build
+from roost.builder.workspace import Workspace
+from roost.wire.messages import BuildLog, BuildRequest, BuildResult, Msg
+
+log = logging.getLogger("roost.builder")
+
+Send = Callable[[Msg], Awaitable[None]]
+LOG_BATCH_S = 0.1
+RESULT_TRIES = 6
+
+
+class BuildManager:
+    def __init__(self, ws: Workspace, send: Send, result_backoff_s: float = 1.0) -> None:
+        self.ws = ws
+        self._send = send
+        self._backoff = result_backoff_s
+        self._app_locks: dict[str, asyncio.Lock] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._queue: asyncio.Queue[BuildRequest] = asyncio.Queue()
+        self.running: set[str] = set()
+
+    def submit(self, req: BuildRequest) -> bool:
+        """Queue a build; False when this build id was already accepted."""
+        if req.build_id in self._seen:
+            return False
+        self._seen[req.build_id] = None
+        while len(self._seen) > 10_000:
+            self._seen.popitem(last=False)
+        self._queue.put_nowait(req)
+        return True
+
+    async def run(self) -> None:
+        """Run builds until cancelled; cancelling stops every build cleanly."""
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                req = await self._queue.get()
+                tg.create_task(self._build(req), name=f"build-{req.build_id}")
+
+    async def _build(self, req: BuildRequest) -> None:
+        lines: list[str] = []
+        wake = asyncio.Event()
+        done = asyncio.Event()
+
+        def sink(line: str) -> None:
+            lines.append(line)
+            wake.set()
+
+        async def pump() -> None:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=1.0)
+                wake.clear()
+                await asyncio.sleep(LOG_BATCH_S)  # gather a batch
+                if lines:
+                    batch = lines[:]
+                    del lines[:]
+                    try:
+                        await self._send(BuildLog(build_id=req.build_id, app=req.app, lines=batch))
+                    except Exception as exc:
+                        log.warning("build %s: log batch not delivered: %s", req.build_id, exc)
+                if done.is_set() and not lines:
+                    return
+
+        start = time.monotonic()
+        lock = self._app_locks.setdefault(req.app, asyncio.Lock())
+        async with asyncio.TaskGroup() as tg:
+            pumper = tg.create_task(pump())
+            try:
+                if lock.locked():
+                    sink(f"-----> waiting for the previous build of {req.app} to finish")
+                async with lock:
+                    self.running.add(req.build_id)
+                    try:
+                        result = await self._run_one(req, sink, start)
+                    finally:
+                        self.running.discard(req.build_id)
+            finally:
+                done.set()
+                wake.set()
+            await pumper
+        await self._deliver(result)
+        with contextlib.suppress(OSError):
+            removed = await asyncio.to_thread(
+                prune_layers, self.ws, self.ws.settings.builder_layers_kept
+            )
+            if removed:
+                log.info("pruned %d unused dependency layers", len(removed))
+
+    async def _run_one(
+        self, req: BuildRequest, sink: Callable[[str], None], start: float
+    ) -> BuildResult:
+        def failed(error: str) -> BuildResult:
+            sink(f" !     {error}")
+            sink(" !     build failed; the current release keeps serving")
+            return BuildResult(
+                build_id=req.build_id,
+                app=req.app,
+                ok=False,
+                error=error,
+                duration_s=time.monotonic() - start,
+            )
+
+        try:
+            build = Build(
+                self.ws, req.build_id, req.app, req.archive, sink,
+                previous_lock_text=req.previous_lock_text,
+            )  # fmt: skip
+            out = await build.run()
+        except BuildError as exc:
+            return failed(str(exc))
+        except Exception as exc:  # a builder bug: the user still gets an answer
+            log.exception("build %s crashed", req.build_id)
+            return failed(f"internal builder error: {type(exc).__name__}: {exc}")
+        return BuildResult(
+            build_id=req.build_id,
+            app=req.app,
+            ok=True,
+            image_digest=out.image_digest,
+            image_size=out.image_size,
+            static_digest=out.static_digest,
+            lock=out.lock,
+            spec=out.spec,
+            duration_s=time.monotonic() - start,
+            lock_digest=out.lock_digest,
+            static_routes=out.static_routes,
+        )
+
+    async def _deliver(self, result: BuildResult) -> None:
+        delay = self._backoff
+        for attempt in range(1, RESULT_TRIES + 1):
+            try:
+                await self._send(result)
+                return
+            except Exception as exc:
+                log.warning(
+                    "build %s: result not delivered (try %d/%d): %s",
+                    result.build_id, attempt, RESULT_TRIES, exc,
+                )  # fmt: skip
+                if attempt < RESULT_TRIES:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+        log.error("build %s: giving up delivering its result", result.build_id)

@@ -1,0 +1,503 @@
+"""One build: upload in, image (and static bundle) in the store out.
+
+Steps, each logged as "-----> name (1.23 s)" when it ends: fetch (unpack the
+upload), appspec (read the configuration, apply [symlinks], Django settings),
+lock (reuse or resolve), install (reuse or build the dependency layer),
+bundle (image root: shortcuts, manifest), check (import the WSGI entrypoints
+in the built venv, as the build user), collect static, pack (image and static
+bundle into the store).
+
+Theory of operation: everything of a build lives in builds/<id>/ and is
+removed when the build ends however it ends; the image and the static bundle
+are committed to the store in the last step only, and removed again if the
+build fails after that. Files are written by the builder only while they are
+still what was uploaded (fetch, appspec); once the upload's code has run
+(lock onwards), the checkout is read only by tar (which does not follow
+symlinks) and untrusted outputs are opened with O_NOFOLLOW.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from roost.appspec import AppSpec, AppSpecError, load_app
+from roost.appspec.runtime import RuntimeVars, environment
+from roost.builder import django as dj
+from roost.builder import lock as locks
+from roost.builder.diskcheck import ensure_free_disk
+from roost.builder.errors import BuildError, OutputLimitExceeded
+from roost.builder.ignore import apply_ignores
+from roost.builder.layers import ensure_layer, uv_env
+from roost.builder.pack import pack_image, read_untrusted_text, store_untrusted_file
+from roost.builder.sandbox import base_env, run
+from roost.builder.upload import UploadLimits, extract_upload
+from roost.builder.workspace import Workspace
+from roost.wire.messages import StaticRoute
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+RESERVED_NAMES = {"venv", "data", "shortcuts", "roost-image.json"}
+IMAGE_FORMAT = 1
+
+_IMPORT_CHECK = """
+import importlib, sys
+target = sys.argv[1]
+module, _, attr = target.partition(":")
+sys.path.insert(0, ".")
+obj = importlib.import_module(module)
+if attr and "(" not in attr:
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise SystemExit(f"{target} is not callable")
+print(f"{target}: imports")
+"""
+
+
+@dataclass
+class BuildOutcome:
+    spec: AppSpec
+    lock: str
+    lock_digest: str
+    image_digest: str
+    image_size: int
+    static_digest: str = ""
+    static_routes: list[StaticRoute] = field(default_factory=list)
+    installed: bool = False  # False: the dependency layer was reused
+    layer_key: str = ""
+    step_times: dict[str, float] = field(default_factory=dict)
+
+
+class Build:
+    def __init__(
+        self,
+        ws: Workspace,
+        build_id: str,
+        app: str,
+        archive: bytes,
+        log: Callable[[str], None],
+        previous_lock_text: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        for what, value in (("build id", build_id), ("app name", app)):
+            if not _SAFE_ID.fullmatch(value):
+                raise BuildError(f"invalid {what} {value!r}")
+        self.ws = ws
+        self.build_id = build_id
+        self.app = app
+        self.archive = archive
+        self.previous_lock_text = previous_lock_text
+        self._sink = log
+        self._clock = clock
+        self._output_bytes = 0
+        self.dir = ws.builds / build_id
+        self.src = self.dir / "src"
+        self.image_root = self.dir / "root"
+        self.home = self.dir / "home"
+        self.out = self.dir / "out"
+        self.spec: AppSpec | None = None
+        self.checkout = self.image_root / "app"
+        self.django: dj.DjangoPlan | None = None
+        self.lock = ""
+        self.layer = Path()
+        self.layer_key = ""
+        self.installed = False
+        self.static_bundle: Path | None = None
+        self.static_routes: list[StaticRoute] = []
+        self.step_times: dict[str, float] = {}
+        self._abort = threading.Event()
+        self._committed: list[str] = []
+
+    # ------------------------------------------------------------ plumbing
+
+    def log(self, line: str) -> None:
+        self._output_bytes += len(line) + 1
+        limit = self.ws.settings.build_output_limit
+        if self._output_bytes > limit:
+            raise OutputLimitExceeded(
+                f"build output passed {limit} bytes (ROOST_BUILD_OUTPUT_LIMIT); build stopped"
+            )
+        self._sink(line)
+
+    async def _step(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
+        start = self._clock()
+        try:
+            await fn()
+        except BaseException:
+            self._sink(f"-----> {name} failed ({self._clock() - start:.2f} s)")
+            raise
+        took = self._clock() - start
+        self.step_times[name] = took
+        self.log(f"-----> {name} ({took:.2f} s)")
+
+    async def run(self) -> BuildOutcome:
+        start = self._clock()
+        timeout = self.ws.settings.build_timeout_s
+        self.log(f"-----> building {self.app} (build {self.build_id})")
+        try:
+            try:
+                async with asyncio.timeout(timeout):
+                    for name, fn in (
+                        ("fetch", self.fetch),
+                        ("appspec", self.read_appspec),
+                        ("lock", self.resolve_lock),
+                        ("install", self.install),
+                        ("bundle", self.bundle),
+                        ("check", self.check),
+                        ("collect static", self.collect_static),
+                        ("pack", self.pack),
+                    ):
+                        await self._step(name, fn)
+            except TimeoutError:
+                raise BuildError(
+                    f"build took longer than {timeout:.0f} s (ROOST_BUILD_TIMEOUT_S)"
+                ) from None
+        except BaseException:
+            self._abort.set()
+            for digest in self._committed:
+                self.ws.store.delete(digest)
+            raise
+        finally:
+            if self.layer_key:
+                n = self.ws.layers_in_use.get(self.layer_key, 1) - 1
+                if n <= 0:
+                    self.ws.layers_in_use.pop(self.layer_key, None)
+                else:
+                    self.ws.layers_in_use[self.layer_key] = n
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, self.dir, True))
+        assert self.spec is not None
+        self.log(f"-----> image {self.image_digest} ({self.image_size / 1e6:.1f} MB) "
+                 f"built in {self._clock() - start:.2f} s")  # fmt: skip
+        return BuildOutcome(
+            spec=self.spec,
+            lock=self.lock,
+            lock_digest=locks.lock_digest(self.lock),
+            image_digest=self.image_digest,
+            image_size=self.image_size,
+            static_digest=self.static_digest,
+            static_routes=self.static_routes,
+            installed=self.installed,
+            layer_key=self.layer_key,
+            step_times=dict(self.step_times),
+        )
+
+    def _disk(self, needed: int) -> None:
+        ensure_free_disk(self.ws.root, needed, self.ws.settings.min_free_disk_fraction)
+
+    async def _as_build_user(
+        self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float | None = None
+    ) -> None:
+        done = await run(argv, user=self.ws.user, cwd=cwd, env=env, log=self.log, timeout=timeout)
+        if done.returncode != 0:
+            raise BuildError(f"{Path(argv[0]).name} failed (exit {done.returncode})")
+
+    # ------------------------------------------------------------ steps
+
+    async def fetch(self) -> None:
+        self._disk(4 * len(self.archive))
+        self.dir.mkdir(mode=0o755)
+        self.src.mkdir(mode=0o755)
+        self.image_root.mkdir(mode=0o755)
+        limits = UploadLimits(self.ws.settings.max_upload_bytes)
+        n = await asyncio.to_thread(extract_upload, self.archive, self.src, limits)
+        self.archive = b""  # not needed any more; builds can be large
+        removed = await asyncio.to_thread(apply_ignores, self.src)
+        self.log(f"       {n} entries unpacked" + (f", {len(removed)} ignored" if removed else ""))
+        if not self.ws.user.dropped:
+            self.log("       note: builder is not root; build steps run as the current user")
+
+    async def read_appspec(self) -> None:
+        try:
+            spec = load_app(self.src)
+        except AppSpecError as exc:
+            for p in exc.problems:
+                self.log(f"       {p}")
+            raise BuildError(f"bad app configuration: {exc}") from None
+        self.spec = spec
+        for w in spec.warnings:
+            self.log(f"       warning: {w.message}" + (f" ({w.hint})" if w.hint else ""))
+        name = spec.checkout_name
+        if not _SAFE_ID.fullmatch(name) or name in RESERVED_NAMES:
+            raise BuildError(f"[checkout] directory_name {name!r} is not allowed")
+        locks.check_requirements_file(self.src, spec.requirements)
+        self._apply_symlinks(spec)
+        self.django = dj.plan(self.src, spec)
+        if self.django and self.django.explicit and spec.django and spec.django.append_settings:
+            path = dj.append_settings(self.src, self.django)
+            self.log(f"       appended Roost settings to {path.relative_to(self.src)}")
+        self.checkout = self.image_root / name
+        os.replace(self.src, self.checkout)
+        self.home.mkdir(mode=0o700)
+        self.out.mkdir(mode=0o700)
+        for d in (self.home, self.out):
+            self.ws.user.chown(d)
+        await asyncio.to_thread(self.ws.user.chown_tree, self.checkout)
+
+    def _apply_symlinks(self, spec: AppSpec) -> None:
+        for link, target in spec.symlinks.items():
+            rel = Path(link.rstrip("/"))
+            if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+                raise BuildError(f"[symlinks] {link!r} must be a path inside the app")
+            path = self.src / rel
+            if not path.parent.resolve().is_relative_to(self.src.resolve()):
+                raise BuildError(f"[symlinks] {link!r} leads outside the app")
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+            elif path.is_dir():
+                if any(path.iterdir()):
+                    raise BuildError(f"[symlinks] {link!r}: a non-empty directory is in the way")
+                path.rmdir()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(target, path)
+            self.log(f"       symlink {link} -> {target}")
+
+    async def resolve_lock(self) -> None:
+        assert self.spec is not None
+        ws = self.ws
+        req_digest = locks.requirements_digest(self.checkout, self.spec.requirements)
+        python_id = ws.interp.python_id
+        cache_file = None
+        if req_digest is not None:
+            import hashlib
+
+            cache_key = hashlib.sha256(f"{req_digest}\n{python_id}".encode()).hexdigest()
+            cache_file = ws.locks / f"{cache_key}.txt"
+        if locks.reusable(self.previous_lock_text, req_digest, python_id):
+            self.lock = self.previous_lock_text
+            self.log("       requirements unchanged: reusing the previous release's lock")
+        elif cache_file is not None and cache_file.exists():
+            text = cache_file.read_text()
+            if locks.reusable(text, req_digest, python_id):
+                self.lock = text
+                self.log("       requirements unchanged: reusing the lock resolved before")
+        if not self.lock:
+            self.lock = await self._compile(req_digest)
+            if cache_file is not None:
+                tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
+                tmp.write_text(self.lock)
+                os.replace(tmp, cache_file)
+        pins = locks.pins(self.lock)
+        self.log(f"       {len(pins)} packages pinned")
+        (self.dir / "lock.txt").write_text(self.lock)
+
+    async def _compile(self, req_digest: str | None) -> str:
+        assert self.spec is not None
+        extra = self.dir / "roost-extra.in"
+        extra.write_text(locks.EXTRA_REQUIREMENTS)
+        os.chmod(extra, 0o644)
+        inputs = [str(self.checkout / self.spec.requirements)] if self.spec.requirements else []
+        argv = [self.ws.uv, "pip", "compile", "--python", self.ws.interp.path,
+                "--no-header", "--quiet", *inputs, str(extra)]  # fmt: skip
+        self.log("       resolving requirements")
+        done = await run(
+            argv,
+            user=self.ws.user,
+            cwd=self.checkout,
+            env=uv_env(self.ws, self.home),
+            log=self.log,
+            capture_stdout=True,
+        )
+        if done.returncode != 0:
+            why = next((ln.strip() for ln in done.output_tail if ln.strip()), "see the log above")
+            raise BuildError(f"cannot resolve the requirements: {why}")
+        body = done.stdout.decode("utf-8", "replace")
+        return locks.make_lock(body, req_digest, self.ws.interp.python_id)
+
+    async def install(self) -> None:
+        self._disk(512 << 20)
+        self.layer_key = locks.layer_key(self.lock, self.ws.interp.python_id)
+        ws = self.ws
+        ws.layers_in_use[self.layer_key] = ws.layers_in_use.get(self.layer_key, 0) + 1
+        self.layer, self.installed = await ensure_layer(
+            ws, self.dir / "lock.txt", self.layer_key, self.home, self.log
+        )
+        if not self.installed:
+            self.log(f"       dependency layer {self.layer_key[:12]} unchanged: nothing installed")
+
+    @property
+    def venv(self) -> Path:
+        return self.layer / "venv"
+
+    def _site_packages(self) -> Path:
+        return self.venv / "lib" / f"python{self.ws.interp.minor}" / "site-packages"
+
+    async def bundle(self) -> None:
+        assert self.spec is not None
+        admin = self._site_packages() / "django" / "contrib" / "admin" / "static" / "admin"
+        admin_link = None
+        if admin.is_dir():
+            shortcuts = self.image_root / "shortcuts"
+            shortcuts.mkdir(mode=0o755)
+            rel = os.path.relpath(admin, self.layer)  # venv/lib/.../admin, as in the image
+            os.symlink(os.path.join("..", rel), shortcuts / "django-admin-media")
+            admin_link = "shortcuts/django-admin-media"
+        manifest = {
+            "format": IMAGE_FORMAT,
+            "app": self.app,
+            "build_id": self.build_id,
+            "checkout_name": self.spec.checkout_name,
+            "python": {
+                "version": self.ws.interp.version,
+                "implementation": self.ws.interp.implementation,
+                "machine": self.ws.interp.machine,
+                "path": self.ws.interp.path,
+            },
+            "lock_digest": locks.lock_digest(self.lock),
+            "layer": self.layer_key,
+            "django_admin_media": admin_link,
+            "created": time.time(),
+        }
+        (self.image_root / "roost-image.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+    def _runtime_env(self) -> dict[str, str]:
+        assert self.spec is not None
+        rv = RuntimeVars(
+            app_id=self.app,
+            app_dir=self.checkout,
+            venv_dir=self.venv,
+            data_directory=self.home / "data",
+        )
+        env = environment(self.spec, rv, base_env(self.home))
+        env.update(HOME=str(self.home), TMPDIR=str(self.home))
+        # Bytecode goes to a shared prefix, not into the checkout (which ships)
+        # nor the layer: later checks of the same layer start warm.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(self.ws.root / "pycache")
+        return env
+
+    async def check(self) -> None:
+        assert self.spec is not None
+        script = self.dir / "import_check.py"
+        script.write_text(_IMPORT_CHECK)
+        os.chmod(script, 0o644)
+        wsgi = [p for p in self.spec.processes.values() if p.kind == "wsgi"]
+        if not wsgi:
+            self.log("       no WSGI process: nothing to import")
+        for proc in wsgi:
+            if not proc.entrypoint:
+                raise BuildError(f"process {proc.name!r} has no WSGI entrypoint")
+            done = await run(
+                [str(self.venv / "bin" / "python"), str(script), proc.entrypoint],
+                user=self.ws.user,
+                cwd=(self.checkout / proc.cwd),
+                env=self._runtime_env(),
+                log=self.log,
+                timeout=self.ws.settings.build_check_timeout_s,
+            )
+            if done.returncode != 0:
+                why = next((ln.strip() for ln in reversed(done.output_tail) if ln.strip()), "")
+                raise BuildError(f"entrypoint {proc.entrypoint!r} does not import: {why}")
+
+    async def collect_static(self) -> None:
+        assert self.spec is not None
+        has_django = any(p.lower().startswith("django==") for p in locks.pins(self.lock))
+        django_cfg = None
+        if self.django is not None:
+            if has_django:
+                django_cfg = {
+                    "base_dir": str(self.checkout / self.django.base),
+                    "settings_module": self.django.settings_module,
+                }
+            else:
+                self.log("       Django app without Django in its requirements: no collectstatic")
+        mappings = []
+        admin = self._site_packages() / "django" / "contrib" / "admin" / "static" / "admin"
+        for m in self.spec.static:
+            path = m.path.strip("/")
+            if m.root == "data":
+                self.log(f"       {m.url_prefix}: served from the data directory, not bundled")
+                continue
+            base = self.checkout if m.root == "app" else admin
+            mappings.append({
+                "url_prefix": m.url_prefix,
+                "source": str(base / path) if path else str(base),
+                "allowed_root": str(base),
+                "bundle_path": f"{m.root}/{path}" if path else m.root,
+                "is_file": m.is_file,
+            })  # fmt: skip
+        if django_cfg is None and not mappings:
+            self.log("       no static files")
+            return
+        tools = self.dir / "tools"
+        tools.mkdir(mode=0o755)
+        self.ws.user.chown(tools)
+        script = self.dir / "static_script.py"
+        shutil.copyfile(Path(__file__).with_name("static_script.py"), script)
+        os.chmod(script, 0o644)
+        config = {
+            "checkout": str(self.checkout),
+            "django": django_cfg,
+            "mappings": mappings,
+            "staging": str(self.out / "staging"),
+            "out": str(self.out),
+            "tools": str(tools),
+        }
+        cfg_path = self.dir / "static.json"
+        cfg_path.write_text(json.dumps(config))
+        os.chmod(cfg_path, 0o644)
+        env = self._runtime_env()
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        await self._as_build_user(
+            [str(self.venv / "bin" / "python"), str(script), str(cfg_path)], self.checkout, env
+        )
+        raw = read_untrusted_text(self.out / "routes.json", 1 << 20)
+        try:
+            routes = msgspec.json.decode(raw, type=_Routes).routes
+        except msgspec.DecodeError as exc:
+            raise BuildError(f"static collection wrote bad routes: {exc}") from None
+        indexes = self.spec.static_directory_indexes
+        self.static_routes = [
+            StaticRoute(
+                url_prefix=r.url_prefix, path=r.path, is_file=r.is_file, directory_indexes=indexes
+            )
+            for r in routes
+            if r.url_prefix.startswith("/") and ".." not in r.path.split("/")
+        ]
+        self.static_bundle = self.out / "bundle.tar"
+
+    async def pack(self) -> None:
+        assert self.spec is not None
+        fragment = (self.layer / "venv.tar").stat().st_size
+        self._disk(fragment + (64 << 20))
+        members = [self.spec.checkout_name, "roost-image.json"]
+        if (self.image_root / "shortcuts").exists():
+            members.append("shortcuts")
+        abort, committed = self._abort, self._committed
+        self.image_digest, self.image_size = await asyncio.to_thread(
+            pack_image, self.ws, self.layer, self.layer_key, self.image_root, members, abort,
+            committed,
+        )  # fmt: skip
+        self.static_digest = ""
+        if self.static_bundle is not None:
+            self.static_digest = await asyncio.to_thread(
+                store_untrusted_file,
+                self.ws,
+                self.static_bundle,
+                self.ws.settings.max_upload_bytes,
+                abort,
+                committed,
+            )
+
+    image_digest: str = ""
+    image_size: int = 0
+    static_digest: str = ""
+
+
+class _Route(msgspec.Struct):
+    url_prefix: str
+    path: str
+    is_file: bool = False
+
+
+class _Routes(msgspec.Struct):
+    routes: list[_Route]

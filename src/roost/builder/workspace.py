@@ -1,0 +1,113 @@
+"""The builder's working directories and the facts probed once at start.
+
+DATA/builder/
+  store/        ImageStore: images and static bundles (root only)
+  builds/<id>/  one directory per build, removed when it ends
+  layers/<key>/ dependency layers: venv/, venv.tar (packed), ready
+  locks/        locks by requirements digest (reuse across builds)
+  uv-cache/     uv's shared cache (build user)
+  home/         HOME of probes run as the build user
+
+Everything a build writes lives under builds/<id>/ or a temporary name that
+start-up sweeps (builds/*, layers/.tmp-*, store/tmp/*), so a builder killed
+mid-build leaves nothing that a later build could mistake for finished work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uv
+
+from roost.builder.errors import BuildError
+from roost.builder.interpreter import Interpreter, choose
+from roost.builder.sandbox import BuildUser, ensure_build_user
+from roost.images.store import ImageStore
+from roost.settings import Settings
+
+log = logging.getLogger("roost.builder")
+
+
+@dataclass
+class Workspace:
+    root: Path
+    settings: Settings
+    user: BuildUser
+    interp: Interpreter
+    uv: str
+    store: ImageStore
+    layer_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    layers_in_use: dict[str, int] = field(default_factory=dict)
+    # layer key -> sha256 state after its packed venv (hashlib object).
+    fragment_hashes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def builds(self) -> Path:
+        return self.root / "builds"
+
+    @property
+    def layers(self) -> Path:
+        return self.root / "layers"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def uv_cache(self) -> Path:
+        return self.root / "uv-cache"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @classmethod
+    async def open(cls, root: Path, settings: Settings) -> Workspace:
+        user = ensure_build_user(settings.build_user)
+        root.mkdir(parents=True, exist_ok=True)
+        os.chmod(root, 0o755)
+        if user.dropped:
+            check_reachable(root, user)
+        store = ImageStore(root / "store")
+        os.chmod(store.root, 0o700)
+        swept = store.clean_tmp()
+        for sub, mode in (("builds", 0o711), ("layers", 0o755), ("locks", 0o700)):
+            (root / sub).mkdir(exist_ok=True)
+            os.chmod(root / sub, mode)
+        for p in (root / "builds").iterdir():
+            shutil.rmtree(p, ignore_errors=True)
+            swept += 1
+        for p in (root / "layers").iterdir():
+            if p.name.startswith(".") or not (p / "ready").exists():
+                shutil.rmtree(p, ignore_errors=True)
+                swept += 1
+        if swept:
+            log.info("swept %d leftovers of interrupted builds", swept)
+        for sub in ("uv-cache", "home", "pycache"):
+            (root / sub).mkdir(exist_ok=True)
+            os.chmod(root / sub, 0o700)
+            if user.dropped:  # follows a symlinked shared cache on purpose
+                os.chown(root / sub, user.uid, user.gid)
+        interp = await choose(settings.build_python, user, root / "home")
+        uv_bin = uv.find_uv_bin()
+        return cls(root=root, settings=settings, user=user, interp=interp, uv=uv_bin, store=store)
+
+
+def check_reachable(root: Path, user: BuildUser) -> None:
+    """The build user must be able to walk down to DATA/builder (o+x on every parent)."""
+    for parent in [root, *root.parents]:
+        st = parent.stat()
+        if st.st_uid == user.uid:
+            continue
+        if not st.st_mode & stat.S_IXOTH:
+            raise BuildError(
+                f"build user {user.name!r} cannot reach {root}: {parent} is not "
+                "searchable by others (chmod o+x it, or put the data directory elsewhere)"
+            )

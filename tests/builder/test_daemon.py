@@ -1,0 +1,85 @@
+"""The builder daemon over real CURVE sockets, with a stand-in controller."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from roost.builder.daemon import serve
+from roost.images.fetch import fetch_image
+from roost.settings import Settings
+from roost.wire.cluster import ClusterConfig, Endpoint
+from roost.wire.keys import ensure_keypair, load_public_keys
+from roost.wire.messages import BuildAccepted, BuildLog, BuildRequest, BuildResult, Msg, Ok
+from roost.wire.node import Node
+from roost.wire.rpc import RpcClient, RpcServer
+
+from .conftest import EXAMPLES, tar_dir
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_build_request_to_result_and_image_fetch(builder_root: Path) -> None:
+    data = Path(tempfile.mkdtemp(prefix="roost-daemon-test-"))
+    os.chmod(data, 0o755)
+    try:
+        keys = data / "keys"
+        b = ensure_keypair(keys, "builder")
+        c = ensure_keypair(keys, "controller")
+        # Share the session's uv cache so this test downloads nothing new.
+        (data / "builder").mkdir()
+        (builder_root / "uv-cache").mkdir(parents=True, exist_ok=True)
+        os.symlink(builder_root / "uv-cache", data / "builder" / "uv-cache")
+        ep = {r: f"tcp://127.0.0.1:{free_port()}" for r in ("builder", "images", "controller")}
+        ClusterConfig(
+            endpoints={
+                "builder": [Endpoint(ep["builder"], b.public_text)],
+                "images": [Endpoint(ep["images"], b.public_text)],
+                "controller": [Endpoint(ep["controller"], c.public_text)],
+            }
+        ).save(data / "cluster.json")
+        received: list[Msg] = []
+        result = asyncio.Event()
+
+        async def controller(msg: Msg) -> Msg:
+            received.append(msg)
+            if isinstance(msg, BuildResult):
+                result.set()
+            return Ok()
+
+        stop = asyncio.Event()
+        async with Node(c, load_public_keys(keys)) as cn:
+            server = RpcServer(cn, ep["controller"], controller)
+            srv = asyncio.create_task(server.serve())
+            daemon = asyncio.create_task(serve(data, Settings(), "builder", stop))
+            client = RpcClient(cn, [Endpoint(ep["builder"], b.public_text)])
+            req = BuildRequest(build_id="d1", app="hello", archive=tar_dir(EXAMPLES / "hello"))
+            reply = await client.call(req, timeout=10, tries=3)
+            assert reply == BuildAccepted(build_id="d1")
+            await asyncio.wait_for(result.wait(), timeout=180)
+            logs = [ln for m in received if isinstance(m, BuildLog) for ln in m.lines]
+            res = next(m for m in received if isinstance(m, BuildResult))
+            assert res.ok, res.error
+            assert any(ln.startswith("-----> install (") for ln in logs)
+            assert any(ln.startswith("-----> pack (") for ln in logs)
+            assert received.index(res) == len(received) - 1  # result after the last log
+            assert res.spec is not None and res.lock_digest.startswith("sha256:")
+            images = RpcClient(cn, [Endpoint(ep["images"], b.public_text)])
+            got = await fetch_image(images, res.image_digest, data / "dl")
+            assert got.stat().st_size == res.image_size
+            stop.set()
+            await asyncio.wait_for(daemon, timeout=30)
+            await images.close()
+            await client.close()
+            srv.cancel()
+    finally:
+        shutil.rmtree(data, ignore_errors=True)

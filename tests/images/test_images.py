@@ -1,0 +1,191 @@
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from roost.images.cache import CacheEntry, ImageCache, plan_eviction
+from roost.images.digest import DigestMismatch, ImageError, format_digest
+from roost.images.fetch import fetch_image
+from roost.images.replicate import pull_into_store
+from roost.images.serve import handle_image_request
+from roost.images.store import ImageStore
+from roost.wire.cluster import Endpoint
+from roost.wire.keys import generate_keypair
+from roost.wire.messages import Error, ImageChunk, ImageChunkRequest, Msg
+from roost.wire.node import Node
+from roost.wire.rpc import RpcClient, RpcServer
+
+
+def make_tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_store_put_read_verify_delete(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path)
+    data = os.urandom(3000)
+    digest = store.put_bytes(data)
+    assert digest == format_digest(hashlib.sha256(data).hexdigest())
+    assert store.has(digest) and store.list() == [digest] and store.verify(digest)
+    assert store.read_chunk(digest, 1000, 500) == (3000, data[1000:1500])
+    assert store.put_bytes(data) == digest  # idempotent
+    with pytest.raises(ImageError):
+        store.path("sha256:../../etc/passwd")
+    store.delete(digest)
+    assert store.list() == [] and list(store.tmp_dir.iterdir()) == []
+
+
+def test_store_writer_with_wrong_expectation_leaves_nothing(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path)
+    with pytest.raises(DigestMismatch), store.writer(expected="sha256:" + "0" * 64) as w:
+        w.write(b"something else")
+        w.commit()
+    assert store.list() == [] and list(store.tmp_dir.iterdir()) == []
+
+
+def test_serve_refuses_unknown_and_bad_requests(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path)
+    digest = store.put_bytes(b"abc")
+    ok = handle_image_request(store, ImageChunkRequest(digest=digest, offset=1, length=10))
+    assert ok == ImageChunk(digest=digest, offset=1, total=3, data=b"bc")
+    assert isinstance(
+        handle_image_request(store, ImageChunkRequest(digest="sha256:" + "1" * 64)), Error
+    )
+    assert isinstance(handle_image_request(store, ImageChunkRequest(digest="nope")), Error)
+    assert isinstance(
+        handle_image_request(store, ImageChunkRequest(digest=digest, offset=-1)), Error
+    )
+
+
+class Served:
+    """A real CURVE RPC image server over a store, and a client for it."""
+
+    def __init__(self, store: ImageStore) -> None:
+        self.store = store
+
+    async def __aenter__(self) -> RpcClient:
+        skp, ckp = generate_keypair(), generate_keypair()
+        self.sn = await Node(skp, [ckp.public]).__aenter__()
+        self.cn = await Node(ckp, []).__aenter__()
+
+        async def handler(msg: Msg) -> Msg:
+            assert isinstance(msg, ImageChunkRequest)
+            return handle_image_request(self.store, msg)
+
+        server = RpcServer(self.sn, "tcp://127.0.0.1:*", handler)
+        self.task = asyncio.create_task(server.serve())
+        self.client = RpcClient(self.cn, [Endpoint(server.address, skp.public_text)])
+        return self.client
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.close()
+        self.task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await self.task
+        await self.cn.__aexit__()
+        await self.sn.__aexit__()
+
+
+async def test_fetch_over_the_wire_in_chunks(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "store")
+    data = os.urandom(9 * (1 << 20) + 123)  # several chunks, a ragged end
+    digest = store.put_bytes(data)
+    async with Served(store) as client:
+        path = await fetch_image(client, digest, tmp_path / "dl")
+        assert path.read_bytes() == data
+        replica = ImageStore(tmp_path / "replica")
+        assert await pull_into_store(client, digest, replica) == digest
+        assert replica.verify(digest)
+
+
+async def test_fetch_rejects_a_corrupted_image_and_leaves_nothing(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "store")
+    digest = store.put_bytes(os.urandom(100_000))
+    p = store.path(digest)
+    os.chmod(p, 0o644)
+    raw = bytearray(p.read_bytes())
+    raw[5000] ^= 0xFF  # one flipped bit on the source's disk
+    p.write_bytes(bytes(raw))
+    assert not store.verify(digest)
+    async with Served(store) as client:
+        with pytest.raises(DigestMismatch, match="corrupted"):
+            await fetch_image(client, digest, tmp_path / "dl")
+        assert list((tmp_path / "dl").iterdir()) == []
+        replica = ImageStore(tmp_path / "replica")
+        with pytest.raises(DigestMismatch):
+            await pull_into_store(client, digest, replica)
+        assert replica.list() == [] and list(replica.tmp_dir.iterdir()) == []
+
+
+async def test_fetch_of_unknown_image_is_a_clear_error(tmp_path: Path) -> None:
+    async with Served(ImageStore(tmp_path / "store")) as client:
+        with pytest.raises(ImageError, match="not in this store"):
+            await fetch_image(client, "sha256:" + "a" * 64, tmp_path / "dl")
+
+
+def test_plan_eviction_is_lru_and_spares_kept() -> None:
+    e = [CacheEntry("a", 40, 1.0), CacheEntry("b", 40, 2.0), CacheEntry("c", 40, 3.0)]
+    assert plan_eviction(e, 100, set()) == ["a"]
+    assert plan_eviction(e, 50, set()) == ["a", "b"]
+    assert plan_eviction(e, 50, {"a"}) == ["b", "c"]
+    assert plan_eviction(e, 10, {"a", "b", "c"}) == []
+    assert plan_eviction(e, 120, set()) == []
+
+
+async def test_cache_fetches_once_pins_and_evicts_lru(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "store")
+    images = [store.put_bytes(make_tar({f"f{i}.txt": bytes([i]) * 4000})) for i in range(3)]
+    now = [100.0]
+    calls: list[str] = []
+
+    async def fetcher(digest: str, dest: Path) -> Path:
+        calls.append(digest)
+        await asyncio.sleep(0.01)
+        out = dest / "img.tar"
+        out.write_bytes(store.path(digest).read_bytes())
+        return out
+
+    cache = ImageCache(tmp_path / "cache", max_bytes=9000, clock=lambda: now[0])
+    a, b, c = images
+    paths = await asyncio.gather(*(cache.ensure(a, fetcher) for _ in range(5)))
+    assert calls == [a] and len(set(paths)) == 1
+    assert (paths[0] / "f0.txt").read_bytes() == b"\0" * 4000
+    cache.pin(a)
+    now[0] = 200.0
+    await cache.ensure(b, fetcher)
+    now[0] = 300.0
+    await cache.ensure(c, fetcher)  # over 9000 bytes: b is LRU among unpinned
+    assert cache.has(a) and not cache.has(b) and cache.has(c)
+    cache.unpin(a)
+    now[0] = 400.0
+    cache.touch(c)
+    cache.max_bytes = 5000
+    assert cache.evict() == [a]
+    # The index survives a restart.
+    again = ImageCache(tmp_path / "cache", max_bytes=5000)
+    assert [e.digest for e in again.entries()] == [c]
+
+
+async def test_cache_rejects_corrupted_download(tmp_path: Path) -> None:
+    async def bad_fetcher(digest: str, dest: Path) -> Path:
+        out = dest / "img.tar"
+        out.write_bytes(make_tar({"evil": b"x"}))
+        return out
+
+    cache = ImageCache(tmp_path / "cache", max_bytes=1 << 30)
+    with pytest.raises(DigestMismatch):
+        await cache.ensure("sha256:" + "b" * 64, bad_fetcher)
+    assert cache.entries() == []
+    assert [p.name for p in (tmp_path / "cache" / "images").iterdir()] == []
+    assert list((tmp_path / "cache" / "downloads").iterdir()) == []
