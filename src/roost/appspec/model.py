@@ -157,8 +157,6 @@ class AppSpec(msgspec.Struct, frozen=True, kw_only=True):
     # Sections and keys Roost does not use, kept verbatim (section -> key -> raw
     # value) so nothing in the user's file is silently lost.
     unknown: dict[str, dict[str, str]] = {}
-    # .epioignore patterns (gitignore syntax): files left out of the image.
-    ignore: list[str] = []
 
     @property
     def web_process(self) -> ProcessSpec | None:

@@ -7,6 +7,7 @@ socket, directories) and get back exactly what to exec.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,9 @@ def substitute(text: str, rv: RuntimeVars) -> str:
     return re.sub(r"\$\{PORT\}|\$PORT\b", str(rv.port), text)
 
 
-def environment(spec: AppSpec, rv: RuntimeVars, base: dict[str, str] | None = None) -> dict[str, str]:
+def environment(
+    spec: AppSpec, rv: RuntimeVars, base: dict[str, str] | None = None
+) -> dict[str, str]:
     """The environment every process of the app sees."""
     env = dict(base or {})
     django_base = rv.app_dir / spec.django.base if spec.django is not None else None
@@ -132,6 +135,19 @@ def cron_argv(job: CronJob, rv: RuntimeVars) -> list[str]:
 
 def cwd(proc: ProcessSpec, rv: RuntimeVars) -> Path:
     return (rv.app_dir / proc.cwd).resolve()
+
+
+def relative_symlink(link: str, target: str) -> str | None:
+    """What to pass to os.symlink for an `AppSpec.symlinks` entry inside the app.
+
+    Spec targets are relative to the checkout, but the OS reads a relative
+    link from the link's own directory; the result is relative to that, so
+    the image can move. None for a target in the data directory, which
+    exists only per host: link it at start with `symlink_target`.
+    """
+    if "%(" in target:
+        return None
+    return posixpath.relpath(target, posixpath.dirname(link) or ".")
 
 
 def symlink_target(target: str, rv: RuntimeVars) -> Path:

@@ -1,0 +1,89 @@
+"""`roost check`: tables or JSON, exit 0 when deployable and 1 when not, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from roost.cli import check as check_module
+from roost.cli.check import check
+
+from .conftest import MakeApp, corpus_files
+
+GOOD = {
+    "epio.ini": "[wsgi]\nentrypoint = app:app\n[static]\n/static = static\n"
+    "[services]\nredis = true\n[redis]\nmemory = 16\n[cron]\n./sync = */5 * * * *\n"
+    "[basic_auth]\nme = s3cret\n",
+    "app.py": "app = None\n",
+    "requirements.txt": "",
+    "static/x.css": "",
+    "sync": "#!/bin/sh\n",
+}
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(check, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output
+
+
+def test_deployable_app_prints_the_plan(make_app: MakeApp) -> None:
+    root = make_app(GOOD, executable=("sync",))
+    code, out = run(str(root))
+    assert code == 0
+    for words in ("Processes", "gunicorn app:app", "Static routes", "/static", "redis (16 MB)",
+                  "Cron jobs", "*/5 * * * *", "./sync", "deployable"):  # fmt: skip
+        assert words in out
+    assert "s3cret" not in out
+
+
+def test_json_output(make_app: MakeApp) -> None:
+    root = make_app(GOOD, executable=("sync",))
+    code, out = run(str(root), "--json")
+    data = json.loads(out)
+    assert code == 0 and data["ok"] is True and data["errors"] == []
+    assert data["files"] == ["epio.ini"]
+    assert data["spec"]["processes"]["web"]["entrypoint"] == "app:app"
+    assert data["spec"]["basic_auth"]["users"] == {"me": "***"}
+    assert data["spec"]["cron"][0]["schedule"] == "*/5 * * * *"
+
+
+def test_errors_exit_1_with_file_and_line(make_app: MakeApp) -> None:
+    root = make_app({"epio.ini": "[wsgi]\nentrypoint = app:app\n[services]\nsolr = true\n"})
+    code, out = run(str(root), "--json")
+    data = json.loads(out)
+    assert code == 1 and data["ok"] is False
+    lines = {(e["file"], e["line"]) for e in data["errors"]}
+    assert ("epio.ini", 4) in lines and ("epio.ini", 2) in lines  # solr; app.py missing
+    code, out = run(str(root))
+    assert code == 1 and "not deployable" in out and "solr" in out
+
+
+def test_single_files(tmp_path: Path) -> None:
+    joskid = next(f for f in corpus_files() if f.name == "joskid__django.org.tr.ini")
+    code, out = run(str(joskid))
+    assert code == 1 and "merge-conflict" in out and ":13" in out
+    procfile = tmp_path / "Procfile"
+    procfile.write_text("web: gunicorn app:app\nrelease: ./migrate\n")
+    code, out = run(str(procfile))
+    assert code == 0 and "release (once per deploy)" in out
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    code, out = run(str(tmp_path / "nope"), "--json")
+    assert code == 1 and "does not exist" in json.loads(out)["errors"][0]["message"]
+
+
+def test_an_internal_error_is_reported_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def broken(path: Path) -> None:
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(check_module, "check_path", broken)
+    code, out = run(str(tmp_path), "--json")
+    assert code == 1 and "internal error" in json.loads(out)["errors"][0]["message"]

@@ -1,0 +1,113 @@
+"""Rendering a process into argv and environment for one instance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from roost.appspec import parse_epio
+from roost.appspec.model import AppSpec, CronJob, DjangoSpec, ProcessSpec
+from roost.appspec.runtime import (
+    RuntimeVars,
+    argv,
+    cron_argv,
+    cwd,
+    environment,
+    relative_symlink,
+    shell_argv,
+    substitute,
+    symlink_target,
+)
+
+RV = RuntimeVars(
+    app_id="shop",
+    app_dir=Path("/srv/shop/app"),
+    venv_dir=Path("/srv/shop/venv"),
+    data_directory=Path("/srv/shop/data"),
+    port=8001,
+    unix_sock="/run/shop.sock",
+)
+
+
+def test_placeholders() -> None:
+    text = (
+        "celeryd -n h-%(app_id)s-p%(port)s --pid=%(data_directory)s/c.pid %(unix_sock)s "
+        "$PORT ${PORT} $PORTS %(x)s"
+    )
+    assert substitute(text, RV) == (
+        "celeryd -n h-shop-p8001 --pid=/srv/shop/data/c.pid /run/shop.sock 8001 8001 $PORTS %(x)s"
+    )
+
+
+def test_wsgi_argv_with_async_worker() -> None:
+    spec = parse_epio("[wsgi]\nentrypoint = app:app\nasync_type = gevent\n")
+    args = argv(spec, spec.processes["web"], RV)
+    assert args[:3] == ["/srv/shop/venv/bin/python", "-m", "gunicorn"]
+    assert args[3:5] == ["--bind", "unix:/run/shop.sock"]
+    assert args[args.index("--worker-class") : args.index("--worker-class") + 2] == [
+        "--worker-class",
+        "gevent",
+    ]
+    assert args[-1] == "app:app"
+
+
+def test_commands_are_execed_only_when_that_keeps_them_whole() -> None:
+    assert shell_argv("python server.py %(unix_sock)s", RV) == [
+        "/bin/sh",
+        "-c",
+        "exec python server.py /run/shop.sock",
+    ]
+    assert shell_argv("cd sub && ./run", RV)[2] == "cd sub && ./run"
+    assert shell_argv("a; b", RV)[2] == "a; b"
+    job = CronJob(command="manage.py sync", schedule="*/5 * * * *")
+    assert cron_argv(job, RV) == ["/bin/sh", "-c", "exec manage.py sync"]
+
+
+def test_environment() -> None:
+    spec = AppSpec(
+        python_path=["lib"],
+        django=DjangoSpec(base="proj", settings_module="settings"),
+        env={"UPLOADS": "%(data_directory)s/up", "PORT": "80", "ROOST_APP": "evil"},
+        checkout_name="app",
+    )
+    rv = RuntimeVars(**{**RV.__dict__, "bundle_config_dir": Path("/srv/shop/bundle")})
+    env = environment(spec, rv, {"PATH": "/usr/bin", "PYTHONHOME": "/x"})
+    assert env["PATH"].split(":") == [
+        "/srv/shop/venv/bin",
+        "/srv/shop/app",
+        "/srv/shop/app/proj",
+        "/usr/bin",
+    ]
+    assert env["PYTHONPATH"].split(":") == [
+        "/srv/shop/bundle",
+        "/srv/shop/app/lib",
+        "/srv/shop/app/proj",
+        "/srv/shop/app",
+    ]
+    assert "PYTHONHOME" not in env
+    assert env["UPLOADS"] == "/srv/shop/data/up"
+    # The platform's own variables cannot be overridden by [env].
+    assert (env["PORT"], env["ROOST_APP"]) == ("8001", "shop")
+    assert env["DJANGO_SETTINGS_MODULE"] == "settings"
+    assert env["HOME"] == "/srv/shop"
+
+
+def test_checkout_name_makes_project_imports_work() -> None:
+    spec = AppSpec(checkout_name="wincstar")
+    rv = RuntimeVars(**{**RV.__dict__, "app_dir": Path("/srv/shop/wincstar")})
+    assert environment(spec, rv)["PYTHONPATH"].split(":")[-1] == "/srv/shop"
+    assert environment(AppSpec(), RV)["PYTHONPATH"] == "/srv/shop/app"
+
+
+def test_symlink_targets_and_cwd() -> None:
+    assert symlink_target("pyconde/conf/epio.py", RV) == Path("/srv/shop/app/pyconde/conf/epio.py")
+    assert symlink_target("%(data_directory)s/local.py", RV) == Path("/srv/shop/data/local.py")
+    proc = ProcessSpec(name="w", kind="command", command="x", cwd="jobs")
+    assert cwd(proc, RV) == Path("/srv/shop/app/jobs")
+
+
+def test_relative_symlinks_for_the_image() -> None:
+    # Targets in the spec are relative to the checkout, not to the link.
+    assert relative_symlink("pyconde/settings.py", "pyconde/conf/epio.py") == "conf/epio.py"
+    assert relative_symlink("apps/pages/templates", "templates/pages") == "../../templates/pages"
+    assert relative_symlink(".glitchapi.txt", ".glitchapi-epio.txt") == ".glitchapi-epio.txt"
+    assert relative_symlink("src/local.py", "%(data_directory)s/local.py") is None
