@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,8 +80,12 @@ def _platform_processes(data: Path) -> list[psutil.Process]:
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    data = tmp_path_factory.mktemp("roost") / "data"
+def platform() -> Iterator[Platform]:
+    # The builder runs untrusted steps as an unprivileged user, which must be
+    # able to reach the data directory: pytest's own tmp dirs are root-only.
+    base = Path(tempfile.mkdtemp(prefix="roost-e2e-"))
+    base.chmod(0o755)
+    data = base / "data"
     api_port, router_port = free_port(), free_port()
     log = data.parent / "up.log"
     with open(log, "wb") as out:
@@ -121,6 +126,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
         finally:
             print(log.read_text()[-5000:])
         remaining = _platform_processes(data)
+        shutil.rmtree(base, ignore_errors=True)
         assert not remaining, f"processes left behind: {[q.cmdline() for q in remaining]}"
 
 

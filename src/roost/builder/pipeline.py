@@ -32,7 +32,7 @@ from pathlib import Path
 import msgspec
 
 from roost.appspec import AppSpec, AppSpecError, load_app
-from roost.appspec.runtime import RuntimeVars, environment
+from roost.appspec.runtime import RuntimeVars, environment, relative_symlink
 from roost.builder import django as dj
 from roost.builder import lock as locks
 from roost.builder.diskcheck import ensure_free_disk
@@ -258,7 +258,7 @@ class Build:
                     raise BuildError(f"[symlinks] {link!r}: a non-empty directory is in the way")
                 path.rmdir()
             path.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(target, path)
+            os.symlink(_link_text(rel.as_posix(), target), path)
             self.log(f"       symlink {link} -> {target}")
 
     async def resolve_lock(self) -> None:
@@ -417,7 +417,7 @@ class Build:
             if m.root == "data":
                 self.log(f"       {m.url_prefix}: served from the data directory, not bundled")
                 continue
-            base = self.checkout if m.root == "app" else admin
+            base = {"app": self.checkout, "site_packages": self._site_packages()}.get(m.root, admin)
             mappings.append({
                 "url_prefix": m.url_prefix,
                 "source": str(base / path) if path else str(base),
@@ -501,3 +501,15 @@ class _Route(msgspec.Struct):
 
 class _Routes(msgspec.Struct):
     routes: list[_Route]
+
+
+def _link_text(link: str, target: str) -> str:
+    """What os.symlink gets for a [symlinks] entry: relative to the link's own
+    directory, so the image can be unpacked anywhere. A data-directory target
+    goes through the image root's `data` link, which the runner points at the
+    app's data directory on each host (ep.io's `../data`)."""
+    data_prefix = "%(data_directory)s"
+    if target.startswith(data_prefix):
+        target = "../data/" + target[len(data_prefix) :].lstrip("/")
+    rel = relative_symlink(link, target)
+    return rel if rel is not None else target

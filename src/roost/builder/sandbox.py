@@ -126,6 +126,18 @@ class Completed:
 LogFn = Callable[[str], None]
 
 
+def _drop_privileges(user: BuildUser) -> Callable[[], None]:
+    uid, gid = user.uid, user.gid
+
+    def drop() -> None:
+        os.setsid()
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+
+    return drop
+
+
 async def run(
     argv: Sequence[str],
     *,
@@ -144,9 +156,6 @@ async def run(
     `log` raising (the output budget) also ends the command. The process
     group is killed on every way out that is not a normal exit.
     """
-    kwargs: dict[str, object] = {}
-    if user.dropped:
-        kwargs.update(user=user.uid, group=user.gid, extra_groups=[])
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=str(cwd),
@@ -154,8 +163,9 @@ async def run(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE if capture_stdout else asyncio.subprocess.STDOUT,
-        start_new_session=True,
-        **kwargs,  # type: ignore[arg-type]
+        # uvloop's subprocess_exec takes neither user= nor group=, so the
+        # privilege drop happens in the child before exec.
+        preexec_fn=_drop_privileges(user) if user.dropped else os.setsid,
     )
     tail: list[str] = []
     captured = bytearray()

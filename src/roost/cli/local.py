@@ -53,7 +53,10 @@ def port_free(host: str, port: int) -> bool:
 
 def lock_data_dir(data: Path) -> IO[str]:
     """Hold an exclusive lock for the life of `roost up` on this directory."""
-    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Searchable but not listable: the builder's unprivileged user must reach
+    # DATA/builder; secrets inside (keys/, api.json) are 0700/0600 themselves.
+    data.mkdir(parents=True, exist_ok=True)
+    data.chmod(0o711)
     fh = open(data / "up.lock", "a+")  # noqa: SIM115 - held open on purpose
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -11,6 +11,8 @@ each with TERM, a grace period, then KILL, and every child also dies with us
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import signal
 import sys
 import time
@@ -24,6 +26,7 @@ from roost.cli.client import CliError
 from roost.cli.local import (
     AlreadyRunning,
     admin_token,
+    free_port,
     lock_data_dir,
     prepare_cluster,
     prepare_state,
@@ -44,6 +47,7 @@ def restart_delay(recent_crashes: int) -> float:
 class Child:
     role: str
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
     proc: asyncio.subprocess.Process | None = None
     started_at: float = 0.0
     crashes: int = 0
@@ -55,7 +59,9 @@ def _say(msg: str) -> None:
 
 
 async def _start(child: Child) -> None:
-    child.proc = await asyncio.create_subprocess_exec(*child.argv, preexec_fn=die_with_parent)
+    child.proc = await asyncio.create_subprocess_exec(
+        *child.argv, env=child.env, preexec_fn=die_with_parent
+    )
     child.started_at = time.monotonic()
 
 
@@ -81,12 +87,27 @@ async def supervise(data: Path, settings: Settings, ready: asyncio.Event | None 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     base = [sys.executable, "-m", "roost", "--data", str(data)]
-    children = [
-        Child("controller", [*base, "controller", "--api-port", str(settings.api_port)]),
-        Child("builder", [*base, "builder"]),
-        Child("runner", [*base, "runner"]),
-        Child("router", [*base, "router", "--port", str(settings.router_port)]),
-    ]
+    # Every child sees the same ports (the controller prints app URLs with the
+    # router's port); each gets its own metrics port, listed in DATA/metrics.json.
+    env = dict(os.environ)
+    env.update(ROOST_API_PORT=str(settings.api_port), ROOST_ROUTER_PORT=str(settings.router_port))
+    metrics: dict[str, str] = {
+        "controller": f"http://{settings.bind_host}:{settings.api_port}/metrics"
+    }
+    children = []
+    for role, extra in (
+        ("controller", ["--api-port", str(settings.api_port)]),
+        ("builder", []),
+        ("runner", []),
+        ("router", ["--port", str(settings.router_port)]),
+    ):
+        child_env = dict(env)
+        if role != "controller":
+            port = free_port(settings.bind_host)
+            child_env["ROOST_METRICS_PORT"] = str(port)
+            metrics[role] = f"http://{settings.bind_host}:{port}/metrics"
+        children.append(Child(role, [*base, role, *extra], child_env))
+    (data / "metrics.json").write_text(json.dumps(metrics, indent=2))
     try:
         await _start(children[0])
         assert children[0].proc is not None

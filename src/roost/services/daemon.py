@@ -1,0 +1,70 @@
+"""The servicehost daemon (`roost servicehost`): PostgreSQL and Redis for every app.
+
+Start: find the server binaries (a clear error naming the packages when they
+are missing), bind the "services" RPC endpoints, initdb on first run, start
+PostgreSQL and every app's Redis. Stop (SIGTERM/SIGINT): stop answering, stop
+the status push, then stop every server gracefully (PostgreSQL: fast
+shutdown; Redis: SIGTERM, which saves) and return once all are reaped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from roost.daemonize import run_daemon
+from roost.services.binaries import find_binaries
+from roost.services.host import ServiceHost
+from roost.services.layout import Layout
+from roost.services.status import push_loop
+from roost.services.user import ensure_service_user
+from roost.settings import Settings
+from roost.wire.bootstrap import endpoint_host, open_node, own_endpoints
+from roost.wire.rpc import RpcClient, RpcServer
+
+log = logging.getLogger("roost.services")
+
+ROLE = "services"
+
+
+async def serve(
+    data_dir: Path, settings: Settings, name: str = "servicehost", stop: asyncio.Event | None = None
+) -> None:
+    """The daemon's body; returns after `stop` is set and every server is down."""
+    stop = stop or asyncio.Event()
+    bins = find_binaries()
+    user = await asyncio.to_thread(ensure_service_user, settings.services_user)
+    node, cluster = open_node(data_dir, name)
+    async with node:
+        endpoints = own_endpoints(cluster, ROLE, node)
+        if not endpoints:
+            raise SystemExit(
+                f"{data_dir / 'cluster.json'} has no {ROLE!r} endpoint for key {name!r}"
+            )
+        public = endpoint_host(endpoints[0].address)
+        host = ServiceHost(Layout(data_dir), settings, bins, user, name, public)
+        servers = [RpcServer(node, ep.address, host.handle) for ep in endpoints]
+        controller_eps = cluster.of("controller")
+        controllers = RpcClient(node, controller_eps) if controller_eps else None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                await host.start(tg)
+                helpers = [tg.create_task(s.serve()) for s in servers]
+                if controllers is not None:
+                    helpers.append(tg.create_task(push_loop(host, controllers, name)))
+                log.info("servicehost %s serving on %s", name, [s.address for s in servers])
+                await stop.wait()
+                log.info("servicehost stopping")
+                for t in helpers:
+                    t.cancel()
+                await host.shutdown()
+        finally:
+            if controllers is not None:
+                await controllers.close()
+    log.info("servicehost %s stopped", name)
+
+
+def run(data_dir: Path, settings: Settings, name: str = "servicehost") -> None:
+    """Run the servicehost until SIGTERM/SIGINT; returns once every server is stopped."""
+    run_daemon("servicehost", lambda stop: serve(data_dir, settings, name, stop))

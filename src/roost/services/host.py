@@ -1,0 +1,338 @@
+"""The servicehost's brain: which servers run, and provisioning over them.
+
+Theory of operation: state.json is the truth about what exists; every
+server in it is started at `start()` and supervised until `shutdown()`.
+Requests for one (app, kind) are serialised by a lock, and each step is
+idempotent, so a request repeated after a timeout (the RPC client retries
+with the same request) or after a crash half-way simply finishes the job:
+
+  provision:   record the credentials first (state.json), then create the
+               role/database or start the Redis server. Asking again returns
+               the same credentials. New services are refused when the disk
+               is below the free-space threshold, before anything is created.
+  deprovision: final backup first; only when it is on disk is the data
+               dropped, and only then is the service forgotten. A repeated
+               request answers with the backup already taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from roost.services import pgadmin
+from roost.services.addresses import advertised_host, listen_hosts
+from roost.services.backoff import RestartPolicy
+from roost.services.backups import backup_name
+from roost.services.binaries import Binaries
+from roost.services.disk import refusal, usage
+from roost.services.layout import Layout
+from roost.services.names import (
+    BadAppName,
+    check_app,
+    new_password,
+    pg_name,
+    postgres_url,
+    redis_url,
+)
+from roost.services.postgres import Postgres
+from roost.services.redis import RedisServer
+from roost.services.state import HostState, PgCluster, Service, load_state, save_state
+from roost.services.status import collect
+from roost.services.supervised import Supervised
+from roost.services.user import ServiceUser
+from roost.settings import Settings
+from roost.wire.messages import (
+    Error,
+    Msg,
+    Ok,
+    Ping,
+    ServiceBackup,
+    ServiceBackupDone,
+    ServiceCredentials,
+    ServiceDeprovision,
+    ServiceHostStatusRequest,
+    ServiceKind,
+    ServiceProvision,
+    ServiceRemoved,
+)
+
+log = logging.getLogger("roost.services")
+
+UP_WAIT_S = 30.0  # how long a request waits for a (re)starting server
+
+
+class ServiceError(Exception):
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def free_port(host: str = "127.0.0.1", taken: set[int] | frozenset[int] = frozenset()) -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in taken:
+            return port
+
+
+class ServiceHost:
+    def __init__(
+        self,
+        layout: Layout,
+        settings: Settings,
+        bins: Binaries,
+        user: ServiceUser,
+        name: str = "servicehost",
+        public_host: str = "",
+    ) -> None:
+        self.name = name
+        self.listen = listen_hosts(settings.bind_host, public_host)
+        self.layout = layout
+        self.settings = settings
+        self.bins = bins
+        self.user = user
+        self.host = advertised_host(settings.services_host, settings.bind_host, public_host)
+        self.policy = RestartPolicy(max_s=settings.restart_backoff_max_s)
+        self.state: HostState = load_state(layout.state_file)
+        self.pg: Postgres | None = None
+        self.pg_sup: Supervised | None = None
+        self.redis: dict[str, tuple[RedisServer, Supervised]] = {}
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Answers to removals already done, for a request that is repeated.
+        self._removed: dict[str, ServiceRemoved] = {}
+        self._tg: asyncio.TaskGroup | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _save(self) -> None:
+        save_state(self.layout.state_file, self.state)
+
+    async def start(self, tg: asyncio.TaskGroup) -> None:
+        """initdb if needed, then start PostgreSQL and every app's Redis under `tg`."""
+        self._tg = tg
+        self.layout.create(searchable=self.user.dropped)
+        self.user.check_reachable(self.layout.root)
+        cluster = self.state.postgres
+        wanted = self.settings.postgres_port
+        if cluster is None:
+            cluster = PgCluster(port=wanted or free_port(), password=new_password())
+            self.state.postgres = cluster
+            self._save()
+        elif wanted and wanted != cluster.port:
+            cluster.port = wanted
+            self._save()
+        self.pg = Postgres(
+            self.bins, self.layout.postgres, self.layout.logs, self.user, cluster,
+            self.listen,
+        )  # fmt: skip
+        if await self.pg.initialize():
+            self._save()
+        self.pg_sup = Supervised(self.pg, self.policy)
+        tg.create_task(self.pg_sup.run())
+        for svc in self.state.of_kind("redis"):
+            self._start_redis(svc)
+        log.info(
+            "PostgreSQL on port %d, %d Redis servers; apps connect to %s",
+            cluster.port, len(self.redis), self.host,
+        )  # fmt: skip
+
+    def _start_redis(self, svc: Service) -> tuple[RedisServer, Supervised]:
+        assert self._tg is not None, "start() first"
+        server = RedisServer(
+            self.bins, self.layout.redis(svc.app), self.layout.logs, self.user, svc,
+            self.listen,
+        )  # fmt: skip
+        sup = Supervised(server, self.policy)
+        self.redis[svc.app] = (server, sup)
+        self._tg.create_task(sup.run())
+        return server, sup
+
+    async def shutdown(self) -> None:
+        """Stop every server gracefully (in parallel) and wait for them."""
+        sups = [sup for _, sup in self.redis.values()]
+        if self.pg_sup is not None:
+            sups.append(self.pg_sup)
+        await asyncio.gather(*(s.stop() for s in sups))
+
+    # ------------------------------------------------------------ requests
+
+    async def handle(self, msg: Msg) -> Msg:
+        try:
+            if isinstance(msg, ServiceProvision):
+                return await self.provision(msg.app, msg.kind, msg.memory_mb)
+            if isinstance(msg, ServiceDeprovision):
+                return await self.deprovision(msg.app, msg.kind)
+            if isinstance(msg, ServiceBackup):
+                return await self.backup(msg.app, msg.kind)
+            if isinstance(msg, ServiceHostStatusRequest):
+                return await collect(self, self.name)
+            if isinstance(msg, Ping):
+                return Ok(detail="servicehost")
+        except ServiceError as exc:
+            return Error(message=str(exc), retryable=exc.retryable)
+        except BadAppName as exc:
+            return Error(message=str(exc))
+        return Error(message=f"the servicehost does not handle {type(msg).__name__}")
+
+    def credentials(self, svc: Service) -> ServiceCredentials:
+        if svc.kind == "postgres":
+            assert self.state.postgres is not None
+            port = self.state.postgres.port
+            url = postgres_url(self.host, port, svc.database, svc.username, svc.password)
+            return ServiceCredentials(
+                app=svc.app, kind="postgres", host=self.host, port=port,
+                database=svc.database, username=svc.username, password=svc.password, url=url,
+            )  # fmt: skip
+        return ServiceCredentials(
+            app=svc.app, kind="redis", host=self.host, port=svc.port, database="0",
+            password=svc.password, url=redis_url(self.host, svc.port, svc.password),
+        )  # fmt: skip
+
+    def _check_disk(self) -> None:
+        free, total = usage(self.layout.root)
+        why = refusal(free, total, self.settings.min_free_disk_fraction)
+        if why is not None:
+            raise ServiceError(why)
+
+    async def _pg_up(self) -> Postgres:
+        sup, pg = self.pg_sup, self.pg
+        if sup is None or pg is None or not await sup.wait_up(UP_WAIT_S):
+            state = sup.state if sup else "stopped"
+            last = f": {sup.last_error}" if sup and sup.last_error else ""
+            raise ServiceError(f"PostgreSQL is not up ({state}{last})", retryable=True)
+        return pg
+
+    async def _redis_up(self, app: str) -> RedisServer:
+        server, sup = self.redis[app]
+        if not await sup.wait_up(UP_WAIT_S):
+            last = f": {sup.last_error}" if sup.last_error else ""
+            raise ServiceError(f"Redis of {app} is not up ({sup.state}{last})", retryable=True)
+        return server
+
+    async def provision(self, app: str, kind: ServiceKind, memory_mb: int = 0) -> Msg:
+        check_app(app)
+        key = HostState.key(app, kind)
+        async with self._locks[key]:
+            self._removed.pop(key, None)
+            if kind == "postgres":
+                svc = await self._provision_postgres(app)
+            else:
+                svc = await self._provision_redis(app, memory_mb)
+            return self.credentials(svc)
+
+    async def _provision_postgres(self, app: str) -> Service:
+        name = pg_name(app)
+        for other in self.state.of_kind("postgres"):
+            if other.database == name and other.app != app:
+                raise ServiceError(
+                    f"app {app!r} would share database {name} with app {other.app!r}"
+                )
+        svc = self.state.get(app, "postgres")
+        if svc is None:
+            self._check_disk()
+        pg = await self._pg_up()
+        if svc is None:
+            svc = Service(
+                app=app, kind="postgres", port=pg.cluster.port, database=name, username=name,
+                password=new_password(),
+            )  # fmt: skip
+            self.state.services[HostState.key(app, "postgres")] = svc
+            self._save()
+        await pgadmin.ensure_database(pg, name, svc.password)
+        log.info("postgres for %s: database %s ready", app, name)
+        return svc
+
+    async def _provision_redis(self, app: str, memory_mb: int) -> Service:
+        if memory_mb < 0:
+            raise ServiceError("memory_mb must be 0 (the default) or more")
+        svc = self.state.get(app, "redis")
+        if svc is None:
+            self._check_disk()
+            taken = {s.port for s in self.state.services.values()}
+            if self.state.postgres is not None:
+                taken.add(self.state.postgres.port)
+            svc = Service(
+                app=app, kind="redis", port=free_port(taken=taken), password=new_password(),
+                memory_mb=memory_mb or self.settings.redis_memory_mb,
+                admin_password=new_password(),
+            )  # fmt: skip
+            self.state.services[HostState.key(app, "redis")] = svc
+            self._save()
+            log.info("redis for %s: port %d, %d MB", app, svc.port, svc.memory_mb)
+        elif memory_mb and memory_mb != svc.memory_mb:
+            svc.memory_mb = memory_mb
+            self._save()
+            if app in self.redis:
+                server, sup = self.redis[app]
+                server.prepare()  # the next start reads the new limit
+                if sup.is_up:
+                    await server.set_memory(memory_mb)
+            log.info("redis for %s: memory limit now %d MB", app, memory_mb)
+        if app not in self.redis:
+            self._start_redis(svc)
+        await self._redis_up(app)
+        return svc
+
+    def _backup_path(self, app: str, kind: ServiceKind) -> Path:
+        d = self.layout.backups(app)
+        d.mkdir(mode=0o700, exist_ok=True)
+        existing = {p.name for p in d.iterdir()}
+        return d / backup_name(kind, time.time(), existing)
+
+    async def backup(self, app: str, kind: ServiceKind) -> Msg:
+        check_app(app)
+        key = HostState.key(app, kind)
+        async with self._locks[key]:
+            svc = self.state.get(app, kind)
+            if svc is None:
+                raise ServiceError(f"app {app!r} has no {kind} service here")
+            dest = self._backup_path(app, kind)
+            if kind == "postgres":
+                size = await pgadmin.dump(await self._pg_up(), svc.database, dest)
+            else:
+                server = await self._redis_up(app)
+                await server.save()
+                size = await server.copy_rdb(dest)
+            log.info("backup of %s %s: %s (%d bytes)", app, kind, dest, size)
+            return ServiceBackupDone(path=str(dest), size=size)
+
+    async def deprovision(self, app: str, kind: ServiceKind) -> Msg:
+        check_app(app)
+        key = HostState.key(app, kind)
+        async with self._locks[key]:
+            svc = self.state.get(app, kind)
+            if kind == "postgres":
+                pg = await self._pg_up()
+                name = svc.database if svc else pg_name(app)
+                if svc is None and not await pgadmin.database_exists(pg, name):
+                    return self._removed.get(key) or ServiceRemoved(app=app, kind=kind)
+                dest = self._backup_path(app, kind)
+                await pgadmin.dump(pg, name, dest)
+                await pgadmin.drop_database(pg, name)
+            else:
+                if svc is None:
+                    return self._removed.get(key) or ServiceRemoved(app=app, kind=kind)
+                if app not in self.redis:
+                    self._start_redis(svc)
+                server = await self._redis_up(app)
+                await server.save()
+                _, sup = self.redis.pop(app)
+                # SIGTERM makes Redis save dump.rdb once more: nothing written
+                # between SAVE and the stop is lost from the final backup.
+                await sup.stop()
+                dest = self._backup_path(app, kind)
+                await server.copy_rdb(dest)
+                await asyncio.to_thread(shutil.rmtree, server.dir, True)
+            self.state.services.pop(key, None)
+            self._save()
+            log.info("removed %s of %s; final backup %s", kind, app, dest)
+            result = ServiceRemoved(app=app, kind=kind, backup_path=str(dest))
+            self._removed[key] = result
+            return result

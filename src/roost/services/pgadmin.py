@@ -1,0 +1,85 @@
+"""Per-app databases on the cluster: create, drop, size, dump (admin SQL).
+
+Every step is idempotent, so a provision or removal interrupted half-way is
+finished by simply asking again. Identifiers are always quoted
+(`sql.Identifier`), passwords always literals (`sql.Literal`): DDL cannot take
+bound parameters.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from psycopg import sql
+
+from roost.services.postgres import Postgres
+from roost.services.spawn import run_tool
+
+DUMP_TIMEOUT_S = 3600.0
+
+
+async def ensure_database(pg: Postgres, name: str, password: str) -> None:
+    """Role `name` (login, this password, nothing else) owning database `name`."""
+    ident = sql.Identifier(name)
+    async with await pg.connect() as conn:
+        cur = await conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+        verb = "ALTER" if await cur.fetchone() else "CREATE"
+        await conn.execute(
+            sql.SQL(
+                verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+                "NOBYPASSRLS PASSWORD {}"
+            ).format(ident, sql.Literal(password))
+        )
+        cur = await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        if not await cur.fetchone():
+            await conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING 'UTF8'").format(
+                    ident, ident
+                )
+            )
+        # PUBLIC gets CONNECT and TEMP on new databases by default: take them
+        # back, so only the owner (and the superuser) can open this one.
+        await conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(ident))
+        await conn.execute(sql.SQL("GRANT CONNECT, TEMP ON DATABASE {} TO {}").format(ident, ident))
+    async with await pg.connect(dbname=name) as conn:
+        await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+        await conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(ident))
+
+
+async def database_exists(pg: Postgres, name: str) -> bool:
+    async with await pg.connect() as conn:
+        cur = await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        return await cur.fetchone() is not None
+
+
+async def drop_database(pg: Postgres, name: str) -> None:
+    """Drop database and role `name`, closing its sessions first."""
+    ident = sql.Identifier(name)
+    async with await pg.connect() as conn:
+        await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+        await conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
+
+
+async def database_sizes(pg: Postgres) -> dict[str, int]:
+    async with await pg.connect(timeout=2) as conn:
+        cur = await conn.execute(
+            "SELECT datname, pg_database_size(oid) FROM pg_database WHERE NOT datistemplate"
+        )
+        return {str(name): int(size) for name, size in await cur.fetchall()}
+
+
+async def dump(pg: Postgres, name: str, dest: Path) -> int:
+    """pg_dump -Fc of database `name` into `dest` (atomically); its size."""
+    tmp = dest.with_name(dest.name + ".partial")
+    status, out = await run_tool(
+        [pg.bins.pg("pg_dump"), "--format=custom", "--file", str(tmp), "--dbname", name],
+        env=pg.tool_env(),
+        timeout=DUMP_TIMEOUT_S,
+    )
+    if status != 0:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"pg_dump of {name} failed (status {status}): {out.strip()[-1000:]}")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, dest)
+    return dest.stat().st_size

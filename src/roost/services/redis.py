@@ -1,0 +1,144 @@
+"""One app's Redis server: its config (pure), process, and admin operations.
+
+Theory of operation: each app gets its own redis-server, in its own
+directory, on its own port, run as the service user. Access control is ACL:
+the `default` user (what a plain `AUTH password` / REDIS_URL logs in as) has
+the app's password and every command except those that would let the app
+escape its limits or its server (CONFIG SET of maxmemory, SHUTDOWN, DEBUG,
+MODULE, ACL, replication); the `roost-admin` user, whose password only the
+daemon knows, may do everything. Persistence is on (AOF every second, plus
+RDB snapshots); memory is capped at `maxmemory` with allkeys-lru, so a full
+Redis evicts old keys instead of growing or refusing writes.
+
+The config file is rewritten at every start from state.json, so a change of
+memory limit survives restarts; a running server is also told at once
+(CONFIG SET maxmemory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+from roost.procs import terminate
+from roost.services.binaries import Binaries
+from roost.services.resp import RedisAdmin, RedisError
+from roost.services.spawn import spawn
+from roost.services.state import Service
+from roost.services.user import ServiceUser
+
+ADMIN_USER = "roost-admin"
+ADMIN_HOST = "127.0.0.1"
+STOP_GRACE_S = 30.0
+# Commands the app's own user may not run (CONFIG GET stays allowed).
+DENIED = (
+    "-config", "+config|get", "-shutdown", "-debug", "-module", "-acl",
+    "-replicaof", "-slaveof", "-sync", "-psync", "-failover",
+)  # fmt: skip
+
+
+def bind_addresses(hosts: list[str]) -> str:
+    """redis.conf `bind` for `addresses.listen_hosts` ("-::*": IPv6 if available)."""
+    return "* -::*" if "*" in hosts else " ".join(hosts)
+
+
+def render_conf(svc: Service, directory: Path, listen: list[str]) -> str:
+    """redis.conf for one app's server."""
+    lines = [
+        "# Written by the Roost servicehost at every start; edits here are lost.",
+        f"bind {bind_addresses(listen)}",
+        f"port {svc.port}",
+        # Every user has a password; protected mode would only refuse non-local
+        # clients that the ACL already authenticates.
+        "protected-mode no",
+        "daemonize no",
+        'logfile ""',
+        f'dir "{directory}"',
+        "dbfilename dump.rdb",
+        "appendonly yes",
+        "appendfsync everysec",
+        "save 3600 1 300 100 60 10000",
+        f"maxmemory {max(svc.memory_mb, 1)}mb",
+        "maxmemory-policy allkeys-lru",
+        f"user default on >{svc.password} ~* &* +@all {' '.join(DENIED)}",
+        f"user {ADMIN_USER} on >{svc.admin_password} ~* &* +@all",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class RedisServer:
+    def __init__(
+        self,
+        bins: Binaries,
+        directory: Path,
+        logs: Path,
+        user: ServiceUser,
+        svc: Service,
+        listen: list[str],
+    ) -> None:
+        self.bins = bins
+        self.dir = directory
+        self.log_file = logs / f"redis-{svc.app}.log"
+        self.user = user
+        self.svc = svc
+        self.listen = listen
+        self.name = f"redis[{svc.app}]"
+
+    @property
+    def conf_path(self) -> Path:
+        return self.dir / "redis.conf"
+
+    def prepare(self) -> None:
+        self.dir.mkdir(mode=0o700, exist_ok=True)
+        tmp = self.dir / "redis.conf.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(render_conf(self.svc, self.dir, self.listen))
+        os.replace(tmp, self.conf_path)
+        self.user.chown_tree(self.dir)
+
+    def admin(self, timeout: float = 5.0) -> RedisAdmin:
+        return RedisAdmin(ADMIN_HOST, self.svc.port, ADMIN_USER, self.svc.admin_password, timeout)
+
+    # ------------------------------------------------------------ Server protocol
+
+    async def spawn(self) -> asyncio.subprocess.Process:
+        self.prepare()
+        return await spawn(
+            [str(self.bins.redis_server), str(self.conf_path)], self.user, self.log_file, self.dir
+        )
+
+    async def wait_ready(self, proc: asyncio.subprocess.Process) -> None:
+        while True:
+            try:
+                async with self.admin(timeout=2.0) as r:
+                    if await r.call("PING") == "PONG":
+                        return
+            except (OSError, RedisError, TimeoutError, asyncio.IncompleteReadError):
+                pass  # not listening yet, or -LOADING the AOF
+            await asyncio.sleep(0.05)
+
+    async def stop(self, proc: asyncio.subprocess.Process) -> None:
+        # SIGTERM: Redis flushes the AOF (and saves the RDB) and exits.
+        await terminate(proc, STOP_GRACE_S)
+
+    # ------------------------------------------------------------ admin
+
+    async def set_memory(self, memory_mb: int) -> None:
+        async with self.admin() as r:
+            await r.call("CONFIG", "SET", "maxmemory", f"{max(memory_mb, 1)}mb")
+
+    async def save(self, timeout: float = 600.0) -> None:
+        """SAVE: a complete dump.rdb of the data as of now (blocks the server meanwhile)."""
+        async with self.admin() as r:
+            await r.call("SAVE", timeout=timeout)
+
+    async def copy_rdb(self, dest: Path) -> int:
+        """Copy the server's dump.rdb to `dest` atomically; its size."""
+        tmp = dest.with_name(dest.name + ".partial")
+        await asyncio.to_thread(shutil.copyfile, self.dir / "dump.rdb", tmp)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, dest)
+        return dest.stat().st_size

@@ -1,0 +1,61 @@
+"""Starting a server process: as the service user, logging to a file, owned."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from roost.procs import die_with_parent, terminate
+from roost.services.user import ServiceUser
+
+# The servers get a fixed, small environment: nothing of the daemon's
+# (which may hold secrets) leaks into them, and messages are not localised.
+BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+
+
+async def spawn(
+    argv: Sequence[str], user: ServiceUser, log_file: Path, cwd: Path
+) -> asyncio.subprocess.Process:
+    """Start `argv` as `user` in `cwd`, output appended to `log_file`."""
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=dict(BASE_ENV),
+            preexec_fn=user.preexec(),
+        )
+    finally:
+        os.close(fd)
+
+
+async def run_tool(
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float,
+    user: ServiceUser | None = None,
+    cwd: Path | None = None,
+) -> tuple[int, str]:
+    """Run a one-off tool (initdb, pg_dump ...) to completion; (status, output)."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env={**BASE_ENV, **(env or {})},
+        preexec_fn=user.preexec() if user is not None else die_with_parent,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except BaseException:
+        await asyncio.shield(terminate(proc, 1.0))
+        raise
+    return proc.returncode if proc.returncode is not None else -1, out.decode(errors="replace")

@@ -1,0 +1,70 @@
+"""The servicehost's own record of what it runs (DATA/servicehost/state.json).
+
+It holds passwords, so it is written 0600, atomically (temp file + rename),
+and only by the daemon's event loop. The controller keeps its own encrypted
+copy of the credentials; this one lets the servicehost bring every server
+back after a restart and answer a repeated provision with the same
+credentials.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+from roost.wire.messages import ServiceKind
+
+
+class PgCluster(msgspec.Struct, kw_only=True):
+    port: int
+    superuser: str = "roost"
+    password: str
+    initialized: bool = False
+
+
+class Service(msgspec.Struct, kw_only=True):
+    app: str
+    kind: ServiceKind
+    port: int
+    database: str = ""
+    username: str = ""
+    password: str
+    memory_mb: int = 0
+    # Redis: password of the "roost-admin" ACL user the daemon uses for SAVE,
+    # CONFIG and SHUTDOWN, which the app's default user may not run.
+    admin_password: str = ""
+
+
+class HostState(msgspec.Struct, kw_only=True):
+    postgres: PgCluster | None = None
+    services: dict[str, Service] = {}
+
+    @staticmethod
+    def key(app: str, kind: str) -> str:
+        return f"{kind}/{app}"
+
+    def get(self, app: str, kind: str) -> Service | None:
+        return self.services.get(self.key(app, kind))
+
+    def of_kind(self, kind: str) -> list[Service]:
+        return [s for s in self.services.values() if s.kind == kind]
+
+
+def load_state(path: Path) -> HostState:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return HostState()
+    return msgspec.json.decode(data, type=HostState)
+
+
+def save_state(path: Path, state: HostState) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(msgspec.json.format(msgspec.json.encode(state)))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

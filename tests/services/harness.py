@@ -1,0 +1,151 @@
+"""A real servicehost for tests: a temp DATA dir, keys, cluster.json, the daemon
+as a subprocess (so `run()` itself, signals and child cleanup are exercised),
+and an RPC client with its own key."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psutil
+
+from roost.wire.cluster import ClusterConfig, Endpoint
+from roost.wire.keys import KeyPair, ensure_keypair
+from roost.wire.messages import Msg, ServiceHostStatus, ServiceHostStatusRequest
+from roost.wire.node import Node
+from roost.wire.rpc import RpcClient
+from tests.conftest import free_port
+
+RUN = (
+    "import sys; from pathlib import Path; from roost.settings import Settings; "
+    "from roost.services.daemon import run; run(Path(sys.argv[1]), Settings.from_env())"
+)
+
+
+class Servicehost:
+    def __init__(self, env: dict[str, str] | None = None, controller: bool = False) -> None:
+        # Under /tmp (not pytest's 0700 tmp dirs): when tests run as root the
+        # servers run as the service user, who must be able to walk down here.
+        self.data = Path(tempfile.mkdtemp(prefix="roost-svc-", dir="/tmp"))
+        os.chmod(self.data, 0o711)
+        keys = self.data / "keys"
+        self.server_keys = ensure_keypair(keys, "servicehost")
+        self.client_keys: KeyPair = ensure_keypair(keys, "tester")
+        self.endpoint = Endpoint(f"tcp://127.0.0.1:{free_port()}", self.server_keys.public_text)
+        endpoints = {"services": [self.endpoint]}
+        self.controller_keys: KeyPair | None = None
+        if controller:
+            # A controller that a test may bring up later, to receive status pushes.
+            self.controller_keys = ensure_keypair(keys, "controller")
+            endpoints["controller"] = [
+                Endpoint(f"tcp://127.0.0.1:{free_port()}", self.controller_keys.public_text)
+            ]
+        self.cluster = ClusterConfig(endpoints=endpoints)
+        self.cluster.save(self.data / "cluster.json")
+        self.env = {**os.environ, "ROOST_LOG_LEVEL": "INFO", **(env or {})}
+        self.log = self.data / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.children: set[int] = set()
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", RUN, str(self.data)],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def note_children(self) -> None:
+        """Remember the daemon's descendants, to check none outlives it."""
+        if self.proc is not None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                kids = psutil.Process(self.proc.pid).children(recursive=True)
+                self.children |= {k.pid for k in kids}
+
+    def stop(self, timeout: float = 90.0) -> int:
+        assert self.proc is not None
+        self.note_children()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(
+                f"servicehost did not stop in {timeout}s:\n{self.tail()}"
+            ) from None
+        deadline = time.monotonic() + 10
+        alive = [p for p in self.children if psutil.pid_exists(p)]
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [p for p in alive if _alive(p)]
+        assert not alive, f"servers outlived the servicehost: {alive}"
+        self.children.clear()
+        self.proc = None
+        return rc
+
+    def tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except FileNotFoundError:
+            return ""
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+    @contextlib.asynccontextmanager
+    async def client(self) -> AsyncIterator[RpcClient]:
+        async with Node(self.client_keys, []) as node:
+            client = RpcClient(node, [self.endpoint])
+            try:
+                yield client
+            finally:
+                await client.close()
+
+    async def call(self, msg: Msg, timeout: float = 60.0) -> Msg:
+        async with self.client() as c:
+            return await c.call(msg, timeout=timeout, tries=1)
+
+    async def status(self) -> ServiceHostStatus:
+        reply = await self.call(ServiceHostStatusRequest(), timeout=10)
+        assert isinstance(reply, ServiceHostStatus)
+        return reply
+
+    async def wait_postgres_up(self, timeout: float = 120.0, not_pid: int = 0) -> int:
+        """Wait until the cluster reports up (with a pid other than `not_pid`)."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, (
+                f"servicehost exited:\n{self.tail()}"
+            )
+            try:
+                st = await self.status()
+            except Exception as exc:  # not bound yet
+                last = exc
+            else:
+                cluster = [s for s in st.servers if s.app == "" and s.kind == "postgres"]
+                last = cluster
+                if cluster and cluster[0].state == "up" and cluster[0].pid not in (0, not_pid):
+                    return cluster[0].pid
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"PostgreSQL not up within {timeout}s ({last}):\n{self.tail()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
