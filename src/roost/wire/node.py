@@ -2,7 +2,7 @@
 every peer's public key against the cluster's known keys.
 
 Theory of operation: a server socket (ROUTER, PUB) carries its own keypair and
-`curve_server`; libzmq asks the ZAP handler (pyzmq's asyncio authenticator,
+`curve_server`; libzmq asks the ZAP handler (an asyncio task of the Node,
 running in this process) about every connecting client's public key, and we
 allow only keys in `allowed`. A client without a known key never completes the
 handshake: it sees silence, and the server logs the refusal. Client sockets
@@ -11,12 +11,14 @@ carry this daemon's keypair and the server's public key from `ClusterConfig`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 
 import zmq
 import zmq.asyncio
-from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.utils import z85
 
 from roost.wire.keys import KeyPair
 
@@ -25,50 +27,82 @@ log = logging.getLogger("roost.wire")
 ZAP_DOMAIN = "roost"
 
 
-class _KeyCheck:
-    def __init__(self, allowed: set[bytes]) -> None:
-        self.allowed = allowed
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        ok = key in self.allowed
-        if not ok:
-            log.warning(
-                "refused connection from unknown CURVE key %s", key.decode("ascii", "replace")
-            )
-        return ok
-
-
 class Node:
     """Sockets for one daemon. Use as an async context manager."""
 
     def __init__(self, keypair: KeyPair, allowed_keys: Iterable[bytes]) -> None:
         self.keypair = keypair
         self.ctx = zmq.asyncio.Context()
-        self._check = _KeyCheck(set(allowed_keys))
-        self._auth: AsyncioAuthenticator | None = None
+        self.allowed: set[bytes] = set(allowed_keys)
+        self._zap: zmq.asyncio.Socket | None = None
+        self._zap_task: asyncio.Task[None] | None = None
 
     def allow(self, keys: Iterable[bytes]) -> None:
-        self._check.allowed.update(keys)
+        self.allowed.update(keys)
 
     async def __aenter__(self) -> Node:
         self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        await self.aclose()
 
     def start(self) -> None:
-        auth = AsyncioAuthenticator(self.ctx)
-        auth.start()
-        auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self._check)
-        self._auth = auth
+        """Serve ZAP (RFC 27) requests for this context's server sockets.
 
-    def close(self) -> None:
-        if self._auth is not None:
-            self._auth.stop()
-            self._auth = None
+        Our own handler rather than pyzmq's authenticator: that one closes its
+        socket before its cancelled poll has unwound, and a later context in
+        the same process can reuse the file descriptor and lose its reader.
+        """
+        zap = self.ctx.socket(zmq.REP)
+        zap.linger = 0
+        zap.bind("inproc://zeromq.zap.01")
+        self._zap = zap
+        self._zap_task = asyncio.get_running_loop().create_task(self._serve_zap(zap))
+
+    async def _serve_zap(self, zap: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = await zap.recv_multipart()
+            version, request_id = (frames + [b"", b""])[:2]
+            status, text = b"400", b"refused"
+            if version != b"1.0" or len(frames) < 6:
+                text = b"malformed ZAP request"
+            elif frames[5] != b"CURVE" or len(frames) < 7 or len(frames[6]) != 32:
+                text = b"CURVE required"
+            else:
+                key = z85.encode(frames[6])
+                if key in self.allowed:
+                    status, text = b"200", b"OK"
+                else:
+                    address = frames[3].decode("ascii", "replace")
+                    log.warning(
+                        "refused connection from %s with unknown CURVE key %s",
+                        address,
+                        key.decode("ascii", "replace"),
+                    )
+                    text = b"unknown key"
+            await zap.send_multipart([b"1.0", request_id, status, text, b"", b""])
+
+    async def aclose(self) -> None:
+        if self._zap_task is not None:
+            self._zap_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._zap_task
+            self._zap_task = None
+        if self._zap is not None:
+            self._zap.close(linger=0)
+            self._zap = None
         self.ctx.destroy(linger=0)
 
+    def close(self) -> None:
+        """Synchronous close for code outside a running loop (prefer aclose)."""
+        if self._zap_task is not None:
+            self._zap_task.cancel()
+            self._zap_task = None
+        if self._zap is not None:
+            self._zap.close(linger=0)
+            self._zap = None
+        self.ctx.destroy(linger=0)
     def _common(self, sock: zmq.asyncio.Socket) -> None:
         sock.setsockopt(zmq.LINGER, 0)
         # ZMTP heartbeats detect dead peers on idle connections.
