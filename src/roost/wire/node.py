@@ -63,7 +63,7 @@ class Node:
     async def _serve_zap(self, zap: zmq.asyncio.Socket) -> None:
         while True:
             frames = await zap.recv_multipart()
-            version, request_id = (frames + [b"", b""])[:2]
+            version, request_id = [*frames, b"", b""][:2]
             status, text = b"400", b"refused"
             if version != b"1.0" or len(frames) < 6:
                 text = b"malformed ZAP request"
