@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from roost.services import binaries, django_settings
+from roost.appspec import django_settings
+from roost.appspec.service_env import service_environment
+from roost.services import binaries
 from roost.services.addresses import advertised_host, listen_hosts
 from roost.services.backoff import Backoff, RestartPolicy
 from roost.services.backups import backup_name
 from roost.services.disk import refusal, tree_size
-from roost.services.env import service_environment
 from roost.services.names import BadAppName, check_app, pg_name, postgres_url, redis_url
 from roost.services.postgres import HBA, listen_addresses
 from roost.services.redis import bind_addresses, render_conf

@@ -11,39 +11,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from roost.appspec.django_settings import render as render_django_settings
 from roost.appspec.model import AppSpec
 from roost.builder.errors import BuildError
 
 _MANAGE = re.compile(r"""DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([\w.]+)['"]""")
 
-APPENDED = """
-
-# ---- appended by Roost ([django] append_settings = true) ----
-import os as _roost_os
-
-
-def _roost_database(url):
-    from urllib.parse import unquote, urlparse
-
-    u = urlparse(url)
-    engines = {"postgres": "postgresql", "postgresql": "postgresql", "mysql": "mysql",
-               "sqlite": "sqlite3"}  # fmt: skip
-    engine = "django.db.backends." + engines.get(u.scheme, u.scheme)
-    if u.scheme == "sqlite":
-        name = u.path[1:] if u.path.startswith("//") else u.path
-        return {"ENGINE": engine, "NAME": unquote(name)}
-    return {"ENGINE": engine, "NAME": unquote(u.path.lstrip("/")),
-            "USER": unquote(u.username or ""), "PASSWORD": unquote(u.password or ""),
-            "HOST": u.hostname or "", "PORT": str(u.port or "")}  # fmt: skip
-
-
-if _roost_os.environ.get("DATABASE_URL"):
-    DATABASES = {"default": _roost_database(_roost_os.environ["DATABASE_URL"])}
-if _roost_os.environ.get("ROOST_HOSTNAMES"):
-    ALLOWED_HOSTS = [*globals().get("ALLOWED_HOSTS", []),
-                     *_roost_os.environ["ROOST_HOSTNAMES"].split(",")]  # fmt: skip
-# ---- end of Roost settings ----
-"""
+# The appended block is shared with the servicehost's tests: one renderer.
+APPENDED = render_django_settings()
 
 
 @dataclass(frozen=True)
