@@ -9,7 +9,9 @@ from fastapi.testclient import TestClient
 
 from roost.controller.api.app import create_api
 from roost.controller.core import Controller
+from roost.controller.secretbox import SecretBox
 from roost.controller.service import ControllerService
+from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
@@ -21,6 +23,7 @@ def env(tmp_path: Path) -> Iterator[tuple[TestClient, Store]]:
     migrate(url)
     store = Store(make_engine(url))
     controller = Controller(store, Settings(), "test")
+    controller.services = ServiceBroker(store, SecretBox(b"k" * 32), None)
     api = create_api(controller, ControllerService(controller, builders=None))
     with TestClient(api) as client:
         yield client, store
@@ -111,7 +114,7 @@ def test_openapi_is_published(env: tuple[TestClient, Store]) -> None:
 
 
 def test_metrics_are_exposed(env: tuple[TestClient, Store]) -> None:
-    client, store = env
+    client, _ = env
     controller = client.app.state.controller  # type: ignore[attr-defined]
     import time
 
@@ -122,7 +125,9 @@ def test_metrics_are_exposed(env: tuple[TestClient, Store]) -> None:
             host_id="h1",
             hostname="h1",
             instances=[
-                InstanceStatus(instance_id="i1", app="a", release=1, process_type="web", state="up", restarts=3)
+                InstanceStatus(
+                    instance_id="i1", app="a", release=1, process_type="web", state="up", restarts=3
+                )
             ],
         ),
         time.monotonic(),

@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller.api.app import create_api
 from roost.controller.core import Controller
+from roost.controller.secretbox import SecretBox
 from roost.controller.service import ControllerService
+from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
@@ -25,6 +27,7 @@ def api_and_token() -> tuple[object, str]:
     migrate(url)
     store = Store(make_engine(url))
     controller = Controller(store, Settings(), "fuzz")
+    controller.services = ServiceBroker(store, SecretBox(b"k" * 32), None)
     owner = store.create_account("fuzz@example.com", password="fuzz-password", is_admin=True)
     token = store.issue_token(owner)
     app = store.create_app("fuzzed", owner)

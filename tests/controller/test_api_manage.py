@@ -14,7 +14,9 @@ from fastapi.testclient import TestClient
 from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller.api.app import create_api
 from roost.controller.core import Controller
+from roost.controller.secretbox import SecretBox
 from roost.controller.service import ControllerService
+from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
@@ -36,6 +38,7 @@ def env(tmp_path: Path) -> Iterator[tuple[TestClient, Store, Controller]]:
     migrate(url)
     store = Store(make_engine(url))
     controller = Controller(store, Settings(), "test")
+    controller.services = ServiceBroker(store, SecretBox(b"k" * 32), None)
     api = create_api(controller, ControllerService(controller, builders=None))
     with TestClient(api) as client:
         yield client, store, controller

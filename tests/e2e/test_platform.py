@@ -207,8 +207,11 @@ def test_unknown_host_is_404_and_app_without_instances_503(platform: Platform) -
             "nosuchmodule",
         ),
         (
+            # The build's import check passes; the process dies as soon as it runs.
             "exits-at-once",
-            lambda d: (d / "app.py").write_text("import sys\nsys.exit(3)\n"),
+            lambda d: (d / "Procfile").write_text(
+                "web: python -c 'import sys; print(\"boom\"); sys.exit(3)'\n"
+            ),
             "crashed",
         ),
     ],

@@ -134,3 +134,31 @@ async def test_pubsub_sequence_and_gap() -> None:
         assert nxt[-1][2] is True
         sub.close()
         pub.close()
+
+
+async def test_a_timeout_does_not_cancel_other_requests_on_the_socket() -> None:
+    server_kp, client_kp = generate_keypair(), generate_keypair()
+    async with Node(server_kp, [client_kp.public]) as sn, Node(client_kp, []) as cn:
+        release = asyncio.Event()
+
+        async def handler(msg: Msg) -> Msg:
+            if isinstance(msg, Ping):
+                await asyncio.sleep(10)  # never answers in time
+            await release.wait()
+            return Ok(detail="late")
+
+        server = RpcServer(sn, "tcp://127.0.0.1:*", handler)
+        task = asyncio.create_task(server.serve())
+        ep = Endpoint(server.address, server_kp.public_text)
+        client = RpcClient(cn, [ep])
+        slow = asyncio.create_task(client.call_endpoint(ep, Ok(), timeout=3))
+        await asyncio.sleep(0.2)
+        with pytest.raises(RpcTimeout):
+            await client.call_endpoint(ep, Ping(), timeout=0.3)
+        # The other request saw its socket reset: a timeout, not a cancellation.
+        with pytest.raises(RpcTimeout):
+            await slow
+        assert not slow.cancelled()
+        release.set()
+        await client.close()
+        task.cancel()

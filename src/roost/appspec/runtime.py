@@ -27,6 +27,9 @@ class RuntimeVars:
     # Directory holding this release's bundle_config.py (see
     # roost.appspec.bundle_config); first on PYTHONPATH when set.
     bundle_config_dir: Path | None = None
+    # Address the instance's TCP port listens on: loopback on one host, the
+    # host's cluster address when routers on other hosts must reach it.
+    bind_host: str = "127.0.0.1"
 
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
@@ -109,7 +112,8 @@ def argv(spec: AppSpec, proc: ProcessSpec, rv: RuntimeVars) -> list[str]:
         if rv.unix_sock:
             bind += ["--bind", f"unix:{rv.unix_sock}"]
         if rv.port:
-            bind += ["--bind", f"127.0.0.1:{rv.port}"]
+            host = f"[{rv.bind_host}]" if ":" in rv.bind_host else rv.bind_host
+            bind += ["--bind", f"{host}:{rv.port}"]
         worker = ["--worker-class", proc.async_type] if proc.async_type else []
         return [
             str(rv.venv_dir / "bin" / "python"),

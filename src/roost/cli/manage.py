@@ -107,7 +107,9 @@ def config(ctx: click.Context, app_name: str | None, as_json: bool) -> None:
     ctx.obj["app"] = app_name
     if ctx.invoked_subcommand is None:
         data = _api(ctx).request("GET", f"/api/apps/{_app(app_name)}/config")
-        _out(data, as_json, lambda d: click.echo("\n".join(f"{k}={v}" for k, v in sorted(d.items()))))
+        _out(
+            data, as_json, lambda d: click.echo("\n".join(f"{k}={v}" for k, v in sorted(d.items())))
+        )
 
 
 def _patch_config(ctx: click.Context, app_name: str | None, changes: dict[str, str | None]) -> None:

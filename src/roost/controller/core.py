@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from roost.controller import rollout, routes
 from roost.controller.scheduler import HostInfo, Placement, Want, place
+from roost.controller.services import ServiceBroker
 from roost.controller.softstate import SoftState
 from roost.controller.store import AppRow, ReleaseRow, Store
 from roost.settings import Settings
@@ -64,6 +65,8 @@ class Controller:
         self.wake = asyncio.Event()
         self._release_cache: dict[tuple[int, int], ReleaseRow] = {}
         self._pending_since: dict[tuple[int, int], float] = {}
+        # Set by the daemon: provisions and holds service credentials.
+        self.services: ServiceBroker | None = None
 
     # ------------------------------------------------------------ helpers
 
@@ -95,8 +98,11 @@ class Controller:
         )
 
     def instance_env(self, app_id: int, config: dict[str, str]) -> dict[str, str]:
-        """What an instance's environment gets from the platform: config vars."""
-        return dict(config)
+        """What an instance's environment gets from the platform: its service
+        credentials, then the release's config vars (which may override them)."""
+        env = self.services.environment(app_id) if self.services is not None else {}
+        env.update(config)
+        return env
 
     def restart_process(self, app: AppRow, process_type: str) -> None:
         """Replace the serving release's instances of one process type."""
@@ -340,6 +346,7 @@ class Controller:
                     spec=rel.spec if rel else None,
                     static_digest=rel.static_digest if rel else "",
                     domains=tuple(domains.get(a.id, ())),
+                    static_routes=tuple(rel.static_routes) if rel else (),
                     web_instances=tuple(p.instance_id for p in mine),
                     host_of={p.instance_id: p.host_id for p in mine},
                 )

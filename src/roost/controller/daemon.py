@@ -11,7 +11,9 @@ import uvicorn
 
 from roost.controller.api.app import create_api
 from roost.controller.core import Controller
+from roost.controller.secretbox import SecretBox
 from roost.controller.service import ControllerService
+from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.daemonize import run_daemon
 from roost.settings import Settings
@@ -43,6 +45,8 @@ async def serve(
     store = Store(make_engine(url))
     async with node:
         controller = Controller(store, settings, name)
+        services = RpcClient(node, cluster.of("services")) if cluster.of("services") else None
+        controller.services = ServiceBroker(store, SecretBox(node.keypair.secret), services)
         builders = RpcClient(node, cluster.of("builder")) if cluster.of("builder") else None
         service = ControllerService(controller, builders)
         servers = [
@@ -84,8 +88,9 @@ async def serve(
             controller.give_up_lease()
             for p in pubs:
                 p.close()
-            if builders is not None:
-                await builders.close()
+            for client in (builders, services):
+                if client is not None:
+                    await client.close()
             store.engine.dispose()
 
 

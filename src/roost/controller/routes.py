@@ -25,6 +25,8 @@ class AppRouting:
     spec: AppSpec | None
     static_digest: str
     domains: tuple[str, ...] = ()
+    # From the builder (it knows e.g. Django's STATIC_URL); else spec.static.
+    static_routes: tuple[StaticRoute, ...] = ()
     # instance ids placed for the serving release's web process
     web_instances: tuple[str, ...] = ()
     host_of: dict[str, str] = field(default_factory=dict)
@@ -52,8 +54,8 @@ def app_route(
             )
         )
     spec = a.spec
-    static: list[StaticRoute] = []
-    if spec is not None and a.static_digest:
+    static: list[StaticRoute] = list(a.static_routes) if a.static_digest else []
+    if spec is not None and a.static_digest and not static:
         for m in spec.static:
             static.append(
                 StaticRoute(

@@ -10,7 +10,8 @@ import time
 
 from roost.controller.core import Controller
 from roost.controller.metrics import BUILDS
-from roost.controller.store import NotFound
+from roost.controller.services import ServiceError
+from roost.controller.store import AppRow, NotFound
 from roost.wire.messages import (
     BuildAccepted,
     BuildLog,
@@ -25,6 +26,7 @@ from roost.wire.messages import (
     Ok,
     Ping,
     RouteSnapshotRequest,
+    ServiceHostStatus,
 )
 from roost.wire.rpc import RpcClient
 
@@ -35,6 +37,7 @@ class ControllerService:
     def __init__(self, controller: Controller, builders: RpcClient | None) -> None:
         self.c = controller
         self.builders = builders
+        self._finishing: set[str] = set()
 
     async def handle(self, msg: Msg) -> Msg:
         c = self.c
@@ -69,8 +72,12 @@ class ControllerService:
             await asyncio.to_thread(c.store.append_logs, lines)
             return Ok()
         if isinstance(msg, BuildResult):
-            await asyncio.to_thread(self.build_finished, msg)
+            await self.build_finished(msg)
             c.wake.set()
+            return Ok()
+        if isinstance(msg, ServiceHostStatus):
+            if c.services is not None:
+                c.services.status[msg.host or "servicehost"] = msg
             return Ok()
         if isinstance(msg, RouteSnapshotRequest):
             if not c.is_leader:
@@ -80,7 +87,18 @@ class ControllerService:
             return Ok(detail=c.name)
         return Error(message=f"controller does not handle {type(msg).__name__}")
 
-    def build_finished(self, res: BuildResult) -> None:
+    async def build_finished(self, res: BuildResult) -> None:
+        # A result the builder re-sends while the first delivery is still
+        # provisioning services must not make a second release.
+        if res.build_id in self._finishing:
+            return
+        self._finishing.add(res.build_id)
+        try:
+            await self._build_finished(res)
+        finally:
+            self._finishing.discard(res.build_id)
+
+    async def _build_finished(self, res: BuildResult) -> None:
         c = self.c
         try:
             build = c.store.build(res.build_id)
@@ -96,6 +114,12 @@ class ControllerService:
             c.platform_log(app.name, f"-----> build failed: {res.error}", res.build_id, "build")
             c.store.add_event("build-failed", f"{app.name}: {res.error}", app.id)
             return
+        if res.spec.services:
+            error = await self._provision(app, res)
+            if error:
+                c.store.finish_build(res.build_id, "failed", error=error)
+                c.platform_log(app.name, f"-----> {error}", res.build_id, "build")
+                return
         version = c.store.create_release(
             app.id,
             res.build_id,
@@ -104,6 +128,7 @@ class ControllerService:
             res.spec,
             res.lock,
             f"build {res.build_id}",
+            static_routes=list(res.static_routes),
         )
         formation = c.store.formation(app.id)
         defaults = {
@@ -118,6 +143,28 @@ class ControllerService:
             app.name, f"-----> release v{version} built; starting instances", res.build_id, "build"
         )
 
+    async def _provision(self, app: AppRow, res: BuildResult) -> str:
+        """Provision the services the new release asks for; an error text or ""."""
+        assert res.spec is not None
+        if self.c.services is None:
+            return "this platform has no servicehost; the app asks for " + ", ".join(
+                res.spec.services
+            )
+        try:
+            added = await self.c.services.ensure(app, res.spec)
+        except ServiceError as exc:
+            return str(exc)
+        for kind in added:
+            self.c.platform_log(app.name, f"-----> provisioned {kind}", res.build_id, "build")
+        return ""
+
+    def _serving_lock(self, app_id: int) -> str:
+        """The serving release's lock: a build with unchanged requirements reuses it."""
+        app = self.c.store.app_by_id(app_id)
+        if app.current_release is None:
+            return ""
+        return self.c.store.release(app_id, app.current_release).lock
+
     async def start_build(self, app_name: str, app_id: int, build_id: str, archive: bytes) -> None:
         """Create the build and hand it to a builder; failures land in the build."""
         c = self.c
@@ -130,11 +177,11 @@ class ControllerService:
                 c.store.finish_build, build_id, "failed", "no builder configured"
             )
             return
-        previous = ""
+        previous = await asyncio.to_thread(self._serving_lock, app_id)
         try:
             reply = await self.builders.call(
                 BuildRequest(
-                    build_id=build_id, app=app_name, archive=archive, previous_lock=previous
+                    build_id=build_id, app=app_name, archive=archive, previous_lock_text=previous
                 ),
                 timeout=30,
             )

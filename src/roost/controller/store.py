@@ -18,7 +18,7 @@ from roost.appspec.model import AppSpec
 from roost.controller.scheduler import Placement
 from roost.controller.store_access import AccessStore, Conflict, NotFound
 from roost.state import tables as t
-from roost.wire.messages import LogLine
+from roost.wire.messages import LogLine, StaticRoute
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class ReleaseRow:
     description: str
     created_at: float
     config: dict[str, str]
+    static_routes: list[StaticRoute]
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ def _release(row: Any) -> ReleaseRow:
         description=row.description,
         created_at=row.created_at,
         config=json.loads(row.config_json or "{}"),
+        static_routes=msgspec.json.decode(row.static_json or "[]", type=list[StaticRoute]),
     )
 
 
@@ -147,6 +149,7 @@ class Store(AccessStore):
                 t.domains,
                 t.certificates,
                 t.collaborators,
+                t.service_bindings,
             ):
                 c.execute(delete(table).where(table.c.app_id == app.id))
             c.execute(delete(t.apps).where(t.apps.c.id == app.id))
@@ -201,6 +204,7 @@ class Store(AccessStore):
         lock: str,
         description: str,
         config: dict[str, str] | None = None,
+        static_routes: list[StaticRoute] | None = None,
     ) -> int:
         """A new pending release; `config` defaults to the app's config vars now."""
         if config is None:
@@ -229,6 +233,7 @@ class Store(AccessStore):
                     description=description,
                     created_at=time.time(),
                     config_json=json.dumps(config, sort_keys=True),
+                    static_json=msgspec.json.encode(static_routes or []).decode(),
                 )
             )
         return version
@@ -247,6 +252,7 @@ class Store(AccessStore):
             base.lock,
             description,
             config=base.config if config is None else config,
+            static_routes=base.static_routes,
         )
 
     def release(self, app_id: int, version: int) -> ReleaseRow:
@@ -555,5 +561,35 @@ class Store(AccessStore):
         )
         if app_ids is not None:
             q = q.where(t.events.c.app_id.in_(app_ids))
+        with self.engine.connect() as c:
+            return list(c.execute(q))
+
+    # ------------------------------------------------------------ service bindings
+
+    def bind_service(self, app_id: int, kind: str, sealed: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(
+                delete(t.service_bindings).where(
+                    t.service_bindings.c.app_id == app_id, t.service_bindings.c.kind == kind
+                )
+            )
+            c.execute(
+                insert(t.service_bindings).values(
+                    app_id=app_id, kind=kind, secret=sealed, created_at=time.time()
+                )
+            )
+
+    def unbind_service(self, app_id: int, kind: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(
+                delete(t.service_bindings).where(
+                    t.service_bindings.c.app_id == app_id, t.service_bindings.c.kind == kind
+                )
+            )
+
+    def service_bindings(self, app_id: int | None = None) -> list[Any]:
+        q = select(t.service_bindings).order_by(t.service_bindings.c.kind)
+        if app_id is not None:
+            q = q.where(t.service_bindings.c.app_id == app_id)
         with self.engine.connect() as c:
             return list(c.execute(q))

@@ -1,1 +1,15 @@
-"""runner"""
+"""The runner role: one per app host; runs the instances the scheduler assigns it.
+
+daemon      run(): supervisor + heartbeats + log shipping on one event loop
+supervisor  the single loop that converges instances to the desired set
+plan        pure decisions: start, restart with backoff, timeouts, stop, kill
+fencing     pure: which assignments to accept (fence, version)
+model       records, actions, events, timing policy
+process     one instance's process: spawn (own group, death signal), reap
+probe       readiness of web instances (TCP + an HTTP answer)
+heartbeat   reports to every controller, takes assignments back
+logbuffer   line splitting and the bounded drop-oldest buffer (pure)
+shipper     batches log lines to a controller
+images      the image cache (roost.images) as the supervisor's provider
+layout      DATA/runner/ on disk: host id, sockets, data links, ports
+"""

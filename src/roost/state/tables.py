@@ -87,6 +87,9 @@ releases = Table(
     # Config vars as they were when the release was made (JSON object): a
     # release is code + config, so a config change is a new release.
     Column("config_json", Text, nullable=False, default="{}", server_default="{}"),
+    # Static routes the builder derived (URL prefix -> path in the static
+    # bundle), JSON list of wire StaticRoute.
+    Column("static_json", Text, nullable=False, default="[]", server_default="[]"),
     UniqueConstraint("app_id", "version"),
 )
 
@@ -201,5 +204,15 @@ ssh_keys = Table(
     Column("fingerprint", String(128), nullable=False, unique=True),
     Column("public_key", Text, nullable=False),
     Column("name", String(255), nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+)
+
+service_bindings = Table(
+    "service_bindings",
+    metadata,
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    # The credentials, encrypted (Fernet) with a key only controllers hold.
+    Column("secret", Text, nullable=False),
     Column("created_at", Float, nullable=False),
 )

@@ -103,6 +103,7 @@ class Node:
             self._zap.close(linger=0)
             self._zap = None
         self.ctx.destroy(linger=0)
+
     def _common(self, sock: zmq.asyncio.Socket) -> None:
         sock.setsockopt(zmq.LINGER, 0)
         # ZMTP heartbeats detect dead peers on idle connections.

@@ -114,9 +114,12 @@ class _Channel:
         self.reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.reader
+        # Other tasks' requests on this socket fail as timeouts (their caller
+        # retries elsewhere); cancelling them would look like their own task
+        # being cancelled and end it silently inside a TaskGroup.
         for fut in self.pending.values():
             if not fut.done():
-                fut.cancel()
+                fut.set_exception(TimeoutError("the connection was reset after a timeout"))
         self.sock.close(linger=0)
 
 

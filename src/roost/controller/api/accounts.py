@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from roost.controller.api.deps import ApiError, CurrentAccount, CurrentController
+from roost.controller.api.deps import ApiError, CurrentAccount, CurrentController, RowId
 from roost.controller.store import Conflict, NotFound
 
 router = APIRouter(prefix="/api")
@@ -81,7 +81,9 @@ async def list_tokens(who: CurrentAccount, c: CurrentController) -> list[dict[st
 
 
 @router.delete("/tokens/{token_id}")
-async def revoke_token(token_id: int, who: CurrentAccount, c: CurrentController) -> dict[str, int]:
+async def revoke_token(
+    token_id: RowId, who: CurrentAccount, c: CurrentController
+) -> dict[str, int]:
     try:
         c.store.revoke_token(who.id, token_id)
     except NotFound as exc:

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from roost import __version__
 from roost.controller import metrics
-from roost.controller.api import accounts, apps, dashboard, deploys, epio, manage
+from roost.controller.api import accounts, apps, dashboard, deploys, epio, manage, services
 from roost.controller.core import Controller
 from roost.controller.service import ControllerService
 
@@ -49,6 +49,6 @@ def create_api(controller: Controller, service: ControllerService) -> FastAPI:
         return {"status": "ok", "controller": controller.name, "leader": controller.is_leader}
 
     metrics.install(api, controller)
-    for module in (apps, deploys, manage, accounts, epio, dashboard):
+    for module in (apps, deploys, manage, services, accounts, epio, dashboard):
         api.include_router(module.router)
     return api

@@ -16,6 +16,7 @@ from roost.controller.api.deps import (
     CurrentController,
     owned_app,
 )
+from roost.controller.services import ServiceError
 from roost.controller.store import Conflict
 
 router = APIRouter(prefix="/api")
@@ -99,12 +100,19 @@ async def app_info(name: str, who: CurrentAccount, c: CurrentController) -> dict
 
 
 @router.delete("/apps/{name}")
-async def delete_app(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, str]:
+async def delete_app(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
     app = owned_app(c, who, name)
+    backups: dict[str, str] = {}
+    if c.services is not None and c.services.kinds(app.id):
+        # Final backups first; if they cannot be taken, nothing is deleted.
+        try:
+            backups = await c.services.remove_all(app)
+        except ServiceError as exc:
+            raise ApiError(exc.status, f"not deleted: {exc}") from None
     await asyncio.to_thread(c.store.delete_app, app.name)
     c.store.add_event("app-deleted", f"{name} deleted")
     c.wake.set()
-    return {"message": f"deleted {name}"}
+    return {"message": f"deleted {name}", "backups": backups}
 
 
 @router.get("/apps/{name}/ps")

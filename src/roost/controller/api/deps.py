@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Path, Request
 
 from roost.controller.core import Controller
 from roost.controller.service import ControllerService
@@ -55,6 +55,8 @@ def account(
 
 
 CurrentAccount = Annotated[Account, Depends(account)]
+# Integers that reach the database: SQLite stores at most 64-bit signed.
+RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 CurrentController = Annotated[Controller, Depends(controller)]
 CurrentService = Annotated[ControllerService, Depends(service)]
 

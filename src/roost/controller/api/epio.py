@@ -20,6 +20,7 @@ from roost.controller.api.deps import (
     Account,
     ApiError,
     CurrentController,
+    RowId,
     account,
     owned_app,
 )
@@ -95,7 +96,7 @@ async def create(
 
 @router.post("/control/app/{app_id}/delete/")
 async def delete(
-    app_id: int,
+    app_id: RowId,
     request: Request,
     c: CurrentController,
     x_epio_token: Annotated[str | None, Header()] = None,
@@ -108,7 +109,7 @@ async def delete(
 
 @router.post("/control/app/{app_id}/suspend/")
 async def suspend(
-    app_id: int,
+    app_id: RowId,
     request: Request,
     c: CurrentController,
     x_epio_token: Annotated[str | None, Header()] = None,
@@ -121,7 +122,7 @@ async def suspend(
 
 @router.post("/control/app/{app_id}/resume/")
 async def resume(
-    app_id: int,
+    app_id: RowId,
     request: Request,
     c: CurrentController,
     x_epio_token: Annotated[str | None, Header()] = None,
@@ -134,7 +135,7 @@ async def resume(
 
 @router.get("/control/app/{app_id}/processes/")
 async def processes(
-    app_id: int,
+    app_id: RowId,
     request: Request,
     c: CurrentController,
     x_epio_token: Annotated[str | None, Header()] = None,

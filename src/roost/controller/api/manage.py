@@ -135,7 +135,7 @@ async def restart(
 
 
 class RollbackBody(BaseModel):
-    version: int | None = None
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
 @router.post("/apps/{name}/rollback")

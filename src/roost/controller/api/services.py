@@ -1,0 +1,118 @@
+"""Databases as services: list, add, remove (after a final backup), credentials."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from roost.controller.api.deps import ApiError, CurrentAccount, CurrentController, owned_app
+from roost.controller.core import Controller
+from roost.controller.services import ServiceBroker, ServiceError
+from roost.controller.store import AppRow
+
+router = APIRouter(prefix="/api")
+
+
+def broker(c: Controller) -> ServiceBroker:
+    if c.services is None:
+        raise ApiError(503, "services are not configured on this controller")
+    return c.services
+
+
+def _roll(c: Controller, app: AppRow, why: str) -> int | None:
+    """Instances pick up changed credentials through a fresh release."""
+    if app.current_release is None:
+        return None
+    version = c.store.copy_release(app.id, app.current_release, why)
+    c.wake.set()
+    return version
+
+
+@router.get("/apps/{name}/services")
+async def list_services(
+    name: str, who: CurrentAccount, c: CurrentController
+) -> list[dict[str, Any]]:
+    app = owned_app(c, who, name)
+    return [
+        {"kind": cr.kind, "host": cr.host, "port": cr.port, "database": cr.database}
+        for cr in broker(c).credentials(app.id)
+    ]
+
+
+class ServiceBody(BaseModel):
+    kind: str = Field(min_length=1, max_length=32)
+    memory_mb: int = Field(default=0, ge=0, le=65536)
+
+
+@router.post("/apps/{name}/services", status_code=201)
+async def add_service(
+    name: str, body: ServiceBody, who: CurrentAccount, c: CurrentController
+) -> dict[str, Any]:
+    app = owned_app(c, who, name)
+    b = broker(c)
+    if body.kind in b.kinds(app.id):
+        raise ApiError(409, f"{name} already has {body.kind}")
+    try:
+        creds = await b.add(app, body.kind, body.memory_mb)
+    except ServiceError as exc:
+        raise ApiError(exc.status, str(exc)) from None
+    c.store.add_event("service-added", f"{name}: {body.kind}", app.id)
+    return {
+        "kind": creds.kind,
+        "host": creds.host,
+        "port": creds.port,
+        "release": _roll(c, app, f"add {body.kind}"),
+    }
+
+
+@router.delete("/apps/{name}/services/{kind}")
+async def remove_service(
+    name: str, kind: str, who: CurrentAccount, c: CurrentController
+) -> dict[str, Any]:
+    app = owned_app(c, who, name)
+    try:
+        backup = await broker(c).remove(app, kind)
+    except ServiceError as exc:
+        raise ApiError(exc.status, str(exc)) from None
+    c.store.add_event("service-removed", f"{name}: {kind} (final backup {backup})", app.id)
+    return {"kind": kind, "backup": backup, "release": _roll(c, app, f"remove {kind}")}
+
+
+@router.get("/apps/{name}/services/{kind}")
+async def service_info(
+    name: str, kind: str, who: CurrentAccount, c: CurrentController
+) -> dict[str, Any]:
+    """Connection details including the password (for `roost psql` / `roost redis-cli`)."""
+    app = owned_app(c, who, name)
+    for cr in broker(c).credentials(app.id):
+        if cr.kind == kind:
+            return {f: getattr(cr, f) for f in cr.__struct_fields__}
+    raise ApiError(404, f"{name} has no {kind} service")
+
+
+@router.get("/servicehosts")
+async def servicehosts(who: CurrentAccount, c: CurrentController) -> list[dict[str, Any]]:
+    if not who.is_admin:
+        raise ApiError(403, "operators only")
+    out = []
+    for host, st in sorted(broker(c).status.items()):
+        out.append(
+            {
+                "host": host,
+                "disk_free_bytes": st.disk_free_bytes,
+                "disk_total_bytes": st.disk_total_bytes,
+                "servers": [
+                    {
+                        "app": s.app,
+                        "kind": s.kind,
+                        "state": s.state,
+                        "port": s.port,
+                        "disk_bytes": s.disk_bytes,
+                    }
+                    for s in st.servers
+                ],
+            }
+        )
+    return out

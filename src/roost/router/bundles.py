@@ -1,0 +1,117 @@
+"""Static bundles: fetched from the image store in the background, never on a request.
+
+The route table names each app's bundle by digest. When a table arrives with
+digests this worker does not have, they are queued; a background task fetches
+them through `roost.images` (download, verify, unpack into a local cache) a
+few at a time, retrying failures with backoff, and publishes each ready
+directory in `ctx.bundles`. Until then requests under a static prefix go to
+the app. Bundles the table no longer names are unpinned (the cache may evict
+them) and forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from roost.router.context import Context
+from roost.router.table import RouteTable
+
+log = logging.getLogger("roost.router.bundles")
+
+# ensure(digest) -> unpacked directory; raises on failure.
+Ensure = Callable[[str], Awaitable[Path]]
+
+
+class BundleKeeper:
+    def __init__(self, ctx: Context, ensure: Ensure | None, *, parallel: int = 2) -> None:
+        self.ctx = ctx
+        self.ensure = ensure
+        self.parallel = parallel
+        self.wanted: set[str] = set()
+        self._retry_at: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self._inflight: set[str] = set()
+        self._wake = asyncio.Event()
+        self.on_release: Callable[[str], None] | None = None
+
+    def update(self, table: RouteTable) -> None:
+        wanted = {e.route.static_bundle for e in table.apps.values() if e.route.static_bundle}
+        for digest in list(self.ctx.bundles):
+            if digest not in wanted:
+                del self.ctx.bundles[digest]
+                if self.on_release is not None:
+                    self.on_release(digest)
+        self.wanted = wanted
+        if any(d not in self.ctx.bundles for d in wanted):
+            self._wake.set()
+
+    def _due(self, now: float) -> list[str]:
+        return sorted(
+            d
+            for d in self.wanted
+            if d not in self.ctx.bundles
+            and d not in self._inflight
+            and self._retry_at.get(d, 0.0) <= now
+        )
+
+    async def run(self) -> None:
+        if self.ensure is None:
+            await asyncio.Event().wait()  # nothing can be fetched; idle until cancelled
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                due = self._due(time.monotonic())
+                for digest in due[: max(0, self.parallel - len(self._inflight))]:
+                    self._inflight.add(digest)
+                    tg.create_task(self._fetch(digest))
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                except TimeoutError:
+                    pass
+
+    async def _fetch(self, digest: str) -> None:
+        assert self.ensure is not None
+        try:
+            path = await self.ensure(digest)
+        except Exception as exc:  # any failure: retry later, keep serving
+            n = self._failures.get(digest, 0) + 1
+            self._failures[digest] = n
+            delay = min(60.0, 0.5 * 2**n)
+            self._retry_at[digest] = time.monotonic() + delay
+            log.warning(
+                "static bundle %s not fetched (%s); retrying in %.0fs", digest[:19], exc, delay
+            )
+        else:
+            self._failures.pop(digest, None)
+            self._retry_at.pop(digest, None)
+            if digest in self.wanted:
+                self.ctx.bundles[digest] = path
+                log.info("static bundle %s ready", digest[:19])
+        finally:
+            self._inflight.discard(digest)
+            self._wake.set()
+
+
+def image_cache_ensure(
+    cache_dir: Path, max_bytes: int, client: object
+) -> tuple[Ensure, Callable[[str], None]]:
+    """An `Ensure` backed by roost.images (cache + chunked fetch over the wire),
+    and the matching release callback (unpin)."""
+    from roost.images.cache import ImageCache
+    from roost.images.fetch import fetch_image
+
+    cache = ImageCache(cache_dir, max_bytes)
+
+    async def fetcher(digest: str, dest: Path) -> Path:
+        return await fetch_image(client, digest, dest)  # type: ignore[arg-type]
+
+    async def ensure(digest: str) -> Path:
+        if cache.has(digest) and digest in cache.pinned():
+            return cache.path(digest)
+        return await cache.ensure(digest, fetcher, pin=True)
+
+    return ensure, cache.unpin

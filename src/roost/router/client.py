@@ -1,0 +1,425 @@
+"""The client side of the proxy: one asyncio protocol per visitor connection.
+
+Theory of operation: httptools parses the byte stream and calls back into this
+object. `cur` is the request being parsed; `active` is the one being answered.
+They differ only when a client pipelines: later requests wait in `queue` (with
+reading paused, so buffering stays bounded) and start when the active one is
+done. Responses are always written in request order.
+
+Deadlines are absolute times checked by the worker's periodic sweep, not timers
+per request: a connection has `header_timeout` from its first byte to a
+complete request head (a client trickling headers cannot extend it), and
+`idle_timeout` of silence when idle between requests or mid-body. A stuck
+client that stops reading is cut off after `idle_timeout` too.
+
+Reading is paused for three independent reasons (bit flags): a pipelined
+request is waiting (1), the instance connection cannot take more bytes (2),
+or request bytes are buffered while no instance connection is ready yet (4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+from roost.router.exchange import Exchange
+from roost.router.h1 import error_response
+from roost.wire.messages import StaticRoute
+
+if TYPE_CHECKING:
+    from roost.router.context import Context
+    from roost.router.table import AppEntry
+    from roost.router.upstream import Upstream
+
+log = logging.getLogger("roost.router")
+
+_EARLY_LIMIT = 1 << 20
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, title: str, message: str) -> None:
+        super().__init__(title)
+        self.status = status
+        self.title = title
+        self.message = message
+
+
+class ClientConnection(asyncio.Protocol):
+    transport: Any = None
+    cur: Exchange | None = None
+    active: Exchange | None = None
+    upgrading: Exchange | None = None
+    tunnel: Upstream | None = None
+    paused = 0
+    write_paused = False
+    write_deadline = 0.0
+    deadline = 0.0
+    head_bytes = 0
+    closed = False
+    peer = b""
+
+    def __init__(self, ctx: Context, scheme: bytes = b"http") -> None:
+        self.ctx = ctx
+        self.scheme = scheme
+        self.queue: deque[Exchange] = deque()
+        self.parser = HttpRequestParser(self)
+        self._drain: list[asyncio.Future[None]] = []
+
+    # ---------------------------------------------------------------- asyncio protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0].encode() if isinstance(peer, tuple) and peer else b"unix"
+        ctx = self.ctx
+        ctx.clients.add(self)
+        # A connection that never sends a full head is cut off like a slow one.
+        self.deadline = ctx.loop.time() + ctx.limits.header_timeout
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.ctx.clients.discard(self)
+        if self.tunnel is not None:
+            self.tunnel.close()
+            self.tunnel = None
+        active = self.active
+        if active is not None and not active.done:
+            active.abort()
+            active.status = active.status or 499  # nginx's "client closed request"
+            active.done = True
+            self._log(active)
+        for ex in (self.cur, self.upgrading, *self.queue):
+            if ex is not None:
+                ex.abort()
+        self.queue.clear()
+        self.active = self.cur = self.upgrading = None
+        for fut in self._drain:
+            if not fut.done():
+                fut.set_exception(ConnectionResetError("client went away"))
+        self._drain.clear()
+
+    def data_received(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.transport.write(data)
+            return
+        if self.closed:
+            return
+        upgrading = self.upgrading
+        if upgrading is not None:
+            # Bytes after an upgrade request belong to the new protocol: hold them for the 101.
+            assert upgrading.early is not None
+            upgrading.early.append(data)
+            if sum(map(len, upgrading.early)) > _EARLY_LIMIT:
+                self.transport.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as exc:
+            ex = self.active if self.active is not None and self.active.upgrade else None
+            if ex is None or ex.done:
+                # Upgrade already answered (e.g. 404): nothing more to read.
+                self.pause(1)
+                return
+            ex.early = [data[exc.args[0] :]]
+            self.upgrading = ex
+            return
+        except HttpParserCallbackError as exc:
+            reject = exc.__context__
+            if isinstance(reject, _Reject):
+                self._reject(reject.status, reject.title, reject.message)
+            else:
+                log.error("router bug while parsing a request", exc_info=reject)
+                self._reject(500, "Internal error", "The router failed on this request.")
+            return
+        except HttpParserError as exc:
+            self._reject(400, "Bad request", f"The request is not valid HTTP ({exc}).")
+            return
+        cur = self.cur
+        if cur is not None and not cur.head_done:
+            # httptools buffers a header line until it ends: bound it here.
+            self.head_bytes += len(data)
+            if self.head_bytes > self.ctx.limits.max_header_bytes:
+                self._reject(431, "Request header too large", "The request head is too large.")
+
+    def eof_received(self) -> bool | None:
+        # A half-closed client may still want its response (curl does this for
+        # uploads); we close once the active exchange is answered.
+        if self.active is None and self.cur is None:
+            return False
+        if self.active is not None:
+            self.active.keep_alive = False
+        return True
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.write_deadline = self.ctx.loop.time() + self.ctx.limits.idle_timeout
+        ex = self.active
+        if ex is not None and ex.up is not None:
+            ex.up.pause_reading()
+        if self.tunnel is not None:
+            self.tunnel.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        ex = self.active
+        if ex is not None and ex.up is not None:
+            ex.up.resume_reading()
+        if self.tunnel is not None:
+            self.tunnel.resume_reading()
+        waiters, self._drain = self._drain, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until the client has taken what we wrote (for streamed files)."""
+        if self.closed:
+            raise ConnectionResetError("client went away")
+        if self.write_paused:
+            fut: asyncio.Future[None] = self.ctx.loop.create_future()
+            self._drain.append(fut)
+            await fut
+
+    def pause(self, reason: int) -> None:
+        if not self.paused and not self.closed:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and not self.closed:
+                self.transport.resume_reading()
+
+    # ---------------------------------------------------------------- parser callbacks
+
+    def on_message_begin(self) -> None:
+        ctx = self.ctx
+        now = ctx.loop.time()
+        self.cur = Exchange(self, now)
+        self.head_bytes = 0
+        if self.active is None:
+            self.deadline = now + ctx.limits.header_timeout
+
+    def on_url(self, url: bytes) -> None:
+        ex = self.cur
+        assert ex is not None
+        ex.url += url
+        if len(ex.url) > self.ctx.limits.max_header_bytes:
+            raise _Reject(414, "URL too long", "The requested URL is too long.")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self.cur
+        assert ex is not None
+        ex.headers.append((name, value))
+        ex.hsize += len(name) + len(value) + 4
+        if (
+            ex.hsize > self.ctx.limits.max_header_bytes
+            or len(ex.headers) > self.ctx.limits.max_headers
+        ):
+            raise _Reject(
+                431, "Request header too large", "The request has too many or too large headers."
+            )
+
+    def on_headers_complete(self) -> None:
+        ex = self.cur
+        assert ex is not None
+        p = self.parser
+        ex.head_done = True
+        ex.method = p.get_method()
+        if p.get_http_version() != "1.1":
+            ex.http10 = True
+        ex.keep_alive = p.should_keep_alive()
+        ex.upgrade = p.should_upgrade()
+        if len(ex.url) + ex.hsize > self.ctx.limits.max_header_bytes:
+            raise _Reject(431, "Request header too large", "The request head is too large.")
+        if self.active is None:
+            self.active = ex
+            self.deadline = self.ctx.loop.time() + self.ctx.limits.idle_timeout
+            ex.start()
+        else:
+            self.queue.append(ex)
+            self.pause(1)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.cur
+        assert ex is not None
+        ex.bytes_in += len(body)
+        if ex.bytes_in > self.ctx.limits.max_body_bytes:
+            raise _Reject(413, "Request too large", "The request body is larger than allowed.")
+        if ex is self.active:
+            self.deadline = self.ctx.loop.time() + self.ctx.limits.idle_timeout
+        ex.send_body(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.cur
+        assert ex is not None
+        self.cur = None
+        ex.end_body()
+        if ex is self.active:
+            self.deadline = 0.0  # the instance's deadlines govern from here
+
+    # ---------------------------------------------------------------- answering
+
+    def exchange_done(self, ex: Exchange) -> None:
+        self._log(ex)
+        if self.active is ex:
+            self.active = None
+        if self.closed:
+            return
+        if not ex.keep_alive or not ex.body_done:
+            self.closed = True
+            self.transport.close()
+            return
+        queue = self.queue
+        if queue:
+            nxt = queue.popleft()
+            if not queue:
+                self.resume(1)
+            self.active = nxt
+            self.deadline = (
+                0.0 if nxt.body_done else self.ctx.loop.time() + self.ctx.limits.idle_timeout
+            )
+            nxt.start()
+        elif self.cur is None:
+            self.deadline = self.ctx.loop.time() + self.ctx.limits.idle_timeout
+
+    def local_error(
+        self,
+        ex: Exchange,
+        status: int,
+        title: str,
+        message: str,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        ex.status = status
+        ex.local = True
+        if not ex.body_done and ex.head_done:
+            # We will not read the rest of the body: the connection cannot be reused.
+            ex.keep_alive = False
+        data = error_response(
+            status,
+            title,
+            message,
+            request_id=ex.rid,
+            keep_alive=ex.keep_alive and not self.closed,
+            head_only=ex.method == b"HEAD",
+            extra=extra,
+            http10=ex.http10,
+        )
+        ex.bytes_out = len(data)
+        ex.done = True
+        if not self.closed:
+            self.transport.write(data)
+        self.exchange_done(ex)
+
+    def unknown_host(self, ex: Exchange) -> None:
+        import html
+
+        host = html.escape(ex.host.decode("latin-1")) or "(none)"
+        self.local_error(
+            ex,
+            404,
+            "No such app",
+            f"No app is configured to answer for <b>{host}</b>. Check the address, or the "
+            "app's domains.",
+        )
+
+    def abort_response(self, ex: Exchange, why: str) -> None:
+        log.warning("request %s aborted: %s", ex.rid.decode(), why)
+        ex.abort()
+        if not ex.done:
+            ex.done = True
+            self._log(ex)
+        if self.active is ex:
+            self.active = None
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def serve_static(
+        self,
+        ex: Exchange,
+        entry: AppEntry,
+        prefix: bytes,
+        rule: StaticRoute,
+        bundle: Path,
+        path: bytes,
+    ) -> None:
+        from roost.router.static import serve
+
+        ex.local = True
+        serve(self, ex, entry, prefix, rule, bundle, path)
+
+    def start_tunnel(self, ex: Exchange, up: Upstream) -> None:
+        self.tunnel = up
+        self.upgrading = None
+        self.deadline = 0.0
+        self.resume(1 | 2 | 4)
+        early = ex.early or []
+        ex.early = None
+        for chunk in early:
+            if chunk:
+                up.transport.write(chunk)
+        self._log(ex)
+
+    def _reject(self, status: int, title: str, message: str) -> None:
+        """The request being parsed is refused; the connection ends after the answer."""
+        active = self.active
+        if active is not None and (
+            active is not self.cur or (active.up is not None and active.up.started) or active.done
+        ):
+            # An answer is already on its way: another one now would interleave. Cut.
+            self.abort_response(active, title)
+            return
+        ex = self.cur or Exchange(self, self.ctx.loop.time())
+        ex.abort()
+        ex.keep_alive = False
+        ex.body_done = True
+        self.queue.clear()
+        self.active = ex
+        self.local_error(ex, status, title, message)
+        self.closed = True
+
+    def _log(self, ex: Exchange) -> None:
+        access = self.ctx.access
+        if access is not None:
+            access.log(self, ex)
+
+    # ---------------------------------------------------------------- deadlines
+
+    def check(self, now: float) -> None:
+        d = self.deadline
+        if d and now > d:
+            self._timed_out()
+            return
+        if self.write_paused and now > self.write_deadline:
+            log.info("closing a client that stopped reading (%s)", self.peer.decode())
+            self.closed = True
+            self.transport.abort()
+            return
+        ex = self.active
+        if ex is not None:
+            up = ex.up
+            if up is not None and up.deadline and now > up.deadline:
+                ex.upstream_timeout(up)
+
+    def _timed_out(self) -> None:
+        self.deadline = 0.0
+        cur, active = self.cur, self.active
+        if cur is None and active is None:
+            self.closed = True
+            self.transport.close()  # idle keep-alive: a quiet goodbye
+            return
+        if active is None or (active.up is None or not active.up.started):
+            if active is not None:
+                active.abort()
+            self._reject(408, "Request timeout", "The request took too long to arrive.")
+            return
+        self.abort_response(active, "client too slow")

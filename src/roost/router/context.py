@@ -1,0 +1,109 @@
+"""What every connection of one router worker shares: the current route table,
+the balancer's slots, limits, the access log, static bundles, and the owner of
+background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from roost.router.balance import Balancer
+from roost.router.table import AppEntry, RouteTable, changed_entries, empty_table
+from roost.settings import Settings
+
+if TYPE_CHECKING:
+    from roost.router.accesslog import AccessLog
+    from roost.router.client import ClientConnection
+
+
+@dataclass(frozen=True)
+class Limits:
+    connect_timeout: float = 5.0
+    first_byte_timeout: float = 60.0
+    idle_timeout: float = 60.0
+    header_timeout: float = 10.0
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 200
+    max_body_bytes: int = 100 * 1024 * 1024
+    upstream_idle: float = 1.0
+    max_attempts: int = 3
+    # Request bytes kept to replay a retry; larger bodies are never retried after sending.
+    replay_bytes: int = 64 * 1024
+    # Request bytes buffered while no instance connection is ready yet.
+    buffer_bytes: int = 256 * 1024
+
+    @staticmethod
+    def from_settings(s: Settings) -> Limits:
+        return Limits(
+            connect_timeout=s.router_connect_timeout_s,
+            first_byte_timeout=s.router_first_byte_timeout_s,
+            idle_timeout=s.router_idle_timeout_s,
+            header_timeout=s.router_header_timeout_s,
+            max_header_bytes=s.router_max_header_bytes,
+            max_body_bytes=s.router_max_body_bytes,
+            upstream_idle=s.router_upstream_idle_s,
+        )
+
+
+Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
+
+
+class Context:
+    def __init__(
+        self,
+        *,
+        limits: Limits,
+        spawn: Spawn,
+        access: AccessLog | None = None,
+        balancer: Balancer | None = None,
+        default_domain: str = "localhost",
+        host_id: str = "",
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.limits = limits
+        self.spawn = spawn
+        self.access = access
+        self.balancer = balancer or Balancer()
+        self.table: RouteTable = empty_table(default_domain)
+        self.host_id = host_id
+        # digest -> unpacked static bundle directory, filled by the bundle fetcher.
+        self.bundles: dict[str, Path] = {}
+        self.clients: set[ClientConnection] = set()
+        self._rid_prefix = os.urandom(4).hex().encode()
+        self._rid = itertools.count(1)
+
+    def request_id(self) -> bytes:
+        return b"%s-%x" % (self._rid_prefix, next(self._rid))
+
+    def swap_table(self, table: RouteTable) -> tuple[list[AppEntry], list[AppEntry]]:
+        """Install a new table; requests in flight keep the entries they hold.
+
+        Returns the entries that left and came, for the certificate and bundle
+        keepers."""
+        old = self.table
+        self.table = table
+        gone, came = changed_entries(old, table)
+        for slot in self.balancer.retire_unused(gone, came):
+            idle, slot.idle = slot.idle, []
+            for up in idle:
+                up.close()
+        return gone, came
+
+    def sweep(self, now: float) -> None:
+        """Enforce deadlines and drop expired pooled connections (called periodically)."""
+        for client in list(self.clients):
+            client.check(now)
+        horizon = now - self.limits.upstream_idle
+        for slot in self.balancer.slots.values():
+            idle = slot.idle
+            if idle and idle[0].idle_since < horizon:
+                keep = [up for up in idle if up.idle_since >= horizon]
+                for up in idle:
+                    if up.idle_since < horizon:
+                        up.close()
+                slot.idle = keep

@@ -1,0 +1,250 @@
+"""The route table: which app answers a Host, and what the router knows about it.
+
+Theory of operation: a `RouteTable` is immutable data built from the
+controllers' `RouteSnapshot`/`RouteDelta` messages. Applying a change builds a
+*new* table (sharing the untouched `AppEntry` objects with the old one) and the
+worker swaps its reference in one assignment, so a request that already looked
+up its entry keeps it (and its chosen backend) for its whole life, and no
+request ever sees a half-applied change. Nothing here does I/O or blocks.
+
+Versions are authoritative: a delta applies only on top of exactly its
+`base_version`; one that is already covered (version <= ours, e.g. the same
+delta from the second controller) is ignored; anything else means we missed
+something and must resync from a snapshot. A message carrying a lower fencing
+token than the table's comes from a deposed controller and is ignored.
+
+Host lookup order: exact hostnames from the routes (custom domains and any
+explicit `APP.domain`), then `APP.<default domain>` by app name, then custom
+wildcard hostnames (`*.example.com`), longest suffix first.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+from collections.abc import Iterable
+from typing import Any
+
+from roost.wire.messages import AppRoute, Backend, RouteDelta, RouteSnapshot, StaticRoute
+
+_CACHE_LIMIT = 4096
+
+
+class AppEntry:
+    """One app as the proxy needs it: precomputed so the request path is cheap.
+
+    `rr` and `slots` are runtime state of the balancer (a rotation counter and
+    the backends' live slots); they ride on the entry because the entry's
+    identity changes exactly when its backend list does.
+    """
+
+    __slots__ = (
+        "auth_tokens",
+        "backends",
+        "expires",
+        "gzip",
+        "name",
+        "plain",
+        "realm",
+        "route",
+        "rr",
+        "slots",
+        "static",
+        "suspended",
+    )
+
+    def __init__(self, route: AppRoute) -> None:
+        self.route = route
+        self.name = route.app
+        self.backends: tuple[Backend, ...] = tuple(route.backends)
+        self.suspended = route.suspended
+        self.gzip = route.gzip
+        # Longest prefix first so the most specific rule wins.
+        self.static: tuple[tuple[bytes, StaticRoute], ...] = tuple(
+            sorted(
+                ((s.url_prefix.encode(), s) for s in route.static if s.url_prefix),
+                key=lambda item: -len(item[0]),
+            )
+        )
+        self.expires: tuple[tuple[bytes, int], ...] = tuple(
+            sorted(
+                ((p.encode(), int(s)) for p, s in route.expires.items()), key=lambda x: -len(x[0])
+            )
+        )
+        self.auth_tokens: frozenset[bytes] = frozenset(
+            base64.b64encode(f"{user}:{password}".encode())
+            for user, password in route.basic_auth.items()
+        )
+        self.realm = route.basic_auth_realm or "Restricted"
+        # Nothing but proxying to do: the request path skips every feature check.
+        self.plain = not (
+            self.suspended or self.auth_tokens or self.static or self.expires or self.gzip
+        )
+        self.rr = 0
+        self.slots: Any = None
+
+    def expires_for(self, path: bytes) -> int | None:
+        for prefix, seconds in self.expires:
+            if path.startswith(prefix):
+                return seconds
+        return None
+
+
+def normalize_host(raw: bytes | str) -> str:
+    """Lowercase host without port or trailing dot ("" when unusable)."""
+    host = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    host = host.strip().lower()
+    if host.startswith("["):  # IPv6 literal, maybe with a port
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else ""
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit():
+        host = name
+    return host.rstrip(".")
+
+
+class RouteTable:
+    """Immutable routes at one version. Build with `build_table`/`apply_*`."""
+
+    __slots__ = ("_cache", "apps", "default_domain", "fence", "hosts", "version", "wildcards")
+
+    def __init__(
+        self,
+        version: int,
+        fence: int,
+        apps: dict[str, AppEntry],
+        hosts: dict[str, AppEntry],
+        default_domain: str,
+    ) -> None:
+        self.version = version
+        self.fence = fence
+        self.apps = apps
+        self.hosts = hosts
+        self.default_domain = default_domain.lower().strip(".")
+        self.wildcards: tuple[tuple[str, AppEntry], ...] = tuple(
+            sorted(
+                ((h[1:], e) for h, e in hosts.items() if h.startswith("*.")),
+                key=lambda item: -len(item[0]),
+            )
+        )
+        # Raw Host header -> entry, filled lazily; per table, so a swap
+        # invalidates it for free.
+        self._cache: dict[bytes, AppEntry | None] = {}
+
+    def lookup(self, raw_host: bytes) -> AppEntry | None:
+        try:
+            return self._cache[raw_host]
+        except KeyError:
+            pass
+        entry = self._lookup(normalize_host(raw_host))
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()  # bounded: scanners may send any Host
+        self._cache[raw_host] = entry
+        return entry
+
+    def _lookup(self, host: str) -> AppEntry | None:
+        if not host:
+            return None
+        entry = self.hosts.get(host)
+        if entry is not None:
+            return entry
+        suffix = "." + self.default_domain
+        if self.default_domain and host.endswith(suffix):
+            label = host[: -len(suffix)]
+            if label and "." not in label:
+                entry = self.apps.get(label)
+                if entry is not None:
+                    return entry
+        for wild_suffix, wild_entry in self.wildcards:
+            if host.endswith(wild_suffix) and len(host) > len(wild_suffix):
+                return wild_entry
+        return None
+
+    def __len__(self) -> int:
+        return len(self.apps)
+
+
+def empty_table(default_domain: str) -> RouteTable:
+    return RouteTable(0, 0, {}, {}, default_domain)
+
+
+def _hostnames(route: AppRoute) -> list[str]:
+    return [h for h in (normalize_host(x) for x in route.hostnames) if h]
+
+
+def build_table(
+    version: int, fence: int, routes: Iterable[AppRoute], default_domain: str
+) -> RouteTable:
+    apps: dict[str, AppEntry] = {}
+    for route in sorted(routes, key=lambda r: r.app):
+        apps[route.app] = AppEntry(route)
+    hosts: dict[str, AppEntry] = {}
+    for entry in apps.values():  # sorted by name: a duplicate hostname resolves deterministically
+        for h in _hostnames(entry.route):
+            hosts.setdefault(h, entry)
+    return RouteTable(version, fence, apps, hosts, default_domain)
+
+
+class Outcome(enum.Enum):
+    APPLIED = "applied"
+    IGNORED = "ignored"  # stale or duplicate: nothing to do
+    RESYNC = "resync"  # we missed something: ask for a snapshot
+
+
+def apply_snapshot(
+    table: RouteTable, snap: RouteSnapshot, *, force: bool = False
+) -> tuple[Outcome, RouteTable]:
+    """A snapshot replaces the table unless it is older than what we have."""
+    if not force and (snap.fence, snap.version) < (table.fence, table.version):
+        return Outcome.IGNORED, table
+    return Outcome.APPLIED, build_table(snap.version, snap.fence, snap.routes, table.default_domain)
+
+
+def apply_delta(table: RouteTable, delta: RouteDelta) -> tuple[Outcome, RouteTable]:
+    if delta.fence < table.fence:
+        return Outcome.IGNORED, table  # from a deposed controller
+    if delta.base_version != table.version:
+        if delta.version <= table.version and delta.fence == table.fence:
+            return Outcome.IGNORED, table  # already covered (duplicate publication)
+        return Outcome.RESYNC, table
+    apps = dict(table.apps)
+    hosts = dict(table.hosts)
+    changed: list[AppEntry] = []
+    for name in delta.removals:
+        old = apps.pop(name, None)
+        if old is not None:
+            _unmap(hosts, old)
+    for route in delta.upserts:
+        old = apps.get(route.app)
+        if old is not None:
+            _unmap(hosts, old)
+        entry = AppEntry(route)
+        if old is not None:
+            entry.rr = old.rr  # keep the rotation going across backend changes
+        apps[route.app] = entry
+        changed.append(entry)
+    for entry in changed:
+        for h in _hostnames(entry.route):
+            hosts.setdefault(h, entry)
+    return Outcome.APPLIED, RouteTable(
+        delta.version, max(delta.fence, table.fence), apps, hosts, table.default_domain
+    )
+
+
+def _unmap(hosts: dict[str, AppEntry], entry: AppEntry) -> None:
+    for h in _hostnames(entry.route):
+        if hosts.get(h) is entry:
+            del hosts[h]
+
+
+def changed_entries(old: RouteTable, new: RouteTable) -> tuple[list[AppEntry], list[AppEntry]]:
+    """(entries only in `old`, entries only in `new`), compared by identity.
+
+    Deltas share untouched entries between tables, so this costs one dict
+    probe per app and yields just what a change touched.
+    """
+    if old.apps is new.apps:
+        return [], []
+    gone = [e for name, e in old.apps.items() if new.apps.get(name) is not e]
+    came = [e for name, e in new.apps.items() if old.apps.get(name) is not e]
+    return gone, came

@@ -1,0 +1,381 @@
+"""Connections from the router to app instances: the response side of a proxied
+exchange, and the pool of idle keep-alive connections.
+
+Theory of operation: an `Upstream` is attached to at most one `Exchange` at a
+time. httptools parses the instance's response to find where it ends; bytes go
+to the client batched, one write per read. When the response ends (and the
+request was fully sent, and the instance allows keep-alive) the connection
+goes back to its slot's LIFO pool; anything else closes it. Completion is
+handled after `feed_data` returns, never inside a parser callback, so a
+connection is never handed to another exchange while its parser runs.
+
+Two ways to relay a response:
+- pass-through (the common case): the parser gets no header or body
+  callbacks (they would cost a Python call each). The response head is taken
+  raw from the bytes read, edited (hop-by-hop headers out; X-Request-Id,
+  expiry, Connection: close in), and the body bytes are forwarded untouched,
+  chunked framing included. A Content-Length body is cut at its length; bytes
+  past the end of a chunked body (an instance talking out of turn) break the
+  connection rather than reach the client.
+- re-framing (`reframe.py`), when the body must change: on-the-fly gzip, or an
+  HTTP/1.0 client that cannot take chunked encoding.
+
+A response to HEAD has no body whatever its headers say, which httptools cannot
+be told: the exchange ends at the head and the parser is replaced. A
+close-delimited response ends at EOF, which httptools cannot be told either:
+`connection_lost` completes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+from roost.router.balance import Slot
+from roost.router.h1 import LAST_CHUNK, NO_BODY_STATUS, http_date
+
+if TYPE_CHECKING:
+    from roost.router.context import Context
+    from roost.router.exchange import Exchange
+
+MAX_IDLE_PER_SLOT = 64
+
+# Header lines the pass-through path removes (lowercased, with their leading CRLF).
+_CONNECTION = b"\r\nconnection:"
+_STRIP = (b"\r\nkeep-alive:", b"\r\nproxy-connection:", b"\r\nupgrade:")
+_RARE = re.compile(rb"\r\n(?:keep-alive|proxy-connection|upgrade):")
+
+
+class Upstream(asyncio.Protocol):
+    # Class-level defaults keep per-connection setup cheap.
+    ex: Exchange | None = None
+    transport: Any = None
+    received = False  # any byte of the current response arrived
+    started = False  # the current response's head was forwarded
+    complete = False
+    reusable = False
+    until_close = False  # the response body ends at EOF
+    chunk_out = False  # chunk-encode a close-delimited body towards the client
+    remaining = -1  # Content-Length bytes still to forward (-1: not length-delimited)
+    tunnel = False
+    closed = False
+    broken = False  # the instance sent bytes past its response
+    reused = False  # served an earlier request (a failure may be a stale keep-alive)
+    reading_paused = False
+    deadline = 0.0
+    idle_since = 0.0
+    hbuf = b""  # bytes of the response so far, until its head is complete
+    hpos = 0  # where the current head starts in hbuf (after interim responses)
+    reframer: Any = None  # a Reframer while re-framing this response
+
+    def __init__(self, ctx: Context, slot: Slot) -> None:
+        self.ctx = ctx
+        self.slot = slot
+        self.parser = HttpResponseParser(self)
+        self.out: list[bytes] = []
+
+    # ---------------------------------------------------------------- asyncio protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.ex
+        if ex is None:
+            # Bytes on an idle pooled connection: the instance is confused; drop it.
+            self.close()
+            return
+        if self.tunnel:
+            ex.client.transport.write(data)
+            return
+        self.received = True
+        started = self.started
+        if not started and self.reframer is None:
+            self.hbuf = self.hbuf + data if self.hbuf else data
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as exc:
+            self._flush(ex)
+            ex.start_tunnel(self, data[exc.args[0] :])
+            return
+        except HttpParserError as exc:
+            self.out.clear()
+            ex.upstream_broken(self, f"invalid response from instance: {exc}")
+            return
+        if self.reframer is None:
+            if started:
+                self._body(data)
+            elif self.started:  # the head completed in this read: the rest is body
+                rest = self.hbuf[self.hpos :]
+                self.hbuf = b""
+                if rest:
+                    self._body(rest)
+        if self.broken:
+            self.out.clear()
+            ex.upstream_broken(self, "instance sent bytes past the end of its response")
+            return
+        self._flush(ex)
+        if self.complete:
+            ex.response_complete(self)
+        else:
+            self.deadline = self.ctx.loop.time() + self.ctx.limits.idle_timeout
+
+    def _flush(self, ex: Exchange) -> None:
+        out = self.out
+        if out:
+            ex.client.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
+    def _body(self, data: bytes) -> None:
+        ex = self.ex
+        assert ex is not None
+        remaining = self.remaining
+        if remaining >= 0:
+            if len(data) > remaining:
+                self.broken = True  # more than Content-Length: never relay it
+                data = data[:remaining]
+            self.remaining = remaining - len(data)
+        elif self.chunk_out:
+            if self.complete:
+                return
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        if data:
+            ex.bytes_out += len(data)
+            self.out.append(data)
+
+    def eof_received(self) -> bool | None:
+        return False  # close; connection_lost decides what it meant
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        ex = self.ex
+        if ex is None:
+            try:
+                self.slot.idle.remove(self)
+            except ValueError:
+                pass
+            return
+        if self.tunnel:
+            ex.tunnel_closed()
+            return
+        if self.until_close and self.started and not self.complete:
+            # A close-delimited body ends here: that is its normal end.
+            if self.reframer is not None:
+                self.reframer.finish()
+            elif self.chunk_out:
+                self.out.append(LAST_CHUNK)
+            self.reusable = False
+            self.complete = True
+            self._flush(ex)
+            ex.response_complete(self)
+            return
+        if not self.complete:
+            ex.upstream_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        if self.ex is not None:
+            self.ex.client.pause(2)
+
+    def resume_writing(self) -> None:
+        if self.ex is not None:
+            self.ex.client.resume(2)
+
+    # ---------------------------------------------------------------- life cycle
+
+    def begin(self, ex: Exchange) -> None:
+        """Take on an exchange (fresh or from the pool)."""
+        self.ex = ex
+        self.received = self.started = self.complete = self.reusable = False
+        self.until_close = self.chunk_out = False
+        self.remaining = -1
+        self.hbuf = b""
+        self.hpos = 0
+        if ex.http10 or ex.accept_gzip:
+            from roost.router.reframe import Reframer
+
+            self.reframer = Reframer(self, ex)
+            self.parser = HttpResponseParser(self.reframer)
+        elif self.reframer is not None:
+            self.reframer = None
+            self.parser = HttpResponseParser(self)
+        self.deadline = self.ctx.loop.time() + self.ctx.limits.first_byte_timeout
+
+    def release(self, reusable: bool) -> None:
+        """The exchange is done with us: back to the pool or closed."""
+        self.ex = None
+        self.deadline = 0.0
+        slot = self.slot
+        if (
+            reusable
+            and not self.closed
+            and not slot.retired
+            and len(slot.idle) < MAX_IDLE_PER_SLOT
+            and not self.transport.is_closing()
+        ):
+            if self.reading_paused:
+                self.transport.resume_reading()
+                self.reading_paused = False
+            self.reused = True
+            self.idle_since = self.ctx.loop.time()
+            slot.idle.append(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        self.ex = None
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+    def abort(self) -> None:
+        self.ex = None
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    # ---------------------------------------------------------------- pass-through callbacks
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.broken = True  # a second message in one read: the instance is out of turn
+
+    def on_headers_complete(self) -> None:
+        ex = self.ex
+        assert ex is not None
+        code = self.parser.get_status_code()
+        hbuf = self.hbuf
+        end = hbuf.find(b"\r\n\r\n", self.hpos) + 4
+        raw = hbuf[self.hpos : end]
+        self.hpos = end
+        if code < 200 and code != 101:
+            # Interim response (100 Continue, 103 Early Hints): relay, keep waiting.
+            self.out.append(raw)
+            return
+        self.started = True
+        ex.status = code
+        self.out.append(self._edit_head(raw, code, ex))
+        if ex.method == b"HEAD" and code != 101:
+            # No body follows whatever the headers say: end here, fresh parser next time.
+            self.reusable = self.parser.should_keep_alive()
+            self.complete = True
+            self.remaining = 0  # any body byte that shows up anyway breaks the connection
+            self.parser = HttpResponseParser(self)
+
+    def on_message_complete(self) -> None:
+        if self.complete:
+            return
+        if self.chunk_out:
+            self.out.append(LAST_CHUNK)
+        self.reusable = self.parser.should_keep_alive()
+        self.complete = True
+
+    def _edit_head(self, head: bytes, code: int, ex: Exchange) -> bytes:
+        """The instance's raw response head, made fit for the client.
+
+        llhttp (strict) has already refused obsolete line folding, bare LFs,
+        duplicate Content-Length and Content-Length with Transfer-Encoding, so
+        a header is exactly one CRLF-terminated line and can be cut as bytes.
+        """
+        if code == 101:  # Connection and Upgrade stay: they are the point
+            return head
+        lh = head.lower()
+        if lh.startswith(b"http/1.0"):
+            head = b"HTTP/1.1" + head[8:]
+        i = lh.find(_CONNECTION)
+        if i >= 0:
+            j = lh.find(b"\r\n", i + 2)
+            value = lh[i + 13 : j].strip()
+            if value != b"keep-alive" and value != b"close":
+                # Headers named in Connection are hop-by-hop too.
+                for token in value.split(b","):
+                    token = token.strip()
+                    if token and token not in (b"keep-alive", b"close", b"connection"):
+                        head, lh = _cut(head, lh, b"\r\n" + token + b":")
+                i = lh.find(_CONNECTION)
+                j = lh.find(b"\r\n", i + 2)
+            head = head[:i] + head[j:]
+            lh = lh[:i] + lh[j:]
+        if _RARE.search(lh) is not None:
+            for marker in _STRIP:
+                head, lh = _cut(head, lh, marker)
+        extra = b""
+        if ex.method != b"HEAD" and code not in NO_BODY_STATUS:
+            cl = lh.find(b"\r\ncontent-length:")
+            if cl >= 0:
+                self.remaining = int(lh[cl + 17 : lh.find(b"\r\n", cl + 2)])
+            else:
+                te = lh.find(b"\r\ntransfer-encoding:")
+                if te < 0 or b"chunked" not in lh[te : lh.find(b"\r\n", te + 2)]:
+                    # Delimited by EOF: chunk it so the client connection can stay open.
+                    self.until_close = True
+                    self.chunk_out = True
+                    if te >= 0:
+                        head, lh = _cut(head, lh, b"\r\ntransfer-encoding:")
+                    extra = b"Transfer-Encoding: chunked\r\n"
+        if ex.expires is not None and b"\r\ncache-control:" not in lh and b"\r\nexpires:" not in lh:
+            extra += expires_headers(ex.expires)
+        if not ex.keep_alive:
+            extra += b"Connection: close\r\n"
+        if extra:
+            return head[:-2] + extra + b"\r\n"
+        return head
+
+
+def _cut(head: bytes, lh: bytes, marker: bytes) -> tuple[bytes, bytes]:
+    """Remove every header line starting with `marker` (CRLF + lowercased name + colon)."""
+    i = lh.find(marker)
+    while i >= 0:
+        j = lh.find(b"\r\n", i + 2)
+        head = head[:i] + head[j:]
+        lh = lh[:i] + lh[j:]
+        i = lh.find(marker, i)
+    return head, lh
+
+
+def expires_headers(seconds: int) -> bytes:
+    when = (
+        formatdate(time.time() + seconds, usegmt=True).encode() if seconds > 0 else http_date.now()
+    )
+    return b"Cache-Control: max-age=%d\r\nExpires: %s\r\n" % (max(0, seconds), when)
+
+
+async def open_upstream(ctx: Context, slot: Slot) -> Upstream:
+    """Connect to an instance: its unix socket when it is on this host, else TCP."""
+    b = slot.backend
+    loop = ctx.loop
+    timeout = ctx.limits.connect_timeout
+
+    def factory() -> Upstream:
+        return Upstream(ctx, slot)
+
+    if b.unix_socket and (
+        not b.host_id or b.host_id == ctx.host_id or os.path.exists(b.unix_socket)
+    ):
+        try:
+            async with asyncio.timeout(timeout):
+                _, proto = await loop.create_unix_connection(factory, b.unix_socket)
+            return proto
+        except (FileNotFoundError, ConnectionRefusedError):
+            if not b.port:
+                raise
+    async with asyncio.timeout(timeout):
+        _, proto = await loop.create_connection(factory, b.host or "127.0.0.1", b.port)
+    return proto

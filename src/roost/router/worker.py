@@ -1,0 +1,205 @@
+"""One router worker: listening sockets, the proxy, and the tasks that feed it.
+
+`RouterWorker` is an async context manager: entering binds the HTTP (and
+HTTPS) ports and starts the background tasks (route feed, static bundles,
+deadline sweep); leaving stops accepting, lets requests in flight finish for
+a grace period, then closes every connection and waits for its tasks.
+Tests use it directly with `routes=` and no cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from pathlib import Path
+from typing import Any
+
+from roost.router.accesslog import AccessLog
+from roost.router.balance import Balancer
+from roost.router.bundles import BundleKeeper, Ensure
+from roost.router.client import ClientConnection
+from roost.router.context import Context, Limits
+from roost.router.feed import RouteFeed
+from roost.router.table import RouteTable, build_table
+from roost.router.tls import CertStore
+from roost.router.tracker import RouteTracker
+from roost.settings import Settings
+from roost.wire.cluster import ClusterConfig
+from roost.wire.messages import AppRoute
+from roost.wire.node import Node
+
+log = logging.getLogger("roost.router")
+
+SWEEP_INTERVAL = 0.5
+
+
+class RouterWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        host: str | None = None,
+        port: int = 0,
+        tls_port: int | None = None,
+        reuse_port: bool = False,
+        state_dir: Path | None = None,
+        node: Node | None = None,
+        cluster: ClusterConfig | None = None,
+        routes: list[AppRoute] | None = None,
+        ensure_bundle: Ensure | None = None,
+        release_bundle: Any = None,
+        limits: Limits | None = None,
+        access_log: Path | None = None,
+        grace_s: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.host = host if host is not None else settings.bind_host
+        self.port = port
+        self.tls_port = tls_port  # None: no TLS listener
+        self.reuse_port = reuse_port
+        self.state_dir = state_dir
+        self.node = node
+        self.cluster = cluster
+        self.initial_routes = routes
+        self.ensure_bundle = ensure_bundle
+        self.release_bundle = release_bundle
+        self.limits = limits or Limits.from_settings(settings)
+        self.access_path = access_log
+        self.grace_s = grace_s
+        self.ctx: Context
+        self.feed: RouteFeed | None = None
+        self.certs: CertStore | None = None
+        self._servers: list[asyncio.Server] = []
+        self._tg: asyncio.TaskGroup | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._access: AccessLog | None = None
+
+    # ---------------------------------------------------------------- life cycle
+
+    async def __aenter__(self) -> RouterWorker:
+        s = self.settings
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        try:
+            if self.access_path is not None:
+                self._access = AccessLog(self.access_path)
+            self.ctx = Context(
+                limits=self.limits,
+                spawn=self._tg.create_task,
+                access=self._access,
+                balancer=Balancer(s.router_max_fails, s.router_eject_s),
+                default_domain=s.default_domain,
+                host_id=s.router_host_id,
+            )
+            self.bundles = BundleKeeper(self.ctx, self.ensure_bundle)
+            self.bundles.on_release = self.release_bundle
+            if self.tls_port is not None:
+                if self.state_dir is None:
+                    raise ValueError("a TLS listener needs a state_dir for its certificates")
+                self.certs = CertStore(self.state_dir / "tls", s.default_domain)
+            if self.initial_routes is not None:
+                self.install(build_table(1, 0, self.initial_routes, s.default_domain))
+            await self._listen()
+            self._tasks.append(self._tg.create_task(self._sweep()))
+            self._tasks.append(self._tg.create_task(self.bundles.run()))
+            if self.node is not None and self.cluster is not None:
+                tracker = RouteTracker(self.ctx.table)
+                self.feed = RouteFeed(self.node, self.cluster, tracker, self.install)
+                self._tasks.append(self._tg.create_task(self.feed.run()))
+        except BaseException:
+            await self._stop_tasks()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for server in self._servers:
+            server.close()
+        # Let requests in flight finish, then close what is left.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace_s
+        while loop.time() < deadline and any(c.active is not None for c in self.ctx.clients):
+            await asyncio.sleep(0.05)
+        for client in list(self.ctx.clients):
+            if client.transport is not None:
+                client.transport.close()
+        for slot in self.ctx.balancer.slots.values():
+            for up in slot.idle:
+                up.close()
+            slot.idle = []
+        await self._stop_tasks()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        if self._access is not None:
+            self._access.close()
+
+    async def _stop_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._tg is not None:
+            tg, self._tg = self._tg, None
+            with contextlib.suppress(asyncio.CancelledError):
+                await tg.__aexit__(None, None, None)
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        ctx = self.ctx
+
+        def http() -> ClientConnection:
+            return ClientConnection(ctx, b"http")
+
+        server = await loop.create_server(
+            http, self.host, self.port, reuse_port=self.reuse_port or None, backlog=2048
+        )
+        self._servers.append(server)
+        self.port = _bound_port(server)
+        if self.certs is not None:
+            certs = self.certs
+
+            def https() -> ClientConnection:
+                return ClientConnection(ctx, b"https")
+
+            tls = await loop.create_server(
+                https,
+                self.host,
+                self.tls_port or 0,
+                ssl=certs.server_context,
+                reuse_port=self.reuse_port or None,
+                backlog=2048,
+                ssl_handshake_timeout=self.limits.header_timeout,
+            )
+            self._servers.append(tls)
+            self.tls_port = _bound_port(tls)
+
+    # ---------------------------------------------------------------- routes
+
+    def install(self, table: RouteTable) -> None:
+        """Swap in a new route table (from the feed, or directly in tests)."""
+        gone, came = self.ctx.swap_table(table)
+        if self.certs is not None and any(e.route.certificates for e in (*gone, *came)):
+            self.certs.update(table)
+        if any(e.route.static_bundle for e in (*gone, *came)):
+            self.bundles.update(table)
+
+    def set_routes(self, routes: list[AppRoute], version: int | None = None) -> None:
+        v = self.ctx.table.version + 1 if version is None else version
+        self.install(build_table(v, 0, routes, self.settings.default_domain))
+
+    # ---------------------------------------------------------------- housekeeping
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            self.ctx.sweep(loop.time())
+            if self._access is not None:
+                self._access.flush()
+
+
+def _bound_port(server: asyncio.Server) -> int:
+    for sock in server.sockets:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            return int(sock.getsockname()[1])
+    return 0

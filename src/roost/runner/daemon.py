@@ -1,0 +1,161 @@
+"""The runner daemon: supervisor + heartbeats + log shipping on one event loop.
+
+Shutdown (SIGTERM/SIGINT): the supervisor stops every instance (TERM to its
+process group, grace, KILL) and returns once all are reaped; then one last
+heartbeat (so the controllers see the host empty at once) and one last log
+flush go out, each bounded by a timeout, and the sockets close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from roost import metrics
+from roost.images.cache import ImageCache
+from roost.runner.heartbeat import HeartbeatLoop
+from roost.runner.images import CachedImages
+from roost.runner.layout import Layout
+from roost.runner.logbuffer import LogBuffer
+from roost.runner.metrics import RunnerCollector
+from roost.runner.model import Policy
+from roost.runner.shipper import LogShipper
+from roost.runner.supervisor import Supervisor
+from roost.settings import Settings
+from roost.wire.bootstrap import open_node
+from roost.wire.rpc import RpcClient
+
+log = logging.getLogger("roost.runner")
+
+LOG_BUFFER_LINES = 20_000
+FINAL_SEND_TIMEOUT_S = 2.0
+
+
+def run(
+    data_dir: Path, settings: Settings, name: str = "runner", host_id: str | None = None
+) -> None:
+    """Run the runner until SIGTERM/SIGINT; returns once every instance is stopped."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(data_dir, settings, name, host_id))
+    else:
+        uvloop.run(serve(data_dir, settings, name, host_id))
+
+
+def policy_from(settings: Settings) -> Policy:
+    return Policy(
+        backoff_max_s=settings.restart_backoff_max_s,
+        startup_timeout_s=settings.startup_timeout_s,
+        stop_grace_s=settings.stop_grace_s,
+    )
+
+
+def probe_host(bind_host: str) -> str:
+    """Where to knock on an instance: the bind address, unless it means "here"."""
+    if bind_host in ("", "0.0.0.0", "::", "localhost") or bind_host.startswith("127."):
+        return "127.0.0.1"
+    return bind_host
+
+
+async def serve(
+    data_dir: Path,
+    settings: Settings,
+    name: str = "runner",
+    host_id: str | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """The daemon's body; returns when `stop` is set (or on SIGTERM/SIGINT)."""
+    layout = Layout(data_dir)
+    layout.create()
+    hid = layout.host_id(host_id or settings.runner_host_id)
+    node, cluster = open_node(data_dir, name)
+    controller_eps = cluster.of("controller")
+    if not controller_eps:
+        raise RuntimeError(f"{data_dir / 'cluster.json'} lists no controller endpoint")
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+    log.info("runner %s starting (host id %s, data %s)", name, hid, data_dir)
+    try:
+        async with node:
+            # One client per concern: a client that times out resets its
+            # socket, which must not disturb the other's requests in flight.
+            heartbeats = RpcClient(node, controller_eps)
+            logs = RpcClient(node, controller_eps)
+            image_eps = cluster.of("images")
+            images_client = RpcClient(node, image_eps) if image_eps else None
+            try:
+                await _serve(layout, settings, hid, heartbeats, logs, images_client, stop)
+            finally:
+                for client in (heartbeats, logs, images_client):
+                    if client is not None:
+                        await client.close()
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+    log.info("runner %s stopped", name)
+
+
+async def _serve(
+    layout: Layout,
+    settings: Settings,
+    host_id: str,
+    heartbeats: RpcClient,
+    logs: RpcClient,
+    images_client: RpcClient | None,
+    stop: asyncio.Event,
+) -> None:
+    shipper = LogShipper(logs, LogBuffer(LOG_BUFFER_LINES, time.time))
+    sup = Supervisor(
+        layout=layout,
+        images=CachedImages(ImageCache(layout.images, settings.image_cache_bytes), images_client),
+        policy=policy_from(settings),
+        emit=shipper.emit,
+        probe_host=probe_host(settings.bind_host),
+    )
+    heartbeat = HeartbeatLoop(
+        client=heartbeats,
+        host_id=host_id,
+        bind_host=settings.bind_host,
+        interval=settings.heartbeat_interval_s,
+        records=lambda: list(sup.records.values()),
+        changed=sup.changed,
+        on_assignment=lambda asg: sup.set_desired(asg.instances),
+    )
+    registry = CollectorRegistry()
+    registry.register(
+        RunnerCollector(
+            records=lambda: list(sup.records.values()),
+            dropped_log_lines=lambda: shipper.buffer.dropped_total,
+            reachable=lambda: heartbeat.reachable,
+        )
+    )
+    metrics.serve(settings.metrics_port, settings.bind_host, registry)
+    async with asyncio.TaskGroup() as tg:
+        supervising = tg.create_task(sup.run())
+        beating = tg.create_task(heartbeat.run())
+        shipping = tg.create_task(shipper.run())
+        await stop.wait()
+        log.info("stopping %d instances", sum(1 for r in sup.records.values() if r.has_process))
+        sup.shutdown()
+        await supervising
+        beating.cancel()
+        await asyncio.wait([beating])
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(heartbeat.beat(), FINAL_SEND_TIMEOUT_S)
+        shipping.cancel()
+        await asyncio.wait([shipping])
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(shipper.flush(tries=1), FINAL_SEND_TIMEOUT_S)

@@ -1,0 +1,143 @@
+"""Where the runner keeps things on disk, and the per-host resources it hands out.
+
+  DATA/runner/host_id               this host's stable id (generated once)
+  DATA/runner/images/               the image cache (roost.images)
+  DATA/runner/apps/<app>/data/      the app's persistent data directory
+  DATA/runner/apps/<app>/           HOME of the app's processes
+  DATA/runner/apps/<app>/bundle/<id>/bundle_config.py   per instance
+  DATA/runner/sockets/<id>.sock     unix sockets of web instances
+
+An unpacked image root gets a `data` symlink to its app's data directory, so
+`../data` from the checkout (ep.io's convention) reaches persistent storage.
+It must live in the image root itself, not in a symlinked release directory:
+`..` from a process's cwd resolves physically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+import socket
+import tempfile
+from pathlib import Path
+
+from roost.runner.launch import Launch
+
+# sockaddr_un.sun_path is 108 bytes including the NUL on Linux.
+MAX_SOCKET_PATH = 100
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class Layout:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.root = data_dir / "runner"
+        self.images = self.root / "images"
+        self.apps = self.root / "apps"
+        self.sockets = self.root / "sockets"
+
+    def create(self) -> None:
+        for d in (self.root, self.images, self.apps, self.sockets):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def app_home(self, app: str) -> Path:
+        return self.apps / safe_name(app)
+
+    def data_directory(self, app: str) -> Path:
+        return self.app_home(app) / "data"
+
+    def bundle_dir(self, app: str, instance_id: str) -> Path:
+        return self.app_home(app) / "bundle" / safe_name(instance_id)
+
+    def socket_path(self, instance_id: str) -> str:
+        path = self.sockets / f"{safe_name(instance_id)}.sock"
+        if len(str(path)) <= MAX_SOCKET_PATH:
+            return str(path)
+        # A deep DATA dir would overflow sun_path: use a short private
+        # directory named after the data dir (stable across restarts).
+        tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        short = Path(tempfile.gettempdir()) / f"roost-{tag}"
+        short.mkdir(mode=0o700, exist_ok=True)
+        return str(short / f"{hashlib.sha256(instance_id.encode()).hexdigest()[:16]}.sock")
+
+    def host_id(self, override: str = "") -> str:
+        """The override, or the id persisted in DATA/runner/host_id (made once)."""
+        if override:
+            return override
+        path = self.root / "host_id"
+        with contextlib.suppress(FileNotFoundError):
+            existing = path.read_text().strip()
+            if existing:
+                return existing
+        self.root.mkdir(parents=True, exist_ok=True)
+        new = f"{safe_name(socket.gethostname())[:40]}-{secrets.token_hex(4)}"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(new + "\n")
+        os.replace(tmp, path)
+        return new
+
+
+def safe_name(name: str) -> str:
+    """`name` if it is a safe file name, else a digest of it."""
+    if _SAFE_NAME.fullmatch(name) and name not in (".", ".."):
+        return name
+    return hashlib.sha256(name.encode()).hexdigest()[:24]
+
+
+def link_data(image_root: Path, data_directory: Path) -> None:
+    """Make `image_root/data` a symlink to `data_directory` (idempotent, atomic)."""
+    data_directory.mkdir(parents=True, exist_ok=True)
+    link = image_root / "data"
+    target = str(data_directory)
+    if link.is_symlink() and os.readlink(link) == target:
+        return
+    if link.exists() and not link.is_symlink():
+        raise RuntimeError(
+            f"image {image_root.name} has its own 'data' entry; cannot link data dir"
+        )
+    tmp = image_root / f".data.{secrets.token_hex(4)}"
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def materialize(launch: Launch) -> None:
+    """Write what a run needs on disk besides the image (idempotent)."""
+    if launch.bundle_config_dir is not None:
+        launch.bundle_config_dir.mkdir(parents=True, exist_ok=True)
+        path = launch.bundle_config_dir / "bundle_config.py"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(launch.bundle_config)
+        os.replace(tmp, path)
+    for link, target in launch.symlinks:
+        if link.is_symlink() and os.readlink(link) == str(target):
+            continue
+        if link.exists() and not link.is_symlink():
+            raise RuntimeError(f"cannot link {link.name} to {target}: the image has a file there")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp_link = link.with_name(f".{link.name}.{secrets.token_hex(4)}")
+        os.symlink(target, tmp_link)
+        os.replace(tmp_link, link)
+
+
+class PortAllocator:
+    """Free TCP ports on this host, never handing out one twice."""
+
+    def __init__(self, host: str = "") -> None:
+        self.host = host
+        self.in_use: set[int] = set()
+
+    def allocate(self) -> int:
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((self.host, 0))
+                port = int(s.getsockname()[1])
+            if port not in self.in_use:
+                self.in_use.add(port)
+                return port
+        raise RuntimeError("no free TCP port found")
+
+    def release(self, port: int) -> None:
+        self.in_use.discard(port)

@@ -1,0 +1,41 @@
+"""Readiness of a web instance: it accepts a TCP connection AND answers HTTP.
+
+Any status counts (a Django app with ALLOWED_HOSTS answers 400 to the probe's
+Host and is still up); what matters is that a worker is serving. The caller
+owns the overall startup deadline and cancels the wait when it passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+REQUEST = b"GET / HTTP/1.0\r\nHost: localhost\r\nUser-Agent: roost-runner-probe\r\n\r\n"
+
+
+async def answers_http(host: str, port: int, timeout: float) -> bool:
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(REQUEST)
+        await writer.drain()
+        # gunicorn accepts into its backlog before a worker has booted: waiting
+        # here (rather than retrying) catches the first moment a worker answers.
+        head = await asyncio.wait_for(reader.readexactly(5), timeout)
+        return head == b"HTTP/"
+    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def wait_until_answers(host: str, port: int, attempt_timeout: float = 30.0) -> None:
+    """Return once `host:port` answers an HTTP request; retries until cancelled."""
+    delay = 0.05
+    while not await answers_http(host, port, attempt_timeout):
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)

@@ -1,0 +1,172 @@
+"""One instance's OS process: spawn, signal its group, pump its output, reap.
+
+The thin adapter under the supervisor. Each instance runs in its own session
+(so its own process group: stopping signals the whole group, gunicorn and its
+workers alike) with PR_SET_PDEATHSIG=SIGKILL armed in the child before exec,
+so if the runner is SIGKILLed its instances die with it instead of lingering
+unsupervised.
+
+Exit is detected with a pidfd (readable once the leader is a zombie), not by
+waiting for the pipes to close: a background process the instance left behind
+may hold them open forever. At that moment the leader is not yet reaped, so its
+process group id cannot have been reused; whatever is left of the group is
+SIGKILLed, then the leader is reaped. An instance never leaves orphans behind.
+The runner spawns with Popen and reaps its instances itself, so neither
+asyncio's child watcher nor uvloop's is involved.
+
+Output is read in chunks (never `readline`, which fails on long lines) and
+split by `LineSplitter`; the pumps run until EOF so a chatty process never
+blocks on a full pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import subprocess
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from roost.runner.logbuffer import LineSplitter
+
+PR_SET_PDEATHSIG = 1
+TAIL_LINES = 30
+# After the leader exits, how long to wait for the pipes to reach EOF (a
+# process that escaped the group may still hold them open).
+DRAIN_TIMEOUT_S = 2.0
+
+# Resolved before any fork: the child must not do dynamic symbol lookups.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+LineSink = Callable[[str, str], None]  # (stream, line)
+
+
+def _preexec(parent_pid: int) -> Callable[[], None]:
+    def arm_death_signal() -> None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:
+            # The runner died between fork and prctl: the signal will never come.
+            os._exit(1)
+
+    return arm_death_signal
+
+
+class Child:
+    """A started instance process (leader of its own process group)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.returncode: int | None = None
+
+    @classmethod
+    def spawn(cls, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> Child:
+        """Start `argv`; raises OSError (or SubprocessError) when it cannot.
+
+        Call it from the event loop's thread, never from a worker thread: the
+        death signal fires when the *thread* that forked exits.
+        """
+        popen = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            cwd=str(cwd),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_preexec(os.getpid()),
+        )
+        return cls(popen)
+
+    def signal_group(self, sig: int) -> bool:
+        """Send `sig` to the instance's process group; False if it is gone."""
+        if self.returncode is not None:
+            return False  # reaped: the group id may belong to someone else now
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    async def run(self, sink: LineSink) -> tuple[int, list[str]]:
+        """Pump output into `sink` until the process exits; (returncode, output tail).
+
+        The tail is the last lines of stderr, or of stdout when stderr was empty.
+        If cancelled, the process group is killed and reaped before returning.
+        """
+        loop = asyncio.get_running_loop()
+        tails: dict[str, deque[str]] = {
+            "stdout": deque(maxlen=TAIL_LINES),
+            "stderr": deque(maxlen=TAIL_LINES),
+        }
+        transports: list[asyncio.BaseTransport] = []
+        pumps: list[asyncio.Task[None]] = []
+        try:
+            for name, pipe in (("stdout", self.popen.stdout), ("stderr", self.popen.stderr)):
+                assert pipe is not None
+                reader, transport = await _open_reader(loop, pipe)
+                transports.append(transport)
+                pumps.append(asyncio.create_task(_pump(reader, name, tails[name], sink)))
+            await self._exited()
+            # The leader is a zombie, not yet reaped, so its group id cannot
+            # have been reused: kill whatever outlived it, then reap.
+            self.signal_group(signal.SIGKILL)
+            self.returncode = self.popen.wait()
+            await asyncio.wait(pumps, timeout=DRAIN_TIMEOUT_S)
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            for transport in transports:
+                transport.close()
+            if self.returncode is None:  # cancelled before the process ended
+                self.signal_group(signal.SIGKILL)
+                self.returncode = self.popen.wait()
+        return self.returncode, list(tails["stderr"] or tails["stdout"])
+
+    async def _exited(self) -> None:
+        """Return once the leader has exited (it stays a zombie until reaped)."""
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except OSError:  # no pidfd (old kernel): peek without reaping
+            flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+            while os.waitid(os.P_PID, self.pid, flags) is None:
+                await asyncio.sleep(0.05)
+            return
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_reader(pidfd, wake)
+        try:
+            await done
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+
+
+async def _open_reader(
+    loop: asyncio.AbstractEventLoop, pipe: IO[bytes]
+) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:
+    reader = asyncio.StreamReader(loop=loop)
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    return reader, transport
+
+
+async def _pump(stream: asyncio.StreamReader, name: str, tail: deque[str], sink: LineSink) -> None:
+    splitter = LineSplitter()
+    while True:
+        chunk = await stream.read(64 * 1024)
+        lines = splitter.feed(chunk) if chunk else splitter.flush()
+        for line in lines:
+            tail.append(line)
+            sink(name, line)
+        if not chunk:
+            return

@@ -1,0 +1,405 @@
+"""The supervisor: one loop that converges instances to the desired set.
+
+Theory of operation (gunicorn's arbiter, in asyncio). Nothing but this loop
+changes the records. Everything else only *posts events*: the heartbeat posts
+a new desired set, each process's watcher posts its exit, each readiness probe
+posts that its instance answered, image fetches post their result, the signal
+handler posts Shutdown. The loop wakes on an event or at the next deadline the
+planner cares about, applies the events through the pure transitions of
+`roost.runner.plan`, admits records for new desired instances, asks `plan`
+what to do, and does it. So every decision (restart, backoff, startup timeout,
+stop, kill) is made in one place, from data, with one clock.
+
+Every child process has a watcher task that owns it until it is reaped; every
+task lives in the loop's TaskGroup. Shutdown empties the desired set, so the
+ordinary rules stop every instance (TERM, grace, KILL) and the loop returns
+once no record has a process left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Protocol
+
+from roost.images.digest import ImageError
+from roost.runner import plan as P
+from roost.runner.launch import LaunchError, is_web, render
+from roost.runner.layout import Layout, PortAllocator, link_data, materialize
+from roost.runner.model import (
+    Action,
+    DesiredChanged,
+    Event,
+    Exited,
+    Fetch,
+    Forget,
+    ImageFailed,
+    ImageReady,
+    ImageStatus,
+    Kill,
+    MarkUp,
+    Policy,
+    Ready,
+    Record,
+    Shutdown,
+    Start,
+    Stop,
+)
+from roost.runner.probe import wait_until_answers
+from roost.runner.process import Child
+from roost.wire.messages import InstanceAssignment, LogLine
+from roost.wire.rpc import RemoteError, RpcTimeout
+
+log = logging.getLogger("roost.runner")
+
+# The loop re-plans at least this often even without events or deadlines.
+MAX_SLEEP_S = 1.0
+
+
+class ImageProvider(Protocol):
+    """Unpacked images by digest (the daemon's wraps `roost.images`)."""
+
+    async def ensure(self, app: str, digest: str) -> Path:
+        """The unpacked image root (`<checkout_name>/`, `venv/`, `roost-image.json`).
+
+        The image is pinned (kept from eviction) until `release(digest)`; each
+        successful `ensure` is balanced by one `release`.
+        """
+        ...
+
+    def release(self, digest: str) -> None: ...
+
+
+class Supervisor:
+    def __init__(
+        self,
+        *,
+        layout: Layout,
+        images: ImageProvider,
+        policy: Policy,
+        emit: Callable[[LogLine], None],
+        probe_host: str = "127.0.0.1",
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.layout = layout
+        self.policy = policy
+        self.records: dict[str, Record] = {}
+        self.images: dict[str, ImageStatus] = {}
+        # Set whenever an instance changes state (the heartbeat reports early).
+        self.changed = asyncio.Event()
+        self._provider = images
+        self._emit = emit
+        self._probe_host = probe_host
+        self._clock = clock
+        self._wall = wall
+        self._desired: list[InstanceAssignment] = []
+        self._desired_by_id: dict[str, InstanceAssignment] = {}
+        self._events: list[Event] = []
+        self._wake = asyncio.Event()
+        self._children: dict[str, Child] = {}
+        self._probes: dict[str, asyncio.Task[None]] = {}
+        self._fetches: dict[str, asyncio.Task[None]] = {}
+        self._ports = PortAllocator()
+        self._stopping = False
+        self._tg: asyncio.TaskGroup | None = None
+
+    # ------------------------------------------------------------ inputs
+
+    def set_desired(self, instances: Iterable[InstanceAssignment]) -> None:
+        self._post(DesiredChanged(list(instances)))
+
+    def shutdown(self) -> None:
+        self._post(Shutdown())
+
+    def _post(self, event: Event) -> None:
+        self._events.append(event)
+        self._wake.set()
+
+    # ------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """Supervise until `shutdown()` has stopped every instance."""
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            while not (self._stopping and not self.records):
+                await self._sleep()
+                events, self._events = self._events, []
+                now = self._clock()
+                for event in events:
+                    self._apply(event, now)
+                if not self._stopping:
+                    for rec in P.admit(self._desired, self.records):
+                        self.records[rec.instance_id] = rec
+                        self.changed.set()
+                actions = P.plan(self._desired_by_id, self.records, self.images, now, self.policy)
+                for action in actions:
+                    await self._do(action, now)
+                self._release_unused()
+            for task in self._fetches.values():
+                task.cancel()
+        self._tg = None
+        self._release_unused()
+
+    async def _sleep(self) -> None:
+        if self._events:
+            return
+        deadline = P.next_deadline(self.records, self.images, self.policy)
+        timeout = MAX_SLEEP_S
+        if deadline is not None:
+            timeout = max(0.0, min(timeout, deadline - self._clock()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+
+    # ------------------------------------------------------------ events
+
+    def _apply(self, event: Event, now: float) -> None:
+        if isinstance(event, DesiredChanged):
+            self._desired = list(event.instances)
+            self._desired_by_id = {i.instance_id: i for i in event.instances}
+        elif isinstance(event, Shutdown):
+            self._stopping = True
+            self._desired, self._desired_by_id = [], {}
+        elif isinstance(event, Exited):
+            self._on_exited(event, now)
+        elif isinstance(event, Ready):
+            rec = self.records.get(event.instance_id)
+            if rec is not None and rec.state == "starting":
+                self._set(P.on_ready(rec, event.pid, now))
+                if self.records[rec.instance_id].state == "up":
+                    self._platform(
+                        rec, f"{rec.process_name} is up (answers HTTP on port {rec.port})"
+                    )
+        elif isinstance(event, ImageReady):
+            self._fetches.pop(event.digest, None)
+            old = self.images.get(event.digest)
+            if old is not None and old.state == "ready":
+                self._provider.release(event.digest)  # already held: keep one pin
+            self.images[event.digest] = P.image_ready(event.path)
+        elif isinstance(event, ImageFailed):
+            self._fetches.pop(event.digest, None)
+            self.images[event.digest] = P.image_failed(
+                self.images.get(event.digest), event.error, now, self.policy
+            )
+            for rec in list(self.records.values()):
+                if rec.assignment.image_digest == event.digest and not rec.has_process:
+                    self._set(replace(rec, last_error=f"image {event.digest}: {event.error}"))
+                    self._platform(rec, f"could not fetch image {event.digest}: {event.error}")
+
+    def _on_exited(self, event: Exited, now: float) -> None:
+        child = self._children.get(event.instance_id)
+        if child is not None and child.pid == event.pid:
+            del self._children[event.instance_id]
+        probe = self._probes.pop(event.instance_id, None)
+        if probe is not None:
+            probe.cancel()
+        rec = self.records.get(event.instance_id)
+        if rec is None:
+            return
+        new = P.on_exit(
+            rec,
+            pid=event.pid,
+            returncode=event.returncode,
+            output_tail=event.output_tail,
+            now=now,
+            policy=self.policy,
+            error=event.error,
+        )
+        self._set(new)
+        if new.state == "stopped":
+            self._platform(new, f"{new.process_name} stopped")
+        elif new.state in ("crashed", "backoff"):
+            first = new.last_error.splitlines()[0] if new.last_error else "exited"
+            delay = max(0.0, new.next_start_at - now)
+            self._platform(
+                new, f"{new.process_name} {first}; restarting in {round(delay, 2):g}s", "stderr"
+            )
+
+    def _set(self, rec: Record) -> None:
+        old = self.records.get(rec.instance_id)
+        self.records[rec.instance_id] = rec
+        if old is None or old.state != rec.state or old.pid != rec.pid:
+            self.changed.set()
+
+    # ------------------------------------------------------------ actions
+
+    async def _do(self, action: Action, now: float) -> None:
+        if isinstance(action, Fetch):
+            self.images[action.digest] = P.image_fetching(self.images.get(action.digest))
+            assert self._tg is not None
+            self._fetches[action.digest] = self._tg.create_task(
+                self._fetch(action.app, action.digest)
+            )
+            return
+        rec = self.records.get(action.instance_id)
+        if rec is None:
+            return
+        if isinstance(action, Start):
+            await self._start(rec, now)
+        elif isinstance(action, MarkUp):
+            self._set(P.marked_up(rec, now))
+            self._platform(rec, f"{rec.process_name} is up")
+        elif isinstance(action, Stop):
+            child = self._children.get(rec.instance_id)
+            self._set(P.stopping(rec, now, self.policy, action.failure))
+            why = action.failure or action.reason
+            self._platform(rec, f"stopping {rec.process_name} ({why})")
+            if child is not None:
+                child.signal_group(signal.SIGTERM)
+        elif isinstance(action, Kill):
+            child = self._children.get(rec.instance_id)
+            self._set(P.killed(rec))
+            grace = self.policy.stop_grace_s
+            self._platform(rec, f"{rec.process_name} did not stop within {grace:g}s: killing it")
+            if child is not None:
+                child.signal_group(signal.SIGKILL)
+        elif isinstance(action, Forget):
+            del self.records[rec.instance_id]
+            if rec.port:
+                self._ports.release(rec.port)
+            if rec.unix_socket:
+                with contextlib.suppress(OSError):
+                    Path(rec.unix_socket).unlink()
+            shutil.rmtree(
+                self.layout.bundle_dir(rec.assignment.app, rec.instance_id), ignore_errors=True
+            )
+            self.changed.set()
+
+    async def _start(self, rec: Record, now: float) -> None:
+        a = rec.assignment
+        img = self.images[a.image_digest]
+        assert img.path is not None
+        port = rec.port
+        if not port or rec.state == "crashed":
+            # A run that never came up may have failed because someone took
+            # its port meanwhile: take a fresh one. (One that served keeps its
+            # port, so the routers' backend stays valid across restarts.)
+            if port:
+                self._ports.release(port)
+            port = self._ports.allocate()
+        sock = self.layout.socket_path(a.instance_id) if is_web(a) else ""
+        begun = P.started(
+            rec, pid=0, now=now, wall=self._wall(), command="", port=port, unix_socket=sock
+        )
+        try:
+            launch = render(
+                a,
+                process_name=rec.process_name,
+                image_root=img.path,
+                data_directory=self.layout.data_directory(a.app),
+                port=port,
+                unix_sock=sock,
+                bind_host=self._probe_host,
+                bundle_config_dir=self.layout.bundle_dir(a.app, a.instance_id),
+            )
+            materialize(launch)
+        except (LaunchError, OSError, RuntimeError) as exc:
+            self._fail_start(begun, now, str(exc))
+            return
+        begun = replace(begun, command=launch.command)
+        if sock:
+            with contextlib.suppress(FileNotFoundError):
+                Path(sock).unlink()  # a stale socket would make gunicorn refuse to bind
+        try:
+            child = Child.spawn(launch.argv, launch.env, launch.cwd)
+        except (OSError, subprocess.SubprocessError) as exc:
+            self._fail_start(begun, now, f"could not start: {exc}")
+            return
+        self._set(replace(begun, pid=child.pid))
+        self._children[a.instance_id] = child
+        verb = "restarting" if rec.runs else "starting"
+        self._platform(rec, f"{verb} {rec.process_name} (release {a.release}): {launch.command}")
+        assert self._tg is not None
+        self._tg.create_task(self._watch(rec, child))
+        if launch.web:
+            probe = self._probe(a.instance_id, child.pid, launch.probe_host, port)
+            self._probes[a.instance_id] = self._tg.create_task(probe)
+
+    def _fail_start(self, rec: Record, now: float, error: str) -> None:
+        failed = P.on_exit(
+            rec, pid=0, returncode=None, output_tail=[], now=now, policy=self.policy, error=error
+        )
+        self._set(failed)
+        self._platform(failed, f"{failed.process_name} {error}", "stderr")
+
+    # ------------------------------------------------------------ tasks
+
+    async def _watch(self, rec: Record, child: Child) -> None:
+        app, name, iid = rec.assignment.app, rec.process_name, rec.instance_id
+
+        def sink(stream: str, line: str) -> None:
+            self._emit(
+                LogLine(
+                    app=app,
+                    ts=self._wall(),
+                    source="app",
+                    process=name,
+                    stream=stream,
+                    line=line,
+                    instance_id=iid,
+                )
+            )
+
+        rc, tail = await child.run(sink)
+        self._post(Exited(iid, child.pid, rc, tail))
+
+    async def _probe(self, instance_id: str, pid: int, host: str, port: int) -> None:
+        await wait_until_answers(host, port)
+        self._post(Ready(instance_id, pid))
+
+    async def _fetch(self, app: str, digest: str) -> None:
+        try:
+            root = await self._provider.ensure(app, digest)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if isinstance(exc, ImageError | OSError | RpcTimeout | RemoteError):
+                log.warning("fetching image %s failed: %s", digest, exc)
+            else:  # a bug, not a network or disk problem: keep the traceback
+                log.exception("fetching image %s failed", digest)
+            self._post(ImageFailed(digest, f"{type(exc).__name__}: {exc}"))
+            return
+        try:
+            # Images are per-app, so the link cannot point at another app's
+            # data. No await between check and replace: atomic in this loop,
+            # and one runner owns DATA/runner.
+            link_data(root, self.layout.data_directory(app))
+        except (OSError, RuntimeError) as exc:
+            self._provider.release(digest)
+            self._post(ImageFailed(digest, f"cannot link the data directory: {exc}"))
+            return
+        self._post(ImageReady(digest, root))
+
+    # ------------------------------------------------------------ helpers
+
+    def _release_unused(self) -> None:
+        """Forget (and unpin) images no record uses any more."""
+        used = {rec.assignment.image_digest for rec in self.records.values()}
+        for digest, status in list(self.images.items()):
+            if digest not in used and status.state != "fetching":
+                del self.images[digest]
+                if status.state == "ready":
+                    self._provider.release(digest)
+
+    def _platform(self, rec: Record, line: str, stream: str = "stdout") -> None:
+        log.info("%s %s: %s", rec.assignment.app, rec.instance_id, line)
+        self._emit(
+            LogLine(
+                app=rec.assignment.app,
+                ts=self._wall(),
+                source="platform",
+                process=rec.process_name,
+                stream=stream,
+                line=line,
+                instance_id=rec.instance_id,
+            )
+        )

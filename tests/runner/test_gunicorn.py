@@ -1,0 +1,77 @@
+"""A real gunicorn instance, rendered by roost.appspec.runtime, supervised by the runner."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import psutil
+
+from roost.appspec.model import AppSpec, ProcessSpec
+from roost.runner.layout import Layout
+from roost.runner.model import Policy
+from roost.runner.supervisor import Supervisor
+from roost.wire.messages import LogLine
+from tests.runner.helpers import (
+    DIGEST_A,
+    FakeImages,
+    alive,
+    assignment,
+    eventually,
+    make_image_root,
+)
+
+WSGI_APP = """
+import os
+
+def application(environ, start_response):
+    body = ("hello from %s" % os.environ["ROOST_PROCESS"]).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+async def test_gunicorn_answers_on_unix_socket_and_tcp_port(tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "data")
+    layout.create()
+    root = make_image_root(tmp_path / "image", {"hello.py": WSGI_APP})
+    spec = AppSpec(
+        processes={
+            "web": ProcessSpec(name="web", kind="wsgi", entrypoint="hello:application", web=True)
+        }
+    )
+    images = FakeImages({DIGEST_A: root})
+    logs: list[LogLine] = []
+    policy = Policy(stop_grace_s=10.0, startup_timeout_s=60.0)
+    sup = Supervisor(layout=layout, images=images, policy=policy, emit=logs.append)
+    task = asyncio.create_task(sup.run())
+    try:
+        sup.set_desired([assignment("g1", spec=spec)])
+        await eventually(
+            lambda: (r := sup.records.get("g1")) and r.state == "up", timeout=60, what="gunicorn up"
+        )
+        rec = sup.records["g1"]
+        assert "-m gunicorn" in rec.command and f"unix:{rec.unix_socket}" in rec.command
+        async with httpx.AsyncClient() as client:
+            r = await client.get(f"http://127.0.0.1:{rec.port}/")
+        assert r.status_code == 200 and r.text.startswith("hello from web.1")
+        uds = httpx.AsyncHTTPTransport(uds=rec.unix_socket)
+        async with httpx.AsyncClient(transport=uds) as client:
+            r = await client.get("http://app/")
+        assert r.status_code == 200 and r.text.startswith("hello from web.1")
+        # gunicorn's arbiter and its two workers, all in the instance's group.
+        tree = [psutil.Process(rec.pid), *psutil.Process(rec.pid).children(recursive=True)]
+        assert len(tree) == 3 and all(p.pid == rec.pid or p.ppid() == rec.pid for p in tree)
+        pids = [p.pid for p in tree]
+        assert any("Booting worker" in x.line for x in logs if x.instance_id == "g1")
+
+        sup.set_desired([])
+        await eventually(lambda: "g1" not in sup.records, timeout=30, what="gunicorn stopped")
+        assert not any(alive(pid) for pid in pids)
+        assert not Path(rec.unix_socket).exists()
+        # gunicorn shut down on SIGTERM by itself: no SIGKILL needed.
+        assert not any("killing it" in x.line for x in logs)
+    finally:
+        sup.shutdown()
+        await asyncio.wait_for(task, 30)

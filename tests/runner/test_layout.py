@@ -1,0 +1,60 @@
+"""On-disk layout: host id, socket paths, the data link, ports."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from roost.runner.layout import MAX_SOCKET_PATH, Layout, PortAllocator, link_data, safe_name
+
+
+def test_host_id_is_generated_once_and_kept(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    first = layout.host_id()
+    assert first and (tmp_path / "runner" / "host_id").read_text().strip() == first
+    assert Layout(tmp_path).host_id() == first
+    assert Layout(tmp_path).host_id("override-1") == "override-1"
+    assert Layout(tmp_path / "other").host_id() != first
+
+
+def test_socket_paths_fit_sun_path(tmp_path: Path) -> None:
+    short = Layout(tmp_path / "d")
+    assert short.socket_path("web-1") == str(tmp_path / "d" / "runner" / "sockets" / "web-1.sock")
+    deep = Layout(tmp_path / ("x" * 120))
+    path = deep.socket_path("web-1")
+    assert len(path) <= MAX_SOCKET_PATH
+    assert path == deep.socket_path("web-1") != deep.socket_path("web-2")
+    assert Path(path).parent.is_dir()
+
+
+def test_unsafe_names_are_hashed() -> None:
+    assert safe_name("web-1.a_b") == "web-1.a_b"
+    for bad in ("../etc", "a/b", "..", "", "x" * 65):
+        name = safe_name(bad)
+        assert "/" not in name and name not in (".", "..") and len(name) == 24
+
+
+def test_data_link_is_idempotent_and_refuses_a_real_data_dir(tmp_path: Path) -> None:
+    image = tmp_path / "image"
+    (image / "app").mkdir(parents=True)
+    data = tmp_path / "apps" / "demo" / "data"
+    link_data(image, data)
+    link_data(image, data)
+    assert data.is_dir() and os.readlink(image / "data") == str(data)
+    (image / "app" / ".." / "data" / "f").write_text("x")
+    assert (data / "f").read_text() == "x"
+    other = tmp_path / "image2"
+    (other / "data").mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="has its own 'data'"):
+        link_data(other, data)
+
+
+def test_ports_are_never_handed_out_twice() -> None:
+    ports = PortAllocator()
+    got = {ports.allocate() for _ in range(20)}
+    assert len(got) == 20 and got == ports.in_use
+    some = next(iter(got))
+    ports.release(some)
+    assert some not in ports.in_use

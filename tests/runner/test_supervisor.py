@@ -1,0 +1,343 @@
+"""The supervisor with real child processes (tiny Python scripts as instances)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import msgspec
+
+from roost.appspec.model import AppSpec, ProcessSpec
+from roost.runner.layout import Layout
+from roost.runner.model import Policy
+from roost.runner.supervisor import Supervisor
+from roost.wire.messages import LogLine
+from tests.runner.helpers import (
+    DIGEST_A,
+    FakeImages,
+    alive,
+    assignment,
+    command_spec,
+    eventually,
+    make_image_root,
+)
+
+FAST = Policy(
+    backoff_base_s=0.05,
+    backoff_max_s=0.4,
+    backoff_reset_s=30.0,
+    settle_s=0.3,
+    startup_timeout_s=20.0,
+    stop_grace_s=1.0,
+)
+
+SERVER = """
+import http.server, os, pathlib
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/write":
+            pathlib.Path("../data/written.txt").write_text(os.environ["ROOST_PROCESS"])
+            pathlib.Path("media/linked.txt").write_text("via the symlink")
+        from bundle_config import config
+        app_id = config["core"]["app_id"]
+        words = [os.environ["ROOST_PROCESS"], os.environ.get("GREETING", "-"), app_id]
+        body = " ".join(words).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        print("request", self.path, flush=True)
+print("listening on", os.environ["PORT"], flush=True)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"""
+
+CRASHER = """
+import sys
+print("starting up")
+print("boom: cannot connect to the database", file=sys.stderr)
+sys.exit(3)
+"""
+
+# Ignores SIGTERM, as does the child it starts: only SIGKILL ends them.
+STUBBORN = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)"])
+print("pids", child.pid, flush=True)
+time.sleep(300)
+"""
+
+# Leaves a background process behind and exits.
+ORPHANER = """
+import subprocess, time
+child = subprocess.Popen(["sleep", "300"])
+print("orphan", child.pid, flush=True)
+time.sleep(0.3)
+raise SystemExit(1)
+"""
+
+NOISY = """
+import sys, time
+sys.stdout.write("x" * 100000)
+sys.stdout.write("\\n")
+for i in range(20000):
+    print("line", i)
+sys.stdout.flush()
+time.sleep(300)
+"""
+
+
+@dataclass
+class Harness:
+    sup: Supervisor
+    images: FakeImages
+    layout: Layout
+    logs: list[LogLine]
+
+    def app_lines(self, iid: str) -> list[str]:
+        return [x.line for x in self.logs if x.source == "app" and x.instance_id == iid]
+
+    def platform_lines(self) -> list[str]:
+        return [x.line for x in self.logs if x.source == "platform"]
+
+
+@contextlib.asynccontextmanager
+async def harness(
+    tmp_path: Path, policy: Policy = FAST, fail: dict[str, int] | None = None
+) -> AsyncIterator[Harness]:
+    layout = Layout(tmp_path / "data")
+    layout.create()
+    root = make_image_root(
+        tmp_path / "image",
+        {
+            "server.py": SERVER,
+            "crasher.py": CRASHER,
+            "stubborn.py": STUBBORN,
+            "orphaner.py": ORPHANER,
+            "noisy.py": NOISY,
+        },
+    )
+    images = FakeImages({DIGEST_A: root}, fail=fail)
+    logs: list[LogLine] = []
+    sup = Supervisor(layout=layout, images=images, policy=policy, emit=logs.append)
+    task = asyncio.create_task(sup.run())
+    try:
+        yield Harness(sup, images, layout, logs)
+    finally:
+        sup.shutdown()
+        await asyncio.wait_for(task, 30)
+    assert all(n == 0 for n in images.pins.values()), images.pins
+
+
+def state(h: Harness, iid: str) -> str:
+    rec = h.sup.records.get(iid)
+    return rec.state if rec else "absent"
+
+
+async def test_web_instance_starts_answers_and_stops(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        spec = msgspec.structs.replace(
+            command_spec("python server.py"), symlinks={"media": "%(data_directory)s/media"}
+        )
+        a = assignment("i1", spec=spec, env={"GREETING": "hi"})
+        (h.layout.data_directory("demo") / "media").mkdir(parents=True)
+        h.sup.set_desired([a])
+        await eventually(lambda: state(h, "i1") == "up", what="instance up")
+        rec = h.sup.records["i1"]
+        assert rec.port > 0 and rec.pid > 0 and rec.process_name == "web.1"
+        assert rec.unix_socket.endswith(".sock")
+        assert h.images.pins == {DIGEST_A: 1}
+        async with httpx.AsyncClient() as client:
+            r = await client.get(f"http://127.0.0.1:{rec.port}/write")
+        # Config vars reach the environment; bundle_config is importable.
+        assert r.text == "web.1 hi demo"
+        # `../data` from the checkout is the app's persistent data directory,
+        # and the app's symlinks into it are in place.
+        data = h.layout.data_directory("demo")
+        assert (data / "written.txt").read_text() == "web.1"
+        assert (data / "media" / "linked.txt").read_text() == "via the symlink"
+        bundle = h.layout.bundle_dir("demo", "i1")
+        assert (bundle / "bundle_config.py").exists()
+        await eventually(lambda: "request /write" in h.app_lines("i1"), what="access log line")
+        assert any(line.startswith("listening on") for line in h.app_lines("i1"))
+        assert any(line.startswith("starting web.1 (release 1)") for line in h.platform_lines())
+
+        h.sup.set_desired([])
+        await eventually(lambda: "i1" not in h.sup.records, what="instance forgotten")
+        assert not alive(rec.pid)
+        assert rec.port not in h.sup._ports.in_use
+        assert "web.1 stopped" in h.platform_lines()
+        assert not bundle.exists()
+        assert h.images.pins == {DIGEST_A: 0}
+
+
+async def test_changed_assignment_restarts_the_process(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        spec = command_spec("python server.py")
+        h.sup.set_desired([assignment("i1", spec=spec, env={"GREETING": "one"})])
+        await eventually(lambda: state(h, "i1") == "up", what="instance up")
+        first = h.sup.records["i1"]
+        h.sup.set_desired([assignment("i1", spec=spec, env={"GREETING": "two"})])
+        await eventually(
+            lambda: state(h, "i1") == "up" and h.sup.records["i1"].pid != first.pid, what="restart"
+        )
+        async with httpx.AsyncClient() as client:
+            r = await client.get(f"http://127.0.0.1:{h.sup.records['i1'].port}/")
+        assert r.text == "web.1 two demo"
+        assert not alive(first.pid)
+
+
+async def test_crash_restarts_with_backoff_and_reports_stderr(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        h.sup.set_desired([assignment("c1", spec=command_spec("python crasher.py"))])
+        await eventually(
+            lambda: (r := h.sup.records.get("c1")) and r.restarts >= 5, what="5 restarts"
+        )
+        rec = h.sup.records["c1"]
+        assert rec.failures >= 3  # consecutive failures drive the backoff
+        assert rec.last_error.startswith("exited with code 3")
+        assert "boom: cannot connect to the database" in rec.last_error
+        crashes = [x for x in h.platform_lines() if "exited with code 3; restarting in" in x]
+        # Exponential backoff, capped at backoff_max_s.
+        assert crashes[:5] == [
+            f"web.1 exited with code 3; restarting in {d}s"
+            for d in ("0.05", "0.1", "0.2", "0.4", "0.4")
+        ]
+        assert any(x.startswith("restarting web.1") for x in h.platform_lines())
+
+
+async def test_stop_escalates_to_sigkill_and_leaves_no_orphans(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        spec = command_spec("python stubborn.py", web=False, name="worker")
+        h.sup.set_desired([assignment("s1", process_type="worker", spec=spec)])
+        await eventually(lambda: state(h, "s1") == "up", what="worker up")
+        pid = h.sup.records["s1"].pid
+        line = await eventually(
+            lambda: [x for x in h.app_lines("s1") if x.startswith("pids")], what="child pid"
+        )
+        child = int(line[0].split()[1])  # type: ignore[index]
+        assert alive(pid) and alive(child)
+        h.sup.set_desired([])
+        await eventually(lambda: state(h, "s1") == "stopping", what="stopping")
+        await eventually(lambda: "s1" not in h.sup.records, what="forgotten")
+        assert "worker.1 did not stop within 1s: killing it" in h.platform_lines()
+        assert not alive(pid) and not alive(child)
+
+
+async def test_exit_kills_what_the_instance_left_behind(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        spec = command_spec("python orphaner.py", web=False, name="worker")
+        h.sup.set_desired([assignment("o1", process_type="worker", spec=spec)])
+        line = await eventually(
+            lambda: [x for x in h.app_lines("o1") if x.startswith("orphan")], what="orphan pid"
+        )
+        orphan = int(line[0].split()[1])  # type: ignore[index]
+        await eventually(lambda: h.sup.records["o1"].restarts >= 1, what="a crash and restart")
+        await eventually(lambda: not alive(orphan), what="orphan killed")
+
+
+async def test_web_instance_that_never_answers_is_failed(tmp_path: Path) -> None:
+    policy = Policy(backoff_base_s=5.0, startup_timeout_s=0.5, stop_grace_s=1.0)
+    async with harness(tmp_path, policy) as h:
+        h.sup.set_desired([assignment("q1", spec=command_spec("sleep 300"))])
+        await eventually(lambda: state(h, "q1") == "crashed", what="startup failure")
+        rec = h.sup.records["q1"]
+        assert rec.last_error.startswith(f"did not answer HTTP on port {rec.port} within 0.5s")
+        assert rec.failures == 1
+
+
+async def test_image_fetch_failures_are_retried(tmp_path: Path) -> None:
+    async with harness(tmp_path, fail={DIGEST_A: 2}) as h:
+        spec = command_spec("sleep 300", web=False, name="worker")
+        h.sup.set_desired([assignment("w1", process_type="worker", spec=spec)])
+        await eventually(lambda: state(h, "w1") == "up", what="worker up")
+        assert h.images.ensured == [DIGEST_A] * 3
+        assert sum("could not fetch image" in x for x in h.platform_lines()) == 2
+
+
+async def test_unknown_process_type_and_missing_program_are_crashes(tmp_path: Path) -> None:
+    policy = Policy(backoff_base_s=5.0, stop_grace_s=1.0)
+    async with harness(tmp_path, policy) as h:
+        web = ProcessSpec(
+            name="web", kind="command", command="sleep 1", web=True, cwd="no/such/dir"
+        )
+        spec = AppSpec(processes={"web": web})
+        h.sup.set_desired([assignment("u1", process_type="clock"), assignment("u2", spec=spec)])
+        await eventually(
+            lambda: state(h, "u1") == "crashed" and state(h, "u2") == "crashed", what="crashes"
+        )
+        assert h.sup.records["u1"].last_error == "release 1 has no process type 'clock'"
+        assert h.sup.records["u2"].last_error.startswith("could not start: [Errno 2]")
+
+
+async def test_noisy_output_never_blocks_and_long_lines_are_cut(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        spec = command_spec("python noisy.py", web=False, name="worker")
+        h.sup.set_desired([assignment("n1", process_type="worker", spec=spec)])
+        await eventually(lambda: "line 19999" in h.app_lines("n1"), what="all output")
+        lines = h.app_lines("n1")
+        assert [len(x) for x in lines[:7]] == [16384] * 6 + [100000 - 6 * 16384]
+        assert lines[7] == "line 0"
+        assert all(
+            x.process == "worker.1" and x.stream == "stdout"
+            for x in h.logs
+            if x.instance_id == "n1" and x.source == "app"
+        )
+
+
+async def test_shutdown_stops_every_instance(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        spec = command_spec("sleep 300", web=False, name="worker")
+        h.sup.set_desired([assignment(f"w{i}", process_type="worker", spec=spec) for i in range(3)])
+        await eventually(lambda: all(state(h, f"w{i}") == "up" for i in range(3)), what="3 up")
+        pids = [h.sup.records[f"w{i}"].pid for i in range(3)]
+        assert sorted(r.process_name for r in h.sup.records.values()) == [
+            "worker.1",
+            "worker.2",
+            "worker.3",
+        ]
+    assert not any(alive(pid) for pid in pids)
+
+
+DEATH_HELPER = """
+import time
+from pathlib import Path
+from roost.runner.process import Child
+
+child = Child.spawn(["sleep", "300"], {"PATH": "/usr/bin:/bin"}, Path("/"))
+print(child.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_instances_die_with_a_sigkilled_runner() -> None:
+    helper = subprocess.Popen(
+        [sys.executable, "-c", DEATH_HELPER], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert helper.stdout is not None
+        pid = int(helper.stdout.readline())
+        assert alive(pid)
+        helper.kill()
+        helper.wait()
+        deadline = 100
+        while alive(pid) and deadline:
+            deadline -= 1
+            import time
+
+            time.sleep(0.05)
+        assert not alive(pid), "instance survived its runner's SIGKILL"
+    finally:
+        helper.kill()
+        helper.wait()
+        with contextlib.suppress(NameError, ProcessLookupError):
+            os.kill(pid, 9)
