@@ -58,3 +58,11 @@ def runner(ctx: click.Context, name: str) -> None:
 def router(ctx: click.Context, name: str, port: int | None, workers: int | None) -> None:
     """Run a router: the HTTP front end."""
     _run("router", ctx.obj["data"], name=name, port=port, workers=workers)
+
+
+@click.command("servicehost")
+@click.option("--name", default="servicehost")
+@click.pass_context
+def servicehost(ctx: click.Context, name: str) -> None:
+    """Run a servicehost: PostgreSQL and Redis for the apps."""
+    _run("services", ctx.obj["data"], name=name)

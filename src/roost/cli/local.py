@@ -20,13 +20,14 @@ from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.keys import ensure_keypair
 
-ROLES = ("controller", "builder", "runner", "router")
+ROLES = ("controller", "builder", "runner", "router", "servicehost")
 # address-book role -> the daemon whose key serves it
 SERVED_BY = {
     "controller": "controller",
     "controller-pub": "controller",
     "builder": "builder",
     "images": "builder",
+    "services": "servicehost",
 }
 ADMIN_EMAIL = "admin@localhost"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from roost import __version__
-from roost.cli import apps, cluster, daemons, manage, up
+from roost.cli import apps, cluster, daemons, manage, services, up
 
 
 @click.group()
@@ -34,7 +34,15 @@ cli.add_command(apps.deploy)
 cli.add_command(apps.ps)
 cli.add_command(apps.releases)
 cli.add_command(apps.logs)
-for _cmd in (daemons.controller, daemons.builder, daemons.runner, daemons.router, *manage.COMMANDS):
+for _cmd in (
+    daemons.controller,
+    daemons.builder,
+    daemons.runner,
+    daemons.router,
+    daemons.servicehost,
+    *manage.COMMANDS,
+    *services.COMMANDS,
+):
     cli.add_command(_cmd)
 
 try:  # `roost check` is provided by roost.appspec's command module

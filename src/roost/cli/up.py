@@ -33,6 +33,7 @@ from roost.cli.local import (
     write_api_info,
 )
 from roost.procs import die_with_parent, terminate
+from roost.services.binaries import missing_hint
 from roost.settings import Settings
 
 STOP_GRACE_S = 20.0
@@ -81,7 +82,9 @@ async def _wait_api(url: str, proc: asyncio.subprocess.Process, timeout: float =
     raise CliError(f"the controller API did not answer at {url} within {timeout:.0f}s")
 
 
-async def supervise(data: Path, settings: Settings, ready: asyncio.Event | None = None) -> None:
+async def supervise(
+    data: Path, settings: Settings, with_services: bool, ready: asyncio.Event | None = None
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -100,6 +103,7 @@ async def supervise(data: Path, settings: Settings, ready: asyncio.Event | None 
         ("builder", []),
         ("runner", []),
         ("router", ["--port", str(settings.router_port)]),
+        *([("servicehost", [])] if with_services else []),
     ):
         child_env = dict(env)
         if role != "controller":
@@ -169,6 +173,10 @@ def up(ctx: click.Context, router_port: int | None, api_port: int | None) -> Non
         url = prepare_state(data)
         write_api_info(data, settings, admin_token(data, url))
         _say(f"data directory {data}")
-        asyncio.run(supervise(data, settings))
+        hint = missing_hint()
+        if hint:
+            _say(f"no servicehost: {hint}")
+            _say("apps can deploy, but not ones that ask for postgres or redis")
+        asyncio.run(supervise(data, settings, with_services=hint is None))
     finally:
         lock.close()

@@ -1,0 +1,128 @@
+"""`roost services ...`, `roost psql`, `roost redis-cli`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from roost.cli.client import EXIT_ERROR, CliError, resolve
+from roost.cli.manage import _app, app_option, json_option
+
+console = Console()
+
+
+def _api(ctx: click.Context) -> Any:
+    return resolve(ctx.obj["data"])
+
+
+@click.group("services")
+def services() -> None:
+    """Databases as services: PostgreSQL and Redis."""
+
+
+@services.command("list")
+@app_option
+@json_option
+@click.pass_context
+def services_list(ctx: click.Context, app_name: str | None, as_json: bool) -> None:
+    """The app's services."""
+    rows = _api(ctx).request("GET", f"/api/apps/{_app(app_name)}/services")
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("service", "host", "port", "database")
+    for r in rows:
+        table.add_row(r["kind"], r["host"], str(r["port"]), r["database"])
+    console.print(table)
+
+
+@services.command("add")
+@click.argument("kind", type=click.Choice(["postgres", "redis"]))
+@click.option("--memory", "memory_mb", type=int, default=0, help="Redis memory limit in MB")
+@app_option
+@click.pass_context
+def services_add(ctx: click.Context, kind: str, memory_mb: int, app_name: str | None) -> None:
+    """Provision a service; the app restarts with its credentials."""
+    data = _api(ctx).request(
+        "POST", f"/api/apps/{_app(app_name)}/services", json={"kind": kind, "memory_mb": memory_mb}
+    )
+    console.print(f"Provisioned {kind} at {data['host']}:{data['port']}")
+
+
+@services.command("remove")
+@click.argument("kind", type=click.Choice(["postgres", "redis"]))
+@app_option
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.pass_context
+def services_remove(ctx: click.Context, kind: str, app_name: str | None, yes: bool) -> None:
+    """Take a final backup, then drop the service's data."""
+    name = _app(app_name)
+    if not yes:
+        click.confirm(
+            f"Remove {kind} from {name}? Its data is dropped after a final backup", abort=True
+        )
+    data = _api(ctx).request("DELETE", f"/api/apps/{name}/services/{kind}")
+    console.print(f"Removed {kind}; final backup: {data['backup']}")
+
+
+@services.command("info")
+@click.argument("kind", type=click.Choice(["postgres", "redis"]))
+@app_option
+@json_option
+@click.pass_context
+def services_info(ctx: click.Context, kind: str, app_name: str | None, as_json: bool) -> None:
+    """Connection details (including the password)."""
+    data = _api(ctx).request("GET", f"/api/apps/{_app(app_name)}/services/{kind}")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for k, v in data.items():
+        console.print(f"[bold]{k}[/]: {v}")
+
+
+def _exec_client(program: str, argv: list[str], env: dict[str, str]) -> None:
+    path = shutil.which(program)
+    if path is None:
+        package = "postgresql-client" if program == "psql" else "redis-tools"
+        raise CliError(f"{program} is not installed here (apt-get install {package})", EXIT_ERROR)
+    os.execvpe(path, [program, *argv], {**os.environ, **env})
+
+
+@click.command("psql", context_settings={"ignore_unknown_options": True})
+@click.argument("app", required=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def psql(ctx: click.Context, app: str | None, args: tuple[str, ...]) -> None:
+    """Open psql on the app's database (extra arguments go to psql)."""
+    c = _api(ctx).request("GET", f"/api/apps/{_app(app)}/services/postgres")
+    env = {
+        "PGHOST": c["host"],
+        "PGPORT": str(c["port"]),
+        "PGDATABASE": c["database"],
+        "PGUSER": c["username"],
+        "PGPASSWORD": c["password"],
+    }
+    _exec_client("psql", list(args), env)
+
+
+@click.command("redis-cli", context_settings={"ignore_unknown_options": True})
+@click.argument("app", required=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def redis_cli(ctx: click.Context, app: str | None, args: tuple[str, ...]) -> None:
+    """Open redis-cli on the app's Redis (extra arguments go to redis-cli)."""
+    c = _api(ctx).request("GET", f"/api/apps/{_app(app)}/services/redis")
+    _exec_client(
+        "redis-cli",
+        ["-h", c["host"], "-p", str(c["port"]), *args],
+        {"REDISCLI_AUTH": c["password"]},
+    )
+
+
+COMMANDS = [services, psql, redis_cli]
