@@ -15,6 +15,11 @@ def index() -> str:
     return f"{GREETING}\n"
 
 
+@app.route("/env/<name>")
+def env(name: str) -> str:
+    return os.environ.get(name, "")
+
+
 @app.route("/whoami")
 def whoami() -> dict[str, object]:
     return {"pid": os.getpid(), "host": socket.gethostname(), "port": os.environ.get("PORT")}

@@ -270,3 +270,106 @@ def test_client_without_cluster_key_cannot_talk_to_any_daemon(platform: Platform
         return answered
 
     assert asyncio.run(probe()) == []
+
+
+def test_day_two_operations(platform: Platform, tmp_path: Path) -> None:
+    """config, scale, logs -f, releases, rollback, suspend/resume, domains."""
+    name = "ops"
+    platform.roost("apps", "create", name)
+    platform.roost("deploy", str(_copy_app(tmp_path, name)), "--app", name)
+    wait_until(lambda: platform.get(name).status_code == 200, 30, "ops to serve")
+
+    # config set: a new release whose instances see the variable
+    platform.roost("config", "set", "GREETING_WORD=bonjour", "--app", name)
+    wait_until(
+        lambda: platform.get(name, "/env/GREETING_WORD").text == "bonjour", 60, "the config var"
+    )
+    assert "GREETING_WORD=bonjour" in platform.roost("config", "--app", name).stdout
+
+    # scale web to 3
+    platform.roost("scale", "web=3", "--app", name)
+    wait_until(
+        lambda: (
+            sum(1 for i in platform.ps(name) if i["state"] == "up" and i["process_type"] == "web")
+            == 3
+        ),
+        60,
+        "three web instances",
+    )
+
+    # logs -f receives a line an instance prints (gunicorn's access log)
+    env = {k: v for k, v in os.environ.items() if k not in ("ROOST_API", "ROOST_TOKEN")}
+    follower = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "roost",
+            "--data",
+            str(platform.data),
+            "logs",
+            "-f",
+            "-n",
+            "1",
+            "--app",
+            name,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        marker = "/env/LOG_MARKER_7f3a"
+        seen: list[str] = []
+
+        def marker_seen() -> bool:
+            platform.get(name, marker)
+            assert follower.stdout is not None
+            import select
+
+            while select.select([follower.stdout], [], [], 0.2)[0]:
+                line = follower.stdout.readline()
+                if not line:
+                    break
+                seen.append(line)
+                if marker in line:
+                    return True
+            return False
+
+        wait_until(marker_seen, 30, "the request's log line in `roost logs -f`")
+    finally:
+        follower.terminate()
+        follower.wait(10)
+
+    # releases and rollback
+    releases = json.loads(platform.roost("releases", "--json", "--app", name).stdout)
+    assert releases[0]["version"] == 2 and releases[0]["status"] == "active"
+    assert "flask==" in releases[0]["lock"].lower()
+    platform.roost("rollback", "--app", name)
+    wait_until(
+        lambda: platform.get(name, "/env/GREETING_WORD").text == "",
+        60,
+        "the rollback to v1's config",
+    )
+    assert "GREETING_WORD" not in platform.roost("config", "--app", name).stdout
+
+    # suspend: a maintenance page; resume: served again
+    platform.roost("suspend", "--app", name)
+    wait_until(lambda: platform.get(name).status_code == 503, 30, "the maintenance page")
+    assert platform.ps(name) == [] or all(i["state"] != "up" for i in platform.ps(name))
+    platform.roost("resume", "--app", name)
+    wait_until(lambda: platform.get(name).status_code == 200, 60, "ops to come back")
+
+    # a custom domain routes to the app
+    platform.roost("domains", "add", "www.ops-example.test", "--app", name)
+    wait_until(
+        lambda: (
+            httpx.get(
+                f"http://127.0.0.1:{platform.router_port}/",
+                headers={"Host": "www.ops-example.test"},
+                timeout=5,
+            ).status_code
+            == 200
+        ),
+        30,
+        "the custom domain",
+    )

@@ -158,6 +158,14 @@ async def rollback(
         target = body.version
         if not any(r.version == target for r in rels):
             raise ApiError(404, f"{name} has no release v{target}")
+    # A release is code + config: rolling back restores that release's config
+    # vars too, so the next `config set` starts from what is running.
+    old_config = next(r.config for r in rels if r.version == target)
+    current = c.store.config_vars(app.id)
+    changes: dict[str, str | None] = {k: None for k in current if k not in old_config}
+    changes.update(old_config)
+    if changes:
+        await asyncio.to_thread(c.store.update_config, app.id, changes)
     return {
         "release": _new_release(c, app, f"rollback to v{target}", source=target),
         "from": target,
