@@ -34,8 +34,50 @@ class Platform:
     data: Path
     api_port: int
     router_port: int
-    proc: subprocess.Popen[bytes]
     log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "roost",
+                    "--data",
+                    str(self.data),
+                    "up",
+                    "--api-port",
+                    str(self.api_port),
+                    "--router-port",
+                    str(self.router_port),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_until(
+            lambda: (
+                httpx.get(f"http://127.0.0.1:{self.api_port}/api/health", timeout=1).status_code
+                == 200
+            ),
+            60,
+            "the controller API",
+        )
+
+    def stop(self) -> None:
+        """SIGTERM `roost up`; every process of the platform must be gone after."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        remaining = _platform_processes(self.data)
+        assert not remaining, f"processes left behind: {[q.cmdline() for q in remaining]}"
 
     def roost(
         self, *args: str, cwd: Path | None = None, check: bool = True
@@ -85,49 +127,16 @@ def platform() -> Iterator[Platform]:
     # able to reach the data directory: pytest's own tmp dirs are root-only.
     base = Path(tempfile.mkdtemp(prefix="roost-e2e-"))
     base.chmod(0o755)
-    data = base / "data"
-    api_port, router_port = free_port(), free_port()
-    log = data.parent / "up.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "roost",
-                "--data",
-                str(data),
-                "up",
-                "--api-port",
-                str(api_port),
-                "--router-port",
-                str(router_port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    p = Platform(data, api_port, router_port, proc, log)
+    p = Platform(base / "data", free_port(), free_port(), base / "up.log")
     try:
-        wait_until(
-            lambda: (
-                httpx.get(f"http://127.0.0.1:{api_port}/api/health", timeout=1).status_code == 200
-            ),
-            60,
-            "the controller API",
-        )
+        p.start()
         yield p
     finally:
-        proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
+            p.stop()
         finally:
-            print(log.read_text()[-5000:])
-        remaining = _platform_processes(data)
-        shutil.rmtree(base, ignore_errors=True)
-        assert not remaining, f"processes left behind: {[q.cmdline() for q in remaining]}"
+            print(p.log.read_text()[-5000:])
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def _copy_app(tmp_path: Path, name: str = "hello") -> Path:
@@ -373,3 +382,21 @@ def test_day_two_operations(platform: Platform, tmp_path: Path) -> None:
         30,
         "the custom domain",
     )
+
+
+def test_zz_restart_resumes_the_same_apps(platform: Platform) -> None:
+    """Stopping `roost up` leaves nothing behind; a second one serves the same apps.
+
+    (Named to run last in this module: it restarts the shared platform.)
+    """
+    wait_until(lambda: platform.get("hello").status_code == 200, 30, "hello before the restart")
+    before = platform.get("hello").text
+    platform.stop()
+    platform.start()
+    wait_until(lambda: platform.get("hello").status_code == 200, 90, "hello after the restart")
+    assert platform.get("hello").text == before
+    assert {a["name"] for a in json.loads(platform.roost("apps", "list", "--json").stdout)} >= {
+        "hello",
+        "ops",
+        "steady",
+    }
