@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
+from roost.appspec.check import check_app
 from roost.cli.archive import pack
+from roost.cli.check import render_report
 from roost.cli.client import EXIT_ERROR, CliError, resolve
 
 console = Console()
@@ -108,8 +110,18 @@ def apps_delete(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def deploy(ctx: click.Context, directory: Path, app_name: str | None) -> None:
     """Upload DIRECTORY, build it and roll it out; streams the build log."""
-    api = _api(ctx)
     name = app_name_for(directory, app_name)
+    # The same check the builder runs, before anything is uploaded.
+    report = check_app(directory)
+    if not report.ok:
+        render_report(err, report)
+        raise CliError(
+            f"{directory} cannot be deployed: fix the errors above (roost check {directory})",
+            EXIT_ERROR,
+        )
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/] {warning.message}")
+    api = _api(ctx)
     archive = pack(directory)
     chunk = 64 * 1024
     with Progress(
