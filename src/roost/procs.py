@@ -44,3 +44,52 @@ async def terminate(proc: asyncio.subprocess.Process, grace: float) -> int:
     # Stragglers the child left in its group (e.g. gunicorn workers) go too.
     signal_group(proc.pid, signal.SIGKILL)
     return proc.returncode if proc.returncode is not None else -9
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Adopt orphaned descendants (e.g. gunicorn workers whose master was
+    killed) instead of letting init have them, so they can be stopped too."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def reap_adopted(known: set[int]) -> list[int]:
+    """Reap exited children that are not our own (adopted orphans).
+
+    Peeks with WNOWAIT first so the exit status of a child someone else waits
+    for (asyncio's watcher) is never stolen.
+    """
+    reaped: list[int] = []
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return reaped
+        if info is None or info.si_pid in known:
+            return reaped
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(info.si_pid, 0)
+        reaped.append(info.si_pid)
+
+
+def kill_descendants() -> int:
+    """SIGKILL every process below this one; returns how many there were."""
+    import psutil
+
+    try:
+        procs = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(procs, timeout=5)
+    return len(procs)

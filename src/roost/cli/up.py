@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,13 @@ from roost.cli.local import (
     prepare_state,
     write_api_info,
 )
-from roost.procs import die_with_parent, terminate
+from roost.procs import (
+    become_subreaper,
+    die_with_parent,
+    kill_descendants,
+    reap_adopted,
+    terminate,
+)
 from roost.services.binaries import missing_hint
 from roost.settings import Settings
 
@@ -82,6 +89,12 @@ async def _wait_api(url: str, proc: asyncio.subprocess.Process, timeout: float =
     raise CliError(f"the controller API did not answer at {url} within {timeout:.0f}s")
 
 
+async def _reap_adopted(known: Callable[[], set[int]]) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        reap_adopted(known())
+
+
 async def supervise(
     data: Path, settings: Settings, with_services: bool, ready: asyncio.Event | None = None
 ) -> None:
@@ -89,6 +102,7 @@ async def supervise(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    become_subreaper()
     base = [sys.executable, "-m", "roost", "--data", str(data)]
     # Every child sees the same ports (the controller prints app URLs with the
     # router's port); each gets its own metrics port, listed in DATA/metrics.json.
@@ -97,12 +111,17 @@ async def supervise(
     metrics: dict[str, str] = {
         "controller": f"http://{settings.bind_host}:{settings.api_port}/metrics"
     }
-    children = []
+    children: list[Child] = []
+
+    def children_pids() -> set[int]:
+        return {c.proc.pid for c in children if c.proc is not None}
+
     for role, extra in (
         ("controller", ["--api-port", str(settings.api_port)]),
         ("builder", []),
         ("runner", []),
         ("router", ["--port", str(settings.router_port)]),
+        ("gateway", ["--port", str(settings.ssh_port)]),
         *([("servicehost", [])] if with_services else []),
     ):
         child_env = dict(env)
@@ -112,6 +131,7 @@ async def supervise(
             metrics[role] = f"http://{settings.bind_host}:{port}/metrics"
         children.append(Child(role, [*base, role, *extra], child_env))
     (data / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    reaper = asyncio.ensure_future(_reap_adopted(children_pids))
     try:
         await _start(children[0])
         assert children[0].proc is not None
@@ -120,6 +140,7 @@ async def supervise(
             await _start(child)
         _say(f"API      http://{settings.bind_host}:{settings.api_port}/api/docs")
         _say(f"apps at  http://APP.{settings.default_domain}:{settings.router_port}/")
+        _say(f"git push ssh://{settings.bind_host}:{settings.ssh_port}/APP main")
         _say("running; Ctrl-C stops everything")
         if ready is not None:
             ready.set()
@@ -150,20 +171,29 @@ async def supervise(
                     await _start(child)
     finally:
         _say("stopping")
+        reaper.cancel()
         for child in reversed(children):
             if child.proc is not None:
                 await terminate(child.proc, STOP_GRACE_S)
+        # Anything still below us (orphans adopted as subreaper, e.g. workers of
+        # an instance whose runner was killed) goes too: nothing outlives `up`.
+        stragglers = kill_descendants()
+        if stragglers:
+            _say(f"killed {stragglers} leftover process(es)")
         _say("stopped")
 
 
 @click.command("up")
 @click.option("--router-port", type=int, default=None, help="HTTP port for apps (default 8080)")
 @click.option("--api-port", type=int, default=None, help="controller API port (default 8000)")
+@click.option("--ssh-port", type=int, default=None, help="SSH port of the gateway (default 2222)")
 @click.pass_context
-def up(ctx: click.Context, router_port: int | None, api_port: int | None) -> None:
+def up(
+    ctx: click.Context, router_port: int | None, api_port: int | None, ssh_port: int | None
+) -> None:
     """Run the whole platform on this machine until Ctrl-C."""
     data: Path = ctx.obj["data"].resolve()
-    settings = Settings.from_env(router_port=router_port, api_port=api_port)
+    settings = Settings.from_env(router_port=router_port, api_port=api_port, ssh_port=ssh_port)
     try:
         lock = lock_data_dir(data)
     except AlreadyRunning as exc:
