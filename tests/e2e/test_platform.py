@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -35,6 +35,8 @@ class Platform:
     api_port: int
     router_port: int
     log: Path
+    tls_port: int = field(default_factory=free_port)
+    ssh_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -51,6 +53,10 @@ class Platform:
                     str(self.api_port),
                     "--router-port",
                     str(self.router_port),
+                    "--tls-port",
+                    str(self.tls_port),
+                    "--ssh-port",
+                    str(self.ssh_port),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,

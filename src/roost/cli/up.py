@@ -107,7 +107,12 @@ async def supervise(
     # Every child sees the same ports (the controller prints app URLs with the
     # router's port); each gets its own metrics port, listed in DATA/metrics.json.
     env = dict(os.environ)
-    env.update(ROOST_API_PORT=str(settings.api_port), ROOST_ROUTER_PORT=str(settings.router_port))
+    env.update(
+        ROOST_API_PORT=str(settings.api_port),
+        ROOST_ROUTER_PORT=str(settings.router_port),
+        ROOST_ROUTER_TLS_PORT=str(settings.router_tls_port),
+        ROOST_SSH_PORT=str(settings.ssh_port),
+    )
     metrics: dict[str, str] = {
         "controller": f"http://{settings.bind_host}:{settings.api_port}/metrics"
     }
@@ -187,13 +192,22 @@ async def supervise(
 @click.option("--router-port", type=int, default=None, help="HTTP port for apps (default 8080)")
 @click.option("--api-port", type=int, default=None, help="controller API port (default 8000)")
 @click.option("--ssh-port", type=int, default=None, help="SSH port of the gateway (default 2222)")
+@click.option(
+    "--tls-port", type=int, default=None, help="HTTPS port of the router (default 8443; 0: off)"
+)
 @click.pass_context
 def up(
-    ctx: click.Context, router_port: int | None, api_port: int | None, ssh_port: int | None
+    ctx: click.Context,
+    router_port: int | None,
+    api_port: int | None,
+    ssh_port: int | None,
+    tls_port: int | None,
 ) -> None:
     """Run the whole platform on this machine until Ctrl-C."""
     data: Path = ctx.obj["data"].resolve()
-    settings = Settings.from_env(router_port=router_port, api_port=api_port, ssh_port=ssh_port)
+    settings = Settings.from_env(
+        router_port=router_port, api_port=api_port, ssh_port=ssh_port, router_tls_port=tls_port
+    )
     try:
         lock = lock_data_dir(data)
     except AlreadyRunning as exc:

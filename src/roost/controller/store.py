@@ -17,6 +17,7 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from roost.appspec.model import AppSpec
 from roost.controller.scheduler import Placement
 from roost.controller.store_access import AccessStore, Conflict, NotFound
+from roost.controller.store_cron import CronStore
 from roost.state import tables as t
 from roost.wire.messages import LogLine, StaticRoute
 
@@ -101,7 +102,7 @@ def _build(row: Any) -> BuildRow:
 __all__ = ["AccessStore", "Conflict", "NotFound", "Store"]
 
 
-class Store(AccessStore):
+class Store(AccessStore, CronStore):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 

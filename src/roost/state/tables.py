@@ -216,3 +216,16 @@ service_bindings = Table(
     Column("secret", Text, nullable=False),
     Column("created_at", Float, nullable=False),
 )
+
+cron_claims = Table(
+    "cron_claims",
+    metadata,
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True),
+    Column("job", String(32), primary_key=True),
+    # Unix minute of the run: the unique key makes "once across replicas" hold
+    # even when two controllers briefly both believe they hold the lease.
+    Column("slot", Integer, primary_key=True),
+    Column("claimed_by", String(128), nullable=False),
+    Column("claimed_at", Float, nullable=False),
+    Column("status", String(16), nullable=False, default="claimed"),
+)
