@@ -60,6 +60,17 @@ class Settings:
         "", "ROOST_ROUTER_ACCESS_LOG", "access log file ('' = DATA/router/access.log, '-' = off)"
     )
     ssh_port: int = _setting(2222, "ROOST_SSH_PORT", "SSH port of the gateway")
+    exec_idle_s: float = _setting(
+        30.0,
+        "ROOST_EXEC_IDLE_S",
+        "runner/servicehost: kill a `run`/rsync/scp session nobody polled for this long",
+    )
+    runner_rpc_port: int = _setting(
+        0, "ROOST_RUNNER_RPC_PORT", "runner: port of its exec-session RPC server (0: any free)"
+    )
+    data_sync_s: float = _setting(
+        5.0, "ROOST_DATA_SYNC_S", "runner: how often to check apps' data directories for changes"
+    )
     metrics_port: int = _setting(
         0, "ROOST_METRICS_PORT", "Prometheus /metrics port of a daemon (0: off)"
     )

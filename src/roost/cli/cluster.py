@@ -23,6 +23,7 @@ from roost.wire.keys import generate_keypair, load_keypair, write_keypair
 
 console = Console()
 KEY_NAME = "cluster"
+ADMIN_EMAIL = "admin@localhost"
 BUNDLE_FILES = ("cluster.json", f"keys/{KEY_NAME}.key", f"keys/{KEY_NAME}.key_secret")
 
 # address-book role -> (option name, default port)
@@ -128,7 +129,9 @@ def init(
 def join(ctx: click.Context, bundle: Path) -> None:
     """Unpack BUNDLE into this host's data directory."""
     data: Path = ctx.obj["data"]
-    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # Searchable but not listable, as `roost up` makes it: a builder's
+    # unprivileged user must reach DATA/builder; keys/ stays 0700 itself.
+    data.mkdir(parents=True, exist_ok=True, mode=0o711)
     try:
         with tarfile.open(bundle, mode="r:gz") as tar:
             members = {m.name: m for m in tar.getmembers()}
@@ -149,3 +152,52 @@ def join(ctx: click.Context, bundle: Path) -> None:
     load_keypair(data / "keys", KEY_NAME)
     console.print(f"Joined cluster {config.name}.")
     console.print(f"Start this host's roles with: roost --data {data} ROLE --name {KEY_NAME}")
+
+
+@cluster.command("admin-token")
+@click.option("--email", default=ADMIN_EMAIL, show_default=True, help="the admin account")
+@click.option("--name", "token_name", default="cluster admin", show_default=True)
+@click.option("--state", "state_url", default="", help="state database URL (default: the bundle's)")
+@click.pass_context
+def admin_token(ctx: click.Context, email: str, token_name: str, state_url: str) -> None:
+    """Print a new API token of the admin account (created if missing).
+
+    Runs on a host that joined the cluster: it connects to the cluster's state
+    database, brings its schema up to date and issues the token, so operators
+    (and tests) can drive any controller with ROOST_API/ROOST_TOKEN.
+    """
+    data: Path = ctx.obj["data"]
+    path = data / "cluster.json"
+    if not state_url:
+        if not path.exists():
+            raise CliError(f"{path} not found: run 'roost cluster join BUNDLE' first", EXIT_USAGE)
+        state_url = ClusterConfig.load(path).state_url
+    if not state_url:
+        raise CliError(
+            "the cluster has no shared state database (cluster.json state_url is empty); "
+            "pass --state",
+            EXIT_USAGE,
+        )
+    # Imported here: the state layer is heavy and only this command needs it.
+    from roost.controller.store import Conflict, Store
+    from roost.state.db import make_engine, migrate
+
+    try:
+        migrate(state_url)
+        store = Store(make_engine(state_url))
+    except Exception as exc:  # driver errors: one line, no traceback
+        raise CliError(f"cannot use the state database: {exc}") from None
+    try:
+        row = store.account_by_email(email)
+        if row is None:
+            try:
+                account_id = store.create_account(email, is_admin=True)
+            except Conflict:  # another host created it just now
+                account_id = store.account_by_email(email).id
+        elif not row.is_admin:
+            raise CliError(f"account {email} exists and is not an admin", EXIT_USAGE)
+        else:
+            account_id = row.id
+        click.echo(store.issue_token(account_id, name=token_name))
+    finally:
+        store.engine.dispose()

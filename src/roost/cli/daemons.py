@@ -1,4 +1,4 @@
-"""`roost controller|builder|runner|router`: run one role's daemon in the foreground."""
+"""`roost controller|builder|runner|router|...`: run one role's daemon in the foreground."""
 
 from __future__ import annotations
 
@@ -66,3 +66,12 @@ def router(ctx: click.Context, name: str, port: int | None, workers: int | None)
 def servicehost(ctx: click.Context, name: str) -> None:
     """Run a servicehost: PostgreSQL and Redis for the apps."""
     _run("services", ctx.obj["data"], name=name)
+
+
+@click.command("gateway")
+@click.option("--name", default="gateway")
+@click.option("--port", type=int, default=None, help="SSH port (default 2222)")
+@click.pass_context
+def gateway(ctx: click.Context, name: str, port: int | None) -> None:
+    """Run a gateway: SSH for git push, run, rsync and scp."""
+    _run("gateway", ctx.obj["data"], name=name, port=port)

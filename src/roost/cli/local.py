@@ -20,7 +20,7 @@ from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.keys import ensure_keypair
 
-ROLES = ("controller", "builder", "runner", "router", "servicehost")
+ROLES = ("controller", "builder", "runner", "router", "servicehost", "gateway")
 # address-book role -> the daemon whose key serves it
 SERVED_BY = {
     "controller": "controller",

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from roost import __version__
-from roost.cli import apps, cluster, daemons, manage, services, up
+from roost.cli import apps, check, cluster, daemons, manage, services, up
 
 
 @click.group()
@@ -40,17 +40,13 @@ for _cmd in (
     daemons.runner,
     daemons.router,
     daemons.servicehost,
+    daemons.gateway,
     *manage.COMMANDS,
     *services.COMMANDS,
 ):
     cli.add_command(_cmd)
 
-try:  # `roost check` is provided by roost.appspec's command module
-    from roost.cli.check import check
-
-    cli.add_command(check)
-except ImportError:  # pragma: no cover - during development only
-    pass
+cli.add_command(check.check)
 
 
 def main() -> None:

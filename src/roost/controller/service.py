@@ -9,6 +9,7 @@ import logging
 import time
 
 from roost.controller.core import Controller
+from roost.controller.gateway_rpc import GATEWAY_MESSAGES, GatewayRpc
 from roost.controller.metrics import BUILDS
 from roost.controller.services import ServiceError
 from roost.controller.store import AppRow, NotFound
@@ -38,6 +39,7 @@ class ControllerService:
         self.c = controller
         self.builders = builders
         self._finishing: set[str] = set()
+        self.gateway = GatewayRpc(self)
 
     async def handle(self, msg: Msg) -> Msg:
         c = self.c
@@ -85,6 +87,8 @@ class ControllerService:
             return c.route_snapshot()
         if isinstance(msg, Ping):
             return Ok(detail=c.name)
+        if isinstance(msg, GATEWAY_MESSAGES):
+            return await self.gateway.handle(msg)
         return Error(message=f"controller does not handle {type(msg).__name__}")
 
     async def build_finished(self, res: BuildResult) -> None:

@@ -19,8 +19,11 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from roost import metrics
+from roost.daemonize import setup_logging
 from roost.images.cache import ImageCache
-from roost.runner.heartbeat import HeartbeatLoop
+from roost.runner.datasync import DataSync, RefreshingImages
+from roost.runner.execs import RunnerExecs
+from roost.runner.heartbeat import HeartbeatLoop, host_addresses
 from roost.runner.images import CachedImages
 from roost.runner.layout import Layout
 from roost.runner.logbuffer import LogBuffer
@@ -30,7 +33,9 @@ from roost.runner.shipper import LogShipper
 from roost.runner.supervisor import Supervisor
 from roost.settings import Settings
 from roost.wire.bootstrap import open_node
-from roost.wire.rpc import RpcClient
+from roost.wire.execs import ExecSessions
+from roost.wire.node import Node
+from roost.wire.rpc import RpcClient, RpcServer
 
 log = logging.getLogger("roost.runner")
 
@@ -42,6 +47,7 @@ def run(
     data_dir: Path, settings: Settings, name: str = "runner", host_id: str | None = None
 ) -> None:
     """Run the runner until SIGTERM/SIGINT; returns once every instance is stopped."""
+    setup_logging("runner")  # as every other daemon does (run_daemon): INFO to stderr
     try:
         import uvloop
     except ImportError:
@@ -96,10 +102,14 @@ async def serve(
             logs = RpcClient(node, controller_eps)
             image_eps = cluster.of("images")
             images_client = RpcClient(node, image_eps) if image_eps else None
+            data_eps = cluster.of("services")
+            data_client = RpcClient(node, data_eps) if data_eps else None
             try:
-                await _serve(layout, settings, hid, heartbeats, logs, images_client, stop)
+                await _serve(
+                    layout, settings, hid, heartbeats, logs, images_client, stop, node, data_client
+                )
             finally:
-                for client in (heartbeats, logs, images_client):
+                for client in (heartbeats, logs, images_client, data_client):
                     if client is not None:
                         await client.close()
     finally:
@@ -116,11 +126,24 @@ async def _serve(
     logs: RpcClient,
     images_client: RpcClient | None,
     stop: asyncio.Event,
+    node: Node | None = None,
+    data_client: RpcClient | None = None,
 ) -> None:
     shipper = LogShipper(logs, LogBuffer(LOG_BUFFER_LINES, time.time))
+    images = CachedImages(ImageCache(layout.images, settings.image_cache_bytes), images_client)
+    # Apps' data directories follow the servicehost's canonical copies.
+    data = DataSync(
+        data_client,
+        layout,
+        settings.data_sync_s,
+        lambda: {r.assignment.app for r in sup.records.values()},
+    )
+    # `run APP CMD` sessions, relayed by gateways, on this host's own RPC server.
+    execs = ExecSessions(idle_s=settings.exec_idle_s, grace_s=settings.stop_grace_s)
+    rpc = _exec_server(node, settings, RunnerExecs(layout, images, execs, data))
     sup = Supervisor(
         layout=layout,
-        images=CachedImages(ImageCache(layout.images, settings.image_cache_bytes), images_client),
+        images=RefreshingImages(images, data),
         policy=policy_from(settings),
         emit=shipper.emit,
         probe_host=probe_host(settings.bind_host),
@@ -133,6 +156,8 @@ async def _serve(
         records=lambda: list(sup.records.values()),
         changed=sup.changed,
         on_assignment=lambda asg: sup.set_desired(asg.instances),
+        rpc_endpoint=rpc.address if rpc is not None else "",
+        rpc_key=node.keypair.public_text if node is not None and rpc is not None else "",
     )
     registry = CollectorRegistry()
     registry.register(
@@ -147,7 +172,13 @@ async def _serve(
         supervising = tg.create_task(sup.run())
         beating = tg.create_task(heartbeat.run())
         shipping = tg.create_task(shipper.run())
+        helpers = [tg.create_task(execs.run()), tg.create_task(data.run())]
+        if rpc is not None:
+            helpers.append(tg.create_task(rpc.serve()))
         await stop.wait()
+        for task in helpers[1:]:
+            task.cancel()
+        execs.shutdown()
         log.info("stopping %d instances", sum(1 for r in sup.records.values() if r.has_process))
         sup.shutdown()
         await supervising
@@ -159,3 +190,15 @@ async def _serve(
         await asyncio.wait([shipping])
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(shipper.flush(tries=1), FINAL_SEND_TIMEOUT_S)
+
+
+def _exec_server(node: Node | None, settings: Settings, execs: RunnerExecs) -> RpcServer | None:
+    """Bind the exec-session server; its address as other hosts reach it."""
+    if node is None:
+        return None
+    port = settings.runner_rpc_port or "*"
+    server = RpcServer(node, f"tcp://{settings.bind_host}:{port}", execs.handle)
+    if settings.bind_host in ("0.0.0.0", "::", ""):
+        host = host_addresses(settings.bind_host)[0]
+        server.address = f"tcp://{host}:{server.address.rsplit(':', 1)[1]}"
+    return server

@@ -117,6 +117,8 @@ def build_heartbeat(
     held: Held,
     memory: Mapping[int, float],
     now: float,
+    rpc_endpoint: str = "",
+    rpc_key: str = "",
 ) -> Heartbeat:
     statuses = [
         instance_status(rec, memory.get(rec.pid, 0.0) if rec.pid else 0.0)
@@ -132,6 +134,8 @@ def build_heartbeat(
         fence=held.fence,
         version=held.version,
         sent_at=now,
+        rpc_endpoint=rpc_endpoint,
+        rpc_key=rpc_key,
     )
 
 
@@ -153,8 +157,12 @@ class HeartbeatLoop:
         changed: asyncio.Event,
         on_assignment: Callable[[Assignment], None],
         wall: Callable[[], float] = time.time,
+        rpc_endpoint: str = "",
+        rpc_key: str = "",
     ) -> None:
         self.client = client
+        self.rpc_endpoint = rpc_endpoint
+        self.rpc_key = rpc_key
         self.host_id = host_id
         self.held = Held()
         self.reachable: bool | None = None
@@ -192,6 +200,8 @@ class HeartbeatLoop:
             held=self.held,
             memory=memory,
             now=self._wall(),
+            rpc_endpoint=self.rpc_endpoint,
+            rpc_key=self.rpc_key,
         )
         timeout = min(max(self._interval, 0.5), 2.0)
         replies = await self.client.call_all(hb, timeout=timeout)

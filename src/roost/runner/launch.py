@@ -88,7 +88,9 @@ def render(
         env=runtime.environment(a.spec, rv, base),
         cwd=runtime.cwd(proc, rv),
         web=proc.web,
-        probe_host="127.0.0.1" if proc.kind == "wsgi" else bind_host,
+        # gunicorn binds `bind_host` too: on a cluster host that is the host's
+        # address, where nothing listens on 127.0.0.1.
+        probe_host=bind_host,
         bundle_config_dir=bundle_config_dir,
         bundle_config=_bundle_config(a, data_directory) if bundle_config_dir else "",
         symlinks=data_symlinks(a, rv),

@@ -14,13 +14,17 @@ import logging
 from pathlib import Path
 
 from roost.daemonize import run_daemon
+from roost.services.appdata import AppData
 from roost.services.binaries import find_binaries
+from roost.services.datasession import DATA_MESSAGES, DataSessions
 from roost.services.host import ServiceHost
 from roost.services.layout import Layout
 from roost.services.status import push_loop
 from roost.services.user import ensure_service_user
 from roost.settings import Settings
 from roost.wire.bootstrap import endpoint_host, open_node, own_endpoints
+from roost.wire.execs import ExecSessions
+from roost.wire.messages import Msg
 from roost.wire.rpc import RpcClient, RpcServer
 
 log = logging.getLogger("roost.services")
@@ -44,13 +48,26 @@ async def serve(
             )
         public = endpoint_host(endpoints[0].address)
         host = ServiceHost(Layout(data_dir), settings, bins, user, name, public)
-        servers = [RpcServer(node, ep.address, host.handle) for ep in endpoints]
+        # Apps' data directories (rsync/scp/sftp via gateways, pulls by runners).
+        owner = (user.uid, user.gid) if user.dropped else None
+        appdata = AppData(Layout(data_dir).root / "appdata", owner)
+        appdata.create()
+        execs = ExecSessions(idle_s=settings.exec_idle_s, grace_s=settings.stop_grace_s)
+        data = DataSessions(appdata, execs, user)
+
+        async def handle(msg: Msg) -> Msg:
+            if isinstance(msg, DATA_MESSAGES):
+                return await data.handle(msg)
+            return await host.handle(msg)
+
+        servers = [RpcServer(node, ep.address, handle) for ep in endpoints]
         controller_eps = cluster.of("controller")
         controllers = RpcClient(node, controller_eps) if controller_eps else None
         try:
             async with asyncio.TaskGroup() as tg:
                 await host.start(tg)
                 helpers = [tg.create_task(s.serve()) for s in servers]
+                tg.create_task(execs.run())
                 if controllers is not None:
                     helpers.append(tg.create_task(push_loop(host, controllers, name)))
                 log.info("servicehost %s serving on %s", name, [s.address for s in servers])
@@ -58,6 +75,7 @@ async def serve(
                 log.info("servicehost stopping")
                 for t in helpers:
                     t.cancel()
+                execs.shutdown()
                 await host.shutdown()
         finally:
             if controllers is not None:

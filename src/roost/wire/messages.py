@@ -100,6 +100,10 @@ class Heartbeat(Msg, frozen=True, kw_only=True):
     fence: int = 0
     version: int = 0
     sent_at: float = 0.0
+    # The runner's own RPC server (exec sessions for `run`), and its CURVE
+    # public key (z85 text); "" when it serves none.
+    rpc_endpoint: str = ""
+    rpc_key: str = ""
 
 
 class HeartbeatReply(Msg, frozen=True, kw_only=True):
@@ -331,6 +335,195 @@ class ServiceHostStatus(Msg, frozen=True, kw_only=True):
     sent_at: float = 0.0
 
 
+# ---------------------------------------------------------------- gateway (SSH)
+
+
+class SshAuth(Msg, frozen=True, kw_only=True):
+    """Who owns this SSH key? (OpenSSH SHA256 fingerprint, "SHA256:...")."""
+
+    fingerprint: str
+
+
+class SshIdentity(Msg, frozen=True, kw_only=True):
+    account_id: int
+    email: str
+
+
+class AppAccess(Msg, frozen=True, kw_only=True):
+    """May `account_id` use `app`? Ok, or Error naming why not."""
+
+    account_id: int
+    app: str
+
+
+class AccountApps(Msg, frozen=True, kw_only=True):
+    account_id: int
+
+
+class AppNames(Msg, frozen=True, kw_only=True):
+    apps: list[str] = []
+
+
+class GatewayDeploy(Msg, frozen=True, kw_only=True):
+    """Build `archive` (tar.gz of a pushed commit) as `app`; idempotent per build_id."""
+
+    account_id: int
+    app: str
+    build_id: str
+    archive: bytes
+
+
+class BuildLogRequest(Msg, frozen=True, kw_only=True):
+    account_id: int
+    build_id: str
+    after_id: int = 0
+
+
+class BuildLogChunk(Msg, frozen=True, kw_only=True):
+    build_id: str
+    lines: list[str] = []
+    next_after: int = 0
+    # "building", "deploying", "succeeded", "failed"
+    status: str = ""
+    error: str = ""
+    release: int = 0
+
+
+class RunPlacement(Msg, frozen=True, kw_only=True):
+    """Where may `account_id` run a command in `app`'s current release?"""
+
+    account_id: int
+    app: str
+
+
+class RunTarget(Msg, frozen=True, kw_only=True):
+    host_id: str
+    endpoint: str
+    public_key: str
+    # The release environment: image, spec, config vars and service credentials.
+    assignment: InstanceAssignment
+
+
+# ---------------------------------------------------------------- exec sessions
+#
+# A byte-stream session with a process on a runner (`run`) or a servicehost
+# (rsync/scp/sftp on an app's data directory), relayed by a gateway. Every
+# request is idempotent, so the RpcClient's retries are harmless: input carries
+# its offset in the input stream; output is numbered and stays buffered until a
+# poll acknowledges it; a session nobody polls for a while is killed.
+
+
+class RunStart(Msg, frozen=True, kw_only=True):
+    """Start `command` (a shell command line) in the assignment's environment.
+
+    kind "shell": `/bin/sh -c command` (an interactive shell when empty);
+    kind "django": `django-admin command` (or `python manage.py command` in
+    the [django] base when it has a manage.py).
+    """
+
+    session: str
+    assignment: InstanceAssignment
+    command: str = ""
+    kind: Literal["shell", "django"] = "shell"
+    pty: bool = False
+    term: str = ""
+    rows: int = 24
+    cols: int = 80
+
+
+class DataStart(Msg, frozen=True, kw_only=True):
+    """Run a file-transfer server on `app`'s data directory (servicehost).
+
+    tool "rsync": `rsync --server [--sender] <options> . <paths>`;
+    tool "scp": `scp -t|-f <options> <path>` (options e.g. "-t", "-r");
+    tool "sftp": an SFTP server whose root shows the directories of `apps`
+    (`app` is unused; what a client wants is in its SFTP requests).
+    Paths are relative to the data directory ("" or "." for its root).
+    """
+
+    session: str
+    app: str
+    tool: Literal["rsync", "scp", "sftp"]
+    options: list[str] = []
+    paths: list[str] = []
+    apps: list[str] = []
+
+
+class ExecInput(Msg, frozen=True, kw_only=True):
+    session: str
+    # Offset of `data` in the session's input stream (resends are ignored).
+    offset: int
+    data: bytes = b""
+    eof: bool = False
+
+
+class ExecResize(Msg, frozen=True, kw_only=True):
+    session: str
+    rows: int
+    cols: int
+
+
+class ExecSignal(Msg, frozen=True, kw_only=True):
+    session: str
+    signal: str  # "INT", "TERM", "HUP", "KILL", ...
+
+
+class ExecPoll(Msg, frozen=True, kw_only=True):
+    """Output after `after` (chunks up to it are acknowledged and dropped);
+    waits up to `wait_s` for something new."""
+
+    session: str
+    after: int = 0
+    wait_s: float = 1.0
+
+
+class ExecChunk(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int
+    stream: Literal["stdout", "stderr"] = "stdout"
+    data: bytes
+
+
+class ExecOutput(Msg, frozen=True, kw_only=True):
+    session: str
+    chunks: list[ExecChunk] = []
+    # Set once the process has exited and every chunk has been sent.
+    exit_status: int | None = None
+    exit_signal: str = ""
+
+
+class ExecClose(Msg, frozen=True, kw_only=True):
+    """The client is gone: stop the process (TERM, grace, KILL) and forget it."""
+
+    session: str
+
+
+# ---------------------------------------------------------------- app data directories
+
+
+class DataVersion(Msg, frozen=True, kw_only=True):
+    app: str
+
+
+class DataVersionReply(Msg, frozen=True, kw_only=True):
+    app: str
+    # Changes whenever the canonical copy changes (0: no data yet).
+    version: int = 0
+
+
+class DataPull(Msg, frozen=True, kw_only=True):
+    app: str
+    # The version the caller has; the reply carries no archive when unchanged.
+    have_version: int = 0
+
+
+class DataArchive(Msg, frozen=True, kw_only=True):
+    app: str
+    version: int
+    unchanged: bool = False
+    # tar.gz of the whole directory (regular files and directories only).
+    archive: bytes = b""
+
+
 AnyMsg = (
     Ok
     | Error
@@ -356,4 +549,26 @@ AnyMsg = (
     | ServiceBackupDone
     | ServiceHostStatusRequest
     | ServiceHostStatus
+    | SshAuth
+    | SshIdentity
+    | AppAccess
+    | AccountApps
+    | AppNames
+    | GatewayDeploy
+    | BuildLogRequest
+    | BuildLogChunk
+    | RunPlacement
+    | RunTarget
+    | RunStart
+    | DataStart
+    | ExecInput
+    | ExecResize
+    | ExecSignal
+    | ExecPoll
+    | ExecOutput
+    | ExecClose
+    | DataVersion
+    | DataVersionReply
+    | DataPull
+    | DataArchive
 )

@@ -1,0 +1,193 @@
+"""What the controller answers SSH gateways: who a key is, what it may touch,
+deploys of pushed commits, their build logs, and where to run a command.
+
+Gateways hold no state of their own that matters: every decision about an
+account or an app is made here, from the state database and the soft state
+rebuilt from runner heartbeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from roost.controller.store import AppRow, NotFound
+from roost.wire.messages import (
+    AccountApps,
+    AppAccess,
+    AppNames,
+    BuildAccepted,
+    BuildLogChunk,
+    BuildLogRequest,
+    Error,
+    GatewayDeploy,
+    InstanceAssignment,
+    Msg,
+    Ok,
+    RunPlacement,
+    RunTarget,
+    SshAuth,
+    SshIdentity,
+)
+
+if TYPE_CHECKING:
+    from roost.controller.service import ControllerService
+
+GATEWAY_MESSAGES = (
+    SshAuth,
+    AppAccess,
+    AccountApps,
+    GatewayDeploy,
+    BuildLogRequest,
+    RunPlacement,
+)
+LOG_LINES_PER_CHUNK = 500
+
+
+class Refused(Exception):
+    pass
+
+
+class GatewayRpc:
+    def __init__(self, service: ControllerService) -> None:
+        self.service = service
+        self.c = service.c
+
+    async def handle(self, msg: Msg) -> Msg:
+        try:
+            if isinstance(msg, SshAuth):
+                return await asyncio.to_thread(self._auth, msg.fingerprint)
+            if isinstance(msg, AppAccess):
+                await asyncio.to_thread(self._app, msg.account_id, msg.app)
+                return Ok()
+            if isinstance(msg, AccountApps):
+                return await asyncio.to_thread(self._apps, msg.account_id)
+            if isinstance(msg, GatewayDeploy):
+                return await self._deploy(msg)
+            if isinstance(msg, BuildLogRequest):
+                return await asyncio.to_thread(self._build_log, msg)
+            if isinstance(msg, RunPlacement):
+                return await asyncio.to_thread(self._placement, msg.account_id, msg.app)
+        except Refused as exc:
+            return Error(message=str(exc))
+        return Error(message=f"not a gateway request: {type(msg).__name__}")
+
+    # ------------------------------------------------------------ accounts and apps
+
+    def _account(self, account_id: int) -> Any:
+        row = self.c.store.account_by_id(account_id)
+        if row is None:
+            raise Refused("unknown account")
+        return row
+
+    def _auth(self, fingerprint: str) -> Msg:
+        row = self.c.store.account_for_ssh_key(fingerprint)
+        if row is None:
+            return Error(message="unknown key")
+        return SshIdentity(account_id=row.id, email=row.email)
+
+    def _app(self, account_id: int, name: str) -> AppRow:
+        """The app when the account owns it, collaborates on it, or is an admin."""
+        who = self._account(account_id)
+        try:
+            app = self.c.store.app(name)
+        except NotFound:
+            raise Refused(f"no app named {name!r}; create it with `roost apps create`") from None
+        if (
+            app.owner_id != who.id
+            and not who.is_admin
+            and app.id not in self.c.store.apps_visible_to(who.id)
+        ):
+            # The same answer as for a missing app: no hint that it exists.
+            raise Refused(f"no app named {name!r}; create it with `roost apps create`")
+        return app
+
+    def _apps(self, account_id: int) -> Msg:
+        who = self._account(account_id)
+        apps = self.c.store.apps()
+        if not who.is_admin:
+            visible = self.c.store.apps_visible_to(who.id)
+            apps = [a for a in apps if a.id in visible or a.owner_id == who.id]
+        return AppNames(apps=sorted(a.name for a in apps))
+
+    # ------------------------------------------------------------ deploys
+
+    async def _deploy(self, msg: GatewayDeploy) -> Msg:
+        app = await asyncio.to_thread(self._app, msg.account_id, msg.app)
+        if len(msg.archive) > self.c.settings.max_upload_bytes:
+            raise Refused(
+                f"the pushed tree is larger than {self.c.settings.max_upload_bytes} bytes"
+            )
+        try:
+            await asyncio.to_thread(self.c.store.build, msg.build_id)
+        except NotFound:
+            pass
+        else:  # a retried request: the build exists already
+            return BuildAccepted(build_id=msg.build_id)
+        await self.service.start_build(app.name, app.id, msg.build_id, msg.archive)
+        return BuildAccepted(build_id=msg.build_id)
+
+    def _build_log(self, msg: BuildLogRequest) -> Msg:
+        try:
+            build = self.c.store.build(msg.build_id)
+        except NotFound:
+            raise Refused(f"no build {msg.build_id}") from None
+        app = self.c.store.app_by_id(build.app_id)
+        self._app(msg.account_id, app.name)
+        if msg.after_id == 0:
+            # From 0, store.logs gives the newest lines: start from the oldest.
+            rows = self.c.store.logs(app.id, 0, 100_000, msg.build_id)[:LOG_LINES_PER_CHUNK]
+        else:
+            rows = self.c.store.logs(app.id, msg.after_id, LOG_LINES_PER_CHUNK, msg.build_id)
+        # The status is read after the lines: a final status means no line is missing.
+        build = self.c.store.build(msg.build_id)
+        return BuildLogChunk(
+            build_id=build.id,
+            lines=[r.line for r in rows],
+            next_after=rows[-1].id if rows else msg.after_id,
+            status=build.status,
+            error=build.error or "",
+            release=build.release or 0,
+        )
+
+    # ------------------------------------------------------------ run
+
+    def _placement(self, account_id: int, name: str) -> Msg:
+        app = self._app(account_id, name)
+        if app.current_release is None:
+            raise Refused(f"{name} has no release yet: deploy it first (git push)")
+        rel = self.c.release_row(app.id, app.current_release)
+        soft = self.c.soft
+        candidates = [
+            s.heartbeat
+            for s in soft.alive_hosts()
+            if s.heartbeat.rpc_endpoint and s.heartbeat.rpc_key
+        ]
+        if not candidates:
+            raise Refused("no runner host is available to run commands")
+        # Prefer a host already running the app: its image is unpacked there.
+        running = {
+            st.instance_id
+            for hb in candidates
+            for st in hb.instances
+            if st.app == app.name and st.release == rel.version
+        }
+        warm = [hb for hb in candidates if any(st.instance_id in running for st in hb.instances)]
+        pool = warm or candidates
+        host = pool[secrets.randbelow(len(pool))]
+        assignment = InstanceAssignment(
+            instance_id=f"{app.name}-run-{secrets.token_hex(4)}",
+            app=app.name,
+            release=rel.version,
+            image_digest=rel.image_digest,
+            process_type="run",
+            spec=rel.spec,
+            env=self.c.instance_env(app.id, rel.config),
+        )
+        return RunTarget(
+            host_id=host.host_id,
+            endpoint=host.rpc_endpoint,
+            public_key=host.rpc_key,
+            assignment=assignment,
+        )

@@ -1,0 +1,134 @@
+"""The runner's exec-session server: `run APP CMD` relayed by a gateway.
+
+A RunStart carries the release environment (an InstanceAssignment made by
+the controller); the runner fetches and pins the image through its cache
+(the same one its instances use), refreshes the app's data directory, writes
+the run's bundle_config.py, and starts the command as an exec session
+(`roost.wire.execs`). When the session ends the image is unpinned and the
+run's files are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from roost.images.digest import ImageError
+from roost.runner.datasync import START_PULL_TIMEOUT_S, DataSync
+from roost.runner.launch import LaunchError
+from roost.runner.layout import Layout, link_data, materialize
+from roost.runner.runcmd import manage_py, render_run
+from roost.runner.supervisor import ImageProvider
+from roost.wire.execs import ExecSessions, Spawn
+from roost.wire.messages import (
+    Error,
+    ExecClose,
+    ExecInput,
+    ExecPoll,
+    ExecResize,
+    ExecSignal,
+    Msg,
+    Ok,
+    Ping,
+    RunStart,
+)
+from roost.wire.rpc import RemoteError, RpcTimeout
+
+log = logging.getLogger("roost.runner")
+
+SESSION_MESSAGES = (ExecInput, ExecPoll, ExecResize, ExecSignal, ExecClose)
+
+
+class RunnerExecs:
+    def __init__(
+        self,
+        layout: Layout,
+        images: ImageProvider,
+        sessions: ExecSessions,
+        data: DataSync | None = None,
+    ) -> None:
+        self.layout = layout
+        self.images = images
+        self.sessions = sessions
+        self.data = data
+        self._starting: dict[str, asyncio.Future[Msg]] = {}
+
+    async def handle(self, msg: Msg) -> Msg:
+        if isinstance(msg, RunStart):
+            return await self.start(msg)
+        if isinstance(msg, SESSION_MESSAGES):
+            return await self.sessions.handle(msg)
+        if isinstance(msg, Ping):
+            return Ok(detail="runner")
+        return Error(message=f"the runner does not handle {type(msg).__name__}")
+
+    async def start(self, msg: RunStart) -> Msg:
+        if self.sessions.has(msg.session):
+            return Ok(detail=msg.session)
+        pending = self._starting.get(msg.session)
+        if pending is not None:  # a retry while the image is still being fetched
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+        self._starting[msg.session] = fut
+        try:
+            reply = await self._start(msg)
+        except Exception as exc:
+            reply = Error(message=f"could not start the command: {exc}")
+            log.exception("run %s failed to start", msg.session)
+        finally:
+            self._starting.pop(msg.session, None)
+        fut.set_result(reply)
+        return reply
+
+    async def _start(self, msg: RunStart) -> Msg:
+        a = msg.assignment
+        try:
+            root = await self.images.ensure(a.app, a.image_digest)
+        except (ImageError, OSError, RpcTimeout, RemoteError) as exc:
+            return Error(message=f"could not fetch release {a.release} of {a.app}: {exc}")
+        bundle_dir = self.layout.bundle_dir(a.app, a.instance_id)
+
+        def cleanup(_status: int = 0) -> None:
+            self.images.release(a.image_digest)
+            shutil.rmtree(bundle_dir, ignore_errors=True)
+
+        try:
+            data_dir = self.layout.data_directory(a.app)
+            link_data(root, data_dir)
+            if self.data is not None:
+                await self.data.refresh(a.app, START_PULL_TIMEOUT_S)
+            launch = render_run(
+                a,
+                command=msg.command,
+                kind=msg.kind,
+                image_root=root,
+                data_directory=data_dir,
+                bundle_config_dir=bundle_dir,
+                term=msg.term if msg.pty else "",
+                shell="/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh",
+                has_manage_py=manage_py(root, a),
+            )
+            materialize(launch)
+        except (LaunchError, OSError, RuntimeError) as exc:
+            cleanup()
+            return Error(message=str(exc))
+        reply = await self.sessions.start(
+            msg.session,
+            Spawn(
+                argv=launch.argv,
+                env=launch.env,
+                cwd=Path(launch.cwd),
+                pty=msg.pty,
+                rows=msg.rows,
+                cols=msg.cols,
+                on_exit=cleanup,
+            ),
+        )
+        if isinstance(reply, Error):
+            cleanup()
+        else:
+            log.info("%s: run %s: %s", a.app, msg.session, launch.command)
+        return reply

@@ -1,0 +1,145 @@
+"""What controllers answer gateways (roost.controller.gateway_rpc), on a real
+state database: who a key is, who may touch an app, deploys and their logs,
+and where a command runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from roost.appspec.model import AppSpec, ProcessSpec
+from roost.controller.core import Controller
+from roost.controller.secretbox import SecretBox
+from roost.controller.service import ControllerService
+from roost.controller.services import ServiceBroker
+from roost.controller.store import Store
+from roost.settings import Settings
+from roost.state.db import make_engine, migrate, sqlite_url
+from roost.wire.messages import (
+    AccountApps,
+    AppAccess,
+    AppNames,
+    BuildAccepted,
+    BuildLogChunk,
+    BuildLogRequest,
+    Error,
+    GatewayDeploy,
+    Heartbeat,
+    InstanceStatus,
+    Ok,
+    RunPlacement,
+    RunTarget,
+    SshAuth,
+    SshIdentity,
+)
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl dev@laptop"
+
+
+@pytest.fixture
+def svc(tmp_path: Path) -> Iterator[ControllerService]:
+    url = sqlite_url(tmp_path / "state.db")
+    migrate(url)
+    store = Store(make_engine(url))
+    controller = Controller(store, Settings(), "test")
+    controller.services = ServiceBroker(store, SecretBox(b"k" * 32), None)
+    yield ControllerService(controller, builders=None)
+    store.engine.dispose()
+
+
+async def test_keys_and_access(svc: ControllerService) -> None:
+    store = svc.c.store
+    owner = store.create_account("owner@example.com")
+    friend = store.create_account("friend@example.com")
+    stranger = store.create_account("stranger@example.com")
+    admin = store.create_account("admin@example.com", is_admin=True)
+    fp = store.add_ssh_key(owner, KEY)
+    app = store.create_app("shop", owner)
+    store.add_collaborator(app.id, friend)
+
+    who = await svc.handle(SshAuth(fingerprint=fp))
+    assert who == SshIdentity(account_id=owner, email="owner@example.com")
+    assert isinstance(await svc.handle(SshAuth(fingerprint="SHA256:nobody")), Error)
+
+    for account in (owner, friend, admin):
+        assert isinstance(await svc.handle(AppAccess(account_id=account, app="shop")), Ok)
+    refused = await svc.handle(AppAccess(account_id=stranger, app="shop"))
+    missing = await svc.handle(AppAccess(account_id=stranger, app="nope"))
+    # A stranger cannot tell an app it may not see from one that does not exist.
+    assert isinstance(refused, Error) and isinstance(missing, Error)
+    assert refused.message.replace("shop", "X") == missing.message.replace("nope", "X")
+
+    assert await svc.handle(AccountApps(account_id=friend)) == AppNames(apps=["shop"])
+    assert await svc.handle(AccountApps(account_id=stranger)) == AppNames(apps=[])
+
+
+async def test_deploy_is_idempotent_and_its_log_is_followed(svc: ControllerService) -> None:
+    store = svc.c.store
+    owner = store.create_account("owner@example.com")
+    store.create_app("shop", owner)
+    deploy = GatewayDeploy(account_id=owner, app="shop", build_id="b1", archive=b"\x1f\x8b..")
+    assert await svc.handle(deploy) == BuildAccepted(build_id="b1")
+    assert await svc.handle(deploy) == BuildAccepted(build_id="b1")  # a retry
+    assert len(store.builds_in("failed")) == 1  # no builder here: failed at once
+
+    chunk = await svc.handle(BuildLogRequest(account_id=owner, build_id="b1"))
+    assert isinstance(chunk, BuildLogChunk)
+    assert any("received" in line for line in chunk.lines)
+    assert chunk.status == "failed" and "no builder" in chunk.error
+    after = await svc.handle(
+        BuildLogRequest(account_id=owner, build_id="b1", after_id=chunk.next_after)
+    )
+    assert isinstance(after, BuildLogChunk) and after.lines == []
+
+    other = store.create_account("other@example.com")
+    assert isinstance(await svc.handle(BuildLogRequest(account_id=other, build_id="b1")), Error)
+    assert isinstance(
+        await svc.handle(GatewayDeploy(account_id=other, app="shop", build_id="b2", archive=b"")),
+        Error,
+    )
+
+
+def _heartbeat(host: str, endpoint: str, apps: list[str]) -> Heartbeat:
+    return Heartbeat(
+        host_id=host,
+        hostname=host,
+        rpc_endpoint=endpoint,
+        rpc_key="K" * 40 if endpoint else "",
+        instances=[
+            InstanceStatus(
+                instance_id=f"{a}-web-{host}", app=a, release=1, process_type="web", state="up"
+            )
+            for a in apps
+        ],
+    )
+
+
+async def test_run_placement(svc: ControllerService) -> None:
+    store, c = svc.c.store, svc.c
+    owner = store.create_account("owner@example.com")
+    app = store.create_app("shop", owner)
+    assert "no release" in str(await svc.handle(RunPlacement(account_id=owner, app="shop")))
+
+    spec = AppSpec(processes={"web": ProcessSpec(name="web", kind="wsgi", entrypoint="a:b")})
+    store.create_build("b1", app.id)
+    version = store.create_release(app.id, "b1", "sha256:img", "", spec, "", "test")
+    store.promote(app.id, version)
+    store.update_config(app.id, {"SECRET": "s3"})
+    now = time.monotonic()
+    assert "no runner" in str(await svc.handle(RunPlacement(account_id=owner, app="shop")))
+
+    c.soft.record(_heartbeat("cold", "tcp://10.0.0.1:1", []), now)
+    c.soft.record(_heartbeat("warm", "tcp://10.0.0.2:1", ["shop"]), now)
+    c.soft.record(_heartbeat("old", "", ["shop"]), now)  # serves no exec sessions
+    for _ in range(10):
+        target = await svc.handle(RunPlacement(account_id=owner, app="shop"))
+        assert isinstance(target, RunTarget)
+        assert target.host_id == "warm" and target.endpoint == "tcp://10.0.0.2:1"
+    a = target.assignment
+    assert (a.app, a.image_digest, a.process_type) == ("shop", "sha256:img", "run")
+    assert a.spec == spec
+    other = store.create_account("other@example.com")
+    assert isinstance(await svc.handle(RunPlacement(account_id=other, app="shop")), Error)
