@@ -36,7 +36,7 @@ def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def collect_django(cfg: dict, staging: str) -> dict:
+def collect_django(cfg: dict, staging: str) -> dict | None:
     d = cfg["django"]
     target = os.path.join(staging, "django")
     os.makedirs(target, exist_ok=True)
@@ -54,6 +54,12 @@ def collect_django(cfg: dict, staging: str) -> dict:
     from django.core.management import call_command
 
     django.setup()
+    from django.apps import apps
+
+    if not apps.is_installed("django.contrib.staticfiles"):
+        # Heroku's rule too: no staticfiles app, nothing to collect.
+        print("django.contrib.staticfiles is not installed: no collectstatic")
+        return None
     call_command("collectstatic", interactive=False, verbosity=1)
     url = getattr(settings, "STATIC_URL", None) or "/static/"
     if "://" in url:  # an absolute URL (a CDN): the router serves its path part
@@ -125,7 +131,9 @@ def main() -> None:
     os.makedirs(staging, exist_ok=True)
     routes = []
     if cfg.get("django"):
-        routes.append(collect_django(cfg, staging))
+        route = collect_django(cfg, staging)
+        if route is not None:
+            routes.append(route)
     for m in cfg["mappings"]:
         copy_tree(m["source"], os.path.join(staging, m["bundle_path"]), m["allowed_root"])
         if os.path.exists(os.path.join(staging, m["bundle_path"])):

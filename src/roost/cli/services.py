@@ -59,8 +59,11 @@ def services_add(ctx: click.Context, kind: str, memory_mb: int, app_name: str | 
 @click.argument("kind", type=click.Choice(["postgres", "redis"]))
 @app_option
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@json_option
 @click.pass_context
-def services_remove(ctx: click.Context, kind: str, app_name: str | None, yes: bool) -> None:
+def services_remove(
+    ctx: click.Context, kind: str, app_name: str | None, yes: bool, as_json: bool
+) -> None:
     """Take a final backup, then drop the service's data."""
     name = _app(app_name)
     if not yes:
@@ -68,7 +71,11 @@ def services_remove(ctx: click.Context, kind: str, app_name: str | None, yes: bo
             f"Remove {kind} from {name}? Its data is dropped after a final backup", abort=True
         )
     data = _api(ctx).request("DELETE", f"/api/apps/{name}/services/{kind}")
-    console.print(f"Removed {kind}; final backup: {data['backup']}")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    # Plain echo: a path must not be wrapped across lines.
+    click.echo(f"Removed {kind}; final backup: {data['backup']}")
 
 
 @services.command("info")

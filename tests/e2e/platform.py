@@ -1,0 +1,137 @@
+"""A real `roost up` for end-to-end tests: start, stop, drive the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.conftest import free_port, wait_until
+
+
+@dataclass
+class Platform:
+    data: Path
+    api_port: int
+    router_port: int
+    log: Path
+    tls_port: int = field(default_factory=free_port)
+    ssh_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "roost",
+                    "--data",
+                    str(self.data),
+                    "up",
+                    "--api-port",
+                    str(self.api_port),
+                    "--router-port",
+                    str(self.router_port),
+                    "--tls-port",
+                    str(self.tls_port),
+                    "--ssh-port",
+                    str(self.ssh_port),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_until(
+            lambda: (
+                httpx.get(f"http://127.0.0.1:{self.api_port}/api/health", timeout=1).status_code
+                == 200
+            ),
+            60,
+            "the controller API",
+        )
+
+    def stop(self) -> None:
+        """SIGTERM `roost up`; every process of the platform must be gone after."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+        remaining = _platform_processes(self.data)
+        assert not remaining, f"processes left behind: {[q.cmdline() for q in remaining]}"
+
+    def roost(
+        self, *args: str, cwd: Path | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("ROOST_API", "ROOST_TOKEN")}
+        r = subprocess.run(
+            [sys.executable, "-m", "roost", "--data", str(self.data), *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if check and r.returncode != 0:
+            raise AssertionError(
+                f"roost {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+            )
+        return r
+
+    def get(self, app: str, path: str = "/") -> httpx.Response:
+        return httpx.get(
+            f"http://127.0.0.1:{self.router_port}{path}",
+            headers={"Host": f"{app}.localhost"},
+            timeout=10,
+        )
+
+    def ps(self, app: str) -> list[dict[str, object]]:
+        return json.loads(self.roost("ps", "--app", app, "--json").stdout)  # type: ignore[no-any-return]
+
+
+def _platform_processes(data: Path) -> list[psutil.Process]:
+    """Every process whose command line or cwd mentions the data directory."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "cwd"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            if str(data) in cmd or (p.info["cwd"] or "").startswith(str(data)):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return [p for p in found if p.pid != os.getpid()]
+
+
+@contextmanager
+def running_platform() -> Iterator[Platform]:
+    """Start a platform in a fresh world-searchable data directory; stop it after."""
+    # The builder runs untrusted steps as an unprivileged user, which must be
+    # able to reach the data directory: pytest's own tmp dirs are root-only.
+    base = Path(tempfile.mkdtemp(prefix="roost-e2e-"))
+    base.chmod(0o755)
+    p = Platform(base / "data", free_port(), free_port(), base / "up.log")
+    try:
+        p.start()
+        yield p
+    finally:
+        try:
+            p.stop()
+        finally:
+            print(p.log.read_text()[-5000:])
+            shutil.rmtree(base, ignore_errors=True)
