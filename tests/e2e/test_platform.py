@@ -294,3 +294,27 @@ def test_zz_restart_resumes_the_same_apps(platform: Platform) -> None:
         "ops",
         "steady",
     }
+
+
+def test_cron_runs_once_per_slot_in_the_release_environment(
+    platform: Platform, tmp_path: Path
+) -> None:
+    name = "crony"
+    app_dir = _copy_app(tmp_path, name)
+    with open(app_dir / "epio.ini", "a") as fh:
+        fh.write("\n[cron]\necho cron ran for $ROOST_APP = * * * * *\n")
+    platform.roost("apps", "create", name)
+    platform.roost("deploy", str(app_dir), "--app", name)
+
+    def cron_lines() -> list[str]:
+        out = platform.roost("logs", "-n", "500", "--app", name).stdout
+        return [ln for ln in out.splitlines() if "cron[cron]" in ln]
+
+    wait_until(
+        lambda: any("cron ran for crony" in ln for ln in cron_lines()), 90, "a cron run's output"
+    )
+    lines = cron_lines()
+    assert any("exited with status 0" in ln for ln in lines)
+    # One run per minute slot: never two "running" lines in the same minute.
+    minutes = [ln.split()[0][:16] for ln in lines if "cron: running" in ln]
+    assert len(minutes) == len(set(minutes))

@@ -11,6 +11,7 @@ import uvicorn
 
 from roost.controller.api.app import create_api
 from roost.controller.core import Controller
+from roost.controller.cronrunner import CronRunner
 from roost.controller.secretbox import SecretBox
 from roost.controller.service import ControllerService
 from roost.controller.services import ServiceBroker
@@ -75,6 +76,7 @@ async def serve(
                     tg.create_task(controller.lease_loop()),
                     tg.create_task(controller.reconcile_loop()),
                     tg.create_task(controller.housekeeping_loop()),
+                    tg.create_task(CronRunner(controller, lambda ep: RpcClient(node, [ep])).loop()),
                     *(tg.create_task(s.serve()) for s in servers),
                 ]
                 http_task = tg.create_task(http.serve())

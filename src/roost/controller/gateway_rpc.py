@@ -9,9 +9,9 @@ rebuilt from runner heartbeats.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from typing import TYPE_CHECKING, Any
 
+from roost.controller.runtarget import NoTarget, run_target
 from roost.controller.store import AppRow, NotFound
 from roost.wire.messages import (
     AccountApps,
@@ -22,11 +22,9 @@ from roost.wire.messages import (
     BuildLogRequest,
     Error,
     GatewayDeploy,
-    InstanceAssignment,
     Msg,
     Ok,
     RunPlacement,
-    RunTarget,
     SshAuth,
     SshIdentity,
 )
@@ -155,39 +153,7 @@ class GatewayRpc:
 
     def _placement(self, account_id: int, name: str) -> Msg:
         app = self._app(account_id, name)
-        if app.current_release is None:
-            raise Refused(f"{name} has no release yet: deploy it first (git push)")
-        rel = self.c.release_row(app.id, app.current_release)
-        soft = self.c.soft
-        candidates = [
-            s.heartbeat
-            for s in soft.alive_hosts()
-            if s.heartbeat.rpc_endpoint and s.heartbeat.rpc_key
-        ]
-        if not candidates:
-            raise Refused("no runner host is available to run commands")
-        # Prefer a host already running the app: its image is unpacked there.
-        running = {
-            st.instance_id
-            for hb in candidates
-            for st in hb.instances
-            if st.app == app.name and st.release == rel.version
-        }
-        warm = [hb for hb in candidates if any(st.instance_id in running for st in hb.instances)]
-        pool = warm or candidates
-        host = pool[secrets.randbelow(len(pool))]
-        assignment = InstanceAssignment(
-            instance_id=f"{app.name}-run-{secrets.token_hex(4)}",
-            app=app.name,
-            release=rel.version,
-            image_digest=rel.image_digest,
-            process_type="run",
-            spec=rel.spec,
-            env=self.c.instance_env(app.id, rel.config),
-        )
-        return RunTarget(
-            host_id=host.host_id,
-            endpoint=host.rpc_endpoint,
-            public_key=host.rpc_key,
-            assignment=assignment,
-        )
+        try:
+            return run_target(self.c, app)
+        except NoTarget as exc:
+            raise Refused(str(exc)) from None

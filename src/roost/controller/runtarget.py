@@ -1,0 +1,50 @@
+"""Where a one-off command of an app runs (`ssh run`, cron): a live runner
+that offers exec sessions, preferably one already running the app's release
+(its image is unpacked there), with the release's environment."""
+
+from __future__ import annotations
+
+import secrets
+
+from roost.controller.core import Controller
+from roost.controller.store import AppRow
+from roost.wire.messages import InstanceAssignment, RunTarget
+
+
+class NoTarget(Exception):
+    pass
+
+
+def run_target(c: Controller, app: AppRow, purpose: str = "run") -> RunTarget:
+    if app.current_release is None:
+        raise NoTarget(f"{app.name} has no release yet: deploy it first")
+    rel = c.release_row(app.id, app.current_release)
+    candidates = [
+        s.heartbeat
+        for s in c.soft.alive_hosts()
+        if s.heartbeat.rpc_endpoint and s.heartbeat.rpc_key
+    ]
+    if not candidates:
+        raise NoTarget("no runner host is available to run commands")
+    warm = [
+        hb
+        for hb in candidates
+        if any(st.app == app.name and st.release == rel.version for st in hb.instances)
+    ]
+    pool = warm or candidates
+    host = pool[secrets.randbelow(len(pool))]
+    assignment = InstanceAssignment(
+        instance_id=f"{app.name}-{purpose}-{secrets.token_hex(4)}",
+        app=app.name,
+        release=rel.version,
+        image_digest=rel.image_digest,
+        process_type=purpose,
+        spec=rel.spec,
+        env=c.instance_env(app.id, rel.config),
+    )
+    return RunTarget(
+        host_id=host.host_id,
+        endpoint=host.rpc_endpoint,
+        public_key=host.rpc_key,
+        assignment=assignment,
+    )
