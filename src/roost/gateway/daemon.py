@@ -20,6 +20,7 @@ from pathlib import Path
 
 import asyncssh
 
+from roost import metrics
 from roost.daemonize import run_daemon
 from roost.gateway.git import GitService
 from roost.gateway.server import Gateway
@@ -57,6 +58,7 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     stop = stop or asyncio.Event()
+    metrics.serve(settings.metrics_port, settings.bind_host)
     root = data_dir / "gateway"
     key = host_key(root)
     node, cluster = open_node(data_dir, name)

@@ -28,6 +28,7 @@ from roost.gateway.commands import (
 )
 from roost.gateway.git import GitService
 from roost.gateway.identity import Identity, IdentityCache
+from roost.gateway.metrics import AUTH, SESSIONS
 from roost.gateway.relay import ExecRelay
 from roost.wire.cluster import Endpoint
 from roost.wire.messages import (
@@ -81,7 +82,9 @@ class _Login(asyncssh.SSHServer):
             who = await self.gateway.identities.identify(fingerprint)
         except (RpcTimeout, RemoteError) as exc:
             log.warning("cannot check key %s: %s", fingerprint, exc)
+            AUTH.labels("unavailable").inc()
             return False
+        AUTH.labels("refused" if who is None else "accepted").inc()
         if who is None:
             peer = self.conn.get_extra_info("peername") if self.conn else None
             log.info("refused unknown key %s from %s", fingerprint, peer)
@@ -173,6 +176,16 @@ class Gateway:
         return status
 
     async def _dispatch(self, ch: Channel, cmd: object, who: Identity) -> tuple[int, str]:
+        kind = type(cmd).__name__.removesuffix("Command").lower()
+        try:
+            status, why = await self._dispatch_command(ch, cmd, who)
+        except Exception:
+            SESSIONS.labels(kind, "error").inc()
+            raise
+        SESSIONS.labels(kind, "ok" if status == 0 else "failed").inc()
+        return status, why
+
+    async def _dispatch_command(self, ch: Channel, cmd: object, who: Identity) -> tuple[int, str]:
         if isinstance(cmd, GitCommand):
             await self._access(who, cmd.app)
             return await self.git.serve(ch, cmd, who), ""

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 from roost.daemonize import run_daemon
+from roost.metrics import serve as serve_metrics
 from roost.services.appdata import AppData
 from roost.services.binaries import find_binaries
 from roost.services.datasession import DATA_MESSAGES, DataSessions
@@ -37,6 +38,7 @@ async def serve(
 ) -> None:
     """The daemon's body; returns after `stop` is set and every server is down."""
     stop = stop or asyncio.Event()
+    serve_metrics(settings.metrics_port, settings.bind_host)
     bins = find_binaries()
     user = await asyncio.to_thread(ensure_service_user, settings.services_user)
     node, cluster = open_node(data_dir, name)

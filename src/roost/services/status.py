@@ -13,7 +13,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from roost.services import pgadmin
+from roost.services import metrics, pgadmin
 from roost.services.disk import tree_size, usage
 from roost.wire.messages import ServerStatus, ServiceHostStatus
 from roost.wire.rpc import RpcClient
@@ -74,6 +74,7 @@ async def push_loop(host: ServiceHost, controllers: RpcClient, sender: str) -> N
     while True:
         try:
             status = await collect(host, sender)
+            metrics.record(status)
             results = await controllers.call_all(status, timeout=PUSH_TIMEOUT_S)
             errors = [r for r in results if isinstance(r, BaseException)]
         except Exception as exc:  # a failed report must never take the servers down
