@@ -5,9 +5,17 @@ Measured (medians of several repetitions, each from the same starting state):
   pip_serial         `pip install --no-cache-dir -r requirements.txt` into a fresh venv
   roost_cold         full Roost build, empty uv cache, no layers, no lock
   roost_warm         full Roost build, warm uv cache, lock known, no dependency layer
-                     (so the venv is installed again, offline, then packed)
-  roost_unchanged    full Roost build of a code-only change (lock and layer reused)
+                     (so the venv is installed again, offline, and its layer packed:
+                     tar, hash, write to the store; the identical blob from the
+                     earlier build is then dropped, so the work is all still done)
+  roost_unchanged    full Roost build of a code-only change (lock and layer reused:
+                     only the code layer and the manifest are written)
   uv_sync_offline    bare `uv pip sync --offline` of the same lock into an empty venv
+Before each timed run the filesystem is synced (os.sync, untimed), so no run pays
+for the writeback of the one before it (this disk makes metadata-heavy installs
+wait on earlier deletes and writes), and reps alternate whether the bare uv sync
+runs before or after the Roost builds. Per-rep lines show the warm build's install
+and pack steps (pack = code layer + waiting for the dependency layer's blob).
 Run as root to measure the real thing (build steps as the unprivileged user).
 `--quick` does fewer repetitions. Needs PyPI.
 """
@@ -78,6 +86,7 @@ class Bench:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.n = 0
+        self.steps: dict[str, float] = {}
 
     def log(self, line: str) -> None:
         if os.environ.get("BENCH_VERBOSE"):
@@ -88,6 +97,7 @@ class Bench:
 
     async def build(self, ws: Workspace, previous_lock: str = "") -> tuple[float, str]:
         self.n += 1
+        settle()
         start = time.perf_counter()
         out = await Build(
             ws,
@@ -97,7 +107,9 @@ class Bench:
             self.log,
             previous_lock_text=previous_lock,
         ).run()
-        return time.perf_counter() - start, out.lock
+        took = time.perf_counter() - start
+        self.steps = out.step_times
+        return took, out.lock
 
     async def cold(self) -> tuple[float, str]:
         root = self.base / f"cold{self.n}"
@@ -109,7 +121,11 @@ class Bench:
     def wipe_layers(self, ws: Workspace) -> None:
         for p in ws.layers.iterdir():
             shutil.rmtree(p)
-        ws.fragment_hashes.clear()
+
+
+def settle() -> None:
+    """Flush earlier runs' dirty pages and journal before timing the next one."""
+    os.sync()
 
 
 def pip_serial(base: Path, python: str, uv_bin: str) -> float:
@@ -120,6 +136,7 @@ def pip_serial(base: Path, python: str, uv_bin: str) -> float:
         [uv_bin, "venv", "--seed", "-q", "--python", python, str(venv)], check=True, env=env
     )
     (base / "req.txt").write_text(REQUIREMENTS)
+    settle()
     start = time.perf_counter()
     subprocess.run(
         [str(venv / "bin" / "pip"), "install", "-q", "--no-cache-dir", "-r", str(base / "req.txt")],
@@ -138,6 +155,7 @@ def uv_sync_offline(ws: Workspace, lock: str, base: Path) -> float:
         [ws.uv, "venv", "-q", "--python", ws.interp.path, str(venv)], check=True, env=env
     )
     (base / "lock.txt").write_text(lock)
+    settle()
     start = time.perf_counter()
     subprocess.run(
         [ws.uv, "pip", "sync", "-q", "--offline", "--python", str(venv / "bin" / "python"),
@@ -170,13 +188,20 @@ async def main() -> None:
         _, lock = await b.build(ws)
         warm, unchanged, uvs = [], [], []
         for i in range(reps):
+            # Alternate which goes first: on a shared disk, whatever ran just
+            # before a measurement can slow it (writeback, discards).
+            if i % 2:
+                uvs.append(uv_sync_offline(ws, lock, base))
             b.wipe_layers(ws)
             took, _ = await b.build(ws, previous_lock=lock)
             warm.append(took)
+            steps = b.steps
             took2, _ = await b.build(ws, previous_lock=lock)
             unchanged.append(took2)
-            uvs.append(uv_sync_offline(ws, lock, base))
-            print(f"rep {i + 1}: warm {took:.3f} s, unchanged {took2:.3f} s, "
+            if not i % 2:
+                uvs.append(uv_sync_offline(ws, lock, base))
+            print(f"rep {i + 1}: warm {took:.3f} s (install {steps['install']:.3f}, "
+                  f"pack {steps['pack']:.3f}), unchanged {took2:.3f} s, "
                   f"uv sync offline {uvs[-1]:.3f} s", flush=True)  # fmt: skip
         pip = []
         for i in range(reps_slow):

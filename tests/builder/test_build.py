@@ -9,14 +9,19 @@ import os
 import shutil
 import tarfile
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
 
+from roost.builder import layers as layers_mod
 from roost.builder.errors import BuildError
-from roost.builder.pipeline import Build
+from roost.builder.layers import read_ready
+from roost.builder.pipeline import Build, BuildOutcome
 from roost.builder.workspace import Workspace
-from roost.images.archive import unpack
+from roost.images.cache import ImageCache
+from roost.images.fetch import store_fetcher
+from roost.images.manifest import read_manifest
 
 from .conftest import EXAMPLES, tar_dir
 
@@ -25,42 +30,66 @@ HELLO = EXAMPLES / "hello"
 
 async def build(
     ws: Workspace, build_id: str, archive: bytes, **kw: str
-) -> tuple[object, list[str]]:
+) -> tuple[BuildOutcome, list[str]]:
     lines: list[str] = []
     out = await Build(ws, build_id, "hello", archive, lines.append, **kw).run()
     return out, lines
 
 
 def leftovers(ws: Workspace) -> list[str]:
+    """Anything a finished or dead build may not leave: its directory, half-made
+    layers (temporary or never marked ready), partial store writes."""
     found = [p.name for p in ws.builds.iterdir()]
-    found += [p.name for p in ws.layers.iterdir() if p.name.startswith(".")]
+    found += [p.name for p in ws.layers.iterdir() if read_ready(ws, p) is None]
     found += [p.name for p in ws.store.tmp_dir.iterdir()]
     return found
 
 
-async def test_hello_builds_an_image_and_second_build_installs_nothing(ws: Workspace) -> None:
+async def compose(ws: Workspace, digest: str, cache_dir: Path) -> Path:
+    """The image root a runner would get (layers fetched from the builder's store)."""
+    return await ImageCache(cache_dir, 1 << 34).ensure(digest, store_fetcher(ws.store))
+
+
+async def test_hello_builds_an_image_and_second_build_installs_nothing(
+    ws: Workspace, tmp_path: Path
+) -> None:
     first, lines1 = await build(ws, "h1", tar_dir(HELLO))
     assert first.image_digest.startswith("sha256:") and ws.store.verify(first.image_digest)
     assert "flask==" in first.lock and "gunicorn==" in first.lock  # gunicorn added
     assert any(ln.startswith("-----> install (") for ln in lines1)
-    # Code-only change: same requirements, so the lock and the layer are reused.
+    manifest = read_manifest(ws.store.path(first.image_digest))
+    assert manifest is not None
+    assert [(lr.path, lr.digest) for lr in manifest.layers] == [
+        ("venv", first.layer_digest), ("", first.code_digest)
+    ]  # fmt: skip
+    assert first.image_size == ws.store.size(first.image_digest) + manifest.size
+    assert all(ws.store.verify(lr.digest) for lr in manifest.layers)
+    # The layer's `ready` (which names its blob) is out of the build user's reach.
+    layer = ws.layers / first.layer_key
+    assert layer.stat().st_uid == os.geteuid() and not layer.stat().st_mode & 0o022
+    assert (layer / "venv").stat().st_uid == ws.user.uid
+    layer_dirs = sorted(p.name for p in ws.layers.iterdir())
+    before = set(ws.store.list())
+    # Code-only change: same requirements, so the lock and the layer are reused:
+    # nothing installed, and nothing new in the store but the code and manifest.
     second, lines2 = await build(
         ws, "h2", tar_dir(HELLO, {"extra.py": "X = 1\n"}), previous_lock_text=first.lock
     )
     assert second.installed is False
     assert second.layer_key == first.layer_key and second.lock == first.lock
+    assert second.layer_digest == first.layer_digest
     assert any("nothing installed" in ln for ln in lines2)
     assert not any("resolving requirements" in ln for ln in lines2)
     assert second.image_digest != first.image_digest
-    # The image layout the runner relies on.
-    with tempfile.TemporaryDirectory() as d:
-        unpack(ws.store.path(second.image_digest), Path(d))
-        root = Path(d)
-        manifest = json.loads((root / "roost-image.json").read_text())
-        assert manifest["app"] == "hello" and manifest["checkout_name"] == "app"
-        assert (root / "app" / "app.py").is_file() and (root / "app" / "extra.py").is_file()
-        assert (root / "venv" / "bin" / "gunicorn").exists()
-        assert (root / "venv" / "pyvenv.cfg").read_text().count("relocatable = true") == 1
+    assert set(ws.store.list()) - before == {second.image_digest, second.code_digest}
+    assert sorted(p.name for p in ws.layers.iterdir()) == layer_dirs
+    # The image layout the runner relies on, composed from the layers.
+    root = await compose(ws, second.image_digest, tmp_path / "cache")
+    meta = json.loads((root / "roost-image.json").read_text())
+    assert meta["app"] == "hello" and meta["checkout_name"] == "app"
+    assert (root / "app" / "app.py").is_file() and (root / "app" / "extra.py").is_file()
+    assert (root / "venv").is_symlink() and (root / "venv" / "bin" / "gunicorn").exists()
+    assert (root / "venv" / "pyvenv.cfg").read_text().count("relocatable = true") == 1
     assert leftovers(ws) == []
 
 
@@ -148,7 +177,9 @@ async def test_startup_sweeps_leftovers_of_a_killed_builder(builder_root: Path) 
     assert leftovers(ws) == []
 
 
-async def test_django_sample_static_is_collected_into_the_bundle(ws: Workspace) -> None:
+async def test_django_sample_static_is_collected_into_the_bundle(
+    ws: Workspace, tmp_path: Path
+) -> None:
     arch = tar_dir(EXAMPLES / "django-sample", {"local_notes.txt": "ignored\n"})
     lines: list[str] = []
     out = await Build(ws, "dj1", "djsample", arch, lines.append).run()
@@ -160,11 +191,73 @@ async def test_django_sample_static_is_collected_into_the_bundle(ws: Workspace) 
         assert all(m.isfile() for m in tf.getmembers())
     assert "django/css/site.css" in names and "django/css/site.css.gz" in names
     assert "django/admin/css/base.css" in names and "django/admin/css/base.css.gz" in names
-    with tempfile.TemporaryDirectory() as d:
-        unpack(ws.store.path(out.image_digest), Path(d))
-        root = Path(d)
-        assert not (root / "app" / "local_notes.txt").exists()  # .roostignore
-        assert (root / "shortcuts" / "django-admin-media" / "css" / "base.css").is_file()
-        assert not (root / "app" / "collected-static").exists()  # STATIC_ROOT redirected
+    root = await compose(ws, out.image_digest, tmp_path / "cache")
+    assert not (root / "app" / "local_notes.txt").exists()  # .roostignore
+    assert (root / "shortcuts" / "django-admin-media" / "css" / "base.css").is_file()
+    assert not (root / "app" / "collected-static").exists()  # STATIC_ROOT redirected
     assert any(ln.startswith("-----> collect static (") for ln in lines)
     assert leftovers(ws) == []
+
+
+def app_with(requirements: str, app_py: str, tmp: Path) -> bytes:
+    app = tmp / "app"
+    shutil.copytree(HELLO, app)
+    (app / "requirements.txt").write_text(requirements)
+    (app / "app.py").write_text(app_py)
+    return tar_dir(app)
+
+
+def ready_layers(ws: Workspace) -> set[str]:
+    return {p.name for p in ws.layers.iterdir() if read_ready(ws, p) is not None}
+
+
+async def test_failed_import_keeps_the_fresh_layer_for_the_next_deploy(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    before = ready_layers(ws)
+    broken = app_with("markupsafe\n", "raise RuntimeError('not yet')\n", tmp_path / "1")
+    with pytest.raises(BuildError, match="does not import"):
+        await build(ws, "keep1", broken)
+    new = ready_layers(ws) - before
+    assert len(new) == 1  # the app failed, its dependencies did not
+    assert leftovers(ws) == []
+    fixed = app_with(
+        "markupsafe\n", "def app(environ, start_response):\n    return []\n", tmp_path / "2"
+    )
+    out, _ = await build(ws, "keep2", fixed)
+    assert out.installed is False and {out.layer_key} == new
+
+
+async def test_cancel_while_the_layer_is_packed_leaves_nothing(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, aborted = threading.Event(), threading.Event()
+
+    def stuck_pack(*args: object) -> tuple[str, int, bool]:
+        abort = args[-1]
+        assert isinstance(abort, threading.Event)
+        started.set()
+        while not abort.wait(0.05):
+            pass
+        aborted.set()
+        raise BuildError("build cancelled")
+
+    monkeypatch.setattr(layers_mod, "pack_tree", stuck_pack)
+    before_store, before_layers = ws.store.list(), ready_layers(ws)
+    arch = app_with(
+        "itsdangerous\n", "def app(environ, start_response):\n    return []\n", tmp_path
+    )
+    lines: list[str] = []
+    task = asyncio.create_task(Build(ws, "packcancel", "hello", arch, lines.append).run())
+    assert await asyncio.to_thread(started.wait, 120), "the layer was never packed"
+    for _ in range(100):  # let the build reach its last step, waiting on the pack
+        if any("waiting for the dependency layer" in ln for ln in lines):
+            break
+        await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert aborted.is_set()  # the packing thread stopped before the build returned
+    assert ws.store.list() == before_store and ready_layers(ws) == before_layers
+    assert leftovers(ws) == []
+    assert not any(lock.locked() for lock in ws.layer_locks.values())

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
 from roost.builder.daemon import serve
+from roost.images.cache import ImageCache
 from roost.images.fetch import fetch_image
+from roost.images.manifest import read_manifest
 from roost.settings import Settings
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.keys import ensure_keypair, load_public_keys
@@ -73,9 +76,30 @@ async def test_build_request_to_result_and_image_fetch(builder_root: Path) -> No
             assert any(ln.startswith("-----> pack (") for ln in logs)
             assert received.index(res) == len(received) - 1  # result after the last log
             assert res.spec is not None and res.lock_digest.startswith("sha256:")
+            # A fresh cache (a runner's) fetches the manifest and its layers over
+            # CURVE, verifies and composes them; the app's venv works from there.
             images = RpcClient(cn, [Endpoint(ep["images"], b.public_text)])
+
+            async def fetcher(digest: str, dest: Path) -> Path:
+                return await fetch_image(images, digest, dest)
+
+            cache = ImageCache(data / "runner-cache", 1 << 34)
+            root = await cache.ensure(res.image_digest, fetcher, pin=True)
             got = await fetch_image(images, res.image_digest, data / "dl")
-            assert got.stat().st_size == res.image_size
+            manifest = read_manifest(got)
+            assert manifest is not None and [lr.path for lr in manifest.layers] == ["venv", ""]
+            assert res.image_size == got.stat().st_size + manifest.size
+            assert (root / "venv").is_symlink() and (root / "app" / "app.py").is_file()
+            cwd = root / "app"
+            for argv in (
+                [root / "venv" / "bin" / "python", "-c", "import flask, app; print(app.app.name)"],
+                [root / "venv" / "bin" / "python", "-m", "gunicorn", "--version"],
+                [root / "venv" / "bin" / "gunicorn", "--version"],  # a console script
+            ):
+                done = await asyncio.to_thread(
+                    subprocess.run, argv, cwd=cwd, capture_output=True, text=True, timeout=60
+                )
+                assert done.returncode == 0, (argv, done.stderr)
             stop.set()
             await asyncio.wait_for(daemon, timeout=30)
             await images.close()

@@ -1,10 +1,10 @@
+"""The store, chunked fetch over CURVE, replication, and the cache with plain-tar images."""
+
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -15,21 +15,9 @@ from roost.images.fetch import fetch_image
 from roost.images.replicate import pull_into_store
 from roost.images.serve import handle_image_request
 from roost.images.store import ImageStore
-from roost.wire.cluster import Endpoint
-from roost.wire.keys import generate_keypair
-from roost.wire.messages import Error, ImageChunk, ImageChunkRequest, Msg
-from roost.wire.node import Node
-from roost.wire.rpc import RpcClient, RpcServer
+from roost.wire.messages import Error, ImageChunk, ImageChunkRequest
 
-
-def make_tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+from .helpers import Served, make_tar
 
 
 def test_store_put_read_verify_delete(tmp_path: Path) -> None:
@@ -66,35 +54,6 @@ def test_serve_refuses_unknown_and_bad_requests(tmp_path: Path) -> None:
     assert isinstance(
         handle_image_request(store, ImageChunkRequest(digest=digest, offset=-1)), Error
     )
-
-
-class Served:
-    """A real CURVE RPC image server over a store, and a client for it."""
-
-    def __init__(self, store: ImageStore) -> None:
-        self.store = store
-
-    async def __aenter__(self) -> RpcClient:
-        skp, ckp = generate_keypair(), generate_keypair()
-        self.sn = await Node(skp, [ckp.public]).__aenter__()
-        self.cn = await Node(ckp, []).__aenter__()
-
-        async def handler(msg: Msg) -> Msg:
-            assert isinstance(msg, ImageChunkRequest)
-            return handle_image_request(self.store, msg)
-
-        server = RpcServer(self.sn, "tcp://127.0.0.1:*", handler)
-        self.task = asyncio.create_task(server.serve())
-        self.client = RpcClient(self.cn, [Endpoint(server.address, skp.public_text)])
-        return self.client
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.client.close()
-        self.task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await self.task
-        await self.cn.__aexit__()
-        await self.sn.__aexit__()
 
 
 async def test_fetch_over_the_wire_in_chunks(tmp_path: Path) -> None:

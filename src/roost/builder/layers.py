@@ -1,38 +1,55 @@
-"""Dependency layers: a virtualenv per (lock, interpreter), built once, reused.
+"""Dependency layers: a virtualenv per (lock, interpreter), built once, stored once, reused.
 
-Theory of operation: a layer is created under `layers/.tmp-<key>-<pid>` (uv
-venv --relocatable, then uv pip sync of the lock, as the build user; offline
-first, from the shared uv cache, and online only when the cache lacks
-something), packed once into `venv.tar`, a tar fragment of `venv/...` members
-with no end-of-archive marker, and renamed to `layers/<key>` with a `ready`
-file. An image is that fragment followed by a small tar of the code, so a
-build whose lock is unchanged installs nothing and packs only its code. The
-sha256 state after the fragment is kept in memory per layer, so the image
-digest costs only the code's bytes too.
+Theory of operation: a layer lives in `layers/<key>/`: `venv/` (made by uv
+venv --relocatable and uv pip sync of the lock, as the build user; offline
+first, from the shared uv cache, online only when the cache lacks
+something) and `ready`, a JSON file naming the layer's blob in the image
+store. The blob is an uncompressed tar of the venv's contents, packed with
+sorted names, fixed owners and a fixed mtime, so the same lock on the same
+interpreter and uv gives the same bytes, hence the same digest, on any
+builder, and a host that has the layer never fetches it again.
 
-Creation of one key is serialized by a per-key lock; layers in use by a
-running build are never pruned.
+`layers/<key>/` and `ready` belong to the builder (root); only `venv/` is the
+build user's, so build code cannot point a layer at another blob.
+`LayerJob` holds the per-key lock from "not ready" until `ready` is written
+(or the half-made directory is moved away), so one key is installed by one
+build at a time and every other build waits and then reuses it. A build
+whose lock is unchanged finds `ready`, installs nothing and packs nothing: its
+image names the stored blob. A fresh layer is packed by a background task
+that runs while the build imports the app (`Build` owns and awaits it), and
+only a complete, committed blob makes the directory `ready`.
+
+The trust model is the sandbox's: build steps run as one unprivileged uid,
+which owns the venv (and, through uv's hard links, the cache files in it),
+so app code run by the import check could alter a layer it shares a uid
+with; builds do not isolate one app's code from another's dependencies on
+the builder. Layers in use by a running build are never pruned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from roost.builder.errors import BuildError
+from roost.builder.pack import LAYER_TAR_FLAGS, pack_tree, run_abortable
 from roost.builder.sandbox import base_env, run
 from roost.builder.workspace import Workspace
 
-TAR_FLAGS = ["-b", "1", "--format=gnu", "--owner=0", "--group=0", "--numeric-owner", "--sort=name"]
-END_OF_ARCHIVE = 1024  # two zero blocks
+LAYER_FORMAT = 2
+
+
+@dataclass(frozen=True)
+class LayerBlob:
+    digest: str
+    size: int
 
 
 def uv_env(ws: Workspace, home: Path) -> dict[str, str]:
@@ -47,29 +64,124 @@ def uv_env(ws: Workspace, home: Path) -> dict[str, str]:
     )
 
 
-async def ensure_layer(
-    ws: Workspace, lock_path: Path, key: str, home: Path, log: Callable[[str], None]
-) -> tuple[Path, bool]:
-    """The ready layer for `key`, and whether it had to be installed now."""
-    final = ws.layers / key
-    lock = ws.layer_locks.setdefault(key, asyncio.Lock())
-    async with lock:
-        if (final / "ready").exists():
-            os.utime(final / "ready")
-            return final, False
-        tmp = ws.layers / f".tmp-{key[:16]}-{os.getpid()}-{time.monotonic_ns()}"
-        tmp.mkdir()
+def read_ready(ws: Workspace, layer: Path) -> LayerBlob | None:
+    """The stored blob of a ready layer; None when not ready (or its blob is gone)."""
+    try:
+        raw = json.loads((layer / "ready").read_text())
+        blob = LayerBlob(digest=str(raw["digest"]), size=int(raw["size"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if raw.get("format") != LAYER_FORMAT or not ws.store.has(blob.digest):
+        return None
+    return blob
+
+
+class LayerJob:
+    """One build's use of the dependency layer `key` (see the module docstring)."""
+
+    def __init__(self, ws: Workspace, key: str) -> None:
+        self.ws = ws
+        self.key = key
+        self.path = ws.layers / key
+        self.installed = False
+        self.blob: LayerBlob | None = None
+        self._lock = ws.layer_locks.setdefault(key, asyncio.Lock())
+        self._held = False
+        self._packing: asyncio.Task[LayerBlob] | None = None
+
+    @property
+    def venv(self) -> Path:
+        return self.path / "venv"
+
+    async def ensure(self, lock_path: Path, home: Path, log: Callable[[str], None]) -> None:
+        """Reuse the ready layer, or install it and start packing it (see `blob_digest`)."""
+        await self._lock.acquire()
+        self._held = True
         try:
-            ws.user.chown(tmp)
-            await _install(ws, tmp, lock_path, home, log)
-            await asyncio.to_thread(pack_fragment, tmp, ws, key)
-            (tmp / "ready").write_text(json.dumps({"key": key, "python": ws.interp.python_id}))
-            os.chmod(tmp, 0o755)
-            os.replace(tmp, final)
+            blob = read_ready(self.ws, self.path)
+            if blob is not None:
+                os.utime(self.path / "ready")  # for prune_layers' LRU
+                self.blob = blob
+                return
+            self._discard_dir()
+            # The layer directory (and so `ready`, which names a blob in the
+            # store) stays the builder's; only venv/ is the build user's.
+            self.path.mkdir(mode=0o755)
+            self.venv.mkdir(mode=0o755)
+            self.ws.user.chown(self.venv)
+            await _install(self.ws, self.path, lock_path, home, log)
+            self.installed = True
+            self._packing = asyncio.create_task(self._pack(), name=f"pack-layer-{self.key[:12]}")
         finally:
-            if tmp.exists():
-                await asyncio.to_thread(shutil.rmtree, tmp, True)
-        return final, True
+            if self._packing is None:
+                self._done()
+
+    async def _pack(self) -> LayerBlob:
+        try:
+            venv = self.venv
+            members = sorted(os.listdir(venv))
+            digest, size, _ = await run_abortable(
+                lambda abort: pack_tree(
+                    self.ws.store, venv, members, LAYER_TAR_FLAGS, self.ws.user, abort
+                )
+            )
+            blob = LayerBlob(digest=digest, size=size)
+            ready = {"format": LAYER_FORMAT, "key": self.key, "python": self.ws.interp.python_id,
+                     "digest": digest, "size": size}  # fmt: skip
+            tmp = self.path / "ready.tmp"
+            tmp.write_text(json.dumps(ready))
+            os.replace(tmp, self.path / "ready")
+            self.blob = blob
+            return blob
+        finally:
+            self._done()
+
+    async def blob_digest(self) -> LayerBlob:
+        """The layer's stored blob, waiting for the background pack if one runs."""
+        if self.blob is not None:
+            return self.blob
+        if self._packing is None:
+            raise BuildError("internal: dependency layer neither ready nor being packed")
+        return await self._packing
+
+    async def close(self, *, finish: bool) -> None:
+        """End the job: let a running pack finish (finish=True) or cancel it; wait either way.
+
+        Cancelled while waiting, it cancels the pack and still waits for it.
+        """
+        task = self._packing
+        if task is None:
+            return
+        if not finish:
+            task.cancel()
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            task.cancel()
+            await asyncio.wait([task])
+            raise
+        finally:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: its failure is the build's, already reported
+
+    def _done(self) -> None:
+        """Release the key; a layer that did not become ready is moved away first."""
+        if not self._held:
+            return
+        self._held = False
+        try:
+            if not (self.path / "ready").exists():
+                self._discard_dir()
+        finally:
+            self._lock.release()
+
+    def _discard_dir(self) -> None:
+        """Move a half-made layer directory out of the way (instant); delete it after."""
+        if not self.path.exists():
+            return
+        trash = self.ws.layers / f".tmp-{self.key[:16]}-{os.getpid()}-{time.monotonic_ns()}"
+        os.replace(self.path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 async def _install(
@@ -78,6 +190,7 @@ async def _install(
     env = uv_env(ws, home)
     venv = layer / "venv"
     common = {"user": ws.user, "cwd": home, "env": env}
+    start = time.monotonic()
     done = await run(
         [ws.uv, "venv", "--relocatable", "--python", ws.interp.path, "--quiet", str(venv)],
         log=log,
@@ -85,11 +198,13 @@ async def _install(
     )
     if done.returncode != 0:
         raise BuildError(f"uv venv failed (exit {done.returncode})")
+    made = time.monotonic()
     sync = [ws.uv, "pip", "sync", "--python", str(venv / "bin" / "python"), str(lock_path)]
     # Offline first: with a warm cache this touches no network at all.
     done = await run([*sync, "--offline", "--quiet"], log=None, **common)  # type: ignore[arg-type]
     if done.returncode == 0:
-        log("       installed from the local cache (offline)")
+        log(f"       installed from the local cache (offline): venv {made - start:.2f} s, "
+            f"sync {time.monotonic() - made:.2f} s")  # fmt: skip
         return
     log("       some packages are not in the cache: downloading")
     done = await run(sync, log=log, **common)  # type: ignore[arg-type]
@@ -97,47 +212,12 @@ async def _install(
         raise BuildError(f"installing dependencies failed (uv pip sync exit {done.returncode})")
 
 
-def pack_fragment(layer: Path, ws: Workspace, key: str) -> None:
-    """Write layer/venv.tar (no end marker) and remember its sha256 state."""
-    import subprocess
-
-    out = layer / "venv.tar"
-    proc = subprocess.Popen(
-        ["tar", "-c", "-f", "-", *TAR_FLAGS, "-C", str(layer), "venv"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    h = hashlib.sha256()
-    held = b""
-    assert proc.stdout is not None
-    with open(out, "wb") as fh:
-        while chunk := proc.stdout.read(1 << 20):
-            data = held + chunk
-            cut = max(0, len(data) - END_OF_ARCHIVE)
-            h.update(data[:cut])
-            fh.write(data[:cut])
-            held = data[cut:]
-    err = proc.stderr.read() if proc.stderr else b""
-    if proc.wait() != 0 or held != b"\0" * END_OF_ARCHIVE:
-        raise BuildError(f"packing the virtualenv failed: {err.decode(errors='replace')[-500:]}")
-    os.chmod(out, 0o644)
-    ws.fragment_hashes[key] = h
-
-
-def fragment_hash(ws: Workspace, layer: Path, key: str) -> Any:
-    """A fresh sha256 object fed with the layer's fragment (cached state when known)."""
-    h = ws.fragment_hashes.get(key)
-    if h is None:
-        h = hashlib.sha256()
-        with open(layer / "venv.tar", "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-        ws.fragment_hashes[key] = h
-    return h.copy()
-
-
 def prune_layers(ws: Workspace, keep: int) -> list[str]:
-    """Remove the least recently used ready layers beyond `keep` (never in-use ones)."""
+    """Remove the least recently used ready layers beyond `keep` (never in-use ones).
+
+    Only the builder's directory goes: the blob stays in the store, since
+    released images name it.
+    """
     ready = []
     for p in ws.layers.iterdir():
         with contextlib.suppress(FileNotFoundError):
@@ -151,6 +231,5 @@ def prune_layers(ws: Workspace, keep: int) -> list[str]:
         trash = ws.layers / f".tmp-prune-{key[:16]}-{time.monotonic_ns()}"
         os.replace(ws.layers / key, trash)
         shutil.rmtree(trash, ignore_errors=True)
-        ws.fragment_hashes.pop(key, None)
         removed.append(key)
     return removed

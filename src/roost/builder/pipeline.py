@@ -3,17 +3,27 @@
 Steps, each logged as "-----> name (1.23 s)" when it ends: fetch (unpack the
 upload), appspec (read the configuration, apply [symlinks], Django settings),
 lock (reuse or resolve), install (reuse or build the dependency layer),
-bundle (image root: shortcuts, manifest), check (import the WSGI entrypoints
-in the built venv, as the build user), collect static, pack (image and static
-bundle into the store).
+bundle (image root: shortcuts, roost-image.json), check (import the WSGI
+entrypoints in the built venv, as the build user), collect static, pack (code
+layer, image manifest and static bundle into the store).
+
+The image is a manifest (roost.images.manifest) naming two layers: the
+dependency layer (roost.builder.layers; reused as is when the lock is
+unchanged, so a code-only build copies and packs nothing of size) and the
+code layer (the checkout, roost-image.json, shortcuts). A freshly installed
+dependency layer is packed in the background while check and collect static
+run; pack waits for it.
 
 Theory of operation: everything of a build lives in builds/<id>/ and is
-removed when the build ends however it ends; the image and the static bundle
-are committed to the store in the last step only, and removed again if the
-build fails after that. Files are written by the builder only while they are
-still what was uploaded (fetch, appspec); once the upload's code has run
-(lock onwards), the checkout is read only by tar (which does not follow
-symlinks) and untrusted outputs are opened with O_NOFOLLOW.
+removed when the build ends however it ends; the code layer, the manifest
+and the static bundle are committed to the store in the last step only, and
+removed again if the build fails after that (unless the store already held
+the same bytes). A dependency layer's blob is never removed by a build: it
+belongs to the layer, which outlives builds. Files are written by the
+builder only while they are still what was uploaded (fetch, appspec); once
+the upload's code has run (lock onwards), the checkout is read only by tar
+(which does not follow symlinks) and untrusted outputs are opened with
+O_NOFOLLOW.
 """
 
 from __future__ import annotations
@@ -23,7 +33,6 @@ import json
 import os
 import re
 import shutil
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -38,8 +47,15 @@ from roost.builder import lock as locks
 from roost.builder.diskcheck import ensure_free_disk
 from roost.builder.errors import BuildError, OutputLimitExceeded
 from roost.builder.ignore import apply_ignores
-from roost.builder.layers import ensure_layer, uv_env
-from roost.builder.pack import pack_image, read_untrusted_text, store_untrusted_file
+from roost.builder.layers import LayerBlob, LayerJob, uv_env
+from roost.builder.pack import (
+    TAR_FLAGS,
+    pack_tree,
+    read_untrusted_text,
+    run_abortable,
+    store_manifest,
+    store_untrusted_file,
+)
 from roost.builder.sandbox import base_env, run
 from roost.builder.upload import UploadLimits, extract_upload
 from roost.builder.workspace import Workspace
@@ -75,6 +91,8 @@ class BuildOutcome:
     static_routes: list[StaticRoute] = field(default_factory=list)
     installed: bool = False  # False: the dependency layer was reused
     layer_key: str = ""
+    layer_digest: str = ""  # the dependency layer's blob
+    code_digest: str = ""  # the code layer's blob
     step_times: dict[str, float] = field(default_factory=dict)
 
 
@@ -109,13 +127,15 @@ class Build:
         self.checkout = self.image_root / "app"
         self.django: dj.DjangoPlan | None = None
         self.lock = ""
-        self.layer = Path()
         self.layer_key = ""
+        self.layer_job: LayerJob | None = None
+        self.layer_blob: LayerBlob | None = None
+        self.code_digest = ""
         self.installed = False
         self.static_bundle: Path | None = None
         self.static_routes: list[StaticRoute] = []
         self.step_times: dict[str, float] = {}
-        self._abort = threading.Event()
+        # Blobs this build added to the store (removed again if it fails).
         self._committed: list[str] = []
 
     # ------------------------------------------------------------ plumbing
@@ -162,10 +182,14 @@ class Build:
                 raise BuildError(
                     f"build took longer than {timeout:.0f} s (ROOST_BUILD_TIMEOUT_S)"
                 ) from None
-        except BaseException:
-            self._abort.set()
+        except BaseException as exc:
             for digest in self._committed:
                 self.ws.store.delete(digest)
+            if self.layer_job is not None:
+                # The app failed, not its dependencies: let a fresh layer finish
+                # packing so the next deploy of this lock reuses it. Cancelled
+                # or crashed builds stop packing at once.
+                await self.layer_job.close(finish=isinstance(exc, BuildError))
             raise
         finally:
             if self.layer_key:
@@ -188,6 +212,8 @@ class Build:
             static_routes=self.static_routes,
             installed=self.installed,
             layer_key=self.layer_key,
+            layer_digest=self.layer_blob.digest if self.layer_blob else "",
+            code_digest=self.code_digest,
             step_times=dict(self.step_times),
         )
 
@@ -318,11 +344,16 @@ class Build:
         self.layer_key = locks.layer_key(self.lock, self.ws.interp.python_id)
         ws = self.ws
         ws.layers_in_use[self.layer_key] = ws.layers_in_use.get(self.layer_key, 0) + 1
-        self.layer, self.installed = await ensure_layer(
-            ws, self.dir / "lock.txt", self.layer_key, self.home, self.log
-        )
+        self.layer_job = LayerJob(ws, self.layer_key)
+        await self.layer_job.ensure(self.dir / "lock.txt", self.home, self.log)
+        self.installed = self.layer_job.installed
         if not self.installed:
             self.log(f"       dependency layer {self.layer_key[:12]} unchanged: nothing installed")
+
+    @property
+    def layer(self) -> Path:
+        assert self.layer_job is not None
+        return self.layer_job.path
 
     @property
     def venv(self) -> Path:
@@ -466,27 +497,36 @@ class Build:
         self.static_bundle = self.out / "bundle.tar"
 
     async def pack(self) -> None:
-        assert self.spec is not None
-        fragment = (self.layer / "venv.tar").stat().st_size
-        self._disk(fragment + (64 << 20))
+        assert self.spec is not None and self.layer_job is not None
+        self._disk(64 << 20)
         members = [self.spec.checkout_name, "roost-image.json"]
         if (self.image_root / "shortcuts").exists():
             members.append("shortcuts")
-        abort, committed = self._abort, self._committed
-        self.image_digest, self.image_size = await asyncio.to_thread(
-            pack_image, self.ws, self.layer, self.layer_key, self.image_root, members, abort,
-            committed,
-        )  # fmt: skip
+        store, root = self.ws.store, self.image_root
+        code, code_size, created = await run_abortable(
+            lambda abort: pack_tree(store, root, members, TAR_FLAGS, self.ws.user, abort)
+        )
+        if created:
+            self._committed.append(code)
+        self.code_digest = code
+        if self.installed:
+            self.log("       waiting for the dependency layer to be stored")
+        self.layer_blob = blob = await self.layer_job.blob_digest()
+        self.image_digest, self.image_size, created = store_manifest(
+            store, [(blob.digest, blob.size, "venv", "dependencies"), (code, code_size, "", "code")]
+        )
+        if created:
+            self._committed.append(self.image_digest)
+        self.log(f"       layers: dependencies {blob.digest[7:19]} ({blob.size / 1e6:.1f} MB), "
+                 f"code {code[7:19]} ({code_size / 1e3:.0f} kB)")  # fmt: skip
         self.static_digest = ""
         if self.static_bundle is not None:
-            self.static_digest = await asyncio.to_thread(
-                store_untrusted_file,
-                self.ws,
-                self.static_bundle,
-                self.ws.settings.max_upload_bytes,
-                abort,
-                committed,
+            bundle, limit = self.static_bundle, self.ws.settings.max_upload_bytes
+            self.static_digest, created = await run_abortable(
+                lambda abort: store_untrusted_file(store, bundle, limit, abort)
             )
+            if created:
+                self._committed.append(self.static_digest)
 
     image_digest: str = ""
     image_size: int = 0

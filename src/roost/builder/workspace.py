@@ -1,9 +1,9 @@
 """The builder's working directories and the facts probed once at start.
 
 DATA/builder/
-  store/        ImageStore: images and static bundles (root only)
+  store/        ImageStore: image manifests, their layers, static bundles (root only)
   builds/<id>/  one directory per build, removed when it ends
-  layers/<key>/ dependency layers: venv/, venv.tar (packed), ready
+  layers/<key>/ dependency layers: venv/, ready (names the layer's blob in store/)
   locks/        locks by requirements digest (reuse across builds)
   uv-cache/     uv's shared cache (build user)
   home/         HOME of probes run as the build user
@@ -22,7 +22,6 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import uv
 
@@ -45,8 +44,6 @@ class Workspace:
     store: ImageStore
     layer_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     layers_in_use: dict[str, int] = field(default_factory=dict)
-    # layer key -> sha256 state after its packed venv (hashlib object).
-    fragment_hashes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def builds(self) -> Path:
@@ -85,7 +82,8 @@ class Workspace:
             shutil.rmtree(p, ignore_errors=True)
             swept += 1
         for p in (root / "layers").iterdir():
-            if p.name.startswith(".") or not (p / "ready").exists():
+            # Not ready, or made by the single-tar builder (venv.tar, no blob).
+            if p.name.startswith(".") or not (p / "ready").exists() or (p / "venv.tar").exists():
                 shutil.rmtree(p, ignore_errors=True)
                 swept += 1
         if swept:

@@ -10,6 +10,7 @@ about four times slower at it); tarfile with the "tar" filter otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tarfile
@@ -59,7 +60,13 @@ async def unpack_async(archive: Path, dest: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
-    _, err = await proc.communicate()
+    try:
+        _, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:  # cancelled: tar must not write on behind our back
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
     if proc.returncode != 0:
         raise ImageError(f"cannot unpack {archive.name}: {err.decode(errors='replace')[-2000:]}")
 

@@ -15,11 +15,13 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from roost.images.digest import DigestMismatch, ImageError, format_digest, parse_digest
+from roost.images.store import ImageStore
 from roost.wire.messages import ImageChunk, ImageChunkRequest
 from roost.wire.rpc import RemoteError, RpcClient, RpcTimeout
 
@@ -96,3 +98,21 @@ async def fetch_image(client: RpcClient, digest: str, dest_dir: Path) -> Path:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def store_fetcher(store: ImageStore) -> Callable[[str, Path], Awaitable[Path]]:
+    """A cache fetcher reading a local store (a cache on the store's own host; tests).
+
+    Hard-links the stored file when it can (same filesystem): no copy.
+    """
+
+    async def fetch(digest: str, dest_dir: Path) -> Path:
+        src = store.path(digest)
+        dest = dest_dir / parse_digest(digest)
+        try:
+            os.link(src, dest)
+        except OSError:
+            await asyncio.to_thread(shutil.copyfile, src, dest)
+        return dest
+
+    return fetch

@@ -1,9 +1,11 @@
 """Copy an image from another host's store into this one (replication).
 
 What is done: `pull_into_store` copies one image by digest from any image
-store endpoint into a local ImageStore, verified, atomically; a second builder
-or a runner with a store calls it. What is not done here: deciding *which*
-host holds the second copy and marking a release ready only once two copies
+store endpoint into a local ImageStore, verified, atomically; for a layered
+image it copies every layer the manifest names first and the manifest last,
+so a store that holds a manifest holds its layers too. A second builder or a
+runner with a store calls it. What is not done here: deciding *which* host
+holds the second copy and marking a release ready only once two copies
 exist — that is the controller's bookkeeping, which asks a host to pull.
 """
 
@@ -11,18 +13,39 @@ from __future__ import annotations
 
 from roost.images.digest import DigestMismatch
 from roost.images.fetch import iter_chunks
+from roost.images.manifest import read_manifest
 from roost.images.store import ImageStore
 from roost.wire.rpc import RpcClient
 
 
 async def pull_into_store(client: RpcClient, digest: str, store: ImageStore) -> str:
-    """Ensure `store` holds `digest`, pulling it over the wire if needed."""
+    """Ensure `store` holds `digest` (and every layer it names), pulling what is missing."""
     if store.has(digest):
+        manifest = read_manifest(store.path(digest))
+        for layer in manifest.layers if manifest is not None else []:
+            await _pull_blob(client, layer.digest, store)  # repair a store missing one
         return digest
     with store.writer(expected=digest) as w:
         async for data in iter_chunks(client, digest):
             w.write(data)
         try:
-            return w.commit()
+            w.finish()
         except DigestMismatch as exc:
             raise DigestMismatch(f"replica of {digest} arrived corrupted: {exc}") from None
+        manifest = read_manifest(w.tmp_path)
+        for layer in manifest.layers if manifest is not None else []:
+            await _pull_blob(client, layer.digest, store)
+        w.commit()
+    return digest
+
+
+async def _pull_blob(client: RpcClient, digest: str, store: ImageStore) -> None:
+    if store.has(digest):
+        return
+    with store.writer(expected=digest) as w:
+        async for data in iter_chunks(client, digest):
+            w.write(data)
+        try:
+            w.commit()
+        except DigestMismatch as exc:
+            raise DigestMismatch(f"replica of layer {digest} arrived corrupted: {exc}") from None

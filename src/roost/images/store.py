@@ -38,19 +38,30 @@ class ImageWriter:
         self._fh: BinaryIO = os.fdopen(fd, "wb")
         self._hash = hashlib.sha256()
         self.size = 0
+        # Set by commit: False when the store already held these bytes.
+        self.created = False
 
     def write(self, data: bytes) -> None:
         self._hash.update(data)
         self._fh.write(data)
         self.size += len(data)
 
-    def commit(self) -> str:
+    def finish(self) -> str:
+        """Close and check the bytes (DigestMismatch discards them); not yet stored.
+
+        Between finish() and commit() the complete bytes can be read at
+        `tmp_path` (replication reads a manifest there before its layers).
+        """
         self._fh.close()
         digest = format_digest(self._hash.hexdigest())
         if self._expected is not None and digest != self._expected:
             self.abort()
             raise DigestMismatch(f"expected {self._expected}, received bytes hash to {digest}")
-        self._store.commit(self.tmp_path, digest)
+        return digest
+
+    def commit(self) -> str:
+        digest = self.finish()
+        self.created = self._store.commit(self.tmp_path, digest)
         return digest
 
     def abort(self) -> None:
@@ -108,14 +119,19 @@ class ImageStore:
         os.close(fd)
         return Path(name)
 
-    def commit(self, tmp_path: Path, digest: str) -> None:
-        """Rename a complete temp file into place under `digest` (computed by the caller)."""
+    def commit(self, tmp_path: Path, digest: str) -> bool:
+        """Rename a complete temp file into place under `digest` (computed by the caller).
+
+        Returns False when the store already held it (the temp file is dropped):
+        whoever cleans up after a failure must only delete what it created.
+        """
         dest = self.objects / parse_digest(digest)
         os.chmod(tmp_path, 0o444)
         if dest.exists():
             tmp_path.unlink()  # same bytes already stored: content addressing
-            return
+            return False
         os.replace(tmp_path, dest)
+        return True
 
     # ------------------------------------------------------------ reading
 
