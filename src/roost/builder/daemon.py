@@ -18,6 +18,7 @@ from roost.builder.manager import BuildManager
 from roost.builder.workspace import Workspace
 from roost.images.serve import handle_image_request
 from roost.images.store import ImageStore
+from roost.metrics import serve as serve_metrics
 from roost.settings import Settings
 from roost.wire.bootstrap import open_node, own_endpoints
 from roost.wire.messages import (
@@ -61,6 +62,7 @@ def images_handler(store: ImageStore) -> Handler:
 
 
 async def serve(data_dir: Path, settings: Settings, name: str, stop: asyncio.Event) -> None:
+    serve_metrics(settings.metrics_port, settings.bind_host)
     ws = await Workspace.open(data_dir / "builder", settings)
     log.info(
         "builder ready: python %s (%s), build user %s%s",

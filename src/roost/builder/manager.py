@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+from roost.builder import metrics
 from roost.builder.errors import BuildError
 from roost.builder.layers import prune_layers
 from roost.builder.pipeline import Build
@@ -103,6 +104,7 @@ class BuildManager:
                 done.set()
                 wake.set()
             await pumper
+        metrics.record(result)
         await self._deliver(result)
         with contextlib.suppress(OSError):
             removed = await asyncio.to_thread(
