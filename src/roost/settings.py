@@ -54,7 +54,7 @@ class Settings:
         1, "ROOST_ROUTER_MAX_FAILS", "consecutive failures before an instance is ejected"
     )
     router_upstream_idle_s: float = _setting(
-        2.0, "ROOST_ROUTER_UPSTREAM_IDLE_S", "how long an idle pooled instance connection is kept"
+        1.0, "ROOST_ROUTER_UPSTREAM_IDLE_S", "how long an idle pooled instance connection is kept"
     )
     router_access_log: str = _setting(
         "", "ROOST_ROUTER_ACCESS_LOG", "access log file ('' = DATA/router/access.log, '-' = off)"

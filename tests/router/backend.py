@@ -7,6 +7,7 @@ Paths:
   /slow        answers after `delay` seconds
   /close       closes the connection without answering
   /half        sends a response head, part of the body, then closes
+  /eof         a body delimited by closing the connection
   /big         `n` bytes of body (Content-Length)
   /text        a compressible text body (for gzip)
   /ws          101 Switching Protocols, then echoes bytes upper-cased
@@ -25,9 +26,10 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 
 
-class TestBackend:
+class AppInstance:
     def __init__(self, name: str) -> None:
         self.name = name
+        self.drop = False
         self.requests: list[dict[str, object]] = []
         self.connections = 0
         self.upload_pieces: list[bytes] = []
@@ -40,7 +42,7 @@ class TestBackend:
         self.unix_path = ""
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def start(self, unix_path: Path | None = None) -> TestBackend:
+    async def start(self, unix_path: Path | None = None) -> AppInstance:
         if unix_path is not None:
             self.server = await asyncio.start_unix_server(self._serve, str(unix_path))
             self.unix_path = str(unix_path)
@@ -143,10 +145,19 @@ class TestBackend:
                 await writer.drain()
         body = await self._body(conn, reader, record=path == "/upload")
         self.requests.append({"method": req.method.decode(), "path": target, "headers": headers})
+        if self.drop:  # a broken instance: reads the request, never answers
+            return False
         if path == "/close":
             return False
         if path == "/slow":
             await asyncio.sleep(float(q.get("delay", "1")))
+        if path == "/eof":  # no Content-Length, no chunking: the body ends at close
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b"the-end")
+            await writer.drain()
+            return False
         if path == "/half":
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
             await writer.drain()

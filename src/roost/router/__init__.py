@@ -1,1 +1,23 @@
-"""router"""
+"""The router: Roost's HTTP load balancer.
+
+Entry point: `roost.router.daemon.run(data_dir, settings, name, port, workers)`.
+
+Modules, request path first:
+  client.py     visitor connections: parsing, limits, deadlines, pipelining
+  exchange.py   one request: reading its head, routing, local answers
+  relay.py      proxying it to an instance: connect or reuse, stream, retry rules
+  upstream.py   instance connections: pass-through relay, keep-alive pool
+  reframe.py    relaying when the body must change (gzip, HTTP/1.0 clients)
+  static.py     static files from the release's bundle
+  h1.py         HTTP/1.1 bytes: status lines, error pages, hop-by-hop rules
+  balance.py    least-outstanding + round-robin choice, passive health
+  table.py      the immutable route table and how deltas apply (pure)
+  tracker.py    versions, gaps and resyncs of the controllers' feed (pure)
+  feed.py       the ZeroMQ side of the feed (subscriber + snapshot requests)
+  bundles.py    fetching static bundles from the image store in the background
+  tls.py        certificates per domain by SNI, the self-signed default
+  accesslog.py  one buffered line per request
+  context.py    what a worker's connections share
+  worker.py     one worker process: listeners and background tasks
+  daemon.py     the daemon: one worker in-process, or several with SO_REUSEPORT
+"""

@@ -9,7 +9,6 @@ request cannot forge log lines.
 from __future__ import annotations
 
 import os
-import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,11 +20,14 @@ if TYPE_CHECKING:
 _FLUSH_BYTES = 256 * 1024
 
 
-_UNSAFE = re.compile(rb'[^\x20-\x7e]|["\\]')
+# Printable ASCII except the quote and backslash: values made only of these
+# can go into a line as they are. (translate() is several times cheaper than a
+# regex scan here, and this runs per request.)
+_SAFE = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
 
 
-def _clean(value: bytes) -> bytes:
-    if _UNSAFE.search(value):
+def _escape(value: bytes) -> bytes:
+    if value.translate(None, _SAFE):
         value = value.decode("latin-1").encode("unicode_escape").replace(b'"', b'\\"')
     return value
 
@@ -38,42 +40,44 @@ class AccessLog:
         self._buf: list[bytes] = []
         self._size = 0
         self._second = -1
-        self._stamp = b""
+        self.stamp = b""
+        self.tick()
 
-    def _now(self) -> bytes:
+    def tick(self) -> None:
+        """Refresh the timestamp (the worker's sweep calls this a few times a
+        second, so a request pays an attribute read, not a clock read)."""
         second = int(time.time())
         if second != self._second:
             self._second = second
-            self._stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second)).encode()
-        return self._stamp
+            self.stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second)).encode()
 
     def log(self, client: ClientConnection, ex: Exchange) -> None:
-        referer = agent = b"-"
-        for name, value in ex.headers:
-            if len(name) == 7 and name.lower() == b"referer":
-                referer = value
-            elif len(name) == 10 and name.lower() == b"user-agent":
-                agent = value
+        referer, agent = ex.referer, ex.agent  # (picked up while routing the request)
+        url, host, user, rid = ex.url, ex.host, ex.user, ex.rid
+        if (url + referer + agent + host + user + rid).translate(None, _SAFE):
+            # Something from the client needs escaping: a request cannot forge lines.
+            url, referer, agent = _escape(url), _escape(referer), _escape(agent)
+            host, user, rid = _escape(host), _escape(user), _escape(rid)
         entry = ex.entry
         slot = ex.slot
         line = (
             b'%s - %s [%s] "%s %s HTTP/%s" %d %d "%s" "%s" host=%s app=%s inst=%s ms=%.1f rid=%s\n'
             % (
                 client.peer,
-                _clean(ex.user) if ex.user else b"-",
-                self._now(),
+                user or b"-",
+                self.stamp,
                 ex.method or b"-",
-                _clean(ex.url) or b"-",
+                url or b"-",
                 b"1.0" if ex.http10 else b"1.1",
                 ex.status,
                 ex.bytes_out,
-                _clean(referer),
-                _clean(agent),
-                _clean(ex.host) or b"-",
-                entry.name.encode() if entry is not None else b"-",
-                slot.backend.instance_id.encode() if slot is not None and not ex.local else b"-",
+                referer,
+                agent,
+                host or b"-",
+                entry.label if entry is not None else b"-",
+                slot.label if slot is not None and not ex.local else b"-",
                 (client.ctx.loop.time() - ex.t0) * 1000.0,
-                ex.rid or b"-",
+                rid or b"-",
             )
         )
         self._buf.append(line)
@@ -82,6 +86,7 @@ class AccessLog:
             self.flush()
 
     def flush(self) -> None:
+        self.tick()
         if self._buf:
             data = b"".join(self._buf)
             self._buf.clear()

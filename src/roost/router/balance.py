@@ -25,10 +25,20 @@ SlotKey = tuple[str, str, int, str]
 
 
 class Slot:
-    __slots__ = ("backend", "ejected_until", "fails", "idle", "key", "outstanding", "retired")
+    __slots__ = (
+        "backend",
+        "ejected_until",
+        "fails",
+        "idle",
+        "key",
+        "label",
+        "outstanding",
+        "retired",
+    )
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        self.label = backend.instance_id.encode()  # for the access log
         self.key: SlotKey = slot_key(backend)
         self.outstanding = 0
         self.fails = 0
@@ -109,9 +119,13 @@ class Balancer:
         return slots
 
     def choose(self, entry: AppEntry, now: float, exclude: Iterable[Slot] = ()) -> Slot | None:
-        slots = self.slots_for(entry)
+        slots = entry.slots
+        if slots is None:
+            slots = self.slots_for(entry)
         start = entry.rr
         entry.rr = start + 1
+        if not exclude and len(slots) == 1 and slots[0].ejected_until <= now:
+            return slots[0]  # the common small app: nothing to compare
         return pick(slots, start, now, exclude)
 
     def failed(self, slot: Slot, now: float) -> bool:

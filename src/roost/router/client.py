@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("roost.router")
 
 _EARLY_LIMIT = 1 << 20
+LINGER_S = 2.0
 
 
 class _Reject(Exception):
@@ -50,18 +51,27 @@ class _Reject(Exception):
 
 
 class ClientConnection(asyncio.Protocol):
-    transport: Any = None
-    cur: Exchange | None = None
-    active: Exchange | None = None
-    upgrading: Exchange | None = None
-    tunnel: Upstream | None = None
-    paused = 0
-    write_paused = False
-    write_deadline = 0.0
-    deadline = 0.0
-    head_bytes = 0
-    closed = False
-    peer = b""
+    __slots__ = (
+        "_drain",
+        "active",
+        "closed",
+        "ctx",
+        "cur",
+        "deadline",
+        "head_bytes",
+        "lingering",
+        "parser",
+        "paused",
+        "peer",
+        "queue",
+        "read_size",
+        "scheme",
+        "transport",
+        "tunnel",
+        "upgrading",
+        "write_deadline",
+        "write_paused",
+    )
 
     def __init__(self, ctx: Context, scheme: bytes = b"http") -> None:
         self.ctx = ctx
@@ -69,6 +79,20 @@ class ClientConnection(asyncio.Protocol):
         self.queue: deque[Exchange] = deque()
         self.parser = HttpRequestParser(self)
         self._drain: list[asyncio.Future[None]] = []
+        self.transport: Any = None
+        self.cur: Exchange | None = None
+        self.active: Exchange | None = None
+        self.upgrading: Exchange | None = None
+        self.tunnel: Upstream | None = None
+        self.paused = 0
+        self.write_paused = False
+        self.write_deadline = 0.0
+        self.deadline = 0.0
+        self.head_bytes = 0  # bytes read in earlier reads while the current head was incomplete
+        self.read_size = 0  # size of the read being parsed
+        self.closed = False
+        self.lingering = False  # answered and half-closed: draining what the client still sends
+        self.peer = b""
 
     # ---------------------------------------------------------------- asyncio protocol
 
@@ -79,7 +103,7 @@ class ClientConnection(asyncio.Protocol):
         ctx = self.ctx
         ctx.clients.add(self)
         # A connection that never sends a full head is cut off like a slow one.
-        self.deadline = ctx.loop.time() + ctx.limits.header_timeout
+        self.deadline = ctx.now + ctx.limits.header_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -118,6 +142,7 @@ class ClientConnection(asyncio.Protocol):
             if sum(map(len, upgrading.early)) > _EARLY_LIMIT:
                 self.transport.close()
             return
+        self.read_size = len(data)
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as exc:
@@ -150,15 +175,15 @@ class ClientConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         # A half-closed client may still want its response (curl does this for
         # uploads); we close once the active exchange is answered.
-        if self.active is None and self.cur is None:
-            return False
+        if self.closed or (self.active is None and self.cur is None) or self.scheme == b"https":
+            return False  # (TLS has no half-close)
         if self.active is not None:
             self.active.keep_alive = False
         return True
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        self.write_deadline = self.ctx.loop.time() + self.ctx.limits.idle_timeout
+        self.write_deadline = self.ctx.now + self.ctx.limits.idle_timeout
         ex = self.active
         if ex is not None and ex.up is not None:
             ex.up.pause_reading()
@@ -199,37 +224,39 @@ class ClientConnection(asyncio.Protocol):
 
     # ---------------------------------------------------------------- parser callbacks
 
-    def on_message_begin(self) -> None:
-        ctx = self.ctx
-        now = ctx.loop.time()
-        self.cur = Exchange(self, now)
-        self.head_bytes = 0
-        if self.active is None:
-            self.deadline = now + ctx.limits.header_timeout
-
     def on_url(self, url: bytes) -> None:
+        # The first callback of every request (a request line always has a
+        # target), so the exchange starts here: one parser callback fewer per
+        # request than a separate on_message_begin.
         ex = self.cur
-        assert ex is not None
-        ex.url += url
+        if ex is None:
+            ctx = self.ctx
+            now = ctx.loop.time()
+            self.cur = ex = Exchange(self, now, url)
+            self.head_bytes = 0
+            if self.active is None:
+                self.deadline = now + ctx.limits.header_timeout
+        else:
+            ex.url += url
         if len(ex.url) > self.ctx.limits.max_header_bytes:
             raise _Reject(414, "URL too long", "The requested URL is too long.")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        ex = self.cur
-        assert ex is not None
-        ex.headers.append((name, value))
-        ex.hsize += len(name) + len(value) + 4
-        if (
-            ex.hsize > self.ctx.limits.max_header_bytes
-            or len(ex.headers) > self.ctx.limits.max_headers
-        ):
-            raise _Reject(
-                431, "Request header too large", "The request has too many or too large headers."
-            )
+        # Sizes are checked once the head is complete (a head within one read
+        # is bounded by the read size) or, for heads spanning reads, in data_received.
+        self.cur.headers.append((name, value))  # type: ignore[union-attr]
 
     def on_headers_complete(self) -> None:
         ex = self.cur
         assert ex is not None
+        headers = ex.headers
+        limits = self.ctx.limits
+        if len(headers) > limits.max_headers:
+            raise _Reject(431, "Request header too large", "The request has too many headers.")
+        if self.head_bytes + self.read_size > limits.max_header_bytes:
+            size = len(ex.url) + sum(len(n) + len(v) + 4 for n, v in headers)
+            if size > limits.max_header_bytes:
+                raise _Reject(431, "Request header too large", "The request head is too large.")
         p = self.parser
         ex.head_done = True
         ex.method = p.get_method()
@@ -237,11 +264,9 @@ class ClientConnection(asyncio.Protocol):
             ex.http10 = True
         ex.keep_alive = p.should_keep_alive()
         ex.upgrade = p.should_upgrade()
-        if len(ex.url) + ex.hsize > self.ctx.limits.max_header_bytes:
-            raise _Reject(431, "Request header too large", "The request head is too large.")
         if self.active is None:
             self.active = ex
-            self.deadline = self.ctx.loop.time() + self.ctx.limits.idle_timeout
+            self.deadline = self.ctx.now + self.ctx.limits.idle_timeout
             ex.start()
         else:
             self.queue.append(ex)
@@ -254,28 +279,30 @@ class ClientConnection(asyncio.Protocol):
         if ex.bytes_in > self.ctx.limits.max_body_bytes:
             raise _Reject(413, "Request too large", "The request body is larger than allowed.")
         if ex is self.active:
-            self.deadline = self.ctx.loop.time() + self.ctx.limits.idle_timeout
+            self.deadline = self.ctx.now + self.ctx.limits.idle_timeout
         ex.send_body(body)
 
     def on_message_complete(self) -> None:
         ex = self.cur
         assert ex is not None
         self.cur = None
-        ex.end_body()
+        if ex.req_chunked or not ex.body_done:
+            ex.end_body()
         if ex is self.active:
             self.deadline = 0.0  # the instance's deadlines govern from here
 
     # ---------------------------------------------------------------- answering
 
     def exchange_done(self, ex: Exchange) -> None:
-        self._log(ex)
+        access = self.ctx.access
+        if access is not None:
+            access.log(self, ex)
         if self.active is ex:
             self.active = None
         if self.closed:
             return
         if not ex.keep_alive or not ex.body_done:
-            self.closed = True
-            self.transport.close()
+            self._finish(linger=not ex.body_done)
             return
         queue = self.queue
         if queue:
@@ -283,12 +310,10 @@ class ClientConnection(asyncio.Protocol):
             if not queue:
                 self.resume(1)
             self.active = nxt
-            self.deadline = (
-                0.0 if nxt.body_done else self.ctx.loop.time() + self.ctx.limits.idle_timeout
-            )
+            self.deadline = 0.0 if nxt.body_done else self.ctx.now + self.ctx.limits.idle_timeout
             nxt.start()
         elif self.cur is None:
-            self.deadline = self.ctx.loop.time() + self.ctx.limits.idle_timeout
+            self.deadline = self.ctx.now + self.ctx.limits.idle_timeout
 
     def local_error(
         self,
@@ -381,11 +406,32 @@ class ClientConnection(asyncio.Protocol):
         ex = self.cur or Exchange(self, self.ctx.loop.time())
         ex.abort()
         ex.keep_alive = False
-        ex.body_done = True
         self.queue.clear()
         self.active = ex
         self.local_error(ex, status, title, message)
+        self._finish(linger=True)
+
+    def _finish(self, linger: bool) -> None:
+        """Close once what was written is sent. With `linger`, half-close first
+        and discard what the client still sends for a moment: a client still
+        sending a body we refused then reads our answer instead of a reset."""
+        if self.closed:
+            return
         self.closed = True
+        t = self.transport
+        if linger and t.can_write_eof():
+            try:
+                t.write_eof()
+            except OSError:
+                t.close()
+                return
+            self.lingering = True
+            self.deadline = self.ctx.loop.time() + LINGER_S
+            if self.paused:
+                self.paused = 0
+                t.resume_reading()
+        else:
+            t.close()
 
     def _log(self, ex: Exchange) -> None:
         access = self.ctx.access
@@ -397,6 +443,9 @@ class ClientConnection(asyncio.Protocol):
     def check(self, now: float) -> None:
         d = self.deadline
         if d and now > d:
+            if self.lingering:
+                self.transport.close()
+                return
             self._timed_out()
             return
         if self.write_paused and now > self.write_deadline:

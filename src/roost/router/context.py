@@ -65,6 +65,9 @@ class Context:
         host_id: str = "",
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        # A coarse clock for deadlines, advanced by every sweep: setting a
+        # deadline then costs an attribute read instead of a clock call.
+        self.now = self.loop.time()
         self.limits = limits
         self.spawn = spawn
         self.access = access
@@ -74,11 +77,11 @@ class Context:
         # digest -> unpacked static bundle directory, filled by the bundle fetcher.
         self.bundles: dict[str, Path] = {}
         self.clients: set[ClientConnection] = set()
-        self._rid_prefix = os.urandom(4).hex().encode()
-        self._rid = itertools.count(1)
+        self.rid_prefix = os.urandom(4).hex().encode()
+        self.rid_counter = itertools.count(1)
 
     def request_id(self) -> bytes:
-        return b"%s-%x" % (self._rid_prefix, next(self._rid))
+        return b"%s-%x" % (self.rid_prefix, next(self.rid_counter))
 
     def swap_table(self, table: RouteTable) -> tuple[list[AppEntry], list[AppEntry]]:
         """Install a new table; requests in flight keep the entries they hold.
@@ -96,6 +99,7 @@ class Context:
 
     def sweep(self, now: float) -> None:
         """Enforce deadlines and drop expired pooled connections (called periodically)."""
+        self.now = now
         for client in list(self.clients):
             client.check(now)
         horizon = now - self.limits.upstream_idle

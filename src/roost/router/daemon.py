@@ -137,6 +137,7 @@ def _supervise(data_dir: Path, settings: Settings, name: str, port: int, workers
     procs: dict[int, Any] = {}
     failures: dict[int, int] = {}
     restart_at: dict[int, float] = {}
+    started_at: dict[int, float] = {}
 
     def start(i: int) -> None:
         p = mp.Process(
@@ -147,6 +148,7 @@ def _supervise(data_dir: Path, settings: Settings, name: str, port: int, workers
         )
         p.start()
         procs[i] = p
+        started_at[i] = time.monotonic()
 
     try:
         for i in range(workers):
@@ -159,13 +161,16 @@ def _supervise(data_dir: Path, settings: Settings, name: str, port: int, workers
                 if p.is_alive():
                     continue
                 if i not in restart_at:
+                    if now - started_at[i] > 60.0:
+                        failures[i] = 0  # it ran fine for a while: not a crash loop
                     failures[i] = failures.get(i, 0) + 1
                     delay = min(30.0, 0.5 * 2 ** (failures[i] - 1))
                     restart_at[i] = now + delay
                     log.error(
                         "router worker %d exited (%s); restarting in %.1fs", i, p.exitcode, delay
                     )
-                elif now >= restart_at.pop(i):
+                elif now >= restart_at[i]:
+                    del restart_at[i]
                     start(i)
     finally:
         for p in procs.values():

@@ -1,18 +1,12 @@
-"""One request/response exchange: routing, local answers, and proxying.
+"""One request/response exchange: what a request asks for and who answers it.
 
-Theory of operation: an `Exchange` is created when a request starts and holds
-the app entry and backend it chose for its whole life (route table swaps do
-not affect it). Proxying writes the request head as soon as an instance
-connection is ready and streams the body as it arrives; until then it is
-buffered (bounded: reading from the client pauses). Everything sent is also
-kept, up to `replay_bytes`, so that a retry can replay it.
-
-Retry rules: a connection that could not be made is always retried on another
-instance (nothing was sent). Once the request was sent, it is retried only if
-its method is idempotent, nothing at all came back, and the replay buffer still
-holds everything sent. A fresh connection that fails counts against its
-instance (passive health, possibly ejecting it); a pooled connection that turns
-out dead does not (the instance just closed an idle keep-alive).
+An `Exchange` is created when a request starts and holds the app entry it
+routed to for its whole life (route table swaps do not affect it). `start`
+reads the request head once: it picks out the headers the router acts on,
+builds the head to forward (hop-by-hop and forged X-Forwarded-* headers
+dropped, the router's own added), then answers locally (unknown host, limits,
+suspended app, basic auth, static files) or hands over to `Relay` (relay.py)
+to proxy it to an instance.
 """
 
 from __future__ import annotations
@@ -20,10 +14,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from roost.router.balance import Slot, record_success
-from roost.router.h1 import FORWARDED, HOP_BY_HOP, IDEMPOTENT, LAST_CHUNK, accepts_gzip, chunk
+from roost.router.h1 import FORWARDED, HOP_BY_HOP, accepts_gzip
+from roost.router.relay import Relay
 from roost.router.table import AppEntry
-from roost.router.upstream import Upstream, open_upstream
 
 if TYPE_CHECKING:
     from roost.router.client import ClientConnection
@@ -31,46 +24,64 @@ if TYPE_CHECKING:
 log = logging.getLogger("roost.router")
 
 
-class Exchange:
-    # Defaults at class level: an exchange only stores what differs.
-    method = b""
-    url = b""
-    http10 = False
-    keep_alive = True
-    upgrade = False
-    head_done = False
-    body_done = False
-    host = b""
-    rid = b""
-    entry: AppEntry | None = None
-    slot: Slot | None = None
-    slot_held = False
-    up: Upstream | None = None
-    connect_task: Any = None
-    req_chunked = False
-    pending_size = 0
-    replay_size = 0
-    status = 0
-    bytes_in = 0
-    bytes_out = 0
-    attempts = 0
-    done = False
-    aborted = False
-    accept_gzip = False
-    expires: int | None = None
-    early: list[bytes] | None = None  # tunnel bytes the client sent before the 101
-    replayable = True  # everything sent so far is kept in `replay`
-    replay: list[bytes] | None = None
-    failed: list[Slot] | tuple[()] = ()  # instances that failed this request
-    local = False  # answered by the router itself (static file, error page)
-    user = b""
+class Exchange(Relay):
+    __slots__ = (
+        "accept_gzip",
+        "agent",
+        "bytes_in",
+        "bytes_out",
+        "early",
+        "expires",
+        "head_done",
+        "headers",
+        "host",
+        "http10",
+        "referer",
+        "status",
+        "t0",
+        "upgrade",
+        "url",
+        "user",
+    )
 
-    def __init__(self, client: ClientConnection, now: float) -> None:
+    def __init__(self, client: ClientConnection, now: float, url: bytes = b"") -> None:
         self.client = client
         self.t0 = now
+        self.url = url
         self.headers: list[tuple[bytes, bytes]] = []
-        self.hsize = 0
-        self.pending: list[bytes] = []
+        self.pending = []
+        self.method = b""
+        self.http10 = False
+        self.keep_alive = True
+        self.upgrade = False
+        self.head_done = False
+        self.body_done = False
+        self.host = b""
+        self.rid = b""
+        self.entry = None
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.done = False
+        self.aborted = False
+        self.accept_gzip = False
+        self.expires: int | None = None
+        self.early: list[bytes] | None = None  # tunnel bytes the client sent before the 101
+        self.local = False  # answered by the router itself (static file, error page)
+        self.user = b""
+        self.referer = b"-"
+        self.agent = b"-"
+        self.slot = None
+        self.slot_held = False
+        self.up = None
+        self.connect_task = None
+        self.req_chunked = False
+        self.pending_size = 0
+        self.replay_size = 0
+        self.attempts = 0
+        self.replayable = True
+        self.replay = None
+        self.failed = ()
 
     # ---------------------------------------------------------------- routing
 
@@ -117,12 +128,18 @@ class Exchange:
                 fwd += (name, b": ", value, b"\r\n")
             elif kind == _RID:
                 rid = value
+            elif kind == _REFERER:
+                self.referer = value
+                fwd += (name, b": ", value, b"\r\n")
+            else:  # _AGENT
+                self.agent = value
+                fwd += (name, b": ", value, b"\r\n")
         self.host = host
         if rid is None or not rid or len(rid) > 200 or not rid.isascii():
-            rid = ctx.request_id()
+            rid = b"%s-%x" % (ctx.rid_prefix, next(ctx.rid_counter))  # ctx.request_id(), inline
         self.rid = rid
         url = self.url
-        if url[:1] != b"/":
+        if url[0] != 47:  # not "/...": absolute-form (or "*")
             target = self._origin_form()
             if target is None:
                 return
@@ -163,7 +180,10 @@ class Exchange:
             # The parser stops at an upgrade request: after a refused upgrade the
             # connection cannot carry another request.
             self.keep_alive = False
-        entry = ctx.table.lookup(host)
+        table = ctx.table
+        entry = table.cache.get(host, _MISS)
+        if entry is _MISS:
+            entry = table.lookup(host)
         if entry is None:
             self.client.unknown_host(self)
             return
@@ -266,223 +286,8 @@ class Exchange:
             return True
         return False
 
-    # ---------------------------------------------------------------- proxying
 
-    def proxy(self) -> None:
-        ctx = self.client.ctx
-        entry = self.entry
-        assert entry is not None
-        slot = ctx.balancer.choose(entry, ctx.loop.time(), self.failed)
-        if slot is None:
-            if self.attempts:
-                self._bad_gateway()
-            else:
-                self.client.local_error(
-                    self,
-                    503,
-                    "No instance is running",
-                    "This app has no running web instance right now. Please try again shortly.",
-                    extra=[(b"Retry-After", b"5")],
-                )
-            return
-        self.attempts += 1
-        self.slot = slot
-        self.slot_held = True
-        slot.outstanding += 1
-        idle = slot.idle
-        while idle:
-            up = idle.pop()
-            if not up.closed:
-                self.attach(up)
-                return
-        self.connect_task = ctx.spawn(self._connect(slot))
-
-    async def _connect(self, slot: Slot) -> None:
-        try:
-            up = await open_upstream(self.client.ctx, slot)
-        except Exception as exc:  # refused, unreachable, timeout: the instance failed
-            self.connect_task = None
-            if not self.aborted:
-                self._retry(slot, f"connect failed: {type(exc).__name__}: {exc}", counts=True)
-            return
-        self.connect_task = None
-        if self.aborted:
-            up.close()
-            return
-        self.attach(up)
-
-    def attach(self, up: Upstream) -> None:
-        self.up = up
-        up.begin(self)
-        pending = self.pending
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        self.pending = []
-        if self.pending_size:
-            self.pending_size = 0
-            self.client.resume(4)
-        if self.replayable:
-            # Keep what was sent until an answer starts, for a retry.
-            self.replay = [data]
-            self.replay_size = len(data)
-            if self.replay_size > self.client.ctx.limits.replay_bytes:
-                self.replayable = False
-                self.replay = None
-        up.transport.write(data)
-        if self.client.write_paused:
-            up.pause_reading()
-
-    def send_body(self, data: bytes) -> None:
-        if self.req_chunked:
-            data = chunk(data)
-        self._send(data)
-
-    def end_body(self) -> None:
-        self.body_done = True
-        if self.req_chunked:
-            self._send(LAST_CHUNK)
-
-    def _send(self, data: bytes) -> None:
-        if self.done or self.local:
-            return
-        up = self.up
-        if up is not None:
-            up.transport.write(data)
-            if self.replayable and self.replay is not None:
-                self.replay_size += len(data)
-                if self.replay_size > self.client.ctx.limits.replay_bytes:
-                    self.replayable = False
-                    self.replay = None
-                else:
-                    self.replay.append(data)
-        else:
-            self.pending.append(data)
-            self.pending_size += len(data)
-            if self.pending_size > self.client.ctx.limits.buffer_bytes:
-                self.client.pause(4)
-
-    def _release_slot(self) -> None:
-        if self.slot_held:
-            self.slot_held = False
-            assert self.slot is not None
-            self.slot.outstanding -= 1
-
-    def _retry(self, slot: Slot, why: str, *, counts: bool) -> None:
-        """The attempt on `slot` failed before anything came back: try another
-        instance if the rules allow (see the module docstring), else 502."""
-        self._release_slot()
-        ctx = self.client.ctx
-        if counts:
-            if not self.failed:
-                self.failed = []
-            self.failed.append(slot)
-            if ctx.balancer.failed(slot, ctx.loop.time()):
-                app = self.entry.name if self.entry is not None else "?"
-                log.warning("ejected instance %s of %s: %s", slot.backend.instance_id, app, why)
-        log.info("request %s to %s failed: %s", self.rid.decode(), slot, why)
-        if self.attempts >= ctx.limits.max_attempts:
-            self._bad_gateway()
-            return
-        if self.replay is not None:  # it was sent: send it all again
-            self.pending = [*self.replay, *self.pending]
-            self.replay = None
-        self.proxy()
-
-    def _bad_gateway(self) -> None:
-        self.client.local_error(
-            self,
-            502,
-            "Bad gateway",
-            "The app did not answer properly. If this keeps happening, check its logs.",
-        )
-
-    # ---------------------------------------------------------------- upstream events
-
-    def response_complete(self, up: Upstream) -> None:
-        slot = up.slot
-        record_success(slot)
-        self._release_slot()
-        self.up = None
-        up.release(up.reusable and self.body_done)
-        self.done = True
-        self.client.exchange_done(self)
-
-    def upstream_lost(self, up: Upstream, exc: Exception | None) -> None:
-        """The instance closed before finishing its response."""
-        self.up = None
-        if up.started:
-            self._release_slot()
-            self.keep_alive = False
-            self.client.abort_response(self, "instance closed mid-response")
-            return
-        if up.received:
-            self._release_slot()
-            self._bad_gateway()
-            return
-        if self.method in IDEMPOTENT and self.replayable:
-            self._retry(up.slot, f"closed before answering ({exc})", counts=not up.reused)
-        else:
-            if not up.reused:
-                ctx = self.client.ctx
-                ctx.balancer.failed(up.slot, ctx.loop.time())
-            self._release_slot()
-            self._bad_gateway()
-
-    def upstream_broken(self, up: Upstream, why: str) -> None:
-        self.up = None
-        up.abort()
-        self._release_slot()
-        log.warning("request %s: %s", self.rid.decode(), why)
-        if up.started:
-            self.keep_alive = False
-            self.client.abort_response(self, why)
-        else:
-            self._bad_gateway()
-
-    def upstream_timeout(self, up: Upstream) -> None:
-        self.up = None
-        up.abort()
-        self._release_slot()
-        if up.started:
-            self.keep_alive = False
-            self.client.abort_response(self, "instance went silent mid-response")
-        else:
-            self.keep_alive = self.keep_alive and self.body_done
-            self.client.local_error(
-                self,
-                504,
-                "Gateway timeout",
-                "The app took too long to answer.",
-            )
-
-    def start_tunnel(self, up: Upstream, rest: bytes) -> None:
-        """101 Switching Protocols: from now on bytes flow through untouched."""
-        up.tunnel = True
-        up.deadline = 0.0
-        self._release_slot()
-        record_success(up.slot)
-        if rest:
-            self.client.transport.write(rest)
-        self.client.start_tunnel(self, up)
-
-    def tunnel_closed(self) -> None:
-        self.client.transport.close()
-
-    def abort(self) -> None:
-        """The client went away: stop whatever is in flight."""
-        if self.aborted:
-            return
-        self.aborted = True
-        task = self.connect_task
-        if task is not None:
-            task.cancel()
-            self.connect_task = None
-        up = self.up
-        if up is not None:
-            self.up = None
-            up.close()
-        self._release_slot()
-
-
+_MISS: Any = object()
 _PLAIN_CONN = frozenset(
     {
         b"keep-alive",
@@ -497,7 +302,9 @@ _PLAIN_CONN = frozenset(
 
 # What the request header loop does with each header name: one dict probe per
 # header (raw names are cached as seen; their case varies by client).
-_PLAIN, _DROP, _HOST, _LENGTH, _TE, _CONN, _UPG, _AUTH, _ACCEPT_ENC, _RID = range(10)
+_PLAIN, _DROP, _HOST, _LENGTH, _TE, _CONN, _UPG, _AUTH, _ACCEPT_ENC, _RID, _REFERER, _AGENT = range(
+    12
+)
 _SPECIAL = {
     b"host": _HOST,
     b"content-length": _LENGTH,
@@ -507,6 +314,8 @@ _SPECIAL = {
     b"authorization": _AUTH,
     b"accept-encoding": _ACCEPT_ENC,
     b"x-request-id": _RID,
+    b"referer": _REFERER,  # (kept for the access log)
+    b"user-agent": _AGENT,
     **{
         name: _DROP
         for name in (HOP_BY_HOP | FORWARDED) - {b"transfer-encoding", b"connection", b"upgrade"}

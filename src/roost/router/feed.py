@@ -3,8 +3,10 @@
 Two tasks: one reads publications on topic "routes" from every controller's
 PUB socket and feeds them to the tracker; the other asks any controller for a
 snapshot whenever the tracker wants one, retrying with capped, jittered
-backoff. When every controller is unreachable nothing changes: the router
-keeps serving the last table it had.
+backoff, and every `refresh_s` anyway: deltas published while a subscriber was
+reconnecting leave no gap until the next one, so a quiet table is re-checked
+(a snapshot at our own version changes nothing). When every controller is
+unreachable nothing changes: the router keeps serving the last table it had.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ class RouteFeed:
         *,
         snapshot_timeout: float = 5.0,
         backoff_max: float = 5.0,
+        refresh_s: float = 15.0,
     ) -> None:
         self.tracker = tracker
         self.on_table = on_table
         self.snapshot_timeout = snapshot_timeout
         self.backoff_max = backoff_max
+        self.refresh_s = refresh_s
         pubs = cluster.of("controller-pub")
         ctrls = cluster.of("controller")
         self._sub = Subscriber(node, pubs, ["routes"]) if pubs else None
@@ -88,7 +92,12 @@ class RouteFeed:
         delay = 0.1
         self._wake.set()
         while True:
-            await self._wake.wait()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.refresh_s)
+            except TimeoutError:
+                # Publications sent while we were disconnected are lost without a
+                # trace until the next one arrives: check the version now and then.
+                self.tracker.want_snapshot = True
             self._wake.clear()
             while self.tracker.want_snapshot:
                 try:

@@ -82,10 +82,12 @@ def parse_range(value: bytes, size: int) -> tuple[int, int] | bool | None:
         last = int(last_s) if last_s else size - 1
     except ValueError:
         return None
-    if first < 0 or last < first:
+    if first < 0:
         return None
     if first >= size:
         return False
+    if last < first:
+        return None
     return first, min(last, size - 1)
 
 

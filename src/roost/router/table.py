@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -43,6 +44,7 @@ class AppEntry:
         "backends",
         "expires",
         "gzip",
+        "label",
         "name",
         "plain",
         "realm",
@@ -56,6 +58,7 @@ class AppEntry:
     def __init__(self, route: AppRoute) -> None:
         self.route = route
         self.name = route.app
+        self.label = route.app.encode()  # for the access log
         self.backends: tuple[Backend, ...] = tuple(route.backends)
         self.suspended = route.suspended
         self.gzip = route.gzip
@@ -106,7 +109,19 @@ def normalize_host(raw: bytes | str) -> str:
 class RouteTable:
     """Immutable routes at one version. Build with `build_table`/`apply_*`."""
 
-    __slots__ = ("_cache", "apps", "default_domain", "fence", "hosts", "version", "wildcards")
+    __slots__ = (
+        "__weakref__",
+        "apps",
+        "base",
+        "cache",
+        "came",
+        "default_domain",
+        "fence",
+        "gone",
+        "hosts",
+        "version",
+        "wildcards",
+    )
 
     def __init__(
         self,
@@ -115,31 +130,39 @@ class RouteTable:
         apps: dict[str, AppEntry],
         hosts: dict[str, AppEntry],
         default_domain: str,
+        wildcards: tuple[tuple[str, AppEntry], ...] | None = None,
     ) -> None:
         self.version = version
         self.fence = fence
         self.apps = apps
         self.hosts = hosts
         self.default_domain = default_domain.lower().strip(".")
-        self.wildcards: tuple[tuple[str, AppEntry], ...] = tuple(
-            sorted(
-                ((h[1:], e) for h, e in hosts.items() if h.startswith("*.")),
-                key=lambda item: -len(item[0]),
+        if wildcards is None:
+            wildcards = tuple(
+                sorted(
+                    ((h[1:], e) for h, e in hosts.items() if h.startswith("*.")),
+                    key=lambda item: -len(item[0]),
+                )
             )
-        )
+        self.wildcards = wildcards
+        # When built by a delta: the table it was built on (weakly: tables must
+        # not chain in memory) and the entries that left and came.
+        self.base: weakref.ref[RouteTable] | None = None
+        self.gone: list[AppEntry] = []
+        self.came: list[AppEntry] = []
         # Raw Host header -> entry, filled lazily; per table, so a swap
         # invalidates it for free.
-        self._cache: dict[bytes, AppEntry | None] = {}
+        self.cache: dict[bytes, AppEntry | None] = {}
 
     def lookup(self, raw_host: bytes) -> AppEntry | None:
         try:
-            return self._cache[raw_host]
+            return self.cache[raw_host]
         except KeyError:
             pass
         entry = self._lookup(normalize_host(raw_host))
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()  # bounded: scanners may send any Host
-        self._cache[raw_host] = entry
+        if len(self.cache) >= _CACHE_LIMIT:
+            self.cache.clear()  # bounded: scanners may send any Host
+        self.cache[raw_host] = entry
         return entry
 
     def _lookup(self, host: str) -> AppEntry | None:
@@ -194,8 +217,9 @@ class Outcome(enum.Enum):
 def apply_snapshot(
     table: RouteTable, snap: RouteSnapshot, *, force: bool = False
 ) -> tuple[Outcome, RouteTable]:
-    """A snapshot replaces the table unless it is older than what we have."""
-    if not force and (snap.fence, snap.version) < (table.fence, table.version):
+    """A snapshot replaces the table unless it is not newer than what we have
+    (the same version is the same table: versions are authoritative)."""
+    if not force and (snap.fence, snap.version) <= (table.fence, table.version):
         return Outcome.IGNORED, table
     return Outcome.APPLIED, build_table(snap.version, snap.fence, snap.routes, table.default_domain)
 
@@ -209,26 +233,40 @@ def apply_delta(table: RouteTable, delta: RouteDelta) -> tuple[Outcome, RouteTab
         return Outcome.RESYNC, table
     apps = dict(table.apps)
     hosts = dict(table.hosts)
-    changed: list[AppEntry] = []
+    gone: list[AppEntry] = []
+    came: list[AppEntry] = []
     for name in delta.removals:
         old = apps.pop(name, None)
         if old is not None:
             _unmap(hosts, old)
+            gone.append(old)
     for route in delta.upserts:
         old = apps.get(route.app)
         if old is not None:
             _unmap(hosts, old)
+            gone.append(old)
         entry = AppEntry(route)
         if old is not None:
             entry.rr = old.rr  # keep the rotation going across backend changes
         apps[route.app] = entry
-        changed.append(entry)
-    for entry in changed:
+        came.append(entry)
+    for entry in came:
         for h in _hostnames(entry.route):
             hosts.setdefault(h, entry)
-    return Outcome.APPLIED, RouteTable(
-        delta.version, max(delta.fence, table.fence), apps, hosts, table.default_domain
+    wildcards: tuple[tuple[str, AppEntry], ...] | None = table.wildcards
+    if any(h.startswith("*.") for e in (*gone, *came) for h in _hostnames(e.route)):
+        wildcards = None  # recompute
+    new = RouteTable(
+        delta.version,
+        max(delta.fence, table.fence),
+        apps,
+        hosts,
+        table.default_domain,
+        wildcards,
     )
+    new.base = weakref.ref(table)
+    new.gone, new.came = gone, came
+    return Outcome.APPLIED, new
 
 
 def _unmap(hosts: dict[str, AppEntry], entry: AppEntry) -> None:
@@ -245,6 +283,8 @@ def changed_entries(old: RouteTable, new: RouteTable) -> tuple[list[AppEntry], l
     """
     if old.apps is new.apps:
         return [], []
+    if new.base is not None and new.base() is old:
+        return new.gone, new.came  # built by a delta: it knows (no walk over every app)
     gone = [e for name, e in old.apps.items() if new.apps.get(name) is not e]
     came = [e for name, e in new.apps.items() if old.apps.get(name) is not e]
     return gone, came

@@ -32,7 +32,7 @@ from roost.wire.node import Node
 
 log = logging.getLogger("roost.router")
 
-SWEEP_INTERVAL = 0.5
+SWEEP_INTERVAL = 0.25
 
 
 class RouterWorker:
@@ -53,6 +53,8 @@ class RouterWorker:
         limits: Limits | None = None,
         access_log: Path | None = None,
         grace_s: float = 5.0,
+        refresh_s: float = 15.0,
+        initial_sync_s: float = 5.0,
     ) -> None:
         self.settings = settings
         self.host = host if host is not None else settings.bind_host
@@ -68,6 +70,8 @@ class RouterWorker:
         self.limits = limits or Limits.from_settings(settings)
         self.access_path = access_log
         self.grace_s = grace_s
+        self.refresh_s = refresh_s
+        self.initial_sync_s = initial_sync_s
         self.ctx: Context
         self.feed: RouteFeed | None = None
         self.certs: CertStore | None = None
@@ -101,13 +105,24 @@ class RouterWorker:
                 self.certs = CertStore(self.state_dir / "tls", s.default_domain)
             if self.initial_routes is not None:
                 self.install(build_table(1, 0, self.initial_routes, s.default_domain))
-            await self._listen()
             self._tasks.append(self._tg.create_task(self._sweep()))
             self._tasks.append(self._tg.create_task(self.bundles.run()))
             if self.node is not None and self.cluster is not None:
                 tracker = RouteTracker(self.ctx.table)
-                self.feed = RouteFeed(self.node, self.cluster, tracker, self.install)
+                self.feed = RouteFeed(
+                    self.node, self.cluster, tracker, self.install, refresh_s=self.refresh_s
+                )
                 self._tasks.append(self._tg.create_task(self.feed.run()))
+                # Listening with no table would answer 404 for every app: wait for the
+                # first snapshot (other workers, or routers, serve meanwhile), but not
+                # forever, since the controllers may all be down.
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + self.initial_sync_s
+                while not tracker.synced and loop.time() < deadline:
+                    await asyncio.sleep(0.02)
+                if not tracker.synced:
+                    log.warning("no route table from any controller yet: serving without one")
+            await self._listen()
         except BaseException:
             await self._stop_tasks()
             raise
@@ -161,15 +176,26 @@ class RouterWorker:
             def https() -> ClientConnection:
                 return ClientConnection(ctx, b"https")
 
-            tls = await loop.create_server(
-                https,
-                self.host,
-                self.tls_port or 0,
-                ssl=certs.server_context,
-                reuse_port=self.reuse_port or None,
-                backlog=2048,
-                ssl_handshake_timeout=self.limits.header_timeout,
-            )
+            try:
+                tls = await loop.create_server(
+                    https,
+                    self.host,
+                    self.tls_port or 0,
+                    ssl=certs.server_context,
+                    reuse_port=self.reuse_port or None,
+                    backlog=2048,
+                    ssl_handshake_timeout=self.limits.header_timeout,
+                )
+            except OSError as exc:
+                # Plain HTTP still works: refusing to route at all would be worse.
+                log.error(
+                    "cannot listen for HTTPS on %s:%s (%s): TLS is off",
+                    self.host,
+                    self.tls_port,
+                    exc,
+                )
+                self.certs = None
+                return
             self._servers.append(tls)
             self.tls_port = _bound_port(tls)
 

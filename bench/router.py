@@ -1,0 +1,597 @@
+"""Router benchmark: roost's router against nginx and HAProxy, plain and under churn.
+
+Not a test: it prints numbers. One run measures, one worker each and the same
+backend (nginx serving a small response, so the backend is not the bottleneck):
+  direct        wrk -> backend
+  nginx         wrk -> nginx proxy -> backend
+  haproxy       wrk -> HAProxy -> backend
+  roost         wrk -> roost router -> backend
+Each is measured in interleaved rounds and the median kept, since other work on
+the machine moves single runs around.
+
+Then churn: 3000 apps, one under load, while a fake controller (real CURVE
+sockets, the same messages a controller sends) publishes a route delta every
+100 ms that adds and removes instances on other apps and on the loaded app's
+spare instances (all live). Failed requests and throughput are compared with
+the same setup without churn. The same for nginx with 3000 virtual hosts
+reloaded every 0.5 s.
+
+Installs nginx, haproxy and wrk from the OS packages when missing (as root).
+`--quick` runs each load for a few seconds only. Traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from roost.wire.cluster import ClusterConfig, Endpoint
+from roost.wire.keys import generate_keypair, write_keypair
+from roost.wire.messages import (
+    AppRoute,
+    Backend,
+    Msg,
+    Ok,
+    RouteDelta,
+    RouteSnapshot,
+    RouteSnapshotRequest,
+)
+from roost.wire.node import Node
+from roost.wire.pubsub import Publisher
+from roost.wire.rpc import RpcServer
+
+HOST = "127.0.0.1"
+APP = "bench"
+N_APPS = 3000
+SPARES = 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_tools() -> None:
+    missing = [t for t in ("nginx", "haproxy", "wrk") if shutil.which(t) is None]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        sys.exit(
+            f"bench: missing {', '.join(missing)}; install them (apt-get install nginx haproxy wrk)"
+        )
+    print(f"installing {' '.join(missing)} from the OS packages...", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "nginx", "haproxy", "wrk"], check=True, env=env
+    )
+
+
+async def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            _, w = await asyncio.open_connection(HOST, port)
+            w.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+# ---------------------------------------------------------------- wrk
+
+
+@dataclass
+class Load:
+    rps: float
+    p99_ms: float
+    requests: int
+    failed: int
+    cpu_us: float = 0.0  # CPU time of the proxying process per request
+
+
+async def plain_rounds(
+    targets: list[tuple[str, int]],
+    procs: dict[str, psutil.Process],
+    rounds: int,
+    seconds: float,
+    results: dict[str, list[Load]],
+) -> None:
+    """Every target once per round, the order reversed every other round."""
+    for r in range(rounds):
+        for name, port in targets if r % 2 == 0 else targets[::-1]:
+            before = cpu(procs[name])
+            load = await wrk(port, f"{APP}.localhost", seconds)
+            load.cpu_us = (cpu(procs[name]) - before) / max(1, load.requests) * 1e6
+            results[name].append(load)
+            print(
+                f"  round {r + 1} {name:8s} {load.rps:10.0f} req/s  p99 {load.p99_ms:6.2f} ms"
+                f"  failed {load.failed}  cpu {load.cpu_us:5.1f} us/req",
+                flush=True,
+            )
+
+
+def cpu(p: psutil.Process) -> float:
+    t = p.cpu_times()
+    return float(t.user + t.system)
+
+
+def worker_of(ng: Nginx) -> psutil.Process:
+    assert ng.proc is not None
+    kids = psutil.Process(ng.proc.pid).children()
+    return kids[0] if kids else psutil.Process(ng.proc.pid)
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        return float("nan")
+    value = float(m.group(1))
+    return {"us": value / 1000, "ms": value, "s": value * 1000, "m": value * 60_000}[m.group(2)]
+
+
+async def wrk(port: int, host: str, seconds: float, conns: int = 50) -> Load:
+    proc = await asyncio.create_subprocess_exec(
+        "wrk", "-t1", f"-c{conns}", f"-d{seconds:.0f}s", "--latency",
+        "-H", f"Host: {host}", f"http://{HOST}:{port}/",
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    text = out.decode()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    # (anchored: "+/- Stdev" columns print values like "89.99%" too)
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
+    # Failed: non-2xx answers and every socket error (connect, read, write, timeout).
+    failed = sum(
+        int(x) for x in re.findall(r"(?:Non-2xx or 3xx responses:|, \w+|errors: \w+) (\d+)", text)
+    )
+    return Load(rps, p99, requests, failed)
+
+
+# ---------------------------------------------------------------- nginx and haproxy
+
+NGINX_HEAD = (
+    "worker_processes 1; daemon off; pid {dir}/{name}.pid; error_log {dir}/{name}-error.log;\n"
+    "events {{ worker_connections 8192; }}\n"
+)
+BACKEND_CONF = (
+    NGINX_HEAD.replace("{name}", "backend")
+    + """http {{
+  access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  server {{
+    {listens}
+    location / {{ default_type text/plain; return 200 "hello from the backend\\n"; }}
+  }}
+}}
+"""
+)
+# Logs like the router does (buffered), keeps instance connections alive like it does.
+PROXY_CONF = (
+    NGINX_HEAD.replace("{name}", "proxy")
+    + """http {{
+  access_log {dir}/proxy-access.log combined buffer=256k flush=1s;
+  keepalive_requests 10000000;
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_set_header Host $host;
+  proxy_set_header X-Forwarded-For $remote_addr;
+  proxy_set_header X-Forwarded-Proto $scheme;
+{upstreams}
+{servers}
+}}
+"""
+)
+
+HAPROXY_CONF = """
+global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind {host}:{port}
+  default_backend be
+backend be
+  server b1 {host}:{backend}
+"""
+
+
+def nginx_vhosts(
+    n_apps: int, backend: int, spares: list[int], dead: int, live_spares: set[int]
+) -> tuple[str, str]:
+    ups, servers = [], []
+    for i in range(n_apps):
+        name = APP if i == 0 else f"app{i}"
+        members = [backend, *sorted(live_spares)] if i == 0 else [dead + i % 50]
+        body = "".join(f"    server {HOST}:{p};\n" for p in members)
+        ups.append(f"  upstream u{i} {{\n{body}    keepalive 128;\n  }}\n")
+        servers.append(
+            f"  server {{ listen {HOST}:{{port}}; server_name {name}.localhost; "
+            f"location / {{ proxy_pass http://u{i}; }} }}\n"
+        )
+    return "".join(ups), "".join(servers)
+
+
+class Nginx:
+    def __init__(self, workdir: Path, name: str) -> None:
+        self.dir = workdir
+        self.name = name
+        self.conf = workdir / f"{name}.conf"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, text: str) -> None:
+        self.conf.write_text(text)
+        self.proc = subprocess.Popen(
+            ["nginx", "-c", str(self.conf), "-p", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def reload(self, text: str) -> None:
+        self.conf.write_text(text)
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc, signal.SIGQUIT)  # nginx's graceful stop
+
+
+# ---------------------------------------------------------------- roost
+
+
+def app_route(i: int, backend: int, live_spares: set[int], dead: int) -> AppRoute:
+    if i == 0:
+        ports = [backend, *sorted(live_spares)]
+        return AppRoute(
+            app=APP,
+            hostnames=[f"{APP}.localhost"],
+            backends=[Backend(instance_id=f"{APP}-{p}", host=HOST, port=p) for p in ports],
+        )
+    port = dead + (i % 50)
+    return other_route(i, port, f"app{i}-{port}")
+
+
+def other_route(i: int, port: int, instance_id: str) -> AppRoute:
+    return AppRoute(
+        app=f"app{i}",
+        hostnames=[f"app{i}.localhost", f"www.app{i}.example"],
+        backends=[Backend(instance_id=instance_id, host=HOST, port=port)],
+    )
+
+
+class FakeController:
+    """Answers snapshot requests and publishes deltas, over real CURVE sockets."""
+
+    def __init__(self, data: Path, routes: dict[str, AppRoute]) -> None:
+        self.data = data
+        self.routes = routes
+        self.version = 1
+        self.snapshot_requests = 0
+        self.pub: Publisher | None = None
+
+    async def _handle(self, msg: Msg) -> Msg:
+        if isinstance(msg, RouteSnapshotRequest):
+            self.snapshot_requests += 1
+            return RouteSnapshot(version=self.version, routes=list(self.routes.values()))
+        return Ok()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[FakeController]:
+        ckey, rkey = generate_keypair(), generate_keypair()
+        write_keypair(self.data / "keys", "controller", ckey)
+        write_keypair(self.data / "keys", "router", rkey)
+        rpc_addr, pub_addr = f"tcp://{HOST}:{free_port()}", f"tcp://{HOST}:{free_port()}"
+        ClusterConfig(
+            endpoints={
+                "controller": [Endpoint(rpc_addr, ckey.public_text)],
+                "controller-pub": [Endpoint(pub_addr, ckey.public_text)],
+            }
+        ).save(self.data / "cluster.json")
+        async with Node(ckey, [rkey.public]) as node:
+            server = RpcServer(node, rpc_addr, self._handle)
+            self.pub = Publisher(node, pub_addr)
+            task = asyncio.create_task(server.serve())
+            try:
+                yield self
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                self.pub.close()
+
+    async def change(self, upserts: list[AppRoute]) -> None:
+        base = self.version
+        self.version += 1
+        self.routes.update((r.app, r) for r in upserts)
+        assert self.pub is not None
+        delta = RouteDelta(base_version=base, version=self.version, upserts=upserts)
+        await self.pub.publish("routes", delta)
+
+
+def start_router(data: Path, port: int) -> subprocess.Popen[bytes]:
+    code = (
+        "import logging; logging.basicConfig(level=logging.WARNING); "
+        "from pathlib import Path; from roost.router.daemon import run; "
+        "from roost.settings import Settings; "
+        f"run(Path({str(data)!r}), Settings.from_env(), port={port}, workers=1)"
+    )
+    env = dict(os.environ, ROOST_ROUTER_TLS_PORT="0")
+    return subprocess.Popen([sys.executable, "-c", code], env=env)
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ---------------------------------------------------------------- the run
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="a few seconds per load")
+    args = ap.parse_args()
+    seconds = 3.0 if args.quick else 10.0
+    rounds = 1 if args.quick else 3
+    pairs = 2 if args.quick else 3
+    ensure_tools()
+    work = Path(tempfile.mkdtemp(prefix="roost-bench-"))
+    backend = free_port()
+    spares = [free_port() for _ in range(SPARES)]
+    dead = 1  # privileged low ports nothing listens on: never hit (only the loaded app is)
+    ports = {name: free_port() for name in ("nginx", "haproxy", "roost")}
+    backend_ng = Nginx(work, "backend")
+    proxy_ng = Nginx(work, "proxy")
+    haproxy: subprocess.Popen[bytes] | None = None
+    router: subprocess.Popen[bytes] | None = None
+    results: dict[str, list[Load]] = {k: [] for k in ("direct", "nginx", "haproxy", "roost")}
+    try:
+        listens = "".join(f"listen {HOST}:{p};\n    " for p in (backend, *spares))
+        backend_ng.start(BACKEND_CONF.format(dir=work, listens=listens))
+        await wait_port(backend)
+        ups, servers = nginx_vhosts(1, backend, spares, dead, set())
+        proxy_ng.start(
+            PROXY_CONF.format(
+                dir=work, upstreams=ups, servers=servers.replace("{port}", str(ports["nginx"]))
+            )
+        )
+        (work / "haproxy.cfg").write_text(
+            HAPROXY_CONF.format(host=HOST, port=ports["haproxy"], backend=backend)
+        )
+        haproxy = subprocess.Popen(
+            ["haproxy", "-f", str(work / "haproxy.cfg")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        data = work / "roost"
+        data.mkdir()
+        routes = {APP: app_route(0, backend, set(), dead)}
+        async with FakeController(data, routes).running() as ctl:
+            router = start_router(data, ports["roost"])
+            for p in ports.values():
+                await wait_port(p)
+            await wrk(ports["roost"], f"{APP}.localhost", 1)  # warm up every path once
+            await wrk(ports["nginx"], f"{APP}.localhost", 1)
+            targets = [
+                ("direct", backend),
+                ("nginx", ports["nginx"]),
+                ("haproxy", ports["haproxy"]),
+                ("roost", ports["roost"]),
+            ]
+            # The process doing the proxying, to report its CPU time per request
+            # (steadier than req/s when other work shares the machine).
+            procs = {
+                "direct": worker_of(backend_ng),
+                "nginx": worker_of(proxy_ng),
+                "haproxy": psutil.Process(haproxy.pid),
+                "roost": psutil.Process(router.pid),
+            }
+            await plain_rounds(targets, procs, rounds, seconds, results)
+            print("churn, roost:", flush=True)
+            churn = await roost_churn(ctl, ports["roost"], backend, spares, dead, seconds, pairs)
+        stop(router)
+        router = None
+        proxy_ng.stop()
+        nginx_churn = await nginx_reload_churn(
+            proxy_ng, ports["nginx"], backend, spares, dead, seconds, pairs
+        )
+    finally:
+        if router is not None:
+            stop(router)
+        if haproxy is not None:
+            haproxy.terminate()
+            haproxy.wait()
+        proxy_ng.stop()
+        backend_ng.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    med = {k: statistics.median(x.rps for x in v) for k, v in results.items()}
+    p99 = {k: statistics.median(x.p99_ms for x in v) for k, v in results.items()}
+    print()
+    cpu_med = {k: statistics.median(x.cpu_us for x in v) for k, v in results.items()}
+    print(
+        "cpu per request (us): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in cpu_med.items())
+        + " (direct = the backend itself)"
+    )
+    print(
+        f"churn: roost {churn['steady']:.0f} req/s steady, {churn['churn']:.0f} req/s under churn, "
+        f"{churn['deltas']} deltas applied, {churn['snapshots']} snapshot requests "
+        "(the router re-checks its version every 15 s)"
+    )
+    print(
+        f"churn: nginx {nginx_churn['steady']:.0f} req/s steady, {nginx_churn['churn']:.0f} req/s "
+        f"reloading, {nginx_churn['reloads']} reloads"
+    )
+    print(f"direct_rps: {med['direct']:.0f}")
+    print(f"nginx_rps: {med['nginx']:.0f}")
+    print(f"haproxy_rps: {med['haproxy']:.0f}")
+    print(f"roost_rps: {med['roost']:.0f}")
+    print(f"roost_vs_nginx: {med['roost'] / med['nginx']:.3f}")
+    print(f"roost_p99_ms: {p99['roost']:.2f}")
+    print(f"nginx_p99_ms: {p99['nginx']:.2f}")
+    print(f"churn_failed_requests: {churn['failed']}")
+    print(f"churn_throughput_ratio: {churn['churn'] / churn['steady']:.3f}")
+    print(f"nginx_reload_failed_requests: {nginx_churn['failed']}")
+    print(f"nginx_reload_throughput_ratio: {nginx_churn['churn'] / nginx_churn['steady']:.3f}")
+
+
+async def _repeat(
+    step: Callable[[], Awaitable[None]], interval: float, halt: asyncio.Event
+) -> None:
+    while not halt.is_set():
+        await step()
+        await asyncio.sleep(interval)
+
+
+async def alternate(
+    port: int,
+    seconds: float,
+    pairs: int,
+    step: Callable[[], Awaitable[None]],
+    interval: float,
+    settle: float = 0.0,
+) -> tuple[float, float, int]:
+    """Steady and churning loads in alternation (the order flips each pair, so
+    drifting background load hits both alike); churn runs `step` every
+    `interval`. Returns (median steady rps, median churn rps, failed requests)."""
+    rates: dict[str, list[float]] = {"steady": [], "churn": []}
+    failed = 0
+    for k in range(pairs):
+        for phase in ("steady", "churn") if k % 2 == 0 else ("churn", "steady"):
+            halt = asyncio.Event()
+            task = asyncio.create_task(_repeat(step, interval, halt)) if phase == "churn" else None
+            load = await wrk(port, f"{APP}.localhost", seconds)
+            if task is not None:
+                halt.set()
+                await task
+                await asyncio.sleep(settle)
+            rates[phase].append(load.rps)
+            failed += load.failed  # a failure without churn counts too
+            print(f"  {phase:6s} {load.rps:10.0f} req/s  failed {load.failed}", flush=True)
+    return statistics.median(rates["steady"]), statistics.median(rates["churn"]), failed
+
+
+async def roost_churn(
+    ctl: FakeController,
+    port: int,
+    backend: int,
+    spares: list[int],
+    dead: int,
+    seconds: float,
+    pairs: int,
+) -> dict[str, float]:
+    rng = random.Random(5)
+    # 3000 apps: one delta carries them all in (the router applies it without a stop).
+    await ctl.change([app_route(i, backend, set(), dead) for i in range(1, N_APPS)])
+    probe = f"app{N_APPS - 1}.localhost"
+    await wait_served(port, probe, expect_status=502)  # its instance is dead: 502 proves the route
+    live: set[int] = set()
+    deltas = 0
+
+    async def step() -> None:
+        nonlocal deltas
+        # Other apps: a new instance replaces the old one (added and removed).
+        others = [
+            other_route(i, dead + rng.randrange(50), f"app{i}-{rng.randrange(10**9)}")
+            for i in rng.sample(range(1, N_APPS), 20)
+        ]
+        live.symmetric_difference_update({rng.choice(spares)})  # a live spare comes or goes
+        await ctl.change([app_route(0, backend, live, dead), *others])
+        deltas += 1
+
+    steady, churning, failed = await alternate(port, seconds, pairs, step, 0.1)
+    # Prove the deltas were applied, not dropped: a brand-new app answers.
+    late = Backend(instance_id="late", host=HOST, port=backend)
+    await ctl.change([AppRoute(app="latecomer", hostnames=[], backends=[late])])
+    await wait_served(port, "latecomer.localhost", expect_status=200)
+    return {
+        "steady": steady,
+        "churn": churning,
+        "failed": failed,
+        "deltas": deltas,
+        "snapshots": ctl.snapshot_requests,
+    }
+
+
+async def wait_served(port: int, host: str, expect_status: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            reader, writer = await asyncio.open_connection(HOST, port)
+            writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            line = await reader.readline()
+            writer.close()
+            if line.startswith(f"HTTP/1.1 {expect_status}".encode()):
+                return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{host} never answered {expect_status}: the route table did not arrive")
+
+
+async def nginx_reload_churn(
+    ng: Nginx, port: int, backend: int, spares: list[int], dead: int, seconds: float, pairs: int
+) -> dict[str, float]:
+    rng = random.Random(7)
+
+    def conf(live: set[int]) -> str:
+        ups, servers = nginx_vhosts(N_APPS, backend, spares, dead, live)
+        return PROXY_CONF.format(
+            dir=ng.dir, upstreams=ups, servers=servers.replace("{port}", str(port))
+        )
+
+    ng.start(conf(set()))
+    await wait_port(port)
+    live: set[int] = set()
+    reloads = 0
+
+    async def step() -> None:
+        nonlocal reloads
+        live.symmetric_difference_update({rng.choice(spares)})
+        ng.reload(conf(live))
+        reloads += 1
+
+    # (settle: the last reload's old workers finish before a steady phase)
+    steady, churning, failed = await alternate(port, seconds, pairs, step, 0.5, settle=1.0)
+    ng.stop()
+    return {"steady": steady, "churn": churning, "failed": failed, "reloads": reloads}
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())

@@ -1,0 +1,314 @@
+"""Proxying one request to an instance: connect or reuse, stream, retry.
+
+Theory of operation: the request head is written as soon as an instance
+connection is ready and the body streams as it arrives; until then it is
+buffered (bounded: reading from the client pauses). Everything sent is also
+kept, up to `replay_bytes`, so that a retry can replay it.
+
+Retry rules: a connection that could not be made is always retried on another
+instance (nothing was sent). Once the request was sent, it is retried only if
+its method is idempotent, nothing at all came back, and the replay buffer still
+holds everything sent. A fresh connection that fails counts against its
+instance (passive health, possibly ejecting it); a pooled connection that turns
+out dead does not (the instance just closed an idle keep-alive). At most
+`max_attempts` tries, each on an instance that has not failed this request.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from roost.router.balance import Slot, record_success
+from roost.router.h1 import IDEMPOTENT, LAST_CHUNK, chunk
+from roost.router.upstream import Upstream, open_upstream
+
+if TYPE_CHECKING:
+    from roost.router.client import ClientConnection
+    from roost.router.exchange import Exchange
+    from roost.router.table import AppEntry
+
+log = logging.getLogger("roost.router")
+
+
+def _exchange(relay: Relay) -> Exchange:
+    return relay  # type: ignore[return-value]  # a Relay is always an Exchange
+
+
+class Relay:
+    """The proxying half of `Exchange` (which sets the request fields)."""
+
+    # Fields (all set in Exchange.__init__): slots make them cheap to reach.
+    __slots__ = (
+        "aborted",
+        "attempts",
+        "body_done",
+        "client",
+        "connect_task",
+        "done",
+        "entry",
+        "failed",
+        "keep_alive",
+        "local",
+        "method",
+        "pending",
+        "pending_size",
+        "replay",
+        "replay_size",
+        "replayable",  # everything sent so far is kept in `replay`
+        "req_chunked",
+        "rid",
+        "slot",
+        "slot_held",
+        "up",
+    )
+    client: ClientConnection
+    pending: list[bytes]
+    method: bytes
+    rid: bytes
+    entry: AppEntry | None
+    body_done: bool
+    keep_alive: bool
+    done: bool
+    local: bool
+    aborted: bool
+    slot: Slot | None
+    slot_held: bool
+    up: Upstream | None
+    connect_task: Any
+    req_chunked: bool
+    pending_size: int
+    replay_size: int
+    attempts: int
+    replayable: bool
+    replay: list[bytes] | None
+    failed: list[Slot] | tuple[()]  # instances that failed this request
+
+    # ---------------------------------------------------------------- proxying
+
+    def proxy(self) -> None:
+        ctx = self.client.ctx
+        entry = self.entry
+        assert entry is not None
+        slots = entry.slots
+        if (
+            slots is not None
+            and len(slots) == 1
+            and not self.failed
+            and slots[0].ejected_until <= ctx.now
+        ):
+            slot: Slot | None = slots[0]  # the common small app (Balancer.choose, inline)
+        else:
+            slot = ctx.balancer.choose(entry, ctx.now, self.failed)
+        if slot is None:
+            if self.attempts:
+                self._bad_gateway()
+            else:
+                self.client.local_error(
+                    _exchange(self),
+                    503,
+                    "No instance is running",
+                    "This app has no running web instance right now. Please try again shortly.",
+                    extra=[(b"Retry-After", b"5")],
+                )
+            return
+        self.attempts += 1
+        self.slot = slot
+        self.slot_held = True
+        slot.outstanding += 1
+        idle = slot.idle
+        while idle:
+            up = idle.pop()
+            if not up.closed:
+                self.attach(up)
+                return
+        self.connect_task = ctx.spawn(self._connect(slot))
+
+    async def _connect(self, slot: Slot) -> None:
+        try:
+            up = await open_upstream(self.client.ctx, slot)
+        except Exception as exc:  # refused, unreachable, timeout: the instance failed
+            self.connect_task = None
+            if not self.aborted:
+                self._retry(slot, f"connect failed: {type(exc).__name__}: {exc}", counts=True)
+            return
+        self.connect_task = None
+        if self.aborted:
+            up.close()
+            return
+        self.attach(up)
+
+    def attach(self, up: Upstream) -> None:
+        self.up = up
+        up.begin(self)  # type: ignore[arg-type]  # (hot path: no cast call; always an Exchange)
+        pending = self.pending
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        self.pending = []
+        if self.pending_size:
+            self.pending_size = 0
+            self.client.resume(4)
+        if self.replayable:
+            # Keep what was sent until an answer starts, for a retry.
+            self.replay = [data]
+            self.replay_size = len(data)
+            if self.replay_size > self.client.ctx.limits.replay_bytes:
+                self.replayable = False
+                self.replay = None
+        up.transport.write(data)
+        if self.client.write_paused:
+            up.pause_reading()
+
+    def send_body(self, data: bytes) -> None:
+        if self.req_chunked:
+            data = chunk(data)
+        self._send(data)
+
+    def end_body(self) -> None:
+        self.body_done = True
+        if self.req_chunked:
+            self._send(LAST_CHUNK)
+
+    def _send(self, data: bytes) -> None:
+        if self.done or self.local:
+            return
+        up = self.up
+        if up is not None:
+            up.transport.write(data)
+            if self.replayable and self.replay is not None:
+                self.replay_size += len(data)
+                if self.replay_size > self.client.ctx.limits.replay_bytes:
+                    self.replayable = False
+                    self.replay = None
+                else:
+                    self.replay.append(data)
+        else:
+            self.pending.append(data)
+            self.pending_size += len(data)
+            if self.pending_size > self.client.ctx.limits.buffer_bytes:
+                self.client.pause(4)
+
+    def _release_slot(self) -> None:
+        if self.slot_held:
+            self.slot_held = False
+            assert self.slot is not None
+            self.slot.outstanding -= 1
+
+    def _retry(self, slot: Slot, why: str, *, counts: bool) -> None:
+        """The attempt on `slot` failed before anything came back: try another
+        instance if the rules allow (see the module docstring), else 502."""
+        self._release_slot()
+        ctx = self.client.ctx
+        if counts:
+            if not self.failed:
+                self.failed = []
+            self.failed.append(slot)
+            if ctx.balancer.failed(slot, ctx.loop.time()):
+                app = self.entry.name if self.entry is not None else "?"
+                log.warning("ejected instance %s of %s: %s", slot.backend.instance_id, app, why)
+        log.info("request %s to %s failed: %s", self.rid.decode(), slot, why)
+        if self.attempts >= ctx.limits.max_attempts:
+            self._bad_gateway()
+            return
+        if self.replay is not None:  # it was sent: send it all again
+            self.pending = [*self.replay, *self.pending]
+            self.replay = None
+        self.proxy()
+
+    def _bad_gateway(self) -> None:
+        self.client.local_error(
+            _exchange(self),
+            502,
+            "Bad gateway",
+            "The app did not answer properly. If this keeps happening, check its logs.",
+        )
+
+    # ---------------------------------------------------------------- upstream events
+
+    def response_complete(self, up: Upstream) -> None:
+        slot = up.slot
+        if slot.fails or slot.ejected_until:
+            record_success(slot)
+        if self.slot_held:
+            self.slot_held = False
+            slot.outstanding -= 1
+        self.up = None
+        up.release(up.reusable and self.body_done)
+        self.done = True
+        self.client.exchange_done(self)  # type: ignore[arg-type]  # (hot path, as above)
+
+    def upstream_lost(self, up: Upstream, exc: Exception | None) -> None:
+        """The instance closed before finishing its response."""
+        self.up = None
+        if up.started:
+            self._release_slot()
+            self.keep_alive = False
+            self.client.abort_response(_exchange(self), "instance closed mid-response")
+            return
+        if up.received:
+            self._release_slot()
+            self._bad_gateway()
+            return
+        if self.method in IDEMPOTENT and self.replayable:
+            self._retry(up.slot, f"closed before answering ({exc})", counts=not up.reused)
+        else:
+            if not up.reused:
+                ctx = self.client.ctx
+                ctx.balancer.failed(up.slot, ctx.loop.time())
+            self._release_slot()
+            self._bad_gateway()
+
+    def upstream_broken(self, up: Upstream, why: str) -> None:
+        self.up = None
+        up.abort()
+        self._release_slot()
+        log.warning("request %s: %s", self.rid.decode(), why)
+        if up.started:
+            self.keep_alive = False
+            self.client.abort_response(_exchange(self), why)
+        else:
+            self._bad_gateway()
+
+    def upstream_timeout(self, up: Upstream) -> None:
+        self.up = None
+        up.abort()
+        self._release_slot()
+        if up.started:
+            self.keep_alive = False
+            self.client.abort_response(_exchange(self), "instance went silent mid-response")
+        else:
+            self.keep_alive = self.keep_alive and self.body_done
+            self.client.local_error(
+                _exchange(self),
+                504,
+                "Gateway timeout",
+                "The app took too long to answer.",
+            )
+
+    def start_tunnel(self, up: Upstream, rest: bytes) -> None:
+        """101 Switching Protocols: from now on bytes flow through untouched."""
+        up.tunnel = True
+        up.deadline = 0.0
+        self.done = True  # as an exchange; the tunnel lives on in the client connection
+        self._release_slot()
+        record_success(up.slot)
+        if rest:
+            self.client.transport.write(rest)
+        self.client.start_tunnel(_exchange(self), up)
+
+    def tunnel_closed(self) -> None:
+        self.client.transport.close()
+
+    def abort(self) -> None:
+        """The client went away: stop whatever is in flight."""
+        if self.aborted:
+            return
+        self.aborted = True
+        task = self.connect_task
+        if task is not None:
+            task.cancel()
+            self.connect_task = None
+        up = self.up
+        if up is not None:
+            self.up = None
+            up.close()
+        self._release_slot()
