@@ -318,3 +318,29 @@ def test_cron_runs_once_per_slot_in_the_release_environment(
     # One run per minute slot: never two "running" lines in the same minute.
     minutes = [ln.split()[0][:16] for ln in lines if "cron: running" in ln]
     assert len(minutes) == len(set(minutes))
+
+
+def test_every_daemon_exposes_prometheus_metrics(platform: Platform) -> None:
+    platform.get("hello")  # at least one routed request
+    endpoints = json.loads((platform.data / "metrics.json").read_text())
+    expected = {
+        "controller": "roost_api_requests_total",
+        "runner": "roost_runner_",
+        "router": "roost_router_requests_total",
+        "builder": "roost_builder_build",
+        "gateway": "roost_gateway_",
+    }
+    for role, needle in expected.items():
+        text = wait_until(
+            lambda url=endpoints[role], needle=needle: (
+                (r := httpx.get(url, timeout=5)).status_code == 200 and needle in r.text and r.text
+            ),
+            30,
+            f"{role} metrics",
+        )
+        assert needle in str(text)
+    if "servicehost" in endpoints:
+        text = wait_until(
+            lambda: httpx.get(endpoints["servicehost"], timeout=5).text, 30, "servicehost"
+        )
+        assert "roost_service" in str(text)

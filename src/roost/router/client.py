@@ -294,9 +294,7 @@ class ClientConnection(asyncio.Protocol):
     # ---------------------------------------------------------------- answering
 
     def exchange_done(self, ex: Exchange) -> None:
-        access = self.ctx.access
-        if access is not None:
-            access.log(self, ex)
+        self._log(ex)
         if self.active is ex:
             self.active = None
         if self.closed:
@@ -434,9 +432,13 @@ class ClientConnection(asyncio.Protocol):
             t.close()
 
     def _log(self, ex: Exchange) -> None:
-        access = self.ctx.access
-        if access is not None:
-            access.log(self, ex)
+        ctx = self.ctx
+        if ctx.access is not None:
+            ctx.access.log(self, ex)
+        entry = ex.entry
+        ctx.stats.record(
+            entry.label if entry is not None else b"", ex.status, ctx.loop.time() - ex.t0
+        )
 
     # ---------------------------------------------------------------- deadlines
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from roost.router.balance import Balancer
+from roost.router.stats import RequestStats
 from roost.router.table import AppEntry, RouteTable, changed_entries, empty_table
 from roost.settings import Settings
 
@@ -71,6 +72,7 @@ class Context:
         self.limits = limits
         self.spawn = spawn
         self.access = access
+        self.stats = RequestStats()
         self.balancer = balancer or Balancer()
         self.table: RouteTable = empty_table(default_domain)
         self.host_id = host_id

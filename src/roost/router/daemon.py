@@ -21,6 +21,9 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import REGISTRY
+
+from roost.metrics import serve as serve_metrics
 from roost.router.bundles import image_cache_ensure
 from roost.router.worker import RouterWorker
 from roost.settings import Settings
@@ -99,6 +102,10 @@ async def _worker_main(
                 release_bundle=release,
                 access_log=access_path,
             ) as worker:
+                # Worker N serves its counters on metrics_port + N.
+                if settings.metrics_port:
+                    REGISTRY.register(worker.ctx.stats)
+                    serve_metrics(settings.metrics_port + index, settings.bind_host)
                 tls = f", https on {worker.tls_port}" if worker.certs is not None else ""
                 log.info(
                     "router worker %d serving http on %s:%d%s", index, worker.host, worker.port, tls
