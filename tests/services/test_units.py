@@ -259,3 +259,23 @@ def test_django_settings_leave_things_alone_without_services(
     assert ns["CACHES"] == base["CACHES"]
     with pytest.raises(ValueError):
         django_settings.render(conn_max_age=-1)
+
+
+def test_app_data_is_archived_beside_the_database_backups(tmp_path: Path) -> None:
+    import tarfile
+
+    from roost.services.backups import archive_app_data
+
+    src, dest = tmp_path / "appdata" / "shop", tmp_path / "backups" / "shop"
+    dest.mkdir(parents=True)
+    assert archive_app_data(src, dest, 0.0) is None  # no directory yet
+    (src / "media").mkdir(parents=True)
+    (src / "media" / "logo.png").write_bytes(b"\x89PNG")
+    (src / "escape").symlink_to("/etc/passwd")
+    first = archive_app_data(src, dest, 0.0)
+    second = archive_app_data(src, dest, 0.0)
+    assert first is not None and second is not None and first != second
+    with tarfile.open(first) as tar:
+        names = {m.name: m for m in tar.getmembers()}
+    assert names["data/media/logo.png"].isfile()
+    assert names["data/escape"].issym()  # stored as a link, never followed

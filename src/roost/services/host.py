@@ -28,7 +28,7 @@ from pathlib import Path
 from roost.services import pgadmin
 from roost.services.addresses import advertised_host, listen_hosts
 from roost.services.backoff import RestartPolicy
-from roost.services.backups import backup_name
+from roost.services.backups import archive_app_data, backup_name
 from roost.services.binaries import Binaries
 from roost.services.disk import refusal, usage
 from roost.services.layout import Layout
@@ -280,6 +280,15 @@ class ServiceHost:
         await self._redis_up(app)
         return svc
 
+    async def _backup_app_data(self, app: str) -> None:
+        """The app's data directory is backed up with its databases."""
+        source = self.layout.root / "appdata" / app
+        dest = await asyncio.to_thread(
+            archive_app_data, source, self.layout.backups(app), time.time()
+        )
+        if dest is not None:
+            log.info("backup of %s data directory: %s", app, dest)
+
     def _backup_path(self, app: str, kind: ServiceKind) -> Path:
         d = self.layout.backups(app)
         d.mkdir(mode=0o700, exist_ok=True)
@@ -301,6 +310,7 @@ class ServiceHost:
                 await server.save()
                 size = await server.copy_rdb(dest)
             log.info("backup of %s %s: %s (%d bytes)", app, kind, dest, size)
+            await self._backup_app_data(app)
             return ServiceBackupDone(path=str(dest), size=size)
 
     async def deprovision(self, app: str, kind: ServiceKind) -> Msg:
@@ -332,6 +342,7 @@ class ServiceHost:
                 await asyncio.to_thread(shutil.rmtree, server.dir, True)
             self.state.services.pop(key, None)
             self._save()
+            await self._backup_app_data(app)
             log.info("removed %s of %s; final backup %s", kind, app, dest)
             result = ServiceRemoved(app=app, kind=kind, backup_path=str(dest))
             self._removed[key] = result
