@@ -58,6 +58,21 @@ def test_wsgi_instance_binds_socket_and_port_with_config_vars_winning(
     assert "ROOST_SECRET_OF_THE_RUNNER" not in env
 
 
+def test_wsgi_instance_is_probed_where_it_binds() -> None:
+    # On a cluster host gunicorn binds the host's address; a probe of
+    # 127.0.0.1 would never get an answer there.
+    launch = render(
+        assignment("i2", spec=SPEC),
+        process_name="web.1",
+        image_root=ROOT,
+        data_directory=DATA,
+        port=5002,
+        unix_sock="/s/i2.sock",
+        bind_host="10.0.0.5",
+    )
+    assert "10.0.0.5:5002" in launch.argv and launch.probe_host == "10.0.0.5"
+
+
 def test_command_instance_gets_a_port_but_no_socket() -> None:
     a = assignment("w1", process_type="worker", spec=SPEC)
     launch = render(

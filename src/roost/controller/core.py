@@ -1,52 +1,77 @@
 """The controller process's shared state and its reconcile loop.
 
-Theory of operation: every replica records heartbeats (soft state), stores
-logs and build results, and answers queries. The replica holding the
-`scheduler` lease additionally, every tick: reads desired state (apps, the
-active and pending release of each, formation), places instances on live
-hosts (pure `scheduler.place`), decides rollouts (pure `rollout.decide`),
-turns placements into one declarative Assignment per host (sent in heartbeat
-replies, stamped with the lease's fencing token), and publishes route-table
-deltas. A new lease holder waits one grace period before placing, so hosts
-that are alive but not yet heard from are not mistaken for dead ones.
+Theory of operation: every replica records heartbeats (soft state), marks
+silent hosts down, stores logs and build results, and answers queries. The
+replica holding the `scheduler` lease additionally, every tick: reads desired
+state (apps, the active and pending release of each, formation, placements)
+in one worker-thread hop, places instances on live hosts (pure
+`scheduler.place`), decides rollouts (pure `rollout.decide`), turns
+placements into one declarative Assignment per host (sent in heartbeat
+replies, stamped with the lease's fencing token; `assign.AssignmentBook`),
+and publishes route-table deltas (`routes.RouteCache`). A pass is a few
+walks over the placements (nothing is rebuilt or deep-compared unless it
+changed), and runs only when something it depends on may have changed: the
+loop was woken (this replica's API, a build result, a host coming back), soft
+state moved (`SoftState.generation`), or REFRESH_S passed since desired state
+was last read (changes made through another replica's API). So thousands of
+instances stay cheap, and an idle cluster costs nearly nothing.
+
+Placement starts only once this replica knows which hosts are alive: one
+grace period after taking the lease, or at once when it has been hearing
+heartbeats without a break for a grace period already (a follower that takes
+over), so hosts alive but not yet heard from are never mistaken for dead.
+
+The lease is believed only until `lease_ttl_s` (less a margin) after the
+request that granted it was sent: a holder whose database calls hang stops
+acting as holder before the database's clock lets another take over. On a
+new fencing token the first route publication is a full snapshot, so routers
+switch to the new holder's table without asking.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import logging
 import os
 import secrets
 import time
-from dataclasses import dataclass
 
-from roost.controller import rollout, routes
+from prometheus_client import Histogram
+
+from roost.controller import desired, rollout, routes
+from roost.controller.assign import AssignmentBook, HostAssignment, Source
 from roost.controller.scheduler import HostInfo, Placement, Want, place
 from roost.controller.services import ServiceBroker
 from roost.controller.softstate import SoftState
 from roost.controller.store import AppRow, ReleaseRow, Store
 from roost.settings import Settings
 from roost.state import leases
-from roost.wire.messages import (
-    AppRoute,
-    Assignment,
-    InstanceAssignment,
-    InstanceStatus,
-    LogLine,
-    RouteSnapshot,
-)
+from roost.wire.messages import AppRoute, Assignment, InstanceStatus, LogLine, RouteSnapshot
 from roost.wire.pubsub import Publisher
 
 log = logging.getLogger("roost.controller")
 
 LEASE = "scheduler"
+TICK_S = 0.5  # how often silent hosts are checked (and a pass may run)
+# Longest a change made through another replica's API waits for the holder to
+# read it (changes through this replica's API wake the loop at once).
+REFRESH_S = 1.0
+GC_GEN0_THRESHOLD = 50_000
+# Believe a granted lease for this fraction of its lifetime (clock-rate margin).
+LEASE_TRUST = 0.8
 
+RECONCILE_SECONDS = Histogram(
+    "roost_reconcile_seconds",
+    "Duration of one reconcile pass of the scheduler lease holder "
+    "(pass=full: placed, assigned and routed; pass=idle: a re-read that found nothing new)",
+    ["pass"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 
-@dataclass
-class HostAssignment:
-    content: tuple[InstanceAssignment, ...]
-    version: int
+__all__ = ["LEASE", "Controller", "HostAssignment"]
 
 
 class Controller:
@@ -57,14 +82,23 @@ class Controller:
         self.holder_id = f"{name}:{os.getpid()}:{secrets.token_hex(4)}"
         self.soft = SoftState(settings.host_grace_s)
         self.fence = 0  # lease token while we hold it, else 0
+        self.lease_valid_until = 0.0  # monotonic; see the module docstring
         self.leader_since: float | None = None
-        self.assignments: dict[str, HostAssignment] = {}
+        self.book = AssignmentBook()
+        self.assignments: dict[str, HostAssignment] = self.book.hosts
         self.routes: dict[str, AppRoute] = {}
         self.route_version = 0
         self.publisher: Publisher | None = None
         self.wake = asyncio.Event()
-        self._release_cache: dict[tuple[int, int], ReleaseRow] = {}
-        self._pending_since: dict[tuple[int, int], float] = {}
+        self._route_cache = routes.RouteCache()
+        self._reader = desired.Reader(store)
+        self._snapshot_due = False  # publish a full table first under a new fence
+        self._release_cache: dict[desired.ReleaseKey, ReleaseRow] = {}
+        self._pending_since: dict[desired.ReleaseKey, float] = {}
+        # The last pass's desired state, when it was read, and what it saw.
+        self._desired: desired.Desired | None = None
+        self._read_at = 0.0
+        self._seen: tuple[int, bool] = (-1, False)
         # Set by the daemon: provisions and holds service credentials.
         self.services: ServiceBroker | None = None
 
@@ -72,12 +106,19 @@ class Controller:
 
     @property
     def is_leader(self) -> bool:
-        return self.fence > 0
+        return self.fence > 0 and time.monotonic() < self.lease_valid_until
+
+    def settled(self, now: float) -> bool:
+        """True once this holder knows which hosts are alive (see the docstring)."""
+        if self.leader_since is None:
+            return False
+        grace = self.settings.host_grace_s
+        return now - self.leader_since >= grace or self.soft.informed(now)
 
     def release_row(self, app_id: int, version: int) -> ReleaseRow:
         key = (app_id, version)
         row = self._release_cache.get(key)
-        if row is None or row.status != "active":
+        if row is None:  # rows never change but for their status, unused here
             row = self.store.release(app_id, version)
             self._release_cache[key] = row
         return row
@@ -113,8 +154,8 @@ class Controller:
     def where(self, app: str, process: str | None = None) -> list[dict[str, object]]:
         statuses = self.soft.statuses()
         out: list[dict[str, object]] = []
-        for p in self.store.placements():
-            if p.app != app or (process and p.process_type != process):
+        for p in self.store.placements(app):
+            if process and p.process_type != process:
                 continue
             st = statuses.get(p.instance_id)
             seen = self.soft.hosts.get(p.host_id)
@@ -142,37 +183,68 @@ class Controller:
     async def lease_loop(self) -> None:
         ttl = self.settings.lease_ttl_s
         while True:
+            asked = time.monotonic()
             try:
                 lease = await asyncio.to_thread(
                     leases.acquire, self.store.engine, LEASE, self.holder_id, ttl
                 )
             except Exception:
+                # Unknown outcome: keep the token, but believe it only until
+                # the last grant runs out (`is_leader` checks the time).
                 log.exception("lease renewal failed")
-                lease = None
-            if lease is None:
-                if self.is_leader:
-                    log.warning("lost the scheduler lease")
-                self.fence, self.leader_since = 0, None
-            elif lease.token != self.fence:
-                log.info("holding the scheduler lease (fencing token %d)", lease.token)
-                self.fence, self.leader_since = lease.token, time.monotonic()
-                self.assignments.clear()
-                self.wake.set()
+            else:
+                self._lease_result(lease, asked, ttl)
             await asyncio.sleep(ttl / 3)
 
+    def _lease_result(self, lease: leases.Lease | None, asked: float, ttl: float) -> None:
+        if lease is None:
+            if self.fence:
+                log.warning("lost the scheduler lease")
+            self.fence, self.leader_since, self.lease_valid_until = 0, None, 0.0
+            return
+        if lease.token != self.fence:
+            log.info("holding the scheduler lease (fencing token %d)", lease.token)
+            self.fence, self.leader_since = lease.token, time.monotonic()
+            # Versions restart under the new fence; routers get a full table.
+            self.book.clear()
+            self._snapshot_due = True
+            self.wake.set()
+        self.lease_valid_until = asked + ttl * LEASE_TRUST
+
     async def reconcile_loop(self) -> None:
+        # A full pass over thousands of instances allocates as many objects;
+        # with the default thresholds that sets off collections of the whole
+        # heap in the middle of it (measured: +100 ms at 10,000 instances).
+        if gc.get_threshold()[0] < GC_GEN0_THRESHOLD:
+            gc.set_threshold(GC_GEN0_THRESHOLD, 20, 100)
         while True:
-            try:
-                await asyncio.wait_for(self.wake.wait(), timeout=0.5)
-            except TimeoutError:
-                pass
+            woken = False
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+            # cancellation (the daemon stopping) that arrives as `wake` is set.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK_S):
+                    await self.wake.wait()
+                    woken = True
             self.wake.clear()
+            now = time.monotonic()
+            # Every replica answers "which hosts are up": each marks silent
+            # hosts down itself (the leader also reacts, in reconcile_once).
+            self.note_down_hosts(now)
             if not self.is_leader:
                 continue
+            refresh = woken or self._desired is None or now - self._read_at >= REFRESH_S
+            if not refresh and self._seen == (self.soft.generation, self.settled(now)):
+                continue  # nothing it depends on changed since the last pass
+            started = time.perf_counter()
+            full = True
             try:
-                await self.reconcile_once()
+                full = await self.reconcile_once(refresh=refresh)
             except Exception:
+                self._desired = None  # start the next pass from the database
                 log.exception("reconcile failed")
+            RECONCILE_SECONDS.labels("full" if full else "idle").observe(
+                time.perf_counter() - started
+            )
 
     async def housekeeping_loop(self) -> None:
         while True:
@@ -189,154 +261,156 @@ class Controller:
 
     # ------------------------------------------------------------ reconcile
 
-    async def reconcile_once(self) -> None:
-        now = time.monotonic()
+    def note_down_hosts(self, now: float) -> None:
         for host_id in self.soft.mark_down(now):
             log.warning("host %s is down (silent for %.1fs)", host_id, self.settings.host_grace_s)
-            self.store.add_event("host-down", f"host {host_id} is down")
+            if self.is_leader:  # one event per incident, not one per replica
+                self.store.add_event("host-down", f"host {host_id} is down")
+
+    def _read(self) -> desired.Desired:
+        d = self._reader.read(set(self._release_cache))
+        if self.services is not None:
+            for a in d.apps:  # warm the credentials cache off the event loop
+                self.services.credentials(a.id)
+        return d
+
+    async def reconcile_once(self, refresh: bool = True) -> bool:
+        """One pass; `refresh=False` reuses the desired state read last time
+        (with this holder's own placements since), when only soft state moved.
+        False when a re-read showed nothing had changed (nothing was done)."""
+        now = time.monotonic()
+        self.note_down_hosts(now)
+        seen = (self.soft.generation, self.settled(now))
+        if refresh or self._desired is None:
+            self._read_at = now
+            d = await asyncio.to_thread(self._read)
+            prev, self._desired = self._desired, d
+            if (
+                prev is not None
+                and d.unchanged
+                and seen == self._seen
+                and not d.pending  # rollouts have deadlines: always look at them
+            ):
+                self._release_cache.update(d.fetched)
+                return False  # the periodic re-read found nothing new
+        else:
+            d = self._desired
+        self._seen = seen
+        needed = desired.needed_releases(d.apps, d.pending, d.placements)
+        self._release_cache.update(d.fetched)
+        for key in set(self._release_cache) - needed:
+            del self._release_cache[key]
         statuses = self.soft.statuses()
-        apps = self.store.apps()
-        app_ids = {a.name: a.id for a in apps}
-        current = self.store.placements()
-
-        wants: list[Want] = []
-        pending: list[tuple[str, ReleaseRow]] = []
-        serving: dict[str, ReleaseRow] = {}
-        for a in apps:
-            if a.current_release is not None:
-                serving[a.name] = self.release_row(a.id, a.current_release)
-        for r in self.store.releases_in("pending"):
-            app_name = next((a.name for a in apps if a.id == r.app_id), None)
-            if app_name is not None:
-                pending.append((app_name, r))
-        formations = {a.id: self.store.formation(a.id) for a in apps}
-        for a in apps:
-            if a.suspended:
-                continue
-            rels = [serving[a.name]] if a.name in serving else []
-            rels += [r for n, r in pending if n == a.name]
-            for rel in rels:
-                for ptype, qty in formations[a.id].items():
-                    if ptype in rel.spec.processes and qty > 0:
-                        wants.append(
-                            Want(a.name, rel.version, ptype, qty, self.settings.instance_memory_mb)
-                        )
-
-        settled = (
-            self.leader_since is not None and now - self.leader_since >= self.settings.host_grace_s
+        wants, serving, pending = desired.wants(
+            d, self._release_cache, self.settings.instance_memory_mb
         )
-        if settled or not current:
+        current = d.placements
+        placed = current
+        if self.settled(now) or not current:
             hosts = [
                 HostInfo(s.heartbeat.host_id, True, s.heartbeat.memory_mb)
                 for s in self.soft.alive_hosts()
             ]
             placed = place(wants, current, hosts, _new_instance_id)
-            self.store.replace_placements(current, placed, app_ids)
-        else:
-            placed = current
+            if {p.instance_id for p in placed} != {p.instance_id for p in current}:
+                if not self.is_leader:
+                    return True  # the lease ran out during this pass: decide nothing
+                await asyncio.to_thread(self.store.replace_placements, current, placed, d.app_ids)
+                self._reader.wrote_placements(placed)
+                d.placements = placed
+        self._desired = d
+        by_app: dict[str, list[Placement]] = {}
+        for p in placed:
+            by_app.setdefault(p.app, []).append(p)
 
-        # Rollouts: promote or fail pending releases.
         for app_name, rel in pending:
-            key = (rel.app_id, rel.version)
-            started = self._pending_since.setdefault(key, now)
-            mine = [
-                (p.instance_id, p.process_type, p.idx)
-                for p in placed
-                if p.app == app_name and p.release == rel.version
-            ]
-            wanted_total = sum(
-                w.count for w in wants if w.app == app_name and w.release == rel.version
-            )
-            d = rollout.decide(
-                mine, wanted_total, statuses, started, now, self.settings.rollout_timeout_s
-            )
-            if d.verdict == "promote":
-                self.store.promote(rel.app_id, rel.version)
-                self._pending_since.pop(key, None)
-                self.store.add_event("deploy", f"{app_name} v{rel.version} is live", rel.app_id)
-                self.platform_log(
-                    app_name, f"-----> v{rel.version} is live", rel.build_id or "", "build"
-                )
-                if rel.build_id:
-                    self.store.finish_build(rel.build_id, "succeeded", release=rel.version)
-                self.wake.set()
-            elif d.verdict == "fail":
-                self.store.fail_release(rel.app_id, rel.version, d.reason)
-                self._pending_since.pop(key, None)
-                self.store.add_event(
-                    "deploy-failed", f"{app_name} v{rel.version}: {d.reason}", rel.app_id
-                )
-                self.platform_log(
-                    app_name,
-                    f"-----> v{rel.version} failed to start: {d.reason}",
-                    rel.build_id or "",
-                    "build",
-                )
-                serving_now = serving.get(app_name)
-                if serving_now is not None:
-                    self.platform_log(
-                        app_name,
-                        f"-----> v{serving_now.version} keeps serving",
-                        rel.build_id or "",
-                        "build",
-                    )
-                if rel.build_id:
-                    self.store.finish_build(
-                        rel.build_id, "failed", error=d.reason, release=rel.version
-                    )
-                self.wake.set()
+            await self._rollout(app_name, rel, by_app.get(app_name, []), wants, statuses, now)
+        for key in set(self._pending_since) - {(r.app_id, r.version) for _, r in pending}:
+            del self._pending_since[key]
 
-        self._update_assignments(placed, apps)
-        await self._update_routes(apps, placed, statuses)
+        self._update_assignments(placed, d.apps)
+        await self._update_routes(d, serving, by_app, statuses)
+        return True
+
+    async def _rollout(
+        self,
+        app_name: str,
+        rel: ReleaseRow,
+        mine_all: list[Placement],
+        wants: list[Want],
+        statuses: dict[str, InstanceStatus],
+        now: float,
+    ) -> None:
+        key = (rel.app_id, rel.version)
+        started = self._pending_since.setdefault(key, now)
+        mine = [
+            (p.instance_id, p.process_type, p.idx) for p in mine_all if p.release == rel.version
+        ]
+        wanted_total = sum(w.count for w in wants if w.app == app_name and w.release == rel.version)
+        d = rollout.decide(
+            mine, wanted_total, statuses, started, now, self.settings.rollout_timeout_s
+        )
+        if d.verdict == "wait":
+            return
+        self._pending_since.pop(key, None)
+        await asyncio.to_thread(self._finish_rollout, app_name, rel, d)
+        self.wake.set()
+
+    def _finish_rollout(self, app_name: str, rel: ReleaseRow, d: rollout.Decision) -> None:
+        build = rel.build_id or ""
+        if d.verdict == "promote":
+            self.store.promote(rel.app_id, rel.version)
+            self.store.add_event("deploy", f"{app_name} v{rel.version} is live", rel.app_id)
+            self.platform_log(app_name, f"-----> v{rel.version} is live", build, "build")
+            if rel.build_id:
+                self.store.finish_build(rel.build_id, "succeeded", release=rel.version)
+            return
+        self.store.fail_release(rel.app_id, rel.version, d.reason)
+        self.store.add_event("deploy-failed", f"{app_name} v{rel.version}: {d.reason}", rel.app_id)
+        self.platform_log(
+            app_name, f"-----> v{rel.version} failed to start: {d.reason}", build, "build"
+        )
+        serving_now = self.store.app_by_id(rel.app_id).current_release
+        if serving_now is not None:
+            self.platform_log(app_name, f"-----> v{serving_now} keeps serving", build, "build")
+        if rel.build_id:
+            self.store.finish_build(rel.build_id, "failed", error=d.reason, release=rel.version)
 
     def _update_assignments(self, placed: list[Placement], apps: list[AppRow]) -> None:
-        by_host: dict[str, list[InstanceAssignment]] = {}
-        app_by_name = {a.name: a for a in apps}
-        for p in placed:
-            a = app_by_name.get(p.app)
-            if a is None:
-                continue
-            rel = self.release_row(a.id, p.release)
-            by_host.setdefault(p.host_id, []).append(
-                InstanceAssignment(
-                    instance_id=p.instance_id,
-                    app=p.app,
-                    release=p.release,
-                    image_digest=rel.image_digest,
-                    process_type=p.process_type,
-                    spec=rel.spec,
-                    env=self.instance_env(a.id, rel.config),
+        app_ids = {a.name: a.id for a in apps}
+        sources: dict[desired.ReleaseKey, Source | None] = {}
+
+        def source(p: Placement) -> Source | None:
+            app_id = app_ids.get(p.app)
+            if app_id is None:
+                return None
+            key = (app_id, p.release)
+            if key not in sources:
+                rel = self._release_cache.get(key)
+                sources[key] = (
+                    None
+                    if rel is None
+                    else Source(rel.image_digest, rel.spec, self.instance_env(app_id, rel.config))
                 )
-            )
-        hosts = set(by_host) | set(self.assignments) | set(self.soft.hosts)
-        for host_id in hosts:
-            content = tuple(sorted(by_host.get(host_id, []), key=lambda i: i.instance_id))
-            old = self.assignments.get(host_id)
-            if old is None or old.content != content:
-                version = (old.version if old else 0) + 1
-                self.assignments[host_id] = HostAssignment(content=content, version=version)
+            return sources[key]
+
+        self.book.update(placed, source, self.soft.hosts)
 
     async def _update_routes(
-        self, apps: list[AppRow], placed: list[Placement], statuses: dict[str, InstanceStatus]
+        self,
+        d: desired.Desired,
+        serving: dict[str, ReleaseRow],
+        by_app: dict[str, list[Placement]],
+        statuses: dict[str, InstanceStatus],
     ) -> None:
         routing: list[routes.AppRouting] = []
-        domains: dict[int, list[str]] = {}
-        for d in self.store.domains():
-            domains.setdefault(d.app_id, []).append(d.hostname)
-        for a in apps:
-            rel = (
-                self.release_row(a.id, a.current_release) if a.current_release is not None else None
-            )
-            web = ""
-            if rel is not None and rel.spec.web_process is not None:
-                web = rel.spec.web_process.name
+        for a in d.apps:
+            rel = serving.get(a.name)
+            web = rel.spec.web_process.name if rel and rel.spec.web_process else ""
             mine = [
                 p
-                for p in placed
-                if p.app == a.name
-                and rel is not None
-                and p.release == rel.version
-                and p.process_type == web
+                for p in by_app.get(a.name, ())
+                if rel is not None and p.release == rel.version and p.process_type == web
             ]
             routing.append(
                 routes.AppRouting(
@@ -345,15 +419,21 @@ class Controller:
                     release=rel.version if rel else 0,
                     spec=rel.spec if rel else None,
                     static_digest=rel.static_digest if rel else "",
-                    domains=tuple(domains.get(a.id, ())),
+                    domains=d.domains.get(a.id, ()),
                     static_routes=tuple(rel.static_routes) if rel else (),
                     web_instances=tuple(p.instance_id for p in mine),
                     host_of={p.instance_id: p.host_id for p in mine},
                 )
             )
-        new = routes.build_routes(
+        new = self._route_cache.build(
             routing, statuses, self.settings.default_domain, self.soft.addresses()
         )
+        if self._snapshot_due:
+            self._snapshot_due = False
+            self.routes, self.route_version = new, self.route_version + 1
+            if self.publisher is not None:
+                await self.publisher.publish("routes", self.route_snapshot())
+            return
         delta = routes.diff(self.routes, new, self.route_version, self.fence)
         if delta is None:
             return

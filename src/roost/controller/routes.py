@@ -32,27 +32,36 @@ class AppRouting:
     host_of: dict[str, str] = field(default_factory=dict)
 
 
-def app_route(
-    a: AppRouting,
-    statuses: dict[str, InstanceStatus],
-    default_domain: str,
-    host_addr: dict[str, str],
-) -> AppRoute:
-    backends: list[Backend] = []
+BackendKey = tuple[str, str, int, str, str]  # (instance_id, host, port, unix_socket, host_id)
+
+
+def backend_keys(
+    a: AppRouting, statuses: dict[str, InstanceStatus], host_addr: dict[str, str]
+) -> tuple[BackendKey, ...]:
+    """The app's routable backends: its web instances that report up, with a port."""
+    out: list[BackendKey] = []
     for iid in a.web_instances:
         st = statuses.get(iid)
         if st is None or st.state != "up" or not st.port:
             continue
         host_id = a.host_of.get(iid, "")
-        backends.append(
-            Backend(
-                instance_id=iid,
-                host=host_addr.get(host_id, "127.0.0.1"),
-                port=st.port,
-                unix_socket=st.unix_socket,
-                host_id=host_id,
-            )
-        )
+        out.append((iid, host_addr.get(host_id, "127.0.0.1"), st.port, st.unix_socket, host_id))
+    return tuple(sorted(out))
+
+
+def app_route(
+    a: AppRouting,
+    statuses: dict[str, InstanceStatus],
+    default_domain: str,
+    host_addr: dict[str, str],
+    backends_of: tuple[BackendKey, ...] | None = None,
+) -> AppRoute:
+    if backends_of is None:
+        backends_of = backend_keys(a, statuses, host_addr)
+    backends = [
+        Backend(instance_id=iid, host=host, port=port, unix_socket=sock, host_id=host_id)
+        for iid, host, port, sock, host_id in backends_of
+    ]
     spec = a.spec
     static: list[StaticRoute] = list(a.static_routes) if a.static_digest else []
     if spec is not None and a.static_digest and not static:
@@ -69,7 +78,7 @@ def app_route(
     return AppRoute(
         app=a.app,
         hostnames=[f"{a.app}.{default_domain}", *a.domains],
-        backends=sorted(backends, key=lambda b: b.instance_id),
+        backends=backends,  # sorted by instance id
         release=a.release,
         suspended=a.suspended,
         static=static,
@@ -90,10 +99,55 @@ def build_routes(
     return {a.app: app_route(a, statuses, default_domain, host_addr) for a in apps}
 
 
+class RouteCache:
+    """`build_routes` that rebuilds only the routes whose inputs changed.
+
+    An app's route depends on its routing inputs and on its backends; when
+    both are as last time (and the release spec is the very same object),
+    the previous AppRoute object is reused, so `diff` skips it by identity.
+    Over thousands of apps a reconcile then costs one pass over the
+    placements instead of building and comparing every route.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[tuple[object, ...], AppSpec | None, AppRoute]] = {}
+
+    def build(
+        self,
+        apps: Iterable[AppRouting],
+        statuses: dict[str, InstanceStatus],
+        default_domain: str,
+        host_addr: dict[str, str],
+    ) -> dict[str, AppRoute]:
+        out: dict[str, AppRoute] = {}
+        last: dict[str, tuple[tuple[object, ...], AppSpec | None, AppRoute]] = {}
+        for a in apps:
+            backends = backend_keys(a, statuses, host_addr)
+            key = (
+                a.suspended,
+                a.release,
+                a.static_digest,
+                a.domains,
+                a.static_routes,
+                default_domain,
+                backends,
+            )
+            prev = self._last.get(a.app)
+            if prev is not None and prev[1] is a.spec and prev[0] == key:
+                route = prev[2]
+            else:
+                route = app_route(a, statuses, default_domain, host_addr, backends)
+            out[a.app] = route
+            last[a.app] = (key, a.spec, route)
+        self._last = last
+        return out
+
+
 def diff(
     old: dict[str, AppRoute], new: dict[str, AppRoute], base_version: int, fence: int
 ) -> RouteDelta | None:
-    upserts = [r for name, r in sorted(new.items()) if old.get(name) != r]
+    # Identity first: routes the cache reused are skipped without a deep compare.
+    upserts = [r for name, r in sorted(new.items()) if (o := old.get(name)) is not r and o != r]
     removals = sorted(name for name in old if name not in new)
     if not upserts and not removals:
         return None

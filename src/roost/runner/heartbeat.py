@@ -32,6 +32,8 @@ log = logging.getLogger("roost.runner")
 MiB = 1024 * 1024
 # Shortest gap between two heartbeats sent early because of state changes.
 MIN_GAP_S = 0.1
+# Reply timeout while no controller answers (see HeartbeatLoop.timeout).
+UNREACHABLE_TIMEOUT_S = 0.5
 
 
 def tree_memory_mb(roots: Iterable[int]) -> dict[int, float]:
@@ -185,8 +187,12 @@ class HeartbeatLoop:
             await asyncio.sleep(MIN_GAP_S)
             remaining = self._interval - (loop.time() - began)
             if remaining > 0:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+                # cancellation that arrives as the event is set (a runner
+                # stopping its instances sets it), and the loop never ends.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), remaining)
+                    async with asyncio.timeout(remaining):
+                        await self._changed.wait()
 
     async def beat(self) -> None:
         records = list(self._records())
@@ -203,8 +209,7 @@ class HeartbeatLoop:
             rpc_endpoint=self.rpc_endpoint,
             rpc_key=self.rpc_key,
         )
-        timeout = min(max(self._interval, 0.5), 2.0)
-        replies = await self.client.call_all(hb, timeout=timeout)
+        replies = await self.client.call_all(hb, timeout=self.timeout())
         answered = [r for r in replies if isinstance(r, HeartbeatReply)]
         self._note_reachability(bool(answered), replies)
         offered = [r.assignment for r in answered if r.assignment is not None]
@@ -236,6 +241,20 @@ class HeartbeatLoop:
             )
             self.held = held
             self._on_assignment(accepted)
+
+    def timeout(self) -> float:
+        """How long a heartbeat waits for replies.
+
+        Cut off from every controller, the runner knocks about twice a
+        second instead: the beat that goes out after a partition heals is
+        the one that tells it to stop instances whose work moved elsewhere
+        meanwhile, and waiting out a long timeout would keep those stale
+        copies alive that much longer.
+        """
+        timeout = min(max(self._interval, 0.5), 2.0)
+        if self.reachable is False:
+            timeout = min(timeout, UNREACHABLE_TIMEOUT_S)
+        return timeout
 
     def _note_reachability(self, ok: bool, replies: list[Msg | BaseException]) -> None:
         if ok and self.reachable is not True:

@@ -53,8 +53,11 @@ class LogShipper:
 
     async def run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+            # cancellation that arrives as the event is set.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), self.period)
+                async with asyncio.timeout(self.period):
+                    await self._ready.wait()
             self._ready.clear()
             if not await self.flush():
                 await asyncio.sleep(min(self.max_backoff, 0.5 * 2 ** min(self.failures, 8)))

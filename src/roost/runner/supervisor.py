@@ -156,8 +156,11 @@ class Supervisor:
         timeout = MAX_SLEEP_S
         if deadline is not None:
             timeout = max(0.0, min(timeout, deadline - self._clock()))
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+        # cancellation that arrives as the event is set.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
         self._wake.clear()
 
     # ------------------------------------------------------------ events

@@ -106,7 +106,11 @@ class _Channel:
         self.pending[request_id] = fut
         try:
             await self.sock.send_multipart([request_id, payload])
-            return await asyncio.wait_for(fut, timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+            # cancellation of the caller that arrives as the reply does, and
+            # the cancelled task carries on as if nothing had happened.
+            async with asyncio.timeout(timeout):
+                return await fut
         finally:
             self.pending.pop(request_id, None)
 

@@ -1,0 +1,329 @@
+"""Scale run of the failover benchmark: one controller, many simulated runners.
+
+A real controller process (`roost controller`, SQLite state) is seeded with
+N apps (two web instances each, already placed over the simulated hosts);
+a second process simulates the runners: each has its own ZeroMQ client (CURVE,
+the cluster key), heartbeats every second with the instances its accepted
+assignment holds (all "up"), and adopts the assignments the controller sends.
+Once every host is up and the controller has settled, we measure over a
+window:
+
+  heartbeat_cpu_share  CPU seconds the controller process used per wall
+                       second (fraction of one core): heartbeat handling plus
+                       the reconcile loop with nothing to change
+  reconcile_ms         the controller's own mean reconcile duration over the
+                       window (its roost_reconcile_seconds metric)
+
+and then the time the controller takes to move one silent host's instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import msgspec
+import psutil
+from sqlalchemy import insert
+
+from roost.appspec import load_app
+from roost.state import tables as t
+from roost.state.db import make_engine, migrate, sqlite_url
+from roost.wire.bootstrap import open_node
+from roost.wire.cluster import ClusterConfig, Endpoint
+from roost.wire.keys import generate_keypair, write_keypair
+from roost.wire.messages import Assignment, Heartbeat, HeartbeatReply, InstanceStatus
+from roost.wire.rpc import RpcClient
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ScaleResult:
+    runners: int
+    instances: int
+    cpu_share: float
+    reconcile_ms: float
+    move_s: float
+
+
+def host_name(i: int) -> str:
+    return f"sim-{i:04d}"
+
+
+def seed(data: Path, runners: int, instances: int) -> str:
+    """A state database with instances/2 apps of two placed web instances each."""
+    url = sqlite_url(data / "state.db")
+    migrate(url)
+    spec = load_app(REPO / "examples" / "hello")
+    spec_json = msgspec.json.encode(spec).decode()
+    apps = instances // 2
+    now = time.time()
+    engine = make_engine(url)
+    with engine.begin() as c:
+        c.execute(insert(t.accounts).values(id=1, email="bench@localhost", created_at=now))
+        c.execute(
+            insert(t.apps),
+            [
+                {"id": i + 1, "name": f"app{i:05d}", "owner_id": 1, "created_at": now,
+                 "suspended": False, "current_release": 1}
+                for i in range(apps)
+            ],
+        )  # fmt: skip
+        c.execute(
+            insert(t.releases),
+            [
+                {"app_id": i + 1, "version": 1, "build_id": None, "status": "active",
+                 "image_digest": f"sha256:{i:064x}", "static_digest": "", "spec_json": spec_json,
+                 "lock": "", "description": "seed", "created_at": now, "config_json": "{}",
+                 "static_json": "[]"}
+                for i in range(apps)
+            ],
+        )  # fmt: skip
+        c.execute(
+            insert(t.formation),
+            [{"app_id": i + 1, "process_type": "web", "quantity": 2} for i in range(apps)],
+        )
+        rows = []
+        for i in range(apps):
+            first = (2 * i) % runners
+            for idx, host in ((1, first), (2, (first + 1) % runners)):
+                rows.append(
+                    {"instance_id": f"app{i:05d}-web-{idx}-v1-seed{i:05x}", "app_id": i + 1,
+                     "release": 1, "process_type": "web", "idx": idx,
+                     "host_id": host_name(host), "created_at": now}
+                )  # fmt: skip
+        c.execute(insert(t.placements), rows)
+    engine.dispose()
+    return url
+
+
+def prepare(base: Path) -> tuple[Path, int]:
+    data = base / "controller"
+    keys = data / "keys"
+    pair = generate_keypair()
+    write_keypair(keys, "cluster", pair)
+    api_port = _free_port()
+    cluster = ClusterConfig(
+        name="scale",
+        endpoints={
+            "controller": [Endpoint(f"tcp://127.0.0.1:{_free_port()}", pair.public_text)],
+            "controller-pub": [Endpoint(f"tcp://127.0.0.1:{_free_port()}", pair.public_text)],
+        },
+    )
+    cluster.save(data / "cluster.json")
+    return data, api_port
+
+
+# ---------------------------------------------------------------- the simulated runners
+
+
+async def simulate(data: Path, runners: int, status_file: Path, stop_file: Path) -> None:
+    node, cluster = open_node(data, "cluster")
+    held: dict[str, Assignment] = {}
+    silenced: set[str] = set()
+    async with node:
+        clients = [RpcClient(node, cluster.of("controller")) for _ in range(runners)]
+
+        async def runner(i: int) -> None:
+            host = host_name(i)
+            client = clients[i]
+            await asyncio.sleep(random.uniform(0, 1.0))  # spread the beats over the second
+            while True:
+                began = time.monotonic()
+                if host not in silenced:
+                    asg = held.get(host)
+                    hb = Heartbeat(
+                        host_id=host,
+                        hostname=host,
+                        addresses=["127.0.0.1"],
+                        memory_mb=65536,
+                        cpus=8,
+                        instances=[
+                            InstanceStatus(
+                                instance_id=a.instance_id,
+                                app=a.app,
+                                release=a.release,
+                                process_type=a.process_type,
+                                state="up",
+                                pid=0,
+                                port=20000 + (hash(a.instance_id) % 20000),
+                            )
+                            for a in (asg.instances if asg else [])
+                        ],
+                        fence=asg.fence if asg else 0,
+                        version=asg.version if asg else 0,
+                        sent_at=time.time(),
+                    )
+                    for reply in await client.call_all(hb, timeout=2.0):
+                        if isinstance(reply, HeartbeatReply) and reply.assignment is not None:
+                            new = reply.assignment
+                            if asg is None or (new.fence, new.version) > (asg.fence, asg.version):
+                                held[host] = new
+                await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - began)))
+
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(0.5)
+                counts = {h: len(a.instances) for h, a in held.items()}
+                tmp = status_file.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"held": counts}))
+                os.replace(tmp, status_file)
+                if stop_file.exists():
+                    silenced.update(json.loads(stop_file.read_text()))
+
+        tasks = [asyncio.create_task(runner(i)) for i in range(runners)]
+        tasks.append(asyncio.create_task(report()))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for c in clients:
+                await c.close()
+
+
+# ---------------------------------------------------------------- the measurement
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def _passes(before: str, after: str, kind: str) -> tuple[int, float]:
+    """Reconcile passes of `kind` between two scrapes: (count, mean ms)."""
+    label = f'{{pass="{kind}"}}'
+    n = _metric(after, f"roost_reconcile_seconds_count{label}") - _metric(
+        before, f"roost_reconcile_seconds_count{label}"
+    )
+    s = _metric(after, f"roost_reconcile_seconds_sum{label}") - _metric(
+        before, f"roost_reconcile_seconds_sum{label}"
+    )
+    return int(n), (1000.0 * s / n if n else float("nan"))
+
+
+def run_scale(
+    runners: int, instances: int, window_s: float, say: Callable[[str], None] = print
+) -> ScaleResult:
+    base = Path(tempfile.mkdtemp(prefix="roost-scale-"))
+    data, api_port = prepare(base)
+    t0 = time.monotonic()
+    seed(data, runners, instances)
+    took = time.monotonic() - t0
+    say(f"scale: seeded {instances // 2} apps, {instances} instances in {took:.1f}s")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOST_")}
+    env.update(ROOST_BIND_HOST="127.0.0.1", ROOST_LOG_LEVEL="WARNING", ROOST_API_PORT=str(api_port))
+    log = open(base / "controller.log", "wb")  # noqa: SIM115 - closed below
+    ctl = subprocess.Popen(
+        [sys.executable, "-m", "roost", "--data", str(data), "controller", "--name", "cluster"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    status, silence = base / "sim.json", base / "silence.json"
+    argv = [sys.executable, __file__, "--simulate", str(data), str(runners)]
+    sim = subprocess.Popen([*argv, str(status), str(silence)], env=env, start_new_session=True)
+    http = httpx.Client(timeout=10)
+    try:
+        metrics_url = f"http://127.0.0.1:{api_port}/metrics"
+
+        def held() -> dict[str, int]:
+            try:
+                return dict(json.loads(status.read_text())["held"])
+            except (OSError, ValueError, KeyError):
+                return {}
+
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            h = held()
+            if len(h) == runners and sum(h.values()) == instances:
+                break
+            if ctl.poll() is not None:
+                raise RuntimeError(
+                    f"the controller exited: {(base / 'controller.log').read_text()[-3000:]}"
+                )
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(
+                f"simulated runners did not get their assignments: {len(held())} hosts"
+            )
+        time.sleep(7.0)  # past the new lease holder's grace period: placing is live
+        proc = psutil.Process(ctl.pid)
+        before = http.get(metrics_url).text
+        cpu0, wall0 = sum(proc.cpu_times()[:2]), time.monotonic()
+        time.sleep(window_s)
+        cpu1, wall1 = sum(proc.cpu_times()[:2]), time.monotonic()
+        after = http.get(metrics_url).text
+        cpu_share = (cpu1 - cpu0) / (wall1 - wall0)
+        idle_n, idle_ms = _passes(before, after, "idle")
+        full_n, _ = _passes(before, after, "full")
+        say(
+            f"scale: steady {wall1 - wall0:.0f}s: controller CPU {cpu1 - cpu0:.2f}s; "
+            f"{idle_n} idle re-reads ({idle_ms:.1f} ms each), {full_n} full passes"
+        )
+        # One host goes silent: time until its instances are held elsewhere,
+        # and how long the full reconcile passes that move them take.
+        victim = host_name(0)
+        moved_from = held().get(victim, 0)
+        others = sum(v for k, v in held().items() if k != victim)
+        before = http.get(metrics_url).text
+        silence.write_text(json.dumps([victim]))
+        cut = time.monotonic()
+        move_s = float("nan")
+        while time.monotonic() - cut < 60:
+            h = held()
+            if sum(v for k, v in h.items() if k != victim) >= others + moved_from:
+                move_s = time.monotonic() - cut
+                break
+            time.sleep(0.1)
+        time.sleep(3.0)  # the passes that follow the new instances coming up
+        full_n, reconcile_ms = _passes(before, http.get(metrics_url).text, "full")
+        say(
+            f"scale: {moved_from} instances of a silent host held elsewhere after {move_s:.1f}s; "
+            f"{full_n} full passes ({reconcile_ms:.1f} ms each)"
+        )
+        return ScaleResult(runners, instances, cpu_share, reconcile_ms, move_s)
+    finally:
+        http.close()
+        for p in (sim, ctl):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in (sim, ctl):
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        log.close()
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "--simulate":
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    asyncio.run(simulate(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5])))

@@ -1,0 +1,108 @@
+"""Per-host declarative assignments, kept incrementally. Pure (no I/O, no clock).
+
+Theory of operation: every reconcile pass turns the placements into one
+Assignment per host: the full list of instances the host must run, with a
+version the lease holder bumps whenever that list changes (runners converge
+to the newest version of the highest fence they have seen). A host that no
+longer has any placement still gets an (empty) assignment, which is how a
+host that comes back from a partition learns to stop what it ran.
+
+Over thousands of instances the pass must not rebuild and deep-compare every
+InstanceAssignment: one built for an instance id is reused as long as what it
+is made of is the same (same release spec object, image, environment), and
+host contents are tuples of those shared objects, so comparing a host's old
+and new content is mostly identity checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from roost.appspec.model import AppSpec
+from roost.controller.scheduler import Placement
+from roost.wire.messages import InstanceAssignment
+
+
+@dataclass(frozen=True)
+class Source:
+    """What an instance's assignment is made of, besides its placement."""
+
+    image_digest: str
+    spec: AppSpec
+    env: dict[str, str]
+
+
+@dataclass
+class HostAssignment:
+    content: tuple[InstanceAssignment, ...]
+    version: int
+
+
+def instance_assignment(
+    p: Placement, src: Source, old: InstanceAssignment | None
+) -> InstanceAssignment:
+    """`old` when nothing it is made of changed, else a new one."""
+    if (
+        old is not None
+        and old.app == p.app
+        and old.release == p.release
+        and old.process_type == p.process_type
+        and old.image_digest == src.image_digest
+        and old.spec is src.spec
+        and old.env == src.env
+    ):
+        return old
+    return InstanceAssignment(
+        instance_id=p.instance_id,
+        app=p.app,
+        release=p.release,
+        image_digest=src.image_digest,
+        process_type=p.process_type,
+        spec=src.spec,
+        env=src.env,
+    )
+
+
+class AssignmentBook:
+    def __init__(self) -> None:
+        self.hosts: dict[str, HostAssignment] = {}
+        self._instances: dict[str, InstanceAssignment] = {}
+
+    def clear(self) -> None:
+        """Forget every version (a new lease: versions restart under the new fence)."""
+        self.hosts.clear()
+        self._instances.clear()
+
+    def update(
+        self,
+        placed: Iterable[Placement],
+        source: Callable[[Placement], Source | None],
+        known_hosts: Iterable[str],
+    ) -> list[str]:
+        """Recompute every host's content; returns the hosts whose version moved.
+
+        `source(p)` is None for a placement whose app or release is gone: it is
+        left out (its host stops it). `known_hosts` get an assignment even
+        when nothing is placed on them.
+        """
+        by_host: dict[str, list[InstanceAssignment]] = {}
+        instances: dict[str, InstanceAssignment] = {}
+        for p in placed:
+            src = source(p)
+            if src is None:
+                continue
+            ia = instance_assignment(p, src, self._instances.get(p.instance_id))
+            instances[p.instance_id] = ia
+            by_host.setdefault(p.host_id, []).append(ia)
+        self._instances = instances
+        changed: list[str] = []
+        for host_id in set(by_host) | set(self.hosts) | set(known_hosts):
+            content = tuple(sorted(by_host.get(host_id, ()), key=lambda i: i.instance_id))
+            old = self.hosts.get(host_id)
+            if old is None or old.content != content:
+                self.hosts[host_id] = HostAssignment(
+                    content=content, version=(old.version if old else 0) + 1
+                )
+                changed.append(host_id)
+        return sorted(changed)

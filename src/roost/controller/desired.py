@@ -1,0 +1,192 @@
+"""Desired state for one reconcile pass: read in one go, turned into Wants purely.
+
+`Reader.read` runs in a worker thread and issues a fixed handful of queries
+whatever the number of apps: apps, formations, placements, pending releases,
+domains, and the release rows not yet cached. The three big ones are fetched
+as plain DBAPI tuples (statements compiled from the table definitions) and
+compared with the previous read's: when they are equal, the previous
+objects are reused and the read says `unchanged`, so the scheduler lease
+holder's periodic re-read (it must notice changes made through another
+replica's API) costs a fetch and a compare, not thousands of objects.
+
+Release rows never change after creation (only their status does, which
+the reconcile takes from `apps` and the pending list), so they are cached by
+(app id, version) for good.
+
+`wants` is pure: which (app, release, process type, count) should run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from roost.controller.scheduler import Placement, Want
+from roost.controller.store import AppRow, NotFound, ReleaseRow, Store
+from roost.state import tables as t
+
+ReleaseKey = tuple[int, int]  # (app id, version)
+
+_APPS = select(
+    t.apps.c.id,
+    t.apps.c.name,
+    t.apps.c.owner_id,
+    t.apps.c.suspended,
+    t.apps.c.current_release,
+    t.apps.c.created_at,
+)
+_FORMATION = select(t.formation.c.app_id, t.formation.c.process_type, t.formation.c.quantity)
+_PLACEMENTS = select(
+    t.placements.c.instance_id,
+    t.apps.c.name,
+    t.placements.c.release,
+    t.placements.c.process_type,
+    t.placements.c.idx,
+    t.placements.c.host_id,
+).join(t.apps, t.apps.c.id == t.placements.c.app_id)
+
+
+@dataclass
+class Desired:
+    apps: list[AppRow]
+    formations: dict[int, dict[str, int]]
+    pending: list[ReleaseRow]
+    placements: list[Placement]
+    domains: dict[int, tuple[str, ...]]
+    # Rows read now because the cache lacked them.
+    fetched: dict[ReleaseKey, ReleaseRow] = field(default_factory=dict)
+    # Apps, formations, placements, domains and pending releases are exactly
+    # what the previous read found.
+    unchanged: bool = False
+
+    @property
+    def app_ids(self) -> dict[str, int]:
+        return {a.name: a.id for a in self.apps}
+
+
+def needed_releases(
+    apps: list[AppRow], pending: list[ReleaseRow], placements: list[Placement]
+) -> set[ReleaseKey]:
+    ids = {a.name: a.id for a in apps}
+    keys = {(a.id, a.current_release) for a in apps if a.current_release is not None}
+    keys.update((r.app_id, r.version) for r in pending)
+    keys.update((ids[p.app], p.release) for p in placements if p.app in ids)
+    return keys
+
+
+class Reader:
+    """Reads desired state, reusing what did not change since its last read."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        dialect = store.engine.dialect
+        self._sql = {
+            name: str(q.compile(dialect=dialect))
+            for name, q in (("apps", _APPS), ("formation", _FORMATION), ("placements", _PLACEMENTS))
+        }
+        self._rows: dict[str, list[Any]] = {}
+        self._apps: list[AppRow] = []
+        self._formations: dict[int, dict[str, int]] = {}
+        self._placements: list[Placement] = []
+        self._other: tuple[object, ...] = ()
+
+    def wrote_placements(self, placed: list[Placement]) -> None:
+        """The lease holder wrote these: the next read need not call them a change."""
+        if "placements" in self._rows:
+            self._rows["placements"] = sorted(
+                (p.instance_id, p.app, p.release, p.process_type, p.idx, p.host_id) for p in placed
+            )
+            self._placements = sorted(placed, key=lambda p: p.instance_id)
+
+    def _fetch(self) -> dict[str, list[Any]]:
+        # Plain DBAPI rows: SQLAlchemy Row objects cost more than the query.
+        with self.store.engine.connect() as c:
+            cur = c.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                out = {}
+                for name, sql in self._sql.items():
+                    cur.execute(sql)
+                    # Sorted here, not by the database: its collation may not
+                    # be Python's, and `wrote_placements` predicts this order.
+                    # Each row starts with a unique key, so no None is compared.
+                    out[name] = sorted(tuple(r) for r in cur.fetchall())
+                return out
+            finally:
+                cur.close()
+
+    def read(self, cached: set[ReleaseKey]) -> Desired:
+        """Everything a reconcile pass needs (blocking: run it in a thread)."""
+        rows = self._fetch()
+        changed = False
+        if rows["apps"] != self._rows.get("apps"):
+            self._apps = [
+                AppRow(
+                    id=i, name=n, owner_id=o, suspended=bool(s), current_release=cr, created_at=ca
+                )
+                for i, n, o, s, cr, ca in rows["apps"]
+            ]
+            changed = True
+        if rows["formation"] != self._rows.get("formation"):
+            formations: dict[int, dict[str, int]] = {}
+            for app_id, ptype, qty in rows["formation"]:
+                formations.setdefault(app_id, {})[ptype] = qty
+            self._formations = formations
+            changed = True
+        if rows["placements"] != self._rows.get("placements"):
+            self._placements = [Placement(*r) for r in rows["placements"]]
+            changed = True
+        self._rows = rows
+        pending = self.store.releases_in("pending")
+        domains: dict[int, list[str]] = {}
+        for d in self.store.domains():
+            domains.setdefault(d.app_id, []).append(d.hostname)
+        doms = {k: tuple(v) for k, v in domains.items()}
+        other = (doms, [(r.app_id, r.version) for r in pending])
+        changed = changed or other != self._other
+        self._other = other
+        out = Desired(
+            apps=self._apps,
+            formations=self._formations,
+            pending=pending,
+            placements=list(self._placements),
+            domains=doms,
+            unchanged=not changed,
+        )
+        out.fetched = {(r.app_id, r.version): r for r in pending}
+        for key in needed_releases(out.apps, pending, out.placements) - cached - set(out.fetched):
+            try:
+                out.fetched[key] = self.store.release(*key)
+            except NotFound:  # deleted meanwhile: the next pass will not need it
+                continue
+        return out
+
+
+def wants(
+    d: Desired, releases: dict[ReleaseKey, ReleaseRow], memory_mb: int
+) -> tuple[list[Want], dict[str, ReleaseRow], list[tuple[str, ReleaseRow]]]:
+    """(wants, serving release by app name, pending (app name, release) pairs)."""
+    names = {a.id: a.name for a in d.apps}
+    serving: dict[str, ReleaseRow] = {}
+    for a in d.apps:
+        if a.current_release is not None:
+            rel = releases.get((a.id, a.current_release))
+            if rel is not None:
+                serving[a.name] = rel
+    pending = [(names[r.app_id], r) for r in d.pending if r.app_id in names]
+    pending_by_app: dict[str, list[ReleaseRow]] = {}
+    for name, r in pending:
+        pending_by_app.setdefault(name, []).append(r)
+    out: list[Want] = []
+    for a in d.apps:
+        if a.suspended:
+            continue
+        rels = [serving[a.name]] if a.name in serving else []
+        rels += pending_by_app.get(a.name, [])
+        formation = d.formations.get(a.id, {})
+        for rel in rels:
+            for ptype, qty in formation.items():
+                if ptype in rel.spec.processes and qty > 0:
+                    out.append(Want(a.name, rel.version, ptype, qty, memory_mb))
+    return out, serving, pending

@@ -1,0 +1,59 @@
+"""Per-host assignments: versions move exactly when a host's content changes."""
+
+from __future__ import annotations
+
+from roost.appspec.model import AppSpec, ProcessSpec
+from roost.controller.assign import AssignmentBook, Source
+from roost.controller.scheduler import Placement
+
+SPEC = AppSpec(
+    processes={"web": ProcessSpec(name="web", kind="wsgi", entrypoint="app:app", web=True)}
+)
+
+
+def _p(iid: str, host: str, app: str = "a") -> Placement:
+    return Placement(iid, app, 1, "web", int(iid[-1]), host)
+
+
+def test_versions_bump_only_on_change_and_objects_are_reused() -> None:
+    book = AssignmentBook()
+    envs = {"a": {"K": "1"}, "b": {}}
+    placed = [_p("a1", "h1"), _p("a2", "h2"), _p("b1", "h1", "b")]
+
+    def src(p: Placement) -> Source:
+        return Source("sha256:x", SPEC, dict(envs[p.app]))
+
+    assert book.update(placed, src, ["h1", "h2", "h3"]) == ["h1", "h2", "h3"]
+    first = {h: a for h, a in book.hosts.items()}
+    assert [i.instance_id for i in first["h1"].content] == ["a1", "b1"]
+    assert first["h3"].content == () and first["h3"].version == 1  # known, nothing placed
+    before = [id(i) for i in first["h1"].content]
+
+    assert book.update(placed, src, ["h1", "h2", "h3"]) == []
+    assert [id(i) for i in book.hosts["h1"].content] == before  # reused, not rebuilt
+
+    envs["b"] = {"NEW": "x"}  # b's environment changes: only h1 runs b
+    assert book.update(placed, src, ["h1", "h2", "h3"]) == ["h1"]
+    assert book.hosts["h1"].version == 2 and book.hosts["h2"].version == 1
+    assert book.hosts["h1"].content[0] is first["h1"].content[0]  # a1 untouched
+
+    # a2 moves from h2 to h3: both hosts get a new version, h2's is empty.
+    moved = [placed[0], Placement("a3", "a", 1, "web", 2, "h3"), placed[2]]
+    assert book.update(moved, src, ["h1", "h2", "h3"]) == ["h2", "h3"]
+    assert book.hosts["h2"].content == () and book.hosts["h2"].version == 2
+
+
+def test_placements_without_a_source_are_left_out_and_clear_restarts_versions() -> None:
+    book = AssignmentBook()
+    placed = [_p("a1", "h1"), _p("g1", "h1", "gone")]
+
+    def src(p: Placement) -> Source | None:
+        return None if p.app == "gone" else Source("sha256:x", SPEC, {})
+
+    book.update(placed, src, [])
+    assert [i.instance_id for i in book.hosts["h1"].content] == ["a1"]
+    book.update(placed, src, [])
+    assert book.hosts["h1"].version == 1
+    book.clear()
+    book.update(placed, src, [])
+    assert book.hosts["h1"].version == 1

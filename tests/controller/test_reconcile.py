@@ -1,0 +1,201 @@
+"""The lease holder's reconcile pass, in process on SQLite, with a fake clock for soft state.
+
+Covers what the cluster tests rely on: desired state read once and reused when
+unchanged, silent hosts' work moved and their assignment emptied, every
+replica marking hosts down, local expiry of the lease, and a new holder's
+first publication being a full route table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from roost.appspec.model import AppSpec, ProcessSpec
+from roost.controller import desired
+from roost.controller.core import Controller
+from roost.controller.store import Store
+from roost.settings import Settings
+from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.leases import Lease
+from roost.wire.messages import Heartbeat, InstanceStatus, Msg, RouteDelta, RouteSnapshot
+
+SPEC = AppSpec(
+    processes={"web": ProcessSpec(name="web", kind="wsgi", entrypoint="app:app", web=True)}
+)
+
+
+class Published:
+    def __init__(self) -> None:
+        self.msgs: list[Msg] = []
+
+    async def publish(self, topic: str, msg: Msg) -> None:
+        assert topic == "routes"
+        self.msgs.append(msg)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    url = sqlite_url(tmp_path / "state.db")
+    migrate(url)
+    s = Store(make_engine(url))
+    owner = s.create_account("o@example.com")
+    app = s.create_app("shop", owner)
+    v = s.create_release(app.id, "b1", "sha256:img", "", SPEC, "", "first", config={"K": "v"})
+    s.promote(app.id, v)
+    s.set_formation(app.id, {"web": 2})
+    yield s
+    s.engine.dispose()
+
+
+def leader(store: Store, token: int = 1) -> tuple[Controller, Published]:
+    c = Controller(store, Settings(host_grace_s=5.0), "test")
+    c._lease_result(Lease("scheduler", c.holder_id, token, 0.0), time.monotonic(), 60.0)
+    c.leader_since = time.monotonic() - 100  # settled
+    pub = Published()
+    c.publisher = pub  # type: ignore[assignment]
+    return c, pub
+
+
+def beat(c: Controller, host: str, now: float, up: bool = True) -> None:
+    """The host reports every instance assigned to it (up, with a port)."""
+    asg = c.assignments.get(host)
+    instances = [
+        InstanceStatus(
+            instance_id=i.instance_id, app=i.app, release=i.release, process_type="web",
+            state="up" if up else "starting", port=6000,
+        )
+        for i in (asg.content if asg else ())
+    ]  # fmt: skip
+    c.soft.record(
+        Heartbeat(host_id=host, hostname=host, addresses=[f"10.0.0.{host[-1]}"],
+                  instances=instances),
+        now,
+    )  # fmt: skip
+
+
+async def test_silent_hosts_work_moves_and_its_assignment_empties(store: Store) -> None:
+    c, pub = leader(store)
+    now = time.monotonic()
+    for h in ("h1", "h2", "h3"):
+        beat(c, h, now)
+    assert await c.reconcile_once() is True
+    placed = store.placements("shop")
+    assert len(placed) == 2 and len({p.host_id for p in placed}) == 2
+    assert isinstance(pub.msgs[0], RouteSnapshot) and pub.msgs[0].fence == 1
+    for h in ("h1", "h2", "h3"):
+        beat(c, h, now)
+    await c.reconcile_once()
+    route = c.routes["shop"]
+    assert len(route.backends) == 2 and isinstance(pub.msgs[-1], RouteDelta)
+    # Nothing changed: the re-read is recognised and nothing is done.
+    assert await c.reconcile_once() is False
+
+    victim = placed[0].host_id
+    version = c.assignments[victim].version
+    survivors = [h for h in ("h1", "h2", "h3") if h != victim]
+    later = time.monotonic() + 6  # the victim is silent past the grace period
+    for h in survivors:
+        beat(c, h, later)
+    c.soft.hosts[victim].last_seen = now - 10
+    await c.reconcile_once()
+    moved = store.placements("shop")
+    assert victim not in {p.host_id for p in moved}
+    assert {p.idx for p in moved} == {1, 2} and len({p.host_id for p in moved}) == 2
+    # The silent host's assignment is now empty, at a newer version: if it
+    # comes back, the first heartbeat reply tells it to stop what it runs.
+    assert c.assignments[victim].content == () and c.assignments[victim].version > version
+    # The route lost the silent host's backend at once; the replacement is
+    # routed only once it reports up.
+    assert [b.host_id for b in c.routes["shop"].backends] == [
+        p.host_id for p in placed if p.host_id != victim
+    ]
+    for h in survivors:
+        beat(c, h, later)
+    await c.reconcile_once()
+    assert sorted(b.host_id for b in c.routes["shop"].backends) == sorted(survivors)
+
+
+async def test_changes_through_the_store_are_picked_up(store: Store) -> None:
+    c, _ = leader(store)
+    now = time.monotonic()
+    for h in ("h1", "h2"):
+        beat(c, h, now)
+    await c.reconcile_once()
+    assert await c.reconcile_once() is False
+    store.set_formation(store.app("shop").id, {"web": 3})  # e.g. another replica's API
+    assert await c.reconcile_once() is True
+    assert len(store.placements("shop")) == 3
+
+
+def test_followers_mark_silent_hosts_down_too(store: Store) -> None:
+    c = Controller(store, Settings(host_grace_s=5.0), "follower")
+    assert not c.is_leader
+    now = time.monotonic()
+    beat(c, "h1", now)
+    c.note_down_hosts(now + 6)
+    assert not c.soft.alive("h1")
+
+
+def test_lease_is_believed_only_until_it_could_have_expired(store: Store) -> None:
+    c = Controller(store, Settings(), "test")
+    lease = Lease("scheduler", c.holder_id, 4, 0.0)
+    c._lease_result(lease, time.monotonic(), 5.0)
+    assert c.is_leader and c.fence == 4
+    # The renewal that would extend it was sent 10 s ago and never came back.
+    c._lease_result(lease, time.monotonic() - 10, 5.0)
+    assert c.fence == 4 and not c.is_leader
+    c._lease_result(None, time.monotonic(), 5.0)
+    assert c.fence == 0 and not c.is_leader
+
+
+async def test_same_token_again_keeps_versions_new_token_restarts_them(store: Store) -> None:
+    c, pub = leader(store, token=3)
+    for h in ("h1", "h2"):
+        beat(c, h, time.monotonic())
+    await c.reconcile_once()
+    versions = {h: a.version for h, a in c.assignments.items()}
+    # A renewal that failed, then succeeded with the same token: same holder.
+    c._lease_result(Lease("scheduler", c.holder_id, 3, 0.0), time.monotonic(), 60.0)
+    assert {h: a.version for h, a in c.assignments.items()} == versions
+    # The lease changed hands and came back: versions restart under the new
+    # fence, and the first publication is a full table again.
+    c._lease_result(Lease("scheduler", c.holder_id, 5, 0.0), time.monotonic(), 60.0)
+    assert c.assignments == {}
+    await c.reconcile_once()
+    assert all(a.version == 1 for a in c.assignments.values())
+    assert isinstance(pub.msgs[-1], RouteSnapshot) and pub.msgs[-1].fence == 5
+
+
+def test_settled_after_grace_or_when_informed(store: Store) -> None:
+    c = Controller(store, Settings(host_grace_s=5.0), "test")
+    now = time.monotonic()
+    assert not c.settled(now)
+    c.leader_since = now
+    assert not c.settled(now + 1)
+    assert c.settled(now + 5)
+    # A follower that heard heartbeats for a grace period may place at once.
+    for t in range(7):
+        beat(c, "h1", now + t)
+    c.leader_since = now + 6
+    assert c.settled(now + 6)
+
+
+def test_reader_reuses_unchanged_state(store: Store) -> None:
+    r = desired.Reader(store)
+    first = r.read(set())
+    assert not first.unchanged and [a.name for a in first.apps] == ["shop"]
+    assert set(first.fetched) == {(store.app("shop").id, 1)}
+    second = r.read(set(first.fetched))
+    assert second.unchanged and second.apps is first.apps and second.fetched == {}
+    store.add_domain(store.app("shop").id, "shop.example.com")
+    third = r.read(set(first.fetched))
+    assert not third.unchanged and third.domains == {store.app("shop").id: ("shop.example.com",)}
+    wants, serving, pending = desired.wants(third, first.fetched, 256)
+    assert [(w.app, w.process_type, w.count) for w in wants] == [("shop", "web", 2)]
+    assert serving["shop"].version == 1 and pending == []
+    store.set_suspended(store.app("shop").id, True)
+    assert desired.wants(r.read(set(first.fetched)), first.fetched, 256)[0] == []
