@@ -37,7 +37,10 @@ async def terminate(proc: asyncio.subprocess.Process, grace: float) -> int:
     if proc.returncode is None:
         signal_group(proc.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), grace)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+            # cancellation that arrives just as the process exits.
+            async with asyncio.timeout(grace):
+                await proc.wait()
         except TimeoutError:
             signal_group(proc.pid, signal.SIGKILL)
             await proc.wait()

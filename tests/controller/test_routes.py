@@ -64,3 +64,14 @@ def test_diff_carries_only_changes_and_removals() -> None:
     assert delta.base_version == 7 and delta.version == 8 and delta.fence == 3
     assert [r.app for r in delta.upserts] == ["a"] and delta.removals == ["b"]
     assert diff(new, new, 8, 3) is None
+
+
+def test_certificates_travel_with_the_route() -> None:
+    from roost.wire.messages import TlsCertificate
+
+    cert = TlsCertificate(hostnames=["www.a.example"], cert_pem="CERT", key_pem="KEY")
+    table = build_routes(
+        [_routing(certificates=(cert,), domains=("www.a.example",))], {}, "localhost", {}
+    )
+    assert table["a"].certificates == [cert]
+    assert "www.a.example" in table["a"].hostnames

@@ -44,3 +44,26 @@ def test_migrations_and_leases_on_postgresql() -> None:
             assert [a.name for a in store.apps()] == ["on-pg"]
         finally:
             engine.dispose()
+
+
+def test_concurrent_migrations_take_turns() -> None:
+    with postgres_server() as url:
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                migrate(url)
+            except BaseException as exc:  # recorded and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        engine = make_engine(url)
+        try:
+            assert leases.acquire(engine, "scheduler", "x", ttl=1) is not None
+        finally:
+            engine.dispose()

@@ -266,6 +266,11 @@ class Controller:
             log.warning("host %s is down (silent for %.1fs)", host_id, self.settings.host_grace_s)
             if self.is_leader:  # one event per incident, not one per replica
                 self.store.add_event("host-down", f"host {host_id} is down")
+                # Each affected app hears it in its own log stream too.
+                for app in sorted({p.app for p in self.store.placements() if p.host_id == host_id}):
+                    self.platform_log(
+                        app, f"host {host_id} is down: its instances are being placed elsewhere"
+                    )
 
     def _read(self) -> desired.Desired:
         d = self._reader.read(set(self._release_cache))
@@ -420,6 +425,7 @@ class Controller:
                     spec=rel.spec if rel else None,
                     static_digest=rel.static_digest if rel else "",
                     domains=d.domains.get(a.id, ()),
+                    certificates=d.certificates.get(a.id, ()),
                     static_routes=tuple(rel.static_routes) if rel else (),
                     web_instances=tuple(p.instance_id for p in mine),
                     host_of={p.instance_id: p.host_id for p in mine},

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from roost.controller.scheduler import Placement, Want
 from roost.controller.store import AppRow, NotFound, ReleaseRow, Store
 from roost.state import tables as t
+from roost.wire.messages import TlsCertificate
 
 ReleaseKey = tuple[int, int]  # (app id, version)
 
@@ -55,6 +56,7 @@ class Desired:
     pending: list[ReleaseRow]
     placements: list[Placement]
     domains: dict[int, tuple[str, ...]]
+    certificates: dict[int, tuple[TlsCertificate, ...]] = field(default_factory=dict)
     # Rows read now because the cache lacked them.
     fetched: dict[ReleaseKey, ReleaseRow] = field(default_factory=dict)
     # Apps, formations, placements, domains and pending releases are exactly
@@ -143,7 +145,13 @@ class Reader:
         for d in self.store.domains():
             domains.setdefault(d.app_id, []).append(d.hostname)
         doms = {k: tuple(v) for k, v in domains.items()}
-        other = (doms, [(r.app_id, r.version) for r in pending])
+        certs: dict[int, list[TlsCertificate]] = {}
+        for c in self.store.certificates():
+            certs.setdefault(c.app_id, []).append(
+                TlsCertificate(hostnames=[c.hostname], cert_pem=c.cert_pem, key_pem=c.key_pem)
+            )
+        cert_map = {k: tuple(v) for k, v in certs.items()}
+        other = (doms, cert_map, [(r.app_id, r.version) for r in pending])
         changed = changed or other != self._other
         self._other = other
         out = Desired(
@@ -152,6 +160,7 @@ class Reader:
             pending=pending,
             placements=list(self._placements),
             domains=doms,
+            certificates=cert_map,
             unchanged=not changed,
         )
         out.fetched = {(r.app_id, r.version): r for r in pending}

@@ -14,7 +14,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from roost.appspec.model import AppSpec
-from roost.wire.messages import AppRoute, Backend, InstanceStatus, RouteDelta, StaticRoute
+from roost.wire.messages import (
+    AppRoute,
+    Backend,
+    InstanceStatus,
+    RouteDelta,
+    StaticRoute,
+    TlsCertificate,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,8 @@ class AppRouting:
     # instance ids placed for the serving release's web process
     web_instances: tuple[str, ...] = ()
     host_of: dict[str, str] = field(default_factory=dict)
+    # Certificates users added for the app's domains (routers pick by SNI).
+    certificates: tuple[TlsCertificate, ...] = ()
 
 
 BackendKey = tuple[str, str, int, str, str]  # (instance_id, host, port, unix_socket, host_id)
@@ -87,6 +96,7 @@ def app_route(
         expires=dict(spec.http.expires) if spec is not None else {},
         basic_auth=dict(auth.users) if auth is not None else {},
         basic_auth_realm=auth.realm if auth is not None else "",
+        certificates=list(a.certificates),
     )
 
 
@@ -129,6 +139,7 @@ class RouteCache:
                 a.static_digest,
                 a.domains,
                 a.static_routes,
+                a.certificates,
                 default_domain,
                 backends,
             )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -32,7 +32,9 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # A controller cut off from the database must fail fast (its lease expires
+    # on its own clock anyway), not block until TCP gives up.
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
 
 
 def alembic_config(url: str) -> Config:
@@ -42,6 +44,26 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+# Arbitrary constant: the advisory lock that serialises migrations.
+MIGRATION_LOCK = 0x526F6F7374  # "Roost"
+
+
 def migrate(url: str) -> None:
-    """Bring the database to the newest schema (idempotent)."""
-    command.upgrade(alembic_config(url), "head")
+    """Bring the database to the newest schema (idempotent).
+
+    On PostgreSQL, controllers starting together take turns (a session-level
+    advisory lock), so two never race to create the same tables.
+    """
+    if not url.startswith("postgresql"):
+        command.upgrade(alembic_config(url), "head")
+        return
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
+            try:
+                command.upgrade(alembic_config(url), "head")
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
+    finally:
+        engine.dispose()
