@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+from roost import aio
 from roost.builder import metrics
 from roost.builder.errors import BuildError
 from roost.builder.layers import prune_layers
@@ -74,7 +75,7 @@ class BuildManager:
         async def pump() -> None:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=1.0)
+                    await aio.wait_for(wake.wait(), timeout=1.0)
                 wake.clear()
                 await asyncio.sleep(LOG_BATCH_S)  # gather a batch
                 if lines:

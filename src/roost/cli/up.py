@@ -23,6 +23,7 @@ from pathlib import Path
 import click
 import httpx
 
+from roost import aio
 from roost.cli.client import CliError
 from roost.cli.local import (
     AlreadyRunning,
@@ -170,7 +171,7 @@ async def supervise(
                 delay = restart_delay(len(child.history))
                 _say(f"{child.role} exited with status {fut.result()}; restarting in {delay:.1f}s")
                 try:
-                    await asyncio.wait_for(stop.wait(), delay)
+                    await aio.wait_for(stop.wait(), delay)
                     break
                 except TimeoutError:
                     await _start(child)

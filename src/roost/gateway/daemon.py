@@ -20,7 +20,7 @@ from pathlib import Path
 
 import asyncssh
 
-from roost import metrics
+from roost import aio, metrics
 from roost.daemonize import run_daemon
 from roost.gateway.git import GitService
 from roost.gateway.server import Gateway
@@ -97,7 +97,7 @@ async def serve(
                 server.close()
                 await gateway.close_all(CLOSE_GRACE_S)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(server.wait_closed(), CLOSE_GRACE_S)
+                    await aio.wait_for(server.wait_closed(), CLOSE_GRACE_S)
                 hooks.cancel()
         finally:
             for client in (controllers, services):

@@ -31,6 +31,7 @@ from typing import Any
 
 import asyncssh
 
+from roost import aio
 from roost.gateway.channel import Channel
 from roost.gateway.commands import GitCommand
 from roost.gateway.hook import EXIT_PREFIX
@@ -144,7 +145,7 @@ class GitService:
     ) -> None:
         status = 1
         try:
-            header = json.loads(await asyncio.wait_for(reader.readline(), 30))
+            header = json.loads(await aio.wait_for(reader.readline(), 30))
             push = self._pushes.get(str(header.get("token", "")))
             size = int(header.get("size", 0))
             if push is None:
@@ -152,7 +153,7 @@ class GitService:
             elif size > self.max_upload:
                 writer.write(f"the pushed tree is larger than {self.max_upload} bytes\n".encode())
             else:
-                archive = await asyncio.wait_for(reader.readexactly(size), 300)
+                archive = await aio.wait_for(reader.readexactly(size), 300)
                 status = await self._deploy(push, str(header.get("sha", "")), archive, writer)
         except (ValueError, TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
             log.warning("pre-receive hook connection failed: %s", exc)

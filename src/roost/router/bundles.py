@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from roost import aio
 from roost.router.context import Context
 from roost.router.table import RouteTable
 
@@ -69,7 +70,7 @@ class BundleKeeper:
                     tg.create_task(self._fetch(digest))
                 self._wake.clear()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                    await aio.wait_for(self._wake.wait(), timeout=1.0)
                 except TimeoutError:
                     pass
 

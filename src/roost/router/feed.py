@@ -16,6 +16,7 @@ import logging
 import random
 from collections.abc import Callable
 
+from roost import aio
 from roost.router.table import RouteTable
 from roost.router.tracker import RouteTracker
 from roost.wire.cluster import ClusterConfig
@@ -93,7 +94,7 @@ class RouteFeed:
         self._wake.set()
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.refresh_s)
+                await aio.wait_for(self._wake.wait(), timeout=self.refresh_s)
             except TimeoutError:
                 # Publications sent while we were disconnected are lost without a
                 # trace until the next one arrives: check the version now and then.

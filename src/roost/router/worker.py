@@ -16,6 +16,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from roost import aio
 from roost.router.accesslog import AccessLog
 from roost.router.balance import Balancer
 from roost.router.bundles import BundleKeeper, Ensure
@@ -146,7 +147,7 @@ class RouterWorker:
         await self._stop_tasks()
         for server in self._servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+                await aio.wait_for(server.wait_closed(), 1.0)
         if self._access is not None:
             self._access.close()
 

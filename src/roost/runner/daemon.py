@@ -18,7 +18,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from roost import metrics
+from roost import aio, metrics
 from roost.daemonize import setup_logging
 from roost.images.cache import ImageCache
 from roost.runner.datasync import DataSync, RefreshingImages
@@ -185,11 +185,11 @@ async def _serve(
         beating.cancel()
         await asyncio.wait([beating])
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(heartbeat.beat(), FINAL_SEND_TIMEOUT_S)
+            await aio.wait_for(heartbeat.beat(), FINAL_SEND_TIMEOUT_S)
         shipping.cancel()
         await asyncio.wait([shipping])
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(shipper.flush(tries=1), FINAL_SEND_TIMEOUT_S)
+            await aio.wait_for(shipper.flush(tries=1), FINAL_SEND_TIMEOUT_S)
 
 
 def _exec_server(node: Node | None, settings: Settings, execs: RunnerExecs) -> RpcServer | None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from roost import aio
+
 REQUEST = b"GET / HTTP/1.0\r\nHost: localhost\r\nUser-Agent: roost-runner-probe\r\n\r\n"
 
 
 async def answers_http(host: str, port: int, timeout: float) -> bool:
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        reader, writer = await aio.wait_for(asyncio.open_connection(host, port), timeout)
     except (OSError, TimeoutError):
         return False
     try:
@@ -23,7 +25,7 @@ async def answers_http(host: str, port: int, timeout: float) -> bool:
         await writer.drain()
         # gunicorn accepts into its backlog before a worker has booted: waiting
         # here (rather than retrying) catches the first moment a worker answers.
-        head = await asyncio.wait_for(reader.readexactly(5), timeout)
+        head = await aio.wait_for(reader.readexactly(5), timeout)
         return head == b"HTTP/"
     except (OSError, TimeoutError, asyncio.IncompleteReadError):
         return False

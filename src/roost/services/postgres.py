@@ -30,6 +30,7 @@ from pathlib import Path
 
 import psycopg
 
+from roost import aio
 from roost.procs import terminate
 from roost.services.binaries import Binaries
 from roost.services.spawn import run_tool, spawn
@@ -161,7 +162,7 @@ class Postgres:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGINT)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+                await aio.wait_for(proc.wait(), STOP_GRACE_S)
         await terminate(proc, 5.0)
 
     # ------------------------------------------------------------ admin access

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from roost import aio
+
 
 class RedisError(Exception):
     pass
@@ -58,7 +60,7 @@ class RedisAdmin:
         self._writer: asyncio.StreamWriter | None = None
 
     async def __aenter__(self) -> RedisAdmin:
-        self._reader, self._writer = await asyncio.wait_for(
+        self._reader, self._writer = await aio.wait_for(
             asyncio.open_connection(self.host, self.port), self.timeout
         )
         try:
@@ -84,7 +86,7 @@ class RedisAdmin:
         assert self._reader is not None and self._writer is not None, "not connected"
         self._writer.write(encode_command(*args))
         await self._writer.drain()
-        return await asyncio.wait_for(read_reply(self._reader), timeout or self.timeout)
+        return await aio.wait_for(read_reply(self._reader), timeout or self.timeout)
 
 
 def parse_info(text: str) -> dict[str, str]:

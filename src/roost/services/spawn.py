@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from roost import aio
 from roost.procs import die_with_parent, terminate
 from roost.services.user import ServiceUser
 
@@ -54,7 +55,7 @@ async def run_tool(
         preexec_fn=user.preexec() if user is not None else die_with_parent,
     )
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        out, _ = await aio.wait_for(proc.communicate(), timeout)
     except BaseException:
         await asyncio.shield(terminate(proc, 1.0))
         raise

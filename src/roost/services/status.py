@@ -13,6 +13,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from roost import aio
 from roost.services import metrics, pgadmin
 from roost.services.disk import tree_size, usage
 from roost.wire.messages import ServerStatus, ServiceHostStatus
@@ -36,9 +37,7 @@ async def collect(host: ServiceHost, sender: str = "") -> ServiceHostStatus:
         sizes: dict[str, int] = {}
         if pg_sup.is_up:
             with contextlib.suppress(Exception):
-                sizes = await asyncio.wait_for(
-                    pgadmin.database_sizes(host.pg), SIZE_QUERY_TIMEOUT_S
-                )
+                sizes = await aio.wait_for(pgadmin.database_sizes(host.pg), SIZE_QUERY_TIMEOUT_S)
         servers.append(
             ServerStatus(
                 app="", kind="postgres", state=pg_sup.state, port=port, pid=pg_sup.pid,

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from roost import aio
 from roost.services.backoff import Backoff, RestartPolicy
 from roost.wire.messages import ServerState
 
@@ -83,7 +84,7 @@ class Supervised:
     async def wait_up(self, timeout: float) -> bool:
         """True once the server answers; False after `timeout` or when stopping."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(_first(self._up.wait(), self._stop.wait()), timeout)
+            await aio.wait_for(_first(self._up.wait(), self._stop.wait()), timeout)
         return self.is_up
 
     async def stop(self) -> None:
@@ -103,7 +104,7 @@ class Supervised:
                 self.state = "backoff"
                 log.warning("%s: %s; restarting in %.1fs", self.server.name, self.last_error, delay)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                    await aio.wait_for(self._stop.wait(), delay)
         finally:
             self._up.clear()
             proc = self.proc
@@ -121,7 +122,7 @@ class Supervised:
             self.last_error = f"could not start: {exc}"
             return
         try:
-            which = await asyncio.wait_for(
+            which = await aio.wait_for(
                 _first(self.server.wait_ready(proc), proc.wait(), self._stop.wait()),
                 self._ready_timeout_s,
             )

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from roost import aio
 from roost.wire.messages import (
     Error,
     ExecChunk,
@@ -182,7 +183,7 @@ class ExecSessions:
             self._ready.set()
             while not self._stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), 1.0)
+                    await aio.wait_for(self._stop.wait(), 1.0)
                 now = self.clock()
                 for s in list(self.sessions.values()):
                     if not s.closing and now - s.last_seen > self.idle_s:
@@ -344,7 +345,7 @@ class ExecSessions:
         if not s.chunks and not s.finished:
             s.changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(s.changed.wait(), min(max(wait_s, 0.0), MAX_POLL_WAIT_S))
+                await aio.wait_for(s.changed.wait(), min(max(wait_s, 0.0), MAX_POLL_WAIT_S))
         out: list[ExecChunk] = []
         size = 0
         for c in s.chunks:
@@ -409,7 +410,7 @@ class ExecSessions:
             s.returncode = s.popen.wait()
             while not s.drained.is_set():
                 try:
-                    await asyncio.wait_for(s.drained.wait(), DRAIN_TIMEOUT_S)
+                    await aio.wait_for(s.drained.wait(), DRAIN_TIMEOUT_S)
                 except TimeoutError:
                     # Paused for a slow client: its polls resume the reading.
                     # Otherwise an escaped process holds a stream open: stop.
