@@ -26,7 +26,7 @@ import httpx
 import sqlalchemy
 
 from tests.cluster.harness import Host, Network
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until
 from tests.pgserver import postgres_server
 
 API_PORT = 8000
@@ -35,20 +35,8 @@ APP_DOMAIN = "localhost"
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = pred()
-            if value:
-                return value
-        except Exception as exc:  # keep polling; report the last error
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(
-        f"timed out after {timeout:.0f}s waiting for {what}"
-        + (f" (last error: {last})" if last else "")
-    )
+    """Poll faster than the default: cluster timings are what these tests measure."""
+    return wait_until(pred, timeout, what, interval)
 
 
 class RoostCluster:

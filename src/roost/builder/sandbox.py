@@ -20,15 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import pwd
-import shutil
 import signal
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from roost.builder.errors import BuildError
+from roost.sysuser import SystemUserError, ensure_system_user
 
 # Environment variables passed through to build commands (index and proxy
 # configuration); everything else in the builder's environment stays out.
@@ -75,28 +73,11 @@ class BuildUser:
 
 def ensure_build_user(name: str) -> BuildUser:
     """The user build commands run as, creating the system user when root."""
-    if os.geteuid() != 0:
-        return BuildUser(
-            name=pwd.getpwuid(os.geteuid()).pw_name,
-            uid=os.geteuid(),
-            gid=os.getegid(),
-            dropped=False,
-        )
     try:
-        pw = pwd.getpwnam(name)
-    except KeyError:
-        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-        proc = subprocess.run(
-            [useradd, "--system", "--user-group", "--no-create-home",
-             "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if proc.returncode not in (0, 9):  # 9: created meanwhile by someone else
-            raise BuildError(f"cannot create build user {name!r}: {proc.stderr.strip()}") from None
-        pw = pwd.getpwnam(name)
-    if pw.pw_uid == 0:
-        raise BuildError(f"build user {name!r} is root; refusing to run builds as root")
-    return BuildUser(name=name, uid=pw.pw_uid, gid=pw.pw_gid, dropped=True)
+        a = ensure_system_user(name)
+    except SystemUserError as exc:
+        raise BuildError(f"build user: {exc}; refusing to run builds") from None
+    return BuildUser(name=a.name, uid=a.uid, gid=a.gid, dropped=a.dropped)
 
 
 def base_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -9,15 +9,13 @@ their directories; otherwise they run as the servicehost's own user.
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
 import stat
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from roost.procs import die_with_parent
+from roost.sysuser import SystemUserError, ensure_system_user
 
 
 class ServiceUserError(RuntimeError):
@@ -72,27 +70,9 @@ class ServiceUser:
 
 
 def ensure_service_user(name: str) -> ServiceUser:
-    if os.geteuid() != 0:
-        return ServiceUser(
-            name=pwd.getpwuid(os.geteuid()).pw_name,
-            uid=os.geteuid(),
-            gid=os.getegid(),
-            dropped=False,
-        )
+    """The user the servers run as (PostgreSQL refuses to run as root)."""
     try:
-        pw = pwd.getpwnam(name)
-    except KeyError:
-        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-        proc = subprocess.run(
-            [useradd, "--system", "--user-group", "--no-create-home",
-             "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if proc.returncode not in (0, 9):  # 9: created meanwhile by someone else
-            raise ServiceUserError(
-                f"cannot create service user {name!r}: {proc.stderr.strip()}"
-            ) from None
-        pw = pwd.getpwnam(name)
-    if pw.pw_uid == 0:
-        raise ServiceUserError(f"service user {name!r} is root; PostgreSQL refuses to run as root")
-    return ServiceUser(name=name, uid=pw.pw_uid, gid=pw.pw_gid, dropped=True)
+        a = ensure_system_user(name)
+    except SystemUserError as exc:
+        raise ServiceUserError(f"service user: {exc}") from None
+    return ServiceUser(name=a.name, uid=a.uid, gid=a.gid, dropped=a.dropped)

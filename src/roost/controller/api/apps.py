@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from roost.controller import lifecycle
 from roost.controller.api.deps import (
     APP_NAME,
     ApiError,
@@ -102,16 +103,10 @@ async def app_info(name: str, who: CurrentAccount, c: CurrentController) -> dict
 @router.delete("/apps/{name}")
 async def delete_app(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
     app = owned_app(c, who, name)
-    backups: dict[str, str] = {}
-    if c.services is not None and c.services.kinds(app.id):
-        # Final backups first; if they cannot be taken, nothing is deleted.
-        try:
-            backups = await c.services.remove_all(app)
-        except ServiceError as exc:
-            raise ApiError(exc.status, f"not deleted: {exc}") from None
-    await asyncio.to_thread(c.store.delete_app, app.name)
-    c.store.add_event("app-deleted", f"{name} deleted")
-    c.wake.set()
+    try:
+        backups = await lifecycle.delete_app(c, app)
+    except ServiceError as exc:
+        raise ApiError(exc.status, f"not deleted: {exc}") from None
     return {"message": f"deleted {name}", "backups": backups}
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Header, Request
 from fastapi.responses import JSONResponse
 
+from roost.controller import lifecycle
 from roost.controller.api.accounts import add_key
 from roost.controller.api.deps import (
     APP_NAME,
@@ -24,6 +25,7 @@ from roost.controller.api.deps import (
     account,
     owned_app,
 )
+from roost.controller.services import ServiceError
 from roost.controller.store import AppRow, Conflict, NotFound
 
 router = APIRouter(include_in_schema=True, tags=["ep.io compatibility"])
@@ -102,8 +104,10 @@ async def delete(
     x_epio_token: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     app = _app_by_id(c, _who(request, x_epio_token), app_id)
-    await asyncio.to_thread(c.store.delete_app, app.name)
-    c.wake.set()
+    try:
+        await lifecycle.delete_app(c, app)
+    except ServiceError as exc:
+        raise ApiError(exc.status, f"not deleted: {exc}") from None
     return {"message": f"{app.name} deleted"}
 
 
@@ -115,8 +119,7 @@ async def suspend(
     x_epio_token: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     app = _app_by_id(c, _who(request, x_epio_token), app_id)
-    c.store.set_suspended(app.id, True)
-    c.wake.set()
+    lifecycle.set_suspended(c, app, True)
     return {"message": f"{app.name} suspended"}
 
 
@@ -128,8 +131,7 @@ async def resume(
     x_epio_token: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     app = _app_by_id(c, _who(request, x_epio_token), app_id)
-    c.store.set_suspended(app.id, False)
-    c.wake.set()
+    lifecycle.set_suspended(c, app, False)
     return {"message": f"{app.name} resumed"}
 
 

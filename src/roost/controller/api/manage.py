@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from roost.controller import lifecycle
 from roost.controller.api.deps import ApiError, CurrentAccount, CurrentController, owned_app
 from roost.controller.core import Controller
 from roost.controller.store import AppRow, Conflict, NotFound
@@ -177,19 +178,13 @@ async def rollback(
 
 @router.post("/apps/{name}/suspend")
 async def suspend(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
-    app = owned_app(c, who, name)
-    c.store.set_suspended(app.id, True)
-    c.store.add_event("suspend", f"{name} suspended", app.id)
-    c.wake.set()
+    lifecycle.set_suspended(c, owned_app(c, who, name), True)
     return {"name": name, "suspended": True}
 
 
 @router.post("/apps/{name}/resume")
 async def resume(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
-    app = owned_app(c, who, name)
-    c.store.set_suspended(app.id, False)
-    c.store.add_event("resume", f"{name} resumed", app.id)
-    c.wake.set()
+    lifecycle.set_suspended(c, owned_app(c, who, name), False)
     return {"name": name, "suspended": False}
 
 

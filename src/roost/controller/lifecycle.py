@@ -1,0 +1,31 @@
+"""App lifecycle actions shared by Roost's API and ep.io's compatible one."""
+
+from __future__ import annotations
+
+import asyncio
+
+from roost.controller.core import Controller
+from roost.controller.store import AppRow
+
+
+async def delete_app(c: Controller, app: AppRow) -> dict[str, str]:
+    """Final backups of the app's services first, then the app itself.
+
+    Raises ServiceError (and deletes nothing) when a backup cannot be taken:
+    no data is lost on any failure. Returns service kind -> backup path.
+    """
+    backups: dict[str, str] = {}
+    if c.services is not None and c.services.kinds(app.id):
+        backups = await c.services.remove_all(app)
+    await asyncio.to_thread(c.store.delete_app, app.name)
+    c.store.add_event("app-deleted", f"{app.name} deleted")
+    c.wake.set()
+    return backups
+
+
+def set_suspended(c: Controller, app: AppRow, suspended: bool) -> None:
+    c.store.set_suspended(app.id, suspended)
+    word = "suspended" if suspended else "resumed"
+    c.store.add_event("suspend" if suspended else "resume", f"{app.name} {word}", app.id)
+    c.platform_log(app.name, f"app {word}")
+    c.wake.set()

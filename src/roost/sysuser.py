@@ -1,0 +1,45 @@
+"""Unprivileged system users that daemons run untrusted or dropped work as
+(the builder's `roost-build`, the servicehost's `roost-services`)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+
+class SystemUserError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+    # True when children actually switch to this user (we are root).
+    dropped: bool
+
+
+def ensure_system_user(name: str) -> Account:
+    """The named system user, created when missing (as root); when not root,
+    the current user, with `dropped` False: there is nothing to switch to."""
+    if os.geteuid() != 0:
+        return Account(pwd.getpwuid(os.geteuid()).pw_name, os.geteuid(), os.getegid(), False)
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+        proc = subprocess.run(
+            [useradd, "--system", "--user-group", "--no-create-home",
+             "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if proc.returncode not in (0, 9):  # 9: created meanwhile by someone else
+            raise SystemUserError(f"cannot create user {name!r}: {proc.stderr.strip()}") from None
+        pw = pwd.getpwnam(name)
+    if pw.pw_uid == 0:
+        raise SystemUserError(f"user {name!r} is root")
+    return Account(name, pw.pw_uid, pw.pw_gid, True)
