@@ -44,6 +44,7 @@ def test_deploy_serve_redeploy_restart(platform: Platform, tmp_path: Path) -> No
     platform.roost("apps", "create", "hello")
     r = platform.roost("deploy", str(app_dir))  # the name comes from .roost-app
     assert "is live" in r.stdout
+    assert "image copied to host" in r.stdout  # a second copy before the release
     page = wait_until(
         lambda: (resp := platform.get("hello")).status_code == 200 and resp.text, 30, "hello's page"
     )

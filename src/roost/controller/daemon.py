@@ -49,7 +49,7 @@ async def serve(
         services = RpcClient(node, cluster.of("services")) if cluster.of("services") else None
         controller.services = ServiceBroker(store, SecretBox(node.keypair.secret), services)
         builders = RpcClient(node, cluster.of("builder")) if cluster.of("builder") else None
-        service = ControllerService(controller, builders)
+        service = ControllerService(controller, builders, lambda ep: RpcClient(node, [ep]))
         servers = [
             RpcServer(node, ep.address, service.handle)
             for ep in own_endpoints(cluster, "controller", node)

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
+from collections.abc import Callable
 
 from roost.controller.core import Controller
 from roost.controller.gateway_rpc import GATEWAY_MESSAGES, GatewayRpc
 from roost.controller.metrics import BUILDS
 from roost.controller.services import ServiceError
 from roost.controller.store import AppRow, NotFound
+from roost.wire.cluster import Endpoint
 from roost.wire.messages import (
     BuildAccepted,
     BuildLog,
@@ -21,6 +24,7 @@ from roost.wire.messages import (
     Error,
     Heartbeat,
     HeartbeatReply,
+    ImageReplicate,
     LogBatch,
     LogLine,
     Msg,
@@ -29,15 +33,21 @@ from roost.wire.messages import (
     RouteSnapshotRequest,
     ServiceHostStatus,
 )
-from roost.wire.rpc import RpcClient
+from roost.wire.rpc import RemoteError, RpcClient, RpcTimeout
 
 log = logging.getLogger("roost.controller")
 
 
 class ControllerService:
-    def __init__(self, controller: Controller, builders: RpcClient | None) -> None:
+    def __init__(
+        self,
+        controller: Controller,
+        builders: RpcClient | None,
+        client_for: Callable[[Endpoint], RpcClient] | None = None,
+    ) -> None:
         self.c = controller
         self.builders = builders
+        self.client_for = client_for
         self._finishing: set[str] = set()
         self.gateway = GatewayRpc(self)
 
@@ -124,6 +134,11 @@ class ControllerService:
                 c.store.finish_build(res.build_id, "failed", error=error)
                 c.platform_log(app.name, f"-----> {error}", res.build_id, "build")
                 return
+        error = await self._replicate(app, res)
+        if error:
+            c.store.finish_build(res.build_id, "failed", error=error)
+            c.platform_log(app.name, f"-----> {error}", res.build_id, "build")
+            return
         version = c.store.create_release(
             app.id,
             res.build_id,
@@ -161,6 +176,34 @@ class ControllerService:
         for kind in added:
             self.c.platform_log(app.name, f"-----> provisioned {kind}", res.build_id, "build")
         return ""
+
+    async def _replicate(self, app: AppRow, res: BuildResult) -> str:
+        """A second host holds a verified copy of the image before the release
+        exists: losing the builder's store then loses no serving image.
+        Returns an error text, or "" when a runner confirmed its copy."""
+        if self.client_for is None:
+            return ""  # an API-only controller (tests): nothing to ask
+        hosts = [
+            s.heartbeat
+            for s in self.c.soft.alive_hosts()
+            if s.heartbeat.rpc_endpoint and s.heartbeat.rpc_key
+        ]
+        random.shuffle(hosts)
+        last = "no runner host is up"
+        for hb in hosts[:3]:
+            client = self.client_for(Endpoint(hb.rpc_endpoint, hb.rpc_key))
+            try:
+                await client.call(ImageReplicate(digest=res.image_digest), timeout=300, tries=1)
+            except (RpcTimeout, RemoteError) as exc:
+                last = f"{hb.host_id}: {exc}"
+                continue
+            finally:
+                await client.close()
+            self.c.platform_log(
+                app.name, f"-----> image copied to host {hb.hostname}", res.build_id, "build"
+            )
+            return ""
+        return f"could not put a second copy of the image on another host ({last})"
 
     def _serving_lock(self, app_id: int) -> str:
         """The serving release's lock: a build with unchanged requirements reuses it."""

@@ -30,6 +30,7 @@ from roost.wire.messages import (
     ExecPoll,
     ExecResize,
     ExecSignal,
+    ImageReplicate,
     Msg,
     Ok,
     Ping,
@@ -61,6 +62,16 @@ class RunnerExecs:
             return await self.start(msg)
         if isinstance(msg, SESSION_MESSAGES):
             return await self.sessions.handle(msg)
+        if isinstance(msg, ImageReplicate):
+            # Only the daemon's real image cache can hold copies (test doubles can't).
+            replicate = getattr(self.images, "replicate", None)
+            if replicate is None:
+                return Error(message="this runner keeps no image copies")
+            try:
+                await replicate(msg.digest)
+            except Exception as exc:  # the controller tries another host
+                return Error(message=f"could not copy image {msg.digest}: {exc}")
+            return Ok(detail="replicated")
         if isinstance(msg, Ping):
             return Ok(detail="runner")
         return Error(message=f"the runner does not handle {type(msg).__name__}")

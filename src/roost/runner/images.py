@@ -28,5 +28,9 @@ class CachedImages:
             raise ImageError("cluster.json lists no image store ('images' role) to fetch from")
         return await fetch_image(self.client, digest, dest_dir)
 
+    async def replicate(self, digest: str) -> Path:
+        """A verified, unpinned copy (a second home for a new image)."""
+        return await self.cache.ensure(digest, self._download, pin=False)
+
     def release(self, digest: str) -> None:
         self.cache.unpin(digest)

@@ -524,8 +524,17 @@ class DataArchive(Msg, frozen=True, kw_only=True):
     archive: bytes = b""
 
 
+class ImageReplicate(Msg, frozen=True, kw_only=True):
+    """Hold a verified copy of an image (manifest and layers): asked of a
+    second host before a release is marked ready, so losing the builder's
+    store never loses the image of a serving release."""
+
+    digest: str
+
+
 AnyMsg = (
-    Ok
+    ImageReplicate
+    | Ok
     | Error
     | Ping
     | Assignment
