@@ -96,3 +96,31 @@ def kill_descendants() -> int:
             p.kill()
     psutil.wait_procs(procs, timeout=5)
     return len(procs)
+
+
+async def exited(pid: int) -> None:
+    """Return once child `pid` has exited, without reaping it (it stays a
+    zombie, so its pid and process group id cannot be reused meanwhile).
+
+    A pidfd when the kernel has them; else peek with WNOWAIT every 50 ms.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
+        while os.waitid(os.P_PID, pid, flags) is None:
+            await asyncio.sleep(0.05)
+        return
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(pidfd, wake)
+    try:
+        await done
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from roost import procs
 from roost.runner.logbuffer import LineSplitter
 
 PR_SET_PDEATHSIG = 1
@@ -130,26 +131,7 @@ class Child:
 
     async def _exited(self) -> None:
         """Return once the leader has exited (it stays a zombie until reaped)."""
-        try:
-            pidfd = os.pidfd_open(self.pid)
-        except OSError:  # no pidfd (old kernel): peek without reaping
-            flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
-            while os.waitid(os.P_PID, self.pid, flags) is None:
-                await asyncio.sleep(0.05)
-            return
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def wake() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        loop.add_reader(pidfd, wake)
-        try:
-            await done
-        finally:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
+        await procs.exited(self.pid)
 
 
 async def _open_reader(

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from roost import aio
+from roost import aio, procs
 from roost.wire.messages import (
     Error,
     ExecChunk,
@@ -471,23 +471,4 @@ class ExecSessions:
 
 async def _exited(pid: int) -> None:
     """Return once `pid` has exited (it stays a zombie until reaped)."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        flags = os.WEXITED | os.WNOHANG | os.WNOWAIT
-        while os.waitid(os.P_PID, pid, flags) is None:
-            await asyncio.sleep(0.05)
-        return
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    loop.add_reader(pidfd, wake)
-    try:
-        await done
-    finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
+    await procs.exited(pid)
