@@ -178,7 +178,13 @@ async def test_redis_evicts_at_its_memory_limit(sh: Servicehost) -> None:
     assert mem["maxmemory_policy"] == "allkeys-lru"
     assert mem["used_memory"] - mem.get("mem_not_counted_for_evict", 0) <= 1.05 * 2 * 2**20
     assert r.info("stats")["evicted_keys"] > 0
-    assert r.exists("key:0") == 0 and 0 < r.dbsize() < 2000
+    # Redis's LRU is approximate (it samples a few keys per eviction): any one
+    # key may go or stay by chance, so judge groups. The oldest must be mostly
+    # gone, the newest mostly kept.
+    oldest = r.exists(*(f"key:{i}" for i in range(500)))
+    newest = r.exists(*(f"key:{i}" for i in range(4900, 5000)))
+    assert oldest < 100 and newest > 50, (oldest, newest)
+    assert 0 < r.dbsize() < 2000
     r.set("fresh", "value")  # writes still succeed at the limit
     assert r.get("fresh") == b"value"
     # Raising the limit is the servicehost's job (a repeated provision).
