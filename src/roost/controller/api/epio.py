@@ -11,7 +11,7 @@ import asyncio
 import secrets
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Header, Request
+from fastapi import APIRouter, Depends, Form, Header, Request
 from fastapi.responses import JSONResponse
 
 from roost.controller import lifecycle
@@ -43,6 +43,20 @@ def _app_by_id(c: Any, who: Account, app_id: int) -> AppRow:
     except NotFound:
         raise ApiError(404, f"no app with id {app_id}") from None
     return owned_app(c, who, app.name)
+
+
+def _epio_app(
+    app_id: RowId,
+    request: Request,
+    c: CurrentController,
+    x_epio_token: Annotated[str | None, Header()] = None,
+) -> AppRow:
+    """The app an ep.io route addresses by id, if the token's account may see it."""
+    return _app_by_id(c, _who(request, x_epio_token), app_id)
+
+
+# Every /control/app/ID/... route: authenticate, then resolve the app.
+EpioApp = Annotated[AppRow, Depends(_epio_app)]
 
 
 @router.post("/control/token/")
@@ -98,12 +112,9 @@ async def create(
 
 @router.post("/control/app/{app_id}/delete/")
 async def delete(
-    app_id: RowId,
-    request: Request,
+    app: EpioApp,
     c: CurrentController,
-    x_epio_token: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
-    app = _app_by_id(c, _who(request, x_epio_token), app_id)
     try:
         await lifecycle.delete_app(c, app)
     except ServiceError as exc:
@@ -113,36 +124,27 @@ async def delete(
 
 @router.post("/control/app/{app_id}/suspend/")
 async def suspend(
-    app_id: RowId,
-    request: Request,
+    app: EpioApp,
     c: CurrentController,
-    x_epio_token: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
-    app = _app_by_id(c, _who(request, x_epio_token), app_id)
     lifecycle.set_suspended(c, app, True)
     return {"message": f"{app.name} suspended"}
 
 
 @router.post("/control/app/{app_id}/resume/")
 async def resume(
-    app_id: RowId,
-    request: Request,
+    app: EpioApp,
     c: CurrentController,
-    x_epio_token: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
-    app = _app_by_id(c, _who(request, x_epio_token), app_id)
     lifecycle.set_suspended(c, app, False)
     return {"message": f"{app.name} resumed"}
 
 
 @router.get("/control/app/{app_id}/processes/")
 async def processes(
-    app_id: RowId,
-    request: Request,
+    app: EpioApp,
     c: CurrentController,
-    x_epio_token: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
-    app = _app_by_id(c, _who(request, x_epio_token), app_id)
     statuses = c.soft.statuses()
     hosts = {h: s.heartbeat.hostname for h, s in c.soft.hosts.items()}
     out: dict[str, list[list[Any]]] = {}
