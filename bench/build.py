@@ -11,6 +11,9 @@ Measured (medians of several repetitions, each from the same starting state):
   roost_unchanged    full Roost build of a code-only change (lock and layer reused:
                      only the code layer and the manifest are written)
   uv_sync_offline    bare `uv pip sync --offline` of the same lock into an empty venv
+                     (on disk, beside the cache, hard-linking as uv does by default;
+                     also printed, not a target: the same into a tmpfs venv, copying,
+                     which is where Roost's builder makes its layers when it can)
 Before each timed run the filesystem is synced (os.sync, untimed), so no run pays
 for the writeback of the one before it (this disk makes metadata-heavy installs
 wait on earlier deletes and writes), and reps alternate whether the bare uv sync
@@ -36,6 +39,7 @@ import time
 from pathlib import Path
 
 from roost.builder.pipeline import Build
+from roost.builder.ramlayers import sweep_orphans
 from roost.builder.workspace import Workspace
 from roost.settings import Settings
 
@@ -147,8 +151,8 @@ def pip_serial(base: Path, python: str, uv_bin: str) -> float:
     return took
 
 
-def uv_sync_offline(ws: Workspace, lock: str, base: Path) -> float:
-    venv = base / "uvvenv"
+def uv_sync_offline(ws: Workspace, lock: str, base: Path, venv_base: Path | None = None) -> float:
+    venv = (venv_base or base) / "uvvenv"
     shutil.rmtree(venv, ignore_errors=True)
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_CACHE_DIR": str(ws.uv_cache)}
     subprocess.run(
@@ -157,8 +161,9 @@ def uv_sync_offline(ws: Workspace, lock: str, base: Path) -> float:
     (base / "lock.txt").write_text(lock)
     settle()
     start = time.perf_counter()
+    copy = ["--link-mode=copy"] if venv_base is not None else []
     subprocess.run(
-        [ws.uv, "pip", "sync", "-q", "--offline", "--python", str(venv / "bin" / "python"),
+        [ws.uv, "pip", "sync", "-q", "--offline", *copy, "--python", str(venv / "bin" / "python"),
          str(base / "lock.txt")],
         check=True, env=env,
     )  # fmt: skip
@@ -174,6 +179,7 @@ async def main() -> None:
     reps_slow, reps = (1, 3) if args.quick else (3, 7)
     base = Path(tempfile.mkdtemp(prefix="roost-bench-build-"))
     os.chmod(base, 0o755)
+    ram = Path(tempfile.mkdtemp(prefix="roost-bench-uv-", dir="/dev/shm"))
     b = Bench(base)
     try:
         ws = await b.workspace(base / "warm")
@@ -186,7 +192,7 @@ async def main() -> None:
             print(f"roost cold build {i + 1}: {took:.2f} s", flush=True)
         # Prime the shared cache of the warm workspace, then measure.
         _, lock = await b.build(ws)
-        warm, unchanged, uvs = [], [], []
+        warm, unchanged, uvs, uvs_ram = [], [], [], []
         for i in range(reps):
             # Alternate which goes first: on a shared disk, whatever ran just
             # before a measurement can slow it (writeback, discards).
@@ -200,17 +206,25 @@ async def main() -> None:
             unchanged.append(took2)
             if not i % 2:
                 uvs.append(uv_sync_offline(ws, lock, base))
+            uvs_ram.append(uv_sync_offline(ws, lock, base, ram))
             print(f"rep {i + 1}: warm {took:.3f} s (install {steps['install']:.3f}, "
                   f"pack {steps['pack']:.3f}), unchanged {took2:.3f} s, "
-                  f"uv sync offline {uvs[-1]:.3f} s", flush=True)  # fmt: skip
+                  f"uv sync offline {uvs[-1]:.3f} s (into tmpfs {uvs_ram[-1]:.3f} s)",
+                  flush=True)  # fmt: skip
         pip = []
         for i in range(reps_slow):
             pip.append(pip_serial(base, ws.interp.path, ws.uv))
             print(f"serial pip {i + 1}: {pip[-1]:.2f} s", flush=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(ram, ignore_errors=True)
+        sweep_orphans(Path(Settings().builder_ram_dir))  # the workspaces' in-memory layers
     med = statistics.median
     p, w, u, s = med(pip), med(warm), med(unchanged), med(uvs)
+    print(
+        f"(uv pip sync --offline into a tmpfs venv, where Roost's layers go: "
+        f"{med(uvs_ram):.3f} s; Roost's warm build is {w / med(uvs_ram):.2f}x that)"
+    )
     print(f"pip_serial_s: {p:.3f}")
     print(f"roost_cold_s: {med(cold):.3f}")
     print(f"roost_warm_s: {w:.3f}")

@@ -102,6 +102,14 @@ class Settings:
     builder_layers_kept: int = _setting(
         20, "ROOST_BUILDER_LAYERS", "dependency layers a builder keeps (least recently used go)"
     )
+    builder_layers_ram: int = _setting(
+        2 * 1024**3,
+        "ROOST_BUILDER_LAYERS_RAM",
+        "bytes of dependency layers a builder keeps in tmpfs (0: on disk only)",
+    )
+    builder_ram_dir: str = _setting(
+        "/dev/shm", "ROOST_BUILDER_RAM_DIR", "tmpfs directory for in-memory dependency layers"
+    )
     image_cache_bytes: int = _setting(
         5 * 1024**3, "ROOST_IMAGE_CACHE", "runner image cache size before LRU eviction"
     )

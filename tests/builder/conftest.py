@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from roost.builder.ramlayers import remove_ram_layers
 from roost.builder.workspace import Workspace
 from roost.settings import Settings
 
@@ -44,6 +45,7 @@ def builder_root() -> Iterator[Path]:
     base = Path(tempfile.mkdtemp(prefix="roost-builder-test-"))
     os.chmod(base, 0o755)
     yield base / "builder"
+    remove_ram_layers(Path(Settings().builder_ram_dir), base / "builder")
     shutil.rmtree(base, ignore_errors=True)
 
 

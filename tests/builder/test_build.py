@@ -40,7 +40,8 @@ def leftovers(ws: Workspace) -> list[str]:
     """Anything a finished or dead build may not leave: its directory, half-made
     layers (temporary or never marked ready), partial store writes."""
     found = [p.name for p in ws.builds.iterdir()]
-    found += [p.name for p in ws.layers.iterdir() if read_ready(ws, p) is None]
+    for root in ws.layer_roots():
+        found += [p.name for p in root.iterdir() if read_ready(ws, p) is None]
     found += [p.name for p in ws.store.tmp_dir.iterdir()]
     return found
 
@@ -66,6 +67,8 @@ async def test_hello_builds_an_image_and_second_build_installs_nothing(
     assert all(ws.store.verify(lr.digest) for lr in manifest.layers)
     # The layer's `ready` (which names its blob) is out of the build user's reach.
     layer = ws.layers / first.layer_key
+    # In memory on a machine with a tmpfs /dev/shm (roost.builder.ramlayers).
+    assert ws.ram_layers is not None and layer.parent == ws.ram_layers and layer.is_dir()
     assert layer.stat().st_uid == os.geteuid() and not layer.stat().st_mode & 0o022
     assert (layer / "venv").stat().st_uid == ws.user.uid
     layer_dirs = sorted(p.name for p in ws.layers.iterdir())

@@ -99,6 +99,7 @@ async def serve(data_dir: Path, settings: Settings, name: str, stop: asyncio.Eve
         finally:
             if client is not None:
                 await client.close()
+            ws.close()
     log.info("builder stopped")
 
 

@@ -82,7 +82,7 @@ class LayerJob:
     def __init__(self, ws: Workspace, key: str) -> None:
         self.ws = ws
         self.key = key
-        self.path = ws.layers / key
+        self.path = ws.layer_path(key)
         self.installed = False
         self.blob: LayerBlob | None = None
         self._lock = ws.layer_locks.setdefault(key, asyncio.Lock())
@@ -179,7 +179,7 @@ class LayerJob:
         """Move a half-made layer directory out of the way (instant); delete it after."""
         if not self.path.exists():
             return
-        trash = self.ws.layers / f".tmp-{self.key[:16]}-{os.getpid()}-{time.monotonic_ns()}"
+        trash = self.path.parent / f".tmp-{self.key[:16]}-{os.getpid()}-{time.monotonic_ns()}"
         os.replace(self.path, trash)
         shutil.rmtree(trash, ignore_errors=True)
 
@@ -200,6 +200,10 @@ async def _install(
         raise BuildError(f"uv venv failed (exit {done.returncode})")
     made = time.monotonic()
     sync = [ws.uv, "pip", "sync", "--python", str(venv / "bin" / "python"), str(lock_path)]
+    if _device(venv) != _device(ws.uv_cache):
+        # A layer in memory: hard links cannot reach the cache; say so rather
+        # than have uv try each file first and warn.
+        sync.append("--link-mode=copy")
     # Offline first: with a warm cache this touches no network at all.
     done = await run([*sync, "--offline", "--quiet"], log=None, **common)  # type: ignore[arg-type]
     if done.returncode == 0:
@@ -213,23 +217,40 @@ async def _install(
 
 
 def prune_layers(ws: Workspace, keep: int) -> list[str]:
-    """Remove the least recently used ready layers beyond `keep` (never in-use ones).
+    """Remove least recently used ready layers (never in-use ones); returns their keys.
 
-    Only the builder's directory goes: the blob stays in the store, since
-    released images name it.
+    At most `keep` layers stay in all, and the in-memory ones stay within
+    `settings.builder_layers_ram` bytes. Only the builder's directory goes:
+    the blob stays in the store, since released images name it.
     """
-    ready = []
-    for p in ws.layers.iterdir():
-        with contextlib.suppress(FileNotFoundError):
-            if not p.name.startswith(".") and (p / "ready").exists():
-                ready.append(((p / "ready").stat().st_mtime, p.name))
-    ready.sort(reverse=True)
+    ready: list[tuple[float, int, Path]] = []
+    for root in ws.layer_roots():
+        for p in root.iterdir():
+            if p.name.startswith("."):
+                continue
+            with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
+                stamp = (p / "ready").stat().st_mtime
+                size = int(json.loads((p / "ready").read_text())["size"])
+                ready.append((stamp, size, p))
+    ready.sort(key=lambda r: r[0], reverse=True)
     removed = []
-    for _, key in ready[keep:]:
-        if ws.layers_in_use.get(key) or ws.layer_locks.get(key, asyncio.Lock()).locked():
+    ram_budget = ws.settings.builder_layers_ram
+    kept = ram_bytes = 0
+    for _, size, path in ready:
+        key = path.name
+        in_ram = ws.ram_layers is not None and path.parent == ws.ram_layers
+        over = kept >= keep or (in_ram and ram_bytes + size > ram_budget)
+        busy = ws.layers_in_use.get(key) or ws.layer_locks.get(key, asyncio.Lock()).locked()
+        if not over or busy:
+            kept += 1
+            ram_bytes += size if in_ram else 0
             continue
-        trash = ws.layers / f".tmp-prune-{key[:16]}-{time.monotonic_ns()}"
-        os.replace(ws.layers / key, trash)
+        trash = path.parent / f".tmp-prune-{key[:16]}-{time.monotonic_ns()}"
+        os.replace(path, trash)
         shutil.rmtree(trash, ignore_errors=True)
         removed.append(key)
     return removed
+
+
+def _device(path: Path) -> int:
+    return os.stat(path).st_dev

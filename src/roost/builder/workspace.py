@@ -3,7 +3,9 @@
 DATA/builder/
   store/        ImageStore: image manifests, their layers, static bundles (root only)
   builds/<id>/  one directory per build, removed when it ends
-  layers/<key>/ dependency layers: venv/, ready (names the layer's blob in store/)
+  layers/<key>/ dependency layers: venv/, ready (names the layer's blob in store/);
+                in memory instead (roost.builder.ramlayers) when a tmpfs is available,
+                this directory then holds only layers that did not fit there
   locks/        locks by requirements digest (reuse across builds)
   uv-cache/     uv's shared cache (build user)
   home/         HOME of probes run as the build user
@@ -27,6 +29,7 @@ import uv
 
 from roost.builder.errors import BuildError
 from roost.builder.interpreter import Interpreter, choose
+from roost.builder.ramlayers import has_room, open_ram_layers, remove_ram_layers
 from roost.builder.sandbox import BuildUser, ensure_build_user
 from roost.images.store import ImageStore
 from roost.settings import Settings
@@ -42,6 +45,8 @@ class Workspace:
     interp: Interpreter
     uv: str
     store: ImageStore
+    # Where new dependency layers go: a tmpfs directory, or disk_layers.
+    ram_layers: Path | None = None
     layer_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     layers_in_use: dict[str, int] = field(default_factory=dict)
 
@@ -51,7 +56,32 @@ class Workspace:
 
     @property
     def layers(self) -> Path:
+        """Where dependency layers are made (in memory when possible)."""
+        return self.ram_layers or self.disk_layers
+
+    @property
+    def disk_layers(self) -> Path:
         return self.root / "layers"
+
+    def layer_roots(self) -> list[Path]:
+        return [self.layers] if self.ram_layers is None else [self.ram_layers, self.disk_layers]
+
+    def layer_path(self, key: str) -> Path:
+        """The directory of layer `key`: where it already is, else where it would be made."""
+        if self.ram_layers is None:
+            return self.disk_layers / key
+        if (self.disk_layers / key / "ready").exists():
+            return self.disk_layers / key
+        ram = self.ram_layers / key
+        if ram.exists() or has_room(self.ram_layers):
+            return ram
+        return self.disk_layers / key  # tmpfs short of room: this one goes on disk
+
+    def close(self) -> None:
+        """Give back the memory of in-memory layers (the builder is stopping)."""
+        if self.ram_layers is not None:
+            remove_ram_layers(Path(self.settings.builder_ram_dir), self.root)
+            self.ram_layers = None
 
     @property
     def locks(self) -> Path:
@@ -81,11 +111,14 @@ class Workspace:
         for p in (root / "builds").iterdir():
             shutil.rmtree(p, ignore_errors=True)
             swept += 1
-        for p in (root / "layers").iterdir():
-            # Not ready, or made by the single-tar builder (venv.tar, no blob).
-            if p.name.startswith(".") or not (p / "ready").exists() or (p / "venv.tar").exists():
-                shutil.rmtree(p, ignore_errors=True)
-                swept += 1
+        ram = open_ram_layers(Path(settings.builder_ram_dir), root, settings.builder_layers_ram)
+        for layers in (root / "layers", ram):
+            for p in layers.iterdir() if layers is not None else ():
+                # Half made, not ready, or made by the single-tar builder (venv.tar, no blob).
+                ready = (p / "ready").exists() and not (p / "venv.tar").exists()
+                if p.name.startswith(".") or not ready:
+                    shutil.rmtree(p, ignore_errors=True)
+                    swept += 1
         if swept:
             log.info("swept %d leftovers of interrupted builds", swept)
         for sub in ("uv-cache", "home", "pycache"):
@@ -95,7 +128,15 @@ class Workspace:
                 os.chown(root / sub, user.uid, user.gid)
         interp = await choose(settings.build_python, user, root / "home")
         uv_bin = uv.find_uv_bin()
-        return cls(root=root, settings=settings, user=user, interp=interp, uv=uv_bin, store=store)
+        return cls(
+            root=root,
+            settings=settings,
+            user=user,
+            interp=interp,
+            uv=uv_bin,
+            store=store,
+            ram_layers=ram,
+        )
 
 
 def check_reachable(root: Path, user: BuildUser) -> None:
