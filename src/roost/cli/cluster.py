@@ -179,25 +179,12 @@ def admin_token(ctx: click.Context, email: str, token_name: str, state_url: str)
             EXIT_USAGE,
         )
     # Imported here: the state layer is heavy and only this command needs it.
-    from roost.controller.store import Conflict, Store
-    from roost.state.db import make_engine, migrate
+    from roost.controller.bootstrap import NotAdmin, issue_admin_token
 
     try:
-        migrate(state_url)
-        store = Store(make_engine(state_url))
+        token = issue_admin_token(state_url, email, token_name)
+    except NotAdmin as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
     except Exception as exc:  # driver errors: one line, no traceback
         raise CliError(f"cannot use the state database: {exc}") from None
-    try:
-        row = store.account_by_email(email)
-        if row is None:
-            try:
-                account_id = store.create_account(email, is_admin=True)
-            except Conflict:  # another host created it just now
-                account_id = store.account_by_email(email).id
-        elif not row.is_admin:
-            raise CliError(f"account {email} exists and is not an admin", EXIT_USAGE)
-        else:
-            account_id = row.id
-        click.echo(store.issue_token(account_id, name=token_name))
-    finally:
-        store.engine.dispose()
+    click.echo(token)

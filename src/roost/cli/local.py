@@ -14,9 +14,8 @@ import socket
 from pathlib import Path
 from typing import IO
 
-from roost.controller.store import Conflict, Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import migrate, sqlite_url
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.keys import ensure_keypair
 
@@ -99,24 +98,12 @@ def prepare_state(data: Path) -> str:
 
 def admin_token(data: Path, url: str) -> str:
     """The local admin's token: reused when still valid, else a new one."""
-    store = Store(make_engine(url))
-    try:
-        info = data / "api.json"
-        if info.exists():
-            token = json.loads(info.read_text()).get("token", "")
-            if token and store.account_for_token(token) is not None:
-                return str(token)
-        row = store.account_by_email(ADMIN_EMAIL)
-        if row is None:
-            try:
-                account_id = store.create_account(ADMIN_EMAIL, is_admin=True)
-            except Conflict:
-                account_id = store.account_by_email(ADMIN_EMAIL).id
-        else:
-            account_id = row.id
-        return store.issue_token(account_id, name="roost up")
-    finally:
-        store.engine.dispose()
+    # Imported here: the state layer is heavy and only `roost up` needs it.
+    from roost.controller.bootstrap import issue_admin_token
+
+    info = data / "api.json"
+    old = str(json.loads(info.read_text()).get("token", "")) if info.exists() else ""
+    return issue_admin_token(url, ADMIN_EMAIL, "roost up", reuse=old)
 
 
 def write_api_info(data: Path, settings: Settings, token: str) -> None:

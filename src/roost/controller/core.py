@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -59,7 +58,6 @@ TICK_S = 0.5  # how often silent hosts are checked (and a pass may run)
 # Longest a change made through another replica's API waits for the holder to
 # read it (changes through this replica's API wake the loop at once).
 REFRESH_S = 1.0
-GC_GEN0_THRESHOLD = 50_000
 # Believe a granted lease for this fraction of its lifetime (clock-rate margin).
 LEASE_TRUST = 0.8
 
@@ -212,11 +210,6 @@ class Controller:
         self.lease_valid_until = asked + ttl * LEASE_TRUST
 
     async def reconcile_loop(self) -> None:
-        # A full pass over thousands of instances allocates as many objects;
-        # with the default thresholds that sets off collections of the whole
-        # heap in the middle of it (measured: +100 ms at 10,000 instances).
-        if gc.get_threshold()[0] < GC_GEN0_THRESHOLD:
-            gc.set_threshold(GC_GEN0_THRESHOLD, 20, 100)
         while True:
             woken = False
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from pathlib import Path
 
@@ -37,9 +38,18 @@ def state_url_for(data_dir: Path, state_url: str | None) -> str:
     return state_url or sqlite_url(data_dir / "state.db")
 
 
+GC_GEN0_THRESHOLD = 50_000
+
+
 async def serve(
     data_dir: Path, settings: Settings, name: str, state_url: str | None, stop: asyncio.Event
 ) -> None:
+    # A reconcile pass over thousands of instances allocates as many objects;
+    # with the default thresholds that sets off collections of the whole heap
+    # in the middle of it (measured: +100 ms at 10,000 instances). Process-wide,
+    # so it is set here, where the process is the controller's.
+    if gc.get_threshold()[0] < GC_GEN0_THRESHOLD:
+        gc.set_threshold(GC_GEN0_THRESHOLD, 20, 100)
     node, cluster = open_node(data_dir, name)
     url = state_url_for(data_dir, state_url or cluster.state_url or None)
     await asyncio.to_thread(migrate, url)
