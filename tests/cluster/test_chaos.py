@@ -23,6 +23,7 @@ from typing import Any
 
 import psutil
 import pytest
+import sqlalchemy
 
 from tests.cluster.cluster import RoostCluster, wait_for
 from tests.cluster.harness import Host
@@ -247,6 +248,70 @@ def test_lease_holder_dies_and_the_other_places(rc: RoostCluster, watcher: Route
     time.sleep(2.0)
     assert rc.leader() is other
     assert rc.serving(APP, TEXT)
+
+
+def _image_and_holders(rc: RoostCluster, app: str) -> tuple[str, set[str]]:
+    """The current release's image and the runners that confirmed a replica of it."""
+    engine = sqlalchemy.create_engine(rc.state_url)
+    try:
+        with engine.connect() as c:
+            digest = c.execute(
+                sqlalchemy.text(
+                    "SELECT r.image_digest FROM releases r JOIN apps a"
+                    " ON a.id = r.app_id AND a.current_release = r.version WHERE a.name = :app"
+                ),
+                {"app": app},
+            ).scalar_one()
+            holders = c.execute(
+                sqlalchemy.text("SELECT host_id FROM image_replicas WHERE digest = :d"),
+                {"d": digest},
+            )
+            return str(digest), {str(h[0]) for h in holders}
+    finally:
+        engine.dispose()
+
+
+def test_builder_gone_a_new_instance_gets_the_image_from_a_runner(
+    rc: RoostCluster, watcher: RouteWatcher, tmp_path: Path
+) -> None:
+    healthy(rc, watcher)
+    app, src = "copies", tmp_path / "copies"
+    shutil.copytree(REPO / "examples" / "hello", src)
+    rc.cli("apps", "create", app)
+    # Deploy until the replica holder is one of the two hosts running the app
+    # (it is chosen at random), so the third host has no copy of any kind.
+    for _ in range(8):
+        (src / "stamp.txt").write_text(os.urandom(8).hex())  # a new image each time
+        r = rc.cli("deploy", str(src), "--app", app)
+        assert "is live" in r.stdout, r.stdout + r.stderr
+        digest, holders = _image_and_holders(rc, app)
+        release = max(int(w["release"]) for w in rc.where(app))
+        running = {w["host_id"] for w in rc.where(app) if w["release"] == release}
+        if len(holders) == 1 and holders <= running:
+            break
+    else:
+        raise AssertionError("the replica never landed on a host running the app")
+    (bare,) = set(rc.host_ids()) - running
+    builder = [p for p in rc.net.root_procs if p.poll() is None]
+    for p in builder:
+        p.terminate()
+        p.wait(30)
+    try:
+        rc.api("PATCH", f"/api/apps/{app}/formation", json={"quantities": {"web": 3}})
+        wait_for(
+            lambda: any(
+                w["host_id"] == bare and w["release"] == release and w["state"] == "up"
+                for w in rc.where(app)
+            ),
+            90,
+            "a third instance on the host without the image, the builder down",
+        )
+        log = (rc.base / "logs" / f"{rc.host_ids()[bare].name}.log").read_text()
+        assert f"cannot serve {digest}" in log  # the builder was tried, in vain
+    finally:
+        rc.start_builder()
+        rc.api("DELETE", f"/api/apps/{app}")
+    healthy(rc, watcher)
 
 
 def test_restart_everything_brings_the_same_apps_back(

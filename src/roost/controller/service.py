@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from roost.controller.core import Controller
 from roost.controller.gateway_rpc import GATEWAY_MESSAGES, GatewayRpc
+from roost.controller.image_rpc import IMAGE_MESSAGES, ImageRpc
 from roost.controller.metrics import BUILDS
 from roost.controller.services import ServiceError
 from roost.controller.store import AppRow, NotFound
@@ -50,6 +51,7 @@ class ControllerService:
         self.client_for = client_for
         self._finishing: set[str] = set()
         self.gateway = GatewayRpc(self)
+        self.images = ImageRpc(controller)
 
     async def handle(self, msg: Msg) -> Msg:
         c = self.c
@@ -99,6 +101,8 @@ class ControllerService:
             return Ok(detail=c.name)
         if isinstance(msg, GATEWAY_MESSAGES):
             return await self.gateway.handle(msg)
+        if isinstance(msg, IMAGE_MESSAGES):
+            return await self.images.handle(msg)
         return Error(message=f"controller does not handle {type(msg).__name__}")
 
     async def build_finished(self, res: BuildResult) -> None:
@@ -179,8 +183,10 @@ class ControllerService:
 
     async def _replicate(self, app: AppRow, res: BuildResult) -> str:
         """A second host holds a verified copy of the image before the release
-        exists: losing the builder's store then loses no serving image.
-        Returns an error text, or "" when a runner confirmed its copy."""
+        exists: losing the builder's store then loses no serving image. The
+        runner keeps it in its own store and serves it to other runners
+        (roost.runner.replicas). Returns an error text, or "" when a runner
+        confirmed its copy."""
         if self.client_for is None:
             return ""  # an API-only controller (tests): nothing to ask
         hosts = [
@@ -199,6 +205,9 @@ class ControllerService:
                 continue
             finally:
                 await client.close()
+            # Recorded before the release exists: runners that cannot reach
+            # a builder find this copy through ImageSourcesRequest.
+            await asyncio.to_thread(self.c.store.add_replica, res.image_digest, hb.host_id)
             self.c.platform_log(
                 app.name, f"-----> image copied to host {hb.hostname}", res.build_id, "build"
             )

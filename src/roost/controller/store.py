@@ -20,6 +20,7 @@ from roost.appspec.model import AppSpec
 from roost.controller.scheduler import Placement
 from roost.controller.store_access import AccessStore, Conflict, NotFound
 from roost.controller.store_cron import CronStore
+from roost.controller.store_images import ImageReplicaStore
 from roost.state import tables as t
 from roost.wire.messages import LogLine, StaticRoute
 
@@ -104,7 +105,7 @@ def _build(row: Any) -> BuildRow:
 __all__ = ["AccessStore", "Conflict", "NotFound", "Store"]
 
 
-class Store(AccessStore, CronStore):
+class Store(AccessStore, CronStore, ImageReplicaStore):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 

@@ -21,6 +21,8 @@ from prometheus_client import CollectorRegistry
 from roost import aio, metrics
 from roost.daemonize import setup_logging
 from roost.images.cache import ImageCache
+from roost.images.sources import Source
+from roost.images.store import ImageStore
 from roost.runner.datasync import DataSync, RefreshingImages
 from roost.runner.execs import RunnerExecs
 from roost.runner.heartbeat import HeartbeatLoop, host_addresses
@@ -29,6 +31,7 @@ from roost.runner.layout import Layout
 from roost.runner.logbuffer import LogBuffer
 from roost.runner.metrics import RunnerCollector
 from roost.runner.model import Policy
+from roost.runner.replicas import ReplicaDirectory, Replicas
 from roost.runner.shipper import LogShipper
 from roost.runner.supervisor import Supervisor
 from roost.settings import Settings
@@ -100,16 +103,27 @@ async def serve(
             # socket, which must not disturb the other's requests in flight.
             heartbeats = RpcClient(node, controller_eps)
             logs = RpcClient(node, controller_eps)
-            image_eps = cluster.of("images")
-            images_client = RpcClient(node, image_eps) if image_eps else None
+            directory = ReplicaDirectory(
+                RpcClient(node, controller_eps), hid, lambda ep: RpcClient(node, [ep])
+            )
+            # One source per builder: a store that lacks a blob answers with a
+            # (final) Error, so each store must be asked on its own.
+            builders = [
+                Source(f"builder {ep.address}", RpcClient(node, [ep]))
+                for ep in cluster.of("images")
+            ]
+            replicas = Replicas(
+                ImageStore(layout.store), settings.image_cache_bytes, builders, directory
+            )
             data_eps = cluster.of("services")
             data_client = RpcClient(node, data_eps) if data_eps else None
+            clients = [heartbeats, logs, directory.controllers, *(b.client for b in builders)]
             try:
                 await _serve(
-                    layout, settings, hid, heartbeats, logs, images_client, stop, node, data_client
+                    layout, settings, hid, heartbeats, logs, replicas, stop, node, data_client
                 )
             finally:
-                for client in (heartbeats, logs, images_client, data_client):
+                for client in [*clients, data_client]:
                     if client is not None:
                         await client.close()
     finally:
@@ -124,13 +138,14 @@ async def _serve(
     host_id: str,
     heartbeats: RpcClient,
     logs: RpcClient,
-    images_client: RpcClient | None,
+    replicas: Replicas,
     stop: asyncio.Event,
     node: Node | None = None,
     data_client: RpcClient | None = None,
 ) -> None:
     shipper = LogShipper(logs, LogBuffer(LOG_BUFFER_LINES, time.time))
-    images = CachedImages(ImageCache(layout.images, settings.image_cache_bytes), images_client)
+    # The replica store is bounded by the same figure as the cache.
+    images = CachedImages(ImageCache(layout.images, settings.image_cache_bytes), replicas)
     # Apps' data directories follow the servicehost's canonical copies.
     data = DataSync(
         data_client,
@@ -138,9 +153,10 @@ async def _serve(
         settings.data_sync_s,
         lambda: {r.assignment.app for r in sup.records.values()},
     )
-    # `run APP CMD` sessions, relayed by gateways, on this host's own RPC server.
+    # `run APP CMD` sessions, relayed by gateways, and image replicas served to
+    # other hosts, on this host's own RPC server.
     execs = ExecSessions(idle_s=settings.exec_idle_s, grace_s=settings.stop_grace_s)
-    rpc = _exec_server(node, settings, RunnerExecs(layout, images, execs, data))
+    rpc = _exec_server(node, settings, RunnerExecs(layout, images, execs, data, replicas))
     sup = Supervisor(
         layout=layout,
         images=RefreshingImages(images, data),

@@ -1,4 +1,4 @@
-"""The runner's exec-session server: `run APP CMD` relayed by a gateway.
+"""The runner's RPC server: `run APP CMD` relayed by a gateway, and image replicas.
 
 A RunStart carries the release environment (an InstanceAssignment made by
 the controller); the runner fetches and pins the image through its cache
@@ -6,6 +6,9 @@ the controller); the runner fetches and pins the image through its cache
 the run's bundle_config.py, and starts the command as an exec session
 (`roost.wire.execs`). When the session ends the image is unpinned and the
 run's files are removed.
+
+The same server holds this host's image replicas (roost.runner.replicas):
+ImageReplicate fills its store, ImageChunkRequest serves it to other hosts.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from roost.images.digest import ImageError
 from roost.runner.datasync import START_PULL_TIMEOUT_S, DataSync
 from roost.runner.launch import LaunchError
 from roost.runner.layout import Layout, link_data, materialize
+from roost.runner.replicas import Replicas
 from roost.runner.runcmd import manage_py, render_run
 from roost.runner.supervisor import ImageProvider
 from roost.wire.execs import ExecSessions, Spawn
@@ -30,6 +34,7 @@ from roost.wire.messages import (
     ExecPoll,
     ExecResize,
     ExecSignal,
+    ImageChunkRequest,
     ImageReplicate,
     Msg,
     Ok,
@@ -50,11 +55,14 @@ class RunnerExecs:
         images: ImageProvider,
         sessions: ExecSessions,
         data: DataSync | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
         self.layout = layout
         self.images = images
         self.sessions = sessions
         self.data = data
+        # This host's replica store: filled on ImageReplicate, served to other hosts.
+        self.replicas = replicas
         self._starting: dict[str, asyncio.Future[Msg]] = {}
 
     async def handle(self, msg: Msg) -> Msg:
@@ -62,13 +70,15 @@ class RunnerExecs:
             return await self.start(msg)
         if isinstance(msg, SESSION_MESSAGES):
             return await self.sessions.handle(msg)
+        if isinstance(msg, ImageChunkRequest):
+            if self.replicas is None:
+                return Error(message="this runner keeps no image copies")
+            return await self.replicas.serve(msg)
         if isinstance(msg, ImageReplicate):
-            # Only the daemon's real image cache can hold copies (test doubles can't).
-            replicate = getattr(self.images, "replicate", None)
-            if replicate is None:
+            if self.replicas is None:
                 return Error(message="this runner keeps no image copies")
             try:
-                await replicate(msg.digest)
+                await self.replicas.replicate(msg.digest)
             except Exception as exc:  # the controller tries another host
                 return Error(message=f"could not copy image {msg.digest}: {exc}")
             return Ok(detail="replicated")

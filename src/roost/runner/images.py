@@ -1,36 +1,58 @@
-"""The runner's images: `roost.images`' cache, filled from the image store.
+"""The runner's images: `roost.images`' cache, filled from the image stores.
 
-`ImageCache.ensure` downloads (through `fetch_image` over the wire), verifies,
-unpacks and pins each image once; the supervisor releases it when no instance
-uses it any more, and the cache evicts unpinned images past its size limit.
+`ImageCache.ensure` downloads, verifies, unpacks and pins each image once;
+the supervisor releases it when no instance uses it any more, and the cache
+evicts unpinned images past its size limit. A blob is taken from this
+host's own replica store when it is there (a hard link, after checking its
+digest), else over the wire from the builders' stores or, when none of them
+can serve it, from other runners holding a replica (roost.runner.replicas,
+roost.images.sources).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
 from roost.images.cache import ImageCache
 from roost.images.digest import ImageError
-from roost.images.fetch import fetch_image
-from roost.wire.rpc import RpcClient
+from roost.images.fetch import store_fetcher
+from roost.images.sources import SourcePlan
+from roost.runner.replicas import Replicas
+
+log = logging.getLogger("roost.runner")
 
 
 class CachedImages:
-    def __init__(self, cache: ImageCache, client: RpcClient | None) -> None:
+    def __init__(self, cache: ImageCache, replicas: Replicas) -> None:
         self.cache = cache
-        self.client = client
+        self.replicas = replicas
+        self._local = store_fetcher(replicas.store)
 
     async def ensure(self, app: str, digest: str) -> Path:
-        return await self.cache.ensure(digest, self._download, pin=True)
+        async with self.replicas.plan(digest) as plan:
 
-    async def _download(self, digest: str, dest_dir: Path) -> Path:
-        if self.client is None:
-            raise ImageError("cluster.json lists no image store ('images' role) to fetch from")
-        return await fetch_image(self.client, digest, dest_dir)
+            async def fetch(blob: str, dest_dir: Path) -> Path:
+                return await self._download(plan, blob, dest_dir)
 
-    async def replicate(self, digest: str) -> Path:
-        """A verified, unpinned copy (a second home for a new image)."""
-        return await self.cache.ensure(digest, self._download, pin=False)
+            return await self.cache.ensure(digest, fetch, pin=True)
+
+    async def _download(self, plan: SourcePlan, blob: str, dest_dir: Path) -> Path:
+        store = self.replicas.store
+        if store.has(blob):
+            try:
+                if await asyncio.to_thread(store.verify, blob):
+                    return await self._local(blob, dest_dir)
+                log.warning("replica blob %s is corrupted: dropped, fetching it again", blob)
+                store.delete(blob)
+            except (ImageError, OSError):
+                pass  # pruned meanwhile: fetch it over the wire
+        return await plan.fetch(blob, dest_dir)
+
+    async def replicate(self, digest: str) -> None:
+        """A verified copy in this host's store (a second home for a new image)."""
+        await self.replicas.replicate(digest)
 
     def release(self, digest: str) -> None:
         self.cache.unpin(digest)

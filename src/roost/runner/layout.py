@@ -2,6 +2,7 @@
 
   DATA/runner/host_id               this host's stable id (generated once)
   DATA/runner/images/               the image cache (roost.images)
+  DATA/runner/store/                image replicas served to other hosts (replicas.py)
   DATA/runner/apps/<app>/data/      the app's persistent data directory
   DATA/runner/apps/<app>/           HOME of the app's processes
   DATA/runner/apps/<app>/bundle/<id>/bundle_config.py   per instance
@@ -36,6 +37,7 @@ class Layout:
         self.data_dir = data_dir
         self.root = data_dir / "runner"
         self.images = self.root / "images"
+        self.store = self.root / "store"
         self.apps = self.root / "apps"
         self.sockets = self.root / "sockets"
 

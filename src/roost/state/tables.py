@@ -229,3 +229,16 @@ cron_claims = Table(
     Column("claimed_at", Float, nullable=False),
     Column("status", String(16), nullable=False, default="claimed"),
 )
+
+image_replicas = Table(
+    "image_replicas",
+    metadata,
+    # An image digest ("sha256:<hex>") a host confirmed it holds, verified,
+    # in its own store: runners fetch from these hosts when no builder can
+    # serve the image. Rows of hosts that dropped a copy are removed when the
+    # host next reports what it holds (ImageRetainRequest).
+    Column("digest", String(71), primary_key=True),
+    Column("host_id", String(64), primary_key=True),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_image_replicas_host", image_replicas.c.host_id)

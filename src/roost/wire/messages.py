@@ -532,8 +532,47 @@ class ImageReplicate(Msg, frozen=True, kw_only=True):
     digest: str
 
 
+class ImageSource(msgspec.Struct, frozen=True, kw_only=True):
+    """A runner that holds a replica: its RPC endpoint and CURVE key (z85)."""
+
+    host_id: str
+    endpoint: str
+    key: str
+
+
+class ImageSourcesRequest(Msg, frozen=True, kw_only=True):
+    """Runner -> controller: which live hosts hold a replica of `digest`
+    (asked when the builders' stores cannot serve it); `host_id` is the
+    asker, left out of the answer."""
+
+    digest: str
+    host_id: str = ""
+
+
+class ImageSources(Msg, frozen=True, kw_only=True):
+    digest: str
+    sources: list[ImageSource] = []
+
+
+class ImageRetainRequest(Msg, frozen=True, kw_only=True):
+    """Runner -> controller: of the replicas this host holds, which must it
+    keep? The controller also forgets the replicas no longer `held`."""
+
+    host_id: str
+    held: list[str] = []
+
+
+class ImageRetain(Msg, frozen=True, kw_only=True):
+    # The held digests a current, pending or rollback release still uses.
+    digests: list[str] = []
+
+
 AnyMsg = (
     ImageReplicate
+    | ImageSourcesRequest
+    | ImageSources
+    | ImageRetainRequest
+    | ImageRetain
     | Ok
     | Error
     | Ping

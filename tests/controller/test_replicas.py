@@ -1,0 +1,94 @@
+"""Image replicas on the controller: which images must stay (pure), who can serve
+one (pure), and the answers runners get, over a real state database."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+from roost.appspec.model import AppSpec, ProcessSpec
+from roost.controller.core import Controller
+from roost.controller.image_rpc import ImageRpc
+from roost.controller.replicas import ReleaseImage, needed_images, replica_sources
+from roost.controller.store import Store
+from roost.settings import Settings
+from roost.state.db import make_engine, migrate, sqlite_url
+from roost.wire.messages import (
+    Error,
+    Heartbeat,
+    ImageRetain,
+    ImageRetainRequest,
+    ImageSource,
+    ImageSources,
+    ImageSourcesRequest,
+)
+
+
+def d(c: str) -> str:
+    return "sha256:" + c * 64
+
+
+def test_needed_images_current_pending_and_rollback() -> None:
+    rels = [
+        ReleaseImage(1, 1, "superseded", d("1")),
+        ReleaseImage(1, 2, "superseded", d("2")),
+        ReleaseImage(1, 3, "superseded", d("3")),
+        ReleaseImage(1, 4, "superseded", d("4")),
+        ReleaseImage(1, 5, "superseded", d("4")),  # a config change: same image
+        ReleaseImage(1, 6, "failed", d("6")),
+        ReleaseImage(1, 7, "active", d("7")),
+        ReleaseImage(1, 8, "pending", d("8")),
+        ReleaseImage(2, 1, "active", d("a")),
+        ReleaseImage(3, 1, "active", d("b")),  # app 3 was deleted
+    ]
+    needed = needed_images(rels, {1: 7, 2: 1}, rollback=3)
+    # current, pending, and three distinct images that served before; not the
+    # failed one, not the oldest, nothing of a deleted app.
+    assert needed == {d("7"), d("8"), d("4"), d("3"), d("2"), d("a")}
+    assert needed_images(rels, {1: None}, rollback=0) == {d("8")}
+
+
+def test_replica_sources_are_live_serving_hosts_but_the_asker() -> None:
+    def hb(host: str, ep: str) -> Heartbeat:
+        return Heartbeat(host_id=host, hostname=host, rpc_endpoint=ep, rpc_key="k" if ep else "")
+
+    alive = {"h1": hb("h1", "tcp://h1:1"), "h2": hb("h2", "tcp://h2:1"), "h3": hb("h3", "")}
+    got = replica_sources(["h1", "h2", "h3", "gone"], alive, "h2", random.Random(1))
+    assert got == [ImageSource(host_id="h1", endpoint="tcp://h1:1", key="k")]
+
+
+def _controller(tmp_path: Path) -> Controller:
+    url = sqlite_url(tmp_path / "state.db")
+    migrate(url)
+    return Controller(Store(make_engine(url)), Settings(), "t")
+
+
+async def test_sources_and_retention_answers(tmp_path: Path) -> None:
+    c = _controller(tmp_path)
+    store = c.store
+    rpc = ImageRpc(c)
+    for host in ("h1", "h2"):
+        c.soft.record(
+            Heartbeat(host_id=host, hostname=host, rpc_endpoint=f"tcp://{host}:9", rpc_key="k"),
+            time.monotonic(),
+        )
+    app = store.create_app("rep", store.create_account("r@example.com"))
+    spec = AppSpec(processes={"web": ProcessSpec(name="web", kind="command", command="x")})
+    store.create_build("b1", app.id)
+    store.create_release(app.id, "b1", d("1"), "", spec, "", "v1")
+    store.promote(app.id, 1)
+    for digest, host in ((d("1"), "h1"), (d("1"), "h2"), (d("1"), "h1"), (d("9"), "h1")):
+        store.add_replica(digest, host)  # the repeated confirmation is idempotent
+
+    reply = await rpc.handle(ImageSourcesRequest(digest=d("1"), host_id="h2"))
+    assert isinstance(reply, ImageSources)
+    assert [(s.host_id, s.endpoint) for s in reply.sources] == [("h1", "tcp://h1:9")]
+    assert isinstance(await rpc.handle(ImageSourcesRequest(digest="bogus")), Error)
+
+    # h1 still holds 1 (current release) and 5 (no release); it dropped 9.
+    reply = await rpc.handle(ImageRetainRequest(host_id="h1", held=[d("1"), d("5")]))
+    assert reply == ImageRetain(digests=[d("1")])
+    assert store.host_replicas("h1") == {d("1")}  # 9 forgotten
+    assert store.replica_hosts(d("1")) == ["h1", "h2"]
+    assert store.replica_hosts(d("9")) == []

@@ -1,0 +1,242 @@
+"""Runners hold the image replicas they confirm and serve them to other runners.
+
+Real CURVE nodes and sockets throughout: a builder's image store, a real
+controller service (its state database on SQLite, soft state fed with the
+runners' heartbeats) and runners made of the daemon's own parts (replica
+store, image cache, RPC handler). No processes are started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from roost.appspec.model import AppSpec, ProcessSpec
+from roost.controller.core import Controller
+from roost.controller.service import ControllerService
+from roost.controller.store import Store
+from roost.images.cache import ImageCache
+from roost.images.digest import DigestMismatch
+from roost.images.serve import handle_image_request
+from roost.images.sources import Source
+from roost.images.store import ImageStore
+from roost.runner.execs import RunnerExecs
+from roost.runner.images import CachedImages
+from roost.runner.layout import Layout
+from roost.runner.replicas import RECENT_S, ReplicaDirectory, Replicas
+from roost.settings import Settings
+from roost.state.db import make_engine, migrate, sqlite_url
+from roost.wire.cluster import Endpoint
+from roost.wire.execs import ExecSessions
+from roost.wire.keys import KeyPair, generate_keypair
+from roost.wire.messages import BuildResult, Error, Heartbeat, ImageChunkRequest, Msg
+from roost.wire.node import Node
+from roost.wire.rpc import RpcClient, RpcServer
+from tests.images.helpers import corrupt, put_layered
+
+VENV = {"bin/tool": b"#!/bin/sh\necho tool\n", "pyvenv.cfg": b"relocatable = true\n"}
+SPEC = AppSpec(processes={"web": ProcessSpec(name="web", kind="command", command="x", web=True)})
+
+
+@dataclass
+class Runner:
+    name: str
+    replicas: Replicas
+    images: CachedImages
+    cache: ImageCache
+    address: str
+
+
+@dataclass
+class World:
+    tmp: Path
+    keys: dict[str, KeyPair]
+    nodes: dict[str, Node]
+    stack: contextlib.AsyncExitStack
+    builder_store: ImageStore
+    controller: Controller
+    service: ControllerService
+    servers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    clients: list[RpcClient] = field(default_factory=list)
+
+    def client(self, on: str, *eps: Endpoint) -> RpcClient:
+        c = RpcClient(self.nodes[on], list(eps))
+        self.clients.append(c)
+        return c
+
+    def serve(self, name: str, handler: Callable[[Msg], object]) -> str:
+        server = RpcServer(self.nodes[name], "tcp://127.0.0.1:*", handler)  # type: ignore[arg-type]
+        self.servers[name] = asyncio.create_task(server.serve())
+        self.endpoints[name] = Endpoint(server.address, self.keys[name].public_text)
+        return server.address
+
+    async def stop(self, name: str) -> None:
+        task = self.servers.pop(name)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def runner(
+        self, name: str, max_bytes: int = 1 << 30, clock: Callable[[], float] = time.time
+    ) -> Runner:
+        root = self.tmp / name
+        builders = [Source("builder", self.client(name, self.endpoints["builder"]))]
+        directory = ReplicaDirectory(
+            self.client(name, self.endpoints["controller"]),
+            name,
+            lambda ep: RpcClient(self.nodes[name], [ep]),
+        )
+        replicas = Replicas(ImageStore(root / "store"), max_bytes, builders, directory, clock)
+        cache = ImageCache(root / "cache", 1 << 30)
+        images = CachedImages(cache, replicas)
+        execs = RunnerExecs(Layout(root), images, ExecSessions(), None, replicas)
+        address = self.serve(name, execs.handle)
+        # Its heartbeat: the controller learns its RPC endpoint (as from a real runner).
+        self.controller.soft.record(
+            Heartbeat(
+                host_id=name,
+                hostname=name,
+                rpc_endpoint=address,
+                rpc_key=self.keys[name].public_text,
+            ),
+            time.monotonic(),
+        )
+        return Runner(name, replicas, images, cache, address)
+
+
+@contextlib.asynccontextmanager
+async def world(tmp_path: Path, hosts: tuple[str, ...]) -> AsyncIterator[World]:
+    names = ("builder", "controller", *hosts)
+    keys = {n: generate_keypair() for n in names}
+    url = sqlite_url(tmp_path / "state.db")
+    migrate(url)
+    controller = Controller(Store(make_engine(url)), Settings(), "t")
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = {
+            n: await stack.enter_async_context(Node(keys[n], [k.public for k in keys.values()]))
+            for n in names
+        }
+        w = World(
+            tmp=tmp_path,
+            keys=keys,
+            nodes=nodes,
+            stack=stack,
+            builder_store=ImageStore(tmp_path / "builder"),
+            controller=controller,
+            service=ControllerService(
+                controller, None, lambda ep: RpcClient(nodes["controller"], [ep])
+            ),
+        )
+
+        async def builder(msg: Msg) -> Msg:
+            if isinstance(msg, ImageChunkRequest):
+                return handle_image_request(w.builder_store, msg)
+            return Error(message="no")
+
+        w.serve("builder", builder)
+        w.serve("controller", w.service.handle)
+        try:
+            yield w
+        finally:
+            for c in w.clients:
+                await c.close()
+            for name in list(w.servers):
+                await w.stop(name)
+
+
+def _build(w: World, image: str, build_id: str) -> BuildResult:
+    """A finished build of app "rep" (created on first use) as the builder reports it."""
+    store = w.controller.store
+    if not any(a.name == "rep" for a in store.apps()):
+        store.create_app("rep", store.create_account("rep@example.com"))
+    store.create_build(build_id, store.app("rep").id)
+    return BuildResult(build_id=build_id, app="rep", ok=True, image_digest=image, spec=SPEC)
+
+
+async def test_a_runner_fetches_from_the_replica_holder_when_the_builder_is_gone(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path, ("a", "b", "c")) as w:
+        image, dep, code = put_layered(
+            w.builder_store, {"app/x.py": b"print('x')\n", "roost-image.json": b"{}"}, VENV
+        )
+        a = w.runner("a")
+        # 1. The controller's release path: a second copy on a runner, recorded.
+        await w.service.build_finished(_build(w, image, "b1"))
+        store = w.controller.store
+        assert store.build("b1").status == "deploying"
+        assert store.replica_hosts(image) == ["a"]
+        assert set(a.replicas.store.list()) == {image, dep, code}
+        assert all(a.replicas.store.verify(x) for x in (image, dep, code))
+
+        # 2. The builder dies. The holder's own cache fills from its store, with
+        # no network (no other source could serve it now).
+        await w.stop("builder")
+        root = await a.images.ensure("rep", image)
+        assert (root / "app" / "x.py").read_text() == "print('x')\n"
+        assert (root / "venv" / "bin" / "tool").exists()
+        # Its cache may evict the image: the replica is in the store, not the cache.
+        a.images.release(image)
+        a.cache.max_bytes = 0
+        a.cache.evict()
+        assert not a.cache.has(image) and a.cache.layer_entries() == []
+        assert set(a.replicas.store.list()) == {image, dep, code}
+
+        # 3. Another runner needs the image: the builder is silent, the
+        # controller names the holder, the bytes come from it, verified.
+        b = w.runner("b")
+        root_b = await b.images.ensure("rep", image)
+        assert (root_b / "app" / "x.py").read_text() == "print('x')\n"
+        assert (root_b / "venv" / "bin" / "tool").exists()
+        assert b.replicas.store.list() == []  # running an image does not make b a holder
+
+        # 4. A corrupted replica: the fetching side refuses it, keeps nothing.
+        corrupt(a.replicas.store, code, at=600)
+        c = w.runner("c")
+        with pytest.raises(DigestMismatch, match="host a"):
+            await c.images.ensure("rep", image)
+        assert not c.cache.has(image) and c.cache.entries() == []
+        assert list((tmp_path / "c" / "cache" / "images").iterdir()) == []
+
+
+async def test_replica_retention_follows_the_releases(tmp_path: Path) -> None:
+    async with world(tmp_path, ("a",)) as w:
+        store = w.controller.store
+        old, dep, code_old = put_layered(w.builder_store, {"app/x": b"old"}, VENV)
+        new, _, code_new = put_layered(w.builder_store, {"app/x": b"new"}, VENV)
+        now = [time.time()]
+        a = w.runner("a", max_bytes=1, clock=lambda: now[0])  # always over its bound
+        await w.service.build_finished(_build(w, old, "b1"))
+        app_id = store.app("rep").id
+        store.promote(app_id, 1)
+        await w.service.build_finished(_build(w, new, "b2"))
+        # Both young: nothing goes, though the store is over its bound.
+        assert set(a.replicas.store.list()) == {old, new, dep, code_old, code_new}
+
+        # Later, v2 is current and v1 a rollback target: both stay.
+        now[0] += 2 * RECENT_S
+        store.promote(app_id, 2)
+        assert await a.replicas.prune() == []
+
+        # The controller unreachable: nothing is dropped on a guess.
+        await w.stop("controller")
+        for r in store.releases(app_id):
+            store.fail_release(app_id, r.version, "gone")
+        store.promote(app_id, 2)
+        assert await a.replicas.prune() == []
+        assert set(a.replicas.store.list()) == {old, new, dep, code_old, code_new}
+
+        # Back: v1 no longer served (failed), so its image goes; the shared
+        # dependency layer stays with v2; the controller forgets the copy.
+        w.serve("controller", w.service.handle)
+        a.replicas.directory.controllers = w.client("a", w.endpoints["controller"])  # type: ignore[union-attr]
+        assert await a.replicas.prune() == [old, code_old]
+        assert set(a.replicas.store.list()) == {new, dep, code_new}
+        assert store.host_replicas("a") == {new}
