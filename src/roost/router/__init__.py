@@ -20,4 +20,11 @@ Modules, request path first:
   context.py    what a worker's connections share
   worker.py     one worker process: listeners and background tasks
   daemon.py     the daemon: one worker in-process, or several with SO_REUSEPORT
+  native.py     whether the request path runs compiled (Cython, .pxd files) or as .py
 """
+
+# Before any hot module is imported: compiled, or pure Python when the
+# compiled modules are missing or stale (see native.py).
+from roost.router import native as _native
+
+_native.select()

@@ -33,6 +33,8 @@ def _escape(value: bytes) -> bytes:
 
 
 class AccessLog:
+    __slots__ = ("_buf", "_fd", "_second", "_size", "path", "stamp")
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -51,7 +53,7 @@ class AccessLog:
             self._second = second
             self.stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second)).encode()
 
-    def log(self, client: ClientConnection, ex: Exchange) -> None:
+    def log(self, client: ClientConnection, ex: Exchange, now: float) -> None:
         referer, agent = ex.referer, ex.agent  # (picked up while routing the request)
         url, host, user, rid = ex.url, ex.host, ex.user, ex.rid
         if (url + referer + agent + host + user + rid).translate(None, _SAFE):
@@ -76,7 +78,7 @@ class AccessLog:
                 host or b"-",
                 entry.label if entry is not None else b"-",
                 slot.label if slot is not None and not ex.local else b"-",
-                (client.ctx.loop.time() - ex.t0) * 1000.0,
+                (now - ex.t0) * 1000.0,
                 rid or b"-",
             )
         )

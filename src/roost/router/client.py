@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
@@ -42,6 +43,15 @@ _EARLY_LIMIT = 1 << 20
 LINGER_S = 2.0
 
 
+def protocol_factory(ctx: Context, scheme: bytes) -> Callable[[], asyncio.Protocol]:
+    """What `loop.create_server` takes: connections for one listener."""
+
+    def make() -> asyncio.Protocol:
+        return cast(asyncio.Protocol, ClientConnection(ctx, scheme))
+
+    return make
+
+
 class _Reject(Exception):
     def __init__(self, status: int, title: str, message: str) -> None:
         super().__init__(title)
@@ -50,7 +60,11 @@ class _Reject(Exception):
         self.message = message
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection:
+    """An asyncio protocol by duck typing: no `asyncio.Protocol` base, so that
+    the compiled build (native.py) can make it an extension type; uvloop and
+    asyncio only call the methods. `protocol_factory` gives it to them typed."""
+
     __slots__ = (
         "_drain",
         "active",
@@ -96,7 +110,7 @@ class ClientConnection(asyncio.Protocol):
 
     # ---------------------------------------------------------------- asyncio protocol
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: Any) -> None:
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if isinstance(peer, tuple) and peer else b"unix"
@@ -433,12 +447,12 @@ class ClientConnection(asyncio.Protocol):
 
     def _log(self, ex: Exchange) -> None:
         ctx = self.ctx
-        if ctx.access is not None:
-            ctx.access.log(self, ex)
+        now = ctx.loop.time()
+        access = ctx.access
+        if access is not None:
+            access.log(self, ex, now)
         entry = ex.entry
-        ctx.stats.record(
-            entry.label if entry is not None else b"", ex.status, ctx.loop.time() - ex.t0
-        )
+        ctx.stats.record(entry.label if entry is not None else b"", ex.status, now - ex.t0)
 
     # ---------------------------------------------------------------- deadlines
 

@@ -100,8 +100,8 @@ class Exchange(Relay):
         fwd: list[bytes] = [self.method, b" ", self.url, b" HTTP/1.1\r\n"]
         kinds = _KINDS
         for name, value in self.headers:
-            kind = kinds.get(name)
-            if kind is None:
+            kind = kinds.get(name, -1)
+            if kind < 0:
                 kind = _kind(name)
             if kind == _PLAIN:
                 fwd += (name, b": ", value, b"\r\n")

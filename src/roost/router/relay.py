@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from roost.router.balance import Slot, record_success
 from roost.router.h1 import IDEMPOTENT, LAST_CHUNK, chunk
-from roost.router.upstream import Upstream, open_upstream
 
 if TYPE_CHECKING:
     from roost.router.client import ClientConnection
     from roost.router.exchange import Exchange
     from roost.router.table import AppEntry
+    from roost.router.upstream import Upstream
 
 log = logging.getLogger("roost.router")
 
@@ -125,6 +125,9 @@ class Relay:
         self.connect_task = ctx.spawn(self._connect(slot))
 
     async def _connect(self, slot: Slot) -> None:
+        # (imported here: upstream.py and this module refer to each other's types)
+        from roost.router.upstream import open_upstream
+
         try:
             up = await open_upstream(self.client.ctx, slot)
         except Exception as exc:  # refused, unreachable, timeout: the instance failed

@@ -32,7 +32,7 @@ import asyncio
 import os
 import time
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
@@ -48,7 +48,8 @@ MAX_IDLE_PER_SLOT = 64
 # Header lines the pass-through path removes (lowercased, with their leading CRLF).
 
 
-class Upstream(asyncio.Protocol):
+class Upstream:
+    # An asyncio protocol by duck typing, like ClientConnection (see there).
     __slots__ = (
         "broken",
         "chunk_out",
@@ -102,7 +103,7 @@ class Upstream(asyncio.Protocol):
 
     # ---------------------------------------------------------------- asyncio protocol
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -392,8 +393,8 @@ async def open_upstream(ctx: Context, slot: Slot) -> Upstream:
     loop = ctx.loop
     timeout = ctx.limits.connect_timeout
 
-    def factory() -> Upstream:
-        return Upstream(ctx, slot)
+    def factory() -> asyncio.Protocol:
+        return cast(asyncio.Protocol, Upstream(ctx, slot))
 
     if b.unix_socket and (
         not b.host_id or b.host_id == ctx.host_id or os.path.exists(b.unix_socket)
@@ -401,10 +402,10 @@ async def open_upstream(ctx: Context, slot: Slot) -> Upstream:
         try:
             async with asyncio.timeout(timeout):
                 _, proto = await loop.create_unix_connection(factory, b.unix_socket)
-            return proto
+            return cast(Upstream, proto)
         except (FileNotFoundError, ConnectionRefusedError):
             if not b.port:
                 raise
     async with asyncio.timeout(timeout):
         _, proto = await loop.create_connection(factory, b.host or "127.0.0.1", b.port)
-    return proto
+    return cast(Upstream, proto)

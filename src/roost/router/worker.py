@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from roost import aio
+from roost.router import native
 from roost.router.accesslog import AccessLog
 from roost.router.balance import Balancer
 from roost.router.bundles import BundleKeeper, Ensure
-from roost.router.client import ClientConnection
+from roost.router.client import protocol_factory
 from roost.router.context import Context, Limits
 from roost.router.feed import RouteFeed
 from roost.router.table import RouteTable, build_table
@@ -85,6 +86,10 @@ class RouterWorker:
 
     async def __aenter__(self) -> RouterWorker:
         s = self.settings
+        if native.COMPILED:
+            log.info("request path: %s", native.STATUS)
+        else:
+            log.warning("request path: %s (slower; scripts/install compiles it)", native.STATUS)
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         try:
@@ -163,23 +168,21 @@ class RouterWorker:
         loop = asyncio.get_running_loop()
         ctx = self.ctx
 
-        def http() -> ClientConnection:
-            return ClientConnection(ctx, b"http")
-
         server = await loop.create_server(
-            http, self.host, self.port, reuse_port=self.reuse_port or None, backlog=2048
+            protocol_factory(ctx, b"http"),
+            self.host,
+            self.port,
+            reuse_port=self.reuse_port or None,
+            backlog=2048,
         )
         self._servers.append(server)
         self.port = _bound_port(server)
         if self.certs is not None:
             certs = self.certs
 
-            def https() -> ClientConnection:
-                return ClientConnection(ctx, b"https")
-
             try:
                 tls = await loop.create_server(
-                    https,
+                    protocol_factory(ctx, b"https"),
                     self.host,
                     self.tls_port or 0,
                     ssl=certs.server_context,

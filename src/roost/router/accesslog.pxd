@@ -1,0 +1,27 @@
+# Cython declarations for accesslog.py (pure Python mode: accesslog.py stays
+# the source; see native.py). An exchange is typed as its base, `Relay`, which
+# declares all of an Exchange's fields (see relay.pxd).
+
+cimport cython
+
+from roost.router.client cimport ClientConnection
+from roost.router.relay cimport Relay
+
+
+@cython.final
+cdef class AccessLog:
+    cdef public list _buf
+    cdef public int _fd
+    cdef public long long _second
+    cdef public Py_ssize_t _size
+    cdef public object path
+    cdef public bytes stamp
+
+    cpdef tick(self)
+    @cython.locals(line=bytes, url=bytes, host=bytes, user=bytes, rid=bytes, referer=bytes, agent=bytes)
+    cpdef log(self, ClientConnection client, Relay ex, double now)
+    cpdef flush(self)
+    cpdef close(self)
+
+
+cdef bytes _SAFE

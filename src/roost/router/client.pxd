@@ -1,0 +1,43 @@
+# Cython declarations for client.py (pure Python mode: client.py stays the
+# source; see native.py).
+
+cimport cython
+
+from roost.router.relay cimport Relay
+from roost.router.upstream cimport Upstream
+
+
+@cython.final
+cdef class ClientConnection:
+    cdef public list _drain
+    cdef public Relay active
+    cdef public bint closed
+    cdef public object ctx
+    cdef public Relay cur
+    cdef public double deadline
+    cdef public Py_ssize_t head_bytes
+    cdef public bint lingering
+    cdef public object parser
+    cdef public int paused
+    cdef public bytes peer
+    cdef public object queue
+    cdef public Py_ssize_t read_size
+    cdef public bytes scheme
+    cdef public object transport
+    cdef public Upstream tunnel
+    cdef public Relay upgrading
+    cdef public bint write_paused
+    cdef public double write_deadline
+
+    cpdef pause(self, int reason)
+    cpdef resume(self, int reason)
+    cpdef exchange_done(self, Relay ex)
+    cpdef local_error(self, Relay ex, int status, str title, str message, extra=*)
+    cpdef unknown_host(self, Relay ex)
+    cpdef abort_response(self, Relay ex, str why)
+    cpdef start_tunnel(self, Relay ex, Upstream up)
+    cpdef _reject(self, int status, str title, str message)
+    cpdef _finish(self, bint linger)
+    cpdef _log(self, Relay ex)
+    cpdef check(self, double now)
+    cpdef _timed_out(self)

@@ -1,0 +1,49 @@
+# Cython declarations for upstream.py (pure Python mode: upstream.py stays the
+# source; see native.py).
+
+cimport cython
+
+from roost.router.balance cimport Slot
+from roost.router.relay cimport Relay
+
+
+@cython.final
+cdef class Upstream:
+    cdef public bint broken
+    cdef public bint chunk_out
+    cdef public bint closed
+    cdef public bint complete
+    cdef public object ctx
+    cdef public double deadline
+    cdef public Relay ex
+    cdef public bytes hbuf
+    cdef public bint head_only
+    cdef public Py_ssize_t hpos
+    cdef public double idle_since
+    cdef public list out
+    cdef public object parser
+    cdef public bint reading_paused
+    cdef public bint received
+    cdef public object reframer
+    cdef public bint reusable
+    cdef public bint reused
+    cdef public Slot slot
+    cdef public bint started
+    cdef public object transport
+    cdef public bint tunnel
+    cdef public bint until_close
+
+    cpdef _flush(self, Relay ex)
+    cpdef _body(self, bytes data)
+    cpdef begin(self, Relay ex)
+    cpdef release(self, bint reusable)
+    cpdef close(self)
+    cpdef abort(self)
+    cpdef pause_reading(self)
+    cpdef resume_reading(self)
+    @cython.locals(i=Py_ssize_t, j=Py_ssize_t, te=Py_ssize_t, lh=bytes, extra=bytes, value=bytes)
+    cpdef bytes _edit_head(self, bytes head, int code, Relay ex)
+
+
+@cython.locals(i=Py_ssize_t, j=Py_ssize_t)
+cdef tuple _cut(bytes head, bytes lh, bytes marker)
