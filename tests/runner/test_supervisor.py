@@ -308,6 +308,19 @@ async def test_shutdown_stops_every_instance(tmp_path: Path) -> None:
     assert not any(alive(pid) for pid in pids)
 
 
+async def test_an_assignment_during_shutdown_does_not_restart_anything(tmp_path: Path) -> None:
+    """Heartbeats keep running while the runner stops: a late assignment is ignored."""
+    async with harness(tmp_path) as h:
+        spec = command_spec("sleep 300", web=False, name="worker")
+        h.sup.set_desired([assignment("w1", process_type="worker", spec=spec)])
+        await eventually(lambda: state(h, "w1") == "up", what="w1 up")
+        pid = h.sup.records["w1"].pid
+        h.sup.shutdown()
+        h.sup.set_desired([assignment("w1", process_type="worker", spec=spec)])
+        await eventually(lambda: not h.sup.records, what="every instance stopped")
+        assert not alive(pid)
+
+
 DEATH_HELPER = """
 import time
 from pathlib import Path

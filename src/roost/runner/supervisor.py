@@ -167,6 +167,10 @@ class Supervisor:
 
     def _apply(self, event: Event, now: float) -> None:
         if isinstance(event, DesiredChanged):
+            if self._stopping:
+                # An assignment that arrives while the runner stops (heartbeats
+                # run until the instances are down) must not bring them back.
+                return
             self._desired = list(event.instances)
             self._desired_by_id = {i.instance_id: i for i in event.instances}
         elif isinstance(event, Shutdown):
