@@ -98,6 +98,36 @@ async def test_head_and_http10(backends: Any, router: Any) -> None:
         await c.close()
 
 
+async def test_http10_is_told_however_the_request_keeps_its_connection(
+    backends: Any, router: Any
+) -> None:
+    """The router asks for the version only when keep-alive does not settle it:
+    every way an HTTP/1.0 client can ask to keep its connection still gets a
+    response it can read (no chunked coding), pipelined after HTTP/1.1 too."""
+    one = await backends("one")
+    stream = b"GET /stream?n=2&delay=0 HTTP/1.0\r\nHost: hello.localhost\r\n"
+    async with router([app("hello", one)]) as r:
+        for extra in (b"Connection: keep-alive\r\n", b"Proxy-Connection: keep-alive\r\n"):
+            c = await RawClient.open(r.port)
+            await c.send(stream + extra + b"\r\n")
+            raw = await c.read_all()
+            head, _, body = raw.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200") and b"chunked" not in head.lower(), extra
+            assert body == b"chunk-0;chunk-1;", extra
+            await c.close()
+        c = await RawClient.open(r.port)
+        await c.send(
+            b"GET /stream?n=2&delay=0 HTTP/1.1\r\nHost: hello.localhost\r\n\r\n" + stream + b"\r\n"
+        )
+        raw = await c.read_all()
+        first, _, second = raw.partition(b"chunk-1;\r\n0\r\n\r\n")
+        assert b"transfer-encoding: chunked" in first.lower()  # 1.1: chunked as it came
+        head, _, body = second.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"chunked" not in head.lower()
+        assert body == b"chunk-0;chunk-1;"
+        await c.close()
+
+
 async def test_unix_socket_backend(backends: Any, router: Any, tmp_path: Path) -> None:
     sock = tmp_path / "web.sock"
     local = await backends("local", unix_path=sock)

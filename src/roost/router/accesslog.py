@@ -56,7 +56,7 @@ class AccessLog:
     def log(self, client: ClientConnection, ex: Exchange, now: float) -> None:
         referer, agent = ex.referer, ex.agent  # (picked up while routing the request)
         url, host, user, rid = ex.url, ex.host, ex.user, ex.rid
-        if (url + referer + agent + host + user + rid).translate(None, _SAFE):
+        if b"".join((url, referer, agent, host, user, rid)).translate(None, _SAFE):
             # Something from the client needs escaping: a request cannot forge lines.
             url, referer, agent = _escape(url), _escape(referer), _escape(agent)
             host, user, rid = _escape(host), _escape(user), _escape(rid)

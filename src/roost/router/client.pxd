@@ -3,6 +3,8 @@
 
 cimport cython
 
+from roost.router.context cimport Context
+
 from roost.router.relay cimport Relay
 from roost.router.upstream cimport Upstream
 
@@ -12,7 +14,7 @@ cdef class ClientConnection:
     cdef public list _drain
     cdef public Relay active
     cdef public bint closed
-    cdef public object ctx
+    cdef public Context ctx
     cdef public Relay cur
     cdef public double deadline
     cdef public Py_ssize_t head_bytes
@@ -24,6 +26,7 @@ cdef class ClientConnection:
     cdef public Py_ssize_t read_size
     cdef public bytes scheme
     cdef public object transport
+    cdef public object write
     cdef public Upstream tunnel
     cdef public Relay upgrading
     cdef public bint write_paused

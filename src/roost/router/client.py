@@ -83,6 +83,7 @@ class ClientConnection:
         "transport",
         "tunnel",
         "upgrading",
+        "write",
         "write_deadline",
         "write_paused",
     )
@@ -94,6 +95,7 @@ class ClientConnection:
         self.parser = HttpRequestParser(self)
         self._drain: list[asyncio.Future[None]] = []
         self.transport: Any = None
+        self.write: Any = None  # transport.write, bound once per connection
         self.cur: Exchange | None = None
         self.active: Exchange | None = None
         self.upgrading: Exchange | None = None
@@ -112,12 +114,13 @@ class ClientConnection:
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self.write = transport.write
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if isinstance(peer, tuple) and peer else b"unix"
         ctx = self.ctx
         ctx.clients.add(self)
         # A connection that never sends a full head is cut off like a slow one.
-        self.deadline = ctx.now + ctx.limits.header_timeout
+        self.deadline = ctx.now + ctx.header_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -144,7 +147,7 @@ class ClientConnection:
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
         if tunnel is not None:
-            tunnel.transport.write(data)
+            tunnel.write(data)
             return
         if self.closed:
             return
@@ -183,7 +186,7 @@ class ClientConnection:
         if cur is not None and not cur.head_done:
             # httptools buffers a header line until it ends: bound it here.
             self.head_bytes += len(data)
-            if self.head_bytes > self.ctx.limits.max_header_bytes:
+            if self.head_bytes > self.ctx.max_header_bytes:
                 self._reject(431, "Request header too large", "The request head is too large.")
 
     def eof_received(self) -> bool | None:
@@ -197,7 +200,7 @@ class ClientConnection:
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        self.write_deadline = self.ctx.now + self.ctx.limits.idle_timeout
+        self.write_deadline = self.ctx.now + self.ctx.idle_timeout
         ex = self.active
         if ex is not None and ex.up is not None:
             ex.up.pause_reading()
@@ -245,14 +248,14 @@ class ClientConnection:
         ex = self.cur
         if ex is None:
             ctx = self.ctx
-            now = ctx.loop.time()
+            now = ctx.clock()
             self.cur = ex = Exchange(self, now, url)
             self.head_bytes = 0
             if self.active is None:
-                self.deadline = now + ctx.limits.header_timeout
+                self.deadline = now + ctx.header_timeout
         else:
             ex.url += url
-        if len(ex.url) > self.ctx.limits.max_header_bytes:
+        if len(ex.url) > self.ctx.max_header_bytes:
             raise _Reject(414, "URL too long", "The requested URL is too long.")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -264,25 +267,26 @@ class ClientConnection:
         ex = self.cur
         assert ex is not None
         headers = ex.headers
-        limits = self.ctx.limits
-        if len(headers) > limits.max_headers:
+        ctx = self.ctx
+        if len(headers) > ctx.max_headers:
             raise _Reject(431, "Request header too large", "The request has too many headers.")
-        if self.head_bytes + self.read_size > limits.max_header_bytes:
+        if self.head_bytes + self.read_size > ctx.max_header_bytes:
             size = len(ex.url) + sum(len(n) + len(v) + 4 for n, v in headers)
-            if size > limits.max_header_bytes:
+            if size > ctx.max_header_bytes:
                 raise _Reject(431, "Request header too large", "The request head is too large.")
         p = self.parser
         ex.head_done = True
         ex.method = p.get_method()
-        if p.get_http_version() != "1.1":
-            ex.http10 = True
         ex.keep_alive = p.should_keep_alive()
         ex.upgrade = p.should_upgrade()
         if self.active is None:
             self.active = ex
-            self.deadline = self.ctx.now + self.ctx.limits.idle_timeout
-            ex.start()
+            self.deadline = self.ctx.now + self.ctx.idle_timeout
+            ex.start()  # (asks the parser for the version only when it must)
         else:
+            # Started later, when the parser is on another request: ask now.
+            ex.http10 = p.get_http_version() != "1.1"
+            ex.version_known = True
             self.queue.append(ex)
             self.pause(1)
 
@@ -290,10 +294,10 @@ class ClientConnection:
         ex = self.cur
         assert ex is not None
         ex.bytes_in += len(body)
-        if ex.bytes_in > self.ctx.limits.max_body_bytes:
+        if ex.bytes_in > self.ctx.max_body_bytes:
             raise _Reject(413, "Request too large", "The request body is larger than allowed.")
         if ex is self.active:
-            self.deadline = self.ctx.now + self.ctx.limits.idle_timeout
+            self.deadline = self.ctx.now + self.ctx.idle_timeout
         ex.send_body(body)
 
     def on_message_complete(self) -> None:
@@ -322,10 +326,10 @@ class ClientConnection:
             if not queue:
                 self.resume(1)
             self.active = nxt
-            self.deadline = 0.0 if nxt.body_done else self.ctx.now + self.ctx.limits.idle_timeout
+            self.deadline = 0.0 if nxt.body_done else self.ctx.now + self.ctx.idle_timeout
             nxt.start()
         elif self.cur is None:
-            self.deadline = self.ctx.now + self.ctx.limits.idle_timeout
+            self.deadline = self.ctx.now + self.ctx.idle_timeout
 
     def local_error(
         self,
@@ -415,7 +419,7 @@ class ClientConnection:
             # An answer is already on its way: another one now would interleave. Cut.
             self.abort_response(active, title)
             return
-        ex = self.cur or Exchange(self, self.ctx.loop.time())
+        ex = self.cur or Exchange(self, self.ctx.clock())
         ex.abort()
         ex.keep_alive = False
         self.queue.clear()
@@ -438,7 +442,7 @@ class ClientConnection:
                 t.close()
                 return
             self.lingering = True
-            self.deadline = self.ctx.loop.time() + LINGER_S
+            self.deadline = self.ctx.clock() + LINGER_S
             if self.paused:
                 self.paused = 0
                 t.resume_reading()
@@ -447,12 +451,12 @@ class ClientConnection:
 
     def _log(self, ex: Exchange) -> None:
         ctx = self.ctx
-        now = ctx.loop.time()
+        now = ctx.clock()
         access = ctx.access
         if access is not None:
             access.log(self, ex, now)
         entry = ex.entry
-        ctx.stats.record(entry.label if entry is not None else b"", ex.status, now - ex.t0)
+        ctx.counts.record(entry.label if entry is not None else b"", ex.status, now - ex.t0)
 
     # ---------------------------------------------------------------- deadlines
 

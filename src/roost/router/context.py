@@ -55,6 +55,36 @@ Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 
 
 class Context:
+    """Compiled with the request path (context.pxd): the limits the hot path
+    reads per request are copied into typed fields (`Limits` is frozen)."""
+
+    __slots__ = (
+        "access",
+        "balancer",
+        "buffer_bytes",
+        "bundles",
+        "clients",
+        "clock",
+        "counts",
+        "first_byte_timeout",
+        "header_timeout",
+        "host_id",
+        "idle_timeout",
+        "limits",
+        "loop",
+        "max_attempts",
+        "max_body_bytes",
+        "max_header_bytes",
+        "max_headers",
+        "now",
+        "replay_bytes",
+        "rid_counter",
+        "rid_prefix",
+        "spawn",
+        "stats",
+        "table",
+    )
+
     def __init__(
         self,
         *,
@@ -66,13 +96,24 @@ class Context:
         host_id: str = "",
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self.clock = self.loop.time  # (bound once: requests read it twice each)
         # A coarse clock for deadlines, advanced by every sweep: setting a
         # deadline then costs an attribute read instead of a clock call.
         self.now = self.loop.time()
         self.limits = limits
+        self.header_timeout = limits.header_timeout
+        self.idle_timeout = limits.idle_timeout
+        self.first_byte_timeout = limits.first_byte_timeout
+        self.max_header_bytes = limits.max_header_bytes
+        self.max_headers = limits.max_headers
+        self.max_body_bytes = limits.max_body_bytes
+        self.max_attempts = limits.max_attempts
+        self.replay_bytes = limits.replay_bytes
+        self.buffer_bytes = limits.buffer_bytes
         self.spawn = spawn
         self.access = access
         self.stats = RequestStats()
+        self.counts = self.stats.counts  # (what a request updates: typed, compiled)
         self.balancer = balancer or Balancer()
         self.table: RouteTable = empty_table(default_domain)
         self.host_id = host_id

@@ -9,7 +9,7 @@ from roost.router.relay cimport Relay
 @cython.final
 cdef class Exchange(Relay):
 
-    @cython.locals(hosts=Py_ssize_t, kind=int, fwd=list, name=bytes, value=bytes)
+    @cython.locals(hosts=Py_ssize_t, kind=int, fwd=list, name=bytes, value=bytes, dropped=bint)
     cpdef start(self)
 
 

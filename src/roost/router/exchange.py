@@ -42,6 +42,7 @@ class Exchange(Relay):
         "upgrade",
         "url",
         "user",
+        "version_known",
     )
 
     def __init__(self, client: ClientConnection, now: float, url: bytes = b"") -> None:
@@ -52,6 +53,7 @@ class Exchange(Relay):
         self.pending = []
         self.method = b""
         self.http10 = False
+        self.version_known = False  # http10 is settled (else start() settles it)
         self.keep_alive = True
         self.upgrade = False
         self.head_done = False
@@ -97,6 +99,7 @@ class Exchange(Relay):
         accept_enc = b""
         rid: bytes | None = None
         hosts = 0
+        dropped = False  # a hop-by-hop header went (Proxy-Connection counts for the version)
         fwd: list[bytes] = [self.method, b" ", self.url, b" HTTP/1.1\r\n"]
         kinds = _KINDS
         for name, value in self.headers:
@@ -106,7 +109,7 @@ class Exchange(Relay):
             if kind == _PLAIN:
                 fwd += (name, b": ", value, b"\r\n")
             elif kind == _DROP:
-                pass
+                dropped = True
             elif kind == _HOST:
                 host = value
                 hosts += 1
@@ -134,6 +137,12 @@ class Exchange(Relay):
             else:  # _AGENT
                 self.agent = value
                 fwd += (name, b": ", value, b"\r\n")
+        if not self.version_known and (conn is not None or dropped or not self.keep_alive):
+            # HTTP/1.0 keeps a connection only when a Connection (or
+            # Proxy-Connection) header asks, so a keep-alive request without
+            # one is 1.1; otherwise ask the parser (still on this request),
+            # which costs a string format.
+            self.http10 = self.client.parser.get_http_version() != "1.1"
         self.host = host
         if rid is None or not rid or len(rid) > 200 or not rid.isascii():
             rid = b"%s-%x" % (ctx.rid_prefix, next(ctx.rid_counter))  # ctx.request_id(), inline
@@ -165,7 +174,7 @@ class Exchange(Relay):
                 size = int(content_length)
             except ValueError:
                 size = 0
-            if size > ctx.limits.max_body_bytes:
+            if size > ctx.max_body_bytes:
                 self.keep_alive = False
                 self.client.local_error(
                     self, 413, "Request too large", "The request body is larger than allowed."

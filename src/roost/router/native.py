@@ -41,7 +41,7 @@ log = logging.getLogger("roost.router")
 PACKAGE = "roost.router"
 HERE = Path(__file__).resolve().parent
 # Compiled as one unit (see above); imported in this order by each other.
-HOT = ("balance", "upstream", "relay", "exchange", "client", "accesslog")
+HOT = ("balance", "stats", "context", "upstream", "relay", "exchange", "client", "accesslog")
 MANIFEST = "_native.json"
 EXT_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 

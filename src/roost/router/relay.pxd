@@ -52,6 +52,7 @@ cdef class Relay:
     cdef public bint upgrade
     cdef public bytes url
     cdef public bytes user
+    cdef public bint version_known
 
     @cython.locals(slot=Slot, up=Upstream)
     cpdef proxy(self)

@@ -154,10 +154,10 @@ class Relay:
             # Keep what was sent until an answer starts, for a retry.
             self.replay = [data]
             self.replay_size = len(data)
-            if self.replay_size > self.client.ctx.limits.replay_bytes:
+            if self.replay_size > self.client.ctx.replay_bytes:
                 self.replayable = False
                 self.replay = None
-        up.transport.write(data)
+        up.write(data)
         if self.client.write_paused:
             up.pause_reading()
 
@@ -176,10 +176,10 @@ class Relay:
             return
         up = self.up
         if up is not None:
-            up.transport.write(data)
+            up.write(data)
             if self.replayable and self.replay is not None:
                 self.replay_size += len(data)
-                if self.replay_size > self.client.ctx.limits.replay_bytes:
+                if self.replay_size > self.client.ctx.replay_bytes:
                     self.replayable = False
                     self.replay = None
                 else:
@@ -187,7 +187,7 @@ class Relay:
         else:
             self.pending.append(data)
             self.pending_size += len(data)
-            if self.pending_size > self.client.ctx.limits.buffer_bytes:
+            if self.pending_size > self.client.ctx.buffer_bytes:
                 self.client.pause(4)
 
     def _release_slot(self) -> None:
@@ -205,11 +205,11 @@ class Relay:
             if not self.failed:
                 self.failed = []
             self.failed.append(slot)
-            if ctx.balancer.failed(slot, ctx.loop.time()):
+            if ctx.balancer.failed(slot, ctx.clock()):
                 app = self.entry.name if self.entry is not None else "?"
                 log.warning("ejected instance %s of %s: %s", slot.backend.instance_id, app, why)
         log.info("request %s to %s failed: %s", self.rid.decode(), slot, why)
-        if self.attempts >= ctx.limits.max_attempts:
+        if self.attempts >= ctx.max_attempts:
             self._bad_gateway()
             return
         if self.replay is not None:  # it was sent: send it all again
@@ -256,7 +256,7 @@ class Relay:
         else:
             if not up.reused:
                 ctx = self.client.ctx
-                ctx.balancer.failed(up.slot, ctx.loop.time())
+                ctx.balancer.failed(up.slot, ctx.clock())
             self._release_slot()
             self._bad_gateway()
 

@@ -17,15 +17,20 @@ from prometheus_client.registry import Collector
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
 
 
-class RequestStats(Collector):
+class RequestCounts:
+    """What a request updates (compiled with the request path: stats.pxd)."""
+
+    __slots__ = ("latency", "latency_sum", "requests")
+
     def __init__(self) -> None:
         # (app label as bytes, status // 100) -> count; labels are made when scraped
-        self.requests: defaultdict[tuple[bytes, int], int] = defaultdict(int)
+        self.requests: dict[tuple[bytes, int], int] = {}
         self.latency = [0] * len(BUCKETS)
         self.latency_sum = 0.0
 
     def record(self, app: bytes, status: int, seconds: float) -> None:
-        self.requests[(app, status // 100)] += 1
+        key = (app, status // 100)
+        self.requests[key] = self.requests.get(key, 0) + 1
         self.latency_sum += seconds
         if seconds <= 0.005:
             self.latency[0] += 1  # the common case, without the loop
@@ -35,20 +40,31 @@ class RequestStats(Collector):
                 self.latency[i] += 1
                 break
 
+
+class RequestStats(Collector):
+    """The counts as Prometheus metrics (registered once per worker)."""
+
+    def __init__(self) -> None:
+        self.counts = RequestCounts()
+
+    def record(self, app: bytes, status: int, seconds: float) -> None:
+        self.counts.record(app, status, seconds)
+
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         c = CounterMetricFamily(
             "roost_router_requests", "Requests answered", labels=["app", "status"]
         )
         counts: defaultdict[tuple[str, str], int] = defaultdict(int)
-        for (app, cls), n in list(self.requests.items()):
+        counted = self.counts
+        for (app, cls), n in list(counted.requests.items()):
             counts[(app.decode("latin-1") if app else "-", f"{cls}xx")] += n
         for (label, status), n in sorted(counts.items()):
             c.add_metric([label, status], n)
         yield c
         h = HistogramMetricFamily("roost_router_request_seconds", "Time to answer a request")
         cumulative, buckets = 0, []
-        for bound, n in zip(BUCKETS, self.latency, strict=True):
+        for bound, n in zip(BUCKETS, counted.latency, strict=True):
             cumulative += n
             buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
-        h.add_metric([], buckets, self.latency_sum)
+        h.add_metric([], buckets, counted.latency_sum)
         yield h

@@ -3,6 +3,8 @@
 
 cimport cython
 
+from roost.router.context cimport Context
+
 from roost.router.balance cimport Slot
 from roost.router.relay cimport Relay
 
@@ -13,7 +15,7 @@ cdef class Upstream:
     cdef public bint chunk_out
     cdef public bint closed
     cdef public bint complete
-    cdef public object ctx
+    cdef public Context ctx
     cdef public double deadline
     cdef public Relay ex
     cdef public bytes hbuf
@@ -30,6 +32,7 @@ cdef class Upstream:
     cdef public Slot slot
     cdef public bint started
     cdef public object transport
+    cdef public object write
     cdef public bint tunnel
     cdef public bint until_close
 

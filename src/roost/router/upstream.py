@@ -74,6 +74,7 @@ class Upstream:
         "transport",
         "tunnel",
         "until_close",
+        "write",
     )
 
     def __init__(self, ctx: Context, slot: Slot) -> None:
@@ -83,6 +84,7 @@ class Upstream:
         self.out: list[bytes] = []
         self.ex: Exchange | None = None
         self.transport: Any = None
+        self.write: Any = None  # transport.write, bound once per connection
         self.received = False  # any byte of the current response arrived
         self.started = False  # the current response's head was forwarded
         self.complete = False
@@ -105,6 +107,7 @@ class Upstream:
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self.write = transport.write
 
     def data_received(self, data: bytes) -> None:
         ex = self.ex
@@ -113,7 +116,7 @@ class Upstream:
             self.close()
             return
         if self.tunnel:
-            ex.client.transport.write(data)
+            ex.client.write(data)
             return
         self.received = True
         started = self.started
@@ -148,17 +151,17 @@ class Upstream:
             ex.upstream_broken(self, "instance sent bytes past the end of its response")
             return
         if out:
-            ex.client.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            ex.client.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
         if self.complete:
             ex.response_complete(self)
         else:
-            self.deadline = self.ctx.now + self.ctx.limits.idle_timeout
+            self.deadline = self.ctx.now + self.ctx.idle_timeout
 
     def _flush(self, ex: Exchange) -> None:
         out = self.out
         if out:
-            ex.client.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            ex.client.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
 
     def _body(self, data: bytes) -> None:
@@ -231,7 +234,7 @@ class Upstream:
         elif self.reframer is not None:
             self.reframer = None
             self.parser = HttpResponseParser(self)
-        self.deadline = self.ctx.now + self.ctx.limits.first_byte_timeout
+        self.deadline = self.ctx.now + self.ctx.first_byte_timeout
 
     def release(self, reusable: bool) -> None:
         """The exchange is done with us: back to the pool or closed."""
@@ -330,9 +333,12 @@ class Upstream:
         # Framing first, on the untouched copy (cutting lines below would move offsets).
         # (bytes.find is measurably cheaper than `in` here, and this runs per response)
         if (
-            lh.find(b"\r\ncontent-length:") < 0
+            # (keep-alive means the parser found the body's end in the head:
+            # a length or chunked; the usual case skips the search)
+            not self.parser.should_keep_alive()
             and code not in NO_BODY_STATUS
             and ex.method != b"HEAD"
+            and lh.find(b"\r\ncontent-length:") < 0
         ):
             te = lh.find(b"\r\ntransfer-encoding:")
             if te < 0 or b"chunked" not in lh[te : lh.find(b"\r\n", te + 2)]:

@@ -1,0 +1,37 @@
+# Cython declarations for context.py (pure Python mode: context.py stays the
+# source; see native.py). The request path reads the clock, the deadlines'
+# limits and the table through typed fields.
+
+cimport cython
+
+from roost.router.stats cimport RequestCounts
+
+
+
+
+@cython.final
+cdef class Context:
+    cdef public object access
+    cdef public object balancer
+    cdef public Py_ssize_t buffer_bytes
+    cdef public dict bundles
+    cdef public set clients
+    cdef public object clock
+    cdef public RequestCounts counts
+    cdef public double first_byte_timeout
+    cdef public double header_timeout
+    cdef public str host_id
+    cdef public double idle_timeout
+    cdef public object limits
+    cdef public object loop
+    cdef public Py_ssize_t max_attempts
+    cdef public Py_ssize_t max_body_bytes
+    cdef public Py_ssize_t max_header_bytes
+    cdef public Py_ssize_t max_headers
+    cdef public double now
+    cdef public Py_ssize_t replay_bytes
+    cdef public object rid_counter
+    cdef public bytes rid_prefix
+    cdef public object spawn
+    cdef public object stats
+    cdef public object table

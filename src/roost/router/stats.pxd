@@ -1,0 +1,15 @@
+# Cython declarations for stats.py (pure Python mode: stats.py stays the
+# source; see native.py). Only the per-request counter is an extension type;
+# the Prometheus collector around it stays a Python class.
+
+cimport cython
+
+
+@cython.final
+cdef class RequestCounts:
+    cdef public dict requests
+    cdef public list latency
+    cdef public double latency_sum
+
+    @cython.locals(key=tuple, i=Py_ssize_t)
+    cpdef record(self, bytes app, int status, double seconds)
