@@ -261,17 +261,20 @@ class ClientConnection:
     def on_header(self, name: bytes, value: bytes) -> None:
         # Sizes are checked once the head is complete (a head within one read
         # is bounded by the read size) or, for heads spanning reads, in data_received.
-        self.cur.headers.append((name, value))  # type: ignore[union-attr]
+        # Flat (name, value, name, value...): no tuple per header.
+        headers = self.cur.headers  # type: ignore[union-attr]
+        headers.append(name)
+        headers.append(value)
 
     def on_headers_complete(self) -> None:
         ex = self.cur
         assert ex is not None
         headers = ex.headers
         ctx = self.ctx
-        if len(headers) > ctx.max_headers:
+        if len(headers) > 2 * ctx.max_headers:
             raise _Reject(431, "Request header too large", "The request has too many headers.")
         if self.head_bytes + self.read_size > ctx.max_header_bytes:
-            size = len(ex.url) + sum(len(n) + len(v) + 4 for n, v in headers)
+            size = len(ex.url) + sum(map(len, headers)) + 2 * len(headers)  # (+ ": ", CRLF)
             if size > ctx.max_header_bytes:
                 raise _Reject(431, "Request header too large", "The request head is too large.")
         p = self.parser

@@ -9,7 +9,8 @@ from roost.router.relay cimport Relay
 @cython.final
 cdef class Exchange(Relay):
 
-    @cython.locals(hosts=Py_ssize_t, kind=int, fwd=list, name=bytes, value=bytes, dropped=bint)
+    @cython.locals(hosts=Py_ssize_t, kind=int, fwd=list, name=bytes, value=bytes, dropped=bint,
+                    headers=list, i=Py_ssize_t)
     cpdef start(self)
 
 

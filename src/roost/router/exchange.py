@@ -49,7 +49,7 @@ class Exchange(Relay):
         self.client = client
         self.t0 = now
         self.url = url
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: list[bytes] = []  # flat: name, value, name, value...
         self.pending = []
         self.method = b""
         self.http10 = False
@@ -102,7 +102,10 @@ class Exchange(Relay):
         dropped = False  # a hop-by-hop header went (Proxy-Connection counts for the version)
         fwd: list[bytes] = [self.method, b" ", self.url, b" HTTP/1.1\r\n"]
         kinds = _KINDS
-        for name, value in self.headers:
+        headers = self.headers
+        for i in range(0, len(headers), 2):
+            name = headers[i]
+            value = headers[i + 1]
             kind = kinds.get(name, -1)
             if kind < 0:
                 kind = _kind(name)

@@ -185,10 +185,11 @@ _WANTED = frozenset(
 
 def _request_headers(ex: Exchange) -> dict[bytes, bytes]:
     out: dict[bytes, bytes] = {}
-    for name, value in ex.headers:
-        ln = name.lower()
+    headers = ex.headers  # (flat: name, value, ...)
+    for i in range(0, len(headers), 2):
+        ln = headers[i].lower()
         if ln in _WANTED:
-            out[ln] = value
+            out[ln] = headers[i + 1]
     return out
 
 
