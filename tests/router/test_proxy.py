@@ -78,6 +78,27 @@ async def test_keep_alive_both_sides_and_pipelining(backends: Any, router: Any) 
         await c.close()
 
 
+async def test_instance_hop_by_hop_response_headers_are_dropped(backends: Any, router: Any) -> None:
+    """A plain `Connection: keep-alive` (any case) and one naming other headers:
+    none of them reach the client, the body arrives whole, the pool is reused."""
+    one = await backends("one")
+    async with router([app("hello", one)]) as r:
+        c = await RawClient.open(r.port)
+        for query in (
+            "h-Connection=keep-alive",
+            "h-CONNECTION=Keep-Alive",
+            "h-Connection=keep-alive,%20X-Secret&h-X-Secret=hop&h-Keep-Alive=timeout%3D5",
+            "h-X-Kept=yes",
+        ):
+            resp, body = await c.request("GET", f"/id?{query}", "hello.localhost")
+            names = {k.lower() for k, _ in resp.headers}
+            assert resp.status_code == 200 and body == b"one", query
+            assert not names & {b"connection", b"x-secret", b"keep-alive"}, query
+            assert (b"x-kept" in names) == ("X-Kept" in query)
+        assert one.connections == 1
+        await c.close()
+
+
 async def test_head_and_http10(backends: Any, router: Any) -> None:
     one = await backends("one")
     async with router([app("hello", one)]) as r:

@@ -44,6 +44,8 @@ cdef class Upstream:
     cpdef abort(self)
     cpdef pause_reading(self)
     cpdef resume_reading(self)
+    @cython.locals(i=Py_ssize_t, j=Py_ssize_t, lh=bytes, value=bytes)
+    cpdef bint _pass_through(self, bytes hbuf, Py_ssize_t end, Relay ex)
     @cython.locals(i=Py_ssize_t, j=Py_ssize_t, te=Py_ssize_t, lh=bytes, extra=bytes, value=bytes)
     cpdef bytes _edit_head(self, bytes head, int code, Relay ex)
 

@@ -290,10 +290,26 @@ class Upstream:
     def on_headers_complete(self) -> None:
         ex = self.ex
         assert ex is not None
-        code = self.parser.get_status_code()
+        parser = self.parser
+        code = parser.get_status_code()
         hbuf = self.hbuf
-        end = hbuf.find(b"\r\n\r\n", self.hpos) + 4
-        raw = hbuf[self.hpos : end]
+        hpos = self.hpos
+        end = hbuf.find(b"\r\n\r\n", hpos) + 4
+        if (
+            hpos == 0
+            and code >= 200
+            and code != 101
+            and ex.expires is None
+            and ex.keep_alive
+            and ex.method != b"HEAD"
+            and hbuf[7] != 48  # not "HTTP/1.0"
+            and parser.should_keep_alive()  # (so: a length or chunked, nothing to re-frame)
+            and self._pass_through(hbuf, end, ex)
+        ):
+            self.started = True
+            ex.status = code
+            return
+        raw = hbuf[hpos:end]
         self.hpos = end
         if code < 200 and code != 101:
             # Interim response (100 Continue, 103 Early Hints): relay, keep waiting.
@@ -308,6 +324,27 @@ class Upstream:
             self.complete = True
             self.head_only = True
             self.parser = HttpResponseParser(self)
+
+    def _pass_through(self, hbuf: bytes, end: int, ex: Exchange) -> bool:
+        """The usual response: forward this read as it came, less a plain
+        `Connection: keep-alive|close` line, without copying head and body
+        apart. False when the head needs `_edit_head` (other Connection tokens)."""
+        # (lowercase only the head, unless the read is small anyway)
+        lh = (hbuf if len(hbuf) - end < 4096 else hbuf[:end]).lower()
+        i = lh.find(b"\r\nconnection:", 0, end)
+        if i < 0:
+            self.out.append(hbuf)
+        else:
+            j = lh.find(b"\r\n", i + 2)
+            value = lh[i + 13 : j].strip()
+            if value != b"keep-alive" and value != b"close":
+                return False
+            if lh.find(b"\r\nkeep-alive:", 0, end) >= 0:
+                return False  # a Keep-Alive header to cut as well: `_edit_head`
+            self.out.append(hbuf[:i] + hbuf[j:])
+        ex.bytes_out += len(hbuf) - end
+        self.hpos = len(hbuf)  # all of it is in `out` already
+        return True
 
     def on_message_complete(self) -> None:
         if self.complete:
@@ -358,7 +395,7 @@ class Upstream:
         if i >= 0:
             j = lh.find(b"\r\n", i + 2)
             value = lh[i + 13 : j].strip()
-            if value == b"keep-alive" or value == b"close":
+            if (value == b"keep-alive" or value == b"close") and lh.find(b"\r\nkeep-alive:") < 0:
                 head = head[:i] + head[j:]
             else:
                 for token in value.split(b","):
@@ -366,6 +403,8 @@ class Upstream:
                     if token and token not in (b"keep-alive", b"close"):
                         head, lh = _cut(head, lh, b"\r\n" + token + b":")
                 head, lh = _cut(head, lh, b"\r\nconnection:")
+                # (Keep-Alive is hop-by-hop whether or not Connection names it)
+                head, lh = _cut(head, lh, b"\r\nkeep-alive:")
         if head[7] == 48:  # "HTTP/1.0": we answer as HTTP/1.1
             head = b"HTTP/1.1" + head[8:]
         if not ex.keep_alive:
