@@ -41,7 +41,17 @@ log = logging.getLogger("roost.router")
 PACKAGE = "roost.router"
 HERE = Path(__file__).resolve().parent
 # Compiled as one unit (see above); imported in this order by each other.
-HOT = ("balance", "stats", "context", "upstream", "relay", "exchange", "client", "accesslog")
+HOT = (
+    "table",
+    "balance",
+    "stats",
+    "context",
+    "upstream",
+    "relay",
+    "exchange",
+    "client",
+    "accesslog",
+)
 MANIFEST = "_native.json"
 EXT_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 

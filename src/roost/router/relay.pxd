@@ -2,6 +2,7 @@
 # source; see native.py).
 
 from roost.router.balance cimport Slot
+from roost.router.table cimport AppEntry
 from roost.router.client cimport ClientConnection
 from roost.router.upstream cimport Upstream
 
@@ -20,7 +21,7 @@ cdef class Relay:
     cdef public ClientConnection client
     cdef public object connect_task
     cdef public bint done
-    cdef public object entry
+    cdef public AppEntry entry
     cdef public object failed
     cdef public bint keep_alive
     cdef public bint local
