@@ -18,3 +18,4 @@ cdef dict _KINDS
 # (C ints: the header loop compares each header's kind against them)
 cdef int _PLAIN, _DROP, _HOST, _LENGTH, _TE, _CONN, _UPG, _AUTH, _ACCEPT_ENC, _RID, _REFERER, _AGENT
 cpdef int _kind(bytes name)
+cdef void _add(list fwd, bytes name, bytes value)

@@ -110,16 +110,16 @@ class Exchange(Relay):
             if kind < 0:
                 kind = _kind(name)
             if kind == _PLAIN:
-                fwd += (name, b": ", value, b"\r\n")
+                _add(fwd, name, value)
             elif kind == _DROP:
                 dropped = True
             elif kind == _HOST:
                 host = value
                 hosts += 1
-                fwd += (name, b": ", value, b"\r\n")
+                _add(fwd, name, value)
             elif kind == _LENGTH:
                 content_length = value
-                fwd += (name, b": ", value, b"\r\n")
+                _add(fwd, name, value)
             elif kind == _TE:
                 te = value
             elif kind == _CONN:
@@ -128,18 +128,18 @@ class Exchange(Relay):
                 upgrade = value
             elif kind == _AUTH:
                 auth = value
-                fwd += (name, b": ", value, b"\r\n")
+                _add(fwd, name, value)
             elif kind == _ACCEPT_ENC:
                 accept_enc = value
-                fwd += (name, b": ", value, b"\r\n")
+                _add(fwd, name, value)
             elif kind == _RID:
                 rid = value
             elif kind == _REFERER:
                 self.referer = value
-                fwd += (name, b": ", value, b"\r\n")
+                _add(fwd, name, value)
             else:  # _AGENT
                 self.agent = value
-                fwd += (name, b": ", value, b"\r\n")
+                _add(fwd, name, value)
         if not self.version_known and (conn is not None or dropped or not self.keep_alive):
             # HTTP/1.0 keeps a connection only when a Connection (or
             # Proxy-Connection) header asks, so a keep-alive request without
@@ -334,6 +334,14 @@ _SPECIAL = {
     },
 }
 _KINDS: dict[bytes, int] = {}
+
+
+def _add(fwd: list[bytes], name: bytes, value: bytes) -> None:
+    """One header line onto the head being built (appends: no tuple per header)."""
+    fwd.append(name)
+    fwd.append(b": ")
+    fwd.append(value)
+    fwd.append(b"\r\n")
 
 
 def _kind(name: bytes) -> int:
