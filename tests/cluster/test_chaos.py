@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 import sqlalchemy
@@ -310,6 +311,100 @@ def test_builder_gone_a_new_instance_gets_the_image_from_a_runner(
         assert f"cannot serve {digest}" in log  # the builder was tried, in vain
     finally:
         rc.start_builder()
+        rc.api("DELETE", f"/api/apps/{app}")
+    healthy(rc, watcher)
+
+
+def _holders(rc: RoostCluster, digest: str) -> set[str]:
+    engine = sqlalchemy.create_engine(rc.state_url)
+    try:
+        with engine.connect() as c:
+            rows = c.execute(
+                sqlalchemy.text("SELECT host_id FROM image_replicas WHERE digest = :d"),
+                {"d": digest},
+            )
+            return {str(r[0]) for r in rows}
+    finally:
+        engine.dispose()
+
+
+def _static_digest(rc: RoostCluster, app: str) -> str:
+    engine = sqlalchemy.create_engine(rc.state_url)
+    try:
+        with engine.connect() as c:
+            return str(
+                c.execute(
+                    sqlalchemy.text(
+                        "SELECT r.static_digest FROM releases r JOIN apps a"
+                        " ON a.id = r.app_id AND a.current_release = r.version"
+                        " WHERE a.name = :app"
+                    ),
+                    {"app": app},
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def _static_served(rc: RoostCluster, app: str, path: str, text: str) -> bool:
+    try:
+        r = rc.get(app, path, timeout=3)
+    except httpx.TransportError:
+        return False
+    return r.status_code == 200 and r.text == text
+
+
+def test_lost_replica_holder_is_replaced_and_a_new_router_gets_the_bundle_from_it(
+    rc: RoostCluster, watcher: RouteWatcher, tmp_path: Path
+) -> None:
+    healthy(rc, watcher)
+    app, src = "bundled", tmp_path / "bundled"
+    shutil.copytree(REPO / "examples" / "hello", src)
+    # /media, not /static: Flask would answer /static itself, the router must here.
+    (src / "media").mkdir()
+    (src / "media" / "hi.txt").write_text("hi from the bundle\n")
+    with open(src / "epio.ini", "a") as fh:
+        fh.write("\n[static]\n/media = media\n")
+    rc.cli("apps", "create", app)
+    r = rc.cli("deploy", str(src), "--app", app)
+    assert "is live" in r.stdout, r.stdout + r.stderr
+    image, holders = _image_and_holders(rc, app)
+    static = _static_digest(rc, app)
+    assert static and _holders(rc, static) == holders  # the bundle travels with the image
+    wait_for(
+        lambda: _static_served(rc, app, "/media/hi.txt", "hi from the bundle\n"), 30, "the bundle"
+    )
+    (gone,) = holders
+    hosts = rc.host_ids()
+    router = rc.routers[0]
+    try:
+        # The holder's host dies: the lease holder has another runner copy both
+        # (from the builder, still up), and records the copies.
+        rc.power_off(hosts[gone])
+        wait_for(
+            lambda: _holders(rc, image) - {gone} and _holders(rc, static) - {gone},
+            GRACE_S + 40,
+            "a new copy of the image and the bundle on a live runner",
+        )
+        # Then the builder goes too, and the router restarts with an empty
+        # cache: the bundle comes from the new holder.
+        for p in [p for p in rc.net.root_procs if p.poll() is None]:
+            p.terminate()
+            p.wait(30)
+        rc.power_off(router)
+        shutil.rmtree(router.data / "router" / "bundles", ignore_errors=True)
+        rc.boot(router)
+        wait_for(lambda: rc.router_answers(router), 30, "the router back")
+        wait_for(
+            lambda: _static_served(rc, app, "/media/hi.txt", "hi from the bundle\n"),
+            60,
+            "the static file served, the builder and the first holder down",
+        )
+        log = (rc.base / "logs" / f"{router.name}.log").read_text()
+        assert f"cannot serve {static}" in log  # the builder was tried, in vain
+    finally:
+        rc.start_builder()
+        rc.boot(hosts[gone])
         rc.api("DELETE", f"/api/apps/{app}")
     healthy(rc, watcher)
 

@@ -10,7 +10,16 @@ from pathlib import Path
 from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller.core import Controller
 from roost.controller.image_rpc import ImageRpc
-from roost.controller.replicas import ReleaseImage, needed_images, replica_sources
+from roost.controller.replicas import (
+    BACKOFF_MAX_S,
+    BACKOFF_S,
+    CopyAttempts,
+    ReleaseImage,
+    needed_images,
+    note_copy,
+    plan_copies,
+    replica_sources,
+)
 from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
@@ -49,6 +58,64 @@ def test_needed_images_current_pending_and_rollback() -> None:
     assert needed_images(rels, {1: None}, rollback=0) == {d("8")}
 
 
+def test_a_static_bundle_is_kept_as_long_as_its_image() -> None:
+    rels = [
+        ReleaseImage(1, 1, "superseded", d("1"), static=d("e")),
+        ReleaseImage(1, 2, "superseded", d("2"), static=d("f")),
+        ReleaseImage(1, 3, "active", d("3"), static=d("c")),
+        ReleaseImage(1, 4, "pending", d("4"), static=d("d")),
+        ReleaseImage(1, 5, "failed", d("5"), static=d("5")),
+    ]
+    assert needed_images(rels, {1: 3}, rollback=1) == {
+        d("3"),
+        d("c"),
+        d("4"),
+        d("d"),
+        d("2"),
+        d("f"),
+    }
+    assert needed_images(rels, {1: 3}, rollback=0) == {d("3"), d("c"), d("4"), d("d")}
+
+
+def test_plan_copies_asks_for_what_no_live_host_holds() -> None:
+    needed = {d("1"), d("2"), d("3")}
+    holders = {d("1"): {"h1"}, d("2"): {"gone"}, d("9"): {"gone"}}  # 3: never recorded
+    asks = plan_copies(needed, holders, ["h1", "h2"], {}, 0.0, random.Random(1))
+    # 1 is held by a live host; 9 is not needed; 2 and 3 get a copy on a live host.
+    assert [a[0] for a in asks] == [d("2"), d("3")]
+    assert all(h in ("h1", "h2") for _, h in asks)
+    # Nobody alive: nothing to ask.
+    assert plan_copies(needed, holders, [], {}, 0.0) == []
+    # Nothing needed: nothing to ask, whatever the holders.
+    assert plan_copies(set(), holders, ["h1"], {}, 0.0) == []
+
+
+def test_plan_copies_backs_off_per_digest_and_passes_failed_hosts_over() -> None:
+    needed, holders, alive = {d("1"), d("2")}, {d("1"): {"gone"}}, ["h1", "h2", "h3"]
+    attempts = note_copy({}, d("1"), "h1", ok=False, now=100.0)
+    assert attempts[d("1")] == CopyAttempts(1, 100.0 + BACKOFF_S, frozenset({"h1"}))
+    # While 1 backs off only 2 is asked for.
+    assert [a[0] for a in plan_copies(needed, holders, alive, attempts, 100.5)] == [d("2")]
+    # Once due, never the host that failed, whatever the draw.
+    for seed in range(20):
+        asks = plan_copies(
+            {d("1")}, holders, alive, attempts, 100.0 + BACKOFF_S, random.Random(seed)
+        )
+        assert asks and asks[0][1] in ("h2", "h3")
+    # Failures double the wait, up to a cap; when every live host failed, all are tried again.
+    attempts = note_copy(attempts, d("1"), "h2", ok=False, now=200.0)
+    attempts = note_copy(attempts, d("1"), "h3", ok=False, now=300.0)
+    assert attempts[d("1")].next_at == 300.0 + 4 * BACKOFF_S
+    assert attempts[d("1")].failed_hosts == {"h1", "h2", "h3"}
+    assert plan_copies({d("1")}, holders, alive, attempts, 300.0 + 4 * BACKOFF_S - 0.1) == []
+    assert len(plan_copies({d("1")}, holders, alive, attempts, 300.0 + 4 * BACKOFF_S)) == 1
+    for _ in range(20):
+        attempts = note_copy(attempts, d("1"), "h1", ok=False, now=1000.0)
+    assert attempts[d("1")].next_at == 1000.0 + BACKOFF_MAX_S
+    # A success forgets the digest's failures.
+    assert note_copy(attempts, d("1"), "h2", ok=True, now=1001.0) == {}
+
+
 def test_replica_sources_are_live_serving_hosts_but_the_asker() -> None:
     def hb(host: str, ep: str) -> Heartbeat:
         return Heartbeat(host_id=host, hostname=host, rpc_endpoint=ep, rpc_key="k" if ep else "")
@@ -76,7 +143,7 @@ async def test_sources_and_retention_answers(tmp_path: Path) -> None:
     app = store.create_app("rep", store.create_account("r@example.com"))
     spec = AppSpec(processes={"web": ProcessSpec(name="web", kind="command", command="x")})
     store.create_build("b1", app.id)
-    store.create_release(app.id, "b1", d("1"), "", spec, "", "v1")
+    store.create_release(app.id, "b1", d("1"), d("e"), spec, "", "v1")
     store.promote(app.id, 1)
     for digest, host in ((d("1"), "h1"), (d("1"), "h2"), (d("1"), "h1"), (d("9"), "h1")):
         store.add_replica(digest, host)  # the repeated confirmation is idempotent
@@ -86,9 +153,10 @@ async def test_sources_and_retention_answers(tmp_path: Path) -> None:
     assert [(s.host_id, s.endpoint) for s in reply.sources] == [("h1", "tcp://h1:9")]
     assert isinstance(await rpc.handle(ImageSourcesRequest(digest="bogus")), Error)
 
-    # h1 still holds 1 (current release) and 5 (no release); it dropped 9.
-    reply = await rpc.handle(ImageRetainRequest(host_id="h1", held=[d("1"), d("5")]))
-    assert reply == ImageRetain(digests=[d("1")])
-    assert store.host_replicas("h1") == {d("1")}  # 9 forgotten
+    # h1 still holds 1 (current release), its bundle e and 5 (no release); it dropped 9.
+    reply = await rpc.handle(ImageRetainRequest(host_id="h1", held=[d("1"), d("5"), d("e")]))
+    assert reply == ImageRetain(digests=[d("1"), d("e")])
+    assert store.host_replicas("h1") == {d("1")}  # 9 forgotten (e was never recorded)
     assert store.replica_hosts(d("1")) == ["h1", "h2"]
     assert store.replica_hosts(d("9")) == []
+    assert store.all_replicas() == {d("1"): {"h1", "h2"}}

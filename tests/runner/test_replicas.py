@@ -24,8 +24,9 @@ from roost.controller.store import Store
 from roost.images.cache import ImageCache
 from roost.images.digest import DigestMismatch
 from roost.images.serve import handle_image_request
-from roost.images.sources import Source
+from roost.images.sources import Source, ask_holders
 from roost.images.store import ImageStore
+from roost.router.bundles import image_cache_ensure
 from roost.runner.execs import RunnerExecs
 from roost.runner.images import CachedImages
 from roost.runner.layout import Layout
@@ -38,7 +39,7 @@ from roost.wire.keys import KeyPair, generate_keypair
 from roost.wire.messages import BuildResult, Error, Heartbeat, ImageChunkRequest, Msg
 from roost.wire.node import Node
 from roost.wire.rpc import RpcClient, RpcServer
-from tests.images.helpers import corrupt, put_layered
+from tests.images.helpers import corrupt, make_tar, put_layered
 
 VENV = {"bin/tool": b"#!/bin/sh\necho tool\n", "pyvenv.cfg": b"relocatable = true\n"}
 SPEC = AppSpec(processes={"web": ProcessSpec(name="web", kind="command", command="x", web=True)})
@@ -151,13 +152,35 @@ async def world(tmp_path: Path, hosts: tuple[str, ...]) -> AsyncIterator[World]:
                 await w.stop(name)
 
 
-def _build(w: World, image: str, build_id: str) -> BuildResult:
+def _build(w: World, image: str, build_id: str, static: str = "") -> BuildResult:
     """A finished build of app "rep" (created on first use) as the builder reports it."""
     store = w.controller.store
     if not any(a.name == "rep" for a in store.apps()):
         store.create_app("rep", store.create_account("rep@example.com"))
     store.create_build(build_id, store.app("rep").id)
-    return BuildResult(build_id=build_id, app="rep", ok=True, image_digest=image, spec=SPEC)
+    return BuildResult(
+        build_id=build_id,
+        app="rep",
+        ok=True,
+        image_digest=image,
+        static_digest=static,
+        spec=SPEC,
+    )
+
+
+def _hold_lease(c: Controller) -> None:
+    """This controller holds the scheduler lease and knows who is alive (as
+    core.Controller's lease loop leaves it, a grace period after taking it)."""
+    now = time.monotonic()
+    c.fence, c.lease_valid_until, c.leader_since = 1, now + 3600, now - 3600
+
+
+def _outlive(w: World, dead: str, at: float) -> None:
+    """Every runner but `dead` heartbeats at `at`; `dead`, silent, is marked down."""
+    for host, seen in list(w.controller.soft.hosts.items()):
+        if host != dead:
+            w.controller.soft.record(seen.heartbeat, at)
+    assert w.controller.soft.mark_down(at) == [dead]
 
 
 async def test_a_runner_fetches_from_the_replica_holder_when_the_builder_is_gone(
@@ -240,3 +263,79 @@ async def test_replica_retention_follows_the_releases(tmp_path: Path) -> None:
         assert await a.replicas.prune() == [old, code_old]
         assert set(a.replicas.store.list()) == {new, dep, code_new}
         assert store.host_replicas("a") == {new}
+
+
+async def test_a_lost_replica_is_replaced_and_routers_fetch_bundles_from_holders(
+    tmp_path: Path,
+) -> None:
+    async with world(tmp_path, ("a", "b", "c")) as w:
+        store = w.controller.store
+        image, dep, code = put_layered(w.builder_store, {"app/x.py": b"x = 1\n"}, VENV)
+        static = w.builder_store.put_bytes(make_tar({"css/site.css": b"body{}"}))
+        a = w.runner("a")
+        # 1. The bundle travels with the image: same host, both recorded.
+        await w.service.build_finished(_build(w, image, "b1", static=static))
+        store.promote(store.app("rep").id, 1)
+        assert store.all_replicas() == {image: {"a"}, static: {"a"}}
+        assert set(a.replicas.store.list()) == {image, dep, code, static}
+        assert a.replicas.store.verify(static)
+
+        # 2. Only the lease holder re-replicates; and while a holder is alive
+        # there is nothing to do.
+        b, c = w.runner("b"), w.runner("c")
+        assert await w.service.keep_replicas() == []  # not the lease holder
+        _hold_lease(w.controller)
+        assert await w.service.keep_replicas() == []  # a is alive
+
+        # 3. a's host dies: another live runner gets both, from the builder.
+        await w.stop("a")
+        _outlive(w, "a", time.monotonic() + 100)
+        done = await w.service.keep_replicas()
+        assert sorted(d for d, _, _ in done) == sorted([image, static])
+        assert all(ok for _, _, ok in done)
+        new = {h for _, h, _ in done}
+        assert new <= {"b", "c"}
+        for digest, host, _ in done:
+            assert store.replica_hosts(digest) == sorted({"a", host})
+            held = (b if host == "b" else c).replicas.store
+            assert held.verify(digest)
+        assert await w.service.keep_replicas() == []  # held by a live host again
+
+        # 4. The builder is gone too: a router that starts now fetches the
+        # bundle from a live holder, as a controller names it.
+        await w.stop("builder")
+        (static_host,) = {h for d, h, _ in done if d == static}
+        router_node = w.nodes["controller"]  # any admitted key will do for a client
+        controllers = w.client("controller", w.endpoints["controller"])
+
+        async def holders(digest: str) -> list[Source]:
+            return await ask_holders(
+                controllers, digest, "", lambda ep: RpcClient(router_node, [ep])
+            )
+
+        builders = w.client("controller", w.endpoints["builder"])  # silent now
+        ensure, release = image_cache_ensure(tmp_path / "router", 1 << 30, builders, holders)
+        root = await ensure(static)
+        assert (root / "css" / "site.css").read_bytes() == b"body{}"
+        release(static)
+        assert static_host in {"b", "c"}
+
+
+async def test_re_replication_backs_off_when_no_source_is_left(tmp_path: Path) -> None:
+    async with world(tmp_path, ("a", "b")) as w:
+        store = w.controller.store
+        image, _, _ = put_layered(w.builder_store, {"app/x.py": b"x = 2\n"}, VENV)
+        w.runner("a")
+        await w.service.build_finished(_build(w, image, "b1"))
+        store.promote(store.app("rep").id, 1)
+        assert store.replica_hosts(image) == ["a"]
+        w.runner("b")
+        _hold_lease(w.controller)
+        # The holder and the builder both gone: b cannot get the image anywhere.
+        await w.stop("a")
+        await w.stop("builder")
+        _outlive(w, "a", time.monotonic() + 100)
+        assert await w.service.keep_replicas() == [(image, "b", False)]
+        # Backing off: the next pass asks nobody.
+        assert await w.service.keep_replicas() == []
+        assert store.replica_hosts(image) == ["a"]

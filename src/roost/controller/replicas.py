@@ -6,14 +6,22 @@ Retention rule: an image stays wherever it is replicated while its app still
 needs it: the image of the current release, of a pending one, or of one of
 the ROLLBACK_IMAGES newest releases that served before (distinct images, so
 a run of config changes on one image counts once). Everything else is the
-holder's to drop when its store is over its size bound.
+holder's to drop when its store is over its size bound. A release's static
+bundle (served by routers) is kept exactly as long as its image.
+
+Re-replication (`plan_copies`, `note_copy`): the scheduler lease holder
+checks every few seconds that each image and bundle retention keeps has at
+least one recorded holder alive; for one that has none (the holder's host
+died), it asks another live runner to pull a copy. Failed asks back off per
+digest (doubling, capped), and a host that failed for a digest is not asked
+for it again until every other live host failed too.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from roost.wire.messages import Heartbeat, ImageSource
 
@@ -21,6 +29,9 @@ from roost.wire.messages import Heartbeat, ImageSource
 ROLLBACK_IMAGES = 3
 # Statuses of releases that served traffic once (rollback targets).
 _SERVED = ("active", "superseded")
+# Re-replication backoff per digest: first retry after BACKOFF_S, doubling up to BACKOFF_MAX_S.
+BACKOFF_S = 2.0
+BACKOFF_MAX_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,7 @@ class ReleaseImage:
     version: int
     status: str
     digest: str
+    static: str = ""  # the release's static bundle ("" when it has none)
 
 
 def needed_images(
@@ -50,8 +62,12 @@ def needed_images(
                 continue
             if r.version == current[app_id] or r.status == "pending":
                 out.add(r.digest)
+                if r.static:
+                    out.add(r.static)
             elif r.status in _SERVED and r.digest not in older and len(older) < rollback:
                 older.append(r.digest)
+                if r.static:
+                    out.add(r.static)
         out.update(older)
     return out
 
@@ -69,4 +85,65 @@ def replica_sources(
         if h != asker and h in alive and alive[h].rpc_endpoint and alive[h].rpc_key
     ]
     (rng or random).shuffle(out)
+    return out
+
+
+@dataclass(frozen=True)
+class CopyAttempts:
+    """Failed asks for a copy of one digest: when to try again, and whom not to ask."""
+
+    failures: int = 0
+    next_at: float = 0.0
+    failed_hosts: frozenset[str] = field(default_factory=frozenset)
+
+
+def plan_copies(
+    needed: Iterable[str],
+    holders: Mapping[str, Iterable[str]],
+    alive: Iterable[str],
+    attempts: Mapping[str, CopyAttempts],
+    now: float,
+    rng: random.Random | None = None,
+) -> list[tuple[str, str]]:
+    """(digest, host) asks: one per needed digest no live host holds.
+
+    `holders` are the recorded holders of each digest, `alive` the live
+    runners that serve RPC. A digest still backing off is left for later; a
+    host that failed for a digest is passed over while another is left.
+    """
+    live = sorted(set(alive))
+    r = rng or random
+    out: list[tuple[str, str]] = []
+    for digest in sorted(set(needed)):
+        held = set(holders.get(digest, ()))
+        if held & set(live):
+            continue
+        tried = attempts.get(digest, CopyAttempts())
+        if tried.next_at > now:
+            continue
+        fresh = [h for h in live if h not in held and h not in tried.failed_hosts]
+        if not fresh:  # every live host failed once: start over with all of them
+            fresh = [h for h in live if h not in held]
+        if fresh:
+            out.append((digest, r.choice(fresh)))
+    return out
+
+
+def note_copy(
+    attempts: Mapping[str, CopyAttempts], digest: str, host: str, ok: bool, now: float
+) -> dict[str, CopyAttempts]:
+    """The attempts after an ask of `host` for `digest` succeeded or failed."""
+    out = dict(attempts)
+    if ok:
+        out.pop(digest, None)
+        return out
+    prev = out.get(digest, CopyAttempts())
+    failures = prev.failures + 1
+    failed = prev.failed_hosts | {host}
+    out[digest] = replace(
+        prev,
+        failures=failures,
+        next_at=now + min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (failures - 1)),
+        failed_hosts=failed,
+    )
     return out

@@ -14,6 +14,7 @@ from roost.controller.core import Controller
 from roost.controller.gateway_rpc import GATEWAY_MESSAGES, GatewayRpc
 from roost.controller.image_rpc import IMAGE_MESSAGES, ImageRpc
 from roost.controller.metrics import BUILDS
+from roost.controller.replicas import CopyAttempts, needed_images, note_copy, plan_copies
 from roost.controller.services import ServiceError
 from roost.controller.store import AppRow, NotFound
 from roost.wire.cluster import Endpoint
@@ -38,6 +39,13 @@ from roost.wire.rpc import RemoteError, RpcClient, RpcTimeout
 
 log = logging.getLogger("roost.controller")
 
+# How long a runner may take to pull one image or bundle it was asked to hold.
+REPLICATE_TIMEOUT_S = 300.0
+# Re-replication: how often the lease holder checks, and at most how many
+# copies it asks for at once (the rest wait for the next pass).
+REPLICA_CHECK_S = 5.0
+COPIES_PER_PASS = 4
+
 
 class ControllerService:
     def __init__(
@@ -52,6 +60,7 @@ class ControllerService:
         self._finishing: set[str] = set()
         self.gateway = GatewayRpc(self)
         self.images = ImageRpc(controller)
+        self._copy_attempts: dict[str, CopyAttempts] = {}
 
     async def handle(self, msg: Msg) -> Msg:
         c = self.c
@@ -182,37 +191,101 @@ class ControllerService:
         return ""
 
     async def _replicate(self, app: AppRow, res: BuildResult) -> str:
-        """A second host holds a verified copy of the image before the release
-        exists: losing the builder's store then loses no serving image. The
-        runner keeps it in its own store and serves it to other runners
-        (roost.runner.replicas). Returns an error text, or "" when a runner
-        confirmed its copy."""
+        """A second host holds a verified copy of the image (and of its static
+        bundle) before the release exists: losing the builder's store then
+        loses no serving image. The runner keeps them in its own store and
+        serves them to other runners and routers (roost.runner.replicas).
+        Returns an error text, or "" when a runner confirmed its copies."""
         if self.client_for is None:
             return ""  # an API-only controller (tests): nothing to ask
-        hosts = [
-            s.heartbeat
-            for s in self.c.soft.alive_hosts()
-            if s.heartbeat.rpc_endpoint and s.heartbeat.rpc_key
-        ]
+        # The static bundle travels with the image, to the same host: routers
+        # that cannot reach a builder fetch it from there (roost.router.bundles).
+        digests = [res.image_digest] + ([res.static_digest] if res.static_digest else [])
+        hosts = self._replica_hosts()
         random.shuffle(hosts)
         last = "no runner host is up"
         for hb in hosts[:3]:
-            client = self.client_for(Endpoint(hb.rpc_endpoint, hb.rpc_key))
-            try:
-                await client.call(ImageReplicate(digest=res.image_digest), timeout=300, tries=1)
-            except (RpcTimeout, RemoteError) as exc:
-                last = f"{hb.host_id}: {exc}"
+            why = await self._ask_copy(hb, digests)
+            if why:
+                last = why
                 continue
-            finally:
-                await client.close()
-            # Recorded before the release exists: runners that cannot reach
-            # a builder find this copy through ImageSourcesRequest.
-            await asyncio.to_thread(self.c.store.add_replica, res.image_digest, hb.host_id)
             self.c.platform_log(
                 app.name, f"-----> image copied to host {hb.hostname}", res.build_id, "build"
             )
             return ""
         return f"could not put a second copy of the image on another host ({last})"
+
+    def _replica_hosts(self) -> list[Heartbeat]:
+        """Live runners that serve RPC (so can hold and serve a copy)."""
+        return [
+            s.heartbeat
+            for s in self.c.soft.alive_hosts()
+            if s.heartbeat.rpc_endpoint and s.heartbeat.rpc_key
+        ]
+
+    async def _ask_copy(self, hb: Heartbeat, digests: list[str]) -> str:
+        """Ask runner `hb` to hold `digests`, recording each copy it confirms
+        (before any release relies on it: runners and routers that cannot
+        reach a builder find it through ImageSourcesRequest). "" or why not."""
+        assert self.client_for is not None
+        client = self.client_for(Endpoint(hb.rpc_endpoint, hb.rpc_key))
+        try:
+            for digest in digests:
+                try:
+                    await client.call(
+                        ImageReplicate(digest=digest), timeout=REPLICATE_TIMEOUT_S, tries=1
+                    )
+                except (RpcTimeout, RemoteError) as exc:
+                    return f"{hb.host_id}: {exc}"
+                await asyncio.to_thread(self.c.store.add_replica, digest, hb.host_id)
+        finally:
+            await client.close()
+        return ""
+
+    async def replica_loop(self) -> None:
+        """Every REPLICA_CHECK_S, keep_replicas (does nothing off the lease)."""
+        while True:
+            await asyncio.sleep(REPLICA_CHECK_S)
+            try:
+                await self.keep_replicas()
+            except Exception:
+                log.exception("re-replication pass failed")
+
+    async def keep_replicas(self) -> list[tuple[str, str, bool]]:
+        """One re-replication pass of the lease holder (see roost.controller.replicas):
+        a copy on another live runner of every kept image or bundle whose holders
+        are all down. Returns the asks made: (digest, host, succeeded)."""
+        c = self.c
+        if self.client_for is None or not c.is_leader or not c.settled(time.monotonic()):
+            return []  # a replica that just took the lease does not yet know who is alive
+        needed, holders = await asyncio.to_thread(self._replica_state)
+        alive = {hb.host_id: hb for hb in self._replica_hosts()}
+        asks = plan_copies(needed, holders, alive, self._copy_attempts, time.monotonic())
+        asks = asks[:COPIES_PER_PASS]
+        if not asks:
+            return []
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                (digest, host, tg.create_task(self._ask_copy(alive[host], [digest])))
+                for digest, host in asks
+            ]
+        done: list[tuple[str, str, bool]] = []
+        for digest, host, task in tasks:
+            why = task.result()
+            self._copy_attempts = note_copy(
+                self._copy_attempts, digest, host, not why, time.monotonic()
+            )
+            if why:
+                log.warning("no new copy of %s (no live host held one): %s", digest, why)
+            else:
+                log.info("copied %s to host %s: no live host held it", digest, host)
+            done.append((digest, host, not why))
+        return done
+
+    def _replica_state(self) -> tuple[set[str], dict[str, set[str]]]:
+        """What retention keeps, and every recorded copy (a worker thread)."""
+        releases, current = self.c.store.release_images()
+        return needed_images(releases, current), self.c.store.all_replicas()
 
     def _serving_lock(self, app_id: int) -> str:
         """The serving release's lock: a build with unchanged requirements reuses it."""

@@ -1,4 +1,4 @@
-"""Image replicas: which hosts confirmed a verified copy of which image."""
+"""Image replicas: which hosts confirmed a verified copy of which image or static bundle."""
 
 from __future__ import annotations
 
@@ -34,6 +34,14 @@ class ImageReplicaStore:
             )
             return sorted(r.host_id for r in rows)
 
+    def all_replicas(self) -> dict[str, set[str]]:
+        """Every recorded copy: digest -> the hosts holding it."""
+        out: dict[str, set[str]] = {}
+        with self.engine.connect() as c:
+            for r in c.execute(select(t.image_replicas.c.digest, t.image_replicas.c.host_id)):
+                out.setdefault(r.digest, set()).add(r.host_id)
+        return out
+
     def host_replicas(self, host_id: str) -> set[str]:
         with self.engine.connect() as c:
             rows = c.execute(
@@ -56,13 +64,14 @@ class ImageReplicaStore:
         """Every release's image and status, and each app's current release."""
         with self.engine.connect() as c:
             rels = [
-                ReleaseImage(r.app_id, r.version, r.status, r.image_digest)
+                ReleaseImage(r.app_id, r.version, r.status, r.image_digest, r.static_digest)
                 for r in c.execute(
                     select(
                         t.releases.c.app_id,
                         t.releases.c.version,
                         t.releases.c.status,
                         t.releases.c.image_digest,
+                        t.releases.c.static_digest,
                     )
                 )
             ]

@@ -12,6 +12,11 @@ that do not hash to their digest) is skipped for the rest of the plan and
 the next is tried; verification stays where it was (fetch_image,
 pull_into_store), so a corrupted source can only cost time. Clients that
 came from `more()` belong to the plan and are closed with it.
+
+`ask_holders` is the usual `more()`: it asks a controller which live hosts
+hold a replica of the digest (ImageSourcesRequest). Runners and routers
+both use it, so a static bundle reaches a router the way an image reaches a
+runner.
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ from roost.images.digest import DigestMismatch, ImageError
 from roost.images.fetch import fetch_image
 from roost.images.replicate import pull_into_store
 from roost.images.store import ImageStore
-from roost.wire.messages import ImageChunk, ImageChunkRequest
+from roost.wire.cluster import Endpoint
+from roost.wire.messages import ImageChunk, ImageChunkRequest, ImageSources, ImageSourcesRequest
 from roost.wire.rpc import RemoteError, RpcClient, RpcTimeout
 
 log = logging.getLogger("roost.images")
 
 PROBE_S = 3.0
+ASK_TIMEOUT_S = 3.0
 T = TypeVar("T")
 
 
@@ -43,6 +50,30 @@ class Source:
 
 
 MoreSources = Callable[[], Awaitable[list[Source]]]
+
+
+async def ask_holders(
+    controllers: RpcClient,
+    digest: str,
+    asker: str,
+    client_for: Callable[[Endpoint], RpcClient],
+    timeout: float = ASK_TIMEOUT_S,
+) -> list[Source]:
+    """Live hosts a controller names as holders of `digest` (but `asker`), a
+    client each, owned by the caller (a SourcePlan closes them). [] when no
+    controller answers: the caller then has only its fixed sources."""
+    try:
+        reply = await controllers.call(
+            ImageSourcesRequest(digest=digest, host_id=asker), timeout=timeout
+        )
+    except (RpcTimeout, RemoteError) as exc:
+        log.warning("no controller said where replicas of %s are: %s", digest, exc)
+        return []
+    if not isinstance(reply, ImageSources):
+        return []
+    return [
+        Source(f"host {s.host_id}", client_for(Endpoint(s.endpoint, s.key))) for s in reply.sources
+    ]
 
 
 async def probe(client: RpcClient, digest: str, timeout: float = PROBE_S) -> str:

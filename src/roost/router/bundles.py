@@ -2,8 +2,9 @@
 
 The route table names each app's bundle by digest. When a table arrives with
 digests this worker does not have, they are queued; a background task fetches
-them through `roost.images` (download, verify, unpack into a local cache) a
-few at a time, retrying failures with backoff, and publishes each ready
+them through `roost.images` (download, verify, unpack into a local cache;
+from the builders' stores, else from runners holding a replica) a few at a
+time, retrying failures with backoff, and publishes each ready
 directory in `ctx.bundles`. Until then requests under a static prefix go to
 the app. Bundles the table no longer names are unpinned (the cache may evict
 them) and forgotten.
@@ -16,10 +17,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from roost import aio
 from roost.router.context import Context
 from roost.router.table import RouteTable
+
+if TYPE_CHECKING:
+    from roost.images.sources import Source
+    from roost.wire.rpc import RpcClient
 
 log = logging.getLogger("roost.router.bundles")
 
@@ -98,17 +104,35 @@ class BundleKeeper:
 
 
 def image_cache_ensure(
-    cache_dir: Path, max_bytes: int, client: object
+    cache_dir: Path,
+    max_bytes: int,
+    client: RpcClient | None,
+    holders: Callable[[str], Awaitable[list[Source]]] | None = None,
 ) -> tuple[Ensure, Callable[[str], None]]:
     """An `Ensure` backed by roost.images (cache + chunked fetch over the wire),
-    and the matching release callback (unpin)."""
+    and the matching release callback (unpin).
+
+    `client` reaches the builders' image stores; `holders(digest)`, when
+    given, names further sources (roost.images.sources.Source: runners
+    holding a replica, as a controller says), tried when no builder can
+    serve the bundle (roost.images.sources.SourcePlan)."""
     from roost.images.cache import ImageCache
-    from roost.images.fetch import fetch_image
+    from roost.images.sources import Source, SourcePlan
 
     cache = ImageCache(cache_dir, max_bytes)
+    fixed = [Source("builders", client)] if client is not None else []
 
     async def fetcher(digest: str, dest: Path) -> Path:
-        return await fetch_image(client, digest, dest)  # type: ignore[arg-type]
+        more = None
+        if holders is not None:
+            ask = holders
+
+            async def more_sources() -> list[Source]:
+                return await ask(digest)
+
+            more = more_sources
+        async with SourcePlan(fixed, more) as plan:
+            return await plan.fetch(digest, dest)
 
     async def ensure(digest: str) -> Path:
         if cache.has(digest) and digest in cache.pinned():

@@ -17,17 +17,19 @@ import multiprocessing
 import signal
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import REGISTRY
 
+from roost.images.sources import Source, ask_holders
 from roost.metrics import serve as serve_metrics
 from roost.router.bundles import image_cache_ensure
 from roost.router.worker import RouterWorker
 from roost.settings import Settings
 from roost.wire.bootstrap import open_node
+from roost.wire.node import Node
 from roost.wire.rpc import RpcClient
 
 log = logging.getLogger("roost.router")
@@ -81,11 +83,18 @@ async def _worker_main(
     access_path = None if access == "-" else Path(access) if access else state / "access.log"
     async with node:
         images: RpcClient | None = None
+        controllers: RpcClient | None = None
         ensure = release = None
         if cluster.of("images"):
             images = RpcClient(node, cluster.of("images"))
+        if cluster.of("controller"):
+            controllers = RpcClient(node, cluster.of("controller"))
+        if images is not None or controllers is not None:
             ensure, release = image_cache_ensure(
-                state / "bundles" / f"w{index}", settings.image_cache_bytes, images
+                state / "bundles" / f"w{index}",
+                settings.image_cache_bytes,
+                images,
+                _holders(node, controllers) if controllers is not None else None,
             )
         else:
             log.warning("no image store endpoint: static bundles cannot be fetched")
@@ -113,8 +122,19 @@ async def _worker_main(
                 await stop.wait()
                 log.info("router worker %d stopping", index)
         finally:
-            if images is not None:
-                await images.close()
+            for client in (images, controllers):
+                if client is not None:
+                    await client.close()
+
+
+def _holders(node: Node, controllers: RpcClient) -> Callable[[str], Awaitable[list[Source]]]:
+    """Runners holding a replica of a bundle, as a controller names them: the
+    sources a bundle is fetched from when no builder can serve it."""
+
+    async def holders(digest: str) -> list[Source]:
+        return await ask_holders(controllers, digest, "", lambda ep: RpcClient(node, [ep]))
+
+    return holders
 
 
 def _probe(host: str, port: int) -> int:

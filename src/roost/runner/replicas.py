@@ -3,7 +3,8 @@
 Theory of operation: when the controller asks for a second copy of a new
 image (ImageReplicate), the runner pulls its manifest and layers, verified,
 into its own ImageStore (DATA/runner/store), from the builders or, failing
-them, from other hosts holding a replica. Other runners fetch from it with
+them, from other hosts holding a replica. A release's static bundle, asked
+for the same way, is a plain blob: pulled alone. Other runners fetch from it with
 ImageChunkRequest on this runner's RPC endpoint (the one its heartbeats
 advertise, which the controller hands out as a source). The runner's own
 image cache is filled from this store by hard links, without the network.
@@ -27,15 +28,13 @@ from collections.abc import Callable, Sequence
 
 from roost.images import retention
 from roost.images.serve import handle_image_request
-from roost.images.sources import Source, SourcePlan
+from roost.images.sources import Source, SourcePlan, ask_holders
 from roost.images.store import ImageStore
 from roost.wire.cluster import Endpoint
 from roost.wire.messages import (
     ImageChunkRequest,
     ImageRetain,
     ImageRetainRequest,
-    ImageSources,
-    ImageSourcesRequest,
     Msg,
 )
 from roost.wire.rpc import RemoteError, RpcClient, RpcTimeout
@@ -63,19 +62,9 @@ class ReplicaDirectory:
 
     async def holders(self, digest: str) -> list[Source]:
         """Other live hosts holding `digest` (a client each, owned by the caller)."""
-        try:
-            reply = await self.controllers.call(
-                ImageSourcesRequest(digest=digest, host_id=self.host_id), timeout=ASK_TIMEOUT_S
-            )
-        except (RpcTimeout, RemoteError) as exc:
-            log.warning("no controller said where replicas of %s are: %s", digest, exc)
-            return []
-        if not isinstance(reply, ImageSources):
-            return []
-        return [
-            Source(f"host {s.host_id}", self.client_for(Endpoint(s.endpoint, s.key)))
-            for s in reply.sources
-        ]
+        return await ask_holders(
+            self.controllers, digest, self.host_id, self.client_for, ASK_TIMEOUT_S
+        )
 
     async def retained(self, held: list[str]) -> set[str] | None:
         """The held images a release still uses; None when no controller answered."""
