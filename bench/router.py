@@ -13,7 +13,9 @@ Then churn: 3000 apps, one under load, while a fake controller (real CURVE
 sockets, the same messages a controller sends) publishes a route delta every
 100 ms that adds and removes instances on other apps and on the loaded app's
 spare instances (all live). Failed requests and throughput are compared with
-the same setup without churn. The same for nginx with 3000 virtual hosts
+the same setup without churn, in short alternating steady/churn pairs: the
+ratio printed is the median of the pairs' ratios (adjacent phases share the
+machine's load of the moment). The same for nginx with 3000 virtual hosts
 reloaded every 0.5 s.
 
 Installs nginx, haproxy and wrk from the OS packages when missing (as root).
@@ -367,7 +369,10 @@ async def main() -> None:
     # rounds are what holds still when the shared machine's load moves.
     seconds = 2.0 if args.quick else 6.0
     rounds = 2 if args.quick else 5
-    pairs = 2 if args.quick else 5
+    # Churn: many short steady/churn pairs; each pair's ratio compares two
+    # adjacent phases, so drift in the machine's load cancels within a pair.
+    churn_seconds = 2.0 if args.quick else 3.0
+    pairs = 3 if args.quick else 10
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="roost-bench-"))
     backend = free_port()
@@ -422,12 +427,14 @@ async def main() -> None:
             }
             await plain_rounds(targets, procs, rounds, seconds, results)
             print("churn, roost:", flush=True)
-            churn = await roost_churn(ctl, ports["roost"], backend, spares, dead, seconds, pairs)
+            churn = await roost_churn(
+                ctl, ports["roost"], backend, spares, dead, churn_seconds, pairs
+            )
         stop(router)
         router = None
         proxy_ng.stop()
         nginx_churn = await nginx_reload_churn(
-            proxy_ng, ports["nginx"], backend, spares, dead, seconds, pairs
+            proxy_ng, ports["nginx"], backend, spares, dead, churn_seconds, pairs
         )
     finally:
         if router is not None:
@@ -465,9 +472,9 @@ async def main() -> None:
     print(f"roost_p99_ms: {p99['roost']:.2f}")
     print(f"nginx_p99_ms: {p99['nginx']:.2f}")
     print(f"churn_failed_requests: {churn['failed']}")
-    print(f"churn_throughput_ratio: {churn['churn'] / churn['steady']:.3f}")
+    print(f"churn_throughput_ratio: {churn['ratio']:.3f}")
     print(f"nginx_reload_failed_requests: {nginx_churn['failed']}")
-    print(f"nginx_reload_throughput_ratio: {nginx_churn['churn'] / nginx_churn['steady']:.3f}")
+    print(f"nginx_reload_throughput_ratio: {nginx_churn['ratio']:.3f}")
 
 
 async def _repeat(
@@ -485,10 +492,11 @@ async def alternate(
     step: Callable[[], Awaitable[None]],
     interval: float,
     settle: float = 0.0,
-) -> tuple[float, float, int]:
+) -> tuple[float, float, float, int]:
     """Steady and churning loads in alternation (the order flips each pair, so
     drifting background load hits both alike); churn runs `step` every
-    `interval`. Returns (median steady rps, median churn rps, failed requests)."""
+    `interval`. Returns (median steady rps, median churn rps, median of the
+    pairs' churn/steady ratios, failed requests)."""
     rates: dict[str, list[float]] = {"steady": [], "churn": []}
     failed = 0
     for k in range(pairs):
@@ -503,7 +511,8 @@ async def alternate(
             rates[phase].append(load.rps)
             failed += load.failed  # a failure without churn counts too
             print(f"  {phase:6s} {load.rps:10.0f} req/s  failed {load.failed}", flush=True)
-    return statistics.median(rates["steady"]), statistics.median(rates["churn"]), failed
+    ratio = statistics.median(c / s for c, s in zip(rates["churn"], rates["steady"], strict=True))
+    return statistics.median(rates["steady"]), statistics.median(rates["churn"]), ratio, failed
 
 
 async def roost_churn(
@@ -534,7 +543,7 @@ async def roost_churn(
         await ctl.change([app_route(0, backend, live, dead), *others])
         deltas += 1
 
-    steady, churning, failed = await alternate(port, seconds, pairs, step, 0.1)
+    steady, churning, ratio, failed = await alternate(port, seconds, pairs, step, 0.1)
     # Prove the deltas were applied, not dropped: a brand-new app answers.
     late = Backend(instance_id="late", host=HOST, port=backend)
     await ctl.change([AppRoute(app="latecomer", hostnames=[], backends=[late])])
@@ -542,6 +551,7 @@ async def roost_churn(
     return {
         "steady": steady,
         "churn": churning,
+        "ratio": ratio,
         "failed": failed,
         "deltas": deltas,
         "snapshots": ctl.snapshot_requests,
@@ -585,9 +595,15 @@ async def nginx_reload_churn(
         reloads += 1
 
     # (settle: the last reload's old workers finish before a steady phase)
-    steady, churning, failed = await alternate(port, seconds, pairs, step, 0.5, settle=1.0)
+    steady, churning, ratio, failed = await alternate(port, seconds, pairs, step, 0.5, settle=1.0)
     ng.stop()
-    return {"steady": steady, "churn": churning, "failed": failed, "reloads": reloads}
+    return {
+        "steady": steady,
+        "churn": churning,
+        "ratio": ratio,
+        "failed": failed,
+        "reloads": reloads,
+    }
 
 
 if __name__ == "__main__":

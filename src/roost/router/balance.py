@@ -100,6 +100,8 @@ def record_success(slot: Slot) -> None:
 class Balancer:
     """The worker's slots, bound to each entry of the current table."""
 
+    __slots__ = ("eject_s", "max_fails", "slots")
+
     def __init__(self, max_fails: int = 1, eject_s: float = 10.0) -> None:
         self.max_fails = max_fails
         self.eject_s = eject_s

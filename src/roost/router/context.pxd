@@ -4,6 +4,7 @@
 
 cimport cython
 
+from roost.router.balance cimport Balancer
 from roost.router.stats cimport RequestCounts
 
 
@@ -12,7 +13,7 @@ from roost.router.stats cimport RequestCounts
 @cython.final
 cdef class Context:
     cdef public object access
-    cdef public object balancer
+    cdef public Balancer balancer
     cdef public Py_ssize_t buffer_bytes
     cdef public dict bundles
     cdef public set clients
