@@ -11,6 +11,7 @@ callback only reads that map, so a handshake never waits for anything.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import ipaddress
 import logging
@@ -63,17 +64,30 @@ def generate_self_signed(hostnames: list[str]) -> tuple[bytes, bytes]:
 
 
 def default_certificate(directory: Path, default_domain: str) -> tuple[Path, Path]:
-    """The router's default certificate files, generated on first use."""
+    """The router's default certificate files, generated on first use.
+
+    Workers start together and share the directory: one generates under a
+    lock while the others wait, and each file appears whole (written aside,
+    then renamed), so no worker ever loads one worker's key with another's
+    certificate.
+    """
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     cert, key = directory / "default.crt", directory / "default.key"
-    if not (cert.exists() and key.exists()):
-        names = [f"*.{default_domain}", default_domain, "localhost", "127.0.0.1"]
-        cert_pem, key_pem = generate_self_signed(list(dict.fromkeys(names)))
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key_pem)
-        cert.write_bytes(cert_pem)
-        log.info("generated a self-signed default certificate in %s", directory)
+    lock = os.open(directory / "default.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (cert.exists() and key.exists()):
+            names = [f"*.{default_domain}", default_domain, "localhost", "127.0.0.1"]
+            cert_pem, key_pem = generate_self_signed(list(dict.fromkeys(names)))
+            for path, data in ((key, key_pem), (cert, cert_pem)):
+                tmp = path.with_name(path.name + ".tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, path)
+            log.info("generated a self-signed default certificate in %s", directory)
+    finally:
+        os.close(lock)  # (releases the lock)
     return cert, key
 
 
