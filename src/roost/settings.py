@@ -59,6 +59,12 @@ class Settings:
     router_access_log: str = _setting(
         "", "ROOST_ROUTER_ACCESS_LOG", "access log file ('' = DATA/router/access.log, '-' = off)"
     )
+    router_access_log_bytes: int = _setting(
+        64 * 1024**2, "ROOST_ROUTER_ACCESS_LOG_BYTES", "access log size at which it is rotated"
+    )
+    router_access_log_keep: int = _setting(
+        5, "ROOST_ROUTER_ACCESS_LOG_KEEP", "rotated access logs kept (access.log.1 ...)"
+    )
     ssh_port: int = _setting(2222, "ROOST_SSH_PORT", "SSH port of the gateway")
     exec_idle_s: float = _setting(
         30.0,

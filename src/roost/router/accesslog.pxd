@@ -15,12 +15,16 @@ cdef class AccessLog:
     cdef public long long _second
     cdef public Py_ssize_t _size
     cdef public object path
+    cdef public long long max_bytes
+    cdef public int keep
     cdef public bytes stamp
 
     cpdef tick(self)
     @cython.locals(line=bytes, url=bytes, host=bytes, user=bytes, rid=bytes, referer=bytes, agent=bytes)
     cpdef log(self, ClientConnection client, Relay ex, double now)
     cpdef flush(self)
+    cpdef int _open(self) except -1
+    cpdef _follow(self)
     cpdef close(self)
 
 

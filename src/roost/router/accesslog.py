@@ -3,7 +3,8 @@
 Lines go to a file opened with O_APPEND (workers share it; each flush is one
 write of whole lines). Formatting per request is one bytes `%` operation; the
 timestamp is cached per second. Values from the client are escaped so a
-request cannot forge log lines.
+request cannot forge log lines. Past `max_bytes` the file is rotated, keeping
+`keep` old ones (roost.router.logrotate: safe with several workers appending).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from roost.router.logrotate import moved, rotate
 
 if TYPE_CHECKING:
     from roost.router.client import ClientConnection
@@ -33,12 +36,14 @@ def _escape(value: bytes) -> bytes:
 
 
 class AccessLog:
-    __slots__ = ("_buf", "_fd", "_second", "_size", "path", "stamp")
+    __slots__ = ("_buf", "_fd", "_second", "_size", "keep", "max_bytes", "path", "stamp")
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int = 64 << 20, keep: int = 5) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self._fd = self._open()
         self._buf: list[bytes] = []
         self._size = 0
         self._second = -1
@@ -97,6 +102,24 @@ class AccessLog:
                 os.write(self._fd, data)
             except OSError:
                 pass  # a full disk must not take the router down; lines are dropped
+            self._follow()
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def _follow(self) -> None:
+        """Rotate the file when it is past its limit; reopen it when it was
+        rotated (by this worker or another one sharing it)."""
+        try:
+            st = os.fstat(self._fd)
+            if st.st_size >= self.max_bytes:
+                rotate(self.path, self.keep, st.st_ino)
+            if moved(self._fd, self.path):
+                fd = self._open()
+                os.close(self._fd)
+                self._fd = fd
+        except OSError:
+            pass  # (as for writes: logging trouble never takes the router down)
 
     def close(self) -> None:
         self.flush()

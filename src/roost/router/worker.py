@@ -94,7 +94,9 @@ class RouterWorker:
         await self._tg.__aenter__()
         try:
             if self.access_path is not None:
-                self._access = AccessLog(self.access_path)
+                self._access = AccessLog(
+                    self.access_path, s.router_access_log_bytes, s.router_access_log_keep
+                )
             self.ctx = Context(
                 limits=self.limits,
                 spawn=self._tg.create_task,
