@@ -179,7 +179,7 @@ async def main() -> None:
     reps_slow, reps = (1, 3) if args.quick else (3, 7)
     base = Path(tempfile.mkdtemp(prefix="roost-bench-build-"))
     os.chmod(base, 0o755)
-    ram = Path(tempfile.mkdtemp(prefix="roost-bench-uv-", dir="/dev/shm"))
+    ram = Path(tempfile.mkdtemp(prefix="roost-bench-uv-", dir=Settings().builder_ram_dir))
     b = Bench(base)
     try:
         ws = await b.workspace(base / "warm")

@@ -11,10 +11,12 @@ exist — that is the controller's bookkeeping, which asks a host to pull.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from roost.images.digest import DigestMismatch
 from roost.images.fetch import iter_chunks
 from roost.images.manifest import read_manifest
-from roost.images.store import ImageStore
+from roost.images.store import ImageStore, ImageWriter
 from roost.wire.rpc import RpcClient
 
 
@@ -26,12 +28,8 @@ async def pull_into_store(client: RpcClient, digest: str, store: ImageStore) -> 
             await _pull_blob(client, layer.digest, store)  # repair a store missing one
         return digest
     with store.writer(expected=digest) as w:
-        async for data in iter_chunks(client, digest):
-            w.write(data)
-        try:
-            w.finish()
-        except DigestMismatch as exc:
-            raise DigestMismatch(f"replica of {digest} arrived corrupted: {exc}") from None
+        await _fill(client, digest, w, w.finish)
+        # The manifest is committed last: a store holding it holds its layers.
         manifest = read_manifest(w.tmp_path)
         for layer in manifest.layers if manifest is not None else []:
             await _pull_blob(client, layer.digest, store)
@@ -43,9 +41,14 @@ async def _pull_blob(client: RpcClient, digest: str, store: ImageStore) -> None:
     if store.has(digest):
         return
     with store.writer(expected=digest) as w:
-        async for data in iter_chunks(client, digest):
-            w.write(data)
-        try:
-            w.commit()
-        except DigestMismatch as exc:
-            raise DigestMismatch(f"replica of layer {digest} arrived corrupted: {exc}") from None
+        await _fill(client, digest, w, w.commit)
+
+
+async def _fill(client: RpcClient, digest: str, w: ImageWriter, check: Callable[[], str]) -> None:
+    """Write `digest`'s chunks into `w`, then `check` it (finish or commit) against the digest."""
+    async for data in iter_chunks(client, digest):
+        w.write(data)
+    try:
+        check()
+    except DigestMismatch as exc:
+        raise DigestMismatch(f"replica of {digest} arrived corrupted: {exc}") from None

@@ -36,3 +36,5 @@ cdef class Context:
     cdef public object spawn
     cdef public object stats
     cdef public object table
+
+    cpdef bytes request_id(self)

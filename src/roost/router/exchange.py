@@ -148,7 +148,7 @@ class Exchange(Relay):
             self.http10 = self.client.parser.get_http_version() != "1.1"
         self.host = host
         if rid is None or not rid or len(rid) > 200 or not rid.isascii():
-            rid = b"%s-%x" % (ctx.rid_prefix, next(ctx.rid_counter))  # ctx.request_id(), inline
+            rid = ctx.request_id()
         self.rid = rid
         url = self.url
         if url[0] != 47:  # not "/...": absolute-form (or "*")

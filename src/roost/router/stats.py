@@ -45,10 +45,7 @@ class RequestStats(Collector):
     """The counts as Prometheus metrics (registered once per worker)."""
 
     def __init__(self) -> None:
-        self.counts = RequestCounts()
-
-    def record(self, app: bytes, status: int, seconds: float) -> None:
-        self.counts.record(app, status, seconds)
+        self.counts = RequestCounts()  # (the request path updates these directly)
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         c = CounterMetricFamily(

@@ -44,7 +44,7 @@ cdef class Upstream:
     cpdef abort(self)
     cpdef pause_reading(self)
     cpdef resume_reading(self)
-    @cython.locals(i=Py_ssize_t, j=Py_ssize_t, lh=bytes, value=bytes)
+    @cython.locals(i=Py_ssize_t, j=Py_ssize_t, lh=bytes)
     cpdef bint _pass_through(self, bytes hbuf, Py_ssize_t end, Relay ex)
     @cython.locals(i=Py_ssize_t, j=Py_ssize_t, te=Py_ssize_t, lh=bytes, extra=bytes, value=bytes)
     cpdef bytes _edit_head(self, bytes head, int code, Relay ex)
@@ -52,3 +52,7 @@ cdef class Upstream:
 
 @cython.locals(i=Py_ssize_t, j=Py_ssize_t)
 cdef tuple _cut(bytes head, bytes lh, bytes marker)
+
+
+@cython.locals(i=Py_ssize_t, j=Py_ssize_t, value=bytes)
+cdef (Py_ssize_t, Py_ssize_t) _connection_line(bytes lh, Py_ssize_t end)

@@ -328,20 +328,13 @@ class Upstream:
     def _pass_through(self, hbuf: bytes, end: int, ex: Exchange) -> bool:
         """The usual response: forward this read as it came, less a plain
         `Connection: keep-alive|close` line, without copying head and body
-        apart. False when the head needs `_edit_head` (other Connection tokens)."""
+        apart. False when the head needs `_edit_head` (more to cut)."""
         # (lowercase only the head, unless the read is small anyway)
         lh = (hbuf if len(hbuf) - end < 4096 else hbuf[:end]).lower()
-        i = lh.find(b"\r\nconnection:", 0, end)
-        if i < 0:
-            self.out.append(hbuf)
-        else:
-            j = lh.find(b"\r\n", i + 2)
-            value = lh[i + 13 : j].strip()
-            if value != b"keep-alive" and value != b"close":
-                return False
-            if lh.find(b"\r\nkeep-alive:", 0, end) >= 0:
-                return False  # a Keep-Alive header to cut as well: `_edit_head`
-            self.out.append(hbuf[:i] + hbuf[j:])
+        i, j = _connection_line(lh, end)
+        if j < 0:
+            return False
+        self.out.append(hbuf if i < 0 else hbuf[:i] + hbuf[j:])
         ex.bytes_out += len(hbuf) - end
         self.hpos = len(hbuf)  # all of it is in `out` already
         return True
@@ -391,20 +384,19 @@ class Upstream:
             and lh.find(b"\r\nexpires:") < 0
         ):
             extra += expires_headers(ex.expires)
-        i = lh.find(b"\r\nconnection:")
+        i, j = _connection_line(lh, len(lh))
         if i >= 0:
-            j = lh.find(b"\r\n", i + 2)
-            value = lh[i + 13 : j].strip()
-            if (value == b"keep-alive" or value == b"close") and lh.find(b"\r\nkeep-alive:") < 0:
-                head = head[:i] + head[j:]
-            else:
-                for token in value.split(b","):
-                    token = token.strip()
-                    if token and token not in (b"keep-alive", b"close"):
-                        head, lh = _cut(head, lh, b"\r\n" + token + b":")
-                head, lh = _cut(head, lh, b"\r\nconnection:")
-                # (Keep-Alive is hop-by-hop whether or not Connection names it)
-                head, lh = _cut(head, lh, b"\r\nkeep-alive:")
+            head = head[:i] + head[j:]
+        elif j < 0:  # other headers named, or a Keep-Alive header: cut them all
+            i = lh.find(b"\r\nconnection:")
+            value = lh[i + 13 : lh.find(b"\r\n", i + 2)]
+            for token in value.split(b","):
+                token = token.strip()
+                if token and token not in (b"keep-alive", b"close"):
+                    head, lh = _cut(head, lh, b"\r\n" + token + b":")
+            head, lh = _cut(head, lh, b"\r\nconnection:")
+            # (Keep-Alive is hop-by-hop whether or not Connection names it)
+            head, lh = _cut(head, lh, b"\r\nkeep-alive:")
         if head[7] == 48:  # "HTTP/1.0": we answer as HTTP/1.1
             head = b"HTTP/1.1" + head[8:]
         if not ex.keep_alive:
@@ -412,6 +404,21 @@ class Upstream:
         if extra:
             return head[:-2] + extra + b"\r\n"
         return head
+
+
+def _connection_line(lh: bytes, end: int) -> tuple[int, int]:
+    """The hop-by-hop cleaning a lowercased head (ending at `end`) needs:
+    (start, stop) of its Connection line when cutting that one line is all;
+    (-1, 0) when there is no Connection header; (-1, -1) when more must go
+    (headers the Connection header names, or a Keep-Alive header)."""
+    i = lh.find(b"\r\nconnection:", 0, end)
+    if i < 0:
+        return -1, 0
+    j = lh.find(b"\r\n", i + 2)
+    value = lh[i + 13 : j].strip()
+    if (value == b"keep-alive" or value == b"close") and lh.find(b"\r\nkeep-alive:", 0, end) < 0:
+        return i, j
+    return -1, -1
 
 
 def _cut(head: bytes, lh: bytes, marker: bytes) -> tuple[bytes, bytes]:

@@ -68,8 +68,6 @@ class Assignment(Msg, frozen=True, kw_only=True):
     fence: int
     version: int
     instances: list[InstanceAssignment] = []
-    # Where to fetch images from (image store endpoints, in preference order).
-    image_sources: list[str] = []
 
 
 class InstanceStatus(msgspec.Struct, frozen=True, kw_only=True):
