@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import psutil
 
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port, processes_under, wait_until
 
 
 @dataclass
@@ -73,7 +72,7 @@ class Platform:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             raise
-        remaining = _platform_processes(self.data)
+        remaining = processes_under(self.data)
         assert not remaining, f"processes left behind: {[q.cmdline() for q in remaining]}"
 
     def roost(
@@ -103,19 +102,6 @@ class Platform:
 
     def ps(self, app: str) -> list[dict[str, object]]:
         return json.loads(self.roost("ps", "--app", app, "--json").stdout)  # type: ignore[no-any-return]
-
-
-def _platform_processes(data: Path) -> list[psutil.Process]:
-    """Every process whose command line or cwd mentions the data directory."""
-    found = []
-    for p in psutil.process_iter(["cmdline", "cwd"]):
-        try:
-            cmd = " ".join(p.info["cmdline"] or [])
-            if str(data) in cmd or (p.info["cwd"] or "").startswith(str(data)):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return [p for p in found if p.pid != os.getpid()]
 
 
 @contextmanager

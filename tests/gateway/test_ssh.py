@@ -23,7 +23,7 @@ import pexpect
 import psutil
 import pytest
 
-from tests.conftest import REPO, free_port, wait_until
+from tests.conftest import REPO, free_port, processes_under, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -102,18 +102,6 @@ def _keygen(path: Path) -> Path:
     return path
 
 
-def _leftovers(data: Path) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["cmdline", "cwd"]):
-        try:
-            cmd = " ".join(p.info["cmdline"] or [])
-            if str(data) in cmd or (p.info["cwd"] or "").startswith(str(data)):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return [p for p in found if p.pid != os.getpid()]
-
-
 @pytest.fixture(scope="module")
 def gw() -> Iterator[Gw]:
     # World-searchable: the builder's unprivileged user must reach DATA/builder.
@@ -152,7 +140,7 @@ def gw() -> Iterator[Gw]:
             raise
         finally:
             print(log.read_text()[-6000:])
-        remaining = _leftovers(data)
+        remaining = processes_under(data)
         shutil.rmtree(base, ignore_errors=True)
         assert not remaining, f"processes left behind: {[q.cmdline() for q in remaining]}"
 
