@@ -11,9 +11,10 @@ Measured (medians of several repetitions, each from the same starting state):
   roost_unchanged    full Roost build of a code-only change (lock and layer reused:
                      only the code layer and the manifest are written)
   uv_sync_offline    bare `uv pip sync --offline` of the same lock into an empty venv
-                     (on disk, beside the cache, hard-linking as uv does by default;
-                     also printed, not a target: the same into a tmpfs venv, copying,
-                     which is where Roost's builder makes its layers when it can)
+                     (uv's defaults: venv and cache on disk, hard-linking; also
+                     printed, not a target: the same with venv and cache in a tmpfs,
+                     hard-linking, which is where Roost's builder makes its layers
+                     when it can, so the same install without Roost's packing)
 Before each timed run the filesystem is synced (os.sync, untimed), so no run pays
 for the writeback of the one before it (this disk makes metadata-heavy installs
 wait on earlier deletes and writes), and reps alternate whether the bare uv sync
@@ -151,19 +152,17 @@ def pip_serial(base: Path, python: str, uv_bin: str) -> float:
     return took
 
 
-def uv_sync_offline(ws: Workspace, lock: str, base: Path, venv_base: Path | None = None) -> float:
+def uv_sync_offline(uv_bin: str, python: str, cache: Path, lock: str, base: Path,
+                    venv_base: Path | None = None) -> float:  # fmt: skip
     venv = (venv_base or base) / "uvvenv"
     shutil.rmtree(venv, ignore_errors=True)
-    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_CACHE_DIR": str(ws.uv_cache)}
-    subprocess.run(
-        [ws.uv, "venv", "-q", "--python", ws.interp.path, str(venv)], check=True, env=env
-    )
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_CACHE_DIR": str(cache)}
+    subprocess.run([uv_bin, "venv", "-q", "--python", python, str(venv)], check=True, env=env)
     (base / "lock.txt").write_text(lock)
     settle()
     start = time.perf_counter()
-    copy = ["--link-mode=copy"] if venv_base is not None else []
     subprocess.run(
-        [ws.uv, "pip", "sync", "-q", "--offline", *copy, "--python", str(venv / "bin" / "python"),
+        [uv_bin, "pip", "sync", "-q", "--offline", "--python", str(venv / "bin" / "python"),
          str(base / "lock.txt")],
         check=True, env=env,
     )  # fmt: skip
@@ -192,12 +191,26 @@ async def main() -> None:
             print(f"roost cold build {i + 1}: {took:.2f} s", flush=True)
         # Prime the shared cache of the warm workspace, then measure.
         _, lock = await b.build(ws)
+        # Bare uv gets copies of the builder's warm cache (it runs as this
+        # user, and must not leave its files in the build user's cache): one on
+        # disk, uv's own setting, and one in the tmpfs, as the builder has it
+        # (roost.builder.uvcache).
+        disk_cache, ram_cache = base / "uv-cache", ram / "uv-cache"
+        for copy in (disk_cache, ram_cache):
+            subprocess.run(["cp", "-a", str(ws.uv_cache), str(copy)], check=True)
+
+        def bare(ram_venv: bool = False) -> float:
+            cache = ram_cache if ram_venv else disk_cache
+            return uv_sync_offline(
+                ws.uv, ws.interp.path, cache, lock, base, ram if ram_venv else None
+            )
+
         warm, unchanged, uvs, uvs_ram = [], [], [], []
         for i in range(reps):
             # Alternate which goes first: on a shared disk, whatever ran just
             # before a measurement can slow it (writeback, discards).
             if i % 2:
-                uvs.append(uv_sync_offline(ws, lock, base))
+                uvs.append(bare())
             b.wipe_layers(ws)
             took, _ = await b.build(ws, previous_lock=lock)
             warm.append(took)
@@ -205,8 +218,8 @@ async def main() -> None:
             took2, _ = await b.build(ws, previous_lock=lock)
             unchanged.append(took2)
             if not i % 2:
-                uvs.append(uv_sync_offline(ws, lock, base))
-            uvs_ram.append(uv_sync_offline(ws, lock, base, ram))
+                uvs.append(bare())
+            uvs_ram.append(bare(ram_venv=True))
             print(f"rep {i + 1}: warm {took:.3f} s (install {steps['install']:.3f}, "
                   f"pack {steps['pack']:.3f}), unchanged {took2:.3f} s, "
                   f"uv sync offline {uvs[-1]:.3f} s (into tmpfs {uvs_ram[-1]:.3f} s)",

@@ -113,6 +113,11 @@ class Settings:
         "ROOST_BUILDER_LAYERS_RAM",
         "bytes of dependency layers a builder keeps in tmpfs (0: on disk only)",
     )
+    builder_uv_cache_ram: int = _setting(
+        2 * 1024**3,
+        "ROOST_BUILDER_UV_CACHE_RAM",
+        "bytes of uv's cache a builder keeps in tmpfs beside its layers (0: on disk only)",
+    )
     builder_ram_dir: str = _setting(
         "/dev/shm", "ROOST_BUILDER_RAM_DIR", "tmpfs directory for in-memory dependency layers"
     )

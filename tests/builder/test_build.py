@@ -71,6 +71,11 @@ async def test_hello_builds_an_image_and_second_build_installs_nothing(
     assert ws.ram_layers is not None and layer.parent == ws.ram_layers and layer.is_dir()
     assert layer.stat().st_uid == os.geteuid() and not layer.stat().st_mode & 0o022
     assert (layer / "venv").stat().st_uid == ws.user.uid
+    # uv's cache is in the same tmpfs (roost.builder.uvcache): the layer's files
+    # are hard links into it, not copies.
+    assert ws.uv_cache.parent == ws.ram_layers.parent
+    flask = next((layer / "venv" / "lib").glob("python3.*/site-packages/flask/app.py"))
+    assert flask.stat().st_nlink >= 2
     layer_dirs = sorted(p.name for p in ws.layers.iterdir())
     before = set(ws.store.list())
     # Code-only change: same requirements, so the lock and the layer are reused:

@@ -2,12 +2,14 @@
 
 Theory of operation: a layer lives in `layers/<key>/`: `venv/` (made by uv
 venv --relocatable and uv pip sync of the lock, as the build user; offline
-first, from the shared uv cache, online only when the cache lacks
-something) and `ready`, a JSON file naming the layer's blob in the image
-store. The blob is an uncompressed tar of the venv's contents, packed with
-sorted names, fixed owners and a fixed mtime, so the same lock on the same
-interpreter and uv gives the same bytes, hence the same digest, on any
-builder, and a host that has the layer never fetches it again.
+first, from the shared uv cache, online only when the cache lacks something;
+hard links into the cache when both are on one filesystem, as
+roost.builder.uvcache arranges for in-memory layers, copies otherwise) and
+`ready`, a JSON file naming the layer's blob in the image store. The blob is
+an uncompressed tar of the venv's contents, packed with sorted names, fixed
+owners and a fixed mtime, so the same lock on the same interpreter and uv
+gives the same bytes, hence the same digest, on any builder, and a host that
+has the layer never fetches it again.
 
 `layers/<key>/` and `ready` belong to the builder (root); only `venv/` is the
 build user's, so build code cannot point a layer at another blob.

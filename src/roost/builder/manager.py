@@ -113,6 +113,17 @@ class BuildManager:
             )
             if removed:
                 log.info("pruned %d unused dependency layers", len(removed))
+        await self.trim_uv_cache()
+
+    async def trim_uv_cache(self) -> None:
+        """Move uv's cache back to disk once it outgrew its memory budget and no build runs."""
+        caches = self.ws.uv_caches
+        if self.running or not caches.in_memory:
+            return
+        if await asyncio.to_thread(caches.over_budget) and not self.running:
+            ram = caches.detach()
+            if ram is not None:
+                await asyncio.to_thread(caches.retire, ram)
 
     async def _run_one(
         self, req: BuildRequest, sink: Callable[[str], None], start: float

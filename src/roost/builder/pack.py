@@ -1,8 +1,8 @@
 """Packing trees into the image store: tar, hashed as written, committed whole.
 
 `pack_tree` runs in a worker thread (through `run_abortable`): GNU tar
-writes an uncompressed archive into a pipe, the thread hashes and writes it
-to a temporary file in the store, and the file is committed under its digest
+writes an uncompressed archive into a temporary file in the store, the
+thread hashes it as it grows, and the file is committed under its digest
 only when complete. tar runs as the build user, who wrote the trees it
 reads: it cannot archive anything that user could not read anyway (a hard
 link to a root-only file, say), and it never follows symlinks.
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import os
 import subprocess
+import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,7 +46,10 @@ TAR_FLAGS = ["--format=gnu", "--owner=0", "--group=0", "--numeric-owner", "--sor
 # end padding on a layer of tens of megabytes.
 LAYER_TAR_FLAGS = ["-b", "256", *TAR_FLAGS, "--mtime=@315619200", "--hard-dereference"]
 CHUNK = 1 << 20
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+# pack_tree hashes up to this much per read, and waits this long for tar to
+# write more (it writes 128 KiB records, ~1 GB/s from a tmpfs).
+HASH_CHUNK = 4 << 20
+FOLLOW_WAIT_S = 0.0005
 
 
 async def run_abortable(fn: Callable[[threading.Event], T]) -> T:
@@ -76,46 +80,65 @@ def pack_tree(
     who: dict[str, Any] = (
         {"user": user.uid, "group": user.gid, "extra_groups": []} if user.dropped else {}
     )
-    proc = subprocess.Popen(
-        ["tar", "-c", "-f", "-", *flags, "-C", str(cwd), "--", *members],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd="/",
-        **who,
-    )
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        with contextlib.suppress(OSError):  # bigger pipe: fewer, larger reads
-            fcntl.fcntl(proc.stdout.fileno(), _F_SETPIPE_SZ, CHUNK)
-        h = hashlib.sha256()
-        size = 0
-        fd = proc.stdout.fileno()
-        with open(tmp, "wb") as fh:
-            while chunk := os.read(fd, CHUNK):
-                if abort.is_set():
-                    raise BuildError("build cancelled")
-                h.update(chunk)
-                fh.write(chunk)
-                size += len(chunk)
-        err = proc.stderr.read()
-        if proc.wait() != 0:
-            raise BuildError(f"packing {cwd.name} failed: {err.decode(errors='replace')[-500:]}")
+    # tar writes the temporary file itself (an inherited descriptor: the build
+    # user cannot open the store) and this thread hashes what it has written
+    # so far, reading it back from the page cache. Through a pipe, every byte
+    # was copied twice more (out of the pipe, into the file); tar is the
+    # slower of the two, so the hash is done soon after tar is.
+    fd = os.open(tmp, os.O_RDWR | os.O_TRUNC | os.O_CLOEXEC)
+    proc: subprocess.Popen[bytes] | None = None
+    # A file, not a pipe, for tar's complaints: a pipe this thread does not
+    # read until tar exits would stall tar once full.
+    with tempfile.TemporaryFile() as complaints:
+        try:
+            proc = subprocess.Popen(
+                ["tar", "-c", "-f", "-", *flags, "-C", str(cwd), "--", *members],
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=complaints,
+                cwd="/",
+                **who,
+            )
+            size, h = _hash_growing(fd, proc, abort)
+            if proc.returncode != 0:
+                complaints.seek(0)
+                err = complaints.read().decode(errors="replace")
+                raise BuildError(f"packing {cwd.name} failed: {err[-500:]}")
+            digest = format_digest(h.hexdigest())
+            created = store.commit(tmp, digest)
+            return digest, size, created
+        finally:
+            os.close(fd)
+            if proc is not None and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait()
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
+def _hash_growing(
+    fd: int, proc: subprocess.Popen[bytes], abort: threading.Event
+) -> tuple[int, Any]:
+    """Hash the file `proc` is writing at `fd` until it exits: (size, sha256 object)."""
+    h = hashlib.sha256()
+    size = 0
+    while True:
         if abort.is_set():
             raise BuildError("build cancelled")
-        digest = format_digest(h.hexdigest())
-        created = store.commit(tmp, digest)
-        return digest, size, created
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        # Read only below the file's size: a write extends the size only past
+        # bytes already copied in, so what is read is what tar wrote. Whether
+        # tar has exited is asked first, so nothing written before is missed.
+        exited = proc.poll() is not None
+        end = os.fstat(fd).st_size
+        if end > size:
+            chunk = os.pread(fd, min(end - size, HASH_CHUNK), size)
+            h.update(chunk)
+            size += len(chunk)
+        elif exited:
+            return size, h
+        else:
+            time.sleep(FOLLOW_WAIT_S)
 
 
 def store_manifest(

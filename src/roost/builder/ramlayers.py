@@ -5,8 +5,9 @@ operations (a venv of 15 packages is ~2,900 directories and ~5,500 files).
 On a disk those are journal-bound: on the shared VMs Roost was measured on,
 one mkdir took 0.5 ms and the same `uv pip sync` took anywhere from 0.2 to
 1.5 s depending on what else the disk was doing. In tmpfs the same install
-(copying from the uv cache, since hard links cannot cross filesystems) took
-0.24 s, steadily. Layers are a cache: the blob in the image store is what
+took 0.24 s, steadily, copying from a uv cache on disk; 0.08 s hard-linking
+from a uv cache in the same tmpfs, which is where roost.builder.uvcache
+puts it. Layers are a cache: the blob in the image store is what
 images name, and a lost layer directory is rebuilt from the uv cache.
 
 So when `settings.builder_layers_ram` is above zero and the configured

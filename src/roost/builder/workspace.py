@@ -7,7 +7,9 @@ DATA/builder/
                 in memory instead (roost.builder.ramlayers) when a tmpfs is available,
                 this directory then holds only layers that did not fit there
   locks/        locks by requirements digest (reuse across builds)
-  uv-cache/     uv's shared cache (build user)
+  uv-cache/     uv's shared cache (build user); with in-memory layers, uv uses a
+                copy in the same tmpfs and this one is its lasting copy
+                (roost.builder.uvcache)
   home/         HOME of probes run as the build user
 
 Everything a build writes lives under builds/<id>/ or a temporary name that
@@ -31,6 +33,7 @@ from roost.builder.errors import BuildError
 from roost.builder.interpreter import Interpreter, choose
 from roost.builder.ramlayers import has_room, open_ram_layers, remove_ram_layers
 from roost.builder.sandbox import BuildUser, ensure_build_user
+from roost.builder.uvcache import UvCache
 from roost.images.store import ImageStore
 from roost.settings import Settings
 
@@ -45,6 +48,7 @@ class Workspace:
     interp: Interpreter
     uv: str
     store: ImageStore
+    uv_caches: UvCache
     # Where new dependency layers go: a tmpfs directory, or disk_layers.
     ram_layers: Path | None = None
     layer_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -78,7 +82,8 @@ class Workspace:
         return self.disk_layers / key  # tmpfs short of room: this one goes on disk
 
     def close(self) -> None:
-        """Give back the memory of in-memory layers (the builder is stopping)."""
+        """Save uv's cache; give back the memory of in-memory layers (the builder is stopping)."""
+        self.uv_caches.close()
         if self.ram_layers is not None:
             remove_ram_layers(Path(self.settings.builder_ram_dir), self.root)
             self.ram_layers = None
@@ -89,7 +94,8 @@ class Workspace:
 
     @property
     def uv_cache(self) -> Path:
-        return self.root / "uv-cache"
+        """The cache uv uses now (in memory beside the layers, or on disk)."""
+        return self.uv_caches.path
 
     @property
     def home(self) -> Path:
@@ -126,6 +132,13 @@ class Workspace:
             os.chmod(root / sub, 0o700)
             if user.dropped:  # follows a symlinked shared cache on purpose
                 os.chown(root / sub, user.uid, user.gid)
+        uv_caches = await asyncio.to_thread(
+            UvCache.open,
+            root / "uv-cache",
+            None if ram is None else ram.parent / "uv-cache",
+            settings.builder_uv_cache_ram,
+            (user.uid, user.gid),
+        )
         interp = await choose(settings.build_python, user, root / "home")
         uv_bin = uv.find_uv_bin()
         return cls(
@@ -135,6 +148,7 @@ class Workspace:
             interp=interp,
             uv=uv_bin,
             store=store,
+            uv_caches=uv_caches,
             ram_layers=ram,
         )
 
