@@ -2,7 +2,8 @@
 
 Sample app: a WSGI app with the 15 requirements of ep.io's typical large app.
 Measured (medians of several repetitions, each from the same starting state):
-  pip_serial         `pip install --no-cache-dir -r requirements.txt` into a fresh venv
+  pip_serial         `pip install --no-cache-dir -r requirements.txt` into a fresh venv,
+                     from the package index (the machine's pip configuration ignored)
   roost_cold         full Roost build, empty uv cache, no layers, no lock
   roost_warm         full Roost build, warm uv cache, lock known, no dependency layer
                      (so the venv is installed again, offline, and its layer packed:
@@ -41,6 +42,7 @@ from pathlib import Path
 
 from roost.builder.pipeline import Build
 from roost.builder.ramlayers import sweep_orphans
+from roost.builder.sandbox import PASS_ENV
 from roost.builder.workspace import Workspace
 from roost.settings import Settings
 
@@ -141,11 +143,18 @@ def pip_serial(base: Path, python: str, uv_bin: str) -> float:
         [uv_bin, "venv", "--seed", "-q", "--python", python, str(venv)], check=True, env=env
     )
     (base / "req.txt").write_text(REQUIREMENTS)
+    # pip as the issue measured it, from the package index, with what Roost's
+    # builder gives uv: the index settings of PASS_ENV and no configuration
+    # file (this machine's pip.conf and PIP_FIND_LINKS name a local wheel
+    # directory and a constraints file, which the builder never sees).
+    pip_env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") or k in PASS_ENV}
+    pip_env["PIP_CONFIG_FILE"] = os.devnull
     settle()
     start = time.perf_counter()
     subprocess.run(
         [str(venv / "bin" / "pip"), "install", "-q", "--no-cache-dir", "-r", str(base / "req.txt")],
         check=True,
+        env=pip_env,
     )
     took = time.perf_counter() - start
     shutil.rmtree(venv, ignore_errors=True)

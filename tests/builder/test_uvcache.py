@@ -40,6 +40,19 @@ def test_seeded_from_disk_and_saved_back(tmp_path: Path) -> None:
     assert old.exists() and not caches.in_memory and caches.path == disk
 
 
+def test_a_killed_builders_memory_copy_is_reused_and_a_half_seeded_one_swept(
+    tmp_path: Path,
+) -> None:
+    disk, ram = tmp_path / "disk", tmp_path / "ram"
+    _entry(disk, "on-disk")
+    kept = _entry(ram, "downloaded-before-the-kill")
+    half = _entry(tmp_path / "ram.seeding-12345", "cut-short")
+    caches = UvCache.open(disk, ram, 1 << 20, OWNER)
+    assert caches.path == ram and kept.is_file()
+    assert not (ram / "archive-v0" / "on-disk").exists()  # not seeded again
+    assert not half.exists() and not (tmp_path / "ram.seeding-12345").exists()
+
+
 def test_too_big_or_no_budget_stays_on_disk(tmp_path: Path) -> None:
     disk, ram = tmp_path / "disk", tmp_path / "ram"
     _entry(disk, "big", size=2000)

@@ -10,10 +10,12 @@ goes there too, as `<ram dir>/roost-layers-<hash>/uv-cache`.
 The cache is worth keeping across restarts (a builder that lost it
 downloads everything again, and cannot build at all while PyPI is
 unreachable), and a tmpfs is not: so `DATA/builder/uv-cache` stays the
-lasting copy. Opening seeds the memory copy from it; closing (a builder
-stopping) saves what is new back to it before the memory is given back.
-A builder killed outright loses only what it downloaded since it started,
-which is a cache's loss, not data.
+lasting copy. Opening seeds the memory copy from it (into a staging name,
+renamed when whole); closing (a builder stopping) saves what is new back to
+it before the memory is given back. A builder killed outright leaves its
+memory copy behind, and the next start uses it (after a reboot, the disk
+copy): at worst what it downloaded since it started is lost, which is a
+cache's loss, not data.
 
 Budget: the memory copy is used only while it stays within
 `settings.builder_uv_cache_ram` bytes. Too big already on disk: it stays
@@ -39,6 +41,9 @@ from roost.images.archive import tree_size
 
 log = logging.getLogger("roost.builder")
 
+# A memory copy being seeded is `<name>.seeding-<pid>`, renamed when complete.
+SEEDING = ".seeding-"
+
 
 class UvCache:
     """Which directory uv uses as its cache, and the memory copy's life cycle."""
@@ -58,31 +63,38 @@ class UvCache:
 
     @classmethod
     def open(cls, disk: Path, ram: Path | None, budget: int, owner: tuple[int, int]) -> UvCache:
-        """Seed `ram` (a directory to create in the builder's tmpfs) from `disk` (blocking).
+        """The cache for a builder starting: `ram` (in its tmpfs) seeded from `disk` (blocking).
 
         `ram` None or a budget of 0: the cache stays on disk. `owner` is the
-        build user's (uid, gid): uv runs as that user and writes the cache.
+        build user's (uid, gid): uv runs as that user and writes the cache. A
+        memory copy left by a builder that was killed is used as it is: it is
+        complete (seeding renames it into place) and newer than the disk copy.
         """
-        if ram is None or budget <= 0:
+        if ram is None or budget <= 0 or shutil.which("rsync") is None:
             return cls(disk, None, budget)
+        for leftover in ram.parent.glob(f"{ram.name}{SEEDING}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        if ram.is_dir():
+            return cls(disk, ram, budget)
         size = tree_size(disk)
         if size > budget:
             log.info("uv cache is %d MB, over ROOST_BUILDER_UV_CACHE_RAM: kept on disk", size >> 20)
             return cls(disk, None, budget)
-        ram.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(ram, 0o700)
+        staging = ram.with_name(f"{ram.name}{SEEDING}{os.getpid()}")
+        staging.mkdir(mode=0o700)
         if os.geteuid() == 0:
-            os.chown(ram, *owner)
-        if not _copy_newer(disk, ram):
-            shutil.rmtree(ram, ignore_errors=True)
+            os.chown(staging, *owner)
+        if not _sync(disk, staging):
+            shutil.rmtree(staging, ignore_errors=True)
             return cls(disk, None, budget)
+        os.rename(staging, ram)
         return cls(disk, ram, budget)
 
     def save(self) -> bool:
         """Copy what is new or changed in the memory copy to the disk copy (blocking)."""
         if self.ram is None:
             return True
-        return _copy_newer(self.ram, self.disk)
+        return _sync(self.ram, self.disk)
 
     def over_budget(self) -> bool:
         """Whether the memory copy has grown past its budget (blocking: walks it)."""
@@ -101,7 +113,7 @@ class UvCache:
 
     def retire(self, ram: Path) -> None:
         """Save a detached memory copy to disk and remove it (blocking)."""
-        if not _copy_newer(ram, self.disk):
+        if not _sync(ram, self.disk):
             log.warning("uv cache: saving the in-memory copy failed; its new entries are lost")
         shutil.rmtree(ram, ignore_errors=True)
 
@@ -112,11 +124,16 @@ class UvCache:
         self.ram = None
 
 
-def _copy_newer(src: Path, dst: Path) -> bool:
-    """cp -a -u: files missing in `dst` or older there are copied; nothing is deleted."""
+def _sync(src: Path, dst: Path) -> bool:
+    """Copy files missing or different in `dst` from `src`; nothing is deleted.
+
+    rsync, not cp: it writes each file under a temporary name and renames it
+    into place, so a copy cut short (a builder killed while saving) leaves no
+    truncated file that a later run would take for a whole one.
+    """
     try:
         done = subprocess.run(
-            ["cp", "-a", "-u", "--", f"{src}/.", str(dst)],
+            ["rsync", "-a", "--", f"{src}/", f"{dst}/"],
             capture_output=True,
             text=True,
             check=False,
