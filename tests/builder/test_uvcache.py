@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,20 @@ def test_too_big_or_no_budget_stays_on_disk(tmp_path: Path) -> None:
     assert UvCache.open(disk, ram, 0, OWNER).path == disk
     assert UvCache.open(disk, None, 1 << 20, OWNER).path == disk
     assert not ram.exists()
+
+
+def test_a_tmpfs_short_of_room_keeps_it_on_disk(tmp_path: Path) -> None:
+    """A real 4 MiB tmpfs: below the free room a cache must leave (we are root in tests)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    try:
+        disk = tmp_path / "disk"
+        _entry(disk, "small")
+        caches = UvCache.open(disk, mnt / "uv-cache", 1 << 30, OWNER)
+        assert caches.path == disk and not (mnt / "uv-cache").exists()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 def test_outgrown_cache_is_saved_and_dropped(tmp_path: Path) -> None:

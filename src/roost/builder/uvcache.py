@@ -37,6 +37,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from roost.builder.ramlayers import MIN_FREE_BYTES, has_room
 from roost.images.archive import tree_size
 
 log = logging.getLogger("roost.builder")
@@ -79,6 +80,9 @@ class UvCache:
         size = tree_size(disk)
         if size > budget:
             log.info("uv cache is %d MB, over ROOST_BUILDER_UV_CACHE_RAM: kept on disk", size >> 20)
+            return cls(disk, None, budget)
+        if not has_room(ram.parent, size + MIN_FREE_BYTES):
+            log.info("uv cache kept on disk: %s is short of room", ram.parent)
             return cls(disk, None, budget)
         staging = ram.with_name(f"{ram.name}{SEEDING}{os.getpid()}")
         staging.mkdir(mode=0o700)
