@@ -2,9 +2,9 @@
 
 `Reader.read` runs in a worker thread and issues a fixed handful of queries
 whatever the number of apps: apps, formations, placements, pending releases,
-domains, and the release rows not yet cached. The three big ones are fetched
-as plain DBAPI tuples (statements compiled from the table definitions) and
-compared with the previous read's: when they are equal, the previous
+domains, and the release rows not yet cached. The three big ones come as
+plain sorted tuples (`Store.snapshot_rows`, roost.controller.store_snapshot)
+and are compared with the previous read's: when they are equal, the previous
 objects are reused and the read says `unchanged`, so the scheduler lease
 holder's periodic re-read (it must notice changes made through another
 replica's API) costs a fetch and a compare, not thousands of objects.
@@ -21,32 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-
 from roost.controller.scheduler import Placement, Want
 from roost.controller.store import AppRow, NotFound, ReleaseRow, Store
-from roost.state import tables as t
 from roost.wire.messages import TlsCertificate
 
 ReleaseKey = tuple[int, int]  # (app id, version)
-
-_APPS = select(
-    t.apps.c.id,
-    t.apps.c.name,
-    t.apps.c.owner_id,
-    t.apps.c.suspended,
-    t.apps.c.current_release,
-    t.apps.c.created_at,
-)
-_FORMATION = select(t.formation.c.app_id, t.formation.c.process_type, t.formation.c.quantity)
-_PLACEMENTS = select(
-    t.placements.c.instance_id,
-    t.apps.c.name,
-    t.placements.c.release,
-    t.placements.c.process_type,
-    t.placements.c.idx,
-    t.placements.c.host_id,
-).join(t.apps, t.apps.c.id == t.placements.c.app_id)
 
 
 @dataclass
@@ -83,11 +62,6 @@ class Reader:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        dialect = store.engine.dialect
-        self._sql = {
-            name: str(q.compile(dialect=dialect))
-            for name, q in (("apps", _APPS), ("formation", _FORMATION), ("placements", _PLACEMENTS))
-        }
         self._rows: dict[str, list[Any]] = {}
         self._apps: list[AppRow] = []
         self._formations: dict[int, dict[str, int]] = {}
@@ -102,25 +76,9 @@ class Reader:
             )
             self._placements = sorted(placed, key=lambda p: p.instance_id)
 
-    def _fetch(self) -> dict[str, list[Any]]:
-        # Plain DBAPI rows: SQLAlchemy Row objects cost more than the query.
-        with self.store.engine.connect() as c:
-            cur = c.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            try:
-                out = {}
-                for name, sql in self._sql.items():
-                    cur.execute(sql)
-                    # Sorted here, not by the database: its collation may not
-                    # be Python's, and `wrote_placements` predicts this order.
-                    # Each row starts with a unique key, so no None is compared.
-                    out[name] = sorted(tuple(r) for r in cur.fetchall())
-                return out
-            finally:
-                cur.close()
-
     def read(self, cached: set[ReleaseKey]) -> Desired:
         """Everything a reconcile pass needs (blocking: run it in a thread)."""
-        rows = self._fetch()
+        rows = self.store.snapshot_rows()
         changed = False
         if rows["apps"] != self._rows.get("apps"):
             self._apps = [

@@ -21,6 +21,7 @@ from roost.controller.scheduler import Placement
 from roost.controller.store_access import AccessStore, Conflict, NotFound
 from roost.controller.store_cron import CronStore
 from roost.controller.store_images import ImageReplicaStore
+from roost.controller.store_snapshot import PLACEMENTS, SnapshotStore
 from roost.state import tables as t
 from roost.wire.messages import LogLine, StaticRoute
 
@@ -105,7 +106,7 @@ def _build(row: Any) -> BuildRow:
 __all__ = ["AccessStore", "Conflict", "NotFound", "Store"]
 
 
-class Store(AccessStore, CronStore, ImageReplicaStore):
+class Store(AccessStore, CronStore, ImageReplicaStore, SnapshotStore):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
@@ -401,21 +402,10 @@ class Store(AccessStore, CronStore, ImageReplicaStore):
 
     def placements(self, app: str | None = None) -> list[Placement]:
         """Every placement, or one app's."""
-        q = select(
-            t.placements.c.instance_id,
-            t.placements.c.release,
-            t.placements.c.process_type,
-            t.placements.c.idx,
-            t.placements.c.host_id,
-            t.apps.c.name,
-        ).join(t.apps, t.apps.c.id == t.placements.c.app_id)
-        if app is not None:
-            q = q.where(t.apps.c.name == app)
+        q = PLACEMENTS if app is None else PLACEMENTS.where(t.apps.c.name == app)
         with self.engine.connect() as c:
             rows = c.execute(q).all()  # one fetchall: far cheaper than row by row
-        return [
-            Placement(iid, name, rel, ptype, idx, host) for iid, rel, ptype, idx, host, name in rows
-        ]
+        return [Placement(*r) for r in rows]
 
     def drop_placements(self, app_id: int, process_type: str) -> None:
         with self.engine.begin() as c:
