@@ -300,6 +300,8 @@ async def test_a_lost_replica_is_replaced_and_routers_fetch_bundles_from_holders
             held = (b if host == "b" else c).replicas.store
             assert held.verify(digest)
         assert await w.service.keep_replicas() == []  # held by a live host again
+        copied = [e.message for e in store.events() if e.kind == "image-copied"]
+        assert sorted(m.split(": ")[0] for m in copied) == sorted([image[:19], static[:19]])
 
         # 4. The builder is gone too: a router that starts now fetches the
         # bundle from a live holder, as a controller names it.
@@ -338,4 +340,6 @@ async def test_re_replication_backs_off_when_no_source_is_left(tmp_path: Path) -
         assert await w.service.keep_replicas() == [(image, "b", False)]
         # Backing off: the next pass asks nobody.
         assert await w.service.keep_replicas() == []
+        failed = [e.message for e in store.events() if e.kind == "image-copy-failed"]
+        assert len(failed) == 1 and failed[0].startswith(f"{image[:19]}: ")
         assert store.replica_hosts(image) == ["a"]

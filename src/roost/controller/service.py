@@ -277,8 +277,12 @@ class ControllerService:
             )
             if why:
                 log.warning("no new copy of %s (no live host held one): %s", digest, why)
+                event = ("image-copy-failed", f"{digest[:19]}: no live host holds it; "
+                         f"copying to {host} failed: {why}")  # fmt: skip
             else:
                 log.info("copied %s to host %s: no live host held it", digest, host)
+                event = ("image-copied", f"{digest[:19]}: copied to {host} (no live holder)")
+            await asyncio.to_thread(c.store.add_event, *event)
             done.append((digest, host, not why))
         return done
 
