@@ -124,6 +124,11 @@ class Settings:
     image_cache_bytes: int = _setting(
         5 * 1024**3, "ROOST_IMAGE_CACHE", "runner image cache size before LRU eviction"
     )
+    replica_store_bytes: int = _setting(
+        5 * 1024**3,
+        "ROOST_REPLICA_STORE",
+        "runner: bytes of image copies held for redundancy before the least needed go",
+    )
     restart_backoff_max_s: float = _setting(
         30.0, "ROOST_RESTART_BACKOFF_MAX_S", "longest wait before restarting a crashed instance"
     )

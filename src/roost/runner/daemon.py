@@ -113,7 +113,7 @@ async def serve(
                 for ep in cluster.of("images")
             ]
             replicas = Replicas(
-                ImageStore(layout.store), settings.image_cache_bytes, builders, directory
+                ImageStore(layout.store), settings.replica_store_bytes, builders, directory
             )
             data_eps = cluster.of("services")
             data_client = RpcClient(node, data_eps) if data_eps else None
