@@ -100,13 +100,7 @@ class RoostCluster:
         self.token = self.roost(
             "--data", str(self.controllers[0].data), "cluster", "admin-token"
         ).stdout.strip()
-        for h in self.controllers:
-            self.start_daemons(h)
-        for h in self.controllers:
-            wait_for(functools.partial(self.health, h), 60, f"the API of {h.name}")
-        self.start_builder()
-        for h in self.runners + self.routers:
-            self.start_daemons(h)
+        self.start_all()
         for h in self.routers:
             wait_for(functools.partial(self.router_answers, h), 30, f"router {h.name}")
         wait_for(lambda: len(self.hosts_up()) == n_run, 30, "every runner to heartbeat")
@@ -210,6 +204,7 @@ class RoostCluster:
         return stuck
 
     def start_all(self) -> None:
+        """Every daemon: controllers first (until their API answers), then the rest."""
         for h in self.controllers:
             self.start_daemons(h)
         for h in self.controllers:
