@@ -13,12 +13,14 @@ import pytest
 
 from roost.builder.manager import BuildManager
 from roost.builder.ramlayers import ram_dir_for, remove_ram_layers
+from roost.builder.sandbox import BuildUser
 from roost.builder.uvcache import UvCache
 from roost.builder.workspace import Workspace
 from roost.settings import Settings
 from roost.wire.messages import Msg
 
-OWNER = (os.geteuid(), os.getegid())
+# Not root here: uv would run as this process's own user.
+OWNER = BuildUser(name="me", uid=os.geteuid(), gid=os.getegid(), dropped=False)
 
 
 def _entry(cache: Path, name: str, size: int = 10) -> Path:

@@ -39,6 +39,7 @@ import subprocess
 from pathlib import Path
 
 from roost.builder.ramlayers import MIN_FREE_BYTES, has_room
+from roost.builder.sandbox import BuildUser
 from roost.images.archive import tree_size
 
 log = logging.getLogger("roost.builder")
@@ -64,11 +65,11 @@ class UvCache:
         return self.ram is not None
 
     @classmethod
-    def open(cls, disk: Path, ram: Path | None, budget: int, owner: tuple[int, int]) -> UvCache:
+    def open(cls, disk: Path, ram: Path | None, budget: int, user: BuildUser) -> UvCache:
         """The cache for a builder starting: `ram` (in its tmpfs) seeded from `disk` (blocking).
 
-        `ram` None or a budget of 0: the cache stays on disk. `owner` is the
-        build user's (uid, gid): uv runs as that user and writes the cache. A
+        `ram` None or a budget of 0: the cache stays on disk. The memory
+        copy is `user`'s: uv runs as the build user and writes the cache. A
         memory copy left by a builder that was killed is used as it is: it is
         complete (seeding renames it into place) and newer than the disk copy.
         """
@@ -87,8 +88,7 @@ class UvCache:
             return cls(disk, None, budget)
         staging = ram.with_name(f"{ram.name}{SEEDING}{os.getpid()}")
         staging.mkdir(mode=0o700)
-        if os.geteuid() == 0:
-            os.chown(staging, *owner)
+        user.chown(staging)
         if not _sync(disk, staging):
             shutil.rmtree(staging, ignore_errors=True)
             return cls(disk, None, budget)

@@ -137,7 +137,7 @@ class Workspace:
             root / "uv-cache",
             None if ram is None else ram.parent / "uv-cache",
             settings.builder_uv_cache_ram,
-            (user.uid, user.gid),
+            user,
         )
         interp = await choose(settings.build_python, user, root / "home")
         uv_bin = uv.find_uv_bin()
