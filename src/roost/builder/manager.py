@@ -120,6 +120,7 @@ class BuildManager:
         caches = self.ws.uv_caches
         if self.running or not caches.in_memory:
             return
+        # Asked again after the walk: a build may have started meanwhile.
         if await asyncio.to_thread(caches.over_budget) and not self.running:
             ram = caches.detach()
             if ram is not None:
