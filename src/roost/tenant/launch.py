@@ -1,0 +1,187 @@
+"""The one way to start a tenant process: identity, sandbox and limits together.
+
+`Tenancy` belongs to a daemon (runner or builder) and knows the host: whether
+it can sandbox at all (root, bubblewrap, cgroups), where its cgroups go, and
+which system directories to bind. `Tenancy.prepare` turns "run this argv for
+this app with these paths and limits" into a `Prepared` launch: the full
+command line, the cgroup (made, limits written) and the code the child runs
+between fork and exec. The spawner (a supervisor's `Child`, an exec session)
+stays in charge of pipes, ptys and waiting; it calls `Prepared.preexec` in
+the child and `Prepared.finish` once the process is gone.
+
+Without root there is nobody to drop to and nothing to mount: the daemon
+runs tenant code as itself, unsandboxed, and says so once, loudly (a
+developer's laptop). As root, a missing bubblewrap or cgroup hierarchy is a
+configuration error, not a reason to run tenants unconfined; `sandbox=off`
+is the operator's explicit, logged way out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from roost.tenant.cgroups import Cgroup, CgroupError, Hierarchy, Limits
+from roost.tenant.identity import Identity, IdentityError, ensure_identity
+from roost.tenant.sandbox import (
+    BWRAP,
+    SETPRIV,
+    SHIELDED_SIGNALS,
+    SandboxError,
+    SandboxSpec,
+    bwrap_argv,
+    system_links,
+)
+
+log = logging.getLogger("roost.tenant")
+
+TENANT_UMASK = 0o077
+_SHIELDED = tuple(getattr(signal, f"SIG{name}") for name in SHIELDED_SIGNALS)
+
+
+class TenantError(RuntimeError):
+    """A tenant process cannot be started safely (the message says why)."""
+
+
+@dataclass(frozen=True)
+class TenantSpec:
+    identity: Identity
+    sandbox: SandboxSpec
+    limits: Limits
+    # The cgroup's name: unique among this daemon's live tenant processes.
+    unit: str
+
+
+@dataclass
+class Prepared:
+    argv: list[str]
+    identity: Identity | None  # None: unsandboxed (not root)
+    cgroup: Cgroup | None
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.identity is not None
+
+    def preexec(self) -> None:
+        """In the child, after fork and before exec (plain os calls only)."""
+        if self.cgroup is not None:
+            self.cgroup.attach_self()
+        if self.identity is not None:
+            os.umask(TENANT_UMASK)
+            # bwrap must survive the TERM/INT aimed at the tenant (see
+            # roost.tenant.sandbox); `env --default-signal` undoes this inside.
+            for sig in _SHIELDED:
+                signal.signal(sig, signal.SIG_IGN)
+
+    def oom_killed(self) -> bool:
+        return self.cgroup is not None and self.cgroup.oom_kills() > 0
+
+    def memory_bytes(self) -> int:
+        return self.cgroup.memory_bytes() if self.cgroup is not None else 0
+
+    def kill_all(self) -> None:
+        """SIGKILL every process of this launch, wherever it went (setsid included)."""
+        if self.cgroup is not None:
+            self.cgroup.kill()
+
+    def finish(self) -> None:
+        """Once the process is reaped: kill leftovers and remove the cgroup."""
+        if self.cgroup is not None and not self.cgroup.destroy():
+            log.warning("cgroup %s is still busy; left for the next sweep", self.cgroup.dirs)
+
+
+@dataclass
+class Tenancy:
+    """A daemon's way to start tenant processes (see the module docstring)."""
+
+    owner: str
+    enabled: bool
+    hierarchy: Hierarchy | None = None
+    host_links: dict[str, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def for_daemon(cls, owner: str, mode: str = "on") -> Tenancy:
+        """Detect what this host offers; raise TenantError when root lacks a part.
+
+        `mode`: "on" (sandbox when root), "off" (never: development only).
+        """
+        if mode not in ("on", "off"):
+            raise TenantError(f"sandbox mode must be 'on' or 'off', not {mode!r}")
+        if mode == "off":
+            log.warning("SANDBOX OFF: tenant code runs as %s with no limits", _whoami())
+            return cls(owner, enabled=False)
+        if os.geteuid() != 0:
+            log.warning(
+                "not root: tenant code runs as %s, unsandboxed and unlimited "
+                "(run as root for per-app users, bubblewrap and cgroups)",
+                _whoami(),
+            )
+            return cls(owner, enabled=False)
+        for tool, pkg in ((BWRAP, "bubblewrap"), (SETPRIV, "util-linux")):
+            if not os.access(tool, os.X_OK):
+                raise TenantError(f"{tool} is missing: install {pkg} (apt-get install {pkg})")
+        try:
+            hierarchy = Hierarchy.detect(owner)
+            hierarchy.setup()
+        except (CgroupError, OSError) as exc:
+            raise TenantError(f"cgroups: {exc}") from None
+        t = cls(owner, enabled=True, hierarchy=hierarchy, host_links=system_links())
+        t.sweep()
+        return t
+
+    def sweep(self) -> None:
+        """Kill and remove cgroups a crashed run of this daemon left behind."""
+        if self.hierarchy is None:
+            return
+        for cg in self.hierarchy.leftovers():
+            if cg.pids():
+                log.warning("killing tenant processes left in %s", cg.dirs)
+            cg.destroy()
+
+    def prepare(self, spec: TenantSpec, argv: Sequence[str]) -> Prepared:
+        if not self.enabled:
+            return Prepared(argv=list(argv), identity=None, cgroup=None, limits=spec.limits)
+        assert self.hierarchy is not None
+        try:
+            ensure_identity(spec.identity)
+            full = bwrap_argv(spec.sandbox, spec.identity, argv, host_links=self.host_links)
+            cg = self.hierarchy.cgroup(spec.unit)
+            if cg.pids():
+                # Same unit still running (a restart racing its predecessor's
+                # cleanup): that process is gone from our books; end it.
+                cg.kill()
+            cg.create(spec.limits)
+        except (IdentityError, SandboxError, CgroupError, OSError) as exc:
+            raise TenantError(str(exc)) from None
+        return Prepared(argv=full, identity=spec.identity, cgroup=cg, limits=spec.limits)
+
+    def give(self, ident: Identity, paths: Iterable[Path], *, recursive: bool = False) -> None:
+        """Make `paths` the tenant's own (never following symlinks)."""
+        if not self.enabled:
+            return
+        for path in paths:
+            os.lchown(path, ident.uid, ident.gid)
+            if recursive and path.is_dir() and not path.is_symlink():
+                for dirpath, dirnames, filenames in os.walk(path):
+                    for name in dirnames + filenames:
+                        os.lchown(os.path.join(dirpath, name), ident.uid, ident.gid)
+
+
+def _whoami() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def available() -> bool:
+    """Whether this host can sandbox (for tests and `roost doctor`-like checks)."""
+    return os.geteuid() == 0 and bool(shutil.which("bwrap")) and os.access(SETPRIV, os.X_OK)
