@@ -67,8 +67,17 @@ def _is_hex_name(p: Path) -> bool:
 
 
 class ImageCache:
-    def __init__(self, root: Path, max_bytes: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_bytes: int,
+        clock: Callable[[], float] = time.time,
+        unpack_plain: Callable[[Path, Path], Awaitable[None]] = unpack_async,
+    ) -> None:
         self.root = root
+        # How a plain tar (not a manifest) is unpacked: a router unpacks static
+        # bundles with its own, which keeps regular files and directories only.
+        self._unpack_plain = unpack_plain
         self.max_bytes = max_bytes
         self._clock = clock
         self.images = root / "images"
@@ -229,7 +238,7 @@ class ImageCache:
             blob = await self._download(digest, fetcher, work)
             manifest = await asyncio.to_thread(read_manifest, blob)
             if manifest is None:
-                await unpack_async(blob, unpack_dir)
+                await self._unpack_plain(blob, unpack_dir)
             else:
                 # Busy before the next await: no eviction can take a layer
                 # between its arrival and this image naming it.

@@ -8,6 +8,9 @@ time, retrying failures with backoff, and publishes each ready
 directory in `ctx.bundles`. Until then requests under a static prefix go to
 the app. Bundles the table no longer names are unpinned (the cache may evict
 them) and forgotten.
+
+A bundle is unpacked by roost.router.unpack, not GNU tar: regular files and
+directories only, so no link a build planted reaches the cache.
 """
 
 from __future__ import annotations
@@ -118,8 +121,9 @@ def image_cache_ensure(
     serve the bundle (roost.images.sources.SourcePlan)."""
     from roost.images.cache import ImageCache
     from roost.images.sources import Source, SourcePlan
+    from roost.router.unpack import unpack_bundle_async
 
-    cache = ImageCache(cache_dir, max_bytes)
+    cache = ImageCache(cache_dir, max_bytes, unpack_plain=unpack_bundle_async)
     fixed = [Source("builders", client)] if client is not None else []
 
     async def fetcher(digest: str, dest: Path) -> Path:

@@ -9,15 +9,23 @@ written in one go; larger ones are streamed in chunks that wait for the client
 to drain, so a slow reader never makes the router buffer a whole file.
 
 The path is decoded and split into segments; `..`, NUL and backslashes are
-refused, so a request cannot leave the bundle. Bundles hold only regular files
-and directories (the builder drops symlinks).
+refused, so a request cannot leave the bundle. A bundle came out of a build,
+which ran untrusted code, so its tree is not trusted either: every file is
+opened beneath the bundle directory with no symlink followed on the way
+(roost.router.safeopen: openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS), and
+what was opened is then checked with fstat: only a directory, or a regular
+file with no other name (a hard link may name a file outside), is served;
+anything else is a 404. The descriptor checked is the one read, so nothing
+can be swapped in between.
 """
 
 from __future__ import annotations
 
 import html
+import io
 import mimetypes
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
@@ -27,6 +35,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote_to_bytes
 
 from roost.router.h1 import accepts_gzip, response_head
+from roost.router.safeopen import open_beneath, path_parts
 from roost.wire.messages import StaticRoute
 
 if TYPE_CHECKING:
@@ -208,45 +217,100 @@ def serve(
             extra=[(b"Allow", b"GET, HEAD")],
         )  # fmt: skip
         return
-    root = os.path.join(bundle, rule.path.strip("/"))
+    base = path_parts(rule.path)
     if rule.is_file:
         if path.rstrip(b"/") != prefix.rstrip(b"/"):
             return _not_found(client, ex)
         segments: list[str] | None = []
     else:
         segments = safe_segments(path[len(prefix) :])
-    if segments is None:
+    if segments is None or base is None:
         return _not_found(client, ex)
-    fs_path = os.path.join(root, *segments) if segments else root
     try:
-        st = os.stat(fs_path)
-    except (FileNotFoundError, NotADirectoryError, PermissionError, ValueError):
-        return _not_found(client, ex)
-    expires = entry.expires_for(path)
-    if os.path.isdir(fs_path):
-        if not path.endswith(b"/"):
-            query = ex.url.partition(b"?")[2]
-            location = path + b"/" + (b"?" + query if query else b"")
-            return _send(client, ex, 301, [(b"Location", location)], b"")
-        index = os.path.join(fs_path, "index.html")
-        try:
-            st = os.stat(index)
-            fs_path = index
-        except FileNotFoundError:
-            if rule.directory_indexes:
-                body = listing(fs_path, path.decode("utf-8", "replace"))
-                ctype = (b"Content-Type", b"text/html; charset=utf-8")
-                return _send(client, ex, 200, [ctype], body)
-            return _not_found(client, ex)
-    gz: tuple[str, int] | None = None
-    try:
-        gz = (fs_path + ".gz", os.stat(fs_path + ".gz").st_size)
+        # The bundle directory itself is the router's own (its cache): the
+        # one path opened the ordinary way. Everything under it is not.
+        root = os.open(bundle, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
-        pass
-    p = plan(fs_path, st.st_size, st.st_mtime_ns, _request_headers(ex), gz=gz, expires=expires)
-    if p.status != 200 and p.status != 206:
-        return _send(client, ex, p.status, p.headers, b"", length=0 if p.status == 304 else None)
-    _send_file(client, ex, p)
+        return _not_found(client, ex)
+    try:
+        _serve_beneath(client, ex, entry, rule, root, base + segments, path)
+    finally:
+        os.close(root)
+
+
+def _open_entry(dirfd: int, parts: list[str]) -> tuple[int, os.stat_result] | None:
+    """(fd, its stat) for a directory or a single-named regular file beneath
+    `dirfd`; None for anything else (missing, a link anywhere on the way,
+    a FIFO, a device, a hard link)."""
+    try:
+        fd = open_beneath(dirfd, parts)
+    except (OSError, ValueError):
+        return None
+    st = os.fstat(fd)
+    if stat.S_ISDIR(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink == 1):
+        return fd, st
+    os.close(fd)
+    return None
+
+
+def _serve_beneath(
+    client: ClientConnection,
+    ex: Exchange,
+    entry: AppEntry,
+    rule: StaticRoute,
+    root: int,
+    parts: list[str],
+    path: bytes,
+) -> None:
+    found = _open_entry(root, parts)
+    if found is None:
+        return _not_found(client, ex)
+    fd, st = found
+    gz_fd = -1
+    try:
+        if stat.S_ISDIR(st.st_mode):
+            if not path.endswith(b"/"):
+                query = ex.url.partition(b"?")[2]
+                location = path + b"/" + (b"?" + query if query else b"")
+                return _send(client, ex, 301, [(b"Location", location)], b"")
+            index = _open_entry(fd, ["index.html"])
+            if index is None or not stat.S_ISREG(index[1].st_mode):
+                if index is not None:
+                    os.close(index[0])
+                if rule.directory_indexes:
+                    body = listing(fd, path.decode("utf-8", "replace"))
+                    ctype = (b"Content-Type", b"text/html; charset=utf-8")
+                    return _send(client, ex, 200, [ctype], body)
+                return _not_found(client, ex)
+            os.close(fd)
+            fd, st = index
+            parts = [*parts, "index.html"]
+        fs_path = "/".join(parts)
+        gz: tuple[str, int] | None = None
+        sibling = _open_entry(root, [*parts[:-1], parts[-1] + ".gz"]) if parts else None
+        if sibling is not None:
+            if stat.S_ISREG(sibling[1].st_mode):
+                gz_fd, gz = sibling[0], (fs_path + ".gz", sibling[1].st_size)
+            else:
+                os.close(sibling[0])
+        expires = entry.expires_for(path)
+        p = plan(fs_path, st.st_size, st.st_mtime_ns, _request_headers(ex), gz=gz, expires=expires)
+        if p.status != 200 and p.status != 206:
+            return _send(
+                client, ex, p.status, p.headers, b"", length=0 if p.status == 304 else None
+            )
+        # The chosen representation's descriptor goes to _send_file (which
+        # closes it); the other is closed below.
+        if gz is not None and p.path == gz[0]:
+            chosen, gz_fd = gz_fd, -1
+        else:
+            chosen, fd = fd, -1
+        _send_file(client, ex, p, io.FileIO(chosen, "rb", closefd=True))
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if gz_fd >= 0:
+            os.close(gz_fd)
 
 
 def _not_found(client: ClientConnection, ex: Exchange) -> None:
@@ -279,39 +343,34 @@ def _send(
     client.exchange_done(ex)
 
 
-def _send_file(client: ClientConnection, ex: Exchange, p: Plan) -> None:
+def _send_file(client: ClientConnection, ex: Exchange, p: Plan, fh: io.FileIO) -> None:
+    """Send the file open at `fh` (p.path is only its name); closes `fh`.
+
+    A file object rather than a bare descriptor: if the streaming task is
+    cancelled before it ever runs, collecting it still closes the file."""
     headers = [*p.headers, (b"X-Request-Id", ex.rid)]
     head = response_head(
         p.status, headers, content_length=p.length, keep_alive=ex.keep_alive, http10=ex.http10
     )
-    ex.status = p.status
-    if ex.method == b"HEAD" or p.length == 0:
-        ex.done = True
-        client.transport.write(head)
-        client.exchange_done(ex)
-        return
-    if p.length <= CHUNK:
-        try:
-            with open(p.path, "rb") as fh:
-                fh.seek(p.offset)
-                data = fh.read(p.length)
-        except OSError:
-            return _not_found(client, ex)
+    if ex.method == b"HEAD" or p.length <= CHUNK:
+        with fh:
+            try:
+                data = os.pread(fh.fileno(), p.length, p.offset) if ex.method != b"HEAD" else b""
+            except OSError:
+                return _not_found(client, ex)
+        ex.status = p.status
         ex.bytes_out = len(data)
         ex.done = True
         client.transport.write(head + data)
         client.exchange_done(ex)
         return
+    ex.status = p.status
     client.transport.write(head)
-    client.ctx.spawn(_stream(client, ex, p))
+    client.ctx.spawn(_stream(client, ex, p, fh))
 
 
-async def _stream(client: ClientConnection, ex: Exchange, p: Plan) -> None:
-    try:
-        fd = os.open(p.path, os.O_RDONLY)
-    except OSError:
-        client.abort_response(ex, "static file vanished")
-        return
+async def _stream(client: ClientConnection, ex: Exchange, p: Plan, fh: io.FileIO) -> None:
+    fd = fh.fileno()
     try:
         offset, remaining = p.offset, p.length
         while remaining > 0:
@@ -329,19 +388,26 @@ async def _stream(client: ClientConnection, ex: Exchange, p: Plan) -> None:
     except ConnectionResetError:
         return
     finally:
-        os.close(fd)
+        fh.close()
     ex.done = True
     client.exchange_done(ex)
 
 
-def listing(directory: str, url_path: str) -> bytes:
-    names = sorted(os.listdir(directory))
+def listing(dirfd: int, url_path: str) -> bytes:
+    """An HTML index of the directory open at `dirfd`: its directories and
+    regular files (links and special files are not shown: they are not served)."""
+    with os.scandir(dirfd) as it:
+        kinds = {
+            e.name: e.is_dir(follow_symlinks=False)
+            for e in it
+            if e.is_dir(follow_symlinks=False) or e.is_file(follow_symlinks=False)
+        }
+    names = sorted(kinds)
     rows = []
     for name in names:
-        if name.endswith(".gz") and name[:-3] in names:
+        if name.endswith(".gz") and name[:-3] in kinds:
             continue  # precompressed variants are an implementation detail
-        full = os.path.join(directory, name)
-        slash = "/" if os.path.isdir(full) else ""
+        slash = "/" if kinds[name] else ""
         rows.append(f'<li><a href="{quote(name)}{slash}">{html.escape(name)}{slash}</a></li>')
     title = html.escape(url_path)
     return (
