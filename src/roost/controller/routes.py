@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from roost.appspec.model import AppSpec
+from roost.controller.domains import default_host, routable_domains
 from roost.wire.messages import (
     AppRoute,
     Backend,
@@ -84,9 +85,16 @@ def app_route(
                 )
             )
     auth = spec.basic_auth if spec is not None else None
+    # Defence in depth: a custom domain the policy refuses (another app's
+    # default hostname, say) is never routed, even when the database holds
+    # one; nor is a certificate for a name this app is not routed at.
+    hostnames = [default_host(a.app, default_domain)]
+    hostnames += routable_domains(a.app, a.domains, default_domain)
+    routed = set(hostnames)
+    certificates = [c for c in a.certificates if routed.issuperset(c.hostnames)]
     return AppRoute(
         app=a.app,
-        hostnames=[f"{a.app}.{default_domain}", *a.domains],
+        hostnames=hostnames,
         backends=backends,  # sorted by instance id
         release=a.release,
         suspended=a.suspended,
@@ -96,7 +104,7 @@ def app_route(
         expires=dict(spec.http.expires) if spec is not None else {},
         basic_auth=dict(auth.users) if auth is not None else {},
         basic_auth_realm=auth.realm if auth is not None else "",
-        certificates=list(a.certificates),
+        certificates=certificates,
     )
 
 

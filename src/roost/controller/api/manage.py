@@ -13,13 +13,19 @@ from pydantic import BaseModel, Field
 from roost.controller import lifecycle
 from roost.controller.api.deps import ApiError, CurrentAccount, CurrentController, owned_app
 from roost.controller.core import Controller
+from roost.controller.domains import (
+    DomainRefused,
+    check_domain,
+    default_host,
+    normalize,
+    routable_domains,
+)
 from roost.controller.store import AppRow, Conflict, NotFound
 from roost.controller.tls import CertificateError, check_certificate
 
 router = APIRouter(prefix="/api")
 
 CONFIG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-HOSTNAME = re.compile(r"^(?=.{1,253}$)(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 PROCESS_TYPE = re.compile(r"^[a-z0-9_-]{1,64}$")
 MAX_INSTANCES = 100
 
@@ -205,9 +211,10 @@ async def add_domain(
     name: str, body: DomainBody, who: CurrentAccount, c: CurrentController
 ) -> dict[str, str]:
     app = owned_app(c, who, name)
-    host = body.hostname.strip().lower().rstrip(".")
-    if not HOSTNAME.match(host):
-        raise ApiError(422, f"invalid hostname {body.hostname!r}")
+    try:
+        host = check_domain(body.hostname, app.name, c.settings.default_domain)
+    except DomainRefused as exc:
+        raise ApiError(exc.status, str(exc)) from None
     try:
         c.store.add_domain(app.id, host)
     except Conflict as exc:
@@ -222,9 +229,9 @@ async def remove_domain(
 ) -> dict[str, str]:
     app = owned_app(c, who, name)
     try:
-        c.store.remove_domain(app.id, hostname.lower())
-    except NotFound as exc:
-        raise ApiError(404, str(exc)) from None
+        c.store.remove_domain(app.id, normalize(hostname))
+    except (NotFound, DomainRefused):
+        raise ApiError(404, f"{hostname} is not a domain of {name}") from None
     c.wake.set()
     return {"removed": hostname}
 
@@ -240,8 +247,17 @@ async def add_cert(
     name: str, body: CertBody, who: CurrentAccount, c: CurrentController
 ) -> dict[str, Any]:
     app = owned_app(c, who, name)
-    host = body.hostname.strip().lower()
-    routed = {d.hostname for d in c.store.domains(app.id)} | {f"{name}.{c.settings.default_domain}"}
+    try:
+        host = normalize(body.hostname)
+    except DomainRefused as exc:
+        raise ApiError(exc.status, str(exc)) from None
+    # What the router sends to this app: never a name the domain policy
+    # refuses, even if an old row holds one (its certificate would serve
+    # another app's hostname).
+    own = routable_domains(
+        name, [d.hostname for d in c.store.domains(app.id)], c.settings.default_domain
+    )
+    routed = {*own, default_host(name, c.settings.default_domain)}
     if host not in routed:
         raise ApiError(
             422, f"{host} is not a domain of {name}: add it with 'roost domains add' first"
