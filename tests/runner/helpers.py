@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sys
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 import psutil
 
 from roost.appspec.model import AppSpec, ProcessSpec
+from roost.tenant.launch import Tenancy
 from roost.wire.messages import InstanceAssignment
 
 DIGEST_A = "sha256:" + "a" * 64
@@ -32,6 +34,8 @@ def assignment(
     process_type: str = "web",
     spec: AppSpec | None = None,
     env: dict[str, str] | None = None,
+    app_id: int = 1,
+    memory_mb: int = 0,
 ) -> InstanceAssignment:
     return InstanceAssignment(
         instance_id=iid,
@@ -41,6 +45,8 @@ def assignment(
         process_type=process_type,
         spec=spec or command_spec("true"),
         env=env or {},
+        app_id=app_id,
+        memory_mb=memory_mb,
     )
 
 
@@ -53,6 +59,11 @@ def make_image_root(root: Path, files: dict[str, str], checkout: str = "app") ->
     (root / "venv").symlink_to(Path(sys.prefix))
     (root / "roost-image.json").write_text("{}")
     return root
+
+
+def make_tenancy(tmp_path: Path) -> Tenancy:
+    """The real thing (per-app users, bubblewrap, cgroups), owned by this test alone."""
+    return Tenancy.for_daemon(f"test-{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:12]}")
 
 
 class FakeImages:

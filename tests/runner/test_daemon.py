@@ -113,6 +113,7 @@ def inst(iid: str, process_type: str, digest: str, release: int = 1) -> Instance
         image_digest=digest,
         process_type=process_type,
         spec=SPEC,
+        app_id=1,
     )
 
 
@@ -206,7 +207,7 @@ async def _scenario(
     assert (hb.fence, hb.version) == (2, 1)
     web = next(i for i in hb.instances if i.instance_id == "i1")
     assert web.port > 0 and web.memory_mb > 0 and web.command.endswith("exec python server.py'")
-    assert web.unix_socket.endswith("i1.sock")
+    assert web.unix_socket.endswith("i1/web.sock")
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"http://127.0.0.1:{web.port}/")).text == "web.1"
     await eventually(

@@ -21,12 +21,15 @@ def test_host_id_is_generated_once_and_kept(tmp_path: Path) -> None:
 
 def test_socket_paths_fit_sun_path(tmp_path: Path) -> None:
     short = Layout(tmp_path / "d")
-    assert short.socket_path("web-1") == str(tmp_path / "d" / "runner" / "sockets" / "web-1.sock")
+    # A directory per instance: a sandboxed instance may write there alone.
+    assert short.socket_path("web-1") == str(
+        tmp_path / "d" / "runner" / "sockets" / "web-1" / "web.sock"
+    )
     deep = Layout(tmp_path / ("x" * 120))
     path = deep.socket_path("web-1")
     assert len(path) <= MAX_SOCKET_PATH
     assert path == deep.socket_path("web-1") != deep.socket_path("web-2")
-    assert Path(path).parent.is_dir()
+    assert Path(path).parent.parent.is_dir()
 
 
 def test_unsafe_names_are_hashed() -> None:

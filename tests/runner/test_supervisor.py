@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import msgspec
+import psutil
 
 from roost.appspec.model import AppSpec, ProcessSpec
 from roost.runner.layout import Layout
@@ -27,6 +28,7 @@ from tests.runner.helpers import (
     command_spec,
     eventually,
     make_image_root,
+    make_tenancy,
 )
 
 FAST = Policy(
@@ -81,7 +83,7 @@ ORPHANER = """
 import subprocess, time
 child = subprocess.Popen(["sleep", "300"])
 print("orphan", child.pid, flush=True)
-time.sleep(0.3)
+time.sleep(1.0)
 raise SystemExit(1)
 """
 
@@ -128,7 +130,13 @@ async def harness(
     )
     images = FakeImages({DIGEST_A: root}, fail=fail)
     logs: list[LogLine] = []
-    sup = Supervisor(layout=layout, images=images, policy=policy, emit=logs.append)
+    sup = Supervisor(
+        layout=layout,
+        images=images,
+        policy=policy,
+        emit=logs.append,
+        tenancy=make_tenancy(tmp_path),
+    )
     task = asyncio.create_task(sup.run())
     try:
         yield Harness(sup, images, layout, logs)
@@ -221,28 +229,36 @@ async def test_stop_escalates_to_sigkill_and_leaves_no_orphans(tmp_path: Path) -
         h.sup.set_desired([assignment("s1", process_type="worker", spec=spec)])
         await eventually(lambda: state(h, "s1") == "up", what="worker up")
         pid = h.sup.records["s1"].pid
-        line = await eventually(
+        await eventually(
             lambda: [x for x in h.app_lines("s1") if x.startswith("pids")], what="child pid"
         )
-        child = int(line[0].split()[1])  # type: ignore[index]
-        assert alive(pid) and alive(child)
+        # Host pids of everything the instance runs (its own pids are those
+        # of its PID namespace): the sandbox, the script and its child.
+        tree = [pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))]
+        assert len(tree) >= 4 and all(alive(p) for p in tree)
         h.sup.set_desired([])
         await eventually(lambda: state(h, "s1") == "stopping", what="stopping")
         await eventually(lambda: "s1" not in h.sup.records, what="forgotten")
         assert "worker.1 did not stop within 1s: killing it" in h.platform_lines()
-        assert not alive(pid) and not alive(child)
+        assert not any(alive(p) for p in tree)
 
 
 async def test_exit_kills_what_the_instance_left_behind(tmp_path: Path) -> None:
     async with harness(tmp_path) as h:
         spec = command_spec("python orphaner.py", web=False, name="worker")
         h.sup.set_desired([assignment("o1", process_type="worker", spec=spec)])
-        line = await eventually(
+        rec = h.sup.records
+        pid = await eventually(lambda: "o1" in rec and rec["o1"].pid, what="started")
+        assert isinstance(pid, int)
+        await eventually(
             lambda: [x for x in h.app_lines("o1") if x.startswith("orphan")], what="orphan pid"
         )
-        orphan = int(line[0].split()[1])  # type: ignore[index]
+        sleepers = [
+            p.pid for p in psutil.Process(pid).children(recursive=True) if p.name() == "sleep"
+        ]
+        assert sleepers
         await eventually(lambda: h.sup.records["o1"].restarts >= 1, what="a crash and restart")
-        await eventually(lambda: not alive(orphan), what="orphan killed")
+        await eventually(lambda: not any(alive(p) for p in sleepers), what="orphan killed")
 
 
 async def test_web_instance_that_never_answers_is_failed(tmp_path: Path) -> None:
@@ -276,7 +292,9 @@ async def test_unknown_process_type_and_missing_program_are_crashes(tmp_path: Pa
             lambda: state(h, "u1") == "crashed" and state(h, "u2") == "crashed", what="crashes"
         )
         assert h.sup.records["u1"].last_error == "release 1 has no process type 'clock'"
-        assert h.sup.records["u2"].last_error.startswith("could not start: [Errno 2]")
+        assert h.sup.records["u2"].last_error.startswith(
+            "could not start: working directory "
+        ) and h.sup.records["u2"].last_error.endswith("no/such/dir does not exist")
 
 
 async def test_noisy_output_never_blocks_and_long_lines_are_cut(tmp_path: Path) -> None:

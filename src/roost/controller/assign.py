@@ -31,6 +31,8 @@ class Source:
     image_digest: str
     spec: AppSpec
     env: dict[str, str]
+    app_id: int = 0
+    memory_mb: int = 0
 
 
 @dataclass
@@ -51,6 +53,8 @@ def instance_assignment(
         and old.image_digest == src.image_digest
         and old.spec is src.spec
         and old.env == src.env
+        and old.app_id == src.app_id
+        and old.memory_mb == src.memory_mb
     ):
         return old
     return InstanceAssignment(
@@ -61,6 +65,8 @@ def instance_assignment(
         process_type=p.process_type,
         spec=src.spec,
         env=src.env,
+        app_id=src.app_id,
+        memory_mb=src.memory_mb,
     )
 
 

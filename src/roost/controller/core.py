@@ -388,7 +388,13 @@ class Controller:
                 sources[key] = (
                     None
                     if rel is None
-                    else Source(rel.image_digest, rel.spec, self.instance_env(app_id, rel.config))
+                    else Source(
+                        rel.image_digest,
+                        rel.spec,
+                        self.instance_env(app_id, rel.config),
+                        app_id=app_id,
+                        memory_mb=self.settings.instance_memory_mb,
+                    )
                 )
             return sources[key]
 

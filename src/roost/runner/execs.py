@@ -20,12 +20,21 @@ import shutil
 from pathlib import Path
 
 from roost.images.digest import ImageError
+from roost.runner.confine import (
+    ConfineError,
+    TenantDefaults,
+    give_tree,
+    image_binds,
+    prepare_dirs,
+    tenant_spec,
+)
 from roost.runner.datasync import START_PULL_TIMEOUT_S, DataSync
-from roost.runner.launch import LaunchError
+from roost.runner.launch import Launch, LaunchError
 from roost.runner.layout import Layout, link_data, materialize
 from roost.runner.replicas import Replicas
 from roost.runner.runcmd import manage_py, render_run
 from roost.runner.supervisor import ImageProvider
+from roost.tenant.launch import Prepared, Tenancy, TenantError
 from roost.wire.execs import ExecSessions, Spawn
 from roost.wire.messages import (
     Error,
@@ -56,8 +65,13 @@ class RunnerExecs:
         sessions: ExecSessions,
         data: DataSync | None = None,
         replicas: Replicas | None = None,
+        tenancy: Tenancy | None = None,
+        tenant_defaults: TenantDefaults | None = None,
     ) -> None:
         self.layout = layout
+        # None: commands run as the runner itself (tests of the relay alone).
+        self.tenancy = tenancy or Tenancy("unconfined", enabled=False)
+        self.tenant_defaults = tenant_defaults or TenantDefaults()
         self.images = images
         self.sessions = sessions
         self.data = data
@@ -111,8 +125,11 @@ class RunnerExecs:
         except (ImageError, OSError, RpcTimeout, RemoteError) as exc:
             return Error(message=f"could not fetch release {a.release} of {a.app}: {exc}")
         bundle_dir = self.layout.bundle_dir(a.app, a.instance_id)
+        prepared: Prepared | None = None
 
         def cleanup(_status: int = 0) -> None:
+            if prepared is not None:
+                prepared.finish()  # whatever the command left running dies here
             self.images.release(a.image_digest)
             shutil.rmtree(bundle_dir, ignore_errors=True)
 
@@ -133,19 +150,22 @@ class RunnerExecs:
                 has_manage_py=manage_py(root, a),
             )
             materialize(launch)
-        except (LaunchError, OSError, RuntimeError) as exc:
+            prepared = self._confine(msg, launch, root, bundle_dir)
+        except (LaunchError, ConfineError, TenantError, OSError, RuntimeError) as exc:
             cleanup()
             return Error(message=str(exc))
         reply = await self.sessions.start(
             msg.session,
             Spawn(
-                argv=launch.argv,
+                argv=prepared.argv,
                 env=launch.env,
-                cwd=Path(launch.cwd),
+                # A sandbox sets its own working directory (bwrap --chdir).
+                cwd=Path("/") if prepared.sandboxed else Path(launch.cwd),
                 pty=msg.pty,
                 rows=msg.rows,
                 cols=msg.cols,
                 on_exit=cleanup,
+                preexec=prepared.preexec,
             ),
         )
         if isinstance(reply, Error):
@@ -153,3 +173,20 @@ class RunnerExecs:
         else:
             log.info("%s: run %s: %s", a.app, msg.session, launch.command)
         return reply
+
+    def _confine(self, msg: RunStart, launch: Launch, root: Path, bundle_dir: Path) -> Prepared:
+        """The command's sandbox and cgroup: the app's identity, as its instances."""
+        a = msg.assignment
+        if not self.tenancy.enabled:
+            return Prepared(argv=list(launch.argv), identity=None, cgroup=None)
+        spec = tenant_spec(
+            a,
+            layout=self.layout,
+            unit=f"run-{msg.session}",
+            cwd=launch.cwd,
+            image_paths=image_binds(root),
+            defaults=self.tenant_defaults,
+        )
+        prepare_dirs(spec.identity, self.layout, a.app, bundle_dir=bundle_dir)
+        give_tree(spec.identity, self.layout.data_directory(a.app))
+        return self.tenancy.prepare(spec, launch.argv)

@@ -134,7 +134,9 @@ class Exited:
     pid: int
     returncode: int | None
     output_tail: list[str] = field(default_factory=list)
-    error: str = ""  # set when the process could not even be started
+    # Why it ended, when the exit status alone does not say: it could not
+    # even be started, or the kernel OOM-killed it in its cgroup.
+    error: str = ""
 
 
 @dataclass(frozen=True)

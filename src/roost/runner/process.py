@@ -33,6 +33,7 @@ from typing import IO
 
 from roost import procs
 from roost.runner.logbuffer import LineSplitter
+from roost.tenant.launch import Prepared
 
 PR_SET_PDEATHSIG = 1
 TAIL_LINES = 30
@@ -46,12 +47,14 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl
 LineSink = Callable[[str, str], None]  # (stream, line)
 
 
-def _preexec(parent_pid: int) -> Callable[[], None]:
+def _preexec(parent_pid: int, prepared: Prepared | None) -> Callable[[], None]:
     def arm_death_signal() -> None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent_pid:
             # The runner died between fork and prctl: the signal will never come.
             os._exit(1)
+        if prepared is not None:
+            prepared.preexec()  # into its cgroup; umask; bwrap's signal shield
 
     return arm_death_signal
 
@@ -59,29 +62,40 @@ def _preexec(parent_pid: int) -> Callable[[], None]:
 class Child:
     """A started instance process (leader of its own process group)."""
 
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], prepared: Prepared | None = None) -> None:
         self.popen = popen
         self.pid = popen.pid
         self.returncode: int | None = None
+        self.prepared = prepared
+        # Set once reaped: the kernel OOM-killed something in its cgroup.
+        self.oom_killed = False
 
     @classmethod
-    def spawn(cls, argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> Child:
-        """Start `argv`; raises OSError (or SubprocessError) when it cannot.
+    def spawn(
+        cls,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        prepared: Prepared | None = None,
+    ) -> Child:
+        """Start `argv` (`prepared.argv` when confined); raises OSError (or
+        SubprocessError) when it cannot.
 
         Call it from the event loop's thread, never from a worker thread: the
         death signal fires when the *thread* that forked exits.
         """
         popen = subprocess.Popen(
-            list(argv),
+            list(prepared.argv if prepared is not None else argv),
             env=dict(env),
-            cwd=str(cwd),
+            # A sandbox sets its own working directory (bwrap --chdir).
+            cwd="/" if prepared is not None and prepared.sandboxed else str(cwd),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=_preexec(os.getpid()),
+            preexec_fn=_preexec(os.getpid(), prepared),
         )
-        return cls(popen)
+        return cls(popen, prepared)
 
     def signal_group(self, sig: int) -> bool:
         """Send `sig` to the instance's process group; False if it is gone."""
@@ -117,6 +131,7 @@ class Child:
             # have been reused: kill whatever outlived it, then reap.
             self.signal_group(signal.SIGKILL)
             self.returncode = self.popen.wait()
+            self._finish()
             await asyncio.wait(pumps, timeout=DRAIN_TIMEOUT_S)
         finally:
             for task in pumps:
@@ -126,12 +141,31 @@ class Child:
                 transport.close()
             if self.returncode is None:  # cancelled before the process ended
                 self.signal_group(signal.SIGKILL)
+                if self.prepared is not None:
+                    self.prepared.kill_all()
                 self.returncode = self.popen.wait()
+                self._finish()
         return self.returncode, list(tails["stderr"] or tails["stdout"])
+
+    def _finish(self) -> None:
+        """The leader is reaped: read the OOM counter, then end the cgroup."""
+        if self.prepared is None:
+            return
+        self.oom_killed = self.prepared.oom_killed()
+        self.prepared.finish()
+        if self.prepared.sandboxed and self.returncode is not None:
+            self.returncode = sandbox_returncode(self.returncode)
 
     async def _exited(self) -> None:
         """Return once the leader has exited (it stays a zombie until reaped)."""
         await procs.exited(self.pid)
+
+
+def sandbox_returncode(rc: int) -> int:
+    """bwrap exits 128+N when its command died of signal N: say it as Popen would."""
+    if 128 < rc < 128 + signal.NSIG:
+        return -(rc - 128)
+    return rc
 
 
 async def _open_reader(

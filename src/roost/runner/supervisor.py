@@ -32,7 +32,15 @@ from typing import Protocol
 
 from roost.images.digest import ImageError
 from roost.runner import plan as P
-from roost.runner.launch import LaunchError, is_web, render
+from roost.runner.confine import (
+    ConfineError,
+    TenantDefaults,
+    give_tree,
+    image_binds,
+    prepare_dirs,
+    tenant_spec,
+)
+from roost.runner.launch import Launch, LaunchError, is_web, render
 from roost.runner.layout import Layout, PortAllocator, link_data, materialize
 from roost.runner.model import (
     Action,
@@ -55,6 +63,7 @@ from roost.runner.model import (
 )
 from roost.runner.probe import wait_until_answers
 from roost.runner.process import Child
+from roost.tenant.launch import Prepared, Tenancy, TenantError
 from roost.wire.messages import InstanceAssignment, LogLine
 from roost.wire.rpc import RemoteError, RpcTimeout
 
@@ -89,8 +98,14 @@ class Supervisor:
         probe_host: str = "127.0.0.1",
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        tenancy: Tenancy | None = None,
+        tenant_defaults: TenantDefaults | None = None,
     ) -> None:
         self.layout = layout
+        # None: instances run as the runner itself (unit tests of the loop;
+        # the daemon always passes its Tenancy).
+        self.tenancy = tenancy or Tenancy("unconfined", enabled=False)
+        self.tenant_defaults = tenant_defaults or TenantDefaults()
         self.policy = policy
         self.records: dict[str, Record] = {}
         self.images: dict[str, ImageStatus] = {}
@@ -274,8 +289,7 @@ class Supervisor:
             if rec.port:
                 self._ports.release(rec.port)
             if rec.unix_socket:
-                with contextlib.suppress(OSError):
-                    Path(rec.unix_socket).unlink()
+                shutil.rmtree(Path(rec.unix_socket).parent, ignore_errors=True)
             shutil.rmtree(
                 self.layout.bundle_dir(rec.assignment.app, rec.instance_id), ignore_errors=True
             )
@@ -309,16 +323,18 @@ class Supervisor:
                 bundle_config_dir=self.layout.bundle_dir(a.app, a.instance_id),
             )
             materialize(launch)
-        except (LaunchError, OSError, RuntimeError) as exc:
+            if sock:
+                with contextlib.suppress(FileNotFoundError):
+                    Path(sock).unlink()  # a stale socket would make gunicorn refuse to bind
+            prepared = self._confine(rec, launch, img.path, Path(sock).parent if sock else None)
+        except (LaunchError, ConfineError, TenantError, OSError, RuntimeError) as exc:
             self._fail_start(begun, now, str(exc))
             return
         begun = replace(begun, command=launch.command)
-        if sock:
-            with contextlib.suppress(FileNotFoundError):
-                Path(sock).unlink()  # a stale socket would make gunicorn refuse to bind
         try:
-            child = Child.spawn(launch.argv, launch.env, launch.cwd)
+            child = Child.spawn(launch.argv, launch.env, launch.cwd, prepared)
         except (OSError, subprocess.SubprocessError) as exc:
+            prepared.finish()
             self._fail_start(begun, now, f"could not start: {exc}")
             return
         self._set(replace(begun, pid=child.pid))
@@ -330,6 +346,32 @@ class Supervisor:
         if launch.web:
             probe = self._probe(a.instance_id, child.pid, launch.probe_host, port)
             self._probes[a.instance_id] = self._tg.create_task(probe)
+
+    def _confine(
+        self, rec: Record, launch: Launch, image_root: Path, socket_dir: Path | None
+    ) -> Prepared:
+        """The instance's identity, directories, sandbox and cgroup (see confine.py)."""
+        a = rec.assignment
+        if not launch.cwd.is_dir():
+            # Said here: inside a sandbox it would be bwrap's own terse error.
+            raise LaunchError(f"could not start: working directory {launch.cwd} does not exist")
+        bundle = self.layout.bundle_dir(a.app, a.instance_id)
+        if not self.tenancy.enabled:
+            if socket_dir is not None:
+                socket_dir.mkdir(parents=True, exist_ok=True)
+            return Prepared(argv=list(launch.argv), identity=None, cgroup=None)
+        spec = tenant_spec(
+            a,
+            layout=self.layout,
+            unit=a.instance_id,
+            cwd=launch.cwd,
+            image_paths=image_binds(image_root),
+            defaults=self.tenant_defaults,
+            socket_dir=socket_dir,
+        )
+        prepare_dirs(spec.identity, self.layout, a.app, bundle_dir=bundle, socket_dir=socket_dir)
+        give_tree(spec.identity, self.layout.data_directory(a.app))
+        return self.tenancy.prepare(spec, launch.argv)
 
     def _fail_start(self, rec: Record, now: float, error: str) -> None:
         failed = P.on_exit(
@@ -357,7 +399,11 @@ class Supervisor:
             )
 
         rc, tail = await child.run(sink)
-        self._post(Exited(iid, child.pid, rc, tail))
+        error = ""
+        if child.oom_killed and child.prepared is not None:
+            limit = child.prepared.limits.memory_mb
+            error = f"ran out of memory (limit {limit} MB): killed by the kernel"
+        self._post(Exited(iid, child.pid, rc, tail, error))
 
     async def _probe(self, instance_id: str, pid: int, host: str, port: int) -> None:
         await wait_until_answers(host, port)

@@ -99,6 +99,9 @@ class Spawn:
     # Run as this uid/gid (no supplementary groups) when set; we must be root.
     user: int | None = None
     group: int | None = None
+    # Runs in the child just before exec, after the session's own set-up
+    # (a tenant launch joins its cgroup and shields its sandbox from signals).
+    preexec: Callable[[], None] | None = None
 
 
 def signal_name(sig: int) -> str:
@@ -114,7 +117,9 @@ def _set_winsize(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
-def _preexec(parent_pid: int, pty: bool) -> Callable[[], None]:
+def _preexec(
+    parent_pid: int, pty: bool, extra: Callable[[], None] | None = None
+) -> Callable[[], None]:
     def child() -> None:
         # start_new_session ran setsid() already: take the pty as our
         # controlling terminal so ^C, window changes and job control work.
@@ -123,6 +128,8 @@ def _preexec(parent_pid: int, pty: bool) -> Callable[[], None]:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent_pid:
             os._exit(1)
+        if extra is not None:
+            extra()
 
     return child
 
@@ -231,7 +238,7 @@ class ExecSessions:
                 group=spawn.group,
                 extra_groups=[] if spawn.user is not None else None,
                 # After the uid switch, which would clear the death signal.
-                preexec_fn=_preexec(os.getpid(), spawn.pty),
+                preexec_fn=_preexec(os.getpid(), spawn.pty, spawn.preexec),
             )
         except (OSError, subprocess.SubprocessError) as exc:
             for fd in (master, slave):

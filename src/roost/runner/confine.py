@@ -1,0 +1,150 @@
+"""What a tenant process of this runner may see and use (pure, but for `image_binds`).
+
+One function per kind of process turns an assignment and the runner's
+layout into a `roost.tenant` spec: the app's identity (from its id), the
+paths its sandbox binds and its cgroup limits. Instances and `run`/cron
+sessions differ only in their writable paths (a web instance also gets its
+own socket directory) and their cgroup unit.
+
+What is bound (see roost.tenant.sandbox for the rest):
+
+  read-only   the image root and the shared layers it links to; the Python
+              installation its venv points at; the app's home (its
+              bundle_config.py files live under it)
+  writable    the app's data directory; a web instance's socket directory
+
+Ownership on disk, set by `prepare_dirs` before the spawn: the app's home
+and bundle directories are root:app 0750 (the app reads its bundle_config,
+cannot replace it), the data directory app:app 0700, a socket directory
+app:app 0700 (root's router connects; no other tenant can).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from roost.runner.layout import Layout, safe_name
+from roost.tenant.cgroups import Limits
+from roost.tenant.identity import Identity, IdentityError, identity_for
+from roost.tenant.launch import TenantSpec
+from roost.tenant.sandbox import SandboxSpec, interpreter_prefix
+from roost.wire.messages import InstanceAssignment
+
+
+class ConfineError(RuntimeError):
+    """The assignment cannot be confined (e.g. it carries no app id)."""
+
+
+@dataclass(frozen=True)
+class TenantDefaults:
+    memory_mb: int = 256
+    pids: int = 512
+    cpu_weight: int = 100
+    tmp_mb: int = 0
+
+
+def identity(a: InstanceAssignment) -> Identity:
+    if a.app_id <= 0:
+        raise ConfineError(
+            f"the assignment of {a.app} carries no app id (a controller older than "
+            "tenant isolation?): refusing to run it unconfined"
+        )
+    try:
+        return identity_for(a.app_id, a.app)
+    except IdentityError as exc:
+        raise ConfineError(str(exc)) from None
+
+
+def image_binds(image_root: Path) -> tuple[Path, ...]:
+    """The image root, the layers it links to and its interpreter (reads the disk)."""
+    out = [image_root]
+    for entry in sorted(image_root.iterdir()):
+        if entry.is_symlink() and entry.name != "data":
+            target = Path(os.path.realpath(entry))
+            if target.is_dir():
+                out.append(target)
+    prefix = interpreter_prefix(image_root / "venv")
+    if prefix is not None:
+        out.append(prefix)
+    return tuple(dict.fromkeys(out))
+
+
+def tenant_spec(
+    a: InstanceAssignment,
+    *,
+    layout: Layout,
+    unit: str,
+    cwd: Path,
+    image_paths: tuple[Path, ...],
+    defaults: TenantDefaults,
+    socket_dir: Path | None = None,
+) -> TenantSpec:
+    home = layout.app_home(a.app)
+    writable = [layout.data_directory(a.app)]
+    if socket_dir is not None:
+        writable.append(socket_dir)
+    return TenantSpec(
+        identity=identity(a),
+        sandbox=SandboxSpec(
+            cwd=cwd,
+            hostname=safe_name(a.app)[:63],
+            readonly=(*image_paths, home),
+            writable=tuple(writable),
+            tmp_bytes=defaults.tmp_mb << 20,
+        ),
+        limits=Limits(
+            memory_mb=a.memory_mb or defaults.memory_mb,
+            pids=defaults.pids,
+            cpu_weight=defaults.cpu_weight,
+        ),
+        unit=safe_name(unit),
+    )
+
+
+def prepare_dirs(
+    ident: Identity,
+    layout: Layout,
+    app: str,
+    *,
+    bundle_dir: Path | None,
+    socket_dir: Path | None = None,
+    chown: bool = True,
+) -> None:
+    """Create the app's directories with the ownership described above.
+
+    `chown` False (no root: nothing to give) only creates them.
+    """
+    home = layout.app_home(app)
+    data = layout.data_directory(app)
+    for d in (home, data, bundle_dir, socket_dir):
+        if d is not None:
+            d.mkdir(parents=True, exist_ok=True)
+    if bundle_dir is not None:
+        (bundle_dir.parent).mkdir(parents=True, exist_ok=True)
+    if not chown:
+        return
+    for d in (home, home / "bundle", bundle_dir):
+        if d is not None and d.exists():
+            os.lchown(d, 0, ident.gid)
+            os.chmod(d, 0o750)
+    if bundle_dir is not None:
+        for f in bundle_dir.iterdir():
+            if f.is_file() and not f.is_symlink():
+                os.lchown(f, 0, ident.gid)
+                os.chmod(f, 0o640)
+    for d in (data, socket_dir):
+        if d is not None:
+            os.lchown(d, ident.uid, ident.gid)
+            os.chmod(d, 0o700)
+
+
+def give_tree(ident: Identity, root: Path) -> None:
+    """Everything under `root` becomes the app's (lchown: links are not followed)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if st.st_uid != ident.uid or st.st_gid != ident.gid:
+                os.lchown(path, ident.uid, ident.gid)
