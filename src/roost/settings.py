@@ -148,7 +148,24 @@ class Settings:
         180.0, "ROOST_ROLLOUT_TIMEOUT_S", "a release not up within this fails and is rolled back"
     )
     instance_memory_mb: int = _setting(
-        256, "ROOST_INSTANCE_MEMORY_MB", "memory reserved per instance when placing"
+        256,
+        "ROOST_INSTANCE_MEMORY_MB",
+        "memory per instance: reserved when placing, and its cgroup's limit",
+    )
+    sandbox: str = _setting(
+        "on",
+        "ROOST_SANDBOX",
+        "runner/builder: 'on' runs tenant code as per-app users in bubblewrap and cgroups "
+        "(when root); 'off' runs it unconfined (development only)",
+    )
+    tenant_pids_max: int = _setting(
+        512, "ROOST_TENANT_PIDS_MAX", "runner: processes and threads per instance or session"
+    )
+    tenant_cpu_weight: int = _setting(
+        100, "ROOST_TENANT_CPU_WEIGHT", "runner: CPU weight of each instance (cgroup v2 scale)"
+    )
+    tenant_tmp_mb: int = _setting(
+        256, "ROOST_TENANT_TMP_MB", "runner: size of a tenant process's private /tmp"
     )
     postgres_port: int = _setting(
         0, "ROOST_POSTGRES_PORT", "servicehost: PostgreSQL port (0 = pick a free one once, kept)"

@@ -23,6 +23,7 @@ from roost.daemonize import setup_logging
 from roost.images.cache import ImageCache
 from roost.images.sources import Source
 from roost.images.store import ImageStore
+from roost.runner.confine import TenantDefaults
 from roost.runner.datasync import DataSync, RefreshingImages
 from roost.runner.execs import RunnerExecs
 from roost.runner.heartbeat import HeartbeatLoop, host_addresses
@@ -35,6 +36,7 @@ from roost.runner.replicas import ReplicaDirectory, Replicas
 from roost.runner.shipper import LogShipper
 from roost.runner.supervisor import Supervisor
 from roost.settings import Settings
+from roost.tenant.launch import Tenancy
 from roost.wire.bootstrap import open_node
 from roost.wire.execs import ExecSessions
 from roost.wire.node import Node
@@ -156,13 +158,25 @@ async def _serve(
     # `run APP CMD` sessions, relayed by gateways, and image replicas served to
     # other hosts, on this host's own RPC server.
     execs = ExecSessions(idle_s=settings.exec_idle_s, grace_s=settings.stop_grace_s)
-    rpc = _exec_server(node, settings, RunnerExecs(layout, images, execs, data, replicas))
+    # Every tenant process (instance, run, cron) starts confined through this.
+    tenancy = Tenancy.for_daemon(f"runner-{host_id}", settings.sandbox)
+    defaults = TenantDefaults(
+        memory_mb=settings.instance_memory_mb,
+        pids=settings.tenant_pids_max,
+        cpu_weight=settings.tenant_cpu_weight,
+        tmp_mb=settings.tenant_tmp_mb,
+    )
+    rpc = _exec_server(
+        node, settings, RunnerExecs(layout, images, execs, data, replicas, tenancy, defaults)
+    )
     sup = Supervisor(
         layout=layout,
         images=RefreshingImages(images, data),
         policy=policy_from(settings),
         emit=shipper.emit,
         probe_host=probe_host(settings.bind_host),
+        tenancy=tenancy,
+        tenant_defaults=defaults,
     )
     heartbeat = HeartbeatLoop(
         client=heartbeats,

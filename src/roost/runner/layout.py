@@ -55,7 +55,9 @@ class Layout:
         return self.app_home(app) / "bundle" / safe_name(instance_id)
 
     def socket_path(self, instance_id: str) -> str:
-        path = self.sockets / f"{safe_name(instance_id)}.sock"
+        """`<dir>/<instance>/web.sock`: a directory per instance, since the
+        sandboxed instance gets write access to that directory alone."""
+        path = self.sockets / safe_name(instance_id) / "web.sock"
         if len(str(path)) <= MAX_SOCKET_PATH:
             return str(path)
         # A deep DATA dir would overflow sun_path: use a short private
@@ -63,7 +65,7 @@ class Layout:
         tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
         short = Path(tempfile.gettempdir()) / f"roost-{tag}"
         short.mkdir(mode=0o700, exist_ok=True)
-        return str(short / f"{hashlib.sha256(instance_id.encode()).hexdigest()[:16]}.sock")
+        return str(short / hashlib.sha256(instance_id.encode()).hexdigest()[:16] / "web.sock")
 
     def host_id(self, override: str = "") -> str:
         """The override, or the id persisted in DATA/runner/host_id (made once)."""
