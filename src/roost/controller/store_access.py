@@ -10,7 +10,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, insert, or_, select, update
 
 from roost.state import tables as t
 
@@ -95,7 +95,8 @@ class AccessStore:
 
     # ------------------------------------------------------------ tokens
 
-    def issue_token(self, account_id: int, name: str = "") -> str:
+    def issue_token(self, account_id: int, name: str = "", expires_at: float | None = None) -> str:
+        """A new token; it stops working at `expires_at` (epoch seconds), if given."""
         token = "rst_" + secrets.token_urlsafe(32)
         with self.engine.begin() as c:
             c.execute(
@@ -104,24 +105,44 @@ class AccessStore:
                     token_hash=hash_token(token),
                     name=name,
                     created_at=time.time(),
+                    expires_at=expires_at,
                 )
             )
         return token
 
     def account_for_token(self, token: str) -> Any:
+        """The token's account while the token is neither revoked nor expired."""
         with self.engine.connect() as c:
             return c.execute(
                 select(t.accounts)
                 .join(t.tokens, t.tokens.c.account_id == t.accounts.c.id)
-                .where(t.tokens.c.token_hash == hash_token(token), t.tokens.c.revoked_at.is_(None))
+                .where(
+                    t.tokens.c.token_hash == hash_token(token),
+                    t.tokens.c.revoked_at.is_(None),
+                    or_(t.tokens.c.expires_at.is_(None), t.tokens.c.expires_at > time.time()),
+                )
             ).first()
+
+    def token_expired(self, token: str) -> bool:
+        """True for a token that exists, is not revoked, and is past its expiry."""
+        with self.engine.connect() as c:
+            row = c.execute(
+                select(t.tokens.c.expires_at).where(
+                    t.tokens.c.token_hash == hash_token(token), t.tokens.c.revoked_at.is_(None)
+                )
+            ).first()
+        return row is not None and row.expires_at is not None and row.expires_at <= time.time()
 
     def tokens(self, account_id: int) -> list[Any]:
         with self.engine.connect() as c:
             return list(
                 c.execute(
                     select(
-                        t.tokens.c.id, t.tokens.c.name, t.tokens.c.created_at, t.tokens.c.revoked_at
+                        t.tokens.c.id,
+                        t.tokens.c.name,
+                        t.tokens.c.created_at,
+                        t.tokens.c.revoked_at,
+                        t.tokens.c.expires_at,
                     )
                     .where(t.tokens.c.account_id == account_id)
                     .order_by(t.tokens.c.id)

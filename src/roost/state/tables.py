@@ -42,6 +42,8 @@ tokens = Table(
     Column("name", String(100), nullable=False, default=""),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float, nullable=True),
+    # Epoch seconds after which the token is refused; NULL: until revoked.
+    Column("expires_at", Float, nullable=True),
 )
 
 apps = Table(

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
+import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from roost.controller.api.deps import ApiError, CurrentAccount, CurrentController, RowId
+from roost.controller.api.deps import (
+    ApiError,
+    CurrentAccount,
+    CurrentController,
+    CurrentGuard,
+    RowId,
+    client_address,
+    too_many,
+)
+from roost.controller.core import Controller
+from roost.controller.ratelimit import LoginGuard, TooMany
 from roost.controller.store import Conflict, NotFound
 
 router = APIRouter(prefix="/api")
@@ -17,9 +27,36 @@ router = APIRouter(prefix="/api")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
+# Token lifetimes: a minute at least, ten years at most; none given: until revoked.
+ExpiresIn = Field(default=None, ge=60, le=10 * 365 * 86400)
+
+
 class Credentials(BaseModel):
     email: str = Field(min_length=3, max_length=320)
     password: str = Field(min_length=1, max_length=1024)
+    expires_in: int | None = ExpiresIn
+
+
+def expiry(expires_in: int | None) -> float | None:
+    return time.time() + expires_in if expires_in else None
+
+
+async def check_password(
+    request: Request, c: Controller, guard: LoginGuard, email: str, password: str
+) -> Any:
+    """The account when the password is right, else None; 429 past the limits.
+
+    Shared by `/api/login` and ep.io's `/control/token/`. The argon2
+    verification runs in a worker thread behind the guard's semaphore.
+    """
+    try:
+        guard.admit_login(client_address(request), email)
+        row = await guard.hash_work(c.store.check_password, email, password)
+    except TooMany as exc:
+        raise too_many(exc) from None
+    if row is not None:
+        guard.succeeded(email)
+    return row
 
 
 class NewAccount(BaseModel):
@@ -29,25 +66,32 @@ class NewAccount(BaseModel):
 
 
 @router.post("/login")
-async def login(body: Credentials, c: CurrentController) -> dict[str, str]:
-    row = await asyncio.to_thread(c.store.check_password, body.email, body.password)
+async def login(
+    body: Credentials, request: Request, c: CurrentController, guard: CurrentGuard
+) -> dict[str, Any]:
+    row = await check_password(request, c, guard, body.email, body.password)
     if row is None:
         raise ApiError(401, "wrong email or password")
-    return {"token": c.store.issue_token(row.id, name="login"), "email": row.email}
+    expires_at = expiry(body.expires_in)
+    token = c.store.issue_token(row.id, name="login", expires_at=expires_at)
+    return {"token": token, "email": row.email, "expires_at": expires_at}
 
 
 @router.post("/accounts", status_code=201)
 async def create_account(
-    body: NewAccount, who: CurrentAccount, c: CurrentController
+    body: NewAccount, who: CurrentAccount, c: CurrentController, guard: CurrentGuard
 ) -> dict[str, Any]:
     if not who.is_admin:
         raise ApiError(403, "only an operator (admin account) can create accounts")
     if not EMAIL.match(body.email):
         raise ApiError(422, f"invalid email address {body.email!r}")
     try:
-        account_id = await asyncio.to_thread(
+        # Hashing the password costs what a verification does: same semaphore.
+        account_id = await guard.hash_work(
             c.store.create_account, body.email, body.password, body.admin
         )
+    except TooMany as exc:
+        raise too_many(exc) from None
     except Conflict as exc:
         raise ApiError(409, str(exc)) from None
     return {"id": account_id, "email": body.email, "admin": body.admin}
@@ -60,11 +104,23 @@ async def me(who: CurrentAccount) -> dict[str, Any]:
 
 class TokenBody(BaseModel):
     name: str = Field(default="", max_length=100)
+    expires_in: int | None = ExpiresIn
 
 
 @router.post("/tokens", status_code=201)
-async def new_token(body: TokenBody, who: CurrentAccount, c: CurrentController) -> dict[str, str]:
-    return {"token": c.store.issue_token(who.id, body.name)}
+async def new_token(
+    body: TokenBody,
+    request: Request,
+    who: CurrentAccount,
+    c: CurrentController,
+    guard: CurrentGuard,
+) -> dict[str, Any]:
+    try:
+        guard.admit_token(client_address(request), who.id)
+    except TooMany as exc:
+        raise too_many(exc) from None
+    expires_at = expiry(body.expires_in)
+    return {"token": c.store.issue_token(who.id, body.name, expires_at), "expires_at": expires_at}
 
 
 @router.get("/tokens")
@@ -75,6 +131,7 @@ async def list_tokens(who: CurrentAccount, c: CurrentController) -> list[dict[st
             "name": r.name,
             "created_at": r.created_at,
             "revoked": r.revoked_at is not None,
+            "expires_at": r.expires_at,
         }
         for r in c.store.tokens(who.id)
     ]

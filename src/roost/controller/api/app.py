@@ -12,10 +12,13 @@ from roost import __version__
 from roost.controller import metrics
 from roost.controller.api import accounts, apps, dashboard, deploys, epio, manage, services
 from roost.controller.core import Controller
+from roost.controller.ratelimit import LoginGuard
 from roost.controller.service import ControllerService
 
 
-def create_api(controller: Controller, service: ControllerService) -> FastAPI:
+def create_api(
+    controller: Controller, service: ControllerService, guard: LoginGuard | None = None
+) -> FastAPI:
     api = FastAPI(
         title="Roost",
         version=__version__,
@@ -25,6 +28,7 @@ def create_api(controller: Controller, service: ControllerService) -> FastAPI:
     )
     api.state.controller = controller
     api.state.service = service
+    api.state.login_guard = guard or LoginGuard()
 
     @api.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:

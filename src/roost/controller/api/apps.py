@@ -15,7 +15,9 @@ from roost.controller.api.deps import (
     ApiError,
     CurrentAccount,
     CurrentController,
-    owned_app,
+    app_for_member,
+    app_for_owner,
+    require_admin,
 )
 from roost.controller.services import ServiceError
 from roost.controller.store import Conflict
@@ -81,7 +83,7 @@ async def list_apps(who: CurrentAccount, c: CurrentController) -> list[AppOut]:
 
 @router.get("/apps/{name}")
 async def app_info(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
-    app = owned_app(c, who, name)
+    app = app_for_member(c, who, name)
     formation = c.store.formation(app.id)
     statuses = c.soft.statuses()
     placed = [p for p in c.store.placements() if p.app == name]
@@ -102,7 +104,7 @@ async def app_info(name: str, who: CurrentAccount, c: CurrentController) -> dict
 
 @router.delete("/apps/{name}")
 async def delete_app(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
-    app = owned_app(c, who, name)
+    app = app_for_owner(c, who, name)
     try:
         backups = await lifecycle.delete_app(c, app)
     except ServiceError as exc:
@@ -112,7 +114,7 @@ async def delete_app(name: str, who: CurrentAccount, c: CurrentController) -> di
 
 @router.get("/apps/{name}/ps")
 async def processes(name: str, who: CurrentAccount, c: CurrentController) -> list[dict[str, Any]]:
-    app = owned_app(c, who, name)
+    app = app_for_member(c, who, name)
     statuses = c.soft.statuses()
     hosts = {h: s.heartbeat.hostname for h, s in c.soft.hosts.items()}
     out: list[dict[str, Any]] = []
@@ -143,7 +145,7 @@ async def processes(name: str, who: CurrentAccount, c: CurrentController) -> lis
 
 @router.get("/apps/{name}/releases")
 async def releases(name: str, who: CurrentAccount, c: CurrentController) -> list[dict[str, Any]]:
-    app = owned_app(c, who, name)
+    app = app_for_member(c, who, name)
     return [
         {
             "version": r.version,
@@ -160,6 +162,8 @@ async def releases(name: str, who: CurrentAccount, c: CurrentController) -> list
 
 @router.get("/hosts")
 async def hosts(who: CurrentAccount, c: CurrentController) -> list[dict[str, Any]]:
+    # Every host, its addresses and load: the platform's map, not an app's.
+    require_admin(who, "the host list")
     out = []
     for host_id, seen in sorted(c.soft.hosts.items()):
         hb = seen.heartbeat

@@ -33,7 +33,10 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
     statuses = c.soft.statuses()
     visible = None if who.is_admin else c.store.apps_visible_to(who.id)
     hosts = []
-    for host_id, seen in sorted(c.soft.hosts.items()):
+    # The host list is the operators' (as /api/hosts): others see where their
+    # own instances run, in each instance's row, and nothing of the rest.
+    seen_hosts = sorted(c.soft.hosts.items()) if who.is_admin else []
+    for host_id, seen in seen_hosts:
         hb = seen.heartbeat
         hosts.append(
             {
@@ -46,7 +49,7 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
                 "instances": len(hb.instances),
             }
         )
-    hostname = {h["host_id"]: h["hostname"] for h in hosts}
+    hostname = {h: s.heartbeat.hostname for h, s in c.soft.hosts.items()}
     placements = c.store.placements()
     apps = []
     for a in c.store.apps():
@@ -95,6 +98,7 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
     ]
     return {
         "account": who.email,
+        "admin": who.is_admin,
         "hosts": hosts,
         "apps": apps,
         "events": events,

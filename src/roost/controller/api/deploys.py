@@ -17,7 +17,7 @@ from roost.controller.api.deps import (
     CurrentAccount,
     CurrentController,
     CurrentService,
-    owned_app,
+    app_for_member,
 )
 from roost.controller.store import NotFound
 
@@ -30,7 +30,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 async def create_build(
     name: str, request: Request, who: CurrentAccount, c: CurrentController, svc: CurrentService
 ) -> dict[str, str]:
-    app = owned_app(c, who, name)
+    app = app_for_member(c, who, name)
     limit = c.settings.max_upload_bytes
     chunks: list[bytes] = []
     size = 0
@@ -53,7 +53,7 @@ def _build_or_404(c: Any, who: Any, build_id: str) -> Any:
     except NotFound:
         raise ApiError(404, f"no build {build_id}") from None
     app = c.store.app_by_id(build.app_id)
-    owned_app(c, who, app.name)
+    app_for_member(c, who, app.name)
     return build, app
 
 
@@ -114,7 +114,7 @@ async def app_logs(
     follow: bool = False,
     process: str | None = None,
 ) -> StreamingResponse:
-    app = owned_app(c, who, name)
+    app = app_for_member(c, who, name)
     if not 1 <= n <= 5000:
         raise ApiError(422, "n must be between 1 and 5000")
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, HTTPException, Path, Request
 
 from roost.controller.core import Controller
+from roost.controller.ratelimit import LoginGuard, TooMany
 from roost.controller.service import ControllerService
 from roost.controller.store import AppRow, NotFound
 
@@ -36,6 +37,10 @@ def service(request: Request) -> ControllerService:
     return request.app.state.service
 
 
+def login_guard(request: Request) -> LoginGuard:
+    return request.app.state.login_guard
+
+
 def account(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
@@ -48,8 +53,11 @@ def account(
         token = x_epio_token.strip()
     if not token:
         raise ApiError(401, "authentication required: send 'Authorization: Bearer TOKEN'")
-    row = controller(request).store.account_for_token(token)
+    store = controller(request).store
+    row = store.account_for_token(token)
     if row is None:
+        if store.token_expired(token):
+            raise ApiError(401, "token expired: log in again ('roost login')")
         raise ApiError(401, "invalid or revoked token")
     return Account(id=row.id, email=row.email, is_admin=bool(row.is_admin))
 
@@ -59,14 +67,24 @@ CurrentAccount = Annotated[Account, Depends(account)]
 RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 CurrentController = Annotated[Controller, Depends(controller)]
 CurrentService = Annotated[ControllerService, Depends(service)]
+CurrentGuard = Annotated[LoginGuard, Depends(login_guard)]
 
 
-def owned_app(c: Controller, who: Account, name: str) -> AppRow:
-    """The app, if `who` may see it; 404 otherwise (no hint that it exists)."""
+def _app_or_404(c: Controller, name: str) -> AppRow:
     try:
-        app = c.store.app(name)
+        return c.store.app(name)
     except NotFound:
         raise ApiError(404, f"no app named {name}") from None
+
+
+def app_for_member(c: Controller, who: Account, name: str) -> AppRow:
+    """The app, if `who` owns it, collaborates on it or is an admin; else 404.
+
+    Members run the app: deploy, config, scale, restart, rollback, suspend,
+    `run`, logs, releases, reading its services' credentials. An outsider gets
+    the same 404 as for a missing app: no hint that it exists.
+    """
+    app = _app_or_404(c, name)
     if (
         app.owner_id != who.id
         and not who.is_admin
@@ -74,6 +92,41 @@ def owned_app(c: Controller, who: Account, name: str) -> AppRow:
     ):
         raise ApiError(404, f"no app named {name}")
     return app
+
+
+def app_for_owner(c: Controller, who: Account, name: str) -> AppRow:
+    """The app, if `who` owns it or is an admin.
+
+    The owner alone decides what the app is and who touches it: deleting it,
+    its collaborators, domains, certificates, adding or removing services.
+    A collaborator gets 403 saying so (they know the app exists); an outsider
+    gets 404 as from `app_for_member`.
+    """
+    app = app_for_member(c, who, name)
+    if app.owner_id != who.id and not who.is_admin:
+        raise ApiError(403, f"only the owner of {name} can do this (you are a collaborator)")
+    return app
+
+
+def require_admin(who: Account, what: str) -> None:
+    """Platform-wide views (hosts, servicehosts) are the operators' business."""
+    if not who.is_admin:
+        raise ApiError(403, f"{what}: operators (admin accounts) only")
+
+
+def client_address(request: Request) -> str:
+    """The peer's address, as the per-address login limit counts it.
+
+    X-Forwarded-For is not read: any client can write it, and a limit keyed
+    on it would give each forged value a fresh budget.
+    """
+    return request.client.host if request.client is not None else "unknown"
+
+
+def too_many(exc: TooMany) -> ApiError:
+    err = ApiError(429, str(exc))
+    err.headers = {"Retry-After": exc.retry_after_header}
+    return err
 
 
 def error_body(message: str, **extra: Any) -> dict[str, Any]:

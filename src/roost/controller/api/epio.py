@@ -15,15 +15,17 @@ from fastapi import APIRouter, Depends, Form, Header, Request
 from fastapi.responses import JSONResponse
 
 from roost.controller import lifecycle
-from roost.controller.api.accounts import add_key
+from roost.controller.api.accounts import add_key, check_password
 from roost.controller.api.deps import (
     APP_NAME,
     Account,
     ApiError,
     CurrentController,
+    CurrentGuard,
     RowId,
     account,
-    owned_app,
+    app_for_member,
+    app_for_owner,
 )
 from roost.controller.services import ServiceError
 from roost.controller.store import AppRow, Conflict, NotFound
@@ -37,12 +39,11 @@ def _who(request: Request, token: str | None) -> Account:
     return account(request, None, token)
 
 
-def _app_by_id(c: Any, who: Account, app_id: int) -> AppRow:
+def _app_name(c: Any, app_id: int) -> str:
     try:
-        app = c.store.app_by_id(app_id)
+        return str(c.store.app_by_id(app_id).name)
     except NotFound:
         raise ApiError(404, f"no app with id {app_id}") from None
-    return owned_app(c, who, app.name)
 
 
 def _epio_app(
@@ -51,17 +52,32 @@ def _epio_app(
     c: CurrentController,
     x_epio_token: Annotated[str | None, Header()] = None,
 ) -> AppRow:
-    """The app an ep.io route addresses by id, if the token's account may see it."""
-    return _app_by_id(c, _who(request, x_epio_token), app_id)
+    """The app an ep.io route addresses by id, if the token's account is a member."""
+    who = _who(request, x_epio_token)
+    return app_for_member(c, who, _app_name(c, app_id))
+
+
+def _epio_owned_app(
+    app_id: RowId,
+    request: Request,
+    c: CurrentController,
+    x_epio_token: Annotated[str | None, Header()] = None,
+) -> AppRow:
+    """The same, for what only the owner (or an admin) may do."""
+    who = _who(request, x_epio_token)
+    return app_for_owner(c, who, _app_name(c, app_id))
 
 
 # Every /control/app/ID/... route: authenticate, then resolve the app.
 EpioApp = Annotated[AppRow, Depends(_epio_app)]
+EpioOwnedApp = Annotated[AppRow, Depends(_epio_owned_app)]
 
 
 @router.post("/control/token/")
 async def token(
+    request: Request,
     c: CurrentController,
+    guard: CurrentGuard,
     x_epio_email: Annotated[str | None, Header()] = None,
     x_epio_password: Annotated[str | None, Header()] = None,
 ) -> Any:
@@ -69,7 +85,8 @@ async def token(
         return JSONResponse(
             {"message": "X-Epio-Email and X-Epio-Password are required"}, status_code=401
         )
-    row = await asyncio.to_thread(c.store.check_password, x_epio_email, x_epio_password)
+    # The same limits as /api/login: this is the same password check.
+    row = await check_password(request, c, guard, x_epio_email, x_epio_password)
     if row is None:
         return JSONResponse({"message": "Invalid email or password"}, status_code=401)
     return c.store.issue_token(row.id, name="epio client")
@@ -83,7 +100,7 @@ async def app_by_name(
     x_epio_token: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     who = _who(request, x_epio_token)
-    app = owned_app(c, who, name)
+    app = app_for_member(c, who, name)
     return {"app": {"id": app.id}}
 
 
@@ -112,7 +129,7 @@ async def create(
 
 @router.post("/control/app/{app_id}/delete/")
 async def delete(
-    app: EpioApp,
+    app: EpioOwnedApp,
     c: CurrentController,
 ) -> dict[str, Any]:
     try:

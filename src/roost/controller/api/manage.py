@@ -11,7 +11,13 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from roost.controller import lifecycle
-from roost.controller.api.deps import ApiError, CurrentAccount, CurrentController, owned_app
+from roost.controller.api.deps import (
+    ApiError,
+    CurrentAccount,
+    CurrentController,
+    app_for_member,
+    app_for_owner,
+)
 from roost.controller.core import Controller
 from roost.controller.domains import (
     DomainRefused,
@@ -49,6 +55,11 @@ def _new_release(
 
 # ------------------------------------------------------------ config
 
+# Collaborators read and set config vars, as on Heroku: they deploy code that
+# reads every var at run time and can `run` a shell printing them, so keeping
+# config from them would protect nothing and would stop them shipping a
+# change that needs a new var.
+
 
 class ConfigPatch(BaseModel):
     # value: set it; null: unset it
@@ -57,14 +68,14 @@ class ConfigPatch(BaseModel):
 
 @router.get("/apps/{name}/config")
 async def get_config(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, str]:
-    return c.store.config_vars(owned_app(c, who, name).id)
+    return c.store.config_vars(app_for_member(c, who, name).id)
 
 
 @router.patch("/apps/{name}/config")
 async def patch_config(
     name: str, body: ConfigPatch, who: CurrentAccount, c: CurrentController
 ) -> dict[str, Any]:
-    app = owned_app(c, who, name)
+    app = app_for_member(c, who, name)
     if not body.vars:
         raise ApiError(422, "no config vars given")
     for key, value in body.vars.items():
@@ -87,14 +98,14 @@ class FormationPatch(BaseModel):
 
 @router.get("/apps/{name}/formation")
 async def get_formation(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, int]:
-    return c.store.formation(owned_app(c, who, name).id)
+    return c.store.formation(app_for_member(c, who, name).id)
 
 
 @router.patch("/apps/{name}/formation")
 async def scale(
     name: str, body: FormationPatch, who: CurrentAccount, c: CurrentController
 ) -> dict[str, int]:
-    app = owned_app(c, who, name)
+    app = app_for_member(c, who, name)
     if not body.quantities:
         raise ApiError(422, "no process types given")
     known: set[str] = set()
@@ -126,7 +137,7 @@ async def restart(
     name: str, body: RestartBody, who: CurrentAccount, c: CurrentController
 ) -> dict[str, Any]:
     """Restart by rolling onto a fresh copy of the serving release (no downtime)."""
-    app = owned_app(c, who, name)
+    app = app_for_member(c, who, name)
     if app.current_release is None:
         raise ApiError(409, f"{name} has no release to restart")
     if body.process is not None:
@@ -149,7 +160,7 @@ class RollbackBody(BaseModel):
 async def rollback(
     name: str, body: RollbackBody, who: CurrentAccount, c: CurrentController
 ) -> dict[str, Any]:
-    app = owned_app(c, who, name)
+    app = app_for_member(c, who, name)
     rels = c.store.releases(app.id)
     if body.version is None:
         earlier = [
@@ -182,15 +193,16 @@ async def rollback(
 # ------------------------------------------------------------ suspend / resume
 
 
+# Members may suspend and resume: scaling every process to 0 does the same.
 @router.post("/apps/{name}/suspend")
 async def suspend(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
-    lifecycle.set_suspended(c, owned_app(c, who, name), True)
+    lifecycle.set_suspended(c, app_for_member(c, who, name), True)
     return {"name": name, "suspended": True}
 
 
 @router.post("/apps/{name}/resume")
 async def resume(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
-    lifecycle.set_suspended(c, owned_app(c, who, name), False)
+    lifecycle.set_suspended(c, app_for_member(c, who, name), False)
     return {"name": name, "suspended": False}
 
 
@@ -203,14 +215,14 @@ class DomainBody(BaseModel):
 
 @router.get("/apps/{name}/domains")
 async def list_domains(name: str, who: CurrentAccount, c: CurrentController) -> list[str]:
-    return [d.hostname for d in c.store.domains(owned_app(c, who, name).id)]
+    return [d.hostname for d in c.store.domains(app_for_member(c, who, name).id)]
 
 
 @router.post("/apps/{name}/domains", status_code=201)
 async def add_domain(
     name: str, body: DomainBody, who: CurrentAccount, c: CurrentController
 ) -> dict[str, str]:
-    app = owned_app(c, who, name)
+    app = app_for_owner(c, who, name)
     try:
         host = check_domain(body.hostname, app.name, c.settings.default_domain)
     except DomainRefused as exc:
@@ -227,7 +239,7 @@ async def add_domain(
 async def remove_domain(
     name: str, hostname: str, who: CurrentAccount, c: CurrentController
 ) -> dict[str, str]:
-    app = owned_app(c, who, name)
+    app = app_for_owner(c, who, name)
     try:
         c.store.remove_domain(app.id, normalize(hostname))
     except (NotFound, DomainRefused):
@@ -246,7 +258,7 @@ class CertBody(BaseModel):
 async def add_cert(
     name: str, body: CertBody, who: CurrentAccount, c: CurrentController
 ) -> dict[str, Any]:
-    app = owned_app(c, who, name)
+    app = app_for_owner(c, who, name)
     try:
         host = normalize(body.hostname)
     except DomainRefused as exc:
@@ -273,7 +285,7 @@ async def add_cert(
 
 @router.get("/apps/{name}/certs")
 async def list_certs(name: str, who: CurrentAccount, c: CurrentController) -> list[dict[str, Any]]:
-    app = owned_app(c, who, name)
+    app = app_for_member(c, who, name)
     return [
         {"hostname": r.hostname, "not_after": r.not_after} for r in c.store.certificates(app.id)
     ]
@@ -290,7 +302,7 @@ class CollaboratorBody(BaseModel):
 async def add_collaborator(
     name: str, body: CollaboratorBody, who: CurrentAccount, c: CurrentController
 ) -> dict[str, str]:
-    app = owned_app(c, who, name)
+    app = app_for_owner(c, who, name)
     row = c.store.account_by_email(body.email)
     if row is None:
         raise ApiError(404, f"no account {body.email}")
@@ -300,14 +312,18 @@ async def add_collaborator(
 
 @router.get("/apps/{name}/collaborators")
 async def list_collaborators(name: str, who: CurrentAccount, c: CurrentController) -> list[str]:
-    return c.store.collaborators(owned_app(c, who, name).id)
+    return c.store.collaborators(app_for_member(c, who, name).id)
 
 
 @router.delete("/apps/{name}/collaborators/{email}")
 async def remove_collaborator(
     name: str, email: str, who: CurrentAccount, c: CurrentController
 ) -> dict[str, str]:
-    app = owned_app(c, who, name)
+    # A collaborator may leave; only the owner (or an admin) removes others.
+    if email.strip().lower() == who.email.lower():
+        app = app_for_member(c, who, name)
+    else:
+        app = app_for_owner(c, who, name)
     row = c.store.account_by_email(email)
     if row is None:
         raise ApiError(404, f"no account {email}")
@@ -336,5 +352,5 @@ async def where(
     name: str, who: CurrentAccount, c: CurrentController, process: str | None = None
 ) -> list[dict[str, Any]]:
     """Which hosts run which instances of the app, and in which state (any replica answers)."""
-    app = owned_app(c, who, name)
+    app = app_for_member(c, who, name)
     return c.where(app.name, process)

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from roost.controller.api.deps import ApiError, CurrentAccount, CurrentController, owned_app
+from roost.controller.api.deps import (
+    ApiError,
+    CurrentAccount,
+    CurrentController,
+    app_for_member,
+    app_for_owner,
+    require_admin,
+)
 from roost.controller.core import Controller
 from roost.controller.services import ServiceBroker, ServiceError
 from roost.controller.store import AppRow
+from roost.wire.messages import ServerStatus, ServiceHostStatus, ServiceHostStatusRequest
+from roost.wire.rpc import RemoteError, RpcTimeout
 
 router = APIRouter(prefix="/api")
 
@@ -34,7 +45,7 @@ def _roll(c: Controller, app: AppRow, why: str) -> int | None:
 async def list_services(
     name: str, who: CurrentAccount, c: CurrentController
 ) -> list[dict[str, Any]]:
-    app = owned_app(c, who, name)
+    app = app_for_member(c, who, name)
     return [
         {"kind": cr.kind, "host": cr.host, "port": cr.port, "database": cr.database}
         for cr in broker(c).credentials(app.id)
@@ -50,7 +61,7 @@ class ServiceBody(BaseModel):
 async def add_service(
     name: str, body: ServiceBody, who: CurrentAccount, c: CurrentController
 ) -> dict[str, Any]:
-    app = owned_app(c, who, name)
+    app = app_for_owner(c, who, name)
     b = broker(c)
     if body.kind in b.kinds(app.id):
         raise ApiError(409, f"{name} already has {body.kind}")
@@ -71,7 +82,7 @@ async def add_service(
 async def remove_service(
     name: str, kind: str, who: CurrentAccount, c: CurrentController
 ) -> dict[str, Any]:
-    app = owned_app(c, who, name)
+    app = app_for_owner(c, who, name)
     try:
         backup = await broker(c).remove(app, kind)
     except ServiceError as exc:
@@ -84,18 +95,56 @@ async def remove_service(
 async def service_info(
     name: str, kind: str, who: CurrentAccount, c: CurrentController
 ) -> dict[str, Any]:
-    """Connection details including the password (for `roost psql` / `roost redis-cli`)."""
-    app = owned_app(c, who, name)
-    for cr in broker(c).credentials(app.id):
+    """Connection details including the password (for `roost psql` / `roost redis-cli`).
+
+    Members may read them: a collaborator can `run` a shell in the app and
+    read DATABASE_URL from its environment anyway.
+    """
+    app = app_for_member(c, who, name)
+    b = broker(c)
+    for cr in b.credentials(app.id):
         if cr.kind == kind:
-            return {f: getattr(cr, f) for f in cr.__struct_fields__}
+            info = {f: getattr(cr, f) for f in cr.__struct_fields__}
+            return {**info, **limits(await reported(b, app.name, kind))}
     raise ApiError(404, f"{name} has no {kind} service")
+
+
+def _find(reports: Iterable[ServiceHostStatus], app: str, kind: str) -> ServerStatus | None:
+    for st in reports:
+        for s in st.servers:
+            if s.app == app and s.kind == kind:
+                return s
+    return None
+
+
+async def reported(b: ServiceBroker, app: str, kind: str) -> ServerStatus | None:
+    """What the servicehost last reported of this service; asked afresh when its
+    pushes (every few seconds) do not have it yet, e.g. just after provisioning."""
+    found = _find(b.status.values(), app, kind)
+    if found is None and b.client is not None:
+        with contextlib.suppress(RpcTimeout, RemoteError):
+            reply = await b.client.call(ServiceHostStatusRequest(), timeout=5, tries=1)
+            if isinstance(reply, ServiceHostStatus):
+                found = _find([reply], app, kind)
+    return found
+
+
+def limits(s: ServerStatus | None) -> dict[str, Any]:
+    """The service's limits and use, as the servicehost enforces them (none when unknown)."""
+    if s is None:
+        return {}
+    if s.kind == "postgres":
+        return {"connection_limit": s.connection_limit, "connections": s.connections}
+    return {
+        "memory_limit_bytes": s.memory_limit_bytes,
+        "memory_used_bytes": s.memory_used_bytes,
+        "eviction_policy": s.eviction_policy,
+    }
 
 
 @router.get("/servicehosts")
 async def servicehosts(who: CurrentAccount, c: CurrentController) -> list[dict[str, Any]]:
-    if not who.is_admin:
-        raise ApiError(403, "operators only")
+    require_admin(who, "the servicehost list")
     out = []
     for host, st in sorted(broker(c).status.items()):
         out.append(
