@@ -54,9 +54,9 @@ from roost.builder.pack import (
     read_untrusted_text,
     run_abortable,
     store_manifest,
-    store_untrusted_file,
 )
 from roost.builder.sandbox import base_env, run
+from roost.builder.staticpack import pack_static_tree
 from roost.builder.upload import UploadLimits, extract_upload
 from roost.builder.workspace import Workspace
 from roost.wire.messages import StaticRoute
@@ -494,7 +494,8 @@ class Build:
             for r in routes
             if r.url_prefix.startswith("/") and ".." not in r.path.split("/")
         ]
-        self.static_bundle = self.out / "bundle.tar"
+        # The collected tree, packed by the builder itself in pack (staticpack).
+        self.static_bundle = self.out / "staging"
 
     async def pack(self) -> None:
         assert self.spec is not None and self.layer_job is not None
@@ -521,12 +522,18 @@ class Build:
                  f"code {code[7:19]} ({code_size / 1e3:.0f} kB)")  # fmt: skip
         self.static_digest = ""
         if self.static_bundle is not None:
-            bundle, limit = self.static_bundle, self.ws.settings.max_upload_bytes
-            self.static_digest, created = await run_abortable(
-                lambda abort: store_untrusted_file(store, bundle, limit, abort)
+            staging, limit = self.static_bundle, self.ws.settings.max_upload_bytes
+            packed = await run_abortable(
+                lambda abort: pack_static_tree(store, staging, limit, abort)
             )
-            if created:
-                self._committed.append(self.static_digest)
+            self.static_digest = packed.digest
+            if packed.created:
+                self._committed.append(packed.digest)
+            for line in packed.dropped[:20]:
+                self.log(f"       static: {line}: not bundled (regular files only)")
+            if len(packed.dropped) > 20:
+                self.log(f"       static: {len(packed.dropped) - 20} more entries not bundled")
+            self.log(f"       static bundle: {packed.files} files")
 
     image_digest: str = ""
     image_size: int = 0

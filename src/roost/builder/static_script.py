@@ -3,13 +3,16 @@
 The builder copies this file into the build directory and runs it with the
 app's own virtualenv Python, as the unprivileged build user (it imports the
 app's Django settings, which is running the app's code). Argument: a JSON
-config file. Writes the bundle tar and a routes JSON file into `out`.
+config file. Fills the staging directory and writes a routes JSON file into
+`out`; the builder packs the staging tree itself (roost.builder.staticpack),
+since this process runs the app's code and what it writes is the app's.
 
 Bundle layout: `django/` (collectstatic output, served at STATIC_URL),
 `app/<path>` and `admin_media/<path>` for [static] mappings; every text-like
 file over 256 bytes gets a precomputed `<name>.gz` when that is smaller. The
-bundle holds regular files and directories only: symlinks are followed when
-they stay inside the tree being collected and skipped otherwise.
+bundle holds regular files and directories only: [static] mappings are copied
+following symlinks that stay inside the tree being collected and skipping the
+others; the builder drops any link left in the staging tree.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import json
 import os
 import shutil
 import sys
-import tarfile
 
 GZIP_SUFFIXES = (".css", ".js", ".mjs", ".json", ".svg", ".html", ".htm", ".txt", ".xml", ".map",
                  ".ico", ".csv", ".md", ".webmanifest", ".ttf", ".otf", ".eot")  # fmt: skip
@@ -141,24 +143,9 @@ def main() -> None:
                 {"url_prefix": m["url_prefix"], "path": m["bundle_path"], "is_file": m["is_file"]}
             )
     gz = add_gzip_variants(staging)
-    files = 0
-    with tarfile.open(os.path.join(cfg["out"], "bundle.tar"), "w", format=tarfile.GNU_FORMAT) as tf:
-        for dirpath, dirnames, filenames in os.walk(staging):
-            dirnames.sort()
-            for name in sorted(filenames):
-                full = os.path.join(dirpath, name)
-                if os.path.islink(full) or not os.path.isfile(full):
-                    continue
-                info = tf.gettarinfo(full, os.path.relpath(full, staging))
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                info.mode = 0o644
-                with open(full, "rb") as fh:
-                    tf.addfile(info, fh)
-                files += 1
     with open(os.path.join(cfg["out"], "routes.json"), "w") as fh:
-        json.dump({"routes": routes, "files": files, "gzipped": gz}, fh)
-    say(f"static bundle: {files} files ({gz} gzip variants)")
+        json.dump({"routes": routes, "gzipped": gz}, fh)
+    say(f"static files collected ({gz} gzip variants)")
 
 
 if __name__ == "__main__":
