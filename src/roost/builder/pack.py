@@ -36,8 +36,14 @@ from roost.images.store import ImageStore
 
 T = TypeVar("T")
 
-# Code layers keep the upload's mtimes; names sorted, owners erased.
-TAR_FLAGS = ["--format=gnu", "--owner=0", "--group=0", "--numeric-owner", "--sort=name"]
+# Code layers keep the upload's mtimes; names sorted, owners erased. No
+# setuid, setgid or sticky bit, nor group/other write, is ever recorded: the
+# build user may set them on its own files, and runners unpack as root (they
+# strip them too: roost.images.archive).
+TAR_FLAGS = [
+    "--format=gnu", "--owner=0", "--group=0", "--numeric-owner", "--sort=name",
+    "--mode=a-st,go-w",
+]  # fmt: skip
 # Dependency layers are reproducible: same files, same bytes (fixed mtime;
 # hard links inside the venv stored as files, so inode sharing with the uv
 # cache never shows). 1980-01-02: old enough, and still valid in a zip.

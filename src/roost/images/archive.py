@@ -1,10 +1,24 @@
-"""Unpacking images and static bundles (tar archives made by the builder).
+"""Unpacking images and their layers (tar archives made by the builder).
 
 Images are verified against their digest before they are unpacked, so they
-are known to be what a builder produced; still, unpacking refuses members
-that would land outside the destination. GNU tar does the work when present
-(an image is tens of megabytes in thousands of files; Python's tarfile is
-about four times slower at it); tarfile with the "tar" filter otherwise.
+are known to be what a builder produced. Runners unpack as root, though, and
+a layer packs a tree the build user (so the upload's code) could shape, so
+unpacking trusts nothing a tar header says about privilege:
+
+- the member list is checked first (`check_layer`, pure): no absolute names,
+  no `..`, no device nodes, fifos or other special files, no member through
+  a symlink member, hard links only to a regular file before them. Symlinks
+  may point anywhere (a venv's python points at the interpreter): nothing is
+  ever written through one.
+- files belong to whoever unpacks (`--no-same-owner`), never to the owner
+  the archive records, and lose their setuid, setgid and sticky bits and
+  group/other write (`--no-same-permissions` under umask 022; the daemons'
+  own umask is private, which would hide the image from its app's user).
+  Extended attributes, file capabilities among them, are never restored.
+
+GNU tar does the work when present (an image is tens of megabytes in
+thousands of files; Python's tarfile is about four times slower at it);
+tarfile with the same rules otherwise.
 """
 
 from __future__ import annotations
@@ -13,28 +27,112 @@ import asyncio
 import contextlib
 import os
 import shutil
+import subprocess
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from roost.images.digest import ImageError
 
 IMAGE_MANIFEST = "roost-image.json"
 STATIC_MANIFEST = "roost-static.json"
 
+# tar runs under this umask: with --no-same-permissions it is what strips
+# group/other write (setuid, setgid and sticky go whatever the umask).
+UNPACK_UMASK = "022"
+
+
+def _clean(name: str, what: str) -> str:
+    if not name or "\x00" in name or name.startswith("/"):
+        raise ImageError(f"image layer refused: {what} {name[:200]!r} is empty or absolute")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ImageError(f"image layer refused: {what} {name[:200]!r} contains '..'")
+    return "/".join(parts)
+
+
+def check_layer(members: Iterable[tarfile.TarInfo]) -> None:
+    """Refuse a layer holding anything an image never does (pure: no I/O)."""
+    seen: dict[str, str] = {"": "directory"}
+    for m in members:
+        name = _clean(m.name, "member")
+        if m.isdir():
+            kind = "directory"
+        elif m.issym():
+            kind = "symlink"
+        elif m.islnk():
+            kind = "hard link"
+        elif m.isreg():
+            kind = "file"
+        else:
+            what = (
+                "device node"
+                if m.ischr() or m.isblk()
+                else "fifo"
+                if m.isfifo()
+                else "special file"
+            )
+            raise ImageError(f"image layer refused: {name[:200]!r} is a {what}")
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            above = seen.setdefault(prefix, "directory")
+            if above != "directory":
+                raise ImageError(
+                    f"image layer refused: {name[:200]!r} goes through {above} {prefix[:200]!r}"
+                )
+        earlier = seen.get(name)
+        if earlier is not None and not (earlier == kind == "directory"):
+            raise ImageError(f"image layer refused: {name[:200]!r} is in it twice")
+        if kind == "hard link":
+            target = _clean(m.linkname, f"hard link {name[:200]!r} to")
+            if seen.get(target) not in ("file", "hard link"):
+                raise ImageError(
+                    f"image layer refused: hard link {name[:200]!r} does not name a file before it"
+                )
+        seen[name] = kind
+
+
+def _check_archive(archive: Path) -> None:
+    try:
+        with tarfile.open(archive, "r:*") as tf:
+            check_layer(tf)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ImageError(f"cannot read {archive.name}: {exc}") from exc
+
 
 def _tar_argv(archive: Path, dest: Path) -> list[str] | None:
     tar = shutil.which("tar")
     if tar is None:
         return None
-    # --no-same-owner: files belong to whoever unpacks; GNU tar already refuses
-    # members with ".." and strips leading "/" from names.
-    return [tar, "-x", "-f", str(archive), "-C", str(dest), "--no-same-owner"]
+    # --no-same-owner: files belong to whoever unpacks. --no-same-permissions:
+    # no setuid/setgid/sticky bits, and the umask applies (a shell sets it:
+    # uvloop's subprocess_exec takes no umask=). GNU tar also refuses members
+    # with ".." and strips leading "/" from names.
+    return [
+        "/bin/sh", "-c", f'umask {UNPACK_UMASK} && exec "$0" "$@"',
+        tar, "-x", "-f", str(archive), "-C", str(dest),
+        "--no-same-owner", "--no-same-permissions",
+    ]  # fmt: skip
+
+
+# None: not set on extraction (typeshed types these fields as never None).
+_NO_OWNER: dict[str, Any] = {"uid": None, "gid": None, "uname": None, "gname": None}
+
+
+def _layer_filter(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+    """tarfile's "tar" filter (no setuid/setgid/sticky, no group/other write),
+    and no owner from the archive: files belong to whoever unpacks."""
+    member = tarfile.tar_filter(member, path)
+    return member.replace(**_NO_OWNER, deep=False)
 
 
 def _unpack_with_tarfile(archive: Path, dest: Path) -> None:
+    _check_archive(archive)
     try:
         with tarfile.open(archive, "r:*") as tf:
-            tf.extractall(dest, filter="tar")
+            tf.extractall(dest, filter=_layer_filter)
     except (tarfile.TarError, OSError) as exc:
         raise ImageError(f"cannot unpack {archive.name}: {exc}") from exc
 
@@ -45,8 +143,7 @@ def unpack(archive: Path, dest: Path) -> None:
     if argv is None:
         _unpack_with_tarfile(archive, dest)
         return
-    import subprocess
-
+    _check_archive(archive)
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise ImageError(f"cannot unpack {archive.name}: {proc.stderr.strip()[-2000:]}")
@@ -57,6 +154,7 @@ async def unpack_async(archive: Path, dest: Path) -> None:
     if argv is None:
         await asyncio.to_thread(_unpack_with_tarfile, archive, dest)
         return
+    await asyncio.to_thread(_check_archive, archive)
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
