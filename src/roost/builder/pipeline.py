@@ -235,7 +235,11 @@ class Build:
         self.src.mkdir(mode=0o755)
         self.image_root.mkdir(mode=0o755)
         limits = UploadLimits(self.ws.settings.max_upload_bytes)
-        n = await asyncio.to_thread(extract_upload, self.archive, self.src, limits)
+        # Unpacked as the build user, then taken back (roost.builder.upload).
+        n = await extract_upload(
+            self.archive, self.src, limits,
+            user=self.ws.user, python=self.ws.interp.path, work=self.dir,
+        )  # fmt: skip
         self.archive = b""  # not needed any more; builds can be large
         removed = await asyncio.to_thread(apply_ignores, self.src)
         self.log(f"       {n} entries unpacked" + (f", {len(removed)} ignored" if removed else ""))

@@ -1,28 +1,49 @@
-"""Unpacking an uploaded source archive, which is untrusted.
+"""Unpacking an uploaded source archive, which is untrusted, without root.
 
-Every member is checked before anything is written: names must be relative
-and stay inside the checkout, links must point inside it, only regular files,
-directories and such links are accepted (no devices, fifos, hard links out),
-and both the archive and its expansion are bounded. A bad archive is refused
-whole with the first reason found, and nothing is written outside `dest`
-(extraction also runs through tarfile's "data" filter as a second guard).
+Theory of operation (roost.builder.extract holds the checks and the writer):
+the builder first parses the archive and runs the pure `check_members` over
+it, so a bad upload is refused with the first reason found before anything
+is written. Then roost.builder.extract runs as a script under the build user
+(its interpreter, not Roost's), with a fresh directory the builder made and
+gave to that user as working directory and the archive on stdin: it checks
+the archive again and writes only what it approved, never following a
+symlink. Whatever the archive does, it does as an unprivileged user.
+
+The tree is then taken back before the builder (root) reads or edits it:
+every directory is made the builder's (and not writable by others) before
+its entries are listed, so nothing can be added behind the walk, and the
+tree must hold exactly the approved entries (kinds, symlink texts, link
+counts), none of them special, all stripped of setuid, setgid and sticky
+bits. Another build's code, which runs as the same build user, could only
+have raced with the extraction; anything it left is found here and refuses
+the upload. On any failure nothing of the extraction is left.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
-import posixpath
+import os
+import select
+import shutil
+import stat
+import subprocess
 import tarfile
+import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from roost.builder import extract as extractor
 from roost.builder.errors import BuildError
+from roost.builder.extract import DIR, FILE, HARDLINK, SYMLINK, Entry, UnsafeArchive
+from roost.builder.pack import run_abortable
+from roost.builder.sandbox import BuildUser
 
-MAX_MEMBERS = 100_000
-# Expansion beyond this ratio of the compressed size is refused, once the
-# expanded size is past a floor small uploads never reach.
-MAX_RATIO = 200
-RATIO_FLOOR = 32 << 20
+# The extractor's output is a count or one reason; more than this is cut.
+OUTPUT_LIMIT = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -34,61 +55,10 @@ class UploadLimits:
         return 4 * self.max_upload_bytes
 
 
-def _clean_name(name: str) -> str:
-    """The member name as a normalized relative path, or BuildError."""
-    if name.startswith("/") or "\\" in name or "\x00" in name:
-        raise BuildError(f"upload refused: member {name!r} has an absolute or odd path")
-    norm = posixpath.normpath(name)
-    if norm == "." or norm.startswith("../") or norm == "..":
-        if norm == ".":
-            return "."
-        raise BuildError(f"upload refused: member {name!r} points outside the app directory")
-    if any(part == ".." for part in name.split("/")):
-        raise BuildError(f"upload refused: member {name!r} contains '..'")
-    return norm
+def check_upload(archive: bytes, limits: UploadLimits) -> list[Entry]:
+    """The extraction plan of an upload, or BuildError saying why it is refused.
 
-
-def _check_link(member: tarfile.TarInfo, name: str) -> None:
-    target = member.linkname
-    if member.issym():
-        if target.startswith("/"):
-            raise BuildError(f"upload refused: symlink {name!r} points to absolute path {target!r}")
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), target))
-    else:  # hard link: the target is another member's name
-        resolved = posixpath.normpath(target)
-    if resolved == ".." or resolved.startswith("../") or resolved.startswith("/"):
-        raise BuildError(f"upload refused: link {name!r} -> {target!r} leaves the app directory")
-
-
-def check_members(
-    members: list[tarfile.TarInfo], compressed_size: int, limits: UploadLimits
-) -> None:
-    """Refuse the archive unless every member is safe (pure: no I/O)."""
-    if len(members) > MAX_MEMBERS:
-        raise BuildError(f"upload refused: more than {MAX_MEMBERS} files")
-    total = 0
-    for m in members:
-        name = _clean_name(m.name)
-        if m.isdev() or m.isfifo() or not (m.isfile() or m.isdir() or m.issym() or m.islnk()):
-            raise BuildError(f"upload refused: {m.name!r} is a device, fifo or special file")
-        if m.issparse():
-            raise BuildError(f"upload refused: {m.name!r} is a sparse file")
-        if m.issym() or m.islnk():
-            _check_link(m, name)
-        total += max(0, m.size)
-        if total > limits.max_expanded_bytes:
-            raise BuildError(f"upload refused: it expands past {limits.max_expanded_bytes} bytes")
-    if total > RATIO_FLOOR and total > MAX_RATIO * max(1, compressed_size):
-        raise BuildError(
-            f"upload refused: {compressed_size} bytes expand to {total} bytes "
-            f"(more than {MAX_RATIO}x): not a source archive"
-        )
-
-
-def extract_upload(archive: bytes, dest: Path, limits: UploadLimits) -> int:
-    """Unpack a tar (optionally gzip/bz2/xz) into the empty directory `dest`.
-
-    Returns the number of members. Blocking: call it in a thread.
+    Pure (reads only `archive`); blocking: call it in a thread.
     """
     if len(archive) > limits.max_upload_bytes:
         raise BuildError(
@@ -97,16 +67,200 @@ def extract_upload(archive: bytes, dest: Path, limits: UploadLimits) -> int:
         )
     try:
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tf:
-            members = []
-            # Iterate lazily so a bomb of headers is stopped at MAX_MEMBERS.
-            for m in tf:
-                members.append(m)
-                if len(members) > MAX_MEMBERS:
-                    break
-            check_members(members, len(archive), limits)
-            tf.extractall(dest, members=members, filter="data")
+            members = extractor.read_members(tf)
+        return extractor.check_members(members, len(archive), limits.max_expanded_bytes)
+    except UnsafeArchive as exc:
+        raise BuildError(f"upload refused: {exc}") from None
     except tarfile.TarError as exc:
         raise BuildError(f"upload refused: not a readable tar archive ({exc})") from None
     except (EOFError, OSError) as exc:  # truncated or corrupt compression
         raise BuildError(f"upload refused: damaged archive ({exc})") from None
-    return len(members)
+
+
+async def extract_upload(
+    archive: bytes,
+    dest: Path,
+    limits: UploadLimits,
+    *,
+    user: BuildUser,
+    python: str,
+    work: Path,
+) -> int:
+    """Unpack a tar (optionally gzip/bz2/xz) into `dest` (absent, or an empty directory).
+
+    `work` is a directory of the builder's (root's) for the extraction's own
+    files; `python` is an interpreter `user` can run. Returns the number of
+    members unpacked; `dest` ends up the builder's.
+    """
+    plan = await asyncio.to_thread(check_upload, archive, limits)
+    tree = work / ".upload"
+    saved = work / ".upload.tar"
+    script = work / "extract.py"
+    try:
+        tree.mkdir(mode=0o755)
+        user.chown(tree)
+        fd = os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(archive)
+        shutil.copyfile(extractor.__file__, script)
+        os.chmod(script, 0o644)
+        argv = [python, "-I", "-S", str(script), str(limits.max_expanded_bytes)]
+        rc, out = await run_abortable(lambda abort: _run(argv, saved, tree, user, abort))
+        if rc != 0:
+            lines = [ln for ln in out.splitlines() if ln.strip()]
+            why = lines[-1][:2000] if lines else f"exit {rc}"
+            if not why.startswith("upload refused: "):
+                why = f"unpacking the upload failed: {why}"
+            raise BuildError(why)
+        await asyncio.to_thread(reclaim_tree, tree, plan, user)
+        os.replace(tree, dest)
+    finally:
+        await asyncio.shield(asyncio.to_thread(_remove, tree, saved, script))
+    return len(plan)
+
+
+def _run(
+    argv: list[str], archive: Path, cwd: Path, user: BuildUser, abort: threading.Event
+) -> tuple[int, str]:
+    """Run the extractor as `user` (set by _posixsubprocess: thread-safe), archive on stdin."""
+    who: dict[str, Any] = (
+        {"user": user.uid, "group": user.gid, "extra_groups": []} if user.dropped else {}
+    )
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    try:
+        with open(archive, "rb") as stdin:
+            proc = subprocess.Popen(
+                argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                cwd=cwd, env=env, start_new_session=True, **who,
+            )  # fmt: skip
+    except OSError as exc:
+        raise BuildError(f"cannot run the upload extractor ({argv[0]}): {exc}") from None
+    try:
+        assert proc.stdout is not None
+        chunks: list[bytes] = []
+        got = 0
+        # The extractor prints one line: reading until EOF, a byte budget on top.
+        while chunk := _read_abortable(proc.stdout.fileno(), abort):
+            if got < OUTPUT_LIMIT:
+                chunks.append(chunk[: OUTPUT_LIMIT - got])
+            got += len(chunk)
+        rc = proc.wait()
+        return rc, b"".join(chunks).decode("utf-8", "replace")
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _read_abortable(fd: int, abort: threading.Event) -> bytes:
+    while True:
+        if abort.is_set():
+            raise BuildError("build cancelled")
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            return os.read(fd, 1 << 16)
+
+
+def reclaim_tree(root: Path, plan: list[Entry], user: BuildUser) -> None:
+    """Make the extracted tree the builder's and check it is exactly `plan`.
+
+    Blocking. Raises BuildError when anything differs (the tree is then left
+    for the caller to remove).
+    """
+    expected: dict[str, tuple[str, str]] = {}
+    # A hard link and the file it names are one inode: its link count is
+    # the size of the group, keyed by the file's name.
+    group: dict[str, str] = {}
+    links: Counter[str] = Counter()
+    for e in plan:
+        parts = e.name.split("/")
+        for i in range(1, len(parts)):
+            expected["/".join(parts[:i])] = (DIR, "")
+        kind = FILE if e.kind == HARDLINK else e.kind
+        expected[e.name] = (kind, e.link if e.kind == SYMLINK else "")
+        if kind == FILE:
+            group[e.name] = group.get(e.link, e.link) if e.kind == HARDLINK else e.name
+            links[group[e.name]] += 1
+    owner = (os.geteuid(), os.getegid())
+    extractor_uid = user.uid if user.dropped else os.geteuid()
+    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        _reclaim_dir(top, "", expected, (group, links, set()), owner, extractor_uid, user.dropped)
+    finally:
+        os.close(top)
+    if expected:
+        missing = sorted(expected)[0]
+        raise BuildError(f"upload refused: {missing!r} is missing after unpacking")
+
+
+def _reclaim_dir(
+    fd: int,
+    rel: str,
+    expected: dict[str, tuple[str, str]],
+    inodes: tuple[dict[str, str], Counter[str], set[tuple[int, int]]],
+    owner: tuple[int, int],
+    extractor_uid: int,
+    chown: bool,
+) -> None:
+    st = os.fstat(fd)
+    if st.st_uid != extractor_uid:
+        raise BuildError(f"upload refused: {rel or '.'!r} changed owner while unpacking")
+    # Ours and closed to others first, listed after: nothing appears behind us.
+    if chown:
+        os.fchown(fd, *owner)
+    os.fchmod(fd, 0o755)
+    for name in sorted(os.listdir(fd)):
+        path = f"{rel}/{name}" if rel else name
+        want = expected.pop(path, None)
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        kind = (
+            DIR if stat.S_ISDIR(st.st_mode)
+            else FILE if stat.S_ISREG(st.st_mode)
+            else SYMLINK if stat.S_ISLNK(st.st_mode)
+            else "special file"
+        )  # fmt: skip
+        if want is None or want[0] != kind:
+            raise BuildError(f"upload refused: unexpected {kind} {path!r} after unpacking")
+        if kind == DIR:
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=fd)  # fmt: skip
+            try:
+                _reclaim_dir(sub, path, expected, inodes, owner, extractor_uid, chown)
+            finally:
+                os.close(sub)
+        elif kind == SYMLINK:
+            if os.readlink(name, dir_fd=fd) != want[1]:
+                raise BuildError(f"upload refused: symlink {path!r} changed while unpacking")
+            if chown:
+                os.chown(name, *owner, dir_fd=fd, follow_symlinks=False)
+        else:
+            ffd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                          dir_fd=fd)  # fmt: skip
+            try:
+                fst = os.fstat(ffd)
+                group, links, done = inodes
+                # A file linked from outside the tree (a planted hard link)
+                # has more links than the archive made: never touch it.
+                # The other names of a hard-linked file find it done already.
+                if fst.st_nlink != links[group[path]] or (
+                    fst.st_uid != extractor_uid and (fst.st_dev, fst.st_ino) not in done
+                ):
+                    raise BuildError(f"upload refused: {path!r} changed while unpacking")
+                done.add((fst.st_dev, fst.st_ino))
+                if chown:
+                    os.fchown(ffd, *owner)
+                os.fchmod(ffd, fst.st_mode & 0o755)
+            finally:
+                os.close(ffd)
+
+
+def _remove(*paths: Path) -> None:
+    for p in paths:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
