@@ -77,6 +77,12 @@ class Settings:
     data_sync_s: float = _setting(
         5.0, "ROOST_DATA_SYNC_S", "runner: how often to check apps' data directories for changes"
     )
+    archive_days: float = _setting(
+        7.0,
+        "ROOST_ARCHIVE_DAYS",
+        "days a deleted app's git repository and data directories stay in DATA/<role>/archive "
+        "(for an operator to recover) before they are removed",
+    )
     metrics_port: int = _setting(
         0, "ROOST_METRICS_PORT", "Prometheus /metrics port of a daemon (0: off)"
     )

@@ -35,6 +35,13 @@ class AppRow:
     current_release: int | None
     created_at: float
 
+    @property
+    def key(self) -> str:
+        """This incarnation of the name, "<id>-<created_at in ms>": roles key an
+        app's directories by it (roost.appdirs). Not the id alone: SQLite hands
+        a deleted highest id out again; the creation time never comes back."""
+        return f"{self.id}-{round(self.created_at * 1000)}"
+
 
 @dataclass(frozen=True)
 class ReleaseRow:

@@ -54,6 +54,10 @@ class InstanceAssignment(msgspec.Struct, frozen=True, kw_only=True):
     process_type: str
     spec: AppSpec
     env: dict[str, str] = {}
+    # This incarnation of the app name (roost.wire.messages.AppRemoved): the
+    # runner keys the app's directories by it, so a reused name never finds
+    # a deleted app's files. "" from an older controller: no check.
+    app_key: str = ""
 
 
 class Assignment(Msg, frozen=True, kw_only=True):
@@ -362,6 +366,26 @@ class AppNames(Msg, frozen=True, kw_only=True):
     apps: list[str] = []
 
 
+class AppGrant(Msg, frozen=True, kw_only=True):
+    """The answer to AppAccess when the account may use the app: which
+    incarnation of the name it is (the key of the gateway's git cache)."""
+
+    app: str
+    app_key: str
+
+
+class AppKeysRequest(Msg, frozen=True, kw_only=True):
+    """Gateway -> controller: the current key of each of these app names
+    (for the caches it keeps: those of deleted apps are archived)."""
+
+    apps: list[str] = []
+
+
+class AppKeys(Msg, frozen=True, kw_only=True):
+    # app -> its current key; a name that is not an app now is left out.
+    keys: dict[str, str] = {}
+
+
 class GatewayDeploy(Msg, frozen=True, kw_only=True):
     """Build `archive` (tar.gz of a pushed commit) as `app`; idempotent per build_id."""
 
@@ -522,6 +546,20 @@ class DataArchive(Msg, frozen=True, kw_only=True):
     archive: bytes = b""
 
 
+class AppRemoved(Msg, frozen=True, kw_only=True):
+    """Controller -> servicehosts and runners: the app `app` whose incarnation
+    is `app_key` was deleted. Its directories on the host move into the
+    host's archive (kept ROOST_ARCHIVE_DAYS for an operator, then removed),
+    so a new app of the same name starts empty. Idempotent.
+
+    An app key is "<app id>-<creation time in ms>": ids alone may come back
+    (SQLite reuses the highest rowid once it is deleted).
+    """
+
+    app: str
+    app_key: str
+
+
 class ImageReplicate(Msg, frozen=True, kw_only=True):
     """Hold a verified copy of an image (manifest and layers): asked of a
     second host before a release is marked ready, so losing the builder's
@@ -566,7 +604,11 @@ class ImageRetain(Msg, frozen=True, kw_only=True):
 
 
 AnyMsg = (
-    ImageReplicate
+    AppRemoved
+    | AppGrant
+    | AppKeysRequest
+    | AppKeys
+    | ImageReplicate
     | ImageSourcesRequest
     | ImageSources
     | ImageRetainRequest
