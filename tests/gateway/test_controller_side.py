@@ -21,6 +21,7 @@ from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.messages import (
     AccountApps,
     AppAccess,
+    AppGrant,
     AppNames,
     BuildAccepted,
     BuildLogChunk,
@@ -29,7 +30,6 @@ from roost.wire.messages import (
     GatewayDeploy,
     Heartbeat,
     InstanceStatus,
-    Ok,
     RunPlacement,
     RunTarget,
     SshAuth,
@@ -65,7 +65,8 @@ async def test_keys_and_access(svc: ControllerService) -> None:
     assert isinstance(await svc.handle(SshAuth(fingerprint="SHA256:nobody")), Error)
 
     for account in (owner, friend, admin):
-        assert isinstance(await svc.handle(AppAccess(account_id=account, app="shop")), Ok)
+        grant = await svc.handle(AppAccess(account_id=account, app="shop"))
+        assert isinstance(grant, AppGrant) and grant.app_key == store.app("shop").key
     refused = await svc.handle(AppAccess(account_id=stranger, app="shop"))
     missing = await svc.handle(AppAccess(account_id=stranger, app="nope"))
     # A stranger cannot tell an app it may not see from one that does not exist.

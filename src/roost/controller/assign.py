@@ -31,6 +31,7 @@ class Source:
     image_digest: str
     spec: AppSpec
     env: dict[str, str]
+    app_key: str = ""
     app_id: int = 0
     memory_mb: int = 0
 
@@ -53,6 +54,7 @@ def instance_assignment(
         and old.image_digest == src.image_digest
         and old.spec is src.spec
         and old.env == src.env
+        and old.app_key == src.app_key
         and old.app_id == src.app_id
         and old.memory_mb == src.memory_mb
     ):
@@ -65,6 +67,7 @@ def instance_assignment(
         process_type=p.process_type,
         spec=src.spec,
         env=src.env,
+        app_key=src.app_key,
         app_id=src.app_id,
         memory_mb=src.memory_mb,
     )

@@ -37,6 +37,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 
 from prometheus_client import Histogram
 
@@ -48,8 +49,10 @@ from roost.controller.softstate import SoftState
 from roost.controller.store import AppRow, ReleaseRow, Store
 from roost.settings import Settings
 from roost.state import leases
+from roost.wire.cluster import Endpoint
 from roost.wire.messages import AppRoute, Assignment, InstanceStatus, LogLine, RouteSnapshot
 from roost.wire.pubsub import Publisher
+from roost.wire.rpc import RpcClient
 
 log = logging.getLogger("roost.controller")
 
@@ -99,6 +102,8 @@ class Controller:
         self._seen: tuple[int, bool] = (-1, False)
         # Set by the daemon: provisions and holds service credentials.
         self.services: ServiceBroker | None = None
+        # Set by the daemon: an RPC client for one runner (told of deleted apps).
+        self.client_for: Callable[[Endpoint], RpcClient] | None = None
 
     # ------------------------------------------------------------ helpers
 
@@ -376,6 +381,7 @@ class Controller:
 
     def _update_assignments(self, placed: list[Placement], apps: list[AppRow]) -> None:
         app_ids = {a.name: a.id for a in apps}
+        keys = {a.name: a.key for a in apps}
         sources: dict[desired.ReleaseKey, Source | None] = {}
 
         def source(p: Placement) -> Source | None:
@@ -392,6 +398,7 @@ class Controller:
                         rel.image_digest,
                         rel.spec,
                         self.instance_env(app_id, rel.config),
+                        app_key=keys[p.app],
                         app_id=app_id,
                         memory_mb=self.settings.instance_memory_mb,
                     )

@@ -60,6 +60,7 @@ async def serve(
         controller.services = ServiceBroker(store, SecretBox(node.keypair.secret), services)
         builders = RpcClient(node, cluster.of("builder")) if cluster.of("builder") else None
         service = ControllerService(controller, builders, lambda ep: RpcClient(node, [ep]))
+        controller.client_for = service.client_for
         servers = [
             RpcServer(node, ep.address, service.handle)
             for ep in own_endpoints(cluster, "controller", node)

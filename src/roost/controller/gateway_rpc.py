@@ -16,6 +16,9 @@ from roost.controller.store import AppRow, NotFound
 from roost.wire.messages import (
     AccountApps,
     AppAccess,
+    AppGrant,
+    AppKeys,
+    AppKeysRequest,
     AppNames,
     BuildAccepted,
     BuildLogChunk,
@@ -23,7 +26,6 @@ from roost.wire.messages import (
     Error,
     GatewayDeploy,
     Msg,
-    Ok,
     RunPlacement,
     SshAuth,
     SshIdentity,
@@ -39,6 +41,7 @@ GATEWAY_MESSAGES = (
     GatewayDeploy,
     BuildLogRequest,
     RunPlacement,
+    AppKeysRequest,
 )
 LOG_LINES_PER_CHUNK = 500
 
@@ -57,8 +60,10 @@ class GatewayRpc:
             if isinstance(msg, SshAuth):
                 return await asyncio.to_thread(self._auth, msg.fingerprint)
             if isinstance(msg, AppAccess):
-                await asyncio.to_thread(self._app, msg.account_id, msg.app)
-                return Ok()
+                app = await asyncio.to_thread(self._app, msg.account_id, msg.app)
+                return AppGrant(app=app.name, app_key=app.key)
+            if isinstance(msg, AppKeysRequest):
+                return await asyncio.to_thread(self._keys, msg.apps)
             if isinstance(msg, AccountApps):
                 return await asyncio.to_thread(self._apps, msg.account_id)
             if isinstance(msg, GatewayDeploy):
@@ -108,6 +113,12 @@ class GatewayRpc:
             visible = self.c.store.apps_visible_to(who.id)
             apps = [a for a in apps if a.id in visible or a.owner_id == who.id]
         return AppNames(apps=sorted(a.name for a in apps))
+
+    def _keys(self, names: list[str]) -> Msg:
+        """The current key of each named app that exists (gateways' cache sweep:
+        a name missing from the answer, or with another key, is a deleted app)."""
+        wanted = set(names)
+        return AppKeys(keys={a.name: a.key for a in self.c.store.apps() if a.name in wanted})
 
     # ------------------------------------------------------------ deploys
 

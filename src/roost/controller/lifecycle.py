@@ -4,22 +4,34 @@ from __future__ import annotations
 
 import asyncio
 
+from roost.controller import removal
 from roost.controller.core import Controller
 from roost.controller.store import AppRow
+from roost.wire.cluster import Endpoint
 
 
 async def delete_app(c: Controller, app: AppRow) -> dict[str, str]:
-    """Final backups of the app's services first, then the app itself.
+    """Final backups of the app's services first, then the app itself; its
+    directories on other hosts are archived (roost.controller.removal).
 
-    Raises ServiceError (and deletes nothing) when a backup cannot be taken:
-    no data is lost on any failure. Returns service kind -> backup path.
+    Raises ServiceError (and deletes nothing) when a backup cannot be taken
+    or a servicehost cannot archive the app's data directory: no data is
+    lost on any failure. Returns service kind -> backup path.
     """
     backups: dict[str, str] = {}
     if c.services is not None and c.services.kinds(app.id):
         backups = await c.services.remove_all(app)
+    data_hosts = c.services.client if c.services is not None else None
+    await removal.archive_on_servicehosts(data_hosts, app)
     await asyncio.to_thread(c.store.delete_app, app.name)
     c.store.add_event("app-deleted", f"{app.name} deleted")
     c.wake.set()
+    runners = [
+        Endpoint(hb.rpc_endpoint, hb.rpc_key)
+        for hb in (s.heartbeat for s in c.soft.alive_hosts())
+        if hb.rpc_endpoint and hb.rpc_key
+    ]
+    await removal.after_delete(data_hosts, runners, c.client_for, app)
     return backups
 
 

@@ -41,6 +41,7 @@ def run_target(c: Controller, app: AppRow, purpose: str = "run") -> RunTarget:
         process_type=purpose,
         spec=rel.spec,
         env=c.instance_env(app.id, rel.config),
+        app_key=app.key,
         app_id=app.id,
         memory_mb=c.settings.instance_memory_mb,
     )

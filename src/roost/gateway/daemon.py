@@ -92,6 +92,7 @@ async def serve(
         try:
             async with asyncio.TaskGroup() as tg:
                 hooks = tg.create_task(git.serve_hooks())
+                tidy = tg.create_task(git.keep_tidy(settings.archive_days * 86400))
                 await stop.wait()
                 log.info("gateway stopping")
                 server.close()
@@ -99,6 +100,7 @@ async def serve(
                 with contextlib.suppress(TimeoutError):
                     await aio.wait_for(server.wait_closed(), CLOSE_GRACE_S)
                 hooks.cancel()
+                tidy.cancel()
         finally:
             for client in (controllers, services):
                 if client is not None:

@@ -11,6 +11,14 @@ controllers (`GatewayDeploy`, the same build path as `roost deploy`) and
 stream the build log back through the hook, which git shows the client as
 `remote:` lines. A failed build fails the hook, so git rejects the push and
 the cache's refs stay where they were: the next push sends the same commit.
+
+Each repository holds the key of the app it caches (`roost.appdirs`): a
+command on an app whose key differs, or a repository without one, finds the
+old repository moved to DATA/gateway/archive first, so a new app of a reused
+name never serves or builds on a deleted app's history. Every SWEEP_S the
+gateway asks the controllers for the current key of each app it caches and
+archives the repositories of apps that are gone; archives older than
+ROOST_ARCHIVE_DAYS are removed.
 """
 
 from __future__ import annotations
@@ -31,12 +39,14 @@ from typing import Any
 
 import asyncssh
 
-from roost import aio
+from roost import aio, appdirs
 from roost.gateway.channel import Channel
 from roost.gateway.commands import GitCommand
 from roost.gateway.hook import EXIT_PREFIX
 from roost.gateway.identity import Identity
 from roost.wire.messages import (
+    AppKeys,
+    AppKeysRequest,
     BuildAccepted,
     BuildLogChunk,
     BuildLogRequest,
@@ -50,6 +60,7 @@ LOG_POLL_S = 0.2
 MAX_SOCKET_PATH = 100
 BUILD_WAIT_S = 3600.0
 FINAL = ("succeeded", "failed")
+SWEEP_S = 600.0
 GIT_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR")
 
 
@@ -65,6 +76,7 @@ class GitService:
     ) -> None:
         self.root = root
         self.repos = root / "repos"
+        self.archive = root / "archive"
         self.hooks = root / "hooks"
         self.socket_path = _socket_path(root, name)
         self.controllers = controllers
@@ -97,10 +109,16 @@ class GitService:
             with contextlib.suppress(FileNotFoundError):
                 self.socket_path.unlink()
 
-    async def _repo(self, app: str) -> Path:
+    async def _repo(self, app: str, key: str = "") -> Path:
+        """The app's repository, made if missing; one of another app (or of
+        no known one) is archived first. `key` "" (an older controller): as is."""
         path = self.repos / f"{app}.git"
         lock = self._locks.setdefault(app, asyncio.Lock())
         async with lock:
+            if key and (path / "HEAD").exists():
+                marker = appdirs.read_key(path)
+                if repo_is_stale(marker, key):
+                    appdirs.archive(path, self.archive, app, marker or "", time.time(), ".git")
             if not (path / "HEAD").exists():
                 tmp = self.repos / f".{app}.{secrets.token_hex(4)}.git"
                 proc = await asyncio.create_subprocess_exec(
@@ -109,13 +127,67 @@ class GitService:
                 )  # fmt: skip
                 if await proc.wait() != 0:
                     raise RuntimeError("git init failed")
+                if key:
+                    appdirs.write_key(tmp, key)
                 os.replace(tmp, path)
         return path
 
+    # ------------------------------------------------------------ deleted apps
+
+    def held(self) -> dict[str, str | None]:
+        """App name -> the key in its repository (None: no key)."""
+        out: dict[str, str | None] = {}
+        with contextlib.suppress(FileNotFoundError):
+            for entry in self.repos.iterdir():
+                name = entry.name
+                if name.endswith(".git") and not name.startswith("."):
+                    out[name[: -len(".git")]] = appdirs.read_key(entry)
+        return out
+
+    async def sweep(self) -> list[str]:
+        """Archive the repositories of apps that are gone (or reused); their names.
+
+        Raises RpcTimeout/RemoteError when no controller answers: nothing moves.
+        """
+        held = self.held()
+        if not held:
+            return []
+        reply = await self.controllers.call(AppKeysRequest(apps=sorted(held)), timeout=10)
+        if not isinstance(reply, AppKeys):
+            return []
+        moved = []
+        for app in stale_repos(held, reply.keys):
+            path = self.repos / f"{app}.git"
+            async with self._locks.setdefault(app, asyncio.Lock()):
+                marker = appdirs.read_key(path)
+                if marker != held[app] or not path.is_dir():
+                    continue  # remade meanwhile (a new app's first push): not the one judged
+                try:
+                    appdirs.archive(path, self.archive, app, marker or "", time.time(), ".git")
+                except (OSError, appdirs.BadKey) as exc:
+                    log.warning("%s: could not archive %s: %s", app, path, exc)
+                    continue
+            moved.append(app)
+        return moved
+
+    async def keep_tidy(self, keep_s: float) -> None:
+        """Sweep and purge the archive, now and every SWEEP_S, until cancelled."""
+        while True:
+            try:
+                await self.sweep()
+            except (RpcTimeout, RemoteError) as exc:
+                log.warning("could not ask the controllers which apps exist: %s", exc)
+            try:
+                await asyncio.to_thread(appdirs.purge, self.archive, keep_s, time.time())
+            except OSError as exc:
+                log.warning("could not purge %s: %s", self.archive, exc)
+            await asyncio.sleep(SWEEP_S)
+
     # ------------------------------------------------------------ the SSH side
 
-    async def serve(self, channel: Channel, cmd: GitCommand, who: Identity) -> int:
-        repo = await self._repo(cmd.app)
+    async def serve(self, channel: Channel, cmd: GitCommand, who: Identity, key: str = "") -> int:
+        """Run git on the app's repository; `key`: the app's, from AppGrant."""
+        repo = await self._repo(cmd.app, key)
         env = _git_env()
         token = ""
         if cmd.service == "receive-pack":
@@ -228,6 +300,21 @@ class GitService:
                 await asyncio.sleep(LOG_POLL_S)
         await say("-----> gave up waiting for the build")
         return 1
+
+
+def repo_is_stale(marker: str | None, key: str) -> bool:
+    """Whether a cached repository must go before app `key` uses it. A
+    repository without a key is of no known app: it is only a cache, so it
+    goes too (the next push sends every object again)."""
+    return appdirs.on_use(marker, key) != "keep"
+
+
+def stale_repos(held: dict[str, str | None], current: dict[str, str]) -> list[str]:
+    """Of the cached repositories (app -> key in it), those of apps that are
+    gone, or whose name now belongs to another app (pure)."""
+    return sorted(
+        app for app, marker in held.items() if app not in current or marker != current[app]
+    )
 
 
 def _socket_path(root: Path, name: str) -> Path:

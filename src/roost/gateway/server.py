@@ -34,6 +34,7 @@ from roost.wire.cluster import Endpoint
 from roost.wire.messages import (
     AccountApps,
     AppAccess,
+    AppGrant,
     AppNames,
     DataStart,
     Msg,
@@ -187,8 +188,8 @@ class Gateway:
 
     async def _dispatch_command(self, ch: Channel, cmd: object, who: Identity) -> tuple[int, str]:
         if isinstance(cmd, GitCommand):
-            await self._access(who, cmd.app)
-            return await self.git.serve(ch, cmd, who), ""
+            key = await self._access(who, cmd.app)
+            return await self.git.serve(ch, cmd, who, key), ""
         if isinstance(cmd, RunCommand):
             return await self._run(ch, cmd, who)
         if isinstance(cmd, DataCommand):
@@ -204,8 +205,12 @@ class Gateway:
             return await self._on_servicehost(ch, start)
         raise CommandError(f"unsupported command {cmd!r}")
 
-    async def _access(self, who: Identity, app: str) -> None:
-        await self.controllers.call(AppAccess(account_id=who.account_id, app=app), timeout=5)
+    async def _access(self, who: Identity, app: str) -> str:
+        """Raises RemoteError when `who` may not use `app`; the app's key."""
+        reply = await self.controllers.call(
+            AppAccess(account_id=who.account_id, app=app), timeout=5
+        )
+        return reply.app_key if isinstance(reply, AppGrant) else ""
 
     async def _run(self, ch: Channel, cmd: RunCommand, who: Identity) -> tuple[int, str]:
         target = await self.controllers.call(

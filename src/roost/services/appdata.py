@@ -2,6 +2,7 @@
 
   DATA/servicehost/appdata/<app>/         the files (rsync/scp/sftp read and write here)
   DATA/servicehost/appdata/.versions.json  app -> version (changes after each write)
+  DATA/servicehost/archive/APP.KEY.STAMP/  a deleted app's directory (roost.appdirs)
 
 Runners copy it (`DataPull`); a version tells them whether their copy is
 current. A version is a millisecond timestamp that never goes backwards for
@@ -9,26 +10,42 @@ an app, so it stays distinct across servicehost restarts. The archive carries
 regular files and directories only: symlinks stay here (rsync stores them
 munged, so they point nowhere), and nothing else (devices, fifos) is ever
 copied out.
+
+When the app is deleted (AppRemoved) its directory moves to the archive and
+its version is forgotten, so a new app of the same name starts empty: the
+controller deletes nothing until every servicehost confirmed it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import logging
 import os
 import stat
 import tarfile
 import time
 from pathlib import Path
 
-from roost.services.names import check_app
+from roost import appdirs
+from roost.services.names import BadAppName, check_app
+from roost.wire.messages import AppRemoved, Error, Msg, Ok
+
+log = logging.getLogger("roost.services")
+
+PURGE_S = 3600.0
 
 
 class AppData:
-    def __init__(self, root: Path, owner: tuple[int, int] | None = None) -> None:
-        """`owner`: (uid, gid) the transfer tools run as, who owns the files."""
+    def __init__(
+        self, root: Path, owner: tuple[int, int] | None = None, archive: Path | None = None
+    ) -> None:
+        """`owner`: (uid, gid) the transfer tools run as, who owns the files;
+        `archive`: where deleted apps' directories go (default: beside `root`)."""
         self.root = root
         self.owner = owner
+        self.archive_root = archive if archive is not None else root.parent / "archive"
         self._versions_file = root / ".versions.json"
         self._versions: dict[str, int] = {}
 
@@ -61,10 +78,38 @@ class AppData:
         check_app(app)
         new = max(int(time.time() * 1000), self._versions.get(app, 0) + 1)
         self._versions[app] = new
+        self._save_versions()
+        return new
+
+    def _save_versions(self) -> None:
         tmp = self._versions_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(self._versions, sort_keys=True))
         os.replace(tmp, self._versions_file)
-        return new
+
+    def removed(self, app: str, key: str, now: float) -> Path | None:
+        """The app (incarnation `key`) was deleted: archive its directory and
+        forget its version. Idempotent; the archive entry, or None."""
+        check_app(app)
+        moved = appdirs.remove(self.root / app, self.archive_root, app, key, now)
+        if self._versions.pop(app, None) is not None:
+            self._save_versions()
+        return moved
+
+    def handle_removed(self, msg: AppRemoved) -> Msg:
+        try:
+            moved = self.removed(msg.app, msg.app_key, time.time())
+        except (BadAppName, appdirs.BadKey, OSError) as exc:
+            return Error(message=f"could not archive the data directory of {msg.app}: {exc}")
+        return Ok(detail=str(moved or ""))
+
+    async def purge_loop(self, keep_s: float) -> None:
+        """Remove archived directories older than `keep_s`, now and every PURGE_S."""
+        while True:
+            try:
+                await asyncio.to_thread(appdirs.purge, self.archive_root, keep_s, time.time())
+            except OSError as exc:
+                log.warning("could not purge %s: %s", self.archive_root, exc)
+            await asyncio.sleep(PURGE_S)
 
     def archive(self, app: str) -> bytes:
         """tar.gz of the app's directory: regular files and directories only."""

@@ -25,7 +25,7 @@ from roost.services.user import ensure_service_user
 from roost.settings import Settings
 from roost.wire.bootstrap import endpoint_host, open_node, own_endpoints
 from roost.wire.execs import ExecSessions
-from roost.wire.messages import Msg
+from roost.wire.messages import AppRemoved, Msg
 from roost.wire.rpc import RpcClient, RpcServer
 
 log = logging.getLogger("roost.services")
@@ -58,6 +58,8 @@ async def serve(
         data = DataSessions(appdata, execs, user)
 
         async def handle(msg: Msg) -> Msg:
+            if isinstance(msg, AppRemoved):
+                return appdata.handle_removed(msg)
             if isinstance(msg, DATA_MESSAGES):
                 return await data.handle(msg)
             return await host.handle(msg)
@@ -69,6 +71,7 @@ async def serve(
             async with asyncio.TaskGroup() as tg:
                 await host.start(tg)
                 helpers = [tg.create_task(s.serve()) for s in servers]
+                helpers.append(tg.create_task(appdata.purge_loop(settings.archive_days * 86400)))
                 tg.create_task(execs.run())
                 if controllers is not None:
                     helpers.append(tg.create_task(push_loop(host, controllers, name)))
