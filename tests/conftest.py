@@ -62,6 +62,10 @@ def repo() -> Path:
 @pytest.fixture(autouse=True, scope="session")
 def _quiet_env() -> None:
     os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
+    # Runners started in this network namespace must not touch the machine's
+    # own nftables ruleset; tests/cluster (a namespace per host) and the
+    # firewall's tests (tests/runner/test_firewall*.py) apply it in theirs.
+    os.environ.setdefault("ROOST_FIREWALL", "off")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -149,6 +149,18 @@ class Settings:
         "ROOST_HOST_ID",
         "runner: host id (default: generated once, kept in DATA/runner/host_id)",
     )
+    # Below Linux's ephemeral ports (32768-60999): no outgoing connection holds one.
+    instance_ports: str = _setting(
+        "20000-29999",
+        "ROOST_INSTANCE_PORTS",
+        "runner: TCP ports instances listen on (FIRST-LAST); only routers reach them",
+    )
+    firewall: str = _setting(
+        "on",
+        "ROOST_FIREWALL",
+        "runner: 'on' keeps nftables table 'inet roost' (when root): instance ports for "
+        "routers only, no platform port for tenants; 'off' (development only): none",
+    )
     log_lines_kept: int = _setting(5000, "ROOST_LOG_LINES", "log lines kept per app (>= 1500)")
     rollout_timeout_s: float = _setting(
         180.0, "ROOST_ROLLOUT_TIMEOUT_S", "a release not up within this fails and is rolled back"

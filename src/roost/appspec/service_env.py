@@ -14,6 +14,12 @@ from collections.abc import Iterable
 
 from roost.wire.messages import ServiceCredentials
 
+# The services the platform gave an app, "HOST:PORT HOST:PORT" (IPv6 hosts in
+# brackets): what runners' firewalls let the app's processes reach
+# (roost.runner.firewall). Never taken from DATABASE_URL/REDIS_URL, which an
+# app's config vars may point anywhere (at a platform port, say).
+SERVICE_ADDRESSES = "ROOST_SERVICE_ADDRESSES"
+
 
 def service_environment(creds: Iterable[ServiceCredentials]) -> dict[str, str]:
     env: dict[str, str] = {}
@@ -39,4 +45,21 @@ def service_environment(creds: Iterable[ServiceCredentials]) -> dict[str, str]:
                 "REDIS_PORT": str(c.port),
                 "REDIS_PASSWORD": c.password,
             }
+    return env
+
+
+def with_service_addresses(
+    env: dict[str, str], creds: Iterable[ServiceCredentials]
+) -> dict[str, str]:
+    """`env` with SERVICE_ADDRESSES set from `creds` alone.
+
+    Called last, after config vars are merged in: whatever a config var of
+    that name said is replaced (or dropped, for an app with no services).
+    """
+    env.pop(SERVICE_ADDRESSES, None)
+    addresses = sorted(
+        {f"[{c.host}]:{c.port}" if ":" in c.host else f"{c.host}:{c.port}" for c in creds}
+    )
+    if addresses:
+        env[SERVICE_ADDRESSES] = " ".join(addresses)
     return env

@@ -41,6 +41,7 @@ from collections.abc import Callable
 
 from prometheus_client import Histogram
 
+from roost.appspec.service_env import with_service_addresses
 from roost.controller import desired, rollout, routes
 from roost.controller.assign import AssignmentBook, HostAssignment, Source
 from roost.controller.scheduler import HostInfo, Placement, Want, place
@@ -143,10 +144,12 @@ class Controller:
 
     def instance_env(self, app_id: int, config: dict[str, str]) -> dict[str, str]:
         """What an instance's environment gets from the platform: its service
-        credentials, then the release's config vars (which may override them)."""
+        credentials, then the release's config vars (which may override them),
+        then the addresses of its services, which no config var overrides."""
         env = self.services.environment(app_id) if self.services is not None else {}
         env.update(config)
-        return env
+        creds = self.services.credentials(app_id) if self.services is not None else []
+        return with_service_addresses(env, creds)
 
     def restart_process(self, app: AppRow, process_type: str) -> None:
         """Replace the serving release's instances of one process type."""

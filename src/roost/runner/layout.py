@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from roost.runner.launch import Launch
+from roost.settings import Settings
 
 # sockaddr_un.sun_path is 108 bytes including the NUL on Linux.
 MAX_SOCKET_PATH = 100
@@ -126,22 +127,63 @@ def materialize(launch: Launch) -> None:
         os.replace(tmp_link, link)
 
 
-class PortAllocator:
-    """Free TCP ports on this host, never handing out one twice."""
+def parse_port_range(text: str) -> range:
+    """`"FIRST-LAST"` (or one port) as a range; a clear ValueError otherwise."""
+    first, sep, last = text.strip().partition("-")
+    try:
+        lo = int(first)
+        hi = int(last) if sep else lo
+    except ValueError:
+        raise ValueError(f"port range {text!r} is not FIRST-LAST (e.g. 20000-29999)") from None
+    if not 1 <= lo <= hi <= 65535:
+        raise ValueError(f"port range {text!r} must satisfy 1 <= FIRST <= LAST <= 65535")
+    return range(lo, hi + 1)
 
-    def __init__(self, host: str = "") -> None:
+
+class PortAllocator:
+    """TCP ports for instances from one fixed range, never handing out one twice.
+
+    A fixed range is what lets the firewall (roost.tenant.firewall) say "only
+    routers reach these". Ports taken by anything else on the host are skipped.
+    The allocator walks the range round-robin from a random start instead of
+    taking the lowest free port: a port just released may still be in some
+    router's table for a moment, and handing it to another app's instance at
+    once would send that app's requests there.
+    """
+
+    def __init__(
+        self, host: str = "", ports: range | None = None, start: int | None = None
+    ) -> None:
         self.host = host
+        self.ports = parse_port_range(Settings().instance_ports) if ports is None else ports
+        if not self.ports:
+            raise ValueError("the instance port range is empty")
         self.in_use: set[int] = set()
+        self._next = secrets.randbelow(len(self.ports)) if start is None else start
 
     def allocate(self) -> int:
-        for _ in range(100):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.bind((self.host, 0))
-                port = int(s.getsockname()[1])
-            if port not in self.in_use:
+        n = len(self.ports)
+        for i in range(n):
+            index = (self._next + i) % n
+            port = self.ports[index]
+            if port not in self.in_use and self._free(port):
+                self._next = (index + 1) % n
                 self.in_use.add(port)
                 return port
-        raise RuntimeError("no free TCP port found")
+        raise RuntimeError(
+            f"no free TCP port in {self.ports[0]}-{self.ports[-1]} (ROOST_INSTANCE_PORTS)"
+        )
 
     def release(self, port: int) -> None:
         self.in_use.discard(port)
+
+    def _free(self, port: int) -> bool:
+        # SO_REUSEADDR as gunicorn binds: a port whose old connections linger
+        # in TIME_WAIT is free to it; one with a listener is not.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((self.host, port))
+            except OSError:
+                return False
+        return True
