@@ -265,7 +265,7 @@ class RunnerFirewall:
             self._sessions[msg.session] = msg.assignment
             self._starting.add(msg.session)
             try:
-                await self.sync()
+                await self._sync_or_log()
                 return await handler(msg)
             finally:
                 self._starting.discard(msg.session)
@@ -285,12 +285,7 @@ class RunnerFirewall:
             pending, self._pending = self._pending, None
             if pending is not None:
                 self._instances = pending[0]
-            try:
-                await self.sync()
-            except (nftcmd.NftError, FirewallError) as exc:
-                # The table in place stays (the kernel applied nothing):
-                # what fails closed is only the new apps' service access.
-                log.error("firewall: could not update table inet %s: %s", TABLE, exc)
+            await self._sync_or_log()
             if pending is not None:
                 pending[1](pending[0])
 
@@ -305,9 +300,17 @@ class RunnerFirewall:
             plan = replace(self.base, allowances=await self._allowances())
             if plan == self.applied:
                 return
-            self.applied = None  # unknown until nft answers
+            self.applied = None  # until nft says the kernel has it
             await self.nft.apply(render(plan))
             self.applied = plan
+
+    async def _sync_or_log(self) -> None:
+        try:
+            await self.sync()
+        except (nftcmd.NftError, FirewallError) as exc:
+            # The table in place stays (the kernel applied nothing): what
+            # fails closed is only the service access of what is new.
+            log.error("firewall: could not update table inet %s: %s", TABLE, exc)
 
     async def close(self) -> None:
         """Remove the table, unless another runner has replaced it since."""
