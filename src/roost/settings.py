@@ -19,6 +19,20 @@ def _setting(default: Any, env: str, doc: str) -> Any:
 @dataclass(frozen=True)
 class Settings:
     api_port: int = _setting(8000, "ROOST_API_PORT", "HTTP API port of the controller")
+    api_tls_cert: str = _setting(
+        "",
+        "ROOST_API_TLS_CERT",
+        "controller: PEM certificate chain the API serves HTTPS with ('' = off loopback, "
+        "a self-signed one made in DATA/controller/tls/)",
+    )
+    api_tls_key: str = _setting(
+        "", "ROOST_API_TLS_KEY", "controller: PEM private key of ROOST_API_TLS_CERT"
+    )
+    api_tls_names: str = _setting(
+        "",
+        "ROOST_API_TLS_NAMES",
+        "controller: extra names/addresses (comma-separated) for the self-signed API certificate",
+    )
     router_port: int = _setting(8080, "ROOST_ROUTER_PORT", "HTTP port of the router")
     router_tls_port: int = _setting(
         8443, "ROOST_ROUTER_TLS_PORT", "HTTPS port of the router (0 disables TLS)"

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -25,6 +26,8 @@ from typing import Any
 import httpx
 import sqlalchemy
 
+from roost.controller.apitls import api_certificate
+from roost.settings import Settings
 from tests.cluster.harness import Host, Network
 from tests.conftest import REPO, wait_until
 from tests.pgserver import postgres_server
@@ -63,6 +66,7 @@ class RoostCluster:
         self.token = ""
         self._stack = contextlib.ExitStack()
         self._http = httpx.Client(timeout=10)
+        self.api_ca = base / "api-ca.pem"  # the controllers' certificates
 
     # ------------------------------------------------------------ life cycle
 
@@ -100,10 +104,28 @@ class RoostCluster:
         self.token = self.roost(
             "--data", str(self.controllers[0].data), "cluster", "admin-token"
         ).stdout.strip()
+        self._trust_controllers()
         self.start_all()
         for h in self.routers:
             wait_for(functools.partial(self.router_answers, h), 30, f"router {h.name}")
         wait_for(lambda: len(self.hosts_up()) == n_run, 30, "every runner to heartbeat")
+
+    def _trust_controllers(self) -> None:
+        """Off loopback the controllers serve HTTPS with their own certificates.
+
+        Made here as each controller would at its first start (it keeps them),
+        so the tests and the CLI (ROOST_API_CA) trust exactly those.
+        """
+        pems = []
+        for h in self.controllers:
+            tls = api_certificate(h.data, Settings(bind_host=h.ip))
+            assert tls is not None
+            pems.append(tls.certfile.read_text())
+        self.api_ca.write_text("".join(pems))
+        self._http.close()
+        self._http = httpx.Client(
+            timeout=10, verify=ssl.create_default_context(cafile=str(self.api_ca))
+        )
 
     def _start_postgres(self) -> str:
         """PostgreSQL on loopback (initdb trusts only that) and the bridge address."""
@@ -247,13 +269,17 @@ class RoostCluster:
         self, *args: str, controller: int = 0, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """The user's CLI against one controller's API."""
-        api = {"ROOST_API": self.api_url(self.controllers[controller]), "ROOST_TOKEN": self.token}
+        api = {
+            "ROOST_API": self.api_url(self.controllers[controller]),
+            "ROOST_TOKEN": self.token,
+            "ROOST_API_CA": str(self.api_ca),
+        }
         return self.roost("--data", str(self.observer_data), *args, env=api, check=check)
 
     # ------------------------------------------------------------ HTTP
 
     def api_url(self, host: Host) -> str:
-        return f"http://{host.ip}:{API_PORT}"
+        return f"https://{host.ip}:{API_PORT}"
 
     def api(self, method: str, path: str, controller: Host | None = None, **kw: Any) -> Any:
         """Call the API of `controller` (default: the first that answers)."""
@@ -319,7 +345,11 @@ class RoostCluster:
         """The controller holding the scheduler lease (by its metrics), if any."""
         for h in self.controllers:
             try:
-                text = self._http.get(self.api_url(h) + "/metrics", timeout=2).text
+                text = self._http.get(
+                    self.api_url(h) + "/metrics",
+                    headers={"Authorization": f"Bearer {self.token}"},
+                    timeout=2,
+                ).text
             except httpx.TransportError:
                 continue
             if "\nroost_scheduler_leader 1.0" in text:

@@ -133,7 +133,11 @@ def test_metrics_are_exposed(env: tuple[TestClient, Store]) -> None:
         time.monotonic(),
     )
     client.get("/api/health")
-    text = client.get("/metrics").text
+    # From another machine (the test client's peer is not loopback): an admin's token.
+    assert client.get("/metrics").status_code == 401
+    text = client.get(
+        "/metrics", headers=_token(client.app.state.controller.store, "op@x.org", admin=True)
+    ).text  # type: ignore[attr-defined]
     assert 'roost_api_requests_total{method="GET",route="/api/health",status="200"}' in text
     assert 'roost_heartbeat_age_seconds{host="h1"}' in text
     assert 'roost_instance_restarts{app="a",instance="i1"} 3.0' in text

@@ -1,18 +1,30 @@
 """The CLI's HTTP client for the controller API, and where it finds it.
 
-Precedence: ROOST_API / ROOST_TOKEN, then DATA/api.json written by `roost up`.
+Precedence: ROOST_API / ROOST_TOKEN, then DATA/api.json written by `roost up`,
+then ~/.config/roost/credentials.json written by `roost login`.
+
+A token or password goes over plain HTTP only to this machine (loopback):
+anywhere else, anyone on the path could read it and act as the account.
+Off loopback the controller serves HTTPS; a self-signed controller
+certificate is trusted by giving its PEM file (ROOST_API_CA, or the "ca" that
+`roost login --ca` saves). `--insecure` / ROOST_INSECURE=1 allows plain HTTP
+to another machine (a trusted network, a tunnel the CLI cannot see).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import httpx
+
+from roost.netaddr import is_loopback
 
 # Exit codes scripts can rely on.
 EXIT_ERROR = 1
@@ -40,14 +52,62 @@ def _status_code(status: int) -> int:
     )
 
 
+def insecure_allowed() -> bool:
+    return os.environ.get("ROOST_INSECURE", "") not in ("", "0")
+
+
+def check_transport(url: str, secret: str) -> None:
+    """Refuse to send `secret` (a token, a password) over plain HTTP off this machine.
+
+    Runs before any connection is made: a refusal sends nothing anywhere.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return
+    if parts.scheme != "http" or not parts.hostname:
+        raise CliError(f"API address {url!r}: expected https://HOST[:PORT]", EXIT_USAGE)
+    if is_loopback(parts.hostname) or insecure_allowed():
+        return
+    raise CliError(
+        f"refusing to send your {secret} over plain HTTP to {parts.hostname}: anyone on the "
+        "network path could read it and use it. Use the API's https:// address (a controller "
+        "serves HTTPS off loopback), or pass --insecure (ROOST_INSECURE=1) if you trust this "
+        "network.",
+        EXIT_USAGE,
+    )
+
+
+def trust(ca: str) -> ssl.SSLContext | bool:
+    """A controller's own certificate when given (ROOST_API_CA), else the system's CAs."""
+    if not ca:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise CliError(f"cannot use {ca} as the API's certificate: {exc}", EXIT_USAGE) from None
+
+
 class Api:
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, ca: str = "") -> None:
         self.url = url.rstrip("/")
+        if token:
+            check_transport(self.url, "API token")
+        self.ca = ca
         self.http = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {token}"} if token else {},
             timeout=httpx.Timeout(30.0, read=120.0),
+            verify=trust(ca),
         )
+
+    def _unreachable(self, exc: httpx.TransportError, what: str) -> CliError:
+        message = f"{what} the Roost API at {self.url}: {exc}"
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc) and not self.ca:
+            message += (
+                "\n(a controller's self-signed certificate: set ROOST_API_CA to a copy of its "
+                "DATA/controller/tls/api.pem, or log in with 'roost login --ca FILE')"
+            )
+        return CliError(message, EXIT_UNREACHABLE)
 
     def _check(self, r: httpx.Response) -> httpx.Response:
         if r.status_code >= 400:
@@ -62,9 +122,7 @@ class Api:
         try:
             r = self.http.request(method, path, **kw)
         except httpx.TransportError as exc:
-            raise CliError(
-                f"cannot reach the Roost API at {self.url}: {exc}", EXIT_UNREACHABLE
-            ) from None
+            raise self._unreachable(exc, "cannot reach") from None
         return self._check(r).json()
 
     def stream_lines(self, path: str, **kw: Any) -> Iterator[dict[str, Any]]:
@@ -77,7 +135,7 @@ class Api:
                     if line.strip():
                         yield json.loads(line)
         except httpx.TransportError as exc:
-            raise CliError(f"lost the Roost API at {self.url}: {exc}", EXIT_UNREACHABLE) from None
+            raise self._unreachable(exc, "lost") from None
 
 
 def credentials_path() -> Path:
@@ -89,6 +147,7 @@ def resolve(data_dir: Path) -> Api:
     """ROOST_API/ROOST_TOKEN, else the local platform's DATA/api.json, else `roost login`'s."""
     url = os.environ.get("ROOST_API", "")
     token = os.environ.get("ROOST_TOKEN", "")
+    ca = os.environ.get("ROOST_API_CA", "")
     for info in (data_dir / "api.json", credentials_path()):
         if url and token:
             break
@@ -97,6 +156,8 @@ def resolve(data_dir: Path) -> Api:
                 saved = json.loads(info.read_text())
             except ValueError:
                 raise CliError(f"{info} is not valid JSON; delete it and log in again") from None
+            if not url or saved.get("url", "") == url:
+                ca = ca or saved.get("ca", "")
             url = url or saved.get("url", "")
             token = token or saved.get("token", "")
     if not url:
@@ -105,4 +166,4 @@ def resolve(data_dir: Path) -> Api:
             "or set ROOST_API and ROOST_TOKEN",
             EXIT_UNREACHABLE,
         )
-    return Api(url, token)
+    return Api(url, token, ca)

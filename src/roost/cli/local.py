@@ -107,15 +107,21 @@ def admin_token(data: Path, url: str) -> str:
 
 
 def write_api_info(data: Path, settings: Settings, token: str) -> None:
+    # Off loopback the controller serves HTTPS: its certificate is made now
+    # (the controller reuses it) so that the CLI can be told to trust it.
+    from roost.controller.apitls import api_certificate, api_url
+
+    tls = api_certificate(data, settings)
     info = data / "api.json"
     tmp = info.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(
             {
-                "url": f"http://{settings.bind_host}:{settings.api_port}",
+                "url": api_url(settings),
                 "token": token,
                 "router": f"http://{settings.bind_host}:{settings.router_port}",
+                **({"ca": str(tls.certfile)} if tls is not None and tls.self_signed else {}),
             },
             fh,
         )

@@ -20,11 +20,20 @@ from roost.cli import apps, check, cluster, daemons, manage, services, up
     show_default="./.roost or $ROOST_DATA",
     help="data directory of the local platform",
 )
+@click.option(
+    "--insecure",
+    is_flag=True,
+    envvar="ROOST_INSECURE",
+    help="allow sending a token or password over plain HTTP to another machine",
+)
 @click.pass_context
-def cli(ctx: click.Context, data: Path) -> None:
+def cli(ctx: click.Context, data: Path, insecure: bool) -> None:
     """Roost: a self-hosted platform for Python web sites and daemons."""
     ctx.ensure_object(dict)
     ctx.obj["data"] = data
+    if insecure:
+        # The API client reads it wherever a command builds one.
+        os.environ["ROOST_INSECURE"] = "1"
 
 
 cli.add_command(up.up)

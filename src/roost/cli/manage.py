@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,14 @@ from rich.console import Console
 from rich.table import Table
 
 from roost.cli.apps import app_name_for
-from roost.cli.client import EXIT_USAGE, Api, CliError, resolve
+from roost.cli.client import (
+    EXIT_USAGE,
+    Api,
+    CliError,
+    check_transport,
+    credentials_path,
+    resolve,
+)
 
 console = Console()
 
@@ -47,30 +55,64 @@ def _table(columns: list[str], rows: list[list[Any]]) -> None:
 # ------------------------------------------------------------ login and accounts
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in '90m', '12h', '30d', '2w' (or plain seconds)."""
+    t = text.strip().lower()
+    unit = DURATION_UNITS.get(t[-1:], 0) if t else 0
+    number = t[:-1] if unit else t
+    if not number.isdigit() or int(number) == 0:
+        raise CliError(f"invalid duration {text!r}: use e.g. 90m, 12h, 30d, 2w", EXIT_USAGE)
+    return int(number) * (unit or 1)
+
+
 @click.command("login")
 @click.option("--email", prompt=True)
 @click.option("--password", prompt=True, hide_input=True)
 @click.option(
     "--api", "api_url", envvar="ROOST_API", help="API address (default: the local platform's)"
 )
+@click.option(
+    "--ca",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="ROOST_API_CA",
+    help="PEM certificate to trust for the API (a controller's DATA/controller/tls/api.pem)",
+)
+@click.option("--expires-in", help="the token's lifetime, e.g. 12h, 30d (default: until revoked)")
 @click.pass_context
-def login(ctx: click.Context, email: str, password: str, api_url: str | None) -> None:
+def login(
+    ctx: click.Context,
+    email: str,
+    password: str,
+    api_url: str | None,
+    ca: Path | None,
+    expires_in: str | None,
+) -> None:
     """Log in and save a token for this machine (~/.config/roost/credentials.json)."""
     api = resolve(ctx.obj["data"]) if not api_url else None
     url = api_url or (api.url if api else "")
-
-    client = Api(url, "")
-    data = client.request("POST", "/api/login", json={"email": email, "password": password})
-    path = (
-        Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
-        / "roost"
-        / "credentials.json"
-    )
+    ca_file = str(ca.resolve()) if ca else (api.ca if api else "")
+    lifetime = parse_duration(expires_in) if expires_in else None
+    check_transport(url, "password")
+    client = Api(url, "", ca_file)
+    body: dict[str, Any] = {"email": email, "password": password}
+    if lifetime is not None:
+        body["expires_in"] = lifetime
+    data = client.request("POST", "/api/login", json=body)
+    path = credentials_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    saved = {"url": url, "token": data["token"]}
+    if ca_file:
+        saved["ca"] = ca_file
     with os.fdopen(fd, "w") as fh:
-        json.dump({"url": url, "token": data["token"]}, fh)
-    console.print(f"Logged in as {data['email']}; token saved to {path}")
+        json.dump(saved, fh)
+    until = ""
+    if data.get("expires_at"):
+        until = time.strftime(" (expires %Y-%m-%d %H:%M)", time.localtime(data["expires_at"]))
+    console.print(f"Logged in as {data['email']}; token saved to {path}{until}")
 
 
 @click.group("accounts")

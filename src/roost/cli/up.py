@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from roost.cli.local import (
     prepare_state,
     write_api_info,
 )
+from roost.controller.apitls import api_url
 from roost.procs import (
     become_subreaper,
     die_with_parent,
@@ -74,9 +76,12 @@ async def _start(child: Child) -> None:
     child.started_at = time.monotonic()
 
 
-async def _wait_api(url: str, proc: asyncio.subprocess.Process, timeout: float = 60.0) -> None:
+async def _wait_api(
+    url: str, proc: asyncio.subprocess.Process, timeout: float = 60.0, ca: str = ""
+) -> None:
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as http:
+    verify = ssl.create_default_context(cafile=ca) if ca else True
+    async with httpx.AsyncClient(verify=verify) as http:
         while time.monotonic() < deadline:
             if proc.returncode is not None:
                 raise CliError(f"the controller exited with status {proc.returncode}")
@@ -114,9 +119,7 @@ async def supervise(
         ROOST_ROUTER_TLS_PORT=str(settings.router_tls_port),
         ROOST_SSH_PORT=str(settings.ssh_port),
     )
-    metrics: dict[str, str] = {
-        "controller": f"http://{settings.bind_host}:{settings.api_port}/metrics"
-    }
+    metrics: dict[str, str] = {"controller": f"{api_url(settings)}/metrics"}
     children: list[Child] = []
 
     def children_pids() -> set[int]:
@@ -141,10 +144,11 @@ async def supervise(
     try:
         await _start(children[0])
         assert children[0].proc is not None
-        await _wait_api(f"http://{settings.bind_host}:{settings.api_port}", children[0].proc)
+        api = json.loads((data / "api.json").read_text())
+        await _wait_api(api["url"], children[0].proc, ca=api.get("ca", ""))
         for child in children[1:]:
             await _start(child)
-        _say(f"API      http://{settings.bind_host}:{settings.api_port}/api/docs")
+        _say(f"API      {api['url']}/api/docs")
         _say(f"apps at  http://APP.{settings.default_domain}:{settings.router_port}/")
         _say(f"git push ssh://{settings.bind_host}:{settings.ssh_port}/APP main")
         _say("running; Ctrl-C stops everything")

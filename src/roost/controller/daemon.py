@@ -11,6 +11,7 @@ from pathlib import Path
 import uvicorn
 
 from roost.controller.api.app import create_api
+from roost.controller.apitls import ApiTlsError, api_certificate, api_url
 from roost.controller.core import Controller
 from roost.controller.cronrunner import CronRunner
 from roost.controller.secretbox import SecretBox
@@ -72,15 +73,23 @@ async def serve(
             raise SystemExit(f"cluster.json has no controller endpoint for key {name}")
         controller.publisher = pubs[0] if pubs else None
         api = create_api(controller, service)
+        try:
+            tls = await asyncio.to_thread(api_certificate, data_dir, settings)
+        except ApiTlsError as exc:
+            raise SystemExit(f"controller: {exc}") from None
         config = uvicorn.Config(
             api,
             host=settings.bind_host,
             port=settings.api_port,
             log_level="warning",
             lifespan="off",
+            ssl_certfile=str(tls.certfile) if tls else None,
+            ssl_keyfile=str(tls.keyfile) if tls else None,
         )
         http = _Server(config)
-        log.info("controller %s: API on http://%s:%d", name, settings.bind_host, settings.api_port)
+        log.info("controller %s: API on %s", name, api_url(settings))
+        if tls is not None:
+            log.info("API certificate %s, SHA-256 %s", tls.certfile, tls.fingerprint)
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [

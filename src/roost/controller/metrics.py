@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -61,7 +62,8 @@ _collector = SoftStateCollector()
 REGISTRY.register(_collector)
 
 
-def install(api: FastAPI, controller: Controller) -> None:
+def install(api: FastAPI, controller: Controller, guard: Callable[..., Any] | None = None) -> None:
+    """Measure every request and serve /metrics, behind `guard` (a dependency) if given."""
     _collector.controllers.add(controller)
 
     @api.middleware("http")
@@ -76,6 +78,10 @@ def install(api: FastAPI, controller: Controller) -> None:
         API_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
         return response
 
-    @api.get("/metrics", include_in_schema=False)
+    @api.get(
+        "/metrics",
+        include_in_schema=False,
+        dependencies=[Depends(guard)] if guard is not None else None,
+    )
     async def metrics() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from roost import __version__
 from roost.controller import metrics
-from roost.controller.api import accounts, apps, dashboard, deploys, epio, manage, services
+from roost.controller.api import accounts, apps, dashboard, deploys, deps, epio, manage, services
 from roost.controller.core import Controller
 from roost.controller.ratelimit import LoginGuard
 from roost.controller.service import ControllerService
@@ -52,7 +52,7 @@ def create_api(
     async def health() -> dict[str, Any]:
         return {"status": "ok", "controller": controller.name, "leader": controller.is_leader}
 
-    metrics.install(api, controller)
+    metrics.install(api, controller, deps.metrics_reader)
     for module in (apps, deploys, manage, services, accounts, epio, dashboard):
         api.include_router(module.router)
     return api

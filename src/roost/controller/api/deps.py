@@ -12,6 +12,7 @@ from roost.controller.core import Controller
 from roost.controller.ratelimit import LoginGuard, TooMany
 from roost.controller.service import ControllerService
 from roost.controller.store import AppRow, NotFound
+from roost.netaddr import is_loopback
 
 # ep.io's rule for app names, with a length limit that keeps hostnames valid.
 APP_NAME = re.compile(r"^[a-z0-9_-]{1,30}$")
@@ -112,6 +113,18 @@ def require_admin(who: Account, what: str) -> None:
     """Platform-wide views (hosts, servicehosts) are the operators' business."""
     if not who.is_admin:
         raise ApiError(403, f"{what}: operators (admin accounts) only")
+
+
+def metrics_reader(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    """Who may scrape /metrics: a scraper on this machine, or an admin's token.
+
+    The metrics list every host and every app's instances, what /api/hosts
+    shows, so the same rule from another machine (Prometheus sends the token
+    with `authorization: {credentials: ...}`).
+    """
+    if request.client is not None and is_loopback(request.client.host):
+        return
+    require_admin(account(request, authorization, None), "/metrics from another machine")
 
 
 def client_address(request: Request) -> str:
