@@ -23,6 +23,7 @@ from roost.daemonize import setup_logging
 from roost.images.cache import ImageCache
 from roost.images.sources import Source
 from roost.images.store import ImageStore
+from roost.runner.archive import AppDirs, Handler
 from roost.runner.confine import TenantDefaults
 from roost.runner.datasync import DataSync, RefreshingImages
 from roost.runner.execs import RunnerExecs
@@ -166,9 +167,10 @@ async def _serve(
         cpu_weight=settings.tenant_cpu_weight,
         tmp_mb=settings.tenant_tmp_mb,
     )
-    rpc = _exec_server(
-        node, settings, RunnerExecs(layout, images, execs, data, replicas, tenancy, defaults)
-    )
+    runner_execs = RunnerExecs(layout, images, execs, data, replicas, tenancy, defaults)
+    # Deleted apps' homes: archived on AppRemoved, and before a reused name's use.
+    dirs = AppDirs(layout, settings.archive_days * 86400)
+    rpc = _exec_server(node, settings, dirs.wrap(runner_execs.handle))
     sup = Supervisor(
         layout=layout,
         images=RefreshingImages(images, data),
@@ -185,7 +187,7 @@ async def _serve(
         interval=settings.heartbeat_interval_s,
         records=lambda: list(sup.records.values()),
         changed=sup.changed,
-        on_assignment=lambda asg: sup.set_desired(asg.instances),
+        on_assignment=lambda asg: sup.set_desired(dirs.claim_all(asg.instances)),
         rpc_endpoint=rpc.address if rpc is not None else "",
         rpc_key=node.keypair.public_text if node is not None and rpc is not None else "",
     )
@@ -203,6 +205,7 @@ async def _serve(
         beating = tg.create_task(heartbeat.run())
         shipping = tg.create_task(shipper.run())
         helpers = [tg.create_task(execs.run()), tg.create_task(data.run())]
+        helpers.append(tg.create_task(dirs.run()))
         if rpc is not None:
             helpers.append(tg.create_task(rpc.serve()))
         await stop.wait()
@@ -222,12 +225,12 @@ async def _serve(
             await aio.wait_for(shipper.flush(tries=1), FINAL_SEND_TIMEOUT_S)
 
 
-def _exec_server(node: Node | None, settings: Settings, execs: RunnerExecs) -> RpcServer | None:
+def _exec_server(node: Node | None, settings: Settings, handler: Handler) -> RpcServer | None:
     """Bind the exec-session server; its address as other hosts reach it."""
     if node is None:
         return None
     port = settings.runner_rpc_port or "*"
-    server = RpcServer(node, f"tcp://{settings.bind_host}:{port}", execs.handle)
+    server = RpcServer(node, f"tcp://{settings.bind_host}:{port}", handler)
     if settings.bind_host in ("0.0.0.0", "::", ""):
         host = host_addresses(settings.bind_host)[0]
         server.address = f"tcp://{host}:{server.address.rsplit(':', 1)[1]}"
