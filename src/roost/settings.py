@@ -107,6 +107,12 @@ class Settings:
     host_grace_s: float = _setting(5.0, "ROOST_HOST_GRACE_S", "silence before a host is down")
     lease_ttl_s: float = _setting(5.0, "ROOST_LEASE_TTL_S", "scheduler lease lifetime")
     build_timeout_s: float = _setting(900.0, "ROOST_BUILD_TIMEOUT_S", "wall-clock build limit")
+    build_memory_mb: int = _setting(
+        2048, "ROOST_BUILD_MEMORY_MB", "builder: memory limit of each build step's cgroup"
+    )
+    build_pids_max: int = _setting(
+        1024, "ROOST_BUILD_PIDS_MAX", "builder: processes and threads of each build step"
+    )
     build_output_limit: int = _setting(
         10 * 1024 * 1024, "ROOST_BUILD_OUTPUT_LIMIT", "bytes of build output kept"
     )

@@ -8,10 +8,10 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
 from roost.builder import layers as layers_mod
@@ -141,37 +141,45 @@ async def test_disk_full_is_refused_before_writing(ws: Workspace) -> None:
 
 
 async def test_killed_build_leaves_nothing_and_no_process(ws: Workspace, tmp_path: Path) -> None:
-    """Cancel a build while its setup.py runs: processes die, files go, store untouched."""
-    pidfile_dir = Path(tempfile.mkdtemp(prefix="roost-slow-"))
-    os.chmod(pidfile_dir, 0o777)
+    """Cancel a build while its setup.py runs: processes die, files go, store untouched.
+
+    The setup.py starts a child that escapes into its own session (the way a
+    daemon would), so the build step's sandbox, not its process group, must
+    end it. It is found from outside by its unique command line: inside the
+    step's sandbox it sees nothing of the host (not even the host's /tmp).
+    """
+    marker = str(6000 + os.getpid() % 1000)
     app = tmp_path / "app"
     shutil.copytree(HELLO, app)
     (app / "slowpkg").mkdir()
     (app / "slowpkg" / "setup.py").write_text(
-        "import os, time\n"
-        f"open({str(pidfile_dir / 'pid')!r}, 'w').write(str(os.getpid()))\n"
+        "import subprocess, time\n"
+        f"subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"
         "time.sleep(600)\n"
     )
     (app / "requirements.txt").write_text("flask>=3.0\n./slowpkg\n")
     before = ws.store.list()
     task = asyncio.create_task(build(ws, "killed", tar_dir(app)))
-    pid = 0
+
+    def sleepers() -> list[psutil.Process]:
+        return [
+            p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", marker]
+        ]
+
+    found: list[psutil.Process] = []
     for _ in range(600):
         await asyncio.sleep(0.1)
-        if (pidfile_dir / "pid").exists() and (pidfile_dir / "pid").read_text():
-            pid = int((pidfile_dir / "pid").read_text())
+        if found := sleepers():
             break
-    assert pid, "the slow setup.py never started"
+    assert found, "the slow setup.py never started"
+    assert task.done() is False
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     await asyncio.sleep(0.2)
-    assert (
-        not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
-    )
+    assert sleepers() == []
     assert ws.store.list() == before
     assert leftovers(ws) == []
-    shutil.rmtree(pidfile_dir, ignore_errors=True)
 
 
 async def test_startup_sweeps_leftovers_of_a_killed_builder(builder_root: Path) -> None:

@@ -39,7 +39,12 @@ def _plant():
     _os.symlink("/etc/passwd", _os.path.join(root, "passwd.css"))
     _os.symlink("/etc", _os.path.join(root, "css", "etc"))
     _os.symlink("site.css", _os.path.join(root, "css", "alias.css"))
-    _os.link(_os.path.join(_os.getcwd(), "manage.py"), _os.path.join(root, "manage.css"))
+    # A second name for a file outside the bundle. (From the checkout it would
+    # fail: the step's sandbox binds the checkout and the output separately,
+    # and a hard link cannot cross mounts.)
+    with open(_os.path.join(out, "outside.txt"), "w") as _fh:
+        _fh.write("not for the bundle")
+    _os.link(_os.path.join(out, "outside.txt"), _os.path.join(root, "manage.css"))
     _os.mkfifo(_os.path.join(root, "pipe.css"))
     # The archive too, as the collect step used to write it: links inside.
     import tarfile

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roost.builder.errors import BuildError
+from roost.builder.jails import uv_jail
 from roost.builder.pack import LAYER_TAR_FLAGS, pack_tree, run_abortable
 from roost.builder.sandbox import base_env, run
 from roost.builder.workspace import Workspace
@@ -95,7 +96,9 @@ class LayerJob:
     def venv(self) -> Path:
         return self.path / "venv"
 
-    async def ensure(self, lock_path: Path, home: Path, log: Callable[[str], None]) -> None:
+    async def ensure(
+        self, lock_path: Path, home: Path, log: Callable[[str], None], unit: str = "install"
+    ) -> None:
         """Reuse the ready layer, or install it and start packing it (see `blob_digest`)."""
         await self._lock.acquire()
         self._held = True
@@ -108,10 +111,11 @@ class LayerJob:
             self._discard_dir()
             # The layer directory (and so `ready`, which names a blob in the
             # store) stays the builder's; only venv/ is the build user's.
-            self.path.mkdir(mode=0o755)
+            self.path.mkdir()
+            os.chmod(self.path, 0o755)  # the build user enters it (the umask is 077)
             self.venv.mkdir(mode=0o755)
             self.ws.user.chown(self.venv)
-            await _install(self.ws, self.path, lock_path, home, log)
+            await _install(self.ws, self.path, lock_path, home, log, unit)
             self.installed = True
             self._packing = asyncio.create_task(self._pack(), name=f"pack-layer-{self.key[:12]}")
         finally:
@@ -187,11 +191,24 @@ class LayerJob:
 
 
 async def _install(
-    ws: Workspace, layer: Path, lock_path: Path, home: Path, log: Callable[[str], None]
+    ws: Workspace,
+    layer: Path,
+    lock_path: Path,
+    home: Path,
+    log: Callable[[str], None],
+    unit: str = "install",
 ) -> None:
-    env = uv_env(ws, home)
     venv = layer / "venv"
-    common = {"user": ws.user, "cwd": home, "env": env}
+    jail = uv_jail(
+        ws.tenancy, unit, uv_bin=ws.uv, python=ws.interp.path, build_dir=lock_path.parent,
+        cache=ws.uv_cache, layer=venv, limits=ws.step_limits,
+    )  # fmt: skip
+    if ws.tenancy.enabled:
+        home = lock_path.parent  # the jail's own /tmp is HOME; cwd is read-only
+        env = uv_env(ws, Path("/tmp"))
+    else:
+        env = uv_env(ws, home)
+    common = {"user": ws.user, "cwd": home, "env": env, "jail": jail}
     start = time.monotonic()
     done = await run(
         [ws.uv, "venv", "--relocatable", "--python", ws.interp.path, "--quiet", str(venv)],

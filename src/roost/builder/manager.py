@@ -143,7 +143,7 @@ class BuildManager:
         try:
             build = Build(
                 self.ws, req.build_id, req.app, req.archive, sink,
-                previous_lock_text=req.previous_lock_text,
+                previous_lock_text=req.previous_lock_text, app_id=req.app_id,
             )  # fmt: skip
             out = await build.run()
         except BuildError as exc:

@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from roost.builder import lock as locks
 from roost.builder.diskcheck import ensure_free_disk
 from roost.builder.errors import BuildError, OutputLimitExceeded
 from roost.builder.ignore import apply_ignores
+from roost.builder.jails import app_jail, uv_jail
 from roost.builder.layers import LayerBlob, LayerJob, uv_env
 from roost.builder.pack import (
     TAR_FLAGS,
@@ -55,7 +57,7 @@ from roost.builder.pack import (
     run_abortable,
     store_manifest,
 )
-from roost.builder.sandbox import base_env, run
+from roost.builder.sandbox import Jail, base_env, run
 from roost.builder.staticpack import pack_static_tree
 from roost.builder.upload import UploadLimits, extract_upload
 from roost.builder.workspace import Workspace
@@ -106,6 +108,7 @@ class Build:
         log: Callable[[str], None],
         previous_lock_text: str = "",
         clock: Callable[[], float] = time.monotonic,
+        app_id: int = 0,
     ) -> None:
         for what, value in (("build id", build_id), ("app name", app)):
             if not _SAFE_ID.fullmatch(value):
@@ -113,6 +116,8 @@ class Build:
         self.ws = ws
         self.build_id = build_id
         self.app = app
+        # Who runs this build's app code (the import check, collectstatic).
+        self.user = ws.app_build_user(app_id, app)
         self.archive = archive
         self.previous_lock_text = previous_lock_text
         self._sink = log
@@ -223,17 +228,36 @@ class Build:
     async def _as_build_user(
         self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float | None = None
     ) -> None:
-        done = await run(argv, user=self.ws.user, cwd=cwd, env=env, log=self.log, timeout=timeout)
+        done = await run(
+            argv, user=self.user, cwd=cwd, env=env, log=self.log, timeout=timeout,
+            jail=self._app_jail("static", self.out, self.dir / "tools"),
+        )  # fmt: skip
         if done.returncode != 0:
             raise BuildError(f"{Path(argv[0]).name} failed (exit {done.returncode})")
+
+    def _app_jail(self, step: str, *extra: Path) -> Jail:
+        """A jail for a step that runs the app's code (roost.builder.jails)."""
+        return app_jail(
+            self.ws.tenancy,
+            f"{self.build_id}-{step}",
+            build_dir=self.dir,
+            venv=self.venv,
+            writable=[self.checkout, self.home, self.pycache, *extra],
+            limits=self.ws.step_limits,
+        )
+
+    @property
+    def pycache(self) -> Path:
+        """Bytecode of this build alone: app code never writes where another build reads."""
+        return self.dir / "pycache"
 
     # ------------------------------------------------------------ steps
 
     async def fetch(self) -> None:
         self._disk(4 * len(self.archive))
-        self.dir.mkdir(mode=0o755)
-        self.src.mkdir(mode=0o755)
-        self.image_root.mkdir(mode=0o755)
+        for d in (self.dir, self.src, self.image_root):
+            d.mkdir()
+            os.chmod(d, 0o755)  # the build user reads here (the builder's umask is 077)
         limits = UploadLimits(self.ws.settings.max_upload_bytes)
         # Unpacked as the build user, then taken back (roost.builder.upload).
         n = await extract_upload(
@@ -267,11 +291,11 @@ class Build:
             self.log(f"       appended Roost settings to {path.relative_to(self.src)}")
         self.checkout = self.image_root / name
         os.replace(self.src, self.checkout)
-        self.home.mkdir(mode=0o700)
-        self.out.mkdir(mode=0o700)
-        for d in (self.home, self.out):
-            self.ws.user.chown(d)
-        await asyncio.to_thread(self.ws.user.chown_tree, self.checkout)
+        await asyncio.to_thread(_open_dirs, self.checkout)
+        for d in (self.home, self.out, self.pycache):
+            d.mkdir(mode=0o700)
+            self.user.chown(d)
+        await asyncio.to_thread(self.user.chown_tree, self.checkout)
 
     def _apply_symlinks(self, spec: AppSpec) -> None:
         for link, target in spec.symlinks.items():
@@ -319,6 +343,7 @@ class Build:
         pins = locks.pins(self.lock)
         self.log(f"       {len(pins)} packages pinned")
         (self.dir / "lock.txt").write_text(self.lock)
+        os.chmod(self.dir / "lock.txt", 0o644)  # uv reads it as the build user
 
     async def _compile(self, req_digest: str | None) -> str:
         assert self.spec is not None
@@ -333,9 +358,19 @@ class Build:
             argv,
             user=self.ws.user,
             cwd=self.checkout,
-            env=uv_env(self.ws, self.home),
+            env=uv_env(self.ws, Path("/tmp") if self.ws.tenancy.enabled else self.home),
             log=self.log,
             capture_stdout=True,
+            jail=uv_jail(
+                self.ws.tenancy,
+                f"{self.build_id}-lock",
+                uv_bin=self.ws.uv,
+                python=self.ws.interp.path,
+                build_dir=self.dir,
+                cache=self.ws.uv_cache,
+                layer=None,
+                limits=self.ws.step_limits,
+            ),
         )
         if done.returncode != 0:
             why = next((ln.strip() for ln in done.output_tail if ln.strip()), "see the log above")
@@ -349,7 +384,9 @@ class Build:
         ws = self.ws
         ws.layers_in_use[self.layer_key] = ws.layers_in_use.get(self.layer_key, 0) + 1
         self.layer_job = LayerJob(ws, self.layer_key)
-        await self.layer_job.ensure(self.dir / "lock.txt", self.home, self.log)
+        await self.layer_job.ensure(
+            self.dir / "lock.txt", self.home, self.log, unit=f"{self.build_id}-install"
+        )
         self.installed = self.layer_job.installed
         if not self.installed:
             self.log(f"       dependency layer {self.layer_key[:12]} unchanged: nothing installed")
@@ -372,7 +409,8 @@ class Build:
         admin_link = None
         if admin.is_dir():
             shortcuts = self.image_root / "shortcuts"
-            shortcuts.mkdir(mode=0o755)
+            shortcuts.mkdir()
+            os.chmod(shortcuts, 0o755)
             rel = os.path.relpath(admin, self.layer)  # venv/lib/.../admin, as in the image
             os.symlink(os.path.join("..", rel), shortcuts / "django-admin-media")
             admin_link = "shortcuts/django-admin-media"
@@ -393,6 +431,7 @@ class Build:
             "created": time.time(),
         }
         (self.image_root / "roost-image.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        os.chmod(self.image_root / "roost-image.json", 0o644)
 
     def _runtime_env(self) -> dict[str, str]:
         assert self.spec is not None
@@ -407,7 +446,7 @@ class Build:
         # Bytecode goes to a shared prefix, not into the checkout (which ships)
         # nor the layer: later checks of the same layer start warm.
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["PYTHONPYCACHEPREFIX"] = str(self.ws.root / "pycache")
+        env["PYTHONPYCACHEPREFIX"] = str(self.pycache)
         return env
 
     async def check(self) -> None:
@@ -423,11 +462,12 @@ class Build:
                 raise BuildError(f"process {proc.name!r} has no WSGI entrypoint")
             done = await run(
                 [str(self.venv / "bin" / "python"), str(script), proc.entrypoint],
-                user=self.ws.user,
+                user=self.user,
                 cwd=(self.checkout / proc.cwd),
                 env=self._runtime_env(),
                 log=self.log,
                 timeout=self.ws.settings.build_check_timeout_s,
+                jail=self._app_jail(f"check-{proc.name}"),
             )
             if done.returncode != 0:
                 why = next((ln.strip() for ln in reversed(done.output_tail) if ln.strip()), "")
@@ -465,7 +505,7 @@ class Build:
             return
         tools = self.dir / "tools"
         tools.mkdir(mode=0o755)
-        self.ws.user.chown(tools)
+        self.user.chown(tools)
         script = self.dir / "static_script.py"
         shutil.copyfile(Path(__file__).with_name("static_script.py"), script)
         os.chmod(script, 0o644)
@@ -483,8 +523,8 @@ class Build:
         env = self._runtime_env()
         env.pop("DJANGO_SETTINGS_MODULE", None)
         await self._as_build_user(
-            [str(self.venv / "bin" / "python"), str(script), str(cfg_path)], self.checkout, env
-        )
+            [str(self.venv / "bin" / "python"), str(script), str(cfg_path)], self.checkout, env,
+        )  # fmt: skip
         raw = read_untrusted_text(self.out / "routes.json", 1 << 20)
         try:
             routes = msgspec.json.decode(raw, type=_Routes).routes
@@ -564,3 +604,17 @@ def _link_text(link: str, target: str) -> str:
         target = "../data/" + target[len(data_prefix) :].lstrip("/")
     rel = relative_symlink(link, target)
     return rel if rel is not None else target
+
+
+def _open_dirs(root: Path) -> None:
+    """Directories of the checkout become 0755: tar makes those an upload only
+    implies (no entry of their own) under the builder's umask, 077, and the
+    image's readers (the build user, then each app's own user) must enter them.
+    Symbolic links are left alone (a chmod would follow them)."""
+    found = [str(root)]
+    for dirpath, dirnames, _ in os.walk(root):
+        found += (os.path.join(dirpath, n) for n in dirnames)
+    for d in found:
+        st = os.lstat(d)
+        if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o755 != 0o755:
+            os.chmod(d, stat.S_IMODE(st.st_mode) | 0o755)

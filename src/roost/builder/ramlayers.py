@@ -115,7 +115,8 @@ def open_ram_layers(ram_base: Path, root: Path, budget: int) -> Path | None:
     os.chmod(d, 0o755)
     (d / OWNER).write_text(str(root.resolve()))
     layers = d / "layers"
-    layers.mkdir(mode=0o755, exist_ok=True)
+    layers.mkdir(exist_ok=True)
+    os.chmod(layers, 0o755)  # the build user enters it (the umask is 077)
     return layers
 
 

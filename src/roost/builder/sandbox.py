@@ -10,9 +10,20 @@ its whole process group killed before the error propagates, so nothing of a
 dead build keeps running. When not root there is no one to drop to: commands
 run as the current user and the build log says so.
 
-The shared unprivileged uid protects the builder host (image store, keys,
-other roles' files) from build code; it does not isolate concurrent builds
-from one another, nor the shared uv cache from a hostile sdist.
+As root, each such command also runs in a jail (`Jail`, through
+roost.tenant, as the runner's instances do): a bubblewrap sandbox that binds
+only what the step needs (the build's own directory, the dependency layer,
+the interpreter; the uv cache only for the uv steps; the layer read-only
+wherever app code runs) and a cgroup of its own, killed whole when the step
+ends. With its own PID namespace too, nothing a build starts, setsid or
+not, outlives its step, so nothing of one build waits for the next.
+
+The uid: the app's own build user (`b<id>-<app>`, roost.tenant.identity)
+for the steps that run the app's code (the import check, collectstatic);
+the shared `settings.build_user` for uv, which owns the shared uv cache.
+What uv runs of an sdist's build code therefore still runs as the cache's
+owner, with the cache writable: the one way left for one app's build to
+reach another's (docs/architecture.md says so).
 """
 
 from __future__ import annotations
@@ -22,11 +33,15 @@ import contextlib
 import os
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from roost.builder.errors import BuildError
 from roost.sysuser import SystemUserError, ensure_system_user
+from roost.tenant.cgroups import Limits
+from roost.tenant.identity import Identity
+from roost.tenant.launch import Prepared, Tenancy, TenantError, TenantSpec
+from roost.tenant.sandbox import SandboxSpec
 
 # Environment variables passed through to build commands (index and proxy
 # configuration); everything else in the builder's environment stays out.
@@ -107,16 +122,65 @@ class Completed:
 LogFn = Callable[[str], None]
 
 
+# The builder runs with the daemons' private umask (077); what a build step
+# makes (the venv, collected static files) goes into images that every app's
+# own user must read, so steps get the usual 022 back.
+STEP_UMASK = 0o022
+
+
 def _drop_privileges(user: BuildUser) -> Callable[[], None]:
     uid, gid = user.uid, user.gid
 
     def drop() -> None:
         os.setsid()
+        os.umask(STEP_UMASK)
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
 
     return drop
+
+
+def _same_user() -> None:
+    os.setsid()
+    os.umask(STEP_UMASK)
+
+
+@dataclass(frozen=True)
+class Jail:
+    """Where one build step runs (see the module docstring)."""
+
+    tenancy: Tenancy
+    unit: str  # the step's cgroup: unique among running steps
+    readonly: tuple[Path, ...] = ()
+    writable: tuple[Path, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+
+    def prepare(self, user: BuildUser, cwd: Path, argv: Sequence[str]) -> Prepared | None:
+        """The confined launch; None when this builder cannot confine (not root)."""
+        if not (self.tenancy.enabled and user.dropped):
+            return None
+        spec = TenantSpec(
+            identity=Identity(user.name, user.uid, user.gid),
+            sandbox=SandboxSpec(
+                cwd=cwd, hostname="build", readonly=self.readonly, writable=self.writable
+            ),
+            limits=self.limits,
+            unit=self.unit,
+            umask=STEP_UMASK,
+        )
+        try:
+            return self.tenancy.prepare(spec, argv)
+        except TenantError as exc:
+            raise BuildError(f"cannot confine the build step: {exc}") from None
+
+
+def _jailed(prepared: Prepared) -> Callable[[], None]:
+    def enter() -> None:
+        os.setsid()
+        prepared.preexec()  # its cgroup, the 022 umask, bwrap's signal shield
+
+    return enter
 
 
 async def run(
@@ -130,23 +194,54 @@ async def run(
     capture_stdout: bool = False,
     stdout_limit: int = 16 << 20,
     indent: str = "       ",
+    jail: Jail | None = None,
 ) -> Completed:
     """Run one command; stream its output into `log` (None: keep it quiet).
 
     Raises BuildError on timeout or when captured stdout passes its limit;
     `log` raising (the output budget) also ends the command. The process
-    group is killed on every way out that is not a normal exit.
+    group (and, jailed, the whole cgroup) is killed on every way out.
     """
+    prepared = jail.prepare(user, cwd, argv) if jail is not None else None
+    try:
+        return await _run(
+            argv, prepared, user=user, cwd=cwd, env=env, log=log, timeout=timeout,
+            capture_stdout=capture_stdout, stdout_limit=stdout_limit, indent=indent,
+        )  # fmt: skip
+    finally:
+        if prepared is not None:
+            prepared.finish()  # whatever the step left running dies with its cgroup
+
+
+async def _run(
+    argv: Sequence[str],
+    prepared: Prepared | None,
+    *,
+    user: BuildUser,
+    cwd: Path,
+    env: dict[str, str],
+    log: LogFn | None,
+    timeout: float | None,
+    capture_stdout: bool,
+    stdout_limit: int,
+    indent: str,
+) -> Completed:
+    if prepared is not None:
+        # bwrap drops to the user itself and enters `cwd` inside the sandbox.
+        command, workdir, preexec = prepared.argv, "/", _jailed(prepared)
+    else:
+        # uvloop's subprocess_exec takes neither user= nor group=, so the
+        # privilege drop happens in the child before exec.
+        command, workdir = list(argv), str(cwd)
+        preexec = _drop_privileges(user) if user.dropped else _same_user
     proc = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=str(cwd),
+        *command,
+        cwd=workdir,
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE if capture_stdout else asyncio.subprocess.STDOUT,
-        # uvloop's subprocess_exec takes neither user= nor group=, so the
-        # privilege drop happens in the child before exec.
-        preexec_fn=_drop_privileges(user) if user.dropped else os.setsid,
+        preexec_fn=preexec,
     )
     tail: list[str] = []
     captured = bytearray()

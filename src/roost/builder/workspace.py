@@ -20,6 +20,7 @@ mid-build leaves nothing that a later build could mistake for finished work.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import shutil
@@ -36,6 +37,9 @@ from roost.builder.sandbox import BuildUser, ensure_build_user
 from roost.builder.uvcache import UvCache
 from roost.images.store import ImageStore
 from roost.settings import Settings
+from roost.tenant.cgroups import Limits
+from roost.tenant.identity import IdentityError, ensure_identity, identity_for
+from roost.tenant.launch import Tenancy, TenantError
 
 log = logging.getLogger("roost.builder")
 
@@ -51,6 +55,8 @@ class Workspace:
     uv_caches: UvCache
     # Where new dependency layers go: a tmpfs directory, or disk_layers.
     ram_layers: Path | None = None
+    # Every build step that runs code starts confined through this (as root).
+    tenancy: Tenancy = field(default_factory=lambda: Tenancy("unconfined", enabled=False))
     layer_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     layers_in_use: dict[str, int] = field(default_factory=dict)
 
@@ -141,6 +147,11 @@ class Workspace:
         )
         interp = await choose(settings.build_python, user, root / "home")
         uv_bin = uv.find_uv_bin()
+        tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+        try:
+            tenancy = Tenancy.for_daemon(f"builder-{tag}", settings.sandbox)
+        except TenantError as exc:
+            raise BuildError(f"cannot confine build steps: {exc}") from None
         return cls(
             root=root,
             settings=settings,
@@ -150,7 +161,23 @@ class Workspace:
             store=store,
             uv_caches=uv_caches,
             ram_layers=ram,
+            tenancy=tenancy,
         )
+
+    @property
+    def step_limits(self) -> Limits:
+        return Limits(memory_mb=self.settings.build_memory_mb, pids=self.settings.build_pids_max)
+
+    def app_build_user(self, app_id: int, app: str) -> BuildUser:
+        """The app's own build user (roost.tenant.identity), or the shared one
+        when there is no app id (an older controller) or nothing to drop to."""
+        if app_id <= 0 or not self.user.dropped or not self.tenancy.enabled:
+            return self.user
+        try:
+            ident = ensure_identity(identity_for(app_id, app, "build"))
+        except IdentityError as exc:
+            raise BuildError(f"build user of {app}: {exc}") from None
+        return BuildUser(name=ident.name, uid=ident.uid, gid=ident.gid, dropped=True)
 
 
 def check_reachable(root: Path, user: BuildUser) -> None:

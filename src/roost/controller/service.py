@@ -314,7 +314,11 @@ class ControllerService:
         try:
             reply = await self.builders.call(
                 BuildRequest(
-                    build_id=build_id, app=app_name, archive=archive, previous_lock_text=previous
+                    build_id=build_id,
+                    app=app_name,
+                    archive=archive,
+                    previous_lock_text=previous,
+                    app_id=app_id,
                 ),
                 timeout=30,
             )

@@ -55,6 +55,9 @@ class TenantSpec:
     limits: Limits
     # The cgroup's name: unique among this daemon's live tenant processes.
     unit: str
+    # What the process creates is its own (077); a build step's output goes
+    # into images every app user reads, so the builder asks for 022.
+    umask: int = TENANT_UMASK
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Prepared:
     identity: Identity | None  # None: unsandboxed (not root)
     cgroup: Cgroup | None
     limits: Limits = field(default_factory=Limits)
+    umask: int = TENANT_UMASK
 
     @property
     def sandboxed(self) -> bool:
@@ -73,7 +77,7 @@ class Prepared:
         if self.cgroup is not None:
             self.cgroup.attach_self()
         if self.identity is not None:
-            os.umask(TENANT_UMASK)
+            os.umask(self.umask)
             # bwrap must survive the TERM/INT aimed at the tenant (see
             # roost.tenant.sandbox); `env --default-signal` undoes this inside.
             for sig in _SHIELDED:
@@ -159,7 +163,9 @@ class Tenancy:
             cg.create(spec.limits)
         except (IdentityError, SandboxError, CgroupError, OSError) as exc:
             raise TenantError(str(exc)) from None
-        return Prepared(argv=full, identity=spec.identity, cgroup=cg, limits=spec.limits)
+        return Prepared(
+            argv=full, identity=spec.identity, cgroup=cg, limits=spec.limits, umask=spec.umask
+        )
 
     def give(self, ident: Identity, paths: Iterable[Path], *, recursive: bool = False) -> None:
         """Make `paths` the tenant's own (never following symlinks)."""

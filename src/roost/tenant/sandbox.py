@@ -16,9 +16,10 @@ the process may see:
 Paths keep their host names inside (the image's venv and the data symlink
 hold absolute paths), but nothing else of DATA exists in there: not the
 keys, not the state database, not another app's image. Every directory the
-sandbox makes on the way to a bind is 0755, so the tenant can walk to what
+sandbox makes on the way to a bind is 0711, so the tenant can walk to what
 it was given and nowhere else (bwrap would otherwise copy the host's 0700
-from /root).
+from /root), but cannot list (0711): the skeleton of DATA that leads to its
+image shows no names.
 
 Namespaces: mount, PID, IPC, UTS (and cgroup where the kernel has it); not
 the network, since instances serve on host ports and reach their services
@@ -128,7 +129,7 @@ def bwrap_argv(
             raise SandboxError(f"{path} is inside a system directory")
         for parent in reversed(path.parents):
             if parent not in made and not any(parent == b for b, _ in binds):
-                out += ["--perms", "0755", "--dir", str(parent)]
+                out += ["--perms", "0711", "--dir", str(parent)]
                 made.add(parent)
         out += [how, str(path), str(path)]
         made.add(path)

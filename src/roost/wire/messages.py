@@ -141,6 +141,9 @@ class BuildRequest(Msg, frozen=True, kw_only=True):
     # requirements are unchanged the builder reuses this pinned resolution
     # (and so the dependency layer) instead of resolving again.
     previous_lock_text: str = ""
+    # The app's numeric id: its build steps run as the app's own build user
+    # (roost.tenant.identity). 0 from an older controller: the shared one.
+    app_id: int = 0
 
 
 class BuildAccepted(Msg, frozen=True, kw_only=True):
