@@ -58,6 +58,12 @@ class InstanceAssignment(msgspec.Struct, frozen=True, kw_only=True):
     # runner keys the app's directories by it, so a reused name never finds
     # a deleted app's files. "" from an older controller: no check.
     app_key: str = ""
+    # The app's numeric id: its tenant uid is derived from it
+    # (roost.tenant.identity), the same on every host. 0 only from a
+    # controller older than tenant isolation; runners refuse to start it.
+    app_id: int = 0
+    # The instance's memory limit (its cgroup's); 0: the runner's default.
+    memory_mb: int = 0
 
 
 class Assignment(Msg, frozen=True, kw_only=True):
