@@ -25,6 +25,9 @@ from roost.images.manifest import read_manifest
 
 from .conftest import EXAMPLES, tar_dir
 
+# Builds run as this app's own build user (b<id>-<app>), as the daemon's do.
+APP_ID = 11
+
 HELLO = EXAMPLES / "hello"
 
 
@@ -32,7 +35,7 @@ async def build(
     ws: Workspace, build_id: str, archive: bytes, **kw: str
 ) -> tuple[BuildOutcome, list[str]]:
     lines: list[str] = []
-    out = await Build(ws, build_id, "hello", archive, lines.append, **kw).run()
+    out = await Build(ws, build_id, "hello", archive, lines.append, app_id=APP_ID, **kw).run()
     return out, lines
 
 
@@ -105,7 +108,7 @@ async def test_bad_requirement_line_fails_with_reason(ws: Workspace) -> None:
     arch = tar_dir(HELLO, {"requirements.txt": "flask>=3.0\nthis is not a requirement ==\n"})
     lines: list[str] = []
     with pytest.raises(BuildError, match="cannot resolve the requirements"):
-        await Build(ws, "bad-req", "hello", arch, lines.append).run()
+        await Build(ws, "bad-req", "hello", arch, lines.append, app_id=APP_ID).run()
     assert any("lock failed" in ln for ln in lines)
     assert leftovers(ws) == []
 
@@ -123,7 +126,7 @@ async def test_entrypoint_that_does_not_import_fails_the_build(ws: Workspace) ->
     arch = tar_dir(HELLO, {"app.py": "import flask\nraise RuntimeError('boom at import')\n"})
     lines: list[str] = []
     with pytest.raises(BuildError, match="does not import: RuntimeError: boom at import"):
-        await Build(ws, "bad-entry", "hello", arch, lines.append).run()
+        await Build(ws, "bad-entry", "hello", arch, lines.append, app_id=APP_ID).run()
     assert any("boom at import" in ln for ln in lines)
     assert ws.store.list() == [d for d in ws.store.list()]  # store readable
     assert leftovers(ws) == []
@@ -198,7 +201,7 @@ async def test_django_sample_static_is_collected_into_the_bundle(
 ) -> None:
     arch = tar_dir(EXAMPLES / "django-sample", {"local_notes.txt": "ignored\n"})
     lines: list[str] = []
-    out = await Build(ws, "dj1", "djsample", arch, lines.append).run()
+    out = await Build(ws, "dj1", "djsample", arch, lines.append, app_id=APP_ID).run()
     assert out.static_digest and ws.store.verify(out.static_digest)
     routes = {r.url_prefix: r for r in out.static_routes}
     assert routes["/static/"].path == "django"
@@ -264,7 +267,9 @@ async def test_cancel_while_the_layer_is_packed_leaves_nothing(
         "itsdangerous\n", "def app(environ, start_response):\n    return []\n", tmp_path
     )
     lines: list[str] = []
-    task = asyncio.create_task(Build(ws, "packcancel", "hello", arch, lines.append).run())
+    task = asyncio.create_task(
+        Build(ws, "packcancel", "hello", arch, lines.append, app_id=APP_ID).run()
+    )
     assert await asyncio.to_thread(started.wait, 120), "the layer was never packed"
     for _ in range(100):  # let the build reach its last step, waiting on the pack
         if any("waiting for the dependency layer" in ln for ln in lines):

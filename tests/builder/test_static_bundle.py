@@ -22,7 +22,7 @@ from roost.builder.workspace import Workspace
 from roost.images.store import ImageStore
 
 from .conftest import EXAMPLES, tar_dir
-from .test_build import leftovers
+from .test_build import APP_ID, leftovers
 
 # Appended to the sample's settings: runs as the build user when the collect
 # step exits, after collectstatic has filled STATIC_ROOT (staging/django).
@@ -69,7 +69,9 @@ async def test_links_and_special_files_never_reach_the_bundle(
     ws: Workspace, tmp_path: Path
 ) -> None:
     lines: list[str] = []
-    out = await Build(ws, "sl1", "djsample", hostile_app(tmp_path), lines.append).run()
+    out = await Build(
+        ws, "sl1", "djsample", hostile_app(tmp_path), lines.append, app_id=APP_ID
+    ).run()
     assert out.static_digest and ws.store.verify(out.static_digest)
     with tarfile.open(ws.store.path(out.static_digest)) as tf:
         members = {m.name: m for m in tf.getmembers()}
@@ -98,7 +100,9 @@ async def test_a_staging_directory_swapped_for_a_link_fails_the_build(
     lines: list[str] = []
     before = set(ws.store.list())
     with pytest.raises(BuildError, match=r"static files: .*not a directory"):
-        await Build(ws, "sl2", "djsample", hostile_app(tmp_path, swap), lines.append).run()
+        await Build(
+            ws, "sl2", "djsample", hostile_app(tmp_path, swap), lines.append, app_id=APP_ID
+        ).run()
     for digest in set(ws.store.list()) - before:  # nothing of /etc was stored
         with tarfile.open(ws.store.path(digest)) as tf:
             assert not any(n.endswith("passwd") for n in tf.getnames())

@@ -36,6 +36,9 @@ from roost.settings import Settings
 
 from .conftest import EXAMPLES, tar_dir
 
+# Builds run as this app's own build user (b<id>-<app>), as the daemon's do.
+APP_ID = 11
+
 LIMITS = UploadLimits(max_upload_bytes=10 << 20)
 SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 
@@ -136,7 +139,7 @@ async def test_cve_2025_4517_upload_fails_the_build_and_writes_nothing_outside(
     lines: list[str] = []
     try:
         with pytest.raises(BuildError) as err:
-            await Build(ws, build_id, "hello", arch, lines.append).run()
+            await Build(ws, build_id, "hello", arch, lines.append, app_id=APP_ID).run()
         assert not canary.exists(), "the upload wrote outside its checkout"
         assert "goes through symlink 'a'" in str(err.value)
         assert str(err.value).startswith("upload refused: member 'a/b/c/")
@@ -300,7 +303,7 @@ async def test_setuid_bits_set_by_build_code_do_not_survive_pack_and_unpack(
         EXAMPLES / "hello", {"app.py": app, "tool": "#!/bin/sh\nid\n", "shared/readme": "x\n"}
     )
     lines: list[str] = []
-    out = await Build(ws, "setuid", "hello", arch, lines.append).run()
+    out = await Build(ws, "setuid", "hello", arch, lines.append, app_id=APP_ID).run()
     root = await ImageCache(tmp_path / "cache", 1 << 34).ensure(
         out.image_digest, store_fetcher(ws.store)
     )

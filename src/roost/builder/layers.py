@@ -113,7 +113,10 @@ class LayerJob:
             # store) stays the builder's; only venv/ is the build user's.
             self.path.mkdir()
             os.chmod(self.path, 0o755)  # the build user enters it (the umask is 077)
-            self.venv.mkdir(mode=0o755)
+            self.venv.mkdir()
+            # Explicitly: the umask is 077, and each app's own build user
+            # runs its code with this venv (read-only) after uv made it.
+            os.chmod(self.venv, 0o755)
             self.ws.user.chown(self.venv)
             await _install(self.ws, self.path, lock_path, home, log, unit)
             self.installed = True
