@@ -7,6 +7,17 @@ running in this process) about every connecting client's public key, and we
 allow only keys in `allowed`. A client without a known key never completes the
 handshake: it sees silence, and the server logs the refusal. Client sockets
 carry this daemon's keypair and the server's public key from `ClusterConfig`.
+
+A daemon's Node knows every admitted key's identity (`peers`: role and host,
+from DATA/keys/peers.json). ZAP answers with that identity as the User-Id,
+which libzmq attaches to every message received on the connection; the RPC
+server reads it back (`caller`) to check what the sender may ask. A server
+socket may also admit only some roles (`server_socket(roles=...)`, carried in
+its ZAP domain), as the route publisher admits only routers.
+
+A Node built from bare keys (no identities: in-process tests and pure
+clients) has no roles to check: its ZAP gives no User-Id, and its servers take
+any admitted key's requests. Daemons always get identities (`open_node`).
 """
 
 from __future__ import annotations
@@ -14,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
+from typing import NamedTuple
 
 import zmq
 import zmq.asyncio
 from zmq.utils import z85
 
+from roost.wire.identity import Identity, check_peers
 from roost.wire.keys import KeyPair
 
 log = logging.getLogger("roost.wire")
@@ -27,18 +40,54 @@ log = logging.getLogger("roost.wire")
 ZAP_DOMAIN = "roost"
 
 
-class Node:
-    """Sockets for one daemon. Use as an async context manager."""
+class Caller(NamedTuple):
+    """Who sent a message: the identity ZAP gave its connection, and its key."""
 
-    def __init__(self, keypair: KeyPair, allowed_keys: Iterable[bytes]) -> None:
+    identity: Identity
+    key: str  # z85 public key
+
+
+class Node:
+    """Sockets for one daemon. Use as an async context manager.
+
+    `allowed_keys`: the keys to admit, as a map to their identities (a
+    daemon's peers) or bare (no roles known: see the module docstring).
+    """
+
+    def __init__(
+        self, keypair: KeyPair, allowed_keys: Iterable[bytes] | Mapping[bytes, Identity]
+    ) -> None:
         self.keypair = keypair
         self.ctx = zmq.asyncio.Context()
+        self.peers: dict[bytes, Identity] | None = None
+        self._callers: dict[str, Caller] = {}
+        if isinstance(allowed_keys, Mapping):
+            self.peers = check_peers(allowed_keys)
+            self._callers = {
+                who.user_id: Caller(who, key.decode("ascii")) for key, who in self.peers.items()
+            }
         self.allowed: set[bytes] = set(allowed_keys)
         self._zap: zmq.asyncio.Socket | None = None
         self._zap_task: asyncio.Task[None] | None = None
 
-    def allow(self, keys: Iterable[bytes]) -> None:
-        self.allowed.update(keys)
+    @property
+    def checks_roles(self) -> bool:
+        """True when every admitted key has an identity (a daemon's Node)."""
+        return self.peers is not None
+
+    @property
+    def identity(self) -> Identity | None:
+        """This daemon's own identity, when its key is among its peers."""
+        return None if self.peers is None else self.peers.get(self.keypair.public)
+
+    def identity_of(self, key: str | bytes) -> Identity | None:
+        if self.peers is None:
+            return None
+        return self.peers.get(key.encode("ascii") if isinstance(key, str) else key)
+
+    def caller(self, user_id: str) -> Caller | None:
+        """The sender behind a received message's User-Id (None: unknown)."""
+        return self._callers.get(user_id)
 
     async def __aenter__(self) -> Node:
         self.start()
@@ -64,24 +113,33 @@ class Node:
         while True:
             frames = await zap.recv_multipart()
             version, request_id = [*frames, b"", b""][:2]
-            status, text = b"400", b"refused"
+            status, text, user_id = b"400", b"refused", b""
             if version != b"1.0" or len(frames) < 6:
                 text = b"malformed ZAP request"
             elif frames[5] != b"CURVE" or len(frames) < 7 or len(frames[6]) != 32:
                 text = b"CURVE required"
             else:
                 key = z85.encode(frames[6])
-                if key in self.allowed:
+                address = frames[3].decode("ascii", "replace")
+                refused = self._admission(key, frames[2].decode("ascii", "replace"))
+                if refused is None:
                     status, text = b"200", b"OK"
+                    who = self.identity_of(key)
+                    user_id = who.user_id.encode() if who is not None else b""
                 else:
-                    address = frames[3].decode("ascii", "replace")
-                    log.warning(
-                        "refused connection from %s with unknown CURVE key %s",
-                        address,
-                        key.decode("ascii", "replace"),
-                    )
-                    text = b"unknown key"
-            await zap.send_multipart([b"1.0", request_id, status, text, b"", b""])
+                    log.warning("refused connection from %s: %s", address, refused)
+                    text = b"refused"
+            await zap.send_multipart([b"1.0", request_id, status, text, user_id, b""])
+
+    def _admission(self, key: bytes, domain: str) -> str | None:
+        """Why a client with `key` may not connect to a socket of ZAP `domain`."""
+        if key not in self.allowed:
+            return f"unknown CURVE key {key.decode('ascii', 'replace')}"
+        _, restricted, roles = domain.partition(":")
+        who = self.identity_of(key)
+        if restricted and who is not None and who.role not in roles.split(","):
+            return f"{who} may not connect to a socket for {roles}"
+        return None
 
     async def aclose(self) -> None:
         if self._zap_task is not None:
@@ -114,19 +172,26 @@ class Node:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         sock.setsockopt(zmq.MAXMSGSIZE, 512 * 1024 * 1024)
 
-    def server_socket(self, kind: int) -> zmq.asyncio.Socket:
+    def server_socket(self, kind: int, roles: Collection[str] | None = None) -> zmq.asyncio.Socket:
+        """A CURVE server socket; with `roles`, only peers of those roles connect."""
         sock = self.ctx.socket(kind)
         self._common(sock)
         sock.curve_secretkey = self.keypair.secret
         sock.curve_publickey = self.keypair.public
         sock.curve_server = True
-        sock.zap_domain = ZAP_DOMAIN.encode()
+        # The ZAP domain is how a socket tells the handler whom it admits.
+        domain = ZAP_DOMAIN if roles is None else f"{ZAP_DOMAIN}:{','.join(sorted(roles))}"
+        sock.zap_domain = domain.encode()
         return sock
 
-    def client_socket(self, kind: int, server_key: str | bytes) -> zmq.asyncio.Socket:
+    def client_socket(
+        self, kind: int, server_key: str | bytes, keypair: KeyPair | None = None
+    ) -> zmq.asyncio.Socket:
+        """A CURVE client socket, speaking with this daemon's key or `keypair`."""
+        pair = keypair or self.keypair
         sock = self.ctx.socket(kind)
         self._common(sock)
-        sock.curve_secretkey = self.keypair.secret
-        sock.curve_publickey = self.keypair.public
+        sock.curve_secretkey = pair.secret
+        sock.curve_publickey = pair.public
         sock.curve_serverkey = server_key.encode() if isinstance(server_key, str) else server_key
         return sock

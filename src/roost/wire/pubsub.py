@@ -4,16 +4,22 @@ Frames: [topic, seq (8 bytes big-endian), payload]. A subscriber that sees a
 sequence jump knows it missed messages (slow joiner, reconnect, HWM drop) and
 must resync through its role's snapshot request; `Subscriber.recv` reports
 that as `gap=True`.
+
+Roles (`roost.wire.authz`): a publisher admits at the handshake only peers of
+the roles that read publications (routers: route tables carry TLS keys), and
+a subscriber connects only to publishers whose key belongs to a role that may
+publish its topics (a runner cannot feed routers a route table).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import zmq
 import zmq.asyncio
 
+from roost.wire.authz import publishers_of, readers_of_any
 from roost.wire.cluster import Endpoint
 from roost.wire.codec import BadMessage, decode, encode
 from roost.wire.messages import Msg
@@ -23,8 +29,9 @@ log = logging.getLogger("roost.wire.pubsub")
 
 
 class Publisher:
-    def __init__(self, node: Node, bind: str) -> None:
-        self.sock = node.server_socket(zmq.PUB)
+    def __init__(self, node: Node, bind: str, readers: Collection[str] | None = None) -> None:
+        readers = readers_of_any() if readers is None else readers
+        self.sock = node.server_socket(zmq.PUB, roles=readers)
         self.sock.setsockopt(zmq.SNDHWM, 100_000)
         self.sock.bind(bind)
         self.address = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -43,6 +50,18 @@ class Subscriber:
     """Subscribes to the same topics on every publisher endpoint."""
 
     def __init__(self, node: Node, endpoints: Sequence[Endpoint], topics: Sequence[str]) -> None:
+        # Checked before any socket exists: a refused endpoint is a bad
+        # cluster.json, said at once rather than a feed that never arrives.
+        if node.checks_roles:
+            may = publishers_of(tuple(topics))
+            for ep in endpoints:
+                who = node.identity_of(ep.public_key)
+                if who is None or who.role not in may:
+                    raise ValueError(
+                        f"{ep.address}: key {ep.public_key} is "
+                        f"{'not a known peer' if who is None else who} and may not "
+                        f"publish {', '.join(topics)} (only {', '.join(sorted(may)) or 'nobody'})"
+                    )
         # One socket per publisher: CURVE needs each server's own key.
         self._poller = zmq.asyncio.Poller()
         self._socks: list[zmq.asyncio.Socket] = []

@@ -20,8 +20,10 @@ from collections.abc import Awaitable, Callable, Sequence
 import zmq
 import zmq.asyncio
 
+from roost.wire.authz import refusal
 from roost.wire.cluster import Endpoint
 from roost.wire.codec import BadMessage, decode, encode
+from roost.wire.keys import KeyPair
 from roost.wire.messages import Error, Msg
 from roost.wire.node import Node
 
@@ -39,31 +41,59 @@ class RemoteError(Exception):
 
 
 class RpcServer:
-    """Serve requests on a bound ROUTER socket, each in its own task."""
+    """Serve requests on a bound ROUTER socket, each in its own task.
+
+    On a daemon's Node every request is checked against `roost.wire.authz`
+    (the sender's role, and the claims it makes about itself) before the
+    handler sees it; a refusal is logged and answered with an Error.
+    """
 
     def __init__(self, node: Node, bind: str, handler: Handler) -> None:
         self.sock = node.server_socket(zmq.ROUTER)
         self.sock.bind(bind)
         self.address = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._node = node
         self._handler = handler
 
     async def serve(self) -> None:
         async with asyncio.TaskGroup() as tg:
             try:
                 while True:
-                    frames = await self.sock.recv_multipart()
+                    # Frames, not bytes: the payload's frame carries the
+                    # sender's identity (the User-Id its ZAP answer set).
+                    frames = await self.sock.recv_multipart(copy=False)
                     if len(frames) != 3:
                         log.warning("dropped request with %d frames", len(frames))
                         continue
-                    tg.create_task(self._handle(frames[0], frames[1], frames[2]))
+                    tg.create_task(self._handle(frames[0].bytes, frames[1].bytes, frames[2]))
             finally:
                 self.sock.close(linger=0)
 
-    async def _handle(self, peer: bytes, request_id: bytes, payload: bytes) -> None:
+    def _refusal(self, msg: Msg, frame: zmq.Frame) -> str | None:
+        if not self._node.checks_roles:
+            return None
         try:
-            msg = decode(payload)
+            user_id = frame.get("User-Id")
+        except zmq.ZMQError:
+            user_id = ""
+        caller = self._node.caller(str(user_id))
+        if caller is None:
+            return f"{type(msg).__name__} from an unknown sender ({user_id!r})"
+        return refusal(msg, caller.identity, caller.key)
+
+    async def _handle(self, peer: bytes, request_id: bytes, frame: zmq.Frame) -> None:
+        try:
+            msg = decode(frame.bytes)
         except BadMessage as exc:
             log.warning("dropped malformed message: %s", exc)
+            return
+        refused = self._refusal(msg, frame)
+        if refused is not None:
+            log.warning("refused: %s", refused)
+            with contextlib.suppress(zmq.ZMQError):
+                await self.sock.send_multipart(
+                    [peer, request_id, encode(Error(message=f"refused: {refused}"))]
+                )
             return
         try:
             reply = await self._handler(msg)
@@ -77,9 +107,9 @@ class RpcServer:
 class _Channel:
     """One DEALER to one endpoint, with a reader task that resolves futures."""
 
-    def __init__(self, node: Node, endpoint: Endpoint) -> None:
+    def __init__(self, node: Node, endpoint: Endpoint, keypair: KeyPair | None = None) -> None:
         self.endpoint = endpoint
-        self.sock = node.client_socket(zmq.DEALER, endpoint.public_key)
+        self.sock = node.client_socket(zmq.DEALER, endpoint.public_key, keypair)
         self.sock.connect(endpoint.address)
         self.pending: dict[bytes, asyncio.Future[Msg]] = {}
         self.reader = asyncio.get_running_loop().create_task(self._read())
@@ -128,12 +158,19 @@ class _Channel:
 
 
 class RpcClient:
-    """Send requests to any replica of a role, with retries across replicas."""
+    """Send requests to any replica of a role, with retries across replicas.
 
-    def __init__(self, node: Node, endpoints: Sequence[Endpoint]) -> None:
+    Requests go with the node's key, or with `keypair` (another identity of
+    this process, e.g. one of the many hosts a benchmark simulates).
+    """
+
+    def __init__(
+        self, node: Node, endpoints: Sequence[Endpoint], keypair: KeyPair | None = None
+    ) -> None:
         if not endpoints:
             raise ValueError("RpcClient needs at least one endpoint")
         self._node = node
+        self._keypair = keypair
         self._endpoints = list(endpoints)
         self._channels: dict[str, _Channel] = {}
         self._start = itertools.count()
@@ -150,7 +187,7 @@ class RpcClient:
     def _channel(self, ep: Endpoint) -> _Channel:
         ch = self._channels.get(ep.address)
         if ch is None:
-            ch = _Channel(self._node, ep)
+            ch = _Channel(self._node, ep, self._keypair)
             self._channels[ep.address] = ch
         return ch
 
