@@ -3,7 +3,7 @@
 A real controller process (`roost controller`, SQLite state) is seeded with
 N apps (two web instances each, already placed over the simulated hosts);
 a second process simulates the runners: each has its own ZeroMQ client (CURVE,
-the cluster key), heartbeats every second with the instances its accepted
+with its own runner key), heartbeats every second with the instances its accepted
 assignment holds (all "up"), and adopts the assignments the controller sends.
 Once every host is up and the controller has settled, we measure over a
 window:
@@ -38,11 +38,13 @@ import psutil
 from sqlalchemy import insert
 
 from roost.appspec import load_app
+from roost.controller.secretbox import FERNET_FILE, ensure_key_file
 from roost.state import tables as t
 from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.bootstrap import open_node
 from roost.wire.cluster import ClusterConfig, Endpoint
-from roost.wire.keys import generate_keypair, write_keypair
+from roost.wire.identity import identity, save_peers
+from roost.wire.keys import generate_keypair, load_keypair, write_keypair
 from roost.wire.messages import Assignment, Heartbeat, HeartbeatReply, InstanceStatus
 from roost.wire.rpc import RpcClient
 
@@ -117,11 +119,20 @@ def seed(data: Path, runners: int, instances: int) -> str:
     return url
 
 
-def prepare(base: Path) -> tuple[Path, int]:
+def prepare(base: Path, runners: int) -> tuple[Path, int]:
     data = base / "controller"
     keys = data / "keys"
     pair = generate_keypair()
     write_keypair(keys, "cluster", pair)
+    # Every simulated runner has its own key: a runner may heartbeat only as
+    # the host its key belongs to.
+    peers = {pair.public: identity("controller", "127.0.0.1")}
+    for i in range(runners):
+        sim = generate_keypair()
+        write_keypair(keys, host_name(i), sim)
+        peers[sim.public] = identity("runner", host_name(i))
+    save_peers(keys, peers)
+    ensure_key_file(keys / FERNET_FILE)
     api_port = _free_port()
     cluster = ClusterConfig(
         name="scale",
@@ -142,7 +153,8 @@ async def simulate(data: Path, runners: int, status_file: Path, stop_file: Path)
     held: dict[str, Assignment] = {}
     silenced: set[str] = set()
     async with node:
-        clients = [RpcClient(node, cluster.of("controller")) for _ in range(runners)]
+        keys = [load_keypair(data / "keys", host_name(i)) for i in range(runners)]
+        clients = [RpcClient(node, cluster.of("controller"), keypair=k) for k in keys]
 
         async def runner(i: int) -> None:
             host = host_name(i)
@@ -226,7 +238,7 @@ def run_scale(
     runners: int, instances: int, window_s: float, say: Callable[[str], None] = print
 ) -> ScaleResult:
     base = Path(tempfile.mkdtemp(prefix="roost-scale-"))
-    data, api_port = prepare(base)
+    data, api_port = prepare(base, runners)
     t0 = time.monotonic()
     seed(data, runners, instances)
     took = time.monotonic() - t0

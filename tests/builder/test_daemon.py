@@ -15,7 +15,8 @@ from roost.images.fetch import fetch_image
 from roost.images.manifest import read_manifest
 from roost.settings import Settings
 from roost.wire.cluster import ClusterConfig, Endpoint
-from roost.wire.keys import ensure_keypair, load_public_keys
+from roost.wire.identity import ensure_member, identity
+from roost.wire.keys import load_public_keys
 from roost.wire.messages import BuildAccepted, BuildLog, BuildRequest, BuildResult, Msg, Ok
 from roost.wire.node import Node
 from roost.wire.rpc import RpcClient, RpcServer
@@ -36,8 +37,10 @@ async def test_build_request_to_result_and_image_fetch(builder_root: Path) -> No
     os.chmod(data, 0o755)
     try:
         keys = data / "keys"
-        b = ensure_keypair(keys, "builder")
-        c = ensure_keypair(keys, "controller")
+        b, c, r = (
+            ensure_member(keys, n, identity(n, "local"))
+            for n in ("builder", "controller", "runner")
+        )
         # Share the session's uv cache so this test downloads nothing new.
         (data / "builder").mkdir()
         (builder_root / "uv-cache").mkdir(parents=True, exist_ok=True)
@@ -60,7 +63,7 @@ async def test_build_request_to_result_and_image_fetch(builder_root: Path) -> No
             return Ok()
 
         stop = asyncio.Event()
-        async with Node(c, load_public_keys(keys)) as cn:
+        async with Node(c, load_public_keys(keys)) as cn, Node(r, []) as rn:
             server = RpcServer(cn, ep["controller"], controller)
             srv = asyncio.create_task(server.serve())
             daemon = asyncio.create_task(serve(data, Settings(), "builder", stop))
@@ -78,7 +81,8 @@ async def test_build_request_to_result_and_image_fetch(builder_root: Path) -> No
             assert res.spec is not None and res.lock_digest.startswith("sha256:")
             # A fresh cache (a runner's) fetches the manifest and its layers over
             # CURVE, verifies and composes them; the app's venv works from there.
-            images = RpcClient(cn, [Endpoint(ep["images"], b.public_text)])
+            # Image chunks go to runners (and routers) only: fetch as a runner.
+            images = RpcClient(rn, [Endpoint(ep["images"], b.public_text)])
 
             async def fetcher(digest: str, dest: Path) -> Path:
                 return await fetch_image(images, digest, dest)

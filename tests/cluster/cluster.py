@@ -1,12 +1,13 @@
 """A Roost cluster on network-namespace hosts, as an operator would set it up.
 
 `RoostCluster.start()`: PostgreSQL (the state database) in the root namespace
-on the bridge address; `roost cluster init` writes the bundle, every host runs
-`roost cluster join`, `roost cluster admin-token` makes the API token; then
-controllers, runners and routers each in their own namespace, and the builder
-in the root namespace (it needs PyPI, which only the root namespace reaches).
-Every daemon runs as `roost --data DIR ROLE --name cluster`, bound to its
-host's address. Daemon output goes to BASE/logs/HOST.log.
+on the bridge address; `roost cluster init` writes a bundle per host (its own keys
+only), every host runs `roost cluster join` with its bundle,
+`roost cluster admin-token` makes the API token; then controllers, runners and
+routers each in their own namespace, and the builder in the root namespace (it
+needs PyPI, which only the root namespace reaches). Every daemon runs as
+`roost --data DIR ROLE` with its role's own key, bound to its host's address.
+Daemon output goes to BASE/logs/HOST.log.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class RoostCluster:
         self.runners: list[Host] = []
         self.routers: list[Host] = []
         self.builder_data = base / "builder" / "data"
-        # Joined too: the test's own view (route watcher, CLI) with the cluster key.
+        # Joined too: the tests' own view (route watcher, CLI), a router of the root namespace.
         self.observer_data = base / "observer" / "data"
         self.state_url = ""
         self.token = ""
@@ -91,16 +92,22 @@ class RoostCluster:
         self.runners = [net.add_host(f"run{i + 1}", 21 + i) for i in range(n_run)]
         self.routers = [net.add_host(f"rtr{i + 1}", 31 + i) for i in range(n_rtr)]
         self.state_url = self._start_postgres()
-        bundle = self.base / "bundle.tar.gz"
+        bundles = self.base / "bundles"
+        # The root namespace is one host: the builder, and the observer that
+        # reads route tables as a router does.
         self.roost(
             "cluster", "init",
             "--controllers", ",".join(h.ip for h in self.controllers),
+            "--runners", ",".join(h.ip for h in self.runners),
+            "--routers", ",".join([*(h.ip for h in self.routers), net.gateway]),
             "--builders", net.gateway,
             "--state", self.state_url,
-            "--out", str(bundle),
+            "--out", str(bundles),
         )  # fmt: skip
-        for data in [h.data for h in net.hosts.values()] + [self.builder_data, self.observer_data]:
-            self.roost("--data", str(data), "cluster", "join", str(bundle))
+        joins = [(h.data, h.ip) for h in net.hosts.values()]
+        joins += [(self.builder_data, net.gateway), (self.observer_data, net.gateway)]
+        for data, ip in joins:
+            self.roost("--data", str(data), "cluster", "join", str(bundles / f"{ip}.tar.gz"))
         self.token = self.roost(
             "--data", str(self.controllers[0].data), "cluster", "admin-token"
         ).stdout.strip()
@@ -168,7 +175,7 @@ class RoostCluster:
 
     def start_daemons(self, host: Host) -> None:
         role = self.role_of(host)
-        argv = [sys.executable, "-m", "roost", "--data", str(host.data), role, "--name", "cluster"]
+        argv = [sys.executable, "-m", "roost", "--data", str(host.data), role]
         if role == "router":
             argv += ["--port", str(ROUTER_PORT)]
         self.net.spawn(host, argv, self.env_for(host.ip), self.base / "logs" / f"{host.name}.log")
@@ -177,7 +184,7 @@ class RoostCluster:
         argv = [sys.executable, "-m", "roost", "--data", str(self.builder_data), "builder"]
         self.net.spawn(
             None,
-            [*argv, "--name", "cluster"],
+            argv,
             self.env_for(self.net.gateway),
             self.base / "logs" / "builder.log",
         )

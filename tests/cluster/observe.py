@@ -1,7 +1,7 @@
 """Watching a cluster from outside: route publications, traffic, the router's log.
 
 - `RouteWatcher` subscribes to every controller's "routes" publications with
-  the cluster key (as a router does), follows snapshots and deltas by version
+  a router's key (as a router does), follows snapshots and deltas by version
   and fencing token, and keeps every table it held with the time it got it.
 - `Traffic` sends requests through a router without pause and records each
   outcome, so a test can say how many failed during an incident.
@@ -91,7 +91,7 @@ class RouteWatcher:
     # ------------------------------------------------------------ the loop
 
     async def _main(self) -> None:
-        node, cluster = open_node(self.data_dir, "cluster")
+        node, cluster = open_node(self.data_dir, "router")
         async with node:
             sub = Subscriber(node, cluster.of("controller-pub"), ["routes"])
             rpc = RpcClient(node, cluster.of("controller"))

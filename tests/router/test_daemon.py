@@ -15,6 +15,7 @@ import httpx
 import psutil
 
 from roost.wire.cluster import ClusterConfig, Endpoint
+from roost.wire.identity import identity, save_peers
 from roost.wire.keys import generate_keypair, write_keypair
 from tests.router.conftest import app
 from tests.router.test_feed import FakeController, free_port
@@ -39,6 +40,11 @@ async def test_daemon_with_two_workers(backends: Any, tmp_path: Path) -> None:
     ckey, rkey = generate_keypair(), generate_keypair()
     write_keypair(tmp_path / "keys", "controller", ckey)
     write_keypair(tmp_path / "keys", "router", rkey)
+    # The router takes route tables only from a key it knows as a controller's.
+    save_peers(
+        tmp_path / "keys",
+        {ckey.public: identity("controller", "local"), rkey.public: identity("router", "local")},
+    )
     ctl = FakeController(ckey, rkey.public, free_port(), free_port())
     ctl.routes = {"hello": app("hello", one)}
     await ctl.start()

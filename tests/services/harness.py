@@ -19,7 +19,8 @@ from pathlib import Path
 import psutil
 
 from roost.wire.cluster import ClusterConfig, Endpoint
-from roost.wire.keys import KeyPair, ensure_keypair
+from roost.wire.identity import ensure_member, identity
+from roost.wire.keys import KeyPair
 from roost.wire.messages import Msg, ServiceHostStatus, ServiceHostStatusRequest
 from roost.wire.node import Node
 from roost.wire.rpc import RpcClient
@@ -37,15 +38,16 @@ class Servicehost:
         # servers run as the service user, who must be able to walk down here.
         self.data = Path(tempfile.mkdtemp(prefix="roost-svc-", dir="/tmp"))
         os.chmod(self.data, 0o711)
-        keys = self.data / "keys"
-        self.server_keys = ensure_keypair(keys, "servicehost")
-        self.client_keys: KeyPair = ensure_keypair(keys, "tester")
+        self.keys = self.data / "keys"
+        self.server_keys = self.member("servicehost")
+        # The tests speak to the servicehost as the controller does.
+        self.client_keys: KeyPair = self.member("controller")
         self.endpoint = Endpoint(f"tcp://127.0.0.1:{free_port()}", self.server_keys.public_text)
         endpoints = {"services": [self.endpoint]}
         self.controller_keys: KeyPair | None = None
         if controller:
             # A controller that a test may bring up later, to receive status pushes.
-            self.controller_keys = ensure_keypair(keys, "controller")
+            self.controller_keys = self.client_keys
             endpoints["controller"] = [
                 Endpoint(f"tcp://127.0.0.1:{free_port()}", self.controller_keys.public_text)
             ]
@@ -55,6 +57,10 @@ class Servicehost:
         self.log = self.data / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.children: set[int] = set()
+
+    def member(self, role: str) -> KeyPair:
+        """The keypair of `role` on this (one) host, admitted as that role."""
+        return ensure_member(self.keys, role, identity(role, "local"))
 
     def start(self) -> None:
         with open(self.log, "ab") as out:
@@ -106,8 +112,8 @@ class Servicehost:
         shutil.rmtree(self.data, ignore_errors=True)
 
     @contextlib.asynccontextmanager
-    async def client(self) -> AsyncIterator[RpcClient]:
-        async with Node(self.client_keys, []) as node:
+    async def client(self, keys: KeyPair | None = None) -> AsyncIterator[RpcClient]:
+        async with Node(keys or self.client_keys, []) as node:
             client = RpcClient(node, [self.endpoint])
             try:
                 yield client

@@ -1,10 +1,14 @@
 """`roost cluster init` and `roost cluster join`: many hosts, one cluster.
 
-init writes a bundle (a tar.gz, secret: it holds the cluster key) with the
-address book and the state database URL; join unpacks it into a host's data
-directory. Every daemon of the cluster then authenticates with the cluster
-key, and ZAP admits nothing else: a machine without the bundle cannot talk to
-any daemon.
+init makes a CURVE keypair for every (host, role) named on its command line
+and writes one bundle per host (OUT/HOST.tar.gz, secret): the address book,
+every member's public key and identity (keys/peers.json), that host's own
+secret keys and nothing of any other host's, and, for controllers only, the
+state database's secrets key (keys/fernet.key). join unpacks a host's bundle
+into its data directory. ZAP admits only the listed keys, each as its role on
+its host, and every request is checked against what that role may send
+(`roost.wire.authz`): a runner's key cannot provision a database, nor a
+machine without a bundle talk to any daemon.
 """
 
 from __future__ import annotations
@@ -12,27 +16,37 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import time
 from pathlib import Path
 
 import click
+import msgspec
 from rich.console import Console
 
 from roost.cli.client import EXIT_USAGE, CliError
+from roost.controller.secretbox import FERNET_FILE, legacy_key, new_key
 from roost.wire.cluster import ClusterConfig, Endpoint
-from roost.wire.keys import generate_keypair, load_keypair, write_keypair
+from roost.wire.identity import (
+    PEERS_FILE,
+    ROLES,
+    Identity,
+    PeerError,
+    encode_peers,
+    identity,
+    parse_peers,
+)
+from roost.wire.keys import KeyPair, generate_keypair
 
 console = Console()
-KEY_NAME = "cluster"
 ADMIN_EMAIL = "admin@localhost"
-BUNDLE_FILES = ("cluster.json", f"keys/{KEY_NAME}.key", f"keys/{KEY_NAME}.key_secret")
 
-# address-book role -> (option name, default port)
+# address-book role -> (the daemon role whose key serves it, default port)
 ENDPOINT_ROLES = {
-    "controller": ("controllers", 7100),
-    "controller-pub": ("controllers", 7101),
-    "builder": ("builders", 7110),
-    "images": ("builders", 7111),
-    "services": ("servicehosts", 7120),
+    "controller": ("controller", 7100),
+    "controller-pub": ("controller", 7101),
+    "builder": ("builder", 7110),
+    "images": ("builder", 7111),
+    "services": ("servicehost", 7120),
 }
 
 
@@ -43,29 +57,92 @@ def _addresses(value: str, what: str) -> list[str]:
             raise CliError(
                 f"--{what}: expected IP addresses separated by commas, got {h!r}", EXIT_USAGE
             )
+        try:
+            identity("controller", h)
+        except PeerError:
+            raise CliError(f"--{what}: {h!r} is not a host address", EXIT_USAGE) from None
     return hosts
 
 
-def build_config(
-    name: str,
-    controllers: list[str],
-    builders: list[str],
-    servicehosts: list[str],
-    public_key: str,
-    state_url: str,
-) -> ClusterConfig:
-    hosts = {"controllers": controllers, "builders": builders, "servicehosts": servicehosts}
+def build_config(name: str, members: dict[Identity, KeyPair], state_url: str) -> ClusterConfig:
+    """The address book: every served role's endpoints, each with its host's key."""
     endpoints: dict[str, list[Endpoint]] = {}
-    for role, (option, port) in ENDPOINT_ROLES.items():
-        eps = [Endpoint(f"tcp://{h}:{port}", public_key) for h in hosts[option]]
+    for book_role, (role, port) in ENDPOINT_ROLES.items():
+        eps = [
+            Endpoint(f"tcp://{who.host}:{port}", pair.public_text)
+            for who, pair in members.items()
+            if who.role == role
+        ]
         if eps:
-            endpoints[role] = eps
+            endpoints[book_role] = eps
     return ClusterConfig(name=name, endpoints=endpoints, state_url=state_url)
+
+
+def plan_hosts(roles: dict[str, list[str]]) -> dict[str, list[str]]:
+    """host -> the roles it runs, hosts in the order first named."""
+    hosts: dict[str, list[str]] = {}
+    for role in ROLES:
+        for h in roles.get(role, []):
+            hosts.setdefault(h, [])
+            if role not in hosts[h]:
+                hosts[h].append(role)
+    return hosts
+
+
+def host_bundles(
+    name: str,
+    hosts: dict[str, list[str]],
+    state_url: str,
+    fernet_keys: list[bytes],
+) -> dict[str, dict[str, bytes]]:
+    """host -> {path in its bundle: content}; a host's secrets are in its bundle only."""
+    members = {identity(r, h): generate_keypair() for h, roles in hosts.items() for r in roles}
+    config = msgspec.json.format(msgspec.json.encode(build_config(name, members, state_url)))
+    peers = encode_peers({pair.public: who for who, pair in members.items()})
+    out: dict[str, dict[str, bytes]] = {}
+    for host, roles in hosts.items():
+        files = {"cluster.json": config, f"keys/{PEERS_FILE}": peers}
+        for role in roles:
+            pair = members[identity(role, host)]
+            files[f"keys/{role}.key"] = pair.public + b"\n"
+            files[f"keys/{role}.key_secret"] = pair.public + b"\n" + pair.secret + b"\n"
+        if "controller" in roles:
+            files[f"keys/{FERNET_FILE}"] = b"".join(k + b"\n" for k in fernet_keys)
+        out[host] = files
+    return out
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for rel, content in files.items():
+            info = tarfile.TarInfo(rel)
+            info.size, info.mode, info.mtime = len(content), 0o600, int(time.time())
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def _legacy_secret(path: Path) -> bytes:
+    """The CURVE secret an older cluster's controllers sealed secrets with:
+    from its bundle (keys/cluster.key_secret) or that key file itself."""
+    try:
+        if tarfile.is_tarfile(path):
+            with tarfile.open(path, mode="r:gz") as tar:
+                fh = tar.extractfile("keys/cluster.key_secret")
+                data = fh.read() if fh is not None else b""
+        else:
+            data = path.read_bytes()
+    except (tarfile.TarError, OSError, KeyError) as exc:
+        raise CliError(f"cannot read the old cluster key from {path}: {exc}", EXIT_USAGE) from None
+    lines = data.split()
+    if len(lines) != 2 or any(len(x) != 40 for x in lines):
+        raise CliError(f"{path} holds no CURVE secret key", EXIT_USAGE)
+    return lines[1]
 
 
 @click.group("cluster")
 def cluster() -> None:
-    """Create a cluster bundle, or join a host to a cluster."""
+    """Create a cluster's host bundles, or join a host to a cluster."""
 
 
 @cluster.command("init")
@@ -73,18 +150,39 @@ def cluster() -> None:
 @click.option("--controllers", required=True, help="controller host addresses, comma-separated")
 @click.option("--builders", default="", help="builder host addresses (default: the controllers)")
 @click.option("--servicehosts", default="", help="servicehost addresses")
+@click.option("--runners", default="", help="runner host addresses")
+@click.option("--routers", default="", help="router host addresses")
+@click.option("--gateways", default="", help="gateway host addresses")
 @click.option("--state", "state_url", default="", help="state database URL (postgresql://...)")
+@click.option(
+    "--previous",
+    "previous",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="an older cluster's bundle (or its keys/cluster.key_secret): its controllers' "
+    "stored secrets stay readable",
+)
 @click.option(
     "--out",
     "out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("roost-cluster.tar.gz"),
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("roost-cluster"),
     show_default=True,
+    help="directory for the bundles, one per host (HOST.tar.gz)",
 )
 def init(
-    name: str, controllers: str, builders: str, servicehosts: str, state_url: str, out: Path
+    name: str,
+    controllers: str,
+    builders: str,
+    servicehosts: str,
+    runners: str,
+    routers: str,
+    gateways: str,
+    state_url: str,
+    previous: Path | None,
+    out: Path,
 ) -> None:
-    """Create the cluster's key and address book as a bundle for `cluster join`."""
+    """Make every host's keys and write a bundle per host for `cluster join`."""
     ctl = _addresses(controllers, "controllers")
     if not ctl:
         raise CliError("--controllers needs at least one address", EXIT_USAGE)
@@ -93,65 +191,125 @@ def init(
             "several controllers need a shared state database: pass --state postgresql://...",
             EXIT_USAGE,
         )
-    pair = generate_keypair()
-    config = build_config(
-        name,
-        ctl,
-        _addresses(builders, "builders") or ctl,
-        _addresses(servicehosts, "servicehosts"),
-        pair.public_text,
-        state_url,
+    hosts = plan_hosts(
+        {
+            "controller": ctl,
+            "builder": _addresses(builders, "builders") or ctl,
+            "servicehost": _addresses(servicehosts, "servicehosts"),
+            "runner": _addresses(runners, "runners"),
+            "router": _addresses(routers, "routers"),
+            "gateway": _addresses(gateways, "gateways"),
+        }
     )
-    staging = io.BytesIO()
-    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"roost-bundle-{os.getpid()}"
+    fernet = [new_key()]
+    if previous is not None:
+        fernet.append(legacy_key(_legacy_secret(previous)))
+    bundles = host_bundles(name, hosts, state_url, fernet)
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for host, files in bundles.items():
+        path = out / f"{host}.tar.gz"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(_tar(files))
+        console.print(f"{path}: {', '.join(hosts[host])}")
+    console.print(
+        f"Wrote {len(bundles)} bundles in {out} (keep them secret: each holds its host's keys)."
+    )
+    console.print(f"On each host: roost --data DIR cluster join {out}/HOST.tar.gz")
+
+
+def _bundle_names() -> set[str]:
+    names = {"cluster.json", f"keys/{PEERS_FILE}", f"keys/{FERNET_FILE}"}
+    for role in ROLES:
+        names |= {f"keys/{role}.key", f"keys/{role}.key_secret"}
+    return names
+
+
+def _read_bundle(bundle: Path) -> dict[str, bytes]:
     try:
-        write_keypair(tmp / "keys", KEY_NAME, pair)
-        config.save(tmp / "cluster.json")
-        with tarfile.open(fileobj=staging, mode="w:gz") as tar:
-            for rel in BUNDLE_FILES:
-                tar.add(tmp / rel, arcname=rel)
-    finally:
-        for rel in BUNDLE_FILES:
-            (tmp / rel).unlink(missing_ok=True)
-        for d in (tmp / "keys", tmp):
-            if d.exists():
-                d.rmdir()
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(staging.getvalue())
-    console.print(f"Wrote {out} (keep it secret: it holds the cluster key).")
-    console.print(f"On each host: roost --data DIR cluster join {out}")
+        with tarfile.open(bundle, mode="r:gz") as tar:
+            members = tar.getmembers()
+            names = [m.name for m in members]
+            if (
+                len(set(names)) != len(names)
+                or not set(names) <= _bundle_names()
+                or not {"cluster.json", f"keys/{PEERS_FILE}"} <= set(names)
+                or not all(m.isfile() for m in members)
+            ):
+                raise CliError(f"{bundle} is not a Roost host bundle", EXIT_USAGE)
+            files = {}
+            for m in members:
+                fh = tar.extractfile(m)
+                assert fh is not None
+                files[m.name] = fh.read()
+            return files
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise CliError(f"cannot read {bundle}: {exc}", EXIT_USAGE) from None
+
+
+def _bundle_host(files: dict[str, bytes], bundle: Path) -> tuple[str, list[str]]:
+    """The host a bundle is for and its roles, once every secret key in it is
+    a listed member's and all are the same host's."""
+    try:
+        peers = parse_peers(files[f"keys/{PEERS_FILE}"])
+    except PeerError as exc:
+        raise CliError(f"{bundle}: {exc}", EXIT_USAGE) from None
+    hosts, roles = set(), []
+    for role in ROLES:
+        secret = files.get(f"keys/{role}.key_secret")
+        if secret is None:
+            continue
+        lines = secret.split()
+        who = peers.get(lines[0]) if len(lines) == 2 else None
+        if (
+            who is None
+            or who.role != role
+            or files.get(f"keys/{role}.key", b"").strip() != lines[0]
+        ):
+            raise CliError(f"{bundle}: the {role} key is not the cluster's {role}", EXIT_USAGE)
+        hosts.add(who.host)
+        roles.append(role)
+    if len(hosts) != 1:
+        raise CliError(f"{bundle} holds no single host's keys", EXIT_USAGE)
+    return hosts.pop(), roles
 
 
 @cluster.command("join")
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.pass_context
 def join(ctx: click.Context, bundle: Path) -> None:
-    """Unpack BUNDLE into this host's data directory."""
+    """Unpack this host's BUNDLE (from `cluster init`) into its data directory."""
     data: Path = ctx.obj["data"]
+    # Everything is checked before anything replaces what the host had.
+    files = _read_bundle(bundle)
+    host, roles = _bundle_host(files, bundle)
+    try:
+        config = msgspec.json.decode(files["cluster.json"], type=ClusterConfig)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CliError(f"{bundle}: cluster.json: {exc}", EXIT_USAGE) from None
     # Searchable but not listable, as `roost up` makes it: a builder's
     # unprivileged user must reach DATA/builder; keys/ stays 0700 itself.
     data.mkdir(parents=True, exist_ok=True, mode=0o711)
-    try:
-        with tarfile.open(bundle, mode="r:gz") as tar:
-            members = {m.name: m for m in tar.getmembers()}
-            if set(members) != set(BUNDLE_FILES) or not all(m.isfile() for m in members.values()):
-                raise CliError(f"{bundle} is not a Roost cluster bundle", EXIT_USAGE)
-            for rel in BUNDLE_FILES:
-                fh = tar.extractfile(members[rel])
-                assert fh is not None
-                dest = data / rel
-                dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                mode = 0o600 if rel.endswith("_secret") else 0o644
-                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-                with os.fdopen(fd, "wb") as out:
-                    out.write(fh.read())
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise CliError(f"cannot read {bundle}: {exc}", EXIT_USAGE) from None
-    config = ClusterConfig.load(data / "cluster.json")
-    load_keypair(data / "keys", KEY_NAME)
-    console.print(f"Joined cluster {config.name}.")
-    console.print(f"Start this host's roles with: roost --data {data} ROLE --name {KEY_NAME}")
+    (data / "keys").mkdir(mode=0o700, exist_ok=True)
+    for rel, content in files.items():
+        _write(data / rel, content)
+    if "runner" in roles:
+        # A runner's heartbeats must carry its key's host as the host id.
+        runner = data / "runner"
+        runner.mkdir(exist_ok=True)
+        (runner / "host_id").write_text(host + "\n")
+    console.print(f"Joined cluster {config.name} as {host}: {', '.join(roles)}.")
+    for role in roles:
+        console.print(f"Start it with: roost --data {data} {role}")
+
+
+def _write(dest: Path, content: bytes) -> None:
+    # Every file of a bundle is private (cluster.json has the state URL).
+    tmp = dest.with_name(dest.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(content)
+    os.replace(tmp, dest)
 
 
 @cluster.command("admin-token")

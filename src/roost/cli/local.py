@@ -14,12 +14,13 @@ import socket
 from pathlib import Path
 from typing import IO
 
+from roost.controller.secretbox import FERNET_FILE, ensure_key_file
 from roost.settings import Settings
 from roost.state.db import migrate, sqlite_url
 from roost.wire.cluster import ClusterConfig, Endpoint
+from roost.wire.identity import ROLES, identity, save_peers
 from roost.wire.keys import ensure_keypair
 
-ROLES = ("controller", "builder", "runner", "router", "servicehost", "gateway")
 # address-book role -> the daemon whose key serves it
 SERVED_BY = {
     "controller": "controller",
@@ -70,9 +71,22 @@ def lock_data_dir(data: Path) -> IO[str]:
     return fh
 
 
-def prepare_cluster(data: Path, host: str) -> ClusterConfig:
+def prepare_cluster(data: Path, host: str, runner_host_id: str = "") -> ClusterConfig:
+    """Keys, identities and the address book of the one-machine platform.
+
+    A keypair per role, each listed in peers.json as that role on this
+    machine, named by the runner's host id (the id its heartbeats must carry);
+    the state database's secrets key for the controller (fernet.key).
+    """
     keys = data / "keys"
+    # Secrets sealed before fernet.key existed used a key derived from this.
+    had_controller_key = (keys / "controller.key_secret").exists()
     pairs = {role: ensure_keypair(keys, role) for role in ROLES}
+    from roost.runner.layout import Layout  # only `roost up` needs the runner's layout
+
+    machine = Layout(data).host_id(runner_host_id)
+    save_peers(keys, {pairs[role].public: identity(role, machine) for role in ROLES})
+    ensure_key_file(keys / FERNET_FILE, pairs["controller"].secret if had_controller_key else None)
     path = data / "cluster.json"
     old = ClusterConfig.load(path) if path.exists() else ClusterConfig(name="local")
     endpoints: dict[str, list[Endpoint]] = {}

@@ -14,7 +14,7 @@ from roost.controller.api.app import create_api
 from roost.controller.apitls import ApiTlsError, api_certificate, api_url
 from roost.controller.core import Controller
 from roost.controller.cronrunner import CronRunner
-from roost.controller.secretbox import SecretBox
+from roost.controller.secretbox import FERNET_FILE, SecretBox, SecretError
 from roost.controller.service import ControllerService
 from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
@@ -52,13 +52,17 @@ async def serve(
     if gc.get_threshold()[0] < GC_GEN0_THRESHOLD:
         gc.set_threshold(GC_GEN0_THRESHOLD, 20, 100)
     node, cluster = open_node(data_dir, name)
+    try:
+        box = SecretBox.from_file(data_dir / "keys" / FERNET_FILE)
+    except SecretError as exc:
+        raise SystemExit(str(exc)) from None
     url = state_url_for(data_dir, state_url or cluster.state_url or None)
     await asyncio.to_thread(migrate, url)
     store = Store(make_engine(url))
     async with node:
         controller = Controller(store, settings, name)
         services = RpcClient(node, cluster.of("services")) if cluster.of("services") else None
-        controller.services = ServiceBroker(store, SecretBox(node.keypair.secret), services)
+        controller.services = ServiceBroker(store, box, services)
         builders = RpcClient(node, cluster.of("builder")) if cluster.of("builder") else None
         service = ControllerService(controller, builders, lambda ep: RpcClient(node, [ep]))
         controller.client_for = service.client_for

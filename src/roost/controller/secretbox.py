@@ -1,31 +1,64 @@
 """Encrypting service credentials at rest in the state database.
 
-The key is derived (HKDF-SHA256) from the controller's CURVE secret key: in a
-cluster every controller holds the same cluster key, so every replica can
-read what another wrote, and a copy of the database alone reveals nothing.
+The key is its own random secret, `DATA/keys/fernet.key` (mode 0600), held by
+controllers only: `roost up` makes it, `roost cluster init` puts the same one
+in every controller's bundle (so every replica reads what another wrote), and
+a copy of the database alone reveals nothing. It is not derived from a CURVE
+key: a host's CURVE keys say who it is on the wire and can be replaced without
+touching stored secrets.
+
+The file holds one Fernet key per line, newest first. New secrets are always
+sealed with the first; the others only open what they once sealed. Roost
+before this file derived its key (HKDF-SHA256) from the controller's CURVE
+secret; when a data directory that has such secrets gets its fernet.key, that
+derived key is written as the second line (`legacy_key`), so old ciphertext
+still opens, and every secret written from then on uses the new key (they are
+re-encrypted as they are written; nothing rewrites old rows in place).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import os
+from pathlib import Path
 from typing import Any
 
 import msgspec
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+FERNET_FILE = "fernet.key"
 
 
 class SecretError(Exception):
     pass
 
 
+def _fernet(key: bytes) -> Fernet:
+    # 32 raw bytes, or their urlsafe base64 (a Fernet key as written in fernet.key).
+    raw = key
+    if len(key) != 32:
+        try:
+            raw = base64.urlsafe_b64decode(key)
+        except (binascii.Error, ValueError):
+            raw = b""
+    if len(raw) != 32:
+        raise SecretError("a secrets key is 32 bytes (or their urlsafe base64)")
+    return Fernet(base64.urlsafe_b64encode(raw))
+
+
 class SecretBox:
-    def __init__(self, key_material: bytes) -> None:
-        derived = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=b"roost-state-secrets", info=b"v1"
-        ).derive(key_material)
-        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
+    """Seal with `primary`; open what `primary` or any of `older` sealed."""
+
+    def __init__(self, primary: bytes, *older: bytes) -> None:
+        self._fernet = MultiFernet([_fernet(k) for k in (primary, *older)])
+
+    @classmethod
+    def from_file(cls, path: Path) -> SecretBox:
+        keys = read_keys(path)
+        return cls(keys[0], *keys[1:])
 
     def seal(self, value: Any) -> str:
         return self._fernet.encrypt(msgspec.json.encode(value)).decode("ascii")
@@ -35,3 +68,55 @@ class SecretBox:
             return msgspec.json.decode(self._fernet.decrypt(token.encode("ascii")))
         except (InvalidToken, msgspec.DecodeError) as exc:
             raise SecretError("stored secret cannot be decrypted with this cluster's key") from exc
+
+
+def new_key() -> bytes:
+    return Fernet.generate_key()
+
+
+def legacy_key(curve_secret: bytes) -> bytes:
+    """The key older Roost derived from a controller's CURVE secret (z85)."""
+    derived = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"roost-state-secrets", info=b"v1"
+    ).derive(curve_secret)
+    return base64.urlsafe_b64encode(derived)
+
+
+def read_keys(path: Path) -> list[bytes]:
+    try:
+        keys = path.read_bytes().split()
+    except FileNotFoundError:
+        raise SecretError(
+            f"{path} is missing: controllers need the cluster's secrets key "
+            "(made by 'roost up', or in a controller's bundle from 'roost cluster init')"
+        ) from None
+    if not keys:
+        raise SecretError(f"{path} holds no key")
+    for k in keys:
+        _fernet(k)  # a clear error now rather than on the first secret
+    return keys
+
+
+def write_keys(path: Path, keys: list[bytes]) -> None:
+    """Write fernet.key (0600 from the start: it is never readable by others)."""
+    for k in keys:
+        _fernet(k)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(b"".join(k + b"\n" for k in keys))
+    os.replace(tmp, path)
+
+
+def ensure_key_file(path: Path, legacy_secret: bytes | None = None) -> list[bytes]:
+    """The keys in `path`, made once: a new random key, then (when this data
+    directory's secrets were sealed the old way) the key derived from
+    `legacy_secret`, the controller's CURVE secret they were sealed with."""
+    if path.exists():
+        return read_keys(path)
+    keys = [new_key()]
+    if legacy_secret is not None:
+        keys.append(legacy_key(legacy_secret))
+    write_keys(path, keys)
+    return keys

@@ -2,26 +2,39 @@
 
 Layout (written by `roost up` or `roost cluster join`):
   DATA/cluster.json          ClusterConfig: endpoints per role
-  DATA/keys/NAME.key         public keys of every member (the ZAP allow list)
-  DATA/keys/NAME.key_secret  this host's secret keys
+  DATA/keys/peers.json       every member's public key, role and host (the ZAP
+                             allow list: a key not listed there is refused)
+  DATA/keys/NAME.key_secret  this host's secret keys, one per role it runs
+                             (NAME.key beside it: its public half)
+  DATA/keys/fernet.key       controllers only: the state database's secrets key
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 
 import psutil
 
 from roost.wire.cluster import ClusterConfig, Endpoint
-from roost.wire.keys import load_keypair, load_public_keys
+from roost.wire.identity import PEERS_FILE, load_peers
+from roost.wire.keys import load_keypair
 from roost.wire.node import Node
+
+log = logging.getLogger("roost.wire")
 
 
 def open_node(data_dir: Path, name: str) -> tuple[Node, ClusterConfig]:
-    """A started-later Node for daemon `name` and the cluster's address book."""
+    """A started-later Node for daemon `name` and the cluster's address book.
+
+    The Node admits only the keys in peers.json, each as its role and host.
+    """
     keys = data_dir / "keys"
-    node = Node(load_keypair(keys, name), load_public_keys(keys))
+    peers = load_peers(keys)
+    if not peers:
+        log.warning("%s lists no peers: this daemon admits no one", keys / PEERS_FILE)
+    node = Node(load_keypair(keys, name), peers)
     return node, ClusterConfig.load(data_dir / "cluster.json")
 
 
@@ -47,9 +60,9 @@ def own_endpoints(
 ) -> list[Endpoint]:
     """The endpoints of `role` this daemon must bind.
 
-    Those carrying its key and an address of this host. In a cluster every
-    member shares the cluster key, so the address decides; on one host with
-    several replicas of a role, `only` (a daemon's --bind) picks one.
+    Those carrying its key and an address of this host; on one host with
+    several replicas of a role sharing a key, `only` (a daemon's --bind)
+    picks one.
     """
     mine = node.keypair.public_text
     local = local_addresses()
