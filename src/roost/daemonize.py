@@ -1,7 +1,17 @@
-"""What every daemon's `run()` shares: logging, the event loop, stop signals.
+"""What every daemon's `run()` shares: logging, the event loop, stop signals,
+and private files.
 
 Signals only set an event (gunicorn's arbiter style); the daemon's main task
 notices it and shuts its own pieces down in order.
+
+Private files: a daemon runs with umask 077 (`private_umask`), so whatever it
+creates without naming a mode (the SQLite database and its -wal/-shm, which
+SQLite creates with the database file's mode, cluster.json, logs) is its
+own. The few paths another user must reach (the builder's build user, the
+servicehost's service user) get explicit modes where they are made. A data
+directory made by an older version is tightened at start
+(`tighten_data_dir`): bits are only ever removed, so running it twice, or on
+a directory already right, changes nothing.
 """
 
 from __future__ import annotations
@@ -10,8 +20,85 @@ import asyncio
 import logging
 import os
 import signal
+import stat
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+PRIVATE_UMASK = 0o077
+
+# DATA-relative path (a glob) -> the permission bits it may keep. DATA itself
+# stays searchable (the build and service users walk through it to their own
+# directories) but not listable; everything else here holds a secret: CURVE
+# secret keys (and the key list), the admin token, the state database's URL
+# with its password, the state database itself.
+PRIVATE_PATHS: tuple[tuple[str, int], ...] = (
+    (".", 0o711),
+    ("keys", 0o700),
+    ("keys/*", 0o600),
+    ("api.json", 0o600),
+    ("cluster.json", 0o600),
+    ("state.db", 0o600),
+    ("state.db-wal", 0o600),
+    ("state.db-shm", 0o600),
+    ("state.db-journal", 0o600),
+    ("gateway", 0o700),  # the SSH host key
+    ("router", 0o700),  # the default TLS key
+)
+
+
+def private_umask() -> None:
+    """Files and directories this process makes are its own unless it says otherwise."""
+    os.umask(PRIVATE_UMASK)
+
+
+def tightened(mode: int, allowed: int) -> int | None:
+    """The permission bits `mode` should have under `allowed`, or None when it is fine.
+
+    Only removes bits: a file already stricter than `allowed` is left alone.
+    """
+    perm = stat.S_IMODE(mode)
+    new = perm & allowed
+    return None if new == perm else new
+
+
+def _matches(data: Path, pattern: str) -> Iterator[Path]:
+    if pattern == ".":
+        yield data
+    else:
+        yield from sorted(data.glob(pattern))
+
+
+def tighten_data_dir(data: Path) -> list[tuple[Path, int, int]]:
+    """Remove group/other access from the data directory's private paths.
+
+    Returns (path, old bits, new bits) for each path changed. Symbolic links
+    are skipped, never followed: a chmod must not reach outside DATA.
+    """
+    changed: list[tuple[Path, int, int]] = []
+    for pattern, allowed in PRIVATE_PATHS:
+        for path in _matches(data, pattern):
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            new = tightened(st.st_mode, allowed)
+            if new is not None:
+                os.chmod(path, new)
+                changed.append((path, stat.S_IMODE(st.st_mode), new))
+    return changed
+
+
+def secure_start(data: Path) -> None:
+    """What a daemon does first: private umask, then tighten an older data directory."""
+    private_umask()
+    if data.is_dir():
+        for path, old, new in tighten_data_dir(data):
+            logging.getLogger("roost").warning(
+                "tightened %s from %o to %o (other users could read it)", path, old, new
+            )
 
 
 def setup_logging(role: str) -> None:

@@ -8,10 +8,13 @@ from typing import Any
 
 import click
 
+from roost.daemonize import secure_start
 from roost.settings import Settings
 
 
 def _run(role: str, data: Path, **kw: Any) -> None:
+    # Before anything is opened or made: every role's files are its own.
+    secure_start(data.resolve())
     module = importlib.import_module(f"roost.{role}.daemon")
     module.run(data.resolve(), Settings.from_env(**kw.pop("overrides", {})), **kw)
 

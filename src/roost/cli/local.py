@@ -2,7 +2,9 @@
 
 Everything is idempotent: a second `roost up` on the same directory reuses the
 keys, the addresses (when still free), the state database and the admin token,
-so the same apps come back.
+so the same apps come back. It all happens under the daemons' private umask
+(`roost.daemonize`): keys, cluster.json, the state database and api.json are
+made 0600 in 0700 directories, and those of an older version are tightened.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from roost.controller.secretbox import FERNET_FILE, ensure_key_file
+from roost.daemonize import secure_start
 from roost.settings import Settings
 from roost.state.db import migrate, sqlite_url
 from roost.wire.cluster import ClusterConfig, Endpoint
@@ -69,6 +72,23 @@ def lock_data_dir(data: Path) -> IO[str]:
     fh.write(str(os.getpid()))
     fh.flush()
     return fh
+
+
+def prepare_data_dir(data: Path, settings: Settings) -> IO[str]:
+    """Everything `roost up` does to DATA before it starts the daemons.
+
+    Returns the lock on the directory, held until `roost up` ends.
+    """
+    secure_start(data)
+    lock = lock_data_dir(data)
+    try:
+        prepare_cluster(data, settings.bind_host, settings.runner_host_id)
+        url = prepare_state(data)
+        write_api_info(data, settings, admin_token(data, url))
+    except BaseException:
+        lock.close()
+        raise
+    return lock
 
 
 def prepare_cluster(data: Path, host: str, runner_host_id: str = "") -> ClusterConfig:

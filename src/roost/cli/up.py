@@ -26,15 +26,7 @@ import httpx
 
 from roost import aio
 from roost.cli.client import CliError
-from roost.cli.local import (
-    AlreadyRunning,
-    admin_token,
-    free_port,
-    lock_data_dir,
-    prepare_cluster,
-    prepare_state,
-    write_api_info,
-)
+from roost.cli.local import AlreadyRunning, free_port, prepare_data_dir
 from roost.controller.apitls import api_url
 from roost.procs import (
     become_subreaper,
@@ -214,13 +206,10 @@ def up(
         router_port=router_port, api_port=api_port, ssh_port=ssh_port, router_tls_port=tls_port
     )
     try:
-        lock = lock_data_dir(data)
+        lock = prepare_data_dir(data, settings)
     except AlreadyRunning as exc:
         raise CliError(str(exc)) from None
     try:
-        prepare_cluster(data, settings.bind_host)
-        url = prepare_state(data)
-        write_api_info(data, settings, admin_token(data, url))
         _say(f"data directory {data}")
         hint = missing_hint()
         if hint:
