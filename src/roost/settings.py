@@ -208,6 +208,11 @@ class Settings:
     postgres_port: int = _setting(
         0, "ROOST_POSTGRES_PORT", "servicehost: PostgreSQL port (0 = pick a free one once, kept)"
     )
+    postgres_connection_limit: int = _setting(
+        20,
+        "ROOST_POSTGRES_CONNECTION_LIMIT",
+        "servicehost: connections each app's PostgreSQL role may hold at once",
+    )
     redis_memory_mb: int = _setting(
         16, "ROOST_REDIS_MEMORY_MB", "servicehost: app Redis maxmemory without [redis] memory"
     )

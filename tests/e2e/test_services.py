@@ -102,6 +102,17 @@ def test_django_with_postgres_and_redis(platform: Platform, tmp_path: Path) -> N
     services = json.loads(platform.roost("services", "list", "--json", "--app", "notes").stdout)
     assert {s["kind"] for s in services} == {"postgres", "redis"}
 
+    # `roost services info` shows each service's limits, as the servicehost enforces them.
+    info = platform.roost("services", "info", "postgres", "--json", "--app", "notes").stdout
+    pg = json.loads(info)
+    assert pg["connection_limit"] == 20 and pg["connections"] >= 0  # the default limit
+    rd = json.loads(platform.roost("services", "info", "redis", "--json", "--app", "notes").stdout)
+    assert rd["memory_limit_bytes"] == 16 << 20  # [redis] memory = 16
+    assert 0 < rd["memory_used_bytes"] < rd["memory_limit_bytes"]
+    assert rd["eviction_policy"] == "volatile-lru"
+    shown = platform.roost("services", "info", "redis", "--app", "notes").stdout
+    assert "MB (maxmemory)" in shown and "volatile-lru" in shown
+
     # Removing PostgreSQL takes a final backup first and says where it is.
     removed = platform.roost("services", "remove", "postgres", "--yes", "--json", "--app", "notes")
     backup = Path(json.loads(removed.stdout)["backup"])

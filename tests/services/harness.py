@@ -1,5 +1,6 @@
 """A real servicehost for tests: a temp DATA dir, keys, cluster.json, the daemon
-as a subprocess (so `run()` itself, signals and child cleanup are exercised),
+as a subprocess started as `roost servicehost` (so its entry point, `run()`
+itself, signals and child cleanup are exercised),
 and an RPC client with its own key."""
 
 from __future__ import annotations
@@ -25,11 +26,6 @@ from roost.wire.messages import Msg, ServiceHostStatus, ServiceHostStatusRequest
 from roost.wire.node import Node
 from roost.wire.rpc import RpcClient
 from tests.conftest import free_port
-
-RUN = (
-    "import sys; from pathlib import Path; from roost.settings import Settings; "
-    "from roost.services.daemon import run; run(Path(sys.argv[1]), Settings.from_env())"
-)
 
 
 class Servicehost:
@@ -65,7 +61,8 @@ class Servicehost:
     def start(self) -> None:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", RUN, str(self.data)],
+                # The real entry point: `roost servicehost` (private umask, tightening).
+                [sys.executable, "-m", "roost", "--data", str(self.data), "servicehost"],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -19,11 +19,13 @@ from roost.services.addresses import advertised_host, listen_hosts
 from roost.services.backoff import Backoff, RestartPolicy
 from roost.services.backups import backup_name
 from roost.services.disk import refusal, tree_size
+from roost.services.host import limits_problem
 from roost.services.names import BadAppName, check_app, pg_name, postgres_url, redis_url
 from roost.services.postgres import HBA, listen_addresses
 from roost.services.redis import bind_addresses, render_conf
 from roost.services.resp import RedisError, encode_command, parse_info, read_reply
 from roost.services.state import HostState, PgCluster, Service, load_state, save_state
+from roost.settings import Settings
 from roost.wire.messages import ServiceCredentials
 
 # ---------------------------------------------------------------- names and URLs
@@ -100,7 +102,7 @@ def test_redis_conf() -> None:
     conf = render_conf(svc, Path("/data/redis/a"), ["127.0.0.1"])
     lines = conf.splitlines()
     for expected in (
-        "port 6390", "bind 127.0.0.1", "maxmemory 16mb", "maxmemory-policy allkeys-lru",
+        "port 6390", "bind 127.0.0.1", "maxmemory 16mb", "maxmemory-policy volatile-lru",
         "appendonly yes", 'dir "/data/redis/a"',
     ):  # fmt: skip
         assert expected in lines
@@ -279,3 +281,10 @@ def test_app_data_is_archived_beside_the_database_backups(tmp_path: Path) -> Non
         names = {m.name: m for m in tar.getmembers()}
     assert names["data/media/logo.png"].isfile()
     assert names["data/escape"].issym()  # stored as a link, never followed
+
+
+def test_limits_settings_must_leave_each_app_something() -> None:
+    assert limits_problem(Settings()) is None
+    for bad in (Settings(postgres_connection_limit=0), Settings(redis_memory_mb=0)):
+        why = limits_problem(bad)
+        assert why is not None and "must be at least 1" in why

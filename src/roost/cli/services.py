@@ -78,19 +78,55 @@ def services_remove(
     click.echo(f"Removed {kind}; final backup: {data['backup']}")
 
 
+LIMIT_KEYS = (
+    "connection_limit",
+    "connections",
+    "memory_limit_bytes",
+    "memory_used_bytes",
+    "eviction_policy",
+)
+EVICTION = {
+    "volatile-lru": "when full, keys with a TTL are evicted, least recently used first",
+    "allkeys-lru": "when full, any key may be evicted, least recently used first",
+    "noeviction": "when full, writes are refused",
+}
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MB"
+
+
+def limit_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """The service's limits and use as (label, text) lines; none when not reported."""
+    lines = []
+    if "connection_limit" in data:
+        limit = int(data["connection_limit"])
+        cap = "no limit" if limit < 0 else f"at most {limit}"
+        lines.append(("connections", f"{data.get('connections', 0)} open, {cap}"))
+    if "memory_limit_bytes" in data:
+        used, limit = int(data.get("memory_used_bytes", 0)), int(data["memory_limit_bytes"])
+        lines.append(("memory", f"{_mb(used)} used of {_mb(limit)} (maxmemory)"))
+        policy = str(data.get("eviction_policy", ""))
+        lines.append(("eviction", f"{policy}: {EVICTION.get(policy, 'see the Redis manual')}"))
+    return lines
+
+
 @services.command("info")
 @click.argument("kind", type=click.Choice(["postgres", "redis"]))
 @app_option
 @json_option
 @click.pass_context
 def services_info(ctx: click.Context, kind: str, app_name: str | None, as_json: bool) -> None:
-    """Connection details (including the password)."""
+    """Connection details (including the password), limits and use."""
     data = _api(ctx).request("GET", f"/api/apps/{_app(app_name)}/services/{kind}")
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
     for k, v in data.items():
-        console.print(f"[bold]{k}[/]: {v}")
+        if k not in LIMIT_KEYS:
+            console.print(f"[bold]{k}[/]: {v}")
+    for label, text in limit_lines(data):
+        console.print(f"[bold]{label}[/]: {text}")
 
 
 def _exec_client(program: str, argv: list[str], env: dict[str, str]) -> None:

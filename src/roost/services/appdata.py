@@ -53,6 +53,12 @@ class AppData:
         self.root.mkdir(parents=True, exist_ok=True)
         # Searchable, not listable: the tools' user reaches its apps' dirs.
         os.chmod(self.root, 0o711)
+        # Each app's files are for that app alone (older versions made its
+        # directory 0755): only the tools' user, which owns it, may enter.
+        for d in self.root.iterdir():
+            st = d.lstat()
+            if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+                os.chmod(d, stat.S_IMODE(st.st_mode) & 0o700)
         try:
             self._versions = {
                 k: int(v) for k, v in json.loads(self._versions_file.read_text()).items()
@@ -64,7 +70,8 @@ class AppData:
         """The app's directory (created on first use)."""
         d = self.root / check_app(app)
         if not d.is_dir():
-            d.mkdir(mode=0o755)
+            d.mkdir(mode=0o700)
+            os.chmod(d, 0o700)  # whatever the umask: the app's files are its own
             if self.owner is not None:
                 os.chown(d, *self.owner)
         return d

@@ -18,7 +18,7 @@ from roost.metrics import serve as serve_metrics
 from roost.services.appdata import AppData
 from roost.services.binaries import find_binaries
 from roost.services.datasession import DATA_MESSAGES, DataSessions
-from roost.services.host import ServiceHost
+from roost.services.host import ServiceHost, limits_problem
 from roost.services.layout import Layout
 from roost.services.status import push_loop
 from roost.services.user import ensure_service_user
@@ -38,6 +38,9 @@ async def serve(
 ) -> None:
     """The daemon's body; returns after `stop` is set and every server is down."""
     stop = stop or asyncio.Event()
+    problem = limits_problem(settings)
+    if problem is not None:
+        raise SystemExit(problem)
     serve_metrics(settings.metrics_port, settings.bind_host)
     bins = find_binaries()
     user = await asyncio.to_thread(ensure_service_user, settings.services_user)

@@ -13,6 +13,11 @@ with the same request) or after a crash half-way simply finishes the job:
   deprovision: final backup first; only when it is on disk is the data
                dropped, and only then is the service forgotten. A repeated
                request answers with the backup already taken.
+
+Limits: each app's PostgreSQL role may hold `postgres_connection_limit`
+sessions (CONNECTION LIMIT, set at provision and on every existing role at
+start, so roles made before the limit existed, or under another value, get
+it too); each app's Redis has its maxmemory and eviction policy (redis.py).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import socket
 import time
 from collections import defaultdict
 from pathlib import Path
+
+import psycopg
 
 from roost.services import pgadmin
 from roost.services.addresses import advertised_host, listen_hosts
@@ -65,12 +72,25 @@ from roost.wire.messages import (
 log = logging.getLogger("roost.services")
 
 UP_WAIT_S = 30.0  # how long a request waits for a (re)starting server
+LIMITS_RETRY_S = 5.0  # between tries to set existing roles' connection limit
 
 
 class ServiceError(Exception):
     def __init__(self, message: str, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+def limits_problem(settings: Settings) -> str | None:
+    """Why these settings cannot be used for the apps' limits, or None."""
+    if settings.postgres_connection_limit < 1:
+        return (
+            "ROOST_POSTGRES_CONNECTION_LIMIT must be at least 1 "
+            f"(got {settings.postgres_connection_limit})"
+        )
+    if settings.redis_memory_mb < 1:
+        return f"ROOST_REDIS_MEMORY_MB must be at least 1 (got {settings.redis_memory_mb})"
+    return None
 
 
 def free_port(host: str = "127.0.0.1", taken: set[int] | frozenset[int] = frozenset()) -> int:
@@ -108,6 +128,7 @@ class ServiceHost:
         # Answers to removals already done, for a request that is repeated.
         self._removed: dict[str, ServiceRemoved] = {}
         self._tg: asyncio.TaskGroup | None = None
+        self._limits: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -136,7 +157,11 @@ class ServiceHost:
             self._save()
         self.pg_sup = Supervised(self.pg, self.policy)
         tg.create_task(self.pg_sup.run())
+        self._limits = tg.create_task(self._apply_connection_limits())
         for svc in self.state.of_kind("redis"):
+            if svc.memory_mb < 1:  # recorded before every Redis had its own limit
+                svc.memory_mb = self.settings.redis_memory_mb
+                self._save()
             self._start_redis(svc)
         log.info(
             "PostgreSQL on port %d, %d Redis servers; apps connect to %s",
@@ -154,8 +179,29 @@ class ServiceHost:
         self._tg.create_task(sup.run())
         return server, sup
 
+    async def _apply_connection_limits(self) -> None:
+        """Give every existing app role the current connection limit, once
+        PostgreSQL is up (retried until it is; cancelled by `shutdown`)."""
+        limit = self.settings.postgres_connection_limit
+        while True:
+            roles = [s.username for s in self.state.of_kind("postgres")]
+            if not roles:
+                return
+            try:
+                changed = await pgadmin.set_connection_limits(await self._pg_up(), roles, limit)
+            except (ServiceError, psycopg.Error, OSError) as exc:
+                log.warning("cannot set the apps' connection limit yet (%s); retrying", exc)
+                await asyncio.sleep(LIMITS_RETRY_S)
+                continue
+            if changed:
+                log.info("connection limit %d set on %d app role(s)", limit, changed)
+            return
+
     async def shutdown(self) -> None:
         """Stop every server gracefully (in parallel) and wait for them."""
+        if self._limits is not None:
+            self._limits.cancel()
+            await asyncio.wait([self._limits])  # (its cancellation is not ours to raise)
         sups = [sup for _, sup in self.redis.values()]
         if self.pg_sup is not None:
             sups.append(self.pg_sup)
@@ -245,7 +291,9 @@ class ServiceHost:
             )  # fmt: skip
             self.state.services[HostState.key(app, "postgres")] = svc
             self._save()
-        await pgadmin.ensure_database(pg, name, svc.password)
+        await pgadmin.ensure_database(
+            pg, name, svc.password, self.settings.postgres_connection_limit
+        )
         log.info("postgres for %s: database %s ready", app, name)
         return svc
 

@@ -19,8 +19,9 @@ from roost.services.spawn import run_tool
 DUMP_TIMEOUT_S = 3600.0
 
 
-async def ensure_database(pg: Postgres, name: str, password: str) -> None:
-    """Role `name` (login, this password, nothing else) owning database `name`."""
+async def ensure_database(pg: Postgres, name: str, password: str, connection_limit: int) -> None:
+    """Role `name` (login, this password, at most `connection_limit` sessions,
+    nothing else) owning database `name`."""
     ident = sql.Identifier(name)
     async with await pg.connect() as conn:
         cur = await conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
@@ -28,8 +29,8 @@ async def ensure_database(pg: Postgres, name: str, password: str) -> None:
         await conn.execute(
             sql.SQL(
                 verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
-                "NOBYPASSRLS PASSWORD {}"
-            ).format(ident, sql.Literal(password))
+                "NOBYPASSRLS CONNECTION LIMIT {} PASSWORD {}"
+            ).format(ident, sql.Literal(connection_limit), sql.Literal(password))
         )
         cur = await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
         if not await cur.fetchone():
@@ -45,6 +46,38 @@ async def ensure_database(pg: Postgres, name: str, password: str) -> None:
     async with await pg.connect(dbname=name) as conn:
         await conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
         await conn.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(ident))
+
+
+async def set_connection_limits(pg: Postgres, roles: list[str], limit: int) -> int:
+    """ALTER ROLE ... CONNECTION LIMIT on those of `roles` that differ; how many changed.
+
+    Sessions already open are not cut: the limit refuses new ones past it.
+    """
+    changed = 0
+    async with await pg.connect() as conn:
+        cur = await conn.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) AND rolconnlimit <> %s",
+            (roles, limit),
+        )
+        for (role,) in await cur.fetchall():
+            await conn.execute(
+                sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(
+                    sql.Identifier(role), sql.Literal(limit)
+                )
+            )
+            changed += 1
+    return changed
+
+
+async def role_connections(pg: Postgres) -> dict[str, tuple[int, int]]:
+    """role -> (its CONNECTION LIMIT, -1 for none; its sessions open now), apps' roles only."""
+    async with await pg.connect(timeout=2) as conn:
+        cur = await conn.execute(
+            "SELECT r.rolname, r.rolconnlimit,"
+            " (SELECT count(*) FROM pg_stat_activity a WHERE a.usename = r.rolname)"
+            " FROM pg_roles r WHERE r.rolcanlogin AND NOT r.rolsuper"
+        )
+        return {str(name): (int(limit), int(n)) for name, limit, n in await cur.fetchall()}
 
 
 async def database_exists(pg: Postgres, name: str) -> bool:

@@ -7,12 +7,21 @@ the app's password and every command except those that would let the app
 escape its limits or its server (CONFIG SET of maxmemory, SHUTDOWN, DEBUG,
 MODULE, ACL, replication); the `roost-admin` user, whose password only the
 daemon knows, may do everything. Persistence is on (AOF every second, plus
-RDB snapshots); memory is capped at `maxmemory` with allkeys-lru, so a full
-Redis evicts old keys instead of growing or refusing writes.
+RDB snapshots); memory is capped at `maxmemory` (the app's `[redis] memory`,
+else the servicehost's default).
+
+Eviction is volatile-lru: when full, Redis drops the least recently used of
+the keys that carry a TTL, and refuses writes (OOM) only when none is left.
+An app's Redis serves as a cache (Django's cache and sessions set a TTL on
+every key), a queue (Celery's lists have none) and a store, all at once;
+allkeys-lru would silently drop queued jobs and stored data, which Roost
+backs up as data; noeviction would fail every cache write of a full Redis
+whose expired-soon keys could simply go. Keys with a TTL are the ones their
+app said may vanish.
 
 The config file is rewritten at every start from state.json, so a change of
-memory limit survives restarts; a running server is also told at once
-(CONFIG SET maxmemory).
+memory limit survives restarts and every existing server gets the current
+policy; a running server is also told at once (CONFIG SET maxmemory).
 """
 
 from __future__ import annotations
@@ -24,12 +33,13 @@ from pathlib import Path
 
 from roost.procs import terminate
 from roost.services.binaries import Binaries
-from roost.services.resp import RedisAdmin, RedisError
+from roost.services.resp import RedisAdmin, RedisError, parse_info
 from roost.services.spawn import spawn
 from roost.services.state import Service
 from roost.services.user import ServiceUser
 
 ADMIN_USER = "roost-admin"
+EVICTION_POLICY = "volatile-lru"  # why: the module docstring
 ADMIN_HOST = "127.0.0.1"
 STOP_GRACE_S = 30.0
 # Commands the app's own user may not run (CONFIG GET stays allowed).
@@ -61,7 +71,7 @@ def render_conf(svc: Service, directory: Path, listen: list[str]) -> str:
         "appendfsync everysec",
         "save 3600 1 300 100 60 10000",
         f"maxmemory {max(svc.memory_mb, 1)}mb",
-        "maxmemory-policy allkeys-lru",
+        f"maxmemory-policy {EVICTION_POLICY}",
         f"user default on >{svc.password} ~* &* +@all {' '.join(DENIED)}",
         f"user {ADMIN_USER} on >{svc.admin_password} ~* &* +@all",
     ]
@@ -129,6 +139,12 @@ class RedisServer:
     async def set_memory(self, memory_mb: int) -> None:
         async with self.admin() as r:
             await r.call("CONFIG", "SET", "maxmemory", f"{max(memory_mb, 1)}mb")
+
+    async def memory(self, timeout: float = 2.0) -> tuple[int, int, str]:
+        """(maxmemory, used_memory, maxmemory-policy) as the server reports them now."""
+        async with self.admin(timeout) as r:
+            info = parse_info(await r.call("INFO", "memory"))
+        return int(info["maxmemory"]), int(info["used_memory"]), info["maxmemory_policy"]
 
     async def save(self, timeout: float = 600.0) -> None:
         """SAVE: a complete dump.rdb of the data as of now (blocks the server meanwhile)."""

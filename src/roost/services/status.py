@@ -21,6 +21,7 @@ from roost.wire.rpc import RpcClient
 
 if TYPE_CHECKING:
     from roost.services.host import ServiceHost
+    from roost.services.redis import RedisServer
 
 log = logging.getLogger("roost.services")
 
@@ -29,15 +30,26 @@ PUSH_TIMEOUT_S = 3.0
 SIZE_QUERY_TIMEOUT_S = 3.0
 
 
+async def _redis_memory(server: RedisServer, up: bool) -> tuple[int, int, str]:
+    """(maxmemory, used, policy) of a Redis that is up; zeros when unknown."""
+    if up:
+        with contextlib.suppress(Exception):
+            return await aio.wait_for(server.memory(), SIZE_QUERY_TIMEOUT_S)
+    return 0, 0, ""
+
+
 async def collect(host: ServiceHost, sender: str = "") -> ServiceHostStatus:
     servers: list[ServerStatus] = []
     pg_sup = host.pg_sup
     if pg_sup is not None and host.pg is not None:
         port = host.pg.cluster.port
         sizes: dict[str, int] = {}
+        roles: dict[str, tuple[int, int]] = {}
         if pg_sup.is_up:
             with contextlib.suppress(Exception):
                 sizes = await aio.wait_for(pgadmin.database_sizes(host.pg), SIZE_QUERY_TIMEOUT_S)
+            with contextlib.suppress(Exception):
+                roles = await aio.wait_for(pgadmin.role_connections(host.pg), SIZE_QUERY_TIMEOUT_S)
         servers.append(
             ServerStatus(
                 app="", kind="postgres", state=pg_sup.state, port=port, pid=pg_sup.pid,
@@ -46,18 +58,23 @@ async def collect(host: ServiceHost, sender: str = "") -> ServiceHostStatus:
             )
         )  # fmt: skip
         for svc in host.state.of_kind("postgres"):
+            limit, sessions = roles.get(svc.username, (0, 0))
             servers.append(
                 ServerStatus(
                     app=svc.app, kind="postgres", state=pg_sup.state, port=port,
                     pid=pg_sup.pid, disk_bytes=sizes.get(svc.database, 0),
+                    connection_limit=limit, connections=sessions,
                 )
             )  # fmt: skip
-    for app, (server, sup) in sorted(host.redis.items()):
+    redis = sorted(host.redis.items())
+    memory = await asyncio.gather(*(_redis_memory(srv, sup.is_up) for _, (srv, sup) in redis))
+    for (app, (server, sup)), (maxmemory, used, policy) in zip(redis, memory, strict=True):
         servers.append(
             ServerStatus(
                 app=app, kind="redis", state=sup.state, port=server.svc.port, pid=sup.pid,
                 disk_bytes=await asyncio.to_thread(tree_size, server.dir),
                 restarts=sup.restarts, last_error=sup.last_error,
+                memory_limit_bytes=maxmemory, memory_used_bytes=used, eviction_policy=policy,
             )
         )  # fmt: skip
     free, total = usage(host.layout.root)

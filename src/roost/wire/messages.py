@@ -335,6 +335,13 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
     disk_bytes: int = 0
     restarts: int = 0
     last_error: str = ""
+    # An app's database: its role's CONNECTION LIMIT and the sessions it holds.
+    connection_limit: int = 0
+    connections: int = 0
+    # An app's Redis: maxmemory, memory in use (bytes), its eviction policy.
+    memory_limit_bytes: int = 0
+    memory_used_bytes: int = 0
+    eviction_policy: str = ""
 
 
 class ServiceHostStatus(Msg, frozen=True, kw_only=True):
