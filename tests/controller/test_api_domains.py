@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from roost.controller.api.app import create_api
 from roost.controller.core import Controller
 from roost.controller.routes import AppRouting, build_routes
+from roost.controller.secretbox import SecretBox
 from roost.controller.service import ControllerService
 from roost.controller.store import Store
 from roost.router.table import build_table
@@ -33,7 +34,7 @@ Env = tuple[TestClient, Store, dict[str, str], dict[str, str]]
 def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Env]:
     url = sqlite_url(tmp_path / "state.db")
     migrate(url)
-    store = Store(make_engine(url))
+    store = Store(make_engine(url), secrets=SecretBox(b"k" * 32))  # seals TLS keys
     domain = getattr(request, "param", "localhost")
     controller = Controller(store, Settings(default_domain=domain), "test")
     api = create_api(controller, ControllerService(controller, builders=None))

@@ -36,9 +36,10 @@ ED25519 = (
 def env(tmp_path: Path) -> Iterator[tuple[TestClient, Store, Controller]]:
     url = sqlite_url(tmp_path / "state.db")
     migrate(url)
-    store = Store(make_engine(url))
+    box = SecretBox(b"k" * 32)
+    store = Store(make_engine(url), secrets=box)
     controller = Controller(store, Settings(), "test")
-    controller.services = ServiceBroker(store, SecretBox(b"k" * 32), None)
+    controller.services = ServiceBroker(store, box, None)
     api = create_api(controller, ControllerService(controller, builders=None))
     with TestClient(api) as client:
         yield client, store, controller

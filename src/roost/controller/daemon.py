@@ -58,7 +58,7 @@ async def serve(
         raise SystemExit(str(exc)) from None
     url = state_url_for(data_dir, state_url or cluster.state_url or None)
     await asyncio.to_thread(migrate, url)
-    store = Store(make_engine(url))
+    store = Store(make_engine(url), secrets=box)  # TLS keys are sealed with it too
     async with node:
         controller = Controller(store, settings, name)
         services = RpcClient(node, cluster.of("services")) if cluster.of("services") else None

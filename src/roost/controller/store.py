@@ -18,10 +18,12 @@ from sqlalchemy.exc import IntegrityError
 
 from roost.appspec.model import AppSpec
 from roost.controller.scheduler import Placement
+from roost.controller.secretbox import SecretBox
 from roost.controller.store_access import AccessStore, Conflict, NotFound
 from roost.controller.store_cron import CronStore
 from roost.controller.store_images import ImageReplicaStore
 from roost.controller.store_snapshot import PLACEMENTS, SnapshotStore
+from roost.controller.tls import is_sealed, open_key, seal_key
 from roost.state import tables as t
 from roost.wire.messages import LogLine, StaticRoute
 
@@ -98,6 +100,16 @@ def _release(row: Any) -> ReleaseRow:
     )
 
 
+@dataclass(frozen=True)
+class CertRow:
+    hostname: str
+    app_id: int
+    cert_pem: str
+    key_pem: str  # opened: PEM text (stored sealed)
+    not_after: float
+    created_at: float
+
+
 def _build(row: Any) -> BuildRow:
     return BuildRow(
         id=row.id,
@@ -114,8 +126,13 @@ __all__ = ["AccessStore", "Conflict", "NotFound", "Store"]
 
 
 class Store(AccessStore, CronStore, ImageReplicaStore, SnapshotStore):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, secrets: SecretBox | None = None) -> None:
         self.engine = engine
+        # Seals what is stored secret (TLS private keys); None: none can be stored.
+        self.secrets = secrets
+        # sealed key -> opened PEM: the reconcile reads every certificate each
+        # pass, and a sealed value never changes (a new key is a new token).
+        self._opened_keys: dict[str, str] = {}
 
     # ------------------------------------------------------------ apps
 
@@ -123,7 +140,19 @@ class Store(AccessStore, CronStore, ImageReplicaStore, SnapshotStore):
         with self.engine.begin() as c:
             if c.execute(select(t.apps.c.id).where(t.apps.c.name == name)).first():
                 raise Conflict(f"app {name} already exists")
-            c.execute(insert(t.apps).values(name=name, owner_id=owner_id, created_at=time.time()))
+            # The counter, not the table's max: a deleted app's id (its tenant
+            # uid) is never given again. One UPDATE: atomic on both databases.
+            app_id = c.execute(
+                update(t.id_counters)
+                .where(t.id_counters.c.name == "apps")
+                .values(value=t.id_counters.c.value + 1)
+                .returning(t.id_counters.c.value)
+            ).scalar_one()
+            c.execute(
+                insert(t.apps).values(
+                    id=app_id, name=name, owner_id=owner_id, created_at=time.time()
+                )
+            )
         return self.app(name)
 
     def app(self, name: str) -> AppRow:
@@ -382,9 +411,15 @@ class Store(AccessStore, CronStore, ImageReplicaStore, SnapshotStore):
         with self.engine.connect() as c:
             return list(c.execute(q))
 
+    def _need_secrets(self) -> SecretBox:
+        if self.secrets is None:
+            raise RuntimeError("this store has no secrets key: a private key is never stored clear")
+        return self.secrets
+
     def put_certificate(
         self, app_id: int, hostname: str, cert_pem: str, key_pem: str, not_after: float
     ) -> None:
+        sealed = seal_key(self._need_secrets(), key_pem)
         with self.engine.begin() as c:
             c.execute(delete(t.certificates).where(t.certificates.c.hostname == hostname))
             c.execute(
@@ -392,18 +427,56 @@ class Store(AccessStore, CronStore, ImageReplicaStore, SnapshotStore):
                     hostname=hostname,
                     app_id=app_id,
                     cert_pem=cert_pem,
-                    key_pem=key_pem,
+                    key_pem=sealed,
                     not_after=not_after,
                     created_at=time.time(),
                 )
             )
 
-    def certificates(self, app_id: int | None = None) -> list[Any]:
+    def certificates(self, app_id: int | None = None) -> list[CertRow]:
+        """Certificates with their private keys opened; a key an older Roost
+        stored in clear is sealed in place on the way (when there is a secrets key)."""
         q = select(t.certificates).order_by(t.certificates.c.hostname)
         if app_id is not None:
             q = q.where(t.certificates.c.app_id == app_id)
         with self.engine.connect() as c:
-            return list(c.execute(q))
+            rows = c.execute(q).all()
+        clear = [r for r in rows if not is_sealed(r.key_pem)]
+        if clear and self.secrets is not None:
+            self._seal_clear_keys([(r.hostname, r.key_pem) for r in clear])
+        opened: dict[str, str] = {}
+        out = []
+        for r in rows:
+            key = self._opened_keys.get(r.key_pem) or open_key(self.secrets, r.key_pem)
+            if is_sealed(r.key_pem):
+                opened[r.key_pem] = key
+            out.append(
+                CertRow(
+                    hostname=r.hostname, app_id=r.app_id, cert_pem=r.cert_pem, key_pem=key,
+                    not_after=r.not_after, created_at=r.created_at,
+                )
+            )  # fmt: skip
+        if app_id is None:
+            self._opened_keys = opened  # only the keys still stored
+        else:
+            self._opened_keys.update(opened)
+        return out
+
+    def _seal_clear_keys(self, clear: list[tuple[str, str]]) -> None:
+        box = self._need_secrets()
+        with self.engine.begin() as c:
+            if c.dialect.name == "sqlite":
+                # The clear key's old bytes are zeroed, not left in a free page
+                # (Debian's SQLite is built doing so already; others are not).
+                c.exec_driver_sql("PRAGMA secure_delete = ON")
+            for hostname, key_pem in clear:
+                # Only if still clear: another controller may have sealed it already.
+                c.execute(
+                    update(t.certificates)
+                    .where(t.certificates.c.hostname == hostname)
+                    .where(t.certificates.c.key_pem == key_pem)
+                    .values(key_pem=seal_key(box, key_pem))
+                )
 
     # ------------------------------------------------------------ placements
 

@@ -1,4 +1,12 @@
-"""Checking a certificate and key a user uploads before routers get them."""
+"""Checking a certificate and key a user uploads before routers get them, and
+keeping the private key sealed while it is stored.
+
+The private key is stored sealed with the same secrets key as service
+credentials (`secretbox`), marked by a prefix so that a row an older Roost
+wrote in clear is told apart and sealed when it is next read
+(`Store.certificates`). Routers get the opened key inside the route table,
+over the CURVE-encrypted wire, and keep it in memory.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +16,34 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from roost.controller.secretbox import SecretBox, SecretError
+
+SEALED = "sealed:"
+
 
 class CertificateError(Exception):
     pass
+
+
+def is_sealed(stored: str) -> bool:
+    return stored.startswith(SEALED)
+
+
+def seal_key(box: SecretBox, key_pem: str) -> str:
+    """The stored form of a private key."""
+    return SEALED + box.seal(key_pem)
+
+
+def open_key(box: SecretBox | None, stored: str) -> str:
+    """The private key in PEM from its stored form (sealed, or clear from an older Roost)."""
+    if not is_sealed(stored):
+        return stored
+    if box is None:
+        raise SecretError("a sealed private key needs the secrets key to be opened")
+    key = box.open(stored[len(SEALED) :])
+    if not isinstance(key, str):
+        raise SecretError("a stored private key opened to something that is not PEM text")
+    return key
 
 
 @dataclass(frozen=True)
