@@ -34,6 +34,17 @@ class World:
                 return json.loads(rest)  # type: ignore[no-any-return]
         raise AssertionError(f"no PROBES {mode} line in:\n{output[-3000:]}")
 
+    def api(self, method: str, path: str, token: str | None = None, **kw: object) -> httpx.Response:
+        """The controller's HTTP API, as the admin unless `token` says otherwise."""
+        token = token or json.loads((self.platform.data / "api.json").read_text())["token"]
+        return httpx.request(
+            method,
+            f"http://127.0.0.1:{self.platform.api_port}/api{path}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+            **kw,  # type: ignore[arg-type]
+        )
+
     def ssh(self, *command: str) -> subprocess.CompletedProcess[str]:
         opts = [
             "-i", str(self.ssh_key), "-o", "IdentitiesOnly=yes",
@@ -85,7 +96,7 @@ def _targets(p: Platform) -> dict[str, object]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     work = tmp_path_factory.mktemp("security")
     with running_platform() as p:

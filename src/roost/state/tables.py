@@ -58,6 +58,16 @@ apps = Table(
     Column("current_release", Integer, nullable=True),
 )
 
+# Counters that only grow: the next app id is one more than its row
+# (migration 0008), so an id, and the tenant uid derived from it, is never
+# handed out twice, whatever was deleted.
+id_counters = Table(
+    "id_counters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+
 builds = Table(
     "builds",
     metadata,
