@@ -70,6 +70,21 @@ def test_memory_hog_is_oom_killed_reported_and_others_serve(world: World) -> Non
     assert p.get("victim").text == "victim ok\n"
 
 
+def test_a_live_instance_that_runs_out_of_memory_shows_it_in_ps(world: World) -> None:
+    p = world.platform
+    p.roost("apps", "create", "leak")
+    p.roost("deploy", str(HERE / "leak"), "--app", "leak")
+
+    def ps_says() -> str:
+        out = p.roost("ps", "--app", "leak").stdout
+        return out if "ran out of memory (limit 256 MB)" in out else ""
+
+    wait_until(ps_says, 90, "roost ps to show the OOM kill")
+    rows = p.ps("leak")
+    assert any("ran out of memory" in str(r.get("last_error")) for r in rows)
+    assert p.get("victim").text == "victim ok\n"
+
+
 def test_cron_job_reaches_nothing_but_its_own(world: World) -> None:
     p = world.platform
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
@@ -172,6 +173,7 @@ def ps(ctx: click.Context, app_name: str | None, as_json: bool) -> None:
         _emit_json(rows)
         return
     table = Table("process", "release", "state", "host", "port", "memory", "restarts", "command")
+    errors: list[tuple[str, str]] = []
     for r in rows:
         table.add_row(
             r["process"],
@@ -183,7 +185,11 @@ def ps(ctx: click.Context, app_name: str | None, as_json: bool) -> None:
             str(r["restarts"]),
             r["command"][:60],
         )
+        if r.get("last_error"):
+            errors.append((r["process"], str(r["last_error"]).splitlines()[0]))
     console.print(table)
+    for process, error in errors:  # e.g. "ran out of memory (limit 256 MB)"
+        console.print(f"{escape(process)}: last stopped: {escape(error)}")
 
 
 @click.command("releases")

@@ -138,6 +138,8 @@ async def processes(name: str, who: CurrentAccount, c: CurrentController) -> lis
                 "restarts": st.restarts if st else 0,
                 "uptime_s": round(now - st.started_at, 1) if st and st.started_at else 0.0,
                 "command": st.command if st else "",
+                # Why it last stopped, e.g. "ran out of memory (limit 256 MB)".
+                "last_error": st.last_error if st else "",
             }
         )
     return out

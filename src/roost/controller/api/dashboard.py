@@ -67,6 +67,8 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
                     "host": hostname.get(p.host_id, p.host_id),
                     "state": st.state if st else "unknown",
                     "memory_mb": round(st.memory_mb, 1) if st else 0,
+                    # Why it last stopped ("ran out of memory (limit 256 MB)..."), first line.
+                    "last_error": st.last_error.split("\n", 1)[0] if st else "",
                 }
             )
         deploys = [
