@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -282,3 +283,21 @@ async def test_cancel_while_the_layer_is_packed_leaves_nothing(
     assert ws.store.list() == before_store and ready_layers(ws) == before_layers
     assert leftovers(ws) == []
     assert not any(lock.locked() for lock in ws.layer_locks.values())
+
+
+async def test_upload_with_private_files_builds_and_its_image_is_readable(ws: Workspace) -> None:
+    """A 0600 requirements.txt or module (a developer's umask) still builds:
+    uv and the app's build user read them, and so will the app's own user."""
+    arch = tar_dir(HELLO)
+    with tarfile.open(fileobj=io.BytesIO(arch)) as src:
+        members = [(m, src.extractfile(m).read() if m.isfile() else None) for m in src]  # type: ignore[union-attr]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as out:
+        for m, data in members:
+            if m.isfile():
+                m.mode = 0o600
+            out.addfile(m, io.BytesIO(data) if data is not None else None)
+    built, _ = await build(ws, "private-files", buf.getvalue())
+    with tarfile.open(ws.store.path(built.code_digest)) as tf:
+        modes = {m.name: m.mode for m in tf if m.isfile()}
+    assert modes and all(mode & 0o444 == 0o444 for mode in modes.values()), modes

@@ -130,12 +130,13 @@ async def harness(
     )
     images = FakeImages({DIGEST_A: root}, fail=fail)
     logs: list[LogLine] = []
+    tenancy = make_tenancy(tmp_path)
     sup = Supervisor(
         layout=layout,
         images=images,
         policy=policy,
         emit=logs.append,
-        tenancy=make_tenancy(tmp_path),
+        tenancy=tenancy,
     )
     task = asyncio.create_task(sup.run())
     try:
@@ -143,6 +144,7 @@ async def harness(
     finally:
         sup.shutdown()
         await asyncio.wait_for(task, 30)
+        tenancy.close()
     assert all(n == 0 for n in images.pins.values()), images.pins
 
 

@@ -607,14 +607,24 @@ def _link_text(link: str, target: str) -> str:
 
 
 def _open_dirs(root: Path) -> None:
-    """Directories of the checkout become 0755: tar makes those an upload only
-    implies (no entry of their own) under the builder's umask, 077, and the
-    image's readers (the build user, then each app's own user) must enter them.
+    """Directories of the checkout become 0755 and files readable by all (and
+    executable by all when by anyone): tar makes the directories an upload
+    only implies (no entry of their own) under the builder's umask, 077, an
+    upload may carry 0600 files, and the image's readers (uv and the build
+    user, then each app's own user) must read them all. The image is the
+    app's; nothing in it is secret from the app, and other apps never see it.
     Symbolic links are left alone (a chmod would follow them)."""
     found = [str(root)]
-    for dirpath, dirnames, _ in os.walk(root):
-        found += (os.path.join(dirpath, n) for n in dirnames)
-    for d in found:
-        st = os.lstat(d)
-        if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o755 != 0o755:
-            os.chmod(d, stat.S_IMODE(st.st_mode) | 0o755)
+    for dirpath, dirnames, filenames in os.walk(root):
+        found += (os.path.join(dirpath, n) for n in dirnames + filenames)
+    for path in found:
+        st = os.lstat(path)
+        mode = stat.S_IMODE(st.st_mode)
+        if stat.S_ISDIR(st.st_mode):
+            want = mode | 0o755
+        elif stat.S_ISREG(st.st_mode):
+            want = mode | 0o444 | (0o111 if mode & 0o111 else 0)
+        else:
+            continue
+        if want != mode:
+            os.chmod(path, want)

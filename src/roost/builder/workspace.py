@@ -90,6 +90,7 @@ class Workspace:
     def close(self) -> None:
         """Save uv's cache; give back the memory of in-memory layers (the builder is stopping)."""
         self.uv_caches.close()
+        self.tenancy.close()
         if self.ram_layers is not None:
             remove_ram_layers(Path(self.settings.builder_ram_dir), self.root)
             self.ram_layers = None

@@ -179,7 +179,9 @@ async def _serve(
         probe_host=probe_host(settings.bind_host),
         tenancy=tenancy,
         tenant_defaults=defaults,
+        ports=PortAllocator(ports=parse_port_range(settings.instance_ports)),
     )
+    data.after_apply = sup.give_data
     heartbeat = HeartbeatLoop(
         client=heartbeats,
         host_id=host_id,
@@ -223,6 +225,7 @@ async def _serve(
         await asyncio.wait([shipping])
         with contextlib.suppress(TimeoutError):
             await aio.wait_for(shipper.flush(tries=1), FINAL_SEND_TIMEOUT_S)
+    tenancy.close()  # every instance is down: our cgroups go too
 
 
 def _exec_server(node: Node | None, settings: Settings, handler: Handler) -> RpcServer | None:

@@ -66,6 +66,9 @@ class DataSync:
         self.layout = layout
         self.interval = interval
         self.apps = apps
+        # Called (app) after a pull was applied, in a worker thread: the runner
+        # gives the pulled files to the app's own user (they arrive root's).
+        self.after_apply: Callable[[str], None] | None = None
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def run(self) -> None:
@@ -109,6 +112,8 @@ class DataSync:
                     self.layout.app_home(app) / "data.manifest.json",
                     reply.archive,
                 )
+                if self.after_apply is not None:
+                    await asyncio.to_thread(self.after_apply, app)
             except (OSError, tarfile.TarError, ValueError) as exc:
                 log.warning("%s: could not apply the data directory: %s", app, exc)
                 return False

@@ -36,6 +36,7 @@ from roost.runner.confine import (
     ConfineError,
     TenantDefaults,
     give_tree,
+    identity,
     image_binds,
     prepare_dirs,
     tenant_spec,
@@ -372,6 +373,16 @@ class Supervisor:
         prepare_dirs(spec.identity, self.layout, a.app, bundle_dir=bundle, socket_dir=socket_dir)
         give_tree(spec.identity, self.layout.data_directory(a.app))
         return self.tenancy.prepare(spec, launch.argv)
+
+    def give_data(self, app: str) -> None:
+        """The app's data directory becomes its own user's again (after a pull,
+        whose files arrive root's). Any thread: it only reads the records."""
+        if not self.tenancy.enabled:
+            return
+        for rec in list(self.records.values()):
+            if rec.assignment.app == app and rec.assignment.app_id > 0:
+                give_tree(identity(rec.assignment), self.layout.data_directory(app))
+                return
 
     def _fail_start(self, rec: Record, now: float, error: str) -> None:
         failed = P.on_exit(

@@ -19,6 +19,10 @@ Both hierarchies are supported, chosen by what the host mounts:
        the group is empty (a fork racing the loop lands in the same group and
        is caught on the next pass).
 
+A daemon that finds no hierarchy under /sys/fs/cgroup (started by `ip netns
+exec`, which mounts a fresh /sys) mounts the one its /proc/self/cgroup names
+under /run/roost/cgroup, in its own mount namespace.
+
 Our cgroups live under the cgroup the daemon itself was started in, in a
 `roost-<owner>` directory (one per runner or builder on a host, since tests
 run several), so a host's limits on the daemon also bound its tenants, and
@@ -32,6 +36,7 @@ import errno
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -118,6 +123,7 @@ class Hierarchy:
         if not _UNIT.fullmatch(owner):
             raise CgroupError(f"bad cgroup owner name {owner!r}")
         own = own_cgroup_paths(Path("/proc/self/cgroup").read_text())
+        root = usable_root(root, own)
         name = f"roost-{owner}"
         if (root / "cgroup.controllers").is_file():
             here = root / own.get("", "/").lstrip("/")
@@ -157,6 +163,45 @@ class Hierarchy:
             with contextlib.suppress(FileNotFoundError):
                 units.update(p.name for p in base.iterdir() if p.is_dir())
         return [self.cgroup(u) for u in sorted(units)]
+
+
+# Where we mount the hierarchies ourselves when /sys/fs/cgroup does not show
+# them: a daemon started by `ip netns exec` (a cluster host in the tests, or
+# an operator's network namespace) gets a fresh /sys without its cgroup mounts.
+SELF_MOUNT_ROOT = Path("/run/roost/cgroup")
+
+
+def usable_root(root: Path, own: dict[str, str]) -> Path:
+    """`root` when it holds the hierarchies; else mount them (as root) and say where.
+
+    Which to mount follows /proc/self/cgroup: v1 controllers listed there are
+    v1 hierarchies (mounting one again attaches to the same hierarchy, so
+    limits set here are the host's); a lone `0::` line is cgroup v2.
+    """
+    if (root / "cgroup.controllers").is_file():
+        return root
+    if all((root / c / "cgroup.procs").is_file() for c in V1_CONTROLLERS):
+        return root
+    v1 = [c for c in V1_CONTROLLERS if c in own]
+    if not v1:
+        _mount("cgroup2", "", SELF_MOUNT_ROOT)
+        return SELF_MOUNT_ROOT
+    for c in V1_CONTROLLERS:
+        _mount("cgroup", c, SELF_MOUNT_ROOT / c)
+    return SELF_MOUNT_ROOT
+
+
+def _mount(fstype: str, option: str, where: Path) -> None:
+    if os.path.ismount(where):
+        return
+    where.mkdir(parents=True, exist_ok=True)
+    argv = ["mount", "-t", fstype, *(["-o", option] if option else []), fstype, str(where)]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise CgroupError(
+            f"/sys/fs/cgroup has no cgroup hierarchy and mounting one at {where} "
+            f"failed: {proc.stderr.strip()}"
+        )
 
 
 def _enable_controllers(path: Path) -> None:

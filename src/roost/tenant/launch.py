@@ -18,6 +18,7 @@ is the operator's explicit, logged way out.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -147,6 +148,15 @@ class Tenancy:
             if cg.pids():
                 log.warning("killing tenant processes left in %s", cg.dirs)
             cg.destroy()
+
+    def close(self) -> None:
+        """The daemon is stopping: end what is left, remove our base cgroups."""
+        if self.hierarchy is None:
+            return
+        self.sweep()
+        for base in self.hierarchy.bases.values():
+            with contextlib.suppress(FileNotFoundError, OSError):
+                base.rmdir()
 
     def prepare(self, spec: TenantSpec, argv: Sequence[str]) -> Prepared:
         if not self.enabled:
