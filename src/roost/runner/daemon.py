@@ -27,9 +27,10 @@ from roost.runner.archive import AppDirs, Handler
 from roost.runner.confine import TenantDefaults
 from roost.runner.datasync import DataSync, RefreshingImages
 from roost.runner.execs import RunnerExecs
+from roost.runner.firewall import RunnerFirewall
 from roost.runner.heartbeat import HeartbeatLoop, host_addresses
 from roost.runner.images import CachedImages
-from roost.runner.layout import Layout
+from roost.runner.layout import Layout, PortAllocator, parse_port_range
 from roost.runner.logbuffer import LogBuffer
 from roost.runner.metrics import RunnerCollector
 from roost.runner.model import Policy
@@ -40,6 +41,7 @@ from roost.settings import Settings
 from roost.tenant.launch import Tenancy
 from roost.wire.bootstrap import open_node
 from roost.wire.execs import ExecSessions
+from roost.wire.identity import load_peers
 from roost.wire.node import Node
 from roost.wire.rpc import RpcClient, RpcServer
 
@@ -102,6 +104,9 @@ async def serve(
     log.info("runner %s starting (host id %s, data %s)", name, hid, data_dir)
     try:
         async with node:
+            # Before any tenant code: raises when it cannot be protected.
+            members = [(w.role, w.host) for w in load_peers(data_dir / "keys").values()]
+            firewall = await RunnerFirewall.start(settings, cluster, members, hid)
             # One client per concern: a client that times out resets its
             # socket, which must not disturb the other's requests in flight.
             heartbeats = RpcClient(node, controller_eps)
@@ -123,9 +128,11 @@ async def serve(
             clients = [heartbeats, logs, directory.controllers, *(b.client for b in builders)]
             try:
                 await _serve(
-                    layout, settings, hid, heartbeats, logs, replicas, stop, node, data_client
-                )
+                    layout, settings, hid, heartbeats, logs, replicas, stop, node, data_client,
+                    firewall,
+                )  # fmt: skip
             finally:
+                await firewall.close()
                 for client in [*clients, data_client]:
                     if client is not None:
                         await client.close()
@@ -145,7 +152,9 @@ async def _serve(
     stop: asyncio.Event,
     node: Node | None = None,
     data_client: RpcClient | None = None,
+    firewall: RunnerFirewall | None = None,
 ) -> None:
+    fw = firewall or RunnerFirewall.off()
     shipper = LogShipper(logs, LogBuffer(LOG_BUFFER_LINES, time.time))
     # The replica store is bounded by the same figure as the cache.
     images = CachedImages(ImageCache(layout.images, settings.image_cache_bytes), replicas)
@@ -167,10 +176,11 @@ async def _serve(
         cpu_weight=settings.tenant_cpu_weight,
         tmp_mb=settings.tenant_tmp_mb,
     )
+    fw.live_session = execs.has
     runner_execs = RunnerExecs(layout, images, execs, data, replicas, tenancy, defaults)
     # Deleted apps' homes: archived on AppRemoved, and before a reused name's use.
     dirs = AppDirs(layout, settings.archive_days * 86400)
-    rpc = _exec_server(node, settings, dirs.wrap(runner_execs.handle))
+    rpc = _exec_server(node, settings, fw.guard(dirs.wrap(runner_execs.handle)))
     sup = Supervisor(
         layout=layout,
         images=RefreshingImages(images, data),
@@ -189,7 +199,7 @@ async def _serve(
         interval=settings.heartbeat_interval_s,
         records=lambda: list(sup.records.values()),
         changed=sup.changed,
-        on_assignment=lambda asg: sup.set_desired(dirs.claim_all(asg.instances)),
+        on_assignment=lambda asg: fw.gate(dirs.claim_all(asg.instances), sup.set_desired),
         rpc_endpoint=rpc.address if rpc is not None else "",
         rpc_key=node.keypair.public_text if node is not None and rpc is not None else "",
     )
@@ -207,6 +217,7 @@ async def _serve(
         beating = tg.create_task(heartbeat.run())
         shipping = tg.create_task(shipper.run())
         helpers = [tg.create_task(execs.run()), tg.create_task(data.run())]
+        helpers.append(tg.create_task(fw.run()))
         helpers.append(tg.create_task(dirs.run()))
         if rpc is not None:
             helpers.append(tg.create_task(rpc.serve()))

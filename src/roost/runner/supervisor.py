@@ -101,6 +101,7 @@ class Supervisor:
         wall: Callable[[], float] = time.time,
         tenancy: Tenancy | None = None,
         tenant_defaults: TenantDefaults | None = None,
+        ports: PortAllocator | None = None,
     ) -> None:
         self.layout = layout
         # None: instances run as the runner itself (unit tests of the loop;
@@ -124,7 +125,7 @@ class Supervisor:
         self._children: dict[str, Child] = {}
         self._probes: dict[str, asyncio.Task[None]] = {}
         self._fetches: dict[str, asyncio.Task[None]] = {}
-        self._ports = PortAllocator()
+        self._ports = ports or PortAllocator()
         self._stopping = False
         self._tg: asyncio.TaskGroup | None = None
 
