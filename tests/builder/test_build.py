@@ -301,3 +301,38 @@ async def test_upload_with_private_files_builds_and_its_image_is_readable(ws: Wo
     with tarfile.open(ws.store.path(built.code_digest)) as tf:
         modes = {m.name: m.mode for m in tf if m.isfile()}
     assert modes and all(mode & 0o444 == 0o444 for mode in modes.values()), modes
+
+
+async def test_a_source_build_runs_as_the_app_with_its_own_cache(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """A package with no wheel runs its build code: as the app's own build user,
+    with the app's own uv cache and a layer no other app shares. The shared
+    cache, which every app's wheels come from, stays out of its reach."""
+    app = tmp_path / "app"
+    shutil.copytree(HELLO, app)
+    (app / "localpkg").mkdir()
+    (app / "localpkg" / "setup.py").write_text(
+        "import os, pathlib\n"
+        "from setuptools import setup\n"
+        "cache = os.environ.get('UV_CACHE_DIR', '')\n"
+        "try:\n"
+        "    pathlib.Path(cache, 'poisoned-by-setup-py').write_text('x')\n"
+        "except OSError:\n"
+        "    pass\n"
+        "print('SETUP_PY_UID', os.getuid(), 'CACHE', cache, flush=True)\n"
+        "setup(name='localpkg', version='1.0', py_modules=[])\n"
+    )
+    (app / "requirements.txt").write_text("flask>=3.0\n./localpkg\n")
+    lines: list[str] = []
+    try:
+        out = await Build(ws, "srcbuild", "hello", tar_dir(app), lines.append, app_id=APP_ID).run()
+    except BuildError:
+        raise AssertionError("\n".join(lines)) from None
+    assert any("as the app's own build user" in ln for ln in lines), lines
+    assert out.layer_key.endswith(f"-{2_000_000_000 + APP_ID}")
+    assert not (ws.uv_cache / "poisoned-by-setup-py").exists()
+    assert not list(ws.uv_cache.rglob("poisoned-by-setup-py"))
+    # The wheel-only layer of the same app without the local package is shared.
+    plain, _ = await build(ws, "plain", tar_dir(HELLO))
+    assert "-" not in plain.layer_key

@@ -60,11 +60,14 @@ def uv_jail(
     cache: Path,
     layer: Path | None,
     limits: Limits,
+    writable: Iterable[Path] = (),
 ) -> Jail:
-    writable: list[Path] = [cache]
+    more = list(writable)
+    writable = [cache]
     if layer is not None:
         both = shared_parent(layer, cache)
         writable = [both] if both is not None else [layer, cache]
+    writable += more
     uv_dir = Path(os.path.realpath(uv_bin)).parent
     readonly = [build_dir, uv_dir, *interpreter_dirs(python)]
     if uv_dir.is_relative_to("/usr"):

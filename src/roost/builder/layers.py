@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from pathlib import Path
 from roost.builder.errors import BuildError
 from roost.builder.jails import uv_jail
 from roost.builder.pack import LAYER_TAR_FLAGS, pack_tree, run_abortable
-from roost.builder.sandbox import base_env, run
+from roost.builder.sandbox import BuildUser, base_env, run
 from roost.builder.workspace import Workspace
 
 LAYER_FORMAT = 2
@@ -55,11 +56,44 @@ class LayerBlob:
     size: int
 
 
-def uv_env(ws: Workspace, home: Path) -> dict[str, str]:
+# uv's words when a package has no wheel and --no-build forbids building it.
+_NEEDS_BUILD = re.compile(r"source distributions.*is disabled|from source is disabled", re.I)
+
+
+class NeedsBuild(BuildError):
+    """Wheels alone do not make this lock: a source distribution must be built."""
+
+
+def needs_build(output: list[str]) -> bool:
+    return any(_NEEDS_BUILD.search(line) for line in output)
+
+
+@dataclass(frozen=True)
+class UvAs:
+    """Who runs uv for a layer or a lock, with which cache (pipeline.install).
+
+    Wheels only (`build_sources` False, uv's --no-build): no package's code
+    runs, so the shared build user may use the shared cache, writable. A
+    source build runs the package's build code: as the app's own build user,
+    with the app's own cache, so what it does stays the app's.
+    """
+
+    user: BuildUser
+    cache: Path
+    build_sources: bool
+    # More writable paths (the app's checkout, where a local package builds).
+    writable: tuple[Path, ...] = ()
+
+    @property
+    def flags(self) -> list[str]:
+        return [] if self.build_sources else ["--no-build"]
+
+
+def uv_env(ws: Workspace, home: Path, cache: Path | None = None) -> dict[str, str]:
     return base_env(
         home,
         {
-            "UV_CACHE_DIR": str(ws.uv_cache),
+            "UV_CACHE_DIR": str(cache or ws.uv_cache),
             "UV_PYTHON_DOWNLOADS": "never",
             "UV_NO_PROGRESS": "1",
             "UV_NO_CONFIG": "1",
@@ -82,9 +116,10 @@ def read_ready(ws: Workspace, layer: Path) -> LayerBlob | None:
 class LayerJob:
     """One build's use of the dependency layer `key` (see the module docstring)."""
 
-    def __init__(self, ws: Workspace, key: str) -> None:
+    def __init__(self, ws: Workspace, key: str, uv_as: UvAs | None = None) -> None:
         self.ws = ws
         self.key = key
+        self.uv_as = uv_as or UvAs(ws.user, ws.uv_cache, build_sources=True)
         self.path = ws.layer_path(key)
         self.installed = False
         self.blob: LayerBlob | None = None
@@ -97,8 +132,14 @@ class LayerJob:
         return self.path / "venv"
 
     async def ensure(
-        self, lock_path: Path, home: Path, log: Callable[[str], None], unit: str = "install"
+        self,
+        lock_path: Path,
+        home: Path,
+        log: Callable[[str], None],
+        unit: str = "install",
+        cwd: Path | None = None,
     ) -> None:
+        """`cwd`: where the lock's relative paths (`./localpkg`) start (the checkout)."""
         """Reuse the ready layer, or install it and start packing it (see `blob_digest`)."""
         await self._lock.acquire()
         self._held = True
@@ -117,8 +158,8 @@ class LayerJob:
             # Explicitly: the umask is 077, and each app's own build user
             # runs its code with this venv (read-only) after uv made it.
             os.chmod(self.venv, 0o755)
-            self.ws.user.chown(self.venv)
-            await _install(self.ws, self.path, lock_path, home, log, unit)
+            self.uv_as.user.chown(self.venv)
+            await _install(self.ws, self.path, lock_path, home, log, unit, self.uv_as, cwd)
             self.installed = True
             self._packing = asyncio.create_task(self._pack(), name=f"pack-layer-{self.key[:12]}")
         finally:
@@ -200,18 +241,18 @@ async def _install(
     home: Path,
     log: Callable[[str], None],
     unit: str = "install",
+    uv_as: UvAs | None = None,
+    cwd: Path | None = None,
 ) -> None:
+    uv_as = uv_as or UvAs(ws.user, ws.uv_cache, build_sources=True)
     venv = layer / "venv"
     jail = uv_jail(
         ws.tenancy, unit, uv_bin=ws.uv, python=ws.interp.path, build_dir=lock_path.parent,
-        cache=ws.uv_cache, layer=venv, limits=ws.step_limits,
+        cache=uv_as.cache, layer=venv, limits=ws.step_limits, writable=uv_as.writable,
     )  # fmt: skip
-    if ws.tenancy.enabled:
-        home = lock_path.parent  # the jail's own /tmp is HOME; cwd is read-only
-        env = uv_env(ws, Path("/tmp"))
-    else:
-        env = uv_env(ws, home)
-    common = {"user": ws.user, "cwd": home, "env": env, "jail": jail}
+    # Jailed, HOME is the jail's own /tmp (the build's home is the app user's).
+    env = uv_env(ws, Path("/tmp") if ws.tenancy.enabled else home, uv_as.cache)
+    common = {"user": uv_as.user, "cwd": cwd or home, "env": env, "jail": jail}
     start = time.monotonic()
     done = await run(
         [ws.uv, "venv", "--relocatable", "--python", ws.interp.path, "--quiet", str(venv)],
@@ -221,8 +262,9 @@ async def _install(
     if done.returncode != 0:
         raise BuildError(f"uv venv failed (exit {done.returncode})")
     made = time.monotonic()
-    sync = [ws.uv, "pip", "sync", "--python", str(venv / "bin" / "python"), str(lock_path)]
-    if _device(venv) != _device(ws.uv_cache):
+    sync = [ws.uv, "pip", "sync", "--python", str(venv / "bin" / "python"), *uv_as.flags,
+            str(lock_path)]  # fmt: skip
+    if _device(venv) != _device(uv_as.cache):
         # A layer in memory: hard links cannot reach the cache; say so rather
         # than have uv try each file first and warn.
         sync.append("--link-mode=copy")
@@ -234,6 +276,8 @@ async def _install(
         return
     log("       some packages are not in the cache: downloading")
     done = await run(sync, log=log, **common)  # type: ignore[arg-type]
+    if done.returncode != 0 and not uv_as.build_sources and needs_build(done.output_tail):
+        raise NeedsBuild("a package has no wheel: it must be built from source")
     if done.returncode != 0:
         raise BuildError(f"installing dependencies failed (uv pip sync exit {done.returncode})")
 

@@ -49,7 +49,7 @@ from roost.builder.diskcheck import ensure_free_disk
 from roost.builder.errors import BuildError, OutputLimitExceeded
 from roost.builder.ignore import apply_ignores
 from roost.builder.jails import app_jail, uv_jail
-from roost.builder.layers import LayerBlob, LayerJob, uv_env
+from roost.builder.layers import LayerBlob, LayerJob, NeedsBuild, UvAs, needs_build, uv_env
 from roost.builder.pack import (
     TAR_FLAGS,
     pack_tree,
@@ -57,7 +57,7 @@ from roost.builder.pack import (
     run_abortable,
     store_manifest,
 )
-from roost.builder.sandbox import Jail, base_env, run
+from roost.builder.sandbox import Completed, Jail, LogFn, base_env, run
 from roost.builder.staticpack import pack_static_tree
 from roost.builder.upload import UploadLimits, extract_upload
 from roost.builder.workspace import Workspace
@@ -133,6 +133,7 @@ class Build:
         self.django: dj.DjangoPlan | None = None
         self.lock = ""
         self.layer_key = ""
+        self._held_key = ""  # the layer counted in ws.layers_in_use for this build
         self.layer_job: LayerJob | None = None
         self.layer_blob: LayerBlob | None = None
         self.code_digest = ""
@@ -197,12 +198,7 @@ class Build:
                 await self.layer_job.close(finish=isinstance(exc, BuildError))
             raise
         finally:
-            if self.layer_key:
-                n = self.ws.layers_in_use.get(self.layer_key, 1) - 1
-                if n <= 0:
-                    self.ws.layers_in_use.pop(self.layer_key, None)
-                else:
-                    self.ws.layers_in_use[self.layer_key] = n
+            self._release_layer()
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, self.dir, True))
         assert self.spec is not None
         self.log(f"-----> image {self.image_digest} ({self.image_size / 1e6:.1f} MB) "
@@ -354,12 +350,30 @@ class Build:
         argv = [self.ws.uv, "pip", "compile", "--python", self.ws.interp.path,
                 "--no-header", "--quiet", *inputs, str(extra)]  # fmt: skip
         self.log("       resolving requirements")
-        done = await run(
-            argv,
-            user=self.ws.user,
+        shared = self._uv_shared()
+        done = await self._resolve(argv, shared, log=None)
+        if done.returncode != 0 and needs_build(done.output_tail):
+            self.log("       a requirement must be built from source to be resolved: "
+                     "as the app's own build user, with its own cache")  # fmt: skip
+            done = await self._resolve(argv, self._uv_own(), log=self.log)
+        elif done.returncode != 0:
+            for line in done.output_tail:
+                self.log("       " + line)
+        if done.returncode != 0:
+            why = next((ln.strip() for ln in done.output_tail if ln.strip()), "see the log above")
+            raise BuildError(f"cannot resolve the requirements: {why}")
+        body = done.stdout.decode("utf-8", "replace")
+        return locks.make_lock(body, req_digest, self.ws.interp.python_id)
+
+    async def _resolve(self, argv: list[str], uv_as: UvAs, log: LogFn | None) -> Completed:
+        return await run(
+            [*argv, *uv_as.flags],
+            user=uv_as.user,
             cwd=self.checkout,
-            env=uv_env(self.ws, Path("/tmp") if self.ws.tenancy.enabled else self.home),
-            log=self.log,
+            env=uv_env(
+                self.ws, Path("/tmp") if self.ws.tenancy.enabled else self.home, uv_as.cache
+            ),
+            log=log,
             capture_stdout=True,
             jail=uv_jail(
                 self.ws.tenancy,
@@ -367,29 +381,73 @@ class Build:
                 uv_bin=self.ws.uv,
                 python=self.ws.interp.path,
                 build_dir=self.dir,
-                cache=self.ws.uv_cache,
+                cache=uv_as.cache,
                 layer=None,
                 limits=self.ws.step_limits,
+                writable=uv_as.writable,
             ),
         )
-        if done.returncode != 0:
-            why = next((ln.strip() for ln in done.output_tail if ln.strip()), "see the log above")
-            raise BuildError(f"cannot resolve the requirements: {why}")
-        body = done.stdout.decode("utf-8", "replace")
-        return locks.make_lock(body, req_digest, self.ws.interp.python_id)
+
+    def _uv_shared(self) -> UvAs:
+        """Wheels only, from the shared cache: no package's code runs."""
+        return UvAs(self.ws.user, self.ws.uv_cache, build_sources=False)
+
+    def _uv_own(self) -> UvAs:
+        """Source builds: the app's own build user, with the app's own cache.
+
+        Without an app identity (an older controller, or not root) that is
+        the shared user and cache, as before builds were jailed.
+        """
+        if self.user == self.ws.user:
+            return UvAs(self.ws.user, self.ws.uv_cache, build_sources=True)
+        cache = self.ws.root / "app-caches" / str(self.user.uid)
+        cache.parent.mkdir(mode=0o711, exist_ok=True)
+        cache.mkdir(mode=0o700, exist_ok=True)
+        self.user.chown(cache)
+        return UvAs(self.user, cache, build_sources=True, writable=(self.checkout,))
 
     async def install(self) -> None:
         self._disk(512 << 20)
-        self.layer_key = locks.layer_key(self.lock, self.ws.interp.python_id)
-        ws = self.ws
-        ws.layers_in_use[self.layer_key] = ws.layers_in_use.get(self.layer_key, 0) + 1
-        self.layer_job = LayerJob(ws, self.layer_key)
-        await self.layer_job.ensure(
-            self.dir / "lock.txt", self.home, self.log, unit=f"{self.build_id}-install"
-        )
+        key = locks.layer_key(self.lock, self.ws.interp.python_id)
+        try:
+            await self._layer(key, self._uv_shared())
+        except NeedsBuild:
+            self.log("       a package has no wheel: building it as the app's own build "
+                     "user, with its own cache, into a layer of this app's alone")  # fmt: skip
+            await self._layer(f"{key}-{self.user.uid}", self._uv_own())
+        assert self.layer_job is not None
         self.installed = self.layer_job.installed
         if not self.installed:
             self.log(f"       dependency layer {self.layer_key[:12]} unchanged: nothing installed")
+
+    async def _layer(self, key: str, uv_as: UvAs) -> None:
+        """Reuse or make layer `key`, counted in use while this build holds it."""
+        ws = self.ws
+        ws.layers_in_use[key] = ws.layers_in_use.get(key, 0) + 1
+        self.layer_key = self._held_key = key
+        self.layer_job = LayerJob(ws, key, uv_as)
+        try:
+            await self.layer_job.ensure(
+                self.dir / "lock.txt",
+                self.home,
+                self.log,
+                unit=f"{self.build_id}-install",
+                cwd=self.checkout,  # the lock's `./pkg` paths are the checkout's
+            )
+        except NeedsBuild:
+            self._release_layer()
+            self.layer_job = None
+            raise
+
+    def _release_layer(self) -> None:
+        """This build no longer holds its layer (pruning may take it)."""
+        key, self._held_key = self._held_key, ""
+        if key:
+            n = self.ws.layers_in_use.get(key, 1) - 1
+            if n <= 0:
+                self.ws.layers_in_use.pop(key, None)
+            else:
+                self.ws.layers_in_use[key] = n
 
     @property
     def layer(self) -> Path:
