@@ -19,11 +19,10 @@ ends. With its own PID namespace too, nothing a build starts, setsid or
 not, outlives its step, so nothing of one build waits for the next.
 
 The uid: the app's own build user (`b<id>-<app>`, roost.tenant.identity)
-for the steps that run the app's code (the import check, collectstatic);
-the shared `settings.build_user` for uv, which owns the shared uv cache.
-What uv runs of an sdist's build code therefore still runs as the cache's
-owner, with the cache writable: the one way left for one app's build to
-reach another's (docs/architecture.md says so).
+for every step that runs the app's code or its packages' (the import check,
+collectstatic, a source build); the shared `settings.build_user` only for
+uv installing wheels (--no-build: no package code runs), which owns the
+shared uv cache (roost.builder.layers.UvAs).
 """
 
 from __future__ import annotations
