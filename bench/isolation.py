@@ -38,14 +38,13 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import router as rbench  # noqa: E402  (bench/router.py: wrk, the stand-in controller)
-
-from roost.runner.process import Child  # noqa: E402
-from roost.tenant.cgroups import Limits  # noqa: E402
-from roost.tenant.identity import identity_for  # noqa: E402
-from roost.tenant.launch import Prepared, Tenancy, TenantSpec  # noqa: E402
-from roost.tenant.sandbox import SandboxSpec, interpreter_prefix  # noqa: E402
-from roost.wire.messages import AppRoute, Backend  # noqa: E402
+import router as rbench
+from roost.runner.process import Child
+from roost.tenant.cgroups import Limits
+from roost.tenant.identity import identity_for
+from roost.tenant.launch import Prepared, Tenancy, TenantSpec
+from roost.tenant.sandbox import SandboxSpec, interpreter_prefix
+from roost.wire.messages import AppRoute, Backend
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = rbench.HOST
@@ -57,7 +56,9 @@ def build_image(work: Path) -> Path:
     (root / "app").mkdir(parents=True)
     shutil.copy(REPO / "examples" / "hello" / "app.py", root / "app" / "app.py")
     uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
-    subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(root / "venv")], check=True)
+    subprocess.run(
+        [uv, "venv", "--quiet", "--python", sys.executable, str(root / "venv")], check=True
+    )
     subprocess.run(
         [uv, "pip", "install", "--quiet", "--python", str(root / "venv" / "bin" / "python"),
          "flask", "gunicorn"],
@@ -135,7 +136,9 @@ async def measure_starts(
         order = list(modes) if r % 2 == 0 else list(modes)[::-1]
         for mode in order:
             port = rbench.free_port()
-            inst, took = await start(prepare(modes[mode], root, port, f"start-{r}", data), root, port)
+            inst, took = await start(
+                prepare(modes[mode], root, port, f"start-{r}", data), root, port
+            )
             await inst.stop()
             out[mode].append(took)
             print(f"  start {r + 1} {mode:11s} {took * 1000:7.1f} ms", flush=True)
