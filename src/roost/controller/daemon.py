@@ -89,6 +89,9 @@ async def serve(
             lifespan="off",
             ssl_certfile=str(tls.certfile) if tls else None,
             ssl_keyfile=str(tls.keyfile) if tls else None,
+            # A client holding a keep-alive connection open (an HTTPS pool)
+            # must not keep a stopping controller up forever.
+            timeout_graceful_shutdown=5,
         )
         http = _Server(config)
         log.info("controller %s: API on %s", name, api_url(settings))

@@ -14,6 +14,7 @@ import asyncio
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Sequence
 
 from roost.procs import terminate
@@ -74,19 +75,25 @@ class Nft:
 
     async def _run(self, args: list[str], stdin: str) -> str:
         argv = [*self.argv, *args]
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,  # its own group: a timeout kills all of it
-            )
-        except OSError as exc:
-            raise NftError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
+        # The ruleset goes in as a file, not a pipe: nft may exit (an error,
+        # or a command that reads nothing) before a pipe write, and writing
+        # to a pipe whose reader is gone fails the caller (seen at start-up).
+        with tempfile.TemporaryFile() as source:
+            source.write(stdin.encode())
+            source.seek(0)
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=source if stdin else asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    start_new_session=True,  # its own group: a timeout kills all of it
+                )
+            except OSError as exc:
+                raise NftError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
         try:
             async with asyncio.timeout(self.timeout):
-                out, err = await proc.communicate(stdin.encode())
+                out, err = await proc.communicate()
         except TimeoutError:
             await terminate(proc, 1.0)
             raise NftError(f"nft did not answer within {self.timeout:g}s") from None
