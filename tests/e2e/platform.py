@@ -28,6 +28,8 @@ class Platform:
     tls_port: int = field(default_factory=free_port)
     ssh_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    # Settings for the platform's daemons beyond the test process's own.
+    env: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
         with open(self.log, "ab") as out:
@@ -51,6 +53,7 @@ class Platform:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env={**os.environ, **self.env},
             )
         wait_until(
             lambda: (
@@ -105,13 +108,13 @@ class Platform:
 
 
 @contextmanager
-def running_platform() -> Iterator[Platform]:
+def running_platform(env: dict[str, str] | None = None) -> Iterator[Platform]:
     """Start a platform in a fresh world-searchable data directory; stop it after."""
     # The builder runs untrusted steps as an unprivileged user, which must be
     # able to reach the data directory: pytest's own tmp dirs are root-only.
     base = Path(tempfile.mkdtemp(prefix="roost-e2e-"))
     base.chmod(0o755)
-    p = Platform(base / "data", free_port(), free_port(), base / "up.log")
+    p = Platform(base / "data", free_port(), free_port(), base / "up.log", env=dict(env or {}))
     try:
         p.start()
         yield p

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -96,10 +97,24 @@ def _targets(p: Platform) -> dict[str, object]:
     }
 
 
+def _remove_firewall_table() -> None:
+    """The runner removes its table when it stops; should it have been killed,
+    this test leaves nothing in the machine's ruleset either."""
+    nft = shutil.which("nft") or "/usr/sbin/nft"
+    if subprocess.run([nft, "list", "table", "inet", "roost"], capture_output=True).returncode == 0:
+        subprocess.run([nft, "delete", "table", "inet", "roost"], check=True)
+
+
 @pytest.fixture(scope="package")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     work = tmp_path_factory.mktemp("security")
-    with running_platform() as p:
+    # The real firewall, in this (the machine's) network namespace: the only
+    # platform of the suite that runs with it here (tests/conftest.py turns
+    # it off for the others); its table touches tenant uids and the instance
+    # port range alone, and goes when the runner stops.
+    with contextlib.ExitStack() as stack:
+        stack.callback(_remove_firewall_table)
+        p = stack.enter_context(running_platform({"ROOST_FIREWALL": "on"}))
         p.roost("apps", "create", "victim")
         p.roost("deploy", str(HERE / "victim"), "--app", "victim")
         wait_until(lambda: p.get("victim").status_code == 200, 60, "the victim to serve")
