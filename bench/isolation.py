@@ -6,6 +6,10 @@ workers, as the runner starts it) is run the way the runner runs it, through
 cgroup with the default limits: `roost.tenant`) and once as the runner
 itself, alternately, in the same invocation:
 
+The confined side also runs behind the tenant firewall (roost.tenant.firewall:
+a table of the bench's own, `roost_bench`, the runner's rules with loopback
+as the router), so its per-packet cost is counted; the table goes at the end.
+
   start     spawn -> first 200 answer on its port, polled every 2 ms;
             the median of each mode over interleaved repetitions
   through   wrk -> roost's router -> the instance, one confined and one
@@ -39,15 +43,21 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import router as rbench
+from roost.runner.layout import PortAllocator
 from roost.runner.process import Child
 from roost.tenant.cgroups import Limits
+from roost.tenant.firewall import Plan, render
 from roost.tenant.identity import identity_for
 from roost.tenant.launch import Prepared, Tenancy, TenantSpec
+from roost.tenant.nft import Nft, locate
 from roost.tenant.sandbox import SandboxSpec, interpreter_prefix
 from roost.wire.messages import AppRoute, Backend
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = rbench.HOST
+FIREWALL_TABLE = "roost_bench"
+# Instance ports as the runner hands them out (the range the firewall names).
+PORTS = PortAllocator(HOST)
 
 
 def build_image(work: Path) -> Path:
@@ -135,7 +145,7 @@ async def measure_starts(
     for r in range(reps):
         order = list(modes) if r % 2 == 0 else list(modes)[::-1]
         for mode in order:
-            port = rbench.free_port()
+            port = PORTS.allocate()
             inst, took = await start(
                 prepare(modes[mode], root, port, f"start-{r}", data), root, port
             )
@@ -161,13 +171,25 @@ async def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="roost-bench-iso-"))
     router: subprocess.Popen[bytes] | None = None
     running: list[Instance] = []
+    nft = Nft([locate()])
     try:
+        await nft.apply(
+            render(
+                Plan(
+                    table=FIREWALL_TABLE,
+                    comment="bench/isolation.py",
+                    instance_ports=(20000, 29999),
+                    routers=("127.0.0.1", "::1"),
+                    public_ports=(80, 443),
+                )
+            )
+        )
         root = build_image(work)
         data = work / "data"
         data.mkdir()
         print("instance start, interleaved:", flush=True)
         starts = await measure_starts(modes, root, data, reps)
-        ports = {m: rbench.free_port() for m in modes}
+        ports = {m: PORTS.allocate() for m in modes}
         for mode, port in ports.items():
             inst, _ = await start(prepare(modes[mode], root, port, "through", data), root, port)
             running.append(inst)
@@ -203,6 +225,7 @@ async def main() -> None:
         for inst in running:
             await inst.stop()
         confined.close()
+        await nft.remove(FIREWALL_TABLE, owner="bench/isolation.py")
         shutil.rmtree(work, ignore_errors=True)
     med = {m: statistics.median(v) for m, v in starts.items()}
     thr = {m: statistics.median(v) for m, v in rps.items()}

@@ -45,7 +45,7 @@ from pathlib import Path
 import psutil
 
 from roost.wire.cluster import ClusterConfig, Endpoint
-from roost.wire.keys import generate_keypair, write_keypair
+from roost.wire.identity import ensure_member, identity
 from roost.wire.messages import (
     AppRoute,
     Backend,
@@ -304,9 +304,10 @@ class FakeController:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[FakeController]:
-        ckey, rkey = generate_keypair(), generate_keypair()
-        write_keypair(self.data / "keys", "controller", ckey)
-        write_keypair(self.data / "keys", "router", rkey)
+        # Listed in peers.json with their roles: a router takes routes from
+        # controllers' keys only (roost.wire.identity).
+        ckey = ensure_member(self.data / "keys", "controller", identity("controller", "bench"))
+        rkey = ensure_member(self.data / "keys", "router", identity("router", "bench"))
         rpc_addr, pub_addr = f"tcp://{HOST}:{free_port()}", f"tcp://{HOST}:{free_port()}"
         ClusterConfig(
             endpoints={
