@@ -9,15 +9,10 @@ read it once. The route table still carries the opened key to the routers.
 from __future__ import annotations
 
 import base64
-import datetime
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
 
@@ -27,6 +22,7 @@ from roost.controller.desired import Reader
 from roost.controller.secretbox import SecretBox
 from roost.controller.service import ControllerService
 from roost.controller.store import Store
+from roost.selfsigned import generate_self_signed
 from roost.settings import Settings
 from roost.state import tables as t
 from roost.state.db import make_engine, migrate, sqlite_url
@@ -36,26 +32,8 @@ Env = tuple[TestClient, Store, Path, dict[str, str]]
 
 
 def _cert(host: str) -> tuple[str, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    pem_key = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), pem_key
+    cert, key = generate_self_signed([host], days=30)
+    return cert.decode(), key.decode()
 
 
 def secret_bytes(key_pem: str) -> list[bytes]:

@@ -21,9 +21,7 @@ Choosing is pure (`api_scheme`, `certificate_names`); files are made by
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import ipaddress
 import logging
 import os
 import socket
@@ -31,11 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from roost.netaddr import is_loopback
+from roost.selfsigned import generate_self_signed
 from roost.settings import Settings
 
 log = logging.getLogger("roost.controller.tls")
@@ -100,37 +97,6 @@ def _this_host() -> list[str]:
     return names + addresses
 
 
-def generate_self_signed(names: list[str], days: int = 3650) -> tuple[bytes, bytes]:
-    """(certificate PEM, key PEM) for `names` (IP literals become IP SANs)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"roost API {names[0]}")])
-    sans: list[x509.GeneralName] = []
-    for n in names:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(n)))
-        except ValueError:
-            sans.append(x509.DNSName(n))
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
-
-
 def fingerprint(cert_pem: bytes) -> str:
     leaf = x509.load_pem_x509_certificates(cert_pem)[0]
     digest = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
@@ -172,7 +138,7 @@ def self_signed_certificate(directory: Path, names: list[str]) -> ApiTls:
     os.chmod(directory, 0o700)
     cert, key = directory / CERT_FILE, directory / KEY_FILE
     if not (cert.exists() and key.exists()):
-        cert_pem, key_pem = generate_self_signed(names)
+        cert_pem, key_pem = generate_self_signed(names, common_name=f"roost API {names[0]}")
         _write_private(key, key_pem)
         _write_private(cert, cert_pem)
         cert.chmod(0o644)  # public: clients copy it to trust it

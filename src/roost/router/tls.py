@@ -10,10 +10,8 @@ callback only reads that map, so a handshake never waits for anything.
 
 from __future__ import annotations
 
-import datetime
 import fcntl
 import hashlib
-import ipaddress
 import logging
 import os
 import ssl
@@ -21,46 +19,10 @@ import tempfile
 from pathlib import Path
 
 from roost.router.table import RouteTable, normalize_host
+from roost.selfsigned import generate_self_signed
 from roost.wire.messages import TlsCertificate
 
 log = logging.getLogger("roost.router.tls")
-
-
-def generate_self_signed(hostnames: list[str]) -> tuple[bytes, bytes]:
-    """(certificate PEM, key PEM) for `hostnames` (IP literals become IP SANs)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])])
-    sans: list[x509.GeneralName] = []
-    for h in hostnames:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            sans.append(x509.DNSName(h))
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert_pem, key_pem
 
 
 def default_certificate(directory: Path, default_domain: str) -> tuple[Path, Path]:
