@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psutil
@@ -53,6 +53,18 @@ class Servicehost:
         self.log = self.data / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.children: set[int] = set()
+
+    def running(self) -> Iterator[Servicehost]:
+        """For a fixture: started, PostgreSQL up; its log printed on failure; cleaned up."""
+        self.start()
+        try:
+            asyncio.run(self.wait_postgres_up())
+            yield self
+        except BaseException:
+            print(self.tail())
+            raise
+        finally:
+            self.cleanup()
 
     def member(self, role: str) -> KeyPair:
         """The keypair of `role` on this (one) host, admitted as that role."""

@@ -38,15 +38,7 @@ def sh() -> Iterator[Servicehost]:
     older.mkdir(parents=True)
     os.chmod(older, 0o755)
     os.chmod(host.data / "cluster.json", 0o644)
-    host.start()
-    try:
-        asyncio.run(host.wait_postgres_up())
-        yield host
-    except BaseException:
-        print(host.tail())
-        raise
-    finally:
-        host.cleanup()
+    yield from host.running()
 
 
 def connections(c: ServiceCredentials, n: int) -> list[psycopg.Connection]:

@@ -42,15 +42,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def sh() -> Iterator[Servicehost]:
     host = Servicehost(controller=True)
-    host.start()
-    try:
-        asyncio.run(host.wait_postgres_up())
-        yield host
-    except BaseException:
-        print(host.tail())
-        raise
-    finally:
-        host.cleanup()
+    yield from host.running()
 
 
 async def creds(sh: Servicehost, app: str, kind: str, memory_mb: int = 0) -> ServiceCredentials:

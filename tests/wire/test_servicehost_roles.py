@@ -9,7 +9,6 @@ to be dropped.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -29,15 +28,7 @@ from tests.services.harness import Servicehost
 def sh() -> Iterator[Servicehost]:
     host = Servicehost()
     host.member("runner")  # a member of the cluster before the daemon reads peers.json
-    host.start()
-    try:
-        asyncio.run(host.wait_postgres_up())
-        yield host
-    except BaseException:
-        print(host.tail())
-        raise
-    finally:
-        host.cleanup()
+    yield from host.running()
 
 
 async def test_a_runner_key_cannot_drop_or_back_up_an_apps_service(sh: Servicehost) -> None:
