@@ -83,19 +83,21 @@ def reap_adopted(known: set[int]) -> list[int]:
         reaped.append(info.si_pid)
 
 
-def kill_descendants() -> int:
-    """SIGKILL every process below this one; returns how many there were."""
+def kill_descendants() -> list[str]:
+    """SIGKILL every process below this one; returns what they were (name[pid])."""
     import psutil
 
     try:
         procs = psutil.Process().children(recursive=True)
     except psutil.Error:
-        return 0
+        return []
+    names = []
     for p in procs:
         with contextlib.suppress(psutil.Error):
+            names.append(f"{' '.join(p.cmdline()[:3]) or p.name()}[{p.pid}]")
             p.kill()
     psutil.wait_procs(procs, timeout=5)
-    return len(procs)
+    return names
 
 
 async def exited(pid: int) -> None:

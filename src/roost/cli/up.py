@@ -181,7 +181,7 @@ async def supervise(
         # an instance whose runner was killed) goes too: nothing outlives `up`.
         stragglers = kill_descendants()
         if stragglers:
-            _say(f"killed {stragglers} leftover process(es)")
+            _say(f"killed {len(stragglers)} leftover process(es): {', '.join(stragglers)}")
         _say("stopped")
 
 
