@@ -136,6 +136,13 @@ def test_scale_validates(env: tuple[TestClient, Store, Controller]) -> None:
         ).status_code
         == 422
     )
+    # Sizes: MB per instance of a type, 64 MB to 64 GB (0: back to the default).
+    for bad in (32, 1 << 20, -1):
+        r = client.patch("/api/apps/shop/formation", json={"sizes": {"web": bad}}, headers=h)
+        assert r.status_code == 422 and "memory" in r.json()["message"]
+    r = client.patch("/api/apps/shop/formation", json={"sizes": {"web": 512}}, headers=h)
+    assert r.status_code == 200 and r.json() == {"web": 3, "worker": 0}
+    assert store.formation_sizes(store.app("shop").id) == {"web": 512, "worker": 0}
 
 
 def test_rollback_restart_suspend(env: tuple[TestClient, Store, Controller]) -> None:

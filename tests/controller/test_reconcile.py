@@ -199,3 +199,25 @@ def test_reader_reuses_unchanged_state(store: Store) -> None:
     assert serving["shop"].version == 1 and pending == []
     store.set_suspended(store.app("shop").id, True)
     assert desired.wants(r.read(set(first.fetched)), first.fetched, 256)[0] == []
+
+
+async def test_a_formation_size_reaches_the_assignments(store: Store) -> None:
+    """`roost scale web=:512M`: each web instance's assignment carries 512 MB
+    (its cgroup's limit), other types keep the default; quantities stay."""
+    c, _ = leader(store)
+    now = time.monotonic()
+    for h in ("h1", "h2"):
+        beat(c, h, now)
+    await c.reconcile_once()
+
+    def sizes() -> set[int]:
+        return {i.memory_mb for a in c.assignments.values() for i in a.content}
+
+    assert sizes() == {c.settings.instance_memory_mb}
+    store.set_formation(store.app("shop").id, {}, {"web": 512})
+    assert await c.reconcile_once() is True
+    assert sizes() == {512}
+    assert store.formation(store.app("shop").id) == {"web": 2}
+    store.set_formation(store.app("shop").id, {"web": 3})  # the size stays
+    await c.reconcile_once()
+    assert sizes() == {512} and len(store.placements("shop")) == 3

@@ -82,7 +82,17 @@ def test_a_live_instance_that_runs_out_of_memory_shows_it_in_ps(world: World) ->
     wait_until(ps_says, 90, "roost ps to show the OOM kill")
     rows = p.ps("leak")
     assert any("ran out of memory" in str(r.get("last_error")) for r in rows)
+    assert {r["memory_limit_mb"] for r in rows} == {256}
     assert p.get("victim").text == "victim ok\n"
+    # The formation's size is the cgroup's limit: a smaller one is met sooner.
+    p.roost("scale", "leak=:128M", "--app", "leak")
+
+    def limit_128() -> bool:
+        logs = p.roost("logs", "-n", "300", "--app", "leak").stdout
+        return "ran out of memory (limit 128 MB)" in logs
+
+    wait_until(limit_128, 90, "the leak to run out of 128 MB")
+    assert {r["memory_limit_mb"] for r in p.ps("leak")} == {128}
 
 
 def test_cron_job_reaches_nothing_but_its_own(world: World) -> None:

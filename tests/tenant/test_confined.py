@@ -57,7 +57,8 @@ def test_runs_as_the_app_and_sees_nothing_else(tenancy: Tenancy, tmp_path: Path)
         tmp_path,
         "import os, pathlib\n"
         "print(os.getuid(), os.getgid(), os.getgroups(), oct(os.umask(0)))\n"
-        f"print(pathlib.Path({str(secret)!r}).exists(), sum(e.isdigit() for e in os.listdir('/proc')) < 5)\n"
+        f"print(pathlib.Path({str(secret)!r}).exists(),\n"
+        "      sum(e.isdigit() for e in os.listdir('/proc')) < 5)\n"
         "pathlib.Path('mine').write_text('x')\n"
         "print(open('/proc/self/status').read().split('NoNewPrivs:')[1].split()[0])\n",
     )

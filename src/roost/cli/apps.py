@@ -181,7 +181,7 @@ def ps(ctx: click.Context, app_name: str | None, as_json: bool) -> None:
             r["state"],
             r["host"],
             str(r["port"] or "-"),
-            f"{r['memory_mb']:.0f} MB",
+            f"{r['memory_mb']:.0f}/{r.get('memory_limit_mb', 0) or '?'} MB",
             str(r["restarts"]),
             r["command"][:60],
         )

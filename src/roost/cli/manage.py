@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -194,21 +195,50 @@ def config_unset(ctx: click.Context, keys: tuple[str, ...], app_name: str | None
 @json_option
 @click.pass_context
 def scale(ctx: click.Context, pairs: tuple[str, ...], app_name: str | None, as_json: bool) -> None:
-    """Set instance counts: roost scale web=3 worker=1"""
+    """Set instance counts and sizes: roost scale web=3 worker=1, web=2:512M, worker=:1G"""
     quantities: dict[str, int] = {}
+    sizes: dict[str, int] = {}
     for pair in pairs:
-        ptype, sep, qty = pair.partition("=")
-        if not sep or not qty.isdigit():
-            raise CliError(f"expected TYPE=COUNT, got {pair!r}", EXIT_USAGE)
-        quantities[ptype] = int(qty)
+        try:
+            ptype, qty, size = parse_scale(pair)
+        except ValueError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
+        if qty is not None:
+            quantities[ptype] = qty
+        if size is not None:
+            sizes[ptype] = size
     data = _api(ctx).request(
-        "PATCH", f"/api/apps/{_app(app_name)}/formation", json={"quantities": quantities}
+        "PATCH",
+        f"/api/apps/{_app(app_name)}/formation",
+        json={"quantities": quantities, "sizes": sizes},
     )
     _out(
         data,
         as_json,
         lambda d: console.print("Formation: " + " ".join(f"{k}={v}" for k, v in sorted(d.items()))),
     )
+
+
+_SIZE = re.compile(r"(\d+)\s*([mg]i?b?)?", re.IGNORECASE)
+
+
+def parse_scale(pair: str) -> tuple[str, int | None, int | None]:
+    """`TYPE=COUNT[:SIZE]` or `TYPE=:SIZE` -> (type, count, size in MB); SIZE as
+    512, 512M, 512MB, 1G, 1GB (MB when no unit). A clear ValueError otherwise."""
+    ptype, sep, rest = pair.partition("=")
+    qty_text, colon, size_text = rest.partition(":")
+    usage = f"expected TYPE=COUNT, TYPE=COUNT:SIZE or TYPE=:SIZE (e.g. web=2:512M), got {pair!r}"
+    if not sep or not ptype or (not qty_text and not colon) or (colon and not size_text):
+        raise ValueError(usage)
+    if qty_text and not qty_text.isdigit():
+        raise ValueError(usage)
+    size = None
+    if colon:
+        m = _SIZE.fullmatch(size_text.strip())
+        if m is None:
+            raise ValueError(f"{pair!r}: size {size_text!r} is not like 512M or 1G")
+        size = int(m.group(1)) * (1024 if (m.group(2) or "m").lower().startswith("g") else 1)
+    return ptype, int(qty_text) if qty_text else None, size
 
 
 @click.command("restart")

@@ -334,7 +334,7 @@ class Controller:
         for key in set(self._pending_since) - {(r.app_id, r.version) for _, r in pending}:
             del self._pending_since[key]
 
-        self._update_assignments(placed, d.apps)
+        self._update_assignments(placed, d.apps, d.sizes)
         await self._update_routes(d, serving, by_app, statuses)
         return True
 
@@ -382,18 +382,22 @@ class Controller:
         if rel.build_id:
             self.store.finish_build(rel.build_id, "failed", error=d.reason, release=rel.version)
 
-    def _update_assignments(self, placed: list[Placement], apps: list[AppRow]) -> None:
+    def _update_assignments(
+        self, placed: list[Placement], apps: list[AppRow], sizes: dict[int, dict[str, int]]
+    ) -> None:
         app_ids = {a.name: a.id for a in apps}
         keys = {a.name: a.key for a in apps}
-        sources: dict[desired.ReleaseKey, Source | None] = {}
+        # Per process type too: each type's instances may have their own size.
+        sources: dict[tuple[int, int, str], Source | None] = {}
 
         def source(p: Placement) -> Source | None:
             app_id = app_ids.get(p.app)
             if app_id is None:
                 return None
-            key = (app_id, p.release)
+            key = (app_id, p.release, p.process_type)
             if key not in sources:
-                rel = self._release_cache.get(key)
+                rel = self._release_cache.get((app_id, p.release))
+                memory = sizes.get(app_id, {}).get(p.process_type)
                 sources[key] = (
                     None
                     if rel is None
@@ -403,7 +407,7 @@ class Controller:
                         self.instance_env(app_id, rel.config),
                         app_key=keys[p.app],
                         app_id=app_id,
-                        memory_mb=self.settings.instance_memory_mb,
+                        memory_mb=memory or self.settings.instance_memory_mb,
                     )
                 )
             return sources[key]

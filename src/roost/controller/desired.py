@@ -38,6 +38,8 @@ class Desired:
     certificates: dict[int, tuple[TlsCertificate, ...]] = field(default_factory=dict)
     # Rows read now because the cache lacked them.
     fetched: dict[ReleaseKey, ReleaseRow] = field(default_factory=dict)
+    # Memory (MB) per app and process type where the formation sets one.
+    sizes: dict[int, dict[str, int]] = field(default_factory=dict)
     # Apps, formations, placements, domains and pending releases are exactly
     # what the previous read found.
     unchanged: bool = False
@@ -65,6 +67,7 @@ class Reader:
         self._rows: dict[str, list[Any]] = {}
         self._apps: list[AppRow] = []
         self._formations: dict[int, dict[str, int]] = {}
+        self._sizes: dict[int, dict[str, int]] = {}
         self._placements: list[Placement] = []
         self._other: tuple[object, ...] = ()
 
@@ -90,9 +93,12 @@ class Reader:
             changed = True
         if rows["formation"] != self._rows.get("formation"):
             formations: dict[int, dict[str, int]] = {}
-            for app_id, ptype, qty in rows["formation"]:
+            sizes: dict[int, dict[str, int]] = {}
+            for app_id, ptype, qty, mem in rows["formation"]:
                 formations.setdefault(app_id, {})[ptype] = qty
-            self._formations = formations
+                if mem:
+                    sizes.setdefault(app_id, {})[ptype] = mem
+            self._formations, self._sizes = formations, sizes
             changed = True
         if rows["placements"] != self._rows.get("placements"):
             self._placements = [Placement(*r) for r in rows["placements"]]
@@ -115,6 +121,7 @@ class Reader:
         out = Desired(
             apps=self._apps,
             formations=self._formations,
+            sizes=self._sizes,
             pending=pending,
             placements=list(self._placements),
             domains=doms,
@@ -152,8 +159,10 @@ def wants(
         rels = [serving[a.name]] if a.name in serving else []
         rels += pending_by_app.get(a.name, [])
         formation = d.formations.get(a.id, {})
+        sizes = d.sizes.get(a.id, {})
         for rel in rels:
             for ptype, qty in formation.items():
                 if ptype in rel.spec.processes and qty > 0:
-                    out.append(Want(a.name, rel.version, ptype, qty, memory_mb))
+                    size = sizes.get(ptype) or memory_mb
+                    out.append(Want(a.name, rel.version, ptype, qty, size))
     return out, serving, pending

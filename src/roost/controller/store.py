@@ -351,16 +351,35 @@ class Store(AccessStore, CronStore, ImageReplicaStore, SnapshotStore):
             rows = c.execute(select(t.formation).where(t.formation.c.app_id == app_id))
             return {r.process_type: r.quantity for r in rows}
 
-    def set_formation(self, app_id: int, quantities: dict[str, int]) -> None:
+    def formation_sizes(self, app_id: int) -> dict[str, int]:
+        """Memory (MB) per process type; 0: the platform's default."""
+        with self.engine.connect() as c:
+            rows = c.execute(select(t.formation).where(t.formation.c.app_id == app_id))
+            return {r.process_type: r.memory_mb for r in rows}
+
+    def set_formation(
+        self, app_id: int, quantities: dict[str, int], sizes: dict[str, int] | None = None
+    ) -> None:
+        """Set counts (and, for the types in `sizes`, memory; others keep theirs)."""
+        sizes = sizes or {}
         with self.engine.begin() as c:
-            for ptype, qty in quantities.items():
+            old = {
+                r.process_type: r
+                for r in c.execute(select(t.formation).where(t.formation.c.app_id == app_id))
+            }
+            for ptype in sorted(set(quantities) | set(sizes)):
+                was = old.get(ptype)
+                qty = quantities.get(ptype, was.quantity if was is not None else 0)
+                mem = sizes.get(ptype, was.memory_mb if was is not None else 0)
                 c.execute(
                     delete(t.formation).where(
                         t.formation.c.app_id == app_id, t.formation.c.process_type == ptype
                     )
                 )
                 c.execute(
-                    insert(t.formation).values(app_id=app_id, process_type=ptype, quantity=qty)
+                    insert(t.formation).values(
+                        app_id=app_id, process_type=ptype, quantity=qty, memory_mb=mem
+                    )
                 )
 
     def config_vars(self, app_id: int) -> dict[str, str]:

@@ -24,7 +24,12 @@ APPS = select(
     t.apps.c.current_release,
     t.apps.c.created_at,
 )
-FORMATION = select(t.formation.c.app_id, t.formation.c.process_type, t.formation.c.quantity)
+FORMATION = select(
+    t.formation.c.app_id,
+    t.formation.c.process_type,
+    t.formation.c.quantity,
+    t.formation.c.memory_mb,
+)
 # Columns in roost.controller.scheduler.Placement's field order.
 PLACEMENTS = select(
     t.placements.c.instance_id,

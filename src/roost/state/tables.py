@@ -111,6 +111,9 @@ formation = Table(
     Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True),
     Column("process_type", String(64), primary_key=True),
     Column("quantity", Integer, nullable=False),
+    # Memory of each instance of this type in MB (its cgroup's limit, what
+    # placement reserves); 0: the platform's default.
+    Column("memory_mb", Integer, nullable=False, default=0, server_default="0"),
 )
 
 config_vars = Table(

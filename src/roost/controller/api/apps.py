@@ -119,6 +119,7 @@ async def processes(name: str, who: CurrentAccount, c: CurrentController) -> lis
     hosts = {h: s.heartbeat.hostname for h, s in c.soft.hosts.items()}
     out: list[dict[str, Any]] = []
     now = time.time()
+    sizes = c.store.formation_sizes(app.id)
     for p in sorted(c.store.placements(), key=lambda p: (p.process_type, p.release, p.idx)):
         if p.app != app.name:
             continue
@@ -135,6 +136,8 @@ async def processes(name: str, who: CurrentAccount, c: CurrentController) -> lis
                 "port": st.port if st else 0,
                 "pid": st.pid if st else 0,
                 "memory_mb": round(st.memory_mb, 1) if st else 0.0,
+                # The instance's memory limit (its cgroup's), from the formation.
+                "memory_limit_mb": sizes.get(p.process_type) or c.settings.instance_memory_mb,
                 "restarts": st.restarts if st else 0,
                 "uptime_s": round(now - st.started_at, 1) if st and st.started_at else 0.0,
                 "command": st.command if st else "",

@@ -93,7 +93,12 @@ async def patch_config(
 
 
 class FormationPatch(BaseModel):
-    quantities: dict[str, int]
+    quantities: dict[str, int] = {}
+    # Memory per instance of a type, in MB (its cgroup's limit; 0: the default).
+    sizes: dict[str, int] = {}
+
+
+MIN_MEMORY_MB, MAX_MEMORY_MB = 64, 64 * 1024
 
 
 @router.get("/apps/{name}/formation")
@@ -106,24 +111,32 @@ async def scale(
     name: str, body: FormationPatch, who: CurrentAccount, c: CurrentController
 ) -> dict[str, int]:
     app = app_for_member(c, who, name)
-    if not body.quantities:
+    if not body.quantities and not body.sizes:
         raise ApiError(422, "no process types given")
     known: set[str] = set()
     if app.current_release is not None:
         known = set(c.store.release(app.id, app.current_release).spec.processes)
-    for ptype, qty in body.quantities.items():
+    for ptype in {*body.quantities, *body.sizes}:
         if not PROCESS_TYPE.match(ptype):
             raise ApiError(422, f"invalid process type {ptype!r}")
         if known and ptype not in known:
             raise ApiError(
                 422, f"{name} has no process type {ptype!r} (it has: {', '.join(sorted(known))})"
             )
+    for ptype, qty in body.quantities.items():
         if not 0 <= qty <= MAX_INSTANCES:
             raise ApiError(422, f"{ptype}: quantity must be between 0 and {MAX_INSTANCES}")
-    c.store.set_formation(app.id, body.quantities)
-    c.store.add_event(
-        "scale", f"{name}: " + " ".join(f"{k}={v}" for k, v in body.quantities.items()), app.id
-    )
+    for ptype, mb in body.sizes.items():
+        if mb != 0 and not MIN_MEMORY_MB <= mb <= MAX_MEMORY_MB:
+            raise ApiError(
+                422,
+                f"{ptype}: memory must be between {MIN_MEMORY_MB} and {MAX_MEMORY_MB} MB "
+                "(0: the platform's default)",
+            )
+    c.store.set_formation(app.id, body.quantities, body.sizes)
+    said = [f"{k}={v}" for k, v in body.quantities.items()]
+    said += [f"{k}:{v}MB" for k, v in body.sizes.items()]
+    c.store.add_event("scale", f"{name}: " + " ".join(said), app.id)
     c.wake.set()
     return c.store.formation(app.id)
 
