@@ -61,3 +61,11 @@ def test_ports_are_never_handed_out_twice() -> None:
     some = next(iter(got))
     ports.release(some)
     assert some not in ports.in_use
+
+
+def test_the_runner_directory_is_roots_alone(tmp_path: Path) -> None:
+    older = tmp_path / "runner"
+    older.mkdir(mode=0o755)  # as an older version left it
+    os.chmod(older, 0o755)
+    Layout(tmp_path).create()
+    assert (older.stat().st_mode & 0o777) == 0o700
