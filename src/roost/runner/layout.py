@@ -45,6 +45,10 @@ class Layout:
     def create(self) -> None:
         for d in (self.root, self.images, self.apps, self.sockets):
             d.mkdir(parents=True, exist_ok=True)
+        # Root's alone, also when an older version made it 0755: tenants reach
+        # their image, home and data through their sandbox's binds, never by
+        # walking here (every image, every app's home and data live below).
+        os.chmod(self.root, 0o700)
 
     def app_home(self, app: str) -> Path:
         return self.apps / safe_name(app)
