@@ -11,9 +11,7 @@ from roost.appspec.model import AppSpec
 from roost.appspec.service_env import SERVICE_ADDRESSES, with_service_addresses
 from roost.runner.firewall import (
     base_plan,
-    endpoint_host,
     owner_comment,
-    platform_hosts,
     router_hosts,
     service_endpoints,
 )
@@ -27,6 +25,7 @@ from roost.tenant.firewall import (
     removal,
     render,
 )
+from roost.tenant.hosts import endpoint_host, platform_hosts
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.messages import InstanceAssignment, ServiceCredentials
 

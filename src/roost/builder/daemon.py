@@ -14,6 +14,7 @@ import logging
 import signal
 from pathlib import Path
 
+from roost.builder.firewall import BuilderFirewall, BuilderFirewallError
 from roost.builder.manager import BuildManager
 from roost.builder.workspace import Workspace
 from roost.images.serve import handle_image_request
@@ -21,6 +22,7 @@ from roost.images.store import ImageStore
 from roost.metrics import serve as serve_metrics
 from roost.settings import Settings
 from roost.wire.bootstrap import open_node, own_endpoints
+from roost.wire.identity import load_peers
 from roost.wire.messages import (
     BuildAccepted,
     BuildRequest,
@@ -70,6 +72,12 @@ async def serve(data_dir: Path, settings: Settings, name: str, stop: asyncio.Eve
         "" if ws.user.dropped else " (not root: no privilege separation)",
     )  # fmt: skip
     node, cluster = open_node(data_dir, name)
+    members = [(w.role, w.host) for w in load_peers(data_dir / "keys").values()]
+    try:
+        firewall = await BuilderFirewall.start(settings, cluster, members)
+    except BuilderFirewallError as exc:
+        ws.close()
+        raise SystemExit(f"builder: {exc}") from None
     async with node:
         controllers = cluster.of("controller")
         client = RpcClient(node, controllers) if controllers else None
@@ -100,6 +108,7 @@ async def serve(data_dir: Path, settings: Settings, name: str, stop: asyncio.Eve
             if client is not None:
                 await client.close()
             ws.close()
+            await firewall.close()
     log.info("builder stopped")
 
 

@@ -47,6 +47,7 @@ from roost.runner.layout import parse_port_range
 from roost.settings import Settings
 from roost.tenant import nft as nftcmd
 from roost.tenant.firewall import Allowance, FirewallError, Plan, parse_endpoints, render
+from roost.tenant.hosts import Resolver, platform_hosts, resolve
 from roost.tenant.identity import IdentityError, identity_for
 from roost.wire.cluster import ClusterConfig
 from roost.wire.messages import InstanceAssignment, Msg, RunStart
@@ -54,14 +55,11 @@ from roost.wire.messages import InstanceAssignment, Msg, RunStart
 log = logging.getLogger("roost.runner")
 
 TABLE = "roost"
-RESOLVE_TIMEOUT_S = 5.0
 RETRY_S = 5.0
 # Hosts in an endpoint that mean "this host": covered by `fib daddr type local`.
-_LOCAL_HOSTS = ("", "*", "0.0.0.0", "::", "localhost")
 _OWNER_PID = re.compile(r"\bpid (\d+)\b")
 
 Handler = Callable[[Msg], Awaitable[Msg]]
-Resolver = Callable[[str], Awaitable[list[str]]]
 Forward = Callable[[list[InstanceAssignment]], None]
 
 
@@ -70,24 +68,6 @@ class RunnerFirewallError(RuntimeError):
 
 
 # ------------------------------------------------------------ the plan (pure)
-
-
-def endpoint_host(address: str) -> str:
-    """The host of a ZeroMQ endpoint ("tcp://[::1]:7100" -> "::1")."""
-    rest = address.partition("://")[2] or address
-    host = rest.rpartition(":")[0]
-    host = host.rpartition(";")[2]  # "tcp://eth0;10.0.0.5:7100": the source part goes
-    return host.removeprefix("[").removesuffix("]")
-
-
-def platform_hosts(
-    cluster: ClusterConfig, members: Iterable[tuple[str, str]], own_host: str = ""
-) -> list[str]:
-    """Every host of the address book and of `members` ((role, host) pairs,
-    peers.json's), less those that mean this host (sorted, unique)."""
-    hosts = {endpoint_host(ep.address) for eps in cluster.endpoints.values() for ep in eps}
-    hosts |= {host for _role, host in members}
-    return sorted(h for h in hosts if h not in (*_LOCAL_HOSTS, own_host))
 
 
 def router_hosts(members: Iterable[tuple[str, str]], own_host: str = "") -> list[str]:
@@ -133,17 +113,6 @@ def owner_comment(host_id: str, pid: int) -> str:
 
 
 # ------------------------------------------------------------ keeping it applied
-
-
-async def resolve(host: str) -> list[str]:
-    """The addresses of `host` (itself when it is an address); [] when it has none."""
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await aio.wait_for(loop.getaddrinfo(host, None), RESOLVE_TIMEOUT_S)
-    except (OSError, TimeoutError) as exc:
-        log.warning("firewall: cannot resolve %s: %s", host, exc)
-        return []
-    return sorted({str(info[4][0]) for info in infos})
 
 
 class RunnerFirewall:
