@@ -37,7 +37,8 @@ class World:
 
     def api(self, method: str, path: str, token: str | None = None, **kw: object) -> httpx.Response:
         """The controller's HTTP API, as the admin unless `token` says otherwise."""
-        token = token or json.loads((self.platform.data / "api.json").read_text())["token"]
+        if token is None:
+            return _admin(self.platform, method, path, **kw)
         return httpx.request(
             method,
             f"http://127.0.0.1:{self.platform.api_port}/api{path}",
@@ -71,6 +72,17 @@ def assert_blocked(results: dict[str, str]) -> None:
     )
 
 
+def _admin(p: Platform, method: str, path: str, **kw: object) -> httpx.Response:
+    token = json.loads((p.data / "api.json").read_text())["token"]
+    return httpx.request(
+        method,
+        f"http://127.0.0.1:{p.api_port}/api{path}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=60,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
 def _targets(p: Platform) -> dict[str, object]:
     data = p.data
     files = [data / "api.json", data / "cluster.json", data / "state.db"]
@@ -88,7 +100,15 @@ def _targets(p: Platform) -> dict[str, object]:
         for ep in eps[:1]:
             host, _, port = ep["address"].removeprefix("tcp://").rpartition(":")
             ports[f"{role} (zeromq)"] = (host, int(port))
+    services = {}
+    for kind in ("redis", "postgres"):
+        r = _admin(p, "GET", f"/apps/victim/services/{kind}")
+        assert r.status_code == 200, r.text
+        services[kind] = r.json()
+    redis, pg = services["redis"], services["postgres"]
     return {
+        "redis": {"victim": [redis["host"], redis["port"]]},
+        "databases": {"victim": [pg["host"], pg["port"], pg["database"]]},
         "platform_uid": os.getuid(),
         "files": [str(f) for f in files],
         "dirs": [str(data), str(data / "runner"), str(data / "keys"), str(data / "builder")],
@@ -101,8 +121,10 @@ def _remove_firewall_table() -> None:
     """The runner removes its table when it stops; should it have been killed,
     this test leaves nothing in the machine's ruleset either."""
     nft = shutil.which("nft") or "/usr/sbin/nft"
-    if subprocess.run([nft, "list", "table", "inet", "roost"], capture_output=True).returncode == 0:
-        subprocess.run([nft, "delete", "table", "inet", "roost"], check=True)
+    for table in ("roost", "roost_build"):  # the runner's, the builder's
+        listed = subprocess.run([nft, "list", "table", "inet", table], capture_output=True)
+        if listed.returncode == 0:
+            subprocess.run([nft, "delete", "table", "inet", table], check=True)
 
 
 @pytest.fixture(scope="package")
