@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,6 +55,41 @@ def connect(host: str, port: int) -> str:
     except OSError as exc:
         return f"blocked ({exc.strerror or exc})"
     return f"LEAKED: connected to {host}:{port}"
+
+
+def redis_ping(host: str, port: int) -> str:
+    """Another app's Redis, without its password: even a PONG is too much."""
+    try:
+        with socket.create_connection((host, port), timeout=3) as s:
+            s.sendall(b"PING\r\n")
+            reply = s.recv(64)
+    except OSError as exc:
+        return f"blocked ({exc.strerror or exc})"
+    if reply.startswith(b"+PONG"):
+        return f"LEAKED: {host}:{port} answered PING"
+    return f"blocked ({reply[:24]!r})"
+
+
+def pg_login(host: str, port: int, database: str) -> str:
+    """Another app's database, as this app's own role: the server must say no
+    before it even asks for a password."""
+    own = urlparse(os.environ.get("DATABASE_URL", ""))
+    if not own.username:
+        return "blocked (no database credentials here)"
+    params = b"".join(
+        k.encode() + b"\0" + v.encode() + b"\0"
+        for k, v in (("user", own.username), ("database", database))
+    )
+    body = struct.pack("!i", 196608) + params + b"\0"
+    try:
+        with socket.create_connection((host, port), timeout=3) as s:
+            s.sendall(struct.pack("!i", len(body) + 4) + body)
+            reply = s.recv(256)
+    except OSError as exc:
+        return f"blocked ({exc.strerror or exc})"
+    if reply[:1] == b"R":
+        return f"LEAKED: the server would authenticate {own.username} for {database}"
+    return f"blocked ({reply[:60]!r})"
 
 
 def platform_processes() -> str:
@@ -104,6 +141,10 @@ def main(mode: str) -> None:
         results[f"write {path}"] = write(path)
     for name, (host, port) in targets["ports"].items():
         results[f"connect {name}"] = connect(host, port)
+    for name, (host, port) in targets.get("redis", {}).items():
+        results[f"redis {name}"] = redis_ping(host, port)
+    for name, (host, port, database) in targets.get("databases", {}).items():
+        results[f"database {name}"] = pg_login(host, port, database)
     results["platform processes"] = platform_processes()
     results["setuid"] = setuid_binary()
     print("PROBES", mode, json.dumps(results, sort_keys=True), flush=True)
