@@ -42,7 +42,6 @@ pytestmark = pytest.mark.cluster
 APP = "hello"
 TEXT = "Hello from Roost!"
 GRACE_S = 5.0  # the default ROOST_HOST_GRACE_S
-HEAL_BOUND_S = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +203,8 @@ def test_partition_heal_stops_stale_copies(rc: RoostCluster, watcher: RouteWatch
         time.sleep(0.5)
         healed_at = time.monotonic()
         rc.net.heal(victim)
+        # It stops (how soon is bench/failover.py's figure: a timing is never
+        # asserted in a test, and this one moves with the machine's load).
         wait_for(
             lambda: not any(p.is_running() for p in stale),
             15,
@@ -213,7 +214,6 @@ def test_partition_heal_stops_stale_copies(rc: RoostCluster, watcher: RouteWatch
         stopped_after = time.monotonic() - healed_at
         time.sleep(1.0)
     print(f"partition: stale copy stopped {stopped_after:.2f}s after the heal")
-    assert stopped_after <= HEAL_BOUND_S, f"stale copy stopped {stopped_after:.2f}s after the heal"
     # Never two copies of one instance in the route table, nor in what the
     # router actually did (requests, in order, per copy).
     assert watcher.max_copies(APP, since=cut_at) == 1
