@@ -18,6 +18,10 @@ def test_instance_reaches_nothing_but_its_own(world: World) -> None:
     assert r.status_code == 200, r.text
     results = world.probes(r.text, "instance")
     assert len(results) > 10
+    # The other app's Redis and database were really tried (with a reason).
+    assert results["redis victim"].startswith("blocked (")
+    assert results["database victim"].startswith("blocked (")
+    assert "no database credentials" not in results["database victim"]
     assert_blocked(results)
 
 
