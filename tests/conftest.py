@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -68,6 +69,21 @@ def _quiet_env() -> None:
     os.environ.setdefault("ROOST_FIREWALL", "off")
 
 
+def remove_empty_tenant_cgroups(root: Path = Path("/sys/fs/cgroup")) -> int:
+    """Remove the empty `roost-*` cgroups daemons the tests SIGKILLed left
+    (a daemon that stops removes its own; one killed cannot). Busy ones stay."""
+    removed = 0
+    for base in root.glob("**/roost-*"):
+        if not base.is_dir() or base.is_symlink():
+            continue
+        for d in [*sorted(base.rglob("*"), key=lambda p: len(p.parts), reverse=True), base]:
+            if d.is_dir():
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+                    removed += 1
+    return removed
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A skipped test fails the run: the suite is green only when everything ran.
 
@@ -76,6 +92,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     it, so on a machine it set up nothing skips. ROOST_ALLOW_SKIPS=1 lets a
     developer without root run the rest.
     """
+    if os.geteuid() == 0:
+        remove_empty_tenant_cgroups()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = len(reporter.stats.get("skipped", [])) if reporter is not None else 0
     if skipped and not os.environ.get("ROOST_ALLOW_SKIPS") and exitstatus == 0:

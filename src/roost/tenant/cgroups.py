@@ -224,7 +224,9 @@ class Cgroup:
     def create(self, limits: Limits) -> None:
         """Make the directories and write the limits (idempotent)."""
         for d in self.dirs.values():
-            d.mkdir(exist_ok=True)
+            # parents: the daemon's base may have been removed while empty
+            # (an operator's clean-up, or the test suite's at its end).
+            d.mkdir(parents=True, exist_ok=True)
         for controller, name, value in limit_files(self.version, limits):
             path = self.dirs[controller] / name
             try:
