@@ -7,7 +7,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -322,3 +324,42 @@ def test_render_django(tmp_path: Path) -> None:
         bundle_config_dir=tmp_path / "b",
     )
     assert plain.argv[-1] == "exec django-admin migrate"
+
+
+def test_a_pull_is_applied_as_the_app_so_a_raced_symlink_gets_it_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app's processes run while its data is pulled; it may swap a
+    directory the runner just checked for a symlink (the race, won here on
+    purpose). Applied as the app's own uid, the write through that link to a
+    root-owned place fails instead of landing there; its own files are its."""
+    from roost.runner import datasync
+    from roost.tenant.identity import ensure_identity, identity_for
+
+    app = ensure_identity(identity_for(97, "racer"))
+    # World-searchable (pytest's tmp dirs are root's alone): the app's uid
+    # walks down to its data directory, as through its sandbox's binds.
+    base = Path(tempfile.mkdtemp(prefix="roost-pull-"))
+    os.chmod(base, 0o755)
+    home = base / "home"
+    home.mkdir(mode=0o755)
+    dest, manifest = home / "data", home / "manifest.json"
+    outside = base / "etc-cron.d"  # root's, 0755: where a root write would be a takeover
+    outside.mkdir(mode=0o755)
+    real_dir = datasync._real_dir
+
+    def raced(root: Path, rel: str) -> Path:
+        path = real_dir(root, rel)
+        if rel == "d":  # checked; now the app swaps it for a link
+            shutil.rmtree(path)
+            path.symlink_to(outside)
+        return path
+
+    monkeypatch.setattr(datasync, "_real_dir", raced)
+    with pytest.raises(OSError, match="as a97-racer failed"):
+        apply_archive(dest, manifest, _pack({"d/evil": b"* * * * * root sh"}, tmp_path), app)
+    assert list(outside.iterdir()) == []
+    monkeypatch.setattr(datasync, "_real_dir", real_dir)
+    apply_archive(dest, manifest, _pack({"ok.txt": b"1"}, tmp_path), app)
+    assert (dest / "ok.txt").stat().st_uid == app.uid and dest.stat().st_uid == app.uid
+    shutil.rmtree(base)

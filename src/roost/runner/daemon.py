@@ -191,7 +191,7 @@ async def _serve(
         tenant_defaults=defaults,
         ports=PortAllocator(ports=parse_port_range(settings.instance_ports)),
     )
-    data.after_apply = sup.give_data
+    data.owner_of = sup.data_owner
     heartbeat = HeartbeatLoop(
         client=heartbeats,
         host_id=host_id,

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Protocol
 
 from roost.runner.layout import Layout
+from roost.tenant.identity import Identity
 from roost.wire.codec import BadMessage
 from roost.wire.messages import DataArchive, DataPull
 from roost.wire.rpc import RemoteError, RpcClient, RpcTimeout
@@ -66,9 +67,8 @@ class DataSync:
         self.layout = layout
         self.interval = interval
         self.apps = apps
-        # Called (app) after a pull was applied, in a worker thread: the runner
-        # gives the pulled files to the app's own user (they arrive root's).
-        self.after_apply: Callable[[str], None] | None = None
+        # The app's own identity, to apply its pulls as (None: unconfined).
+        self.owner_of: Callable[[str], Identity | None] = lambda _app: None
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def run(self) -> None:
@@ -111,9 +111,8 @@ class DataSync:
                     self.layout.data_directory(app),
                     self.layout.app_home(app) / "data.manifest.json",
                     reply.archive,
+                    self.owner_of(app),
                 )
-                if self.after_apply is not None:
-                    await asyncio.to_thread(self.after_apply, app)
             except (OSError, tarfile.TarError, ValueError) as exc:
                 log.warning("%s: could not apply the data directory: %s", app, exc)
                 return False
@@ -140,13 +139,76 @@ def _real_dir(root: Path, rel: str) -> Path:
     return path
 
 
-def apply_archive(dest: Path, manifest_path: Path, archive: bytes) -> None:
+def apply_archive(
+    dest: Path, manifest_path: Path, archive: bytes, as_user: Identity | None = None
+) -> None:
+    """Apply a pull to `dest`; as `as_user` (the app's own uid) when given.
+
+    The data directory belongs to the app, whose processes run while a pull
+    is applied: as root, every check of a path (`_real_dir`) could be raced
+    by the app swapping a directory for a symlink just before the rename,
+    and root would write where the app pointed. As the app's own uid, the
+    worst such a race can do is write where the app could write anyway.
+    The manifest (in the app's home, root's) is read and written here.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     try:
         old = set(json.loads(manifest_path.read_text()))
     except (FileNotFoundError, ValueError):
         old = set()
-    incoming = dest.parent / f".data-incoming-{secrets.token_hex(4)}"
+    if as_user is not None and os.geteuid() == 0:
+        # The directory entry itself sits in the app's home (root's): the app
+        # cannot swap it, so giving it over here is safe.
+        os.lchown(dest, as_user.uid, as_user.gid)
+        os.chmod(dest, 0o700)
+        new = _apply_as(as_user, dest, old, archive)
+    else:
+        new = _apply(dest, old, archive)
+    tmp = manifest_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(sorted(new)))
+    os.replace(tmp, manifest_path)
+
+
+def _apply_as(ident: Identity, dest: Path, old: set[str], archive: bytes) -> set[str]:
+    """`_apply` in a child that has dropped to `ident`; the new names come back on a pipe.
+
+    A fork, not an exec: the runner's interpreter may live where the app's
+    uid cannot reach (under /root), and the child only runs code already
+    loaded before it exits.
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            os.close(r)
+            # Enter it as root: the app's uid may not walk DATA (the runner's
+            # directory is root's alone), only work inside its own tree.
+            os.chdir(dest)
+            os.setgroups([])
+            os.setgid(ident.gid)
+            os.setuid(ident.uid)
+            out = json.dumps(sorted(_apply(Path("."), old, archive))).encode()
+            with os.fdopen(w, "wb") as fh:
+                fh.write(out)
+            code = 0
+        except BaseException as exc:  # reported as the exit status; stderr for the log
+            with contextlib.suppress(Exception):
+                os.write(2, f"data pull as {ident.name}: {exc}\n".encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        raw = fh.read()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise OSError(f"applying the data pull as {ident.name} failed")
+    return set(json.loads(raw))
+
+
+def _apply(dest: Path, old: set[str], archive: bytes) -> set[str]:
+    # Inside the data directory: as the app's uid, that is where it may write.
+    incoming = dest / f".roost-incoming-{secrets.token_hex(4)}"
     incoming.mkdir()
     try:
         new: set[str] = set()
@@ -186,11 +248,9 @@ def apply_archive(dest: Path, manifest_path: Path, archive: bytes) -> None:
                     path.unlink()
                 else:
                     path.rmdir()  # only when empty: the app's own files stay
-        tmp = manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(sorted(new)))
-        os.replace(tmp, manifest_path)
     finally:
         shutil.rmtree(incoming, ignore_errors=True)
+    return new
 
 
 class RefreshingImages:

@@ -64,6 +64,7 @@ from roost.runner.model import (
 )
 from roost.runner.probe import wait_until_answers
 from roost.runner.process import Child
+from roost.tenant.identity import Identity
 from roost.tenant.launch import Prepared, Tenancy, TenantError
 from roost.wire.messages import InstanceAssignment, LogLine
 from roost.wire.rpc import RemoteError, RpcTimeout
@@ -375,15 +376,15 @@ class Supervisor:
         give_tree(spec.identity, self.layout.data_directory(a.app))
         return self.tenancy.prepare(spec, launch.argv)
 
-    def give_data(self, app: str) -> None:
-        """The app's data directory becomes its own user's again (after a pull,
-        whose files arrive root's). Any thread: it only reads the records."""
+    def data_owner(self, app: str) -> Identity | None:
+        """Whom `app`'s data pulls are applied as (its own user), when it runs
+        here confined; None otherwise. Any thread: it only reads the records."""
         if not self.tenancy.enabled:
-            return
+            return None
         for rec in list(self.records.values()):
             if rec.assignment.app == app and rec.assignment.app_id > 0:
-                give_tree(identity(rec.assignment), self.layout.data_directory(app))
-                return
+                return identity(rec.assignment)
+        return None
 
     def _fail_start(self, rec: Record, now: float, error: str) -> None:
         failed = P.on_exit(
