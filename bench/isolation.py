@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import statistics
@@ -104,7 +105,7 @@ def prepare(tenancy: Tenancy, root: Path, port: int, unit: str, data: Path) -> P
         unit=unit,
     )
     prepared = tenancy.prepare(spec, argv(root, port))
-    tenancy.give(ident, [data])
+    os.chown(data, ident.uid, ident.gid)  # an empty directory: the app's own
     return prepared
 
 

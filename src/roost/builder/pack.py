@@ -165,32 +165,6 @@ def store_manifest(
     return digest, len(data) + manifest.size, w.created
 
 
-def store_untrusted_file(
-    store: ImageStore, path: Path, limit: int, abort: threading.Event
-) -> tuple[str, bool]:
-    """Store a file the build user wrote, without following a planted symlink.
-
-    Returns (digest, newly stored).
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        raise BuildError(f"static bundle missing or not a plain file: {exc}") from None
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not (st.st_mode & 0o170000 == 0o100000):
-            raise BuildError("static bundle is not a regular file")
-        if st.st_size > limit:
-            raise BuildError(f"static bundle is larger than {limit} bytes")
-        with store.writer() as w:
-            while chunk := fh.read(CHUNK):
-                if abort.is_set():
-                    raise BuildError("build cancelled")
-                w.write(chunk)
-            digest = w.commit()
-    return digest, w.created
-
-
 def read_untrusted_text(path: Path, limit: int) -> str:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as fh:

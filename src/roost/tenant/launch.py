@@ -21,11 +21,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from roost.tenant.cgroups import Cgroup, CgroupError, Hierarchy, Limits
 from roost.tenant.identity import Identity, IdentityError, ensure_identity
@@ -177,17 +175,6 @@ class Tenancy:
             argv=full, identity=spec.identity, cgroup=cg, limits=spec.limits, umask=spec.umask
         )
 
-    def give(self, ident: Identity, paths: Iterable[Path], *, recursive: bool = False) -> None:
-        """Make `paths` the tenant's own (never following symlinks)."""
-        if not self.enabled:
-            return
-        for path in paths:
-            os.lchown(path, ident.uid, ident.gid)
-            if recursive and path.is_dir() and not path.is_symlink():
-                for dirpath, dirnames, filenames in os.walk(path):
-                    for name in dirnames + filenames:
-                        os.lchown(os.path.join(dirpath, name), ident.uid, ident.gid)
-
 
 def _whoami() -> str:
     import pwd
@@ -196,8 +183,3 @@ def _whoami() -> str:
         return pwd.getpwuid(os.geteuid()).pw_name
     except KeyError:
         return f"uid {os.geteuid()}"
-
-
-def available() -> bool:
-    """Whether this host can sandbox (for tests and `roost doctor`-like checks)."""
-    return os.geteuid() == 0 and bool(shutil.which("bwrap")) and os.access(SETPRIV, os.X_OK)

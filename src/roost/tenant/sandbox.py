@@ -43,7 +43,6 @@ bwrap (whose death would SIGKILL the sandbox with no grace).
 from __future__ import annotations
 
 import os
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,13 +181,3 @@ def interpreter_prefix(venv: Path) -> Path | None:
                 return None
             return prefix
     return None
-
-
-def describe(argv: Sequence[str]) -> str:
-    """The tenant's own command out of a sandbox command line, for logs."""
-    parts = list(argv)
-    if parts and parts[0] == BWRAP and ENV in parts:
-        tail = parts[parts.index(ENV) :]
-        if "--" in tail:
-            parts = tail[tail.index("--") + 1 :]
-    return shlex.join(parts)
