@@ -39,9 +39,9 @@ from roost.gateway.git import GitService
 from roost.runner.archive import AppDirs
 from roost.runner.datasync import DataSync
 from roost.runner.layout import Layout
-from roost.services.appdata import AppData
-from roost.services.datasession import DATA_MESSAGES, DataSessions
-from roost.services.user import ServiceUser
+from roost.servicehost.appdata import AppData
+from roost.servicehost.datasession import DATA_MESSAGES, DataSessions
+from roost.servicehost.user import ServiceUser
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.cluster import Endpoint

@@ -1,4 +1,4 @@
-"""The servicehost's SFTP server (roost.services.sftpd) driven by the real
+"""The servicehost's SFTP server (roost.servicehost.sftpd) driven by the real
 OpenSSH sftp and scp clients over a pipe (`-S` runs it in place of ssh):
 transfers work, and nothing outside the listed apps' directories is reachable."""
 
@@ -33,7 +33,7 @@ def rsh(tmp_path: Path, root: Path) -> Path:
     script = tmp_path / "fake-ssh"
     script.write_text(
         "#!/bin/sh\n"
-        f"exec '{sys.executable}' -m roost.services.sftpd '{root}' "
+        f"exec '{sys.executable}' -m roost.servicehost.sftpd '{root}' "
         f"{os.getuid()} {os.getgid()} mine\n"
     )
     script.chmod(0o755)

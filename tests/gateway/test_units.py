@@ -27,8 +27,8 @@ from roost.gateway.hook import pick
 from roost.gateway.identity import KNOWN_TTL_S, Identity, IdentityCache
 from roost.runner.datasync import apply_archive
 from roost.runner.runcmd import render_run
-from roost.services.appdata import pack_tree
-from roost.services.datasession import Refused, build_argv, rsync_options, safe_relative
+from roost.servicehost.appdata import pack_tree
+from roost.servicehost.datasession import Refused, build_argv, rsync_options, safe_relative
 from roost.wire.messages import DataStart, InstanceAssignment
 
 # ------------------------------------------------------------ commands
@@ -178,7 +178,7 @@ def test_build_argv(tmp_path: Path) -> None:
     sftp = DataStart(session="s", app="", tool="sftp", apps=["a", "b"])
     argv, writes = build_argv(sftp, tmp_path, (1000, 1000))
     assert writes
-    assert argv[1:] == ["-m", "roost.services.sftpd", str(tmp_path), "1000", "1000", "a", "b"]
+    assert argv[1:] == ["-m", "roost.servicehost.sftpd", str(tmp_path), "1000", "1000", "a", "b"]
     with pytest.raises(Exception, match="not valid"):
         build_argv(DataStart(session="s", app="", tool="sftp", apps=["../x"]), tmp_path)
     for bad in (

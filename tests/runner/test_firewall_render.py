@@ -222,7 +222,10 @@ def test_platform_and_router_hosts() -> None:
                 Endpoint("tcp://10.0.0.11:7100", "k"),
                 Endpoint("tcp://[fd00::12]:7100", "k"),
             ],
-            "services": [Endpoint("tcp://*:7120", "k"), Endpoint("tcp://eth0;10.0.0.20:7120", "k")],
+            "servicehost": [
+                Endpoint("tcp://*:7120", "k"),
+                Endpoint("tcp://eth0;10.0.0.20:7120", "k"),
+            ],
         }
     )
     members = [("router", "10.0.0.31"), ("runner", "10.0.0.21"), ("router", "run-1")]

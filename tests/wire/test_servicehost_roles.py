@@ -2,7 +2,7 @@
 
 A runner runs tenants' code; before per-role keys, the key it held was the
 cluster's and dropped any app's database. Here the servicehost runs as a
-subprocess (`roost.services.daemon.run`, real PostgreSQL and Redis), a Redis
+subprocess (`roost.servicehost.daemon.run`, real PostgreSQL and Redis), a Redis
 is provisioned with the controller's key, and the runner's key asks for it
 to be dropped.
 """
@@ -21,7 +21,7 @@ from roost.wire.messages import (
     ServiceProvision,
 )
 from roost.wire.rpc import RemoteError
-from tests.services.harness import Servicehost
+from tests.servicehost.harness import Servicehost
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ ENDPOINT_ROLES = {
     "controller-pub": ("controller", 7101),
     "builder": ("builder", 7110),
     "images": ("builder", 7111),
-    "services": ("servicehost", 7120),
+    "servicehost": ("servicehost", 7120),
 }
 
 

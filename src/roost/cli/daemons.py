@@ -68,7 +68,7 @@ def router(ctx: click.Context, name: str, port: int | None, workers: int | None)
 @click.pass_context
 def servicehost(ctx: click.Context, name: str) -> None:
     """Run a servicehost: PostgreSQL and Redis for the apps."""
-    _run("services", ctx.obj["data"], name=name)
+    _run("servicehost", ctx.obj["data"], name=name)
 
 
 @click.command("gateway")

@@ -30,7 +30,7 @@ SERVED_BY = {
     "controller-pub": "controller",
     "builder": "builder",
     "images": "builder",
-    "services": "servicehost",
+    "servicehost": "servicehost",
 }
 ADMIN_EMAIL = "admin@localhost"
 

@@ -35,7 +35,7 @@ from roost.procs import (
     reap_adopted,
     terminate,
 )
-from roost.services.binaries import missing_hint
+from roost.servicehost.binaries import missing_hint
 from roost.settings import Settings
 
 STOP_GRACE_S = 20.0

@@ -61,7 +61,7 @@ async def serve(
     store = Store(make_engine(url), secrets=box)  # TLS keys are sealed with it too
     async with node:
         controller = Controller(store, settings, name)
-        services = RpcClient(node, cluster.of("services")) if cluster.of("services") else None
+        services = RpcClient(node, cluster.of("servicehost")) if cluster.of("servicehost") else None
         controller.services = ServiceBroker(store, box, services)
         builders = RpcClient(node, cluster.of("builder")) if cluster.of("builder") else None
         service = ControllerService(controller, builders, lambda ep: RpcClient(node, [ep]))

@@ -66,7 +66,7 @@ async def serve(
         raise SystemExit(f"{data_dir / 'cluster.json'} lists no controller endpoint")
     async with node:
         controllers = RpcClient(node, cluster.of("controller"))
-        services = RpcClient(node, cluster.of("services")) if cluster.of("services") else None
+        services = RpcClient(node, cluster.of("servicehost")) if cluster.of("servicehost") else None
         git = GitService(root, controllers, settings.max_upload_bytes, name)
         git.prepare()
         gateway = Gateway(node, controllers, services, git)

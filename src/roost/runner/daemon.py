@@ -123,7 +123,7 @@ async def serve(
             replicas = Replicas(
                 ImageStore(layout.store), settings.replica_store_bytes, builders, directory
             )
-            data_eps = cluster.of("services")
+            data_eps = cluster.of("servicehost")
             data_client = RpcClient(node, data_eps) if data_eps else None
             clients = [heartbeats, logs, directory.controllers, *(b.client for b in builders)]
             try:

@@ -29,7 +29,12 @@ class ClusterConfig(msgspec.Struct, kw_only=True):
 
     @staticmethod
     def load(path: Path) -> ClusterConfig:
-        return msgspec.json.decode(path.read_bytes(), type=ClusterConfig)
+        config = msgspec.json.decode(path.read_bytes(), type=ClusterConfig)
+        # Address books written before the role was named after its package
+        # call the servicehost "services".
+        if "services" in config.endpoints and "servicehost" not in config.endpoints:
+            config.endpoints["servicehost"] = config.endpoints.pop("services")
+        return config
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")

@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 
 from roost import appdirs
-from roost.services.names import BadAppName, check_app
+from roost.servicehost.names import BadAppName, check_app
 from roost.wire.messages import AppRemoved, Error, Msg, Ok
 
-log = logging.getLogger("roost.services")
+log = logging.getLogger("roost.servicehost")
 
 PURGE_S = 3600.0
 

@@ -32,11 +32,11 @@ import shutil
 from pathlib import Path
 
 from roost.procs import terminate
-from roost.services.binaries import Binaries
-from roost.services.resp import RedisAdmin, RedisError, parse_info
-from roost.services.spawn import spawn
-from roost.services.state import Service
-from roost.services.user import ServiceUser
+from roost.servicehost.binaries import Binaries
+from roost.servicehost.resp import RedisAdmin, RedisError, parse_info
+from roost.servicehost.spawn import spawn
+from roost.servicehost.state import Service
+from roost.servicehost.user import ServiceUser
 
 ADMIN_USER = "roost-admin"
 EVICTION_POLICY = "volatile-lru"  # why: the module docstring

@@ -1,7 +1,7 @@
 """The servicehost daemon (`roost servicehost`): PostgreSQL and Redis for every app.
 
 Start: find the server binaries (a clear error naming the packages when they
-are missing), bind the "services" RPC endpoints, initdb on first run, start
+are missing), bind the "servicehost" RPC endpoints, initdb on first run, start
 PostgreSQL and every app's Redis. Stop (SIGTERM/SIGINT): stop answering, stop
 the status push, then stop every server gracefully (PostgreSQL: fast
 shutdown; Redis: SIGTERM, which saves) and return once all are reaped.
@@ -15,22 +15,22 @@ from pathlib import Path
 
 from roost.daemonize import run_daemon
 from roost.metrics import serve as serve_metrics
-from roost.services.appdata import AppData
-from roost.services.binaries import find_binaries
-from roost.services.datasession import DATA_MESSAGES, DataSessions
-from roost.services.host import ServiceHost, limits_problem
-from roost.services.layout import Layout
-from roost.services.status import push_loop
-from roost.services.user import ensure_service_user
+from roost.servicehost.appdata import AppData
+from roost.servicehost.binaries import find_binaries
+from roost.servicehost.datasession import DATA_MESSAGES, DataSessions
+from roost.servicehost.host import ServiceHost, limits_problem
+from roost.servicehost.layout import Layout
+from roost.servicehost.status import push_loop
+from roost.servicehost.user import ensure_service_user
 from roost.settings import Settings
 from roost.wire.bootstrap import endpoint_host, open_node, own_endpoints
 from roost.wire.execs import ExecSessions
 from roost.wire.messages import AppRemoved, Msg
 from roost.wire.rpc import RpcClient, RpcServer
 
-log = logging.getLogger("roost.services")
+log = logging.getLogger("roost.servicehost")
 
-ROLE = "services"
+ROLE = "servicehost"
 
 
 async def serve(

@@ -39,7 +39,7 @@ class Servicehost:
         # The tests speak to the servicehost as the controller does.
         self.client_keys: KeyPair = self.member("controller")
         self.endpoint = Endpoint(f"tcp://127.0.0.1:{free_port()}", self.server_keys.public_text)
-        endpoints = {"services": [self.endpoint]}
+        endpoints = {"servicehost": [self.endpoint]}
         self.controller_keys: KeyPair | None = None
         if controller:
             # A controller that a test may bring up later, to receive status pushes.

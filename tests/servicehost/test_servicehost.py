@@ -22,7 +22,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from roost.services.binaries import find_binaries
+from roost.servicehost.binaries import find_binaries
 from roost.wire.messages import (
     ServiceBackup,
     ServiceBackupDone,
@@ -34,7 +34,7 @@ from roost.wire.messages import (
 )
 from roost.wire.rpc import RemoteError
 from tests.conftest import free_port, wait_until
-from tests.services.harness import Servicehost
+from tests.servicehost.harness import Servicehost
 
 pytestmark = pytest.mark.e2e
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from psycopg import sql
 
-from roost.services.postgres import Postgres
-from roost.services.spawn import run_tool
+from roost.servicehost.postgres import Postgres
+from roost.servicehost.spawn import run_tool
 
 DUMP_TIMEOUT_S = 3600.0
 

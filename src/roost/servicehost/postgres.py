@@ -32,12 +32,12 @@ import psycopg
 
 from roost import aio
 from roost.procs import terminate
-from roost.services.binaries import Binaries
-from roost.services.spawn import run_tool, spawn
-from roost.services.state import PgCluster
-from roost.services.user import ServiceUser
+from roost.servicehost.binaries import Binaries
+from roost.servicehost.spawn import run_tool, spawn
+from roost.servicehost.state import PgCluster
+from roost.servicehost.user import ServiceUser
 
-log = logging.getLogger("roost.services")
+log = logging.getLogger("roost.servicehost")
 
 INITDB_TIMEOUT_S = 300.0
 STOP_GRACE_S = 60.0

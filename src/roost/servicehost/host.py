@@ -32,14 +32,14 @@ from pathlib import Path
 
 import psycopg
 
-from roost.services import pgadmin
-from roost.services.addresses import advertised_host, listen_hosts
-from roost.services.backoff import RestartPolicy
-from roost.services.backups import archive_app_data, backup_name
-from roost.services.binaries import Binaries
-from roost.services.disk import refusal, usage
-from roost.services.layout import Layout
-from roost.services.names import (
+from roost.servicehost import pgadmin
+from roost.servicehost.addresses import advertised_host, listen_hosts
+from roost.servicehost.backoff import RestartPolicy
+from roost.servicehost.backups import archive_app_data, backup_name
+from roost.servicehost.binaries import Binaries
+from roost.servicehost.disk import refusal, usage
+from roost.servicehost.layout import Layout
+from roost.servicehost.names import (
     BadAppName,
     check_app,
     new_password,
@@ -47,12 +47,12 @@ from roost.services.names import (
     postgres_url,
     redis_url,
 )
-from roost.services.postgres import Postgres
-from roost.services.redis import RedisServer
-from roost.services.state import HostState, PgCluster, Service, load_state, save_state
-from roost.services.status import collect
-from roost.services.supervised import Supervised
-from roost.services.user import ServiceUser
+from roost.servicehost.postgres import Postgres
+from roost.servicehost.redis import RedisServer
+from roost.servicehost.state import HostState, PgCluster, Service, load_state, save_state
+from roost.servicehost.status import collect
+from roost.servicehost.supervised import Supervised
+from roost.servicehost.user import ServiceUser
 from roost.settings import Settings
 from roost.wire.messages import (
     Error,
@@ -69,7 +69,7 @@ from roost.wire.messages import (
     ServiceRemoved,
 )
 
-log = logging.getLogger("roost.services")
+log = logging.getLogger("roost.servicehost")
 
 UP_WAIT_S = 30.0  # how long a request waits for a (re)starting server
 LIMITS_RETRY_S = 5.0  # between tries to set existing roles' connection limit

@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from roost import aio
-from roost.services.backoff import Backoff, RestartPolicy
+from roost.servicehost.backoff import Backoff, RestartPolicy
 from roost.wire.messages import ServerState
 
-log = logging.getLogger("roost.services")
+log = logging.getLogger("roost.servicehost")
 
 
 class Server(Protocol):

@@ -1,6 +1,6 @@
 """A small SFTP (version 3) server on stdin/stdout, confined to apps' data directories.
 
-`python -m roost.services.sftpd ROOT UID GID APP...` serves a virtual tree
+`python -m roost.servicehost.sftpd ROOT UID GID APP...` serves a virtual tree
 whose root lists the APPs; `/APP/path` is ROOT/APP/path. OpenSSH's scp
 speaks SFTP by default (since 9.0), so this is what makes a plain
 `scp file HOST:APP/path` work; the gateway relays the bytes of the client's

@@ -21,8 +21,8 @@ import pytest
 from roost.wire.messages import ServerStatus, ServiceCredentials
 from tests.conftest import wait_until
 from tests.nobody import nobody_reads, readable_control
-from tests.services.harness import Servicehost
-from tests.services.test_servicehost import creds, pg_connect, redis_for, superuser
+from tests.servicehost.harness import Servicehost
+from tests.servicehost.test_servicehost import creds, pg_connect, redis_for, superuser
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from roost.services.names import check_app
+from roost.servicehost.names import check_app
 
 
 @dataclass(frozen=True)

@@ -14,17 +14,17 @@ import pytest
 
 from roost.appspec import django_settings
 from roost.appspec.service_env import service_environment
-from roost.services import binaries
-from roost.services.addresses import advertised_host, listen_hosts
-from roost.services.backoff import Backoff, RestartPolicy
-from roost.services.backups import backup_name
-from roost.services.disk import refusal, tree_size
-from roost.services.host import limits_problem
-from roost.services.names import BadAppName, check_app, pg_name, postgres_url, redis_url
-from roost.services.postgres import HBA, listen_addresses
-from roost.services.redis import bind_addresses, render_conf
-from roost.services.resp import RedisError, encode_command, parse_info, read_reply
-from roost.services.state import HostState, PgCluster, Service, load_state, save_state
+from roost.servicehost import binaries
+from roost.servicehost.addresses import advertised_host, listen_hosts
+from roost.servicehost.backoff import Backoff, RestartPolicy
+from roost.servicehost.backups import backup_name
+from roost.servicehost.disk import refusal, tree_size
+from roost.servicehost.host import limits_problem
+from roost.servicehost.names import BadAppName, check_app, pg_name, postgres_url, redis_url
+from roost.servicehost.postgres import HBA, listen_addresses
+from roost.servicehost.redis import bind_addresses, render_conf
+from roost.servicehost.resp import RedisError, encode_command, parse_info, read_reply
+from roost.servicehost.state import HostState, PgCluster, Service, load_state, save_state
 from roost.settings import Settings
 from roost.wire.messages import ServiceCredentials
 
@@ -266,7 +266,7 @@ def test_django_settings_leave_things_alone_without_services(
 def test_app_data_is_archived_beside_the_database_backups(tmp_path: Path) -> None:
     import tarfile
 
-    from roost.services.backups import archive_app_data
+    from roost.servicehost.backups import archive_app_data
 
     src, dest = tmp_path / "appdata" / "shop", tmp_path / "backups" / "shop"
     dest.mkdir(parents=True)

@@ -8,7 +8,7 @@ import pytest
 
 from roost.wire.messages import ServiceProvision
 from roost.wire.rpc import RemoteError
-from tests.services.harness import Servicehost
+from tests.servicehost.harness import Servicehost
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from roost import aio
 from roost.procs import die_with_parent, terminate
-from roost.services.user import ServiceUser
+from roost.servicehost.user import ServiceUser
 
 # The servers get a fixed, small environment: nothing of the daemon's
 # (which may hold secrets) leaks into them, and messages are not localised.

@@ -14,16 +14,16 @@ import time
 from typing import TYPE_CHECKING
 
 from roost import aio
-from roost.services import metrics, pgadmin
-from roost.services.disk import tree_size, usage
+from roost.servicehost import metrics, pgadmin
+from roost.servicehost.disk import tree_size, usage
 from roost.wire.messages import ServerStatus, ServiceHostStatus
 from roost.wire.rpc import RpcClient
 
 if TYPE_CHECKING:
-    from roost.services.host import ServiceHost
-    from roost.services.redis import RedisServer
+    from roost.servicehost.host import ServiceHost
+    from roost.servicehost.redis import RedisServer
 
-log = logging.getLogger("roost.services")
+log = logging.getLogger("roost.servicehost")
 
 PUSH_INTERVAL_S = 5.0
 PUSH_TIMEOUT_S = 3.0

@@ -11,8 +11,8 @@ from pathlib import Path
 import psutil
 
 from roost.procs import die_with_parent, terminate
-from roost.services.backoff import RestartPolicy
-from roost.services.supervised import Supervised
+from roost.servicehost.backoff import RestartPolicy
+from roost.servicehost.supervised import Supervised
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
 

@@ -29,9 +29,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from roost.services.appdata import AppData
-from roost.services.names import BadAppName, check_app
-from roost.services.user import ServiceUser
+from roost.servicehost.appdata import AppData
+from roost.servicehost.names import BadAppName, check_app
+from roost.servicehost.user import ServiceUser
 from roost.wire.execs import ExecSessions, Spawn
 from roost.wire.messages import (
     DataArchive,
@@ -49,7 +49,7 @@ from roost.wire.messages import (
     Ok,
 )
 
-log = logging.getLogger("roost.services")
+log = logging.getLogger("roost.servicehost")
 
 DATA_MESSAGES = (
     DataStart,
@@ -164,7 +164,7 @@ def build_argv(
     if msg.tool == "sftp":
         apps = [check_app(a) for a in msg.apps]
         uid, gid = owner or (os.getuid(), os.getgid())
-        server = [sys.executable, "-m", "roost.services.sftpd", str(app_dir), str(uid), str(gid)]
+        server = [sys.executable, "-m", "roost.servicehost.sftpd", str(app_dir), str(uid), str(gid)]
         return [*server, *apps], True
     raise Refused(f"unknown tool {msg.tool!r}")
 

@@ -1,0 +1,1 @@
+"""servicehost: PostgreSQL and Redis per app, and the apps' data directories."""
