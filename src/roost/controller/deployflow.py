@@ -1,0 +1,155 @@
+"""The deploy as a state machine: what a build and its release may become. Pure.
+
+A deploy moves through stages; the build row's `status` is its stage, and
+the release row's `status` follows it. This module is the only place that
+says which moves are allowed; the store writes a move only as a
+compare-and-set from the stage it was read in, so a retried delivery or a
+second controller acting on the same deploy changes nothing.
+
+    building ──built──▶ provisioning ──provisioned──▶ copying ──copied──▶
+    releasing ──released──▶ rolling-out ──up──▶ live
+         │                    │                   │        │
+         └──── failed ◀───────┴───────────────────┘        ├─ rollout failed, an older
+                                                           │  release serves ──▶ rolled-back
+                                                           └─ rollout failed, none ──▶ failed
+
+A release is `pending` while its deploy rolls out, then `active` (and the one
+before it `superseded`), or `failed`. A release made without a build (a config
+change, a restart, a rollback: a copy of an existing image) starts at
+`rolling-out`'s release side alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Stage(StrEnum):
+    BUILDING = "building"
+    PROVISIONING = "provisioning"
+    COPYING = "copying"
+    RELEASING = "releasing"
+    ROLLING_OUT = "rolling-out"
+    LIVE = "live"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled-back"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL
+
+
+FINAL = frozenset({Stage.LIVE, Stage.FAILED, Stage.ROLLED_BACK})
+
+# Stages written by older versions of Roost, read as today's.
+LEGACY_STAGES = {"deploying": Stage.ROLLING_OUT, "succeeded": Stage.LIVE}
+
+
+class ReleaseState(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    SUPERSEDED = "superseded"
+    FAILED = "failed"
+
+
+class Event(StrEnum):
+    BUILT = "built"  # the builder produced an image
+    BUILD_FAILED = "build-failed"
+    NO_SERVICES = "no-services"  # the app asks for no service: nothing to provision
+    PROVISIONED = "provisioned"
+    PROVISION_FAILED = "provision-failed"
+    COPIED = "copied"  # a second host holds the image
+    COPY_FAILED = "copy-failed"
+    RELEASED = "released"  # the release row exists, pending
+    RELEASE_FAILED = "release-failed"  # e.g. the app was deleted meanwhile
+    UP = "up"  # every instance of the release reports up
+    ROLLOUT_FAILED = "rollout-failed"  # crashed or too slow; no older release serves
+    ROLLED_BACK = "rolled-back"  # crashed or too slow; the older release keeps serving
+    SUPERSEDED = "superseded"  # a newer release replaced this one before it came up
+
+
+BUILD_MOVES: dict[tuple[Stage, Event], Stage] = {
+    (Stage.BUILDING, Event.BUILT): Stage.PROVISIONING,
+    (Stage.BUILDING, Event.BUILD_FAILED): Stage.FAILED,
+    (Stage.PROVISIONING, Event.PROVISIONED): Stage.COPYING,
+    (Stage.PROVISIONING, Event.NO_SERVICES): Stage.COPYING,
+    (Stage.PROVISIONING, Event.PROVISION_FAILED): Stage.FAILED,
+    (Stage.COPYING, Event.COPIED): Stage.RELEASING,
+    (Stage.COPYING, Event.COPY_FAILED): Stage.FAILED,
+    (Stage.RELEASING, Event.RELEASED): Stage.ROLLING_OUT,
+    (Stage.RELEASING, Event.RELEASE_FAILED): Stage.FAILED,
+    (Stage.ROLLING_OUT, Event.UP): Stage.LIVE,
+    (Stage.ROLLING_OUT, Event.ROLLOUT_FAILED): Stage.FAILED,
+    (Stage.ROLLING_OUT, Event.ROLLED_BACK): Stage.ROLLED_BACK,
+    (Stage.ROLLING_OUT, Event.SUPERSEDED): Stage.FAILED,
+}
+
+RELEASE_MOVES: dict[tuple[ReleaseState, Event], ReleaseState] = {
+    (ReleaseState.PENDING, Event.UP): ReleaseState.ACTIVE,
+    (ReleaseState.PENDING, Event.ROLLOUT_FAILED): ReleaseState.FAILED,
+    (ReleaseState.PENDING, Event.ROLLED_BACK): ReleaseState.FAILED,
+    (ReleaseState.PENDING, Event.SUPERSEDED): ReleaseState.FAILED,
+    # A newer release went live: the one serving until then steps aside.
+    (ReleaseState.ACTIVE, Event.SUPERSEDED): ReleaseState.SUPERSEDED,
+}
+
+
+class IllegalMove(Exception):
+    def __init__(self, what: str, state: str, event: Event) -> None:
+        super().__init__(f"a {what} in state {state!r} cannot take {event.value!r}")
+        self.state = state
+        self.event = event
+
+
+@dataclass(frozen=True)
+class Move:
+    """One allowed move: write `after` where the row still says `before`."""
+
+    before: str
+    after: str
+
+
+def stage_of(status: str) -> Stage:
+    """A stored build status as a stage; an unknown one is an error, not a guess."""
+    if status in LEGACY_STAGES:
+        return LEGACY_STAGES[status]
+    return Stage(status)
+
+
+def build_move(status: str, event: Event) -> Move:
+    stage = stage_of(status)
+    after = BUILD_MOVES.get((stage, event))
+    if after is None:
+        raise IllegalMove("build", stage.value, event)
+    return Move(status, after.value)
+
+
+def release_move(status: str, event: Event) -> Move:
+    state = ReleaseState(status)
+    after = RELEASE_MOVES.get((state, event))
+    if after is None:
+        raise IllegalMove("release", state.value, event)
+    return Move(status, after.value)
+
+
+def rollout_end(verdict_failed: bool, older_serves: bool) -> Event:
+    """The event a finished rollout is: up, or failed with or without a
+    release still serving the app's visitors."""
+    if not verdict_failed:
+        return Event.UP
+    return Event.ROLLED_BACK if older_serves else Event.ROLLOUT_FAILED
+
+
+def describe(stage: Stage) -> str:
+    """What a user reading `roost deploys` should take a stage to mean."""
+    return {
+        Stage.BUILDING: "building the image",
+        Stage.PROVISIONING: "provisioning the app's services",
+        Stage.COPYING: "copying the image to a second host",
+        Stage.RELEASING: "making the release",
+        Stage.ROLLING_OUT: "starting the new release's instances",
+        Stage.LIVE: "live",
+        Stage.FAILED: "failed",
+        Stage.ROLLED_BACK: "failed to start; the previous release keeps serving",
+    }[stage]
