@@ -11,8 +11,34 @@ stored; ep.io's `bundle_config` module is rendered from the URLs by the runner
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Protocol
 
-from roost.wire.messages import ServiceCredentials
+
+class CredentialFields(Protocol):
+    """What this module reads of a service's credentials.
+
+    The servicehost sends them as `roost.wire.messages.ServiceCredentials`,
+    which has these fields. appspec sits below wire (it does no I/O and
+    knows no transport), so it names the fields it needs instead of
+    importing the message: the import would make wire and appspec import
+    each other.
+    """
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def database(self) -> str: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def password(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+
 
 # The services the platform gave an app, "HOST:PORT HOST:PORT" (IPv6 hosts in
 # brackets): what runners' firewalls let the app's processes reach
@@ -21,7 +47,7 @@ from roost.wire.messages import ServiceCredentials
 SERVICE_ADDRESSES = "ROOST_SERVICE_ADDRESSES"
 
 
-def service_environment(creds: Iterable[ServiceCredentials]) -> dict[str, str]:
+def service_environment(creds: Iterable[CredentialFields]) -> dict[str, str]:
     env: dict[str, str] = {}
     for c in creds:
         if c.kind == "postgres":
@@ -49,7 +75,7 @@ def service_environment(creds: Iterable[ServiceCredentials]) -> dict[str, str]:
 
 
 def with_service_addresses(
-    env: dict[str, str], creds: Iterable[ServiceCredentials]
+    env: dict[str, str], creds: Iterable[CredentialFields]
 ) -> dict[str, str]:
     """`env` with SERVICE_ADDRESSES set from `creds` alone.
 
