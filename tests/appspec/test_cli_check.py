@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from roost.cli import check as check_module
 from roost.cli.check import check
 
-from .conftest import MakeApp, corpus_files
+from .conftest import MakeApp
+from .epio_files import fixture
 
 GOOD = {
     "epio.ini": "[wsgi]\nentrypoint = app:app\n[static]\n/static = static\n"
@@ -64,9 +65,8 @@ def test_errors_exit_1_with_file_and_line(make_app: MakeApp) -> None:
 
 
 def test_single_files(tmp_path: Path) -> None:
-    joskid = next(f for f in corpus_files() if f.name == "joskid__django.org.tr.ini")
-    code, out = run(str(joskid))
-    assert code == 1 and "merge-conflict" in out and ":13" in out
+    code, out = run(str(fixture("merge_conflict.ini")))
+    assert code == 1 and "merge-conflict" in out and ":7" in out
     procfile = tmp_path / "Procfile"
     procfile.write_text("web: gunicorn app:app\nrelease: ./migrate\n")
     code, out = run(str(procfile))
