@@ -173,3 +173,32 @@ async def test_a_command_that_cannot_start_is_an_error(sessions: ExecSessions) -
     r = await sessions.start("x", Spawn(["/no/such/program"], {}, Path("/")))
     assert isinstance(r, Error) and "could not start" in r.message
     assert not sessions.has("x")
+
+
+async def test_a_kept_session_outlives_the_idle_timeout_with_its_exit_status() -> None:
+    # A cron run whose controller died: nobody polls it for longer than
+    # idle_s; it runs on, and its output and exit wait for the next poller.
+    now = [0.0]
+    es = ExecSessions(idle_s=5, grace_s=1, clock=lambda: now[0])
+    task = asyncio.create_task(es.run())
+    try:
+        spawn = Spawn([PY, "-c", "print('done'); raise SystemExit(3)"], {}, Path("/"), keep_s=60)
+        await es.start("kept", spawn)
+        await es.start("idle", Spawn(["sleep", "60"], {}, Path("/")))
+        now[0] = 30.0
+        for _ in range(60):
+            if "idle" not in es.sessions:
+                break
+            await asyncio.sleep(0.1)
+        assert "idle" not in es.sessions and "kept" in es.sessions
+        out, _, last = await _drain(es, "kept")
+        assert out == b"done\n" and last.exit_status == 3
+        now[0] = 100.0  # 70 s since that poll: now it goes too
+        for _ in range(60):
+            if "kept" not in es.sessions:
+                break
+            await asyncio.sleep(0.1)
+        assert "kept" not in es.sessions
+    finally:
+        es.shutdown()
+        await asyncio.wait_for(task, 10)

@@ -203,6 +203,8 @@ async def _serve(
         rpc_endpoint=rpc.address if rpc is not None else "",
         rpc_key=node.keypair.public_text if node is not None and rpc is not None else "",
     )
+    # Assignments and cron runs carry the same lease's token: either fences both.
+    runner_execs.assignment_fence = lambda: heartbeat.held.fence
     registry = CollectorRegistry()
     registry.register(
         RunnerCollector(

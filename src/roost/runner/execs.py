@@ -7,6 +7,12 @@ the run's bundle_config.py, and starts the command as an exec session
 (`roost.wire.execs`). When the session ends the image is unpinned and the
 run's files are removed.
 
+A fenced RunStart (cron, from the scheduler-lease holder) is first judged by
+`fencedruns.FencedRuns` (no token older than one seen, no session id twice)
+and its session is kept for FENCED_KEEP_S without a poll instead of the
+idle timeout: the controller that started it may have died, and the next
+lease holder collects its output and exit status.
+
 The same server holds this host's image replicas (roost.runner.replicas):
 ImageReplicate fills its store, ImageChunkRequest serves it to other hosts.
 """
@@ -17,6 +23,7 @@ import asyncio
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from roost.images.digest import ImageError
@@ -29,6 +36,8 @@ from roost.runner.confine import (
     tenant_spec,
 )
 from roost.runner.datasync import START_PULL_TIMEOUT_S, DataSync
+from roost.runner.fencedruns import FencedRuns
+from roost.runner.fencing import Verdict
 from roost.runner.launch import Launch, LaunchError
 from roost.runner.layout import Layout, link_data, materialize
 from roost.runner.replicas import Replicas
@@ -54,6 +63,11 @@ from roost.wire.rpc import RemoteError, RpcTimeout
 
 log = logging.getLogger("roost.runner")
 
+# A fenced (cron) session nobody polls is kept this long, running or ended:
+# its controller may be gone and the next lease holder not yet there. The
+# controller stops a job after an hour anyway (cronrunner.JOB_TIMEOUT_S).
+FENCED_KEEP_S = 3600.0
+
 SESSION_MESSAGES = (ExecInput, ExecPoll, ExecResize, ExecSignal, ExecClose)
 
 
@@ -67,8 +81,12 @@ class RunnerExecs:
         replicas: Replicas | None = None,
         tenancy: Tenancy | None = None,
         tenant_defaults: TenantDefaults | None = None,
+        fenced: FencedRuns | None = None,
     ) -> None:
         self.layout = layout
+        self.fenced = fenced or FencedRuns(layout.root / "fenced-runs.json")
+        # The fence of the assignment held (set by the daemon): a lease token too.
+        self.assignment_fence: Callable[[], int] = lambda: 0
         # None: commands run as the runner itself (tests of the relay alone).
         self.tenancy = tenancy or Tenancy("unconfined", enabled=False)
         self.tenant_defaults = tenant_defaults or TenantDefaults()
@@ -109,7 +127,7 @@ class RunnerExecs:
         fut: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
         self._starting[msg.session] = fut
         try:
-            reply = await self._start(msg)
+            reply = await self._fenced(msg) if msg.fence else await self._start(msg)
         except Exception as exc:
             reply = Error(message=f"could not start the command: {exc}")
             log.exception("run %s failed to start", msg.session)
@@ -117,6 +135,20 @@ class RunnerExecs:
             self._starting.pop(msg.session, None)
         fut.set_result(reply)
         return reply
+
+    async def _fenced(self, msg: RunStart) -> Msg:
+        verdict = self.fenced.judge(msg.fence, msg.session, self.assignment_fence())
+        if verdict is not Verdict.ACCEPT:
+            log.warning(
+                "refused run %s fence=%d (%s; seen fence=%d)",
+                msg.session,
+                msg.fence,
+                verdict.value,
+                max(self.fenced.fence, self.assignment_fence()),
+            )
+            return Error(message=f"run {msg.session} refused: {verdict.value}")
+        await self.fenced.record(msg.fence, msg.session)
+        return await self._start(msg)
 
     async def _start(self, msg: RunStart) -> Msg:
         a = msg.assignment
@@ -166,6 +198,7 @@ class RunnerExecs:
                 cols=msg.cols,
                 on_exit=cleanup,
                 preexec=prepared.preexec,
+                keep_s=FENCED_KEEP_S if msg.fence else None,
             ),
         )
         if isinstance(reply, Error):

@@ -11,10 +11,17 @@ its version (a new holder numbers from wherever it likes).
 The runner holds (fence, version) of the assignment it converges to; the fence
 it holds is also the highest it has accepted. The gate is pure: it judges and
 returns the new held pair, and the caller logs and applies.
+
+A fenced RunStart (a cron run, sent by the lease holder) is judged against the
+highest fence seen in assignments or fenced runs, and against the session ids
+of fenced runs already started: a session id starts at most once, so a
+deposed holder's late (or retried) RunStart cannot run a slot a second time
+once the run has ended and been collected (`judge_run`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
 
@@ -27,6 +34,7 @@ class Verdict(Enum):
     STALE_FENCE = "stale-fence"  # from a deposed scheduler: refused
     OLD_VERSION = "old-version"  # older than the one held: ignored
     WRONG_HOST = "wrong-host"  # meant for another host: refused
+    ALREADY_RAN = "already-ran"  # a fenced run's session id that started before
 
 
 @dataclass(frozen=True)
@@ -67,3 +75,12 @@ def pick(
         elif verdict is not Verdict.SAME:
             rejected.append((asg, verdict))
     return held, accepted, rejected
+
+
+def judge_run(seen_fence: int, started: Collection[str], fence: int, session: str) -> Verdict:
+    """Whether a fenced RunStart (`fence` > 0) may start `session`."""
+    if fence < seen_fence:
+        return Verdict.STALE_FENCE
+    if session in started:
+        return Verdict.ALREADY_RAN
+    return Verdict.ACCEPT

@@ -22,7 +22,10 @@ RpcClient's retries after a lost reply are harmless:
           is reaped and the streams are drained; the exit status is reported
           only after the last chunk has been acknowledged.
   end     ExecClose, or no request for `idle_s` (the client vanished), stops
-          the process (TERM to the group, grace, KILL) and forgets it.
+          the process (TERM to the group, grace, KILL) and forgets it. A
+          session started with `keep_s` waits that long instead, running or
+          ended, exit status and output kept (a cron run whose controller
+          died, collected by the next one).
 
 Every task belongs to the TaskGroup of `run()`, which is the owner of all
 sessions; `shutdown()` closes them all and makes `run()` return.
@@ -102,6 +105,8 @@ class Spawn:
     # Runs in the child just before exec, after the session's own set-up
     # (a tenant launch joins its cgroup and shields its sandbox from signals).
     preexec: Callable[[], None] | None = None
+    # Kept this long without a request instead of the sessions' idle_s.
+    keep_s: float | None = None
 
 
 def signal_name(sig: int) -> str:
@@ -157,6 +162,7 @@ class Session:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     closing: bool = False
+    idle_s: float | None = None  # None: the ExecSessions' own
 
     @property
     def exit_status(self) -> tuple[int, str]:
@@ -193,10 +199,9 @@ class ExecSessions:
                     await aio.wait_for(self._stop.wait(), 1.0)
                 now = self.clock()
                 for s in list(self.sessions.values()):
-                    if not s.closing and now - s.last_seen > self.idle_s:
-                        log.warning(
-                            "session %s: no client for %.0fs; stopping it", s.id, self.idle_s
-                        )
+                    idle = self.idle_s if s.idle_s is None else s.idle_s
+                    if not s.closing and now - s.last_seen > idle:
+                        log.warning("session %s: no client for %.0fs; stopping it", s.id, idle)
                         self._close(s)
             for s in list(self.sessions.values()):
                 self._close(s)
@@ -247,7 +252,9 @@ class ExecSessions:
             return Error(message=f"could not start {spawn.argv[0]}: {exc}")
         if slave >= 0:
             os.close(slave)
-        s = Session(id=session_id, popen=popen, pty=spawn.pty, on_exit=spawn.on_exit)
+        s = Session(
+            id=session_id, popen=popen, pty=spawn.pty, on_exit=spawn.on_exit, idle_s=spawn.keep_s
+        )
         s.last_seen = self.clock()
         if spawn.pty:
             s.readers[master] = "stdout"

@@ -467,6 +467,12 @@ class RunStart(Msg, frozen=True, kw_only=True):
     term: str = ""
     rows: int = 24
     cols: int = 80
+    # The scheduler lease's fencing token when the lease holder sends it (cron);
+    # 0 for a `run`. A fenced run is refused when older than a token the runner
+    # has seen, starts a session id at most once, and is not cut when nobody
+    # polls it: its controller may have died, and the next lease holder
+    # collects its output and exit status.
+    fence: int = 0
 
 
 class DataStart(Msg, frozen=True, kw_only=True):
