@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from roost.appspec.cron import parse_schedule
+from roost.appspec.cron import parse_schedule, split_overlap
 from roost.appspec.errors import AppSpecError
 
 
@@ -84,3 +84,23 @@ def test_day_of_month_and_weekday_combine_like_vixie_cron() -> None:
     assert not both.matches(datetime(2024, 5, 13))
     assert both.matches(datetime(2024, 5, 3))
     assert not both.matches(datetime(2024, 5, 10))
+
+
+@pytest.mark.parametrize(
+    ("value", "schedule", "policy"),
+    [
+        ("*/5 * * * *", "*/5 * * * *", "allow"),
+        ("*/5 * * * * overlap=skip", "*/5 * * * *", "skip"),
+        ("@daily  OVERLAP=Queue", "@daily", "queue"),
+        ("0 3 * * * overlap=allow", "0 3 * * *", "allow"),
+    ],
+)
+def test_overlap_policy_ends_the_value(value: str, schedule: str, policy: str) -> None:
+    assert split_overlap(value) == (schedule, policy)
+
+
+@pytest.mark.parametrize("value", ["* * * * * overlap=forbid", "* * * * * overlap=", "overlap=x"])
+def test_unknown_overlap_policy_is_refused(value: str) -> None:
+    with pytest.raises(AppSpecError) as info:
+        split_overlap(value)
+    assert "overlap=skip" in str(info.value)

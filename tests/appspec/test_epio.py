@@ -392,6 +392,20 @@ def test_cron_command_is_the_key_and_the_schedule_is_validated() -> None:
     assert error("[wsgi]\nentrypoint = a:b\n[cron]\nx = 61 * * * *\n")[0] == 4
 
 
+def test_cron_overlap_policy_follows_the_schedule() -> None:
+    s = spec(
+        "[wsgi]\nentrypoint = a:b\n[cron]\n./sync = */5 * * * * overlap=skip\n"
+        "./report = @daily overlap=queue\n./tidy = 0 1 * * *\n"
+    )
+    assert [(j.command, j.schedule, j.overlap) for j in s.cron] == [
+        ("./sync", "*/5 * * * *", "skip"),
+        ("./report", "0 0 * * *", "queue"),
+        ("./tidy", "0 1 * * *", "allow"),
+    ]
+    line, message, _ = error("[wsgi]\nentrypoint = a:b\n[cron]\n./x = * * * * * overlap=no\n")
+    assert line == 4 and "overlap=queue" in message
+
+
 def test_unknown_sections_are_kept_and_warned_about() -> None:
     result = composed("[wsgi]\nentrypoint = a:b\n[launcher]\npackage = myapp\n[WSGI]\nx = 1\n")
     assert result.spec is not None

@@ -7,6 +7,14 @@ weekday 7 is Sunday like 0. `@hourly`, `@daily`, `@midnight`, `@weekly`,
 `@monthly`, `@yearly` and `@annually` are expanded. As in Vixie cron, when
 both day-of-month and day-of-week are restricted (neither starts with `*`) a
 day matches if either does.
+
+A job's value in epio.ini's [cron] may end with `overlap=POLICY`: what to do
+when a run of the job is due while an earlier run still goes on (Dokku's
+app.json `concurrency_policy`, Kubernetes' `concurrencyPolicy`):
+`allow` (the default, as in Dokku, Kubernetes, Heroku Scheduler and crontab):
+run it anyway; `skip` (Dokku's `forbid`): record the run as skipped; `queue`:
+run it once the earlier runs have ended (at most QUEUE_LIMIT wait; beyond
+that a run is skipped).
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ _FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
     ("month", 1, 12, _MONTHS),
     ("day of week", 0, 7, _DAYS),
 )
+OVERLAPS = ("allow", "skip", "queue")
+OVERLAP_PREFIX = "overlap="
 _ITEM = re.compile(r"(?P<range>\*|[0-9a-z]+(?:-[0-9a-z]+)?)(?:/(?P<step>[0-9]+))?$")
 
 
@@ -129,3 +139,22 @@ def parse_schedule(text: str) -> CronSchedule:
         any_weekday=fields[4].startswith("*"),
         text=" ".join(fields),
     )
+
+
+def split_overlap(value: str) -> tuple[str, str]:
+    """`'*/5 * * * * overlap=skip'` -> `('*/5 * * * *', 'skip')`; 'allow' when absent.
+
+    AppSpecError for a policy that is not one of OVERLAPS.
+    """
+    head, _, last = value.strip().rpartition(" ")
+    if not last.lower().startswith(OVERLAP_PREFIX):
+        return value, "allow"
+    policy = last[len(OVERLAP_PREFIX) :].lower()
+    if policy not in OVERLAPS:
+        raise AppSpecError(
+            Problem(
+                f"overlap={policy} is not a policy: use overlap=allow, overlap=skip or "
+                "overlap=queue (Dokku's 'forbid' is 'skip'; 'replace' is not offered)"
+            )
+        )
+    return head.rstrip(), policy

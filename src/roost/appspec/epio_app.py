@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from roost.appspec.cron import parse_schedule
+from roost.appspec.cron import parse_schedule, split_overlap
 from roost.appspec.errors import AppSpecError
 from roost.appspec.hints import SECTION_KEYS, commented_header_hint
 from roost.appspec.model import CronJob
@@ -95,7 +95,8 @@ def map_checkout(r: Reader) -> str:
 
 
 def map_cron(r: Reader) -> list[CronJob]:
-    """[cron]: the command line is the key, the 5-field schedule the value."""
+    """[cron]: the command line is the key, the 5-field schedule the value
+    (optionally followed by `overlap=allow|skip|queue`)."""
     sect = r.section("cron")
     jobs: list[CronJob] = []
     if sect is None:
@@ -105,12 +106,15 @@ def map_cron(r: Reader) -> list[CronJob]:
         if value is None:
             continue
         try:
-            schedule = parse_schedule(value)
+            text, overlap = split_overlap(value)
+            schedule = parse_schedule(text)
         except AppSpecError as exc:
             hint = commented_header_hint(r.doc, "cron", opt)
             hint = hint or "in [cron] the command is the key and the schedule the value"
             r.error(exc.problems[0].message, opt.line, hint)
             continue
         source = f"{r.file}:{opt.line}"
-        jobs.append(CronJob(command=opt.name, schedule=schedule.text, source=source))
+        jobs.append(
+            CronJob(command=opt.name, schedule=schedule.text, source=source, overlap=overlap)
+        )
     return jobs

@@ -114,6 +114,10 @@ class CronJob(msgspec.Struct, frozen=True, kw_only=True):
     command: str
     schedule: str
     source: str = ""
+    # When a run is due while an earlier one still goes on: "allow" (run it
+    # too), "skip" (record it skipped) or "queue" (run it after); see
+    # `roost.appspec.cron`.
+    overlap: str = "allow"
 
 
 class ConfigWarning(msgspec.Struct, frozen=True, kw_only=True):
