@@ -106,6 +106,12 @@ class Settings:
     heartbeat_interval_s: float = _setting(1.0, "ROOST_HEARTBEAT_S", "runner heartbeat period")
     host_grace_s: float = _setting(5.0, "ROOST_HOST_GRACE_S", "silence before a host is down")
     lease_ttl_s: float = _setting(5.0, "ROOST_LEASE_TTL_S", "scheduler lease lifetime")
+    cron_slot_s: float = _setting(
+        60.0,
+        "ROOST_CRON_SLOT_SECONDS",
+        "controller: length of a cron minute (tests shorten it; schedules count slots as "
+        "minutes; never change it on a live platform)",
+    )
     build_timeout_s: float = _setting(900.0, "ROOST_BUILD_TIMEOUT_S", "wall-clock build limit")
     build_memory_mb: int = _setting(
         2048, "ROOST_BUILD_MEMORY_MB", "builder: memory limit of each build step's cgroup"

@@ -44,16 +44,3 @@ def test_migrate_is_idempotent(tmp_path: Path) -> None:
     migrate(url)
     migrate(url)
     assert leases.current(make_engine(url), "scheduler") is None
-
-
-def test_cron_claim_is_won_once(tmp_path: Path) -> None:
-    from roost.controller.store import Store
-
-    store = Store(_engine(tmp_path))
-    owner = store.create_account("c@example.com")
-    app = store.create_app("cronapp", owner)
-    assert store.claim_cron(app.id, "job1", 1000, "ctl-a") is True
-    assert store.claim_cron(app.id, "job1", 1000, "ctl-b") is False
-    assert store.claim_cron(app.id, "job1", 1001, "ctl-b") is True
-    store.prune_cron(1001)
-    assert store.claim_cron(app.id, "job1", 1000, "ctl-b") is True

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -242,8 +243,26 @@ cron_claims = Table(
     Column("slot", Integer, primary_key=True),
     Column("claimed_by", String(128), nullable=False),
     Column("claimed_at", Float, nullable=False),
-    Column("status", String(16), nullable=False, default="claimed"),
+    # The scheduler lease's fencing token of the claim's current owner: every
+    # change is a compare-and-set on it (controller/cron.py tells the story).
+    Column("fence", Integer, nullable=False, default=0),
+    # queued -> claimed -> started -> finished
+    Column("state", String(16), nullable=False),
+    # Once finished: succeeded, failed, skipped, missed or lost.
+    Column("status", String(16), nullable=False, default=""),
+    # Where it was started (recorded before RunStart is sent).
+    Column("runner", String(128), nullable=False, default=""),
+    Column("session", String(64), nullable=False, default=""),
+    Column("started_at", Float, nullable=True),
+    Column("finished_at", Float, nullable=True),
+    Column("exit_code", Integer, nullable=True),
+    # Output already in the app's log: last acknowledged chunk, unterminated
+    # tails (msgpack {stream: bytes}), lines written.
+    Column("out_seq", Integer, nullable=False, default=0),
+    Column("out_tail", LargeBinary, nullable=True),
+    Column("out_lines", Integer, nullable=False, default=0),
 )
+Index("ix_cron_claims_state", cron_claims.c.state)
 
 image_replicas = Table(
     "image_replicas",
