@@ -3,10 +3,11 @@
 `RoostCluster.start()`: PostgreSQL (the state database) in the root namespace
 on the bridge address; `roost cluster init` writes a bundle per host (its own keys
 only), every host runs `roost cluster join` with its bundle,
-`roost cluster admin-token` makes the API token; then controllers, runners and
-routers each in their own namespace, and the builder in the root namespace (it
-needs PyPI, which only the root namespace reaches). Every daemon runs as
-`roost --data DIR ROLE` with its role's own key, bound to its host's address.
+then controllers, runners and routers each in their own namespace, and the
+builder in the root namespace (it needs PyPI, which only the root namespace
+reaches); `roost cluster admin-token` prints the API token the first
+controller wrote at its start. Every daemon runs as `roost --data DIR ROLE`
+with its role's own key, bound to its host's address.
 Daemon output goes to BASE/logs/HOST.log.
 """
 
@@ -108,11 +109,11 @@ class RoostCluster:
         joins += [(self.builder_data, net.gateway), (self.observer_data, net.gateway)]
         for data, ip in joins:
             self.roost("--data", str(data), "cluster", "join", str(bundles / f"{ip}.tar.gz"))
-        self.token = self.roost(
-            "--data", str(self.controllers[0].data), "cluster", "admin-token"
-        ).stdout.strip()
         self._trust_controllers()
         self.start_all()
+        self.token = self.roost(
+            "--data", str(self.controllers[0].data), "cluster", "admin-token", "--wait", "60"
+        ).stdout.strip()
         for h in self.routers:
             wait_for(functools.partial(self.router_answers, h), 30, f"router {h.name}")
         wait_for(lambda: len(self.hosts_up()) == n_run, 30, "every runner to heartbeat")

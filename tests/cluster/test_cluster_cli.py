@@ -1,19 +1,22 @@
 """`roost cluster init/join/admin-token`, without namespaces: the bundles
-themselves, what join installs, and the admin token."""
+themselves, what join installs, and the admin token the controller wrote."""
 
 from __future__ import annotations
 
 import io
 import stat
 import tarfile
+import threading
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from roost.cli.main import cli
+from roost.controller.admintoken import write_admin_token
+from roost.controller.bootstrap import bootstrap_admin
 from roost.controller.secretbox import FERNET_FILE, legacy_key, read_keys
 from roost.controller.store import Store
-from roost.state.db import make_engine, sqlite_url
+from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.bootstrap import open_node
 from roost.wire.identity import identity, parse_peers
 from roost.wire.keys import generate_keypair
@@ -155,31 +158,51 @@ def test_an_older_clusters_key_keeps_its_secrets_readable(tmp_path: Path) -> Non
     assert len(keys) == 2 and keys[1] == legacy_key(old.secret) and keys[0] != keys[1]
 
 
-def test_admin_token_creates_the_admin_once_and_prints_working_tokens(tmp_path: Path) -> None:
+def test_admin_token_prints_the_token_the_controller_wrote(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "state.db")
     data = _joined(tmp_path, url)
     # Searchable, not listable: a builder's unprivileged user must reach DATA/builder.
     assert stat.S_IMODE(data.stat().st_mode) == 0o711
-    tokens = []
-    for _ in range(2):
-        r = CliRunner().invoke(cli, ["--data", str(data), "cluster", "admin-token"])
-        assert r.exit_code == 0, r.output
-        tokens.append(r.output.strip())
-    assert tokens[0] != tokens[1]
+    # Before the controller's first start there is none, and no database is touched.
+    r = CliRunner().invoke(cli, ["--data", str(data), "cluster", "admin-token"])
+    assert r.exit_code == 1 and "start this host's controller" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "state.db").exists()
+    # What the controller does at its start (roost.controller.daemon).
+    migrate(url)
     store = Store(make_engine(url))
     try:
-        owners = {store.account_for_token(t).id for t in tokens}
-        assert len(owners) == 1
+        token = bootstrap_admin(store, data, "controller")
+        r = CliRunner().invoke(cli, ["--data", str(data), "cluster", "admin-token"])
+        assert r.exit_code == 0, r.output
+        assert r.output.strip() == token
         admin = store.account_by_email("admin@localhost")
-        assert admin is not None and admin.is_admin and admin.id in owners
+        assert admin.is_admin and store.account_for_token(token).id == admin.id
     finally:
         store.engine.dispose()
+
+
+def test_admin_token_waits_for_a_starting_controller(tmp_path: Path) -> None:
+    data = _joined(tmp_path, sqlite_url(tmp_path / "state.db"))
+    writer = threading.Timer(0.5, write_admin_token, (data, "rst_written-by-the-controller"))
+    writer.start()
+    try:
+        r = CliRunner().invoke(cli, ["--data", str(data), "cluster", "admin-token", "--wait", "60"])
+    finally:
+        writer.join()
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == "rst_written-by-the-controller"
 
 
 def test_admin_token_refusals_are_one_line(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["--data", str(tmp_path / "nowhere"), "cluster", "admin-token"])
     assert r.exit_code == 2 and "cluster join" in r.output
-    data = _joined(tmp_path, "")
-    r = CliRunner().invoke(cli, ["--data", str(data), "cluster", "admin-token"])
-    assert r.exit_code == 2 and "--state" in r.output
+    out = _init(tmp_path)
+    runner = tmp_path / "runner"
+    r = CliRunner().invoke(
+        cli, ["--data", str(runner), "cluster", "join", str(out / f"{RUNNERS[0]}.tar.gz")]
+    )
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["--data", str(runner), "cluster", "admin-token"])
+    assert r.exit_code == 2 and "runs no controller" in r.output
     assert len(r.output.strip().splitlines()) == 1

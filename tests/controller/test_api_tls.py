@@ -128,8 +128,6 @@ def test_controller_off_loopback_serves_https(tmp_path: Path, bridge_address: st
     ):
         r = _roost(*args)
         assert r.returncode == 0, r.stdout + r.stderr
-    token = _roost("--data", str(data), "cluster", "admin-token").stdout.strip()
-    assert token.startswith("rst_")
     port = _free_port(host)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOST_")}
     env.update(ROOST_BIND_HOST=host, ROOST_API_PORT=str(port), ROOST_LOG_LEVEL="INFO")
@@ -157,6 +155,9 @@ def test_controller_off_loopback_serves_https(tmp_path: Path, bridge_address: st
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
         assert stat.S_IMODE((data / "controller" / "tls" / "api.key").stat().st_mode) == 0o600
+        # Written by the controller before its API answered.
+        token = _roost("--data", str(data), "cluster", "admin-token").stdout.strip()
+        assert token.startswith("rst_")
         assert "SHA-256" in log.read_text()
         h = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"{url}/api/apps", headers=h, verify=trust).json() == []

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from roost.controller.admintoken import read_admin_token
 from tests.conftest import free_port, processes_under, wait_until
 
 
@@ -95,6 +96,11 @@ class Platform:
                 f"roost {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
             )
         return r
+
+    @property
+    def token(self) -> str:
+        """The admin's API token, which the controller wrote at its start."""
+        return read_admin_token(self.data)
 
     def get(self, app: str, path: str = "/") -> httpx.Response:
         return httpx.get(

@@ -31,15 +31,19 @@ PREPARE = (
     "import sys; from pathlib import Path; from roost.cli.local import prepare_data_dir; "
     "from roost.settings import Settings; prepare_data_dir(Path(sys.argv[1]), Settings()).close()"
 )
-# What an older Roost did: the same files, made under the usual umask 022.
+# What an older Roost did: the same files and the state database (which `roost
+# up` itself migrated then), made under the usual umask 022.
 PREPARE_OLD = (
     "import os, sys; from pathlib import Path; from roost.settings import Settings; "
-    "from roost.cli.local import admin_token, lock_data_dir, prepare_cluster, prepare_state, "
-    "write_api_info; os.umask(0o022); d = Path(sys.argv[1]); lock = lock_data_dir(d); "
-    "prepare_cluster(d, '127.0.0.1'); url = prepare_state(d); "
-    "write_api_info(d, Settings(), admin_token(d, url)); lock.close()"
+    "from roost.cli.local import lock_data_dir, prepare_cluster, write_api_info; "
+    "from roost.state.db import migrate, sqlite_url; "
+    "os.umask(0o022); d = Path(sys.argv[1]); lock = lock_data_dir(d); "
+    "prepare_cluster(d, '127.0.0.1'); migrate(sqlite_url(d / 'state.db')); "
+    "write_api_info(d, Settings()); lock.close()"
 )
-SECRETS = ("api.json", "cluster.json", "state.db")
+SECRETS = ("api.json", "cluster.json")
+# The controller's own: the state database, and the admin token it writes.
+CONTROLLER_SECRETS = ("state.db", "state.db-wal", "state.db-shm", "controller/admin.token")
 
 
 @pytest.fixture
@@ -104,7 +108,7 @@ def test_a_daemon_tightens_an_older_data_directory_and_sqlite_follows(data: Path
             30,
             "state.db-wal and state.db-shm",
         )
-        assert_private(data, [*SECRETS, "state.db-wal", "state.db-shm"])
+        assert_private(data, [*SECRETS, *CONTROLLER_SECRETS])
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -6,7 +6,6 @@ and nothing beyond it."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -23,6 +22,7 @@ import pexpect
 import psutil
 import pytest
 
+from roost.controller.admintoken import read_admin_token
 from tests.conftest import REPO, free_port, processes_under, wait_until
 
 pytestmark = [
@@ -124,7 +124,7 @@ def gw() -> Iterator[Gw]:
         wait_until(
             lambda: httpx.get(f"{api}/api/health", timeout=1).status_code == 200, 60, "the API"
         )
-        token = json.loads((data / "api.json").read_text())["token"]
+        token = read_admin_token(data)
         key = _keygen(base / "id_admin")
         g = Gw(data, base, api, router_port, ssh_port, token, key)
         g.api_post("/api/keys", {"key": (base / "id_admin.pub").read_text()})

@@ -73,11 +73,10 @@ def assert_blocked(results: dict[str, str]) -> None:
 
 
 def _admin(p: Platform, method: str, path: str, **kw: object) -> httpx.Response:
-    token = json.loads((p.data / "api.json").read_text())["token"]
     return httpx.request(
         method,
         f"http://127.0.0.1:{p.api_port}/api{path}",
-        headers={"Authorization": f"Bearer {token}"},
+        headers={"Authorization": f"Bearer {p.token}"},
         timeout=60,
         **kw,  # type: ignore[arg-type]
     )
@@ -86,6 +85,7 @@ def _admin(p: Platform, method: str, path: str, **kw: object) -> httpx.Response:
 def _targets(p: Platform) -> dict[str, object]:
     data = p.data
     files = [data / "api.json", data / "cluster.json", data / "state.db"]
+    files += [data / "controller" / "admin.token"]
     files += sorted((data / "keys").iterdir())
     files += [data / "runner" / "apps" / "victim" / "data" / "secret.txt"]
     files += sorted((data / "runner" / "apps" / "victim" / "bundle").glob("*/bundle_config.py"))
@@ -151,7 +151,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         r = p.roost("deploy", str(hostile), "--app", "hostile")
         key = work / "id_admin"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-        token = json.loads((p.data / "api.json").read_text())["token"]
+        token = p.token
         httpx.post(
             f"http://127.0.0.1:{p.api_port}/api/keys",
             json={"key": (work / "id_admin.pub").read_text()},

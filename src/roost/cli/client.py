@@ -1,7 +1,9 @@
 """The CLI's HTTP client for the controller API, and where it finds it.
 
 Precedence: ROOST_API / ROOST_TOKEN, then DATA/api.json written by `roost up`,
-then ~/.config/roost/credentials.json written by `roost login`.
+then ~/.config/roost/credentials.json written by `roost login`. api.json
+names the file its token is in ("token_file": the one the controller writes
+at its start, roost.controller.admintoken) rather than holding it.
 
 A token or password goes over plain HTTP only to this machine (loopback):
 anywhere else, anyone on the path could read it and act as the account.
@@ -143,6 +145,16 @@ def credentials_path() -> Path:
     return Path(base) / "roost" / "credentials.json"
 
 
+def _token_in(path: str) -> str:
+    """The token in a file a credentials file names; "" while it does not exist."""
+    try:
+        return Path(path).read_text().strip() if path else ""
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise CliError(f"cannot read the API token: {exc}", EXIT_AUTH) from None
+
+
 def resolve(data_dir: Path) -> Api:
     """ROOST_API/ROOST_TOKEN, else the local platform's DATA/api.json, else `roost login`'s."""
     url = os.environ.get("ROOST_API", "")
@@ -159,7 +171,7 @@ def resolve(data_dir: Path) -> Api:
             if not url or saved.get("url", "") == url:
                 ca = ca or saved.get("ca", "")
             url = url or saved.get("url", "")
-            token = token or saved.get("token", "")
+            token = token or saved.get("token", "") or _token_in(saved.get("token_file", ""))
     if not url:
         raise CliError(
             f"no Roost API configured: run 'roost up' (data dir {data_dir}) "

@@ -24,6 +24,7 @@ import msgspec
 from rich.console import Console
 
 from roost.cli.client import EXIT_USAGE, CliError
+from roost.controller.admintoken import admin_token_path, read_admin_token
 from roost.controller.secretbox import FERNET_FILE, legacy_key, new_key
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.identity import (
@@ -38,7 +39,6 @@ from roost.wire.identity import (
 from roost.wire.keys import KeyPair, generate_keypair
 
 console = Console()
-ADMIN_EMAIL = "admin@localhost"
 
 # address-book role -> (the daemon role whose key serves it, default port)
 ENDPOINT_ROLES = {
@@ -313,36 +313,40 @@ def _write(dest: Path, content: bytes) -> None:
 
 
 @cluster.command("admin-token")
-@click.option("--email", default=ADMIN_EMAIL, show_default=True, help="the admin account")
-@click.option("--name", "token_name", default="cluster admin", show_default=True)
-@click.option("--state", "state_url", default="", help="state database URL (default: the bundle's)")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="seconds to wait for a starting controller to write it",
+)
 @click.pass_context
-def admin_token(ctx: click.Context, email: str, token_name: str, state_url: str) -> None:
-    """Print a new API token of the admin account (created if missing).
+def admin_token(ctx: click.Context, wait_s: float) -> None:
+    """Print the admin account's API token, on a controller's host.
 
-    Runs on a host that joined the cluster: it connects to the cluster's state
-    database, brings its schema up to date and issues the token, so operators
-    (and tests) can drive any controller with ROOST_API/ROOST_TOKEN.
+    The controller makes the admin account (admin@localhost) and writes a
+    token of it to DATA/controller/admin.token at its start; this prints
+    that token, so operators (and tests) can drive any controller with
+    ROOST_API/ROOST_TOKEN. It never opens the state database itself.
     """
     data: Path = ctx.obj["data"]
-    path = data / "cluster.json"
-    if not state_url:
-        if not path.exists():
-            raise CliError(f"{path} not found: run 'roost cluster join BUNDLE' first", EXIT_USAGE)
-        state_url = ClusterConfig.load(path).state_url
-    if not state_url:
+    if not (data / "cluster.json").exists():
         raise CliError(
-            "the cluster has no shared state database (cluster.json state_url is empty); "
-            "pass --state",
+            f"{data / 'cluster.json'} not found: run 'roost cluster join BUNDLE' first", EXIT_USAGE
+        )
+    if not (data / "keys" / "controller.key_secret").exists():
+        raise CliError(
+            f"this host runs no controller (no {data / 'keys' / 'controller.key_secret'}): "
+            "run this on a controller's host",
             EXIT_USAGE,
         )
-    # Imported here: the state layer is heavy and only this command needs it.
-    from roost.controller.bootstrap import NotAdmin, issue_admin_token
-
-    try:
-        token = issue_admin_token(state_url, email, token_name)
-    except NotAdmin as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
-    except Exception as exc:  # driver errors: one line, no traceback
-        raise CliError(f"cannot use the state database: {exc}") from None
+    deadline = time.monotonic() + wait_s
+    while not (token := read_admin_token(data)):
+        if time.monotonic() >= deadline:
+            raise CliError(
+                f"no admin token in {admin_token_path(data)} yet: start this host's controller "
+                f"(roost --data {data} controller), which writes it at its start"
+            )
+        time.sleep(0.2)
     click.echo(token)

@@ -1,10 +1,12 @@
 """Preparing a data directory for the one-host platform that `roost up` runs.
 
 Everything is idempotent: a second `roost up` on the same directory reuses the
-keys, the addresses (when still free), the state database and the admin token,
-so the same apps come back. It all happens under the daemons' private umask
-(`roost.daemonize`): keys, cluster.json, the state database and api.json are
-made 0600 in 0700 directories, and those of an older version are tightened.
+keys and the addresses (when still free), so the same apps come back. It all
+happens under the daemons' private umask (`roost.daemonize`): keys,
+cluster.json and api.json are made 0600 in 0700 directories, and those of an
+older version are tightened. The state database and the admin's token are the
+controller's: it migrates the one and writes the other at its start
+(`roost.controller.bootstrap`); api.json names the token's file.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ import socket
 from pathlib import Path
 from typing import IO
 
+from roost.controller.admintoken import admin_token_path
 from roost.controller.secretbox import FERNET_FILE, ensure_key_file
 from roost.daemonize import secure_start
 from roost.settings import Settings
-from roost.state.db import migrate, sqlite_url
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.identity import ROLES, identity, save_peers
 from roost.wire.keys import ensure_keypair
@@ -32,7 +34,6 @@ SERVED_BY = {
     "images": "builder",
     "servicehost": "servicehost",
 }
-ADMIN_EMAIL = "admin@localhost"
 
 
 class AlreadyRunning(Exception):
@@ -83,8 +84,7 @@ def prepare_data_dir(data: Path, settings: Settings) -> IO[str]:
     lock = lock_data_dir(data)
     try:
         prepare_cluster(data, settings.bind_host, settings.runner_host_id)
-        url = prepare_state(data)
-        write_api_info(data, settings, admin_token(data, url))
+        write_api_info(data, settings)
     except BaseException:
         lock.close()
         raise
@@ -124,23 +124,7 @@ def prepare_cluster(data: Path, host: str, runner_host_id: str = "") -> ClusterC
     return cluster
 
 
-def prepare_state(data: Path) -> str:
-    url = sqlite_url(data / "state.db")
-    migrate(url)
-    return url
-
-
-def admin_token(data: Path, url: str) -> str:
-    """The local admin's token: reused when still valid, else a new one."""
-    # Imported here: the state layer is heavy and only `roost up` needs it.
-    from roost.controller.bootstrap import issue_admin_token
-
-    info = data / "api.json"
-    old = str(json.loads(info.read_text()).get("token", "")) if info.exists() else ""
-    return issue_admin_token(url, ADMIN_EMAIL, "roost up", reuse=old)
-
-
-def write_api_info(data: Path, settings: Settings, token: str) -> None:
+def write_api_info(data: Path, settings: Settings) -> None:
     # Off loopback the controller serves HTTPS: its certificate is made now
     # (the controller reuses it) so that the CLI can be told to trust it.
     from roost.controller.apitls import api_certificate, api_url
@@ -153,7 +137,8 @@ def write_api_info(data: Path, settings: Settings, token: str) -> None:
         json.dump(
             {
                 "url": api_url(settings),
-                "token": token,
+                # Written by the controller at its start, before its API answers.
+                "token_file": str(admin_token_path(data)),
                 "router": f"http://{settings.bind_host}:{settings.router_port}",
                 **({"ca": str(tls.certfile)} if tls is not None and tls.self_signed else {}),
             },

@@ -12,6 +12,7 @@ import uvicorn
 
 from roost.controller.api.app import create_api
 from roost.controller.apitls import ApiTlsError, api_certificate, api_url
+from roost.controller.bootstrap import NotAdmin, bootstrap_admin
 from roost.controller.core import Controller
 from roost.controller.cronrunner import CronRunner
 from roost.controller.secretbox import FERNET_FILE, SecretBox, SecretError
@@ -59,6 +60,11 @@ async def serve(
     url = state_url_for(data_dir, state_url or cluster.state_url or None)
     await asyncio.to_thread(migrate, url)
     store = Store(make_engine(url), secrets=box)  # TLS keys are sealed with it too
+    # Before the API listens: whoever saw it answer finds the admin's token.
+    try:
+        await asyncio.to_thread(bootstrap_admin, store, data_dir, name)
+    except NotAdmin as exc:
+        log.error("no admin token in DATA/controller: %s", exc)
     async with node:
         controller = Controller(store, settings, name)
         services = RpcClient(node, cluster.of("servicehost")) if cluster.of("servicehost") else None

@@ -1,0 +1,69 @@
+"""The controller makes the admin account and writes its token to
+DATA/controller/admin.token (roost.controller.bootstrap); the CLI only reads
+that file. A real Store on SQLite; no sockets."""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from roost.controller.admintoken import ADMIN_EMAIL, admin_token_path, read_admin_token
+from roost.controller.bootstrap import NotAdmin, bootstrap_admin
+from roost.controller.store import Store
+from roost.state.db import make_engine, migrate, sqlite_url
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    url = sqlite_url(tmp_path / "state.db")
+    migrate(url)
+    s = Store(make_engine(url))
+    yield s
+    s.engine.dispose()
+
+
+def test_first_start_makes_the_admin_and_a_private_token_file(store: Store, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert read_admin_token(data) == ""
+    token = bootstrap_admin(store, data, "ctl1")
+    assert read_admin_token(data) == token and token.startswith("rst_")
+    admin = store.account_by_email(ADMIN_EMAIL)
+    assert admin is not None and admin.is_admin
+    assert store.account_for_token(token).id == admin.id
+    path = admin_token_path(data)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_a_restart_keeps_a_working_token_and_replaces_a_revoked_or_foreign_one(
+    store: Store, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    first = bootstrap_admin(store, data, "ctl1")
+    assert bootstrap_admin(store, data, "ctl1") == first
+    admin = store.account_by_email(ADMIN_EMAIL)
+    (row,) = store.tokens(admin.id)
+    store.revoke_token(admin.id, row.id)
+    second = bootstrap_admin(store, data, "ctl1")
+    assert second != first and store.account_for_token(second).id == admin.id
+    # A working token of another account in the file is not the admin's.
+    other = store.create_account("someone@example.com")
+    admin_token_path(data).write_text(store.issue_token(other) + "\n")
+    third = bootstrap_admin(store, data, "ctl1")
+    assert store.account_for_token(third).id == admin.id
+    # A second controller's host gets its own token of the same admin.
+    elsewhere = bootstrap_admin(store, tmp_path / "ctl2", "ctl2")
+    assert elsewhere != third and store.account_for_token(elsewhere).id == admin.id
+
+
+def test_a_registered_user_named_like_the_admin_is_not_promoted(
+    store: Store, tmp_path: Path
+) -> None:
+    store.create_account(ADMIN_EMAIL, password="a-password-1")
+    with pytest.raises(NotAdmin):
+        bootstrap_admin(store, tmp_path / "data", "ctl1")
+    assert not store.account_by_email(ADMIN_EMAIL).is_admin
+    assert read_admin_token(tmp_path / "data") == ""
