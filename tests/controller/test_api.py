@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from roost.controller.api.app import create_api
+from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.secretbox import SecretBox
 from roost.controller.service import ControllerService
@@ -22,12 +23,12 @@ def env(tmp_path: Path) -> Iterator[tuple[TestClient, Store]]:
     url = sqlite_url(tmp_path / "state.db")
     migrate(url)
     store = Store(make_engine(url))
-    controller = Controller(store, Settings(), "test")
-    controller.services = ServiceBroker(store, SecretBox(b"k" * 32), None)
+    controller = Controller(AsyncStore(store), Settings(), "test")
+    controller.services = ServiceBroker(controller.store, SecretBox(b"k" * 32), None)
     api = create_api(controller, ControllerService(controller, builders=None))
     with TestClient(api) as client:
         yield client, store
-    store.engine.dispose()
+    controller.store.close()
 
 
 def _token(store: Store, email: str, admin: bool = False) -> dict[str, str]:
@@ -114,7 +115,7 @@ def test_openapi_is_published(env: tuple[TestClient, Store]) -> None:
 
 
 def test_metrics_are_exposed(env: tuple[TestClient, Store]) -> None:
-    client, _ = env
+    client, store = env
     controller = client.app.state.controller  # type: ignore[attr-defined]
     import time
 
@@ -135,9 +136,7 @@ def test_metrics_are_exposed(env: tuple[TestClient, Store]) -> None:
     client.get("/api/health")
     # From another machine (the test client's peer is not loopback): an admin's token.
     assert client.get("/metrics").status_code == 401
-    text = client.get(
-        "/metrics", headers=_token(client.app.state.controller.store, "op@x.org", admin=True)
-    ).text  # type: ignore[attr-defined]
+    text = client.get("/metrics", headers=_token(store, "op@x.org", admin=True)).text
     assert 'roost_api_requests_total{method="GET",route="/api/health",status="200"}' in text
     assert 'roost_heartbeat_age_seconds{host="h1"}' in text
     assert 'roost_instance_restarts{app="a",instance="i1"} 3.0' in text

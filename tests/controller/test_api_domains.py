@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from roost.controller.api.app import create_api
+from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.routes import AppRouting, build_routes
 from roost.controller.secretbox import SecretBox
@@ -32,7 +33,7 @@ def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Env]:
     migrate(url)
     store = Store(make_engine(url), secrets=SecretBox(b"k" * 32))  # seals TLS keys
     domain = getattr(request, "param", "localhost")
-    controller = Controller(store, Settings(default_domain=domain), "test")
+    controller = Controller(AsyncStore(store), Settings(default_domain=domain), "test")
     api = create_api(controller, ControllerService(controller, builders=None))
     mallory = store.create_account("mallory@example.com")
     victim = store.create_account("victim@example.com")
@@ -42,7 +43,7 @@ def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Env]:
         assert client.post("/api/apps", json={"name": "x"}, headers=hm).status_code == 201
         assert client.post("/api/apps", json={"name": "other"}, headers=hv).status_code == 201
         yield client, store, hm, hv
-    store.engine.dispose()
+    controller.store.close()
 
 
 def _add(client: TestClient, h: dict[str, str], host: str, app: str = "x") -> int:

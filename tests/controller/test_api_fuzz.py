@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 
 from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller.api.app import create_api
+from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.secretbox import SecretBox
 from roost.controller.service import ControllerService
@@ -26,8 +27,8 @@ def api_and_token() -> tuple[object, str]:
     url = sqlite_url(tmp / "state.db")
     migrate(url)
     store = Store(make_engine(url))
-    controller = Controller(store, Settings(), "fuzz")
-    controller.services = ServiceBroker(store, SecretBox(b"k" * 32), None)
+    controller = Controller(AsyncStore(store), Settings(), "fuzz")
+    controller.services = ServiceBroker(controller.store, SecretBox(b"k" * 32), None)
     owner = store.create_account("fuzz@example.com", password="fuzz-password", is_admin=True)
     token = store.issue_token(owner)
     app = store.create_app("fuzzed", owner)

@@ -20,6 +20,7 @@ from argon2 import PasswordHasher
 
 from roost.controller import store_access
 from roost.controller.api.app import create_api
+from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.ratelimit import LoginGuard
 from roost.controller.secretbox import SecretBox
@@ -44,8 +45,8 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def make_api(store: Store, **guard: Any) -> Any:
-    controller = Controller(store, Settings(), "test")
-    controller.services = ServiceBroker(store, SecretBox(b"k" * 32), None)
+    controller = Controller(AsyncStore(store), Settings(), "test")
+    controller.services = ServiceBroker(controller.store, SecretBox(b"k" * 32), None)
     service = ControllerService(controller, builders=None)
     if guard:
         return create_api(controller, service, LoginGuard(**guard))

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller.api.app import create_api
+from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.secretbox import SecretBox
 from roost.controller.service import ControllerService
@@ -34,12 +35,12 @@ def env(tmp_path: Path) -> Iterator[tuple[TestClient, Store, Controller]]:
     migrate(url)
     box = SecretBox(b"k" * 32)
     store = Store(make_engine(url), secrets=box)
-    controller = Controller(store, Settings(), "test")
-    controller.services = ServiceBroker(store, box, None)
+    controller = Controller(AsyncStore(store), Settings(), "test")
+    controller.services = ServiceBroker(controller.store, box, None)
     api = create_api(controller, ControllerService(controller, builders=None))
     with TestClient(api) as client:
         yield client, store, controller
-    store.engine.dispose()
+    controller.store.close()
 
 
 def _account(

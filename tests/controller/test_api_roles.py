@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller.api.app import create_api
+from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.secretbox import SecretBox
 from roost.controller.service import ControllerService
@@ -92,12 +93,12 @@ def env(tmp_path: Path) -> Iterator[Env]:
     url = sqlite_url(tmp_path / "state.db")
     migrate(url)
     store = Store(make_engine(url))
-    controller = Controller(store, Settings(), "test")
-    controller.services = ServiceBroker(store, SecretBox(b"k" * 32), None)
+    controller = Controller(AsyncStore(store), Settings(), "test")
+    controller.services = ServiceBroker(controller.store, SecretBox(b"k" * 32), None)
     api = create_api(controller, ControllerService(controller, builders=None))
     with TestClient(api) as client:
         yield Env(client, store, controller)
-    store.engine.dispose()
+    controller.store.close()
 
 
 # What only the owner (or an admin) may do, as (method, path, json body).

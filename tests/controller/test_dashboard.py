@@ -16,6 +16,7 @@ from PIL import Image
 
 from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller.api.app import create_api
+from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.scheduler import Placement
 from roost.controller.service import ControllerService
@@ -46,7 +47,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
     url = sqlite_url(tmp_path / "state.db")
     migrate(url)
     store = Store(make_engine(url))
-    controller = Controller(store, Settings(), "ctl-a")
+    controller = Controller(AsyncStore(store), Settings(), "ctl-a")
     owner = store.create_account("ops@example.com", is_admin=True)
     token = store.issue_token(owner)
     app = store.create_app("webshop", owner)
@@ -94,7 +95,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
     finally:
         server.should_exit = True
         thread.join(10)
-        store.engine.dispose()
+        controller.store.close()
 
 
 def _chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:

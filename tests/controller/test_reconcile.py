@@ -16,6 +16,7 @@ import pytest
 
 from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller import desired
+from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.store import Store
 from roost.settings import Settings
@@ -51,8 +52,15 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s.engine.dispose()
 
 
-def leader(store: Store, token: int = 1) -> tuple[Controller, Published]:
-    c = Controller(store, Settings(host_grace_s=5.0), "test")
+@pytest.fixture
+def astore(store: Store) -> Iterator[AsyncStore]:
+    a = AsyncStore(store)
+    yield a
+    a.close()
+
+
+def leader(astore: AsyncStore, token: int = 1) -> tuple[Controller, Published]:
+    c = Controller(astore, Settings(host_grace_s=5.0), "test")
     c._lease_result(Lease("scheduler", c.holder_id, token, 0.0), time.monotonic(), 60.0)
     c.leader_since = time.monotonic() - 100  # settled
     pub = Published()
@@ -77,8 +85,10 @@ def beat(c: Controller, host: str, now: float, up: bool = True) -> None:
     )  # fmt: skip
 
 
-async def test_silent_hosts_work_moves_and_its_assignment_empties(store: Store) -> None:
-    c, pub = leader(store)
+async def test_silent_hosts_work_moves_and_its_assignment_empties(
+    store: Store, astore: AsyncStore
+) -> None:
+    c, pub = leader(astore)
     now = time.monotonic()
     for h in ("h1", "h2", "h3"):
         beat(c, h, now)
@@ -119,8 +129,8 @@ async def test_silent_hosts_work_moves_and_its_assignment_empties(store: Store) 
     assert sorted(b.host_id for b in c.routes["shop"].backends) == sorted(survivors)
 
 
-async def test_changes_through_the_store_are_picked_up(store: Store) -> None:
-    c, _ = leader(store)
+async def test_changes_through_the_store_are_picked_up(store: Store, astore: AsyncStore) -> None:
+    c, _ = leader(astore)
     now = time.monotonic()
     for h in ("h1", "h2"):
         beat(c, h, now)
@@ -131,17 +141,17 @@ async def test_changes_through_the_store_are_picked_up(store: Store) -> None:
     assert len(store.placements("shop")) == 3
 
 
-def test_followers_mark_silent_hosts_down_too(store: Store) -> None:
-    c = Controller(store, Settings(host_grace_s=5.0), "follower")
+async def test_followers_mark_silent_hosts_down_too(astore: AsyncStore) -> None:
+    c = Controller(astore, Settings(host_grace_s=5.0), "follower")
     assert not c.is_leader
     now = time.monotonic()
     beat(c, "h1", now)
-    c.note_down_hosts(now + 6)
+    await c.note_down_hosts(now + 6)
     assert not c.soft.alive("h1")
 
 
-def test_lease_is_believed_only_until_it_could_have_expired(store: Store) -> None:
-    c = Controller(store, Settings(), "test")
+def test_lease_is_believed_only_until_it_could_have_expired(astore: AsyncStore) -> None:
+    c = Controller(astore, Settings(), "test")
     lease = Lease("scheduler", c.holder_id, 4, 0.0)
     c._lease_result(lease, time.monotonic(), 5.0)
     assert c.is_leader and c.fence == 4
@@ -152,8 +162,10 @@ def test_lease_is_believed_only_until_it_could_have_expired(store: Store) -> Non
     assert c.fence == 0 and not c.is_leader
 
 
-async def test_same_token_again_keeps_versions_new_token_restarts_them(store: Store) -> None:
-    c, pub = leader(store, token=3)
+async def test_same_token_again_keeps_versions_new_token_restarts_them(
+    astore: AsyncStore,
+) -> None:
+    c, pub = leader(astore, token=3)
     for h in ("h1", "h2"):
         beat(c, h, time.monotonic())
     await c.reconcile_once()
@@ -170,8 +182,8 @@ async def test_same_token_again_keeps_versions_new_token_restarts_them(store: St
     assert isinstance(pub.msgs[-1], RouteSnapshot) and pub.msgs[-1].fence == 5
 
 
-def test_settled_after_grace_or_when_informed(store: Store) -> None:
-    c = Controller(store, Settings(host_grace_s=5.0), "test")
+def test_settled_after_grace_or_when_informed(astore: AsyncStore) -> None:
+    c = Controller(astore, Settings(host_grace_s=5.0), "test")
     now = time.monotonic()
     assert not c.settled(now)
     c.leader_since = now
@@ -185,26 +197,26 @@ def test_settled_after_grace_or_when_informed(store: Store) -> None:
 
 
 def test_reader_reuses_unchanged_state(store: Store) -> None:
-    r = desired.Reader(store)
-    first = r.read(set())
+    r = desired.Reader()
+    first = r.read(store, set())
     assert not first.unchanged and [a.name for a in first.apps] == ["shop"]
     assert set(first.fetched) == {(store.app("shop").id, 1)}
-    second = r.read(set(first.fetched))
+    second = r.read(store, set(first.fetched))
     assert second.unchanged and second.apps is first.apps and second.fetched == {}
     store.add_domain(store.app("shop").id, "shop.example.com")
-    third = r.read(set(first.fetched))
+    third = r.read(store, set(first.fetched))
     assert not third.unchanged and third.domains == {store.app("shop").id: ("shop.example.com",)}
     wants, serving, pending = desired.wants(third, first.fetched, 256)
     assert [(w.app, w.process_type, w.count) for w in wants] == [("shop", "web", 2)]
     assert serving["shop"].version == 1 and pending == []
     store.set_suspended(store.app("shop").id, True)
-    assert desired.wants(r.read(set(first.fetched)), first.fetched, 256)[0] == []
+    assert desired.wants(r.read(store, set(first.fetched)), first.fetched, 256)[0] == []
 
 
-async def test_a_formation_size_reaches_the_assignments(store: Store) -> None:
+async def test_a_formation_size_reaches_the_assignments(store: Store, astore: AsyncStore) -> None:
     """`roost scale web=:512M`: each web instance's assignment carries 512 MB
     (its cgroup's limit), other types keep the default; quantities stay."""
-    c, _ = leader(store)
+    c, _ = leader(astore)
     now = time.monotonic()
     for h in ("h1", "h2"):
         beat(c, h, now)

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from roost.appspec.model import AppSpec, ProcessSpec
+from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.image_rpc import ImageRpc
 from roost.controller.replicas import (
@@ -125,15 +129,18 @@ def test_replica_sources_are_live_serving_hosts_but_the_asker() -> None:
     assert got == [ImageSource(host_id="h1", endpoint="tcp://h1:1", key="k")]
 
 
-def _controller(tmp_path: Path) -> Controller:
+@pytest.fixture
+def ctl(tmp_path: Path) -> Iterator[tuple[Controller, Store]]:
     url = sqlite_url(tmp_path / "state.db")
     migrate(url)
-    return Controller(Store(make_engine(url)), Settings(), "t")
+    store = Store(make_engine(url))
+    c = Controller(AsyncStore(store), Settings(), "t")
+    yield c, store
+    c.store.close()
 
 
-async def test_sources_and_retention_answers(tmp_path: Path) -> None:
-    c = _controller(tmp_path)
-    store = c.store
+async def test_sources_and_retention_answers(ctl: tuple[Controller, Store]) -> None:
+    c, store = ctl
     rpc = ImageRpc(c)
     for host in ("h1", "h2"):
         c.soft.record(

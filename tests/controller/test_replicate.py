@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.service import ControllerService
 from roost.controller.store import Store
@@ -37,7 +38,7 @@ def _setup(
     url = sqlite_url(tmp_path / "state.db")
     migrate(url)
     store = Store(make_engine(url))
-    c = Controller(store, Settings(), "t")
+    c = Controller(AsyncStore(store), Settings(), "t")
     for host, _ in hosts.items():
         c.soft.record(
             Heartbeat(
@@ -71,9 +72,10 @@ def _result() -> BuildResult:
     [({"h1": True}, True), ({"h1": False, "h2": True}, True), ({"h1": False}, False), ({}, False)],
 )
 async def test_release_only_after_a_second_copy(
-    tmp_path: Path, hosts: dict[str, bool], made: bool
+    tmp_path: Path, hosts: dict[str, bool], made: bool, request: pytest.FixtureRequest
 ) -> None:
     svc, store, asked = _setup(tmp_path, hosts)
+    request.addfinalizer(svc.c.store.close)
     await svc.build_finished(_result())
     build = store.build("b1")
     assert (store.releases(store.app("rep").id) != []) is made

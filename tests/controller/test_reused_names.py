@@ -30,6 +30,7 @@ import pytest
 from roost import appdirs
 from roost.appspec.model import AppSpec
 from roost.controller.api.app import create_api
+from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.secretbox import SecretBox
 from roost.controller.service import ControllerService
@@ -162,10 +163,10 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         url = sqlite_url(tmp_path / "state.db")
         migrate(url)
         store = Store(make_engine(url))
-        controller = Controller(store, Settings(), "test")
+        controller = Controller(AsyncStore(store), Settings(), "test")
         sh_client = RpcClient(nodes["controller"], [sh_ep])
         clients.append(sh_client)
-        controller.services = ServiceBroker(store, SecretBox(b"k" * 32), sh_client)
+        controller.services = ServiceBroker(controller.store, SecretBox(b"k" * 32), sh_client)
 
         def client_for(ep: Endpoint) -> RpcClient:
             return RpcClient(nodes["controller"], [ep])
@@ -202,7 +203,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
                 online, offline, account, tmp_path,
             )  # fmt: skip
         execs.shutdown()
-        store.engine.dispose()
+        await controller.store.aclose()
     finally:
         for c in clients:
             await c.close()

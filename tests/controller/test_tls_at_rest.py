@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
 
 from roost.controller.api.app import create_api
+from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.desired import Reader
 from roost.controller.secretbox import SecretBox
@@ -55,7 +56,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
     url = sqlite_url(db)
     migrate(url)
     store = Store(make_engine(url), secrets=SecretBox(b"k" * 32))
-    controller = Controller(store, Settings(), "test")
+    controller = Controller(AsyncStore(store), Settings(), "test")
     api = create_api(controller, ControllerService(controller, builders=None))
     owner = store.create_account("a@example.com")
     h = {"Authorization": f"Bearer {store.issue_token(owner)}"}
@@ -64,7 +65,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
         r = client.post("/api/apps/shop/domains", json={"hostname": HOST}, headers=h)
         assert r.status_code == 201
         yield client, store, db, h
-    store.engine.dispose()
+    controller.store.close()
 
 
 def test_a_key_uploaded_through_the_api_is_not_in_the_database_files(env: Env) -> None:
@@ -82,7 +83,7 @@ def test_a_key_uploaded_through_the_api_is_not_in_the_database_files(env: Env) -
     assert not found, f"the private key is on disk in clear: {found}"
     # The routers still get it: the route table carries the opened key.
     app_id = store.app("shop").id
-    desired = Reader(store).read(set())
+    desired = Reader().read(store, set())
     (shipped,) = desired.certificates[app_id]
     assert (shipped.hostnames, shipped.cert_pem, shipped.key_pem) == ([HOST], cert, key)
 

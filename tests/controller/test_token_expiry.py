@@ -13,6 +13,7 @@ from alembic import command
 from fastapi.testclient import TestClient
 
 from roost.controller.api.app import create_api
+from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.secretbox import SecretBox
 from roost.controller.service import ControllerService
@@ -32,11 +33,11 @@ def env(tmp_path: Path) -> Iterator[tuple[TestClient, Store]]:
     migrate(url)
     store = Store(make_engine(url))
     store.create_account("me@example.com", password=PASSWORD)
-    controller = Controller(store, Settings(), "test")
-    controller.services = ServiceBroker(store, SecretBox(b"k" * 32), None)
+    controller = Controller(AsyncStore(store), Settings(), "test")
+    controller.services = ServiceBroker(controller.store, SecretBox(b"k" * 32), None)
     with TestClient(create_api(controller, ControllerService(controller, None))) as client:
         yield client, store
-    store.engine.dispose()
+    controller.store.close()
 
 
 def _age(store: Store, token: str, seconds: float) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.secretbox import SecretBox
 from roost.controller.service import ControllerService
@@ -44,8 +45,8 @@ async def _controller(
     url = sqlite_url(tmp_path / "state.db")
     migrate(url)
     store = Store(make_engine(url))
-    controller = Controller(store, Settings(), "test")
-    controller.services = ServiceBroker(store, SecretBox(b"k" * 32), None)
+    controller = Controller(AsyncStore(store), Settings(), "test")
+    controller.services = ServiceBroker(controller.store, SecretBox(b"k" * 32), None)
     service = ControllerService(controller, builders=None)
     peers = load_peers(keys)
     nodes: list[Node] = []
@@ -69,7 +70,7 @@ async def _controller(
             for n in nodes:
                 await n.aclose()
             task.cancel()
-            store.engine.dispose()
+            await controller.store.aclose()
 
 
 async def test_a_runner_cannot_heartbeat_as_another_host(tmp_path: Path) -> None:
@@ -91,11 +92,11 @@ async def test_a_runner_cannot_heartbeat_as_another_host(tmp_path: Path) -> None
 
 async def test_a_runner_cannot_drop_another_hosts_replicas(tmp_path: Path) -> None:
     async with _controller(tmp_path) as (controller, client_as):
-        controller.store.add_replica("sha256:" + "1" * 64, "10.0.0.22")
+        await controller.store.add_replica("sha256:" + "1" * 64, "10.0.0.22")
         a = client_as("runner-a")
         with pytest.raises(RemoteError, match="may not speak for the replicas"):
             await a.call(ImageRetainRequest(host_id="10.0.0.22", held=[]), timeout=5, tries=1)
-        assert controller.store.host_replicas("10.0.0.22") == {"sha256:" + "1" * 64}
+        assert await controller.store.host_replicas("10.0.0.22") == {"sha256:" + "1" * 64}
         reply = await client_as("runner-b").call(
             ImageRetainRequest(host_id="10.0.0.22", held=[]), timeout=5
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from roost.appspec.model import AppSpec, ProcessSpec
+from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.secretbox import SecretBox
 from roost.controller.service import ControllerService
@@ -40,18 +41,23 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh
 
 
 @pytest.fixture
-def svc(tmp_path: Path) -> Iterator[ControllerService]:
+def store(tmp_path: Path) -> Iterator[Store]:
     url = sqlite_url(tmp_path / "state.db")
     migrate(url)
-    store = Store(make_engine(url))
-    controller = Controller(store, Settings(), "test")
-    controller.services = ServiceBroker(store, SecretBox(b"k" * 32), None)
+    s = Store(make_engine(url))
+    yield s
+    s.engine.dispose()
+
+
+@pytest.fixture
+def svc(store: Store) -> Iterator[ControllerService]:
+    controller = Controller(AsyncStore(store), Settings(), "test")
+    controller.services = ServiceBroker(controller.store, SecretBox(b"k" * 32), None)
     yield ControllerService(controller, builders=None)
-    store.engine.dispose()
+    controller.store.close()
 
 
-async def test_keys_and_access(svc: ControllerService) -> None:
-    store = svc.c.store
+async def test_keys_and_access(svc: ControllerService, store: Store) -> None:
     owner = store.create_account("owner@example.com")
     friend = store.create_account("friend@example.com")
     stranger = store.create_account("stranger@example.com")
@@ -77,8 +83,9 @@ async def test_keys_and_access(svc: ControllerService) -> None:
     assert await svc.handle(AccountApps(account_id=stranger)) == AppNames(apps=[])
 
 
-async def test_deploy_is_idempotent_and_its_log_is_followed(svc: ControllerService) -> None:
-    store = svc.c.store
+async def test_deploy_is_idempotent_and_its_log_is_followed(
+    svc: ControllerService, store: Store
+) -> None:
     owner = store.create_account("owner@example.com")
     store.create_app("shop", owner)
     deploy = GatewayDeploy(account_id=owner, app="shop", build_id="b1", archive=b"\x1f\x8b..")
@@ -118,8 +125,8 @@ def _heartbeat(host: str, endpoint: str, apps: list[str]) -> Heartbeat:
     )
 
 
-async def test_run_placement(svc: ControllerService) -> None:
-    store, c = svc.c.store, svc.c
+async def test_run_placement(svc: ControllerService, store: Store) -> None:
+    c = svc.c
     owner = store.create_account("owner@example.com")
     app = store.create_app("shop", owner)
     assert "no release" in str(await svc.handle(RunPlacement(account_id=owner, app="shop")))

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from roost.appspec.model import AppSpec, ProcessSpec
+from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.service import ControllerService
 from roost.controller.store import Store
@@ -63,6 +64,7 @@ class World:
     builder_store: ImageStore
     controller: Controller
     service: ControllerService
+    store: Store  # the controller's tables, for the test's own reads and writes
     servers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     clients: list[RpcClient] = field(default_factory=list)
@@ -118,7 +120,8 @@ async def world(tmp_path: Path, hosts: tuple[str, ...]) -> AsyncIterator[World]:
     keys = {n: generate_keypair() for n in names}
     url = sqlite_url(tmp_path / "state.db")
     migrate(url)
-    controller = Controller(Store(make_engine(url)), Settings(), "t")
+    store = Store(make_engine(url))
+    controller = Controller(AsyncStore(store), Settings(), "t")
     async with contextlib.AsyncExitStack() as stack:
         nodes = {
             n: await stack.enter_async_context(Node(keys[n], [k.public for k in keys.values()]))
@@ -134,6 +137,7 @@ async def world(tmp_path: Path, hosts: tuple[str, ...]) -> AsyncIterator[World]:
             service=ControllerService(
                 controller, None, lambda ep: RpcClient(nodes["controller"], [ep])
             ),
+            store=store,
         )
 
         async def builder(msg: Msg) -> Msg:
@@ -150,11 +154,12 @@ async def world(tmp_path: Path, hosts: tuple[str, ...]) -> AsyncIterator[World]:
                 await c.close()
             for name in list(w.servers):
                 await w.stop(name)
+            await controller.store.aclose()
 
 
 def _build(w: World, image: str, build_id: str, static: str = "") -> BuildResult:
     """A finished build of app "rep" (created on first use) as the builder reports it."""
-    store = w.controller.store
+    store = w.store
     if not any(a.name == "rep" for a in store.apps()):
         store.create_app("rep", store.create_account("rep@example.com"))
     store.create_build(build_id, store.app("rep").id)
@@ -193,7 +198,7 @@ async def test_a_runner_fetches_from_the_replica_holder_when_the_builder_is_gone
         a = w.runner("a")
         # 1. The controller's release path: a second copy on a runner, recorded.
         await w.service.build_finished(_build(w, image, "b1"))
-        store = w.controller.store
+        store = w.store
         assert store.build("b1").status == "deploying"
         assert store.replica_hosts(image) == ["a"]
         assert set(a.replicas.store.list()) == {image, dep, code}
@@ -231,7 +236,7 @@ async def test_a_runner_fetches_from_the_replica_holder_when_the_builder_is_gone
 
 async def test_replica_retention_follows_the_releases(tmp_path: Path) -> None:
     async with world(tmp_path, ("a",)) as w:
-        store = w.controller.store
+        store = w.store
         old, dep, code_old = put_layered(w.builder_store, {"app/x": b"old"}, VENV)
         new, _, code_new = put_layered(w.builder_store, {"app/x": b"new"}, VENV)
         now = [time.time()]
@@ -269,7 +274,7 @@ async def test_a_lost_replica_is_replaced_and_routers_fetch_bundles_from_holders
     tmp_path: Path,
 ) -> None:
     async with world(tmp_path, ("a", "b", "c")) as w:
-        store = w.controller.store
+        store = w.store
         image, dep, code = put_layered(w.builder_store, {"app/x.py": b"x = 1\n"}, VENV)
         static = w.builder_store.put_bytes(make_tar({"css/site.css": b"body{}"}))
         a = w.runner("a")
@@ -325,7 +330,7 @@ async def test_a_lost_replica_is_replaced_and_routers_fetch_bundles_from_holders
 
 async def test_re_replication_backs_off_when_no_source_is_left(tmp_path: Path) -> None:
     async with world(tmp_path, ("a", "b")) as w:
-        store = w.controller.store
+        store = w.store
         image, _, _ = put_layered(w.builder_store, {"app/x.py": b"x = 2\n"}, VENV)
         w.runner("a")
         await w.service.build_finished(_build(w, image, "b1"))

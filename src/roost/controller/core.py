@@ -4,7 +4,7 @@ Theory of operation: every replica records heartbeats (soft state), marks
 silent hosts down, stores logs and build results, and answers queries. The
 replica holding the `scheduler` lease additionally, every tick: reads desired
 state (apps, the active and pending release of each, formation, placements)
-in one worker-thread hop, places instances on live hosts (pure
+in one hop to the store's executor (`AsyncStore`), places instances on live hosts (pure
 `scheduler.place`), decides rollouts (pure `rollout.decide`), turns
 placements into one declarative Assignment per host (sent in heartbeat
 replies, stamped with the lease's fencing token; `assign.AssignmentBook`),
@@ -41,17 +41,25 @@ from collections.abc import Callable
 
 from prometheus_client import Histogram
 
-from roost.appspec.service_env import with_service_addresses
+from roost.appspec.service_env import service_environment, with_service_addresses
 from roost.controller import desired, rollout, routes
 from roost.controller.assign import AssignmentBook, HostAssignment, Source
+from roost.controller.astore import AsyncStore
 from roost.controller.scheduler import HostInfo, Placement, Want, place
 from roost.controller.services import ServiceBroker
 from roost.controller.softstate import SoftState
-from roost.controller.store import AppRow, ReleaseRow, Store
+from roost.controller.store import AppRow, HostRecord, ReleaseRow
 from roost.settings import Settings
 from roost.state import leases
 from roost.wire.cluster import Endpoint
-from roost.wire.messages import AppRoute, Assignment, InstanceStatus, LogLine, RouteSnapshot
+from roost.wire.messages import (
+    AppRoute,
+    Assignment,
+    Heartbeat,
+    InstanceStatus,
+    LogLine,
+    RouteSnapshot,
+)
 from roost.wire.pubsub import Publisher
 from roost.wire.rpc import RpcClient
 
@@ -77,7 +85,8 @@ __all__ = ["LEASE", "Controller", "HostAssignment"]
 
 
 class Controller:
-    def __init__(self, store: Store, settings: Settings, name: str) -> None:
+    def __init__(self, store: AsyncStore, settings: Settings, name: str) -> None:
+        # The state database's async face: the controller's only way to it.
         self.store = store
         self.settings = settings
         self.name = name
@@ -93,7 +102,7 @@ class Controller:
         self.publisher: Publisher | None = None
         self.wake = asyncio.Event()
         self._route_cache = routes.RouteCache()
-        self._reader = desired.Reader(store)
+        self._reader = desired.Reader()
         self._snapshot_due = False  # publish a full table first under a new fence
         self._release_cache: dict[desired.ReleaseKey, ReleaseRow] = {}
         self._pending_since: dict[desired.ReleaseKey, float] = {}
@@ -101,6 +110,9 @@ class Controller:
         self._desired: desired.Desired | None = None
         self._read_at = 0.0
         self._seen: tuple[int, bool] = (-1, False)
+        # Hosts heard coming up, not yet written to the hosts table: a
+        # heartbeat is answered from memory, never after a database write.
+        self._hosts_heard: dict[str, HostRecord] = {}
         # Set by the daemon: provisions and holds service credentials.
         self.services: ServiceBroker | None = None
         # Set by the daemon: an RPC client for one runner (told of deleted apps).
@@ -119,20 +131,36 @@ class Controller:
         grace = self.settings.host_grace_s
         return now - self.leader_since >= grace or self.soft.informed(now)
 
-    def release_row(self, app_id: int, version: int) -> ReleaseRow:
+    async def release_row(self, app_id: int, version: int) -> ReleaseRow:
         key = (app_id, version)
         row = self._release_cache.get(key)
         if row is None:  # rows never change but for their status, unused here
-            row = self.store.release(app_id, version)
+            row = await self.store.release(app_id, version)
             self._release_cache[key] = row
         return row
 
-    def platform_log(
+    async def platform_log(
         self, app: str, line: str, process: str = "", source: str = "platform"
     ) -> None:
-        self.store.append_logs(
+        await self.store.append_logs(
             [LogLine(app=app, ts=time.time(), source=source, process=process, line=line)]
         )
+
+    def note_host(self, hb: Heartbeat) -> None:
+        """Remember a host that came up; `record_hosts` writes it down."""
+        self._hosts_heard[hb.host_id] = HostRecord(
+            hb.host_id, hb.hostname, json.dumps(hb.addresses), hb.memory_mb, hb.cpus
+        )
+
+    async def record_hosts(self) -> None:
+        """Write the hosts heard coming up since the last call (one transaction)."""
+        batch, self._hosts_heard = self._hosts_heard, {}
+        try:
+            await self.store.upsert_hosts(list(batch.values()))
+        except BaseException:
+            # Kept for the next call, unless heard again meanwhile (newer).
+            self._hosts_heard = batch | self._hosts_heard
+            raise
 
     def assignment_for(self, host_id: str) -> Assignment:
         ha = self.assignments.get(host_id)
@@ -145,22 +173,23 @@ class Controller:
     def instance_env(self, app_id: int, config: dict[str, str]) -> dict[str, str]:
         """What an instance's environment gets from the platform: its service
         credentials, then the release's config vars (which may override them),
-        then the addresses of its services, which no config var overrides."""
-        env = self.services.environment(app_id) if self.services is not None else {}
+        then the addresses of its services, which no config var overrides.
+        The app's credentials must be loaded (`ServiceBroker.warm`) first."""
+        creds = self.services.cached_credentials(app_id) if self.services is not None else []
+        env = service_environment(creds)
         env.update(config)
-        creds = self.services.credentials(app_id) if self.services is not None else []
         return with_service_addresses(env, creds)
 
-    def restart_process(self, app: AppRow, process_type: str) -> None:
+    async def restart_process(self, app: AppRow, process_type: str) -> None:
         """Replace the serving release's instances of one process type."""
-        self.store.drop_placements(app.id, process_type)
-        self.store.add_event("restart", f"{app.name}: restart {process_type}", app.id)
+        await self.store.drop_placements(app.id, process_type)
+        await self.store.add_event("restart", f"{app.name}: restart {process_type}", app.id)
         self.wake.set()
 
-    def where(self, app: str, process: str | None = None) -> list[dict[str, object]]:
+    async def where(self, app: str, process: str | None = None) -> list[dict[str, object]]:
         statuses = self.soft.statuses()
         out: list[dict[str, object]] = []
-        for p in self.store.placements(app):
+        for p in await self.store.placements(app):
             if process and p.process_type != process:
                 continue
             st = statuses.get(p.instance_id)
@@ -191,9 +220,7 @@ class Controller:
         while True:
             asked = time.monotonic()
             try:
-                lease = await asyncio.to_thread(
-                    leases.acquire, self.store.engine, LEASE, self.holder_id, ttl
-                )
+                lease = await self.store.acquire_lease(LEASE, self.holder_id, ttl)
             except Exception:
                 # Unknown outcome: keep the token, but believe it only until
                 # the last grant runs out (`is_leader` checks the time).
@@ -230,7 +257,7 @@ class Controller:
             now = time.monotonic()
             # Every replica answers "which hosts are up": each marks silent
             # hosts down itself (the leader also reacts, in reconcile_once).
-            self.note_down_hosts(now)
+            await self.note_down_hosts(now)
             if not self.is_leader:
                 continue
             refresh = woken or self._desired is None or now - self._read_at >= REFRESH_S
@@ -251,45 +278,49 @@ class Controller:
         while True:
             await asyncio.sleep(30)
             try:
-                await asyncio.to_thread(self.store.trim_logs, self.settings.log_lines_kept)
+                await self.store.trim_logs(self.settings.log_lines_kept)
             except Exception:
                 log.exception("log trimming failed")
 
-    def give_up_lease(self) -> None:
+    async def hosts_loop(self) -> None:
+        """Every TICK_S, write down the hosts heard coming up (see `note_host`)."""
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                await self.record_hosts()
+            except Exception:
+                log.exception("recording hosts failed")
+
+    async def give_up_lease(self) -> None:
         if self.is_leader:
-            leases.release(self.store.engine, LEASE, self.holder_id)
+            await self.store.release_lease(LEASE, self.holder_id)
             self.fence = 0
 
     # ------------------------------------------------------------ reconcile
 
-    def note_down_hosts(self, now: float) -> None:
+    async def note_down_hosts(self, now: float) -> None:
         for host_id in self.soft.mark_down(now):
             log.warning("host %s is down (silent for %.1fs)", host_id, self.settings.host_grace_s)
             if self.is_leader:  # one event per incident, not one per replica
-                self.store.add_event("host-down", f"host {host_id} is down")
+                await self.store.add_event("host-down", f"host {host_id} is down")
                 # Each affected app hears it in its own log stream too.
-                for app in sorted({p.app for p in self.store.placements() if p.host_id == host_id}):
-                    self.platform_log(
+                d = self._desired  # this holder's latest placements, if read yet
+                placed = d.placements if d is not None else await self.store.placements()
+                for app in sorted({p.app for p in placed if p.host_id == host_id}):
+                    await self.platform_log(
                         app, f"host {host_id} is down: its instances are being placed elsewhere"
                     )
-
-    def _read(self) -> desired.Desired:
-        d = self._reader.read(set(self._release_cache))
-        if self.services is not None:
-            for a in d.apps:  # warm the credentials cache off the event loop
-                self.services.credentials(a.id)
-        return d
 
     async def reconcile_once(self, refresh: bool = True) -> bool:
         """One pass; `refresh=False` reuses the desired state read last time
         (with this holder's own placements since), when only soft state moved.
         False when a re-read showed nothing had changed (nothing was done)."""
         now = time.monotonic()
-        self.note_down_hosts(now)
+        await self.note_down_hosts(now)
         seen = (self.soft.generation, self.settled(now))
         if refresh or self._desired is None:
             self._read_at = now
-            d = await asyncio.to_thread(self._read)
+            d = await self.store.read_desired(self._reader, set(self._release_cache))
             prev, self._desired = self._desired, d
             if (
                 prev is not None
@@ -321,7 +352,7 @@ class Controller:
             if {p.instance_id for p in placed} != {p.instance_id for p in current}:
                 if not self.is_leader:
                     return True  # the lease ran out during this pass: decide nothing
-                await asyncio.to_thread(self.store.replace_placements, current, placed, d.app_ids)
+                await self.store.replace_placements(current, placed, d.app_ids)
                 self._reader.wrote_placements(placed)
                 d.placements = placed
         self._desired = d
@@ -334,6 +365,8 @@ class Controller:
         for key in set(self._pending_since) - {(r.app_id, r.version) for _, r in pending}:
             del self._pending_since[key]
 
+        if self.services is not None:  # instance_env reads them from its cache
+            await self.services.warm(a.id for a in d.apps)
         self._update_assignments(placed, d.apps, d.sizes)
         await self._update_routes(d, serving, by_app, statuses)
         return True
@@ -359,28 +392,31 @@ class Controller:
         if d.verdict == "wait":
             return
         self._pending_since.pop(key, None)
-        await asyncio.to_thread(self._finish_rollout, app_name, rel, d)
+        await self._finish_rollout(app_name, rel, d)
         self.wake.set()
 
-    def _finish_rollout(self, app_name: str, rel: ReleaseRow, d: rollout.Decision) -> None:
+    async def _finish_rollout(self, app_name: str, rel: ReleaseRow, d: rollout.Decision) -> None:
         build = rel.build_id or ""
+        store = self.store
         if d.verdict == "promote":
-            self.store.promote(rel.app_id, rel.version)
-            self.store.add_event("deploy", f"{app_name} v{rel.version} is live", rel.app_id)
-            self.platform_log(app_name, f"-----> v{rel.version} is live", build, "build")
+            await store.promote(rel.app_id, rel.version)
+            await store.add_event("deploy", f"{app_name} v{rel.version} is live", rel.app_id)
+            await self.platform_log(app_name, f"-----> v{rel.version} is live", build, "build")
             if rel.build_id:
-                self.store.finish_build(rel.build_id, "succeeded", release=rel.version)
+                await store.finish_build(rel.build_id, "succeeded", release=rel.version)
             return
-        self.store.fail_release(rel.app_id, rel.version, d.reason)
-        self.store.add_event("deploy-failed", f"{app_name} v{rel.version}: {d.reason}", rel.app_id)
-        self.platform_log(
+        await store.fail_release(rel.app_id, rel.version, d.reason)
+        await store.add_event("deploy-failed", f"{app_name} v{rel.version}: {d.reason}", rel.app_id)
+        await self.platform_log(
             app_name, f"-----> v{rel.version} failed to start: {d.reason}", build, "build"
         )
-        serving_now = self.store.app_by_id(rel.app_id).current_release
+        serving_now = (await store.app_by_id(rel.app_id)).current_release
         if serving_now is not None:
-            self.platform_log(app_name, f"-----> v{serving_now} keeps serving", build, "build")
+            await self.platform_log(
+                app_name, f"-----> v{serving_now} keeps serving", build, "build"
+            )
         if rel.build_id:
-            self.store.finish_build(rel.build_id, "failed", error=d.reason, release=rel.version)
+            await store.finish_build(rel.build_id, "failed", error=d.reason, release=rel.version)
 
     def _update_assignments(
         self, placed: list[Placement], apps: list[AppRow], sizes: dict[int, dict[str, int]]

@@ -12,6 +12,7 @@ import uvicorn
 
 from roost.controller.api.app import create_api
 from roost.controller.apitls import ApiTlsError, api_certificate, api_url
+from roost.controller.astore import AsyncStore
 from roost.controller.bootstrap import NotAdmin, bootstrap_admin
 from roost.controller.core import Controller
 from roost.controller.cronrunner import CronRunner
@@ -65,10 +66,12 @@ async def serve(
         await asyncio.to_thread(bootstrap_admin, store, data_dir, name)
     except NotAdmin as exc:
         log.error("no admin token in DATA/controller: %s", exc)
+    # From here on the database is reached only through the async face.
+    astore = AsyncStore(store)
     async with node:
-        controller = Controller(store, settings, name)
+        controller = Controller(astore, settings, name)
         services = RpcClient(node, cluster.of("servicehost")) if cluster.of("servicehost") else None
-        controller.services = ServiceBroker(store, box, services)
+        controller.services = ServiceBroker(astore, box, services)
         builders = RpcClient(node, cluster.of("builder")) if cluster.of("builder") else None
         service = ControllerService(controller, builders, lambda ep: RpcClient(node, [ep]))
         controller.client_for = service.client_for
@@ -109,6 +112,7 @@ async def serve(
                     tg.create_task(controller.lease_loop()),
                     tg.create_task(controller.reconcile_loop()),
                     tg.create_task(controller.housekeeping_loop()),
+                    tg.create_task(controller.hosts_loop()),
                     tg.create_task(service.replica_loop()),
                     tg.create_task(CronRunner(controller, lambda ep: RpcClient(node, [ep])).loop()),
                     *(tg.create_task(s.serve()) for s in servers),
@@ -121,13 +125,13 @@ async def serve(
                 for t in tasks:
                     t.cancel()
         finally:
-            controller.give_up_lease()
+            await controller.give_up_lease()
             for p in pubs:
                 p.close()
             for client in (builders, services):
                 if client is not None:
                     await client.close()
-            store.engine.dispose()
+            await astore.aclose()
 
 
 def run(

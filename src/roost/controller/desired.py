@@ -1,8 +1,9 @@
 """Desired state for one reconcile pass: read in one go, turned into Wants purely.
 
-`Reader.read` runs in a worker thread and issues a fixed handful of queries
-whatever the number of apps: apps, formations, placements, pending releases,
-domains, and the release rows not yet cached. The three big ones come as
+`Reader.read` runs on the store's executor (`AsyncStore.read_desired`) and
+issues a fixed handful of queries whatever the number of apps: apps,
+formations, placements, pending releases, domains, and the release rows not
+yet cached. The three big ones come as
 plain sorted tuples (`Store.snapshot_rows`, roost.controller.store_snapshot)
 and are compared with the previous read's: when they are equal, the previous
 objects are reused and the read says `unchanged`, so the scheduler lease
@@ -62,8 +63,7 @@ def needed_releases(
 class Reader:
     """Reads desired state, reusing what did not change since its last read."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self) -> None:
         self._rows: dict[str, list[Any]] = {}
         self._apps: list[AppRow] = []
         self._formations: dict[int, dict[str, int]] = {}
@@ -79,9 +79,10 @@ class Reader:
             )
             self._placements = sorted(placed, key=lambda p: p.instance_id)
 
-    def read(self, cached: set[ReleaseKey]) -> Desired:
-        """Everything a reconcile pass needs (blocking: run it in a thread)."""
-        rows = self.store.snapshot_rows()
+    def read(self, store: Store, cached: set[ReleaseKey]) -> Desired:
+        """Everything a reconcile pass needs (blocking: `AsyncStore.read_desired`
+        runs it on the store's executor)."""
+        rows = store.snapshot_rows()
         changed = False
         if rows["apps"] != self._rows.get("apps"):
             self._apps = [
@@ -104,13 +105,13 @@ class Reader:
             self._placements = [Placement(*r) for r in rows["placements"]]
             changed = True
         self._rows = rows
-        pending = self.store.releases_in("pending")
+        pending = store.releases_in("pending")
         domains: dict[int, list[str]] = {}
-        for d in self.store.domains():
+        for d in store.domains():
             domains.setdefault(d.app_id, []).append(d.hostname)
         doms = {k: tuple(v) for k, v in domains.items()}
         certs: dict[int, list[TlsCertificate]] = {}
-        for c in self.store.certificates():
+        for c in store.certificates():
             certs.setdefault(c.app_id, []).append(
                 TlsCertificate(hostnames=[c.hostname], cert_pem=c.cert_pem, key_pem=c.key_pem)
             )
@@ -131,7 +132,7 @@ class Reader:
         out.fetched = {(r.app_id, r.version): r for r in pending}
         for key in needed_releases(out.apps, pending, out.placements) - cached - set(out.fetched):
             try:
-                out.fetched[key] = self.store.release(*key)
+                out.fetched[key] = store.release(*key)
             except NotFound:  # deleted meanwhile: the next pass will not need it
                 continue
         return out

@@ -8,7 +8,6 @@ rebuilt from runner heartbeats.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 from roost.controller.runtarget import NoTarget, run_target
@@ -58,78 +57,79 @@ class GatewayRpc:
     async def handle(self, msg: Msg) -> Msg:
         try:
             if isinstance(msg, SshAuth):
-                return await asyncio.to_thread(self._auth, msg.fingerprint)
+                return await self._auth(msg.fingerprint)
             if isinstance(msg, AppAccess):
-                app = await asyncio.to_thread(self._app, msg.account_id, msg.app)
+                app = await self._app(msg.account_id, msg.app)
                 return AppGrant(app=app.name, app_key=app.key)
             if isinstance(msg, AppKeysRequest):
-                return await asyncio.to_thread(self._keys, msg.apps)
+                return await self._keys(msg.apps)
             if isinstance(msg, AccountApps):
-                return await asyncio.to_thread(self._apps, msg.account_id)
+                return await self._apps(msg.account_id)
             if isinstance(msg, GatewayDeploy):
                 return await self._deploy(msg)
             if isinstance(msg, BuildLogRequest):
-                return await asyncio.to_thread(self._build_log, msg)
+                return await self._build_log(msg)
             if isinstance(msg, RunPlacement):
-                return await asyncio.to_thread(self._placement, msg.account_id, msg.app)
+                return await self._placement(msg.account_id, msg.app)
         except Refused as exc:
             return Error(message=str(exc))
         return Error(message=f"not a gateway request: {type(msg).__name__}")
 
     # ------------------------------------------------------------ accounts and apps
 
-    def _account(self, account_id: int) -> Any:
-        row = self.c.store.account_by_id(account_id)
+    async def _account(self, account_id: int) -> Any:
+        row = await self.c.store.account_by_id(account_id)
         if row is None:
             raise Refused("unknown account")
         return row
 
-    def _auth(self, fingerprint: str) -> Msg:
-        row = self.c.store.account_for_ssh_key(fingerprint)
+    async def _auth(self, fingerprint: str) -> Msg:
+        row = await self.c.store.account_for_ssh_key(fingerprint)
         if row is None:
             return Error(message="unknown key")
         return SshIdentity(account_id=row.id, email=row.email)
 
-    def _app(self, account_id: int, name: str) -> AppRow:
+    async def _app(self, account_id: int, name: str) -> AppRow:
         """The app when the account owns it, collaborates on it, or is an admin."""
-        who = self._account(account_id)
+        who = await self._account(account_id)
         try:
-            app = self.c.store.app(name)
+            app = await self.c.store.app(name)
         except NotFound:
             raise Refused(f"no app named {name!r}; create it with `roost apps create`") from None
         if (
             app.owner_id != who.id
             and not who.is_admin
-            and app.id not in self.c.store.apps_visible_to(who.id)
+            and app.id not in await self.c.store.apps_visible_to(who.id)
         ):
             # The same answer as for a missing app: no hint that it exists.
             raise Refused(f"no app named {name!r}; create it with `roost apps create`")
         return app
 
-    def _apps(self, account_id: int) -> Msg:
-        who = self._account(account_id)
-        apps = self.c.store.apps()
+    async def _apps(self, account_id: int) -> Msg:
+        who = await self._account(account_id)
+        apps = await self.c.store.apps()
         if not who.is_admin:
-            visible = self.c.store.apps_visible_to(who.id)
+            visible = await self.c.store.apps_visible_to(who.id)
             apps = [a for a in apps if a.id in visible or a.owner_id == who.id]
         return AppNames(apps=sorted(a.name for a in apps))
 
-    def _keys(self, names: list[str]) -> Msg:
+    async def _keys(self, names: list[str]) -> Msg:
         """The current key of each named app that exists (gateways' cache sweep:
         a name missing from the answer, or with another key, is a deleted app)."""
         wanted = set(names)
-        return AppKeys(keys={a.name: a.key for a in self.c.store.apps() if a.name in wanted})
+        apps = await self.c.store.apps()
+        return AppKeys(keys={a.name: a.key for a in apps if a.name in wanted})
 
     # ------------------------------------------------------------ deploys
 
     async def _deploy(self, msg: GatewayDeploy) -> Msg:
-        app = await asyncio.to_thread(self._app, msg.account_id, msg.app)
+        app = await self._app(msg.account_id, msg.app)
         if len(msg.archive) > self.c.settings.max_upload_bytes:
             raise Refused(
                 f"the pushed tree is larger than {self.c.settings.max_upload_bytes} bytes"
             )
         try:
-            await asyncio.to_thread(self.c.store.build, msg.build_id)
+            await self.c.store.build(msg.build_id)
         except NotFound:
             pass
         else:  # a retried request: the build exists already
@@ -137,20 +137,21 @@ class GatewayRpc:
         await self.service.start_build(app.name, app.id, msg.build_id, msg.archive)
         return BuildAccepted(build_id=msg.build_id)
 
-    def _build_log(self, msg: BuildLogRequest) -> Msg:
+    async def _build_log(self, msg: BuildLogRequest) -> Msg:
+        store = self.c.store
         try:
-            build = self.c.store.build(msg.build_id)
+            build = await store.build(msg.build_id)
         except NotFound:
             raise Refused(f"no build {msg.build_id}") from None
-        app = self.c.store.app_by_id(build.app_id)
-        self._app(msg.account_id, app.name)
+        app = await store.app_by_id(build.app_id)
+        await self._app(msg.account_id, app.name)
         if msg.after_id == 0:
             # From 0, store.logs gives the newest lines: start from the oldest.
-            rows = self.c.store.logs(app.id, 0, 100_000, msg.build_id)[:LOG_LINES_PER_CHUNK]
+            rows = (await store.logs(app.id, 0, 100_000, msg.build_id))[:LOG_LINES_PER_CHUNK]
         else:
-            rows = self.c.store.logs(app.id, msg.after_id, LOG_LINES_PER_CHUNK, msg.build_id)
+            rows = await store.logs(app.id, msg.after_id, LOG_LINES_PER_CHUNK, msg.build_id)
         # The status is read after the lines: a final status means no line is missing.
-        build = self.c.store.build(msg.build_id)
+        build = await store.build(msg.build_id)
         return BuildLogChunk(
             build_id=build.id,
             lines=[r.line for r in rows],
@@ -162,9 +163,9 @@ class GatewayRpc:
 
     # ------------------------------------------------------------ run
 
-    def _placement(self, account_id: int, name: str) -> Msg:
-        app = self._app(account_id, name)
+    async def _placement(self, account_id: int, name: str) -> Msg:
+        app = await self._app(account_id, name)
         try:
-            return run_target(self.c, app)
+            return await run_target(self.c, app)
         except NoTarget as exc:
             raise Refused(str(exc)) from None

@@ -8,8 +8,6 @@ controller rebuilds from heartbeats.
 
 from __future__ import annotations
 
-import asyncio
-
 from roost.controller.core import Controller
 from roost.controller.replicas import needed_images, replica_sources
 from roost.images.digest import ImageError, parse_digest
@@ -35,19 +33,19 @@ class ImageRpc:
                 parse_digest(msg.digest)
             except ImageError as exc:
                 return Error(message=str(exc))
-            holders = await asyncio.to_thread(self.c.store.replica_hosts, msg.digest)
+            holders = await self.c.store.replica_hosts(msg.digest)
             alive = {s.heartbeat.host_id: s.heartbeat for s in self.c.soft.alive_hosts()}
             return ImageSources(
                 digest=msg.digest, sources=replica_sources(holders, alive, msg.host_id)
             )
         if isinstance(msg, ImageRetainRequest):
-            keep = await asyncio.to_thread(self._retain, msg.host_id, set(msg.held))
+            keep = await self._retain(msg.host_id, set(msg.held))
             return ImageRetain(digests=sorted(keep))
         return Error(message=f"controller does not handle {type(msg).__name__}")
 
-    def _retain(self, host_id: str, held: set[str]) -> set[str]:
+    async def _retain(self, host_id: str, held: set[str]) -> set[str]:
         """The held images the host must keep; forgets the copies it no longer holds."""
         store = self.c.store
-        store.forget_replicas(host_id, store.host_replicas(host_id) - held)
-        releases, current = store.release_images()
+        await store.forget_replicas(host_id, await store.host_replicas(host_id) - held)
+        releases, current = await store.release_images()
         return held & needed_images(releases, current)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from roost.controller import removal
 from roost.controller.core import Controller
 from roost.controller.store import AppRow
@@ -19,12 +17,12 @@ async def delete_app(c: Controller, app: AppRow) -> dict[str, str]:
     lost on any failure. Returns service kind -> backup path.
     """
     backups: dict[str, str] = {}
-    if c.services is not None and c.services.kinds(app.id):
+    if c.services is not None and await c.services.kinds(app.id):
         backups = await c.services.remove_all(app)
     data_hosts = c.services.client if c.services is not None else None
     await removal.archive_on_servicehosts(data_hosts, app)
-    await asyncio.to_thread(c.store.delete_app, app.name)
-    c.store.add_event("app-deleted", f"{app.name} deleted")
+    await c.store.delete_app(app.name)
+    await c.store.add_event("app-deleted", f"{app.name} deleted")
     c.wake.set()
     runners = [
         Endpoint(hb.rpc_endpoint, hb.rpc_key)
@@ -35,9 +33,9 @@ async def delete_app(c: Controller, app: AppRow) -> dict[str, str]:
     return backups
 
 
-def set_suspended(c: Controller, app: AppRow, suspended: bool) -> None:
-    c.store.set_suspended(app.id, suspended)
+async def set_suspended(c: Controller, app: AppRow, suspended: bool) -> None:
+    await c.store.set_suspended(app.id, suspended)
     word = "suspended" if suspended else "resumed"
-    c.store.add_event("suspend" if suspended else "resume", f"{app.name} {word}", app.id)
-    c.platform_log(app.name, f"app {word}")
+    await c.store.add_event("suspend" if suspended else "resume", f"{app.name} {word}", app.id)
+    await c.platform_log(app.name, f"app {word}")
     c.wake.set()

@@ -15,10 +15,12 @@ class NoTarget(Exception):
     pass
 
 
-def run_target(c: Controller, app: AppRow, purpose: str = "run") -> RunTarget:
+async def run_target(c: Controller, app: AppRow, purpose: str = "run") -> RunTarget:
     if app.current_release is None:
         raise NoTarget(f"{app.name} has no release yet: deploy it first")
-    rel = c.release_row(app.id, app.current_release)
+    rel = await c.release_row(app.id, app.current_release)
+    if c.services is not None:  # instance_env reads them from its cache
+        await c.services.warm([app.id])
     candidates = [
         s.heartbeat
         for s in c.soft.alive_hosts()

@@ -4,7 +4,6 @@ and the build requests it sends."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -65,17 +64,11 @@ class ControllerService:
     async def handle(self, msg: Msg) -> Msg:
         c = self.c
         if isinstance(msg, Heartbeat):
+            # Answered from memory: no heartbeat waits for the database.
             came_back = c.soft.record(msg, time.monotonic())
             if came_back:
                 log.info("host %s (%s) is up", msg.host_id, msg.hostname)
-                await asyncio.to_thread(
-                    c.store.upsert_host,
-                    msg.host_id,
-                    msg.hostname,
-                    json.dumps(msg.addresses),
-                    msg.memory_mb,
-                    msg.cpus,
-                )
+                c.note_host(msg)  # written to the hosts table by Controller.hosts_loop
                 c.wake.set()
             if not c.is_leader:
                 return HeartbeatReply()
@@ -84,7 +77,7 @@ class ControllerService:
                 return HeartbeatReply(assignment=want)
             return HeartbeatReply()
         if isinstance(msg, LogBatch):
-            await asyncio.to_thread(c.store.append_logs, list(msg.lines))
+            await c.store.append_logs(list(msg.lines))
             return Ok()
         if isinstance(msg, BuildLog):
             now = time.time()
@@ -92,7 +85,7 @@ class ControllerService:
                 LogLine(app=msg.app, ts=now, source="build", process=msg.build_id, line=ln)
                 for ln in msg.lines
             ]
-            await asyncio.to_thread(c.store.append_logs, lines)
+            await c.store.append_logs(lines)
             return Ok()
         if isinstance(msg, BuildResult):
             await self.build_finished(msg)
@@ -128,31 +121,33 @@ class ControllerService:
     async def _build_finished(self, res: BuildResult) -> None:
         c = self.c
         try:
-            build = c.store.build(res.build_id)
+            build = await c.store.build(res.build_id)
         except NotFound:
             log.warning("result for unknown build %s", res.build_id)
             return
         if build.status != "building":
             return  # a retried delivery of a result already applied
-        app = c.store.app_by_id(build.app_id)
+        app = await c.store.app_by_id(build.app_id)
         BUILDS.labels("succeeded" if res.ok and res.spec is not None else "failed").inc()
         if not res.ok or res.spec is None:
-            c.store.finish_build(res.build_id, "failed", error=res.error or "build failed")
-            c.platform_log(app.name, f"-----> build failed: {res.error}", res.build_id, "build")
-            c.store.add_event("build-failed", f"{app.name}: {res.error}", app.id)
+            await c.store.finish_build(res.build_id, "failed", error=res.error or "build failed")
+            await c.platform_log(
+                app.name, f"-----> build failed: {res.error}", res.build_id, "build"
+            )
+            await c.store.add_event("build-failed", f"{app.name}: {res.error}", app.id)
             return
         if res.spec.services:
             error = await self._provision(app, res)
             if error:
-                c.store.finish_build(res.build_id, "failed", error=error)
-                c.platform_log(app.name, f"-----> {error}", res.build_id, "build")
+                await c.store.finish_build(res.build_id, "failed", error=error)
+                await c.platform_log(app.name, f"-----> {error}", res.build_id, "build")
                 return
         error = await self._replicate(app, res)
         if error:
-            c.store.finish_build(res.build_id, "failed", error=error)
-            c.platform_log(app.name, f"-----> {error}", res.build_id, "build")
+            await c.store.finish_build(res.build_id, "failed", error=error)
+            await c.platform_log(app.name, f"-----> {error}", res.build_id, "build")
             return
-        version = c.store.create_release(
+        version = await c.store.create_release(
             app.id,
             res.build_id,
             res.image_digest,
@@ -162,16 +157,16 @@ class ControllerService:
             f"build {res.build_id}",
             static_routes=list(res.static_routes),
         )
-        formation = c.store.formation(app.id)
+        formation = await c.store.formation(app.id)
         defaults = {
             name: (c.settings.web_instances if proc.web else 1)
             for name, proc in res.spec.processes.items()
             if name not in formation
         }
         if defaults:
-            c.store.set_formation(app.id, defaults)
-        c.store.finish_build(res.build_id, "deploying", release=version)
-        c.platform_log(
+            await c.store.set_formation(app.id, defaults)
+        await c.store.finish_build(res.build_id, "deploying", release=version)
+        await c.platform_log(
             app.name, f"-----> release v{version} built; starting instances", res.build_id, "build"
         )
 
@@ -187,7 +182,7 @@ class ControllerService:
         except ServiceError as exc:
             return str(exc)
         for kind in added:
-            self.c.platform_log(app.name, f"-----> provisioned {kind}", res.build_id, "build")
+            await self.c.platform_log(app.name, f"-----> provisioned {kind}", res.build_id, "build")
         return ""
 
     async def _replicate(self, app: AppRow, res: BuildResult) -> str:
@@ -209,7 +204,7 @@ class ControllerService:
             if why:
                 last = why
                 continue
-            self.c.platform_log(
+            await self.c.platform_log(
                 app.name, f"-----> image copied to host {hb.hostname}", res.build_id, "build"
             )
             return ""
@@ -237,7 +232,7 @@ class ControllerService:
                     )
                 except (RpcTimeout, RemoteError) as exc:
                     return f"{hb.host_id}: {exc}"
-                await asyncio.to_thread(self.c.store.add_replica, digest, hb.host_id)
+                await self.c.store.add_replica(digest, hb.host_id)
         finally:
             await client.close()
         return ""
@@ -258,7 +253,8 @@ class ControllerService:
         c = self.c
         if self.client_for is None or not c.is_leader or not c.settled(time.monotonic()):
             return []  # a replica that just took the lease does not yet know who is alive
-        needed, holders = await asyncio.to_thread(self._replica_state)
+        releases, current = await c.store.release_images()
+        needed, holders = needed_images(releases, current), await c.store.all_replicas()
         alive = {hb.host_id: hb for hb in self._replica_hosts()}
         asks = plan_copies(needed, holders, alive, self._copy_attempts, time.monotonic())
         asks = asks[:COPIES_PER_PASS]
@@ -282,35 +278,28 @@ class ControllerService:
             else:
                 log.info("copied %s to host %s: no live host held it", digest, host)
                 event = ("image-copied", f"{digest[:19]}: copied to {host} (no live holder)")
-            await asyncio.to_thread(c.store.add_event, *event)
+            await c.store.add_event(*event)
             done.append((digest, host, not why))
         return done
 
-    def _replica_state(self) -> tuple[set[str], dict[str, set[str]]]:
-        """What retention keeps, and every recorded copy (a worker thread)."""
-        releases, current = self.c.store.release_images()
-        return needed_images(releases, current), self.c.store.all_replicas()
-
-    def _serving_lock(self, app_id: int) -> str:
+    async def _serving_lock(self, app_id: int) -> str:
         """The serving release's lock: a build with unchanged requirements reuses it."""
-        app = self.c.store.app_by_id(app_id)
+        app = await self.c.store.app_by_id(app_id)
         if app.current_release is None:
             return ""
-        return self.c.store.release(app_id, app.current_release).lock
+        return (await self.c.store.release(app_id, app.current_release)).lock
 
     async def start_build(self, app_name: str, app_id: int, build_id: str, archive: bytes) -> None:
         """Create the build and hand it to a builder; failures land in the build."""
         c = self.c
-        await asyncio.to_thread(c.store.create_build, build_id, app_id)
-        c.platform_log(
+        await c.store.create_build(build_id, app_id)
+        await c.platform_log(
             app_name, f"-----> received {len(archive)} bytes; building", build_id, "build"
         )
         if self.builders is None:
-            await asyncio.to_thread(
-                c.store.finish_build, build_id, "failed", "no builder configured"
-            )
+            await c.store.finish_build(build_id, "failed", "no builder configured")
             return
-        previous = await asyncio.to_thread(self._serving_lock, app_id)
+        previous = await self._serving_lock(app_id)
         try:
             reply = await self.builders.call(
                 BuildRequest(
@@ -323,14 +312,10 @@ class ControllerService:
                 timeout=30,
             )
         except Exception as exc:
-            await asyncio.to_thread(
-                c.store.finish_build, build_id, "failed", f"no builder accepted the build: {exc}"
-            )
-            c.platform_log(
+            await c.store.finish_build(build_id, "failed", f"no builder accepted the build: {exc}")
+            await c.platform_log(
                 app_name, f"-----> no builder accepted the build: {exc}", build_id, "build"
             )
             return
         if not isinstance(reply, BuildAccepted):
-            await asyncio.to_thread(
-                c.store.finish_build, build_id, "failed", f"builder answered {reply!r}"
-            )
+            await c.store.finish_build(build_id, "failed", f"builder answered {reply!r}")

@@ -4,13 +4,14 @@ them into the environment of the app's instances."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Iterable
 
 from roost.appspec.model import AppSpec
 from roost.appspec.service_env import service_environment
+from roost.controller.astore import AsyncStore
 from roost.controller.secretbox import SecretBox
-from roost.controller.store import AppRow, Store
+from roost.controller.store import AppRow
 from roost.wire.messages import (
     ServiceCredentials,
     ServiceDeprovision,
@@ -43,26 +44,48 @@ def _kind(kind: str) -> ServiceKind:
 
 
 class ServiceBroker:
-    def __init__(self, store: Store, box: SecretBox, client: RpcClient | None) -> None:
+    def __init__(self, store: AsyncStore, box: SecretBox, client: RpcClient | None) -> None:
         self.store = store
         self.box = box
         self.client = client
+        # app id -> its opened credentials; an app missing has not been read.
         self._cache: dict[int, list[ServiceCredentials]] = {}
+        self._changes = 0  # bumped by every binding change this replica makes
         self.status: dict[str, ServiceHostStatus] = {}
 
-    def credentials(self, app_id: int) -> list[ServiceCredentials]:
-        if app_id not in self._cache:
-            creds = []
-            for row in self.store.service_bindings(app_id):
-                creds.append(ServiceCredentials(**self.box.open(row.secret)))
-            self._cache[app_id] = creds
+    async def warm(self, app_ids: Iterable[int]) -> None:
+        """Read the credentials of the apps not cached yet: one query whatever
+        their number (all bindings when several are missing)."""
+        wanted = set(app_ids)
+        while missing := {i for i in wanted if i not in self._cache}:
+            changes = self._changes
+            one = next(iter(missing)) if len(missing) == 1 else None
+            rows = await self.store.service_bindings(one)
+            if changes != self._changes:
+                continue  # a binding changed meanwhile: what was read may be stale
+            found: dict[int, list[ServiceCredentials]] = {i: [] for i in missing}
+            for row in rows:
+                if row.app_id in found:
+                    found[row.app_id].append(ServiceCredentials(**self.box.open(row.secret)))
+            self._cache.update(found)
+
+    def _forget(self, app_id: int) -> None:
+        self._changes += 1
+        self._cache.pop(app_id, None)
+
+    def cached_credentials(self, app_id: int) -> list[ServiceCredentials]:
+        """The app's credentials, read by `warm` before (KeyError if not)."""
         return self._cache[app_id]
 
-    def environment(self, app_id: int) -> dict[str, str]:
-        return service_environment(self.credentials(app_id))
+    async def credentials(self, app_id: int) -> list[ServiceCredentials]:
+        await self.warm([app_id])
+        return self._cache[app_id]
 
-    def kinds(self, app_id: int) -> list[str]:
-        return [c.kind for c in self.credentials(app_id)]
+    async def environment(self, app_id: int) -> dict[str, str]:
+        return service_environment(await self.credentials(app_id))
+
+    async def kinds(self, app_id: int) -> list[str]:
+        return [c.kind for c in await self.credentials(app_id)]
 
     def _need_client(self, what: str) -> RpcClient:
         if self.client is None:
@@ -88,13 +111,13 @@ class ServiceBroker:
                 f"servicehost answered {type(reply).__name__} to a provisioning request"
             )
         sealed = self.box.seal({f: getattr(reply, f) for f in reply.__struct_fields__})
-        await asyncio.to_thread(self.store.bind_service, app.id, kind, sealed)
-        self._cache.pop(app.id, None)
+        await self.store.bind_service(app.id, kind, sealed)
+        self._forget(app.id)
         return reply
 
     async def ensure(self, app: AppRow, spec: AppSpec) -> list[str]:
         """Provision what the spec asks for and the app lacks; the kinds added."""
-        have = set(self.kinds(app.id))
+        have = set(await self.kinds(app.id))
         added = []
         for kind in spec.services:
             if kind in have:
@@ -106,7 +129,7 @@ class ServiceBroker:
 
     async def remove(self, app: AppRow, kind: str) -> str:
         """Final backup, then drop: returns where the backup is."""
-        if kind not in self.kinds(app.id):
+        if kind not in await self.kinds(app.id):
             raise ServiceError(f"{app.name} has no {kind} service", 404)
         client = self._need_client(f"remove {kind}")
         try:
@@ -119,9 +142,9 @@ class ServiceBroker:
             ) from None
         if not isinstance(reply, ServiceRemoved):
             raise ServiceError(f"servicehost answered {type(reply).__name__} to a removal request")
-        await asyncio.to_thread(self.store.unbind_service, app.id, kind)
-        self._cache.pop(app.id, None)
+        await self.store.unbind_service(app.id, kind)
+        self._forget(app.id)
         return reply.backup_path
 
     async def remove_all(self, app: AppRow) -> dict[str, str]:
-        return {kind: await self.remove(app, kind) for kind in list(self.kinds(app.id))}
+        return {kind: await self.remove(app, kind) for kind in await self.kinds(app.id)}

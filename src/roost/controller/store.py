@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from roost.appspec.model import AppSpec
@@ -108,6 +108,17 @@ class CertRow:
     key_pem: str  # opened: PEM text (stored sealed)
     not_after: float
     created_at: float
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """A host as its heartbeat describes it (the `hosts` table's row)."""
+
+    host_id: str
+    hostname: str
+    addresses: str  # JSON list
+    memory_mb: int
+    cpus: int
 
 
 def _build(row: Any) -> BuildRow:
@@ -542,20 +553,44 @@ class Store(AccessStore, CronStore, ImageReplicaStore, SnapshotStore):
 
     # ------------------------------------------------------------ hosts
 
-    def upsert_host(
-        self, host_id: str, hostname: str, addresses: str, memory_mb: int, cpus: int
-    ) -> None:
+    def upsert_hosts(self, hosts: list[HostRecord]) -> None:
+        """Record hosts seen coming up: a batch in three statements, not three per host."""
+        if not hosts:
+            return
         now = time.time()
-        values = dict(
-            hostname=hostname, addresses=addresses, memory_mb=memory_mb, cpus=cpus, last_seen=now
-        )
+        rows = {
+            h.host_id: {"b_id": h.host_id, "b_hostname": h.hostname, "b_addresses": h.addresses,
+                        "b_memory_mb": h.memory_mb, "b_cpus": h.cpus, "b_now": now}
+            for h in hosts
+        }  # fmt: skip
+        cols = ("hostname", "addresses", "memory_mb", "cpus")
         with self.engine.begin() as c:
-            r = c.execute(update(t.hosts).where(t.hosts.c.id == host_id).values(**values))
-            if r.rowcount == 0:
-                # Every replica records a new host's first heartbeat: when
+            known = set(
+                c.execute(select(t.hosts.c.id).where(t.hosts.c.id.in_(list(rows)))).scalars()
+            )
+            if known:
+                c.execute(
+                    update(t.hosts)
+                    .where(t.hosts.c.id == bindparam("b_id"))
+                    .values(last_seen=bindparam("b_now"), **{k: bindparam(f"b_{k}") for k in cols}),
+                    [r for hid, r in rows.items() if hid in known],
+                )
+            new = [
+                {"id": hid, "first_seen": now, "last_seen": now, **{k: r[f"b_{k}"] for k in cols}}
+                for hid, r in rows.items()
+                if hid not in known
+            ]
+            if not new:
+                return
+            try:
+                with c.begin_nested():
+                    c.execute(insert(t.hosts), new)
+            except IntegrityError:
+                # Every replica records a new host's first heartbeat: where
                 # another inserted the row first, that is all this wanted.
-                with contextlib.suppress(IntegrityError), c.begin_nested():
-                    c.execute(insert(t.hosts).values(id=host_id, first_seen=now, **values))
+                for row in new:
+                    with contextlib.suppress(IntegrityError), c.begin_nested():
+                        c.execute(insert(t.hosts).values(**row))
 
     def hosts(self) -> list[Any]:
         with self.engine.connect() as c:

@@ -45,6 +45,24 @@ def ssh_fingerprint(public_key: str) -> str:
     return f"SHA256:{digest}"
 
 
+def hash_password(password: str) -> str:
+    """argon2id: CPU and memory on purpose; run it off the event loop."""
+    return _hasher.hash(password)
+
+
+def verify_password(stored: str, password: str) -> bool:
+    """True when `password` matches the stored hash; costs the same when
+    there is none ("": an account without a password), so timing tells nothing."""
+    try:
+        if not stored:
+            _hasher.verify(_DUMMY_HASH, password + "x")  # equalise timing
+            return False
+        _hasher.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False
+    return True
+
+
 class AccessStore:
     engine: Engine
 
@@ -53,13 +71,23 @@ class AccessStore:
     def create_account(
         self, email: str, password: str | None = None, is_admin: bool = False
     ) -> int:
-        pw_hash = _hasher.hash(password) if password else ""
+        return self.create_account_hashed(
+            email, hash_password(password) if password else "", is_admin
+        )
+
+    def create_account_hashed(
+        self, email: str, password_hash: str = "", is_admin: bool = False
+    ) -> int:
+        """A new account; `password_hash` from `hash_password` ("": none, token or key only)."""
         with self.engine.begin() as c:
             if c.execute(select(t.accounts.c.id).where(t.accounts.c.email == email)).first():
                 raise Conflict(f"account {email} already exists")
             r = c.execute(
                 insert(t.accounts).values(
-                    email=email, password_hash=pw_hash, is_admin=is_admin, created_at=time.time()
+                    email=email,
+                    password_hash=password_hash,
+                    is_admin=is_admin,
+                    created_at=time.time(),
                 )
             )
             return int(r.inserted_primary_key[0])  # type: ignore[index]
@@ -75,22 +103,15 @@ class AccessStore:
     def check_password(self, email: str, password: str) -> Any:
         """The account when the password is right, else None (same cost either way)."""
         row = self.account_by_email(email)
-        stored = row.password_hash if row is not None and row.password_hash else None
-        try:
-            if stored is None:
-                _hasher.verify(_DUMMY_HASH, password + "x")  # equalise timing
-                return None
-            _hasher.verify(stored, password)
-        except (VerificationError, InvalidHashError):
-            return None
-        return row
+        stored = row.password_hash if row is not None else ""
+        return row if verify_password(stored, password) else None
 
     def set_password(self, account_id: int, password: str) -> None:
         with self.engine.begin() as c:
             c.execute(
                 update(t.accounts)
                 .where(t.accounts.c.id == account_id)
-                .values(password_hash=_hasher.hash(password))
+                .values(password_hash=hash_password(password))
             )
 
     # ------------------------------------------------------------ tokens

@@ -21,6 +21,7 @@ from roost.controller.api.deps import (
 from roost.controller.core import Controller
 from roost.controller.ratelimit import LoginGuard, TooMany
 from roost.controller.store import Conflict, NotFound
+from roost.controller.store_access import hash_password, verify_password
 
 router = APIRouter(prefix="/api")
 
@@ -46,16 +47,21 @@ async def check_password(
 ) -> Any:
     """The account when the password is right, else None; 429 past the limits.
 
-    Shared by `/api/login` and ep.io's `/control/token/`. The argon2
-    verification runs in a worker thread behind the guard's semaphore.
+    Shared by `/api/login` and ep.io's `/control/token/`. The account is
+    read through the store; the argon2 verification runs in a worker thread
+    behind the guard's semaphore (never on the store's executor: a flood of
+    logins must not hold up every state query).
     """
     try:
         guard.admit_login(client_address(request), email)
-        row = await guard.hash_work(c.store.check_password, email, password)
+        row = await c.store.account_by_email(email)
+        stored = row.password_hash if row is not None else ""
+        ok = await guard.hash_work(verify_password, stored, password)
     except TooMany as exc:
         raise too_many(exc) from None
-    if row is not None:
-        guard.succeeded(email)
+    if not ok:
+        return None
+    guard.succeeded(email)
     return row
 
 
@@ -73,7 +79,7 @@ async def login(
     if row is None:
         raise ApiError(401, "wrong email or password")
     expires_at = expiry(body.expires_in)
-    token = c.store.issue_token(row.id, name="login", expires_at=expires_at)
+    token = await c.store.issue_token(row.id, name="login", expires_at=expires_at)
     return {"token": token, "email": row.email, "expires_at": expires_at}
 
 
@@ -87,9 +93,8 @@ async def create_account(
         raise ApiError(422, f"invalid email address {body.email!r}")
     try:
         # Hashing the password costs what a verification does: same semaphore.
-        account_id = await guard.hash_work(
-            c.store.create_account, body.email, body.password, body.admin
-        )
+        hashed = await guard.hash_work(hash_password, body.password)
+        account_id = await c.store.create_account_hashed(body.email, hashed, body.admin)
     except TooMany as exc:
         raise too_many(exc) from None
     except Conflict as exc:
@@ -120,7 +125,10 @@ async def new_token(
     except TooMany as exc:
         raise too_many(exc) from None
     expires_at = expiry(body.expires_in)
-    return {"token": c.store.issue_token(who.id, body.name, expires_at), "expires_at": expires_at}
+    return {
+        "token": await c.store.issue_token(who.id, body.name, expires_at),
+        "expires_at": expires_at,
+    }
 
 
 @router.get("/tokens")
@@ -133,7 +141,7 @@ async def list_tokens(who: CurrentAccount, c: CurrentController) -> list[dict[st
             "revoked": r.revoked_at is not None,
             "expires_at": r.expires_at,
         }
-        for r in c.store.tokens(who.id)
+        for r in await c.store.tokens(who.id)
     ]
 
 
@@ -142,7 +150,7 @@ async def revoke_token(
     token_id: RowId, who: CurrentAccount, c: CurrentController
 ) -> dict[str, int]:
     try:
-        c.store.revoke_token(who.id, token_id)
+        await c.store.revoke_token(who.id, token_id)
     except NotFound as exc:
         raise ApiError(404, str(exc)) from None
     return {"revoked": token_id}
@@ -153,9 +161,9 @@ class KeyBody(BaseModel):
     name: str = Field(default="", max_length=255)
 
 
-def add_key(c: Any, account_id: int, key: str, name: str = "") -> str:
+async def add_key(c: Controller, account_id: int, key: str, name: str = "") -> str:
     try:
-        return str(c.store.add_ssh_key(account_id, key, name))
+        return str(await c.store.add_ssh_key(account_id, key, name))
     except ValueError as exc:
         raise ApiError(422, f"invalid SSH public key: {exc}") from None
     except Conflict as exc:
@@ -164,7 +172,7 @@ def add_key(c: Any, account_id: int, key: str, name: str = "") -> str:
 
 @router.post("/keys", status_code=201)
 async def add_ssh_key(body: KeyBody, who: CurrentAccount, c: CurrentController) -> dict[str, str]:
-    return {"fingerprint": add_key(c, who.id, body.key, body.name)}
+    return {"fingerprint": await add_key(c, who.id, body.key, body.name)}
 
 
 @router.get("/keys")
@@ -176,14 +184,14 @@ async def list_keys(who: CurrentAccount, c: CurrentController) -> list[dict[str,
             "key": r.public_key,
             "created_at": r.created_at,
         }
-        for r in c.store.ssh_keys(who.id)
+        for r in await c.store.ssh_keys(who.id)
     ]
 
 
 @router.delete("/keys/{fingerprint:path}")
 async def remove_key(fingerprint: str, who: CurrentAccount, c: CurrentController) -> dict[str, str]:
     try:
-        c.store.remove_ssh_key(who.id, fingerprint)
+        await c.store.remove_ssh_key(who.id, fingerprint)
     except NotFound as exc:
         raise ApiError(404, str(exc)) from None
     return {"removed": fingerprint}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -50,10 +49,10 @@ async def create_app(body: AppCreate, who: CurrentAccount, c: CurrentController)
             422, f"invalid app name {body.name!r}: use lower-case letters, digits, '-' and '_'"
         )
     try:
-        app = await asyncio.to_thread(c.store.create_app, body.name, who.id)
+        app = await c.store.create_app(body.name, who.id)
     except Conflict:
         raise ApiError(409, f"app {body.name} already exists") from None
-    c.store.add_event("app-created", f"{app.name} created", app.id)
+    await c.store.add_event("app-created", f"{app.name} created", app.id)
     return AppOut(
         name=app.name,
         current_release=None,
@@ -65,9 +64,9 @@ async def create_app(body: AppCreate, who: CurrentAccount, c: CurrentController)
 
 @router.get("/apps", response_model=list[AppOut])
 async def list_apps(who: CurrentAccount, c: CurrentController) -> list[AppOut]:
-    rows = c.store.apps()
+    rows = await c.store.apps()
     if not who.is_admin:
-        visible = c.store.apps_visible_to(who.id)
+        visible = await c.store.apps_visible_to(who.id)
         rows = [a for a in rows if a.id in visible]
     return [
         AppOut(
@@ -83,10 +82,10 @@ async def list_apps(who: CurrentAccount, c: CurrentController) -> list[AppOut]:
 
 @router.get("/apps/{name}")
 async def app_info(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
-    app = app_for_member(c, who, name)
-    formation = c.store.formation(app.id)
+    app = await app_for_member(c, who, name)
+    formation = await c.store.formation(app.id)
     statuses = c.soft.statuses()
-    placed = [p for p in c.store.placements() if p.app == name]
+    placed = await c.store.placements(name)
     up = sum(
         1 for p in placed if (s := statuses.get(p.instance_id)) is not None and s.state == "up"
     )
@@ -104,7 +103,7 @@ async def app_info(name: str, who: CurrentAccount, c: CurrentController) -> dict
 
 @router.delete("/apps/{name}")
 async def delete_app(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
-    app = app_for_owner(c, who, name)
+    app = await app_for_owner(c, who, name)
     try:
         backups = await lifecycle.delete_app(c, app)
     except ServiceError as exc:
@@ -114,15 +113,14 @@ async def delete_app(name: str, who: CurrentAccount, c: CurrentController) -> di
 
 @router.get("/apps/{name}/ps")
 async def processes(name: str, who: CurrentAccount, c: CurrentController) -> list[dict[str, Any]]:
-    app = app_for_member(c, who, name)
+    app = await app_for_member(c, who, name)
     statuses = c.soft.statuses()
     hosts = {h: s.heartbeat.hostname for h, s in c.soft.hosts.items()}
     out: list[dict[str, Any]] = []
     now = time.time()
-    sizes = c.store.formation_sizes(app.id)
-    for p in sorted(c.store.placements(), key=lambda p: (p.process_type, p.release, p.idx)):
-        if p.app != app.name:
-            continue
+    sizes = await c.store.formation_sizes(app.id)
+    placed = await c.store.placements(app.name)
+    for p in sorted(placed, key=lambda p: (p.process_type, p.release, p.idx)):
         st = statuses.get(p.instance_id)
         out.append(
             {
@@ -150,7 +148,7 @@ async def processes(name: str, who: CurrentAccount, c: CurrentController) -> lis
 
 @router.get("/apps/{name}/releases")
 async def releases(name: str, who: CurrentAccount, c: CurrentController) -> list[dict[str, Any]]:
-    app = app_for_member(c, who, name)
+    app = await app_for_member(c, who, name)
     return [
         {
             "version": r.version,
@@ -161,7 +159,7 @@ async def releases(name: str, who: CurrentAccount, c: CurrentController) -> list
             "created_at": r.created_at,
             "lock": r.lock,
         }
-        for r in c.store.releases(app.id)
+        for r in await c.store.releases(app.id)
     ]
 
 

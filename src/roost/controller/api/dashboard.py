@@ -31,7 +31,7 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
     """Everything the dashboard shows, in one response."""
     now = time.monotonic()
     statuses = c.soft.statuses()
-    visible = None if who.is_admin else c.store.apps_visible_to(who.id)
+    visible = None if who.is_admin else await c.store.apps_visible_to(who.id)
     hosts = []
     # The host list is the operators' (as /api/hosts): others see where their
     # own instances run, in each instance's row, and nothing of the rest.
@@ -50,9 +50,9 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
             }
         )
     hostname = {h: s.heartbeat.hostname for h, s in c.soft.hosts.items()}
-    placements = c.store.placements()
+    placements = await c.store.placements()
     apps = []
-    for a in c.store.apps():
+    for a in await c.store.apps():
         if visible is not None and a.id not in visible:
             continue
         instances = []
@@ -78,11 +78,11 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
                 "created_at": r.created_at,
                 "description": r.description,
             }
-            for r in c.store.releases(a.id)[:5]
+            for r in (await c.store.releases(a.id))[:5]
         ]
         logs = [
             {"ts": r.ts, "process": r.process, "source": r.source, "line": r.line}
-            for r in c.store.logs(a.id, 0, 8)
+            for r in await c.store.logs(a.id, 0, 8)
         ]
         apps.append(
             {
@@ -96,7 +96,7 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
         )
     events = [
         {"ts": e.ts, "app": e.app, "kind": e.kind, "message": e.message}
-        for e in c.store.events(visible, 20)
+        for e in await c.store.events(visible, 20)
     ]
     return {
         "account": who.email,

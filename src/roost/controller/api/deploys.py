@@ -13,13 +13,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from roost.controller.api.deps import (
+    Account,
     ApiError,
     CurrentAccount,
     CurrentController,
     CurrentService,
     app_for_member,
 )
-from roost.controller.store import NotFound
+from roost.controller.core import Controller
+from roost.controller.store import AppRow, BuildRow, NotFound
 
 router = APIRouter(prefix="/api")
 
@@ -30,7 +32,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 async def create_build(
     name: str, request: Request, who: CurrentAccount, c: CurrentController, svc: CurrentService
 ) -> dict[str, str]:
-    app = app_for_member(c, who, name)
+    app = await app_for_member(c, who, name)
     limit = c.settings.max_upload_bytes
     chunks: list[bytes] = []
     size = 0
@@ -47,19 +49,19 @@ async def create_build(
     return {"build_id": build_id, "app": app.name}
 
 
-def _build_or_404(c: Any, who: Any, build_id: str) -> Any:
+async def _build_or_404(c: Controller, who: Account, build_id: str) -> tuple[BuildRow, AppRow]:
     try:
-        build = c.store.build(build_id)
+        build = await c.store.build(build_id)
     except NotFound:
         raise ApiError(404, f"no build {build_id}") from None
-    app = c.store.app_by_id(build.app_id)
-    app_for_member(c, who, app.name)
+    app = await c.store.app_by_id(build.app_id)
+    await app_for_member(c, who, app.name)
     return build, app
 
 
 @router.get("/builds/{build_id}")
 async def build_status(build_id: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
-    build, app = _build_or_404(c, who, build_id)
+    build, app = await _build_or_404(c, who, build_id)
     return {
         "build_id": build.id,
         "app": app.name,
@@ -76,17 +78,17 @@ async def build_stream(
     build_id: str, who: CurrentAccount, c: CurrentController
 ) -> StreamingResponse:
     """NDJSON: {"line": ...} as the build and rollout happen, then {"status": ...}."""
-    _, app = _build_or_404(c, who, build_id)
+    _, app = await _build_or_404(c, who, build_id)
 
     async def lines() -> AsyncIterator[bytes]:
         after = 0
         deadline = time.monotonic() + 3600
         while time.monotonic() < deadline:
-            rows = await asyncio.to_thread(c.store.logs, app.id, after, 500, build_id)
+            rows = await c.store.logs(app.id, after, 500, build_id)
             for r in rows:
                 after = r.id
                 yield (json.dumps({"line": r.line, "ts": r.ts}) + "\n").encode()
-            current = c.store.build(build_id)
+            current = await c.store.build(build_id)
             if current.status in ("succeeded", "failed") and not rows:
                 yield (
                     json.dumps(
@@ -114,12 +116,12 @@ async def app_logs(
     follow: bool = False,
     process: str | None = None,
 ) -> StreamingResponse:
-    app = app_for_member(c, who, name)
+    app = await app_for_member(c, who, name)
     if not 1 <= n <= 5000:
         raise ApiError(422, "n must be between 1 and 5000")
 
     async def lines() -> AsyncIterator[bytes]:
-        rows = await asyncio.to_thread(c.store.logs, app.id, 0, n, None)
+        rows = await c.store.logs(app.id, 0, n, None)
         after = rows[-1].id if rows else 0
         for r in rows:
             if process and not r.process.startswith(process):
@@ -129,7 +131,7 @@ async def app_logs(
                 + "\n"
             ).encode()
         while follow:
-            rows = await asyncio.to_thread(c.store.logs, app.id, after, 500, None)
+            rows = await c.store.logs(app.id, after, 500, None)
             for r in rows:
                 after = r.id
                 if process and not r.process.startswith(process):

@@ -42,7 +42,7 @@ def login_guard(request: Request) -> LoginGuard:
     return request.app.state.login_guard
 
 
-def account(
+async def account(
     request: Request,
     authorization: Annotated[str | None, Header()] = None,
     x_epio_token: Annotated[str | None, Header()] = None,
@@ -55,9 +55,9 @@ def account(
     if not token:
         raise ApiError(401, "authentication required: send 'Authorization: Bearer TOKEN'")
     store = controller(request).store
-    row = store.account_for_token(token)
+    row = await store.account_for_token(token)
     if row is None:
-        if store.token_expired(token):
+        if await store.token_expired(token):
             raise ApiError(401, "token expired: log in again ('roost login')")
         raise ApiError(401, "invalid or revoked token")
     return Account(id=row.id, email=row.email, is_admin=bool(row.is_admin))
@@ -71,31 +71,31 @@ CurrentService = Annotated[ControllerService, Depends(service)]
 CurrentGuard = Annotated[LoginGuard, Depends(login_guard)]
 
 
-def _app_or_404(c: Controller, name: str) -> AppRow:
+async def _app_or_404(c: Controller, name: str) -> AppRow:
     try:
-        return c.store.app(name)
+        return await c.store.app(name)
     except NotFound:
         raise ApiError(404, f"no app named {name}") from None
 
 
-def app_for_member(c: Controller, who: Account, name: str) -> AppRow:
+async def app_for_member(c: Controller, who: Account, name: str) -> AppRow:
     """The app, if `who` owns it, collaborates on it or is an admin; else 404.
 
     Members run the app: deploy, config, scale, restart, rollback, suspend,
     `run`, logs, releases, reading its services' credentials. An outsider gets
     the same 404 as for a missing app: no hint that it exists.
     """
-    app = _app_or_404(c, name)
+    app = await _app_or_404(c, name)
     if (
         app.owner_id != who.id
         and not who.is_admin
-        and app.id not in c.store.apps_visible_to(who.id)
+        and app.id not in await c.store.apps_visible_to(who.id)
     ):
         raise ApiError(404, f"no app named {name}")
     return app
 
 
-def app_for_owner(c: Controller, who: Account, name: str) -> AppRow:
+async def app_for_owner(c: Controller, who: Account, name: str) -> AppRow:
     """The app, if `who` owns it or is an admin.
 
     The owner alone decides what the app is and who touches it: deleting it,
@@ -103,7 +103,7 @@ def app_for_owner(c: Controller, who: Account, name: str) -> AppRow:
     A collaborator gets 403 saying so (they know the app exists); an outsider
     gets 404 as from `app_for_member`.
     """
-    app = app_for_member(c, who, name)
+    app = await app_for_member(c, who, name)
     if app.owner_id != who.id and not who.is_admin:
         raise ApiError(403, f"only the owner of {name} can do this (you are a collaborator)")
     return app
@@ -115,7 +115,9 @@ def require_admin(who: Account, what: str) -> None:
         raise ApiError(403, f"{what}: operators (admin accounts) only")
 
 
-def metrics_reader(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+async def metrics_reader(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> None:
     """Who may scrape /metrics: a scraper on this machine, or an admin's token.
 
     The metrics list every host and every app's instances, what /api/hosts
@@ -124,7 +126,7 @@ def metrics_reader(request: Request, authorization: Annotated[str | None, Header
     """
     if request.client is not None and is_loopback(request.client.host):
         return
-    require_admin(account(request, authorization, None), "/metrics from another machine")
+    require_admin(await account(request, authorization, None), "/metrics from another machine")
 
 
 def client_address(request: Request) -> str:

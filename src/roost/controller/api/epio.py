@@ -7,7 +7,6 @@ valid token. Apps are addressed by numeric id after a name lookup.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from typing import Annotated, Any
 
@@ -27,45 +26,46 @@ from roost.controller.api.deps import (
     app_for_member,
     app_for_owner,
 )
+from roost.controller.core import Controller
 from roost.controller.services import ServiceError
 from roost.controller.store import AppRow, Conflict, NotFound
 
 router = APIRouter(include_in_schema=True, tags=["ep.io compatibility"])
 
 
-def _who(request: Request, token: str | None) -> Account:
+async def _who(request: Request, token: str | None) -> Account:
     if not token:
         raise ApiError(401, "authentication required: send X-Epio-Token")
-    return account(request, None, token)
+    return await account(request, None, token)
 
 
-def _app_name(c: Any, app_id: int) -> str:
+async def _app_name(c: Controller, app_id: int) -> str:
     try:
-        return str(c.store.app_by_id(app_id).name)
+        return str((await c.store.app_by_id(app_id)).name)
     except NotFound:
         raise ApiError(404, f"no app with id {app_id}") from None
 
 
-def _epio_app(
+async def _epio_app(
     app_id: RowId,
     request: Request,
     c: CurrentController,
     x_epio_token: Annotated[str | None, Header()] = None,
 ) -> AppRow:
     """The app an ep.io route addresses by id, if the token's account is a member."""
-    who = _who(request, x_epio_token)
-    return app_for_member(c, who, _app_name(c, app_id))
+    who = await _who(request, x_epio_token)
+    return await app_for_member(c, who, await _app_name(c, app_id))
 
 
-def _epio_owned_app(
+async def _epio_owned_app(
     app_id: RowId,
     request: Request,
     c: CurrentController,
     x_epio_token: Annotated[str | None, Header()] = None,
 ) -> AppRow:
     """The same, for what only the owner (or an admin) may do."""
-    who = _who(request, x_epio_token)
-    return app_for_owner(c, who, _app_name(c, app_id))
+    who = await _who(request, x_epio_token)
+    return await app_for_owner(c, who, await _app_name(c, app_id))
 
 
 # Every /control/app/ID/... route: authenticate, then resolve the app.
@@ -89,7 +89,7 @@ async def token(
     row = await check_password(request, c, guard, x_epio_email, x_epio_password)
     if row is None:
         return JSONResponse({"message": "Invalid email or password"}, status_code=401)
-    return c.store.issue_token(row.id, name="epio client")
+    return await c.store.issue_token(row.id, name="epio client")
 
 
 @router.get("/control/app/name/{name}/")
@@ -99,8 +99,8 @@ async def app_by_name(
     c: CurrentController,
     x_epio_token: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
-    who = _who(request, x_epio_token)
-    app = app_for_member(c, who, name)
+    who = await _who(request, x_epio_token)
+    app = await app_for_member(c, who, name)
     return {"app": {"id": app.id}}
 
 
@@ -111,7 +111,7 @@ async def create(
     name: Annotated[str, Form()] = "",
     x_epio_token: Annotated[str | None, Header()] = None,
 ) -> Any:
-    who = _who(request, x_epio_token)
+    who = await _who(request, x_epio_token)
     if name == "<random>":
         name = "app-" + secrets.token_hex(3)
     if not APP_NAME.match(name):
@@ -121,7 +121,7 @@ async def create(
             }
         }
     try:
-        await asyncio.to_thread(c.store.create_app, name, who.id)
+        await c.store.create_app(name, who.id)
     except Conflict:
         return JSONResponse({"message": f"The app name {name} is already taken"}, status_code=409)
     return JSONResponse({"app": {"names": [name]}}, status_code=201)
@@ -144,7 +144,7 @@ async def suspend(
     app: EpioApp,
     c: CurrentController,
 ) -> dict[str, Any]:
-    lifecycle.set_suspended(c, app, True)
+    await lifecycle.set_suspended(c, app, True)
     return {"message": f"{app.name} suspended"}
 
 
@@ -153,7 +153,7 @@ async def resume(
     app: EpioApp,
     c: CurrentController,
 ) -> dict[str, Any]:
-    lifecycle.set_suspended(c, app, False)
+    await lifecycle.set_suspended(c, app, False)
     return {"message": f"{app.name} resumed"}
 
 
@@ -165,9 +165,7 @@ async def processes(
     statuses = c.soft.statuses()
     hosts = {h: s.heartbeat.hostname for h, s in c.soft.hosts.items()}
     out: dict[str, list[list[Any]]] = {}
-    for p in sorted(c.store.placements(), key=lambda p: p.idx):
-        if p.app != app.name:
-            continue
+    for p in sorted(await c.store.placements(app.name), key=lambda p: p.idx):
         st = statuses.get(p.instance_id)
         out.setdefault(p.process_type, []).append(
             [
@@ -191,7 +189,7 @@ async def sshkeys(
     key: Annotated[str, Form()] = "",
     x_epio_token: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
-    who = _who(request, x_epio_token)
+    who = await _who(request, x_epio_token)
     if not key:
         raise ApiError(400, "key is required")
-    return {"fingerprint": add_key(c, who.id, key)}
+    return {"fingerprint": await add_key(c, who.id, key)}

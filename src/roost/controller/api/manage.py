@@ -3,7 +3,6 @@ certificates, collaborators, events and the "who runs X" query."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -36,7 +35,7 @@ PROCESS_TYPE = re.compile(r"^[a-z0-9_-]{1,64}$")
 MAX_INSTANCES = 100
 
 
-def _new_release(
+async def _new_release(
     c: Controller,
     app: AppRow,
     description: str,
@@ -47,8 +46,8 @@ def _new_release(
     base = source if source is not None else app.current_release
     if base is None:
         return None
-    version = c.store.copy_release(app.id, base, description, config=config)
-    c.store.add_event("release", f"{app.name} v{version}: {description}", app.id)
+    version = await c.store.copy_release(app.id, base, description, config=config)
+    await c.store.add_event("release", f"{app.name} v{version}: {description}", app.id)
     c.wake.set()
     return version
 
@@ -68,14 +67,14 @@ class ConfigPatch(BaseModel):
 
 @router.get("/apps/{name}/config")
 async def get_config(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, str]:
-    return c.store.config_vars(app_for_member(c, who, name).id)
+    return await c.store.config_vars((await app_for_member(c, who, name)).id)
 
 
 @router.patch("/apps/{name}/config")
 async def patch_config(
     name: str, body: ConfigPatch, who: CurrentAccount, c: CurrentController
 ) -> dict[str, Any]:
-    app = app_for_member(c, who, name)
+    app = await app_for_member(c, who, name)
     if not body.vars:
         raise ApiError(422, "no config vars given")
     for key, value in body.vars.items():
@@ -83,9 +82,9 @@ async def patch_config(
             raise ApiError(422, f"invalid config var name {key!r}")
         if value is not None and len(value) > 32768:
             raise ApiError(422, f"value of {key} is longer than 32768 characters")
-    new = await asyncio.to_thread(c.store.update_config, app.id, body.vars)
+    new = await c.store.update_config(app.id, body.vars)
     changed = ", ".join(f"{k}" if v is not None else f"-{k}" for k, v in sorted(body.vars.items()))
-    release = _new_release(c, app, f"config {changed}", config=new)
+    release = await _new_release(c, app, f"config {changed}", config=new)
     return {"config": new, "release": release}
 
 
@@ -103,19 +102,19 @@ MIN_MEMORY_MB, MAX_MEMORY_MB = 64, 64 * 1024
 
 @router.get("/apps/{name}/formation")
 async def get_formation(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, int]:
-    return c.store.formation(app_for_member(c, who, name).id)
+    return await c.store.formation((await app_for_member(c, who, name)).id)
 
 
 @router.patch("/apps/{name}/formation")
 async def scale(
     name: str, body: FormationPatch, who: CurrentAccount, c: CurrentController
 ) -> dict[str, int]:
-    app = app_for_member(c, who, name)
+    app = await app_for_member(c, who, name)
     if not body.quantities and not body.sizes:
         raise ApiError(422, "no process types given")
     known: set[str] = set()
     if app.current_release is not None:
-        known = set(c.store.release(app.id, app.current_release).spec.processes)
+        known = set((await c.store.release(app.id, app.current_release)).spec.processes)
     for ptype in {*body.quantities, *body.sizes}:
         if not PROCESS_TYPE.match(ptype):
             raise ApiError(422, f"invalid process type {ptype!r}")
@@ -133,12 +132,12 @@ async def scale(
                 f"{ptype}: memory must be between {MIN_MEMORY_MB} and {MAX_MEMORY_MB} MB "
                 "(0: the platform's default)",
             )
-    c.store.set_formation(app.id, body.quantities, body.sizes)
+    await c.store.set_formation(app.id, body.quantities, body.sizes)
     said = [f"{k}={v}" for k, v in body.quantities.items()]
     said += [f"{k}:{v}MB" for k, v in body.sizes.items()]
-    c.store.add_event("scale", f"{name}: " + " ".join(said), app.id)
+    await c.store.add_event("scale", f"{name}: " + " ".join(said), app.id)
     c.wake.set()
-    return c.store.formation(app.id)
+    return await c.store.formation(app.id)
 
 
 class RestartBody(BaseModel):
@@ -150,16 +149,16 @@ async def restart(
     name: str, body: RestartBody, who: CurrentAccount, c: CurrentController
 ) -> dict[str, Any]:
     """Restart by rolling onto a fresh copy of the serving release (no downtime)."""
-    app = app_for_member(c, who, name)
+    app = await app_for_member(c, who, name)
     if app.current_release is None:
         raise ApiError(409, f"{name} has no release to restart")
     if body.process is not None:
-        spec = c.store.release(app.id, app.current_release).spec
+        spec = (await c.store.release(app.id, app.current_release)).spec
         if body.process not in spec.processes:
             raise ApiError(422, f"{name} has no process type {body.process!r}")
-        c.restart_process(app, body.process)
+        await c.restart_process(app, body.process)
         return {"restarted": body.process}
-    return {"release": _new_release(c, app, "restart")}
+    return {"release": await _new_release(c, app, "restart")}
 
 
 # ------------------------------------------------------------ releases
@@ -173,8 +172,8 @@ class RollbackBody(BaseModel):
 async def rollback(
     name: str, body: RollbackBody, who: CurrentAccount, c: CurrentController
 ) -> dict[str, Any]:
-    app = app_for_member(c, who, name)
-    rels = c.store.releases(app.id)
+    app = await app_for_member(c, who, name)
+    rels = await c.store.releases(app.id)
     if body.version is None:
         earlier = [
             r
@@ -192,13 +191,13 @@ async def rollback(
     # A release is code + config: rolling back restores that release's config
     # vars too, so the next `config set` starts from what is running.
     old_config = next(r.config for r in rels if r.version == target)
-    current = c.store.config_vars(app.id)
+    current = await c.store.config_vars(app.id)
     changes: dict[str, str | None] = {k: None for k in current if k not in old_config}
     changes.update(old_config)
     if changes:
-        await asyncio.to_thread(c.store.update_config, app.id, changes)
+        await c.store.update_config(app.id, changes)
     return {
-        "release": _new_release(c, app, f"rollback to v{target}", source=target),
+        "release": await _new_release(c, app, f"rollback to v{target}", source=target),
         "from": target,
     }
 
@@ -209,13 +208,13 @@ async def rollback(
 # Members may suspend and resume: scaling every process to 0 does the same.
 @router.post("/apps/{name}/suspend")
 async def suspend(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
-    lifecycle.set_suspended(c, app_for_member(c, who, name), True)
+    await lifecycle.set_suspended(c, await app_for_member(c, who, name), True)
     return {"name": name, "suspended": True}
 
 
 @router.post("/apps/{name}/resume")
 async def resume(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
-    lifecycle.set_suspended(c, app_for_member(c, who, name), False)
+    await lifecycle.set_suspended(c, await app_for_member(c, who, name), False)
     return {"name": name, "suspended": False}
 
 
@@ -228,20 +227,20 @@ class DomainBody(BaseModel):
 
 @router.get("/apps/{name}/domains")
 async def list_domains(name: str, who: CurrentAccount, c: CurrentController) -> list[str]:
-    return [d.hostname for d in c.store.domains(app_for_member(c, who, name).id)]
+    return [d.hostname for d in await c.store.domains((await app_for_member(c, who, name)).id)]
 
 
 @router.post("/apps/{name}/domains", status_code=201)
 async def add_domain(
     name: str, body: DomainBody, who: CurrentAccount, c: CurrentController
 ) -> dict[str, str]:
-    app = app_for_owner(c, who, name)
+    app = await app_for_owner(c, who, name)
     try:
         host = check_domain(body.hostname, app.name, c.settings.default_domain)
     except DomainRefused as exc:
         raise ApiError(exc.status, str(exc)) from None
     try:
-        c.store.add_domain(app.id, host)
+        await c.store.add_domain(app.id, host)
     except Conflict as exc:
         raise ApiError(409, str(exc)) from None
     c.wake.set()
@@ -252,9 +251,9 @@ async def add_domain(
 async def remove_domain(
     name: str, hostname: str, who: CurrentAccount, c: CurrentController
 ) -> dict[str, str]:
-    app = app_for_owner(c, who, name)
+    app = await app_for_owner(c, who, name)
     try:
-        c.store.remove_domain(app.id, normalize(hostname))
+        await c.store.remove_domain(app.id, normalize(hostname))
     except (NotFound, DomainRefused):
         raise ApiError(404, f"{hostname} is not a domain of {name}") from None
     c.wake.set()
@@ -271,7 +270,7 @@ class CertBody(BaseModel):
 async def add_cert(
     name: str, body: CertBody, who: CurrentAccount, c: CurrentController
 ) -> dict[str, Any]:
-    app = app_for_owner(c, who, name)
+    app = await app_for_owner(c, who, name)
     try:
         host = normalize(body.hostname)
     except DomainRefused as exc:
@@ -280,7 +279,7 @@ async def add_cert(
     # refuses, even if an old row holds one (its certificate would serve
     # another app's hostname).
     own = routable_domains(
-        name, [d.hostname for d in c.store.domains(app.id)], c.settings.default_domain
+        name, [d.hostname for d in await c.store.domains(app.id)], c.settings.default_domain
     )
     routed = {*own, default_host(name, c.settings.default_domain)}
     if host not in routed:
@@ -291,16 +290,17 @@ async def add_cert(
         info = check_certificate(body.certificate, body.private_key, host)
     except CertificateError as exc:
         raise ApiError(422, str(exc)) from None
-    c.store.put_certificate(app.id, host, body.certificate, body.private_key, info.not_after)
+    await c.store.put_certificate(app.id, host, body.certificate, body.private_key, info.not_after)
     c.wake.set()
     return {"hostname": host, "not_after": info.not_after, "subject": info.subject}
 
 
 @router.get("/apps/{name}/certs")
 async def list_certs(name: str, who: CurrentAccount, c: CurrentController) -> list[dict[str, Any]]:
-    app = app_for_member(c, who, name)
+    app = await app_for_member(c, who, name)
     return [
-        {"hostname": r.hostname, "not_after": r.not_after} for r in c.store.certificates(app.id)
+        {"hostname": r.hostname, "not_after": r.not_after}
+        for r in await c.store.certificates(app.id)
     ]
 
 
@@ -315,17 +315,17 @@ class CollaboratorBody(BaseModel):
 async def add_collaborator(
     name: str, body: CollaboratorBody, who: CurrentAccount, c: CurrentController
 ) -> dict[str, str]:
-    app = app_for_owner(c, who, name)
-    row = c.store.account_by_email(body.email)
+    app = await app_for_owner(c, who, name)
+    row = await c.store.account_by_email(body.email)
     if row is None:
         raise ApiError(404, f"no account {body.email}")
-    c.store.add_collaborator(app.id, row.id)
+    await c.store.add_collaborator(app.id, row.id)
     return {"email": body.email}
 
 
 @router.get("/apps/{name}/collaborators")
 async def list_collaborators(name: str, who: CurrentAccount, c: CurrentController) -> list[str]:
-    return c.store.collaborators(app_for_member(c, who, name).id)
+    return await c.store.collaborators((await app_for_member(c, who, name)).id)
 
 
 @router.delete("/apps/{name}/collaborators/{email}")
@@ -334,13 +334,13 @@ async def remove_collaborator(
 ) -> dict[str, str]:
     # A collaborator may leave; only the owner (or an admin) removes others.
     if email.strip().lower() == who.email.lower():
-        app = app_for_member(c, who, name)
+        app = await app_for_member(c, who, name)
     else:
-        app = app_for_owner(c, who, name)
-    row = c.store.account_by_email(email)
+        app = await app_for_owner(c, who, name)
+    row = await c.store.account_by_email(email)
     if row is None:
         raise ApiError(404, f"no account {email}")
-    c.store.remove_collaborator(app.id, row.id)
+    await c.store.remove_collaborator(app.id, row.id)
     return {"removed": email}
 
 
@@ -353,10 +353,10 @@ async def events(
 ) -> list[dict[str, Any]]:
     if not 1 <= limit <= 1000:
         raise ApiError(422, "limit must be between 1 and 1000")
-    ids = None if who.is_admin else c.store.apps_visible_to(who.id)
+    ids = None if who.is_admin else await c.store.apps_visible_to(who.id)
     return [
         {"ts": e.ts, "app": e.app, "kind": e.kind, "message": e.message}
-        for e in c.store.events(ids, limit)
+        for e in await c.store.events(ids, limit)
     ]
 
 
@@ -365,5 +365,5 @@ async def where(
     name: str, who: CurrentAccount, c: CurrentController, process: str | None = None
 ) -> list[dict[str, Any]]:
     """Which hosts run which instances of the app, and in which state (any replica answers)."""
-    app = app_for_member(c, who, name)
-    return c.where(app.name, process)
+    app = await app_for_member(c, who, name)
+    return await c.where(app.name, process)

@@ -32,11 +32,11 @@ def broker(c: Controller) -> ServiceBroker:
     return c.services
 
 
-def _roll(c: Controller, app: AppRow, why: str) -> int | None:
+async def _roll(c: Controller, app: AppRow, why: str) -> int | None:
     """Instances pick up changed credentials through a fresh release."""
     if app.current_release is None:
         return None
-    version = c.store.copy_release(app.id, app.current_release, why)
+    version = await c.store.copy_release(app.id, app.current_release, why)
     c.wake.set()
     return version
 
@@ -45,10 +45,10 @@ def _roll(c: Controller, app: AppRow, why: str) -> int | None:
 async def list_services(
     name: str, who: CurrentAccount, c: CurrentController
 ) -> list[dict[str, Any]]:
-    app = app_for_member(c, who, name)
+    app = await app_for_member(c, who, name)
     return [
         {"kind": cr.kind, "host": cr.host, "port": cr.port, "database": cr.database}
-        for cr in broker(c).credentials(app.id)
+        for cr in await broker(c).credentials(app.id)
     ]
 
 
@@ -61,20 +61,20 @@ class ServiceBody(BaseModel):
 async def add_service(
     name: str, body: ServiceBody, who: CurrentAccount, c: CurrentController
 ) -> dict[str, Any]:
-    app = app_for_owner(c, who, name)
+    app = await app_for_owner(c, who, name)
     b = broker(c)
-    if body.kind in b.kinds(app.id):
+    if body.kind in await b.kinds(app.id):
         raise ApiError(409, f"{name} already has {body.kind}")
     try:
         creds = await b.add(app, body.kind, body.memory_mb)
     except ServiceError as exc:
         raise ApiError(exc.status, str(exc)) from None
-    c.store.add_event("service-added", f"{name}: {body.kind}", app.id)
+    await c.store.add_event("service-added", f"{name}: {body.kind}", app.id)
     return {
         "kind": creds.kind,
         "host": creds.host,
         "port": creds.port,
-        "release": _roll(c, app, f"add {body.kind}"),
+        "release": await _roll(c, app, f"add {body.kind}"),
     }
 
 
@@ -82,13 +82,13 @@ async def add_service(
 async def remove_service(
     name: str, kind: str, who: CurrentAccount, c: CurrentController
 ) -> dict[str, Any]:
-    app = app_for_owner(c, who, name)
+    app = await app_for_owner(c, who, name)
     try:
         backup = await broker(c).remove(app, kind)
     except ServiceError as exc:
         raise ApiError(exc.status, str(exc)) from None
-    c.store.add_event("service-removed", f"{name}: {kind} (final backup {backup})", app.id)
-    return {"kind": kind, "backup": backup, "release": _roll(c, app, f"remove {kind}")}
+    await c.store.add_event("service-removed", f"{name}: {kind} (final backup {backup})", app.id)
+    return {"kind": kind, "backup": backup, "release": await _roll(c, app, f"remove {kind}")}
 
 
 @router.get("/apps/{name}/services/{kind}")
@@ -100,9 +100,9 @@ async def service_info(
     Members may read them: a collaborator can `run` a shell in the app and
     read DATABASE_URL from its environment anyway.
     """
-    app = app_for_member(c, who, name)
+    app = await app_for_member(c, who, name)
     b = broker(c)
-    for cr in b.credentials(app.id):
+    for cr in await b.credentials(app.id):
         if cr.kind == kind:
             info = {f: getattr(cr, f) for f in cr.__struct_fields__}
             return {**info, **limits(await reported(b, app.name, kind))}
