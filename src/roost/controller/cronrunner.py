@@ -1,11 +1,19 @@
-"""Firing cron jobs once across redundant controllers.
+"""Firing cron jobs exactly once across redundant controllers.
 
-Only the scheduler-lease holder looks for due jobs (`cron.due`); each due
-(app, job, minute) is claimed in the state database with a unique key before
-it runs, so a lease handover (or two controllers that briefly both think they
-lead) cannot run a slot twice. A job runs as an exec session on a runner in
-the app's current release environment (`runtarget.run_target`); its output
-and exit status land in the app's log stream as source "cron".
+The adapter around `roost.controller.cron`, which tells the story. Every
+tick the scheduler-lease holder reads the apps' cron jobs and the claims,
+asks `cron.plan` what to do, and does it: claims newly due slots, adopts its
+predecessor's open claims, and runs or follows each in a task of its own.
+
+A run: pick a runner (`runtarget.run_target`), record started(runner,
+session) on the claim, send RunStart carrying the lease's fencing token,
+then poll the session to its end, writing its output to the app's log
+(source "cron") and its exit status to the claim. Following an adopted
+started claim sends the same RunStart again first (the runner answers Ok for
+a session it has, and starts one it never received), then polls alike. A
+task stops, leaving its claim to the next holder, once this controller no
+longer holds the lease under the same token or a write finds the claim taken
+over; it never closes the session then, so the job goes on.
 """
 
 from __future__ import annotations
@@ -15,122 +23,257 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from typing import Any
+
+import msgspec
 
 from roost.controller import cron
-from roost.controller.core import Controller
+from roost.controller.core import LEASE, Controller
+from roost.controller.cron import Claim, ClaimKey, Fence, Job, JobKey
 from roost.controller.runtarget import NoTarget, run_target
 from roost.wire.cluster import Endpoint
-from roost.wire.messages import ExecClose, ExecOutput, ExecPoll, LogLine, RunStart
+from roost.wire.messages import (
+    Error,
+    ExecClose,
+    ExecOutput,
+    ExecPoll,
+    Ok,
+    RunStart,
+    RunTarget,
+)
 from roost.wire.rpc import RpcClient, RpcTimeout
 
 log = logging.getLogger("roost.controller.cron")
 
-TICK_S = 5.0
-# A new lease holder looks this far back: a slot its predecessor was about to
-# claim still runs (claims stop a slot running twice).
-LOOKBACK_S = 120.0
+TICK_MAX_S = 5.0
 JOB_TIMEOUT_S = 3600.0
 LINE_LIMIT = 2000
+PRUNE_EVERY_S = 3600.0
+KEEP_CLAIMS_S = 7 * 86400.0
 
 
 class CronRunner:
     def __init__(self, controller: Controller, client_for: Callable[[Endpoint], RpcClient]) -> None:
         self.c = controller
         self.client_for = client_for
+        self.slot_s = controller.settings.cron_slot_s
+        # Several ticks a slot, so a slot starts soon after it begins.
+        self.tick_s = min(TICK_MAX_S, self.slot_s / 6)
         self.since: float | None = None
         self.fence_seen = 0
+        self.active: set[ClaimKey] = set()  # claims one of our tasks runs or follows
+        self._pruned = 0.0
 
-    def jobs(self) -> list[tuple[int, cron.Job]]:
-        out: list[tuple[int, cron.Job]] = []
-        for app in self.c.store.apps():
+    def fence(self) -> Fence:
+        return Fence(LEASE, self.c.holder_id, self.c.fence)
+
+    def holding(self, token: int) -> bool:
+        return self.c.is_leader and self.c.fence == token
+
+    async def jobs(self) -> dict[JobKey, Job]:
+        out: dict[JobKey, Job] = {}
+        for app in await self.c.store.apps():
             if app.suspended or app.current_release is None:
                 continue
-            spec = self.c.release_row(app.id, app.current_release).spec
-            out.extend((app.id, cron.Job(app.name, j.command, j.schedule)) for j in spec.cron)
+            spec = (await self.c.release_row(app.id, app.current_release)).spec
+            for j in spec.cron:
+                job = Job(app.name, j.command, j.schedule, app_id=app.id, overlap=j.overlap)
+                out[(app.id, job.key)] = job
         return out
 
     async def loop(self) -> None:
         async with asyncio.TaskGroup() as tg:
             while True:
-                await asyncio.sleep(TICK_S)
+                await asyncio.sleep(self.tick_s)
                 if not self.c.is_leader:
                     self.since = None
                     continue
-                now = time.time()
-                if self.since is None or self.fence_seen != self.c.fence:
-                    self.since, self.fence_seen = now - LOOKBACK_S, self.c.fence
                 try:
-                    jobs = await asyncio.to_thread(self.jobs)
-                    by_app = {job: app_id for app_id, job in jobs}
-                    for d in cron.due([j for _, j in jobs], self.since, now):
-                        app_id = by_app[d.job]
-                        if await asyncio.to_thread(
-                            self.c.store.claim_cron, app_id, d.job.key, d.slot, self.c.holder_id
-                        ):
-                            tg.create_task(self.run(app_id, d.job, d.slot))
-                    self.since = now
-                    await asyncio.to_thread(
-                        self.c.store.prune_cron, cron.slot_of(now) - 60 * 24 * 7
-                    )
+                    await self.tick(tg)
                 except Exception:
                     log.exception("cron tick failed")
 
-    def _log(self, app: str, line: str, stream: str = "stdout") -> None:
-        self.c.store.append_logs(
-            [
-                LogLine(
-                    app=app, ts=time.time(), source="cron", process="cron", stream=stream, line=line
-                )
-            ]
+    async def tick(self, tg: asyncio.TaskGroup) -> None:
+        fence, store = self.fence(), self.c.store
+        now = time.time()
+        if self.since is None or self.fence_seen != fence.token:
+            # A new holder looks one catch-up window back (see cron's docstring).
+            self.since, self.fence_seen = now - cron.MAX_CATCHUP * self.slot_s, fence.token
+        now_slot = cron.slot_of(now, self.slot_s)
+        jobs = await self.jobs()
+        claims = await store.cron_claims(now_slot - cron.MAX_CATCHUP + 1)
+        p = cron.plan(
+            jobs=jobs,
+            claims=claims,
+            due_now=cron.due(jobs.values(), self.since, now, slot_s=self.slot_s),
+            now_slot=now_slot,
+            fence=fence.token,
+            active=self.active,
+            alive={s.heartbeat.host_id for s in self.c.soft.alive_hosts()},
+            settled=self.c.settled(time.monotonic()),
         )
+        for new in p.new:
+            won = await store.claim_cron(fence, new)
+            if won and new.state == cron.CLAIMED:
+                mine = Claim(new.job.app_id, new.job.key, new.slot, fence.token, cron.CLAIMED)
+                self._spawn(tg, mine, self._run(mine, new.job))
+        for old in p.run:
+            adopted = await store.adopt_cron(fence, old, cron.CLAIMED)
+            job = jobs.get(old.job_key)
+            if adopted is not None and job is not None:
+                if old.fence != fence.token:
+                    log.info(
+                        "cron: taking over slot %d, claimed under token %d", old.slot, old.fence
+                    )
+                self._spawn(tg, adopted, self._run(adopted, job))
+        for old in p.follow:
+            adopted = await store.adopt_cron(fence, old, cron.STARTED)
+            if adopted is not None:
+                self._spawn(tg, adopted, self._follow(adopted, jobs.get(old.job_key)))
+        for old, status in p.finish:
+            adopted = await store.adopt_cron(fence, old, old.state)
+            if adopted is not None:
+                why = "its runner is gone" if status == cron.LOST else "never started in time"
+                line = f"cron: the run of slot {old.slot} is {status}: {why}"
+                await store.finish_cron(fence.token, adopted.key, status, [("stderr", line)])
+        self.since = now
+        if now - self._pruned > PRUNE_EVERY_S:
+            keep = int(KEEP_CLAIMS_S / self.slot_s)
+            await store.prune_cron(now_slot - keep)
+            self._pruned = now
 
-    async def run(self, app_id: int, job: cron.Job, slot: int) -> None:
-        status = "failed"
+    def _spawn(self, tg: asyncio.TaskGroup, claim: Claim, work: Coroutine[Any, Any, None]) -> None:
+        self.active.add(claim.key)
+
+        async def owned() -> None:
+            try:
+                await work
+            except Exception:
+                # Left open: the next tick adopts it again (RunStart is idempotent).
+                log.exception("cron run of slot %d failed", claim.slot)
+            finally:
+                self.active.discard(claim.key)
+
+        tg.create_task(owned())
+
+    # ------------------------------------------------------------ one run
+
+    async def _target(self, claim: Claim) -> RunTarget:
+        """A runner, with the app's current release environment and this run's slot."""
+        app = await self.c.store.app_by_id(claim.app_id)
+        target = await run_target(self.c, app, purpose="cron")
+        a = target.assignment
+        # Unix seconds of the scheduled minute: a key a job can make itself idempotent by.
+        env = {**a.env, "ROOST_CRON_TIME": str(claim.slot * 60)}
+        return msgspec.structs.replace(target, assignment=msgspec.structs.replace(a, env=env))
+
+    async def _finish(
+        self, claim: Claim, status: str, lines: list[tuple[str, str]], code: int | None = None
+    ) -> bool:
+        return await self.c.store.finish_cron(claim.fence, claim.key, status, lines, code)
+
+    async def _run(self, claim: Claim, job: Job) -> None:
         try:
-            app = self.c.store.app_by_id(app_id)
-            target = run_target(self.c, app, purpose="cron")
+            target = await self._target(claim)
         except NoTarget as exc:
-            self._log(job.app, f"cron: {job.command!r} not run: {exc}", "stderr")
-            await asyncio.to_thread(self.c.store.finish_cron, app_id, job.key, slot, status)
+            line = f"cron: {job.command!r} not run: {exc}"
+            await self._finish(claim, cron.FAILED, [("stderr", line)])
             return
-        self._log(job.app, f"cron: running {job.command!r} on {target.host_id}")
-        client = self.client_for(Endpoint(target.endpoint, target.public_key))
         session = f"cron-{secrets.token_hex(6)}"
-        try:
-            await client.call(
-                RunStart(session=session, assignment=target.assignment, command=job.command),
-                timeout=30,
-            )
-            code = await self._follow(client, session, job.app)
-            status = "succeeded" if code == 0 else "failed"
-            self._log(job.app, f"cron: {job.command!r} exited with status {code}")
-        except (RpcTimeout, Exception) as exc:  # the run is over either way; say why
-            self._log(job.app, f"cron: {job.command!r} failed: {exc}", "stderr")
-        finally:
-            with contextlib.suppress(Exception):
-                await client.call(ExecClose(session=session), timeout=5, tries=1)
-            await client.close()
-            await asyncio.to_thread(self.c.store.finish_cron, app_id, job.key, slot, status)
+        line = f"cron: running {job.command!r} on {target.host_id}"
+        started = await self.c.store.start_cron(claim.fence, claim, target.host_id, session, line)
+        if not started or not self.holding(claim.fence):
+            return  # taken over; or the next holder sends the RunStart
+        claim = replace(claim, state=cron.STARTED, runner=target.host_id, session=session)
+        start = RunStart(
+            session=session, assignment=target.assignment, command=job.command, fence=claim.fence
+        )
+        ep = Endpoint(target.endpoint, target.public_key)
+        await self._drive(claim, ep, start, job.command, adopted=False)
 
-    async def _follow(self, client: RpcClient, session: str, app: str) -> int | None:
-        after, partial, lines = 0, {"stdout": b"", "stderr": b""}, 0
-        deadline = time.monotonic() + JOB_TIMEOUT_S
-        while time.monotonic() < deadline:
-            out = await client.call(ExecPoll(session=session, after=after, wait_s=1.0), timeout=10)
+    async def _follow(self, claim: Claim, job: Job | None) -> None:
+        alive = (s.heartbeat for s in self.c.soft.alive_hosts())
+        host = next((hb for hb in alive if hb.host_id == claim.runner), None)
+        if host is None or not host.rpc_endpoint:
+            return  # the next tick decides (lost, once this holder knows the hosts)
+        command = job.command if job is not None else f"job {claim.job}"
+        start: RunStart | None = None
+        if job is not None:
+            with contextlib.suppress(NoTarget):
+                target = await self._target(claim)
+                start = RunStart(
+                    session=claim.session,
+                    assignment=target.assignment,
+                    command=job.command,
+                    fence=claim.fence,
+                )
+        log.info("cron: following %r of slot %d on %s", command, claim.slot, claim.runner)
+        ep = Endpoint(host.rpc_endpoint, host.rpc_key)
+        await self._drive(claim, ep, start, command, adopted=True)
+
+    async def _drive(
+        self, claim: Claim, ep: Endpoint, start: RunStart | None, command: str, adopted: bool
+    ) -> None:
+        client = self.client_for(ep)
+        try:
+            if start is not None:
+                reply = await client.call(start, timeout=30)
+                if not isinstance(reply, Ok):
+                    why = reply.message if isinstance(reply, Error) else type(reply).__name__
+                    status = cron.LOST if adopted else cron.FAILED
+                    await self._finish(
+                        claim, status, [("stderr", f"cron: {command!r} {status}: {why}")]
+                    )
+                    return
+            await self._collect(client, claim, command)
+        except RpcTimeout as exc:
+            # The claim stays started: a later tick follows it again.
+            log.warning(
+                "cron: runner %s did not answer about %s: %s", claim.runner, claim.session, exc
+            )
+        finally:
+            await client.close()
+
+    async def _collect(self, client: RpcClient, claim: Claim, command: str) -> None:
+        """Poll the session to its end; returns early when the claim is no longer ours."""
+        seq, tail, count = claim.out_seq, dict(claim.out_tail), claim.out_lines
+        deadline = (claim.started_at or time.time()) + JOB_TIMEOUT_S
+        store = self.c.store
+        while self.holding(claim.fence):
+            if time.time() > deadline:
+                with contextlib.suppress(Exception):
+                    await client.call(ExecClose(session=claim.session), timeout=5, tries=1)
+                line = f"cron: {command!r} stopped: still running after {JOB_TIMEOUT_S:.0f}s"
+                await self._finish(claim, cron.FAILED, [("stderr", line)])
+                return
+            out = await client.call(
+                ExecPoll(session=claim.session, after=seq, wait_s=1.0), timeout=10
+            )
+            if isinstance(out, Error):
+                await self._finish(
+                    claim, cron.LOST, [("stderr", f"cron: {command!r} lost: {out.message}")]
+                )
+                return
             if not isinstance(out, ExecOutput):
                 raise RuntimeError(f"runner answered {type(out).__name__}")
-            for chunk in out.chunks:
-                after = max(after, chunk.seq)
-                data = partial[chunk.stream] + chunk.data
-                *complete, partial[chunk.stream] = data.split(b"\n")
-                for raw in complete:
-                    if lines < LINE_LIMIT:
-                        self._log(app, raw.decode("utf-8", "replace"), chunk.stream)
-                    lines += 1
+            lines, tail = cron.cut_lines(tail, [(ch.stream, ch.data) for ch in out.chunks])
+            new_seq = max([seq, *(ch.seq for ch in out.chunks)])
+            kept = lines[: max(0, LINE_LIMIT - count)]
+            count += len(lines)
             if out.exit_status is not None or out.exit_signal:
-                for stream, rest in partial.items():
-                    if rest:
-                        self._log(app, rest.decode("utf-8", "replace"), stream)
-                return out.exit_status
-        raise TimeoutError(f"still running after {JOB_TIMEOUT_S:.0f}s; stopped")
+                kept += cron.flush_tails(tail)[: max(0, LINE_LIMIT - count)]
+                code = out.exit_status
+                how = f"signal {out.exit_signal}" if out.exit_signal else f"status {code}"
+                kept.append(("stdout", f"cron: {command!r} exited with {how}"))
+                status = cron.SUCCEEDED if code == 0 else cron.FAILED
+                if await self._finish(claim, status, kept, code):
+                    with contextlib.suppress(Exception):
+                        await client.call(ExecClose(session=claim.session), timeout=5, tries=1)
+                return
+            if new_seq != seq:
+                moved = await store.cron_output(claim.fence, claim.key, new_seq, tail, count, kept)
+                if not moved:
+                    return  # taken over: the new owner carries on from the row
+                seq = new_seq
