@@ -9,6 +9,7 @@ import click
 
 from roost import __version__
 from roost.cli import apps, check, cluster, daemons, manage, services, up
+from roost.cli.datadir import default_data_dir
 
 
 @click.group()
@@ -16,8 +17,8 @@ from roost.cli import apps, check, cluster, daemons, manage, services, up
 @click.option(
     "--data",
     type=click.Path(file_okay=False, path_type=Path),
-    default=lambda: os.environ.get("ROOST_DATA", ".roost"),
-    show_default="./.roost or $ROOST_DATA",
+    default=lambda: default_data_dir(os.geteuid(), os.environ),
+    show_default="$ROOST_DATA, else /var/lib/roost as root, ./.roost otherwise",
     help="data directory of the local platform",
 )
 @click.option(

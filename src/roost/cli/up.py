@@ -23,9 +23,11 @@ from pathlib import Path
 
 import click
 import httpx
+from click.core import ParameterSource
 
 from roost import aio
 from roost.cli.client import CliError
+from roost.cli.datadir import check_reachable, make_parents, older_local_dir
 from roost.cli.local import AlreadyRunning, free_port, prepare_data_dir
 from roost.controller.apitls import api_url
 from roost.procs import (
@@ -186,6 +188,14 @@ async def supervise(
 
 
 @click.command("up")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="data directory (the same as roost --data DIR; default: $ROOST_DATA, "
+    "else /var/lib/roost as root, ./.roost otherwise)",
+)
 @click.option("--router-port", type=int, default=None, help="HTTP port for apps (default 8080)")
 @click.option("--api-port", type=int, default=None, help="controller API port (default 8000)")
 @click.option("--ssh-port", type=int, default=None, help="SSH port of the gateway (default 2222)")
@@ -195,16 +205,27 @@ async def supervise(
 @click.pass_context
 def up(
     ctx: click.Context,
+    data_dir: Path | None,
     router_port: int | None,
     api_port: int | None,
     ssh_port: int | None,
     tls_port: int | None,
 ) -> None:
     """Run the whole platform on this machine until Ctrl-C."""
-    data: Path = ctx.obj["data"].resolve()
+    data: Path = (data_dir or ctx.obj["data"]).resolve()
     settings = Settings.from_env(
         router_port=router_port, api_port=api_port, ssh_port=ssh_port, router_tls_port=tls_port
     )
+    chosen = data_dir is not None or "ROOST_DATA" in os.environ
+    chosen = chosen or ctx.find_root().get_parameter_source("data") != ParameterSource.DEFAULT
+    older = None if chosen else older_local_dir(Path.cwd(), data)
+    if older is not None:
+        _say(f"the data of an earlier roost up are in {older}; this one uses {data}")
+        _say(f"to keep using them: roost up --data {older} (and roost --data {older} ...)")
+    unreachable = check_reachable(data)
+    if unreachable is not None:
+        raise CliError(unreachable)
+    make_parents(data)
     try:
         lock = prepare_data_dir(data, settings)
     except AlreadyRunning as exc:
