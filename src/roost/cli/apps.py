@@ -18,6 +18,7 @@ from roost.appspec.check import check_app
 from roost.cli.archive import pack
 from roost.cli.check import render_report
 from roost.cli.client import EXIT_ERROR, CliError, resolve
+from roost.cli.upstate import down_report
 
 console = Console()
 err = Console(stderr=True)
@@ -156,7 +157,9 @@ def deploy(ctx: click.Context, directory: Path, app_name: str | None) -> None:
         elif "status" in item:
             final = item
     if final.get("status") != "succeeded":
-        raise CliError(f"deploy failed: {final.get('error') or 'unknown error'}", EXIT_ERROR)
+        # A role that is down on this machine is the likely cause: say which, and why.
+        down = down_report(ctx.obj["data"])
+        raise CliError(f"deploy failed: {final.get('error') or 'unknown error'}{down}", EXIT_ERROR)
     console.print(f"[green]Deployed {name} v{final.get('release')}[/]")
 
 

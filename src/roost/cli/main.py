@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from roost import __version__
-from roost.cli import apps, check, cluster, daemons, manage, services, up
+from roost.cli import apps, check, cluster, daemons, manage, services, status, up
 from roost.cli.datadir import default_data_dir
 
 
@@ -38,6 +38,7 @@ def cli(ctx: click.Context, data: Path, insecure: bool) -> None:
 
 
 cli.add_command(up.up)
+cli.add_command(status.status)
 cli.add_command(cluster.cluster)
 cli.add_command(apps.apps_group)
 cli.add_command(apps.deploy)

@@ -1,0 +1,116 @@
+"""When each role of `roost up` serves: the readiness probes its supervisor waits on.
+
+A role is up when it does what the others and the user need of it, not when
+its process exists: the controller when its API answers; the builder when
+its build and image endpoints accept connections; the router and the
+gateway when their ports do (so a `git push` right after start is
+answered); the runner and the servicehost once the controller has heard
+from them (a runner it has no heartbeat from gets no instances; a
+servicehost it has no status from, no databases). Each probe retries until
+it succeeds; the supervisor bounds how long it may take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from roost.settings import Settings
+from roost.wire.cluster import ClusterConfig
+
+Probe = Callable[[Any], Awaitable[None]]
+RETRY_S = 0.2
+
+
+def _split(address: str) -> tuple[str, int]:
+    """tcp://HOST:PORT -> (HOST, PORT), the host as something one can connect to."""
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    host = host.strip("[]")
+    if host in ("*", "0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return host, int(port)
+
+
+async def _accepts(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return False
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
+    return True
+
+
+def listening(addresses: list[tuple[str, int]]) -> Probe:
+    """Up once every address accepts a connection."""
+
+    async def probe(_proc: Any) -> None:
+        pending = list(addresses)
+        while pending:
+            if await _accepts(*pending[0]):
+                pending.pop(0)
+            else:
+                await asyncio.sleep(RETRY_S)
+
+    return probe
+
+
+def local_api(data: Path) -> tuple[str, ssl.SSLContext | bool, dict[str, str]]:
+    """The local controller's URL, how to trust it, and the admin's header
+    (DATA/api.json: the token itself, or the file the controller keeps it in)."""
+    saved = json.loads((data / "api.json").read_text())
+    token = str(saved.get("token", ""))
+    if not token and saved.get("token_file"):
+        token = Path(saved["token_file"]).read_text().strip()
+    ca = str(saved.get("ca", ""))
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
+    return str(saved["url"]), verify, {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def api_lists(data: Path, path: str, key: str, value: str) -> Probe:
+    """Up once the controller's `path` (a JSON list) has an item whose `key`
+    is `value` (and, when items carry a state, is "up")."""
+
+    async def probe(_proc: Any) -> None:
+        while True:
+            try:
+                url, verify, headers = await asyncio.to_thread(local_api, data)
+                async with httpx.AsyncClient(verify=verify, headers=headers) as http:
+                    r = await http.get(f"{url}{path}", timeout=2.0)
+                if r.status_code == 200 and any(
+                    item.get(key) == value and item.get("state", "up") == "up" for item in r.json()
+                ):
+                    return
+            except (OSError, ValueError, KeyError, httpx.HTTPError):
+                pass  # not yet: the controller is (re)starting, or has not heard
+            await asyncio.sleep(RETRY_S)
+
+    return probe
+
+
+def role_probes(data: Path, settings: Settings, runner_host: str) -> dict[str, Probe]:
+    """The probe of every role but the controller (whose API `roost up` waits on first)."""
+    cluster = ClusterConfig.load(data / "cluster.json")
+    endpoints = [_split(ep.address) for role in ("builder", "images") for ep in cluster.of(role)]
+    host = settings.bind_host
+    router = [(host, settings.router_port)]
+    if settings.router_tls_port:
+        router.append((host, settings.router_tls_port))
+    return {
+        "builder": listening(endpoints),
+        "runner": api_lists(data, "/api/hosts", "host_id", runner_host),
+        "router": listening([_split(f"{h}:{p}") for h, p in router]),
+        "gateway": listening([_split(f"{host}:{settings.ssh_port}")]),
+        "servicehost": api_lists(data, "/api/servicehosts", "host", "servicehost"),
+    }
