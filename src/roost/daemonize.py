@@ -22,8 +22,11 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
+
+from roost.proc.exits import ExitCode, exit_for
 
 PRIVATE_UMASK = 0o077
 
@@ -102,6 +105,8 @@ def secure_start(data: Path) -> None:
 
 
 def setup_logging(role: str) -> None:
+    """Every daemon's log: INFO (or ROOST_LOG_LEVEL) to stderr, each line
+    naming the role and the process."""
     level = os.environ.get("ROOST_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
         level=level,
@@ -113,7 +118,15 @@ def setup_logging(role: str) -> None:
 
 
 def run_daemon(role: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run `main(stop)` on uvloop (when installed) until it returns."""
+    """Run `main(stop)` on uvloop (when installed) until it returns; SIGTERM
+    and SIGINT set `stop`.
+
+    Whatever ends it decides the exit status (`roost.proc.exits`): a
+    `ConfigError` or `Unavailable` exits with its named status and its message
+    as the last line on stderr (no traceback: it is not a bug), which is what
+    a supervisor such as `roost up` reports; anything else is SOFTWARE, with
+    the traceback.
+    """
     setup_logging(role)
 
     async def runner() -> None:
@@ -121,11 +134,27 @@ def run_daemon(role: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> N
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await main(stop)
+        try:
+            await main(stop)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
     try:
-        import uvloop
+        run_loop(runner)
+    except Exception as exc:
+        code, message = exit_for(exc)
+        if code == ExitCode.SOFTWARE:
+            logging.getLogger("roost").exception("%s failed", role)
+        print(f"{role}: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(code) from None
 
-        uvloop.run(runner())
+
+def run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run `main()` on a fresh event loop: uvloop when installed."""
+    try:
+        import uvloop
     except ImportError:
-        asyncio.run(runner())
+        asyncio.run(main())
+        return
+    uvloop.run(main())

@@ -247,6 +247,11 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return replace(cls(), **values)
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as environment variables (`from_env` reads them back):
+        how a daemon hands its exact settings to a process it starts."""
+        return {f.metadata["env"]: str(getattr(self, f.name)) for f in fields(self)}
+
     @classmethod
     def describe(cls) -> list[tuple[str, str, Any, str]]:
         return [(f.name, f.metadata["env"], f.default, f.metadata["doc"]) for f in fields(cls)]

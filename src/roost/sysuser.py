@@ -6,12 +6,21 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
+
+from roost.proc.exits import ConfigError
 
 
 class SystemUserError(RuntimeError):
     pass
+
+
+class Unreachable(ConfigError):
+    """A dropped user cannot walk down to the directory it must work in: a
+    configuration error (the daemon exits CONFIG_ERROR; `roost up` stops)."""
 
 
 @dataclass(frozen=True)
@@ -43,3 +52,17 @@ def ensure_system_user(name: str) -> Account:
     if pw.pw_uid == 0:
         raise SystemUserError(f"user {name!r} is root")
     return Account(name, pw.pw_uid, pw.pw_gid, True)
+
+
+def check_reachable(user: str, uid: int, path: Path) -> None:
+    """Raise Unreachable unless `uid` can walk down to `path`: every directory
+    on the way (that it does not own) must be searchable by others."""
+    for parent in [path, *path.parents]:
+        st = parent.stat()
+        if st.st_uid == uid:
+            continue
+        if not st.st_mode & stat.S_IXOTH:
+            raise Unreachable(
+                f"user {user!r} cannot reach {path}: {parent} is not searchable by others "
+                f"(chmod o+x {parent}, or put the data directory elsewhere)"
+            )

@@ -43,10 +43,10 @@ from roost.runner.layout import Layout
 from roost.servicehost.appdata import AppData
 from roost.servicehost.datasession import DATA_MESSAGES, DataSessions
 from roost.servicehost.user import ServiceUser
+from roost.sessions.server import ExecSessions
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.cluster import Endpoint
-from roost.wire.execs import ExecSessions
 from roost.wire.keys import KeyPair, generate_keypair
 from roost.wire.messages import (
     AppAccess,

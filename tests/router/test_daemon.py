@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import psutil
 
+from roost.proc.exits import ExitCode
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.identity import identity, save_peers
 from roost.wire.keys import generate_keypair, write_keypair
@@ -22,13 +23,11 @@ from tests.router.test_feed import FakeController, free_port
 
 
 def router_workers(pid: int) -> list[psutil.Process]:
-    """The worker processes (multiprocessing also starts a resource tracker)."""
+    """The worker processes (`roost router --worker N`)."""
     out = []
     for p in psutil.Process(pid).children():
         try:
-            if p.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(
-                p.cmdline()
-            ):
+            if p.status() != psutil.STATUS_ZOMBIE and "--worker" in p.cmdline():
                 out.append(p)
         except psutil.NoSuchProcess:
             pass
@@ -123,13 +122,17 @@ def test_port_in_use_fails_clearly(tmp_path: Path) -> None:
         ckey = generate_keypair()
         write_keypair(tmp_path / "keys", "router", ckey)
         ClusterConfig(endpoints={}).save(tmp_path / "cluster.json")
-        code = (
-            "from pathlib import Path; from roost.router.daemon import run; "
-            "from roost.settings import Settings; "
-            f"run(Path({str(tmp_path)!r}), Settings.from_env(), port={port}, workers=2)"
-        )
-        env = dict(os.environ, ROOST_ROUTER_TLS_PORT="0")
-        out = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
-        )
-        assert out.returncode != 0 and f"cannot bind 127.0.0.1:{port}" in out.stderr
+        for workers in (1, 2):
+            code = (
+                "from pathlib import Path; from roost.router.daemon import run; "
+                "from roost.settings import Settings; "
+                f"run(Path({str(tmp_path)!r}), Settings.from_env(), port={port}, workers={workers})"
+            )
+            env = dict(os.environ, ROOST_ROUTER_TLS_PORT="0")
+            out = subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+            )
+            # A named status a supervisor does not restart it after (roost.proc.exits).
+            assert out.returncode == ExitCode.UNAVAILABLE, out.stderr
+            last = out.stderr.strip().splitlines()[-1]
+            assert last.startswith(f"router: cannot bind 127.0.0.1:{port}"), out.stderr

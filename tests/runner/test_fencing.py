@@ -9,7 +9,7 @@ from roost.runner.execs import RunnerExecs
 from roost.runner.fencedruns import FencedRuns
 from roost.runner.fencing import Held, Verdict, judge, judge_run, pick
 from roost.runner.layout import Layout
-from roost.wire.execs import ExecSessions
+from roost.sessions.server import ExecSessions
 from roost.wire.messages import Assignment, Error, InstanceAssignment, RunStart
 
 

@@ -22,6 +22,7 @@ import pytest
 
 from roost.appspec.model import AppSpec
 from roost.appspec.service_env import SERVICE_ADDRESSES, with_service_addresses
+from roost.proc.exits import ConfigError
 from roost.runner.firewall import TABLE, RunnerFirewall, RunnerFirewallError
 from roost.settings import Settings
 from roost.tenant.firewall import Plan, render
@@ -363,5 +364,6 @@ async def test_firewall_off_applies_nothing_and_says_so(caplog: pytest.LogCaptur
     forwarded: list[list[InstanceAssignment]] = []
     fw.gate([assignment(7, {})], forwarded.append)
     assert forwarded == [[assignment(7, {})]]
-    with pytest.raises(RunnerFirewallError, match="'on' or 'off'"):
+    # A wrong setting is a configuration error: the runner exits CONFIG_ERROR.
+    with pytest.raises(ConfigError, match="'on' or 'off'"):
         await RunnerFirewall.start(Settings(firewall="maybe"), ClusterConfig(), [], "h1")

@@ -32,10 +32,10 @@ from roost.runner.execs import RunnerExecs
 from roost.runner.images import CachedImages
 from roost.runner.layout import Layout
 from roost.runner.replicas import RECENT_S, ReplicaDirectory, Replicas
+from roost.sessions.server import ExecSessions
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.cluster import Endpoint
-from roost.wire.execs import ExecSessions
 from roost.wire.keys import KeyPair, generate_keypair
 from roost.wire.messages import BuildResult, Error, Heartbeat, ImageChunkRequest, Msg
 from roost.wire.node import Node

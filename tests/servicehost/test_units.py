@@ -16,7 +16,6 @@ from roost.appspec import django_settings
 from roost.appspec.service_env import service_environment
 from roost.servicehost import binaries
 from roost.servicehost.addresses import advertised_host, listen_hosts
-from roost.servicehost.backoff import Backoff, RestartPolicy
 from roost.servicehost.backups import backup_name
 from roost.servicehost.disk import refusal, tree_size
 from roost.servicehost.host import limits_problem
@@ -25,6 +24,7 @@ from roost.servicehost.postgres import HBA, listen_addresses
 from roost.servicehost.redis import bind_addresses, render_conf
 from roost.servicehost.resp import RedisError, encode_command, parse_info, read_reply
 from roost.servicehost.state import HostState, PgCluster, Service, load_state, save_state
+from roost.servicehost.supervised import server_policy
 from roost.settings import Settings
 from roost.wire.messages import ServiceCredentials
 
@@ -119,11 +119,12 @@ def test_redis_conf() -> None:
 # ---------------------------------------------------------------- policies
 
 
-def test_backoff_doubles_and_forgives_a_stable_run() -> None:
-    b = Backoff(RestartPolicy(base_s=0.5, max_s=4.0, stable_s=30.0))
-    delays = [b.after_exit(started_at=100.0, now=101.0) for _ in range(6)]
-    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    assert b.after_exit(started_at=100.0, now=130.0) == 0.5  # ran 30 s: history forgiven
+def test_servers_back_off_to_the_setting_and_no_exit_is_final() -> None:
+    p = server_policy(backoff_max_s=4.0, stop_grace_s=60.0)
+    assert [p.backoff.delay(n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert p.backoff.failures_after(5, ran_s=30.0) == 1  # ran 30 s: history forgiven
+    # PostgreSQL's and Redis's exit statuses are not Roost's: never a reason to give up.
+    assert p.fatal == frozenset() and p.stop_grace_s == 60.0 and p.ready_timeout_s == 60.0
 
 
 def test_disk_refusal() -> None:

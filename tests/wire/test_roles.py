@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from roost.proc.exits import ConfigError
 from roost.wire.bootstrap import open_node
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.identity import ensure_member, identity, load_peers
@@ -80,6 +81,18 @@ async def test_open_node_admits_only_listed_keys_as_their_role(tmp_path: Path) -
     assert who is not None and who.key == pairs["controller"].public_text
     assert node.caller("controller:elsewhere") is None
     node.close()
+
+
+def test_a_broken_address_book_or_key_is_a_configuration_error(tmp_path: Path) -> None:
+    _members(tmp_path / "keys", "servicehost")
+    with pytest.raises(ConfigError, match=r"cluster.json cannot be used: .*No such file"):
+        open_node(tmp_path, "servicehost")
+    (tmp_path / "cluster.json").write_text('{"endpoints": ')
+    with pytest.raises(ConfigError, match=r"cluster.json cannot be used: .*truncated"):
+        open_node(tmp_path, "servicehost")
+    ClusterConfig().save(tmp_path / "cluster.json")
+    with pytest.raises(ConfigError, match=r"keys in .* cannot be used: .*router.key_secret"):
+        open_node(tmp_path, "router")
 
 
 async def test_route_publications_reach_routers_only(tmp_path: Path) -> None:

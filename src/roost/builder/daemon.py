@@ -9,14 +9,13 @@ controllers, and runs until SIGTERM/SIGINT; then it cancels running builds
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from pathlib import Path
 
-from roost.builder.firewall import BuilderFirewall, BuilderFirewallError
+from roost.builder.firewall import BuilderFirewall
 from roost.builder.manager import BuildManager
 from roost.builder.workspace import Workspace
+from roost.daemonize import run_daemon
 from roost.images.serve import handle_image_request
 from roost.images.store import ImageStore
 from roost.metrics import serve as serve_metrics
@@ -75,9 +74,9 @@ async def serve(data_dir: Path, settings: Settings, name: str, stop: asyncio.Eve
     members = [(w.role, w.host) for w in load_peers(data_dir / "keys").values()]
     try:
         firewall = await BuilderFirewall.start(settings, cluster, members)
-    except BuilderFirewallError as exc:
-        ws.close()
-        raise SystemExit(f"builder: {exc}") from None
+    except BaseException:
+        ws.close()  # (an Unavailable, which ends the builder with its message)
+        raise
     async with node:
         controllers = cluster.of("controller")
         client = RpcClient(node, controllers) if controllers else None
@@ -114,24 +113,4 @@ async def serve(data_dir: Path, settings: Settings, name: str, stop: asyncio.Eve
 
 def run(data_dir: Path, settings: Settings, name: str = "builder") -> None:
     """Run the builder until SIGTERM/SIGINT, then shut down cleanly."""
-    try:
-        import uvloop
-
-        runner: asyncio.Runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await serve(data_dir, settings, name, stop)
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(Exception):
-                    loop.remove_signal_handler(sig)
-
-    with runner:
-        runner.run(main())
+    run_daemon("builder", lambda stop: serve(data_dir, settings, name, stop))

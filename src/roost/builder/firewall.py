@@ -22,6 +22,7 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 
+from roost.proc.exits import ConfigError, Unavailable
 from roost.settings import Settings
 from roost.tenant import nft as nftcmd
 from roost.tenant.firewall import FirewallError, Plan, render
@@ -34,7 +35,7 @@ log = logging.getLogger("roost.builder")
 TABLE = "roost_build"
 
 
-class BuilderFirewallError(RuntimeError):
+class BuilderFirewallError(Unavailable):
     """The builder will not run build code unprotected (the message says how to fix)."""
 
 
@@ -65,9 +66,7 @@ class BuilderFirewall:
     ) -> BuilderFirewall:
         owner = f"roost builder pid {os.getpid()}"
         if settings.firewall not in ("on", "off"):
-            raise BuilderFirewallError(
-                f"ROOST_FIREWALL must be 'on' or 'off', not {settings.firewall!r}"
-            )
+            raise ConfigError(f"ROOST_FIREWALL must be 'on' or 'off', not {settings.firewall!r}")
         if settings.firewall == "off" or (nft_argv is None and os.geteuid() != 0):
             log.warning(
                 "FIREWALL OFF: build steps reach every platform port on this host "

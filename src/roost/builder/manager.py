@@ -27,6 +27,7 @@ from roost.builder.errors import BuildError
 from roost.builder.layers import prune_layers
 from roost.builder.pipeline import Build
 from roost.builder.workspace import Workspace
+from roost.proc.backoff import Backoff, Retry
 from roost.wire.messages import BuildLog, BuildRequest, BuildResult, Msg
 
 log = logging.getLogger("roost.builder")
@@ -166,7 +167,7 @@ class BuildManager:
         )
 
     async def _deliver(self, result: BuildResult) -> None:
-        delay = self._backoff
+        retry = Retry(Backoff(base_s=self._backoff, max_s=30.0))
         for attempt in range(1, RESULT_TRIES + 1):
             try:
                 await self._send(result)
@@ -177,6 +178,5 @@ class BuildManager:
                     result.build_id, attempt, RESULT_TRIES, exc,
                 )  # fmt: skip
                 if attempt < RESULT_TRIES:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
+                    await asyncio.sleep(retry.failed())
         log.error("build %s: giving up delivering its result", result.build_id)

@@ -36,6 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from roost.builder.errors import BuildError
+from roost.proc import spawn
+from roost.proc.spawn import ChildSetup, child_setup
+from roost.proc.stop import signal_group
 from roost.sysuser import SystemUserError, ensure_system_user
 from roost.tenant.cgroups import Limits
 from roost.tenant.identity import Identity
@@ -127,22 +130,14 @@ LogFn = Callable[[str], None]
 STEP_UMASK = 0o022
 
 
-def _drop_privileges(user: BuildUser) -> Callable[[], None]:
-    uid, gid = user.uid, user.gid
-
-    def drop() -> None:
-        os.setsid()
-        os.umask(STEP_UMASK)
-        os.setgroups([])
-        os.setgid(gid)
-        os.setuid(uid)
-
-    return drop
-
-
-def _same_user() -> None:
-    os.setsid()
-    os.umask(STEP_UMASK)
+def _step_setup(user: BuildUser, prepared: Prepared | None) -> ChildSetup:
+    """Its own session, dying with the builder; jailed: its cgroup and
+    bwrap's signal shield (bwrap drops to the user itself); else the uid drop."""
+    if prepared is not None:
+        return child_setup(enter=prepared.preexec)  # the 022 umask is the launch's
+    if user.dropped:
+        return child_setup(umask=STEP_UMASK, uid=user.uid, gid=user.gid)
+    return child_setup(umask=STEP_UMASK)
 
 
 @dataclass(frozen=True)
@@ -172,14 +167,6 @@ class Jail:
             return self.tenancy.prepare(spec, argv)
         except TenantError as exc:
             raise BuildError(f"cannot confine the build step: {exc}") from None
-
-
-def _jailed(prepared: Prepared) -> Callable[[], None]:
-    def enter() -> None:
-        os.setsid()
-        prepared.preexec()  # its cgroup, the 022 umask, bwrap's signal shield
-
-    return enter
 
 
 async def run(
@@ -225,22 +212,15 @@ async def _run(
     stdout_limit: int,
     indent: str,
 ) -> Completed:
-    if prepared is not None:
-        # bwrap drops to the user itself and enters `cwd` inside the sandbox.
-        command, workdir, preexec = prepared.argv, "/", _jailed(prepared)
-    else:
-        # uvloop's subprocess_exec takes neither user= nor group=, so the
-        # privilege drop happens in the child before exec.
-        command, workdir = list(argv), str(cwd)
-        preexec = _drop_privileges(user) if user.dropped else _same_user
-    proc = await asyncio.create_subprocess_exec(
-        *command,
+    # Jailed, bwrap enters `cwd` inside the sandbox.
+    command, workdir = (prepared.argv, "/") if prepared is not None else (list(argv), str(cwd))
+    proc = await spawn.start(
+        command,
         cwd=workdir,
         env=env,
-        stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE if capture_stdout else asyncio.subprocess.STDOUT,
-        preexec_fn=preexec,
+        setup=_step_setup(user, prepared),
     )
     tail: list[str] = []
     captured = bytearray()
@@ -280,15 +260,10 @@ async def _run(
         raise eg.exceptions[0] from None
     finally:
         if proc.returncode is None:
-            kill_group(proc.pid)
+            signal_group(proc.pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
         else:
-            kill_group(proc.pid)  # stragglers the command left in its session
+            signal_group(proc.pid, signal.SIGKILL)  # stragglers the command left in its session
     return Completed(returncode=rc, stdout=bytes(captured), output_tail=tail)
-
-
-def kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)

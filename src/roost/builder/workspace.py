@@ -24,7 +24,6 @@ import hashlib
 import logging
 import os
 import shutil
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +35,9 @@ from roost.builder.ramlayers import has_room, open_ram_layers, remove_ram_layers
 from roost.builder.sandbox import BuildUser, ensure_build_user
 from roost.builder.uvcache import UvCache
 from roost.images.store import ImageStore
+from roost.proc.exits import Unavailable
 from roost.settings import Settings
+from roost.sysuser import check_reachable
 from roost.tenant.cgroups import Limits
 from roost.tenant.identity import IdentityError, ensure_identity, identity_for
 from roost.tenant.launch import Tenancy, TenantError
@@ -110,11 +111,15 @@ class Workspace:
 
     @classmethod
     async def open(cls, root: Path, settings: Settings) -> Workspace:
-        user = ensure_build_user(settings.build_user)
+        try:
+            user = ensure_build_user(settings.build_user)
+        except BuildError as exc:
+            raise Unavailable(str(exc)) from None
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o755)
         if user.dropped:
-            check_reachable(root, user)
+            # The build user walks down to DATA/builder (o+x on every parent).
+            check_reachable(user.name, user.uid, root)
         store = ImageStore(root / "store")
         os.chmod(store.root, 0o700)
         swept = store.clean_tmp()
@@ -152,7 +157,7 @@ class Workspace:
         try:
             tenancy = Tenancy.for_daemon(f"builder-{tag}", settings.sandbox)
         except TenantError as exc:
-            raise BuildError(f"cannot confine build steps: {exc}") from None
+            raise Unavailable(f"cannot confine build steps: {exc}") from None
         return cls(
             root=root,
             settings=settings,
@@ -179,16 +184,3 @@ class Workspace:
         except IdentityError as exc:
             raise BuildError(f"build user of {app}: {exc}") from None
         return BuildUser(name=ident.name, uid=ident.uid, gid=ident.gid, dropped=True)
-
-
-def check_reachable(root: Path, user: BuildUser) -> None:
-    """The build user must be able to walk down to DATA/builder (o+x on every parent)."""
-    for parent in [root, *root.parents]:
-        st = parent.stat()
-        if st.st_uid == user.uid:
-            continue
-        if not st.st_mode & stat.S_IXOTH:
-            raise BuildError(
-                f"build user {user.name!r} cannot reach {root}: {parent} is not "
-                "searchable by others (chmod o+x it, or put the data directory elsewhere)"
-            )

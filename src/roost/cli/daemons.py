@@ -9,14 +9,20 @@ from typing import Any
 import click
 
 from roost.daemonize import secure_start
+from roost.proc.exits import ExitCode
 from roost.settings import Settings
 
 
 def _run(role: str, data: Path, **kw: Any) -> None:
     # Before anything is opened or made: every role's files are its own.
     secure_start(data.resolve())
+    try:
+        settings = Settings.from_env(**kw.pop("overrides", {}))
+    except ValueError as exc:  # a setting's value is not of its type
+        click.echo(f"{role}: {exc}", err=True)
+        raise SystemExit(ExitCode.CONFIG_ERROR) from None
     module = importlib.import_module(f"roost.{role}.daemon")
-    module.run(data.resolve(), Settings.from_env(**kw.pop("overrides", {})), **kw)
+    module.run(data.resolve(), settings, **kw)
 
 
 @click.command("controller")
@@ -57,10 +63,14 @@ def runner(ctx: click.Context, name: str) -> None:
 @click.option("--name", default="router")
 @click.option("--port", type=int, default=None)
 @click.option("--workers", type=int, default=None)
+# One worker of a router with several: its supervisor starts it so.
+@click.option("--worker", type=int, default=None, hidden=True)
 @click.pass_context
-def router(ctx: click.Context, name: str, port: int | None, workers: int | None) -> None:
+def router(
+    ctx: click.Context, name: str, port: int | None, workers: int | None, worker: int | None
+) -> None:
     """Run a router: the HTTP front end."""
-    _run("router", ctx.obj["data"], name=name, port=port, workers=workers)
+    _run("router", ctx.obj["data"], name=name, port=port, workers=workers, worker=worker)
 
 
 @click.command("servicehost")

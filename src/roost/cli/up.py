@@ -1,92 +1,97 @@
 """`roost up`: the whole platform on this machine, one OS process per role.
 
-Theory of operation (gunicorn's arbiter, in asyncio): signals only set the
-stop event; one loop waits for either a child to exit or stop. A child that
-exits while we are running is restarted after a backoff that grows with quick
-successive crashes; on stop, children are stopped in reverse start order,
-each with TERM, a grace period, then KILL, and every child also dies with us
-(PR_SET_PDEATHSIG) so nothing outlives `roost up`.
+Theory of operation: one `roost.proc.supervise.Supervisor` (gunicorn's
+arbiter, in asyncio) owns the roles. Signals only ask it to stop. A role that
+exits while we run is restarted after a backoff that grows with quick
+successive exits, unless it exited with a configuration error
+(`roost.proc.exits`): then every role is stopped and `roost up` exits with
+that role's message, since starting it again would fail the same way. On
+stop, roles are stopped in reverse start order, each with TERM, a grace
+period, then KILL; every role also dies with us (PR_SET_PDEATHSIG) and we are
+a subreaper, so nothing outlives `roost up`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
 import ssl
+import subprocess
 import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import click
 import httpx
 from click.core import ParameterSource
 
-from roost import aio
 from roost.cli.client import CliError
 from roost.cli.datadir import check_reachable, make_parents, older_local_dir
 from roost.cli.local import AlreadyRunning, free_port, prepare_data_dir
 from roost.controller.apitls import api_url
-from roost.procs import (
-    become_subreaper,
-    die_with_parent,
-    kill_descendants,
-    reap_adopted,
-    terminate,
-)
+from roost.proc import spawn
+from roost.proc.backoff import Backoff
+from roost.proc.children import Child, Policy
+from roost.proc.stop import kill_descendants
+from roost.proc.supervise import Process, Program, Supervisor
+from roost.proc.wait import become_subreaper, reap_adopted
 from roost.servicehost.binaries import missing_hint
 from roost.settings import Settings
 
 STOP_GRACE_S = 20.0
-
-
-def restart_delay(recent_crashes: int) -> float:
-    """Backoff before restarting a child: 0.5 s doubling, capped at 10 s."""
-    return min(0.5 * 2 ** max(recent_crashes - 1, 0), 10.0)
-
-
-@dataclass
-class Child:
-    role: str
-    argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    proc: asyncio.subprocess.Process | None = None
-    started_at: float = 0.0
-    crashes: int = 0
-    history: list[float] = field(default_factory=list)
+# The controller's API must answer within this long of its start.
+API_READY_S = 60.0
+# A role is restarted 0.5 s after it exits, doubling up to 10 s while it keeps
+# exiting; one that ran a minute starts the count again. A configuration
+# error (roost.proc.exits) is not restarted: `roost up` stops with it.
+ROLE_POLICY = Policy(
+    backoff=Backoff(base_s=0.5, max_s=10.0, reset_after_s=60.0), stop_grace_s=STOP_GRACE_S
+)
 
 
 def _say(msg: str) -> None:
     click.echo(f"roost up: {msg}", err=True)
 
 
-async def _start(child: Child) -> None:
-    child.proc = await asyncio.create_subprocess_exec(
-        *child.argv, env=child.env, preexec_fn=die_with_parent
-    )
-    child.started_at = time.monotonic()
+def role_program(
+    role: str,
+    argv: list[str],
+    env: dict[str, str],
+    ready: Callable[[Process], Awaitable[None]] | None = None,
+) -> Program:
+    """A role's daemon; its stderr passes through us, so a fatal exit is
+    reported with the role's own last words."""
+
+    async def start() -> Process:
+        return await spawn.start(argv, env=env, stderr=subprocess.PIPE)
+
+    policy = ROLE_POLICY
+    if ready is not None:
+        policy = dataclasses.replace(policy, ready_timeout_s=API_READY_S)
+    return Program(role, start, ready=ready, policy=policy)
 
 
-async def _wait_api(
-    url: str, proc: asyncio.subprocess.Process, timeout: float = 60.0, ca: str = ""
-) -> None:
-    deadline = time.monotonic() + timeout
-    verify = ssl.create_default_context(cafile=ca) if ca else True
-    async with httpx.AsyncClient(verify=verify) as http:
-        while time.monotonic() < deadline:
-            if proc.returncode is not None:
-                raise CliError(f"the controller exited with status {proc.returncode}")
-            try:
-                r = await http.get(f"{url}/api/health", timeout=1.0)
-                if r.status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.2)
-    raise CliError(f"the controller API did not answer at {url} within {timeout:.0f}s")
+def _api_answers(data: Path) -> Callable[[Process], Awaitable[None]]:
+    """The controller's readiness: its API answers /api/health."""
+
+    async def probe(proc: Process) -> None:
+        api = json.loads((data / "api.json").read_text())
+        ca = api.get("ca", "")
+        verify = ssl.create_default_context(cafile=ca) if ca else True
+        async with httpx.AsyncClient(verify=verify) as http:
+            while True:
+                try:
+                    r = await http.get(f"{api['url']}/api/health", timeout=1.0)
+                    if r.status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.2)
+
+    return probe
 
 
 async def _reap_adopted(known: Callable[[], set[int]]) -> None:
@@ -95,13 +100,23 @@ async def _reap_adopted(known: Callable[[], set[int]]) -> None:
         reap_adopted(known())
 
 
+def fatal_error(child: Child) -> CliError:
+    """`roost up` stops: a role exited with a configuration error (its message
+    names the fix); restarting it would fail the same way."""
+    lines = child.last_error.splitlines()
+    said = lines[-1] if len(lines) > 1 else ""
+    why = f"{child.name} {lines[0]}" + (f": {said}" if said else "")
+    code = child.status if child.status is not None and child.status > 0 else 1
+    return CliError(f"{why}\nnot restarting it: fix that, then run roost up again", code)
+
+
 async def supervise(
     data: Path, settings: Settings, with_services: bool, ready: asyncio.Event | None = None
 ) -> None:
-    stop = asyncio.Event()
+    sup = Supervisor(in_order=True, say=_say)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, sup.stop)  # signals only enqueue
     become_subreaper()
     base = [sys.executable, "-m", "roost", "--data", str(data)]
     # Every child sees the same ports (the controller prints app URLs with the
@@ -114,11 +129,7 @@ async def supervise(
         ROOST_SSH_PORT=str(settings.ssh_port),
     )
     metrics: dict[str, str] = {"controller": f"{api_url(settings)}/metrics"}
-    children: list[Child] = []
-
-    def children_pids() -> set[int]:
-        return {c.proc.pid for c in children if c.proc is not None}
-
+    programs: list[Program] = []
     for role, extra in (
         ("controller", ["--api-port", str(settings.api_port)]),
         ("builder", []),
@@ -132,59 +143,41 @@ async def supervise(
             port = free_port(settings.bind_host)
             child_env["ROOST_METRICS_PORT"] = str(port)
             metrics[role] = f"http://{settings.bind_host}:{port}/metrics"
-        children.append(Child(role, [*base, role, *extra], child_env))
+        probe = _api_answers(data) if role == "controller" else None
+        programs.append(role_program(role, [*base, role, *extra], child_env, probe))
     (data / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    reaper = asyncio.ensure_future(_reap_adopted(children_pids))
     try:
-        await _start(children[0])
-        assert children[0].proc is not None
-        api = json.loads((data / "api.json").read_text())
-        await _wait_api(api["url"], children[0].proc, ca=api.get("ca", ""))
-        for child in children[1:]:
-            await _start(child)
-        _say(f"API      {api['url']}/api/docs")
-        _say(f"apps at  http://APP.{settings.default_domain}:{settings.router_port}/")
-        _say(f"git push ssh://{settings.bind_host}:{settings.ssh_port}/APP main")
-        _say("running; Ctrl-C stops everything")
-        if ready is not None:
-            ready.set()
-        while not stop.is_set():
-            waits = {
-                asyncio.ensure_future(c.proc.wait()): c for c in children if c.proc is not None
-            }
-            stopper = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait([*waits, stopper], return_when=asyncio.FIRST_COMPLETED)
-            for fut in waits:
-                fut.cancel()
-            stopper.cancel()
-            if stop.is_set():
-                break
-            for fut in done:
-                exited = waits.get(fut)
-                if exited is None:
-                    continue
-                child = exited
-                now = time.monotonic()
-                child.history = [t for t in child.history if now - t < 60] + [now]
-                delay = restart_delay(len(child.history))
-                _say(f"{child.role} exited with status {fut.result()}; restarting in {delay:.1f}s")
-                try:
-                    await aio.wait_for(stop.wait(), delay)
-                    break
-                except TimeoutError:
-                    await _start(child)
+        async with asyncio.TaskGroup() as tg:
+            supervising = tg.create_task(sup.run())
+            reaper = tg.create_task(_reap_adopted(sup.pids))
+            # The controller first: the others register with it as they start.
+            sup.add(programs[0])
+            if await sup.wait_up("controller", 2 * API_READY_S):
+                for program in programs[1:]:
+                    sup.add(program)
+                api = json.loads((data / "api.json").read_text())
+                _say(f"API      {api['url']}/api/docs")
+                _say(f"apps at  http://APP.{settings.default_domain}:{settings.router_port}/")
+                _say(f"git push ssh://{settings.bind_host}:{settings.ssh_port}/APP main")
+                _say("running; Ctrl-C stops everything")
+                if ready is not None:
+                    ready.set()
+            elif sup.fatal is None:
+                c = sup.children.get("controller")
+                _say(f"the controller API did not come up ({c.last_error if c else 'not started'})")
+                sup.stop()
+            await supervising
+            reaper.cancel()
     finally:
-        _say("stopping")
-        reaper.cancel()
-        for child in reversed(children):
-            if child.proc is not None:
-                await terminate(child.proc, STOP_GRACE_S)
         # Anything still below us (orphans adopted as subreaper, e.g. workers of
         # an instance whose runner was killed) goes too: nothing outlives `up`.
         stragglers = kill_descendants()
         if stragglers:
             _say(f"killed {len(stragglers)} leftover process(es): {', '.join(stragglers)}")
         _say("stopped")
+    fatal = sup.fatal
+    if fatal is not None:
+        raise fatal_error(fatal)
 
 
 @click.command("up")

@@ -24,6 +24,7 @@ from roost import aio, metrics
 from roost.daemonize import run_daemon
 from roost.gateway.git import GitService
 from roost.gateway.server import Gateway
+from roost.proc.exits import ConfigError
 from roost.settings import Settings
 from roost.wire.bootstrap import open_node
 from roost.wire.rpc import RpcClient
@@ -63,7 +64,7 @@ async def serve(
     key = host_key(root)
     node, cluster = open_node(data_dir, name)
     if not cluster.of("controller"):
-        raise SystemExit(f"{data_dir / 'cluster.json'} lists no controller endpoint")
+        raise ConfigError(f"{data_dir / 'cluster.json'} lists no controller endpoint")
     async with node:
         controllers = RpcClient(node, cluster.of("controller"))
         services = RpcClient(node, cluster.of("servicehost")) if cluster.of("servicehost") else None

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from roost import aio
+from roost.proc.backoff import Backoff
 from roost.router.context import Context
 from roost.router.table import RouteTable
 
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from roost.wire.rpc import RpcClient
 
 log = logging.getLogger("roost.router.bundles")
+
+# A bundle that could not be fetched is tried again after 1 s, doubling to a minute.
+BUNDLE_BACKOFF = Backoff(base_s=1.0, max_s=60.0)
 
 # ensure(digest) -> unpacked directory; raises on failure.
 Ensure = Callable[[str], Awaitable[Path]]
@@ -90,7 +94,7 @@ class BundleKeeper:
         except Exception as exc:  # any failure: retry later, keep serving
             n = self._failures.get(digest, 0) + 1
             self._failures[digest] = n
-            delay = min(60.0, 0.5 * 2**n)
+            delay = BUNDLE_BACKOFF.delay(n)
             self._retry_at[digest] = time.monotonic() + delay
             log.warning(
                 "static bundle %s not fetched (%s); retrying in %.0fs", digest[:19], exc, delay

@@ -1,30 +1,38 @@
 """`roost.router.daemon.run`: the router daemon, one or several worker processes.
 
 With one worker the proxy runs in this process. With more, this process only
-supervises: each worker is a separate process (spawned, so it starts clean of
-this one's state) that binds the same ports with SO_REUSEPORT, so the kernel
+supervises (`roost.proc.supervise`): each worker is a separate process
+(`roost router --worker N`, started clean of this one's state, with exactly
+its settings) that binds the same ports with SO_REUSEPORT, so the kernel
 spreads connections across them; each follows the route table on its own. A
 worker that dies is restarted with backoff; on SIGTERM/SIGINT workers get
-TERM, a grace period to finish requests in flight, then KILL.
+TERM, a grace period to finish requests in flight, then KILL; each dies with
+the router if the router is killed. Every process logs like every other
+daemon (`roost.daemonize.run_daemon`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import multiprocessing
-import signal
+import os
 import socket
-import time
-from collections.abc import Awaitable, Callable, Coroutine
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import REGISTRY
 
+from roost.daemonize import run_daemon
 from roost.images.sources import Source, ask_holders
 from roost.metrics import serve as serve_metrics
+from roost.proc import spawn
+from roost.proc.backoff import Backoff
+from roost.proc.children import Policy
+from roost.proc.exits import Unavailable, error_for
+from roost.proc.supervise import Program, Supervisor
 from roost.router.bundles import image_cache_ensure
 from roost.router.worker import RouterWorker
 from roost.settings import Settings
@@ -35,6 +43,11 @@ from roost.wire.rpc import RpcClient
 log = logging.getLogger("roost.router")
 
 GRACE_S = 10.0
+# A worker is restarted 0.5 s after it dies, doubling to 30 s while it keeps
+# dying; one that served a minute starts the count again.
+WORKER_POLICY = Policy(
+    backoff=Backoff(base_s=0.5, max_s=30.0, reset_after_s=60.0), stop_grace_s=GRACE_S
+)
 
 
 def run(
@@ -43,39 +56,37 @@ def run(
     name: str = "router",
     port: int | None = None,
     workers: int | None = None,
+    worker: int | None = None,
 ) -> None:
-    """Run the router until SIGTERM/SIGINT (blocking)."""
+    """Run the router until SIGTERM/SIGINT (blocking).
+
+    `worker`: run as that worker of a router with several (its supervisor
+    started this process; the port is shared with SO_REUSEPORT).
+    """
     port = settings.router_port if port is None else port
     workers = max(1, workers or settings.router_workers)
-    if workers == 1:
-        run_worker(data_dir, settings, name, port, 0, reuse_port=False)
-        return
-    _supervise(data_dir, settings, name, port, workers)
-
-
-def _asyncio_run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main())
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main())
-
-
-def run_worker(
-    data_dir: Path, settings: Settings, name: str, port: int, index: int, reuse_port: bool
-) -> None:
-    _asyncio_run(lambda: _worker_main(data_dir, settings, name, port, index, reuse_port))
+    if worker is not None:
+        main = partial(_worker_main, data_dir, settings, name, port, worker, True)
+    elif workers == 1:
+        main = partial(_worker_main, data_dir, settings, name, port, 0, False)
+    else:
+        main = partial(_supervise, data_dir, settings, name, port, workers)
+    run_daemon("router", main)
 
 
 async def _worker_main(
-    data_dir: Path, settings: Settings, name: str, port: int, index: int, reuse_port: bool
+    data_dir: Path,
+    settings: Settings,
+    name: str,
+    port: int,
+    index: int,
+    reuse_port: bool,
+    stop: asyncio.Event,
 ) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    if not reuse_port:  # alone on its ports: another process holding one is fatal
+        for p in (port, settings.router_tls_port):
+            if p:
+                _probe(settings.bind_host, p)
     state = data_dir / "router"
     state.mkdir(parents=True, exist_ok=True)
     node, cluster = open_node(data_dir, name)
@@ -145,72 +156,39 @@ def _probe(host: str, port: int) -> int:
         try:
             s.bind((host, port))
         except OSError as exc:
-            raise SystemExit(f"router: cannot bind {host}:{port}: {exc.strerror}") from None
+            raise Unavailable(f"cannot bind {host}:{port}: {exc.strerror}") from None
         return int(s.getsockname()[1])
 
 
-def _supervise(data_dir: Path, settings: Settings, name: str, port: int, workers: int) -> None:
+def worker_program(data_dir: Path, settings: Settings, name: str, port: int, i: int) -> Program:
+    """Worker `i`: `roost router --worker i`, with exactly our settings."""
+    argv = [sys.executable, "-m", "roost", "--data", str(data_dir), "router"]
+    argv += ["--name", name, "--port", str(port), "--worker", str(i)]
+    env = {**os.environ, **settings.to_env()}
+    # Its stderr passes through us: a fatal exit is reported with its words.
+    start = partial(spawn.start, argv, env=env, stderr=subprocess.PIPE)
+    return Program(f"router worker {i}", start, policy=WORKER_POLICY)
+
+
+async def _supervise(
+    data_dir: Path, settings: Settings, name: str, port: int, workers: int, stop: asyncio.Event
+) -> None:
+    """Start `workers` worker processes and keep them running until `stop`
+    (roost.proc.supervise: restarts with backoff; TERM, grace, KILL at stop).
+    A worker's configuration error ends the router with it."""
     port = _probe(settings.bind_host, port)
     if settings.router_tls_port:
         _probe(settings.bind_host, settings.router_tls_port)
-    mp = multiprocessing.get_context("spawn")
-    stopping = False
-
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    procs: dict[int, Any] = {}
-    failures: dict[int, int] = {}
-    restart_at: dict[int, float] = {}
-    started_at: dict[int, float] = {}
-
-    def start(i: int) -> None:
-        p = mp.Process(
-            target=run_worker,
-            args=(data_dir, settings, name, port, i, True),
-            name=f"roost-router-{i}",
-            daemon=False,
-        )
-        p.start()
-        procs[i] = p
-        started_at[i] = time.monotonic()
-
-    try:
-        for i in range(workers):
-            start(i)
-        log.info("router: %d workers on port %d", workers, port)
-        while not stopping:
-            time.sleep(0.2)
-            now = time.monotonic()
-            for i, p in list(procs.items()):
-                if p.is_alive():
-                    continue
-                if i not in restart_at:
-                    if now - started_at[i] > 60.0:
-                        failures[i] = 0  # it ran fine for a while: not a crash loop
-                    failures[i] = failures.get(i, 0) + 1
-                    delay = min(30.0, 0.5 * 2 ** (failures[i] - 1))
-                    restart_at[i] = now + delay
-                    log.error(
-                        "router worker %d exited (%s); restarting in %.1fs", i, p.exitcode, delay
-                    )
-                elif now >= restart_at[i]:
-                    del restart_at[i]
-                    start(i)
-    finally:
-        for p in procs.values():
-            if p.is_alive():
-                p.terminate()
-        deadline = time.monotonic() + GRACE_S
-        for p in procs.values():
-            p.join(max(0.0, deadline - time.monotonic()))
-        for p in procs.values():
-            if p.is_alive():
-                log.warning("router worker %s did not stop in time: killing it", p.pid)
-                p.kill()
-                p.join(5)
-        for sig, handler in old.items():
-            with contextlib.suppress(ValueError):
-                signal.signal(sig, handler)
+    sup = Supervisor(logger=log)
+    for i in range(workers):
+        sup.add(worker_program(data_dir, settings, name, port, i))
+    log.info("router: %d workers on port %d", workers, port)
+    async with asyncio.TaskGroup() as tg:
+        supervising = tg.create_task(sup.run())
+        stopping = tg.create_task(stop.wait())
+        await asyncio.wait([supervising, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        sup.stop()
+    fatal = sup.fatal
+    if fatal is not None:
+        raise error_for(fatal.status, f"{fatal.name} {fatal.last_error.splitlines()[-1]}")

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
 
 from roost import aio
+from roost.proc.backoff import Backoff, Retry
 from roost.router.table import RouteTable
 from roost.router.tracker import RouteTracker
 from roost.wire.cluster import ClusterConfig
@@ -90,7 +90,8 @@ class RouteFeed:
 
     async def _resync(self) -> None:
         assert self._rpc is not None
-        delay = 0.1
+        # Many routers lost the controllers together: jitter spreads their asks.
+        retry = Retry(Backoff(base_s=0.1, max_s=self.backoff_max, jitter=0.2))
         self._wake.set()
         while True:
             try:
@@ -112,19 +113,17 @@ class RouteFeed:
                         "retrying in %.1fs",
                         exc,
                         self.tracker.table.version,
-                        delay,
+                        retry.next_delay,
                     )
-                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                    delay = min(self.backoff_max, delay * 2)
+                    await asyncio.sleep(retry.failed())
                     continue
                 if not isinstance(reply, RouteSnapshot):
                     log.warning(
                         "controller answered a snapshot request with %s", type(reply).__name__
                     )
-                    await asyncio.sleep(delay)
-                    delay = min(self.backoff_max, delay * 2)
+                    await asyncio.sleep(retry.failed())
                     continue
-                delay = 0.1
+                retry.succeeded()
                 self.snapshots += 1
                 if self.tracker.on_snapshot(reply):
                     log.info(

@@ -19,10 +19,11 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from roost import aio, metrics
-from roost.daemonize import setup_logging
+from roost.daemonize import run_daemon
 from roost.images.cache import ImageCache
 from roost.images.sources import Source
 from roost.images.store import ImageStore
+from roost.proc.exits import ConfigError, Unavailable
 from roost.runner.archive import AppDirs, Handler
 from roost.runner.confine import TenantDefaults
 from roost.runner.datasync import DataSync, RefreshingImages
@@ -37,10 +38,10 @@ from roost.runner.model import Policy
 from roost.runner.replicas import ReplicaDirectory, Replicas
 from roost.runner.shipper import LogShipper
 from roost.runner.supervisor import Supervisor
+from roost.sessions.server import ExecSessions
 from roost.settings import Settings
-from roost.tenant.launch import Tenancy
+from roost.tenant.launch import Tenancy, TenantError
 from roost.wire.bootstrap import open_node
-from roost.wire.execs import ExecSessions
 from roost.wire.identity import load_peers
 from roost.wire.node import Node
 from roost.wire.rpc import RpcClient, RpcServer
@@ -55,13 +56,7 @@ def run(
     data_dir: Path, settings: Settings, name: str = "runner", host_id: str | None = None
 ) -> None:
     """Run the runner until SIGTERM/SIGINT; returns once every instance is stopped."""
-    setup_logging("runner")  # as every other daemon does (run_daemon): INFO to stderr
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(serve(data_dir, settings, name, host_id))
-    else:
-        uvloop.run(serve(data_dir, settings, name, host_id))
+    run_daemon("runner", lambda stop: serve(data_dir, settings, name, host_id, stop))
 
 
 def policy_from(settings: Settings) -> Policy:
@@ -93,7 +88,7 @@ async def serve(
     node, cluster = open_node(data_dir, name)
     controller_eps = cluster.of("controller")
     if not controller_eps:
-        raise RuntimeError(f"{data_dir / 'cluster.json'} lists no controller endpoint")
+        raise ConfigError(f"{data_dir / 'cluster.json'} lists no controller endpoint")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
@@ -169,7 +164,10 @@ async def _serve(
     # other hosts, on this host's own RPC server.
     execs = ExecSessions(idle_s=settings.exec_idle_s, grace_s=settings.stop_grace_s)
     # Every tenant process (instance, run, cron) starts confined through this.
-    tenancy = Tenancy.for_daemon(f"runner-{host_id}", settings.sandbox)
+    try:
+        tenancy = Tenancy.for_daemon(f"runner-{host_id}", settings.sandbox)
+    except TenantError as exc:
+        raise Unavailable(f"cannot confine apps: {exc}") from None
     defaults = TenantDefaults(
         memory_mb=settings.instance_memory_mb,
         pids=settings.tenant_pids_max,

@@ -4,7 +4,7 @@ A RunStart carries the release environment (an InstanceAssignment made by
 the controller); the runner fetches and pins the image through its cache
 (the same one its instances use), refreshes the app's data directory, writes
 the run's bundle_config.py, and starts the command as an exec session
-(`roost.wire.execs`). When the session ends the image is unpinned and the
+(`roost.sessions`). When the session ends the image is unpinned and the
 run's files are removed.
 
 A fenced RunStart (cron, from the scheduler-lease holder) is first judged by
@@ -43,8 +43,8 @@ from roost.runner.layout import Layout, link_data, materialize
 from roost.runner.replicas import Replicas
 from roost.runner.runcmd import manage_py, render_run
 from roost.runner.supervisor import ImageProvider
+from roost.sessions.server import ExecSessions, Spawn
 from roost.tenant.launch import Prepared, Tenancy, TenantError
-from roost.wire.execs import ExecSessions, Spawn
 from roost.wire.messages import (
     Error,
     ExecClose,

@@ -43,6 +43,7 @@ from dataclasses import replace
 
 from roost import aio
 from roost.appspec.service_env import SERVICE_ADDRESSES
+from roost.proc.exits import ConfigError, Unavailable
 from roost.runner.layout import parse_port_range
 from roost.settings import Settings
 from roost.tenant import nft as nftcmd
@@ -63,7 +64,7 @@ Handler = Callable[[Msg], Awaitable[Msg]]
 Forward = Callable[[list[InstanceAssignment]], None]
 
 
-class RunnerFirewallError(RuntimeError):
+class RunnerFirewallError(Unavailable):
     """The runner cannot protect tenant code and so will not run it (says how to fix)."""
 
 
@@ -162,15 +163,16 @@ class RunnerFirewall:
     ) -> RunnerFirewall:
         """Apply the table (no allowances yet), or say loudly why there is none.
 
-        Raises RunnerFirewallError when the runner must not run tenant code.
+        Raises RunnerFirewallError when the runner must not run tenant code
+        (ConfigError when a setting is wrong).
         """
         try:
             plan = base_plan(settings, owner_comment(host_id, os.getpid()))
         except ValueError as exc:
-            raise RunnerFirewallError(f"firewall: {exc}") from None
+            raise ConfigError(f"firewall: {exc}") from None
         mode = settings.firewall
         if mode not in ("on", "off"):
-            raise RunnerFirewallError(f"ROOST_FIREWALL must be 'on' or 'off', not {mode!r}")
+            raise ConfigError(f"ROOST_FIREWALL must be 'on' or 'off', not {mode!r}")
         if mode == "off":
             log.warning(
                 "FIREWALL OFF (ROOST_FIREWALL=off): anyone on the network reaches instance "

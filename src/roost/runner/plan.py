@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from roost.proc.backoff import Backoff
 from roost.runner.launch import is_web
 from roost.runner.model import (
     Action,
@@ -55,12 +56,14 @@ from roost.wire.messages import InstanceAssignment
 ERROR_LIMIT = 4000
 
 
+def backoff(policy: Policy) -> Backoff:
+    """The toolkit's backoff with this policy's timings (roost.proc.backoff)."""
+    return Backoff(policy.backoff_base_s, policy.backoff_max_s, 0.0, policy.backoff_reset_s)
+
+
 def backoff_delay(failures: int, policy: Policy) -> float:
     """Delay before the restart that follows the `failures`-th consecutive failure."""
-    if failures <= 0:
-        return 0.0
-    # Cap the exponent so huge failure counts cannot overflow a float.
-    return min(policy.backoff_max_s, policy.backoff_base_s * 2 ** min(failures - 1, 62))
+    return backoff(policy).delay(failures)
 
 
 def admit(desired: Iterable[InstanceAssignment], records: Mapping[str, Record]) -> list[Record]:
@@ -225,10 +228,8 @@ def on_exit(
         return rec  # a stale report about an earlier process
     if rec.state == "stopping" and not rec.fail_reason:
         return replace(rec, state="stopped", pid=0, killed=False)
-    failures = rec.failures
-    if rec.up_at and now - rec.up_at >= policy.backoff_reset_s:
-        failures = 0  # it ran fine for a while: this is a fresh failure
-    failures += 1
+    # One that ran fine for a while starts the count again.
+    failures = backoff(policy).failures_after(rec.failures, now - rec.up_at if rec.up_at else 0.0)
     reason = rec.fail_reason or error or describe_exit(returncode)
     return replace(
         rec,

@@ -11,6 +11,11 @@ import asyncio
 import contextlib
 
 from roost import aio
+from roost.proc.backoff import Backoff, Retry
+
+# Knock again after 50 ms, doubling to once a second: a quick app is seen up
+# at once, a slow one is not hammered.
+PROBE_BACKOFF = Backoff(base_s=0.05, max_s=1.0)
 
 REQUEST = b"GET / HTTP/1.0\r\nHost: localhost\r\nUser-Agent: roost-runner-probe\r\n\r\n"
 
@@ -37,7 +42,6 @@ async def answers_http(host: str, port: int, timeout: float) -> bool:
 
 async def wait_until_answers(host: str, port: int, attempt_timeout: float = 30.0) -> None:
     """Return once `host:port` answers an HTTP request; retries until cancelled."""
-    delay = 0.05
+    retry = Retry(PROBE_BACKOFF)
     while not await answers_http(host, port, attempt_timeout):
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 1.0)
+        await asyncio.sleep(retry.failed())

@@ -12,7 +12,8 @@ may hold them open forever. At that moment the leader is not yet reaped, so its
 process group id cannot have been reused; whatever is left of the group is
 SIGKILLed, then the leader is reaped. An instance never leaves orphans behind.
 The runner spawns with Popen and reaps its instances itself, so neither
-asyncio's child watcher nor uvloop's is involved.
+asyncio's child watcher nor uvloop's is involved (`roost.proc.spawn.popen`,
+`roost.proc.wait.wait_group`).
 
 Output is read in chunks (never `readline`, which fails on long lines) and
 split by `LineSplitter`; the pumps run until EOF so a chatty process never
@@ -22,8 +23,6 @@ blocks on a full pipe.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import os
 import signal
 import subprocess
 from collections import deque
@@ -31,32 +30,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from roost import procs
+from roost.proc import spawn
+from roost.proc.stop import signal_group
+from roost.proc.wait import kill_and_reap, wait_group
 from roost.runner.logbuffer import LineSplitter
 from roost.tenant.launch import Prepared
 
-PR_SET_PDEATHSIG = 1
 TAIL_LINES = 30
 # After the leader exits, how long to wait for the pipes to reach EOF (a
 # process that escaped the group may still hold them open).
 DRAIN_TIMEOUT_S = 2.0
 
-# Resolved before any fork: the child must not do dynamic symbol lookups.
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
-
 LineSink = Callable[[str, str], None]  # (stream, line)
-
-
-def _preexec(parent_pid: int, prepared: Prepared | None) -> Callable[[], None]:
-    def arm_death_signal() -> None:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:
-            # The runner died between fork and prctl: the signal will never come.
-            os._exit(1)
-        if prepared is not None:
-            prepared.preexec()  # into its cgroup; umask; bwrap's signal shield
-
-    return arm_death_signal
 
 
 class Child:
@@ -84,16 +69,13 @@ class Child:
         Call it from the event loop's thread, never from a worker thread: the
         death signal fires when the *thread* that forked exits.
         """
-        popen = subprocess.Popen(
-            list(prepared.argv if prepared is not None else argv),
-            env=dict(env),
+        popen = spawn.popen(
+            prepared.argv if prepared is not None else argv,
+            env=env,
             # A sandbox sets its own working directory (bwrap --chdir).
-            cwd="/" if prepared is not None and prepared.sandboxed else str(cwd),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=_preexec(os.getpid(), prepared),
+            cwd="/" if prepared is not None and prepared.sandboxed else cwd,
+            # Into its cgroup; umask; bwrap's signal shield.
+            setup=spawn.child_setup(enter=prepared.preexec if prepared is not None else None),
         )
         return cls(popen, prepared)
 
@@ -101,11 +83,7 @@ class Child:
         """Send `sig` to the instance's process group; False if it is gone."""
         if self.returncode is not None:
             return False  # reaped: the group id may belong to someone else now
-        try:
-            os.killpg(self.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        return signal_group(self.pid, sig)
 
     async def run(self, sink: LineSink) -> tuple[int, list[str]]:
         """Pump output into `sink` until the process exits; (returncode, output tail).
@@ -126,11 +104,9 @@ class Child:
                 reader, transport = await _open_reader(loop, pipe)
                 transports.append(transport)
                 pumps.append(asyncio.create_task(_pump(reader, name, tails[name], sink)))
-            await self._exited()
-            # The leader is a zombie, not yet reaped, so its group id cannot
-            # have been reused: kill whatever outlived it, then reap.
-            self.signal_group(signal.SIGKILL)
-            self.returncode = self.popen.wait()
+            # Kills whatever outlived the leader (its group id cannot have
+            # been reused while it is a zombie), then reaps it.
+            self.returncode = await wait_group(self.popen)
             self._finish()
             await asyncio.wait(pumps, timeout=DRAIN_TIMEOUT_S)
         finally:
@@ -140,10 +116,9 @@ class Child:
             for transport in transports:
                 transport.close()
             if self.returncode is None:  # cancelled before the process ended
-                self.signal_group(signal.SIGKILL)
                 if self.prepared is not None:
                     self.prepared.kill_all()
-                self.returncode = self.popen.wait()
+                self.returncode = kill_and_reap(self.popen)
                 self._finish()
         return self.returncode, list(tails["stderr"] or tails["stdout"])
 
@@ -155,10 +130,6 @@ class Child:
         self.prepared.finish()
         if self.prepared.sandboxed and self.returncode is not None:
             self.returncode = sandbox_returncode(self.returncode)
-
-    async def _exited(self) -> None:
-        """Return once the leader has exited (it stays a zombie until reaped)."""
-        await procs.exited(self.pid)
 
 
 def sandbox_returncode(rc: int) -> int:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from typing import Protocol
 
+from roost.proc.backoff import Backoff
 from roost.runner.logbuffer import LogBuffer
 from roost.wire.messages import LogBatch, LogLine, Msg
 from roost.wire.rpc import RemoteError, RpcTimeout
@@ -41,7 +43,8 @@ class LogShipper:
         self.batch_lines = batch_lines
         self.period = period
         self.timeout = timeout
-        self.max_backoff = max_backoff
+        # Many runners lost the controllers together: jitter spreads their retries.
+        self.backoff = Backoff(base_s=0.5, max_s=max_backoff, jitter=0.2)
         self.failures = 0
         self._ready = asyncio.Event()
 
@@ -60,7 +63,7 @@ class LogShipper:
                     await self._ready.wait()
             self._ready.clear()
             if not await self.flush():
-                await asyncio.sleep(min(self.max_backoff, 0.5 * 2 ** min(self.failures, 8)))
+                await asyncio.sleep(self.backoff.delay(self.failures, random.random()))
 
     async def flush(self, tries: int | None = None) -> bool:
         """Send everything buffered; False when the controllers did not answer."""

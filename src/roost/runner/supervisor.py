@@ -1,8 +1,9 @@
 """The supervisor: one loop that converges instances to the desired set.
 
-Theory of operation (gunicorn's arbiter, in asyncio). Nothing but this loop
-changes the records. Everything else only *posts events*: the heartbeat posts
-a new desired set, each process's watcher posts its exit, each readiness probe
+Theory of operation (gunicorn's arbiter, in asyncio: the loop is the process
+toolkit's, `roost.proc.arbiter`). Nothing but this loop changes the records.
+Everything else only *posts events*: the heartbeat posts a new desired set,
+each process's watcher posts its exit, each readiness probe
 posts that its instance answered, image fetches post their result, the signal
 handler posts Shutdown. The loop wakes on an event or at the next deadline the
 planner cares about, applies the events through the pure transitions of
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Protocol
 
 from roost.images.digest import ImageError
+from roost.proc.arbiter import Arbiter
 from roost.runner import plan as P
 from roost.runner.confine import (
     ConfineError,
@@ -71,9 +73,6 @@ from roost.wire.rpc import RemoteError, RpcTimeout
 
 log = logging.getLogger("roost.runner")
 
-# The loop re-plans at least this often even without events or deadlines.
-MAX_SLEEP_S = 1.0
-
 
 class ImageProvider(Protocol):
     """Unpacked images by digest (the daemon's wraps `roost.images`)."""
@@ -89,7 +88,7 @@ class ImageProvider(Protocol):
     def release(self, digest: str) -> None: ...
 
 
-class Supervisor:
+class Supervisor(Arbiter[Event, Action]):
     def __init__(
         self,
         *,
@@ -117,73 +116,54 @@ class Supervisor:
         self._provider = images
         self._emit = emit
         self._probe_host = probe_host
-        self._clock = clock
+        super().__init__(clock)
         self._wall = wall
         self._desired: list[InstanceAssignment] = []
         self._desired_by_id: dict[str, InstanceAssignment] = {}
-        self._events: list[Event] = []
-        self._wake = asyncio.Event()
         self._children: dict[str, Child] = {}
         self._probes: dict[str, asyncio.Task[None]] = {}
         self._fetches: dict[str, asyncio.Task[None]] = {}
         self._ports = ports or PortAllocator()
         self._stopping = False
-        self._tg: asyncio.TaskGroup | None = None
 
     # ------------------------------------------------------------ inputs
 
     def set_desired(self, instances: Iterable[InstanceAssignment]) -> None:
-        self._post(DesiredChanged(list(instances)))
+        self.post(DesiredChanged(list(instances)))
 
     def shutdown(self) -> None:
-        self._post(Shutdown())
+        self.post(Shutdown())
 
-    def _post(self, event: Event) -> None:
-        self._events.append(event)
-        self._wake.set()
-
-    # ------------------------------------------------------------ the loop
+    # ------------------------------------------------------------ the loop (roost.proc.arbiter)
 
     async def run(self) -> None:
         """Supervise until `shutdown()` has stopped every instance."""
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            while not (self._stopping and not self.records):
-                await self._sleep()
-                events, self._events = self._events, []
-                now = self._clock()
-                for event in events:
-                    self._apply(event, now)
-                if not self._stopping:
-                    for rec in P.admit(self._desired, self.records):
-                        self.records[rec.instance_id] = rec
-                        self.changed.set()
-                actions = P.plan(self._desired_by_id, self.records, self.images, now, self.policy)
-                for action in actions:
-                    await self._do(action, now)
-                self._release_unused()
-            for task in self._fetches.values():
-                task.cancel()
-        self._tg = None
+        await super().run()
         self._release_unused()
 
-    async def _sleep(self) -> None:
-        if self._events:
-            return
-        deadline = P.next_deadline(self.records, self.images, self.policy)
-        timeout = MAX_SLEEP_S
-        if deadline is not None:
-            timeout = max(0.0, min(timeout, deadline - self._clock()))
-        # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
-        # cancellation that arrives as the event is set.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._wake.wait()
-        self._wake.clear()
+    def finished(self) -> bool:
+        return self._stopping and not self.records
+
+    def plan(self, now: float) -> list[Action]:
+        if not self._stopping:
+            for rec in P.admit(self._desired, self.records):
+                self.records[rec.instance_id] = rec
+                self.changed.set()
+        return P.plan(self._desired_by_id, self.records, self.images, now, self.policy)
+
+    def next_deadline(self) -> float | None:
+        return P.next_deadline(self.records, self.images, self.policy)
+
+    def settle(self) -> None:
+        self._release_unused()
+
+    def closing(self) -> None:
+        for task in self._fetches.values():
+            task.cancel()
 
     # ------------------------------------------------------------ events
 
-    def _apply(self, event: Event, now: float) -> None:
+    def apply(self, event: Event, now: float) -> None:
         if isinstance(event, DesiredChanged):
             if self._stopping:
                 # An assignment that arrives while the runner stops (heartbeats
@@ -257,11 +237,10 @@ class Supervisor:
 
     # ------------------------------------------------------------ actions
 
-    async def _do(self, action: Action, now: float) -> None:
+    async def do(self, action: Action, now: float) -> None:
         if isinstance(action, Fetch):
             self.images[action.digest] = P.image_fetching(self.images.get(action.digest))
-            assert self._tg is not None
-            self._fetches[action.digest] = self._tg.create_task(
+            self._fetches[action.digest] = self.tasks.create_task(
                 self._fetch(action.app, action.digest)
             )
             return
@@ -344,11 +323,10 @@ class Supervisor:
         self._children[a.instance_id] = child
         verb = "restarting" if rec.runs else "starting"
         self._platform(rec, f"{verb} {rec.process_name} (release {a.release}): {launch.command}")
-        assert self._tg is not None
-        self._tg.create_task(self._watch(rec, child))
+        self.tasks.create_task(self._watch(rec, child))
         if launch.web:
             probe = self._probe(a.instance_id, child.pid, launch.probe_host, port)
-            self._probes[a.instance_id] = self._tg.create_task(probe)
+            self._probes[a.instance_id] = self.tasks.create_task(probe)
 
     def _confine(
         self, rec: Record, launch: Launch, image_root: Path, socket_dir: Path | None
@@ -416,11 +394,11 @@ class Supervisor:
         if child.oom_killed and child.prepared is not None:
             limit = child.prepared.limits.memory_mb
             error = f"ran out of memory (limit {limit} MB): killed by the kernel"
-        self._post(Exited(iid, child.pid, rc, tail, error))
+        self.post(Exited(iid, child.pid, rc, tail, error))
 
     async def _probe(self, instance_id: str, pid: int, host: str, port: int) -> None:
         await wait_until_answers(host, port)
-        self._post(Ready(instance_id, pid))
+        self.post(Ready(instance_id, pid))
 
     async def _fetch(self, app: str, digest: str) -> None:
         try:
@@ -432,7 +410,7 @@ class Supervisor:
                 log.warning("fetching image %s failed: %s", digest, exc)
             else:  # a bug, not a network or disk problem: keep the traceback
                 log.exception("fetching image %s failed", digest)
-            self._post(ImageFailed(digest, f"{type(exc).__name__}: {exc}"))
+            self.post(ImageFailed(digest, f"{type(exc).__name__}: {exc}"))
             return
         try:
             # Images are per-app, so the link cannot point at another app's
@@ -441,9 +419,9 @@ class Supervisor:
             link_data(root, self.layout.data_directory(app))
         except (OSError, RuntimeError) as exc:
             self._provider.release(digest)
-            self._post(ImageFailed(digest, f"cannot link the data directory: {exc}"))
+            self.post(ImageFailed(digest, f"cannot link the data directory: {exc}"))
             return
-        self._post(ImageReady(digest, root))
+        self.post(ImageReady(digest, root))
 
     # ------------------------------------------------------------ helpers
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from roost.daemonize import run_daemon
 from roost.metrics import serve as serve_metrics
+from roost.proc.exits import ConfigError
 from roost.servicehost.appdata import AppData
 from roost.servicehost.binaries import find_binaries
 from roost.servicehost.datasession import DATA_MESSAGES, DataSessions
@@ -22,9 +23,9 @@ from roost.servicehost.host import ServiceHost, limits_problem
 from roost.servicehost.layout import Layout
 from roost.servicehost.status import push_loop
 from roost.servicehost.user import ensure_service_user
+from roost.sessions.server import ExecSessions
 from roost.settings import Settings
 from roost.wire.bootstrap import endpoint_host, open_node, own_endpoints
-from roost.wire.execs import ExecSessions
 from roost.wire.messages import AppRemoved, Msg
 from roost.wire.rpc import RpcClient, RpcServer
 
@@ -40,7 +41,7 @@ async def serve(
     stop = stop or asyncio.Event()
     problem = limits_problem(settings)
     if problem is not None:
-        raise SystemExit(problem)
+        raise ConfigError(problem)
     serve_metrics(settings.metrics_port, settings.bind_host)
     bins = find_binaries()
     user = await asyncio.to_thread(ensure_service_user, settings.services_user)
@@ -48,7 +49,7 @@ async def serve(
     async with node:
         endpoints = own_endpoints(cluster, ROLE, node)
         if not endpoints:
-            raise SystemExit(
+            raise ConfigError(
                 f"{data_dir / 'cluster.json'} has no {ROLE!r} endpoint for key {name!r}"
             )
         public = endpoint_host(endpoints[0].address)

@@ -32,7 +32,7 @@ from pathlib import Path
 from roost.servicehost.appdata import AppData
 from roost.servicehost.names import BadAppName, check_app
 from roost.servicehost.user import ServiceUser
-from roost.wire.execs import ExecSessions, Spawn
+from roost.sessions.server import ExecSessions, Spawn
 from roost.wire.messages import (
     DataArchive,
     DataPull,

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import psycopg
 
+from roost.proc.supervise import Supervisor
 from roost.servicehost import pgadmin
 from roost.servicehost.addresses import advertised_host, listen_hosts
-from roost.servicehost.backoff import RestartPolicy
 from roost.servicehost.backups import archive_app_data, backup_name
 from roost.servicehost.binaries import Binaries
 from roost.servicehost.disk import refusal, usage
@@ -119,9 +119,10 @@ class ServiceHost:
         self.bins = bins
         self.user = user
         self.host = advertised_host(settings.services_host, settings.bind_host, public_host)
-        self.policy = RestartPolicy(max_s=settings.restart_backoff_max_s)
         self.state: HostState = load_state(layout.state_file)
         self.pg: Postgres | None = None
+        # One supervisor for every server this host runs (see supervised.py).
+        self.sup = Supervisor(logger=log)
         self.pg_sup: Supervised | None = None
         self.redis: dict[str, tuple[RedisServer, Supervised]] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -129,6 +130,7 @@ class ServiceHost:
         self._removed: dict[str, ServiceRemoved] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._limits: asyncio.Task[None] | None = None
+        self._supervising: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -138,6 +140,7 @@ class ServiceHost:
     async def start(self, tg: asyncio.TaskGroup) -> None:
         """initdb if needed, then start PostgreSQL and every app's Redis under `tg`."""
         self._tg = tg
+        self._supervising = tg.create_task(self.sup.run())
         self.layout.create(searchable=self.user.dropped)
         self.user.check_reachable(self.layout.root)
         cluster = self.state.postgres
@@ -155,8 +158,7 @@ class ServiceHost:
         )  # fmt: skip
         if await self.pg.initialize():
             self._save()
-        self.pg_sup = Supervised(self.pg, self.policy)
-        tg.create_task(self.pg_sup.run())
+        self.pg_sup = Supervised(self.sup, self.pg, self.settings.restart_backoff_max_s)
         self._limits = tg.create_task(self._apply_connection_limits())
         for svc in self.state.of_kind("redis"):
             if svc.memory_mb < 1:  # recorded before every Redis had its own limit
@@ -174,9 +176,8 @@ class ServiceHost:
             self.bins, self.layout.redis(svc.app), self.layout.logs, self.user, svc,
             self.listen,
         )  # fmt: skip
-        sup = Supervised(server, self.policy)
+        sup = Supervised(self.sup, server, self.settings.restart_backoff_max_s)
         self.redis[svc.app] = (server, sup)
-        self._tg.create_task(sup.run())
         return server, sup
 
     async def _apply_connection_limits(self) -> None:
@@ -202,10 +203,9 @@ class ServiceHost:
         if self._limits is not None:
             self._limits.cancel()
             await asyncio.wait([self._limits])  # (its cancellation is not ours to raise)
-        sups = [sup for _, sup in self.redis.values()]
-        if self.pg_sup is not None:
-            sups.append(self.pg_sup)
-        await asyncio.gather(*(s.stop() for s in sups))
+        self.sup.stop()
+        if self._supervising is not None:
+            await self._supervising
 
     # ------------------------------------------------------------ requests
 

@@ -21,7 +21,6 @@ its exit; stop is SIGINT (fast shutdown: roll back sessions, checkpoint).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -30,8 +29,6 @@ from pathlib import Path
 
 import psycopg
 
-from roost import aio
-from roost.procs import terminate
 from roost.servicehost.binaries import Binaries
 from roost.servicehost.spawn import run_tool, spawn
 from roost.servicehost.state import PgCluster
@@ -59,6 +56,9 @@ def listen_addresses(hosts: list[str]) -> str:
 
 class Postgres:
     name = "postgres"
+    # SIGINT: PostgreSQL's fast shutdown (clients disconnected, a clean checkpoint).
+    stop_signal: int = signal.SIGINT
+    stop_grace_s: float = STOP_GRACE_S
 
     def __init__(
         self,
@@ -156,14 +156,6 @@ class Postgres:
                 # Apps must not even open the maintenance databases.
                 await conn.execute("REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC")
             return
-
-    async def stop(self, proc: asyncio.subprocess.Process) -> None:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGINT)
-            with contextlib.suppress(TimeoutError):
-                await aio.wait_for(proc.wait(), STOP_GRACE_S)
-        await terminate(proc, 5.0)
 
     # ------------------------------------------------------------ admin access
 

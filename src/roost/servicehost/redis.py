@@ -29,9 +29,9 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 from pathlib import Path
 
-from roost.procs import terminate
 from roost.servicehost.binaries import Binaries
 from roost.servicehost.resp import RedisAdmin, RedisError, parse_info
 from roost.servicehost.spawn import spawn
@@ -79,6 +79,10 @@ def render_conf(svc: Service, directory: Path, listen: list[str]) -> str:
 
 
 class RedisServer:
+    # SIGTERM: Redis flushes the AOF (and saves the RDB) and exits.
+    stop_signal: int = signal.SIGTERM
+    stop_grace_s: float = STOP_GRACE_S
+
     def __init__(
         self,
         bins: Binaries,
@@ -129,10 +133,6 @@ class RedisServer:
             except (OSError, RedisError, TimeoutError, asyncio.IncompleteReadError):
                 pass  # not listening yet, or -LOADING the AOF
             await asyncio.sleep(0.05)
-
-    async def stop(self, proc: asyncio.subprocess.Process) -> None:
-        # SIGTERM: Redis flushes the AOF (and saves the RDB) and exits.
-        await terminate(proc, STOP_GRACE_S)
 
     # ------------------------------------------------------------ admin
 

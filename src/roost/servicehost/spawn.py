@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from roost import aio
-from roost.procs import die_with_parent, terminate
+from roost.proc import spawn as proc
+from roost.proc.stop import terminate
 from roost.servicehost.user import ServiceUser
 
 # The servers get a fixed, small environment: nothing of the daemon's
@@ -23,14 +24,8 @@ async def spawn(
     """Start `argv` as `user` in `cwd`, output appended to `log_file`."""
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        return await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=subprocess.DEVNULL,
-            stdout=fd,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=dict(BASE_ENV),
-            preexec_fn=user.preexec(),
+        return await proc.start(
+            argv, env=BASE_ENV, cwd=cwd, stdout=fd, stderr=subprocess.STDOUT, setup=user.setup()
         )
     finally:
         os.close(fd)
@@ -45,18 +40,17 @@ async def run_tool(
     cwd: Path | None = None,
 ) -> tuple[int, str]:
     """Run a one-off tool (initdb, pg_dump ...) to completion; (status, output)."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=subprocess.DEVNULL,
+    tool = await proc.start(
+        argv,
+        env={**BASE_ENV, **(env or {})},
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        cwd=cwd,
-        env={**BASE_ENV, **(env or {})},
-        preexec_fn=user.preexec() if user is not None else die_with_parent,
+        setup=user.setup() if user is not None else None,
     )
     try:
-        out, _ = await aio.wait_for(proc.communicate(), timeout)
+        out, _ = await aio.wait_for(tool.communicate(), timeout)
     except BaseException:
-        await asyncio.shield(terminate(proc, 1.0))
+        await asyncio.shield(terminate(tool, 1.0))
         raise
-    return proc.returncode if proc.returncode is not None else -1, out.decode(errors="replace")
+    return tool.returncode if tool.returncode is not None else -1, out.decode(errors="replace")

@@ -1,81 +1,105 @@
-"""One supervised server process (PostgreSQL, or one app's Redis).
+"""The servicehost's servers (PostgreSQL, one Redis per app) under the
+process toolkit's supervisor (`roost.proc.supervise`).
 
-Theory of operation: `run()` is the only owner of the process. It loops:
-spawn, wait until the server answers (or exits, or stop is asked), then wait
-for it to exit (or stop). An exit nobody asked for is a crash: the state
-becomes "backoff" for the delay `Backoff` computes, then the server is
-started again. `stop()` asks the loop to stop the server gracefully (the
-server's own `stop`) and returns when it has; if the owning task is cancelled
-instead, the process is still stopped before the task ends, so a server never
-outlives its supervisor (and each child also has PR_SET_PDEATHSIG).
+One `Supervisor` owns every server the host runs: it starts each, waits
+until it answers (`wait_ready`), restarts one that exits with the shared
+backoff (`roost.proc.backoff`), kills one that hangs on start, and stops
+them all (each with its own stop signal, a grace period, then SIGKILL) when
+the host shuts down, or when its owning task is cancelled; each server also
+dies with the servicehost (PR_SET_PDEATHSIG). A `Supervised` is one
+server's view of it: its state, pid and restarts for the status push, a
+wait until it is up, and its removal.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import time
-from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from roost import aio
-from roost.servicehost.backoff import Backoff, RestartPolicy
+from roost.proc.backoff import Backoff
+from roost.proc.children import Policy
+from roost.proc.supervise import Program, Supervisor
 from roost.wire.messages import ServerState
 
-log = logging.getLogger("roost.servicehost")
+READY_TIMEOUT_S = 60.0
+# A server that stayed up this long is forgiven its earlier crashes.
+STABLE_S = 30.0
+
+# A supervised child's state as a server status says it (a server never
+# "fails" for good: no exit status of PostgreSQL or Redis is fatal).
+_STATES: dict[str, ServerState] = {
+    "pending": "starting",
+    "starting": "starting",
+    "up": "up",
+    "backoff": "backoff",
+    "stopping": "stopping",
+    "stopped": "stopped",
+    "failed": "stopped",
+}
 
 
 class Server(Protocol):
     name: str
+    # Asks it to stop: its grace runs out before SIGKILL.
+    stop_signal: int
+    stop_grace_s: float
 
     async def spawn(self) -> asyncio.subprocess.Process: ...
 
     async def wait_ready(self, proc: asyncio.subprocess.Process) -> None: ...
 
-    async def stop(self, proc: asyncio.subprocess.Process) -> None: ...
 
-
-async def _first(*aws: Awaitable[object]) -> int:
-    """Index of the first awaitable to finish; the others are cancelled and reaped."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    first = next(i for i, t in enumerate(tasks) if t in done)
-    exc = None if tasks[first].cancelled() else tasks[first].exception()
-    if exc is not None:
-        raise exc
-    return first
+def server_policy(
+    backoff_max_s: float, stop_grace_s: float, ready_timeout_s: float = READY_TIMEOUT_S
+) -> Policy:
+    return Policy(
+        backoff=Backoff(base_s=0.5, max_s=backoff_max_s, reset_after_s=STABLE_S),
+        ready_timeout_s=ready_timeout_s,
+        stop_grace_s=stop_grace_s,
+        fatal=frozenset(),
+    )
 
 
 class Supervised:
+    """One server under `sup` (added at construction)."""
+
     def __init__(
         self,
+        sup: Supervisor,
         server: Server,
-        policy: RestartPolicy,
-        ready_timeout_s: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
+        backoff_max_s: float,
+        ready_timeout_s: float = READY_TIMEOUT_S,
     ) -> None:
-        self.server = server
-        self.state: ServerState = "stopped"
-        self.proc: asyncio.subprocess.Process | None = None
-        self.restarts = 0
-        self.last_error = ""
-        self._backoff = Backoff(policy)
-        self._ready_timeout_s = ready_timeout_s
-        self._clock = clock
-        self._stop = asyncio.Event()
-        self._up = asyncio.Event()
-        self._done = asyncio.Event()
+        self.sup = sup
+        self.name = server.name
+        sup.add(
+            Program(
+                server.name,
+                server.spawn,
+                ready=server.wait_ready,
+                policy=server_policy(backoff_max_s, server.stop_grace_s, ready_timeout_s),
+                stop_signal=server.stop_signal,
+            )
+        )
+
+    @property
+    def state(self) -> ServerState:
+        c = self.sup.children.get(self.name)
+        return _STATES[c.state] if c is not None else "starting"
 
     @property
     def pid(self) -> int:
-        p = self.proc
-        return p.pid if p is not None and p.returncode is None else 0
+        return self.sup.pid(self.name)
+
+    @property
+    def restarts(self) -> int:
+        c = self.sup.children.get(self.name)
+        return c.restarts if c is not None else 0
+
+    @property
+    def last_error(self) -> str:
+        c = self.sup.children.get(self.name)
+        return c.last_error if c is not None else ""
 
     @property
     def is_up(self) -> bool:
@@ -83,63 +107,8 @@ class Supervised:
 
     async def wait_up(self, timeout: float) -> bool:
         """True once the server answers; False after `timeout` or when stopping."""
-        with contextlib.suppress(TimeoutError):
-            await aio.wait_for(_first(self._up.wait(), self._stop.wait()), timeout)
-        return self.is_up
+        return await self.sup.wait_up(self.name, timeout)
 
     async def stop(self) -> None:
-        """Stop the server (gracefully) and return once `run()` has finished."""
-        self._stop.set()
-        await self._done.wait()
-
-    async def run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                started = self._clock()
-                await self._run_once()
-                if self._stop.is_set():
-                    break
-                delay = self._backoff.after_exit(started, self._clock())
-                self.restarts += 1
-                self.state = "backoff"
-                log.warning("%s: %s; restarting in %.1fs", self.server.name, self.last_error, delay)
-                with contextlib.suppress(TimeoutError):
-                    await aio.wait_for(self._stop.wait(), delay)
-        finally:
-            self._up.clear()
-            proc = self.proc
-            if proc is not None and proc.returncode is None:
-                self.state = "stopping"
-                await self.server.stop(proc)
-            self.state = "stopped"
-            self._done.set()
-
-    async def _run_once(self) -> None:
-        self.state = "starting"
-        try:
-            proc = self.proc = await self.server.spawn()
-        except Exception as exc:
-            self.last_error = f"could not start: {exc}"
-            return
-        try:
-            which = await aio.wait_for(
-                _first(self.server.wait_ready(proc), proc.wait(), self._stop.wait()),
-                self._ready_timeout_s,
-            )
-        except TimeoutError:
-            self.last_error = f"did not answer within {self._ready_timeout_s:.0f}s"
-            await self.server.stop(proc)
-            return
-        except Exception as exc:
-            self.last_error = f"not ready: {exc}"
-            await self.server.stop(proc)
-            return
-        if which == 0:
-            self.state = "up"
-            self._up.set()
-            log.info("%s: up (pid %d)", self.server.name, proc.pid)
-            which = 1 if await _first(proc.wait(), self._stop.wait()) == 0 else 2
-            self._up.clear()
-        if which == 1:
-            self.last_error = f"exited with status {proc.returncode}"
-        # which == 2: stop was asked; `run` stops the server.
+        """Stop the server (gracefully) and return once it is gone."""
+        await self.sup.remove(self.name)

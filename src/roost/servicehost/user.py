@@ -9,16 +9,15 @@ their directories; otherwise they run as the servicehost's own user.
 from __future__ import annotations
 
 import os
-import stat
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from roost.procs import die_with_parent
-from roost.sysuser import SystemUserError, ensure_system_user
+from roost.proc.exits import Unavailable
+from roost.proc.spawn import ChildSetup, child_setup
+from roost.sysuser import SystemUserError, check_reachable, ensure_system_user
 
 
-class ServiceUserError(RuntimeError):
+class ServiceUserError(Unavailable):
     pass
 
 
@@ -37,36 +36,16 @@ class ServiceUser:
             for name in dirnames + filenames:
                 os.lchown(os.path.join(dirpath, name), self.uid, self.gid)
 
-    def preexec(self) -> Callable[[], None]:
-        """For preexec_fn: become this user, then die with the parent.
-
-        (uvloop takes no user=/group= arguments, so the switch happens here;
-        PDEATHSIG is set after it because a uid change clears it.)
-        """
-        uid, gid, dropped = self.uid, self.gid, self.dropped
-
-        def child() -> None:
-            if dropped:
-                os.setgroups([])
-                os.setgid(gid)
-                os.setuid(uid)
-            die_with_parent()
-
-        return child
+    def setup(self) -> ChildSetup:
+        """How a child becomes this user (and dies with us): `roost.proc.spawn`."""
+        if not self.dropped:
+            return child_setup()
+        return child_setup(uid=self.uid, gid=self.gid)
 
     def check_reachable(self, path: Path) -> None:
-        """The user must be able to walk down to `path` (o+x on every parent)."""
-        if not self.dropped:
-            return
-        for parent in [path, *path.parents]:
-            st = parent.stat()
-            if st.st_uid == self.uid:
-                continue
-            if not st.st_mode & stat.S_IXOTH:
-                raise ServiceUserError(
-                    f"service user {self.name!r} cannot reach {path}: {parent} is not "
-                    "searchable by others (chmod o+x it, or put the data directory elsewhere)"
-                )
+        """The user must be able to walk down to `path` (raises Unreachable)."""
+        if self.dropped:
+            check_reachable(self.name, self.uid, path)
 
 
 def ensure_service_user(name: str) -> ServiceUser:

@@ -17,7 +17,8 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 
-from roost.procs import terminate
+from roost.proc import spawn
+from roost.proc.stop import terminate
 from roost.tenant.firewall import removal
 
 TIMEOUT_S = 10.0
@@ -82,12 +83,12 @@ class Nft:
             source.write(stdin.encode())
             source.seek(0)
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
+                # Its own group (a timeout kills all of it), dying with us.
+                proc = await spawn.start(
+                    argv,
                     stdin=source if stdin else asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE,
-                    start_new_session=True,  # its own group: a timeout kills all of it
                 )
             except OSError as exc:
                 raise NftError(f"cannot run {argv[0]}: {exc.strerror or exc}") from None

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 
+from roost.proc.exits import ConfigError
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.identity import PEERS_FILE, load_peers
 from roost.wire.keys import load_keypair
@@ -31,11 +32,21 @@ def open_node(data_dir: Path, name: str) -> tuple[Node, ClusterConfig]:
     The Node admits only the keys in peers.json, each as its role and host.
     """
     keys = data_dir / "keys"
-    peers = load_peers(keys)
+    book = data_dir / "cluster.json"
+    # A missing or broken key or address book is a configuration error: the
+    # daemon exits CONFIG_ERROR with the reason, and is not restarted as is.
+    try:
+        peers = load_peers(keys)
+        keypair = load_keypair(keys, name)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"the keys in {keys} cannot be used: {exc}") from None
+    try:
+        cluster = ClusterConfig.load(book)
+    except (OSError, ValueError) as exc:  # (msgspec's errors are ValueErrors)
+        raise ConfigError(f"{book} cannot be used: {exc}") from None
     if not peers:
         log.warning("%s lists no peers: this daemon admits no one", keys / PEERS_FILE)
-    node = Node(load_keypair(keys, name), peers)
-    return node, ClusterConfig.load(data_dir / "cluster.json")
+    return Node(keypair, peers), cluster
 
 
 def local_addresses() -> set[str]:

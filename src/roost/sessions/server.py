@@ -1,8 +1,10 @@
 """The serving half of exec sessions: a process whose bytes a gateway relays.
 
-Used by runners (`run APP CMD`) and servicehosts (rsync/scp/sftp on an app's
-data directory); the gateway is the client (see the exec messages in
-`roost.wire.messages`).
+Used by runners (`run APP CMD`, cron) and servicehosts (rsync/scp/sftp on an
+app's data directory); the gateway is the client (see the exec messages in
+`roost.wire.messages`). The process starts and is reaped through the process
+toolkit (`roost.proc`): its own session, dying with us, its group killed
+once it has exited.
 
 Theory of operation. A session is one child process in its own session
 (process group), with either a pty (stdin, stdout and stderr all on the
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import fcntl
 import logging
@@ -50,7 +51,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from roost import aio, procs
+from roost import aio
+from roost.proc import spawn as proc
+from roost.proc.stop import signal_group
+from roost.proc.wait import kill_and_reap, wait_group
 from roost.wire.messages import (
     Error,
     ExecChunk,
@@ -64,7 +68,7 @@ from roost.wire.messages import (
     Ok,
 )
 
-log = logging.getLogger("roost.wire.execs")
+log = logging.getLogger("roost.sessions")
 
 READ_SIZE = 64 * 1024
 # Unacknowledged output beyond which we stop reading from the process.
@@ -79,9 +83,6 @@ SIGNALS = {
     name: getattr(signal, f"SIG{name}")
     for name in ("INT", "TERM", "HUP", "KILL", "QUIT", "USR1", "USR2", "ALRM", "PIPE", "ABRT")
 }
-
-PR_SET_PDEATHSIG = 1
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 Stream = Literal["stdout", "stderr"]
 ExitHook = Callable[[int], None]
@@ -102,8 +103,9 @@ class Spawn:
     # Run as this uid/gid (no supplementary groups) when set; we must be root.
     user: int | None = None
     group: int | None = None
-    # Runs in the child just before exec, after the session's own set-up
-    # (a tenant launch joins its cgroup and shields its sandbox from signals).
+    # Runs in the child before exec, after its own session and pty, before
+    # the uid drop (a tenant launch joins its cgroup and shields its sandbox
+    # from signals; roost.proc.spawn.ChildSetup).
     preexec: Callable[[], None] | None = None
     # Kept this long without a request instead of the sessions' idle_s.
     keep_s: float | None = None
@@ -120,23 +122,6 @@ def _set_winsize(fd: int, rows: int, cols: int) -> None:
     rows = min(max(rows, 1), 10000)
     cols = min(max(cols, 1), 10000)
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
-def _preexec(
-    parent_pid: int, pty: bool, extra: Callable[[], None] | None = None
-) -> Callable[[], None]:
-    def child() -> None:
-        # start_new_session ran setsid() already: take the pty as our
-        # controlling terminal so ^C, window changes and job control work.
-        if pty:
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:
-            os._exit(1)
-        if extra is not None:
-            extra()
-
-    return child
 
 
 @dataclass
@@ -231,19 +216,18 @@ class ExecSessions:
                 master, slave = os.openpty()
                 _set_winsize(slave, spawn.rows, spawn.cols)
                 stdin = stdout = stderr = slave
-            popen = subprocess.Popen(
-                list(spawn.argv),
-                env=dict(spawn.env),
-                cwd=str(spawn.cwd),
+            popen = proc.popen(
+                spawn.argv,
+                env=spawn.env,
+                cwd=spawn.cwd,
                 stdin=stdin,
                 stdout=stdout,
                 stderr=stderr,
-                start_new_session=True,
-                user=spawn.user,
-                group=spawn.group,
-                extra_groups=[] if spawn.user is not None else None,
-                # After the uid switch, which would clear the death signal.
-                preexec_fn=_preexec(os.getpid(), spawn.pty, spawn.preexec),
+                # With a pty: it is the controlling terminal, so ^C, window
+                # changes and job control work.
+                setup=proc.child_setup(
+                    ctty=spawn.pty, enter=spawn.preexec, uid=spawn.user, gid=spawn.group
+                ),
             )
         except (OSError, subprocess.SubprocessError) as exc:
             for fd in (master, slave):
@@ -413,15 +397,12 @@ class ExecSessions:
 
     def _signal(self, s: Session, sig: int) -> None:
         if s.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(s.popen.pid, sig)
+            signal_group(s.popen.pid, sig)
 
     async def _watch(self, s: Session) -> None:
         try:
-            await _exited(s.popen.pid)
-            # Not reaped yet, so the group id cannot have been reused.
-            self._signal(s, signal.SIGKILL)
-            s.returncode = s.popen.wait()
+            # Its leftovers are killed before it is reaped.
+            s.returncode = await wait_group(s.popen)
             while not s.drained.is_set():
                 try:
                     await aio.wait_for(s.drained.wait(), DRAIN_TIMEOUT_S)
@@ -432,8 +413,7 @@ class ExecSessions:
                         break
         finally:
             if s.returncode is None:  # cancelled: never leave the process behind
-                self._signal(s, signal.SIGKILL)
-                s.returncode = s.popen.wait()
+                s.returncode = kill_and_reap(s.popen)
             self._release_fds(s)
             s.finished = True
             s.changed.set()
@@ -481,8 +461,3 @@ class ExecSessions:
             while not s.finished:
                 await asyncio.sleep(0.05)
         self.sessions.pop(s.id, None)
-
-
-async def _exited(pid: int) -> None:
-    """Return once `pid` has exited (it stays a zombie until reaped)."""
-    await procs.exited(pid)

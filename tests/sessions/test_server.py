@@ -1,4 +1,4 @@
-"""Exec sessions (roost.wire.execs) with real processes, without sockets:
+"""Exec sessions (roost.sessions.server) with real processes, without sockets:
 the protocol's idempotence, back-pressure, ptys, and that nothing is left
 running when a session is closed or abandoned."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from roost.wire.execs import OUTPUT_LIMIT, ExecSessions, Spawn
+from roost.sessions.server import OUTPUT_LIMIT, ExecSessions, Spawn
 from roost.wire.messages import (
     Error,
     ExecClose,

@@ -1,0 +1,352 @@
+"""Supervising long-running children: the I/O half of `roost.proc.children`.
+
+Used by `roost up` (one child per role), the router (its worker processes)
+and the servicehost (PostgreSQL, one Redis per app). The loop is
+`roost.proc.arbiter`'s: `add`, `remove`, `stop` and the children's watchers
+only post events; the decisions are `roost.proc.children.plan`'s.
+
+A child's process is started by its `Program.start` (through
+`roost.proc.spawn`, so it has its own process group and dies with us). Its
+watcher waits for it, SIGKILLs what it left in its group, and posts the
+exit with the last lines it wrote on stderr when stderr is a pipe (the
+watcher relays them to `Program.output` meanwhile): so a role that exits
+with a configuration error is reported with its own message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from roost.proc import children as C
+from roost.proc.arbiter import Arbiter
+from roost.proc.stop import signal_group, terminate
+
+log = logging.getLogger("roost.proc")
+
+Process = asyncio.subprocess.Process
+# After the leader exits, how long to wait for its stderr to reach EOF.
+DRAIN_TIMEOUT_S = 2.0
+TAIL_BYTES = 8192
+
+
+def _to_stderr(data: bytes) -> None:
+    sys.stderr.buffer.write(data)
+    sys.stderr.buffer.flush()
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    start: Callable[[], Awaitable[Process]]
+    # Returns once the process serves (raises if it cannot); None: up at start.
+    ready: Callable[[Process], Awaitable[None]] | None = None
+    policy: C.Policy = field(default_factory=C.Policy)
+    stop_signal: int = signal.SIGTERM
+    # Where a piped stderr goes as it arrives.
+    output: Callable[[bytes], None] = _to_stderr
+
+
+# ------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True)
+class Added:
+    program: Program
+
+
+@dataclass(frozen=True)
+class Removed:
+    name: str
+
+
+@dataclass(frozen=True)
+class StopAll:
+    pass
+
+
+@dataclass(frozen=True)
+class Exited:
+    name: str
+    pid: int
+    status: int
+    tail: list[str]
+
+
+@dataclass(frozen=True)
+class Answered:
+    name: str
+    pid: int
+    error: str = ""  # the probe failed: stop the child, a failed start
+
+
+Event = Added | Removed | StopAll | Exited | Answered
+
+
+class Supervisor(Arbiter[Event, C.Action]):
+    """Children started, watched, restarted and stopped (see the module docstring).
+
+    `run()` supervises until `stop()` (or a fatal exit) has stopped every
+    child; `fatal` then names the child that ended it, if one did.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_order: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        say: Callable[[str], None] | None = None,
+        logger: logging.Logger = log,
+    ) -> None:
+        super().__init__(clock)
+        self.in_order = in_order
+        self.children: dict[str, C.Child] = {}
+        self._programs: dict[str, Program] = {}
+        self._procs: dict[str, Process] = {}
+        self._probes: dict[str, asyncio.Task[None]] = {}
+        self._order = 0
+        self._stopping = False
+        # What it tells: to `say` when given (roost up's terminal), else the log.
+        self._info = say or logger.info
+        self._warn = say or logger.warning
+        # Replaced on every change: waiters take the current one, then await it.
+        self._changed = asyncio.Event()
+
+    # ------------------------------------------------------------ inputs
+
+    def add(self, program: Program) -> None:
+        self.post(Added(program))
+
+    async def remove(self, name: str) -> None:
+        """Stop the child (gracefully) and return once it is forgotten."""
+        self.post(Removed(name))
+        while self._present(name):
+            await self._change()
+
+    def _present(self, name: str) -> bool:
+        if any(isinstance(e, Added) and e.program.name == name for e in self._events):
+            return True
+        c = self.children.get(name)
+        if c is None:
+            return False
+        # Stopping everything: stopped children are kept (for `fatal`), not forgotten.
+        over = self._stopping or self.fatal is not None or not self.running
+        return not (over and not c.has_process)
+
+    def stop(self) -> None:
+        """Stop every child; `run()` returns once they are all gone."""
+        self.post(StopAll())
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def fatal(self) -> C.Child | None:
+        return C.fatal(self.children)
+
+    def pids(self) -> set[int]:
+        """The children's live pids."""
+        return {p.pid for p in self._procs.values() if p.returncode is None}
+
+    def pid(self, name: str) -> int:
+        p = self._procs.get(name)
+        return p.pid if p is not None and p.returncode is None else 0
+
+    async def wait_up(self, name: str, timeout: float) -> bool:
+        """True once the child is up; False after `timeout`, or when stopping."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not self._up_or_over(name):
+                    await self._change()
+        except TimeoutError:
+            pass
+        c = self.children.get(name)
+        return c is not None and c.state == "up"
+
+    def _up_or_over(self, name: str) -> bool:
+        c = self.children.get(name)
+        if self._stopping or self.fatal is not None:
+            return True
+        return c is not None and c.state == "up"
+
+    async def _change(self) -> None:
+        await self._changed.wait()
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        except BaseException:
+            # Cancelled (or a bug): the children must not outlive their
+            # supervisor. The watchers are gone, so stop them here.
+            await asyncio.shield(self._stop_now())
+            raise
+
+    async def _stop_now(self) -> None:
+        procs = [(n, p) for n, p in self._procs.items() if p.returncode is None]
+        await asyncio.gather(
+            *(
+                terminate(p, self.children[n].policy.stop_grace_s, self._programs[n].stop_signal)
+                for n, p in procs
+            )
+        )
+        for name, _ in procs:
+            self._set(dataclasses.replace(self.children[name], state="stopped", pid=0))
+        self._procs.clear()
+
+    # ------------------------------------------------------------ the policy
+
+    def finished(self) -> bool:
+        over = self._stopping or self.fatal is not None
+        return over and not self._events and not any(c.has_process for c in self.children.values())
+
+    def apply(self, event: Event, now: float) -> None:
+        if isinstance(event, Added):
+            name = event.program.name
+            if name in self.children:
+                raise ValueError(f"{name} is supervised already")
+            self._programs[name] = event.program
+            self._order += 1
+            probed = event.program.ready is not None
+            self._set(C.Child(name, self._order, event.program.policy, probed=probed))
+        elif isinstance(event, Removed):
+            c = self.children.get(event.name)
+            if c is not None:
+                self._set(dataclasses.replace(c, wanted=False))
+        elif isinstance(event, StopAll):
+            if not self._stopping:
+                self._info("stopping")
+            self._stopping = True
+            self._notify()
+        elif isinstance(event, Exited):
+            self._on_exit(event, now)
+        elif isinstance(event, Answered):
+            c = self.children.get(event.name)
+            if c is None or c.pid != event.pid or c.state != "starting":
+                return
+            if event.error:
+                self._terminate(c, now, f"not ready: {event.error}")
+            else:
+                self._set(C.ready(c, event.pid, now))
+                self._info(f"{c.name} is up (pid {c.pid})")
+
+    def _on_exit(self, event: Exited, now: float) -> None:
+        self._procs.pop(event.name, None)
+        probe = self._probes.pop(event.name, None)
+        if probe is not None:
+            probe.cancel()
+        c = self.children.get(event.name)
+        if c is None:
+            return
+        new = C.exited(c, event.pid, event.status, event.tail, now)
+        self._set(new)
+        if new.state == "failed":
+            self._warn(f"{c.name} {new.last_error.splitlines()[0]}: not restarting it; stopping")
+        elif new.state == "backoff" and not self._stopping:
+            first = new.last_error.splitlines()[0]
+            delay = max(0.0, new.next_start_at - now)
+            self._warn(f"{c.name} {first}; restarting in {delay:.1f}s")
+
+    def plan(self, now: float) -> list[C.Action]:
+        return C.plan(self.children, now, self._stopping, self.in_order)
+
+    def next_deadline(self) -> float | None:
+        return C.next_deadline(self.children)
+
+    async def do(self, action: C.Action, now: float) -> None:
+        c = self.children.get(action.name)
+        if c is None:
+            return
+        if isinstance(action, C.Start):
+            await self._start(c, now)
+        elif isinstance(action, C.Terminate):
+            self._terminate(c, now, action.failure)
+        elif isinstance(action, C.Kill):
+            grace = c.policy.stop_grace_s
+            self._warn(f"{c.name} did not stop within {grace:g}s: killing it")
+            self._set(C.killed(c))
+            signal_group(c.pid, signal.SIGKILL)
+        elif isinstance(action, C.Forget):
+            del self.children[c.name]
+            del self._programs[c.name]
+            self._notify()
+
+    def closing(self) -> None:
+        for probe in self._probes.values():
+            probe.cancel()
+
+    # ------------------------------------------------------------ actions
+
+    async def _start(self, c: C.Child, now: float) -> None:
+        program = self._programs[c.name]
+        try:
+            proc = await program.start()
+        except Exception as exc:  # OSError, a missing binary, a bad config file
+            new = C.start_failed(c, str(exc), now)
+            self._set(new)
+            delay = max(0.0, new.next_start_at - now)
+            self._warn(f"{c.name} could not start ({exc}); trying again in {delay:.1f}s")
+            return
+        self._procs[c.name] = proc
+        self._set(C.started(c, proc.pid, now))
+        self.tasks.create_task(self._watch(c.name, proc, program.output))
+        if program.ready is not None:
+            self._probes[c.name] = self.tasks.create_task(self._probe(c.name, proc, program.ready))
+
+    def _terminate(self, c: C.Child, now: float, failure: str = "") -> None:
+        if failure:
+            self._warn(f"{c.name} {failure}: stopping it")
+        self._set(C.stopping(c, now, failure))
+        signal_group(c.pid, self._programs[c.name].stop_signal)
+
+    def _set(self, c: C.Child) -> None:
+        self.children[c.name] = c
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # ------------------------------------------------------------ tasks
+
+    async def _watch(self, name: str, proc: Process, output: Callable[[bytes], None]) -> None:
+        tail = bytearray()
+        pump = None
+        if proc.stderr is not None:
+            pump = asyncio.create_task(_relay(proc.stderr, output, tail))
+        try:
+            status = await proc.wait()
+            # Whatever it left in its group goes with it.
+            signal_group(proc.pid, signal.SIGKILL)
+            if pump is not None:
+                await asyncio.wait([pump], timeout=DRAIN_TIMEOUT_S)
+        finally:
+            if pump is not None:
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+        lines = tail.decode(errors="replace").splitlines()
+        self.post(Exited(name, proc.pid, status, lines))
+
+    async def _probe(
+        self, name: str, proc: Process, ready: Callable[[Process], Awaitable[None]]
+    ) -> None:
+        try:
+            await ready(proc)
+        except Exception as exc:
+            self.post(Answered(name, proc.pid, f"{type(exc).__name__}: {exc}"))
+        else:
+            self.post(Answered(name, proc.pid))
+
+
+async def _relay(
+    stream: asyncio.StreamReader, output: Callable[[bytes], None], tail: bytearray
+) -> None:
+    """Pass a child's stderr on as it comes, keeping its last TAIL_BYTES."""
+    while chunk := await stream.read(64 * 1024):
+        output(chunk)
+        tail += chunk
+        del tail[:-TAIL_BYTES]
