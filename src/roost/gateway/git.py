@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -44,6 +45,8 @@ from roost.gateway.channel import Channel
 from roost.gateway.commands import GitCommand
 from roost.gateway.hook import EXIT_PREFIX
 from roost.gateway.identity import Identity
+from roost.proc import spawn
+from roost.proc.stop import signal_group
 from roost.wire.messages import (
     AppKeys,
     AppKeysRequest,
@@ -121,8 +124,8 @@ class GitService:
                     appdirs.archive(path, self.archive, app, marker or "", time.time(), ".git")
             if not (path / "HEAD").exists():
                 tmp = self.repos / f".{app}.{secrets.token_hex(4)}.git"
-                proc = await asyncio.create_subprocess_exec(
-                    "git", "init", "--bare", "--quiet", "--initial-branch=main", str(tmp),
+                proc = await spawn.start(
+                    ["git", "init", "--bare", "--quiet", "--initial-branch=main", str(tmp)],
                     env=_git_env(), stdout=asyncio.subprocess.DEVNULL,
                 )  # fmt: skip
                 if await proc.wait() != 0:
@@ -195,17 +198,17 @@ class GitService:
             self._pushes[token] = Push(identity=who, app=cmd.app)
             env.update(ROOST_HOOK_SOCKET=str(self.socket_path), ROOST_HOOK_TOKEN=token)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                "git", "-c", f"core.hooksPath={self.hooks}", cmd.service, str(repo),
+            # Its own group (all of it is killed if the client goes), dying with us.
+            proc = await spawn.start(
+                ["git", "-c", f"core.hooksPath={self.hooks}", cmd.service, str(repo)],
                 env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True,
+                stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
             try:
                 return await _pump(channel, proc)
             finally:
                 if proc.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, 9)
+                    signal_group(proc.pid, signal.SIGKILL)
                     await proc.wait()
         finally:
             self._pushes.pop(token, None)

@@ -24,9 +24,9 @@ tarfile with the same rules otherwise.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 from collections.abc import Iterable
@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from roost.images.digest import ImageError
+from roost.proc import spawn
+from roost.proc.stop import signal_group
 
 IMAGE_MANIFEST = "roost-image.json"
 STATIC_MANIFEST = "roost-static.json"
@@ -155,15 +157,14 @@ async def unpack_async(archive: Path, dest: Path) -> None:
         await asyncio.to_thread(_unpack_with_tarfile, archive, dest)
         return
     await asyncio.to_thread(_check_archive, archive)
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    proc = await spawn.start(
+        argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
     try:
         _, err = await proc.communicate()
     finally:
         if proc.returncode is None:  # cancelled: tar must not write on behind our back
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+            signal_group(proc.pid, signal.SIGKILL)
             await proc.wait()
     if proc.returncode != 0:
         raise ImageError(f"cannot unpack {archive.name}: {err.decode(errors='replace')[-2000:]}")
