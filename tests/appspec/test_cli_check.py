@@ -17,11 +17,12 @@ from .epio_files import fixture
 GOOD = {
     "epio.ini": "[wsgi]\nentrypoint = app:app\n[static]\n/static = static\n"
     "[services]\nredis = true\n[redis]\nmemory = 16\n[cron]\n./sync = */5 * * * *\n"
-    "[basic_auth]\nme = s3cret\n",
+    "./tidy = @daily overlap=skip\n[basic_auth]\nme = s3cret\n",
     "app.py": "app = None\n",
     "requirements.txt": "",
     "static/x.css": "",
     "sync": "#!/bin/sh\n",
+    "tidy": "#!/bin/sh\n",
 }
 
 
@@ -33,11 +34,12 @@ def run(*args: str) -> tuple[int, str]:
 
 
 def test_deployable_app_prints_the_plan(make_app: MakeApp) -> None:
-    root = make_app(GOOD, executable=("sync",))
+    root = make_app(GOOD, executable=("sync", "tidy"))
     code, out = run(str(root))
     assert code == 0
     for words in ("Processes", "gunicorn app:app", "Static routes", "/static", "redis (16 MB)",
-                  "Cron jobs", "*/5 * * * *", "./sync", "deployable"):  # fmt: skip
+                  "Cron jobs", "*/5 * * * *", "./sync", "0 0 * * * overlap=skip",
+                  "deployable"):  # fmt: skip
         assert words in out
     assert "s3cret" not in out
 

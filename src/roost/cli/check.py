@@ -71,7 +71,9 @@ def _plan(console: Console, spec: AppSpec) -> None:
     if spec.cron:
         cron = _table("Cron jobs", "schedule", "command", "declared at")
         for job in spec.cron:
-            cron.add_row(escape(job.schedule), escape(job.command), escape(job.source))
+            # The overlap policy only when it is not the default (allow).
+            when = job.schedule + (f" overlap={job.overlap}" if job.overlap != "allow" else "")
+            cron.add_row(escape(when), escape(job.command), escape(job.source))
         console.print(cron)
     facts = [f"requirements: {spec.requirements or 'none'}"]
     if spec.django is not None:
