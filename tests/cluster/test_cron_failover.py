@@ -49,7 +49,7 @@ pytestmark = pytest.mark.e2e
 
 SLOT_S = 1.5
 SLOTS = 30
-MIN_KILLS = 8
+MIN_KILLS = 6
 APP = "clock"
 # Runs across a slot boundary now and then (a kill lands mid-job), and says
 # which slot it is for: on its output, and in a file only it writes.
