@@ -36,11 +36,7 @@ class Platform:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [
-                    sys.executable,
-                    "-m",
-                    "roost",
-                    "--data",
-                    str(self.data),
+                    *self.command(),
                     "up",
                     "--api-port",
                     str(self.api_port),
@@ -56,14 +52,36 @@ class Platform:
                 start_new_session=True,
                 env={**os.environ, **self.env},
             )
-        wait_until(
-            lambda: (
-                httpx.get(f"http://127.0.0.1:{self.api_port}/api/health", timeout=1).status_code
-                == 200
-            ),
-            60,
-            "the controller API",
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        """Until `roost up` says every role serves (`roost status --wait`), as
+        users and scripts/demo wait; fail at once should `roost up` stop."""
+        assert self.proc is not None
+        waiter = subprocess.Popen(
+            [*self.command(), "status", "--wait", "--timeout", str(timeout)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
+        try:
+            wait_until(
+                lambda: (
+                    waiter.poll() is not None or self.proc is None or self.proc.poll() is not None
+                ),
+                timeout + 10,
+                "roost status --wait",
+            )
+        finally:
+            if waiter.poll() is None:
+                waiter.kill()
+            out = waiter.communicate()[0]
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"roost up exited with {self.proc.returncode}")
+        assert waiter.returncode == 0, f"the platform is not ready:\n{out}"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "roost", "--data", str(self.data)]
 
     def stop(self) -> None:
         """SIGTERM `roost up`; every process of the platform must be gone after."""
@@ -84,7 +102,7 @@ class Platform:
     ) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if k not in ("ROOST_API", "ROOST_TOKEN")}
         r = subprocess.run(
-            [sys.executable, "-m", "roost", "--data", str(self.data), *args],
+            [*self.command(), *args],
             cwd=cwd,
             env=env,
             capture_output=True,

@@ -28,9 +28,11 @@ import click
 import httpx
 from click.core import ParameterSource
 
+from roost.cli import upstate
 from roost.cli.client import CliError
 from roost.cli.datadir import check_reachable, make_parents, older_local_dir
 from roost.cli.local import AlreadyRunning, free_port, prepare_data_dir
+from roost.cli.readiness import role_probes
 from roost.controller.apitls import api_url
 from roost.proc import spawn
 from roost.proc.backoff import Backoff
@@ -110,6 +112,42 @@ def fatal_error(child: Child) -> CliError:
     return CliError(f"{why}\nnot restarting it: fix that, then run roost up again", code)
 
 
+def role_states(names: list[str], children: dict[str, Child]) -> dict[str, upstate.RoleStatus]:
+    """Every role `roost up` runs, as its supervisor last saw it (pending until added)."""
+    out = {}
+    for name in names:
+        c = children.get(name)
+        out[name] = (
+            upstate.RoleStatus(
+                state=c.state, pid=c.pid, restarts=c.restarts, last_error=c.last_error
+            )
+            if c is not None
+            else upstate.RoleStatus(state="pending")
+        )
+    return out
+
+
+async def _report(
+    data: Path, sup: Supervisor, names: list[str], ready: asyncio.Event | None
+) -> None:
+    """Keep DATA/up.json current; say "ready" each time every role has come up."""
+    said = False
+    last: upstate.UpStatus | None = None
+    while True:
+        roles = role_states(names, sup.children)
+        all_up = all(r.state == "up" for r in roles.values())
+        now = upstate.UpStatus(pid=os.getpid(), roles=roles, ready=all_up)
+        if now != last:
+            await asyncio.to_thread(upstate.save, data, now)
+            last = now
+        if all_up and not said:
+            _say("ready: every role is up")
+            if ready is not None:
+                ready.set()
+        said = all_up
+        await asyncio.sleep(0.2)
+
+
 async def supervise(
     data: Path, settings: Settings, with_services: bool, ready: asyncio.Event | None = None
 ) -> None:
@@ -130,6 +168,11 @@ async def supervise(
     )
     metrics: dict[str, str] = {"controller": f"{api_url(settings)}/metrics"}
     programs: list[Program] = []
+    # Each role is up once it serves (roost.cli.readiness); the platform is
+    # ready, and says so, once every one is.
+    from roost.runner.layout import Layout  # only `roost up` needs the runner's layout
+
+    probes = role_probes(data, settings, Layout(data).host_id(settings.runner_host_id))
     for role, extra in (
         ("controller", ["--api-port", str(settings.api_port)]),
         ("builder", []),
@@ -143,13 +186,14 @@ async def supervise(
             port = free_port(settings.bind_host)
             child_env["ROOST_METRICS_PORT"] = str(port)
             metrics[role] = f"http://{settings.bind_host}:{port}/metrics"
-        probe = _api_answers(data) if role == "controller" else None
+        probe = _api_answers(data) if role == "controller" else probes.get(role)
         programs.append(role_program(role, [*base, role, *extra], child_env, probe))
     (data / "metrics.json").write_text(json.dumps(metrics, indent=2))
     try:
         async with asyncio.TaskGroup() as tg:
             supervising = tg.create_task(sup.run())
             reaper = tg.create_task(_reap_adopted(sup.pids))
+            reporter = tg.create_task(_report(data, sup, [p.name for p in programs], ready))
             # The controller first: the others register with it as they start.
             sup.add(programs[0])
             if await sup.wait_up("controller", 2 * API_READY_S):
@@ -160,14 +204,13 @@ async def supervise(
                 _say(f"apps at  http://APP.{settings.default_domain}:{settings.router_port}/")
                 _say(f"git push ssh://{settings.bind_host}:{settings.ssh_port}/APP main")
                 _say("running; Ctrl-C stops everything")
-                if ready is not None:
-                    ready.set()
             elif sup.fatal is None:
                 c = sup.children.get("controller")
                 _say(f"the controller API did not come up ({c.last_error if c else 'not started'})")
                 sup.stop()
             await supervising
             reaper.cancel()
+            reporter.cancel()
     finally:
         # Anything still below us (orphans adopted as subreaper, e.g. workers of
         # an instance whose runner was killed) goes too: nothing outlives `up`.
@@ -175,7 +218,15 @@ async def supervise(
         if stragglers:
             _say(f"killed {len(stragglers)} leftover process(es): {', '.join(stragglers)}")
         _say("stopped")
-    fatal = sup.fatal
+        fatal = sup.fatal
+        # The last word for `roost status`: over, and what ended it.
+        final = upstate.UpStatus(
+            pid=os.getpid(),
+            roles=role_states([p.name for p in programs], sup.children),
+            over=True,
+            error=fatal_error(fatal).message if fatal is not None else "",
+        )
+        upstate.save(data, final)
     if fatal is not None:
         raise fatal_error(fatal)
 
