@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import stat
 from pathlib import Path
 
-from roost.daemonize import tighten_data_dir, tightened
+import pytest
+
+from roost.daemonize import run_daemon, tighten_data_dir, tightened
+from roost.proc.exits import ConfigError, ExitCode
 
 
 def mode(p: Path) -> int:
@@ -48,3 +53,31 @@ def test_an_older_data_directory_is_tightened_once(tmp_path: Path) -> None:
     assert mode(data / "metrics.json") == 0o644  # not a secret: left as it was
     assert mode(outside) == 0o644
     assert tighten_data_dir(data) == []  # idempotent
+
+
+def test_a_daemon_exits_with_the_status_its_error_names(capsys: pytest.CaptureFixture[str]) -> None:
+    async def unreachable(stop: asyncio.Event) -> None:
+        # As a TaskGroup wraps it: the configuration error still decides.
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(asyncio.sleep(60))
+            raise ConfigError("user 'roost-build' cannot reach /x (chmod o+x /x)")
+
+    with pytest.raises(SystemExit) as ended:
+        run_daemon("builder", unreachable)
+    assert ended.value.code == ExitCode.CONFIG_ERROR
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == "builder: user 'roost-build' cannot reach /x (chmod o+x /x)"
+
+    async def bug(stop: asyncio.Event) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(SystemExit) as ended:
+        run_daemon("router", bug)
+    assert ended.value.code == ExitCode.SOFTWARE
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "router: RuntimeError: boom"
+
+    async def stops(stop: asyncio.Event) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # only sets `stop`
+        await stop.wait()
+
+    run_daemon("runner", stops)  # returns: exit status 0

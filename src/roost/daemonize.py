@@ -1,5 +1,5 @@
 """What every daemon's `run()` shares: logging, the event loop, stop signals,
-and private files.
+named exit statuses (`roost.proc.exits`), and private files.
 
 Signals only set an event (gunicorn's arbiter style); the daemon's main task
 notices it and shuts its own pieces down in order.
