@@ -46,6 +46,9 @@ from roost.settings import Settings
 STOP_GRACE_S = 20.0
 # The controller's API must answer within this long of its start.
 API_READY_S = 60.0
+# Any other role must serve within this long of its start (readiness: the
+# servicehost's first start makes its PostgreSQL cluster, on a busy machine).
+ROLE_READY_S = 180.0
 # A role is restarted 0.5 s after it exits, doubling up to 10 s while it keeps
 # exiting; one that ran a minute starts the count again. A configuration
 # error (roost.proc.exits) is not restarted: `roost up` stops with it.
@@ -72,7 +75,8 @@ def role_program(
 
     policy = ROLE_POLICY
     if ready is not None:
-        policy = dataclasses.replace(policy, ready_timeout_s=API_READY_S)
+        timeout = API_READY_S if role == "controller" else ROLE_READY_S
+        policy = dataclasses.replace(policy, ready_timeout_s=timeout)
     return Program(role, start, ready=ready, policy=policy)
 
 
