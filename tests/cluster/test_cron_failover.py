@@ -43,6 +43,7 @@ from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.identity import ensure_member, identity
 from tests.conftest import free_port, processes_under, wait_until
 from tests.pgserver import postgres_server
+from tests.releases import go_live
 from tests.runner.helpers import make_image_root
 
 pytestmark = pytest.mark.e2e
@@ -94,7 +95,7 @@ class CronWorld:
         app = store.create_app(APP, owner)
         spec = AppSpec(cron=[CronJob(command=JOB, schedule="* * * * *")])
         version = store.create_release(app.id, "b1", self.image(), "", spec, "", "cron test")
-        store.promote(app.id, version)
+        go_live(store, app.id, version)
 
     def image(self) -> str:
         """An image already in the runner's own store: it needs no builder."""

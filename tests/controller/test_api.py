@@ -105,7 +105,13 @@ def test_build_without_builder_fails_cleanly(env: tuple[TestClient, Store]) -> N
         ln for ln in client.get(f"/api/builds/{build_id}/stream", headers=h).text.splitlines() if ln
     ]
     assert '"status": "failed"' in lines[-1]
+    assert '"outcome": "failed: no builder configured"' in lines[-1]
     assert client.get("/api/builds/nope", headers=h).status_code == 404
+    [deploy] = client.get("/api/apps/up/builds", headers=h).json()
+    assert (deploy["build_id"], deploy["status"], deploy["final"], deploy["live"]) == (
+        build_id, "failed", True, False
+    )  # fmt: skip
+    assert client.get("/api/apps/up/builds?n=0", headers=h).status_code == 422
 
 
 def test_openapi_is_published(env: tuple[TestClient, Store]) -> None:

@@ -19,6 +19,7 @@ from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
+from tests.releases import go_live
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def api_and_token() -> tuple[object, str]:
     spec = AppSpec(
         processes={"web": ProcessSpec(name="web", kind="wsgi", entrypoint="app:app", web=True)}
     )
-    store.promote(app.id, store.create_release(app.id, "b", "sha256:aa", "", spec, "", "x"))
+    go_live(store, app.id, store.create_release(app.id, "b", "sha256:aa", "", spec, "", "x"))
     return create_api(controller, ControllerService(controller, None)), token
 
 

@@ -17,6 +17,7 @@ from roost.controller.store import Store
 from roost.selfsigned import generate_self_signed
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
+from tests.releases import go_live
 
 SPEC = AppSpec(
     processes={
@@ -54,7 +55,7 @@ def _released_app(client: TestClient, store: Store, h: dict[str, str], name: str
     client.post("/api/apps", json={"name": name}, headers=h)
     app = store.app(name)
     v = store.create_release(app.id, "b1", "sha256:aa", "", SPEC, "flask==3.0", "first")
-    store.promote(app.id, v)
+    go_live(store, app.id, v)
     store.set_formation(app.id, {"web": 2, "worker": 1})
     return app.id
 
@@ -154,7 +155,7 @@ def test_rollback_restart_suspend(env: tuple[TestClient, Store, Controller]) -> 
         client.post("/api/apps/shop/rollback", json={}, headers=h).status_code == 409
     )  # nothing earlier
     v2 = store.create_release(app_id, "b2", "sha256:bb", "", SPEC, "", "second")
-    store.promote(app_id, v2)
+    go_live(store, app_id, v2)
     r = client.post("/api/apps/shop/rollback", json={}, headers=h)
     assert r.status_code == 200 and r.json()["from"] == 1
     assert store.release(app_id, r.json()["release"]).image_digest == "sha256:aa"

@@ -27,6 +27,7 @@ from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.messages import Heartbeat
+from tests.releases import go_live
 
 SPEC = AppSpec(
     processes={"web": ProcessSpec(name="web", kind="wsgi", entrypoint="app:app", web=True)}
@@ -51,7 +52,7 @@ class Env:
         store.add_collaborator(blog.id, store.account_by_email("collab@example.com").id)
         self.app = store.app("shop")
         v = store.create_release(self.app.id, "b1", "sha256:aa", "", SPEC, "", "first")
-        store.promote(self.app.id, v)
+        go_live(store, self.app.id, v)
         store.add_domain(self.app.id, "www.shop.example")
         for email in ("collab@example.com", "other@example.com"):
             if store.account_by_email(email) is None:

@@ -25,6 +25,7 @@ from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.messages import Heartbeat, InstanceStatus
 from tests.conftest import free_port
+from tests.releases import go_live
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 FLAGS = [
@@ -55,7 +56,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
         processes={"web": ProcessSpec(name="web", kind="wsgi", entrypoint="app:app", web=True)}
     )
     v = store.create_release(app.id, "b1", "sha256:aa", "", spec, "", "first deploy")
-    store.promote(app.id, v)
+    go_live(store, app.id, v)
+    store.create_build("b2", app.id)  # a deploy under way
     placement = Placement("webshop-web-1", "webshop", v, "web", 1, "host-1")
     store.replace_placements([], [placement], {"webshop": app.id})
     controller.soft.record(
@@ -115,6 +117,7 @@ def test_dashboard_renders_hosts_and_apps(served: tuple[str, str], tmp_path: Pat
     assert 'data-loaded="1"' in dom, dom[-2000:]
     assert "rack1-node7" in dom and "webshop" in dom and "web.1" in dom
     assert ">up<" in dom
+    assert '<span class="building">building the image</span>' in dom
 
     shot = tmp_path / "dashboard.png"
     _chromium([f"--screenshot={shot}", page], tmp_path / "second")

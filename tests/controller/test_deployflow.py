@@ -6,12 +6,16 @@ import pytest
 
 from roost.controller.deployflow import (
     BUILD_MOVES,
+    FAILURE,
     FINAL,
     Event,
     IllegalMove,
+    Move,
     ReleaseState,
     Stage,
     build_move,
+    failure_move,
+    outcome,
     release_move,
     rollout_end,
     stage_of,
@@ -108,3 +112,22 @@ def test_rollout_end() -> None:
     assert rollout_end(verdict_failed=False, older_serves=True) is Event.UP
     assert rollout_end(verdict_failed=True, older_serves=True) is Event.ROLLED_BACK
     assert rollout_end(verdict_failed=True, older_serves=False) is Event.ROLLOUT_FAILED
+
+
+def test_each_stage_fails_by_its_own_event() -> None:
+    assert set(FAILURE) == {s for s in Stage if not s.final}
+    for stage, event in FAILURE.items():
+        assert BUILD_MOVES[(stage, event)] is Stage.FAILED
+        assert failure_move(stage.value) == Move(stage.value, "failed")
+    assert failure_move("deploying") == Move("deploying", "failed")
+    with pytest.raises(IllegalMove):
+        failure_move("live")  # an ended deploy cannot fail any more
+
+
+def test_the_outcome_a_user_reads() -> None:
+    assert outcome("live", "", 4) == "v4 is live"
+    assert outcome("succeeded", "", 2) == "v2 is live"
+    why = "v3 keeps serving; v4 did not start: web.1 crashed 2 times: exit 1"
+    assert outcome("rolled-back", why, 4) == f"rolled back: {why}"
+    assert outcome("failed", "no builder configured", None) == "failed: no builder configured"
+    assert outcome("copying", "", None) == "copying the image to a second host"

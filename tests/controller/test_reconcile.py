@@ -23,6 +23,7 @@ from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
 from roost.state.leases import Lease
 from roost.wire.messages import Heartbeat, InstanceStatus, Msg, RouteDelta, RouteSnapshot
+from tests.releases import go_live
 
 SPEC = AppSpec(
     processes={"web": ProcessSpec(name="web", kind="wsgi", entrypoint="app:app", web=True)}
@@ -46,7 +47,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
     owner = s.create_account("o@example.com")
     app = s.create_app("shop", owner)
     v = s.create_release(app.id, "b1", "sha256:img", "", SPEC, "", "first", config={"K": "v"})
-    s.promote(app.id, v)
+    go_live(s, app.id, v)
     s.set_formation(app.id, {"web": 2})
     yield s
     s.engine.dispose()

@@ -36,6 +36,7 @@ from roost.wire.messages import (
     ImageSources,
     ImageSourcesRequest,
 )
+from tests.releases import go_live
 
 
 def d(c: str) -> str:
@@ -151,7 +152,7 @@ async def test_sources_and_retention_answers(ctl: tuple[Controller, Store]) -> N
     spec = AppSpec(processes={"web": ProcessSpec(name="web", kind="command", command="x")})
     store.create_build("b1", app.id)
     store.create_release(app.id, "b1", d("1"), d("e"), spec, "", "v1")
-    store.promote(app.id, 1)
+    go_live(store, app.id, 1)
     for digest, host in ((d("1"), "h1"), (d("1"), "h2"), (d("1"), "h1"), (d("9"), "h1")):
         store.add_replica(digest, host)  # the repeated confirmation is idempotent
 

@@ -81,7 +81,7 @@ async def test_release_only_after_a_second_copy(
     assert (store.releases(store.app("rep").id) != []) is made
     assert all(isinstance(m, ImageReplicate) and m.digest == "sha256:ab" for _, m in asked)
     if made:
-        assert build.status == "deploying"
+        assert build.status == "rolling-out"
         # The confirmed copy is recorded: runners find it when no builder can serve it.
         assert store.replica_hosts("sha256:ab") == [next(h for h, ok in hosts.items() if ok)]
     else:

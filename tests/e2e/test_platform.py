@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -133,6 +134,16 @@ def test_bad_deploy_fails_and_previous_release_keeps_serving(
     r = platform.roost("deploy", str(bad), "--app", name, check=False)
     assert r.returncode != 0
     assert reason.lower() in (r.stdout + r.stderr).lower()
+    # How it ended, as the deploy's table has it (a tree the CLI's own check
+    # refuses makes no build): a release that built but did not start is
+    # rolled back, the good one keeping on serving; the others failed.
+    started = re.search(r"^build (\w+)$", r.stderr, re.MULTILINE)
+    assert started is not None or case != "exits-at-once", r.stderr
+    if started is not None:
+        [last] = json.loads(platform.roost("deploys", "--json", "-n", "1", "--app", name).stdout)
+        ended = "rolled back" if case == "exits-at-once" else "failed"
+        assert last["build_id"] == started[1] and last["final"], last
+        assert last["outcome"].startswith(ended + ":") and f"deploy {ended}:" in r.stderr
     assert platform.get(name).status_code == 200
     assert "Hello from Roost!" in platform.get(name).text
 

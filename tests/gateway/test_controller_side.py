@@ -36,6 +36,7 @@ from roost.wire.messages import (
     SshAuth,
     SshIdentity,
 )
+from tests.releases import go_live
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl dev@laptop"
 
@@ -97,6 +98,7 @@ async def test_deploy_is_idempotent_and_its_log_is_followed(
     assert isinstance(chunk, BuildLogChunk)
     assert any("received" in line for line in chunk.lines)
     assert chunk.status == "failed" and "no builder" in chunk.error
+    assert chunk.final and not chunk.live and chunk.outcome == "failed: no builder configured"
     after = await svc.handle(
         BuildLogRequest(account_id=owner, build_id="b1", after_id=chunk.next_after)
     )
@@ -134,7 +136,7 @@ async def test_run_placement(svc: ControllerService, store: Store) -> None:
     spec = AppSpec(processes={"web": ProcessSpec(name="web", kind="wsgi", entrypoint="a:b")})
     store.create_build("b1", app.id)
     version = store.create_release(app.id, "b1", "sha256:img", "", spec, "", "test")
-    store.promote(app.id, version)
+    go_live(store, app.id, version)
     store.update_config(app.id, {"SECRET": "s3"})
     now = time.monotonic()
     assert "no runner" in str(await svc.handle(RunPlacement(account_id=owner, app="shop")))

@@ -1,4 +1,4 @@
-"""User commands: apps, deploy, ps, releases, logs."""
+"""User commands: apps, deploy, deploys, ps, releases, logs."""
 
 from __future__ import annotations
 
@@ -156,10 +156,11 @@ def deploy(ctx: click.Context, directory: Path, app_name: str | None) -> None:
             click.echo(item["line"])
         elif "status" in item:
             final = item
-    if final.get("status") != "succeeded":
+    if not final.get("live"):
         # A role that is down on this machine is the likely cause: say which, and why.
         down = down_report(ctx.obj["data"])
-        raise CliError(f"deploy failed: {final.get('error') or 'unknown error'}{down}", EXIT_ERROR)
+        said = final.get("outcome") or "failed: the stream ended before the deploy did"
+        raise CliError(f"deploy {said}{down}", EXIT_ERROR)
     console.print(f"[green]Deployed {name} v{final.get('release')}[/]")
 
 
@@ -218,6 +219,27 @@ def releases(ctx: click.Context, app_name: str | None, as_json: bool, show_lock:
     if show_lock:
         for r in rows:
             console.print(f"[bold]v{r['version']} lock[/]\n{r['lock']}")
+
+
+@click.command("deploys")
+@click.option("--app", "app_name")
+@click.option("-n", "count", default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def deploys(ctx: click.Context, app_name: str | None, count: int, as_json: bool) -> None:
+    """An app's deploys, newest first: the stage each is at, or how it ended."""
+    name = app_name_for(Path("."), app_name)
+    rows = _api(ctx).request("GET", f"/api/apps/{name}/builds", params={"n": count})
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table("build", "stage", "release", "started", "took", "")
+    for r in rows:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
+        took = f"{r['finished_at'] - r['created_at']:.0f}s" if r["finished_at"] else "-"
+        release = f"v{r['release']}" if r["release"] else "-"
+        table.add_row(r["build_id"], r["status"], release, started, took, escape(r["outcome"]))
+    console.print(table)
 
 
 @click.command("logs")

@@ -43,6 +43,7 @@ cli.add_command(cluster.cluster)
 cli.add_command(apps.apps_group)
 cli.add_command(apps.deploy)
 cli.add_command(apps.ps)
+cli.add_command(apps.deploys)
 cli.add_command(apps.releases)
 cli.add_command(apps.logs)
 for _cmd in (

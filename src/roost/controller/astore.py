@@ -118,13 +118,14 @@ class AsyncStore:
     create_build = _on_executor(Store.create_build)
     build = _on_executor(Store.build)
     builds_in = _on_executor(Store.builds_in)
-    finish_build = _on_executor(Store.finish_build)
+    builds_of = _on_executor(Store.builds_of)
+    move_build = _on_executor(Store.move_build)
+    release_build = _on_executor(Store.release_build)
+    end_rollout = _on_executor(Store.end_rollout)
     create_release = _on_executor(Store.create_release)
     copy_release = _on_executor(Store.copy_release)
     release = _on_executor(Store.release)
     releases = _on_executor(Store.releases)
-    promote = _on_executor(Store.promote)
-    fail_release = _on_executor(Store.fail_release)
 
     # ------------------------------------------------------------ formation and config
 

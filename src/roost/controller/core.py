@@ -42,13 +42,13 @@ from collections.abc import Callable
 from prometheus_client import Histogram
 
 from roost.appspec.service_env import service_environment, with_service_addresses
-from roost.controller import desired, rollout, routes
+from roost.controller import deployflow, desired, rollout, routes
 from roost.controller.assign import AssignmentBook, HostAssignment, Source
 from roost.controller.astore import AsyncStore
 from roost.controller.scheduler import HostInfo, Placement, Want, place
 from roost.controller.services import ServiceBroker
 from roost.controller.softstate import SoftState
-from roost.controller.store import AppRow, HostRecord, ReleaseRow
+from roost.controller.store import AppRow, BuildMove, HostRecord, NotFound, ReleaseRow
 from roost.settings import Settings
 from roost.state import leases
 from roost.wire.cluster import Endpoint
@@ -396,27 +396,43 @@ class Controller:
         self.wake.set()
 
     async def _finish_rollout(self, app_name: str, rel: ReleaseRow, d: rollout.Decision) -> None:
-        build = rel.build_id or ""
+        """End a rollout by the deploy's table (deployflow): live, rolled back
+        (an older release keeps serving) or failed; the release and the deploy
+        that made it move together, as a compare-and-set from what was read.
+        When another controller ended it, or a newer release superseded it,
+        nothing is written and nothing said."""
         store = self.store
-        if d.verdict == "promote":
-            await store.promote(rel.app_id, rel.version)
-            await store.add_event("deploy", f"{app_name} v{rel.version} is live", rel.app_id)
-            await self.platform_log(app_name, f"-----> v{rel.version} is live", build, "build")
-            if rel.build_id:
-                await store.finish_build(rel.build_id, "succeeded", release=rel.version)
+        serving = (await store.app_by_id(rel.app_id)).current_release
+        event = deployflow.rollout_end(d.verdict == "fail", serving is not None)
+        error = f"v{rel.version} did not start: {d.reason}"
+        if event is deployflow.Event.ROLLED_BACK:
+            error = f"v{serving} keeps serving; {error}"
+        deploy = None
+        if rel.build_id:  # its own deploy's build, not the one a copy was made from
+            # (a build moved elsewhere by hand is left alone: the release still ends)
+            with contextlib.suppress(NotFound, deployflow.IllegalMove):
+                build = await store.build(rel.build_id)
+                if build.release == rel.version:
+                    move = deployflow.build_move(build.status, event)
+                    deploy = BuildMove(
+                        build.id, move, "" if event is deployflow.Event.UP else error
+                    )
+        move = deployflow.release_move(rel.status, event)
+        if not await store.end_rollout(rel.app_id, rel.version, move, d.reason, deploy):
             return
-        await store.fail_release(rel.app_id, rel.version, d.reason)
+        build_log = rel.build_id or ""
+        if event is deployflow.Event.UP:
+            await store.add_event("deploy", f"{app_name} v{rel.version} is live", rel.app_id)
+            await self.platform_log(app_name, f"-----> v{rel.version} is live", build_log, "build")
+            return
         await store.add_event("deploy-failed", f"{app_name} v{rel.version}: {d.reason}", rel.app_id)
         await self.platform_log(
-            app_name, f"-----> v{rel.version} failed to start: {d.reason}", build, "build"
+            app_name, f"-----> v{rel.version} failed to start: {d.reason}", build_log, "build"
         )
-        serving_now = (await store.app_by_id(rel.app_id)).current_release
-        if serving_now is not None:
+        if serving is not None:
             await self.platform_log(
-                app_name, f"-----> v{serving_now} keeps serving", build, "build"
+                app_name, f"-----> v{serving} keeps serving", build_log, "build"
             )
-        if rel.build_id:
-            await store.finish_build(rel.build_id, "failed", error=d.reason, release=rel.version)
 
     def _update_assignments(
         self, placed: list[Placement], apps: list[AppRow], sizes: dict[int, dict[str, int]]

@@ -4,7 +4,9 @@ A deploy moves through stages; the build row's `status` is its stage, and
 the release row's `status` follows it. This module is the only place that
 says which moves are allowed; the store writes a move only as a
 compare-and-set from the stage it was read in, so a retried delivery or a
-second controller acting on the same deploy changes nothing.
+second controller acting on the same deploy changes nothing: the first
+move of a build result (building -> provisioning, or -> failed) is its
+claim, and whoever loses a compare-and-set stops.
 
     building ──built──▶ provisioning ──provisioned──▶ copying ──copied──▶
     releasing ──released──▶ rolling-out ──up──▶ live
@@ -13,10 +15,15 @@ second controller acting on the same deploy changes nothing.
                                                            │  release serves ──▶ rolled-back
                                                            └─ rollout failed, none ──▶ failed
 
+Each stage is written as it starts, so a reader (`GET /api/builds/ID`, the
+build stream, `git push`) sees where a deploy is. An app asking for no
+service passes provisioning by `no-services`. A release superseded by a
+newer one before it came up fails its build too.
+
 A release is `pending` while its deploy rolls out, then `active` (and the one
 before it `superseded`), or `failed`. A release made without a build (a config
-change, a restart, a rollback: a copy of an existing image) starts at
-`rolling-out`'s release side alone.
+change, a restart, a rollback: a copy of an existing image) has only the
+release side: it starts `pending` and takes the same rollout events.
 """
 
 from __future__ import annotations
@@ -85,6 +92,15 @@ BUILD_MOVES: dict[tuple[Stage, Event], Stage] = {
     (Stage.ROLLING_OUT, Event.SUPERSEDED): Stage.FAILED,
 }
 
+# The event that fails each stage whose own work failed (or raised).
+FAILURE: dict[Stage, Event] = {
+    Stage.BUILDING: Event.BUILD_FAILED,
+    Stage.PROVISIONING: Event.PROVISION_FAILED,
+    Stage.COPYING: Event.COPY_FAILED,
+    Stage.RELEASING: Event.RELEASE_FAILED,
+    Stage.ROLLING_OUT: Event.ROLLOUT_FAILED,
+}
+
 RELEASE_MOVES: dict[tuple[ReleaseState, Event], ReleaseState] = {
     (ReleaseState.PENDING, Event.UP): ReleaseState.ACTIVE,
     (ReleaseState.PENDING, Event.ROLLOUT_FAILED): ReleaseState.FAILED,
@@ -133,6 +149,13 @@ def release_move(status: str, event: Event) -> Move:
     return Move(status, after.value)
 
 
+def failure_move(status: str) -> Move:
+    """The move that fails a deploy at `status` because that stage's work
+    failed; IllegalMove for a deploy that already ended."""
+    stage = stage_of(status)
+    return build_move(status, FAILURE.get(stage, Event.BUILD_FAILED))
+
+
 def rollout_end(verdict_failed: bool, older_serves: bool) -> Event:
     """The event a finished rollout is: up, or failed with or without a
     release still serving the app's visitors."""
@@ -153,3 +176,16 @@ def describe(stage: Stage) -> str:
         Stage.FAILED: "failed",
         Stage.ROLLED_BACK: "failed to start; the previous release keeps serving",
     }[stage]
+
+
+def outcome(status: str, error: str, release: int | None) -> str:
+    """The line a user reads when a deploy ended (`roost deploy`, `git push`),
+    or what it is doing while it runs."""
+    stage = stage_of(status)
+    if stage is Stage.LIVE:
+        return f"v{release} is live" if release else "live"
+    if stage is Stage.ROLLED_BACK:
+        return f"rolled back: {error}" if error else "rolled back"
+    if stage is Stage.FAILED:
+        return f"failed: {error}" if error else "failed"
+    return describe(stage)

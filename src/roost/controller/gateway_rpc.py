@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from roost.controller.deployflow import Stage, outcome, stage_of
 from roost.controller.runtarget import NoTarget, run_target
 from roost.controller.store import AppRow, NotFound
 from roost.wire.messages import (
@@ -152,13 +153,17 @@ class GatewayRpc:
             rows = await store.logs(app.id, msg.after_id, LOG_LINES_PER_CHUNK, msg.build_id)
         # The status is read after the lines: a final status means no line is missing.
         build = await store.build(msg.build_id)
+        stage = stage_of(build.status)
         return BuildLogChunk(
             build_id=build.id,
             lines=[r.line for r in rows],
             next_after=rows[-1].id if rows else msg.after_id,
-            status=build.status,
+            status=stage.value,
             error=build.error or "",
             release=build.release or 0,
+            final=stage.final,
+            live=stage is Stage.LIVE,
+            outcome=outcome(build.status, build.error, build.release),
         )
 
     # ------------------------------------------------------------ run

@@ -9,7 +9,9 @@ import random
 import time
 from collections.abc import Callable
 
+from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
+from roost.controller.deployflow import Event, Stage, build_move, failure_move, stage_of
 from roost.controller.gateway_rpc import GATEWAY_MESSAGES, GatewayRpc
 from roost.controller.image_rpc import IMAGE_MESSAGES, ImageRpc
 from roost.controller.metrics import BUILDS
@@ -46,6 +48,41 @@ REPLICA_CHECK_S = 5.0
 COPIES_PER_PASS = 4
 
 
+class Lost(Exception):
+    """Another writer moved the deploy before this one could."""
+
+
+class Deploy:
+    """One deploy as this controller moves it: each move a compare-and-set
+    from the stage it last wrote; Lost when another writer moved it first."""
+
+    def __init__(self, store: AsyncStore, build_id: str, status: str) -> None:
+        self.store, self.build_id, self.status = store, build_id, status
+
+    async def move(self, event: Event) -> None:
+        move = build_move(self.status, event)
+        if not await self.store.move_build(self.build_id, move):
+            raise Lost(self.build_id)
+        self.status = move.after
+
+    async def release(self, app_id: int, res: BuildResult) -> int:
+        """Make the release and move to rolling out, in one transaction."""
+        move = build_move(self.status, Event.RELEASED)
+        version = await self.store.release_build(app_id, res, move)
+        if version is None:
+            raise Lost(self.build_id)
+        self.status = move.after
+        return version
+
+    async def fail(self, error: str) -> bool:
+        """End the deploy as failed at its stage; whether this writer did."""
+        move = failure_move(self.status)
+        if not await self.store.move_build(self.build_id, move, error):
+            return False
+        self.status = move.after
+        return True
+
+
 class ControllerService:
     def __init__(
         self,
@@ -56,7 +93,6 @@ class ControllerService:
         self.c = controller
         self.builders = builders
         self.client_for = client_for
-        self._finishing: set[str] = set()
         self.gateway = GatewayRpc(self)
         self.images = ImageRpc(controller)
         self._copy_attempts: dict[str, CopyAttempts] = {}
@@ -108,55 +144,57 @@ class ControllerService:
         return Error(message=f"controller does not handle {type(msg).__name__}")
 
     async def build_finished(self, res: BuildResult) -> None:
-        # A result the builder re-sends while the first delivery is still
-        # provisioning services must not make a second release.
-        if res.build_id in self._finishing:
-            return
-        self._finishing.add(res.build_id)
-        try:
-            await self._build_finished(res)
-        finally:
-            self._finishing.discard(res.build_id)
-
-    async def _build_finished(self, res: BuildResult) -> None:
+        """Walk the deploy from the builder's result to its rollout, each
+        stage written as it starts (roost.controller.deployflow). Its first
+        move is the claim: a retried delivery, here or at another controller,
+        finds the build past `building` (or loses that compare-and-set) and
+        changes nothing."""
         c = self.c
         try:
             build = await c.store.build(res.build_id)
         except NotFound:
             log.warning("result for unknown build %s", res.build_id)
             return
-        if build.status != "building":
-            return  # a retried delivery of a result already applied
+        if stage_of(build.status) is not Stage.BUILDING:
+            return  # a retried delivery of a result already taken
         app = await c.store.app_by_id(build.app_id)
-        BUILDS.labels("succeeded" if res.ok and res.spec is not None else "failed").inc()
+        deploy = Deploy(c.store, build.id, build.status)
         if not res.ok or res.spec is None:
-            await c.store.finish_build(res.build_id, "failed", error=res.error or "build failed")
-            await c.platform_log(
-                app.name, f"-----> build failed: {res.error}", res.build_id, "build"
-            )
-            await c.store.add_event("build-failed", f"{app.name}: {res.error}", app.id)
+            error = res.error or "build failed"
+            if await deploy.fail(error):
+                BUILDS.labels("failed").inc()
+                await c.platform_log(app.name, f"-----> build failed: {error}", build.id, "build")
+                await c.store.add_event("build-failed", f"{app.name}: {error}", app.id)
             return
+        try:
+            error = await self._deploy(app, res, deploy)
+        except Lost:
+            return  # another controller moved this deploy first: it carries on
+        except Exception as exc:
+            log.exception("build %s: the deploy failed at %s", build.id, deploy.status)
+            error = f"{deploy.status} failed: {exc}"
+        if error and await deploy.fail(error):
+            await c.platform_log(app.name, f"-----> {error}", build.id, "build")
+
+    async def _deploy(self, app: AppRow, res: BuildResult, deploy: Deploy) -> str:
+        """Provision, copy, release: an error text, or "" once the release
+        exists and rolls out (core.Controller ends it)."""
+        c = self.c
+        assert res.spec is not None
+        await deploy.move(Event.BUILT)
+        BUILDS.labels("succeeded").inc()
         if res.spec.services:
             error = await self._provision(app, res)
             if error:
-                await c.store.finish_build(res.build_id, "failed", error=error)
-                await c.platform_log(app.name, f"-----> {error}", res.build_id, "build")
-                return
+                return error
+            await deploy.move(Event.PROVISIONED)
+        else:
+            await deploy.move(Event.NO_SERVICES)
         error = await self._replicate(app, res)
         if error:
-            await c.store.finish_build(res.build_id, "failed", error=error)
-            await c.platform_log(app.name, f"-----> {error}", res.build_id, "build")
-            return
-        version = await c.store.create_release(
-            app.id,
-            res.build_id,
-            res.image_digest,
-            res.static_digest,
-            res.spec,
-            res.lock,
-            f"build {res.build_id}",
-            static_routes=list(res.static_routes),
-        )
+            return error
+        await deploy.move(Event.COPIED)
+        version = await deploy.release(app.id, res)
         formation = await c.store.formation(app.id)
         defaults = {
             name: (c.settings.web_instances if proc.web else 1)
@@ -165,10 +203,10 @@ class ControllerService:
         }
         if defaults:
             await c.store.set_formation(app.id, defaults)
-        await c.store.finish_build(res.build_id, "deploying", release=version)
         await c.platform_log(
             app.name, f"-----> release v{version} built; starting instances", res.build_id, "build"
         )
+        return ""
 
     async def _provision(self, app: AppRow, res: BuildResult) -> str:
         """Provision the services the new release asks for; an error text or ""."""
@@ -293,11 +331,12 @@ class ControllerService:
         """Create the build and hand it to a builder; failures land in the build."""
         c = self.c
         await c.store.create_build(build_id, app_id)
+        deploy = Deploy(c.store, build_id, Stage.BUILDING)
         await c.platform_log(
             app_name, f"-----> received {len(archive)} bytes; building", build_id, "build"
         )
         if self.builders is None:
-            await c.store.finish_build(build_id, "failed", "no builder configured")
+            await deploy.fail("no builder configured")
             return
         previous = await self._serving_lock(app_id)
         try:
@@ -312,10 +351,10 @@ class ControllerService:
                 timeout=30,
             )
         except Exception as exc:
-            await c.store.finish_build(build_id, "failed", f"no builder accepted the build: {exc}")
+            await deploy.fail(f"no builder accepted the build: {exc}")
             await c.platform_log(
                 app_name, f"-----> no builder accepted the build: {exc}", build_id, "build"
             )
             return
         if not isinstance(reply, BuildAccepted):
-            await c.store.finish_build(build_id, "failed", f"builder answered {reply!r}")
+            await deploy.fail(f"builder answered {reply!r}")

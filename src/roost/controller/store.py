@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from roost.appspec.model import AppSpec
@@ -21,6 +21,13 @@ from roost.controller.scheduler import Placement
 from roost.controller.secretbox import SecretBox
 from roost.controller.store_access import AccessStore, Conflict, NotFound
 from roost.controller.store_cron import CronStore
+from roost.controller.store_deploys import (
+    BuildMove,
+    BuildRow,
+    DeployStore,
+    insert_release,
+    next_version,
+)
 from roost.controller.store_images import ImageReplicaStore
 from roost.controller.store_snapshot import PLACEMENTS, SnapshotStore
 from roost.controller.tls import is_sealed, open_key, seal_key
@@ -59,17 +66,6 @@ class ReleaseRow:
     created_at: float
     config: dict[str, str]
     static_routes: list[StaticRoute]
-
-
-@dataclass(frozen=True)
-class BuildRow:
-    id: str
-    app_id: int
-    status: str
-    created_at: float
-    finished_at: float | None
-    error: str
-    release: int | None
 
 
 def _app(row: Any) -> AppRow:
@@ -121,22 +117,10 @@ class HostRecord:
     cpus: int
 
 
-def _build(row: Any) -> BuildRow:
-    return BuildRow(
-        id=row.id,
-        app_id=row.app_id,
-        status=row.status,
-        created_at=row.created_at,
-        finished_at=row.finished_at,
-        error=row.error,
-        release=row.release,
-    )
+__all__ = ["AccessStore", "BuildMove", "BuildRow", "Conflict", "NotFound", "Store"]
 
 
-__all__ = ["AccessStore", "Conflict", "NotFound", "Store"]
-
-
-class Store(AccessStore, CronStore, ImageReplicaStore, SnapshotStore):
+class Store(AccessStore, CronStore, DeployStore, ImageReplicaStore, SnapshotStore):
     def __init__(self, engine: Engine, secrets: SecretBox | None = None) -> None:
         self.engine = engine
         # Seals what is stored secret (TLS private keys); None: none can be stored.
@@ -211,40 +195,6 @@ class Store(AccessStore, CronStore, ImageReplicaStore, SnapshotStore):
         with self.engine.begin() as c:
             c.execute(update(t.apps).where(t.apps.c.id == app_id).values(suspended=suspended))
 
-    # ------------------------------------------------------------ builds
-
-    def create_build(self, build_id: str, app_id: int) -> None:
-        with self.engine.begin() as c:
-            c.execute(
-                insert(t.builds).values(
-                    id=build_id, app_id=app_id, status="building", created_at=time.time(), error=""
-                )
-            )
-
-    def build(self, build_id: str) -> BuildRow:
-        with self.engine.connect() as c:
-            row = c.execute(select(t.builds).where(t.builds.c.id == build_id)).first()
-        if row is None:
-            raise NotFound(f"no build {build_id}")
-        return _build(row)
-
-    def builds_in(self, status: str) -> list[BuildRow]:
-        with self.engine.connect() as c:
-            return [
-                _build(r) for r in c.execute(select(t.builds).where(t.builds.c.status == status))
-            ]
-
-    def finish_build(
-        self, build_id: str, status: str, error: str = "", release: int | None = None
-    ) -> None:
-        values: dict[str, Any] = {"status": status, "error": error}
-        if status in ("succeeded", "failed"):
-            values["finished_at"] = time.time()
-        if release is not None:
-            values["release"] = release
-        with self.engine.begin() as c:
-            c.execute(update(t.builds).where(t.builds.c.id == build_id).values(**values))
-
     # ------------------------------------------------------------ releases
 
     def create_release(
@@ -263,32 +213,11 @@ class Store(AccessStore, CronStore, ImageReplicaStore, SnapshotStore):
         if config is None:
             config = self.config_vars(app_id)
         with self.engine.begin() as c:
-            top = c.execute(
-                select(func.max(t.releases.c.version)).where(t.releases.c.app_id == app_id)
-            ).scalar()
-            version = int(top or 0) + 1
-            # A newer deploy supersedes one still rolling out.
-            c.execute(
-                update(t.releases)
-                .where(t.releases.c.app_id == app_id, t.releases.c.status == "pending")
-                .values(status="failed", description=f"superseded by v{version} before it came up")
-            )
-            c.execute(
-                insert(t.releases).values(
-                    app_id=app_id,
-                    version=version,
-                    build_id=build_id,
-                    status="pending",
-                    image_digest=image_digest,
-                    static_digest=static_digest,
-                    spec_json=msgspec.json.encode(spec).decode(),
-                    lock=lock,
-                    description=description,
-                    created_at=time.time(),
-                    config_json=json.dumps(config, sort_keys=True),
-                    static_json=msgspec.json.encode(static_routes or []).decode(),
-                )
-            )
+            version = next_version(c, app_id)
+            insert_release(
+                c, app_id, version, build_id, image_digest, static_digest, spec, lock,
+                description, config, static_routes or [],
+            )  # fmt: skip
         return version
 
     def copy_release(
@@ -332,28 +261,6 @@ class Store(AccessStore, CronStore, ImageReplicaStore, SnapshotStore):
         with self.engine.connect() as c:
             rows = c.execute(select(t.releases).where(t.releases.c.status == status))
             return [_release(r) for r in rows]
-
-    def promote(self, app_id: int, version: int) -> None:
-        with self.engine.begin() as c:
-            c.execute(
-                update(t.releases)
-                .where(t.releases.c.app_id == app_id, t.releases.c.status == "active")
-                .values(status="superseded")
-            )
-            c.execute(
-                update(t.releases)
-                .where(t.releases.c.app_id == app_id, t.releases.c.version == version)
-                .values(status="active")
-            )
-            c.execute(update(t.apps).where(t.apps.c.id == app_id).values(current_release=version))
-
-    def fail_release(self, app_id: int, version: int, reason: str) -> None:
-        with self.engine.begin() as c:
-            c.execute(
-                update(t.releases)
-                .where(t.releases.c.app_id == app_id, t.releases.c.version == version)
-                .values(status="failed", description=reason)
-            )
 
     # ------------------------------------------------------------ formation and config
 

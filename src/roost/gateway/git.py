@@ -62,7 +62,6 @@ log = logging.getLogger("roost.gateway")
 LOG_POLL_S = 0.2
 MAX_SOCKET_PATH = 100
 BUILD_WAIT_S = 3600.0
-FINAL = ("succeeded", "failed")
 SWEEP_S = 600.0
 GIT_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR")
 
@@ -294,10 +293,10 @@ class GitService:
             for line in chunk.lines:
                 await say(line)
             after = chunk.next_after
-            if chunk.status in FINAL and not chunk.lines:
-                if chunk.status == "succeeded":
+            if chunk.final and not chunk.lines:
+                if chunk.live:
                     return 0
-                await say(f"-----> deploy failed: {chunk.error or 'see the log above'}")
+                await say(f"-----> deploy {chunk.outcome or 'failed: see the log above'}")
                 return 1
             if not chunk.lines:
                 await asyncio.sleep(LOG_POLL_S)

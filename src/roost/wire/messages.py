@@ -421,10 +421,16 @@ class BuildLogChunk(Msg, frozen=True, kw_only=True):
     build_id: str
     lines: list[str] = []
     next_after: int = 0
-    # "building", "deploying", "succeeded", "failed"
+    # The deploy's stage (roost.controller.deployflow): building, provisioning,
+    # copying, releasing, rolling-out; at the end live, failed or rolled-back.
     status: str = ""
     error: str = ""
     release: int = 0
+    # Once the deploy ended: whether it went live, and the line a user reads
+    # ("v4 is live", "rolled back: v3 keeps serving; ...", "failed: ...").
+    final: bool = False
+    live: bool = False
+    outcome: str = ""
 
 
 class RunPlacement(Msg, frozen=True, kw_only=True):

@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from roost.controller.api.deps import CurrentAccount, CurrentController
+from roost.controller.deployflow import outcome, stage_of
 
 router = APIRouter()
 
@@ -84,6 +85,11 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
             {"ts": r.ts, "process": r.process, "source": r.source, "line": r.line}
             for r in await c.store.logs(a.id, 0, 8)
         ]
+        # The newest deploy: where it is, or how it ended.
+        last = [
+            {"status": stage_of(b.status).value, "outcome": outcome(b.status, b.error, b.release)}
+            for b in await c.store.builds_of(a.id, 1)
+        ]
         apps.append(
             {
                 "name": a.name,
@@ -91,6 +97,7 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
                 "suspended": a.suspended,
                 "instances": sorted(instances, key=lambda i: str(i["process"])),
                 "deploys": deploys,
+                "last_deploy": last[0] if last else None,
                 "logs": logs,
             }
         )

@@ -21,6 +21,7 @@ from roost.controller.api.deps import (
     app_for_member,
 )
 from roost.controller.core import Controller
+from roost.controller.deployflow import Stage, outcome, stage_of
 from roost.controller.store import AppRow, BuildRow, NotFound
 
 router = APIRouter(prefix="/api")
@@ -59,25 +60,53 @@ async def _build_or_404(c: Controller, who: Account, build_id: str) -> tuple[Bui
     return build, app
 
 
-@router.get("/builds/{build_id}")
-async def build_status(build_id: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
-    build, app = await _build_or_404(c, who, build_id)
+def _deploy(build: BuildRow) -> dict[str, Any]:
+    """Where a deploy is (its stage) and, once it ended, how: `live`, and
+    `outcome`, the line a user reads ("v4 is live", "rolled back: ...")."""
+    stage = stage_of(build.status)
+    return {
+        "status": stage.value,
+        "final": stage.final,
+        "live": stage is Stage.LIVE,
+        "outcome": outcome(build.status, build.error, build.release),
+        "error": build.error,
+        "release": build.release,
+    }
+
+
+def _build_row(build: BuildRow, app: AppRow) -> dict[str, Any]:
     return {
         "build_id": build.id,
         "app": app.name,
-        "status": build.status,
-        "error": build.error,
-        "release": build.release,
+        **_deploy(build),
         "created_at": build.created_at,
         "finished_at": build.finished_at,
     }
+
+
+@router.get("/builds/{build_id}")
+async def build_status(build_id: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
+    build, app = await _build_or_404(c, who, build_id)
+    return _build_row(build, app)
+
+
+@router.get("/apps/{name}/builds")
+async def app_builds(
+    name: str, who: CurrentAccount, c: CurrentController, n: int = 10
+) -> list[dict[str, Any]]:
+    """An app's deploys, newest first: where each is, or how it ended."""
+    app = await app_for_member(c, who, name)
+    if not 1 <= n <= 100:
+        raise ApiError(422, "n must be between 1 and 100")
+    return [_build_row(b, app) for b in await c.store.builds_of(app.id, n)]
 
 
 @router.get("/builds/{build_id}/stream")
 async def build_stream(
     build_id: str, who: CurrentAccount, c: CurrentController
 ) -> StreamingResponse:
-    """NDJSON: {"line": ...} as the build and rollout happen, then {"status": ...}."""
+    """NDJSON: {"line": ...} as the build and rollout happen, then {"status": ...}
+    once the deploy ended (see _deploy)."""
     _, app = await _build_or_404(c, who, build_id)
 
     async def lines() -> AsyncIterator[bytes]:
@@ -89,17 +118,8 @@ async def build_stream(
                 after = r.id
                 yield (json.dumps({"line": r.line, "ts": r.ts}) + "\n").encode()
             current = await c.store.build(build_id)
-            if current.status in ("succeeded", "failed") and not rows:
-                yield (
-                    json.dumps(
-                        {
-                            "status": current.status,
-                            "error": current.error,
-                            "release": current.release,
-                        }
-                    )
-                    + "\n"
-                ).encode()
+            if stage_of(current.status).final and not rows:
+                yield (json.dumps(_deploy(current)) + "\n").encode()
                 return
             if not rows:
                 await asyncio.sleep(0.2)

@@ -1,0 +1,259 @@
+"""The deploy's rows: builds and the writes that move a deploy or end a release's rollout.
+
+Every status written here is a `deployflow.Move`, applied as a compare-and-set
+on the status it starts from (`UPDATE ... WHERE status = move.before`): a
+writer that read an older status changes nothing and learns so from the
+return value. A deploy's release is made, and its rollout ended, in one
+transaction with its build's move, so a build never names a release that
+does not exist, nor stays rolling out for a release that ended.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from sqlalchemy import Connection, Engine, func, insert, select, update
+
+from roost.appspec.model import AppSpec
+from roost.controller.deployflow import (
+    Event,
+    IllegalMove,
+    Move,
+    ReleaseState,
+    Stage,
+    build_move,
+    release_move,
+    stage_of,
+)
+from roost.controller.store_access import NotFound
+from roost.state import tables as t
+from roost.wire.messages import BuildResult, StaticRoute
+
+
+@dataclass(frozen=True)
+class BuildRow:
+    id: str
+    app_id: int
+    status: str
+    created_at: float
+    finished_at: float | None
+    error: str
+    release: int | None
+
+
+def _build(row: Any) -> BuildRow:
+    return BuildRow(
+        id=row.id,
+        app_id=row.app_id,
+        status=row.status,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        error=row.error,
+        release=row.release,
+    )
+
+
+@dataclass(frozen=True)
+class BuildMove:
+    """A deploy's move, written with its release's (Store.end_rollout)."""
+
+    build_id: str
+    move: Move
+    error: str = ""
+
+
+def _move_build(
+    c: Connection, build_id: str, move: Move, error: str = "", release: int | None = None
+) -> bool:
+    """Compare-and-set of a build's stage; a final stage stamps finished_at."""
+    values: dict[str, Any] = {"status": move.after, "error": error}
+    if stage_of(move.after).final:
+        values["finished_at"] = time.time()
+    if release is not None:
+        values["release"] = release
+    moved = c.execute(
+        update(t.builds)
+        .where(t.builds.c.id == build_id, t.builds.c.status == move.before)
+        .values(**values)
+    )
+    return moved.rowcount == 1
+
+
+def next_version(c: Connection, app_id: int) -> int:
+    top = c.execute(
+        select(func.max(t.releases.c.version)).where(t.releases.c.app_id == app_id)
+    ).scalar()
+    return int(top or 0) + 1
+
+
+def insert_release(
+    c: Connection,
+    app_id: int,
+    version: int,
+    build_id: str,
+    image_digest: str,
+    static_digest: str,
+    spec: AppSpec,
+    lock: str,
+    description: str,
+    config: dict[str, str],
+    static_routes: list[StaticRoute],
+) -> None:
+    """Release `version`, pending. A newer release supersedes one still
+    rolling out: that release fails, and so does the deploy that made it."""
+    why = f"superseded by v{version} before it came up"
+    superseded = release_move(ReleaseState.PENDING, Event.SUPERSEDED)
+    pending = c.execute(
+        select(t.releases.c.version, t.releases.c.build_id).where(
+            t.releases.c.app_id == app_id, t.releases.c.status == superseded.before
+        )
+    ).all()
+    c.execute(
+        update(t.releases)
+        .where(t.releases.c.app_id == app_id, t.releases.c.status == superseded.before)
+        .values(status=superseded.after, description=why)
+    )
+    for old, deploy in pending:  # usually none, at most one
+        row = c.execute(
+            select(t.builds.c.status).where(t.builds.c.id == deploy, t.builds.c.release == old)
+        ).first()
+        if row is None:
+            continue  # not a deploy's release: a config change, restart or rollback
+        try:
+            failed = build_move(row.status, Event.SUPERSEDED)
+        except IllegalMove:
+            continue  # that deploy ended already: nothing to fail
+        _move_build(c, deploy, failed, why)
+    c.execute(
+        insert(t.releases).values(
+            app_id=app_id,
+            version=version,
+            build_id=build_id,
+            status=ReleaseState.PENDING.value,
+            image_digest=image_digest,
+            static_digest=static_digest,
+            spec_json=msgspec.json.encode(spec).decode(),
+            lock=lock,
+            description=description,
+            created_at=time.time(),
+            config_json=json.dumps(config, sort_keys=True),
+            static_json=msgspec.json.encode(static_routes).decode(),
+        )
+    )
+
+
+class DeployStore:
+    engine: Engine
+
+    def create_build(self, build_id: str, app_id: int) -> None:
+        with self.engine.begin() as c:
+            c.execute(
+                insert(t.builds).values(
+                    id=build_id,
+                    app_id=app_id,
+                    status=Stage.BUILDING.value,
+                    created_at=time.time(),
+                    error="",
+                )
+            )
+
+    def build(self, build_id: str) -> BuildRow:
+        with self.engine.connect() as c:
+            row = c.execute(select(t.builds).where(t.builds.c.id == build_id)).first()
+        if row is None:
+            raise NotFound(f"no build {build_id}")
+        return _build(row)
+
+    def builds_in(self, status: str) -> list[BuildRow]:
+        with self.engine.connect() as c:
+            return [
+                _build(r) for r in c.execute(select(t.builds).where(t.builds.c.status == status))
+            ]
+
+    def builds_of(self, app_id: int, limit: int) -> list[BuildRow]:
+        """An app's newest `limit` builds, newest first."""
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(t.builds)
+                .where(t.builds.c.app_id == app_id)
+                .order_by(t.builds.c.created_at.desc(), t.builds.c.id.desc())
+                .limit(limit)
+            )
+            return [_build(r) for r in rows]
+
+    def move_build(self, build_id: str, move: Move, error: str = "") -> bool:
+        """Move a build to its next stage if it is still where `move` starts
+        (compare-and-set); whether it moved."""
+        with self.engine.begin() as c:
+            return _move_build(c, build_id, move, error)
+
+    # ------------------------------------------------------------ a deploy's release
+
+    def release_build(self, app_id: int, res: BuildResult, move: Move) -> int | None:
+        """Build `res`'s release: a new pending release, and the build's `move`
+        (releasing -> rolling-out, naming the release), in one transaction.
+        None, writing nothing, when the build was no longer where `move`
+        starts (another controller made the release)."""
+        assert res.spec is not None
+        with self.engine.begin() as c:
+            config = {
+                r.key: r.value
+                for r in c.execute(select(t.config_vars).where(t.config_vars.c.app_id == app_id))
+            }
+            version = next_version(c, app_id)
+            if not _move_build(c, res.build_id, move, release=version):
+                return None
+            insert_release(
+                c, app_id, version, res.build_id, res.image_digest, res.static_digest, res.spec,
+                res.lock, f"build {res.build_id}", config, list(res.static_routes),
+            )  # fmt: skip
+        return version
+
+    def end_rollout(
+        self,
+        app_id: int,
+        version: int,
+        move: Move,
+        reason: str = "",
+        build: BuildMove | None = None,
+    ) -> bool:
+        """End release `version`'s rollout by `move` if the release is still
+        where `move` starts (compare-and-set): active (the app serves it; the
+        release active until then steps aside) or failed, `reason` its
+        description. `build`, the move of the deploy it is the release of, is
+        written in the same transaction. Whether it applied; when not, nothing
+        is written (another controller ended it, or a newer release superseded it)."""
+        values = {"status": move.after} | ({"description": reason} if reason else {})
+        with self.engine.begin() as c:
+            moved = c.execute(
+                update(t.releases)
+                .where(
+                    t.releases.c.app_id == app_id,
+                    t.releases.c.version == version,
+                    t.releases.c.status == move.before,
+                )
+                .values(**values)
+            )
+            if moved.rowcount != 1:
+                return False
+            if move.after == ReleaseState.ACTIVE:
+                aside = release_move(ReleaseState.ACTIVE, Event.SUPERSEDED)
+                c.execute(
+                    update(t.releases)
+                    .where(
+                        t.releases.c.app_id == app_id,
+                        t.releases.c.version != version,
+                        t.releases.c.status == aside.before,
+                    )
+                    .values(status=aside.after)
+                )
+                c.execute(
+                    update(t.apps).where(t.apps.c.id == app_id).values(current_release=version)
+                )
+            if build is not None:
+                _move_build(c, build.build_id, build.move, build.error)
+        return True

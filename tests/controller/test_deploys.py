@@ -1,0 +1,325 @@
+"""The deploy's table wired in: the controller walks a build result through
+its stages, ends a rollout and supersedes a pending release only by
+deployflow's moves, each a compare-and-set in a real SQLite store. Fake
+runner and servicehost callables record the stage each ran in; a retried
+delivery, a second controller and a stale rollout verdict change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from alembic import command
+
+from roost.appspec.model import AppSpec, ProcessSpec
+from roost.controller import rollout
+from roost.controller.astore import AsyncStore
+from roost.controller.core import Controller
+from roost.controller.deployflow import Event, Move, release_move
+from roost.controller.service import ControllerService
+from roost.controller.services import ServiceError
+from roost.controller.store import AppRow, Store
+from roost.settings import Settings
+from roost.state.db import alembic_config, make_engine, migrate, sqlite_url
+from roost.wire.cluster import Endpoint
+from roost.wire.messages import BuildResult, Heartbeat, Msg, Ok
+from roost.wire.rpc import RpcTimeout
+from tests.releases import go_live
+
+WEB = ProcessSpec(name="web", kind="wsgi", entrypoint="a:app", web=True)
+
+
+@dataclass
+class Stages:
+    """What the fakes saw: (who, the build's stage when it was called)."""
+
+    store: Store
+    seen: list[tuple[str, str]] = field(default_factory=list)
+
+    def note(self, who: str, build_id: str) -> None:
+        self.seen.append((who, self.store.build(build_id).status))
+
+
+class FakeServicehost:
+    """ServiceBroker.ensure as the deploy calls it."""
+
+    def __init__(self, stages: Stages, build_id: str, fails: Exception | None = None) -> None:
+        self.stages, self.build_id, self.fails = stages, build_id, fails
+
+    async def ensure(self, app: AppRow, spec: AppSpec) -> list[str]:
+        self.stages.note("servicehost", self.build_id)
+        if self.fails is not None:
+            raise self.fails
+        return list(spec.services)
+
+
+class FakeRunner:
+    """A runner's RPC client: ImageReplicate answered (or silent), after `gate`."""
+
+    def __init__(self, stages: Stages, build_id: str, ok: bool, gate: asyncio.Event) -> None:
+        self.stages, self.build_id, self.ok, self.gate = stages, build_id, ok, gate
+
+    async def call(self, msg: Msg, timeout: float = 5.0, tries: int | None = None) -> Msg:
+        self.stages.note("runner", self.build_id)
+        await self.gate.wait()
+        if not self.ok:
+            raise RpcTimeout("silent")
+        return Ok()
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class World:
+    store: Store
+    stages: Stages
+    app_id: int
+    gate: asyncio.Event
+    services: list[ControllerService] = field(default_factory=list)
+
+    def controller(
+        self, runner_ok: bool = True, servicehost: FakeServicehost | None = None
+    ) -> ControllerService:
+        """One more controller on the same database, one live runner in its view."""
+        c = Controller(AsyncStore(self.store), Settings(), f"c{len(self.services)}")
+        c.soft.record(
+            Heartbeat(host_id="h1", hostname="h1", rpc_endpoint="tcp://h1:1", rpc_key="k" * 40),
+            time.monotonic(),
+        )
+        c.services = servicehost  # type: ignore[assignment]
+        client: Callable[[Endpoint], FakeRunner] = lambda ep: FakeRunner(  # noqa: E731
+            self.stages, "b1", runner_ok, self.gate
+        )
+        svc = ControllerService(c, None, client)  # type: ignore[arg-type]
+        self.services.append(svc)
+        return svc
+
+    def build(self) -> tuple[str, str, int | None]:
+        b = self.store.build("b1")
+        return b.status, b.error, b.release
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    url = sqlite_url(tmp_path / "state.db")
+    migrate(url)
+    store = Store(make_engine(url))
+    app = store.create_app("shop", store.create_account("o@example.com"))
+    store.create_build("b1", app.id)
+    gate = asyncio.Event()
+    gate.set()
+    w = World(store, Stages(store), app.id, gate)
+    yield w
+    for svc in w.services:
+        await svc.c.store.aclose()
+    store.engine.dispose()
+
+
+def result(services: tuple[str, ...] = (), ok: bool = True, build_id: str = "b1") -> BuildResult:
+    spec = AppSpec(processes={"web": WEB}, services=list(services))
+    return BuildResult(
+        build_id=build_id, app="shop", ok=ok, image_digest="sha256:ab", spec=spec, error="boom"
+    )
+
+
+async def test_a_deploy_is_written_stage_by_stage(world: World) -> None:
+    sh = FakeServicehost(world.stages, "b1")
+    await world.controller(servicehost=sh).build_finished(result(("postgresql",)))
+    assert world.stages.seen == [("servicehost", "provisioning"), ("runner", "copying")]
+    assert world.build() == ("rolling-out", "", 1)
+    [rel] = world.store.releases(world.app_id)
+    assert (rel.version, rel.status, rel.build_id) == (1, "pending", "b1")
+
+
+async def test_no_services_passes_provisioning_by(world: World) -> None:
+    sh = FakeServicehost(world.stages, "b1")
+    await world.controller(servicehost=sh).build_finished(result())
+    assert world.stages.seen == [("runner", "copying")]
+    assert world.build() == ("rolling-out", "", 1)
+
+
+@pytest.mark.parametrize(
+    ("services", "runner_ok", "fails", "error"),
+    [
+        ((), False, None, "could not put a second copy"),
+        (("redis",), True, ServiceError("no redis here"), "no redis here"),
+        (("redis",), True, RuntimeError("disk on fire"), "provisioning failed: disk on fire"),
+    ],
+)
+async def test_a_failing_stage_fails_the_deploy_and_makes_no_release(
+    world: World,
+    services: tuple[str, ...],
+    runner_ok: bool,
+    fails: Exception | None,
+    error: str,
+) -> None:
+    sh = FakeServicehost(world.stages, "b1", fails)
+    await world.controller(runner_ok, sh).build_finished(result(services))
+    status, said, release = world.build()
+    assert status == "failed" and error in said and release is None
+    assert world.store.build("b1").finished_at is not None
+    assert world.store.releases(world.app_id) == []
+
+
+async def test_a_failed_build_fails_once(world: World) -> None:
+    svc = world.controller()
+    await svc.build_finished(result(ok=False))
+    await svc.build_finished(result(ok=False))
+    assert world.build() == ("failed", "boom", None)
+    assert [e.kind for e in world.store.events(None, 10)] == ["build-failed"]
+
+
+async def test_a_retried_delivery_changes_nothing(world: World) -> None:
+    svc = world.controller()
+    await svc.build_finished(result())
+    seen = list(world.stages.seen)
+    await svc.build_finished(result())
+    assert world.stages.seen == seen  # nothing copied again
+    assert [r.version for r in world.store.releases(world.app_id)] == [1]
+    assert world.build() == ("rolling-out", "", 1)
+
+
+async def test_a_second_controller_leaves_a_deploy_in_flight_alone(world: World) -> None:
+    # The builder's delivery to the first controller times out while it copies
+    # the image, and the builder retries at the second.
+    world.gate.clear()
+    first, second = world.controller(), world.controller()
+    walking = asyncio.create_task(first.build_finished(result()))
+    while world.stages.seen != [("runner", "copying")]:
+        await asyncio.sleep(0.01)
+    await second.build_finished(result())
+    assert world.build() == ("copying", "", None)
+    world.gate.set()
+    await walking
+    assert world.stages.seen == [("runner", "copying")]  # one copy, by the first
+    assert [r.version for r in world.store.releases(world.app_id)] == [1]
+    assert world.build() == ("rolling-out", "", 1)
+
+
+async def test_two_controllers_claiming_at_once_walk_it_once(world: World) -> None:
+    a, b = world.controller(), world.controller()
+    await asyncio.gather(a.build_finished(result()), b.build_finished(result()))
+    assert world.stages.seen == [("runner", "copying")]
+    assert [r.version for r in world.store.releases(world.app_id)] == [1]
+
+
+def test_a_move_from_a_stale_stage_writes_nothing(world: World) -> None:
+    store = world.store
+    assert store.move_build("b1", Move("building", "provisioning"))
+    assert not store.move_build("b1", Move("building", "failed"), "late")
+    assert world.build() == ("provisioning", "", None)
+
+
+async def deployed(world: World, serving: bool) -> tuple[ControllerService, int]:
+    """b1 rolling out as v2 (over a live v1 when `serving`) or as v1."""
+    if serving:
+        spec = AppSpec(processes={"web": WEB})
+        v1 = world.store.create_release(world.app_id, "b0", "sha256:00", "", spec, "", "old")
+        go_live(world.store, world.app_id, v1)
+    svc = world.controller()
+    await svc.build_finished(result())
+    status, _, version = world.build()
+    assert status == "rolling-out" and version is not None
+    return svc, version
+
+
+def verdicts() -> list[tuple[bool, rollout.Decision, str, str]]:
+    crashed = rollout.Decision("fail", "web.1 crashed 2 times: exit 1")
+    return [
+        (True, rollout.Decision("promote"), "live", ""),
+        (True, crashed, "rolled-back", "v1 keeps serving; v2 did not start: web.1 crashed"),
+        (False, crashed, "failed", "v1 did not start: web.1 crashed"),
+    ]
+
+
+@pytest.mark.parametrize(("serving", "decision", "stage", "error"), verdicts())
+async def test_a_rollout_ends_the_deploy(
+    world: World, serving: bool, decision: rollout.Decision, stage: str, error: str
+) -> None:
+    svc, version = await deployed(world, serving)
+    rel = world.store.release(world.app_id, version)
+    await svc.c._finish_rollout("shop", rel, decision)
+    status, said, _ = world.build()
+    assert status == stage and said.startswith(error)
+    assert world.store.build("b1").finished_at is not None
+    live = decision.verdict == "promote"
+    assert world.store.release(world.app_id, version).status == ("active" if live else "failed")
+    current = world.store.app("shop").current_release
+    assert current == (version if live else (1 if serving else None))
+    if serving:
+        assert world.store.release(world.app_id, 1).status == ("superseded" if live else "active")
+    # A second verdict on the same rollout (another controller's, or from a
+    # stale read) writes nothing and says nothing.
+    events = world.store.events(None, 10)
+    other = world.controller()
+    await other.c._finish_rollout("shop", rel, rollout.Decision("fail", "late"))
+    assert world.store.events(None, 10) == events
+    assert world.build()[0] == stage
+
+
+async def test_a_copy_release_ending_leaves_the_deploy_it_copied_alone(world: World) -> None:
+    svc, version = await deployed(world, serving=False)
+    await svc.c._finish_rollout("shop", world.store.release(world.app_id, version), _UP)
+    restart = world.store.copy_release(world.app_id, version, "restart")
+    await svc.c._finish_rollout("shop", world.store.release(world.app_id, restart), _CRASHED)
+    assert world.store.release(world.app_id, restart).status == "failed"
+    assert world.build() == ("live", "", version)
+
+
+async def test_a_newer_release_supersedes_a_deploy_still_rolling_out(world: World) -> None:
+    svc, version = await deployed(world, serving=True)
+    rel = world.store.release(world.app_id, version)
+    newer = world.store.copy_release(world.app_id, 1, "config change")
+    why = f"superseded by v{newer} before it came up"
+    assert world.store.release(world.app_id, version).status == "failed"
+    assert world.build()[:2] == ("failed", why)
+    # Its rollout's late verdict finds it superseded: nothing is written.
+    await svc.c._finish_rollout("shop", rel, _UP)
+    assert world.store.app("shop").current_release == 1
+    assert world.build()[:2] == ("failed", why)
+
+
+def test_a_release_moves_only_by_the_table(world: World) -> None:
+    store = world.store
+    spec = AppSpec(processes={"web": WEB})
+    v = store.create_release(world.app_id, "", "sha256:00", "", spec, "", "x")
+    up = release_move("pending", Event.UP)
+    assert store.end_rollout(world.app_id, v, up)
+    assert not store.end_rollout(world.app_id, v, up)  # delivered twice
+    assert not store.end_rollout(world.app_id, v, release_move("pending", Event.ROLLED_BACK))
+    assert store.release(world.app_id, v).status == "active"
+
+
+def test_stored_legacy_statuses_are_rewritten(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "old.db")
+    command.upgrade(alembic_config(url), "0010")
+    store = Store(make_engine(url))
+    app = store.create_app("shop", store.create_account("o@example.com"))
+    with store.engine.begin() as c:
+        for build_id, status in (("b1", "deploying"), ("b2", "succeeded"), ("b3", "failed")):
+            c.execute(
+                sqlalchemy.text(
+                    "INSERT INTO builds (id, app_id, status, created_at, error) "
+                    "VALUES (:id, :app, :status, 0, '')"
+                ),
+                {"id": build_id, "app": app.id, "status": status},
+            )
+    migrate(url)
+    assert [store.build(b).status for b in ("b1", "b2", "b3")] == ["rolling-out", "live", "failed"]
+    command.downgrade(alembic_config(url), "0010")
+    assert [store.build(b).status for b in ("b1", "b2", "b3")] == [
+        "deploying",
+        "succeeded",
+        "failed",
+    ]
+    store.engine.dispose()
+
+
+_UP = rollout.Decision("promote")
+_CRASHED = rollout.Decision("fail", "web.1 crashed 2 times: exit 1")
