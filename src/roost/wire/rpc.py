@@ -135,11 +135,14 @@ class _Channel:
         fut: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
         self.pending[request_id] = fut
         try:
-            await self.sock.send_multipart([request_id, payload])
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
             # cancellation of the caller that arrives as the reply does, and
             # the cancelled task carries on as if nothing had happened.
+            # The send is inside the deadline too: a DEALER with no peer
+            # attached (the server refused our key, and the connection is
+            # between retries) waits to send for as long as that lasts.
             async with asyncio.timeout(timeout):
+                await self.sock.send_multipart([request_id, payload])
                 return await fut
         finally:
             self.pending.pop(request_id, None)
