@@ -20,19 +20,33 @@ root required), examples/hello deployed with two web instances:
                                    gone (median)
 
 Then the scale run (bench/failover_scale.py): one controller, simulated
-runners carrying 10,000 instances:
+runners (--runners, default 200) carrying --instances (default 10,000):
 
   heartbeat_cpu_share  controller CPU seconds per wall second, steady state
   reconcile_ms         mean full reconcile pass while a silent host's
                        instances are moved
+  heartbeat_p99_ms     a runner's heartbeat round trip, 99th percentile over
+                       the run past the controller's start-up (its first full
+                       pass, steady, a host lost; see bench/failover_scale.py)
+  heartbeat_max_ms     the same, worst
+
+and the same again with every state-database statement slowed by
+--db-latency-ms (default 100) with --latency-runners (default 200):
+heartbeats must still be answered within a second, since no coroutine waits
+on the database to answer one.
+
+  heartbeat_p99_ms_with_100ms_db_latency, heartbeat_max_ms_with_100ms_db_latency,
+  heartbeats_unanswered_with_100ms_db_latency, reconcile_ms_with_100ms_db_latency
 
 The issue's reference points: Nomad replaces a silent client's work after
 about 20 s by default, Kubernetes after about 350 s; Roost's grace period is
 5 s. Printed last, in this order: failover_s, failover_failed_requests,
 max_copies_routed, stale_copy_stopped_after_heal_s, scale_runners,
-scale_instances, heartbeat_cpu_share, reconcile_ms.
+scale_instances, heartbeat_cpu_share, reconcile_ms, heartbeat_p99_ms,
+heartbeat_max_ms, then the latency run's figures.
 
 `--quick`: one run of each incident and a shorter scale window (~3 minutes).
+`--scale-only`: skip the namespace cluster. `--db-latency-ms 0`: no latency run.
 """
 
 from __future__ import annotations
@@ -174,15 +188,29 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="one run each, shorter scale window")
     ap.add_argument("--runners", type=int, default=200)
     ap.add_argument("--instances", type=int, default=10_000)
+    ap.add_argument("--db-latency-ms", type=float, default=100.0)
+    ap.add_argument("--latency-runners", type=int, default=200)
+    ap.add_argument("--scale-only", action="store_true", help="skip the namespace cluster")
     args = ap.parse_args()
     runs = 1 if args.quick else 3
-    reason = skip_reason()
+    reason = "--scale-only" if args.scale_only else skip_reason()
     if reason:
         say(f"skipping the namespace cluster: {reason}")
         figures: tuple[float, int, int, float] = (float("nan"), -1, -1, float("nan"))
     else:
         figures = chaos(runs)
-    scale = run_scale(args.runners, args.instances, 10.0 if args.quick else 30.0, say)
+    window = 10.0 if args.quick else 30.0
+    scale = run_scale(args.runners, args.instances, window, say)
+    slow = None
+    if args.db_latency_ms > 0:
+        say(f"scale again, every state query {args.db_latency_ms:.0f} ms late")
+        slow = run_scale(
+            args.latency_runners,
+            args.latency_runners * 50,
+            window,
+            say,
+            db_latency_ms=args.db_latency_ms,
+        )
     failover_s, failed, copies, stale_s = figures
     print(f"failover_s: {failover_s:.2f}")
     print(f"failover_failed_requests: {failed}")
@@ -192,6 +220,14 @@ def main() -> None:
     print(f"scale_instances: {scale.instances}")
     print(f"heartbeat_cpu_share: {scale.cpu_share:.3f}")
     print(f"reconcile_ms: {scale.reconcile_ms:.1f}")
+    print(f"heartbeat_p99_ms: {scale.beat_p99_ms:.0f}")
+    print(f"heartbeat_max_ms: {scale.beat_max_ms:.0f}")
+    if slow is not None:
+        late = f"with_{args.db_latency_ms:.0f}ms_db_latency"
+        print(f"heartbeat_p99_ms_{late}: {slow.beat_p99_ms:.0f}")
+        print(f"heartbeat_max_ms_{late}: {slow.beat_max_ms:.0f}")
+        print(f"heartbeats_unanswered_{late}: {slow.beats_missed}")
+        print(f"reconcile_ms_{late}: {slow.reconcile_ms:.1f}")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,18 @@ window:
                        the reconcile loop with nothing to change
   reconcile_ms         the controller's own mean reconcile duration over the
                        window (its roost_reconcile_seconds metric)
+  heartbeat_p99_ms     round trip of a simulated runner's heartbeat (sent to
+                       answered), 99th percentile and worst, from 5 s after
+                       the controller first answered one (the first wave waits
+                       for every runner's CURVE handshake; printed apart) to
+                       the end of the run: the first full pass, steady state,
+                       a host going silent and its work moved
 
 and then the time the controller takes to move one silent host's instances.
+
+`db_latency_ms` slows every statement the controller sends to its SQLite
+state database (a hook on the DBAPI connection, so the reconcile's raw
+snapshot cursor waits too): a stand-in for a slow or distant PostgreSQL.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -66,6 +77,33 @@ class ScaleResult:
     cpu_share: float
     reconcile_ms: float
     move_s: float
+    beat_p99_ms: float
+    beat_max_ms: float
+    beats_missed: int  # heartbeats that got no answer within the runner's 2 s
+
+
+def slow_statements(latency_s: float) -> None:
+    """Every statement on every SQLite connection opened from now on waits
+    `latency_s` before it runs (as if the database were that far away)."""
+    import functools
+    import sqlite3
+    import sqlite3.dbapi2
+
+    class SlowCursor(sqlite3.Cursor):
+        def execute(self, *args: Any, **kwargs: Any) -> Any:
+            time.sleep(latency_s)
+            return super().execute(*args, **kwargs)
+
+        def executemany(self, *args: Any, **kwargs: Any) -> Any:
+            time.sleep(latency_s)
+            return super().executemany(*args, **kwargs)
+
+    class SlowConnection(sqlite3.Connection):
+        def cursor(self, factory: Any = SlowCursor) -> Any:
+            return super().cursor(factory)
+
+    # SQLAlchemy's pysqlite dialect connects through sqlite3.dbapi2.
+    sqlite3.dbapi2.connect = functools.partial(sqlite3.dbapi2.connect, factory=SlowConnection)  # type: ignore[assignment]
 
 
 def host_name(i: int) -> str:
@@ -152,6 +190,10 @@ async def simulate(data: Path, runners: int, status_file: Path, stop_file: Path)
     node, cluster = open_node(data, "cluster")
     held: dict[str, Assignment] = {}
     silenced: set[str] = set()
+    # (wall time sent, round trip in ms or -1 for no answer), appended to
+    # status_file's .beats sibling every half second.
+    beats: list[tuple[float, float]] = []
+    beats_file = status_file.with_suffix(".beats")
     async with node:
         keys = [load_keypair(data / "keys", host_name(i)) for i in range(runners)]
         clients = [RpcClient(node, cluster.of("controller"), keypair=k) for k in keys]
@@ -186,7 +228,12 @@ async def simulate(data: Path, runners: int, status_file: Path, stop_file: Path)
                         version=asg.version if asg else 0,
                         sent_at=time.time(),
                     )
+                    sent, sent_at = time.monotonic(), time.time()
                     for reply in await client.call_all(hb, timeout=2.0):
+                        answered = isinstance(reply, HeartbeatReply)
+                        beats.append(
+                            (sent_at, 1000 * (time.monotonic() - sent) if answered else -1.0)
+                        )
                         if isinstance(reply, HeartbeatReply) and reply.assignment is not None:
                             new = reply.assignment
                             if asg is None or (new.fence, new.version) > (asg.fence, asg.version):
@@ -200,6 +247,9 @@ async def simulate(data: Path, runners: int, status_file: Path, stop_file: Path)
                 tmp = status_file.with_suffix(".tmp")
                 tmp.write_text(json.dumps({"held": counts}))
                 os.replace(tmp, status_file)
+                done, beats[:] = list(beats), []
+                with beats_file.open("a") as fh:
+                    fh.writelines(f"{at:.3f} {ms:.1f}\n" for at, ms in done)
                 if stop_file.exists():
                     silenced.update(json.loads(stop_file.read_text()))
 
@@ -234,8 +284,33 @@ def _passes(before: str, after: str, kind: str) -> tuple[int, float]:
     return int(n), (1000.0 * s / n if n else float("nan"))
 
 
+# Heartbeats sent this long after the controller first answered one count as
+# past its start (the first wave waits for every runner's CURVE handshake).
+STARTUP_S = 5.0
+
+
+def _beats(path: Path, since: float, skip: float = 0.0) -> tuple[float, float, int]:
+    """(p99 ms, max ms, unanswered) of the heartbeats sent from `skip` seconds
+    after the controller first answered one (before, it was not listening)."""
+    beats = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        at, ms = (float(x) for x in line.split())
+        if at >= since:
+            beats.append((at, ms))
+    first = min((at for at, ms in beats if ms >= 0), default=None)
+    if first is None:
+        return float("nan"), float("nan"), len(beats)
+    times = sorted(ms for at, ms in beats if at >= first + skip and ms >= 0)
+    missed = sum(1 for at, ms in beats if at >= first + skip and ms < 0)
+    return times[min(len(times) - 1, int(0.99 * len(times)))], times[-1], missed
+
+
 def run_scale(
-    runners: int, instances: int, window_s: float, say: Callable[[str], None] = print
+    runners: int,
+    instances: int,
+    window_s: float,
+    say: Callable[[str], None] = print,
+    db_latency_ms: float = 0.0,
 ) -> ScaleResult:
     base = Path(tempfile.mkdtemp(prefix="roost-scale-"))
     data, api_port = prepare(base, runners)
@@ -246,8 +321,10 @@ def run_scale(
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOST_")}
     env.update(ROOST_BIND_HOST="127.0.0.1", ROOST_LOG_LEVEL="WARNING", ROOST_API_PORT=str(api_port))
     log = open(base / "controller.log", "wb")  # noqa: SIM115 - closed below
+    started = time.time()
     ctl = subprocess.Popen(
-        [sys.executable, "-m", "roost", "--data", str(data), "controller", "--name", "cluster"],
+        [sys.executable, __file__, "--controller", str(db_latency_ms / 1000),
+         "--data", str(data), "controller", "--name", "cluster"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     status, silence = base / "sim.json", base / "silence.json"
@@ -312,7 +389,19 @@ def run_scale(
             f"scale: {moved_from} instances of a silent host held elsewhere after {move_s:.1f}s; "
             f"{full_n} full passes ({reconcile_ms:.1f} ms each)"
         )
-        return ScaleResult(runners, instances, cpu_share, reconcile_ms, move_s)
+        time.sleep(1.0)  # the simulator's last report of round trips
+        beats = status.with_suffix(".beats")
+        p99, worst, missed = _beats(beats, started)
+        say(
+            f"scale: heartbeat round trips since the controller first answered: p99 {p99:.0f} ms, "
+            f"worst {worst:.0f} ms, {missed} unanswered"
+        )
+        p99, worst, missed = _beats(beats, started, STARTUP_S)
+        say(
+            f"scale: the same from {STARTUP_S:.0f} s on (the first full pass, steady, a host "
+            f"lost): p99 {p99:.0f} ms, worst {worst:.0f} ms, {missed} unanswered"
+        )
+        return ScaleResult(runners, instances, cpu_share, reconcile_ms, move_s, p99, worst, missed)
     finally:
         http.close()
         for p in (sim, ctl):
@@ -329,6 +418,15 @@ def run_scale(
 
         shutil.rmtree(base, ignore_errors=True)
 
+
+if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == "--controller":
+    # The controller, its statements slowed by sys.argv[2] seconds (0: not at all).
+    if float(sys.argv[2]) > 0:
+        slow_statements(float(sys.argv[2]))
+    from roost.cli.main import main
+
+    sys.argv = ["roost", *sys.argv[3:]]
+    main()
 
 if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "--simulate":
     try:
