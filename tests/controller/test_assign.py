@@ -57,3 +57,22 @@ def test_placements_without_a_source_are_left_out_and_clear_restarts_versions() 
     book.clear()
     book.update(placed, src, [])
     assert book.hosts["h1"].version == 1
+
+
+def test_staged_apps_change_hosts_only_at_commit_and_only_their_hosts() -> None:
+    book = AssignmentBook()
+
+    def src(p: Placement) -> Source:
+        return Source("sha256:x", SPEC, {})
+
+    book.update([_p("a1", "h1"), _p("b1", "h2", "b")], src, ["h1", "h2", "h3"])
+    versions = {h: a.version for h, a in book.hosts.items()}
+    # App a moves to h3; b is not given, so h2 (b's only host) is not touched.
+    book.stage(["a"], [_p("a2", "h3")], src)
+    assert {h: a.version for h, a in book.hosts.items()} == versions  # nothing shown yet
+    assert book.commit(["h1", "h2", "h3"]) == ["h1", "h3"]
+    assert book.hosts["h1"].content == () and book.hosts["h2"].version == versions["h2"]
+    assert [i.instance_id for i in book.hosts["h3"].content] == ["a2"]
+    # A gone app: staged with nothing, its instances leave their hosts.
+    assert book.replace(["b"], [], src, ["h1", "h2", "h3"]) == ["h2"]
+    assert book.hosts["h2"].content == ()

@@ -13,7 +13,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,7 +27,6 @@ from roost.controller.service import ControllerService
 from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
 from roost.state.leases import Lease
 from roost.wire.messages import Heartbeat, HeartbeatReply
 
@@ -65,15 +63,6 @@ class Gate:
         finally:
             with self._lock:
                 self.held -= 1
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
-    s = Store(make_engine(url))
-    yield s
-    s.engine.dispose()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller import desired
 from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
+from roost.controller.scheduler import Placement
 from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
@@ -197,21 +198,48 @@ def test_settled_after_grace_or_when_informed(astore: AsyncStore) -> None:
     assert c.settled(now + 6)
 
 
-def test_reader_reuses_unchanged_state(store: Store) -> None:
+def test_reader_reports_only_what_changed(store: Store) -> None:
     r = desired.Reader()
     first = r.read(store, set())
-    assert not first.unchanged and [a.name for a in first.apps] == ["shop"]
-    assert set(first.fetched) == {(store.app("shop").id, 1)}
-    second = r.read(store, set(first.fetched))
-    assert second.unchanged and second.apps is first.apps and second.fetched == {}
-    store.add_domain(store.app("shop").id, "shop.example.com")
-    third = r.read(store, set(first.fetched))
-    assert not third.unchanged and third.domains == {store.app("shop").id: ("shop.example.com",)}
-    wants, serving, pending = desired.wants(third, first.fetched, 256)
+    shop = store.app("shop")
+    assert first is not None and first.full
+    assert [a.row.name for a in first.apps.values() if a] == ["shop"]
+    assert set(first.fetched) == {(shop.id, 1)}
+    # Nothing written since: the desired-state count alone is read.
+    assert r.read(store, first.fetched) is None
+    other = store.create_app("other", shop.owner_id)
+    store.add_domain(shop.id, "shop.example.com")
+    second = r.read(store, first.fetched)
+    assert second is not None and not second.full
+    assert set(second.apps) == {shop.id, other.id}
+    inputs = second.apps[shop.id]
+    assert inputs is not None and inputs.domains == ("shop.example.com",)
+    assert second.fetched == {}  # v1 is cached already
+    wants, serving = desired.wants(inputs, first.fetched, 256)
     assert [(w.app, w.process_type, w.count) for w in wants] == [("shop", "web", 2)]
-    assert serving["shop"].version == 1 and pending == []
-    store.set_suspended(store.app("shop").id, True)
-    assert desired.wants(r.read(store, set(first.fetched)), first.fetched, 256)[0] == []
+    assert serving is not None and serving.version == 1 and inputs.pending == ()
+    store.set_suspended(shop.id, True)
+    third = r.read(store, first.fetched)
+    assert third is not None and set(third.apps) == {shop.id}
+    suspended = third.apps[shop.id]
+    assert suspended is not None and desired.wants(suspended, first.fetched, 256)[0] == []
+    # Placements the lease holder wrote are no change to it...
+    p = Placement("shop-web-1-v1-aa", "shop", 1, "web", 1, "h1")
+    r.wrote_placements({"shop": [p]}, store.replace_placements([], [p], {"shop": shop.id}))
+    assert r.read(store, first.fetched) is None
+    # ...nor when someone else wrote too, though then the tables are read again.
+    store.set_formation(other.id, {"web": 1})
+    q = Placement("shop-web-2-v1-bb", "shop", 1, "web", 2, "h2")
+    r.wrote_placements({"shop": [p, q]}, store.replace_placements([p], [p, q], {"shop": shop.id}))
+    fourth = r.read(store, first.fetched)
+    assert fourth is not None and set(fourth.apps) == {other.id}
+    # Placements another writer changed (a restart through the API) are.
+    store.drop_placements(shop.id, "web")
+    fifth = r.read(store, first.fetched)
+    assert fifth is not None and set(fifth.apps) == {shop.id} and fifth.placements[shop.id] == []
+    store.delete_app("other")
+    sixth = r.read(store, first.fetched)
+    assert sixth is not None and sixth.apps == {other.id: None}
 
 
 async def test_a_formation_size_reaches_the_assignments(store: Store, astore: AsyncStore) -> None:
@@ -234,3 +262,23 @@ async def test_a_formation_size_reaches_the_assignments(store: Store, astore: As
     store.set_formation(store.app("shop").id, {"web": 3})  # the size stays
     await c.reconcile_once()
     assert sizes() == {512} and len(store.placements("shop")) == 3
+
+
+async def test_once_settled_work_on_hosts_never_heard_of_moves(
+    store: Store, astore: AsyncStore
+) -> None:
+    """A new lease holder places nothing for a grace period; then it looks at
+    every app once, so work on a host it never heard from moves (no heartbeat
+    of that host ever said anything changed)."""
+    shop = store.app("shop")
+    ghost = [Placement(f"shop-web-{i}-v1-old", "shop", 1, "web", i, "gone") for i in (1, 2)]
+    store.replace_placements([], ghost, {"shop": shop.id})
+    c, _ = leader(astore)
+    c.leader_since = time.monotonic()  # just took the lease
+    for h in ("h1", "h2"):
+        beat(c, h, time.monotonic())
+    await c.reconcile_once()
+    assert {p.host_id for p in store.placements("shop")} == {"gone"}
+    c.leader_since = time.monotonic() - 10  # a grace period later, nothing else new
+    await c.reconcile_once(refresh=False)
+    assert {p.host_id for p in store.placements("shop")} == {"h1", "h2"}

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from roost.appspec.model import AppSpec, BasicAuth, HttpOptions, ProcessSpec, StaticMapping
-from roost.controller.routes import AppRouting, build_routes, diff
-from roost.wire.messages import InstanceStatus
+from roost.controller.routes import AppRouting, build_routes, diff, diff_apps
+from roost.wire.messages import AppRoute, InstanceStatus
 
 SPEC = AppSpec(
     processes={"web": ProcessSpec(name="web", kind="wsgi", entrypoint="app:app", web=True)},
@@ -75,3 +75,12 @@ def test_certificates_travel_with_the_route() -> None:
     )
     assert table["a"].certificates == [cert]
     assert "www.a.example" in table["a"].hostnames
+
+
+def test_a_delta_for_some_apps_leaves_the_others_alone() -> None:
+    old = {n: AppRoute(app=n, hostnames=[f"{n}.localhost"]) for n in ("a", "b", "c")}
+    same, changed = old["a"], AppRoute(app="b", hostnames=["b.localhost"], suspended=True)
+    delta = diff_apps(old, {"a": same, "b": changed, "c": None, "z": None}, 4, 2)
+    assert delta is not None and (delta.base_version, delta.version, delta.fence) == (4, 5, 2)
+    assert delta.upserts == [changed] and delta.removals == ["c"]
+    assert diff_apps(old, {"a": same}, 4, 2) is None

@@ -89,3 +89,15 @@ def test_placement_is_stable_under_repeated_runs() -> None:
     out: list[Placement] = place(wants, [], hosts, _ids())  # type: ignore[arg-type]
     for _ in range(3):
         assert place(wants, out, hosts, _ids()) == out  # type: ignore[arg-type]
+
+
+def test_what_other_apps_hold_counts_as_already_placed() -> None:
+    """Placing some apps alone, with the others' memory and instances per host
+    passed in, decides as placing them together would."""
+    hosts = [HostInfo("a", True, 1024), HostInfo("b", True, 1024), HostInfo("c", True, 1024)]
+    want = [Want("new", 1, "web", 2, 256)]
+    # a is nearly full with other apps' instances; b holds more of them than c.
+    out = place(want, [], hosts, _ids(), reserved={"a": 900, "b": 256}, placed={"a": 3, "b": 1})  # type: ignore[arg-type]
+    assert sorted(p.host_id for p in out) == ["b", "c"]
+    alone = place(want, [], hosts, _ids())  # type: ignore[arg-type]
+    assert sorted(p.host_id for p in alone) == ["a", "b"]

@@ -84,7 +84,10 @@ def test_a_key_uploaded_through_the_api_is_not_in_the_database_files(env: Env) -
     # The routers still get it: the route table carries the opened key.
     app_id = store.app("shop").id
     desired = Reader().read(store, set())
-    (shipped,) = desired.certificates[app_id]
+    assert desired is not None
+    inputs = desired.apps[app_id]
+    assert inputs is not None
+    (shipped,) = inputs.certificates
     assert (shipped.hostnames, shipped.cert_pem, shipped.key_pem) == ([HOST], cert, key)
 
 

@@ -11,7 +11,9 @@ Over thousands of instances the pass must not rebuild and deep-compare every
 InstanceAssignment: one built for an instance id is reused as long as what it
 is made of is the same (same release spec object, image, environment), and
 host contents are tuples of those shared objects, so comparing a host's old
-and new content is mostly identity checks.
+and new content is mostly identity checks. `replace` goes further: given the
+instances of the apps a pass looked at, it rebuilds only the hosts they are
+on, so the pass costs what changed, not what exists.
 """
 
 from __future__ import annotations
@@ -77,11 +79,19 @@ class AssignmentBook:
     def __init__(self) -> None:
         self.hosts: dict[str, HostAssignment] = {}
         self._instances: dict[str, InstanceAssignment] = {}
+        self._host_of: dict[str, str] = {}  # instance id -> its host
+        self._on_host: dict[str, dict[str, InstanceAssignment]] = {}
+        self._of_app: dict[str, set[str]] = {}  # app -> its instance ids
+        self._touched: set[str] = set()  # hosts staged changes are on
 
     def clear(self) -> None:
         """Forget every version (a new lease: versions restart under the new fence)."""
         self.hosts.clear()
         self._instances.clear()
+        self._host_of.clear()
+        self._on_host.clear()
+        self._of_app.clear()
+        self._touched.clear()
 
     def update(
         self,
@@ -95,19 +105,70 @@ class AssignmentBook:
         left out (its host stops it). `known_hosts` get an assignment even
         when nothing is placed on them.
         """
-        by_host: dict[str, list[InstanceAssignment]] = {}
-        instances: dict[str, InstanceAssignment] = {}
+        placed = list(placed)
+        return self.replace({*self._of_app, *(p.app for p in placed)}, placed, source, known_hosts)
+
+    def replace(
+        self,
+        apps: Iterable[str],
+        placed: Iterable[Placement],
+        source: Callable[[Placement], Source | None],
+        known_hosts: Iterable[str],
+    ) -> list[str]:
+        """The instances of `apps` become `placed` (theirs alone), every other
+        instance stays as it is; returns the hosts whose version moved. A
+        pass gives the apps it looked at: only the hosts their instances were
+        or are on are rebuilt and compared."""
+        self.stage(apps, placed, source)
+        return self.commit(known_hosts)
+
+    def stage(
+        self,
+        apps: Iterable[str],
+        placed: Iterable[Placement],
+        source: Callable[[Placement], Source | None],
+    ) -> None:
+        """`replace` without publishing: a pass taken in steps stages each
+        step's apps, and the hosts' assignments change only at `commit`, all
+        at once (a runner never sees half a pass)."""
+        gone = [iid for app in apps for iid in self._of_app.pop(app, ())]
+        kept: set[str] = set()
+        touched = self._touched
         for p in placed:
             src = source(p)
             if src is None:
                 continue
-            ia = instance_assignment(p, src, self._instances.get(p.instance_id))
-            instances[p.instance_id] = ia
-            by_host.setdefault(p.host_id, []).append(ia)
-        self._instances = instances
+            iid = p.instance_id
+            ia = instance_assignment(p, src, self._instances.get(iid))
+            was = self._host_of.get(iid)
+            if was is not None and was != p.host_id:
+                del self._on_host[was][iid]
+                touched.add(was)
+            slot = self._on_host.setdefault(p.host_id, {})
+            if slot.get(iid) is not ia:
+                slot[iid] = ia
+                touched.add(p.host_id)
+            self._instances[iid] = ia
+            self._host_of[iid] = p.host_id
+            self._of_app.setdefault(p.app, set()).add(iid)
+            kept.add(iid)
+        for iid in gone:
+            if iid in kept:
+                continue
+            host = self._host_of.pop(iid, None)
+            self._instances.pop(iid, None)
+            if host is not None:
+                del self._on_host[host][iid]
+                touched.add(host)
+
+    def commit(self, known_hosts: Iterable[str]) -> list[str]:
+        """Publish what was staged; returns the hosts whose version moved."""
+        touched, self._touched = self._touched, set()
+        touched.update(h for h in known_hosts if h not in self.hosts)
         changed: list[str] = []
-        for host_id in set(by_host) | set(self.hosts) | set(known_hosts):
-            content = tuple(sorted(by_host.get(host_id, ()), key=lambda i: i.instance_id))
+        for host_id in touched:
+            on = self._on_host.get(host_id, {})
+            content = tuple(sorted(on.values(), key=lambda i: i.instance_id))
             old = self.hosts.get(host_id)
             if old is None or old.content != content:
                 self.hosts[host_id] = HostAssignment(

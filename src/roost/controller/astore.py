@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from concurrent.futures import ThreadPoolExecutor
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -84,8 +84,8 @@ class AsyncStore:
     # ------------------------------------------------------------ the reconcile's read
 
     async def read_desired(
-        self, reader: desired.Reader, cached: set[desired.ReleaseKey]
-    ) -> desired.Desired:
+        self, reader: desired.Reader, cached: Container[desired.ReleaseKey]
+    ) -> desired.Desired | None:
         return await self._run(reader.read, self._store, cached)
 
     # ------------------------------------------------------------ accounts and access
@@ -145,6 +145,7 @@ class AsyncStore:
 
     # ------------------------------------------------------------ placements and hosts
 
+    desired_version = _on_executor(Store.desired_version)
     placements = _on_executor(Store.placements)
     drop_placements = _on_executor(Store.drop_placements)
     replace_placements = _on_executor(Store.replace_placements)

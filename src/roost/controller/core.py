@@ -37,7 +37,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from prometheus_client import Histogram
 
@@ -45,6 +45,7 @@ from roost.appspec.service_env import service_environment, with_service_addresse
 from roost.controller import deployflow, desired, rollout, routes
 from roost.controller.assign import AssignmentBook, HostAssignment, Source
 from roost.controller.astore import AsyncStore
+from roost.controller.model import Model
 from roost.controller.scheduler import HostInfo, Placement, Want, place
 from roost.controller.services import ServiceBroker
 from roost.controller.softstate import SoftState
@@ -72,6 +73,9 @@ TICK_S = 0.5  # how often silent hosts are checked (and a pass may run)
 REFRESH_S = 1.0
 # Believe a granted lease for this fraction of its lifetime (clock-rate margin).
 LEASE_TRUST = 0.8
+# Apps per step of a pass (heartbeats are answered between steps): a few
+# tens of milliseconds of work.
+STEP_APPS = 500
 
 RECONCILE_SECONDS = Histogram(
     "roost_reconcile_seconds",
@@ -103,13 +107,19 @@ class Controller:
         self.wake = asyncio.Event()
         self._route_cache = routes.RouteCache()
         self._reader = desired.Reader()
+        self._model = Model(settings.instance_memory_mb)
         self._snapshot_due = False  # publish a full table first under a new fence
-        self._release_cache: dict[desired.ReleaseKey, ReleaseRow] = {}
+        self._release_cache = desired.ReleaseCache()
         self._pending_since: dict[desired.ReleaseKey, float] = {}
-        # The last pass's desired state, when it was read, and what it saw.
-        self._desired: desired.Desired | None = None
+        # When desired state was last read, what the last pass saw of soft
+        # state, and the hosts it knew alive.
         self._read_at = 0.0
         self._seen: tuple[int, bool] = (-1, False)
+        self._live: frozenset[str] = frozenset()
+        # Whether a pass looked at every app since this holder settled: until
+        # then it did not place, and hosts it never heard of changed nothing.
+        self._settled_pass = False
+        self._host_info: dict[str, HostInfo] = {}  # kept across passes: 1,000s of hosts
         # Hosts heard coming up, not yet written to the hosts table: a
         # heartbeat is answered from memory, never after a database write.
         self._hosts_heard: dict[str, HostRecord] = {}
@@ -136,7 +146,7 @@ class Controller:
         row = self._release_cache.get(key)
         if row is None:  # rows never change but for their status, unused here
             row = await self.store.release(app_id, version)
-            self._release_cache[key] = row
+            self._release_cache.add(row)
         return row
 
     async def platform_log(
@@ -238,8 +248,10 @@ class Controller:
         if lease.token != self.fence:
             log.info("holding the scheduler lease (fencing token %d)", lease.token)
             self.fence, self.leader_since = lease.token, time.monotonic()
-            # Versions restart under the new fence; routers get a full table.
+            # Versions restart under the new fence; routers get a full table;
+            # the first pass reads and looks at everything.
             self.book.clear()
+            self._forget_desired()
             self._snapshot_due = True
             self.wake.set()
         self.lease_valid_until = asked + ttl * LEASE_TRUST
@@ -259,8 +271,9 @@ class Controller:
             # hosts down itself (the leader also reacts, in reconcile_once).
             await self.note_down_hosts(now)
             if not self.is_leader:
+                self.soft.take_changes()  # only a lease holder's passes want them
                 continue
-            refresh = woken or self._desired is None or now - self._read_at >= REFRESH_S
+            refresh = woken or not self._model.loaded or now - self._read_at >= REFRESH_S
             if not refresh and self._seen == (self.soft.generation, self.settled(now)):
                 continue  # nothing it depends on changed since the last pass
             started = time.perf_counter()
@@ -268,7 +281,7 @@ class Controller:
             try:
                 full = await self.reconcile_once(refresh=refresh)
             except Exception:
-                self._desired = None  # start the next pass from the database
+                self._forget_desired()  # start the next pass from the database
                 log.exception("reconcile failed")
             RECONCILE_SECONDS.labels("full" if full else "idle").observe(
                 time.perf_counter() - started
@@ -303,73 +316,144 @@ class Controller:
             log.warning("host %s is down (silent for %.1fs)", host_id, self.settings.host_grace_s)
             if self.is_leader:  # one event per incident, not one per replica
                 await self.store.add_event("host-down", f"host {host_id} is down")
-                # Each affected app hears it in its own log stream too.
-                d = self._desired  # this holder's latest placements, if read yet
-                placed = d.placements if d is not None else await self.store.placements()
-                for app in sorted({p.app for p in placed if p.host_id == host_id}):
-                    await self.platform_log(
-                        app, f"host {host_id} is down: its instances are being placed elsewhere"
-                    )
+                # Each affected app hears it in its own log stream too (one write).
+                m = self._model
+                if m.loaded:
+                    apps = {m.by_id[i].app for i in m.on_host.get(host_id, ())}
+                else:
+                    apps = {p.app for p in await self.store.placements() if p.host_id == host_id}
+                line = f"host {host_id} is down: its instances are being placed elsewhere"
+                await self.store.append_logs(
+                    [LogLine(app=a, ts=time.time(), source="platform", process="", line=line)
+                     for a in sorted(apps)]
+                )  # fmt: skip
+
+    def _forget_desired(self) -> None:
+        """Read and look at everything on the next pass."""
+        self._reader = desired.Reader()
+        self._model.reset()
+        self._live = frozenset()
+        self._settled_pass = False
 
     async def reconcile_once(self, refresh: bool = True) -> bool:
-        """One pass; `refresh=False` reuses the desired state read last time
-        (with this holder's own placements since), when only soft state moved.
-        False when a re-read showed nothing had changed (nothing was done)."""
+        """One pass over the apps something happened to (`model.Model.dirty`);
+        `refresh=False` when only soft state moved (desired state is not read).
+        False when a read found nothing new and nothing else moved."""
         now = time.monotonic()
         await self.note_down_hosts(now)
+        m = self._model
         seen = (self.soft.generation, self.settled(now))
-        if refresh or self._desired is None:
+        changed: set[str] = set()
+        full = not m.loaded
+        if refresh or not m.loaded:
             self._read_at = now
-            d = await self.store.read_desired(self._reader, set(self._release_cache))
-            prev, self._desired = self._desired, d
-            if (
-                prev is not None
-                and d.unchanged
-                and seen == self._seen
-                and not d.pending  # rollouts have deadlines: always look at them
-            ):
-                self._release_cache.update(d.fetched)
+            d = await self.store.read_desired(self._reader, self._release_cache)
+            if d is None and seen == self._seen and not m.pending:
                 return False  # the periodic re-read found nothing new
-        else:
-            d = self._desired
+            if d is not None:
+                for row in d.fetched.values():
+                    self._release_cache.add(row)
+                if self.services is not None:  # another replica may have bound a service
+                    self.services.forget(d.apps)
+                changed = m.absorb(d)
+                full = full or d.full
         self._seen = seen
-        needed = desired.needed_releases(d.apps, d.pending, d.placements)
-        self._release_cache.update(d.fetched)
-        for key in set(self._release_cache) - needed:
-            del self._release_cache[key]
-        statuses = self.soft.statuses()
-        wants, serving, pending = desired.wants(
-            d, self._release_cache, self.settings.instance_memory_mb
-        )
-        current = d.placements
-        placed = current
-        if self.settled(now) or not current:
-            hosts = [
-                HostInfo(s.heartbeat.host_id, True, s.heartbeat.memory_mb)
-                for s in self.soft.alive_hosts()
-            ]
-            placed = place(wants, current, hosts, _new_instance_id)
-            if {p.instance_id for p in placed} != {p.instance_id for p in current}:
-                if not self.is_leader:
-                    return True  # the lease ran out during this pass: decide nothing
-                await self.store.replace_placements(current, placed, d.app_ids)
-                self._reader.wrote_placements(placed)
-                d.placements = placed
-        self._desired = d
-        by_app: dict[str, list[Placement]] = {}
-        for p in placed:
-            by_app.setdefault(p.app, []).append(p)
-
-        for app_name, rel in pending:
-            await self._rollout(app_name, rel, by_app.get(app_name, []), wants, statuses, now)
-        for key in set(self._pending_since) - {(r.app_id, r.version) for _, r in pending}:
-            del self._pending_since[key]
-
-        if self.services is not None:  # instance_env reads them from its cache
-            await self.services.warm(a.id for a in d.apps)
-        self._update_assignments(placed, d.apps, d.sizes)
-        await self._update_routes(d, serving, by_app, statuses)
+        instances, hosts = self.soft.take_changes()
+        for host in hosts:  # a host's memory may have changed
+            self._host_info.pop(host, None)
+        self._live = frozenset(s.heartbeat.host_id for s in self.soft.alive_hosts())
+        dirty = changed | m.dirty(instances, hosts)
+        gone = {a for a in dirty if a not in m.apps}
+        if self.settled(now) and not self._settled_pass:
+            full, self._settled_pass = True, True
+        if full:
+            dirty |= m.apps.keys()
+            gone |= self.routes.keys() - m.apps.keys()
+        await self._pass(sorted(dirty - gone), gone, now)
         return True
+
+    async def _pass(self, apps: list[str], gone: set[str], now: float) -> None:
+        """Place, roll out, assign and route `apps` (and drop the `gone`), in
+        steps of STEP_APPS apps with heartbeats answered between steps: a
+        full pass over 50,000 instances must not leave runners unanswered
+        for seconds. Assignments and routes change once, at the end."""
+        statuses = self.soft.statuses()
+        updates: dict[str, AppRoute | None] = dict.fromkeys(gone)
+        self.book.stage(gone, [], lambda p: None)
+        for name in gone:
+            self._route_cache.forget(name)
+        for i in range(0, len(apps), STEP_APPS):
+            if i:
+                await asyncio.sleep(0)
+            if not await self._step(apps[i : i + STEP_APPS], statuses, updates, now):
+                self._forget_desired()  # the lease ran out mid-pass: start afresh
+                return
+        m = self._model
+        pending = {(r.app_id, r.version) for name in m.pending for r in m.apps[name].pending}
+        for key in set(self._pending_since) - pending:
+            del self._pending_since[key]
+        self.book.commit(self.soft.hosts)
+        await self._publish_routes(updates)
+
+    async def _step(
+        self,
+        apps: list[str],
+        statuses: Mapping[str, InstanceStatus],
+        updates: dict[str, AppRoute | None],
+        now: float,
+    ) -> bool:
+        """One step of a pass; False when the lease ran out before a write."""
+        m = self._model
+        for name in apps:  # keep exactly the release rows these apps need
+            a = m.apps[name]
+            self._release_cache.keep(a.row.id, a.needed(m.placed[name]))
+        memory = self.settings.instance_memory_mb
+        wants: dict[str, list[Want]] = {}
+        serving: dict[str, ReleaseRow | None] = {}
+        for name in apps:
+            wants[name], serving[name] = desired.wants(m.apps[name], self._release_cache, memory)
+        if apps and (self.settled(now) or not m.by_id):
+            old = [p for name in apps for p in m.placed[name]]
+            reserved, count = m.others(apps)
+            placed = place(
+                [w for name in apps for w in wants[name]],
+                old,
+                [self._info(h) for h in sorted(self._live)],
+                _new_instance_id,
+                reserved,
+                count,
+            )
+            after: dict[str, list[Placement]] = {name: [] for name in apps}
+            for p in placed:
+                after[p.app].append(p)
+            if {p.instance_id for p in placed} != {p.instance_id for p in old}:
+                if not self.is_leader:
+                    return False  # decide nothing
+                ids = {name: m.apps[name].row.id for name in apps}
+                version = await self.store.replace_placements(old, placed, ids)
+                for name in apps:
+                    m.set_placements(name, after[name])
+                self._reader.wrote_placements(after, version)
+            for name in apps:
+                m.note_placed(name, wants[name], after[name])
+
+        for name in apps:
+            for rel in m.apps[name].pending:
+                await self._rollout(name, rel, m.placed[name], wants[name], statuses, now)
+        if self.services is not None:  # instance_env reads them from its cache
+            await self.services.warm(m.apps[name].row.id for name in apps)
+        self._stage_assignments(apps)
+        addresses = self.soft.addresses()
+        for name in apps:
+            updates[name] = self._route(name, serving[name], statuses, addresses)
+        return True
+
+    def _info(self, host_id: str) -> HostInfo:
+        info = self._host_info.get(host_id)
+        if info is None:
+            memory = self.soft.hosts[host_id].heartbeat.memory_mb
+            info = self._host_info[host_id] = HostInfo(host_id, True, memory)
+        return info
 
     async def _rollout(
         self,
@@ -377,7 +461,7 @@ class Controller:
         rel: ReleaseRow,
         mine_all: list[Placement],
         wants: list[Want],
-        statuses: dict[str, InstanceStatus],
+        statuses: Mapping[str, InstanceStatus],
         now: float,
     ) -> None:
         key = (rel.app_id, rel.version)
@@ -385,7 +469,7 @@ class Controller:
         mine = [
             (p.instance_id, p.process_type, p.idx) for p in mine_all if p.release == rel.version
         ]
-        wanted_total = sum(w.count for w in wants if w.app == app_name and w.release == rel.version)
+        wanted_total = sum(w.count for w in wants if w.release == rel.version)
         d = rollout.decide(
             mine, wanted_total, statuses, started, now, self.settings.rollout_timeout_s
         )
@@ -434,81 +518,77 @@ class Controller:
                 app_name, f"-----> v{serving} keeps serving", build_log, "build"
             )
 
-    def _update_assignments(
-        self, placed: list[Placement], apps: list[AppRow], sizes: dict[int, dict[str, int]]
-    ) -> None:
-        app_ids = {a.name: a.id for a in apps}
-        keys = {a.name: a.key for a in apps}
+    def _stage_assignments(self, apps: list[str]) -> None:
+        m = self._model
         # Per process type too: each type's instances may have their own size.
         sources: dict[tuple[int, int, str], Source | None] = {}
 
         def source(p: Placement) -> Source | None:
-            app_id = app_ids.get(p.app)
-            if app_id is None:
+            a = m.apps.get(p.app)
+            if a is None:
                 return None
-            key = (app_id, p.release, p.process_type)
+            key = (a.row.id, p.release, p.process_type)
             if key not in sources:
-                rel = self._release_cache.get((app_id, p.release))
-                memory = sizes.get(app_id, {}).get(p.process_type)
+                rel = self._release_cache.get((a.row.id, p.release))
                 sources[key] = (
                     None
                     if rel is None
                     else Source(
                         rel.image_digest,
                         rel.spec,
-                        self.instance_env(app_id, rel.config),
-                        app_key=keys[p.app],
-                        app_id=app_id,
-                        memory_mb=memory or self.settings.instance_memory_mb,
+                        self.instance_env(a.row.id, rel.config),
+                        app_key=a.row.key,
+                        app_id=a.row.id,
+                        memory_mb=m.memory_of(p),
                     )
                 )
             return sources[key]
 
-        self.book.update(placed, source, self.soft.hosts)
+        self.book.stage(apps, [p for name in apps for p in m.placed[name]], source)
 
-    async def _update_routes(
+    def _route(
         self,
-        d: desired.Desired,
-        serving: dict[str, ReleaseRow],
-        by_app: dict[str, list[Placement]],
-        statuses: dict[str, InstanceStatus],
-    ) -> None:
-        routing: list[routes.AppRouting] = []
-        for a in d.apps:
-            rel = serving.get(a.name)
-            web = rel.spec.web_process.name if rel and rel.spec.web_process else ""
-            mine = [
-                p
-                for p in by_app.get(a.name, ())
-                if rel is not None and p.release == rel.version and p.process_type == web
-            ]
-            routing.append(
-                routes.AppRouting(
-                    app=a.name,
-                    suspended=a.suspended,
-                    release=rel.version if rel else 0,
-                    spec=rel.spec if rel else None,
-                    static_digest=rel.static_digest if rel else "",
-                    domains=d.domains.get(a.id, ()),
-                    certificates=d.certificates.get(a.id, ()),
-                    static_routes=tuple(rel.static_routes) if rel else (),
-                    web_instances=tuple(p.instance_id for p in mine),
-                    host_of={p.instance_id: p.host_id for p in mine},
-                )
-            )
-        new = self._route_cache.build(
-            routing, statuses, self.settings.default_domain, self.soft.addresses()
+        name: str,
+        rel: ReleaseRow | None,
+        statuses: Mapping[str, InstanceStatus],
+        addresses: Mapping[str, str],
+    ) -> AppRoute:
+        a = self._model.apps[name]
+        web = rel.spec.web_process.name if rel and rel.spec.web_process else ""
+        mine = [
+            p
+            for p in self._model.placed[name]
+            if rel is not None and p.release == rel.version and p.process_type == web
+        ]
+        routing = routes.AppRouting(
+            app=name,
+            suspended=a.row.suspended,
+            release=rel.version if rel else 0,
+            spec=rel.spec if rel else None,
+            static_digest=rel.static_digest if rel else "",
+            domains=a.domains,
+            certificates=a.certificates,
+            static_routes=tuple(rel.static_routes) if rel else (),
+            web_instances=tuple(p.instance_id for p in mine),
+            host_of={p.instance_id: p.host_id for p in mine},
         )
+        return self._route_cache.route(routing, statuses, self.settings.default_domain, addresses)
+
+    async def _publish_routes(self, updates: dict[str, AppRoute | None]) -> None:
+        delta = routes.diff_apps(self.routes, updates, self.route_version, self.fence)
+        for name, route in updates.items():
+            if route is None:
+                self.routes.pop(name, None)
+            else:
+                self.routes[name] = route
         if self._snapshot_due:
             self._snapshot_due = False
-            self.routes, self.route_version = new, self.route_version + 1
+            self.route_version += 1
             if self.publisher is not None:
                 await self.publisher.publish("routes", self.route_snapshot())
             return
-        delta = routes.diff(self.routes, new, self.route_version, self.fence)
         if delta is None:
             return
-        self.routes = new
         self.route_version = delta.version
         if self.publisher is not None:
             await self.publisher.publish("routes", delta)
@@ -516,7 +596,3 @@ class Controller:
 
 def _new_instance_id(w: Want, idx: int) -> str:
     return f"{w.app}-{w.process_type}-{idx}-v{w.release}-{secrets.token_hex(3)}"
-
-
-def host_addresses_json(addrs: list[str]) -> str:
-    return json.dumps(addrs)

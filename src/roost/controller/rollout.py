@@ -9,6 +9,7 @@ dropped, and the previous release, which never stopped, keeps serving).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,7 +27,7 @@ class Decision:
 def decide(
     placed: list[tuple[str, str, int]],  # (instance_id, process_type, idx) of the pending release
     wanted_total: int,
-    statuses: dict[str, InstanceStatus],
+    statuses: Mapping[str, InstanceStatus],
     started_at: float,
     now: float,
     timeout_s: float,

@@ -10,7 +10,7 @@ table.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from roost.appspec.model import AppSpec
@@ -46,7 +46,7 @@ BackendKey = tuple[str, str, int, str, str]  # (instance_id, host, port, unix_so
 
 
 def backend_keys(
-    a: AppRouting, statuses: dict[str, InstanceStatus], host_addr: dict[str, str]
+    a: AppRouting, statuses: Mapping[str, InstanceStatus], host_addr: Mapping[str, str]
 ) -> tuple[BackendKey, ...]:
     """The app's routable backends: its web instances that report up, with a port."""
     out: list[BackendKey] = []
@@ -61,9 +61,9 @@ def backend_keys(
 
 def app_route(
     a: AppRouting,
-    statuses: dict[str, InstanceStatus],
+    statuses: Mapping[str, InstanceStatus],
     default_domain: str,
-    host_addr: dict[str, str],
+    host_addr: Mapping[str, str],
     backends_of: tuple[BackendKey, ...] | None = None,
 ) -> AppRoute:
     if backends_of is None:
@@ -110,9 +110,9 @@ def app_route(
 
 def build_routes(
     apps: Iterable[AppRouting],
-    statuses: dict[str, InstanceStatus],
+    statuses: Mapping[str, InstanceStatus],
     default_domain: str,
-    host_addr: dict[str, str],
+    host_addr: Mapping[str, str],
 ) -> dict[str, AppRoute]:
     return {a.app: app_route(a, statuses, default_domain, host_addr) for a in apps}
 
@@ -133,41 +133,59 @@ class RouteCache:
     def build(
         self,
         apps: Iterable[AppRouting],
-        statuses: dict[str, InstanceStatus],
+        statuses: Mapping[str, InstanceStatus],
         default_domain: str,
-        host_addr: dict[str, str],
+        host_addr: Mapping[str, str],
     ) -> dict[str, AppRoute]:
-        out: dict[str, AppRoute] = {}
-        last: dict[str, tuple[tuple[object, ...], AppSpec | None, AppRoute]] = {}
-        for a in apps:
-            backends = backend_keys(a, statuses, host_addr)
-            key = (
-                a.suspended,
-                a.release,
-                a.static_digest,
-                a.domains,
-                a.static_routes,
-                a.certificates,
-                default_domain,
-                backends,
-            )
-            prev = self._last.get(a.app)
-            if prev is not None and prev[1] is a.spec and prev[0] == key:
-                route = prev[2]
-            else:
-                route = app_route(a, statuses, default_domain, host_addr, backends)
-            out[a.app] = route
-            last[a.app] = (key, a.spec, route)
-        self._last = last
+        out = {a.app: self.route(a, statuses, default_domain, host_addr) for a in apps}
+        for gone in self._last.keys() - out.keys():
+            del self._last[gone]
         return out
 
+    def route(
+        self,
+        a: AppRouting,
+        statuses: Mapping[str, InstanceStatus],
+        default_domain: str,
+        host_addr: Mapping[str, str],
+    ) -> AppRoute:
+        """One app's route: the previous object when its inputs are as last time."""
+        backends = backend_keys(a, statuses, host_addr)
+        key = (
+            a.suspended,
+            a.release,
+            a.static_digest,
+            a.domains,
+            a.static_routes,
+            a.certificates,
+            default_domain,
+            backends,
+        )
+        prev = self._last.get(a.app)
+        if prev is not None and prev[1] is a.spec and prev[0] == key:
+            return prev[2]
+        route = app_route(a, statuses, default_domain, host_addr, backends)
+        self._last[a.app] = (key, a.spec, route)
+        return route
 
-def diff(
-    old: dict[str, AppRoute], new: dict[str, AppRoute], base_version: int, fence: int
+    def forget(self, app: str) -> None:
+        self._last.pop(app, None)
+
+
+def diff_apps(
+    old: Mapping[str, AppRoute],
+    updates: Mapping[str, AppRoute | None],
+    base_version: int,
+    fence: int,
 ) -> RouteDelta | None:
-    # Identity first: routes the cache reused are skipped without a deep compare.
-    upserts = [r for name, r in sorted(new.items()) if (o := old.get(name)) is not r and o != r]
-    removals = sorted(name for name in old if name not in new)
+    """The delta for the apps in `updates` only (None: the app is gone);
+    every other app's route is the same in both tables."""
+    upserts = [
+        r
+        for name, r in sorted(updates.items())
+        if r is not None and (o := old.get(name)) is not r and o != r
+    ]
+    removals = sorted(n for n, r in updates.items() if r is None and n in old)
     if not upserts and not removals:
         return None
     return RouteDelta(
@@ -177,3 +195,12 @@ def diff(
         removals=removals,
         fence=fence,
     )
+
+
+def diff(
+    old: dict[str, AppRoute], new: dict[str, AppRoute], base_version: int, fence: int
+) -> RouteDelta | None:
+    # Identity first: routes the cache reused are skipped without a deep compare.
+    updates: dict[str, AppRoute | None] = {name: None for name in old if name not in new}
+    updates.update(new)
+    return diff_apps(old, updates, base_version, fence)

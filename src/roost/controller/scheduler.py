@@ -19,14 +19,19 @@ process type with two or more copies runs on at least two hosts whenever two
 exist. Nothing else is ever rebalanced: placement moves as little as
 possible.
 
-Cost: O(placements + wants + new placements x hosts), so a reconcile over
-10,000 instances stays cheap when little changes.
+Cost: O(placements + wants + new placements x hosts). The lease holder
+places only the apps whose inputs changed since its last pass, passing what
+every other app holds on each host as `reserved` (memory) and `placed`
+(instances): those count against capacity and spread exactly as if they had
+been placed in the same call, so a pass over 50,000 instances costs what
+the few that changed cost.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 # Fewest distinct hosts a process type with several copies must span.
@@ -69,18 +74,52 @@ Key = tuple[str, int, str]
 class _Capacity:
     """Memory reserved and instances placed per live host."""
 
-    def __init__(self, live: dict[str, HostInfo]) -> None:
+    def __init__(
+        self,
+        live: dict[str, HostInfo],
+        reserved: Mapping[str, int] | None = None,
+        placed: Mapping[str, int] | None = None,
+    ) -> None:
         self.live = live
-        self.used: Counter[str] = Counter()
-        self.total: Counter[str] = Counter()
+        self.used: Counter[str] = Counter(reserved or {})
+        self.total: Counter[str] = Counter(placed or {})
+        # (instances, host id) of the live hosts, least loaded first; an
+        # entry whose count is no longer the host's is stale and skipped.
+        self._heap: list[tuple[int, str]] | None = None
 
     def add(self, host_id: str, memory_mb: int) -> None:
         self.used[host_id] += memory_mb
         self.total[host_id] += 1
+        self._note(host_id)
 
     def remove(self, host_id: str, memory_mb: int) -> None:
         self.used[host_id] -= memory_mb
         self.total[host_id] -= 1
+        self._note(host_id)
+
+    def _note(self, host_id: str) -> None:
+        if self._heap is not None and host_id in self.live:
+            heapq.heappush(self._heap, (self.total[host_id], host_id))
+
+    def least_loaded(self, ok: Callable[[HostInfo], bool]) -> HostInfo | None:
+        """The live host with the fewest instances (then the lowest id) that is `ok`."""
+        if self._heap is None:
+            self._heap = [(self.total[h], h) for h in self.live]
+            heapq.heapify(self._heap)
+        passed: list[tuple[int, str]] = []
+        found = None
+        while self._heap:
+            entry = heapq.heappop(self._heap)
+            count, host_id = entry
+            if count != self.total[host_id]:
+                continue  # stale: the host's current entry is further on
+            passed.append(entry)
+            if ok(self.live[host_id]):
+                found = self.live[host_id]
+                break
+        for entry in passed:
+            heapq.heappush(self._heap, entry)
+        return found
 
     def fits(self, host: HostInfo, memory_mb: int) -> bool:
         return host.memory_mb == 0 or self.used[host.host_id] + memory_mb <= host.memory_mb
@@ -91,8 +130,14 @@ def place(
     current: Iterable[Placement],
     hosts: Iterable[HostInfo],
     new_id: Callable[[Want, int], str],
+    reserved: Mapping[str, int] | None = None,
+    placed: Mapping[str, int] | None = None,
 ) -> list[Placement]:
-    """The new complete set of placements."""
+    """The new complete set of placements of the wants' apps.
+
+    `reserved` and `placed`: memory (MB) and instance counts per host held by
+    apps not in this call (see the module docstring).
+    """
     live = {h.host_id: h for h in hosts if h.alive}
     wants = sorted(wants, key=lambda w: (w.app, w.release, w.process_type))
     want_by_key: dict[Key, Want] = {(w.app, w.release, w.process_type): w for w in wants}
@@ -103,7 +148,7 @@ def place(
             key = p.key
             if key in want_by_key:
                 by_key.setdefault(key, []).append(p)
-    cap = _Capacity(live)
+    cap = _Capacity(live, reserved, placed)
     for key, ps in by_key.items():
         ps.sort(key=lambda p: p.idx)
         del ps[want_by_key[key].count :]
@@ -143,6 +188,11 @@ def place(
 
 
 def _best_host(w: Want, per_host: Counter[str], cap: _Capacity) -> HostInfo | None:
+    # The usual answer: the least loaded host with room and no copy of this
+    # type yet, found without looking at every host.
+    fresh = cap.least_loaded(lambda h: per_host[h.host_id] == 0 and cap.fits(h, w.memory_mb))
+    if fresh is not None:
+        return fresh
     best: HostInfo | None = None
     best_rank: tuple[int, int, str] | None = None
     for h in cap.live.values():

@@ -73,6 +73,12 @@ class ServiceBroker:
         self._changes += 1
         self._cache.pop(app_id, None)
 
+    def forget(self, app_ids: Iterable[int]) -> None:
+        """Read these apps' credentials again when next asked (another
+        controller may have bound or removed a service since)."""
+        for app_id in app_ids:
+            self._forget(app_id)
+
     def cached_credentials(self, app_id: int) -> list[ServiceCredentials]:
         """The app's credentials, read by `warm` before (KeyError if not)."""
         return self._cache[app_id]

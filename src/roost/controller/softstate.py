@@ -2,11 +2,19 @@
 
 Never persisted: after a restart every replica knows it again within one
 heartbeat period. Time is passed in, so tests drive it with a fake clock.
+
+Heartbeats arrive a thousand a second on a big cluster, each listing its
+host's instances, so a beat that changes nothing a reconcile depends on
+costs a tuple compare, and the rest is kept as indexes rather than rebuilt:
+`statuses()` is a live view (instance id -> the status its host last
+reported, live hosts only) and `take_changes()` hands the lease holder's
+next pass exactly the instances and hosts that moved since its last one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 from roost.wire.messages import Heartbeat, InstanceStatus
 
@@ -18,6 +26,12 @@ class HostSeen:
     down_since: float | None = None
     # What of the heartbeat placement, rollouts and routes depend on.
     relevant: tuple[object, ...] = ()
+    # This beat's instances by id.
+    statuses: dict[str, InstanceStatus] = field(default_factory=dict)
+
+
+def _key(st: InstanceStatus) -> tuple[object, ...]:
+    return (st.state, st.port, st.unix_socket, st.restarts)
 
 
 def relevant(hb: Heartbeat) -> tuple[object, ...]:
@@ -25,8 +39,31 @@ def relevant(hb: Heartbeat) -> tuple[object, ...]:
     return (
         tuple(hb.addresses),
         hb.memory_mb,
-        tuple((s.instance_id, s.state, s.port, s.unix_socket, s.restarts) for s in hb.instances),
+        tuple((s.instance_id, *_key(s)) for s in hb.instances),
     )
+
+
+class Statuses(Mapping[str, InstanceStatus]):
+    """Instance states reported by live hosts (a down host's are unknown)."""
+
+    def __init__(self, soft: SoftState) -> None:
+        self._soft = soft
+
+    def __getitem__(self, instance_id: str) -> InstanceStatus:
+        seen = self._soft.hosts.get(self._soft.reporter.get(instance_id, ""))
+        if seen is None or seen.down_since is not None:
+            raise KeyError(instance_id)
+        return seen.statuses[instance_id]
+
+    def __iter__(self) -> Iterator[str]:
+        for seen in list(self._soft.hosts.values()):
+            if seen.down_since is None:
+                for iid in seen.statuses:
+                    if self._soft.reporter.get(iid) == seen.heartbeat.host_id:
+                        yield iid
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class SoftState:
@@ -40,18 +77,40 @@ class SoftState:
         # Grows whenever something a reconcile depends on changed (an instance's
         # state, a host up or down): an unchanged generation means nothing to do.
         self.generation = 0
+        # instance id -> the host that last reported it
+        self.reporter: dict[str, str] = {}
+        # What moved since the last take_changes(): instances whose state,
+        # port or restarts changed (or that came or went), and hosts that
+        # came up, went down, or changed address or memory.
+        self._changed_instances: set[str] = set()
+        self._changed_hosts: set[str] = set()
+        self._statuses = Statuses(self)
 
     def record(self, hb: Heartbeat, now: float) -> bool:
         """Store a heartbeat; True when the host was unknown or down before."""
         if self.last_received is None or now - self.last_received > self.grace_s / 2:
             self.receiving_since = now
         self.last_received = now
-        seen = self.hosts.get(hb.host_id)
+        host = hb.host_id
+        seen = self.hosts.get(host)
         came_back = seen is None or seen.down_since is not None
         rel = relevant(hb)
+        statuses = {st.instance_id: st for st in hb.instances}
         if came_back or seen is None or seen.relevant != rel:
             self.generation += 1
-        self.hosts[hb.host_id] = HostSeen(heartbeat=hb, last_seen=now, relevant=rel)
+            old = seen.statuses if seen is not None else {}
+            if came_back or seen is None or seen.relevant[:2] != rel[:2]:
+                self._changed_hosts.add(host)
+            for iid, st in statuses.items():
+                was = old.get(iid)
+                if came_back or was is None or _key(was) != _key(st):
+                    self._changed_instances.add(iid)
+                self.reporter[iid] = host
+            for iid in old.keys() - statuses.keys():
+                self._changed_instances.add(iid)
+                if self.reporter.get(iid) == host:
+                    del self.reporter[iid]
+        self.hosts[host] = HostSeen(heartbeat=hb, last_seen=now, relevant=rel, statuses=statuses)
         return came_back
 
     def informed(self, now: float) -> bool:
@@ -76,7 +135,15 @@ class SoftState:
                 seen.down_since = now
                 newly.append(host_id)
                 self.generation += 1
+                self._changed_hosts.add(host_id)
+                self._changed_instances.update(seen.statuses)
         return newly
+
+    def take_changes(self) -> tuple[set[str], set[str]]:
+        """(instances, hosts) that moved since the last call (see `record`)."""
+        out = (self._changed_instances, self._changed_hosts)
+        self._changed_instances, self._changed_hosts = set(), set()
+        return out
 
     def alive(self, host_id: str) -> bool:
         seen = self.hosts.get(host_id)
@@ -85,15 +152,9 @@ class SoftState:
     def alive_hosts(self) -> list[HostSeen]:
         return [s for s in self.hosts.values() if s.down_since is None]
 
-    def statuses(self) -> dict[str, InstanceStatus]:
-        """Instance states reported by live hosts (a down host's are unknown)."""
-        out: dict[str, InstanceStatus] = {}
-        for seen in self.hosts.values():
-            if seen.down_since is not None:
-                continue
-            for st in seen.heartbeat.instances:
-                out[st.instance_id] = st
-        return out
+    def statuses(self) -> Mapping[str, InstanceStatus]:
+        """Instance states reported by live hosts (a live view: no copy is made)."""
+        return self._statuses
 
     def addresses(self) -> dict[str, str]:
         out: dict[str, str] = {}

@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import Engine, bindparam, delete, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from roost.appspec.model import AppSpec
@@ -29,7 +30,7 @@ from roost.controller.store_deploys import (
     next_version,
 )
 from roost.controller.store_images import ImageReplicaStore
-from roost.controller.store_snapshot import PLACEMENTS, SnapshotStore
+from roost.controller.store_snapshot import PLACEMENTS, SnapshotStore, bump_desired
 from roost.controller.tls import is_sealed, open_key, seal_key
 from roost.state import tables as t
 from roost.wire.messages import LogLine, StaticRoute
@@ -119,6 +120,10 @@ class HostRecord:
 
 __all__ = ["AccessStore", "BuildMove", "BuildRow", "Conflict", "NotFound", "Store"]
 
+# Release keys per query of `releases_for`: two bound values each, well
+# under SQLite's limit (32,766 since 3.32) and PostgreSQL's (65,535).
+_KEYS_PER_QUERY = 2000
+
 
 class Store(AccessStore, CronStore, DeployStore, ImageReplicaStore, SnapshotStore):
     def __init__(self, engine: Engine, secrets: SecretBox | None = None) -> None:
@@ -148,6 +153,7 @@ class Store(AccessStore, CronStore, DeployStore, ImageReplicaStore, SnapshotStor
                     id=app_id, name=name, owner_id=owner_id, created_at=time.time()
                 )
             )
+            bump_desired(c)
         return self.app(name)
 
     def app(self, name: str) -> AppRow:
@@ -190,10 +196,12 @@ class Store(AccessStore, CronStore, DeployStore, ImageReplicaStore, SnapshotStor
             ):
                 c.execute(delete(table).where(table.c.app_id == app.id))
             c.execute(delete(t.apps).where(t.apps.c.id == app.id))
+            bump_desired(c)
 
     def set_suspended(self, app_id: int, suspended: bool) -> None:
         with self.engine.begin() as c:
             c.execute(update(t.apps).where(t.apps.c.id == app_id).values(suspended=suspended))
+            bump_desired(c)
 
     # ------------------------------------------------------------ releases
 
@@ -218,6 +226,7 @@ class Store(AccessStore, CronStore, DeployStore, ImageReplicaStore, SnapshotStor
                 c, app_id, version, build_id, image_digest, static_digest, spec, lock,
                 description, config, static_routes or [],
             )  # fmt: skip
+            bump_desired(c)
         return version
 
     def copy_release(
@@ -256,6 +265,17 @@ class Store(AccessStore, CronStore, DeployStore, ImageReplicaStore, SnapshotStor
                 .order_by(t.releases.c.version.desc())
             )
             return [_release(r) for r in rows]
+
+    def releases_for(self, keys: Iterable[tuple[int, int]]) -> list[ReleaseRow]:
+        """The releases (app id, version) that exist among `keys`, a few queries for thousands."""
+        wanted = sorted(set(keys))
+        out: list[ReleaseRow] = []
+        key = tuple_(t.releases.c.app_id, t.releases.c.version)
+        with self.engine.connect() as c:
+            for i in range(0, len(wanted), _KEYS_PER_QUERY):
+                rows = c.execute(select(t.releases).where(key.in_(wanted[i : i + _KEYS_PER_QUERY])))
+                out.extend(_release(r) for r in rows)
+        return out
 
     def releases_in(self, status: str) -> list[ReleaseRow]:
         with self.engine.connect() as c:
@@ -299,6 +319,7 @@ class Store(AccessStore, CronStore, DeployStore, ImageReplicaStore, SnapshotStor
                         app_id=app_id, process_type=ptype, quantity=qty, memory_mb=mem
                     )
                 )
+            bump_desired(c)
 
     def config_vars(self, app_id: int) -> dict[str, str]:
         with self.engine.connect() as c:
@@ -330,6 +351,7 @@ class Store(AccessStore, CronStore, DeployStore, ImageReplicaStore, SnapshotStor
             c.execute(
                 insert(t.domains).values(hostname=hostname, app_id=app_id, created_at=time.time())
             )
+            bump_desired(c)
 
     def remove_domain(self, app_id: int, hostname: str) -> None:
         with self.engine.begin() as c:
@@ -338,6 +360,7 @@ class Store(AccessStore, CronStore, DeployStore, ImageReplicaStore, SnapshotStor
                     t.domains.c.app_id == app_id, t.domains.c.hostname == hostname
                 )
             )
+            bump_desired(c)
         if r.rowcount == 0:
             raise NotFound(f"{hostname} is not a domain of this app")
 
@@ -369,6 +392,7 @@ class Store(AccessStore, CronStore, DeployStore, ImageReplicaStore, SnapshotStor
                     created_at=time.time(),
                 )
             )
+            bump_desired(c)
 
     def certificates(self, app_id: int | None = None) -> list[CertRow]:
         """Certificates with their private keys opened; a key an older Roost
@@ -431,32 +455,33 @@ class Store(AccessStore, CronStore, DeployStore, ImageReplicaStore, SnapshotStor
                     t.placements.c.app_id == app_id, t.placements.c.process_type == process_type
                 )
             )
+            bump_desired(c)
 
     def replace_placements(
         self, old: list[Placement], new: list[Placement], app_ids: dict[str, int]
-    ) -> None:
+    ) -> int | None:
+        """Write the difference; the desired-state count after it (None: nothing to write)."""
         old_ids = {p.instance_id for p in old}
         new_ids = {p.instance_id for p in new}
         gone = old_ids - new_ids
         added = [p for p in new if p.instance_id not in old_ids]
         if not gone and not added:
-            return
+            return None
         with self.engine.begin() as c:
             if gone:
                 c.execute(delete(t.placements).where(t.placements.c.instance_id.in_(gone)))
             now = time.time()
-            for p in added:
+            if added:
                 c.execute(
-                    insert(t.placements).values(
-                        instance_id=p.instance_id,
-                        app_id=app_ids[p.app],
-                        release=p.release,
-                        process_type=p.process_type,
-                        idx=p.idx,
-                        host_id=p.host_id,
-                        created_at=now,
-                    )
-                )
+                    insert(t.placements),
+                    [
+                        {"instance_id": p.instance_id, "app_id": app_ids[p.app],
+                         "release": p.release, "process_type": p.process_type, "idx": p.idx,
+                         "host_id": p.host_id, "created_at": now}
+                        for p in added
+                    ],
+                )  # fmt: skip
+            return bump_desired(c)
 
     # ------------------------------------------------------------ hosts
 

@@ -30,6 +30,7 @@ from roost.controller.deployflow import (
     stage_of,
 )
 from roost.controller.store_access import NotFound
+from roost.controller.store_snapshot import bump_desired
 from roost.state import tables as t
 from roost.wire.messages import BuildResult, StaticRoute
 
@@ -211,6 +212,7 @@ class DeployStore:
                 c, app_id, version, res.build_id, res.image_digest, res.static_digest, res.spec,
                 res.lock, f"build {res.build_id}", config, list(res.static_routes),
             )  # fmt: skip
+            bump_desired(c)
         return version
 
     def end_rollout(
@@ -256,4 +258,5 @@ class DeployStore:
                 )
             if build is not None:
                 _move_build(c, build.build_id, build.move, build.error)
+            bump_desired(c)
         return True

@@ -6,15 +6,27 @@ statements compiled once: SQLAlchemy Row objects cost more than the query
 at thousands of rows. Rows come sorted by Python, not by the database,
 whose collation may differ and whose order the reader predicts after its
 own writes; each row starts with a unique key, so no None is compared.
+
+Reading them at all is skipped when nothing changed: every write to what
+the reconcile reads (apps, releases, formation, placements, domains,
+certificates) counts itself in the `desired` row of `id_counters`, in its
+own transaction (`bump_desired`). The lease holder reads that one number
+first; an unchanged count means an unchanged snapshot.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, case, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from roost.state import tables as t
+
+DESIRED = "desired"
+# The count wraps here (the column is a 32-bit integer on PostgreSQL): a
+# reader only asks whether it moved.
+_WRAP = 2_000_000_000
 
 APPS = select(
     t.apps.c.id,
@@ -43,9 +55,36 @@ PLACEMENTS = select(
 SNAPSHOT = {"apps": APPS, "formation": FORMATION, "placements": PLACEMENTS}
 
 
+def bump_desired(c: Connection) -> int:
+    """Count one change to desired state in the writer's transaction; the new count."""
+    value = t.id_counters.c.value
+    new = c.execute(
+        update(t.id_counters)
+        .where(t.id_counters.c.name == DESIRED)
+        .values(value=case((value >= _WRAP, 1), else_=value + 1))
+        .returning(value)
+    ).scalar()
+    if new is not None:
+        return int(new)
+    try:  # the first change since the table was made
+        with c.begin_nested():
+            c.execute(insert(t.id_counters).values(name=DESIRED, value=1))
+    except IntegrityError:  # another writer made the row first
+        return bump_desired(c)
+    return 1
+
+
 class SnapshotStore:
     engine: Engine
     _snapshot_sql: dict[str, str] | None = None
+
+    def desired_version(self) -> int:
+        """The count of changes to desired state so far (see the module docstring)."""
+        with self.engine.connect() as c:
+            row = c.execute(
+                select(t.id_counters.c.value).where(t.id_counters.c.name == DESIRED)
+            ).first()
+        return int(row.value) if row is not None else 0
 
     def snapshot_rows(self) -> dict[str, list[tuple[Any, ...]]]:
         """{"apps", "formation", "placements"}: each table's rows, sorted tuples."""
