@@ -168,3 +168,9 @@ async def test_sources_and_retention_answers(ctl: tuple[Controller, Store]) -> N
     assert store.replica_hosts(d("1")) == ["h1", "h2"]
     assert store.replica_hosts(d("9")) == []
     assert store.all_replicas() == {d("1"): {"h1", "h2"}}
+
+
+def test_planning_stops_at_the_limit() -> None:
+    needed = {d(str(i)) for i in range(1, 10)}
+    asks = plan_copies(needed, {}, ["h1", "h2"], {}, 0.0, random.Random(1), limit=3)
+    assert [digest for digest, _ in asks] == sorted(needed)[:3]

@@ -104,19 +104,26 @@ def plan_copies(
     attempts: Mapping[str, CopyAttempts],
     now: float,
     rng: random.Random | None = None,
+    limit: int | None = None,
 ) -> list[tuple[str, str]]:
-    """(digest, host) asks: one per needed digest no live host holds.
+    """(digest, host) asks: one per needed digest no live host holds, the
+    first `limit` of them (by digest) when given.
 
     `holders` are the recorded holders of each digest, `alive` the live
     runners that serve RPC. A digest still backing off is left for later; a
     host that failed for a digest is passed over while another is left.
+    Cost: a set test per needed digest, and a walk over the live hosts per
+    ask only (thousands of digests without a live holder stay cheap).
     """
     live = sorted(set(alive))
+    live_set = set(live)
     r = rng or random
     out: list[tuple[str, str]] = []
     for digest in sorted(set(needed)):
+        if limit is not None and len(out) >= limit:
+            break
         held = set(holders.get(digest, ()))
-        if held & set(live):
+        if not held.isdisjoint(live_set):
             continue
         tried = attempts.get(digest, CopyAttempts())
         if tried.next_at > now:

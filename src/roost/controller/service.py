@@ -96,6 +96,7 @@ class ControllerService:
         self.gateway = GatewayRpc(self)
         self.images = ImageRpc(controller)
         self._copy_attempts: dict[str, CopyAttempts] = {}
+        self._needed: tuple[int, set[str]] | None = None  # (desired-state count, digests)
 
     async def handle(self, msg: Msg) -> Msg:
         c = self.c
@@ -291,11 +292,17 @@ class ControllerService:
         c = self.c
         if self.client_for is None or not c.is_leader or not c.settled(time.monotonic()):
             return []  # a replica that just took the lease does not yet know who is alive
-        releases, current = await c.store.release_images()
-        needed, holders = needed_images(releases, current), await c.store.all_replicas()
+        # What retention keeps changes only with releases: read them again
+        # only when desired state moved (thousands of apps: a costly read).
+        version = await c.store.desired_version()
+        if self._needed is None or self._needed[0] != version:
+            releases, current = await c.store.release_images()
+            self._needed = (version, needed_images(releases, current))
+        needed, holders = self._needed[1], await c.store.all_replicas()
         alive = {hb.host_id: hb for hb in self._replica_hosts()}
-        asks = plan_copies(needed, holders, alive, self._copy_attempts, time.monotonic())
-        asks = asks[:COPIES_PER_PASS]
+        asks = plan_copies(
+            needed, holders, alive, self._copy_attempts, time.monotonic(), limit=COPIES_PER_PASS
+        )
         if not asks:
             return []
         async with asyncio.TaskGroup() as tg:

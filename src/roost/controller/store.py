@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -133,6 +134,9 @@ class Store(AccessStore, CronStore, DeployStore, ImageReplicaStore, SnapshotStor
         # sealed key -> opened PEM: the reconcile reads every certificate each
         # pass, and a sealed value never changes (a new key is a new token).
         self._opened_keys: dict[str, str] = {}
+        # Apps lines were appended for since the last trim_logs (any thread).
+        self._logged: set[int] = set()
+        self._logged_lock = threading.Lock()
 
     # ------------------------------------------------------------ apps
 
@@ -553,6 +557,8 @@ class Store(AccessStore, CronStore, DeployStore, ImageReplicaStore, SnapshotStor
             ]
             if rows:
                 c.execute(insert(t.log_lines), rows)
+        with self._logged_lock:
+            self._logged.update(ids.values())
 
     def logs(
         self,
@@ -575,9 +581,13 @@ class Store(AccessStore, CronStore, DeployStore, ImageReplicaStore, SnapshotStor
             return list(c.execute(q.order_by(t.log_lines.c.id).limit(limit)))
 
     def trim_logs(self, keep: int) -> None:
-        """Keep the newest `keep` lines per app (never fewer)."""
+        """Keep the newest `keep` lines of each app this store wrote lines for
+        since its last trim (never fewer): every replica trims what it wrote,
+        and an app that logged nothing is not looked at."""
+        with self._logged_lock:
+            apps, self._logged = self._logged, set()
         with self.engine.begin() as c:
-            for (app_id,) in c.execute(select(t.apps.c.id)):
+            for app_id in sorted(apps):
                 cutoff = c.execute(
                     select(t.log_lines.c.id)
                     .where(t.log_lines.c.app_id == app_id)
