@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
@@ -13,28 +16,66 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from roost.controller.core import Controller
+from roost.wire.messages import Heartbeat
 
 API_REQUESTS = Counter("roost_api_requests_total", "API requests", ["method", "route", "status"])
 API_LATENCY = Histogram("roost_api_request_seconds", "API request latency", ["method", "route"])
 BUILDS = Counter("roost_builds_total", "Finished builds", ["status"])
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """One controller's soft state as a scrape saw it (read on the event loop)."""
+
+    now: float
+    hosts: list[tuple[str, float, bool, Heartbeat]]  # host, last seen, up, heartbeat
+    leader: bool
+
+
 class SoftStateCollector(Collector):
     """Reads the controllers' soft state at scrape time (nothing to keep in sync).
 
     One collector per process serves every Controller object alive in it (a
-    daemon has one; tests may have several).
+    daemon has one; tests may have several). The scrape copies what it needs
+    on the event loop (a list per host) and renders the text in a worker
+    thread: tens of thousands of instances make a second of formatting that
+    must not hold up heartbeats.
     """
 
     def __init__(self) -> None:
         self.controllers: weakref.WeakSet[Controller] = weakref.WeakSet()
+        self._seen: list[_Seen] | None = None  # set for the render under way
+
+    def freeze(self) -> list[_Seen]:
+        """What the next render shows (call on the event loop)."""
+        now = time.monotonic()
+        return [
+            _Seen(
+                now,
+                [
+                    (h, s.last_seen, s.down_since is None, s.heartbeat)
+                    for h, s in c.soft.hosts.items()
+                ],
+                c.is_leader,
+            )
+            for c in list(self.controllers)
+        ]
+
+    def render(self, seen: list[_Seen]) -> bytes:
+        """The registry's text with `seen` for the soft state (any thread)."""
+        with _render_lock:
+            self._seen = seen
+            try:
+                return generate_latest(REGISTRY)
+            finally:
+                self._seen = None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        for c in list(self.controllers):
-            yield from self._collect(c)
+        for seen in self._seen if self._seen is not None else self.freeze():
+            yield from self._collect(seen)
 
-    def _collect(self, c: Controller) -> Iterator[GaugeMetricFamily]:
-        now = time.monotonic()
+    def _collect(self, c: _Seen) -> Iterator[GaugeMetricFamily]:
+        now = c.now
         age = GaugeMetricFamily(
             "roost_heartbeat_age_seconds", "Seconds since a host's last heartbeat", labels=["host"]
         )
@@ -45,21 +86,22 @@ class SoftStateCollector(Collector):
         memory = GaugeMetricFamily(
             "roost_instance_memory_mb", "Resident memory of an instance", labels=["app", "instance"]
         )
-        for host_id, seen in c.soft.hosts.items():
-            age.add_metric([host_id], now - seen.last_seen)
-            up.add_metric([host_id], 0.0 if seen.down_since is not None else 1.0)
-            for st in seen.heartbeat.instances:
+        for host_id, last_seen, alive, hb in c.hosts:
+            age.add_metric([host_id], now - last_seen)
+            up.add_metric([host_id], 1.0 if alive else 0.0)
+            for st in hb.instances:
                 restarts.add_metric([st.app, st.instance_id], st.restarts)
                 memory.add_metric([st.app, st.instance_id], st.memory_mb)
         leader = GaugeMetricFamily(
             "roost_scheduler_leader", "1 when this controller holds the scheduler lease"
         )
-        leader.add_metric([], 1.0 if c.is_leader else 0.0)
+        leader.add_metric([], 1.0 if c.leader else 0.0)
         yield from (age, up, restarts, memory, leader)
 
 
 _collector = SoftStateCollector()
 REGISTRY.register(_collector)
+_render_lock = threading.Lock()
 
 
 def install(api: FastAPI, controller: Controller, guard: Callable[..., Any] | None = None) -> None:
@@ -84,4 +126,5 @@ def install(api: FastAPI, controller: Controller, guard: Callable[..., Any] | No
         dependencies=[Depends(guard)] if guard is not None else None,
     )
     async def metrics() -> Response:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        text = await asyncio.to_thread(_collector.render, _collector.freeze())
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
