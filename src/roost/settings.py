@@ -156,7 +156,8 @@ class Settings:
     image_cache_bytes: int = _setting(
         5 * 1024**3, "ROOST_IMAGE_CACHE", "runner image cache size before LRU eviction"
     )
-    replica_store_bytes: int = _setting(
+    # The variable keeps its older name (settings have no aliases): operators set it.
+    copy_store_bytes: int = _setting(
         5 * 1024**3,
         "ROOST_REPLICA_STORE",
         "runner: bytes of image copies held for redundancy before the least needed go",

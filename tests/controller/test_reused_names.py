@@ -41,12 +41,13 @@ from roost.runner.archive import AppDirs
 from roost.runner.datasync import DataSync
 from roost.runner.layout import Layout
 from roost.servicehost.appdata import AppData
-from roost.servicehost.datasession import DATA_MESSAGES, DataSessions
+from roost.servicehost.datasession import DataSessions
 from roost.servicehost.user import ServiceUser
 from roost.sessions.server import ExecSessions
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.cluster import Endpoint
+from roost.wire.dispatch import Handlers, on, pong
 from roost.wire.keys import KeyPair, generate_keypair
 from roost.wire.messages import (
     AppAccess,
@@ -54,12 +55,9 @@ from roost.wire.messages import (
     AppRemoved,
     DataArchive,
     DataPull,
-    Error,
     Heartbeat,
     InstanceAssignment,
-    Msg,
     Ok,
-    Ping,
 )
 from roost.wire.node import Node
 from roost.wire.rpc import RpcClient, RpcServer
@@ -127,7 +125,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     for n in nodes.values():
         n.start()
     try:
-        # The servicehost: app data, dispatched as its daemon does.
+        # The servicehost: app data, with the entries its daemon's table has.
         appdata = AppData(tmp_path / "servicehost" / "appdata")
         appdata.create()
         me = pwd.getpwuid(os.getuid())
@@ -136,13 +134,9 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             appdata, execs, ServiceUser(me.pw_name, me.pw_uid, me.pw_gid, dropped=False)
         )
 
-        async def servicehost(msg: Msg) -> Msg:
-            if isinstance(msg, AppRemoved):
-                return appdata.handle_removed(msg)
-            if isinstance(msg, DATA_MESSAGES):
-                return await sessions.handle(msg)
-            return Error(message="not here")
-
+        servicehost = Handlers(
+            "the servicehost", [*sessions.entries(), on(AppRemoved, appdata.on_removed)]
+        )
         sh_ep = await _serve(nodes["servicehost"], servicehost, tasks)
 
         def runner(name: str) -> Runner:
@@ -154,10 +148,10 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 
         online, offline = runner("runner-1"), runner("runner-2")
 
-        async def runner_rpc(msg: Msg) -> Msg:
-            return Ok(detail="runner") if isinstance(msg, Ping) else Error(message="no")
-
-        runner_ep = await _serve(nodes["runner"], online.dirs.wrap(runner_rpc), tasks)
+        runner_rpc = Handlers(
+            "the runner", [on(AppRemoved, online.dirs.on_removed), pong("runner")]
+        )
+        runner_ep = await _serve(nodes["runner"], runner_rpc, tasks)
 
         # The controller: HTTP API, wire service (for the gateway), servicehost client.
         url = sqlite_url(tmp_path / "state.db")
@@ -328,7 +322,7 @@ async def test_a_late_removal_spares_the_new_app(world: World) -> None:
     # The old app's removal, delivered again (a retry): the new app's home stays.
     assert w.online.dirs.removed("shop", old_key) is None
     assert w.online.files("shop") == ["new.txt"]
-    assert w.appdata.handle_removed(AppRemoved(app="shop", app_key=old_key)) == Ok(detail="")
+    assert await w.appdata.on_removed(AppRemoved(app="shop", app_key=old_key)) == Ok(detail="")
 
 
 async def test_a_deleted_apps_repository_is_swept(world: World) -> None:

@@ -1,4 +1,5 @@
-"""The store, chunked fetch over CURVE, replication, and the cache with plain-tar images."""
+"""The store, chunked fetch over CURVE, copies between stores, and the cache
+with plain-tar images."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from roost.images.cache import CacheEntry, ImageCache, plan_eviction
 from roost.images.digest import DigestMismatch, ImageError, format_digest
 from roost.images.fetch import fetch_image
-from roost.images.replicate import pull_into_store
+from roost.images.pull import pull_into_store
 from roost.images.serve import handle_image_request
 from roost.images.store import ImageStore
 from roost.wire.messages import Error, ImageChunk, ImageChunkRequest
@@ -63,9 +64,9 @@ async def test_fetch_over_the_wire_in_chunks(tmp_path: Path) -> None:
     async with Served(store) as client:
         path = await fetch_image(client, digest, tmp_path / "dl")
         assert path.read_bytes() == data
-        replica = ImageStore(tmp_path / "replica")
-        assert await pull_into_store(client, digest, replica) == digest
-        assert replica.verify(digest)
+        second = ImageStore(tmp_path / "second")
+        assert await pull_into_store(client, digest, second) == digest
+        assert second.verify(digest)
 
 
 async def test_fetch_rejects_a_corrupted_image_and_leaves_nothing(tmp_path: Path) -> None:
@@ -81,10 +82,10 @@ async def test_fetch_rejects_a_corrupted_image_and_leaves_nothing(tmp_path: Path
         with pytest.raises(DigestMismatch, match="corrupted"):
             await fetch_image(client, digest, tmp_path / "dl")
         assert list((tmp_path / "dl").iterdir()) == []
-        replica = ImageStore(tmp_path / "replica")
+        second = ImageStore(tmp_path / "second")
         with pytest.raises(DigestMismatch):
-            await pull_into_store(client, digest, replica)
-        assert replica.list() == [] and list(replica.tmp_dir.iterdir()) == []
+            await pull_into_store(client, digest, second)
+        assert second.list() == [] and list(second.tmp_dir.iterdir()) == []
 
 
 async def test_fetch_of_unknown_image_is_a_clear_error(tmp_path: Path) -> None:

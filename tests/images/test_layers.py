@@ -1,5 +1,5 @@
 """Layered images: manifests, composing roots from shared layers, layer-level LRU,
-digest checks of every blob, replication of a manifest with its layers."""
+digest checks of every blob, copies of a manifest with its layers (pull_into_store)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from roost.images.manifest import (
     parse_manifest,
     read_manifest,
 )
-from roost.images.replicate import pull_into_store
+from roost.images.pull import pull_into_store
 from roost.images.store import ImageStore
 
 from .helpers import Served, corrupt, make_tar, put_layered
@@ -163,7 +163,7 @@ async def test_cache_rejects_a_corrupted_layer_and_a_corrupted_manifest(tmp_path
     assert cache_is_empty(tmp_path / "cache")
 
 
-async def test_layered_image_over_curve_and_replication(tmp_path: Path) -> None:
+async def test_layered_image_over_curve_and_copied(tmp_path: Path) -> None:
     store = ImageStore(tmp_path / "store")
     image, dep, code = put_layered(store, {"app/x": b"x", "roost-image.json": b"{}"}, VENV)
     async with Served(store) as client:
@@ -174,10 +174,10 @@ async def test_layered_image_over_curve_and_replication(tmp_path: Path) -> None:
 
         root = await cache.ensure(image, over_the_wire)
         assert (root / "venv" / "bin" / "tool").exists() and (root / "app" / "x").exists()
-        replica = ImageStore(tmp_path / "replica")
-        assert await pull_into_store(client, image, replica) == image
-        assert set(replica.list()) == {image, dep, code}
-        assert all(replica.verify(d) for d in replica.list())
+        second = ImageStore(tmp_path / "second")
+        assert await pull_into_store(client, image, second) == image
+        assert set(second.list()) == {image, dep, code}
+        assert all(second.verify(d) for d in second.list())
 
         # A corrupted layer at the source: the manifest is not stored without it.
         corrupt(store, code, at=600)

@@ -1,5 +1,5 @@
 """Several image sources tried in turn (roost.images.sources) and the bound on a
-store of replicas (roost.images.retention), over real CURVE servers."""
+store of copies (roost.images.retention), over real CURVE servers."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from roost.images.digest import DigestMismatch, ImageError
 from roost.images.eviction import CacheEntry
 from roost.images.retention import plan_prune, prune, store_entries, top_level, touch
-from roost.images.sources import Source, SourcePlan
+from roost.images.sources import RemoteStore, SourcePlan
 from roost.images.store import ImageStore
 
 from .helpers import Served, corrupt, put_layered
@@ -24,21 +24,21 @@ async def test_a_source_without_the_image_hands_over_to_the_next(tmp_path: Path)
     holder = ImageStore(tmp_path / "holder")
     image, dep, code = put_layered(holder, {"app/x": b"x" * 5000}, VENV)
     asked: list[int] = []
-    async with Served(empty) as builder, Served(holder) as replica:
+    async with Served(empty) as builder, Served(holder) as holder_client:
 
-        async def more() -> list[Source]:
+        async def more() -> list[RemoteStore]:
             asked.append(1)
-            return [Source("host r", replica)]
+            return [RemoteStore("host r", holder_client)]
 
-        async with SourcePlan([Source("builder", builder)], more) as plan:
+        async with SourcePlan([RemoteStore("builder", builder)], more) as plan:
             got = await plan.fetch(image, tmp_path / "dl")
             assert got.read_bytes() == holder.path(image).read_bytes()
             for layer in (dep, code):  # the builder is not asked again
                 await plan.fetch(layer, tmp_path / "dl")
             assert set(plan.bad) == {"builder"} and "not in this store" in plan.bad["builder"]
-            assert asked == [1]  # replica holders are looked up once, and only when needed
+            assert asked == [1]  # copy holders are looked up once, and only when needed
         store = ImageStore(tmp_path / "store")
-        async with SourcePlan([Source("builder", builder)], more) as plan:
+        async with SourcePlan([RemoteStore("builder", builder)], more) as plan:
             assert await plan.pull(image, store) == image
         assert set(store.list()) == {image, dep, code} and all(
             store.verify(d) for d in store.list()
@@ -52,24 +52,26 @@ async def test_corrupted_bytes_from_one_source_are_refused(tmp_path: Path) -> No
     put_layered(bad, {"app/x": b"x" * 5000}, VENV)
     corrupt(bad, code, at=700)
     async with Served(bad) as bad_client, Served(good) as good_client:
-        async with SourcePlan([Source("bad", bad_client)]) as plan:
+        async with SourcePlan([RemoteStore("bad", bad_client)]) as plan:
             with pytest.raises(DigestMismatch, match="no image source could serve"):
                 await plan.fetch(code, tmp_path / "dl")
             assert plan.corrupted == {"bad"}
         assert list((tmp_path / "dl").iterdir()) == []  # nothing partial left behind
-        async with SourcePlan([Source("bad", bad_client), Source("good", good_client)]) as plan:
+        async with SourcePlan(
+            [RemoteStore("bad", bad_client), RemoteStore("good", good_client)]
+        ) as plan:
             path = await plan.fetch(code, tmp_path / "dl")
             assert path.read_bytes() == good.path(code).read_bytes()
             assert plan.corrupted == {"bad"}
         store = ImageStore(tmp_path / "store")
-        async with SourcePlan([Source("bad", bad_client)]) as plan:
+        async with SourcePlan([RemoteStore("bad", bad_client)]) as plan:
             with pytest.raises(DigestMismatch):
                 await plan.pull(image, store)
         assert image not in store.list()
 
 
 async def test_no_source_at_all_is_a_clear_error(tmp_path: Path) -> None:
-    async def nobody() -> list[Source]:
+    async def nobody() -> list[RemoteStore]:
         return []
 
     async with SourcePlan([], nobody) as plan:

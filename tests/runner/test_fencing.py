@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from roost.appspec.model import AppSpec
-from roost.runner.execs import RunnerExecs
 from roost.runner.fencedruns import FencedRuns
 from roost.runner.fencing import Held, Verdict, judge, judge_run, pick
 from roost.runner.layout import Layout
+from roost.runner.rpcserver import RunnerRpc
 from roost.sessions.server import ExecSessions
 from roost.wire.messages import Assignment, Error, InstanceAssignment, RunStart
 
@@ -91,7 +91,7 @@ async def test_the_runner_refuses_a_deposed_holders_run_before_touching_anything
     runs = FencedRuns(tmp_path / "fenced-runs.json")
     await runs.record(7, "done")
     # No image provider: a refused run must not get as far as fetching one.
-    execs = RunnerExecs(
+    rpc = RunnerRpc(
         Layout(tmp_path),
         images=None,  # type: ignore[arg-type]
         sessions=sessions,
@@ -109,6 +109,6 @@ async def test_the_runner_refuses_a_deposed_holders_run_before_touching_anything
         RunStart(session="late", assignment=a, command="true", fence=6),
         RunStart(session="done", assignment=a, command="true", fence=7),
     ):
-        reply = await execs.handle(msg)
+        reply = await rpc.start(msg)
         assert isinstance(reply, Error) and "refused" in reply.message
     assert not sessions.sessions

@@ -21,45 +21,32 @@ from roost.images.store import ImageStore
 from roost.metrics import serve as serve_metrics
 from roost.settings import Settings
 from roost.wire.bootstrap import open_node, own_endpoints
+from roost.wire.dispatch import Handlers, on, pong
 from roost.wire.identity import load_peers
-from roost.wire.messages import (
-    BuildAccepted,
-    BuildRequest,
-    Error,
-    ImageChunkRequest,
-    Msg,
-    Ok,
-    Ping,
-)
-from roost.wire.rpc import Handler, RpcClient, RpcServer
+from roost.wire.messages import BuildAccepted, BuildRequest, ImageChunkRequest, Msg
+from roost.wire.rpc import RpcClient, RpcServer
 
 log = logging.getLogger("roost.builder")
 
 
-def builder_handler(manager: BuildManager) -> Handler:
-    async def handle(msg: Msg) -> Msg:
-        if isinstance(msg, BuildRequest):
-            if manager.submit(msg):
-                log.info(
-                    "build %s of %s accepted (%d bytes)", msg.build_id, msg.app, len(msg.archive)
-                )
-            return BuildAccepted(build_id=msg.build_id)
-        if isinstance(msg, Ping):
-            return Ok(detail="builder")
-        return Error(message=f"builder does not handle {type(msg).__name__}")
+def builder_handlers(manager: BuildManager) -> Handlers:
+    """The table of the builder's "builder" endpoints."""
 
-    return handle
+    async def build(msg: BuildRequest) -> Msg:
+        if manager.submit(msg):
+            log.info("build %s of %s accepted (%d bytes)", msg.build_id, msg.app, len(msg.archive))
+        return BuildAccepted(build_id=msg.build_id)
+
+    return Handlers("builder", [on(BuildRequest, build), pong("builder")])
 
 
-def images_handler(store: ImageStore) -> Handler:
-    async def handle(msg: Msg) -> Msg:
-        if isinstance(msg, ImageChunkRequest):
-            return await asyncio.to_thread(handle_image_request, store, msg)
-        if isinstance(msg, Ping):
-            return Ok(detail="images")
-        return Error(message=f"image store does not handle {type(msg).__name__}")
+def images_handlers(store: ImageStore) -> Handlers:
+    """The table of its "images" endpoints (the image store)."""
 
-    return handle
+    async def chunk(msg: ImageChunkRequest) -> Msg:
+        return await asyncio.to_thread(handle_image_request, store, msg)
+
+    return Handlers("image store", [on(ImageChunkRequest, chunk), pong("images")])
 
 
 async def serve(data_dir: Path, settings: Settings, name: str, stop: asyncio.Event) -> None:
@@ -88,10 +75,10 @@ async def serve(data_dir: Path, settings: Settings, name: str, stop: asyncio.Eve
 
         manager = BuildManager(ws, send)
         servers = [
-            RpcServer(node, ep.address, builder_handler(manager))
+            RpcServer(node, ep.address, builder_handlers(manager))
             for ep in own_endpoints(cluster, "builder", node)
         ] + [
-            RpcServer(node, ep.address, images_handler(ws.store))
+            RpcServer(node, ep.address, images_handlers(ws.store))
             for ep in own_endpoints(cluster, "images", node)
         ]
         if not servers:

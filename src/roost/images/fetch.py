@@ -1,8 +1,8 @@
 """Pull an image over the wire in chunks, verify its digest, land it atomically.
 
 Theory of operation: chunks are requested in order with a small window of
-requests in flight (the RpcClient spreads and retries them across image store
-replicas); each reply is checked against what was asked (digest, offset,
+requests in flight (the RpcClient spreads and retries them across the image
+stores it knows); each reply is checked against what was asked (digest, offset,
 length, a constant total), hashed and written in order. The file appears under
 its final name only after the whole thing hashes to the digest asked for;
 on any failure the partial file is removed, so a caller never finds a

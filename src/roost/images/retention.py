@@ -1,10 +1,10 @@
-"""Bounding a store of replicas: which blobs go when it is over its size.
+"""Bounding a store of image copies: which blobs go when it is over its size.
 
 Entries are the store's blobs; a manifest lists the layers it names, so a
 layer goes only after the last manifest naming it, and every layer of a
 kept image stays (roost.images.eviction.plan_eviction, as in the cache).
 Last use is the file's modification time: when it was committed, or last
-replicated again (`touch`). Kept are the images the caller names (those the
+copied again (`touch`). Kept are the images the caller names (those the
 controller still relies on) and every blob younger than `recent_s`: an
 image pulled a moment ago may not be recorded by the controller yet, and
 the layers of a pull still in progress have no manifest naming them yet.
@@ -58,6 +58,6 @@ def prune(store: ImageStore, victims: list[str]) -> None:
 
 
 def touch(store: ImageStore, digest: str, now: float) -> None:
-    """Mark a blob used now (it was replicated again)."""
+    """Mark a blob used now (it was copied again)."""
     with contextlib.suppress(OSError, ImageError):
         os.utime(store.path(digest), (now, now))

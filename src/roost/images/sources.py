@@ -1,10 +1,10 @@
 """Fetching a blob from whichever of several image sources can serve it.
 
 Theory of operation: a SourcePlan covers one image (its manifest and
-layers). Its sources are tried in order: first the fixed ones (the builders'
-image stores, one RpcClient spreading over them), then, asked for once and
-only when every fixed source failed, further ones (runners holding a
-replica, from `more()`). Before a source is used the first time it is probed
+layers). Its sources, each a `RemoteStore` (an image store reached over
+RPC), are tried in order: first the fixed ones (the builders' stores),
+then, asked for once and only when every fixed source failed, further ones
+(runners holding a copy, from `more()`). Before a source is used the first time it is probed
 with a one-byte chunk request and a short timeout, so a dead endpoint costs
 PROBE_S rather than several full chunk timeouts, and a store without the
 blob says so at once. A source that fails (missing blob, silence, bytes
@@ -14,7 +14,7 @@ pull_into_store), so a corrupted source can only cost time. Clients that
 came from `more()` belong to the plan and are closed with it.
 
 `ask_holders` is the usual `more()`: it asks a controller which live hosts
-hold a replica of the digest (ImageSourcesRequest). Runners and routers
+hold a copy of the digest (ImageSourcesRequest). Runners and routers
 both use it, so a static bundle reaches a router the way an image reaches a
 runner.
 """
@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from roost.images.digest import DigestMismatch, ImageError
 from roost.images.fetch import fetch_image
-from roost.images.replicate import pull_into_store
+from roost.images.pull import pull_into_store
 from roost.images.store import ImageStore
 from roost.wire.cluster import Endpoint
 from roost.wire.messages import ImageChunk, ImageChunkRequest, ImageSources, ImageSourcesRequest
@@ -44,12 +44,14 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Source:
+class RemoteStore:
+    """An image store reached over RPC: a builder's, or a runner's copies."""
+
     name: str  # for messages: "builders", "host h2"
     client: RpcClient
 
 
-MoreSources = Callable[[], Awaitable[list[Source]]]
+MoreSources = Callable[[], Awaitable[list[RemoteStore]]]
 
 
 async def ask_holders(
@@ -58,7 +60,7 @@ async def ask_holders(
     asker: str,
     client_for: Callable[[Endpoint], RpcClient],
     timeout: float = ASK_TIMEOUT_S,
-) -> list[Source]:
+) -> list[RemoteStore]:
     """Live hosts a controller names as holders of `digest` (but `asker`), a
     client each, owned by the caller (a SourcePlan closes them). [] when no
     controller answers: the caller then has only its fixed sources."""
@@ -67,12 +69,13 @@ async def ask_holders(
             ImageSourcesRequest(digest=digest, host_id=asker), timeout=timeout
         )
     except (RpcTimeout, RemoteError) as exc:
-        log.warning("no controller said where replicas of %s are: %s", digest, exc)
+        log.warning("no controller said where copies of %s are: %s", digest, exc)
         return []
     if not isinstance(reply, ImageSources):
         return []
     return [
-        Source(f"host {s.host_id}", client_for(Endpoint(s.endpoint, s.key))) for s in reply.sources
+        RemoteStore(f"host {s.host_id}", client_for(Endpoint(s.endpoint, s.key)))
+        for s in reply.sources
     ]
 
 
@@ -95,11 +98,14 @@ async def probe(client: RpcClient, digest: str, timeout: float = PROBE_S) -> str
 
 class SourcePlan:
     def __init__(
-        self, fixed: Sequence[Source], more: MoreSources | None = None, probe_s: float = PROBE_S
+        self,
+        fixed: Sequence[RemoteStore],
+        more: MoreSources | None = None,
+        probe_s: float = PROBE_S,
     ) -> None:
         self._sources = list(fixed)
         self._more = more
-        self._owned: list[Source] = []
+        self._owned: list[RemoteStore] = []
         self._asked = asyncio.Lock()
         self._probe_s = probe_s
         self.good: set[str] = set()
@@ -155,7 +161,7 @@ class SourcePlan:
             raise DigestMismatch(text)
         raise ImageError(text)
 
-    def _drop(self, src: Source, digest: str, why: str) -> None:
+    def _drop(self, src: RemoteStore, digest: str, why: str) -> None:
         self.good.discard(src.name)
         self.bad[src.name] = why
         log.warning("image source %s cannot serve %s: %s", src.name, digest, why)

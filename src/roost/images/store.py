@@ -50,7 +50,7 @@ class ImageWriter:
         """Close and check the bytes (DigestMismatch discards them); not yet stored.
 
         Between finish() and commit() the complete bytes can be read at
-        `tmp_path` (replication reads a manifest there before its layers).
+        `tmp_path` (a pull reads a manifest there before its layers).
         """
         self._fh.close()
         digest = format_digest(self._hash.hexdigest())

@@ -3,7 +3,7 @@
 The route table names each app's bundle by digest. When a table arrives with
 digests this worker does not have, they are queued; a background task fetches
 them through `roost.images` (download, verify, unpack into a local cache;
-from the builders' stores, else from runners holding a replica) a few at a
+from the builders' stores, else from runners holding a copy) a few at a
 time, retrying failures with backoff, and publishes each ready
 directory in `ctx.bundles`. Until then requests under a static prefix go to
 the app. Bundles the table no longer names are unpinned (the cache may evict
@@ -28,7 +28,7 @@ from roost.router.context import Context
 from roost.router.table import RouteTable
 
 if TYPE_CHECKING:
-    from roost.images.sources import Source
+    from roost.images.sources import RemoteStore
     from roost.wire.rpc import RpcClient
 
 log = logging.getLogger("roost.router.bundles")
@@ -114,28 +114,28 @@ def image_cache_ensure(
     cache_dir: Path,
     max_bytes: int,
     client: RpcClient | None,
-    holders: Callable[[str], Awaitable[list[Source]]] | None = None,
+    holders: Callable[[str], Awaitable[list[RemoteStore]]] | None = None,
 ) -> tuple[Ensure, Callable[[str], None]]:
     """An `Ensure` backed by roost.images (cache + chunked fetch over the wire),
     and the matching release callback (unpin).
 
     `client` reaches the builders' image stores; `holders(digest)`, when
-    given, names further sources (roost.images.sources.Source: runners
-    holding a replica, as a controller says), tried when no builder can
+    given, names further sources (roost.images.sources.RemoteStore: runners
+    holding a copy, as a controller says), tried when no builder can
     serve the bundle (roost.images.sources.SourcePlan)."""
     from roost.images.cache import ImageCache
-    from roost.images.sources import Source, SourcePlan
+    from roost.images.sources import RemoteStore, SourcePlan
     from roost.router.unpack import unpack_bundle_async
 
     cache = ImageCache(cache_dir, max_bytes, unpack_plain=unpack_bundle_async)
-    fixed = [Source("builders", client)] if client is not None else []
+    fixed = [RemoteStore("builders", client)] if client is not None else []
 
     async def fetcher(digest: str, dest: Path) -> Path:
         more = None
         if holders is not None:
             ask = holders
 
-            async def more_sources() -> list[Source]:
+            async def more_sources() -> list[RemoteStore]:
                 return await ask(digest)
 
             more = more_sources

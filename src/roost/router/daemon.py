@@ -26,7 +26,7 @@ from pathlib import Path
 from prometheus_client import REGISTRY
 
 from roost.daemonize import run_daemon
-from roost.images.sources import Source, ask_holders
+from roost.images.sources import RemoteStore, ask_holders
 from roost.metrics import serve as serve_metrics
 from roost.proc import spawn
 from roost.proc.backoff import Backoff
@@ -138,11 +138,11 @@ async def _worker_main(
                     await client.close()
 
 
-def _holders(node: Node, controllers: RpcClient) -> Callable[[str], Awaitable[list[Source]]]:
-    """Runners holding a replica of a bundle, as a controller names them: the
+def _holders(node: Node, controllers: RpcClient) -> Callable[[str], Awaitable[list[RemoteStore]]]:
+    """Runners holding a copy of a bundle, as a controller names them: the
     sources a bundle is fetched from when no builder can serve it."""
 
-    async def holders(digest: str) -> list[Source]:
+    async def holders(digest: str) -> list[RemoteStore]:
         return await ask_holders(controllers, digest, "", lambda ep: RpcClient(node, [ep]))
 
     return holders

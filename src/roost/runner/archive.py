@@ -33,7 +33,7 @@ log = logging.getLogger("roost.runner")
 
 PURGE_S = 3600.0
 
-Handler = Callable[[Msg], Awaitable[Msg]]
+StartRun = Callable[[RunStart], Awaitable[Msg]]
 
 
 class AppDirs:
@@ -75,24 +75,25 @@ class AppDirs:
             appdirs.write_key(home, key)  # the tombstone: see the module docstring
         return moved
 
-    def wrap(self, handler: Handler) -> Handler:
-        """The RPC handler with AppRemoved answered and `run` sessions claimed."""
+    async def on_removed(self, msg: AppRemoved) -> Msg:
+        """AppRemoved, answered: the home archived (its path), or why not."""
+        try:
+            moved = self.removed(msg.app, msg.app_key)
+        except (appdirs.BadKey, OSError) as exc:
+            return Error(message=f"could not archive {msg.app}: {exc}")
+        return Ok(detail=str(moved or ""))
 
-        async def handle(msg: Msg) -> Msg:
-            if isinstance(msg, AppRemoved):
-                try:
-                    moved = self.removed(msg.app, msg.app_key)
-                except (appdirs.BadKey, OSError) as exc:
-                    return Error(message=f"could not archive {msg.app}: {exc}")
-                return Ok(detail=str(moved or ""))
-            if isinstance(msg, RunStart):
-                try:
-                    self.claim(msg.assignment.app, msg.assignment.app_key)
-                except (appdirs.BadKey, OSError) as exc:
-                    return Error(message=f"{msg.assignment.app}: its directory: {exc}")
-            return await handler(msg)
+    def claiming(self, start: StartRun) -> StartRun:
+        """`start` of a `run` session, once the app's home is claimed for it."""
 
-        return handle
+        async def claimed(msg: RunStart) -> Msg:
+            try:
+                self.claim(msg.assignment.app, msg.assignment.app_key)
+            except (appdirs.BadKey, OSError) as exc:
+                return Error(message=f"{msg.assignment.app}: its directory: {exc}")
+            return await start(msg)
+
+        return claimed
 
     async def run(self) -> None:
         """Remove expired archives, now and every PURGE_S."""

@@ -21,13 +21,13 @@ from prometheus_client import CollectorRegistry
 from roost import aio, metrics
 from roost.daemonize import run_daemon
 from roost.images.cache import ImageCache
-from roost.images.sources import Source
+from roost.images.sources import RemoteStore
 from roost.images.store import ImageStore
 from roost.proc.exits import ConfigError, Unavailable
-from roost.runner.archive import AppDirs, Handler
+from roost.runner.archive import AppDirs
 from roost.runner.confine import TenantDefaults
+from roost.runner.copies import Copies, CopyDirectory
 from roost.runner.datasync import DataSync, RefreshingImages
-from roost.runner.execs import RunnerExecs
 from roost.runner.firewall import RunnerFirewall
 from roost.runner.heartbeat import HeartbeatLoop, host_addresses
 from roost.runner.images import CachedImages
@@ -35,13 +35,14 @@ from roost.runner.layout import Layout, PortAllocator, parse_port_range
 from roost.runner.logbuffer import LogBuffer
 from roost.runner.metrics import RunnerCollector
 from roost.runner.model import Policy
-from roost.runner.replicas import ReplicaDirectory, Replicas
+from roost.runner.rpcserver import RunnerRpc
 from roost.runner.shipper import LogShipper
 from roost.runner.supervisor import Supervisor
 from roost.sessions.server import ExecSessions
 from roost.settings import Settings
 from roost.tenant.launch import Tenancy, TenantError
 from roost.wire.bootstrap import open_node
+from roost.wire.dispatch import Handlers
 from roost.wire.identity import load_peers
 from roost.wire.node import Node
 from roost.wire.rpc import RpcClient, RpcServer
@@ -106,24 +107,24 @@ async def serve(
             # socket, which must not disturb the other's requests in flight.
             heartbeats = RpcClient(node, controller_eps)
             logs = RpcClient(node, controller_eps)
-            directory = ReplicaDirectory(
+            directory = CopyDirectory(
                 RpcClient(node, controller_eps), hid, lambda ep: RpcClient(node, [ep])
             )
             # One source per builder: a store that lacks a blob answers with a
             # (final) Error, so each store must be asked on its own.
             builders = [
-                Source(f"builder {ep.address}", RpcClient(node, [ep]))
+                RemoteStore(f"builder {ep.address}", RpcClient(node, [ep]))
                 for ep in cluster.of("images")
             ]
-            replicas = Replicas(
-                ImageStore(layout.store), settings.replica_store_bytes, builders, directory
+            copies = Copies(
+                ImageStore(layout.store), settings.copy_store_bytes, builders, directory
             )
             data_eps = cluster.of("servicehost")
             data_client = RpcClient(node, data_eps) if data_eps else None
             clients = [heartbeats, logs, directory.controllers, *(b.client for b in builders)]
             try:
                 await _serve(
-                    layout, settings, hid, heartbeats, logs, replicas, stop, node, data_client,
+                    layout, settings, hid, heartbeats, logs, copies, stop, node, data_client,
                     firewall,
                 )  # fmt: skip
             finally:
@@ -143,7 +144,7 @@ async def _serve(
     host_id: str,
     heartbeats: RpcClient,
     logs: RpcClient,
-    replicas: Replicas,
+    copies: Copies,
     stop: asyncio.Event,
     node: Node | None = None,
     data_client: RpcClient | None = None,
@@ -151,8 +152,7 @@ async def _serve(
 ) -> None:
     fw = firewall or RunnerFirewall.off()
     shipper = LogShipper(logs, LogBuffer(LOG_BUFFER_LINES, time.time))
-    # The replica store is bounded by the same figure as the cache.
-    images = CachedImages(ImageCache(layout.images, settings.image_cache_bytes), replicas)
+    images = CachedImages(ImageCache(layout.images, settings.image_cache_bytes), copies)
     # Apps' data directories follow the servicehost's canonical copies.
     data = DataSync(
         data_client,
@@ -160,7 +160,7 @@ async def _serve(
         settings.data_sync_s,
         lambda: {r.assignment.app for r in sup.records.values()},
     )
-    # `run APP CMD` sessions, relayed by gateways, and image replicas served to
+    # `run APP CMD` sessions, relayed by gateways, and image copies served to
     # other hosts, on this host's own RPC server.
     execs = ExecSessions(idle_s=settings.exec_idle_s, grace_s=settings.stop_grace_s)
     # Every tenant process (instance, run, cron) starts confined through this.
@@ -175,10 +175,10 @@ async def _serve(
         tmp_mb=settings.tenant_tmp_mb,
     )
     fw.live_session = execs.has
-    runner_execs = RunnerExecs(layout, images, execs, data, replicas, tenancy, defaults)
+    runner_rpc = RunnerRpc(layout, images, execs, data, copies, tenancy, defaults)
     # Deleted apps' homes: archived on AppRemoved, and before a reused name's use.
     dirs = AppDirs(layout, settings.archive_days * 86400)
-    rpc = _exec_server(node, settings, fw.guard(dirs.wrap(runner_execs.handle)))
+    rpc = _rpc_server(node, settings, runner_rpc.handlers(dirs, fw))
     sup = Supervisor(
         layout=layout,
         images=RefreshingImages(images, data),
@@ -202,7 +202,7 @@ async def _serve(
         rpc_key=node.keypair.public_text if node is not None and rpc is not None else "",
     )
     # Assignments and cron runs carry the same lease's token: either fences both.
-    runner_execs.assignment_fence = lambda: heartbeat.held.fence
+    runner_rpc.assignment_fence = lambda: heartbeat.held.fence
     registry = CollectorRegistry()
     registry.register(
         RunnerCollector(
@@ -239,12 +239,12 @@ async def _serve(
     tenancy.close()  # every instance is down: our cgroups go too
 
 
-def _exec_server(node: Node | None, settings: Settings, handler: Handler) -> RpcServer | None:
-    """Bind the exec-session server; its address as other hosts reach it."""
+def _rpc_server(node: Node | None, settings: Settings, handlers: Handlers) -> RpcServer | None:
+    """Bind the runner's RPC server; its address as other hosts reach it."""
     if node is None:
         return None
     port = settings.runner_rpc_port or "*"
-    server = RpcServer(node, f"tcp://{settings.bind_host}:{port}", handler)
+    server = RpcServer(node, f"tcp://{settings.bind_host}:{port}", handlers)
     if settings.bind_host in ("0.0.0.0", "::", ""):
         host = host_addresses(settings.bind_host)[0]
         server.address = f"tcp://{host}:{server.address.rsplit(':', 1)[1]}"

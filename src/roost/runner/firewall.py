@@ -60,7 +60,7 @@ RETRY_S = 5.0
 # Hosts in an endpoint that mean "this host": covered by `fib daddr type local`.
 _OWNER_PID = re.compile(r"\bpid (\d+)\b")
 
-Handler = Callable[[Msg], Awaitable[Msg]]
+StartRun = Callable[[RunStart], Awaitable[Msg]]
 Forward = Callable[[list[InstanceAssignment]], None]
 
 
@@ -225,19 +225,19 @@ class RunnerFirewall:
         self._pending = (list(instances), forward)
         self._wake.set()
 
-    def guard(self, handler: Handler) -> Handler:
-        """`handler` with a `run` session's allowances applied before it starts."""
+    def guard(self, start: StartRun) -> StartRun:
+        """`start` of a `run` session, with its allowances applied first."""
         if self.nft is None:
-            return handler
+            return start
 
-        async def guarded(msg: Msg) -> Msg:
-            if not isinstance(msg, RunStart) or msg.session in self._sessions:
-                return await handler(msg)
+        async def guarded(msg: RunStart) -> Msg:
+            if msg.session in self._sessions:
+                return await start(msg)
             self._sessions[msg.session] = msg.assignment
             self._starting.add(msg.session)
             try:
                 await self._sync_or_log()
-                return await handler(msg)
+                return await start(msg)
             finally:
                 self._starting.discard(msg.session)
 

@@ -102,7 +102,8 @@ class AppData:
             self._save_versions()
         return moved
 
-    def handle_removed(self, msg: AppRemoved) -> Msg:
+    async def on_removed(self, msg: AppRemoved) -> Msg:
+        """AppRemoved, answered: the directory archived (its path), or why not."""
         try:
             moved = self.removed(msg.app, msg.app_key, time.time())
         except (BadAppName, appdirs.BadKey, OSError) as exc:

@@ -18,7 +18,7 @@ from roost.metrics import serve as serve_metrics
 from roost.proc.exits import ConfigError
 from roost.servicehost.appdata import AppData
 from roost.servicehost.binaries import find_binaries
-from roost.servicehost.datasession import DATA_MESSAGES, DataSessions
+from roost.servicehost.datasession import DataSessions
 from roost.servicehost.host import ServiceHost, limits_problem
 from roost.servicehost.layout import Layout
 from roost.servicehost.status import push_loop
@@ -26,12 +26,27 @@ from roost.servicehost.user import ensure_service_user
 from roost.sessions.server import ExecSessions
 from roost.settings import Settings
 from roost.wire.bootstrap import endpoint_host, open_node, own_endpoints
-from roost.wire.messages import AppRemoved, Msg
+from roost.wire.dispatch import Handlers, on, pong
+from roost.wire.messages import AppRemoved
 from roost.wire.rpc import RpcClient, RpcServer
 
 log = logging.getLogger("roost.servicehost")
 
 ROLE = "servicehost"
+
+
+def handlers(host: ServiceHost, appdata: AppData, data: DataSessions) -> Handlers:
+    """The servicehost's table: its services, app data directories (sessions
+    and pulls) and deleted apps' archives."""
+    return Handlers(
+        "the servicehost",
+        [
+            *host.entries(),
+            *data.entries(),
+            on(AppRemoved, appdata.on_removed),
+            pong("servicehost"),
+        ],
+    )
 
 
 async def serve(
@@ -59,16 +74,8 @@ async def serve(
         appdata = AppData(Layout(data_dir).root / "appdata", owner)
         appdata.create()
         execs = ExecSessions(idle_s=settings.exec_idle_s, grace_s=settings.stop_grace_s)
-        data = DataSessions(appdata, execs, user)
-
-        async def handle(msg: Msg) -> Msg:
-            if isinstance(msg, AppRemoved):
-                return appdata.handle_removed(msg)
-            if isinstance(msg, DATA_MESSAGES):
-                return await data.handle(msg)
-            return await host.handle(msg)
-
-        servers = [RpcServer(node, ep.address, handle) for ep in endpoints]
+        table = handlers(host, appdata, DataSessions(appdata, execs, user))
+        servers = [RpcServer(node, ep.address, table) for ep in endpoints]
         controller_eps = cluster.of("controller")
         controllers = RpcClient(node, controller_eps) if controller_eps else None
         try:

@@ -33,6 +33,7 @@ from roost.servicehost.appdata import AppData
 from roost.servicehost.names import BadAppName, check_app
 from roost.servicehost.user import ServiceUser
 from roost.sessions.server import ExecSessions, Spawn
+from roost.wire.dispatch import Entry, on, refusing
 from roost.wire.messages import (
     DataArchive,
     DataPull,
@@ -40,27 +41,12 @@ from roost.wire.messages import (
     DataVersion,
     DataVersionReply,
     Error,
-    ExecClose,
-    ExecInput,
-    ExecPoll,
-    ExecResize,
-    ExecSignal,
     Msg,
     Ok,
 )
 
 log = logging.getLogger("roost.servicehost")
 
-DATA_MESSAGES = (
-    DataStart,
-    DataVersion,
-    DataPull,
-    ExecInput,
-    ExecPoll,
-    ExecResize,
-    ExecSignal,
-    ExecClose,
-)
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 _SHORT = re.compile(r"^-([A-Za-z]+)(e[.A-Za-z]*)?$")
@@ -175,21 +161,25 @@ class DataSessions:
         self.sessions = sessions
         self.user = user
 
-    async def handle(self, msg: Msg) -> Msg:
-        try:
-            if isinstance(msg, DataStart):
-                return await self.start(msg)
-            if isinstance(msg, DataVersion):
-                return DataVersionReply(app=msg.app, version=self.data.version(msg.app))
-            if isinstance(msg, DataPull):
-                version = self.data.version(msg.app)
-                if version == msg.have_version:
-                    return DataArchive(app=msg.app, version=version, unchanged=True)
-                archive = await asyncio.to_thread(self.data.archive, msg.app)
-                return DataArchive(app=msg.app, version=version, archive=archive)
-            return await self.sessions.handle(msg)
-        except (Refused, BadAppName) as exc:
-            return Error(message=str(exc))
+    def entries(self) -> list[Entry]:
+        """Data sessions and pulls, for the servicehost's table: the session
+        requests themselves are the exec sessions' own."""
+        return [
+            on(DataStart, refusing(self.start, Refused, BadAppName)),
+            on(DataVersion, refusing(self.version, BadAppName)),
+            on(DataPull, refusing(self.pull, BadAppName)),
+            *self.sessions.entries(),
+        ]
+
+    async def version(self, msg: DataVersion) -> Msg:
+        return DataVersionReply(app=msg.app, version=self.data.version(msg.app))
+
+    async def pull(self, msg: DataPull) -> Msg:
+        version = self.data.version(msg.app)
+        if version == msg.have_version:
+            return DataArchive(app=msg.app, version=version, unchanged=True)
+        archive = await asyncio.to_thread(self.data.archive, msg.app)
+        return DataArchive(app=msg.app, version=version, archive=archive)
 
     async def start(self, msg: DataStart) -> Msg:
         if self.sessions.has(msg.session):

@@ -54,11 +54,9 @@ from roost.servicehost.status import collect
 from roost.servicehost.supervised import Supervised
 from roost.servicehost.user import ServiceUser
 from roost.settings import Settings
+from roost.wire.dispatch import Entry, on, refusing
 from roost.wire.messages import (
-    Error,
     Msg,
-    Ok,
-    Ping,
     ServiceBackup,
     ServiceBackupDone,
     ServiceCredentials,
@@ -209,23 +207,28 @@ class ServiceHost:
 
     # ------------------------------------------------------------ requests
 
-    async def handle(self, msg: Msg) -> Msg:
-        try:
-            if isinstance(msg, ServiceProvision):
-                return await self.provision(msg.app, msg.kind, msg.memory_mb)
-            if isinstance(msg, ServiceDeprovision):
-                return await self.deprovision(msg.app, msg.kind)
-            if isinstance(msg, ServiceBackup):
-                return await self.backup(msg.app, msg.kind)
-            if isinstance(msg, ServiceHostStatusRequest):
-                return await collect(self, self.name)
-            if isinstance(msg, Ping):
-                return Ok(detail="servicehost")
-        except ServiceError as exc:
-            return Error(message=str(exc), retryable=exc.retryable)
-        except BadAppName as exc:
-            return Error(message=str(exc))
-        return Error(message=f"the servicehost does not handle {type(msg).__name__}")
+    def entries(self) -> list[Entry]:
+        """The service requests, for the servicehost's table."""
+
+        async def provision(msg: ServiceProvision) -> Msg:
+            return await self.provision(msg.app, msg.kind, msg.memory_mb)
+
+        async def deprovision(msg: ServiceDeprovision) -> Msg:
+            return await self.deprovision(msg.app, msg.kind)
+
+        async def backup(msg: ServiceBackup) -> Msg:
+            return await self.backup(msg.app, msg.kind)
+
+        async def status(_msg: ServiceHostStatusRequest) -> Msg:
+            return await collect(self, self.name)
+
+        errors = (ServiceError, BadAppName)
+        return [
+            on(ServiceProvision, refusing(provision, *errors)),
+            on(ServiceDeprovision, refusing(deprovision, *errors)),
+            on(ServiceBackup, refusing(backup, *errors)),
+            on(ServiceHostStatusRequest, refusing(status, *errors)),
+        ]
 
     def credentials(self, svc: Service) -> ServiceCredentials:
         if svc.kind == "postgres":

@@ -46,15 +46,16 @@ import struct
 import subprocess
 import termios
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from roost import aio
 from roost.proc import spawn as proc
 from roost.proc.stop import signal_group
 from roost.proc.wait import kill_and_reap, wait_group
+from roost.wire.dispatch import Entry, Handlers, on
 from roost.wire.messages import (
     Error,
     ExecChunk,
@@ -86,6 +87,7 @@ SIGNALS = {
 
 Stream = Literal["stdout", "stderr"]
 ExitHook = Callable[[int], None]
+SessionMsg = TypeVar("SessionMsg", ExecPoll, ExecInput, ExecResize, ExecSignal, ExecClose)
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,8 @@ class ExecSessions:
         self._tg: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
+        # The exec requests alone (a role serving sessions lists `entries()`).
+        self.handle = Handlers("exec sessions", self.entries())
 
     # ------------------------------------------------------------ lifecycle
 
@@ -258,32 +262,53 @@ class ExecSessions:
         log.info("session %s: started %s (pid %d)", session_id, spawn.argv[0], popen.pid)
         return Ok(detail=session_id)
 
-    async def handle(self, msg: Msg) -> Msg:
-        session_id = getattr(msg, "session", "")
-        s = self.sessions.get(session_id)
-        if s is None:
-            return Error(message=f"no session {session_id} (it ended or was never started)")
-        s.last_seen = self.clock()
-        if isinstance(msg, ExecPoll):
-            return await self._poll(s, msg.after, msg.wait_s)
-        if isinstance(msg, ExecInput):
-            self._input(s, msg)
-            return Ok()
-        if isinstance(msg, ExecResize):
-            if s.pty and s.stdin_fd >= 0 and s.returncode is None:
-                with contextlib.suppress(OSError):
-                    _set_winsize(s.stdin_fd, msg.rows, msg.cols)  # the kernel sends SIGWINCH
-            return Ok()
-        if isinstance(msg, ExecSignal):
-            sig = SIGNALS.get(msg.signal.upper().removeprefix("SIG"))
-            if sig is None:
-                return Error(message=f"unsupported signal {msg.signal!r}")
-            self._signal(s, sig)
-            return Ok()
-        if isinstance(msg, ExecClose):
-            self._close(s)
-            return Ok()
-        return Error(message=f"not an exec session request: {type(msg).__name__}")
+    def entries(self) -> list[Entry]:
+        """The exec requests, for the table of a role serving sessions."""
+        return [
+            on(ExecPoll, self._on_session(self._on_poll)),
+            on(ExecInput, self._on_session(self._on_input)),
+            on(ExecResize, self._on_session(self._on_resize)),
+            on(ExecSignal, self._on_session(self._on_signal)),
+            on(ExecClose, self._on_session(self._on_close)),
+        ]
+
+    def _on_session(
+        self, handler: Callable[[Session, SessionMsg], Awaitable[Msg]]
+    ) -> Callable[[SessionMsg], Awaitable[Msg]]:
+        """`handler` given the request's session, which counts as seen."""
+
+        async def handle(msg: SessionMsg) -> Msg:
+            s = self.sessions.get(msg.session)
+            if s is None:
+                return Error(message=f"no session {msg.session} (it ended or was never started)")
+            s.last_seen = self.clock()
+            return await handler(s, msg)
+
+        return handle
+
+    async def _on_poll(self, s: Session, msg: ExecPoll) -> Msg:
+        return await self._poll(s, msg.after, msg.wait_s)
+
+    async def _on_input(self, s: Session, msg: ExecInput) -> Msg:
+        self._input(s, msg)
+        return Ok()
+
+    async def _on_resize(self, s: Session, msg: ExecResize) -> Msg:
+        if s.pty and s.stdin_fd >= 0 and s.returncode is None:
+            with contextlib.suppress(OSError):
+                _set_winsize(s.stdin_fd, msg.rows, msg.cols)  # the kernel sends SIGWINCH
+        return Ok()
+
+    async def _on_signal(self, s: Session, msg: ExecSignal) -> Msg:
+        sig = SIGNALS.get(msg.signal.upper().removeprefix("SIG"))
+        if sig is None:
+            return Error(message=f"unsupported signal {msg.signal!r}")
+        self._signal(s, sig)
+        return Ok()
+
+    async def _on_close(self, s: Session, _msg: ExecClose) -> Msg:
+        self._close(s)
+        return Ok()
 
     # ------------------------------------------------------------ output
 

@@ -10,15 +10,19 @@ sees a message from a role that may not send it. Some messages also make a
 claim about their sender (a heartbeat names its host): those claims must be
 the sender's own (`_claim_refusal`).
 
-A message type missing from SENDERS is refused from everyone (a new request
-type is added here with its senders, or it cannot be used). Publications are
-checked at both ends: a publisher admits only READERS' roles at the handshake,
-and a subscriber connects only to keys of PUBLISHERS' roles.
+A message type missing from FLOWS is refused from everyone (a new request
+type is added here with its senders, or it cannot be used). FLOWS also names
+the roles that serve each request: each such role's {message type: handler}
+table (`roost.wire.dispatch`) lists exactly those, as tests/wire/test_flows.py
+checks. Publications are checked at both ends: a publisher admits only
+READERS' roles at the handshake, and a subscriber connects only to keys of
+PUBLISHERS' roles.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from roost.wire.identity import ROLES, Identity
 from roost.wire.messages import (
@@ -53,7 +57,7 @@ from roost.wire.messages import (
     HeartbeatReply,
     ImageChunk,
     ImageChunkRequest,
-    ImageReplicate,
+    ImageCopy,
     ImageRetain,
     ImageRetainRequest,
     ImageSources,
@@ -87,59 +91,74 @@ def _by(*roles: str) -> frozenset[str]:
     return frozenset(roles)
 
 
+@dataclass(frozen=True)
+class Flow:
+    """A request type's flow: the roles that may send it (`by`) and the roles
+    that serve it (`to`), whose {message type: handler} tables list it."""
+
+    by: frozenset[str]
+    to: frozenset[str]
+
+
 CONTROLLER = _by("controller")
 RUNNER = _by("runner")
 BUILDER = _by("builder")
 GATEWAY = _by("gateway")
+SERVICEHOST = _by("servicehost")
 SESSION_OWNERS = _by("controller", "gateway")  # gateways relay `run`; controllers fire cron
+SESSION_SERVERS = _by("runner", "servicehost")  # `run` and cron; rsync/scp/sftp
+IMAGE_STORES = _by("builder", "runner")  # the builders' stores, runners' copies
 
-# message type -> the roles that may send it as a request
-SENDERS: dict[type[Msg], frozenset[str]] = {
-    Ping: frozenset(ROLES),
+# message type -> who may send it as a request, and who serves it
+FLOWS: dict[type[Msg], Flow] = {
+    Ping: Flow(by=frozenset(ROLES), to=_by("controller", "runner", "builder", "servicehost")),
     # runner -> every controller
-    Heartbeat: RUNNER,
-    LogBatch: RUNNER,
-    ImageRetainRequest: RUNNER,
-    ImageSourcesRequest: _by("runner", "router"),
+    Heartbeat: Flow(by=RUNNER, to=CONTROLLER),
+    LogBatch: Flow(by=RUNNER, to=CONTROLLER),
+    ImageRetainRequest: Flow(by=RUNNER, to=CONTROLLER),
+    ImageSourcesRequest: Flow(by=_by("runner", "router"), to=CONTROLLER),
     # builder -> controller
-    BuildLog: BUILDER,
-    BuildResult: BUILDER,
+    BuildLog: Flow(by=BUILDER, to=CONTROLLER),
+    BuildResult: Flow(by=BUILDER, to=CONTROLLER),
     # controller -> builder
-    BuildRequest: CONTROLLER,
-    # runner/router -> image stores (builders, runners' replicas)
-    ImageChunkRequest: _by("runner", "router"),
+    BuildRequest: Flow(by=CONTROLLER, to=BUILDER),
+    # runner/router -> image stores
+    ImageChunkRequest: Flow(by=_by("runner", "router"), to=IMAGE_STORES),
     # controller -> runner
-    ImageReplicate: CONTROLLER,
+    ImageCopy: Flow(by=CONTROLLER, to=RUNNER),
     # router -> controller
-    RouteSnapshotRequest: _by("router"),
+    RouteSnapshotRequest: Flow(by=_by("router"), to=CONTROLLER),
     # controller -> servicehost, and back
-    ServiceProvision: CONTROLLER,
-    ServiceDeprovision: CONTROLLER,
-    ServiceBackup: CONTROLLER,
-    ServiceHostStatusRequest: CONTROLLER,
-    ServiceHostStatus: _by("servicehost"),
+    ServiceProvision: Flow(by=CONTROLLER, to=SERVICEHOST),
+    ServiceDeprovision: Flow(by=CONTROLLER, to=SERVICEHOST),
+    ServiceBackup: Flow(by=CONTROLLER, to=SERVICEHOST),
+    ServiceHostStatusRequest: Flow(by=CONTROLLER, to=SERVICEHOST),
+    ServiceHostStatus: Flow(by=SERVICEHOST, to=CONTROLLER),
     # gateway -> controller
-    SshAuth: GATEWAY,
-    AppAccess: GATEWAY,
-    AccountApps: GATEWAY,
-    GatewayDeploy: GATEWAY,
-    BuildLogRequest: GATEWAY,
-    RunPlacement: GATEWAY,
-    AppKeysRequest: GATEWAY,
+    SshAuth: Flow(by=GATEWAY, to=CONTROLLER),
+    AppAccess: Flow(by=GATEWAY, to=CONTROLLER),
+    AccountApps: Flow(by=GATEWAY, to=CONTROLLER),
+    GatewayDeploy: Flow(by=GATEWAY, to=CONTROLLER),
+    BuildLogRequest: Flow(by=GATEWAY, to=CONTROLLER),
+    RunPlacement: Flow(by=GATEWAY, to=CONTROLLER),
+    AppKeysRequest: Flow(by=GATEWAY, to=CONTROLLER),
     # controller -> servicehosts and runners
-    AppRemoved: CONTROLLER,
+    AppRemoved: Flow(by=CONTROLLER, to=SESSION_SERVERS),
     # exec sessions: gateway/controller -> runner, gateway -> servicehost
-    RunStart: SESSION_OWNERS,
-    DataStart: GATEWAY,
-    ExecInput: SESSION_OWNERS,
-    ExecResize: SESSION_OWNERS,
-    ExecSignal: SESSION_OWNERS,
-    ExecPoll: SESSION_OWNERS,
-    ExecClose: SESSION_OWNERS,
+    RunStart: Flow(by=SESSION_OWNERS, to=RUNNER),
+    DataStart: Flow(by=GATEWAY, to=SERVICEHOST),
+    ExecInput: Flow(by=SESSION_OWNERS, to=SESSION_SERVERS),
+    ExecResize: Flow(by=SESSION_OWNERS, to=SESSION_SERVERS),
+    ExecSignal: Flow(by=SESSION_OWNERS, to=SESSION_SERVERS),
+    ExecPoll: Flow(by=SESSION_OWNERS, to=SESSION_SERVERS),
+    ExecClose: Flow(by=SESSION_OWNERS, to=SESSION_SERVERS),
     # runner -> servicehost (app data directories)
-    DataVersion: RUNNER,
-    DataPull: RUNNER,
+    DataVersion: Flow(by=RUNNER, to=SERVICEHOST),
+    DataPull: Flow(by=RUNNER, to=SERVICEHOST),
 }
+# message type -> the roles that may send it as a request
+SENDERS: dict[type[Msg], frozenset[str]] = {kind: f.by for kind, f in FLOWS.items()}
+
 
 # Replies and publications: never a request, from anyone.
 NOT_REQUESTS: frozenset[type[Msg]] = frozenset(
@@ -209,5 +228,5 @@ def _claim_refusal(msg: Msg, caller: Identity, key: str) -> str | None:
         if msg.rpc_key not in ("", key):
             return f"{caller} may not advertise another key's endpoint"
     if isinstance(msg, ImageRetainRequest) and msg.host_id != caller.host:
-        return f"{caller} may not speak for the replicas of host {msg.host_id!r}"
+        return f"{caller} may not speak for the copies of host {msg.host_id!r}"
     return None

@@ -588,16 +588,21 @@ class AppRemoved(Msg, frozen=True, kw_only=True):
     app_key: str
 
 
-class ImageReplicate(Msg, frozen=True, kw_only=True):
-    """Hold a verified copy of an image (manifest and layers): asked of a
-    second host before a release is marked ready, so losing the builder's
-    store never loses the image of a serving release."""
+class ImageCopy(Msg, frozen=True, kw_only=True):
+    """Controller -> runner: hold a verified copy of an image (manifest and
+    layers) or a static bundle: asked of a second host before a release is
+    made, so losing the builder's store never loses the image of a serving
+    release."""
 
     digest: str
 
 
+# The old name, until the controller's own rename lands (issue 14).
+ImageReplicate = ImageCopy
+
+
 class ImageSource(msgspec.Struct, frozen=True, kw_only=True):
-    """A runner that holds a replica: its RPC endpoint and CURVE key (z85)."""
+    """A runner that holds a copy: its RPC endpoint and CURVE key (z85)."""
 
     host_id: str
     endpoint: str
@@ -605,7 +610,7 @@ class ImageSource(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ImageSourcesRequest(Msg, frozen=True, kw_only=True):
-    """Runner -> controller: which live hosts hold a replica of `digest`
+    """Runner -> controller: which live hosts hold a copy of `digest`
     (asked when the builders' stores cannot serve it); `host_id` is the
     asker, left out of the answer."""
 
@@ -619,8 +624,8 @@ class ImageSources(Msg, frozen=True, kw_only=True):
 
 
 class ImageRetainRequest(Msg, frozen=True, kw_only=True):
-    """Runner -> controller: of the replicas this host holds, which must it
-    keep? The controller also forgets the replicas no longer `held`."""
+    """Runner -> controller: of the copies this host holds, which must it
+    keep? The controller also forgets the copies no longer `held`."""
 
     host_id: str
     held: list[str] = []
@@ -636,7 +641,7 @@ AnyMsg = (
     | AppGrant
     | AppKeysRequest
     | AppKeys
-    | ImageReplicate
+    | ImageCopy
     | ImageSourcesRequest
     | ImageSources
     | ImageRetainRequest

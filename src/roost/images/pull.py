@@ -1,4 +1,4 @@
-"""Copy an image from another host's store into this one (replication).
+"""Copy an image from another host's store into this one.
 
 What is done: `pull_into_store` copies one image by digest from any image
 store endpoint into a local ImageStore, verified, atomically; for a layered
@@ -51,4 +51,4 @@ async def _fill(client: RpcClient, digest: str, w: ImageWriter, check: Callable[
     try:
         check()
     except DigestMismatch as exc:
-        raise DigestMismatch(f"replica of {digest} arrived corrupted: {exc}") from None
+        raise DigestMismatch(f"copy of {digest} arrived corrupted: {exc}") from None

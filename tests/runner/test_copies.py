@@ -1,9 +1,9 @@
-"""Runners hold the image replicas they confirm and serve them to other runners.
+"""Runners hold the image copies they confirm and serve them to other runners.
 
 Real CURVE nodes and sockets throughout: a builder's image store, a real
 controller service (its state database on SQLite, soft state fed with the
-runners' heartbeats) and runners made of the daemon's own parts (replica
-store, image cache, RPC handler). No processes are started.
+runners' heartbeats) and runners made of the daemon's own parts (copy
+store, image cache, RPC handlers). No processes are started.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ from roost.controller.store import Store
 from roost.images.cache import ImageCache
 from roost.images.digest import DigestMismatch
 from roost.images.serve import handle_image_request
-from roost.images.sources import Source, ask_holders
+from roost.images.sources import RemoteStore, ask_holders
 from roost.images.store import ImageStore
 from roost.router.bundles import image_cache_ensure
-from roost.runner.execs import RunnerExecs
+from roost.runner.archive import AppDirs
+from roost.runner.copies import RECENT_S, Copies, CopyDirectory
 from roost.runner.images import CachedImages
 from roost.runner.layout import Layout
-from roost.runner.replicas import RECENT_S, ReplicaDirectory, Replicas
+from roost.runner.rpcserver import RunnerRpc
 from roost.sessions.server import ExecSessions
 from roost.settings import Settings
 from roost.state import tables as t
@@ -52,7 +53,7 @@ SPEC = AppSpec(processes={"web": ProcessSpec(name="web", kind="command", command
 @dataclass
 class Runner:
     name: str
-    replicas: Replicas
+    copies: Copies
     images: CachedImages
     cache: ImageCache
     address: str
@@ -93,17 +94,17 @@ class World:
         self, name: str, max_bytes: int = 1 << 30, clock: Callable[[], float] = time.time
     ) -> Runner:
         root = self.tmp / name
-        builders = [Source("builder", self.client(name, self.endpoints["builder"]))]
-        directory = ReplicaDirectory(
+        builders = [RemoteStore("builder", self.client(name, self.endpoints["builder"]))]
+        directory = CopyDirectory(
             self.client(name, self.endpoints["controller"]),
             name,
             lambda ep: RpcClient(self.nodes[name], [ep]),
         )
-        replicas = Replicas(ImageStore(root / "store"), max_bytes, builders, directory, clock)
+        copies = Copies(ImageStore(root / "store"), max_bytes, builders, directory, clock)
         cache = ImageCache(root / "cache", 1 << 30)
-        images = CachedImages(cache, replicas)
-        execs = RunnerExecs(Layout(root), images, ExecSessions(), None, replicas)
-        address = self.serve(name, execs.handle)
+        images = CachedImages(cache, copies)
+        rpc = RunnerRpc(Layout(root), images, ExecSessions(), None, copies)
+        address = self.serve(name, rpc.handlers(AppDirs(Layout(root), 3600)))
         # Its heartbeat: the controller learns its RPC endpoint (as from a real runner).
         self.controller.soft.record(
             Heartbeat(
@@ -114,7 +115,7 @@ class World:
             ),
             time.monotonic(),
         )
-        return Runner(name, replicas, images, cache, address)
+        return Runner(name, copies, images, cache, address)
 
 
 @contextlib.asynccontextmanager
@@ -191,7 +192,7 @@ def _outlive(w: World, dead: str, at: float) -> None:
     assert w.controller.soft.mark_down(at) == [dead]
 
 
-async def test_a_runner_fetches_from_the_replica_holder_when_the_builder_is_gone(
+async def test_a_runner_fetches_from_the_copy_holder_when_the_builder_is_gone(
     tmp_path: Path,
 ) -> None:
     async with world(tmp_path, ("a", "b", "c")) as w:
@@ -204,8 +205,8 @@ async def test_a_runner_fetches_from_the_replica_holder_when_the_builder_is_gone
         store = w.store
         assert store.build("b1").status == "rolling-out"
         assert store.replica_hosts(image) == ["a"]
-        assert set(a.replicas.store.list()) == {image, dep, code}
-        assert all(a.replicas.store.verify(x) for x in (image, dep, code))
+        assert set(a.copies.store.list()) == {image, dep, code}
+        assert all(a.copies.store.verify(x) for x in (image, dep, code))
 
         # 2. The builder dies. The holder's own cache fills from its store, with
         # no network (no other source could serve it now).
@@ -213,12 +214,12 @@ async def test_a_runner_fetches_from_the_replica_holder_when_the_builder_is_gone
         root = await a.images.ensure("rep", image)
         assert (root / "app" / "x.py").read_text() == "print('x')\n"
         assert (root / "venv" / "bin" / "tool").exists()
-        # Its cache may evict the image: the replica is in the store, not the cache.
+        # Its cache may evict the image: the copy is in the store, not the cache.
         a.images.release(image)
         a.cache.max_bytes = 0
         a.cache.evict()
         assert not a.cache.has(image) and a.cache.layer_entries() == []
-        assert set(a.replicas.store.list()) == {image, dep, code}
+        assert set(a.copies.store.list()) == {image, dep, code}
 
         # 3. Another runner needs the image: the builder is silent, the
         # controller names the holder, the bytes come from it, verified.
@@ -226,10 +227,10 @@ async def test_a_runner_fetches_from_the_replica_holder_when_the_builder_is_gone
         root_b = await b.images.ensure("rep", image)
         assert (root_b / "app" / "x.py").read_text() == "print('x')\n"
         assert (root_b / "venv" / "bin" / "tool").exists()
-        assert b.replicas.store.list() == []  # running an image does not make b a holder
+        assert b.copies.store.list() == []  # running an image does not make b a holder
 
-        # 4. A corrupted replica: the fetching side refuses it, keeps nothing.
-        corrupt(a.replicas.store, code, at=600)
+        # 4. A corrupted copy: the fetching side refuses it, keeps nothing.
+        corrupt(a.copies.store, code, at=600)
         c = w.runner("c")
         with pytest.raises(DigestMismatch, match="host a"):
             await c.images.ensure("rep", image)
@@ -237,7 +238,7 @@ async def test_a_runner_fetches_from_the_replica_holder_when_the_builder_is_gone
         assert list((tmp_path / "c" / "cache" / "images").iterdir()) == []
 
 
-async def test_replica_retention_follows_the_releases(tmp_path: Path) -> None:
+async def test_copy_retention_follows_the_releases(tmp_path: Path) -> None:
     async with world(tmp_path, ("a",)) as w:
         store = w.store
         old, dep, code_old = put_layered(w.builder_store, {"app/x": b"old"}, VENV)
@@ -249,12 +250,12 @@ async def test_replica_retention_follows_the_releases(tmp_path: Path) -> None:
         go_live(store, app_id, 1)
         await w.service.build_finished(_build(w, new, "b2"))
         # Both young: nothing goes, though the store is over its bound.
-        assert set(a.replicas.store.list()) == {old, new, dep, code_old, code_new}
+        assert set(a.copies.store.list()) == {old, new, dep, code_old, code_new}
 
         # Later, v2 is current and v1 a rollback target: both stay.
         now[0] += 2 * RECENT_S
         go_live(store, app_id, 2)
-        assert await a.replicas.prune() == []
+        assert await a.copies.prune() == []
 
         # The controller unreachable: nothing is dropped on a guess, though v1
         # is no rollback target any more (written as data: no deploy fails a
@@ -266,19 +267,19 @@ async def test_replica_retention_follows_the_releases(tmp_path: Path) -> None:
                 .where(t.releases.c.app_id == app_id, t.releases.c.version == 1)
                 .values(status="failed")
             )
-        assert await a.replicas.prune() == []
-        assert set(a.replicas.store.list()) == {old, new, dep, code_old, code_new}
+        assert await a.copies.prune() == []
+        assert set(a.copies.store.list()) == {old, new, dep, code_old, code_new}
 
         # Back: v1 no longer served (failed), so its image goes; the shared
         # dependency layer stays with v2; the controller forgets the copy.
         w.serve("controller", w.service.handle)
-        a.replicas.directory.controllers = w.client("a", w.endpoints["controller"])  # type: ignore[union-attr]
-        assert await a.replicas.prune() == [old, code_old]
-        assert set(a.replicas.store.list()) == {new, dep, code_new}
+        a.copies.directory.controllers = w.client("a", w.endpoints["controller"])  # type: ignore[union-attr]
+        assert await a.copies.prune() == [old, code_old]
+        assert set(a.copies.store.list()) == {new, dep, code_new}
         assert store.host_replicas("a") == {new}
 
 
-async def test_a_lost_replica_is_replaced_and_routers_fetch_bundles_from_holders(
+async def test_a_lost_copy_is_replaced_and_routers_fetch_bundles_from_holders(
     tmp_path: Path,
 ) -> None:
     async with world(tmp_path, ("a", "b", "c")) as w:
@@ -290,10 +291,10 @@ async def test_a_lost_replica_is_replaced_and_routers_fetch_bundles_from_holders
         await w.service.build_finished(_build(w, image, "b1", static=static))
         go_live(store, store.app("rep").id, 1)
         assert store.all_replicas() == {image: {"a"}, static: {"a"}}
-        assert set(a.replicas.store.list()) == {image, dep, code, static}
-        assert a.replicas.store.verify(static)
+        assert set(a.copies.store.list()) == {image, dep, code, static}
+        assert a.copies.store.verify(static)
 
-        # 2. Only the lease holder re-replicates; and while a holder is alive
+        # 2. Only the lease holder copies again; and while a holder is alive
         # there is nothing to do.
         b, c = w.runner("b"), w.runner("c")
         assert await w.service.keep_replicas() == []  # not the lease holder
@@ -310,7 +311,7 @@ async def test_a_lost_replica_is_replaced_and_routers_fetch_bundles_from_holders
         assert new <= {"b", "c"}
         for digest, host, _ in done:
             assert store.replica_hosts(digest) == sorted({"a", host})
-            held = (b if host == "b" else c).replicas.store
+            held = (b if host == "b" else c).copies.store
             assert held.verify(digest)
         assert await w.service.keep_replicas() == []  # held by a live host again
         copied = [e.message for e in store.events() if e.kind == "image-copied"]
@@ -323,7 +324,7 @@ async def test_a_lost_replica_is_replaced_and_routers_fetch_bundles_from_holders
         router_node = w.nodes["controller"]  # any admitted key will do for a client
         controllers = w.client("controller", w.endpoints["controller"])
 
-        async def holders(digest: str) -> list[Source]:
+        async def holders(digest: str) -> list[RemoteStore]:
             return await ask_holders(
                 controllers, digest, "", lambda ep: RpcClient(router_node, [ep])
             )
@@ -336,7 +337,7 @@ async def test_a_lost_replica_is_replaced_and_routers_fetch_bundles_from_holders
         assert static_host in {"b", "c"}
 
 
-async def test_re_replication_backs_off_when_no_source_is_left(tmp_path: Path) -> None:
+async def test_copying_again_backs_off_when_no_source_is_left(tmp_path: Path) -> None:
     async with world(tmp_path, ("a", "b")) as w:
         store = w.store
         image, _, _ = put_layered(w.builder_store, {"app/x.py": b"x = 2\n"}, VENV)

@@ -1,4 +1,6 @@
-"""The runner's RPC server: `run APP CMD` relayed by a gateway, and image replicas.
+"""The runner's RPC server: `run APP CMD` and cron sessions, image copies,
+deleted apps' homes. `RunnerRpc.handlers` is its table: every request the
+runner answers.
 
 A RunStart carries the release environment (an InstanceAssignment made by
 the controller); the runner fetches and pins the image through its cache
@@ -13,8 +15,10 @@ and its session is kept for FENCED_KEEP_S without a poll instead of the
 idle timeout: the controller that started it may have died, and the next
 lease holder collects its output and exit status.
 
-The same server holds this host's image replicas (roost.runner.replicas):
-ImageReplicate fills its store, ImageChunkRequest serves it to other hosts.
+The same server holds this host's image copies (roost.runner.copies):
+ImageCopy fills its store, ImageChunkRequest serves it to other hosts. And
+AppRemoved archives a deleted app's home (roost.runner.archive), which a
+RunStart claims for its app before the session starts.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from roost.images.digest import ImageError
+from roost.runner.archive import AppDirs
 from roost.runner.confine import (
     ConfineError,
     TenantDefaults,
@@ -35,28 +40,25 @@ from roost.runner.confine import (
     prepare_dirs,
     tenant_spec,
 )
+from roost.runner.copies import Copies
 from roost.runner.datasync import START_PULL_TIMEOUT_S, DataSync
 from roost.runner.fencedruns import FencedRuns
 from roost.runner.fencing import Verdict
+from roost.runner.firewall import RunnerFirewall
 from roost.runner.launch import Launch, LaunchError
 from roost.runner.layout import Layout, link_data, materialize
-from roost.runner.replicas import Replicas
 from roost.runner.runcmd import manage_py, render_run
 from roost.runner.supervisor import ImageProvider
 from roost.sessions.server import ExecSessions, Spawn
 from roost.tenant.launch import Prepared, Tenancy, TenantError
+from roost.wire.dispatch import Handlers, on, pong
 from roost.wire.messages import (
+    AppRemoved,
     Error,
-    ExecClose,
-    ExecInput,
-    ExecPoll,
-    ExecResize,
-    ExecSignal,
     ImageChunkRequest,
-    ImageReplicate,
+    ImageCopy,
     Msg,
     Ok,
-    Ping,
     RunStart,
 )
 from roost.wire.rpc import RemoteError, RpcTimeout
@@ -68,17 +70,15 @@ log = logging.getLogger("roost.runner")
 # controller stops a job after an hour anyway (cronrunner.JOB_TIMEOUT_S).
 FENCED_KEEP_S = 3600.0
 
-SESSION_MESSAGES = (ExecInput, ExecPoll, ExecResize, ExecSignal, ExecClose)
 
-
-class RunnerExecs:
+class RunnerRpc:
     def __init__(
         self,
         layout: Layout,
         images: ImageProvider,
         sessions: ExecSessions,
         data: DataSync | None = None,
-        replicas: Replicas | None = None,
+        copies: Copies | None = None,
         tenancy: Tenancy | None = None,
         tenant_defaults: TenantDefaults | None = None,
         fenced: FencedRuns | None = None,
@@ -93,30 +93,39 @@ class RunnerExecs:
         self.images = images
         self.sessions = sessions
         self.data = data
-        # This host's replica store: filled on ImageReplicate, served to other hosts.
-        self.replicas = replicas
+        # This host's copy store: filled on ImageCopy, served to other hosts.
+        self.copies = copies
         self._starting: dict[str, asyncio.Future[Msg]] = {}
 
-    async def handle(self, msg: Msg) -> Msg:
-        if isinstance(msg, RunStart):
-            return await self.start(msg)
-        if isinstance(msg, SESSION_MESSAGES):
-            return await self.sessions.handle(msg)
-        if isinstance(msg, ImageChunkRequest):
-            if self.replicas is None:
-                return Error(message="this runner keeps no image copies")
-            return await self.replicas.serve(msg)
-        if isinstance(msg, ImageReplicate):
-            if self.replicas is None:
-                return Error(message="this runner keeps no image copies")
-            try:
-                await self.replicas.replicate(msg.digest)
-            except Exception as exc:  # the controller tries another host
-                return Error(message=f"could not copy image {msg.digest}: {exc}")
-            return Ok(detail="replicated")
-        if isinstance(msg, Ping):
-            return Ok(detail="runner")
-        return Error(message=f"the runner does not handle {type(msg).__name__}")
+    def handlers(self, dirs: AppDirs, firewall: RunnerFirewall | None = None) -> Handlers:
+        """The runner's table. A `run` session starts once its app's home is
+        claimed (`dirs`) and its firewall allowances are in place."""
+        fw = firewall or RunnerFirewall.off()
+        return Handlers(
+            "the runner",
+            [
+                on(RunStart, fw.guard(dirs.claiming(self.start))),
+                *self.sessions.entries(),
+                on(ImageChunkRequest, self.serve_chunk),
+                on(ImageCopy, self.copy),
+                on(AppRemoved, dirs.on_removed),
+                pong("runner"),
+            ],
+        )
+
+    async def serve_chunk(self, msg: ImageChunkRequest) -> Msg:
+        if self.copies is None:
+            return Error(message="this runner keeps no image copies")
+        return await self.copies.serve(msg)
+
+    async def copy(self, msg: ImageCopy) -> Msg:
+        if self.copies is None:
+            return Error(message="this runner keeps no image copies")
+        try:
+            await self.copies.hold(msg.digest)
+        except Exception as exc:  # the controller tries another host
+            return Error(message=f"could not copy image {msg.digest}: {exc}")
+        return Ok(detail="copied")
 
     async def start(self, msg: RunStart) -> Msg:
         if self.sessions.has(msg.session):

@@ -1,20 +1,20 @@
-"""The runner's replica store: verified copies of images it serves to other hosts.
+"""The runner's copy store: verified copies of images it serves to other hosts.
 
 Theory of operation: when the controller asks for a second copy of a new
-image (ImageReplicate), the runner pulls its manifest and layers, verified,
+image (ImageCopy), the runner pulls its manifest and layers, verified,
 into its own ImageStore (DATA/runner/store), from the builders or, failing
-them, from other hosts holding a replica. A release's static bundle, asked
+them, from other hosts holding a copy. A release's static bundle, asked
 for the same way, is a plain blob: pulled alone. Other runners fetch from it with
 ImageChunkRequest on this runner's RPC endpoint (the one its heartbeats
 advertise, which the controller hands out as a source). The runner's own
 image cache is filled from this store by hard links, without the network.
 
 Retention: after each pull the runner asks a controller which of its images
-a release still uses (ImageRetainRequest; see roost.controller.replicas for
+a release still uses (ImageRetainRequest; see roost.controller.copies for
 the rule) and, when the store is over its size bound, deletes least
-recently replicated images (and layers nothing kept names) outside that
+recently copied images (and layers nothing kept names) outside that
 set, sparing anything younger than RECENT_S (see roost.images.retention).
-When no controller answers, nothing is deleted: a replica the controller
+When no controller answers, nothing is deleted: a copy the controller
 relies on never disappears on a guess. Pulls and pruning take turns (one
 lock), so a prune never removes a layer a pull just found present.
 """
@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 
 from roost.images import retention
 from roost.images.serve import handle_image_request
-from roost.images.sources import Source, SourcePlan, ask_holders
+from roost.images.sources import RemoteStore, SourcePlan, ask_holders
 from roost.images.store import ImageStore
 from roost.wire.cluster import Endpoint
 from roost.wire.messages import (
@@ -42,13 +42,13 @@ from roost.wire.rpc import RemoteError, RpcClient, RpcTimeout
 log = logging.getLogger("roost.runner")
 
 ASK_TIMEOUT_S = 3.0
-# A replica younger than this is never pruned: the controller records it only
+# A copy younger than this is never pruned: the controller records it only
 # after this runner confirms it.
 RECENT_S = 600.0
 
 
-class ReplicaDirectory:
-    """Asks the controllers where replicas are and which ones must stay."""
+class CopyDirectory:
+    """Asks the controllers where copies are and which ones must stay."""
 
     def __init__(
         self,
@@ -60,7 +60,7 @@ class ReplicaDirectory:
         self.host_id = host_id
         self.client_for = client_for
 
-    async def holders(self, digest: str) -> list[Source]:
+    async def holders(self, digest: str) -> list[RemoteStore]:
         """Other live hosts holding `digest` (a client each, owned by the caller)."""
         return await ask_holders(
             self.controllers, digest, self.host_id, self.client_for, ASK_TIMEOUT_S
@@ -73,18 +73,20 @@ class ReplicaDirectory:
                 ImageRetainRequest(host_id=self.host_id, held=held), timeout=ASK_TIMEOUT_S
             )
         except (RpcTimeout, RemoteError) as exc:
-            log.warning("no controller said which image replicas to keep: %s", exc)
+            log.warning("no controller said which image copies to keep: %s", exc)
             return None
         return set(reply.digests) if isinstance(reply, ImageRetain) else None
 
 
-class Replicas:
+class Copies:
+    """This host's copies: pulled when the controller asks, served, bounded."""
+
     def __init__(
         self,
         store: ImageStore,
         max_bytes: int,
-        builders: Sequence[Source],
-        directory: ReplicaDirectory | None,
+        builders: Sequence[RemoteStore],
+        directory: CopyDirectory | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -96,18 +98,18 @@ class Replicas:
         store.clean_tmp()  # leftovers of pulls a crash interrupted
 
     def plan(self, digest: str) -> SourcePlan:
-        """Where to get `digest` from: the builders, then other replica holders."""
+        """Where to get `digest` from: the builders, then other hosts holding a copy."""
         more = None
         if self.directory is not None:
             directory = self.directory
 
-            async def more_sources() -> list[Source]:
+            async def more_sources() -> list[RemoteStore]:
                 return await directory.holders(digest)
 
             more = more_sources
         return SourcePlan(self.builders, more)
 
-    async def replicate(self, digest: str) -> None:
+    async def hold(self, digest: str) -> None:
         """Hold a verified copy of `digest` and its layers, then bound the store."""
         async with self._lock:
             async with self.plan(digest) as plan:
