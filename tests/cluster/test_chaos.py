@@ -264,7 +264,7 @@ def _image_and_holders(rc: RoostCluster, app: str) -> tuple[str, set[str]]:
                 {"app": app},
             ).scalar_one()
             holders = c.execute(
-                sqlalchemy.text("SELECT host_id FROM image_replicas WHERE digest = :d"),
+                sqlalchemy.text("SELECT host_id FROM image_copies WHERE digest = :d"),
                 {"d": digest},
             )
             return str(digest), {str(h[0]) for h in holders}
@@ -320,7 +320,7 @@ def _holders(rc: RoostCluster, digest: str) -> set[str]:
     try:
         with engine.connect() as c:
             rows = c.execute(
-                sqlalchemy.text("SELECT host_id FROM image_replicas WHERE digest = :d"),
+                sqlalchemy.text("SELECT host_id FROM image_copies WHERE digest = :d"),
                 {"d": digest},
             )
             return {str(r[0]) for r in rows}

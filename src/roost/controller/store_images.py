@@ -20,7 +20,7 @@ class ImageReplicaStore:
         try:
             with self.engine.begin() as c:
                 c.execute(
-                    insert(t.image_replicas).values(
+                    insert(t.image_copies).values(
                         digest=digest, host_id=host_id, created_at=time.time()
                     )
                 )
@@ -30,7 +30,7 @@ class ImageReplicaStore:
     def replica_hosts(self, digest: str) -> list[str]:
         with self.engine.connect() as c:
             rows = c.execute(
-                select(t.image_replicas.c.host_id).where(t.image_replicas.c.digest == digest)
+                select(t.image_copies.c.host_id).where(t.image_copies.c.digest == digest)
             )
             return sorted(r.host_id for r in rows)
 
@@ -38,14 +38,14 @@ class ImageReplicaStore:
         """Every recorded copy: digest -> the hosts holding it."""
         out: dict[str, set[str]] = {}
         with self.engine.connect() as c:
-            for r in c.execute(select(t.image_replicas.c.digest, t.image_replicas.c.host_id)):
+            for r in c.execute(select(t.image_copies.c.digest, t.image_copies.c.host_id)):
                 out.setdefault(r.digest, set()).add(r.host_id)
         return out
 
     def host_replicas(self, host_id: str) -> set[str]:
         with self.engine.connect() as c:
             rows = c.execute(
-                select(t.image_replicas.c.digest).where(t.image_replicas.c.host_id == host_id)
+                select(t.image_copies.c.digest).where(t.image_copies.c.host_id == host_id)
             )
             return {r.digest for r in rows}
 
@@ -55,8 +55,8 @@ class ImageReplicaStore:
             return
         with self.engine.begin() as c:
             c.execute(
-                delete(t.image_replicas).where(
-                    t.image_replicas.c.host_id == host_id, t.image_replicas.c.digest.in_(gone)
+                delete(t.image_copies).where(
+                    t.image_copies.c.host_id == host_id, t.image_copies.c.digest.in_(gone)
                 )
             )
 

@@ -264,8 +264,8 @@ cron_claims = Table(
 )
 Index("ix_cron_claims_state", cron_claims.c.state)
 
-image_replicas = Table(
-    "image_replicas",
+image_copies = Table(
+    "image_copies",
     metadata,
     # An image digest ("sha256:<hex>") a host confirmed it holds, verified,
     # in its own store: runners fetch from these hosts when no builder can
@@ -275,4 +275,4 @@ image_replicas = Table(
     Column("host_id", String(64), primary_key=True),
     Column("created_at", Float, nullable=False),
 )
-Index("ix_image_replicas_host", image_replicas.c.host_id)
+Index("ix_image_copies_host", image_copies.c.host_id)
