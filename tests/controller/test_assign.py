@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from roost.appspec.model import AppSpec, ProcessSpec
-from roost.controller.assign import AssignmentBook, Source
+from roost.controller.assign import AssignmentBook, AssignmentInputs
 from roost.controller.scheduler import Placement
 
 SPEC = AppSpec(
@@ -20,8 +20,8 @@ def test_versions_bump_only_on_change_and_objects_are_reused() -> None:
     envs = {"a": {"K": "1"}, "b": {}}
     placed = [_p("a1", "h1"), _p("a2", "h2"), _p("b1", "h1", "b")]
 
-    def src(p: Placement) -> Source:
-        return Source("sha256:x", SPEC, dict(envs[p.app]))
+    def src(p: Placement) -> AssignmentInputs:
+        return AssignmentInputs("sha256:x", SPEC, dict(envs[p.app]))
 
     assert book.update(placed, src, ["h1", "h2", "h3"]) == ["h1", "h2", "h3"]
     first = {h: a for h, a in book.hosts.items()}
@@ -43,12 +43,12 @@ def test_versions_bump_only_on_change_and_objects_are_reused() -> None:
     assert book.hosts["h2"].content == () and book.hosts["h2"].version == 2
 
 
-def test_placements_without_a_source_are_left_out_and_clear_restarts_versions() -> None:
+def test_placements_without_inputs_are_left_out_and_clear_restarts_versions() -> None:
     book = AssignmentBook()
     placed = [_p("a1", "h1"), _p("g1", "h1", "gone")]
 
-    def src(p: Placement) -> Source | None:
-        return None if p.app == "gone" else Source("sha256:x", SPEC, {})
+    def src(p: Placement) -> AssignmentInputs | None:
+        return None if p.app == "gone" else AssignmentInputs("sha256:x", SPEC, {})
 
     book.update(placed, src, [])
     assert [i.instance_id for i in book.hosts["h1"].content] == ["a1"]
@@ -62,8 +62,8 @@ def test_placements_without_a_source_are_left_out_and_clear_restarts_versions() 
 def test_staged_apps_change_hosts_only_at_commit_and_only_their_hosts() -> None:
     book = AssignmentBook()
 
-    def src(p: Placement) -> Source:
-        return Source("sha256:x", SPEC, {})
+    def src(p: Placement) -> AssignmentInputs:
+        return AssignmentInputs("sha256:x", SPEC, {})
 
     book.update([_p("a1", "h1"), _p("b1", "h2", "b")], src, ["h1", "h2", "h3"])
     versions = {h: a.version for h, a in book.hosts.items()}

@@ -27,7 +27,7 @@ from roost.wire.messages import InstanceAssignment
 
 
 @dataclass(frozen=True)
-class Source:
+class AssignmentInputs:
     """What an instance's assignment is made of, besides its placement."""
 
     image_digest: str
@@ -45,7 +45,7 @@ class HostAssignment:
 
 
 def instance_assignment(
-    p: Placement, src: Source, old: InstanceAssignment | None
+    p: Placement, inputs: AssignmentInputs, old: InstanceAssignment | None
 ) -> InstanceAssignment:
     """`old` when nothing it is made of changed, else a new one."""
     if (
@@ -53,25 +53,25 @@ def instance_assignment(
         and old.app == p.app
         and old.release == p.release
         and old.process_type == p.process_type
-        and old.image_digest == src.image_digest
-        and old.spec is src.spec
-        and old.env == src.env
-        and old.app_key == src.app_key
-        and old.app_id == src.app_id
-        and old.memory_mb == src.memory_mb
+        and old.image_digest == inputs.image_digest
+        and old.spec is inputs.spec
+        and old.env == inputs.env
+        and old.app_key == inputs.app_key
+        and old.app_id == inputs.app_id
+        and old.memory_mb == inputs.memory_mb
     ):
         return old
     return InstanceAssignment(
         instance_id=p.instance_id,
         app=p.app,
         release=p.release,
-        image_digest=src.image_digest,
+        image_digest=inputs.image_digest,
         process_type=p.process_type,
-        spec=src.spec,
-        env=src.env,
-        app_key=src.app_key,
-        app_id=src.app_id,
-        memory_mb=src.memory_mb,
+        spec=inputs.spec,
+        env=inputs.env,
+        app_key=inputs.app_key,
+        app_id=inputs.app_id,
+        memory_mb=inputs.memory_mb,
     )
 
 
@@ -96,37 +96,39 @@ class AssignmentBook:
     def update(
         self,
         placed: Iterable[Placement],
-        source: Callable[[Placement], Source | None],
+        inputs_of: Callable[[Placement], AssignmentInputs | None],
         known_hosts: Iterable[str],
     ) -> list[str]:
         """Recompute every host's content; returns the hosts whose version moved.
 
-        `source(p)` is None for a placement whose app or release is gone: it is
+        `inputs_of(p)` is None for a placement whose app or release is gone: it is
         left out (its host stops it). `known_hosts` get an assignment even
         when nothing is placed on them.
         """
         placed = list(placed)
-        return self.replace({*self._of_app, *(p.app for p in placed)}, placed, source, known_hosts)
+        return self.replace(
+            {*self._of_app, *(p.app for p in placed)}, placed, inputs_of, known_hosts
+        )
 
     def replace(
         self,
         apps: Iterable[str],
         placed: Iterable[Placement],
-        source: Callable[[Placement], Source | None],
+        inputs_of: Callable[[Placement], AssignmentInputs | None],
         known_hosts: Iterable[str],
     ) -> list[str]:
         """The instances of `apps` become `placed` (theirs alone), every other
         instance stays as it is; returns the hosts whose version moved. A
         pass gives the apps it looked at: only the hosts their instances were
         or are on are rebuilt and compared."""
-        self.stage(apps, placed, source)
+        self.stage(apps, placed, inputs_of)
         return self.commit(known_hosts)
 
     def stage(
         self,
         apps: Iterable[str],
         placed: Iterable[Placement],
-        source: Callable[[Placement], Source | None],
+        inputs_of: Callable[[Placement], AssignmentInputs | None],
     ) -> None:
         """`replace` without publishing: a pass taken in steps stages each
         step's apps, and the hosts' assignments change only at `commit`, all
@@ -135,11 +137,11 @@ class AssignmentBook:
         kept: set[str] = set()
         touched = self._touched
         for p in placed:
-            src = source(p)
-            if src is None:
+            inputs = inputs_of(p)
+            if inputs is None:
                 continue
             iid = p.instance_id
-            ia = instance_assignment(p, src, self._instances.get(iid))
+            ia = instance_assignment(p, inputs, self._instances.get(iid))
             was = self._host_of.get(iid)
             if was is not None and was != p.host_id:
                 del self._on_host[was][iid]

@@ -43,7 +43,7 @@ from prometheus_client import Histogram
 
 from roost.appspec.service_env import service_environment, with_service_addresses
 from roost.controller import deployflow, desired, rollout, routes
-from roost.controller.assign import AssignmentBook, HostAssignment, Source
+from roost.controller.assign import AssignmentBook, AssignmentInputs, HostAssignment
 from roost.controller.astore import AsyncStore
 from roost.controller.model import Model
 from roost.controller.scheduler import HostInfo, Placement, Want, place
@@ -521,19 +521,19 @@ class Controller:
     def _stage_assignments(self, apps: list[str]) -> None:
         m = self._model
         # Per process type too: each type's instances may have their own size.
-        sources: dict[tuple[int, int, str], Source | None] = {}
+        inputs: dict[tuple[int, int, str], AssignmentInputs | None] = {}
 
-        def source(p: Placement) -> Source | None:
+        def inputs_of(p: Placement) -> AssignmentInputs | None:
             a = m.apps.get(p.app)
             if a is None:
                 return None
             key = (a.row.id, p.release, p.process_type)
-            if key not in sources:
+            if key not in inputs:
                 rel = self._release_cache.get((a.row.id, p.release))
-                sources[key] = (
+                inputs[key] = (
                     None
                     if rel is None
-                    else Source(
+                    else AssignmentInputs(
                         rel.image_digest,
                         rel.spec,
                         self.instance_env(a.row.id, rel.config),
@@ -542,9 +542,9 @@ class Controller:
                         memory_mb=m.memory_of(p),
                     )
                 )
-            return sources[key]
+            return inputs[key]
 
-        self.book.stage(apps, [p for name in apps for p in m.placed[name]], source)
+        self.book.stage(apps, [p for name in apps for p in m.placed[name]], inputs_of)
 
     def _route(
         self,
