@@ -355,18 +355,21 @@ def run_scale(
                 f"simulated runners did not get their assignments: {len(held())} hosts"
             )
         time.sleep(7.0)  # past the new lease holder's grace period: placing is live
-        proc = psutil.Process(ctl.pid)
+        proc, simproc = psutil.Process(ctl.pid), psutil.Process(sim.pid)
         before = http.get(metrics_url).text
         cpu0, wall0 = sum(proc.cpu_times()[:2]), time.monotonic()
+        sim0 = sum(simproc.cpu_times()[:2])
         time.sleep(window_s)
         cpu1, wall1 = sum(proc.cpu_times()[:2]), time.monotonic()
+        sim_share = (sum(simproc.cpu_times()[:2]) - sim0) / (wall1 - wall0)
         after = http.get(metrics_url).text
         cpu_share = (cpu1 - cpu0) / (wall1 - wall0)
         idle_n, idle_ms = _passes(before, after, "idle")
         full_n, _ = _passes(before, after, "full")
         say(
             f"scale: steady {wall1 - wall0:.0f}s: controller CPU {cpu1 - cpu0:.2f}s; "
-            f"{idle_n} idle re-reads ({idle_ms:.1f} ms each), {full_n} full passes"
+            f"{idle_n} idle re-reads ({idle_ms:.1f} ms each), {full_n} full passes; "
+            f"the simulated runners used {sim_share:.2f} of a core (round trips include theirs)"
         )
         # One host goes silent: time until its instances are held elsewhere,
         # and how long the full reconcile passes that move them take.

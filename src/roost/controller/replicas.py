@@ -116,6 +116,8 @@ def plan_copies(
     ask only (thousands of digests without a live holder stay cheap).
     """
     live = sorted(set(alive))
+    if not live:
+        return []  # nobody to ask
     live_set = set(live)
     r = rng or random
     out: list[tuple[str, str]] = []

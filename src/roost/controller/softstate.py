@@ -26,8 +26,12 @@ class HostSeen:
     down_since: float | None = None
     # What of the heartbeat placement, rollouts and routes depend on.
     relevant: tuple[object, ...] = ()
-    # This beat's instances by id.
-    statuses: dict[str, InstanceStatus] = field(default_factory=dict)
+    # Instance id -> its place in the heartbeat's list; the same while the
+    # beats' relevant part is (their instances come in the same order).
+    index: dict[str, int] = field(default_factory=dict)
+
+    def status(self, instance_id: str) -> InstanceStatus:
+        return self.heartbeat.instances[self.index[instance_id]]
 
 
 def _key(st: InstanceStatus) -> tuple[object, ...]:
@@ -53,12 +57,12 @@ class Statuses(Mapping[str, InstanceStatus]):
         seen = self._soft.hosts.get(self._soft.reporter.get(instance_id, ""))
         if seen is None or seen.down_since is not None:
             raise KeyError(instance_id)
-        return seen.statuses[instance_id]
+        return seen.status(instance_id)
 
     def __iter__(self) -> Iterator[str]:
         for seen in list(self._soft.hosts.values()):
             if seen.down_since is None:
-                for iid in seen.statuses:
+                for iid in seen.index:
                     if self._soft.reporter.get(iid) == seen.heartbeat.host_id:
                         yield iid
 
@@ -95,22 +99,25 @@ class SoftState:
         seen = self.hosts.get(host)
         came_back = seen is None or seen.down_since is not None
         rel = relevant(hb)
-        statuses = {st.instance_id: st for st in hb.instances}
-        if came_back or seen is None or seen.relevant != rel:
+        if seen is not None and not came_back and seen.relevant == rel:
+            index = seen.index  # the common beat: nothing moved
+        else:
             self.generation += 1
-            old = seen.statuses if seen is not None else {}
+            index = {st.instance_id: n for n, st in enumerate(hb.instances)}
+            old = {iid: seen.status(iid) for iid in seen.index} if seen is not None else {}
             if came_back or seen is None or seen.relevant[:2] != rel[:2]:
                 self._changed_hosts.add(host)
-            for iid, st in statuses.items():
+            for st in hb.instances:
+                iid = st.instance_id
                 was = old.get(iid)
                 if came_back or was is None or _key(was) != _key(st):
                     self._changed_instances.add(iid)
                 self.reporter[iid] = host
-            for iid in old.keys() - statuses.keys():
+            for iid in old.keys() - index.keys():
                 self._changed_instances.add(iid)
                 if self.reporter.get(iid) == host:
                     del self.reporter[iid]
-        self.hosts[host] = HostSeen(heartbeat=hb, last_seen=now, relevant=rel, statuses=statuses)
+        self.hosts[host] = HostSeen(heartbeat=hb, last_seen=now, relevant=rel, index=index)
         return came_back
 
     def informed(self, now: float) -> bool:
@@ -136,7 +143,7 @@ class SoftState:
                 newly.append(host_id)
                 self.generation += 1
                 self._changed_hosts.add(host_id)
-                self._changed_instances.update(seen.statuses)
+                self._changed_instances.update(seen.index)
         return newly
 
     def take_changes(self) -> tuple[set[str], set[str]]:
