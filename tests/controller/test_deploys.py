@@ -59,7 +59,7 @@ class FakeServicehost:
 
 
 class FakeRunner:
-    """A runner's RPC client: ImageReplicate answered (or silent), after `gate`."""
+    """A runner's RPC client: ImageCopy answered (or silent), after `gate`."""
 
     def __init__(self, stages: Stages, build_id: str, ok: bool, gate: asyncio.Event) -> None:
         self.stages, self.build_id, self.ok, self.gate = stages, build_id, ok, gate

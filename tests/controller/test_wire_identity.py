@@ -92,11 +92,11 @@ async def test_a_runner_cannot_heartbeat_as_another_host(tmp_path: Path) -> None
 
 async def test_a_runner_cannot_drop_another_hosts_copies(tmp_path: Path) -> None:
     async with _controller(tmp_path) as (controller, client_as):
-        await controller.store.add_replica("sha256:" + "1" * 64, "10.0.0.22")
+        await controller.store.add_copy("sha256:" + "1" * 64, "10.0.0.22")
         a = client_as("runner-a")
         with pytest.raises(RemoteError, match="may not speak for the copies"):
             await a.call(ImageRetainRequest(host_id="10.0.0.22", held=[]), timeout=5, tries=1)
-        assert await controller.store.host_replicas("10.0.0.22") == {"sha256:" + "1" * 64}
+        assert await controller.store.host_copies("10.0.0.22") == {"sha256:" + "1" * 64}
         reply = await client_as("runner-b").call(
             ImageRetainRequest(host_id="10.0.0.22", held=[]), timeout=5
         )

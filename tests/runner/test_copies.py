@@ -204,7 +204,7 @@ async def test_a_runner_fetches_from_the_copy_holder_when_the_builder_is_gone(
         await w.service.build_finished(_build(w, image, "b1"))
         store = w.store
         assert store.build("b1").status == "rolling-out"
-        assert store.replica_hosts(image) == ["a"]
+        assert store.copy_hosts(image) == ["a"]
         assert set(a.copies.store.list()) == {image, dep, code}
         assert all(a.copies.store.verify(x) for x in (image, dep, code))
 
@@ -276,7 +276,7 @@ async def test_copy_retention_follows_the_releases(tmp_path: Path) -> None:
         a.copies.directory.controllers = w.client("a", w.endpoints["controller"])  # type: ignore[union-attr]
         assert await a.copies.prune() == [old, code_old]
         assert set(a.copies.store.list()) == {new, dep, code_new}
-        assert store.host_replicas("a") == {new}
+        assert store.host_copies("a") == {new}
 
 
 async def test_a_lost_copy_is_replaced_and_routers_fetch_bundles_from_holders(
@@ -290,30 +290,30 @@ async def test_a_lost_copy_is_replaced_and_routers_fetch_bundles_from_holders(
         # 1. The bundle travels with the image: same host, both recorded.
         await w.service.build_finished(_build(w, image, "b1", static=static))
         go_live(store, store.app("rep").id, 1)
-        assert store.all_replicas() == {image: {"a"}, static: {"a"}}
+        assert store.all_copies() == {image: {"a"}, static: {"a"}}
         assert set(a.copies.store.list()) == {image, dep, code, static}
         assert a.copies.store.verify(static)
 
         # 2. Only the lease holder copies again; and while a holder is alive
         # there is nothing to do.
         b, c = w.runner("b"), w.runner("c")
-        assert await w.service.keep_replicas() == []  # not the lease holder
+        assert await w.service.keep_copies() == []  # not the lease holder
         _hold_lease(w.controller)
-        assert await w.service.keep_replicas() == []  # a is alive
+        assert await w.service.keep_copies() == []  # a is alive
 
         # 3. a's host dies: another live runner gets both, from the builder.
         await w.stop("a")
         _outlive(w, "a", time.monotonic() + 100)
-        done = await w.service.keep_replicas()
+        done = await w.service.keep_copies()
         assert sorted(d for d, _, _ in done) == sorted([image, static])
         assert all(ok for _, _, ok in done)
         new = {h for _, h, _ in done}
         assert new <= {"b", "c"}
         for digest, host, _ in done:
-            assert store.replica_hosts(digest) == sorted({"a", host})
+            assert store.copy_hosts(digest) == sorted({"a", host})
             held = (b if host == "b" else c).copies.store
             assert held.verify(digest)
-        assert await w.service.keep_replicas() == []  # held by a live host again
+        assert await w.service.keep_copies() == []  # held by a live host again
         copied = [e.message for e in store.events() if e.kind == "image-copied"]
         assert sorted(m.split(": ")[0] for m in copied) == sorted([image[:19], static[:19]])
 
@@ -344,16 +344,16 @@ async def test_copying_again_backs_off_when_no_source_is_left(tmp_path: Path) ->
         w.runner("a")
         await w.service.build_finished(_build(w, image, "b1"))
         go_live(store, store.app("rep").id, 1)
-        assert store.replica_hosts(image) == ["a"]
+        assert store.copy_hosts(image) == ["a"]
         w.runner("b")
         _hold_lease(w.controller)
         # The holder and the builder both gone: b cannot get the image anywhere.
         await w.stop("a")
         await w.stop("builder")
         _outlive(w, "a", time.monotonic() + 100)
-        assert await w.service.keep_replicas() == [(image, "b", False)]
+        assert await w.service.keep_copies() == [(image, "b", False)]
         # Backing off: the next pass asks nobody.
-        assert await w.service.keep_replicas() == []
+        assert await w.service.keep_copies() == []
         failed = [e.message for e in store.events() if e.kind == "image-copy-failed"]
         assert len(failed) == 1 and failed[0].startswith(f"{image[:19]}: ")
-        assert store.replica_hosts(image) == ["a"]
+        assert store.copy_hosts(image) == ["a"]

@@ -12,11 +12,16 @@ from __future__ import annotations
 import os
 import pwd
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 
 from roost.builder.daemon import builder_handlers, images_handlers
+from roost.controller.astore import AsyncStore
+from roost.controller.core import Controller
+from roost.controller.service import ControllerService
+from roost.controller.store import Store
 from roost.images.store import ImageStore
 from roost.runner.archive import AppDirs
 from roost.runner.layout import Layout as RunnerLayout
@@ -30,26 +35,36 @@ from roost.servicehost.layout import Layout as ServicehostLayout
 from roost.servicehost.user import ServiceUser
 from roost.sessions.server import ExecSessions
 from roost.settings import Settings
+from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.authz import FLOWS
 from roost.wire.dispatch import Handlers, on, pong, refusing
 from roost.wire.identity import ROLES
 from roost.wire.messages import Error, HeartbeatReply, Msg, Ok, Ping, ServiceBackup
 
-Tables = Callable[[Path], list[Handlers]]
+# A role's tables, built in a directory; what they hold open is closed by the stack.
+Tables = Callable[[Path, AsyncExitStack], list[Handlers]]
 
 
-def _runner(tmp: Path) -> list[Handlers]:
+def _controller(tmp: Path, stack: AsyncExitStack) -> list[Handlers]:
+    url = sqlite_url(tmp / "state.db")
+    migrate(url)
+    store = AsyncStore(Store(make_engine(url)))
+    stack.push_async_callback(store.aclose)
+    return [ControllerService(Controller(store, Settings(), "c1"), builders=None).handle]
+
+
+def _runner(tmp: Path, _stack: AsyncExitStack) -> list[Handlers]:
     layout = RunnerLayout(tmp / "runner")
     rpc = RunnerRpc(layout, images=None, sessions=ExecSessions())  # type: ignore[arg-type]
     return [rpc.handlers(AppDirs(layout, 3600))]
 
 
-def _builder(tmp: Path) -> list[Handlers]:
+def _builder(tmp: Path, _stack: AsyncExitStack) -> list[Handlers]:
     # The build manager is only called by the BuildRequest entry, never here.
     return [builder_handlers(None), images_handlers(ImageStore(tmp / "store"))]  # type: ignore[arg-type]
 
 
-def _servicehost(tmp: Path) -> list[Handlers]:
+def _servicehost(tmp: Path, _stack: AsyncExitStack) -> list[Handlers]:
     me = pwd.getpwuid(os.getuid())
     user = ServiceUser(me.pw_name, me.pw_uid, me.pw_gid, dropped=False)
     bins = Binaries(pg_bin=tmp / "pg", redis_server=tmp / "redis-server")
@@ -60,24 +75,25 @@ def _servicehost(tmp: Path) -> list[Handlers]:
 
 # role -> its tables (a role serving none has none: the router and the gateway)
 TABLES: dict[str, Tables] = {
+    "controller": _controller,
     "runner": _runner,
     "builder": _builder,
     "servicehost": _servicehost,
 }
 
 
-# The controller's table is checked once its handlers are one (issue 14).
-@pytest.mark.parametrize("role", [r for r in ROLES if r != "controller"])
+@pytest.mark.parametrize("role", ROLES)
 async def test_a_roles_table_lists_exactly_what_the_flow_table_sends_it(
     role: str, tmp_path: Path
 ) -> None:
-    tables = TABLES[role](tmp_path) if role in TABLES else []
-    listed = frozenset().union(*(t.kinds for t in tables))
-    served = {kind for kind, flow in FLOWS.items() if role in flow.to}
-    assert {k.__name__ for k in listed} == {k.__name__ for k in served}
-    for table in tables:  # and a message off its table is refused by name
-        reply = await table(HeartbeatReply())
-        assert reply == Error(message=f"{table.who} does not handle HeartbeatReply")
+    async with AsyncExitStack() as stack:
+        tables = TABLES[role](tmp_path, stack) if role in TABLES else []
+        listed = frozenset().union(*(t.kinds for t in tables))
+        served = {kind for kind, flow in FLOWS.items() if role in flow.to}
+        assert {k.__name__ for k in listed} == {k.__name__ for k in served}
+        for table in tables:  # and a message off its table is refused by name
+            reply = await table(HeartbeatReply())
+            assert reply == Error(message=f"{table.who} does not handle HeartbeatReply")
 
 
 def test_every_request_is_served_by_some_role() -> None:

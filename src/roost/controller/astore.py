@@ -163,13 +163,13 @@ class AsyncStore:
     unbind_service = _on_executor(Store.unbind_service)
     service_bindings = _on_executor(Store.service_bindings)
 
-    # ------------------------------------------------------------ image replicas
+    # ------------------------------------------------------------ image copies
 
-    add_replica = _on_executor(Store.add_replica)
-    replica_hosts = _on_executor(Store.replica_hosts)
-    all_replicas = _on_executor(Store.all_replicas)
-    host_replicas = _on_executor(Store.host_replicas)
-    forget_replicas = _on_executor(Store.forget_replicas)
+    add_copy = _on_executor(Store.add_copy)
+    copy_hosts = _on_executor(Store.copy_hosts)
+    all_copies = _on_executor(Store.all_copies)
+    host_copies = _on_executor(Store.host_copies)
+    forget_copies = _on_executor(Store.forget_copies)
     release_images = _on_executor(Store.release_images)
 
     # ------------------------------------------------------------ cron claims

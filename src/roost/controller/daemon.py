@@ -113,7 +113,7 @@ async def serve(
                     tg.create_task(controller.reconcile_loop()),
                     tg.create_task(controller.housekeeping_loop()),
                     tg.create_task(controller.hosts_loop()),
-                    tg.create_task(service.replica_loop()),
+                    tg.create_task(service.copy_loop()),
                     tg.create_task(CronRunner(controller, lambda ep: RpcClient(node, [ep])).loop()),
                     *(tg.create_task(s.serve()) for s in servers),
                 ]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from roost.controller.deployflow import Stage, outcome, stage_of
 from roost.controller.runtarget import NoTarget, run_target
 from roost.controller.store import AppRow, NotFound
+from roost.wire.dispatch import Entry, on, refusing
 from roost.wire.messages import (
     AccountApps,
     AppAccess,
@@ -34,15 +35,6 @@ from roost.wire.messages import (
 if TYPE_CHECKING:
     from roost.controller.service import ControllerService
 
-GATEWAY_MESSAGES = (
-    SshAuth,
-    AppAccess,
-    AccountApps,
-    GatewayDeploy,
-    BuildLogRequest,
-    RunPlacement,
-    AppKeysRequest,
-)
 LOG_LINES_PER_CHUNK = 500
 
 
@@ -55,26 +47,18 @@ class GatewayRpc:
         self.service = service
         self.c = service.c
 
-    async def handle(self, msg: Msg) -> Msg:
-        try:
-            if isinstance(msg, SshAuth):
-                return await self._auth(msg.fingerprint)
-            if isinstance(msg, AppAccess):
-                app = await self._app(msg.account_id, msg.app)
-                return AppGrant(app=app.name, app_key=app.key)
-            if isinstance(msg, AppKeysRequest):
-                return await self._keys(msg.apps)
-            if isinstance(msg, AccountApps):
-                return await self._apps(msg.account_id)
-            if isinstance(msg, GatewayDeploy):
-                return await self._deploy(msg)
-            if isinstance(msg, BuildLogRequest):
-                return await self._build_log(msg)
-            if isinstance(msg, RunPlacement):
-                return await self._placement(msg.account_id, msg.app)
-        except Refused as exc:
-            return Error(message=str(exc))
-        return Error(message=f"not a gateway request: {type(msg).__name__}")
+    def entries(self) -> list[Entry]:
+        """The gateway's requests, for the controller's table; a Refused is
+        answered with its reason."""
+        return [
+            on(SshAuth, refusing(self._auth, Refused)),
+            on(AppAccess, refusing(self._access, Refused)),
+            on(AppKeysRequest, refusing(self._keys, Refused)),
+            on(AccountApps, refusing(self._apps, Refused)),
+            on(GatewayDeploy, refusing(self._deploy, Refused)),
+            on(BuildLogRequest, refusing(self._build_log, Refused)),
+            on(RunPlacement, refusing(self._placement, Refused)),
+        ]
 
     # ------------------------------------------------------------ accounts and apps
 
@@ -84,8 +68,8 @@ class GatewayRpc:
             raise Refused("unknown account")
         return row
 
-    async def _auth(self, fingerprint: str) -> Msg:
-        row = await self.c.store.account_for_ssh_key(fingerprint)
+    async def _auth(self, msg: SshAuth) -> Msg:
+        row = await self.c.store.account_for_ssh_key(msg.fingerprint)
         if row is None:
             return Error(message="unknown key")
         return SshIdentity(account_id=row.id, email=row.email)
@@ -106,18 +90,22 @@ class GatewayRpc:
             raise Refused(f"no app named {name!r}; create it with `roost apps create`")
         return app
 
-    async def _apps(self, account_id: int) -> Msg:
-        who = await self._account(account_id)
+    async def _access(self, msg: AppAccess) -> Msg:
+        app = await self._app(msg.account_id, msg.app)
+        return AppGrant(app=app.name, app_key=app.key)
+
+    async def _apps(self, msg: AccountApps) -> Msg:
+        who = await self._account(msg.account_id)
         apps = await self.c.store.apps()
         if not who.is_admin:
             visible = await self.c.store.apps_visible_to(who.id)
             apps = [a for a in apps if a.id in visible or a.owner_id == who.id]
         return AppNames(apps=sorted(a.name for a in apps))
 
-    async def _keys(self, names: list[str]) -> Msg:
+    async def _keys(self, msg: AppKeysRequest) -> Msg:
         """The current key of each named app that exists (gateways' cache sweep:
         a name missing from the answer, or with another key, is a deleted app)."""
-        wanted = set(names)
+        wanted = set(msg.apps)
         apps = await self.c.store.apps()
         return AppKeys(keys={a.name: a.key for a in apps if a.name in wanted})
 
@@ -168,8 +156,8 @@ class GatewayRpc:
 
     # ------------------------------------------------------------ run
 
-    async def _placement(self, account_id: int, name: str) -> Msg:
-        app = await self._app(account_id, name)
+    async def _placement(self, msg: RunPlacement) -> Msg:
+        app = await self._app(msg.account_id, msg.app)
         try:
             return await run_target(self.c, app)
         except NoTarget as exc:

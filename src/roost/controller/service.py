@@ -10,15 +10,16 @@ import time
 from collections.abc import Callable
 
 from roost.controller.astore import AsyncStore
+from roost.controller.copies import CopyAttempts, needed_images, note_copy, plan_copies
 from roost.controller.core import Controller
 from roost.controller.deployflow import Event, Stage, build_move, failure_move, stage_of
-from roost.controller.gateway_rpc import GATEWAY_MESSAGES, GatewayRpc
-from roost.controller.image_rpc import IMAGE_MESSAGES, ImageRpc
+from roost.controller.gateway_rpc import GatewayRpc
+from roost.controller.image_rpc import ImageRpc
 from roost.controller.metrics import BUILDS
-from roost.controller.replicas import CopyAttempts, needed_images, note_copy, plan_copies
 from roost.controller.services import ServiceError
 from roost.controller.store import AppRow, NotFound
 from roost.wire.cluster import Endpoint
+from roost.wire.dispatch import Handlers, on, pong
 from roost.wire.messages import (
     BuildAccepted,
     BuildLog,
@@ -27,12 +28,11 @@ from roost.wire.messages import (
     Error,
     Heartbeat,
     HeartbeatReply,
-    ImageReplicate,
+    ImageCopy,
     LogBatch,
     LogLine,
     Msg,
     Ok,
-    Ping,
     RouteSnapshotRequest,
     ServiceHostStatus,
 )
@@ -41,10 +41,10 @@ from roost.wire.rpc import RemoteError, RpcClient, RpcTimeout
 log = logging.getLogger("roost.controller")
 
 # How long a runner may take to pull one image or bundle it was asked to hold.
-REPLICATE_TIMEOUT_S = 300.0
-# Re-replication: how often the lease holder checks, and at most how many
-# copies it asks for at once (the rest wait for the next pass).
-REPLICA_CHECK_S = 5.0
+COPY_TIMEOUT_S = 300.0
+# Replacing lost copies: how often the lease holder checks, and at most how
+# many it asks for at once (the rest wait for the next pass).
+COPY_CHECK_S = 5.0
 COPIES_PER_PASS = 4
 
 
@@ -97,52 +97,65 @@ class ControllerService:
         self.images = ImageRpc(controller)
         self._copy_attempts: dict[str, CopyAttempts] = {}
         self._needed: tuple[int, set[str]] | None = None  # (desired-state count, digests)
+        # Every request a controller answers (the gateway's and the image
+        # questions have their own modules).
+        self.handle = Handlers(
+            "controller",
+            [
+                on(Heartbeat, self.heartbeat),
+                on(LogBatch, self.logs),
+                on(BuildLog, self.build_log),
+                on(BuildResult, self.build_result),
+                on(ServiceHostStatus, self.servicehost_status),
+                on(RouteSnapshotRequest, self.route_snapshot),
+                pong(controller.name),
+                *self.gateway.entries(),
+                *self.images.entries(),
+            ],
+        )
 
-    async def handle(self, msg: Msg) -> Msg:
+    async def heartbeat(self, msg: Heartbeat) -> Msg:
+        # Answered from memory: no heartbeat waits for the database.
         c = self.c
-        if isinstance(msg, Heartbeat):
-            # Answered from memory: no heartbeat waits for the database.
-            came_back = c.soft.record(msg, time.monotonic())
-            if came_back:
-                log.info("host %s (%s) is up", msg.host_id, msg.hostname)
-                c.note_host(msg)  # written to the hosts table by Controller.hosts_loop
-                c.wake.set()
-            if not c.is_leader:
-                return HeartbeatReply()
-            want = c.assignment_for(msg.host_id)
-            if (msg.fence, msg.version) != (want.fence, want.version):
-                return HeartbeatReply(assignment=want)
-            return HeartbeatReply()
-        if isinstance(msg, LogBatch):
-            await c.store.append_logs(list(msg.lines))
-            return Ok()
-        if isinstance(msg, BuildLog):
-            now = time.time()
-            lines = [
-                LogLine(app=msg.app, ts=now, source="build", process=msg.build_id, line=ln)
-                for ln in msg.lines
-            ]
-            await c.store.append_logs(lines)
-            return Ok()
-        if isinstance(msg, BuildResult):
-            await self.build_finished(msg)
+        came_back = c.soft.record(msg, time.monotonic())
+        if came_back:
+            log.info("host %s (%s) is up", msg.host_id, msg.hostname)
+            c.note_host(msg)  # written to the hosts table by Controller.hosts_loop
             c.wake.set()
-            return Ok()
-        if isinstance(msg, ServiceHostStatus):
-            if c.services is not None:
-                c.services.status[msg.host or "servicehost"] = msg
-            return Ok()
-        if isinstance(msg, RouteSnapshotRequest):
-            if not c.is_leader:
-                return Error(message="not the scheduler lease holder", retryable=True)
-            return c.route_snapshot()
-        if isinstance(msg, Ping):
-            return Ok(detail=c.name)
-        if isinstance(msg, GATEWAY_MESSAGES):
-            return await self.gateway.handle(msg)
-        if isinstance(msg, IMAGE_MESSAGES):
-            return await self.images.handle(msg)
-        return Error(message=f"controller does not handle {type(msg).__name__}")
+        if not c.is_leader:
+            return HeartbeatReply()
+        want = c.assignment_for(msg.host_id)
+        if (msg.fence, msg.version) != (want.fence, want.version):
+            return HeartbeatReply(assignment=want)
+        return HeartbeatReply()
+
+    async def logs(self, msg: LogBatch) -> Msg:
+        await self.c.store.append_logs(list(msg.lines))
+        return Ok()
+
+    async def build_log(self, msg: BuildLog) -> Msg:
+        now = time.time()
+        lines = [
+            LogLine(app=msg.app, ts=now, source="build", process=msg.build_id, line=ln)
+            for ln in msg.lines
+        ]
+        await self.c.store.append_logs(lines)
+        return Ok()
+
+    async def build_result(self, msg: BuildResult) -> Msg:
+        await self.build_finished(msg)
+        self.c.wake.set()
+        return Ok()
+
+    async def servicehost_status(self, msg: ServiceHostStatus) -> Msg:
+        if self.c.services is not None:
+            self.c.services.status[msg.host or "servicehost"] = msg
+        return Ok()
+
+    async def route_snapshot(self, _msg: RouteSnapshotRequest) -> Msg:
+        if not self.c.is_leader:
+            return Error(message="not the scheduler lease holder", retryable=True)
+        return self.c.route_snapshot()
 
     async def build_finished(self, res: BuildResult) -> None:
         """Walk the deploy from the builder's result to its rollout, each
@@ -191,7 +204,7 @@ class ControllerService:
             await deploy.move(Event.PROVISIONED)
         else:
             await deploy.move(Event.NO_SERVICES)
-        error = await self._replicate(app, res)
+        error = await self._copy(app, res)
         if error:
             return error
         await deploy.move(Event.COPIED)
@@ -224,18 +237,18 @@ class ControllerService:
             await self.c.platform_log(app.name, f"-----> provisioned {kind}", res.build_id, "build")
         return ""
 
-    async def _replicate(self, app: AppRow, res: BuildResult) -> str:
+    async def _copy(self, app: AppRow, res: BuildResult) -> str:
         """A second host holds a verified copy of the image (and of its static
         bundle) before the release exists: losing the builder's store then
         loses no serving image. The runner keeps them in its own store and
-        serves them to other runners and routers (roost.runner.replicas).
+        serves them to other runners and routers (roost.runner.copies).
         Returns an error text, or "" when a runner confirmed its copies."""
         if self.client_for is None:
             return ""  # an API-only controller (tests): nothing to ask
         # The static bundle travels with the image, to the same host: routers
         # that cannot reach a builder fetch it from there (roost.router.bundles).
         digests = [res.image_digest] + ([res.static_digest] if res.static_digest else [])
-        hosts = self._replica_hosts()
+        hosts = self._copy_hosts()
         random.shuffle(hosts)
         last = "no runner host is up"
         for hb in hosts[:3]:
@@ -249,7 +262,7 @@ class ControllerService:
             return ""
         return f"could not put a second copy of the image on another host ({last})"
 
-    def _replica_hosts(self) -> list[Heartbeat]:
+    def _copy_hosts(self) -> list[Heartbeat]:
         """Live runners that serve RPC (so can hold and serve a copy)."""
         return [
             s.heartbeat
@@ -266,27 +279,25 @@ class ControllerService:
         try:
             for digest in digests:
                 try:
-                    await client.call(
-                        ImageReplicate(digest=digest), timeout=REPLICATE_TIMEOUT_S, tries=1
-                    )
+                    await client.call(ImageCopy(digest=digest), timeout=COPY_TIMEOUT_S, tries=1)
                 except (RpcTimeout, RemoteError) as exc:
                     return f"{hb.host_id}: {exc}"
-                await self.c.store.add_replica(digest, hb.host_id)
+                await self.c.store.add_copy(digest, hb.host_id)
         finally:
             await client.close()
         return ""
 
-    async def replica_loop(self) -> None:
-        """Every REPLICA_CHECK_S, keep_replicas (does nothing off the lease)."""
+    async def copy_loop(self) -> None:
+        """Every COPY_CHECK_S, keep_copies (does nothing off the lease)."""
         while True:
-            await asyncio.sleep(REPLICA_CHECK_S)
+            await asyncio.sleep(COPY_CHECK_S)
             try:
-                await self.keep_replicas()
+                await self.keep_copies()
             except Exception:
-                log.exception("re-replication pass failed")
+                log.exception("the pass replacing lost image copies failed")
 
-    async def keep_replicas(self) -> list[tuple[str, str, bool]]:
-        """One re-replication pass of the lease holder (see roost.controller.replicas):
+    async def keep_copies(self) -> list[tuple[str, str, bool]]:
+        """One pass of the lease holder replacing lost copies (see roost.controller.copies):
         a copy on another live runner of every kept image or bundle whose holders
         are all down. Returns the asks made: (digest, host, succeeded)."""
         c = self.c
@@ -298,8 +309,8 @@ class ControllerService:
         if self._needed is None or self._needed[0] != version:
             releases, current = await c.store.release_images()
             self._needed = (version, needed_images(releases, current))
-        needed, holders = self._needed[1], await c.store.all_replicas()
-        alive = {hb.host_id: hb for hb in self._replica_hosts()}
+        needed, holders = self._needed[1], await c.store.all_copies()
+        alive = {hb.host_id: hb for hb in self._copy_hosts()}
         asks = plan_copies(
             needed, holders, alive, self._copy_attempts, time.monotonic(), limit=COPIES_PER_PASS
         )

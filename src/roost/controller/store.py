@@ -30,7 +30,7 @@ from roost.controller.store_deploys import (
     insert_release,
     next_version,
 )
-from roost.controller.store_images import ImageReplicaStore
+from roost.controller.store_images import ImageCopyStore
 from roost.controller.store_snapshot import PLACEMENTS, SnapshotStore, bump_desired
 from roost.controller.tls import is_sealed, open_key, seal_key
 from roost.state import tables as t
@@ -126,7 +126,7 @@ __all__ = ["AccessStore", "BuildMove", "BuildRow", "Conflict", "NotFound", "Stor
 _KEYS_PER_QUERY = 2000
 
 
-class Store(AccessStore, CronStore, DeployStore, ImageReplicaStore, SnapshotStore):
+class Store(AccessStore, CronStore, DeployStore, ImageCopyStore, SnapshotStore):
     def __init__(self, engine: Engine, secrets: SecretBox | None = None) -> None:
         self.engine = engine
         # Seals what is stored secret (TLS private keys); None: none can be stored.

@@ -1,4 +1,4 @@
-"""Image replicas: which hosts confirmed a verified copy of which image or static bundle."""
+"""Image copies: which hosts confirmed a verified copy of which image or static bundle."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from collections.abc import Iterable
 from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from roost.controller.replicas import ReleaseImage
+from roost.controller.copies import ReleaseImage
 from roost.state import tables as t
 
 
-class ImageReplicaStore:
+class ImageCopyStore:
     engine: Engine
 
-    def add_replica(self, digest: str, host_id: str) -> None:
+    def add_copy(self, digest: str, host_id: str) -> None:
         """Record that `host_id` holds `digest` (idempotent)."""
         try:
             with self.engine.begin() as c:
@@ -27,14 +27,14 @@ class ImageReplicaStore:
         except IntegrityError:
             pass  # already recorded: a second confirmation of the same copy
 
-    def replica_hosts(self, digest: str) -> list[str]:
+    def copy_hosts(self, digest: str) -> list[str]:
         with self.engine.connect() as c:
             rows = c.execute(
                 select(t.image_copies.c.host_id).where(t.image_copies.c.digest == digest)
             )
             return sorted(r.host_id for r in rows)
 
-    def all_replicas(self) -> dict[str, set[str]]:
+    def all_copies(self) -> dict[str, set[str]]:
         """Every recorded copy: digest -> the hosts holding it."""
         out: dict[str, set[str]] = {}
         with self.engine.connect() as c:
@@ -42,14 +42,14 @@ class ImageReplicaStore:
                 out.setdefault(r.digest, set()).add(r.host_id)
         return out
 
-    def host_replicas(self, host_id: str) -> set[str]:
+    def host_copies(self, host_id: str) -> set[str]:
         with self.engine.connect() as c:
             rows = c.execute(
                 select(t.image_copies.c.digest).where(t.image_copies.c.host_id == host_id)
             )
             return {r.digest for r in rows}
 
-    def forget_replicas(self, host_id: str, digests: Iterable[str]) -> None:
+    def forget_copies(self, host_id: str, digests: Iterable[str]) -> None:
         gone = list(digests)
         if not gone:
             return

@@ -597,9 +597,6 @@ class ImageCopy(Msg, frozen=True, kw_only=True):
     digest: str
 
 
-# The old name, until the controller's own rename lands (issue 14).
-ImageReplicate = ImageCopy
-
 
 class ImageSource(msgspec.Struct, frozen=True, kw_only=True):
     """A runner that holds a copy: its RPC endpoint and CURVE key (z85)."""

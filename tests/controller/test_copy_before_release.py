@@ -14,7 +14,7 @@ from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.cluster import Endpoint
-from roost.wire.messages import BuildResult, Heartbeat, ImageReplicate, Msg, Ok
+from roost.wire.messages import BuildResult, Heartbeat, ImageCopy, Msg, Ok
 from roost.wire.rpc import RpcTimeout
 
 
@@ -79,10 +79,10 @@ async def test_release_only_after_a_second_copy(
     await svc.build_finished(_result())
     build = store.build("b1")
     assert (store.releases(store.app("rep").id) != []) is made
-    assert all(isinstance(m, ImageReplicate) and m.digest == "sha256:ab" for _, m in asked)
+    assert all(isinstance(m, ImageCopy) and m.digest == "sha256:ab" for _, m in asked)
     if made:
         assert build.status == "rolling-out"
         # The confirmed copy is recorded: runners find it when no builder can serve it.
-        assert store.replica_hosts("sha256:ab") == [next(h for h, ok in hosts.items() if ok)]
+        assert store.copy_hosts("sha256:ab") == [next(h for h, ok in hosts.items() if ok)]
     else:
         assert build.status == "failed" and "second copy" in build.error

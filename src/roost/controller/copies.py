@@ -1,15 +1,15 @@
-"""Image replicas: which images must stay on the hosts holding them, and
+"""Image copies: which images must stay on the hosts holding them, and
 which hosts can serve one. Pure (no I/O): the store and the wire adapter
 (`image_rpc`) feed them rows and soft state.
 
-Retention rule: an image stays wherever it is replicated while its app still
+Retention rule: an image stays wherever it is copied while its app still
 needs it: the image of the current release, of a pending one, or of one of
 the ROLLBACK_IMAGES newest releases that served before (distinct images, so
 a run of config changes on one image counts once). Everything else is the
 holder's to drop when its store is over its size bound. A release's static
 bundle (served by routers) is kept exactly as long as its image.
 
-Re-replication (`plan_copies`, `note_copy`): the scheduler lease holder
+Replacing lost copies (`plan_copies`, `note_copy`): the scheduler lease holder
 checks every few seconds that each image and bundle retention keeps has at
 least one recorded holder alive; for one that has none (the holder's host
 died), it asks another live runner to pull a copy. Failed asks back off per
@@ -29,7 +29,8 @@ from roost.wire.messages import Heartbeat, ImageSource
 ROLLBACK_IMAGES = 3
 # Statuses of releases that served traffic once (rollback targets).
 _SERVED = ("active", "superseded")
-# Re-replication backoff per digest: first retry after BACKOFF_S, doubling up to BACKOFF_MAX_S.
+# Backoff per digest of asks for a new copy: first retry after BACKOFF_S,
+# doubling up to BACKOFF_MAX_S.
 BACKOFF_S = 2.0
 BACKOFF_MAX_S = 60.0
 
@@ -72,7 +73,7 @@ def needed_images(
     return out
 
 
-def replica_sources(
+def copy_sources(
     holders: Iterable[str],
     alive: Mapping[str, Heartbeat],
     asker: str,

@@ -1,4 +1,4 @@
-"""Image replicas on the controller: which images must stay (pure), who can serve
+"""Image copies on the controller: which images must stay (pure), who can serve
 one (pure), and the answers runners get, over a real state database."""
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ import pytest
 
 from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller.astore import AsyncStore
-from roost.controller.core import Controller
-from roost.controller.image_rpc import ImageRpc
-from roost.controller.replicas import (
+from roost.controller.copies import (
     BACKOFF_MAX_S,
     BACKOFF_S,
     CopyAttempts,
     ReleaseImage,
+    copy_sources,
     needed_images,
     note_copy,
     plan_copies,
-    replica_sources,
 )
+from roost.controller.core import Controller
+from roost.controller.image_rpc import ImageRpc
 from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
@@ -121,12 +121,12 @@ def test_plan_copies_backs_off_per_digest_and_passes_failed_hosts_over() -> None
     assert note_copy(attempts, d("1"), "h2", ok=True, now=1001.0) == {}
 
 
-def test_replica_sources_are_live_serving_hosts_but_the_asker() -> None:
+def test_copy_sources_are_live_serving_hosts_but_the_asker() -> None:
     def hb(host: str, ep: str) -> Heartbeat:
         return Heartbeat(host_id=host, hostname=host, rpc_endpoint=ep, rpc_key="k" if ep else "")
 
     alive = {"h1": hb("h1", "tcp://h1:1"), "h2": hb("h2", "tcp://h2:1"), "h3": hb("h3", "")}
-    got = replica_sources(["h1", "h2", "h3", "gone"], alive, "h2", random.Random(1))
+    got = copy_sources(["h1", "h2", "h3", "gone"], alive, "h2", random.Random(1))
     assert got == [ImageSource(host_id="h1", endpoint="tcp://h1:1", key="k")]
 
 
@@ -154,20 +154,20 @@ async def test_sources_and_retention_answers(ctl: tuple[Controller, Store]) -> N
     store.create_release(app.id, "b1", d("1"), d("e"), spec, "", "v1")
     go_live(store, app.id, 1)
     for digest, host in ((d("1"), "h1"), (d("1"), "h2"), (d("1"), "h1"), (d("9"), "h1")):
-        store.add_replica(digest, host)  # the repeated confirmation is idempotent
+        store.add_copy(digest, host)  # the repeated confirmation is idempotent
 
-    reply = await rpc.handle(ImageSourcesRequest(digest=d("1"), host_id="h2"))
+    reply = await rpc.sources(ImageSourcesRequest(digest=d("1"), host_id="h2"))
     assert isinstance(reply, ImageSources)
     assert [(s.host_id, s.endpoint) for s in reply.sources] == [("h1", "tcp://h1:9")]
-    assert isinstance(await rpc.handle(ImageSourcesRequest(digest="bogus")), Error)
+    assert isinstance(await rpc.sources(ImageSourcesRequest(digest="bogus")), Error)
 
     # h1 still holds 1 (current release), its bundle e and 5 (no release); it dropped 9.
-    reply = await rpc.handle(ImageRetainRequest(host_id="h1", held=[d("1"), d("5"), d("e")]))
+    reply = await rpc.retain(ImageRetainRequest(host_id="h1", held=[d("1"), d("5"), d("e")]))
     assert reply == ImageRetain(digests=[d("1"), d("e")])
-    assert store.host_replicas("h1") == {d("1")}  # 9 forgotten (e was never recorded)
-    assert store.replica_hosts(d("1")) == ["h1", "h2"]
-    assert store.replica_hosts(d("9")) == []
-    assert store.all_replicas() == {d("1"): {"h1", "h2"}}
+    assert store.host_copies("h1") == {d("1")}  # 9 forgotten (e was never recorded)
+    assert store.copy_hosts(d("1")) == ["h1", "h2"]
+    assert store.copy_hosts(d("9")) == []
+    assert store.all_copies() == {d("1"): {"h1", "h2"}}
 
 
 def test_planning_stops_at_the_limit() -> None:
