@@ -597,7 +597,6 @@ class ImageCopy(Msg, frozen=True, kw_only=True):
     digest: str
 
 
-
 class ImageSource(msgspec.Struct, frozen=True, kw_only=True):
     """A runner that holds a copy: its RPC endpoint and CURVE key (z85)."""
 
