@@ -252,7 +252,7 @@ def test_lease_holder_dies_and_the_other_places(rc: RoostCluster, watcher: Route
 
 
 def _image_and_holders(rc: RoostCluster, app: str) -> tuple[str, set[str]]:
-    """The current release's image and the runners that confirmed a replica of it."""
+    """The current release's image and the runners that confirmed a copy of it."""
     engine = sqlalchemy.create_engine(rc.state_url)
     try:
         with engine.connect() as c:
@@ -279,7 +279,7 @@ def test_builder_gone_a_new_instance_gets_the_image_from_a_runner(
     app, src = "copies", tmp_path / "copies"
     shutil.copytree(REPO / "examples" / "hello", src)
     rc.cli("apps", "create", app)
-    # Deploy until the replica holder is one of the two hosts running the app
+    # Deploy until the copy holder is one of the two hosts running the app
     # (it is chosen at random), so the third host has no copy of any kind.
     for _ in range(8):
         (src / "stamp.txt").write_text(os.urandom(8).hex())  # a new image each time
@@ -291,7 +291,7 @@ def test_builder_gone_a_new_instance_gets_the_image_from_a_runner(
         if len(holders) == 1 and holders <= running:
             break
     else:
-        raise AssertionError("the replica never landed on a host running the app")
+        raise AssertionError("the copy never landed on a host running the app")
     (bare,) = set(rc.host_ids()) - running
     builder = [p for p in rc.net.root_procs if p.poll() is None]
     for p in builder:
@@ -354,7 +354,7 @@ def _static_served(rc: RoostCluster, app: str, path: str, text: str) -> bool:
     return r.status_code == 200 and r.text == text
 
 
-def test_lost_replica_holder_is_replaced_and_a_new_router_gets_the_bundle_from_it(
+def test_lost_copy_holder_is_replaced_and_a_new_router_gets_the_bundle_from_it(
     rc: RoostCluster, watcher: RouteWatcher, tmp_path: Path
 ) -> None:
     healthy(rc, watcher)

@@ -2,7 +2,7 @@
 
   DATA/runner/host_id               this host's stable id (generated once)
   DATA/runner/images/               the image cache (roost.images)
-  DATA/runner/store/                image replicas served to other hosts (replicas.py)
+  DATA/runner/store/                image copies served to other hosts (copies.py)
   DATA/runner/apps/<app>/data/      the app's persistent data directory
   DATA/runner/apps/<app>/           HOME of the app's processes
   DATA/runner/apps/<app>/bundle/<id>/bundle_config.py   per instance
