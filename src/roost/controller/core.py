@@ -2,19 +2,19 @@
 
 Theory of operation: every replica records heartbeats (soft state), marks
 silent hosts down, stores logs and build results, and answers queries. The
-replica holding the `scheduler` lease additionally, every tick: reads desired
-state (apps, the active and pending release of each, formation, placements)
-in one hop to the store's executor (`AsyncStore`), places instances on live hosts (pure
-`scheduler.place`), decides rollouts (pure `rollout.decide`), turns
-placements into one declarative Assignment per host (sent in heartbeat
-replies, stamped with the lease's fencing token; `assign.AssignmentBook`),
-and publishes route-table deltas (`routes.RouteCache`). A pass is a few
-walks over the placements (nothing is rebuilt or deep-compared unless it
-changed), and runs only when something it depends on may have changed: the
-loop was woken (this replica's API, a build result, a host coming back), soft
-state moved (`SoftState.generation`), or REFRESH_S passed since desired state
-was last read (changes made through another replica's API). So thousands of
-instances stay cheap, and an idle cluster costs nearly nothing.
+replica holding the `scheduler` lease additionally, every tick: reads what
+changed in desired state (`desired.Reader`, on the store's executor), asks
+its model which apps something happened to (`model.Model.dirty`), and for
+those alone places instances on live hosts (pure `scheduler.place`), decides
+rollouts (pure `rollout.decide`), turns placements into one declarative
+Assignment per host (sent in heartbeat replies, stamped with the lease's
+fencing token; `assign.AssignmentBook`), and publishes route-table deltas
+(`routes.RouteCache`, `routes.diff_apps`). So a pass costs what changed,
+and runs only when something it depends on may have changed: the loop was
+woken (this replica's API, a build result, a host coming back), soft state
+moved (`SoftState.generation`), or REFRESH_S passed since desired state was
+last read (changes made through another replica's API: one counter read
+when there were none). An idle cluster costs nearly nothing.
 
 Placement starts only once this replica knows which hosts are alive: one
 grace period after taking the lease, or at once when it has been hearing
@@ -353,6 +353,8 @@ class Controller:
             if d is not None:
                 for row in d.fetched.values():
                     self._release_cache.add(row)
+                for app_id in [i for i, inputs in d.apps.items() if inputs is None]:
+                    self._release_cache.keep(app_id, set())  # a deleted app's rows
                 if self.services is not None:  # another replica may have bound a service
                     self.services.forget(d.apps)
                 changed = m.absorb(d)
