@@ -13,8 +13,7 @@ import pytest
 from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller.astore import AsyncStore
 from roost.controller.copies import (
-    BACKOFF_MAX_S,
-    BACKOFF_S,
+    COPY_BACKOFF,
     CopyAttempts,
     ReleaseImage,
     copy_sources,
@@ -98,25 +97,29 @@ def test_plan_copies_asks_for_what_no_live_host_holds() -> None:
 def test_plan_copies_backs_off_per_digest_and_passes_failed_hosts_over() -> None:
     needed, holders, alive = {d("1"), d("2")}, {d("1"): {"gone"}}, ["h1", "h2", "h3"]
     attempts = note_copy({}, d("1"), "h1", ok=False, now=100.0)
-    assert attempts[d("1")] == CopyAttempts(1, 100.0 + BACKOFF_S, frozenset({"h1"}))
+    assert attempts[d("1")] == CopyAttempts(1, 100.0 + COPY_BACKOFF.base_s, frozenset({"h1"}))
     # While 1 backs off only 2 is asked for.
     assert [a[0] for a in plan_copies(needed, holders, alive, attempts, 100.5)] == [d("2")]
     # Once due, never the host that failed, whatever the draw.
     for seed in range(20):
         asks = plan_copies(
-            {d("1")}, holders, alive, attempts, 100.0 + BACKOFF_S, random.Random(seed)
+            {d("1")}, holders, alive, attempts, 100.0 + COPY_BACKOFF.base_s, random.Random(seed)
         )
         assert asks and asks[0][1] in ("h2", "h3")
     # Failures double the wait, up to a cap; when every live host failed, all are tried again.
     attempts = note_copy(attempts, d("1"), "h2", ok=False, now=200.0)
     attempts = note_copy(attempts, d("1"), "h3", ok=False, now=300.0)
-    assert attempts[d("1")].next_at == 300.0 + 4 * BACKOFF_S
+    assert attempts[d("1")].next_at == 300.0 + 4 * COPY_BACKOFF.base_s
     assert attempts[d("1")].failed_hosts == {"h1", "h2", "h3"}
-    assert plan_copies({d("1")}, holders, alive, attempts, 300.0 + 4 * BACKOFF_S - 0.1) == []
-    assert len(plan_copies({d("1")}, holders, alive, attempts, 300.0 + 4 * BACKOFF_S)) == 1
+    assert (
+        plan_copies({d("1")}, holders, alive, attempts, 300.0 + 4 * COPY_BACKOFF.base_s - 0.1) == []
+    )
+    assert (
+        len(plan_copies({d("1")}, holders, alive, attempts, 300.0 + 4 * COPY_BACKOFF.base_s)) == 1
+    )
     for _ in range(20):
         attempts = note_copy(attempts, d("1"), "h1", ok=False, now=1000.0)
-    assert attempts[d("1")].next_at == 1000.0 + BACKOFF_MAX_S
+    assert attempts[d("1")].next_at == 1000.0 + COPY_BACKOFF.max_s
     # A success forgets the digest's failures.
     assert note_copy(attempts, d("1"), "h2", ok=True, now=1001.0) == {}
 

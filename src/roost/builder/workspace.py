@@ -35,7 +35,7 @@ from roost.builder.ramlayers import has_room, open_ram_layers, remove_ram_layers
 from roost.builder.sandbox import BuildUser, ensure_build_user
 from roost.builder.uvcache import UvCache
 from roost.images.store import ImageStore
-from roost.proc.exits import Unavailable
+from roost.proc.exits import ConfigError, Unavailable
 from roost.settings import Settings
 from roost.sysuser import check_reachable
 from roost.tenant.cgroups import Limits
@@ -151,7 +151,14 @@ class Workspace:
             settings.builder_uv_cache_ram,
             user,
         )
-        interp = await choose(settings.build_python, user, root / "home")
+        try:
+            interp = await choose(settings.build_python, user, root / "home")
+        except BuildError as exc:
+            # The same start would find the same interpreters: a supervisor
+            # must stop and say so, not restart the builder forever.
+            if settings.build_python:
+                raise ConfigError(str(exc)) from None
+            raise Unavailable(str(exc)) from None
         uv_bin = uv.find_uv_bin()
         tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
         try:

@@ -23,16 +23,16 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from roost.proc.backoff import Backoff
 from roost.wire.messages import Heartbeat, ImageSource
 
 # Images per app kept for `roost rollback`, besides the current one.
 ROLLBACK_IMAGES = 3
 # Statuses of releases that served traffic once (rollback targets).
 _SERVED = ("active", "superseded")
-# Backoff per digest of asks for a new copy: first retry after BACKOFF_S,
-# doubling up to BACKOFF_MAX_S.
-BACKOFF_S = 2.0
-BACKOFF_MAX_S = 60.0
+# Backoff per digest of asks for a new copy: first retry after 2 s,
+# doubling up to a minute.
+COPY_BACKOFF = Backoff(base_s=2.0, max_s=60.0)
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def note_copy(
     out[digest] = replace(
         prev,
         failures=failures,
-        next_at=now + min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (failures - 1)),
+        next_at=now + COPY_BACKOFF.delay(failures),
         failed_hosts=failed,
     )
     return out

@@ -21,6 +21,7 @@ from roost.controller.service import ControllerService
 from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.daemonize import run_daemon
+from roost.proc.exits import ConfigError
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.bootstrap import open_node, own_endpoints
@@ -57,7 +58,7 @@ async def serve(
     try:
         box = SecretBox.from_file(data_dir / "keys" / FERNET_FILE)
     except SecretError as exc:
-        raise SystemExit(str(exc)) from None
+        raise ConfigError(str(exc)) from None
     url = state_url_for(data_dir, state_url or cluster.state_url or None)
     await asyncio.to_thread(migrate, url)
     store = Store(make_engine(url), secrets=box)  # TLS keys are sealed with it too
@@ -83,13 +84,13 @@ async def serve(
             Publisher(node, ep.address) for ep in own_endpoints(cluster, "controller-pub", node)
         ]
         if not servers:
-            raise SystemExit(f"cluster.json has no controller endpoint for key {name}")
+            raise ConfigError(f"cluster.json has no controller endpoint for key {name}")
         controller.publisher = pubs[0] if pubs else None
         api = create_api(controller, service)
         try:
             tls = await asyncio.to_thread(api_certificate, data_dir, settings)
         except ApiTlsError as exc:
-            raise SystemExit(f"controller: {exc}") from None
+            raise ConfigError(f"controller: {exc}") from None
         config = uvicorn.Config(
             api,
             host=settings.bind_host,
