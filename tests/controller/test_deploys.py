@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy
@@ -27,7 +28,7 @@ from roost.controller.store import AppRow, Store
 from roost.settings import Settings
 from roost.state.db import alembic_config, make_engine, migrate, sqlite_url
 from roost.wire.cluster import Endpoint
-from roost.wire.messages import BuildResult, Heartbeat, Msg, Ok
+from roost.wire.messages import BuildResult, Heartbeat, LogLine, Msg, Ok
 from roost.wire.rpc import RpcTimeout
 from tests.releases import go_live
 
@@ -294,6 +295,38 @@ def test_a_release_moves_only_by_the_table(world: World) -> None:
     assert not store.end_rollout(world.app_id, v, up)  # delivered twice
     assert not store.end_rollout(world.app_id, v, release_move("pending", Event.ROLLED_BACK))
     assert store.release(world.app_id, v).status == "active"
+
+
+async def test_a_deploy_ends_with_its_last_lines_already_in_the_log(world: World) -> None:
+    # The build stream ends when it reads a final stage and no new line: the
+    # closing lines must be in the log by the time the stage is, or a
+    # `roost deploy` that ends at the wrong moment never prints "is live".
+    svc, version = await deployed(world, serving=False)
+    seen: list[tuple[str, list[str]]] = []
+    real = svc.c.store.end_rollout
+
+    async def end_rollout(*args: Any, **kw: Any) -> bool:
+        done = await real(*args, **kw)
+        # What a stream reading right after the move's commit finds.
+        logs = [r.line for r in world.store.logs(world.app_id)]
+        seen.append((world.build()[0], logs))
+        return done
+
+    svc.c.store.end_rollout = end_rollout  # type: ignore[method-assign]
+    await svc.c._finish_rollout("shop", world.store.release(world.app_id, version), _UP)
+    assert seen and seen[0][0] == "live"
+    assert f"-----> v{version} is live" in seen[0][1]
+
+
+def test_a_rollout_ended_twice_logs_once(world: World) -> None:
+    store = world.store
+    spec = AppSpec(processes={"web": WEB})
+    v = store.create_release(world.app_id, "", "sha256:00", "", spec, "", "x")
+    up = release_move("pending", Event.UP)
+    line = LogLine(app="shop", ts=time.time(), source="build", line="-----> live")
+    assert store.end_rollout(world.app_id, v, up, lines=[line])
+    assert not store.end_rollout(world.app_id, v, up, lines=[line])
+    assert [r.line for r in store.logs(world.app_id)].count("-----> live") == 1
 
 
 def test_stored_legacy_statuses_are_rewritten(tmp_path: Path) -> None:

@@ -504,20 +504,27 @@ class Controller:
                         build.id, move, "" if event is deployflow.Event.UP else error
                     )
         move = deployflow.release_move(rel.status, event)
-        if not await store.end_rollout(rel.app_id, rel.version, move, d.reason, deploy):
-            return
         build_log = rel.build_id or ""
         if event is deployflow.Event.UP:
-            await store.add_event("deploy", f"{app_name} v{rel.version} is live", rel.app_id)
-            await self.platform_log(app_name, f"-----> v{rel.version} is live", build_log, "build")
+            said = [f"-----> v{rel.version} is live"]
+        else:
+            said = [f"-----> v{rel.version} failed to start: {d.reason}"]
+            if serving is not None:
+                said.append(f"-----> v{serving} keeps serving")
+        now = time.time()
+        lines = [
+            LogLine(app=app_name, ts=now, process=build_log, source="build", line=line)
+            for line in said
+        ]
+        # The closing lines go with the move: a build stream that sees the
+        # final stage has seen them too.
+        if not await store.end_rollout(rel.app_id, rel.version, move, d.reason, deploy, lines):
             return
-        await store.add_event("deploy-failed", f"{app_name} v{rel.version}: {d.reason}", rel.app_id)
-        await self.platform_log(
-            app_name, f"-----> v{rel.version} failed to start: {d.reason}", build_log, "build"
-        )
-        if serving is not None:
-            await self.platform_log(
-                app_name, f"-----> v{serving} keeps serving", build_log, "build"
+        if event is deployflow.Event.UP:
+            await store.add_event("deploy", f"{app_name} v{rel.version} is live", rel.app_id)
+        else:
+            await store.add_event(
+                "deploy-failed", f"{app_name} v{rel.version}: {d.reason}", rel.app_id
             )
 
     def _stage_assignments(self, apps: list[str]) -> None:

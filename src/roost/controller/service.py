@@ -74,10 +74,13 @@ class Deploy:
         self.status = move.after
         return version
 
-    async def fail(self, error: str) -> bool:
-        """End the deploy as failed at its stage; whether this writer did."""
+    async def fail(self, error: str, app: str = "", say: str = "") -> bool:
+        """End the deploy as failed at its stage, with `say` as the build
+        log's last line (of `app`), written with the stage so a build stream
+        that sees the end has seen it; whether this writer did."""
         move = failure_move(self.status)
-        if not await self.store.move_build(self.build_id, move, error):
+        lines = [LogLine(app=app, ts=time.time(), process=self.build_id, source="build", line=say)]
+        if not await self.store.move_build(self.build_id, move, error, lines if say else ()):
             return False
         self.status = move.after
         return True
@@ -175,9 +178,8 @@ class ControllerService:
         deploy = Deploy(c.store, build.id, build.status)
         if not res.ok or res.spec is None:
             error = res.error or "build failed"
-            if await deploy.fail(error):
+            if await deploy.fail(error, app.name, f"-----> build failed: {error}"):
                 BUILDS.labels("failed").inc()
-                await c.platform_log(app.name, f"-----> build failed: {error}", build.id, "build")
                 await c.store.add_event("build-failed", f"{app.name}: {error}", app.id)
             return
         try:
@@ -187,8 +189,8 @@ class ControllerService:
         except Exception as exc:
             log.exception("build %s: the deploy failed at %s", build.id, deploy.status)
             error = f"{deploy.status} failed: {exc}"
-        if error and await deploy.fail(error):
-            await c.platform_log(app.name, f"-----> {error}", build.id, "build")
+        if error:
+            await deploy.fail(error, app.name, f"-----> {error}")
 
     async def _deploy(self, app: AppRow, res: BuildResult, deploy: Deploy) -> str:
         """Provision, copy, release: an error text, or "" once the release
@@ -369,10 +371,8 @@ class ControllerService:
                 timeout=30,
             )
         except Exception as exc:
-            await deploy.fail(f"no builder accepted the build: {exc}")
-            await c.platform_log(
-                app_name, f"-----> no builder accepted the build: {exc}", build_id, "build"
-            )
+            why = f"no builder accepted the build: {exc}"
+            await deploy.fail(why, app_name, f"-----> {why}")
             return
         if not isinstance(reply, BuildAccepted):
             await deploy.fail(f"builder answered {reply!r}")

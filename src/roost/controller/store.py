@@ -31,6 +31,7 @@ from roost.controller.store_deploys import (
     next_version,
 )
 from roost.controller.store_images import ImageCopyStore
+from roost.controller.store_logs import insert_log_lines
 from roost.controller.store_snapshot import PLACEMENTS, SnapshotStore, bump_desired
 from roost.controller.tls import is_sealed, open_key, seal_key
 from roost.state import tables as t
@@ -535,30 +536,13 @@ class Store(AccessStore, CronStore, DeployStore, ImageCopyStore, SnapshotStore):
     # ------------------------------------------------------------ logs and events
 
     def append_logs(self, lines: list[LogLine]) -> None:
-        names = {ln.app for ln in lines}
         with self.engine.begin() as c:
-            ids = {
-                r.name: r.id
-                for r in c.execute(
-                    select(t.apps.c.id, t.apps.c.name).where(t.apps.c.name.in_(names))
-                )
-            }
-            rows = [
-                {
-                    "app_id": ids[ln.app],
-                    "ts": ln.ts,
-                    "source": ln.source,
-                    "process": ln.process,
-                    "stream": ln.stream,
-                    "line": ln.line,
-                }
-                for ln in lines
-                if ln.app in ids
-            ]
-            if rows:
-                c.execute(insert(t.log_lines), rows)
+            app_ids = insert_log_lines(c, lines)
+        self._note_logged(app_ids)
+
+    def _note_logged(self, app_ids: set[int]) -> None:
         with self._logged_lock:
-            self._logged.update(ids.values())
+            self._logged.update(app_ids)
 
     def logs(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +31,10 @@ from roost.controller.deployflow import (
     stage_of,
 )
 from roost.controller.store_access import NotFound
+from roost.controller.store_logs import insert_log_lines
 from roost.controller.store_snapshot import bump_desired
 from roost.state import tables as t
-from roost.wire.messages import BuildResult, StaticRoute
+from roost.wire.messages import BuildResult, LogLine, StaticRoute
 
 
 @dataclass(frozen=True)
@@ -186,11 +188,20 @@ class DeployStore:
             )
             return [_build(r) for r in rows]
 
-    def move_build(self, build_id: str, move: Move, error: str = "") -> bool:
+    def move_build(
+        self, build_id: str, move: Move, error: str = "", lines: Sequence[LogLine] = ()
+    ) -> bool:
         """Move a build to its next stage if it is still where `move` starts
-        (compare-and-set); whether it moved."""
+        (compare-and-set), writing `lines` to the log with it; whether it moved."""
         with self.engine.begin() as c:
-            return _move_build(c, build_id, move, error)
+            if not _move_build(c, build_id, move, error):
+                return False
+            app_ids = insert_log_lines(c, lines)
+        self._note_logged(app_ids)
+        return True
+
+    def _note_logged(self, app_ids: set[int]) -> None:
+        """The apps whose log this replica wrote to (the Store keeps them)."""
 
     # ------------------------------------------------------------ a deploy's release
 
@@ -222,13 +233,15 @@ class DeployStore:
         move: Move,
         reason: str = "",
         build: BuildMove | None = None,
+        lines: Sequence[LogLine] = (),
     ) -> bool:
         """End release `version`'s rollout by `move` if the release is still
         where `move` starts (compare-and-set): active (the app serves it; the
         release active until then steps aside) or failed, `reason` its
         description. `build`, the move of the deploy it is the release of, is
-        written in the same transaction. Whether it applied; when not, nothing
-        is written (another controller ended it, or a newer release superseded it)."""
+        written in the same transaction, and so are `lines`, its closing log
+        lines. Whether it applied; when not, nothing is written (another
+        controller ended it, or a newer release superseded it)."""
         values = {"status": move.after} | ({"description": reason} if reason else {})
         with self.engine.begin() as c:
             moved = c.execute(
@@ -259,4 +272,6 @@ class DeployStore:
             if build is not None:
                 _move_build(c, build.build_id, build.move, build.error)
             bump_desired(c)
+            app_ids = insert_log_lines(c, lines)
+        self._note_logged(app_ids)
         return True
