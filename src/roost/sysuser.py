@@ -66,3 +66,11 @@ def check_reachable(user: str, uid: int, path: Path) -> None:
                 f"user {user!r} cannot reach {path}: {parent} is not searchable by others "
                 f"(chmod o+x {parent}, or put the data directory elsewhere)"
             )
+
+
+def chown_tree(root: Path, uid: int, gid: int) -> None:
+    """Give a tree we created to `uid`:`gid`, never following a symlink."""
+    os.lchown(root, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), uid, gid)

@@ -39,7 +39,7 @@ from roost.builder.errors import BuildError
 from roost.proc import spawn
 from roost.proc.spawn import ChildSetup, child_setup
 from roost.proc.stop import signal_group
-from roost.sysuser import SystemUserError, ensure_system_user
+from roost.sysuser import SystemUserError, chown_tree, ensure_system_user
 from roost.tenant.cgroups import Limits
 from roost.tenant.identity import Identity
 from roost.tenant.launch import Prepared, Tenancy, TenantError, TenantSpec
@@ -78,10 +78,7 @@ class BuildUser:
         """Give a tree we created to the build user (never following symlinks)."""
         if not self.dropped:
             return
-        os.lchown(root, self.uid, self.gid)
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in dirnames + filenames:
-                os.lchown(os.path.join(dirpath, name), self.uid, self.gid)
+        chown_tree(root, self.uid, self.gid)
 
     def chown(self, path: Path) -> None:
         if self.dropped:

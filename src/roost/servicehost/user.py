@@ -8,13 +8,12 @@ their directories; otherwise they run as the servicehost's own user.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from roost.proc.exits import Unavailable
 from roost.proc.spawn import ChildSetup, child_setup
-from roost.sysuser import SystemUserError, check_reachable, ensure_system_user
+from roost.sysuser import SystemUserError, check_reachable, chown_tree, ensure_system_user
 
 
 class ServiceUserError(Unavailable):
@@ -31,10 +30,7 @@ class ServiceUser:
     def chown_tree(self, root: Path) -> None:
         if not self.dropped:
             return
-        os.lchown(root, self.uid, self.gid)
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in dirnames + filenames:
-                os.lchown(os.path.join(dirpath, name), self.uid, self.gid)
+        chown_tree(root, self.uid, self.gid)
 
     def setup(self) -> ChildSetup:
         """How a child becomes this user (and dies with us): `roost.proc.spawn`."""
