@@ -5,7 +5,6 @@ that file. A real Store on SQLite; no sockets."""
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,16 +12,6 @@ import pytest
 from roost.controller.admintoken import ADMIN_EMAIL, admin_token_path, read_admin_token
 from roost.controller.bootstrap import NotAdmin, bootstrap_admin
 from roost.controller.store import Store
-from roost.state.db import make_engine, migrate, sqlite_url
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
-    s = Store(make_engine(url))
-    yield s
-    s.engine.dispose()
 
 
 def test_first_start_makes_the_admin_and_a_private_token_file(store: Store, tmp_path: Path) -> None:
