@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from sqlalchemy import insert
 
 from roost.controller.store import Store
 from roost.state import tables as t
-from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.messages import LogLine
 
 
@@ -20,32 +18,26 @@ def _lines(app: str, n: int, start: int = 0) -> list[LogLine]:
     ]
 
 
-def test_trim_keeps_the_newest_lines_of_the_apps_that_logged(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
-    store = Store(make_engine(url))
-    try:
-        owner = store.create_account("o@example.com")
-        busy, quiet = store.create_app("busy", owner), store.create_app("quiet", owner)
-        store.append_logs(_lines("busy", 10) + _lines("quiet", 3))
-        store.trim_logs(keep=4)
-        assert [r.line for r in store.logs(busy.id)] == [f"busy {i}" for i in range(6, 10)]
-        assert len(store.logs(quiet.id)) == 3  # never fewer than it had
-        # Lines another replica wrote are its to trim: this one looks only at
-        # the apps it wrote lines for since its last trim.
-        with store.engine.begin() as c:
-            c.execute(insert(t.log_lines), [
-                {"app_id": quiet.id, "ts": 0.0, "source": "app", "process": "", "stream": "stdout",
-                 "line": f"other {i}"} for i in range(5)
-            ])  # fmt: skip
-        store.trim_logs(keep=4)
-        assert len(store.logs(quiet.id)) == 8
-        store.append_logs(_lines("quiet", 1, start=3))
-        store.trim_logs(keep=4)
-        assert [r.line for r in store.logs(quiet.id)] == [
-            *(f"other {i}" for i in (2, 3, 4)),
-            "quiet 3",
-        ]
-        assert len(store.logs(busy.id)) == 4
-    finally:
-        store.engine.dispose()
+def test_trim_keeps_the_newest_lines_of_the_apps_that_logged(store: Store) -> None:
+    owner = store.create_account("o@example.com")
+    busy, quiet = store.create_app("busy", owner), store.create_app("quiet", owner)
+    store.append_logs(_lines("busy", 10) + _lines("quiet", 3))
+    store.trim_logs(keep=4)
+    assert [r.line for r in store.logs(busy.id)] == [f"busy {i}" for i in range(6, 10)]
+    assert len(store.logs(quiet.id)) == 3  # never fewer than it had
+    # Lines another replica wrote are its to trim: this one looks only at
+    # the apps it wrote lines for since its last trim.
+    with store.engine.begin() as c:
+        c.execute(insert(t.log_lines), [
+            {"app_id": quiet.id, "ts": 0.0, "source": "app", "process": "", "stream": "stdout",
+             "line": f"other {i}"} for i in range(5)
+        ])  # fmt: skip
+    store.trim_logs(keep=4)
+    assert len(store.logs(quiet.id)) == 8
+    store.append_logs(_lines("quiet", 1, start=3))
+    store.trim_logs(keep=4)
+    assert [r.line for r in store.logs(quiet.id)] == [
+        *(f"other {i}" for i in (2, 3, 4)),
+        "quiet 3",
+    ]
+    assert len(store.logs(busy.id)) == 4
