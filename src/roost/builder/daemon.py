@@ -21,9 +21,11 @@ from roost.images.store import ImageStore
 from roost.metrics import serve as serve_metrics
 from roost.settings import Settings
 from roost.wire.bootstrap import open_node, own_endpoints
+from roost.wire.cluster import ClusterConfig
 from roost.wire.dispatch import Handlers, on, pong
 from roost.wire.identity import load_peers
 from roost.wire.messages import BuildAccepted, BuildRequest, ImageChunkRequest, Msg
+from roost.wire.node import Node
 from roost.wire.rpc import RpcClient, RpcServer
 
 log = logging.getLogger("roost.builder")
@@ -64,6 +66,18 @@ async def serve(data_dir: Path, settings: Settings, name: str, stop: asyncio.Eve
     except BaseException:
         ws.close()  # (an Unavailable, which ends the builder with its message)
         raise
+    try:
+        await _serve(ws, node, cluster, name, stop)
+    finally:
+        # Also when the node or a server fails to open: no table left behind.
+        ws.close()
+        await firewall.close()
+    log.info("builder stopped")
+
+
+async def _serve(
+    ws: Workspace, node: Node, cluster: ClusterConfig, name: str, stop: asyncio.Event
+) -> None:
     async with node:
         controllers = cluster.of("controller")
         client = RpcClient(node, controllers) if controllers else None
@@ -93,9 +107,6 @@ async def serve(data_dir: Path, settings: Settings, name: str, stop: asyncio.Eve
         finally:
             if client is not None:
                 await client.close()
-            ws.close()
-            await firewall.close()
-    log.info("builder stopped")
 
 
 def run(data_dir: Path, settings: Settings, name: str = "builder") -> None:
