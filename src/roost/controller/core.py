@@ -319,7 +319,7 @@ class Controller:
                 # Each affected app hears it in its own log stream too (one write).
                 m = self._model
                 if m.loaded:
-                    apps = {m.by_id[i].app for i in m.on_host.get(host_id, ())}
+                    apps = m.apps_on(host_id)
                 else:
                     apps = {p.app for p in await self.store.placements() if p.host_id == host_id}
                 line = f"host {host_id} is down: its instances are being placed elsewhere"

@@ -150,6 +150,9 @@ class Model:
             if p is not None:
                 out.add(p.app)
         for host in hosts:
-            for iid in self.on_host.get(host, ()):
-                out.add(self.by_id[iid].app)
+            out |= self.apps_on(host)
         return out
+
+    def apps_on(self, host: str) -> set[str]:
+        """The apps with an instance placed on `host`."""
+        return {self.by_id[iid].app for iid in self.on_host.get(host, ())}
