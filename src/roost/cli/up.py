@@ -109,9 +109,7 @@ async def _reap_adopted(known: Callable[[], set[int]]) -> None:
 def fatal_error(child: Child) -> CliError:
     """`roost up` stops: a role exited with a configuration error (its message
     names the fix); restarting it would fail the same way."""
-    lines = child.last_error.splitlines()
-    said = lines[-1] if len(lines) > 1 else ""
-    why = f"{child.name} {lines[0]}" + (f": {said}" if said else "")
+    why = f"{child.name} {upstate.last_words(child.last_error)}"
     code = child.status if child.status is not None and child.status > 0 else 1
     return CliError(f"{why}\nnot restarting it: fix that, then run roost up again", code)
 
