@@ -100,12 +100,6 @@ class AccessStore:
         with self.engine.connect() as c:
             return c.execute(select(t.accounts).where(t.accounts.c.id == account_id)).first()
 
-    def check_password(self, email: str, password: str) -> Any:
-        """The account when the password is right, else None (same cost either way)."""
-        row = self.account_by_email(email)
-        stored = row.password_hash if row is not None else ""
-        return row if verify_password(stored, password) else None
-
     def set_password(self, account_id: int, password: str) -> None:
         with self.engine.begin() as c:
             c.execute(
