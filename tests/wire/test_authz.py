@@ -91,6 +91,15 @@ def test_a_runner_speaks_only_for_its_own_host() -> None:
     assert refusal(ImageRetainRequest(host_id="10.0.0.21"), RUNNER_A, KEY_A) is None
 
 
+def test_only_a_controller_sends_a_fenced_run() -> None:
+    fenced = RunStart(session="s", assignment=None, fence=7)  # type: ignore[arg-type]
+    assert refusal(fenced, Identity("controller", "h"), KEY_A) is None
+    why = refusal(fenced, Identity("gateway", "h"), KEY_A)
+    assert why is not None and "fenced RunStart" in why
+    plain = RunStart(session="s", assignment=None)  # type: ignore[arg-type]
+    assert refusal(plain, Identity("gateway", "h"), KEY_A) is None
+
+
 def test_route_tables_go_from_controllers_to_routers_only() -> None:
     assert readers_of_any() == {"router"}
     assert publishers_of(["routes"]) == {"controller"}

@@ -229,4 +229,9 @@ def _claim_refusal(msg: Msg, caller: Identity, key: str) -> str | None:
             return f"{caller} may not advertise another key's endpoint"
     if isinstance(msg, ImageRetainRequest) and msg.host_id != caller.host:
         return f"{caller} may not speak for the copies of host {msg.host_id!r}"
+    # A fence claims the scheduler lease, which only a controller holds: a
+    # gateway's fenced `run` would raise the runner's fence above the lease's
+    # and get every cron run refused, and would outlive its client unpolled.
+    if isinstance(msg, RunStart) and msg.fence and caller.role != "controller":
+        return f"{caller} may not send a fenced RunStart: only the lease holder (a controller)"
     return None
