@@ -47,6 +47,8 @@ ENDPOINT_ROLES = {
     "builder": ("builder", 7110),
     "images": ("builder", 7111),
     "servicehost": ("servicehost", 7120),
+    "gateway": ("gateway", 7140),
+    "backupd": ("backupd", 7130),
 }
 
 

@@ -34,6 +34,16 @@ from roost.wire.messages import (
     AppNames,
     AppRemoved,
     Assignment,
+    BackupCapture,
+    BackupCaptured,
+    BackupEvent,
+    BackupList,
+    BackupListRequest,
+    BackupPolicySet,
+    BackupRestore,
+    BackupRestored,
+    BackupSource,
+    BackupSourceRequest,
     BuildAccepted,
     BuildLog,
     BuildLogChunk,
@@ -42,6 +52,7 @@ from roost.wire.messages import (
     BuildResult,
     DataArchive,
     DataPull,
+    DataRestore,
     DataStart,
     DataVersion,
     DataVersionReply,
@@ -66,6 +77,12 @@ from roost.wire.messages import (
     Msg,
     Ok,
     Ping,
+    PlatformSnapshot,
+    PlatformSnapshotRequest,
+    RedisRestore,
+    RepoBundle,
+    RepoBundleRequest,
+    RepoRestore,
     RouteDelta,
     RouteSnapshot,
     RouteSnapshotRequest,
@@ -80,6 +97,8 @@ from roost.wire.messages import (
     ServiceHostStatusRequest,
     ServiceProvision,
     ServiceRemoved,
+    ServiceRestoreReady,
+    ServiceRestoreStep,
     SshAuth,
     SshIdentity,
 )
@@ -105,13 +124,16 @@ RUNNER = _by("runner")
 BUILDER = _by("builder")
 GATEWAY = _by("gateway")
 SERVICEHOST = _by("servicehost")
+BACKUPD = _by("backupd")
 SESSION_OWNERS = _by("controller", "gateway")  # gateways relay `run`; controllers fire cron
 SESSION_SERVERS = _by("runner", "servicehost")  # `run` and cron; rsync/scp/sftp
 IMAGE_STORES = _by("builder", "runner")  # the builders' stores, runners' copies
 
 # message type -> who may send it as a request, and who serves it
 FLOWS: dict[type[Msg], Flow] = {
-    Ping: Flow(by=frozenset(ROLES), to=_by("controller", "runner", "builder", "servicehost")),
+    Ping: Flow(
+        by=frozenset(ROLES), to=_by("controller", "runner", "builder", "servicehost", "backupd")
+    ),
     # runner -> every controller
     Heartbeat: Flow(by=RUNNER, to=CONTROLLER),
     LogBatch: Flow(by=RUNNER, to=CONTROLLER),
@@ -153,8 +175,22 @@ FLOWS: dict[type[Msg], Flow] = {
     ExecPoll: Flow(by=SESSION_OWNERS, to=SESSION_SERVERS),
     ExecClose: Flow(by=SESSION_OWNERS, to=SESSION_SERVERS),
     # runner -> servicehost (app data directories)
-    DataVersion: Flow(by=RUNNER, to=SERVICEHOST),
-    DataPull: Flow(by=RUNNER, to=SERVICEHOST),
+    DataVersion: Flow(by=_by("runner", "backupd"), to=SERVICEHOST),
+    DataPull: Flow(by=_by("runner", "backupd"), to=SERVICEHOST),
+    # backupd pulls from what it backs up, and restores into it
+    BackupSourceRequest: Flow(by=BACKUPD, to=SERVICEHOST),
+    ServiceRestoreStep: Flow(by=BACKUPD, to=SERVICEHOST),
+    RedisRestore: Flow(by=BACKUPD, to=SERVICEHOST),
+    DataRestore: Flow(by=BACKUPD, to=SERVICEHOST),
+    RepoBundleRequest: Flow(by=BACKUPD, to=GATEWAY),
+    RepoRestore: Flow(by=BACKUPD, to=GATEWAY),
+    PlatformSnapshotRequest: Flow(by=BACKUPD, to=CONTROLLER),
+    BackupEvent: Flow(by=BACKUPD, to=CONTROLLER),
+    # controller -> backupd (what `roost backups` asks for)
+    BackupCapture: Flow(by=CONTROLLER, to=BACKUPD),
+    BackupListRequest: Flow(by=CONTROLLER, to=BACKUPD),
+    BackupRestore: Flow(by=CONTROLLER, to=BACKUPD),
+    BackupPolicySet: Flow(by=CONTROLLER, to=BACKUPD),
 }
 # message type -> the roles that may send it as a request
 SENDERS: dict[type[Msg], frozenset[str]] = {kind: f.by for kind, f in FLOWS.items()}
@@ -185,6 +221,13 @@ NOT_REQUESTS: frozenset[type[Msg]] = frozenset(
         DataArchive,
         ImageSources,
         ImageRetain,
+        BackupSource,
+        ServiceRestoreReady,
+        RepoBundle,
+        PlatformSnapshot,
+        BackupCaptured,
+        BackupList,
+        BackupRestored,
     }
 )
 

@@ -26,7 +26,7 @@ from zmq.utils import z85
 
 from roost.wire.keys import KeyPair, ensure_keypair
 
-ROLES = ("controller", "builder", "runner", "router", "servicehost", "gateway")
+ROLES = ("controller", "builder", "runner", "router", "servicehost", "gateway", "backupd")
 PEERS_FILE = "peers.json"
 # A host is a name or an address ("10.0.0.5", "[fd00::5]", "web-1"): it ends up
 # in log lines, a ZAP User-Id and (for a runner) the host id.

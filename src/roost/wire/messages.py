@@ -632,6 +632,186 @@ class ImageRetain(Msg, frozen=True, kw_only=True):
     digests: list[str] = []
 
 
+# ---------------------------------------------------------------- backups (the backupd role)
+#
+# backupd pulls: it asks each servicehost, gateway and controller for what it
+# backs up; nothing it backs up ever holds a credential to a repository.
+
+BackupKind = Literal["pgbase", "pgdump", "redis", "data", "git", "platform"]
+BackupState = Literal["taken", "verified", "failed"]
+
+
+class BackupSourceRequest(Msg, frozen=True, kw_only=True):
+    """backupd -> servicehost: how to reach what it holds (and grant that access)."""
+
+
+class PgSource(msgspec.Struct, frozen=True, kw_only=True):
+    host: str
+    port: int
+    # A role with REPLICATION and pg_read_all_data (and membership of every
+    # app's role, for restores), allowed from backupd's addresses only.
+    user: str
+    password: str
+    # app -> its database name
+    databases: dict[str, str] = {}
+
+
+class RedisSource(msgspec.Struct, frozen=True, kw_only=True):
+    app: str
+    host: str
+    port: int
+    # An ACL user that may only SYNC (pull an RDB) and read INFO.
+    user: str
+    password: str
+
+
+class BackupSource(Msg, frozen=True, kw_only=True):
+    host_id: str  # which servicehost this is
+    postgres: PgSource | None = None
+    redis: list[RedisSource] = []
+    data_apps: list[str] = []  # apps with a data directory
+    # The servicehost's state.json (passwords, ports): a fresh servicehost
+    # restored from it serves the same credentials.
+    state_json: bytes = b""
+
+
+class ServiceRestoreStep(Msg, frozen=True, kw_only=True):
+    """backupd -> servicehost: the servicehost's side of restoring a PostgreSQL
+    database. "prepare": an empty database owned by the app's role, for
+    backupd to load and verify; "swap": that database becomes the app's (or
+    `target`'s) and the old one is kept renamed; "discard": drop the prepared one."""
+
+    app: str
+    restore_id: str  # [a-z0-9]{1,16}
+    step: Literal["prepare", "swap", "discard"]
+    target: str = ""  # "" in place; else a new database name
+
+
+class ServiceRestoreReady(Msg, frozen=True, kw_only=True):
+    database: str  # prepare: where to load; swap: the database now serving
+    kept: str = ""  # swap in place: the name the old data is kept under
+
+
+class RedisRestore(Msg, frozen=True, kw_only=True):
+    """backupd -> servicehost: replace the app's Redis data with this RDB
+    (checked with redis-check-rdb first; the old files are kept)."""
+
+    app: str
+    restore_id: str
+    rdb: bytes
+
+
+class DataRestore(Msg, frozen=True, kw_only=True):
+    """backupd -> servicehost: replace the app's data directory with this tar.gz
+    (unpacked beside it first; the old tree is kept)."""
+
+    app: str
+    restore_id: str
+    archive: bytes
+
+
+class RepoBundleRequest(Msg, frozen=True, kw_only=True):
+    """backupd -> gateway: `git bundle` of the app's repository ("" app: list)."""
+
+    app: str = ""
+
+
+class RepoBundle(Msg, frozen=True, kw_only=True):
+    app: str
+    bundle: bytes = b""  # empty when the repository has no commit
+    apps: list[str] = []  # the apps with a repository (for app "")
+
+
+class RepoRestore(Msg, frozen=True, kw_only=True):
+    """backupd -> gateway: put this bundle back as the app's repository."""
+
+    app: str
+    bundle: bytes
+
+
+class PlatformSnapshotRequest(Msg, frozen=True, kw_only=True):
+    """backupd -> controller: a consistent copy of the platform's own state."""
+
+
+class PlatformSnapshot(Msg, frozen=True, kw_only=True):
+    # relative path -> bytes: "state.sqlite" (SQLite online backup) or
+    # "state.pgdump" (pg_dump -Fc), "keys/fernet.key", "cluster.json", ...
+    files: dict[str, bytes] = {}
+    schema_version: str = ""
+
+
+class BackupCapture(Msg, frozen=True, kw_only=True):
+    """controller -> backupd: back the app up now, and keep it (before a
+    release, a service removal, an app's deletion; or `roost backups capture`)."""
+
+    app: str
+    reason: str
+    kinds: list[BackupKind] = []  # empty: everything the app has
+
+
+class BackupEntry(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    app: str  # "" for the platform and the PostgreSQL cluster's base backups
+    kind: BackupKind
+    taken_at: float
+    reason: str = "scheduled"
+    size: int = 0
+    state: BackupState = "taken"
+    message: str = ""  # why a backup or its drill failed
+    verified_at: float = 0.0
+    # location name -> "ok" or "error: ..."
+    locations: dict[str, str] = {}
+
+
+class BackupCaptured(Msg, frozen=True, kw_only=True):
+    entries: list[BackupEntry] = []
+
+
+class BackupListRequest(Msg, frozen=True, kw_only=True):
+    app: str = ""  # "" for every app
+
+
+class BackupList(Msg, frozen=True, kw_only=True):
+    entries: list[BackupEntry] = []
+    # The point-in-time window of the app's database (0.0, 0.0: none).
+    pitr_from: float = 0.0
+    pitr_to: float = 0.0
+
+
+class BackupRestore(Msg, frozen=True, kw_only=True):
+    """controller -> backupd. Exactly one of `backup_id` and `at` (ISO 8601,
+    UTC unless an offset is given)."""
+
+    app: str
+    backup_id: str = ""
+    at: str = ""
+    to: str = ""  # a new database name; "" restores in place
+
+
+class BackupRestored(Msg, frozen=True, kw_only=True):
+    message: str
+    database: str = ""
+    kept: str = ""  # where the replaced data was kept
+    safety_backup: str = ""  # the backup taken first
+
+
+class BackupPolicySet(Msg, frozen=True, kw_only=True):
+    app: str
+    pitr_days: int = 7
+    daily: int = 30
+    weekly: int = 12
+    monthly: int = 12
+
+
+class BackupEvent(Msg, frozen=True, kw_only=True):
+    """backupd -> controller: a backup or drill failed (or recovered): a platform event."""
+
+    app: str
+    kind: BackupKind
+    ok: bool
+    message: str
+
+
 AnyMsg = (
     AppRemoved
     | AppGrant
@@ -688,4 +868,23 @@ AnyMsg = (
     | DataVersionReply
     | DataPull
     | DataArchive
+    | BackupSourceRequest
+    | BackupSource
+    | ServiceRestoreStep
+    | ServiceRestoreReady
+    | RedisRestore
+    | DataRestore
+    | RepoBundleRequest
+    | RepoBundle
+    | RepoRestore
+    | PlatformSnapshotRequest
+    | PlatformSnapshot
+    | BackupCapture
+    | BackupCaptured
+    | BackupListRequest
+    | BackupList
+    | BackupRestore
+    | BackupRestored
+    | BackupPolicySet
+    | BackupEvent
 )
