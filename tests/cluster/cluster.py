@@ -52,15 +52,20 @@ class RoostCluster:
         controllers: int = 2,
         runners: int = 3,
         routers: int = 1,
+        servicehosts: int = 0,
+        backupds: int = 0,
         env: dict[str, str] | None = None,
     ) -> None:
         self.base = base
         self.net = Network(base)
         self.counts = (controllers, runners, routers)
+        self.more = (servicehosts, backupds)
         self.env_extra = dict(env or {})
         self.controllers: list[Host] = []
         self.runners: list[Host] = []
         self.routers: list[Host] = []
+        self.servicehosts: list[Host] = []
+        self.backupds: list[Host] = []
         self.builder_data = base / "builder" / "data"
         # Joined too: the tests' own view (route watcher, CLI), a router of the root namespace.
         self.observer_data = base / "observer" / "data"
@@ -92,6 +97,14 @@ class RoostCluster:
         self.controllers = [net.add_host(f"ctl{i + 1}", 11 + i) for i in range(n_ctl)]
         self.runners = [net.add_host(f"run{i + 1}", 21 + i) for i in range(n_run)]
         self.routers = [net.add_host(f"rtr{i + 1}", 31 + i) for i in range(n_rtr)]
+        n_svc, n_bak = self.more
+        self.servicehosts = [net.add_host(f"svc{i + 1}", 41 + i) for i in range(n_svc)]
+        self.backupds = [net.add_host(f"bak{i + 1}", 51 + i) for i in range(n_bak)]
+        more_roles: list[str] = []
+        if self.servicehosts:
+            more_roles += ["--servicehosts", ",".join(h.ip for h in self.servicehosts)]
+        if self.backupds:
+            more_roles += ["--backupds", ",".join(h.ip for h in self.backupds)]
         self.state_url = self._start_postgres()
         bundles = self.base / "bundles"
         # The root namespace is one host: the builder, and the observer that
@@ -104,6 +117,7 @@ class RoostCluster:
             "--builders", net.gateway,
             "--state", self.state_url,
             "--out", str(bundles),
+            *more_roles,
         )  # fmt: skip
         joins = [(h.data, h.ip) for h in net.hosts.values()]
         joins += [(self.builder_data, net.gateway), (self.observer_data, net.gateway)]
@@ -172,6 +186,10 @@ class RoostCluster:
             return "controller"
         if host in self.runners:
             return "runner"
+        if host in self.servicehosts:
+            return "servicehost"
+        if host in self.backupds:
+            return "backupd"
         return "router"
 
     def start_daemons(self, host: Host) -> None:
@@ -243,7 +261,7 @@ class RoostCluster:
         for h in self.controllers:
             wait_for(functools.partial(self.health, h), 60, f"the API of {h.name}")
         self.start_builder()
-        for h in self.runners + self.routers:
+        for h in self.servicehosts + self.runners + self.routers + self.backupds:
             self.start_daemons(h)
 
     def logs_tail(self, lines: int = 60) -> str:
