@@ -229,6 +229,42 @@ class Settings:
     services_host: str = _setting(
         "", "ROOST_SERVICES_HOST", "servicehost: host apps connect to ('' = bind_host/127.0.0.1)"
     )
+    backup_offsite: str = _setting(
+        "",
+        "ROOST_BACKUP_OFFSITE",
+        "backupd: the offsite restic repository ('sftp:USER@HOST:/PATH' over OpenSSH with "
+        "DATA/backupd/keys/id_ed25519, or 's3:...' with AWS_* set; '' = the local one only)",
+    )
+    backup_hour: int = _setting(
+        3,
+        "ROOST_BACKUP_HOUR",
+        "backupd: UTC hour of the nightly dumps, base backups and data, git and platform snapshots",
+    )
+    backup_redis_hours: float = _setting(
+        6.0, "ROOST_BACKUP_REDIS_HOURS", "backupd: hours between pulls of each app's Redis"
+    )
+    backup_check_days: float = _setting(
+        7.0,
+        "ROOST_BACKUP_CHECK_DAYS",
+        "backupd: days between full integrity checks of each repository (restic check --read-data)",
+    )
+    backup_retry_s: float = _setting(
+        600.0,
+        "ROOST_BACKUP_RETRY_S",
+        "backupd: a failed scheduled backup is tried again after this long (not at the next night)",
+    )
+    backup_copy_tries: int = _setting(
+        5,
+        "ROOST_BACKUP_COPY_TRIES",
+        "backupd: tries to copy a backup to the offsite location (with backoff) before it is "
+        "recorded there as failed",
+    )
+    backup_schedule: str = _setting(
+        "on",
+        "ROOST_BACKUP_SCHEDULE",
+        "backupd: 'on' backs up on the schedule above; 'off' only when asked (captures before "
+        "a change, `roost backups capture`)",
+    )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
