@@ -235,6 +235,12 @@ class Settings:
         "backupd: the offsite restic repository ('sftp:USER@HOST:/PATH' over OpenSSH with "
         "DATA/backupd/keys/id_ed25519, or 's3:...' with AWS_* set; '' = the local one only)",
     )
+    backup_offsite_host_key: str = _setting(
+        "",
+        "ROOST_BACKUP_OFFSITE_HOST_KEY",
+        "backupd: the SFTP offsite host's key ('ssh-ed25519 AAAA...') or its fingerprint "
+        "('SHA256:...'), pinned on first contact; 'tofu' trusts the first key it offers",
+    )
     backup_hour: int = _setting(
         3,
         "ROOST_BACKUP_HOUR",

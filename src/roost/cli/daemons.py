@@ -88,3 +88,11 @@ def servicehost(ctx: click.Context, name: str) -> None:
 def gateway(ctx: click.Context, name: str, port: int | None) -> None:
     """Run a gateway: SSH for git push, run, rsync and scp."""
     _run("gateway", ctx.obj["data"], name=name, port=port)
+
+
+@click.command("backupd")
+@click.option("--name", default="backupd")
+@click.pass_context
+def backupd(ctx: click.Context, name: str) -> None:
+    """Run a backupd: pulls backups, keeps them in two places, proves each by restoring it."""
+    _run("backups", ctx.obj["data"], name=name)

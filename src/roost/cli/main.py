@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from roost import __version__
-from roost.cli import apps, check, cluster, daemons, manage, services, status, up
+from roost.cli import apps, backups, check, cluster, daemons, manage, services, status, up
 from roost.cli.datadir import default_data_dir
 
 
@@ -53,8 +53,10 @@ for _cmd in (
     daemons.router,
     daemons.servicehost,
     daemons.gateway,
+    daemons.backupd,
     *manage.COMMANDS,
     *services.COMMANDS,
+    *backups.COMMANDS,
 ):
     cli.add_command(_cmd)
 

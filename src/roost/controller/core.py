@@ -45,6 +45,7 @@ from roost.appspec.service_env import service_environment, with_service_addresse
 from roost.controller import deployflow, desired, rollout, routes
 from roost.controller.assign import AssignmentBook, AssignmentInputs, HostAssignment
 from roost.controller.astore import AsyncStore
+from roost.controller.backups import Backups
 from roost.controller.model import Model
 from roost.controller.scheduler import HostInfo, Placement, Want, place
 from roost.controller.services import ServiceBroker
@@ -127,6 +128,8 @@ class Controller:
         self.services: ServiceBroker | None = None
         # Set by the daemon: an RPC client for one runner (told of deleted apps).
         self.client_for: Callable[[Endpoint], RpcClient] | None = None
+        # Set by the daemon: backupd's client (captures before changes, `roost backups`).
+        self.backups = Backups(None)
 
     # ------------------------------------------------------------ helpers
 

@@ -13,6 +13,7 @@ import uvicorn
 from roost.controller.api.app import create_api
 from roost.controller.apitls import ApiTlsError, api_certificate, api_url
 from roost.controller.astore import AsyncStore
+from roost.controller.backups import Backups
 from roost.controller.bootstrap import NotAdmin, bootstrap_admin
 from roost.controller.core import Controller
 from roost.controller.cronrunner import CronRunner
@@ -73,6 +74,8 @@ async def serve(
         controller = Controller(astore, settings, name)
         services = RpcClient(node, cluster.of("servicehost")) if cluster.of("servicehost") else None
         controller.services = ServiceBroker(astore, box, services)
+        backupds = RpcClient(node, cluster.of("backupd")) if cluster.of("backupd") else None
+        controller.backups = Backups(backupds)
         builders = RpcClient(node, cluster.of("builder")) if cluster.of("builder") else None
         service = ControllerService(controller, builders, lambda ep: RpcClient(node, [ep]))
         controller.client_for = service.client_for
@@ -129,7 +132,7 @@ async def serve(
             await controller.give_up_lease()
             for p in pubs:
                 p.close()
-            for client in (builders, services):
+            for client in (builders, services, backupds):
                 if client is not None:
                     await client.close()
             await astore.aclose()

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from roost.controller import removal
+from roost.controller.backups import BackupError
 from roost.controller.core import Controller
+from roost.controller.services import ServiceError
 from roost.controller.store import AppRow
 from roost.wire.cluster import Endpoint
 
 
 async def delete_app(c: Controller, app: AppRow) -> dict[str, str]:
-    """Final backups of the app's services first, then the app itself; its
-    directories on other hosts are archived (roost.controller.removal).
+    """A backup kept by backupd and final backups of the app's services
+    first, then the app itself; its directories on other hosts are archived
+    (roost.controller.removal).
 
     Raises ServiceError (and deletes nothing) when a backup cannot be taken
     or a servicehost cannot archive the app's data directory: no data is
     lost on any failure. Returns service kind -> backup path.
     """
+    await backup_before(c, app, "app deletion")
     backups: dict[str, str] = {}
     if c.services is not None and await c.services.kinds(app.id):
         backups = await c.services.remove_all(app)
@@ -31,6 +35,18 @@ async def delete_app(c: Controller, app: AppRow) -> dict[str, str]:
     ]
     await removal.after_delete(data_hosts, runners, c.client_for, app)
     return backups
+
+
+async def backup_before(c: Controller, app: AppRow, reason: str) -> None:
+    """backupd captures the app before a change that drops data; ServiceError
+    (the change is refused, nothing done) when that fails (controller.backups)."""
+    try:
+        entries = await c.backups.before_change(app.name, reason)
+    except BackupError as exc:
+        raise ServiceError(str(exc), exc.status) from None
+    if entries:
+        taken = ", ".join(e.id for e in entries)
+        await c.store.add_event("backup-captured", f"{app.name}: before {reason}: {taken}", app.id)
 
 
 async def set_suspended(c: Controller, app: AppRow, suspended: bool) -> None:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 from roost.controller.astore import AsyncStore
+from roost.controller.backups import BackupError
 from roost.controller.copies import CopyAttempts, needed_images, note_copy, plan_copies
 from roost.controller.core import Controller
 from roost.controller.deployflow import Event, Stage, build_move, failure_move, stage_of
@@ -210,6 +211,10 @@ class ControllerService:
         if error:
             return error
         await deploy.move(Event.COPIED)
+        if res.spec.services:
+            error = await self._backup_before_release(app, res)
+            if error:
+                return error
         version = await deploy.release(app.id, res)
         formation = await c.store.formation(app.id)
         defaults = {
@@ -237,6 +242,24 @@ class ControllerService:
             return str(exc)
         for kind in added:
             await self.c.platform_log(app.name, f"-----> provisioned {kind}", res.build_id, "build")
+        return ""
+
+    async def _backup_before_release(self, app: AppRow, res: BuildResult) -> str:
+        """The app's data backed up (and kept) before a new release starts
+        and may migrate it; an error text when a backupd is configured and
+        the backup failed (the release is not made), else ""."""
+        c = self.c
+        if c.backups.configured:
+            await c.platform_log(
+                app.name, "-----> backing up before the release", res.build_id, "build"
+            )
+        try:
+            entries = await c.backups.before_change(app.name, "pre-release")
+        except BackupError as exc:
+            return str(exc)
+        if entries:
+            taken = ", ".join(e.id for e in entries)
+            await c.platform_log(app.name, f"-----> backed up: {taken}", res.build_id, "build")
         return ""
 
     async def _copy(self, app: AppRow, res: BuildResult) -> str:

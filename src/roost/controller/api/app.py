@@ -10,7 +10,17 @@ from fastapi.responses import JSONResponse
 
 from roost import __version__
 from roost.controller import metrics
-from roost.controller.api import accounts, apps, dashboard, deploys, deps, epio, manage, services
+from roost.controller.api import (
+    accounts,
+    apps,
+    backups,
+    dashboard,
+    deploys,
+    deps,
+    epio,
+    manage,
+    services,
+)
 from roost.controller.core import Controller
 from roost.controller.ratelimit import LoginGuard
 from roost.controller.service import ControllerService
@@ -53,6 +63,6 @@ def create_api(
         return {"status": "ok", "controller": controller.name, "leader": controller.is_leader}
 
     metrics.install(api, controller, deps.metrics_reader)
-    for module in (apps, deploys, manage, services, accounts, epio, dashboard):
+    for module in (apps, deploys, manage, services, backups, accounts, epio, dashboard):
         api.include_router(module.router)
     return api

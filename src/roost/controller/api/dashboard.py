@@ -11,6 +11,8 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from roost.controller.api.deps import CurrentAccount, CurrentController
+from roost.controller.backups import health
+from roost.controller.core import Controller
 from roost.controller.deployflow import outcome, stage_of
 
 router = APIRouter()
@@ -52,7 +54,7 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
         )
     hostname = {h: s.heartbeat.hostname for h, s in c.soft.hosts.items()}
     placements = await c.store.placements()
-    apps = []
+    apps: list[dict[str, Any]] = []
     for a in await c.store.apps():
         if visible is not None and a.id not in visible:
             continue
@@ -101,6 +103,9 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
                 "logs": logs,
             }
         )
+    backups = await backup_view(c, who.is_admin, {str(shown["name"]) for shown in apps})
+    for shown in apps:
+        shown["backups"] = backups["apps"].get(shown["name"])
     events = [
         {"ts": e.ts, "app": e.app, "kind": e.kind, "message": e.message}
         for e in await c.store.events(visible, 20)
@@ -111,5 +116,26 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
         "hosts": hosts,
         "apps": apps,
         "events": events,
+        "backups": backups,
         "controller": c.name,
     }
+
+
+async def backup_view(c: Controller, admin: bool, apps: set[str]) -> dict[str, Any]:
+    """Each shown app's backup health (red when its newest backup or drill
+    failed, or none was verified in 26 h), the platform's own for admins,
+    and whether backupd answered: silence is shown, not taken for success."""
+    if not c.backups.configured:
+        return {"configured": False, "answered": False, "apps": {}, "platform": None}
+    entries = await c.backups.overview()
+    if entries is None:
+        return {"configured": True, "answered": False, "apps": {}, "platform": None}
+    shown: dict[str, Any] = {}
+    platform = None
+    for h in health(entries, time.time()):
+        row = {"state": h.state, "red": h.red, "verified_at": h.verified_at, "message": h.message}
+        if h.app == "":
+            platform = row if admin else None
+        elif h.app in apps:
+            shown[h.app] = row
+    return {"configured": True, "answered": True, "apps": shown, "platform": platform}

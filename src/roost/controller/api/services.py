@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from roost.controller import lifecycle
 from roost.controller.api.deps import (
     ApiError,
     CurrentAccount,
@@ -84,6 +85,8 @@ async def remove_service(
 ) -> dict[str, Any]:
     app = await app_for_owner(c, who, name)
     try:
+        if kind in await broker(c).kinds(app.id):
+            await lifecycle.backup_before(c, app, f"services remove {kind}")
         backup = await broker(c).remove(app, kind)
     except ServiceError as exc:
         raise ApiError(exc.status, str(exc)) from None

@@ -1,0 +1,177 @@
+"""Backups: list, capture, restore, retention policy; the platform-wide status.
+
+Every call goes to backupd (roost.controller.backups). A capture or restore
+is one long request (minutes), answered when it is done. A restore in place
+suspends the app (its maintenance page) for as long as it runs, and resumes
+it after, whatever the outcome, unless it was suspended before; what cannot
+be done as asked (an unknown id, a time outside the point-in-time window) is
+refused before anything changes, the app not even suspended.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from roost.controller import lifecycle
+from roost.controller.api.deps import (
+    ApiError,
+    CurrentAccount,
+    CurrentController,
+    app_for_member,
+    app_for_owner,
+    require_admin,
+)
+from roost.controller.backups import BackupError, Backups, check_restore, health
+from roost.controller.core import Controller
+from roost.wire.messages import BackupEntry, BackupKind, BackupPolicySet
+
+router = APIRouter(prefix="/api")
+
+
+def _backups(c: Controller) -> Backups:
+    b = c.backups
+    if not b.configured:
+        raise ApiError(503, "no backupd is configured on this platform")
+    return b
+
+
+def _entry(e: BackupEntry) -> dict[str, Any]:
+    return msgspec.to_builtins(e)
+
+
+def _health(entries: list[BackupEntry]) -> list[dict[str, Any]]:
+    return [
+        {
+            "app": h.app,
+            "state": h.state,
+            "red": h.red,
+            "verified_at": h.verified_at,
+            "message": h.message,
+        }
+        for h in health(entries, time.time())
+    ]
+
+
+@router.get("/apps/{name}/backups")
+async def list_backups(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
+    app = await app_for_member(c, who, name)
+    try:
+        listing = await _backups(c).entries(app.name)
+    except BackupError as exc:
+        raise ApiError(exc.status, str(exc)) from None
+    status = _health(listing.entries)
+    return {
+        "app": app.name,
+        "entries": [_entry(e) for e in listing.entries],
+        "pitr": {"from": listing.pitr_from, "to": listing.pitr_to},
+        "health": status[0] if status else None,
+    }
+
+
+class CaptureBody(BaseModel):
+    kinds: list[BackupKind] = Field(default_factory=list, max_length=6)
+
+
+@router.post("/apps/{name}/backups", status_code=201)
+async def capture(
+    name: str, who: CurrentAccount, c: CurrentController, body: CaptureBody | None = None
+) -> dict[str, Any]:
+    app = await app_for_member(c, who, name)
+    kinds = body.kinds if body is not None else []
+    try:
+        entries = await _backups(c).capture(app.name, "capture", kinds)
+    except BackupError as exc:
+        raise ApiError(exc.status, str(exc)) from None
+    await c.store.add_event(
+        "backup-captured", f"{app.name}: {', '.join(e.id for e in entries)}", app.id
+    )
+    return {"app": app.name, "entries": [_entry(e) for e in entries]}
+
+
+class RestoreBody(BaseModel):
+    id: str = Field(default="", max_length=64)
+    at: str = Field(default="", max_length=40)
+    # A new database to restore into, leaving the app's own alone.
+    to: str = Field(default="", max_length=40, pattern=r"^([a-z][a-z0-9_]{0,39})?$")
+
+
+@router.post("/apps/{name}/backups/restore")
+async def restore(
+    name: str, body: RestoreBody, who: CurrentAccount, c: CurrentController
+) -> dict[str, Any]:
+    app = await app_for_owner(c, who, name)
+    b = _backups(c)
+    try:
+        problem = check_restore(await b.entries(app.name), app.name, body.id, body.at)
+    except BackupError as exc:
+        raise ApiError(exc.status, str(exc)) from None
+    if problem:
+        raise ApiError(422, problem)
+    what = body.id or f"the time {body.at}"
+    in_place = not body.to
+    # The maintenance page while the data is swapped under the app.
+    suspend = in_place and not app.suspended
+    if suspend:
+        await lifecycle.set_suspended(c, app, True)
+    try:
+        done = await b.restore(app.name, body.id, body.at, body.to)
+    except BackupError as exc:
+        await c.store.add_event("backup-restore-failed", f"{app.name}: {what}: {exc}", app.id)
+        raise ApiError(exc.status, str(exc)) from None
+    finally:
+        if suspend:
+            await lifecycle.set_suspended(c, app, False)
+    await c.store.add_event("backup-restored", f"{app.name}: {what}: {done.message}", app.id)
+    return {
+        "app": app.name,
+        "message": done.message,
+        "database": done.database,
+        "kept": done.kept,
+        "safety_backup": done.safety_backup,
+    }
+
+
+class PolicyBody(BaseModel):
+    pitr_days: int = Field(default=7, ge=1, le=3650)
+    daily: int = Field(default=30, ge=1, le=3650)
+    weekly: int = Field(default=12, ge=0, le=520)
+    monthly: int = Field(default=12, ge=0, le=1200)
+
+
+@router.put("/apps/{name}/backups/policy")
+async def set_policy(
+    name: str, body: PolicyBody, who: CurrentAccount, c: CurrentController
+) -> dict[str, Any]:
+    app = await app_for_owner(c, who, name)
+    policy = BackupPolicySet(app=app.name, **body.model_dump())
+    try:
+        await _backups(c).set_policy(policy)
+    except BackupError as exc:
+        raise ApiError(exc.status, str(exc)) from None
+    await c.store.add_event(
+        "backup-policy",
+        f"{app.name}: point in time {body.pitr_days} days, daily {body.daily}, "
+        f"weekly {body.weekly}, monthly {body.monthly}",
+        app.id,
+    )
+    return {"app": app.name, **body.model_dump()}
+
+
+@router.get("/backups")
+async def platform_status(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
+    """Every app's backups (the newest, and the newest verified, of each
+    kind) and whether each is fine: the operators' view."""
+    require_admin(who, "the platform's backups")
+    try:
+        listing = await _backups(c).entries("")
+    except BackupError as exc:
+        raise ApiError(exc.status, str(exc)) from None
+    return {
+        "entries": [_entry(e) for e in listing.entries],
+        "health": _health(listing.entries),
+    }
