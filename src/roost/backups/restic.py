@@ -1,0 +1,521 @@
+"""restic, as backupd keeps history with it: an async adapter over restic 0.14.
+
+Theory of operation. A `Repo` is a location (`roost.backups.locations`) plus
+the repositories' password file, DATA/backupd/keys/restic.key (made once by
+`init`, 0600, random). Every method runs one restic command with a timeout
+and a fixed environment; the password reaches restic only as that file's
+path, never on a command line, in the environment or in a log. What restic
+printed on stderr goes into the error, whose type says what went wrong:
+
+  Unreachable      the location's network or host (retryable);
+  TimedOut, Locked a command too slow, or another holding the lock (retryable);
+  HostKeyRefused, AuthRefused   an SFTP host's key or our key (the operator);
+  WrongPassword    this is not our key's repository (or it was replaced);
+  NotARepository   nothing initialised there;
+  NoRoom           a local disk without room for what is about to be written;
+  PartialBackup    restic could not read some input: the snapshot it made is
+                   removed again, so a partial backup is never taken as good.
+
+A damaged repository is not an exception: `check` returns its problems.
+
+Snapshots are made from a directory with a relative layout (`backup(root)`
+runs in `root` and saves "."): a restore puts the files straight into its
+target, wherever the staging directory was. Times are UTC (restic runs with
+TZ=UTC), the zone `roost.backups.retention` counts days, weeks and months in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from signal import SIGINT
+from typing import Any
+
+from roost.backups.layout import Layout
+from roost.backups.locations import (
+    AuthRefused,
+    Completed,
+    HostKeyRefused,
+    Location,
+    RepoError,
+    Unreachable,
+    probe_sftp,
+    restic_env,
+    restic_options,
+    run_tool,
+)
+
+__all__ = [
+    "AuthRefused",
+    "HostKeyRefused",
+    "Locked",
+    "NoRoom",
+    "NotARepository",
+    "PartialBackup",
+    "Repo",
+    "RepoError",
+    "Snapshot",
+    "Stats",
+    "TimedOut",
+    "Unreachable",
+    "WrongPassword",
+    "ensure_password",
+]
+
+# What a local repository's disk keeps free beyond what a write needs.
+DEFAULT_MIN_FREE = 1 << 30
+
+
+class WrongPassword(RepoError):
+    pass
+
+
+class NotARepository(RepoError):
+    pass
+
+
+class Locked(RepoError):
+    retryable = True
+
+
+class TimedOut(RepoError):
+    retryable = True
+
+
+class NoRoom(RepoError):
+    pass
+
+
+class PartialBackup(RepoError):
+    pass
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str
+    time: datetime
+    tags: tuple[str, ...]
+    paths: tuple[str, ...]
+    hostname: str = ""
+    original: str = ""  # the snapshot it was copied from ("" if made here)
+
+    def tag(self, key: str) -> str | None:
+        """The value of a `key=value` tag."""
+        for t in self.tags:
+            if t.startswith(key + "="):
+                return t[len(key) + 1 :]
+        return None
+
+
+@dataclass(frozen=True)
+class Stats:
+    total_size: int
+    snapshots: int
+    files: int = 0
+    blobs: int = 0
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    kept: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+def ensure_password(layout: Layout) -> Path:
+    """The repositories' password file, made (0600, random) if missing."""
+    path = layout.restic_password
+    layout.keys.mkdir(parents=True, exist_ok=True)
+    layout.keys.chmod(0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        path.chmod(0o600)
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    return path
+
+
+# ---------------------------------------------------------------- parsing (pure)
+
+
+def parse_time(text: str) -> datetime:
+    """restic's RFC 3339 time (nanoseconds, Z or an offset) as an aware datetime."""
+    m = re.fullmatch(r"(.+T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
+    if not m:
+        raise ValueError(f"not a restic time: {text!r}")
+    frac = (m.group(2) or "")[:6].ljust(6, "0")
+    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+    return datetime.fromisoformat(f"{m.group(1)}.{frac}{zone}")
+
+
+def parse_snapshots(stdout: bytes) -> list[Snapshot]:
+    return [
+        Snapshot(
+            id=s["id"],
+            time=parse_time(s["time"]),
+            tags=tuple(s.get("tags") or ()),
+            paths=tuple(s.get("paths") or ()),
+            hostname=s.get("hostname", ""),
+            original=s.get("original", ""),
+        )
+        for s in json.loads(stdout or b"[]") or []
+    ]
+
+
+def backup_summary(stdout: bytes) -> dict[str, Any]:
+    """The summary message of `restic backup --json`."""
+    for line in reversed(stdout.decode(errors="replace").splitlines()):
+        if line.startswith("{"):
+            msg = json.loads(line)
+            if msg.get("message_type") == "summary":
+                return dict(msg)
+    raise RepoError("restic backup printed no summary", stdout.decode(errors="replace")[-2000:])
+
+
+def check_problems(done: Completed) -> list[str]:
+    """What a failed `restic check` found (pure)."""
+    if done.returncode == 0:
+        return []
+    lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
+    found = [ln for ln in lines if ln != "Fatal: repository contains errors"]
+    return found or lines or [f"restic check exited {done.returncode}"]
+
+
+def _classify(loc: Location, what: str, stderr: str) -> RepoError | None:
+    """The error a failed command's stderr names, when it names one (pure)."""
+    if "wrong password or no key found" in stderr:
+        return WrongPassword(f"{loc}: the repository does not open with backupd's password", stderr)
+    if "Is there a repository at the following location?" in stderr:
+        return NotARepository(f"{loc}: no repository there (not initialised)", stderr)
+    if re.search(r"repository is already locked|unable to create lock", stderr):
+        return Locked(f"{loc}: {what}: the repository is locked by another command", stderr)
+    if "no space left on device" in stderr:
+        return NoRoom(f"{loc}: {what}: the repository's disk is full", stderr)
+    if re.search(
+        r"dial tcp|no such host|connection refused|i/o timeout|network is unreachable|"
+        r"TLS handshake timeout|transport endpoint is not connected|stale file handle",
+        stderr,
+        re.IGNORECASE,
+    ):
+        return Unreachable(f"{loc} is unreachable ({what})", stderr)
+    return None
+
+
+_SSH_FAILED = re.compile(
+    r"unable to start the sftp session|ssh command exited|subprocess ssh|connection lost|"
+    r"file already closed|broken pipe",
+    re.IGNORECASE,
+)
+
+
+def _tag_arg(tags: Sequence[str]) -> str:
+    for t in tags:
+        if not t or "," in t or any(c.isspace() for c in t):
+            raise ValueError(f"bad restic tag {t!r} (no commas or spaces)")
+    return ",".join(tags)
+
+
+def _check_subset(read_data: bool | str) -> list[str]:
+    if read_data is False:
+        return []
+    if read_data is True:
+        return ["--read-data"]
+    if not re.fullmatch(r"\d+/\d+|\d+(\.\d+)?%", read_data):
+        raise ValueError(f"read_data subset {read_data!r}: give 'n/t' or 'p%'")
+    return [f"--read-data-subset={read_data}"]
+
+
+def _relative(paths: Sequence[str]) -> list[str]:
+    for p in paths:
+        if not p or p.startswith("/") or ".." in Path(p).parts:
+            raise ValueError(f"backup path {p!r} must be relative to the root, without '..'")
+    return list(paths)
+
+
+def tree_size(root: Path, paths: Sequence[str]) -> int:
+    """Bytes of regular files under root/paths (symlinks not followed): the
+    most a backup of them adds, before compression and deduplication."""
+    total = 0
+    for p in paths:
+        top = root / p
+        if top.is_symlink() or not top.is_dir():
+            total += top.lstat().st_size if top.exists() or top.is_symlink() else 0
+            continue
+        for d, _, files in os.walk(top):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(d, name)).st_size
+                except FileNotFoundError:
+                    pass
+    return total
+
+
+def free_bytes(path: Path) -> int:
+    """Free bytes on the disk `path` is (or will be) on."""
+    p = path
+    while not p.exists():
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+# ---------------------------------------------------------------- the adapter
+
+
+@dataclass
+class Repo:
+    """One restic repository (see the module doc)."""
+
+    location: Location
+    layout: Layout
+    min_free_bytes: int = DEFAULT_MIN_FREE
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    restic: str = "restic"
+
+    def __str__(self) -> str:
+        return str(self.location)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.layout.root / "cache"
+
+    # -- running restic
+
+    def _argv(self, args: Sequence[str], source: Repo | None = None) -> list[str]:
+        pw = self.layout.restic_password
+        if not pw.exists():
+            raise RepoError(
+                f"{self}: no repository password at {pw} (init makes one; to read an existing "
+                "repository, put back the restic.key kept with it)"
+            )
+        argv = [self.restic, "-r", self.location.repository, "--password-file", str(pw)]
+        argv += ["--cache-dir", str(self.cache_dir)]
+        for r in (self, source):
+            if r is not None and r.location.kind == "sftp":
+                argv += restic_options(r.location, r.layout)
+                break
+        return argv + list(args)
+
+    async def _run(
+        self,
+        args: Sequence[str],
+        *,
+        timeout: float,
+        cwd: Path | None = None,
+        source: Repo | None = None,
+        ok: tuple[int, ...] = (0,),
+    ) -> Completed:
+        what = f"restic {args[0]}"
+        env = restic_env(self.location, self.environ)
+        if source is not None:
+            env |= restic_env(source.location, source.environ)
+        try:
+            done = await run_tool(
+                self._argv(args, source), timeout=timeout, env=env, cwd=cwd, stop_signal=SIGINT
+            )
+        except TimeoutError:
+            raise TimedOut(f"{self}: {what} did not finish in {timeout:.0f}s") from None
+        if done.returncode not in ok:
+            raise await self._error(what, done, source)
+        return done
+
+    async def _error(self, what: str, done: Completed, source: Repo | None) -> RepoError:
+        found = _classify(self.location, what, done.stderr)
+        if found is not None:
+            return found
+        if _SSH_FAILED.search(done.stderr):
+            for r in (self, source):
+                if r is not None and r.location.kind == "sftp":
+                    why = await probe_sftp(r.location, r.layout)
+                    return why or Unreachable(f"{r}: the SFTP session failed", done.stderr)
+        return RepoError(f"{self}: {what} failed (exit {done.returncode})", done.stderr)
+
+    async def _ensure_room(self, need: int, where: Path | None = None) -> None:
+        """Refuse before writing `need` bytes to a local disk without that
+        much room above `min_free_bytes` (a full disk mid-write helps no one)."""
+        target = where or (self.location.local_dir if self.location.kind == "local" else None)
+        if target is None:
+            return
+        free = await asyncio.to_thread(free_bytes, target)
+        if free < need + self.min_free_bytes:
+            raise NoRoom(
+                f"{self}: {free} bytes free on the disk of {target}, and this needs {need} "
+                f"plus the {self.min_free_bytes} kept free; nothing was written"
+            )
+
+    # -- operations
+
+    async def init(self, *, chunker_from: Repo | None = None, timeout: float = 120.0) -> bool:
+        """Make the repository if it is not there (True if it was made now).
+        `chunker_from`: share that repository's chunking, so copies between
+        them deduplicate."""
+        ensure_password(self.layout)
+        try:
+            await self._run(["cat", "config"], timeout=timeout)
+            return False
+        except NotARepository:
+            pass
+        await self._ensure_room(0)
+        args = ["init"]
+        if chunker_from is not None:
+            args += ["--from-repo", chunker_from.location.repository, "--copy-chunker-params"]
+            args += ["--from-password-file", str(chunker_from.layout.restic_password)]
+        await self._run(args, timeout=timeout, source=chunker_from)
+        return True
+
+    async def backup(
+        self,
+        root: Path,
+        paths: Sequence[str] = (".",),
+        *,
+        tags: Sequence[str],
+        host: str = "backupd",
+        time: datetime | None = None,
+        expect_bytes: int | None = None,
+        timeout: float = 3600.0,
+    ) -> str:
+        """Snapshot `paths` (relative to `root`, saved relative) with `tags`;
+        returns the snapshot's id. `expect_bytes`: what it may add (default:
+        the input's size, the most it can add)."""
+        rel = _relative(paths)
+        absent = [p for p in rel if not (root / p).exists() and not (root / p).is_symlink()]
+        if absent:
+            # restic would skip them and call the backup a success.
+            raise FileNotFoundError(f"backup input missing under {root}: {', '.join(absent)}")
+        args = ["backup", "--json", "-q", "--host", host, "--tag", _tag_arg(tags)]
+        if time is not None:
+            args += ["--time", time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")]
+        if expect_bytes is None and self.location.kind == "local":
+            expect_bytes = await asyncio.to_thread(tree_size, root, rel)
+        await self._ensure_room(expect_bytes or 0)
+        # Exit 3: a snapshot was made but some input could not be read.
+        done = await self._run([*args, "--", *rel], timeout=timeout, cwd=root, ok=(0, 3))
+        short = backup_summary(done.stdout)["snapshot_id"]
+        made = [s.id for s in await self.snapshots(tags) if s.id.startswith(short)]
+        if len(made) != 1:
+            raise RepoError(f"{self}: snapshot {short} is not found once after its backup")
+        if done.returncode == 3:
+            await self.remove(made)
+            raise PartialBackup(f"{self}: some of {root} could not be read", done.stderr)
+        return made[0]
+
+    async def snapshots(
+        self, tags: Sequence[str] = (), *, timeout: float = 120.0
+    ) -> list[Snapshot]:
+        """Snapshots having every one of `tags`, oldest first."""
+        args = ["snapshots", "--json"] + (["--tag", _tag_arg(tags)] if tags else [])
+        done = await self._run(args, timeout=timeout)
+        return sorted(parse_snapshots(done.stdout), key=lambda s: s.time)
+
+    async def restore(
+        self,
+        snapshot_id: str,
+        target: Path,
+        *,
+        include: Sequence[str] = (),
+        timeout: float = 3600.0,
+    ) -> None:
+        """Put the snapshot's files into `target` (made if missing), after
+        checking that the target's disk has room for them."""
+        size = (await self.stats([snapshot_id], mode="restore-size", timeout=timeout)).total_size
+        await self._ensure_room(size, target)
+        args = ["restore", snapshot_id, "--target", str(target)]
+        for pattern in include:
+            args += ["--include", pattern]
+        await self._run(args, timeout=timeout)
+
+    async def dump(self, snapshot_id: str, path: str, *, timeout: float = 300.0) -> bytes:
+        """One file's bytes from a snapshot (e.g. its facts.json)."""
+        done = await self._run(["dump", snapshot_id, path], timeout=timeout)
+        return done.stdout
+
+    async def check(
+        self, read_data: bool | str = False, *, timeout: float = 6 * 3600.0
+    ) -> list[str]:
+        """The repository's own integrity check; its problems ([] when
+        sound). `read_data`: True reads every pack back, "n/t" or "p%" a
+        subset. A location that cannot be reached raises instead."""
+        args = ["check", *_check_subset(read_data)]
+        try:
+            await self._run(args, timeout=timeout)
+        except RepoError as exc:
+            if type(exc) is not RepoError:
+                raise  # unreachable, locked, not ours: not a verdict on the data
+            return check_problems(Completed(1, b"", exc.stderr))
+        return []
+
+    async def forget(
+        self,
+        tags: Sequence[str],
+        keep_flags: Sequence[str],
+        *,
+        dry_run: bool = False,
+        timeout: float = 600.0,
+    ) -> Forgotten:
+        """Apply `keep_flags` (`retention.restic_forget_flags`) to the one
+        group of snapshots having every one of `tags` (e.g. app=X, kind=Y).
+        Only forgets: `prune` frees the space."""
+        if not tags or not keep_flags:
+            raise ValueError("forget needs tags to choose the group and keep flags")
+        args = ["forget", "--json", "--group-by", "", "--tag", _tag_arg(tags), *keep_flags]
+        done = await self._run(args + (["--dry-run"] if dry_run else []), timeout=timeout)
+        groups = json.loads(done.stdout or b"[]") or []
+        kept = [s["id"] for g in groups for s in g.get("keep") or ()]
+        removed = [s["id"] for g in groups for s in g.get("remove") or ()]
+        return Forgotten(tuple(kept), tuple(removed))
+
+    async def remove(self, snapshot_ids: Sequence[str], *, timeout: float = 600.0) -> None:
+        """Forget these snapshots (a partial or failed backup)."""
+        if snapshot_ids:
+            await self._run(["forget", *snapshot_ids], timeout=timeout)
+
+    async def prune(self, *, timeout: float = 6 * 3600.0) -> None:
+        """Delete the data no snapshot refers to any more."""
+        await self._run(["prune"], timeout=timeout)
+
+    async def copy(
+        self, dest: Repo, snapshot_ids: Sequence[str], *, timeout: float = 6 * 3600.0
+    ) -> dict[str, str]:
+        """Copy snapshots to `dest` (already there: skipped by restic);
+        returns {id here: id there}."""
+        if self.location.kind == dest.location.kind == "sftp" and self.location != dest.location:
+            raise ValueError("restic 0.14 takes one sftp.command: copy between two SFTP hosts")
+        mine = await self.snapshots(timeout=timeout)
+        wanted = [s for s in mine if any(s.id.startswith(i) for i in snapshot_ids)]
+        missing = [i for i in snapshot_ids if not any(s.id.startswith(i) for s in wanted)]
+        if missing:
+            raise RepoError(f"{self}: no snapshot {', '.join(missing)} to copy")
+        if not wanted:
+            return {}
+        ids = [s.id for s in wanted]
+        if dest.location.kind == "local":
+            await dest._ensure_room((await self.stats(ids, timeout=timeout)).total_size)
+        args = ["copy", "--from-repo", self.location.repository]
+        args += ["--from-password-file", str(self.layout.restic_password), *ids]
+        await dest._run(args, timeout=timeout, source=self)
+        there = {s.original or s.id: s.id for s in await dest.snapshots(timeout=timeout)}
+        return {s.id: there[s.original or s.id] for s in wanted if (s.original or s.id) in there}
+
+    async def stats(
+        self, snapshot_ids: Sequence[str] = (), *, mode: str = "raw-data", timeout: float = 600.0
+    ) -> Stats:
+        """Sizes: "raw-data" is what the repository stores (for the given
+        snapshots, or all), "restore-size" what a restore writes."""
+        done = await self._run(["stats", "--json", "--mode", mode, *snapshot_ids], timeout=timeout)
+        s = json.loads(done.stdout)
+        return Stats(
+            total_size=int(s.get("total_size", 0)),
+            snapshots=int(s.get("snapshots_count", 0)),
+            files=int(s.get("total_file_count", 0)),
+            blobs=int(s.get("total_blob_count", 0)),
+        )
