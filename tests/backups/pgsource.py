@@ -68,7 +68,10 @@ def pg_source() -> Iterator[Source]:
                     sql.Identifier(BACKUP_ROLE), sql.Literal(BACKUP_PASSWORD)
                 )
             )
+        # Functions belong to a database: the grants go where Barman connects.
+        with src.admin("postgres") as c:
             c.execute(GRANTS)  # type: ignore[arg-type]
+        with src.admin() as c:
             row = c.execute("SHOW hba_file").fetchone()
             assert row is not None
             hba = Path(row[0])

@@ -1,0 +1,654 @@
+"""PostgreSQL base backups and continuous WAL with Barman 3.4, pulled.
+
+Theory of operation. One Barman "server" per servicehost cluster, all in one
+generated configuration (`render_config`, pure) under DATA/backupd/barman,
+and every command is `barman -c DATA/backupd/barman/barman.conf ...`.
+backup_method=postgres (pg_basebackup over the replication protocol) and
+streaming_archiver=on (pg_receivewal through a physical replication slot):
+backupd pulls everything, the servicehost never runs an archive_command.
+The backup role's password is in a libpq passfile (0600) the conninfo
+names, so it is neither in barman.conf (which Barman parses with
+%-interpolation) nor on pg_receivewal's command line, which `ps` shows.
+
+Run as root, Barman switches to its `barman_user` (default "barman") with
+setuid before doing anything (barman.utils.drop_privileges), and does nothing
+when that user is the current one; it never refuses root. The "barman"
+system user could not read DATA/backupd (0700), so barman_user is the user
+backupd runs as.
+
+`barman receive-wal SERVER` runs pg_receivewal in the foreground. It is a
+supervised child (`roost.proc.supervise`): restarted with backoff when it
+exits, stopped with the Barman adapter. pg_receivewal is Barman's child and
+does not die with it: one left streaming by a killed predecessor holds the
+slot ("already in use") forever, so such strays (found by their exact
+--directory) are killed before each start.
+
+The window. The earliest recoverable time is the end of the oldest base
+backup. The latest is the time of the newest commit (or abort) record in the
+WAL Barman holds, read with pg_waldump from the newest segments, including
+the streaming `.partial` one: a recovery to time T stops at the first commit
+after T, and when no commit after T has been received PostgreSQL 15 refuses
+to finish ("recovery ended before configured recovery target was reached").
+`mark()` commits an empty transaction with an xid on the source (no data is
+written; the backup role cannot write) and waits until Barman holds it: the
+window then reaches "now" even for an idle database.
+
+The partial segment. Barman archives a streamed segment only once
+pg_receivewal has moved on to the next one, so the last seconds live in
+streaming/<segment>.partial. `barman recover` copies archived WAL only; after
+it, `recover()` tops the copy up with `barman get-wal -P` (-P: also serve
+the .partial file, under its segment's name) for the segments that follow,
+until one holds a commit after the target. So the recovery point is what
+pg_receivewal has received, typically well under a second behind the source,
+with no WAL switch forced on it. (`barman switch-wal` is used only before the
+first base backup: Barman refuses a backup while its archive is empty.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import os
+import pwd
+import re
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+import psycopg
+
+from roost.backups.layout import Layout
+from roost.backups.pgfacts import PG_BIN, PgConn, pg_tool, run_tool
+from roost.proc import spawn as proc
+from roost.proc.backoff import Backoff
+from roost.proc.children import Policy
+from roost.proc.supervise import Program, Supervisor
+from roost.wire.messages import PgSource
+
+log = logging.getLogger("roost.backups.barman")
+
+COMMAND_TIMEOUT_S = 300.0
+BACKUP_TIMEOUT_S = 24 * 3600.0
+RECOVER_TIMEOUT_S = 24 * 3600.0
+MARK_TIMEOUT_S = 30.0
+# How many of the newest segments window() reads for the last commit.
+SCAN_SEGMENTS = 4
+RECEIVE_POLICY = Policy(
+    backoff=Backoff(base_s=1.0, max_s=30.0, reset_after_s=60.0),
+    stop_grace_s=10.0,
+    fatal=frozenset(),  # never give up on WAL: a source that comes back is streamed again
+)
+BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+
+_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
+_COMMIT = re.compile(
+    r"desc: (?:COMMIT|ABORT)\w*(?: \d+:)? (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC"
+)
+
+
+class BarmanError(RuntimeError):
+    """A Barman command failed (the message carries its output's tail)."""
+
+
+# ------------------------------------------------------------------ configuration (pure)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    name: str  # server_name(host id)
+    source: PgSource
+    recovery_window_days: int = 7
+    # pg_basebackup's fast checkpoint: quick, but an I/O burst on the source.
+    immediate_checkpoint: bool = False
+
+
+def server_name(host_id: str) -> str:
+    """A Barman server (and config section) name for a servicehost id."""
+    name = re.sub(r"[^a-z0-9_-]", "-", host_id.lower()).strip("-") or "host"
+    return name if name not in ("barman", "all") else f"host-{name}"
+
+
+def slot_name(server: str) -> str:
+    return ("barman_" + re.sub(r"[^a-z0-9_]", "_", server))[:63]
+
+
+def _value(v: str) -> str:
+    """A value as Barman's ConfigParser reads it back (%-interpolation on)."""
+    if "\n" in v or "\r" in v:
+        raise ValueError(f"a newline in a Barman setting: {v!r}")
+    return v.replace("%", "%%")
+
+
+def _conninfo(parts: dict[str, str]) -> str:
+    def quote(v: str) -> str:
+        if v and not re.search(r"[\s'\\]", v):
+            return v
+        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    return " ".join(f"{k}={quote(v)}" for k, v in parts.items())
+
+
+def passfile_line(source: PgSource) -> str:
+    """The source's line in a libpq passfile (host:port:db:user:password)."""
+
+    def esc(v: str) -> str:
+        return v.replace("\\", "\\\\").replace(":", "\\:")
+
+    return ":".join([esc(source.host), str(source.port), "*", esc(source.user),
+                     esc(source.password)])  # fmt: skip
+
+
+def render_config(
+    *,
+    home: Path,
+    log_file: Path,
+    user: str,
+    passfile: Path,
+    servers: Sequence[ServerConfig],
+    pg_bin: Path = PG_BIN,
+) -> str:
+    """barman.conf: the global section and one section per servicehost cluster."""
+    names = [s.name for s in servers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two Barman servers with one name: {sorted(names)}")
+    lines = [
+        "; Written by roost backupd; edits here are lost.",
+        "[barman]",
+        f"barman_home = {_value(str(home))}",
+        f"barman_user = {_value(user)}",
+        f"log_file = {_value(str(log_file))}",
+        "log_level = INFO",
+        "",
+    ]
+    for s in servers:
+        if s.recovery_window_days < 1:
+            raise ValueError(f"{s.name}: the recovery window must be at least a day")
+        common = {"host": s.source.host, "port": str(s.source.port), "user": s.source.user,
+                  "passfile": str(passfile)}  # fmt: skip
+        conninfo = _conninfo({**common, "dbname": "postgres", "application_name": "barman"})
+        streaming = _conninfo(common)
+        lines += [
+            f"[{s.name}]",
+            f"description = {_value('Roost servicehost ' + s.name)}",
+            f"conninfo = {_value(conninfo)}",
+            f"streaming_conninfo = {_value(streaming)}",
+            "backup_method = postgres",
+            "archiver = off",
+            "streaming_archiver = on",
+            f"slot_name = {slot_name(s.name)}",
+            "create_slot = auto",
+            f"retention_policy = RECOVERY WINDOW OF {s.recovery_window_days} DAYS",
+            "minimum_redundancy = 1",
+            f"path_prefix = {_value(str(pg_bin))}",
+            f"immediate_checkpoint = {'true' if s.immediate_checkpoint else 'false'}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ what Barman says (pure)
+
+
+@dataclass(frozen=True)
+class BaseBackup:
+    id: str
+    server: str
+    status: str  # DONE, WAITING_FOR_WALS, FAILED, ...
+    end: datetime | None  # to the second from list-backups, exact from show-backup
+    size: int = 0
+    retention: str = ""  # VALID, OBSOLETE, ... ("-" without a policy verdict)
+
+
+@dataclass(frozen=True)
+class Window:
+    earliest: datetime  # the end of the oldest base backup
+    latest: datetime  # the newest commit Barman holds (a target must be before it)
+
+    def holds(self, at: datetime) -> bool:
+        return self.earliest <= at < self.latest
+
+    def __str__(self) -> str:
+        return f"{_iso(self.earliest)} to {_iso(self.latest)}"
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def parse_list_backups(text: str, server: str) -> list[BaseBackup]:
+    """`barman -f json list-backups SERVER`, oldest first."""
+    out = []
+    for b in json.loads(text).get(server, []):
+        ts = b.get("end_time_timestamp")
+        end = datetime.fromtimestamp(int(ts), UTC) if ts not in (None, "", "None") else None
+        out.append(BaseBackup(
+            id=str(b["backup_id"]), server=server, status=str(b.get("status", "")), end=end,
+            size=int(b.get("size_bytes") or 0), retention=str(b.get("retention_status", "")),
+        ))  # fmt: skip
+    return sorted(out, key=lambda b: b.id)
+
+
+def parse_show_backup(text: str, server: str) -> BaseBackup:
+    b = json.loads(text)[server]
+    info = b.get("base_backup_information", {})
+    end = info.get("end_time")
+    return BaseBackup(
+        id=str(b["backup_id"]),
+        server=server,
+        status=str(b.get("status", "")),
+        end=datetime.fromisoformat(end) if end else None,
+        size=int(info.get("disk_usage_bytes") or 0),
+        retention=str(b.get("catalog_information", {}).get("retention_policy", "")),
+    )
+
+
+def parse_check(text: str, server: str) -> list[str]:
+    """The failed checks of `barman -f json check SERVER`, as "check: hint"."""
+    checks = json.loads(text).get(server, {})
+    return [
+        f"{name.replace('_', ' ')}: {c.get('hint', '')}".rstrip(": ")
+        for name, c in sorted(checks.items())
+        if c.get("status") != "OK"
+    ]
+
+
+def commit_times(waldump: str) -> list[datetime]:
+    """Commit and abort times in pg_waldump's output (run with TZ=UTC)."""
+    return [
+        datetime.fromisoformat(m.group(1)).replace(tzinfo=UTC) for m in _COMMIT.finditer(waldump)
+    ]
+
+
+def window_of(backups: Sequence[BaseBackup], last_commit: datetime | None) -> Window | None:
+    """The point-in-time window: from the oldest complete base backup's end to
+    the newest commit held (`backups` with exact end times)."""
+    ends = [b.end for b in backups if b.status == "DONE" and b.end is not None]
+    if not ends:
+        return None
+    earliest = min(ends)
+    return Window(earliest, max(earliest, last_commit) if last_commit else earliest)
+
+
+def backup_for(backups: Sequence[BaseBackup], at: datetime) -> BaseBackup | None:
+    """The newest complete base backup that ended by `at` (exact end times)."""
+    done = [b for b in backups if b.status == "DONE" and b.end is not None and b.end <= at]
+    return max(done, key=lambda b: b.end or at) if done else None
+
+
+# ------------------------------------------------------------------ the adapter
+
+
+def _barman() -> str:
+    return shutil.which("barman") or "/usr/bin/barman"
+
+
+class Barman:
+    """Barman for backupd: `async with Barman(layout) as b: await b.ensure([...])`."""
+
+    def __init__(self, layout: Layout, *, user: str | None = None, pg_bin: Path = PG_BIN) -> None:
+        self.layout = layout
+        self.user = user or pwd.getpwuid(os.geteuid()).pw_name
+        self.pg_bin = pg_bin
+        self.servers: dict[str, ServerConfig] = {}
+        self._sup = Supervisor(logger=log)
+        self._task: asyncio.Task[None] | None = None
+
+    # paths
+    @property
+    def home(self) -> Path:
+        return self.layout.barman
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "barman.conf"
+
+    @property
+    def passfile(self) -> Path:
+        return self.home / "pgpass"
+
+    @property
+    def log_file(self) -> Path:
+        return self.layout.logs / "barman.log"
+
+    def server_dir(self, server: str) -> Path:
+        return self.home / server
+
+    # ------------------------------------------------------------ lifetime
+
+    async def __aenter__(self) -> Barman:
+        self._task = asyncio.create_task(self._sup.run(), name="barman-receive-wal")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop every receive-wal (and its pg_receivewal) and return once gone."""
+        if self._task is None:
+            return
+        self._sup.stop()
+        try:
+            await asyncio.shield(self._task)
+        finally:
+            self._task = None
+
+    def receiving(self, server: str) -> bool:
+        """Whether the server's receive-wal is running (it may still be connecting)."""
+        c = self._sup.children.get(f"receive-wal:{server}")
+        return c is not None and c.state == "up"
+
+    def receive_error(self, server: str) -> str:
+        c = self._sup.children.get(f"receive-wal:{server}")
+        return c.last_error if c is not None else ""
+
+    # ------------------------------------------------------------ commands
+
+    async def run(self, *args: str, timeout: float = COMMAND_TIMEOUT_S, ok: bool = False) -> str:
+        """`barman -c CONF ARGS...`; its output. A failure raises BarmanError
+        unless `ok` (then the output is returned all the same)."""
+        argv = [_barman(), "-c", str(self.config_file), *args]
+        env = {**BASE_ENV, "HOME": str(self.home)}
+        status, out = await run_tool(argv, env=env, timeout=timeout, cwd=self.home)
+        if status != 0 and not ok:
+            raise BarmanError(f"barman {' '.join(args)} failed (status {status}): "
+                              f"{out.strip()[-2000:]}")  # fmt: skip
+        return out
+
+    async def ensure(self, servers: Sequence[ServerConfig]) -> None:
+        """Write the configuration, create each replication slot, and keep one
+        supervised `barman receive-wal` per server (those no longer listed stop)."""
+        self.layout.create()
+        text = render_config(
+            home=self.home,
+            log_file=self.log_file,
+            user=self.user,
+            passfile=self.passfile,
+            servers=servers,
+            pg_bin=self.pg_bin,
+        )
+        passwords = "".join(passfile_line(s.source) + "\n" for s in servers)
+        _write_private(self.passfile, passwords)
+        _write_private(self.config_file, text)
+        old = set(self.servers)
+        self.servers = {s.name: s for s in servers}
+        for name in old - set(self.servers):
+            await self._sup.remove(f"receive-wal:{name}")
+        for name in self.servers:
+            if name in old:
+                continue
+            out = await self.run("receive-wal", "--create-slot", name, ok=True)
+            if "created" not in out and "already exists" not in out:
+                raise BarmanError(f"cannot create the replication slot of {name}: {out.strip()}")
+            start = functools.partial(self._start_receive, name)
+            program = Program(f"receive-wal:{name}", start, policy=RECEIVE_POLICY,
+                              output=_log_output(name))  # fmt: skip
+            self._sup.add(program)
+
+    async def _start_receive(self, server: str) -> asyncio.subprocess.Process:
+        _kill_strays(self.server_dir(server) / "streaming")
+        return await proc.start(
+            [_barman(), "-c", str(self.config_file), "receive-wal", server],
+            env={**BASE_ENV, "HOME": str(self.home)},
+            cwd=self.home,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+
+    def source(self, server: str) -> PgSource:
+        try:
+            return self.servers[server].source
+        except KeyError:
+            raise BarmanError(
+                f"no Barman server {server!r} (known: {sorted(self.servers)})"
+            ) from None
+
+    async def check(self, server: str) -> list[str]:
+        """Barman's failed checks for the server ([] when all pass)."""
+        return parse_check(await self.run("-f", "json", "check", server, ok=True), server)
+
+    async def backups(self, server: str) -> list[BaseBackup]:
+        """Every base backup of the server, oldest first (end times to the second)."""
+        return parse_list_backups(await self.run("-f", "json", "list-backups", server), server)
+
+    async def backup_info(self, server: str, backup_id: str) -> BaseBackup:
+        """One base backup, with its exact end time."""
+        return parse_show_backup(
+            await self.run("-f", "json", "show-backup", server, backup_id), server
+        )
+
+    async def backup(self, server: str, timeout: float = BACKUP_TIMEOUT_S) -> str:
+        """Take a base backup and wait until the WAL it needs is archived; its id."""
+        if not self._archived_wal(server):
+            await self.switch_wal(server)
+        before = {b.id for b in await self.backups(server)}
+        await self.run("backup", "--wait", "--wait-timeout", str(int(timeout)), server,
+                       timeout=timeout + 60)  # fmt: skip
+        new = [b for b in await self.backups(server) if b.id not in before]
+        if not new:
+            raise BarmanError(f"barman backup {server} reported success but made no backup")
+        if new[-1].status != "DONE":
+            raise BarmanError(f"base backup {new[-1].id} of {server} is {new[-1].status}")
+        return new[-1].id
+
+    def _archived_wal(self, server: str) -> bool:
+        xlogdb = self.server_dir(server) / "wals" / "xlog.db"
+        return xlogdb.exists() and xlogdb.stat().st_size > 0
+
+    async def switch_wal(self, server: str) -> None:
+        """Close the source's current WAL segment and archive it (Barman needs one
+        archived segment before its first backup). Needs the source alive."""
+        streaming = self.server_dir(server) / "streaming"
+        async with asyncio.timeout(MARK_TIMEOUT_S):
+            # pg_receivewal must stream first: started later, it would begin at
+            # the segment after the one switched, and nothing would be archived.
+            while not any(streaming.glob("*.partial")):
+                await asyncio.sleep(0.1)
+            await self.mark(server, wait=False)
+            await self.run("switch-wal", server)
+            # Barman archives a streamed segment once the next one has begun:
+            # write a little WAL, and wait for the next .partial.
+            while True:
+                await self.mark(server, wait=False)
+                complete = [p for p in streaming.glob("*") if _SEGMENT.match(p.name)]
+                partial = [p.name[:24] for p in streaming.glob("*.partial")]
+                if complete and partial and max(partial) > max(p.name for p in complete):
+                    break
+                await asyncio.sleep(0.2)
+        await self.run("archive-wal", server)
+
+    async def maintain(self, server: str) -> list[str]:
+        """Archive streamed WAL and apply the retention policy (what `barman cron`
+        does, without it starting a receive-wal of its own); the deleted ids."""
+        await self.run("archive-wal", server)
+        deleted = []
+        for b in await self.backups(server):
+            if b.retention == "OBSOLETE":
+                await self.run("delete", server, b.id)
+                deleted.append(b.id)
+        return deleted
+
+    # ------------------------------------------------------------ the window
+
+    def _wal_files(self, server: str) -> list[tuple[str, Path]]:
+        """(segment name, file) of every WAL segment held, streamed or archived."""
+        found: dict[str, Path] = {}
+        for p in (self.server_dir(server) / "wals").glob("*/*"):
+            if _SEGMENT.match(p.name):
+                found[p.name] = p
+        for p in (self.server_dir(server) / "streaming").glob("*"):
+            name = p.name.removesuffix(".partial")
+            if _SEGMENT.match(name):
+                found[name] = p
+        return sorted(found.items())
+
+    async def _commits_in(self, name: str, path: Path) -> list[datetime]:
+        with tempfile.TemporaryDirectory(prefix="roost-wal-") as tmp:
+            if path.name != name:  # a .partial: pg_waldump wants a segment's name
+                copy = Path(tmp) / name
+                shutil.copyfile(path, copy)
+                path = copy
+            argv = [pg_tool("pg_waldump", self.pg_bin), "--rmgr=Transaction", str(path)]
+            # Its status is 1 at the end of the WAL written so far: expected.
+            _, out = await run_tool(argv, env={"TZ": "UTC"}, timeout=COMMAND_TIMEOUT_S)
+        return commit_times(out)
+
+    async def last_commit(self, server: str) -> datetime | None:
+        """The newest commit (or abort) time in the WAL Barman holds."""
+        for name, path in reversed(self._wal_files(server)[-SCAN_SEGMENTS:]):
+            times = await self._commits_in(name, path)
+            if times:
+                return max(times)
+        return None
+
+    async def window(self, server: str) -> Window | None:
+        """(earliest, latest) recoverable times; None without a complete base backup."""
+        done = [b for b in await self.backups(server) if b.status == "DONE"]
+        if not done:
+            return None
+        oldest = await self.backup_info(server, done[0].id)
+        return window_of([oldest], await self.last_commit(server))
+
+    async def mark(self, server: str, wait: bool = True) -> datetime | None:
+        """Commit an empty transaction on the source (no data: an xid and its
+        commit record) and, with `wait`, return once Barman holds it: the window
+        then reaches now. None when the source cannot be reached."""
+        target = PgConn.of(self.source(server))
+        try:
+            conn = await psycopg.AsyncConnection.connect(**target.kwargs("postgres"))
+        except psycopg.OperationalError as exc:
+            log.info("%s: source not reachable for a WAL mark: %s", server, exc)
+            return None
+        async with conn:
+            cur = await conn.execute("SELECT pg_current_xact_id(), now()")
+            row = await cur.fetchone()
+            await conn.commit()
+        started: datetime = row[1] if row else datetime.now(UTC)
+        if not wait:
+            return started
+        try:
+            async with asyncio.timeout(MARK_TIMEOUT_S):
+                while (last := await self.last_commit(server)) is None or last < started:
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            why = self.receive_error(server) or f"receive-wal running: {self.receiving(server)}"
+            raise BarmanError(
+                f"{server}: WAL streaming did not catch up within {MARK_TIMEOUT_S:g}s ({why})"
+            ) from None
+        return last
+
+    # ------------------------------------------------------------ recovery
+
+    async def recover(
+        self,
+        server: str,
+        dest: Path,
+        *,
+        backup_id: str = "",
+        target_time: datetime | None = None,
+    ) -> str:
+        """Recover the cluster into `dest` (a new directory) so that a postgres
+        started there replays to the target and promotes: `target_time`, or
+        without one the end of `backup_id` (consistency). Returns the base
+        backup used. The caller checks the target is in the window."""
+        if backup_id:
+            chosen = await self.backup_info(server, backup_id)
+        elif target_time is not None:
+            chosen = await self._backup_for(server, target_time)
+        else:
+            raise ValueError("recover needs a backup id or a target time")
+        args = ["recover", "--target-action", "promote"]
+        if target_time is not None:
+            args += ["--target-time", _iso(target_time)]
+        else:
+            args += ["--target-immediate"]
+        await self.run(*args, server, chosen.id, str(dest), timeout=RECOVER_TIMEOUT_S)
+        if target_time is not None:
+            await self._top_up(server, dest / "barman_wal", target_time)
+        return chosen.id
+
+    async def _backup_for(self, server: str, at: datetime) -> BaseBackup:
+        # list-backups gives whole seconds: check candidates with exact times.
+        for b in reversed(await self.backups(server)):
+            if b.status != "DONE" or b.end is None or b.end > at:
+                continue
+            exact = await self.backup_info(server, b.id)
+            if backup_for([exact], at) is not None:
+                return exact
+        raise BarmanError(f"no base backup of {server} ended by {_iso(at)}")
+
+    async def _top_up(self, server: str, wal_dir: Path, target: datetime) -> None:
+        """Add the segments after the copied ones (the streaming .partial
+        included, through `barman get-wal -P`) until one holds a commit after
+        the target, where the recovery will stop."""
+        copied = sorted(p.name for p in wal_dir.glob("*") if _SEGMENT.match(p.name))
+        if copied and any(
+            t > target for t in await self._commits_in(copied[-1], wal_dir / copied[-1])
+        ):
+            return
+        last = copied[-1] if copied else ""
+        for name, _ in self._wal_files(server):
+            if name <= last:
+                continue
+            staging = wal_dir / ".topup"
+            staging.mkdir(exist_ok=True)
+            try:
+                await self.run("get-wal", "-P", "-o", str(staging), server, name)
+                os.replace(staging / name, wal_dir / name)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            if any(t > target for t in await self._commits_in(name, wal_dir / name)):
+                return
+
+    async def check_backup(self, server: str, backup_id: str) -> list[str]:
+        """`barman check-backup` (the WAL a backup needs is all there) and
+        `barman verify-backup` (pg_verifybackup: every file against the
+        backup's manifest checksums): what is wrong, [] when nothing is."""
+        problems = []
+        out = await self.run("check-backup", server, backup_id, ok=True)
+        info = await self.backup_info(server, backup_id)
+        if info.status != "DONE":
+            problems.append(f"base backup {backup_id} is {info.status}: {out.strip()[-500:]}")
+        try:
+            await self.run("verify-backup", server, backup_id)
+        except BarmanError as exc:
+            problems.append(f"base backup {backup_id} does not match its manifest: {exc}")
+        return problems
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _log_output(server: str) -> Callable[[bytes], None]:
+    def out(data: bytes) -> None:
+        for line in data.decode(errors="replace").splitlines():
+            if line.strip():
+                log.info("%s receive-wal: %s", server, line)
+
+    return out
+
+
+def _kill_strays(streaming: Path) -> None:
+    """SIGKILL pg_receivewal processes still streaming into `streaming` (left
+    by a receive-wal that was killed): they hold the replication slot."""
+    want = f"--directory={streaming}"
+    for p in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if p.info["name"] == "pg_receivewal" and want in (p.info["cmdline"] or []):
+                log.warning(
+                    "killing a stray pg_receivewal [%d] streaming into %s", p.pid, streaming
+                )
+                p.send_signal(signal.SIGKILL)
+                p.wait(5)
