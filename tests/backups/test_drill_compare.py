@@ -18,6 +18,7 @@ from roost.backups.drill import (
     file_hashes,
     git_facts,
     manifest,
+    rdb_facts,
     verdict,
 )
 
@@ -105,9 +106,18 @@ def test_a_corrupted_bundle_fails_its_check(tmp_path: Path) -> None:
 
 
 def test_redis_compares_the_rdb_hash_and_the_keys_loaded() -> None:
-    facts = {"sha256": "ab" * 32, "keys": 10}
+    facts = {"sha256": "ab" * 32, "keys": 10, "expires": 2}
     assert compare_redis(facts, "ab" * 32, 10) == []
-    assert compare_redis(facts, "cd" * 32, 9) == [
+    assert compare_redis(facts, "ab" * 32, 8) == []  # two with a TTL expired meanwhile
+    assert compare_redis(facts, "cd" * 32, 7) == [
         "the RDB's SHA-256 is cdcdcdcdcdcd, abababababab when taken",
-        "9 keys loaded, 10 when taken",
+        "7 keys loaded, 10 when taken (2 with a TTL)",
     ]
+    assert compare_redis(facts, "ab" * 32, 11) == ["11 keys loaded, 10 when taken (2 with a TTL)"]
+
+
+def test_the_rdb_checkers_report_is_read() -> None:
+    report = "[offset 187] \\o/ RDB looks OK! \\o/\n[info] 2 keys read\n[info] 1 expires\n"
+    assert rdb_facts(report) == {"keys": 2, "expires": 1}
+    with pytest.raises(DrillError, match="did not read"):
+        rdb_facts("--- RDB ERROR DETECTED ---")

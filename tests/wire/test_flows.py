@@ -17,6 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from roost.backups.daemon import build as backupd_build
+from roost.backups.drill import Drills
+from roost.backups.jobs import Repos
+from roost.backups.layout import Layout as BackupsLayout
+from roost.backups.locations import local_location
+from roost.backups.restic import Repo
+from roost.backups.sources import Pullers
 from roost.builder.daemon import builder_handlers, images_handlers
 from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
@@ -37,9 +44,12 @@ from roost.sessions.server import ExecSessions
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.authz import FLOWS
+from roost.wire.cluster import ClusterConfig
 from roost.wire.dispatch import Handlers, on, pong, refusing
 from roost.wire.identity import ROLES
+from roost.wire.keys import generate_keypair
 from roost.wire.messages import Error, HeartbeatReply, Msg, Ok, Ping, ServiceBackup
+from roost.wire.node import Node
 
 # A role's tables, built in a directory; what they hold open is closed by the stack.
 Tables = Callable[[Path, AsyncExitStack], list[Handlers]]
@@ -73,12 +83,25 @@ def _servicehost(tmp: Path, _stack: AsyncExitStack) -> list[Handlers]:
     return [servicehost_handlers(host, appdata, DataSessions(appdata, ExecSessions(), user))]
 
 
+def _backupd(tmp: Path, stack: AsyncExitStack) -> list[Handlers]:
+    # Nothing is asked of the sources or the repository while building it.
+    layout = BackupsLayout(tmp)
+    node = Node(generate_keypair(), [])
+    stack.callback(node.close)
+    pullers = Pullers(node, ClusterConfig())
+    repos = Repos(Repo(local_location(layout), layout))
+    return [
+        backupd_build(layout, Settings(), pullers, repos, Drills(repos.local, layout)).handlers()
+    ]
+
+
 # role -> its tables (a role serving none has none: the router and the gateway)
 TABLES: dict[str, Tables] = {
     "controller": _controller,
     "runner": _runner,
     "builder": _builder,
     "servicehost": _servicehost,
+    "backupd": _backupd,
 }
 
 

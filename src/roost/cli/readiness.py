@@ -4,7 +4,8 @@ A role is up when it does what the others and the user need of it, not when
 its process exists: the controller when its API answers; the builder when
 its build and image endpoints accept connections; the router and the
 gateway when their ports do (so a `git push` right after start is
-answered); the runner and the servicehost once the controller has heard
+answered), backupd when its endpoint does (its repository is made before it
+listens); the runner and the servicehost once the controller has heard
 from them (a runner it has no heartbeat from gets no instances; a
 servicehost it has no status from, no databases). Each probe retries until
 it succeeds; the supervisor bounds how long it may take.
@@ -103,6 +104,7 @@ def role_probes(data: Path, settings: Settings, runner_host: str) -> dict[str, P
     """The probe of every role but the controller (whose API `roost up` waits on first)."""
     cluster = ClusterConfig.load(data / "cluster.json")
     endpoints = [_split(ep.address) for role in ("builder", "images") for ep in cluster.of(role)]
+    backupd = [_split(ep.address) for ep in cluster.of("backupd")]
     host = settings.bind_host
     router = [(host, settings.router_port)]
     if settings.router_tls_port:
@@ -113,4 +115,5 @@ def role_probes(data: Path, settings: Settings, runner_host: str) -> dict[str, P
         "router": listening([_split(f"{h}:{p}") for h, p in router]),
         "gateway": listening([_split(f"{host}:{settings.ssh_port}")]),
         "servicehost": api_lists(data, "/api/servicehosts", "host", "servicehost"),
+        "backupd": listening(backupd),
     }

@@ -28,6 +28,7 @@ import click
 import httpx
 from click.core import ParameterSource
 
+from roost.backups.tools import missing_tools
 from roost.cli import upstate
 from roost.cli.client import CliError
 from roost.cli.datadir import check_reachable, make_parents, older_local_dir
@@ -151,7 +152,11 @@ async def _report(
 
 
 async def supervise(
-    data: Path, settings: Settings, with_services: bool, ready: asyncio.Event | None = None
+    data: Path,
+    settings: Settings,
+    with_services: bool,
+    ready: asyncio.Event | None = None,
+    with_backups: bool = False,
 ) -> None:
     sup = Supervisor(in_order=True, say=_say)
     loop = asyncio.get_running_loop()
@@ -182,6 +187,7 @@ async def supervise(
         ("router", ["--port", str(settings.router_port)]),
         ("gateway", ["--port", str(settings.ssh_port)]),
         *([("servicehost", [])] if with_services else []),
+        *([("backupd", [])] if with_backups else []),
     ):
         child_env = dict(env)
         if role != "controller":
@@ -282,6 +288,10 @@ def up(
         if hint:
             _say(f"no servicehost: {hint}")
             _say("apps can deploy, but not ones that ask for postgres or redis")
-        asyncio.run(supervise(data, settings, with_services=hint is None))
+        missing = missing_tools()
+        if missing:
+            _say(f"no backupd: apt-get install {' '.join(missing)}")
+            _say("nothing is backed up")
+        asyncio.run(supervise(data, settings, with_services=hint is None, with_backups=not missing))
     finally:
         lock.close()

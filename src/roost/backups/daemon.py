@@ -1,0 +1,348 @@
+"""The backupd daemon (`roost backupd`): pulls backups, keeps them in two
+places, proves each by restoring it, restores on request.
+
+Start: check the tools it runs (restic, redis-cli, git, PostgreSQL's), make
+DATA/backupd (0700), the repositories' password, the local repository and,
+when configured, the offsite one (its SSH key and pinned host key first);
+an offsite location that cannot be used does not stop backupd: every
+backup records why it is not there, and each is reported. Then bind the
+address book's "backupd" endpoints and run, each in the daemon's TaskGroup:
+
+  the RPC server     captures, lists, restores and policies (from controllers);
+  the schedule       every minute (or sooner, when something falls due): ask
+                     the sources what exists (roost.backups.sources), run what
+                     `roost.backups.schedule` says is due, one job at a time;
+  the follow-ups     copy each taken backup offsite and drill it;
+  WAL streaming      per PostgreSQL cluster, supervised (roost.backups.barman).
+
+Stop (SIGTERM/SIGINT): stop answering, cancel the loops (a tool under way is
+stopped by its owner; a backup cut short is never recorded as taken), and
+return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from roost import aio
+from roost.backups import metrics
+from roost.backups.barman import Barman
+from roost.backups.catalog import Catalog, CatalogError
+from roost.backups.clusters import Clusters
+from roost.backups.drill import Drills
+from roost.backups.jobs import Jobs, Prover, Repos
+from roost.backups.layout import Layout
+from roost.backups.locations import (
+    LocationError,
+    RepoError,
+    ensure_ssh_key,
+    local_location,
+    parse_host_key_pin,
+    parse_location,
+    pin_host_key,
+)
+from roost.backups.restic import Repo
+from roost.backups.restore import Restorer, RestoreRefused
+from roost.backups.retention import (
+    Policy,
+    PolicyError,
+    policy_from,
+    read_policies,
+    write_policies,
+)
+from roost.backups.schedule import Cadence, Job, Run, due, next_wake, runs_from, wanted
+from roost.backups.sources import Pullers
+from roost.backups.tools import missing_tools
+from roost.daemonize import run_daemon
+from roost.metrics import serve as serve_metrics
+from roost.proc.exits import ConfigError, Unavailable
+from roost.settings import Settings
+from roost.wire.bootstrap import open_node, own_endpoints
+from roost.wire.dispatch import Handlers, on, pong, refusing
+from roost.wire.messages import (
+    BackupCapture,
+    BackupCaptured,
+    BackupList,
+    BackupListRequest,
+    BackupPolicySet,
+    BackupRestore,
+    Msg,
+    Ok,
+)
+from roost.wire.rpc import RpcServer
+
+log = logging.getLogger("roost.backups")
+
+ROLE = "backupd"
+# The sources are asked what exists at least this often.
+REFRESH_S = 60.0
+HOUSEKEEPING = ("retention", "check")
+
+
+def cadence(settings: Settings) -> Cadence:
+    try:
+        return Cadence(
+            hour=settings.backup_hour,
+            redis_s=settings.backup_redis_hours * 3600.0,
+            check_s=settings.backup_check_days * 86400.0,
+            retry_s=settings.backup_retry_s,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"backupd: {exc} (ROOST_BACKUP_HOUR, ..._REDIS_HOURS, ...)") from None
+
+
+def offsite_repo(layout: Layout, settings: Settings) -> Repo | None:
+    if not settings.backup_offsite:
+        return None
+    try:
+        loc = parse_location("offsite", settings.backup_offsite, setting="ROOST_BACKUP_OFFSITE")
+    except LocationError as exc:
+        raise ConfigError(str(exc)) from None
+    return Repo(loc, layout)
+
+
+Window = Callable[[str], Awaitable[tuple[float, float]]]
+
+
+@dataclass
+class Backupd:
+    """What backupd answers, and its loops (see the module docstring)."""
+
+    layout: Layout
+    settings: Settings
+    jobs: Jobs
+    restorer: Restorer = field(init=False)
+    # the point-in-time window of an app's database (barman)
+    window: Window | None = None
+    # called after each refresh of the sources (Barman kept in step)
+    on_refresh: Callable[[], Awaitable[None]] | None = None
+    runs_file: Path = field(init=False)
+    refreshed: asyncio.Event = field(default_factory=asyncio.Event)
+    _housekeeping: dict[Job, Run] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.runs_file = self.layout.root / "runs.json"
+        self.restorer = Restorer(self.jobs)
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.jobs.catalog
+
+    # ------------------------------------------------------------ requests
+
+    def handlers(self) -> Handlers:
+        errors = (CatalogError, PolicyError, RestoreRefused)
+        return Handlers(
+            "backupd",
+            [
+                on(BackupCapture, refusing(self.on_capture, *errors)),
+                on(BackupListRequest, refusing(self.on_list, *errors)),
+                on(BackupRestore, refusing(self.on_restore, *errors)),
+                on(BackupPolicySet, refusing(self.on_policy, *errors)),
+                pong(ROLE),
+            ],
+        )
+
+    async def on_capture(self, msg: BackupCapture) -> Msg:
+        entries = await self.jobs.capture(msg.app, msg.reason, msg.kinds)
+        return BackupCaptured(entries=entries)
+
+    async def on_list(self, msg: BackupListRequest) -> Msg:
+        start, end = (0.0, 0.0)
+        if msg.app and self.window is not None:
+            start, end = await self.window(msg.app)
+        return BackupList(entries=self.jobs.listing(msg.app), pitr_from=start, pitr_to=end)
+
+    async def on_restore(self, msg: BackupRestore) -> Msg:
+        return await self.restorer(msg)
+
+    async def on_policy(self, msg: BackupPolicySet) -> Msg:
+        fields = ("pitr_days", "daily", "weekly", "monthly")
+        policy = policy_from({f: getattr(msg, f) for f in fields}, app=msg.app)
+        policies = {**self.jobs.policies, msg.app: policy}
+        await asyncio.to_thread(write_policies, self.layout.policy_file, policies)
+        self.jobs.policies = policies
+        log.info("policy of %s: %s", msg.app, policy)
+        return Ok(detail=f"policy of {msg.app} set")
+
+    # ------------------------------------------------------------ the schedule
+
+    def _load_runs(self) -> None:
+        try:
+            raw = json.loads(self.runs_file.read_text())
+        except (OSError, ValueError):
+            return
+        for kind in HOUSEKEEPING:
+            if kind in raw:
+                self._housekeeping[Job(kind)] = Run(float(raw[kind][0]), bool(raw[kind][1]))
+
+    def _save_runs(self) -> None:
+        raw = {j.kind: [r.at, r.ok] for j, r in self._housekeeping.items()}
+        tmp = self.runs_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(raw))
+        os.replace(tmp, self.runs_file)
+
+    async def run_job(self, job: Job) -> bool:
+        """One due job; whether it succeeded (a backup's failure is recorded
+        and reported by jobs.py)."""
+        if job.kind in HOUSEKEEPING:
+            started = time.time()
+            try:
+                problems = await (
+                    self.jobs.retention() if job.kind == "retention" else self.jobs.check()
+                )
+                ok = job.kind == "retention" or not problems
+            except RepoError as exc:
+                log.warning("%s: %s", job.kind, exc)
+                ok = False
+            self._housekeeping[job] = Run(started, ok)
+            await asyncio.to_thread(self._save_runs)
+            return ok
+        rec = await self.jobs.backup(job.kind, job.app, "scheduled", host=job.host)  # type: ignore[arg-type]
+        return rec.entry.state != "failed"
+
+    async def sources_loop(self) -> None:
+        """Ask the sources what exists every REFRESH_S (and keep Barman in step)."""
+        while True:
+            await self.jobs.pullers.refresh()
+            if self.on_refresh is not None:
+                try:
+                    await self.on_refresh()
+                except Exception:
+                    log.exception("could not follow the sources' changes")
+            self.refreshed.set()
+            await asyncio.sleep(REFRESH_S)
+
+    async def schedule_loop(self) -> None:
+        c = cadence(self.settings)
+        self._load_runs()
+        await self.refreshed.wait()
+        while True:
+            jobs = wanted(self.jobs.pullers.sources())
+            runs = {**runs_from(self.catalog.records()), **self._housekeeping}
+            for job in due(time.time(), c, jobs, runs):
+                try:
+                    await self.run_job(job)
+                except Exception:
+                    log.exception("scheduled %s %s failed", job.kind, job.app or job.host)
+            runs = {**runs_from(self.catalog.records()), **self._housekeeping}
+            now = time.time()
+            wake = min(next_wake(now, c, jobs, runs), now + REFRESH_S)
+            # Until something falls due, or the sources say something new exists.
+            self.refreshed.clear()
+            with contextlib.suppress(TimeoutError):
+                await aio.wait_for(self.refreshed.wait(), max(1.0, wake - now))
+
+
+async def open_repos(layout: Layout, settings: Settings) -> Repos:
+    """The local repository (made if missing) and the offsite one, or why
+    the offsite one cannot be used."""
+    local = Repo(local_location(layout), layout)
+    try:
+        await local.init()
+    except RepoError as exc:
+        raise Unavailable(f"backupd: the local repository {local} cannot be used: {exc}") from None
+    repos = Repos(local)
+    offsite = offsite_repo(layout, settings)
+    if offsite is None:
+        return repos
+    repos.offsite = offsite
+    try:
+        if offsite.location.kind == "sftp":
+            pub = await ensure_ssh_key(layout)
+            log.info("offsite over SFTP: authorise this key there: %s", pub)
+            pin = parse_host_key_pin(
+                settings.backup_offsite_host_key, setting="ROOST_BACKUP_OFFSITE_HOST_KEY"
+            )
+            await pin_host_key(
+                offsite.location, layout, pin, setting="ROOST_BACKUP_OFFSITE_HOST_KEY"
+            )
+        await offsite.init(chunker_from=local)
+    except LocationError as exc:
+        raise ConfigError(str(exc)) from None
+    except RepoError as exc:
+        # Not fatal: every backup records it, and each is reported.
+        repos.offsite_problem = str(exc)
+        log.error("the offsite location %s cannot be used: %s", offsite, exc)
+    return repos
+
+
+def build(
+    layout: Layout, settings: Settings, pullers: Pullers, repos: Repos, prove: Prover
+) -> Backupd:
+    """A backupd's parts, without I/O (the daemon and the tests build it so)."""
+    try:
+        policies: dict[str, Policy] = read_policies(layout.policy_file)
+    except PolicyError as exc:
+        raise ConfigError(f"{layout.policy_file}: {exc}") from None
+    jobs = Jobs(layout, settings, Catalog(layout.catalog), pullers, repos, prove)
+    jobs.policies = policies
+    return Backupd(layout, settings, jobs)
+
+
+async def serve(
+    data_dir: Path, settings: Settings, name: str = ROLE, stop: asyncio.Event | None = None
+) -> None:
+    """The daemon's body; returns after `stop` is set."""
+    stop = stop or asyncio.Event()
+    missing = missing_tools()
+    if missing:
+        raise Unavailable(f"backupd needs: apt-get install {' '.join(missing)}")
+    c = cadence(settings)  # a bad schedule is refused before anything starts
+    layout = Layout(data_dir)
+    layout.create()
+    serve_metrics(settings.metrics_port, settings.bind_host)
+    node, cluster = open_node(data_dir, name)
+    async with node:
+        endpoints = own_endpoints(cluster, ROLE, node)
+        if not endpoints:
+            raise ConfigError(
+                f"{data_dir / 'cluster.json'} has no {ROLE!r} endpoint for key {name!r}"
+            )
+        repos = await open_repos(layout, settings)
+        pullers = Pullers(node, cluster)
+        drills = Drills(repos.local, layout)
+        backupd = build(layout, settings, pullers, repos, drills)
+        metrics.watch(backupd.catalog)
+        servers = [RpcServer(node, ep.address, backupd.handlers()) for ep in endpoints]
+        try:
+            async with Barman(layout) as barman, asyncio.TaskGroup() as tg:
+                clusters = Clusters(barman, pullers, lambda: backupd.jobs.policies)
+                backupd.jobs.pgbase, backupd.jobs.maintain = clusters.stage, clusters.maintain
+                drills.direct["pgbase"] = clusters.check
+                backupd.window = backupd.restorer.window = clusters.window
+                backupd.on_refresh = clusters.ensure
+                tasks = [tg.create_task(s.serve()) for s in servers]
+                tasks.append(tg.create_task(backupd.sources_loop()))
+                tasks.append(tg.create_task(backupd.jobs.followup_loop()))
+                if settings.backup_schedule == "on":
+                    tasks.append(tg.create_task(backupd.schedule_loop()))
+                else:
+                    log.info(
+                        "ROOST_BACKUP_SCHEDULE=%s: backing up only when asked",
+                        settings.backup_schedule,
+                    )
+                log.info(
+                    "backupd %s serving on %s; nightly at %02d:00 UTC, Redis every %.1f h",
+                    name, [s.address for s in servers], c.hour, c.redis_s / 3600,
+                )  # fmt: skip
+                await stop.wait()
+                log.info("backupd stopping")
+                for t in tasks:
+                    t.cancel()
+        finally:
+            await pullers.close()
+    log.info("backupd %s stopped", name)
+
+
+def run(data_dir: Path, settings: Settings, name: str = ROLE) -> None:
+    """Run backupd until SIGTERM/SIGINT."""
+    run_daemon(ROLE, lambda stop: serve(data_dir, settings, name, stop))

@@ -1,0 +1,264 @@
+"""What backupd pulls from, over the wire: servicehosts, gateways, controllers.
+
+backupd asks; nothing it backs up ever sends it anything unasked, nor holds
+a credential to a repository. Each servicehost is asked on its own endpoint
+(`BackupSource`: how to reach its PostgreSQL and each Redis, which apps have
+a data directory, its state); gateways for git bundles; a controller for the
+platform's own state. The last answer of each servicehost is kept, so the
+schedule knows what exists and a restore knows where an app's data lives,
+even while a host is briefly silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from roost.backups.schedule import Sources
+from roost.wire.cluster import ClusterConfig, Endpoint
+from roost.wire.messages import (
+    BackupEvent,
+    BackupKind,
+    BackupSource,
+    BackupSourceRequest,
+    DataArchive,
+    DataPull,
+    DataRestore,
+    Msg,
+    PgSource,
+    PlatformSnapshot,
+    PlatformSnapshotRequest,
+    RedisRestore,
+    RedisSource,
+    RepoBundle,
+    RepoBundleRequest,
+    RepoRestore,
+    ServiceRestoreReady,
+    ServiceRestoreStep,
+)
+from roost.wire.node import Node
+from roost.wire.rpc import RemoteError, RpcClient, RpcTimeout
+
+log = logging.getLogger("roost.backups")
+
+ASK_TIMEOUT_S = 30.0
+# A data directory or a repository travels as one message: minutes when big.
+PULL_TIMEOUT_S = 1800.0
+RESTORE_STEP_TIMEOUT_S = 1800.0
+
+
+class SourceError(Exception):
+    """A source could not be asked, or refused (the message says which and why)."""
+
+
+@dataclass
+class Where:
+    """Where one app's data lives, as the servicehosts last said."""
+
+    host: str  # servicehost id
+    endpoint: Endpoint
+    postgres: PgSource | None = None
+    database: str = ""
+    redis: RedisSource | None = None
+    data: bool = False
+
+
+@dataclass
+class Pullers:
+    """RPC clients to every source the address book names."""
+
+    node: Node
+    cluster: ClusterConfig
+    # servicehost endpoint address -> its last BackupSource
+    seen: dict[str, BackupSource] = field(default_factory=dict)
+    seen_at: dict[str, float] = field(default_factory=dict)
+    repos: list[str] = field(default_factory=list)
+    _clients: dict[str, RpcClient] = field(default_factory=dict)
+
+    def _client(self, role: str, endpoints: list[Endpoint], key: str = "") -> RpcClient:
+        name = key or role
+        c = self._clients.get(name)
+        if c is None:
+            c = RpcClient(self.node, endpoints)
+            self._clients[name] = c
+        return c
+
+    async def close(self) -> None:
+        for c in self._clients.values():
+            await c.close()
+        self._clients.clear()
+
+    async def _ask(
+        self, client: RpcClient, msg: Msg, timeout: float, what: str, tries: int = 1
+    ) -> Msg:
+        try:
+            return await client.call(msg, timeout=timeout, tries=tries)
+        except (RpcTimeout, RemoteError) as exc:
+            raise SourceError(f"{what}: {exc}") from None
+
+    # ------------------------------------------------------------ servicehosts
+
+    def servicehost(self, ep: Endpoint) -> RpcClient:
+        return self._client("servicehost", [ep], key=f"servicehost {ep.address}")
+
+    async def refresh(self) -> list[str]:
+        """Ask every servicehost what it holds (and grant backupd access to
+        it); the hosts that did not answer (their last answer is kept)."""
+        eps = self.cluster.of("servicehost")
+
+        async def one(ep: Endpoint) -> str:
+            try:
+                reply = await self._ask(
+                    self.servicehost(ep), BackupSourceRequest(), ASK_TIMEOUT_S, ep.address
+                )
+            except SourceError as exc:
+                log.warning("servicehost %s: %s", ep.address, exc)
+                return ep.address
+            if not isinstance(reply, BackupSource):
+                return ep.address
+            self.seen[ep.address] = reply
+            self.seen_at[ep.address] = time.time()
+            return ""
+
+        failed = [a for a in await asyncio.gather(*(one(ep) for ep in eps)) if a]
+        if self.cluster.of("gateway"):
+            try:
+                reply = await self._ask(
+                    self.gateways(), RepoBundleRequest(app=""), ASK_TIMEOUT_S, "gateway", tries=2
+                )
+                if isinstance(reply, RepoBundle):
+                    self.repos = sorted(reply.apps)
+            except SourceError as exc:
+                log.warning("gateways: %s", exc)
+        return failed
+
+    def where(self, app: str) -> Where | None:
+        """Where the app's services and data are ("" when none holds it)."""
+        found: Where | None = None
+        for address, src in self.seen.items():
+            ep = next((e for e in self.cluster.of("servicehost") if e.address == address), None)
+            if ep is None:
+                continue
+            w = Where(src.host_id, ep)
+            if src.postgres is not None and app in src.postgres.databases:
+                w.postgres, w.database = src.postgres, src.postgres.databases[app]
+            w.redis = next((r for r in src.redis if r.app == app), None)
+            w.data = app in src.data_apps
+            if w.postgres or w.redis or w.data:
+                if found is None:
+                    found = w
+                else:  # a second host with some of it: keep what each has
+                    found.postgres = found.postgres or w.postgres
+                    found.database = found.database or w.database
+                    found.redis = found.redis or w.redis
+                    found.data = found.data or w.data
+        return found
+
+    def clusters(self) -> dict[str, tuple[Endpoint, PgSource]]:
+        """servicehost id -> its PostgreSQL cluster (for base backups and WAL)."""
+        out = {}
+        for address, src in self.seen.items():
+            ep = next((e for e in self.cluster.of("servicehost") if e.address == address), None)
+            if ep is not None and src.postgres is not None:
+                out[src.host_id] = (ep, src.postgres)
+        return out
+
+    def sources(self) -> Sources:
+        """What there is to back up (`roost.backups.schedule`)."""
+        dbs: set[str] = set()
+        redis: set[str] = set()
+        data: set[str] = set()
+        for src in self.seen.values():
+            if src.postgres is not None:
+                dbs.update(src.postgres.databases)
+            redis.update(r.app for r in src.redis)
+            data.update(src.data_apps)
+        return Sources(
+            clusters=tuple(sorted(self.clusters())),
+            databases=tuple(sorted(dbs)),
+            redis=tuple(sorted(redis)),
+            data=tuple(sorted(data)),
+            git=tuple(self.repos),
+            platform=bool(self.cluster.of("controller")),
+        )
+
+    def kinds_of(self, app: str) -> list[BackupKind]:
+        """What an app has to back up (a capture's "everything")."""
+        w = self.where(app)
+        kinds: list[BackupKind] = []
+        if w is not None and w.postgres is not None:
+            kinds.append("pgdump")
+        if w is not None and w.redis is not None:
+            kinds.append("redis")
+        if w is not None and w.data:
+            kinds.append("data")
+        if app in self.repos:
+            kinds.append("git")
+        return kinds
+
+    async def pull_data(self, w: Where, app: str) -> bytes:
+        reply = await self._ask(
+            self.servicehost(w.endpoint), DataPull(app=app), PULL_TIMEOUT_S, f"data of {app}"
+        )
+        if not isinstance(reply, DataArchive):
+            raise SourceError(f"the servicehost answered {type(reply).__name__} to DataPull")
+        return reply.archive
+
+    async def restore_step(self, w: Where, msg: ServiceRestoreStep) -> ServiceRestoreReady:
+        reply = await self._ask(
+            self.servicehost(w.endpoint), msg, RESTORE_STEP_TIMEOUT_S, f"restore {msg.step}"
+        )
+        if not isinstance(reply, ServiceRestoreReady):
+            raise SourceError(f"the servicehost answered {type(reply).__name__} to {msg.step}")
+        return reply
+
+    async def restore_redis(self, w: Where, msg: RedisRestore) -> None:
+        await self._ask(self.servicehost(w.endpoint), msg, RESTORE_STEP_TIMEOUT_S, "Redis restore")
+
+    async def restore_data(self, w: Where, msg: DataRestore) -> None:
+        await self._ask(self.servicehost(w.endpoint), msg, RESTORE_STEP_TIMEOUT_S, "data restore")
+
+    # ------------------------------------------------------------ gateways, controllers
+
+    def gateways(self) -> RpcClient:
+        eps = self.cluster.of("gateway")
+        if not eps:
+            raise SourceError("the address book names no gateway")
+        return self._client("gateway", eps)
+
+    def controllers(self) -> RpcClient:
+        eps = self.cluster.of("controller")
+        if not eps:
+            raise SourceError("the address book names no controller")
+        return self._client("controller", eps)
+
+    async def bundle(self, app: str) -> bytes:
+        reply = await self._ask(
+            self.gateways(), RepoBundleRequest(app=app), PULL_TIMEOUT_S, f"git of {app}", tries=2
+        )
+        if not isinstance(reply, RepoBundle):
+            raise SourceError(f"the gateway answered {type(reply).__name__} to RepoBundleRequest")
+        return reply.bundle
+
+    async def restore_repo(self, app: str, bundle: bytes) -> None:
+        await self._ask(
+            self.gateways(), RepoRestore(app=app, bundle=bundle), PULL_TIMEOUT_S, "git restore"
+        )
+
+    async def platform(self) -> PlatformSnapshot:
+        reply = await self._ask(
+            self.controllers(), PlatformSnapshotRequest(), PULL_TIMEOUT_S, "platform", tries=2
+        )
+        if not isinstance(reply, PlatformSnapshot):
+            raise SourceError(f"the controller answered {type(reply).__name__} to a snapshot")
+        return reply
+
+    async def report(self, event: BackupEvent) -> None:
+        """A failure (or a recovery) as a platform event; logged when no
+        controller takes it (the catalog and the metrics still say so)."""
+        try:
+            await self._ask(self.controllers(), event, ASK_TIMEOUT_S, "event", tries=2)
+        except SourceError as exc:
+            log.warning("could not report %s %s to a controller: %s", event.kind, event.app, exc)

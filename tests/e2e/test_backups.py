@@ -1,0 +1,107 @@
+"""Backups through the whole platform (`roost up` runs a backupd): a deploy of
+an app with PostgreSQL and Redis is backed up before its release; a capture
+is proven by restoring it (verified); data changed after it comes back with
+`roost backups restore --id`, read through the app's own credentials."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.conftest import REPO, wait_until
+from tests.e2e.platform import Platform, running_platform
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def platform() -> Iterator[Platform]:
+    # Only the backups this test asks for: the schedule's own (a base backup
+    # of the cluster, the platform) would run beside it at start.
+    with running_platform({"ROOST_BACKUP_SCHEDULE": "off"}) as p:
+        yield p
+
+
+def _info(platform: Platform, kind: str) -> dict[str, Any]:
+    out = platform.roost("services", "info", kind, "--json", "--app", "shop").stdout
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def _rows(url: str) -> list[str]:
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        return [r[0] for r in conn.execute("SELECT body FROM notes ORDER BY id")]
+
+
+def _redis(platform: Platform, *args: str) -> str:
+    r = _info(platform, "redis")
+    out = subprocess.run(
+        ["redis-cli", "-h", r["host"], "-p", str(r["port"]), "--no-auth-warning", *args],
+        env={**os.environ, "REDISCLI_AUTH": r["password"]},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+def _entries(platform: Platform) -> list[dict[str, Any]]:
+    listing = json.loads(platform.roost("backups", "list", "shop", "--json").stdout)
+    return listing["entries"]  # type: ignore[no-any-return]
+
+
+def test_capture_verify_and_restore(platform: Platform, tmp_path: Path) -> None:
+    app = tmp_path / "shop"
+    shutil.copytree(REPO / "examples" / "hello", app)
+    with open(app / "epio.ini", "a") as ini:
+        ini.write("\n[services]\npostgres = true\nredis = true\n")
+    platform.roost("apps", "create", "shop")
+    deployed = platform.roost("deploy", str(app), "--app", "shop").stdout
+    assert "backing up before the release" in deployed and "v1 is live" in deployed
+    pre = [e for e in _entries(platform) if e["reason"] == "pre-release"]
+    assert {e["kind"] for e in pre} == {"pgdump", "redis"}
+
+    url = _info(platform, "postgres")["url"]
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        conn.execute("CREATE TABLE notes (id serial PRIMARY KEY, body text)")
+        conn.execute("INSERT INTO notes (body) VALUES ('first'), ('second')")
+    assert _redis(platform, "SET", "greeting", "hello") == "OK"
+
+    captured = json.loads(platform.roost("backups", "capture", "shop", "--json").stdout)
+    ids = {e["kind"]: e["id"] for e in captured["entries"]}
+    assert set(ids) == {"pgdump", "redis"}
+
+    def verified() -> bool:
+        states = {e["id"]: e["state"] for e in _entries(platform)}
+        assert "failed" not in {states[i] for i in ids.values()}, _entries(platform)
+        return all(states[i] == "verified" for i in ids.values())
+
+    wait_until(verified, 120, "the captured backups' drills")
+    shown = platform.roost("backups", "list", "shop").stdout
+    assert "shop: ok" in shown
+
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        conn.execute("UPDATE notes SET body = 'changed'")
+        conn.execute("INSERT INTO notes (body) VALUES ('third')")
+    assert _redis(platform, "SET", "greeting", "changed") == "OK"
+
+    out = platform.roost("backups", "restore", "shop", "--id", ids["pgdump"], "--yes").stdout
+    assert "restored from " + ids["pgdump"] in out and "backup taken first" in out
+    assert _rows(url) == ["first", "second"]  # through the app's own role and database
+
+    out = platform.roost("backups", "restore", "shop", "--id", ids["redis"], "--yes").stdout
+    assert "Redis restored" in out
+    assert _redis(platform, "GET", "greeting") == "hello"
+
+    # the app is serving again (the restore suspended it meanwhile)
+    assert not json.loads(platform.roost("apps", "info", "shop", "--json").stdout)["suspended"]
+    reasons = [e["reason"] for e in _entries(platform)]
+    assert reasons.count("before restore") == 2
