@@ -29,7 +29,9 @@ from tests.conftest import free_port
 
 
 class Servicehost:
-    def __init__(self, env: dict[str, str] | None = None, controller: bool = False) -> None:
+    def __init__(
+        self, env: dict[str, str] | None = None, controller: bool = False, backupd: bool = False
+    ) -> None:
         # Under /tmp (not pytest's 0700 tmp dirs): when tests run as root the
         # servers run as the service user, who must be able to walk down here.
         self.data = Path(tempfile.mkdtemp(prefix="roost-svc-", dir="/tmp"))
@@ -46,6 +48,12 @@ class Servicehost:
             self.controller_keys = self.client_keys
             endpoints["controller"] = [
                 Endpoint(f"tcp://127.0.0.1:{free_port()}", self.controller_keys.public_text)
+            ]
+        # A backupd on this host: its key is a member, its endpoint in the book.
+        self.backupd_keys = self.member("backupd") if backupd else None
+        if self.backupd_keys is not None:
+            endpoints["backupd"] = [
+                Endpoint(f"tcp://127.0.0.1:{free_port()}", self.backupd_keys.public_text)
             ]
         self.cluster = ClusterConfig(endpoints=endpoints)
         self.cluster.save(self.data / "cluster.json")
@@ -129,9 +137,14 @@ class Servicehost:
             finally:
                 await client.close()
 
-    async def call(self, msg: Msg, timeout: float = 60.0) -> Msg:
-        async with self.client() as c:
+    async def call(self, msg: Msg, timeout: float = 60.0, keys: KeyPair | None = None) -> Msg:
+        async with self.client(keys) as c:
             return await c.call(msg, timeout=timeout, tries=1)
+
+    async def as_backupd(self, msg: Msg, timeout: float = 120.0) -> Msg:
+        """`msg` sent with the backupd key (made with `backupd=True`)."""
+        assert self.backupd_keys is not None, "Servicehost(backupd=True)"
+        return await self.call(msg, timeout, self.backupd_keys)
 
     async def status(self) -> ServiceHostStatus:
         reply = await self.call(ServiceHostStatusRequest(), timeout=10)

@@ -34,6 +34,9 @@ from roost.wire.messages import (
 )
 from roost.wire.rpc import RemoteError
 from tests.conftest import free_port, wait_until
+from tests.servicehost.backupkit import as_app as pg_connect
+from tests.servicehost.backupkit import provision as creds
+from tests.servicehost.backupkit import superuser
 from tests.servicehost.harness import Servicehost
 
 pytestmark = pytest.mark.e2e
@@ -43,30 +46,6 @@ pytestmark = pytest.mark.e2e
 def sh() -> Iterator[Servicehost]:
     host = Servicehost(controller=True)
     yield from host.running()
-
-
-async def creds(sh: Servicehost, app: str, kind: str, memory_mb: int = 0) -> ServiceCredentials:
-    reply = await sh.call(ServiceProvision(app=app, kind=kind, memory_mb=memory_mb))  # type: ignore[arg-type]
-    assert isinstance(reply, ServiceCredentials)
-    return reply
-
-
-def pg_connect(c: ServiceCredentials, dbname: str | None = None) -> psycopg.Connection:
-    return psycopg.connect(
-        host=c.host, port=c.port, user=c.username, password=c.password,
-        dbname=dbname or c.database, connect_timeout=5, autocommit=True,
-    )  # fmt: skip
-
-
-def superuser(sh: Servicehost, dbname: str = "postgres") -> psycopg.Connection:
-    import json
-
-    state = json.loads((sh.data / "servicehost" / "state.json").read_text())
-    pg = state["postgres"]
-    return psycopg.connect(
-        host="127.0.0.1", port=pg["port"], user=pg["superuser"], password=pg["password"],
-        dbname=dbname, connect_timeout=5, autocommit=True,
-    )  # fmt: skip
 
 
 # redis-py retries failed connections for seconds by default; a refusal is

@@ -20,7 +20,7 @@ from roost.servicehost.backups import backup_name
 from roost.servicehost.disk import refusal, tree_size
 from roost.servicehost.host import limits_problem
 from roost.servicehost.names import BadAppName, check_app, pg_name, postgres_url, redis_url
-from roost.servicehost.postgres import HBA, listen_addresses
+from roost.servicehost.postgres import listen_addresses, render_hba
 from roost.servicehost.redis import bind_addresses, render_conf
 from roost.servicehost.resp import RedisError, encode_command, parse_info, read_reply
 from roost.servicehost.state import HostState, PgCluster, Service, load_state, save_state
@@ -88,11 +88,11 @@ def test_postgres_listens_on_loopback_always_and_hba_never_trusts() -> None:
     assert listen_addresses(["127.0.0.1"]) == "127.0.0.1"
     assert listen_addresses(["*"]) == "*"
     assert listen_addresses(["127.0.0.1", "10.0.0.5"]) == "127.0.0.1,10.0.0.5"
-    rules = [ln.split() for ln in HBA.format(su="roost").splitlines() if not ln.startswith("#")]
-    assert all(r[-1] == "scram-sha-256" for r in rules)
+    rules = [ln.split() for ln in render_hba("roost").splitlines() if not ln.startswith("#")]
+    assert all(r[-1] in ("scram-sha-256", "reject") for r in rules)
     # The superuser only from loopback; everyone else only to their own database.
     assert {r[3] for r in rules if r[2] == "roost"} == {"127.0.0.1/32", "::1/128"}
-    assert [r[1] for r in rules if r[2] == "all"] == ["sameuser"]
+    assert [r[1] for r in rules if r[2] == "all" and r[-1] != "reject"] == ["sameuser"]
 
 
 def test_redis_conf() -> None:

@@ -19,6 +19,7 @@ controller deletes nothing until every servicehost confirmed it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -75,6 +76,19 @@ class AppData:
             if self.owner is not None:
                 os.chown(d, *self.owner)
         return d
+
+    def apps(self) -> list[str]:
+        """The apps that have a data directory here."""
+        out = []
+        with contextlib.suppress(FileNotFoundError):
+            for entry in self.root.iterdir():
+                try:
+                    check_app(entry.name)
+                except BadAppName:
+                    continue  # .versions.json, a restore's staging directory
+                if entry.is_dir() and not entry.is_symlink():
+                    out.append(entry.name)
+        return sorted(out)
 
     def version(self, app: str) -> int:
         check_app(app)

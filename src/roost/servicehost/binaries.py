@@ -32,6 +32,13 @@ class Binaries:
     def pg(self, tool: str) -> str:
         return str(self.pg_bin / tool)
 
+    def redis_tool(self, tool: str) -> str:
+        """A tool of the Redis package (redis-check-rdb): beside the server, else on PATH."""
+        beside = self.redis_server.parent / tool
+        if os.access(beside, os.X_OK):
+            return str(beside)
+        return shutil.which(tool) or tool
+
 
 def _major(path: Path) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", path.name)) or (0,)

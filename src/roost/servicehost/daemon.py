@@ -16,11 +16,14 @@ from pathlib import Path
 from roost.daemonize import run_daemon
 from roost.metrics import serve as serve_metrics
 from roost.proc.exits import ConfigError
+from roost.servicehost import snaproom
 from roost.servicehost.appdata import AppData
+from roost.servicehost.backupsource import BackupSources
 from roost.servicehost.binaries import find_binaries
 from roost.servicehost.datasession import DataSessions
 from roost.servicehost.host import ServiceHost, limits_problem
 from roost.servicehost.layout import Layout
+from roost.servicehost.restores import Restores
 from roost.servicehost.status import push_loop
 from roost.servicehost.user import ensure_service_user
 from roost.sessions.server import ExecSessions
@@ -35,15 +38,20 @@ log = logging.getLogger("roost.servicehost")
 ROLE = "servicehost"
 
 
-def handlers(host: ServiceHost, appdata: AppData, data: DataSessions) -> Handlers:
+def handlers(
+    host: ServiceHost, appdata: AppData, data: DataSessions, restores: Restores | None = None
+) -> Handlers:
     """The servicehost's table: its services, app data directories (sessions
-    and pulls) and deleted apps' archives."""
+    and pulls), deleted apps' archives, and backupd's pulls and restores."""
+    restores = restores or Restores(host, appdata)
     return Handlers(
         "the servicehost",
         [
             *host.entries(),
             *data.entries(),
             on(AppRemoved, appdata.on_removed),
+            *BackupSources(host, appdata).entries(),
+            *restores.entries(),
             pong("servicehost"),
         ],
     )
@@ -68,13 +76,15 @@ async def serve(
                 f"{data_dir / 'cluster.json'} has no {ROLE!r} endpoint for key {name!r}"
             )
         public = endpoint_host(endpoints[0].address)
-        host = ServiceHost(Layout(data_dir), settings, bins, user, name, public)
+        backupds = [endpoint_host(ep.address) for ep in cluster.of("backupd")]
+        host = ServiceHost(Layout(data_dir), settings, bins, user, name, public, backupds)
         # Apps' data directories (rsync/scp/sftp via gateways, pulls by runners).
         owner = (user.uid, user.gid) if user.dropped else None
         appdata = AppData(Layout(data_dir).root / "appdata", owner)
         appdata.create()
         execs = ExecSessions(idle_s=settings.exec_idle_s, grace_s=settings.stop_grace_s)
-        table = handlers(host, appdata, DataSessions(appdata, execs, user))
+        restores = Restores(host, appdata)
+        table = handlers(host, appdata, DataSessions(appdata, execs, user), restores)
         servers = [RpcServer(node, ep.address, table) for ep in endpoints]
         controller_eps = cluster.of("controller")
         controllers = RpcClient(node, controller_eps) if controller_eps else None
@@ -83,6 +93,8 @@ async def serve(
                 await host.start(tg)
                 helpers = [tg.create_task(s.serve()) for s in servers]
                 helpers.append(tg.create_task(appdata.purge_loop(settings.archive_days * 86400)))
+                helpers.append(tg.create_task(restores.purge_loop(settings.archive_days * 86400)))
+                helpers.append(tg.create_task(snaproom.guard_loop(host)))
                 tg.create_task(execs.run())
                 if controllers is not None:
                     helpers.append(tg.create_task(push_loop(host, controllers, name)))

@@ -18,6 +18,10 @@ Limits: each app's PostgreSQL role may hold `postgres_connection_limit`
 sessions (CONNECTION LIMIT, set at provision and on every existing role at
 start, so roles made before the limit existed, or under another value, get
 it too); each app's Redis has its maxmemory and eviction policy (redis.py).
+
+Backups (backupsource.py, restores.py): every Redis gets its backup user's
+password at provision (or at start, for one made before), the PostgreSQL
+backup role its at backupd's first request; both are in state.json.
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ import shutil
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
 
 from roost.proc.supervise import Supervisor
-from roost.servicehost import pgadmin
+from roost.servicehost import backuprole, pgadmin
 from roost.servicehost.addresses import advertised_host, listen_hosts
 from roost.servicehost.backups import archive_app_data, backup_name
 from roost.servicehost.binaries import Binaries
@@ -109,8 +114,11 @@ class ServiceHost:
         user: ServiceUser,
         name: str = "servicehost",
         public_host: str = "",
+        backupd_hosts: Sequence[str] = (),
     ) -> None:
         self.name = name
+        # The address book's backupd hosts: the backup role logs in from there.
+        self.backupd_hosts = list(backupd_hosts)
         self.listen = listen_hosts(settings.bind_host, public_host)
         self.layout = layout
         self.settings = settings
@@ -154,6 +162,8 @@ class ServiceHost:
             self.bins, self.layout.postgres, self.layout.logs, self.user, cluster,
             self.listen,
         )  # fmt: skip
+        self.pg.backupd_hosts = self.backupd_hosts
+        self.pg.copies = self.copies()
         if await self.pg.initialize():
             self._save()
         self.pg_sup = Supervised(self.sup, self.pg, self.settings.restart_backoff_max_s)
@@ -162,11 +172,42 @@ class ServiceHost:
             if svc.memory_mb < 1:  # recorded before every Redis had its own limit
                 svc.memory_mb = self.settings.redis_memory_mb
                 self._save()
+            if not svc.backup_password:  # made before backups pulled
+                svc.backup_password = new_password()
+                self._save()
             self._start_redis(svc)
         log.info(
             "PostgreSQL on port %d, %d Redis servers; apps connect to %s",
             cluster.port, len(self.redis), self.host,
         )  # fmt: skip
+
+    def copies(self) -> list[tuple[str, str]]:
+        """(database, app role): databases restores made for an app (`--to`),
+        which its role may open (pg_hba)."""
+        return sorted(
+            (r.target, pg_name(r.app))
+            for r in self.state.restores.values()
+            if r.kind == "postgres" and r.step == "swapped" and r.target
+        )
+
+    def save(self) -> None:
+        """Write state.json (after a change to `state`)."""
+        self._save()
+
+    def lock(self, app: str, kind: str) -> asyncio.Lock:
+        """The lock every request on the app's `kind` (postgres, redis, data) holds."""
+        return self._locks[HostState.key(app, kind)]
+
+    def start_redis(self, svc: Service) -> None:
+        self._start_redis(svc)
+
+    async def stop_redis(self, app: str) -> RedisServer | None:
+        """Stop the app's Redis (it saves on the way) and forget it until started again."""
+        if app not in self.redis:
+            return None
+        server, sup = self.redis.pop(app)
+        await sup.stop()
+        return server
 
     def _start_redis(self, svc: Service) -> tuple[RedisServer, Supervised]:
         assert self._tg is not None, "start() first"
@@ -244,6 +285,16 @@ class ServiceHost:
             password=svc.password, url=redis_url(self.host, svc.port, svc.password),
         )  # fmt: skip
 
+    def check_disk(self) -> None:
+        """ServiceError when the disk is below the free-space threshold."""
+        self._check_disk()
+
+    async def pg_up(self) -> Postgres:
+        return await self._pg_up()
+
+    async def redis_up(self, app: str) -> RedisServer:
+        return await self._redis_up(app)
+
     def _check_disk(self) -> None:
         free, total = usage(self.layout.root)
         why = refusal(free, total, self.settings.min_free_disk_fraction)
@@ -297,6 +348,8 @@ class ServiceHost:
         await pgadmin.ensure_database(
             pg, name, svc.password, self.settings.postgres_connection_limit
         )
+        if self.state.postgres is not None and self.state.postgres.backup_password:
+            await backuprole.allow_database(pg, name)  # backupd dumps it too
         log.info("postgres for %s: database %s ready", app, name)
         return svc
 
@@ -312,7 +365,7 @@ class ServiceHost:
             svc = Service(
                 app=app, kind="redis", port=free_port(taken=taken), password=new_password(),
                 memory_mb=memory_mb or self.settings.redis_memory_mb,
-                admin_password=new_password(),
+                admin_password=new_password(), backup_password=new_password(),
             )  # fmt: skip
             self.state.services[HostState.key(app, "redis")] = svc
             self._save()

@@ -87,11 +87,32 @@ async def database_exists(pg: Postgres, name: str) -> bool:
 
 
 async def drop_database(pg: Postgres, name: str) -> None:
-    """Drop database and role `name`, closing its sessions first."""
+    """Drop database and role `name`, closing its sessions first.
+
+    Other databases the role owns (a restore's prepared, kept or `--to`
+    ones) stay, handed to the superuser, since a role that owns anything
+    cannot be dropped.
+    """
     ident = sql.Identifier(name)
+    su = sql.Identifier(pg.cluster.superuser)
     async with await pg.connect() as conn:
         await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-        await conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
+        cur = await conn.execute(
+            "SELECT d.datname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba"
+            " WHERE r.rolname = %s",
+            (name,),
+        )
+        others = [str(d) for (d,) in await cur.fetchall()]
+    for db in others:
+        async with await pg.connect(dbname=db) as conn:
+            await conn.execute(sql.SQL("REASSIGN OWNED BY {} TO {}").format(ident, su))
+            await conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
+    async with await pg.connect() as conn:
+        cur = await conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+        if await cur.fetchone():
+            # Its grants on shared objects (CONNECT on those databases) go too.
+            await conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
+            await conn.execute(sql.SQL("DROP ROLE {}").format(ident))
 
 
 async def database_sizes(pg: Postgres) -> dict[str, int]:

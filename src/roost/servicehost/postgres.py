@@ -13,6 +13,13 @@ so the files on disk can never drift from what Roost means:
     (pg_hba `sameuser`), with its password (scram-sha-256); the database
     also revokes CONNECT from PUBLIC, so either check alone keeps app A out
     of app B's database. Nothing is ever `trust`.
+  * The backup role (backuprole.py) may log in, for replication and to any
+    database, only from loopback and from the backupd hosts of the address
+    book; from anywhere else it is rejected outright. Its lines come before
+    the apps' `sameuser` line, as do the lines that let an app's role open
+    a database a restore made for it (`--to`). A change of these lines at
+    run time is written and the postmaster reloads it (SIGHUP by
+    pg_reload_conf()).
 
 The postmaster is the supervised process itself (not pg_ctl), so a crash is
 its exit; stop is SIGINT (fast shutdown: roll back sessions, checkpoint).
@@ -21,15 +28,18 @@ its exit; stop is SIGINT (fast shutdown: roll back sessions, checkpoint).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
 
 from roost.servicehost.binaries import Binaries
+from roost.servicehost.names import BACKUP_ROLE
 from roost.servicehost.spawn import run_tool, spawn
 from roost.servicehost.state import PgCluster
 from roost.servicehost.user import ServiceUser
@@ -39,14 +49,51 @@ log = logging.getLogger("roost.servicehost")
 INITDB_TIMEOUT_S = 300.0
 STOP_GRACE_S = 60.0
 ADMIN_HOST = "127.0.0.1"
+RELOAD_POLLS = 100  # of 50 ms: how long a caller waits for a reload to be seen
 
-HBA = """\
-# Written by the Roost servicehost at every start; edits here are lost.
-# TYPE  DATABASE  USER   ADDRESS        METHOD
-host    all       {su}   127.0.0.1/32   scram-sha-256
-host    all       {su}   ::1/128        scram-sha-256
-host    sameuser  all    all            scram-sha-256
-"""
+LOOPBACKS = ("127.0.0.1/32", "::1/128")
+WILDCARDS = ("", "*", "0.0.0.0", "::")
+
+
+def hba_address(host: str) -> str | None:
+    """pg_hba's ADDRESS for one host: an IP as a single-address CIDR, a name
+    as is (PostgreSQL checks it both ways by DNS); None for a wildcard."""
+    if host in WILDCARDS:
+        return None
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host
+    return f"{ip}/{ip.max_prefixlen}"
+
+
+def render_hba(
+    superuser: str,
+    backupd_hosts: Sequence[str] = (),
+    copies: Sequence[tuple[str, str]] = (),
+) -> str:
+    """pg_hba.conf (pure). `backupd_hosts`: where the backup role may log in
+    from besides loopback; `copies`: (database, app role) pairs, databases a
+    restore made for that app (`--to`), which its role may open."""
+    lines = [
+        "# Written by the Roost servicehost; edits here are lost.",
+        "# TYPE  DATABASE     USER          ADDRESS  METHOD",
+        *(f"host    all          {superuser}  {a}  scram-sha-256" for a in LOOPBACKS),
+    ]
+    sources = list(LOOPBACKS)
+    for h in backupd_hosts:
+        a = hba_address(h)
+        if a is not None and a not in sources:
+            sources.append(a)
+    for a in sources:
+        lines.append(f"host    replication  {BACKUP_ROLE}  {a}  scram-sha-256")
+        lines.append(f"host    all          {BACKUP_ROLE}  {a}  scram-sha-256")
+    lines.append("host    replication  all           all  reject")
+    lines.append(f"host    all          {BACKUP_ROLE}  all  reject")
+    for database, role in sorted(copies):
+        lines.append(f'host    "{database}"  "{role}"  all  scram-sha-256')
+    lines.append("host    sameuser     all           all  scram-sha-256")
+    return "\n".join(lines) + "\n"
 
 
 def listen_addresses(hosts: list[str]) -> str:
@@ -75,6 +122,9 @@ class Postgres:
         self.user = user
         self.cluster = cluster
         self.listen = listen_addresses(listen)
+        # What pg_hba.conf admits besides the superuser and the apps (render_hba).
+        self.backupd_hosts: list[str] = []
+        self.copies: list[tuple[str, str]] = []
 
     # ------------------------------------------------------------ setup
 
@@ -115,13 +165,40 @@ class Postgres:
         self.cluster.initialized = True
         return True
 
-    def _write_hba(self) -> None:
+    def _write_hba(self) -> bool:
+        """Write pg_hba.conf as it must be now; whether it changed."""
         hba = self.pgdata / "pg_hba.conf"
+        text = render_hba(self.cluster.superuser, self.backupd_hosts, self.copies)
+        try:
+            if hba.read_text() == text:
+                return False
+        except FileNotFoundError:
+            pass
         tmp = hba.with_name("pg_hba.conf.tmp")
-        tmp.write_text(HBA.format(su=self.cluster.superuser))
+        tmp.write_text(text)
         os.chmod(tmp, 0o600)
         self.user.chown_tree(tmp)
         os.replace(tmp, hba)
+        return True
+
+    async def refresh_hba(self) -> bool:
+        """Rewrite pg_hba.conf if what it must admit changed, and have the
+        running postmaster reload it; whether it changed."""
+        if not self._write_hba():
+            return False
+        async with await self.connect() as conn:
+            cur = await conn.execute("SELECT pg_conf_load_time()")
+            before = (await cur.fetchone() or (None,))[0]
+            await conn.execute("SELECT pg_reload_conf()")
+            # The postmaster reloads on its own time (SIGHUP): a caller told
+            # "changed" may rely on the new lines, so wait for the reload.
+            for _ in range(RELOAD_POLLS):
+                cur = await conn.execute("SELECT pg_conf_load_time()")
+                if (await cur.fetchone() or (None,))[0] != before:
+                    break
+                await asyncio.sleep(0.05)
+        log.info("pg_hba.conf changed; PostgreSQL reloaded it")
+        return True
 
     def argv(self) -> list[str]:
         settings = {

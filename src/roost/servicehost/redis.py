@@ -22,6 +22,20 @@ app said may vanish.
 The config file is rewritten at every start from state.json, so a change of
 memory limit survives restarts and every existing server gets the current
 policy; a running server is also told at once (CONFIG SET maxmemory).
+
+Backups: a third ACL user, `roost-backup`, may only pull a snapshot (SYNC,
+PSYNC, REPLCONF) and PING and INFO: backupd's `redis-cli --rdb`. The
+server sends it diskless (`repl-diskless-sync`), so a pull writes nothing
+to the servicehost's disk. Snapshots the server writes itself (the `save`
+points, AOF rewrites) are turned off while one would not fit on the disk
+(snaproom.py) and on again when there is room; the config then says so
+too, so a restart keeps them off.
+
+A server whose directory holds a dump.rdb but no AOF (a restored RDB) is
+started with `appendonly no`, so it loads the RDB (with AOF on and no AOF
+files, Redis 7 starts empty and would then save that), and turned to
+`appendonly yes` before it counts as up, which rewrites the AOF from the
+loaded data.
 """
 
 from __future__ import annotations
@@ -33,6 +47,7 @@ import signal
 from pathlib import Path
 
 from roost.servicehost.binaries import Binaries
+from roost.servicehost.names import REDIS_BACKUP_USER
 from roost.servicehost.resp import RedisAdmin, RedisError, parse_info
 from roost.servicehost.spawn import spawn
 from roost.servicehost.state import Service
@@ -45,8 +60,20 @@ STOP_GRACE_S = 30.0
 # Commands the app's own user may not run (CONFIG GET stays allowed).
 DENIED = (
     "-config", "+config|get", "-shutdown", "-debug", "-module", "-acl",
-    "-replicaof", "-slaveof", "-sync", "-psync", "-failover",
+    "-replicaof", "-slaveof", "-sync", "-psync", "-replconf", "-failover",
 )  # fmt: skip
+# What backupd's user may run: pull a snapshot, and see the server is there.
+BACKUP_ALLOWED = ("+sync", "+psync", "+replconf", "+ping", "+info")
+SAVE_POINTS = "3600 1 300 100 60 10000"
+AOF_REWRITE_PERCENTAGE = 100
+AOF_DIR = "appendonlydir"
+AOF_REWRITE_WAIT_S = 600.0
+# INFO persistence once an AOF turned on has been written from memory.
+AOF_REWRITTEN = (
+    ("aof_enabled", "1"),
+    ("aof_rewrite_in_progress", "0"),
+    ("aof_rewrite_scheduled", "0"),
+)
 
 
 def bind_addresses(hosts: list[str]) -> str:
@@ -54,8 +81,15 @@ def bind_addresses(hosts: list[str]) -> str:
     return "* -::*" if "*" in hosts else " ".join(hosts)
 
 
-def render_conf(svc: Service, directory: Path, listen: list[str]) -> str:
-    """redis.conf for one app's server."""
+def render_conf(
+    svc: Service,
+    directory: Path,
+    listen: list[str],
+    snapshots: bool = True,
+    appendonly: bool = True,
+) -> str:
+    """redis.conf for one app's server; `snapshots`: whether it may write
+    them; `appendonly` False only to load a restored RDB (module docstring)."""
     lines = [
         "# Written by the Roost servicehost at every start; edits here are lost.",
         f"bind {bind_addresses(listen)}",
@@ -67,15 +101,30 @@ def render_conf(svc: Service, directory: Path, listen: list[str]) -> str:
         'logfile ""',
         f'dir "{directory}"',
         "dbfilename dump.rdb",
-        "appendonly yes",
+        f"appendonly {'yes' if appendonly else 'no'}",
         "appendfsync everysec",
-        "save 3600 1 300 100 60 10000",
+        f'save "{SAVE_POINTS if snapshots else ""}"',
+        f"auto-aof-rewrite-percentage {AOF_REWRITE_PERCENTAGE if snapshots else 0}",
+        # Backups pull over the socket: nothing written here for them, and
+        # no wait for more replicas to share the transfer.
+        "repl-diskless-sync yes",
+        "repl-diskless-sync-delay 0",
         f"maxmemory {max(svc.memory_mb, 1)}mb",
         f"maxmemory-policy {EVICTION_POLICY}",
         f"user default on >{svc.password} ~* &* +@all {' '.join(DENIED)}",
         f"user {ADMIN_USER} on >{svc.admin_password} ~* &* +@all",
     ]
+    if svc.backup_password:
+        lines.append(
+            f"user {REDIS_BACKUP_USER} on >{svc.backup_password} resetkeys resetchannels -@all "
+            + " ".join(BACKUP_ALLOWED)
+        )
     return "\n".join(lines) + "\n"
+
+
+def needs_aof_rebuild(directory: Path) -> bool:
+    """A dump.rdb without AOF files beside it: load it, then rewrite the AOF."""
+    return (directory / "dump.rdb").is_file() and not (directory / AOF_DIR).is_dir()
 
 
 class RedisServer:
@@ -99,6 +148,9 @@ class RedisServer:
         self.svc = svc
         self.listen = listen
         self.name = f"redis[{svc.app}]"
+        # Why its snapshots are off ("" while they are on): snaproom.py.
+        self.snapshot_problem = ""
+        self._rebuild_aof = False
 
     @property
     def conf_path(self) -> Path:
@@ -106,10 +158,15 @@ class RedisServer:
 
     def prepare(self) -> None:
         self.dir.mkdir(mode=0o700, exist_ok=True)
+        self._rebuild_aof = needs_aof_rebuild(self.dir)
         tmp = self.dir / "redis.conf.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(render_conf(self.svc, self.dir, self.listen))
+            conf = render_conf(
+                self.svc, self.dir, self.listen,
+                snapshots=not self.snapshot_problem, appendonly=not self._rebuild_aof,
+            )  # fmt: skip
+            fh.write(conf)
         os.replace(tmp, self.conf_path)
         self.user.chown_tree(self.dir)
 
@@ -129,10 +186,39 @@ class RedisServer:
             try:
                 async with self.admin(timeout=2.0) as r:
                     if await r.call("PING") == "PONG":
-                        return
+                        break
             except (OSError, RedisError, TimeoutError, asyncio.IncompleteReadError):
                 pass  # not listening yet, or -LOADING the AOF
             await asyncio.sleep(0.05)
+        if self._rebuild_aof:
+            await self._rebuild()
+
+    async def _rebuild(self) -> None:
+        """The RDB is loaded: turn the AOF on (Redis rewrites it from the data
+        in memory) and wait until it is on disk, when the conf may say so."""
+        async with self.admin(timeout=AOF_REWRITE_WAIT_S) as r:
+            await r.call("CONFIG", "SET", "appendonly", "yes")
+            while True:
+                info = parse_info(await r.call("INFO", "persistence"))
+                if all(info.get(k) == v for k, v in AOF_REWRITTEN):
+                    break
+                await asyncio.sleep(0.05)
+            if info.get("aof_last_bgrewrite_status") != "ok":
+                raise RedisError(f"the AOF of {self.svc.app} could not be rebuilt from its RDB")
+        self._rebuild_aof = False
+        self.prepare()  # appendonly yes from now on
+
+    async def set_snapshots(self, problem: str) -> None:
+        """Snapshots off, saying why (`problem`), or on again ("")."""
+        on = not problem
+        async with self.admin() as r:
+            await r.call("CONFIG", "SET", "save", SAVE_POINTS if on else "")
+            await r.call(
+                "CONFIG", "SET", "auto-aof-rewrite-percentage",
+                str(AOF_REWRITE_PERCENTAGE if on else 0),
+            )  # fmt: skip
+        self.snapshot_problem = problem
+        self.prepare()  # a restart keeps it so
 
     # ------------------------------------------------------------ admin
 

@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
 from roost.wire.messages import ServiceKind
+
+RestoreKind = Literal["postgres", "redis", "data"]
+# prepared: a database waits for backupd's load (PostgreSQL); swapped: the
+# restored data serves and what it replaced is kept; discarded: dropped.
+RestoreStep = Literal["prepared", "swapped", "discarded"]
 
 
 class PgCluster(msgspec.Struct, kw_only=True):
@@ -22,6 +28,8 @@ class PgCluster(msgspec.Struct, kw_only=True):
     superuser: str = "roost"
     password: str
     initialized: bool = False
+    # The backup role's (backuprole.py), made at backupd's first request.
+    backup_password: str = ""
 
 
 class Service(msgspec.Struct, kw_only=True):
@@ -35,15 +43,35 @@ class Service(msgspec.Struct, kw_only=True):
     # Redis: password of the "roost-admin" ACL user the daemon uses for SAVE,
     # CONFIG and SHUTDOWN, which the app's default user may not run.
     admin_password: str = ""
+    # Redis: password of the "roost-backup" ACL user (SYNC only), for backupd.
+    backup_password: str = ""
+
+
+class Restore(msgspec.Struct, kw_only=True):
+    """One restore of one app's service or data directory, by backupd's id."""
+
+    id: str
+    app: str
+    kind: RestoreKind
+    step: RestoreStep
+    at: float  # when it reached this step
+    database: str = ""  # PostgreSQL: the prepared database
+    target: str = ""  # PostgreSQL: the new database it becomes (`--to`), "" in place
+    kept: str = ""  # the database or directory holding the data it replaced
 
 
 class HostState(msgspec.Struct, kw_only=True):
     postgres: PgCluster | None = None
     services: dict[str, Service] = {}
+    restores: dict[str, Restore] = {}
 
     @staticmethod
     def key(app: str, kind: str) -> str:
         return f"{kind}/{app}"
+
+    @staticmethod
+    def restore_key(kind: str, app: str, restore_id: str) -> str:
+        return f"{kind}/{app}/{restore_id}"
 
     def get(self, app: str, kind: str) -> Service | None:
         return self.services.get(self.key(app, kind))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from roost import aio
 from roost.servicehost import metrics, pgadmin
 from roost.servicehost.disk import tree_size, usage
-from roost.wire.messages import ServerStatus, ServiceHostStatus
+from roost.wire.messages import KeptCopy, ServerStatus, ServiceHostStatus
 from roost.wire.rpc import RpcClient
 
 if TYPE_CHECKING:
@@ -75,12 +75,18 @@ async def collect(host: ServiceHost, sender: str = "") -> ServiceHostStatus:
                 disk_bytes=await asyncio.to_thread(tree_size, server.dir),
                 restarts=sup.restarts, last_error=sup.last_error,
                 memory_limit_bytes=maxmemory, memory_used_bytes=used, eviction_policy=policy,
+                snapshot_problem=server.snapshot_problem,
             )
         )  # fmt: skip
     free, total = usage(host.layout.root)
+    kept = [
+        KeptCopy(app=r.app, kind=r.kind, name=r.kept, kept_at=r.at)
+        for r in sorted(host.state.restores.values(), key=lambda r: r.at)
+        if r.step == "swapped" and r.kept
+    ]
     return ServiceHostStatus(
         servers=servers, disk_free_bytes=free, disk_total_bytes=total,
-        host=sender, sent_at=time.time(),
+        host=sender, sent_at=time.time(), kept=kept,
     )  # fmt: skip
 
 

@@ -342,6 +342,18 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
     memory_limit_bytes: int = 0
     memory_used_bytes: int = 0
     eviction_policy: str = ""
+    # An app's Redis: why its snapshots (RDB saves, AOF rewrites) are off
+    # ("" while they are on): one would not fit on the disk.
+    snapshot_problem: str = ""
+
+
+class KeptCopy(msgspec.Struct, frozen=True, kw_only=True):
+    """Data a restore replaced, kept until it is purged (ROOST_ARCHIVE_DAYS)."""
+
+    app: str
+    kind: Literal["postgres", "redis", "data"]
+    name: str  # the database, or the directory, it is kept in
+    kept_at: float
 
 
 class ServiceHostStatus(Msg, frozen=True, kw_only=True):
@@ -351,6 +363,7 @@ class ServiceHostStatus(Msg, frozen=True, kw_only=True):
     # Who sent it (key name) and when (unix time): pushed to the controllers.
     host: str = ""
     sent_at: float = 0.0
+    kept: list[KeptCopy] = []
 
 
 # ---------------------------------------------------------------- gateway (SSH)
@@ -648,8 +661,9 @@ class BackupSourceRequest(Msg, frozen=True, kw_only=True):
 class PgSource(msgspec.Struct, frozen=True, kw_only=True):
     host: str
     port: int
-    # A role with REPLICATION and pg_read_all_data (and membership of every
-    # app's role, for restores), allowed from backupd's addresses only.
+    # A role with REPLICATION and pg_read_all_data, allowed from backupd's
+    # addresses only. It is a member of no app's role: it writes only into
+    # restore-prepared databases (see ServiceRestoreStep).
     user: str
     password: str
     # app -> its database name
@@ -679,7 +693,12 @@ class ServiceRestoreStep(Msg, frozen=True, kw_only=True):
     """backupd -> servicehost: the servicehost's side of restoring a PostgreSQL
     database. "prepare": an empty database owned by the app's role, for
     backupd to load and verify; "swap": that database becomes the app's (or
-    `target`'s) and the old one is kept renamed; "discard": drop the prepared one."""
+    `target`'s) and the old one is kept renamed; "discard": drop the prepared one.
+
+    backupd loads the prepared database as PgSource.user, the only database
+    it may write: `pg_restore --no-owner --no-privileges`. "swap" hands
+    everything in it to the app's role (REASSIGN OWNED) and takes back the
+    backup role's CREATE, and any grant made meanwhile, before it serves."""
 
     app: str
     restore_id: str  # [a-z0-9]{1,16}
