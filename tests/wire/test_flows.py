@@ -29,6 +29,8 @@ from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.service import ControllerService
 from roost.controller.store import Store
+from roost.gateway.daemon import handlers as gateway_handlers
+from roost.gateway.git import GitService
 from roost.images.store import ImageStore
 from roost.runner.archive import AppDirs
 from roost.runner.layout import Layout as RunnerLayout
@@ -95,12 +97,18 @@ def _backupd(tmp: Path, stack: AsyncExitStack) -> list[Handlers]:
     ]
 
 
-# role -> its tables (a role serving none has none: the router and the gateway)
+def _gateway(tmp: Path, _stack: AsyncExitStack) -> list[Handlers]:
+    # The controllers are asked only when a repository is restored.
+    return [gateway_handlers(GitService(tmp / "gateway", None, 1 << 20))]  # type: ignore[arg-type]
+
+
+# role -> its tables (a role serving none has none: the router)
 TABLES: dict[str, Tables] = {
     "controller": _controller,
     "runner": _runner,
     "builder": _builder,
     "servicehost": _servicehost,
+    "gateway": _gateway,
     "backupd": _backupd,
 }
 

@@ -33,6 +33,7 @@ SERVED_BY = {
     "builder": "builder",
     "images": "builder",
     "servicehost": "servicehost",
+    "gateway": "gateway",
     "backupd": "backupd",
 }
 

@@ -4,7 +4,9 @@ It keeps nothing that another gateway could not rebuild: its host key
 (DATA/gateway/ssh_host_ed25519_key, made once, so clients can pin it) and
 a cache of each app's git repository (DATA/gateway/repos). Accounts, keys,
 apps, builds, runners and data directories are asked of the controllers,
-runners and servicehost over roost.wire.
+runners and servicehost over roost.wire. On its address-book endpoint
+"gateway" it answers backupd (repobackup.py: bundles of the repositories,
+and restoring one); a cluster whose book has none for it serves SSH only.
 
 Stop (SIGTERM/SIGINT): stop accepting connections, close the open ones
 (their exec sessions on runners and servicehosts are closed, which stops
@@ -23,11 +25,13 @@ import asyncssh
 from roost import aio, metrics
 from roost.daemonize import run_daemon
 from roost.gateway.git import GitService
+from roost.gateway.repobackup import RepoBackups
 from roost.gateway.server import Gateway
 from roost.proc.exits import ConfigError
 from roost.settings import Settings
-from roost.wire.bootstrap import open_node
-from roost.wire.rpc import RpcClient
+from roost.wire.bootstrap import open_node, own_endpoints
+from roost.wire.dispatch import Handlers
+from roost.wire.rpc import RpcClient, RpcServer
 
 log = logging.getLogger("roost.gateway")
 
@@ -71,6 +75,10 @@ async def serve(
         git = GitService(root, controllers, settings.max_upload_bytes, name)
         git.prepare()
         gateway = Gateway(node, controllers, services, git)
+        rpc = [
+            RpcServer(node, ep.address, handlers(git))
+            for ep in own_endpoints(cluster, "gateway", node)
+        ]
         listen_port = settings.ssh_port if port is None else port
         server = await asyncssh.create_server(
             gateway.login_factory(),
@@ -94,6 +102,9 @@ async def serve(
             async with asyncio.TaskGroup() as tg:
                 hooks = tg.create_task(git.serve_hooks())
                 tidy = tg.create_task(git.keep_tidy(settings.archive_days * 86400))
+                serving = [tg.create_task(s.serve()) for s in rpc]
+                if rpc:
+                    log.info("gateway %s: RPC on %s", name, [s.address for s in rpc])
                 await stop.wait()
                 log.info("gateway stopping")
                 server.close()
@@ -102,11 +113,18 @@ async def serve(
                     await aio.wait_for(server.wait_closed(), CLOSE_GRACE_S)
                 hooks.cancel()
                 tidy.cancel()
+                for t in serving:
+                    t.cancel()
         finally:
             for client in (controllers, services):
                 if client is not None:
                     await client.close()
     log.info("gateway %s stopped", name)
+
+
+def handlers(git: GitService) -> Handlers:
+    """The gateway's table: what backupd asks of it."""
+    return Handlers("the gateway", RepoBackups(git).entries())
 
 
 def run(data_dir: Path, settings: Settings, name: str = "gateway", port: int | None = None) -> None:

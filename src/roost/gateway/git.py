@@ -86,6 +86,10 @@ class GitService:
         self._pushes: dict[str, Push] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
+    def lock(self, app: str) -> asyncio.Lock:
+        """Held while the app's repository is made, moved or bundled."""
+        return self._locks.setdefault(app, asyncio.Lock())
+
     def prepare(self) -> None:
         for d in (self.root, self.repos, self.hooks):
             d.mkdir(parents=True, exist_ok=True)
@@ -115,7 +119,7 @@ class GitService:
         """The app's repository, made if missing; one of another app (or of
         no known one) is archived first. `key` "" (an older controller): as is."""
         path = self.repos / f"{app}.git"
-        lock = self._locks.setdefault(app, asyncio.Lock())
+        lock = self.lock(app)
         async with lock:
             if key and (path / "HEAD").exists():
                 marker = appdirs.read_key(path)
@@ -125,7 +129,7 @@ class GitService:
                 tmp = self.repos / f".{app}.{secrets.token_hex(4)}.git"
                 proc = await spawn.start(
                     ["git", "init", "--bare", "--quiet", "--initial-branch=main", str(tmp)],
-                    env=_git_env(), stdout=asyncio.subprocess.DEVNULL,
+                    env=git_env(), stdout=asyncio.subprocess.DEVNULL,
                 )  # fmt: skip
                 if await proc.wait() != 0:
                     raise RuntimeError("git init failed")
@@ -160,7 +164,7 @@ class GitService:
         moved = []
         for app in stale_repos(held, reply.keys):
             path = self.repos / f"{app}.git"
-            async with self._locks.setdefault(app, asyncio.Lock()):
+            async with self.lock(app):
                 marker = appdirs.read_key(path)
                 if marker != held[app] or not path.is_dir():
                     continue  # remade meanwhile (a new app's first push): not the one judged
@@ -190,7 +194,7 @@ class GitService:
     async def serve(self, channel: Channel, cmd: GitCommand, who: Identity, key: str = "") -> int:
         """Run git on the app's repository; `key`: the app's, from AppGrant."""
         repo = await self._repo(cmd.app, key)
-        env = _git_env()
+        env = git_env()
         token = ""
         if cmd.service == "receive-pack":
             token = secrets.token_urlsafe(24)
@@ -333,7 +337,7 @@ def _socket_path(root: Path, name: str) -> Path:
     return short / "hook.sock"
 
 
-def _git_env() -> dict[str, str]:
+def git_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in GIT_ENV_KEEP}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     env["GIT_CONFIG_NOSYSTEM"] = "1"
