@@ -17,6 +17,7 @@ from roost.controller.backups import Backups
 from roost.controller.bootstrap import NotAdmin, bootstrap_admin
 from roost.controller.core import Controller
 from roost.controller.cronrunner import CronRunner
+from roost.controller.platformsnap import PlatformFiles
 from roost.controller.secretbox import FERNET_FILE, SecretBox, SecretError
 from roost.controller.service import ControllerService
 from roost.controller.services import ServiceBroker
@@ -77,7 +78,9 @@ async def serve(
         backupds = RpcClient(node, cluster.of("backupd")) if cluster.of("backupd") else None
         controller.backups = Backups(backupds)
         builders = RpcClient(node, cluster.of("builder")) if cluster.of("builder") else None
-        service = ControllerService(controller, builders, lambda ep: RpcClient(node, [ep]))
+        service = ControllerService(
+            controller, builders, lambda ep: RpcClient(node, [ep]), PlatformFiles(data_dir, url)
+        )
         controller.client_for = service.client_for
         servers = [
             RpcServer(node, ep.address, service.handle)

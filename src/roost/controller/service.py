@@ -17,6 +17,7 @@ from roost.controller.deployflow import Event, Stage, build_move, failure_move, 
 from roost.controller.gateway_rpc import GatewayRpc
 from roost.controller.image_rpc import ImageRpc
 from roost.controller.metrics import BUILDS
+from roost.controller.platformsnap import PlatformFiles, PlatformSnap
 from roost.controller.services import ServiceError
 from roost.controller.store import AppRow, NotFound
 from roost.wire.cluster import Endpoint
@@ -93,12 +94,14 @@ class ControllerService:
         controller: Controller,
         builders: RpcClient | None,
         client_for: Callable[[Endpoint], RpcClient] | None = None,
+        platform: PlatformFiles | None = None,
     ) -> None:
         self.c = controller
         self.builders = builders
         self.client_for = client_for
         self.gateway = GatewayRpc(self)
         self.images = ImageRpc(controller)
+        self.platform = PlatformSnap(controller.store, platform)  # backupd's questions
         self._copy_attempts: dict[str, CopyAttempts] = {}
         self._needed: tuple[int, set[str]] | None = None  # (desired-state count, digests)
         # Every request a controller answers (the gateway's and the image
@@ -115,6 +118,7 @@ class ControllerService:
                 pong(controller.name),
                 *self.gateway.entries(),
                 *self.images.entries(),
+                *self.platform.entries(),
             ],
         )
 
