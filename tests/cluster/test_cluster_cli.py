@@ -206,3 +206,33 @@ def test_admin_token_refusals_are_one_line(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["--data", str(runner), "cluster", "admin-token"])
     assert r.exit_code == 2 and "runs no controller" in r.output
     assert len(r.output.strip().splitlines()) == 1
+
+
+def test_backup_hosts_get_their_keys_and_are_in_every_hosts_address_book(tmp_path: Path) -> None:
+    backupds = ["10.9.0.51", "10.9.0.52"]
+    out = _init(tmp_path, "--backupds", ",".join(backupds), "--gateways", "10.9.0.61")
+    for host in backupds:
+        files = _files(out / f"{host}.tar.gz")
+        assert sorted(files) == sorted(
+            ["cluster.json", "keys/peers.json", "keys/backupd.key", "keys/backupd.key_secret"]
+        )
+    data = tmp_path / "bak1"
+    r = CliRunner().invoke(
+        cli, ["--data", str(data), "cluster", "join", str(out / f"{backupds[0]}.tar.gz")]
+    )
+    assert r.exit_code == 0, r.output
+    assert f"as {backupds[0]}: backupd" in r.output and "backupd" in r.output.split("Start")[-1]
+    # A servicehost admits the backup hosts (as backupd) and finds them in its book.
+    node, cluster = open_node(data, "backupd")
+    try:
+        assert node.identity == identity("backupd", backupds[0])
+        assert [ep.address for ep in cluster.of("backupd")] == [f"tcp://{h}:7130" for h in backupds]
+        assert [ep.address for ep in cluster.of("gateway")] == ["tcp://10.9.0.61:7140"]
+        assert {node.identity_of(ep.public_key) for ep in cluster.of("backupd")} == {
+            identity("backupd", h) for h in backupds
+        }
+    finally:
+        node.close()
+    bad = ["--backupds", "not an address", "--out", str(tmp_path / "x")]
+    r = CliRunner().invoke(cli, ["cluster", "init", "--controllers", "10.9.0.1", *bad])
+    assert r.exit_code == 2 and "--backupds" in r.output

@@ -155,6 +155,11 @@ def cluster() -> None:
 @click.option("--runners", default="", help="runner host addresses")
 @click.option("--routers", default="", help="router host addresses")
 @click.option("--gateways", default="", help="gateway host addresses")
+@click.option(
+    "--backupds",
+    default="",
+    help="backup host addresses (backupd); two, for two locations",
+)
 @click.option("--state", "state_url", default="", help="state database URL (postgresql://...)")
 @click.option(
     "--previous",
@@ -180,6 +185,7 @@ def init(
     runners: str,
     routers: str,
     gateways: str,
+    backupds: str,
     state_url: str,
     previous: Path | None,
     out: Path,
@@ -201,6 +207,7 @@ def init(
             "runner": _addresses(runners, "runners"),
             "router": _addresses(routers, "routers"),
             "gateway": _addresses(gateways, "gateways"),
+            "backupd": _addresses(backupds, "backupds"),
         }
     )
     fernet = [new_key()]
