@@ -296,8 +296,8 @@ async def scratch_postgres(
             if not login_as:
                 raise ScratchError("a recovered cluster needs login_as (a role it has)")
             login = login_as
-            make_reachable(layout, pgdata, account)
         _prepare_pgdata(pgdata, account)
+        make_reachable(layout, pgdata, account)
         for attempt in range(START_TRIES):
             port = free_port()
             server = await _spawn(_pg_argv(pgdata, port, sock), account, log, pgdata)
