@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,39 @@ def test_capture_verify_and_restore(platform: Platform, tmp_path: Path) -> None:
     assert not json.loads(platform.roost("apps", "info", "shop", "--json").stdout)["suspended"]
     reasons = [e["reason"] for e in _entries(platform)]
     assert reasons.count("before restore") == 2
+
+
+def test_point_in_time_restore_and_captures_before_a_removal(platform: Platform) -> None:
+    """After the test above: a base backup (the platform's capture), rows at t1
+    and t2, the table dropped; restored to t2: exactly t1's and t2's rows."""
+    out = platform.roost("backups", "capture", "--platform", "--json").stdout
+    assert {e["kind"] for e in json.loads(out)["entries"]} == {"platform", "pgbase"}
+    url = _info(platform, "postgres")["url"]
+    _sql(url, "INSERT INTO notes (body) VALUES ('t1')")
+    t2 = _sql(url, "INSERT INTO notes (body) VALUES ('t2') RETURNING now()")
+    # The second after t2's commit; the table is dropped once the clock passed it.
+    at = (t2.astimezone(UTC).replace(microsecond=0) + timedelta(seconds=1)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    wait_until(lambda: _sql(url, "SELECT now()") > t2 + timedelta(seconds=1.1), 10, "t2 + 1 s")
+    _sql(url, "DROP TABLE notes")
+
+    outside = platform.roost(
+        "backups", "restore", "shop", "--at", "2001-01-01T00:00:00Z", "--yes", check=False
+    )
+    assert outside.returncode != 0 and "outside" in outside.stderr
+    out = platform.roost("backups", "restore", "shop", "--at", at, "--yes").stdout
+    assert "restored from " + at in out
+    assert _rows(url) == ["first", "second", "t1", "t2"]
+
+    # Removing a service backs it up first, and keeps that backup.
+    platform.roost("services", "remove", "redis", "--yes", "--app", "shop")
+    assert "services remove redis" in {e["reason"] for e in _entries(platform)}
+
+
+def _sql(url: str, statement: str) -> Any:
+    """One statement in its own transaction; the first column of its row, if any."""
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        cur = conn.execute(statement)  # type: ignore[arg-type]
+        row = cur.fetchone() if cur.description else None
+    return row[0] if row else None

@@ -8,26 +8,37 @@ window), Barman's configuration is rewritten. A base backup is a backup
 like the others in the catalog (kind "pgbase", app ""): Barman takes it,
 then Barman's directory for that cluster (base backups and WAL) goes into
 restic, so the offsite location holds what point-in-time recovery needs
-too. Its drill is Barman's own check of the backup (every WAL segment it
-needs, every file against its manifest).
+too. Its drill is roost.backups.pitr's: Barman's own checks (every WAL
+segment it needs, every file against its manifest), then a recovery to its
+end into a scratch server that must check out. A point in time of one app's
+database is recovered the same way (`recover`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from roost.backups import pitr
 from roost.backups.barman import Barman, BarmanError, ServerConfig, server_name
-from roost.backups.jobs import BackupFailed, Staged
+from roost.backups.restore import Recovered, RestoreRefused
 from roost.backups.retention import Policy, widest
+from roost.backups.scratch import ScratchError
 from roost.backups.sources import Pullers
+from roost.backups.staging import BackupFailed, Staged
 
 log = logging.getLogger("roost.backups")
+
+# How long a list or a restore waits for the window to be brought up to now.
+MARK_BUDGET_S = 3.0
 
 
 @dataclass
@@ -37,7 +48,7 @@ class Clusters:
     policies: Callable[[], dict[str, Policy]]
     _configs: list[ServerConfig] = field(default_factory=list)
 
-    def configs(self) -> list[ServerConfig]:
+    def configs(self, immediate: bool = False) -> list[ServerConfig]:
         days = widest(self.policies().values())
         # Which databases a cluster holds is nothing to Barman (it backs up all).
         return [
@@ -45,6 +56,7 @@ class Clusters:
                 name=server_name(host),
                 source=msgspec.structs.replace(source, databases={}),
                 recovery_window_days=days,
+                immediate_checkpoint=immediate,
             )
             for host, (_ep, source) in sorted(self.pullers.clusters().items())
         ]
@@ -57,18 +69,29 @@ class Clusters:
             self._configs = configs
             log.info("Barman streams WAL of %s", [c.name for c in configs] or "no cluster")
 
-    async def stage(self, host: str, staging: Path) -> Staged:
+    async def stage(self, host: str, staging: Path, reason: str) -> Staged:
         """A base backup of `host`'s cluster, and Barman's directory of it to
-        keep in the repositories (relative to DATA/backupd)."""
+        keep in the repositories (relative to DATA/backupd).
+
+        A scheduled one spreads its checkpoint (PostgreSQL paces the writes
+        over minutes, so the apps hardly notice); one someone waits for (a
+        capture before a change) asks for it at once, a short burst of I/O.
+        """
         await self.ensure()
         server = server_name(host)
         if server not in self.barman.servers:
             raise BackupFailed(f"no PostgreSQL cluster on {host} (not heard from it)")
+        hurry = reason != "scheduled"
         try:
+            if hurry:  # (one pgbase per cluster at a time: jobs.py's lock)
+                await self.barman.ensure(self.configs(immediate=True))
             backup_id = await self.barman.backup(server)
             info = await self.barman.backup_info(server, backup_id)
         except BarmanError as exc:
             raise BackupFailed(str(exc)) from None
+        finally:
+            if hurry:
+                await self.barman.ensure(self._configs)
         facts: dict[str, Any] = {
             "server": server,
             "backup_id": backup_id,
@@ -81,23 +104,36 @@ class Clusters:
         )
 
     async def check(self, rec: Any) -> list[str]:
-        """A base backup's drill: Barman's check-backup and verify-backup."""
+        """A base backup's drill (roost.backups.pitr): Barman's checks, then a
+        recovery to its end into scratch, pg_amcheck, every database opens."""
         server, backup_id = rec.facts.get("server", ""), rec.facts.get("backup_id", "")
         if server not in self.barman.servers:
             return [f"no Barman server {server} on this backupd"]
         try:
-            return await self.barman.check_backup(server, backup_id)
+            return await pitr.drill_base_backup(self.barman, backup_id, server)
         except BarmanError as exc:
             return [str(exc)]
 
-    async def window(self, app: str) -> tuple[float, float]:
-        """The app's database's point-in-time window ((0, 0): none yet)."""
+    def _server(self, app: str) -> tuple[str, str] | None:
+        """(Barman server, database) of the app's database (None: none)."""
         w = self.pullers.where(app)
         if w is None or w.postgres is None:
-            return 0.0, 0.0
+            return None
         server = server_name(w.host)
-        if server not in self.barman.servers:
+        return (server, w.database) if server in self.barman.servers else None
+
+    async def window(self, app: str) -> tuple[float, float]:
+        """The app's database's point-in-time window ((0, 0): none yet), the
+        newest end brought up to now first when the source answers at once
+        (an empty commit Barman then holds: an idle database's window too
+        reaches the present)."""
+        found = self._server(app)
+        if found is None:
             return 0.0, 0.0
+        server = found[0]
+        with contextlib.suppress(BarmanError, TimeoutError):
+            async with asyncio.timeout(MARK_BUDGET_S):
+                await self.barman.mark(server)
         try:
             win = await self.barman.window(server)
         except BarmanError as exc:
@@ -106,6 +142,23 @@ class Clusters:
         if win is None:
             return 0.0, 0.0
         return win.earliest.timestamp(), win.latest.timestamp()
+
+    async def recover(self, app: str, database: str, at: datetime, scratch: Path) -> Recovered:
+        """The app's database as it was at `at`, dumped, with its facts."""
+        found = self._server(app)
+        if found is None:
+            raise RestoreRefused(f"{app} has no database Barman streams")
+        scratch.mkdir(parents=True, exist_ok=True)
+        dump = scratch / "db.dump"
+        try:
+            facts = await pitr.recover_app_database(self.barman, found[0], database, at, dump)
+        except pitr.OutsideWindow as exc:
+            raise RestoreRefused(f"{exc}; nothing was changed") from None
+        except (pitr.PitrError, BarmanError, ScratchError) as exc:
+            raise RestoreRefused(
+                f"{app} could not be recovered to {at.isoformat()}: {exc}"
+            ) from None
+        return Recovered(dump, facts)
 
     async def maintain(self) -> list[str]:
         """Barman's retention on every cluster; the base backups it deleted."""

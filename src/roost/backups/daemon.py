@@ -316,9 +316,11 @@ async def serve(
         try:
             async with Barman(layout) as barman, asyncio.TaskGroup() as tg:
                 clusters = Clusters(barman, pullers, lambda: backupd.jobs.policies)
-                backupd.jobs.pgbase, backupd.jobs.maintain = clusters.stage, clusters.maintain
+                backupd.jobs.stager.pgbase = clusters.stage
+                backupd.jobs.maintain = clusters.maintain
                 drills.direct["pgbase"] = clusters.check
                 backupd.window = backupd.restorer.window = clusters.window
+                backupd.restorer.recover = clusters.recover
                 backupd.on_refresh = clusters.ensure
                 tasks = [tg.create_task(s.serve()) for s in servers]
                 tasks.append(tg.create_task(backupd.sources_loop()))

@@ -33,27 +33,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import logging
 import shutil
-import tarfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
 from roost.backups import drill
 from roost.backups.catalog import Catalog, Record, new_id, summary
 from roost.backups.layout import Layout
-from roost.backups.locations import RepoError, run_tool
-from roost.backups.pgfacts import dump_with_facts
-from roost.backups.restic import Repo, free_bytes, tree_size
+from roost.backups.locations import RepoError
+from roost.backups.restic import Repo, tree_size
 from roost.backups.retention import Policy, policy_for, restic_forget_flags
 from roost.backups.sources import Pullers, SourceError
+from roost.backups.staging import BackupFailed, Stager
 from roost.proc.backoff import Backoff, Retry
 from roost.settings import Settings
 from roost.wire.messages import BackupEntry, BackupEvent, BackupKind
@@ -62,16 +59,10 @@ log = logging.getLogger("roost.backups")
 
 APP_KINDS: tuple[BackupKind, ...] = ("pgdump", "redis", "data", "git")
 TOOL_TIMEOUT_S = 3600.0
-# How much of the staging disk stays free beyond what a backup needs.
-STAGING_RESERVE = 256 << 20
 # Offsite copies: the wait after the n-th failed try.
 COPY_BACKOFF = Backoff(base_s=5.0, max_s=300.0, jitter=0.2)
 # Failed backups (no data) are listed this long, then dropped by retention.
 FAILED_KEPT_S = 30 * 86400.0
-
-
-class BackupFailed(Exception):
-    pass
 
 
 class RWLock:
@@ -126,17 +117,7 @@ class Repos:
         return [self.local, *([self.offsite] if self.offsite is not None else [])]
 
 
-@dataclass
-class Staged:
-    root: Path  # restic saves `paths` relative to it
-    facts: dict[str, Any]
-    source: str = ""
-    database: str = ""
-    paths: list[str] = field(default_factory=lambda: ["."])
-
-
 Prover = Callable[[Record, Path], Awaitable[list[str]]]
-PgBase = Callable[[str, Path], Awaitable[Staged]]
 
 
 @dataclass
@@ -149,8 +130,6 @@ class Jobs:
     # restores a record from the repository into a scratch directory and
     # says what differs from its facts (drill.py)
     prove: Prover
-    # a base backup of one servicehost's cluster, staged (clusters.py)
-    pgbase: PgBase | None = None
     # Barman's own retention, run with restic's (clusters.py)
     maintain: Callable[[], Awaitable[list[str]]] | None = None
     policies: dict[str, Policy] = field(default_factory=dict)
@@ -158,6 +137,10 @@ class Jobs:
     followups: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     repo_lock: RWLock = field(default_factory=RWLock)
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    stager: Stager = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stager = Stager(self.layout, self.pullers)
 
     # ------------------------------------------------------------ taking
 
@@ -165,15 +148,19 @@ class Jobs:
         self, app: str, reason: str, kinds: Iterable[BackupKind] = ()
     ) -> list[BackupEntry]:
         """Back up each of the app's kinds now (all it has when none are
-        named); the entries, each taken or failed."""
+        named; app "": the platform and every PostgreSQL cluster's base
+        backup); the entries, each taken or failed."""
+        await self.pullers.refresh()  # a service added a moment ago counts
+        if not app:
+            wanted = list(kinds) or ["platform", "pgbase"]
+            out = []
+            for kind in wanted:
+                hosts = sorted(self.pullers.clusters()) if kind == "pgbase" else [""]
+                for host in hosts:
+                    out.append((await self.backup(kind, "", reason, host=host)).entry)
+            return out
         wanted = list(kinds) or self.pullers.kinds_of(app)
-        if not wanted:
-            await self.pullers.refresh()  # an app just provisioned
-            wanted = self.pullers.kinds_of(app)
-        out = []
-        for kind in wanted:
-            out.append((await self.backup(kind, app, reason)).entry)
-        return out
+        return [(await self.backup(kind, app, reason)).entry for kind in wanted]
 
     async def backup(self, kind: BackupKind, app: str, reason: str, host: str = "") -> Record:
         """One backup up to "taken" (or "failed"); its copy and drill queued."""
@@ -184,7 +171,7 @@ class Jobs:
             staging = self.layout.staging / backup_id
             entry = BackupEntry(id=backup_id, app=app, kind=kind, taken_at=now, reason=reason)
             try:
-                staged = await self._stage(kind, app, host, staging)
+                staged = await self.stager.stage(kind, app, host, staging, reason)
                 (staging / "facts.json").write_bytes(json.dumps(staged.facts).encode())
                 paths = list(staged.paths)
                 if staged.root != staging:  # staged in place (Barman's directory)
@@ -214,85 +201,6 @@ class Jobs:
             log.info("%s %s: taken as %s (%d bytes)", kind, app or host, backup_id, size)
         self.followups.put_nowait(rec.id)
         return rec
-
-    async def _stage(self, kind: BackupKind, app: str, host: str, staging: Path) -> Staged:
-        staging.mkdir(parents=True, exist_ok=True)
-        staging.chmod(0o700)
-        free = await asyncio.to_thread(free_bytes, staging)
-        if free < STAGING_RESERVE:
-            raise BackupFailed(f"{free} bytes free for staging; nothing was pulled")
-        if kind == "pgbase":
-            if self.pgbase is None:
-                raise BackupFailed("base backups are not available on this backupd")
-            return await self.pgbase(host, staging)
-        if kind == "platform":
-            return await self._stage_platform(staging)
-        if kind == "git":
-            return await self._stage_git(app, staging)
-        w = self.pullers.where(app)
-        if w is None:
-            raise BackupFailed(f"no servicehost holds anything of {app}")
-        if kind == "pgdump":
-            if w.postgres is None:
-                raise BackupFailed(f"{app} has no database")
-            db = await dump_with_facts(w.postgres, w.database, staging / "db.dump")
-            return Staged(staging, msgspec.to_builtins(db), w.host, w.database)
-        if kind == "redis":
-            if w.redis is None:
-                raise BackupFailed(f"{app} has no Redis")
-            return await self._stage_redis(w.redis, w.host, staging)
-        if kind == "data":
-            archive = await self.pullers.pull_data(w, app)
-            tree = staging / "data"
-            tree.mkdir(mode=0o700)
-            await asyncio.to_thread(_unpack, archive, tree)
-            manifest = await asyncio.to_thread(drill.manifest, tree)
-            return Staged(staging, {"manifest": manifest}, w.host)
-        raise BackupFailed(f"unknown kind {kind}")
-
-    async def _stage_redis(self, src: Any, host: str, staging: Path) -> Staged:
-        rdb = staging / "dump.rdb"
-        argv = ["redis-cli", "-h", src.host, "-p", str(src.port), "--user", src.user]
-        # The password through the environment: a command line is for all to read.
-        done = await run_tool(
-            [*argv, "--rdb", str(rdb)], timeout=TOOL_TIMEOUT_S, env={"REDISCLI_AUTH": src.password}
-        )
-        if done.returncode != 0 or not rdb.exists():
-            out = (done.stderr or done.stdout.decode(errors="replace")).strip()[-500:]
-            raise BackupFailed(f"the RDB could not be pulled: {out}")
-        checked = await run_tool(["redis-check-rdb", str(rdb)], timeout=TOOL_TIMEOUT_S)
-        report = checked.stdout.decode(errors="replace") + checked.stderr
-        if checked.returncode != 0:
-            raise BackupFailed(f"the pulled RDB does not check: {report.strip()[-500:]}")
-        facts: dict[str, Any] = {"sha256": await asyncio.to_thread(drill.sha256_file, rdb)}
-        facts.update(drill.rdb_facts(report))
-        return Staged(staging, facts, host)
-
-    async def _stage_git(self, app: str, staging: Path) -> Staged:
-        bundle = await self.pullers.bundle(app)
-        if not bundle:
-            raise BackupFailed(f"{app}'s repository has no commit")
-        path = staging / "repo.bundle"
-        path.write_bytes(bundle)
-        return Staged(staging, await asyncio.to_thread(drill.git_facts, path), "gateway")
-
-    async def _stage_platform(self, staging: Path) -> Staged:
-        snap = await self.pullers.platform()
-        root = staging / "platform"
-        for rel, data in snap.files.items():
-            dest = _inside(root, rel)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(data)
-        for src in self.pullers.seen.values():
-            if src.state_json:
-                dest = _inside(root, f"servicehosts/{src.host_id}.json")
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(src.state_json)
-        facts = {
-            "files": await asyncio.to_thread(drill.file_hashes, root),
-            "schema_version": snap.schema_version,
-        }
-        return Staged(staging, facts, "controller")
 
     # ------------------------------------------------------------ copy and drill
 
@@ -464,17 +372,3 @@ class Jobs:
 
 def _failed(entry: BackupEntry, message: str) -> BackupEntry:
     return msgspec.structs.replace(entry, state="failed", message=message[:2000])
-
-
-def _inside(root: Path, rel: str) -> Path:
-    """root/rel, refusing a path that would leave root."""
-    dest = (root / rel).resolve()
-    if not rel or rel.startswith("/") or not dest.is_relative_to(root.resolve()):
-        raise BackupFailed(f"refusing the file name {rel!r}")
-    return root / rel
-
-
-def _unpack(archive: bytes, into: Path) -> None:
-    """A data directory's archive, as files and directories only, inside `into`."""
-    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
-        tar.extractall(into, filter="data")

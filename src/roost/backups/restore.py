@@ -198,7 +198,7 @@ class Restorer:
         if self.recover is None or self.window is None:
             raise RestoreRefused("this backupd has no point-in-time recovery")
         start, end = await self.window(msg.app)
-        if not start or not start <= at.timestamp() <= end:
+        if not start or not start <= at.timestamp() < end:
             window = f"{_iso(start)} to {_iso(end)}" if start else "none yet"
             raise RestoreRefused(
                 f"{msg.at} is outside {msg.app}'s point-in-time window ({window}); "

@@ -53,7 +53,10 @@ def where(locations: dict[str, str]) -> str:
 
 def entries_table(entries: list[dict[str, Any]], with_app: bool) -> Table:
     cols = ["app"] if with_app else []
-    table = Table(*cols, "id", "kind", "taken", "reason", "size", "state", "locations")
+    table = Table()
+    for col in (*cols, "id", "kind", "taken", "reason", "size", "state", "locations"):
+        # An id is copied into `restore --id`: folded, never cut short.
+        table.add_column(col, overflow="fold")
     for e in entries:
         style = STATE_STYLE.get(e["state"], "")
         state = f"[{style}]{e['state']}[/]" + (f": {e['message']}" if e["message"] else "")
@@ -116,17 +119,26 @@ def backups_list(ctx: click.Context, app: str | None, every: bool, as_json: bool
 @backups.command("capture")
 @click.argument("app", required=False)
 @click.option("--kind", "kinds", multiple=True, type=click.Choice(KINDS), help="only these")
+@click.option(
+    "--platform",
+    is_flag=True,
+    help="the platform's own state and the databases' base backups instead (operators)",
+)
 @json_option
 @click.pass_context
 def backups_capture(
-    ctx: click.Context, app: str | None, kinds: tuple[str, ...], as_json: bool
+    ctx: click.Context, app: str | None, kinds: tuple[str, ...], platform: bool, as_json: bool
 ) -> None:
     """Back the app up now (kept until retention removes it); proven by a drill after."""
-    name = _app(app)
     started = time.monotonic()
-    data = _api(ctx).request(
-        "POST", f"/api/apps/{name}/backups", json={"kinds": list(kinds)}, timeout=LONG
-    )
+    if platform:
+        name = "the platform"
+        data = _api(ctx).request("POST", "/api/backups", timeout=LONG)
+    else:
+        name = _app(app)
+        data = _api(ctx).request(
+            "POST", f"/api/apps/{name}/backups", json={"kinds": list(kinds)}, timeout=LONG
+        )
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -135,9 +147,10 @@ def backups_capture(
         return
     for e in data["entries"]:
         console.print(f"{e['kind']}: {e['id']} ({size(e['size'])}, {e['state']})")
+    where = "--all" if platform else name
     console.print(
         f"backed up in {time.monotonic() - started:.0f} s; each is verified by restoring it "
-        f"(roost backups list {name})"
+        f"(roost backups list {where})"
     )
 
 

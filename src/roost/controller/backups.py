@@ -183,7 +183,7 @@ def check_restore(listing: BackupList, app: str, backup_id: str, at: str) -> str
     when = parse_at(at).timestamp()
     if listing.pitr_from <= 0:
         return f"{app} has no point-in-time window (no base backup of its database yet)"
-    if not listing.pitr_from <= when <= listing.pitr_to:
+    if not listing.pitr_from <= when < listing.pitr_to:
         return (
             f"{at} is outside {app}'s point-in-time window "
             f"({iso(listing.pitr_from)} to {iso(listing.pitr_to)}); nothing was changed"

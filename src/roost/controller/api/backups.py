@@ -162,6 +162,19 @@ async def set_policy(
     return {"app": app.name, **body.model_dump()}
 
 
+@router.post("/backups", status_code=201)
+async def capture_platform(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
+    """The platform's own state and every PostgreSQL cluster's base backup, now
+    (before an upgrade, say): the operators'."""
+    require_admin(who, "backing up the platform")
+    try:
+        entries = await _backups(c).capture("", "capture")
+    except BackupError as exc:
+        raise ApiError(exc.status, str(exc)) from None
+    await c.store.add_event("backup-captured", f"platform: {', '.join(e.id for e in entries)}")
+    return {"entries": [_entry(e) for e in entries]}
+
+
 @router.get("/backups")
 async def platform_status(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
     """Every app's backups (the newest, and the newest verified, of each
