@@ -54,6 +54,7 @@ def net() -> Iterator[Network]:
     finally:
         network.close()
         shutil.rmtree(base, ignore_errors=True)
+    assert not network.leftovers(), f"left behind: {network.leftovers()}"
 
 
 async def _call(keys: KeyPair, ep: Endpoint, msg: Msg, timeout: float = 60) -> Msg:
