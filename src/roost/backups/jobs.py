@@ -39,6 +39,7 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -134,6 +135,7 @@ class Jobs:
     maintain: Callable[[], Awaitable[list[str]]] | None = None
     policies: dict[str, Policy] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
+    copy_backoff: Backoff = COPY_BACKOFF
     followups: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     repo_lock: RWLock = field(default_factory=RWLock)
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
@@ -167,6 +169,7 @@ class Jobs:
         lock = self._locks.setdefault((kind, app or host), asyncio.Lock())
         async with lock, self.repo_lock.shared():
             now = self.clock()
+            when = datetime.fromtimestamp(now, UTC)  # the snapshot's time, as retention sees it
             backup_id = new_id(kind, now)
             staging = self.layout.staging / backup_id
             entry = BackupEntry(id=backup_id, app=app, kind=kind, taken_at=now, reason=reason)
@@ -179,7 +182,7 @@ class Jobs:
                 tags = [f"app={app}", f"kind={kind}", f"id={backup_id}"]
                 size = await asyncio.to_thread(tree_size, staged.root, paths)
                 snap = await self.repos.local.backup(
-                    staged.root, paths, tags=tags, timeout=TOOL_TIMEOUT_S
+                    staged.root, paths, tags=tags, time=when, timeout=TOOL_TIMEOUT_S
                 )
             except (SourceError, RepoError, drill.DrillError, BackupFailed, OSError) as exc:
                 rec = Record(entry=_failed(entry, f"not taken: {exc}"), source=host)
@@ -220,7 +223,7 @@ class Jobs:
         offsite = self.repos.offsite
         if offsite is None and not self.repos.offsite_problem:
             return rec  # one location configured: nothing to copy to
-        retry = Retry(COPY_BACKOFF)
+        retry = Retry(self.copy_backoff)
         problem = self.repos.offsite_problem
         while offsite is not None:
             try:

@@ -199,10 +199,11 @@ class Pullers:
         return kinds
 
     async def pull_data(self, w: Where, app: str) -> bytes:
-        reply = await self._ask(
-            self.servicehost(w.endpoint), DataPull(app=app), PULL_TIMEOUT_S, f"data of {app}"
-        )
-        if not isinstance(reply, DataArchive):
+        # have_version -1: no version is ours, so the whole tree always comes
+        # (a directory never written through a session is at version 0).
+        msg = DataPull(app=app, have_version=-1)
+        reply = await self._ask(self.servicehost(w.endpoint), msg, PULL_TIMEOUT_S, f"data of {app}")
+        if not isinstance(reply, DataArchive) or reply.unchanged:
             raise SourceError(f"the servicehost answered {type(reply).__name__} to DataPull")
         return reply.archive
 
