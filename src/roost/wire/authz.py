@@ -138,14 +138,15 @@ FLOWS: dict[type[Msg], Flow] = {
     Heartbeat: Flow(by=RUNNER, to=CONTROLLER),
     LogBatch: Flow(by=RUNNER, to=CONTROLLER),
     ImageRetainRequest: Flow(by=RUNNER, to=CONTROLLER),
-    ImageSourcesRequest: Flow(by=_by("runner", "router"), to=CONTROLLER),
+    # backupd pulls the serving releases' images into the platform's backup
+    ImageSourcesRequest: Flow(by=_by("runner", "router", "backupd"), to=CONTROLLER),
     # builder -> controller
     BuildLog: Flow(by=BUILDER, to=CONTROLLER),
     BuildResult: Flow(by=BUILDER, to=CONTROLLER),
     # controller -> builder
     BuildRequest: Flow(by=CONTROLLER, to=BUILDER),
-    # runner/router -> image stores
-    ImageChunkRequest: Flow(by=_by("runner", "router"), to=IMAGE_STORES),
+    # runner/router/backupd -> image stores
+    ImageChunkRequest: Flow(by=_by("runner", "router", "backupd"), to=IMAGE_STORES),
     # controller -> runner
     ImageCopy: Flow(by=CONTROLLER, to=RUNNER),
     # router -> controller
