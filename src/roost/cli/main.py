@@ -8,7 +8,18 @@ from pathlib import Path
 import click
 
 from roost import __version__
-from roost.cli import apps, backups, check, cluster, daemons, manage, services, status, up
+from roost.cli import (
+    apps,
+    backups,
+    check,
+    cluster,
+    daemons,
+    manage,
+    restore,
+    services,
+    status,
+    up,
+)
 from roost.cli.datadir import default_data_dir
 
 
@@ -61,6 +72,7 @@ for _cmd in (
     cli.add_command(_cmd)
 
 cli.add_command(check.check)
+cli.add_command(restore.restore)
 
 
 def main() -> None:
