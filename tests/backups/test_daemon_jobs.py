@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import os
 import pwd
+import shutil
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,9 +32,12 @@ from roost.backups.metrics import families
 from roost.backups.restic import Repo
 from roost.backups.retention import Policy, read_policies
 from roost.backups.sources import Pullers
+from roost.controller import lifecycle
 from roost.controller.astore import AsyncStore
+from roost.controller.backups import Backups
 from roost.controller.core import Controller
 from roost.controller.service import ControllerService
+from roost.controller.services import ServiceError
 from roost.controller.store import Store
 from roost.proc.backoff import Backoff
 from roost.servicehost.appdata import AppData
@@ -50,7 +54,7 @@ from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.keys import generate_keypair
 from roost.wire.messages import BackupPolicySet, BackupRestore, Error, Ok
 from roost.wire.node import Node
-from roost.wire.rpc import RpcServer
+from roost.wire.rpc import RpcClient, RpcServer
 
 DAY = 86400.0
 T0 = 1_780_000_000.0
@@ -63,6 +67,8 @@ class World:
     appdata: AppData
     store: AsyncStore
     layout: Layout
+    controller: Controller
+    sync: Store  # for setting data up
 
     async def events(self) -> list[tuple[str, str]]:
         return [(e.kind, e.message) for e in await self.store.events(None, 50)]
@@ -87,8 +93,10 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     appdata.create()
     url = sqlite_url(tmp_path / "state.db")
     migrate(url)
-    store = AsyncStore(Store(make_engine(url)))
-    controller = ControllerService(Controller(store, Settings(), "c1"), builders=None)
+    sync = Store(make_engine(url))
+    store = AsyncStore(sync)
+    core = Controller(store, Settings(), "c1")
+    controller = ControllerService(core, builders=None)
     sh_keys, ctl_keys, bk_keys = generate_keypair(), generate_keypair(), generate_keypair()
     sh_node = Node(sh_keys, [bk_keys.public])
     ctl_node = Node(ctl_keys, [bk_keys.public])
@@ -112,7 +120,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         async with asyncio.TaskGroup() as tg:
             serving = [tg.create_task(sh_server.serve()), tg.create_task(ctl_server.serve())]
             try:
-                yield World(backupd, backupd.jobs, appdata, store, layout)
+                yield World(backupd, backupd.jobs, appdata, store, layout, core, sync)
             finally:
                 await pullers.close()
                 for t in serving:
@@ -234,3 +242,30 @@ async def test_a_policy_is_kept_and_a_bad_one_refused(world: World) -> None:
     reply = await table(BackupPolicySet(app="shop", daily=-1))
     assert isinstance(reply, Error) and "daily must be between" in reply.message
     assert world.jobs.policies["shop"].daily == 3
+
+
+async def test_a_change_is_refused_when_its_backup_fails(world: World) -> None:
+    """The controller's rule: with a backupd configured, a change that drops
+    data (here an app's deletion) waits for its backup, and is refused, the
+    app kept, when that backup fails (a repository gone)."""
+    keys = generate_keypair()
+    server_node = Node(keys, [keys.public])  # the controller's key is backupd's own here
+    async with server_node:
+        server = RpcServer(server_node, "tcp://127.0.0.1:*", world.backupd.handlers())
+        client_node = Node(keys, [keys.public])
+        async with client_node, asyncio.TaskGroup() as tg:
+            serving = tg.create_task(server.serve())
+            client = RpcClient(client_node, [Endpoint(server.address, keys.public_text)])
+            world.controller.backups = Backups(client)
+            app = world.sync.create_app("shop", world.sync.create_account("o@example.com"))
+            _write(world.appdata, "shop", {"a.txt": b"alpha"})
+            shutil.rmtree(world.layout.local_repo)
+            try:
+                with pytest.raises(ServiceError, match="refusing to go on without a backup"):
+                    await lifecycle.delete_app(world.controller, app)
+                assert (await world.store.app("shop")).id == app.id  # kept
+                (failed,) = [r.entry for r in world.jobs.catalog.records()]
+                assert failed.state == "failed" and failed.reason == "app deletion"
+            finally:
+                await client.close()
+                serving.cancel()
