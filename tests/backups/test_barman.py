@@ -220,3 +220,18 @@ async def test_an_unreachable_source_is_no_window_change(barman: Barman, source:
     )
     assert await barman.mark("sh1") is None
     assert await barman.window("sh1") == before
+
+
+async def test_ensure_again_keeps_streaming_and_a_server_removed_stops(
+    barman: Barman, layout: Layout
+) -> None:
+    config = barman.servers["sh1"]
+    # Twice at once (nothing applied in between) and again: one receive-wal.
+    await barman.ensure([config])
+    await barman.ensure([config])
+    assert len(await _wait_receivers(layout)) == 1
+    assert barman._sup.children["receive-wal:sh1"].restarts == 0
+    await barman.ensure([])
+    assert "receive-wal:sh1" not in barman._sup.children
+    assert _receivers(layout) == []
+    assert "[sh1]" not in barman.config_file.read_text()

@@ -49,7 +49,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import os
 import pwd
@@ -57,14 +56,30 @@ import re
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 import psycopg
 
+from roost.backups.barmanconf import (
+    BaseBackup,
+    ServerConfig,
+    Window,
+    backup_for,
+    commit_times,
+    iso,
+    parse_check,
+    parse_list_backups,
+    parse_show_backup,
+    passfile_line,
+    render_config,
+    server_name,
+    slot_name,
+    window_of,
+)
 from roost.backups.layout import Layout
 from roost.backups.pgfacts import PG_BIN, PgConn, pg_tool, run_tool
 from roost.proc import spawn as proc
@@ -74,6 +89,13 @@ from roost.proc.supervise import Program, Supervisor
 from roost.wire.messages import PgSource
 
 log = logging.getLogger("roost.backups.barman")
+
+# The pure half lives in barmanconf; its names are this module's too.
+__all__ = [
+    "Barman", "BarmanError", "BaseBackup", "ServerConfig", "Window", "backup_for",
+    "commit_times", "parse_check", "passfile_line", "render_config", "server_name",
+    "slot_name", "window_of",
+]  # fmt: skip
 
 COMMAND_TIMEOUT_S = 300.0
 BACKUP_TIMEOUT_S = 24 * 3600.0
@@ -89,198 +111,10 @@ RECEIVE_POLICY = Policy(
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 _SEGMENT = re.compile(r"^[0-9A-F]{24}$")
-_COMMIT = re.compile(
-    r"desc: (?:COMMIT|ABORT)\w*(?: \d+:)? (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC"
-)
 
 
 class BarmanError(RuntimeError):
     """A Barman command failed (the message carries its output's tail)."""
-
-
-# ------------------------------------------------------------------ configuration (pure)
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    name: str  # server_name(host id)
-    source: PgSource
-    recovery_window_days: int = 7
-    # pg_basebackup's fast checkpoint: quick, but an I/O burst on the source.
-    immediate_checkpoint: bool = False
-
-
-def server_name(host_id: str) -> str:
-    """A Barman server (and config section) name for a servicehost id."""
-    name = re.sub(r"[^a-z0-9_-]", "-", host_id.lower()).strip("-") or "host"
-    return name if name not in ("barman", "all") else f"host-{name}"
-
-
-def slot_name(server: str) -> str:
-    return ("barman_" + re.sub(r"[^a-z0-9_]", "_", server))[:63]
-
-
-def _value(v: str) -> str:
-    """A value as Barman's ConfigParser reads it back (%-interpolation on)."""
-    if "\n" in v or "\r" in v:
-        raise ValueError(f"a newline in a Barman setting: {v!r}")
-    return v.replace("%", "%%")
-
-
-def _conninfo(parts: dict[str, str]) -> str:
-    def quote(v: str) -> str:
-        if v and not re.search(r"[\s'\\]", v):
-            return v
-        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-    return " ".join(f"{k}={quote(v)}" for k, v in parts.items())
-
-
-def passfile_line(source: PgSource) -> str:
-    """The source's line in a libpq passfile (host:port:db:user:password)."""
-
-    def esc(v: str) -> str:
-        return v.replace("\\", "\\\\").replace(":", "\\:")
-
-    return ":".join([esc(source.host), str(source.port), "*", esc(source.user),
-                     esc(source.password)])  # fmt: skip
-
-
-def render_config(
-    *,
-    home: Path,
-    log_file: Path,
-    user: str,
-    passfile: Path,
-    servers: Sequence[ServerConfig],
-    pg_bin: Path = PG_BIN,
-) -> str:
-    """barman.conf: the global section and one section per servicehost cluster."""
-    names = [s.name for s in servers]
-    if len(set(names)) != len(names):
-        raise ValueError(f"two Barman servers with one name: {sorted(names)}")
-    lines = [
-        "; Written by roost backupd; edits here are lost.",
-        "[barman]",
-        f"barman_home = {_value(str(home))}",
-        f"barman_user = {_value(user)}",
-        f"log_file = {_value(str(log_file))}",
-        "log_level = INFO",
-        "",
-    ]
-    for s in servers:
-        if s.recovery_window_days < 1:
-            raise ValueError(f"{s.name}: the recovery window must be at least a day")
-        common = {"host": s.source.host, "port": str(s.source.port), "user": s.source.user,
-                  "passfile": str(passfile)}  # fmt: skip
-        conninfo = _conninfo({**common, "dbname": "postgres", "application_name": "barman"})
-        streaming = _conninfo(common)
-        lines += [
-            f"[{s.name}]",
-            f"description = {_value('Roost servicehost ' + s.name)}",
-            f"conninfo = {_value(conninfo)}",
-            f"streaming_conninfo = {_value(streaming)}",
-            "backup_method = postgres",
-            "archiver = off",
-            "streaming_archiver = on",
-            f"slot_name = {slot_name(s.name)}",
-            "create_slot = auto",
-            f"retention_policy = RECOVERY WINDOW OF {s.recovery_window_days} DAYS",
-            "minimum_redundancy = 1",
-            f"path_prefix = {_value(str(pg_bin))}",
-            f"immediate_checkpoint = {'true' if s.immediate_checkpoint else 'false'}",
-            "",
-        ]
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------ what Barman says (pure)
-
-
-@dataclass(frozen=True)
-class BaseBackup:
-    id: str
-    server: str
-    status: str  # DONE, WAITING_FOR_WALS, FAILED, ...
-    end: datetime | None  # to the second from list-backups, exact from show-backup
-    size: int = 0
-    retention: str = ""  # VALID, OBSOLETE, ... ("-" without a policy verdict)
-
-
-@dataclass(frozen=True)
-class Window:
-    earliest: datetime  # the end of the oldest base backup
-    latest: datetime  # the newest commit Barman holds (a target must be before it)
-
-    def holds(self, at: datetime) -> bool:
-        return self.earliest <= at < self.latest
-
-    def __str__(self) -> str:
-        return f"{_iso(self.earliest)} to {_iso(self.latest)}"
-
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def parse_list_backups(text: str, server: str) -> list[BaseBackup]:
-    """`barman -f json list-backups SERVER`, oldest first."""
-    out = []
-    for b in json.loads(text).get(server, []):
-        ts = b.get("end_time_timestamp")
-        end = datetime.fromtimestamp(int(ts), UTC) if ts not in (None, "", "None") else None
-        out.append(BaseBackup(
-            id=str(b["backup_id"]), server=server, status=str(b.get("status", "")), end=end,
-            size=int(b.get("size_bytes") or 0), retention=str(b.get("retention_status", "")),
-        ))  # fmt: skip
-    return sorted(out, key=lambda b: b.id)
-
-
-def parse_show_backup(text: str, server: str) -> BaseBackup:
-    b = json.loads(text)[server]
-    info = b.get("base_backup_information", {})
-    end = info.get("end_time")
-    return BaseBackup(
-        id=str(b["backup_id"]),
-        server=server,
-        status=str(b.get("status", "")),
-        end=datetime.fromisoformat(end) if end else None,
-        size=int(info.get("disk_usage_bytes") or 0),
-        retention=str(b.get("catalog_information", {}).get("retention_policy", "")),
-    )
-
-
-def parse_check(text: str, server: str) -> list[str]:
-    """The failed checks of `barman -f json check SERVER`, as "check: hint"."""
-    checks = json.loads(text).get(server, {})
-    return [
-        f"{name.replace('_', ' ')}: {c.get('hint', '')}".rstrip(": ")
-        for name, c in sorted(checks.items())
-        if c.get("status") != "OK"
-    ]
-
-
-def commit_times(waldump: str) -> list[datetime]:
-    """Commit and abort times in pg_waldump's output (run with TZ=UTC)."""
-    return [
-        datetime.fromisoformat(m.group(1)).replace(tzinfo=UTC) for m in _COMMIT.finditer(waldump)
-    ]
-
-
-def window_of(backups: Sequence[BaseBackup], last_commit: datetime | None) -> Window | None:
-    """The point-in-time window: from the oldest complete base backup's end to
-    the newest commit held (`backups` with exact end times)."""
-    ends = [b.end for b in backups if b.status == "DONE" and b.end is not None]
-    if not ends:
-        return None
-    earliest = min(ends)
-    return Window(earliest, max(earliest, last_commit) if last_commit else earliest)
-
-
-def backup_for(backups: Sequence[BaseBackup], at: datetime) -> BaseBackup | None:
-    """The newest complete base backup that ended by `at` (exact end times)."""
-    done = [b for b in backups if b.status == "DONE" and b.end is not None and b.end <= at]
-    return max(done, key=lambda b: b.end or at) if done else None
 
 
 # ------------------------------------------------------------------ the adapter
@@ -300,23 +134,11 @@ class Barman:
         self.servers: dict[str, ServerConfig] = {}
         self._sup = Supervisor(logger=log)
         self._task: asyncio.Task[None] | None = None
-
-    # paths
-    @property
-    def home(self) -> Path:
-        return self.layout.barman
-
-    @property
-    def config_file(self) -> Path:
-        return self.home / "barman.conf"
-
-    @property
-    def passfile(self) -> Path:
-        return self.home / "pgpass"
-
-    @property
-    def log_file(self) -> Path:
-        return self.layout.logs / "barman.log"
+        self._streamed: set[str] = set()  # servers with a receive-wal supervised
+        self.home = layout.barman
+        self.config_file = self.home / "barman.conf"
+        self.passfile = self.home / "pgpass"
+        self.log_file = layout.logs / "barman.log"
 
     def server_dir(self, server: str) -> Path:
         return self.home / server
@@ -344,10 +166,6 @@ class Barman:
         """Whether the server's receive-wal is running (it may still be connecting)."""
         c = self._sup.children.get(f"receive-wal:{server}")
         return c is not None and c.state == "up"
-
-    def receive_error(self, server: str) -> str:
-        c = self._sup.children.get(f"receive-wal:{server}")
-        return c.last_error if c is not None else ""
 
     # ------------------------------------------------------------ commands
 
@@ -377,23 +195,25 @@ class Barman:
         passwords = "".join(passfile_line(s.source) + "\n" for s in servers)
         _write_private(self.passfile, passwords)
         _write_private(self.config_file, text)
-        old = set(self.servers)
         self.servers = {s.name: s for s in servers}
-        for name in old - set(self.servers):
+        for name in sorted(self._streamed - set(self.servers)):
+            self._streamed.discard(name)
             await self._sup.remove(f"receive-wal:{name}")
-        for name in self.servers:
-            if name in old:
-                continue
+        for name in sorted(set(self.servers) - self._streamed):
+            # receive-wal creates a missing slot too (create_slot = auto): a
+            # source down now is streamed once it answers.
             out = await self.run("receive-wal", "--create-slot", name, ok=True)
             if "created" not in out and "already exists" not in out:
-                raise BarmanError(f"cannot create the replication slot of {name}: {out.strip()}")
+                log.warning("%s: no replication slot yet: %s", name, out.strip()[-500:])
             start = functools.partial(self._start_receive, name)
             program = Program(f"receive-wal:{name}", start, policy=RECEIVE_POLICY,
                               output=_log_output(name))  # fmt: skip
             self._sup.add(program)
+            self._streamed.add(name)
 
     async def _start_receive(self, server: str) -> asyncio.subprocess.Process:
-        _kill_strays(self.server_dir(server) / "streaming")
+        if await asyncio.to_thread(_kill_strays, self.server_dir(server) / "streaming"):
+            await self._slot_released(server)
         return await proc.start(
             [_barman(), "-c", str(self.config_file), "receive-wal", server],
             env={**BASE_ENV, "HOME": str(self.home)},
@@ -401,6 +221,20 @@ class Barman:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
+
+    async def _slot_released(self, server: str) -> None:
+        """Wait (a little) until the source's walsender has let go of the slot."""
+        query = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s AND active"
+        with contextlib.suppress(psycopg.Error, TimeoutError):
+            async with asyncio.timeout(MARK_TIMEOUT_S):
+                conn = await psycopg.AsyncConnection.connect(
+                    **PgConn.of(self.source(server)).kwargs("postgres"), autocommit=True
+                )
+                async with conn:
+                    while (await (await conn.execute(query, (slot_name(server),))).fetchone()) != (
+                        0,
+                    ):
+                        await asyncio.sleep(0.05)
 
     def source(self, server: str) -> PgSource:
         try:
@@ -493,7 +327,7 @@ class Barman:
         with tempfile.TemporaryDirectory(prefix="roost-wal-") as tmp:
             if path.name != name:  # a .partial: pg_waldump wants a segment's name
                 copy = Path(tmp) / name
-                shutil.copyfile(path, copy)
+                await asyncio.to_thread(shutil.copyfile, path, copy)
                 path = copy
             argv = [pg_tool("pg_waldump", self.pg_bin), "--rmgr=Transaction", str(path)]
             # Its status is 1 at the end of the WAL written so far: expected.
@@ -538,7 +372,8 @@ class Barman:
                 while (last := await self.last_commit(server)) is None or last < started:
                     await asyncio.sleep(0.1)
         except TimeoutError:
-            why = self.receive_error(server) or f"receive-wal running: {self.receiving(server)}"
+            c = self._sup.children.get(f"receive-wal:{server}")
+            why = c.last_error if c is not None and c.last_error else "no error from receive-wal"
             raise BarmanError(
                 f"{server}: WAL streaming did not catch up within {MARK_TIMEOUT_S:g}s ({why})"
             ) from None
@@ -566,7 +401,7 @@ class Barman:
             raise ValueError("recover needs a backup id or a target time")
         args = ["recover", "--target-action", "promote"]
         if target_time is not None:
-            args += ["--target-time", _iso(target_time)]
+            args += ["--target-time", iso(target_time)]
         else:
             args += ["--target-immediate"]
         await self.run(*args, server, chosen.id, str(dest), timeout=RECOVER_TIMEOUT_S)
@@ -582,7 +417,7 @@ class Barman:
             exact = await self.backup_info(server, b.id)
             if backup_for([exact], at) is not None:
                 return exact
-        raise BarmanError(f"no base backup of {server} ended by {_iso(at)}")
+        raise BarmanError(f"no base backup of {server} ended by {iso(at)}")
 
     async def _top_up(self, server: str, wal_dir: Path, target: datetime) -> None:
         """Add the segments after the copied ones (the streaming .partial
@@ -607,21 +442,6 @@ class Barman:
             if any(t > target for t in await self._commits_in(name, wal_dir / name)):
                 return
 
-    async def check_backup(self, server: str, backup_id: str) -> list[str]:
-        """`barman check-backup` (the WAL a backup needs is all there) and
-        `barman verify-backup` (pg_verifybackup: every file against the
-        backup's manifest checksums): what is wrong, [] when nothing is."""
-        problems = []
-        out = await self.run("check-backup", server, backup_id, ok=True)
-        info = await self.backup_info(server, backup_id)
-        if info.status != "DONE":
-            problems.append(f"base backup {backup_id} is {info.status}: {out.strip()[-500:]}")
-        try:
-            await self.run("verify-backup", server, backup_id)
-        except BarmanError as exc:
-            problems.append(f"base backup {backup_id} does not match its manifest: {exc}")
-        return problems
-
 
 def _write_private(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -632,23 +452,24 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _log_output(server: str) -> Callable[[bytes], None]:
-    def out(data: bytes) -> None:
-        for line in data.decode(errors="replace").splitlines():
-            if line.strip():
-                log.info("%s receive-wal: %s", server, line)
-
-    return out
+    return lambda data: log.info("%s receive-wal: %s", server, data.decode(errors="replace"))
 
 
-def _kill_strays(streaming: Path) -> None:
+def _kill_strays(streaming: Path) -> bool:
     """SIGKILL pg_receivewal processes still streaming into `streaming` (left
-    by a receive-wal that was killed): they hold the replication slot."""
+    by a receive-wal that was killed: they hold the replication slot) and wait
+    until they are dead (a zombie is: init reaps it when it will); True if any."""
     want = f"--directory={streaming}"
+    killed = []
     for p in psutil.process_iter(["name", "cmdline"]):
         with contextlib.suppress(psutil.Error):
             if p.info["name"] == "pg_receivewal" and want in (p.info["cmdline"] or []):
-                log.warning(
-                    "killing a stray pg_receivewal [%d] streaming into %s", p.pid, streaming
-                )
+                log.warning("killing a stray pg_receivewal [%d] in %s", p.pid, streaming)
                 p.send_signal(signal.SIGKILL)
-                p.wait(5)
+                killed.append(p)
+    for _ in range(100):
+        with contextlib.suppress(psutil.Error):
+            if all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in killed):
+                break
+        time.sleep(0.05)
+    return bool(killed)

@@ -127,7 +127,7 @@ async def _server_of(barman: Barman, backup_id: str) -> str:
 async def drill_base_backup(barman: Barman, backup_id: str, server: str = "") -> list[str]:
     """Prove a base backup (see the module docstring); its problems, [] when none."""
     server = server or await _server_of(barman, backup_id)
-    problems = await barman.check_backup(server, backup_id)
+    problems = await _barman_checks(barman, server, backup_id)
     run = scratch_dir(barman.layout, "drill-")
     try:
         pgdata = run / "pgdata"
@@ -148,6 +148,21 @@ async def drill_base_backup(barman: Barman, backup_id: str, server: str = "") ->
             problems.append(f"the recovered cluster did not start: {exc}")
     finally:
         shutil.rmtree(run, ignore_errors=True)
+    return problems
+
+
+async def _barman_checks(barman: Barman, server: str, backup_id: str) -> list[str]:
+    """`barman check-backup` (the WAL the backup needs is all there: else its
+    status is not DONE) and `barman verify-backup` (pg_verifybackup)."""
+    problems = []
+    out = await barman.run("check-backup", server, backup_id, ok=True)
+    info = await barman.backup_info(server, backup_id)
+    if info.status != "DONE":
+        problems.append(f"base backup {backup_id} is {info.status}: {out.strip()[-500:]}")
+    try:
+        await barman.run("verify-backup", server, backup_id)
+    except BarmanError as exc:
+        problems.append(f"base backup {backup_id} does not match its manifest: {exc}")
     return problems
 
 

@@ -1,0 +1,210 @@
+"""Barman's configuration and what its commands print: pure functions over
+data for `roost.backups.barman` (which re-exports them).
+
+`render_config` writes barman.conf for Barman 3.4 (its ConfigParser reads
+values with %-interpolation, so a '%' is doubled and a newline refused);
+the parsers read `barman -f json` output and pg_waldump's; `window_of` and
+`backup_for` are the window and the choice of base backup for a target
+time, from those records.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from roost.backups.pgfacts import PG_BIN
+from roost.wire.messages import PgSource
+
+_COMMIT = re.compile(
+    r"desc: (?:COMMIT|ABORT)\w*(?: \d+:)? (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC"
+)
+
+
+# ------------------------------------------------------------------ configuration (pure)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    name: str  # server_name(host id)
+    source: PgSource
+    recovery_window_days: int = 7
+    # pg_basebackup's fast checkpoint: quick, but an I/O burst on the source.
+    immediate_checkpoint: bool = False
+
+
+def server_name(host_id: str) -> str:
+    """A Barman server (and config section) name for a servicehost id."""
+    name = re.sub(r"[^a-z0-9_-]", "-", host_id.lower()).strip("-") or "host"
+    return name if name not in ("barman", "all") else f"host-{name}"
+
+
+def slot_name(server: str) -> str:
+    return ("barman_" + re.sub(r"[^a-z0-9_]", "_", server))[:63]
+
+
+def _value(v: str) -> str:
+    """A value as Barman's ConfigParser reads it back (%-interpolation on)."""
+    if "\n" in v or "\r" in v:
+        raise ValueError(f"a newline in a Barman setting: {v!r}")
+    return v.replace("%", "%%")
+
+
+def _conninfo(parts: dict[str, str]) -> str:
+    def quote(v: str) -> str:
+        if v and not re.search(r"[\s'\\]", v):
+            return v
+        return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    return " ".join(f"{k}={quote(v)}" for k, v in parts.items())
+
+
+def passfile_line(source: PgSource) -> str:
+    """The source's line in a libpq passfile (host:port:db:user:password)."""
+
+    def esc(v: str) -> str:
+        return v.replace("\\", "\\\\").replace(":", "\\:")
+
+    return ":".join([esc(source.host), str(source.port), "*", esc(source.user),
+                     esc(source.password)])  # fmt: skip
+
+
+def render_config(
+    *,
+    home: Path,
+    log_file: Path,
+    user: str,
+    passfile: Path,
+    servers: Sequence[ServerConfig],
+    pg_bin: Path = PG_BIN,
+) -> str:
+    """barman.conf: the global section and one section per servicehost cluster."""
+    names = [s.name for s in servers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two Barman servers with one name: {sorted(names)}")
+    lines = [
+        "; Written by roost backupd; edits here are lost.",
+        "[barman]",
+        f"barman_home = {_value(str(home))}",
+        f"barman_user = {_value(user)}",
+        f"log_file = {_value(str(log_file))}",
+        "log_level = INFO",
+        "",
+    ]
+    for s in servers:
+        if s.recovery_window_days < 1:
+            raise ValueError(f"{s.name}: the recovery window must be at least a day")
+        common = {"host": s.source.host, "port": str(s.source.port), "user": s.source.user,
+                  "passfile": str(passfile)}  # fmt: skip
+        conninfo = _conninfo({**common, "dbname": "postgres", "application_name": "barman"})
+        streaming = _conninfo(common)
+        lines += [
+            f"[{s.name}]",
+            f"description = {_value('Roost servicehost ' + s.name)}",
+            f"conninfo = {_value(conninfo)}",
+            f"streaming_conninfo = {_value(streaming)}",
+            "backup_method = postgres",
+            "archiver = off",
+            "streaming_archiver = on",
+            f"slot_name = {slot_name(s.name)}",
+            "create_slot = auto",
+            f"retention_policy = RECOVERY WINDOW OF {s.recovery_window_days} DAYS",
+            "minimum_redundancy = 1",
+            f"path_prefix = {_value(str(pg_bin))}",
+            f"immediate_checkpoint = {'true' if s.immediate_checkpoint else 'false'}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ what Barman says (pure)
+
+
+@dataclass(frozen=True)
+class BaseBackup:
+    id: str
+    server: str
+    status: str  # DONE, WAITING_FOR_WALS, FAILED, ...
+    end: datetime | None  # to the second from list-backups, exact from show-backup
+    size: int = 0
+    retention: str = ""  # VALID, OBSOLETE, ... ("-" without a policy verdict)
+
+
+@dataclass(frozen=True)
+class Window:
+    earliest: datetime  # the end of the oldest base backup
+    latest: datetime  # the newest commit Barman holds (a target must be before it)
+
+    def holds(self, at: datetime) -> bool:
+        return self.earliest <= at < self.latest
+
+    def __str__(self) -> str:
+        return f"{iso(self.earliest)} to {iso(self.latest)}"
+
+
+def iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def parse_list_backups(text: str, server: str) -> list[BaseBackup]:
+    """`barman -f json list-backups SERVER`, oldest first."""
+    out = []
+    for b in json.loads(text).get(server, []):
+        ts = b.get("end_time_timestamp")
+        end = datetime.fromtimestamp(int(ts), UTC) if ts not in (None, "", "None") else None
+        out.append(BaseBackup(
+            id=str(b["backup_id"]), server=server, status=str(b.get("status", "")), end=end,
+            size=int(b.get("size_bytes") or 0), retention=str(b.get("retention_status", "")),
+        ))  # fmt: skip
+    return sorted(out, key=lambda b: b.id)
+
+
+def parse_show_backup(text: str, server: str) -> BaseBackup:
+    b = json.loads(text)[server]
+    info = b.get("base_backup_information", {})
+    end = info.get("end_time")
+    return BaseBackup(
+        id=str(b["backup_id"]),
+        server=server,
+        status=str(b.get("status", "")),
+        end=datetime.fromisoformat(end) if end else None,
+        size=int(info.get("disk_usage_bytes") or 0),
+        retention=str(b.get("catalog_information", {}).get("retention_policy", "")),
+    )
+
+
+def parse_check(text: str, server: str) -> list[str]:
+    """The failed checks of `barman -f json check SERVER`, as "check: hint"."""
+    checks = json.loads(text).get(server, {})
+    return [
+        f"{name.replace('_', ' ')}: {c.get('hint', '')}".rstrip(": ")
+        for name, c in sorted(checks.items())
+        if c.get("status") != "OK"
+    ]
+
+
+def commit_times(waldump: str) -> list[datetime]:
+    """Commit and abort times in pg_waldump's output (run with TZ=UTC)."""
+    return [
+        datetime.fromisoformat(m.group(1)).replace(tzinfo=UTC) for m in _COMMIT.finditer(waldump)
+    ]
+
+
+def window_of(backups: Sequence[BaseBackup], last_commit: datetime | None) -> Window | None:
+    """The point-in-time window: from the oldest complete base backup's end to
+    the newest commit held (`backups` with exact end times)."""
+    ends = [b.end for b in backups if b.status == "DONE" and b.end is not None]
+    if not ends:
+        return None
+    earliest = min(ends)
+    return Window(earliest, max(earliest, last_commit) if last_commit else earliest)
+
+
+def backup_for(backups: Sequence[BaseBackup], at: datetime) -> BaseBackup | None:
+    """The newest complete base backup that ended by `at` (exact end times)."""
+    done = [b for b in backups if b.status == "DONE" and b.end is not None and b.end <= at]
+    return max(done, key=lambda b: b.end or at) if done else None
