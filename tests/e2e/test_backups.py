@@ -14,6 +14,7 @@ from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -88,6 +89,9 @@ def test_capture_verify_and_restore(platform: Platform, tmp_path: Path) -> None:
     wait_until(verified, 120, "the captured backups' drills")
     shown = platform.roost("backups", "list", "shop").stdout
     assert "shop: ok" in shown
+    metrics = json.loads((platform.data / "metrics.json").read_text())["backupd"]
+    text = httpx.get(metrics, timeout=10).text
+    assert 'roost_backup_verified_age_seconds{app="shop",kind="pgdump"}' in text
 
     with psycopg.connect(url, connect_timeout=10) as conn:
         conn.execute("UPDATE notes SET body = 'changed'")
