@@ -52,7 +52,7 @@ from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.keys import generate_keypair
-from roost.wire.messages import BackupPolicySet, BackupRestore, Error, Ok
+from roost.wire.messages import BackupPolicySet, BackupRestore, BackupRestored, Error, Ok
 from roost.wire.node import Node
 from roost.wire.rpc import RpcClient, RpcServer
 
@@ -88,8 +88,9 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     me = pwd.getpwuid(os.getuid())
     user = ServiceUser(me.pw_name, me.pw_uid, me.pw_gid, dropped=False)
     bins = Binaries(pg_bin=tmp_path / "pg", redis_server=tmp_path / "redis-server")
-    host = ServiceHost(ServicehostLayout(tmp_path / "sh"), Settings(), bins, user)
-    appdata = AppData(tmp_path / "sh" / "appdata")
+    sh_layout = ServicehostLayout(tmp_path / "sh")
+    host = ServiceHost(sh_layout, Settings(), bins, user)
+    appdata = AppData(sh_layout.root / "appdata")  # where the daemon keeps it
     appdata.create()
     url = sqlite_url(tmp_path / "state.db")
     migrate(url)
@@ -269,3 +270,22 @@ async def test_a_change_is_refused_when_its_backup_fails(world: World) -> None:
             finally:
                 await client.close()
                 serving.cancel()
+
+
+async def test_a_data_directory_comes_back_by_id_and_what_it_replaced_is_kept(
+    world: World,
+) -> None:
+    _write(world.appdata, "shop", {"a.txt": b"before", "sub/b.txt": b"kept"})
+    (entry,) = await world.jobs.capture("shop", "capture")
+    assert (await world.jobs.followup(entry.id)).entry.state == "verified"
+    _write(world.appdata, "shop", {"a.txt": b"after", "new.txt": b"x"})
+    reply = await world.backupd.handlers()(BackupRestore(app="shop", backup_id=entry.id))
+    assert isinstance(reply, BackupRestored), reply
+    assert reply.message == f"shop's data directory restored from {entry.id}"
+    root = world.appdata.dir("shop")
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == [
+        "a.txt", "sub", "sub/b.txt",
+    ]  # fmt: skip
+    assert (root / "a.txt").read_bytes() == b"before"
+    safety = world.jobs.catalog.get(reply.safety_backup)
+    assert safety.entry.reason == "before restore" and "new.txt" in safety.facts["manifest"]
