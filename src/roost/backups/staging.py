@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from roost.backups import drill
+from roost.backups.images import stage_images
 from roost.backups.layout import Layout
 from roost.backups.locations import run_tool
 from roost.backups.pgfacts import dump_with_facts
@@ -136,6 +137,7 @@ class Stager:
                 dest = _inside(root, f"servicehosts/{src.host_id}.json")
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(src.state_json)
+        await stage_images(self.pullers.node, self.pullers.cluster, self.layout, root)
         facts = {
             "files": await asyncio.to_thread(drill.file_hashes, root),
             "schema_version": snap.schema_version,
