@@ -9,8 +9,6 @@ import asyncio
 import configparser
 import shutil
 import subprocess
-import tempfile
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from roost.backups.barman import (
 )
 from roost.backups.layout import Layout
 from roost.wire.messages import PgSource
-from tests.backups.pgsource import Source, pg_source
+from tests.backups.pgsource import Source
 from tests.conftest import processes_under
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -117,31 +115,6 @@ def test_parse_check() -> None:
 
 
 # ------------------------------------------------------------------ real
-
-
-@pytest.fixture
-def source() -> Iterator[Source]:
-    with pg_source() as src:
-        src.sql("CREATE DATABASE app")
-        src.sql("CREATE TABLE t (id int PRIMARY KEY, v text)", "app")
-        yield src
-
-
-@pytest.fixture
-def layout() -> Iterator[Layout]:
-    data = Path(tempfile.mkdtemp(prefix="roost-bk-"))
-    lay = Layout(data)
-    lay.create()
-    yield lay
-    shutil.rmtree(data, ignore_errors=True)
-
-
-@pytest.fixture
-async def barman(source: Source, layout: Layout) -> AsyncIterator[Barman]:
-    async with Barman(layout) as b:
-        await b.ensure([ServerConfig("sh1", source.pg, immediate_checkpoint=True)])
-        yield b
-    assert processes_under(layout.data_dir) == []
 
 
 def _receivers(layout: Layout) -> list[psutil.Process]:

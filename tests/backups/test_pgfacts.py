@@ -4,8 +4,6 @@ restored into a scratch server, the facts match; a changed row shows."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,17 +54,6 @@ def source() -> Iterator[Source]:
         src.sql("CREATE DATABASE app")
         src.sql(APP_SCHEMA, "app")
         yield src
-
-
-@pytest.fixture
-def layout() -> Iterator[Layout]:
-    # Under /tmp (1777), not pytest's root-only tmp_path: the scratch user
-    # must be able to walk down to its directory.
-    data = Path(tempfile.mkdtemp(prefix="roost-bk-"))
-    lay = Layout(data)
-    lay.create()
-    yield lay
-    shutil.rmtree(data, ignore_errors=True)
 
 
 async def restore(scratch: ScratchPg, dump: Path, dbname: str) -> None:

@@ -5,46 +5,17 @@ good base backup's drill passes and a corrupted one's fails."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from roost.backups.barman import Barman, ServerConfig
+from roost.backups.barman import Barman
 from roost.backups.layout import Layout
 from roost.backups.pgfacts import compare, pg_tool, run_tool, take_facts
 from roost.backups.pitr import OutsideWindow, drill_base_backup, recover_app_database
 from roost.backups.scratch import scratch_postgres
-from tests.backups.pgsource import Source, pg_source
-from tests.conftest import processes_under
-
-
-@pytest.fixture
-def source() -> Iterator[Source]:
-    with pg_source() as src:
-        src.sql("CREATE DATABASE app")
-        src.sql("CREATE TABLE t (id int PRIMARY KEY, v text)", "app")
-        yield src
-
-
-@pytest.fixture
-def layout() -> Iterator[Layout]:
-    data = Path(tempfile.mkdtemp(prefix="roost-bk-"))
-    lay = Layout(data)
-    lay.create()
-    yield lay
-    shutil.rmtree(data, ignore_errors=True)
-
-
-@pytest.fixture
-async def barman(source: Source, layout: Layout) -> AsyncIterator[Barman]:
-    async with Barman(layout) as b:
-        await b.ensure([ServerConfig("sh1", source.pg, immediate_checkpoint=True)])
-        yield b
-    assert processes_under(layout.data_dir) == []
+from tests.backups.pgsource import Source
 
 
 def _now(source: Source) -> datetime:

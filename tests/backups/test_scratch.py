@@ -8,7 +8,6 @@ import os
 import pwd
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -18,15 +17,6 @@ from roost.backups.layout import Layout
 from roost.backups.scratch import SCRATCH_USER, ScratchError, scratch_postgres, scratch_redis
 from roost.sysuser import Unreachable
 from tests.conftest import processes_under
-
-
-@pytest.fixture
-def layout() -> Iterator[Layout]:
-    data = Path(tempfile.mkdtemp(prefix="roost-bk-"))
-    lay = Layout(data)
-    lay.create()
-    yield lay
-    shutil.rmtree(data, ignore_errors=True)
 
 
 def _owner(pid: int) -> str:
