@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import secrets
@@ -45,9 +46,10 @@ import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 
@@ -57,6 +59,7 @@ from roost.proc import spawn as proc
 from roost.proc.stop import terminate
 from roost.sysuser import Account, check_reachable, chown_tree, ensure_system_user
 
+T = TypeVar("T")
 SCRATCH_USER = "roost-backup"
 SCRATCH_SUPERUSER = "roost-scratch"
 LOOPBACK = "127.0.0.1"
@@ -231,41 +234,45 @@ def _pg_argv(pgdata: Path, port: int, sock: Path) -> list[str]:
     return argv
 
 
-async def _pg_ready(
-    proc_: asyncio.subprocess.Process, conn: PgConn, log: Path, timeout: float
-) -> str:
-    """Wait until the server accepts `conn` and is out of recovery; returns the
-    bootstrap superuser's name. Raises ScratchError if the postmaster exits."""
+async def _until_ready(
+    server: asyncio.subprocess.Process,
+    probe: Callable[[], Awaitable[T | None]],
+    what: str,
+    log: Path,
+    timeout: float,
+) -> T:
+    """`probe()` until it answers (None: not yet); ScratchError, with the last
+    lines of the server's log, if the server exits or `timeout` runs out."""
     try:
         async with asyncio.timeout(timeout):
-            while True:
-                if proc_.returncode is not None:
+            while (answer := await probe()) is None:
+                if server.returncode is not None:
                     raise ScratchError(
-                        f"scratch PostgreSQL exited (status {proc_.returncode}):\n{_tail(log)}"
+                        f"scratch {what} exited (status {server.returncode}):\n{_tail(log)}"
                     )
-                try:
-                    c = await psycopg.AsyncConnection.connect(
-                        **conn.kwargs("postgres", connect_timeout=2),
-                        autocommit=True,
-                    )
-                except psycopg.OperationalError as exc:
-                    if "does not exist" in str(exc):
-                        raise ScratchError(f"cannot log in to the scratch server: {exc}") from None
-                    # Starting, or recovering (no connections before promotion).
-                    await asyncio.sleep(0.1)
-                    continue
-                async with c:
-                    cur = await c.execute(
-                        "SELECT pg_is_in_recovery(), (SELECT rolname FROM pg_roles WHERE oid = 10)"
-                    )
-                    row = await cur.fetchone()
-                if row is not None and not row[0]:
-                    return str(row[1])
                 await asyncio.sleep(0.1)
+            return answer
     except TimeoutError:
-        raise ScratchError(
-            f"scratch PostgreSQL not ready within {timeout:g}s:\n{_tail(log)}"
-        ) from None
+        raise ScratchError(f"scratch {what} not ready within {timeout:g}s:\n{_tail(log)}") from None
+
+
+async def _pg_probe(conn: PgConn) -> str | None:
+    """The bootstrap superuser's name once the server accepts `conn` and is
+    out of recovery (no connection is accepted before promotion)."""
+    try:
+        c = await psycopg.AsyncConnection.connect(
+            **conn.kwargs("postgres", connect_timeout=2), autocommit=True
+        )
+    except psycopg.OperationalError as exc:
+        if "does not exist" in str(exc):
+            raise ScratchError(f"cannot log in to the scratch server: {exc}") from None
+        return None  # starting, or recovering
+    async with c:
+        cur = await c.execute(
+            "SELECT pg_is_in_recovery(), (SELECT rolname FROM pg_roles WHERE oid = 10)"
+        )
+        row = await cur.fetchone()
+    return str(row[1]) if row is not None and not row[0] else None
 
 
 @contextlib.asynccontextmanager
@@ -303,7 +310,8 @@ async def scratch_postgres(
             server = await _spawn(_pg_argv(pgdata, port, sock), account, log, pgdata)
             try:
                 conn = PgConn(host=str(sock), port=port, user=login)
-                superuser = await _pg_ready(server, conn, log, ready_timeout)
+                probe = functools.partial(_pg_probe, conn)
+                superuser = await _until_ready(server, probe, "PostgreSQL", log, ready_timeout)
             except ScratchError:
                 await asyncio.shield(terminate(server, PG_STOP_GRACE_S, signal.SIGINT))
                 if attempt + 1 < START_TRIES and "could not bind" in _tail(log):
@@ -372,26 +380,11 @@ def redis_conf(port: int, password: str, directory: Path) -> str:
     ])  # fmt: skip
 
 
-async def _redis_ready(
-    proc_: asyncio.subprocess.Process, r: ScratchRedis, log: Path, timeout: float
-) -> None:
+async def _redis_probe(r: ScratchRedis) -> bool | None:
     try:
-        async with asyncio.timeout(timeout):
-            while True:
-                if proc_.returncode is not None:
-                    raise ScratchError(
-                        f"scratch redis-server exited (status {proc_.returncode}):\n{_tail(log)}"
-                    )
-                try:
-                    if await r.command("PING", timeout=5) == "PONG":
-                        return
-                except ScratchError:
-                    pass  # not listening yet, or still loading the RDB
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        raise ScratchError(
-            f"scratch redis-server not ready within {timeout:g}s:\n{_tail(log)}"
-        ) from None
+        return True if await r.command("PING", timeout=5) == "PONG" else None
+    except ScratchError:
+        return None  # not listening yet, or still loading the RDB
 
 
 @contextlib.asynccontextmanager
@@ -417,7 +410,8 @@ async def scratch_redis(
             _give(account, run)
             server = await _spawn([_redis_server(), str(conf)], account, log, data)
             try:
-                await _redis_ready(server, r, log, ready_timeout)
+                probe = functools.partial(_redis_probe, r)
+                await _until_ready(server, probe, "redis-server", log, ready_timeout)
             except ScratchError:
                 await asyncio.shield(terminate(server, REDIS_STOP_GRACE_S))
                 if attempt + 1 < START_TRIES and "Address already in use" in _tail(log):
