@@ -6,8 +6,10 @@ gateway answers, adds the parts' entries to its own) and gives it to its
 RpcServer. Dispatch is by the message's exact class, so the table is
 everything the role answers: a message missing from it gets an Error naming
 the role, never a guess. `on` ties each handler's parameter to its key for
-mypy. `tests/wire/test_flows.py` checks each role's table against who may
-send what (`roost.wire.authz`).
+mypy; `at_once` makes an entry for a request answered from memory (a plain
+function, that the RPC server calls as it reads the request).
+`tests/wire/test_flows.py` checks each role's table against who may send
+what (`roost.wire.authz`).
 """
 
 from __future__ import annotations
@@ -23,14 +25,26 @@ M = TypeVar("M", bound=Msg)
 
 @dataclass(frozen=True)
 class Entry:
-    """One row of a table: a message type and what answers it."""
+    """One row of a table: a message type and what answers it (`now`: the
+    same answer as a plain function, for an entry made by `at_once`)."""
 
     kind: type[Msg]
     handler: Callable[[Any], Awaitable[Msg]]
+    now: Callable[[Any], Msg] | None = None
 
 
 def on(kind: type[M], handler: Callable[[M], Awaitable[Msg]]) -> Entry:
     return Entry(kind, handler)
+
+
+def at_once(kind: type[M], answer: Callable[[M], Msg]) -> Entry:
+    """A request answered from memory, waiting for nothing (a heartbeat): the
+    RPC server answers it as it reads it, without a task of its own."""
+
+    async def handler(msg: M) -> Msg:
+        return answer(msg)
+
+    return Entry(kind, handler, answer)
 
 
 def pong(detail: str) -> Entry:
@@ -63,14 +77,22 @@ class Handlers:
     def __init__(self, who: str, entries: Iterable[Entry]) -> None:
         self.who = who
         self.table: dict[type[Msg], Callable[[Any], Awaitable[Msg]]] = {}
+        self._now: dict[type[Msg], Callable[[Any], Msg]] = {}
         for e in entries:
             if e.kind in self.table:
                 raise ValueError(f"{who} has two handlers for {e.kind.__name__}")
             self.table[e.kind] = e.handler
+            if e.now is not None:
+                self._now[e.kind] = e.now
 
     @property
     def kinds(self) -> frozenset[type[Msg]]:
         return frozenset(self.table)
+
+    def answer_now(self, msg: Msg) -> Msg | None:
+        """The answer of an `at_once` entry; None for any other message."""
+        now = self._now.get(type(msg))
+        return None if now is None else now(msg)
 
     async def __call__(self, msg: Msg) -> Msg:
         handler = self.table.get(type(msg))

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Collection, Iterable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast, overload
 
 import zmq
 import zmq.asyncio
@@ -38,6 +38,8 @@ from roost.wire.keys import KeyPair
 log = logging.getLogger("roost.wire")
 
 ZAP_DOMAIN = "roost"
+
+S = TypeVar("S", bound=zmq.Socket)
 
 
 class Caller(NamedTuple):
@@ -162,7 +164,7 @@ class Node:
             self._zap = None
         self.ctx.destroy(linger=0)
 
-    def _common(self, sock: zmq.asyncio.Socket) -> None:
+    def _common(self, sock: zmq.Socket) -> None:
         sock.setsockopt(zmq.LINGER, 0)
         # ZMTP heartbeats detect dead peers on idle connections.
         sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
@@ -172,9 +174,29 @@ class Node:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         sock.setsockopt(zmq.MAXMSGSIZE, 512 * 1024 * 1024)
 
-    def server_socket(self, kind: int, roles: Collection[str] | None = None) -> zmq.asyncio.Socket:
-        """A CURVE server socket; with `roles`, only peers of those roles connect."""
-        sock = self.ctx.socket(kind)
+    @overload
+    def server_socket(
+        self, kind: int, roles: Collection[str] | None = None
+    ) -> zmq.asyncio.Socket: ...
+
+    @overload
+    def server_socket(
+        self, kind: int, roles: Collection[str] | None = None, *, socket_class: type[S]
+    ) -> S: ...
+
+    def server_socket(
+        self,
+        kind: int,
+        roles: Collection[str] | None = None,
+        *,
+        socket_class: type[zmq.Socket] | None = None,
+    ) -> zmq.Socket:
+        """A CURVE server socket; with `roles`, only peers of those roles connect.
+
+        An asyncio socket, or one of `socket_class` (a server that watches
+        the socket's FD itself uses a plain one: `roost.wire.rpc`)."""
+        # (Through the context, which closes it when it goes.)
+        sock: zmq.Socket = self.ctx.socket(kind, socket_class=cast(Any, socket_class))
         self._common(sock)
         sock.curve_secretkey = self.keypair.secret
         sock.curve_publickey = self.keypair.public
