@@ -21,7 +21,7 @@ from roost.controller.platformsnap import PlatformFiles, PlatformSnap
 from roost.controller.services import ServiceError
 from roost.controller.store import AppRow, NotFound
 from roost.wire.cluster import Endpoint
-from roost.wire.dispatch import Handlers, on, pong
+from roost.wire.dispatch import Handlers, at_once, on, pong
 from roost.wire.messages import (
     BuildAccepted,
     BuildLog,
@@ -109,7 +109,7 @@ class ControllerService:
         self.handle = Handlers(
             "controller",
             [
-                on(Heartbeat, self.heartbeat),
+                at_once(Heartbeat, self.heartbeat),
                 on(LogBatch, self.logs),
                 on(BuildLog, self.build_log),
                 on(BuildResult, self.build_result),
@@ -122,8 +122,9 @@ class ControllerService:
             ],
         )
 
-    async def heartbeat(self, msg: Heartbeat) -> Msg:
-        # Answered from memory: no heartbeat waits for the database.
+    def heartbeat(self, msg: Heartbeat) -> Msg:
+        # Answered from memory, as the RPC server reads it: no heartbeat
+        # waits for the database, or for a task of its own.
         c = self.c
         came_back = c.soft.record(msg, time.monotonic())
         if came_back:
