@@ -3,110 +3,109 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from roost.controller.core import Controller
-from roost.wire.messages import Heartbeat
+from roost.controller.softstate import SoftState
 
 API_REQUESTS = Counter("roost_api_requests_total", "API requests", ["method", "route", "status"])
 API_LATENCY = Histogram("roost_api_request_seconds", "API request latency", ["method", "route"])
 BUILDS = Counter("roost_builds_total", "Finished builds", ["status"])
 
 
-@dataclass(frozen=True)
-class _Seen:
-    """One controller's soft state as a scrape saw it (read on the event loop)."""
+# Hosts written between yields to the event loop. The soft state's text is
+# written on the loop, a slice at a time: at 50,000 instances it is 100,000
+# lines, and written in a worker thread (as it once was, through
+# prometheus_client's per-sample formatting: over a second) it held the GIL
+# against the loop, stalling every heartbeat for as long.
+HOSTS_PER_SLICE = 20
 
-    now: float
-    hosts: list[tuple[str, float, bool, Heartbeat]]  # host, last seen, up, heartbeat
-    leader: bool
+
+def _label(value: str) -> str:
+    """A label value escaped as the exposition format wants it."""
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-class SoftStateCollector(Collector):
-    """Reads the controllers' soft state at scrape time (nothing to keep in sync).
+def _gauge(name: str, doc: str, samples: list[str]) -> str:
+    return f"# HELP {name} {doc}\n# TYPE {name} gauge\n" + "".join(samples)
 
-    One collector per process serves every Controller object alive in it (a
-    daemon has one; tests may have several). The scrape copies what it needs
-    on the event loop (a list per host) and renders the text in a worker
-    thread: tens of thousands of instances make a second of formatting that
-    must not hold up heartbeats.
-    """
+
+class SoftStateText:
+    """What heartbeats say, as Prometheus text, read at scrape time (nothing
+    to keep in sync). One per process serves every Controller object alive
+    in it (a daemon has one; tests may have several)."""
 
     def __init__(self) -> None:
         self.controllers: weakref.WeakSet[Controller] = weakref.WeakSet()
-        self._seen: list[_Seen] | None = None  # set for the render under way
 
-    def freeze(self) -> list[_Seen]:
-        """What the next render shows (call on the event loop)."""
+    async def render(self) -> str:
+        return "".join([await soft_state_text(c.soft, c.is_leader) for c in list(self.controllers)])
+
+
+async def soft_state_text(soft: SoftState, leader: bool) -> str:
+    """One controller's soft state as exposition text, written a slice of
+    hosts at a time (the loop serves heartbeats in between)."""
+    age: list[str] = []
+    up: list[str] = []
+    restarts: list[str] = []
+    memory: list[str] = []
+    value = _GoFloats()
+    # A list of what there is now: a beat replaces a host's heartbeat (never
+    # changes one), and hosts come and go between slices.
+    hosts = list(soft.hosts.items())
+    for i in range(0, len(hosts), HOSTS_PER_SLICE):
+        if i:
+            await asyncio.sleep(0)
         now = time.monotonic()
-        return [
-            _Seen(
-                now,
-                [
-                    (h, s.last_seen, s.down_since is None, s.heartbeat)
-                    for h, s in c.soft.hosts.items()
-                ],
-                c.is_leader,
-            )
-            for c in list(self.controllers)
+        for host_id, seen in hosts[i : i + HOSTS_PER_SLICE]:
+            host = f'{{host="{_label(host_id)}"}} '
+            age.append(f"roost_heartbeat_age_seconds{host}{value(now - seen.last_seen)}\n")
+            up.append(f"roost_host_up{host}{'1.0' if seen.down_since is None else '0.0'}\n")
+            for st in seen.heartbeat.instances:
+                labels = f'{{app="{_label(st.app)}",instance="{_label(st.instance_id)}"}} '
+                restarts.append(f"roost_instance_restarts{labels}{value(st.restarts)}\n")
+                memory.append(f"roost_instance_memory_mb{labels}{value(st.memory_mb)}\n")
+    return "".join(
+        [
+            _gauge("roost_heartbeat_age_seconds", "Seconds since a host's last heartbeat", age),
+            _gauge("roost_host_up", "1 when the host is up", up),
+            _gauge("roost_instance_restarts", "Restarts of an instance", restarts),
+            _gauge("roost_instance_memory_mb", "Resident memory of an instance", memory),
+            _gauge(
+                "roost_scheduler_leader",
+                "1 when this controller holds the scheduler lease",
+                [f"roost_scheduler_leader {'1.0' if leader else '0.0'}\n"],
+            ),
         ]
-
-    def render(self, seen: list[_Seen]) -> bytes:
-        """The registry's text with `seen` for the soft state (any thread)."""
-        with _render_lock:
-            self._seen = seen
-            try:
-                return generate_latest(REGISTRY)
-            finally:
-                self._seen = None
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        for seen in self._seen if self._seen is not None else self.freeze():
-            yield from self._collect(seen)
-
-    def _collect(self, c: _Seen) -> Iterator[GaugeMetricFamily]:
-        now = c.now
-        age = GaugeMetricFamily(
-            "roost_heartbeat_age_seconds", "Seconds since a host's last heartbeat", labels=["host"]
-        )
-        up = GaugeMetricFamily("roost_host_up", "1 when the host is up", labels=["host"])
-        restarts = GaugeMetricFamily(
-            "roost_instance_restarts", "Restarts of an instance", labels=["app", "instance"]
-        )
-        memory = GaugeMetricFamily(
-            "roost_instance_memory_mb", "Resident memory of an instance", labels=["app", "instance"]
-        )
-        for host_id, last_seen, alive, hb in c.hosts:
-            age.add_metric([host_id], now - last_seen)
-            up.add_metric([host_id], 1.0 if alive else 0.0)
-            for st in hb.instances:
-                restarts.add_metric([st.app, st.instance_id], st.restarts)
-                memory.add_metric([st.app, st.instance_id], st.memory_mb)
-        leader = GaugeMetricFamily(
-            "roost_scheduler_leader", "1 when this controller holds the scheduler lease"
-        )
-        leader.add_metric([], 1.0 if c.leader else 0.0)
-        yield from (age, up, restarts, memory, leader)
+    )
 
 
-_collector = SoftStateCollector()
-REGISTRY.register(_collector)
-_render_lock = threading.Lock()
+class _GoFloats:
+    """floatToGoString, remembered: most values (restarts, memory) repeat."""
+
+    def __init__(self) -> None:
+        self._seen: dict[float, str] = {}
+
+    def __call__(self, v: float) -> str:
+        text = self._seen.get(v)
+        if text is None:
+            text = self._seen[v] = floatToGoString(v)
+        return text
+
+
+_soft = SoftStateText()
 
 
 def install(api: FastAPI, controller: Controller, guard: Callable[..., Any] | None = None) -> None:
     """Measure every request and serve /metrics, behind `guard` (a dependency) if given."""
-    _collector.controllers.add(controller)
+    _soft.controllers.add(controller)
 
     @api.middleware("http")
     async def measure(
@@ -126,5 +125,6 @@ def install(api: FastAPI, controller: Controller, guard: Callable[..., Any] | No
         dependencies=[Depends(guard)] if guard is not None else None,
     )
     async def metrics() -> Response:
-        text = await asyncio.to_thread(_collector.render, _collector.freeze())
+        # The registry (API and build counters) is small; the soft state is not.
+        text = generate_latest(REGISTRY) + (await _soft.render()).encode()
         return Response(text, media_type=CONTENT_TYPE_LATEST)
