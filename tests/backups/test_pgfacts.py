@@ -7,11 +7,13 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from roost.backups.layout import Layout
 from roost.backups.pgfacts import (
     DbFacts,
+    PgConn,
     TableFacts,
     compare,
     dump_with_facts,
@@ -45,6 +47,9 @@ CREATE TABLE gone (x int);
 ALTER TABLE gone ADD COLUMN y int;
 INSERT INTO gone VALUES (1, 2);
 ALTER TABLE gone DROP COLUMN x;
+CREATE TABLE secret (x int);
+INSERT INTO secret VALUES (1), (2);
+ALTER TABLE secret ENABLE ROW LEVEL SECURITY;  -- no policy: hidden from all but its owner
 """
 
 
@@ -79,6 +84,7 @@ async def test_dump_and_facts_round_trip(source: Source, layout: Layout, tmp_pat
         "public.part_eu": 1,  # leaf partitions; the parent holds no rows
         "public.part_us": 2,
         "public.gone": 1,
+        "public.secret": 2,  # the backup role bypasses row-level security
     }
     assert facts.database == "app" and facts.taken_at > 0
     # JSON both ways.
@@ -158,3 +164,14 @@ def test_compare_is_pure_and_says_what_differs() -> None:
     assert compare(many, DbFacts(database="d")) == [
         "8 tables missing: public.t0, public.t1, public.t2, public.t3, public.t4 and 3 more"
     ]
+
+
+async def test_rows_hidden_by_row_level_security_are_an_error_not_a_short_count(
+    source: Source, tmp_path: Path
+) -> None:
+    source.sql("CREATE ROLE weak LOGIN; GRANT pg_read_all_data TO weak")
+    weak = PgConn(source.host, source.port, "weak")  # no BYPASSRLS
+    with pytest.raises(psycopg.Error, match="row-level security"):
+        await take_facts(weak, "app")
+    with pytest.raises(psycopg.Error, match="row-level security"):
+        await dump_with_facts(weak, "app", tmp_path / "app.dump")

@@ -101,6 +101,7 @@ COMMAND_TIMEOUT_S = 300.0
 BACKUP_TIMEOUT_S = 24 * 3600.0
 RECOVER_TIMEOUT_S = 24 * 3600.0
 MARK_TIMEOUT_S = 30.0
+WAL_WAIT_S = 600.0
 # How many of the newest segments window() reads for the last commit.
 SCAN_SEGMENTS = 4
 RECEIVE_POLICY = Policy(
@@ -161,6 +162,10 @@ class Barman:
             await asyncio.shield(self._task)
         finally:
             self._task = None
+
+    def _why(self, server: str) -> str:
+        c = self._sup.children.get(f"receive-wal:{server}")
+        return c.last_error if c is not None and c.last_error else "receive-wal said nothing"
 
     def receiving(self, server: str) -> bool:
         """Whether the server's receive-wal is running (it may still be connecting)."""
@@ -263,8 +268,10 @@ class Barman:
         if not self._archived_wal(server):
             await self.switch_wal(server)
         before = {b.id for b in await self.backups(server)}
-        await self.run("backup", "--wait", "--wait-timeout", str(int(timeout)), server,
-                       timeout=timeout + 60)  # fmt: skip
+        # --wait: until the WAL the backup needs is archived (not forever: a
+        # stalled receive-wal then fails the backup instead of hanging it).
+        await self.run("backup", "--wait", "--wait-timeout", str(int(WAL_WAIT_S)), server,
+                       timeout=timeout)  # fmt: skip
         new = [b for b in await self.backups(server) if b.id not in before]
         if not new:
             raise BarmanError(f"barman backup {server} reported success but made no backup")
@@ -280,22 +287,27 @@ class Barman:
         """Close the source's current WAL segment and archive it (Barman needs one
         archived segment before its first backup). Needs the source alive."""
         streaming = self.server_dir(server) / "streaming"
-        async with asyncio.timeout(MARK_TIMEOUT_S):
-            # pg_receivewal must stream first: started later, it would begin at
-            # the segment after the one switched, and nothing would be archived.
-            while not any(streaming.glob("*.partial")):
-                await asyncio.sleep(0.1)
-            await self.mark(server, wait=False)
-            await self.run("switch-wal", server)
-            # Barman archives a streamed segment once the next one has begun:
-            # write a little WAL, and wait for the next .partial.
-            while True:
+        try:
+            async with asyncio.timeout(MARK_TIMEOUT_S):
+                # pg_receivewal must stream first: started later, it would begin
+                # at the segment after the one switched, and nothing is archived.
+                while not any(streaming.glob("*.partial")):
+                    await asyncio.sleep(0.1)
                 await self.mark(server, wait=False)
-                complete = [p for p in streaming.glob("*") if _SEGMENT.match(p.name)]
-                partial = [p.name[:24] for p in streaming.glob("*.partial")]
-                if complete and partial and max(partial) > max(p.name for p in complete):
-                    break
-                await asyncio.sleep(0.2)
+                await self.run("switch-wal", server)
+                # Barman archives a streamed segment once the next one has
+                # begun: write a little WAL, and wait for the next .partial.
+                while True:
+                    await self.mark(server, wait=False)
+                    complete = [p.name for p in streaming.glob("*") if _SEGMENT.match(p.name)]
+                    partial = [p.name[:24] for p in streaming.glob("*.partial")]
+                    if complete and partial and max(partial) > max(complete):
+                        break
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            raise BarmanError(
+                f"{server}: no WAL streamed within {MARK_TIMEOUT_S:g}s ({self._why(server)})"
+            ) from None
         await self.run("archive-wal", server)
 
     async def maintain(self, server: str) -> list[str]:
@@ -372,10 +384,9 @@ class Barman:
                 while (last := await self.last_commit(server)) is None or last < started:
                     await asyncio.sleep(0.1)
         except TimeoutError:
-            c = self._sup.children.get(f"receive-wal:{server}")
-            why = c.last_error if c is not None and c.last_error else "no error from receive-wal"
             raise BarmanError(
-                f"{server}: WAL streaming did not catch up within {MARK_TIMEOUT_S:g}s ({why})"
+                f"{server}: WAL streaming did not catch up within {MARK_TIMEOUT_S:g}s "
+                f"({self._why(server)})"
             ) from None
         return last
 

@@ -61,6 +61,9 @@ STABLE_SETTINGS = {
     "IntervalStyle": "postgres",
     "extra_float_digits": "1",
     "bytea_output": "hex",
+    # Never a silently filtered count: a table whose row-level security would
+    # hide rows from the backup role is an error, as it is for pg_dump.
+    "row_security": "off",
 }
 
 TABLES_SQL = """
