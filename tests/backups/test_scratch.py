@@ -108,3 +108,18 @@ async def test_a_data_dir_the_user_cannot_reach_is_a_clear_error() -> None:
                 pass
     finally:
         shutil.rmtree(outer, ignore_errors=True)
+
+
+async def test_a_long_data_path_puts_the_socket_under_tmp() -> None:
+    base = Path(tempfile.mkdtemp(prefix="roost-bk-"))
+    try:
+        os.chmod(base, 0o711)
+        lay = Layout(base / ("d" * 80))  # too long for a unix socket path below it
+        lay.create()
+        async with scratch_postgres(lay) as pg:
+            assert pg.socket_dir.parent == Path(tempfile.gettempdir())
+            async with await pg.connect() as c:
+                await c.execute("SELECT 1")
+        assert not pg.socket_dir.exists()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -70,6 +70,7 @@ PG_STOP_GRACE_S = 30.0
 REDIS_STOP_GRACE_S = 10.0
 # A port taken between our probe and the server's bind: try another.
 START_TRIES = 3
+SOCKET_PATH_MAX = 100
 LOG_TAIL = 2000
 
 HBA = """\
@@ -287,10 +288,14 @@ async def scratch_postgres(
     `login_as` names a role it has; the superuser is found through it)."""
     account = scratch_account()
     run = scratch_dir(layout, "pg-", account)
-    # Unix socket paths are short (108 bytes): the socket lives under /tmp.
-    sock = Path(tempfile.mkdtemp(prefix="roost-scratch-"))
+    # The socket goes with the run directory (whoever clears DATA/backupd/
+    # scratch after a crash clears it too), unless that path is too long for
+    # a unix socket (107 bytes): then under /tmp.
+    sock = run / "sock"
+    if len(str(sock / ".s.PGSQL.65535")) > SOCKET_PATH_MAX:
+        sock = Path(tempfile.mkdtemp(prefix="roost-scratch-"))
     try:
-        os.chmod(sock, 0o700)
+        sock.mkdir(mode=0o700, exist_ok=True)
         _give(account, sock)
         log = run / "postgres.log"
         password = ""
