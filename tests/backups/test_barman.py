@@ -185,14 +185,19 @@ async def test_a_stray_pg_receivewal_is_removed(source: Source, layout: Layout) 
     assert processes_under(layout.data_dir) == []
 
 
-async def test_an_unreachable_source_is_no_window_change(barman: Barman, source: Source) -> None:
+async def test_an_unreachable_source_gives_no_mark_and_the_window_stands(
+    barman: Barman, source: Source
+) -> None:
     await barman.backup("sh1")
     before = await barman.window("sh1")
     barman.servers["sh1"] = ServerConfig(
         "sh1", PgSource(host="127.0.0.1", port=1, user="x", password="y")
     )
     assert await barman.mark("sh1") is None
-    assert await barman.window("sh1") == before
+    after = await barman.window("sh1")
+    # (the source's own background commits, if any, may only move the end on)
+    assert before is not None and after is not None
+    assert after.earliest == before.earliest and after.latest >= before.latest
 
 
 async def test_ensure_again_keeps_streaming_and_a_server_removed_stops(
