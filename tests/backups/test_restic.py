@@ -154,7 +154,10 @@ async def test_no_room_refuses_before_writing_and_makes_no_snapshot(tmp_path: Pa
     repo = _local(layout)
     await repo.init()
     sid = await repo.backup(_tree(tmp_path / "s"), tags=["app=a"])
-    cramped = Repo(repo.location, layout, min_free_bytes=shutil.disk_usage(tmp_path).free + 1)
+    # More than any disk has: the machine's other writers cannot make room meanwhile
+    # (free + 1 did, once, when another process freed space between the checks).
+    whole = shutil.disk_usage(tmp_path).total
+    cramped = Repo(repo.location, layout, min_free_bytes=whole * 1024)
     with pytest.raises(NoRoom, match="nothing was written"):
         await cramped.backup(tmp_path / "s", tags=["app=a"])
     with pytest.raises(NoRoom):
