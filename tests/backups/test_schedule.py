@@ -120,6 +120,15 @@ def test_runs_come_from_the_catalog_a_failed_drill_counting_as_a_failure() -> No
     }
 
 
+def test_a_repository_without_a_commit_is_skipped_until_the_next_night() -> None:
+    """Skipped (nothing to back up) is a run that ended: not retried every
+    minute, and due again at the next slot."""
+    runs = runs_from([_rec("git", "a", utc(10, 4), "skipped")])
+    assert runs == {Job("git", "a"): Run(utc(10, 4), True)}
+    assert due(utc(10, 5), CADENCE, [Job("git", "a")], runs) == []
+    assert due(utc(11, 3, 1), CADENCE, [Job("git", "a")], runs) == [Job("git", "a")]
+
+
 def test_a_bad_cadence_is_refused() -> None:
     with pytest.raises(ValueError, match="0-23"):
         Cadence(hour=24)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from roost.cli.backups import entries_table, size, stamp, where
+from roost.cli.backups import entries_table, not_configured, size, stamp, where
+from roost.cli.client import EXIT_ERROR
 from roost.cli.main import cli
 
 
@@ -53,3 +55,11 @@ def test_a_restore_needs_exactly_one_of_id_and_at_and_a_time_to_the_second(
     ):
         r = runner.invoke(cli, base + extra)
         assert r.exit_code == 2 and said in r.output, r.output
+
+
+def test_no_backupd_is_said_in_red_and_is_no_success(capsys: pytest.CaptureFixture[str]) -> None:
+    not_configured({"configured": True, "entries": []})  # (a backupd: nothing said)
+    with pytest.raises(SystemExit) as exited:
+        not_configured({"configured": False, "message": "no backupd is configured"})
+    assert exited.value.code == EXIT_ERROR
+    assert "no backupd is configured" in capsys.readouterr().out

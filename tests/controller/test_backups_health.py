@@ -7,7 +7,7 @@ import calendar
 
 import pytest
 
-from roost.controller.backups import BackupError, check_restore, health, iso, parse_at
+from roost.controller.backups import BackupError, check_restore, described, health, iso, parse_at
 from roost.wire.messages import BackupEntry, BackupList
 
 H = 3600.0
@@ -52,6 +52,21 @@ def test_none_verified_in_26_hours_is_red() -> None:
 def test_a_first_backup_being_proven_is_pending_then_red_if_never_proven() -> None:
     assert _by_app([_e("a", "data", 0.1, "taken")])["a"][:2] == ("pending", False)
     assert _by_app([_e("a", "data", 30, "taken")])["a"] == ("none", True, "data: never verified")
+
+
+def test_a_skipped_backup_is_neither_proven_nor_failed() -> None:
+    """A repository without a commit was skipped: its app's health is what
+    its other backups say, and there is nothing to restore from it."""
+    skipped = _e("a", "git", 0.5, "skipped", message="a's repository has no commit yet")
+    assert _by_app([_e("a", "pgdump", 1), skipped])["a"] == ("ok", False, "")
+    assert _by_app([skipped]) == {}
+    listing = BackupList(entries=[skipped])
+    assert "skipped (a's repository has no commit yet)" in check_restore(
+        listing, "a", "git-0.5", ""
+    )
+    assert described([_e("a", "pgdump", 1, "taken"), skipped]) == (
+        "pgdump-1, git skipped (a's repository has no commit yet)"
+    )
 
 
 def test_a_backup_that_did_not_reach_a_location_is_red() -> None:

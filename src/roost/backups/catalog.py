@@ -7,7 +7,8 @@ offsite location (or recorded there as failed, with why), then *verified* by
 its drill or *failed*. Nothing is ever marked verified without a drill, and
 a backup that did not reach the local repository has a record in state
 "failed" with the reason, never one in "taken": a partial backup is never
-counted as good.
+counted as good. One whose source held nothing (a repository without a
+commit) has a record in state "skipped", with why, and no snapshot.
 
 A record carries the wire's `BackupEntry` (what `roost backups list` shows)
 and what only backupd needs: the restic snapshot of each location, where it

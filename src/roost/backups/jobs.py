@@ -51,7 +51,7 @@ from roost.backups.locations import RepoError
 from roost.backups.restic import Repo, tree_size
 from roost.backups.retention import Policy, policy_for, restic_forget_flags
 from roost.backups.sources import Pullers, SourceError
-from roost.backups.staging import BackupFailed, Stager
+from roost.backups.staging import BackupFailed, NothingToBackUp, Stager
 from roost.proc.backoff import Backoff, Retry
 from roost.settings import Settings
 from roost.wire.messages import BackupEntry, BackupEvent, BackupKind
@@ -151,7 +151,8 @@ class Jobs:
     ) -> list[BackupEntry]:
         """Back up each of the app's kinds now (all it has when none are
         named; app "": the platform and every PostgreSQL cluster's base
-        backup); the entries, each taken or failed."""
+        backup); the entries, each taken, failed, or skipped (nothing to
+        back up, e.g. a repository without a commit)."""
         await self.pullers.refresh()  # a service added a moment ago counts
         if not app:
             wanted = list(kinds) or ["platform", "pgbase"]
@@ -165,7 +166,8 @@ class Jobs:
         return [(await self.backup(kind, app, reason)).entry for kind in wanted]
 
     async def backup(self, kind: BackupKind, app: str, reason: str, host: str = "") -> Record:
-        """One backup up to "taken" (or "failed"); its copy and drill queued."""
+        """One backup up to "taken" (or "failed", or "skipped"); its copy and
+        drill queued."""
         lock = self._locks.setdefault((kind, app or host), asyncio.Lock())
         async with lock, self.repo_lock.shared():
             now = self.clock()
@@ -184,6 +186,13 @@ class Jobs:
                 snap = await self.repos.local.backup(
                     staged.root, paths, tags=tags, time=when, timeout=TOOL_TIMEOUT_S
                 )
+            except NothingToBackUp as exc:
+                # Recorded, so the schedule counts it as done and a capture
+                # says why there is no backup; there is nothing to prove.
+                rec = Record(entry=_skipped(entry, str(exc)), source=host)
+                self.catalog.put(rec)
+                log.info("%s %s: skipped: %s", kind, app or host, exc)
+                return rec
             except (SourceError, RepoError, drill.DrillError, BackupFailed, OSError) as exc:
                 rec = Record(entry=_failed(entry, f"not taken: {exc}"), source=host)
                 self.catalog.put(rec)
@@ -375,3 +384,7 @@ class Jobs:
 
 def _failed(entry: BackupEntry, message: str) -> BackupEntry:
     return msgspec.structs.replace(entry, state="failed", message=message[:2000])
+
+
+def _skipped(entry: BackupEntry, message: str) -> BackupEntry:
+    return msgspec.structs.replace(entry, state="skipped", message=message[:2000])

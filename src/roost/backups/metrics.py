@@ -51,6 +51,8 @@ def families(records: Iterable[Record], now: float) -> list[GaugeMetricFamily]:
     failed: dict[tuple[str, str], int] = {}
     for r in records:
         e = r.entry
+        if e.state == "skipped":
+            continue  # nothing was there to back up: neither a backup nor a failure
         key: tuple[str, str] = (e.app, e.kind)
         if key not in newest or e.taken_at > newest[key].entry.taken_at:
             newest[key] = r

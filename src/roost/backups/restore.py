@@ -107,8 +107,10 @@ class Restorer:
         kind = rec.entry.kind
         if rec.entry.app != msg.app or kind not in ("pgdump", "redis", "data", "git"):
             raise RestoreRefused(f"{msg.backup_id} is not a backup of {msg.app}'s data")
-        if rec.entry.state == "failed":
-            raise RestoreRefused(f"{msg.backup_id} failed ({rec.entry.message}): choose another")
+        if rec.entry.state in ("failed", "skipped"):
+            raise RestoreRefused(
+                f"{msg.backup_id} {rec.entry.state} ({rec.entry.message}): choose another"
+            )
         if msg.to and kind != "pgdump":
             raise RestoreRefused("--to restores a database: give a database backup's id")
         where = self._where(msg.app, kind)
@@ -152,7 +154,7 @@ class Restorer:
                 f"could not back up {msg.app}'s {kind} first, so nothing was changed: "
                 f"{rec.entry.message}"
             )
-        return rec.id
+        return "" if rec.entry.state == "skipped" else rec.id  # (nothing there to keep)
 
     async def _put_back(
         self, msg: BackupRestore, rec: Record, restored: Path, where: Where | None, scratch: Path

@@ -42,6 +42,11 @@ class BackupFailed(Exception):
     pass
 
 
+class NothingToBackUp(Exception):
+    """The source exists and holds nothing yet (a repository without a
+    commit): the backup is recorded as skipped, with this reason."""
+
+
 @dataclass
 class Staged:
     root: Path  # restic saves `paths` relative to it
@@ -120,7 +125,9 @@ class Stager:
     async def _git(self, app: str, staging: Path) -> Staged:
         bundle = await self.pullers.bundle(app)
         if not bundle:
-            raise BackupFailed(f"{app}'s repository has no commit")
+            # An app's first push: the gateway made the repository, and no
+            # ref moves until its pre-receive hook's deploy succeeded.
+            raise NothingToBackUp(f"{app}'s repository has no commit yet: nothing to back up")
         path = staging / "repo.bundle"
         path.write_bytes(bundle)
         return Staged(staging, await asyncio.to_thread(drill.git_facts, path), "gateway")

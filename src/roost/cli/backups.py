@@ -24,7 +24,7 @@ console = Console()
 # (the controller's own limits to backupd: 30 and 60 minutes).
 LONG = httpx.Timeout(30.0, read=3700.0)
 KINDS = ("pgdump", "redis", "data", "git")
-STATE_STYLE = {"verified": "green", "taken": "yellow", "failed": "bold red"}
+STATE_STYLE = {"verified": "green", "taken": "yellow", "failed": "bold red", "skipped": "dim"}
 HEALTH_STYLE = {"ok": "green", "pending": "yellow"}
 
 
@@ -78,6 +78,14 @@ def say_health(h: dict[str, Any] | None, name: str) -> None:
     console.print(f"{name}: [{style}]{h['state']}[/]{extra}")
 
 
+def not_configured(data: dict[str, Any]) -> None:
+    """No backupd: said in red, and a failing exit (as for a red health), so
+    a script watching backups does not take "none" for "fine"."""
+    if not data.get("configured", True):
+        console.print(f"[bold red]{data['message']}[/]")
+        raise SystemExit(EXIT_ERROR)
+
+
 @click.group("backups")
 def backups() -> None:
     """Backups of an app's database, Redis, data and repository, proven by restoring them."""
@@ -96,6 +104,7 @@ def backups_list(ctx: click.Context, app: str | None, every: bool, as_json: bool
         if as_json:
             click.echo(json.dumps(data, indent=2))
             return
+        not_configured(data)
         console.print(entries_table(data["entries"], with_app=True))
         for h in data["health"]:
             say_health(h, h["app"] or "(platform)")
@@ -107,6 +116,7 @@ def backups_list(ctx: click.Context, app: str | None, every: bool, as_json: bool
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
+    not_configured(data)
     console.print(entries_table(data["entries"], with_app=False))
     pitr = data["pitr"]
     if pitr["from"]:
@@ -146,6 +156,9 @@ def backups_capture(
         console.print(f"{name} has nothing to back up")
         return
     for e in data["entries"]:
+        if e["state"] == "skipped":
+            console.print(f"{e['kind']}: skipped ({e['message']})")
+            continue
         console.print(f"{e['kind']}: {e['id']} ({size(e['size'])}, {e['state']})")
     where = "--all" if platform else name
     console.print(

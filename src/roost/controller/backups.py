@@ -56,6 +56,12 @@ STALE_S = 26 * 3600.0
 OVERVIEW_CACHE_S = 10.0
 
 
+# A platform without a backupd is a configuration, not an outage: a request
+# that needs one is refused with 409 (retrying cannot help, unlike a 503),
+# and the listings answer 200 with nothing in them and this message.
+NOT_CONFIGURED = "no backupd is configured on this platform: nothing is backed up"
+
+
 class BackupError(Exception):
     """`status` is the HTTP status the API answers with."""
 
@@ -75,7 +81,7 @@ class Backups:
 
     def _need(self) -> RpcClient:
         if self.client is None:
-            raise BackupError("no backupd is configured on this platform")
+            raise BackupError(NOT_CONFIGURED, 409)
         return self.client
 
     async def _call(self, msg: Msg, timeout: float, what: str, tries: int = 1) -> Msg:
@@ -174,8 +180,8 @@ def check_restore(listing: BackupList, app: str, backup_id: str, at: str) -> str
     if backup_id:
         for e in listing.entries:
             if e.id == backup_id and e.app == app:
-                if e.state == "failed":
-                    return f"backup {backup_id} failed ({e.message}); choose another"
+                if e.state in ("failed", "skipped"):
+                    return f"backup {backup_id} {e.state} ({e.message}); choose another"
                 if e.kind not in ("pgdump", "redis", "data", "git"):
                     return f"backup {backup_id} is a {e.kind} backup, not one of an app's"
                 return ""
@@ -189,6 +195,14 @@ def check_restore(listing: BackupList, app: str, backup_id: str, at: str) -> str
             f"({iso(listing.pitr_from)} to {iso(listing.pitr_to)}); nothing was changed"
         )
     return ""
+
+
+def described(entries: Iterable[BackupEntry]) -> str:
+    """What a capture did, for a deploy's output and the events: the ids
+    taken, and each kind skipped with why."""
+    return ", ".join(
+        f"{e.kind} skipped ({e.message})" if e.state == "skipped" else e.id for e in entries
+    )
 
 
 def iso(ts: float) -> str:
@@ -236,6 +250,8 @@ def health(entries: Iterable[BackupEntry], now: float, stale_s: float = STALE_S)
     verified: dict[tuple[str, str], float] = {}
     first: dict[tuple[str, str], float] = {}
     for e in entries:
+        if e.state == "skipped":
+            continue  # nothing was there to back up (a repository without a commit)
         key: tuple[str, str] = (e.app, e.kind)
         if key not in newest or e.taken_at > newest[key].taken_at:
             newest[key] = e

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from roost.controller import removal
-from roost.controller.backups import BackupError
+from roost.controller.backups import BackupError, described
 from roost.controller.core import Controller
 from roost.controller.services import ServiceError
 from roost.controller.store import AppRow
@@ -45,7 +45,7 @@ async def backup_before(c: Controller, app: AppRow, reason: str) -> None:
     except BackupError as exc:
         raise ServiceError(str(exc), exc.status) from None
     if entries:
-        taken = ", ".join(e.id for e in entries)
+        taken = described(entries)
         await c.store.add_event("backup-captured", f"{app.name}: before {reason}: {taken}", app.id)
 
 

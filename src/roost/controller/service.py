@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from roost.controller.astore import AsyncStore
-from roost.controller.backups import BackupError
+from roost.controller.backups import BackupError, described
 from roost.controller.copies import CopyAttempts, needed_images, note_copy, plan_copies
 from roost.controller.core import Controller
 from roost.controller.deployflow import Event, Stage, build_move, failure_move, stage_of
@@ -263,7 +263,7 @@ class ControllerService:
         except BackupError as exc:
             return str(exc)
         if entries:
-            taken = ", ".join(e.id for e in entries)
+            taken = described(entries)
             await c.platform_log(app.name, f"-----> backed up: {taken}", res.build_id, "build")
         return ""
 

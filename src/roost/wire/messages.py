@@ -651,7 +651,10 @@ class ImageRetain(Msg, frozen=True, kw_only=True):
 # backs up; nothing it backs up ever holds a credential to a repository.
 
 BackupKind = Literal["pgbase", "pgdump", "redis", "data", "git", "platform"]
-BackupState = Literal["taken", "verified", "failed"]
+# "skipped": there was nothing to back up (a repository without a commit
+# yet, as during an app's first push): recorded with why, neither proven nor
+# failed, and never restorable.
+BackupState = Literal["taken", "verified", "failed", "skipped"]
 
 
 class BackupSourceRequest(Msg, frozen=True, kw_only=True):

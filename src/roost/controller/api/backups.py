@@ -6,6 +6,11 @@ suspends the app (its maintenance page) for as long as it runs, and resumes
 it after, whatever the outcome, unless it was suspended before; what cannot
 be done as asked (an unknown id, a time outside the point-in-time window) is
 refused before anything changes, the app not even suspended.
+
+A platform may run without a backupd: the listings then answer 200 with
+"configured": false, no entries and a message saying nothing is backed up
+(the dashboard and `roost backups list` show it), and what needs backupd
+(capture, restore, policy) is refused with 409, never a 5xx.
 """
 
 from __future__ import annotations
@@ -26,7 +31,14 @@ from roost.controller.api.deps import (
     app_for_owner,
     require_admin,
 )
-from roost.controller.backups import BackupError, Backups, check_restore, health
+from roost.controller.backups import (
+    NOT_CONFIGURED,
+    BackupError,
+    Backups,
+    check_restore,
+    described,
+    health,
+)
 from roost.controller.core import Controller
 from roost.wire.messages import BackupEntry, BackupKind, BackupPolicySet
 
@@ -34,9 +46,10 @@ router = APIRouter(prefix="/api")
 
 
 def _backups(c: Controller) -> Backups:
+    """backupd's client; 409 without one (a configuration: retrying cannot help)."""
     b = c.backups
     if not b.configured:
-        raise ApiError(503, "no backupd is configured on this platform")
+        raise ApiError(409, NOT_CONFIGURED)
     return b
 
 
@@ -60,6 +73,12 @@ def _health(entries: list[BackupEntry]) -> list[dict[str, Any]]:
 @router.get("/apps/{name}/backups")
 async def list_backups(name: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
     app = await app_for_member(c, who, name)
+    if not c.backups.configured:
+        # Nothing is backed up, said plainly ("configured": false): a listing
+        # of a legitimate configuration, not an error.
+        empty = {"from": 0.0, "to": 0.0}
+        return {"app": app.name, "configured": False, "message": NOT_CONFIGURED,
+                "entries": [], "pitr": empty, "health": None}  # fmt: skip
     try:
         listing = await _backups(c).entries(app.name)
     except BackupError as exc:
@@ -67,6 +86,7 @@ async def list_backups(name: str, who: CurrentAccount, c: CurrentController) -> 
     status = _health(listing.entries)
     return {
         "app": app.name,
+        "configured": True,
         "entries": [_entry(e) for e in listing.entries],
         "pitr": {"from": listing.pitr_from, "to": listing.pitr_to},
         "health": status[0] if status else None,
@@ -87,9 +107,7 @@ async def capture(
         entries = await _backups(c).capture(app.name, "capture", kinds)
     except BackupError as exc:
         raise ApiError(exc.status, str(exc)) from None
-    await c.store.add_event(
-        "backup-captured", f"{app.name}: {', '.join(e.id for e in entries)}", app.id
-    )
+    await c.store.add_event("backup-captured", f"{app.name}: {described(entries)}", app.id)
     return {"app": app.name, "entries": [_entry(e) for e in entries]}
 
 
@@ -171,7 +189,7 @@ async def capture_platform(who: CurrentAccount, c: CurrentController) -> dict[st
         entries = await _backups(c).capture("", "capture")
     except BackupError as exc:
         raise ApiError(exc.status, str(exc)) from None
-    await c.store.add_event("backup-captured", f"platform: {', '.join(e.id for e in entries)}")
+    await c.store.add_event("backup-captured", f"platform: {described(entries)}")
     return {"entries": [_entry(e) for e in entries]}
 
 
@@ -180,11 +198,14 @@ async def platform_status(who: CurrentAccount, c: CurrentController) -> dict[str
     """Every app's backups (the newest, and the newest verified, of each
     kind) and whether each is fine: the operators' view."""
     require_admin(who, "the platform's backups")
+    if not c.backups.configured:
+        return {"configured": False, "message": NOT_CONFIGURED, "entries": [], "health": []}
     try:
         listing = await _backups(c).entries("")
     except BackupError as exc:
         raise ApiError(exc.status, str(exc)) from None
     return {
+        "configured": True,
         "entries": [_entry(e) for e in listing.entries],
         "health": _health(listing.entries),
     }
