@@ -18,6 +18,7 @@ import httpx
 import psycopg
 import pytest
 
+import roost
 from tests.conftest import REPO, wait_until
 from tests.e2e.platform import Platform, running_platform
 
@@ -146,3 +147,69 @@ def _sql(url: str, statement: str) -> Any:
         cur = conn.execute(statement)  # type: ignore[arg-type]
         row = cur.fetchone() if cur.description else None
     return row[0] if row else None
+
+
+def test_the_first_git_push_of_an_app_with_services_is_backed_up(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """Services from the first push on: the pre-release capture finds the
+    gateway's repository without a commit (no ref moves before the deploy
+    succeeded), records its git backup as skipped with why, backs up the
+    database, and the push goes live."""
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    platform.roost("keys", "add", str(key.with_suffix(".pub")))
+    src = tmp_path / "blog"
+    shutil.copytree(REPO / "examples" / "hello", src)
+    with open(src / "epio.ini", "a") as ini:
+        ini.write("\n[services]\npostgres = true\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(src)]
+    subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "v1"], check=True)
+    platform.roost("apps", "create", "blog")
+    ssh = (
+        f"ssh -i {key} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no "
+        f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes -p {platform.ssh_port}"
+    )
+    pushed = subprocess.run(
+        [*git, "push", "vcs@127.0.0.1:blog", "main"],
+        env={**os.environ, "GIT_SSH_COMMAND": ssh},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert pushed.returncode == 0 and "v1 is live" in pushed.stderr, pushed.stderr
+    assert "git skipped (blog's repository has no commit yet" in pushed.stderr, pushed.stderr
+    listing = json.loads(platform.roost("backups", "list", "blog", "--json").stdout)
+    pre = {e["kind"]: e for e in listing["entries"] if e["reason"] == "pre-release"}
+    assert set(pre) == {"pgdump", "git"}, listing["entries"]
+    assert pre["pgdump"]["state"] in ("taken", "verified")
+    assert pre["git"]["state"] == "skipped" and "no commit yet" in pre["git"]["message"]
+    # Once pushed, the repository is backed up as any other.
+    captured = json.loads(platform.roost("backups", "capture", "blog", "--json").stdout)
+    assert {e["kind"]: e["state"] for e in captured["entries"]} == {
+        "pgdump": "taken", "git": "taken",
+    }  # fmt: skip
+
+
+def test_an_upgrade_backs_the_platform_up_before_its_migrations(platform: Platform) -> None:
+    """Last in the module (it restarts the platform): `roost up` of a new
+    Roost copies the state before the controller migrates it, and backupd
+    keeps that copy in a platform backup with reason "pre-upgrade"."""
+    platform.stop()
+    started = platform.data / "controller" / "started.json"
+    last = json.loads(started.read_text())
+    assert last["version"] == roost.__version__
+    started.write_text(json.dumps({**last, "version": "0.0.1"}))  # as an older Roost left it
+    platform.start()
+    (copy,) = (platform.data / "controller" / "pre-upgrade").iterdir()
+    meta = copy / "meta.json"
+    assert json.loads(meta.read_text())["reason"] == f"Roost goes from 0.0.1 to {roost.__version__}"
+    wait_until(lambda: json.loads(meta.read_text())["captured"], 180, "the pre-upgrade backup")
+    backup_id = json.loads(meta.read_text())["captured"]
+    rec = json.loads((platform.data / "backupd" / "catalog" / f"{backup_id}.json").read_text())
+    assert rec["entry"]["kind"] == "platform" and rec["entry"]["reason"] == "pre-upgrade"
+    assert f"controller/pre-upgrade/{copy.name}/state.sqlite" in rec["facts"]["files"]
+    # The next start of the same Roost is no upgrade.
+    assert json.loads(started.read_text())["version"] == roost.__version__

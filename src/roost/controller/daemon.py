@@ -10,6 +10,8 @@ from pathlib import Path
 
 import uvicorn
 
+from roost import __version__
+from roost.controller import upgrade
 from roost.controller.api.app import create_api
 from roost.controller.apitls import ApiTlsError, api_certificate, api_url
 from roost.controller.astore import AsyncStore
@@ -25,7 +27,7 @@ from roost.controller.store import Store
 from roost.daemonize import run_daemon
 from roost.proc.exits import ConfigError
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine, sqlite_url
 from roost.wire.bootstrap import open_node, own_endpoints
 from roost.wire.pubsub import Publisher
 from roost.wire.rpc import RpcClient, RpcServer
@@ -62,7 +64,9 @@ async def serve(
     except SecretError as exc:
         raise ConfigError(str(exc)) from None
     url = state_url_for(data_dir, state_url or cluster.state_url or None)
-    await asyncio.to_thread(migrate, url)
+    # An upgrade copies the state before it migrates it (controller.upgrade).
+    backupd = bool(cluster.of("backupd"))
+    await upgrade.migrate_after_copy(data_dir, url, __version__, backupd)
     store = Store(make_engine(url), secrets=box)  # TLS keys are sealed with it too
     # Before the API listens: whoever saw it answer finds the admin's token.
     try:
@@ -122,6 +126,11 @@ async def serve(
                     tg.create_task(controller.hosts_loop()),
                     tg.create_task(service.copy_loop()),
                     tg.create_task(CronRunner(controller, lambda ep: RpcClient(node, [ep])).loop()),
+                    tg.create_task(
+                        upgrade.capture_pending(
+                            data_dir, controller.backups, lambda: service.platform.served
+                        )
+                    ),
                     *(tg.create_task(s.serve()) for s in servers),
                 ]
                 http_task = tg.create_task(http.serve())

@@ -9,7 +9,9 @@ The copy is taken off the event loop: SQLite through its online backup API
 (pages copied while writers go on; the copy is one consistent state) into
 memory, then serialised, its revision read from the copy itself; PostgreSQL
 with `pg_dump -Fc` (one snapshot), the revision read before and after (a
-migration in between makes it retry). Any replica answers.
+migration in between makes it retry). Any replica answers. The copies of
+the state this controller took before an upgrade (roost.controller.upgrade,
+DATA/controller/pre-upgrade) go with every snapshot it serves.
 
 BackupEvent -> a platform event (`backup-failed` in red, `backup-ok`), of
 the app when it names one that exists.
@@ -39,6 +41,8 @@ from roost.wire.messages import BackupEvent, Msg, Ok, PlatformSnapshot, Platform
 DUMP_TIMEOUT_S = 1800.0
 # DATA-relative files a restored controller needs beside its database.
 FILES = (f"keys/{FERNET_FILE}", "cluster.json", "keys/peers.json")
+# DATA-relative: the state as it was before each upgrade (controller.upgrade).
+PRE_UPGRADE = "controller/pre-upgrade"
 
 
 class SnapshotError(Exception):
@@ -97,10 +101,33 @@ def libpq_env(url: str) -> tuple[str, dict[str, str]]:
     return bare.render_as_string(hide_password=False), env
 
 
+async def pg_dump(url: str) -> bytes:
+    """`pg_dump -Fc` of the state database (one snapshot); SnapshotError."""
+    conninfo, env = libpq_env(url)
+    proc = await spawn.start(
+        [pg_dump_binary(), "--format=custom", "--dbname", conninfo],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await aio.wait_for(proc.communicate(), DUMP_TIMEOUT_S)
+    except BaseException:
+        await asyncio.shield(terminate(proc, 1.0))
+        raise
+    if proc.returncode != 0:
+        why = err.decode(errors="replace").strip()[-500:]
+        raise SnapshotError(f"pg_dump of the state database failed: {why}", True)
+    return out
+
+
 class PlatformSnap:
     def __init__(self, store: AsyncStore, files: PlatformFiles | None) -> None:
         self.store = store
         self.files = files
+        # snapshots served (a pre-upgrade capture checks one of its own was)
+        self.served = 0
 
     def entries(self) -> list[Entry]:
         return [
@@ -118,30 +145,12 @@ class PlatformSnap:
             out = {"state.sqlite": data}
         else:
             revision = await asyncio.to_thread(pg_revision, url)
-            out = {"state.pgdump": await self._pg_dump(url)}
+            out = {"state.pgdump": await pg_dump(url)}
             if await asyncio.to_thread(pg_revision, url) != revision:
                 raise SnapshotError("the schema was migrated during the snapshot", True)
         out.update(await asyncio.to_thread(_read_files, self.files.data_dir))
+        self.served += 1
         return PlatformSnapshot(files=out, schema_version=revision)
-
-    async def _pg_dump(self, url: str) -> bytes:
-        conninfo, env = libpq_env(url)
-        proc = await spawn.start(
-            [pg_dump_binary(), "--format=custom", "--dbname", conninfo],
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            out, err = await aio.wait_for(proc.communicate(), DUMP_TIMEOUT_S)
-        except BaseException:
-            await asyncio.shield(terminate(proc, 1.0))
-            raise
-        if proc.returncode != 0:
-            why = err.decode(errors="replace").strip()[-500:]
-            raise SnapshotError(f"pg_dump of the state database failed: {why}", True)
-        return out
 
     async def event(self, msg: BackupEvent) -> Msg:
         app_id = None
@@ -165,4 +174,10 @@ def _read_files(data_dir: Path) -> dict[str, bytes]:
             out[rel] = (data_dir / rel).read_bytes()
         except FileNotFoundError:
             continue  # (a controller without peers.json admits no one; nothing to keep)
+    copies = data_dir / PRE_UPGRADE
+    if copies.is_dir():
+        for copy in sorted(copies.iterdir()):
+            if copy.is_dir() and not copy.name.startswith("."):  # (".x.tmp": being written)
+                for f in sorted(copy.iterdir()):
+                    out[f"{PRE_UPGRADE}/{copy.name}/{f.name}"] = f.read_bytes()
     return out
