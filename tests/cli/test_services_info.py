@@ -33,3 +33,19 @@ def test_redis_memory_and_eviction() -> None:
 
 def test_nothing_reported_shows_nothing() -> None:
     assert limit_lines({"kind": "redis", "host": "127.0.0.1"}) == []
+
+
+def test_snapshots_off_for_lack_of_disk_are_shown_in_red_and_kept_copies_listed() -> None:
+    problem = "snapshots off: a snapshot of 900 MiB would not fit in the 300 MiB free"
+    data = {
+        "kind": "redis",
+        "snapshot_problem": problem,
+        "kept": [
+            {"app": "a", "kind": "redis", "name": "kept/a/redis-r1", "kept_at": 1_780_000_000}
+        ],
+    }
+    assert limit_lines(data) == [
+        ("snapshots", f"[bold red]{problem}[/]"),
+        ("kept", "kept/a/redis-r1: what a restore replaced, since 2026-05-28 20:26 UTC"),
+    ]
+    assert limit_lines({"kind": "redis", "snapshot_problem": ""}) == [("snapshots", "on")]

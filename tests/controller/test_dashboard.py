@@ -19,11 +19,19 @@ from roost.controller.api.app import create_api
 from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.scheduler import Placement
+from roost.controller.secretbox import SecretBox
 from roost.controller.service import ControllerService
+from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
-from roost.wire.messages import Heartbeat, InstanceStatus
+from roost.wire.messages import (
+    Heartbeat,
+    InstanceStatus,
+    KeptCopy,
+    ServerStatus,
+    ServiceHostStatus,
+)
 from tests.conftest import free_port
 from tests.releases import go_live
 
@@ -41,6 +49,9 @@ FLAGS = [
     "--window-size=1280,900",
     "--virtual-time-budget=8000",
 ]
+
+
+NO_ROOM = "snapshots off: a snapshot of 900 MiB would not fit in the 300 MiB free on the disk"
 
 
 @pytest.fixture
@@ -78,6 +89,16 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
             ],
         ),
         time.monotonic(),
+    )
+    # What the servicehost pushed: webshop's Redis without room for its
+    # snapshots, and a database a restore replaced.
+    controller.services = ServiceBroker(controller.store, SecretBox(b"k" * 32), None)
+    controller.services.status["sh-1"] = ServiceHostStatus(
+        servers=[
+            ServerStatus(app="webshop", kind="redis", state="up", snapshot_problem=NO_ROOM),
+            ServerStatus(app="other", kind="redis", state="up", snapshot_problem="not ours"),
+        ],
+        kept=[KeptCopy(app="webshop", kind="postgres", name="app_webshop__pre_r1", kept_at=1.0)],
     )
     port = free_port()
     server = uvicorn.Server(
@@ -118,6 +139,8 @@ def test_dashboard_renders_hosts_and_apps(served: tuple[str, str], tmp_path: Pat
     assert "rack1-node7" in dom and "webshop" in dom and "web.1" in dom
     assert ">up<" in dom
     assert '<span class="building">building the image</span>' in dom
+    assert f'<div class="service-problem">redis: {NO_ROOM}</div>' in dom  # in red
+    assert "kept by restores: postgres app_webshop__pre_r1" in dom and "not ours" not in dom
 
     shot = tmp_path / "dashboard.png"
     _chromium([f"--screenshot={shot}", page], tmp_path / "second")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from roost.cli.client import EXIT_ERROR, CliError, resolve
@@ -84,6 +86,8 @@ LIMIT_KEYS = (
     "memory_limit_bytes",
     "memory_used_bytes",
     "eviction_policy",
+    "snapshot_problem",
+    "kept",
 )
 EVICTION = {
     "volatile-lru": "when full, keys with a TTL are evicted, least recently used first",
@@ -108,6 +112,13 @@ def limit_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
         lines.append(("memory", f"{_mb(used)} used of {_mb(limit)} (maxmemory)"))
         policy = str(data.get("eviction_policy", ""))
         lines.append(("eviction", f"{policy}: {EVICTION.get(policy, 'see the Redis manual')}"))
+    if "snapshot_problem" in data:
+        # Red: the disk has no room for this server's snapshots; someone must act.
+        problem = str(data["snapshot_problem"])
+        lines.append(("snapshots", f"[bold red]{escape(problem)}[/]" if problem else "on"))
+    for k in data.get("kept", []):
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(k["kept_at"])))
+        lines.append(("kept", f"{escape(str(k['name']))}: what a restore replaced, since {when}"))
     return lines
 
 

@@ -101,6 +101,7 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
                 "deploys": deploys,
                 "last_deploy": last[0] if last else None,
                 "logs": logs,
+                "services": service_view(c, a.name),
             }
         )
     backups = await backup_view(c, who.is_admin, {str(shown["name"]) for shown in apps})
@@ -119,6 +120,21 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
         "backups": backups,
         "controller": c.name,
     }
+
+
+def service_view(c: Controller, app: str) -> dict[str, list[str]]:
+    """What the servicehosts last said of the app's services that someone
+    should see: a Redis whose snapshots are off for lack of disk (red), and
+    the data restores replaced, kept until purged."""
+    reports = list(c.services.status.values()) if c.services is not None else []
+    problems = [
+        f"{s.kind}: {s.snapshot_problem}"
+        for st in reports
+        for s in st.servers
+        if s.app == app and s.snapshot_problem
+    ]
+    kept = [f"{k.kind} {k.name}" for st in reports for k in st.kept if k.app == app]
+    return {"problems": problems, "kept": kept}
 
 
 async def backup_view(c: Controller, admin: bool, apps: set[str]) -> dict[str, Any]:

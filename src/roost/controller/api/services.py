@@ -21,7 +21,12 @@ from roost.controller.api.deps import (
 from roost.controller.core import Controller
 from roost.controller.services import ServiceBroker, ServiceError
 from roost.controller.store import AppRow
-from roost.wire.messages import ServerStatus, ServiceHostStatus, ServiceHostStatusRequest
+from roost.wire.messages import (
+    KeptCopy,
+    ServerStatus,
+    ServiceHostStatus,
+    ServiceHostStatusRequest,
+)
 from roost.wire.rpc import RemoteError, RpcTimeout
 
 router = APIRouter(prefix="/api")
@@ -108,8 +113,19 @@ async def service_info(
     for cr in await b.credentials(app.id):
         if cr.kind == kind:
             info = {f: getattr(cr, f) for f in cr.__struct_fields__}
-            return {**info, **limits(await reported(b, app.name, kind))}
+            shown = {**info, **limits(await reported(b, app.name, kind))}
+            return {**shown, "kept": kept_of(b.status.values(), app.name, kind)}
     raise ApiError(404, f"{name} has no {kind} service")
+
+
+def _kept(k: KeptCopy) -> dict[str, Any]:
+    return {"app": k.app, "kind": k.kind, "name": k.name, "kept_at": k.kept_at}
+
+
+def kept_of(reports: Iterable[ServiceHostStatus], app: str, kind: str) -> list[dict[str, Any]]:
+    """What restores replaced of this service, kept until purged (oldest first)."""
+    found = [k for st in reports for k in st.kept if k.app == app and k.kind == kind]
+    return [_kept(k) for k in sorted(found, key=lambda k: k.kept_at)]
 
 
 def _find(reports: Iterable[ServiceHostStatus], app: str, kind: str) -> ServerStatus | None:
@@ -142,6 +158,8 @@ def limits(s: ServerStatus | None) -> dict[str, Any]:
         "memory_limit_bytes": s.memory_limit_bytes,
         "memory_used_bytes": s.memory_used_bytes,
         "eviction_policy": s.eviction_policy,
+        # why its snapshots are off ("": they run): the disk has no room for one
+        "snapshot_problem": s.snapshot_problem,
     }
 
 
@@ -162,9 +180,11 @@ async def servicehosts(who: CurrentAccount, c: CurrentController) -> list[dict[s
                         "state": s.state,
                         "port": s.port,
                         "disk_bytes": s.disk_bytes,
+                        "snapshot_problem": s.snapshot_problem,
                     }
                     for s in st.servers
                 ],
+                "kept": [_kept(k) for k in st.kept],
             }
         )
     return out
