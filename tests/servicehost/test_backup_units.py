@@ -4,6 +4,7 @@ config, the snapshot-room plan and the archive checks (no sockets, no servers)."
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -237,6 +238,21 @@ def test_a_good_archive_unpacks_with_its_symlinks_as_links(tmp_path: Path) -> No
     assert (dest / "sub" / "f.txt").read_bytes() == b"hello"
     assert (dest / "top").is_symlink() and str((dest / "top").readlink()) == "sub/f.txt"
     assert (dest.stat().st_mode & 0o777) == 0o700
+
+
+def test_directories_keep_their_archived_modes_under_a_private_umask(tmp_path: Path) -> None:
+    shared, private = _dir("shared"), _dir("private")
+    shared.mode, private.mode = 0o777, 0o500
+    data = _tar(_dir("."), _dir("sub"), shared, private, ("sub/f.txt", b"x"))
+    old = os.umask(0o077)  # the servicehost's own
+    try:
+        unpack(data, tmp_path / "new")
+    finally:
+        os.umask(old)
+    modes = {d: (tmp_path / "new" / d).stat().st_mode & 0o777 for d in ("sub", "shared", "private")}
+    # As archived, less group and other write; the owner (the servicehost) keeps rwx.
+    assert modes == {"sub": 0o755, "shared": 0o755, "private": 0o700}
+    assert ((tmp_path / "new").stat().st_mode & 0o777) == 0o700
 
 
 def test_garbage_is_not_an_archive(tmp_path: Path) -> None:

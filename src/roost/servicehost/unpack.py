@@ -14,7 +14,9 @@ line, symlinks made as links and never followed.
 from __future__ import annotations
 
 import io
+import os
 import posixpath
+import stat
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -93,8 +95,19 @@ def unpack(archive: bytes, dest: Path) -> int:
             tar.extractall(dest, members=members, filter="data")
         except (tarfile.TarError, OSError) as exc:
             raise BadArchive(f"could not unpack the archive: {exc}") from None
+        _dir_modes(members, dest)
     dest.chmod(0o700)  # (an archived "." may carry a mode of its own)
     return total
+
+
+def _dir_modes(members: Sequence[tarfile.TarInfo], dest: Path) -> None:
+    """The directories' own modes, which the `data` filter leaves to the
+    umask (the daemon's is private): as archived, less group and other
+    write (as the filter does for files), the owner's rwx kept."""
+    for m in members:
+        path = dest / m.name
+        if m.isdir() and _parts(m.name) and stat.S_ISDIR(os.lstat(path).st_mode):
+            os.chmod(path, (m.mode & 0o755) | 0o700)
 
 
 def uncompressed_size(archive: bytes) -> int:
