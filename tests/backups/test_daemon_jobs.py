@@ -196,6 +196,40 @@ async def test_an_unreachable_offsite_location_is_retried_recorded_and_reported(
     assert any("was not copied offsite" in m for _, m in events), events
 
 
+async def test_an_offsite_location_that_comes_later_gets_what_it_missed(
+    world: World, tmp_path: Path
+) -> None:
+    """The offsite repository could not be made when backupd started (its
+    disk not mounted, or backupd's key not authorised yet): once it can be,
+    the next copy makes it, and the backups taken meanwhile are copied too."""
+    parent = tmp_path / "offsite-disk"
+    parent.write_text("not a directory")  # restic cannot make the repository under it
+    loc = parse_location("offsite", str(parent / "repo"), setting="T")
+    offsite = Repo(loc, world.layout)
+    world.jobs.repos.offsite = offsite
+    world.jobs.repos.offsite_problem = "not there yet"  # as open_repos records it
+    world.jobs.settings = dataclasses.replace(world.jobs.settings, backup_copy_tries=1)
+    _write(world.appdata, "shop", {"a.txt": b"alpha"})
+    (early,) = await world.jobs.capture("shop", "capture")
+    rec = await world.jobs.followup(early.id)
+    assert rec.entry.locations["offsite"].startswith("error: "), rec.entry.locations
+    assert rec.entry.state == "verified"
+
+    parent.unlink()  # the location is there now
+    parent.mkdir()
+    _write(world.appdata, "shop", {"a.txt": b"beta"})
+    (late,) = await world.jobs.capture("shop", "capture")
+    rec = await world.jobs.followup(late.id)
+    assert rec.entry.locations["offsite"] == "ok", rec.entry.locations
+    assert world.jobs.repos.offsite_problem == ""
+    # The one it missed was queued, and goes when its turn comes.
+    assert world.jobs.followups.get_nowait() == early.id
+    again = await world.jobs.followup(early.id)
+    assert again.entry.locations["offsite"] == "ok", again.entry.locations
+    there = {s.id for s in await offsite.snapshots()}
+    assert {again.snapshots["offsite"], rec.snapshots["offsite"]} <= there
+
+
 async def test_retention_removes_what_the_policy_no_longer_keeps(world: World) -> None:
     clock = Clock(T0)
     world.jobs.clock = clock

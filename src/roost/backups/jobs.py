@@ -139,6 +139,8 @@ class Jobs:
     followups: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
     repo_lock: RWLock = field(default_factory=RWLock)
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    # ids waiting in `followups` for an offsite copy they missed
+    _queued: set[str] = field(default_factory=set)
     stager: Stager = field(init=False)
 
     def __post_init__(self) -> None:
@@ -219,22 +221,56 @@ class Jobs:
     async def followup(self, backup_id: str) -> Record:
         """Copy a taken backup offsite, then prove it; its record updated."""
         rec = self.catalog.get(backup_id)
+        self._queued.discard(backup_id)
         async with self.repo_lock.shared():
-            if rec.entry.state == "taken" and "offsite" not in rec.entry.locations:
+            if self._owes_copy(rec):
                 rec = await self._copy(rec)
                 self.catalog.put(rec)
             if rec.entry.state == "taken":
                 rec = await self._drill(rec)
                 self.catalog.put(rec)
+        if rec.entry.locations.get("offsite") == "ok":
+            # The location works (again): the backups it missed meanwhile go now.
+            for owed in self.catalog.records():
+                if self._owes_copy(owed) and owed.id not in self._queued:
+                    self._queued.add(owed.id)
+                    self.followups.put_nowait(owed.id)
         return rec
+
+    def _owes_copy(self, rec: Record) -> bool:
+        """A backup still to be copied offsite: one configured and not done.
+        A failed backup is not copied; a verified one whose copy failed is."""
+        configured = self.repos.offsite is not None or bool(self.repos.offsite_problem)
+        return (
+            configured
+            and rec.entry.state != "failed"
+            and "local" in rec.snapshots
+            and rec.entry.locations.get("offsite") != "ok"
+        )
+
+    async def _offsite_ready(self) -> str:
+        """Make the offsite repository if its first try failed (the host was
+        down, or backupd's key was not authorised yet, when backupd
+        started): "" when it can be used, else why not."""
+        offsite = self.repos.offsite
+        if offsite is None or not self.repos.offsite_problem:
+            return self.repos.offsite_problem
+        try:
+            await offsite.init(chunker_from=self.repos.local)
+        except RepoError as exc:
+            self.repos.offsite_problem = str(exc)
+            return self.repos.offsite_problem
+        log.info("the offsite location %s can be used now", offsite)
+        self.repos.offsite_problem = ""
+        return ""
 
     async def _copy(self, rec: Record) -> Record:
         offsite = self.repos.offsite
         if offsite is None and not self.repos.offsite_problem:
             return rec  # one location configured: nothing to copy to
         retry = Retry(self.copy_backoff)
-        problem = self.repos.offsite_problem
-        while offsite is not None:
+        problem = await self._offsite_ready()
+        while offsite is not None and not self.repos.offsite_problem:
             try:
                 copied = await self.repos.local.copy(offsite, [rec.snapshots["local"]])
             except RepoError as exc:
