@@ -8,7 +8,9 @@ an offsite location that cannot be used does not stop backupd: every
 backup records why it is not there, and each is reported. Then bind the
 address book's "backupd" endpoints and run, each in the daemon's TaskGroup:
 
-  the RPC server     captures, lists, restores and policies (from controllers);
+  the RPC server     captures, lists, restores (of an app, or of every app of
+                     a servicehost that lost its data: hostrestore.py) and
+                     policies (from controllers);
   the schedule       every minute (or sooner, when something falls due): ask
                      the sources what exists (roost.backups.sources), run what
                      `roost.backups.schedule` says is due, one job at a time;
@@ -38,6 +40,7 @@ from roost.backups.barman import Barman
 from roost.backups.catalog import Catalog, CatalogError
 from roost.backups.clusters import Clusters
 from roost.backups.drill import Drills
+from roost.backups.hostrestore import HostRestorer
 from roost.backups.jobs import Jobs, Prover, Repos
 from roost.backups.layout import Layout
 from roost.backups.locations import (
@@ -70,6 +73,7 @@ from roost.wire.dispatch import Handlers, on, pong, refusing
 from roost.wire.messages import (
     BackupCapture,
     BackupCaptured,
+    BackupHostRestore,
     BackupList,
     BackupListRequest,
     BackupPolicySet,
@@ -120,6 +124,7 @@ class Backupd:
     settings: Settings
     jobs: Jobs
     restorer: Restorer = field(init=False)
+    hosts: HostRestorer = field(init=False)
     # the point-in-time window of an app's database (barman)
     window: Window | None = None
     # called after each refresh of the sources (Barman kept in step)
@@ -131,6 +136,7 @@ class Backupd:
     def __post_init__(self) -> None:
         self.runs_file = self.layout.root / "runs.json"
         self.restorer = Restorer(self.jobs)
+        self.hosts = HostRestorer(self.jobs, self.restorer)
 
     @property
     def catalog(self) -> Catalog:
@@ -147,6 +153,7 @@ class Backupd:
                 on(BackupListRequest, refusing(self.on_list, *errors)),
                 on(BackupRestore, refusing(self.on_restore, *errors)),
                 on(BackupPolicySet, refusing(self.on_policy, *errors)),
+                on(BackupHostRestore, refusing(self.hosts, *errors)),
                 pong(ROLE),
             ],
         )

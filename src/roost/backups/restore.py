@@ -115,20 +115,29 @@ class Restorer:
             raise RestoreRefused("--to restores a database: give a database backup's id")
         where = self._where(msg.app, kind)
         safety = await self._safety(msg, kind)
-        scratch = self.jobs.layout.scratch / f"restore-{restore_id()}"
         try:
-            restored = scratch / "restored"
-            restored.mkdir(parents=True)
-            await self.jobs.repos.local.restore(rec.snapshots["local"], restored)
-            done = await self._put_back(msg, rec, restored, where, scratch)
+            done = await self.from_repository(msg, rec, where)
         except (RepoError, SourceError, FactsError, OSError) as exc:
             raise RestoreRefused(
                 f"{msg.app} was not restored: {exc}"
                 + (f" (backed up first: {safety})" if safety else "")
             ) from None
+        return msgspec.structs.replace(done, safety_backup=safety)
+
+    async def from_repository(
+        self, msg: BackupRestore, rec: Record, where: Where | None
+    ) -> BackupRestored:
+        """`rec` out of the local repository into scratch, checked against
+        its facts and put back where `where` says (no safety backup: the
+        caller's). A host restore (hostrestore.py) uses it as it is."""
+        scratch = self.jobs.layout.scratch / f"restore-{restore_id()}"
+        try:
+            restored = scratch / "restored"
+            restored.mkdir(parents=True)
+            await self.jobs.repos.local.restore(rec.snapshots["local"], restored)
+            return await self._put_back(msg, rec, restored, where, scratch)
         finally:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
-        return msgspec.structs.replace(done, safety_backup=safety)
 
     def _where(self, app: str, kind: BackupKind) -> Where | None:
         if kind == "git":

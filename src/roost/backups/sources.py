@@ -35,6 +35,8 @@ from roost.wire.messages import (
     RepoBundle,
     RepoBundleRequest,
     RepoRestore,
+    ServiceHostRestore,
+    ServiceHostRestored,
     ServiceRestoreReady,
     ServiceRestoreStep,
 )
@@ -213,6 +215,20 @@ class Pullers:
         )
         if not isinstance(reply, ServiceRestoreReady):
             raise SourceError(f"the servicehost answered {type(reply).__name__} to {msg.step}")
+        return reply
+
+    def host(self, host_id: str) -> tuple[Endpoint, BackupSource] | None:
+        """The servicehost `host_id` and its last answer (None: none gave one)."""
+        for address, src in self.seen.items():
+            ep = next((e for e in self.cluster.of("servicehost") if e.address == address), None)
+            if ep is not None and src.host_id == host_id:
+                return ep, src
+        return None
+
+    async def restore_host(self, ep: Endpoint, msg: ServiceHostRestore) -> ServiceHostRestored:
+        reply = await self._ask(self.servicehost(ep), msg, RESTORE_STEP_TIMEOUT_S, "host restore")
+        if not isinstance(reply, ServiceHostRestored):
+            raise SourceError(f"the servicehost answered {type(reply).__name__} to a host restore")
         return reply
 
     async def restore_redis(self, w: Where, msg: RedisRestore) -> None:

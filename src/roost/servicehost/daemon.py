@@ -17,6 +17,7 @@ from roost.daemonize import run_daemon
 from roost.metrics import serve as serve_metrics
 from roost.proc.exits import ConfigError
 from roost.servicehost import snaproom
+from roost.servicehost.adopt import Adoption
 from roost.servicehost.appdata import AppData
 from roost.servicehost.backupsource import BackupSources
 from roost.servicehost.binaries import find_binaries
@@ -42,7 +43,8 @@ def handlers(
     host: ServiceHost, appdata: AppData, data: DataSessions, restores: Restores | None = None
 ) -> Handlers:
     """The servicehost's table: its services, app data directories (sessions
-    and pulls), deleted apps' archives, and backupd's pulls and restores."""
+    and pulls), deleted apps' archives, and backupd's pulls and restores
+    (of an app, or of a lost servicehost's services: adopt.py)."""
     restores = restores or Restores(host, appdata)
     return Handlers(
         "the servicehost",
@@ -52,6 +54,7 @@ def handlers(
             on(AppRemoved, appdata.on_removed),
             *BackupSources(host, appdata).entries(),
             *restores.entries(),
+            *Adoption(host).entries(),
             pong("servicehost"),
         ],
     )

@@ -201,6 +201,14 @@ class ServiceHost:
     def start_redis(self, svc: Service) -> None:
         self._start_redis(svc)
 
+    async def restart_postgres(self) -> None:
+        """PostgreSQL stopped (fast shutdown) and started again under
+        supervision, on the cluster's port as state.json now records it."""
+        assert self.pg is not None, "start() first"
+        if self.pg_sup is not None:
+            await self.pg_sup.stop()
+        self.pg_sup = Supervised(self.sup, self.pg, self.settings.restart_backoff_max_s)
+
     async def stop_redis(self, app: str) -> RedisServer | None:
         """Stop the app's Redis (it saves on the way) and forget it until started again."""
         if app not in self.redis:

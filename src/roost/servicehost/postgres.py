@@ -125,6 +125,9 @@ class Postgres:
         # What pg_hba.conf admits besides the superuser and the apps (render_hba).
         self.backupd_hosts: list[str] = []
         self.copies: list[tuple[str, str]] = []
+        # The port the postmaster last spawned listens on (the cluster's may
+        # have changed since: a host restore moves it, adopt.py).
+        self.spawned_port = 0
 
     # ------------------------------------------------------------ setup
 
@@ -219,6 +222,7 @@ class Postgres:
 
     async def spawn(self) -> asyncio.subprocess.Process:
         self._write_hba()
+        self.spawned_port = self.cluster.port
         return await spawn(self.argv(), self.user, self.log_file, self.pgdata)
 
     async def wait_ready(self, proc: asyncio.subprocess.Process) -> None:

@@ -16,6 +16,10 @@ and serves every app the same credentials on the same port.
 
 What the old state recorded of restores (kept and prepared databases of
 the lost cluster) is forgotten: those databases did not come back.
+
+The live path (a running servicehost taking on a lost one's services,
+adopt.py, while backupd loads the data) reads the state and makes the
+roles and databases with the same `read_state` and `ensure_databases`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
 import msgspec
@@ -35,7 +39,7 @@ from roost.servicehost.host import free_port
 from roost.servicehost.layout import Layout
 from roost.servicehost.postgres import STOP_GRACE_S, Postgres
 from roost.servicehost.spawn import run_tool
-from roost.servicehost.state import HostState, PgCluster
+from roost.servicehost.state import HostState, PgCluster, Service
 from roost.servicehost.user import ServiceUser
 
 log = logging.getLogger("roost.servicehost")
@@ -54,16 +58,32 @@ class RebuildError(Exception):
     """The cluster could not be rebuilt (the message says which app and why)."""
 
 
+def read_state(raw: bytes) -> HostState:
+    """A lost servicehost's state.json (RebuildError when it does not read). Pure."""
+    try:
+        return msgspec.json.decode(raw, type=HostState)
+    except msgspec.DecodeError as exc:  # (a ValidationError is one)
+        raise RebuildError(f"the servicehost's state.json does not read: {exc}") from None
+
+
 def fresh_state(raw: bytes) -> HostState:
     """Another machine's state.json, for a cluster to be made anew (pure)."""
-    try:
-        state = msgspec.json.decode(raw, type=HostState)
-    except msgspec.DecodeError as exc:
-        raise RebuildError(f"the servicehost's state.json does not read: {exc}") from None
+    state = read_state(raw)
     if state.postgres is not None:
         state.postgres.initialized = False
     state.restores = {}
     return state
+
+
+async def ensure_databases(
+    pg: Postgres, services: Iterable[Service], connection_limit: int
+) -> None:
+    """Each app's role, with its recorded password, and its database, as a
+    provision makes them (empty when new); also the live path's, when a
+    running servicehost takes on a lost one's services (adopt.py)."""
+    for svc in sorted(services, key=lambda s: s.app):
+        if svc.kind == "postgres":
+            await pgadmin.ensure_database(pg, svc.database, svc.password, connection_limit)
 
 
 async def rebuild_cluster(
@@ -96,8 +116,8 @@ async def rebuild_cluster(
             raise RebuildError(
                 f"PostgreSQL did not start in {START_TIMEOUT_S:.0f} s (see {pg.log_file})"
             ) from None
+        await ensure_databases(pg, state.of_kind("postgres"), connection_limit)
         for svc in sorted(state.of_kind("postgres"), key=lambda s: s.app):
-            await pgadmin.ensure_database(pg, svc.database, svc.password, connection_limit)
             dump = dumps.get(svc.app)
             if dump is None:
                 continue  # no backup of it: the database comes back empty (the caller says so)

@@ -64,6 +64,9 @@ class HostState(msgspec.Struct, kw_only=True):
     postgres: PgCluster | None = None
     services: dict[str, Service] = {}
     restores: dict[str, Restore] = {}
+    # The id of the host restore (ServiceHostRestore) whose services this
+    # servicehost took on ("" when it made its own): a repeat finishes it.
+    adopted: str = ""
 
     @staticmethod
     def key(app: str, kind: str) -> str:

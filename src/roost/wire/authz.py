@@ -37,6 +37,8 @@ from roost.wire.messages import (
     BackupCapture,
     BackupCaptured,
     BackupEvent,
+    BackupHostRestore,
+    BackupHostRestored,
     BackupList,
     BackupListRequest,
     BackupPolicySet,
@@ -93,6 +95,8 @@ from roost.wire.messages import (
     ServiceBackupDone,
     ServiceCredentials,
     ServiceDeprovision,
+    ServiceHostRestore,
+    ServiceHostRestored,
     ServiceHostStatus,
     ServiceHostStatusRequest,
     ServiceProvision,
@@ -183,6 +187,7 @@ FLOWS: dict[type[Msg], Flow] = {
     ServiceRestoreStep: Flow(by=BACKUPD, to=SERVICEHOST),
     RedisRestore: Flow(by=BACKUPD, to=SERVICEHOST),
     DataRestore: Flow(by=BACKUPD, to=SERVICEHOST),
+    ServiceHostRestore: Flow(by=BACKUPD, to=SERVICEHOST),
     RepoBundleRequest: Flow(by=BACKUPD, to=GATEWAY),
     RepoRestore: Flow(by=BACKUPD, to=GATEWAY),
     PlatformSnapshotRequest: Flow(by=BACKUPD, to=CONTROLLER),
@@ -192,6 +197,7 @@ FLOWS: dict[type[Msg], Flow] = {
     BackupListRequest: Flow(by=CONTROLLER, to=BACKUPD),
     BackupRestore: Flow(by=CONTROLLER, to=BACKUPD),
     BackupPolicySet: Flow(by=CONTROLLER, to=BACKUPD),
+    BackupHostRestore: Flow(by=CONTROLLER, to=BACKUPD),
 }
 # message type -> the roles that may send it as a request
 SENDERS: dict[type[Msg], frozenset[str]] = {kind: f.by for kind, f in FLOWS.items()}
@@ -229,6 +235,8 @@ NOT_REQUESTS: frozenset[type[Msg]] = frozenset(
         BackupCaptured,
         BackupList,
         BackupRestored,
+        ServiceHostRestored,
+        BackupHostRestored,
     }
 )
 

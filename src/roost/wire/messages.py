@@ -732,6 +732,24 @@ class DataRestore(Msg, frozen=True, kw_only=True):
     archive: bytes
 
 
+class ServiceHostRestore(Msg, frozen=True, kw_only=True):
+    """backupd -> servicehost: take on the services of `state_json` (a lost
+    servicehost's state.json, from a platform backup): each app's role with
+    its password and an empty database, each Redis on its port with its
+    passwords, the backup role's password, PostgreSQL on the recorded port.
+    Refused, nothing changed, by a servicehost that holds any app's service
+    already (unless it took them on from this same `restore_id`: a repeat
+    finishes the job). backupd then restores each app's data into them."""
+
+    state_json: bytes
+    restore_id: str  # [a-z0-9]{1,16}
+
+
+class ServiceHostRestored(Msg, frozen=True, kw_only=True):
+    postgres: list[str] = []  # the apps whose database (empty) and role it now has
+    redis: list[str] = []  # the apps whose Redis (empty) it now runs
+
+
 class RepoBundleRequest(Msg, frozen=True, kw_only=True):
     """backupd -> gateway: `git bundle` of the app's repository ("" app: list)."""
 
@@ -815,6 +833,28 @@ class BackupRestored(Msg, frozen=True, kw_only=True):
     database: str = ""
     kept: str = ""  # where the replaced data was kept
     safety_backup: str = ""  # the backup taken first
+
+
+class BackupHostRestore(Msg, frozen=True, kw_only=True):
+    """controller -> backupd: every app of a servicehost that lost its data,
+    back onto it (fresh: it holds no app's service) from the newest platform
+    backup's record of it and each app's newest verified backups."""
+
+    host: str  # the servicehost's id (its name in the address book)
+
+
+class HostRestoreReport(msgspec.Struct, frozen=True, kw_only=True):
+    app: str
+    kind: BackupKind
+    ok: bool
+    backup_id: str = ""  # "" when there was none to restore
+    message: str = ""
+
+
+class BackupHostRestored(Msg, frozen=True, kw_only=True):
+    host: str
+    platform_backup: str  # the backup whose record of the servicehost was used
+    reports: list[HostRestoreReport] = []  # one per app and kind; failures say why
 
 
 class BackupPolicySet(Msg, frozen=True, kw_only=True):
@@ -909,4 +949,8 @@ AnyMsg = (
     | BackupRestored
     | BackupPolicySet
     | BackupEvent
+    | ServiceHostRestore
+    | ServiceHostRestored
+    | BackupHostRestore
+    | BackupHostRestored
 )

@@ -1,0 +1,242 @@
+"""Every app of a servicehost that lost its data, back onto it (BackupHostRestore).
+
+Theory of operation. A servicehost whose disk is lost comes back empty (a
+new cluster, no roles, databases or Redis servers), while the controller
+still holds each app's credentials for it. backupd alone holds what brings
+it back, and sends the servicehost nothing but data (no repository
+credential ever goes there):
+
+  refuse    a name no servicehost answers to, or one that holds an app's
+            service already (a host restore goes onto a fresh servicehost
+            only): nothing changes;
+  state     the servicehost's state.json (credentials, ports) from the
+            newest platform backup in the catalog that recorded it holding
+            services (a platform backup taken after the loss records it
+            empty, and is passed over), read out of the local repository
+            and checked against the hash taken with the backup;
+  choose    per app (`choose`, pure): the newest *verified* pgdump where it
+            had a database, Redis backup where it had a Redis, data backup
+            where its data directory was pulled from this servicehost;
+  adopt     ServiceHostRestore: the servicehost takes on those services,
+            empty, with the recorded credentials (roost.servicehost.adopt);
+  restore   each chosen backup as `roost backups restore --id` puts one back
+            (Restorer.from_repository: PostgreSQL prepared, loaded, checked
+            against its facts and swapped in; Redis and data checked, then
+            RedisRestore and DataRestore), minus the safety backup: what is
+            replaced is empty (and the servicehost keeps it all the same).
+
+A report per app and kind says what came back, from which backup, or why
+not: no verified backup (the service comes back empty) or the restore's
+failure. One app's failure does not stop the others'.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import msgspec
+
+from roost.backups.catalog import Record, newest, restore_id
+from roost.backups.drill import DrillError
+from roost.backups.jobs import Jobs
+from roost.backups.locations import RepoError
+from roost.backups.pgfacts import FactsError
+from roost.backups.restore import Restorer, RestoreRefused
+from roost.backups.sources import SourceError, Where
+from roost.wire.cluster import Endpoint
+from roost.wire.messages import (
+    BackupHostRestore,
+    BackupHostRestored,
+    BackupKind,
+    BackupRestore,
+    BackupSource,
+    HostRestoreReport,
+    ServiceHostRestore,
+)
+
+log = logging.getLogger("roost.backups")
+
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+KIND_OF: dict[str, BackupKind] = {"postgres": "pgdump", "redis": "redis"}
+WHAT = {"pgdump": "database", "redis": "Redis", "data": "data directory"}
+ORDER = ("pgdump", "redis", "data")
+
+
+class _Service(msgspec.Struct):
+    app: str
+    kind: str
+
+
+class _HostState(msgspec.Struct):
+    """What backupd reads of a servicehost's state.json (roles never share types)."""
+
+    services: dict[str, _Service] = {}
+
+
+def state_file(host_id: str) -> str:
+    """Where a platform backup keeps the servicehost's state.json (staging.py)."""
+    return f"servicehosts/{host_id}.json"
+
+
+def platform_candidates(records: Iterable[Record], host_id: str) -> list[Record]:
+    """The platform backups that recorded the servicehost, newest first
+    (failed ones aside: their bytes may not be whole). Pure."""
+    name = state_file(host_id)
+    found = [
+        r
+        for r in records
+        if r.entry.kind == "platform"
+        and r.entry.state != "failed"
+        and "local" in r.snapshots
+        and name in r.facts.get("files", {})
+    ]
+    return sorted(found, key=lambda r: (r.entry.taken_at, r.id), reverse=True)
+
+
+def services_of(raw: bytes) -> set[tuple[str, str]]:
+    """(app, "postgres" | "redis") of a state.json; RestoreRefused if it does not read."""
+    try:
+        state = msgspec.json.decode(raw, type=_HostState)
+    except msgspec.DecodeError as exc:
+        raise RestoreRefused(f"the servicehost's recorded state does not read: {exc}") from None
+    return {(s.app, s.kind) for s in state.services.values() if s.kind in KIND_OF}
+
+
+@dataclass(frozen=True)
+class Step:
+    app: str
+    kind: BackupKind
+    record: Record | None  # None: no verified backup of it
+
+
+def choose(
+    records: Iterable[Record], host_id: str, services: Iterable[tuple[str, str]]
+) -> list[Step]:
+    """What to restore onto the servicehost: per service it held, the
+    app's newest verified backup of it; per app whose data directory was
+    pulled from it, the newest verified one of those. Pure."""
+    records = list(records)
+    steps = [
+        Step(app, KIND_OF[svc], newest(records, app, KIND_OF[svc], True)) for app, svc in services
+    ]
+    here = [r for r in records if r.source == host_id and r.entry.kind == "data"]
+    for app in sorted({r.entry.app for r in here}):
+        steps.append(Step(app, "data", newest(here, app, "data", verified=True)))
+    return sorted(steps, key=lambda s: (s.app, ORDER.index(s.kind)))
+
+
+@dataclass
+class HostRestorer:
+    jobs: Jobs
+    restorer: Restorer
+
+    async def __call__(self, msg: BackupHostRestore) -> BackupHostRestored:
+        host_id = msg.host
+        if not HOST_RE.match(host_id):
+            raise RestoreRefused(f"{host_id!r} is not a servicehost's name")
+        ep, src = await self._fresh(host_id)
+        platform, raw, services = await self._state(host_id)
+        steps = choose(self.jobs.catalog.records(), host_id, sorted(services))
+        rid = restore_id()
+        try:
+            took = await self.jobs.pullers.restore_host(
+                ep, ServiceHostRestore(state_json=raw, restore_id=rid)
+            )
+        except SourceError as exc:
+            raise RestoreRefused(
+                f"servicehost {host_id} did not take on its services: {exc}"
+            ) from None
+        log.info(
+            "host restore %s of %s (from %s): databases of %s, Redis of %s taken on",
+            rid, host_id, platform.id, took.postgres, took.redis,
+        )  # fmt: skip
+        await self.jobs.pullers.refresh()  # its answer now names what it took on
+        found = self.jobs.pullers.host(host_id)
+        src = found[1] if found is not None else src
+        reports = [await self._one(step, ep, src) for step in steps]
+        failed = [r for r in reports if not r.ok]
+        log.info(
+            "host restore %s of %s: %d restored, %d not%s", rid, host_id,
+            len(reports) - len(failed), len(failed),
+            "".join(f"; {r.app} {r.kind}: {r.message}" for r in failed),
+        )  # fmt: skip
+        return BackupHostRestored(host=host_id, platform_backup=platform.id, reports=reports)
+
+    async def _fresh(self, host_id: str) -> tuple[Endpoint, BackupSource]:
+        """The servicehost, answering now and holding no app's service."""
+        pullers = self.jobs.pullers
+        silent = await pullers.refresh()
+        found = pullers.host(host_id)
+        if found is None or found[0].address in silent:
+            named = ", ".join(sorted({s.host_id for s in pullers.seen.values()})) or "none"
+            raise RestoreRefused(f"no servicehost {host_id!r} answers (those that do: {named})")
+        ep, src = found
+        held = sorted(
+            {*(src.postgres.databases if src.postgres else {}), *(r.app for r in src.redis)}
+        )
+        if held:
+            raise RestoreRefused(
+                f"servicehost {host_id} holds services already (of {', '.join(held)}): a host "
+                "restore goes onto a fresh servicehost only; nothing was changed"
+            )
+        return ep, src
+
+    async def _state(self, host_id: str) -> tuple[Record, bytes, set[tuple[str, str]]]:
+        """The newest platform backup that recorded the servicehost holding
+        services, its state.json (checked against its hash) and those services."""
+        name = state_file(host_id)
+        for rec in platform_candidates(self.jobs.catalog.records(), host_id):
+            try:
+                raw = await self.jobs.repos.local.dump(rec.snapshots["local"], f"platform/{name}")
+            except RepoError as exc:
+                raise RestoreRefused(
+                    f"{rec.id}: the servicehost's state cannot be read: {exc}"
+                ) from None
+            if hashlib.sha256(raw).hexdigest() != rec.facts["files"][name]:
+                raise RestoreRefused(
+                    f"{rec.id}: the servicehost's state is not what was backed up (its hash "
+                    "differs): the repository is damaged; nothing was changed"
+                )
+            services = services_of(raw)
+            if services:
+                return rec, raw, services
+            log.info("%s recorded servicehost %s with no service: an older one", rec.id, host_id)
+        raise RestoreRefused(
+            f"no platform backup recorded servicehost {host_id} holding services, so its "
+            "credentials are unknown here (`roost backups capture --platform` takes one); "
+            "nothing was changed"
+        )
+
+    async def _one(self, step: Step, ep: Endpoint, src: BackupSource) -> HostRestoreReport:
+        what = WHAT[step.kind]
+        rec = step.record
+        if rec is None:
+            return HostRestoreReport(
+                app=step.app, kind=step.kind, ok=False,
+                message=f"no verified backup of its {what}: it comes back empty",
+            )  # fmt: skip
+        where = Where(
+            host=src.host_id, endpoint=ep, postgres=src.postgres,
+            database=src.postgres.databases.get(step.app, "") if src.postgres else "",
+            redis=next((r for r in src.redis if r.app == step.app), None), data=True,
+        )  # fmt: skip
+        try:
+            if step.kind == "pgdump" and not where.database:
+                raise RestoreRefused(f"the servicehost has no database of {step.app}")
+            if step.kind == "redis" and where.redis is None:
+                raise RestoreRefused(f"the servicehost has no Redis of {step.app}")
+            msg = BackupRestore(app=step.app, backup_id=rec.id)
+            done = await self.restorer.from_repository(msg, rec, where)
+        except (RestoreRefused, RepoError, SourceError, FactsError, DrillError, OSError) as exc:
+            log.warning("host restore: %s's %s from %s: %s", step.app, what, rec.id, exc)
+            return HostRestoreReport(
+                app=step.app, kind=step.kind, ok=False, backup_id=rec.id,
+                message=f"not restored: {exc}",
+            )  # fmt: skip
+        return HostRestoreReport(
+            app=step.app, kind=step.kind, ok=True, backup_id=rec.id, message=done.message
+        )

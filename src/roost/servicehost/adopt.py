@@ -1,0 +1,233 @@
+"""ServiceHostRestore: a fresh servicehost takes on the services of one that
+lost its data, so every app keeps the credentials the controller holds.
+
+Theory of operation. backupd sends the lost servicehost's state.json (from a
+platform backup; no repository credential ever comes here) and a restore id.
+This servicehost must hold no app's service: otherwise the request is
+refused and nothing changes (unless its services came from this same restore
+id: the request is a repeat, and finishes the job). Whatever can be refused
+is refused before anything changes (`plan`, pure): a state that does not
+read, a bad name or password, ports that clash, a PostgreSQL port that
+ROOST_POSTGRES_PORT fixes elsewhere, a port another program holds, a full
+disk. Then, as a provision does, the services are recorded first
+(state.json, with the restore id) and made after, each step idempotent, so
+a repeat after a timeout or a crash half-way finishes the job:
+
+  PostgreSQL  moved onto the recorded port (restarted) when it differs;
+              each app's role with its recorded password and an empty
+              database (rebuild.ensure_databases, which `roost restore`'s
+              offline rebuild uses too); the backup role with the recorded
+              password (backupd's Barman configuration stays valid).
+  Redis       each app's server on its recorded port with its recorded
+              passwords (the app's, the daemon's, the backup user's), empty.
+
+This servicehost keeps its own superuser and password: nothing outside it
+uses them. The data comes after, from backupd, through the restore requests
+every restore uses (restores.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import re
+import socket
+from dataclasses import dataclass
+
+from roost.servicehost.backupsource import ready_backup_role
+from roost.servicehost.host import ServiceError, ServiceHost
+from roost.servicehost.names import BadName, check_app, check_restore_id, new_password, pg_name
+from roost.servicehost.rebuild import RebuildError, ensure_databases, read_state
+from roost.servicehost.state import HostState, Service
+from roost.wire.dispatch import Entry, on, refusing
+from roost.wire.messages import Msg, ServiceHostRestore, ServiceHostRestored
+
+log = logging.getLogger("roost.servicehost")
+
+# What new_password makes (URL-safe): a password goes into URLs and Redis's
+# ACL lines as it is, so nothing else is taken on.
+_PASSWORD = re.compile(r"^[A-Za-z0-9_-]{16,200}$")
+
+
+class AdoptError(Exception):
+    """A host restore refused; nothing was changed by it."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What this servicehost takes on (pure `plan`'s answer)."""
+
+    services: dict[str, Service]
+    pg_port: int  # PostgreSQL's port from now on
+    backup_password: str  # the backup role's ("" keeps this host's own)
+    # Ports that must be free first (another program on one: refused)
+    ports: tuple[int, ...]
+
+
+def plan(old: HostState, mine: HostState, fixed_port: int, default_memory_mb: int) -> Plan:
+    """What to take on of `old` (the lost servicehost's state) onto `mine`
+    (this one's, holding no app's service), or AdoptError saying why not.
+    `fixed_port`: ROOST_POSTGRES_PORT (0: none). Pure, but for the
+    passwords it makes when a Redis's own are missing."""
+    if mine.postgres is None:
+        raise AdoptError("this servicehost has no PostgreSQL cluster yet: start it first")
+    if not old.services:
+        raise AdoptError("the servicehost's state holds no app's service: nothing to take on")
+    pg_port, backup_password = mine.postgres.port, ""
+    has_pg = any(s.kind == "postgres" for s in old.services.values())
+    if has_pg:
+        if old.postgres is None:
+            raise AdoptError("the state has databases but no PostgreSQL cluster")
+        pg_port, backup_password = old.postgres.port, old.postgres.backup_password
+        if fixed_port and fixed_port != pg_port:
+            raise AdoptError(
+                f"ROOST_POSTGRES_PORT fixes this servicehost's PostgreSQL on port {fixed_port}, "
+                f"and the apps' credentials name port {pg_port}: set it to {pg_port} (or unset "
+                "it) and restart the servicehost"
+            )
+        if backup_password and not _PASSWORD.match(backup_password):
+            raise AdoptError("the backup role's password is not one Roost makes")
+    services = {
+        key: _service(key, svc, pg_port, default_memory_mb) for key, svc in old.services.items()
+    }
+    redis_ports = [s.port for s in services.values() if s.kind == "redis"]
+    if len(set(redis_ports)) != len(redis_ports) or (has_pg and pg_port in redis_ports):
+        raise AdoptError("the state gives two services the same port")
+    # This host's own PostgreSQL port is free once it moves.
+    moving = pg_port != mine.postgres.port
+    ports = ([pg_port] if moving else []) + [
+        p for p in redis_ports if not (moving and p == mine.postgres.port)
+    ]
+    return Plan(services, pg_port, backup_password, tuple(sorted(ports)))
+
+
+def _service(key: str, svc: Service, pg_port: int, default_memory_mb: int) -> Service:
+    """One service of the lost state as this host records it, or AdoptError."""
+    try:
+        check_app(svc.app)
+    except BadName as exc:
+        raise AdoptError(str(exc)) from None
+    if key != HostState.key(svc.app, svc.kind):
+        raise AdoptError(f"the state's entry {key!r} is not {svc.app}'s {svc.kind}")
+    extra = [svc.admin_password, svc.backup_password] if svc.kind == "redis" else []
+    if not all(_PASSWORD.match(w) for w in [svc.password, *filter(None, extra)]):
+        raise AdoptError(f"{svc.app}'s {svc.kind} has a password that is not one Roost makes")
+    if svc.kind == "postgres":
+        name = pg_name(svc.app)
+        if svc.database != name or svc.username != name:
+            raise AdoptError(f"{svc.app}'s database and role must be named {name}")
+        return Service(
+            app=svc.app, kind="postgres", port=pg_port, database=name, username=name,
+            password=svc.password,
+        )  # fmt: skip
+    if not 1024 <= svc.port <= 65535:
+        raise AdoptError(f"{svc.app}'s Redis port {svc.port} is not one Roost uses")
+    # A daemon's or backup user's password missing (a state older than
+    # them) is made, as a start makes it: neither is the app's.
+    return Service(
+        app=svc.app, kind="redis", port=svc.port, password=svc.password,
+        memory_mb=svc.memory_mb if svc.memory_mb >= 1 else default_memory_mb,
+        admin_password=svc.admin_password or new_password(),
+        backup_password=svc.backup_password or new_password(),
+    )  # fmt: skip
+
+
+def port_taken(port: int) -> bool:
+    """Whether a program listens on `port` (any address) now. Blocking, brief."""
+    for family, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((addr, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return True
+            # (no IPv6 on this host: nothing can listen there)
+    return False
+
+
+class Adoption:
+    def __init__(self, host: ServiceHost) -> None:
+        self.host = host
+        self._lock = asyncio.Lock()
+
+    def entries(self) -> list[Entry]:
+        return [on(ServiceHostRestore, refusing(self.adopt, AdoptError, ServiceError, BadName))]
+
+    async def adopt(self, msg: ServiceHostRestore) -> Msg:
+        check_restore_id(msg.restore_id)
+        host = self.host
+        async with self._lock:
+            held = sorted(f"{s.app} ({s.kind})" for s in host.state.services.values())
+            if held and host.state.adopted != msg.restore_id:
+                shown = ", ".join(held[:5]) + (
+                    f" and {len(held) - 5} more" if len(held) > 5 else ""
+                )
+                raise AdoptError(
+                    f"servicehost {host.name} holds services already ({shown}): a host restore "
+                    "goes onto a fresh servicehost only; nothing was changed"
+                )
+            if not held:
+                await self._record(msg)
+            return await self._finish(msg.restore_id)
+
+    async def _record(self, msg: ServiceHostRestore) -> None:
+        """Everything checked, then the services recorded (nothing made yet)."""
+        host = self.host
+        try:
+            old = read_state(msg.state_json)
+        except RebuildError as exc:
+            raise AdoptError(str(exc)) from None
+        s = host.settings
+        p = plan(old, host.state, s.postgres_port, s.redis_memory_mb)
+        taken = [port for port in p.ports if await asyncio.to_thread(port_taken, port)]
+        if taken:
+            raise AdoptError(
+                f"port(s) {', '.join(map(str, taken))}, which the apps' credentials name, are "
+                "held by another program on this host: stop it; nothing was changed"
+            )
+        host.check_disk()
+        if host.state.services:  # (provisioned while the ports were checked)
+            raise AdoptError(f"servicehost {host.name} holds services now; nothing was changed")
+        cluster = host.state.postgres
+        assert cluster is not None  # (plan says so)
+        host.state.services = dict(p.services)
+        cluster.port = p.pg_port
+        if p.backup_password:
+            cluster.backup_password = p.backup_password
+        host.state.adopted = msg.restore_id
+        host.save()
+        log.info(
+            "host restore %s: took on %d services (PostgreSQL on port %d)",
+            msg.restore_id, len(p.services), p.pg_port,
+        )  # fmt: skip
+
+    async def _finish(self, restore_id: str) -> Msg:
+        """Make what state.json records (idempotent: also a repeat's)."""
+        host = self.host
+        pg, cluster = host.pg, host.state.postgres
+        assert pg is not None and cluster is not None, "the servicehost has started"
+        if pg.spawned_port != cluster.port:
+            log.info("host restore %s: PostgreSQL moves to port %d", restore_id, cluster.port)
+            await host.restart_postgres()
+        pg = await host.pg_up()
+        await ensure_databases(
+            pg, host.state.of_kind("postgres"), host.settings.postgres_connection_limit
+        )
+        await ready_backup_role(host, pg)
+        await pg.refresh_hba()
+        for svc in sorted(host.state.of_kind("redis"), key=lambda s: s.app):
+            if svc.app not in host.redis:
+                host.start_redis(svc)
+        for svc in host.state.of_kind("redis"):
+            await host.redis_up(svc.app)
+        done = ServiceHostRestored(
+            postgres=sorted(s.app for s in host.state.of_kind("postgres")),
+            redis=sorted(s.app for s in host.state.of_kind("redis")),
+        )
+        log.info(
+            "host restore %s: databases of %s and Redis of %s ready (empty)",
+            restore_id, done.postgres, done.redis,
+        )  # fmt: skip
+        return done

@@ -1,0 +1,73 @@
+"""What a host restore takes from the catalog (pure): the platform backups
+that recorded the servicehost, and per app the newest verified backup of
+each service it held there and of a data directory pulled from it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from roost.backups.catalog import Record, new_id
+from roost.backups.hostrestore import choose, platform_candidates, services_of, state_file
+from roost.backups.restore import RestoreRefused
+from roost.wire.messages import BackupEntry, BackupKind
+
+T0 = 1_780_000_000.0
+
+
+def rec(
+    kind: BackupKind,
+    app: str,
+    at: float,
+    state: str = "verified",
+    source: str = "svc1",
+    **kw: object,
+) -> Record:
+    entry = BackupEntry(id=new_id(kind, at), app=app, kind=kind, taken_at=at, state=state)  # type: ignore[arg-type]
+    return Record(entry=entry, source=source, snapshots={"local": "s" + entry.id[-6:]}, **kw)  # type: ignore[arg-type]
+
+
+def platform(at: float, hosts: list[str], state: str = "verified") -> Record:
+    files = {state_file(h): "0" * 64 for h in hosts}
+    return rec("platform", "", at, state, "controller", facts={"files": files})
+
+
+def test_platform_backups_that_recorded_the_host_newest_first_failed_ones_aside() -> None:
+    older, newer = platform(T0, ["svc1"]), platform(T0 + 10, ["svc1", "svc2"])
+    records = [newer, older, platform(T0 + 20, ["svc1"], "failed"), platform(T0 + 30, ["svc2"])]
+    assert platform_candidates(records, "svc1") == [newer, older]
+    assert platform_candidates(records, "svc3") == []
+
+
+def test_per_service_the_newest_verified_backup_and_none_when_there_is_none() -> None:
+    db_old, db_new = rec("pgdump", "shop", T0), rec("pgdump", "shop", T0 + 10)
+    unproven = rec("pgdump", "shop", T0 + 20, "taken")
+    failed_redis = rec("redis", "shop", T0, "failed")
+    data_here = rec("data", "shop", T0)
+    data_elsewhere = rec("data", "blog", T0 + 5, source="svc2")
+    only_failed_data = rec("data", "news", T0, "failed")
+    records = [db_old, db_new, unproven, failed_redis, data_here, data_elsewhere, only_failed_data]
+    steps = choose(records, "svc1", [("shop", "postgres"), ("shop", "redis"), ("blog", "postgres")])
+    assert [(s.app, s.kind, s.record) for s in steps] == [
+        ("blog", "pgdump", None),  # no backup of it at all
+        ("news", "data", None),  # its data directory was here, never proven
+        ("shop", "pgdump", db_new),  # not the newer one still waiting for its drill
+        ("shop", "redis", None),
+        ("shop", "data", data_here),
+    ]
+
+
+def test_the_services_of_a_recorded_state_and_one_that_does_not_read() -> None:
+    state = {
+        "postgres": {"port": 5432, "password": "p"},
+        "services": {
+            "postgres/shop": {"app": "shop", "kind": "postgres", "port": 5432, "password": "x"},
+            "redis/shop": {"app": "shop", "kind": "redis", "port": 6400, "password": "y"},
+        },
+        "restores": {},
+    }
+    assert services_of(json.dumps(state).encode()) == {("shop", "postgres"), ("shop", "redis")}
+    assert services_of(b'{"services": {}}') == set()
+    with pytest.raises(RestoreRefused, match="does not read"):
+        services_of(b"{not json")

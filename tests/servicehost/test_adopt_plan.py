@@ -1,0 +1,85 @@
+"""What a fresh servicehost takes on of a lost one's state (pure): the
+recorded credentials and ports, or a refusal that says why."""
+
+from __future__ import annotations
+
+import pytest
+
+from roost.servicehost.adopt import AdoptError, plan
+from roost.servicehost.names import new_password
+from roost.servicehost.state import HostState, PgCluster, Service
+
+PW = "A" * 32
+
+
+def lost(services: dict[str, Service], pg_port: int = 5500) -> HostState:
+    return HostState(
+        postgres=PgCluster(port=pg_port, password="su-old", backup_password="B" * 32),
+        services=services,
+    )
+
+
+def mine(pg_port: int = 5600) -> HostState:
+    return HostState(postgres=PgCluster(port=pg_port, password="su-new", initialized=True))
+
+
+def pg(app: str = "shop", password: str = PW, name: str = "") -> Service:
+    db = name or "app_" + app.replace("-", "_")
+    return Service(app=app, kind="postgres", port=5500, database=db, username=db, password=password)
+
+
+def redis(app: str = "shop", port: int = 6400, password: str = PW) -> Service:
+    return Service(
+        app=app, kind="redis", port=port, password=password, memory_mb=0,
+        admin_password="C" * 32, backup_password="",
+    )  # fmt: skip
+
+
+def test_the_recorded_credentials_and_ports_are_taken_on() -> None:
+    p = plan(lost({"postgres/shop": pg(), "redis/shop": redis()}), mine(), 0, 64)
+    assert p.pg_port == 5500 and p.backup_password == "B" * 32
+    assert p.ports == (5500, 6400)  # PostgreSQL moves: its recorded port must be free too
+    db, r = p.services["postgres/shop"], p.services["redis/shop"]
+    assert (db.database, db.username, db.password, db.port) == ("app_shop", "app_shop", PW, 5500)
+    assert (r.port, r.password, r.admin_password, r.memory_mb) == (6400, PW, "C" * 32, 64)
+    assert len(r.backup_password) >= 16  # missing (an older state): made
+
+
+def test_the_port_this_host_frees_by_moving_is_not_asked_free() -> None:
+    p = plan(lost({"postgres/shop": pg(), "redis/shop": redis(port=5600)}), mine(5600), 0, 64)
+    assert p.ports == (5500,)
+    same = plan(lost({"postgres/shop": pg()}, 5600), mine(5600), 0, 64)
+    assert same.ports == ()  # already there
+
+
+def test_redis_alone_leaves_postgres_where_it_is() -> None:
+    p = plan(lost({"redis/shop": redis()}), mine(), 0, 64)
+    assert (p.pg_port, p.backup_password, p.ports) == (5600, "", (6400,))
+
+
+@pytest.mark.parametrize(
+    ("services", "fixed", "why"),
+    [
+        ({}, 0, "holds no app's service"),
+        ({"postgres/shop": pg()}, 5432, "ROOST_POSTGRES_PORT fixes"),
+        ({"postgres/shop": pg(password="x y")}, 0, "not one Roost makes"),
+        ({"redis/shop": redis(password="pw\nuser evil on")}, 0, "not one Roost makes"),
+        ({"postgres/shop": pg(name="postgres")}, 0, "must be named app_shop"),
+        ({"postgres/other": pg()}, 0, "is not shop's postgres"),
+        ({"postgres/Bad!": pg(app="Bad!", name="x")}, 0, "is not valid"),
+        ({"redis/shop": redis(port=80)}, 0, "is not one Roost uses"),
+        ({"redis/a": redis("a"), "redis/b": redis("b")}, 0, "the same port"),
+        ({"postgres/a": pg("a"), "redis/b": redis("b", port=5500)}, 0, "the same port"),
+    ],
+)
+def test_a_state_that_cannot_be_taken_on_is_refused(
+    services: dict[str, Service], fixed: int, why: str
+) -> None:
+    with pytest.raises(AdoptError, match=why):
+        plan(lost(services), mine(), fixed, 64)
+
+
+def test_a_host_without_its_cluster_yet_refuses() -> None:
+    with pytest.raises(AdoptError, match="no PostgreSQL cluster yet"):
+        plan(lost({"redis/shop": redis()}), HostState(), 0, 64)
+    assert len(new_password()) >= 16  # what the password check admits is what Roost makes
