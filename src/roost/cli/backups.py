@@ -1,4 +1,5 @@
-"""`roost backups list|capture|restore|policy`: backups kept and proven by backupd.
+"""`roost backups list|capture|restore|restore-host|policy`: backups kept and
+proven by backupd.
 
 A capture or a restore is one request answered when it is done (minutes
 for a big app), so it is sent with a long read timeout.
@@ -23,6 +24,8 @@ console = Console()
 # A capture or restore runs this long at most before the CLI stops waiting
 # (the controller's own limits to backupd: 30 and 60 minutes).
 LONG = httpx.Timeout(30.0, read=3700.0)
+# A host restore: every app of a servicehost (the controller waits 6 hours).
+HOST_LONG = httpx.Timeout(30.0, read=6 * 3600.0 + 100)
 KINDS = ("pgdump", "redis", "data", "git")
 STATE_STYLE = {"verified": "green", "taken": "yellow", "failed": "bold red", "skipped": "dim"}
 HEALTH_STYLE = {"ok": "green", "pending": "yellow"}
@@ -226,6 +229,37 @@ def backups_restore(
         click.echo(f"the replaced data is kept as {data['kept']}")
     if to and data["database"]:
         click.echo(f"restored into database {data['database']}")
+
+
+@backups.command("restore-host")
+@click.argument("host")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@json_option
+@click.pass_context
+def backups_restore_host(ctx: click.Context, host: str, yes: bool, as_json: bool) -> None:
+    """Every app of a servicehost that lost its data, back onto it (operators).
+
+    HOST must hold no app's service (started afresh, empty). It takes on the
+    services it held, with the credentials the apps have, from the newest
+    platform backup that recorded them; then each app's newest verified
+    database, Redis and data directory backups are restored into them.
+    """
+    if not yes:
+        click.confirm(
+            f"Restore every app of servicehost {host} onto it? It must be empty (fresh)",
+            abort=True,
+        )
+    data = _api(ctx).request("POST", f"/api/servicehosts/{host}/restore", timeout=HOST_LONG)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        console.print(f"{data['host']}: credentials from {data['platform_backup']}")
+        for r in data["reports"]:
+            mark = "[green]restored[/]" if r["ok"] else "[bold red]NOT restored[/]"
+            from_ = f" from {r['backup_id']}" if r["backup_id"] else ""
+            console.print(f"{r['app']} {r['kind']}{from_}: {mark}: {r['message']}")
+    if not data["ok"]:
+        raise SystemExit(EXIT_ERROR)
 
 
 @backups.command("policy")

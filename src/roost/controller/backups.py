@@ -3,12 +3,13 @@ asks for before a change, and what the dashboard and `roost backups` show.
 
 Theory of operation. backupd pulls and keeps the backups; the controller
 only asks (`BackupCapture`, `BackupListRequest`, `BackupRestore`,
-`BackupPolicySet` to the address book's "backupd" endpoints). A capture or
-a restore takes minutes: each is one RPC with a long timeout
-(CAPTURE_TIMEOUT_S, RESTORE_TIMEOUT_S) and a single try, answered once the
-backup is in backupd's own repository (its drill follows on backupd's side
-and shows in the list) or once the restore is done or undone. A restore is
-never sent twice: a timeout is reported, not retried.
+`BackupPolicySet`, `BackupHostRestore` to the address book's "backupd"
+endpoints). A capture or a restore takes minutes: each is one RPC with a
+long timeout (CAPTURE_TIMEOUT_S, RESTORE_TIMEOUT_S, HOST_RESTORE_TIMEOUT_S)
+and a single try, answered once the backup is in backupd's own repository
+(its drill follows on backupd's side and shows in the list) or once the
+restore is done or undone. A restore is never sent twice: a timeout is
+reported, not retried.
 
 Before a change that can lose data (a release of an app with services, a
 service's removal, an app's deletion) the controller asks for a capture
@@ -32,6 +33,8 @@ from roost.wire.messages import (
     BackupCapture,
     BackupCaptured,
     BackupEntry,
+    BackupHostRestore,
+    BackupHostRestored,
     BackupKind,
     BackupList,
     BackupListRequest,
@@ -50,6 +53,8 @@ log = logging.getLogger("roost.controller")
 # backup first, loads and verifies.
 CAPTURE_TIMEOUT_S = 1800.0
 RESTORE_TIMEOUT_S = 3600.0
+# A host restore restores every app of a servicehost, one after the other.
+HOST_RESTORE_TIMEOUT_S = 6 * 3600.0
 QUERY_TIMEOUT_S = 10.0
 STALE_S = 26 * 3600.0
 # The dashboard asks backupd at most this often (every replica, every viewer).
@@ -137,6 +142,15 @@ class Backups:
         reply = await self._call(msg, RESTORE_TIMEOUT_S, f"could not restore {app}")
         if not isinstance(reply, BackupRestored):
             raise BackupError(f"backupd answered {type(reply).__name__} to a restore")
+        return reply
+
+    async def restore_host(self, host: str) -> BackupHostRestored:
+        """Every app of a servicehost that lost its data, back onto it (one
+        request, never repeated: a timeout is reported)."""
+        msg = BackupHostRestore(host=host)
+        reply = await self._call(msg, HOST_RESTORE_TIMEOUT_S, f"could not restore {host}")
+        if not isinstance(reply, BackupHostRestored):
+            raise BackupError(f"backupd answered {type(reply).__name__} to a host restore")
         return reply
 
     async def set_policy(self, policy: BackupPolicySet) -> None:

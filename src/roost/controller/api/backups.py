@@ -1,4 +1,5 @@
-"""Backups: list, capture, restore, retention policy; the platform-wide status.
+"""Backups: list, capture, restore, retention policy; the platform-wide status;
+a servicehost's apps restored onto it after it lost its data.
 
 Every call goes to backupd (roost.controller.backups). A capture or restore
 is one long request (minutes), answered when it is done. A restore in place
@@ -191,6 +192,35 @@ async def capture_platform(who: CurrentAccount, c: CurrentController) -> dict[st
         raise ApiError(exc.status, str(exc)) from None
     await c.store.add_event("backup-captured", f"platform: {described(entries)}")
     return {"entries": [_entry(e) for e in entries]}
+
+
+@router.post("/servicehosts/{host}/restore")
+async def restore_servicehost(
+    host: str, who: CurrentAccount, c: CurrentController
+) -> dict[str, Any]:
+    """Every app of a servicehost that lost its data (and came back empty),
+    back onto it with the credentials the apps hold: the operators'. A
+    platform event says what came back, and names what did not."""
+    require_admin(who, "restoring a servicehost")
+    b = _backups(c)
+    try:
+        done = await b.restore_host(host)
+    except BackupError as exc:
+        await c.store.add_event("servicehost-restore-failed", f"{host}: {exc}")
+        raise ApiError(exc.status, str(exc)) from None
+    failed = [r for r in done.reports if not r.ok]
+    summary = f"{host} from {done.platform_backup}: {len(done.reports) - len(failed)} restored"
+    if failed:
+        summary += "; not restored: " + "; ".join(f"{r.app} {r.kind}: {r.message}" for r in failed)
+    await c.store.add_event(
+        "servicehost-restore-failed" if failed else "servicehost-restored", summary
+    )
+    return {
+        "host": done.host,
+        "platform_backup": done.platform_backup,
+        "ok": not failed,
+        "reports": [msgspec.to_builtins(r) for r in done.reports],
+    }
 
 
 @router.get("/backups")
