@@ -68,8 +68,10 @@ from roost.backups.barmanconf import (
     BaseBackup,
     ServerConfig,
     Window,
+    advance,
     backup_for,
     commit_times,
+    generation_name,
     iso,
     parse_check,
     parse_list_backups,
@@ -92,9 +94,9 @@ log = logging.getLogger("roost.backups.barman")
 
 # The pure half lives in barmanconf; its names are this module's too.
 __all__ = [
-    "Barman", "BarmanError", "BaseBackup", "ServerConfig", "Window", "backup_for",
-    "commit_times", "parse_check", "passfile_line", "render_config", "server_name",
-    "slot_name", "window_of",
+    "Barman", "BarmanError", "BaseBackup", "ServerConfig", "Window", "advance",
+    "backup_for", "commit_times", "generation_name", "parse_check", "passfile_line",
+    "render_config", "server_name", "slot_name", "window_of",
 ]  # fmt: skip
 
 COMMAND_TIMEOUT_S = 300.0
@@ -201,10 +203,11 @@ class Barman:
         _write_private(self.passfile, passwords)
         _write_private(self.config_file, text)
         self.servers = {s.name: s for s in servers}
-        for name in sorted(self._streamed - set(self.servers)):
+        live = {s.name for s in servers if not s.retired}
+        for name in sorted(self._streamed - live):
             self._streamed.discard(name)
             await self._sup.remove(f"receive-wal:{name}")
-        for name in sorted(set(self.servers) - self._streamed):
+        for name in sorted(live - self._streamed):
             # receive-wal creates a missing slot too (create_slot = auto): a
             # source down now is streamed once it answers.
             out = await self.run("receive-wal", "--create-slot", name, ok=True)

@@ -35,12 +35,39 @@ class ServerConfig:
     recovery_window_days: int = 7
     # pg_basebackup's fast checkpoint: quick, but an I/O burst on the source.
     immediate_checkpoint: bool = False
+    # A cluster the servicehost no longer runs (it was replaced by a new one,
+    # another system identifier): its base backups and WAL stay for recovery
+    # until retention removes them, but nothing streams or backs it up.
+    retired: bool = False
 
 
 def server_name(host_id: str) -> str:
     """A Barman server (and config section) name for a servicehost id."""
     name = re.sub(r"[^a-z0-9_-]", "-", host_id.lower()).strip("-") or "host"
     return name if name not in ("barman", "all") else f"host-{name}"
+
+
+def generation_name(host_id: str, generation: int) -> str:
+    """The Barman server of a servicehost's `generation`th cluster (1: the
+    first, named after the host; a re-initialised or restored cluster is a
+    new one to Barman, which refuses another system identifier)."""
+    base = server_name(host_id)
+    return base if generation <= 1 else f"{base}-g{generation}"
+
+
+def advance(
+    history: Sequence[tuple[str, str]], host_id: str, systemid: str
+) -> list[tuple[str, str]]:
+    """A host's clusters, oldest first, as (Barman server, system identifier),
+    after seeing `systemid` on it ("" when it could not be asked: no change)."""
+    if not history:
+        return [(generation_name(host_id, 1), systemid)]
+    last_server, last_id = history[-1]
+    if not systemid or systemid == last_id:
+        return list(history)
+    if not last_id:  # first asked now: the cluster Barman already streams
+        return [*history[:-1], (last_server, systemid)]
+    return [*history, (generation_name(host_id, len(history) + 1), systemid)]
 
 
 def slot_name(server: str) -> str:
@@ -102,9 +129,10 @@ def render_config(
                   "passfile": str(passfile)}  # fmt: skip
         conninfo = _conninfo({**common, "dbname": "postgres", "application_name": "barman"})
         streaming = _conninfo(common)
+        what = "Retired cluster " if s.retired else "Roost servicehost "
         lines += [
             f"[{s.name}]",
-            f"description = {_value('Roost servicehost ' + s.name)}",
+            f"description = {_value(what + s.name)}",
             f"conninfo = {_value(conninfo)}",
             f"streaming_conninfo = {_value(streaming)}",
             "backup_method = postgres",

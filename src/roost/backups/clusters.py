@@ -12,13 +12,27 @@ too. Its drill is roost.backups.pitr's: Barman's own checks (every WAL
 segment it needs, every file against its manifest), then a recovery to its
 end into a scratch server that must check out. A point in time of one app's
 database is recovered the same way (`recover`).
+
+A new cluster on a servicehost (restored after a loss, or re-initialised)
+has another system identifier, and Barman 3.4 will not go on with the old
+server's history: `barman check` fails "systemid coherence" ("the system
+Id of the connected PostgreSQL server changed") and so does every backup.
+So backupd asks each cluster its identifier (pg_control_system()) when it
+refreshes, and on a change starts a new Barman server for it (the host's
+name plus "-gN", its own replication slot) and keeps the old one, retired
+(nothing streams it), with its base backups and WAL: a point in time
+before the change is recovered from the old server until retention
+deletes it. Which cluster of a host is which is DATA/backupd/barman/
+generations.json.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,19 +40,40 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import psycopg
 
 from roost.backups import pitr
-from roost.backups.barman import Barman, BarmanError, ServerConfig, server_name
+from roost.backups.barman import Barman, BarmanError, ServerConfig, advance, server_name
+from roost.backups.pgfacts import PgConn
 from roost.backups.restore import Recovered, RestoreRefused
 from roost.backups.retention import Policy, widest
 from roost.backups.scratch import ScratchError
 from roost.backups.sources import Pullers
 from roost.backups.staging import BackupFailed, Staged
+from roost.wire.messages import BackupEvent, PgSource
 
 log = logging.getLogger("roost.backups")
 
 # How long a list or a restore waits for the window to be brought up to now.
 MARK_BUDGET_S = 3.0
+# How long a refresh waits for a cluster to say its system identifier.
+SYSTEMID_TIMEOUT_S = 5.0
+
+
+async def systemid(source: PgSource) -> str:
+    """The cluster's system identifier ("" when it cannot be asked now)."""
+    try:
+        async with asyncio.timeout(SYSTEMID_TIMEOUT_S):
+            conn = await psycopg.AsyncConnection.connect(
+                **PgConn.of(source).kwargs("postgres"), autocommit=True
+            )
+            async with conn:
+                cur = await conn.execute("SELECT system_identifier FROM pg_control_system()")
+                row = await cur.fetchone()
+    except (psycopg.Error, TimeoutError, OSError) as exc:
+        log.info("%s:%d: no system identifier now: %s", source.host, source.port, exc)
+        return ""
+    return str(row[0]) if row else ""
 
 
 @dataclass
@@ -47,22 +82,72 @@ class Clusters:
     pullers: Pullers
     policies: Callable[[], dict[str, Policy]]
     _configs: list[ServerConfig] = field(default_factory=list)
+    # host -> its clusters, oldest first: (Barman server, system identifier)
+    _generations: dict[str, list[tuple[str, str]]] | None = None
+
+    @property
+    def _generations_file(self) -> Path:
+        return self.barman.home / "generations.json"
+
+    def generations(self) -> dict[str, list[tuple[str, str]]]:
+        if self._generations is None:
+            try:
+                raw = json.loads(self._generations_file.read_text())
+            except FileNotFoundError:
+                raw = {}
+            self._generations = {h: [(s, i) for s, i in g] for h, g in raw.items()}
+        return self._generations
+
+    def current(self, host: str) -> str:
+        """The Barman server of the cluster the host runs now."""
+        gens = self.generations().get(host)
+        return gens[-1][0] if gens else server_name(host)
 
     def configs(self, immediate: bool = False) -> list[ServerConfig]:
         days = widest(self.policies().values())
-        # Which databases a cluster holds is nothing to Barman (it backs up all).
-        return [
-            ServerConfig(
-                name=server_name(host),
-                source=msgspec.structs.replace(source, databases={}),
-                recovery_window_days=days,
-                immediate_checkpoint=immediate,
+        out = []
+        for host, (_ep, source) in sorted(self.pullers.clusters().items()):
+            # Which databases a cluster holds is nothing to Barman (it backs up all).
+            src = msgspec.structs.replace(source, databases={})
+            current = self.current(host)
+            for name, _id in self.generations().get(host, []):
+                if name != current:
+                    out.append(ServerConfig(name, src, days, retired=True))
+            out.append(ServerConfig(current, src, days, immediate_checkpoint=immediate))
+        return out
+
+    async def _see_clusters(self) -> None:
+        """Ask each cluster its system identifier; a new one is a new Barman
+        server (said in the log and to the controllers)."""
+        gens = self.generations()
+        changed, dirty = [], False
+        for host, (_ep, source) in sorted(self.pullers.clusters().items()):
+            before = gens.get(host, [])
+            after = advance(before, host, await systemid(source))
+            if after == before:
+                continue
+            gens[host], dirty = after, True
+            if len(after) > len(before) and before:
+                changed.append((host, before[-1], after[-1]))
+        if not dirty:
+            return
+        self.barman.layout.create()
+        tmp = self._generations_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(gens, indent=1, sort_keys=True))
+        os.replace(tmp, self._generations_file)
+        for host, (old, old_id), (new, new_id) in changed:
+            message = (
+                f"{host} runs a new PostgreSQL cluster (system identifier {new_id}, "
+                f"was {old_id}): base backups and WAL now go to Barman server {new}; "
+                f"a point in time before the change is recovered from {old}, kept "
+                f"until retention deletes it"
             )
-            for host, (_ep, source) in sorted(self.pullers.clusters().items())
-        ]
+            log.warning("%s", message)
+            await self.pullers.report(BackupEvent(app="", kind="pgbase", ok=True, message=message))
 
     async def ensure(self) -> None:
         """Barman's servers as the servicehosts last said (rewritten on change)."""
+        await self._see_clusters()
         configs = self.configs()
         if configs != self._configs:
             await self.barman.ensure(configs)
@@ -78,7 +163,7 @@ class Clusters:
         capture before a change) asks for it at once, a short burst of I/O.
         """
         await self.ensure()
-        server = server_name(host)
+        server = self.current(host)
         if server not in self.barman.servers:
             raise BackupFailed(f"no PostgreSQL cluster on {host} (not heard from it)")
         hurry = reason != "scheduled"
@@ -119,7 +204,7 @@ class Clusters:
         w = self.pullers.where(app)
         if w is None or w.postgres is None:
             return None
-        server = server_name(w.host)
+        server = self.current(w.host)
         return (server, w.database) if server in self.barman.servers else None
 
     async def window(self, app: str) -> tuple[float, float]:
