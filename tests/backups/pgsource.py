@@ -14,16 +14,20 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
+from roost.backups.barman import ServerConfig
+from roost.backups.layout import Layout
 from roost.wire.messages import PgSource
 from tests.pgserver import postgres_server
 
 BACKUP_ROLE = "roost_backup"
 BACKUP_PASSWORD = "s3cret:with%odd\\chars"
+BASE = "base"  # the Barman server name of the package's `based` fixture
 
 GRANTS = f"""
 GRANT pg_read_all_data, pg_read_all_settings, pg_read_all_stats TO {BACKUP_ROLE};
@@ -82,3 +86,11 @@ def pg_source() -> Iterator[Source]:
             hba.write_text(lines + hba.read_text())
             c.execute("SELECT pg_reload_conf()")
         yield src
+
+
+@dataclass(frozen=True)
+class Based:
+    layout: Layout
+    config: ServerConfig
+    before_backup: datetime  # the source's clock just before the base backup began
+    backup_id: str

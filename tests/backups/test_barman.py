@@ -30,7 +30,7 @@ from roost.backups.barman import (
 )
 from roost.backups.layout import Layout
 from roost.wire.messages import PgSource
-from tests.backups.pgsource import Source
+from tests.backups.pgsource import BASE, Based, Source
 from tests.conftest import processes_under
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -121,22 +121,25 @@ def _receivers(layout: Layout) -> list[psutil.Process]:
     return [p for p in processes_under(layout.data_dir) if p.name() == "pg_receivewal"]
 
 
-async def test_backup_window_and_check(barman: Barman, source: Source) -> None:
-    assert await barman.window("sh1") is None  # no base backup yet
-    backup_id = await barman.backup("sh1")
-    backups = await barman.backups("sh1")
+async def test_backup_window_and_check(
+    barman: Barman, base_barman: Barman, based: Based, source: Source
+) -> None:
+    assert await barman.window("sh1") is None  # streaming, no base backup yet
+    # The package's server, whose first base backup `based` took with Barman.backup.
+    backup_id = based.backup_id
+    backups = await base_barman.backups(BASE)
     assert [(b.id, b.status) for b in backups] == [(backup_id, "DONE")]
-    assert await barman.check("sh1") == []
+    assert await base_barman.check(BASE) == []
 
     source.sql("INSERT INTO t VALUES (1, 'a')", "app")
-    marked = await barman.mark("sh1")
+    marked = await base_barman.mark(BASE)
     assert marked is not None
-    window = await barman.window("sh1")
-    info = await barman.backup_info("sh1", backup_id)
+    window = await base_barman.window(BASE)
+    info = await base_barman.backup_info(BASE, backup_id)
     assert window is not None and window.earliest == info.end
     # The newest commit held is the mark, still in the streaming .partial segment.
     assert window.latest >= marked
-    assert list((barman.server_dir("sh1") / "streaming").glob("*.partial"))
+    assert list((base_barman.server_dir(BASE) / "streaming").glob("*.partial"))
 
 
 async def _wait_receivers(layout: Layout, but: int = 0) -> list[psutil.Process]:
@@ -186,15 +189,15 @@ async def test_a_stray_pg_receivewal_is_removed(source: Source, layout: Layout) 
 
 
 async def test_an_unreachable_source_gives_no_mark_and_the_window_stands(
-    barman: Barman, source: Source
+    base_barman: Barman,
 ) -> None:
-    await barman.backup("sh1")
-    before = await barman.window("sh1")
-    barman.servers["sh1"] = ServerConfig(
-        "sh1", PgSource(host="127.0.0.1", port=1, user="x", password="y")
+    barman = base_barman  # with the package's base backup
+    before = await barman.window(BASE)
+    barman.servers[BASE] = ServerConfig(
+        BASE, PgSource(host="127.0.0.1", port=1, user="x", password="y")
     )
-    assert await barman.mark("sh1") is None
-    after = await barman.window("sh1")
+    assert await barman.mark(BASE) is None
+    after = await barman.window(BASE)
     # (the source's own background commits, if any, may only move the end on)
     assert before is not None and after is not None
     assert after.earliest == before.earliest and after.latest >= before.latest

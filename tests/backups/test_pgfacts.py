@@ -22,7 +22,7 @@ from roost.backups.pgfacts import (
     take_facts,
 )
 from roost.backups.scratch import ScratchPg, scratch_postgres
-from tests.backups.pgsource import Source, pg_source
+from tests.backups.pgsource import Source
 
 APP_SCHEMA = """
 CREATE TABLE t (id int PRIMARY KEY, v text, at timestamptz, f float8, b bytea, j jsonb);
@@ -54,11 +54,12 @@ ALTER TABLE secret ENABLE ROW LEVEL SECURITY;  -- no policy: hidden from all but
 
 
 @pytest.fixture
-def source() -> Iterator[Source]:
-    with pg_source() as src:
-        src.sql("CREATE DATABASE app")
-        src.sql(APP_SCHEMA, "app")
-        yield src
+def source(pg_server: Source) -> Iterator[Source]:
+    """The package's server with this test's own `app` (dropped after it)."""
+    pg_server.sql("CREATE DATABASE app")
+    pg_server.sql(APP_SCHEMA, "app")
+    yield pg_server
+    pg_server.sql("DROP DATABASE app WITH (FORCE)")
 
 
 async def restore(scratch: ScratchPg, dump: Path, dbname: str) -> None:
@@ -170,8 +171,11 @@ async def test_rows_hidden_by_row_level_security_are_an_error_not_a_short_count(
     source: Source, tmp_path: Path
 ) -> None:
     source.sql("CREATE ROLE weak LOGIN; GRANT pg_read_all_data TO weak")
-    weak = PgConn(source.host, source.port, "weak")  # no BYPASSRLS
-    with pytest.raises(psycopg.Error, match="row-level security"):
-        await take_facts(weak, "app")
-    with pytest.raises(psycopg.Error, match="row-level security"):
-        await dump_with_facts(weak, "app", tmp_path / "app.dump")
+    try:
+        weak = PgConn(source.host, source.port, "weak")  # no BYPASSRLS
+        with pytest.raises(psycopg.Error, match="row-level security"):
+            await take_facts(weak, "app")
+        with pytest.raises(psycopg.Error, match="row-level security"):
+            await dump_with_facts(weak, "app", tmp_path / "app.dump")
+    finally:  # a role is the server's, not the database's: gone for the next test
+        source.sql("DROP ROLE weak")

@@ -1,7 +1,10 @@
 """Point-in-time recovery of one database and the base backup drill, with
 real Barman 3.4 and PostgreSQL 15: rows at t1 and t2, the table dropped at
 t3, recovered at t2; a time outside the window refused with nothing done; a
-good base backup's drill passes and a corrupted one's fails."""
+good base backup's drill passes and a corrupted one's fails.
+
+They recover from the package's base backup (`based` in conftest.py), taken
+before each test's database `app` was made."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from roost.backups.layout import Layout
 from roost.backups.pgfacts import compare, pg_tool, run_tool, take_facts
 from roost.backups.pitr import OutsideWindow, drill_base_backup, recover_app_database
 from roost.backups.scratch import scratch_postgres
-from tests.backups.pgsource import Source
+from tests.backups.pgsource import BASE, Based, Source
 
 
 def _now(source: Source) -> datetime:
@@ -37,9 +40,9 @@ async def _rows_of(dump: Path, layout: Layout) -> list[tuple[int, str]]:
 
 
 async def test_recover_at_t2_has_exactly_t1_and_t2_rows(
-    barman: Barman, source: Source, layout: Layout, tmp_path: Path
+    base_barman: Barman, source: Source, based: Based, tmp_path: Path
 ) -> None:
-    await barman.backup("sh1")
+    barman, layout = base_barman, based.layout
     source.sql("INSERT INTO t VALUES (1, 't1'), (2, 't1')", "app")
     source.sql("INSERT INTO t VALUES (3, 't2')", "app")
     t2 = _now(source)
@@ -48,12 +51,12 @@ async def test_recover_at_t2_has_exactly_t1_and_t2_rows(
     source.sql("DROP TABLE t", "app")  # t3
     # t2's rows are in no archived segment: only in the streaming .partial one.
     [(segment,)] = source.sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
-    await barman.run("archive-wal", "sh1")
-    assert (barman.server_dir("sh1") / "streaming" / f"{segment}.partial").exists()
-    assert not list((barman.server_dir("sh1") / "wals").glob(f"*/{segment}"))
+    await barman.run("archive-wal", BASE)
+    assert (barman.server_dir(BASE) / "streaming" / f"{segment}.partial").exists()
+    assert not list((barman.server_dir(BASE) / "wals").glob(f"*/{segment}"))
 
     dump = tmp_path / "app.dump"
-    facts = await recover_app_database(barman, "sh1", "app", t2, dump)
+    facts = await recover_app_database(barman, BASE, "app", t2, dump)
     assert compare(expected, facts) == []
     assert facts.tables["public.t"].rows == 3
     assert await _rows_of(dump, layout) == [(1, "t1"), (2, "t1"), (3, "t2")]
@@ -61,39 +64,45 @@ async def test_recover_at_t2_has_exactly_t1_and_t2_rows(
 
 
 async def test_a_time_outside_the_window_is_refused_and_nothing_changes(
-    barman: Barman, source: Source, layout: Layout, tmp_path: Path
+    barman: Barman,
+    base_barman: Barman,
+    based: Based,
+    source: Source,
+    layout: Layout,
+    tmp_path: Path,
 ) -> None:
     dump = tmp_path / "app.dump"
+    # `barman` streams the source too, with no base backup yet.
     with pytest.raises(OutsideWindow, match="no complete base backup"):
         await recover_app_database(barman, "sh1", "app", datetime.now(UTC), dump)
-    before_backup = _now(source)
-    await barman.backup("sh1")
     source.sql("INSERT INTO t VALUES (1, 'kept')", "app")
-    for at in (before_backup, datetime.now(UTC) + timedelta(hours=1)):
+    for at in (based.before_backup, datetime.now(UTC) + timedelta(hours=1)):
         with pytest.raises(
-            OutsideWindow, match="outside the point-in-time window of sh1: the window is 20"
+            OutsideWindow, match=f"outside the point-in-time window of {BASE}: the window is 20"
         ):
-            await recover_app_database(barman, "sh1", "app", at, dump)
+            await recover_app_database(base_barman, BASE, "app", at, dump)
     assert not dump.exists()
-    assert list(layout.scratch.iterdir()) == []
+    assert list(layout.scratch.iterdir()) == list(based.layout.scratch.iterdir()) == []
     assert source.sql("SELECT id, v FROM t", "app") == [(1, "kept")]
 
 
 async def test_drill_passes_a_good_base_backup_and_fails_a_corrupted_one(
-    barman: Barman, source: Source
+    base_barman: Barman, based: Based, source: Source
 ) -> None:
-    source.sql("INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 200) g", "app")
-    source.sql("CREATE INDEX t_v ON t (v)", "app")
-    backup_id = await barman.backup("sh1")
+    barman, backup_id = base_barman, based.backup_id
     assert await drill_base_backup(barman, backup_id) == []
 
-    # Flip bytes in the middle of t's heap file in the base backup.
-    [(relpath,)] = source.sql("SELECT pg_relation_filepath('t')", "app")
-    heap = barman.server_dir("sh1") / "base" / backup_id / "data" / relpath
-    data = bytearray(heap.read_bytes())
+    # Flip bytes in the middle of the heap file of `base`'s table t in the base backup.
+    [(relpath,)] = source.sql("SELECT pg_relation_filepath('t')", BASE)
+    heap = barman.server_dir(BASE) / "base" / backup_id / "data" / relpath
+    good = heap.read_bytes()
+    data = bytearray(good)
     middle = len(data) // 2
     data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
     heap.write_bytes(bytes(data))
-    problems = await drill_base_backup(barman, backup_id, server="sh1")
+    try:
+        problems = await drill_base_backup(barman, backup_id, server=BASE)
+    finally:
+        heap.write_bytes(good)  # the package's other tests recover from this backup
     assert problems, "a corrupted base backup passed its drill"
     assert any("does not match its manifest" in p and relpath in p for p in problems), problems
