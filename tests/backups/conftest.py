@@ -9,6 +9,9 @@ replication slots the test made, so each test has the server as it found
 it. `barman`: Barman streaming that source as server `sh1` into the test's
 own layout, nothing left running after it.
 
+`restic_templates`: initialised restic repositories a test copies instead
+of running `restic init` (tests/backups/restictemplate.py).
+
 `based`: a Barman layout (server `base`) with a base backup of the
 package's source, taken once: a first base backup is a WAL switch, an
 archived segment and a pg_basebackup, most of a Barman test's time. It
@@ -32,6 +35,7 @@ import pytest_asyncio
 from roost.backups.barman import Barman, ServerConfig
 from roost.backups.layout import Layout
 from tests.backups.pgsource import BASE, Based, Source, pg_source
+from tests.backups.restictemplate import Templates, make_templates
 from tests.conftest import processes_under
 
 
@@ -46,6 +50,15 @@ def layout() -> Iterator[Layout]:
     lay = _new_layout()
     yield lay
     shutil.rmtree(lay.data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="package")
+def restic_templates() -> Iterator[Templates]:
+    base = Path(tempfile.mkdtemp(prefix="roost-restic-"))
+    try:
+        yield make_templates(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="package")
