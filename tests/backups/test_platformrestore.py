@@ -24,6 +24,7 @@ from roost.backups.restic import Repo, Snapshot
 from roost.cli.restore import restore_platform
 from roost.servicehost.rebuild import fresh_state
 from roost.settings import Settings
+from tests.backups.restictemplate import Templates
 from tests.backups.sshd import keygen, sftp_server
 
 T0 = 1_760_000_000.0
@@ -180,13 +181,12 @@ def _state_copy(path: Path) -> None:
         db.execute("CREATE TABLE apps (id INTEGER, name TEXT, created_at REAL)")
 
 
-def _repo_with_platform(base: Path, tamper: bool) -> tuple[Path, Path]:
+def _repo_with_platform(base: Path, tamper: bool, templates: Templates) -> tuple[Path, Path]:
     """A repository holding one platform backup (the facts of its files are
     taken, then a file changes when `tamper`); (its directory, its password)."""
     layout = Layout(base / "backupd-data")
     layout.create()
-    repo = Repo(local_location(layout), layout, min_free_bytes=1 << 20)
-    asyncio.run(repo.init())
+    repo = templates.local_repo(layout)
     staging = base / "staging"
     root = staging / "platform"
     (root / "keys").mkdir(parents=True)
@@ -202,9 +202,9 @@ def _repo_with_platform(base: Path, tamper: bool) -> tuple[Path, Path]:
 
 
 def test_a_snapshot_whose_bytes_are_not_its_facts_fails_the_restore_and_changes_nothing(
-    tmp_path: Path,
+    tmp_path: Path, restic_templates: Templates
 ) -> None:
-    source, password = _repo_with_platform(tmp_path / "a", tamper=True)
+    source, password = _repo_with_platform(tmp_path / "a", tamper=True, templates=restic_templates)
     data = tmp_path / "b"
     with pytest.raises(pr.RestoreError) as exc:
         asyncio.run(restore_platform(data, Settings(), str(source), password))
@@ -214,8 +214,10 @@ def test_a_snapshot_whose_bytes_are_not_its_facts_fails_the_restore_and_changes_
     assert not data.exists()  # made by the restore, so gone with it
 
 
-def test_a_data_directory_with_a_platform_is_refused_untouched(tmp_path: Path) -> None:
-    source, password = _repo_with_platform(tmp_path / "a", tamper=False)
+def test_a_data_directory_with_a_platform_is_refused_untouched(
+    tmp_path: Path, restic_templates: Templates
+) -> None:
+    source, password = _repo_with_platform(tmp_path / "a", tamper=False, templates=restic_templates)
     data = tmp_path / "b"
     data.mkdir()
     (data / "state.db").write_text("a platform's")
@@ -225,8 +227,10 @@ def test_a_data_directory_with_a_platform_is_refused_untouched(tmp_path: Path) -
     assert (data / "state.db").read_text() == "a platform's"
 
 
-def test_an_empty_data_directory_left_as_found_after_a_failure(tmp_path: Path) -> None:
-    source, _ = _repo_with_platform(tmp_path / "a", tamper=False)
+def test_an_empty_data_directory_left_as_found_after_a_failure(
+    tmp_path: Path, restic_templates: Templates
+) -> None:
+    source, _ = _repo_with_platform(tmp_path / "a", tamper=False, templates=restic_templates)
     wrong = tmp_path / "wrong-password"
     wrong.write_text("not the password\n")
     data = tmp_path / "b"
@@ -238,17 +242,18 @@ def test_an_empty_data_directory_left_as_found_after_a_failure(tmp_path: Path) -
 
 
 def test_a_repository_over_sftp_becomes_the_local_one_with_its_key_and_pin(
-    tmp_path: Path,
+    tmp_path: Path, restic_templates: Templates
 ) -> None:
     """The offsite copy is what survives a lost machine: read over SFTP with
     the key its host authorises and its pinned host key, both kept."""
-    _, password = _repo_with_platform(tmp_path / "a", tamper=False)
+    _, password = _repo_with_platform(tmp_path / "a", tamper=False, templates=restic_templates)
     a = Layout(tmp_path / "a" / "backupd-data")
     a_local = Repo(local_location(a), a, min_free_bytes=1 << 20)
     key = tmp_path / "id_ed25519"
     with sftp_server() as sshd:
         sshd.authorize(keygen(key))
         where = f"sftp://root@{sshd.host}:{sshd.port}//repos/roost"
+        restic_templates.offsite_at(sshd.on_disk("/repos/roost"))  # initialised, empty
 
         async def scenario() -> list[pr.Found]:
             offsite = Repo(parse_location("offsite", where, setting="S"), a, min_free_bytes=1 << 20)
@@ -257,7 +262,6 @@ def test_a_repository_over_sftp_becomes_the_local_one_with_its_key_and_pin(
             await pin_host_key(
                 offsite.location, a, parse_host_key_pin(sshd.host_key_pub, setting="S"), setting="S"
             )
-            await offsite.init(chunker_from=a_local)
             await a_local.copy(offsite, [s.id for s in await a_local.snapshots()])
             b = Layout(tmp_path / "b")
             with pytest.raises(pr.RestoreError, match="needs --ssh-key and --host-key"):
