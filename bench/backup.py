@@ -346,7 +346,10 @@ async def caught_up(barman: Barman, server: str) -> None:
         try:
             if await barman.mark(server) is not None:
                 return
-        except BarmanError:
+        except (BarmanError, FileNotFoundError):
+            # FileNotFoundError: Barman.last_commit lists the streaming
+            # .partial segment, and pg_receivewal, catching up, renames it
+            # before it is read (a race of barman.py's, reported).
             if time.monotonic() > deadline:
                 raise
         await asyncio.sleep(1.0)
