@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import httpx
 
 from roost.controller.admintoken import read_admin_token
 from tests.conftest import free_port, processes_under, wait_until
+from tests.tmpfs import tmpfs_dir
 
 
 @dataclass
@@ -132,19 +134,24 @@ class Platform:
 
 
 @contextmanager
-def running_platform(env: dict[str, str] | None = None) -> Iterator[Platform]:
-    """Start a platform in a fresh world-searchable data directory; stop it after."""
-    # The builder runs untrusted steps as an unprivileged user, which must be
-    # able to reach the data directory: pytest's own tmp dirs are root-only.
-    base = Path(tempfile.mkdtemp(prefix="roost-e2e-"))
-    base.chmod(0o755)
-    p = Platform(base / "data", free_port(), free_port(), base / "up.log", env=dict(env or {}))
-    try:
-        p.start()
-        yield p
-    finally:
+def running_platform(env: dict[str, str] | None = None, tmpfs: bool = False) -> Iterator[Platform]:
+    """Start a platform in a fresh world-searchable data directory; stop it after.
+    `tmpfs`: that directory on a tmpfs of its own (tests/tmpfs.py)."""
+    with contextlib.ExitStack() as stack:
+        if tmpfs:
+            base = stack.enter_context(tmpfs_dir("roost-e2e-"))
+        else:
+            # The builder runs untrusted steps as an unprivileged user, which must be
+            # able to reach the data directory: pytest's own tmp dirs are root-only.
+            base = Path(tempfile.mkdtemp(prefix="roost-e2e-"))
+            base.chmod(0o755)
+            stack.callback(shutil.rmtree, base, ignore_errors=True)
+        p = Platform(base / "data", free_port(), free_port(), base / "up.log", env=dict(env or {}))
         try:
-            p.stop()
+            p.start()
+            yield p
         finally:
-            print(p.log.read_text()[-5000:])
-            shutil.rmtree(base, ignore_errors=True)
+            try:
+                p.stop()
+            finally:
+                print(p.log.read_text()[-5000:])

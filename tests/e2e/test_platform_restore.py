@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import pytest
 
 from tests.conftest import free_port, wait_until
 from tests.e2e.platform import Platform
+from tests.tmpfs import tmpfs_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -139,8 +138,13 @@ def _verified(p: Platform, ids: list[str]) -> bool:
 # Two platforms one after the other, a build and its drills: minutes, not seconds.
 @pytest.mark.timeout(600)
 def test_the_whole_platform_comes_back_on_a_fresh_machine() -> None:
-    base = Path(tempfile.mkdtemp(prefix="roost-e2e-"))
-    base.chmod(0o755)  # the build and service users walk down to each data directory
+    # On a tmpfs: two platforms' clusters, base backups and repository, and
+    # their fsyncs, seconds each on a busy disk (tests/tmpfs.py).
+    with tmpfs_dir("roost-e2e-") as base:
+        _whole_platform_comes_back(base)
+
+
+def _whole_platform_comes_back(base: Path) -> None:
     env = {"ROOST_BACKUP_SCHEDULE": "off"}  # only the backups this test asks for
     a = Platform(base / "a", free_port(), free_port(), base / "a.log", env=env)
     b = Platform(base / "b", free_port(), free_port(), base / "b.log", env=env)
@@ -212,4 +216,3 @@ def test_the_whole_platform_comes_back_on_a_fresh_machine() -> None:
                 for p in (a, b):
                     if p.log.exists():
                         print(p.log.read_text()[-5000:])
-                shutil.rmtree(base, ignore_errors=True)
