@@ -401,13 +401,27 @@ class Repo:
         # Exit 3: a snapshot was made but some input could not be read.
         done = await self._run([*args, "--", *rel], timeout=timeout, cwd=root, ok=(0, 3))
         short = backup_summary(done.stdout)["snapshot_id"]
-        made = [s.id for s in await self.snapshots(tags) if s.id.startswith(short)]
+        made = await self._ids_from(short, tags)
         if len(made) != 1:
             raise RepoError(f"{self}: snapshot {short} is not found once after its backup")
         if done.returncode == 3:
             await self.remove(made)
             raise PartialBackup(f"{self}: some of {root} could not be read", done.stderr)
         return made[0]
+
+    async def _ids_from(self, short: str, tags: Sequence[str]) -> list[str]:
+        """The ids of the snapshots with `tags` that begin with `short` (what
+        restic 0.14's backup prints). A local repository names each snapshot's
+        file by its id: when one file there begins with it, that is the id,
+        without another restic command (a key derivation and a lock)."""
+        if self.location.kind == "local":
+            names = await asyncio.to_thread(
+                lambda: [p.name for p in (self.location.local_dir / "snapshots").iterdir()]
+            )
+            found = [n for n in names if n.startswith(short)]
+            if len(found) == 1:
+                return found
+        return [s.id for s in await self.snapshots(tags) if s.id.startswith(short)]
 
     async def snapshots(
         self, tags: Sequence[str] = (), *, timeout: float = 120.0
