@@ -34,13 +34,14 @@ def _as_postgres() -> dict[str, object]:
 
 
 @contextmanager
-def postgres_server(listen: str = "127.0.0.1") -> Iterator[str]:
+def postgres_server(listen: str = "127.0.0.1", parent: Path | None = None) -> Iterator[str]:
     """Yield a SQLAlchemy URL of a fresh server; stop it and remove it afterwards.
 
-    The directory lives directly under the system temp dir: pytest's own
-    tmp_path sits in a root-only directory the postgres user cannot enter.
+    The directory lives directly under the system temp dir (or `parent`, a
+    directory the postgres user can enter): pytest's own tmp_path sits in a
+    root-only directory the postgres user cannot enter.
     """
-    base = Path(tempfile.mkdtemp(prefix="roost-pg-"))
+    base = Path(tempfile.mkdtemp(prefix="roost-pg-", dir=parent))
     try:
         with _server(base, listen) as url:
             yield url

@@ -1,6 +1,10 @@
 """Fixtures for backupd's PostgreSQL side (pgfacts, scratch, barman, pitr).
 
-`layout`: backupd's directories under /tmp (the scratch user must walk down
+Their files live on `disk`, a tmpfs of the package's own (tests/tmpfs.py):
+Barman's and PostgreSQL's fsyncs were most of a base backup's time on the
+machine's busy disk.
+
+`layout`: backupd's directories on `disk` (the scratch user must walk down
 to them: pytest's own tmp_path is root's alone). `pg_server`: one
 PostgreSQL 15 source (tests/backups/pgsource.py) for the whole package: its
 start is seconds, a database a moment. `source`: that server with a fresh
@@ -37,24 +41,37 @@ from roost.backups.layout import Layout
 from tests.backups.pgsource import BASE, Based, Source, pg_source
 from tests.backups.restictemplate import Templates, make_templates
 from tests.conftest import processes_under
+from tests.tmpfs import tmpfs_dir
 
 
-def _new_layout() -> Layout:
-    lay = Layout(Path(tempfile.mkdtemp(prefix="roost-bk-")))
+@pytest.fixture(scope="package")
+def disk() -> Iterator[Path]:
+    with tmpfs_dir("roost-bk-") as base:
+        yield base
+
+
+def _new_layout(disk: Path) -> Layout:
+    lay = Layout(Path(tempfile.mkdtemp(prefix="roost-bk-", dir=disk)))
     lay.create()
     return lay
 
 
 @pytest.fixture
-def layout() -> Iterator[Layout]:
-    lay = _new_layout()
+def disk_path(disk: Path) -> Path:
+    """A fresh directory on `disk` (0700), for a module to use as its tmp_path."""
+    return Path(tempfile.mkdtemp(prefix="t-", dir=disk))
+
+
+@pytest.fixture
+def layout(disk: Path) -> Iterator[Layout]:
+    lay = _new_layout(disk)
     yield lay
     shutil.rmtree(lay.data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="package")
-def restic_templates() -> Iterator[Templates]:
-    base = Path(tempfile.mkdtemp(prefix="roost-restic-"))
+def restic_templates(disk: Path) -> Iterator[Templates]:
+    base = Path(tempfile.mkdtemp(prefix="roost-restic-", dir=disk))
     try:
         yield make_templates(base)
     finally:
@@ -62,8 +79,8 @@ def restic_templates() -> Iterator[Templates]:
 
 
 @pytest.fixture(scope="package")
-def pg_server() -> Iterator[Source]:
-    with pg_source() as src:
+def pg_server(disk: Path) -> Iterator[Source]:
+    with pg_source(disk) as src:
         yield src
 
 
@@ -99,8 +116,8 @@ async def barman(source: Source, layout: Layout) -> AsyncIterator[Barman]:
 
 
 @pytest_asyncio.fixture(scope="package", loop_scope="package")
-async def based(pg_server: Source) -> AsyncIterator[Based]:
-    lay = _new_layout()
+async def based(pg_server: Source, disk: Path) -> AsyncIterator[Based]:
+    lay = _new_layout(disk)
     config = ServerConfig(BASE, pg_server.pg, immediate_checkpoint=True)
     try:
         # A table with rows and an index for the drill to check (and corrupt).

@@ -57,8 +57,8 @@ class Source:
 
 
 @contextlib.contextmanager
-def pg_source() -> Iterator[Source]:
-    with postgres_server() as url:
+def pg_source(parent: Path | None = None) -> Iterator[Source]:
+    with postgres_server(parent=parent) as url:
         hostport = url.split("@", 1)[1].split("/", 1)[0]
         host, port = hostport.rsplit(":", 1)
         src = Source(

@@ -30,6 +30,12 @@ from tests.backups.sshd import keygen, sftp_server
 T0 = 1_760_000_000.0
 
 
+@pytest.fixture
+def tmp_path(disk_path: Path) -> Path:
+    """The repositories and trees on the package's tmpfs (conftest's disk)."""
+    return disk_path
+
+
 def snap(sid: str, kind: str, app: str = "", at: float = T0, backup_id: str = "") -> Snapshot:
     stamp = datetime.fromtimestamp(at, UTC)
     token = hashlib.sha256(sid.encode()).hexdigest()[:6]

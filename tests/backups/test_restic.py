@@ -37,12 +37,18 @@ from roost.backups.restic import (
     WrongPassword,
 )
 from roost.backups.retention import Policy, keep, restic_forget_flags
-from tests.backups.restictemplate import Templates
+from tests.backups.restictemplate import Templates, cheap_key
 from tests.backups.sshd import SftpServer, keygen, sftp_server
 from tests.conftest import free_port
 
 PIN = "ROOST_BACKUP_OFFSITE_HOSTKEY"
 MiB = 1 << 20
+
+
+@pytest.fixture
+def tmp_path(disk_path: Path) -> Path:
+    """The repositories and trees on the package's tmpfs (conftest's disk)."""
+    return disk_path
 
 
 def _layout(base: Path) -> Layout:
@@ -90,6 +96,8 @@ async def test_backup_list_restore_and_dump_on_a_local_repository(tmp_path: Path
     assert await repo.init() is False  # idempotent
     assert stat.S_IMODE(layout.restic_password.stat().st_mode) == 0o600
     assert len(layout.restic_password.read_text().strip()) >= 40
+    # A dozen commands follow, each deriving the key init calibrated to ~0.5 s.
+    cheap_key(layout.local_repo, layout.restic_password)
 
     shop = _tree(tmp_path / "staging" / "shop", seed=1)
     blog = _tree(tmp_path / "staging" / "blog", seed=2)
@@ -124,6 +132,7 @@ async def test_the_password_is_never_on_a_command_line_nor_in_the_environment(
     wrapper.chmod(0o755)
     repo = Repo(local_location(layout), layout, min_free_bytes=MiB, restic=str(wrapper))
     await repo.init()
+    cheap_key(layout.local_repo, layout.restic_password)  # as in the test above
     sid = await repo.backup(_tree(tmp_path / "s"), tags=["app=a"])
     await repo.restore(sid, tmp_path / "r")
     await repo.check()
@@ -269,6 +278,8 @@ async def test_init_backup_copy_and_restore_over_sftp(
     assert await offsite.init(chunker_from=local) is True
     assert await offsite.init() is False
     assert (sshd.on_disk("/repos/roost") / "config").is_file()
+    # A dozen commands over SFTP follow, each deriving the key init calibrated to ~0.5 s.
+    cheap_key(sshd.on_disk("/repos/roost"), layout.restic_password)
 
     shop = _tree(tmp_path / "s1", seed=1)
     a = await local.backup(shop, tags=["app=shop", "kind=data", "id=d1"])
