@@ -23,6 +23,8 @@ Then the scale run (bench/failover_scale.py): one controller, simulated
 runners (--runners, default 200) carrying --instances (default 10,000):
 
   heartbeat_cpu_share  controller CPU seconds per wall second, steady state
+  heartbeats_per_s     heartbeats it answered a second meanwhile (one a runner
+                       when the simulator keeps up)
   reconcile_ms         mean full reconcile pass while a silent host's
                        instances are moved
   heartbeat_p99_ms     a runner's heartbeat round trip, 99th percentile over
@@ -42,8 +44,8 @@ The issue's reference points: Nomad replaces a silent client's work after
 about 20 s by default, Kubernetes after about 350 s; Roost's grace period is
 5 s. Printed last, in this order: failover_s, failover_failed_requests,
 max_copies_routed, stale_copy_stopped_after_heal_s, scale_runners,
-scale_instances, heartbeat_cpu_share, reconcile_ms, heartbeat_p99_ms,
-heartbeat_max_ms, then the latency run's figures.
+scale_instances, heartbeat_cpu_share, heartbeats_per_s, reconcile_ms,
+heartbeat_p99_ms, heartbeat_max_ms, then the latency run's figures.
 
 `--quick`: one run of each incident and a shorter scale window (~3 minutes).
 `--scale-only`: skip the namespace cluster. `--db-latency-ms 0`: no latency run.
@@ -219,6 +221,7 @@ def main() -> None:
     print(f"scale_runners: {scale.runners}")
     print(f"scale_instances: {scale.instances}")
     print(f"heartbeat_cpu_share: {scale.cpu_share:.3f}")
+    print(f"heartbeats_per_s: {scale.beats_per_s:.0f}")
     print(f"reconcile_ms: {scale.reconcile_ms:.1f}")
     print(f"heartbeat_p99_ms: {scale.beat_p99_ms:.0f}")
     print(f"heartbeat_max_ms: {scale.beat_max_ms:.0f}")
