@@ -270,7 +270,10 @@ class Barman:
         """Take a base backup and wait until the WAL it needs is archived; its id."""
         if not self._archived_wal(server):
             await self.switch_wal(server)
-        before = {b.id for b in await self.backups(server)}
+        # Barman keeps each backup in base/<id>: what is there now is not new
+        # (read from the directory, not with another barman command).
+        base = self.server_dir(server) / "base"
+        before = {p.name for p in base.iterdir()} if base.is_dir() else set()
         # --wait: until the WAL the backup needs is archived (not forever: a
         # stalled receive-wal then fails the backup instead of hanging it).
         await self.run("backup", "--wait", "--wait-timeout", str(int(WAL_WAIT_S)), server,
@@ -408,9 +411,9 @@ class Barman:
         without one the end of `backup_id` (consistency). Returns the base
         backup used. The caller checks the target is in the window."""
         if backup_id:
-            chosen = await self.backup_info(server, backup_id)
+            chosen = backup_id  # one Barman does not know makes `barman recover` fail
         elif target_time is not None:
-            chosen = await self._backup_for(server, target_time)
+            chosen = (await self._backup_for(server, target_time)).id
         else:
             raise ValueError("recover needs a backup id or a target time")
         args = ["recover", "--target-action", "promote"]
@@ -418,10 +421,10 @@ class Barman:
             args += ["--target-time", iso(target_time)]
         else:
             args += ["--target-immediate"]
-        await self.run(*args, server, chosen.id, str(dest), timeout=RECOVER_TIMEOUT_S)
+        await self.run(*args, server, chosen, str(dest), timeout=RECOVER_TIMEOUT_S)
         if target_time is not None:
             await self._top_up(server, dest / "barman_wal", target_time)
-        return chosen.id
+        return chosen
 
     async def _backup_for(self, server: str, at: datetime) -> BaseBackup:
         # list-backups gives whole seconds: check candidates with exact times.
