@@ -202,32 +202,42 @@ async def simulate(data: Path, runners: int, status_file: Path, stop_file: Path)
         keys = [load_keypair(data / "keys", host_name(i)) for i in range(runners)]
         clients = [RpcClient(node, cluster.of("controller"), keypair=k) for k in keys]
 
+        def statuses(asg: Assignment | None) -> list[InstanceStatus]:
+            return [
+                InstanceStatus(
+                    instance_id=a.instance_id,
+                    app=a.app,
+                    release=a.release,
+                    process_type=a.process_type,
+                    state="up",
+                    pid=0,
+                    port=20000 + (hash(a.instance_id) % 20000),
+                )
+                for a in (asg.instances if asg else [])
+            ]
+
         async def runner(i: int) -> None:
             host = host_name(i)
             client = clients[i]
+            # What it reports changes only with what it holds: built once
+            # per assignment, so that the simulator (one process for all the
+            # runners) spends its time sending, and the round trips it
+            # measures are the controller's, not its own queue's.
+            built: tuple[Assignment | None, list[InstanceStatus]] = (None, [])
             await asyncio.sleep(random.uniform(0, 1.0))  # spread the beats over the second
             while True:
                 began = time.monotonic()
                 if host not in silenced:
                     asg = held.get(host)
+                    if built[0] is not asg:
+                        built = (asg, statuses(asg))
                     hb = Heartbeat(
                         host_id=host,
                         hostname=host,
                         addresses=["127.0.0.1"],
                         memory_mb=65536,
                         cpus=8,
-                        instances=[
-                            InstanceStatus(
-                                instance_id=a.instance_id,
-                                app=a.app,
-                                release=a.release,
-                                process_type=a.process_type,
-                                state="up",
-                                pid=0,
-                                port=20000 + (hash(a.instance_id) % 20000),
-                            )
-                            for a in (asg.instances if asg else [])
-                        ],
+                        instances=built[1],
                         fence=asg.fence if asg else 0,
                         version=asg.version if asg else 0,
                         sent_at=time.time(),
