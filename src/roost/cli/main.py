@@ -15,7 +15,7 @@ from roost.cli import (
     cluster,
     daemons,
     manage,
-    restore,
+    restorecmd,
     services,
     status,
     up,
@@ -72,7 +72,7 @@ for _cmd in (
     cli.add_command(_cmd)
 
 cli.add_command(check.check)
-cli.add_command(restore.restore)
+cli.add_command(restorecmd.restore)
 
 
 def main() -> None:

@@ -37,22 +37,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
 import msgspec
 
 from roost import appdirs
 from roost.backups import platformrestore as pr
 from roost.backups.layout import Layout
 from roost.backups.pgfacts import DbFacts, PgConn, compare, take_facts
-from roost.cli.client import CliError
 from roost.cli.local import lock_data_dir
 from roost.controller.secretbox import FERNET_FILE
 from roost.images.digest import ImageError, format_digest
 from roost.images.store import ImageStore
-from roost.proc.exits import ConfigError, Unavailable
 from roost.servicehost.layout import Layout as ServiceLayout
 from roost.servicehost.postgres import ADMIN_HOST, Postgres
-from roost.servicehost.rebuild import RebuildError, fresh_state, rebuild_cluster
+from roost.servicehost.rebuild import fresh_state, rebuild_cluster
 from roost.servicehost.state import HostState, save_state
 from roost.servicehost.user import ServiceUser, ensure_service_user
 from roost.settings import Settings
@@ -63,48 +60,6 @@ class Restored:
     plan: pr.Plan
     listed: int = 0
     lines: list[str] = field(default_factory=list)
-
-
-@click.command("restore")
-@click.option(
-    "--from", "source", required=True, metavar="REPOSITORY",
-    help="the backup repository: a directory, sftp:USER@HOST:/PATH or s3:HOST/BUCKET",
-)  # fmt: skip
-@click.option(
-    "--password-file", required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="the repository's password (backupd's keys/restic.key)",
-)  # fmt: skip
-@click.option(
-    "--data", "data_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
-    help="the new, empty data directory (default: roost's --data)",
-)  # fmt: skip
-@click.option(
-    "--ssh-key", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="SFTP: the key the repository's host authorises",
-)  # fmt: skip
-@click.option("--host-key", default="", help="SFTP: the host's key to pin (SHA256:... or a line)")
-@click.pass_context
-def restore(
-    ctx: click.Context,
-    source: str,
-    password_file: Path,
-    data_dir: Path | None,
-    ssh_key: Path | None,
-    host_key: str,
-) -> None:
-    """Bring a whole platform back from its backups into an empty data directory."""
-    data: Path = (data_dir or ctx.obj["data"]).absolute()
-    settings = Settings.from_env()
-    try:
-        done = asyncio.run(
-            restore_platform(data, settings, source, password_file, ssh_key, host_key)
-        )
-    except (pr.RestoreError, RebuildError, ConfigError, Unavailable) as exc:
-        raise CliError(f"restore failed: {exc}") from None
-    for line in done.lines:
-        click.echo(line)
-    click.echo(f"restored into {data}; now run: roost --data {data} up")
 
 
 async def restore_platform(
