@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
 import signal
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import psutil
+import pytest
 
 from roost.proc.spawn import child_setup, popen, start
 from roost.proc.stop import terminate
@@ -35,6 +39,31 @@ async def test_a_child_has_its_own_session_and_stops_with_its_group() -> None:
     assert os.getpgid(grandchild.pid) == proc.pid
     assert await terminate(proc, 5.0) == -signal.SIGTERM
     grandchild.wait(10)  # killed with the group, reaped by init (it was no child of ours)
+
+
+def _child_running(arg: str) -> bool:
+    for c in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if arg in c.cmdline():
+                return True
+    return False
+
+
+async def test_a_start_cancelled_leaves_nothing_the_child_already_started(tmp_path: Path) -> None:
+    # The child is running, and has started its own, before its pipes are
+    # connected: the start is cancelled just then (the loop held meanwhile).
+    marker = tmp_path / "pid"
+    argv = ["sh", "-c", 'sleep 600 & echo $! > "$0"; wait', str(marker)]
+    task = asyncio.create_task(start(argv, env={"PATH": "/usr/bin:/bin"}, stdout=subprocess.PIPE))
+    while not _child_running(str(marker)):
+        await asyncio.sleep(0)  # until it is forked (its pipes connect a few turns later)
+    while not marker.exists() or not marker.read_text():
+        time.sleep(0.01)  # blocking: the start must not finish meanwhile
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):  # (so it was cancelled while starting)
+        await task
+    with contextlib.suppress(psutil.NoSuchProcess):  # TimeoutExpired: it was left behind
+        psutil.Process(int(marker.read_text())).wait(10)
 
 
 def test_a_child_dies_with_its_parent_even_when_the_parent_is_killed() -> None:

@@ -83,7 +83,7 @@ from roost.backups.barmanconf import (
     window_of,
 )
 from roost.backups.layout import Layout
-from roost.backups.pgfacts import PG_BIN, PgConn, pg_tool, run_tool
+from roost.backups.pgfacts import BASE_ENV, PG_BIN, PgConn, pg_tool, run_tool
 from roost.proc import spawn as proc
 from roost.proc.backoff import Backoff
 from roost.proc.children import Policy
@@ -111,7 +111,6 @@ RECEIVE_POLICY = Policy(
     stop_grace_s=10.0,
     fatal=frozenset(),  # never give up on WAL: a source that comes back is streamed again
 )
-BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 _SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 

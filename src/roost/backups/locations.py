@@ -29,7 +29,6 @@ repository, which `restic check` reports as problems.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -39,16 +38,14 @@ import os
 import re
 import signal
 import socket
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from roost import aio
 from roost.backups.layout import Layout
-from roost.proc import spawn as proc
-from roost.proc.stop import terminate
+from roost.proc import run as proc_run
+from roost.proc.run import Completed
 
 Kind = Literal["local", "sftp", "s3"]
 
@@ -242,13 +239,6 @@ def restic_env(loc: Location, environ: Mapping[str, str]) -> dict[str, str]:
 # ---------------------------------------------------------------- tools
 
 
-@dataclass(frozen=True)
-class Completed:
-    returncode: int
-    stdout: bytes
-    stderr: str
-
-
 async def run_tool(
     argv: Sequence[str],
     *,
@@ -257,23 +247,13 @@ async def run_tool(
     cwd: Path | None = None,
     stop_signal: int = signal.SIGTERM,
 ) -> Completed:
-    """Run a tool to completion with a fixed environment; TimeoutError after
-    `timeout` (the tool is stopped with `stop_signal`, then killed)."""
-    tool = await proc.start(
-        argv,
-        env={**BASE_ENV, **(env or {})},
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        out, err = await aio.wait_for(tool.communicate(), timeout)
-    except BaseException:
-        # SIGINT lets restic remove its lock before it goes.
-        await asyncio.shield(terminate(tool, 10.0, stop_signal))
-        raise
-    code = tool.returncode if tool.returncode is not None else -1
-    return Completed(code, out, err.decode(errors="replace"))
+    """Run a tool to completion with the fixed environment; TimeoutError after
+    `timeout` (the tool is stopped with `stop_signal`, given 10 s, then killed:
+    SIGINT lets restic remove its lock before it goes)."""
+    return await proc_run.run_tool(
+        argv, timeout=timeout, env={**BASE_ENV, **(env or {})}, cwd=cwd,
+        stop_signal=stop_signal, grace_s=10.0,
+    )  # fmt: skip
 
 
 def ssh_failure(loc: Location, stderr: str) -> RepoError:

@@ -29,7 +29,6 @@ Each table's own rows only (`ONLY`): an inheritance child is a table too.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +38,8 @@ import msgspec
 import psycopg
 from psycopg import sql
 
-from roost import aio
-from roost.proc import spawn as proc
-from roost.proc.stop import terminate
+from roost.proc import run as proc_run
+from roost.proc.spawn import ChildSetup
 from roost.wire.messages import PgSource
 
 # The PostgreSQL major version backupd serves (the servicehost's); Barman's
@@ -277,7 +275,7 @@ async def run_tool(
     *,
     env: dict[str, str] | None = None,
     timeout: float,
-    setup: proc.ChildSetup | None = None,
+    setup: ChildSetup | None = None,
     cwd: Path | None = None,
 ) -> tuple[int, str]:
     """Run a tool to completion: (status, its output, stdout and stderr together).
@@ -285,18 +283,8 @@ async def run_tool(
     Cancelled or out of time, the tool and its process group are stopped
     (TERM, a second's grace, KILL): nothing outlives its caller.
     """
-    tool = await proc.start(
-        argv,
-        env={**BASE_ENV, **(env or {})},
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        setup=setup,
-    )
-    try:
-        out, _ = await aio.wait_for(tool.communicate(), timeout)
-    except BaseException:
-        await asyncio.shield(terminate(tool, 1.0))
-        raise
-    status = tool.returncode if tool.returncode is not None else -1
-    return status, out.decode(errors="replace")
+    done = await proc_run.run_tool(
+        argv, timeout=timeout, env={**BASE_ENV, **(env or {})}, cwd=cwd, setup=setup,
+        merge_stderr=True,
+    )  # fmt: skip
+    return done.returncode, done.output

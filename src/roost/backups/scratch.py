@@ -44,7 +44,6 @@ import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -54,7 +53,7 @@ from typing import TypeVar
 import psycopg
 
 from roost.backups.layout import Layout
-from roost.backups.pgfacts import PG_BIN, PgConn, pg_tool, run_tool
+from roost.backups.pgfacts import BASE_ENV, PG_BIN, PgConn, pg_tool, run_tool
 from roost.proc import spawn as proc
 from roost.proc.stop import terminate
 from roost.sysuser import Account, check_reachable, chown_tree, ensure_system_user
@@ -93,8 +92,6 @@ PG_SETTINGS = {
     "max_connections": "40",
     "shared_buffers": "128MB",
 }
-
-BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 
 class ScratchError(RuntimeError):
@@ -154,13 +151,7 @@ def scratch_dir(layout: Layout, prefix: str, account: Account | None = None) -> 
 async def _spawn(
     argv: list[str], account: Account, log: Path, cwd: Path
 ) -> asyncio.subprocess.Process:
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        return await proc.start(
-            argv, env=BASE_ENV, cwd=cwd, stdout=fd, stderr=subprocess.STDOUT, setup=_setup(account)
-        )
-    finally:
-        os.close(fd)
+    return await proc.start_logged(argv, log, env=BASE_ENV, cwd=cwd, setup=_setup(account))
 
 
 # ------------------------------------------------------------------ PostgreSQL

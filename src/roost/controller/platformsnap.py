@@ -29,12 +29,10 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, make_url, text
 
-from roost import aio
 from roost.controller.astore import AsyncStore
 from roost.controller.secretbox import FERNET_FILE
 from roost.controller.store import NotFound
-from roost.proc import spawn
-from roost.proc.stop import terminate
+from roost.proc.run import run_tool
 from roost.wire.dispatch import Entry, on, refusing
 from roost.wire.messages import BackupEvent, Msg, Ok, PlatformSnapshot, PlatformSnapshotRequest
 
@@ -104,22 +102,15 @@ def libpq_env(url: str) -> tuple[str, dict[str, str]]:
 async def pg_dump(url: str) -> bytes:
     """`pg_dump -Fc` of the state database (one snapshot); SnapshotError."""
     conninfo, env = libpq_env(url)
-    proc = await spawn.start(
+    done = await run_tool(
         [pg_dump_binary(), "--format=custom", "--dbname", conninfo],
+        timeout=DUMP_TIMEOUT_S,
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        out, err = await aio.wait_for(proc.communicate(), DUMP_TIMEOUT_S)
-    except BaseException:
-        await asyncio.shield(terminate(proc, 1.0))
-        raise
-    if proc.returncode != 0:
-        why = err.decode(errors="replace").strip()[-500:]
+    if done.returncode != 0:
+        why = done.stderr.strip()[-500:]
         raise SnapshotError(f"pg_dump of the state database failed: {why}", True)
-    return out
+    return done.stdout
 
 
 class PlatformSnap:

@@ -22,11 +22,10 @@ import shutil
 import time
 from pathlib import Path
 
-from roost import aio, appdirs
+from roost import appdirs
 from roost.gateway.commands import APP
 from roost.gateway.git import GitService, git_env
-from roost.proc import spawn
-from roost.proc.stop import terminate
+from roost.proc.run import run_tool
 from roost.wire.dispatch import Entry, on, refusing
 from roost.wire.messages import (
     AppKeys,
@@ -58,16 +57,8 @@ def _check_app(app: str) -> str:
 
 async def git(*args: str, timeout: float = GIT_TIMEOUT_S) -> tuple[int, bytes, str]:
     """Run git to the end: (status, stdout, stderr)."""
-    proc = await spawn.start(
-        ["git", *args], env=git_env(), stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        out, err = await aio.wait_for(proc.communicate(), timeout)
-    except BaseException:
-        await asyncio.shield(terminate(proc, 1.0))
-        raise
-    return proc.returncode or 0, out, err.decode(errors="replace").strip()
+    done = await run_tool(["git", *args], timeout=timeout, env=git_env())
+    return done.returncode, done.stdout, done.stderr.strip()
 
 
 class RepoBackups:

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from roost.proc.stop import signal_group
+
 PR_SET_PDEATHSIG = 1
 
 # Resolved before any fork: the child must not do dynamic symbol lookups.
@@ -96,17 +98,57 @@ async def start(
     stderr: Stdio = None,
     setup: ChildSetup | None = None,
 ) -> asyncio.subprocess.Process:
-    """Start `argv` as an asyncio child (reaped by the loop's child watcher)."""
-    return await asyncio.create_subprocess_exec(
-        *argv,
-        env=dict(env) if env is not None else None,
-        cwd=cwd,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        # uvloop takes no user=/group=/start_new_session=: all of it is here.
-        preexec_fn=setup or child_setup(),
+    """Start `argv` as an asyncio child (reaped by the loop's child watcher).
+
+    Cancelled while it starts, the child may be running already (asyncio
+    forks and execs it before it connects its pipes) and may have started
+    children of its own, in its group: asyncio would SIGKILL the child
+    alone and leave them. So the start is shielded and, once it is done,
+    the child's whole group is killed and the child reaped.
+    """
+    starting = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
+            *argv,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            # uvloop takes no user=/group=/start_new_session=: all of it is here.
+            preexec_fn=setup or child_setup(),
+        )
     )
+    try:
+        return await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        await asyncio.shield(_kill_once_started(starting))
+        raise
+
+
+async def _kill_once_started(starting: asyncio.Future[asyncio.subprocess.Process]) -> None:
+    try:
+        child = await starting
+    except Exception:
+        return  # it never started
+    signal_group(child.pid, signal.SIGKILL)
+    await child.wait()
+
+
+async def start_logged(
+    argv: Sequence[str],
+    log_file: Path,
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    setup: ChildSetup | None = None,
+) -> asyncio.subprocess.Process:
+    """Start a server with its output (stdout and stderr) appended to
+    `log_file` (made 0600: a server's log may say what it was given)."""
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        return await start(argv, env=env, cwd=cwd, stdout=fd, stderr=subprocess.STDOUT, setup=setup)
+    finally:
+        os.close(fd)
 
 
 def popen(

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from roost import aio
+from roost.proc import run
 from roost.proc import spawn as proc
-from roost.proc.stop import terminate
 from roost.servicehost.user import ServiceUser
 
 # The servers get a fixed, small environment: nothing of the daemon's
@@ -22,13 +19,7 @@ async def spawn(
     argv: Sequence[str], user: ServiceUser, log_file: Path, cwd: Path
 ) -> asyncio.subprocess.Process:
     """Start `argv` as `user` in `cwd`, output appended to `log_file`."""
-    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        return await proc.start(
-            argv, env=BASE_ENV, cwd=cwd, stdout=fd, stderr=subprocess.STDOUT, setup=user.setup()
-        )
-    finally:
-        os.close(fd)
+    return await proc.start_logged(argv, log_file, env=BASE_ENV, cwd=cwd, setup=user.setup())
 
 
 async def run_tool(
@@ -40,17 +31,8 @@ async def run_tool(
     cwd: Path | None = None,
 ) -> tuple[int, str]:
     """Run a one-off tool (initdb, pg_dump ...) to completion; (status, output)."""
-    tool = await proc.start(
-        argv,
-        env={**BASE_ENV, **(env or {})},
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        setup=user.setup() if user is not None else None,
-    )
-    try:
-        out, _ = await aio.wait_for(tool.communicate(), timeout)
-    except BaseException:
-        await asyncio.shield(terminate(tool, 1.0))
-        raise
-    return tool.returncode if tool.returncode is not None else -1, out.decode(errors="replace")
+    done = await run.run_tool(
+        argv, timeout=timeout, env={**BASE_ENV, **(env or {})}, cwd=cwd,
+        setup=user.setup() if user is not None else None, merge_stderr=True,
+    )  # fmt: skip
+    return done.returncode, done.output
