@@ -2,7 +2,8 @@
 places, proves each by restoring it, restores on request.
 
 Start: check the tools it runs (restic, redis-cli, git, PostgreSQL's), make
-DATA/backupd (0700), the repositories' password, the local repository and,
+DATA/backupd (0700) and clear what a killed backupd left in its staging and
+scratch (leftovers.py), the repositories' password, the local repository and,
 when configured, the offsite one (its SSH key and pinned host key first);
 an offsite location that cannot be used does not stop backupd: every
 backup records why it is not there, and each is reported. Then bind the
@@ -43,6 +44,7 @@ from roost.backups.drill import Drills
 from roost.backups.hostrestore import HostRestorer
 from roost.backups.jobs import Jobs, Prover, Repos
 from roost.backups.layout import Layout
+from roost.backups.leftovers import clear_leftovers
 from roost.backups.locations import (
     LocationError,
     RepoError,
@@ -306,6 +308,7 @@ async def serve(
     c = cadence(settings)  # a bad schedule is refused before anything starts
     layout = Layout(data_dir)
     layout.create()
+    await asyncio.to_thread(clear_leftovers, layout)  # a killed backupd's staging and scratch
     serve_metrics(settings.metrics_port, settings.bind_host)
     node, cluster = open_node(data_dir, name)
     async with node:
