@@ -18,6 +18,7 @@ from roost.backups.drill import (
     file_hashes,
     git_facts,
     manifest,
+    policy_roles,
     rdb_facts,
     verdict,
 )
@@ -121,3 +122,13 @@ def test_the_rdb_checkers_report_is_read() -> None:
     assert rdb_facts(report) == {"keys": 2, "expires": 1}
     with pytest.raises(DrillError, match="did not read"):
         rdb_facts("--- RDB ERROR DETECTED ---")
+
+
+def test_the_roles_row_level_security_policies_name_are_read_from_the_dump() -> None:
+    script = """
+CREATE POLICY "my pol" ON s.notes TO "odd Role", app_shop USING ((t = 1));
+CREATE POLICY p2 ON public.notes AS RESTRICTIVE FOR SELECT USING (true);
+CREATE POLICY p3 ON "we ird"."t.x" FOR UPDATE TO "a""b" WITH CHECK ((x = 'TO nobody'));
+CREATE TABLE t (note text DEFAULT 'CREATE POLICY x ON a.b TO intruder');
+"""
+    assert policy_roles(script) == {"odd Role", "app_shop", 'a"b'}

@@ -3,10 +3,10 @@ servicehost daemon (real PostgreSQL and Redis, over the wire with real keys):
 
 - a runner's key (a host that runs tenants' code) asks for the backup
   credentials, or to overwrite an app's data with a restore;
-- the backup role, whose password sits on the backup host, tries to write
-  to an app's database: directly, as the app's role, by dropping it, by
-  taking the app's password, or by leaving itself a grant in a database it
-  restored;
+- the backup role, whose password sits on the backup host (and which reads
+  past row-level security), tries to write to an app's database: directly,
+  as the app's role, by dropping it, by taking the app's password, or by
+  leaving itself a grant in a database it restored;
 - an app's own Redis user tries to pull a full copy (SYNC), as backupd does;
 - a data archive tries to write outside the app's directory.
 Each must be refused, with nothing changed.
@@ -78,6 +78,8 @@ async def test_the_backup_role_cannot_write_to_an_apps_database(sh: Servicehost)
     with as_app(pg) as conn:
         conn.execute("CREATE TABLE money (n int)")
         conn.execute("INSERT INTO money VALUES (100)")
+        # Row-level security with no policy: only the backup role's BYPASSRLS reads it.
+        conn.execute("ALTER TABLE money ENABLE ROW LEVEL SECURITY")
     src = await sources(sh)
     with as_backup(src, pg.database) as conn:
         assert conn.execute("SELECT n FROM money").fetchall() == [(100,)]  # it reads

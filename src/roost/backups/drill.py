@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from psycopg import sql
 
 from roost.backups.layout import Layout
 from roost.backups.pgfacts import DbFacts, pg_tool, run_tool, take_facts
@@ -265,11 +266,26 @@ class Drills:
 
     async def check_pgdump(self, rec: Any, restored: Path, _scratch: Path) -> list[str]:
         """pg_restore into a scratch PostgreSQL; its tables' facts must be the backup's."""
+        dump = restored / "db.dump"
+        # The roles its row-level security policies name exist on the source
+        # (an app's own role, typically), not in a scratch cluster: made there.
+        status, script = await run_tool(
+            [pg_tool("pg_restore"), "--section=post-data", "-f", "-", str(dump)],
+            timeout=DRILL_TIMEOUT_S,
+        )
+        if status != 0:
+            return [f"pg_restore cannot read the dump (status {status}): {script[-1000:]}"]
         async with scratch_postgres(self.layout) as pg:
             async with await pg.connect() as conn:
                 await conn.execute("CREATE DATABASE drill")
+                cur = await conn.execute("SELECT rolname FROM pg_roles")
+                have = {r[0] for r in await cur.fetchall()}
+                for role in sorted(policy_roles(script) - have):
+                    await conn.execute(
+                        sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role))
+                    )
             argv = [pg_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
-                    "--no-password", "-d", "drill", str(restored / "db.dump")]  # fmt: skip
+                    "--no-password", "-d", "drill", str(dump)]  # fmt: skip
             status, out = await run_tool(argv, env=pg.conn.env("drill"), timeout=DRILL_TIMEOUT_S)
             if status != 0:
                 return [f"pg_restore failed (status {status}): {out.strip()[-1000:]}"]
@@ -283,6 +299,26 @@ class Drills:
         async with scratch_redis(self.layout, rdb=rdb) as r:
             keys = await r.key_count()
         return compare_redis(rec.facts, sha, keys)
+
+
+# A role as pg_dump names it (quote_ident), and its CREATE POLICY statements'
+# TO clause (pg_dump writes AS and FOR only when they are not the defaults).
+_ROLE = r'(?:"(?:[^"]|"")*"|[a-z_][a-z0-9_$]*)'
+_IDENT = r'(?:"(?:[^"]|"")*"|[^\s".]+)'
+_POLICY = re.compile(
+    rf"^CREATE POLICY {_IDENT} ON {_IDENT}\.{_IDENT}(?: AS [A-Z]+)?(?: FOR [A-Z]+)?"
+    rf" TO ({_ROLE}(?:, {_ROLE})*)",
+    re.MULTILINE,
+)
+
+
+def policy_roles(script: str) -> set[str]:
+    """The roles named by the CREATE POLICY statements of a pg_dump script."""
+    found = set()
+    for m in _POLICY.finditer(script):
+        for role in re.findall(_ROLE, m.group(1)):
+            found.add(role[1:-1].replace('""', '"') if role.startswith('"') else role)
+    return found
 
 
 async def check_data(rec: Any, restored: Path, _scratch: Path) -> list[str]:

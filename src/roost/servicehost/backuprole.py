@@ -4,6 +4,10 @@ Theory of operation: backupd takes base backups and streams WAL (Barman,
 backup_method=postgres: pg_basebackup and pg_receivewal with a slot), dumps
 each app's database (pg_dump) and, for a restore, loads a prepared one. So
 the role has REPLICATION; pg_read_all_data (every table, read-only);
+BYPASSRLS, since an app may enable row-level security on its tables (even
+FORCE it on itself as their owner) and pg_dump and the facts, which run with
+row_security off, must see every row or fail (BYPASSRLS only exempts the
+role from policies: it grants no privilege, so no write);
 pg_checkpoint, pg_read_all_settings and pg_read_all_stats and EXECUTE on
 pg_backup_start/stop, pg_switch_wal and pg_create_restore_point (what Barman
 3.4 asks of a non-superuser; functions carry their grants per database, and
@@ -52,7 +56,7 @@ async def ensure_backup_role(pg: Postgres, password: str, databases: list[str]) 
         await conn.execute(
             sql.SQL(
                 verb + " ROLE {} LOGIN REPLICATION INHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE "
-                "NOBYPASSRLS PASSWORD {}"
+                "BYPASSRLS PASSWORD {}"
             ).format(role, sql.Literal(password))
         )
         for predefined in PREDEFINED_ROLES:
