@@ -353,11 +353,18 @@ class Barman:
 
     async def last_commit(self, server: str) -> datetime | None:
         """The newest commit (or abort) time in the WAL Barman holds."""
-        for name, path in reversed(self._wal_files(server)[-SCAN_SEGMENTS:]):
-            times = await self._commits_in(name, path)
-            if times:
-                return max(times)
-        return None
+        for _ in range(5):
+            try:
+                for name, path in reversed(self._wal_files(server)[-SCAN_SEGMENTS:]):
+                    times = await self._commits_in(name, path)
+                    if times:
+                        return max(times)
+                return None
+            except FileNotFoundError:
+                # pg_receivewal renamed the .partial segment (or Barman
+                # archived one) while we read it: list the WAL again.
+                continue
+        raise BarmanError(f"{server}: its WAL kept moving while it was read")
 
     async def window(self, server: str) -> Window | None:
         """(earliest, latest) recoverable times; None without a complete base backup."""
