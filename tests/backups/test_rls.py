@@ -10,25 +10,18 @@ process, a real restic repository.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from psycopg import sql
 
-from roost.backups.daemon import Backupd, build
-from roost.backups.drill import Drills
-from roost.backups.jobs import Repos
+from roost.backups.daemon import Backupd
 from roost.backups.layout import Layout
-from roost.backups.locations import local_location
-from roost.backups.restic import Repo
 from roost.backups.sources import Pullers
-from roost.settings import Settings
 from roost.wire.cluster import ClusterConfig
 from roost.wire.messages import BackupRestore, BackupRestored
 from roost.wire.node import Node
+from tests.backups.backupdkit import backupd_at, servicehost_and_base
 from tests.servicehost.backupkit import as_app, provision
 from tests.servicehost.harness import Servicehost
 
@@ -49,30 +42,14 @@ ALTER TABLE hidden FORCE ROW LEVEL SECURITY;
 
 @pytest.fixture
 async def backupd() -> AsyncIterator[tuple[Servicehost, Backupd]]:
-    sh = Servicehost(backupd=True)
-    # Under /tmp: the drill's scratch PostgreSQL runs as roost-backup.
-    base = Path(tempfile.mkdtemp(prefix="roost-rls-"))
-    base.chmod(0o711)
-    try:
-        sh.start()
-        await sh.wait_postgres_up()
+    async with servicehost_and_base("roost-rls-") as (sh, base):
         assert sh.backupd_keys is not None
         async with Node(sh.backupd_keys, []) as node:
-            layout = Layout(base)
-            layout.create()
             pullers = Pullers(node, ClusterConfig(endpoints={"servicehost": [sh.endpoint]}))
-            repos = Repos(Repo(local_location(layout), layout))
-            await repos.local.init()
             try:
-                yield sh, build(layout, Settings(), pullers, repos, Drills(repos.local, layout))
+                yield sh, await backupd_at(Layout(base), pullers)
             finally:
                 await pullers.close()
-    except BaseException:
-        print(sh.tail())
-        raise
-    finally:
-        sh.cleanup()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 async def test_a_database_with_row_level_security_is_backed_up_whole_and_proven(
