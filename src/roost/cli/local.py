@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import socket
 from pathlib import Path
 from typing import IO
@@ -42,7 +43,25 @@ class AlreadyRunning(Exception):
     pass
 
 
+def ephemeral_low(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:
+    """The lowest port the kernel gives an outgoing connection (32768 if unknown)."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now for a daemon to listen on once it starts, below the
+    kernel's ephemeral range: a port bound to 0 comes from that range, and
+    any outgoing connection made before the daemon binds (a client's, a
+    database driver's) may be given it as its own, so the daemon's bind
+    failed, at every restart while that connection lasted."""
+    low = ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low // 3), low)
+        if port_free(host, port):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])

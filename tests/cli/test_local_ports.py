@@ -1,0 +1,31 @@
+"""The ports `roost up` gives its daemons: free, and below the kernel's
+ephemeral range, so no outgoing connection takes one before its daemon binds."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from roost.cli.local import ephemeral_low, free_port
+
+
+def test_the_ephemeral_range_is_read_and_defaults_when_unknown(tmp_path: Path) -> None:
+    (tmp_path / "range").write_text("40000\t60999\n")
+    assert ephemeral_low(tmp_path / "range") == 40000
+    (tmp_path / "bad").write_text("\n")
+    assert ephemeral_low(tmp_path / "bad") == ephemeral_low(tmp_path / "missing") == 32768
+
+
+def test_a_daemons_port_is_free_and_no_connection_can_be_given_it() -> None:
+    low = ephemeral_low()
+    for _ in range(20):
+        port = free_port()
+        assert 1024 <= port < low
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # free indeed
+    # What a client's connection is given as its own port, for contrast.
+    with (
+        socket.create_server(("127.0.0.1", 0)) as server,
+        socket.create_connection(server.getsockname()) as client,
+    ):
+        assert client.getsockname()[1] >= low
