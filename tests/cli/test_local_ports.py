@@ -29,3 +29,10 @@ def test_a_daemons_port_is_free_and_no_connection_can_be_given_it() -> None:
         socket.create_connection(server.getsockname()) as client,
     ):
         assert client.getsockname()[1] >= low
+
+
+def test_ports_handed_out_by_one_process_are_never_the_same_twice() -> None:
+    # A platform asks for its ports before any daemon binds one: each must
+    # differ from those already given, though they all look free.
+    ports = [free_port() for _ in range(1500)]
+    assert len(set(ports)) == len(ports)

@@ -51,6 +51,12 @@ def ephemeral_low(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -
         return 32768
 
 
+# Ports handed out by this process: not yet bound when the next is chosen, so
+# they would look free; a platform asks for a dozen at once (its roles'
+# addresses, their metrics) and two alike made one daemon fail every restart.
+_GIVEN: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free now for a daemon to listen on once it starts, below the
     kernel's ephemeral range: a port bound to 0 comes from that range, and
@@ -60,11 +66,16 @@ def free_port(host: str = "127.0.0.1") -> int:
     low = ephemeral_low()
     for _ in range(200):
         port = random.randrange(max(1024, low // 3), low)
-        if port_free(host, port):
+        if port not in _GIVEN and port_free(host, port):
+            _GIVEN.add(port)
             return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def port_free(host: str, port: int) -> bool:
@@ -137,8 +148,9 @@ def prepare_cluster(data: Path, host: str, runner_host_id: str = "") -> ClusterC
         port = 0
         if previous and previous[0].public_key == key:
             _, _, p = previous[0].address.rpartition(":")
-            if p.isdigit() and port_free(host, int(p)):
+            if p.isdigit() and int(p) not in _GIVEN and port_free(host, int(p)):
                 port = int(p)
+                _GIVEN.add(port)
         endpoints[role] = [Endpoint(f"tcp://{host}:{port or free_port(host)}", key)]
     cluster = ClusterConfig(name=old.name, endpoints=endpoints)
     cluster.save(path)
