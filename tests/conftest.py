@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -69,18 +70,28 @@ def _quiet_env() -> None:
     os.environ.setdefault("ROOST_FIREWALL", "off")
 
 
-def remove_empty_tenant_cgroups(root: Path = Path("/sys/fs/cgroup")) -> int:
+def remove_empty_tenant_cgroups(
+    root: Path = Path("/sys/fs/cgroup"), older_than: float | None = None
+) -> int:
     """Remove the empty `roost-*` cgroups daemons the tests SIGKILLed left
-    (a daemon that stops removes its own; one killed cannot). Busy ones stay."""
+    (a daemon that stops removes its own; one killed cannot). Busy ones stay,
+    and so do those made since `older_than` (a time.time()): a cgroup is
+    empty between its mkdir and the first process joining it, and another
+    test run on this machine may be at that point (its build step then
+    failed to join: "Exception occurred in preexec_fn")."""
     removed = 0
     for base in root.glob("**/roost-*"):
         if not base.is_dir() or base.is_symlink():
             continue
         for d in [*sorted(base.rglob("*"), key=lambda p: len(p.parts), reverse=True), base]:
-            if d.is_dir():
-                with contextlib.suppress(OSError):
-                    d.rmdir()
-                    removed += 1
+            with contextlib.suppress(OSError):  # gone already, busy, or not a directory
+                made = d.lstat()
+                if not stat.S_ISDIR(made.st_mode):
+                    continue
+                if older_than is not None and made.st_mtime >= older_than:
+                    continue
+                d.rmdir()
+                removed += 1
     return removed
 
 
@@ -93,7 +104,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     developer without root run the rest.
     """
     if os.geteuid() == 0:
-        remove_empty_tenant_cgroups()
+        remove_empty_tenant_cgroups(older_than=time.time() - 120)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = len(reporter.stats.get("skipped", [])) if reporter is not None else 0
     if skipped and not os.environ.get("ROOST_ALLOW_SKIPS") and exitstatus == 0:
