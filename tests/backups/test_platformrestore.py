@@ -17,7 +17,6 @@ import pytest
 
 from roost.backups import drill
 from roost.backups import platformrestore as pr
-from roost.backups.images import served_digests
 from roost.backups.layout import Layout
 from roost.backups.locations import local_location, parse_host_key_pin, parse_location, pin_host_key
 from roost.backups.restic import Repo, Snapshot
@@ -159,24 +158,6 @@ def test_a_restored_servicehost_state_asks_for_a_fresh_cluster() -> None:
     assert state.postgres is not None
     assert (state.postgres.port, state.postgres.password) == (5499, "pw")
     assert not state.postgres.initialized and state.restores == {}
-
-
-def test_the_images_kept_are_the_serving_pending_and_rollback_releases() -> None:
-    def d(c: str) -> str:
-        return "sha256:" + c * 64
-
-    rows = [  # app 1 serves v6; v7 is rolling out; newest first
-        (1, 7, "pending", 6, d("7"), ""),
-        (1, 6, "active", 6, d("6"), d("b")),
-        (1, 5, "superseded", 6, d("5"), ""),
-        (1, 4, "superseded", 6, d("5"), ""),  # a config change: the same image, once
-        (1, 3, "failed", 6, d("f"), ""),  # never served
-        (1, 2, "superseded", 6, d("2"), ""),
-        (1, 1, "superseded", 6, d("1"), ""),
-        (1, 0, "superseded", 6, d("0"), ""),  # a fourth older image: not kept
-        (2, 1, "active", 1, d("a"), ""),
-    ]
-    assert served_digests(rows) == [d("7"), d("6"), d("b"), d("5"), d("2"), d("1"), d("a")]
 
 
 # ---------------------------------------------------------------- against restic

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy
 from alembic.script import ScriptDirectory
 
+from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.platformsnap import PlatformFiles
@@ -24,6 +25,11 @@ from roost.settings import Settings
 from roost.state.db import alembic_config, make_engine, migrate, sqlite_url
 from roost.wire.messages import BackupEvent, Error, Ok, PlatformSnapshot, PlatformSnapshotRequest
 from tests.pgserver import pg_bin, postgres_server
+from tests.releases import go_live
+
+
+def _d(c: str) -> str:
+    return "sha256:" + c * 64
 
 
 def _head(url: str) -> str:
@@ -64,9 +70,20 @@ async def test_a_sqlite_state_database_is_copied_whole_with_its_keys(
 ) -> None:
     service, store, data = sqlite_setup
     owner = store.create_account_hashed("a@example.com", "x")
-    store.create_app("shop", owner)
+    app = store.create_app("shop", owner)
+    store.create_app("blog", owner)
+    spec = AppSpec(processes={"web": ProcessSpec(name="web", kind="command", command="x")})
+    for v, image in enumerate(("1", "2"), 1):  # v1 served, v2 rolling out
+        store.create_build(f"b{v}", app.id)
+        store.create_release(app.id, f"b{v}", _d(image), _d("e") if v == 1 else "", spec, "", "v")
+        if v == 1:
+            go_live(store, app.id, 1)
     snap = await service.handle(PlatformSnapshotRequest())
     assert isinstance(snap, PlatformSnapshot)
+    # What a restore needs, said by the controller: backupd reads no table.
+    assert snap.app_keys == {a.name: a.key for a in store.apps()}
+    assert set(snap.app_keys) == {"shop", "blog"}
+    assert snap.images == sorted([_d("1"), _d("e"), _d("2")])
     assert snap.schema_version == _head(sqlite_url(data / "state.db"))
     assert set(snap.files) == {"state.sqlite", "keys/fernet.key", "cluster.json", "keys/peers.json"}
     assert snap.files["keys/fernet.key"] == (data / "keys" / FERNET_FILE).read_bytes()
@@ -74,7 +91,10 @@ async def test_a_sqlite_state_database_is_copied_whole_with_its_keys(
     copy.write_bytes(snap.files["state.sqlite"])
     with sqlite3.connect(copy) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-        assert conn.execute("SELECT name FROM apps").fetchall() == [("shop",)]
+        assert conn.execute("SELECT name FROM apps ORDER BY id").fetchall() == [
+            ("shop",),
+            ("blog",),
+        ]
 
 
 async def test_a_postgresql_state_database_is_dumped(tmp_path: Path) -> None:
@@ -89,6 +109,8 @@ async def test_a_postgresql_state_database_is_dumped(tmp_path: Path) -> None:
         finally:
             service.c.store.close()
         assert isinstance(snap, PlatformSnapshot) and snap.schema_version == _head(url)
+        assert snap.app_keys is not None and set(snap.app_keys) == {"shop"}
+        assert snap.images == []
         dump = tmp_path / "state.pgdump"
         dump.write_bytes(snap.files["state.pgdump"])
         engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")

@@ -8,11 +8,13 @@ manifest and every layer) and the static bundle of every release that
 serves or is rolling out, and of those `roost rollback` may go back to,
 under `images/sha256/<hex>`, as the builder's store keeps them.
 
-Which releases: read from the copy of the state database in the same
-snapshot (`served_digests`, pure over its rows), so the images are those of
-exactly the state that comes back with them. Only a SQLite state database
-is read so; a cluster's (PostgreSQL, a pg_dump) is not, and its backup
-carries no image (its controllers' own replicas hold two copies anyway).
+Which: those the controller says its releases keep (the current and
+pending releases' and the rollback ones', its own retention rule), read
+with the state copy and kept beside it (roost.backups.platformindex), so
+the images are those of the state that comes back with them. Only a
+snapshot `roost restore` can bring back (a SQLite state) carries them; a
+cluster's (PostgreSQL, a pg_dump, which `roost restore` refuses) does
+not, nor one from a controller older than the index (none said which).
 
 How: pulled like a runner pulls a copy (`roost.images`: the builders'
 stores first, then the runners a controller names as holders), verified
@@ -24,14 +26,13 @@ new; the staged tree is hard links into it. restic deduplicates the rest.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
 from roost.backups.layout import Layout
+from roost.backups.platformindex import PlatformIndexError, read_index
 from roost.backups.sources import SourceError
 from roost.images.digest import ImageError, parse_digest
 from roost.images.manifest import read_manifest
@@ -45,15 +46,6 @@ log = logging.getLogger("roost.backups")
 
 # Inside a platform snapshot, as in a builder's store (DATA/builder/store).
 IMAGES_DIR = "images"
-# The releases whose images come back (`served_digests` picks among them).
-RELEASES_SQL = """
-SELECT r.app_id, r.version, r.status, a.current_release, r.image_digest, r.static_digest
-FROM releases r JOIN apps a ON a.id = r.app_id
-ORDER BY r.app_id, r.version DESC
-"""
-# Images per app kept for `roost rollback` besides the current one: the
-# controller's own retention (controller/copies.py, ROLLBACK_IMAGES).
-ROLLBACK_IMAGES = 3
 
 
 class ImagesError(SourceError):
@@ -65,47 +57,23 @@ def store_root(layout: Layout) -> Path:
     return layout.root / "images"
 
 
-# (app id, version, status, the app's current version, image, static bundle)
-Row = tuple[int, int, str, int | None, str | None, str | None]
-
-
-def served_digests(rows: Iterable[Row], rollback: int = ROLLBACK_IMAGES) -> list[str]:
-    """The images and bundles a restored platform needs, in order (pure): of
-    each app (rows newest first), its current and pending releases', and
-    those of the `rollback` newest distinct images that served before, the
-    rule the controller keeps copies by."""
-    out: list[str] = []
-    older: dict[int, list[str]] = {}
-    for app_id, version, status, current, image, static in rows:
-        if not image:
-            continue
-        if version == current or status == "pending":
-            pass
-        elif status in ("active", "superseded"):
-            seen = older.setdefault(app_id, [])
-            if image in seen or len(seen) >= rollback:
-                continue
-            seen.append(image)
-        else:
-            continue
-        for digest in (image, static):
-            if digest and digest not in out:
-                parse_digest(digest)  # a malformed one is the state's error, said so
-                out.append(digest)
-    return out
-
-
-def read_served(state_sqlite: Path) -> list[str]:
-    """`served_digests` of the releases in a state copy. Blocking."""
+def index_digests(platform_root: Path) -> list[str] | None:
+    """The digests the staged snapshot's index names; None without an index
+    or for a state `roost restore` cannot bring back. Blocking."""
+    if not (platform_root / "state.sqlite").exists():
+        return None
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{state_sqlite}?mode=ro", uri=True)) as db:
-            rows = db.execute(RELEASES_SQL).fetchall()
-    except sqlite3.Error as exc:
-        raise ImagesError(f"the state copy does not say which images serve: {exc}") from None
-    try:
-        return served_digests(rows)
-    except ImageError as exc:
-        raise ImagesError(str(exc)) from None
+        index = read_index(platform_root)
+    except PlatformIndexError as exc:
+        raise ImagesError(f"the snapshot does not say which images serve: {exc}") from None
+    if index is None:
+        return None
+    for digest in index.images:
+        try:
+            parse_digest(digest)
+        except ImageError as exc:  # the controller's error, said so
+            raise ImagesError(f"the controller named image {digest!r}: {exc}") from None
+    return index.images
 
 
 def _blobs(store: ImageStore, digest: str) -> list[str]:
@@ -181,12 +149,11 @@ async def pull(node: Node, cluster: ClusterConfig, digests: list[str], store: Im
 async def stage_images(
     node: Node, cluster: ClusterConfig, layout: Layout, platform_root: Path
 ) -> int:
-    """Pull the images the staged state copy serves and stage them beside
-    it; how many blobs. A snapshot without a SQLite state stages none."""
-    state = platform_root / "state.sqlite"
-    if not state.exists():
+    """Pull the images the staged snapshot's index names and stage them
+    beside it; how many blobs (`index_digests` says when none)."""
+    digests = await asyncio.to_thread(index_digests, platform_root)
+    if digests is None:
         return 0
-    digests = await asyncio.to_thread(read_served, state)
     store = await asyncio.to_thread(ImageStore, store_root(layout))
     await pull(node, cluster, digests, store)
     staged = await asyncio.to_thread(stage_tree, store, digests, platform_root / IMAGES_DIR)

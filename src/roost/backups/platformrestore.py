@@ -25,9 +25,11 @@ password:
             the others "taken", so backupd drills them again.
 
 Where the files go is the caller's (`roost.cli.restore`): it alone may know
-every role's layout. Which releases' images to bring back, and the apps'
-keys, are read from the SQLite copy of the state in the snapshot, as the
-platform backup read them (roost.backups.images).
+every role's layout. The apps and their keys are those the controller
+said with the state copy (restore.json, roost.backups.platformindex), and
+the releases' images are in the snapshot already (roost.backups.images);
+only a snapshot older than restore.json has its keys read from the state
+copy itself.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ import contextlib
 import json
 import os
 import shutil
-import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ from roost.backups.locations import (
     parse_location,
     pin_host_key,
 )
+from roost.backups.platformindex import PlatformIndexError, app_keys
 from roost.backups.restic import Repo, Snapshot
 from roost.wire.messages import BackupEntry, BackupKind
 
@@ -239,15 +241,12 @@ def check(kind: str, facts: Mapping[str, Any], restored: Path) -> list[str]:
 # ---------------------------------------------------------------- the state copy
 
 
-def read_apps(state_sqlite: Path) -> dict[str, str]:
-    """app name -> its key ("<id>-<created_at ms>", as the controller
-    derives it), from the platform's state copy. Blocking."""
+def read_apps(platform_root: Path) -> dict[str, str]:
+    """app name -> its key, from the restored platform tree. Blocking."""
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{state_sqlite}?mode=ro", uri=True)) as db:
-            rows = db.execute("SELECT id, name, created_at FROM apps").fetchall()
-    except sqlite3.Error as exc:
-        raise RestoreError(f"the platform's state database does not read: {exc}") from None
-    return {str(name): f"{int(i)}-{round(float(created) * 1000)}" for i, name, created in rows}
+        return app_keys(platform_root)
+    except PlatformIndexError as exc:
+        raise RestoreError(f"the platform backup does not say which apps it holds: {exc}") from None
 
 
 # ---------------------------------------------------------------- the repository

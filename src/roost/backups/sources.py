@@ -16,6 +16,9 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import msgspec
+
+from roost.backups.platformindex import INDEX_FILE, index_file
 from roost.backups.schedule import Sources
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.messages import (
@@ -265,12 +268,21 @@ class Pullers:
         )
 
     async def platform(self) -> PlatformSnapshot:
+        """The platform's files, with what the controller says a restore needs
+        among them as restore.json (roost.backups.platformindex)."""
         reply = await self._ask(
             self.controllers(), PlatformSnapshotRequest(), PULL_TIMEOUT_S, "platform", tries=2
         )
         if not isinstance(reply, PlatformSnapshot):
             raise SourceError(f"the controller answered {type(reply).__name__} to a snapshot")
-        return reply
+        index = index_file(reply)
+        if index is None:
+            log.warning(
+                "the controller did not say which apps and images its state holds (older "
+                "than this backupd): the platform backup carries no image"
+            )
+            return reply
+        return msgspec.structs.replace(reply, files={**reply.files, INDEX_FILE: index})
 
     async def report(self, event: BackupEvent) -> None:
         """A failure (or a recovery) as a platform event; logged when no

@@ -125,7 +125,7 @@ async def _restore(
         )
     proven: dict[str, tuple[dict[str, Any], float]] = {platform.backup_id: (pfacts, time.time())}
     root = staging / platform.backup_id / "platform"
-    apps = await asyncio.to_thread(pr.read_apps, root / "state.sqlite")
+    apps = await asyncio.to_thread(pr.read_apps, root)
     hosts = pr.servicehost_files(pfacts["files"])
     state = fresh_state((root / hosts[0]).read_bytes()) if hosts else HostState()
     plan = pr.settle(choice, apps, {(s.app, s.kind) for s in state.services.values()})

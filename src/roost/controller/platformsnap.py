@@ -13,6 +13,16 @@ migration in between makes it retry). Any replica answers. The copies of
 the state this controller took before an upgrade (roost.controller.upgrade,
 DATA/controller/pre-upgrade) go with every snapshot it serves.
 
+With the copy, what a restore needs of it (`restore_index`): each app's key
+and the digests of the images and bundles its releases keep (the rule of
+roost.controller.copies), read through the store, so backupd (which pulls
+those images into the backup, and `roost restore`, which names the apps'
+repositories by the keys) never reads the controller's tables. Read before
+the copy and again after, and joined: the copy is of one moment between
+the two reads, so whatever it holds (an app, a release that serves) is in
+one of them; what else they hold (an app made or deleted meanwhile) costs
+an image more in the backup, or a key no app of the copy uses.
+
 BackupEvent -> a platform event (`backup-failed` in red, `backup-ok`), of
 the app when it names one that exists.
 """
@@ -30,6 +40,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, make_url, text
 
 from roost.controller.astore import AsyncStore
+from roost.controller.copies import needed_images
 from roost.controller.secretbox import FERNET_FILE
 from roost.controller.store import NotFound
 from roost.proc.run import run_tool
@@ -130,6 +141,7 @@ class PlatformSnap:
         if self.files is None:
             raise SnapshotError("this controller was started without its data directory")
         url = self.files.state_url
+        keys, images = await self.restore_index()
         if url.startswith("sqlite"):
             path = make_url(url).database or ""
             data, revision = await asyncio.to_thread(sqlite_copy, path)
@@ -140,8 +152,20 @@ class PlatformSnap:
             if await asyncio.to_thread(pg_revision, url) != revision:
                 raise SnapshotError("the schema was migrated during the snapshot", True)
         out.update(await asyncio.to_thread(_read_files, self.files.data_dir))
+        keys_after, images_after = await self.restore_index()
         self.served += 1
-        return PlatformSnapshot(files=out, schema_version=revision)
+        return PlatformSnapshot(
+            files=out,
+            schema_version=revision,
+            app_keys={**keys, **keys_after},
+            images=sorted(images | images_after),
+        )
+
+    async def restore_index(self) -> tuple[dict[str, str], set[str]]:
+        """(app name -> its key, the digests its releases keep), as the state is now."""
+        apps = await self.store.apps()
+        releases, current = await self.store.release_images()
+        return {a.name: a.key for a in apps}, needed_images(releases, current)
 
     async def event(self, msg: BackupEvent) -> Msg:
         app_id = None

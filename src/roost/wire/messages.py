@@ -778,6 +778,14 @@ class PlatformSnapshot(Msg, frozen=True, kw_only=True):
     # "state.pgdump" (pg_dump -Fc), "keys/fernet.key", "cluster.json", ...
     files: dict[str, bytes] = {}
     schema_version: str = ""
+    # What a restore needs of the state, said by the controller so that
+    # backupd never reads its tables: app name -> its key ("<id>-<created
+    # ms>", which names its directories and repository: roost.appdirs), and
+    # the digests of the images and static bundles its releases keep
+    # (current, pending, rollback: roost.controller.copies). None from a
+    # controller older than these fields.
+    app_keys: dict[str, str] | None = None
+    images: list[str] | None = None
 
 
 class BackupCapture(Msg, frozen=True, kw_only=True):
