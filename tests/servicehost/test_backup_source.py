@@ -3,6 +3,7 @@ backupd work for everything backupd pulls with, and for nothing else."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +36,10 @@ async def test_the_source_names_everything_and_its_passwords_are_made_once(
 ) -> None:
     pg = await provision(sh, "src-a", "postgres")
     r = await provision(sh, "src-a", "redis")
-    src = await sources(sh)
+    # Two backupds asking at once, the role not made yet: both are answered,
+    # with the one role and password.
+    src, other = await asyncio.gather(sources(sh), sources(sh))
+    assert other.postgres == src.postgres
     assert src.host_id == "servicehost"
     assert src.postgres is not None and src.postgres.user == "roost_backup"
     assert src.postgres.databases["src-a"] == pg.database

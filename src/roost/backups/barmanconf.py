@@ -10,9 +10,10 @@ time, from those records.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,9 @@ class ServerConfig:
     # another system identifier): its base backups and WAL stay for recovery
     # until retention removes them, but nothing streams or backs it up.
     retired: bool = False
+    # The replication slot it streams through ("": the one `slot_name` names,
+    # as every backupd did before several backupds pulled one cluster).
+    slot: str = ""
 
 
 def server_name(host_id: str) -> str:
@@ -71,7 +75,32 @@ def advance(
 
 
 def slot_name(server: str) -> str:
+    """The slot every backupd's Barman server used when only one backupd
+    pulled a cluster: still that of a Barman server made then."""
     return ("barman_" + re.sub(r"[^a-z0-9_]", "_", server))[:63]
+
+
+def own_slot_name(backupd: str, server: str) -> str:
+    """The slot of `backupd`'s Barman server `server`: each backupd streams
+    a cluster through its own (two on one slot would take it from each
+    other). A PostgreSQL name: [a-z0-9_], at most 63 bytes; the hash of
+    both names keeps two backupds whose names read alike apart."""
+    readable = re.sub(r"[^a-z0-9_]", "_", f"barman_{server}_{backupd}".lower())
+    digest = hashlib.sha256(f"{backupd}\0{server}".encode()).hexdigest()[:8]
+    return f"{readable[:54]}_{digest}"
+
+
+def slots_for(
+    servers: Sequence[str], backupd: str, known: Mapping[str, str], existing: Collection[str]
+) -> dict[str, str]:
+    """Each Barman server's slot: the one it was given before (`known`), the
+    old shared name for a server an older backupd made (`existing`: it
+    streams through that slot already, and a new one would leave the old
+    holding WAL on the servicehost for ever), else this backupd's own."""
+    return {
+        s: known.get(s) or (slot_name(s) if s in existing else own_slot_name(backupd, s))
+        for s in servers
+    }
 
 
 def _value(v: str) -> str:
@@ -125,6 +154,8 @@ def render_config(
     for s in servers:
         if s.recovery_window_days < 1:
             raise ValueError(f"{s.name}: the recovery window must be at least a day")
+        if s.slot and not re.fullmatch(r"[a-z0-9_]{1,63}", s.slot):
+            raise ValueError(f"{s.name}: {s.slot!r} is not a replication slot's name")
         common = {"host": s.source.host, "port": str(s.source.port), "user": s.source.user,
                   "passfile": str(passfile)}  # fmt: skip
         conninfo = _conninfo({**common, "dbname": "postgres", "application_name": "barman"})
@@ -138,7 +169,7 @@ def render_config(
             "backup_method = postgres",
             "archiver = off",
             "streaming_archiver = on",
-            f"slot_name = {slot_name(s.name)}",
+            f"slot_name = {_value(s.slot or slot_name(s.name))}",
             "create_slot = auto",
             f"retention_policy = RECOVERY WINDOW OF {s.recovery_window_days} DAYS",
             "minimum_redundancy = 1",

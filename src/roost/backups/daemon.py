@@ -16,7 +16,8 @@ address book's "backupd" endpoints and run, each in the daemon's TaskGroup:
                      the sources what exists (roost.backups.sources), run what
                      `roost.backups.schedule` says is due, one job at a time;
   the follow-ups     copy each taken backup offsite and drill it;
-  WAL streaming      per PostgreSQL cluster, supervised (roost.backups.barman).
+  WAL streaming      per PostgreSQL cluster, supervised (roost.backups.barman),
+                     through a replication slot of this backupd's own (slots.py).
 
 Stop (SIGTERM/SIGINT): stop answering, cancel the loops (a tool under way is
 stopped by its owner; a backup cut short is never recorded as taken), and
@@ -37,7 +38,6 @@ from pathlib import Path
 
 from roost import aio
 from roost.backups import metrics
-from roost.backups.barman import Barman
 from roost.backups.catalog import Catalog, CatalogError
 from roost.backups.clusters import Clusters
 from roost.backups.drill import Drills
@@ -64,13 +64,14 @@ from roost.backups.retention import (
     write_policies,
 )
 from roost.backups.schedule import Cadence, Job, Run, due, next_wake, runs_from, wanted
+from roost.backups.slots import OwnSlotBarman
 from roost.backups.sources import Pullers
 from roost.backups.tools import missing_tools
 from roost.daemonize import run_daemon
 from roost.metrics import serve as serve_metrics
 from roost.proc.exits import ConfigError, Unavailable
 from roost.settings import Settings
-from roost.wire.bootstrap import open_node, own_endpoints
+from roost.wire.bootstrap import endpoint_host, open_node, own_endpoints
 from roost.wire.dispatch import Handlers, on, pong, refusing
 from roost.wire.messages import (
     BackupCapture,
@@ -324,7 +325,12 @@ async def serve(
         metrics.watch(backupd.catalog)
         servers = [RpcServer(node, ep.address, backupd.handlers()) for ep in endpoints]
         try:
-            async with Barman(layout) as barman, asyncio.TaskGroup() as tg:
+            # Its own replication slots, named after the host it serves on
+            # (the address book's name for it): several backupds pull one
+            # cluster side by side (roost.backups.slots).
+            me = endpoint_host(min(ep.address for ep in endpoints))
+            barman = OwnSlotBarman(layout, backupd=me)
+            async with barman, asyncio.TaskGroup() as tg:
                 clusters = Clusters(barman, pullers, lambda: backupd.jobs.policies)
                 backupd.jobs.stager.pgbase = clusters.stage
                 backupd.jobs.maintain = clusters.maintain

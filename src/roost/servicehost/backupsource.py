@@ -6,12 +6,17 @@ made, or brought up to date, first: backuprole.py) and every app's
 database, each app's Redis with its SYNC-only user, the apps that have a
 data directory (pulled with DataPull), and state.json itself, from which a
 fresh servicehost serves the same credentials. pg_hba admits the backup
-role from the address book's backupd hosts (postgres.py); the request
-rewrites it, and has it reloaded, should it differ.
+role from the address book's backupd hosts (postgres.py), every one of
+them: each backupd pulls on its own, with the one role and password, and
+streams WAL through a replication slot of its own (PostgreSQL's defaults,
+10 WAL senders and 10 slots, leave room for two backupds' streams and base
+backups besides a standby's). The request rewrites pg_hba, and has it
+reloaded, should it differ.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from roost.servicehost import backuprole
@@ -42,6 +47,10 @@ class BackupSources:
     def __init__(self, host: ServiceHost, appdata: AppData) -> None:
         self.host = host
         self.appdata = appdata
+        # Two backupds ask at once (each pulls on its own): the role is made
+        # and granted by one request at a time, or both CREATE it, or their
+        # GRANTs collide ("tuple concurrently updated"), and one is refused.
+        self._role_lock = asyncio.Lock()
 
     def entries(self) -> list[Entry]:
         return [on(BackupSourceRequest, refusing(self.source, ServiceError, BadName))]
@@ -52,8 +61,9 @@ class BackupSources:
         cluster = host.state.postgres
         if cluster is not None:
             pg = await host.pg_up()
-            password = await ready_backup_role(host, pg)
-            await pg.refresh_hba()
+            async with self._role_lock:
+                password = await ready_backup_role(host, pg)
+                await pg.refresh_hba()
             postgres = PgSource(
                 host=host.host, port=cluster.port, user=BACKUP_ROLE, password=password,
                 databases={s.app: s.database for s in host.state.of_kind("postgres")},
