@@ -34,7 +34,7 @@ from roost.backups.retention import Policy, read_policies
 from roost.backups.sources import Pullers
 from roost.controller import lifecycle
 from roost.controller.astore import AsyncStore
-from roost.controller.backups import Backups
+from roost.controller.backups import Backups, backupds_of
 from roost.controller.core import Controller
 from roost.controller.service import ControllerService
 from roost.controller.services import ServiceError
@@ -54,7 +54,7 @@ from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.keys import generate_keypair
 from roost.wire.messages import BackupPolicySet, BackupRestore, BackupRestored, Error, Ok
 from roost.wire.node import Node
-from roost.wire.rpc import RpcClient, RpcServer
+from roost.wire.rpc import RpcServer
 
 DAY = 86400.0
 T0 = 1_780_000_000.0
@@ -290,8 +290,9 @@ async def test_a_change_is_refused_when_its_backup_fails(world: World) -> None:
         client_node = Node(keys, [keys.public])
         async with client_node, asyncio.TaskGroup() as tg:
             serving = tg.create_task(server.serve())
-            client = RpcClient(client_node, [Endpoint(server.address, keys.public_text)])
-            world.controller.backups = Backups(client)
+            backupds = backupds_of(client_node, [Endpoint(server.address, keys.public_text)])
+            world.controller.backups = Backups(backupds)
+            (client,) = [b.client for b in backupds]
             app = world.sync.create_app("shop", world.sync.create_account("o@example.com"))
             _write(world.appdata, "shop", {"a.txt": b"alpha"})
             shutil.rmtree(world.layout.local_repo)

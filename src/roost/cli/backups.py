@@ -54,10 +54,14 @@ def where(locations: dict[str, str]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(locations.items())) or "-"
 
 
-def entries_table(entries: list[dict[str, Any]], with_app: bool) -> Table:
+def entries_table(
+    entries: list[dict[str, Any]], with_app: bool, with_backupd: bool = False
+) -> Table:
     cols = ["app"] if with_app else []
     table = Table()
-    for col in (*cols, "id", "kind", "taken", "reason", "size", "state", "locations"):
+    where_cols = ["backupd"] if with_backupd else []
+    for col in (*cols, "id", "kind", "taken", "reason", "size", "state", *where_cols,
+                "locations"):  # fmt: skip
         # An id is copied into `restore --id`: folded, never cut short.
         table.add_column(col, overflow="fold")
     for e in entries:
@@ -66,7 +70,7 @@ def entries_table(entries: list[dict[str, Any]], with_app: bool) -> Table:
         row = [e["app"] or "(platform)"] if with_app else []
         row += [
             e["id"], e["kind"], stamp(e["taken_at"]), e["reason"], size(e["size"]), state,
-            where(e["locations"]),
+            *([e.get("backupd") or "-"] if with_backupd else []), where(e["locations"]),
         ]  # fmt: skip
         table.add_row(*row)
     return table
@@ -79,6 +83,19 @@ def say_health(h: dict[str, Any] | None, name: str) -> None:
     style = HEALTH_STYLE.get(h["state"], "bold red")
     extra = f" ({h['message']})" if h["message"] else ""
     console.print(f"{name}: [{style}]{h['state']}[/]{extra}")
+
+
+def say_backupds(data: dict[str, Any]) -> bool:
+    """A line for each backupd that did not answer (its backups are not in
+    the list: said, never left out); whether there was one."""
+    down = {n: s for n, s in data.get("backupds", {}).items() if s != "ok"}
+    for name, state in down.items():
+        console.print(f"[bold red]backupd {name}: {state}[/]")
+    return bool(down)
+
+
+def several(data: dict[str, Any]) -> bool:
+    return len(data.get("backupds", {})) > 1
 
 
 def not_configured(data: dict[str, Any]) -> None:
@@ -108,10 +125,11 @@ def backups_list(ctx: click.Context, app: str | None, every: bool, as_json: bool
             click.echo(json.dumps(data, indent=2))
             return
         not_configured(data)
-        console.print(entries_table(data["entries"], with_app=True))
+        console.print(entries_table(data["entries"], with_app=True, with_backupd=several(data)))
+        down = say_backupds(data)
         for h in data["health"]:
             say_health(h, h["app"] or "(platform)")
-        if any(h["red"] for h in data["health"]):
+        if down or any(h["red"] for h in data["health"]):
             raise SystemExit(EXIT_ERROR)
         return
     name = _app(app)
@@ -120,9 +138,16 @@ def backups_list(ctx: click.Context, app: str | None, every: bool, as_json: bool
         click.echo(json.dumps(data, indent=2))
         return
     not_configured(data)
-    console.print(entries_table(data["entries"], with_app=False))
-    pitr = data["pitr"]
-    if pitr["from"]:
+    console.print(entries_table(data["entries"], with_app=False, with_backupd=several(data)))
+    say_backupds(data)
+    windows = data.get("windows") or {}
+    if len(windows) > 1:
+        for backupd, w in windows.items():
+            console.print(
+                f"point in time on {backupd}: from {stamp(w['from'])} to {stamp(w['to'])}"
+            )
+    elif data["pitr"]["from"]:
+        pitr = data["pitr"]
         console.print(f"point in time: from {stamp(pitr['from'])} to {stamp(pitr['to'])}")
     else:
         console.print("point in time: no window yet")

@@ -128,8 +128,8 @@ class Controller:
         self.services: ServiceBroker | None = None
         # Set by the daemon: an RPC client for one runner (told of deleted apps).
         self.client_for: Callable[[Endpoint], RpcClient] | None = None
-        # Set by the daemon: backupd's client (captures before changes, `roost backups`).
-        self.backups = Backups(None)
+        # Set by the daemon: a client per backupd (captures before changes, `roost backups`).
+        self.backups = Backups()
 
     # ------------------------------------------------------------ helpers
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import uvicorn
@@ -15,7 +16,7 @@ from roost.controller import upgrade
 from roost.controller.api.app import create_api
 from roost.controller.apitls import ApiTlsError, api_certificate, api_url
 from roost.controller.astore import AsyncStore
-from roost.controller.backups import Backups
+from roost.controller.backups import Backups, backupds_of
 from roost.controller.bootstrap import NotAdmin, bootstrap_admin
 from roost.controller.core import Controller
 from roost.controller.cronrunner import CronRunner
@@ -23,7 +24,7 @@ from roost.controller.platformsnap import PlatformFiles
 from roost.controller.secretbox import FERNET_FILE, SecretBox, SecretError
 from roost.controller.service import ControllerService
 from roost.controller.services import ServiceBroker
-from roost.controller.store import Store
+from roost.controller.store import NotFound, Store
 from roost.daemonize import run_daemon
 from roost.proc.exits import ConfigError
 from roost.settings import Settings
@@ -47,6 +48,20 @@ def state_url_for(data_dir: Path, state_url: str | None) -> str:
 
 
 GC_GEN0_THRESHOLD = 50_000
+
+
+def backup_failed_event(store: AsyncStore) -> Callable[[str, str], Awaitable[None]]:
+    """A backupd's failed capture as a platform event (`backup-failed`, of
+    the app when it exists): others may have taken it, but never silently."""
+
+    async def report(app: str, message: str) -> None:
+        app_id = None
+        if app:
+            with contextlib.suppress(NotFound):
+                app_id = (await store.app(app)).id
+        await store.add_event("backup-failed", message, app_id)
+
+    return report
 
 
 async def serve(
@@ -79,8 +94,10 @@ async def serve(
         controller = Controller(astore, settings, name)
         services = RpcClient(node, cluster.of("servicehost")) if cluster.of("servicehost") else None
         controller.services = ServiceBroker(astore, box, services)
-        backupds = RpcClient(node, cluster.of("backupd")) if cluster.of("backupd") else None
-        controller.backups = Backups(backupds)
+        # One client per backupd: each keeps its own history (controller.backupfan).
+        controller.backups = Backups(
+            backupds_of(node, cluster.of("backupd")), backup_failed_event(astore)
+        )
         builders = RpcClient(node, cluster.of("builder")) if cluster.of("builder") else None
         service = ControllerService(
             controller, builders, lambda ep: RpcClient(node, [ep]), PlatformFiles(data_dir, url)
@@ -144,9 +161,11 @@ async def serve(
             await controller.give_up_lease()
             for p in pubs:
                 p.close()
-            for client in (builders, services, backupds):
+            for client in (builders, services):
                 if client is not None:
                     await client.close()
+            for b in controller.backups.backupds:
+                await b.client.close()
             await astore.aclose()
 
 

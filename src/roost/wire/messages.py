@@ -809,6 +809,10 @@ class BackupEntry(msgspec.Struct, frozen=True, kw_only=True):
     verified_at: float = 0.0
     # location name -> "ok" or "error: ..."
     locations: dict[str, str] = {}
+    # Which backupd holds it (its host in the address book): each keeps its
+    # own history. Set by the controller, which asks every backupd and
+    # merges their answers; "" as backupd sends it.
+    backupd: str = ""
 
 
 class BackupCaptured(Msg, frozen=True, kw_only=True):

@@ -1,7 +1,9 @@
 """Backups: list, capture, restore, retention policy; the platform-wide status;
 a servicehost's apps restored onto it after it lost its data.
 
-Every call goes to backupd (roost.controller.backups). A capture or restore
+Every call goes to the backupds (roost.controller.backups: each entry
+names the backupd holding it, and "backupds" says which answered, an
+unreachable one shown so, never left out). A capture or restore
 is one long request (minutes), answered when it is done. A restore in place
 suspends the app (its maintenance page) for as long as it runs, and resumes
 it after, whatever the outcome, unless it was suspended before; what cannot
@@ -84,12 +86,15 @@ async def list_backups(name: str, who: CurrentAccount, c: CurrentController) -> 
         listing = await _backups(c).entries(app.name)
     except BackupError as exc:
         raise ApiError(exc.status, str(exc)) from None
-    status = _health(listing.entries)
+    entries = listing.entries
+    status = _health(entries)
     return {
         "app": app.name,
         "configured": True,
-        "entries": [_entry(e) for e in listing.entries],
+        "entries": [_entry(e) for e in entries],
         "pitr": {"from": listing.pitr_from, "to": listing.pitr_to},
+        "windows": {n: {"from": f, "to": t} for n, (f, t) in listing.windows.items()},
+        "backupds": listing.status(),
         "health": status[0] if status else None,
     }
 
@@ -126,7 +131,8 @@ async def restore(
     app = await app_for_owner(c, who, name)
     b = _backups(c)
     try:
-        problem = check_restore(await b.entries(app.name), app.name, body.id, body.at)
+        listing = await b.entries(app.name)
+        problem = check_restore(listing, app.name, body.id, body.at)
     except BackupError as exc:
         raise ApiError(exc.status, str(exc)) from None
     if problem:
@@ -138,7 +144,7 @@ async def restore(
     if suspend:
         await lifecycle.set_suspended(c, app, True)
     try:
-        done = await b.restore(app.name, body.id, body.at, body.to)
+        done = await b.restore(app.name, body.id, body.at, body.to, listing)
     except BackupError as exc:
         await c.store.add_event("backup-restore-failed", f"{app.name}: {what}: {exc}", app.id)
         raise ApiError(exc.status, str(exc)) from None
@@ -234,8 +240,10 @@ async def platform_status(who: CurrentAccount, c: CurrentController) -> dict[str
         listing = await _backups(c).entries("")
     except BackupError as exc:
         raise ApiError(exc.status, str(exc)) from None
+    entries = listing.entries
     return {
         "configured": True,
-        "entries": [_entry(e) for e in listing.entries],
-        "health": _health(listing.entries),
+        "entries": [_entry(e) for e in entries],
+        "backupds": listing.status(),
+        "health": _health(entries),
     }

@@ -142,16 +142,21 @@ async def backup_view(c: Controller, admin: bool, apps: set[str]) -> dict[str, A
     failed, or none was verified in 26 h), the platform's own for admins,
     and whether backupd answered: silence is shown, not taken for success."""
     if not c.backups.configured:
-        return {"configured": False, "answered": False, "apps": {}, "platform": None}
-    entries = await c.backups.overview()
-    if entries is None:
-        return {"configured": True, "answered": False, "apps": {}, "platform": None}
+        return {"configured": False, "answered": False, "apps": {}, "platform": None,
+                "backupds": {}}  # fmt: skip
+    listing = await c.backups.overview()
+    if listing is None:
+        return {"configured": True, "answered": False, "apps": {}, "platform": None,
+                "backupds": {}}  # fmt: skip
     shown: dict[str, Any] = {}
     platform = None
-    for h in health(entries, time.time()):
+    for h in health(listing.entries, time.time()):
         row = {"state": h.state, "red": h.red, "verified_at": h.verified_at, "message": h.message}
         if h.app == "":
             platform = row if admin else None
         elif h.app in apps:
             shown[h.app] = row
-    return {"configured": True, "answered": True, "apps": shown, "platform": platform}
+    # Each backupd, and whether it answered: one down is shown (in red), even
+    # while another holds every app's backups.
+    return {"configured": True, "answered": True, "apps": shown, "platform": platform,
+            "backupds": listing.status()}  # fmt: skip
