@@ -6,7 +6,7 @@ PostgreSQL cluster is started here (bench/backup_source.py: the servicehost's
 settings, PostgreSQL's defaults, so fsync and synchronous commit on; an app
 database of --size-mb, 1 GB by default, 50 MB with --quick), and backupd's
 own code runs against it as `roost backupd` wires it (roost.backups.daemon's
-build, and serve's wiring of Barman through Clusters): the catalog, Jobs
+build, and barman_wired, as serve wires Barman in): the catalog, Jobs
 (pull, stage, facts, restic), Drills, the Restorer, WAL streamed by
 pg_receivewal, the local restic repository and the offsite one over SFTP to
 an sshd on loopback (tests/backups/sshd.py; --no-offsite: the local one
@@ -106,8 +106,7 @@ from tests.backups.sshd import sftp_server  # noqa: E402
 
 from roost.backups.barman import Barman, BarmanError, server_name  # noqa: E402
 from roost.backups.catalog import Record  # noqa: E402
-from roost.backups.clusters import Clusters  # noqa: E402
-from roost.backups.daemon import Backupd, build, open_repos  # noqa: E402
+from roost.backups.daemon import Backupd, barman_wired, build, open_repos  # noqa: E402
 from roost.backups.drill import Drills  # noqa: E402
 from roost.backups.jobs import Jobs  # noqa: E402
 from roost.backups.layout import Layout  # noqa: E402
@@ -167,11 +166,9 @@ class Bench:
 
     @contextlib.asynccontextmanager
     async def streaming(self) -> AsyncIterator[Barman]:
-        """Barman wired into backupd as daemon.serve does: WAL streamed while
-        the block runs, base backups and their drill available."""
-        d = self.backupd
-        async with Barman(self.layout) as barman:
-            clusters = Clusters(barman, self.jobs.pullers, lambda: self.jobs.policies)
+        """Barman wired into backupd as daemon.serve wires it: WAL streamed
+        while the block runs, base backups and their drill available."""
+        async with barman_wired(self.backupd, self.drills, Barman(self.layout)) as clusters:
 
             async def stage(host: str, staging: Path, reason: str) -> Staged:
                 staged, secs = await timed(clusters.stage(host, staging, reason))
@@ -179,17 +176,8 @@ class Bench:
                 return staged
 
             self.jobs.stager.pgbase = stage
-            self.jobs.maintain = clusters.maintain
-            self.drills.direct["pgbase"] = clusters.check
-            d.window = d.restorer.window = clusters.window
-            d.restorer.recover = clusters.recover
-            try:
-                await clusters.ensure()
-                yield barman
-            finally:
-                self.jobs.stager.pgbase = self.jobs.maintain = None
-                self.drills.direct.pop("pgbase", None)
-                d.window = d.restorer.window = d.restorer.recover = None
+            await clusters.ensure()
+            yield clusters.barman
 
     async def drop(self, database: str) -> None:
         await self.source.sql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)", "postgres")

@@ -32,12 +32,13 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from roost import aio
 from roost.backups import metrics
+from roost.backups.barman import Barman
 from roost.backups.catalog import Catalog, CatalogError
 from roost.backups.clusters import Clusters
 from roost.backups.drill import Drills
@@ -298,6 +299,29 @@ def build(
     return Backupd(layout, settings, jobs)
 
 
+@contextlib.asynccontextmanager
+async def barman_wired(backupd: Backupd, drills: Drills, barman: Barman) -> AsyncIterator[Clusters]:
+    """`barman` started and its clusters wired into backupd (base backups and
+    their drill, the point-in-time window and recoveries, WAL streaming kept
+    in step with the sources) for the block; unwired, then stopped, after it.
+    The daemon runs so, and bench/backup.py measures backupd so."""
+    async with barman:
+        clusters = Clusters(barman, backupd.jobs.pullers, lambda: backupd.jobs.policies)
+        jobs = backupd.jobs
+        jobs.stager.pgbase, jobs.maintain = clusters.stage, clusters.maintain
+        drills.direct["pgbase"] = clusters.check
+        backupd.window = backupd.restorer.window = clusters.window
+        backupd.restorer.recover = clusters.recover
+        backupd.on_refresh = clusters.ensure
+        try:
+            yield clusters
+        finally:
+            jobs.stager.pgbase = jobs.maintain = None
+            drills.direct.pop("pgbase", None)
+            backupd.window = backupd.restorer.window = backupd.restorer.recover = None
+            backupd.on_refresh = None
+
+
 async def serve(
     data_dir: Path, settings: Settings, name: str = ROLE, stop: asyncio.Event | None = None
 ) -> None:
@@ -330,14 +354,7 @@ async def serve(
             # cluster side by side (roost.backups.slots).
             me = endpoint_host(min(ep.address for ep in endpoints))
             barman = OwnSlotBarman(layout, backupd=me)
-            async with barman, asyncio.TaskGroup() as tg:
-                clusters = Clusters(barman, pullers, lambda: backupd.jobs.policies)
-                backupd.jobs.stager.pgbase = clusters.stage
-                backupd.jobs.maintain = clusters.maintain
-                drills.direct["pgbase"] = clusters.check
-                backupd.window = backupd.restorer.window = clusters.window
-                backupd.restorer.recover = clusters.recover
-                backupd.on_refresh = clusters.ensure
+            async with barman_wired(backupd, drills, barman), asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(s.serve()) for s in servers]
                 tasks.append(tg.create_task(backupd.sources_loop()))
                 tasks.append(tg.create_task(backupd.jobs.followup_loop()))
