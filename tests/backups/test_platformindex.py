@@ -21,10 +21,7 @@ from roost.backups.platformindex import (
     read_index,
 )
 from roost.wire.messages import PlatformSnapshot
-
-
-def d(c: str) -> str:
-    return "sha256:" + c * 64
+from tests.releases import digest as d
 
 
 def _state_copy(path: Path, apps: list[tuple[int, str, float]]) -> None:

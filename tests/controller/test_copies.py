@@ -35,11 +35,8 @@ from roost.wire.messages import (
     ImageSources,
     ImageSourcesRequest,
 )
+from tests.releases import digest as d
 from tests.releases import go_live
-
-
-def d(c: str) -> str:
-    return "sha256:" + c * 64
 
 
 def test_needed_images_current_pending_and_rollback() -> None:

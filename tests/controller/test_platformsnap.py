@@ -25,11 +25,8 @@ from roost.settings import Settings
 from roost.state.db import alembic_config, make_engine, migrate, sqlite_url
 from roost.wire.messages import BackupEvent, Error, Ok, PlatformSnapshot, PlatformSnapshotRequest
 from tests.pgserver import pg_bin, postgres_server
+from tests.releases import digest as _d
 from tests.releases import go_live
-
-
-def _d(c: str) -> str:
-    return "sha256:" + c * 64
 
 
 def _head(url: str) -> str:

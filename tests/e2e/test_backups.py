@@ -21,6 +21,7 @@ import pytest
 import roost
 from tests.conftest import REPO, wait_until
 from tests.e2e.platform import Platform, running_platform
+from tests.sshclient import git_over_ssh
 
 pytestmark = pytest.mark.e2e
 
@@ -169,17 +170,7 @@ def test_the_first_git_push_of_an_app_with_services_is_backed_up(
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-qm", "v1"], check=True)
     platform.roost("apps", "create", "blog")
-    ssh = (
-        f"ssh -i {key} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no "
-        f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes -p {platform.ssh_port}"
-    )
-    pushed = subprocess.run(
-        [*git, "push", "vcs@127.0.0.1:blog", "main"],
-        env={**os.environ, "GIT_SSH_COMMAND": ssh},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    pushed = git_over_ssh(src, platform.ssh_port, key, "push", "vcs@127.0.0.1:blog", "main")
     assert pushed.returncode == 0 and "v1 is live" in pushed.stderr, pushed.stderr
     assert "git skipped (blog's repository has no commit yet" in pushed.stderr, pushed.stderr
     listing = json.loads(platform.roost("backups", "list", "blog", "--json").stdout)

@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import free_port, wait_until
 from tests.e2e.platform import Platform
+from tests.sshclient import git_over_ssh, ssh_opts
 from tests.tmpfs import tmpfs_dir
 
 pytestmark = pytest.mark.e2e
@@ -67,25 +68,6 @@ EXPECTED = {
 }
 
 
-def _ssh_opts(key: Path) -> list[str]:
-    return [
-        "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
-        "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
-    ]  # fmt: skip
-
-
-def _git(p: Platform, key: Path, repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    ssh = " ".join(["ssh", *_ssh_opts(key), "-p", str(p.ssh_port)])
-    return subprocess.run(
-        ["git", *args],
-        cwd=repo,
-        env={**os.environ, "GIT_SSH_COMMAND": ssh},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def _info(p: Platform, kind: str) -> dict[str, Any]:
     out = p.roost("services", "info", kind, "--json", "--app", APP).stdout
     info: dict[str, Any] = json.loads(out)
@@ -112,7 +94,7 @@ def _write(p: Platform, key: Path, tmp: Path) -> None:
     )  # fmt: skip
     report = tmp / "report.txt"
     report.write_text("the report\n")
-    scp = ["scp", "-O", *_ssh_opts(key), "-P", str(p.ssh_port)]
+    scp = ["scp", "-O", *ssh_opts(key), "-P", str(p.ssh_port)]
     subprocess.run([*scp, str(report), f"vcs@127.0.0.1:{APP}/report.txt"], check=True, timeout=60)
 
 
@@ -163,7 +145,7 @@ def _whole_platform_comes_back(base: Path) -> None:
         (src / "epio.ini").write_text(EPIO_INI)
         subprocess.run([*GIT, "-C", str(src), "add", "-A"], check=True)
         subprocess.run([*GIT, "-C", str(src), "commit", "-qm", "v1"], check=True)
-        pushed = _git(a, key, src, "push", f"vcs@127.0.0.1:{APP}", "main")
+        pushed = git_over_ssh(src, a.ssh_port, key, "push", f"vcs@127.0.0.1:{APP}", "main")
         assert pushed.returncode == 0 and "v1 is live" in pushed.stderr, pushed.stderr
         _write(a, key, base)
         wait_until(lambda: _served(a) == EXPECTED, 60, "the app serving what was written")
@@ -200,7 +182,7 @@ def _whole_platform_comes_back(base: Path) -> None:
             raise AssertionError(f"the restored app served {seen[-1:]}, not {EXPECTED}") from None
         # The same release, its image not rebuilt; the repository as pushed.
         assert json.loads(b.roost("releases", "--app", APP, "--json").stdout) == release
-        heads = _git(b, key, src, "ls-remote", f"vcs@127.0.0.1:{APP}")
+        heads = git_over_ssh(src, b.ssh_port, key, "ls-remote", f"vcs@127.0.0.1:{APP}")
         local = subprocess.run(["git", "-C", str(src), "rev-parse", "main"], capture_output=True,
                                text=True, check=True).stdout.strip()  # fmt: skip
         assert f"{local}\trefs/heads/main" in heads.stdout, heads.stdout + heads.stderr

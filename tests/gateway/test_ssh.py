@@ -24,6 +24,7 @@ import pytest
 
 from roost.controller.admintoken import read_admin_token
 from tests.conftest import REPO, free_port, processes_under, wait_until
+from tests.sshclient import git_over_ssh, ssh_opts
 
 pytestmark = [
     pytest.mark.e2e,
@@ -47,11 +48,7 @@ class Gw:
     key: Path  # the admin's SSH key
 
     def ssh_opts(self, key: Path | None = None) -> list[str]:
-        return [
-            "-i", str(key or self.key), "-o", "IdentitiesOnly=yes",
-            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
-        ]  # fmt: skip
+        return ssh_opts(key or self.key)
 
     def ssh(
         self, *command: str, key: Path | None = None, stdin: bytes = b"", timeout: float = 120
@@ -69,15 +66,7 @@ class Gw:
     def git(
         self, repo: Path, *args: str, key: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
-        ssh = " ".join(["ssh", *self.ssh_opts(key), "-p", str(self.ssh_port)])
-        return subprocess.run(
-            ["git", *args],
-            cwd=repo,
-            env={**os.environ, "GIT_SSH_COMMAND": ssh},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        return git_over_ssh(repo, self.ssh_port, key or self.key, *args)
 
     def get(self, path: str = "/") -> httpx.Response:
         return httpx.get(
