@@ -238,7 +238,7 @@ def check(kind: str, facts: Mapping[str, Any], restored: Path) -> list[str]:
     return []
 
 
-# ---------------------------------------------------------------- the state copy
+# ---------------------------------------------------------------- its apps
 
 
 def read_apps(platform_root: Path) -> dict[str, str]:
