@@ -23,13 +23,15 @@ name plus "-gN", its own replication slot) and keeps the old one, retired
 (nothing streams it), with its base backups and WAL: a point in time
 before the change is recovered from the old server until retention
 deletes it. Which cluster of a host is which is DATA/backupd/barman/
-generations.json.
+generations.json, kept in each base backup's snapshot. An app's window is
+the union of its host's generations' windows; a time is recovered from the
+generation whose own window holds it, and one between two is refused
+(roost.backups.pitr).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -183,9 +185,21 @@ class Clusters:
             "end": info.end.timestamp() if info.end is not None else 0.0,
             "size": info.size,
         }
+        # Paths the same from one base backup of the cluster to the next (the
+        # facts too: not under staging/<id>/), so restic finds the last
+        # snapshot of them as its parent and reads only what changed, not
+        # every base backup and WAL segment again. generations.json goes
+        # with them: which server was which cluster, for a restore from it.
         root = self.barman.layout.root
+        paths = [self.barman.server_dir(server)]
+        if self._generations_file.exists():
+            paths.append(self._generations_file)
         return Staged(
-            root, facts, host, paths=[str(self.barman.server_dir(server).relative_to(root))]
+            root,
+            facts,
+            host,
+            paths=[str(p.relative_to(root)) for p in paths],
+            facts_path=str((self.barman.home / f"{server}.facts.json").relative_to(root)),
         )
 
     async def check(self, rec: Any) -> list[str]:
@@ -199,38 +213,39 @@ class Clusters:
         except BarmanError as exc:
             return [str(exc)]
 
-    def _server(self, app: str) -> tuple[str, str] | None:
-        """(Barman server, database) of the app's database (None: none)."""
+    def _servers(self, app: str) -> tuple[list[str], str] | None:
+        """(the Barman servers of the app's host's cluster generations, oldest
+        first, the database) of the app's database (None: none)."""
         w = self.pullers.where(app)
         if w is None or w.postgres is None:
             return None
-        server = self.current(w.host)
-        return (server, w.database) if server in self.barman.servers else None
+        gens = [s for s, _ in self.generations().get(w.host, [])] or [self.current(w.host)]
+        servers = [s for s in gens if s in self.barman.servers]
+        return (servers, w.database) if servers else None
 
     async def window(self, app: str) -> tuple[float, float]:
-        """The app's database's point-in-time window ((0, 0): none yet), the
-        newest end brought up to now first when the source answers at once
-        (an empty commit Barman then holds: an idle database's window too
-        reaches the present)."""
-        found = self._server(app)
+        """The app's database's point-in-time window ((0, 0): none yet): the
+        union of its cluster generations' windows (pitr.union), the newest end
+        brought up to now first when the source answers at once (an empty
+        commit Barman then holds: an idle database's window too reaches the
+        present)."""
+        found = self._servers(app)
         if found is None:
             return 0.0, 0.0
-        server = found[0]
-        with contextlib.suppress(BarmanError, TimeoutError):
-            async with asyncio.timeout(MARK_BUDGET_S):
-                await self.barman.mark(server)
         try:
-            win = await self.barman.window(server)
+            gens = await pitr.generation_windows(self.barman, found[0], mark_within=MARK_BUDGET_S)
         except BarmanError as exc:
-            log.warning("the window of %s: %s", server, exc)
+            log.warning("the window of %s: %s", found[0][-1], exc)
             return 0.0, 0.0
+        win = pitr.union(gens)
         if win is None:
             return 0.0, 0.0
         return win.earliest.timestamp(), win.latest.timestamp()
 
     async def recover(self, app: str, database: str, at: datetime, scratch: Path) -> Recovered:
-        """The app's database as it was at `at`, dumped, with its facts."""
-        found = self._server(app)
+        """The app's database as it was at `at`, dumped, with its facts: from
+        the generation of its cluster whose window holds `at`."""
+        found = self._servers(app)
         if found is None:
             raise RestoreRefused(f"{app} has no database Barman streams")
         scratch.mkdir(parents=True, exist_ok=True)

@@ -177,17 +177,20 @@ class Jobs:
             backup_id = new_id(kind, now)
             staging = self.layout.staging / backup_id
             entry = BackupEntry(id=backup_id, app=app, kind=kind, taken_at=now, reason=reason)
+            facts_file: Path | None = None
             try:
                 staged = await self.stager.stage(kind, app, host, staging, reason)
-                (staging / "facts.json").write_bytes(json.dumps(staged.facts).encode())
+                facts_file = staged.root / staged.facts_path
+                facts_file.write_bytes(json.dumps(staged.facts).encode())
                 paths = list(staged.paths)
                 if staged.root != staging:  # staged in place (Barman's directory)
-                    paths.append(str((staging / "facts.json").relative_to(staged.root)))
+                    paths.append(staged.facts_path)
                 tags = [f"app={app}", f"kind={kind}", f"id={backup_id}"]
                 size = await asyncio.to_thread(tree_size, staged.root, paths)
-                snap = await self.repos.local.backup(
+                made = await self.repos.local.snapshot(
                     staged.root, paths, tags=tags, time=when, timeout=TOOL_TIMEOUT_S
                 )
+                snap = made.id
             except NothingToBackUp as exc:
                 # Recorded, so the schedule counts it as done and a capture
                 # says why there is no backup; there is nothing to prove.
@@ -202,6 +205,8 @@ class Jobs:
                 log.warning("%s %s: %s", kind, app or host, exc)
                 return rec
             finally:
+                if facts_file is not None:
+                    facts_file.unlink(missing_ok=True)
                 await asyncio.to_thread(shutil.rmtree, staging, True)
             entry = msgspec.structs.replace(entry, size=size, locations={"local": "ok"})
             rec = Record(
@@ -212,7 +217,9 @@ class Jobs:
                 facts=staged.facts,
             )
             self.catalog.put(rec)
-            log.info("%s %s: taken as %s (%d bytes)", kind, app or host, backup_id, size)
+            log.info("%s %s: taken as %s (%d bytes; %d files unchanged, %d bytes added)",
+                     kind, app or host, backup_id, size, made.files_unmodified,
+                     made.data_added)  # fmt: skip
         self.followups.put_nowait(rec.id)
         return rec
 

@@ -9,10 +9,18 @@ starts a scratch PostgreSQL on it, which replays to the first commit after
 facts, `roost.backups.pgfacts`) and throws the cluster away. The dump is
 what a restore loads into the servicehost.
 
-A time outside the window is refused before anything is done: no scratch
-directory, no dump, no change anywhere. Before the window is read the source
-gets a mark (`Barman.mark`, an empty commit) when it is reachable, so the
-window of an idle database still reaches the present.
+A servicehost's cluster may have had generations (roost.backups.clusters:
+a restored or re-initialised cluster is a new Barman server, the old one
+kept, retired): each has its own window, and a time is recovered from the
+generation whose window holds it (`generation_for`, pure; the newest, should
+two overlap). The window shown is their union (`union`); a time in a gap
+between two generations is outside every window.
+
+A time outside the windows is refused before anything is done: no scratch
+directory, no dump, no change anywhere; the error names each window. Before
+the windows are read, the cluster streamed now gets a mark (`Barman.mark`,
+an empty commit) when it is reachable, so the window of an idle database
+still reaches the present.
 
 That recovery stopped where it was asked is read back from the timeline
 history file the promotion wrote ("before <time>" for a time target,
@@ -28,8 +36,10 @@ that allows connections opens. The verdict is the list of problems.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,16 +54,48 @@ RECOVERY_READY_TIMEOUT_S = 6 * 3600.0
 AMCHECK_TIMEOUT_S = 6 * 3600.0
 
 
+# A generation of a host's cluster: its Barman server and its window (None:
+# no complete base backup).
+Generation = tuple[str, Window | None]
+
+
 class OutsideWindow(ValueError):
     """A point in time the WAL and base backups Barman holds cannot reach."""
 
-    def __init__(self, server: str, at: datetime, window: Window | None) -> None:
-        self.server, self.at, self.window = server, at, window
-        held = f"the window is {window}" if window else "there is no complete base backup yet"
-        super().__init__(
-            f"{at.astimezone(UTC).isoformat()} is outside the point-in-time window "
-            f"of {server}: {held}"
-        )
+    def __init__(self, at: datetime, windows: Sequence[Generation]) -> None:
+        self.at, self.windows = at, list(windows)
+        when = at.astimezone(UTC).isoformat()
+        if len(self.windows) == 1:
+            server, window = self.windows[0]
+            held = f"the window is {window}" if window else "there is no complete base backup yet"
+            text = f"{when} is outside the point-in-time window of {server}: {held}"
+        else:
+            held = "; ".join(
+                f"{server}: {window}" if window else f"{server}: no complete base backup"
+                for server, window in self.windows
+            )
+            text = (
+                f"{when} is outside the point-in-time windows of the cluster's generations ({held})"
+            )
+        super().__init__(text)
+
+
+def generation_for(windows: Sequence[Generation], at: datetime) -> str:
+    """The Barman server whose window holds `at` (`windows` oldest first; the
+    newest such, should two overlap); OutsideWindow naming them all if none."""
+    for server, window in reversed(windows):
+        if window is not None and window.holds(at):
+            return server
+    raise OutsideWindow(at, windows)
+
+
+def union(windows: Sequence[Generation]) -> Window | None:
+    """From the earliest recoverable time of any generation to the latest
+    (the times between two generations' windows are not recoverable)."""
+    held = [w for _, w in windows if w is not None]
+    if not held:
+        return None
+    return Window(min(w.earliest for w in held), max(w.latest for w in held))
 
 
 class PitrError(RuntimeError):
@@ -76,20 +118,34 @@ def stop_reason(pgdata: Path) -> str:
     return parts[2].strip() if len(parts) == 3 else ""
 
 
+async def generation_windows(
+    barman: Barman, servers: Sequence[str], *, mark_within: float | None = None
+) -> list[Generation]:
+    """Each server's window, oldest first; the one streamed now (not retired)
+    marked first, within `mark_within` seconds if given, so that its window
+    reaches the present (an unreachable source: its window as held)."""
+    out: list[Generation] = []
+    for server in servers:
+        if not barman.servers[server].retired:
+            try:
+                async with asyncio.timeout(mark_within):
+                    await barman.mark(server)
+            except (BarmanError, TimeoutError) as exc:
+                log.info("%s: no fresh WAL mark: %s", server, exc or "out of time")
+        out.append((server, await barman.window(server)))
+    return out
+
+
 async def recover_app_database(
-    barman: Barman, server: str, dbname: str, at: datetime, dest_dump: Path
+    barman: Barman, servers: str | Sequence[str], dbname: str, at: datetime, dest_dump: Path
 ) -> DbFacts:
     """`dbname` as it was at `at`, dumped (-Fc) into `dest_dump`; its facts.
+    `servers`: the cluster's Barman server, or its generations oldest first.
 
-    Raises OutsideWindow (nothing done) when `at` is outside the window."""
+    Raises OutsideWindow (nothing done) when no generation's window holds `at`."""
     at = _aware(at)
-    try:
-        await barman.mark(server)
-    except BarmanError as exc:
-        log.warning("%s: no fresh WAL mark before a recovery: %s", server, exc)
-    window = await barman.window(server)
-    if window is None or not window.holds(at):
-        raise OutsideWindow(server, at, window)
+    gens = await generation_windows(barman, [servers] if isinstance(servers, str) else servers)
+    server = generation_for(gens, at)
     source = barman.source(server)
     run = scratch_dir(barman.layout, "pitr-")
     try:

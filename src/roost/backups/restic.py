@@ -57,6 +57,7 @@ __all__ = [
     "AuthRefused",
     "HostKeyRefused",
     "Locked",
+    "Made",
     "NoRoom",
     "NotARepository",
     "PartialBackup",
@@ -106,6 +107,7 @@ class Snapshot:
     paths: tuple[str, ...]
     hostname: str = ""
     original: str = ""  # the snapshot it was copied from ("" if made here)
+    parent: str = ""  # the snapshot restic compared the files with ("" if none)
 
     def tag(self, key: str) -> str | None:
         """The value of a `key=value` tag."""
@@ -121,6 +123,18 @@ class Stats:
     snapshots: int
     files: int = 0
     blobs: int = 0
+
+
+@dataclass(frozen=True)
+class Made:
+    """A snapshot made by `backup`, and what restic's summary said of it:
+    files it found as in the parent snapshot were not read again."""
+
+    id: str
+    files_new: int = 0
+    files_changed: int = 0
+    files_unmodified: int = 0
+    data_added: int = 0
 
 
 @dataclass(frozen=True)
@@ -168,6 +182,7 @@ def parse_snapshots(stdout: bytes) -> list[Snapshot]:
             paths=tuple(s.get("paths") or ()),
             hostname=s.get("hostname", ""),
             original=s.get("original", ""),
+            parent=s.get("parent", ""),
         )
         for s in json.loads(stdout or b"[]") or []
     ]
@@ -385,8 +400,31 @@ class Repo:
         timeout: float = 3600.0,
     ) -> str:
         """Snapshot `paths` (relative to `root`, saved relative) with `tags`;
-        returns the snapshot's id. `expect_bytes`: what it may add (default:
-        the input's size, the most it can add)."""
+        returns the snapshot's id (`snapshot`'s)."""
+        made = await self.snapshot(
+            root, paths, tags=tags, host=host, time=time, expect_bytes=expect_bytes,
+            timeout=timeout,
+        )  # fmt: skip
+        return made.id
+
+    async def snapshot(
+        self,
+        root: Path,
+        paths: Sequence[str] = (".",),
+        *,
+        tags: Sequence[str],
+        host: str = "backupd",
+        time: datetime | None = None,
+        expect_bytes: int | None = None,
+        timeout: float = 3600.0,
+    ) -> Made:
+        """Snapshot `paths` (relative to `root`, saved relative) with `tags`.
+        `expect_bytes`: what it may add (default: the input's size, the most
+        it can add). restic compares the files with the newest snapshot of
+        the same `host` and paths before `time` (their parent) and reads only
+        those whose size, times or inode differ: paths kept the same from one
+        backup to the next are what makes a second backup of a big, mostly
+        unchanged tree (Barman's) cheap."""
         rel = _relative(paths)
         absent = [p for p in rel if not (root / p).exists() and not (root / p).is_symlink()]
         if absent:
@@ -400,14 +438,21 @@ class Repo:
         await self._ensure_room(expect_bytes or 0)
         # Exit 3: a snapshot was made but some input could not be read.
         done = await self._run([*args, "--", *rel], timeout=timeout, cwd=root, ok=(0, 3))
-        short = backup_summary(done.stdout)["snapshot_id"]
+        summary = backup_summary(done.stdout)
+        short = summary["snapshot_id"]
         made = await self._ids_from(short, tags)
         if len(made) != 1:
             raise RepoError(f"{self}: snapshot {short} is not found once after its backup")
         if done.returncode == 3:
             await self.remove(made)
             raise PartialBackup(f"{self}: some of {root} could not be read", done.stderr)
-        return made[0]
+        return Made(
+            made[0],
+            files_new=int(summary.get("files_new", 0)),
+            files_changed=int(summary.get("files_changed", 0)),
+            files_unmodified=int(summary.get("files_unmodified", 0)),
+            data_added=int(summary.get("data_added", 0)),
+        )
 
     async def _ids_from(self, short: str, tags: Sequence[str]) -> list[str]:
         """The ids of the snapshots with `tags` that begin with `short` (what

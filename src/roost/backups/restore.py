@@ -15,7 +15,9 @@ the app's old database is kept under another name); otherwise it is
 discarded and the restore fails with the differences, the app's data
 untouched. A point in time is first recovered from the base backup and WAL
 into a scratch server (roost.backups.pitr), dumped, and loaded the same way,
-its facts taken from the scratch copy.
+its facts taken from the scratch copy; that recovery comes before the safety
+backup, so a time it refuses (between two generations of the cluster) costs
+nothing and changes nothing.
 
 Redis, data directories and git repositories are checked against their
 facts after they come out of the repository and before they are sent; the
@@ -217,10 +219,14 @@ class Restorer:
             )
         where = self._where(msg.app, "pgdump")
         assert where is not None
-        safety = await self._safety(msg, "pgdump")
         scratch = self.jobs.layout.scratch / f"pitr-{restore_id()}"
         try:
+            # Recovered into scratch before the safety backup: a time that
+            # falls between two of the cluster's generations (inside the
+            # window's span, outside each window) is refused having done
+            # nothing at all (clusters.py, pitr.generation_for).
             copy = await self.recover(msg.app, where.database, at, scratch)
+            safety = await self._safety(msg, "pgdump")
             done = await self._load(msg, where, copy.dump, copy.facts, _iso(at.timestamp()))
         except (RepoError, SourceError, FactsError, OSError) as exc:
             raise RestoreRefused(f"{msg.app} was not restored to {msg.at}: {exc}") from None

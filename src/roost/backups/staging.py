@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import psycopg
 
 from roost.backups import drill
 from roost.backups.images import stage_images
 from roost.backups.layout import Layout
 from roost.backups.locations import run_tool
-from roost.backups.pgfacts import dump_with_facts
+from roost.backups.pgfacts import FactsError, dump_with_facts
 from roost.backups.restic import free_bytes
 from roost.backups.sources import Pullers
 from roost.wire.messages import BackupKind, RedisSource
@@ -54,6 +55,9 @@ class Staged:
     source: str = ""
     database: str = ""
     paths: list[str] = field(default_factory=lambda: ["."])
+    # where jobs.py writes facts.json, relative to `root` (outside `paths`
+    # when staged in place: then it is backed up beside them)
+    facts_path: str = "facts.json"
 
 
 # (servicehost, staging directory, reason) -> a base backup, staged
@@ -89,7 +93,12 @@ class Stager:
         if kind == "pgdump":
             if w.postgres is None:
                 raise BackupFailed(f"{app} has no database")
-            db = await dump_with_facts(w.postgres, w.database, staging / "db.dump")
+            try:
+                db = await dump_with_facts(w.postgres, w.database, staging / "db.dump")
+            except (psycopg.Error, FactsError) as exc:
+                # The source is down, refuses us, or pg_dump failed: a failed
+                # backup with the reason, not an exception out of the job.
+                raise BackupFailed(f"{app}'s database could not be dumped: {exc}") from None
             return Staged(staging, msgspec.to_builtins(db), w.host, w.database)
         if kind == "redis":
             if w.redis is None:
