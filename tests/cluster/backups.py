@@ -117,7 +117,7 @@ class Offsite:
 
 
 class BackupCluster(RoostCluster):
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, backupds: int = 1, offsite: bool = True) -> None:
         # Only the backups a test asks for: the schedule's own would run beside them.
         super().__init__(
             base,
@@ -125,10 +125,11 @@ class BackupCluster(RoostCluster):
             runners=1,
             routers=1,
             servicehosts=1,
-            backupds=1,
+            backupds=backupds,
             env={"ROOST_BACKUP_SCHEDULE": "off"},
         )
         self.offsite: Offsite | None = None
+        self.with_offsite = offsite  # off1, where bak1's key is authorised
         self.host_env: dict[str, dict[str, str]] = {}
 
     @property
@@ -140,7 +141,7 @@ class BackupCluster(RoostCluster):
         return self.backupds[0]
 
     def start_all(self) -> None:
-        if self.offsite is None:
+        if self.offsite is None and self.with_offsite:
             self._offsite()
         super().start_all()
 

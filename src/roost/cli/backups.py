@@ -183,11 +183,14 @@ def backups_capture(
     if not data["entries"]:
         console.print(f"{name} has nothing to back up")
         return
+    # Each backupd keeps its own: with several, each line says whose it is.
+    on = len({e.get("backupd", "") for e in data["entries"]}) > 1
     for e in data["entries"]:
+        whose = f" on {e['backupd']}" if on else ""
         if e["state"] == "skipped":
-            console.print(f"{e['kind']}: skipped ({e['message']})")
+            console.print(f"{e['kind']}{whose}: skipped ({e['message']})")
             continue
-        console.print(f"{e['kind']}: {e['id']} ({size(e['size'])}, {e['state']})")
+        console.print(f"{e['kind']}: {e['id']}{whose} ({size(e['size'])}, {e['state']})")
     where = "--all" if platform else name
     console.print(
         f"backed up in {time.monotonic() - started:.0f} s; each is verified by restoring it "

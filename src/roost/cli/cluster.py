@@ -158,7 +158,8 @@ def cluster() -> None:
 @click.option(
     "--backupds",
     default="",
-    help="backup host addresses (backupd); two, for two locations",
+    help="backup host addresses (backupd), comma-separated; two, for two locations: each "
+    "pulls on its own and keeps its own history, the controllers ask each",
 )
 @click.option("--state", "state_url", default="", help="state database URL (postgresql://...)")
 @click.option(
