@@ -100,6 +100,8 @@ def test_a_backupd_that_did_not_answer_is_skipped_for_a_while() -> None:
     down = {"bak2": (100.0, "did not answer")}
     assert to_ask(["bak1", "bak2"], down, 99.0) == (["bak1"], {"bak2": "did not answer"})
     assert to_ask(["bak1", "bak2"], down, 100.0) == (["bak1", "bak2"], {})
+    # The only one (or every one) down: asked all the same.
+    assert to_ask(["bak2"], down, 99.0) == (["bak2"], {})
 
 
 def test_an_app_is_fine_when_any_backupd_is_and_the_failing_one_shows() -> None:

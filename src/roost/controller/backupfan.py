@@ -125,15 +125,13 @@ def to_ask(
 ) -> tuple[list[str], dict[str, str]]:
     """(the backupds to ask now, those not: backupd -> why). One that did not
     answer a listing is not asked again until its time in `down` (backupd ->
-    (until, why)) passes: every listing would wait out its timeout."""
-    ask, skip = [], {}
-    for n in names:
-        until, why = down.get(n, (0.0, ""))
-        if now < until:
-            skip[n] = why
-        else:
-            ask.append(n)
-    return ask, skip
+    (until, why)) passes: every listing would wait out its timeout while the
+    others have answered. With none left to ask, all are asked: there is no
+    answer to show without them."""
+    names = list(names)
+    skip = {n: down[n][1] for n in names if n in down and now < down[n][0]}
+    ask = [n for n in names if n not in skip]
+    return (ask, skip) if ask else (names, {})
 
 
 # A backupd's health for an app, best first: the app's is its best backupd's.

@@ -219,7 +219,7 @@ class Backups:
                 lists[name] = r
                 self._down.pop(name, None)
         if not lists:
-            raise BackupError("; ".join(unreachable.values()), 504 if len(unreachable) > 0 else 503)
+            raise BackupError("; ".join(unreachable.values()), 504)  # none answered
         order = [b.name for b in targets]
         return Listing(
             {n: lists[n] for n in order if n in lists},
