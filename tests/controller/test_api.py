@@ -146,3 +146,42 @@ def test_metrics_are_exposed(env: tuple[TestClient, Store]) -> None:
     assert 'roost_api_requests_total{method="GET",route="/api/health",status="200"}' in text
     assert 'roost_heartbeat_age_seconds{host="h1"}' in text
     assert 'roost_instance_restarts{app="a",instance="i1"} 3.0' in text
+
+
+def test_a_deploys_closing_lines_reach_its_stream_when_the_end_lands_between_reads(
+    env: tuple[TestClient, Store],
+) -> None:
+    """The final move and its closing lines are committed together; the
+    stream must show the lines even when that commit lands between its read
+    of the lines and its read of the status."""
+    import dataclasses
+
+    from roost.controller.store import LogLine
+
+    client, store = env
+    h = _token(store, "a@example.com")
+    client.post("/api/apps", json={"name": "up"}, headers=h)
+    build_id = client.post("/api/apps/up/builds", content=gzip.compress(b"x"), headers=h).json()[
+        "build_id"
+    ]
+    controller = client.app.state.controller  # type: ignore[attr-defined]
+    ended = False
+    real_logs, real_build = controller.store.logs, controller.store.build
+
+    async def logs(*args: object) -> object:
+        nonlocal ended
+        rows = await real_logs(*args)
+        if not ended and not rows:  # the end commits right after a read that found none
+            ended = True
+            store.append_logs(
+                [LogLine(app="up", ts=0.0, source="build", process=build_id, line="v1 is live")]
+            )
+        return rows
+
+    async def build(build_id: str) -> object:
+        row = await real_build(build_id)
+        return row if ended else dataclasses.replace(row, status="building")
+
+    controller.store.logs, controller.store.build = logs, build
+    text = client.get(f"/api/builds/{build_id}/stream", headers=h).text
+    assert '"line": "v1 is live"' in text

@@ -113,11 +113,16 @@ async def build_stream(
         after = 0
         deadline = time.monotonic() + 3600
         while time.monotonic() < deadline:
+            # The status before the lines: a deploy's closing lines are
+            # committed with its final move, so once the move is seen the
+            # lines read after it include them. Read the other way round, a
+            # move committed between the two reads ended the stream without
+            # its "v3 is live".
+            current = await c.store.build(build_id)
             rows = await c.store.logs(app.id, after, 500, build_id)
             for r in rows:
                 after = r.id
                 yield (json.dumps({"line": r.line, "ts": r.ts}) + "\n").encode()
-            current = await c.store.build(build_id)
             if stage_of(current.status).final and not rows:
                 yield (json.dumps(_deploy(current)) + "\n").encode()
                 return
