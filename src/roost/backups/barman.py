@@ -24,24 +24,13 @@ slot ("already in use") forever, so such strays (found by their exact
 --directory) are killed before each start.
 
 The window. The earliest recoverable time is the end of the oldest base
-backup. The latest is the time of the newest commit (or abort) record in the
-WAL Barman holds, read with pg_waldump from the newest segments, including
-the streaming `.partial` one: a recovery to time T stops at the first commit
-after T, and when no commit after T has been received PostgreSQL 15 refuses
-to finish ("recovery ended before configured recovery target was reached").
-`mark()` commits an empty transaction with an xid on the source (no data is
-written; the backup role cannot write) and waits until Barman holds it: the
-window then reaches "now" even for an idle database.
-
-The partial segment. Barman archives a streamed segment only once
-pg_receivewal has moved on to the next one, so the last seconds live in
-streaming/<segment>.partial. `barman recover` copies archived WAL only; after
-it, `recover()` tops the copy up with `barman get-wal -P` (-P: also serve
-the .partial file, under its segment's name) for the segments that follow,
-until one holds a commit after the target. So the recovery point is what
-pg_receivewal has received, typically well under a second behind the source,
-with no WAL switch forced on it. (`barman switch-wal` is used only before the
-first base backup: Barman refuses a backup while its archive is empty.)
+backup; the latest, the newest commit in the WAL Barman holds, the
+streaming `.partial` segment included (roost.backups.barmanwal reads it,
+and tops a recovery's WAL up with that segment). `mark()` commits an empty
+transaction with an xid on the source (no data is written; the backup role
+cannot write) and waits until Barman holds it: the window then reaches
+"now" even for an idle database. (`barman switch-wal` is used only before
+the first base backup: Barman refuses a backup while its archive is empty.)
 """
 
 from __future__ import annotations
@@ -52,10 +41,8 @@ import functools
 import logging
 import os
 import pwd
-import re
 import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -64,6 +51,7 @@ from pathlib import Path
 import psutil
 import psycopg
 
+from roost.backups import barmanwal
 from roost.backups.barmanconf import (
     BaseBackup,
     ServerConfig,
@@ -82,8 +70,9 @@ from roost.backups.barmanconf import (
     slot_name,
     window_of,
 )
+from roost.backups.barmanwal import SEGMENT
 from roost.backups.layout import Layout
-from roost.backups.pgfacts import BASE_ENV, PG_BIN, PgConn, pg_tool, run_tool
+from roost.backups.pgfacts import BASE_ENV, PG_BIN, PgConn, run_tool
 from roost.proc import spawn as proc
 from roost.proc.backoff import Backoff
 from roost.proc.children import Policy
@@ -104,15 +93,11 @@ BACKUP_TIMEOUT_S = 24 * 3600.0
 RECOVER_TIMEOUT_S = 24 * 3600.0
 MARK_TIMEOUT_S = 30.0
 WAL_WAIT_S = 600.0
-# How many of the newest segments window() reads for the last commit.
-SCAN_SEGMENTS = 4
 RECEIVE_POLICY = Policy(
     backoff=Backoff(base_s=1.0, max_s=30.0, reset_after_s=60.0),
     stop_grace_s=10.0,
     fatal=frozenset(),  # never give up on WAL: a source that comes back is streamed again
 )
-
-_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 
 
 class BarmanError(RuntimeError):
@@ -304,7 +289,7 @@ class Barman:
                 # begun: write a little WAL, and wait for the next .partial.
                 while True:
                     await self.mark(server, wait=False)
-                    complete = [p.name for p in streaming.glob("*") if _SEGMENT.match(p.name)]
+                    complete = [p.name for p in streaming.glob("*") if SEGMENT.match(p.name)]
                     partial = [p.name[:24] for p in streaming.glob("*.partial")]
                     if complete and partial and max(partial) > max(complete):
                         break
@@ -328,43 +313,12 @@ class Barman:
 
     # ------------------------------------------------------------ the window
 
-    def _wal_files(self, server: str) -> list[tuple[str, Path]]:
-        """(segment name, file) of every WAL segment held, streamed or archived."""
-        found: dict[str, Path] = {}
-        for p in (self.server_dir(server) / "wals").glob("*/*"):
-            if _SEGMENT.match(p.name):
-                found[p.name] = p
-        for p in (self.server_dir(server) / "streaming").glob("*"):
-            name = p.name.removesuffix(".partial")
-            if _SEGMENT.match(name):
-                found[name] = p
-        return sorted(found.items())
-
-    async def _commits_in(self, name: str, path: Path) -> list[datetime]:
-        with tempfile.TemporaryDirectory(prefix="roost-wal-") as tmp:
-            if path.name != name:  # a .partial: pg_waldump wants a segment's name
-                copy = Path(tmp) / name
-                await asyncio.to_thread(shutil.copyfile, path, copy)
-                path = copy
-            argv = [pg_tool("pg_waldump", self.pg_bin), "--rmgr=Transaction", str(path)]
-            # Its status is 1 at the end of the WAL written so far: expected.
-            _, out = await run_tool(argv, env={"TZ": "UTC"}, timeout=COMMAND_TIMEOUT_S)
-        return commit_times(out)
-
     async def last_commit(self, server: str) -> datetime | None:
         """The newest commit (or abort) time in the WAL Barman holds."""
-        for _ in range(5):
-            try:
-                for name, path in reversed(self._wal_files(server)[-SCAN_SEGMENTS:]):
-                    times = await self._commits_in(name, path)
-                    if times:
-                        return max(times)
-                return None
-            except FileNotFoundError:
-                # pg_receivewal renamed the .partial segment (or Barman
-                # archived one) while we read it: list the WAL again.
-                continue
-        raise BarmanError(f"{server}: its WAL kept moving while it was read")
+        try:
+            return await barmanwal.last_commit(self.server_dir(server), self.pg_bin)
+        except barmanwal.WalMoving as exc:
+            raise BarmanError(str(exc)) from None
 
     async def window(self, server: str) -> Window | None:
         """(earliest, latest) recoverable times; None without a complete base backup."""
@@ -443,27 +397,12 @@ class Barman:
         raise BarmanError(f"no base backup of {server} ended by {iso(at)}")
 
     async def _top_up(self, server: str, wal_dir: Path, target: datetime) -> None:
-        """Add the segments after the copied ones (the streaming .partial
-        included, through `barman get-wal -P`) until one holds a commit after
-        the target, where the recovery will stop."""
-        copied = sorted(p.name for p in wal_dir.glob("*") if _SEGMENT.match(p.name))
-        if copied and any(
-            t > target for t in await self._commits_in(copied[-1], wal_dir / copied[-1])
-        ):
-            return
-        last = copied[-1] if copied else ""
-        for name, _ in self._wal_files(server):
-            if name <= last:
-                continue
-            staging = wal_dir / ".topup"
-            staging.mkdir(exist_ok=True)
-            try:
-                await self.run("get-wal", "-P", "-o", str(staging), server, name)
-                os.replace(staging / name, wal_dir / name)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-            if any(t > target for t in await self._commits_in(name, wal_dir / name)):
-                return
+        """The recovery's WAL, up to a commit after the target (barmanwal.top_up)."""
+
+        async def get_wal(name: str, into: Path) -> None:
+            await self.run("get-wal", "-P", "-o", str(into), server, name)
+
+        await barmanwal.top_up(self.server_dir(server), wal_dir, target, get_wal, self.pg_bin)
 
 
 def _write_private(path: Path, text: str) -> None:

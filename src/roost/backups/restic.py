@@ -17,6 +17,8 @@ printed on stderr goes into the error, whose type says what went wrong:
                    removed again, so a partial backup is never taken as good.
 
 A damaged repository is not an exception: `check` returns its problems.
+(The errors, the snapshot model and the reading of restic's output are
+roost.backups.resticdata's, pure; this module runs the commands.)
 
 Snapshots are made from a directory with a relative layout (`backup(root)`
 runs in `root` and saves "."): a restore puts the files straight into its
@@ -27,9 +29,7 @@ TZ=UTC), the zone `roost.backups.retention` counts days, weeks and months in.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import re
 import secrets
 import shutil
 from collections.abc import Mapping, Sequence
@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from signal import SIGINT
-from typing import Any
 
 from roost.backups.layout import Layout
 from roost.backups.locations import (
@@ -52,9 +51,34 @@ from roost.backups.locations import (
     restic_options,
     run_tool,
 )
+from roost.backups.resticdata import (
+    SSH_FAILED,
+    Forgotten,
+    Locked,
+    Made,
+    NoRoom,
+    NotARepository,
+    PartialBackup,
+    Snapshot,
+    Stats,
+    TimedOut,
+    WrongPassword,
+    backup_summary,
+    check_problems,
+    check_subset,
+    classify,
+    made_from,
+    parse_forget,
+    parse_snapshots,
+    parse_stats,
+    relative,
+    tag_arg,
+)
 
+# The model and the errors live in resticdata; their names are this module's too.
 __all__ = [
     "AuthRefused",
+    "Forgotten",
     "HostKeyRefused",
     "Locked",
     "Made",
@@ -75,74 +99,6 @@ __all__ = [
 DEFAULT_MIN_FREE = 1 << 30
 
 
-class WrongPassword(RepoError):
-    pass
-
-
-class NotARepository(RepoError):
-    pass
-
-
-class Locked(RepoError):
-    retryable = True
-
-
-class TimedOut(RepoError):
-    retryable = True
-
-
-class NoRoom(RepoError):
-    pass
-
-
-class PartialBackup(RepoError):
-    pass
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    id: str
-    time: datetime
-    tags: tuple[str, ...]
-    paths: tuple[str, ...]
-    hostname: str = ""
-    original: str = ""  # the snapshot it was copied from ("" if made here)
-    parent: str = ""  # the snapshot restic compared the files with ("" if none)
-
-    def tag(self, key: str) -> str | None:
-        """The value of a `key=value` tag."""
-        for t in self.tags:
-            if t.startswith(key + "="):
-                return t[len(key) + 1 :]
-        return None
-
-
-@dataclass(frozen=True)
-class Stats:
-    total_size: int
-    snapshots: int
-    files: int = 0
-    blobs: int = 0
-
-
-@dataclass(frozen=True)
-class Made:
-    """A snapshot made by `backup`, and what restic's summary said of it:
-    files it found as in the parent snapshot were not read again."""
-
-    id: str
-    files_new: int = 0
-    files_changed: int = 0
-    files_unmodified: int = 0
-    data_added: int = 0
-
-
-@dataclass(frozen=True)
-class Forgotten:
-    kept: tuple[str, ...]
-    removed: tuple[str, ...]
-
-
 def ensure_password(layout: Layout) -> Path:
     """The repositories' password file, made (0600, random) if missing."""
     path = layout.restic_password
@@ -158,104 +114,6 @@ def ensure_password(layout: Layout) -> Path:
             f.flush()
             os.fsync(f.fileno())
     return path
-
-
-# ---------------------------------------------------------------- parsing (pure)
-
-
-def parse_time(text: str) -> datetime:
-    """restic's RFC 3339 time (nanoseconds, Z or an offset) as an aware datetime."""
-    m = re.fullmatch(r"(.+T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
-    if not m:
-        raise ValueError(f"not a restic time: {text!r}")
-    frac = (m.group(2) or "")[:6].ljust(6, "0")
-    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
-    return datetime.fromisoformat(f"{m.group(1)}.{frac}{zone}")
-
-
-def parse_snapshots(stdout: bytes) -> list[Snapshot]:
-    return [
-        Snapshot(
-            id=s["id"],
-            time=parse_time(s["time"]),
-            tags=tuple(s.get("tags") or ()),
-            paths=tuple(s.get("paths") or ()),
-            hostname=s.get("hostname", ""),
-            original=s.get("original", ""),
-            parent=s.get("parent", ""),
-        )
-        for s in json.loads(stdout or b"[]") or []
-    ]
-
-
-def backup_summary(stdout: bytes) -> dict[str, Any]:
-    """The summary message of `restic backup --json`."""
-    for line in reversed(stdout.decode(errors="replace").splitlines()):
-        if line.startswith("{"):
-            msg = json.loads(line)
-            if msg.get("message_type") == "summary":
-                return dict(msg)
-    raise RepoError("restic backup printed no summary", stdout.decode(errors="replace")[-2000:])
-
-
-def check_problems(done: Completed) -> list[str]:
-    """What a failed `restic check` found (pure)."""
-    if done.returncode == 0:
-        return []
-    lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
-    found = [ln for ln in lines if ln != "Fatal: repository contains errors"]
-    return found or lines or [f"restic check exited {done.returncode}"]
-
-
-def _classify(loc: Location, what: str, stderr: str) -> RepoError | None:
-    """The error a failed command's stderr names, when it names one (pure)."""
-    if "wrong password or no key found" in stderr:
-        return WrongPassword(f"{loc}: the repository does not open with backupd's password", stderr)
-    if "Is there a repository at the following location?" in stderr:
-        return NotARepository(f"{loc}: no repository there (not initialised)", stderr)
-    if re.search(r"repository is already locked|unable to create lock", stderr):
-        return Locked(f"{loc}: {what}: the repository is locked by another command", stderr)
-    if "no space left on device" in stderr:
-        return NoRoom(f"{loc}: {what}: the repository's disk is full", stderr)
-    if re.search(
-        r"dial tcp|no such host|connection refused|i/o timeout|network is unreachable|"
-        r"TLS handshake timeout|transport endpoint is not connected|stale file handle",
-        stderr,
-        re.IGNORECASE,
-    ):
-        return Unreachable(f"{loc} is unreachable ({what})", stderr)
-    return None
-
-
-_SSH_FAILED = re.compile(
-    r"unable to start the sftp session|ssh command exited|subprocess ssh|connection lost|"
-    r"file already closed|broken pipe",
-    re.IGNORECASE,
-)
-
-
-def _tag_arg(tags: Sequence[str]) -> str:
-    for t in tags:
-        if not t or "," in t or any(c.isspace() for c in t):
-            raise ValueError(f"bad restic tag {t!r} (no commas or spaces)")
-    return ",".join(tags)
-
-
-def _check_subset(read_data: bool | str) -> list[str]:
-    if read_data is False:
-        return []
-    if read_data is True:
-        return ["--read-data"]
-    if not re.fullmatch(r"\d+/\d+|\d+(\.\d+)?%", read_data):
-        raise ValueError(f"read_data subset {read_data!r}: give 'n/t' or 'p%'")
-    return [f"--read-data-subset={read_data}"]
-
-
-def _relative(paths: Sequence[str]) -> list[str]:
-    for p in paths:
-        if not p or p.startswith("/") or ".." in Path(p).parts:
-            raise ValueError(f"backup path {p!r} must be relative to the root, without '..'")
-    return list(paths)
 
 
 def tree_size(root: Path, paths: Sequence[str]) -> int:
@@ -345,10 +203,10 @@ class Repo:
         return done
 
     async def _error(self, what: str, done: Completed, source: Repo | None) -> RepoError:
-        found = _classify(self.location, what, done.stderr)
+        found = classify(self.location, what, done.stderr)
         if found is not None:
             return found
-        if _SSH_FAILED.search(done.stderr):
+        if SSH_FAILED.search(done.stderr):
             for r in (self, source):
                 if r is not None and r.location.kind == "sftp":
                     why = await probe_sftp(r.location, r.layout)
@@ -425,12 +283,12 @@ class Repo:
         those whose size, times or inode differ: paths kept the same from one
         backup to the next are what makes a second backup of a big, mostly
         unchanged tree (Barman's) cheap."""
-        rel = _relative(paths)
+        rel = relative(paths)
         absent = [p for p in rel if not (root / p).exists() and not (root / p).is_symlink()]
         if absent:
             # restic would skip them and call the backup a success.
             raise FileNotFoundError(f"backup input missing under {root}: {', '.join(absent)}")
-        args = ["backup", "--json", "-q", "--host", host, "--tag", _tag_arg(tags)]
+        args = ["backup", "--json", "-q", "--host", host, "--tag", tag_arg(tags)]
         if time is not None:
             args += ["--time", time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")]
         if expect_bytes is None and self.location.kind == "local":
@@ -446,13 +304,7 @@ class Repo:
         if done.returncode == 3:
             await self.remove(made)
             raise PartialBackup(f"{self}: some of {root} could not be read", done.stderr)
-        return Made(
-            made[0],
-            files_new=int(summary.get("files_new", 0)),
-            files_changed=int(summary.get("files_changed", 0)),
-            files_unmodified=int(summary.get("files_unmodified", 0)),
-            data_added=int(summary.get("data_added", 0)),
-        )
+        return made_from(made[0], summary)
 
     async def _ids_from(self, short: str, tags: Sequence[str]) -> list[str]:
         """The ids of the snapshots with `tags` that begin with `short` (what
@@ -472,7 +324,7 @@ class Repo:
         self, tags: Sequence[str] = (), *, timeout: float = 120.0
     ) -> list[Snapshot]:
         """Snapshots having every one of `tags`, oldest first."""
-        args = ["snapshots", "--json"] + (["--tag", _tag_arg(tags)] if tags else [])
+        args = ["snapshots", "--json"] + (["--tag", tag_arg(tags)] if tags else [])
         done = await self._run(args, timeout=timeout)
         return sorted(parse_snapshots(done.stdout), key=lambda s: s.time)
 
@@ -504,7 +356,7 @@ class Repo:
         """The repository's own integrity check; its problems ([] when
         sound). `read_data`: True reads every pack back, "n/t" or "p%" a
         subset. A location that cannot be reached raises instead."""
-        args = ["check", *_check_subset(read_data)]
+        args = ["check", *check_subset(read_data)]
         try:
             await self._run(args, timeout=timeout)
         except RepoError as exc:
@@ -526,12 +378,9 @@ class Repo:
         Only forgets: `prune` frees the space."""
         if not tags or not keep_flags:
             raise ValueError("forget needs tags to choose the group and keep flags")
-        args = ["forget", "--json", "--group-by", "", "--tag", _tag_arg(tags), *keep_flags]
+        args = ["forget", "--json", "--group-by", "", "--tag", tag_arg(tags), *keep_flags]
         done = await self._run(args + (["--dry-run"] if dry_run else []), timeout=timeout)
-        groups = json.loads(done.stdout or b"[]") or []
-        kept = [s["id"] for g in groups for s in g.get("keep") or ()]
-        removed = [s["id"] for g in groups for s in g.get("remove") or ()]
-        return Forgotten(tuple(kept), tuple(removed))
+        return parse_forget(done.stdout)
 
     async def remove(self, snapshot_ids: Sequence[str], *, timeout: float = 600.0) -> None:
         """Forget these snapshots (a partial or failed backup)."""
@@ -571,10 +420,4 @@ class Repo:
         """Sizes: "raw-data" is what the repository stores (for the given
         snapshots, or all), "restore-size" what a restore writes."""
         done = await self._run(["stats", "--json", "--mode", mode, *snapshot_ids], timeout=timeout)
-        s = json.loads(done.stdout)
-        return Stats(
-            total_size=int(s.get("total_size", 0)),
-            snapshots=int(s.get("snapshots_count", 0)),
-            files=int(s.get("total_file_count", 0)),
-            blobs=int(s.get("total_blob_count", 0)),
-        )
+        return parse_stats(done.stdout)
