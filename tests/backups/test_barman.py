@@ -28,6 +28,7 @@ from roost.backups.barman import (
     slot_name,
     window_of,
 )
+from roost.backups.barmanconf import own_slot_name
 from roost.backups.layout import Layout
 from roost.wire.messages import PgSource
 from tests.backups.pgsource import BASE, Based, Source
@@ -165,8 +166,11 @@ async def test_receive_wal_is_restarted_when_it_exits(barman: Barman, layout: La
 
 async def test_a_stray_pg_receivewal_is_removed(source: Source, layout: Layout) -> None:
     """A backupd killed with SIGKILL takes its `barman receive-wal` along
-    (PR_SET_PDEATHSIG) but not Barman's pg_receivewal, which keeps the slot."""
-    config = ServerConfig("sh1", source.pg, immediate_checkpoint=True)
+    (PR_SET_PDEATHSIG) but not Barman's pg_receivewal, which keeps the slot
+    (a backupd's own, as slots.py names one: the new receive-wal waits
+    until that slot is let go, and is not refused it)."""
+    slot = own_slot_name("bk1", "sh1")
+    config = ServerConfig("sh1", source.pg, immediate_checkpoint=True, slot=slot)
     await Barman(layout).ensure([config])  # the configuration of a backupd before
     old = subprocess.Popen(
         [shutil.which("barman") or "barman", "-c", str(layout.barman / "barman.conf"),
@@ -185,6 +189,8 @@ async def test_a_stray_pg_receivewal_is_removed(source: Source, layout: Layout) 
         assert not stray.is_running() or stray.status() == psutil.STATUS_ZOMBIE
         assert await barman.mark("sh1") is not None
         assert barman._sup.children["receive-wal:sh1"].restarts == 0
+        query = f"SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'"
+        assert source.sql(query) == [(True,)]
     assert processes_under(layout.data_dir) == []
 
 

@@ -217,15 +217,16 @@ class Barman:
     async def _slot_released(self, server: str) -> None:
         """Wait (a little) until the source's walsender has let go of the slot."""
         query = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s AND active"
+        # The slot the server streams through (a backupd's own, slots.py), as
+        # barman.conf names it: waiting on another name would not wait.
+        slot = self.servers[server].slot or slot_name(server)
         with contextlib.suppress(psycopg.Error, TimeoutError):
             async with asyncio.timeout(MARK_TIMEOUT_S):
                 conn = await psycopg.AsyncConnection.connect(
                     **PgConn.of(self.source(server)).kwargs("postgres"), autocommit=True
                 )
                 async with conn:
-                    while (await (await conn.execute(query, (slot_name(server),))).fetchone()) != (
-                        0,
-                    ):
+                    while (await (await conn.execute(query, (slot,))).fetchone()) != (0,):
                         await asyncio.sleep(0.05)
 
     def source(self, server: str) -> PgSource:
