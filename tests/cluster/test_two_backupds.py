@@ -65,10 +65,17 @@ def test_two_backupds_pull_on_their_own_and_one_carries_on_alone(rc: BackupClust
     assert sorted(e["backupd"] for e in bases) == [bak1, bak2], bases
     for e in dumps + bases:
         assert settled(rc, e) == "verified", e
-    # Each streams WAL through a slot of its own (named after it), both at once.
-    slots = rc.superuser_sql("postgres", "SELECT slot_name FROM pg_replication_slots WHERE active")
-    for ip in (bak1, bak2):
-        assert len([s for s in slots if f"_{ip.replace('.', '_')}_" in s]) == 1, slots
+
+    # Each streams WAL through a slot of its own (named after it), both at once
+    # (waited for: a receive-wal restarted by its supervisor is a moment away).
+    def streaming() -> bool:
+        q = "SELECT slot_name FROM pg_replication_slots WHERE active"
+        slots = rc.superuser_sql("postgres", q)
+        return all(
+            len([s for s in slots if f"_{ip.replace('.', '_')}_" in s]) == 1 for ip in (bak1, bak2)
+        )
+
+    wait_for(streaming, 60, "both backupds streaming through their own slots", interval=1)
 
     rc.power_off(rc.backupds[1])
 

@@ -72,8 +72,16 @@ class Layout:
         return self.root / "logs"
 
     def create(self) -> None:
-        """Make the directories, private to the daemon (0700)."""
+        """Make the directories, private to the daemon (0700), but for the
+        search bit scratch.make_reachable gives others on DATA/backupd and
+        scratch/ (the scratch servers' user walks down to its own
+        directory): that stays, or a drill starting its scratch server while
+        Barman's configuration is rewritten (which calls this) loses its
+        way ("could not open pg_control: Permission denied")."""
         for d in (self.root, self.keys, self.barman, self.staging, self.catalog, self.scratch,
                   self.logs):  # fmt: skip
+            keep = 0
+            if d in (self.root, self.scratch) and d.exists():
+                keep = d.stat().st_mode & 0o011
             d.mkdir(parents=True, exist_ok=True)
-            d.chmod(0o700)
+            d.chmod(0o700 | keep)

@@ -48,7 +48,7 @@ class OwnSlotBarman(Barman):
         existing = {n for n in names if n not in known and self.server_dir(n).is_dir()}
         slots = slots_for(names, self.backupd, known, existing)
         if any(known.get(n) != s for n, s in slots.items()):
-            self.layout.create()
+            self.home.mkdir(parents=True, exist_ok=True)
             tmp = self.slots_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({**known, **slots}, indent=1, sort_keys=True))
             os.replace(tmp, self.slots_file)

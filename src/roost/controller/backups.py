@@ -161,8 +161,9 @@ class Backups:
             except BackupError as exc:
                 return exc
 
-        results = await asyncio.gather(*(one(b) for b in targets))
-        return {b.name: r for b, r in zip(targets, results, strict=True)}
+        async with asyncio.TaskGroup() as tg:
+            tasks = {b.name: tg.create_task(one(b)) for b in targets}
+        return {name: t.result() for name, t in tasks.items()}
 
     async def capture(
         self, app: str, reason: str, kinds: Iterable[BackupKind] = ()
@@ -181,7 +182,10 @@ class Backups:
 
         got = await self._each(self._need(), one)
         outcome = captured(
-            {n: str(r) if isinstance(r, BackupError) else r.entries for n, r in got.items()}
+            {
+                n: str(r).removeprefix(f"{what}: ") if isinstance(r, BackupError) else r.entries
+                for n, r in got.items()
+            }
         )
         for name, why in outcome.failures.items():
             text = f"{app or 'the platform'} ({reason}) not backed up by backupd {name}: {why}"
@@ -191,7 +195,7 @@ class Backups:
         if not outcome.ok:
             status = 504 if all(_timed_out(r) for r in got.values()) else 409
             if len(got) == 1:
-                raise BackupError(str(next(iter(got.values()))), status)
+                raise BackupError(f"{what}: {next(iter(outcome.failures.values()))}", status)
             why = "; ".join(f"{n}: {w}" for n, w in outcome.failures.items())
             raise BackupError(f"{what} on any backupd: {why}", status)
         return outcome.entries
