@@ -247,7 +247,11 @@ async def night(b: Bench) -> list[tuple[Record, float]]:
     (one job at a time: the base backup, then the dump), each copied and
     drilled by the follow-up loop. Returns once each is verified or failed:
     its record, and when it was taken (complete in the local repository)."""
-    async with asyncio.timeout(NIGHT_TIMEOUT_S), b.streaming():
+    async with asyncio.timeout(NIGHT_TIMEOUT_S), b.streaming() as barman:
+        # backupd streams WAL all along; here Barman has just started, and
+        # `barman backup` refuses (its 'replication slot' and 'receive-wal
+        # running' checks) until pg_receivewal is up: every night failed so.
+        await caught_up(barman, server_name(HOST_ID))
         loop = asyncio.create_task(b.jobs.followup_loop())
         try:
             done: dict[str, float] = {}
