@@ -103,6 +103,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     it, so on a machine it set up nothing skips. ROOST_ALLOW_SKIPS=1 lets a
     developer without root run the rest.
     """
+    if hasattr(session.config, "workerinput"):
+        return  # a pytest-xdist worker: the controlling process sums up, once all ended
     if os.geteuid() == 0:
         remove_empty_tenant_cgroups(older_than=time.time() - 120)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

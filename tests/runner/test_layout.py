@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,11 +22,17 @@ def test_host_id_is_generated_once_and_kept(tmp_path: Path) -> None:
 
 
 def test_socket_paths_fit_sun_path(tmp_path: Path) -> None:
-    short = Layout(tmp_path / "d")
-    # A directory per instance: a sandboxed instance may write there alone.
-    assert short.socket_path("web-1") == str(
-        tmp_path / "d" / "runner" / "sockets" / "web-1" / "web.sock"
-    )
+    # A short base of its own: tmp_path's length varies (pytest-xdist adds
+    # a directory per worker) and could itself overflow sun_path.
+    base = Path(tempfile.mkdtemp(prefix="rl-", dir="/tmp"))
+    try:
+        short = Layout(base / "d")
+        # A directory per instance: a sandboxed instance may write there alone.
+        assert short.socket_path("web-1") == str(
+            base / "d" / "runner" / "sockets" / "web-1" / "web.sock"
+        )
+    finally:
+        shutil.rmtree(base)
     deep = Layout(tmp_path / ("x" * 120))
     path = deep.socket_path("web-1")
     assert len(path) <= MAX_SOCKET_PATH
