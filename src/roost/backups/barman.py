@@ -93,6 +93,13 @@ BACKUP_TIMEOUT_S = 24 * 3600.0
 RECOVER_TIMEOUT_S = 24 * 3600.0
 MARK_TIMEOUT_S = 30.0
 WAL_WAIT_S = 600.0
+# How long a base backup waits for WAL streaming to be up (a receive-wal just
+# started, by backupd's start or a server just made, is still connecting).
+STREAM_WAIT_S = 60.0
+# Barman's checks (as parse_check names them) that fail until receive-wal
+# streams through the slot; with one failing, `barman backup` refuses
+# ("Impossible to start the backup").
+STREAMING_CHECKS = ("replication slot", "receive wal running")
 RECEIVE_POLICY = Policy(
     backoff=Backoff(base_s=1.0, max_s=30.0, reset_after_s=60.0),
     stop_grace_s=10.0,
@@ -255,6 +262,7 @@ class Barman:
         """Take a base backup and wait until the WAL it needs is archived; its id."""
         if not self._archived_wal(server):
             await self.switch_wal(server)
+        await self.streaming(server)
         # Barman keeps each backup in base/<id>: what is there now is not new
         # (read from the directory, not with another barman command).
         base = self.server_dir(server) / "base"
@@ -269,6 +277,25 @@ class Barman:
         if new[-1].status != "DONE":
             raise BarmanError(f"base backup {new[-1].id} of {server} is {new[-1].status}")
         return new[-1].id
+
+    async def streaming(self, server: str, within: float = STREAM_WAIT_S) -> None:
+        """Return once receive-wal streams through the server's slot (Barman's
+        own checks say so), waiting up to `within` seconds; else BarmanError
+        saying which checks failed and what receive-wal last said."""
+        deadline = time.monotonic() + within
+        while True:
+            failing = await self.check(server)
+            if not any(c.startswith(STREAMING_CHECKS) for c in failing):
+                return
+            if time.monotonic() >= deadline:
+                # Every failed check: a source that is down says why here.
+                raise BarmanError(
+                    f"{server}: WAL streaming was not up within {within:g}s, so no base "
+                    f"backup was started (Barman's failed checks: {'; '.join(failing)}; "
+                    f"receive-wal {'runs' if self.receiving(server) else 'is not running'}: "
+                    f"{self._why(server)})"
+                )
+            await asyncio.sleep(1.0)
 
     def _archived_wal(self, server: str) -> bool:
         xlogdb = self.server_dir(server) / "wals" / "xlog.db"
