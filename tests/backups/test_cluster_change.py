@@ -9,6 +9,7 @@ a time between the two is refused naming both windows."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -18,9 +19,11 @@ import pytest
 
 from roost.backups import pitr
 from roost.backups.barman import Barman, Window, advance, generation_name, parse_check
+from roost.backups.barmanconf import own_slot_name, slot_name
 from roost.backups.clusters import Clusters
 from roost.backups.layout import Layout
 from roost.backups.restore import RestoreRefused
+from roost.backups.slots import OwnSlotBarman
 from roost.backups.sources import Where
 from roost.wire.messages import BackupEvent, PgSource
 from tests.backups.pgsource import Source, pg_source
@@ -122,7 +125,8 @@ async def test_a_new_cluster_gets_a_new_barman_server(layout: Layout) -> None:
         new_id = _systemid(new)
         assert new_id != old_id
         host.source = new.pg
-        async with Barman(layout) as barman:
+        # (backupd's own slots from here on, as the daemon streams: slots.py)
+        async with OwnSlotBarman(layout, backupd="bak1") as barman:
             clusters = Clusters(barman, host, dict)  # type: ignore[arg-type]
             await clusters.ensure()
             # What Barman 3.4 does with the old server against the new cluster.
@@ -136,8 +140,15 @@ async def test_a_new_cluster_gets_a_new_barman_server(layout: Layout) -> None:
 
             second = await clusters.stage("sh1", layout.root, "capture")
             assert second.facts["server"] == "sh1-g2"
-            # The same paths every time (restic's parent), generations.json with them.
-            assert second.paths == ["barman/sh1-g2", "barman/generations.json"]
+            # The same paths every time (restic's parent), generations.json
+            # and slots.json with them.
+            assert second.paths == [
+                "barman/sh1-g2",
+                "barman/generations.json",
+                "barman/slots.json",
+            ]
+            slots = json.loads((layout.barman / "slots.json").read_text())
+            assert slots == {"sh1": slot_name("sh1"), "sh1-g2": own_slot_name("bak1", "sh1-g2")}
             assert second.facts_path == "barman/sh1-g2.facts.json"
             assert await clusters.check(SimpleNamespace(facts=second.facts)) == []
             assert await barman.check("sh1-g2") == []

@@ -56,11 +56,12 @@ async def test_a_second_base_backup_reads_only_what_changed(
         (server / "wals" / f"{i:04d}").mkdir(parents=True)
         (server / "wals" / f"{i:04d}" / "segment").write_bytes(bytes([i]) * 50_000)
     (layout.barman / "generations.json").write_text('{"sh1": [["sh1", "7001"]]}')
+    (layout.barman / "slots.json").write_text('{"sh1": "barman_sh1"}')
 
     async def in_place(host: str, staging: Path, reason: str) -> Staged:
         # As clusters.stage stages one: in place under DATA/backupd.
         return Staged(layout.root, {"server": "sh1"}, host,
-                      paths=["barman/sh1", "barman/generations.json"],
+                      paths=["barman/sh1", "barman/generations.json", "barman/slots.json"],
                       facts_path="barman/sh1.facts.json")  # fmt: skip
 
     jobs.stager.pgbase = in_place
@@ -70,14 +71,17 @@ async def test_a_second_base_backup_reads_only_what_changed(
     assert first.entry.state == second.entry.state == "taken"
     snaps = {s.id: s for s in await jobs.repos.local.snapshots(["kind=pgbase"])}
     assert snaps[second.snapshots["local"]].parent == first.snapshots["local"]
-    # restic's summary of the second: the 21 files (the facts aside) unchanged.
+    # restic's summary of the second: the 22 files (the facts aside) unchanged.
     [said] = [r.getMessage() for r in caplog.records if second.id in r.getMessage()]
-    assert re.search(r"; 21 files unchanged, \d+ bytes added\)$", said), said
-    # The facts and generations.json are in the snapshot; nothing is left behind.
+    assert re.search(r"; 22 files unchanged, \d+ bytes added\)$", said), said
+    # The facts, generations.json and slots.json are in the snapshot; nothing
+    # is left behind.
     facts = await jobs.repos.local.dump(second.snapshots["local"], "/barman/sh1.facts.json")
     assert facts == b'{"server": "sh1"}'
     gens = await jobs.repos.local.dump(second.snapshots["local"], "/barman/generations.json")
     assert gens == b'{"sh1": [["sh1", "7001"]]}'
+    slots = await jobs.repos.local.dump(second.snapshots["local"], "/barman/slots.json")
+    assert slots == b'{"sh1": "barman_sh1"}'
     assert not (layout.barman / "sh1.facts.json").exists()
     assert list(layout.staging.iterdir()) == []
 

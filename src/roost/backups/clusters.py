@@ -189,11 +189,15 @@ class Clusters:
         # facts too: not under staging/<id>/), so restic finds the last
         # snapshot of them as its parent and reads only what changed, not
         # every base backup and WAL segment again. generations.json goes
-        # with them: which server was which cluster, for a restore from it.
+        # with them: which server was which cluster, for a restore from it;
+        # and slots.json (roost.backups.slots): a backupd rebuilt from the
+        # repository streams through the slots its servers had, not new ones
+        # beside them that would leave the old holding WAL on the servicehost.
         root = self.barman.layout.root
         paths = [self.barman.server_dir(server)]
-        if self._generations_file.exists():
-            paths.append(self._generations_file)
+        for kept in (self._generations_file, self.barman.home / "slots.json"):
+            if kept.exists():
+                paths.append(kept)
         return Staged(
             root,
             facts,
