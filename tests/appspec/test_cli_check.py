@@ -89,3 +89,40 @@ def test_an_internal_error_is_reported_without_a_traceback(
     monkeypatch.setattr(check_module, "check_path", broken)
     code, out = run(str(tmp_path), "--json")
     assert code == 1 and "internal error" in json.loads(out)["errors"][0]["message"]
+
+
+def test_app_json_in_the_plan_and_its_problems(make_app: MakeApp) -> None:
+    app_json = {
+        "healthchecks": {"web": [{"path": "/up", "attempts": 4, "content": "ok"}]},
+        "scripts": {"dokku": {"predeploy": "./migrate", "postdeploy": "./warm"}},
+        "formation": {"web": {"quantity": 2}},
+        "colour": "blue",
+    }
+    root = make_app({"Procfile": "web: gunicorn app:app\n", "app.json": json.dumps(app_json)})
+    code, out = run(str(root))
+    assert code == 0
+    for words in ("app.json", "Health checks", "/up", "200-399 containing 'ok'",
+                  "predeploy (once per deploy)", "./migrate", "./warm", "formation: web=2",
+                  "Warnings", "colour", "deployable"):  # fmt: skip
+        assert words in out
+    code, out = run(str(root), "--json")
+    data = json.loads(out)
+    assert data["files"] == ["Procfile", "app.json"]
+    assert data["spec"]["healthchecks"]["web"]["attempts"] == 4
+    assert data["warnings"][0]["file"] == "app.json"
+    (root / "app.json").write_text('{"healthchecks": {"web": [{"timeout": "ten"}]}}')
+    code, out = run(str(root), "--json")
+    data = json.loads(out)
+    assert code == 1 and data["errors"] == [
+        {
+            "message": 'healthchecks.web[0].timeout: expected a number, got "ten"',
+            "file": "app.json",
+            "line": 0,
+            "hint": "",
+        }
+    ]
+    (root / "app.json").write_text('{"cron": [}')
+    code, out = run(str(root / "app.json"), "--json")
+    (error,) = json.loads(out)["errors"]
+    assert code == 1 and error["line"] == 1
+    assert error["message"].startswith("invalid JSON at line 1, column 11")

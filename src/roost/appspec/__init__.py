@@ -1,8 +1,10 @@
-"""App configuration (epio.ini, Procfile) -> AppSpec. Pure: no I/O beyond reading the files.
+"""App configuration (epio.ini, Procfile, app.json) -> AppSpec.
+
+Pure: no I/O beyond reading the files.
 
 Public API:
     load_app(app_dir) -> AppSpec           the builder's entry point (raises AppSpecError)
-    load_file(path) -> AppSpec             one epio.ini or Procfile on its own
+    load_file(path) -> AppSpec             one epio.ini, Procfile or app.json on its own
     check_app / check_file / check_path    the same, as a CheckReport (never raise)
     parse_epio(text) / parse_procfile_spec(text) -> AppSpec   pure, from file contents
 """

@@ -1,6 +1,7 @@
 """`roost check`, the builder and `roost deploy`: is this app deployable, and what will run?
 
-`check_app` reads an app directory's epio.ini and/or Procfile, maps them to an
+`check_app` reads an app directory's epio.ini and/or Procfile (and app.json
+when there is one), maps them to an
 AppSpec and checks it against the app's files; `check_file` checks one
 configuration file on its own. Neither raises for a user mistake: every
 problem is in the report.
@@ -13,6 +14,7 @@ from pathlib import Path
 import msgspec
 
 from roost.appspec.appdir import inside, inspect_app
+from roost.appspec.appjson import APP_JSON
 from roost.appspec.compose import compose
 from roost.appspec.errors import Problem
 from roost.appspec.model import AppSpec, ConfigWarning
@@ -63,13 +65,15 @@ def _report(path: Path, files: list[str], spec: AppSpec | None, diag: Diagnostic
 
 
 def check_file(path: Path) -> CheckReport:
-    """Check one epio.ini (any name) or Procfile on its own, without the app's files."""
+    """Check one epio.ini (any name), Procfile or app.json on its own, without the app's files."""
     path = Path(path)
     diag = Diagnostics()
     data = _read(path, diag)
     if data is None:
         return _report(path, [], None, diag)
-    if is_procfile(path):
+    if path.name == APP_JSON:
+        composed = compose(app_json=data)
+    elif is_procfile(path):
         composed = compose(procfile=data, procfile_name=path.name)
     else:
         composed = compose(epio=data, epio_name=path.name)
@@ -84,24 +88,26 @@ def check_app(app_dir: Path) -> CheckReport:
     if not root.is_dir():
         diag.error(f"{root} is not a directory")
         return _report(root, [], None, diag)
-    ini, procfile = root / EPIO_INI, root / PROCFILE
-    files = [p.name for p in (ini, procfile) if p.is_file()]
-    if not files:
+    ini, procfile, app_json = root / EPIO_INI, root / PROCFILE, root / APP_JSON
+    files = [p.name for p in (ini, procfile, app_json) if p.is_file()]
+    if not (ini.is_file() or procfile.is_file()):
         diag.error(
             f"{root} has neither {EPIO_INI} nor {PROCFILE}",
-            hint="an app tells Roost how to run it with one of them (or both)",
+            hint="an app tells Roost how to run it with one of them (or both); "
+            f"{APP_JSON} adds health checks, scripts and cron jobs to them",
         )
         return _report(root, files, None, diag)
-    for path in (ini, procfile):
+    for path in (ini, procfile, app_json):
         if path.name in files and not inside(root, path):
             diag.error(f"{path.name} is a symlink that leads out of the app", path.name)
     if diag.errors:
         return _report(root, files, None, diag)
     epio_data = _read(ini, diag) if ini.name in files else None
     procfile_data = _read(procfile, diag) if procfile.name in files else None
+    app_json_data = _read(app_json, diag) if app_json.name in files else None
     if diag.errors:
         return _report(root, files, None, diag)
-    composed = compose(epio_data, procfile_data)
+    composed = compose(epio_data, procfile_data, app_json_data)
     diag.extend(composed.diag)
     spec = composed.spec
     if spec is not None:

@@ -13,6 +13,19 @@ Merge rule when an app has both files
 * `release:` exists only in the Procfile.
 The Procfile wins because it is the newer convention: apps that add one to an
 ep.io-era tree are moving their process definitions there.
+
+app.json (Heroku/Dokku, `roost.appspec.appjson`) declares no processes; it
+adds to what the other two say:
+* `env` values are defaults: epio.ini's [env] wins, with a warning when the
+  two give a variable different values.
+* `addons` add services to epio.ini's [services] (a union).
+* `cron` jobs are added to epio.ini's [cron]; a job both declare (same
+  command and schedule) runs once, with a warning.
+* `scripts.dokku.predeploy` runs before the Procfile's `release:` (a warning
+  when both are the same command: it would run twice); `postdeploy` after the
+  release serves.
+* `formation` and `healthchecks` exist only in app.json; a process type they
+  name that neither epio.ini nor the Procfile declares is a warning.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from roost.appspec.appjson import APP_JSON, AppJson, parse_app_json
 from roost.appspec.epio import DJANGO_ENTRYPOINT, map_epio
 from roost.appspec.errors import AppSpecError
 from roost.appspec.ini import parse_ini
@@ -66,6 +80,45 @@ def _merge(spec: AppSpec, procfile: Procfile, procfile_name: str, diag: Diagnost
     )
 
 
+def _merge_app_json(spec: AppSpec, app: AppJson, name: str, diag: Diagnostics) -> AppSpec:
+    env = dict(app.env)
+    for key, value in spec.env.items():
+        if key in env and env[key] != value:
+            diag.warn(f"env.{key}: epio.ini's [env] value is used, not app.json's", name)
+        env[key] = value
+    cron = list(spec.cron)
+    declared = {(job.command, job.schedule): job for job in cron}
+    for job in app.cron:
+        twin = declared.get((job.command, job.schedule))
+        if twin is not None:
+            diag.warn(f"{job.source}: the same job as {twin.source}; it runs once", name)
+        else:
+            cron.append(job)
+    if app.predeploy is not None and app.predeploy == spec.release_command:
+        diag.warn(
+            "scripts.dokku.predeploy is the Procfile's release command too: it runs twice",
+            name,
+            hint="keep it in one of them",
+        )
+    formation, healthchecks = dict(app.formation), dict(app.healthchecks)
+    if spec.processes:  # an app.json checked on its own knows no process types
+        for what, named in (("formation", formation), ("healthchecks", healthchecks)):
+            for proc in [p for p in named if p not in spec.processes]:
+                diag.warn(f"{what}.{proc}: no such process type; ignored", name)
+                del named[proc]
+    return msgspec.structs.replace(
+        spec,
+        env=env,
+        services=[*spec.services, *(s for s in app.services if s not in spec.services)],
+        cron=cron,
+        predeploy_command=app.predeploy,
+        postdeploy_command=app.postdeploy,
+        healthchecks=healthchecks,
+        formation=formation,
+        sources=[*spec.sources, name],
+    )
+
+
 def _finish(spec: AppSpec, diag: Diagnostics, epio_name: str) -> AppSpec:
     web = spec.processes.get("web")
     if spec.django is not None and spec.django.implied and web is not None:
@@ -78,7 +131,8 @@ def _finish(spec: AppSpec, diag: Diagnostics, epio_name: str) -> AppSpec:
             "for a static-only site set [wsgi] enabled = false",
         )
     # A process that failed to map already has its error; "nothing to run" would be noise.
-    if not spec.processes and not spec.static and not diag.errors:
+    only_app_json = spec.sources == [APP_JSON]  # checked on its own: it declares no processes
+    if not spec.processes and not spec.static and not diag.errors and not only_app_json:
         diag.error(
             "nothing to run: no web process, no other process and no static files",
             spec.sources[0] if spec.sources else "",
@@ -91,6 +145,7 @@ def _finish(spec: AppSpec, diag: Diagnostics, epio_name: str) -> AppSpec:
 def compose(
     epio: bytes | str | None = None,
     procfile: bytes | str | None = None,
+    app_json: bytes | str | None = None,
     *,
     epio_name: str = "epio.ini",
     procfile_name: str = "Procfile",
@@ -116,7 +171,11 @@ def compose(
         except AppSpecError as exc:
             diag.errors.extend(exc.problems)
             parsed_ok = False
-    if not parsed_ok or (epio is None and procfile is None):
+    app: AppJson | None = None
+    if app_json is not None:
+        app = parse_app_json(app_json, diag)
+        parsed_ok = parsed_ok and app is not None
+    if not parsed_ok or (epio is None and procfile is None and app_json is None):
         return Composed(None, diag, lines)
     if proc is not None:
         if spec is None:
@@ -127,5 +186,7 @@ def compose(
             )
         else:
             spec = _merge(spec, proc, procfile_name, diag)
+    if app is not None:
+        spec = _merge_app_json(spec or AppSpec(), app, APP_JSON, diag)
     assert spec is not None
     return Composed(_finish(spec, diag, epio_name), diag, lines)

@@ -120,6 +120,28 @@ class CronJob(msgspec.Struct, frozen=True, kw_only=True):
     overlap: str = "allow"
 
 
+class HealthCheck(msgspec.Struct, frozen=True, kw_only=True):
+    """How to tell that a new instance of a process type is ready for traffic.
+
+    An HTTP GET of `path` on the instance must answer a status in
+    `status_min`..`status_max` (2xx/3xx by default) and, when `content` is set,
+    a body containing it, within `timeout` seconds. The first try is made
+    `initial_delay` seconds after the start, then every `interval` seconds, at
+    most `attempts` times. Read from app.json's `healthchecks`
+    (`roost.appspec.appjson`).
+    """
+
+    path: str = "/"
+    status_min: int = 200
+    status_max: int = 399
+    content: str = ""
+    timeout: float = 5.0
+    attempts: int = 3
+    initial_delay: float = 0.0
+    interval: float = 5.0
+    source: str = ""
+
+
 class ConfigWarning(msgspec.Struct, frozen=True, kw_only=True):
     message: str
     file: str = ""
@@ -154,6 +176,14 @@ class AppSpec(msgspec.Struct, frozen=True, kw_only=True):
     basic_auth: BasicAuth | None = None
     # Procfile `release:` command, run once per deploy before the release serves.
     release_command: str | None = None
+    # app.json `scripts`: run once per deploy before the release serves
+    # (before `release_command`), and once after it serves.
+    predeploy_command: str | None = None
+    postdeploy_command: str | None = None
+    # Process type -> health check (app.json `healthchecks`).
+    healthchecks: dict[str, HealthCheck] = {}
+    # Process type -> instance count asked for (app.json `formation`).
+    formation: dict[str, int] = {}
     python_version: str | None = None
     warnings: list[ConfigWarning] = []
     # The config files this spec was read from, e.g. ["epio.ini", "Procfile"].

@@ -50,8 +50,16 @@ def _plan(console: Console, spec: AppSpec) -> None:
             runs = proc.command
         name = f"{proc.name} (HTTP)" if proc.web and proc.name != "web" else proc.name
         processes.add_row(escape(name), escape(runs), escape(proc.cwd), escape(proc.source))
+    if spec.predeploy_command:
+        processes.add_row(
+            "predeploy (once per deploy)", escape(spec.predeploy_command), ".", "app.json"
+        )
     if spec.release_command:
         processes.add_row("release (once per deploy)", escape(spec.release_command), ".", "")
+    if spec.postdeploy_command:
+        processes.add_row(
+            "postdeploy (after it serves)", escape(spec.postdeploy_command), ".", "app.json"
+        )
     if processes.rows:
         console.print(processes)
     else:
@@ -75,7 +83,19 @@ def _plan(console: Console, spec: AppSpec) -> None:
             when = job.schedule + (f" overlap={job.overlap}" if job.overlap != "allow" else "")
             cron.add_row(escape(when), escape(job.command), escape(job.source))
         console.print(cron)
+    if spec.healthchecks:
+        checks = _table("Health checks", "process", "GET", "expects", "timeout, tries, delay")
+        for process_type, hc in spec.healthchecks.items():
+            expects = f"{hc.status_min}-{hc.status_max}"
+            if hc.content:
+                expects += f" containing {hc.content!r}"
+            timing = f"{hc.timeout:g} s, {hc.attempts} every {hc.interval:g} s"
+            timing += f", after {hc.initial_delay:g} s"
+            checks.add_row(escape(process_type), escape(hc.path), escape(expects), timing)
+        console.print(checks)
     facts = [f"requirements: {spec.requirements or 'none'}"]
+    if spec.formation:
+        facts.append("formation: " + ", ".join(f"{k}={v}" for k, v in spec.formation.items()))
     if spec.django is not None:
         facts.append(f"Django: base {spec.django.base}, settings {spec.django.settings_module}")
     if spec.env:
@@ -133,7 +153,7 @@ def report_json(report: CheckReport) -> dict[str, Any]:
 @click.argument("path", required=False, default=".", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def check(path: Path, as_json: bool) -> None:
-    """Check an app directory (or one epio.ini or Procfile) before deploying it.
+    """Check an app directory (or one epio.ini, Procfile or app.json) before deploying it.
 
     Prints what would run (processes, static routes, services, cron jobs)
     and every warning; exits 1 with the errors when the app cannot be
