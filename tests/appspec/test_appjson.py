@@ -65,6 +65,7 @@ def test_heroku_documentation_example() -> None:
     assert "'openredis' is not provided" in warned and "addons[1]" in warned
     # Descriptive keys (name, logo, buildpacks, environments...) say nothing.
     assert "logo" not in warned and "buildpacks" not in warned
+    assert "Roost runs it after every deploy" in warned
 
 
 def test_healthcheck_fields_and_choice() -> None:

@@ -5,7 +5,8 @@ What is read
 * `scripts`: `dokku.predeploy` (once per deploy, before the release serves,
   before the Procfile's `release:`) and `dokku.postdeploy` (once after it
   serves); Heroku's top-level `postdeploy` (Heroku runs it once, after the
-  app's first deploy) is taken as the postdeploy script when Dokku's is absent.
+  app's first deploy) is taken as the postdeploy script when Dokku's is
+  absent, with a warning that Roost runs it after every deploy.
 * `formation`: process type -> `quantity` (a whole number >= 0). `size`,
   `max_parallel`, `autoscaling` and `service` are accepted and ignored with a
   warning: Roost has no dyno sizes and scales by its own rules.
@@ -201,6 +202,13 @@ def _scripts(w: _Walk, value: Any, result: AppJson) -> None:
     heroku = scripts.get("postdeploy")
     if heroku is not None:
         result.postdeploy = w.string(heroku, "scripts.postdeploy")
+        if result.postdeploy is not None:
+            # Seeding scripts written for Heroku's once-only run must be safe to repeat here.
+            w.warn(
+                "scripts.postdeploy",
+                "Heroku runs it once, when the app is created; Roost runs it after every deploy",
+                "make it safe to run again, or move it to scripts.dokku.postdeploy",
+            )
     dokku = w.obj(scripts["dokku"], "scripts.dokku") if "dokku" in scripts else None
     if dokku is None:
         return
