@@ -220,6 +220,13 @@ class Settings:
         "ROOST_POSTGRES_CONNECTION_LIMIT",
         "servicehost: connections each app's PostgreSQL role may hold at once",
     )
+    pg_slot_wal_keep_mb: int = _setting(
+        4096,
+        "ROOST_PG_SLOT_WAL_KEEP_MB",
+        "servicehost: most WAL (MB) PostgreSQL keeps for a replication slot whose receiver "
+        "(a backupd) lags or is gone (max_slot_wal_keep_size); beyond it the slot is "
+        "invalidated and backupd starts its window again, rather than the disk filling",
+    )
     redis_memory_mb: int = _setting(
         16, "ROOST_REDIS_MEMORY_MB", "servicehost: app Redis maxmemory without [redis] memory"
     )

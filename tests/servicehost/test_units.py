@@ -20,7 +20,7 @@ from roost.servicehost.backups import backup_name
 from roost.servicehost.disk import refusal, tree_size
 from roost.servicehost.host import limits_problem
 from roost.servicehost.names import BadAppName, check_app, pg_name, postgres_url, redis_url
-from roost.servicehost.postgres import listen_addresses, render_hba
+from roost.servicehost.postgres import Postgres, listen_addresses, render_hba
 from roost.servicehost.redis import bind_addresses, render_conf
 from roost.servicehost.resp import RedisError, encode_command, parse_info, read_reply
 from roost.servicehost.state import HostState, PgCluster, Service, load_state, save_state
@@ -289,3 +289,14 @@ def test_limits_settings_must_leave_each_app_something() -> None:
     for bad in (Settings(postgres_connection_limit=0), Settings(redis_memory_mb=0)):
         why = limits_problem(bad)
         assert why is not None and "must be at least 1" in why
+    why = limits_problem(Settings(pg_slot_wal_keep_mb=16))
+    assert why is not None and why.startswith("ROOST_PG_SLOT_WAL_KEEP_MB must be at least 32")
+    assert limits_problem(Settings(pg_slot_wal_keep_mb=32)) is None
+
+
+def test_a_slot_holds_at_most_the_setting_s_wal() -> None:
+    bins = binaries.Binaries(Path("/pg/bin"), Path("/usr/bin/redis-server"))
+    cluster = PgCluster(port=5432, password="pw")
+    pg = Postgres(bins, Path("/d"), Path("/l"), None, cluster, ["127.0.0.1"],  # type: ignore[arg-type]
+                  slot_wal_keep_mb=Settings().pg_slot_wal_keep_mb)  # fmt: skip
+    assert "max_slot_wal_keep_size=4096MB" in pg.argv()

@@ -84,6 +84,11 @@ class ServiceError(Exception):
         self.retryable = retryable
 
 
+# PostgreSQL keeps whole 16 MB segments for a slot: below two, a receiver a
+# moment behind would lose its slot.
+MIN_SLOT_WAL_KEEP_MB = 32
+
+
 def limits_problem(settings: Settings) -> str | None:
     """Why these settings cannot be used for the apps' limits, or None."""
     if settings.postgres_connection_limit < 1:
@@ -93,6 +98,12 @@ def limits_problem(settings: Settings) -> str | None:
         )
     if settings.redis_memory_mb < 1:
         return f"ROOST_REDIS_MEMORY_MB must be at least 1 (got {settings.redis_memory_mb})"
+    if settings.pg_slot_wal_keep_mb < MIN_SLOT_WAL_KEEP_MB:
+        return (
+            f"ROOST_PG_SLOT_WAL_KEEP_MB must be at least {MIN_SLOT_WAL_KEEP_MB} (two 16 MB "
+            f"WAL segments: less invalidates a receiver a moment behind; got "
+            f"{settings.pg_slot_wal_keep_mb})"
+        )
     return None
 
 
@@ -160,7 +171,7 @@ class ServiceHost:
             self._save()
         self.pg = Postgres(
             self.bins, self.layout.postgres, self.layout.logs, self.user, cluster,
-            self.listen,
+            self.listen, slot_wal_keep_mb=self.settings.pg_slot_wal_keep_mb,
         )  # fmt: skip
         self.pg.backupd_hosts = self.backupd_hosts
         self.pg.copies = self.copies()

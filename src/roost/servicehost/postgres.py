@@ -13,6 +13,10 @@ so the files on disk can never drift from what Roost means:
     (pg_hba `sameuser`), with its password (scram-sha-256); the database
     also revokes CONNECT from PUBLIC, so either check alone keeps app A out
     of app B's database. Nothing is ever `trust`.
+  * A replication slot holds at most ROOST_PG_SLOT_WAL_KEEP_MB of WAL
+    (max_slot_wal_keep_size): a backupd that is gone for good would
+    otherwise keep WAL until the disk is full; past it the slot is
+    invalidated, and a backupd that comes back starts its window again.
   * The backup role (backuprole.py) may log in, for replication and to any
     database, only from loopback and from the backupd hosts of the address
     book; from anywhere else it is rejected outright. Its lines come before
@@ -115,8 +119,12 @@ class Postgres:
         user: ServiceUser,
         cluster: PgCluster,
         listen: list[str],
+        slot_wal_keep_mb: int = 4096,
     ) -> None:
         self.bins = bins
+        # max_slot_wal_keep_size: a backupd gone for good (its slot left
+        # behind) would otherwise hold WAL until the disk is full.
+        self.slot_wal_keep_mb = slot_wal_keep_mb
         self.pgdata = pgdata
         self.log_file = logs / "postgres.log"
         self.user = user
@@ -212,6 +220,7 @@ class Postgres:
             "logging_collector": "off",
             "log_destination": "stderr",
             "log_line_prefix": "%m [%p] %q%u@%d ",
+            "max_slot_wal_keep_size": f"{self.slot_wal_keep_mb}MB",
         }
         argv = [self.bins.pg("postgres"), "-D", str(self.pgdata)]
         for k, v in settings.items():
