@@ -8,7 +8,9 @@ proven, with the platform; the servicehost stops, its data directory is
 deleted, it starts again empty; `BackupHostRestore` brings the app back, and
 its unchanged credentials read the same rows and keys, its data directory
 holds the same files. A servicehost that holds services is refused, by
-backupd and by the servicehost itself, and nothing changes.
+backupd and by the servicehost itself, and nothing changes. Each app is
+suspended (told to the controller) for its own part, and resumed after it
+when it came back whole; one that came back empty stays suspended.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class World:
     sh: Servicehost
     backupd: Backupd
     layout: Layout
+    ctl: Store  # the controller's table
 
     async def ask(self, msg: BackupHostRestore) -> object:
         return await self.backupd.handlers()(msg)
@@ -68,7 +71,8 @@ async def world() -> AsyncIterator[World]:
     async with servicehost_and_base("roost-hostrestore-") as (sh, base):
         url = sqlite_url(base / "state.db")
         migrate(url)
-        store = AsyncStore(Store(make_engine(url)))
+        ctl = Store(make_engine(url))
+        store = AsyncStore(ctl)
         core = Controller(store, Settings(), "c1")
         controller = ControllerService(core, None, platform=PlatformFiles(base, url))
         assert sh.backupd_keys is not None
@@ -87,7 +91,7 @@ async def world() -> AsyncIterator[World]:
                 backupd = await backupd_at(layout, pullers)
                 serving = asyncio.create_task(ctl_server.serve())
                 try:
-                    yield World(sh, backupd, layout)
+                    yield World(sh, backupd, layout, ctl)
                 finally:
                     await pullers.close()
                     serving.cancel()
@@ -127,6 +131,8 @@ async def test_every_app_comes_back_onto_a_fresh_servicehost(world: World) -> No
     pg = await provision(sh, "shop", "postgres")
     red = await provision(sh, "shop", "redis")
     blog = await provision(sh, "blog", "postgres")  # never backed up
+    owner = world.ctl.create_account_hashed("a@example.com", "x")
+    shop_id, blog_id = (world.ctl.create_app(a, owner).id for a in ("shop", "blog"))
     with as_app(pg) as conn:
         conn.execute("CREATE TABLE notes (id serial PRIMARY KEY, body text)")
         conn.execute("INSERT INTO notes (body) VALUES ('first'), ('second')")
@@ -174,6 +180,19 @@ async def test_every_app_comes_back_onto_a_fresh_servicehost(world: World) -> No
         assert r.ok and r.backup_id in ids and r.backup_id.startswith(kind), r
     assert not got[("blog", "pgdump")].ok
     assert "no verified backup of its database" in got[("blog", "pgdump")].message
+
+    # Each app was in maintenance for its own part (told to the controller):
+    # shop serves again; blog, back empty, stays suspended for an operator.
+    assert not world.ctl.app("shop").suspended and world.ctl.app("blog").suspended
+    told = ("suspend", "resume", "backup-restored", "backup-restore-failed")
+    said = [(e.kind, e.app_id) for e in reversed(world.ctl.events()) if e.kind in told]
+    assert said == [
+        ("suspend", blog_id),
+        ("backup-restore-failed", blog_id),
+        ("suspend", shop_id),
+        ("resume", shop_id),
+        ("backup-restored", shop_id),
+    ]
 
     # The credentials the controller holds, unchanged, read the same data.
     assert rows(pg) == ["first", "second"]

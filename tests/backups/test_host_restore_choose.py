@@ -1,6 +1,8 @@
 """What a host restore takes from the catalog (pure): the platform backups
 that recorded the servicehost, and per app the newest verified backup of
-each service it held there and of a data directory pulled from it."""
+each service it held there and of a data directory pulled from it; each
+app's part as one stretch (its time in maintenance), and whether it came
+back whole."""
 
 from __future__ import annotations
 
@@ -9,9 +11,17 @@ import json
 import pytest
 
 from roost.backups.catalog import Record, new_id
-from roost.backups.hostrestore import choose, platform_candidates, services_of, state_file
+from roost.backups.hostrestore import (
+    Step,
+    by_app,
+    choose,
+    outcome,
+    platform_candidates,
+    services_of,
+    state_file,
+)
 from roost.backups.restore import RestoreRefused
-from roost.wire.messages import BackupEntry, BackupKind
+from roost.wire.messages import BackupEntry, BackupKind, HostRestoreReport
 
 T0 = 1_780_000_000.0
 
@@ -71,3 +81,35 @@ def test_the_services_of_a_recorded_state_and_one_that_does_not_read() -> None:
     assert services_of(b'{"services": {}}') == set()
     with pytest.raises(RestoreRefused, match="does not read"):
         services_of(b"{not json")
+
+
+def test_each_apps_steps_are_one_stretch_in_the_order_chosen() -> None:
+    db, data = rec("pgdump", "shop", T0), rec("data", "shop", T0)
+    steps = [
+        Step("blog", "pgdump", None),
+        Step("shop", "pgdump", db),
+        Step("shop", "redis", None),
+        Step("shop", "data", data),
+    ]
+    assert by_app(steps) == [("blog", steps[:1]), ("shop", steps[1:])]
+    assert by_app([]) == []
+
+
+def test_an_app_is_back_only_when_every_kind_came_back() -> None:
+    ok = HostRestoreReport(app="shop", kind="pgdump", ok=True, backup_id="pgdump-1")
+    empty = HostRestoreReport(
+        app="shop",
+        kind="redis",
+        ok=False,
+        message="no verified backup of its Redis: it comes back empty",
+    )
+    failed = HostRestoreReport(
+        app="shop", kind="data", ok=False, backup_id="data-1", message="not restored: disk full"
+    )
+    assert outcome([ok]) == (True, "database: from pgdump-1")
+    assert outcome([ok, empty, failed]) == (
+        False,
+        "database: from pgdump-1; Redis: no verified backup of its Redis: it comes back empty; "
+        "data directory: not restored: disk full",
+    )
+    assert outcome([]) == (False, "nothing to restore")

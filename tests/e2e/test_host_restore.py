@@ -6,7 +6,9 @@ servicehost while it holds services, changing nothing; the platform stops,
 the servicehost's data directory is deleted, the platform starts again (the
 servicehost fresh and empty); `roost backups restore-host` brings the app
 back, and the credentials the app was given (DATABASE_URL, REDIS_URL,
-unchanged) read the same rows and key, its data directory the same file."""
+unchanged) read the same rows and key, its data directory the same file.
+While its data comes back the app shows its maintenance page (the router's
+503), and after it the app serves its restored Redis key again."""
 
 from __future__ import annotations
 
@@ -14,9 +16,12 @@ import json
 import os
 import shutil
 import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -36,6 +41,44 @@ SSH = [
     "-o",
     "LogLevel=ERROR",
 ]
+
+
+MAINTENANCE = "The site is down for maintenance"
+# The example app, plus a page that reads the key the test writes, with the
+# app's own REDIS_URL (RESP over a socket: the example needs no client library).
+GREETING_ROUTE = """
+
+@app.route("/greeting")
+def greeting() -> str:
+    from urllib.parse import unquote, urlsplit
+
+    u = urlsplit(os.environ["REDIS_URL"])
+    word = unquote(u.password or "").encode()
+    ask = b"*2\\r\\n$4\\r\\nAUTH\\r\\n$%d\\r\\n%s\\r\\n" % (len(word), word)
+    ask += b"*2\\r\\n$3\\r\\nGET\\r\\n$8\\r\\ngreeting\\r\\n"
+    with socket.create_connection((u.hostname, u.port), timeout=5) as s:
+        s.sendall(ask)
+        got = b""
+        while got.count(b"\\r\\n") < 3 and not got.endswith(b"$-1\\r\\n"):
+            part = s.recv(4096)
+            if not part:
+                break
+            got += part
+    return got.decode().split("\\r\\n")[2] if got.count(b"\\r\\n") >= 3 else ""
+"""
+
+
+def _watch(
+    get: Callable[[], httpx.Response], stop: threading.Event, seen: list[tuple[int, str]]
+) -> None:
+    """The app's page, asked again and again until `stop`: what it answered."""
+    while not stop.is_set():
+        try:
+            r = get()
+            seen.append((r.status_code, r.text))
+        except httpx.HTTPError as exc:
+            seen.append((0, repr(exc)))
+        stop.wait(0.05)
 
 
 def _rows(url: str) -> list[str]:
@@ -60,6 +103,8 @@ def test_every_app_comes_back_onto_a_servicehost_that_lost_its_data(tmp_path: Pa
         shutil.copytree(REPO / "examples" / "hello", src)
         with open(src / "epio.ini", "a") as ini:
             ini.write("\n[services]\npostgres = true\nredis = true\n")
+        with open(src / "app.py", "a") as code:
+            code.write(GREETING_ROUTE)
         p.roost("apps", "create", APP)
         p.roost("deploy", str(src), "--app", APP)
         info = {
@@ -71,6 +116,7 @@ def test_every_app_comes_back_onto_a_servicehost_that_lost_its_data(tmp_path: Pa
             conn.execute("CREATE TABLE notes (id serial PRIMARY KEY, body text)")
             conn.execute("INSERT INTO notes (body) VALUES ('first'), ('second')")
         assert _redis(info["redis"], "SET", "greeting", "hello") == "OK"
+        wait_until(lambda: p.get(APP, "/greeting").text == "hello", 60, "the app reads Redis")
         key = tmp_path / "id_ed25519"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         p.roost("keys", "add", str(key.with_suffix(".pub")))
@@ -113,8 +159,24 @@ def test_every_app_comes_back_onto_a_servicehost_that_lost_its_data(tmp_path: Pa
         with pytest.raises(psycopg.OperationalError):
             _rows(url)
 
-        out = p.roost("backups", "restore-host", "servicehost", "--yes", "--json").stdout
+        # The restore, with the app's page watched meanwhile.
+        stop = threading.Event()
+        seen: list[tuple[int, str]] = []
+        watcher = threading.Thread(
+            target=_watch, args=(lambda: p.get(APP, "/greeting"), stop, seen)
+        )
+        watcher.start()
+        try:
+            out = p.roost("backups", "restore-host", "servicehost", "--yes", "--json").stdout
+        finally:
+            stop.set()
+            watcher.join()
         done = json.loads(out)
+        # Its maintenance page while its data came back (suspended at its start,
+        # resumed at its end: the restore's answer comes after both).
+        assert any(code == 503 and MAINTENANCE in text for code, text in seen), seen
+        assert not json.loads(p.roost("apps", "info", APP, "--json").stdout)["suspended"]
+        wait_until(lambda: p.get(APP, "/greeting").text == "hello", 120, "the app serving again")
         assert done["ok"] and done["platform_backup"] in ids, done
         assert sorted((r["kind"], r["backup_id"]) for r in done["reports"]) == sorted(
             (i.split("-")[0], i) for i in ids if not i.startswith("platform")
@@ -127,6 +189,8 @@ def test_every_app_comes_back_onto_a_servicehost_that_lost_its_data(tmp_path: Pa
         assert manifest(appdata) == files
         # Platform events say so: the refusal, then what came back from where.
         events = resolve(p.data).request("GET", "/api/dashboard")["events"]
+        of_app = [(e["kind"], e["message"]) for e in events if e["kind"] in ("suspend", "resume")]
+        assert of_app[:2] == [("resume", f"{APP} resumed"), ("suspend", f"{APP} suspended")], events
         kinds = {e["kind"]: e["message"] for e in events if e["kind"].startswith("servicehost-")}
         assert "holds services already" in kinds["servicehost-restore-failed"], events
         assert kinds["servicehost-restored"].startswith(

@@ -28,6 +28,13 @@ credential ever goes there):
 A report per app and kind says what came back, from which backup, or why
 not: no verified backup (the service comes back empty) or the restore's
 failure. One app's failure does not stop the others'.
+
+Each app is in maintenance for its own part only: before its first kind is
+restored backupd asks a controller to suspend it (HostRestoreApp; the
+router shows its maintenance page), and after its last it says how the part
+ended; the controller resumes it when every kind came back, and leaves it
+suspended otherwise (roost.controller.hostsuspend says why). The apps
+restored already serve while the others' parts go on.
 """
 
 from __future__ import annotations
@@ -49,12 +56,15 @@ from roost.backups.restore import Restorer, RestoreRefused
 from roost.backups.sources import SourceError, Where
 from roost.wire.cluster import Endpoint
 from roost.wire.messages import (
+    APP_SUSPENDED,
     BackupHostRestore,
     BackupHostRestored,
     BackupKind,
     BackupRestore,
     BackupSource,
+    HostRestoreApp,
     HostRestoreReport,
+    Ok,
     ServiceHostRestore,
 )
 
@@ -129,6 +139,27 @@ def choose(
     return sorted(steps, key=lambda s: (s.app, ORDER.index(s.kind)))
 
 
+def by_app(steps: Iterable[Step]) -> list[tuple[str, list[Step]]]:
+    """The steps per app, apps in the order their first step comes: each
+    app's part of a host restore is one stretch, the app in maintenance
+    for that stretch only. Pure."""
+    out: dict[str, list[Step]] = {}
+    for step in steps:
+        out.setdefault(step.app, []).append(step)
+    return list(out.items())
+
+
+def outcome(reports: Iterable[HostRestoreReport]) -> tuple[bool, str]:
+    """One app's part: whether every kind came back (one without a verified
+    backup came back empty, which is not back), and what each did. Pure."""
+    reports = list(reports)
+    ok = bool(reports) and all(r.ok for r in reports)
+    said = "; ".join(
+        f"{WHAT[r.kind]}: {'from ' + r.backup_id if r.ok else r.message}" for r in reports
+    )
+    return ok, said or "nothing to restore"
+
+
 @dataclass
 class HostRestorer:
     jobs: Jobs
@@ -157,7 +188,13 @@ class HostRestorer:
         await self.jobs.pullers.refresh()  # its answer now names what it took on
         found = self.jobs.pullers.host(host_id)
         src = found[1] if found is not None else src
-        reports = [await self._one(step, ep, src) for step in steps]
+        reports = []
+        for app, of_app in by_app(steps):
+            # The app in maintenance for its own part only (see _suspend).
+            resume = await self._suspend(host_id, app)
+            done = [await self._one(step, ep, src) for step in of_app]
+            reports += done
+            await self._ended(host_id, app, resume, done)
         failed = [r for r in reports if not r.ok]
         log.info(
             "host restore %s of %s: %d restored, %d not%s", rid, host_id,
@@ -165,6 +202,31 @@ class HostRestorer:
             "".join(f"; {r.app} {r.kind}: {r.message}" for r in failed),
         )  # fmt: skip
         return BackupHostRestored(host=host_id, platform_backup=platform.id, reports=reports)
+
+    async def _suspend(self, host_id: str, app: str) -> bool:
+        """The app in maintenance (a controller suspends it) while its data
+        comes back; whether the controller says it suspended it (then the
+        end may resume it). A controller that does not answer does not stop
+        the restore: the data matters more than the page meanwhile."""
+        msg = HostRestoreApp(host=host_id, app=app, starting=True)
+        try:
+            reply = await self.jobs.pullers.tell(msg)
+        except SourceError as exc:
+            log.warning("host restore: %s not suspended (it serves meanwhile): %s", app, exc)
+            return False
+        return isinstance(reply, Ok) and reply.detail == APP_SUSPENDED
+
+    async def _ended(
+        self, host_id: str, app: str, resume: bool, reports: list[HostRestoreReport]
+    ) -> None:
+        ok, message = outcome(reports)
+        msg = HostRestoreApp(
+            host=host_id, app=app, starting=False, resume=resume, ok=ok, message=message
+        )
+        try:
+            await self.jobs.pullers.tell(msg)
+        except SourceError as exc:
+            log.warning("host restore: the end of %s's part not told (%s): %s", app, message, exc)
 
     async def _fresh(self, host_id: str) -> tuple[Endpoint, BackupSource]:
         """The servicehost, answering now and holding no app's service."""

@@ -29,6 +29,7 @@ from roost.wire.messages import (
     DataArchive,
     DataPull,
     DataRestore,
+    HostRestoreApp,
     Msg,
     PgSource,
     PlatformSnapshot,
@@ -283,6 +284,13 @@ class Pullers:
             )
             return reply
         return msgspec.structs.replace(reply, files={**reply.files, INDEX_FILE: index})
+
+    async def tell(self, msg: HostRestoreApp) -> Msg:
+        """One app's part of a host restore starts or ended, to a controller
+        (it suspends or resumes the app). Asked once: a start asked again
+        would find the app suspended by the first and not say it did.
+        SourceError when no controller answers."""
+        return await self._ask(self.controllers(), msg, ASK_TIMEOUT_S, "host restore")
 
     async def report(self, event: BackupEvent) -> None:
         """A failure (or a recovery) as a platform event; logged when no

@@ -270,11 +270,15 @@ def backups_restore_host(ctx: click.Context, host: str, yes: bool, as_json: bool
     HOST must hold no app's service (started afresh, empty). It takes on the
     services it held, with the credentials the apps have, from the newest
     platform backup that recorded them; then each app's newest verified
-    database, Redis and data directory backups are restored into them.
+    database, Redis and data directory backups are restored into them. Each
+    app shows its maintenance page while its own data comes back and serves
+    again when it all did; one that did not come back whole stays in
+    maintenance until `roost resume --app APP`.
     """
     if not yes:
         click.confirm(
-            f"Restore every app of servicehost {host} onto it? It must be empty (fresh)",
+            f"Restore every app of servicehost {host} onto it? It must be empty (fresh); "
+            "each app shows its maintenance page while its data comes back",
             abort=True,
         )
     data = _api(ctx).request("POST", f"/api/servicehosts/{host}/restore", timeout=HOST_LONG)
@@ -286,6 +290,12 @@ def backups_restore_host(ctx: click.Context, host: str, yes: bool, as_json: bool
             mark = "[green]restored[/]" if r["ok"] else "[bold red]NOT restored[/]"
             from_ = f" from {r['backup_id']}" if r["backup_id"] else ""
             console.print(f"{r['app']} {r['kind']}{from_}: {mark}: {r['message']}")
+        held = sorted({r["app"] for r in data["reports"] if not r["ok"]})
+        if held:
+            console.print(
+                f"[bold red]in maintenance[/] until resumed (`roost resume --app APP`): "
+                f"{', '.join(held)}"
+            )
     if not data["ok"]:
         raise SystemExit(EXIT_ERROR)
 

@@ -15,6 +15,7 @@ from roost.controller.copies import CopyAttempts, needed_images, note_copy, plan
 from roost.controller.core import Controller
 from roost.controller.deployflow import Event, Stage, build_move, failure_move, stage_of
 from roost.controller.gateway_rpc import GatewayRpc
+from roost.controller.hostsuspend import HostSuspend
 from roost.controller.image_rpc import ImageRpc
 from roost.controller.metrics import BUILDS
 from roost.controller.platformsnap import PlatformFiles, PlatformSnap
@@ -102,6 +103,7 @@ class ControllerService:
         self.gateway = GatewayRpc(self)
         self.images = ImageRpc(controller)
         self.platform = PlatformSnap(controller.store, platform)  # backupd's questions
+        self.host_suspend = HostSuspend(controller)  # a host restore's apps in maintenance
         self._copy_attempts: dict[str, CopyAttempts] = {}
         self._needed: tuple[int, set[str]] | None = None  # (desired-state count, digests)
         # Every request a controller answers (the gateway's and the image
@@ -119,6 +121,7 @@ class ControllerService:
                 *self.gateway.entries(),
                 *self.images.entries(),
                 *self.platform.entries(),
+                *self.host_suspend.entries(),
             ],
         )
 

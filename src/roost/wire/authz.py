@@ -68,6 +68,7 @@ from roost.wire.messages import (
     GatewayDeploy,
     Heartbeat,
     HeartbeatReply,
+    HostRestoreApp,
     ImageChunk,
     ImageChunkRequest,
     ImageCopy,
@@ -192,6 +193,7 @@ FLOWS: dict[type[Msg], Flow] = {
     RepoRestore: Flow(by=BACKUPD, to=GATEWAY),
     PlatformSnapshotRequest: Flow(by=BACKUPD, to=CONTROLLER),
     BackupEvent: Flow(by=BACKUPD, to=CONTROLLER),
+    HostRestoreApp: Flow(by=BACKUPD, to=CONTROLLER),
     # controller -> backupd (what `roost backups` asks for)
     BackupCapture: Flow(by=CONTROLLER, to=BACKUPD),
     BackupListRequest: Flow(by=CONTROLLER, to=BACKUPD),

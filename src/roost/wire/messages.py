@@ -886,6 +886,25 @@ class BackupEvent(Msg, frozen=True, kw_only=True):
     message: str
 
 
+class HostRestoreApp(Msg, frozen=True, kw_only=True):
+    """backupd -> controller: one app's part of a host restore starts (the
+    controller suspends it: its maintenance page, answering Ok(detail=
+    APP_SUSPENDED) when it did, Ok() when the app was suspended already or is
+    unknown) or ended. At the end, the controller resumes it when every kind
+    came back (`ok`) and it suspended it at the start (`resume`, from that
+    answer); an app that did not come back whole stays suspended."""
+
+    host: str
+    app: str
+    starting: bool
+    resume: bool = False  # (the end) the start's answer said it suspended the app
+    ok: bool = True  # (the end) every kind of the app came back
+    message: str = ""  # (the end) what came back or did not
+
+
+APP_SUSPENDED = "suspended"  # HostRestoreApp's answer: this start suspended the app
+
+
 AnyMsg = (
     AppRemoved
     | AppGrant
@@ -965,4 +984,5 @@ AnyMsg = (
     | ServiceHostRestored
     | BackupHostRestore
     | BackupHostRestored
+    | HostRestoreApp
 )

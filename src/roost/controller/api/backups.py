@@ -206,7 +206,9 @@ async def restore_servicehost(
 ) -> dict[str, Any]:
     """Every app of a servicehost that lost its data (and came back empty),
     back onto it with the credentials the apps hold: the operators'. A
-    platform event says what came back, and names what did not."""
+    platform event says what came back, and names what did not. Each app
+    is in maintenance for its own part meanwhile: backupd tells this
+    controller when it starts and ends (roost.controller.hostsuspend)."""
     require_admin(who, "restoring a servicehost")
     b = _backups(c)
     try:
