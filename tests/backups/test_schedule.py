@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import calendar
+from pathlib import Path
 
 import pytest
 
 from roost.backups.catalog import Record
+from roost.backups.daemon import build
+from roost.backups.layout import Layout
 from roost.backups.schedule import (
     DAY_S,
     Cadence,
@@ -19,6 +22,7 @@ from roost.backups.schedule import (
     runs_from,
     wanted,
 )
+from roost.settings import Settings
 from roost.wire.messages import BackupEntry
 
 HOUR = 3600.0
@@ -33,6 +37,7 @@ def test_what_is_wanted_follows_what_the_sources_hold() -> None:
     src = Sources(clusters=("svc1",), databases=("a",), redis=("a", "b"), data=("b",), git=("a",))
     assert set(wanted(src)) == {
         Job("pgbase", host="svc1"),
+        Job("archive-wal", host="svc1"),
         Job("pgdump", "a"),
         Job("redis", "a"),
         Job("redis", "b"),
@@ -50,6 +55,26 @@ def test_the_last_slot_is_todays_hour_once_passed_else_yesterdays() -> None:
     assert last_slot(utc(10, 2, 59), 3) == utc(9, 3)
     assert last_slot(utc(10, 23), 3) == utc(10, 3)
     assert last_slot(utc(1, 0), 23) == utc(1, 0) - HOUR  # across a month's start
+
+
+def test_each_cluster_s_wal_is_archived_every_few_minutes() -> None:
+    jobs = wanted(Sources(clusters=("svc1", "svc2"), platform=False))
+    archive = [j for j in jobs if j.kind == "archive-wal"]
+    assert archive == [Job("archive-wal", host="svc1"), Job("archive-wal", host="svc2")]
+    t = utc(10, 12)
+    assert set(due(t, CADENCE, archive, {})) == set(archive)  # at once after a start
+    runs = {archive[0]: Run(t, True), archive[1]: Run(t + 60, True)}
+    # Not again before `archive_s` (300 s), between the nights as at them.
+    assert due(t + 299, CADENCE, archive, runs) == []
+    assert due(t + 300, CADENCE, archive, runs) == [archive[0]]
+    assert due(t + 400, CADENCE, archive, runs) == archive
+    assert next_wake(t + 10, CADENCE, archive, runs) == t + 300
+    # A failed one is tried again after retry_s, as any job.
+    failed = {archive[0]: Run(t, False)}
+    assert due(t + 599, CADENCE, archive[:1], failed) == []
+    assert due(t + 600, CADENCE, archive[:1], failed) == archive[:1]
+    with pytest.raises(ValueError, match="positive"):
+        Cadence(archive_s=0)
 
 
 def test_a_job_never_run_is_due_at_once() -> None:
@@ -134,3 +159,20 @@ def test_a_bad_cadence_is_refused() -> None:
         Cadence(hour=24)
     with pytest.raises(ValueError, match="positive"):
         Cadence(redis_s=0)
+
+
+async def test_backupd_runs_archive_wal_for_the_job_s_host(tmp_path: Path) -> None:
+    backupd = build(Layout(tmp_path), Settings(), None, None, None)  # type: ignore[arg-type]
+    asked: list[str] = []
+
+    async def archive(host: str) -> None:
+        asked.append(host)
+        if host == "down":
+            raise RuntimeError("barman archive-wal down failed")
+
+    backupd.archive_wal = archive
+    ok, down = Job("archive-wal", host="svc1"), Job("archive-wal", host="down")
+    assert await backupd.run_job(ok) and not await backupd.run_job(down)
+    assert asked == ["svc1", "down"]
+    runs = backupd._runs()
+    assert runs[ok].ok and not runs[down].ok

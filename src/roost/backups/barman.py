@@ -31,6 +31,15 @@ transaction with an xid on the source (no data is written; the backup role
 cannot write) and waits until Barman holds it: the window then reaches
 "now" even for an idle database. (`barman switch-wal` is used only before
 the first base backup: Barman refuses a backup while its archive is empty.)
+
+A gap. The servicehost keeps at most ROOST_PG_SLOT_WAL_KEEP_MB of WAL for a
+slot (max_slot_wal_keep_size): a backupd away longer finds its slot
+invalidated ("lost") and the WAL it needs next removed, and receive-wal
+can never go on. `slot_lost` says so; `reset_receiver` drops and makes the
+slot again, moves receive-wal's position to the source's present
+(`receive-wal --reset`) and streams from there, and records the gap's time
+in the server's directory (gap.json, kept in the base backup's snapshot):
+the window then starts at the first base backup that ended after it.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import pwd
@@ -139,6 +149,20 @@ class Barman:
 
     # ------------------------------------------------------------ lifetime
 
+    def slot(self, server: str) -> str:
+        """The replication slot the server streams through."""
+        return self.servers[server].slot or slot_name(server)
+
+    def gap_file(self, server: str) -> Path:
+        return self.server_dir(server) / "gap.json"
+
+    def gap(self, server: str) -> datetime | None:
+        """When the server's WAL last had a gap (None: never)."""
+        try:
+            return datetime.fromtimestamp(json.loads(self.gap_file(server).read_text())["at"], UTC)
+        except FileNotFoundError:
+            return None
+
     async def __aenter__(self) -> Barman:
         self._task = asyncio.create_task(self._sup.run(), name="barman-receive-wal")
         return self
@@ -204,11 +228,13 @@ class Barman:
             out = await self.run("receive-wal", "--create-slot", name, ok=True)
             if "created" not in out and "already exists" not in out:
                 log.warning("%s: no replication slot yet: %s", name, out.strip()[-500:])
-            start = functools.partial(self._start_receive, name)
-            program = Program(f"receive-wal:{name}", start, policy=RECEIVE_POLICY,
-                              output=_log_output(name))  # fmt: skip
-            self._sup.add(program)
+            self._sup.add(self._receiver(name))
             self._streamed.add(name)
+
+    def _receiver(self, server: str) -> Program:
+        start = functools.partial(self._start_receive, server)
+        return Program(f"receive-wal:{server}", start, policy=RECEIVE_POLICY,
+                       output=_log_output(server))  # fmt: skip
 
     async def _start_receive(self, server: str) -> asyncio.subprocess.Process:
         if await asyncio.to_thread(_kill_strays, self.server_dir(server) / "streaming"):
@@ -226,7 +252,7 @@ class Barman:
         query = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s AND active"
         # The slot the server streams through (a backupd's own, slots.py), as
         # barman.conf names it: waiting on another name would not wait.
-        slot = self.servers[server].slot or slot_name(server)
+        slot = self.slot(server)
         with contextlib.suppress(psycopg.Error, TimeoutError):
             async with asyncio.timeout(MARK_TIMEOUT_S):
                 conn = await psycopg.AsyncConnection.connect(
@@ -235,6 +261,41 @@ class Barman:
                 async with conn:
                     while (await (await conn.execute(query, (slot,))).fetchone()) != (0,):
                         await asyncio.sleep(0.05)
+
+    async def slot_lost(self, server: str) -> bool:
+        """Whether the source invalidated the server's slot, the WAL it held
+        removed (wal_status 'lost', nothing streaming through it): receive-wal
+        cannot go on from where it is. False when the source does not answer."""
+        query = "SELECT wal_status, active FROM pg_replication_slots WHERE slot_name = %s"
+        try:
+            async with asyncio.timeout(MARK_TIMEOUT_S):
+                conn = await psycopg.AsyncConnection.connect(
+                    **PgConn.of(self.source(server)).kwargs("postgres"), autocommit=True
+                )
+                async with conn:
+                    row = await (await conn.execute(query, (self.slot(server),))).fetchone()
+        except (psycopg.Error, TimeoutError, OSError):
+            return False
+        return row is not None and row[0] == "lost" and not row[1]
+
+    async def reset_receiver(self, server: str) -> datetime:
+        """Stream the server again from the source's present after its slot
+        was lost: receive-wal stopped, the slot dropped and made again, its
+        position reset (`receive-wal --reset`), receive-wal started; the gap
+        recorded (gap.json). Returns the gap's time."""
+        streamed = server in self._streamed
+        if streamed:
+            await self._sup.remove(f"receive-wal:{server}")
+        if await asyncio.to_thread(_kill_strays, self.server_dir(server) / "streaming"):
+            await self._slot_released(server)
+        await self.run("receive-wal", "--drop-slot", server, ok=True)
+        await self.run("receive-wal", "--create-slot", server)
+        await self.run("receive-wal", "--reset", server)
+        at = datetime.now(UTC)
+        _write_private(self.gap_file(server), json.dumps({"at": at.timestamp()}))
+        if streamed:
+            self._sup.add(self._receiver(server))
+        return at
 
     def source(self, server: str) -> PgSource:
         try:
@@ -349,12 +410,15 @@ class Barman:
             raise BarmanError(str(exc)) from None
 
     async def window(self, server: str) -> Window | None:
-        """(earliest, latest) recoverable times; None without a complete base backup."""
+        """(earliest, latest) recoverable times; None without a complete base
+        backup (since the last gap in the WAL: none before it reaches past it)."""
         done = [b for b in await self.backups(server) if b.status == "DONE"]
-        if not done:
-            return None
-        oldest = await self.backup_info(server, done[0].id)
-        return window_of([oldest], await self.last_commit(server))
+        gap = self.gap(server)
+        for b in done:
+            oldest = await self.backup_info(server, b.id)
+            if gap is None or (oldest.end is not None and oldest.end > gap):
+                return window_of([oldest], await self.last_commit(server))
+        return None
 
     async def mark(self, server: str, wait: bool = True) -> datetime | None:
         """Commit an empty transaction on the source (no data: an xid and its

@@ -27,6 +27,13 @@ generations.json, kept in each base backup's snapshot. An app's window is
 the union of its host's generations' windows; a time is recovered from the
 generation whose own window holds it, and one between two is refused
 (roost.backups.pitr).
+
+A backupd away longer than the servicehost keeps WAL for its slot
+(ROOST_PG_SLOT_WAL_KEEP_MB) finds the slot lost: each refresh asks, and on
+one the receiver is reset to stream from now (Barman.reset_receiver), the
+gap is said in the log and to the controllers (a failed pgbase event: the
+point-in-time window has a gap), and a base backup is taken at once
+(`rebase`, jobs.py's backup), so the window starts again from it.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -83,6 +90,8 @@ class Clusters:
     barman: Barman
     pullers: Pullers
     policies: Callable[[], dict[str, Policy]]
+    # takes a base backup of a host's cluster now (jobs.py's, wired by the daemon)
+    rebase: Callable[[str], Awaitable[object]] | None = None
     _configs: list[ServerConfig] = field(default_factory=list)
     # host -> its clusters, oldest first: (Barman server, system identifier)
     _generations: dict[str, list[tuple[str, str]]] | None = None
@@ -144,8 +153,12 @@ class Clusters:
                 f"a point in time before the change is recovered from {old}, kept "
                 f"until retention deletes it"
             )
-            log.warning("%s", message)
-            await self.pullers.report(BackupEvent(app="", kind="pgbase", ok=True, message=message))
+            await self._say(message, ok=True)
+
+    async def _say(self, message: str, ok: bool) -> None:
+        """A change to a cluster's WAL, in the log and to the controllers."""
+        log.log(logging.WARNING if ok else logging.ERROR, "%s", message)
+        await self.pullers.report(BackupEvent(app="", kind="pgbase", ok=ok, message=message))
 
     async def ensure(self) -> None:
         """Barman's servers as the servicehosts last said (rewritten on change)."""
@@ -155,6 +168,26 @@ class Clusters:
             await self.barman.ensure(configs)
             self._configs = configs
             log.info("Barman streams WAL of %s", [c.name for c in configs] or "no cluster")
+        await self._mend_gaps()
+
+    async def _mend_gaps(self) -> None:
+        """Stream again each cluster whose slot the servicehost invalidated,
+        say the gap, and start the window again with a base backup."""
+        for host in sorted(self.pullers.clusters()):
+            server = self.current(host)
+            if server not in self.barman.servers or not await self.barman.slot_lost(server):
+                continue
+            at = await self.barman.reset_receiver(server)
+            message = (
+                f"{host}: the point-in-time window has a gap: the servicehost removed WAL "
+                f"its replication slot {self.barman.slot(server)} held for Barman server "
+                f"{server} before backupd received it (backupd away or behind past "
+                f"ROOST_PG_SLOT_WAL_KEEP_MB); WAL streams again from {at.isoformat()}, and "
+                f"the window starts again at the base backup taken now"
+            )
+            await self._say(message, ok=False)
+            if self.rebase is not None:
+                await self.rebase(host)
 
     async def stage(self, host: str, staging: Path, reason: str) -> Staged:
         """A base backup of `host`'s cluster, and Barman's directory of it to
@@ -263,6 +296,15 @@ class Clusters:
                 f"{app} could not be recovered to {at.isoformat()}: {exc}"
             ) from None
         return Recovered(dump, facts)
+
+    async def archive_wal(self, host: str) -> None:
+        """Move the WAL streamed from `host`'s cluster into Barman's archive
+        (every few minutes, schedule.py), so a recovery to a time in the day
+        does not fetch the day's segments from the streaming directory one by
+        one."""
+        server = self.current(host)
+        if server in self.barman.servers:
+            await self.barman.run("archive-wal", server)
 
     async def maintain(self) -> list[str]:
         """Barman's retention on every cluster; the base backups it deleted."""

@@ -133,9 +133,13 @@ class Backupd:
     window: Window | None = None
     # called after each refresh of the sources (Barman kept in step)
     on_refresh: Callable[[], Awaitable[None]] | None = None
+    # Barman's archive-wal of a host's cluster (clusters.py), between the nights
+    archive_wal: Callable[[str], Awaitable[None]] | None = None
     runs_file: Path = field(init=False)
     refreshed: asyncio.Event = field(default_factory=asyncio.Event)
     _housekeeping: dict[Job, Run] = field(default_factory=dict)
+    # archive-wal's runs (in memory: after a start it is due at once anyway)
+    _archived: dict[Job, Run] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.runs_file = self.layout.root / "runs.json"
@@ -204,6 +208,16 @@ class Backupd:
     async def run_job(self, job: Job) -> bool:
         """One due job; whether it succeeded (a backup's failure is recorded
         and reported by jobs.py)."""
+        if job.kind == "archive-wal":
+            started, ok = time.time(), True
+            if self.archive_wal is not None:
+                try:
+                    await self.archive_wal(job.host)
+                except Exception as exc:  # tried again after retry_s; the log says why
+                    log.warning("archive-wal of %s: %s", job.host, exc)
+                    ok = False
+            self._archived[job] = Run(started, ok)
+            return ok
         if job.kind in HOUSEKEEPING:
             started = time.time()
             try:
@@ -232,19 +246,22 @@ class Backupd:
             self.refreshed.set()
             await asyncio.sleep(REFRESH_S)
 
+    def _runs(self) -> dict[Job, Run]:
+        return {**runs_from(self.catalog.records()), **self._housekeeping, **self._archived}
+
     async def schedule_loop(self) -> None:
         c = cadence(self.settings)
         self._load_runs()
         await self.refreshed.wait()
         while True:
             jobs = wanted(self.jobs.pullers.sources())
-            runs = {**runs_from(self.catalog.records()), **self._housekeeping}
+            runs = self._runs()
             for job in due(time.time(), c, jobs, runs):
                 try:
                     await self.run_job(job)
                 except Exception:
                     log.exception("scheduled %s %s failed", job.kind, job.app or job.host)
-            runs = {**runs_from(self.catalog.records()), **self._housekeeping}
+            runs = self._runs()
             now = time.time()
             wake = min(next_wake(now, c, jobs, runs), now + REFRESH_S)
             # Until something falls due, or the sources say something new exists.
@@ -312,14 +329,19 @@ async def barman_wired(backupd: Backupd, drills: Drills, barman: Barman) -> Asyn
         drills.direct["pgbase"] = clusters.check
         backupd.window = backupd.restorer.window = clusters.window
         backupd.restorer.recover = clusters.recover
-        backupd.on_refresh = clusters.ensure
+        backupd.on_refresh, backupd.archive_wal = clusters.ensure, clusters.archive_wal
+
+        async def rebase(host: str) -> object:
+            return await jobs.backup("pgbase", "", "wal-gap", host=host)
+
+        clusters.rebase = rebase
         try:
             yield clusters
         finally:
             jobs.stager.pgbase = jobs.maintain = None
             drills.direct.pop("pgbase", None)
             backupd.window = backupd.restorer.window = backupd.restorer.recover = None
-            backupd.on_refresh = None
+            backupd.on_refresh = backupd.archive_wal = None
 
 
 async def serve(

@@ -6,7 +6,11 @@ day; WAL streams continuously and is not scheduled here), each app's
 database (a logical dump a night), Redis (every `redis_s`), data directory
 and git repository (daily), the platform's own state (daily); plus two
 housekeeping jobs, retention (daily) and the repositories' full integrity
-check (every `check_s`). A drill is not scheduled: it follows every backup.
+check (every `check_s`); and per cluster, Barman's `archive-wal` every
+`archive_s` (a few minutes), which moves the streamed WAL segments into
+Barman's archive, compressed and indexed, so a recovery to a time in the
+day does not fetch the day's WAL from the streaming directory segment by
+segment. A drill is not scheduled: it follows every backup.
 
 A daily job is due once the clock has passed today's hour (`hour`, UTC)
 since it last succeeded: a capture at 10:00 (before a release) counts for
@@ -31,7 +35,7 @@ DAY_S = 86400.0
 
 # kind -> how often: "daily" at the configured hour, else an interval setting
 DAILY = frozenset({"pgdump", "pgbase", "data", "git", "platform", "retention"})
-INTERVAL = frozenset({"redis", "check"})
+INTERVAL = frozenset({"redis", "check", "archive-wal"})
 
 
 @dataclass(frozen=True, order=True)
@@ -53,11 +57,12 @@ class Cadence:
     redis_s: float = 6 * 3600.0
     check_s: float = 7 * DAY_S
     retry_s: float = 600.0
+    archive_s: float = 300.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.hour <= 23:
             raise ValueError(f"the backup hour must be 0-23 (UTC), not {self.hour}")
-        if self.redis_s <= 0 or self.check_s <= 0 or self.retry_s <= 0:
+        if min(self.redis_s, self.check_s, self.retry_s, self.archive_s) <= 0:
             raise ValueError("backup intervals must be positive")
 
 
@@ -75,6 +80,7 @@ class Sources:
 
 def wanted(src: Sources) -> list[Job]:
     jobs = [Job("pgbase", host=h) for h in src.clusters]
+    jobs += [Job("archive-wal", host=h) for h in src.clusters]
     jobs += [Job("pgdump", a) for a in src.databases]
     jobs += [Job("redis", a) for a in src.redis]
     jobs += [Job("data", a) for a in src.data]
@@ -93,7 +99,9 @@ def last_slot(now: float, hour: int) -> float:
 
 
 def _interval(job: Job, cadence: Cadence) -> float:
-    return cadence.redis_s if job.kind == "redis" else cadence.check_s
+    return {"redis": cadence.redis_s, "archive-wal": cadence.archive_s}.get(
+        job.kind, cadence.check_s
+    )
 
 
 def due_at(job: Job, run: Run | None, cadence: Cadence, now: float) -> float:
