@@ -102,6 +102,8 @@ COMMAND_TIMEOUT_S = 300.0
 BACKUP_TIMEOUT_S = 24 * 3600.0
 RECOVER_TIMEOUT_S = 24 * 3600.0
 MARK_TIMEOUT_S = 30.0
+# How long asking the source for the slot's state may take (each refresh).
+SLOT_QUERY_TIMEOUT_S = 5.0
 WAL_WAIT_S = 600.0
 # How long a base backup waits for WAL streaming to be up (a receive-wal just
 # started, by backupd's start or a server just made, is still connecting).
@@ -268,7 +270,7 @@ class Barman:
         cannot go on from where it is. False when the source does not answer."""
         query = "SELECT wal_status, active FROM pg_replication_slots WHERE slot_name = %s"
         try:
-            async with asyncio.timeout(MARK_TIMEOUT_S):
+            async with asyncio.timeout(SLOT_QUERY_TIMEOUT_S):
                 conn = await psycopg.AsyncConnection.connect(
                     **PgConn.of(self.source(server)).kwargs("postgres"), autocommit=True
                 )
