@@ -272,6 +272,12 @@ class Settings:
         "backupd: tries to copy a backup to the offsite location (with backoff) before it is "
         "recorded there as failed",
     )
+    backup_nice: int = _setting(
+        10,
+        "ROOST_BACKUP_NICE",
+        "backupd: added to its niceness at start (its tools and scratch servers inherit it; its "
+        "I/O priority drops to best-effort's lowest too), so apps on its machine come first",
+    )
     backup_schedule: str = _setting(
         "on",
         "ROOST_BACKUP_SCHEDULE",

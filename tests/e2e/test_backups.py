@@ -205,3 +205,15 @@ def test_an_upgrade_backs_the_platform_up_before_its_migrations(platform: Platfo
     assert f"controller/pre-upgrade/{copy.name}/state.sqlite" in rec["facts"]["files"]
     # The next start of the same Roost is no upgrade.
     assert json.loads(started.read_text())["version"] == roost.__version__
+
+
+def test_backupd_and_what_it_starts_yield_to_the_apps(platform: Platform) -> None:
+    """On one machine backupd shares the CPU and disk with the apps: it runs
+    niced (ROOST_BACKUP_NICE, 10) with the lowest best-effort I/O priority."""
+    import psutil
+
+    from tests.conftest import processes_under
+
+    [backupd] = [p for p in processes_under(platform.data) if "backupd" in p.cmdline()]
+    assert backupd.nice() == 10
+    assert backupd.ionice().ioclass == psutil.IOPRIO_CLASS_BE and backupd.ionice().value == 7

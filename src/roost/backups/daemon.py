@@ -71,6 +71,7 @@ from roost.backups.tools import missing_tools
 from roost.daemonize import run_daemon
 from roost.metrics import serve as serve_metrics
 from roost.proc.exits import ConfigError, Unavailable
+from roost.proc.priority import lower_own_priority
 from roost.settings import Settings
 from roost.wire.bootstrap import endpoint_host, open_node, own_endpoints
 from roost.wire.dispatch import Handlers, on, pong, refusing
@@ -401,5 +402,16 @@ async def serve(
 
 
 def run(data_dir: Path, settings: Settings, name: str = ROLE) -> None:
-    """Run backupd until SIGTERM/SIGINT."""
-    run_daemon(ROLE, lambda stop: serve(data_dir, settings, name, stop))
+    """Run backupd until SIGTERM/SIGINT, below the apps' priority (proc.priority:
+    lowered here, before the loop starts any thread)."""
+    nice = settings.backup_nice
+    problems = lower_own_priority(nice) if 0 <= nice <= 19 else []
+
+    async def main(stop: asyncio.Event) -> None:
+        if not 0 <= nice <= 19:  # raising it would put backups before the apps
+            raise ConfigError(f"ROOST_BACKUP_NICE must be within 0..19 (got {nice})")
+        for problem in problems:  # logged once logging is set up
+            log.warning("backupd runs at normal priority: %s", problem)
+        await serve(data_dir, settings, name, stop)
+
+    run_daemon(ROLE, main)
