@@ -114,6 +114,7 @@ from roost.backups.locations import ensure_ssh_key  # noqa: E402
 from roost.backups.pitr import RECOVERY_READY_TIMEOUT_S, stop_reason  # noqa: E402
 from roost.backups.scratch import scratch_dir, scratch_postgres  # noqa: E402
 from roost.backups.staging import Staged  # noqa: E402
+from roost.proc.priority import lower_own_priority  # noqa: E402
 from roost.proc.stop import terminate  # noqa: E402
 from roost.settings import Settings  # noqa: E402
 from roost.wire.cluster import ClusterConfig, Endpoint  # noqa: E402
@@ -283,6 +284,12 @@ async def nights(b: Bench, count: int, calm_s: float, keep: Path | None) -> dict
     """pgbench all along; calm phases (no backupd) and nights alternate."""
     log = b.work / "pgbench.log"
     load = await b.source.pgbench(log)
+    # backupd lowers its priority at start (proc/priority.py), so the tools it
+    # starts run below the apps: the same here, once pgbench and the source
+    # (started at normal priority) run, for what the nights start.
+    problems = lower_own_priority(Settings().backup_nice)
+    say(f"nights: backup work at niceness +{Settings().backup_nice}, lowest best-effort I/O"
+        + (f" (not all: {problems})" if problems else ""))  # fmt: skip
     phases: list[tuple[float, float]] = []
     delays: list[float] = []
     try:
