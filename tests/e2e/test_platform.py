@@ -148,6 +148,67 @@ def test_bad_deploy_fails_and_previous_release_keeps_serving(
     assert "Hello from Roost!" in platform.get(name).text
 
 
+def _with_health(app_dir: Path, greeting: str, path: str, status: int) -> None:
+    """Make the app greet with `greeting` and declare a check of `path`, which
+    answers `status` (app.json, as Dokku's documentation writes it)."""
+    app_py = app_dir / "app.py"
+    text = app_py.read_text().replace("Hello from Roost!", greeting)
+    text += f"\n\n@app.route({path!r})\ndef health() -> tuple[str, int]:\n"
+    text += f"    return 'checked', {status}\n"
+    app_py.write_text(text)
+    check = {"type": "startup", "path": path, "attempts": 3, "timeout": 5, "wait": 1}
+    (app_dir / "app.json").write_text(json.dumps({"healthchecks": {"web": [check]}}))
+
+
+def test_health_checks_decide_whether_a_release_takes_traffic(
+    platform: Platform, tmp_path: Path
+) -> None:
+    name = "checked"
+    platform.roost("apps", "create", name)
+    platform.roost("deploy", str(_copy_app(tmp_path, "good")), "--app", name)
+    wait_until(lambda: platform.get(name).status_code == 200, 30, "the first release")
+
+    # A release whose check answers 500: it never serves a request (the route
+    # table never names its instances), the deploy fails with the check's
+    # last answer, and the first release keeps serving throughout.
+    bad = _copy_app(tmp_path, "unhealthy")
+    _with_health(bad, "Unhealthy release", "/health", 500)
+    seen: set[str] = set()
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        async with httpx.AsyncClient(headers={"Host": f"{name}.localhost"}) as client:
+            while not done.is_set():
+                r = await client.get(f"http://127.0.0.1:{platform.router_port}/", timeout=10)
+                seen.add(f"{r.status_code} {r.text.strip()}")
+                await asyncio.sleep(0.05)
+
+    async def deploy() -> subprocess.CompletedProcess[str]:
+        watcher = asyncio.create_task(watch())
+        try:
+            return await asyncio.to_thread(
+                platform.roost, "deploy", str(bad), "--app", name, check=False
+            )
+        finally:
+            done.set()
+            await watcher
+
+    r = asyncio.run(deploy())
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "GET /health answered 500 after 3 attempts" in out, out
+    assert "v1 keeps serving" in out, out
+    assert seen == {"200 Hello from Roost!"}, seen
+    assert platform.get(name).text.strip() == "Hello from Roost!"
+
+    # A release whose declared /up answers 200 goes live.
+    good = _copy_app(tmp_path, "healthy")
+    _with_health(good, "Healthy release", "/up", 200)
+    r = platform.roost("deploy", str(good), "--app", name)
+    assert "v3 is live" in r.stdout, r.stdout
+    wait_until(lambda: "Healthy release" in platform.get(name).text, 30, "the healthy release")
+
+
 def test_refusals_are_one_line(platform: Platform) -> None:
     r = platform.roost("apps", "create", "Not_Valid!", check=False)
     assert (

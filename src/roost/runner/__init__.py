@@ -6,7 +6,8 @@ plan        pure decisions: start, restart with backoff, timeouts, stop, kill
 fencing     pure: which assignments to accept (fence, version)
 model       records, actions, events, timing policy
 process     one instance's process: spawn (own group, death signal), reap
-probe       readiness of web instances (TCP + an HTTP answer)
+probe       readiness of web instances: their health check over HTTP
+health      whether a health check passed, and what its failure says (pure)
 heartbeat   reports to every controller, takes assignments back
 logbuffer   line splitting and the bounded drop-oldest buffer (pure)
 shipper     batches log lines to a controller

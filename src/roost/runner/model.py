@@ -146,6 +146,15 @@ class Ready:
 
 
 @dataclass(frozen=True)
+class Unhealthy:
+    """The health check of process `pid` failed: `failure` is its last answer."""
+
+    instance_id: str
+    pid: int
+    failure: str
+
+
+@dataclass(frozen=True)
 class ImageReady:
     digest: str
     path: Path
@@ -162,4 +171,4 @@ class Shutdown:
     pass
 
 
-Event = DesiredChanged | Exited | Ready | ImageReady | ImageFailed | Shutdown
+Event = DesiredChanged | Exited | Ready | Unhealthy | ImageReady | ImageFailed | Shutdown

@@ -21,8 +21,8 @@ backoff, timeout and stop decision is tested here with a fake clock. Rules:
     and its backoff (if any) has elapsed; a missing image is fetched, a failed
     fetch is retried with the same capped exponential backoff;
   - a starting non-web instance is up after `settle_s` alive; a starting web
-    instance is up when the probe says so (event), and is failed after
-    `startup_timeout_s` without an answer;
+    instance is up when its health check passed (event, `health.py`), and is
+    failed after `startup_limit` without passing;
   - an exit that was not asked for is a crash: `failures` grows the backoff
     (reset after the instance stayed up `backoff_reset_s`), state "crashed"
     when it never came up in that run, "backoff" when it did.
@@ -38,6 +38,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from roost.proc.backoff import Backoff
+from roost.runner import health
 from roost.runner.launch import is_web
 from roost.runner.model import (
     Action,
@@ -120,11 +121,8 @@ def plan(
             if not is_web(rec.assignment):
                 if now - rec.started_at >= policy.settle_s:
                     actions.append(MarkUp(iid))
-            elif now - rec.started_at >= policy.startup_timeout_s:
-                failure = (
-                    f"did not answer HTTP on port {rec.port} "
-                    f"within {policy.startup_timeout_s:g}s of starting"
-                )
+            elif now - rec.started_at >= (limit := startup_limit(rec.assignment, policy)):
+                failure = f"did not answer HTTP on port {rec.port} within {limit:g}s of starting"
                 actions.append(Stop(iid, reason="startup timeout", failure=failure))
         elif rec.state in ("pending", "crashed", "backoff", "stopped"):
             if rec.state in ("crashed", "backoff") and now < rec.next_start_at:
@@ -139,6 +137,15 @@ def plan(
                 fetching.add(digest)
                 actions.append(Fetch(digest, rec.assignment.app))
     return actions
+
+
+def startup_limit(a: InstanceAssignment, policy: Policy) -> float:
+    """How long a web instance has to pass its health check: the runner's
+    startup timeout, or longer when the app declared a check that needs more."""
+    check = health.check_for(a)
+    if not check.declared:
+        return policy.startup_timeout_s
+    return max(policy.startup_timeout_s, health.budget(check))
 
 
 def _retire(rec: Record, now: float, reason: str) -> list[Action]:
@@ -161,7 +168,9 @@ def next_deadline(
         elif rec.state == "stopping" and not rec.killed:
             times.append(rec.kill_at)
         elif rec.state == "starting":
-            wait = policy.startup_timeout_s if is_web(rec.assignment) else policy.settle_s
+            wait = (
+                startup_limit(rec.assignment, policy) if is_web(rec.assignment) else policy.settle_s
+            )
             times.append(rec.started_at + wait)
     times += [img.retry_at for img in images.values() if img.state == "failed"]
     return min(times) if times else None

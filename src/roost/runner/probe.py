@@ -1,47 +1,95 @@
-"""Readiness of a web instance: it accepts a TCP connection AND answers HTTP.
+"""Readiness of a web instance: its health check (`health.py`) over HTTP.
 
-Any status counts (a Django app with ALLOWED_HOSTS answers 400 to the probe's
-Host and is still up); what matters is that a worker is serving. The caller
-owns the overall startup deadline and cancels the wait when it passes.
+The decisions (did a try pass, when to try again, what the failure says) are
+`health.judge`'s; this module only knocks (`knock`: one GET on the instance's
+TCP port) and sleeps, both passed in to `run_check` so it runs under a fake
+clock in tests. The caller owns the overall startup deadline and cancels the
+check when it passes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from roost import aio
 from roost.proc.backoff import Backoff, Retry
+from roost.runner.health import Answer, Check, Progress, judge
 
-# Knock again after 50 ms, doubling to once a second: a quick app is seen up
-# at once, a slow one is not hammered.
+# While nothing listens yet, knock again after 50 ms, doubling to once a
+# second: a quick app is seen up at once, a slow one is not hammered.
 PROBE_BACKOFF = Backoff(base_s=0.05, max_s=1.0)
 
-REQUEST = b"GET / HTTP/1.0\r\nHost: localhost\r\nUser-Agent: roost-runner-probe\r\n\r\n"
+# Enough of a body to find a check's `content` in.
+BODY_LIMIT = 64 * 1024
+
+Knock = Callable[[Check], Awaitable[Answer]]
+Sleep = Callable[[float], Awaitable[None]]
 
 
-async def answers_http(host: str, port: int, timeout: float) -> bool:
+def request(path: str) -> bytes:
+    return (
+        f"GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: roost-runner-probe\r\n\r\n"
+    ).encode()
+
+
+def status_of(line: bytes) -> int:
+    """The status of an HTTP status line; 0 when it is not one."""
+    parts = line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        return 0
+    return int(parts[1])
+
+
+async def knock(host: str, port: int, check: Check) -> Answer:
+    """One GET of the check's path on `host:port`."""
+    t = check.timeout_s
     try:
-        reader, writer = await aio.wait_for(asyncio.open_connection(host, port), timeout)
-    except (OSError, TimeoutError):
-        return False
+        reader, writer = await aio.wait_for(asyncio.open_connection(host, port), t)
+    except TimeoutError:
+        return Answer(error=f"did not accept a connection within {t:g}s")
+    except OSError as exc:
+        return Answer(error=f"refused the connection ({exc.strerror or exc})", refused=True)
     try:
-        writer.write(REQUEST)
+        writer.write(request(check.path))
         await writer.drain()
         # gunicorn accepts into its backlog before a worker has booted: waiting
         # here (rather than retrying) catches the first moment a worker answers.
-        head = await aio.wait_for(reader.readexactly(5), timeout)
-        return head == b"HTTP/"
-    except (OSError, TimeoutError, asyncio.IncompleteReadError):
-        return False
+        line = await aio.wait_for(reader.readline(), t)
+        status = status_of(line)
+        if not status:
+            what = "closed the connection" if not line else "answered something not HTTP"
+            return Answer(error=f"{what} without a status")
+        body = b""
+        if check.content:
+            body = await aio.wait_for(reader.read(BODY_LIMIT), t)
+            while len(body) < BODY_LIMIT and (more := await aio.wait_for(reader.read(4096), t)):
+                body += more
+        return Answer(status=status, body=body)
+    except TimeoutError:
+        return Answer(error=f"did not answer within {t:g}s")
+    except OSError as exc:
+        return Answer(error=f"broke the connection ({exc.strerror or exc})")
     finally:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
 
 
-async def wait_until_answers(host: str, port: int, attempt_timeout: float = 30.0) -> None:
-    """Return once `host:port` answers an HTTP request; retries until cancelled."""
+async def run_check(check: Check, knock: Knock, sleep: Sleep) -> str:
+    """Try `check` until it passes ("") or fails (its message)."""
     retry = Retry(PROBE_BACKOFF)
-    while not await answers_http(host, port, attempt_timeout):
-        await asyncio.sleep(retry.failed())
+    if check.initial_delay_s:
+        await sleep(check.initial_delay_s)
+    progress = Progress()
+    while True:
+        v = judge(check, progress, await knock(check), retry.next_delay)
+        if v.kind == "pass":
+            return ""
+        if v.kind == "fail":
+            return v.message
+        if v.progress.last is not None and v.progress.last.refused:
+            retry.failed()
+        progress = v.progress
+        await sleep(v.delay_s)

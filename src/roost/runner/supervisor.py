@@ -43,6 +43,7 @@ from roost.runner.confine import (
     prepare_dirs,
     tenant_spec,
 )
+from roost.runner.health import check_for
 from roost.runner.launch import Launch, LaunchError, is_web, render
 from roost.runner.layout import Layout, PortAllocator, link_data, materialize
 from roost.runner.model import (
@@ -63,8 +64,9 @@ from roost.runner.model import (
     Shutdown,
     Start,
     Stop,
+    Unhealthy,
 )
-from roost.runner.probe import wait_until_answers
+from roost.runner.probe import knock, run_check
 from roost.runner.process import Child
 from roost.tenant.identity import Identity
 from roost.tenant.launch import Prepared, Tenancy, TenantError
@@ -182,8 +184,15 @@ class Supervisor(Arbiter[Event, Action]):
                 self._set(P.on_ready(rec, event.pid, now))
                 if self.records[rec.instance_id].state == "up":
                     self._platform(
-                        rec, f"{rec.process_name} is up (answers HTTP on port {rec.port})"
+                        rec,
+                        f"{rec.process_name} is up (passed its health check on port {rec.port})",
                     )
+        elif isinstance(event, Unhealthy):
+            rec = self.records.get(event.instance_id)
+            if rec is not None and rec.state == "starting" and rec.pid == event.pid:
+                # Stopped as a failure: the exit is then a crash whose error is
+                # the check's answer, and the rollout judges it as one.
+                self._stop(rec, now, Stop(rec.instance_id, "health check", event.failure))
         elif isinstance(event, ImageReady):
             self._fetches.pop(event.digest, None)
             old = self.images.get(event.digest)
@@ -253,12 +262,7 @@ class Supervisor(Arbiter[Event, Action]):
             self._set(P.marked_up(rec, now))
             self._platform(rec, f"{rec.process_name} is up")
         elif isinstance(action, Stop):
-            child = self._children.get(rec.instance_id)
-            self._set(P.stopping(rec, now, self.policy, action.failure))
-            why = action.failure or action.reason
-            self._platform(rec, f"stopping {rec.process_name} ({why})")
-            if child is not None:
-                child.signal_group(signal.SIGTERM)
+            self._stop(rec, now, action)
         elif isinstance(action, Kill):
             child = self._children.get(rec.instance_id)
             self._set(P.killed(rec))
@@ -276,6 +280,14 @@ class Supervisor(Arbiter[Event, Action]):
                 self.layout.bundle_dir(rec.assignment.app, rec.instance_id), ignore_errors=True
             )
             self.changed.set()
+
+    def _stop(self, rec: Record, now: float, action: Stop) -> None:
+        child = self._children.get(rec.instance_id)
+        self._set(P.stopping(rec, now, self.policy, action.failure))
+        why = action.failure or action.reason
+        self._platform(rec, f"stopping {rec.process_name} ({why})")
+        if child is not None:
+            child.signal_group(signal.SIGTERM)
 
     async def _start(self, rec: Record, now: float) -> None:
         a = rec.assignment
@@ -325,7 +337,7 @@ class Supervisor(Arbiter[Event, Action]):
         self._platform(rec, f"{verb} {rec.process_name} (release {a.release}): {launch.command}")
         self.tasks.create_task(self._watch(rec, child))
         if launch.web:
-            probe = self._probe(a.instance_id, child.pid, launch.probe_host, port)
+            probe = self._probe(a, child.pid, launch.probe_host, port)
             self._probes[a.instance_id] = self.tasks.create_task(probe)
 
     def _confine(
@@ -396,9 +408,13 @@ class Supervisor(Arbiter[Event, Action]):
             error = f"ran out of memory (limit {limit} MB): killed by the kernel"
         self.post(Exited(iid, child.pid, rc, tail, error))
 
-    async def _probe(self, instance_id: str, pid: int, host: str, port: int) -> None:
-        await wait_until_answers(host, port)
-        self.post(Ready(instance_id, pid))
+    async def _probe(self, a: InstanceAssignment, pid: int, host: str, port: int) -> None:
+        check = check_for(a)
+        failure = await run_check(check, lambda c: knock(host, port, c), asyncio.sleep)
+        if failure:
+            self.post(Unhealthy(a.instance_id, pid, failure))
+        else:
+            self.post(Ready(a.instance_id, pid))
 
     async def _fetch(self, app: str, digest: str) -> None:
         try:
