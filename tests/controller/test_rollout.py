@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import msgspec
+
 from roost.controller.rollout import decide
 from roost.wire.messages import InstanceStatus
 
@@ -50,3 +52,14 @@ def test_timeout_fails_naming_the_laggards() -> None:
 
 def test_nothing_to_run_promotes_at_once() -> None:
     assert decide([], 0, {}, 0.0, 0.0, 180).verdict == "promote"
+
+
+def test_a_failed_health_check_fails_the_release_at_once_with_its_answer() -> None:
+    answer = "GET /health answered 500 after 3 attempts (expected 200-399)"
+    failed = _st("i2", "crashed", err=answer + "\n[gunicorn] Booting worker")
+    statuses = {"i1": _st("i1", "up"), "i2": msgspec.structs.replace(failed, unhealthy=True)}
+    d = decide(PLACED, 2, statuses, 0.0, 10.0, 180)
+    assert d.verdict == "fail" and d.reason == f"web.2 failed its health check: {answer}"
+    # The same first crash of an instance that was not failed by its check waits.
+    statuses["i2"] = failed
+    assert decide(PLACED, 2, statuses, 0.0, 10.0, 180).verdict == "wait"

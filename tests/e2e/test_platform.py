@@ -196,7 +196,7 @@ def test_health_checks_decide_whether_a_release_takes_traffic(
     r = asyncio.run(deploy())
     assert r.returncode != 0
     out = r.stdout + r.stderr
-    assert "GET /health answered 500 after 3 attempts" in out, out
+    assert "failed its health check: GET /health answered 500 after 3 attempts" in out, out
     assert "v1 keeps serving" in out, out
     assert seen == {"200 Hello from Roost!"}, seen
     assert platform.get(name).text.strip() == "Hello from Roost!"

@@ -15,7 +15,8 @@ import httpx
 import msgspec
 import psutil
 
-from roost.appspec.model import AppSpec, ProcessSpec
+from roost.appspec.model import AppSpec, HealthCheck, ProcessSpec
+from roost.runner.heartbeat import instance_status
 from roost.runner.layout import Layout
 from roost.runner.model import Policy
 from roost.runner.supervisor import Supervisor
@@ -271,6 +272,27 @@ async def test_web_instance_that_never_answers_is_failed(tmp_path: Path) -> None
         rec = h.sup.records["q1"]
         assert rec.last_error.startswith(f"did not answer HTTP on port {rec.port} within 0.5s")
         assert rec.failures == 1
+
+
+async def test_declared_health_check_decides_up_or_failed(tmp_path: Path) -> None:
+    async with harness(tmp_path) as h:
+        check = HealthCheck(path="/up", content="hi", timeout=5.0, attempts=2, interval=0.05)
+        spec = msgspec.structs.replace(
+            command_spec("python server.py"), healthchecks={"web": check}
+        )
+        h.sup.set_desired([assignment("h1", spec=spec, env={"GREETING": "hi"})])
+        await eventually(lambda: state(h, "h1") == "up", what="passed its check")
+        assert not h.sup.records["h1"].unhealthy
+        # The same server, its body lacking what the check asks for: failed as
+        # a crash whose error is the check's last answer.
+        h.sup.set_desired([assignment("h2", spec=spec, env={"GREETING": "bye"})])
+        await eventually(lambda: state(h, "h2") == "crashed", what="failed its check")
+        rec = h.sup.records["h2"]
+        assert rec.unhealthy and rec.failures == 1
+        assert rec.last_error.startswith(
+            "GET /up answered 200 without 'hi' in its body after 2 attempts (expected 200-399)"
+        )
+        assert instance_status(rec, 0.0).unhealthy
 
 
 async def test_image_fetch_failures_are_retried(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """Deciding when a new release takes over, or has failed. Pure.
 
 A release is "pending" from a successful build until every instance the
-formation asks of it reports up (then it is promoted, and the previous
-release's instances are dropped), or until one of its instances keeps
+formation asks of it reports up, its web instances having passed their
+health check (then it is promoted, and the previous release's instances are
+dropped), or until one of its instances fails its health check, keeps
 crashing or the rollout takes too long (then it fails, its instances are
 dropped, and the previous release, which never stopped, keeps serving).
 """
@@ -36,6 +37,9 @@ def decide(
         st = statuses.get(instance_id)
         if st is None:
             continue
+        if st.unhealthy:
+            why = (st.last_error.strip() or "no answer").splitlines()[0]
+            return Decision("fail", f"{ptype}.{idx} failed its health check: {why}")
         if st.restarts >= CRASHES_BEFORE_FAILURE or (st.state == "crashed" and st.restarts >= 1):
             why = st.last_error.strip() or "exited"
             return Decision("fail", f"{ptype}.{idx} crashed {st.restarts + 1} times: {why}")

@@ -107,6 +107,7 @@ def instance_status(rec: Record, memory_mb: float) -> InstanceStatus:
         started_at=rec.started_wall,
         command=rec.command,
         last_error=rec.last_error,
+        unhealthy=rec.unhealthy and rec.state in ("crashed", "backoff"),
     )
 
 

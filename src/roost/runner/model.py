@@ -61,6 +61,9 @@ class Record:
     # exit that follows is a crash, not a requested stop.
     fail_reason: str = ""
     last_error: str = ""
+    # This run was stopped because it failed its health check (`last_error`
+    # says how, once it has exited): the rollout fails at once on it.
+    unhealthy: bool = False
 
     @property
     def instance_id(self) -> str:

@@ -198,6 +198,7 @@ def started(
         fail_reason="",
         runs=rec.runs + 1,
         restarts=rec.restarts + (1 if rec.runs else 0),
+        unhealthy=False,
     )
 
 

@@ -193,6 +193,7 @@ class Supervisor(Arbiter[Event, Action]):
                 # Stopped as a failure: the exit is then a crash whose error is
                 # the check's answer, and the rollout judges it as one.
                 self._stop(rec, now, Stop(rec.instance_id, "health check", event.failure))
+                self._set(replace(self.records[rec.instance_id], unhealthy=True))
         elif isinstance(event, ImageReady):
             self._fetches.pop(event.digest, None)
             old = self.images.get(event.digest)

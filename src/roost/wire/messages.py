@@ -94,6 +94,9 @@ class InstanceStatus(msgspec.Struct, frozen=True, kw_only=True):
     started_at: float = 0.0
     command: str = ""
     last_error: str = ""
+    # Its last run failed its health check (`last_error` is the check's last
+    # answer), so its release fails without waiting for a second crash.
+    unhealthy: bool = False
 
 
 class Heartbeat(Msg, frozen=True, kw_only=True):
