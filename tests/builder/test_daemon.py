@@ -17,7 +17,16 @@ from roost.settings import Settings
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.identity import ensure_member, identity
 from roost.wire.keys import load_public_keys
-from roost.wire.messages import BuildAccepted, BuildLog, BuildRequest, BuildResult, Msg, Ok
+from roost.wire.messages import (
+    BuildAccepted,
+    BuildEnv,
+    BuildEnvRequest,
+    BuildLog,
+    BuildRequest,
+    BuildResult,
+    Msg,
+    Ok,
+)
 from roost.wire.node import Node
 from roost.wire.rpc import RpcClient, RpcServer
 
@@ -60,6 +69,8 @@ async def test_build_request_to_result_and_image_fetch(builder_root: Path) -> No
             received.append(msg)
             if isinstance(msg, BuildResult):
                 result.set()
+            if isinstance(msg, BuildEnvRequest):  # what the build's code steps see
+                return BuildEnv(build_id=msg.build_id, env={"SECRET_KEY": "from the controller"})
             return Ok()
 
         stop = asyncio.Event()
@@ -77,6 +88,9 @@ async def test_build_request_to_result_and_image_fetch(builder_root: Path) -> No
             assert res.ok, res.error
             assert any(ln.startswith("-----> install (") for ln in logs)
             assert any(ln.startswith("-----> pack (") for ln in logs)
+            asked = [m for m in received if isinstance(m, BuildEnvRequest)]
+            assert [m.build_id for m in asked] == ["d1"] and "web" in asked[0].spec.processes
+            assert "       1 config vars; bundle_config: no services" in logs
             assert received.index(res) == len(received) - 1  # result after the last log
             assert res.spec is not None and res.lock_digest.startswith("sha256:")
             # A fresh cache (a runner's) fetches the manifest and its layers over

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from roost.appspec.model import AppSpec
 from roost.wire.authz import NOT_REQUESTS, SENDERS, publishers_of, readers_of_any, refusal
 from roost.wire.identity import (
     ROLES,
@@ -21,6 +22,7 @@ from roost.wire.identity import (
 from roost.wire.keys import generate_keypair
 from roost.wire.messages import (
     AnyMsg,
+    BuildEnvRequest,
     BuildResult,
     DataPull,
     Heartbeat,
@@ -59,6 +61,7 @@ def test_every_message_type_is_a_request_of_some_roles_or_never_one() -> None:
         (ServiceBackup(app="a", kind="redis"), "controller", "router"),
         (RunStart(session="s", assignment=None), "gateway", "runner"),  # type: ignore[arg-type]
         (BuildResult(build_id="b", app="a", ok=True), "builder", "runner"),
+        (BuildEnvRequest(build_id="b", spec=AppSpec()), "builder", "runner"),
         (SshAuth(fingerprint="f"), "gateway", "controller"),
         (ImageChunkRequest(digest="sha256:x"), "router", "gateway"),
         (RouteSnapshotRequest(), "router", "runner"),

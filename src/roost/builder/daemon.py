@@ -87,7 +87,13 @@ async def _serve(
                 raise RuntimeError("no controller endpoint in cluster.json")
             await client.call(msg, timeout=5.0, tries=2)
 
-        manager = BuildManager(ws, send)
+        async def ask(msg: Msg) -> Msg:
+            if client is None:
+                raise RuntimeError("no controller endpoint in cluster.json")
+            # Provisioning a service may take the servicehost up to 40 s.
+            return await client.call(msg, timeout=90.0, tries=2)
+
+        manager = BuildManager(ws, send, ask=ask)
         servers = [
             RpcServer(node, ep.address, builder_handlers(manager))
             for ep in own_endpoints(cluster, "builder", node)

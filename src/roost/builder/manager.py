@@ -22,25 +22,33 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from roost import aio
+from roost.appspec import AppSpec
 from roost.builder import metrics
 from roost.builder.errors import BuildError
 from roost.builder.layers import prune_layers
 from roost.builder.pipeline import Build
 from roost.builder.workspace import Workspace
 from roost.proc.backoff import Backoff, Retry
-from roost.wire.messages import BuildLog, BuildRequest, BuildResult, Msg
+from roost.wire.messages import BuildEnv, BuildEnvRequest, BuildLog, BuildRequest, BuildResult, Msg
 
 log = logging.getLogger("roost.builder")
 
 Send = Callable[[Msg], Awaitable[None]]
+# A request to a controller and its answer (BuildEnvRequest).
+Ask = Callable[[Msg], Awaitable[Msg]]
 LOG_BATCH_S = 0.1
 RESULT_TRIES = 6
 
 
 class BuildManager:
-    def __init__(self, ws: Workspace, send: Send, result_backoff_s: float = 1.0) -> None:
+    def __init__(
+        self, ws: Workspace, send: Send, result_backoff_s: float = 1.0, ask: Ask | None = None
+    ) -> None:
         self.ws = ws
         self._send = send
+        # None (tests, a builder without controllers): builds see no config
+        # vars or services, and bundle_config only its 'core' section.
+        self._ask = ask
         self._backoff = result_backoff_s
         self._app_locks: dict[str, asyncio.Lock] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -145,6 +153,7 @@ class BuildManager:
             build = Build(
                 self.ws, req.build_id, req.app, req.archive, sink,
                 previous_lock_text=req.previous_lock_text, app_id=req.app_id,
+                env_source=self._env_source(req.build_id),
             )  # fmt: skip
             out = await build.run()
         except BuildError as exc:
@@ -165,6 +174,25 @@ class BuildManager:
             lock_digest=out.lock_digest,
             static_routes=out.static_routes,
         )
+
+    def _env_source(self, build_id: str) -> Callable[[AppSpec], Awaitable[dict[str, str]]] | None:
+        """How build `build_id` gets its config vars and service credentials."""
+        ask = self._ask
+        if ask is None:
+            return None
+
+        async def fetch(spec: AppSpec) -> dict[str, str]:
+            try:
+                reply = await ask(BuildEnvRequest(build_id=build_id, spec=spec))
+            except Exception as exc:
+                raise BuildError(f"could not get the app's configuration: {exc}") from None
+            if not isinstance(reply, BuildEnv) or reply.build_id != build_id:
+                raise BuildError(
+                    f"controller answered {type(reply).__name__} for the configuration"
+                )
+            return dict(reply.env)
+
+        return fetch
 
     async def _deliver(self, result: BuildResult) -> None:
         retry = Retry(Backoff(base_s=self._backoff, max_s=30.0))

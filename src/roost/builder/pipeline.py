@@ -3,9 +3,17 @@
 Steps, each logged as "-----> name (1.23 s)" when it ends: fetch (unpack the
 upload), appspec (read the configuration, apply [symlinks], Django settings),
 lock (reuse or resolve), install (reuse or build the dependency layer),
-bundle (image root: shortcuts, roost-image.json), check (import the WSGI
-entrypoints in the built venv, as the build user), collect static, pack (code
-layer, image manifest and static bundle into the store).
+bundle (image root: shortcuts, roost-image.json), configure (the app's config
+vars and service credentials from the controller, which provisions the
+declared services first; bundle_config.py rendered from them), check (import
+the WSGI entrypoints in the built venv, as the build user), collect static,
+pack (code layer, image manifest and static bundle into the store).
+
+The configuration (credentials included) reaches only the steps that run the
+app's own code, check and collect static, as their environment and
+bundle_config.py: it is fetched after the dependency steps ran, kept in
+builds/<id>/config/ (roost.builder.buildconfig; its bytecode in the build's
+own pycache), and removed with the build's directory.
 
 The image is a manifest (roost.images.manifest) naming two layers: the
 dependency layer (roost.builder.layers; reused as is when the lock is
@@ -43,6 +51,7 @@ import msgspec
 
 from roost.appspec import AppSpec, AppSpecError, load_app
 from roost.appspec.runtime import RuntimeVars, environment, relative_symlink
+from roost.builder import buildconfig as bc
 from roost.builder import django as dj
 from roost.builder import lock as locks
 from roost.builder.diskcheck import ensure_free_disk
@@ -109,6 +118,7 @@ class Build:
         previous_lock_text: str = "",
         clock: Callable[[], float] = time.monotonic,
         app_id: int = 0,
+        env_source: Callable[[AppSpec], Awaitable[dict[str, str]]] | None = None,
     ) -> None:
         for what, value in (("build id", build_id), ("app name", app)):
             if not _SAFE_ID.fullmatch(value):
@@ -120,6 +130,9 @@ class Build:
         self.user = ws.app_build_user(app_id, app)
         self.archive = archive
         self.previous_lock_text = previous_lock_text
+        self._env_source = env_source
+        # Config vars and service credentials: the app's code steps' alone.
+        self.config_env: dict[str, str] = {}
         self._sink = log
         self._clock = clock
         self._output_bytes = 0
@@ -179,6 +192,7 @@ class Build:
                         ("lock", self.resolve_lock),
                         ("install", self.install),
                         ("bundle", self.bundle),
+                        ("configure", self.configure),
                         ("check", self.check),
                         ("collect static", self.collect_static),
                         ("pack", self.pack),
@@ -498,6 +512,8 @@ class Build:
             app_dir=self.checkout,
             venv_dir=self.venv,
             data_directory=self.home / "data",
+            extra_env=dict(self.config_env),  # config vars and credentials win, as on a runner
+            bundle_config_dir=self.config_dir,
         )
         env = environment(self.spec, rv, base_env(self.home))
         env.update(HOME=str(self.home), TMPDIR=str(self.home))
@@ -506,6 +522,21 @@ class Build:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(self.pycache)
         return env
+
+    @property
+    def config_dir(self) -> Path:
+        return self.dir / "config"
+
+    async def configure(self) -> None:
+        """The app's config vars and services, for the steps that run its code."""
+        assert self.spec is not None
+        if self._env_source is not None:
+            self.config_env = await self._env_source(self.spec)
+        config = bc.build_bundle_config(
+            self.spec.env, self.config_env, self.home / "data", self.app
+        )
+        bc.write_bundle_config(self.config_dir, config, self.user)
+        self.log("       " + bc.summary(config, self.config_env))
 
     async def check(self) -> None:
         assert self.spec is not None

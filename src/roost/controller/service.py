@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from roost.controller.astore import AsyncStore
 from roost.controller.backups import BackupError, described
+from roost.controller.build_env import BuildEnvRpc
 from roost.controller.copies import CopyAttempts, needed_images, note_copy, plan_copies
 from roost.controller.core import Controller
 from roost.controller.deployflow import Event, Stage, build_move, failure_move, stage_of
@@ -120,6 +121,7 @@ class ControllerService:
                 pong(controller.name),
                 *self.gateway.entries(),
                 *self.images.entries(),
+                *BuildEnvRpc(controller).entries(),
                 *self.platform.entries(),
                 *self.host_suspend.entries(),
             ],

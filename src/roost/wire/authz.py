@@ -47,6 +47,8 @@ from roost.wire.messages import (
     BackupSource,
     BackupSourceRequest,
     BuildAccepted,
+    BuildEnv,
+    BuildEnvRequest,
     BuildLog,
     BuildLogChunk,
     BuildLogRequest,
@@ -148,6 +150,7 @@ FLOWS: dict[type[Msg], Flow] = {
     # builder -> controller
     BuildLog: Flow(by=BUILDER, to=CONTROLLER),
     BuildResult: Flow(by=BUILDER, to=CONTROLLER),
+    BuildEnvRequest: Flow(by=BUILDER, to=CONTROLLER),
     # controller -> builder
     BuildRequest: Flow(by=CONTROLLER, to=BUILDER),
     # runner/router/backupd -> image stores
@@ -213,6 +216,7 @@ NOT_REQUESTS: frozenset[type[Msg]] = frozenset(
         Assignment,
         HeartbeatReply,
         BuildAccepted,
+        BuildEnv,
         ImageChunk,
         RouteSnapshot,
         RouteDelta,

@@ -183,6 +183,25 @@ class BuildResult(Msg, frozen=True, kw_only=True):
     static_routes: list[StaticRoute] = []
 
 
+class BuildEnvRequest(Msg, frozen=True, kw_only=True):
+    """A builder asks, once the app's configuration is read, for what the
+    steps running the app's code see (the import check, collectstatic): the
+    controller provisions the services `spec` declares that the app lacks
+    and answers for the app of `build_id` alone, while it is building."""
+
+    build_id: str
+    spec: AppSpec
+
+
+class BuildEnv(Msg, frozen=True, kw_only=True):
+    """The build's environment: config vars and service credentials
+    (DATABASE_URL, REDIS_URL), as an instance of the app gets them; the
+    builder renders bundle_config.py from it. CURVE-encrypted on the wire."""
+
+    build_id: str
+    env: dict[str, str] = {}
+
+
 # ---------------------------------------------------------------- image store
 
 
@@ -929,6 +948,8 @@ AnyMsg = (
     | BuildAccepted
     | BuildLog
     | BuildResult
+    | BuildEnvRequest
+    | BuildEnv
     | ImageChunkRequest
     | ImageChunk
     | RouteSnapshot
