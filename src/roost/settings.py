@@ -169,7 +169,10 @@ class Settings:
         10.0, "ROOST_STOP_GRACE_S", "runner: SIGTERM-to-SIGKILL grace when stopping an instance"
     )
     startup_timeout_s: float = _setting(
-        60.0, "ROOST_STARTUP_TIMEOUT_S", "runner: a web instance must answer HTTP within this"
+        60.0,
+        "ROOST_STARTUP_TIMEOUT_S",
+        "runner: a web instance must pass its health check within this (longer when its "
+        "declared check needs more)",
     )
     runner_host_id: str = _setting(
         "",

@@ -25,7 +25,8 @@ class Policy:
     backoff_reset_s: float = 30.0
     # A non-web instance counts as up once it has stayed alive this long.
     settle_s: float = 1.0
-    # A web instance must answer HTTP within this long or it is failed.
+    # A web instance must pass its health check within this long (longer when
+    # a declared check needs more: plan.startup_limit) or it is failed.
     startup_timeout_s: float = 60.0
     # Between SIGTERM and SIGKILL when stopping.
     stop_grace_s: float = 10.0
