@@ -41,19 +41,17 @@ import json
 import os
 import re
 import shutil
-import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgspec
-
 from roost.appspec import AppSpec, AppSpecError, load_app
-from roost.appspec.runtime import RuntimeVars, environment, relative_symlink
+from roost.appspec.runtime import RuntimeVars, environment
 from roost.builder import buildconfig as bc
 from roost.builder import django as dj
 from roost.builder import lock as locks
+from roost.builder.checkout import link_text, open_dirs
 from roost.builder.diskcheck import ensure_free_disk
 from roost.builder.errors import BuildError, OutputLimitExceeded
 from roost.builder.ignore import apply_ignores
@@ -68,6 +66,7 @@ from roost.builder.pack import (
 )
 from roost.builder.sandbox import Completed, Jail, LogFn, base_env, run
 from roost.builder.staticpack import pack_static_tree
+from roost.builder.staticstep import read_routes, static_mappings
 from roost.builder.upload import UploadLimits, extract_upload
 from roost.builder.workspace import Workspace
 from roost.wire.messages import StaticRoute
@@ -75,20 +74,6 @@ from roost.wire.messages import StaticRoute
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 RESERVED_NAMES = {"venv", "data", "shortcuts", "roost-image.json"}
 IMAGE_FORMAT = 1
-
-_IMPORT_CHECK = """
-import importlib, sys
-target = sys.argv[1]
-module, _, attr = target.partition(":")
-sys.path.insert(0, ".")
-obj = importlib.import_module(module)
-if attr and "(" not in attr:
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise SystemExit(f"{target} is not callable")
-print(f"{target}: imports")
-"""
 
 
 @dataclass
@@ -301,7 +286,7 @@ class Build:
             self.log(f"       appended Roost settings to {path.relative_to(self.src)}")
         self.checkout = self.image_root / name
         os.replace(self.src, self.checkout)
-        await asyncio.to_thread(_open_dirs, self.checkout)
+        await asyncio.to_thread(open_dirs, self.checkout)
         for d in (self.home, self.out, self.pycache):
             d.mkdir(mode=0o700)
             self.user.chown(d)
@@ -322,7 +307,7 @@ class Build:
                     raise BuildError(f"[symlinks] {link!r}: a non-empty directory is in the way")
                 path.rmdir()
             path.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(_link_text(rel.as_posix(), target), path)
+            os.symlink(link_text(rel.as_posix(), target), path)
             self.log(f"       symlink {link} -> {target}")
 
     async def resolve_lock(self) -> None:
@@ -541,7 +526,7 @@ class Build:
     async def check(self) -> None:
         assert self.spec is not None
         script = self.dir / "import_check.py"
-        script.write_text(_IMPORT_CHECK)
+        shutil.copyfile(Path(__file__).with_name("import_check.py"), script)
         os.chmod(script, 0o644)
         wsgi = [p for p in self.spec.processes.values() if p.kind == "wsgi"]
         if not wsgi:
@@ -574,21 +559,7 @@ class Build:
                 }
             else:
                 self.log("       Django app without Django in its requirements: no collectstatic")
-        mappings = []
-        admin = self._site_packages() / "django" / "contrib" / "admin" / "static" / "admin"
-        for m in self.spec.static:
-            path = m.path.strip("/")
-            if m.root == "data":
-                self.log(f"       {m.url_prefix}: served from the data directory, not bundled")
-                continue
-            base = {"app": self.checkout, "site_packages": self._site_packages()}.get(m.root, admin)
-            mappings.append({
-                "url_prefix": m.url_prefix,
-                "source": str(base / path) if path else str(base),
-                "allowed_root": str(base),
-                "bundle_path": f"{m.root}/{path}" if path else m.root,
-                "is_file": m.is_file,
-            })  # fmt: skip
+        mappings = static_mappings(self.spec, self.checkout, self._site_packages(), self.log)
         if django_cfg is None and not mappings:
             self.log("       no static files")
             return
@@ -615,18 +586,7 @@ class Build:
             [str(self.venv / "bin" / "python"), str(script), str(cfg_path)], self.checkout, env,
         )  # fmt: skip
         raw = read_untrusted_text(self.out / "routes.json", 1 << 20)
-        try:
-            routes = msgspec.json.decode(raw, type=_Routes).routes
-        except msgspec.DecodeError as exc:
-            raise BuildError(f"static collection wrote bad routes: {exc}") from None
-        indexes = self.spec.static_directory_indexes
-        self.static_routes = [
-            StaticRoute(
-                url_prefix=r.url_prefix, path=r.path, is_file=r.is_file, directory_indexes=indexes
-            )
-            for r in routes
-            if r.url_prefix.startswith("/") and ".." not in r.path.split("/")
-        ]
+        self.static_routes = read_routes(raw, self.spec.static_directory_indexes)
         # The collected tree, packed by the builder itself in pack (staticpack).
         self.static_bundle = self.out / "staging"
 
@@ -671,49 +631,3 @@ class Build:
     image_digest: str = ""
     image_size: int = 0
     static_digest: str = ""
-
-
-class _Route(msgspec.Struct):
-    url_prefix: str
-    path: str
-    is_file: bool = False
-
-
-class _Routes(msgspec.Struct):
-    routes: list[_Route]
-
-
-def _link_text(link: str, target: str) -> str:
-    """What os.symlink gets for a [symlinks] entry: relative to the link's own
-    directory, so the image can be unpacked anywhere. A data-directory target
-    goes through the image root's `data` link, which the runner points at the
-    app's data directory on each host (ep.io's `../data`)."""
-    data_prefix = "%(data_directory)s"
-    if target.startswith(data_prefix):
-        target = "../data/" + target[len(data_prefix) :].lstrip("/")
-    rel = relative_symlink(link, target)
-    return rel if rel is not None else target
-
-
-def _open_dirs(root: Path) -> None:
-    """Directories of the checkout become 0755 and files readable by all (and
-    executable by all when by anyone): tar makes the directories an upload
-    only implies (no entry of their own) under the builder's umask, 077, an
-    upload may carry 0600 files, and the image's readers (uv and the build
-    user, then each app's own user) must read them all. The image is the
-    app's; nothing in it is secret from the app, and other apps never see it.
-    Symbolic links are left alone (a chmod would follow them)."""
-    found = [str(root)]
-    for dirpath, dirnames, filenames in os.walk(root):
-        found += (os.path.join(dirpath, n) for n in dirnames + filenames)
-    for path in found:
-        st = os.lstat(path)
-        mode = stat.S_IMODE(st.st_mode)
-        if stat.S_ISDIR(st.st_mode):
-            want = mode | 0o755
-        elif stat.S_ISREG(st.st_mode):
-            want = mode | 0o444 | (0o111 if mode & 0o111 else 0)
-        else:
-            continue
-        if want != mode:
-            os.chmod(path, want)
