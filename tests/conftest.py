@@ -95,6 +95,33 @@ def remove_empty_tenant_cgroups(
     return removed
 
 
+_SESSION_START = time.time()
+
+
+def remove_orphan_pg_segments(since: float, older_than: float, shm: Path = Path("/dev/shm")) -> int:
+    """Remove the dynamic shared memory segments PostgreSQL servers the tests
+    SIGKILLed left in /dev/shm (a server removes its own when it stops, or at
+    its next start in the same data directory, which a test has deleted):
+    those made since `since` and before `older_than` that no live process
+    maps. Each is memory; a day of runs left 100 MB."""
+    mapped: set[str] = set()
+    prefix = f"{shm}/PostgreSQL."
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        with contextlib.suppress(OSError):
+            mapped.update(
+                line.rsplit(" ", 1)[-1] for line in maps.read_text().splitlines()
+                if prefix in line
+            )  # fmt: skip
+    removed = 0
+    for seg in shm.glob("PostgreSQL.*"):
+        with contextlib.suppress(OSError):
+            made = seg.stat().st_mtime
+            if since <= made < older_than and str(seg) not in mapped:
+                seg.unlink()
+                removed += 1
+    return removed
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A skipped test fails the run: the suite is green only when everything ran.
 
@@ -107,6 +134,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return  # a pytest-xdist worker: the controlling process sums up, once all ended
     if os.geteuid() == 0:
         remove_empty_tenant_cgroups(older_than=time.time() - 120)
+        remove_orphan_pg_segments(_SESSION_START, time.time() - 120)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = len(reporter.stats.get("skipped", [])) if reporter is not None else 0
     if skipped and not os.environ.get("ROOST_ALLOW_SKIPS") and exitstatus == 0:
