@@ -134,8 +134,12 @@ def test_a_corrupted_backup_fails_its_drill_and_is_reported(rc: BackupCluster) -
     url = rc.app_with_postgres("broken")
     sql(url, "CREATE TABLE blobs (b bytea)")
     # Incompressible, so the dump is several chunks, all but the first (the
-    # dump's header holds its time) shared by every later dump of it.
-    sql(url, "INSERT INTO blobs VALUES (%s)", os.urandom(3 << 20))
+    # dump's header holds its time) shared by every later dump of it. restic
+    # cuts chunks of 1 MiB on average at content-defined points: 3 MiB came
+    # out as one chunk in about one run in twelve (no cut point past the
+    # first 512 KiB), and then the second dump shared nothing damaged. 12 MiB
+    # leaves no such chance (and restic's 8 MiB limit forces a cut anyway).
+    sql(url, "INSERT INTO blobs VALUES (%s)", os.urandom(12 << 20))
     before = data_packs(rc)
     (first,) = capture(rc, "broken", "pgdump")
     assert settled(rc, "broken", first["id"])["state"] == "verified"  # sound before the damage
