@@ -184,7 +184,7 @@ def _repo_with_platform(base: Path, tamper: bool, templates: Templates) -> tuple
         (root / "keys" / "fernet.key").write_text("another key\n")
     (staging / "facts.json").write_text(json.dumps(facts))
     bid = "platform-20260101T000000Z-abcdef"
-    asyncio.run(repo.backup(staging, tags=["kind=platform", f"id={bid}"]))
+    asyncio.run(repo.snapshot(staging, tags=["kind=platform", f"id={bid}"]))
     return layout.local_repo, layout.restic_password
 
 

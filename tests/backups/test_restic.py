@@ -101,8 +101,8 @@ async def test_backup_list_restore_and_dump_on_a_local_repository(tmp_path: Path
 
     shop = _tree(tmp_path / "staging" / "shop", seed=1)
     blog = _tree(tmp_path / "staging" / "blog", seed=2)
-    sid = await repo.backup(shop, tags=["app=shop", "kind=data", "id=data-1"], host="bk1")
-    await repo.backup(blog, tags=["app=blog", "kind=data", "id=data-2"], host="bk1")
+    sid = (await repo.snapshot(shop, tags=["app=shop", "kind=data", "id=data-1"], host="bk1")).id
+    await repo.snapshot(blog, tags=["app=blog", "kind=data", "id=data-2"], host="bk1")
     assert len(sid) == 64
 
     [snap] = await repo.snapshots(["app=shop", "kind=data"])
@@ -133,7 +133,7 @@ async def test_the_password_is_never_on_a_command_line_nor_in_the_environment(
     repo = Repo(local_location(layout), layout, min_free_bytes=MiB, restic=str(wrapper))
     await repo.init()
     cheap_key(layout.local_repo, layout.restic_password)  # as in the test above
-    sid = await repo.backup(_tree(tmp_path / "s"), tags=["app=a"])
+    sid = (await repo.snapshot(_tree(tmp_path / "s"), tags=["app=a"])).id
     await repo.restore(sid, tmp_path / "r")
     await repo.check()
     password = layout.restic_password.read_text().strip()
@@ -146,7 +146,7 @@ async def test_flipped_bytes_in_a_pack_are_a_problem_check_reports(
 ) -> None:
     layout = _layout(tmp_path / "data")
     repo = restic_templates.local_repo(layout)
-    await repo.backup(_tree(tmp_path / "s"), tags=["app=a"])
+    await repo.snapshot(_tree(tmp_path / "s"), tags=["app=a"])
     packs = sorted((layout.local_repo / "data").rglob("*"), key=lambda p: -p.stat().st_size)
     pack = next(p for p in packs if p.is_file())
     pack.chmod(0o600)
@@ -166,13 +166,13 @@ async def test_no_room_refuses_before_writing_and_makes_no_snapshot(
 ) -> None:
     layout = _layout(tmp_path / "data")
     repo = restic_templates.local_repo(layout)
-    sid = await repo.backup(_tree(tmp_path / "s"), tags=["app=a"])
+    sid = (await repo.snapshot(_tree(tmp_path / "s"), tags=["app=a"])).id
     # More than any disk has: the machine's other writers cannot make room meanwhile
     # (free + 1 did, once, when another process freed space between the checks).
     whole = shutil.disk_usage(tmp_path).total
     cramped = Repo(repo.location, layout, min_free_bytes=whole * 1024)
     with pytest.raises(NoRoom, match="nothing was written"):
-        await cramped.backup(tmp_path / "s", tags=["app=a"])
+        await cramped.snapshot(tmp_path / "s", tags=["app=a"])
     with pytest.raises(NoRoom):
         await cramped.restore(sid, tmp_path / "r")
     assert [s.id for s in await repo.snapshots()] == [sid]
@@ -196,10 +196,10 @@ async def test_a_backup_that_could_not_read_everything_is_not_kept(
     (src / "files" / "secret").chmod(0)
     os.chown(src / "files" / "secret", 1, 1)
     with pytest.raises(PartialBackup, match="could not be read"):
-        await repo.backup(src, tags=["app=a"])
+        await repo.snapshot(src, tags=["app=a"])
     assert await repo.snapshots() == []
     with pytest.raises(FileNotFoundError, match="missing"):
-        await repo.backup(src, ["db", "nope"], tags=["app=a"])
+        await repo.snapshot(src, ["db", "nope"], tags=["app=a"])
 
 
 async def test_without_backupds_password_the_repository_does_not_open(
@@ -235,8 +235,8 @@ async def test_forget_keeps_exactly_what_keep_says(
     # ~40 s. The template's key makes each backup a fraction of a second.
     made = {}
     for i, t in enumerate(times):
-        made[await repo.backup(src, tags=["app=a", "kind=data", f"id={i}"], time=t)] = t
-    await repo.backup(src, tags=["app=b", "kind=data"], time=now - timedelta(days=400))
+        made[(await repo.snapshot(src, tags=["app=a", "kind=data", f"id={i}"], time=t)).id] = t
+    await repo.snapshot(src, tags=["app=b", "kind=data"], time=now - timedelta(days=400))
 
     policy = Policy(pitr_days=3, daily=5, weekly=4, monthly=6)
     expected = keep(list(made.items()), policy, datetime.now(UTC))
@@ -282,8 +282,8 @@ async def test_init_backup_copy_and_restore_over_sftp(
     cheap_key(sshd.on_disk("/repos/roost"), layout.restic_password)
 
     shop = _tree(tmp_path / "s1", seed=1)
-    a = await local.backup(shop, tags=["app=shop", "kind=data", "id=d1"])
-    b = await local.backup(_tree(tmp_path / "s2", seed=2), tags=["app=blog", "kind=data"])
+    a = (await local.snapshot(shop, tags=["app=shop", "kind=data", "id=d1"])).id
+    b = (await local.snapshot(_tree(tmp_path / "s2", seed=2), tags=["app=blog", "kind=data"])).id
     copied = await local.copy(offsite, [a[:8], b])
     assert set(copied) == {a, b}
     there = {s.id: s for s in await offsite.snapshots()}
@@ -294,7 +294,7 @@ async def test_init_backup_copy_and_restore_over_sftp(
 
     await offsite.restore(copied[a], tmp_path / "back")
     assert _digest(tmp_path / "back") == _digest(shop)
-    direct = await offsite.backup(shop, tags=["app=shop", "kind=data", "id=d2"])
+    direct = (await offsite.snapshot(shop, tags=["app=shop", "kind=data", "id=d2"])).id
     assert direct in {s.id for s in await offsite.snapshots(["id=d2"])}
     assert await offsite.check(read_data=True) == []
 
@@ -353,7 +353,7 @@ async def test_an_unreachable_location_is_a_retryable_error(
     layout = _layout(tmp_path / "data")
     local = restic_templates.local_repo(layout)
     restic_templates.offsite_at(sshd.on_disk("/repos/roost"))
-    sid = await local.backup(_tree(tmp_path / "s"), tags=["app=a"])
+    sid = (await local.snapshot(_tree(tmp_path / "s"), tags=["app=a"])).id
     offsite = await _offsite(layout, sshd, parse_host_key_pin(sshd.host_key_pub, setting=PIN))
     await offsite.init(chunker_from=local)
     sshd.stop()  # the offsite host goes away
@@ -379,7 +379,7 @@ async def test_the_offsite_repository_needs_backupds_key_and_password(
     restic_templates.offsite_at(sshd.on_disk("/repos/roost"))
     offsite = await _offsite(layout, sshd, parse_host_key_pin(sshd.host_key_pub, setting=PIN))
     await offsite.init()
-    await offsite.backup(_tree(tmp_path / "s"), tags=["app=a"])
+    await offsite.snapshot(_tree(tmp_path / "s"), tags=["app=a"])
     # A servicehost's (or anyone's) own key, with the host pinned and even the password:
     intruder = _layout(tmp_path / "intruder")
     await ensure_ssh_key(intruder)

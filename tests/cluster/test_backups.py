@@ -298,7 +298,7 @@ def test_retention_prunes_as_the_policy_says(rc: BackupCluster, tmp_path: Path) 
         backup_id = new_id("pgdump", at)
         tags = ["app=keep", "kind=pgdump", f"id={backup_id}"]
         when = datetime.fromtimestamp(at, UTC)
-        snap = asyncio.run(repo.backup(restored, tags=tags, time=when))
+        snap = asyncio.run(repo.snapshot(restored, tags=tags, time=when)).id
         entry_ = msgspec.structs.replace(
             src.entry, id=backup_id, taken_at=at, verified_at=at, locations={"local": "ok"}
         )

@@ -246,25 +246,6 @@ class Repo:
         await self._run(args, timeout=timeout, source=chunker_from)
         return True
 
-    async def backup(
-        self,
-        root: Path,
-        paths: Sequence[str] = (".",),
-        *,
-        tags: Sequence[str],
-        host: str = "backupd",
-        time: datetime | None = None,
-        expect_bytes: int | None = None,
-        timeout: float = 3600.0,
-    ) -> str:
-        """Snapshot `paths` (relative to `root`, saved relative) with `tags`;
-        returns the snapshot's id (`snapshot`'s)."""
-        made = await self.snapshot(
-            root, paths, tags=tags, host=host, time=time, expect_bytes=expect_bytes,
-            timeout=timeout,
-        )  # fmt: skip
-        return made.id
-
     async def snapshot(
         self,
         root: Path,
