@@ -13,7 +13,8 @@ from pathlib import Path
 
 import msgspec
 
-from roost.appspec.appdir import inside, inspect_app
+from roost.appspec import python_version as pv
+from roost.appspec.appdir import inside, inspect_app, read_head
 from roost.appspec.appjson import APP_JSON
 from roost.appspec.compose import compose
 from roost.appspec.errors import Problem
@@ -112,7 +113,22 @@ def check_app(app_dir: Path) -> CheckReport:
     spec = composed.spec
     if spec is not None:
         spec = inspect_app(spec, root, composed.lines, diag)
+        spec = _python(spec, root, diag)
     return _report(root, files, spec, diag)
+
+
+def _python(spec: AppSpec, root: Path, diag: Diagnostics) -> AppSpec:
+    """The Python version the app's files ask for (roost.appspec.python_version)."""
+    texts: dict[str, str] = {}
+    for name in (pv.PYTHON_VERSION_FILE, pv.RUNTIME_TXT):
+        if (root / name).is_file():
+            text = read_head(root, root / name, pv.MAX_FILE_BYTES)
+            if text is not None:
+                texts[name] = text
+    version, source = pv.request_from_files(texts, spec.python_version, diag)
+    return msgspec.structs.replace(
+        spec, python_version=version, python_source=source, warnings=list(diag.warnings)
+    )
 
 
 def check_path(path: Path) -> CheckReport:

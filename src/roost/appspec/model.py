@@ -184,7 +184,10 @@ class AppSpec(msgspec.Struct, frozen=True, kw_only=True):
     healthchecks: dict[str, HealthCheck] = {}
     # Process type -> instance count asked for (app.json `formation`).
     formation: dict[str, int] = {}
+    # The Python version the app asks for (a prefix: "3.12"), and where it
+    # says so (roost.appspec.python_version); None: the builder's default.
     python_version: str | None = None
+    python_source: str = ""
     warnings: list[ConfigWarning] = []
     # The config files this spec was read from, e.g. ["epio.ini", "Procfile"].
     sources: list[str] = []

@@ -94,6 +94,10 @@ def _plan(console: Console, spec: AppSpec) -> None:
             checks.add_row(escape(process_type), escape(hc.path), escape(expects), timing)
         console.print(checks)
     facts = [f"requirements: {spec.requirements or 'none'}"]
+    if spec.python_version:
+        facts.append(f"python: {spec.python_version} (from {spec.python_source})")
+    else:
+        facts.append("python: the builder's default (Roost's own version)")
     if spec.formation:
         facts.append("formation: " + ", ".join(f"{k}={v}" for k, v in spec.formation.items()))
     if spec.django is not None:
