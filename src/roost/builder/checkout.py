@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from roost.appspec.runtime import relative_symlink
+from roost.builder.errors import BuildError
 
 
 def link_text(link: str, target: str) -> str:
@@ -45,3 +47,24 @@ def open_dirs(root: Path) -> None:
             continue
         if want != mode:
             os.chmod(path, want)
+
+
+def apply_symlinks(src: Path, symlinks: Mapping[str, str], log: Callable[[str], None]) -> None:
+    """Make the app's [symlinks] in the unpacked upload `src` (still the
+    builder's: no app code has run), replacing files or empty directories."""
+    for link, target in symlinks.items():
+        rel = Path(link.rstrip("/"))
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            raise BuildError(f"[symlinks] {link!r} must be a path inside the app")
+        path = src / rel
+        if not path.parent.resolve().is_relative_to(src.resolve()):
+            raise BuildError(f"[symlinks] {link!r} leads outside the app")
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            if any(path.iterdir()):
+                raise BuildError(f"[symlinks] {link!r}: a non-empty directory is in the way")
+            path.rmdir()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(link_text(rel.as_posix(), target), path)
+        log(f"       symlink {link} -> {target}")

@@ -3,6 +3,8 @@
 Steps, each logged as "-----> name (1.23 s)" when it ends: fetch (unpack the
 upload), appspec (read the configuration, apply [symlinks], Django settings),
 lock (reuse or resolve), install (reuse or build the dependency layer),
+extensions (every compiled module's libraries resolve on the runner stack:
+roost.builder.extcheck),
 bundle (image root: shortcuts, roost-image.json), configure (the app's config
 vars and service credentials from the controller, which provisions the
 declared services first; bundle_config.py rendered from them), check (import
@@ -50,8 +52,9 @@ from roost.appspec import AppSpec, AppSpecError, load_app
 from roost.appspec.runtime import RuntimeVars, environment
 from roost.builder import buildconfig as bc
 from roost.builder import django as dj
+from roost.builder import extcheck, stacks
 from roost.builder import lock as locks
-from roost.builder.checkout import link_text, open_dirs
+from roost.builder.checkout import apply_symlinks, open_dirs
 from roost.builder.diskcheck import ensure_free_disk
 from roost.builder.errors import BuildError, OutputLimitExceeded
 from roost.builder.ignore import apply_ignores
@@ -176,6 +179,7 @@ class Build:
                         ("appspec", self.read_appspec),
                         ("lock", self.resolve_lock),
                         ("install", self.install),
+                        ("extensions", lambda: extcheck.check_image(self.trees, self.log)),
                         ("bundle", self.bundle),
                         ("configure", self.configure),
                         ("check", self.check),
@@ -279,7 +283,7 @@ class Build:
         if not _SAFE_ID.fullmatch(name) or name in RESERVED_NAMES:
             raise BuildError(f"[checkout] directory_name {name!r} is not allowed")
         locks.check_requirements_file(self.src, spec.requirements)
-        self._apply_symlinks(spec)
+        apply_symlinks(self.src, spec.symlinks, self.log)
         self.django = dj.plan(self.src, spec)
         if self.django and self.django.explicit and spec.django and spec.django.append_settings:
             path = dj.append_settings(self.src, self.django)
@@ -291,24 +295,6 @@ class Build:
             d.mkdir(mode=0o700)
             self.user.chown(d)
         await asyncio.to_thread(self.user.chown_tree, self.checkout)
-
-    def _apply_symlinks(self, spec: AppSpec) -> None:
-        for link, target in spec.symlinks.items():
-            rel = Path(link.rstrip("/"))
-            if rel.is_absolute() or ".." in rel.parts or not rel.parts:
-                raise BuildError(f"[symlinks] {link!r} must be a path inside the app")
-            path = self.src / rel
-            if not path.parent.resolve().is_relative_to(self.src.resolve()):
-                raise BuildError(f"[symlinks] {link!r} leads outside the app")
-            if path.is_symlink() or path.is_file():
-                path.unlink()
-            elif path.is_dir():
-                if any(path.iterdir()):
-                    raise BuildError(f"[symlinks] {link!r}: a non-empty directory is in the way")
-                path.rmdir()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(link_text(rel.as_posix(), target), path)
-            self.log(f"       symlink {link} -> {target}")
 
     async def resolve_lock(self) -> None:
         assert self.spec is not None
@@ -413,6 +399,7 @@ class Build:
         except NeedsBuild:
             self.log("       a package has no wheel: building it as the app's own build "
                      "user, with its own cache, into a layer of this app's alone")  # fmt: skip
+            stacks.log_build_stack(self.ws.interp.path, self.ws.interp.minor, self.log)
             await self._layer(f"{key}-{self.user.uid}", self._uv_own())
         assert self.layer_job is not None
         self.installed = self.layer_job.installed
@@ -456,6 +443,11 @@ class Build:
     @property
     def venv(self) -> Path:
         return self.layer / "venv"
+
+    @property
+    def trees(self) -> list[tuple[str, Path]]:
+        """The image's trees as the image names them: the layer and the checkout."""
+        return [("venv", self.venv), (self.checkout.name, self.checkout)]
 
     def _site_packages(self) -> Path:
         return self.venv / "lib" / f"python{self.ws.interp.minor}" / "site-packages"
