@@ -162,6 +162,18 @@ class Settings:
         "ROOST_REPLICA_STORE",
         "runner: bytes of image copies held for redundancy before the least needed go",
     )
+    keep_releases: int = _setting(
+        5,
+        "ROOST_KEEP_RELEASES",
+        "images kept per app: those of its newest releases that served, the current one "
+        "included (rollback targets); older ones are collected from builders and runners",
+    )
+    rollback_window_s: float = _setting(
+        300.0,
+        "ROOST_ROLLBACK_WINDOW_S",
+        "a release whose instances crash-loop or fail their health check within this long "
+        "after it went live is rolled back to the release before it by itself (0: never)",
+    )
     restart_backoff_max_s: float = _setting(
         30.0, "ROOST_RESTART_BACKOFF_MAX_S", "longest wait before restarting a crashed instance"
     )

@@ -126,6 +126,7 @@ class AsyncStore:
     copy_release = _on_executor(Store.copy_release)
     release = _on_executor(Store.release)
     releases = _on_executor(Store.releases)
+    roll_back = _on_executor(Store.roll_back)
 
     # ------------------------------------------------------------ formation and config
 

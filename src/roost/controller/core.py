@@ -45,6 +45,7 @@ from roost.appspec.service_env import service_environment, with_service_addresse
 from roost.controller import deployflow, desired, rollout, routes
 from roost.controller.assign import AssignmentBook, AssignmentInputs, HostAssignment
 from roost.controller.astore import AsyncStore
+from roost.controller.autorollback import AutoRollback
 from roost.controller.backups import Backups
 from roost.controller.model import Model
 from roost.controller.scheduler import HostInfo, Placement, Want, place
@@ -112,6 +113,8 @@ class Controller:
         self._snapshot_due = False  # publish a full table first under a new fence
         self._release_cache = desired.ReleaseCache()
         self._pending_since: dict[desired.ReleaseKey, float] = {}
+        # Rolls back a release that crash-loops soon after it went live.
+        self.autorollback = AutoRollback(store, settings.rollback_window_s)
         # When desired state was last read, what the last pass saw of soft
         # state, and the hosts it knew alive.
         self._read_at = 0.0
@@ -445,6 +448,8 @@ class Controller:
         for name in apps:
             for rel in m.apps[name].pending:
                 await self._rollout(name, rel, m.placed[name], wants[name], statuses, now)
+            if await self.autorollback.look(name, serving[name], m.placed[name], statuses):
+                self.wake.set()
         if self.services is not None:  # instance_env reads them from its cache
             await self.services.warm(m.apps[name].row.id for name in apps)
         self._stage_assignments(apps)

@@ -58,6 +58,10 @@ class ReleaseState(StrEnum):
     ACTIVE = "active"
     SUPERSEDED = "superseded"
     FAILED = "failed"
+    # It went live, then crash-looped within the rollback window, and a copy
+    # of the release before it replaced it (controller/aftercare.py): never a
+    # rollback target, never rolled back from twice.
+    ROLLED_BACK = "rolled-back"
 
 
 class Event(StrEnum):
@@ -74,6 +78,7 @@ class Event(StrEnum):
     ROLLOUT_FAILED = "rollout-failed"  # crashed or too slow; no older release serves
     ROLLED_BACK = "rolled-back"  # crashed or too slow; the older release keeps serving
     SUPERSEDED = "superseded"  # a newer release replaced this one before it came up
+    CRASH_LOOPED = "crash-looped"  # live, then crash-looped in the rollback window
 
 
 BUILD_MOVES: dict[tuple[Stage, Event], Stage] = {
@@ -108,6 +113,8 @@ RELEASE_MOVES: dict[tuple[ReleaseState, Event], ReleaseState] = {
     (ReleaseState.PENDING, Event.SUPERSEDED): ReleaseState.FAILED,
     # A newer release went live: the one serving until then steps aside.
     (ReleaseState.ACTIVE, Event.SUPERSEDED): ReleaseState.SUPERSEDED,
+    # Marked while it still serves: the copy of the one before replaces it.
+    (ReleaseState.ACTIVE, Event.CRASH_LOOPED): ReleaseState.ROLLED_BACK,
 }
 
 

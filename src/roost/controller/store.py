@@ -69,6 +69,7 @@ class ReleaseRow:
     created_at: float
     config: dict[str, str]
     static_routes: list[StaticRoute]
+    promoted_at: float | None = None  # when it went live (wall clock)
 
 
 def _app(row: Any) -> AppRow:
@@ -96,6 +97,7 @@ def _release(row: Any) -> ReleaseRow:
         created_at=row.created_at,
         config=json.loads(row.config_json or "{}"),
         static_routes=msgspec.json.decode(row.static_json or "[]", type=list[StaticRoute]),
+        promoted_at=row.promoted_at,
     )
 
 

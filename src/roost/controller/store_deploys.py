@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from roost.appspec.model import AppSpec
 from roost.controller.deployflow import (
@@ -242,7 +242,11 @@ class DeployStore:
         written in the same transaction, and so are `lines`, its closing log
         lines. Whether it applied; when not, nothing is written (another
         controller ended it, or a newer release superseded it)."""
-        values = {"status": move.after} | ({"description": reason} if reason else {})
+        values: dict[str, Any] = {"status": move.after}
+        if reason:
+            values["description"] = reason
+        if move.after == ReleaseState.ACTIVE:
+            values["promoted_at"] = time.time()  # the rollback window starts (aftercare)
         with self.engine.begin() as c:
             moved = c.execute(
                 update(t.releases)
@@ -275,3 +279,56 @@ class DeployStore:
             app_ids = insert_log_lines(c, lines)
         self._note_logged(app_ids)
         return True
+
+    def roll_back(
+        self,
+        app_id: int,
+        bad: int,
+        move: Move,
+        target: int,
+        why: str,
+        description: str,
+        lines: Sequence[LogLine] = (),
+    ) -> int | None:
+        """Roll the app back from release `bad` by itself (controller/aftercare.py):
+        `bad` moves by `move` (active -> rolled-back, compare-and-set; `why`
+        its description) and a new pending release copies release `target`'s
+        image and config, the app's config vars set to that config as
+        `roost rollback` sets them, with `lines`, all in one transaction.
+        The new version; None, writing nothing, when `bad` had moved on."""
+        with self.engine.begin() as c:
+            moved = c.execute(
+                update(t.releases)
+                .where(
+                    t.releases.c.app_id == app_id,
+                    t.releases.c.version == bad,
+                    t.releases.c.status == move.before,
+                )
+                .values(status=move.after, description=why)
+            )
+            if moved.rowcount != 1:
+                return None
+            base = c.execute(
+                select(t.releases).where(
+                    t.releases.c.app_id == app_id, t.releases.c.version == target
+                )
+            ).first()
+            if base is None:
+                raise NotFound(f"no release v{target}")  # rolls the move back too
+            config: dict[str, str] = json.loads(base.config_json or "{}")
+            c.execute(delete(t.config_vars).where(t.config_vars.c.app_id == app_id))
+            if config:
+                c.execute(
+                    insert(t.config_vars),
+                    [{"app_id": app_id, "key": k, "value": v} for k, v in sorted(config.items())],
+                )
+            version = next_version(c, app_id)
+            insert_release(
+                c, app_id, version, base.build_id or "", base.image_digest, base.static_digest,
+                msgspec.json.decode(base.spec_json, type=AppSpec), base.lock, description,
+                config, msgspec.json.decode(base.static_json or "[]", type=list[StaticRoute]),
+            )  # fmt: skip
+            bump_desired(c)
+            app_ids = insert_log_lines(c, lines)
+        self._note_logged(app_ids)
+        return version

@@ -89,7 +89,8 @@ releases = Table(
     Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
     Column("version", Integer, nullable=False),
     Column("build_id", String(32), nullable=True),
-    # pending (rolling out) -> active -> superseded; or failed
+    # pending (rolling out) -> active -> superseded; or failed; active ->
+    # rolled-back (it crash-looped after promotion and was rolled back from)
     Column("status", String(16), nullable=False),
     Column("image_digest", String(80), nullable=False),
     Column("static_digest", String(80), nullable=False, default=""),
@@ -103,6 +104,9 @@ releases = Table(
     # Static routes the builder derived (URL prefix -> path in the static
     # bundle), JSON list of wire StaticRoute.
     Column("static_json", Text, nullable=False, default="[]", server_default="[]"),
+    # When it went live (wall clock): it is watched for crash loops for the
+    # rollback window after that (controller/aftercare.py).
+    Column("promoted_at", Float, nullable=True),
     UniqueConstraint("app_id", "version"),
 )
 
