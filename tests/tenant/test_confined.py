@@ -15,6 +15,7 @@ from roost.tenant.cgroups import Limits
 from roost.tenant.identity import identity_for
 from roost.tenant.launch import Tenancy, TenantSpec
 from roost.tenant.sandbox import SandboxSpec, interpreter_prefix
+from roost.tenant.toolmask import host_build_tools
 
 PYTHON_PREFIX = interpreter_prefix(Path(sys.prefix))
 
@@ -30,16 +31,22 @@ def tenancy(tmp_path: Path) -> Iterator[Tenancy]:
 
 
 def run(
-    t: Tenancy, tmp: Path, code: str, limits: Limits = Limits(), unit: str = "u1"
+    t: Tenancy,
+    tmp: Path,
+    code: str,
+    limits: Limits = Limits(),
+    unit: str = "u1",
+    hidden: tuple[tuple[Path, ...], tuple[Path, ...]] = ((), ()),
 ) -> tuple[int, str, bool]:
     ident = identity_for(77, "tenanttest")
     data = tmp / "data"
     data.mkdir(exist_ok=True)
     os.chown(data, ident.uid, ident.gid)
     readonly = tuple(p for p in (PYTHON_PREFIX, Path(sys.prefix)) if p is not None)
-    spec = TenantSpec(
-        ident, SandboxSpec(cwd=data, readonly=readonly, writable=(data,)), limits, unit
+    box = SandboxSpec(
+        cwd=data, readonly=readonly, writable=(data,), hidden_files=hidden[0], hidden_dirs=hidden[1]
     )
+    spec = TenantSpec(ident, box, limits, unit)
     p = t.prepare(spec, [sys.executable, "-c", code])
     proc = subprocess.run(
         p.argv, preexec_fn=p.preexec, capture_output=True, text=True, start_new_session=True
@@ -102,3 +109,22 @@ def test_nothing_outlives_the_command(tenancy: Tenancy, tmp_path: Path) -> None:
     assert rc == 0
     left = subprocess.run(["pgrep", "-f", f"^sleep {marker}$"], capture_output=True, text=True)
     assert left.stdout == ""
+
+
+def test_a_runner_sandbox_has_no_compiler(tenancy: Tenancy, tmp_path: Path) -> None:
+    """The host has gcc (the build stack); a sandbox that hides the host's
+    build tools has none of it, by any name, nor gcc's own programs."""
+    code = (
+        "import os, shutil, subprocess\n"
+        "print([t for t in ('gcc', 'cc', 'c++', 'cpp', 'as', 'ld') if shutil.which(t)])\n"
+        "print(os.listdir('/usr/lib/gcc'))\n"
+        "try:\n"
+        "    print(subprocess.run(['gcc', '--version']).returncode)\n"
+        "except OSError as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+    rc, out, _ = run(tenancy, tmp_path, code)
+    assert rc == 0 and out.splitlines()[0] == "['gcc', 'cc', 'c++', 'cpp', 'as', 'ld']", out
+    rc, out, _ = run(tenancy, tmp_path, code, hidden=host_build_tools())
+    assert rc == 0, out
+    assert out.splitlines() == ["[]", "[]", "PermissionError"]

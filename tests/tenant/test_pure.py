@@ -123,3 +123,22 @@ def test_cgroup_text_parsing() -> None:
     paths = own_cgroup_paths(v1)
     assert paths["memory"] == "/a/b" and paths["cpu"] == "/c" and paths["cpuacct"] == "/c"
     assert own_cgroup_paths("0::/user.slice/x\n") == {"": "/user.slice/x"}
+
+
+def test_hidden_tools_are_bound_over_the_system_directories() -> None:
+    spec = SandboxSpec(
+        cwd=Path("/"),
+        hidden_files=(Path("/usr/bin/x86_64-linux-gnu-gcc-12"),),
+        hidden_dirs=(Path("/usr/lib/gcc"),),
+    )
+    argv = bwrap_argv(spec, identity_for(1, "x"), ["true"], host_links=LINKS)
+    text = " ".join(argv)
+    assert "--ro-bind /dev/null /usr/bin/x86_64-linux-gnu-gcc-12" in text
+    assert "--tmpfs /usr/lib/gcc --remount-ro /usr/lib/gcc" in text
+    # After (over) /usr, not under it.
+    assert text.index("--ro-bind /usr /usr") < text.index("/dev/null /usr/bin")
+    for outside in (Path("/data/gcc"), Path("/usr"), Path("/usr/../etc/x")):
+        with pytest.raises(SandboxError):
+            bwrap_argv(
+                SandboxSpec(cwd=Path("/"), hidden_files=(outside,)), identity_for(1, "x"), ["true"]
+            )

@@ -9,8 +9,10 @@ own socket directory) and their cgroup unit.
 What is bound (see roost.tenant.sandbox for the rest):
 
   read-only   the image root and the shared layers it links to; the Python
-              installation its venv points at; the app's home (its
-              bundle_config.py files live under it)
+              installation its venv points at: the image's own interpreter
+              layer mounted at the path it was built at (`interpreter_mount`),
+              else the host's; the app's home (its bundle_config.py files
+              live under it)
   writable    the app's data directory; a web instance's socket directory
 
 Ownership on disk, set by `prepare_dirs` before the spawn: the app's home
@@ -21,6 +23,7 @@ app:app 0700 (root's router connects; no other tenant can).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +32,7 @@ from roost.runner.layout import Layout, safe_name
 from roost.tenant.cgroups import Limits
 from roost.tenant.identity import Identity, IdentityError, identity_for
 from roost.tenant.launch import TenantSpec
-from roost.tenant.sandbox import SandboxSpec, interpreter_prefix
+from roost.tenant.sandbox import SYSTEM_DIRS, SandboxSpec, interpreter_prefix
 from roost.wire.messages import InstanceAssignment
 
 
@@ -43,6 +46,9 @@ class TenantDefaults:
     pids: int = 512
     cpu_weight: int = 100
     tmp_mb: int = 0
+    # The host's build stack, hidden from every tenant (roost.tenant.toolmask).
+    hidden_files: tuple[Path, ...] = ()
+    hidden_dirs: tuple[Path, ...] = ()
 
 
 def identity(a: InstanceAssignment) -> Identity:
@@ -66,9 +72,33 @@ def image_binds(image_root: Path) -> tuple[Path, ...]:
             if target.is_dir():
                 out.append(target)
     prefix = interpreter_prefix(image_root / "venv")
-    if prefix is not None:
+    if prefix is not None and interpreter_mount(image_root) is None:
         out.append(prefix)
     return tuple(dict.fromkeys(out))
+
+
+def interpreter_mount(image_root: Path) -> tuple[Path, Path] | None:
+    """(the image's interpreter layer, the path the sandbox shows it at) when
+    the image carries its interpreter (roost.builder.pylayer); else None.
+
+    The path is roost-image.json's `python.prefix`, written by the builder
+    (the app's code never could); one that is not a plain absolute path
+    outside the system directories is not mounted.
+    """
+    try:
+        python = json.loads((image_root / "roost-image.json").read_text()).get("python") or {}
+        layer, prefix = python.get("layer"), python.get("prefix")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not (isinstance(layer, str) and isinstance(prefix, str)) or "/" in layer:
+        return None
+    link, dest = image_root / layer, Path(prefix)
+    plain = dest.is_absolute() and os.path.normpath(prefix) == prefix and ".." not in dest.parts
+    if not plain or dest == Path("/") or any(dest.is_relative_to(d) for d in SYSTEM_DIRS):
+        return None
+    if not link.is_symlink() or not link.is_dir():
+        return None
+    return Path(os.path.realpath(link)), dest
 
 
 def tenant_spec(
@@ -80,6 +110,7 @@ def tenant_spec(
     image_paths: tuple[Path, ...],
     defaults: TenantDefaults,
     socket_dir: Path | None = None,
+    image_mounts: tuple[tuple[Path, Path], ...] = (),
 ) -> TenantSpec:
     home = layout.app_home(a.app)
     writable = [layout.data_directory(a.app)]
@@ -92,7 +123,10 @@ def tenant_spec(
             hostname=safe_name(a.app)[:63],
             readonly=(*image_paths, home),
             writable=tuple(writable),
+            mounts=image_mounts,
             tmp_bytes=defaults.tmp_mb << 20,
+            hidden_files=defaults.hidden_files,
+            hidden_dirs=defaults.hidden_dirs,
         ),
         limits=Limits(
             memory_mb=a.memory_mb or defaults.memory_mb,

@@ -41,6 +41,7 @@ from roost.runner.supervisor import Supervisor
 from roost.sessions.server import ExecSessions
 from roost.settings import Settings
 from roost.tenant.launch import Tenancy, TenantError
+from roost.tenant.toolmask import host_build_tools
 from roost.wire.bootstrap import open_node
 from roost.wire.dispatch import Handlers
 from roost.wire.identity import load_peers
@@ -168,11 +169,14 @@ async def _serve(
         tenancy = Tenancy.for_daemon(f"runner-{host_id}", settings.sandbox)
     except TenantError as exc:
         raise Unavailable(f"cannot confine apps: {exc}") from None
+    hidden_files, hidden_dirs = host_build_tools()
     defaults = TenantDefaults(
         memory_mb=settings.instance_memory_mb,
         pids=settings.tenant_pids_max,
         cpu_weight=settings.tenant_cpu_weight,
         tmp_mb=settings.tenant_tmp_mb,
+        hidden_files=hidden_files,
+        hidden_dirs=hidden_dirs,
     )
     fw.live_session = execs.has
     runner_rpc = RunnerRpc(layout, images, execs, data, copies, tenancy, defaults)

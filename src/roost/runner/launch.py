@@ -21,10 +21,11 @@ from pathlib import Path
 
 from roost.appspec import runtime
 from roost.appspec.bundle_config import from_environment, render_bundle_config
+from roost.tenant.toolmask import TENANT_PATH
 from roost.wire.messages import InstanceAssignment
 
 BASE_ENV = {
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "PATH": TENANT_PATH,
     "LANG": "C.UTF-8",
 }
 

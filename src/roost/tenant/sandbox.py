@@ -7,7 +7,9 @@ the process may see:
   /usr, /etc            read-only (the OS: shells, libc, CA certificates)
   /bin /lib /lib64 /sbin  as the host has them (symlinks into /usr, or binds)
   interpreter prefix    read-only (the Python the image's venv points at:
-                        it may live under /root or /opt, which the tenant
+                        the image's own interpreter layer mounted at the
+                        path it was installed at, else the host's, which
+                        may live under /root or /opt, which the tenant
                         could not otherwise traverse)
   read-only paths       the image root, the app's home (bundle_config.py)
   writable paths        the app's data directory, a per-instance socket dir
@@ -71,9 +73,17 @@ class SandboxSpec:
     hostname: str = "app"
     readonly: tuple[Path, ...] = ()
     writable: tuple[Path, ...] = ()
+    # (source, where the sandbox sees it), read-only: the interpreter an image
+    # carries, shown at the path it was installed at (roost.runner.confine).
+    mounts: tuple[tuple[Path, Path], ...] = ()
     # Size of the private /tmp tmpfs in bytes (0: the kernel's default; the
     # pages are charged to the tenant's memory cgroup either way).
     tmp_bytes: int = 0
+    # Host files and directories inside the system directories the tenant
+    # must not reach (a runner hides the build stack's compilers: see
+    # roost.tenant.toolmask): files become /dev/null, directories empty.
+    hidden_files: tuple[Path, ...] = ()
+    hidden_dirs: tuple[Path, ...] = ()
 
 
 def bwrap_argv(
@@ -92,9 +102,13 @@ def bwrap_argv(
     """
     if not argv:
         raise SandboxError("no command")
-    for p in (spec.cwd, *spec.readonly, *spec.writable):
+    hidden = (*spec.hidden_files, *spec.hidden_dirs)
+    for p in (spec.cwd, *spec.readonly, *spec.writable, *hidden):
         if not p.is_absolute() or ".." in p.parts:
             raise SandboxError(f"sandbox path must be absolute and plain: {p}")
+    for p in hidden:
+        if not any(p.is_relative_to(d) and p != Path(d) for d in SYSTEM_DIRS):
+            raise SandboxError(f"only paths inside {', '.join(SYSTEM_DIRS)} are hidden: {p}")
     out = [
         bwrap,
         "--die-with-parent",
@@ -111,6 +125,12 @@ def bwrap_argv(
             out += ["--ro-bind", name, name]
         else:
             out += ["--symlink", target, name]
+    # Over the system binds: a file gives way to /dev/null (neither executable
+    # nor readable as what it was), a directory to an empty read-only tmpfs.
+    for path in spec.hidden_files:
+        out += ["--ro-bind", "/dev/null", str(path)]
+    for path in spec.hidden_dirs:
+        out += ["--tmpfs", str(path), "--remount-ro", str(path)]
     out += ["--proc", "/proc", "--dev", "/dev"]
     if spec.tmp_bytes:
         out += ["--size", str(spec.tmp_bytes)]
@@ -120,17 +140,21 @@ def bwrap_argv(
     # Shorter paths first, so a writable dir inside a read-only one (the data
     # dir in the app's home) is bound over it, not under it.
     binds = sorted(
-        [(p, "--ro-bind") for p in spec.readonly] + [(p, "--bind") for p in spec.writable],
-        key=lambda b: (len(b[0].parts), str(b[0])),
+        [(p, p, "--ro-bind") for p in spec.readonly]
+        + [(src, dest, "--ro-bind") for src, dest in spec.mounts]
+        + [(p, p, "--bind") for p in spec.writable],
+        key=lambda b: (len(b[1].parts), str(b[1])),
     )
-    for path, how in binds:
+    for source, path, how in binds:
+        if not all(p.is_absolute() and ".." not in p.parts for p in (source, path)):
+            raise SandboxError(f"sandbox path must be absolute and plain: {source} -> {path}")
         if any(path.is_relative_to(Path(d)) for d in SYSTEM_DIRS):
             raise SandboxError(f"{path} is inside a system directory")
         for parent in reversed(path.parents):
-            if parent not in made and not any(parent == b for b, _ in binds):
+            if parent not in made and not any(parent == b for _, b, _ in binds):
                 out += ["--perms", "0711", "--dir", str(parent)]
                 made.add(parent)
-        out += [how, str(path), str(path)]
+        out += [how, str(source), str(path)]
         made.add(path)
     out += ["--chdir", str(spec.cwd), "--"]
     out += [
