@@ -201,3 +201,26 @@ def test_platform_views_are_for_admins(env: Env) -> None:
     assert board["hosts"] == [] and board["admin"] is False
     board = env.client.get("/api/dashboard", headers=env.admin).json()
     assert [h["hostname"] for h in board["hosts"]] == ["box1"] and board["admin"] is True
+
+
+def test_members_cancel_deploys_and_outsiders_cannot(env: Env) -> None:
+    c, app_id = env.client, env.app.id
+    env.store.create_build("b1", app_id)  # a deploy under way: the next ones queue
+    ids = []
+    for _ in range(2):
+        r = c.post("/api/apps/shop/builds", content=gzip.compress(b"x"), headers=env.collab)
+        ids.append(r.json()["build_id"])
+    assert [env.store.build(b).status for b in ids] == ["queued", "queued"]
+    r = c.post(f"/api/builds/{ids[0]}/cancel", headers=env.outsider)
+    assert r.status_code == 404
+    assert env.store.build(ids[0]).status == "queued"
+    r = c.post(f"/api/builds/{ids[0]}/cancel", headers=env.collab)
+    assert r.status_code == 200, r.text
+    assert r.json()["outcome"] == "cancelled by collab@example.com"
+    r = c.post(f"/api/builds/{ids[0]}/cancel", headers=env.owner)
+    assert r.status_code == 409
+    assert "already ended: cancelled by collab@example.com" in r.json()["message"]
+    r = c.post(f"/api/builds/{ids[1]}/cancel", headers=env.admin)
+    assert r.json()["outcome"] == "cancelled by root@example.com"
+    listed = c.get("/api/apps/shop/builds", headers=env.owner).json()
+    assert {b["build_id"]: b["status"] for b in listed}[ids[1]] == "cancelled"

@@ -10,11 +10,15 @@ from roost.controller.deployflow import (
     FINAL,
     Event,
     IllegalMove,
+    InLine,
     Move,
     ReleaseState,
     Stage,
+    ahead_of,
     build_move,
+    cancel_move,
     failure_move,
+    next_to_start,
     outcome,
     release_move,
     rollout_end,
@@ -131,3 +135,48 @@ def test_the_outcome_a_user_reads() -> None:
     assert outcome("rolled-back", why, 4) == f"rolled back: {why}"
     assert outcome("failed", "no builder configured", None) == "failed: no builder configured"
     assert outcome("copying", "", None) == "copying the image to a second host"
+
+
+def test_a_queued_deploy_builds_or_is_cancelled() -> None:
+    assert walk([Event.STARTED, Event.BUILT], "queued") == "provisioning"
+    with pytest.raises(IllegalMove):
+        build_move("building", Event.STARTED)  # started once
+    # Any stage before the end may be cancelled; an ended deploy may not.
+    for stage in Stage:
+        if stage.final:
+            with pytest.raises(IllegalMove):
+                cancel_move(stage.value)
+        else:
+            assert cancel_move(stage.value) == Move(stage.value, "cancelled")
+    assert Stage.CANCELLED.final
+    assert release_move("pending", Event.CANCELLED).after == "failed"
+    with pytest.raises(IllegalMove):
+        release_move("active", Event.CANCELLED)  # live already: not cancelled
+    assert outcome("cancelled", "cancelled by ann@example.com", None) == (
+        "cancelled by ann@example.com"
+    )
+    assert outcome("queued", "", None) == "waiting for the app's earlier deploy to end"
+
+
+def line(*builds: tuple[str, str, float]) -> list[InLine]:
+    return [InLine(*b) for b in builds]
+
+
+def test_deploys_of_one_app_start_in_order() -> None:
+    # b1 builds; b2 and b3 wait, each for the one just before it.
+    q = line(("b3", "queued", 3.0), ("b1", "building", 1.0), ("b2", "queued", 2.0))
+    assert [ahead_of(q, b) for b in ("b1", "b2", "b3")] == [None, "b1", "b2"]
+    assert ahead_of(q, "b4") == "b3"  # a new one queues behind the last
+    assert next_to_start(q) is None  # b1 is under way
+    for stage in ("provisioning", "copying", "rolling-out"):
+        assert next_to_start(line(("b1", stage, 1.0), ("b2", "queued", 2.0))) is None
+    # b1 ended (any end): the oldest queued one starts, never two.
+    for end in ("live", "failed", "rolled-back", "cancelled"):
+        assert (
+            next_to_start(line(("b1", end, 1.0), ("b3", "queued", 3.0), ("b2", "queued", 2.0)))
+            == "b2"
+        )
+    assert next_to_start(line(("b1", "live", 1.0))) is None
+    assert next_to_start([]) is None
+    # Created in the same instant: the id decides, the same way every time.
+    assert next_to_start(line(("b9", "queued", 5.0), ("b8", "queued", 5.0))) == "b8"

@@ -221,13 +221,16 @@ def releases(ctx: click.Context, app_name: str | None, as_json: bool, show_lock:
             console.print(f"[bold]v{r['version']} lock[/]\n{r['lock']}")
 
 
-@click.command("deploys")
+@click.group("deploys", invoke_without_command=True)
 @click.option("--app", "app_name")
 @click.option("-n", "count", default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def deploys(ctx: click.Context, app_name: str | None, count: int, as_json: bool) -> None:
-    """An app's deploys, newest first: the stage each is at, or how it ended."""
+    """An app's deploys, newest first: the stage each is at, or how it ended
+    (`queued`: waiting for the app's earlier deploy to end)."""
+    if ctx.invoked_subcommand is not None:
+        return
     name = app_name_for(Path("."), app_name)
     rows = _api(ctx).request("GET", f"/api/apps/{name}/builds", params={"n": count})
     if as_json:
@@ -240,6 +243,16 @@ def deploys(ctx: click.Context, app_name: str | None, count: int, as_json: bool)
         release = f"v{r['release']}" if r["release"] else "-"
         table.add_row(r["build_id"], r["status"], release, started, took, escape(r["outcome"]))
     console.print(table)
+
+
+@deploys.command("cancel")
+@click.argument("build_id")
+@click.pass_context
+def cancel_deploy(ctx: click.Context, build_id: str) -> None:
+    """Cancel a deploy: a queued one at once, one under way at its next stage
+    (a release rolling out fails; the release serving keeps serving)."""
+    row = _api(ctx).request("POST", f"/api/builds/{build_id}/cancel")
+    click.echo(f"deploy {row['build_id']} ({row['app']}): {row['outcome']}")
 
 
 @click.command("logs")

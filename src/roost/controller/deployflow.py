@@ -8,12 +8,20 @@ second controller acting on the same deploy changes nothing: the first
 move of a build result (building -> provisioning, or -> failed) is its
 claim, and whoever loses a compare-and-set stops.
 
-    building ──built──▶ provisioning ──provisioned──▶ copying ──copied──▶
+    queued ──started──▶ building ──built──▶ provisioning ──provisioned──▶ copying ──copied──▶
     releasing ──released──▶ rolling-out ──up──▶ live
          │                    │                   │        │
          └──── failed ◀───────┴───────────────────┘        ├─ rollout failed, an older
                                                            │  release serves ──▶ rolled-back
                                                            └─ rollout failed, none ──▶ failed
+
+A deploy arriving while another of the same app has not ended starts
+`queued` (its upload kept in the state database) and builds once every
+earlier one ended, oldest first (`next_to_start`; the claim, queued ->
+building, is a compare-and-set under the app's row lock, so two controllers
+never start two). Any stage before the end may move to `cancelled` (`roost
+deploys cancel`); the writer driving the deploy loses its next
+compare-and-set there and stops; a pending release is failed with it.
 
 Each stage is written as it starts, so a reader (`GET /api/builds/ID`, the
 build stream, `git push`) sees where a deploy is. An app asking for no
@@ -28,11 +36,13 @@ release side: it starts `pending` and takes the same rollout events.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 
 class Stage(StrEnum):
+    QUEUED = "queued"  # waits for the app's earlier deploy to end (its upload kept)
     BUILDING = "building"
     PROVISIONING = "provisioning"
     COPYING = "copying"
@@ -41,13 +51,14 @@ class Stage(StrEnum):
     LIVE = "live"
     FAILED = "failed"
     ROLLED_BACK = "rolled-back"
+    CANCELLED = "cancelled"  # `roost deploys cancel`: the serving release untouched
 
     @property
     def final(self) -> bool:
         return self in FINAL
 
 
-FINAL = frozenset({Stage.LIVE, Stage.FAILED, Stage.ROLLED_BACK})
+FINAL = frozenset({Stage.LIVE, Stage.FAILED, Stage.ROLLED_BACK, Stage.CANCELLED})
 
 # Stages written by older versions of Roost, read as today's.
 LEGACY_STAGES = {"deploying": Stage.ROLLING_OUT, "succeeded": Stage.LIVE}
@@ -65,6 +76,8 @@ class ReleaseState(StrEnum):
 
 
 class Event(StrEnum):
+    STARTED = "started"  # the app's earlier deploy ended: this one builds
+    CANCELLED = "cancelled"  # a user cancelled it (any stage before the end)
     BUILT = "built"  # the builder produced an image
     BUILD_FAILED = "build-failed"
     NO_SERVICES = "no-services"  # the app asks for no service: nothing to provision
@@ -82,6 +95,8 @@ class Event(StrEnum):
 
 
 BUILD_MOVES: dict[tuple[Stage, Event], Stage] = {
+    (Stage.QUEUED, Event.STARTED): Stage.BUILDING,
+    (Stage.QUEUED, Event.BUILD_FAILED): Stage.FAILED,  # its kept upload is gone
     (Stage.BUILDING, Event.BUILT): Stage.PROVISIONING,
     (Stage.BUILDING, Event.BUILD_FAILED): Stage.FAILED,
     (Stage.PROVISIONING, Event.PROVISIONED): Stage.COPYING,
@@ -96,9 +111,13 @@ BUILD_MOVES: dict[tuple[Stage, Event], Stage] = {
     (Stage.ROLLING_OUT, Event.ROLLED_BACK): Stage.ROLLED_BACK,
     (Stage.ROLLING_OUT, Event.SUPERSEDED): Stage.FAILED,
 }
+# A deploy may be cancelled at any stage before its end; whoever drives it
+# loses its next compare-and-set there and stops (a safe point).
+BUILD_MOVES.update({(s, Event.CANCELLED): Stage.CANCELLED for s in Stage if not s.final})
 
 # The event that fails each stage whose own work failed (or raised).
 FAILURE: dict[Stage, Event] = {
+    Stage.QUEUED: Event.BUILD_FAILED,
     Stage.BUILDING: Event.BUILD_FAILED,
     Stage.PROVISIONING: Event.PROVISION_FAILED,
     Stage.COPYING: Event.COPY_FAILED,
@@ -111,6 +130,7 @@ RELEASE_MOVES: dict[tuple[ReleaseState, Event], ReleaseState] = {
     (ReleaseState.PENDING, Event.ROLLOUT_FAILED): ReleaseState.FAILED,
     (ReleaseState.PENDING, Event.ROLLED_BACK): ReleaseState.FAILED,
     (ReleaseState.PENDING, Event.SUPERSEDED): ReleaseState.FAILED,
+    (ReleaseState.PENDING, Event.CANCELLED): ReleaseState.FAILED,
     # A newer release went live: the one serving until then steps aside.
     (ReleaseState.ACTIVE, Event.SUPERSEDED): ReleaseState.SUPERSEDED,
     # Marked while it still serves: the copy of the one before replaces it.
@@ -174,6 +194,7 @@ def rollout_end(verdict_failed: bool, older_serves: bool) -> Event:
 def describe(stage: Stage) -> str:
     """What a user reading `roost deploys` should take a stage to mean."""
     return {
+        Stage.QUEUED: "waiting for the app's earlier deploy to end",
         Stage.BUILDING: "building the image",
         Stage.PROVISIONING: "provisioning the app's services",
         Stage.COPYING: "copying the image to a second host",
@@ -182,6 +203,7 @@ def describe(stage: Stage) -> str:
         Stage.LIVE: "live",
         Stage.FAILED: "failed",
         Stage.ROLLED_BACK: "failed to start; the previous release keeps serving",
+        Stage.CANCELLED: "cancelled",
     }[stage]
 
 
@@ -195,4 +217,45 @@ def outcome(status: str, error: str, release: int | None) -> str:
         return f"rolled back: {error}" if error else "rolled back"
     if stage is Stage.FAILED:
         return f"failed: {error}" if error else "failed"
+    if stage is Stage.CANCELLED:
+        return error or "cancelled"  # "cancelled by ann@example.com"
     return describe(stage)
+
+
+# ---------------------------------------------------------------- one app's deploys in order
+
+
+@dataclass(frozen=True)
+class InLine:
+    """One of an app's deploys that has not ended, as the queue sees it."""
+
+    id: str
+    status: str
+    created_at: float
+
+
+def _order(builds: Sequence[InLine]) -> list[InLine]:
+    return sorted(builds, key=lambda b: (b.created_at, b.id))
+
+
+def ahead_of(builds: Sequence[InLine], build_id: str) -> str | None:
+    """The deploy `build_id` waits for: the newest of the app's deploys that
+    have not ended and came before it; None when none did (it may build)."""
+    line = [b for b in _order(builds) if not stage_of(b.status).final]
+    ids = [b.id for b in line]
+    at = ids.index(build_id) if build_id in ids else len(ids)
+    return ids[at - 1] if at else None
+
+
+def next_to_start(builds: Sequence[InLine]) -> str | None:
+    """The queued deploy of one app that starts now: the oldest queued one,
+    once none of the app's deploys is past `queued` and before its end."""
+    line = [b for b in _order(builds) if not stage_of(b.status).final]
+    if any(stage_of(b.status) is not Stage.QUEUED for b in line):
+        return None
+    return line[0].id if line else None
+
+
+def cancel_move(status: str) -> Move:
+    """Cancel a deploy where it is; IllegalMove once it ended."""
+    return build_move(status, Event.CANCELLED)

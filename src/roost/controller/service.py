@@ -14,6 +14,7 @@ from roost.controller.backups import BackupError, described
 from roost.controller.build_env import BuildEnvRpc
 from roost.controller.copies import CopyAttempts, needed_images, note_copy, plan_copies
 from roost.controller.core import Controller
+from roost.controller.deploycancel import cancel_deploy
 from roost.controller.deployflow import Event, Stage, build_move, failure_move, stage_of
 from roost.controller.gateway_rpc import GatewayRpc
 from roost.controller.hostsuspend import HostSuspend
@@ -21,7 +22,7 @@ from roost.controller.image_rpc import ImageRpc
 from roost.controller.metrics import BUILDS
 from roost.controller.platformsnap import PlatformFiles, PlatformSnap
 from roost.controller.services import ServiceError
-from roost.controller.store import AppRow, NotFound
+from roost.controller.store import AppRow, BuildRow, NotFound
 from roost.wire.cluster import Endpoint
 from roost.wire.dispatch import Handlers, at_once, on, pong
 from roost.wire.messages import (
@@ -50,6 +51,8 @@ COPY_TIMEOUT_S = 300.0
 # many it asks for at once (the rest wait for the next pass).
 COPY_CHECK_S = 5.0
 COPIES_PER_PASS = 4
+# How often the lease holder looks for queued deploys whose turn came.
+QUEUE_CHECK_S = 0.5
 
 
 class Lost(Exception):
@@ -381,13 +384,63 @@ class ControllerService:
         return (await self.c.store.release(app_id, app.current_release)).lock
 
     async def start_build(self, app_name: str, app_id: int, build_id: str, archive: bytes) -> None:
-        """Create the build and hand it to a builder; failures land in the build."""
+        """Create the build and hand it to a builder, or queue it behind the
+        app's deploy under way (deployflow); failures land in the build."""
         c = self.c
-        await c.store.create_build(build_id, app_id)
-        deploy = Deploy(c.store, build_id, Stage.BUILDING)
-        await c.platform_log(
-            app_name, f"-----> received {len(archive)} bytes; building", build_id, "build"
+        ahead = await c.store.enqueue_build(build_id, app_id, archive)
+        got = f"-----> received {len(archive)} bytes; "
+        if ahead is not None:
+            await c.platform_log(
+                app_name, got + f"waiting for deploy {ahead} to finish", build_id, "build"
+            )
+            return
+        await c.platform_log(app_name, got + "building", build_id, "build")
+        await self._hand_over(app_name, app_id, build_id, archive)
+
+    async def queue_loop(self) -> None:
+        """Every QUEUE_CHECK_S, the lease holder starts the deploys whose turn came."""
+        while True:
+            await asyncio.sleep(QUEUE_CHECK_S)
+            if not self.c.is_leader:
+                continue
+            try:
+                await self.start_waiting()
+            except Exception:
+                log.exception("starting queued deploys failed")
+
+    async def start_waiting(self) -> list[str]:
+        """Start each app's next queued deploy whose earlier ones ended; their ids."""
+        started = []
+        for app_id in await self.c.store.apps_with_queued():
+            build_id = await self.start_queued(app_id)
+            if build_id is not None:
+                started.append(build_id)
+        return started
+
+    async def start_queued(self, app_id: int) -> str | None:
+        """Claim and build the app's next queued deploy if its turn came."""
+        claimed = await self.c.store.claim_queued(app_id)
+        if claimed is None:
+            return None  # still waiting, or another controller took it
+        build_id, archive = claimed
+        app = await self.c.store.app_by_id(app_id)
+        await self.c.platform_log(
+            app.name, "-----> the earlier deploy ended; building", build_id, "build"
         )
+        await self._hand_over(app.name, app_id, build_id, archive)
+        return build_id
+
+    async def cancel(self, build_id: str, who: str) -> BuildRow:
+        """Cancel a deploy (roost.controller.deploycancel) and start the app's
+        next queued one at once; deploycancel.Ended when it had ended."""
+        build = await cancel_deploy(self.c, build_id, who)
+        await self.start_queued(build.app_id)
+        return build
+
+    async def _hand_over(self, app_name: str, app_id: int, build_id: str, archive: bytes) -> None:
+        """Hand a `building` deploy to a builder; failures land in the build."""
+        c = self.c
+        deploy = Deploy(c.store, build_id, Stage.BUILDING)
         if self.builders is None:
             await deploy.fail("no builder configured")
             return

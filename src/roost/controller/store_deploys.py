@@ -21,12 +21,16 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 
 from roost.appspec.model import AppSpec
 from roost.controller.deployflow import (
+    FINAL,
     Event,
     IllegalMove,
+    InLine,
     Move,
     ReleaseState,
     Stage,
+    ahead_of,
     build_move,
+    next_to_start,
     release_move,
     stage_of,
 )
@@ -83,7 +87,30 @@ def _move_build(
         .where(t.builds.c.id == build_id, t.builds.c.status == move.before)
         .values(**values)
     )
-    return moved.rowcount == 1
+    if moved.rowcount != 1:
+        return False
+    if move.before == Stage.QUEUED:  # an upload is kept only while its deploy waits
+        c.execute(delete(t.build_uploads).where(t.build_uploads.c.build_id == build_id))
+    return True
+
+
+def _lock_app(c: Connection, app_id: int) -> None:
+    """Hold the app's row until the transaction ends (a write to it, so SQLite
+    takes its write lock and PostgreSQL the row's): two controllers deciding
+    about the app's deploys at once take turns, each reading what the other
+    wrote."""
+    c.execute(update(t.apps).where(t.apps.c.id == app_id).values(name=t.apps.c.name))
+
+
+def _in_line(c: Connection, app_id: int) -> list[InLine]:
+    """The app's deploys that have not ended."""
+    ended = [s.value for s in FINAL]
+    rows = c.execute(
+        select(t.builds.c.id, t.builds.c.status, t.builds.c.created_at).where(
+            t.builds.c.app_id == app_id, t.builds.c.status.not_in(ended)
+        )
+    )
+    return [InLine(r.id, r.status, r.created_at) for r in rows]
 
 
 def next_version(c: Connection, app_id: int) -> int:
@@ -163,6 +190,52 @@ class DeployStore:
                     error="",
                 )
             )
+
+    def enqueue_build(self, build_id: str, app_id: int, archive: bytes) -> str | None:
+        """Create the build: `building` when none of the app's deploys is
+        under way, else `queued` with its upload kept. Returns the deploy it
+        waits for (None: it builds now)."""
+        now = time.time()
+        with self.engine.begin() as c:
+            _lock_app(c, app_id)
+            line = [*_in_line(c, app_id), InLine(build_id, Stage.QUEUED.value, now)]
+            ahead = ahead_of(line, build_id)
+            stage = Stage.QUEUED if ahead else Stage.BUILDING
+            c.execute(
+                insert(t.builds).values(
+                    id=build_id, app_id=app_id, status=stage.value, created_at=now, error=""
+                )
+            )
+            if ahead:
+                c.execute(insert(t.build_uploads).values(build_id=build_id, archive=archive))
+        return ahead
+
+    def claim_queued(self, app_id: int) -> tuple[str, bytes] | None:
+        """Start the app's next queued deploy when its turn came: moved to
+        `building` (compare-and-set, under the app's row lock) and its upload
+        taken. (build id, upload), or None when none may start."""
+        with self.engine.begin() as c:
+            _lock_app(c, app_id)
+            build_id = next_to_start(_in_line(c, app_id))
+            if build_id is None:
+                return None
+            archive = c.execute(
+                select(t.build_uploads.c.archive).where(t.build_uploads.c.build_id == build_id)
+            ).scalar()
+            if archive is None:  # never so, but it must not hold the app's queue up
+                lost = build_move(Stage.QUEUED, Event.BUILD_FAILED)
+                _move_build(c, build_id, lost, "the upload of this queued deploy was lost")
+                return None
+            if not _move_build(c, build_id, build_move(Stage.QUEUED, Event.STARTED)):
+                return None
+        return build_id, bytes(archive)
+
+    def apps_with_queued(self) -> list[int]:
+        with self.engine.connect() as c:
+            rows = c.execute(
+                select(t.builds.c.app_id).where(t.builds.c.status == Stage.QUEUED.value).distinct()
+            )
+            return sorted(r.app_id for r in rows)
 
     def build(self, build_id: str) -> BuildRow:
         with self.engine.connect() as c:

@@ -80,6 +80,17 @@ builds = Table(
     Column("finished_at", Float, nullable=True),
     Column("error", Text, nullable=False, default=""),
     Column("release", Integer, nullable=True),
+    Index("ix_builds_status", "status"),
+)
+
+# The upload of a deploy waiting in `queued` (deployflow): kept so that any
+# controller can start it when the app's earlier deploy ends; removed with
+# the move out of `queued`.
+build_uploads = Table(
+    "build_uploads",
+    metadata,
+    Column("build_id", String(32), ForeignKey("builds.id", ondelete="CASCADE"), primary_key=True),
+    Column("archive", LargeBinary, nullable=False),
 )
 
 releases = Table(

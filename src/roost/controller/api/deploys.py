@@ -21,6 +21,7 @@ from roost.controller.api.deps import (
     app_for_member,
 )
 from roost.controller.core import Controller
+from roost.controller.deploycancel import Ended
 from roost.controller.deployflow import Stage, outcome, stage_of
 from roost.controller.store import AppRow, BuildRow, NotFound
 
@@ -87,6 +88,21 @@ def _build_row(build: BuildRow, app: AppRow) -> dict[str, Any]:
 @router.get("/builds/{build_id}")
 async def build_status(build_id: str, who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
     build, app = await _build_or_404(c, who, build_id)
+    return _build_row(build, app)
+
+
+@router.post("/builds/{build_id}/cancel")
+async def cancel_build(
+    build_id: str, who: CurrentAccount, c: CurrentController, svc: CurrentService
+) -> dict[str, Any]:
+    """Cancel a deploy: a queued one at once, one under way at its next
+    stage (a rolling-out release fails; the serving one keeps serving).
+    409 when it had ended, with how."""
+    _, app = await _build_or_404(c, who, build_id)
+    try:
+        build = await svc.cancel(build_id, who.email)
+    except Ended as exc:
+        raise ApiError(409, f"deploy {build_id} already ended: {exc}") from None
     return _build_row(build, app)
 
 

@@ -1,0 +1,226 @@
+"""Deploys of one app in order, and cancelled: real SQLite store, real
+ControllerService walks; the builder is a recorder of the BuildRequests it
+is handed (the build itself is the builder's tests'), the runner a fake
+that confirms image copies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from roost.appspec.model import AppSpec, ProcessSpec
+from roost.controller import rollout
+from roost.controller.astore import AsyncStore
+from roost.controller.core import Controller
+from roost.controller.deploycancel import Ended
+from roost.controller.service import ControllerService
+from roost.controller.store import Store
+from roost.settings import Settings
+from roost.state import tables as t
+from roost.state.db import make_engine, migrate, sqlite_url
+from roost.wire.cluster import Endpoint
+from roost.wire.messages import BuildAccepted, BuildRequest, BuildResult, Heartbeat, Msg, Ok
+
+WEB = ProcessSpec(name="web", kind="wsgi", entrypoint="a:app", web=True)
+PROMOTE = rollout.Decision("promote")
+
+
+class Builders:
+    """What a builder was handed, in order."""
+
+    def __init__(self) -> None:
+        self.handed: list[tuple[str, bytes]] = []
+
+    async def call(self, msg: Msg, timeout: float = 5.0, tries: int | None = None) -> Msg:
+        assert isinstance(msg, BuildRequest)
+        self.handed.append((msg.build_id, msg.archive))
+        return BuildAccepted(build_id=msg.build_id)
+
+
+class Runner:
+    async def call(self, msg: Msg, timeout: float = 5.0, tries: int | None = None) -> Msg:
+        return Ok()
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class World:
+    store: Store
+    app_id: int
+    builders: Builders = field(default_factory=Builders)
+    services: list[ControllerService] = field(default_factory=list)
+
+    def controller(self) -> ControllerService:
+        """One more controller on the same database (with one live runner)."""
+        c = Controller(AsyncStore(self.store), Settings(), f"c{len(self.services)}")
+        c.soft.record(
+            Heartbeat(host_id="h1", hostname="h1", rpc_endpoint="tcp://h1:1", rpc_key="k" * 40),
+            time.monotonic(),
+        )
+
+        def client(ep: Endpoint) -> Runner:
+            return Runner()
+
+        svc = ControllerService(c, self.builders, client)  # type: ignore[arg-type]
+        self.services.append(svc)
+        return svc
+
+    def stage(self, build_id: str) -> str:
+        return self.store.build(build_id).status
+
+    def said(self, build_id: str) -> list[str]:
+        return [r.line for r in self.store.logs(self.app_id, 0, 1000, build_id)]
+
+    def uploads(self) -> list[str]:
+        with self.store.engine.connect() as c:
+            return [r.build_id for r in c.execute(t.build_uploads.select())]
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    url = sqlite_url(tmp_path / "state.db")
+    migrate(url)
+    store = Store(make_engine(url))
+    app = store.create_app("shop", store.create_account("o@example.com"))
+    w = World(store, app.id)
+    yield w
+    for svc in w.services:
+        await svc.c.store.aclose()
+    store.engine.dispose()
+
+
+def built(build_id: str) -> BuildResult:
+    spec = AppSpec(processes={"web": WEB})
+    return BuildResult(build_id=build_id, app="shop", ok=True, image_digest="sha256:ab", spec=spec)
+
+
+async def go_live(svc: ControllerService, world: World, build_id: str) -> int:
+    """The builder's result for `build_id`, then its rollout's promotion."""
+    await svc.build_finished(built(build_id))
+    build = world.store.build(build_id)
+    assert build.status == "rolling-out" and build.release is not None
+    await svc.c._finish_rollout("shop", world.store.release(world.app_id, build.release), PROMOTE)
+    assert world.stage(build_id) == "live"
+    return build.release
+
+
+async def test_two_pushes_at_once_go_live_in_order(world: World) -> None:
+    svc = world.controller()
+    await asyncio.gather(
+        svc.start_build("shop", world.app_id, "b1", b"one"),
+        svc.start_build("shop", world.app_id, "b2", b"two"),
+    )
+    first, second = sorted(["b1", "b2"], key=lambda b: world.stage(b) != "building")
+    assert (world.stage(first), world.stage(second)) == ("building", "queued")
+    assert world.builders.handed == [(first, b"one" if first == "b1" else b"two")]
+    assert f"waiting for deploy {first} to finish" in world.said(second)[0]
+    assert world.uploads() == [second]
+    # Its turn has not come while the first builds and rolls out.
+    await svc.build_finished(built(first))
+    assert await svc.start_waiting() == []
+    v1 = world.store.build(first).release
+    assert v1 is not None
+    await svc.c._finish_rollout("shop", world.store.release(world.app_id, v1), PROMOTE)
+    # The first is live: the second builds, with its own upload.
+    assert await svc.start_waiting() == [second]
+    assert [b for b, _ in world.builders.handed] == [first, second]
+    assert world.uploads() == []
+    assert "the earlier deploy ended; building" in world.said(second)[1]
+    assert await go_live(svc, world, second) == v1 + 1
+    assert world.store.app("shop").current_release == v1 + 1
+
+
+async def test_two_controllers_start_a_queued_deploy_once(world: World) -> None:
+    a, b = world.controller(), world.controller()
+    await a.start_build("shop", world.app_id, "b1", b"one")
+    await b.start_build("shop", world.app_id, "b2", b"two")
+    await a.start_build("shop", world.app_id, "b3", b"three")
+    assert [world.stage(x) for x in ("b1", "b2", "b3")] == ["building", "queued", "queued"]
+    assert "waiting for deploy b2 to finish" in world.said("b3")[0]
+    await go_live(a, world, "b1")
+    started = await asyncio.gather(a.start_waiting(), b.start_waiting())
+    assert sorted(started, key=len) == [[], ["b2"]]
+    assert [x for x, _ in world.builders.handed] == ["b1", "b2"]
+    assert world.stage("b3") == "queued"  # behind b2 now
+
+
+async def test_a_failed_deploy_lets_the_next_one_start(world: World) -> None:
+    svc = world.controller()
+    await svc.start_build("shop", world.app_id, "b1", b"one")
+    await svc.start_build("shop", world.app_id, "b2", b"two")
+    await svc.build_finished(
+        BuildResult(build_id="b1", app="shop", ok=False, image_digest="", error="boom")
+    )
+    assert world.stage("b1") == "failed"
+    assert await svc.start_waiting() == ["b2"]
+
+
+async def test_a_queued_deploy_is_cancelled_at_once(world: World) -> None:
+    svc = world.controller()
+    await svc.start_build("shop", world.app_id, "b1", b"one")
+    await svc.start_build("shop", world.app_id, "b2", b"two")
+    await svc.start_build("shop", world.app_id, "b3", b"three")
+    row = await svc.cancel("b2", "ann@example.com")
+    assert (row.status, row.error) == ("cancelled", "cancelled by ann@example.com")
+    assert "-----> cancelled by ann@example.com" in world.said("b2")
+    assert world.uploads() == ["b3"]
+    await go_live(svc, world, "b1")
+    assert await svc.start_waiting() == ["b3"]  # the cancelled one is skipped
+    with pytest.raises(Ended, match=r"cancelled by ann@example\.com"):
+        await svc.cancel("b2", "bob@example.com")
+
+
+async def test_a_building_deploy_cancelled_discards_its_build_and_starts_the_next(
+    world: World,
+) -> None:
+    svc = world.controller()
+    await svc.start_build("shop", world.app_id, "b1", b"one")
+    await svc.start_build("shop", world.app_id, "b2", b"two")
+    await svc.cancel("b1", "ann@example.com")
+    # The next one starts with the cancel, not at the next pump.
+    assert world.stage("b2") == "building"
+    assert [x for x, _ in world.builders.handed] == ["b1", "b2"]
+    # The builder's late result for b1 is discarded: no release is made of it.
+    await svc.build_finished(built("b1"))
+    assert world.stage("b1") == "cancelled"
+    assert world.store.releases(world.app_id) == []
+
+
+async def test_a_rolling_out_deploy_cancelled_fails_its_release_and_the_old_one_serves(
+    world: World,
+) -> None:
+    svc = world.controller()
+    await svc.start_build("shop", world.app_id, "b1", b"one")
+    v1 = await go_live(svc, world, "b1")
+    await svc.start_build("shop", world.app_id, "b2", b"two")
+    await svc.build_finished(built("b2"))
+    v2 = world.store.build("b2").release
+    assert v2 is not None and world.stage("b2") == "rolling-out"
+    pending = world.store.release(world.app_id, v2)  # as the reconcile read it
+    await svc.cancel("b2", "ann@example.com")
+    assert world.stage("b2") == "cancelled"
+    assert world.store.release(world.app_id, v2).status == "failed"
+    assert world.store.app("shop").current_release == v1
+    assert f"-----> v{v1} keeps serving" in world.said("b2")
+    # The rollout's late verdict writes nothing.
+    await svc.c._finish_rollout("shop", pending, PROMOTE)
+    assert world.store.app("shop").current_release == v1
+    assert world.stage("b2") == "cancelled"
+    events = [e.kind for e in world.store.events(None, 10)]
+    assert "deploy-cancelled" in events
+
+
+async def test_a_deploy_that_went_live_is_not_cancelled(world: World) -> None:
+    svc = world.controller()
+    await svc.start_build("shop", world.app_id, "b1", b"one")
+    await go_live(svc, world, "b1")
+    with pytest.raises(Ended, match=r"v1 is live"):
+        await svc.cancel("b1", "ann@example.com")
+    assert world.stage("b1") == "live"
