@@ -180,6 +180,13 @@ class Settings:
     stop_grace_s: float = _setting(
         10.0, "ROOST_STOP_GRACE_S", "runner: SIGTERM-to-SIGKILL grace when stopping an instance"
     )
+    drain_s: float = _setting(
+        3.0,
+        "ROOST_DRAIN_S",
+        "controller: a routed web instance that is dropped (new release, scale-down, restart) "
+        "leaves the route table at once and is stopped this long after, once every router "
+        "has the new table (0: at once)",
+    )
     startup_timeout_s: float = _setting(
         60.0,
         "ROOST_STARTUP_TIMEOUT_S",

@@ -33,7 +33,9 @@ SPEC = AppSpec(
     }
 )
 HOSTS = [f"h{i}" for i in range(1, 7)]
-SETTINGS = Settings(host_grace_s=5.0, instance_memory_mb=256)
+# No drains: they live in the holder's memory alone (controller/drain.py), so
+# a fresh holder's full pass would not assign what still drains.
+SETTINGS = Settings(host_grace_s=5.0, instance_memory_mb=256, drain_s=0.0)
 
 
 def leader(store: Store) -> Controller:

@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from prometheus_client import Histogram
 
 from roost.appspec.service_env import service_environment, with_service_addresses
-from roost.controller import deployflow, desired, rollout, routes
+from roost.controller import deployflow, desired, drain, rollout, routes
 from roost.controller.assign import AssignmentBook, AssignmentInputs, HostAssignment
 from roost.controller.astore import AsyncStore
 from roost.controller.autorollback import AutoRollback
@@ -113,6 +113,8 @@ class Controller:
         self._snapshot_due = False  # publish a full table first under a new fence
         self._release_cache = desired.ReleaseCache()
         self._pending_since: dict[desired.ReleaseKey, float] = {}
+        # Routed web instances being dropped: kept assigned a while (drain.py).
+        self._drains = drain.DrainBook()
         # Rolls back a release that crash-loops soon after it went live.
         self.autorollback = AutoRollback(store, settings.rollback_window_s)
         # When desired state was last read, what the last pass saw of soft
@@ -257,6 +259,7 @@ class Controller:
             # Versions restart under the new fence; routers get a full table;
             # the first pass reads and looks at everything.
             self.book.clear()
+            self._drains.clear_assigned()
             self._forget_desired()
             self._snapshot_due = True
             self.wake.set()
@@ -354,7 +357,7 @@ class Controller:
         if refresh or not m.loaded:
             self._read_at = now
             d = await self.store.read_desired(self._reader, self._release_cache)
-            if d is None and seen == self._seen and not m.pending:
+            if d is None and seen == self._seen and not m.pending and not self._drains.due(now):
                 return False  # the periodic re-read found nothing new
             if d is not None:
                 for row in d.fetched.values():
@@ -370,7 +373,7 @@ class Controller:
         for host in hosts:  # a host's memory may have changed
             self._host_info.pop(host, None)
         self._live = frozenset(s.heartbeat.host_id for s in self.soft.alive_hosts())
-        dirty = changed | m.dirty(instances, hosts)
+        dirty = changed | m.dirty(instances, hosts) | self._drains.due(now)
         gone = {a for a in dirty if a not in m.apps}
         if self.settled(now) and not self._settled_pass:
             full, self._settled_pass = True, True
@@ -390,6 +393,7 @@ class Controller:
         self.book.stage(gone, [], lambda p: None)
         for name in gone:
             self._route_cache.forget(name)
+        self._drains.forget(gone)
         for i in range(0, len(apps), STEP_APPS):
             if i:
                 await asyncio.sleep(0)
@@ -414,7 +418,9 @@ class Controller:
         m = self._model
         for name in apps:  # keep exactly the release rows these apps need
             a = m.apps[name]
-            self._release_cache.keep(a.row.id, a.needed(m.placed[name]))
+            self._release_cache.keep(
+                a.row.id, a.needed([*m.placed[name], *self._drains.draining(name)])
+            )
         memory = self.settings.instance_memory_mb
         wants: dict[str, list[Want]] = {}
         serving: dict[str, ReleaseRow | None] = {}
@@ -452,7 +458,7 @@ class Controller:
                 self.wake.set()
         if self.services is not None:  # instance_env reads them from its cache
             await self.services.warm(m.apps[name].row.id for name in apps)
-        self._stage_assignments(apps)
+        self._stage_assignments(apps, now)
         addresses = self.soft.addresses()
         for name in apps:
             updates[name] = self._route(name, serving[name], statuses, addresses)
@@ -535,7 +541,7 @@ class Controller:
                 "deploy-failed", f"{app_name} v{rel.version}: {d.reason}", rel.app_id
             )
 
-    def _stage_assignments(self, apps: list[str]) -> None:
+    def _stage_assignments(self, apps: list[str], now: float) -> None:
         m = self._model
         # Per process type too: each type's instances may have their own size.
         inputs: dict[tuple[int, int, str], AssignmentInputs | None] = {}
@@ -561,7 +567,14 @@ class Controller:
                 )
             return inputs[key]
 
-        self.book.stage(apps, [p for name in apps for p in m.placed[name]], inputs_of)
+        staged: list[Placement] = []
+        for name in apps:
+            route = self.routes.get(name)  # as the routers hold it: published last pass
+            routed = {b.instance_id for b in route.backends} if route is not None else set()
+            staged += self._drains.stage(
+                name, m.placed[name], routed, self._live, now, self.settings.drain_s
+            )
+        self.book.stage(apps, staged, inputs_of)
 
     def _route(
         self,
