@@ -214,6 +214,13 @@ class Settings:
     rollout_timeout_s: float = _setting(
         180.0, "ROOST_ROLLOUT_TIMEOUT_S", "a release not up within this fails and is rolled back"
     )
+    release_timeout_s: float = _setting(
+        3600.0,
+        "ROOST_RELEASE_TIMEOUT_S",
+        "controller: longest a deploy's predeploy or release command, or its postdeploy, "
+        "may run (Heroku's release phase: an hour); past it the command is stopped and "
+        "a release command fails the deploy",
+    )
     instance_memory_mb: int = _setting(
         256,
         "ROOST_INSTANCE_MEMORY_MB",

@@ -52,11 +52,12 @@ def test_needed_images_current_pending_and_rollback() -> None:
         ReleaseImage(2, 1, "active", d("a")),
         ReleaseImage(3, 1, "active", d("b")),  # app 3 was deleted
     ]
-    needed = needed_images(rels, {1: 7, 2: 1}, rollback=3)
-    # current, pending, and three distinct images that served before; not the
-    # failed one, not the oldest, nothing of a deleted app.
+    needed = needed_images(rels, {1: 7, 2: 1}, keep=4)
+    # current, pending, and three distinct images that served before (four
+    # with the current one); not the failed one, not the oldest, nothing of a
+    # deleted app.
     assert needed == {d("7"), d("8"), d("4"), d("3"), d("2"), d("a")}
-    assert needed_images(rels, {1: None}, rollback=0) == {d("8")}
+    assert needed_images(rels, {1: None}, keep=0) == {d("8")}
 
 
 def test_a_static_bundle_is_kept_as_long_as_its_image() -> None:
@@ -67,7 +68,7 @@ def test_a_static_bundle_is_kept_as_long_as_its_image() -> None:
         ReleaseImage(1, 4, "pending", d("4"), static=d("d")),
         ReleaseImage(1, 5, "failed", d("5"), static=d("5")),
     ]
-    assert needed_images(rels, {1: 3}, rollback=1) == {
+    assert needed_images(rels, {1: 3}, keep=2) == {
         d("3"),
         d("c"),
         d("4"),
@@ -75,7 +76,7 @@ def test_a_static_bundle_is_kept_as_long_as_its_image() -> None:
         d("2"),
         d("f"),
     }
-    assert needed_images(rels, {1: 3}, rollback=0) == {d("3"), d("c"), d("4"), d("d")}
+    assert needed_images(rels, {1: 3}, keep=1) == {d("3"), d("c"), d("4"), d("d")}
 
 
 def test_plan_copies_asks_for_what_no_live_host_holds() -> None:

@@ -36,12 +36,28 @@ def walk(events: list[Event], start: str = "building") -> str:
 
 
 def test_a_deploy_with_services_goes_live() -> None:
-    path = [Event.BUILT, Event.PROVISIONED, Event.COPIED, Event.RELEASED, Event.UP]
-    assert walk(path) == "live"
+    path = [Event.BUILT, Event.PROVISIONED, Event.COPIED, Event.RELEASE_RAN, Event.RELEASED]
+    assert walk(path) == "rolling-out"
+    assert walk([*path, Event.UP]) == "live"
 
 
 def test_a_deploy_without_services_skips_provisioning_by_an_event() -> None:
-    assert walk([Event.BUILT, Event.NO_SERVICES, Event.COPIED, Event.RELEASED]) == "rolling-out"
+    path = [Event.BUILT, Event.NO_SERVICES, Event.COPIED, Event.NO_RELEASE_COMMAND]
+    assert walk(path) == "releasing"
+    assert walk([*path, Event.RELEASED]) == "rolling-out"
+
+
+def test_the_release_phase_comes_between_the_copy_and_the_release() -> None:
+    # The predeploy and release commands run once the image is on a second
+    # host and before any release exists: no release is made without them.
+    assert walk([Event.BUILT, Event.NO_SERVICES, Event.COPIED]) == "release-phase"
+    with pytest.raises(IllegalMove, match="'release-phase' cannot take 'released'"):
+        build_move("release-phase", Event.RELEASED)
+    with pytest.raises(IllegalMove):
+        build_move("copying", Event.RELEASE_RAN)
+    # A failed release command ends the deploy; nothing was released.
+    assert walk([Event.RELEASE_PHASE_FAILED], "release-phase") == "failed"
+    assert failure_move("release-phase") == Move("release-phase", "failed")
 
 
 @pytest.mark.parametrize(
@@ -51,15 +67,36 @@ def test_a_deploy_without_services_skips_provisioning_by_an_event() -> None:
         ([Event.BUILT, Event.PROVISION_FAILED], "failed"),
         ([Event.BUILT, Event.NO_SERVICES, Event.COPY_FAILED], "failed"),
         (
-            [Event.BUILT, Event.NO_SERVICES, Event.COPIED, Event.RELEASED, Event.ROLLED_BACK],
+            [
+                Event.BUILT,
+                Event.NO_SERVICES,
+                Event.COPIED,
+                Event.RELEASE_RAN,
+                Event.RELEASED,
+                Event.ROLLED_BACK,
+            ],
             "rolled-back",
         ),
         (
-            [Event.BUILT, Event.NO_SERVICES, Event.COPIED, Event.RELEASED, Event.ROLLOUT_FAILED],
+            [
+                Event.BUILT,
+                Event.NO_SERVICES,
+                Event.COPIED,
+                Event.RELEASE_RAN,
+                Event.RELEASED,
+                Event.ROLLOUT_FAILED,
+            ],
             "failed",
         ),
         (
-            [Event.BUILT, Event.NO_SERVICES, Event.COPIED, Event.RELEASED, Event.SUPERSEDED],
+            [
+                Event.BUILT,
+                Event.NO_SERVICES,
+                Event.COPIED,
+                Event.RELEASE_RAN,
+                Event.RELEASED,
+                Event.SUPERSEDED,
+            ],
             "failed",
         ),
     ],

@@ -91,7 +91,11 @@ class World:
             await task
 
     def runner(
-        self, name: str, max_bytes: int = 1 << 30, clock: Callable[[], float] = time.time
+        self,
+        name: str,
+        max_bytes: int = 1 << 30,
+        clock: Callable[[], float] = time.time,
+        sessions: ExecSessions | None = None,
     ) -> Runner:
         root = self.tmp / name
         builders = [RemoteStore("builder", self.client(name, self.endpoints["builder"]))]
@@ -103,7 +107,7 @@ class World:
         copies = Copies(ImageStore(root / "store"), max_bytes, builders, directory, clock)
         cache = ImageCache(root / "cache", 1 << 30)
         images = CachedImages(cache, copies)
-        rpc = RunnerRpc(Layout(root), images, ExecSessions(), None, copies)
+        rpc = RunnerRpc(Layout(root), images, sessions or ExecSessions(), None, copies)
         address = self.serve(name, rpc.handlers(AppDirs(Layout(root), 3600)))
         # Its heartbeat: the controller learns its RPC endpoint (as from a real runner).
         self.controller.soft.record(

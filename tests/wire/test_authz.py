@@ -94,6 +94,15 @@ def test_a_runner_speaks_only_for_its_own_host() -> None:
     assert refusal(ImageRetainRequest(host_id="10.0.0.21"), RUNNER_A, KEY_A) is None
 
 
+def test_a_builder_asks_which_images_to_keep_as_a_builder_only() -> None:
+    builder = Identity("builder", "10.0.0.21")
+    assert refusal(ImageRetainRequest(host_id="10.0.0.21", builder=True), builder, KEY_A) is None
+    # As a runner it would have the controller forget a same-named runner's copies.
+    assert refusal(ImageRetainRequest(host_id="10.0.0.21"), builder, KEY_A) is not None
+    assert refusal(ImageRetainRequest(host_id="10.0.0.21", builder=True), RUNNER_A, KEY_A)
+    assert refusal(ImageRetainRequest(host_id="10.0.0.9", builder=True), builder, KEY_A)
+
+
 def test_only_a_controller_sends_a_fenced_run() -> None:
     fenced = RunStart(session="s", assignment=None, fence=7)  # type: ignore[arg-type]
     assert refusal(fenced, Identity("controller", "h"), KEY_A) is None

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from roost.builder.firewall import BuilderFirewall
 from roost.builder.manager import BuildManager
+from roost.builder.storegc import StoreCollector, ready_layer_blobs
 from roost.builder.workspace import Workspace
 from roost.daemonize import run_daemon
 from roost.images.serve import handle_image_request
@@ -93,7 +94,13 @@ async def _serve(
             # Provisioning a service may take the servicehost up to 40 s.
             return await client.call(msg, timeout=90.0, tries=2)
 
-        manager = BuildManager(ws, send, ask=ask)
+        me = node.identity
+        collector = (
+            StoreCollector(ws.store, ask, me.host, lambda: ready_layer_blobs(ws))
+            if client is not None and me is not None
+            else None
+        )
+        manager = BuildManager(ws, send, ask=ask, collector=collector)
         servers = [
             RpcServer(node, ep.address, builder_handlers(manager))
             for ep in own_endpoints(cluster, "builder", node)

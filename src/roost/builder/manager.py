@@ -10,6 +10,9 @@ every ~100 ms; the BuildResult follows the last batch. Sending goes through
 the injected `send` (the controller RpcClient in the daemon, a list in tests);
 a log batch that cannot be delivered is dropped, the result is retried.
 Duplicate submissions of one build id (an RPC retry) are accepted once.
+After each build, and every storegc.COLLECT_EVERY_S, the image store is
+collected (`collect_store`, builder/storegc.py) while no build runs: a build
+about to start waits for a collection under way to end.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from roost.builder import metrics
 from roost.builder.errors import BuildError
 from roost.builder.layers import prune_layers
 from roost.builder.pipeline import Build
+from roost.builder.storegc import COLLECT_EVERY_S, StoreCollector
 from roost.builder.workspace import Workspace
 from roost.proc.backoff import Backoff, Retry
 from roost.wire.messages import BuildEnv, BuildEnvRequest, BuildLog, BuildRequest, BuildResult, Msg
@@ -42,7 +46,12 @@ RESULT_TRIES = 6
 
 class BuildManager:
     def __init__(
-        self, ws: Workspace, send: Send, result_backoff_s: float = 1.0, ask: Ask | None = None
+        self,
+        ws: Workspace,
+        send: Send,
+        result_backoff_s: float = 1.0,
+        ask: Ask | None = None,
+        collector: StoreCollector | None = None,
     ) -> None:
         self.ws = ws
         self._send = send
@@ -54,6 +63,12 @@ class BuildManager:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._queue: asyncio.Queue[BuildRequest] = asyncio.Queue()
         self.running: set[str] = set()
+        # The image store's collection (None: never collected).
+        self._collector = collector
+        self._collecting = False
+        self._store_idle = asyncio.Event()
+        self._store_idle.set()
+        self._builds_started = 0
 
     def submit(self, req: BuildRequest) -> bool:
         """Queue a build; False when this build id was already accepted."""
@@ -68,6 +83,8 @@ class BuildManager:
     async def run(self) -> None:
         """Run builds until cancelled; cancelling stops every build cleanly."""
         async with asyncio.TaskGroup() as tg:
+            if self._collector is not None:
+                tg.create_task(self._collect_loop(), name="collect-store")
             while True:
                 req = await self._queue.get()
                 tg.create_task(self._build(req), name=f"build-{req.build_id}")
@@ -105,7 +122,10 @@ class BuildManager:
                 if lock.locked():
                     sink(f"-----> waiting for the previous build of {req.app} to finish")
                 async with lock:
-                    self.running.add(req.build_id)
+                    while self._collecting:  # never beside a deleting collection
+                        await self._store_idle.wait()
+                    self.running.add(req.build_id)  # (no await since the test)
+                    self._builds_started += 1
                     try:
                         result = await self._run_one(req, sink, start)
                     finally:
@@ -123,6 +143,37 @@ class BuildManager:
             if removed:
                 log.info("pruned %d unused dependency layers", len(removed))
         await self.trim_uv_cache()
+        await self.collect_store()
+
+    async def collect_store(self) -> list[str]:
+        """Collect the image store (builder/storegc.py) unless a build runs;
+        the digests deleted. A build starting while the controller is asked
+        cancels this round; builds wait while blobs are deleted."""
+        if self._collector is None or self.running or self._collecting:
+            return []
+        started = self._builds_started
+        try:
+            keep = await self._collector.retained()
+        except OSError as exc:
+            log.warning("reading the image store failed: %s", exc)
+            return []
+        if keep is None or self.running or self._collecting or self._builds_started != started:
+            return []
+        self._collecting = True
+        self._store_idle.clear()
+        try:
+            return await self._collector.collect(keep, time.time())
+        except OSError as exc:  # a build's failure is its own; this one is logged
+            log.warning("collecting the image store failed: %s", exc)
+            return []
+        finally:
+            self._collecting = False
+            self._store_idle.set()
+
+    async def _collect_loop(self) -> None:
+        while True:
+            await asyncio.sleep(COLLECT_EVERY_S)
+            await self.collect_store()
 
     async def trim_uv_cache(self) -> None:
         """Move uv's cache back to disk once it outgrew its memory budget and no build runs."""

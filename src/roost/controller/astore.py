@@ -124,6 +124,7 @@ class AsyncStore:
     builds_of = _on_executor(Store.builds_of)
     move_build = _on_executor(Store.move_build)
     release_build = _on_executor(Store.release_build)
+    next_release = _on_executor(Store.next_release)
     end_rollout = _on_executor(Store.end_rollout)
     create_release = _on_executor(Store.create_release)
     copy_release = _on_executor(Store.copy_release)

@@ -4,10 +4,13 @@ which hosts can serve one. Pure (no I/O): the store and the wire adapter
 
 Retention rule: an image stays wherever it is copied while its app still
 needs it: the image of the current release, of a pending one, or of one of
-the ROLLBACK_IMAGES newest releases that served before (distinct images, so
-a run of config changes on one image counts once). Everything else is the
-holder's to drop when its store is over its size bound. A release's static
-bundle (served by routers) is kept exactly as long as its image.
+the newest releases that served, KEEP_RELEASES distinct images in all with
+the current one (ROOST_KEEP_RELEASES; distinct, so a run of config changes
+on one image counts once): what `roost rollback` and the automatic rollback
+(aftercare.py) go back to. Everything else is the holder's to drop: a
+runner when its copy store is over its size bound, a builder at once
+(builder/storegc.py). A release's static bundle (served by routers) is kept
+exactly as long as its image.
 
 Replacing lost copies (`plan_copies`, `note_copy`): the scheduler lease holder
 checks every few seconds that each image and bundle retention keeps has at
@@ -26,8 +29,8 @@ from dataclasses import dataclass, field, replace
 from roost.proc.backoff import Backoff
 from roost.wire.messages import Heartbeat, ImageSource
 
-# Images per app kept for `roost rollback`, besides the current one.
-ROLLBACK_IMAGES = 3
+# Images per app kept, the current release's included (rollback targets).
+KEEP_RELEASES = 5
 # Statuses of releases that served traffic once (rollback targets).
 _SERVED = ("active", "superseded")
 # Backoff per digest of asks for a new copy: first retry after 2 s,
@@ -47,7 +50,7 @@ class ReleaseImage:
 def needed_images(
     releases: Iterable[ReleaseImage],
     current: Mapping[int, int | None],
-    rollback: int = ROLLBACK_IMAGES,
+    keep: int = KEEP_RELEASES,
 ) -> set[str]:
     """Digests a current, pending or rollback release uses (see the docstring)."""
     by_app: dict[int, list[ReleaseImage]] = {}
@@ -57,7 +60,7 @@ def needed_images(
     for app_id, rels in by_app.items():
         if app_id not in current:
             continue  # the app is gone (deleted meanwhile)
-        older: list[str] = []
+        served: list[str] = []  # distinct images of releases that served, newest first
         for r in sorted(rels, key=lambda r: r.version, reverse=True):
             if not r.digest:
                 continue
@@ -65,11 +68,13 @@ def needed_images(
                 out.add(r.digest)
                 if r.static:
                     out.add(r.static)
-            elif r.status in _SERVED and r.digest not in older and len(older) < rollback:
-                older.append(r.digest)
+                if r.version == current[app_id] and r.digest not in served:
+                    served.append(r.digest)
+            elif r.status in _SERVED and r.digest not in served and len(served) < keep:
+                served.append(r.digest)
                 if r.static:
                     out.add(r.static)
-        out.update(older)
+        out.update(served)
     return out
 
 

@@ -135,6 +135,8 @@ class Controller:
         self.client_for: Callable[[Endpoint], RpcClient] | None = None
         # Set by the daemon: a client per backupd (captures before changes, `roost backups`).
         self.backups = Backups()
+        # Set by the service: told once a deploy's release went live (its postdeploy).
+        self.after_live: Callable[[str, ReleaseRow], None] | None = None
 
     # ------------------------------------------------------------ helpers
 
@@ -536,6 +538,8 @@ class Controller:
             return
         if event is deployflow.Event.UP:
             await store.add_event("deploy", f"{app_name} v{rel.version} is live", rel.app_id)
+            if deploy is not None and self.after_live is not None:
+                self.after_live(app_name, rel)  # a deploy's release, not a copy's
         else:
             await store.add_event(
                 "deploy-failed", f"{app_name} v{rel.version}: {d.reason}", rel.app_id

@@ -143,6 +143,7 @@ async def serve(
                     tg.create_task(controller.hosts_loop()),
                     tg.create_task(service.copy_loop()),
                     tg.create_task(service.queue_loop()),
+                    tg.create_task(service.release_phase.loop()),
                     tg.create_task(CronRunner(controller, lambda ep: RpcClient(node, [ep])).loop()),
                     tg.create_task(
                         upgrade.capture_pending(

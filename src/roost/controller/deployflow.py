@@ -9,11 +9,13 @@ move of a build result (building -> provisioning, or -> failed) is its
 claim, and whoever loses a compare-and-set stops.
 
     queued ──started──▶ building ──built──▶ provisioning ──provisioned──▶ copying ──copied──▶
-    releasing ──released──▶ rolling-out ──up──▶ live
-         │                    │                   │        │
-         └──── failed ◀───────┴───────────────────┘        ├─ rollout failed, an older
-                                                           │  release serves ──▶ rolled-back
-                                                           └─ rollout failed, none ──▶ failed
+    release-phase ──release-ran──▶ releasing ──released──▶ rolling-out ──up──▶ live
+         │                    │                   │        │            │
+         └──── failed ◀───────┴───────────────────┴────────┘            ├─ rollout failed, an
+                                                                        │  older release serves
+                                                                        │  ──▶ rolled-back
+                                                                        └─ rollout failed, none
+                                                                           ──▶ failed
 
 A deploy arriving while another of the same app has not ended starts
 `queued` (its upload kept in the state database) and builds once every
@@ -25,8 +27,12 @@ compare-and-set there and stops; a pending release is failed with it.
 
 Each stage is written as it starts, so a reader (`GET /api/builds/ID`, the
 build stream, `git push`) sees where a deploy is. An app asking for no
-service passes provisioning by `no-services`. A release superseded by a
-newer one before it came up fails its build too.
+service passes provisioning by `no-services`, and one with no predeploy or
+release command the release phase by `no-release-command`. The release
+phase runs those commands in the new image before any release exists: a
+failure there fails the deploy with nothing released, the serving release
+untouched. A release superseded by a newer one before it came up fails its
+build too.
 
 A release is `pending` while its deploy rolls out, then `active` (and the one
 before it `superseded`), or `failed`. A release made without a build (a config
@@ -46,6 +52,7 @@ class Stage(StrEnum):
     BUILDING = "building"
     PROVISIONING = "provisioning"
     COPYING = "copying"
+    RELEASE_PHASE = "release-phase"  # predeploy and release commands, in the new image
     RELEASING = "releasing"
     ROLLING_OUT = "rolling-out"
     LIVE = "live"
@@ -85,6 +92,9 @@ class Event(StrEnum):
     PROVISION_FAILED = "provision-failed"
     COPIED = "copied"  # a second host holds the image
     COPY_FAILED = "copy-failed"
+    RELEASE_RAN = "release-ran"  # predeploy and release commands exited 0
+    NO_RELEASE_COMMAND = "no-release-command"  # the app has neither: nothing to run
+    RELEASE_PHASE_FAILED = "release-phase-failed"  # one exited non-zero or ran out of time
     RELEASED = "released"  # the release row exists, pending
     RELEASE_FAILED = "release-failed"  # e.g. the app was deleted meanwhile
     UP = "up"  # every instance of the release reports up
@@ -102,8 +112,11 @@ BUILD_MOVES: dict[tuple[Stage, Event], Stage] = {
     (Stage.PROVISIONING, Event.PROVISIONED): Stage.COPYING,
     (Stage.PROVISIONING, Event.NO_SERVICES): Stage.COPYING,
     (Stage.PROVISIONING, Event.PROVISION_FAILED): Stage.FAILED,
-    (Stage.COPYING, Event.COPIED): Stage.RELEASING,
+    (Stage.COPYING, Event.COPIED): Stage.RELEASE_PHASE,
     (Stage.COPYING, Event.COPY_FAILED): Stage.FAILED,
+    (Stage.RELEASE_PHASE, Event.RELEASE_RAN): Stage.RELEASING,
+    (Stage.RELEASE_PHASE, Event.NO_RELEASE_COMMAND): Stage.RELEASING,
+    (Stage.RELEASE_PHASE, Event.RELEASE_PHASE_FAILED): Stage.FAILED,
     (Stage.RELEASING, Event.RELEASED): Stage.ROLLING_OUT,
     (Stage.RELEASING, Event.RELEASE_FAILED): Stage.FAILED,
     (Stage.ROLLING_OUT, Event.UP): Stage.LIVE,
@@ -121,6 +134,7 @@ FAILURE: dict[Stage, Event] = {
     Stage.BUILDING: Event.BUILD_FAILED,
     Stage.PROVISIONING: Event.PROVISION_FAILED,
     Stage.COPYING: Event.COPY_FAILED,
+    Stage.RELEASE_PHASE: Event.RELEASE_PHASE_FAILED,
     Stage.RELEASING: Event.RELEASE_FAILED,
     Stage.ROLLING_OUT: Event.ROLLOUT_FAILED,
 }
@@ -198,6 +212,7 @@ def describe(stage: Stage) -> str:
         Stage.BUILDING: "building the image",
         Stage.PROVISIONING: "provisioning the app's services",
         Stage.COPYING: "copying the image to a second host",
+        Stage.RELEASE_PHASE: "running the predeploy and release commands",
         Stage.RELEASING: "making the release",
         Stage.ROLLING_OUT: "starting the new release's instances",
         Stage.LIVE: "live",

@@ -40,12 +40,14 @@ class ImageRpc:
         return ImageSources(digest=msg.digest, sources=copy_sources(holders, alive, msg.host_id))
 
     async def retain(self, msg: ImageRetainRequest) -> Msg:
-        keep = await self._retain(msg.host_id, set(msg.held))
+        keep = await self._retain(msg.host_id, set(msg.held), copies=not msg.builder)
         return ImageRetain(digests=sorted(keep))
 
-    async def _retain(self, host_id: str, held: set[str]) -> set[str]:
-        """The held images the host must keep; forgets the copies it no longer holds."""
+    async def _retain(self, host_id: str, held: set[str], copies: bool = True) -> set[str]:
+        """The held images the host must keep; for a runner's copy store
+        (`copies`), forgets the copies it no longer holds."""
         store = self.c.store
-        await store.forget_copies(host_id, await store.host_copies(host_id) - held)
+        if copies:
+            await store.forget_copies(host_id, await store.host_copies(host_id) - held)
         releases, current = await store.release_images()
-        return held & needed_images(releases, current)
+        return held & needed_images(releases, current, self.c.settings.keep_releases)

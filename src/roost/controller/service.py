@@ -346,7 +346,7 @@ class ControllerService:
         version = await c.store.desired_version()
         if self._needed is None or self._needed[0] != version:
             releases, current = await c.store.release_images()
-            self._needed = (version, needed_images(releases, current))
+            self._needed = (version, needed_images(releases, current, c.settings.keep_releases))
         needed, holders = self._needed[1], await c.store.all_copies()
         alive = {hb.host_id: hb for hb in self._copy_hosts()}
         asks = plan_copies(

@@ -278,6 +278,12 @@ class DeployStore:
 
     # ------------------------------------------------------------ a deploy's release
 
+    def next_release(self, app_id: int) -> int:
+        """The version the app's next release would take (the release phase's
+        commands see it as ROOST_RELEASE; a deploy beside it may take it first)."""
+        with self.engine.connect() as c:
+            return next_version(c, app_id)
+
     def release_build(self, app_id: int, res: BuildResult, move: Move) -> int | None:
         """Build `res`'s release: a new pending release, and the build's `move`
         (releasing -> rolling-out, naming the release), in one transaction.

@@ -168,6 +168,8 @@ class ImageReady:
 class ImageFailed:
     digest: str
     error: str
+    # Fetched, but this host cannot run it (roost.runner.interpcheck).
+    unusable: bool = False
 
 
 @dataclass(frozen=True)

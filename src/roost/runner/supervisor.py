@@ -31,8 +31,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
+from roost.appspec.runtime import graceful_timeout
 from roost.images.digest import ImageError
 from roost.proc.arbiter import Arbiter
+from roost.runner import interpcheck
 from roost.runner import plan as P
 from roost.runner.confine import (
     ConfineError,
@@ -208,7 +210,8 @@ class Supervisor(Arbiter[Event, Action]):
             for rec in list(self.records.values()):
                 if rec.assignment.image_digest == event.digest and not rec.has_process:
                     self._set(replace(rec, last_error=f"image {event.digest}: {event.error}"))
-                    self._platform(rec, f"could not fetch image {event.digest}: {event.error}")
+                    what = "cannot run" if event.unusable else "could not fetch"
+                    self._platform(rec, f"{what} image {event.digest}: {event.error}")
 
     def _on_exited(self, event: Exited, now: float) -> None:
         child = self._children.get(event.instance_id)
@@ -267,7 +270,7 @@ class Supervisor(Arbiter[Event, Action]):
         elif isinstance(action, Kill):
             child = self._children.get(rec.instance_id)
             self._set(P.killed(rec))
-            grace = self.policy.stop_grace_s
+            grace = P.stop_grace(rec.assignment, self.policy)
             self._platform(rec, f"{rec.process_name} did not stop within {grace:g}s: killing it")
             if child is not None:
                 child.signal_group(signal.SIGKILL)
@@ -316,6 +319,7 @@ class Supervisor(Arbiter[Event, Action]):
                 unix_sock=sock,
                 bind_host=self._probe_host,
                 bundle_config_dir=self.layout.bundle_dir(a.app, a.instance_id),
+                graceful_timeout_s=graceful_timeout(a.env, self.policy.stop_grace_s),
             )
             materialize(launch)
             if sock:
@@ -438,7 +442,29 @@ class Supervisor(Arbiter[Event, Action]):
             self._provider.release(digest)
             self.post(ImageFailed(digest, f"cannot link the data directory: {exc}"))
             return
+        problem = await self._check_interpreter(digest, root)
+        if problem:
+            self._provider.release(digest)
+            self.post(ImageFailed(digest, problem, unusable=True))
+            return
         self.post(ImageReady(digest, root))
+
+    async def _check_interpreter(self, digest: str, root: Path) -> str | None:
+        """The image's interpreter is here (roost.runner.interpcheck), asked as its app."""
+        users = [r.assignment for r in self.records.values() if r.assignment.image_digest == digest]
+        if self.tenancy.enabled and not users:
+            return None  # no longer wanted: released unused, never started
+
+        def prepare(argv: list[str]) -> Prepared | None:
+            if not self.tenancy.enabled:
+                return None
+            spec = interpcheck.probe_spec(users[0], root, digest, self.tenant_defaults)
+            return self.tenancy.prepare(spec, argv)
+
+        try:
+            return await interpcheck.check_image(root, prepare)
+        except (ConfineError, TenantError) as exc:
+            return f"cannot check the image's interpreter: {exc}"
 
     # ------------------------------------------------------------ helpers
 

@@ -144,7 +144,8 @@ FLOWS: dict[type[Msg], Flow] = {
     # runner -> every controller
     Heartbeat: Flow(by=RUNNER, to=CONTROLLER),
     LogBatch: Flow(by=RUNNER, to=CONTROLLER),
-    ImageRetainRequest: Flow(by=RUNNER, to=CONTROLLER),
+    # runners' copy stores and builders' stores: which images to keep
+    ImageRetainRequest: Flow(by=IMAGE_STORES, to=CONTROLLER),
     # backupd pulls the serving releases' images into the platform's backup
     ImageSourcesRequest: Flow(by=_by("runner", "router", "backupd"), to=CONTROLLER),
     # builder -> controller
@@ -285,8 +286,13 @@ def _claim_refusal(msg: Msg, caller: Identity, key: str) -> str | None:
             return f"{caller} may not heartbeat as host {msg.host_id!r}"
         if msg.rpc_key not in ("", key):
             return f"{caller} may not advertise another key's endpoint"
-    if isinstance(msg, ImageRetainRequest) and msg.host_id != caller.host:
-        return f"{caller} may not speak for the copies of host {msg.host_id!r}"
+    if isinstance(msg, ImageRetainRequest):
+        if msg.host_id != caller.host:
+            return f"{caller} may not speak for the copies of host {msg.host_id!r}"
+        # A builder asking as a runner would make the controller forget the
+        # copies a runner of the same host name holds.
+        if msg.builder != (caller.role == "builder"):
+            return f"{caller} may not ask as {'a builder' if msg.builder else 'a runner'}"
     # A fence claims the scheduler lease, which only a controller holds: a
     # gateway's fenced `run` would raise the runner's fence above the lease's
     # and get every cron run refused, and would outlive its client unpolled.

@@ -655,11 +655,14 @@ class ImageSources(Msg, frozen=True, kw_only=True):
 
 
 class ImageRetainRequest(Msg, frozen=True, kw_only=True):
-    """Runner -> controller: of the copies this host holds, which must it
-    keep? The controller also forgets the copies no longer `held`."""
+    """Runner or builder -> controller: of the images this host's store
+    holds, which must it keep? For a runner's copy store the controller also
+    forgets the copies no longer `held`; a builder's store (`builder`) holds
+    no recorded copies, so only the answer changes."""
 
     host_id: str
     held: list[str] = []
+    builder: bool = False  # a builder's store asks (only a builder may say so)
 
 
 class ImageRetain(Msg, frozen=True, kw_only=True):
