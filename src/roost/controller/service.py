@@ -21,6 +21,7 @@ from roost.controller.hostsuspend import HostSuspend
 from roost.controller.image_rpc import ImageRpc
 from roost.controller.metrics import BUILDS
 from roost.controller.platformsnap import PlatformFiles, PlatformSnap
+from roost.controller.releasephase import ReleasePhase
 from roost.controller.services import ServiceError
 from roost.controller.store import AppRow, BuildRow, NotFound
 from roost.wire.cluster import Endpoint
@@ -108,6 +109,9 @@ class ControllerService:
         self.images = ImageRpc(controller)
         self.platform = PlatformSnap(controller.store, platform)  # backupd's questions
         self.host_suspend = HostSuspend(controller)  # a host restore's apps in maintenance
+        # The deploy's predeploy and release commands; postdeploy once it is live.
+        self.release_phase = ReleasePhase(controller, client_for)
+        controller.after_live = self.release_phase.after_live
         self._copy_attempts: dict[str, CopyAttempts] = {}
         self._needed: tuple[int, set[str]] | None = None  # (desired-state count, digests)
         # Every request a controller answers (the gateway's and the image
@@ -207,8 +211,8 @@ class ControllerService:
             await deploy.fail(error, app.name, f"-----> {error}")
 
     async def _deploy(self, app: AppRow, res: BuildResult, deploy: Deploy) -> str:
-        """Provision, copy, release: an error text, or "" once the release
-        exists and rolls out (core.Controller ends it)."""
+        """Provision, copy, run the release phase, release: an error text, or
+        "" once the release exists and rolls out (core.Controller ends it)."""
         c = self.c
         assert res.spec is not None
         await deploy.move(Event.BUILT)
@@ -225,9 +229,15 @@ class ControllerService:
             return error
         await deploy.move(Event.COPIED)
         if res.spec.services:
+            # Before the release phase, which may migrate the data.
             error = await self._backup_before_release(app, res)
             if error:
                 return error
+        ran = await self.release_phase.before_release(app, res)
+        if ran:
+            await c.store.add_event("deploy-failed", f"{app.name}: {ran}", app.id)
+            return ran
+        await deploy.move(Event.NO_RELEASE_COMMAND if ran is None else Event.RELEASE_RAN)
         version = await deploy.release(app.id, res)
         formation = await c.store.formation(app.id)
         defaults = {
