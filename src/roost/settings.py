@@ -178,7 +178,10 @@ class Settings:
         30.0, "ROOST_RESTART_BACKOFF_MAX_S", "longest wait before restarting a crashed instance"
     )
     stop_grace_s: float = _setting(
-        10.0, "ROOST_STOP_GRACE_S", "runner: SIGTERM-to-SIGKILL grace when stopping an instance"
+        10.0,
+        "ROOST_STOP_GRACE_S",
+        "runner: SIGTERM-to-SIGKILL grace when stopping an instance, and a web instance's "
+        "gunicorn --graceful-timeout (an app's ROOST_GRACEFUL_TIMEOUT config var overrides it)",
     )
     drain_s: float = _setting(
         3.0,

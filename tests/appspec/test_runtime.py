@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from roost.appspec import parse_epio
@@ -12,6 +13,7 @@ from roost.appspec.runtime import (
     cron_argv,
     cwd,
     environment,
+    graceful_timeout,
     relative_symlink,
     shell_argv,
     substitute,
@@ -48,6 +50,18 @@ def test_wsgi_argv_with_async_worker() -> None:
         "gevent",
     ]
     assert args[-1] == "app:app"
+
+
+def test_graceful_timeout_reaches_gunicorn() -> None:
+    spec = parse_epio("[wsgi]\nentrypoint = app:app\n")
+    assert "--graceful-timeout" not in argv(spec, spec.processes["web"], RV)
+    args = argv(spec, spec.processes["web"], replace(RV, graceful_timeout_s=45))
+    assert args[args.index("--graceful-timeout") + 1] == "45"
+    # The app's config var, else the platform's default; a bad value counts as unset.
+    assert graceful_timeout({"ROOST_GRACEFUL_TIMEOUT": " 45 "}, 10.0) == 45
+    assert graceful_timeout({}, 10.0) == 10 and graceful_timeout({}, 0.2) == 1
+    assert graceful_timeout({"ROOST_GRACEFUL_TIMEOUT": "0"}, 10.0) == 10
+    assert graceful_timeout({"ROOST_GRACEFUL_TIMEOUT": "1h"}, 10.0) == 10
 
 
 def test_commands_are_execed_only_when_that_keeps_them_whole() -> None:

@@ -110,6 +110,16 @@ def test_config_set_creates_release_with_snapshot(
     assert (
         client.patch("/api/apps/shop/config", json={"vars": "nope"}, headers=h).status_code == 422
     )
+    # The graceful timeout runners read is checked when it is set.
+    for bad in ("0", "-3", "2.5", "soon", "3601"):
+        r = client.patch(
+            "/api/apps/shop/config", json={"vars": {"ROOST_GRACEFUL_TIMEOUT": bad}}, headers=h
+        )
+        assert r.status_code == 422 and "ROOST_GRACEFUL_TIMEOUT must be whole seconds" in r.text
+    r = client.patch(
+        "/api/apps/shop/config", json={"vars": {"ROOST_GRACEFUL_TIMEOUT": "45"}}, headers=h
+    )
+    assert r.status_code == 200 and r.json()["config"]["ROOST_GRACEFUL_TIMEOUT"] == "45"
 
 
 def test_scale_validates(env: tuple[TestClient, Store, Controller]) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from roost.appspec.model import AppSpec, ProcessSpec
 from roost.runner import plan as P
 from roost.runner.model import (
     Fetch,
@@ -222,6 +223,22 @@ def test_stop_escalates_to_kill_once_after_grace() -> None:
     assert P.plan({}, records_of(rec), READY, 15.0, POLICY) == [Kill("i1")]
     assert P.plan({}, records_of(P.killed(rec)), READY, 16.0, POLICY) == []
     assert P.next_deadline(records_of(P.killed(rec)), {}, POLICY) is None
+
+
+def test_the_apps_graceful_timeout_sets_the_kill() -> None:
+    web = AppSpec(
+        processes={"web": ProcessSpec(name="web", kind="wsgi", entrypoint="a:app", web=True)}
+    )
+    slow = {"ROOST_GRACEFUL_TIMEOUT": "30"}
+    # gunicorn gets the timeout and a margin to end its own workers after it.
+    assert P.stop_grace(assignment("w", spec=web, env=slow), POLICY) == 30 + P.ARBITER_MARGIN_S
+    assert P.stop_grace(assignment("w", spec=web), POLICY) == 10 + P.ARBITER_MARGIN_S
+    assert P.stop_grace(assignment("c", env=slow), POLICY) == 30  # any process of the app
+    assert P.stop_grace(assignment("c"), POLICY) == 10
+    rec = P.admit([assignment("w", spec=web, env=slow)], {})[0]
+    rec = P.stopping(P.marked_up(running(rec, 0.0), 1.0), 5.0, POLICY)
+    assert P.plan({}, records_of(rec), READY, 36.9, POLICY) == []
+    assert P.plan({}, records_of(rec), READY, 37.0, POLICY) == [Kill("w")]
 
 
 def test_two_releases_side_by_side_need_both_images() -> None:

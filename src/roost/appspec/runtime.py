@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,42 @@ class RuntimeVars:
     # Address the instance's TCP port listens on: loopback on one host, the
     # host's cluster address when routers on other hosts must reach it.
     bind_host: str = "127.0.0.1"
+    # gunicorn's --graceful-timeout (0: gunicorn's own default): see graceful_timeout.
+    graceful_timeout_s: int = 0
+
+
+# The config var an app sets to give its processes longer (or shorter) to
+# finish what they are doing once told to stop: gunicorn's workers their
+# requests in flight (--graceful-timeout), any process its work before KILL.
+GRACEFUL_TIMEOUT_VAR = "ROOST_GRACEFUL_TIMEOUT"
+MAX_GRACEFUL_TIMEOUT_S = 3600
+
+
+def parse_graceful_timeout(value: str) -> int:
+    """Whole seconds, 1..MAX_GRACEFUL_TIMEOUT_S; ValueError saying why not."""
+    try:
+        seconds = int(value.strip())
+    except ValueError:
+        seconds = -1
+    if not 1 <= seconds <= MAX_GRACEFUL_TIMEOUT_S:
+        raise ValueError(
+            f"{GRACEFUL_TIMEOUT_VAR} must be whole seconds from 1 to {MAX_GRACEFUL_TIMEOUT_S}, "
+            f"not {value!r}"
+        )
+    return seconds
+
+
+def graceful_timeout(env: Mapping[str, str], default_s: float) -> int:
+    """The seconds an instance has between TERM and KILL: its app's
+    ROOST_GRACEFUL_TIMEOUT, else the platform's default (a value the API would
+    have refused, set before it checked, counts as unset)."""
+    value = env.get(GRACEFUL_TIMEOUT_VAR)
+    if value is not None:
+        try:
+            return parse_graceful_timeout(value)
+        except ValueError:
+            pass
+    return max(1, round(default_s))
 
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
@@ -114,7 +151,9 @@ def argv(spec: AppSpec, proc: ProcessSpec, rv: RuntimeVars) -> list[str]:
         if rv.port:
             host = f"[{rv.bind_host}]" if ":" in rv.bind_host else rv.bind_host
             bind += ["--bind", f"{host}:{rv.port}"]
-        worker = ["--worker-class", proc.async_type] if proc.async_type else []
+        options = ["--worker-class", proc.async_type] if proc.async_type else []
+        if rv.graceful_timeout_s:
+            options += ["--graceful-timeout", str(rv.graceful_timeout_s)]
         return [
             str(rv.venv_dir / "bin" / "python"),
             "-m",
@@ -122,7 +161,7 @@ def argv(spec: AppSpec, proc: ProcessSpec, rv: RuntimeVars) -> list[str]:
             *bind,
             "--workers",
             "2",
-            *worker,
+            *options,
             "--access-logfile",
             "-",
             "--chdir",

@@ -63,6 +63,7 @@ def render(
     unix_sock: str,
     bind_host: str = "127.0.0.1",
     bundle_config_dir: Path | None = None,
+    graceful_timeout_s: int = 0,
 ) -> Launch:
     proc = a.spec.processes.get(a.process_type)
     if proc is None:
@@ -77,6 +78,7 @@ def render(
         extra_env=dict(a.env),  # config vars and service credentials win
         bundle_config_dir=bundle_config_dir,
         bind_host=bind_host,
+        graceful_timeout_s=graceful_timeout_s,
     )
     base = {
         **BASE_ENV,

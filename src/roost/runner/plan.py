@@ -14,7 +14,8 @@ is `instance_id`. Each tick the supervisor:
 backoff, timeout and stop decision is tested here with a fake clock. Rules:
 
   - a record that is not desired, or whose assignment changed, is stopped
-    (SIGTERM to its process group), SIGKILLed when the grace runs out, and
+    (SIGTERM to its process group), SIGKILLed when its grace runs out
+    (`stop_grace`: the app's ROOST_GRACEFUL_TIMEOUT, else the runner's), and
     forgotten once it has no process; a changed instance is then admitted
     again with its new assignment;
   - a desired record without a process starts as soon as its image is ready
@@ -37,6 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from roost.appspec.runtime import graceful_timeout
 from roost.proc.backoff import Backoff
 from roost.runner import health
 from roost.runner.launch import is_web
@@ -55,6 +57,9 @@ from roost.runner.model import (
 from roost.wire.messages import InstanceAssignment
 
 ERROR_LIMIT = 4000
+# gunicorn's arbiter KILLs the workers still busy when its graceful timeout
+# ends, then exits: the runner's KILL waits for that beyond the timeout.
+ARBITER_MARGIN_S = 2.0
 
 
 def backoff(policy: Policy) -> Backoff:
@@ -215,8 +220,18 @@ def on_ready(rec: Record, pid: int, now: float) -> Record:
     return marked_up(rec, now)
 
 
+def stop_grace(a: InstanceAssignment, policy: Policy) -> float:
+    """Seconds from TERM to KILL for an instance: its app's graceful timeout
+    (gunicorn's --graceful-timeout for a WSGI process, which gets a margin to
+    end its own workers), else the runner's."""
+    seconds = float(graceful_timeout(a.env, policy.stop_grace_s))
+    proc = a.spec.processes.get(a.process_type)
+    return seconds + ARBITER_MARGIN_S if proc is not None and proc.kind == "wsgi" else seconds
+
+
 def stopping(rec: Record, now: float, policy: Policy, failure: str = "") -> Record:
-    return replace(rec, state="stopping", kill_at=now + policy.stop_grace_s, fail_reason=failure)
+    kill_at = now + stop_grace(rec.assignment, policy)
+    return replace(rec, state="stopping", kill_at=kill_at, fail_reason=failure)
 
 
 def killed(rec: Record) -> Record:

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from roost.appspec.runtime import GRACEFUL_TIMEOUT_VAR, parse_graceful_timeout
 from roost.controller import lifecycle
 from roost.controller.api.deps import (
     ApiError,
@@ -82,6 +83,11 @@ async def patch_config(
             raise ApiError(422, f"invalid config var name {key!r}")
         if value is not None and len(value) > 32768:
             raise ApiError(422, f"value of {key} is longer than 32768 characters")
+        if key == GRACEFUL_TIMEOUT_VAR and value is not None:
+            try:  # read by runners when an instance stops: refused here, not there
+                parse_graceful_timeout(value)
+            except ValueError as exc:
+                raise ApiError(422, str(exc)) from None
     new = await c.store.update_config(app.id, body.vars)
     changed = ", ".join(f"{k}" if v is not None else f"-{k}" for k, v in sorted(body.vars.items()))
     release = await _new_release(c, app, f"config {changed}", config=new)
