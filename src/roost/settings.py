@@ -132,7 +132,15 @@ class Settings:
         "roost-build", "ROOST_BUILD_USER", "unprivileged user for untrusted build steps (when root)"
     )
     build_python: str = _setting(
-        "", "ROOST_BUILD_PYTHON", "interpreter for app virtualenvs (default: Roost's own)"
+        "",
+        "ROOST_BUILD_PYTHON",
+        "interpreter of an app that names no Python version (default: Roost's own version)",
+    )
+    build_pythons: str = _setting(
+        "",
+        "ROOST_BUILD_PYTHONS",
+        "interpreters apps may choose from (colon-separated executables or installation "
+        "directories; default: pyenv's and uv's installations, /usr/local/bin and /usr/bin)",
     )
     build_check_timeout_s: float = _setting(
         60.0, "ROOST_BUILD_CHECK_TIMEOUT_S", "limit for the build's import check of the entrypoint"

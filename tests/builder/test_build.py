@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from roost.builder import layers as layers_mod
+from roost.builder import pylayer
 from roost.builder.errors import BuildError
 from roost.builder.layers import read_ready
 from roost.builder.pipeline import Build, BuildOutcome
@@ -23,6 +24,7 @@ from roost.builder.workspace import Workspace
 from roost.images.cache import ImageCache
 from roost.images.fetch import store_fetcher
 from roost.images.manifest import read_manifest
+from roost.runner.confine import interpreter_mount
 
 from .conftest import EXAMPLES, tar_dir
 
@@ -64,8 +66,11 @@ async def test_hello_builds_an_image_and_second_build_installs_nothing(
     assert any(ln.startswith("-----> install (") for ln in lines1)
     manifest = read_manifest(ws.store.path(first.image_digest))
     assert manifest is not None
+    # The interpreter too: the default one (Roost's own minor) is a pyenv build here.
+    assert ws.pythons.default.carried
+    python = await pylayer.ensure_layer(ws, ws.pythons.default)  # packed by the build
     assert [(lr.path, lr.digest) for lr in manifest.layers] == [
-        ("venv", first.layer_digest), ("", first.code_digest)
+        ("venv", first.layer_digest), ("", first.code_digest), ("python", python.digest)
     ]  # fmt: skip
     assert first.image_size == ws.store.size(first.image_digest) + manifest.size
     assert all(ws.store.verify(lr.digest) for lr in manifest.layers)
@@ -102,6 +107,12 @@ async def test_hello_builds_an_image_and_second_build_installs_nothing(
     assert (root / "app" / "app.py").is_file() and (root / "app" / "extra.py").is_file()
     assert (root / "venv").is_symlink() and (root / "venv" / "bin" / "gunicorn").exists()
     assert (root / "venv" / "pyvenv.cfg").read_text().count("relocatable = true") == 1
+    # What a runner's sandbox mounts at the path the interpreter was installed at.
+    interp = ws.pythons.default
+    assert meta["python"]["prefix"] == interp.prefix and meta["python"]["layer"] == "python"
+    assert interpreter_mount(root) == ((root / "python").resolve(), Path(interp.prefix))
+    assert (root / "python" / "bin" / f"python{interp.minor}").is_file()
+    assert not (root / "python" / "lib" / f"python{interp.minor}" / "test").exists()
     assert leftovers(ws) == []
 
 

@@ -105,7 +105,8 @@ async def test_build_request_to_result_and_image_fetch(builder_root: Path) -> No
             root = await cache.ensure(res.image_digest, fetcher, pin=True)
             got = await fetch_image(images, res.image_digest, data / "dl")
             manifest = read_manifest(got)
-            assert manifest is not None and [lr.path for lr in manifest.layers] == ["venv", ""]
+            assert manifest is not None
+            assert [lr.path for lr in manifest.layers] == ["venv", "", "python"]  # interpreter
             assert res.image_size == got.stat().st_size + manifest.size
             assert (root / "venv").is_symlink() and (root / "app" / "app.py").is_file()
             cwd = root / "app"

@@ -1,11 +1,11 @@
-"""Which Python the app virtualenvs are built on.
+"""The builder's own Python, and what a probe says of an interpreter.
 
 Never a downloaded one (UV_PYTHON_DOWNLOADS=never, and uv always gets an
-explicit `--python` path). By default Roost's own base interpreter; when the
-build user cannot run that one (e.g. it lives under root's 0700 home) the
-system interpreter of the same major.minor version. Runners need the chosen
-interpreter at the same path: the image's venv links to it (roost-image.json
-records path and version).
+explicit `--python` path). `choose` finds the interpreter the build user can
+run unconfined (the upload's extraction runs on it): by default Roost's own
+base interpreter; when the build user cannot run that one (e.g. it lives
+under root's 0700 home) the system interpreter of the same major.minor
+version. The interpreters apps choose from are roost.builder.pythons's.
 """
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ from pathlib import Path
 from roost.builder.errors import BuildError
 from roost.builder.sandbox import BuildUser, base_env, run
 
-_PROBE = (
+PROBE = (
     "import sys, platform; print(sys.version.split()[0]); "
-    "print(sys.implementation.name); print(platform.machine())"
+    "print(sys.implementation.name); print(platform.machine()); print(sys.base_prefix)"
 )
+# Where the host's own packages live: an interpreter installed there is the
+# host's, which the image cannot carry (roost.builder.pythons).
+SYSTEM_PREFIXES = ("/usr", "/")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,20 @@ class Interpreter:
     version: str  # "3.11.2"
     implementation: str  # "cpython"
     machine: str  # "x86_64"
+    # Its installation (sys.base_prefix, links resolved): "/root/.pyenv/versions/3.12.1".
+    prefix: str = ""
+
+    @property
+    def carried(self) -> bool:
+        """Whether an image can carry this interpreter in a layer of its own:
+        a CPython installed in a directory of its own, outside the host's /usr."""
+        p = self.prefix
+        return (
+            self.implementation == "cpython"
+            and p.startswith("/")
+            and p not in SYSTEM_PREFIXES
+            and not p.startswith("/usr/")
+        )
 
     @property
     def python_id(self) -> str:
@@ -62,13 +79,24 @@ def candidates(configured: str) -> list[str]:
     return seen
 
 
+def parse_probe(path: str, out: bytes) -> Interpreter | None:
+    """The interpreter `PROBE` described, or None for output that is not its."""
+    lines = out.decode(errors="replace").splitlines()
+    if len(lines) != 4 or not all(lines):
+        return None
+    prefix = os.path.realpath(lines[3])
+    return Interpreter(
+        path=path, version=lines[0], implementation=lines[1], machine=lines[2], prefix=prefix
+    )
+
+
 async def choose(configured: str, user: BuildUser, home: Path) -> Interpreter:
     """The first candidate the build user can run; BuildError when none."""
     tried: list[str] = []
     for cand in candidates(configured):
         try:
             done = await run(
-                [cand, "-I", "-c", _PROBE],
+                [cand, "-I", "-c", PROBE],
                 user=user,
                 cwd=home,
                 env=base_env(home),
@@ -79,11 +107,9 @@ async def choose(configured: str, user: BuildUser, home: Path) -> Interpreter:
         except (OSError, BuildError) as exc:
             tried.append(f"{cand}: {exc}")
             continue
-        lines = done.stdout.decode(errors="replace").split()
-        if done.returncode == 0 and len(lines) == 3:
-            return Interpreter(
-                path=cand, version=lines[0], implementation=lines[1], machine=lines[2]
-            )
+        found = parse_probe(cand, done.stdout) if done.returncode == 0 else None
+        if found is not None:
+            return found
         tried.append(f"{cand}: exit {done.returncode} {' '.join(done.output_tail[-2:])}")
     raise BuildError(
         f"no Python interpreter runnable by build user {user.name!r} "

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roost.builder.errors import BuildError
+from roost.builder.interpreter import Interpreter
 from roost.builder.jails import uv_jail
 from roost.builder.pack import LAYER_TAR_FLAGS, pack_tree, run_abortable
 from roost.builder.sandbox import BuildUser, base_env, run
@@ -116,10 +117,13 @@ def read_ready(ws: Workspace, layer: Path) -> LayerBlob | None:
 class LayerJob:
     """One build's use of the dependency layer `key` (see the module docstring)."""
 
-    def __init__(self, ws: Workspace, key: str, uv_as: UvAs | None = None) -> None:
+    def __init__(
+        self, ws: Workspace, key: str, uv_as: UvAs | None = None, interp: Interpreter | None = None
+    ) -> None:
         self.ws = ws
         self.key = key
         self.uv_as = uv_as or UvAs(ws.user, ws.uv_cache, build_sources=True)
+        self.interp = interp or ws.interp  # the venv's Python (the build's choice)
         self.path = ws.layer_path(key)
         self.installed = False
         self.blob: LayerBlob | None = None
@@ -159,7 +163,9 @@ class LayerJob:
             # runs its code with this venv (read-only) after uv made it.
             os.chmod(self.venv, 0o755)
             self.uv_as.user.chown(self.venv)
-            await _install(self.ws, self.path, lock_path, home, log, unit, self.uv_as, cwd)
+            await _install(
+                self.ws, self.path, lock_path, home, log, unit, self.uv_as, cwd, self.interp
+            )
             self.installed = True
             self._packing = asyncio.create_task(self._pack(), name=f"pack-layer-{self.key[:12]}")
         finally:
@@ -176,7 +182,7 @@ class LayerJob:
                 )
             )
             blob = LayerBlob(digest=digest, size=size)
-            ready = {"format": LAYER_FORMAT, "key": self.key, "python": self.ws.interp.python_id,
+            ready = {"format": LAYER_FORMAT, "key": self.key, "python": self.interp.python_id,
                      "digest": digest, "size": size}  # fmt: skip
             tmp = self.path / "ready.tmp"
             tmp.write_text(json.dumps(ready))
@@ -243,11 +249,13 @@ async def _install(
     unit: str = "install",
     uv_as: UvAs | None = None,
     cwd: Path | None = None,
+    interp: Interpreter | None = None,
 ) -> None:
     uv_as = uv_as or UvAs(ws.user, ws.uv_cache, build_sources=True)
+    python = (interp or ws.interp).path
     venv = layer / "venv"
     jail = uv_jail(
-        ws.tenancy, unit, uv_bin=ws.uv, python=ws.interp.path, build_dir=lock_path.parent,
+        ws.tenancy, unit, uv_bin=ws.uv, python=python, build_dir=lock_path.parent,
         cache=uv_as.cache, layer=venv, limits=ws.step_limits, writable=uv_as.writable,
     )  # fmt: skip
     # Jailed, HOME is the jail's own /tmp (the build's home is the app user's).
@@ -255,7 +263,7 @@ async def _install(
     common = {"user": uv_as.user, "cwd": cwd or home, "env": env, "jail": jail}
     start = time.monotonic()
     done = await run(
-        [ws.uv, "venv", "--relocatable", "--python", ws.interp.path, "--quiet", str(venv)],
+        [ws.uv, "venv", "--relocatable", "--python", python, "--quiet", str(venv)],
         log=log,
         **common,  # type: ignore[arg-type]
     )

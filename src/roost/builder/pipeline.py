@@ -17,10 +17,12 @@ bundle_config.py: it is fetched after the dependency steps ran, kept in
 builds/<id>/config/ (roost.builder.buildconfig; its bytecode in the build's
 own pycache), and removed with the build's directory.
 
-The image is a manifest (roost.images.manifest) naming two layers: the
+The image is a manifest (roost.images.manifest) naming its layers: the
 dependency layer (roost.builder.layers; reused as is when the lock is
-unchanged, so a code-only build copies and packs nothing of size) and the
-code layer (the checkout, roost-image.json, shortcuts). A freshly installed
+unchanged, so a code-only build copies and packs nothing of size), the
+code layer (the checkout, roost-image.json, shortcuts) and the interpreter
+the app chose (roost.builder.pythons), carried in a layer of its own
+(roost.builder.pylayer) unless it is the host's /usr one. A freshly installed
 dependency layer is packed in the background while check and collect static
 run; pack waits for it.
 
@@ -52,7 +54,7 @@ from roost.appspec import AppSpec, AppSpecError, load_app
 from roost.appspec.runtime import RuntimeVars, environment
 from roost.builder import buildconfig as bc
 from roost.builder import django as dj
-from roost.builder import extcheck, stacks
+from roost.builder import extcheck, pylayer, stacks
 from roost.builder import lock as locks
 from roost.builder.checkout import apply_symlinks, open_dirs
 from roost.builder.diskcheck import ensure_free_disk
@@ -133,6 +135,7 @@ class Build:
         self.checkout = self.image_root / "app"
         self.django: dj.DjangoPlan | None = None
         self.lock = ""
+        self.interp = ws.pythons.default  # the app's choice, made once its spec is read
         self.layer_key = ""
         self._held_key = ""  # the layer counted in ws.layers_in_use for this build
         self.layer_job: LayerJob | None = None
@@ -279,6 +282,8 @@ class Build:
         self.spec = spec
         for w in spec.warnings:
             self.log(f"       warning: {w.message}" + (f" ({w.hint})" if w.hint else ""))
+        self.interp = self.ws.pythons.for_app(spec)
+        self.log(f"       python {self.interp.version} ({spec.python_source or 'the default'})")
         name = spec.checkout_name
         if not _SAFE_ID.fullmatch(name) or name in RESERVED_NAMES:
             raise BuildError(f"[checkout] directory_name {name!r} is not allowed")
@@ -300,7 +305,7 @@ class Build:
         assert self.spec is not None
         ws = self.ws
         req_digest = locks.requirements_digest(self.checkout, self.spec.requirements)
-        python_id = ws.interp.python_id
+        python_id = self.interp.python_id
         cache_file = None
         if req_digest is not None:
             import hashlib
@@ -332,7 +337,7 @@ class Build:
         extra.write_text(locks.EXTRA_REQUIREMENTS)
         os.chmod(extra, 0o644)
         inputs = [str(self.checkout / self.spec.requirements)] if self.spec.requirements else []
-        argv = [self.ws.uv, "pip", "compile", "--python", self.ws.interp.path,
+        argv = [self.ws.uv, "pip", "compile", "--python", self.interp.path,
                 "--no-header", "--quiet", *inputs, str(extra)]  # fmt: skip
         self.log("       resolving requirements")
         shared = self._uv_shared()
@@ -348,7 +353,7 @@ class Build:
             why = next((ln.strip() for ln in done.output_tail if ln.strip()), "see the log above")
             raise BuildError(f"cannot resolve the requirements: {why}")
         body = done.stdout.decode("utf-8", "replace")
-        return locks.make_lock(body, req_digest, self.ws.interp.python_id)
+        return locks.make_lock(body, req_digest, self.interp.python_id)
 
     async def _resolve(self, argv: list[str], uv_as: UvAs, log: LogFn | None) -> Completed:
         return await run(
@@ -364,7 +369,7 @@ class Build:
                 self.ws.tenancy,
                 f"{self.build_id}-lock",
                 uv_bin=self.ws.uv,
-                python=self.ws.interp.path,
+                python=self.interp.path,
                 build_dir=self.dir,
                 cache=uv_as.cache,
                 layer=None,
@@ -393,13 +398,13 @@ class Build:
 
     async def install(self) -> None:
         self._disk(512 << 20)
-        key = locks.layer_key(self.lock, self.ws.interp.python_id)
+        key = locks.layer_key(self.lock, self.interp.python_id)
         try:
             await self._layer(key, self._uv_shared())
         except NeedsBuild:
             self.log("       a package has no wheel: building it as the app's own build "
                      "user, with its own cache, into a layer of this app's alone")  # fmt: skip
-            stacks.log_build_stack(self.ws.interp.path, self.ws.interp.minor, self.log)
+            stacks.log_build_stack(self.interp.path, self.interp.minor, self.log)
             await self._layer(f"{key}-{self.user.uid}", self._uv_own())
         assert self.layer_job is not None
         self.installed = self.layer_job.installed
@@ -411,7 +416,7 @@ class Build:
         ws = self.ws
         ws.layers_in_use[key] = ws.layers_in_use.get(key, 0) + 1
         self.layer_key = self._held_key = key
-        self.layer_job = LayerJob(ws, key, uv_as)
+        self.layer_job = LayerJob(ws, key, uv_as, self.interp)
         try:
             await self.layer_job.ensure(
                 self.dir / "lock.txt",
@@ -450,7 +455,7 @@ class Build:
         return [("venv", self.venv), (self.checkout.name, self.checkout)]
 
     def _site_packages(self) -> Path:
-        return self.venv / "lib" / f"python{self.ws.interp.minor}" / "site-packages"
+        return self.venv / "lib" / f"python{self.interp.minor}" / "site-packages"
 
     async def bundle(self) -> None:
         assert self.spec is not None
@@ -468,12 +473,7 @@ class Build:
             "app": self.app,
             "build_id": self.build_id,
             "checkout_name": self.spec.checkout_name,
-            "python": {
-                "version": self.ws.interp.version,
-                "implementation": self.ws.interp.implementation,
-                "machine": self.ws.interp.machine,
-                "path": self.ws.interp.path,
-            },
+            "python": pylayer.manifest_entry(self.interp),
             "lock_digest": locks.lock_digest(self.lock),
             "layer": self.layer_key,
             "django_admin_media": admin_link,
@@ -598,9 +598,11 @@ class Build:
         if self.installed:
             self.log("       waiting for the dependency layer to be stored")
         self.layer_blob = blob = await self.layer_job.blob_digest()
-        self.image_digest, self.image_size, created = store_manifest(
-            store, [(blob.digest, blob.size, "venv", "dependencies"), (code, code_size, "", "code")]
-        )
+        layers = [(blob.digest, blob.size, "venv", "dependencies"), (code, code_size, "", "code")]
+        if self.interp.carried:  # shared like a dependency layer: never removed by a build
+            py = await pylayer.ensure_layer(self.ws, self.interp)
+            layers.append((py.digest, py.size, pylayer.LAYER_PATH, "interpreter"))
+        self.image_digest, self.image_size, created = store_manifest(store, layers)
         if created:
             self._committed.append(self.image_digest)
         self.log(f"       layers: dependencies {blob.digest[7:19]} ({blob.size / 1e6:.1f} MB), "

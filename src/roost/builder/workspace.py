@@ -7,6 +7,7 @@ DATA/builder/
                 in memory instead (roost.builder.ramlayers) when a tmpfs is available,
                 this directory then holds only layers that did not fit there
   locks/        locks by requirements digest (reuse across builds)
+  pythons/      <key>.json: the stored blob of each interpreter layer (roost.builder.pylayer)
   uv-cache/     uv's shared cache (build user); with in-memory layers, uv uses a
                 copy in the same tmpfs and this one is its lasting copy
                 (roost.builder.uvcache)
@@ -31,6 +32,7 @@ import uv
 
 from roost.builder.errors import BuildError
 from roost.builder.interpreter import Interpreter, choose
+from roost.builder.pythons import Pythons, discover
 from roost.builder.ramlayers import has_room, open_ram_layers, remove_ram_layers
 from roost.builder.sandbox import BuildUser, ensure_build_user
 from roost.builder.uvcache import UvCache
@@ -60,6 +62,12 @@ class Workspace:
     tenancy: Tenancy = field(default_factory=lambda: Tenancy("unconfined", enabled=False))
     layer_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     layers_in_use: dict[str, int] = field(default_factory=dict)
+    # The interpreters apps choose from (roost.builder.pythons); None: `interp` alone.
+    found_pythons: Pythons | None = None
+
+    @property
+    def pythons(self) -> Pythons:
+        return self.found_pythons or Pythons(available=(self.interp,), default=self.interp)
 
     @property
     def builds(self) -> Path:
@@ -165,6 +173,15 @@ class Workspace:
             tenancy = Tenancy.for_daemon(f"builder-{tag}", settings.sandbox)
         except TenantError as exc:
             raise Unavailable(f"cannot confine build steps: {exc}") from None
+        try:
+            pythons = await discover(
+                settings.build_pythons, bool(settings.build_python), interp, user,
+                root / "home", tenancy,
+            )  # fmt: skip
+        except BuildError as exc:
+            tenancy.close()
+            raise ConfigError(str(exc)) from None
+        log.info("pythons apps may choose: %s", pythons.describe())
         return cls(
             root=root,
             settings=settings,
@@ -175,6 +192,7 @@ class Workspace:
             uv_caches=uv_caches,
             ram_layers=ram,
             tenancy=tenancy,
+            found_pythons=pythons,
         )
 
     @property

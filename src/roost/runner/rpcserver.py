@@ -37,6 +37,7 @@ from roost.runner.confine import (
     TenantDefaults,
     give_tree,
     image_binds,
+    interpreter_mount,
     prepare_dirs,
     tenant_spec,
 )
@@ -228,6 +229,7 @@ class RunnerRpc:
             cwd=launch.cwd,
             image_paths=image_binds(root),
             defaults=self.tenant_defaults,
+            image_mounts=tuple(filter(None, [interpreter_mount(root)])),
         )
         prepare_dirs(spec.identity, self.layout, a.app, bundle_dir=bundle_dir)
         give_tree(spec.identity, self.layout.data_directory(a.app))

@@ -42,6 +42,7 @@ from roost.runner.confine import (
     give_tree,
     identity,
     image_binds,
+    interpreter_mount,
     prepare_dirs,
     tenant_spec,
 )
@@ -366,6 +367,7 @@ class Supervisor(Arbiter[Event, Action]):
             image_paths=image_binds(image_root),
             defaults=self.tenant_defaults,
             socket_dir=socket_dir,
+            image_mounts=tuple(filter(None, [interpreter_mount(image_root)])),
         )
         prepare_dirs(spec.identity, self.layout, a.app, bundle_dir=bundle, socket_dir=socket_dir)
         give_tree(spec.identity, self.layout.data_directory(a.app))

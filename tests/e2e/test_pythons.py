@@ -1,0 +1,98 @@
+"""An app's own Python, end to end: two apps on two CPython versions, each
+image carrying its interpreter, which the runner's sandbox sees only through
+the image; a version the builder lacks fails the build naming those it has."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.e2e.platform import running_platform
+
+pytestmark = pytest.mark.e2e
+
+PYENV = Path("/root/.pyenv/versions")
+
+# A bare WSGI app (no requirements but the gunicorn Roost adds) reporting the
+# interpreter it runs on and where, in its sandbox, that comes from.
+APP = """
+import json, os, sys
+
+def _mount_root(path):
+    # /proc/self/mountinfo: field 4 is the directory of the source file system
+    # mounted, field 5 where; the interpreter's installation is a mount point.
+    for line in open("/proc/self/mountinfo"):
+        fields = line.split()
+        if fields[4] == path:
+            return fields[3]
+    return None
+
+def app(environ, start_response):
+    prefix = sys.base_prefix
+    minor = "%d.%d" % sys.version_info[:2]
+    body = json.dumps({
+        "version": sys.version.split()[0],
+        "prefix": prefix,
+        "mounted_from": _mount_root(prefix),
+        # The host's installation has its test suite; the image's layer not.
+        "test_suite": os.path.exists(os.path.join(prefix, "lib", "python" + minor, "test")),
+        # Nor is any other interpreter of the host's there.
+        "others": sorted(v for v in OTHERS if os.path.exists(v)),
+    }).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+"""
+
+
+def _installed(minor: str) -> Path:
+    [prefix] = sorted(PYENV.glob(f"{minor}.*"))
+    return prefix
+
+
+def _app(root: Path, name: str, files: dict[str, str], others: list[str]) -> Path:
+    d = root / name
+    d.mkdir()
+    (d / "app.py").write_text(APP.replace("OTHERS", repr(others)))
+    (d / "requirements.txt").write_text("")
+    (d / "Procfile").write_text("web: gunicorn app:app\n")
+    for rel, text in files.items():
+        (d / rel).write_text(text)
+    return d
+
+
+def test_two_apps_on_two_pythons_each_carried_by_its_image(tmp_path: Path) -> None:
+    old, new = _installed("3.10"), _installed("3.13")
+    assert (old / "lib" / "python3.10" / "test").is_dir()  # what the host has
+    others = [str(p) for p in PYENV.iterdir()]
+    apps = {
+        "py-old": _app(tmp_path, "py-old", {".python-version": "3.10\n"}, others),
+        "py-new": _app(tmp_path, "py-new", {"runtime.txt": f"python-{new.name}\n"}, others),
+    }
+    with running_platform() as platform:
+        for name, d in apps.items():
+            platform.roost("apps", "create", name)
+            r = platform.roost("deploy", str(d), "--app", name)
+            assert "is live" in r.stdout
+        for name, prefix in (("py-old", old), ("py-new", new)):
+            page = wait_until(lambda: platform.get(name).text, 30, f"{name}'s page")  # noqa: B023
+            got = json.loads(str(page))
+            assert got["version"] == prefix.name and got["prefix"] == str(prefix)
+            # The installation this sandbox runs is the runner's copy of the
+            # image's interpreter layer, mounted at the path it was built at.
+            layer = Path(got["mounted_from"])
+            assert layer.parent.name == "layers" and len(layer.name) == 64, got
+            assert list(platform.data.glob(f"runner*/**/layers/{layer.name}")), got
+            assert got["test_suite"] is False and got["others"] == [str(prefix)], got
+
+        # A version the builder does not have: the build says which there are.
+        bad = _app(tmp_path, "py-old-37", {".python-version": "3.7\n"}, others)
+        r = platform.roost("deploy", str(bad), "--app", "py-old", check=False)
+        assert r.returncode != 0
+        assert (
+            "python 3.7 is not available; this builder has 3.10, 3.11, 3.12, 3.13 "
+            "(asked for by .python-version)"
+        ) in r.stdout + r.stderr
+        assert json.loads(platform.get("py-old").text)["version"] == old.name
