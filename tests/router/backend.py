@@ -146,6 +146,7 @@ class AppInstance:
         body = await self._body(conn, reader, record=path == "/upload")
         self.requests.append({"method": req.method.decode(), "path": target, "headers": headers})
         if self.drop:  # a broken instance: reads the request, never answers
+            await self.gate.wait()  # (closing once the test lets it, when it cleared `gate`)
             return False
         if path == "/close":
             return False

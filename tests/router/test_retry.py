@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from roost.router.relay import safe_to_retry
 from roost.wire.messages import AppRoute, Backend
 from tests.router.conftest import RawClient, app, backend_of
 
@@ -89,6 +90,42 @@ async def test_non_idempotent_request_never_retried_after_sending(
         assert resp.status_code == 502
         assert [q["method"] for q in broken.requests] == ["POST"]
         assert good.requests == []  # the payment was not sent twice
+
+
+def test_which_failed_requests_are_safe_to_retry() -> None:
+    # Never sent (the connection failed): any method, body or not.
+    assert safe_to_retry(False, b"POST", False, False)
+    # Sent, nothing back: idempotent methods whose bytes are all still held.
+    for method in (b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE"):
+        assert safe_to_retry(True, method, True, False)
+    assert not safe_to_retry(True, b"PUT", False, False)  # its body outgrew the replay buffer
+    assert not safe_to_retry(True, b"POST", True, False)
+    assert not safe_to_retry(True, b"PATCH", True, False)
+    # Something came back: the instance acted on it; never again.
+    assert not safe_to_retry(True, b"GET", True, True)
+
+
+async def test_a_retry_goes_to_the_instances_of_the_current_table(
+    backends: Any, router: Any
+) -> None:
+    """A request that began before the route table replaced its instance (a
+    redeploy) and that the instance, going away, drops unanswered is retried
+    on the instance that replaced it."""
+    old, new = await backends("old"), await backends("new")
+    old.drop = True
+    old.gate.clear()  # reads the request, then holds it until let go, then closes
+    async with router([app("a", old)]) as r, httpx.AsyncClient() as c:
+        sent = asyncio.create_task(
+            c.get(f"http://127.0.0.1:{r.port}/id", headers={"Host": "a.localhost"})
+        )
+        async with asyncio.timeout(10):
+            while not old.requests:
+                await asyncio.sleep(0.01)
+        r.set_routes([app("a", new)])
+        old.gate.set()
+        resp = await sent
+        assert resp.status_code == 200 and resp.text == "new"
+        assert [q["method"] for q in old.requests] == ["GET"]
 
 
 async def test_no_retry_once_the_response_started(backends: Any, router: Any) -> None:

@@ -5,13 +5,17 @@ connection is ready and the body streams as it arrives; until then it is
 buffered (bounded: reading from the client pauses). Everything sent is also
 kept, up to `replay_bytes`, so that a retry can replay it.
 
-Retry rules: a connection that could not be made is always retried on another
-instance (nothing was sent). Once the request was sent, it is retried only if
-its method is idempotent, nothing at all came back, and the replay buffer still
-holds everything sent. A fresh connection that fails counts against its
-instance (passive health, possibly ejecting it); a pooled connection that turns
-out dead does not (the instance just closed an idle keep-alive). At most
-`max_attempts` tries, each on an instance that has not failed this request.
+Retry rules (`safe_to_retry`, pure): a connection that could not be made is
+always retried on another instance (nothing was sent). Once the request was
+sent, it is retried only if its method is idempotent, nothing at all came back,
+and the replay buffer still holds everything sent (a PUT whose body outgrew it
+is not). A fresh connection that fails counts against its instance (passive
+health, possibly ejecting it); a pooled connection that turns out dead does not
+(the instance just closed an idle keep-alive). At most `max_attempts` tries,
+each on an instance that has not failed this request, picked from the app's
+entry in the current route table: an instance that is going away (its app
+redeployed) fails a request that began before the table changed, and the
+retry then goes to the instances that replace it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,16 @@ if TYPE_CHECKING:
     from roost.router.upstream import Upstream
 
 log = logging.getLogger("roost.router")
+
+
+def safe_to_retry(sent: bool, method: bytes, replayable: bool, received: bool) -> bool:
+    """Whether a request whose instance failed may go to another (the module
+    docstring's rules): never once any byte came back (`received`); always
+    when nothing was `sent` (the connection was never made); else only an
+    idempotent method whose every byte sent is still held (`replayable`)."""
+    if received:
+        return False
+    return not sent or (replayable and method in IDEMPOTENT)
 
 
 def _exchange(relay: Relay) -> Exchange:
@@ -132,7 +146,7 @@ class Relay:
             up = await open_upstream(self.client.ctx, slot)
         except Exception as exc:  # refused, unreachable, timeout: the instance failed
             self.connect_task = None
-            if not self.aborted:
+            if not self.aborted:  # (never sent: safe_to_retry always)
                 self._retry(slot, f"connect failed: {type(exc).__name__}: {exc}", counts=True)
             return
         self.connect_task = None
@@ -215,6 +229,9 @@ class Relay:
         if self.replay is not None:  # it was sent: send it all again
             self.pending = [*self.replay, *self.pending]
             self.replay = None
+        entry = ctx.table.lookup(_exchange(self).host)
+        if entry is not None and self.entry is not None and entry.name == self.entry.name:
+            self.entry = entry  # the app's instances now (slots, and so `failed`, carry over)
         self.proxy()
 
     def _bad_gateway(self) -> None:
@@ -247,18 +264,14 @@ class Relay:
             self.keep_alive = False
             self.client.abort_response(_exchange(self), "instance closed mid-response")
             return
-        if up.received:
-            self._release_slot()
-            self._bad_gateway()
-            return
-        if self.method in IDEMPOTENT and self.replayable:
+        if safe_to_retry(True, self.method, self.replayable, up.received):
             self._retry(up.slot, f"closed before answering ({exc})", counts=not up.reused)
-        else:
-            if not up.reused:
-                ctx = self.client.ctx
-                ctx.balancer.failed(up.slot, ctx.clock())
-            self._release_slot()
-            self._bad_gateway()
+            return
+        if not up.received and not up.reused:
+            ctx = self.client.ctx
+            ctx.balancer.failed(up.slot, ctx.clock())
+        self._release_slot()
+        self._bad_gateway()
 
     def upstream_broken(self, up: Upstream, why: str) -> None:
         self.up = None
