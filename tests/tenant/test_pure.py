@@ -142,3 +142,25 @@ def test_hidden_tools_are_bound_over_the_system_directories() -> None:
             bwrap_argv(
                 SandboxSpec(cwd=Path("/"), hidden_files=(outside,)), identity_for(1, "x"), ["true"]
             )
+
+
+def test_a_mount_shows_a_directory_at_another_path_read_only() -> None:
+    layer = Path("/data/runner/cache/layers/ab12")
+    prefix = Path("/root/.pyenv/versions/3.12.1")
+    spec = SandboxSpec(
+        cwd=Path("/"), readonly=(Path("/data/runner/images/abc"),), mounts=((layer, prefix),)
+    )
+    argv = bwrap_argv(spec, identity_for(42, "shop"), ["python"], host_links=LINKS)
+    text = " ".join(argv)
+    assert f"--ro-bind {layer} {prefix}" in text
+    # The way to where it shows is made (0711); the source's own path is not.
+    assert "--perms 0711 --dir /root --perms 0711 --dir /root/.pyenv" in text
+    assert f"--dir {layer}" not in text and f"--ro-bind {layer} {layer}" not in text
+    ident = identity_for(1, "x")
+    for bad in (
+        (layer, Path("/usr/local/python")),
+        (Path("rel"), prefix),
+        (layer, Path("/a/../b")),
+    ):
+        with pytest.raises(SandboxError):
+            bwrap_argv(SandboxSpec(cwd=Path("/"), mounts=(bad,)), ident, ["true"])
