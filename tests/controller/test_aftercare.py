@@ -51,10 +51,12 @@ PLACED = [("i1", "worker", 1)]
 def test_trouble_is_two_crashes_or_a_failed_check() -> None:
     assert trouble(PLACED, {"i1": _st("up", restarts=1)}) == ""  # one crash: not a loop
     assert trouble(PLACED, {}) == ""
-    why = trouble(PLACED, {"i1": _st("backoff", restarts=1, err="RuntimeError: boom\nmore")})
-    assert why == "worker.1 crashed 2 times: RuntimeError: boom"
+    err = "exited with code 1\nTraceback (most recent call last):\n  ...\nRuntimeError: boom\n"
+    why = trouble(PLACED, {"i1": _st("backoff", restarts=1, err=err)})
+    assert why == "worker.1 crashed 2 times: exited with code 1: RuntimeError: boom"
     assert "crashed 3 times" in trouble(PLACED, {"i1": _st("up", restarts=3)})
-    failed = _st("crashed", err="GET /up answered 500 after 3 attempts", unhealthy=True)
+    answer = "GET /up answered 500 after 3 attempts\n[gunicorn] Booting worker"
+    failed = _st("crashed", err=answer, unhealthy=True)
     assert trouble(PLACED, {"i1": failed}) == (
         "worker.1 failed its health check: GET /up answered 500 after 3 attempts"
     )

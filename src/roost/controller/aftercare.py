@@ -81,10 +81,12 @@ def trouble(
         st = statuses.get(instance_id)
         if st is None:
             continue
-        why = (st.last_error.strip() or "exited").splitlines()[0]
-        if st.unhealthy:
-            return f"{ptype}.{idx} failed its health check: {why}"
+        lines = [ln.strip() for ln in st.last_error.splitlines() if ln.strip()] or ["exited"]
+        if st.unhealthy:  # the check's last answer (what follows is the app's output)
+            return f"{ptype}.{idx} failed its health check: {lines[0]}"
         if crashes(st) >= CRASHES:
+            # How it ended, and its last word (a traceback's is the exception).
+            why = lines[0] if len(lines) == 1 else f"{lines[0]}: {lines[-1]}"
             return f"{ptype}.{idx} crashed {crashes(st)} times: {why}"
     return ""
 
