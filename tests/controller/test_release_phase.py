@@ -7,8 +7,9 @@ The pure parts of roost.controller.releasephase are tested first."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -16,6 +17,7 @@ import pytest
 
 from roost.appspec.model import AppSpec
 from roost.controller import rollout
+from roost.controller.deployflow import cancel_move
 from roost.controller.releasephase import (
     INDENT,
     Ended,
@@ -24,9 +26,11 @@ from roost.controller.releasephase import (
     how_it_ended,
     release_steps,
 )
+from roost.controller.store import NotFound
 from roost.sessions.server import ExecSessions
 from tests.images.helpers import put_layered
 from tests.runner.test_copies import SPEC, VENV, World, _build, _hold_lease, world
+from tests.sessions import test_server
 
 
 def test_predeploy_runs_before_the_release_command() -> None:
@@ -64,19 +68,15 @@ def test_a_failure_says_how_the_command_ended_and_its_last_lines() -> None:
 # ---------------------------------------------------------------- with a runner
 
 
-@pytest.fixture
-async def sessions() -> AsyncIterator[ExecSessions]:
-    es = ExecSessions(idle_s=30, grace_s=2)
-    task = asyncio.create_task(es.run())
-    yield es
-    es.shutdown()
-    await asyncio.wait_for(task, 10)
+# Exec sessions that run (the runner's own, as its daemon starts them).
+sessions = test_server.sessions
 
 
 async def _until(pred: Callable[[], object], what: str, timeout: float = 30) -> None:
     for _ in range(int(timeout / 0.1)):
-        if pred():
-            return
+        with contextlib.suppress(NotFound):  # e.g. the app is not made yet
+            if pred():
+                return
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -218,3 +218,22 @@ async def test_postdeploy_runs_once_the_release_is_live_and_a_failure_undoes_not
             "rep v1: postdeploy 'echo failing; exit 5' exited with status 5"
         ]
         assert w.store.app_by_id(app_id).current_release == v2
+
+
+async def test_a_deploy_cancelled_in_its_release_phase_stops_the_command(
+    tmp_path: Path, sessions: ExecSessions
+) -> None:
+    spec = msgspec.structs.replace(SPEC, release_command="echo started; exec sleep 120")
+    async with world(tmp_path, ("a",)) as w:
+        deploy = asyncio.create_task(_deploy(w, sessions, spec, "b1"))
+        await _until(
+            lambda: "started" in "\n".join(_lines(w, w.store.app("rep").id, "b1")),
+            "the release command to start",
+        )
+        # `roost deploys cancel` as deploycancel writes it: the stage moves under the driver.
+        assert w.store.move_build("b1", cancel_move("release-phase"), "cancelled by ann")
+        app_id = await asyncio.wait_for(deploy, 30)
+        build = w.store.build("b1")
+        assert (build.status, build.error) == ("cancelled", "cancelled by ann")
+        assert w.store.releases(app_id) == []
+        await _until(lambda: not sessions.sessions, "the runner to stop the command")

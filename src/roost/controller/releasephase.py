@@ -13,8 +13,9 @@ holding the image's copy is preferred. Their output is written to the
 deploy's log as it comes, so the build stream and `git push` show it live.
 A non-zero exit, a signal, a lost runner or ROOST_RELEASE_TIMEOUT_S running
 out (the command is then stopped) fails the deploy with the command's last
-lines: no release is made and the serving one never stops. Config changes,
-restarts and rollbacks make no new image and run none of this.
+lines: no release is made and the serving one never stops. A deploy
+cancelled meanwhile (`roost deploys cancel`) has its command stopped too.
+Config changes, restarts and rollbacks make no new image and run none of this.
 
 Dokku's postdeploy runs once after vN went live: the lease holder ends the
 rollout (a compare-and-set, so once) and hands the release here
@@ -43,6 +44,7 @@ from dataclasses import dataclass
 from roost.appspec.model import AppSpec
 from roost.controller import cron
 from roost.controller.core import Controller
+from roost.controller.deployflow import Stage, stage_of
 from roost.controller.runtarget import NoTarget, target_for
 from roost.controller.store import AppRow, NotFound, ReleaseRow
 from roost.wire.cluster import Endpoint
@@ -127,9 +129,12 @@ async def run_session(
     write: Callable[[list[str]], Awaitable[None]],
     timeout_s: float,
     clock: Callable[[], float] = time.monotonic,
+    wanted: Callable[[], Awaitable[str]] | None = None,
 ) -> Ended:
     """Start `start` on the runner `client` speaks to, hand its output lines
-    to `write` as they come, and wait for its end (at most `timeout_s`)."""
+    to `write` as they come, and wait for its end (at most `timeout_s`).
+    `wanted`, asked between polls, says why the command is no longer wanted
+    (its deploy was cancelled), or "": then it is stopped."""
     try:
         reply = await client.call(start, timeout=START_TIMEOUT_S, tries=3)
     except (RpcTimeout, RemoteError) as exc:
@@ -144,6 +149,9 @@ async def run_session(
         while True:
             if clock() > deadline:
                 return Ended(timed_out=True, tail=tuple(last))
+            unwanted = await wanted() if wanted is not None else ""
+            if unwanted:
+                return Ended(lost=unwanted, tail=tuple(last))
             try:
                 out = await client.call(
                     ExecPoll(session=start.session, after=seq, wait_s=1.0),
@@ -190,7 +198,14 @@ class ReleasePhase:
             [LogLine(app=app, ts=now, source="build", process=build_id, line=ln) for ln in lines]
         )
 
-    async def _run(self, target: RunTarget, step: Step, app: str, build_id: str) -> Ended:
+    async def _run(
+        self,
+        target: RunTarget,
+        step: Step,
+        app: str,
+        build_id: str,
+        wanted: Callable[[], Awaitable[str]] | None = None,
+    ) -> Ended:
         if self.client_for is None:
             return Ended(lost="this controller cannot reach runners")
         await self._say(app, build_id, [f"-----> running {step.label}: {step.command}"])
@@ -205,7 +220,7 @@ class ReleasePhase:
             async def write(lines: list[str]) -> None:
                 await self._say(app, build_id, [INDENT + ln for ln in lines])
 
-            return await run_session(client, start, write, self.timeout_s)
+            return await run_session(client, start, write, self.timeout_s, wanted=wanted)
         finally:
             await client.close()
 
@@ -220,6 +235,13 @@ class ReleasePhase:
         config = await store.config_vars(app.id)
         version = await store.next_release(app.id)
         holders = await store.copy_hosts(res.image_digest)
+
+        async def wanted() -> str:
+            # A deploy cancelled (roost deploys cancel) or moved on by another
+            # writer meanwhile: its command is stopped, not waited for.
+            status = (await store.build(res.build_id)).status
+            return "" if stage_of(status) is Stage.RELEASE_PHASE else f"the deploy is {status}"
+
         for step in steps:
             try:
                 target = await target_for(
@@ -228,7 +250,7 @@ class ReleasePhase:
                 )  # fmt: skip
             except NoTarget as exc:
                 return f"{step.label} {step.command!r} not run: {exc}"
-            ended = await self._run(target, step, app.name, res.build_id)
+            ended = await self._run(target, step, app.name, res.build_id, wanted)
             if not ended.ok:
                 return failure(step, ended, self.timeout_s)
             said = how_it_ended(step, ended, self.timeout_s)
