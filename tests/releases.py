@@ -1,9 +1,18 @@
-"""Test set-up: a release made live the way the controller ends a rollout."""
+"""Test set-up: a release made live the way the controller ends a rollout;
+a controller on a fresh SQLite state database."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from roost.controller.astore import AsyncStore
+from roost.controller.core import Controller
 from roost.controller.deployflow import Event, ReleaseState, release_move
 from roost.controller.store import Store
+from roost.settings import Settings
+from roost.state.db import make_engine, migrate, sqlite_url
 
 
 def go_live(store: Store, app_id: int, version: int) -> None:
@@ -14,3 +23,17 @@ def go_live(store: Store, app_id: int, version: int) -> None:
 def digest(c: str) -> str:
     """A well-formed digest: the hex character `c` 64 times."""
     return "sha256:" + c * 64
+
+
+@contextmanager
+def sqlite_controller(directory: Path) -> Iterator[tuple[Controller, Store]]:
+    """A controller (not holding the lease) and its store, on state.db in `directory`."""
+    url = sqlite_url(directory / "state.db")
+    migrate(url)
+    store = Store(make_engine(url))
+    c = Controller(AsyncStore(store), Settings(), "t")
+    try:
+        yield c, store
+    finally:
+        c.store.close()
+        store.engine.dispose()

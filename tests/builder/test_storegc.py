@@ -12,18 +12,15 @@ from pathlib import Path
 
 import pytest
 from tests.images.helpers import put_layered
-from tests.releases import go_live
+from tests.releases import go_live, sqlite_controller
 
 from roost.appspec.model import AppSpec
 from roost.builder.manager import BuildManager
 from roost.builder.storegc import StoreCollector
-from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.image_rpc import ImageRpc
 from roost.controller.store import Store
 from roost.images.store import ImageStore
-from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.messages import ImageRetain, Msg
 
 HOURS_AGO = time.time() - 3 * 3600
@@ -31,13 +28,8 @@ HOURS_AGO = time.time() - 3 * 3600
 
 @pytest.fixture
 def ctl(tmp_path: Path) -> Iterator[tuple[Controller, Store]]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
-    store = Store(make_engine(url))
-    c = Controller(AsyncStore(store), Settings(), "t")
-    yield c, store
-    c.store.close()
-    store.engine.dispose()
+    with sqlite_controller(tmp_path) as both:
+        yield both
 
 
 def _age(images: ImageStore, when: float) -> None:

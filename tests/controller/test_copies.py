@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from roost.appspec.model import AppSpec, ProcessSpec
-from roost.controller.astore import AsyncStore
 from roost.controller.copies import (
     COPY_BACKOFF,
     CopyAttempts,
@@ -24,8 +23,6 @@ from roost.controller.copies import (
 from roost.controller.core import Controller
 from roost.controller.image_rpc import ImageRpc
 from roost.controller.store import Store
-from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.messages import (
     Error,
     Heartbeat,
@@ -36,7 +33,7 @@ from roost.wire.messages import (
     ImageSourcesRequest,
 )
 from tests.releases import digest as d
-from tests.releases import go_live
+from tests.releases import go_live, sqlite_controller
 
 
 def test_needed_images_current_pending_and_rollback() -> None:
@@ -133,12 +130,8 @@ def test_copy_sources_are_live_serving_hosts_but_the_asker() -> None:
 
 @pytest.fixture
 def ctl(tmp_path: Path) -> Iterator[tuple[Controller, Store]]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
-    store = Store(make_engine(url))
-    c = Controller(AsyncStore(store), Settings(), "t")
-    yield c, store
-    c.store.close()
+    with sqlite_controller(tmp_path) as both:
+        yield both
 
 
 async def test_sources_and_retention_answers(ctl: tuple[Controller, Store]) -> None:

@@ -113,6 +113,20 @@ def _in_line(c: Connection, app_id: int) -> list[InLine]:
     return [InLine(r.id, r.status, r.created_at) for r in rows]
 
 
+def _move_release(c: Connection, app_id: int, version: int, move: Move, **values: Any) -> bool:
+    """Compare-and-set of a release's status (and `values` with it)."""
+    moved = c.execute(
+        update(t.releases)
+        .where(
+            t.releases.c.app_id == app_id,
+            t.releases.c.version == version,
+            t.releases.c.status == move.before,
+        )
+        .values(status=move.after, **values)
+    )
+    return moved.rowcount == 1
+
+
 def next_version(c: Connection, app_id: int) -> int:
     top = c.execute(
         select(func.max(t.releases.c.version)).where(t.releases.c.app_id == app_id)
@@ -321,22 +335,13 @@ class DeployStore:
         written in the same transaction, and so are `lines`, its closing log
         lines. Whether it applied; when not, nothing is written (another
         controller ended it, or a newer release superseded it)."""
-        values: dict[str, Any] = {"status": move.after}
+        values: dict[str, Any] = {}
         if reason:
             values["description"] = reason
         if move.after == ReleaseState.ACTIVE:
             values["promoted_at"] = time.time()  # the rollback window starts (aftercare)
         with self.engine.begin() as c:
-            moved = c.execute(
-                update(t.releases)
-                .where(
-                    t.releases.c.app_id == app_id,
-                    t.releases.c.version == version,
-                    t.releases.c.status == move.before,
-                )
-                .values(**values)
-            )
-            if moved.rowcount != 1:
+            if not _move_release(c, app_id, version, move, **values):
                 return False
             if move.after == ReleaseState.ACTIVE:
                 aside = release_move(ReleaseState.ACTIVE, Event.SUPERSEDED)
@@ -376,16 +381,7 @@ class DeployStore:
         `roost rollback` sets them, with `lines`, all in one transaction.
         The new version; None, writing nothing, when `bad` had moved on."""
         with self.engine.begin() as c:
-            moved = c.execute(
-                update(t.releases)
-                .where(
-                    t.releases.c.app_id == app_id,
-                    t.releases.c.version == bad,
-                    t.releases.c.status == move.before,
-                )
-                .values(status=move.after, description=why)
-            )
-            if moved.rowcount != 1:
+            if not _move_release(c, app_id, bad, move, description=why):
                 return None
             base = c.execute(
                 select(t.releases).where(
