@@ -224,3 +224,17 @@ async def test_a_deploy_that_went_live_is_not_cancelled(world: World) -> None:
     with pytest.raises(Ended, match=r"v1 is live"):
         await svc.cancel("b1", "ann@example.com")
     assert world.stage("b1") == "live"
+
+
+async def test_a_deploy_queues_behind_one_stamped_by_a_clock_running_ahead(world: World) -> None:
+    # Another controller, its clock a minute ahead, let b1 in first: b2 is
+    # behind it, though its own clock says it came earlier.
+    world.store.create_build("b1", world.app_id)
+    with world.store.engine.begin() as c:
+        c.execute(t.builds.update().values(created_at=time.time() + 60))
+    assert world.store.enqueue_build("b2", world.app_id, b"two") == "b1"
+    assert world.store.enqueue_build("b3", world.app_id, b"three") == "b2"
+    assert world.store.claim_queued(world.app_id) is None
+    svc = world.controller()
+    await go_live(svc, world, "b1")
+    assert world.store.claim_queued(world.app_id) == ("b2", b"two")

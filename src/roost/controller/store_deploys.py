@@ -209,11 +209,13 @@ class DeployStore:
         """Create the build: `building` when none of the app's deploys is
         under way, else `queued` with its upload kept. Returns the deploy it
         waits for (None: it builds now)."""
-        now = time.time()
         with self.engine.begin() as c:
             _lock_app(c, app_id)
-            line = [*_in_line(c, app_id), InLine(build_id, Stage.QUEUED.value, now)]
-            ahead = ahead_of(line, build_id)
+            line = _in_line(c, app_id)
+            # Last in line, whatever another controller's clock said: the
+            # queue's order is the order the lock let deploys in.
+            now = max([time.time(), *(b.created_at + 1e-6 for b in line)])
+            ahead = ahead_of([*line, InLine(build_id, Stage.QUEUED.value, now)], build_id)
             stage = Stage.QUEUED if ahead else Stage.BUILDING
             c.execute(
                 insert(t.builds).values(
