@@ -17,7 +17,7 @@ from the runner host, which must then have the same one
 The layer is the installation's `bin`, `include` and `lib` without what no
 app runs: the test suite, idle and turtledemo, the base site-packages (a
 venv does not see it), the static libpython and optimized bytecode
-(`.opt-1`/`.opt-2`; runners use the plain `.pyc`). About 80 MB for a
+(`.opt-1`/`.opt-2`; runners use the plain `.pyc`). About 75 MB for a
 CPython 3.12; packed reproducibly (roost.builder.pack.LAYER_TAR_FLAGS), so
 one interpreter gives one blob on every builder and every image naming it
 shares it on a runner. Packed once per builder and interpreter, under a
