@@ -259,3 +259,37 @@ def test_app_json_alone_is_not_an_app_but_checks_as_a_file(make_app: MakeApp) ->
     assert not report.ok and "neither epio.ini nor Procfile" in report.errors[0].message
     report = check_file(root / "app.json")
     assert report.ok and report.spec is not None and report.spec.sources == ["app.json"]
+
+
+def test_a_process_type_marked_singleton() -> None:
+    # A clock must never run twice: Roost's own key in a formation entry.
+    app = {"formation": {"worker": {"quantity": 1, "singleton": True}, "web": {"quantity": 2}}}
+    composed = with_procfile(app)
+    assert composed.diag.errors == [] and composed.diag.warnings == []
+    assert composed.spec is not None
+    assert composed.spec.singletons == ["worker"]
+    assert composed.spec.formation == {"worker": 1, "web": 2}
+    # Without a quantity, or with singleton false.
+    spec = with_procfile({"formation": {"worker": {"singleton": True}}}).spec
+    assert spec is not None and spec.singletons == ["worker"] and spec.formation == {}
+    spec = with_procfile({"formation": {"worker": {"singleton": False}}}).spec
+    assert spec is not None and spec.singletons == []
+    # A type neither file declares is dropped with a warning, once.
+    composed = with_procfile({"formation": {"clock": {"singleton": True}}})
+    assert composed.spec is not None and composed.spec.singletons == []
+    assert messages(composed.diag.warnings) == ["formation.clock: no such process type; ignored"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "error"),
+    [
+        (
+            {"quantity": 2, "singleton": True},
+            "formation.worker.quantity: a singleton runs one instance, not 2",
+        ),
+        ({"singleton": "yes"}, 'formation.worker.singleton: expected true or false, got "yes"'),
+    ],
+)
+def test_a_singleton_is_one_instance_and_a_boolean(entry: dict[str, Any], error: str) -> None:
+    composed = with_procfile({"formation": {"worker": entry}})
+    assert messages(composed.diag.errors) == [error]

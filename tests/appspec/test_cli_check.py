@@ -126,3 +126,16 @@ def test_app_json_in_the_plan_and_its_problems(make_app: MakeApp) -> None:
     (error,) = json.loads(out)["errors"]
     assert code == 1 and error["line"] == 1
     assert error["message"].startswith("invalid JSON at line 1, column 11")
+
+
+def test_singletons_in_the_plan(make_app: MakeApp) -> None:
+    app_json = {"formation": {"clock": {"quantity": 1, "singleton": True}}}
+    procfile = "web: gunicorn app:app\nclock: python clock.py\n"
+    root = make_app({"Procfile": procfile, "app.json": json.dumps(app_json)})
+    code, out = run(str(root))
+    assert code == 0
+    assert "singletons (never two at once; the old one stops before the new starts): clock" in (
+        " ".join(out.split())
+    )
+    code, out = run(str(root), "--json")
+    assert json.loads(out)["spec"]["singletons"] == ["clock"]

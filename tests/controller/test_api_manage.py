@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from fastapi.testclient import TestClient
 
@@ -155,6 +156,21 @@ def test_scale_validates(env: tuple[TestClient, Store, Controller]) -> None:
     r = client.patch("/api/apps/shop/formation", json={"sizes": {"web": 512}}, headers=h)
     assert r.status_code == 200 and r.json() == {"web": 3, "worker": 0}
     assert store.formation_sizes(store.app("shop").id) == {"web": 512, "worker": 0}
+
+
+def test_a_singleton_scales_to_one_at_most(env: tuple[TestClient, Store, Controller]) -> None:
+    client, store, _ = env
+    h = _account(store, "a@example.com")
+    app_id = _released_app(client, store, h)
+    clock = msgspec.structs.replace(SPEC, singletons=["worker"])
+    go_live(store, app_id, store.create_release(app_id, "b2", "sha256:bb", "", clock, "", "v2"))
+    r = client.patch("/api/apps/shop/formation", json={"quantities": {"worker": 2}}, headers=h)
+    assert r.status_code == 422
+    assert r.json()["message"] == "worker is a singleton (app.json formation): 0 or 1, not 2"
+    r = client.patch(
+        "/api/apps/shop/formation", json={"quantities": {"worker": 0, "web": 4}}, headers=h
+    )
+    assert r.status_code == 200 and r.json() == {"web": 4, "worker": 0}
 
 
 def test_rollback_restart_suspend(env: tuple[TestClient, Store, Controller]) -> None:

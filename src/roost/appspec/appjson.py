@@ -7,9 +7,12 @@ What is read
   serves); Heroku's top-level `postdeploy` (Heroku runs it once, after the
   app's first deploy) is taken as the postdeploy script when Dokku's is
   absent, with a warning that Roost runs it after every deploy.
-* `formation`: process type -> `quantity` (a whole number >= 0). `size`,
-  `max_parallel`, `autoscaling` and `service` are accepted and ignored with a
-  warning: Roost has no dyno sizes and scales by its own rules.
+* `formation`: process type -> `quantity` (a whole number >= 0) and, a
+  Roost key, `singleton` (true: the type never runs twice, e.g. a clock: one
+  instance, a new release's started only once the old one stopped; a
+  quantity above 1 is an error). `size`, `max_parallel`, `autoscaling` and
+  `service` are accepted and ignored with a warning: Roost has no dyno
+  sizes and scales by its own rules.
 * `cron` (Dokku): a list of `{command, schedule, concurrency_policy}`;
   schedules go through the same parser as epio.ini's [cron]; Dokku's
   `allow`/`forbid` are Roost's overlap `allow`/`skip` (`replace` is refused).
@@ -102,6 +105,7 @@ class AppJson:
     predeploy: str | None = None
     postdeploy: str | None = None
     formation: dict[str, int] = field(default_factory=dict)
+    singletons: list[str] = field(default_factory=list)  # formation `singleton: true`
     cron: list[CronJob] = field(default_factory=list)
     healthchecks: dict[str, HealthCheck] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
@@ -239,14 +243,25 @@ def _formation(w: _Walk, value: Any, result: AppJson) -> None:
         proc = w.obj(entry, path)
         if proc is None:
             continue
-        w.known(proc, path, ("quantity", "size", "max_parallel", "autoscaling", "service"))
+        w.known(
+            proc, path, ("quantity", "singleton", "size", "max_parallel", "autoscaling", "service")
+        )
         for ignored in ("size", "max_parallel", "autoscaling", "service"):
             if ignored in proc:
                 w.warn(f"{path}.{ignored}", "Roost does not use this; ignored")
+        quantity = None
         if "quantity" in proc:
             quantity = w.whole(proc["quantity"], f"{path}.quantity")
             if quantity is not None:
                 result.formation[name] = quantity
+        if "singleton" in proc and w.boolean(proc["singleton"], f"{path}.singleton"):
+            if quantity is not None and quantity > 1:
+                w.error(
+                    f"{path}.quantity",
+                    f"a singleton runs one instance, not {quantity}",
+                    hint="set quantity to 1 (or 0), or drop singleton",
+                )
+            result.singletons.append(name)
 
 
 def _cron(w: _Walk, value: Any, result: AppJson) -> None:

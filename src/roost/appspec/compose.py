@@ -101,11 +101,16 @@ def _merge_app_json(spec: AppSpec, app: AppJson, name: str, diag: Diagnostics) -
             hint="keep it in one of them",
         )
     formation, healthchecks = dict(app.formation), dict(app.healthchecks)
+    singletons = sorted(app.singletons)
     if spec.processes:  # an app.json checked on its own knows no process types
         for what, named in (("formation", formation), ("healthchecks", healthchecks)):
             for proc in [p for p in named if p not in spec.processes]:
                 diag.warn(f"{what}.{proc}: no such process type; ignored", name)
                 del named[proc]
+        for proc in [p for p in singletons if p not in spec.processes]:
+            if proc not in app.formation:  # else warned above
+                diag.warn(f"formation.{proc}: no such process type; ignored", name)
+            singletons.remove(proc)
     return msgspec.structs.replace(
         spec,
         env=env,
@@ -115,6 +120,7 @@ def _merge_app_json(spec: AppSpec, app: AppJson, name: str, diag: Diagnostics) -
         postdeploy_command=app.postdeploy,
         healthchecks=healthchecks,
         formation=formation,
+        singletons=singletons,
         sources=[*spec.sources, name],
     )
 

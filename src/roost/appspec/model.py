@@ -184,6 +184,10 @@ class AppSpec(msgspec.Struct, frozen=True, kw_only=True):
     healthchecks: dict[str, HealthCheck] = {}
     # Process type -> instance count asked for (app.json `formation`).
     formation: dict[str, int] = {}
+    # Process types that must never run twice, e.g. a clock (app.json
+    # `formation` `singleton: true`): one instance, and a new release's
+    # starts only once the old one stopped.
+    singletons: list[str] = []
     # The Python version the app asks for (a prefix: "3.12"), and where it
     # says so (roost.appspec.python_version); None: the builder's default.
     python_version: str | None = None

@@ -100,6 +100,11 @@ def _plan(console: Console, spec: AppSpec) -> None:
         facts.append("python: the builder's default (Roost's own version)")
     if spec.formation:
         facts.append("formation: " + ", ".join(f"{k}={v}" for k, v in spec.formation.items()))
+    if spec.singletons:
+        facts.append(
+            "singletons (never two at once; the old one stops before the new starts): "
+            + ", ".join(spec.singletons)
+        )
     if spec.django is not None:
         facts.append(f"Django: base {spec.django.base}, settings {spec.django.settings_module}")
     if spec.env:

@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from prometheus_client import Histogram
 
 from roost.appspec.service_env import service_environment, with_service_addresses
-from roost.controller import deployflow, desired, drain, rollout, routes
+from roost.controller import deployflow, desired, drain, rollout, routes, singleton
 from roost.controller.assign import AssignmentBook, AssignmentInputs, HostAssignment
 from roost.controller.astore import AsyncStore
 from roost.controller.autorollback import AutoRollback
@@ -113,6 +113,9 @@ class Controller:
         self._snapshot_due = False  # publish a full table first under a new fence
         self._release_cache = desired.ReleaseCache()
         self._pending_since: dict[desired.ReleaseKey, float] = {}
+        # Singleton instances dropped, not yet confirmed gone by their hosts.
+        self._departures = singleton.Departures()
+        self._acked = singleton.acked_by(self.soft)
         # Routed web instances being dropped: kept assigned a while (drain.py).
         self._drains = drain.DrainBook()
         # Rolls back a release that crash-loops soon after it went live.
@@ -395,6 +398,7 @@ class Controller:
         self.book.stage(gone, [], lambda p: None)
         for name in gone:
             self._route_cache.forget(name)
+        self._departures.forget(gone)
         self._drains.forget(gone)
         for i in range(0, len(apps), STEP_APPS):
             if i:
@@ -407,6 +411,7 @@ class Controller:
         for key in set(self._pending_since) - pending:
             del self._pending_since[key]
         self.book.commit(self.soft.hosts)
+        self._departures.published(lambda h: a.version if (a := self.assignments.get(h)) else 0)
         await self._publish_routes(updates)
 
     async def _step(
@@ -426,13 +431,18 @@ class Controller:
         memory = self.settings.instance_memory_mb
         wants: dict[str, list[Want]] = {}
         serving: dict[str, ReleaseRow | None] = {}
+        placeable: dict[str, list[Want]] = {}  # wants less singletons held back
         for name in apps:
             wants[name], serving[name] = desired.wants(m.apps[name], self._release_cache, memory)
+            wants[name], placeable[name] = singleton.arrange(
+                wants[name], m.apps[name].row.id, self._release_cache, serving[name],
+                m.placed[name], statuses, self._departures.waiting(name, self._acked),
+            )  # fmt: skip
         if apps and (self.settled(now) or not m.by_id):
             old = [p for name in apps for p in m.placed[name]]
             reserved, count = m.others(apps)
             placed = place(
-                [w for name in apps for w in wants[name]],
+                [w for name in apps for w in placeable[name]],
                 old,
                 [self._info(h) for h in sorted(self._live)],
                 _new_instance_id,
@@ -448,7 +458,11 @@ class Controller:
                 ids = {name: m.apps[name].row.id for name in apps}
                 version = await self.store.replace_placements(old, placed, ids)
                 for name in apps:
-                    m.set_placements(name, after[name])
+                    was = m.set_placements(name, after[name])
+                    self._departures.dropped(
+                        name, ids[name], self._release_cache, was,
+                        {p.instance_id for p in after[name]}, self.fence,
+                    )  # fmt: skip
                 self._reader.wrote_placements(after, version)
             for name in apps:
                 m.note_placed(name, wants[name], after[name])

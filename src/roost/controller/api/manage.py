@@ -119,8 +119,10 @@ async def scale(
     if not body.quantities and not body.sizes:
         raise ApiError(422, "no process types given")
     known: set[str] = set()
+    singles: set[str] = set()  # types that never run twice (app.json formation)
     if app.current_release is not None:
-        known = set((await c.store.release(app.id, app.current_release)).spec.processes)
+        spec = (await c.store.release(app.id, app.current_release)).spec
+        known, singles = set(spec.processes), set(spec.singletons)
     for ptype in {*body.quantities, *body.sizes}:
         if not PROCESS_TYPE.match(ptype):
             raise ApiError(422, f"invalid process type {ptype!r}")
@@ -131,6 +133,8 @@ async def scale(
     for ptype, qty in body.quantities.items():
         if not 0 <= qty <= MAX_INSTANCES:
             raise ApiError(422, f"{ptype}: quantity must be between 0 and {MAX_INSTANCES}")
+        if ptype in singles and qty > 1:
+            raise ApiError(422, f"{ptype} is a singleton (app.json formation): 0 or 1, not {qty}")
     for ptype, mb in body.sizes.items():
         if mb != 0 and not MIN_MEMORY_MB <= mb <= MAX_MEMORY_MB:
             raise ApiError(
