@@ -13,12 +13,16 @@ from roost.appspec.model import AppSpec
 from roost.builder import pylayer
 from roost.builder.errors import BuildError
 from roost.builder.interpreter import Interpreter
+from roost.builder.pipeline import Build
 from roost.builder.pythons import Pythons, candidate_paths, discover, usable
 from roost.builder.sandbox import BuildUser
 from roost.builder.workspace import Workspace
 from roost.tenant.launch import Tenancy
 
+from .conftest import EXAMPLES, tar_dir
+
 PYENV = Path("/root/.pyenv/versions")
+HELLO = EXAMPLES / "hello"
 
 
 def interp(version: str, prefix: str, implementation: str = "cpython") -> Interpreter:
@@ -115,3 +119,10 @@ async def test_the_interpreter_layer_holds_what_apps_run_and_is_packed_once(
     # A blob gone from the store (collected) is packed again, to the same bytes.
     ws.store.delete(first.digest)
     assert await pylayer.ensure_layer(ws, py) == first
+
+
+async def test_the_checkout_cannot_take_the_interpreter_layer_s_name(ws: Workspace) -> None:
+    ini = (HELLO / "epio.ini").read_text() + "\n[checkout]\ndirectory_name = python\n"
+    build = Build(ws, "p1", "hello", tar_dir(HELLO, {"epio.ini": ini}), lambda _: None, app_id=11)
+    with pytest.raises(BuildError, match="directory_name 'python' is not allowed"):
+        await build.run()

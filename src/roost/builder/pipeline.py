@@ -77,7 +77,7 @@ from roost.builder.workspace import Workspace
 from roost.wire.messages import StaticRoute
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-RESERVED_NAMES = {"venv", "data", "shortcuts", "roost-image.json"}
+RESERVED_NAMES = {"venv", "python", "data", "shortcuts", "roost-image.json"}
 IMAGE_FORMAT = 1
 
 
