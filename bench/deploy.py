@@ -23,7 +23,17 @@ figure, one `name value` line each.
     share the machine with the load, the router and the instances serving
     it: on one host their CPU is part of what a deploy costs.
 
-`--quick`: one round, shorter windows.
+(2) `push_to_live` (bench/pushlive.py, which runs alone too): a one-line
+    change's `git push` until the new release answers through the router,
+    against a bare `uv venv` + `uv pip sync --offline` of the same lock and
+    a gunicorn start of the same app, alternated, medians:
+
+      push_to_live_s        seconds from `git push` to the change answering
+      push_to_live_vs_bare  that over the bare steps' time
+
+    Targets: <= 1 s, <= 1.5.
+
+`--quick`: one round, shorter windows, 3 pushes instead of 7.
 """
 
 from __future__ import annotations
@@ -39,7 +49,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
+from pushlive import push_to_live  # noqa: E402
 from tests.conftest import wait_until  # noqa: E402
 from tests.e2e.load import Load, LoadResult  # noqa: E402
 from tests.e2e.platform import Platform, running_platform  # noqa: E402
@@ -120,7 +132,7 @@ def deploy_under_load(platform: Platform, work: Path, quick: bool) -> Figures:
 
 
 # In the order they run and print; each adds its own figures.
-MEASUREMENTS: list[Measurement] = [deploy_under_load]
+MEASUREMENTS: list[Measurement] = [deploy_under_load, push_to_live]
 
 
 def main() -> None:
