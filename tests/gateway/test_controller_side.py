@@ -112,6 +112,21 @@ async def test_deploy_is_idempotent_and_its_log_is_followed(
     )
 
 
+async def test_a_push_while_a_deploy_is_under_way_is_told_it_waits(
+    svc: ControllerService, store: Store
+) -> None:
+    owner = store.create_account("owner@example.com")
+    app = store.create_app("shop", owner)
+    store.create_build("b1", app.id)  # a deploy under way
+    push = GatewayDeploy(account_id=owner, app="shop", build_id="b2", archive=b"\x1f\x8b..")
+    assert await svc.handle(push) == BuildAccepted(build_id="b2")
+    chunk = await svc.handle(BuildLogRequest(account_id=owner, build_id="b2"))
+    assert isinstance(chunk, BuildLogChunk)
+    assert chunk.lines == ["-----> received 4 bytes; waiting for deploy b1 to finish"]
+    assert (chunk.status, chunk.final) == ("queued", False)
+    assert chunk.outcome == "waiting for the app's earlier deploy to end"
+
+
 def _heartbeat(host: str, endpoint: str, apps: list[str]) -> Heartbeat:
     return Heartbeat(
         host_id=host,
