@@ -599,9 +599,8 @@ class Build:
             self.log("       waiting for the dependency layer to be stored")
         self.layer_blob = blob = await self.layer_job.blob_digest()
         layers = [(blob.digest, blob.size, "venv", "dependencies"), (code, code_size, "", "code")]
-        if self.interp.carried:  # shared like a dependency layer: never removed by a build
-            py = await pylayer.ensure_layer(self.ws, self.interp)
-            layers.append((py.digest, py.size, pylayer.LAYER_PATH, "interpreter"))
+        # The interpreter's, when carried: shared, so a failed build never removes it.
+        layers += await pylayer.image_layers(self.ws, self.interp)
         self.image_digest, self.image_size, created = store_manifest(store, layers)
         if created:
             self._committed.append(self.image_digest)

@@ -98,6 +98,15 @@ async def ensure_layer(ws: Workspace, interp: Interpreter) -> LayerBlob:
         return LayerBlob(digest=digest, size=size)
 
 
+async def image_layers(ws: Workspace, interp: Interpreter) -> list[tuple[str, int, str, str]]:
+    """The manifest entry of `interp`'s layer (digest, size, path, kind); none
+    for an interpreter that is not carried."""
+    if not interp.carried:
+        return []
+    blob = await ensure_layer(ws, interp)
+    return [(blob.digest, blob.size, LAYER_PATH, "interpreter")]
+
+
 def _read_ready(ws: Workspace, ready: Path) -> LayerBlob | None:
     try:
         raw = json.loads(ready.read_text())
