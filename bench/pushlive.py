@@ -18,6 +18,7 @@ Run alone (`python bench/pushlive.py [--quick]`) or from bench/deploy.py.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import socket
 import statistics
@@ -35,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.conftest import wait_until  # noqa: E402
 from tests.e2e.platform import Platform, running_platform  # noqa: E402
-from tests.sshclient import git_over_ssh  # noqa: E402
+from tests.sshclient import ssh_opts  # noqa: E402
 
 APP = "pushlive"
 POLL_S = 0.005
@@ -79,6 +80,7 @@ class PushedApp:
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True
         )
         platform.roost("keys", "add", str(self.key.with_suffix(".pub")))
+        self.timeline: list[tuple[float, str]] = []
         self.src = work / APP
         shutil.copytree(REPO / "examples" / "hello", self.src)
         self.git(["init", "-q", "-b", "main"])
@@ -99,21 +101,36 @@ class PushedApp:
         self.git(["add", "-A"])
         self.git(["commit", "-qm", greeting])
 
-    def push(self) -> None:
-        done = git_over_ssh(
-            self.src, self.platform.ssh_port, self.key, "push", f"vcs@127.0.0.1:{APP}", "main"
+    def push(self) -> list[tuple[float, str]]:
+        """Push; the gateway's lines as they came, each with its time since the start."""
+        ssh = " ".join(["ssh", *ssh_opts(self.key), "-p", str(self.platform.ssh_port)])
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            ["git", "push", "--progress", f"vcs@127.0.0.1:{APP}", "main"],
+            cwd=self.src,
+            env={**os.environ, "GIT_SSH_COMMAND": ssh},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        if done.returncode != 0 or " is live" not in done.stderr:
-            raise RuntimeError(f"git push failed ({done.returncode}):\n{done.stderr}")
+        assert proc.stderr is not None
+        lines = [(time.perf_counter() - t0, line.rstrip()) for line in proc.stderr]
+        code = proc.wait(timeout=600)
+        said = "\n".join(line for _, line in lines)
+        if code != 0 or " is live" not in said:
+            raise RuntimeError(f"git push failed ({code}):\n{said}")
+        return lines
 
     def push_until_live(self, greeting: str) -> float:
         self.change(greeting)
         url = f"http://127.0.0.1:{self.platform.router_port}/"
         headers = {"Host": f"{APP}.localhost"}
         t0 = time.perf_counter()
-        self.push()
+        self.timeline = self.push()
         wait_until(lambda: _answers(url, headers, greeting), 60, "the pushed release", POLL_S)
-        return time.perf_counter() - t0
+        took = time.perf_counter() - t0
+        self.timeline.append((took, "answers through the router"))
+        return took
 
 
 class Bare:
@@ -176,6 +193,10 @@ def measure(platform: Platform, work: Path, reps: int) -> PushFigures:
         push_s.append(app.push_until_live(f"change {i}"))
         bare_s.append(bare.run())
         print(f"  rep {i}: push {push_s[-1]:.3f} s, bare {bare_s[-1]:.3f} s", flush=True)
+    print("  where the last push's time went (seconds since git push began):")
+    for at, line in app.timeline:
+        if line.startswith("remote: -----> ") or not line.startswith("remote:"):
+            print(f"    {at:6.2f}  {line.removeprefix('remote: ').strip()}")
     return PushFigures(push_s, bare_s)
 
 
