@@ -18,7 +18,8 @@ from roost.controller import rollout
 from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.deploycancel import Ended
-from roost.controller.service import ControllerService
+from roost.controller.deployflow import Move, Stage
+from roost.controller.service import ControllerService, stall_limits
 from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state import tables as t
@@ -238,3 +239,22 @@ async def test_a_deploy_queues_behind_one_stamped_by_a_clock_running_ahead(world
     svc = world.controller()
     await go_live(svc, world, "b1")
     assert world.store.claim_queued(world.app_id) == ("b2", b"two")
+
+
+async def test_a_deploy_stuck_mid_stage_is_failed_when_one_waits_behind_it(world: World) -> None:
+    # b1's controller stopped while it copied the image: nothing resumes it.
+    svc = world.controller()
+    await svc.start_build("shop", world.app_id, "b1", b"one")
+    assert world.store.move_build("b1", Move("building", "copying"))
+    await svc.start_build("shop", world.app_id, "b2", b"two")
+    assert await svc.start_waiting() == []  # copying for a moment: b2 waits
+    limit = stall_limits(svc.c.settings)[Stage.COPYING]
+    with world.store.engine.begin() as c:
+        c.execute(
+            t.builds.update().where(t.builds.c.id == "b1").values(moved_at=time.time() - limit - 1)
+        )
+    assert await svc.start_waiting() == ["b2"]
+    b1 = world.store.build("b1")
+    why = f"no progress while copying the image to a second host for {limit:.0f}s"
+    assert b1.status == "failed" and b1.error.startswith(why), b1.error
+    assert f"-----> failed: {b1.error}" in world.said("b1")

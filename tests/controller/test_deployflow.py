@@ -23,6 +23,7 @@ from roost.controller.deployflow import (
     release_move,
     rollout_end,
     stage_of,
+    stalled,
 )
 
 
@@ -217,3 +218,17 @@ def test_deploys_of_one_app_start_in_order() -> None:
     assert next_to_start([]) is None
     # Created in the same instant: the id decides, the same way every time.
     assert next_to_start(line(("b9", "queued", 5.0), ("b8", "queued", 5.0))) == "b8"
+
+
+def test_a_deploy_past_its_stages_limit_has_stalled() -> None:
+    limits = {Stage.BUILDING: 100.0, Stage.COPYING: 50.0}
+    q = [
+        InLine("b1", "building", 0.0, since=10.0),  # in its stage since 10
+        InLine("b2", "copying", 0.0),  # no stage time recorded: its creation's
+        InLine("b3", "queued", 0.0),  # waits as long as it must
+        InLine("b4", "rolling-out", 0.0),  # the lease holder ends it
+    ]
+    assert stalled(q, 50.0, limits) == []
+    assert stalled(q, 51.0, limits) == ["b2"]
+    assert stalled(q, 111.0, limits) == ["b1", "b2"]
+    assert stalled(q, 1e9, {}) == []

@@ -42,7 +42,7 @@ release side: it starts `pending` and takes the same rollout events.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -247,6 +247,7 @@ class InLine:
     id: str
     status: str
     created_at: float
+    since: float = 0.0  # when it entered its stage (0: unknown, taken as created_at)
 
 
 def _order(builds: Sequence[InLine]) -> list[InLine]:
@@ -274,3 +275,16 @@ def next_to_start(builds: Sequence[InLine]) -> str | None:
 def cancel_move(status: str) -> Move:
     """Cancel a deploy where it is; IllegalMove once it ended."""
     return build_move(status, Event.CANCELLED)
+
+
+def stalled(builds: Sequence[InLine], now: float, limits: Mapping[Stage, float]) -> list[str]:
+    """The deploys in a stage for longer than its limit: the controller
+    driving them stopped (nothing resumes a deploy mid-stage), and a later
+    deploy of the app must not wait for them for ever. Stages without a
+    limit (queued, rolling-out: the lease holder ends it) never stall."""
+    out = []
+    for b in builds:
+        limit = limits.get(stage_of(b.status))
+        if limit is not None and now - (b.since or b.created_at) > limit:
+            out.append(b.id)
+    return out

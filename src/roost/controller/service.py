@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from roost.controller.astore import AsyncStore
-from roost.controller.backups import BackupError, described
+from roost.controller.backups import CAPTURE_TIMEOUT_S, BackupError, described
 from roost.controller.build_env import BuildEnvRpc
 from roost.controller.copies import CopyAttempts, needed_images, note_copy, plan_copies
 from roost.controller.core import Controller
@@ -24,6 +24,7 @@ from roost.controller.platformsnap import PlatformFiles, PlatformSnap
 from roost.controller.releasephase import ReleasePhase
 from roost.controller.services import ServiceError
 from roost.controller.store import AppRow, BuildRow, NotFound
+from roost.settings import Settings
 from roost.wire.cluster import Endpoint
 from roost.wire.dispatch import Handlers, at_once, on, pong
 from roost.wire.messages import (
@@ -54,6 +55,22 @@ COPY_CHECK_S = 5.0
 COPIES_PER_PASS = 4
 # How often the lease holder looks for queued deploys whose turn came.
 QUEUE_CHECK_S = 0.5
+# How long past its own bounds a stage may last before a deploy queued
+# behind it takes it for abandoned (its controller stopped mid-stage).
+STALL_MARGIN_S = 300.0
+
+
+def stall_limits(s: Settings) -> dict[Stage, float]:
+    """How long a deploy may stay in each stage (deployflow.stalled): the
+    bounds of the work done in it, and a margin."""
+    return {
+        Stage.BUILDING: s.build_timeout_s + STALL_MARGIN_S,
+        Stage.PROVISIONING: 2 * STALL_MARGIN_S,  # servicehost requests: a few minutes
+        Stage.COPYING: 3 * COPY_TIMEOUT_S + STALL_MARGIN_S,  # three runners asked in turn
+        # A backup before the release, then the predeploy and release commands.
+        Stage.RELEASE_PHASE: CAPTURE_TIMEOUT_S + s.release_timeout_s + STALL_MARGIN_S,
+        Stage.RELEASING: STALL_MARGIN_S,
+    }
 
 
 class Lost(Exception):
@@ -429,7 +446,7 @@ class ControllerService:
 
     async def start_queued(self, app_id: int) -> str | None:
         """Claim and build the app's next queued deploy if its turn came."""
-        claimed = await self.c.store.claim_queued(app_id)
+        claimed = await self.c.store.claim_queued(app_id, stall_limits(self.c.settings))
         if claimed is None:
             return None  # still waiting, or another controller took it
         build_id, archive = claimed

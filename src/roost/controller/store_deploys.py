@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Select, delete, func, insert, select, update
 
 from roost.appspec.model import AppSpec
 from roost.controller.deployflow import (
@@ -30,9 +30,12 @@ from roost.controller.deployflow import (
     Stage,
     ahead_of,
     build_move,
+    describe,
+    failure_move,
     next_to_start,
     release_move,
     stage_of,
+    stalled,
 )
 from roost.controller.store_access import NotFound
 from roost.controller.store_logs import insert_log_lines
@@ -50,6 +53,13 @@ class BuildRow:
     finished_at: float | None
     error: str
     release: int | None
+
+
+def _select_builds() -> Select[Any]:
+    """A BuildRow's columns (named: the legacy-status migration test reads
+    rows in a schema older than `moved_at`)."""
+    b = t.builds.c
+    return select(b.id, b.app_id, b.status, b.created_at, b.finished_at, b.error, b.release)
 
 
 def _build(row: Any) -> BuildRow:
@@ -77,7 +87,7 @@ def _move_build(
     c: Connection, build_id: str, move: Move, error: str = "", release: int | None = None
 ) -> bool:
     """Compare-and-set of a build's stage; a final stage stamps finished_at."""
-    values: dict[str, Any] = {"status": move.after, "error": error}
+    values: dict[str, Any] = {"status": move.after, "error": error, "moved_at": time.time()}
     if stage_of(move.after).final:
         values["finished_at"] = time.time()
     if release is not None:
@@ -105,12 +115,23 @@ def _lock_app(c: Connection, app_id: int) -> None:
 def _in_line(c: Connection, app_id: int) -> list[InLine]:
     """The app's deploys that have not ended."""
     ended = [s.value for s in FINAL]
+    b = t.builds.c
     rows = c.execute(
-        select(t.builds.c.id, t.builds.c.status, t.builds.c.created_at).where(
-            t.builds.c.app_id == app_id, t.builds.c.status.not_in(ended)
+        select(b.id, b.status, b.created_at, b.moved_at).where(
+            b.app_id == app_id, b.status.not_in(ended)
         )
     )
-    return [InLine(r.id, r.status, r.created_at) for r in rows]
+    return [InLine(r.id, r.status, r.created_at, r.moved_at or 0.0) for r in rows]
+
+
+def _said(c: Connection, build_id: str, line: str) -> LogLine:
+    """A line of a build's log (of its app, by name)."""
+    app = c.execute(
+        select(t.apps.c.name)
+        .join(t.builds, t.builds.c.app_id == t.apps.c.id)
+        .where(t.builds.c.id == build_id)
+    ).scalar()
+    return LogLine(app=app or "", ts=time.time(), process=build_id, source="build", line=line)
 
 
 def _move_release(c: Connection, app_id: int, version: int, move: Move, **values: Any) -> bool:
@@ -219,32 +240,52 @@ class DeployStore:
             stage = Stage.QUEUED if ahead else Stage.BUILDING
             c.execute(
                 insert(t.builds).values(
-                    id=build_id, app_id=app_id, status=stage.value, created_at=now, error=""
+                    id=build_id,
+                    app_id=app_id,
+                    status=stage.value,
+                    created_at=now,
+                    moved_at=now,
+                    error="",
                 )
             )
             if ahead:
                 c.execute(insert(t.build_uploads).values(build_id=build_id, archive=archive))
         return ahead
 
-    def claim_queued(self, app_id: int) -> tuple[str, bytes] | None:
+    def claim_queued(
+        self, app_id: int, limits: Mapping[Stage, float] | None = None
+    ) -> tuple[str, bytes] | None:
         """Start the app's next queued deploy when its turn came: moved to
         `building` (compare-and-set, under the app's row lock) and its upload
-        taken. (build id, upload), or None when none may start."""
+        taken. (build id, upload), or None when none may start. A deploy
+        ahead of it stalled past its stage's limit (`deployflow.stalled`) is
+        failed first, saying so in its log."""
+        limits = limits or {}
+        logged: set[int] = set()
         with self.engine.begin() as c:
             _lock_app(c, app_id)
+            line = _in_line(c, app_id)
+            for b in (b for b in line if b.id in stalled(line, time.time(), limits)):
+                stage = stage_of(b.status)
+                why = (
+                    f"no progress while {describe(stage)} for {limits[stage]:.0f}s: "
+                    "the controller driving it stopped"
+                )
+                if _move_build(c, b.id, failure_move(b.status), why):
+                    logged |= insert_log_lines(c, [_said(c, b.id, f"-----> failed: {why}")])
+            claimed = None
             build_id = next_to_start(_in_line(c, app_id))
-            if build_id is None:
-                return None
-            archive = c.execute(
-                select(t.build_uploads.c.archive).where(t.build_uploads.c.build_id == build_id)
-            ).scalar()
-            if archive is None:  # never so, but it must not hold the app's queue up
-                lost = build_move(Stage.QUEUED, Event.BUILD_FAILED)
-                _move_build(c, build_id, lost, "the upload of this queued deploy was lost")
-                return None
-            if not _move_build(c, build_id, build_move(Stage.QUEUED, Event.STARTED)):
-                return None
-        return build_id, bytes(archive)
+            if build_id is not None:
+                archive = c.execute(
+                    select(t.build_uploads.c.archive).where(t.build_uploads.c.build_id == build_id)
+                ).scalar()
+                if archive is None:  # never so, but it must not hold the app's queue up
+                    lost = build_move(Stage.QUEUED, Event.BUILD_FAILED)
+                    _move_build(c, build_id, lost, "the upload of this queued deploy was lost")
+                elif _move_build(c, build_id, build_move(Stage.QUEUED, Event.STARTED)):
+                    claimed = (build_id, bytes(archive))
+        self._note_logged(logged)
+        return claimed
 
     def apps_with_queued(self) -> list[int]:
         with self.engine.connect() as c:
@@ -255,7 +296,7 @@ class DeployStore:
 
     def build(self, build_id: str) -> BuildRow:
         with self.engine.connect() as c:
-            row = c.execute(select(t.builds).where(t.builds.c.id == build_id)).first()
+            row = c.execute(_select_builds().where(t.builds.c.id == build_id)).first()
         if row is None:
             raise NotFound(f"no build {build_id}")
         return _build(row)
@@ -263,14 +304,14 @@ class DeployStore:
     def builds_in(self, status: str) -> list[BuildRow]:
         with self.engine.connect() as c:
             return [
-                _build(r) for r in c.execute(select(t.builds).where(t.builds.c.status == status))
+                _build(r) for r in c.execute(_select_builds().where(t.builds.c.status == status))
             ]
 
     def builds_of(self, app_id: int, limit: int) -> list[BuildRow]:
         """An app's newest `limit` builds, newest first."""
         with self.engine.connect() as c:
             rows = c.execute(
-                select(t.builds)
+                _select_builds()
                 .where(t.builds.c.app_id == app_id)
                 .order_by(t.builds.c.created_at.desc(), t.builds.c.id.desc())
                 .limit(limit)

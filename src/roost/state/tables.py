@@ -80,6 +80,8 @@ builds = Table(
     Column("finished_at", Float, nullable=True),
     Column("error", Text, nullable=False, default=""),
     Column("release", Integer, nullable=True),
+    # When it entered its stage (wall clock; NULL before migration 0015).
+    Column("moved_at", Float, nullable=True),
     Index("ix_builds_status", "status"),
 )
 
