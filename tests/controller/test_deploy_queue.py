@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import sqlalchemy
+from alembic import command
 
 from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller import rollout
@@ -23,7 +25,7 @@ from roost.controller.service import ControllerService, stall_limits
 from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state import tables as t
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import alembic_config, make_engine, migrate, sqlite_url
 from roost.wire.cluster import Endpoint
 from roost.wire.messages import BuildAccepted, BuildRequest, BuildResult, Heartbeat, Msg, Ok
 
@@ -258,3 +260,25 @@ async def test_a_deploy_stuck_mid_stage_is_failed_when_one_waits_behind_it(world
     why = f"no progress while copying the image to a second host for {limit:.0f}s"
     assert b1.status == "failed" and b1.error.startswith(why), b1.error
     assert f"-----> failed: {b1.error}" in world.said("b1")
+
+
+def test_a_downgrade_ends_queued_and_cancelled_deploys_as_failed(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "old.db")
+    migrate(url)
+    store = Store(make_engine(url))
+    app = store.create_app("shop", store.create_account("o@example.com"))
+    store.create_build("b1", app.id)
+    store.enqueue_build("b2", app.id, b"two")
+    store.enqueue_build("b3", app.id, b"three")
+    assert store.move_build("b3", Move("queued", "cancelled"), "cancelled by ann@example.com")
+    command.downgrade(alembic_config(url), "0013")
+    with store.engine.connect() as c:
+        rows = c.execute(sqlalchemy.text("SELECT id, status, error FROM builds ORDER BY id"))
+        assert [tuple(r) for r in rows] == [
+            ("b1", "building", ""),
+            ("b2", "failed", "cancelled by a downgrade"),
+            ("b3", "failed", "cancelled by ann@example.com"),
+        ]
+    migrate(url)  # and up again
+    assert store.enqueue_build("b4", app.id, b"four") == "b1"
+    store.engine.dispose()
