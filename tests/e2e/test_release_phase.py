@@ -25,6 +25,12 @@ SEED = (
     'python manage.py shell -c "from notes.models import Note; '
     "Note.objects.get_or_create(text='made by predeploy')\""
 )
+# The release phase sees bundle_config (ep.io's) with the app's own database.
+BUNDLE = (
+    'python -c "import os; from bundle_config import config; '
+    "print('bundle_config names DATABASE_URL:', config['postgres']['database'] in "
+    "os.environ['DATABASE_URL'])\""
+)
 # -v 0: Django 5.2's shell says how many objects it imported, on stdout.
 POSTDEPLOY = (
     'python manage.py shell -v 0 -c "from notes.models import Note; '
@@ -81,7 +87,7 @@ def test_dokku_app_json_predeploy_healthcheck_and_postdeploy(
 ) -> None:
     app = tmp_path / "notes"
     shutil.copytree(REPO / "examples" / "django-pg", app)
-    predeploy = f"python manage.py migrate --noinput && {SEED}"
+    predeploy = f"python manage.py migrate --noinput && {SEED} && {BUNDLE}"
     (app / "app.json").write_text(json.dumps(app_json(predeploy), indent=2))
     platform.roost("apps", "create", "notes")
     out = platform.roost("deploy", str(app), "--app", "notes").stdout
@@ -93,6 +99,7 @@ def test_dokku_app_json_predeploy_healthcheck_and_postdeploy(
     at = next(i for i, ln in enumerate(lines) if f"running predeploy: {predeploy}" in ln)
     assert any("image copied to host" in ln for ln in lines[:at])
     assert any("Applying notes.0001_initial... OK" in ln for ln in lines[at:])
+    assert any("bundle_config names DATABASE_URL: True" in ln for ln in lines[at:])
     passed = next(i for i, ln in enumerate(lines) if "exited with status 0" in ln)
     built = next(i for i, ln in enumerate(lines) if "release v1 built" in ln)
     assert at < passed < built
