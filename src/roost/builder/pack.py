@@ -50,7 +50,9 @@ TAR_FLAGS = [
 # 128 KiB records: a tenth of tar's system time with its default 10 KiB
 # records (reads and writes are a record at a time), for at most 128 KiB of
 # end padding on a layer of tens of megabytes.
-LAYER_TAR_FLAGS = ["-b", "256", *TAR_FLAGS, "--mtime=@315619200", "--hard-dereference"]
+FIXED_MTIME_EPOCH = "315619200"
+FIXED_MTIME = f"--mtime=@{FIXED_MTIME_EPOCH}"
+LAYER_TAR_FLAGS = ["-b", "256", *TAR_FLAGS, FIXED_MTIME, "--hard-dereference"]
 CHUNK = 1 << 20
 # pack_tree hashes up to this much per read, and waits this long for tar to
 # write more (it writes 128 KiB records, ~1 GB/s from a tmpfs).

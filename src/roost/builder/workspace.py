@@ -147,7 +147,7 @@ class Workspace:
                     swept += 1
         if swept:
             log.info("swept %d leftovers of interrupted builds", swept)
-        for sub in ("uv-cache", "home", "pycache"):
+        for sub in ("uv-cache", "home"):
             (root / sub).mkdir(exist_ok=True)
             os.chmod(root / sub, 0o700)
             if user.dropped:  # follows a symlinked shared cache on purpose
