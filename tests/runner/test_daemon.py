@@ -22,12 +22,15 @@ import httpx
 import pytest
 
 from roost.appspec.model import AppSpec, ProcessSpec
+from roost.controller.nudge import Nudger
 from roost.images.serve import handle_image_request
 from roost.images.store import ImageStore
 from roost.wire.cluster import ClusterConfig, Endpoint
+from roost.wire.identity import identity, save_peers
 from roost.wire.keys import generate_keypair, write_keypair
 from roost.wire.messages import (
     Assignment,
+    AssignmentReady,
     Error,
     Heartbeat,
     HeartbeatReply,
@@ -39,7 +42,7 @@ from roost.wire.messages import (
     Ok,
 )
 from roost.wire.node import Node
-from roost.wire.rpc import RpcServer
+from roost.wire.rpc import RpcClient, RpcServer
 from tests.conftest import free_port
 from tests.runner.helpers import alive, eventually, make_image_root
 
@@ -266,3 +269,72 @@ async def _scenario(
     assert rc == 0
     assert not alive(i2)
     assert fake.last().instances == []  # the farewell heartbeat
+
+
+async def test_a_nudge_from_the_lease_holder_fetches_the_assignment_at_once(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """With a heartbeat period of 60 s, a new assignment would wait up to a
+    minute; the controller's AssignmentReady (sent by its real Nudger over
+    CURVE to the runner's RPC endpoint) makes the runner beat now. A hint
+    for what it holds already changes nothing."""
+    runner_kp, ctrl_kp = generate_keypair(), generate_keypair()
+    write_keypair(data_dir / "keys", "runner", runner_kp)
+    write_keypair(data_dir / "keys", "controller", ctrl_kp)
+    # The runner's RPC server admits the controller (as the cluster's peers.json would).
+    save_peers(data_dir / "keys", {ctrl_kp.public: identity("controller", "c1")})
+    store = ImageStore(tmp_path / "store")
+    digest = build_image(tmp_path, store)
+    fake = FakeController(store)
+    log_path = tmp_path / "runner.log"
+    nudger = Nudger()
+    async with Node(ctrl_kp, [runner_kp.public]) as node:
+        ctrl = RpcServer(node, "tcp://127.0.0.1:*", fake.handle)
+        server = asyncio.create_task(ctrl.serve())
+        ClusterConfig(
+            endpoints={
+                "controller": [Endpoint(ctrl.address, ctrl_kp.public_text)],
+                "images": [Endpoint(ctrl.address, ctrl_kp.public_text)],
+            }
+        ).save(data_dir / "cluster.json")
+        env = {**os.environ, "ROOST_HEARTBEAT_S": "60", "ROOST_METRICS_PORT": str(free_port())}
+        with open(log_path, "wb") as log_file:
+            runner = subprocess.Popen(
+                [sys.executable, "-c", RUNNER, str(data_dir)], env=env, stderr=log_file,
+                stdout=log_file,
+            )  # fmt: skip
+        try:
+            first = await eventually(lambda: fake.heartbeats and fake.last(), what="first beat")
+            assert isinstance(first, Heartbeat) and first.rpc_endpoint
+            ep = Endpoint(first.rpc_endpoint, first.rpc_key)
+
+            def nudge(fence: int, version: int) -> None:
+                ready = AssignmentReady(fence=fence, version=version)
+                nudger.send([("h1", ep, ready)], lambda e: RpcClient(node, [e]))
+
+            fake.assignment = Assignment(
+                host_id="h1", fence=2, version=1, instances=[inst("i1", "web", digest)]
+            )
+            nudge(2, 1)
+            await eventually(lambda: fake.states() == {"i1": "up"}, 30, "i1 up, long before 60 s")
+            # Held now: the same hint again asks for no beat (the instance
+            # coming up made its own; let those settle first).
+            await asyncio.sleep(1.0)
+            seen = len(fake.heartbeats)
+            nudge(2, 1)
+            await asyncio.sleep(1.0)
+            assert len(fake.heartbeats) == seen
+        except BaseException:
+            print(log_path.read_text())
+            raise
+        finally:
+            await nudger.close()
+            runner.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(runner.wait, 30)
+            finally:
+                if runner.poll() is None:
+                    runner.kill()
+                    runner.wait()
+                server.cancel()
+                await asyncio.gather(server, return_exceptions=True)

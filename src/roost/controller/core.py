@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from prometheus_client import Histogram
 
 from roost.appspec.service_env import service_environment, with_service_addresses
-from roost.controller import deployflow, desired, drain, rollout, routes, singleton
+from roost.controller import deployflow, desired, drain, nudge, rollout, routes, singleton
 from roost.controller.assign import AssignmentBook, AssignmentInputs, HostAssignment
 from roost.controller.astore import AsyncStore
 from roost.controller.autorollback import AutoRollback
@@ -103,6 +103,7 @@ class Controller:
         self.leader_since: float | None = None
         self.book = AssignmentBook()
         self.assignments: dict[str, HostAssignment] = self.book.hosts
+        self.nudger = nudge.Nudger()  # runners told at once of a new assignment
         self.routes: dict[str, AppRoute] = {}
         self.route_version = 0
         self.publisher: Publisher | None = None
@@ -326,7 +327,9 @@ class Controller:
     # ------------------------------------------------------------ reconcile
 
     async def note_down_hosts(self, now: float) -> None:
-        for host_id in self.soft.mark_down(now):
+        down = self.soft.mark_down(now)
+        self.nudger.forget(down)
+        for host_id in down:
             log.warning("host %s is down (silent for %.1fs)", host_id, self.settings.host_grace_s)
             if self.is_leader:  # one event per incident, not one per replica
                 await self.store.add_event("host-down", f"host {host_id} is down")
@@ -410,7 +413,12 @@ class Controller:
         pending = {(r.app_id, r.version) for name in m.pending for r in m.apps[name].pending}
         for key in set(self._pending_since) - pending:
             del self._pending_since[key]
-        self.book.commit(self.soft.hosts)
+        moved = self.book.commit(self.soft.hosts)
+        if self.client_for is not None:
+            self.nudger.send(
+                nudge.targets(moved, self.soft.hosts, self.assignments, self.fence),
+                self.client_for,
+            )
         self._departures.published(lambda h: a.version if (a := self.assignments.get(h)) else 0)
         await self._publish_routes(updates)
 

@@ -161,6 +161,7 @@ async def serve(
                     t.cancel()
         finally:
             await controller.give_up_lease()
+            await controller.nudger.close()
             for p in pubs:
                 p.close()
             for client in (builders, services):

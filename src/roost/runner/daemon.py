@@ -207,6 +207,7 @@ async def _serve(
     )
     # Assignments and cron runs carry the same lease's token: either fences both.
     runner_rpc.assignment_fence = lambda: heartbeat.held.fence
+    runner_rpc.assignment_ready = heartbeat.hint
     registry = CollectorRegistry()
     registry.register(
         RunnerCollector(

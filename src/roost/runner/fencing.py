@@ -43,6 +43,11 @@ class Held:
     version: int = 0
 
 
+def is_newer(held: Held, fence: int, version: int) -> bool:
+    """Whether an assignment (fence, version) would replace the one held."""
+    return fence > held.fence or (fence == held.fence and version > held.version)
+
+
 def judge(held: Held, host_id: str, incoming: Assignment) -> Verdict:
     if incoming.host_id != host_id:
         return Verdict.WRONG_HOST

@@ -23,9 +23,16 @@ from typing import Protocol
 
 import psutil
 
-from roost.runner.fencing import Held, Verdict, pick
+from roost.runner.fencing import Held, Verdict, is_newer, pick
 from roost.runner.model import Record
-from roost.wire.messages import Assignment, Heartbeat, HeartbeatReply, InstanceStatus, Msg
+from roost.wire.messages import (
+    Assignment,
+    AssignmentReady,
+    Heartbeat,
+    HeartbeatReply,
+    InstanceStatus,
+    Msg,
+)
 
 log = logging.getLogger("roost.runner")
 
@@ -194,6 +201,12 @@ class HeartbeatLoop:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(remaining):
                         await self._changed.wait()
+
+    def hint(self, msg: AssignmentReady) -> None:
+        """A controller has a newer assignment than the one held: beat now
+        (the loop still keeps MIN_GAP_S between beats)."""
+        if is_newer(self.held, msg.fence, msg.version):
+            self._changed.set()
 
     async def beat(self) -> None:
         records = list(self._records())

@@ -55,6 +55,7 @@ from roost.tenant.launch import Prepared, Tenancy, TenantError
 from roost.wire.dispatch import Handlers, on, pong
 from roost.wire.messages import (
     AppRemoved,
+    AssignmentReady,
     Error,
     ImageChunkRequest,
     ImageCopy,
@@ -88,6 +89,8 @@ class RunnerRpc:
         self.fenced = fenced or FencedRuns(layout.root / "fenced-runs.json")
         # The fence of the assignment held (set by the daemon): a lease token too.
         self.assignment_fence: Callable[[], int] = lambda: 0
+        # Set by the daemon: a lease holder says a new assignment waits.
+        self.assignment_ready: Callable[[AssignmentReady], None] = lambda msg: None
         # None: commands run as the runner itself (tests of the relay alone).
         self.tenancy = tenancy or Tenancy("unconfined", enabled=False)
         self.tenant_defaults = tenant_defaults or TenantDefaults()
@@ -109,10 +112,15 @@ class RunnerRpc:
                 *self.sessions.entries(),
                 on(ImageChunkRequest, self.serve_chunk),
                 on(ImageCopy, self.copy),
+                on(AssignmentReady, self._assignment_ready),
                 on(AppRemoved, dirs.on_removed),
                 pong("runner"),
             ],
         )
+
+    async def _assignment_ready(self, msg: AssignmentReady) -> Msg:
+        self.assignment_ready(msg)
+        return Ok()
 
     async def serve_chunk(self, msg: ImageChunkRequest) -> Msg:
         if self.copies is None:

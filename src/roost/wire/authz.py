@@ -34,6 +34,7 @@ from roost.wire.messages import (
     AppNames,
     AppRemoved,
     Assignment,
+    AssignmentReady,
     BackupCapture,
     BackupCaptured,
     BackupEvent,
@@ -158,6 +159,7 @@ FLOWS: dict[type[Msg], Flow] = {
     ImageChunkRequest: Flow(by=_by("runner", "router", "backupd"), to=IMAGE_STORES),
     # controller -> runner
     ImageCopy: Flow(by=CONTROLLER, to=RUNNER),
+    AssignmentReady: Flow(by=CONTROLLER, to=RUNNER),
     # router -> controller
     RouteSnapshotRequest: Flow(by=_by("router"), to=CONTROLLER),
     # controller -> servicehost, and back

@@ -623,6 +623,16 @@ class AppRemoved(Msg, frozen=True, kw_only=True):
     app_key: str
 
 
+class AssignmentReady(Msg, frozen=True, kw_only=True):
+    """Controller -> runner: the scheduler lease holder has assignment
+    (fence, version) for this host; heartbeat now rather than at the next
+    period. A hint only: the assignment still comes in a heartbeat reply,
+    judged by its fence as ever, so a stale or forged hint costs one beat."""
+
+    fence: int
+    version: int
+
+
 class ImageCopy(Msg, frozen=True, kw_only=True):
     """Controller -> runner: hold a verified copy of an image (manifest and
     layers) or a static bundle: asked of a second host before a release is
@@ -935,6 +945,7 @@ AnyMsg = (
     | AppGrant
     | AppKeysRequest
     | AppKeys
+    | AssignmentReady
     | ImageCopy
     | ImageSourcesRequest
     | ImageSources
