@@ -109,7 +109,7 @@ async def go_live(svc: ControllerService, world: World, build_id: str) -> int:
     await svc.build_finished(built(build_id))
     build = world.store.build(build_id)
     assert build.status == "rolling-out" and build.release is not None
-    await svc.c._finish_rollout("shop", world.store.release(world.app_id, build.release), PROMOTE)
+    await svc.c.end_rollout("shop", world.store.release(world.app_id, build.release), PROMOTE)
     assert world.stage(build_id) == "live"
     return build.release
 
@@ -130,7 +130,7 @@ async def test_two_pushes_at_once_go_live_in_order(world: World) -> None:
     assert await svc.start_waiting() == []
     v1 = world.store.build(first).release
     assert v1 is not None
-    await svc.c._finish_rollout("shop", world.store.release(world.app_id, v1), PROMOTE)
+    await svc.c.end_rollout("shop", world.store.release(world.app_id, v1), PROMOTE)
     # The first is live: the second builds, with its own upload.
     assert await svc.start_waiting() == [second]
     assert [b for b, _ in world.builders.handed] == [first, second]
@@ -213,7 +213,7 @@ async def test_a_rolling_out_deploy_cancelled_fails_its_release_and_the_old_one_
     assert world.store.app("shop").current_release == v1
     assert f"-----> v{v1} keeps serving" in world.said("b2")
     # The rollout's late verdict writes nothing.
-    await svc.c._finish_rollout("shop", pending, PROMOTE)
+    await svc.c.end_rollout("shop", pending, PROMOTE)
     assert world.store.app("shop").current_release == v1
     assert world.stage("b2") == "cancelled"
     events = [e.kind for e in world.store.events(None, 10)]

@@ -245,7 +245,7 @@ async def test_a_rollout_ends_the_deploy(
 ) -> None:
     svc, version = await deployed(world, serving)
     rel = world.store.release(world.app_id, version)
-    await svc.c._finish_rollout("shop", rel, decision)
+    await svc.c.end_rollout("shop", rel, decision)
     status, said, _ = world.build()
     assert status == stage and said.startswith(error)
     assert world.store.build("b1").finished_at is not None
@@ -259,16 +259,16 @@ async def test_a_rollout_ends_the_deploy(
     # stale read) writes nothing and says nothing.
     events = world.store.events(None, 10)
     other = world.controller()
-    await other.c._finish_rollout("shop", rel, rollout.Decision("fail", "late"))
+    await other.c.end_rollout("shop", rel, rollout.Decision("fail", "late"))
     assert world.store.events(None, 10) == events
     assert world.build()[0] == stage
 
 
 async def test_a_copy_release_ending_leaves_the_deploy_it_copied_alone(world: World) -> None:
     svc, version = await deployed(world, serving=False)
-    await svc.c._finish_rollout("shop", world.store.release(world.app_id, version), _UP)
+    await svc.c.end_rollout("shop", world.store.release(world.app_id, version), _UP)
     restart = world.store.copy_release(world.app_id, version, "restart")
-    await svc.c._finish_rollout("shop", world.store.release(world.app_id, restart), _CRASHED)
+    await svc.c.end_rollout("shop", world.store.release(world.app_id, restart), _CRASHED)
     assert world.store.release(world.app_id, restart).status == "failed"
     assert world.build() == ("live", "", version)
 
@@ -281,7 +281,7 @@ async def test_a_newer_release_supersedes_a_deploy_still_rolling_out(world: Worl
     assert world.store.release(world.app_id, version).status == "failed"
     assert world.build()[:2] == ("failed", why)
     # Its rollout's late verdict finds it superseded: nothing is written.
-    await svc.c._finish_rollout("shop", rel, _UP)
+    await svc.c.end_rollout("shop", rel, _UP)
     assert world.store.app("shop").current_release == 1
     assert world.build()[:2] == ("failed", why)
 
@@ -313,7 +313,7 @@ async def test_a_deploy_ends_with_its_last_lines_already_in_the_log(world: World
         return done
 
     svc.c.store.end_rollout = end_rollout  # type: ignore[method-assign]
-    await svc.c._finish_rollout("shop", world.store.release(world.app_id, version), _UP)
+    await svc.c.end_rollout("shop", world.store.release(world.app_id, version), _UP)
     assert seen and seen[0][0] == "live"
     assert f"-----> v{version} is live" in seen[0][1]
 

@@ -183,7 +183,7 @@ async def test_postdeploy_runs_once_the_release_is_live_and_a_failure_undoes_not
         loop = asyncio.create_task(phase.loop())
         try:
             # The lease holder ends the rollout: live, and the postdeploy follows.
-            await w.controller._finish_rollout("rep", rel, rollout.Decision("promote"))
+            await w.controller.end_rollout("rep", rel, rollout.Decision("promote"))
             assert w.store.build("b1").status == "live"
             await _until(
                 lambda: (
@@ -200,7 +200,7 @@ async def test_postdeploy_runs_once_the_release_is_live_and_a_failure_undoes_not
 
         # A release made without a build (a config change) runs no postdeploy.
         v2 = w.store.copy_release(app_id, 1, "config change")
-        await w.controller._finish_rollout(
+        await w.controller.end_rollout(
             "rep", w.store.release(app_id, v2), rollout.Decision("promote")
         )
         assert phase._live.empty()

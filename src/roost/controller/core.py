@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping
 from prometheus_client import Histogram
 
 from roost.appspec.service_env import service_environment, with_service_addresses
-from roost.controller import deployflow, desired, drain, nudge, rollout, routes, singleton
+from roost.controller import desired, drain, nudge, rollout, rolloutend, routes, singleton
 from roost.controller.assign import AssignmentBook, AssignmentInputs, HostAssignment
 from roost.controller.astore import AsyncStore
 from roost.controller.autorollback import AutoRollback
@@ -51,7 +51,7 @@ from roost.controller.model import Model
 from roost.controller.scheduler import HostInfo, Placement, Want, place
 from roost.controller.services import ServiceBroker
 from roost.controller.softstate import SoftState
-from roost.controller.store import AppRow, BuildMove, HostRecord, NotFound, ReleaseRow
+from roost.controller.store import AppRow, HostRecord, ReleaseRow
 from roost.settings import Settings
 from roost.state import leases
 from roost.wire.cluster import Endpoint
@@ -209,28 +209,6 @@ class Controller:
         await self.store.drop_placements(app.id, process_type)
         await self.store.add_event("restart", f"{app.name}: restart {process_type}", app.id)
         self.wake.set()
-
-    async def where(self, app: str, process: str | None = None) -> list[dict[str, object]]:
-        statuses = self.soft.statuses()
-        out: list[dict[str, object]] = []
-        for p in await self.store.placements(app):
-            if process and p.process_type != process:
-                continue
-            st = statuses.get(p.instance_id)
-            seen = self.soft.hosts.get(p.host_id)
-            out.append(
-                {
-                    "instance_id": p.instance_id,
-                    "process": f"{p.process_type}.{p.idx}",
-                    "release": p.release,
-                    "host_id": p.host_id,
-                    "hostname": seen.heartbeat.hostname if seen else "",
-                    "host_state": "up" if self.soft.alive(p.host_id) else "down",
-                    "state": st.state if st else "unknown",
-                    "port": st.port if st else 0,
-                }
-            )
-        return sorted(out, key=lambda r: (str(r["process"]), str(r["host_id"])))
 
     def route_snapshot(self) -> RouteSnapshot:
         return RouteSnapshot(
@@ -516,56 +494,12 @@ class Controller:
         if d.verdict == "wait":
             return
         self._pending_since.pop(key, None)
-        await self._finish_rollout(app_name, rel, d)
+        await self.end_rollout(app_name, rel, d)
         self.wake.set()
 
-    async def _finish_rollout(self, app_name: str, rel: ReleaseRow, d: rollout.Decision) -> None:
-        """End a rollout by the deploy's table (deployflow): live, rolled back
-        (an older release keeps serving) or failed; the release and the deploy
-        that made it move together, as a compare-and-set from what was read.
-        When another controller ended it, or a newer release superseded it,
-        nothing is written and nothing said."""
-        store = self.store
-        serving = (await store.app_by_id(rel.app_id)).current_release
-        event = deployflow.rollout_end(d.verdict == "fail", serving is not None)
-        error = f"v{rel.version} did not start: {d.reason}"
-        if event is deployflow.Event.ROLLED_BACK:
-            error = f"v{serving} keeps serving; {error}"
-        deploy = None
-        if rel.build_id:  # its own deploy's build, not the one a copy was made from
-            # (a build moved elsewhere by hand is left alone: the release still ends)
-            with contextlib.suppress(NotFound, deployflow.IllegalMove):
-                build = await store.build(rel.build_id)
-                if build.release == rel.version:
-                    move = deployflow.build_move(build.status, event)
-                    deploy = BuildMove(
-                        build.id, move, "" if event is deployflow.Event.UP else error
-                    )
-        move = deployflow.release_move(rel.status, event)
-        build_log = rel.build_id or ""
-        if event is deployflow.Event.UP:
-            said = [f"-----> v{rel.version} is live"]
-        else:
-            said = [f"-----> v{rel.version} failed to start: {d.reason}"]
-            if serving is not None:
-                said.append(f"-----> v{serving} keeps serving")
-        now = time.time()
-        lines = [
-            LogLine(app=app_name, ts=now, process=build_log, source="build", line=line)
-            for line in said
-        ]
-        # The closing lines go with the move: a build stream that sees the
-        # final stage has seen them too.
-        if not await store.end_rollout(rel.app_id, rel.version, move, d.reason, deploy, lines):
-            return
-        if event is deployflow.Event.UP:
-            await store.add_event("deploy", f"{app_name} v{rel.version} is live", rel.app_id)
-            if deploy is not None and self.after_live is not None:
-                self.after_live(app_name, rel)  # a deploy's release, not a copy's
-        else:
-            await store.add_event(
-                "deploy-failed", f"{app_name} v{rel.version}: {d.reason}", rel.app_id
-            )
+    async def end_rollout(self, app_name: str, rel: ReleaseRow, d: rollout.Decision) -> None:
+        """Write a rollout's end (`rolloutend.end_rollout`)."""
+        await rolloutend.end_rollout(self.store, app_name, rel, d, self.after_live)
 
     def _stage_assignments(self, apps: list[str], now: float) -> None:
         m = self._model

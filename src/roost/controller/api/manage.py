@@ -376,4 +376,27 @@ async def where(
 ) -> list[dict[str, Any]]:
     """Which hosts run which instances of the app, and in which state (any replica answers)."""
     app = await app_for_member(c, who, name)
-    return await c.where(app.name, process)
+    return await _instances(c, app.name, process)
+
+
+async def _instances(c: Controller, app: str, process: str | None) -> list[dict[str, object]]:
+    statuses = c.soft.statuses()
+    out: list[dict[str, object]] = []
+    for p in await c.store.placements(app):
+        if process and p.process_type != process:
+            continue
+        st = statuses.get(p.instance_id)
+        seen = c.soft.hosts.get(p.host_id)
+        out.append(
+            {
+                "instance_id": p.instance_id,
+                "process": f"{p.process_type}.{p.idx}",
+                "release": p.release,
+                "host_id": p.host_id,
+                "hostname": seen.heartbeat.hostname if seen else "",
+                "host_state": "up" if c.soft.alive(p.host_id) else "down",
+                "state": st.state if st else "unknown",
+                "port": st.port if st else 0,
+            }
+        )
+    return sorted(out, key=lambda r: (str(r["process"]), str(r["host_id"])))
