@@ -182,6 +182,12 @@ class Settings:
         "a release whose instances crash-loop or fail their health check within this long "
         "after it went live is rolled back to the release before it by itself (0: never)",
     )
+    health_every_s: float = _setting(
+        10.0,
+        "ROOST_HEALTH_EVERY_S",
+        "runner: how often a running web instance's declared health check (app.json) is "
+        "tried; failing it `attempts` times in a row restarts the instance as a crash",
+    )
     restart_backoff_max_s: float = _setting(
         30.0, "ROOST_RESTART_BACKOFF_MAX_S", "longest wait before restarting a crashed instance"
     )

@@ -12,7 +12,7 @@ from roost.runner import health
 from roost.runner import plan as P
 from roost.runner.health import Answer, Check, Progress, judge
 from roost.runner.model import Policy
-from roost.runner.probe import run_check, status_of
+from roost.runner.probe import keep_checking, run_check, status_of
 from tests.runner.helpers import assignment
 
 POLICY = Policy(startup_timeout_s=60.0)
@@ -150,3 +150,16 @@ def test_status_line() -> None:
     assert status_of(b"HTTP/1.0 200\r\n") == 200
     assert status_of(b"SSH-2.0-OpenSSH\r\n") == 0
     assert status_of(b"") == 0
+
+
+def test_a_running_instance_fails_only_after_attempts_in_a_row() -> None:
+    """health.watch through probe.keep_checking: a pass starts the count over;
+    nothing listening counts (it was serving); the failure says the last answer."""
+    clock = FakeClock()
+    bad, good = Answer(status=500), Answer(status=200)
+    refused = Answer(error="connection refused", refused=True)
+    answers = [good, bad, bad, good, bad, refused, bad]
+    failure = asyncio.run(keep_checking(DECLARED, scripted(clock, answers), clock.sleep, 10.0))
+    assert failure == "GET /health answered 500 after 3 attempts (expected 200-399)"
+    # Every 10 s while passing, the check's interval (1 s) after a failure.
+    assert clock.knocks == [10.0, 20.0, 21.0, 22.0, 32.0, 33.0, 34.0]

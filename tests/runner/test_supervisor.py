@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -59,6 +59,20 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         print("request", self.path, flush=True)
 print("listening on", os.environ["PORT"], flush=True)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"""
+
+# Serves 200 until its data directory holds "sick", then 500.
+FLAKY = """
+import http.server, os, pathlib
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        sick = pathlib.Path("../data/sick").exists()
+        self.send_response(500 if sick else 200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
 http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 """
 
@@ -127,6 +141,7 @@ async def harness(
             "stubborn.py": STUBBORN,
             "orphaner.py": ORPHANER,
             "noisy.py": NOISY,
+            "flaky.py": FLAKY,
         },
     )
     images = FakeImages({DIGEST_A: root}, fail=fail)
@@ -293,6 +308,33 @@ async def test_declared_health_check_decides_up_or_failed(tmp_path: Path) -> Non
             "GET /up answered 200 without 'hi' in its body after 2 attempts (expected 200-399)"
         )
         assert instance_status(rec, 0.0).unhealthy
+
+
+async def test_a_declared_check_keeps_running_and_a_failing_one_restarts_the_instance(
+    tmp_path: Path,
+) -> None:
+    """Up, the instance's declared check is tried every health_every_s; once
+    it fails `attempts` times in a row the instance is stopped as a crash,
+    reported unhealthy (what the controller's rollback window watches), and
+    restarted; healthy again, it comes back up."""
+    policy = replace(FAST, health_every_s=0.1)
+    async with harness(tmp_path, policy) as h:
+        check = HealthCheck(path="/up", timeout=2.0, attempts=3, interval=0.05)
+        spec = msgspec.structs.replace(command_spec("python flaky.py"), healthchecks={"web": check})
+        h.sup.set_desired([assignment("f1", spec=spec)])
+        await eventually(lambda: state(h, "f1") == "up", what="up")
+        first = h.sup.records["f1"].pid
+        sick = h.layout.data_directory("demo") / "sick"
+        sick.write_text("")
+        await eventually(lambda: h.sup.records["f1"].unhealthy, what="failed while running")
+        rec = h.sup.records["f1"]
+        assert rec.last_error.startswith("GET /up answered 500 after 3 attempts"), rec.last_error
+        assert instance_status(rec, 0.0).unhealthy
+        sick.unlink()
+        await eventually(
+            lambda: state(h, "f1") == "up" and h.sup.records["f1"].pid != first, what="back up"
+        )
+        assert not instance_status(h.sup.records["f1"], 0.0).unhealthy
 
 
 async def test_image_fetch_failures_are_retried(tmp_path: Path) -> None:

@@ -66,6 +66,7 @@ def policy_from(settings: Settings) -> Policy:
         backoff_max_s=settings.restart_backoff_max_s,
         startup_timeout_s=settings.startup_timeout_s,
         stop_grace_s=settings.stop_grace_s,
+        health_every_s=settings.health_every_s,
     )
 
 

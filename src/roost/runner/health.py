@@ -131,6 +131,19 @@ def judge(check: Check, progress: Progress, answer: Answer, retry_s: float) -> V
     return Verdict("again", now, check.interval_s)
 
 
+def watch(check: Check, progress: Progress, answer: Answer, every_s: float) -> Verdict:
+    """After one try of a running instance's declared check (it passed once):
+    again after `every_s` when it passes (the count starts over), after the
+    check's interval when not, and fail after `attempts` failures in a row.
+    Nothing listening now counts as a failure: the process was serving."""
+    if passed(check, answer):
+        return Verdict("again", Progress(0, answer), every_s)
+    now = Progress(progress.attempts + 1, answer)
+    if now.attempts >= check.attempts:
+        return Verdict("fail", now, message=failure(check, now))
+    return Verdict("again", now, check.interval_s)
+
+
 def failure(check: Check, progress: Progress) -> str:
     n = progress.attempts
     last = progress.last or Answer(error="gave no HTTP answer")

@@ -32,6 +32,8 @@ class Policy:
     stop_grace_s: float = 10.0
     # Longest wait between image fetch attempts.
     image_retry_max_s: float = 30.0
+    # A running web instance's declared health check is tried this often.
+    health_every_s: float = 10.0
 
 
 @dataclass

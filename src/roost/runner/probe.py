@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from roost import aio
 from roost.proc.backoff import Backoff, Retry
-from roost.runner.health import Answer, Check, Progress, judge
+from roost.runner.health import Answer, Check, Progress, judge, watch
 
 # While nothing listens yet, knock again after 50 ms, doubling to once a
 # second: a quick app is seen up at once, a slow one is not hammered.
@@ -93,3 +93,16 @@ async def run_check(check: Check, knock: Knock, sleep: Sleep) -> str:
             retry.failed()
         progress = v.progress
         await sleep(v.delay_s)
+
+
+async def keep_checking(check: Check, knock: Knock, sleep: Sleep, every_s: float) -> str:
+    """Try a running instance's check every `every_s` until it fails (its
+    message); `health.watch` decides."""
+    progress = Progress()
+    delay = every_s
+    while True:
+        await sleep(delay)
+        v = watch(check, progress, await knock(check), every_s)
+        if v.kind == "fail":
+            return v.message
+        progress, delay = v.progress, v.delay_s

@@ -26,7 +26,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
@@ -46,7 +46,7 @@ from roost.runner.confine import (
     prepare_dirs,
     tenant_spec,
 )
-from roost.runner.health import check_for
+from roost.runner.health import Answer, Check, check_for
 from roost.runner.launch import Launch, LaunchError, is_web, render
 from roost.runner.layout import Layout, PortAllocator, link_data, materialize
 from roost.runner.model import (
@@ -69,7 +69,7 @@ from roost.runner.model import (
     Stop,
     Unhealthy,
 )
-from roost.runner.probe import knock, run_check
+from roost.runner.probe import keep_checking, knock, run_check
 from roost.runner.process import Child
 from roost.tenant.identity import Identity
 from roost.tenant.launch import Prepared, Tenancy, TenantError
@@ -192,7 +192,7 @@ class Supervisor(Arbiter[Event, Action]):
                     )
         elif isinstance(event, Unhealthy):
             rec = self.records.get(event.instance_id)
-            if rec is not None and rec.state == "starting" and rec.pid == event.pid:
+            if rec is not None and rec.state in ("starting", "up") and rec.pid == event.pid:
                 # Stopped as a failure: the exit is then a crash whose error is
                 # the check's answer, and the rollout judges it as one.
                 self._stop(rec, now, Stop(rec.instance_id, "health check", event.failure))
@@ -416,12 +416,24 @@ class Supervisor(Arbiter[Event, Action]):
         self.post(Exited(iid, child.pid, rc, tail, error))
 
     async def _probe(self, a: InstanceAssignment, pid: int, host: str, port: int) -> None:
+        """The start's check; then, for a check the app declared, the same
+        check for as long as the instance runs (the task ends with it): a
+        release that goes bad after it went live fails it, and is rolled
+        back within the window as one that crash-loops (controller/aftercare)."""
         check = check_for(a)
-        failure = await run_check(check, lambda c: knock(host, port, c), asyncio.sleep)
-        if failure:
-            self.post(Unhealthy(a.instance_id, pid, failure))
-        else:
+
+        def try_once(c: Check) -> Awaitable[Answer]:
+            return knock(host, port, c)
+
+        failure = await run_check(check, try_once, asyncio.sleep)
+        if not failure:
             self.post(Ready(a.instance_id, pid))
+            if not check.declared:
+                return
+            failure = await keep_checking(
+                check, try_once, asyncio.sleep, self.policy.health_every_s
+            )
+        self.post(Unhealthy(a.instance_id, pid, failure))
 
     async def _fetch(self, app: str, digest: str) -> None:
         try:
