@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import update
 
 from roost.appspec.model import AppSpec, ProcessSpec
-from roost.controller import aftercare
+from roost.controller import aftercare, deployflow
 from roost.controller.aftercare import Decision, decide, trouble
 from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
@@ -169,6 +169,10 @@ async def test_a_release_crash_looping_after_promotion_is_rolled_back(
     store.update_config(app.id, {"K": "two", "NEW": "x"})
     v2 = store.create_release(app.id, "b2", digest("2"), "", SPEC, "", "build b2")
     store.create_build("b2", app.id)
+    with store.engine.begin() as conn:  # b2's deploy made v2 and rolls it out
+        conn.execute(
+            update(t.builds).where(t.builds.c.id == "b2").values(status="rolling-out", release=v2)
+        )
     c = _leader(astore)
     now = time.monotonic()
     _beat(c, now)
@@ -176,6 +180,7 @@ async def test_a_release_crash_looping_after_promotion_is_rolled_back(
     _beat(c, now)
     await c.reconcile_once()  # v2 is up: promoted
     assert store.app("shop").current_release == v2
+    assert store.build("b2").status == "live"
     assert store.release(app.id, v2).promoted_at is not None
     _beat(c, now)
     await c.reconcile_once()  # v1's instance goes; v2 serves, fine
@@ -199,6 +204,10 @@ async def test_a_release_crash_looping_after_promotion_is_rolled_back(
     assert ("deploy-rolled-back", f"shop: {said}") in events
     lines = [(r.source, r.process, r.line) for r in store.logs(app.id, 0, 50)]
     assert ("platform", "", said) in lines and ("build", "b2", f"-----> {said}") in lines
+    # `roost deploys` says so: the deploy that made v2 is rolled back too.
+    b2 = store.build("b2")
+    assert (b2.status, b2.error) == ("rolled-back", said)
+    assert deployflow.outcome(b2.status, b2.error, b2.release) == f"rolled back: {said}"
 
     # Still crash-looping while v3 starts: nothing more is done.
     _beat(c, now + 2, restarts=4)

@@ -123,6 +123,9 @@ BUILD_MOVES: dict[tuple[Stage, Event], Stage] = {
     (Stage.ROLLING_OUT, Event.ROLLOUT_FAILED): Stage.FAILED,
     (Stage.ROLLING_OUT, Event.ROLLED_BACK): Stage.ROLLED_BACK,
     (Stage.ROLLING_OUT, Event.SUPERSEDED): Stage.FAILED,
+    # Live, then crash-looped in the rollback window: rolled back by itself
+    # (its release's move, in the same transaction).
+    (Stage.LIVE, Event.CRASH_LOOPED): Stage.ROLLED_BACK,
 }
 # A deploy may be cancelled at any stage before its end; whoever drives it
 # loses its next compare-and-set there and stops (a safe point).

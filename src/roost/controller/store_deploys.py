@@ -10,6 +10,7 @@ does not exist, nor stays rolling out for a release that ended.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -102,6 +103,24 @@ def _move_build(
     if move.before == Stage.QUEUED:  # an upload is kept only while its deploy waits
         c.execute(delete(t.build_uploads).where(t.build_uploads.c.build_id == build_id))
     return True
+
+
+def _roll_back_deploy(c: Connection, app_id: int, bad: int, why: str) -> None:
+    """The deploy that made release `bad` (not one a copy was made from),
+    when it reads live: rolled back too, so `roost deploys` says so."""
+    row = c.execute(
+        select(t.builds.c.id, t.builds.c.status)
+        .join(t.releases, t.releases.c.build_id == t.builds.c.id)
+        .where(
+            t.releases.c.app_id == app_id,
+            t.releases.c.version == bad,
+            t.builds.c.release == bad,
+        )
+    ).first()
+    if row is None:
+        return
+    with contextlib.suppress(IllegalMove):  # moved by hand, or never live: left alone
+        _move_build(c, row.id, build_move(row.status, Event.CRASH_LOOPED), why)
 
 
 def _lock_app(c: Connection, app_id: int) -> None:
@@ -426,6 +445,7 @@ class DeployStore:
         with self.engine.begin() as c:
             if not _move_release(c, app_id, bad, move, description=why):
                 return None
+            _roll_back_deploy(c, app_id, bad, why)
             base = c.execute(
                 select(t.releases).where(
                     t.releases.c.app_id == app_id, t.releases.c.version == target
