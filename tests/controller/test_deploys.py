@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import sqlalchemy
 from alembic import command
@@ -143,6 +144,18 @@ async def test_no_services_passes_provisioning_by(world: World) -> None:
     await world.controller(servicehost=sh).build_finished(result())
     assert world.stages.seen == [("runner", "copying")]
     assert world.build() == ("rolling-out", "", 1)
+
+
+async def test_the_first_formation_gives_web_two_and_a_singleton_one(world: World) -> None:
+    sh = FakeServicehost(world.stages, "b1")
+    await world.controller(servicehost=sh).build_finished(result())
+    assert world.store.formation(world.app_id) == {"web": 2}
+    clock = ProcessSpec(name="clock", kind="wsgi", entrypoint="c:app", web=True)
+    spec = AppSpec(processes={"web": WEB, "clock": clock}, singletons=["clock"])
+    second = msgspec.structs.replace(result(build_id="b2"), spec=spec)
+    world.store.create_build("b2", world.app_id)
+    await world.controller(servicehost=sh).build_finished(second)
+    assert world.store.formation(world.app_id) == {"web": 2, "clock": 1}
 
 
 @pytest.mark.parametrize(

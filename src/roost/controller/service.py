@@ -257,8 +257,9 @@ class ControllerService:
         await deploy.move(Event.NO_RELEASE_COMMAND if ran is None else Event.RELEASE_RAN)
         version = await deploy.release(app.id, res)
         formation = await c.store.formation(app.id)
+        singles = set(res.spec.singletons)  # one, even of a web type
         defaults = {
-            name: (c.settings.web_instances if proc.web else 1)
+            name: (c.settings.web_instances if proc.web and name not in singles else 1)
             for name, proc in res.spec.processes.items()
             if name not in formation
         }
