@@ -19,3 +19,18 @@ async def wait_for(aw: Awaitable[T], timeout: float | None) -> T:
     """
     async with asyncio.timeout(timeout):
         return await aw
+
+
+# Following a deploy's log by polling (the gateway for `git push`, the API's
+# build stream for `roost deploy`): quickly while lines are coming, since a
+# code-only deploy ends about half a second after its last quiet stretch
+# begins and each poll's wait is added to what a user waits; slowly once
+# the log has been quiet a while (a long build, a slow release command).
+FOLLOW_FAST_S = 0.05
+FOLLOW_SLOW_S = 0.25
+FOLLOW_QUIET_S = 2.0
+
+
+def follow_delay(quiet_s: float) -> float:
+    """How long to wait before the next poll, the log quiet for `quiet_s`. Pure."""
+    return FOLLOW_FAST_S if quiet_s < FOLLOW_QUIET_S else FOLLOW_SLOW_S

@@ -59,7 +59,6 @@ from roost.wire.rpc import RemoteError, RpcClient, RpcTimeout
 
 log = logging.getLogger("roost.gateway")
 
-LOG_POLL_S = 0.2
 MAX_SOCKET_PATH = 100
 BUILD_WAIT_S = 3600.0
 SWEEP_S = 600.0
@@ -276,6 +275,7 @@ class GitService:
         after = 0
         deadline = time.monotonic() + BUILD_WAIT_S
         failures = 0
+        last_line = time.monotonic()
         while time.monotonic() < deadline:
             try:
                 chunk = await self.controllers.call(
@@ -296,6 +296,8 @@ class GitService:
                 return 1
             for line in chunk.lines:
                 await say(line)
+            if chunk.lines:
+                last_line = time.monotonic()
             after = chunk.next_after
             if chunk.final and not chunk.lines:
                 if chunk.live:
@@ -303,7 +305,7 @@ class GitService:
                 await say(f"-----> deploy {chunk.outcome or 'failed: see the log above'}")
                 return 1
             if not chunk.lines:
-                await asyncio.sleep(LOG_POLL_S)
+                await asyncio.sleep(aio.follow_delay(time.monotonic() - last_line))
         await say("-----> gave up waiting for the build")
         return 1
 

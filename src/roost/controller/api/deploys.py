@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from roost import aio
 from roost.controller.api.deps import (
     Account,
     ApiError,
@@ -128,6 +129,7 @@ async def build_stream(
     async def lines() -> AsyncIterator[bytes]:
         after = 0
         deadline = time.monotonic() + 3600
+        last_line = time.monotonic()
         while time.monotonic() < deadline:
             # The status before the lines: a deploy's closing lines are
             # committed with its final move, so once the move is seen the
@@ -138,12 +140,13 @@ async def build_stream(
             rows = await c.store.logs(app.id, after, 500, build_id)
             for r in rows:
                 after = r.id
+                last_line = time.monotonic()
                 yield (json.dumps({"line": r.line, "ts": r.ts}) + "\n").encode()
             if stage_of(current.status).final and not rows:
                 yield (json.dumps(_deploy(current)) + "\n").encode()
                 return
             if not rows:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(aio.follow_delay(time.monotonic() - last_line))
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
