@@ -9,6 +9,7 @@ import pytest
 
 from roost.controller.store import Store
 from roost.state.db import make_engine, migrate, sqlite_url
+from tests.pgserver import postgres_server
 
 
 @pytest.fixture
@@ -19,3 +20,21 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s = Store(make_engine(url))
     yield s
     s.engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def either_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A migrated state database of each kind a controller may use: SQLite,
+    and a PostgreSQL server of the test's own (races the SQLite lock hides)."""
+    if request.param == "sqlite":
+        url = sqlite_url(tmp_path / "state.db")
+        migrate(url)
+        s = Store(make_engine(url))
+        yield s
+        s.engine.dispose()
+        return
+    with postgres_server() as url:
+        migrate(url)
+        s = Store(make_engine(url))
+        yield s
+        s.engine.dispose()

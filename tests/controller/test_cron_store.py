@@ -3,7 +3,6 @@ under the lease, moved only by their owner's token, output logged once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,25 +14,13 @@ from roost.controller.cron import Claim, Fence, Job, NewClaim
 from roost.controller.store import Store
 from roost.state import leases
 from roost.state.db import alembic_config, make_engine, migrate, sqlite_url
-from tests.pgserver import postgres_server
 
 LEASE = "scheduler"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path / "state.db")
-        migrate(url)
-        s = Store(make_engine(url))
-        yield s
-        s.engine.dispose()
-        return
-    with postgres_server() as url:
-        migrate(url)
-        s = Store(make_engine(url))
-        yield s
-        s.engine.dispose()
+@pytest.fixture
+def store(either_store: Store) -> Store:
+    return either_store
 
 
 def holder(store: Store, name: str) -> Fence:

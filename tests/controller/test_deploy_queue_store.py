@@ -6,35 +6,21 @@ deploys arriving at once form one line; many claims at once start one."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
 
 from roost.controller.deployflow import Move
 from roost.controller.store import Store
-from roost.state.db import make_engine, migrate, sqlite_url
-from tests.pgserver import postgres_server
 
 T = TypeVar("T")
 N = 8
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path / "state.db")
-        migrate(url)
-        s = Store(make_engine(url))
-        yield s
-        s.engine.dispose()
-        return
-    with postgres_server() as url:
-        migrate(url)
-        s = Store(make_engine(url))
-        yield s
-        s.engine.dispose()
+@pytest.fixture
+def store(either_store: Store) -> Store:
+    return either_store
 
 
 def at_once(calls: list[Callable[[], T]]) -> list[T]:

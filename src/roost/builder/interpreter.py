@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roost.builder.errors import BuildError
-from roost.builder.sandbox import BuildUser, base_env, run
+from roost.builder.sandbox import BuildUser, Jail, base_env, run
 
 PROBE = (
     "import sys, platform; print(sys.version.split()[0]); "
@@ -90,27 +90,38 @@ def parse_probe(path: str, out: bytes) -> Interpreter | None:
     )
 
 
+async def run_probe(
+    path: str, user: BuildUser, cwd: Path, jail: Jail | None = None
+) -> Interpreter | str:
+    """What `path` is, run as `user` (in `jail`); a string saying why not
+    when it does not run."""
+    try:
+        done = await run(
+            [path, "-I", "-c", PROBE],
+            user=user,
+            cwd=cwd,
+            env=base_env(cwd),
+            log=None,
+            timeout=30,
+            capture_stdout=True,
+            jail=jail,
+        )
+    except (OSError, BuildError) as exc:
+        return str(exc)
+    found = parse_probe(path, done.stdout) if done.returncode == 0 else None
+    if found is not None:
+        return found
+    return f"exit {done.returncode} {' '.join(done.output_tail[-2:])}"
+
+
 async def choose(configured: str, user: BuildUser, home: Path) -> Interpreter:
     """The first candidate the build user can run; BuildError when none."""
     tried: list[str] = []
     for cand in candidates(configured):
-        try:
-            done = await run(
-                [cand, "-I", "-c", PROBE],
-                user=user,
-                cwd=home,
-                env=base_env(home),
-                log=None,
-                timeout=30,
-                capture_stdout=True,
-            )
-        except (OSError, BuildError) as exc:
-            tried.append(f"{cand}: {exc}")
-            continue
-        found = parse_probe(cand, done.stdout) if done.returncode == 0 else None
-        if found is not None:
+        found = await run_probe(cand, user, home)
+        if isinstance(found, Interpreter):
             return found
-        tried.append(f"{cand}: exit {done.returncode} {' '.join(done.output_tail[-2:])}")
+        tried.append(f"{cand}: {found}")
     raise BuildError(
         f"no Python interpreter runnable by build user {user.name!r} "
         f"(set ROOST_BUILD_PYTHON): {'; '.join(tried)}"

@@ -36,9 +36,9 @@ from pathlib import Path
 from roost.appspec import python_version as pv
 from roost.appspec.model import AppSpec
 from roost.builder.errors import BuildError
-from roost.builder.interpreter import PROBE, Interpreter, parse_probe
+from roost.builder.interpreter import Interpreter, run_probe
 from roost.builder.jails import interpreter_dirs
-from roost.builder.sandbox import BuildUser, Jail, base_env, run
+from roost.builder.sandbox import BuildUser, Jail
 from roost.tenant.cgroups import Limits
 from roost.tenant.launch import Tenancy
 
@@ -110,23 +110,7 @@ async def probe(
     jail = Jail(tenancy, unit, readonly=interpreter_dirs(path), limits=Limits(memory_mb=256))
     confined = tenancy.enabled and user.dropped
     cwd = Path("/tmp") if confined else home
-    try:
-        done = await run(
-            [path, "-I", "-c", PROBE],
-            user=user,
-            cwd=cwd,
-            env=base_env(cwd),
-            log=None,
-            timeout=30,
-            capture_stdout=True,
-            jail=jail,
-        )
-    except (OSError, BuildError) as exc:
-        return str(exc)
-    found = parse_probe(path, done.stdout) if done.returncode == 0 else None
-    return (
-        found if found is not None else f"exit {done.returncode} {' '.join(done.output_tail[-2:])}"
-    )
+    return await run_probe(path, user, cwd, jail)
 
 
 async def discover(
