@@ -13,6 +13,7 @@ import pytest
 from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
+from roost.controller.deployflow import Move
 from roost.controller.secretbox import SecretBox
 from roost.controller.service import ControllerService
 from roost.controller.services import ServiceBroker
@@ -31,6 +32,7 @@ from roost.wire.messages import (
     GatewayDeploy,
     Heartbeat,
     InstanceStatus,
+    LogLine,
     RunPlacement,
     RunTarget,
     SshAuth,
@@ -168,3 +170,38 @@ async def test_run_placement(svc: ControllerService, store: Store) -> None:
     assert a.spec == spec
     other = store.create_account("other@example.com")
     assert isinstance(await svc.handle(RunPlacement(account_id=other, app="shop")), Error)
+
+
+async def test_a_pushs_closing_lines_reach_it_when_the_end_lands_between_reads(
+    svc: ControllerService, store: Store
+) -> None:
+    """The final move and its closing lines are committed together: a chunk
+    that says the deploy ended carries them, even when that commit lands
+    between the chunk's reads (git push ended without 'v1 is live')."""
+    owner = store.create_account("owner@example.com")
+    app = store.create_app("up", owner)
+    store.create_build("b1", app.id)
+    controller = svc.c
+    real_logs = controller.store.logs
+    ended = False
+
+    async def logs(*args: object) -> object:
+        nonlocal ended
+        rows = await real_logs(*args)  # type: ignore[arg-type]
+        if not ended:  # the deploy ends right after the read of its lines
+            ended = True
+            line = LogLine(app="up", ts=0.0, source="build", process="b1", line="v1 is live")
+            store.move_build("b1", Move("building", "live"), lines=[line])
+        return rows
+
+    controller.store.logs = logs  # type: ignore[method-assign]
+    said: list[str] = []
+    after = 0
+    for _ in range(3):
+        chunk = await svc.handle(BuildLogRequest(account_id=owner, build_id="b1", after_id=after))
+        assert isinstance(chunk, BuildLogChunk)
+        said += chunk.lines
+        after = chunk.next_after
+        if chunk.final and not chunk.lines:  # where the gateway stops following
+            break
+    assert said == ["v1 is live"] and chunk.live

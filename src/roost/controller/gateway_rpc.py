@@ -134,13 +134,17 @@ class GatewayRpc:
             raise Refused(f"no build {msg.build_id}") from None
         app = await store.app_by_id(build.app_id)
         await self._app(msg.account_id, app.name)
+        # The status before the lines: a deploy's closing lines are committed
+        # with its final move, so lines read after a final status include
+        # them. Read the other way round, a move committed between the two
+        # reads ended `git push` without its "v3 is live" (as the API's
+        # stream did, api/deploys.py).
+        build = await store.build(msg.build_id)
         if msg.after_id == 0:
             # From 0, store.logs gives the newest lines: start from the oldest.
             rows = (await store.logs(app.id, 0, 100_000, msg.build_id))[:LOG_LINES_PER_CHUNK]
         else:
             rows = await store.logs(app.id, msg.after_id, LOG_LINES_PER_CHUNK, msg.build_id)
-        # The status is read after the lines: a final status means no line is missing.
-        build = await store.build(msg.build_id)
         stage = stage_of(build.status)
         return BuildLogChunk(
             build_id=build.id,
