@@ -105,6 +105,8 @@ def gw() -> Iterator[Gw]:
                 sys.executable, "-m", "roost", "--data", str(data), "up",
                 "--api-port", str(api_port), "--router-port", str(router_port),
                 "--ssh-port", str(ssh_port),
+                # Not the default 8443: another test's platform may hold it.
+                "--tls-port", str(free_port()),
             ],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip

@@ -155,10 +155,17 @@ class ControllerService:
         # Answered from memory, as the RPC server reads it: no heartbeat
         # waits for the database, or for a task of its own.
         c = self.c
+        generation = c.soft.generation
         came_back = c.soft.record(msg, time.monotonic())
         if came_back:
             log.info("host %s (%s) is up", msg.host_id, msg.hostname)
             c.note_host(msg)  # written to the hosts table by Controller.hosts_loop
+            c.wake.set()
+        elif c.soft.generation != generation and c.is_leader:
+            # Something a pass depends on moved (an instance came up, one
+            # crashed): pass now, not at the next tick, half a second away
+            # on average, which a rollout's promotion and a route's change
+            # would wait. Changes arriving during a pass make one more.
             c.wake.set()
         if not c.is_leader:
             return HeartbeatReply()
