@@ -11,8 +11,9 @@ Assignment per host (sent in heartbeat replies, stamped with the lease's
 fencing token; `assign.AssignmentBook`), and publishes route-table deltas
 (`routes.RouteCache`, `routes.diff_apps`). So a pass costs what changed,
 and runs only when something it depends on may have changed: the loop was
-woken (this replica's API, a build result, a host coming back), soft state
-moved (`SoftState.generation`), or REFRESH_S passed since desired state was
+woken (this replica's API, a build result, a host coming back, a heartbeat
+that moved soft state, `SoftState.generation`: an instance up or crashed is
+acted on at once, not at the next tick), or REFRESH_S passed since desired state was
 last read (changes made through another replica's API: one counter read
 when there were none). An idle cluster costs nearly nothing.
 
