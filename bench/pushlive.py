@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import socket
 import statistics
@@ -40,7 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.conftest import wait_until  # noqa: E402
 from tests.e2e.platform import Platform, running_platform  # noqa: E402
-from tests.sshclient import ssh_opts  # noqa: E402
+from tests.sshclient import git_env  # noqa: E402
 
 APP = "pushlive"
 POLL_S = 0.005
@@ -107,12 +106,11 @@ class PushedApp:
 
     def push(self) -> list[tuple[float, str]]:
         """Push; the gateway's lines as they came, each with its time since the start."""
-        ssh = " ".join(["ssh", *ssh_opts(self.key), "-p", str(self.platform.ssh_port)])
         t0 = time.perf_counter()
         proc = subprocess.Popen(
             ["git", "push", "--progress", f"vcs@127.0.0.1:{APP}", "main"],
             cwd=self.src,
-            env={**os.environ, "GIT_SSH_COMMAND": ssh},
+            env=git_env(self.platform.ssh_port, self.key),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

@@ -16,13 +16,17 @@ def ssh_opts(key: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def git_env(port: int, key: Path) -> dict[str, str]:
+    """The environment in which git reaches the gateway on `port` with `key`."""
+    return {**os.environ, "GIT_SSH_COMMAND": " ".join(["ssh", *ssh_opts(key), "-p", str(port)])}
+
+
 def git_over_ssh(repo: Path, port: int, key: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """`git ARGS` in `repo`, reaching the gateway on `port` with `key`."""
-    ssh = " ".join(["ssh", *ssh_opts(key), "-p", str(port)])
     return subprocess.run(
         ["git", *args],
         cwd=repo,
-        env={**os.environ, "GIT_SSH_COMMAND": ssh},
+        env=git_env(port, key),
         capture_output=True,
         text=True,
         timeout=600,
