@@ -96,3 +96,50 @@ async def test_a_promoted_release_drains_its_predecessor_in_a_real_pass(
     # The route table names v2's instances alone; v1's are still assigned.
     assert routed and not routed & old
     assert old <= assigned and routed <= assigned
+
+
+async def test_the_pass_that_promotes_routes_the_release_and_the_old_one_still_drains(
+    store: Store,  # noqa: F811
+    astore: object,  # noqa: F811
+) -> None:
+    # `roost deploy` prints "is live" when the rollout's verdict is written:
+    # a request sent on that must reach the new release, so the pass that
+    # promotes routes it; the old instances have then left the table before
+    # the next pass drops them, and must still drain.
+    c, _ = leader(astore)  # type: ignore[arg-type]
+    c.settings = Settings(host_grace_s=5.0, drain_s=600.0)  # no drain ends in this test
+    for _ in range(2):
+        for h in ("h1", "h2"):
+            beat(c, h, time.monotonic())
+        await c.reconcile_once()
+    old = {b.instance_id for b in c.routes["shop"].backends}
+    app = store.app("shop")
+    v2 = store.create_release(
+        app.id, "b2", "sha256:img2", "", store.release(app.id, 1).spec, "", "2"
+    )
+    await c.reconcile_once()  # v2 placed beside v1
+    for h in ("h1", "h2"):
+        beat(c, h, time.monotonic())  # v2's instances report up
+    await c.reconcile_once()  # the rollout's verdict: live
+    assert store.app("shop").current_release == v2
+    routed = {b.instance_id for b in c.routes["shop"].backends}
+    assert c.routes["shop"].release == v2
+    assert len(routed) == 2 and not routed & old
+    await c.reconcile_once()  # v1's placements go
+    assert {p.release for p in store.placements("shop")} == {v2}
+    assigned = {i.instance_id for a in c.assignments.values() for i in a.content}
+    assert old <= assigned and routed <= assigned
+    assert {p.instance_id for p in c._drains.draining("shop")} == old
+
+
+def test_an_instance_that_left_the_table_lately_still_drains() -> None:
+    book = DrainBook()
+    book.stage("shop", OLD, set(), LIVE, 0.0, 3.0)
+    book.unrouted("shop", ["a1", "a2"], 10.0, 3.0)  # the promoting pass's table
+    staged = book.stage("shop", NEW, {"b1", "b2"}, LIVE, 10.1, 3.0)
+    assert ids(book.draining("shop")) == {"a1", "a2"} and ids(staged) >= {"a1", "a2"}
+    # Left long enough ago that every router has the table: stops at once.
+    book = DrainBook()
+    book.stage("shop", OLD, set(), LIVE, 0.0, 3.0)
+    book.unrouted("shop", ["a1", "a2"], 10.0, 3.0)
+    assert book.stage("shop", NEW, {"b1", "b2"}, LIVE, 13.5, 3.0) == NEW

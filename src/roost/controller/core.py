@@ -399,7 +399,7 @@ class Controller:
                 self.client_for,
             )
         self._departures.published(lambda h: a.version if (a := self.assignments.get(h)) else 0)
-        await self._publish_routes(updates)
+        await self._publish_routes(updates, now)
 
     async def _step(
         self,
@@ -456,7 +456,10 @@ class Controller:
 
         for name in apps:
             for rel in m.apps[name].pending:
-                await self._rollout(name, rel, m.placed[name], wants[name], statuses, now)
+                if await self._rollout(name, rel, m.placed[name], wants[name], statuses, now):
+                    # Routed in this pass, not the next: the deploy already
+                    # says "is live", and a request sent on that must be served.
+                    serving[name] = rel
             if await self.autorollback.look(name, serving[name], m.placed[name], statuses):
                 self.wake.set()
         if self.services is not None:  # instance_env reads them from its cache
@@ -482,7 +485,8 @@ class Controller:
         wants: list[Want],
         statuses: Mapping[str, InstanceStatus],
         now: float,
-    ) -> None:
+    ) -> bool:
+        """Decide a pending release's rollout; True when it went live."""
         key = (rel.app_id, rel.version)
         started = self._pending_since.setdefault(key, now)
         mine = [
@@ -493,14 +497,15 @@ class Controller:
             mine, wanted_total, statuses, started, now, self.settings.rollout_timeout_s
         )
         if d.verdict == "wait":
-            return
+            return False
         self._pending_since.pop(key, None)
-        await self.end_rollout(app_name, rel, d)
+        live = await self.end_rollout(app_name, rel, d)
         self.wake.set()
+        return live
 
-    async def end_rollout(self, app_name: str, rel: ReleaseRow, d: rollout.Decision) -> None:
-        """Write a rollout's end (`rolloutend.end_rollout`)."""
-        await rolloutend.end_rollout(self.store, app_name, rel, d, self.after_live)
+    async def end_rollout(self, app_name: str, rel: ReleaseRow, d: rollout.Decision) -> bool:
+        """Write a rollout's end (`rolloutend.end_rollout`); True when `rel` went live."""
+        return await rolloutend.end_rollout(self.store, app_name, rel, d, self.after_live)
 
     def _stage_assignments(self, apps: list[str], now: float) -> None:
         m = self._model
@@ -565,9 +570,14 @@ class Controller:
         )
         return self._route_cache.route(routing, statuses, self.settings.default_domain, addresses)
 
-    async def _publish_routes(self, updates: dict[str, AppRoute | None]) -> None:
+    async def _publish_routes(self, updates: dict[str, AppRoute | None], now: float) -> None:
         delta = routes.diff_apps(self.routes, updates, self.route_version, self.fence)
         for name, route in updates.items():
+            if route is not None and (old := self.routes.get(name)) is not None:
+                left = {b.instance_id for b in old.backends} - {
+                    b.instance_id for b in route.backends
+                }
+                self._drains.unrouted(name, left, now, self.settings.drain_s)
             if route is None:
                 self.routes.pop(name, None)
             else:

@@ -15,6 +15,13 @@ anything else that takes a placement away. Instances that were not routed
 stop at once, as before: other process types, a failed release's, and
 any on a host that is down.
 
+"Routed" means in a table the routers may still hold: the one published
+last, or one published less than `drain_s` ago. A pass that promotes a
+release routes its instances at once (the deploy says "is live" in that
+pass), so the old release's instances have already left the published
+table when the next pass drops them; they still drain, since a router may
+not have applied that table yet.
+
 The book lives in the lease holder's memory only: a holder that takes over
 mid-drain does not know of it and drops the instance at once.
 """
@@ -52,12 +59,28 @@ def to_drain(
     ]
 
 
+@dataclass(frozen=True)
+class _Either:
+    a: Container[str]
+    b: Container[str]
+
+    def __contains__(self, x: object) -> bool:
+        return x in self.a or x in self.b
+
+
 class DrainBook:
     """Each app's draining instances, and the placements its hosts were last told."""
 
     def __init__(self) -> None:
         self._draining: dict[str, dict[str, Draining]] = {}  # app -> instance id -> drain
         self._assigned: dict[str, list[Placement]] = {}  # app -> placements staged last
+        # app -> instance id -> until when a router may still hold it as a backend
+        self._unrouted: dict[str, dict[str, float]] = {}
+
+    def unrouted(self, app: str, ids: Collection[str], now: float, drain_s: float) -> None:
+        """`ids` left the app's published route table at `now`."""
+        if drain_s > 0 and ids:
+            self._unrouted.setdefault(app, {}).update(dict.fromkeys(ids, now + drain_s))
 
     def stage(
         self,
@@ -74,6 +97,10 @@ class DrainBook:
         they must (`to_drain`); drains whose time is up end here."""
         kept = {p.instance_id for p in placed}
         drains = self._draining.get(app, {})
+        recent = {i: until for i, until in self._unrouted.pop(app, {}).items() if until > now}
+        if recent:
+            self._unrouted[app] = recent
+            routed = _Either(routed, recent)
         for d in to_drain(self._assigned.get(app, ()), kept, routed, live_hosts, now, drain_s):
             drains.setdefault(d.placement.instance_id, d)
         drains = {iid: d for iid, d in drains.items() if d.until > now and iid not in kept}
@@ -100,6 +127,7 @@ class DrainBook:
         """Deleted apps: nothing of theirs drains."""
         for app in apps:
             self._draining.pop(app, None)
+            self._unrouted.pop(app, None)
             self._assigned.pop(app, None)
 
     def clear_assigned(self) -> None:

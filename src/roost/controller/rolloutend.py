@@ -25,12 +25,12 @@ async def end_rollout(
     rel: ReleaseRow,
     d: rollout.Decision,
     after_live: Callable[[str, ReleaseRow], None] | None,
-) -> None:
+) -> bool:
     """End a rollout by the deploy's table (deployflow): live, rolled back
     (an older release keeps serving) or failed; the release and the deploy
     that made it move together, as a compare-and-set from what was read.
     When another controller ended it, or a newer release superseded it,
-    nothing is written and nothing said."""
+    nothing is written and nothing said. True when `rel` went live."""
     serving = (await store.app_by_id(rel.app_id)).current_release
     event = deployflow.rollout_end(d.verdict == "fail", serving is not None)
     error = f"v{rel.version} did not start: {d.reason}"
@@ -59,10 +59,11 @@ async def end_rollout(
     # The closing lines go with the move: a build stream that sees the
     # final stage has seen them too.
     if not await store.end_rollout(rel.app_id, rel.version, move, d.reason, deploy, lines):
-        return
+        return False
     if event is deployflow.Event.UP:
         await store.add_event("deploy", f"{app_name} v{rel.version} is live", rel.app_id)
         if deploy is not None and after_live is not None:
             after_live(app_name, rel)  # a deploy's release, not a copy's
-    else:
-        await store.add_event("deploy-failed", f"{app_name} v{rel.version}: {d.reason}", rel.app_id)
+        return True
+    await store.add_event("deploy-failed", f"{app_name} v{rel.version}: {d.reason}", rel.app_id)
+    return False
