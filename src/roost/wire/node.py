@@ -34,6 +34,7 @@ from zmq.utils import z85
 
 from roost.wire.identity import Identity, check_peers
 from roost.wire.keys import KeyPair
+from roost.wire.version import handshake_metadata
 
 log = logging.getLogger("roost.wire")
 
@@ -173,6 +174,9 @@ class Node:
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         sock.setsockopt(zmq.MAXMSGSIZE, 512 * 1024 * 1024)
+        # What this daemon speaks, told to every peer in the handshake.
+        for prop in handshake_metadata():
+            sock.setsockopt(zmq.METADATA, prop)
 
     @overload
     def server_socket(

@@ -24,11 +24,12 @@ import zmq.asyncio
 
 from roost.wire.authz import refusal
 from roost.wire.cluster import Endpoint
-from roost.wire.codec import BadMessage, decode, encode
+from roost.wire.codec import BadMessage, Refused, decode, encode
 from roost.wire.dispatch import Handlers
 from roost.wire.keys import KeyPair
 from roost.wire.messages import Error, Msg
 from roost.wire.node import Node
+from roost.wire.version import peer_protocol, speaks
 
 log = logging.getLogger("roost.wire.rpc")
 
@@ -203,7 +204,15 @@ class RpcServer:
         peer, request_id, frame = frames[0].bytes, frames[1].bytes, frames[2]
         try:
             msg = decode(frame.bytes)
-        except BadMessage as exc:
+        except Refused as exc:
+            # A message this release does not take (a newer sender's type,
+            # or fields of the wrong type): say so, rather than let the
+            # sender wait out its timeout. Nothing was handled.
+            why = f"{exc}: {speaks(peer_protocol(frame))}"
+            log.warning("refused: %s", why)
+            self._reply(peer, request_id, Error(message=why, retryable=exc.retryable))
+            return
+        except BadMessage as exc:  # not msgpack: no Roost peer of any release sent it
             log.warning("dropped malformed message: %s", exc)
             return
         refused = self._refusal(msg, frame)
