@@ -94,3 +94,22 @@ def test_a_child_that_could_not_start_backs_off() -> None:
     assert c.state == "backoff" and c.next_start_at == 4.0
     assert c.last_error == "could not start: No such file: 'redis-server'"
     assert C.plan(kids(c), 3.0, stopping_all=True) == []  # stopping: no restarts
+
+
+def test_a_replaced_child_starts_again_at_once_and_no_failure_is_counted() -> None:
+    c = C.exited(running("a", 1), 101, 1, [], 0.0)  # one crash: failures 1
+    c = C.started(c, 102, 2.0)
+    # Told to go (a reload): its exit starts the successor now, no backoff.
+    going = C.replacing(c, 10.0)
+    assert going.state == "stopping" and going.restart
+    assert C.plan(kids(going), 13.0, False) == [C.Kill("a")]  # the grace still holds
+    back = C.exited(going, 102, 0, [], 11.0)
+    assert back.state == "pending" and not back.restart and back.pid == 0
+    assert (back.restarts, back.failures) == (c.restarts, c.failures)
+    assert C.plan(kids(back), 11.0, False) == [C.Start("a")]
+    # Overlapping (a router with shared sockets): the successor starts now.
+    now = C.replaced(c)
+    assert (now.state, now.pid) == ("pending", 0)
+    assert C.plan(kids(now), 10.0, False) == [C.Start("a")]
+    # A stop of everything during a replacement ends it stopped, not started.
+    assert C.plan(kids(back), 11.0, stopping_all=True) == []

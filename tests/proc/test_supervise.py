@@ -163,3 +163,90 @@ async def test_a_program_that_cannot_start_backs_off(tmp_path: Path) -> None:
         await until(lambda: restarts(sup, "missing") >= 3, "three tries")
         assert sup.children["missing"].last_error.startswith("could not start")
         sup.stop()
+
+
+def wrote(path: Path) -> Callable[[Process], Awaitable[None]]:
+    """A probe: up once the child has noted its start in `path`."""
+
+    async def probe(proc: Process) -> None:
+        while f"start {proc.pid}" not in (path.read_text() if path.exists() else ""):
+            await asyncio.sleep(0.01)
+
+    return probe
+
+
+def noting(path: Path, sig: signal.Signals, then: str) -> Callable[[], Awaitable[Process]]:
+    """A child that notes `sig` in `path` (after its handler is set, its
+    start), then runs `then` (Python)."""
+    return python(
+        "import os, signal, sys, time\n"
+        "def got(*_):\n"
+        f"    open({str(path)!r}, 'a').write(f'{sig.name} {{os.getpid()}}\\n')\n"
+        f"    {then}\n"
+        f"signal.signal(signal.{sig.name}, got)\n"
+        f"open({str(path)!r}, 'a').write(f'start {{os.getpid()}}\\n')\n"
+        "time.sleep(600)\n"
+    )
+
+
+async def test_a_replaced_child_is_signalled_and_its_successor_starts_once_it_has_gone(
+    tmp_path: Path,
+) -> None:
+    notes = tmp_path / "notes"
+    handing_over = noting(notes, signal.SIGUSR2, "sys.exit(0)")
+    sup = Supervisor()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(sup.run())
+        sup.add(Program("d", handing_over, ready=wrote(notes), policy=FAST))
+        assert await sup.wait_up("d", 10)
+        old, new = await sup.replace("d", signal.SIGUSR2, 10)
+        assert old and new and new != old and sup.pid("d") == new
+        assert notes.read_text().split("\n")[:3] == [
+            f"start {old}",
+            f"SIGUSR2 {old}",
+            f"start {new}",
+        ]
+        c = sup.children["d"]
+        assert (c.state, c.restarts) == ("up", 0)  # a replacement is no failure
+        sup.stop()
+    assert gone(old) and gone(new)
+
+
+async def test_an_overlapping_replacement_starts_the_successor_while_the_old_one_ends(
+    tmp_path: Path,
+) -> None:
+    # The old one drains on TERM (a router's hand-over) until `drained` exists:
+    # the new one is up meanwhile, and the old one still watched, then reaped.
+    notes, drained = tmp_path / "notes", tmp_path / "drained"
+    wait = f"while not os.path.exists({str(drained)!r}): time.sleep(0.01)"
+    draining = noting(notes, signal.SIGTERM, f"{wait}\n    sys.exit(0)")
+    sup = Supervisor()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(sup.run())
+        sup.add(Program("r", draining, ready=wrote(notes), policy=FAST))
+        assert await sup.wait_up("r", 10)
+        old, new = await sup.replace("r", signal.SIGTERM, 10, overlap=True)
+        assert old and new and new != old
+        await until(lambda: f"SIGTERM {old}" in notes.read_text(), "the old one told")
+        assert not gone(old) and {old, new} <= sup.pids()
+        drained.touch()
+        await until(lambda: gone(old) and old not in sup.pids(), "the old one reaped")
+        assert sup.children["r"].state == "up" and sup.pid("r") == new
+        sup.stop()
+    assert gone(new)
+
+
+async def test_a_replaced_process_that_outlives_its_grace_is_killed(tmp_path: Path) -> None:
+    notes = tmp_path / "notes"
+    stubborn = noting(notes, signal.SIGTERM, "pass")
+    policy = Policy(backoff=FAST.backoff, stop_grace_s=0.2)
+    sup = Supervisor()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(sup.run())
+        sup.add(Program("r", stubborn, ready=wrote(notes), policy=policy))
+        assert await sup.wait_up("r", 10)
+        old, new = await sup.replace("r", signal.SIGTERM, 10, overlap=True)
+        await until(lambda: gone(old) and old not in sup.pids(), "the old one killed")
+        assert sup.pid("r") == new != 0
+        sup.stop()
+    assert gone(new)

@@ -18,7 +18,13 @@ the actions and feeds back what happened. Rules:
     process group, SIGKILL once the grace period has passed, and the record
     is forgotten once its process is gone. With `in_order`, everything stops
     one child at a time, the last added first (the order `roost up` needs:
-    runners say goodbye to a controller that is still there).
+    runners say goodbye to a controller that is still there);
+  - replacing a child (`roost up --reload`): its process is asked to go
+    (`replacing`: the stop signal of the caller's choice, KILL after the
+    grace period) and its successor starts the moment it has gone, with no
+    backoff and no failure counted; or, when the two may overlap (a router
+    whose listening sockets are shared), the successor starts at once and
+    the old process is left to finish on its own (`replaced`).
 
 Transitions return new records (`dataclasses.replace`); nothing is mutated.
 """
@@ -69,6 +75,8 @@ class Child:
     killed: bool = False
     # Why we stop it when the stop is a failure (a hung start), for the exit.
     fail_reason: str = ""
+    # Stopping to be replaced: start again as soon as the process is gone.
+    restart: bool = False
     last_error: str = ""
     status: int | None = None  # the last exit status
     ended_at: float = 0.0  # when it last failed
@@ -137,10 +145,22 @@ def killed(c: Child) -> Child:
     return replace(c, killed=True)
 
 
+def replacing(c: Child, now: float) -> Child:
+    """Stopping to be replaced: its exit is no failure, its successor starts at once."""
+    return replace(stopping(c, now), restart=True)
+
+
+def replaced(c: Child) -> Child:
+    """Its process is left to end on its own: the successor starts now."""
+    return replace(c, state="pending", pid=0, deadline=0.0, killed=False, fail_reason="")
+
+
 def exited(c: Child, pid: int, status: int, tail: list[str], now: float) -> Child:
     """Its process `pid` exited with `status`."""
     if c.pid != pid or not c.has_process:
         return c
+    if c.state == "stopping" and c.restart:
+        return replace(c, state="pending", pid=0, deadline=0.0, status=status, restart=False)
     if c.state == "stopping" and not c.fail_reason:
         return replace(c, state="stopped", pid=0, deadline=0.0, status=status)
     return failed(c, c.fail_reason or describe(status), tail, now, status)

@@ -97,8 +97,10 @@ async def start(
     stdout: Stdio = None,
     stderr: Stdio = None,
     setup: ChildSetup | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> asyncio.subprocess.Process:
-    """Start `argv` as an asyncio child (reaped by the loop's child watcher).
+    """Start `argv` as an asyncio child (reaped by the loop's child watcher);
+    of our file descriptors beyond 0-2 it inherits `pass_fds` only.
 
     Cancelled while it starts, the child may be running already (asyncio
     forks and execs it before it connects its pipes) and may have started
@@ -116,6 +118,7 @@ async def start(
             stderr=stderr,
             # uvloop takes no user=/group=/start_new_session=: all of it is here.
             preexec_fn=setup or child_setup(),
+            pass_fds=tuple(pass_fds),
         )
     )
     try:

@@ -11,6 +11,12 @@ watcher waits for it, SIGKILLs what it left in its group, and posts the
 exit with the last lines it wrote on stderr when stderr is a pipe (the
 watcher relays them to `Program.output` meanwhile): so a role that exits
 with a configuration error is reported with its own message.
+
+`replace` swaps a child's process for a new one (`roost up --reload`): the
+old one gets the signal asked for and the new one starts the moment it has
+gone; or, with `overlap`, the new one starts at once and the old one
+retires, still watched and reaped, and killed should it outlive the grace
+period.
 """
 
 from __future__ import annotations
@@ -72,6 +78,13 @@ class StopAll:
 
 
 @dataclass(frozen=True)
+class Replace:
+    name: str
+    signal: int
+    overlap: bool
+
+
+@dataclass(frozen=True)
 class Exited:
     name: str
     pid: int
@@ -86,7 +99,7 @@ class Answered:
     error: str = ""  # the probe failed: stop the child, a failed start
 
 
-Event = Added | Removed | StopAll | Exited | Answered
+Event = Added | Removed | StopAll | Replace | Exited | Answered
 
 
 class Supervisor(Arbiter[Event, C.Action]):
@@ -109,6 +122,8 @@ class Supervisor(Arbiter[Event, C.Action]):
         self.children: dict[str, C.Child] = {}
         self._programs: dict[str, Program] = {}
         self._procs: dict[str, Process] = {}
+        # Replaced with overlap, still ending: watched, reaped, killed after the grace.
+        self._retiring: dict[int, Process] = {}
         self._probes: dict[str, asyncio.Task[None]] = {}
         self._order = 0
         self._stopping = False
@@ -143,15 +158,45 @@ class Supervisor(Arbiter[Event, C.Action]):
         """Stop every child; `run()` returns once they are all gone."""
         self.post(StopAll())
 
+    async def replace(
+        self, name: str, sig: int, timeout: float, overlap: bool = False
+    ) -> tuple[int, int]:
+        """Replace the child's process by a new one (see the module docstring)
+        and return (old pid, new pid) once the new one is up; the new pid is
+        0 when it did not come up within `timeout` (or everything stops)."""
+        old = self.pid(name)
+        self.post(Replace(name, sig, overlap))
+        try:
+            async with asyncio.timeout(timeout):
+                while not self._replaced(name, old):
+                    await self._change()
+        except TimeoutError:
+            pass
+        c = self.children.get(name)
+        up = c is not None and c.state == "up" and c.pid != old
+        return old, c.pid if up and c is not None else 0
+
+    def _replaced(self, name: str, old: int) -> bool:
+        if self._stopping or self.fatal is not None:
+            return True
+        c = self.children.get(name)
+        return c is None or (c.state == "up" and c.pid not in (0, old))
+
     # ------------------------------------------------------------ queries
 
     @property
     def fatal(self) -> C.Child | None:
         return C.fatal(self.children)
 
+    @property
+    def stopping(self) -> bool:
+        """Everything is being stopped (asked to, or after a fatal exit)."""
+        return self._stopping or self.fatal is not None
+
     def pids(self) -> set[int]:
-        """The children's live pids."""
-        return {p.pid for p in self._procs.values() if p.returncode is None}
+        """The children's live pids (those retiring too)."""
+        procs = [*self._procs.values(), *self._retiring.values()]
+        return {p.pid for p in procs if p.returncode is None}
 
     def pid(self, name: str) -> int:
         p = self._procs.get(name)
@@ -192,7 +237,8 @@ class Supervisor(Arbiter[Event, C.Action]):
             *(
                 terminate(p, self.children[n].policy.stop_grace_s, self._programs[n].stop_signal)
                 for n, p in procs
-            )
+            ),
+            *(terminate(p, 0.0, signal.SIGKILL) for p in self._retiring.values()),
         )
         for name, _ in procs:
             self._set(dataclasses.replace(self.children[name], state="stopped", pid=0))
@@ -202,7 +248,8 @@ class Supervisor(Arbiter[Event, C.Action]):
 
     def finished(self) -> bool:
         over = self._stopping or self.fatal is not None
-        return over and not self._events and not any(c.has_process for c in self.children.values())
+        ended = not any(c.has_process for c in self.children.values()) and not self._retiring
+        return over and not self._events and ended
 
     def apply(self, event: Event, now: float) -> None:
         if isinstance(event, Added):
@@ -221,7 +268,14 @@ class Supervisor(Arbiter[Event, C.Action]):
             if not self._stopping:
                 self._info("stopping")
             self._stopping = True
+            for c in self.children.values():
+                if c.restart:  # a replacement cut short: it ends stopped
+                    self._set(dataclasses.replace(c, restart=False))
+            for proc in self._retiring.values():
+                signal_group(proc.pid, signal.SIGTERM)
             self._notify()
+        elif isinstance(event, Replace):
+            self._replace(event, now)
         elif isinstance(event, Exited):
             self._on_exit(event, now)
         elif isinstance(event, Answered):
@@ -235,6 +289,9 @@ class Supervisor(Arbiter[Event, C.Action]):
                 self._info(f"{c.name} is up (pid {c.pid})")
 
     def _on_exit(self, event: Exited, now: float) -> None:
+        if self._retiring.pop(event.pid, None) is not None:
+            self._notify()
+            return  # replaced already: its successor runs under the name
         self._procs.pop(event.name, None)
         probe = self._probes.pop(event.name, None)
         if probe is not None:
@@ -297,6 +354,31 @@ class Supervisor(Arbiter[Event, C.Action]):
         if program.ready is not None:
             self._probes[c.name] = self.tasks.create_task(self._probe(c.name, proc, program.ready))
 
+    def _replace(self, event: Replace, now: float) -> None:
+        c = self.children.get(event.name)
+        if c is None or self._stopping or self.fatal is not None or not c.wanted:
+            return
+        if not c.has_process or c.state == "stopping":
+            # Not running (a backoff), or going already: its start comes now.
+            if c.state == "backoff":
+                self._set(dataclasses.replace(c, next_start_at=now))
+            elif c.state == "stopping":
+                self._set(dataclasses.replace(c, restart=True))
+            return
+        self._info(f"replacing {c.name} (pid {c.pid})")
+        probe = self._probes.pop(c.name, None)
+        if probe is not None:
+            probe.cancel()
+        if event.overlap:
+            proc = self._procs.pop(c.name)
+            self._retiring[proc.pid] = proc
+            signal_group(proc.pid, event.signal)
+            self.tasks.create_task(self._retire(proc, c.policy.stop_grace_s))
+            self._set(C.replaced(c))
+        else:
+            self._set(C.replacing(c, now))
+            signal_group(c.pid, event.signal)
+
     def _terminate(self, c: C.Child, now: float, failure: str = "") -> None:
         if failure:
             self._warn(f"{c.name} {failure}: stopping it")
@@ -330,6 +412,18 @@ class Supervisor(Arbiter[Event, C.Action]):
                 await asyncio.gather(pump, return_exceptions=True)
         lines = tail.decode(errors="replace").splitlines()
         self.post(Exited(name, proc.pid, status, lines))
+
+    async def _retire(self, proc: Process, grace: float) -> None:
+        """A replaced process still running after `grace` is killed (its
+        watcher reaps it and posts its exit)."""
+        try:
+            async with asyncio.timeout(grace):
+                await proc.wait()
+        except TimeoutError:
+            self._warn(
+                f"pid {proc.pid} did not end within {grace:g}s of its replacement: killing it"
+            )
+            signal_group(proc.pid, signal.SIGKILL)
 
     async def _probe(
         self, name: str, proc: Process, ready: Callable[[Process], Awaitable[None]]
