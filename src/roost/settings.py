@@ -79,6 +79,12 @@ class Settings:
     router_access_log_keep: int = _setting(
         5, "ROOST_ROUTER_ACCESS_LOG_KEEP", "rotated access logs kept (access.log.1 ...)"
     )
+    router_drain_s: float = _setting(
+        10.0,
+        "ROOST_ROUTER_DRAIN_S",
+        "router: on TERM/INT/USR2, how long requests in flight and keep-alive connections "
+        "may take to finish before they are closed",
+    )
     ssh_port: int = _setting(2222, "ROOST_SSH_PORT", "SSH port of the gateway")
     exec_idle_s: float = _setting(
         30.0,

@@ -5,6 +5,7 @@ Paths:
   /id          the instance name, as text
   /stream      chunked response, `n` chunks, `delay` s apart, waits on `gate` if set
   /slow        answers after `delay` seconds
+  /held        answers (as /id) once `gate` is set
   /close       closes the connection without answering
   /half        sends a response head, part of the body, then closes
   /eof         a body delimited by closing the connection
@@ -152,6 +153,9 @@ class AppInstance:
             return False
         if path == "/slow":
             await asyncio.sleep(float(q.get("delay", "1")))
+        if path == "/held":
+            await self.gate.wait()
+            path = "/id"
         if path == "/eof":  # no Content-Length, no chunking: the body ends at close
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-")
             await writer.drain()

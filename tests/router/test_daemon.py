@@ -18,6 +18,7 @@ from roost.proc.exits import ExitCode
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.identity import identity, save_peers
 from roost.wire.keys import generate_keypair, write_keypair
+from roost.wire.messages import AppRoute
 from tests.router.conftest import app
 from tests.router.test_feed import FakeController, free_port
 
@@ -34,25 +35,32 @@ def router_workers(pid: int) -> list[psutil.Process]:
     return out
 
 
-async def test_daemon_with_two_workers(backends: Any, tmp_path: Path) -> None:
-    one = await backends("one")
+async def route_feed(data: Path, routes: list[AppRoute]) -> FakeController:
+    """A controller, started, that feeds `routes` to routers run on `data`
+    (their keys, peers and cluster.json written there)."""
     ckey, rkey = generate_keypair(), generate_keypair()
-    write_keypair(tmp_path / "keys", "controller", ckey)
-    write_keypair(tmp_path / "keys", "router", rkey)
+    write_keypair(data / "keys", "controller", ckey)
+    write_keypair(data / "keys", "router", rkey)
     # The router takes route tables only from a key it knows as a controller's.
     save_peers(
-        tmp_path / "keys",
+        data / "keys",
         {ckey.public: identity("controller", "local"), rkey.public: identity("router", "local")},
     )
     ctl = FakeController(ckey, rkey.public, free_port(), free_port())
-    ctl.routes = {"hello": app("hello", one)}
+    ctl.routes = {r.app: r for r in routes}
     await ctl.start()
     ClusterConfig(
         endpoints={
             "controller": [Endpoint(ctl.rpc_addr, ckey.public_text)],
             "controller-pub": [Endpoint(ctl.pub_addr, ckey.public_text)],
         }
-    ).save(tmp_path / "cluster.json")
+    ).save(data / "cluster.json")
+    return ctl
+
+
+async def test_daemon_with_two_workers(backends: Any, tmp_path: Path) -> None:
+    one = await backends("one")
+    ctl = await route_feed(tmp_path, [app("hello", one)])
     port, tls_port = free_port(), free_port()
     env = dict(os.environ, ROOST_ROUTER_TLS_PORT=str(tls_port), ROOST_ROUTER_WORKERS="2")
     code = (

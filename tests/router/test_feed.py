@@ -117,7 +117,8 @@ async def cluster(tmp_path: Path) -> AsyncIterator[tuple[FakeController, RouterW
             port=0,
             node=node,
             cluster=config,
-            grace_s=0.2,
+            drain_s=0.2,
+            drain_idle_s=0.0,
             refresh_s=1.0,
         )
         async with worker:

@@ -19,7 +19,8 @@ Modules, request path first:
   accesslog.py  one buffered line per request
   context.py    what a worker's connections share
   worker.py     one worker process: listeners and background tasks
-  daemon.py     the daemon: one worker in-process, or several with SO_REUSEPORT
+  drain.py      when an ending router closes a connection (pure)
+  daemon.py     the daemon: one worker in-process, or several; inherited sockets
   native.py     whether the request path runs compiled (Cython, .pxd files) or as .py
 """
 

@@ -18,6 +18,7 @@ cdef class ClientConnection:
     cdef public Relay cur
     cdef public double deadline
     cdef public Py_ssize_t head_bytes
+    cdef public double idle_since
     cdef public bint lingering
     cdef public object parser
     cdef public int paused

@@ -73,6 +73,7 @@ class ClientConnection:
         "cur",
         "deadline",
         "head_bytes",
+        "idle_since",
         "lingering",
         "parser",
         "paused",
@@ -104,6 +105,7 @@ class ClientConnection:
         self.write_paused = False
         self.write_deadline = 0.0
         self.deadline = 0.0
+        self.idle_since = 0.0  # (coarse clock) when it last had no request, for a drain
         self.head_bytes = 0  # bytes read in earlier reads while the current head was incomplete
         self.read_size = 0  # size of the read being parsed
         self.closed = False
@@ -121,6 +123,7 @@ class ClientConnection:
         ctx.clients.add(self)
         # A connection that never sends a full head is cut off like a slow one.
         self.deadline = ctx.now + ctx.header_timeout
+        self.idle_since = ctx.now
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -280,7 +283,8 @@ class ClientConnection:
         p = self.parser
         ex.head_done = True
         ex.method = p.get_method()
-        ex.keep_alive = p.should_keep_alive()
+        # (a router that is ending answers with Connection: close: drain.py)
+        ex.keep_alive = p.should_keep_alive() and not ctx.draining
         ex.upgrade = p.should_upgrade()
         if self.active is None:
             self.active = ex
@@ -332,7 +336,8 @@ class ClientConnection:
             self.deadline = 0.0 if nxt.body_done else self.ctx.now + self.ctx.idle_timeout
             nxt.start()
         elif self.cur is None:
-            self.deadline = self.ctx.now + self.ctx.idle_timeout
+            self.idle_since = self.ctx.now
+            self.deadline = self.idle_since + self.ctx.idle_timeout
 
     def local_error(
         self,

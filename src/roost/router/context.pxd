@@ -19,6 +19,7 @@ cdef class Context:
     cdef public set clients
     cdef public object clock
     cdef public RequestCounts counts
+    cdef public bint draining
     cdef public double first_byte_timeout
     cdef public double header_timeout
     cdef public str host_id

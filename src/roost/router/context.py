@@ -66,6 +66,7 @@ class Context:
         "clients",
         "clock",
         "counts",
+        "draining",
         "first_byte_timeout",
         "header_timeout",
         "host_id",
@@ -120,6 +121,8 @@ class Context:
         # digest -> unpacked static bundle directory, filled by the bundle fetcher.
         self.bundles: dict[str, Path] = {}
         self.clients: set[ClientConnection] = set()
+        # Ending (drain.py): every request answered from now on closes its connection.
+        self.draining = False
         self.rid_prefix = os.urandom(4).hex().encode()
         self.rid_counter = itertools.count(1)
 

@@ -5,10 +5,21 @@ supervises (`roost.proc.supervise`): each worker is a separate process
 (`roost router --worker N`, started clean of this one's state, with exactly
 its settings) that binds the same ports with SO_REUSEPORT, so the kernel
 spreads connections across them; each follows the route table on its own. A
-worker that dies is restarted with backoff; on SIGTERM/SIGINT workers get
-TERM, a grace period to finish requests in flight, then KILL; each dies with
-the router if the router is killed. Every process logs like every other
-daemon (`roost.daemonize.run_daemon`).
+worker that dies is restarted with backoff; each dies with the router if the
+router is killed. Every process logs like every other daemon
+(`roost.daemonize.run_daemon`).
+
+Listening sockets handed over by socket activation (`roost.proc.activation`:
+a systemd .socket unit, or `roost up`, which binds them once and keeps them
+across router restarts), named "http" and "https" (unnamed: in that order),
+are used instead of binding: by the router itself, or passed down to every
+worker. Then a restart fails no request: connections wait in the sockets'
+backlog while no router accepts.
+
+SIGTERM, SIGINT and SIGUSR2 all end the router the same way (it holds no
+tenant to leave running): it stops accepting at once and drains its
+connections (`drain.py`, at most ROOST_ROUTER_DRAIN_S); a supervisor gives
+its workers TERM, that long and a little more, then KILL.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,10 +40,10 @@ from prometheus_client import REGISTRY
 from roost.daemonize import run_daemon
 from roost.images.sources import RemoteStore, ask_holders
 from roost.metrics import serve as serve_metrics
-from roost.proc import spawn
+from roost.proc import activation, spawn
 from roost.proc.backoff import Backoff
 from roost.proc.children import Policy
-from roost.proc.exits import Unavailable, error_for
+from roost.proc.exits import ConfigError, Unavailable, error_for
 from roost.proc.supervise import Program, Supervisor
 from roost.router.bundles import image_cache_ensure
 from roost.router.worker import RouterWorker
@@ -42,12 +54,16 @@ from roost.wire.rpc import RpcClient
 
 log = logging.getLogger("roost.router")
 
-GRACE_S = 10.0
-# A worker is restarted 0.5 s after it dies, doubling to 30 s while it keeps
-# dying; one that served a minute starts the count again.
-WORKER_POLICY = Policy(
-    backoff=Backoff(base_s=0.5, max_s=30.0, reset_after_s=60.0), stop_grace_s=GRACE_S
-)
+# How much longer than its drain a worker gets before KILL.
+GRACE_S = 5.0
+LISTENERS = ("http", "https")
+
+
+def worker_policy(settings: Settings) -> Policy:
+    """A worker is restarted 0.5 s after it dies, doubling to 30 s while it
+    keeps dying; one that served a minute starts the count again."""
+    backoff = Backoff(base_s=0.5, max_s=30.0, reset_after_s=60.0)
+    return Policy(backoff=backoff, stop_grace_s=settings.router_drain_s + GRACE_S)
 
 
 def run(
@@ -58,10 +74,11 @@ def run(
     workers: int | None = None,
     worker: int | None = None,
 ) -> None:
-    """Run the router until SIGTERM/SIGINT (blocking).
+    """Run the router until SIGTERM/SIGINT/SIGUSR2 (blocking).
 
     `worker`: run as that worker of a router with several (its supervisor
-    started this process; the port is shared with SO_REUSEPORT).
+    started this process; the port is shared with SO_REUSEPORT, or handed
+    down by socket activation).
     """
     port = settings.router_port if port is None else port
     workers = max(1, workers or settings.router_workers)
@@ -83,7 +100,9 @@ async def _worker_main(
     reuse_port: bool,
     stop: asyncio.Event,
 ) -> None:
-    if not reuse_port:  # alone on its ports: another process holding one is fatal
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, stop.set)
+    sockets = inherited_sockets()
+    if not sockets and not reuse_port:  # alone on its ports: another process holding one is fatal
         for p in (port, settings.router_tls_port):
             if p:
                 _probe(settings.bind_host, p)
@@ -115,6 +134,7 @@ async def _worker_main(
                 port=port,
                 tls_port=settings.router_tls_port or None,
                 reuse_port=reuse_port,
+                sockets=sockets,
                 state_dir=state,
                 node=node,
                 cluster=cluster,
@@ -148,6 +168,26 @@ def _holders(node: Node, controllers: RpcClient) -> Callable[[str], Awaitable[li
     return holders
 
 
+def inherited_sockets() -> dict[str, socket.socket]:
+    """The listening sockets handed to this process by socket activation,
+    by name ("http", "https"); empty when none were. ConfigError when they
+    are not what a router can serve on."""
+    got = activation.take()
+    if not got:
+        return {}
+    names = [name for name, _ in got]
+    if all(name == "unknown" for name in names) and len(got) <= len(LISTENERS):
+        names = list(LISTENERS[: len(got)])  # unnamed: http, then https
+    if len(set(names)) != len(names) or not set(names) <= set(LISTENERS):
+        raise ConfigError(
+            f"inherited sockets named {':'.join(names)}: a router takes 'http' and 'https'"
+        )
+    if "http" not in names:
+        raise ConfigError("inherited sockets have no 'http' one")
+    fds = [fd for _, fd in got]
+    return {name: activation.listening_tcp(fd, name) for name, fd in zip(names, fds, strict=True)}
+
+
 def _probe(host: str, port: int) -> int:
     """Fail clearly if another process holds the port (SO_REUSEPORT would share it)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -160,14 +200,27 @@ def _probe(host: str, port: int) -> int:
         return int(s.getsockname()[1])
 
 
-def worker_program(data_dir: Path, settings: Settings, name: str, port: int, i: int) -> Program:
-    """Worker `i`: `roost router --worker i`, with exactly our settings."""
+def worker_program(
+    data_dir: Path,
+    settings: Settings,
+    name: str,
+    port: int,
+    i: int,
+    sockets: dict[str, socket.socket] | None = None,
+) -> Program:
+    """Worker `i`: `roost router --worker i`, with exactly our settings,
+    and our inherited `sockets` handed down to it the same way."""
     argv = [sys.executable, "-m", "roost", "--data", str(data_dir), "router"]
     argv += ["--name", name, "--port", str(port), "--worker", str(i)]
     env = {**os.environ, **settings.to_env()}
+    fds = [(n, s.fileno()) for n, s in (sockets or {}).items()]
+    if fds:
+        argv = activation.launcher(fds, argv)
     # Its stderr passes through us: a fatal exit is reported with its words.
-    start = partial(spawn.start, argv, env=env, stderr=subprocess.PIPE)
-    return Program(f"router worker {i}", start, policy=WORKER_POLICY)
+    start = partial(
+        spawn.start, argv, env=env, stderr=subprocess.PIPE, pass_fds=[fd for _, fd in fds]
+    )
+    return Program(f"router worker {i}", start, policy=worker_policy(settings))
 
 
 async def _supervise(
@@ -176,13 +229,19 @@ async def _supervise(
     """Start `workers` worker processes and keep them running until `stop`
     (roost.proc.supervise: restarts with backoff; TERM, grace, KILL at stop).
     A worker's configuration error ends the router with it."""
-    port = _probe(settings.bind_host, port)
-    if settings.router_tls_port:
-        _probe(settings.bind_host, settings.router_tls_port)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, stop.set)
+    sockets = inherited_sockets()
+    if sockets:
+        port = int(sockets["http"].getsockname()[1])
+    else:
+        port = _probe(settings.bind_host, port)
+        if settings.router_tls_port:
+            _probe(settings.bind_host, settings.router_tls_port)
     sup = Supervisor(logger=log)
     for i in range(workers):
-        sup.add(worker_program(data_dir, settings, name, port, i))
-    log.info("router: %d workers on port %d", workers, port)
+        sup.add(worker_program(data_dir, settings, name, port, i, sockets))
+    how = "inherited sockets" if sockets else "SO_REUSEPORT"
+    log.info("router: %d workers on port %d (%s)", workers, port, how)
     async with asyncio.TaskGroup() as tg:
         supervising = tg.create_task(sup.run())
         stopping = tg.create_task(stop.wait())

@@ -1,9 +1,11 @@
 """One router worker: listening sockets, the proxy, and the tasks that feed it.
 
 `RouterWorker` is an async context manager: entering binds the HTTP (and
-HTTPS) ports and starts the background tasks (route feed, static bundles,
-deadline sweep); leaving stops accepting, lets requests in flight finish for
-a grace period, then closes every connection and waits for its tasks.
+HTTPS) ports, or listens on sockets it is handed (`sockets`, inherited by
+socket activation), and starts the background tasks (route feed, static
+bundles, deadline sweep); leaving stops accepting at once and drains the
+connections it holds (`drain.py`: requests in flight finish, keep-alive
+connections are closed without a reset), then waits for its tasks.
 Tests use it directly with `routes=` and no cluster.
 """
 
@@ -13,16 +15,19 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from roost import aio
+from roost.proc.activation import BACKLOG
 from roost.router import native
 from roost.router.accesslog import AccessLog
 from roost.router.balance import Balancer
 from roost.router.bundles import BundleKeeper, Ensure
 from roost.router.client import protocol_factory
 from roost.router.context import Context, Limits
+from roost.router.drain import IDLE_S, Drain
 from roost.router.feed import RouteFeed
 from roost.router.table import RouteTable, build_table
 from roost.router.tls import CertStore
@@ -35,6 +40,7 @@ from roost.wire.node import Node
 log = logging.getLogger("roost.router")
 
 SWEEP_INTERVAL = 0.25
+DRAIN_TICK = 0.05
 
 
 class RouterWorker:
@@ -46,6 +52,7 @@ class RouterWorker:
         port: int = 0,
         tls_port: int | None = None,
         reuse_port: bool = False,
+        sockets: Mapping[str, socket.socket] | None = None,
         state_dir: Path | None = None,
         node: Node | None = None,
         cluster: ClusterConfig | None = None,
@@ -54,7 +61,8 @@ class RouterWorker:
         release_bundle: Any = None,
         limits: Limits | None = None,
         access_log: Path | None = None,
-        grace_s: float = 5.0,
+        drain_s: float | None = None,
+        drain_idle_s: float = IDLE_S,
         refresh_s: float = 15.0,
         initial_sync_s: float = 5.0,
     ) -> None:
@@ -63,6 +71,10 @@ class RouterWorker:
         self.port = port
         self.tls_port = tls_port  # None: no TLS listener
         self.reuse_port = reuse_port
+        # Inherited listeners ("http", and "https" for TLS): used instead of binding.
+        self.sockets = dict(sockets or {})
+        if self.sockets:
+            self.tls_port = 0 if "https" in self.sockets else None
         self.state_dir = state_dir
         self.node = node
         self.cluster = cluster
@@ -71,7 +83,8 @@ class RouterWorker:
         self.release_bundle = release_bundle
         self.limits = limits or Limits.from_settings(settings)
         self.access_path = access_log
-        self.grace_s = grace_s
+        self.drain_s = settings.router_drain_s if drain_s is None else drain_s
+        self.drain_idle_s = drain_idle_s
         self.refresh_s = refresh_s
         self.initial_sync_s = initial_sync_s
         self.ctx: Context
@@ -137,16 +150,12 @@ class RouterWorker:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # Stop accepting at once: on a shared socket the next connections wait
+        # in its backlog for another process (closing our copy of an inherited
+        # socket leaves it listening in whoever else holds it).
         for server in self._servers:
-            server.close()
-        # Let requests in flight finish, then close what is left.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.grace_s
-        while loop.time() < deadline and any(c.active is not None for c in self.ctx.clients):
-            await asyncio.sleep(0.05)
-        for client in list(self.ctx.clients):
-            if client.transport is not None:
-                client.transport.close()
+            server.close()  # (closes its socket: never close one behind its back)
+        await self._drain()
         for slot in self.ctx.balancer.slots.values():
             for up in slot.idle:
                 up.close()
@@ -157,6 +166,29 @@ class RouterWorker:
                 await aio.wait_for(server.wait_closed(), 1.0)
         if self._access is not None:
             self._access.close()
+
+    async def _drain(self) -> None:
+        """Finish what is in flight, close keep-alive connections without a
+        reset, then whatever is left at the timeout (drain.py)."""
+        ctx = self.ctx
+        ctx.draining = True
+        for client in ctx.clients:
+            for ex in (client.active, *client.queue):
+                if ex is None or ex.done or ex.local or (ex.up is not None and ex.up.started):
+                    continue
+                ex.keep_alive = False  # (its response has not begun: it can say close)
+        loop = asyncio.get_running_loop()
+        drain = Drain(loop.time(), self.drain_s, self.drain_idle_s)
+        while True:
+            now = loop.time()
+            for client in list(ctx.clients):
+                if drain.close(now, _busy(client), client.idle_since):
+                    client.closed = True
+                    if client.transport is not None:
+                        client.transport.close()
+            if drain.over(now, len(ctx.clients)):
+                break
+            await asyncio.sleep(DRAIN_TICK)
 
     async def _stop_tasks(self) -> None:
         for task in self._tasks:
@@ -169,13 +201,12 @@ class RouterWorker:
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
         ctx = self.ctx
-
+        if self.sockets:
+            self.host = str(self.sockets["http"].getsockname()[0])
         server = await loop.create_server(
             protocol_factory(ctx, b"http"),
-            self.host,
-            self.port,
-            reuse_port=self.reuse_port or None,
-            backlog=2048,
+            backlog=BACKLOG,  # (listen() again on an inherited socket: keep it large)
+            **self._where("http", self.port),
         )
         self._servers.append(server)
         self.port = _bound_port(server)
@@ -185,12 +216,10 @@ class RouterWorker:
             try:
                 tls = await loop.create_server(
                     protocol_factory(ctx, b"https"),
-                    self.host,
-                    self.tls_port or 0,
                     ssl=certs.server_context,
-                    reuse_port=self.reuse_port or None,
-                    backlog=2048,
+                    backlog=BACKLOG,
                     ssl_handshake_timeout=self.limits.header_timeout,
+                    **self._where("https", self.tls_port or 0),
                 )
             except OSError as exc:
                 # Plain HTTP still works: refusing to route at all would be worse.
@@ -201,9 +230,19 @@ class RouterWorker:
                     exc,
                 )
                 self.certs = None
+                https = self.sockets.pop("https", None)
+                if https is not None:
+                    https.close()
                 return
             self._servers.append(tls)
             self.tls_port = _bound_port(tls)
+
+    def _where(self, name: str, port: int) -> dict[str, Any]:
+        """create_server's arguments for the listener `name`: its inherited
+        socket, or the address to bind."""
+        if self.sockets:
+            return {"sock": self.sockets[name]}
+        return {"host": self.host, "port": port, "reuse_port": self.reuse_port or None}
 
     # ---------------------------------------------------------------- routes
 
@@ -235,3 +274,15 @@ def _bound_port(server: asyncio.Server) -> int:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             return int(sock.getsockname()[1])
     return 0
+
+
+def _busy(client: Any) -> bool:
+    """A request on it is being read or answered, it carries an upgraded
+    stream, or it is closing already (then it is left to finish)."""
+    return (
+        client.closed
+        or client.active is not None
+        or client.cur is not None
+        or client.tunnel is not None
+        or client.upgrading is not None
+    )
