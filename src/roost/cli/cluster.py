@@ -23,6 +23,7 @@ import click
 import msgspec
 from rich.console import Console
 
+from roost.cli import install
 from roost.cli.client import EXIT_USAGE, CliError
 from roost.controller.admintoken import admin_token_path, read_admin_token
 from roost.controller.secretbox import FERNET_FILE, legacy_key, new_key
@@ -286,8 +287,27 @@ def _bundle_host(files: dict[str, bytes], bundle: Path) -> tuple[str, list[str]]
 
 @cluster.command("join")
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--systemd", is_flag=True, help="also write systemd units for this host's roles (roost install)"
+)
+@click.option(
+    "--systemd-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=install.DEFAULT_DIR,
+    show_default=True,
+    help="with --systemd: where the units go",
+)
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=install.DEFAULT_ENV_FILE,
+    show_default=True,
+    help="with --systemd: the settings file the units read",
+)
 @click.pass_context
-def join(ctx: click.Context, bundle: Path) -> None:
+def join(
+    ctx: click.Context, bundle: Path, systemd: bool, systemd_dir: Path, env_file: Path
+) -> None:
     """Unpack this host's BUNDLE (from `cluster init`) into its data directory."""
     data: Path = ctx.obj["data"]
     # Everything is checked before anything replaces what the host had.
@@ -309,6 +329,13 @@ def join(ctx: click.Context, bundle: Path) -> None:
         runner.mkdir(exist_ok=True)
         (runner / "host_id").write_text(host + "\n")
     console.print(f"Joined cluster {config.name} as {host}: {', '.join(roles)}.")
+    if systemd:
+        plan, written = install.install_units(data, roles, systemd_dir, env_file)
+        for path in written:
+            console.print(f"wrote {path}")
+        for line in install.next_steps(plan, systemd_dir):
+            console.print(f"  {line}")
+        return
     for role in roles:
         console.print(f"Start it with: roost --data {data} {role}")
 

@@ -21,6 +21,7 @@ from roost.cli import (
     up,
 )
 from roost.cli.datadir import default_data_dir
+from roost.cli.install import install
 
 
 @click.group()
@@ -73,6 +74,7 @@ for _cmd in (
 
 cli.add_command(check.check)
 cli.add_command(restorecmd.restore)
+cli.add_command(install)
 
 
 def main() -> None:
