@@ -16,6 +16,7 @@ import json
 import os
 import random
 import socket
+import time
 from pathlib import Path
 from typing import IO
 
@@ -99,12 +100,43 @@ def lock_data_dir(data: Path) -> IO[str]:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.close()
-        raise AlreadyRunning(f"another 'roost up' is already running on {data}") from None
+        raise AlreadyRunning(
+            f"another 'roost up' is already running on {data}\n"
+            f"to replace its daemons (with this version's): roost --data {data} up --reload\n"
+            f"to stop it: roost --data {data} down"
+        ) from None
     fh.seek(0)
     fh.truncate()
     fh.write(str(os.getpid()))
     fh.flush()
     return fh
+
+
+def running_up(data: Path) -> int | None:
+    """The pid of the `roost up` that holds DATA's lock, None when none does.
+
+    The lock, not the pid in the file, decides: a pid left by a run that
+    ended may belong to another process by now. (Trying the lock takes it
+    for an instant: a `roost up` starting at that very instant would say
+    it is already running.)"""
+    try:
+        fh = open(data / "up.lock")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # Held: the pid follows the lock at once (an instant without it).
+            for _ in range(50):
+                fh.seek(0)
+                text = fh.read().strip()
+                if text.isdigit():
+                    return int(text)
+                time.sleep(0.02)
+            return None
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return None
 
 
 def prepare_data_dir(data: Path, settings: Settings) -> IO[str]:

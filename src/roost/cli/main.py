@@ -13,6 +13,7 @@ from roost.cli import (
     backups,
     check,
     cluster,
+    control,
     daemons,
     manage,
     restorecmd,
@@ -50,6 +51,7 @@ def cli(ctx: click.Context, data: Path, insecure: bool) -> None:
 
 
 cli.add_command(up.up)
+cli.add_command(control.down)
 cli.add_command(status.status)
 cli.add_command(cluster.cluster)
 cli.add_command(apps.apps_group)

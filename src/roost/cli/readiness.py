@@ -2,8 +2,10 @@
 
 A role is up when it does what the others and the user need of it, not when
 its process exists: the controller when its API answers; the builder when
-its build and image endpoints accept connections; the router and the
-gateway when their ports do (so a `git push` right after start is
+its build and image endpoints accept connections; the router when it
+answers an HTTP request (its port accepts connections even before it
+does: `roost up` holds the listening socket, whose backlog keeps them);
+the gateway when its port accepts (so a `git push` right after start is
 answered), backupd when its endpoint does (its repository is made before it
 listens); the runner and the servicehost once the controller has heard
 from them (a runner it has no heartbeat from gets no instances; a
@@ -67,6 +69,33 @@ def listening(addresses: list[tuple[str, int]]) -> Probe:
     return probe
 
 
+# Any HTTP answer will do: no app has this name.
+_ASK = b"GET / HTTP/1.1\r\nHost: roost-readiness.invalid\r\nConnection: close\r\n\r\n"
+
+
+async def _answers(host: str, port: int, timeout: float = 2.0) -> bool:
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            try:
+                writer.write(_ASK)
+                return (await reader.read(5)) == b"HTTP/"
+            finally:
+                writer.close()
+    except (OSError, TimeoutError):
+        return False
+
+
+def answering(address: tuple[str, int]) -> Probe:
+    """Up once an HTTP request to `address` gets an HTTP response."""
+
+    async def probe(_proc: Any) -> None:
+        while not await _answers(*address):
+            await asyncio.sleep(RETRY_S)
+
+    return probe
+
+
 def local_api(data: Path) -> tuple[str, ssl.SSLContext | bool, dict[str, str]]:
     """The local controller's URL, how to trust it, and the admin's header
     (DATA/api.json: the token itself, or the file the controller keeps it in)."""
@@ -106,13 +135,10 @@ def role_probes(data: Path, settings: Settings, runner_host: str) -> dict[str, P
     endpoints = [_split(ep.address) for role in ("builder", "images") for ep in cluster.of(role)]
     backupd = [_split(ep.address) for ep in cluster.of("backupd")]
     host = settings.bind_host
-    router = [(host, settings.router_port)]
-    if settings.router_tls_port:
-        router.append((host, settings.router_tls_port))
     return {
         "builder": listening(endpoints),
         "runner": api_lists(data, "/api/hosts", "host_id", runner_host),
-        "router": listening([_split(f"{h}:{p}") for h, p in router]),
+        "router": answering(_split(f"{host}:{settings.router_port}")),
         "gateway": listening([_split(f"{host}:{settings.ssh_port}")]),
         "servicehost": api_lists(data, "/api/servicehosts", "host", "servicehost"),
         "backupd": listening(backupd),

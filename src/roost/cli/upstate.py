@@ -8,7 +8,10 @@ deploy that failed can say which role is down and what it last said.
 
 The waiting decision is a pure function (`verdict`) over what the file says,
 when it was written and whether its `roost up` lives: a file left by an
-earlier run does not count as this run's failure.
+earlier run does not count as this run's failure. The same for a reload
+(`roost up --reload`, `roost.cli.reload`): the file carries the last one's
+progress, and `reload_verdict` says whether the one an asker waits for is
+over.
 """
 
 from __future__ import annotations
@@ -33,12 +36,21 @@ class RoleStatus(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str = ""
 
 
+class ReloadStatus(msgspec.Struct, frozen=True, kw_only=True):
+    started_at: float  # wall clock, when `roost up` began it
+    finished_at: float = 0.0  # 0 while it runs
+    # role -> [old pid, new pid], for each role replaced so far
+    replaced: dict[str, list[int]] = {}
+    error: str = ""  # why it stopped short, when it did
+
+
 class UpStatus(msgspec.Struct, frozen=True, kw_only=True):
     pid: int  # of `roost up`
     roles: dict[str, RoleStatus]
     ready: bool = False
     over: bool = False  # `roost up` is stopping or has stopped
     error: str = ""  # what stopped it, when something did
+    reload: ReloadStatus | None = None  # the last reload, if one was asked for
 
 
 def path(data: Path) -> Path:
@@ -114,6 +126,20 @@ def verdict(loaded: tuple[UpStatus, float] | None, since: float, is_alive: bool)
     if status.ready and not status.over and is_alive:
         return "ready"
     if (status.over or not is_alive) and written >= since:
+        return "failed"
+    return "wait"
+
+
+def reload_verdict(status: UpStatus, asked_at: float, is_alive: bool) -> Verdict:
+    """Whether the reload asked for at `asked_at` (SIGHUP sent then) is over:
+    "ready" once a reload that started after that has finished without
+    error, "failed" once one has finished with an error or `roost up` is
+    gone or stopping. An earlier reload, even one still running when the
+    signal came, is not the one asked for."""
+    r = status.reload
+    if r is not None and r.started_at >= asked_at and r.finished_at:
+        return "failed" if r.error else "ready"
+    if status.over or not is_alive:
         return "failed"
     return "wait"
 
