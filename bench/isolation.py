@@ -2,7 +2,7 @@
 
 Not a test: it prints numbers. The hello example app (Flask on gunicorn, two
 workers, as the runner starts it) is run the way the runner runs it, through
-`roost.runner.process.Child`, once confined (its own uid, bubblewrap, a
+`roost.runner.shimclient.Child` (under its shim), once confined (its own uid, bubblewrap, a
 cgroup with the default limits: `roost.tenant`) and once as the runner
 itself, alternately, in the same invocation:
 
@@ -45,14 +45,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import router as rbench
 from roost.runner.layout import PortAllocator
-from roost.runner.process import Child
+from roost.appspec.model import AppSpec
+from roost.runner.shimclient import Child, ShimRecord
 from roost.tenant.cgroups import Limits
 from roost.tenant.firewall import Plan, render
 from roost.tenant.identity import identity_for
 from roost.tenant.launch import Prepared, Tenancy, TenantSpec
 from roost.tenant.nft import Nft, locate
 from roost.tenant.sandbox import SandboxSpec, interpreter_prefix
-from roost.wire.messages import AppRoute, Backend
+from roost.wire.messages import AppRoute, Backend, InstanceAssignment
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = rbench.HOST
@@ -128,7 +129,20 @@ class Instance:
 async def start(prepared: Prepared, root: Path, port: int) -> tuple[Instance, float]:
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp"}
     began = time.perf_counter()
-    inst = Instance(Child.spawn(prepared.argv, env, root / "app", prepared))
+    unit = f"port-{port}"
+    record = ShimRecord(
+        assignment=InstanceAssignment(
+            instance_id=unit,
+            app="bench-isolation",
+            release=1,
+            image_digest="sha256:" + "0" * 64,
+            process_type="web",
+            spec=AppSpec(),
+        ),
+        process_name="web.1",
+    )
+    shim_dir = root.parent / "shims" / unit
+    inst = Instance(await Child.start(shim_dir, record, env, root / "app", prepared))
     async with httpx.AsyncClient() as client:
         while True:
             with contextlib.suppress(httpx.TransportError):

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import psutil
@@ -61,9 +61,11 @@ def make_image_root(root: Path, files: dict[str, str], checkout: str = "app") ->
     return root
 
 
-def make_tenancy(tmp_path: Path) -> Tenancy:
-    """The real thing (per-app users, bubblewrap, cgroups), owned by this test alone."""
-    return Tenancy.for_daemon(f"test-{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:12]}")
+def make_tenancy(tmp_path: Path, keep: Collection[str] = ()) -> Tenancy:
+    """The real thing (per-app users, bubblewrap, cgroups), owned by this test alone
+    (`keep`: cgroups of adopted instances, spared by its start-up sweep)."""
+    owner = f"test-{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:12]}"
+    return Tenancy.for_daemon(owner, keep=keep)
 
 
 class FakeImages:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -403,38 +400,3 @@ async def test_an_assignment_during_shutdown_does_not_restart_anything(tmp_path:
         h.sup.set_desired([assignment("w1", process_type="worker", spec=spec)])
         await eventually(lambda: not h.sup.records, what="every instance stopped")
         assert not alive(pid)
-
-
-DEATH_HELPER = """
-import time
-from pathlib import Path
-from roost.runner.process import Child
-
-child = Child.spawn(["sleep", "300"], {"PATH": "/usr/bin:/bin"}, Path("/"))
-print(child.pid, flush=True)
-time.sleep(300)
-"""
-
-
-def test_instances_die_with_a_sigkilled_runner() -> None:
-    helper = subprocess.Popen(
-        [sys.executable, "-c", DEATH_HELPER], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert helper.stdout is not None
-        pid = int(helper.stdout.readline())
-        assert alive(pid)
-        helper.kill()
-        helper.wait()
-        deadline = 100
-        while alive(pid) and deadline:
-            deadline -= 1
-            import time
-
-            time.sleep(0.05)
-        assert not alive(pid), "instance survived its runner's SIGKILL"
-    finally:
-        helper.kill()
-        helper.wait()
-        with contextlib.suppress(NameError, ProcessLookupError):
-            os.kill(pid, 9)

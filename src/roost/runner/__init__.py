@@ -5,7 +5,10 @@ supervisor  the single loop that converges instances to the desired set
 plan        pure decisions: start, restart with backoff, timeouts, stop, kill
 fencing     pure: which assignments to accept (fence, version)
 model       records, actions, events, timing policy
-process     one instance's process: spawn (own group, death signal), reap
+shim        the per-instance shim process: holds an instance, its output and
+            exit status, so it outlives the runner (stdlib only)
+shimclient  the runner's side: start an instance under a shim, adopt one left
+            running, pump its output, collect its exit
 probe       readiness of web instances: their health check over HTTP
 health      whether a health check passed, and what its failure says (pure)
 heartbeat   reports to every controller, takes assignments back

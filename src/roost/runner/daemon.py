@@ -4,6 +4,14 @@ Shutdown (SIGTERM/SIGINT): the supervisor stops every instance (TERM to its
 process group, grace, KILL) and returns once all are reaped; then one last
 heartbeat (so the controllers see the host empty at once) and one last log
 flush go out, each bounded by a timeout, and the sockets close.
+
+Hand-over (SIGUSR2; and what a crash or SIGKILL amounts to): the runner
+exits promptly and leaves every instance running under its shim
+(`roost.runner.shim`), its cgroup and the firewall's table in place. At
+start, before its tenancy sweeps leftover cgroups and before its first
+heartbeat, a runner adopts the instances its predecessor left
+(`shimclient.discover`), so it reports them as running, with the same ids,
+ports and states, well within the controllers' grace for a silent host.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from roost.runner.logbuffer import LogBuffer
 from roost.runner.metrics import RunnerCollector
 from roost.runner.model import Policy
 from roost.runner.rpcserver import RunnerRpc
+from roost.runner.shimclient import discover
 from roost.runner.shipper import LogShipper
 from roost.runner.supervisor import Supervisor
 from roost.sessions.server import ExecSessions
@@ -57,7 +66,8 @@ FINAL_SEND_TIMEOUT_S = 2.0
 def run(
     data_dir: Path, settings: Settings, name: str = "runner", host_id: str | None = None
 ) -> None:
-    """Run the runner until SIGTERM/SIGINT; returns once every instance is stopped."""
+    """Run the runner until SIGTERM/SIGINT (every instance stopped) or SIGUSR2
+    (every instance left running for the next runner)."""
     run_daemon("runner", lambda stop: serve(data_dir, settings, name, host_id, stop))
 
 
@@ -93,12 +103,15 @@ async def serve(
     if not controller_eps:
         raise ConfigError(f"{data_dir / 'cluster.json'} lists no controller endpoint")
     stop = stop or asyncio.Event()
+    handover = Handover()
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
             handled.append(sig)
+        loop.add_signal_handler(signal.SIGUSR2, handover.request, stop)
+        handled.append(signal.SIGUSR2)
     log.info("runner %s starting (host id %s, data %s)", name, hid, data_dir)
     try:
         async with node:
@@ -127,10 +140,11 @@ async def serve(
             try:
                 await _serve(
                     layout, settings, hid, heartbeats, logs, copies, stop, node, data_client,
-                    firewall,
+                    firewall, handover,
                 )  # fmt: skip
             finally:
-                await firewall.close()
+                if not handover.requested:  # the instances behind it still run
+                    await firewall.close()
                 for client in [*clients, data_client]:
                     if client is not None:
                         await client.close()
@@ -151,8 +165,13 @@ async def _serve(
     node: Node | None = None,
     data_client: RpcClient | None = None,
     firewall: RunnerFirewall | None = None,
+    handover: Handover | None = None,
 ) -> None:
     fw = firewall or RunnerFirewall.off()
+    leaving = handover or Handover()
+    # First of all: the instances a predecessor left running (their cgroups
+    # are not leftovers to sweep).
+    found = await discover(layout.shims)
     shipper = LogShipper(logs, LogBuffer(LOG_BUFFER_LINES, time.time))
     images = CachedImages(ImageCache(layout.images, settings.image_cache_bytes), copies)
     # Apps' data directories follow the servicehost's canonical copies.
@@ -167,7 +186,9 @@ async def _serve(
     execs = ExecSessions(idle_s=settings.exec_idle_s, grace_s=settings.stop_grace_s)
     # Every tenant process (instance, run, cron) starts confined through this.
     try:
-        tenancy = Tenancy.for_daemon(f"runner-{host_id}", settings.sandbox)
+        tenancy = Tenancy.for_daemon(
+            f"runner-{host_id}", settings.sandbox, keep={r.unit for r, _ in found if r.unit}
+        )
     except TenantError as exc:
         raise Unavailable(f"cannot confine apps: {exc}") from None
     hidden_files, hidden_dirs = host_build_tools()
@@ -194,6 +215,7 @@ async def _serve(
         tenant_defaults=defaults,
         ports=PortAllocator(ports=parse_port_range(settings.instance_ports)),
     )
+    sup.adopt(found)
     data.owner_of = sup.data_owner
     heartbeat = HeartbeatLoop(
         client=heartbeats,
@@ -231,18 +253,36 @@ async def _serve(
         for task in helpers[1:]:
             task.cancel()
         execs.shutdown()
-        log.info("stopping %d instances", sum(1 for r in sup.records.values() if r.has_process))
-        sup.shutdown()
+        running = sum(1 for r in sup.records.values() if r.has_process)
+        if leaving.requested:
+            log.info("handing over: leaving %d instances running", running)
+            sup.handover()
+        else:
+            log.info("stopping %d instances", running)
+            sup.shutdown()
         await supervising
         beating.cancel()
         await asyncio.wait([beating])
-        with contextlib.suppress(TimeoutError):
-            await aio.wait_for(heartbeat.beat(), FINAL_SEND_TIMEOUT_S)
+        if not leaving.requested:  # a successor reports what still runs
+            with contextlib.suppress(TimeoutError):
+                await aio.wait_for(heartbeat.beat(), FINAL_SEND_TIMEOUT_S)
         shipping.cancel()
         await asyncio.wait([shipping])
         with contextlib.suppress(TimeoutError):
             await aio.wait_for(shipper.flush(tries=1), FINAL_SEND_TIMEOUT_S)
-    tenancy.close()  # every instance is down: our cgroups go too
+    if not leaving.requested:
+        tenancy.close()  # every instance is down: our cgroups go too
+
+
+class Handover:
+    """SIGUSR2 asked the runner to exit and leave its instances running."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def request(self, stop: asyncio.Event) -> None:
+        self.requested = True
+        stop.set()
 
 
 def _rpc_server(node: Node | None, settings: Settings, handlers: Handlers) -> RpcServer | None:

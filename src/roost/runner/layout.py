@@ -7,6 +7,7 @@
   DATA/runner/apps/<app>/           HOME of the app's processes
   DATA/runner/apps/<app>/bundle/<id>/bundle_config.py   per instance
   DATA/runner/sockets/<id>.sock     unix sockets of web instances
+  DATA/runner/shims/<id>/           an instance's shim: its socket and record
 
 An unpacked image root gets a `data` symlink to its app's data directory, so
 `../data` from the checkout (ep.io's convention) reaches persistent storage.
@@ -41,10 +42,12 @@ class Layout:
         self.store = self.root / "store"
         self.apps = self.root / "apps"
         self.sockets = self.root / "sockets"
+        self.shims = self.root / "shims"
 
     def create(self) -> None:
-        for d in (self.root, self.images, self.apps, self.sockets):
+        for d in (self.root, self.images, self.apps, self.sockets, self.shims):
             d.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.shims, 0o700)
         # Root's alone, also when an older version made it 0755: tenants reach
         # their image, home and data through their sandbox's binds, never by
         # walking here (every image, every app's home and data live below).
@@ -58,6 +61,10 @@ class Layout:
 
     def bundle_dir(self, app: str, instance_id: str) -> Path:
         return self.app_home(app) / "bundle" / safe_name(instance_id)
+
+    def shim_dir(self, instance_id: str) -> Path:
+        """The instance's shim's directory (roost.runner.shimclient)."""
+        return self.shims / safe_name(instance_id)
 
     def socket_path(self, instance_id: str) -> str:
         """`<dir>/<instance>/web.sock`: a directory per instance, since the

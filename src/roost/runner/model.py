@@ -179,4 +179,26 @@ class Shutdown:
     pass
 
 
-Event = DesiredChanged | Exited | Ready | Unhealthy | ImageReady | ImageFailed | Shutdown
+@dataclass(frozen=True)
+class Handover:
+    """Exit and leave every instance running for a successor (SIGUSR2)."""
+
+
+@dataclass(frozen=True)
+class Adopted:
+    """These records' instances were left running by a previous runner: watch them."""
+
+    instance_ids: tuple[str, ...]
+
+
+Event = (
+    DesiredChanged
+    | Exited
+    | Ready
+    | Unhealthy
+    | ImageReady
+    | ImageFailed
+    | Shutdown
+    | Handover
+    | Adopted
+)

@@ -54,7 +54,7 @@ from roost.runner.model import (
     Start,
     Stop,
 )
-from roost.wire.messages import InstanceAssignment
+from roost.wire.messages import InstanceAssignment, InstanceState
 
 ERROR_LIMIT = 4000
 # gunicorn's arbiter KILLs the workers still busy when its graceful timeout
@@ -205,6 +205,44 @@ def started(
         restarts=rec.restarts + (1 if rec.runs else 0),
         unhealthy=False,
     )
+
+
+def adopted(
+    a: InstanceAssignment,
+    *,
+    process_name: str,
+    state: InstanceState,
+    pid: int,
+    port: int,
+    unix_socket: str,
+    command: str,
+    started_wall: float,
+    runs: int,
+    restarts: int,
+    now: float,
+    policy: Policy,
+) -> Record:
+    """A running instance a previous runner left (as its shim's record says):
+    in the state it was in, its clocks started again at `now` (a starting one
+    gets its whole start-up time again; a stopping one its whole grace)."""
+    rec = Record(
+        assignment=a,
+        process_name=process_name,
+        state="starting",
+        pid=pid,
+        port=port,
+        unix_socket=unix_socket,
+        command=command,
+        started_at=now,
+        started_wall=started_wall,
+        runs=max(runs, 1),
+        restarts=restarts,
+    )
+    if state == "up":
+        return replace(rec, state="up", up_at=now)
+    if state == "stopping":
+        return stopping(rec, now, policy)
+    return rec
 
 
 def marked_up(rec: Record, now: float) -> Record:

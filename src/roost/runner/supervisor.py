@@ -11,10 +11,15 @@ planner cares about, applies the events through the pure transitions of
 what to do, and does it. So every decision (restart, backoff, startup timeout,
 stop, kill) is made in one place, from data, with one clock.
 
-Every child process has a watcher task that owns it until it is reaped; every
-task lives in the loop's TaskGroup. Shutdown empties the desired set, so the
-ordinary rules stop every instance (TERM, grace, KILL) and the loop returns
-once no record has a process left.
+Every instance runs under a shim of its own (`roost.runner.shim`), so it
+outlives this runner; a watcher task reads its output from the shim until it
+exits. Every task lives in the loop's TaskGroup. Shutdown empties the
+desired set, so the ordinary rules stop every instance (TERM, grace, KILL)
+and the loop returns once no record has a process left. Handover (SIGUSR2)
+returns at once and leaves every instance to its shim; the next runner
+`adopt`s them before its loop starts, with the state their records say, and
+reconciles them only once it holds an assignment (before that, an empty
+desired set would stop them all).
 """
 
 from __future__ import annotations
@@ -51,11 +56,13 @@ from roost.runner.launch import Launch, LaunchError, is_web, render
 from roost.runner.layout import Layout, PortAllocator, link_data, materialize
 from roost.runner.model import (
     Action,
+    Adopted,
     DesiredChanged,
     Event,
     Exited,
     Fetch,
     Forget,
+    Handover,
     ImageFailed,
     ImageReady,
     ImageStatus,
@@ -70,7 +77,8 @@ from roost.runner.model import (
     Unhealthy,
 )
 from roost.runner.probe import keep_checking, knock, run_check
-from roost.runner.process import Child
+from roost.runner.shimclient import Child, ShimError, ShimRecord
+from roost.tenant.cgroups import Limits
 from roost.tenant.identity import Identity
 from roost.tenant.launch import Prepared, Tenancy, TenantError
 from roost.wire.messages import InstanceAssignment, LogLine
@@ -126,10 +134,15 @@ class Supervisor(Arbiter[Event, Action]):
         self._desired: list[InstanceAssignment] = []
         self._desired_by_id: dict[str, InstanceAssignment] = {}
         self._children: dict[str, Child] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
         self._probes: dict[str, asyncio.Task[None]] = {}
         self._fetches: dict[str, asyncio.Task[None]] = {}
         self._ports = ports or PortAllocator()
         self._stopping = False
+        self._handing_over = False
+        # No assignment yet: adopted instances wait for one before anything
+        # decides about them.
+        self._assigned = False
 
     # ------------------------------------------------------------ inputs
 
@@ -139,6 +152,46 @@ class Supervisor(Arbiter[Event, Action]):
     def shutdown(self) -> None:
         self.post(Shutdown())
 
+    def handover(self) -> None:
+        """Return promptly, leaving every instance running (to its shim)."""
+        self.post(Handover())
+
+    def adopt(self, found: Iterable[tuple[ShimRecord, Child]]) -> None:
+        """Take over instances a previous runner left running (before `run`)."""
+        now = self._clock()
+        ids: list[str] = []
+        for shim, child in found:
+            a = shim.assignment
+            iid = a.instance_id
+            if iid in self.records:
+                continue
+            child.prepared = self.tenancy.adopt(
+                shim.unit, identity(a) if a.app_id > 0 else None, Limits(memory_mb=shim.memory_mb)
+            )
+            rec = P.adopted(
+                a,
+                process_name=shim.process_name,
+                state=shim.state,
+                pid=child.pid,
+                port=shim.port,
+                unix_socket=self.layout.socket_path(iid) if is_web(a) else "",
+                command=shim.command,
+                started_wall=shim.started_wall,
+                runs=shim.runs,
+                restarts=shim.restarts,
+                now=now,
+                policy=self.policy,
+            )
+            if rec.port:
+                self._ports.in_use.add(rec.port)
+            self.records[iid] = rec
+            self._children[iid] = child
+            ids.append(iid)
+            log.info("%s %s: adopted (pid %d, %s)", a.app, iid, child.pid, rec.state)
+        if ids:
+            self.changed.set()
+            self.post(Adopted(tuple(ids)))
+
     # ------------------------------------------------------------ the loop (roost.proc.arbiter)
 
     async def run(self) -> None:
@@ -147,9 +200,11 @@ class Supervisor(Arbiter[Event, Action]):
         self._release_unused()
 
     def finished(self) -> bool:
-        return self._stopping and not self.records
+        return self._handing_over or (self._stopping and not self.records)
 
     def plan(self, now: float) -> list[Action]:
+        if self._handing_over or not (self._assigned or self._stopping):
+            return []
         if not self._stopping:
             for rec in P.admit(self._desired, self.records):
                 self.records[rec.instance_id] = rec
@@ -163,8 +218,10 @@ class Supervisor(Arbiter[Event, Action]):
         self._release_unused()
 
     def closing(self) -> None:
-        for task in self._fetches.values():
-            task.cancel()
+        # On a hand-over the watchers let go of their shims: instances run on.
+        for tasks in (self._fetches, self._watchers, self._probes):
+            for task in tasks.values():
+                task.cancel()
 
     # ------------------------------------------------------------ events
 
@@ -176,6 +233,12 @@ class Supervisor(Arbiter[Event, Action]):
                 return
             self._desired = list(event.instances)
             self._desired_by_id = {i.instance_id: i for i in event.instances}
+            self._assigned = True
+        elif isinstance(event, Handover):
+            self._handing_over = True
+        elif isinstance(event, Adopted):
+            for iid in event.instance_ids:
+                self._watch_adopted(iid)
         elif isinstance(event, Shutdown):
             self._stopping = True
             self._desired, self._desired_by_id = [], {}
@@ -218,6 +281,7 @@ class Supervisor(Arbiter[Event, Action]):
         child = self._children.get(event.instance_id)
         if child is not None and child.pid == event.pid:
             del self._children[event.instance_id]
+            self._watchers.pop(event.instance_id, None)
         probe = self._probes.pop(event.instance_id, None)
         if probe is not None:
             probe.cancel()
@@ -248,6 +312,9 @@ class Supervisor(Arbiter[Event, Action]):
         self.records[rec.instance_id] = rec
         if old is None or old.state != rec.state or old.pid != rec.pid:
             self.changed.set()
+            child = self._children.get(rec.instance_id)
+            if child is not None and child.pid == rec.pid and rec.has_process:
+                child.save(rec.state)  # what a successor adopts it as
 
     # ------------------------------------------------------------ actions
 
@@ -331,20 +398,48 @@ class Supervisor(Arbiter[Event, Action]):
             self._fail_start(begun, now, str(exc))
             return
         begun = replace(begun, command=launch.command)
+        record = ShimRecord(
+            assignment=a,
+            process_name=rec.process_name,
+            port=port,
+            command=launch.command,
+            unit=a.instance_id if prepared.cgroup is not None else "",
+            memory_mb=prepared.limits.memory_mb,
+            started_wall=begun.started_wall,
+            runs=begun.runs,
+            restarts=begun.restarts,
+        )
         try:
-            child = Child.spawn(launch.argv, launch.env, launch.cwd, prepared)
-        except (OSError, subprocess.SubprocessError) as exc:
+            child = await Child.start(
+                self.layout.shim_dir(a.instance_id), record, launch.env, launch.cwd, prepared
+            )
+        except (OSError, ShimError, TimeoutError, ValueError, subprocess.SubprocessError) as exc:
             prepared.finish()
             self._fail_start(begun, now, f"could not start: {exc}")
             return
-        self._set(replace(begun, pid=child.pid))
         self._children[a.instance_id] = child
+        self._set(replace(begun, pid=child.pid))
         verb = "restarting" if rec.runs else "starting"
         self._platform(rec, f"{verb} {rec.process_name} (release {a.release}): {launch.command}")
-        self.tasks.create_task(self._watch(rec, child))
+        self._watchers[a.instance_id] = self.tasks.create_task(self._watch(rec, child))
         if launch.web:
             probe = self._probe(a, child.pid, launch.probe_host, port)
             self._probes[a.instance_id] = self.tasks.create_task(probe)
+
+    def _watch_adopted(self, iid: str) -> None:
+        rec, child = self.records.get(iid), self._children.get(iid)
+        if rec is None or child is None:
+            return
+        self._watchers[iid] = self.tasks.create_task(self._watch(rec, child))
+        a = rec.assignment
+        if is_web(a) and rec.state in ("starting", "up"):
+            probe = self._probe(a, child.pid, self._probe_host, rec.port, up=rec.state == "up")
+            self._probes[iid] = self.tasks.create_task(probe)
+        digest = a.image_digest
+        if digest not in self.images and not self._stopping:
+            # Pinned like any image in use, and ready for a restart.
+            self.images[digest] = P.image_fetching(None)
+            self._fetches[digest] = self.tasks.create_task(self._fetch(a.app, digest))
 
     def _confine(
         self, rec: Record, launch: Launch, image_root: Path, socket_dir: Path | None
@@ -409,25 +504,29 @@ class Supervisor(Arbiter[Event, Action]):
             )
 
         rc, tail = await child.run(sink)
-        error = ""
+        error = child.error
         if child.oom_killed and child.prepared is not None:
             limit = child.prepared.limits.memory_mb
             error = f"ran out of memory (limit {limit} MB): killed by the kernel"
         self.post(Exited(iid, child.pid, rc, tail, error))
 
-    async def _probe(self, a: InstanceAssignment, pid: int, host: str, port: int) -> None:
-        """The start's check; then, for a check the app declared, the same
-        check for as long as the instance runs (the task ends with it): a
-        release that goes bad after it went live fails it, and is rolled
-        back within the window as one that crash-loops (controller/aftercare)."""
+    async def _probe(
+        self, a: InstanceAssignment, pid: int, host: str, port: int, up: bool = False
+    ) -> None:
+        """The start's check (not for an adopted instance already `up`);
+        then, for a check the app declared, the same check for as long as
+        the instance runs (the task ends with it): a release that goes bad
+        after it went live fails it, and is rolled back within the window as
+        one that crash-loops (controller/aftercare)."""
         check = check_for(a)
 
         def try_once(c: Check) -> Awaitable[Answer]:
             return knock(host, port, c)
 
-        failure = await run_check(check, try_once, asyncio.sleep)
+        failure = "" if up else await run_check(check, try_once, asyncio.sleep)
         if not failure:
-            self.post(Ready(a.instance_id, pid))
+            if not up:
+                self.post(Ready(a.instance_id, pid))
             if not check.declared:
                 return
             failure = await keep_checking(

@@ -7,7 +7,9 @@ this app with these paths and limits" into a `Prepared` launch: the full
 command line, the cgroup (made, limits written) and the code the child runs
 between fork and exec. The spawner (a supervisor's `Child`, an exec session)
 stays in charge of pipes, ptys and waiting; it calls `Prepared.preexec` in
-the child and `Prepared.finish` once the process is gone.
+the child and `Prepared.finish` once the process is gone. The runner's
+per-instance shim (`roost.runner.shim`) is another process, so it gets the
+same set-up as data (`Prepared.setup_data`) rather than as code.
 
 Without root there is nobody to drop to and nothing to mount: the daemon
 runs tenant code as itself, unsandboxed, and says so once, loudly (a
@@ -22,7 +24,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from roost.tenant.cgroups import Cgroup, CgroupError, Hierarchy, Limits
@@ -82,6 +84,17 @@ class Prepared:
             for sig in _SHIELDED:
                 signal.signal(sig, signal.SIG_IGN)
 
+    def setup_data(self) -> dict[str, object]:
+        """What `preexec` does, as data, for a spawner in another process
+        (roost.runner.shim): the cgroup files to join, the umask, the
+        signals to ignore."""
+        confined = self.identity is not None
+        return {
+            "cgroup_procs": self.cgroup.procs_files() if self.cgroup is not None else [],
+            "umask": self.umask if confined else None,
+            "ignore": [int(s) for s in _SHIELDED] if confined else [],
+        }
+
     def oom_killed(self) -> bool:
         return self.cgroup is not None and self.cgroup.oom_kills() > 0
 
@@ -109,10 +122,12 @@ class Tenancy:
     host_links: dict[str, str | None] = field(default_factory=dict)
 
     @classmethod
-    def for_daemon(cls, owner: str, mode: str = "on") -> Tenancy:
+    def for_daemon(cls, owner: str, mode: str = "on", keep: Collection[str] = ()) -> Tenancy:
         """Detect what this host offers; raise TenantError when root lacks a part.
 
         `mode`: "on" (sandbox when root), "off" (never: development only).
+        `keep`: units whose processes a previous run left alive on purpose
+        (instances the runner adopts from their shims): spared by the sweep.
         """
         if mode not in ("on", "off"):
             raise TenantError(f"sandbox mode must be 'on' or 'off', not {mode!r}")
@@ -135,14 +150,17 @@ class Tenancy:
         except (CgroupError, OSError) as exc:
             raise TenantError(f"cgroups: {exc}") from None
         t = cls(owner, enabled=True, hierarchy=hierarchy, host_links=system_links())
-        t.sweep()
+        t.sweep(keep)
         return t
 
-    def sweep(self) -> None:
-        """Kill and remove cgroups a crashed run of this daemon left behind."""
+    def sweep(self, keep: Collection[str] = ()) -> None:
+        """Kill and remove cgroups a crashed run of this daemon left behind
+        (but those of `keep`, alive and adopted)."""
         if self.hierarchy is None:
             return
         for cg in self.hierarchy.leftovers():
+            if any(d.name in keep for d in cg.dirs.values()):
+                continue
             if cg.pids():
                 log.warning("killing tenant processes left in %s", cg.dirs)
             cg.destroy()
@@ -174,6 +192,18 @@ class Tenancy:
         return Prepared(
             argv=full, identity=spec.identity, cgroup=cg, limits=spec.limits, umask=spec.umask
         )
+
+    def adopt(self, unit: str, identity: Identity | None, limits: Limits) -> Prepared:
+        """The launch of a process a previous run of this daemon started and
+        left running (its cgroup `unit`, as that run recorded it)."""
+        if not self.enabled or identity is None:
+            return Prepared(argv=[], identity=None, cgroup=None, limits=limits)
+        assert self.hierarchy is not None
+        try:
+            cg = self.hierarchy.cgroup(unit)
+        except CgroupError as exc:
+            raise TenantError(str(exc)) from None
+        return Prepared(argv=[], identity=identity, cgroup=cg, limits=limits)
 
 
 def _whoami() -> str:

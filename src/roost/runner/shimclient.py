@@ -1,0 +1,379 @@
+"""The runner's side of the per-instance shims (`roost.runner.shim`).
+
+Theory of operation. Every instance the runner starts runs under a shim of
+its own, so it outlives the runner (a crash, `kill -9`, a hand-over on
+SIGUSR2) and a new runner adopts it. For each instance, DATA/runner/shims/
+<instance>/ (root's, 0700) holds the shim's socket and `record.json`: what a
+successor needs to report and reconcile the instance without asking anyone
+(its assignment, process name, port, cgroup unit, state, start time),
+written atomically by the runner before the shim starts and again whenever
+the instance's state or pid changes.
+
+`Child` is one instance as the supervisor sees it: started (`Child.start`:
+the shim, told what to exec and the child's set-up as data) or adopted
+(`discover`: every shim directory whose shim answers; a directory whose shim
+is gone is removed, a live shim without a valid record is told to kill its
+instance). `Child.run` pumps the instance's output from the shim's socket
+into the log until the exit frame, then reads the OOM counter and ends the
+cgroup, tells the shim to go, and removes the directory. Cancelled (the
+runner hands over, or crashes), it only lets go of the socket: the instance
+keeps running and its shim keeps its output for the next runner.
+
+The shim is trusted (the runner's own code, as root); what it relays from
+the instance is not, and neither is anything read back from the directory:
+frames are bounded and typed, the record is decoded into typed fields and
+its names checked against the directory it was found in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import msgspec
+
+from roost import aio
+from roost.proc.wait import exited
+from roost.runner import shim as protocol
+from roost.runner.layout import safe_name
+from roost.runner.logbuffer import LineSplitter
+from roost.tenant.launch import Prepared
+from roost.wire.messages import InstanceAssignment, InstanceState
+
+log = logging.getLogger("roost.runner")
+
+RECORD_NAME = "record.json"
+TAIL_LINES = 30
+# How long a shim may take to start its instance and say so.
+START_TIMEOUT_S = 30.0
+# How long a collected shim may take to exit, and a shim to answer a connect.
+SHIM_TIMEOUT_S = 5.0
+
+LineSink = Callable[[str, str], None]  # (stream, line)
+
+
+class ShimError(RuntimeError):
+    """A shim could not be started or spoke out of turn (the message says how)."""
+
+
+class ShimRecord(msgspec.Struct, kw_only=True):
+    """What a successor needs of one instance (DATA/runner/shims/<id>/record.json)."""
+
+    assignment: InstanceAssignment
+    process_name: str
+    port: int = 0
+    command: str = ""
+    unit: str = ""  # the cgroup's name ("" unconfined)
+    memory_mb: int = 0
+    state: InstanceState = "starting"
+    pid: int = 0
+    started_wall: float = 0.0
+    runs: int = 1
+    restarts: int = 0
+
+    @property
+    def instance_id(self) -> str:
+        return self.assignment.instance_id
+
+
+class Status(msgspec.Struct):
+    """The shim's first frame."""
+
+    pid: int
+    started: float
+    exited: bool
+    returncode: int | None
+    dropped: int = 0
+    shim: int = 0
+
+
+class Exit(msgspec.Struct):
+    returncode: int | None
+
+
+def write_record(directory: Path, record: ShimRecord) -> None:
+    """Atomically (a reader sees the old record or the new, never half)."""
+    tmp = directory / (RECORD_NAME + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(msgspec.json.encode(record))
+    os.replace(tmp, directory / RECORD_NAME)
+
+
+def read_record(directory: Path) -> ShimRecord | None:
+    """The record, if it is there, well-formed and names this directory's instance."""
+    try:
+        data = (directory / RECORD_NAME).read_bytes()
+        rec = msgspec.json.decode(data, type=ShimRecord)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if safe_name(rec.instance_id) != directory.name or not 0 <= rec.port <= 65535:
+        return None
+    if rec.pid < 0 or rec.runs < 0 or rec.restarts < 0:
+        return None
+    return rec
+
+
+def sandbox_returncode(rc: int) -> int:
+    """bwrap exits 128+N when its command died of signal N: say it as Popen would."""
+    if 128 < rc < 128 + signal.NSIG:
+        return -(rc - 128)
+    return rc
+
+
+def decode_frame(kind: bytes, payload: bytes) -> Status | Exit | tuple[str, bytes]:
+    """One frame from a shim, typed: a status, an exit, or (stream, output)."""
+    if kind == protocol.STATUS:
+        return msgspec.json.decode(payload, type=Status)
+    if kind == protocol.EXIT:
+        return msgspec.json.decode(payload, type=Exit)
+    return ("stdout" if kind == protocol.STDOUT else "stderr", payload)
+
+
+async def connect(directory: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open the shim's socket in `directory` (any depth: see shim.bind_path)."""
+    dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(protocol.bind_path(dir_fd, protocol.SOCKET_NAME))
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.close(dir_fd)
+    sock.setblocking(False)
+    return await asyncio.open_unix_connection(sock=sock, limit=2 * protocol.MAX_FRAME)
+
+
+async def read_frame(reader: asyncio.StreamReader) -> Status | Exit | tuple[str, bytes]:
+    """The next frame; IncompleteReadError at EOF, ShimError when malformed."""
+    header = await reader.readexactly(protocol.HEADER.size)
+    buf = bytearray(header)
+    _, length = protocol.HEADER.unpack(header)
+    if length <= protocol.MAX_FRAME:
+        buf += await reader.readexactly(length)
+    try:
+        frames = protocol.parse_frames(
+            buf, protocol.STATUS + protocol.STDOUT + protocol.STDERR + protocol.EXIT
+        )
+        return decode_frame(*frames[0])
+    except (protocol.ProtocolError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ShimError(f"bad frame from a shim: {exc}") from None
+
+
+class Child:
+    """One instance, held by its shim (see the module docstring)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        record: ShimRecord,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        status: Status,
+        prepared: Prepared | None = None,
+        popen: subprocess.Popen[bytes] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.record = record
+        self.pid = status.pid
+        self.status = status
+        self.prepared = prepared
+        self._reader = reader
+        self._writer = writer
+        # Our own child (we reap it), or an adopted shim (`roost up` reaps it).
+        self._popen = popen
+        self.returncode: int | None = None
+        # Set once it exited: the kernel OOM-killed something in its cgroup.
+        self.oom_killed = False
+        # Set when the shim vanished without saying how the instance ended.
+        self.error = ""
+
+    @classmethod
+    async def start(
+        cls,
+        directory: Path,
+        record: ShimRecord,
+        env: Mapping[str, str],
+        cwd: Path,
+        prepared: Prepared,
+    ) -> Child:
+        """Start the instance under a new shim; raises ShimError or OSError."""
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(mode=0o700, parents=True)
+        spec = {
+            "argv": list(prepared.argv),
+            "env": dict(env),
+            # A sandbox sets its own working directory (bwrap --chdir).
+            "cwd": "/" if prepared.sandboxed else str(cwd),
+            **prepared.setup_data(),
+        }
+        fd = os.open(directory / protocol.SPEC_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(spec, f)
+        write_record(directory, record)
+        # Its own session, no death signal: it outlives us (roost up, a
+        # subreaper, adopts it when we die).
+        popen = subprocess.Popen(
+            [sys.executable, "-I", "-S", protocol.__file__, str(directory)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd="/",
+            env={"PATH": os.defpath},
+            start_new_session=True,
+        )
+        try:
+            assert popen.stdout is not None
+            line = await aio.wait_for(asyncio.to_thread(popen.stdout.readline), START_TIMEOUT_S)
+            popen.stdout.close()
+            answer = json.loads(line or b"{}")
+            if "error" in answer or "pid" not in answer:
+                raise ShimError(str(answer.get("error") or "the shim exited before it started"))
+            reader, writer = await connect(directory)
+            status = await aio.wait_for(read_frame(reader), SHIM_TIMEOUT_S)
+            if not isinstance(status, Status):
+                raise ShimError("the shim did not say its status first")
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                popen.kill()
+            await asyncio.to_thread(popen.wait)
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        record.pid = status.pid
+        record.started_wall = status.started
+        write_record(directory, record)
+        return cls(directory, record, reader, writer, status, prepared, popen)
+
+    def save(self, state: InstanceState) -> None:
+        """Record the instance's state for a successor (on every change)."""
+        if self.record.state == state:
+            return
+        self.record.state = state
+        with contextlib.suppress(OSError):
+            write_record(self.directory, self.record)
+
+    def signal_group(self, sig: int) -> bool:
+        """Send `sig` to the instance's process group (through its shim)."""
+        if self.returncode is not None or self._writer.is_closing():
+            return False
+        self._writer.write(protocol.frame(protocol.SIGNAL, str(int(sig)).encode()))
+        return True
+
+    async def run(self, sink: LineSink) -> tuple[int | None, list[str]]:
+        """Pump output into `sink` until the instance exits; (returncode, output tail).
+
+        The tail is the last lines of stderr, or of stdout when stderr was empty.
+        Cancelled, it lets go of the shim and the instance runs on.
+        """
+        tails = {"stdout": deque[str](maxlen=TAIL_LINES), "stderr": deque[str](maxlen=TAIL_LINES)}
+        splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
+        if self.status.dropped:
+            sink("stderr", f"[{self.status.dropped} bytes of output lost while no runner read it]")
+        rc: int | None = None
+        try:
+            while True:
+                try:
+                    msg = await read_frame(self._reader)
+                except (asyncio.IncompleteReadError, ConnectionError, ShimError) as exc:
+                    self.error = f"its shim went away ({exc or 'closed'}); the instance with it"
+                    break
+                if isinstance(msg, Exit):
+                    rc = msg.returncode
+                    break
+                if isinstance(msg, tuple):
+                    stream, data = msg
+                    for line in splitters[stream].feed(data):
+                        tails[stream].append(line)
+                        sink(stream, line)
+        except asyncio.CancelledError:
+            self._writer.close()
+            raise
+        for stream, splitter in splitters.items():
+            for line in splitter.flush():
+                tails[stream].append(line)
+                sink(stream, line)
+        self._finish(rc)
+        await self._collect()
+        return self.returncode, list(tails["stderr"] or tails["stdout"])
+
+    def _finish(self, rc: int | None) -> None:
+        """It exited: read the OOM counter, then end the cgroup."""
+        self.returncode = rc
+        if self.prepared is None:
+            return
+        self.oom_killed = self.prepared.oom_killed()
+        self.prepared.finish()
+        if self.prepared.sandboxed and rc is not None:
+            self.returncode = sandbox_returncode(rc)
+
+    async def _collect(self) -> None:
+        """Tell the shim it may go, wait for it, remove its directory."""
+        with contextlib.suppress(ConnectionError, OSError):
+            self._writer.write(protocol.frame(protocol.COLLECT))
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await aio.wait_for(self._reader.read(), SHIM_TIMEOUT_S)  # EOF: it is exiting
+        self._writer.close()
+        if self._popen is not None:
+            with contextlib.suppress(TimeoutError):
+                await aio.wait_for(exited(self._popen.pid), SHIM_TIMEOUT_S)
+            if self._popen.poll() is None:
+                self._popen.kill()  # a shim that does not go: the instance is over anyway
+            self._popen.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+async def discover(root: Path) -> list[tuple[ShimRecord, Child]]:
+    """The instances a previous runner left running, each with its record.
+
+    Stale directories (the shim is gone) are removed; a live shim without a
+    usable record is told to kill its instance and go.
+    """
+    found: list[tuple[ShimRecord, Child]] = []
+    try:
+        entries = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
+    except FileNotFoundError:
+        return found
+    for directory in entries:
+        record = read_record(directory)
+        try:
+            reader, writer = await connect(directory)
+        except OSError:
+            log.info("removing the record of a shim that is gone: %s", directory.name)
+            shutil.rmtree(directory, ignore_errors=True)
+            continue
+        try:
+            status = await aio.wait_for(read_frame(reader), SHIM_TIMEOUT_S)
+            if not isinstance(status, Status) or status.pid <= 0:
+                raise ShimError("no status")
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ShimError) as exc:
+            log.warning("shim in %s does not answer (%s): left alone", directory.name, exc)
+            writer.close()
+            continue
+        if record is None:
+            log.warning("shim in %s has no usable record: ending its instance", directory.name)
+            for kind, payload in (
+                (protocol.KILL_CGROUP, b""),
+                (protocol.SIGNAL, str(int(signal.SIGKILL)).encode()),
+                (protocol.COLLECT, b""),
+            ):
+                writer.write(protocol.frame(kind, payload))
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await aio.wait_for(reader.read(), SHIM_TIMEOUT_S)
+            writer.close()
+            shutil.rmtree(directory, ignore_errors=True)
+            continue
+        record.pid = status.pid
+        found.append((record, Child(directory, record, reader, writer, status)))
+    return found
