@@ -290,20 +290,8 @@ def _bundle_host(files: dict[str, bytes], bundle: Path) -> tuple[str, list[str]]
 @click.option(
     "--systemd", is_flag=True, help="also write systemd units for this host's roles (roost install)"
 )
-@click.option(
-    "--systemd-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=install.DEFAULT_DIR,
-    show_default=True,
-    help="with --systemd: where the units go",
-)
-@click.option(
-    "--env-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=install.DEFAULT_ENV_FILE,
-    show_default=True,
-    help="with --systemd: the settings file the units read",
-)
+@install.dir_option("--systemd-dir", help="with --systemd: where the units go")
+@install.env_file_option("with --systemd: the settings file the units read")
 @click.pass_context
 def join(
     ctx: click.Context, bundle: Path, systemd: bool, systemd_dir: Path, env_file: Path

@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -74,6 +76,8 @@ WHAT = {
 # A hand-over is prompt; the router drains (ROOST_ROUTER_DRAIN_S) first.
 STOP_TIMEOUT_S = {"router": 60, "controller": 30}
 DEFAULT_STOP_TIMEOUT_S = 30
+
+Cmd = TypeVar("Cmd", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -339,28 +343,29 @@ def next_steps(plan: Plan, directory: Path) -> list[str]:
     return lines
 
 
+def dir_option(*decls: str, help: str) -> Callable[[Cmd], Cmd]:
+    """Where the units go (`roost install --dir`, `cluster join --systemd-dir`)."""
+    where = click.Path(file_okay=False, path_type=Path)
+    return click.option(*decls, type=where, default=DEFAULT_DIR, show_default=True, help=help)
+
+
+def env_file_option(help: str) -> Callable[[Cmd], Cmd]:
+    """The settings file the units read."""
+    what = click.Path(dir_okay=False, path_type=Path)
+    return click.option(
+        "--env-file", type=what, default=DEFAULT_ENV_FILE, show_default=True, help=help
+    )
+
+
 @click.command("install")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_DIR,
-    show_default=True,
-    help="where to write the unit files",
-)
+@dir_option("--dir", "directory", help="where to write the unit files")
 @click.option(
     "--roles",
     default="",
     help="roles to install, comma-separated (default: those whose keys are in DATA/keys; "
     "on a fresh data directory, what roost up runs)",
 )
-@click.option(
-    "--env-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_ENV_FILE,
-    show_default=True,
-    help="settings file the units read (made with the ports if absent, never overwritten)",
-)
+@env_file_option("settings file the units read (made with the ports if absent, never overwritten)")
 @click.pass_context
 def install(ctx: click.Context, directory: Path, roles: str, env_file: Path) -> None:
     """Write systemd units for this host's roles (roost.target, one service per role).
