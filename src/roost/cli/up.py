@@ -8,7 +8,16 @@ successive exits, unless it exited with a configuration error
 that role's message, since starting it again would fail the same way. On
 stop, roles are stopped in reverse start order, each with TERM, a grace
 period, then KILL; every role also dies with us (PR_SET_PDEATHSIG) and we are
-a subreaper, so nothing outlives `roost up`.
+a subreaper, so nothing outlives `roost up`: what a daemon left running for
+a successor (an instance's shim, a PostgreSQL server) is ours then, and a
+full stop ends it too, after the roles (which stop their tenants on TERM).
+
+A restart is not a stop: SIGHUP (`roost up --reload`) replaces every daemon
+one at a time and leaves the apps alone (`roost.cli.reload`). The router's
+listening sockets are bound here, once, with a large backlog, and handed to
+every router started (`roost.proc.activation`): while one router hands over
+to the next, or restarts after a crash, connections wait in the kernel's
+backlog instead of being refused.
 """
 
 from __future__ import annotations
@@ -18,10 +27,11 @@ import dataclasses
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 import click
@@ -29,13 +39,13 @@ import httpx
 from click.core import ParameterSource
 
 from roost.backups.tools import missing_tools
-from roost.cli import upstate
+from roost.cli import control, reload, upstate
 from roost.cli.client import CliError
 from roost.cli.datadir import check_reachable, make_parents, older_local_dir
-from roost.cli.local import AlreadyRunning, free_port, prepare_data_dir
+from roost.cli.local import AlreadyRunning, free_port, port_free, prepare_data_dir
 from roost.cli.readiness import role_probes
 from roost.controller.apitls import api_url
-from roost.proc import spawn
+from roost.proc import activation, spawn
 from roost.proc.backoff import Backoff
 from roost.proc.children import Child, Policy
 from roost.proc.stop import kill_descendants
@@ -65,19 +75,27 @@ def _say(msg: str) -> None:
 def role_program(
     role: str,
     argv: list[str],
-    env: dict[str, str],
+    env: Mapping[str, str] | Callable[[], Mapping[str, str]],
     ready: Callable[[Process], Awaitable[None]] | None = None,
+    sockets: Sequence[tuple[str, socket.socket]] = (),
 ) -> Program:
     """A role's daemon; its stderr passes through us, so a fatal exit is
-    reported with the role's own last words."""
+    reported with the role's own last words. `env` may be a function: asked
+    at each start. `sockets` (name, listening socket) are handed to it by
+    the socket activation protocol."""
+    fds = [(name, sock.fileno()) for name, sock in sockets]
+    if fds:
+        argv = activation.launcher(fds, argv)
 
     async def start() -> Process:
-        return await spawn.start(argv, env=env, stderr=subprocess.PIPE)
+        child_env = env() if callable(env) else env
+        return await spawn.start(
+            argv, env=child_env, stderr=subprocess.PIPE, pass_fds=[fd for _, fd in fds]
+        )
 
     policy = ROLE_POLICY
     if ready is not None:
-        timeout = API_READY_S if role == "controller" else ROLE_READY_S
-        policy = dataclasses.replace(policy, ready_timeout_s=timeout)
+        policy = dataclasses.replace(policy, ready_timeout_s=_ready_timeout(role))
     return Program(role, start, ready=ready, policy=policy)
 
 
@@ -107,6 +125,10 @@ async def _reap_adopted(known: Callable[[], set[int]]) -> None:
         reap_adopted(known())
 
 
+def _ready_timeout(role: str) -> float:
+    return API_READY_S if role == "controller" else ROLE_READY_S
+
+
 def fatal_error(child: Child) -> CliError:
     """`roost up` stops: a role exited with a configuration error (its message
     names the fix); restarting it would fail the same way."""
@@ -130,8 +152,55 @@ def role_states(names: list[str], children: dict[str, Child]) -> dict[str, upsta
     return out
 
 
+def router_sockets(settings: Settings) -> list[tuple[str, socket.socket]]:
+    """The router's listening sockets ("http", and "https" when TLS is on),
+    bound once for the life of `roost up` with activation's large backlog."""
+    host = settings.bind_host
+    ports = [("http", settings.router_port)]
+    if settings.router_tls_port:
+        ports.append(("https", settings.router_tls_port))
+    out: list[tuple[str, socket.socket]] = []
+    for name, port in ports:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(activation.BACKLOG)
+        except OSError as exc:
+            sock.close()
+            for _, s in out:
+                s.close()
+            option = "--router-port" if name == "http" else "--tls-port"
+            raise CliError(f"cannot listen on {host}:{port} ({option}): {exc.strerror}") from None
+        out.append((name, sock))
+    return out
+
+
+def _metrics_env(
+    env: dict[str, str], role: str, metrics: dict[str, str], data: Path, host: str
+) -> Callable[[], dict[str, str]]:
+    """A role whose old process may still be ending when its successor
+    starts (the router, handing over) keeps its metrics port while that
+    port is free, else takes another and lists it in DATA/metrics.json."""
+
+    def at_start() -> dict[str, str]:
+        port = int(env["ROOST_METRICS_PORT"])
+        if not port_free(host, port):
+            port = free_port(host)
+            env["ROOST_METRICS_PORT"] = str(port)
+            metrics[role] = f"http://{host}:{port}/metrics"
+            (data / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        return dict(env)
+
+    return at_start
+
+
 async def _report(
-    data: Path, sup: Supervisor, names: list[str], ready: asyncio.Event | None
+    data: Path,
+    sup: Supervisor,
+    names: list[str],
+    ready: asyncio.Event | None,
+    reloads: reload.Reloads,
 ) -> None:
     """Keep DATA/up.json current; say "ready" each time every role has come up."""
     said = False
@@ -139,7 +208,7 @@ async def _report(
     while True:
         roles = role_states(names, sup.children)
         all_up = all(r.state == "up" for r in roles.values())
-        now = upstate.UpStatus(pid=os.getpid(), roles=roles, ready=all_up)
+        now = upstate.UpStatus(pid=os.getpid(), roles=roles, ready=all_up, reload=reloads.status)
         if now != last:
             await asyncio.to_thread(upstate.save, data, now)
             last = now
@@ -159,10 +228,13 @@ async def supervise(
     with_backups: bool = False,
 ) -> None:
     sup = Supervisor(in_order=True, say=_say)
+    reloads = reload.Reloads()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, sup.stop)  # signals only enqueue
+    loop.add_signal_handler(signal.SIGHUP, reloads.ask)
     become_subreaper()
+    sockets = router_sockets(settings)
     base = [sys.executable, "-m", "roost", "--data", str(data)]
     # Every child sees the same ports (the controller prints app URLs with the
     # router's port); each gets its own metrics port, listed in DATA/metrics.json.
@@ -195,13 +267,21 @@ async def supervise(
             child_env["ROOST_METRICS_PORT"] = str(port)
             metrics[role] = f"http://{settings.bind_host}:{port}/metrics"
         probe = _api_answers(data) if role == "controller" else probes.get(role)
-        programs.append(role_program(role, [*base, role, *extra], child_env, probe))
+        argv = [*base, role, *extra]
+        if role == "router":
+            at_start = _metrics_env(child_env, role, metrics, data, settings.bind_host)
+            programs.append(role_program(role, argv, at_start, probe, sockets))
+        else:
+            programs.append(role_program(role, argv, child_env, probe))
     (data / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    names = [p.name for p in programs]
+    steps = reload.plan(names, shared_sockets=bool(sockets))
     try:
         async with asyncio.TaskGroup() as tg:
             supervising = tg.create_task(sup.run())
             reaper = tg.create_task(_reap_adopted(sup.pids))
-            reporter = tg.create_task(_report(data, sup, [p.name for p in programs], ready))
+            reporter = tg.create_task(_report(data, sup, names, ready, reloads))
+            reloader = None
             # The controller first: the others register with it as they start.
             sup.add(programs[0])
             if await sup.wait_up("controller", 2 * API_READY_S):
@@ -211,7 +291,8 @@ async def supervise(
                 _say(f"API      {api['url']}/api/docs")
                 _say(f"apps at  http://APP.{settings.default_domain}:{settings.router_port}/")
                 _say(f"git push ssh://{settings.bind_host}:{settings.ssh_port}/APP main")
-                _say("running; Ctrl-C stops everything")
+                _say("running; Ctrl-C stops everything, roost up --reload restarts the daemons")
+                reloader = tg.create_task(reloads.run(sup, steps, _ready_timeout, _say))
             elif sup.fatal is None:
                 c = sup.children.get("controller")
                 _say(f"the controller API did not come up ({c.last_error if c else 'not started'})")
@@ -219,7 +300,11 @@ async def supervise(
             await supervising
             reaper.cancel()
             reporter.cancel()
+            if reloader is not None:
+                reloader.cancel()
     finally:
+        for _, sock in sockets:
+            sock.close()
         # Anything still below us (orphans adopted as subreaper, e.g. workers of
         # an instance whose runner was killed) goes too: nothing outlives `up`.
         stragglers = kill_descendants()
@@ -233,6 +318,7 @@ async def supervise(
             roles=role_states([p.name for p in programs], sup.children),
             over=True,
             error=fatal_error(fatal).message if fatal is not None else "",
+            reload=reloads.status,
         )
         upstate.save(data, final)
     if fatal is not None:
@@ -254,6 +340,13 @@ async def supervise(
 @click.option(
     "--tls-port", type=int, default=None, help="HTTPS port of the router (default 8443; 0: off)"
 )
+@click.option(
+    "--reload",
+    "reload_",
+    is_flag=True,
+    help="replace the daemons of the roost up running on the data directory, one at a "
+    "time (apps keep serving), and report; starts nothing else",
+)
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -262,9 +355,17 @@ def up(
     api_port: int | None,
     ssh_port: int | None,
     tls_port: int | None,
+    reload_: bool,
 ) -> None:
-    """Run the whole platform on this machine until Ctrl-C."""
+    """Run the whole platform on this machine until Ctrl-C (or roost down).
+
+    SIGHUP, or roost up --reload, restarts Roost's own daemons one at a time
+    (a new version's, after an upgrade) and leaves the apps running.
+    """
     data: Path = (data_dir or ctx.obj["data"]).resolve()
+    if reload_:
+        control.reload_up(data)
+        return
     settings = Settings.from_env(
         router_port=router_port, api_port=api_port, ssh_port=ssh_port, router_tls_port=tls_port
     )
