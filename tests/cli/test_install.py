@@ -84,8 +84,8 @@ def test_order_servicehost_before_runner_controller_first_router_after_its_socke
     assert target.value("Install", "WantedBy") == "multi-user.target"
     # The sockets are not part of the target: stopping Roost keeps the ports open.
     for name, fd_name, port in (
-        ("roost-router.socket", "http", "8080"),
-        ("roost-router-tls.socket", "https", "8443"),
+        ("roost-router.socket", "http", "127.0.0.1:8080"),
+        ("roost-router-tls.socket", "https", "127.0.0.1:8443"),
     ):
         sock = got[name]
         assert sock.value("Socket", "FileDescriptorName") == fd_name  # what the router takes
@@ -98,8 +98,8 @@ def test_only_the_roles_asked_in_one_order_and_no_tls_socket_when_tls_is_off() -
     got = _by_name(_plan(roles=("runner", "controller"), tls_port=0))
     assert list(got) == ["roost.target", "roost-controller.service", "roost-runner.service"]
     assert "roost-servicehost.service" not in got["roost-runner.service"].render()
-    with_router = _by_name(_plan(roles=("router",), tls_port=0, http_port=80))
-    assert with_router["roost-router.socket"].value("Socket", "ListenStream") == "80"
+    with_router = _by_name(_plan(roles=("router",), tls_port=0, http_port=80, host="::"))
+    assert with_router["roost-router.socket"].value("Socket", "ListenStream") == "[::]:80"
     assert "roost-router-tls.socket" not in with_router
     assert with_router["roost-router.service"].value("Service", "Sockets") == "roost-router.socket"
 

@@ -111,6 +111,7 @@ class Plan:
     env_file: Path = DEFAULT_ENV_FILE
     http_port: int = 8080
     tls_port: int = 8443  # 0: no TLS socket
+    host: str = "127.0.0.1"  # where the router listens: ROOST_BIND_HOST, as under roost up
 
 
 def service_name(role: str) -> str:
@@ -183,6 +184,7 @@ def service(plan: Plan, role: str) -> Unit:
 
 
 def router_socket(plan: Plan, name: str, port: int, fd_name: str) -> Unit:
+    host = f"[{plan.host}]" if ":" in plan.host else plan.host
     return Unit(
         name,
         {
@@ -192,7 +194,7 @@ def router_socket(plan: Plan, name: str, port: int, fd_name: str) -> Unit:
                 # open, so connections wait for the next router.
             ],
             "Socket": [
-                ("ListenStream", str(port)),
+                ("ListenStream", f"{host}:{port}"),
                 ("FileDescriptorName", fd_name),
                 ("Service", service_name("router")),
                 ("Backlog", "4096"),
@@ -242,6 +244,7 @@ def env_file_text(settings: Settings) -> str:
         "# Roost's settings for this host's daemons (roost install wrote it once;",
         "# edit freely, then systemctl restart roost.target). Every setting:",
         "# ROOST_* environment variables, listed in the manual's settings page.",
+        f"ROOST_BIND_HOST={settings.bind_host}",
         f"ROOST_API_PORT={settings.api_port}",
         f"ROOST_ROUTER_PORT={settings.router_port}",
         f"ROOST_ROUTER_TLS_PORT={settings.router_tls_port}",
@@ -323,6 +326,7 @@ def install_units(
         env_file=env_file,
         http_port=settings.router_port,
         tls_port=settings.router_tls_port,
+        host=settings.bind_host,
     )
     try:
         return plan, write_units(plan, directory, settings)
