@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import click
 
 from roost.cli.client import EXIT_USAGE, CliError
+from roost.cli.reload import HANDS_OVER  # the roles whose tenants outlive them on SIGUSR2
 from roost.proc.exits import FATAL
 from roost.settings import Settings
 from roost.wire.cluster import ClusterConfig
@@ -49,9 +50,6 @@ DEFAULT_ENV_FILE = Path("/etc/roost/roost.env")
 TARGET = "roost.target"
 # The name `roost up` gives its one-host address book (roost.cli.local).
 LOCAL_CLUSTER = "local"
-# Roles whose tenants outlive them on SIGUSR2 (roost.cli.reload says the same
-# for `roost up --reload`).
-HANDS_OVER = frozenset({"runner", "servicehost"})
 # Roles that make cgroups for their tenants under their own.
 MAKES_CGROUPS = frozenset({"runner", "builder"})
 # What each role starts after, when this host runs it too.
