@@ -88,25 +88,45 @@ class Servicehost:
                 stderr=subprocess.STDOUT,
             )
 
+    def servers(self) -> set[int]:
+        """Every process running in this data directory: the PostgreSQL and
+        Redis servers (and PostgreSQL's backends), which are not the daemon's
+        children (they outlive it)."""
+        pids = set()
+        for p in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if Path(p.cwd()).is_relative_to(self.data) and p.status() != psutil.STATUS_ZOMBIE:
+                    pids.add(p.pid)
+        return pids
+
     def note_children(self) -> None:
-        """Remember the daemon's descendants, to check none outlives it."""
+        """Remember the daemon's descendants and servers, to check none outlives it."""
         if self.proc is not None:
             with contextlib.suppress(psutil.NoSuchProcess):
                 kids = psutil.Process(self.proc.pid).children(recursive=True)
                 self.children |= {k.pid for k in kids}
+        self.children |= self.servers()
 
-    def stop(self, timeout: float = 90.0) -> int:
+    def end(self, sig: int, timeout: float = 90.0) -> int:
+        """Send the daemon `sig` and wait for it to exit; its status."""
         assert self.proc is not None
-        self.note_children()
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(sig)
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError(
-                f"servicehost did not stop in {timeout}s:\n{self.tail()}"
+                f"servicehost did not end in {timeout}s after {sig!r}:\n{self.tail()}"
             ) from None
+        self.proc = None
+        return rc
+
+    def stop(self, timeout: float = 90.0) -> int:
+        """A full stop (SIGTERM): the daemon and every server of it gone."""
+        assert self.proc is not None
+        self.note_children()
+        rc = self.end(signal.SIGTERM, timeout)
         deadline = time.monotonic() + 10
         alive = [p for p in self.children if psutil.pid_exists(p)]
         while alive and time.monotonic() < deadline:
@@ -114,7 +134,6 @@ class Servicehost:
             alive = [p for p in alive if _alive(p)]
         assert not alive, f"servers outlived the servicehost: {alive}"
         self.children.clear()
-        self.proc = None
         return rc
 
     def tail(self, n: int = 60) -> str:
@@ -126,6 +145,10 @@ class Servicehost:
     def cleanup(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.stop()
+        # Servers a test left without a daemon (it killed it): none outlives the test.
+        for pid in self.servers():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.data, ignore_errors=True)
 
     @contextlib.asynccontextmanager

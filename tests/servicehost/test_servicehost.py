@@ -187,7 +187,7 @@ async def test_killed_postgres_is_restarted(sh: Servicehost) -> None:
     assert new_pid != old.pid
     st = await sh.status()
     cluster = next(s for s in st.servers if s.app == "" and s.kind == "postgres")
-    assert cluster.restarts >= 1 and "killed by SIGKILL" in cluster.last_error
+    assert cluster.restarts >= 1 and cluster.last_error.startswith("exited")
     with pg_connect(a) as conn:
         assert conn.execute("SELECT v FROM survives").fetchone() == (42,)
     # Provisioning works on the restarted server.

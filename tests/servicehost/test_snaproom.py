@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from roost.proc.supervise import Supervisor
 from roost.servicehost.binaries import find_binaries
 from roost.servicehost.redis import SAVE_POINTS, RedisServer
 from roost.servicehost.snaproom import check
 from roost.servicehost.state import Service
-from roost.servicehost.supervised import Supervised
+from roost.servicehost.supervised import Servers, Supervised
 from roost.servicehost.user import ServiceUser
 from tests.conftest import free_port
 
@@ -52,7 +51,7 @@ async def redis(small_disk: Path) -> AsyncIterator[tuple[RedisServer, Supervised
     (small_disk / "logs").mkdir()
     server = RedisServer(find_binaries(), small_disk / "redis", small_disk / "logs", user, svc,
                          ["127.0.0.1"])  # fmt: skip
-    sup = Supervisor(logger=logging.getLogger("test"))
+    sup = Servers(logging.getLogger("test"))
     running = asyncio.create_task(sup.run())
     supervised = Supervised(sup, server, backoff_max_s=1.0)
     try:
@@ -84,7 +83,7 @@ async def test_snapshots_go_off_when_the_disk_fills_and_come_back(
     assert await _config(server, "auto-aof-rewrite-percentage") == "0"
     assert 'save ""' in server.conf_path.read_text().splitlines()  # a restart keeps them off
     await supervised.stop()
-    supervised = Supervised(supervised.sup, server, backoff_max_s=1.0)
+    supervised = Supervised(supervised.servers, server, backoff_max_s=1.0)
     assert await supervised.wait_up(30)
     assert await _config(server, "save") == ""
 

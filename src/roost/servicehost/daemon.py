@@ -2,15 +2,27 @@
 
 Start: find the server binaries (a clear error naming the packages when they
 are missing), bind the "servicehost" RPC endpoints, initdb on first run, start
-PostgreSQL and every app's Redis. Stop (SIGTERM/SIGINT): stop answering, stop
-the status push, then stop every server gracefully (PostgreSQL: fast
-shutdown; Redis: SIGTERM, which saves) and return once all are reaped.
+PostgreSQL and every app's Redis, or adopt those an earlier daemon left
+running on this data directory (supervised.py). Two ways to end:
+
+  SIGTERM/SIGINT  full stop: stop answering, stop the status push, then stop
+                  every server gracefully (PostgreSQL: fast shutdown; Redis:
+                  SIGTERM, its SHUTDOWN, which saves) and return once all
+                  have exited.
+  SIGUSR2         hand-over: stop answering and return at once, leaving
+                  every server serving, with its connections, for the next
+                  daemon (an upgrade, a restart) to adopt.
+
+A SIGKILL or a crash leaves the servers serving too: they are not its
+children (detached.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from roost.daemonize import run_daemon
@@ -63,8 +75,31 @@ def handlers(
 async def serve(
     data_dir: Path, settings: Settings, name: str = "servicehost", stop: asyncio.Event | None = None
 ) -> None:
-    """The daemon's body; returns after `stop` is set and every server is down."""
+    """The daemon's body; returns after `stop` is set and every server is
+    down, or after SIGUSR2 with every server left serving."""
     stop = stop or asyncio.Event()
+    handing_over = False
+
+    def hand_over() -> None:
+        nonlocal handing_over
+        handing_over = True
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR2, hand_over)
+    try:
+        await _serve(data_dir, settings, name, stop, lambda: handing_over)
+    finally:
+        loop.remove_signal_handler(signal.SIGUSR2)
+
+
+async def _serve(
+    data_dir: Path,
+    settings: Settings,
+    name: str,
+    stop: asyncio.Event,
+    handing_over: Callable[[], bool],
+) -> None:
     problem = limits_problem(settings)
     if problem is not None:
         raise ConfigError(problem)
@@ -103,11 +138,12 @@ async def serve(
                     helpers.append(tg.create_task(push_loop(host, controllers, name)))
                 log.info("servicehost %s serving on %s", name, [s.address for s in servers])
                 await stop.wait()
-                log.info("servicehost stopping")
+                over = handing_over()
+                log.info("servicehost %s", "handing over" if over else "stopping")
                 for t in helpers:
                     t.cancel()
                 execs.shutdown()
-                await host.shutdown()
+                await (host.release() if over else host.shutdown())
         finally:
             if controllers is not None:
                 await controllers.close()

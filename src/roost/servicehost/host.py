@@ -1,7 +1,9 @@
 """The servicehost's brain: which servers run, and provisioning over them.
 
 Theory of operation: state.json is the truth about what exists; every
-server in it is started at `start()` and supervised until `shutdown()`.
+server in it is started at `start()` (or adopted, running, from the daemon
+before this one: supervised.py) and supervised until `shutdown()`, which
+stops them, or `release()`, which leaves them serving for the next daemon.
 Requests for one (app, kind) are serialised by a lock, and each step is
 idempotent, so a request repeated after a timeout (the RPC client retries
 with the same request) or after a crash half-way simply finishes the job:
@@ -32,12 +34,11 @@ import shutil
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psycopg
 
-from roost.proc.supervise import Supervisor
 from roost.servicehost import backuprole, pgadmin
 from roost.servicehost.addresses import advertised_host, listen_hosts
 from roost.servicehost.backups import archive_app_data, backup_name
@@ -56,7 +57,7 @@ from roost.servicehost.postgres import Postgres
 from roost.servicehost.redis import RedisServer
 from roost.servicehost.state import HostState, PgCluster, Service, load_state, save_state
 from roost.servicehost.status import collect
-from roost.servicehost.supervised import Supervised
+from roost.servicehost.supervised import Servers, Supervised
 from roost.servicehost.user import ServiceUser
 from roost.settings import Settings
 from roost.wire.dispatch import Entry, on, refusing
@@ -139,7 +140,7 @@ class ServiceHost:
         self.state: HostState = load_state(layout.state_file)
         self.pg: Postgres | None = None
         # One supervisor for every server this host runs (see supervised.py).
-        self.sup = Supervisor(logger=log)
+        self.sup = Servers(log)
         self.pg_sup: Supervised | None = None
         self.redis: dict[str, tuple[RedisServer, Supervised]] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -258,10 +259,17 @@ class ServiceHost:
 
     async def shutdown(self) -> None:
         """Stop every server gracefully (in parallel) and wait for them."""
+        await self._end(self.sup.stop)
+
+    async def release(self) -> None:
+        """Leave every server serving, for the next daemon to adopt (a hand-over)."""
+        await self._end(self.sup.release)
+
+    async def _end(self, how: Callable[[], None]) -> None:
         if self._limits is not None:
             self._limits.cancel()
             await asyncio.wait([self._limits])  # (its cancellation is not ours to raise)
-        self.sup.stop()
+        how()
         if self._supervising is not None:
             await self._supervising
 

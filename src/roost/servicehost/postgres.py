@@ -25,8 +25,16 @@ so the files on disk can never drift from what Roost means:
     run time is written and the postmaster reloads it (SIGHUP by
     pg_reload_conf()).
 
-The postmaster is the supervised process itself (not pg_ctl), so a crash is
-its exit; stop is SIGINT (fast shutdown: roll back sessions, checkpoint).
+The postmaster is the supervised process itself (not pg_ctl), launched
+detached so it outlives the daemon (detached.py); stop is SIGINT (fast
+shutdown: roll back sessions, checkpoint). A new daemon adopts the
+postmaster its data directory's postmaster.pid names (`find`) when that
+file names this data directory and the process behind its pid is the
+postgres binary, running in this directory as the service user, started
+when the file says (a pid reused by another process is never adopted; its
+stale file is removed so a new postmaster may start); once it answers, its
+command line must be the one this daemon would give (port, addresses,
+settings), or it is restarted.
 """
 
 from __future__ import annotations
@@ -38,11 +46,14 @@ import os
 import signal
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import psycopg
 
 from roost.servicehost.binaries import Binaries
+from roost.servicehost.detached import adoptable, cmdline, launch, retire, started_at
 from roost.servicehost.names import BACKUP_ROLE
 from roost.servicehost.spawn import run_tool, spawn
 from roost.servicehost.state import PgCluster
@@ -57,6 +68,33 @@ RELOAD_POLLS = 100  # of 50 ms: how long a caller waits for a reload to be seen
 
 LOOPBACKS = ("127.0.0.1/32", "::1/128")
 WILDCARDS = ("", "*", "0.0.0.0", "::")
+# postmaster.pid's start time against the process's own: the same start.
+START_SLACK_S = 5.0
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    """What postmaster.pid says (its first lines)."""
+
+    pid: int
+    data_dir: str
+    started: float  # epoch seconds
+    port: int
+
+
+def parse_postmaster_pid(text: str) -> PidRecord | None:
+    """postmaster.pid's pid, data directory, start time and port (pure);
+    None when it is not complete (a postmaster writing it now)."""
+    lines = text.split("\n")
+    if len(lines) < 4:
+        return None
+    try:
+        pid, started, port = int(lines[0]), float(lines[2]), int(lines[3])
+    except ValueError:
+        return None
+    if pid <= 0 or not lines[1]:
+        return None
+    return PidRecord(pid, lines[1], started, port)
 
 
 def hba_address(host: str) -> str | None:
@@ -229,12 +267,56 @@ class Postgres:
 
     # ------------------------------------------------------------ Server protocol
 
-    async def spawn(self) -> asyncio.subprocess.Process:
+    async def find(self) -> int | None:
+        """The postmaster an earlier daemon left on this data directory, or
+        None (module docstring); one with other settings is stopped first."""
+        rec = await asyncio.to_thread(self._recorded)
+        if rec is None:
+            return None
+        running = await asyncio.to_thread(cmdline, rec.pid)
+        if running != self.argv():
+            log.info("the running PostgreSQL (pid %d) has other settings: restarting it", rec.pid)
+            await retire(rec.pid, self.stop_signal, self.stop_grace_s)
+            return None
+        self.spawned_port = rec.port
+        return rec.pid
+
+    def _recorded(self) -> PidRecord | None:
+        """postmaster.pid's record when its process is this cluster's postmaster."""
+        path = self.pgdata / "postmaster.pid"
+        try:
+            rec = parse_postmaster_pid(path.read_text())
+        except FileNotFoundError:
+            return None
+        if rec is None:
+            return None  # being written: the postmaster that writes it judges it
+        why = ""
+        if os.path.realpath(rec.data_dir) != os.path.realpath(self.pgdata):
+            why = f"it names data directory {rec.data_dir}"
+        why = why or adoptable(rec.pid, self.bins.pg("postgres"), self.pgdata, self.user.run_uid)
+        if not why and abs(started_at(rec.pid) - rec.started) > START_SLACK_S:
+            why = f"pid {rec.pid} started at another time than the postmaster it names"
+        if not why:
+            return rec
+        if psutil.pid_exists(rec.pid):
+            # PostgreSQL would take that live process for a postmaster of
+            # this directory and refuse to start: the record is stale.
+            log.warning("postmaster.pid is stale (%s): removing it, not adopting", why)
+            path.unlink(missing_ok=True)
+        return None
+
+    async def launch(self) -> int:
         self._write_hba()
         self.spawned_port = self.cluster.port
+        return await launch(self.argv(), self.user, self.log_file, self.pgdata)
+
+    async def spawn(self) -> asyncio.subprocess.Process:
+        """A postmaster that is this process's child and dies with it: the
+        offline rebuild's (rebuild.py), never a servicehost's."""
+        self._write_hba()
         return await spawn(self.argv(), self.user, self.log_file, self.pgdata)
 
-    async def wait_ready(self, proc: asyncio.subprocess.Process) -> None:
+    async def wait_ready(self, pid: int, adopted: bool) -> None:
         while True:
             try:
                 conn = await self.connect(timeout=2)
@@ -243,9 +325,17 @@ class Postgres:
                 await asyncio.sleep(0.1)
                 continue
             async with conn:
+                cur = await conn.execute("SELECT current_setting('data_directory')")
+                served = (await cur.fetchone() or ("",))[0]
+                if os.path.realpath(served) != os.path.realpath(self.pgdata):
+                    raise RuntimeError(
+                        f"port {self.cluster.port} serves {served}, not this cluster"
+                    )
                 # Apps must not even open the maintenance databases.
                 await conn.execute("REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC")
-            return
+            break
+        if adopted:
+            await self.refresh_hba()  # (what it admits may have changed meanwhile)
 
     # ------------------------------------------------------------ admin access
 

@@ -111,7 +111,7 @@ async def rebuild_cluster(
     try:
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
-                await pg.wait_ready(proc)
+                await pg.wait_ready(proc.pid, adopted=False)
         except TimeoutError:
             raise RebuildError(
                 f"PostgreSQL did not start in {START_TIMEOUT_S:.0f} s (see {pg.log_file})"

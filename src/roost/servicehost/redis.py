@@ -31,6 +31,16 @@ points, AOF rewrites) are turned off while one would not fit on the disk
 (snaproom.py) and on again when there is room; the config then says so
 too, so a restart keeps them off.
 
+Each server runs detached (detached.py), recording its pid in its pidfile,
+and outlives the daemon. A new daemon adopts the one the pidfile names when
+that process is redis-server, running in the app's directory as the
+service user, on the app's port (its title says it), and, once it answers
+the daemon's own password, says it is that pid with this config file (INFO
+server): nothing that merely reuses the pid is ever touched. An adopted
+server is told the current memory limit; one listening on other addresses
+is restarted; one whose snapshots are off stays so until the guard finds
+room (snaproom.py).
+
 A server whose directory holds a dump.rdb but no AOF (a restored RDB) is
 started with `appendonly no`, so it loads the RDB (with AOF on and no AOF
 files, Redis 7 starts empty and would then save that), and turned to
@@ -41,17 +51,20 @@ loaded data.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
 from pathlib import Path
 
 from roost.servicehost.binaries import Binaries
+from roost.servicehost.detached import adoptable, cmdline, launch, retire
 from roost.servicehost.names import REDIS_BACKUP_USER
 from roost.servicehost.resp import RedisAdmin, RedisError, parse_info
-from roost.servicehost.spawn import spawn
 from roost.servicehost.state import Service
 from roost.servicehost.user import ServiceUser
+
+log = logging.getLogger("roost.servicehost")
 
 ADMIN_USER = "roost-admin"
 EVICTION_POLICY = "volatile-lru"  # why: the module docstring
@@ -67,6 +80,7 @@ BACKUP_ALLOWED = ("+sync", "+psync", "+replconf", "+ping", "+info")
 SAVE_POINTS = "3600 1 300 100 60 10000"
 AOF_REWRITE_PERCENTAGE = 100
 AOF_DIR = "appendonlydir"
+PIDFILE = "redis.pid"
 AOF_REWRITE_WAIT_S = 600.0
 # INFO persistence once an AOF turned on has been written from memory.
 AOF_REWRITTEN = (
@@ -98,6 +112,7 @@ def render_conf(
         # clients that the ACL already authenticates.
         "protected-mode no",
         "daemonize no",
+        f'pidfile "{directory / PIDFILE}"',
         'logfile ""',
         f'dir "{directory}"',
         "dbfilename dump.rdb",
@@ -175,23 +190,66 @@ class RedisServer:
 
     # ------------------------------------------------------------ Server protocol
 
-    async def spawn(self) -> asyncio.subprocess.Process:
-        self.prepare()
-        return await spawn(
-            [str(self.bins.redis_server), str(self.conf_path)], self.user, self.log_file, self.dir
-        )
+    async def find(self) -> int | None:
+        """The server an earlier daemon left in this directory, or None (module docstring)."""
+        try:
+            pid = int((self.dir / PIDFILE).read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        exe = str(self.bins.redis_server)
+        why = await asyncio.to_thread(adoptable, pid, exe, self.dir, self.user.run_uid)
+        if why:
+            log.info("%s: not adopting the pid its pidfile names: %s", self.name, why)
+            return None
+        # Its title ("redis-server 127.0.0.1:PORT") is written over its argv.
+        title = " ".join(await asyncio.to_thread(cmdline, pid)).split()
+        if not any(word.endswith(f":{self.svc.port}") for word in title[1:]):
+            log.info(
+                "%s: the running server (pid %d) has another port: restarting it", self.name, pid
+            )
+            await retire(pid, self.stop_signal, self.stop_grace_s)
+            return None
+        self.prepare()  # the config as this daemon means it, for its next start
+        return pid
 
-    async def wait_ready(self, proc: asyncio.subprocess.Process) -> None:
+    async def launch(self) -> int:
+        self.prepare()
+        argv = [str(self.bins.redis_server), str(self.conf_path)]
+        return await launch(argv, self.user, self.log_file, self.dir)
+
+    async def wait_ready(self, pid: int, adopted: bool) -> None:
         while True:
             try:
                 async with self.admin(timeout=2.0) as r:
                     if await r.call("PING") == "PONG":
+                        info = parse_info(await r.call("INFO", "server"))
                         break
             except (OSError, RedisError, TimeoutError, asyncio.IncompleteReadError):
                 pass  # not listening yet, or -LOADING the AOF
             await asyncio.sleep(0.05)
+        served = (info.get("process_id", ""), os.path.realpath(info.get("config_file", "")))
+        if served != (str(pid), os.path.realpath(self.conf_path)):
+            raise RedisError(
+                f"port {self.svc.port} is served by pid {served[0]} with {served[1]!r}, "
+                f"not by pid {pid} with {self.conf_path}"
+            )
+        if adopted:
+            await self._reconcile()
         if self._rebuild_aof:
             await self._rebuild()
+
+    async def _reconcile(self) -> None:
+        """An adopted server brought to what this daemon means (module docstring)."""
+        want = bind_addresses(self.listen)
+        async with self.admin() as r:
+            bind = (await r.call("CONFIG", "GET", "bind"))[1]
+            if bind != want:
+                raise RedisError(f"it listens on {bind!r}, not {want!r}: restarting it")
+            await r.call("CONFIG", "SET", "maxmemory", f"{max(self.svc.memory_mb, 1)}mb")
+            save = (await r.call("CONFIG", "GET", "save"))[1]
+        if not save:
+            self.snapshot_problem = "snapshots off, as the servicehost before this one left them"
+            self.prepare()
 
     async def _rebuild(self) -> None:
         """The RDB is loaded: turn the AOF on (Redis rewrites it from the data

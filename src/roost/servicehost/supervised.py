@@ -1,32 +1,52 @@
-"""The servicehost's servers (PostgreSQL, one Redis per app) under the
-process toolkit's supervisor (`roost.proc.supervise`).
+"""The servicehost's servers (PostgreSQL, one Redis per app) under one
+supervisor, `Servers`: the process toolkit's loop (`roost.proc.arbiter`)
+and its decisions (`roost.proc.children`: start, probe, restart with the
+shared backoff, stop with a grace then SIGKILL), over processes that are
+not the daemon's children (detached.py).
 
-One `Supervisor` owns every server the host runs: it starts each, waits
-until it answers (`wait_ready`), restarts one that exits with the shared
-backoff (`roost.proc.backoff`), kills one that hangs on start, and stops
-them all (each with its own stop signal, a grace period, then SIGKILL) when
-the host shuts down, or when its owning task is cancelled; each server also
-dies with the servicehost (PR_SET_PDEATHSIG). A `Supervised` is one
-server's view of it: its state, pid and restarts for the status push, a
-wait until it is up, and its removal.
+Theory of operation. To start a server, the supervisor first asks it
+whether it is running already (`Server.find`: a process an earlier daemon
+left, checked by its own record) and adopts it; only otherwise does it
+launch one. Either way it then waits until the server answers
+(`Server.wait_ready`, which checks once more that the process answering is
+the one recorded) and watches its pidfd: an exit nobody asked for is a
+crash, restarted after the backoff. Three ways to end:
+
+  stop()     every server stopped gracefully (its own stop signal, then
+             SIGKILL after its grace): the daemon's full stop;
+  release()  every server left running and no longer watched: the
+             daemon's hand-over to a successor;
+  a crash    (the loop's task cancelled or failing): the same as release,
+             as a SIGKILL of the daemon would leave them.
+
+A `Supervised` is one server's view: its state, pid and restarts for the
+status push, a wait until it is up, and its removal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
+from roost.proc import children as C
+from roost.proc.arbiter import Arbiter
 from roost.proc.backoff import Backoff
-from roost.proc.children import Policy
-from roost.proc.supervise import Program, Supervisor
+from roost.servicehost.detached import Proc, log_tail
 from roost.wire.messages import ServerState
 
 READY_TIMEOUT_S = 60.0
 # A server that stayed up this long is forgiven its earlier crashes.
 STABLE_S = 30.0
 
-# A supervised child's state as a server status says it (a server never
-# "fails" for good: no exit status of PostgreSQL or Redis is fatal).
+# A supervised server's state as a server status says it (a server never
+# "fails" for good: no exit of PostgreSQL or Redis is fatal).
 _STATES: dict[str, ServerState] = {
     "pending": "starting",
     "starting": "starting",
@@ -43,16 +63,26 @@ class Server(Protocol):
     # Asks it to stop: its grace runs out before SIGKILL.
     stop_signal: int
     stop_grace_s: float
+    log_file: Path
 
-    async def spawn(self) -> asyncio.subprocess.Process: ...
+    async def find(self) -> int | None:
+        """The pid of this server running already (left by an earlier
+        daemon), checked by its own record; None when there is none."""
+        ...
 
-    async def wait_ready(self, proc: asyncio.subprocess.Process) -> None: ...
+    async def launch(self) -> int:
+        """Start it (detached.launch); its pid."""
+        ...
+
+    async def wait_ready(self, pid: int, adopted: bool) -> None:
+        """Return once process `pid` serves as this server (raise if it cannot)."""
+        ...
 
 
 def server_policy(
     backoff_max_s: float, stop_grace_s: float, ready_timeout_s: float = READY_TIMEOUT_S
-) -> Policy:
-    return Policy(
+) -> C.Policy:
+    return C.Policy(
         backoff=Backoff(base_s=0.5, max_s=backoff_max_s, reset_after_s=STABLE_S),
         ready_timeout_s=ready_timeout_s,
         stop_grace_s=stop_grace_s,
@@ -60,45 +90,320 @@ def server_policy(
     )
 
 
+def ended(c: C.Child, pid: int, tail: list[str], now: float) -> C.Child:
+    """Its process `pid` exited (how, only its reaper knows: detached.py)."""
+    if c.pid != pid or not c.has_process:
+        return c
+    if c.state == "stopping" and not c.fail_reason:
+        return dataclasses.replace(c, state="stopped", pid=0, deadline=0.0)
+    return C.failed(c, c.fail_reason or "exited; its log ends:", tail, now, None)
+
+
+# ------------------------------------------------------------------ events
+
+
+@dataclass(frozen=True)
+class Added:
+    server: Server
+    policy: C.Policy
+
+
+@dataclass(frozen=True)
+class Removed:
+    name: str
+
+
+@dataclass(frozen=True)
+class StopAll:
+    pass
+
+
+@dataclass(frozen=True)
+class Release:
+    pass
+
+
+@dataclass(frozen=True)
+class Exited:
+    name: str
+    pid: int
+    tail: list[str]
+
+
+@dataclass(frozen=True)
+class Answered:
+    name: str
+    pid: int
+    error: str = ""
+
+
+Event = Added | Removed | StopAll | Release | Exited | Answered
+
+
+class Servers(Arbiter[Event, C.Action]):
+    """Every server of one servicehost (module docstring)."""
+
+    def __init__(self, logger: logging.Logger, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(clock)
+        self.log = logger
+        self.children: dict[str, C.Child] = {}
+        self._servers: dict[str, Server] = {}
+        self._procs: dict[str, Proc] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._probes: dict[str, asyncio.Task[None]] = {}
+        self._order = 0
+        self._stopping = False
+        self._released = False
+        # Replaced on every change: waiters take the current one, then await it.
+        self._changed = asyncio.Event()
+
+    # ------------------------------------------------------------ inputs
+
+    def add(self, server: Server, policy: C.Policy) -> None:
+        self.post(Added(server, policy))
+
+    async def remove(self, name: str) -> None:
+        """Stop the server (gracefully) and return once it is forgotten."""
+        self.post(Removed(name))
+        while self._present(name):
+            await self._change()
+
+    def stop(self) -> None:
+        """Stop every server; `run()` returns once they are all gone."""
+        self.post(StopAll())
+
+    def release(self) -> None:
+        """Leave every server running, unwatched; `run()` returns at once."""
+        self.post(Release())
+
+    def _present(self, name: str) -> bool:
+        if any(isinstance(e, Added) and e.server.name == name for e in self._events):
+            return True
+        c = self.children.get(name)
+        if c is None:
+            return False
+        over = self._stopping or self._released or not self.running
+        return not (over and not c.has_process)
+
+    # ------------------------------------------------------------ queries
+
+    def pid(self, name: str) -> int:
+        p = self._procs.get(name)
+        return p.pid if p is not None else 0
+
+    async def wait_up(self, name: str, timeout: float) -> bool:
+        """True once the server is up; False after `timeout`, or when stopping."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not (self._stopping or self._released or self._is_up(name)):
+                    await self._change()
+        except TimeoutError:
+            pass
+        return self._is_up(name)
+
+    def _is_up(self, name: str) -> bool:
+        c = self.children.get(name)
+        return c is not None and c.state == "up"
+
+    async def _change(self) -> None:
+        await self._changed.wait()
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            # Stopped, released or crashed: nothing is watched any more, and
+            # a server still running stays so (module docstring).
+            for p in self._procs.values():
+                p.close()
+            self._procs.clear()
+
+    # ------------------------------------------------------------ the policy
+
+    def finished(self) -> bool:
+        if self._released:
+            return True
+        return (
+            self._stopping
+            and not self._events
+            and not any(c.has_process for c in self.children.values())
+        )
+
+    def apply(self, event: Event, now: float) -> None:
+        if isinstance(event, Added):
+            name = event.server.name
+            if name in self.children:
+                raise ValueError(f"{name} is supervised already")
+            self._servers[name] = event.server
+            self._order += 1
+            self._set(C.Child(name, self._order, event.policy, probed=True))
+        elif isinstance(event, Removed):
+            c = self.children.get(event.name)
+            if c is not None:
+                self._set(dataclasses.replace(c, wanted=False))
+        elif isinstance(event, StopAll):
+            if not self._stopping:
+                self.log.info("stopping every server")
+            self._stopping = True
+            self._notify()
+        elif isinstance(event, Release):
+            if not self._released:
+                self.log.info("leaving every server running for the next servicehost")
+            self._released = True
+            self._notify()
+        elif isinstance(event, Exited):
+            self._on_exit(event, now)
+        elif isinstance(event, Answered):
+            c = self.children.get(event.name)
+            if c is None or c.pid != event.pid or c.state != "starting":
+                return
+            if event.error:
+                self._terminate(c, now, f"not ready: {event.error}")
+            else:
+                self._set(C.ready(c, event.pid, now))
+                self.log.info("%s is up (pid %d)", c.name, c.pid)
+
+    def _on_exit(self, event: Exited, now: float) -> None:
+        p = self._procs.pop(event.name, None)
+        if p is not None:
+            p.close()
+        self._watchers.pop(event.name, None)
+        probe = self._probes.pop(event.name, None)
+        if probe is not None:
+            probe.cancel()
+        c = self.children.get(event.name)
+        if c is None:
+            return
+        new = ended(c, event.pid, event.tail, now)
+        self._set(new)
+        if new.state == "backoff" and not self._stopping:
+            delay = max(0.0, new.next_start_at - now)
+            self.log.warning(
+                "%s (pid %d) %s; restarting in %.1fs",
+                c.name, event.pid, new.last_error.replace("\n", "\n  "), delay,
+            )  # fmt: skip
+
+    def plan(self, now: float) -> list[C.Action]:
+        if self._released:
+            return []
+        return C.plan(self.children, now, self._stopping)
+
+    def next_deadline(self) -> float | None:
+        return C.next_deadline(self.children)
+
+    async def do(self, action: C.Action, now: float) -> None:
+        c = self.children.get(action.name)
+        if c is None:
+            return
+        if isinstance(action, C.Start):
+            await self._start(c, now)
+        elif isinstance(action, C.Terminate):
+            self._terminate(c, now, action.failure)
+        elif isinstance(action, C.Kill):
+            grace = c.policy.stop_grace_s
+            self.log.warning("%s did not stop within %gs: killing it", c.name, grace)
+            self._set(C.killed(c))
+            p = self._procs.get(c.name)
+            if p is not None:
+                p.signal(signal.SIGKILL)
+        elif isinstance(action, C.Forget):
+            del self.children[c.name]
+            del self._servers[c.name]
+            self._notify()
+
+    def closing(self) -> None:
+        for task in [*self._probes.values(), *self._watchers.values()]:
+            task.cancel()
+
+    # ------------------------------------------------------------ actions
+
+    async def _start(self, c: C.Child, now: float) -> None:
+        server = self._servers[c.name]
+        try:
+            pid = await server.find()
+            adopted = pid is not None
+            if pid is None:
+                pid = await server.launch()
+            p = Proc.open(pid)
+            if p is None:
+                tail = await asyncio.to_thread(log_tail, server.log_file)
+                raise OSError("it exited at once; its log ends:\n" + "\n".join(tail))
+        except Exception as exc:  # OSError, a missing binary, an unreadable record
+            new = C.start_failed(c, str(exc), now)
+            self._set(new)
+            delay = max(0.0, new.next_start_at - now)
+            self.log.warning("%s could not start (%s); trying again in %.1fs", c.name, exc, delay)
+            return
+        if adopted:
+            self.log.info("%s: adopted the running server (pid %d)", c.name, pid)
+        self._procs[c.name] = p
+        self._set(C.started(c, pid, now))
+        self._watchers[c.name] = self.tasks.create_task(self._watch(c.name, p, server.log_file))
+        self._probes[c.name] = self.tasks.create_task(self._probe(c.name, server, pid, adopted))
+
+    def _terminate(self, c: C.Child, now: float, failure: str = "") -> None:
+        if failure:
+            self.log.warning("%s %s: stopping it", c.name, failure)
+        self._set(C.stopping(c, now, failure))
+        p = self._procs.get(c.name)
+        if p is not None:
+            p.signal(self._servers[c.name].stop_signal)
+
+    def _set(self, c: C.Child) -> None:
+        self.children[c.name] = c
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # ------------------------------------------------------------ tasks
+
+    async def _watch(self, name: str, p: Proc, log_file: Path) -> None:
+        await p.exited()
+        tail = await asyncio.to_thread(log_tail, log_file)
+        self.post(Exited(name, p.pid, tail))
+
+    async def _probe(self, name: str, server: Server, pid: int, adopted: bool) -> None:
+        try:
+            await server.wait_ready(pid, adopted)
+        except Exception as exc:
+            self.post(Answered(name, pid, f"{type(exc).__name__}: {exc}"))
+        else:
+            self.post(Answered(name, pid))
+
+
 class Supervised:
-    """One server under `sup` (added at construction)."""
+    """One server under `servers` (added at construction)."""
 
     def __init__(
         self,
-        sup: Supervisor,
+        servers: Servers,
         server: Server,
         backoff_max_s: float,
         ready_timeout_s: float = READY_TIMEOUT_S,
     ) -> None:
-        self.sup = sup
+        self.servers = servers
         self.name = server.name
-        sup.add(
-            Program(
-                server.name,
-                server.spawn,
-                ready=server.wait_ready,
-                policy=server_policy(backoff_max_s, server.stop_grace_s, ready_timeout_s),
-                stop_signal=server.stop_signal,
-            )
-        )
+        servers.add(server, server_policy(backoff_max_s, server.stop_grace_s, ready_timeout_s))
 
     @property
     def state(self) -> ServerState:
-        c = self.sup.children.get(self.name)
+        c = self.servers.children.get(self.name)
         return _STATES[c.state] if c is not None else "starting"
 
     @property
     def pid(self) -> int:
-        return self.sup.pid(self.name)
+        return self.servers.pid(self.name)
 
     @property
     def restarts(self) -> int:
-        c = self.sup.children.get(self.name)
+        c = self.servers.children.get(self.name)
         return c.restarts if c is not None else 0
 
     @property
     def last_error(self) -> str:
-        c = self.sup.children.get(self.name)
+        c = self.servers.children.get(self.name)
         return c.last_error if c is not None else ""
 
     @property
@@ -107,8 +412,8 @@ class Supervised:
 
     async def wait_up(self, timeout: float) -> bool:
         """True once the server answers; False after `timeout` or when stopping."""
-        return await self.sup.wait_up(self.name, timeout)
+        return await self.servers.wait_up(self.name, timeout)
 
     async def stop(self) -> None:
         """Stop the server (gracefully) and return once it is gone."""
-        await self.sup.remove(self.name)
+        await self.servers.remove(self.name)

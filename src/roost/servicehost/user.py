@@ -8,6 +8,7 @@ their directories; otherwise they run as the servicehost's own user.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,11 @@ class ServiceUser:
     uid: int
     gid: int
     dropped: bool  # True when children switch to this user (we are root)
+
+    @property
+    def run_uid(self) -> int:
+        """The uid the servers run as."""
+        return self.uid if self.dropped else os.getuid()
 
     def chown_tree(self, root: Path) -> None:
         if not self.dropped:
