@@ -18,8 +18,14 @@ the requests sent in them:
   platform_reload_failed   `roost up --reload`: every daemon replaced, one
                            at a time
   upgrade_failed           the previous release's platform (the latest git
-                           tag, built in a worktree) replaced by this one's
-                           under load; measured only when a tag exists
+                           tag, checked out in a worktree) upgraded to this
+                           tree's under load: its daemons run from a
+                           symbolic link to its sources (PYTHONPATH), which
+                           is pointed at this tree's before
+                           `roost up --reload` (this tree's CLI, which sends
+                           the running `roost up` SIGHUP); measured only
+                           when a tag exists (`--upgrade-from REV` names
+                           another revision)
 
 Target: 0 for each. `--quick`: one round of each and shorter windows
 (default: three rounds, their failures summed).
@@ -116,7 +122,7 @@ def under_load(platform: Platform, event: Event, before_s: float, after_s: float
 
 
 def deploy_hello(platform: Platform, work: Path) -> None:
-    app_dir = work / APP
+    app_dir = work / f"{APP}-{platform.api_port}"
     shutil.copytree(REPO / "examples" / "hello", app_dir)
     platform.roost("apps", "create", APP)
     platform.roost("deploy", str(app_dir), "--app", APP)
@@ -134,6 +140,32 @@ def latest_tag() -> tuple[str, str]:
     if r.returncode != 0:
         return "", r.stderr.strip() or "git describe --tags found no tag"
     return r.stdout.strip(), ""
+
+
+def upgrade(rev: str, work: Path, before_s: float, after_s: float) -> str:
+    """The line of `upgrade_failed` (see the module docstring)."""
+    prev, current = work / "prev", work / "current"
+    git = ["git", "-C", str(REPO)]
+    subprocess.run([*git, "worktree", "add", "--detach", str(prev), rev], check=True)
+    current.symlink_to(prev / "src")
+
+    def to_this_tree(platform: Platform) -> None:
+        current.unlink()
+        current.symlink_to(REPO / "src")
+        r = platform.roost("up", "--reload", check=False)
+        say(f"roost up --reload: {r.returncode} {r.stdout.strip()} {r.stderr.strip()}")
+
+    try:
+        with running_platform(env={"PYTHONPATH": str(current)}) as platform:
+            deploy_hello(platform, work)
+            under_load(platform, lambda _: None, 2.0, 0.0)  # warm-up
+            r = under_load(platform, to_this_tree, before_s, after_s)
+            say(f"upgrade from {rev}: {r.total} requests, {len(r.failures)} failed")
+            for failure in r.failures[:5]:
+                say(f"  failed: {failure}")
+    finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(prev)], check=False)
+    return f"upgrade_failed {len(r.failures)} of {r.total} requests"
 
 
 def measure(platform: Platform, rounds: int, before_s: float, after_s: float) -> list[str]:
@@ -155,6 +187,9 @@ def measure(platform: Platform, rounds: int, before_s: float, after_s: float) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one round, shorter windows")
+    parser.add_argument(
+        "--upgrade-from", default="", help="the revision to upgrade from (default: the latest tag)"
+    )
     args = parser.parse_args()
     rounds, before_s, after_s = (1, 1.0, 1.0) if args.quick else (3, 2.0, 3.0)
     work = Path(tempfile.mkdtemp(prefix="roost-bench-restart-"))
@@ -164,16 +199,13 @@ def main() -> None:
             deploy_hello(platform, work)
             under_load(platform, lambda _: None, 2.0, 0.0)  # warm-up
             lines = measure(platform, rounds, before_s, after_s)
+        tag, why = (args.upgrade_from, "") if args.upgrade_from else latest_tag()
+        if tag:
+            lines.append(upgrade(tag, work, before_s, after_s))
+        else:
+            lines.append(f"# upgrade_failed not measured: no release tag to upgrade from ({why})")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    tag, why = latest_tag()
-    if not tag:
-        lines.append(f"# upgrade_failed not measured: no release tag to upgrade from ({why})")
-    else:
-        lines.append(
-            f"# upgrade_failed not measured: upgrading from {tag} needs its build in a "
-            "worktree, which this bench does not make yet"
-        )
     for line in lines:
         print(line, flush=True)
 
