@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from roost.cli import upstate
 from roost.controller.admintoken import read_admin_token
 from tests.conftest import free_port, processes_under, wait_until
 from tests.tmpfs import tmpfs_dir
@@ -128,6 +129,12 @@ class Platform:
             headers={"Host": f"{app}.localhost"},
             timeout=10,
         )
+
+    def role_pid(self, role: str) -> int:
+        """The pid of `role`'s daemon while `roost up` says it is up, else 0."""
+        loaded = upstate.load(self.data)
+        status = loaded[0].roles.get(role) if loaded is not None else None
+        return status.pid if status is not None and status.state == "up" else 0
 
     def ps(self, app: str) -> list[dict[str, object]]:
         return json.loads(self.roost("ps", "--app", app, "--json").stdout)  # type: ignore[no-any-return]

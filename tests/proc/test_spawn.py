@@ -112,6 +112,22 @@ async def test_the_uid_drop_leaves_no_groups_and_keeps_the_death_signal() -> Non
     p.stderr.close()
 
 
+async def test_a_child_made_to_outlive_its_owner_has_no_death_signal() -> None:
+    code = (
+        "import os, ctypes; sig = ctypes.c_int(); "
+        "ctypes.CDLL(None).prctl(2, ctypes.byref(sig), 0, 0, 0); "  # PR_GET_PDEATHSIG
+        "print(sig.value, os.getsid(0) == os.getpid())"
+    )
+    p = popen(
+        [sys.executable, "-c", code], env={}, cwd="/", setup=child_setup(die_with_parent=False)
+    )
+    assert await wait_group(p) == 0
+    assert p.stdout is not None and p.stderr is not None
+    assert p.stdout.read().decode().split() == ["0", "True"]  # its own session all the same
+    p.stdout.close()
+    p.stderr.close()
+
+
 async def test_wait_group_kills_what_the_leader_left_behind() -> None:
     # The leader exits at once, leaving a background sleeper in its group.
     code = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -183,3 +184,16 @@ async def test_a_live_shim_without_a_usable_record_ends_its_instance(tmp_path: P
     assert sorted(root.iterdir()) == []
     assert child._popen is not None
     child._popen.wait()
+
+
+async def test_the_instance_dies_with_its_shim(tmp_path: Path) -> None:
+    record = ShimRecord(assignment=assignment("d1"), process_name="worker.1")
+    child = await Child.start(
+        tmp_path / "d1", record, {"PATH": os.defpath}, tmp_path, unconfined(["sleep", "300"])
+    )
+    assert alive(child.pid)
+    os.kill(child.status.shim, signal.SIGKILL)
+    lines: list[str] = []
+    rc, _tail = await child.run(lambda _s, line: lines.append(line))
+    assert rc is None and child.error.startswith("its shim went away")
+    await eventually(lambda: not alive(child.pid), what="the instance to die with its shim")

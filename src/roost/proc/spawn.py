@@ -16,7 +16,9 @@ exec. In this order:
   5. PR_SET_PDEATHSIG=SIGKILL, after the uid change, which clears it; if the
      parent died before that (its signal will never come) the child exits
      at once. So a child dies with its owner even when the owner is
-     SIGKILLed and has no chance to stop it.
+     SIGKILLed and has no chance to stop it. The one exception is a child
+     made to outlive its owner (`die_with_parent=False`): a runner's
+     per-instance shims (`roost.runner.shim`), which its successor adopts.
 
 The death signal fires when the *thread* that forked exits: spawn from the
 event loop's thread, never from a worker thread. Only plain os calls run in
@@ -58,6 +60,7 @@ class ChildSetup:
     umask: int | None = None
     uid: int | None = None
     gid: int | None = None
+    die_with_parent: bool = True
 
     def __call__(self) -> None:
         os.setsid()
@@ -71,6 +74,8 @@ class ChildSetup:
             os.setgroups([])
             os.setgid(self.gid if self.gid is not None else self.uid)
             os.setuid(self.uid)
+        if not self.die_with_parent:
+            return
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != self.parent_pid:
             os._exit(1)  # the parent is already gone: the signal will never come
@@ -83,9 +88,18 @@ def child_setup(
     umask: int | None = None,
     uid: int | None = None,
     gid: int | None = None,
+    die_with_parent: bool = True,
 ) -> ChildSetup:
     """The set-up for a child of this process (call it in the spawning process)."""
-    return ChildSetup(os.getpid(), ctty=ctty, enter=enter, umask=umask, uid=uid, gid=gid)
+    return ChildSetup(
+        os.getpid(),
+        ctty=ctty,
+        enter=enter,
+        umask=umask,
+        uid=uid,
+        gid=gid,
+        die_with_parent=die_with_parent,
+    )
 
 
 async def start(

@@ -39,7 +39,6 @@ is checked; a bad frame closes that connection, never the shim.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import selectors
@@ -173,6 +172,10 @@ def _child(spec: dict[str, object], out_w: int, err_w: int, err_pipe: int, shim:
             os.umask(umask)
         for ignored in strings(spec, "ignore"):
             signal.signal(int(ignored), signal.SIG_IGN)
+        # Imported here, in the child only (the shim is single-threaded, so
+        # importing after the fork is safe): the shim itself stays smaller.
+        import ctypes
+
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != shim:
             os._exit(1)  # the shim is already gone: the signal will never come

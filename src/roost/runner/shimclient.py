@@ -44,6 +44,7 @@ from pathlib import Path
 import msgspec
 
 from roost import aio
+from roost.proc import spawn
 from roost.proc.wait import exited
 from roost.runner import shim as protocol
 from roost.runner.layout import safe_name
@@ -119,6 +120,8 @@ def read_record(directory: Path) -> ShimRecord | None:
     except (OSError, msgspec.DecodeError, msgspec.ValidationError):
         return None
     if safe_name(rec.instance_id) != directory.name or not 0 <= rec.port <= 65535:
+        return None
+    if rec.unit not in ("", rec.instance_id):  # the runner names each cgroup so
         return None
     if rec.pid < 0 or rec.runs < 0 or rec.restarts < 0:
         return None
@@ -225,14 +228,12 @@ class Child:
         write_record(directory, record)
         # Its own session, no death signal: it outlives us (roost up, a
         # subreaper, adopts it when we die).
-        popen = subprocess.Popen(
+        popen = spawn.popen(
             [sys.executable, "-I", "-S", protocol.__file__, str(directory)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd="/",
             env={"PATH": os.defpath},
-            start_new_session=True,
+            cwd="/",
+            stderr=subprocess.DEVNULL,
+            setup=spawn.child_setup(die_with_parent=False),
         )
         try:
             assert popen.stdout is not None

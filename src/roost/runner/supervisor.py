@@ -165,9 +165,16 @@ class Supervisor(Arbiter[Event, Action]):
             iid = a.instance_id
             if iid in self.records:
                 continue
-            child.prepared = self.tenancy.adopt(
-                shim.unit, identity(a) if a.app_id > 0 else None, Limits(memory_mb=shim.memory_mb)
-            )
+            try:
+                child.prepared = self.tenancy.adopt(
+                    shim.unit,
+                    identity(a) if a.app_id > 0 else None,
+                    Limits(memory_mb=shim.memory_mb),
+                )
+            except (TenantError, ConfineError) as exc:
+                # Still adopted (its shim ends it as usual); only its cgroup
+                # is left to the next sweep.
+                log.warning("%s %s: cannot find its cgroup: %s", a.app, iid, exc)
             rec = P.adopted(
                 a,
                 process_name=shim.process_name,
