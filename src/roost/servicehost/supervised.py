@@ -38,6 +38,7 @@ from typing import Protocol
 from roost.proc import children as C
 from roost.proc.arbiter import Arbiter
 from roost.proc.backoff import Backoff
+from roost.proc.supervise import Answered, Removed, StopAll
 from roost.servicehost.detached import Proc, log_tail
 from roost.wire.messages import ServerState
 
@@ -100,22 +101,13 @@ def ended(c: C.Child, pid: int, tail: list[str], now: float) -> C.Child:
 
 
 # ------------------------------------------------------------------ events
+# (Removed, StopAll and Answered are the toolkit supervisor's own.)
 
 
 @dataclass(frozen=True)
 class Added:
     server: Server
     policy: C.Policy
-
-
-@dataclass(frozen=True)
-class Removed:
-    name: str
-
-
-@dataclass(frozen=True)
-class StopAll:
-    pass
 
 
 @dataclass(frozen=True)
@@ -128,13 +120,6 @@ class Exited:
     name: str
     pid: int
     tail: list[str]
-
-
-@dataclass(frozen=True)
-class Answered:
-    name: str
-    pid: int
-    error: str = ""
 
 
 Event = Added | Removed | StopAll | Release | Exited | Answered
