@@ -20,7 +20,13 @@ from roost.servicehost.backups import backup_name
 from roost.servicehost.disk import refusal, tree_size
 from roost.servicehost.host import limits_problem
 from roost.servicehost.names import BadAppName, check_app, pg_name, postgres_url, redis_url
-from roost.servicehost.postgres import Postgres, listen_addresses, render_hba
+from roost.servicehost.postgres import (
+    PidRecord,
+    Postgres,
+    listen_addresses,
+    parse_postmaster_pid,
+    render_hba,
+)
 from roost.servicehost.redis import bind_addresses, render_conf
 from roost.servicehost.resp import RedisError, encode_command, parse_info, read_reply
 from roost.servicehost.state import HostState, PgCluster, Service, load_state, save_state
@@ -300,3 +306,19 @@ def test_a_slot_holds_at_most_the_setting_s_wal() -> None:
     pg = Postgres(bins, Path("/d"), Path("/l"), None, cluster, ["127.0.0.1"],  # type: ignore[arg-type]
                   slot_wal_keep_mb=Settings().pg_slot_wal_keep_mb)  # fmt: skip
     assert "max_slot_wal_keep_size=4096MB" in pg.argv()
+
+
+def test_postmaster_pid_is_read_as_postgresql_writes_it() -> None:
+    written = (
+        "4242\n/data/servicehost/postgres\n1765000000\n5433\n\n127.0.0.1\n"
+        "  5433001     32768\nready   \n"
+    )
+    assert parse_postmaster_pid(written) == PidRecord(
+        4242, "/data/servicehost/postgres", 1765000000.0, 5433
+    )
+    # Being written (a postmaster starting now), or not PostgreSQL's at all: no record.
+    assert parse_postmaster_pid("4242\n/data/servicehost/postgres\n") is None
+    assert parse_postmaster_pid("") is None
+    assert parse_postmaster_pid("x\n/d\n1\n5433\n") is None
+    assert parse_postmaster_pid("0\n/d\n1\n5433\n") is None
+    assert parse_postmaster_pid("12\n\n1\n5433\n") is None
