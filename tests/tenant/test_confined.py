@@ -128,3 +128,22 @@ def test_a_runner_sandbox_has_no_compiler(tenancy: Tenancy, tmp_path: Path) -> N
     rc, out, _ = run(tenancy, tmp_path, code, hidden=host_build_tools())
     assert rc == 0, out
     assert out.splitlines() == ["[]", "[]", "PermissionError"]
+
+
+def test_the_start_up_sweep_spares_the_cgroups_it_is_told_to_keep(tenancy: Tenancy) -> None:
+    """A runner adopting instances names their cgroups: its sweep kills the rest."""
+    assert tenancy.hierarchy is not None
+    kept, left = tenancy.hierarchy.cgroup("kept"), tenancy.hierarchy.cgroup("left")
+    procs = []
+    for cg in (kept, left):
+        cg.create(Limits())
+        procs.append(subprocess.Popen(["sleep", "300"], preexec_fn=cg.attach_self))
+    try:
+        Tenancy.for_daemon(tenancy.owner, keep={"kept"})  # a successor starting
+        assert procs[1].wait(10) == -9
+        assert not any(d.exists() for d in left.dirs.values())
+        assert procs[0].poll() is None and kept.pids() == {procs[0].pid}
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

@@ -142,9 +142,11 @@ async def serve(
                     layout, settings, hid, heartbeats, logs, copies, stop, node, data_client,
                     firewall, handover,
                 )  # fmt: skip
-            finally:
-                if not handover.requested:  # the instances behind it still run
+                # Only once every instance is stopped: on a hand-over, or a
+                # crash (an exception here), they still run behind it.
+                if not handover.requested:
                     await firewall.close()
+            finally:
                 for client in [*clients, data_client]:
                     if client is not None:
                         await client.close()
