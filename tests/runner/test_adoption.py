@@ -85,6 +85,8 @@ def desired() -> list[InstanceAssignment]:
         assignment("w1", spec=command_spec("python server.py")),
         worker("t1", "python ticker.py"),
         worker("q1", "python quitter.py"),
+        # Assigned to the first runner only: the second stops it.
+        worker("x1", "sleep 300"),
     ]
 
 
@@ -107,7 +109,7 @@ async def first_runner(tmp: Path) -> None:
     task = asyncio.create_task(sup.run())
     sup.set_desired(desired())
     recs = sup.records
-    await eventually(lambda: len(recs) == 3 and all(r.state == "up" for r in recs.values()))
+    await eventually(lambda: len(recs) == 4 and all(r.state == "up" for r in recs.values()))
     print(json.dumps({"port": recs["w1"].port, **{i: r.pid for i, r in recs.items()}}), flush=True)
     await task
 
@@ -139,7 +141,7 @@ async def test_a_new_runner_adopts_what_a_killed_one_left(tmp_path: Path) -> Non
     await eventually(lambda: not alive(pids["q1"]), what="the quitter to exit")
 
     found = await discover(layout.shims)
-    assert sorted(rec.instance_id for rec, _ in found) == ["q1", "t1", "w1"]
+    assert sorted(rec.instance_id for rec, _ in found) == ["q1", "t1", "w1", "x1"]
     logs: list[LogLine] = []
     sup = supervisor(tmp_path, logs, keep={rec.unit for rec, _ in found})
     sup.adopt(found)
@@ -149,7 +151,7 @@ async def test_a_new_runner_adopts_what_a_killed_one_left(tmp_path: Path) -> Non
     assert sup.records["w1"].port == port
     task = asyncio.create_task(sup.run())
     try:
-        sup.set_desired(desired())
+        sup.set_desired(desired()[:3])
 
         def ticks() -> list[int]:
             return [
@@ -173,6 +175,13 @@ async def test_a_new_runner_adopts_what_a_killed_one_left(tmp_path: Path) -> Non
         platform = [x.line for x in logs if x.source == "platform"]
         assert any(x.startswith("worker.2 exited with code 3; restarting in") for x in platform)
         assert sup.records["q1"].pid != pids["q1"]
+
+        # One no longer assigned is stopped as any would be (TERM first).
+        await eventually(lambda: "x1" not in sup.records, what="x1 stopped and forgotten")
+        platform = [x.line for x in logs if x.source == "platform"]
+        assert "stopping worker.3 (no longer assigned)" in platform
+        assert "worker.3 stopped" in platform
+        assert not alive(pids["x1"])
     finally:
         sup.shutdown()
         await asyncio.wait_for(task, 30)

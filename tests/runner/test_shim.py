@@ -125,7 +125,7 @@ def test_an_adopted_instance_keeps_its_state_and_restarts_its_clocks() -> None:
 # More output than the shim's ring holds, written while nobody reads it.
 PRINTER = """
 import sys, time
-for i in range(3000):
+for i in range(5000):
     print("%06d" % i + "." * 500)
 print("done", flush=True)
 sys.exit(4)
@@ -160,7 +160,7 @@ async def test_output_waits_in_the_shim_while_no_runner_reads_it(tmp_path: Path)
     assert rc == 4 and tail[-1] == "done"
     assert lines[0][0] == "stderr" and "bytes of output lost" in lines[0][1]
     numbers = [int(line[:6]) for _s, line in lines[2:-1]]  # the first may be cut
-    assert numbers == list(range(numbers[0], 3000)) and numbers[0] > 0
+    assert numbers == list(range(numbers[0], 5000)) and numbers[0] > 0
     assert not directory.exists()
     assert first._popen is not None
     first._popen.wait()  # the shim was our child: reap it
