@@ -13,6 +13,8 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import psycopg
 import pytest
 
 from roost.cli import upstate
@@ -23,11 +25,12 @@ from tests.e2e.platform import Platform, running_platform
 pytestmark = pytest.mark.e2e
 
 NOTE, CACHED = "kept through the restart", "from redis"
-# Run once before the release serves: the table, a row, a cache entry.
-PREDEPLOY = (
-    "python manage.py migrate --noinput && python manage.py shell -v 0 -c "
-    f"\"from notes.models import Note; Note.objects.get_or_create(text='{NOTE}'); "
-    f"from django.core.cache import cache; cache.set('greeting', '{CACHED}', None)\""
+# The notes app's table (its migration 0001), made from here as the app's
+# role rather than by a release command: what this test is about is the
+# servicehost, not the release phase.
+TABLE = (
+    "CREATE TABLE notes_note (id bigserial PRIMARY KEY, text text NOT NULL,"
+    " created timestamptz NOT NULL DEFAULT now())"
 )
 
 
@@ -51,13 +54,30 @@ def server_pids(p: Platform, app: str) -> tuple[int, int]:
     return int(postmaster), int((root / "redis" / app / "redis.pid").read_text())
 
 
+def app_database(p: Platform, app: str) -> psycopg.Connection:
+    """A connection as the app's own role, with the credentials the servicehost recorded."""
+    state = json.loads((p.data / "servicehost" / "state.json").read_text())
+    svc = state["services"][f"postgres/{app}"]
+    return psycopg.connect(
+        host="127.0.0.1", port=state["postgres"]["port"], user=svc["username"],
+        password=svc["password"], dbname=svc["database"], autocommit=True,
+    )  # fmt: skip
+
+
 def test_a_killed_servicehost_drops_no_request(platform: Platform, tmp_path: Path) -> None:
     app = tmp_path / "notes"
     shutil.copytree(REPO / "examples" / "django-pg", app)
-    (app / "app.json").write_text(json.dumps({"scripts": {"dokku": {"predeploy": PREDEPLOY}}}))
     platform.roost("apps", "create", "notes")
     platform.roost("deploy", str(app), "--app", "notes")
+    with app_database(platform, "notes") as conn:
+        conn.execute(TABLE)
+        conn.execute("INSERT INTO notes_note (text) VALUES (%s)", (NOTE,))
     wait_until(lambda: NOTE in platform.get("notes", "/notes").text, 120, "the notes page")
+    stored = httpx.post(
+        f"http://127.0.0.1:{platform.router_port}/cache/greeting",
+        data={"value": CACHED}, headers={"Host": "notes.localhost"}, timeout=30,
+    )  # fmt: skip
+    assert stored.status_code == 201, stored.text
     servers = server_pids(platform, "notes")
     daemon = servicehost_pid(platform)
     assert daemon

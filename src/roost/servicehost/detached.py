@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -68,12 +67,6 @@ class Proc:
         except (ProcessLookupError, OSError):
             return False
         return True
-
-    @property
-    def running(self) -> bool:
-        poller = select.poll()
-        poller.register(self.fd, select.POLLIN)
-        return not poller.poll(0)
 
     async def exited(self) -> None:
         """Return once the process has exited (the pidfd turns readable)."""
