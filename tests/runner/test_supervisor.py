@@ -314,7 +314,9 @@ async def test_a_declared_check_keeps_running_and_a_failing_one_restarts_the_ins
     it fails `attempts` times in a row the instance is stopped as a crash,
     reported unhealthy (what the controller's rollback window watches), and
     restarted; healthy again, it comes back up."""
-    policy = replace(FAST, health_every_s=0.1)
+    # A backoff long enough to look at the failed run before its restart
+    # (which starts a fresh run, healthy until it fails again).
+    policy = replace(FAST, health_every_s=0.1, backoff_base_s=2.0, backoff_max_s=2.0)
     async with harness(tmp_path, policy) as h:
         check = HealthCheck(path="/up", timeout=2.0, attempts=3, interval=0.05)
         spec = msgspec.structs.replace(command_spec("python flaky.py"), healthchecks={"web": check})
@@ -323,7 +325,11 @@ async def test_a_declared_check_keeps_running_and_a_failing_one_restarts_the_ins
         first = h.sup.records["f1"].pid
         sick = h.layout.data_directory("demo") / "sick"
         sick.write_text("")
-        await eventually(lambda: h.sup.records["f1"].unhealthy, what="failed while running")
+        # Stopped (TERM through its shim), then its exit reported: a crash.
+        await eventually(
+            lambda: h.sup.records["f1"].unhealthy and state(h, "f1") == "backoff",
+            what="failed while running",
+        )
         rec = h.sup.records["f1"]
         assert rec.last_error.startswith("GET /up answered 500 after 3 attempts"), rec.last_error
         assert instance_status(rec, 0.0).unhealthy
