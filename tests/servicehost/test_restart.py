@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from roost.wire.messages import ServiceCredentials, ServiceHostStatus
+from tests.conftest import free_port
 from tests.servicehost.backupkit import as_app, dump, redis_cli, sources
 from tests.servicehost.backupkit import provision as creds
 from tests.servicehost.harness import Servicehost
@@ -173,3 +174,24 @@ def test_the_servers_are_not_the_daemons_children(sh: Servicehost) -> None:
     assert servers and not servers & kids
     # Each in a session of its own: no signal to the daemon's group reaches them.
     assert all(os.getsid(pid) != os.getsid(sh.proc.pid) for pid in servers)
+
+
+async def test_a_server_left_with_other_settings_is_restarted_with_this_daemons(
+    sh: Servicehost,
+) -> None:
+    pg = await creds(sh, "moved", "postgres")
+    with as_app(pg) as conn:
+        conn.execute("CREATE TABLE t (v int)")
+        conn.execute("INSERT INTO t VALUES (5)")
+    old = pids(await wait_all_up(sh, 0))["postgres/"]
+    assert await asyncio.to_thread(sh.end, signal.SIGUSR2) == 0
+    port = free_port()
+    sh.env["ROOST_POSTGRES_PORT"] = str(port)  # the next daemon means another port
+    sh.start()
+    new = await sh.wait_postgres_up(not_pid=old)
+    assert not alive(old) and "other settings: restarting it" in sh.tail(200)
+    moved = await creds(sh, "moved", "postgres")
+    assert moved.port == port and moved.password == pg.password
+    with as_app(moved) as conn:
+        assert conn.execute("SELECT v FROM t").fetchone() == (5,)
+    assert pids(await sh.status())["postgres/"] == new
