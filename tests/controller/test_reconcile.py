@@ -282,3 +282,38 @@ async def test_once_settled_work_on_hosts_never_heard_of_moves(
     c.leader_since = time.monotonic() - 10  # a grace period later, nothing else new
     await c.reconcile_once(refresh=False)
     assert {p.host_id for p in store.placements("shop")} == {"h1", "h2"}
+
+
+async def test_a_new_holder_publishes_no_table_before_it_heard_the_hosts_its_instances_are_on(
+    store: Store, astore: AsyncStore
+) -> None:
+    """A controller restarted (roost up --reload) while instances serve: its
+    soft state is empty, so a table published at once would route the app to
+    no instance, and routers take a new holder's table whole (503s until the
+    first heartbeats). It waits for those hosts, then publishes everything."""
+    shop = store.app("shop")
+    running = [Placement(f"shop-web-{i}-v1-aaa", "shop", 1, "web", i, f"h{i}") for i in (1, 2)]
+    store.replace_placements([], running, {"shop": shop.id})
+    c, pub = leader(astore)
+    c.leader_since = time.monotonic()  # just took the lease
+    await c.reconcile_once()
+    assert pub.msgs == [] and not c.table_published
+    beat(c, "h1", time.monotonic())
+    await c.reconcile_once(refresh=False)
+    assert pub.msgs == []  # h2 not heard yet
+    # Both heard (reporting the instances they run): one full table, both routed.
+    for h in ("h1", "h2"):
+        c.soft.record(
+            Heartbeat(host_id=h, hostname=h, addresses=[f"10.0.0.{h[-1]}"], instances=[
+                InstanceStatus(instance_id=p.instance_id, app="shop", release=1,
+                               process_type="web", state="up", port=6000)
+                for p in running if p.host_id == h
+            ]),
+            time.monotonic(),
+        )  # fmt: skip
+    await c.reconcile_once(refresh=False)
+    assert [type(m) for m in pub.msgs] == [RouteSnapshot] and c.table_published
+    snapshot = pub.msgs[0]
+    assert isinstance(snapshot, RouteSnapshot)
+    (route,) = snapshot.routes
+    assert sorted(b.instance_id for b in route.backends) == [p.instance_id for p in running]

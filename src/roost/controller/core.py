@@ -113,6 +113,7 @@ class Controller:
         self._reader = desired.Reader()
         self._model = Model(settings.instance_memory_mb)
         self._snapshot_due = False  # publish a full table first under a new fence
+        self._routes_held = False  # a pass withheld its routes (routes.hosts_heard)
         self._release_cache = desired.ReleaseCache()
         self._pending_since: dict[desired.ReleaseKey, float] = {}
         # Singleton instances dropped, not yet confirmed gone by their hosts.
@@ -364,6 +365,7 @@ class Controller:
         gone = {a for a in dirty if a not in m.apps}
         if self.settled(now) and not self._settled_pass:
             full, self._settled_pass = True, True
+        full = full or (self._routes_held and self._routes_ready(now))
         if full:
             dirty |= m.apps.keys()
             gone |= self.routes.keys() - m.apps.keys()
@@ -399,7 +401,18 @@ class Controller:
                 self.client_for,
             )
         self._departures.published(lambda h: a.version if (a := self.assignments.get(h)) else 0)
-        await self._publish_routes(updates, now)
+        self._routes_held = not self._routes_ready(now)
+        if not self._routes_held:
+            await self._publish_routes(updates, now)
+
+    def _routes_ready(self, now: float) -> bool:
+        placed = (p.host_id for ps in self._model.placed.values() for p in ps)
+        return self.settled(now) or routes.hosts_heard(placed, self.soft.hosts)
+
+    @property
+    def table_published(self) -> bool:
+        """This holder has published its first full table (routers asking before are refused)."""
+        return self.fence > 0 and not self._snapshot_due
 
     async def _step(
         self,

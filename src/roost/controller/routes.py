@@ -10,7 +10,7 @@ table.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from roost.appspec.model import AppSpec
@@ -40,6 +40,16 @@ class AppRouting:
     host_of: dict[str, str] = field(default_factory=dict)
     # Certificates users added for the app's domains (routers pick by SNI).
     certificates: tuple[TlsCertificate, ...] = ()
+
+
+def hosts_heard(host_ids: Iterable[str], heard: Container[str]) -> bool:
+    """Whether every host an instance is placed on has been heard from.
+
+    Until then (or its grace period has passed) a new lease holder publishes
+    no route table: its soft state is empty, so every route would lose every
+    backend, and routers, which take a new holder's table whole, would
+    answer 503 until the hosts' first heartbeats (a controller restart)."""
+    return all(h in heard for h in host_ids)
 
 
 BackendKey = tuple[str, str, int, str, str]  # (instance_id, host, port, unix_socket, host_id)

@@ -200,6 +200,8 @@ class ControllerService:
     async def route_snapshot(self, _msg: RouteSnapshotRequest) -> Msg:
         if not self.c.is_leader:
             return Error(message="not the scheduler lease holder", retryable=True)
+        if not self.c.table_published:  # its first table waits for the hosts' heartbeats
+            return Error(message="no route table yet", retryable=True)
         return self.c.route_snapshot()
 
     async def build_finished(self, res: BuildResult) -> None:
