@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.e2e.platform import Platform, running_platform
+from tests.netns import own_network_namespace
 
 HERE = Path(__file__).resolve().parent
 
@@ -117,26 +118,15 @@ def _targets(p: Platform) -> dict[str, object]:
     }
 
 
-def _remove_firewall_table() -> None:
-    """The runner removes its table when it stops; should it have been killed,
-    this test leaves nothing in the machine's ruleset either."""
-    nft = shutil.which("nft") or "/usr/sbin/nft"
-    for table in ("roost", "roost_build"):  # the runner's, the builder's
-        listed = subprocess.run([nft, "list", "table", "inet", table], capture_output=True)
-        if listed.returncode == 0:
-            subprocess.run([nft, "delete", "table", "inet", table], check=True)
-
-
 @pytest.fixture(scope="package")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     work = tmp_path_factory.mktemp("security")
-    # The real firewall, in this (the machine's) network namespace: the only
-    # platform of the suite that runs with it here (tests/conftest.py turns
-    # it off for the others); its table touches tenant uids and the instance
-    # port range alone, and goes when the runner stops.
+    # The real firewall, in a network namespace of this test's own (the
+    # platform and this thread's clients with it: tests/netns.py says why);
+    # tests/conftest.py turns it off for the platforms of other tests.
     with contextlib.ExitStack() as stack:
-        stack.callback(_remove_firewall_table)
-        p = stack.enter_context(running_platform({"ROOST_FIREWALL": "on"}))
+        outside = stack.enter_context(own_network_namespace(f"roost-sec-{os.getpid()}"))
+        p = stack.enter_context(running_platform({"ROOST_FIREWALL": "on", **outside.env}))
         p.roost("apps", "create", "victim")
         p.roost("deploy", str(HERE / "victim"), "--app", "victim")
         wait_until(lambda: p.get("victim").status_code == 200, 60, "the victim to serve")
