@@ -89,6 +89,7 @@ async def test_a_heartbeat_is_answered_while_the_database_hangs(
 ) -> None:
     token = store.issue_token(store.create_account("dev@example.com"))
     service = ControllerService(controller, builders=None)
+    controller.book.update([], lambda p: None, ["h1"])  # a pass made h1's assignment
     api = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_api(controller, service)),
         base_url="http://controller",
@@ -145,3 +146,19 @@ async def test_hosts_heard_are_kept_when_writing_them_fails(
     controller.note_host(Heartbeat(host_id="h1", hostname="renamed", memory_mb=5))
     await controller.record_hosts()
     assert [(r.id, r.hostname) for r in store.hosts()] == [("h1", "renamed"), ("h2", "node-2")]
+
+
+async def test_a_new_holder_sends_no_assignment_before_it_has_made_one(
+    controller: Controller,
+) -> None:
+    """Just after taking the lease (a controller restarted) the holder has no
+    assignment for a host: an empty one under its higher fence would make the
+    runner stop every instance until the first pass."""
+    service = ControllerService(controller, builders=None)
+    beat = Heartbeat(host_id="h1", hostname="node-1", addresses=["10.0.0.1"], fence=6, version=3)
+    reply = await service.handle(beat)
+    assert isinstance(reply, HeartbeatReply) and reply.assignment is None
+    controller.book.update([], lambda p: None, ["h1"])
+    reply = await service.handle(beat)
+    assert isinstance(reply, HeartbeatReply) and reply.assignment is not None
+    assert (reply.assignment.fence, reply.assignment.version) == (7, 1)

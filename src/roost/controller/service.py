@@ -170,7 +170,10 @@ class ControllerService:
         if not c.is_leader:
             return HeartbeatReply()
         want = c.assignment_for(msg.host_id)
-        if (msg.fence, msg.version) != (want.fence, want.version):
+        # Version 0: this holder has made no assignment for the host yet (it
+        # just took the lease). Sent, its higher fence would make the runner
+        # stop everything it runs until the first pass.
+        if want.version and (msg.fence, msg.version) != (want.fence, want.version):
             return HeartbeatReply(assignment=want)
         return HeartbeatReply()
 
