@@ -21,6 +21,9 @@ Placement starts only once this replica knows which hosts are alive: one
 grace period after taking the lease, or at once when it has been hearing
 heartbeats without a break for a grace period already (a follower that takes
 over), so hosts alive but not yet heard from are never mistaken for dead.
+Routes wait likewise, until the hosts the instances are on have been heard
+from (`routes.hosts_heard`): a new holder's soft state is empty, and its
+first table, which routers take whole, would route to nothing.
 
 The lease is believed only until `lease_ttl_s` (less a margin) after the
 request that granted it was sent: a holder whose database calls hang stops
