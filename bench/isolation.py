@@ -44,8 +44,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import router as rbench
-from roost.runner.layout import PortAllocator
 from roost.appspec.model import AppSpec
+from roost.runner.layout import PortAllocator
 from roost.runner.shimclient import Child, ShimRecord
 from roost.tenant.cgroups import Limits
 from roost.tenant.firewall import Plan, render

@@ -46,10 +46,10 @@ from roost.runner.datasync import START_PULL_TIMEOUT_S, DataSync
 from roost.runner.fencedruns import FencedRuns
 from roost.runner.fencing import Verdict
 from roost.runner.firewall import RunnerFirewall
+from roost.runner.imageprep import ImageProvider
 from roost.runner.launch import Launch, LaunchError
 from roost.runner.layout import Layout, link_data, materialize
 from roost.runner.runcmd import manage_py, render_run
-from roost.runner.supervisor import ImageProvider
 from roost.sessions.server import ExecSessions, Spawn
 from roost.tenant.launch import Prepared, Tenancy, TenantError
 from roost.wire.dispatch import Handlers, on, pong

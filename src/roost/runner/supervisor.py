@@ -33,13 +33,12 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import Protocol
 
 from roost.appspec.runtime import graceful_timeout
-from roost.images.digest import ImageError
 from roost.proc.arbiter import Arbiter
-from roost.runner import interpcheck
+from roost.runner import imageprep, interpcheck
 from roost.runner import plan as P
 from roost.runner.confine import (
     ConfineError,
@@ -52,8 +51,9 @@ from roost.runner.confine import (
     tenant_spec,
 )
 from roost.runner.health import Answer, Check, check_for
+from roost.runner.imageprep import ImageProvider
 from roost.runner.launch import Launch, LaunchError, is_web, render
-from roost.runner.layout import Layout, PortAllocator, link_data, materialize
+from roost.runner.layout import Layout, PortAllocator, materialize
 from roost.runner.model import (
     Action,
     Adopted,
@@ -82,23 +82,8 @@ from roost.tenant.cgroups import Limits
 from roost.tenant.identity import Identity
 from roost.tenant.launch import Prepared, Tenancy, TenantError
 from roost.wire.messages import InstanceAssignment, LogLine
-from roost.wire.rpc import RemoteError, RpcTimeout
 
 log = logging.getLogger("roost.runner")
-
-
-class ImageProvider(Protocol):
-    """Unpacked images by digest (the daemon's wraps `roost.images`)."""
-
-    async def ensure(self, app: str, digest: str) -> Path:
-        """The unpacked image root (`<checkout_name>/`, `venv/`, `roost-image.json`).
-
-        The image is pinned (kept from eviction) until `release(digest)`; each
-        successful `ensure` is balanced by one `release`.
-        """
-        ...
-
-    def release(self, digest: str) -> None: ...
 
 
 class Supervisor(Arbiter[Event, Action]):
@@ -542,32 +527,9 @@ class Supervisor(Arbiter[Event, Action]):
         self.post(Unhealthy(a.instance_id, pid, failure))
 
     async def _fetch(self, app: str, digest: str) -> None:
-        try:
-            root = await self._provider.ensure(app, digest)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if isinstance(exc, ImageError | OSError | RpcTimeout | RemoteError):
-                log.warning("fetching image %s failed: %s", digest, exc)
-            else:  # a bug, not a network or disk problem: keep the traceback
-                log.exception("fetching image %s failed", digest)
-            self.post(ImageFailed(digest, f"{type(exc).__name__}: {exc}"))
-            return
-        try:
-            # Images are per-app, so the link cannot point at another app's
-            # data. No await between check and replace: atomic in this loop,
-            # and one runner owns DATA/runner.
-            link_data(root, self.layout.data_directory(app))
-        except (OSError, RuntimeError) as exc:
-            self._provider.release(digest)
-            self.post(ImageFailed(digest, f"cannot link the data directory: {exc}"))
-            return
-        problem = await self._check_interpreter(digest, root)
-        if problem:
-            self._provider.release(digest)
-            self.post(ImageFailed(digest, problem, unusable=True))
-            return
-        self.post(ImageReady(digest, root))
+        data = self.layout.data_directory(app)
+        check = partial(self._check_interpreter, digest)
+        self.post(await imageprep.prepare(self._provider, app, digest, data, check))
 
     async def _check_interpreter(self, digest: str, root: Path) -> str | None:
         """The image's interpreter is here (roost.runner.interpcheck), asked as its app."""
