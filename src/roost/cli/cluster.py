@@ -23,7 +23,7 @@ import click
 import msgspec
 from rich.console import Console
 
-from roost.cli import install
+from roost.cli import clusterupgrade, install
 from roost.cli.client import EXIT_USAGE, CliError
 from roost.controller.admintoken import admin_token_path, read_admin_token
 from roost.controller.secretbox import FERNET_FILE, legacy_key, new_key
@@ -375,3 +375,6 @@ def admin_token(ctx: click.Context, wait_s: float) -> None:
             )
         time.sleep(0.2)
     click.echo(token)
+
+
+cluster.add_command(clusterupgrade.upgrade)

@@ -23,6 +23,7 @@ from typing import Protocol
 
 import psutil
 
+from roost import __version__
 from roost.runner.fencing import Held, Verdict, is_newer, pick
 from roost.runner.model import Record
 from roost.wire.messages import (
@@ -146,6 +147,7 @@ def build_heartbeat(
         sent_at=now,
         rpc_endpoint=rpc_endpoint,
         rpc_key=rpc_key,
+        release=__version__,
     )
 
 

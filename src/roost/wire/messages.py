@@ -115,6 +115,9 @@ class Heartbeat(Msg, frozen=True, kw_only=True):
     # public key (z85 text); "" when it serves none.
     rpc_endpoint: str = ""
     rpc_key: str = ""
+    # The runner's Roost release (roost.__version__); "" from 0.1.0, which
+    # sent none. `roost cluster upgrade` waits for a replaced host's new one.
+    release: str = ""
 
 
 class HeartbeatReply(Msg, frozen=True, kw_only=True):

@@ -60,7 +60,12 @@ def create_api(
 
     @api.get("/api/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "controller": controller.name, "leader": controller.is_leader}
+        return {
+            "status": "ok",
+            "controller": controller.name,
+            "leader": controller.is_leader,
+            "version": __version__,
+        }
 
     metrics.install(api, controller, deps.metrics_reader)
     for module in (apps, deploys, manage, services, backups, accounts, epio, dashboard):

@@ -179,6 +179,10 @@ async def hosts(who: CurrentAccount, c: CurrentController) -> list[dict[str, Any
                 "memory_mb": hb.memory_mb,
                 "cpus": hb.cpus,
                 "instances": len(hb.instances),
+                # Its runner's release ("": 0.1.0), and how long ago its last
+                # beat came: `roost cluster upgrade` waits for a new one.
+                "release": hb.release,
+                "seen_s_ago": round(max(0.0, time.monotonic() - seen.last_seen), 3),
             }
         )
     return out
