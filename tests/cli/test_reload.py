@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from roost.cli import upstate
+from roost.cli.client import CliError
+from roost.cli.control import reload_up
 from roost.cli.local import AlreadyRunning, lock_data_dir, running_up
 from roost.cli.reload import Reloads, Step, plan
 from roost.proc.backoff import Backoff
@@ -142,3 +145,33 @@ async def test_a_reload_replaces_each_role_before_the_next_and_reports_the_pids(
         assert said[-1].startswith("reloaded in")
         walk.cancel()
         sup.stop()
+
+
+def test_a_reload_asked_of_a_roost_up_that_dies_of_the_signal_fails_at_once(
+    tmp_path: Path,
+) -> None:
+    """A release whose `roost up` knows no SIGHUP dies of it; left unreaped
+    (a zombie, which answers kill(pid, 0)), it must still count as gone."""
+    data = tmp_path / "data"
+    code = (
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from roost.cli import upstate\n"
+        "from roost.cli.local import lock_data_dir\n"
+        "data = Path(sys.argv[1])\n"
+        "lock = lock_data_dir(data)\n"
+        "upstate.save(data, upstate.UpStatus(pid=os.getpid(), roles={}, ready=True))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    older = subprocess.Popen(
+        [sys.executable, "-c", code, str(data)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert older.stdout is not None and older.stdout.readline() == "ready\n"
+        with pytest.raises(CliError, match="reload failed: roost up stopped"):
+            reload_up(data, timeout=60, say=lambda _: None)
+        assert older.returncode is None  # not reaped: a zombie all along
+    finally:
+        older.kill()
+        older.wait()

@@ -36,6 +36,13 @@ def _the_up(data: Path) -> int:
     return pid
 
 
+def _lives(data: Path, pid: int) -> bool:
+    """`roost up` `pid` still runs: it holds DATA's lock (a process that has
+    exited lets go of it at once, even while it waits to be reaped as a
+    zombie, which answers signals as if it lived)."""
+    return upstate.alive(pid) and running_up(data) == pid
+
+
 def stop_up(
     data: Path, timeout: float = STOP_TIMEOUT_S, say: Callable[[str], None] = click.echo
 ) -> None:
@@ -68,10 +75,10 @@ def reload_up(
         loaded = upstate.load(data)
         if loaded is not None and loaded[0].pid == pid:
             status = loaded[0]
-            decided = upstate.reload_verdict(status, asked_at, upstate.alive(pid))
+            decided = upstate.reload_verdict(status, asked_at, _lives(data, pid))
             if decided != "wait":
                 break
-        elif not upstate.alive(pid):
+        elif not _lives(data, pid):
             raise CliError(f"roost up (pid {pid}) stopped before the reload", EXIT_ERROR)
         if time.monotonic() >= deadline:
             raise CliError(f"the reload did not end within {timeout:g}s (see roost status)")
