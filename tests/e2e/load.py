@@ -59,8 +59,9 @@ class Load:
         each: int = 0,
         accept: Callable[[str], bool] = lambda body: True,
         timeout_s: float = 30.0,
+        address: str = "127.0.0.1",  # a cluster's router is on its host's address
     ) -> None:
-        self.url = f"http://127.0.0.1:{port}{path}"
+        self.url = f"http://{address}:{port}{path}"
         self.headers = {"Host": host}
         self.method = method
         self.body = body
