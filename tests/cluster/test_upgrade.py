@@ -18,6 +18,7 @@ stops at that host, says so, and leaves the hosts after it untouched.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,10 +38,14 @@ APP = "upgraded"
 def cluster(cluster_ok: None) -> Iterator[UpgradableCluster]:
     base = Path(tempfile.mkdtemp(prefix="roost-upgrade-"))
     c = UpgradableCluster(base, REPO / "src", controllers=1, runners=2, routers=1)
-    with c:
-        c.deploy(APP, REPO / "examples" / "hello")
-        wait_for(lambda: len(instances(c)) == 2, 60, "the app's two web instances")
-        yield c
+    try:
+        with c:
+            c.deploy(APP, REPO / "examples" / "hello")
+            wait_for(lambda: len(instances(c)) == 2, 60, "the app's two web instances")
+            yield c
+        assert not c.net.leftovers(), f"left behind: {c.net.leftovers()}"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def instances(c: UpgradableCluster) -> dict[str, int]:
