@@ -565,25 +565,7 @@ class Controller:
         statuses: Mapping[str, InstanceStatus],
         addresses: Mapping[str, str],
     ) -> AppRoute:
-        a = self._model.apps[name]
-        web = rel.spec.web_process.name if rel and rel.spec.web_process else ""
-        mine = [
-            p
-            for p in self._model.placed[name]
-            if rel is not None and p.release == rel.version and p.process_type == web
-        ]
-        routing = routes.AppRouting(
-            app=name,
-            suspended=a.row.suspended,
-            release=rel.version if rel else 0,
-            spec=rel.spec if rel else None,
-            static_digest=rel.static_digest if rel else "",
-            domains=a.domains,
-            certificates=a.certificates,
-            static_routes=tuple(rel.static_routes) if rel else (),
-            web_instances=tuple(p.instance_id for p in mine),
-            host_of={p.instance_id: p.host_id for p in mine},
-        )
+        routing = routes.app_routing(self._model.apps[name], self._model.placed[name], rel)
         return self._route_cache.route(routing, statuses, self.settings.default_domain, addresses)
 
     async def _publish_routes(self, updates: dict[str, AppRoute | None], now: float) -> None:

@@ -14,7 +14,10 @@ from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from roost.appspec.model import AppSpec
+from roost.controller.desired import AppInputs
 from roost.controller.domains import default_host, routable_domains
+from roost.controller.scheduler import Placement
+from roost.controller.store import ReleaseRow
 from roost.wire.messages import (
     AppRoute,
     Backend,
@@ -40,6 +43,27 @@ class AppRouting:
     host_of: dict[str, str] = field(default_factory=dict)
     # Certificates users added for the app's domains (routers pick by SNI).
     certificates: tuple[TlsCertificate, ...] = ()
+
+
+def app_routing(a: AppInputs, placed: Iterable[Placement], rel: ReleaseRow | None) -> AppRouting:
+    """What an app's route is made from: its serving release `rel` (None: not
+    serving yet) and the web instances of that release among `placed`."""
+    web = rel.spec.web_process.name if rel and rel.spec.web_process else ""
+    mine = [
+        p for p in placed if rel is not None and p.release == rel.version and p.process_type == web
+    ]
+    return AppRouting(
+        app=a.row.name,
+        suspended=a.row.suspended,
+        release=rel.version if rel else 0,
+        spec=rel.spec if rel else None,
+        static_digest=rel.static_digest if rel else "",
+        domains=a.domains,
+        certificates=a.certificates,
+        static_routes=tuple(rel.static_routes) if rel else (),
+        web_instances=tuple(p.instance_id for p in mine),
+        host_of={p.instance_id: p.host_id for p in mine},
+    )
 
 
 def hosts_heard(host_ids: Iterable[str], heard: Container[str]) -> bool:
