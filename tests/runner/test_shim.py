@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from roost.runner import plan as P
-from roost.runner import shim
+from roost.runner import shim, shimproto
 from roost.runner.model import Policy
 from roost.runner.shimclient import (
     Child,
@@ -42,7 +42,7 @@ def test_frames_are_taken_whole_and_partial_ones_wait() -> None:
 def test_bad_frames_are_refused() -> None:
     with pytest.raises(shim.ProtocolError, match="unknown frame kind"):
         shim.parse_frames(bytearray(shim.frame(b"z", b"")), b"skc")
-    oversized = bytearray(shim.HEADER.pack(b"o", shim.MAX_FRAME + 1))
+    oversized = bytearray(shimproto.HEADER.pack(b"o", shim.MAX_FRAME + 1))
     with pytest.raises(shim.ProtocolError, match="at most"):
         shim.parse_frames(oversized, b"oe")
     for bad in (b"", b"0", b"65", b"-9", b"9; rm -rf /", b"\xff"):

@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from roost.runner.shimsession import ShimHolder
 from roost.sessions.server import OUTPUT_LIMIT, ExecSessions, Spawn
 from roost.wire.messages import (
     Error,
@@ -28,9 +29,11 @@ from roost.wire.messages import (
 PY = sys.executable
 
 
-@pytest.fixture
-async def sessions() -> AsyncIterator[ExecSessions]:
-    es = ExecSessions(idle_s=30, grace_s=2)
+@pytest.fixture(params=["direct", "shim"])
+async def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ExecSessions]:
+    """Every test twice: processes the server's own, and held by shims (a runner's)."""
+    holder = ShimHolder(tmp_path / "shims") if request.param == "shim" else None
+    es = ExecSessions(idle_s=30, grace_s=2, holder=holder)
     task = asyncio.create_task(es.run())
     yield es
     es.shutdown()
@@ -137,7 +140,7 @@ async def test_close_stops_the_whole_group(sessions: ExecSessions) -> None:
     r = await sessions.handle(ExecPoll(session="c", wait_s=2))
     assert isinstance(r, ExecOutput)
     child = int(b"".join(c.data for c in r.chunks).split()[0])
-    leader = sessions.sessions["c"].popen.pid
+    leader = sessions.sessions["c"].pid
     assert isinstance(await sessions.handle(ExecClose(session="c")), Ok)
     for _ in range(100):
         if "c" not in sessions.sessions:
@@ -155,7 +158,7 @@ async def test_an_abandoned_session_is_stopped() -> None:
     task = asyncio.create_task(es.run())
     try:
         await es.start("gone", Spawn(["sleep", "60"], {}, Path("/")))
-        pid = es.sessions["gone"].popen.pid
+        pid = es.sessions["gone"].pid
         now[0] = 10.0  # nobody asked for 10 s
         for _ in range(60):
             if "gone" not in es.sessions:

@@ -32,6 +32,7 @@ from roost.images.cache import ImageCache
 from roost.images.sources import RemoteStore
 from roost.images.store import ImageStore
 from roost.proc.exits import ConfigError, Unavailable
+from roost.runner import shimsession
 from roost.runner.archive import AppDirs
 from roost.runner.confine import TenantDefaults
 from roost.runner.copies import Copies, CopyDirectory
@@ -174,6 +175,8 @@ async def _serve(
     # First of all: the instances a predecessor left running (their cgroups
     # are not leftovers to sweep).
     found = await discover(layout.shims)
+    runs_root = layout.root / "session-shims"  # and the runs and cron jobs
+    runs = await shimsession.discover(runs_root)
     shipper = LogShipper(logs, LogBuffer(LOG_BUFFER_LINES, time.time))
     images = CachedImages(ImageCache(layout.images, settings.image_cache_bytes), copies)
     # Apps' data directories follow the servicehost's canonical copies.
@@ -185,11 +188,18 @@ async def _serve(
     )
     # `run APP CMD` sessions, relayed by gateways, and image copies served to
     # other hosts, on this host's own RPC server.
-    execs = ExecSessions(idle_s=settings.exec_idle_s, grace_s=settings.stop_grace_s)
+    execs = ExecSessions(
+        idle_s=settings.exec_idle_s,
+        grace_s=settings.stop_grace_s,
+        holder=shimsession.ShimHolder(runs_root),
+    )
     # Every tenant process (instance, run, cron) starts confined through this.
     try:
         tenancy = Tenancy.for_daemon(
-            f"runner-{host_id}", settings.sandbox, keep={r.unit for r, _ in found if r.unit}
+            f"runner-{host_id}",
+            settings.sandbox,
+            keep={r.unit for r, _ in found if r.unit}
+            | {str(r.extra.get("unit")) for r, _ in runs if r.extra.get("unit")},
         )
     except TenantError as exc:
         raise Unavailable(f"cannot confine apps: {exc}") from None
@@ -249,12 +259,13 @@ async def _serve(
         helpers = [tg.create_task(execs.run()), tg.create_task(data.run())]
         helpers.append(tg.create_task(fw.run()))
         helpers.append(tg.create_task(dirs.run()))
+        await runner_rpc.adopt(runs)  # before any request about them
         if rpc is not None:
             helpers.append(tg.create_task(rpc.serve()))
         await stop.wait()
         for task in helpers[1:]:
             task.cancel()
-        execs.shutdown()
+        execs.shutdown(hand_over=leaving.requested)
         running = sum(1 for r in sup.records.values() if r.has_process)
         if leaving.requested:
             log.info("handing over: leaving %d instances running", running)

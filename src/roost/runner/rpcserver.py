@@ -19,6 +19,12 @@ The same server holds this host's image copies (roost.runner.copies):
 ImageCopy fills its store, ImageChunkRequest serves it to other hosts. And
 AppRemoved archives a deleted app's home (roost.runner.archive), which a
 RunStart claims for its app before the session starts.
+
+The sessions are held by shims (`roost.runner.shimsession`), so a run or a
+cron job outlives the runner: a new runner `adopt`s them before it answers
+any request (their images pinned again, their cgroups found), and serves
+them under their old ids: a gateway's or a controller's next poll carries
+on, and a fenced RunStart repeated for an adopted session is answered Ok.
 """
 
 from __future__ import annotations
@@ -30,12 +36,15 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
+
 from roost.images.digest import ImageError
 from roost.runner.archive import AppDirs
 from roost.runner.confine import (
     ConfineError,
     TenantDefaults,
     give_tree,
+    identity,
     image_binds,
     interpreter_mount,
     prepare_dirs,
@@ -50,7 +59,9 @@ from roost.runner.imageprep import ImageProvider
 from roost.runner.launch import Launch, LaunchError
 from roost.runner.layout import Layout, link_data, materialize
 from roost.runner.runcmd import manage_py, render_run
-from roost.sessions.server import ExecSessions, Spawn
+from roost.runner.shimsession import SessionRecord, ShimHeld
+from roost.sessions.server import ExecSessions, ExitHook, Spawn
+from roost.tenant.cgroups import Limits
 from roost.tenant.launch import Prepared, Tenancy, TenantError
 from roost.wire.dispatch import Handlers, on, pong
 from roost.wire.messages import (
@@ -59,6 +70,7 @@ from roost.wire.messages import (
     Error,
     ImageChunkRequest,
     ImageCopy,
+    InstanceAssignment,
     Msg,
     Ok,
     RunStart,
@@ -178,10 +190,7 @@ class RunnerRpc:
         prepared: Prepared | None = None
 
         def cleanup(_status: int = 0) -> None:
-            if prepared is not None:
-                prepared.finish()  # whatever the command left running dies here
-            self.images.release(a.image_digest)
-            shutil.rmtree(bundle_dir, ignore_errors=True)
+            self._cleanup(a, prepared)(_status)
 
         try:
             data_dir = self.layout.data_directory(a.app)
@@ -217,6 +226,11 @@ class RunnerRpc:
                 on_exit=cleanup,
                 preexec=prepared.preexec,
                 keep_s=FENCED_KEEP_S if msg.fence else None,
+                setup=prepared.setup_data(),
+                record={
+                    "assignment": msgspec.to_builtins(a),
+                    "unit": f"run-{msg.session}" if prepared.cgroup is not None else "",
+                },
             ),
         )
         if isinstance(reply, Error):
@@ -224,6 +238,42 @@ class RunnerRpc:
         else:
             log.info("%s: run %s: %s", a.app, msg.session, launch.command)
         return reply
+
+    def _cleanup(self, a: InstanceAssignment, prepared: Prepared | None) -> ExitHook:
+        """What ends a run: its cgroup, its image's pin, its files."""
+
+        def cleanup(_status: int = 0) -> None:
+            if prepared is not None:
+                prepared.finish()  # whatever the command left running dies here
+            self.images.release(a.image_digest)
+            shutil.rmtree(self.layout.bundle_dir(a.app, a.instance_id), ignore_errors=True)
+
+        return cleanup
+
+    async def adopt(self, found: list[tuple[SessionRecord, ShimHeld]]) -> None:
+        """Serve the runs a predecessor left running (before answering anyone)."""
+        await self.sessions.ready()
+        for rec, held in found:
+            try:
+                a = msgspec.convert(rec.extra.get("assignment"), InstanceAssignment)
+            except msgspec.ValidationError as exc:
+                log.warning(
+                    "run %s: unreadable assignment (%s); no cleanup after it", rec.session, exc
+                )
+                self.sessions.adopt(rec.session, held, rec.pty, None, rec.keep_s)
+                continue
+            prepared: Prepared | None = None
+            try:
+                # Pinned again (ours were lost with the predecessor): not collected while it runs.
+                await self.images.ensure(a.app, a.image_digest)
+                unit = str(rec.extra.get("unit") or "")
+                if unit:
+                    who = identity(a) if a.app_id > 0 else None
+                    prepared = self.tenancy.adopt(unit, who, Limits())
+            except (ImageError, OSError, RpcTimeout, RemoteError, TenantError, ConfineError) as exc:
+                log.warning("run %s: adopted without its image or cgroup: %s", rec.session, exc)
+            self.sessions.adopt(rec.session, held, rec.pty, self._cleanup(a, prepared), rec.keep_s)
+            log.info("%s: run %s adopted (pid %d)", a.app, rec.session, held.pid)
 
     def _confine(self, msg: RunStart, launch: Launch, root: Path, bundle_dir: Path) -> Prepared:
         """The command's sandbox and cgroup: the app's identity, as its instances."""

@@ -35,10 +35,26 @@ runner sends `s` (a signal number: to the instance's process group while it
 is not reaped), `k` (SIGKILL everything in its cgroup) and `c` (collect: exit
 once the instance has exited, at once if it has). Everything the shim reads
 is checked; a bad frame closes that connection, never the shim.
+
+Sessions (`run APP CMD`, cron jobs: the spec has a `session` object) differ
+in four ways. The child's stdin is a pipe, or, with `"pty": true`, all three
+streams are the slave of a pty whose master the shim holds (the child's
+controlling terminal: ^C, job control and window changes work). The runner
+also sends `i` (input, written in order), `f` (end of input) and `w`
+("ROWS COLS": the window size). Output is numbered (the first output frame
+of a connection is number `first_seq` of the status frame, the next ones
+follow) and kept until the runner acknowledges it with `a` (a number: all
+output up to it was delivered), not merely sent: a new runner gets again
+what the old one read but whose reader never had; reading pauses while more
+than the ring's bound waits, which slows the process rather than dropping
+its output. The status frame says how many input bytes were taken
+(`input_offset`), so a client resending input after a restart is not
+written twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -47,117 +63,65 @@ import socket
 import struct
 import sys
 import time
-from collections import deque
 
-HEADER = struct.Struct("!cI")
-MAX_FRAME = 1 << 20
-SOCKET_NAME = "shim.sock"
-SPEC_NAME = "spec.json"
-# Output kept while nobody reads it (bytes of frames).
-DEFAULT_RING_BYTES = 1 << 20
-# After the leader exits, how long to wait for the pipes to reach EOF (a
-# process that escaped the group may still hold them open).
-DRAIN_TIMEOUT_S = 2.0
-READ_CHUNK = 64 * 1024
-PR_SET_PDEATHSIG = 1
+# The protocol's pure parts: a sibling module, by path when run as a script
+# (-I -S: no package on the path, and none of its imports' memory).
+if __package__:
+    from roost.runner.shimproto import (
+        ACK,
+        COLLECT,
+        DEFAULT_RING_BYTES,
+        DRAIN_TIMEOUT_S,
+        EXIT,
+        INPUT,
+        INPUT_EOF,
+        KILL_CGROUP,
+        MAX_FRAME,
+        PR_SET_PDEATHSIG,
+        READ_CHUNK,
+        RUNNER_KINDS,
+        SIGNAL,
+        SOCKET_NAME,
+        SPEC_NAME,
+        STATUS,
+        STDERR,
+        STDOUT,
+        WINSIZE,
+        Kept,
+        ProtocolError,
+        Ring,
+        bind_path,
+        frame,
+        parse_frames,
+        parse_number,
+        parse_signal,
+        parse_winsize,
+        session_of,
+        status_of,
+        strings,
+    )
+else:  # pragma: no cover (the shim's own process)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import shimproto as _proto
 
-# Shim -> runner.
-STATUS, STDOUT, STDERR, EXIT = b"t", b"o", b"e", b"x"
-# Runner -> shim.
-SIGNAL, KILL_CGROUP, COLLECT = b"s", b"k", b"c"
-
-
-class ProtocolError(ValueError):
-    """A frame that breaks the protocol (the message says how)."""
-
-
-def frame(kind: bytes, payload: bytes = b"") -> bytes:
-    return HEADER.pack(kind, len(payload)) + payload
-
-
-def parse_frames(buf: bytearray, kinds: bytes) -> list[tuple[bytes, bytes]]:
-    """Take the complete frames off the front of `buf` (pure).
-
-    Raises ProtocolError on an unknown kind or an oversized length.
-    """
-    out: list[tuple[bytes, bytes]] = []
-    while len(buf) >= HEADER.size:
-        kind, length = HEADER.unpack_from(buf)
-        if kind not in [kinds[i : i + 1] for i in range(len(kinds))]:
-            raise ProtocolError(f"unknown frame kind {kind!r}")
-        if length > MAX_FRAME:
-            raise ProtocolError(f"frame of {length} bytes (at most {MAX_FRAME})")
-        if len(buf) < HEADER.size + length:
-            break
-        out.append((kind, bytes(buf[HEADER.size : HEADER.size + length])))
-        del buf[: HEADER.size + length]
-    return out
-
-
-def parse_signal(payload: bytes) -> int:
-    """The signal number an `s` frame names (1..64), or ProtocolError."""
-    text = payload.decode("ascii", "replace")
-    if not text.isdigit() or not 0 < int(text) < 65:
-        raise ProtocolError(f"bad signal {text[:16]!r}")
-    return int(text)
-
-
-class Ring:
-    """Frames waiting for a reader, bounded in bytes: the oldest go first (pure)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.frames: deque[bytes] = deque()
-        self.size = 0
-        self.dropped = 0  # payload bytes lost to the bound
-
-    def push(self, data: bytes, keep: bool = False) -> None:
-        """Queue a frame; unless `keep`, drop the oldest while over the bound."""
-        self.frames.append(data)
-        self.size += len(data)
-        while not keep and self.size > self.limit and len(self.frames) > 1:
-            old = self.frames.popleft()
-            self.size -= len(old)
-            self.dropped += len(old) - HEADER.size
-
-    def pop(self) -> bytes | None:
-        if not self.frames:
-            return None
-        data = self.frames.popleft()
-        self.size -= len(data)
-        return data
-
-
-def strings(spec: dict[str, object], key: str) -> list[str]:
-    """A list of strings from the spec (the runner wrote it; still, no surprises)."""
-    value = spec.get(key)
-    return [str(x) for x in value] if isinstance(value, list) else []
-
-
-def status_of(pid: int, started: float, returncode: int | None, dropped: int) -> dict[str, object]:
-    return {
-        "pid": pid,
-        "started": started,
-        "exited": returncode is not None,
-        "returncode": returncode,
-        "dropped": dropped,
-        "shim": os.getpid(),
-    }
-
-
-def bind_path(directory_fd: int, name: str) -> str:
-    """A socket path of any directory depth: sun_path holds 108 bytes, so
-    reach it through the directory's descriptor (Linux resolves /proc/self/fd)."""
-    return f"/proc/self/fd/{directory_fd}/{name}"
+    globals().update({k: v for k, v in vars(_proto).items() if not k.startswith("__")})
 
 
 # ------------------------------------------------------------ the child
 
 
-def _child(spec: dict[str, object], out_w: int, err_w: int, err_pipe: int, shim: int) -> None:
-    """Between fork and exec (never returns): what Prepared.preexec did, as data."""
+def _child(spec: dict[str, object], fds: tuple[int, int, int], err_pipe: int, shim: int) -> None:
+    """Between fork and exec (never returns): what Prepared.preexec did, as data.
+
+    `fds`: its stdin, stdout and stderr; a pty slave on all three becomes its
+    controlling terminal."""
     try:
         os.setsid()
+        if fds[0] == fds[1] == fds[2]:
+            import fcntl
+            import termios
+
+            fcntl.ioctl(fds[0], termios.TIOCSCTTY, 0)
         for path in strings(spec, "cgroup_procs"):
             fd = os.open(path, os.O_WRONLY)
             try:
@@ -179,10 +143,9 @@ def _child(spec: dict[str, object], out_w: int, err_w: int, err_pipe: int, shim:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != shim:
             os._exit(1)  # the shim is already gone: the signal will never come
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
+        stdin = os.open(os.devnull, os.O_RDONLY) if fds[0] < 0 else fds[0]
+        for target, fd in enumerate((stdin, fds[1], fds[2])):
+            os.dup2(fd, target)
         os.chdir(str(spec["cwd"]))
         argv = strings(spec, "argv")
         env = spec["env"]
@@ -194,28 +157,51 @@ def _child(spec: dict[str, object], out_w: int, err_w: int, err_pipe: int, shim:
     os._exit(127)
 
 
-def spawn(spec: dict[str, object]) -> tuple[int, int, int]:
-    """Fork and exec the instance; (pid, stdout fd, stderr fd). OSError when it could not."""
+def _streams(session: dict[str, object] | None) -> tuple[list[int], list[int]]:
+    """(the shim's ends: stdin, stdout, stderr; the child's), -1 for none.
+
+    An instance: no stdin, two pipes. A session: a stdin pipe too, or one pty
+    (the master ours for all three, the slave the child's)."""
+    if session is not None and session.get("pty"):
+        import fcntl
+        import termios
+
+        master, slave = os.openpty()
+        rows, cols = (session.get(k) for k in ("rows", "cols"))
+        size = (
+            min(max(v, 1), 10000) if isinstance(v, int) else d for v, d in ((rows, 24), (cols, 80))
+        )
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
+        return [master, master, -1], [slave, slave, slave]
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    if session is None:
+        return [-1, out_r, err_r], [-1, out_w, err_w]
+    in_r, in_w = os.pipe()
+    return [in_w, out_r, err_r], [in_r, out_w, err_w]
+
+
+def spawn(spec: dict[str, object]) -> tuple[int, list[int]]:
+    """Fork and exec the instance; (pid, [stdin, stdout, stderr] of the shim's
+    ends, -1 for none). OSError when it could not."""
+    ours, theirs = _streams(session_of(spec))
     check_r, check_w = os.pipe()  # close-on-exec: EOF without data means exec worked
     shim = os.getpid()
     pid = os.fork()
     if pid == 0:
-        os.close(out_r)
-        os.close(err_r)
-        os.close(check_r)
-        _child(spec, out_w, err_w, check_w, shim)
-    for fd in (out_w, err_w, check_w):
+        for fd in {*ours, check_r} - {-1}:
+            os.close(fd)
+        _child(spec, (theirs[0], theirs[1], theirs[2]), check_w, shim)
+    for fd in {*theirs, check_w} - {-1}:
         os.close(fd)
     with open(check_r, "rb") as f:
         failure = f.read()
     if failure:
         os.waitpid(pid, 0)
-        os.close(out_r)
-        os.close(err_r)
+        for fd in set(ours) - {-1}:
+            os.close(fd)
         raise OSError(failure.decode("utf-8", "replace"))
-    return pid, out_r, err_r
+    return pid, ours
 
 
 # ------------------------------------------------------------ the shim
@@ -229,7 +215,19 @@ class Shim:
         self.spec = spec
         self.sel = selectors.DefaultSelector()
         ring = spec.get("ring_bytes")
-        self.ring = Ring(ring if isinstance(ring, int) and ring > 0 else DEFAULT_RING_BYTES)
+        limit = ring if isinstance(ring, int) and ring > 0 else DEFAULT_RING_BYTES
+        self.ring = Ring(limit)
+        self.session = session_of(spec)
+        # A session's output: numbered, kept until acknowledged.
+        self.kept = Kept(limit) if self.session is not None else None
+        self.paused = False  # a session's streams unread while too much waits
+        self.exit_frame = b""
+        self.exit_sent = False  # on this connection
+        self.stdin = -1
+        self.master = -1  # a session's pty
+        self.pending_input = bytearray()
+        self.input_offset = 0
+        self.input_eof = False
         self.pid = 0
         self.started = 0.0
         self.returncode: int | None = None
@@ -242,9 +240,15 @@ class Shim:
         self.sending = b""
 
     def start(self) -> None:
-        self.pid, out_r, err_r = spawn(self.spec)
+        self.pid, (self.stdin, out_r, err_r) = spawn(self.spec)
         self.started = time.time()
+        if self.stdin >= 0:
+            os.set_blocking(self.stdin, False)
+        if self.stdin == out_r:
+            self.master = out_r
         for fd, kind in ((out_r, STDOUT), (err_r, STDERR)):
+            if fd < 0 or fd in self.pipes:
+                continue
             os.set_blocking(fd, False)
             self.pipes[fd] = kind
             self.sel.register(fd, selectors.EVENT_READ, "pipe")
@@ -258,6 +262,8 @@ class Shim:
             timeout = None
             if self.returncode is not None and not self.exit_queued:
                 timeout = max(0.0, self.exited_at + DRAIN_TIMEOUT_S - time.monotonic())
+            if self.pending_input:  # a full pipe or pty: try again shortly
+                timeout = min(timeout if timeout is not None else 1.0, 0.02)
             for key, mask in self.sel.select(timeout):
                 what = key.data
                 if what == "pipe":
@@ -271,6 +277,8 @@ class Shim:
                         self._read_client()
                     if self.client is not None and mask & selectors.EVENT_WRITE:
                         self._write_client()
+            if self.pending_input or self.input_eof:
+                self._write_input()
             if self.returncode is not None and not self.exit_queued and self._drained():
                 self._queue_exit()
             self._want_write()
@@ -282,12 +290,51 @@ class Shim:
             data = os.read(fd, READ_CHUNK)
         except BlockingIOError:
             return
+        except OSError:  # EIO on a pty master: every slave is closed
+            data = b""
+        if data and self.kept is not None:
+            self.kept.push(frame(self.pipes[fd], data))
+            if self.kept.full and not self.paused:
+                self.paused = True
+                for pipe in self.pipes:
+                    self.sel.unregister(pipe)
+            return
         if data:
             self.ring.push(frame(self.pipes[fd], data))
             return
-        self.sel.unregister(fd)
+        if not self.paused:
+            self.sel.unregister(fd)
+        self._close_stream(fd)
+
+    def _close_stream(self, fd: int) -> None:
+        self.pipes.pop(fd, None)
+        if fd == self.stdin:  # the pty's master: input goes nowhere now
+            self.stdin = -1
+            self.pending_input.clear()
         os.close(fd)
-        del self.pipes[fd]
+
+    def _resume(self) -> None:
+        if self.paused and self.kept is not None and not self.kept.full:
+            self.paused = False
+            for pipe in self.pipes:
+                self.sel.register(pipe, selectors.EVENT_READ, "pipe")
+
+    def _write_input(self) -> None:
+        """Write what input waits (never blocking); close a pipe's stdin at its end."""
+        while self.pending_input and self.stdin >= 0:
+            try:
+                n = os.write(self.stdin, self.pending_input[:READ_CHUNK])
+            except BlockingIOError:
+                return
+            except OSError:  # nobody reads it any more (EPIPE): drop it
+                self.pending_input.clear()
+                break
+            del self.pending_input[:n]
+        if self.input_eof and self.stdin >= 0 and self.stdin != self.master:
+            os.close(self.stdin)  # a pipe: the process sees its end (a pty has none)
+            self.stdin = -1
+        if self.stdin < 0:
+            self.pending_input.clear()
 
     def _reap(self) -> None:
         # A zombie's pid (and so its group id) cannot be reused: end its group first.
@@ -302,15 +349,26 @@ class Shim:
         os.close(self.pidfd)
 
     def _drained(self) -> bool:
-        """The pipes are closed, or waited for long enough after the exit."""
+        """The pipes are closed, or waited for long enough after the exit (a
+        session's reader being slow does not count: its output is kept)."""
+        if self.paused and self.pipes:
+            self.exited_at = time.monotonic()
+            return False
         return not self.pipes or time.monotonic() >= self.exited_at + DRAIN_TIMEOUT_S
 
     def _queue_exit(self) -> None:
         for fd in list(self.pipes):
-            self.sel.unregister(fd)
-            os.close(fd)
-        self.pipes.clear()
+            if not self.paused:
+                self.sel.unregister(fd)
+            self._close_stream(fd)
+        if self.stdin >= 0:
+            os.close(self.stdin)
+            self.stdin = -1
+        self.pending_input.clear()
         self.exit_queued = True
+        if self.kept is not None:  # sent after all the kept output, to every reader
+            self.exit_frame = frame(EXIT, json.dumps({"returncode": self.returncode}).encode())
+            return
         # Never dropped for the bound: pushed past it, last.
         self.ring.push(frame(EXIT, json.dumps({"returncode": self.returncode}).encode()), keep=True)
 
@@ -352,7 +410,17 @@ class Shim:
         conn.setblocking(False)
         self.client = conn
         self.inbox = bytearray()
-        status = status_of(self.pid, self.started, self.returncode, self.ring.dropped)
+        if self.kept is not None:
+            self.kept.rewind()
+            self.exit_sent = False
+        status = status_of(
+            self.pid,
+            self.started,
+            self.returncode,
+            self.ring.dropped,
+            self.kept.first_seq if self.kept is not None else 1,
+            self.input_offset,
+        )
         self.sending = frame(STATUS, json.dumps(status).encode())
         self.sel.register(conn, selectors.EVENT_READ | selectors.EVENT_WRITE, "client")
 
@@ -377,10 +445,12 @@ class Shim:
             return
         self.inbox += data
         try:
-            if len(self.inbox) > 4096:
+            if len(self.inbox) > MAX_FRAME + 4096:
                 raise ProtocolError("too much unread input")
-            for kind, payload in parse_frames(self.inbox, SIGNAL + KILL_CGROUP + COLLECT):
-                if kind == SIGNAL:
+            for kind, payload in parse_frames(self.inbox, RUNNER_KINDS):
+                if kind in INPUT + INPUT_EOF + WINSIZE + ACK:
+                    self._session_frame(kind, payload)
+                elif kind == SIGNAL:
                     self._signal(parse_signal(payload))
                 elif kind == KILL_CGROUP:
                     self._kill_cgroup()
@@ -389,11 +459,44 @@ class Shim:
         except ProtocolError:
             self._drop_client()
 
+    def _session_frame(self, kind: bytes, payload: bytes) -> None:
+        if self.kept is None:
+            raise ProtocolError(f"{kind!r} is for sessions")
+        if kind == INPUT:
+            if self.stdin >= 0 and not self.input_eof:
+                self.pending_input += payload
+            self.input_offset += len(payload)  # taken, written or not
+        elif kind == INPUT_EOF:
+            self.input_eof = True
+        elif kind == WINSIZE:
+            rows, cols = parse_winsize(payload)
+            if self.master >= 0 and self.returncode is None:
+                import fcntl
+                import termios
+
+                # The kernel sends the foreground group SIGWINCH.
+                with contextlib.suppress(OSError):
+                    fcntl.ioctl(
+                        self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0)
+                    )
+        else:
+            self.kept.ack(parse_number(payload))
+            self._resume()
+
+    def _next_frame(self) -> bytes:
+        if self.kept is None:
+            return self.ring.pop() or b""
+        data = self.kept.pop()
+        if data is None and self.exit_frame and not self.exit_sent:
+            self.exit_sent = True
+            data = self.exit_frame
+        return data or b""
+
     def _write_client(self) -> None:
         assert self.client is not None
         while True:
             if not self.sending:
-                self.sending = self.ring.pop() or b""
+                self.sending = self._next_frame()
                 if not self.sending:
                     return
             try:
@@ -409,9 +512,16 @@ class Shim:
         if self.client is None:
             return
         events = selectors.EVENT_READ
-        if self.sending or self.ring.frames:
+        if self.sending or self.ring.frames or self._unsent():
             events |= selectors.EVENT_WRITE
         self.sel.modify(self.client, events, "client")
+
+    def _unsent(self) -> bool:
+        if self.kept is None:
+            return False
+        return self.kept.sent < len(self.kept.frames) or bool(
+            self.exit_frame and not self.exit_sent
+        )
 
 
 def main(argv: list[str]) -> int:

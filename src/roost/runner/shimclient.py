@@ -46,7 +46,8 @@ import msgspec
 from roost import aio
 from roost.proc import spawn
 from roost.proc.wait import exited
-from roost.runner import shim as protocol
+from roost.runner import shim
+from roost.runner import shimproto as protocol
 from roost.runner.layout import safe_name
 from roost.runner.logbuffer import LineSplitter
 from roost.tenant.launch import Prepared
@@ -97,6 +98,8 @@ class Status(msgspec.Struct):
     returncode: int | None
     dropped: int = 0
     shim: int = 0
+    first_seq: int = 1  # a session's: the number of the first output frame to come
+    input_offset: int = 0  # a session's: input bytes taken
 
 
 class Exit(msgspec.Struct):
@@ -213,45 +216,10 @@ class Child:
         prepared: Prepared,
     ) -> Child:
         """Start the instance under a new shim; raises ShimError or OSError."""
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(mode=0o700, parents=True)
-        spec = {
-            "argv": list(prepared.argv),
-            "env": dict(env),
-            # A sandbox sets its own working directory (bwrap --chdir).
-            "cwd": "/" if prepared.sandboxed else str(cwd),
-            **prepared.setup_data(),
-        }
-        fd = os.open(directory / protocol.SPEC_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(spec, f)
-        write_record(directory, record)
-        # Its own session, no death signal: it outlives us (roost up, a
-        # subreaper, adopts it when we die).
-        popen = spawn.popen(
-            [sys.executable, "-I", "-S", protocol.__file__, str(directory)],
-            env={"PATH": os.defpath},
-            cwd="/",
-            stderr=subprocess.DEVNULL,
-            setup=spawn.child_setup(die_with_parent=False),
+        spec = {"argv": list(prepared.argv), **spec_of(env, cwd, prepared)}
+        popen, reader, writer, status = await launch(
+            directory, spec, lambda: write_record(directory, record)
         )
-        try:
-            assert popen.stdout is not None
-            line = await aio.wait_for(asyncio.to_thread(popen.stdout.readline), START_TIMEOUT_S)
-            popen.stdout.close()
-            answer = json.loads(line or b"{}")
-            if "error" in answer or "pid" not in answer:
-                raise ShimError(str(answer.get("error") or "the shim exited before it started"))
-            reader, writer = await connect(directory)
-            status = await aio.wait_for(read_frame(reader), SHIM_TIMEOUT_S)
-            if not isinstance(status, Status):
-                raise ShimError("the shim did not say its status first")
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                popen.kill()
-            await asyncio.to_thread(popen.wait)
-            shutil.rmtree(directory, ignore_errors=True)
-            raise
         record.pid = status.pid
         record.started_wall = status.started
         write_record(directory, record)
@@ -320,19 +288,95 @@ class Child:
             self.returncode = sandbox_returncode(rc)
 
     async def _collect(self) -> None:
-        """Tell the shim it may go, wait for it, remove its directory."""
-        with contextlib.suppress(ConnectionError, OSError):
-            self._writer.write(protocol.frame(protocol.COLLECT))
-            with contextlib.suppress(TimeoutError, ConnectionError):
-                await aio.wait_for(self._reader.read(), SHIM_TIMEOUT_S)  # EOF: it is exiting
-        self._writer.close()
-        if self._popen is not None:
-            with contextlib.suppress(TimeoutError):
-                await aio.wait_for(exited(self._popen.pid), SHIM_TIMEOUT_S)
-            if self._popen.poll() is None:
-                self._popen.kill()  # a shim that does not go: the instance is over anyway
-            self._popen.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        await collect(self.directory, self._reader, self._writer, self._popen)
+
+
+def spec_of(env: Mapping[str, str], cwd: Path, prepared: Prepared) -> dict[str, object]:
+    """The spec's environment, working directory and the child's set-up (no argv)."""
+    return {
+        "env": dict(env),
+        # A sandbox sets its own working directory (bwrap --chdir).
+        "cwd": "/" if prepared.sandboxed else str(cwd),
+        **prepared.setup_data(),
+    }
+
+
+async def launch(
+    directory: Path, spec: Mapping[str, object], write_record: Callable[[], None]
+) -> tuple[subprocess.Popen[bytes], asyncio.StreamReader, asyncio.StreamWriter, Status]:
+    """Start a shim in a fresh `directory` (spec and record written first) and
+    connect to it; raises ShimError or OSError (then nothing is left)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(mode=0o700, parents=True)
+    fd = os.open(directory / protocol.SPEC_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(spec, f)
+    write_record()
+    # Its own session, no death signal: it outlives us (roost up, a
+    # subreaper, adopts it when we die).
+    popen = spawn.popen(
+        [sys.executable, "-I", "-S", shim.__file__, str(directory)],
+        env={"PATH": os.defpath},
+        cwd="/",
+        stderr=subprocess.DEVNULL,
+        setup=spawn.child_setup(die_with_parent=False),
+    )
+    try:
+        assert popen.stdout is not None
+        line = await aio.wait_for(asyncio.to_thread(popen.stdout.readline), START_TIMEOUT_S)
+        popen.stdout.close()
+        answer = json.loads(line or b"{}")
+        if "error" in answer or "pid" not in answer:
+            raise ShimError(str(answer.get("error") or "the shim exited before it started"))
+        reader, writer = await connect(directory)
+        status = await aio.wait_for(read_frame(reader), SHIM_TIMEOUT_S)
+        if not isinstance(status, Status):
+            raise ShimError("the shim did not say its status first")
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            popen.kill()
+        await asyncio.to_thread(popen.wait)
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return popen, reader, writer, status
+
+
+async def hello(directory: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Status]:
+    """Connect to a running shim and read its status; OSError when it is gone,
+    ShimError (connection closed) when it does not answer."""
+    reader, writer = await connect(directory)
+    try:
+        status = await aio.wait_for(read_frame(reader), SHIM_TIMEOUT_S)
+        if not isinstance(status, Status) or status.pid <= 0:
+            raise ShimError("no status")
+    except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ShimError) as exc:
+        writer.close()
+        raise ShimError(str(exc) or type(exc).__name__) from None
+    return reader, writer, status
+
+
+async def collect(
+    directory: Path,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    popen: subprocess.Popen[bytes] | None,
+    *frames: bytes,
+) -> None:
+    """Tell the shim it may go (after `frames`), wait for it, remove its directory."""
+    with contextlib.suppress(ConnectionError, OSError):
+        for data in frames:
+            writer.write(data)
+        writer.write(protocol.frame(protocol.COLLECT))
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            await aio.wait_for(reader.read(), SHIM_TIMEOUT_S)  # EOF: it is exiting
+    writer.close()
+    if popen is not None:
+        with contextlib.suppress(TimeoutError):
+            await aio.wait_for(exited(popen.pid), SHIM_TIMEOUT_S)
+        if popen.poll() is None:
+            popen.kill()  # a shim that does not go: the instance is over anyway
+        popen.wait()
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 async def discover(root: Path) -> list[tuple[ShimRecord, Child]]:
@@ -348,33 +392,41 @@ async def discover(root: Path) -> list[tuple[ShimRecord, Child]]:
         return found
     for directory in entries:
         record = read_record(directory)
-        try:
-            reader, writer = await connect(directory)
-        except OSError:
-            log.info("removing the record of a shim that is gone: %s", directory.name)
-            shutil.rmtree(directory, ignore_errors=True)
+        found_shim = await reach(directory)
+        if found_shim is None:
             continue
-        try:
-            status = await aio.wait_for(read_frame(reader), SHIM_TIMEOUT_S)
-            if not isinstance(status, Status) or status.pid <= 0:
-                raise ShimError("no status")
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ShimError) as exc:
-            log.warning("shim in %s does not answer (%s): left alone", directory.name, exc)
-            writer.close()
-            continue
+        reader, writer, status = found_shim
         if record is None:
             log.warning("shim in %s has no usable record: ending its instance", directory.name)
-            for kind, payload in (
-                (protocol.KILL_CGROUP, b""),
-                (protocol.SIGNAL, str(int(signal.SIGKILL)).encode()),
-                (protocol.COLLECT, b""),
-            ):
-                writer.write(protocol.frame(kind, payload))
-            with contextlib.suppress(TimeoutError, ConnectionError):
-                await aio.wait_for(reader.read(), SHIM_TIMEOUT_S)
-            writer.close()
-            shutil.rmtree(directory, ignore_errors=True)
+            await end(directory, reader, writer)
             continue
         record.pid = status.pid
         found.append((record, Child(directory, record, reader, writer, status)))
     return found
+
+
+async def reach(
+    directory: Path,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Status] | None:
+    """A live shim's connection and status; None when it is gone (its
+    directory removed) or does not answer (left alone)."""
+    try:
+        return await hello(directory)
+    except OSError:
+        log.info("removing the record of a shim that is gone: %s", directory.name)
+        shutil.rmtree(directory, ignore_errors=True)
+    except ShimError as exc:
+        log.warning("shim in %s does not answer (%s): left alone", directory.name, exc)
+    return None
+
+
+async def end(directory: Path, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Kill everything a shim holds and let it go (a shim nobody can account for)."""
+    await collect(
+        directory,
+        reader,
+        writer,
+        None,
+        protocol.frame(protocol.KILL_CGROUP),
+        protocol.frame(protocol.SIGNAL, str(int(signal.SIGKILL)).encode()),
+    )

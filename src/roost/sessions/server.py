@@ -29,8 +29,18 @@ RpcClient's retries after a lost reply are harmless:
           ended, exit status and output kept (a cron run whose controller
           died, collected by the next one).
 
+Held sessions (a runner's: `run APP CMD`, cron). Given a `Holder`, every
+session's process is started through it and held by another process (the
+runner's shim, `roost.runner.shimsession`), which keeps the pty or pipes,
+numbers the output and keeps it until acknowledged, and keeps the exit
+status until the session is forgotten. Then chunks carry the holder's
+numbers, acknowledgements go through to it, and a new server (after its
+predecessor's crash or hand-over) `adopt`s the held sessions: a client's
+next poll, with the last number it saw, carries on where it was.
+
 Every task belongs to the TaskGroup of `run()`, which is the owner of all
-sessions; `shutdown()` closes them all and makes `run()` return.
+sessions; `shutdown()` closes them all and makes `run()` return;
+`shutdown(hand_over=True)` lets go of the held ones, which keep running.
 """
 
 from __future__ import annotations
@@ -49,7 +59,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from roost import aio
 from roost.proc import spawn as proc
@@ -88,6 +98,33 @@ SIGNALS = {
 Stream = Literal["stdout", "stderr"]
 ExitHook = Callable[[int], None]
 SessionMsg = TypeVar("SessionMsg", ExecPoll, ExecInput, ExecResize, ExecSignal, ExecClose)
+ChunkSink = Callable[[int, Stream, bytes], None]  # (seq, stream, data)
+
+
+class Held(Protocol):
+    """A session's process held by another process (see the module docstring)."""
+
+    pid: int
+    first_seq: int  # the number of the first chunk it will report
+    input_offset: int  # input bytes it took already
+
+    def write(self, data: bytes, eof: bool) -> None: ...
+    def resize(self, rows: int, cols: int) -> None: ...
+    def signal(self, sig: int) -> None: ...
+    def ack(self, seq: int) -> None: ...
+
+    async def pump(self, sink: ChunkSink) -> int | None:
+        """Report output until the process exits; its returncode (None: lost).
+        Cancelled, it lets go (the process keeps running)."""
+        ...
+
+    async def forget(self) -> None:
+        """The exit status was reported: the holder may go."""
+        ...
+
+
+class Holder(Protocol):
+    async def start(self, session_id: str, spawn: Spawn) -> Held: ...
 
 
 @dataclass(frozen=True)
@@ -111,6 +148,9 @@ class Spawn:
     preexec: Callable[[], None] | None = None
     # Kept this long without a request instead of the sessions' idle_s.
     keep_s: float | None = None
+    # For a holder: the data preexec stands for, and what its record keeps.
+    setup: Mapping[str, object] = field(default_factory=dict)
+    record: Mapping[str, object] = field(default_factory=dict)
 
 
 def signal_name(sig: int) -> str:
@@ -129,9 +169,10 @@ def _set_winsize(fd: int, rows: int, cols: int) -> None:
 @dataclass
 class Session:
     id: str
-    popen: subprocess.Popen[bytes]
+    popen: subprocess.Popen[bytes] | None
     pty: bool
     on_exit: ExitHook | None
+    held: Held | None = None
     # fd -> stream name, for the fds we read output from
     readers: dict[int, Stream] = field(default_factory=dict)
     stdin_fd: int = -1
@@ -150,6 +191,12 @@ class Session:
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     closing: bool = False
     idle_s: float | None = None  # None: the ExecSessions' own
+    acked: int = 0  # a held session's: acknowledged up to this number
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.held.pid if self.held is not None else self.popen.pid if self.popen else 0
 
     @property
     def exit_status(self) -> tuple[int, str]:
@@ -165,7 +212,10 @@ class ExecSessions:
         idle_s: float = 30.0,
         grace_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        holder: Holder | None = None,
     ) -> None:
+        self.holder = holder
+        self._hand_over = False
         self.idle_s = idle_s
         self.grace_s = grace_s
         self.clock = clock
@@ -193,10 +243,16 @@ class ExecSessions:
                         log.warning("session %s: no client for %.0fs; stopping it", s.id, idle)
                         self._close(s)
             for s in list(self.sessions.values()):
-                self._close(s)
+                if self._hand_over and s.held is not None and s.task is not None:
+                    s.task.cancel()  # let go: it runs on for our successor
+                    self.sessions.pop(s.id, None)
+                else:
+                    self._close(s)
         self._tg = None
 
-    def shutdown(self) -> None:
+    def shutdown(self, hand_over: bool = False) -> None:
+        """Close every session; with `hand_over`, leave the held ones running."""
+        self._hand_over = hand_over
         self._stop.set()
 
     # ------------------------------------------------------------ requests
@@ -211,6 +267,14 @@ class ExecSessions:
         await self._ready.wait()
         if self._stop.is_set() or self._tg is None:
             return Error(message="shutting down", retryable=True)
+        if self.holder is not None:
+            try:
+                held = await self.holder.start(session_id, spawn)
+            except (OSError, RuntimeError) as exc:
+                return Error(message=f"could not start {spawn.argv[0]}: {exc}")
+            self.adopt(session_id, held, spawn.pty, spawn.on_exit, spawn.keep_s)
+            log.info("session %s: started %s (pid %d)", session_id, spawn.argv[0], held.pid)
+            return Ok(detail=session_id)
         master = slave = -1
         try:
             stdin: int = subprocess.PIPE
@@ -258,9 +322,32 @@ class ExecSessions:
         loop = asyncio.get_running_loop()
         for fd in s.readers:
             loop.add_reader(fd, self._on_readable, s, fd)
-        self._tg.create_task(self._watch(s))
+        s.task = self._tg.create_task(self._watch(s))
         log.info("session %s: started %s (pid %d)", session_id, spawn.argv[0], popen.pid)
         return Ok(detail=session_id)
+
+    def adopt(
+        self,
+        session_id: str,
+        held: Held,
+        pty: bool,
+        on_exit: ExitHook | None,
+        keep_s: float | None,
+    ) -> None:
+        """Serve a held session (just started, or left by a predecessor).
+        Call once `run()` is under way."""
+        assert self._tg is not None
+        s = Session(id=session_id, popen=None, pty=pty, on_exit=on_exit, idle_s=keep_s, held=held)
+        s.last_seen = self.clock()
+        s.next_seq = held.first_seq
+        s.acked = held.first_seq - 1
+        s.input_offset = held.input_offset
+        self.sessions[session_id] = s
+        s.task = self._tg.create_task(self._watch_held(s, held))
+
+    async def ready(self) -> None:
+        """Returns once `run()` owns the sessions (adopt may be called)."""
+        await self._ready.wait()
 
     def entries(self) -> list[Entry]:
         """The exec requests, for the table of a role serving sessions."""
@@ -294,7 +381,9 @@ class ExecSessions:
         return Ok()
 
     async def _on_resize(self, s: Session, msg: ExecResize) -> Msg:
-        if s.pty and s.stdin_fd >= 0 and s.returncode is None:
+        if s.held is not None and s.pty and s.returncode is None:
+            s.held.resize(msg.rows, msg.cols)
+        elif s.pty and s.stdin_fd >= 0 and s.returncode is None:
             with contextlib.suppress(OSError):
                 _set_winsize(s.stdin_fd, msg.rows, msg.cols)  # the kernel sends SIGWINCH
         return Ok()
@@ -335,6 +424,14 @@ class ExecSessions:
                     asyncio.get_running_loop().remove_reader(rfd)
                     s.paused.add(rfd)
 
+    def _held_chunk(self, s: Session, seq: int, stream: Stream, data: bytes) -> None:
+        if seq <= s.acked:
+            return  # the client has it (delivered through our predecessor)
+        s.chunks.append(ExecChunk(seq=seq, stream=stream, data=data))
+        s.next_seq = seq + 1
+        s.unacked += len(data)
+        s.changed.set()
+
     def _stop_reading(self, s: Session, fd: int) -> None:
         loop = asyncio.get_running_loop()
         loop.remove_reader(fd)
@@ -348,6 +445,7 @@ class ExecSessions:
 
     def _close_fd(self, s: Session, fd: int) -> None:
         p = s.popen
+        assert p is not None
         for f in (p.stdin, p.stdout, p.stderr):
             if f is not None and not f.closed and f.fileno() == fd:
                 f.close()
@@ -357,6 +455,9 @@ class ExecSessions:
 
     async def _poll(self, s: Session, after: int, wait_s: float) -> Msg:
         acked = [c for c in s.chunks if c.seq <= after]
+        if s.held is not None and after > s.acked:
+            s.acked = after
+            s.held.ack(after)  # its holder keeps the output until now
         if acked:
             s.chunks = [c for c in s.chunks if c.seq > after]
             s.unacked -= sum(len(c.data) for c in acked)
@@ -385,10 +486,17 @@ class ExecSessions:
 
     def _input(self, s: Session, msg: ExecInput) -> None:
         end = msg.offset + len(msg.data)
+        fresh = b""
         if end > s.input_offset and msg.offset <= s.input_offset:
-            s.pending_input += msg.data[s.input_offset - msg.offset :]
+            fresh = msg.data[s.input_offset - msg.offset :]
             s.input_offset = end
-        if msg.eof and msg.offset + len(msg.data) >= s.input_offset:
+        eof = msg.eof and end >= s.input_offset
+        if s.held is not None:
+            if (fresh or eof) and s.returncode is None:
+                s.held.write(fresh, eof)
+            return
+        s.pending_input += fresh
+        if eof:
             s.input_eof = True
         self._write_some(s)
 
@@ -412,6 +520,8 @@ class ExecSessions:
         elif not s.pending_input and s.writing:
             loop.remove_writer(s.stdin_fd)
             s.writing = False
+        if s.popen is None:
+            return
         if not s.pending_input and s.input_eof and not s.pty and s.popen.stdin is not None:
             # A pty has no EOF of its own; a pipe is closed so the process sees it.
             if not s.popen.stdin.closed:
@@ -421,10 +531,33 @@ class ExecSessions:
     # ------------------------------------------------------------ process
 
     def _signal(self, s: Session, sig: int) -> None:
-        if s.returncode is None:
+        if s.returncode is not None:
+            return
+        if s.held is not None:
+            s.held.signal(sig)
+        elif s.popen is not None:
             signal_group(s.popen.pid, sig)
 
+    async def _watch_held(self, s: Session, held: Held) -> None:
+        # Cancelled (a hand-over), it lets go and the process runs on.
+        s.returncode = await held.pump(
+            lambda seq, stream, data: self._held_chunk(s, seq, stream, data)
+        )
+        self._ended(s)
+
+    def _ended(self, s: Session) -> None:
+        s.finished = True
+        s.changed.set()
+        status, sig = s.exit_status
+        log.info("session %s: exited with %s", s.id, f"signal {sig}" if sig else status)
+        if s.on_exit is not None:
+            try:
+                s.on_exit(status)
+            except Exception:
+                log.exception("session %s: exit hook failed", s.id)
+
     async def _watch(self, s: Session) -> None:
+        assert s.popen is not None
         try:
             # Its leftovers are killed before it is reaped.
             s.returncode = await wait_group(s.popen)
@@ -440,15 +573,7 @@ class ExecSessions:
             if s.returncode is None:  # cancelled: never leave the process behind
                 s.returncode = kill_and_reap(s.popen)
             self._release_fds(s)
-            s.finished = True
-            s.changed.set()
-            status, sig = s.exit_status
-            log.info("session %s: exited with %s", s.id, f"signal {sig}" if sig else status)
-            if s.on_exit is not None:
-                try:
-                    s.on_exit(status)
-                except Exception:
-                    log.exception("session %s: exit hook failed", s.id)
+            self._ended(s)
 
     def _release_fds(self, s: Session) -> None:
         loop = asyncio.get_running_loop()
@@ -486,3 +611,5 @@ class ExecSessions:
             while not s.finished:
                 await asyncio.sleep(0.05)
         self.sessions.pop(s.id, None)
+        if s.held is not None:
+            await s.held.forget()
