@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+import zmq
 from prometheus_client import CollectorRegistry
 
 from roost import aio, metrics
@@ -216,7 +217,7 @@ async def _serve(
     runner_rpc = RunnerRpc(layout, images, execs, data, copies, tenancy, defaults)
     # Deleted apps' homes: archived on AppRemoved, and before a reused name's use.
     dirs = AppDirs(layout, settings.archive_days * 86400)
-    rpc = _rpc_server(node, settings, runner_rpc.handlers(dirs, fw))
+    rpc = _rpc_server(node, settings, runner_rpc.handlers(dirs, fw), layout.root / "rpc-port")
     sup = Supervisor(
         layout=layout,
         images=RefreshingImages(images, data),
@@ -298,12 +299,26 @@ class Handover:
         stop.set()
 
 
-def _rpc_server(node: Node | None, settings: Settings, handlers: Handlers) -> RpcServer | None:
-    """Bind the runner's RPC server; its address as other hosts reach it."""
+def _rpc_server(
+    node: Node | None, settings: Settings, handlers: Handlers, remembered: Path
+) -> RpcServer | None:
+    """Bind the runner's RPC server; its address as other hosts reach it.
+
+    With no port set, the one its predecessor on this DATA had (`remembered`)
+    when it is free: a gateway relaying a `run` session holds that address,
+    and finds the session again there once the new runner adopted it."""
     if node is None:
         return None
-    port = settings.runner_rpc_port or "*"
-    server = RpcServer(node, f"tcp://{settings.bind_host}:{port}", handlers)
+    server: RpcServer | None = None
+    if not settings.runner_rpc_port:
+        with contextlib.suppress(OSError, ValueError, zmq.ZMQError):
+            port = int(remembered.read_text())
+            server = RpcServer(node, f"tcp://{settings.bind_host}:{port}", handlers)
+    if server is None:
+        port_or_any = settings.runner_rpc_port or "*"
+        server = RpcServer(node, f"tcp://{settings.bind_host}:{port_or_any}", handlers)
+    with contextlib.suppress(OSError):
+        remembered.write_text(server.address.rsplit(":", 1)[1])
     if settings.bind_host in ("0.0.0.0", "::", ""):
         host = host_addresses(settings.bind_host)[0]
         server.address = f"tcp://{host}:{server.address.rsplit(':', 1)[1]}"
