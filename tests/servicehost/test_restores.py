@@ -138,6 +138,7 @@ async def test_bad_names_are_refused_and_nothing_changes(
     sh: Servicehost, rid: str, target: str, why: str
 ) -> None:
     await provision(sh, "rs-bad", "postgres")
+    await sources(sh)  # the backup role exists (whatever ran before on this servicehost)
     before = databases(sh)
     with pytest.raises(RemoteError, match=why):
         await step(sh, "rs-bad", rid, "prepare", target)

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from roost.proc import children as C
-from roost.proc.arbiter import Arbiter
+from roost.proc.childarbiter import Answered, ChildArbiter, Removed, StopAll
 from roost.proc.stop import signal_group, terminate
 
 log = logging.getLogger("roost.proc")
@@ -68,16 +68,6 @@ class Added:
 
 
 @dataclass(frozen=True)
-class Removed:
-    name: str
-
-
-@dataclass(frozen=True)
-class StopAll:
-    pass
-
-
-@dataclass(frozen=True)
 class Replace:
     name: str
     signal: int
@@ -92,17 +82,10 @@ class Exited:
     tail: list[str]
 
 
-@dataclass(frozen=True)
-class Answered:
-    name: str
-    pid: int
-    error: str = ""  # the probe failed: stop the child, a failed start
-
-
 Event = Added | Removed | StopAll | Replace | Exited | Answered
 
 
-class Supervisor(Arbiter[Event, C.Action]):
+class Supervisor(ChildArbiter[Event]):
     """Children started, watched, restarted and stopped (see the module docstring).
 
     `run()` supervises until `stop()` (or a fatal exit) has stopped every
@@ -117,42 +100,26 @@ class Supervisor(Arbiter[Event, C.Action]):
         say: Callable[[str], None] | None = None,
         logger: logging.Logger = log,
     ) -> None:
-        super().__init__(clock)
+        # What it tells: to `say` when given (roost up's terminal), else the log.
+        super().__init__(clock, say or logger.info, say or logger.warning)
         self.in_order = in_order
-        self.children: dict[str, C.Child] = {}
         self._programs: dict[str, Program] = {}
         self._procs: dict[str, Process] = {}
         # Replaced with overlap, still ending: watched, reaped, killed after the grace.
         self._retiring: dict[int, Process] = {}
         self._probes: dict[str, asyncio.Task[None]] = {}
-        self._order = 0
-        self._stopping = False
-        # What it tells: to `say` when given (roost up's terminal), else the log.
-        self._info = say or logger.info
-        self._warn = say or logger.warning
-        # Replaced on every change: waiters take the current one, then await it.
-        self._changed = asyncio.Event()
 
     # ------------------------------------------------------------ inputs
 
     def add(self, program: Program) -> None:
         self.post(Added(program))
 
-    async def remove(self, name: str) -> None:
-        """Stop the child (gracefully) and return once it is forgotten."""
-        self.post(Removed(name))
-        while self._present(name):
-            await self._change()
+    def _queued(self, name: str) -> bool:
+        return any(isinstance(e, Added) and e.program.name == name for e in self._events)
 
-    def _present(self, name: str) -> bool:
-        if any(isinstance(e, Added) and e.program.name == name for e in self._events):
-            return True
-        c = self.children.get(name)
-        if c is None:
-            return False
-        # Stopping everything: stopped children are kept (for `fatal`), not forgotten.
-        over = self._stopping or self.fatal is not None or not self.running
-        return not (over and not c.has_process)
+    def _over(self) -> bool:
+        # Stopped children are then kept (for `fatal`), not forgotten.
+        return self._stopping or self.fatal is not None
 
     def stop(self) -> None:
         """Stop every child; `run()` returns once they are all gone."""
@@ -202,26 +169,6 @@ class Supervisor(Arbiter[Event, C.Action]):
         p = self._procs.get(name)
         return p.pid if p is not None and p.returncode is None else 0
 
-    async def wait_up(self, name: str, timeout: float) -> bool:
-        """True once the child is up; False after `timeout`, or when stopping."""
-        try:
-            async with asyncio.timeout(timeout):
-                while not self._up_or_over(name):
-                    await self._change()
-        except TimeoutError:
-            pass
-        c = self.children.get(name)
-        return c is not None and c.state == "up"
-
-    def _up_or_over(self, name: str) -> bool:
-        c = self.children.get(name)
-        if self._stopping or self.fatal is not None:
-            return True
-        return c is not None and c.state == "up"
-
-    async def _change(self) -> None:
-        await self._changed.wait()
-
     async def run(self) -> None:
         try:
             await super().run()
@@ -260,10 +207,8 @@ class Supervisor(Arbiter[Event, C.Action]):
             self._order += 1
             probed = event.program.ready is not None
             self._set(C.Child(name, self._order, event.program.policy, probed=probed))
-        elif isinstance(event, Removed):
-            c = self.children.get(event.name)
-            if c is not None:
-                self._set(dataclasses.replace(c, wanted=False))
+        elif self._apply_shared(event, now):
+            pass
         elif isinstance(event, StopAll):
             if not self._stopping:
                 self._info("stopping")
@@ -278,15 +223,6 @@ class Supervisor(Arbiter[Event, C.Action]):
             self._replace(event, now)
         elif isinstance(event, Exited):
             self._on_exit(event, now)
-        elif isinstance(event, Answered):
-            c = self.children.get(event.name)
-            if c is None or c.pid != event.pid or c.state != "starting":
-                return
-            if event.error:
-                self._terminate(c, now, f"not ready: {event.error}")
-            else:
-                self._set(C.ready(c, event.pid, now))
-                self._info(f"{c.name} is up (pid {c.pid})")
 
     def _on_exit(self, event: Exited, now: float) -> None:
         if self._retiring.pop(event.pid, None) is not None:
@@ -311,26 +247,11 @@ class Supervisor(Arbiter[Event, C.Action]):
     def plan(self, now: float) -> list[C.Action]:
         return C.plan(self.children, now, self._stopping, self.in_order)
 
-    def next_deadline(self) -> float | None:
-        return C.next_deadline(self.children)
+    def _kill(self, c: C.Child) -> None:
+        signal_group(c.pid, signal.SIGKILL)
 
-    async def do(self, action: C.Action, now: float) -> None:
-        c = self.children.get(action.name)
-        if c is None:
-            return
-        if isinstance(action, C.Start):
-            await self._start(c, now)
-        elif isinstance(action, C.Terminate):
-            self._terminate(c, now, action.failure)
-        elif isinstance(action, C.Kill):
-            grace = c.policy.stop_grace_s
-            self._warn(f"{c.name} did not stop within {grace:g}s: killing it")
-            self._set(C.killed(c))
-            signal_group(c.pid, signal.SIGKILL)
-        elif isinstance(action, C.Forget):
-            del self.children[c.name]
-            del self._programs[c.name]
-            self._notify()
+    def _forget(self, name: str) -> None:
+        del self._programs[name]
 
     def closing(self) -> None:
         for probe in self._probes.values():
@@ -384,14 +305,6 @@ class Supervisor(Arbiter[Event, C.Action]):
             self._warn(f"{c.name} {failure}: stopping it")
         self._set(C.stopping(c, now, failure))
         signal_group(c.pid, self._programs[c.name].stop_signal)
-
-    def _set(self, c: C.Child) -> None:
-        self.children[c.name] = c
-        self._notify()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
 
     # ------------------------------------------------------------ tasks
 

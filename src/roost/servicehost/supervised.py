@@ -36,9 +36,8 @@ from pathlib import Path
 from typing import Protocol
 
 from roost.proc import children as C
-from roost.proc.arbiter import Arbiter
 from roost.proc.backoff import Backoff
-from roost.proc.supervise import Answered, Removed, StopAll
+from roost.proc.childarbiter import Answered, ChildArbiter, Removed, StopAll
 from roost.servicehost.detached import Proc, log_tail
 from roost.wire.messages import ServerState
 
@@ -101,7 +100,7 @@ def ended(c: C.Child, pid: int, tail: list[str], now: float) -> C.Child:
 
 
 # ------------------------------------------------------------------ events
-# (Removed, StopAll and Answered are the toolkit supervisor's own.)
+# (Removed, StopAll and Answered are the toolkit's: roost.proc.childarbiter.)
 
 
 @dataclass(frozen=True)
@@ -125,33 +124,22 @@ class Exited:
 Event = Added | Removed | StopAll | Release | Exited | Answered
 
 
-class Servers(Arbiter[Event, C.Action]):
+class Servers(ChildArbiter[Event]):
     """Every server of one servicehost (module docstring)."""
 
     def __init__(self, logger: logging.Logger, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(clock)
+        super().__init__(clock, logger.info, logger.warning)
         self.log = logger
-        self.children: dict[str, C.Child] = {}
         self._servers: dict[str, Server] = {}
         self._procs: dict[str, Proc] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._probes: dict[str, asyncio.Task[None]] = {}
-        self._order = 0
-        self._stopping = False
         self._released = False
-        # Replaced on every change: waiters take the current one, then await it.
-        self._changed = asyncio.Event()
 
     # ------------------------------------------------------------ inputs
 
     def add(self, server: Server, policy: C.Policy) -> None:
         self.post(Added(server, policy))
-
-    async def remove(self, name: str) -> None:
-        """Stop the server (gracefully) and return once it is forgotten."""
-        self.post(Removed(name))
-        while self._present(name):
-            await self._change()
 
     def stop(self) -> None:
         """Stop every server; `run()` returns once they are all gone."""
@@ -161,37 +149,17 @@ class Servers(Arbiter[Event, C.Action]):
         """Leave every server running, unwatched; `run()` returns at once."""
         self.post(Release())
 
-    def _present(self, name: str) -> bool:
-        if any(isinstance(e, Added) and e.server.name == name for e in self._events):
-            return True
-        c = self.children.get(name)
-        if c is None:
-            return False
-        over = self._stopping or self._released or not self.running
-        return not (over and not c.has_process)
+    def _queued(self, name: str) -> bool:
+        return any(isinstance(e, Added) and e.server.name == name for e in self._events)
+
+    def _over(self) -> bool:
+        return self._stopping or self._released
 
     # ------------------------------------------------------------ queries
 
     def pid(self, name: str) -> int:
         p = self._procs.get(name)
         return p.pid if p is not None else 0
-
-    async def wait_up(self, name: str, timeout: float) -> bool:
-        """True once the server is up; False after `timeout`, or when stopping."""
-        try:
-            async with asyncio.timeout(timeout):
-                while not (self._stopping or self._released or self._is_up(name)):
-                    await self._change()
-        except TimeoutError:
-            pass
-        return self._is_up(name)
-
-    def _is_up(self, name: str) -> bool:
-        c = self.children.get(name)
-        return c is not None and c.state == "up"
-
-    async def _change(self) -> None:
-        await self._changed.wait()
 
     async def run(self) -> None:
         try:
@@ -222,10 +190,8 @@ class Servers(Arbiter[Event, C.Action]):
             self._servers[name] = event.server
             self._order += 1
             self._set(C.Child(name, self._order, event.policy, probed=True))
-        elif isinstance(event, Removed):
-            c = self.children.get(event.name)
-            if c is not None:
-                self._set(dataclasses.replace(c, wanted=False))
+        elif self._apply_shared(event, now):
+            pass
         elif isinstance(event, StopAll):
             if not self._stopping:
                 self.log.info("stopping every server")
@@ -238,15 +204,6 @@ class Servers(Arbiter[Event, C.Action]):
             self._notify()
         elif isinstance(event, Exited):
             self._on_exit(event, now)
-        elif isinstance(event, Answered):
-            c = self.children.get(event.name)
-            if c is None or c.pid != event.pid or c.state != "starting":
-                return
-            if event.error:
-                self._terminate(c, now, f"not ready: {event.error}")
-            else:
-                self._set(C.ready(c, event.pid, now))
-                self.log.info("%s is up (pid %d)", c.name, c.pid)
 
     def _on_exit(self, event: Exited, now: float) -> None:
         p = self._procs.pop(event.name, None)
@@ -273,28 +230,13 @@ class Servers(Arbiter[Event, C.Action]):
             return []
         return C.plan(self.children, now, self._stopping)
 
-    def next_deadline(self) -> float | None:
-        return C.next_deadline(self.children)
+    def _kill(self, c: C.Child) -> None:
+        p = self._procs.get(c.name)
+        if p is not None:
+            p.signal(signal.SIGKILL)
 
-    async def do(self, action: C.Action, now: float) -> None:
-        c = self.children.get(action.name)
-        if c is None:
-            return
-        if isinstance(action, C.Start):
-            await self._start(c, now)
-        elif isinstance(action, C.Terminate):
-            self._terminate(c, now, action.failure)
-        elif isinstance(action, C.Kill):
-            grace = c.policy.stop_grace_s
-            self.log.warning("%s did not stop within %gs: killing it", c.name, grace)
-            self._set(C.killed(c))
-            p = self._procs.get(c.name)
-            if p is not None:
-                p.signal(signal.SIGKILL)
-        elif isinstance(action, C.Forget):
-            del self.children[c.name]
-            del self._servers[c.name]
-            self._notify()
+    def _forget(self, name: str) -> None:
+        del self._servers[name]
 
     def closing(self) -> None:
         for task in [*self._probes.values(), *self._watchers.values()]:
@@ -333,14 +275,6 @@ class Servers(Arbiter[Event, C.Action]):
         p = self._procs.get(c.name)
         if p is not None:
             p.signal(self._servers[c.name].stop_signal)
-
-    def _set(self, c: C.Child) -> None:
-        self.children[c.name] = c
-        self._notify()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
 
     # ------------------------------------------------------------ tasks
 
