@@ -12,7 +12,6 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,16 +28,12 @@ SSH_OPTS += ("-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes")
 TARGET = ("vcs@127.0.0.1", "run", "counting")
 
 
-@pytest.fixture(scope="module")
-def platform() -> Iterator[Platform]:
+def test_a_run_session_carries_on_across_a_killed_runner(tmp_path: Path) -> None:
     with running_platform() as p:
-        yield p
+        carry_on(p, tmp_path)
 
 
-def test_a_run_session_carries_on_across_a_killed_runner(
-    platform: Platform, tmp_path: Path
-) -> None:
-    p = platform
+def carry_on(p: Platform, tmp_path: Path) -> None:
     app_dir = tmp_path / "counting"
     shutil.copytree(REPO / "examples" / "hello", app_dir)
     p.roost("apps", "create", "counting")
