@@ -38,7 +38,8 @@ from roost.runner.shimclient import (
     reach,
     read_frame,
 )
-from roost.sessions.server import ChunkSink, Held, Spawn
+from roost.sessions.held import ChunkSink, Held
+from roost.sessions.server import Spawn
 
 log = logging.getLogger("roost.runner")
 

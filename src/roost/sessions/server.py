@@ -59,12 +59,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, TypeVar
 
 from roost import aio
 from roost.proc import spawn as proc
 from roost.proc.stop import signal_group
 from roost.proc.wait import kill_and_reap, wait_group
+from roost.sessions.held import Held, Holder
 from roost.wire.dispatch import Entry, Handlers, on
 from roost.wire.messages import (
     Error,
@@ -98,33 +99,6 @@ SIGNALS = {
 Stream = Literal["stdout", "stderr"]
 ExitHook = Callable[[int], None]
 SessionMsg = TypeVar("SessionMsg", ExecPoll, ExecInput, ExecResize, ExecSignal, ExecClose)
-ChunkSink = Callable[[int, Stream, bytes], None]  # (seq, stream, data)
-
-
-class Held(Protocol):
-    """A session's process held by another process (see the module docstring)."""
-
-    pid: int
-    first_seq: int  # the number of the first chunk it will report
-    input_offset: int  # input bytes it took already
-
-    def write(self, data: bytes, eof: bool) -> None: ...
-    def resize(self, rows: int, cols: int) -> None: ...
-    def signal(self, sig: int) -> None: ...
-    def ack(self, seq: int) -> None: ...
-
-    async def pump(self, sink: ChunkSink) -> int | None:
-        """Report output until the process exits; its returncode (None: lost).
-        Cancelled, it lets go (the process keeps running)."""
-        ...
-
-    async def forget(self) -> None:
-        """The exit status was reported: the holder may go."""
-        ...
-
-
-class Holder(Protocol):
-    async def start(self, session_id: str, spawn: Spawn) -> Held: ...
 
 
 @dataclass(frozen=True)
