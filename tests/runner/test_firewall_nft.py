@@ -285,6 +285,28 @@ async def test_a_run_session_reaches_its_services_from_its_first_instruction(lab
         await fw.close()
 
 
+async def test_an_adopted_run_session_gets_its_services_back(lab: Lab) -> None:
+    # A runner that starts after its predecessor died finds a `run` still
+    # going (runner/shimsession): its allowances were in the old runner's
+    # memory only, and are given again when the run is adopted.
+    ns = lab.netns()
+    lab.listen(ns, "127.0.0.1:6391")
+    live = {"s2"}
+    fw = await RunnerFirewall.start(
+        SETTINGS, ClusterConfig(), [], "h1", nft_argv=nft_in(ns), live_session=live.__contains__
+    )
+    try:
+        assert await attempt(ns, 1_900_000_009, "127.0.0.1", 6391) == "refused"
+        env = with_service_addresses({}, [redis("127.0.0.1", 6391)])
+        await fw.adopt_sessions({"s2": assignment(9, env)})
+        assert await attempt(ns, 1_900_000_009, "127.0.0.1", 6391) == "ok"
+        live.clear()  # the run ends: the next update takes its access away
+        await fw.sync()
+        assert await attempt(ns, 1_900_000_009, "127.0.0.1", 6391) == "refused"
+    finally:
+        await fw.close()
+
+
 # ------------------------------------------------------------ two hosts
 
 

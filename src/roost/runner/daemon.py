@@ -260,7 +260,8 @@ async def _serve(
         helpers = [tg.create_task(execs.run()), tg.create_task(data.run())]
         helpers.append(tg.create_task(fw.run()))
         helpers.append(tg.create_task(dirs.run()))
-        await runner_rpc.adopt(runs)  # before any request about them
+        # Before any request about them; their service allowances with them.
+        await fw.adopt_sessions(await runner_rpc.adopt(runs))
         if rpc is not None:
             helpers.append(tg.create_task(rpc.serve()))
         await stop.wait()

@@ -38,7 +38,7 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from roost import aio
@@ -242,6 +242,14 @@ class RunnerFirewall:
                 self._starting.discard(msg.session)
 
         return guarded
+
+    async def adopt_sessions(self, sessions: Mapping[str, InstanceAssignment]) -> None:
+        """`run` sessions a predecessor started (and this runner adopted): their
+        allowances, as `guard` gave them at their start, applied again."""
+        if self.nft is None or not sessions:
+            return
+        self._sessions.update(sessions)
+        await self._sync_or_log()
 
     async def run(self) -> None:
         """Apply what `gate` posts, until cancelled; retry a failed apply."""

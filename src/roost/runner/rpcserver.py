@@ -250,9 +250,13 @@ class RunnerRpc:
 
         return cleanup
 
-    async def adopt(self, found: list[tuple[SessionRecord, ShimHeld]]) -> None:
-        """Serve the runs a predecessor left running (before answering anyone)."""
+    async def adopt(
+        self, found: list[tuple[SessionRecord, ShimHeld]]
+    ) -> dict[str, InstanceAssignment]:
+        """Serve the runs a predecessor left running (before answering anyone);
+        the assignment of each whose assignment reads, by session id."""
         await self.sessions.ready()
+        adopted: dict[str, InstanceAssignment] = {}
         for rec, held in found:
             try:
                 a = msgspec.convert(rec.extra.get("assignment"), InstanceAssignment)
@@ -273,7 +277,9 @@ class RunnerRpc:
             except (ImageError, OSError, RpcTimeout, RemoteError, TenantError, ConfineError) as exc:
                 log.warning("run %s: adopted without its image or cgroup: %s", rec.session, exc)
             self.sessions.adopt(rec.session, held, rec.pty, self._cleanup(a, prepared), rec.keep_s)
+            adopted[rec.session] = a
             log.info("%s: run %s adopted (pid %d)", a.app, rec.session, held.pid)
+        return adopted
 
     def _confine(self, msg: RunStart, launch: Launch, root: Path, bundle_dir: Path) -> Prepared:
         """The command's sandbox and cgroup: the app's identity, as its instances."""
