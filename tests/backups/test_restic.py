@@ -202,6 +202,37 @@ async def test_a_backup_that_could_not_read_everything_is_not_kept(
         await repo.snapshot(src, ["db", "nope"], tags=["app=a"])
 
 
+async def test_what_is_excluded_is_neither_read_nor_kept(
+    tmp_path: Path, restic_templates: Templates
+) -> None:
+    # Barman's streaming/ under writes: files listed there are gone (renamed,
+    # archived) when restic reads them. An unreadable file stands in for one
+    # that vanished (restic says both alike: exit 3, a partial backup).
+    layout = _layout(tmp_path / "data")
+    wrapper = tmp_path / "restic-nocaps"
+    wrapper.write_text(
+        "#!/bin/sh\nexec setpriv --inh-caps=-all "
+        '--bounding-set=-dac_override,-dac_read_search restic "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    repo = restic_templates.local_repo(layout, restic=str(wrapper))
+    src = _tree(tmp_path / "s")
+    (src / "streaming").mkdir()
+    busy = src / "streaming" / "000000010000000200000020.partial"
+    busy.write_text("x")
+    busy.chmod(0)
+    os.chown(busy, 1, 1)
+    with pytest.raises(PartialBackup, match="could not be read"):
+        await repo.snapshot(src, tags=["app=a"])
+    made = await repo.snapshot(src, tags=["app=a"], exclude=[src / "streaming" / "*"])
+    target = tmp_path / "restored"
+    await repo.restore(made.id, target)
+    assert (target / "streaming").is_dir() and not any((target / "streaming").iterdir())
+    assert (target / "db" / "dump.bin").read_bytes() == (src / "db" / "dump.bin").read_bytes()
+    with pytest.raises(ValueError, match="absolute"):
+        await repo.snapshot(src, tags=["app=a"], exclude=[Path("streaming/*")])
+
+
 async def test_without_backupds_password_the_repository_does_not_open(
     tmp_path: Path, restic_templates: Templates
 ) -> None:

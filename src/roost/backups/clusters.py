@@ -237,6 +237,12 @@ class Clusters:
             host,
             paths=[str(p.relative_to(root)) for p in paths],
             facts_path=str((self.barman.home / f"{server}.facts.json").relative_to(root)),
+            # pg_receivewal renames its .partial segment when it fills, and
+            # Barman's archiver moves finished ones to wals/: under writes a
+            # file listed there is gone when restic reads it, and the backup
+            # failed as partial. The backup's own WAL is in wals/ already
+            # (`barman backup --wait`); what streams now is no backup's.
+            exclude=[self.barman.server_dir(server) / "streaming" / "*"],
         )
 
     async def check(self, rec: Any) -> list[str]:

@@ -188,8 +188,9 @@ class Jobs:
                 tags = [f"app={app}", f"kind={kind}", f"id={backup_id}"]
                 size = await asyncio.to_thread(tree_size, staged.root, paths)
                 made = await self.repos.local.snapshot(
-                    staged.root, paths, tags=tags, time=when, timeout=TOOL_TIMEOUT_S
-                )
+                    staged.root, paths, tags=tags, time=when, exclude=staged.exclude,
+                    timeout=TOOL_TIMEOUT_S,
+                )  # fmt: skip
                 snap = made.id
             except NothingToBackUp as exc:
                 # Recorded, so the schedule counts it as done and a capture

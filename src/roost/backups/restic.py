@@ -255,6 +255,7 @@ class Repo:
         host: str = "backupd",
         time: datetime | None = None,
         expect_bytes: int | None = None,
+        exclude: Sequence[Path] = (),
         timeout: float = 3600.0,
     ) -> Made:
         """Snapshot `paths` (relative to `root`, saved relative) with `tags`.
@@ -263,7 +264,8 @@ class Repo:
         the same `host` and paths before `time` (their parent) and reads only
         those whose size, times or inode differ: paths kept the same from one
         backup to the next are what makes a second backup of a big, mostly
-        unchanged tree (Barman's) cheap."""
+        unchanged tree (Barman's) cheap. `exclude`: absolute glob patterns
+        of what to leave out (restic's --exclude)."""
         rel = relative(paths)
         absent = [p for p in rel if not (root / p).exists() and not (root / p).is_symlink()]
         if absent:
@@ -272,6 +274,10 @@ class Repo:
         args = ["backup", "--json", "-q", "--host", host, "--tag", tag_arg(tags)]
         if time is not None:
             args += ["--time", time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")]
+        for pattern in exclude:
+            if not pattern.is_absolute():
+                raise ValueError(f"an exclude pattern must be absolute: {pattern}")
+            args += ["--exclude", str(pattern)]
         if expect_bytes is None and self.location.kind == "local":
             expect_bytes = await asyncio.to_thread(tree_size, root, rel)
         await self._ensure_room(expect_bytes or 0)

@@ -58,6 +58,8 @@ class Staged:
     # where jobs.py writes facts.json, relative to `root` (outside `paths`
     # when staged in place: then it is backed up beside them)
     facts_path: str = "facts.json"
+    # absolute glob patterns left out of the snapshot (restic's --exclude)
+    exclude: list[Path] = field(default_factory=list)
 
 
 # (servicehost, staging directory, reason) -> a base backup, staged
