@@ -74,6 +74,18 @@ def _tree(root: Path, seed: int = 1) -> Path:
     return root
 
 
+def _without_caps(tmp_path: Path, layout: Layout, templates: Templates) -> Repo:
+    """A local repository run by restic as root without the capability to
+    read what it does not own: an unreadable file is what it cannot read."""
+    wrapper = tmp_path / "restic-nocaps"
+    wrapper.write_text(
+        "#!/bin/sh\nexec setpriv --inh-caps=-all "
+        '--bounding-set=-dac_override,-dac_read_search restic "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return templates.local_repo(layout, restic=str(wrapper))
+
+
 def _digest(root: Path) -> dict[str, str]:
     """Every entry under root: a file's sha256, a link's target."""
     out = {}
@@ -183,14 +195,7 @@ async def test_a_backup_that_could_not_read_everything_is_not_kept(
     tmp_path: Path, restic_templates: Templates
 ) -> None:
     layout = _layout(tmp_path / "data")
-    # restic as root without the capability to read what it does not own.
-    wrapper = tmp_path / "restic-nocaps"
-    wrapper.write_text(
-        "#!/bin/sh\nexec setpriv --inh-caps=-all "
-        '--bounding-set=-dac_override,-dac_read_search restic "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    repo = restic_templates.local_repo(layout, restic=str(wrapper))
+    repo = _without_caps(tmp_path, layout, restic_templates)
     src = _tree(tmp_path / "s")
     (src / "files" / "secret").write_text("x")
     (src / "files" / "secret").chmod(0)
@@ -209,13 +214,7 @@ async def test_what_is_excluded_is_neither_read_nor_kept(
     # archived) when restic reads them. An unreadable file stands in for one
     # that vanished (restic says both alike: exit 3, a partial backup).
     layout = _layout(tmp_path / "data")
-    wrapper = tmp_path / "restic-nocaps"
-    wrapper.write_text(
-        "#!/bin/sh\nexec setpriv --inh-caps=-all "
-        '--bounding-set=-dac_override,-dac_read_search restic "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    repo = restic_templates.local_repo(layout, restic=str(wrapper))
+    repo = _without_caps(tmp_path, layout, restic_templates)
     src = _tree(tmp_path / "s")
     (src / "streaming").mkdir()
     busy = src / "streaming" / "000000010000000200000020.partial"

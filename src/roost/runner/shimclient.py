@@ -40,6 +40,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
@@ -53,6 +54,7 @@ from roost.runner.logbuffer import LineSplitter
 from roost.tenant.launch import Prepared
 from roost.wire.messages import InstanceAssignment, InstanceState
 
+R = TypeVar("R")
 log = logging.getLogger("roost.runner")
 
 RECORD_NAME = "record.json"
@@ -380,28 +382,37 @@ async def collect(
 
 
 async def discover(root: Path) -> list[tuple[ShimRecord, Child]]:
-    """The instances a previous runner left running, each with its record.
-
-    Stale directories (the shim is gone) are removed; a live shim without a
-    usable record is told to kill its instance and go.
-    """
+    """The instances a previous runner left running, each with its record."""
     found: list[tuple[ShimRecord, Child]] = []
+    for record, directory, reader, writer, status in await live(root, read_record, "instance"):
+        record.pid = status.pid
+        found.append((record, Child(directory, record, reader, writer, status)))
+    return found
+
+
+Live = tuple[R, Path, asyncio.StreamReader, asyncio.StreamWriter, "Status"]
+
+
+async def live(root: Path, read: Callable[[Path], R | None], what: str) -> list[Live[R]]:
+    """The live shims under `root` (instances' or sessions'), each with its
+    record as `read` finds it. Stale directories (the shim is gone) are
+    removed; a live shim without a usable record is told to end its `what`."""
+    found: list[Live[R]] = []
     try:
         entries = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
     except FileNotFoundError:
         return found
     for directory in entries:
-        record = read_record(directory)
-        found_shim = await reach(directory)
-        if found_shim is None:
+        record = read(directory)
+        reached = await reach(directory)
+        if reached is None:
             continue
-        reader, writer, status = found_shim
+        reader, writer, status = reached
         if record is None:
-            log.warning("shim in %s has no usable record: ending its instance", directory.name)
+            log.warning("shim in %s has no usable record: ending its %s", directory.name, what)
             await end(directory, reader, writer)
             continue
-        record.pid = status.pid
-        found.append((record, Child(directory, record, reader, writer, status)))
+        found.append((record, directory, reader, writer, status))
     return found
 
 

@@ -33,9 +33,8 @@ from roost.runner.shimclient import (
     ShimError,
     Status,
     collect,
-    end,
     launch,
-    reach,
+    live,
     read_frame,
 )
 from roost.sessions.held import ChunkSink, Held
@@ -156,20 +155,7 @@ def _write(directory: Path, record: SessionRecord) -> None:
 
 async def discover(root: Path) -> list[tuple[SessionRecord, ShimHeld]]:
     """The sessions a previous runner left, each with its record."""
-    found: list[tuple[SessionRecord, ShimHeld]] = []
-    try:
-        entries = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
-    except FileNotFoundError:
-        return found
-    for directory in entries:
-        record = read_record(directory)
-        live = await reach(directory)
-        if live is None:
-            continue
-        reader, writer, status = live
-        if record is None:
-            log.warning("session shim in %s has no usable record: ending it", directory.name)
-            await end(directory, reader, writer)
-            continue
-        found.append((record, ShimHeld(directory, reader, writer, status)))
-    return found
+    return [
+        (record, ShimHeld(directory, reader, writer, status))
+        for record, directory, reader, writer, status in await live(root, read_record, "session")
+    ]
