@@ -39,6 +39,7 @@ def test_the_check_sees_what_the_history_did(tmp_path: Path) -> None:
     )
     # A NOT NULL column with a server default, nullable columns, new tables: expansions.
     assert steps["0009"] == steps["0013"] == steps["0014"] == steps["0015"] == ()
+    assert steps["0016"] == ()  # service_bindings.host, standby_host: defaulted
 
 
 DROP = '''"""drop a column"""

@@ -166,6 +166,7 @@ class AsyncStore:
     events = _on_executor(Store.events)
     bind_service = _on_executor(Store.bind_service)
     unbind_service = _on_executor(Store.unbind_service)
+    set_service_host = _on_executor(Store.set_service_host)
     service_bindings = _on_executor(Store.service_bindings)
 
     # ------------------------------------------------------------ image copies

@@ -496,7 +496,7 @@ class Store(AccessStore, CronStore, DeployStore, DomainStore, ImageCopyStore, Sn
 
     # ------------------------------------------------------------ service bindings
 
-    def bind_service(self, app_id: int, kind: str, sealed: str) -> None:
+    def bind_service(self, app_id: int, kind: str, sealed: str, host: str = "") -> None:
         with self.engine.begin() as c:
             c.execute(
                 delete(t.service_bindings).where(
@@ -505,8 +505,17 @@ class Store(AccessStore, CronStore, DeployStore, DomainStore, ImageCopyStore, Sn
             )
             c.execute(
                 insert(t.service_bindings).values(
-                    app_id=app_id, kind=kind, secret=sealed, created_at=time.time()
+                    app_id=app_id, kind=kind, secret=sealed, created_at=time.time(), host=host
                 )
+            )
+
+    def set_service_host(self, app_id: int, kind: str, host: str) -> None:
+        """Record the holder of a binding written before holders were (0016)."""
+        with self.engine.begin() as c:
+            c.execute(
+                update(t.service_bindings)
+                .where(t.service_bindings.c.app_id == app_id, t.service_bindings.c.kind == kind)
+                .values(host=host)
             )
 
     def unbind_service(self, app_id: int, kind: str) -> None:

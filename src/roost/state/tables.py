@@ -248,6 +248,11 @@ service_bindings = Table(
     # The credentials, encrypted (Fernet) with a key only controllers hold.
     Column("secret", Text, nullable=False),
     Column("created_at", Float, nullable=False),
+    # The servicehost that holds the data (its host id; "" before migration
+    # 0016, until the controller finds out which one does), and the one that
+    # holds its standby ("" while services have no standby).
+    Column("host", String(255), nullable=False, server_default=""),
+    Column("standby_host", String(255), nullable=False, server_default=""),
 )
 
 cron_claims = Table(
