@@ -9,7 +9,13 @@ import pytest
 
 from roost.runner import plan as P
 from roost.runner.fencing import Held
-from roost.runner.heartbeat import HeartbeatLoop, build_heartbeat, sum_trees, tree_memory_mb
+from roost.runner.heartbeat import (
+    EarlyBeats,
+    HeartbeatLoop,
+    build_heartbeat,
+    sum_trees,
+    tree_memory_mb,
+)
 from roost.runner.logbuffer import LogBuffer
 from roost.runner.model import Record
 from roost.runner.shipper import LogShipper
@@ -95,6 +101,24 @@ async def test_heartbeat_without_any_controller_changes_nothing() -> None:
     fake.replies = [RpcTimeout("down"), RpcTimeout("down too")]
     await hb.beat()
     assert hb.reachable is False and accepted == [] and hb.held == Held()
+
+
+def test_early_beats_go_at_once_in_a_burst_and_at_most_ten_a_second_after() -> None:
+    """A rollout's changes each beat at once (a fixed 0.1 s gap after every
+    beat held the second of two instances up 20 ms apart); churn is capped."""
+    early = EarlyBeats()
+    for at in (100.0, 100.02, 100.04):  # a new assignment, then web.1 and web.2 up
+        assert early.wait_s(at) == 0.0
+        early.spend(at)
+    assert early.wait_s(100.06) == pytest.approx(0.04)  # spent: 0.6 of one earned back
+    now, beats = 100.06, 0
+    while now < 110.06:  # something changes all the time, for ten seconds
+        now += early.wait_s(now)
+        early.spend(now)
+        beats += 1
+        now += 0.001
+    assert 95 <= beats <= 101
+    assert early.wait_s(now + 1.0) == 0.0  # a quiet second later: at once again
 
 
 def test_tree_sums_cover_every_descendant() -> None:
