@@ -4,11 +4,15 @@ init makes a CURVE keypair for every (host, role) named on its command line
 and writes one bundle per host (OUT/HOST.tar.gz, secret): the address book,
 every member's public key and identity (keys/peers.json), that host's own
 secret keys and nothing of any other host's, and, for controllers only, the
-state database's secrets key (keys/fernet.key). join unpacks a host's bundle
-into its data directory. ZAP admits only the listed keys, each as its role on
-its host, and every request is checked against what that role may send
-(`roost.wire.authz`): a runner's key cannot provision a database, nor a
-machine without a bundle talk to any daemon.
+state database's secrets key (keys/fernet.key). With --state-hosts, the
+state database is a Patroni cluster (roost.statedb): each etcd or Patroni
+host's bundle also holds its statedb.json (passwords only where Patroni
+runs), and cluster.json's state URL names both PostgreSQL members. join
+unpacks a host's bundle into its data directory. ZAP admits only the
+listed keys, each as its role on its host, and every request is checked
+against what that role may send (`roost.wire.authz`): a runner's key
+cannot provision a database, nor a machine without a bundle talk to any
+daemon.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from roost.cli import clusterupgrade, install
 from roost.cli.client import EXIT_USAGE, CliError
 from roost.controller.admintoken import admin_token_path, read_admin_token
 from roost.controller.secretbox import FERNET_FILE, legacy_key, new_key
+from roost.statedb.plan import STATE_FILE, PlanError, StateDbPlan, for_host, hosts_of, new_plan
+from roost.statedb.plan import state_url as statedb_url
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.identity import (
     PEERS_FILE,
@@ -97,6 +103,7 @@ def host_bundles(
     hosts: dict[str, list[str]],
     state_url: str,
     fernet_keys: list[bytes],
+    statedb: StateDbPlan | None = None,
 ) -> dict[str, dict[str, bytes]]:
     """host -> {path in its bundle: content}; a host's secrets are in its bundle only."""
     members = {identity(r, h): generate_keypair() for h, roles in hosts.items() for r in roles}
@@ -112,6 +119,10 @@ def host_bundles(
         if "controller" in roles:
             files[f"keys/{FERNET_FILE}"] = b"".join(k + b"\n" for k in fernet_keys)
         out[host] = files
+    if statedb is not None:
+        for host in hosts_of(statedb):
+            files = out.setdefault(host, {"cluster.json": config, f"keys/{PEERS_FILE}": peers})
+            files[STATE_FILE] = msgspec.json.format(msgspec.json.encode(for_host(statedb, host)))
     return out
 
 
@@ -164,6 +175,18 @@ def cluster() -> None:
 )
 @click.option("--state", "state_url", default="", help="state database URL (postgresql://...)")
 @click.option(
+    "--state-hosts",
+    default="",
+    help="two hosts for the state database: a Patroni primary and its synchronous standby "
+    "(instead of --state)",
+)
+@click.option(
+    "--etcd-hosts",
+    default="",
+    help="with --state-hosts: Patroni's etcd members, three or more, an odd number "
+    "(default: the controllers)",
+)
+@click.option(
     "--previous",
     "previous",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -189,6 +212,8 @@ def init(
     gateways: str,
     backupds: str,
     state_url: str,
+    state_hosts: str,
+    etcd_hosts: str,
     previous: Path | None,
     out: Path,
 ) -> None:
@@ -196,6 +221,9 @@ def init(
     ctl = _addresses(controllers, "controllers")
     if not ctl:
         raise CliError("--controllers needs at least one address", EXIT_USAGE)
+    statedb = _statedb_plan(name, ctl, state_url, state_hosts, etcd_hosts)
+    if statedb is not None:
+        state_url = statedb_url(statedb)
     if len(ctl) > 1 and (not state_url or state_url.startswith("sqlite")):
         raise CliError(
             "several controllers need a shared state database: pass --state postgresql://...",
@@ -215,22 +243,41 @@ def init(
     fernet = [new_key()]
     if previous is not None:
         fernet.append(legacy_key(_legacy_secret(previous)))
-    bundles = host_bundles(name, hosts, state_url, fernet)
+    bundles = host_bundles(name, hosts, state_url, fernet, statedb)
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     for host, files in bundles.items():
         path = out / f"{host}.tar.gz"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(_tar(files))
-        console.print(f"{path}: {', '.join(hosts[host])}")
+        parts = hosts.get(host, []) + (["statedb"] if STATE_FILE in files else [])
+        console.print(f"{path}: {', '.join(parts)}")
     console.print(
         f"Wrote {len(bundles)} bundles in {out} (keep them secret: each holds its host's keys)."
     )
     console.print(f"On each host: roost --data DIR cluster join {out}/HOST.tar.gz")
 
 
+def _statedb_plan(
+    name: str, controllers: list[str], state_url: str, state_hosts: str, etcd_hosts: str
+) -> StateDbPlan | None:
+    """The state database's plan when --state-hosts names its hosts (else None)."""
+    patroni = _addresses(state_hosts, "state-hosts")
+    if not patroni:
+        if etcd_hosts:
+            raise CliError("--etcd-hosts goes with --state-hosts", EXIT_USAGE)
+        return None
+    if state_url:
+        raise CliError("--state-hosts and --state both name the state database", EXIT_USAGE)
+    try:
+        return new_plan(name, _addresses(etcd_hosts, "etcd-hosts") or controllers, patroni)
+    except PlanError as exc:
+        hint = "" if etcd_hosts else " (--etcd-hosts: the controllers unless named)"
+        raise CliError(f"state database: {exc}{hint}", EXIT_USAGE) from None
+
+
 def _bundle_names() -> set[str]:
-    names = {"cluster.json", f"keys/{PEERS_FILE}", f"keys/{FERNET_FILE}"}
+    names = {"cluster.json", f"keys/{PEERS_FILE}", f"keys/{FERNET_FILE}", STATE_FILE}
     for role in ROLES:
         names |= {f"keys/{role}.key", f"keys/{role}.key_secret"}
     return names
@@ -280,6 +327,16 @@ def _bundle_host(files: dict[str, bytes], bundle: Path) -> tuple[str, list[str]]
             raise CliError(f"{bundle}: the {role} key is not the cluster's {role}", EXIT_USAGE)
         hosts.add(who.host)
         roles.append(role)
+    if STATE_FILE in files:
+        # A host may run only etcd or PostgreSQL: its statedb.json names it.
+        try:
+            plan = msgspec.json.decode(files[STATE_FILE], type=StateDbPlan)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise CliError(f"{bundle}: {STATE_FILE}: {exc}", EXIT_USAGE) from None
+        if hosts - {plan.host}:
+            raise CliError(f"{bundle}: {STATE_FILE} is not this host's", EXIT_USAGE)
+        hosts.add(plan.host)
+        roles.append("statedb")
     if len(hosts) != 1:
         raise CliError(f"{bundle} holds no single host's keys", EXIT_USAGE)
     return hosts.pop(), roles
@@ -317,14 +374,16 @@ def join(
         runner.mkdir(exist_ok=True)
         (runner / "host_id").write_text(host + "\n")
     console.print(f"Joined cluster {config.name} as {host}: {', '.join(roles)}.")
-    if systemd:
-        plan, written = install.install_units(data, roles, systemd_dir, env_file)
+    # roost install writes units for the CURVE roles; the state database's
+    # part has none yet and is started as its own command.
+    daemons = [r for r in roles if r != "statedb"]
+    if systemd and daemons:
+        plan, written = install.install_units(data, daemons, systemd_dir, env_file)
         for path in written:
             console.print(f"wrote {path}")
         for line in install.next_steps(plan, systemd_dir):
             console.print(f"  {line}")
-        return
-    for role in roles:
+    for role in roles if not systemd else [r for r in roles if r not in daemons]:
         console.print(f"Start it with: roost --data {data} {role}")
 
 

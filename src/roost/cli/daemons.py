@@ -96,3 +96,10 @@ def gateway(ctx: click.Context, name: str, port: int | None) -> None:
 def backupd(ctx: click.Context, name: str) -> None:
     """Run a backupd: pulls backups, keeps them in two places, proves each by restoring it."""
     _run("backups", ctx.obj["data"], name=name)
+
+
+@click.command("statedb")
+@click.pass_context
+def statedb(ctx: click.Context) -> None:
+    """Run this host's part of the state database: its etcd member, its Patroni."""
+    _run("statedb", ctx.obj["data"])

@@ -68,6 +68,7 @@ for _cmd in (
     daemons.servicehost,
     daemons.gateway,
     daemons.backupd,
+    daemons.statedb,
     *manage.COMMANDS,
     *services.COMMANDS,
     *backups.COMMANDS,

@@ -34,7 +34,27 @@ def make_engine(url: str) -> Engine:
         return engine
     # A controller cut off from the database must fail fast (its lease expires
     # on its own clock anyway), not block until TCP gives up.
-    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+    return create_engine(url, pool_pre_ping=True, connect_args=PG_CONNECT_ARGS)
+
+
+# How a PostgreSQL connection notices a server that vanished without closing
+# it (its host powered off, or cut off): unacknowledged data for 10 s
+# (tcp_user_timeout), or an idle wait answered by no keepalive for about
+# 11 s, fails the connection instead of hanging until TCP's own ~15 minutes.
+# Then the pool's pre-ping (at checkout) or the failed statement discards
+# it, and the next connection goes, through a multi-host URL with
+# target_session_attrs=read-write, to whichever member is the primary now.
+# A statement that failed so is never retried here: its transaction's
+# commit may have happened, and the caller (an API request) reports the
+# error rather than write twice.
+PG_CONNECT_ARGS = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
 
 
 def alembic_config(url: str) -> Config:

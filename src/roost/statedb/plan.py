@@ -1,0 +1,246 @@
+"""What etcd and Patroni are told, rendered from one plan. Pure: no I/O.
+
+`roost cluster init` makes one `StateDbPlan` (member hosts, ports, fresh
+passwords) and writes `for_host(plan, host)` into each etcd or Patroni
+host's bundle as statedb.json; the controllers get `state_url(plan)` in
+cluster.json. On the host, `roost statedb` renders the command line of
+its etcd member (`etcd_argv`) and Patroni's configuration
+(`patroni_config`, `bootstrap_sql`) from that file alone.
+
+Choices, and why:
+  - synchronous_mode on: a commit is acknowledged only once the standby
+    has it, and Patroni promotes only the standby named in its /sync key,
+    so a failover loses no acknowledged write. Not strict: when the
+    standby is gone the primary goes on alone (Patroni then names no sync
+    standby, so the lagging standby cannot be promoted over it); strict
+    would stop every write of the control plane for the loss of one host.
+  - ttl 15 / loop_wait 3 / retry_timeout 5 (Patroni's rule: loop_wait +
+    2 * retry_timeout <= ttl): a dead primary's leader key expires within
+    15 s and the standby takes over on its next loop, inside the 30 s the
+    controllers may be without a database.
+  - PostgreSQL on 5433, not 5432: a state host may also run an OS
+    PostgreSQL or a servicehost's.
+  - The controllers' account (`roost`) owns the `roost` database and is
+    no superuser; Patroni alone holds the superuser and replication
+    passwords. Secrets go only to the hosts that run Patroni.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shlex
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+STATE_FILE = "statedb.json"
+DATABASE = "roost"
+ACCOUNT = "roost"
+SUPERUSER = "postgres"
+REPLICATOR = "replicator"
+REST_USER = "patroni"
+
+
+class PlanError(ValueError):
+    """The hosts named cannot make a state database cluster."""
+
+
+class StateDbPlan(msgspec.Struct, frozen=True, kw_only=True):
+    scope: str  # Patroni's cluster name; etcd's cluster token
+    etcd: list[str]  # etcd member hosts (an odd number, three or more)
+    patroni: list[str]  # PostgreSQL hosts: a primary and its synchronous standby
+    host: str = ""  # whose file this is ("" in the plan itself)
+    etcd_client_port: int = 2379
+    etcd_peer_port: int = 2380
+    pg_port: int = 5433
+    rest_port: int = 8008
+    ttl: int = 15
+    loop_wait: int = 3
+    retry_timeout: int = 5
+    # Secrets: on Patroni hosts only ("" elsewhere).
+    superuser_password: str = ""
+    replication_password: str = ""
+    roost_password: str = ""
+    rest_password: str = ""
+
+
+def new_plan(
+    scope: str, etcd: list[str], patroni: list[str], token: Any = secrets.token_urlsafe
+) -> StateDbPlan:
+    """A plan with fresh passwords; PlanError when the hosts cannot make one."""
+    if len(etcd) < 3 or len(etcd) % 2 == 0:
+        raise PlanError(
+            f"etcd needs an odd number of hosts, three or more (a majority must outlive "
+            f"a lost host), got {len(etcd)}"
+        )
+    if len(set(etcd)) != len(etcd) or len(set(patroni)) != len(patroni):
+        raise PlanError("a host is named twice")
+    if len(patroni) != 2:
+        raise PlanError(
+            f"the state database takes two hosts (a primary and its synchronous standby), "
+            f"got {len(patroni)}"
+        )
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", scope):
+        raise PlanError(f"cluster name {scope!r}: use lower-case letters, digits and '-'")
+    return StateDbPlan(
+        scope=scope,
+        etcd=list(etcd),
+        patroni=list(patroni),
+        superuser_password=token(24),
+        replication_password=token(24),
+        roost_password=token(24),
+        rest_password=token(24),
+    )
+
+
+def hosts_of(plan: StateDbPlan) -> list[str]:
+    """Every host that runs a part of it, in the order named."""
+    return list(dict.fromkeys([*plan.etcd, *plan.patroni]))
+
+
+def for_host(plan: StateDbPlan, host: str) -> StateDbPlan:
+    """`host`'s statedb.json: the secrets only where Patroni runs."""
+    if host not in hosts_of(plan):
+        raise PlanError(f"{host} runs no part of the state database")
+    if host in plan.patroni:
+        return msgspec.structs.replace(plan, host=host)
+    return msgspec.structs.replace(
+        plan,
+        host=host,
+        superuser_password="",
+        replication_password="",
+        roost_password="",
+        rest_password="",
+    )
+
+
+def _bare(host: str) -> str:
+    """An address as libpq and Patroni's host:port lists take it."""
+    return host[1:-1] if host.startswith("[") else host
+
+
+def _url_host(host: str) -> str:
+    """An address as a URL's authority takes it (IPv6 in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def state_url(plan: StateDbPlan) -> str:
+    """The controllers' URL: both members, the read-write one chosen at connect.
+
+    libpq tries the hosts in turn and keeps the first that accepts writes
+    (target_session_attrs), so a new connection finds the primary wherever
+    Patroni put it. The host and port lists are libpq's, passed through by
+    SQLAlchemy, and the URL stays one pg_dump also takes.
+    """
+    hosts = ",".join(_bare(h) for h in plan.patroni)
+    ports = ",".join(str(plan.pg_port) for _ in plan.patroni)
+    return (
+        f"postgresql+psycopg://{ACCOUNT}:{plan.roost_password}@/{DATABASE}"
+        f"?host={hosts}&port={ports}&target_session_attrs=read-write"
+    )
+
+
+def etcd_name(host: str) -> str:
+    return "etcd-" + re.sub(r"[^A-Za-z0-9]+", "-", _bare(host)).strip("-")
+
+
+def etcd_argv(plan: StateDbPlan, etcd: str, data_dir: Path) -> list[str]:
+    """This host's etcd member: the same initial cluster on every member."""
+    me = _url_host(plan.host)
+    peers = ",".join(
+        f"{etcd_name(h)}=http://{_url_host(h)}:{plan.etcd_peer_port}" for h in plan.etcd
+    )
+    return [
+        etcd,
+        "--name", etcd_name(plan.host),
+        "--data-dir", str(data_dir),
+        "--listen-peer-urls", f"http://{me}:{plan.etcd_peer_port}",
+        "--initial-advertise-peer-urls", f"http://{me}:{plan.etcd_peer_port}",
+        "--listen-client-urls", f"http://{me}:{plan.etcd_client_port}",
+        "--advertise-client-urls", f"http://{me}:{plan.etcd_client_port}",
+        "--initial-cluster", peers,
+        "--initial-cluster-token", plan.scope,
+        "--initial-cluster-state", "new",  # ignored once the data directory has a member
+        "--logger", "zap",
+        "--log-level", "warn",
+    ]  # fmt: skip
+
+
+def patroni_config(plan: StateDbPlan, home: Path, bin_dir: Path) -> dict[str, Any]:
+    """Patroni's configuration for this host (`home`: its directory, owned by
+    the user it runs as; PostgreSQL's data and socket live under it)."""
+    me = _bare(plan.host)
+    sql = shlex.join([str(bin_dir / "psql"), "-v", "ON_ERROR_STOP=1", "-q", "-f"])
+    return {
+        "scope": plan.scope,
+        "namespace": "/roost/",
+        "name": plan.host,
+        "restapi": {
+            "listen": f"{_url_host(me)}:{plan.rest_port}",
+            "connect_address": f"{_url_host(me)}:{plan.rest_port}",
+            "authentication": {"username": REST_USER, "password": plan.rest_password},
+        },
+        "etcd3": {
+            "hosts": [f"{_url_host(h)}:{plan.etcd_client_port}" for h in plan.etcd],
+            "protocol": "http",
+        },
+        "bootstrap": {
+            "dcs": {
+                "ttl": plan.ttl,
+                "loop_wait": plan.loop_wait,
+                "retry_timeout": plan.retry_timeout,
+                "maximum_lag_on_failover": 1048576,
+                "synchronous_mode": True,
+                "synchronous_mode_strict": False,
+                "postgresql": {
+                    "use_pg_rewind": True,
+                    "use_slots": True,
+                    "parameters": {
+                        "wal_level": "replica",
+                        "hot_standby": "on",
+                        "wal_log_hints": "on",
+                        "max_wal_senders": 10,
+                        "max_replication_slots": 10,
+                        "max_connections": 200,
+                    },
+                },
+            },
+            "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"],
+            # Patroni appends the connection string; psql takes it as the database.
+            "post_bootstrap": f"{sql} {shlex.quote(str(home / 'bootstrap.sql'))}",
+        },
+        "postgresql": {
+            "listen": f"{me}:{plan.pg_port}",
+            "connect_address": f"{_url_host(me)}:{plan.pg_port}",
+            "data_dir": str(home / "pgdata"),
+            "bin_dir": str(bin_dir),
+            "pgpass": str(home / "pgpass"),
+            "authentication": {
+                "superuser": {"username": SUPERUSER, "password": plan.superuser_password},
+                "replication": {"username": REPLICATOR, "password": plan.replication_password},
+            },
+            "parameters": {"unix_socket_directories": str(home / "run")},
+            # The socket's directory is the Patroni user's own (0700): only it
+            # (and root) connects without a password.
+            "pg_hba": [
+                "local all all trust",
+                f"host replication {REPLICATOR} 0.0.0.0/0 scram-sha-256",
+                f"host replication {REPLICATOR} ::/0 scram-sha-256",
+                "host all all 0.0.0.0/0 scram-sha-256",
+                "host all all ::/0 scram-sha-256",
+            ],
+        },
+        "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
+    }
+
+
+def bootstrap_sql(plan: StateDbPlan) -> str:
+    """Run once, by the first primary after initdb: the controllers' account and database."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", plan.roost_password):
+        raise PlanError("the roost account's password must be URL-safe base64")
+    return (
+        f"CREATE ROLE {ACCOUNT} LOGIN PASSWORD '{plan.roost_password}';\n"
+        f"CREATE DATABASE {DATABASE} OWNER {ACCOUNT};\n"
+    )
