@@ -6,9 +6,10 @@ once; the build runs in a task of the manager's TaskGroup, so every build has
 an owner and daemon shutdown cancels them all (which kills their processes
 and removes their files). A per-app lock serializes builds of one app. Log
 lines go into a per-build buffer that a pump task sends as BuildLog batches
-every ~100 ms; the BuildResult follows the last batch. Sending goes through
-the injected `send` (the controller RpcClient in the daemon, a list in tests);
-a log batch that cannot be delivered is dropped, the result is retried.
+every ~100 ms (the last as soon as the build ends); the BuildResult follows
+the last batch. Sending goes through the injected `send` (the controller
+RpcClient in the daemon, a list in tests); a log batch that cannot be
+delivered is dropped, the result is retried.
 Duplicate submissions of one build id (an RPC retry) are accepted once.
 After each build, and every storegc.COLLECT_EVERY_S, the image store is
 collected (`collect_store`, builder/storegc.py) while no build runs: a build
@@ -42,6 +43,32 @@ Send = Callable[[Msg], Awaitable[None]]
 Ask = Callable[[Msg], Awaitable[Msg]]
 LOG_BATCH_S = 0.1
 RESULT_TRIES = 6
+
+
+async def pump_logs(
+    lines: list[str],
+    wake: asyncio.Event,
+    done: asyncio.Event,
+    send: Callable[[list[str]], Awaitable[None]],
+    batch_s: float = LOG_BATCH_S,
+) -> None:
+    """Send a build's `lines` in batches (`wake`: lines came) until it is
+    `done` and every line went. A batch gathers lines for `batch_s`, but the
+    last goes as soon as the build ends: its result, and the deploy, wait for
+    it (gathering there cost every deploy ~0.1 s)."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await aio.wait_for(wake.wait(), timeout=1.0)
+        wake.clear()
+        if not done.is_set():
+            with contextlib.suppress(TimeoutError):  # gather a batch
+                await aio.wait_for(done.wait(), timeout=batch_s)
+        if lines:
+            batch = lines[:]
+            del lines[:]
+            await send(batch)
+        if done.is_set() and not lines:
+            return
 
 
 class BuildManager:
@@ -98,26 +125,16 @@ class BuildManager:
             lines.append(line)
             wake.set()
 
-        async def pump() -> None:
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    await aio.wait_for(wake.wait(), timeout=1.0)
-                wake.clear()
-                await asyncio.sleep(LOG_BATCH_S)  # gather a batch
-                if lines:
-                    batch = lines[:]
-                    del lines[:]
-                    try:
-                        await self._send(BuildLog(build_id=req.build_id, app=req.app, lines=batch))
-                    except Exception as exc:
-                        log.warning("build %s: log batch not delivered: %s", req.build_id, exc)
-                if done.is_set() and not lines:
-                    return
+        async def send(batch: list[str]) -> None:
+            try:
+                await self._send(BuildLog(build_id=req.build_id, app=req.app, lines=batch))
+            except Exception as exc:
+                log.warning("build %s: log batch not delivered: %s", req.build_id, exc)
 
         start = time.monotonic()
         lock = self._app_locks.setdefault(req.app, asyncio.Lock())
         async with asyncio.TaskGroup() as tg:
-            pumper = tg.create_task(pump())
+            pumper = tg.create_task(pump_logs(lines, wake, done, send))
             try:
                 if lock.locked():
                     sink(f"-----> waiting for the previous build of {req.app} to finish")
