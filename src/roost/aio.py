@@ -34,3 +34,29 @@ FOLLOW_QUIET_S = 2.0
 def follow_delay(quiet_s: float) -> float:
     """How long to wait before the next poll, the log quiet for `quiet_s`. Pure."""
     return FOLLOW_FAST_S if quiet_s < FOLLOW_QUIET_S else FOLLOW_SLOW_S
+
+
+class Bell:
+    """Wakes every waiter each time it rings: an Event that resets itself.
+
+    For followers of what is written to the state database (a deploy's end):
+    a waiter reads again when it rings, and after its timeout anyway, since a
+    write by another process rings nothing here.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def ring(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> bool:
+        """True when it rang within `timeout` seconds."""
+        event = self._event
+        try:
+            async with asyncio.timeout(timeout):
+                await event.wait()
+        except TimeoutError:
+            return False
+        return True

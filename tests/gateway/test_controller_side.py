@@ -4,6 +4,7 @@ and where a command runs."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from roost.appspec.model import AppSpec, ProcessSpec
+from roost.controller import gateway_rpc
 from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.deployflow import Move
@@ -205,3 +207,32 @@ async def test_a_pushs_closing_lines_reach_it_when_the_end_lands_between_reads(
         if chunk.final and not chunk.lines:  # where the gateway stops following
             break
     assert said == ["v1 is live"] and chunk.live
+
+
+async def test_a_poll_that_finds_nothing_is_answered_as_the_deploy_ends(
+    svc: ControllerService, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower's poll is held (up to a poll's period) and answered when
+    this replica ends the rollout, with its closing lines: not a poll later."""
+    monkeypatch.setattr(gateway_rpc, "HOLD_S", 3600.0)  # only the end can answer it
+    owner = store.create_account("owner@example.com")
+    app = store.create_app("held", owner)
+    store.create_build("b1", app.id)
+    controller = svc.c
+    real_logs = controller.store.logs
+    reads = 0
+
+    async def logs(*args: object) -> object:
+        nonlocal reads
+        rows = await real_logs(*args)  # type: ignore[arg-type]
+        reads += 1
+        if reads == 1:  # the rollout ends once the poll has found nothing
+            line = LogLine(app="held", ts=0.0, source="build", process="b1", line="v1 is live")
+            store.move_build("b1", Move("building", "live"), lines=[line])
+            asyncio.get_running_loop().call_soon(controller.deploy_ended.ring)
+        return rows
+
+    controller.store.logs = logs  # type: ignore[method-assign]
+    chunk = await asyncio.wait_for(svc.handle(BuildLogRequest(account_id=owner, build_id="b1")), 30)
+    assert isinstance(chunk, BuildLogChunk)
+    assert chunk.lines == ["v1 is live"] and chunk.final and chunk.live

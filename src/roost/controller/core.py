@@ -45,6 +45,7 @@ from collections.abc import Callable, Mapping
 
 from prometheus_client import Histogram
 
+from roost import aio
 from roost.appspec.service_env import service_environment, with_service_addresses
 from roost.controller import desired, drain, nudge, rollout, rolloutend, routes, singleton
 from roost.controller.assign import AssignmentBook, AssignmentInputs, HostAssignment
@@ -112,6 +113,8 @@ class Controller:
         self.route_version = 0
         self.publisher: Publisher | None = None
         self.wake = asyncio.Event()
+        # Rung when this replica ends a rollout: a deploy's followers answer then.
+        self.deploy_ended = aio.Bell()
         self._route_cache = routes.RouteCache()
         self._reader = desired.Reader()
         self._model = Model(settings.instance_memory_mb)
@@ -521,7 +524,9 @@ class Controller:
 
     async def end_rollout(self, app_name: str, rel: ReleaseRow, d: rollout.Decision) -> bool:
         """Write a rollout's end (`rolloutend.end_rollout`); True when `rel` went live."""
-        return await rolloutend.end_rollout(self.store, app_name, rel, d, self.after_live)
+        live = await rolloutend.end_rollout(self.store, app_name, rel, d, self.after_live)
+        self.deploy_ended.ring()
+        return live
 
     def _stage_assignments(self, apps: list[str], now: float) -> None:
         m = self._model

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from roost import aio
 from roost.controller.deployflow import Stage, outcome, stage_of
 from roost.controller.runtarget import NoTarget, run_target
 from roost.controller.store import AppRow, NotFound
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from roost.controller.service import ControllerService
 
 LOG_LINES_PER_CHUNK = 500
+# How long a poll of a deploy's log that finds nothing new may wait for its end.
+HOLD_S = aio.FOLLOW_FAST_S
 
 
 class Refused(Exception):
@@ -134,6 +137,17 @@ class GatewayRpc:
             raise Refused(f"no build {msg.build_id}") from None
         app = await store.app_by_id(build.app_id)
         await self._app(msg.account_id, app.name)
+        chunk = await self._log_chunk(msg, app.id)
+        # Nothing new: held for up to a poll's period (the gateway sleeps only
+        # what is left of it) and read again when this replica ends a
+        # rollout: `git push` hears "vN is live" at once, not a poll later.
+        idle = not chunk.lines and not chunk.final
+        if idle and await self.c.deploy_ended.wait(HOLD_S):
+            chunk = await self._log_chunk(msg, app.id)
+        return chunk
+
+    async def _log_chunk(self, msg: BuildLogRequest, app_id: int) -> BuildLogChunk:
+        store = self.c.store
         # The status before the lines: a deploy's closing lines are committed
         # with its final move, so lines read after a final status include
         # them. Read the other way round, a move committed between the two
@@ -142,9 +156,9 @@ class GatewayRpc:
         build = await store.build(msg.build_id)
         if msg.after_id == 0:
             # From 0, store.logs gives the newest lines: start from the oldest.
-            rows = (await store.logs(app.id, 0, 100_000, msg.build_id))[:LOG_LINES_PER_CHUNK]
+            rows = (await store.logs(app_id, 0, 100_000, msg.build_id))[:LOG_LINES_PER_CHUNK]
         else:
-            rows = await store.logs(app.id, msg.after_id, LOG_LINES_PER_CHUNK, msg.build_id)
+            rows = await store.logs(app_id, msg.after_id, LOG_LINES_PER_CHUNK, msg.build_id)
         stage = stage_of(build.status)
         return BuildLogChunk(
             build_id=build.id,

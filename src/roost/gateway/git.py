@@ -277,6 +277,7 @@ class GitService:
         failures = 0
         last_line = time.monotonic()
         while time.monotonic() < deadline:
+            asked = time.monotonic()
             try:
                 chunk = await self.controllers.call(
                     BuildLogRequest(
@@ -305,7 +306,10 @@ class GitService:
                 await say(f"-----> deploy {chunk.outcome or 'failed: see the log above'}")
                 return 1
             if not chunk.lines:
-                await asyncio.sleep(aio.follow_delay(time.monotonic() - last_line))
+                # A controller holds a poll that finds nothing until the
+                # deploy ends or a poll's period passed: sleep what is left.
+                now = time.monotonic()
+                await asyncio.sleep(max(0.0, aio.follow_delay(now - last_line) - (now - asked)))
         await say("-----> gave up waiting for the build")
         return 1
 

@@ -146,7 +146,8 @@ async def build_stream(
                 yield (json.dumps(_deploy(current)) + "\n").encode()
                 return
             if not rows:
-                await asyncio.sleep(aio.follow_delay(time.monotonic() - last_line))
+                # Woken when this replica ends a rollout: "vN is live" at once.
+                await c.deploy_ended.wait(aio.follow_delay(time.monotonic() - last_line))
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
