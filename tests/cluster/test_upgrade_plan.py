@@ -5,14 +5,19 @@ from __future__ import annotations
 import pytest
 
 from roost.cli.upgradeplan import (
+    DrainSeen,
     Member,
     RunnerSeen,
     Seen,
+    Verdict,
     backup_step,
+    drain_verdict,
     judge,
     members,
+    needs_drain,
     order,
     select,
+    servicehost_warning,
     unmet,
 )
 
@@ -122,3 +127,36 @@ def test_backup_first_refused_without_a_backupd_unless_told() -> None:
     with pytest.raises(ValueError, match="--no-backup"):
         backup_step({"configured": False}, no_backup=False)
     assert backup_step({"configured": False}, no_backup=True)[0] is False
+
+
+def test_a_runner_is_drained_first_when_it_cannot_hand_over() -> None:
+    assert needs_drain(("runner",), "", always=False)  # 0.1.0: kills its instances
+    assert not needs_drain(("runner",), "0.2.0", always=False)  # hands them over
+    assert needs_drain(("runner", "router"), "0.2.0", always=True)  # --drain
+    assert not needs_drain(("router",), "", always=True)  # no runner: nothing to drain
+    assert not needs_drain(("runner",), None, always=True)  # not listed: nothing placed
+
+
+def test_a_drain_ends_when_a_beat_after_it_reports_no_instance() -> None:
+    since, deadline = 100.0, 400.0
+    empty_old = DrainSeen(drained=True, instances=0, beat_at=99.0)  # before the drain
+    assert drain_verdict(empty_old, since, 150.0, deadline).state == "waiting"
+    moving = DrainSeen(drained=True, instances=2, beat_at=150.0)
+    v = drain_verdict(moving, since, 150.0, deadline)
+    assert v.state == "waiting" and "2 instance" in v.why
+    assert drain_verdict(DrainSeen(True, 0, beat_at=151.0), since, 152.0, deadline) == Verdict(
+        "healthy"
+    )
+    stuck = DrainSeen(True, 1, note="no other host has room for shop web.1", beat_at=390.0)
+    v = drain_verdict(stuck, since, 400.0, deadline)
+    assert v.state == "failed" and "no other host has room for shop web.1" in v.why
+    assert drain_verdict(DrainSeen(False, 1), since, 150.0, deadline).state == "failed"
+    assert drain_verdict(None, since, 150.0, deadline).state == "waiting"
+    assert drain_verdict(None, since, 400.0, deadline).state == "failed"
+
+
+def test_servicehosts_of_a_cluster_on_0_1_0_warn_that_databases_restart() -> None:
+    said = servicehost_warning(("servicehost",), ["0.2.0", ""])
+    assert "PostgreSQL and Redis" in said and "restart" in said
+    assert servicehost_warning(("servicehost",), ["0.2.0"]) == ""
+    assert servicehost_warning(("runner",), [""]) == ""

@@ -183,7 +183,7 @@ def ps(ctx: click.Context, app_name: str | None, as_json: bool) -> None:
             r["process"],
             f"v{r['release']}",
             r["state"],
-            r["host"],
+            r["host"] + (" (drained)" if r.get("host_drained") else ""),
             str(r["port"] or "-"),
             f"{r['memory_mb']:.0f}/{r.get('memory_limit_mb', 0) or '?'} MB",
             str(r["restarts"]),

@@ -15,6 +15,7 @@ from roost.cli import (
     cluster,
     control,
     daemons,
+    hosts,
     manage,
     restorecmd,
     services,
@@ -60,6 +61,7 @@ cli.add_command(apps.ps)
 cli.add_command(apps.deploys)
 cli.add_command(apps.releases)
 cli.add_command(apps.logs)
+cli.add_command(hosts.hosts)
 for _cmd in (
     daemons.controller,
     daemons.builder,

@@ -387,34 +387,7 @@ def keys_remove(ctx: click.Context, fingerprint: str) -> None:
     console.print(f"Removed {fingerprint}")
 
 
-# ------------------------------------------------------------ hosts and where
-
-
-@click.command("hosts")
-@json_option
-@click.pass_context
-def hosts(ctx: click.Context, as_json: bool) -> None:
-    """Hosts of the cluster as the controllers see them."""
-    data = _api(ctx).request("GET", "/api/hosts")
-    _out(
-        data,
-        as_json,
-        lambda d: _table(
-            ["host", "hostname", "state", "addresses", "memory", "cpus", "instances"],
-            [
-                [
-                    h["host_id"],
-                    h["hostname"],
-                    h["state"],
-                    ",".join(h["addresses"]),
-                    f"{h['memory_mb']} MB",
-                    h["cpus"],
-                    h["instances"],
-                ]
-                for h in d
-            ],
-        ),
-    )
+# ------------------------------------------------------------ where (hosts: cli/hosts.py)
 
 
 @click.command("where")
@@ -458,6 +431,5 @@ COMMANDS = [
     domains,
     certs,
     keys,
-    hosts,
     where,
 ]

@@ -149,3 +149,54 @@ def backup_step(status: Mapping[str, object], no_backup: bool) -> tuple[bool, st
             "upgrade: configure one (roost cluster init --backupds), or pass --no-backup"
         )
     return True, "a platform backup first"
+
+
+# ------------------------------------------------------------ drains
+
+
+def needs_drain(roles: Iterable[str], runner_release: str | None, always: bool) -> bool:
+    """Whether a host's runner is drained before its replacement: always
+    with --drain, else when the runner running now cannot hand its instances
+    over to its successor (0.1.0's, release "", kills them as it stops).
+    `runner_release` None: the controllers do not list it (nothing to move)."""
+    if "runner" not in roles or runner_release is None:
+        return False
+    return always or runner_release == ""
+
+
+@dataclass(frozen=True)
+class DrainSeen:
+    """A drained host's row of /api/hosts."""
+
+    drained: bool
+    instances: int  # what its runner last reported holding
+    note: str = ""  # what keeps the drain from ending ("" when nothing)
+    beat_at: float = 0.0  # when that report came (the upgrader's clock)
+
+
+def servicehost_warning(roles: Iterable[str], runner_releases: Iterable[str]) -> str:
+    """What to say before a servicehost is replaced in a cluster still on
+    0.1.0 (a runner reports release ""): a servicehost daemon of 0.1.0
+    stops PostgreSQL and Redis with it (they outlive their daemon only from
+    0.2.0 on), so the databases it serves restart."""
+    if "servicehost" not in roles or "" not in set(runner_releases):
+        return ""
+    return (
+        "its servicehost may be of 0.1.0, which stops PostgreSQL and Redis as it stops: "
+        "the apps' databases on it restart (their connections are cut once)"
+    )
+
+
+def drain_verdict(seen: DrainSeen | None, since: float, now: float, deadline: float) -> Verdict:
+    """Healthy once the host holds no instance, as a heartbeat sent after
+    the drain began says; failed by the deadline, naming what is stuck."""
+    if seen is None:
+        return Verdict("failed" if now >= deadline else "waiting", "the controllers do not list it")
+    if not seen.drained:
+        return Verdict("failed", "it is not drained (undrained meanwhile?)")
+    if seen.instances == 0 and seen.beat_at > since:
+        return Verdict("healthy")
+    why = f"it still holds {seen.instances} instance(s)"
+    if seen.note:
+        why += f": {seen.note}"
+    return Verdict("failed" if now >= deadline else "waiting", why)

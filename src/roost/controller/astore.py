@@ -156,6 +156,10 @@ class AsyncStore:
     replace_placements = _on_executor(Store.replace_placements)
     upsert_hosts = _on_executor(Store.upsert_hosts)
     hosts = _on_executor(Store.hosts)
+    drain_host = _on_executor(Store.drain_host)
+    undrain_host = _on_executor(Store.undrain_host)
+    host_drains = _on_executor(Store.host_drains)
+    note_host_drains = _on_executor(Store.note_host_drains)
 
     # ------------------------------------------------------------ logs, events, services
 

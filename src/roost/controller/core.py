@@ -52,8 +52,9 @@ from roost.controller.assign import AssignmentBook, AssignmentInputs, HostAssign
 from roost.controller.astore import AsyncStore
 from roost.controller.autorollback import AutoRollback
 from roost.controller.backups import Backups
+from roost.controller.hostdrain import HostDrains
 from roost.controller.model import Model
-from roost.controller.scheduler import HostInfo, Placement, Want, place
+from roost.controller.scheduler import HostInfo, Placement, Want
 from roost.controller.services import ServiceBroker
 from roost.controller.softstate import SoftState
 from roost.controller.store import AppRow, HostRecord, ReleaseRow
@@ -127,6 +128,7 @@ class Controller:
         self._acked = singleton.acked_by(self.soft)
         # Routed web instances being dropped: kept assigned a while (drain.py).
         self._drains = drain.DrainBook()
+        self._hostdrains = HostDrains()  # drained hosts, emptied make-before-break
         # Rolls back a release that crash-loops soon after it went live.
         self.autorollback = AutoRollback(store, settings.rollback_window_s)
         # When desired state was last read, what the last pass saw of soft
@@ -351,9 +353,12 @@ class Controller:
         if refresh or not m.loaded:
             self._read_at = now
             d = await self.store.read_desired(self._reader, self._release_cache)
-            if d is None and seen == self._seen and not m.pending and not self._drains.due(now):
+            waits = self._drains.due(now) or self._hostdrains.waiting
+            if d is None and seen == self._seen and not m.pending and not waits:
                 return False  # the periodic re-read found nothing new
             if d is not None:
+                drained = await self.store.host_drains()  # written with the count, read with it
+                full = self._hostdrains.absorb(r.host_id for r in drained) or full
                 for row in d.fetched.values():
                     self._release_cache.add(row)
                 for app_id in [i for i, inputs in d.apps.items() if inputs is None]:
@@ -368,6 +373,7 @@ class Controller:
             self._host_info.pop(host, None)
         self._live = frozenset(s.heartbeat.host_id for s in self.soft.alive_hosts())
         dirty = changed | m.dirty(instances, hosts) | self._drains.due(now)
+        dirty |= self._hostdrains.waiting & m.apps.keys()
         gone = {a for a in dirty if a not in m.apps}
         if self.settled(now) and not self._settled_pass:
             full, self._settled_pass = True, True
@@ -390,6 +396,7 @@ class Controller:
             self._route_cache.forget(name)
         self._departures.forget(gone)
         self._drains.forget(gone)
+        self._hostdrains.forget(gone)
         for i in range(0, len(apps), STEP_APPS):
             if i:
                 await asyncio.sleep(0)
@@ -400,6 +407,8 @@ class Controller:
         pending = {(r.app_id, r.version) for name in m.pending for r in m.apps[name].pending}
         for key in set(self._pending_since) - pending:
             del self._pending_since[key]
+        if (notes := self._hostdrains.notes_now()) is not None:
+            await self.store.note_host_drains(notes)
         moved = self.book.commit(self.soft.hosts)
         if self.client_for is not None:
             self.nudger.send(
@@ -447,13 +456,17 @@ class Controller:
         if apps and (self.settled(now) or not m.by_id):
             old = [p for name in apps for p in m.placed[name]]
             reserved, count = m.others(apps)
-            placed = place(
+            placed = self._hostdrains.place(
                 [w for name in apps for w in placeable[name]],
                 old,
                 [self._info(h) for h in sorted(self._live)],
                 _new_instance_id,
                 reserved,
                 count,
+                apps=apps,
+                statuses=statuses,
+                routes=self.routes,
+                release=lambda p: self._release_cache.get((m.apps[p.app].row.id, p.release)),
             )
             after: dict[str, list[Placement]] = {name: [] for name in apps}
             for p in placed:

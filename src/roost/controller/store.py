@@ -31,6 +31,7 @@ from roost.controller.store_deploys import (
     next_version,
 )
 from roost.controller.store_domains import DomainStore
+from roost.controller.store_hostdrains import HostDrainStore
 from roost.controller.store_images import ImageCopyStore
 from roost.controller.store_logs import insert_log_lines
 from roost.controller.store_snapshot import PLACEMENTS, SnapshotStore, bump_desired
@@ -119,7 +120,9 @@ __all__ = ["AccessStore", "BuildMove", "BuildRow", "Conflict", "NotFound", "Stor
 _KEYS_PER_QUERY = 2000
 
 
-class Store(AccessStore, CronStore, DeployStore, DomainStore, ImageCopyStore, SnapshotStore):
+class Store(
+    AccessStore, CronStore, DeployStore, DomainStore, HostDrainStore, ImageCopyStore, SnapshotStore
+):
     def __init__(self, engine: Engine, secrets: SecretBox | None = None) -> None:
         self.engine = engine
         # Seals what is stored secret (TLS private keys); None: none can be stored.

@@ -298,3 +298,16 @@ image_copies = Table(
     Column("created_at", Float, nullable=False),
 )
 Index("ix_image_copies_host", image_copies.c.host_id)
+
+host_drains = Table(
+    "host_drains",
+    metadata,
+    # A host an operator drained (`roost hosts drain`): it takes no new
+    # placement and its instances move elsewhere, make-before-break
+    # (controller/hostdrain.py). Desired state: a new lease holder goes on.
+    Column("host_id", String(64), primary_key=True),
+    Column("since", Float, nullable=False),
+    # What keeps the drain from ending ("" when nothing does), written by
+    # the lease holder: any replica shows it.
+    Column("note", Text, nullable=False, default=""),
+)

@@ -18,6 +18,7 @@ from roost.controller.api import (
     deploys,
     deps,
     epio,
+    hosts,
     manage,
     services,
 )
@@ -68,6 +69,6 @@ def create_api(
         }
 
     metrics.install(api, controller, deps.metrics_reader)
-    for module in (apps, deploys, manage, services, backups, accounts, epio, dashboard):
+    for module in (apps, hosts, deploys, manage, services, backups, accounts, epio, dashboard):
         api.include_router(module.router)
     return api

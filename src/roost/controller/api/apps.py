@@ -16,7 +16,6 @@ from roost.controller.api.deps import (
     CurrentController,
     app_for_member,
     app_for_owner,
-    require_admin,
 )
 from roost.controller.services import ServiceError
 from roost.controller.store import Conflict
@@ -120,6 +119,7 @@ async def processes(name: str, who: CurrentAccount, c: CurrentController) -> lis
     now = time.time()
     sizes = await c.store.formation_sizes(app.id)
     placed = await c.store.placements(app.name)
+    drained = {r.host_id for r in await c.store.host_drains()}
     for p in sorted(placed, key=lambda p: (p.process_type, p.release, p.idx)):
         st = statuses.get(p.instance_id)
         out.append(
@@ -130,6 +130,8 @@ async def processes(name: str, who: CurrentAccount, c: CurrentController) -> lis
                 "release": p.release,
                 "host_id": p.host_id,
                 "host": hosts.get(p.host_id, p.host_id),
+                # Its host is drained: this instance moves elsewhere soon.
+                "host_drained": p.host_id in drained,
                 "state": st.state if st else "unknown",
                 "port": st.port if st else 0,
                 "pid": st.pid if st else 0,
@@ -161,28 +163,3 @@ async def releases(name: str, who: CurrentAccount, c: CurrentController) -> list
         }
         for r in await c.store.releases(app.id)
     ]
-
-
-@router.get("/hosts")
-async def hosts(who: CurrentAccount, c: CurrentController) -> list[dict[str, Any]]:
-    # Every host, its addresses and load: the platform's map, not an app's.
-    require_admin(who, "the host list")
-    out = []
-    for host_id, seen in sorted(c.soft.hosts.items()):
-        hb = seen.heartbeat
-        out.append(
-            {
-                "host_id": host_id,
-                "hostname": hb.hostname,
-                "state": "down" if seen.down_since is not None else "up",
-                "addresses": hb.addresses,
-                "memory_mb": hb.memory_mb,
-                "cpus": hb.cpus,
-                "instances": len(hb.instances),
-                # Its runner's release ("": 0.1.0), and how long ago its last
-                # beat came: `roost cluster upgrade` waits for a new one.
-                "release": hb.release,
-                "seen_s_ago": round(max(0.0, time.monotonic() - seen.last_seen), 3),
-            }
-        )
-    return out
