@@ -49,3 +49,11 @@ def test_snapshots_off_for_lack_of_disk_are_shown_in_red_and_kept_copies_listed(
         ("kept", "kept/a/redis-r1: what a restore replaced, since 2026-05-28 20:26 UTC"),
     ]
     assert limit_lines({"kind": "redis", "snapshot_problem": ""}) == [("snapshots", "on")]
+
+
+def test_the_standby_is_shown_even_when_there_is_none() -> None:
+    # (the holder itself is one of the plain fields: "holder: 10.0.0.41")
+    assert limit_lines({"holder": "10.0.0.41", "standby": ""}) == [
+        ("standby", "none (one servicehost holds it)")
+    ]
+    assert limit_lines({"standby": "10.0.0.42"}) == [("standby", "10.0.0.42")]

@@ -92,7 +92,12 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
     )
     # What the servicehost pushed: webshop's Redis without room for its
     # snapshots, and a database a restore replaced.
-    controller.services = ServiceBroker(controller.store, SecretBox(b"k" * 32), None)
+    box = SecretBox(b"k" * 32)
+    controller.services = ServiceBroker(controller.store, box, None)
+    # webshop's Redis, held by the servicehost 10.0.0.41 (shown in its row).
+    creds = {"app": "webshop", "kind": "redis", "host": "10.0.0.41", "port": 7000,
+             "password": "pw", "url": "redis://:pw@10.0.0.41:7000/0"}  # fmt: skip
+    store.bind_service(app.id, "redis", box.seal(creds), "10.0.0.41")
     controller.services.status["sh-1"] = ServiceHostStatus(
         servers=[
             ServerStatus(app="webshop", kind="redis", state="up", snapshot_problem=NO_ROOM),
@@ -141,6 +146,7 @@ def test_dashboard_renders_hosts_and_apps(served: tuple[str, str], tmp_path: Pat
     assert '<span class="building">building the image</span>' in dom
     assert f'<div class="service-problem">redis: {NO_ROOM}</div>' in dom  # in red
     assert "kept by restores: postgres app_webshop__pre_r1" in dom and "not ours" not in dom
+    assert "services: redis on 10.0.0.41" in dom  # where its data is
 
     shot = tmp_path / "dashboard.png"
     _chromium([f"--screenshot={shot}", page], tmp_path / "second")

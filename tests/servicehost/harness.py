@@ -30,8 +30,14 @@ from tests.conftest import free_port
 
 class Servicehost:
     def __init__(
-        self, env: dict[str, str] | None = None, controller: bool = False, backupd: bool = False
+        self,
+        env: dict[str, str] | None = None,
+        controller: bool = False,
+        backupd: bool = False,
+        host: str = "local",
     ) -> None:
+        # The host its keys' identities name: its id to the controllers.
+        self.host = host
         # Under /tmp (not pytest's 0700 tmp dirs): when tests run as root the
         # servers run as the service user, who must be able to walk down here.
         self.data = Path(tempfile.mkdtemp(prefix="roost-svc-", dir="/tmp"))
@@ -76,7 +82,7 @@ class Servicehost:
 
     def member(self, role: str) -> KeyPair:
         """The keypair of `role` on this (one) host, admitted as that role."""
-        return ensure_member(self.keys, role, identity(role, "local"))
+        return ensure_member(self.keys, role, identity(role, self.host))
 
     def start(self) -> None:
         with open(self.log, "ab") as out:

@@ -35,6 +35,7 @@ from roost.wire.messages import (
     RunStart,
     ServiceBackup,
     ServiceDeprovision,
+    ServiceHostStatus,
     ServiceProvision,
     SshAuth,
 )
@@ -92,6 +93,15 @@ def test_a_runner_speaks_only_for_its_own_host() -> None:
     retain = ImageRetainRequest(host_id="10.0.0.22", held=[])
     assert refusal(retain, RUNNER_A, KEY_A) is not None
     assert refusal(ImageRetainRequest(host_id="10.0.0.21"), RUNNER_A, KEY_A) is None
+
+
+def test_a_servicehost_reports_as_itself_only() -> None:
+    # Controllers place apps' data and address requests by this id.
+    svc = Identity("servicehost", "10.0.0.41")
+    assert refusal(ServiceHostStatus(host="servicehost", host_id="10.0.0.41"), svc, KEY_A) is None
+    assert refusal(ServiceHostStatus(host="servicehost"), svc, KEY_A) is None  # an older one
+    why = refusal(ServiceHostStatus(host="servicehost", host_id="10.0.0.42"), svc, KEY_A)
+    assert why is not None and "10.0.0.42" in why
 
 
 def test_a_builder_asks_which_images_to_keep_as_a_builder_only() -> None:

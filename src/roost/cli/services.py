@@ -38,9 +38,10 @@ def services_list(ctx: click.Context, app_name: str | None, as_json: bool) -> No
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table("service", "host", "port", "database")
+    table = Table("service", "host", "port", "database", "servicehost")
     for r in rows:
-        table.add_row(r["kind"], r["host"], str(r["port"]), r["database"])
+        # (the servicehost holding the data: absent from an older controller's answer)
+        table.add_row(r["kind"], r["host"], str(r["port"]), r["database"], r.get("holder", ""))
     console.print(table)
 
 
@@ -88,6 +89,7 @@ LIMIT_KEYS = (
     "eviction_policy",
     "snapshot_problem",
     "kept",
+    "standby",
 )
 EVICTION = {
     "volatile-lru": "when full, keys with a TTL are evicted, least recently used first",
@@ -103,6 +105,8 @@ def _mb(n: int) -> str:
 def limit_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
     """The service's limits and use as (label, text) lines; none when not reported."""
     lines = []
+    if "standby" in data:
+        lines.append(("standby", str(data["standby"]) or "none (one servicehost holds it)"))
     if "connection_limit" in data:
         limit = int(data["connection_limit"])
         cap = "no limit" if limit < 0 else f"at most {limit}"

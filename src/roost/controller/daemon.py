@@ -23,6 +23,7 @@ from roost.controller.cronrunner import CronRunner
 from roost.controller.platformsnap import PlatformFiles
 from roost.controller.secretbox import FERNET_FILE, SecretBox, SecretError
 from roost.controller.service import ControllerService
+from roost.controller.servicehosts import ServiceHosts
 from roost.controller.services import ServiceBroker
 from roost.controller.store import NotFound, Store
 from roost.daemonize import run_daemon
@@ -93,7 +94,9 @@ async def serve(
     async with node:
         controller = Controller(astore, settings, name)
         services = RpcClient(node, cluster.of("servicehost")) if cluster.of("servicehost") else None
-        controller.services = ServiceBroker(astore, box, services)
+        # Each servicehost on its own client: they hold different apps' data.
+        holders = ServiceHosts(cluster.of("servicehost"), lambda ep: RpcClient(node, [ep]))
+        controller.services = ServiceBroker(astore, box, services, holders if services else None)
         # One client per backupd: each keeps its own history (controller.backupfan).
         controller.backups = Backups(
             backupds_of(node, cluster.of("backupd")), backup_failed_event(astore)
@@ -167,6 +170,7 @@ async def serve(
             for client in (builders, services):
                 if client is not None:
                     await client.close()
+            await holders.close()
             for b in controller.backups.backupds:
                 await b.client.close()
             await astore.aclose()

@@ -22,6 +22,7 @@ from roost.controller.image_rpc import ImageRpc
 from roost.controller.metrics import BUILDS
 from roost.controller.platformsnap import PlatformFiles, PlatformSnap
 from roost.controller.releasephase import ReleasePhase
+from roost.controller.servicehosts import host_id as servicehost_id
 from roost.controller.services import ServiceError
 from roost.controller.store import AppRow, BuildRow, NotFound
 from roost.settings import Settings
@@ -197,7 +198,7 @@ class ControllerService:
 
     async def servicehost_status(self, msg: ServiceHostStatus) -> Msg:
         if self.c.services is not None:
-            self.c.services.status[msg.host or "servicehost"] = msg
+            self.c.services.status[servicehost_id(msg)] = msg
         return Ok()
 
     async def route_snapshot(self, _msg: RouteSnapshotRequest) -> Msg:

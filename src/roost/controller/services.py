@@ -1,9 +1,17 @@
 """The controller's side of databases as services: asking a servicehost to
 provision or remove them, keeping the credentials (encrypted), and turning
-them into the environment of the app's instances."""
+them into the environment of the app's instances.
+
+Each binding records its holder, the servicehost with the data (serviceplace.py
+chooses it for a new app); every request about the service goes to that one
+only (servicehosts.py). Its holder down is an error naming it, never a
+request to another servicehost, which would find nothing and say so: a
+removal unbinds only on the holder's own ServiceRemoved.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -11,11 +19,16 @@ from roost.appspec.model import AppSpec
 from roost.appspec.service_env import service_environment
 from roost.controller.astore import AsyncStore
 from roost.controller.secretbox import SecretBox
+from roost.controller.servicehosts import HostDown, ServiceHosts
+from roost.controller.serviceplace import NoPlace, find_holder, place
 from roost.controller.store import AppRow
 from roost.wire.messages import (
+    Ping,
+    ServerStatus,
     ServiceCredentials,
     ServiceDeprovision,
     ServiceHostStatus,
+    ServiceHostStatusRequest,
     ServiceKind,
     ServiceProvision,
     ServiceRemoved,
@@ -25,6 +38,7 @@ from roost.wire.rpc import RemoteError, RpcClient, RpcTimeout
 log = logging.getLogger("roost.controller")
 
 KINDS = ("postgres", "redis")
+PING_TIMEOUT_S = 5.0
 
 
 class ServiceError(Exception):
@@ -44,12 +58,27 @@ def _kind(kind: str) -> ServiceKind:
 
 
 class ServiceBroker:
-    def __init__(self, store: AsyncStore, box: SecretBox, client: RpcClient | None) -> None:
+    """`client` reaches every servicehost (what all of them do: archive an
+    app's data directory); `hosts` each one on its own, by host id (made over
+    `client` when that names a single servicehost)."""
+
+    def __init__(
+        self,
+        store: AsyncStore,
+        box: SecretBox,
+        client: RpcClient | None,
+        hosts: ServiceHosts | None = None,
+    ) -> None:
         self.store = store
         self.box = box
         self.client = client
+        if hosts is None and client is not None:
+            hosts = ServiceHosts.over(client)
+        self.hosts = hosts
         # app id -> its opened credentials; an app missing has not been read.
         self._cache: dict[int, list[ServiceCredentials]] = {}
+        # app id -> kind -> the servicehost holding it ("": not recorded yet)
+        self._holders: dict[int, dict[str, str]] = {}
         self._changes = 0  # bumped by every binding change this replica makes
         self.status: dict[str, ServiceHostStatus] = {}
 
@@ -64,14 +93,18 @@ class ServiceBroker:
             if changes != self._changes:
                 continue  # a binding changed meanwhile: what was read may be stale
             found: dict[int, list[ServiceCredentials]] = {i: [] for i in missing}
+            held: dict[int, dict[str, str]] = {i: {} for i in missing}
             for row in rows:
                 if row.app_id in found:
                     found[row.app_id].append(ServiceCredentials(**self.box.open(row.secret)))
+                    held[row.app_id][row.kind] = row.host
             self._cache.update(found)
+            self._holders.update(held)
 
     def _forget(self, app_id: int) -> None:
         self._changes += 1
         self._cache.pop(app_id, None)
+        self._holders.pop(app_id, None)
 
     def forget(self, app_ids: Iterable[int]) -> None:
         """Read these apps' credentials again when next asked (another
@@ -93,32 +126,107 @@ class ServiceBroker:
     async def kinds(self, app_id: int) -> list[str]:
         return [c.kind for c in await self.credentials(app_id)]
 
-    def _need_client(self, what: str) -> RpcClient:
-        if self.client is None:
+    def _need_hosts(self, what: str) -> ServiceHosts:
+        if self.hosts is None:
             raise ServiceError(
                 f"cannot {what}: no servicehost is configured (install postgresql and redis-server)"
             )
-        return self.client
+        return self.hosts
+
+    async def holders(self, app_id: int) -> dict[str, str]:
+        """kind -> the servicehost holding it, as recorded ("": not yet)."""
+        await self.warm([app_id])
+        return dict(self._holders[app_id])
+
+    async def holder(self, app: AppRow, kind: str) -> str:
+        """The servicehost holding the app's `kind`; a binding recorded
+        without one gets it now, from what the servicehosts report."""
+        host = (await self.holders(app.id)).get(kind)
+        if host is None:
+            raise ServiceError(f"{app.name} has no {kind} service", 404)
+        if host:
+            return host
+        hosts = self._need_hosts(f"find {app.name}'s {kind}")
+        reports = await self._survey(hosts)
+        try:
+            host = find_holder(reports, len(hosts.endpoints), app.name, kind)
+        except NoPlace as exc:
+            raise ServiceError(f"cannot tell which servicehost holds it: {exc}") from None
+        await self.store.set_service_host(app.id, kind, host)
+        self._forget(app.id)
+        log.info("%s's %s: held by servicehost %s (recorded now)", app.name, kind, host)
+        return host
+
+    async def _survey(self, hosts: ServiceHosts) -> dict[str, ServiceHostStatus]:
+        reports = await hosts.survey()
+        self.status.update(reports)
+        return reports
+
+    async def _client_of(self, host: str, check: bool = False) -> RpcClient:
+        """The holder's client; with `check`, only once it answered a Ping
+        (a request with a long timeout would otherwise wait it out)."""
+        down = f"servicehost {host} does not answer: it holds the data, and no other one has it"
+        try:
+            client = await self._need_hosts("reach a servicehost").client_of(host)
+            if check:
+                await client.call(Ping(), timeout=PING_TIMEOUT_S, tries=2)
+        except (HostDown, RpcTimeout, RemoteError):
+            raise ServiceError(down) from None
+        return client
+
+    async def _place(self, app: AppRow) -> str:
+        """Where a new service of the app goes (serviceplace.place)."""
+        hosts = self._need_hosts("place a service")
+        held = await self.holders(app.id)
+        # Its other services' holder (found now if not recorded): the new one joins it.
+        joined = await self.holder(app, next(iter(held))) if held else ""
+        reports = await self._survey(hosts)
+        bound: dict[str, set[int]] = {}
+        for row in await self.store.service_bindings(None):
+            bound.setdefault(row.host, set()).add(row.app_id)
+        try:
+            return place(reports, {h: len(ids) for h, ids in bound.items() if h}, joined)
+        except NoPlace as exc:
+            raise ServiceError(f"cannot place {app.name}'s service: {exc}") from None
+
+    async def report(self, app: AppRow, kind: str) -> ServerStatus | None:
+        """What the holder reports of the service: its last push, or asked
+        now when that does not list it yet (just after provisioning)."""
+        host = (await self.holders(app.id)).get(kind, "")
+        found = _server(self.status.get(host), app.name, kind) if host else None
+        if found is None and host and self.hosts is not None:
+            with contextlib.suppress(ServiceError, RpcTimeout, RemoteError):
+                reply = await (await self._client_of(host)).call(
+                    ServiceHostStatusRequest(), timeout=5, tries=1
+                )
+                if isinstance(reply, ServiceHostStatus):
+                    found = _server(reply, app.name, kind)
+        return found
 
     async def add(self, app: AppRow, kind: str, memory_mb: int = 0) -> ServiceCredentials:
         if kind not in KINDS:
             raise ServiceError(
                 f"unsupported service {kind!r} (Roost provides: {', '.join(KINDS)})", 422
             )
-        client = self._need_client(f"provision {kind}")
+        self._need_hosts(f"provision {kind}")
+        host = await self._place(app)
+        client = await self._client_of(host)
         try:
             reply = await client.call(
                 ServiceProvision(app=app.name, kind=_kind(kind), memory_mb=memory_mb), timeout=40
             )
         except (RpcTimeout, RemoteError) as exc:
-            raise ServiceError(f"could not provision {kind} for {app.name}: {exc}") from None
+            raise ServiceError(
+                f"could not provision {kind} for {app.name} on servicehost {host}: {exc}"
+            ) from None
         if not isinstance(reply, ServiceCredentials):
             raise ServiceError(
                 f"servicehost answered {type(reply).__name__} to a provisioning request"
             )
         sealed = self.box.seal({f: getattr(reply, f) for f in reply.__struct_fields__})
-        await self.store.bind_service(app.id, kind, sealed)
+        await self.store.bind_service(app.id, kind, sealed, host)
         self._forget(app.id)
+        log.info("%s's %s provisioned on servicehost %s", app.name, kind, host)
         return reply
 
     async def ensure(self, app: AppRow, spec: AppSpec) -> list[str]:
@@ -137,20 +245,33 @@ class ServiceBroker:
         """Final backup, then drop: returns where the backup is."""
         if kind not in await self.kinds(app.id):
             raise ServiceError(f"{app.name} has no {kind} service", 404)
-        client = self._need_client(f"remove {kind}")
+        self._need_hosts(f"remove {kind}")
+        host = await self.holder(app, kind)
+        client = await self._client_of(host, check=True)
         try:
             reply = await client.call(
                 ServiceDeprovision(app=app.name, kind=_kind(kind)), timeout=600, tries=1
             )
         except (RpcTimeout, RemoteError) as exc:
             raise ServiceError(
-                f"could not take the final backup of {kind}; nothing was removed: {exc}"
+                f"could not take the final backup of {kind} on servicehost {host}; "
+                f"nothing was removed: {exc}"
             ) from None
-        if not isinstance(reply, ServiceRemoved):
-            raise ServiceError(f"servicehost answered {type(reply).__name__} to a removal request")
+        if not isinstance(reply, ServiceRemoved) or (reply.app, reply.kind) != (app.name, kind):
+            raise ServiceError(
+                f"servicehost {host} answered {type(reply).__name__} to a removal request"
+            )
         await self.store.unbind_service(app.id, kind)
         self._forget(app.id)
         return reply.backup_path
 
     async def remove_all(self, app: AppRow) -> dict[str, str]:
         return {kind: await self.remove(app, kind) for kind in await self.kinds(app.id)}
+
+
+def _server(report: ServiceHostStatus | None, app: str, kind: str) -> ServerStatus | None:
+    if report is not None:
+        for s in report.servers:
+            if s.app == app and s.kind == kind:
+                return s
+    return None

@@ -136,7 +136,10 @@ async def serve(
             copies = Copies(
                 ImageStore(layout.store), settings.copy_store_bytes, builders, directory
             )
-            data_eps = cluster.of("servicehost")
+            # Apps' data directories are on the first servicehost, where the
+            # gateways write them (gateway/server.py): a client rotating over
+            # all would pull an empty copy from the others and apply it.
+            data_eps = cluster.of("servicehost")[:1]
             data_client = RpcClient(node, data_eps) if data_eps else None
             clients = [heartbeats, logs, directory.controllers, *(b.client for b in builders)]
             try:

@@ -116,6 +116,8 @@ async def _serve(
         public = endpoint_host(endpoints[0].address)
         backupds = [endpoint_host(ep.address) for ep in cluster.of("backupd")]
         host = ServiceHost(Layout(data_dir), settings, bins, user, name, public, backupds)
+        own = node.identity
+        host.host_id = own.host if own is not None else ""
         # Apps' data directories (rsync/scp/sftp via gateways, pulls by runners).
         owner = (user.uid, user.gid) if user.dropped else None
         appdata = AppData(Layout(data_dir).root / "appdata", owner)

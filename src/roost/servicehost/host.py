@@ -129,6 +129,9 @@ class ServiceHost:
         backupd_hosts: Sequence[str] = (),
     ) -> None:
         self.name = name
+        # The host of its identity (the daemon sets it): its id to the
+        # controllers, which tells servicehosts apart ("": its name does).
+        self.host_id = ""
         # The address book's backupd hosts: the backup role logs in from there.
         self.backupd_hosts = list(backupd_hosts)
         self.listen = listen_hosts(settings.bind_host, public_host)

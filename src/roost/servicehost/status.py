@@ -86,7 +86,7 @@ async def collect(host: ServiceHost, sender: str = "") -> ServiceHostStatus:
     ]
     return ServiceHostStatus(
         servers=servers, disk_free_bytes=free, disk_total_bytes=total,
-        host=sender, sent_at=time.time(), kept=kept,
+        host=sender, sent_at=time.time(), kept=kept, host_id=host.host_id,
     )  # fmt: skip
 
 

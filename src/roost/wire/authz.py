@@ -295,6 +295,9 @@ def _claim_refusal(msg: Msg, caller: Identity, key: str) -> str | None:
         # copies a runner of the same host name holds.
         if msg.builder != (caller.role == "builder"):
             return f"{caller} may not ask as {'a builder' if msg.builder else 'a runner'}"
+    if isinstance(msg, ServiceHostStatus) and msg.host_id not in ("", caller.host):
+        # Controllers place apps' data and send requests by this id.
+        return f"{caller} may not report as servicehost {msg.host_id!r}"
     # A fence claims the scheduler lease, which only a controller holds: a
     # gateway's fenced `run` would raise the runner's fence above the lease's
     # and get every cron run refused, and would outlive its client unpolled.

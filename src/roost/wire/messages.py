@@ -389,6 +389,11 @@ class ServiceHostStatus(Msg, frozen=True, kw_only=True):
     host: str = ""
     sent_at: float = 0.0
     kept: list[KeptCopy] = []
+    # The servicehost's host id: the host of its identity, unique in a
+    # cluster (its key name is "servicehost" on every host). The controller
+    # records it as the holder of what it provisions there. "" from older
+    # servicehosts (then `host` stands in).
+    host_id: str = ""
 
 
 # ---------------------------------------------------------------- gateway (SSH)

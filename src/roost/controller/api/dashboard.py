@@ -55,9 +55,10 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
     hostname = {h: s.heartbeat.hostname for h, s in c.soft.hosts.items()}
     placements = await c.store.placements()
     apps: list[dict[str, Any]] = []
-    for a in await c.store.apps():
-        if visible is not None and a.id not in visible:
-            continue
+    shown_apps = [a for a in await c.store.apps() if visible is None or a.id in visible]
+    if c.services is not None:
+        await c.services.warm(a.id for a in shown_apps)  # holders: one query
+    for a in shown_apps:
         instances = []
         for p in placements:
             if p.app != a.name:
@@ -101,7 +102,7 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
                 "deploys": deploys,
                 "last_deploy": last[0] if last else None,
                 "logs": logs,
-                "services": service_view(c, a.name),
+                "services": service_view(c, a.name, await _holders(c, a.id)),
             }
         )
     backups = await backup_view(c, who.is_admin, {str(shown["name"]) for shown in apps})
@@ -122,10 +123,15 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
     }
 
 
-def service_view(c: Controller, app: str) -> dict[str, list[str]]:
+async def _holders(c: Controller, app_id: int) -> dict[str, str]:
+    return await c.services.holders(app_id) if c.services is not None else {}
+
+
+def service_view(c: Controller, app: str, holders: dict[str, str]) -> dict[str, list[str]]:
     """What the servicehosts last said of the app's services that someone
     should see: a Redis whose snapshots are off for lack of disk (red), and
-    the data restores replaced, kept until purged."""
+    the data restores replaced, kept until purged; and which servicehost
+    holds each service."""
     reports = list(c.services.status.values()) if c.services is not None else []
     problems = [
         f"{s.kind}: {s.snapshot_problem}"
@@ -134,7 +140,8 @@ def service_view(c: Controller, app: str) -> dict[str, list[str]]:
         if s.app == app and s.snapshot_problem
     ]
     kept = [f"{k.kind} {k.name}" for st in reports for k in st.kept if k.app == app]
-    return {"problems": problems, "kept": kept}
+    held = [f"{kind} on {host or '(not known yet)'}" for kind, host in sorted(holders.items())]
+    return {"problems": problems, "kept": kept, "held": held}
 
 
 async def backup_view(c: Controller, admin: bool, apps: set[str]) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,13 +20,7 @@ from roost.controller.api.deps import (
 from roost.controller.core import Controller
 from roost.controller.services import ServiceBroker, ServiceError
 from roost.controller.store import AppRow
-from roost.wire.messages import (
-    KeptCopy,
-    ServerStatus,
-    ServiceHostStatus,
-    ServiceHostStatusRequest,
-)
-from roost.wire.rpc import RemoteError, RpcTimeout
+from roost.wire.messages import KeptCopy, ServerStatus, ServiceHostStatus
 
 router = APIRouter(prefix="/api")
 
@@ -52,10 +45,32 @@ async def list_services(
     name: str, who: CurrentAccount, c: CurrentController
 ) -> list[dict[str, Any]]:
     app = await app_for_member(c, who, name)
+    holders = await broker(c).holders(app.id)
     return [
-        {"kind": cr.kind, "host": cr.host, "port": cr.port, "database": cr.database}
+        {
+            "kind": cr.kind,
+            "host": cr.host,
+            "port": cr.port,
+            "database": cr.database,
+            **_holder(holders.get(cr.kind, "")),
+        }
         for cr in await broker(c).credentials(app.id)
     ]
+
+
+async def _holder_of(b: ServiceBroker, app: AppRow, kind: str) -> str:
+    """Its holder, found now if not recorded yet ("" when that fails: the
+    connection details are still worth showing)."""
+    try:
+        return await b.holder(app, kind)
+    except ServiceError:
+        return ""
+
+
+def _holder(host: str) -> dict[str, str]:
+    """The servicehost holding the data ("" while not recorded) and its
+    standby (none yet: the pairs are to come)."""
+    return {"holder": host, "standby": ""}
 
 
 class ServiceBody(BaseModel):
@@ -113,8 +128,9 @@ async def service_info(
     for cr in await b.credentials(app.id):
         if cr.kind == kind:
             info = {f: getattr(cr, f) for f in cr.__struct_fields__}
-            shown = {**info, **limits(await reported(b, app.name, kind))}
-            return {**shown, "kept": kept_of(b.status.values(), app.name, kind)}
+            holder = _holder(await _holder_of(b, app, kind))
+            shown = {**info, **limits(await b.report(app, kind))}
+            return {**shown, **holder, "kept": kept_of(b.status.values(), app.name, kind)}
     raise ApiError(404, f"{name} has no {kind} service")
 
 
@@ -126,26 +142,6 @@ def kept_of(reports: Iterable[ServiceHostStatus], app: str, kind: str) -> list[d
     """What restores replaced of this service, kept until purged (oldest first)."""
     found = [k for st in reports for k in st.kept if k.app == app and k.kind == kind]
     return [_kept(k) for k in sorted(found, key=lambda k: k.kept_at)]
-
-
-def _find(reports: Iterable[ServiceHostStatus], app: str, kind: str) -> ServerStatus | None:
-    for st in reports:
-        for s in st.servers:
-            if s.app == app and s.kind == kind:
-                return s
-    return None
-
-
-async def reported(b: ServiceBroker, app: str, kind: str) -> ServerStatus | None:
-    """What the servicehost last reported of this service; asked afresh when its
-    pushes (every few seconds) do not have it yet, e.g. just after provisioning."""
-    found = _find(b.status.values(), app, kind)
-    if found is None and b.client is not None:
-        with contextlib.suppress(RpcTimeout, RemoteError):
-            reply = await b.client.call(ServiceHostStatusRequest(), timeout=5, tries=1)
-            if isinstance(reply, ServiceHostStatus):
-                found = _find([reply], app, kind)
-    return found
 
 
 def limits(s: ServerStatus | None) -> dict[str, Any]:
