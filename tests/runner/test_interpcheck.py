@@ -9,10 +9,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from roost.runner.interpcheck import Needed, interpreter_path, judge, needed
+from roost.runner.interpcheck import Needed, Passed, check_image, interpreter_path, judge, needed
 from roost.runner.layout import Layout
 from roost.runner.model import Policy, Record
 from roost.runner.supervisor import Supervisor
+from roost.tenant.launch import Prepared
 from roost.wire.messages import LogLine
 from tests.runner.helpers import (
     DIGEST_A,
@@ -62,6 +63,51 @@ def test_the_verdicts() -> None:
         "the interpreter the image needs, cpython 3.11.2 at /usr/bin/python3.11, does not run "
         "here (exit 127: error while loading shared libraries: libpython3.11.so.1.0)"
     )
+
+
+def fake_interpreter(path: Path, answers: str) -> None:
+    """An executable at `path` that answers the probe with `answers`, put
+    there as a package manager would (a new file renamed over the old)."""
+    tmp = path.with_suffix(".new")
+    tmp.write_text(f"#!/bin/sh\necho {answers}\n")
+    tmp.chmod(0o755)
+    os.replace(tmp, path)
+
+
+async def test_a_pass_is_remembered_until_the_interpreter_file_changes(tmp_path: Path) -> None:
+    """Each code-only deploy is a new image naming the same interpreter: it is
+    asked once per app, not once per image; replaced, it is asked again, and
+    a failure is never remembered."""
+    python = tmp_path / "python3.11"
+    fake_interpreter(python, "cpython 3.11.2")
+    images = []
+    for name in ("v1", "v2"):
+        root = tmp_path / name
+        root.mkdir()
+        (root / "roost-image.json").write_text(
+            json.dumps({"python": {"path": str(python), "version": "3.11.2"}})
+        )
+        images.append(root)
+    asked: list[list[str]] = []
+
+    def prepare(argv: list[str]) -> Prepared | None:
+        asked.append(argv)
+        return None  # unconfined
+
+    passed: Passed = set()
+    assert await check_image(images[0], prepare, passed=passed, who="7:a") is None
+    assert await check_image(images[1], prepare, passed=passed, who="7:a") is None
+    assert len(asked) == 1  # the second image's check was the first's pass
+    assert await check_image(images[1], prepare, passed=passed, who="8:b") is None
+    assert len(asked) == 2  # another app, another user: asked as that one
+    fake_interpreter(python, "cpython 3.12.1")
+    for _ in range(2):
+        problem = await check_image(images[1], prepare, passed=passed, who="7:a")
+        assert problem is not None and "that path here is cpython 3.12.1" in problem
+    assert len(asked) == 4  # replaced: asked again; failed: asked each time
+    python.unlink()
+    problem = await check_image(images[0], prepare, passed=passed, who="7:a")
+    assert problem is not None and "lacks the interpreter" in problem
 
 
 async def run_with(tmp_path: Path, python: dict[str, str]) -> tuple[Supervisor, list[LogLine]]:

@@ -14,6 +14,13 @@ instance error that says what is missing, and the supervisor tries it again
 later with the image backoff (an operator may install it meanwhile).
 
 An image whose manifest names no interpreter (older images) is not checked.
+
+A pass is remembered (`Passed`) for that interpreter file as that app's
+user: every code-only deploy makes a new image naming the same interpreter,
+and asking it again cost each of them a sandboxed interpreter start before
+its instances could. The key is the file's identity (device, inode, size,
+mtime), so an interpreter replaced or removed at that path, or a carried
+one in another layer, is asked again; a failure is never remembered.
 """
 
 from __future__ import annotations
@@ -77,6 +84,20 @@ def interpreter_path(
     return path, path
 
 
+# (who, needed, file on the host, its device, inode, size, mtime)
+PassKey = tuple[str, Needed, str, int, int, int, int]
+Passed = set[PassKey]
+
+
+def pass_key(who: str, n: Needed, on_host: Path) -> PassKey | None:
+    """What a pass of `n` at `on_host` as `who` is remembered by; None: not there."""
+    try:
+        st = os.stat(on_host)
+    except OSError:
+        return None
+    return (who, n, str(on_host), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def judge(n: Needed, path: Path, returncode: int | None, output: str) -> str | None:
     """What is wrong (an instance error), or None; returncode None: it is not there."""
     if returncode is None:
@@ -101,11 +122,14 @@ async def check_image(
     image_root: Path,
     prepare: Callable[[list[str]], Prepared | None],
     timeout: float = 30.0,
+    passed: Passed | None = None,
+    who: str = "",
 ) -> str | None:
     """Check the interpreter `image_root`'s manifest names; the problem, or None.
 
     `prepare` confines the probe (the app's identity and sandbox); None runs
     it unconfined (a runner that is not root runs its instances so too).
+    `passed` remembers passes (for `who`, the identity `prepare` runs as).
     """
     try:
         with open(image_root / MANIFEST, "rb") as f:
@@ -118,6 +142,9 @@ async def check_image(
     path, on_host = interpreter_path(n, image_root, interpreter_mount(image_root))
     if not (os.path.isfile(on_host) and os.access(on_host, os.X_OK)):
         return judge(n, path, None, "")
+    key = pass_key(who, n, on_host)
+    if passed is not None and key is not None and key in passed:
+        return None
     prepared = prepare([str(path), "-I", "-S", "-c", PROBE])
     argv = [str(on_host), "-I", "-S", "-c", PROBE]
     try:
@@ -136,7 +163,10 @@ async def check_image(
     finally:
         if prepared is not None:
             prepared.finish()
-    return judge(n, path, done.returncode, done.output)
+    problem = judge(n, path, done.returncode, done.output)
+    if problem is None and passed is not None and key is not None:
+        passed.add(key)
+    return problem
 
 
 def probe_spec(

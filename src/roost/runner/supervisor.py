@@ -122,6 +122,7 @@ class Supervisor(Arbiter[Event, Action]):
         self._watchers: dict[str, asyncio.Task[None]] = {}
         self._probes: dict[str, asyncio.Task[None]] = {}
         self._fetches: dict[str, asyncio.Task[None]] = {}
+        self._interpreters_passed: interpcheck.Passed = set()
         self._ports = ports or PortAllocator()
         self._stopping = False
         self._handing_over = False
@@ -543,8 +544,10 @@ class Supervisor(Arbiter[Event, Action]):
             spec = interpcheck.probe_spec(users[0], root, digest, self.tenant_defaults)
             return self.tenancy.prepare(spec, argv)
 
+        who = f"{users[0].app_id}:{users[0].app}" if users else ""
         try:
-            return await interpcheck.check_image(root, prepare)
+            passed = self._interpreters_passed
+            return await interpcheck.check_image(root, prepare, passed=passed, who=who)
         except (ConfineError, TenantError) as exc:
             return f"cannot check the image's interpreter: {exc}"
 
