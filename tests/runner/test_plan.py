@@ -18,6 +18,7 @@ from roost.runner.model import (
     Policy,
     Record,
     Start,
+    Starts,
     Stop,
 )
 from tests.runner.helpers import DIGEST_A, DIGEST_B, assignment, command_spec
@@ -254,3 +255,12 @@ def test_error_text_is_bounded() -> None:
     assert len(text) <= P.ERROR_LIMIT + 1 and text.endswith("y" * 3000)
     assert P.describe_exit(None) == "could not be started"
     assert P.describe_exit(-9) == "killed by SIGKILL"
+
+
+def test_starts_next_to_each_other_are_done_together_in_order() -> None:
+    s1, s2, s3 = Start("i1"), Start("i2"), Start("i3")
+    actions = [Stop("o1"), s1, s2, Kill("o2"), s3, Fetch(DIGEST_A, "demo")]
+    assert P.together(actions) == [
+        Stop("o1"), Starts((s1, s2)), Kill("o2"), s3, Fetch(DIGEST_A, "demo")
+    ]  # fmt: skip
+    assert P.together([]) == [] and P.together([s1]) == [s1]

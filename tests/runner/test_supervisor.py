@@ -11,11 +11,13 @@ from pathlib import Path
 import httpx
 import msgspec
 import psutil
+import pytest
 
 from roost.appspec.model import AppSpec, HealthCheck, ProcessSpec
 from roost.runner.heartbeat import instance_status
 from roost.runner.layout import Layout
 from roost.runner.model import Policy
+from roost.runner.shimclient import Child
 from roost.runner.supervisor import Supervisor
 from roost.wire.messages import LogLine
 from tests.runner.helpers import (
@@ -201,6 +203,32 @@ async def test_web_instance_starts_answers_and_stops(tmp_path: Path) -> None:
         assert "web.1 stopped" in h.platform_lines()
         assert not bundle.exists()
         assert h.images.pins == {DIGEST_A: 0}
+
+
+async def test_a_releases_instances_start_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each start waits for its shim (~50 ms, more on a busy host): the starts
+    of one plan run at once. Here each launch first waits until the other
+    has begun, so starts made one after another would never get past the
+    first (it would wait for ever)."""
+    real = Child.start.__func__  # type: ignore[attr-defined]
+    begun: list[str] = []
+    both = asyncio.Event()
+
+    async def start(cls: type[Child], directory: Path, *args: object) -> Child:
+        begun.append(directory.name)
+        if len(begun) == 2:
+            both.set()
+        await both.wait()
+        return await real(cls, directory, *args)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Child, "start", classmethod(start))
+    async with harness(tmp_path) as h:
+        spec = command_spec("python server.py")
+        h.sup.set_desired([assignment("i1", spec=spec), assignment("i2", spec=spec)])
+        await eventually(lambda: state(h, "i1") == state(h, "i2") == "up", what="both instances up")
+        assert sorted(begun) == ["i1", "i2"]
 
 
 async def test_changed_assignment_restarts_the_process(tmp_path: Path) -> None:

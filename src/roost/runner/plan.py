@@ -52,6 +52,7 @@ from roost.runner.model import (
     Policy,
     Record,
     Start,
+    Starts,
     Stop,
 )
 from roost.wire.messages import InstanceAssignment, InstanceState
@@ -102,6 +103,21 @@ def _index(process_name: str) -> int:
         return int(process_name.rsplit(".", 1)[1])
     except (IndexError, ValueError):
         return 0
+
+
+def together(actions: list[Action]) -> list[Action]:
+    """`actions` with each run of two or more Starts as one Starts."""
+    out: list[Action] = []
+    run: list[Start] = []
+    for action in [*actions, None]:
+        if isinstance(action, Start):
+            run.append(action)
+            continue
+        out.extend([Starts(tuple(run))] if len(run) > 1 else run)
+        run = []
+        if action is not None:
+            out.append(action)
+    return out
 
 
 def plan(

@@ -73,6 +73,7 @@ from roost.runner.model import (
     Record,
     Shutdown,
     Start,
+    Starts,
     Stop,
     Unhealthy,
 )
@@ -202,7 +203,7 @@ class Supervisor(Arbiter[Event, Action]):
             for rec in P.admit(self._desired, self.records):
                 self.records[rec.instance_id] = rec
                 self.changed.set()
-        return P.plan(self._desired_by_id, self.records, self.images, now, self.policy)
+        return P.together(P.plan(self._desired_by_id, self.records, self.images, now, self.policy))
 
     def next_deadline(self) -> float | None:
         return P.next_deadline(self.records, self.images, self.policy)
@@ -317,6 +318,12 @@ class Supervisor(Arbiter[Event, Action]):
             self._fetches[action.digest] = self.tasks.create_task(
                 self._fetch(action.app, action.digest)
             )
+            return
+        if isinstance(action, Starts):  # their shims start at once (model.Starts)
+            async with asyncio.TaskGroup() as tg:
+                for one in action.starts:
+                    if (each := self.records.get(one.instance_id)) is not None:
+                        tg.create_task(self._start(each, now))
             return
         rec = self.records.get(action.instance_id)
         if rec is None:
