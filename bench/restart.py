@@ -54,7 +54,7 @@ from tests.conftest import wait_until  # noqa: E402
 from tests.e2e.load import Load, LoadResult  # noqa: E402
 from tests.e2e.platform import Platform, running_platform  # noqa: E402
 
-from roost.cli import upstate  # noqa: E402
+from roost.proc import upstate  # noqa: E402
 
 APP = "restartbench"
 # How long the platform may take to be whole again after an event.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from roost.cli import upstate
+from roost.proc import upstate
 from roost.cli.client import CliError
 from roost.cli.control import reload_up
 from roost.cli.local import AlreadyRunning, lock_data_dir, running_up
@@ -156,7 +156,7 @@ def test_a_reload_asked_of_a_roost_up_that_dies_of_the_signal_fails_at_once(
     code = (
         "import os, sys, time\n"
         "from pathlib import Path\n"
-        "from roost.cli import upstate\n"
+        "from roost.proc import upstate\n"
         "from roost.cli.local import lock_data_dir\n"
         "data = Path(sys.argv[1])\n"
         "lock = lock_data_dir(data)\n"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from roost.cli import upstate
 from roost.cli.main import cli
 from roost.cli.readiness import listening
-from roost.cli.upstate import RoleStatus, UpStatus, down_roles, verdict
+from roost.proc import upstate
+from roost.proc.upstate import RoleStatus, UpStatus, down_roles, verdict
 
 CONFIG_EXIT = (
     "exited with a configuration error (78)\n"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from roost.cli import upstate
+from roost.proc import upstate
 from roost.controller.admintoken import read_admin_token
 from tests.conftest import free_port, processes_under, wait_until
 from tests.tmpfs import tmpfs_dir

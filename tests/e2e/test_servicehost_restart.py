@@ -17,7 +17,7 @@ import httpx
 import psycopg
 import pytest
 
-from roost.cli import upstate
+from roost.proc import upstate
 from tests.conftest import REPO, wait_until
 from tests.e2e.load import Load
 from tests.e2e.platform import Platform, running_platform

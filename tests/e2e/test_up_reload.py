@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from roost.cli import upstate
+from roost.proc import upstate
 from tests.conftest import REPO, processes_under, wait_until
 from tests.e2e.load import Load
 from tests.e2e.platform import running_platform

@@ -18,7 +18,7 @@ from roost.appspec.check import check_app
 from roost.cli.archive import pack
 from roost.cli.check import render_report
 from roost.cli.client import EXIT_ERROR, CliError, resolve
-from roost.cli.upstate import down_report
+from roost.proc.upstate import DOWN_HERE, down_report
 
 console = Console()
 err = Console(stderr=True)
@@ -158,8 +158,8 @@ def deploy(ctx: click.Context, directory: Path, app_name: str | None) -> None:
             final = item
     if not final.get("live"):
         # A role that is down on this machine is the likely cause: say which, and why.
-        down = down_report(ctx.obj["data"])
         said = final.get("outcome") or "failed: the stream ended before the deploy did"
+        down = "" if DOWN_HERE in said else down_report(ctx.obj["data"])
         raise CliError(f"deploy {said}{down}", EXIT_ERROR)
     console.print(f"[green]Deployed {name} v{final.get('release')}[/]")
 

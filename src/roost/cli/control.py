@@ -5,7 +5,7 @@ The `roost up` of a data directory is the process holding DATA/up.lock
 (`roost.cli.local.running_up`). A stop is its TERM, as Ctrl-C is: every
 role stops, then everything left below it, and the lock is let go. A reload
 is its SIGHUP (`roost.cli.reload`); DATA/up.json then says how the reload
-asked for goes (`roost.cli.upstate.reload_verdict`).
+asked for goes (`roost.proc.upstate.reload_verdict`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import click
 
-from roost.cli import upstate
 from roost.cli.client import EXIT_ERROR, EXIT_NOT_FOUND, CliError
 from roost.cli.local import running_up
+from roost.proc import upstate
 
 # A full stop takes each role's grace period at worst, one role after another.
 STOP_TIMEOUT_S = 180.0

@@ -22,7 +22,7 @@ Which signal, and whether the two may overlap, is `plan`'s decision (pure):
 
 SIGHUPs that arrive during a reload make one more reload after it: each
 asker waits for a reload that started after it asked
-(`roost.cli.upstate.reload_verdict`).
+(`roost.proc.upstate.reload_verdict`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from roost.cli import upstate
+from roost.proc import upstate
 from roost.proc.supervise import Supervisor
 
 # Roles whose tenants outlive them on SIGUSR2 (the hand-over signal).

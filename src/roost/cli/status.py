@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from roost.cli.client import EXIT_ERROR, EXIT_NOT_FOUND, CliError
-from roost.cli.upstate import NotReady, alive, last_words, load, wait_ready
+from roost.proc.upstate import NotReady, alive, last_words, load, wait_ready
 
 console = Console()
 

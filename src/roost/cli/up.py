@@ -39,13 +39,13 @@ import httpx
 from click.core import ParameterSource
 
 from roost.backups.tools import missing_tools
-from roost.cli import control, reload, upstate
+from roost.cli import control, reload
 from roost.cli.client import CliError
 from roost.cli.datadir import check_reachable, make_parents, older_local_dir
 from roost.cli.local import AlreadyRunning, free_port, port_free, prepare_data_dir
 from roost.cli.readiness import role_probes
 from roost.controller.apitls import api_url
-from roost.proc import activation, spawn
+from roost.proc import activation, spawn, upstate
 from roost.proc.backoff import Backoff
 from roost.proc.children import Child, Policy
 from roost.proc.stop import kill_descendants

@@ -25,6 +25,7 @@ from roost.controller.releasephase import ReleasePhase
 from roost.controller.servicehosts import host_id as servicehost_id
 from roost.controller.services import ServiceError
 from roost.controller.store import AppRow, BuildRow, NotFound
+from roost.proc import upstate
 from roost.settings import Settings
 from roost.wire.cluster import Endpoint
 from roost.wire.dispatch import Handlers, at_once, on, pong
@@ -126,6 +127,7 @@ class ControllerService:
         self.gateway = GatewayRpc(self)
         self.images = ImageRpc(controller)
         self.platform = PlatformSnap(controller.store, platform)  # backupd's questions
+        self._data_dir = platform.data_dir if platform is not None else None
         self.host_suspend = HostSuspend(controller)  # a host restore's apps in maintenance
         # The deploy's predeploy and release commands; postdeploy once it is live.
         self.release_phase = ReleasePhase(controller, client_for)
@@ -478,6 +480,16 @@ class ControllerService:
         await self.start_queued(build.app_id)
         return build
 
+    async def _down_here(self) -> str:
+        """What `roost up` on this controller's machine says is down, and why,
+        for a deploy's failure: a role crash-looping there is the likely
+        cause, and `git push` has no other way to learn it. "" in a cluster
+        without `roost up` (its hosts' units say it), or when all are up."""
+        if self._data_dir is None:
+            return ""
+        down = await asyncio.to_thread(upstate.down_here, self._data_dir)
+        return f"; {upstate.DOWN_HERE}: {'; '.join(down)}" if down else ""
+
     async def _hand_over(self, app_name: str, app_id: int, build_id: str, archive: bytes) -> None:
         """Hand a `building` deploy to a builder; failures land in the build."""
         c = self.c
@@ -498,7 +510,7 @@ class ControllerService:
                 timeout=30,
             )
         except Exception as exc:
-            why = f"no builder accepted the build: {exc}"
+            why = f"no builder accepted the build: {exc}" + await self._down_here()
             await deploy.fail(why, app_name, f"-----> {why}")
             return
         if not isinstance(reply, BuildAccepted):

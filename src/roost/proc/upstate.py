@@ -178,13 +178,26 @@ def wait_ready(
         sleep(0.2)
 
 
+def down_here(data: Path) -> list[str]:
+    """The roles a live `roost up` on `data` reports not up, one line each
+    with why (`down_roles`); none when no `roost up` lives there. The CLI's
+    `roost deploy` and the controller (for a deploy that found no builder,
+    which `git push` shows too) both say it."""
+    loaded = load(data)
+    if loaded is None or not alive(loaded[0].pid):
+        return []
+    return down_roles(loaded[0])
+
+
+# How a deploy's failure says what `down_here` found; the CLI looks for it
+# so that it does not say the same twice.
+DOWN_HERE = "on this machine (roost status)"
+
+
 def down_report(data: Path) -> str:
     """For an error message: the local platform's roles that are down, and
     why (empty when there is no live `roost up` on `data`, or all are up)."""
-    loaded = load(data)
-    if loaded is None or not alive(loaded[0].pid):
-        return ""
-    lines = down_roles(loaded[0])
+    lines = down_here(data)
     if not lines:
         return ""
-    return "\non this machine (roost status):" + "".join(f"\n  {line}" for line in lines)
+    return f"\n{DOWN_HERE}:" + "".join(f"\n  {line}" for line in lines)
