@@ -134,13 +134,35 @@ async def test_missing_requirements_file_is_named(ws: Workspace, tmp_path: Path)
     assert leftovers(ws) == []
 
 
-async def test_entrypoint_that_does_not_import_fails_the_build(ws: Workspace) -> None:
-    arch = tar_dir(HELLO, {"app.py": "import flask\nraise RuntimeError('boom at import')\n"})
+# A release phase runs the app's code before any instance would import it.
+RELEASE_PHASE = {"Procfile": "release: python -c pass\n"}
+
+
+async def test_entrypoint_that_does_not_import_fails_the_build_before_a_release_phase(
+    ws: Workspace,
+) -> None:
+    broken = {"app.py": "import flask\nraise RuntimeError('boom at import')\n"}
+    arch = tar_dir(HELLO, {**broken, **RELEASE_PHASE})
     lines: list[str] = []
     with pytest.raises(BuildError, match="does not import: RuntimeError: boom at import"):
         await Build(ws, "bad-entry", "hello", arch, lines.append, app_id=APP_ID).run()
     assert any("boom at import" in ln for ln in lines)
     assert ws.store.list() == [d for d in ws.store.list()]  # store readable
+    assert leftovers(ws) == []
+
+
+async def test_without_a_release_phase_the_instances_start_is_the_import_check(
+    ws: Workspace,
+) -> None:
+    """No separate check: the web instances import the entrypoint as they
+    start, and a release whose instances crash fails with their traceback
+    (tests/e2e/test_platform: bad-entrypoint)."""
+    arch = tar_dir(HELLO, {"app.py": "import flask\nraise RuntimeError('boom at import')\n"})
+    out, lines = await build(ws, "unchecked", arch)
+    assert (
+        out.image_digest and "       app:app: imported by the new instances as they start" in lines
+    )
+    assert not any("boom at import" in ln for ln in lines)  # never ran here
     assert leftovers(ws) == []
 
 
@@ -246,7 +268,8 @@ async def test_failed_import_keeps_the_fresh_layer_for_the_next_deploy(
     ws: Workspace, tmp_path: Path
 ) -> None:
     before = ready_layers(ws)
-    broken = app_with("markupsafe\n", "raise RuntimeError('not yet')\n", tmp_path / "1")
+    app_with("markupsafe\n", "raise RuntimeError('not yet')\n", tmp_path / "1")
+    broken = tar_dir(tmp_path / "1" / "app", RELEASE_PHASE)  # so the build imports it
     with pytest.raises(BuildError, match="does not import"):
         await build(ws, "keep1", broken)
     new = ready_layers(ws) - before

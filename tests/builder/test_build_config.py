@@ -26,7 +26,7 @@ from roost.builder.workspace import Workspace
 from roost.images.manifest import read_manifest
 
 from .conftest import EXAMPLES, tar_dir
-from .test_build import APP_ID, leftovers
+from .test_build import APP_ID, RELEASE_PHASE, leftovers
 
 
 def sha(text: str) -> str:
@@ -66,7 +66,7 @@ def flask_app(tmp: Path, app_py: str) -> bytes:
     shutil.copytree(EXAMPLES / "hello", app)
     (app / "app.py").write_text(app_py)
     (app / "requirements.txt").write_text("markupsafe\n")
-    return tar_dir(app)
+    return tar_dir(app, RELEASE_PHASE)  # a release phase: the build imports the app
 
 
 async def _source(spec: AppSpec) -> dict[str, str]:

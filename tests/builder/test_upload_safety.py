@@ -35,6 +35,7 @@ from roost.images.store import ImageStore
 from roost.settings import Settings
 
 from .conftest import EXAMPLES, tar_dir
+from .test_build import RELEASE_PHASE
 
 # Builds run as this app's own build user (b<id>-<app>), as the daemon's do.
 APP_ID = 11
@@ -290,8 +291,9 @@ async def test_setuid_bits_set_by_build_code_do_not_survive_pack_and_unpack(
     ws: Workspace, tmp_path: Path
 ) -> None:
     """The app's code (run by the import check, as the build user who owns the
-    checkout) makes a file setuid and a directory setgid, sticky and world
-    writable; the image a runner unpacks as root has none of it."""
+    checkout; a release phase follows, so the build imports it) makes a file
+    setuid and a directory setgid, sticky and world writable; the image a
+    runner unpacks as root has none of it."""
     app = (
         "import os\n"
         "os.chmod('tool', 0o6755)\n"
@@ -299,9 +301,8 @@ async def test_setuid_bits_set_by_build_code_do_not_survive_pack_and_unpack(
         "from flask import Flask\n"
         "app = Flask(__name__)\n"
     )
-    arch = tar_dir(
-        EXAMPLES / "hello", {"app.py": app, "tool": "#!/bin/sh\nid\n", "shared/readme": "x\n"}
-    )
+    files = {"app.py": app, "tool": "#!/bin/sh\nid\n", "shared/readme": "x\n"}
+    arch = tar_dir(EXAMPLES / "hello", {**files, **RELEASE_PHASE})
     lines: list[str] = []
     out = await Build(ws, "setuid", "hello", arch, lines.append, app_id=APP_ID).run()
     root = await ImageCache(tmp_path / "cache", 1 << 34).ensure(

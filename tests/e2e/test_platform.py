@@ -112,6 +112,15 @@ def test_unknown_host_is_404_and_app_without_instances_503(platform: Platform) -
             "nosuchmodule",
         ),
         (
+            # No release phase: the instances' start is the import check, and
+            # the release fails with their traceback's last line.
+            "raises-at-import",
+            lambda d: (d / "app.py").write_text(
+                (d / "app.py").read_text() + "\nraise RuntimeError('boom at import')\n"
+            ),
+            "RuntimeError: boom at import",
+        ),
+        (
             # The build's import check passes; the process dies as soon as it runs.
             "exits-at-once",
             lambda d: (d / "Procfile").write_text(
@@ -138,10 +147,11 @@ def test_bad_deploy_fails_and_previous_release_keeps_serving(
     # refuses makes no build): a release that built but did not start is
     # rolled back, the good one keeping on serving; the others failed.
     started = re.search(r"^build (\w+)$", r.stderr, re.MULTILINE)
-    assert started is not None or case != "exits-at-once", r.stderr
+    built = case in ("exits-at-once", "raises-at-import")
+    assert started is not None or not built, r.stderr
     if started is not None:
         [last] = json.loads(platform.roost("deploys", "--json", "-n", "1", "--app", name).stdout)
-        ended = "rolled back" if case == "exits-at-once" else "failed"
+        ended = "rolled back" if built else "failed"
         assert last["build_id"] == started[1] and last["final"], last
         assert last["outcome"].startswith(ended + ":") and f"deploy {ended}:" in r.stderr
     assert platform.get(name).status_code == 200

@@ -237,6 +237,9 @@ def test_bundle_config_at_build_time(platform: Platform, tmp_path: Path) -> None
     (flask / "app.py").write_text(FLASK_APP)
     with (flask / "epio.ini").open("a") as fh:
         fh.write("\n[services]\npostgres = true\n")
+    # A release phase follows, so the build imports the app itself (without
+    # one, the instances' start is the import check).
+    (flask / "Procfile").write_text("release: python -c pass\n")
     platform.roost("apps", "create", "fcfg")
     platform.roost("config", "set", "CFG_PROBE=from-config-vars", "--app", "fcfg")
     out = platform.roost("deploy", str(flask), "--app", "fcfg").stdout

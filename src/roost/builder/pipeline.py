@@ -8,7 +8,8 @@ roost.builder.extcheck),
 bundle (image root: shortcuts, roost-image.json), configure (the app's config
 vars and service credentials from the controller, which provisions the
 declared services first; bundle_config.py rendered from them), check (import
-the WSGI entrypoints in the built venv, as the build user), collect static,
+the WSGI entrypoints in the built venv, as the build user, when a release
+phase will run the app's code before its instances do), collect static,
 pack (code layer, image manifest and static bundle into the store).
 
 The configuration (credentials included) reaches only the steps that run the
@@ -517,6 +518,14 @@ class Build:
         wsgi = [p for p in self.spec.processes.values() if p.kind == "wsgi"]
         if not wsgi:
             self.log("       no WSGI process: nothing to import")
+        if wsgi and not (self.spec.release_command or self.spec.predeploy_command):
+            # The instances' start imports it before any traffic, and a
+            # release whose instances crash fails with their traceback: this
+            # was a fifth of a code-only push's time to live. Kept when a
+            # release phase would run first, on code that may not import.
+            names = ", ".join(sorted({p.entrypoint or p.name for p in wsgi}))
+            self.log(f"       {names}: imported by the new instances as they start")
+            return
         for proc in wsgi:
             if not proc.entrypoint:
                 raise BuildError(f"process {proc.name!r} has no WSGI entrypoint")
