@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
+import re
 import shutil
 import socket
 import statistics
@@ -43,6 +45,8 @@ from tests.sshclient import git_env  # noqa: E402
 
 APP = "pushlive"
 POLL_S = 0.005
+# A daemon's log line (roost.daemonize): its local time to the millisecond.
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+)\[\d+\] \w+ [\w.]+: (.*)$")
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class PushedApp:
         )
         platform.roost("keys", "add", str(self.key.with_suffix(".pub")))
         self.timeline: list[tuple[float, str]] = []
+        self.began_wall = 0.0  # time.time() as the last push began
         self.src = work / APP
         shutil.copytree(REPO / "examples" / "hello", self.src)
         self.git(["init", "-q", "-b", "main"])
@@ -128,6 +133,7 @@ class PushedApp:
         url = f"http://127.0.0.1:{self.platform.router_port}/"
         headers = {"Host": f"{APP}.localhost"}
         t0 = time.perf_counter()
+        self.began_wall = time.time()
         self.timeline = self.push()
         wait_until(lambda: _answers(url, headers, greeting), 60, "the pushed release", POLL_S)
         took = time.perf_counter() - t0
@@ -181,6 +187,21 @@ class Bare:
         return took
 
 
+def daemon_lines(log: Path, since: float, until: float) -> list[tuple[float, str]]:
+    """The daemons' own log lines (roost up's output) logged from `since` to
+    `until` (time.time()), each with its time since `since`: what the runner,
+    builder and controller did meanwhile, which the push's output batches."""
+    found: list[tuple[float, str]] = []
+    for line in log.read_text(errors="replace").splitlines():
+        m = LOG_LINE.match(line)
+        if m is None or "asyncssh" in line:
+            continue
+        at = dt.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if since <= at <= until:
+            found.append((at - since, f"{m[2]}: {m[3][:110]}"))
+    return found
+
+
 def tree_cpu_s(pid: int) -> float:
     """CPU seconds used so far by process `pid` and everything under it."""
     total = 0.0
@@ -226,16 +247,21 @@ def measure(platform: Platform, work: Path, reps: int) -> PushFigures:
     push_s: list[float] = []
     bare_s: list[float] = []
     slowest: list[tuple[float, str]] = []
+    daemons: list[tuple[float, str]] = []
     for i in range(reps):
         push_s.append(app.push_until_live(f"change {i}"))
         if push_s[-1] >= max(push_s):
             slowest = app.timeline
+            daemons = daemon_lines(platform.log, app.began_wall, app.began_wall + push_s[-1])
         bare_s.append(bare.run())
         print(f"  rep {i}: push {push_s[-1]:.3f} s, bare {bare_s[-1]:.3f} s", flush=True)
     print("  where the slowest push's time went (seconds since git push began):")
     for at, line in slowest:
         if line.startswith("remote: -----> ") or not line.startswith("remote:"):
             print(f"    {at:6.2f}  {line.removeprefix('remote: ').strip()}")
+    print("  and what the daemons logged meanwhile:")
+    for at, line in daemons:
+        print(f"    {at:6.3f}  {line}")
     return PushFigures(push_s, bare_s)
 
 
