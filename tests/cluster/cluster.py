@@ -105,7 +105,7 @@ class RoostCluster:
             more_roles += ["--servicehosts", ",".join(h.ip for h in self.servicehosts)]
         if self.backupds:
             more_roles += ["--backupds", ",".join(h.ip for h in self.backupds)]
-        self.state_url = self._start_postgres()
+        state_args = self.state_args()
         bundles = self.base / "bundles"
         # The root namespace is one host: the builder, and the observer that
         # reads route tables as a router does.
@@ -115,7 +115,7 @@ class RoostCluster:
             "--runners", ",".join(h.ip for h in self.runners),
             "--routers", ",".join([*(h.ip for h in self.routers), net.gateway]),
             "--builders", net.gateway,
-            "--state", self.state_url,
+            *state_args,
             "--out", str(bundles),
             *more_roles,
         )  # fmt: skip
@@ -123,6 +123,7 @@ class RoostCluster:
         joins += [(self.builder_data, net.gateway), (self.observer_data, net.gateway)]
         for data, ip in joins:
             self.roost("--data", str(data), "cluster", "join", str(bundles / f"{ip}.tar.gz"))
+        self.start_state()
         self._trust_controllers()
         self.start_all()
         self.token = self.roost(
@@ -148,6 +149,16 @@ class RoostCluster:
         self._http = httpx.Client(
             timeout=10, verify=ssl.create_default_context(cafile=str(self.api_ca))
         )
+
+    def state_args(self) -> list[str]:
+        """`cluster init`'s options for the state database: here one
+        PostgreSQL, started now in the root namespace."""
+        self.state_url = self._start_postgres()
+        return ["--state", self.state_url]
+
+    def start_state(self) -> None:
+        """Start the state database's hosts once every host has joined
+        (nothing here: the root namespace's PostgreSQL runs already)."""
 
     def _start_postgres(self) -> str:
         """PostgreSQL on loopback (initdb trusts only that) and the bridge address."""
