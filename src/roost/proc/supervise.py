@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from roost.proc import children as C
 from roost.proc.childarbiter import Answered, ChildArbiter, Removed, StopAll
+from roost.proc.exits import error_for
 from roost.proc.stop import signal_group, terminate
 
 log = logging.getLogger("roost.proc")
@@ -177,6 +178,21 @@ class Supervisor(ChildArbiter[Event]):
             # supervisor. The watchers are gone, so stop them here.
             await asyncio.shield(self._stop_now())
             raise
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        """A daemon's supervision: until `stop` is set (then every child is
+        stopped) or a fatal exit ends it, which is raised as the error that
+        passes the child's status and last words on (`exits.error_for`)."""
+        async with asyncio.TaskGroup() as tg:
+            supervising = tg.create_task(self.run())
+            stopping = tg.create_task(stop.wait())
+            await asyncio.wait([supervising, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            self.stop()
+        fatal = self.fatal
+        if fatal is not None:
+            last = (fatal.last_error.splitlines() or ["exited"])[-1]
+            raise error_for(fatal.status, f"{fatal.name} {last}")
 
     async def _stop_now(self) -> None:
         procs = [(n, p) for n, p in self._procs.items() if p.returncode is None]

@@ -43,7 +43,7 @@ from roost.metrics import serve as serve_metrics
 from roost.proc import activation, spawn
 from roost.proc.backoff import Backoff
 from roost.proc.children import Policy
-from roost.proc.exits import ConfigError, Unavailable, error_for
+from roost.proc.exits import ConfigError, Unavailable
 from roost.proc.supervise import Program, Supervisor
 from roost.router.bundles import image_cache_ensure
 from roost.router.worker import RouterWorker
@@ -242,12 +242,4 @@ async def _supervise(
         sup.add(worker_program(data_dir, settings, name, port, i, sockets))
     how = "inherited sockets" if sockets else "SO_REUSEPORT"
     log.info("router: %d workers on port %d (%s)", workers, port, how)
-    async with asyncio.TaskGroup() as tg:
-        supervising = tg.create_task(sup.run())
-        stopping = tg.create_task(stop.wait())
-        await asyncio.wait([supervising, stopping], return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        sup.stop()
-    fatal = sup.fatal
-    if fatal is not None:
-        raise error_for(fatal.status, f"{fatal.name} {fatal.last_error.splitlines()[-1]}")
+    await sup.run_until(stop)

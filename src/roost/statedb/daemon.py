@@ -29,7 +29,7 @@ import msgspec
 from roost.daemonize import run_daemon
 from roost.proc import children as C
 from roost.proc import spawn
-from roost.proc.exits import ConfigError, error_for
+from roost.proc.exits import ConfigError
 from roost.proc.supervise import Program, Supervisor
 from roost.settings import Settings
 from roost.statedb.plan import (
@@ -151,16 +151,7 @@ async def serve(data_dir: Path, stop: asyncio.Event) -> None:
         p for p, hosts in (("etcd", plan.etcd), ("patroni", plan.patroni)) if plan.host in hosts
     ]
     log.info("state database host %s: %s", plan.host, ", ".join(parts))
-    async with asyncio.TaskGroup() as tg:
-        supervising = tg.create_task(sup.run())
-        stopping = tg.create_task(stop.wait())
-        await asyncio.wait([supervising, stopping], return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        sup.stop()
-    fatal = sup.fatal
-    if fatal is not None:
-        last = (fatal.last_error.splitlines() or ["exited"])[-1]
-        raise error_for(fatal.status, f"{fatal.name} {last}")
+    await sup.run_until(stop)
 
 
 def run(data_dir: Path, settings: Settings, name: str = "statedb") -> None:
