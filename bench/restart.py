@@ -29,6 +29,14 @@ the requests sent in them:
                            knows no reload dies of the SIGHUP: then the
                            upgrade is this tree's `roost up` started on the
                            same data directory, as it was before issue 20
+  upgrade_cluster_failed   the same release's netns cluster (a controller,
+                           two runners, a router: tests/cluster/
+                           upgrade_hosts.ReleaseCluster) upgraded to this
+                           tree by `roost cluster upgrade` under load
+                           through its router: the controller, each runner
+                           drained first (0.1.0's cannot hand instances
+                           over), the router taken over on its port;
+                           `--no-cluster` skips it
 
 Target: 0 for each. `--quick`: one round of each and shorter windows
 (default: three rounds, their failures summed).
@@ -50,6 +58,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.cluster.upgrade_hosts import ReleaseCluster, serving, worktree  # noqa: E402
 from tests.conftest import wait_until  # noqa: E402
 from tests.e2e.load import Load, LoadResult  # noqa: E402
 from tests.e2e.platform import Platform, running_platform  # noqa: E402
@@ -147,10 +156,7 @@ def latest_tag() -> tuple[str, str]:
 
 def upgrade(rev: str, work: Path, before_s: float, after_s: float) -> str:
     """The line of `upgrade_failed` (see the module docstring)."""
-    prev, current = work / "prev", work / "current"
-    git = ["git", "-C", str(REPO)]
-    subprocess.run([*git, "worktree", "add", "--detach", str(prev), rev], check=True)
-    current.symlink_to(prev / "src")
+    current = work / "current"
 
     def to_this_tree(platform: Platform) -> None:
         current.unlink()
@@ -164,7 +170,8 @@ def upgrade(rev: str, work: Path, before_s: float, after_s: float) -> str:
             platform.start()
             wait_until(lambda: platform.get(APP).status_code == 200, 120, "the app back")
 
-    try:
+    with worktree(rev) as prev:
+        current.symlink_to(prev / "src")
         with running_platform(env={"PYTHONPATH": str(current)}) as platform:
             deploy_hello(platform, work)
             under_load(platform, lambda _: None, 2.0, 0.0)  # warm-up
@@ -172,9 +179,23 @@ def upgrade(rev: str, work: Path, before_s: float, after_s: float) -> str:
             say(f"upgrade from {rev}: {r.total} requests, {len(r.failures)} failed")
             for failure in r.failures[:5]:
                 say(f"  failed: {failure}")
-    finally:
-        subprocess.run([*git, "worktree", "remove", "--force", str(prev)], check=False)
     return f"upgrade_failed {len(r.failures)} of {r.total} requests"
+
+
+def upgrade_cluster(rev: str) -> str:
+    """The line of `upgrade_cluster_failed` (see the module docstring)."""
+    with worktree(rev) as prev:
+        base = Path(tempfile.mkdtemp(prefix="roost-bench-upgrade-cluster-"))
+        c = ReleaseCluster(base, prev / "src", controllers=1, runners=2, routers=1)
+        with serving(c, APP, prev / "examples" / "hello"), c.load(APP) as load:
+            rc, out = c.upgrade("--no-backup", "--health-timeout", "120")
+        r = load.result
+    say(f"cluster upgrade from {rev}: exit {rc}, {r.total} requests, {len(r.failures)} failed")
+    if rc != 0:
+        say(out[-2000:])
+    for failure in r.failures[:5]:
+        say(f"  failed: {failure}")
+    return f"upgrade_cluster_failed {len(r.failures)} of {r.total} requests"
 
 
 def measure(platform: Platform, rounds: int, before_s: float, after_s: float) -> list[str]:
@@ -199,6 +220,9 @@ def main() -> None:
     parser.add_argument(
         "--upgrade-from", default="", help="the revision to upgrade from (default: the latest tag)"
     )
+    parser.add_argument(
+        "--no-cluster", action="store_true", help="no upgrade_cluster_failed (a netns cluster)"
+    )
     args = parser.parse_args()
     rounds, before_s, after_s = (1, 1.0, 1.0) if args.quick else (3, 2.0, 3.0)
     work = Path(tempfile.mkdtemp(prefix="roost-bench-restart-"))
@@ -211,6 +235,8 @@ def main() -> None:
         tag, why = (args.upgrade_from, "") if args.upgrade_from else latest_tag()
         if tag:
             lines.append(upgrade(tag, work, before_s, after_s))
+            if not args.no_cluster:
+                lines.append(upgrade_cluster(tag))
         else:
             lines.append(f"# upgrade_failed not measured: no release tag to upgrade from ({why})")
     finally:

@@ -18,7 +18,6 @@ stops at that host, says so, and leaves the hosts after it untouched.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,10 +25,8 @@ from pathlib import Path
 import pytest
 
 from roost import __version__
-from tests.cluster.cluster import ROUTER_PORT, wait_for
-from tests.cluster.upgrade_hosts import UpgradableCluster
+from tests.cluster.upgrade_hosts import UpgradableCluster, serving, web_up
 from tests.conftest import REPO
-from tests.e2e.load import Load
 
 APP = "upgraded"
 
@@ -38,69 +35,29 @@ APP = "upgraded"
 def cluster(cluster_ok: None) -> Iterator[UpgradableCluster]:
     base = Path(tempfile.mkdtemp(prefix="roost-upgrade-"))
     c = UpgradableCluster(base, REPO / "src", controllers=1, runners=2, routers=1)
-    try:
-        with c:
-            c.deploy(APP, REPO / "examples" / "hello")
-            wait_for(lambda: len(instances(c)) == 2, 60, "the app's two web instances")
-            yield c
-        assert not c.net.leftovers(), f"left behind: {c.net.leftovers()}"
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    with serving(c, APP, REPO / "examples" / "hello"):
+        yield c
 
 
 def instances(c: UpgradableCluster) -> dict[str, int]:
     """The app's web instances that are up: id -> pid."""
-    return {
-        i["instance_id"]: i["pid"]
-        for i in c.api("GET", f"/api/apps/{APP}/ps")
-        if i["state"] == "up" and i["process_type"] == "web"
-    }
-
-
-def upgrade(c: UpgradableCluster, *args: str, replace: str = "") -> tuple[int, str]:
-    r = c.cli(
-        "cluster",
-        "upgrade",
-        "--replace",
-        replace or c.replace_command(),
-        "--router-port",
-        str(ROUTER_PORT),
-        # The namespace hosts: the root namespace's builder (and the tests'
-        # own observer, a router no router runs on) are not replaced here.
-        *(f"--host={h.ip}" for h in c.net.hosts.values()),
-        *args,
-        check=False,
-    )
-    return r.returncode, r.stdout + r.stderr
-
-
-def daemon_pids(c: UpgradableCluster) -> dict[str, int]:
-    return {h.name: c.daemon_pid(h) for h in c.net.hosts.values()}
+    return {i["instance_id"]: i["pid"] for i in web_up(c, APP)}
 
 
 def test_refused_without_a_backupd_unless_no_backup(cluster: UpgradableCluster) -> None:
-    before = daemon_pids(cluster)
-    rc, out = upgrade(cluster, replace="false")
+    before = cluster.daemon_pids()
+    rc, out = cluster.upgrade(replace="false")
     assert rc != 0
     assert "no backupd" in out and "--no-backup" in out, out
-    assert daemon_pids(cluster) == before  # nothing replaced
+    assert cluster.daemon_pids() == before  # nothing replaced
 
 
 def test_rolling_upgrade_under_load_fails_no_request(cluster: UpgradableCluster) -> None:
-    before_pids = daemon_pids(cluster)
+    before_pids = cluster.daemon_pids()
     before = instances(cluster)
     release = cluster.api("GET", f"/api/apps/{APP}")["current_release"]
-    router = cluster.routers[0]
-    load = Load(
-        ROUTER_PORT,
-        f"{APP}.localhost",
-        address=router.ip,
-        keep_alive=3,
-        fresh=2,
-        accept=lambda body: body.startswith("Hello"),
-    )
-    with load:
-        rc, out = upgrade(cluster, "--no-backup", "--health-timeout", "120")
+    with cluster.load(APP) as load:
+        rc, out = cluster.upgrade("--no-backup", "--health-timeout", "120")
     result = load.result
     assert rc == 0, out + cluster.logs_tail()
     print(f"upgrade under load: {result.total} requests, {len(result.failures)} failed")
@@ -109,7 +66,7 @@ def test_rolling_upgrade_under_load_fails_no_request(cluster: UpgradableCluster)
     # The order: the controller, then the runners, then the router.
     said = [line.split(":")[0] for line in out.splitlines() if ": replacing (" in line]
     assert said == [h.ip for h in (*cluster.controllers, *cluster.runners, *cluster.routers)]
-    after_pids = daemon_pids(cluster)
+    after_pids = cluster.daemon_pids()
     assert all(after_pids[name] != pid for name, pid in before_pids.items()), after_pids
     assert cluster.health_of(cluster.controllers[0])["version"] == __version__
     hosts = cluster.api("GET", "/api/hosts")
@@ -121,9 +78,8 @@ def test_rolling_upgrade_under_load_fails_no_request(cluster: UpgradableCluster)
 
 def test_stops_at_the_first_host_that_does_not_come_back(cluster: UpgradableCluster) -> None:
     first, broken = cluster.runners
-    before = daemon_pids(cluster)
-    rc, out = upgrade(
-        cluster,
+    before = cluster.daemon_pids()
+    rc, out = cluster.upgrade(
         "--no-backup",
         "--health-timeout",
         "20",
@@ -133,7 +89,7 @@ def test_stops_at_the_first_host_that_does_not_come_back(cluster: UpgradableClus
     assert f"stopped at {broken.ip}" in out, out
     assert "no heartbeat from its runner" in out or "runner is down" in out, out
     assert f"not replaced: {cluster.routers[0].ip}" in out, out
-    after = daemon_pids(cluster)
+    after = cluster.daemon_pids()
     for h in (cluster.controllers[0], first, broken):
         assert after[h.name] != before[h.name], h.name
     assert after[cluster.routers[0].name] == before[cluster.routers[0].name]

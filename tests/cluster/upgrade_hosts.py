@@ -18,22 +18,37 @@ one on the held socket before the old one drains). --broken starts a
 daemon that cannot start (an unknown option), as a broken release would.
 It returns once the new daemon is started; whether it became healthy is
 for `roost cluster upgrade` to find out.
+
+A host that runs 0.1.0 (its link's sources say so) hands nothing over:
+its runner or servicehost is sent TERM (`roost cluster upgrade` drained
+the runner first). Its router bound its port itself, with two workers and
+SO_REUSEPORT (`ReleaseCluster`); the new router starts under a keeper
+whose socket joins that port's group, the namespace's
+net.ipv4.tcp_migrate_req set so that the connections waiting in the old
+router's backlog move to the new socket when the old one closes (Linux
+5.14+); once the new router serves, the old one is sent TERM and finishes
+what is in flight.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.cluster import ROUTER_PORT, RoostCluster
+from tests.cluster.cluster import ROUTER_PORT, RoostCluster, wait_for
 from tests.cluster.harness import Host, _tool
 from tests.conftest import REPO
+from tests.e2e.load import Load
 
 HANDS_OVER = ("runner", "servicehost")
 
@@ -46,6 +61,8 @@ class UpgradableCluster(RoostCluster):
         self.src = src
         self.code = base / "code"
         self.state_file = base / "upgrade-hosts.json"
+        self.keepers = True  # routers on a socket their keeper holds
+        self.target = src  # the sources a replaced host runs
 
     def link(self, address: str) -> Path:
         path = self.code / address
@@ -71,11 +88,15 @@ class UpgradableCluster(RoostCluster):
         argv = self.argv(host)
         log = self.base / "logs" / f"{host.name}.log"
         self.pidfile(host).parent.mkdir(parents=True, exist_ok=True)
-        if self.role_of(host) == "router":
-            keeper = [sys.executable, "-m", "tests.cluster.routerkeeper", host.ip]
-            argv = [*keeper, str(ROUTER_PORT), str(self.pidfile(host)), "--", *argv]
-        proc = self.net.spawn(host, argv, self.env_for(host.ip), log, cwd=REPO)
-        if self.role_of(host) != "router":
+        keeper = self.keepers and self.role_of(host) == "router"
+        env = self.env_for(host.ip)
+        if keeper:
+            held = [sys.executable, "-m", "tests.cluster.routerkeeper", host.ip]
+            argv = [*held, str(ROUTER_PORT), str(self.pidfile(host)), "--", *argv]
+        elif self.role_of(host) == "router":
+            env["ROOST_ROUTER_WORKERS"] = "2"  # binds with SO_REUSEPORT, as 0.1.0 did
+        proc = self.net.spawn(host, argv, env, log, cwd=REPO)
+        if not keeper:
             self.pidfile(host).write_text(f"{proc.pid}\n")
         self.write_state()
 
@@ -99,15 +120,52 @@ class UpgradableCluster(RoostCluster):
                 "env": self.env_for(h.ip),
                 "link": str(self.link(h.ip)),
                 "pidfile": str(self.pidfile(h)),
-                "keeper": h.procs[0].pid if self.role_of(h) == "router" and h.procs else 0,
+                "keeper": h.procs[0].pid
+                if self.keepers and self.role_of(h) == "router" and h.procs
+                else 0,
                 "log": str(self.base / "logs" / f"{h.name}.log"),
             }
             for h in self.net.hosts.values()
         }
-        state = {"target": str(target or self.src), "hosts": hosts}
+        state = {"target": str(target or self.target), "hosts": hosts}
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
         os.replace(tmp, self.state_file)
+
+    def upgrade(
+        self, *args: str, replace: str = "", only: list[Host] | None = None
+    ) -> tuple[int, str]:
+        """`roost cluster upgrade` of the namespace hosts (or those `only`):
+        (exit status, output)."""
+        hosts = only if only is not None else list(self.net.hosts.values())
+        r = self.cli(
+            "cluster",
+            "upgrade",
+            "--replace",
+            replace or self.replace_command(),
+            "--router-port",
+            str(ROUTER_PORT),
+            # The namespace hosts: the root namespace's builder (and the tests'
+            # own observer, a router no router runs on) are not replaced here.
+            *(f"--host={h.ip}" for h in hosts),
+            *args,
+            check=False,
+        )
+        return r.returncode, r.stdout + r.stderr
+
+    def load(self, app: str, keep_alive: int = 3, fresh: int = 2) -> Load:
+        """Steady load on `app` through the first router (keep-alive and fresh clients)."""
+        return Load(
+            ROUTER_PORT,
+            f"{app}.localhost",
+            address=self.routers[0].ip,
+            keep_alive=keep_alive,
+            fresh=fresh,
+            accept=lambda body: body.startswith("Hello"),
+        )
+
+    def daemon_pids(self) -> dict[str, int]:
+        return {h.name: self.daemon_pid(h) for h in self.net.hosts.values()}
 
     def replace_command(self, broken: str = "") -> str:
         """`roost cluster upgrade --replace`'s command (with --broken for the host at `broken`)."""
@@ -134,26 +192,14 @@ def wait_gone(pid: int, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def replace(state: dict[str, Any], address: str, broken: bool) -> None:
-    info = state["hosts"][address]
-    link = Path(info["link"])
-    tmp = link.with_name(link.name + ".new")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(state["target"])
-    os.replace(tmp, link)
-    pidfile = Path(info["pidfile"])
-    old = int(pidfile.read_text())
-    argv = [*info["argv"], "--no-such-option"] if broken else info["argv"]
-    if info["role"] == "router" and not broken:
-        os.kill(info["keeper"], signal.SIGHUP)
-        deadline = time.monotonic() + 30
-        while int(pidfile.read_text()) == old:
-            if time.monotonic() > deadline:
-                raise SystemExit("the router's keeper started no new router")
-            time.sleep(0.05)
-        return
-    os.kill(old, signal.SIGUSR2 if info["role"] in HANDS_OVER else signal.SIGTERM)
-    wait_gone(old)
+def version_at(link: Path) -> str:
+    """The release of the sources `link` points at."""
+    text = (link / "roost" / "__init__.py").read_text()
+    return text.split("__version__ = ", 1)[1].split()[0].strip("\"'")
+
+
+def spawn(info: dict[str, Any], argv: list[str]) -> int:
+    """Start `argv` in the host's namespace, named as the host; its pid."""
     naming = [_tool("unshare"), "--uts", "/bin/sh", "-c", 'hostname "$0" && exec "$@"']
     full = [_tool("ip"), "netns", "exec", info["ns"], *naming, info["name"], *argv]
     with open(info["log"], "ab") as out:
@@ -166,13 +212,130 @@ def replace(state: dict[str, Any], address: str, broken: bool) -> None:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    pidfile.write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def take_over_router(state_file: Path, address: str, old: int) -> None:
+    """Replace a router that bound its port itself (see the module docstring)."""
+    state = json.loads(state_file.read_text())
+    info = state["hosts"][address]
+    migrate = ["sysctl", "-qw", "net.ipv4.tcp_migrate_req=1"]
+    subprocess.run([_tool("ip"), "netns", "exec", info["ns"], *migrate], check=True)
+    log, pidfile = Path(info["log"]), Path(info["pidfile"])
+    mark = log.stat().st_size
+    keeper = [sys.executable, "-m", "tests.cluster.routerkeeper", address, str(ROUTER_PORT)]
+    info["keeper"] = spawn(info, [*keeper, str(pidfile), "--reuse-port", "--", *info["argv"]])
+    deadline = time.monotonic() + 60
+    while int(pidfile.read_text()) == old or b"serving http" not in log.read_bytes()[mark:]:
+        if time.monotonic() > deadline:
+            raise SystemExit("the new router did not start serving in 60 s")
+        time.sleep(0.05)
+    os.kill(old, signal.SIGTERM)
+    wait_gone(old)
+    tmp = state_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, state_file)
+
+
+def replace(state_file: Path, address: str, broken: bool) -> None:
+    state = json.loads(state_file.read_text())
+    info = state["hosts"][address]
+    link = Path(info["link"])
+    was = version_at(link)
+    tmp = link.with_name(link.name + ".new")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(state["target"])
+    os.replace(tmp, link)
+    pidfile = Path(info["pidfile"])
+    old = int(pidfile.read_text())
+    argv = [*info["argv"], "--no-such-option"] if broken else info["argv"]
+    if info["role"] == "router" and not broken and not info["keeper"]:
+        take_over_router(state_file, address, old)
+        return
+    if info["role"] == "router" and not broken:
+        os.kill(info["keeper"], signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while int(pidfile.read_text()) == old:
+            if time.monotonic() > deadline:
+                raise SystemExit("the router's keeper started no new router")
+            time.sleep(0.05)
+        return
+    hands_over = info["role"] in HANDS_OVER and was != "0.1.0"
+    os.kill(old, signal.SIGUSR2 if hands_over else signal.SIGTERM)
+    wait_gone(old)
+    pidfile.write_text(f"{spawn(info, argv)}\n")
 
 
 def main(args: list[str]) -> None:
-    state_file, address = Path(args[0]), args[1]
-    replace(json.loads(state_file.read_text()), address, "--broken" in args[2:])
+    replace(Path(args[0]), args[1], "--broken" in args[2:])
 
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+@contextlib.contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    """`rev`'s sources checked out in a git worktree, removed afterwards."""
+    base = Path(tempfile.mkdtemp(prefix="roost-release-"))
+    tree = base / "tree"
+    git = ["git", "-C", str(REPO)]
+    subprocess.run([*git, "worktree", "add", "--detach", str(tree), rev], check=True)
+    try:
+        yield tree
+    finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def web_up(c: RoostCluster, app: str) -> list[dict[str, Any]]:
+    """The app's web instances that are up (its /ps rows)."""
+    rows = c.api("GET", f"/api/apps/{app}/ps")
+    return [i for i in rows if i["state"] == "up" and i["process_type"] == "web"]
+
+
+@contextlib.contextmanager
+def serving(c: UpgradableCluster, app: str, source: Path) -> Iterator[UpgradableCluster]:
+    """`c` started, `app` deployed from `source` with its two web instances
+    up; on leaving, `c` stopped, nothing left behind, its directory gone."""
+    try:
+        with c:
+            c.deploy(app, source)
+            wait_for(lambda: len(web_up(c, app)) == 2, 90, "the app's two web instances")
+            yield c
+        assert not c.net.leftovers(), f"left behind: {c.net.leftovers()}"
+    finally:
+        shutil.rmtree(c.base, ignore_errors=True)
+
+
+class ReleaseCluster(UpgradableCluster):
+    """An UpgradableCluster set up by a release's own code (`src`, e.g. a
+    worktree of its tag): its `roost cluster init`/`join`, its CLI for
+    deploys, its daemons; routers bind their port themselves, as that
+    release's did. `upgrade_cli` is this tree's CLI."""
+
+    def __init__(self, base: Path, src: Path, **kw: Any) -> None:
+        super().__init__(base, src, **kw)
+        self.keepers = False
+        self.cli_src = src  # the code `roost` commands run
+        self.target = REPO / "src"
+
+    def roost(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        check: bool = True,
+        timeout: float = 300,
+    ) -> subprocess.CompletedProcess[str]:
+        env = {"PYTHONPATH": str(self.cli_src), **(env or {})}
+        return super().roost(*args, env=env, check=check, timeout=timeout)
+
+    def upgrade(
+        self, *args: str, replace: str = "", only: list[Host] | None = None
+    ) -> tuple[int, str]:
+        """The same, by this tree's CLI."""
+        self.cli_src = REPO / "src"
+        try:
+            return super().upgrade(*args, replace=replace, only=only)
+        finally:
+            self.cli_src = self.src

@@ -15,6 +15,13 @@ command fails or that is not healthy by --health-timeout stops the
 upgrade: the hosts after it keep the old release, and the command says
 which host and why (exit 1).
 
+A runner host whose runner cannot hand its instances over (0.1.0's, whose
+heartbeat names no release; every runner host with --drain) is drained
+first (POST /api/hosts/HOST/drain: each instance started elsewhere and
+routed before it stops) until it holds no instance, then replaced, then
+undrained; a drain that does not end by --drain-timeout is undone and
+stops the upgrade, naming what had nowhere to go.
+
 The adapters here only look (HTTP, TCP connects) and run the command;
 every decision is in upgradeplan.
 """
@@ -35,6 +42,7 @@ from rich.console import Console
 from roost import __version__
 from roost.cli import upgradeplan as plan
 from roost.cli.client import EXIT_USAGE, Api, CliError, resolve
+from roost.cli.hosts import wait_drained
 from roost.settings import Settings
 from roost.wire.cluster import ClusterConfig
 from roost.wire.identity import load_peers
@@ -110,6 +118,13 @@ class Cluster:
             return None
         return r.json() if r.status_code == 200 else None
 
+    def hosts(self) -> list[dict[str, Any]]:
+        """/api/hosts ([] when no controller answers)."""
+        try:
+            return list(self.request("GET", "/api/hosts"))
+        except CliError:
+            return []
+
     def lease_holder(self) -> str | None:
         for host in self.apis:
             h = self.health(host)
@@ -125,11 +140,7 @@ class Cluster:
             version = None if h is None else str(h.get("version", ""))
         runner = None
         if "runner" in member.roles:
-            try:
-                listed = self.request("GET", "/api/hosts")
-            except CliError:
-                listed = []
-            for row in listed:
+            for row in self.hosts():
                 if row.get("host_id") == member.host:
                     runner = plan.RunnerSeen(
                         state=str(row["state"]),
@@ -192,6 +203,35 @@ def replace(command: str, member: plan.Member, timeout_s: float) -> str:
     return ""
 
 
+def runner_seen(cluster: Cluster, member: plan.Member, timeout_s: float) -> plan.RunnerSeen | None:
+    """The host's runner as the controllers list it, once they do: a
+    controller just replaced has not heard every runner yet. None when
+    none lists it by `timeout_s` (then it runs nothing they placed)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = cluster.look(member).runner
+        if seen is not None or time.monotonic() >= deadline:
+            return seen
+        time.sleep(LOOK_EVERY_S)
+
+
+def drain_first(cluster: Cluster, member: plan.Member, timeout_s: float, why: str) -> plan.Verdict:
+    """Drain the host's runner and wait until it holds no instance (each
+    moved make-before-break: controller/hostdrain.py)."""
+    since = time.monotonic()
+    r = cluster.request("POST", f"/api/hosts/{member.host}/drain")
+    console.print(
+        f"{member.host}: draining ({why}): its {r['instances']} instance(s) start elsewhere first"
+    )
+    return wait_drained(
+        cluster.hosts,
+        member.host,
+        since,
+        timeout_s,
+        lambda why: console.print(f"{member.host}: draining: {why}"),
+    )
+
+
 def backup_first(cluster: Cluster, no_backup: bool) -> None:
     try:
         capture, said = plan.backup_step(cluster.request("GET", "/api/backups"), no_backup)
@@ -230,6 +270,14 @@ def backup_first(cluster: Cluster, no_backup: bool) -> None:
     default=None,
     help="the routers' HTTP port (default: ROOST_ROUTER_PORT's)",
 )
+@click.option(
+    "--drain",
+    "always_drain",
+    is_flag=True,
+    help="drain every runner host before its replacement (default: only runners of 0.1.0, "
+    "which cannot hand their instances over)",
+)
+@click.option("--drain-timeout", type=float, default=300.0, show_default=True)
 @click.option("--dry-run", is_flag=True, help="print the order and stop")
 @click.pass_context
 def upgrade(
@@ -241,6 +289,8 @@ def upgrade(
     health_timeout: float,
     replace_timeout: float,
     router_port: int | None,
+    always_drain: bool,
+    drain_timeout: float,
     dry_run: bool,
 ) -> None:
     """Replace the cluster's hosts one at a time, after a backup; stop at the first unhealthy."""
@@ -255,8 +305,22 @@ def upgrade(
         return
     backup_first(cluster, no_backup)
     for n, m in enumerate(ordered, 1):
-        console.print(f"{m.host}: replacing ({', '.join(m.roles)})")
         started = time.monotonic()
+        rest = [x.host for x in ordered[n:]]
+        left = f"; not replaced: {', '.join(rest)}" if rest else ""
+        listed = cluster.hosts()
+        warning = plan.servicehost_warning(m.roles, (str(h.get("release", "")) for h in listed))
+        if warning:
+            console.print(f"{m.host}: {warning}")
+        seen = runner_seen(cluster, m, health_timeout) if "runner" in m.roles else None
+        drained = plan.needs_drain(m.roles, seen.release if seen else None, always_drain)
+        if drained:
+            why = "--drain" if seen and seen.release else "its runner cannot hand them over"
+            verdict = drain_first(cluster, m, drain_timeout, why)
+            if verdict.state != "healthy":
+                cluster.request("DELETE", f"/api/hosts/{m.host}/drain")
+                raise CliError(f"stopped at {m.host}: not drained: {verdict.why}{left}")
+        console.print(f"{m.host}: replacing ({', '.join(m.roles)})")
         why = replace(command, m, replace_timeout)
         verdict = (
             plan.Verdict("failed", why)
@@ -264,8 +328,10 @@ def upgrade(
             else wait_healthy(cluster, m, target, time.monotonic(), health_timeout)
         )
         if verdict.state != "healthy":
-            rest = [x.host for x in ordered[n:]]
-            left = f"; not replaced: {', '.join(rest)}" if rest else ""
-            raise CliError(f"stopped at {m.host}: {verdict.why}{left}")
+            kept = "; it stays drained" if drained else ""
+            raise CliError(f"stopped at {m.host}: {verdict.why}{kept}{left}")
+        if drained:
+            cluster.request("DELETE", f"/api/hosts/{m.host}/drain")
+            console.print(f"{m.host}: undrained")
         console.print(f"{m.host}: healthy on {target} in {time.monotonic() - started:.1f} s")
     console.print(f"Upgraded {len(ordered)} hosts to {target}.")
