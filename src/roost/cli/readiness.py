@@ -140,6 +140,7 @@ def role_probes(data: Path, settings: Settings, runner_host: str) -> dict[str, P
         "runner": api_lists(data, "/api/hosts", "host_id", runner_host),
         "router": answering(_split(f"{host}:{settings.router_port}")),
         "gateway": listening([_split(f"{host}:{settings.ssh_port}")]),
-        "servicehost": api_lists(data, "/api/servicehosts", "host", "servicehost"),
+        # (by its key's name: its id is the machine's, from this release on)
+        "servicehost": api_lists(data, "/api/servicehosts", "name", "servicehost"),
         "backupd": listening(backupd),
     }

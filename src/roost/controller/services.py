@@ -193,7 +193,9 @@ class ServiceBroker:
         """What the holder reports of the service: its last push, or asked
         now when that does not list it yet (just after provisioning)."""
         host = (await self.holders(app.id)).get(kind, "")
-        found = _server(self.status.get(host), app.name, kind) if host else None
+        # Holder unknown (not found yet): whichever servicehost pushed it.
+        pushed = [self.status.get(host)] if host else list(self.status.values())
+        found = next(filter(None, (_server(r, app.name, kind) for r in pushed)), None)
         if found is None and host and self.hosts is not None:
             with contextlib.suppress(ServiceError, RpcTimeout, RemoteError):
                 reply = await (await self._client_of(host)).call(

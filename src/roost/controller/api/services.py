@@ -166,7 +166,8 @@ async def servicehosts(who: CurrentAccount, c: CurrentController) -> list[dict[s
     for host, st in sorted(broker(c).status.items()):
         out.append(
             {
-                "host": host,
+                "host": host,  # its id: the holder named in services info
+                "name": st.host or "servicehost",  # its key's name (the same on every host)
                 "disk_free_bytes": st.disk_free_bytes,
                 "disk_total_bytes": st.disk_total_bytes,
                 "servers": [
