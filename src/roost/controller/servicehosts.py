@@ -78,6 +78,10 @@ class ServiceHosts:
                 self._address[host_id(report)] = ep.address
         return found
 
+    def knows(self, host: str) -> bool:
+        """Has a servicehost answered as `host` (since this controller started)?"""
+        return host in self._address
+
     async def client_of(self, host: str) -> RpcClient:
         """The client of the servicehost `host` (HostDown: none answers as it)."""
         if host not in self._address:

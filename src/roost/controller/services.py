@@ -144,10 +144,15 @@ class ServiceBroker:
         host = (await self.holders(app.id)).get(kind)
         if host is None:
             raise ServiceError(f"{app.name} has no {kind} service", 404)
-        if host:
+        if host and (self.hosts is None or self.hosts.knows(host)):
             return host
         hosts = self._need_hosts(f"find {app.name}'s {kind}")
         reports = await self._survey(hosts)
+        # Recorded under an id that every servicehost answering now does not
+        # have (the platform restored onto another machine): the one that
+        # reports it holds it. While one is silent, it may be that one.
+        if host and (host in reports or len(reports) < len(hosts.endpoints)):
+            return host
         try:
             host = find_holder(reports, len(hosts.endpoints), app.name, kind)
         except NoPlace as exc:
