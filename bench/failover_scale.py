@@ -33,6 +33,7 @@ snapshot cursor waits too): a stand-in for a slow or distant PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import random
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import loopprobe
 import msgspec
 import psutil
 from sqlalchemy import insert
@@ -257,6 +259,11 @@ async def simulate(data: Path, runners: int, status_file: Path, stop_file: Path)
         async def report() -> None:
             while True:
                 await asyncio.sleep(0.5)
+                # The simulator holds every runner's assignment (50,000
+                # instances): a full collection of that heap held its loop,
+                # and every runner's round trip, for ~0.5 s several times a
+                # run (loopprobe). What lived half a second is left alone.
+                gc.freeze()
                 counts = {h: len(a.instances) for h, a in held.items()}
                 tmp = status_file.with_suffix(".tmp")
                 tmp.write_text(json.dumps({"held": counts}))
@@ -310,6 +317,16 @@ def _answered(path: Path, start: float, end: float) -> int:
         at, ms = (float(x) for x in line.split())
         n += start <= at < end and ms >= 0
     return n
+
+
+def _first_answer(path: Path, since: float) -> float | None:
+    """When the first heartbeat sent from `since` on that got an answer was sent."""
+    first = None
+    for line in path.read_text().splitlines() if path.exists() else []:
+        at, ms = (float(x) for x in line.split())
+        if at >= since and ms >= 0 and (first is None or at < first):
+            first = at
+    return first
 
 
 def _beats(path: Path, since: float, skip: float = 0.0) -> tuple[float, float, int]:
@@ -427,6 +444,17 @@ def run_scale(
             f"scale: the same from {STARTUP_S:.0f} s on (the first full pass, steady, a host "
             f"lost): p99 {p99:.0f} ms, worst {worst:.0f} ms, {missed} unanswered"
         )
+        # What held either side's loop meanwhile (see loopprobe): a stall in
+        # the round trips is the controller's only if it shows on its side.
+        first = _first_answer(beats, started)
+        if first is not None:
+            since, until = first + STARTUP_S, time.time()
+            for who, probe in (
+                ("controller", base / "controller.probe"),
+                ("simulator", status.with_suffix(".probe")),
+            ):
+                seen = loopprobe.summary(loopprobe.read(probe), since, until)
+                say(f"scale: {who} from {STARTUP_S:.0f} s on: {seen}")
         # A simulator short of CPU (a busy machine) sends fewer beats than
         # one a runner a second, and the controller's share looks smaller
         # than it is: the rate it was measured at, and the cost of one.
@@ -459,7 +487,15 @@ if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == "--controller
     # The controller, its statements slowed by sys.argv[2] seconds (0: not at all).
     if float(sys.argv[2]) > 0:
         slow_statements(float(sys.argv[2]))
+    from loopprobe import probed
+
+    import roost.daemonize
     from roost.cli.main import main
+
+    # Its loop's holds and GC pauses, beside the data directory (see loopprobe).
+    run_loop = roost.daemonize.run_loop
+    probe_file = Path(sys.argv[sys.argv.index("--data") + 1]).parent / "controller.probe"
+    roost.daemonize.run_loop = lambda main: run_loop(probed(main, probe_file))
 
     sys.argv = ["roost", *sys.argv[3:]]
     main()
@@ -471,5 +507,9 @@ if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "--simulate"
         uvloop.install()
     except ImportError:
         pass
+    from loopprobe import probed
+
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    asyncio.run(simulate(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5])))
+    status_file = Path(sys.argv[4])
+    args = (Path(sys.argv[2]), int(sys.argv[3]), status_file, Path(sys.argv[5]))
+    asyncio.run(probed(lambda: simulate(*args), status_file.with_suffix(".probe"))())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from roost.controller import model
 from roost.controller.desired import AppInputs, Desired
 from roost.controller.model import Model
 from roost.controller.scheduler import Placement, Want
@@ -39,3 +40,30 @@ def test_dirty_apps_are_those_something_happened_to() -> None:
     # A read saying b is gone: its placements leave every index.
     assert m.absorb(Desired(version=2, full=False, apps={2: None})) == {"b"}
     assert "b" not in m.apps and "b-web-1" not in m.by_id and m.reserved["h3"] == 256
+
+
+def test_a_read_absorbed_in_parts_is_the_read_absorbed_at_once() -> None:
+    def read(full: bool, names: str, deleted: tuple[int, ...] = ()) -> Desired:
+        d = Desired(version=1, full=full)
+        for app_id, name in enumerate(names, 1):
+            d.apps[app_id] = _inputs(app_id, name)
+            d.placements[app_id] = [_p(name, 1, f"h{app_id % 3}"), _p(name, 2, "h9")]
+        for app_id in deleted:
+            d.apps[app_id] = None
+        return d
+
+    def state(m: Model) -> tuple[object, ...]:
+        return (m.apps, m.names, m.placed, m.by_id, m.on_host, +m.reserved, +m.count, m.loaded)
+
+    whole, stepped = Model(256), Model(256)
+    for d in (read(True, "xyz"), read(True, "abcdefg"), read(False, "ABCDE", deleted=(6, 7))):
+        parts = model.parts(d, 3)
+        # The first part alone starts the model afresh; each holds at most 3 apps.
+        assert [p.full for p in parts] == [d.full] + [False] * (len(parts) - 1)
+        assert [len(p.apps) for p in parts] == [3, 3, 1][: len(parts)]
+        changed: set[str] = set()
+        for p in parts:
+            changed |= stepped.absorb(p)
+        assert changed == whole.absorb(d)
+        assert state(stepped) == state(whole)
+    assert "f" not in whole.apps and set(whole.apps) == {"A", "B", "C", "D", "E"}

@@ -156,3 +156,27 @@ class Model:
     def apps_on(self, host: str) -> set[str]:
         """The apps with an instance placed on `host`."""
         return {self.by_id[iid].app for iid in self.on_host.get(host, ())}
+
+
+def parts(d: Desired, step: int) -> list[Desired]:
+    """`d` as reads of at most `step` apps each, for `Model.absorb` one by
+    one with the loop served between (a new holder's first read names every
+    app: absorbed at once, 25,000 apps held the loop for a quarter of a
+    second). The first part keeps `full` (the model starts afresh) and the
+    release rows fetched; absorbing the parts in order is absorbing `d`."""
+    ids = list(d.apps)
+    if len(ids) <= step:
+        return [d]
+    out = []
+    for i in range(0, len(ids), step):
+        chunk = ids[i : i + step]
+        out.append(
+            Desired(
+                version=d.version,
+                full=d.full and i == 0,
+                apps={a: d.apps[a] for a in chunk},
+                placements={a: d.placements[a] for a in chunk if a in d.placements},
+                fetched=d.fetched if i == 0 else {},
+            )
+        )
+    return out
