@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from roost.proc import upstate
 from roost.cli.client import CliError
 from roost.cli.control import reload_up
 from roost.cli.local import AlreadyRunning, lock_data_dir, running_up
 from roost.cli.reload import Reloads, Step, plan
+from roost.proc import upstate
 from roost.proc.backoff import Backoff
 from roost.proc.children import Policy
 from roost.proc.spawn import start

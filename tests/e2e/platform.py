@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from roost.proc import upstate
 from roost.controller.admintoken import read_admin_token
+from roost.proc import upstate
 from tests.conftest import free_port, processes_under, wait_until
 from tests.tmpfs import tmpfs_dir
 
