@@ -181,7 +181,9 @@ def overlaps(samples: list[LeaseSample], ttl: float) -> list[str]:
 @dataclass
 class Writer:
     """A steady API client: creates app w0, w1, ... one at a time through the
-    live controllers in turn; `acked` is those the API said were created.
+    live controllers in turn; `acked` is those the API said were created
+    (with when each request was sent, so a write that was under way when
+    something happened does not count as made after it).
     A name whose request failed is never sent again (no retry, so nothing
     is written twice by the client either)."""
 
@@ -203,12 +205,13 @@ class Writer:
                 live = [u for u in self.urls if u not in self.skip]
                 url = live[i % len(live)]
                 name = f"w{i}"
+                sent = time.monotonic()
                 try:
                     r = http.post(f"{url}/api/apps", json={"name": name})
                     ok = r.status_code in (200, 201)
                 except httpx.TransportError:
                     ok = False
-                (self.acked if ok else self.failed).append((time.monotonic(), name))
+                (self.acked if ok else self.failed).append((sent, name))
                 if not ok:
                     time.sleep(0.2)
 
@@ -216,6 +219,7 @@ class Writer:
         self._stop.set()
 
     def acked_since(self, t: float) -> int:
+        """Writes acknowledged that were sent after `t`."""
         return sum(1 for at, _ in self.acked if at > t)
 
 

@@ -55,7 +55,11 @@ def _failover(c: StateDbCluster) -> None:
     for t in threads:
         t.start()
     try:
-        wait_for(lambda: len(writer.acked) >= 20, 60, "writes before the fault")
+        wait_for(
+            lambda: len(writer.acked) >= 20 and len(watch.samples) >= 25,
+            60,
+            "writes and lease samples before the fault",
+        )
         primary = c.primary()
         assert primary is not None
         survivors = [h for h in c.controllers if h is not primary]
@@ -76,7 +80,14 @@ def _failover(c: StateDbCluster) -> None:
             raise
         carried_on = time.monotonic() - killed_at
         first_write = min(at for at, _ in writer.acked if at > killed_at) - killed_at
-        wait_for(lambda: writer.acked_since(killed_at + carried_on) >= 20, 60, "writes after")
+        seen = len(watch.samples)
+        wait_for(
+            lambda: (
+                writer.acked_since(killed_at + carried_on) >= 20 and len(watch.samples) >= seen + 25
+            ),
+            90,
+            "writes and lease samples after",
+        )
         new_primary = c.primary()
     finally:
         writer.stop()
@@ -85,7 +96,8 @@ def _failover(c: StateDbCluster) -> None:
             t.join(30)
     print(
         f"\nstate database failover: primary {primary.name} powered off; "
-        f"first acknowledged write after {first_write:.1f} s, controllers carried on "
+        f"the first write acknowledged again was sent {first_write:.1f} s after; "
+        f"controllers carried on "
         f"(a write and a lease holder) after {carried_on:.1f} s; new primary "
         f"{new_primary.name if new_primary else '?'}; {len(writer.acked)} writes acknowledged, "
         f"{len(writer.failed)} failed; {len(watch.samples)} lease samples"
