@@ -24,6 +24,12 @@ window:
                        a host going silent and its work moved
 
 and then the time the controller takes to move one silent host's instances.
+Over the same span as the round trips, both processes' loop probes
+(bench/loopprobe.py) say what held their loops: every hold of 50 ms or more
+and every GC pause of 20 ms or more, the worst by the CPU they used. On a
+machine busy with other work the round trips grow with its load; the CPU
+of the holds says whether the controller's loop (or the simulator's) was
+the one that held them.
 
 `db_latency_ms` slows every statement the controller sends to its SQLite
 state database (a hook on the DBAPI connection, so the reconcile's raw

@@ -9,7 +9,10 @@ and writes down, with wall-clock times so they line up with the round trips:
         or one step of a coroutine, held it, or the process waited for a
         CPU. The loop thread's CPU time over the hold tells them apart: on
         a machine busy with other work a hold of 500 ms may have used 20 ms
-        of CPU, and the process was waiting its turn, not its loop;
+        of CPU, and the process was waiting its turn, not its loop. The
+        ticker wakes behind whatever was queued before it: a hold may be
+        two steps of one coroutine back to back (a heartbeat, read as
+        soon as its socket is ready, waits for one);
   gc    a garbage collection of at least GC_MS (generation, objects freed,
         CPU ms), which holds whatever step is running when it sets off.
 
