@@ -117,7 +117,7 @@ async def test_a_heartbeat_is_answered_while_the_database_hangs(
         assert (await request).status_code == 200
         assert not any("hosts" in q for q in gate.statements)
     assert controller.soft.alive("h1")
-    await controller.record_hosts()
+    await controller.hosts_heard.record()
     # Every statement ran on the store's own threads, none on the event loop's.
     assert gate.threads and all(n.startswith("roost-state") for n in gate.threads)
     # The host was written by the hosts loop's call, not by the heartbeat.
@@ -129,22 +129,22 @@ async def test_hosts_heard_are_kept_when_writing_them_fails(
     store: Store, controller: Controller
 ) -> None:
     for i in (1, 2):
-        controller.note_host(Heartbeat(host_id=f"h{i}", hostname=f"node-{i}", memory_mb=i))
+        controller.hosts_heard.note(Heartbeat(host_id=f"h{i}", hostname=f"node-{i}", memory_mb=i))
     store.engine.dispose()
     with store.engine.begin() as c:
         c.exec_driver_sql("ALTER TABLE hosts RENAME TO hosts_away")
     with pytest.raises(Exception, match="hosts"):
-        await controller.record_hosts()
+        await controller.hosts_heard.record()
     # Heard again meanwhile: the newer heartbeat's record wins.
-    controller.note_host(Heartbeat(host_id="h2", hostname="node-2", memory_mb=99))
+    controller.hosts_heard.note(Heartbeat(host_id="h2", hostname="node-2", memory_mb=99))
     with store.engine.begin() as c:
         c.exec_driver_sql("ALTER TABLE hosts_away RENAME TO hosts")
-    await controller.record_hosts()
+    await controller.hosts_heard.record()
     assert sorted((r.id, r.memory_mb) for r in store.hosts()) == [("h1", 1), ("h2", 99)]
     # Written once: a second call has nothing to write, and an existing host is updated.
-    await controller.record_hosts()
-    controller.note_host(Heartbeat(host_id="h1", hostname="renamed", memory_mb=5))
-    await controller.record_hosts()
+    await controller.hosts_heard.record()
+    controller.hosts_heard.note(Heartbeat(host_id="h1", hostname="renamed", memory_mb=5))
+    await controller.hosts_heard.record()
     assert [(r.id, r.hostname) for r in store.hosts()] == [("h1", "renamed"), ("h2", "node-2")]
 
 

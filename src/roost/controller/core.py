@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-import json
 import logging
 import os
 import secrets
@@ -54,18 +52,18 @@ from roost.controller.astore import AsyncStore
 from roost.controller.autorollback import AutoRollback
 from roost.controller.backups import Backups
 from roost.controller.hostdrain import HostDrains
+from roost.controller.hostsheard import HostsHeard
 from roost.controller.model import Model
-from roost.controller.scheduler import HostInfo, Placement, Want
+from roost.controller.scheduler import HostInfo, Placement, Want, new_instance_id
 from roost.controller.services import ServiceBroker
 from roost.controller.softstate import SoftState
-from roost.controller.store import AppRow, HostRecord, ReleaseRow
+from roost.controller.store import AppRow, ReleaseRow
 from roost.settings import Settings
 from roost.state import leases
 from roost.wire.cluster import Endpoint
 from roost.wire.messages import (
     AppRoute,
     Assignment,
-    Heartbeat,
     InstanceStatus,
     LogLine,
     RouteSnapshot,
@@ -141,9 +139,9 @@ class Controller:
         # then it did not place, and hosts it never heard of changed nothing.
         self._settled_pass = False
         self._host_info: dict[str, HostInfo] = {}  # kept across passes: 1,000s of hosts
-        # Hosts heard coming up, not yet written to the hosts table: a
-        # heartbeat is answered from memory, never after a database write.
-        self._hosts_heard: dict[str, HostRecord] = {}
+        # Hosts heard coming up, written to the hosts table every TICK_S
+        # (its loop): a heartbeat never waits for a database write.
+        self.hosts_heard = HostsHeard(store)
         # Set by the daemon: provisions and holds service credentials.
         self.services: ServiceBroker | None = None
         # Set by the daemon: an RPC client for one runner (told of deleted apps).
@@ -180,22 +178,6 @@ class Controller:
         await self.store.append_logs(
             [LogLine(app=app, ts=time.time(), source=source, process=process, line=line)]
         )
-
-    def note_host(self, hb: Heartbeat) -> None:
-        """Remember a host that came up; `record_hosts` writes it down."""
-        self._hosts_heard[hb.host_id] = HostRecord(
-            hb.host_id, hb.hostname, json.dumps(hb.addresses), hb.memory_mb, hb.cpus
-        )
-
-    async def record_hosts(self) -> None:
-        """Write the hosts heard coming up since the last call (one transaction)."""
-        batch, self._hosts_heard = self._hosts_heard, {}
-        try:
-            await self.store.upsert_hosts(list(batch.values()))
-        except BaseException:
-            # Kept for the next call, unless heard again meanwhile (newer).
-            self._hosts_heard = batch | self._hosts_heard
-            raise
 
     def assignment_for(self, host_id: str) -> Assignment:
         ha = self.assignments.get(host_id)
@@ -299,15 +281,6 @@ class Controller:
             except Exception:
                 log.exception("log trimming failed")
 
-    async def hosts_loop(self) -> None:
-        """Every TICK_S, write down the hosts heard coming up (see `note_host`)."""
-        while True:
-            await asyncio.sleep(TICK_S)
-            try:
-                await self.record_hosts()
-            except Exception:
-                log.exception("recording hosts failed")
-
     async def give_up_lease(self) -> None:
         if self.is_leader:
             await self.store.release_lease(LEASE, self.holder_id)
@@ -371,7 +344,7 @@ class Controller:
                         await asyncio.sleep(0)  # heartbeats answered between parts
                     changed |= m.absorb(part)
                 if d.full:
-                    _freeze_heap()
+                    model.freeze_heap()
                 full = full or d.full
         self._seen = seen
         instances, hosts = self.soft.take_changes()
@@ -389,7 +362,7 @@ class Controller:
             gone |= self.routes.keys() - m.apps.keys()
         await self._pass(sorted(dirty - gone), gone, now)
         if full:
-            _freeze_heap()
+            model.freeze_heap()
         return True
 
     async def _pass(self, apps: list[str], gone: set[str], now: float) -> None:
@@ -469,7 +442,7 @@ class Controller:
                 [w for name in apps for w in placeable[name]],
                 old,
                 [self._info(h) for h in sorted(self._live)],
-                _new_instance_id,
+                new_instance_id,
                 reserved,
                 count,
                 apps=apps,
@@ -618,20 +591,3 @@ class Controller:
         self.route_version = delta.version
         if self.publisher is not None:
             await self.publisher.publish("routes", delta)
-
-
-def _freeze_heap() -> None:
-    """Take what is alive now (the model, assignments and routes of every
-    app, which live until they change) out of the cyclic collector's sight.
-
-    A collection scans what its generations hold: at 50,000 instances one
-    of the young generations, set off mid-pass, held the loop (and every
-    heartbeat) for 250-350 ms, and a full one scans the whole heap
-    (measured with bench/loopprobe.py). Frozen objects are still freed by
-    reference counting when they change; only cycles among them would stay.
-    """
-    gc.freeze()
-
-
-def _new_instance_id(w: Want, idx: int) -> str:
-    return f"{w.app}-{w.process_type}-{idx}-v{w.release}-{secrets.token_hex(3)}"

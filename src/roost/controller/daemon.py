@@ -18,7 +18,7 @@ from roost.controller.apitls import ApiTlsError, api_certificate, api_url
 from roost.controller.astore import AsyncStore
 from roost.controller.backups import Backups, backupds_of
 from roost.controller.bootstrap import NotAdmin, bootstrap_admin
-from roost.controller.core import Controller
+from roost.controller.core import TICK_S, Controller
 from roost.controller.cronrunner import CronRunner
 from roost.controller.platformsnap import PlatformFiles
 from roost.controller.secretbox import FERNET_FILE, SecretBox, SecretError
@@ -143,7 +143,7 @@ async def serve(
                     tg.create_task(controller.lease_loop()),
                     tg.create_task(controller.reconcile_loop()),
                     tg.create_task(controller.housekeeping_loop()),
-                    tg.create_task(controller.hosts_loop()),
+                    tg.create_task(controller.hosts_heard.loop(TICK_S)),
                     tg.create_task(service.copy_loop()),
                     tg.create_task(service.queue_loop()),
                     tg.create_task(service.release_phase.loop()),

@@ -30,6 +30,7 @@ the few that changed cost.
 from __future__ import annotations
 
 import heapq
+import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -241,3 +242,8 @@ def _restore_spread(
             )
         )
         cap.add(dest.host_id, w.memory_mb)
+
+
+def new_instance_id(w: Want, idx: int) -> str:
+    """A new placement's id: readable (app, type, index, release) and unique."""
+    return f"{w.app}-{w.process_type}-{idx}-v{w.release}-{secrets.token_hex(3)}"

@@ -162,7 +162,7 @@ class ControllerService:
         came_back = c.soft.record(msg, time.monotonic())
         if came_back:
             log.info("host %s (%s) is up", msg.host_id, msg.hostname)
-            c.note_host(msg)  # written to the hosts table by Controller.hosts_loop
+            c.hosts_heard.note(msg)  # written to the hosts table by its loop
             c.wake.set()
         elif c.soft.generation != generation and c.is_leader:
             # Something a pass depends on moved (an instance came up, one
