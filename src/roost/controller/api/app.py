@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 
 from roost import __version__
 from roost.controller import metrics
@@ -25,6 +27,12 @@ from roost.controller.api import (
 from roost.controller.core import Controller
 from roost.controller.ratelimit import LoginGuard
 from roost.controller.service import ControllerService
+
+log = logging.getLogger("roost.controller.api")
+
+# What a client is told to wait before trying again while the state database
+# is unreachable: a Patroni failover ends within its ttl (15 s).
+DB_RETRY_AFTER_S = 5
 
 
 def create_api(
@@ -45,6 +53,20 @@ def create_api(
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse(
             {"message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @api.exception_handler(OperationalError)
+    async def database_unavailable(_: Request, exc: OperationalError) -> JSONResponse:
+        # The state database is down or failing over (its primary's host
+        # died, the connection broke mid-request): a transient state of the
+        # platform, not a bug in the request, so 503 and when to retry, as
+        # for any other role that is down. Nothing was committed that the
+        # caller was told of: a failed commit is never retried here.
+        log.warning("state database unavailable: %s", exc.orig)
+        return JSONResponse(
+            {"message": "the state database is unavailable (a failover may be under way): retry"},
+            status_code=503,
+            headers={"Retry-After": str(DB_RETRY_AFTER_S)},
         )
 
     @api.exception_handler(RequestValidationError)
