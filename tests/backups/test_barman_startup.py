@@ -26,6 +26,9 @@ class OneHost(SimpleNamespace):
     def clusters(self) -> dict[str, tuple[Any, PgSource]]:
         return {"sh1": (None, self.source)}
 
+    def names(self) -> dict[str, list[str]]:
+        return {}  # its key's name is its id
+
     async def report(self, event: Any) -> None:
         raise AssertionError(f"nothing to report: {event}")
 

@@ -87,12 +87,18 @@ class OneHost:
 
     source: PgSource
     events: list[BackupEvent] = field(default_factory=list)
+    id: str = "sh1"
+    # key name -> ids answering by it (Pullers.names): {} when its name is its id
+    old: dict[str, list[str]] = field(default_factory=dict)
 
     def clusters(self) -> dict[str, tuple[Any, PgSource]]:
-        return {"sh1": (None, self.source)}
+        return {self.id: (None, self.source)}
 
     def where(self, app: str) -> Where | None:
-        return Where("sh1", None, postgres=self.source, database="app")  # type: ignore[arg-type]
+        return Where(self.id, None, postgres=self.source, database="app")  # type: ignore[arg-type]
+
+    def names(self) -> dict[str, list[str]]:
+        return self.old
 
     async def report(self, event: BackupEvent) -> None:
         self.events.append(event)
@@ -178,3 +184,30 @@ async def test_a_new_cluster_gets_a_new_barman_server(layout: Layout) -> None:
             again = Clusters(barman, host, dict)  # type: ignore[arg-type]
             assert again.current("sh1") == "sh1-g2"
     assert processes_under(layout.data_dir) == []
+
+
+async def test_a_cluster_recorded_under_the_key_name_goes_on_under_the_hosts_id(
+    layout: Layout,
+) -> None:
+    """An older backupd named the servicehost by its key's name; named by its
+    id now, it keeps the Barman server and the slot it streams through (a new
+    one would leave the old slot holding WAL on the servicehost for ever)."""
+    with pg_source() as src:
+        sid = _systemid(src)
+        host = OneHost(src.pg, id="servicehost")
+        async with OwnSlotBarman(layout, backupd="bak1") as barman:
+            clusters = Clusters(barman, host, dict)  # type: ignore[arg-type]
+            first = await clusters.stage("servicehost", layout.root, "capture")
+            slot = barman.slot("servicehost")
+        host.id, host.old = "10.0.0.2", {"servicehost": ["10.0.0.2"]}
+        async with OwnSlotBarman(layout, backupd="bak1") as barman:
+            clusters = Clusters(barman, host, dict)  # type: ignore[arg-type]
+            await clusters.ensure()
+            assert clusters.generations() == {"10.0.0.2": [("servicehost", sid)]}
+            assert list(barman.servers) == ["servicehost"]
+            assert not barman.servers["servicehost"].retired
+            assert barman.slot("servicehost") == slot and host.events == []
+            second = await clusters.stage("10.0.0.2", layout.root, "capture")
+            assert second.facts["server"] == "servicehost"
+            assert second.facts["end"] >= first.facts["end"]
+            assert await clusters.check(SimpleNamespace(facts=second.facts)) == []

@@ -29,6 +29,9 @@ class OneHost:
     def clusters(self) -> dict[str, tuple[Any, PgSource]]:
         return {"sh1": (None, self.source)}
 
+    def names(self) -> dict[str, list[str]]:
+        return {}  # its key's name is its id
+
     async def report(self, event: BackupEvent) -> None:
         self.events.append(event)
 

@@ -74,6 +74,27 @@ def advance(
     return [*history, (generation_name(host_id, len(history) + 1), systemid)]
 
 
+def inherit(
+    history: Mapping[str, Sequence[tuple[str, str]]],
+    host_id: str,
+    old: str,
+    systemid: str,
+    alone: bool,
+) -> bool:
+    """Whether the servicehost `host_id` takes on the clusters an older
+    backupd recorded under its key's name `old`, Barman servers, slots and
+    all (new ones beside them would leave the old slot holding WAL on the
+    servicehost for ever, and the window would start again): when its
+    cluster's system identifier is the one recorded last, or, either not
+    known, when it is `alone` in answering by that name. Pure."""
+    if host_id == old or host_id in history or not history.get(old):
+        return False
+    last_id = history[old][-1][1]
+    if last_id and systemid:
+        return last_id == systemid
+    return alone
+
+
 def slot_name(server: str) -> str:
     """The slot every backupd's Barman server used when only one backupd
     pulled a cluster: still that of a Barman server made then."""

@@ -25,7 +25,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +163,28 @@ def summary(records: Iterable[Record]) -> list[BackupEntry]:
     out = list(newest_any.values())
     out += [e for k, e in newest_ok.items() if newest_any[k].id != e.id]
     return sorted(out, key=lambda e: (e.app, e.kind, e.taken_at))
+
+
+def renamed(
+    records: Iterable[Record],
+    names: Mapping[str, Sequence[str]],
+    holder: Callable[[str], str | None],
+) -> list[Record]:
+    """The records an older backupd kept under a servicehost's key name
+    (`names`: key name -> ids of the servicehosts answering by it, as
+    sources.old_names), with the servicehost's id as their source: the one
+    servicehost of that name, else the app's holder among them now. One
+    that cannot be told (a base backup of two alike) stays as it was: only
+    the schedule reads a base backup's source. Pure."""
+    out = []
+    for r in records:
+        ids = names.get(r.source)
+        if not ids or r.source in ids:
+            continue
+        new = ids[0] if len(ids) == 1 else (holder(r.entry.app) if r.entry.app else None)
+        if new in ids:
+            out.append(msgspec.structs.replace(r, source=new))
+    return out
 
 
 def undrilled(records: Iterable[Record]) -> list[Record]:

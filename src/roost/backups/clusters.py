@@ -53,6 +53,7 @@ import psycopg
 
 from roost.backups import pitr
 from roost.backups.barman import Barman, BarmanError, ServerConfig, advance, server_name
+from roost.backups.barmanconf import inherit
 from roost.backups.pgfacts import PgConn
 from roost.backups.restore import Recovered, RestoreRefused
 from roost.backups.retention import Policy, widest
@@ -132,9 +133,15 @@ class Clusters:
         server (said in the log and to the controllers)."""
         gens = self.generations()
         changed, dirty = [], False
+        names = self.pullers.names()
         for host, (_ep, source) in sorted(self.pullers.clusters().items()):
+            sid = await systemid(source)
+            old = next((n for n, ids in names.items() if host in ids), host)
+            if inherit(gens, host, old, sid, len(names.get(old, [])) == 1):
+                gens[host], dirty = gens.pop(old), True
+                log.info("servicehost %s: its clusters were recorded as %s's", host, old)
             before = gens.get(host, [])
-            after = advance(before, host, await systemid(source))
+            after = advance(before, host, sid)
             if after == before:
                 continue
             gens[host], dirty = after, True

@@ -39,7 +39,7 @@ from pathlib import Path
 from roost import aio
 from roost.backups import metrics
 from roost.backups.barman import Barman
-from roost.backups.catalog import Catalog, CatalogError
+from roost.backups.catalog import Catalog, CatalogError, renamed
 from roost.backups.clusters import Clusters
 from roost.backups.drill import Drills
 from roost.backups.hostrestore import HostRestorer
@@ -239,6 +239,7 @@ class Backupd:
         """Ask the sources what exists every REFRESH_S (and keep Barman in step)."""
         while True:
             await self.jobs.pullers.refresh()
+            self.rename_sources()
             if self.on_refresh is not None:
                 try:
                     await self.on_refresh()
@@ -246,6 +247,20 @@ class Backupd:
                     log.exception("could not follow the sources' changes")
             self.refreshed.set()
             await asyncio.sleep(REFRESH_S)
+
+    def rename_sources(self) -> None:
+        """Records an older backupd kept under a servicehost's key name, under
+        its id now (catalog.renamed): once, as each servicehost is heard."""
+        pullers = self.jobs.pullers
+
+        def holder(app: str) -> str | None:
+            w = pullers.where(app)
+            return w.host if w is not None else None
+
+        for rec in renamed(self.catalog.records(), pullers.names(), holder):
+            log.info("%s: pulled from servicehost %s (recorded as %s)", rec.id, rec.source,
+                     self.catalog.get(rec.id).source)  # fmt: skip
+            self.catalog.put(rec)
 
     def _runs(self) -> dict[Job, Run]:
         return {**runs_from(self.catalog.records()), **self._housekeeping, **self._archived}

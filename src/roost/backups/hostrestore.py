@@ -42,7 +42,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -53,7 +53,7 @@ from roost.backups.jobs import Jobs
 from roost.backups.locations import RepoError
 from roost.backups.pgfacts import FactsError
 from roost.backups.restore import Restorer, RestoreRefused
-from roost.backups.sources import SourceError, Where
+from roost.backups.sources import SourceError, Where, source_id
 from roost.wire.cluster import Endpoint
 from roost.wire.messages import (
     APP_SUSPENDED,
@@ -70,7 +70,8 @@ from roost.wire.messages import (
 
 log = logging.getLogger("roost.backups")
 
-HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# A key's name, a machine's name or an address (IPv6's too: an id in a cluster).
+HOST_RE = re.compile(r"^[A-Za-z0-9\[][A-Za-z0-9_.:\[\]-]{0,63}$")
 KIND_OF: dict[str, BackupKind] = {"postgres": "pgdump", "redis": "redis"}
 WHAT = {"pgdump": "database", "redis": "Redis", "data": "data directory"}
 ORDER = ("pgdump", "redis", "data")
@@ -92,17 +93,18 @@ def state_file(host_id: str) -> str:
     return f"servicehosts/{host_id}.json"
 
 
-def platform_candidates(records: Iterable[Record], host_id: str) -> list[Record]:
-    """The platform backups that recorded the servicehost, newest first
+def platform_candidates(records: Iterable[Record], host_id: str, *aliases: str) -> list[Record]:
+    """The platform backups that recorded the servicehost, under its id or
+    an alias (its key's name, as an older backupd recorded it), newest first
     (failed ones aside: their bytes may not be whole). Pure."""
-    name = state_file(host_id)
+    names = {state_file(h) for h in (host_id, *aliases)}
     found = [
         r
         for r in records
         if r.entry.kind == "platform"
         and r.entry.state != "failed"
         and "local" in r.snapshots
-        and name in r.facts.get("files", {})
+        and names & r.facts.get("files", {}).keys()
     ]
     return sorted(found, key=lambda r: (r.entry.taken_at, r.id), reverse=True)
 
@@ -124,16 +126,20 @@ class Step:
 
 
 def choose(
-    records: Iterable[Record], host_id: str, services: Iterable[tuple[str, str]]
+    records: Iterable[Record],
+    host_id: str,
+    services: Iterable[tuple[str, str]],
+    aliases: Collection[str] = (),
 ) -> list[Step]:
     """What to restore onto the servicehost: per service it held, the
     app's newest verified backup of it; per app whose data directory was
-    pulled from it, the newest verified one of those. Pure."""
+    pulled from it (recorded under its id or an alias), the newest verified
+    one of those. Pure."""
     records = list(records)
     steps = [
         Step(app, KIND_OF[svc], newest(records, app, KIND_OF[svc], True)) for app, svc in services
     ]
-    here = [r for r in records if r.source == host_id and r.entry.kind == "data"]
+    here = [r for r in records if r.source in {host_id, *aliases} and r.entry.kind == "data"]
     for app in sorted({r.entry.app for r in here}):
         steps.append(Step(app, "data", newest(here, app, "data", verified=True)))
     return sorted(steps, key=lambda s: (s.app, ORDER.index(s.kind)))
@@ -166,12 +172,17 @@ class HostRestorer:
     restorer: Restorer
 
     async def __call__(self, msg: BackupHostRestore) -> BackupHostRestored:
-        host_id = msg.host
-        if not HOST_RE.match(host_id):
-            raise RestoreRefused(f"{host_id!r} is not a servicehost's name")
-        ep, src = await self._fresh(host_id)
-        platform, raw, services = await self._state(host_id)
-        steps = choose(self.jobs.catalog.records(), host_id, sorted(services))
+        if not HOST_RE.match(msg.host):
+            raise RestoreRefused(f"{msg.host!r} is not a servicehost's name")
+        ep, src = await self._fresh(msg.host)
+        # Named by its id from here on (it may have been asked by its key's
+        # name); what an older backupd recorded under that name is its own
+        # only while no other servicehost answers by the name too.
+        host_id = source_id(src)
+        shared = len(self.jobs.pullers.names().get(src.host_id, [])) > 1
+        aliases = [src.host_id] if src.host_id != host_id and not shared else []
+        platform, raw, services = await self._state(host_id, aliases)
+        steps = choose(self.jobs.catalog.records(), host_id, sorted(services), aliases)
         rid = restore_id()
         try:
             took = await self.jobs.pullers.restore_host(
@@ -234,7 +245,7 @@ class HostRestorer:
         silent = await pullers.refresh()
         found = pullers.host(host_id)
         if found is None or found[0].address in silent:
-            named = ", ".join(sorted({s.host_id for s in pullers.seen.values()})) or "none"
+            named = ", ".join(sorted({source_id(s) for s in pullers.seen.values()})) or "none"
             raise RestoreRefused(f"no servicehost {host_id!r} answers (those that do: {named})")
         ep, src = found
         held = sorted(
@@ -247,18 +258,21 @@ class HostRestorer:
             )
         return ep, src
 
-    async def _state(self, host_id: str) -> tuple[Record, bytes, set[tuple[str, str]]]:
+    async def _state(
+        self, host_id: str, aliases: Sequence[str]
+    ) -> tuple[Record, bytes, set[tuple[str, str]]]:
         """The newest platform backup that recorded the servicehost holding
         services, its state.json (checked against its hash) and those services."""
-        name = state_file(host_id)
-        for rec in platform_candidates(self.jobs.catalog.records(), host_id):
+        for rec in platform_candidates(self.jobs.catalog.records(), host_id, *aliases):
+            files = rec.facts["files"]
+            name = next(n for n in map(state_file, (host_id, *aliases)) if n in files)
             try:
                 raw = await self.jobs.repos.local.dump(rec.snapshots["local"], f"platform/{name}")
             except RepoError as exc:
                 raise RestoreRefused(
                     f"{rec.id}: the servicehost's state cannot be read: {exc}"
                 ) from None
-            if hashlib.sha256(raw).hexdigest() != rec.facts["files"][name]:
+            if hashlib.sha256(raw).hexdigest() != files[name]:
                 raise RestoreRefused(
                     f"{rec.id}: the servicehost's state is not what was backed up (its hash "
                     "differs): the repository is damaged; nothing was changed"
@@ -282,7 +296,7 @@ class HostRestorer:
                 message=f"no verified backup of its {what}: it comes back empty",
             )  # fmt: skip
         where = Where(
-            host=src.host_id, endpoint=ep, postgres=src.postgres,
+            host=source_id(src), endpoint=ep, postgres=src.postgres,
             database=src.postgres.databases.get(step.app, "") if src.postgres else "",
             redis=next((r for r in src.redis if r.app == step.app), None), data=True,
         )  # fmt: skip

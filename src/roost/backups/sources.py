@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -57,6 +58,25 @@ RESTORE_STEP_TIMEOUT_S = 1800.0
 
 class SourceError(Exception):
     """A source could not be asked, or refused (the message says which and why)."""
+
+
+def source_id(src: BackupSource) -> str:
+    """The servicehost's id, as the controller records it holding an app's
+    services (its identity's host); its key's name from an older servicehost.
+    Key names are no ids: every host made by `roost cluster init` is
+    'servicehost', and two named alike would be one in the catalog."""
+    return src.holder_id or src.host_id
+
+
+def old_names(seen: Iterable[BackupSource]) -> dict[str, list[str]]:
+    """Key name -> the ids of the servicehosts answering by it, for names an
+    older backupd named servicehosts by (records and clusters under such a
+    name are theirs: catalog.renamed, clusters.inherit). Pure."""
+    out: dict[str, list[str]] = {}
+    for src in seen:
+        if src.holder_id and src.holder_id != src.host_id:
+            out.setdefault(src.host_id, []).append(src.holder_id)
+    return {n: sorted(set(ids)) for n, ids in out.items()}
 
 
 @dataclass
@@ -147,7 +167,7 @@ class Pullers:
             ep = next((e for e in self.cluster.of("servicehost") if e.address == address), None)
             if ep is None:
                 continue
-            w = Where(src.host_id, ep)
+            w = Where(source_id(src), ep)
             if src.postgres is not None and app in src.postgres.databases:
                 w.postgres, w.database = src.postgres, src.postgres.databases[app]
             w.redis = next((r for r in src.redis if r.app == app), None)
@@ -168,7 +188,7 @@ class Pullers:
         for address, src in self.seen.items():
             ep = next((e for e in self.cluster.of("servicehost") if e.address == address), None)
             if ep is not None and src.postgres is not None:
-                out[src.host_id] = (ep, src.postgres)
+                out[source_id(src)] = (ep, src.postgres)
         return out
 
     def sources(self) -> Sources:
@@ -222,12 +242,23 @@ class Pullers:
         return reply
 
     def host(self, host_id: str) -> tuple[Endpoint, BackupSource] | None:
-        """The servicehost `host_id` and its last answer (None: none gave one)."""
+        """The servicehost `host_id` and its last answer (None: none gave one).
+        Its key's name, as an older backupd named it, is taken too when one
+        servicehost only answers by it (two alike are not told apart)."""
+        found = []
         for address, src in self.seen.items():
             ep = next((e for e in self.cluster.of("servicehost") if e.address == address), None)
-            if ep is not None and src.host_id == host_id:
-                return ep, src
-        return None
+            if ep is not None:
+                found.append((ep, src))
+        by_id = [f for f in found if source_id(f[1]) == host_id]
+        by_name = [f for f in found if f[1].host_id == host_id]
+        if by_id:
+            return by_id[0]
+        return by_name[0] if len(by_name) == 1 else None
+
+    def names(self) -> dict[str, list[str]]:
+        """old_names of the servicehosts' last answers."""
+        return old_names(self.seen.values())
 
     async def restore_host(self, ep: Endpoint, msg: ServiceHostRestore) -> ServiceHostRestored:
         reply = await self._ask(self.servicehost(ep), msg, RESTORE_STEP_TIMEOUT_S, "host restore")

@@ -31,7 +31,7 @@ from roost.backups.layout import Layout
 from roost.backups.locations import run_tool
 from roost.backups.pgfacts import FactsError, dump_with_facts
 from roost.backups.restic import free_bytes
-from roost.backups.sources import Pullers
+from roost.backups.sources import Pullers, source_id
 from roost.wire.messages import BackupKind, RedisSource
 
 TOOL_TIMEOUT_S = 3600.0
@@ -152,7 +152,7 @@ class Stager:
             dest.write_bytes(data)
         for src in self.pullers.seen.values():
             if src.state_json:
-                dest = _inside(root, f"servicehosts/{src.host_id}.json")
+                dest = _inside(root, f"servicehosts/{source_id(src)}.json")
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(src.state_json)
         await stage_images(self.pullers.node, self.pullers.cluster, self.layout, root)

@@ -81,6 +81,7 @@ class BackupSources:
         ]
         return BackupSource(
             host_id=host.name,
+            holder_id=host.host_id,
             postgres=postgres,
             redis=redis,
             data_apps=self.appdata.apps(),

@@ -726,7 +726,10 @@ class RedisSource(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class BackupSource(Msg, frozen=True, kw_only=True):
-    host_id: str  # which servicehost this is
+    host_id: str  # which servicehost this is: its key's name ('servicehost' on every host)
+    # Its id to the controllers (its identity's host: ServiceHostStatus.host_id),
+    # what backupd names it by; "" from an older servicehost (then host_id).
+    holder_id: str = ""
     postgres: PgSource | None = None
     redis: list[RedisSource] = []
     data_apps: list[str] = []  # apps with a data directory
