@@ -15,7 +15,6 @@ when it came back whole; one that came back empty stays suspended.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,16 +26,7 @@ import pytest
 from roost.backups.daemon import Backupd
 from roost.backups.drill import manifest
 from roost.backups.layout import Layout
-from roost.backups.sources import Pullers
-from roost.controller.astore import AsyncStore
-from roost.controller.core import Controller
-from roost.controller.platformsnap import PlatformFiles
-from roost.controller.service import ControllerService
 from roost.controller.store import Store
-from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
-from roost.wire.cluster import ClusterConfig, Endpoint
-from roost.wire.keys import generate_keypair
 from roost.wire.messages import (
     BackupHostRestore,
     BackupHostRestored,
@@ -44,9 +34,8 @@ from roost.wire.messages import (
     ServiceCredentials,
     ServiceHostRestore,
 )
-from roost.wire.node import Node
-from roost.wire.rpc import RemoteError, RpcServer
-from tests.backups.backupdkit import backupd_at, servicehost_and_base
+from roost.wire.rpc import RemoteError
+from tests.backups.backupdkit import backupd_and_controller, servicehost_and_base
 from tests.servicehost.backupkit import as_app, provision, redis_cli
 from tests.servicehost.harness import Servicehost
 
@@ -69,34 +58,9 @@ class World:
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
     async with servicehost_and_base("roost-hostrestore-") as (sh, base):
-        url = sqlite_url(base / "state.db")
-        migrate(url)
-        ctl = Store(make_engine(url))
-        store = AsyncStore(ctl)
-        core = Controller(store, Settings(), "c1")
-        controller = ControllerService(core, None, platform=PlatformFiles(base, url))
         assert sh.backupd_keys is not None
-        ctl_keys = generate_keypair()
-        async with Node(ctl_keys, [sh.backupd_keys.public]) as ctl_node:
-            ctl_server = RpcServer(ctl_node, "tcp://127.0.0.1:*", controller.handle)
-            cluster = ClusterConfig(
-                endpoints={
-                    "servicehost": [sh.endpoint],
-                    "controller": [Endpoint(ctl_server.address, ctl_keys.public_text)],
-                }
-            )
-            async with Node(sh.backupd_keys, [ctl_keys.public]) as bk_node:
-                layout = Layout(base / "bk")
-                pullers = Pullers(bk_node, cluster)
-                backupd = await backupd_at(layout, pullers)
-                serving = asyncio.create_task(ctl_server.serve())
-                try:
-                    yield World(sh, backupd, layout, ctl)
-                finally:
-                    await pullers.close()
-                    serving.cancel()
-                    await asyncio.wait([serving])
-        await store.aclose()
+        async with backupd_and_controller(base, sh.backupd_keys, [sh.endpoint]) as (backupd, ctl):
+            yield World(sh, backupd, backupd.layout, ctl)
 
 
 def rows(pg: ServiceCredentials) -> list[str]:

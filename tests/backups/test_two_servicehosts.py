@@ -14,9 +14,7 @@ back its apps only, leaving the other's untouched.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,22 +24,10 @@ import pytest
 
 from roost.backups.daemon import Backupd
 from roost.backups.hostrestore import state_file
-from roost.backups.layout import Layout
-from roost.backups.sources import Pullers
-from roost.controller.astore import AsyncStore
-from roost.controller.core import Controller
-from roost.controller.platformsnap import PlatformFiles
-from roost.controller.service import ControllerService
 from roost.controller.store import Store
-from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
-from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.identity import identity, load_peers, save_peers
-from roost.wire.keys import generate_keypair
 from roost.wire.messages import BackupHostRestore, BackupHostRestored, Error, ServiceCredentials
-from roost.wire.node import Node
-from roost.wire.rpc import RpcServer
-from tests.backups.backupdkit import backupd_at
+from tests.backups.backupdkit import backupd_and_controller, servicehosts_and_base
 from tests.servicehost.backupkit import as_app, provision
 from tests.servicehost.harness import Servicehost
 
@@ -62,46 +48,11 @@ async def world() -> AsyncIterator[World]:
     assert a.backupd_keys is not None
     # One backupd pulls from both: svc-b admits svc-a's backupd key too.
     save_peers(b.keys, {**load_peers(b.keys), a.backupd_keys.public: identity("backupd", "svc-a")})
-    base = Path(tempfile.mkdtemp(prefix="roost-twohosts-"))
-    base.chmod(0o711)  # the drills' scratch servers run as roost-backup
-    try:
-        for sh in hosts.values():
-            sh.start()
-        await asyncio.gather(*(sh.wait_postgres_up() for sh in hosts.values()))
-        url = sqlite_url(base / "state.db")
-        migrate(url)
-        ctl = Store(make_engine(url))
-        store = AsyncStore(ctl)
-        core = Controller(store, Settings(), "c1")
-        controller = ControllerService(core, None, platform=PlatformFiles(base, url))
-        ctl_keys = generate_keypair()
-        async with Node(ctl_keys, [a.backupd_keys.public]) as ctl_node:
-            ctl_server = RpcServer(ctl_node, "tcp://127.0.0.1:*", controller.handle)
-            cluster = ClusterConfig(
-                endpoints={
-                    "servicehost": [a.endpoint, b.endpoint],
-                    "controller": [Endpoint(ctl_server.address, ctl_keys.public_text)],
-                }
-            )
-            async with Node(a.backupd_keys, [ctl_keys.public]) as bk_node:
-                pullers = Pullers(bk_node, cluster)
-                backupd = await backupd_at(Layout(base / "bk"), pullers)
-                serving = asyncio.create_task(ctl_server.serve())
-                try:
-                    yield World(hosts, backupd, ctl)
-                finally:
-                    await pullers.close()
-                    serving.cancel()
-                    await asyncio.wait([serving])
-        await store.aclose()
-    except BaseException:
-        for sh in hosts.values():
-            print(sh.tail())
-        raise
-    finally:
-        for sh in hosts.values():
-            sh.cleanup()
-        shutil.rmtree(base, ignore_errors=True)
+    async with (
+        servicehosts_and_base("roost-twohosts-", a, b) as base,
+        backupd_and_controller(base, a.backupd_keys, [a.endpoint, b.endpoint]) as (backupd, ctl),
+    ):
+        yield World(hosts, backupd, ctl)
 
 
 def appdata(sh: Servicehost, app: str) -> Path:
