@@ -68,9 +68,27 @@ def check_reachable(user: str, uid: int, path: Path) -> None:
             )
 
 
-def chown_tree(root: Path, uid: int, gid: int) -> None:
-    """Give a tree we created to `uid`:`gid`, never following a symlink."""
-    os.lchown(root, uid, gid)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            os.lchown(os.path.join(dirpath, name), uid, gid)
+def chown_tree(root: Path, uid: int, gid: int, *, include_root: bool = True) -> None:
+    """Give a tree to `uid`:`gid`; no link is followed, even if the tree
+    changes meanwhile.
+
+    Trees given this way are written by tenants (an app's data directory
+    while its other instances run, a build's workspace), as root: a
+    directory swapped for a link to /etc, or to another app's data, between
+    listing it and changing what is in it, would make a path-based chown
+    change what the link points at. So each directory is opened once
+    (os.fwalk checks that what it opened is what it listed, and descends
+    into no link), and each entry is changed relative to its directory's
+    descriptor without following a link. Entries already owned are left
+    (no write, no ctime change); one removed meanwhile is skipped.
+    """
+    if include_root:
+        os.lchown(root, uid, gid)
+    for _dirpath, dirnames, filenames, dirfd in os.fwalk(root, follow_symlinks=False):
+        for name in (*dirnames, *filenames):
+            try:
+                st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+                if st.st_uid != uid or st.st_gid != gid:
+                    os.chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roost.runner.layout import Layout, safe_name
+from roost.sysuser import chown_tree
 from roost.tenant.cgroups import Limits
 from roost.tenant.identity import Identity, IdentityError, identity_for
 from roost.tenant.launch import TenantSpec
@@ -175,10 +176,6 @@ def prepare_dirs(
 
 
 def give_tree(ident: Identity, root: Path) -> None:
-    """Everything under `root` becomes the app's (lchown: links are not followed)."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            if st.st_uid != ident.uid or st.st_gid != ident.gid:
-                os.lchown(path, ident.uid, ident.gid)
+    """Everything under `root` becomes the app's, as its instances may be
+    changing it (`sysuser.chown_tree`: no link followed, even mid-walk)."""
+    chown_tree(root, ident.uid, ident.gid, include_root=False)
