@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import psycopg
 import pytest
 
@@ -93,6 +94,13 @@ async def test_each_apps_backups_come_from_its_holder_and_a_host_restore_touches
         ("two", "data"): "svc-b",
         ("", "platform"): "controller",
     }
+    # What an older backupd kept under the key name both answer by goes to
+    # the app's holder (as the sources loop does after each refresh).
+    for r in jobs.catalog.records():
+        if r.entry.kind == "data":
+            jobs.catalog.put(msgspec.structs.replace(r, source="servicehost"))
+    world.backupd.rename_sources()
+    assert {(r.entry.app, r.entry.kind): r.source for r in jobs.catalog.records()} == got
     # The platform backup keeps each servicehost's state, under its id.
     platform = next(r for r in jobs.catalog.records() if r.entry.kind == "platform")
     assert {state_file("svc-a"), state_file("svc-b")} <= platform.facts["files"].keys()
