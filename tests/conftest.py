@@ -7,7 +7,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -68,6 +68,18 @@ def _quiet_env() -> None:
     # own nftables ruleset; tests/cluster (a namespace per host) and the
     # firewall's tests (tests/runner/test_firewall*.py) apply it in theirs.
     os.environ.setdefault("ROOST_FIREWALL", "off")
+
+
+@pytest.fixture(autouse=True)
+def _umask_kept() -> Iterator[None]:
+    """Each test gives back the process umask it found: a command run in
+    this process (CliRunner) may set a daemon's private one (077,
+    `roost.daemonize`), and a later test on the same worker would then make
+    directories the service users cannot walk into."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield
+    os.umask(old)
 
 
 def remove_empty_tenant_cgroups(

@@ -6,10 +6,8 @@ files written are checked by systemd's own `systemd-analyze verify`.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -182,17 +180,6 @@ def test_cluster_join_with_systemd_writes_the_hosts_roles_and_install_finds_them
     assert sorted(p.name for p in again.iterdir()) == names
 
 
-@pytest.fixture
-def umask_kept() -> Iterator[None]:
-    """The command sets the private umask of a daemon (roost.daemonize), as
-    a CLI process may; the tests after it in this process keep theirs."""
-    old = os.umask(0o022)
-    os.umask(old)
-    yield
-    os.umask(old)
-
-
-@pytest.mark.usefixtures("umask_kept")
 def test_install_on_a_fresh_data_directory_prepares_it_as_roost_up_would(tmp_path: Path) -> None:
     data, out, env = tmp_path / "data", tmp_path / "units", tmp_path / "roost.env"
     args = ["--data", str(data), "install", "--dir", str(out), "--env-file", str(env)]
