@@ -382,9 +382,10 @@ def join(
         for path in written:
             console.print(f"wrote {path}")
         for line in install.next_steps(plan, systemd_dir):
-            console.print(f"  {line}")
+            console.print(f"  {line}", soft_wrap=True)
     for role in roles if not systemd else [r for r in roles if r not in daemons]:
-        console.print(f"Start it with: roost --data {data} {role}")
+        # soft_wrap: a command to copy is never cut at the terminal's width.
+        console.print(f"Start it with: roost --data {data} {role}", soft_wrap=True)
 
 
 def _write(dest: Path, content: bytes) -> None:
