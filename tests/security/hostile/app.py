@@ -1,6 +1,7 @@
 """A hostile tenant: its WSGI app runs the probes on request; importing it at
-build time (the builder's import check) runs them too, and leaves a process
-behind that tries to outlive the build."""
+build time (the builder's import check, which runs because the app has a
+release phase: its Procfile) runs them too, and leaves a process behind that
+tries to outlive the build."""
 
 from __future__ import annotations
 
