@@ -37,7 +37,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -51,6 +50,7 @@ from roost.runner import shim
 from roost.runner import shimproto as protocol
 from roost.runner.layout import safe_name
 from roost.runner.logbuffer import LineSplitter
+from roost.runner.outtail import Tail
 from roost.tenant.launch import Prepared
 from roost.wire.messages import InstanceAssignment, InstanceState
 
@@ -248,7 +248,7 @@ class Child:
         The tail is the last lines of stderr, or of stdout when stderr was empty.
         Cancelled, it lets go of the shim and the instance runs on.
         """
-        tails = {"stdout": deque[str](maxlen=TAIL_LINES), "stderr": deque[str](maxlen=TAIL_LINES)}
+        tails = {"stdout": Tail(TAIL_LINES), "stderr": Tail(TAIL_LINES)}
         splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
         if self.status.dropped:
             sink("stderr", f"[{self.status.dropped} bytes of output lost while no runner read it]")
@@ -266,18 +266,18 @@ class Child:
                 if isinstance(msg, tuple):
                     stream, data = msg
                     for line in splitters[stream].feed(data):
-                        tails[stream].append(line)
+                        tails[stream].add(line)
                         sink(stream, line)
         except asyncio.CancelledError:
             self._writer.close()
             raise
         for stream, splitter in splitters.items():
             for line in splitter.flush():
-                tails[stream].append(line)
+                tails[stream].add(line)
                 sink(stream, line)
         self._finish(rc)
         await self._collect()
-        return self.returncode, list(tails["stderr"] or tails["stdout"])
+        return self.returncode, (tails["stderr"] or tails["stdout"]).lines()
 
     def _finish(self, rc: int | None) -> None:
         """It exited: read the OOM counter, then end the cgroup."""
