@@ -96,7 +96,11 @@ class CronRunner:
             while True:
                 await asyncio.sleep(self.tick_s)
                 if not self.c.is_leader:
-                    self.since = None
+                    # `since` is kept: a holder whose renewal was only slow
+                    # (is_leader lapses until it lands) keeps its token, and
+                    # looking a catch-up window back again would run slots
+                    # of jobs added since, from before they existed. A new
+                    # token resets it in `tick`.
                     continue
                 try:
                     await self.tick(tg)
