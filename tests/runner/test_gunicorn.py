@@ -60,8 +60,16 @@ async def test_gunicorn_answers_on_unix_socket_and_tcp_port(tmp_path: Path) -> N
         async with httpx.AsyncClient(transport=uds) as client:
             r = await client.get("http://app/")
         assert r.status_code == 200 and r.text.startswith("hello from web.1")
+
         # gunicorn's arbiter and its two workers, all in the instance's group.
-        tree = [psutil.Process(rec.pid), *psutil.Process(rec.pid).children(recursive=True)]
+        # Up means it answers: the first worker does before the arbiter has
+        # forked the second, so wait for it.
+        def family() -> list[psutil.Process]:
+            arbiter = psutil.Process(rec.pid)
+            return [arbiter, *arbiter.children(recursive=True)]
+
+        await eventually(lambda: len(family()) == 3, timeout=30, what="gunicorn's two workers")
+        tree = family()
         assert len(tree) == 3 and all(p.pid == rec.pid or p.ppid() == rec.pid for p in tree)
         pids = [p.pid for p in tree]
         assert any("Booting worker" in x.line for x in logs if x.instance_id == "g1")
