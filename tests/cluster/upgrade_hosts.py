@@ -274,28 +274,17 @@ if __name__ == "__main__":
     main(sys.argv[1:])
 
 
-RELEASES = Path(__file__).parent / "releases"
-
-
-def latest_release() -> Path:
-    """The archive of the latest release's sources kept in tests/cluster/
-    releases/ (the one file there): `git archive --prefix=roost-X/ vX src
-    examples/hello pyproject.toml | xz -9`, made when vX is tagged. It is
-    kept in the tree, not looked up by tag, because a clone need not carry
-    tags or history (CI's does not)."""
-    [archive] = sorted(RELEASES.glob("roost-*.tar.xz"))
-    return archive
-
-
 @contextlib.contextmanager
-def release_tree(archive: Path) -> Iterator[Path]:
-    """`archive` unpacked in a directory removed afterwards."""
+def worktree(rev: str) -> Iterator[Path]:
+    """`rev`'s sources checked out in a git worktree, removed afterwards."""
     base = Path(tempfile.mkdtemp(prefix="roost-release-"))
+    tree = base / "tree"
+    git = ["git", "-C", str(REPO)]
+    subprocess.run([*git, "worktree", "add", "--detach", str(tree), rev], check=True)
     try:
-        subprocess.run(["tar", "-xJf", str(archive), "-C", str(base)], check=True)
-        [tree] = base.iterdir()
         yield tree
     finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(tree)], check=True)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -321,7 +310,7 @@ def serving(c: UpgradableCluster, app: str, source: Path) -> Iterator[Upgradable
 
 class ReleaseCluster(UpgradableCluster):
     """An UpgradableCluster set up by a release's own code (`src`, e.g. a
-    its archive unpacked): its `roost cluster init`/`join`, its CLI for
+    worktree of its tag): its `roost cluster init`/`join`, its CLI for
     deploys, its daemons; routers bind their port themselves, as that
     release's did. `upgrade_cli` is this tree's CLI."""
 
