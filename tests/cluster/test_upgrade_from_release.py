@@ -1,6 +1,8 @@
 """A rolling upgrade from the previous release to this tree under load (issue 20).
 
-The latest tag (git describe) is checked out in a git worktree and a netns
+The previous release (tests/previous_release.py: the tag CHANGELOG.md names,
+or its commit where a clone carries no tags, as CI's does) is checked out in a
+git worktree and a netns
 cluster is built by that release's own code: its `roost cluster init` and
 `join`, its daemons (one controller, two runners, a router binding its port
 itself with two workers, as that release's did), its CLI deploying its own
@@ -20,7 +22,6 @@ the app serves on, its two web instances up on two runners; no drain left.
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,25 +31,15 @@ import pytest
 from roost import __version__
 from tests.cluster.cluster import wait_for
 from tests.cluster.upgrade_hosts import ReleaseCluster, serving, version_at, web_up, worktree
-from tests.conftest import REPO
+from tests.previous_release import previous_release
 
 APP = "upgraded"
 
 
-def latest_tag() -> str:
-    r = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--tags", "--abbrev=0"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return r.stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def release(cluster_ok: None) -> Iterator[Path]:
-    """The latest tag's sources, in a worktree removed afterwards."""
-    with worktree(latest_tag()) as tree:
+    """The previous release's sources, in a worktree removed afterwards."""
+    with worktree(previous_release().rev) as tree:
         yield tree
 
 
@@ -66,7 +57,7 @@ def test_rolling_upgrade_from_the_latest_release(cluster: ReleaseCluster, releas
     assert {h.get("release", "") for h in hosts} == {""}  # 0.1.0 knows no releases
     before_pids = cluster.daemon_pids()
     [router] = cluster.routers
-    tag = latest_tag()
+    tag = f"v{previous_release().version}"
 
     # The controller and the runners: no request fails.
     with cluster.load(APP) as load:
