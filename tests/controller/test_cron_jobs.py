@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from roost.appspec.model import AppSpec, CronJob, ProcessSpec
 from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
@@ -52,5 +56,35 @@ async def test_jobs_follow_releases_and_suspension(store: Store) -> None:
         store.delete_app("shop")
         assert await cron.jobs() == {}
         assert reads == 4
+    finally:
+        await astore.aclose()
+
+
+async def test_a_lapse_of_is_leader_keeps_the_catch_up_point(store: Store) -> None:
+    # A holder whose renewal was only slow sees is_leader lapse, then come
+    # back under the same token: the next tick must look back from where the
+    # last one stopped, not a whole catch-up window again (which ran a job
+    # added in between for slots from before it existed).
+    astore = AsyncStore(store)
+    try:
+        c = Controller(astore, Settings(cron_slot_s=0.06), "c1")
+        cron = CronRunner(c, lambda ep: None)  # type: ignore[arg-type,return-value]
+        cron.since, cron.fence_seen = 1000.0, 7
+        leading = iter([False, False, True])
+        seen: list[float | None] = []
+
+        def is_leader(_: object) -> bool:
+            return next(leading)
+
+        async def tick(_tg: object) -> None:
+            seen.append(cron.since)
+            raise asyncio.CancelledError
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(Controller, "is_leader", property(is_leader))
+            mp.setattr(cron, "tick", tick)
+            with pytest.raises(asyncio.CancelledError):
+                await cron.loop()
+        assert seen == [1000.0]
     finally:
         await astore.aclose()
