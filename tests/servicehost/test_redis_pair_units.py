@@ -1,0 +1,179 @@
+"""Pure parts of an app's Redis pair: replication config and health
+(redisrepl.py), the sentinels' config, registration plan and answers
+(sentinel.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from roost.servicehost import redisrepl, sentinel
+from roost.servicehost.redisrepl import ReplicaSeen, Replication, ReplicationView, judge, read_view
+from roost.servicehost.resp import parse_info
+from roost.servicehost.sentinel import Monitor, SentinelSpec
+
+# ---------------------------------------------------------------- redis.conf of a pair
+
+
+def test_a_replica_follows_its_master_as_the_replica_user_and_announces_itself() -> None:
+    lines = redisrepl.conf_lines(Replication("10.0.0.2", "s3cret", ("10.0.0.1", 7001)), 7001)
+    assert "replicaof 10.0.0.1 7001" in lines
+    assert "replica-announce-ip 10.0.0.2" in lines
+    assert "replica-announce-port 7001" in lines
+    assert f"masteruser {redisrepl.REPLICA_USER}" in lines
+    assert 'masterauth "s3cret"' in lines
+    user = next(x for x in lines if x.startswith(f"user {redisrepl.REPLICA_USER} "))
+    # It may sync and nothing else: no key, no channel, no other command.
+    assert ">s3cret" in user and "resetkeys" in user and "-@all" in user
+    assert set(user.split()[-4:]) == {"+psync", "+sync", "+replconf", "+ping"}
+
+
+def test_a_master_carries_the_replica_user_too_but_follows_nobody() -> None:
+    lines = redisrepl.conf_lines(Replication("10.0.0.1", "pw"), 7001)
+    assert not any(x.startswith("replicaof") for x in lines)
+    assert any(x.startswith(f"user {redisrepl.REPLICA_USER} ") for x in lines)
+    # No min-replicas-to-write: a lost replica must not stop the master's writes.
+    assert not any("min-replicas" in x for x in lines)
+
+
+# ---------------------------------------------------------------- INFO replication
+
+MASTER_INFO = """# Replication
+role:master
+connected_slaves:1
+slave0:ip=10.0.0.2,port=7001,state=online,offset=1000,lag=0
+master_failover_state:no-failover
+master_repl_offset:1500
+"""
+
+REPLICA_INFO = """# Replication
+role:slave
+master_host:10.0.0.1
+master_port:7001
+master_link_status:down
+slave_repl_offset:900
+"""
+
+
+def test_a_masters_view_lists_its_replicas_and_their_lag() -> None:
+    view = read_view(parse_info(MASTER_INFO))
+    assert view.role == "master"
+    assert view.offset == 1500
+    assert view.replicas == (ReplicaSeen("10.0.0.2", 7001, "online", 1000),)
+    assert view.lag_bytes() == 500
+    assert judge(view) == ""
+    assert judge(view, max_lag_bytes=499) == "master: its replica is 500 bytes behind"
+
+
+def test_a_replicas_view_names_its_master_and_link() -> None:
+    view = read_view(parse_info(REPLICA_INFO))
+    assert (view.role, view.master_host, view.master_port, view.link_up) == (
+        "slave", "10.0.0.1", 7001, False,
+    )  # fmt: skip
+    assert judge(view) == "replica: its link to the master 10.0.0.1:7001 is down"
+    up = read_view(parse_info(REPLICA_INFO.replace("status:down", "status:up")))
+    assert judge(up) == ""
+
+
+def test_a_master_without_a_streaming_replica_is_a_problem() -> None:
+    alone = ReplicationView(role="master", offset=10)
+    assert judge(alone) == "master: no replica is connected (its writes exist on this host only)"
+    assert alone.lag_bytes() == 10
+    syncing = ReplicationView(
+        role="master", offset=10, replicas=(ReplicaSeen("h", 1, "wait_bgsave", 0),)
+    )
+    assert judge(syncing) == "master: its replica is not streaming yet: h:1 (wait_bgsave)"
+
+
+def test_a_malformed_replica_line_is_skipped_not_a_crash() -> None:
+    info = parse_info(MASTER_INFO.replace("port=7001", "port=x"))
+    assert read_view(info).replicas == ()
+
+
+# ---------------------------------------------------------------- sentinel
+
+
+def spec(tmp: Path) -> SentinelSpec:
+    return SentinelSpec(
+        port=26379, listen=["127.0.0.1", "10.0.0.3"], announce_host="10.0.0.3",
+        password="sp", directory=tmp,
+    )  # fmt: skip
+
+
+def test_the_sentinel_conf_announces_its_host_and_guards_itself(tmp_path: Path) -> None:
+    conf = sentinel.render_conf(spec(tmp_path)).splitlines()
+    assert "bind 127.0.0.1 10.0.0.3" in conf
+    assert "port 26379" in conf
+    assert "sentinel announce-ip 10.0.0.3" in conf
+    assert "requirepass sp" in conf and "sentinel sentinel-pass sp" in conf
+    assert f'dir "{tmp_path}"' in conf
+    assert f'pidfile "{tmp_path / sentinel.PIDFILE}"' in conf
+    # No master in it: masters are given at run time (the file is Sentinel's).
+    assert not any(x.startswith("sentinel monitor") for x in conf)
+
+
+def monitor(name: str = "roost-blog", host: str = "10.0.0.1") -> Monitor:
+    return Monitor(name=name, host=host, port=7001, auth_user="roost-admin", auth_pass="ap")
+
+
+def test_a_new_master_is_monitored_with_quorum_two_and_its_login() -> None:
+    cmds = sentinel.plan([monitor()], {})
+    assert cmds[0] == ("SENTINEL", "MONITOR", "roost-blog", "10.0.0.1", "7001", "2")
+    set_cmd = cmds[1]
+    assert set_cmd[:3] == ("SENTINEL", "SET", "roost-blog")
+    pairs = dict(zip(set_cmd[3::2], set_cmd[4::2], strict=True))
+    assert pairs == {
+        "auth-user": "roost-admin", "auth-pass": "ap", "quorum": "2",
+        "down-after-milliseconds": str(sentinel.DOWN_AFTER_MS),
+        "failover-timeout": str(sentinel.FAILOVER_TIMEOUT_MS), "parallel-syncs": "1",
+    }  # fmt: skip
+    assert len(cmds) == 2
+
+
+def test_a_watched_master_keeps_the_address_the_sentinel_knows() -> None:
+    seen = {
+        "roost-blog": {
+            "name": "roost-blog", "ip": "10.0.0.2", "port": "7001", "quorum": "2",
+            "down-after-milliseconds": "9999", "failover-timeout": "10000",
+            "parallel-syncs": "1",
+        }
+    }  # fmt: skip
+    cmds = sentinel.plan([monitor(host="10.0.0.1")], seen)
+    # No MONITOR (that would move it back to the old master): only SET,
+    # with the login and the one timing that differs.
+    assert [c[:2] for c in cmds] == [("SENTINEL", "SET")]
+    pairs = dict(zip(cmds[0][3::2], cmds[0][4::2], strict=True))
+    assert pairs == {
+        "auth-user": "roost-admin", "auth-pass": "ap",
+        "down-after-milliseconds": str(sentinel.DOWN_AFTER_MS),
+    }  # fmt: skip
+
+
+def test_masters_others_registered_are_left_alone() -> None:
+    seen = {"roost-other": {"name": "roost-other", "ip": "10.0.0.5", "port": "7002"}}
+    cmds = sentinel.plan([monitor()], seen)
+    assert all("roost-other" not in c for c in cmds)
+    assert sentinel.forget("roost-blog") == ("SENTINEL", "REMOVE", "roost-blog")
+
+
+def test_sentinel_masters_reply_is_read_by_name() -> None:
+    reply = [["name", "roost-a", "ip", "10.0.0.1", "port", "7001"], ["ip", "x"]]
+    assert sentinel.masters_seen(reply) == {
+        "roost-a": {"name": "roost-a", "ip": "10.0.0.1", "port": "7001"}
+    }
+
+
+def test_the_master_is_what_a_quorum_of_sentinels_names() -> None:
+    a, b = ("10.0.0.1", 7001), ("10.0.0.2", 7001)
+    assert sentinel.agreed_master([a, a, b]) == a
+    assert sentinel.agreed_master([a, b]) is None  # one each: no agreement
+    assert sentinel.agreed_master([a, None]) is None  # one alone is not a quorum
+    assert sentinel.agreed_master([]) is None
+    assert sentinel.agreed_master([b], quorum=1) == b
+
+
+def test_get_master_addr_replies() -> None:
+    assert sentinel.address(["10.0.0.1", "7001"]) == ("10.0.0.1", 7001)
+    assert sentinel.address(None) is None
+    assert sentinel.address(["10.0.0.1"]) is None
+    assert sentinel.address(["10.0.0.1", "x"]) is None
+    assert sentinel.master_name("blog") == "roost-blog"
