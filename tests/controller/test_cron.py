@@ -56,6 +56,18 @@ def test_catchup_is_bounded() -> None:
     assert len(got) == 5
 
 
+def test_a_new_job_is_not_due_for_slots_from_before_it_existed() -> None:
+    # A new holder looks a catch-up window back; a job whose release went
+    # live within it runs only for the slots that began after.
+    live = _ts(2026, 1, 1, 10, 2, 30)
+    old = Job("a", "x", "* * * * *")
+    new = Job("a", "y", "* * * * *", not_before=live)
+    got = due([old, new], _ts(2026, 1, 1, 9, 0), _ts(2026, 1, 1, 10, 4, 10), max_catchup=5)
+    slots = {j: [d.slot for d in got if d.job == j] for j in (old, new)}
+    assert slots[old] == [slot_of(_ts(2026, 1, 1, 10, m)) for m in range(0, 5)]
+    assert slots[new] == [slot_of(_ts(2026, 1, 1, 10, m)) for m in (3, 4)]
+
+
 def test_midnight_job_and_invalid_schedule() -> None:
     bad = Job("a", "y", "not a schedule")
     got = due([DAILY, bad], _ts(2026, 1, 1, 23, 59, 30), _ts(2026, 1, 2, 0, 0, 30))

@@ -60,6 +60,25 @@ async def test_jobs_follow_releases_and_suspension(store: Store) -> None:
         await astore.aclose()
 
 
+async def test_a_job_new_in_a_release_just_live_is_not_due_before_it(store: Store) -> None:
+    app = store.create_app("shop", store.create_account("o@example.com"))
+    astore = AsyncStore(store)
+    try:
+        cron = CronRunner(Controller(astore, Settings(), "c1"), lambda ep: None)  # type: ignore[arg-type,return-value]
+        v1 = store.create_release(app.id, "", "sha256:00", "", spec("echo one"), "", "v1")
+        go_live(store, app.id, v1)
+        v2 = store.create_release(
+            app.id, "", "sha256:00", "", spec("echo one", "echo two"), "", "v2"
+        )
+        go_live(store, app.id, v2)
+        promoted = store.release(app.id, v2).promoted_at
+        assert promoted is not None
+        got = {j.command: j.not_before for j in (await cron.jobs()).values()}
+        assert got == {"echo one": 0.0, "echo two": promoted}
+    finally:
+        await astore.aclose()
+
+
 async def test_a_lapse_of_is_leader_keeps_the_catch_up_point(store: Store) -> None:
     # A holder whose renewal was only slow sees is_leader lapse, then come
     # back under the same token: the next tick must look back from where the

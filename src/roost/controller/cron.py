@@ -76,6 +76,10 @@ class Job:
     schedule: str
     app_id: int = 0
     overlap: str = "allow"
+    # Wall-clock time the job came to exist (its release went live): a slot
+    # that started before is never due, even inside a new holder's catch-up
+    # window. 0 for a job older than any window.
+    not_before: float = 0.0
 
     @property
     def key(self) -> str:
@@ -170,6 +174,8 @@ def due(
     for slot in range(first, last + 1):
         when = datetime.fromtimestamp(slot * 60, UTC)
         for job in jobs:
+            if slot * slot_s < job.not_before:
+                continue
             sched = _schedule(job, cache)
             if sched is not None and sched.matches(when):
                 out.append(Due(job, slot))

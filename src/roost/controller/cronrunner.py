@@ -81,15 +81,38 @@ class CronRunner:
         if self._jobs is not None and self._jobs[0] == version:
             return self._jobs[1]
         out: dict[JobKey, Job] = {}
+        recent = time.time() - (cron.MAX_CATCHUP + 1) * self.slot_s
         for app in await self.c.store.apps():
             if app.suspended or app.current_release is None:
                 continue
-            spec = (await self.c.release_row(app.id, app.current_release)).spec
-            for j in spec.cron:
-                job = Job(app.name, j.command, j.schedule, app_id=app.id, overlap=j.overlap)
-                out[(app.id, job.key)] = job
+            release = await self.c.release_row(app.id, app.current_release)
+            jobs = [
+                Job(app.name, j.command, j.schedule, app_id=app.id, overlap=j.overlap)
+                for j in release.spec.cron
+            ]
+            if release.promoted_at is not None and release.promoted_at > recent:
+                # Live for less than a catch-up window: a job new in it must
+                # not run for the window's slots from before it existed.
+                before = await self._keys_before(app.id, release.promoted_at)
+                jobs = [
+                    j if j.key in before else replace(j, not_before=release.promoted_at)
+                    for j in jobs
+                ]
+            out.update(((app.id, j.key), j) for j in jobs)
         self._jobs = (version, out)
         return out
+
+    async def _keys_before(self, app_id: int, promoted_at: float) -> set[str]:
+        """The job keys of the release that was live before the one promoted at `promoted_at`."""
+        live = [
+            r
+            for r in await self.c.store.releases(app_id)
+            if r.promoted_at is not None and r.promoted_at < promoted_at
+        ]
+        if not live:
+            return set()
+        prev = max(live, key=lambda r: r.promoted_at or 0.0)
+        return {Job("", j.command, j.schedule).key for j in prev.spec.cron}
 
     async def loop(self) -> None:
         async with asyncio.TaskGroup() as tg:
