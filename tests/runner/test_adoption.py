@@ -4,18 +4,21 @@ shims; the next runner adopts them (real shims, sandboxes and cgroups)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import psutil
 
 from roost.runner.layout import Layout
 from roost.runner.model import Policy
 from roost.runner.shimclient import discover
 from roost.runner.supervisor import Supervisor
 from roost.wire.messages import InstanceAssignment, LogLine
+from tests.conftest import processes_under
 from tests.runner.helpers import (
     DIGEST_A,
     FakeImages,
@@ -115,6 +118,17 @@ async def first_runner(tmp: Path) -> None:
 
 
 async def test_a_new_runner_adopts_what_a_killed_one_left(tmp_path: Path) -> None:
+    try:
+        await adopts_what_a_killed_one_left(tmp_path)
+    finally:
+        # A failure before the new runner took them over leaves the shims
+        # and their instances running: nothing else would stop them.
+        for p in processes_under(tmp_path):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+
+
+async def adopts_what_a_killed_one_left(tmp_path: Path) -> None:
     files = {"server.py": SERVER, "ticker.py": TICKER, "quitter.py": QUITTER}
     make_image_root(tmp_path / "image", files)
     runner = subprocess.Popen(
