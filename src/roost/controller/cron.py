@@ -8,7 +8,8 @@ minute. Every tick the scheduler-lease holder asks `due` for the (job, slot)
 pairs whose slot started in (since, now] and matches; a new holder starts
 `since` one catch-up window back, so a slot its predecessor never claimed
 still runs. Slots older than the window are skipped, not replayed, after an
-outage (cron's own behaviour).
+outage (cron's own behaviour); so are slots that began before the job existed
+(`Job.not_before`: a job new in a release that went live inside the window).
 
 A slot runs once because it is claimed first: a row keyed (app, job, slot) in
 the state database, inserted only while the inserter holds the lease, and
