@@ -1,0 +1,287 @@
+"""The runner-local data proxy: one address per database that follows its primary.
+
+In a cluster an app's PostgreSQL is a Patroni pair (a primary and a
+synchronous standby on two servicehosts) and its Redis a primary and a
+replica watched by Sentinel; either may change hosts at any time. Apps keep
+one address: HAProxy on each runner listens once per pair (or per Redis) on
+the runner's own address and forwards each new connection to whichever
+server its health check calls the primary right now. Connections to a
+server marked down are cut (`on-marked-down shutdown-sessions`), so a
+client of the old primary reconnects through the same address and lands on
+the new one.
+
+The interface (what helper code feeding this module builds, e.g. the Redis
+side from Sentinel's view):
+
+    ProxyListener(
+        kind="postgres" | "redis",
+        name="pair-a",                 # [a-z0-9-], unique per kind
+        local_port=6001,               # where apps connect, on the runner
+        servers=(ProxyServer(host, port, check_port), ...),
+        password="",                   # Redis: the AUTH the check sends
+    )
+
+- kind "postgres": `check_port` is the member's Patroni REST port; the check
+  is `GET /primary` (200 only on the member holding the leader key), so a
+  standby or a Patroni cut off from etcd (which demotes itself) takes no
+  connection.
+- kind "redis": `check_port` is the Redis port itself (a `tcp-check`):
+  AUTH <password>, expect +OK; PING, expect +PONG; INFO replication,
+  expect `role:master`; QUIT. A replica answers role:slave and is skipped.
+
+`render(listeners, bind)` is pure (tested without sockets): the whole
+configuration text, deterministic for the same listeners in any order.
+`DataProxy` is the thin adapter: it writes the file, validates it with
+`haproxy -c`, and runs HAProxy in master-worker mode (`-W`); a change is a
+SIGUSR2 to the master, which starts new workers on the listening sockets
+it keeps open while the old ones finish their connections, so a reload
+drops no connection and refuses none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+from roost.proc import spawn
+from roost.proc.stop import terminate
+
+log = logging.getLogger("roost.runner")
+
+HAPROXY = "/usr/sbin/haproxy"
+ProxyKind = Literal["postgres", "redis"]
+KINDS: tuple[ProxyKind, ...] = ("postgres", "redis")
+# How often a server is checked and how many checks flip it: a dead primary
+# is out within ~2 s, a new one in within ~1 s of Patroni promoting it.
+CHECK_INTER_MS = 1000
+FALL = 2
+RISE = 1
+# An old worker after a reload keeps its connections at most this long.
+HARD_STOP_AFTER = "10m"
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+# A password goes into the check's bytes verbatim: only characters that need
+# no escaping there (what secrets.token_urlsafe makes).
+_PASSWORD = re.compile(r"[A-Za-z0-9_-]*")
+_HOST = re.compile(r"[A-Za-z0-9.:_-]+")
+
+
+class ProxyError(ValueError):
+    """The listeners asked for cannot make one configuration."""
+
+
+class ProxyServer(NamedTuple):
+    host: str
+    port: int
+    check_port: int
+
+
+@dataclass(frozen=True)
+class ProxyListener:
+    kind: ProxyKind
+    name: str
+    local_port: int
+    servers: tuple[ProxyServer, ...] = field(default_factory=tuple)
+    password: str = ""
+
+    def __post_init__(self) -> None:
+        # Accept plain (host, port, check_port) tuples from callers.
+        object.__setattr__(self, "servers", tuple(ProxyServer(*s) for s in self.servers))
+
+
+def _addr(host: str) -> str:
+    """host as HAProxy's address:port takes it (IPv6 in brackets)."""
+    bare = host.strip("[]")
+    return f"[{bare}]" if ":" in bare else bare
+
+
+def _check(listeners: list[ProxyListener]) -> None:
+    seen_ports: dict[int, str] = {}
+    seen_names: set[tuple[str, str]] = set()
+    for lst in listeners:
+        what = f"{lst.kind} listener {lst.name!r}"
+        if lst.kind not in KINDS:
+            raise ProxyError(f"{what}: unknown kind (known: {', '.join(KINDS)})")
+        if not _NAME.fullmatch(lst.name):
+            raise ProxyError(f"{what}: a name is lower-case letters, digits and '-'")
+        if (lst.kind, lst.name) in seen_names:
+            raise ProxyError(f"{what} is named twice")
+        seen_names.add((lst.kind, lst.name))
+        if not 0 < lst.local_port < 65536:
+            raise ProxyError(f"{what}: port {lst.local_port} out of range")
+        if lst.local_port in seen_ports:
+            raise ProxyError(f"{what}: port {lst.local_port} is also {seen_ports[lst.local_port]}")
+        seen_ports[lst.local_port] = what
+        if not _PASSWORD.fullmatch(lst.password):
+            raise ProxyError(f"{what}: the password may hold only letters, digits, '-' and '_'")
+        for s in lst.servers:
+            if not _HOST.fullmatch(s.host) or not (0 < s.port < 65536 and 0 < s.check_port < 65536):
+                raise ProxyError(f"{what}: bad server {s.host}:{s.port} (check {s.check_port})")
+
+
+def _section(lst: ProxyListener, bind: str) -> list[str]:
+    out = [f"listen {lst.kind}-{lst.name}", f"    bind {_addr(bind)}:{lst.local_port}"]
+    if lst.kind == "postgres":
+        out += ["    option httpchk GET /primary", "    http-check expect status 200"]
+    else:
+        # Words are unquoted: HAProxy turns \r\n into CR LF, '\ ' into a space.
+        out += [
+            "    option tcp-check",
+            "    tcp-check connect",
+            f"    tcp-check send AUTH\\ {lst.password}\\r\\n",
+            "    tcp-check expect string +OK",
+            "    tcp-check send PING\\r\\n",
+            "    tcp-check expect string +PONG",
+            "    tcp-check send info\\ replication\\r\\n",
+            "    tcp-check expect string role:master",
+            "    tcp-check send QUIT\\r\\n",
+            "    tcp-check expect string +OK",
+        ]
+    out.append(
+        f"    default-server inter {CHECK_INTER_MS} fall {FALL} rise {RISE} "
+        "on-marked-down shutdown-sessions"
+    )
+    for s in sorted(set(lst.servers)):
+        name = re.sub(r"[^A-Za-z0-9]+", "_", f"{s.host}_{s.port}")
+        out.append(f"    server {name} {_addr(s.host)}:{s.port} check port {s.check_port}")
+    return out
+
+
+def render(listeners: Iterable[ProxyListener], bind: str, home: Path) -> str:
+    """HAProxy's whole configuration for these listeners on `bind` (pure).
+
+    `home`: where its stats socket (admin level: the adapter reads server
+    states through it) and the server-state file kept across reloads are.
+    A listener with no server still listens; HAProxy closes its connections.
+    A server just added counts as up until its first check (HAProxy 2.6 has
+    no initial-state setting): for a Patroni standby that is one check
+    interval in which a connection may reach it, and it refuses writes.
+    """
+    socket_path, state_path = home / "haproxy.sock", home / "haproxy.state"
+    wanted = sorted(listeners, key=lambda x: (x.kind, x.name))
+    _check(wanted)
+    lines = [
+        "# Written by the Roost runner (roost.runner.dataproxy); rewritten on every change.",
+        "global",
+        # No maxconn: HAProxy derives it from the file limit it is given.
+        f"    stats socket {socket_path} mode 600 level admin expose-fd listeners",
+        f"    hard-stop-after {HARD_STOP_AFTER}",
+        # A reload starts new workers with the servers' last known states (a
+        # standby stays down) rather than all up until their first check.
+        f"    server-state-file {state_path}",
+        "",
+        "defaults",
+        "    mode tcp",
+        "    timeout connect 3s",
+        # Database sessions idle for long; the server's own timeouts govern.
+        "    timeout client 1h",
+        "    timeout server 1h",
+        "    timeout check 2s",
+        "    load-server-state-from-file global",
+        "",
+    ]
+    for lst in wanted:
+        lines += [*_section(lst, bind), ""]
+    return "\n".join(lines)
+
+
+def servers_up(stat_csv: str) -> dict[str, list[str]]:
+    """`show stat`'s CSV -> listener -> its servers that are UP (pure)."""
+    lines = stat_csv.splitlines()
+    if not lines or not lines[0].startswith("# "):
+        return {}
+    head = lines[0][2:].split(",")
+    px, sv, status = head.index("pxname"), head.index("svname"), head.index("status")
+    out: dict[str, list[str]] = {}
+    for line in lines[1:]:
+        cols = line.split(",")
+        if len(cols) <= status or cols[sv] in ("FRONTEND", "BACKEND"):
+            continue
+        out.setdefault(cols[px], [])
+        if cols[status].startswith("UP"):
+            out[cols[px]].append(cols[sv])
+    return out
+
+
+class DataProxy:
+    """HAProxy for this runner's listeners: started on the first `apply`,
+    reloaded (SIGUSR2 to its master) on each change, stopped by `close`."""
+
+    def __init__(self, home: Path, bind: str = "127.0.0.1", binary: str = HAPROXY) -> None:
+        self.home = home
+        self.bind = bind
+        self.binary = binary
+        self.config = home / "haproxy.cfg"
+        self._proc: asyncio.subprocess.Process | None = None
+        self._text = ""
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    async def _validate(self, path: Path) -> None:
+        proc = await spawn.start(
+            [self.binary, "-c", "-q", "-f", str(path)],
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        if proc.returncode != 0:
+            raise ProxyError(f"haproxy refused the configuration: {out.decode(errors='replace')}")
+
+    async def apply(self, listeners: Iterable[ProxyListener]) -> bool:
+        """Make HAProxy serve exactly these listeners; True if anything changed."""
+        text = render(listeners, self.bind, self.home)
+        running = self._proc is not None and self._proc.returncode is None
+        if text == self._text and running:
+            return False
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = self.config.with_name("haproxy.cfg.new")
+        tmp.write_text(text)
+        await self._validate(tmp)
+        os.replace(tmp, self.config)
+        self._text = text
+        if running:
+            assert self._proc is not None
+            with contextlib.suppress(OSError, TimeoutError):
+                (self.home / "haproxy.state").write_text(await self._ask("show servers state"))
+            os.kill(self._proc.pid, signal.SIGUSR2)
+            log.info("data proxy reloaded")
+        else:
+            self._proc = await spawn.start_logged(
+                [self.binary, "-W", "-db", "-f", str(self.config)],
+                self.home / "haproxy.log",
+                env={"PATH": "/usr/sbin:/usr/bin:/bin"},
+                cwd=self.home,
+            )
+            log.info("data proxy started (pid %d)", self._proc.pid)
+        return True
+
+    async def _ask(self, command: str) -> str:
+        """One command on the worker's stats socket; its whole answer."""
+        r, w = await asyncio.wait_for(
+            asyncio.open_unix_connection(str(self.home / "haproxy.sock")), 5
+        )
+        try:
+            w.write(command.encode() + b"\n")
+            await w.drain()
+            return (await asyncio.wait_for(r.read(), 5)).decode()
+        finally:
+            w.close()
+
+    async def up(self) -> dict[str, list[str]]:
+        """Listener ("kind-name") -> the servers its checks call up now."""
+        return servers_up(await self._ask("show stat"))
+
+    async def close(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                await terminate(self._proc, 10.0)
+            self._proc = None

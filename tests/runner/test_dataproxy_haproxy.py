@@ -1,0 +1,171 @@
+"""The data proxy's adapter with a real HAProxy: it follows the primary and
+reloads without dropping a connection.
+
+Two fake members, each a TCP server that greets with its name plus an HTTP
+server answering Patroni's `GET /primary` (200 on the primary, 503 on the
+standby), on loopback ports of this host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from roost.runner.dataproxy import HAPROXY, DataProxy, ProxyListener
+
+pytestmark = pytest.mark.skipif(not shutil.which(HAPROXY), reason="haproxy is not installed")
+
+
+class Member:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.primary = False
+        self.port = 0
+        self.rest_port = 0
+        self._servers: list[asyncio.Server] = []
+
+    async def _data(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(f"{self.name}\n".encode())
+        try:
+            while line := await r.readline():
+                w.write(f"{self.name}:{line.decode()}".encode())
+                await w.drain()
+        except ConnectionError:
+            pass
+        finally:
+            w.close()
+
+    async def _rest(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readuntil(b"\r\n\r\n")
+        status = "200 OK" if self.primary else "503 Service Unavailable"
+        w.write(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        await w.drain()
+        w.close()
+
+    async def start(self) -> None:
+        for handler in (self._data, self._rest):
+            self._servers.append(await asyncio.start_server(handler, "127.0.0.1", 0))
+        self.port = self._servers[0].sockets[0].getsockname()[1]
+        self.rest_port = self._servers[1].sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        for s in self._servers:
+            s.close()
+
+
+@asynccontextmanager
+async def members() -> AsyncIterator[tuple[Member, Member]]:
+    a, b = Member("a"), Member("b")
+    await a.start()
+    await b.start()
+    try:
+        yield a, b
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def greeting(port: int) -> tuple[str, asyncio.StreamReader, asyncio.StreamWriter]:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    line = await asyncio.wait_for(r.readline(), 5)
+    return line.decode().strip(), r, w
+
+
+async def lands_on(port: int, name: str, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    seen = ""
+    while time.monotonic() < deadline:
+        try:
+            seen, _, w = await greeting(port)
+            w.close()
+            if seen == name:
+                return
+        except (OSError, TimeoutError):
+            pass
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"connections to {port} never reached {name} (last: {seen!r})")
+
+
+async def only_up(proxy: DataProxy, listener: str, member: Member, within: float = 30) -> None:
+    """Wait until the proxy's checks call `member` the one server up."""
+    want = {listener: [f"127_0_0_1_{member.port}"]}
+    deadline = time.monotonic() + within
+    seen: dict[str, list[str]] = {}
+    while time.monotonic() < deadline:
+        try:
+            seen = {k: v for k, v in (await proxy.up()).items() if k == listener}
+        except OSError:
+            pass
+        if seen == want:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{listener}: up {seen}, wanted {want}")
+
+
+async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter, text: str) -> str:
+    w.write(f"{text}\n".encode())
+    await w.drain()
+    return (await asyncio.wait_for(r.readline(), 5)).decode().strip()
+
+
+def port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_follows_the_primary_and_cuts_the_old_ones_sessions(tmp_path: Path) -> None:
+    free_port = port()
+    async with members() as (a, b):
+        a.primary = True
+        proxy = DataProxy(tmp_path)
+        lst = ProxyListener(
+            "postgres",
+            "pair",
+            free_port,
+            (("127.0.0.1", a.port, a.rest_port), ("127.0.0.1", b.port, b.rest_port)),
+        )
+        try:
+            await proxy.apply([lst])
+            await only_up(proxy, "postgres-pair", a)
+            await lands_on(free_port, "a")
+            _, r, w = await greeting(free_port)
+            assert await echo(r, w, "x") == "a:x"
+            a.primary, b.primary = False, True
+            await only_up(proxy, "postgres-pair", b)
+            await lands_on(free_port, "b")
+            # The session to the old primary was cut, not left writing there.
+            assert await asyncio.wait_for(r.read(), 10) in (b"",)
+            w.close()
+        finally:
+            await proxy.close()
+
+
+async def test_a_reload_keeps_open_connections_and_adds_listeners(tmp_path: Path) -> None:
+    one, two = port(), port()
+    async with members() as (a, b):
+        a.primary = b.primary = True
+        proxy = DataProxy(tmp_path)
+        first = ProxyListener("postgres", "one", one, (("127.0.0.1", a.port, a.rest_port),))
+        second = ProxyListener("postgres", "two", two, (("127.0.0.1", b.port, b.rest_port),))
+        try:
+            assert await proxy.apply([first])
+            master = proxy.pid
+            await lands_on(one, "a")
+            _, r, w = await greeting(one)
+            assert not await proxy.apply([first]), "the same listeners changed nothing"
+            assert await proxy.apply([first, second])
+            await lands_on(two, "b")
+            # Opened before the reload, still served by the old worker.
+            assert await echo(r, w, "still") == "a:still"
+            assert proxy.pid == master, "reloaded in place, not restarted"
+            w.close()
+        finally:
+            await proxy.close()
