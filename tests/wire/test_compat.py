@@ -141,7 +141,7 @@ class FutureStatus(msgspec.Struct, frozen=True, kw_only=True):
     release: int
     process_type: str
     state: str
-    cpu_seconds: float = 0.0  # new in the future
+    io_wait_seconds: float = 0.0  # new in the future
 
 
 class FutureHeartbeat(Msg, frozen=True, kw_only=True, tag="Heartbeat"):
@@ -163,7 +163,7 @@ def test_a_future_message_with_fields_unknown_here_decodes() -> None:
                 release=3,
                 process_type="web",
                 state="up",
-                cpu_seconds=9.5,
+                io_wait_seconds=9.5,
             )
         ],
         protocol_hint={"wire": PROTOCOL + 1},

@@ -51,6 +51,7 @@ from roost.controller.assign import AssignmentBook, AssignmentInputs, HostAssign
 from roost.controller.astore import AsyncStore
 from roost.controller.autorollback import AutoRollback
 from roost.controller.backups import Backups
+from roost.controller.history import History
 from roost.controller.hostdrain import HostDrains
 from roost.controller.hostsheard import HostsHeard
 from roost.controller.model import Model
@@ -103,6 +104,8 @@ class Controller:
         self.name = name
         self.holder_id = f"{name}:{os.getpid()}:{secrets.token_hex(4)}"
         self.soft = SoftState(settings.host_grace_s)
+        # The dashboard's charts: heartbeats' and routers' figures over time.
+        self.history = History()
         self.fence = 0  # lease token while we hold it, else 0
         self.lease_valid_until = 0.0  # monotonic; see the module docstring
         self.leader_since: float | None = None

@@ -42,6 +42,7 @@ from roost.wire.messages import (
     LogLine,
     Msg,
     Ok,
+    RouterStats,
     RouteSnapshotRequest,
     ServiceHostStatus,
 )
@@ -145,6 +146,7 @@ class ControllerService:
                 on(BuildResult, self.build_result),
                 on(ServiceHostStatus, self.servicehost_status),
                 on(RouteSnapshotRequest, self.route_snapshot),
+                at_once(RouterStats, self.router_stats),
                 pong(controller.name),
                 *self.gateway.entries(),
                 *self.images.entries(),
@@ -160,6 +162,7 @@ class ControllerService:
         c = self.c
         generation = c.soft.generation
         came_back = c.soft.record(msg, time.monotonic())
+        c.history.heartbeat(msg, time.time())
         if came_back:
             log.info("host %s (%s) is up", msg.host_id, msg.hostname)
             c.hosts_heard.note(msg)  # written to the hosts table by its loop
@@ -179,6 +182,11 @@ class ControllerService:
         if want.version and (msg.fence, msg.version) != (want.fence, want.version):
             return HeartbeatReply(assignment=want)
         return HeartbeatReply()
+
+    def router_stats(self, msg: RouterStats) -> Msg:
+        # From memory, as heartbeats are: the charts' series (roost.controller.history).
+        self.c.history.router(msg, time.time())
+        return Ok()
 
     async def logs(self, msg: LogBatch) -> Msg:
         await self.c.store.append_logs(list(msg.lines))

@@ -10,6 +10,7 @@ cdef class RequestCounts:
     cdef public dict requests
     cdef public list latency
     cdef public double latency_sum
+    cdef public dict app_latency
 
     @cython.locals(key=tuple, i=Py_ssize_t)
     cpdef record(self, bytes app, int status, double seconds)

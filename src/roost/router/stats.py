@@ -20,25 +20,28 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float(
 class RequestCounts:
     """What a request updates (compiled with the request path: stats.pxd)."""
 
-    __slots__ = ("latency", "latency_sum", "requests")
+    __slots__ = ("app_latency", "latency", "latency_sum", "requests")
 
     def __init__(self) -> None:
         # (app label as bytes, status // 100) -> count; labels are made when scraped
         self.requests: dict[tuple[bytes, int], int] = {}
         self.latency = [0] * len(BUCKETS)
         self.latency_sum = 0.0
+        # (app label, bucket index) -> count: each app's latency, for the
+        # dashboard's percentiles (roost.router.report sends them on)
+        self.app_latency: dict[tuple[bytes, int], int] = {}
 
     def record(self, app: bytes, status: int, seconds: float) -> None:
         key = (app, status // 100)
         self.requests[key] = self.requests.get(key, 0) + 1
         self.latency_sum += seconds
-        if seconds <= 0.005:
-            self.latency[0] += 1  # the common case, without the loop
-            return
-        for i, bound in enumerate(BUCKETS):
-            if seconds <= bound:
-                self.latency[i] += 1
-                break
+        i = 0
+        if seconds > 0.005:  # else the common case, without the loop
+            while seconds > BUCKETS[i]:  # (the last bound is infinite)
+                i += 1
+        self.latency[i] += 1
+        key = (app, i)
+        self.app_latency[key] = self.app_latency.get(key, 0) + 1
 
 
 class RequestStats(Collector):

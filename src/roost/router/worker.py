@@ -29,6 +29,7 @@ from roost.router.client import protocol_factory
 from roost.router.context import Context, Limits
 from roost.router.drain import IDLE_S, Drain
 from roost.router.feed import RouteFeed
+from roost.router.report import StatsReporter
 from roost.router.table import RouteTable, build_table
 from roost.router.tls import CertStore
 from roost.router.tracker import RouteTracker
@@ -134,6 +135,9 @@ class RouterWorker:
                     self.node, self.cluster, tracker, self.install, refresh_s=self.refresh_s
                 )
                 self._tasks.append(self._tg.create_task(self.feed.run()))
+                # Its request counters, to every controller, for the dashboard's charts.
+                reporter = StatsReporter(self.node, self.cluster, self.ctx.counts)
+                self._tasks.append(self._tg.create_task(reporter.run()))
                 # Listening with no table would answer 404 for every app: wait for the
                 # first snapshot (other workers, or routers, serve meanwhile), but not
                 # forever, since the controllers may all be down.

@@ -53,7 +53,14 @@ UNREACHABLE_TIMEOUT_S = 0.5
 
 
 def tree_memory_mb(roots: Iterable[int]) -> dict[int, float]:
-    """Resident memory of each root process and all its descendants, in MiB.
+    """Resident memory of each root process and all its descendants, in MiB."""
+    return {pid: mb for pid, (mb, _) in tree_usage(roots).items()}
+
+
+def tree_usage(roots: Iterable[int]) -> dict[int, tuple[float, float]]:
+    """Resident memory (MiB) and CPU time used (seconds) of each root process
+    and all its descendants; CPU time counts children they reaped too (a
+    gunicorn worker that was replaced), so it only grows while the root lives.
 
     One scan of the process table serves every instance (psutil's per-process
     `children()` would rescan it for each); absent processes count as 0.
@@ -62,13 +69,20 @@ def tree_memory_mb(roots: Iterable[int]) -> dict[int, float]:
     if not wanted:
         return {}
     rss: dict[int, int] = {}
+    cpu_ms: dict[int, int] = {}
     parent: dict[int, int] = {}
-    for proc in psutil.process_iter(["ppid", "memory_info"]):
+    for proc in psutil.process_iter(["ppid", "memory_info", "cpu_times"]):
         mem = proc.info.get("memory_info")
         if mem is not None:  # None: vanished, or not ours to read
             rss[proc.pid] = mem.rss
             parent[proc.pid] = proc.info["ppid"]
-    return {pid: round(n / MiB, 1) for pid, n in sum_trees(wanted, rss, parent).items()}
+            t = proc.info.get("cpu_times")
+            if t is not None:
+                used = t.user + t.system + t.children_user + t.children_system
+                cpu_ms[proc.pid] = int(used * 1000)
+    memory = sum_trees(wanted, rss, parent)
+    cpu = sum_trees(wanted, cpu_ms, parent)
+    return {pid: (round(memory[pid] / MiB, 1), cpu[pid] / 1000) for pid in wanted}
 
 
 def sum_trees(
@@ -107,7 +121,7 @@ def host_addresses(bind_host: str) -> list[str]:
     return out
 
 
-def instance_status(rec: Record, memory_mb: float) -> InstanceStatus:
+def instance_status(rec: Record, memory_mb: float, cpu_seconds: float = 0.0) -> InstanceStatus:
     a = rec.assignment
     return InstanceStatus(
         instance_id=a.instance_id,
@@ -119,6 +133,7 @@ def instance_status(rec: Record, memory_mb: float) -> InstanceStatus:
         port=rec.port,
         unix_socket=rec.unix_socket,
         memory_mb=memory_mb,
+        cpu_seconds=cpu_seconds,
         restarts=rec.restarts,
         started_at=rec.started_wall,
         command=rec.command,
@@ -138,9 +153,15 @@ def build_heartbeat(
     now: float,
     rpc_endpoint: str = "",
     rpc_key: str = "",
+    cpu: Mapping[int, float] | None = None,
 ) -> Heartbeat:
+    cpu = cpu or {}
     statuses = [
-        instance_status(rec, memory.get(rec.pid, 0.0) if rec.pid else 0.0)
+        instance_status(
+            rec,
+            memory.get(rec.pid, 0.0) if rec.pid else 0.0,
+            cpu.get(rec.pid, 0.0) if rec.pid else 0.0,
+        )
         for rec in sorted(records, key=lambda r: r.instance_id)
     ]
     return Heartbeat(
@@ -247,14 +268,15 @@ class HeartbeatLoop:
     async def beat(self) -> None:
         records = list(self._records())
         # Reading /proc for every process is blocking I/O: keep it off the loop.
-        memory = await asyncio.to_thread(tree_memory_mb, [r.pid for r in records])
+        usage = await asyncio.to_thread(tree_usage, [r.pid for r in records])
         hb = build_heartbeat(
             host_id=self.host_id,
             hostname=self._hostname,
             addresses=self._addresses,
             records=records,
             held=self.held,
-            memory=memory,
+            memory={pid: mb for pid, (mb, _) in usage.items()},
+            cpu={pid: seconds for pid, (_, seconds) in usage.items()},
             now=self._wall(),
             rpc_endpoint=self.rpc_endpoint,
             rpc_key=self.rpc_key,

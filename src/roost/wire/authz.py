@@ -90,6 +90,7 @@ from roost.wire.messages import (
     RepoBundleRequest,
     RepoRestore,
     RouteDelta,
+    RouterStats,
     RouteSnapshot,
     RouteSnapshotRequest,
     RunPlacement,
@@ -162,6 +163,7 @@ FLOWS: dict[type[Msg], Flow] = {
     AssignmentReady: Flow(by=CONTROLLER, to=RUNNER),
     # router -> controller
     RouteSnapshotRequest: Flow(by=_by("router"), to=CONTROLLER),
+    RouterStats: Flow(by=_by("router"), to=CONTROLLER),
     # controller -> servicehost, and back
     ServiceProvision: Flow(by=CONTROLLER, to=SERVICEHOST),
     ServiceDeprovision: Flow(by=CONTROLLER, to=SERVICEHOST),

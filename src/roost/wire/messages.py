@@ -97,6 +97,10 @@ class InstanceStatus(msgspec.Struct, frozen=True, kw_only=True):
     # Its last run failed its health check (`last_error` is the check's last
     # answer), so its release fails without waiting for a second crash.
     unhealthy: bool = False
+    # CPU time (user + system) its process tree has used, in seconds: the
+    # controller charts its rate (roost.controller.history); 0 from runners
+    # older than the charts.
+    cpu_seconds: float = 0.0
 
 
 class Heartbeat(Msg, frozen=True, kw_only=True):
@@ -275,6 +279,19 @@ class RouteDelta(Msg, frozen=True, kw_only=True):
 
 class RouteSnapshotRequest(Msg, frozen=True, kw_only=True):
     pass
+
+
+class RouterStats(Msg, frozen=True, kw_only=True):
+    """A router worker's request counters since it started, sent to every
+    controller every few seconds for the dashboard's charts. Cumulative, so
+    a lost report loses nothing: the next one carries it."""
+
+    source: str  # router name and worker index: whose counters these are
+    started: float  # the worker's start (wall clock): a new one restarts from 0
+    # app -> requests answered by status class: [1xx, 2xx, 3xx, 4xx, 5xx]
+    requests: dict[str, list[int]] = {}
+    # app -> requests per latency bucket (roost.router.stats.BUCKETS), not cumulative
+    latency: dict[str, list[int]] = {}
 
 
 class TlsCertificate(msgspec.Struct, frozen=True, kw_only=True):
@@ -980,6 +997,7 @@ AnyMsg = (
     | RouteSnapshot
     | RouteDelta
     | RouteSnapshotRequest
+    | RouterStats
     | ServiceProvision
     | ServiceCredentials
     | ServiceDeprovision

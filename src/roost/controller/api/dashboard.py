@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import time
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from roost.controller.api.deps import CurrentAccount, CurrentController
+from roost.controller.api.deps import ApiError, CurrentAccount, CurrentController, app_for_member
 from roost.controller.backups import health
 from roost.controller.core import Controller
 from roost.controller.deployflow import outcome, stage_of
@@ -27,6 +27,40 @@ async def root() -> RedirectResponse:
 async def page() -> HTMLResponse:
     html = resources.files("roost.controller.dashboard").joinpath("index.html").read_text()
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+# The page's own scripts and the vendored charting library: these names
+# only, never a path from the request.
+ASSETS = {
+    "charts.js": "application/javascript",
+    "actions.js": "application/javascript",
+    "vendor/uPlot.iife.min.js": "application/javascript",
+    "vendor/uPlot.min.css": "text/css",
+}
+
+
+@router.get("/dashboard/{asset:path}", include_in_schema=False)
+async def asset(asset: str) -> Response:
+    kind = ASSETS.get(asset)
+    if kind is None:
+        raise ApiError(404, f"no dashboard file {asset}")
+    body = resources.files("roost.controller.dashboard").joinpath(asset).read_bytes()
+    return Response(body, media_type=kind, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/api/apps/{name}/metrics")
+async def app_metrics(
+    name: str,
+    who: CurrentAccount,
+    c: CurrentController,
+    window: Literal["hour", "day"] = "hour",
+) -> dict[str, Any]:
+    """An app's requests per second by status class, latency percentiles
+    (ms), and memory (MB) and CPU (% of a core) per instance, one point per
+    10 s over the last hour or per 5 min over the last day (null: nothing
+    heard). Kept in memory by each controller (roost.controller.history)."""
+    await app_for_member(c, who, name)
+    return c.history.series(name, window, time.time())
 
 
 @router.get("/api/dashboard")
