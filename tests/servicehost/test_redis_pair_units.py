@@ -177,3 +177,13 @@ def test_get_master_addr_replies() -> None:
     assert sentinel.address(["10.0.0.1"]) is None
     assert sentinel.address(["10.0.0.1", "x"]) is None
     assert sentinel.master_name("blog") == "roost-blog"
+
+
+def test_a_starting_copy_follows_the_master_the_sentinels_agree_on() -> None:
+    own, partner = ("10.0.0.1", 7001), ("10.0.0.2", 7001)
+    # The old master, back after a failover: it follows the new one.
+    assert redisrepl.start_master(partner, own, partner, recorded_master=True) == partner
+    assert redisrepl.start_master(own, own, partner, recorded_master=False) is None
+    # No sentinel agreement: the role recorded last.
+    assert redisrepl.start_master(None, own, partner, recorded_master=True) is None
+    assert redisrepl.start_master(None, own, partner, recorded_master=False) == partner

@@ -46,6 +46,12 @@ started with `appendonly no`, so it loads the RDB (with AOF on and no AOF
 files, Redis 7 starts empty and would then save that), and turned to
 `appendonly yes` before it counts as up, which rewrites the AOF from the
 loaded data.
+
+In a cluster each app's Redis is one of a pair, a master and its replica
+on the other servicehost, watched by Redis Sentinel: `replication` (set
+before each start, from what the sentinels say) adds the pair's lines to
+the config (redisrepl.py), and nothing here ever changes a running copy's
+role: that is Sentinel's (sentinel.py).
 """
 
 from __future__ import annotations
@@ -57,9 +63,11 @@ import shutil
 import signal
 from pathlib import Path
 
+from roost.servicehost import redisrepl
 from roost.servicehost.binaries import Binaries
 from roost.servicehost.detached import adoptable, cmdline, launch, retire
 from roost.servicehost.names import REDIS_BACKUP_USER
+from roost.servicehost.redisrepl import Replication, ReplicationView
 from roost.servicehost.resp import RedisAdmin, RedisError, parse_info
 from roost.servicehost.state import Service
 from roost.servicehost.user import ServiceUser
@@ -101,9 +109,11 @@ def render_conf(
     listen: list[str],
     snapshots: bool = True,
     appendonly: bool = True,
+    replication: Replication | None = None,
 ) -> str:
     """redis.conf for one app's server; `snapshots`: whether it may write
-    them; `appendonly` False only to load a restored RDB (module docstring)."""
+    them; `appendonly` False only to load a restored RDB (module docstring);
+    `replication`: its place in a pair (redisrepl.py), None on one machine."""
     lines = [
         "# Written by the Roost servicehost at every start; edits here are lost.",
         f"bind {bind_addresses(listen)}",
@@ -134,6 +144,8 @@ def render_conf(
             f"user {REDIS_BACKUP_USER} on >{svc.backup_password} resetkeys resetchannels -@all "
             + " ".join(BACKUP_ALLOWED)
         )
+    if replication is not None:
+        lines += redisrepl.conf_lines(replication, svc.port)
     return "\n".join(lines) + "\n"
 
 
@@ -166,6 +178,9 @@ class RedisServer:
         # Why its snapshots are off ("" while they are on): snaproom.py.
         self.snapshot_problem = ""
         self._rebuild_aof = False
+        # Its place in a pair (set before each start: the master may have
+        # moved meanwhile); None on one machine.
+        self.replication: Replication | None = None
 
     @property
     def conf_path(self) -> Path:
@@ -180,6 +195,7 @@ class RedisServer:
             conf = render_conf(
                 self.svc, self.dir, self.listen,
                 snapshots=not self.snapshot_problem, appendonly=not self._rebuild_aof,
+                replication=self.replication,
             )  # fmt: skip
             fh.write(conf)
         os.replace(tmp, self.conf_path)
@@ -289,6 +305,11 @@ class RedisServer:
         async with self.admin(timeout) as r:
             info = parse_info(await r.call("INFO", "memory"))
         return int(info["maxmemory"]), int(info["used_memory"]), info["maxmemory_policy"]
+
+    async def replication_view(self, timeout: float = 2.0) -> ReplicationView:
+        """Its INFO replication now: its role, offsets and replicas."""
+        async with self.admin(timeout) as r:
+            return redisrepl.read_view(parse_info(await r.call("INFO", "replication")))
 
     async def save(self, timeout: float = 600.0) -> None:
         """SAVE: a complete dump.rdb of the data as of now (blocks the server meanwhile)."""

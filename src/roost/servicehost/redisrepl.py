@@ -157,3 +157,23 @@ def judge(view: ReplicationView, max_lag_bytes: int = MAX_LAG_BYTES) -> str:
     if lag > max_lag_bytes:
         return f"master: its replica is {lag} bytes behind"
     return ""
+
+
+def start_master(
+    agreed: tuple[str, int] | None,
+    own: tuple[str, int],
+    partner: tuple[str, int],
+    recorded_master: bool,
+) -> tuple[str, int] | None:
+    """Whom a copy follows when it starts (None: it starts as master).
+
+    `agreed`: the master a quorum of sentinels names (sentinel.agreed_master),
+    which always wins: after a failover the old master comes back as the new
+    one's replica, never as a second master. With no agreement (the
+    sentinels are starting too, or unreachable) the copy takes the role
+    its state last recorded; should that be stale, the sentinels turn it
+    into a replica once they see it.
+    """
+    if agreed is not None:
+        return None if agreed == own else agreed
+    return None if recorded_master else partner
