@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from roost import patroni
 from roost.proc.exits import ConfigError
 from roost.statedb import daemon
 from roost.statedb.plan import STATE_FILE, for_host, new_plan, patroni_config
@@ -44,7 +45,7 @@ def test_patronis_files_are_private_and_what_the_plan_renders(tmp_path: Path) ->
     plan = for_host(PLAN, "10.9.0.4")
     daemon.programs(plan, home, ME)
     conf = home / "patroni.yml"
-    assert json.loads(conf.read_text()) == patroni_config(plan, home, daemon.pg_bin_dir())
+    assert json.loads(conf.read_text()) == patroni_config(plan, home, patroni.pg_bin_dir())
     sql = (home / "bootstrap.sql").read_text()
     assert plan.roost_password in sql
     assert _mode(conf) == _mode(home / "bootstrap.sql") == 0o600

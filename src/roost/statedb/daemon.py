@@ -16,19 +16,14 @@ is not a child here, and stopping Patroni (SIGTERM) is what stops it.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import glob
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import msgspec
 
+from roost import patroni
 from roost.daemonize import run_daemon
-from roost.proc import children as C
-from roost.proc import spawn
 from roost.proc.exits import ConfigError
 from roost.proc.supervise import Program, Supervisor
 from roost.settings import Settings
@@ -44,7 +39,7 @@ from roost.sysuser import Account, check_reachable, ensure_system_user
 log = logging.getLogger("roost.statedb")
 
 USER = "roost-statedb"
-INSTALL_HINT = "apt-get install etcd-server patroni (scripts/install does it as root)"
+INSTALL_HINT = patroni.INSTALL_HINT
 # Patroni stops PostgreSQL (fast shutdown) before it exits.
 PATRONI_STOP_GRACE_S = 60.0
 
@@ -65,76 +60,22 @@ def load_plan(data_dir: Path) -> StateDbPlan:
     return plan
 
 
-def _binary(name: str) -> str:
-    found = shutil.which(name) or (
-        f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else ""
-    )
-    if not found:
-        raise ConfigError(f"{name} is not installed: {INSTALL_HINT}")
-    return found
-
-
-def pg_bin_dir() -> Path:
-    """The newest PostgreSQL's server binaries (Debian keeps them off PATH)."""
-    found = sorted(
-        (Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/postgres")),
-        key=lambda b: int(b.parent.name) if b.parent.name.isdigit() else 0,
-    )
-    if found:
-        return found[-1]
-    on_path = shutil.which("postgres")
-    if on_path:
-        return Path(on_path).parent
-    raise ConfigError("PostgreSQL is not installed: apt-get install postgresql")
-
-
-def _private(path: Path, content: str, who: Account) -> None:
-    """A file only the statedb user reads (it holds passwords)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(content)
-    if who.dropped:
-        os.chown(tmp, who.uid, who.gid)
-    os.replace(tmp, path)
-
-
-def _directory(path: Path, who: Account) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if who.dropped:
-        os.chown(path, who.uid, who.gid)
-    path.chmod(0o700)
-
-
-def _program(name: str, argv: list[str], home: Path, who: Account, grace: float) -> Program:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-
-    async def start() -> asyncio.subprocess.Process:
-        setup = spawn.child_setup(
-            uid=who.uid if who.dropped else None, gid=who.gid if who.dropped else None, umask=0o077
-        )
-        return await spawn.start(argv, env=env, cwd=home, setup=setup)
-
-    policy = dataclasses.replace(C.Policy(), stop_grace_s=grace)
-    return Program(name, start, policy=policy)
-
-
 def programs(plan: StateDbPlan, home: Path, who: Account) -> list[Program]:
     """What this host runs, in start order; the files they read written first."""
     out = []
     if plan.host in plan.etcd:
-        _directory(home / "etcd", who)
-        argv = etcd_argv(plan, _binary("etcd"), home / "etcd")
-        out.append(_program("etcd", argv, home, who, 10.0))
+        patroni.private_dir(home / "etcd", who)
+        argv = etcd_argv(plan, patroni.binary("etcd"), home / "etcd")
+        out.append(patroni.program("etcd", argv, home, who, 10.0))
     if plan.host in plan.patroni:
         for sub in ("run", "pgdata"):
-            _directory(home / sub, who)
-        config = patroni_config(plan, home, pg_bin_dir())
+            patroni.private_dir(home / sub, who)
+        config = patroni_config(plan, home, patroni.pg_bin_dir())
         # JSON is YAML: Patroni reads it as its configuration file.
-        _private(home / "patroni.yml", json.dumps(config, indent=1), who)
-        _private(home / "bootstrap.sql", bootstrap_sql(plan), who)
-        argv = [_binary("patroni"), str(home / "patroni.yml")]
-        out.append(_program("patroni", argv, home, who, PATRONI_STOP_GRACE_S))
+        patroni.private_file(home / "patroni.yml", json.dumps(config, indent=1), who)
+        patroni.private_file(home / "bootstrap.sql", bootstrap_sql(plan), who)
+        argv = [patroni.binary("patroni"), str(home / "patroni.yml")]
+        out.append(patroni.program("patroni", argv, home, who, PATRONI_STOP_GRACE_S))
     return out
 
 
@@ -142,7 +83,7 @@ async def serve(data_dir: Path, stop: asyncio.Event) -> None:
     plan = load_plan(data_dir)
     who = ensure_system_user(USER)
     home = data_dir / "statedb"
-    _directory(home, who)
+    patroni.private_dir(home, who)
     check_reachable(who.name, who.uid, home)
     sup = Supervisor(logger=log)
     for program in programs(plan, home, who):

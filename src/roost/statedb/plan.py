@@ -29,18 +29,19 @@ from __future__ import annotations
 
 import re
 import secrets
-import shlex
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from roost import patroni
+
 STATE_FILE = "statedb.json"
 DATABASE = "roost"
 ACCOUNT = "roost"
-SUPERUSER = "postgres"
-REPLICATOR = "replicator"
-REST_USER = "patroni"
+SUPERUSER = patroni.SUPERUSER
+REPLICATOR = patroni.REPLICATOR
+REST_USER = patroni.REST_USER
 
 
 class PlanError(ValueError):
@@ -116,16 +117,6 @@ def for_host(plan: StateDbPlan, host: str) -> StateDbPlan:
     )
 
 
-def _bare(host: str) -> str:
-    """An address as libpq and Patroni's host:port lists take it."""
-    return host[1:-1] if host.startswith("[") else host
-
-
-def _url_host(host: str) -> str:
-    """An address as a URL's authority takes it (IPv6 in brackets)."""
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
-
-
 def state_url(plan: StateDbPlan) -> str:
     """The controllers' URL: both members, the read-write one chosen at connect.
 
@@ -134,7 +125,7 @@ def state_url(plan: StateDbPlan) -> str:
     Patroni put it. The host and port lists are libpq's, passed through by
     SQLAlchemy, and the URL stays one pg_dump also takes.
     """
-    hosts = ",".join(_bare(h) for h in plan.patroni)
+    hosts = ",".join(patroni.bare(h) for h in plan.patroni)
     ports = ",".join(str(plan.pg_port) for _ in plan.patroni)
     return (
         f"postgresql+psycopg://{ACCOUNT}:{plan.roost_password}@/{DATABASE}"
@@ -143,14 +134,14 @@ def state_url(plan: StateDbPlan) -> str:
 
 
 def etcd_name(host: str) -> str:
-    return "etcd-" + re.sub(r"[^A-Za-z0-9]+", "-", _bare(host)).strip("-")
+    return "etcd-" + re.sub(r"[^A-Za-z0-9]+", "-", patroni.bare(host)).strip("-")
 
 
 def etcd_argv(plan: StateDbPlan, etcd: str, data_dir: Path) -> list[str]:
     """This host's etcd member: the same initial cluster on every member."""
-    me = _url_host(plan.host)
+    me = patroni.url_host(plan.host)
     peers = ",".join(
-        f"{etcd_name(h)}=http://{_url_host(h)}:{plan.etcd_peer_port}" for h in plan.etcd
+        f"{etcd_name(h)}=http://{patroni.url_host(h)}:{plan.etcd_peer_port}" for h in plan.etcd
     )
     return [
         etcd,
@@ -169,71 +160,26 @@ def etcd_argv(plan: StateDbPlan, etcd: str, data_dir: Path) -> list[str]:
 
 
 def patroni_config(plan: StateDbPlan, home: Path, bin_dir: Path) -> dict[str, Any]:
-    """Patroni's configuration for this host (`home`: its directory, owned by
-    the user it runs as; PostgreSQL's data and socket live under it)."""
-    me = _bare(plan.host)
-    sql = shlex.join([str(bin_dir / "psql"), "-v", "ON_ERROR_STOP=1", "-q", "-f"])
-    return {
-        "scope": plan.scope,
-        "namespace": "/roost/",
-        "name": plan.host,
-        "restapi": {
-            "listen": f"{_url_host(me)}:{plan.rest_port}",
-            "connect_address": f"{_url_host(me)}:{plan.rest_port}",
-            "authentication": {"username": REST_USER, "password": plan.rest_password},
-        },
-        "etcd3": {
-            "hosts": [f"{_url_host(h)}:{plan.etcd_client_port}" for h in plan.etcd],
-            "protocol": "http",
-        },
-        "bootstrap": {
-            "dcs": {
-                "ttl": plan.ttl,
-                "loop_wait": plan.loop_wait,
-                "retry_timeout": plan.retry_timeout,
-                "maximum_lag_on_failover": 1048576,
-                "synchronous_mode": True,
-                "synchronous_mode_strict": False,
-                "postgresql": {
-                    "use_pg_rewind": True,
-                    "use_slots": True,
-                    "parameters": {
-                        "wal_level": "replica",
-                        "hot_standby": "on",
-                        "wal_log_hints": "on",
-                        "max_wal_senders": 10,
-                        "max_replication_slots": 10,
-                        "max_connections": 200,
-                    },
-                },
-            },
-            "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"],
-            # Patroni appends the connection string; psql takes it as the database.
-            "post_bootstrap": f"{sql} {shlex.quote(str(home / 'bootstrap.sql'))}",
-        },
-        "postgresql": {
-            "listen": f"{me}:{plan.pg_port}",
-            "connect_address": f"{_url_host(me)}:{plan.pg_port}",
-            "data_dir": str(home / "pgdata"),
-            "bin_dir": str(bin_dir),
-            "pgpass": str(home / "pgpass"),
-            "authentication": {
-                "superuser": {"username": SUPERUSER, "password": plan.superuser_password},
-                "replication": {"username": REPLICATOR, "password": plan.replication_password},
-            },
-            "parameters": {"unix_socket_directories": str(home / "run")},
-            # The socket's directory is the Patroni user's own (0700): only it
-            # (and root) connects without a password.
-            "pg_hba": [
-                "local all all trust",
-                f"host replication {REPLICATOR} 0.0.0.0/0 scram-sha-256",
-                f"host replication {REPLICATOR} ::/0 scram-sha-256",
-                "host all all 0.0.0.0/0 scram-sha-256",
-                "host all all ::/0 scram-sha-256",
-            ],
-        },
-        "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
-    }
+    """Patroni's configuration for this host (roost.patroni renders it)."""
+    return patroni.config(member(plan), home, bin_dir)
+
+
+def member(plan: StateDbPlan) -> patroni.Member:
+    """This host as a member of the state database's Patroni cluster."""
+    return patroni.Member(
+        scope=plan.scope,
+        host=plan.host,
+        etcd=plan.etcd,
+        etcd_client_port=plan.etcd_client_port,
+        pg_port=plan.pg_port,
+        rest_port=plan.rest_port,
+        ttl=plan.ttl,
+        loop_wait=plan.loop_wait,
+        retry_timeout=plan.retry_timeout,
+        superuser_password=plan.superuser_password,
+        replication_password=plan.replication_password,
+        rest_password=plan.rest_password,
+    )
 
 
 def bootstrap_sql(plan: StateDbPlan) -> str:

@@ -1,0 +1,253 @@
+"""Patroni, for any PostgreSQL Roost makes highly available (shared, neutral).
+
+Two roles run Patroni clusters: the state database (`roost.statedb`, one
+cluster on the state hosts) and the servicehost pairs that hold apps'
+databases (`roost.servicehost.pgpair`, one cluster per pair). Both use one
+etcd, each cluster under its own scope. What they share lives here:
+
+  - `Member` and `config(...)`: Patroni's configuration for one member
+    (pure). Synchronous mode on, not strict: a commit is acknowledged once
+    the standby has it and only the synchronous standby may be promoted,
+    so a failover loses no acknowledged write; with the standby gone the
+    primary goes on alone rather than stopping every write.
+  - `view(cluster_json)`: what Patroni's REST `GET /cluster` says, as the
+    primary, its standbys and their lag (pure), for `roost services info`
+    and the tests.
+  - the process side of running it (`binary`, `pg_bin_dir`, `private_file`,
+    `private_dir`, `program`): Patroni and etcd run as an unprivileged user
+    (PostgreSQL refuses root), supervised by the process toolkit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import glob
+import os
+import shlex
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from roost.proc import children as C
+from roost.proc import spawn
+from roost.proc.exits import ConfigError
+from roost.proc.supervise import Program
+from roost.sysuser import Account
+
+SUPERUSER = "postgres"
+REPLICATOR = "replicator"
+REST_USER = "patroni"
+NAMESPACE = "/roost/"
+INSTALL_HINT = "apt-get install etcd-server patroni (scripts/install does it as root)"
+
+
+def bare(host: str) -> str:
+    """An address as libpq and Patroni's host:port lists take it."""
+    return host[1:-1] if host.startswith("[") else host
+
+
+def url_host(host: str) -> str:
+    """An address as a URL's authority takes it (IPv6 in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Member:
+    """One Patroni member: which cluster, where, and its secrets."""
+
+    scope: str
+    host: str  # this member's address (also its Patroni name)
+    etcd: list[str]  # etcd hosts
+    etcd_client_port: int
+    pg_port: int
+    rest_port: int
+    ttl: int
+    loop_wait: int
+    retry_timeout: int
+    superuser_password: str
+    replication_password: str
+    rest_password: str
+    # Run once by the first primary after initdb (a file of SQL under home).
+    post_bootstrap_sql: str = "bootstrap.sql"
+    parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def config(m: Member, home: Path, bin_dir: Path) -> dict[str, Any]:
+    """Patroni's configuration for this member (`home`: its directory, owned
+    by the user it runs as; PostgreSQL's data and socket live under it)."""
+    me = bare(m.host)
+    sql = shlex.join([str(bin_dir / "psql"), "-v", "ON_ERROR_STOP=1", "-q", "-f"])
+    return {
+        "scope": m.scope,
+        "namespace": NAMESPACE,
+        "name": m.host,
+        "restapi": {
+            "listen": f"{url_host(me)}:{m.rest_port}",
+            "connect_address": f"{url_host(me)}:{m.rest_port}",
+            "authentication": {"username": REST_USER, "password": m.rest_password},
+        },
+        "etcd3": {
+            "hosts": [f"{url_host(h)}:{m.etcd_client_port}" for h in m.etcd],
+            "protocol": "http",
+        },
+        "bootstrap": {
+            "dcs": {
+                "ttl": m.ttl,
+                "loop_wait": m.loop_wait,
+                "retry_timeout": m.retry_timeout,
+                "maximum_lag_on_failover": 1048576,
+                "synchronous_mode": True,
+                "synchronous_mode_strict": False,
+                "postgresql": {
+                    "use_pg_rewind": True,
+                    "use_slots": True,
+                    "parameters": {
+                        "wal_level": "replica",
+                        "hot_standby": "on",
+                        "wal_log_hints": "on",
+                        "max_wal_senders": 10,
+                        "max_replication_slots": 10,
+                        "max_connections": 200,
+                        **m.parameters,
+                    },
+                },
+            },
+            "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums"],
+            # Patroni appends the connection string; psql takes it as the database.
+            "post_bootstrap": f"{sql} {shlex.quote(str(home / m.post_bootstrap_sql))}",
+        },
+        "postgresql": {
+            "listen": f"{me}:{m.pg_port}",
+            "connect_address": f"{url_host(me)}:{m.pg_port}",
+            "data_dir": str(home / "pgdata"),
+            "bin_dir": str(bin_dir),
+            "pgpass": str(home / "pgpass"),
+            "authentication": {
+                "superuser": {"username": SUPERUSER, "password": m.superuser_password},
+                "replication": {"username": REPLICATOR, "password": m.replication_password},
+            },
+            "parameters": {"unix_socket_directories": str(home / "run")},
+            # The socket's directory is the Patroni user's own (0700): only it
+            # (and root) connects without a password.
+            "pg_hba": [
+                "local all all trust",
+                f"host replication {REPLICATOR} 0.0.0.0/0 scram-sha-256",
+                f"host replication {REPLICATOR} ::/0 scram-sha-256",
+                "host all all 0.0.0.0/0 scram-sha-256",
+                "host all all ::/0 scram-sha-256",
+            ],
+        },
+        "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
+    }
+
+
+# ------------------------------------------------------------ what Patroni says
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberView:
+    name: str
+    role: str  # "leader", "sync_standby", "replica", ...
+    state: str  # "running", "streaming", "stopped", ...
+    host: str
+    port: int
+    lag_bytes: int | None  # behind the primary's WAL; None: unknown (e.g. the primary)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterView:
+    members: tuple[MemberView, ...]
+
+    @property
+    def primary(self) -> MemberView | None:
+        return next((m for m in self.members if m.role in ("leader", "master")), None)
+
+    @property
+    def standbys(self) -> list[MemberView]:
+        return [m for m in self.members if m is not self.primary]
+
+    @property
+    def synchronous(self) -> MemberView | None:
+        return next((m for m in self.members if m.role == "sync_standby"), None)
+
+
+def view(cluster: Mapping[str, Any]) -> ClusterView:
+    """Patroni's `GET /cluster` answer as a ClusterView (pure).
+
+    Patroni reports a member's lag in bytes, or "unknown" when it cannot
+    tell (a standby not streaming); the primary has none.
+    """
+    members = []
+    for m in cluster.get("members", []):
+        lag = m.get("lag")
+        members.append(
+            MemberView(
+                name=str(m.get("name", "")),
+                role=str(m.get("role", "")),
+                state=str(m.get("state", "")),
+                host=str(m.get("host", "")),
+                port=int(m.get("port", 0) or 0),
+                lag_bytes=lag if isinstance(lag, int) else None,
+            )
+        )
+    return ClusterView(tuple(sorted(members, key=lambda x: x.name)))
+
+
+# ------------------------------------------------------------ running it
+
+
+def binary(name: str) -> str:
+    found = shutil.which(name) or (
+        f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else ""
+    )
+    if not found:
+        raise ConfigError(f"{name} is not installed: {INSTALL_HINT}")
+    return found
+
+
+def pg_bin_dir() -> Path:
+    """The newest PostgreSQL's server binaries (Debian keeps them off PATH)."""
+    found = sorted(
+        (Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/postgres")),
+        key=lambda b: int(b.parent.name) if b.parent.name.isdigit() else 0,
+    )
+    if found:
+        return found[-1]
+    on_path = shutil.which("postgres")
+    if on_path:
+        return Path(on_path).parent
+    raise ConfigError("PostgreSQL is not installed: apt-get install postgresql")
+
+
+def private_file(path: Path, content: str, who: Account) -> None:
+    """A file only `who` reads (it holds passwords)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(content)
+    if who.dropped:
+        os.chown(tmp, who.uid, who.gid)
+    os.replace(tmp, path)
+
+
+def private_dir(path: Path, who: Account) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if who.dropped:
+        os.chown(path, who.uid, who.gid)
+    path.chmod(0o700)
+
+
+def program(name: str, argv: list[str], home: Path, who: Account, grace: float) -> Program:
+    """A supervised program run as `who` in `home`, stopped within `grace`."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+
+    async def start() -> asyncio.subprocess.Process:
+        setup = spawn.child_setup(
+            uid=who.uid if who.dropped else None, gid=who.gid if who.dropped else None, umask=0o077
+        )
+        return await spawn.start(argv, env=env, cwd=home, setup=setup)
+
+    policy = dataclasses.replace(C.Policy(), stop_grace_s=grace)
+    return Program(name, start, policy=policy)
