@@ -182,6 +182,25 @@ class Settings:
         "images kept per app: those of its newest releases that served, the current one "
         "included (rollback targets); older ones are collected from builders and runners",
     )
+    smtp_url: str = _setting(
+        "",
+        "ROOST_SMTP_URL",
+        "controller: the SMTP server alerts to mailto: targets go through "
+        "(smtp://[user:pass@]host[:port][?starttls=1], or smtps://; '' = none)",
+    )
+    smtp_from: str = _setting(
+        "roost@localhost", "ROOST_SMTP_FROM", "controller: the From address of alert e-mails"
+    )
+    notify_retry_s: float = _setting(
+        10.0,
+        "ROOST_NOTIFY_RETRY_S",
+        "controller: wait before an alert's first retry; doubled per failed try, up to an hour",
+    )
+    notify_disk_free: float = _setting(
+        0.25,
+        "ROOST_NOTIFY_DISK_FREE",
+        "controller: a servicehost's disk with less than this fraction free raises disk-nearly-full",
+    )
     rollback_window_s: float = _setting(
         300.0,
         "ROOST_ROLLBACK_WINDOW_S",

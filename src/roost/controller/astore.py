@@ -173,6 +173,18 @@ class AsyncStore:
     set_service_host = _on_executor(Store.set_service_host)
     service_bindings = _on_executor(Store.service_bindings)
 
+    # ------------------------------------------------------------ alerts (store_notify.py)
+
+    add_notify_target = _on_executor(Store.add_notify_target)
+    notify_target = _on_executor(Store.notify_target)
+    notify_targets = _on_executor(Store.notify_targets)
+    remove_notify_target = _on_executor(Store.remove_notify_target)
+    notify_event = _on_executor(Store.notify_event)
+    due_deliveries = _on_executor(Store.due_deliveries)
+    record_delivery = _on_executor(Store.record_delivery)
+    notify_log = _on_executor(Store.notify_log)
+    prune_notify = _on_executor(Store.prune_notify)
+
     # ------------------------------------------------------------ image copies
 
     add_copy = _on_executor(Store.add_copy)

@@ -34,6 +34,7 @@ from roost.controller.store_domains import DomainStore
 from roost.controller.store_hostdrains import HostDrainStore
 from roost.controller.store_images import ImageCopyStore
 from roost.controller.store_logs import insert_log_lines
+from roost.controller.store_notify import NotifyStore
 from roost.controller.store_snapshot import PLACEMENTS, SnapshotStore, bump_desired
 from roost.state import tables as t
 from roost.wire.messages import LogLine, StaticRoute
@@ -121,7 +122,14 @@ _KEYS_PER_QUERY = 2000
 
 
 class Store(
-    AccessStore, CronStore, DeployStore, DomainStore, HostDrainStore, ImageCopyStore, SnapshotStore
+    AccessStore,
+    CronStore,
+    DeployStore,
+    DomainStore,
+    HostDrainStore,
+    ImageCopyStore,
+    NotifyStore,
+    SnapshotStore,
 ):
     def __init__(self, engine: Engine, secrets: SecretBox | None = None) -> None:
         self.engine = engine

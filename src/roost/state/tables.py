@@ -311,3 +311,52 @@ host_drains = Table(
     # the lease holder: any replica shows it.
     Column("note", Text, nullable=False, default=""),
 )
+
+notify_targets = Table(
+    "notify_targets",
+    metadata,
+    # Where alerts go (`roost notify add`, controller/notify.py): a webhook
+    # (http/https) or e-mail (mailto:/smtp:) of one app, or of the whole
+    # platform when app_id is NULL.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=True),
+    # Shown as is: the URL with any password replaced by "***".
+    Column("url", Text, nullable=False),
+    # SecretBox-sealed {"url": the URL as given, "secret": HMAC key or ""}.
+    Column("sealed", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+notify_events = Table(
+    "notify_events",
+    metadata,
+    # An alert, stored in the transaction of the event that raised it, before
+    # any delivery: a controller restart loses none. The app by name (and no
+    # foreign key): an app's deletion is itself an alert of the platform's.
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("app", String(64), nullable=False, default=""),
+    Column("message", Text, nullable=False, default=""),
+    Column("fields", Text, nullable=False, default="{}"),  # JSON object
+)
+
+notify_deliveries = Table(
+    "notify_deliveries",
+    metadata,
+    # One event to one target: state pending -> delivered | failed, retried
+    # with backoff by the scheduler lease holder (controller/notifier.py).
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", Integer, ForeignKey("notify_events.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "target_id", Integer, ForeignKey("notify_targets.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("state", String(16), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_at", Float, nullable=False),  # wall clock of the next try
+    Column("last_at", Float, nullable=True),
+    Column("last_error", Text, nullable=False, default=""),
+    UniqueConstraint("event_id", "target_id"),
+)
+Index("ix_notify_deliveries_due", notify_deliveries.c.state, notify_deliveries.c.next_at)
+Index("ix_notify_deliveries_target", notify_deliveries.c.target_id)
