@@ -199,7 +199,8 @@ class Settings:
     notify_disk_free: float = _setting(
         0.25,
         "ROOST_NOTIFY_DISK_FREE",
-        "controller: a servicehost's disk with less than this fraction free raises disk-nearly-full",
+        "controller: a servicehost disk with less than this fraction free raises an alert "
+        "(disk-nearly-full)",
     )
     rollback_window_s: float = _setting(
         300.0,
