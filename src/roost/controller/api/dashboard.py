@@ -34,6 +34,7 @@ async def page() -> HTMLResponse:
 ASSETS = {
     "charts.js": "application/javascript",
     "actions.js": "application/javascript",
+    "panel.css": "text/css",
     "vendor/uPlot.iife.min.js": "application/javascript",
     "vendor/uPlot.min.css": "text/css",
 }
