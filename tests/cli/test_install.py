@@ -89,6 +89,7 @@ def test_order_servicehost_before_runner_controller_first_router_after_its_socke
         assert sock.value("Socket", "FileDescriptorName") == fd_name  # what the router takes
         assert sock.value("Socket", "ListenStream") == port
         assert sock.value("Socket", "Service") == "roost-router.service"
+        assert sock.value("Socket", "ReusePort") == "true"  # joins a self-bound router's port
         assert sock.values("Unit", "PartOf") == []
 
 

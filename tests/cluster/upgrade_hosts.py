@@ -4,7 +4,7 @@ cluster upgrade --replace` asks (tests/cluster/test_upgrade.py).
 Every host runs Roost from its own symbolic link (BASE/code/ADDRESS, on its
 daemons' PYTHONPATH), pointing at the sources of the release it runs, as
 bench/restart.py does for one host. A router host runs its router under
-tests.cluster.routerkeeper, which holds the listening socket as a systemd
+`roost router-keeper`, which holds the listening socket as a systemd
 .socket unit would.
 
     python -m tests.cluster.upgrade_hosts STATE ADDRESS [--broken]
@@ -22,8 +22,9 @@ for `roost cluster upgrade` to find out.
 A host that runs 0.1.0 (its link's sources say so) hands nothing over:
 its runner or servicehost is sent TERM (`roost cluster upgrade` drained
 the runner first). Its router bound its port itself, with two workers and
-SO_REUSEPORT (`ReleaseCluster`); the new router starts under a keeper
-whose socket joins that port's group, the namespace's
+SO_REUSEPORT (`ReleaseCluster`); the new router starts under
+`roost router-keeper --take-over`, whose socket joins that port's group
+and takes its new connections, with the namespace's
 net.ipv4.tcp_migrate_req set so that the connections waiting in the old
 router's backlog move to the new socket when the old one closes (Linux
 5.14+); once the new router serves, the old one is sent TERM and finishes
@@ -91,8 +92,7 @@ class UpgradableCluster(RoostCluster):
         keeper = self.keepers and self.role_of(host) == "router"
         env = self.env_for(host.ip)
         if keeper:
-            held = [sys.executable, "-m", "tests.cluster.routerkeeper", host.ip]
-            argv = [*held, str(ROUTER_PORT), str(self.pidfile(host)), "--", *argv]
+            argv = [*keeper_argv(host.data, host.ip, self.pidfile(host)), "--", *argv]
         elif self.role_of(host) == "router":
             env["ROOST_ROUTER_WORKERS"] = "2"  # binds with SO_REUSEPORT, as 0.1.0 did
         proc = self.net.spawn(host, argv, env, log, cwd=REPO)
@@ -117,6 +117,7 @@ class UpgradableCluster(RoostCluster):
                 "ns": h.ns,
                 "role": self.role_of(h),
                 "argv": self.argv(h),
+                "data": str(h.data),
                 "env": self.env_for(h.ip),
                 "link": str(self.link(h.ip)),
                 "pidfile": str(self.pidfile(h)),
@@ -175,6 +176,13 @@ class UpgradableCluster(RoostCluster):
         return cmd
 
 
+def keeper_argv(data: Path, address: str, pidfile: Path) -> list[str]:
+    """`roost router-keeper` holding a router host's port (plain HTTP); `pidfile`: its router."""
+    roost = [sys.executable, "-m", "roost", "--data", str(data), "router-keeper"]
+    where = ["--host", address, "--port", str(ROUTER_PORT), "--tls-port", "0"]
+    return [*roost, *where, "--pidfile", str(pidfile)]
+
+
 def gone(pid: int) -> bool:
     """Exited (a zombie its parent, the test, has not reaped yet counts)."""
     try:
@@ -219,12 +227,10 @@ def take_over_router(state_file: Path, address: str, old: int) -> None:
     """Replace a router that bound its port itself (see the module docstring)."""
     state = json.loads(state_file.read_text())
     info = state["hosts"][address]
-    migrate = ["sysctl", "-qw", "net.ipv4.tcp_migrate_req=1"]
-    subprocess.run([_tool("ip"), "netns", "exec", info["ns"], *migrate], check=True)
     log, pidfile = Path(info["log"]), Path(info["pidfile"])
     mark = log.stat().st_size
-    keeper = [sys.executable, "-m", "tests.cluster.routerkeeper", address, str(ROUTER_PORT)]
-    info["keeper"] = spawn(info, [*keeper, str(pidfile), "--reuse-port", "--", *info["argv"]])
+    keeper = keeper_argv(Path(info["data"]), address, pidfile)
+    info["keeper"] = spawn(info, [*keeper, "--take-over", "--", *info["argv"]])
     deadline = time.monotonic() + 60
     while int(pidfile.read_text()) == old or b"serving http" not in log.read_bytes()[mark:]:
         if time.monotonic() > deadline:

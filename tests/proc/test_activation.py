@@ -78,3 +78,43 @@ def test_launcher_hands_sockets_to_a_child_at_fd_3_with_its_own_pid() -> None:
         assert out.returncode == 0, out.stderr
         ports = [("https", b.getsockname()[1]), ("http", a.getsockname()[1])]
         assert out.stdout.splitlines() == [repr(ports), "[]"]
+
+
+PROC_NET_TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0
+   1: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0
+   2: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0
+   3: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0
+   4: 0100007F:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0
+"""
+
+
+def test_listeners_counts_one_address_and_port_listening() -> None:
+    assert activation.proc_address("127.0.0.1") == "0100007F"
+    assert activation.proc_address("::1") == "00000000" * 3 + "01000000"
+    # Port 8080 on 127.0.0.1: two listeners; not the wildcard's, the
+    # established connection's or port 8081's.
+    assert activation.listeners(PROC_NET_TCP, "127.0.0.1", 8080) == 2
+    assert activation.listeners(PROC_NET_TCP, "0.0.0.0", 8080) == 1
+    assert activation.listeners(PROC_NET_TCP, "127.0.0.1", 8082) == 0
+
+
+def test_a_joining_socket_takes_every_new_connection_of_the_group() -> None:
+    with socket.socket() as old:
+        old.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        old.bind(("127.0.0.1", 0))
+        old.listen()
+        port = old.getsockname()[1]
+        with pytest.raises(OSError):  # without joining, the port is taken
+            activation.listen("127.0.0.1", port).close()
+        with activation.listen("127.0.0.1", port, join=True) as new:
+            clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+            new.settimeout(5)
+            for _ in clients:
+                new.accept()[0].close()
+            old.setblocking(False)
+            with pytest.raises(BlockingIOError):  # the old socket got none
+                old.accept()
+            for c in clients:
+                c.close()

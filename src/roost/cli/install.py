@@ -197,6 +197,12 @@ def router_socket(plan: Plan, name: str, port: int, fd_name: str) -> Unit:
                 ("Service", service_name("router")),
                 ("Backlog", "4096"),
                 ("NoDelay", "true"),
+                # Joins the port's SO_REUSEPORT group when a router that
+                # bound it itself still runs (0.1.0's, several workers), so
+                # an upgrade starts this socket and its router before that
+                # one stops (docs/architecture.md, "Versions and rolling
+                # upgrades"). Only root's sockets can join root's group.
+                ("ReusePort", "true"),
             ],
             "Install": [("WantedBy", "sockets.target")],
         },

@@ -24,6 +24,7 @@ from roost.cli import (
 )
 from roost.cli.datadir import default_data_dir
 from roost.cli.install import install
+from roost.cli.routerkeeper import router_keeper
 
 
 @click.group()
@@ -80,6 +81,7 @@ for _cmd in (
 cli.add_command(check.check)
 cli.add_command(restorecmd.restore)
 cli.add_command(install)
+cli.add_command(router_keeper)
 
 
 def main() -> None:

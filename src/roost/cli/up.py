@@ -161,13 +161,9 @@ def router_sockets(settings: Settings) -> list[tuple[str, socket.socket]]:
         ports.append(("https", settings.router_tls_port))
     out: list[tuple[str, socket.socket]] = []
     for name, port in ports:
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(activation.BACKLOG)
+            sock = activation.listen(host, port)
         except OSError as exc:
-            sock.close()
             for _, s in out:
                 s.close()
             option = "--router-port" if name == "http" else "--tls-port"

@@ -18,16 +18,22 @@ the child's command in a short stub that does both, then execs it.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
+import struct
 import sys
 from collections.abc import Mapping, MutableMapping, Sequence
+from pathlib import Path
 
 from roost.proc.exits import ConfigError
 
 FIRST_FD = 3
 BACKLOG = 4096
 VARIABLES = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
+SO_ATTACH_REUSEPORT_CBPF = 51  # linux/asm-generic/socket.h
+_BPF_RET_K = 0x06  # BPF_RET | BPF_K: return a constant
+MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
 
 
 def parse(env: Mapping[str, str], pid: int) -> list[tuple[str, int]]:
@@ -110,3 +116,68 @@ def launcher(sockets: Sequence[tuple[str, int]], argv: Sequence[str]) -> list[st
     names = ":".join(name for name, _ in sockets)
     fds = [str(fd) for _, fd in sockets]
     return [sys.executable, "-I", "-S", "-c", _STUB, names, str(len(fds)), *fds, *argv]
+
+
+def proc_address(ip: str) -> str:
+    """`ip` as /proc/net/tcp{,6} print it: each 32-bit word of the address
+    in network order read as a little-endian integer, in hex (pure)."""
+    raw = socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+    return "".join(f"{w:08X}" for w in struct.unpack(f"<{len(raw) // 4}I", raw))
+
+
+def listeners(proc_net_tcp: str, ip: str, port: int) -> int:
+    """TCP sockets listening on ip:port in a /proc/net/tcp (or tcp6) text:
+    the members of that address's SO_REUSEPORT group (pure)."""
+    want = f"{proc_address(ip)}:{port:04X}"
+    return sum(1 for r in proc_net_tcp.splitlines()[1:] if r.split()[1:4:2] == [want, "0A"])
+
+
+def steer_here(sock: socket.socket, index: int) -> None:
+    """Attach to `sock`'s SO_REUSEPORT group a one-instruction classic BPF
+    program that picks the group's socket at `index` for every new
+    connection. A socket joins a group at its end, so the number of
+    listeners before it joined is its own index. Once the others close the
+    index is out of range and the kernel picks by hash, from `sock` alone."""
+    insn = ctypes.create_string_buffer(struct.pack("HBBI", _BPF_RET_K, 0, 0, index))
+    prog = struct.pack("H6xQ", 1, ctypes.addressof(insn))  # struct sock_fprog
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, prog)
+
+
+def allow_migration() -> bool:
+    """net.ipv4.tcp_migrate_req on (Linux 5.14+): connections waiting in a
+    closing SO_REUSEPORT listener's backlog move to another of its group
+    instead of being reset. False where it cannot be set (an older kernel,
+    no privilege)."""
+    try:
+        if MIGRATE_REQ.read_text().strip() != "1":
+            MIGRATE_REQ.write_text("1\n")
+        return True
+    except OSError:
+        return False
+
+
+def listen(host: str, port: int, *, join: bool = False) -> socket.socket:
+    """A TCP socket listening on host:port with `BACKLOG`, to hand over.
+
+    `join`: take the port over from a process that bound it itself with
+    SO_REUSEPORT (a router of 0.1.0, or one started without activation and
+    several workers): the socket joins that group and steers every new
+    connection to itself (`steer_here`), so the other process gets none from
+    then on and can be stopped once ours serves. OSError as bind raises it
+    (EADDRINUSE when the holder did not set SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if join:
+            table = Path("/proc/net/tcp6" if family == socket.AF_INET6 else "/proc/net/tcp")
+            before = listeners(table.read_text(), host, port)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+        if join:
+            steer_here(sock, before)
+    except OSError:
+        sock.close()
+        raise
+    return sock
