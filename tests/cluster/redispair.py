@@ -8,10 +8,11 @@ masters are registered by sentinelproc.register, so what is tested is what
 a servicehost writes. The servers run as root here, straight from
 redis-server: the servicehost's supervision of them is tested on its own.
 
-`Writer` is an app that reconnects the way a Sentinel-aware client does
-(ask the sentinels for the master, connect, write; on any error ask
-again); each write is followed by WAIT 1, and only a write the replica
-acknowledged counts as kept.
+`Writer` is an app writing through one address, the runner-local data
+proxy (runner/dataproxy.py: HAProxy sending each connection to the copy
+that answers role:master), connecting again on any error; each write is
+followed by WAIT 1, and only a write the replica acknowledged counts as
+kept.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from roost.runner.dataproxy import ProxyListener, ProxyServer
 from roost.servicehost import sentinelproc
 from roost.servicehost.redis import ADMIN_USER, render_conf
 from roost.servicehost.redisrepl import Replication
@@ -161,39 +163,89 @@ async def until(
 
 @dataclass
 class Writer:
-    """The app: SET then WAIT 1, through whichever master the sentinels name."""
+    """The app: SET then WAIT 1, through `target` (the runner-local data
+    proxy's one address, or whichever master the sentinels name); on any
+    error it connects again."""
 
     pair: RedisPair
+    target: Callable[[], Awaitable[Address | None]]
     acked: list[int] = field(default_factory=list)  # writes the replica acknowledged
-    # (monotonic time, master) of each write the master accepted.
-    done: list[tuple[float, Address]] = field(default_factory=list)
+    done: list[float] = field(default_factory=list)  # when each accepted write returned
     _n: int = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            master = await self.pair.master()
-            if master is None:
-                await asyncio.sleep(0.1)
-                continue
-            with contextlib.suppress(*ERRORS):
-                await self._write_to(master, stop)
+            addr = await self.target()
+            if addr is not None:
+                with contextlib.suppress(*ERRORS):
+                    await self._write_to(addr, stop)
             await asyncio.sleep(0.05)
 
-    async def _write_to(self, master: Address, stop: asyncio.Event) -> None:
-        async with RedisAdmin(master[0], master[1], "default", self.pair.svc.password, 2.0) as r:
+    async def _write_to(self, addr: Address, stop: asyncio.Event) -> None:
+        async with RedisAdmin(addr[0], addr[1], "default", self.pair.svc.password, 2.0) as r:
             while not stop.is_set():
-                if (await self._role(r)) != "master":
-                    return  # demoted: ask the sentinels again
                 n = self._n
                 self._n += 1
                 await r.call("SET", f"k{n}", str(n))
-                self.done.append((time.monotonic(), master))
+                self.done.append(time.monotonic())
                 if int(await r.call("WAIT", "1", "300")) >= 1:
                     self.acked.append(n)
 
-    @staticmethod
-    async def _role(r: RedisAdmin) -> str:
-        return str((await r.call("ROLE"))[0])
+    def first_write_after(self, t: float) -> float | None:
+        return next((w for w in self.done if w > t), None)
 
-    def first_write_after(self, t: float, on: Address) -> float | None:
-        return next((w for w, m in self.done if w > t and m == on), None)
+
+def proxy_listener(pair: RedisPair, local_port: int) -> ProxyListener:
+    """The runner-local proxy's listener for the pair: both copies, the
+    app's password for its role:master check."""
+    servers = [ProxyServer(h.ip, PORT, PORT) for h in (pair.sh1, pair.sh2)]
+    return ProxyListener("redis", APP, local_port, tuple(servers), pair.svc.password)
+
+
+@dataclass(frozen=True)
+class Failover:
+    unavailable_s: float  # the master's host killed -> the next write accepted
+    acked: list[int]  # writes the replica acknowledged
+    lost: list[int]  # of those, not on the new master
+
+
+async def kill_master_under_writes(
+    pair: RedisPair, address: Address, wait_s: float = 60.0, before: int = 20
+) -> Failover:
+    """Write through `address` until `before` writes are acknowledged, kill
+    the master's host (sh1), write on until a write is accepted again and
+    the sentinels agree on sh2; what was lost of the acknowledged writes."""
+
+    async def fixed() -> Address:
+        return address
+
+    writer = Writer(pair, fixed)
+    stop = asyncio.Event()
+
+    async def acked_some() -> bool:
+        return len(writer.acked) >= before
+
+    async def written_after_kill() -> bool:
+        return writer.first_write_after(dead_at) is not None
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(writer.run(stop))
+        await until(acked_some, 30, "acknowledged writes before the fault")
+        killed_at = time.monotonic()
+        await asyncio.to_thread(pair.net.kill_host, pair.sh1)
+        dead_at = time.monotonic()  # a write before this may have reached the old master
+        await until(written_after_kill, wait_s, "a write through the same address")
+        stop.set()
+    first = writer.first_write_after(dead_at)
+    assert first is not None
+    new = pair.addr(pair.sh2)
+
+    async def sentinels_agree() -> bool:
+        # The sentinel that ran the failover tells the other by its hello messages.
+        return await pair.master() == new
+
+    await until(sentinels_agree, wait_s, "the sentinels to agree on the new master")
+    async with pair.admin(new) as r:
+        values = await r.call("MGET", *(f"k{n}" for n in writer.acked))
+    lost = [n for n, v in zip(writer.acked, values, strict=True) if v != str(n)]
+    return Failover(first - killed_at, list(writer.acked), lost)
