@@ -107,6 +107,38 @@ class Settings:
         0, "ROOST_METRICS_PORT", "Prometheus /metrics port of a daemon (0: off)"
     )
     bind_host: str = _setting("127.0.0.1", "ROOST_BIND_HOST", "address daemons bind on")
+    acme_directory: str = _setting(
+        "",
+        "ROOST_ACME_DIRECTORY",
+        "controller: ACME directory URL custom domains get certificates from by HTTP-01, e.g. "
+        "https://acme-v02.api.letsencrypt.org/directory ('' = off: certificates by hand)",
+    )
+    acme_email: str = _setting(
+        "", "ROOST_ACME_EMAIL", "controller: contact e-mail of the platform's ACME account"
+    )
+    acme_ca_bundle: str = _setting(
+        "",
+        "ROOST_ACME_CA_BUNDLE",
+        "controller: PEM file of the CA that signs the ACME directory's HTTPS certificate, "
+        "when it is a private one ('' = the system's)",
+    )
+    acme_renew_days: float = _setting(
+        30.0,
+        "ROOST_ACME_RENEW_DAYS",
+        "controller: renew an ACME certificate this many days before it expires "
+        "(at most a third of its lifetime)",
+    )
+    acme_retry_s: float = _setting(
+        600.0,
+        "ROOST_ACME_RETRY_S",
+        "controller: wait after a failed ACME order; doubled per failure in a row, up to a day",
+    )
+    acme_routers: str = _setting(
+        "",
+        "ROOST_ACME_ROUTERS",
+        "controller: HOST:PORT of every router's HTTP listener, comma-separated, checked to "
+        "serve an ACME answer before the CA is told to look ('' = BIND_HOST:ROUTER_PORT)",
+    )
     default_domain: str = _setting("localhost", "ROOST_DOMAIN", "apps answer at APP.<domain>")
     web_instances: int = _setting(2, "ROOST_WEB_INSTANCES", "default web instance count")
     heartbeat_interval_s: float = _setting(1.0, "ROOST_HEARTBEAT_S", "runner heartbeat period")

@@ -316,9 +316,66 @@ def domains_remove(ctx: click.Context, hostname: str, app_name: str | None) -> N
     console.print(f"Removed {hostname}")
 
 
-@click.group("certs")
-def certs() -> None:
-    """TLS certificates for an app's domains."""
+@click.group("certs", invoke_without_command=True)
+@app_option
+@json_option
+@click.pass_context
+def certs(ctx: click.Context, app_name: str | None, as_json: bool) -> None:
+    """TLS certificates for custom domains: with no command, list them and their state."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(certs_list, app_name=app_name, as_json=as_json)
+
+
+def _when(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "-"
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
+    left = ts - now
+    if abs(left) < 3 * 86400:
+        span = f"{abs(left) / 3600:.1f} h" if abs(left) >= 3600 else f"{abs(left) / 60:.0f} min"
+        return f"{stamp} ({'in ' + span if left >= 0 else span + ' ago'})"
+    return stamp
+
+
+def _render_certs(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        console.print("No custom domains")
+        return
+    now = time.time()
+    _table(
+        ["app", "domain", "source", "state", "expires", "why", "next try"],
+        [
+            [
+                r["app"], r["hostname"], r["source"], r["state"] or "-",
+                _when(r["not_after"], now),
+                f"{r['reason']}: {r['detail']}" if r["reason"] else "-",
+                _when(r["next_at"], now) if r["source"] == "acme" else "-",
+            ]
+            for r in rows
+        ],
+    )  # fmt: skip
+
+
+@certs.command("list")
+@app_option
+@json_option
+@click.pass_context
+def certs_list(ctx: click.Context, app_name: str | None, as_json: bool) -> None:
+    """Custom domains, where their certificates come from, and ACME's state and last failure."""
+    rows = _api(ctx).request("GET", "/api/certs")
+    if app_name is not None:
+        rows = [r for r in rows if r["app"] == app_name]
+    _out(rows, as_json, _render_certs)
+
+
+@certs.command("renew")
+@click.argument("hostname")
+@app_option
+@click.pass_context
+def certs_renew(ctx: click.Context, hostname: str, app_name: str | None) -> None:
+    """Order a new ACME certificate for HOSTNAME now."""
+    _api(ctx).request("POST", f"/api/apps/{_app(app_name)}/certs/{hostname}/renew")
+    console.print(f"Renewing the certificate of {hostname}: see 'roost certs'")
 
 
 @certs.command("add")

@@ -148,6 +148,16 @@ class AsyncStore:
     put_certificate = _on_executor(Store.put_certificate)
     certificates = _on_executor(Store.certificates)
 
+    # ------------------------------------------------------------ ACME (store_acme.py)
+
+    acme_orders = _on_executor(Store.acme_orders)
+    acme_save_orders = _on_executor(Store.acme_save_orders)
+    acme_drop_orders = _on_executor(Store.acme_drop_orders)
+    acme_renew_now = _on_executor(Store.acme_renew_now)
+    acme_publish = _on_executor(Store.acme_publish)
+    acme_withdraw = _on_executor(Store.acme_withdraw)
+    acme_account_key = _on_executor(Store.acme_account_key)
+
     # ------------------------------------------------------------ placements and hosts
 
     desired_version = _on_executor(Store.desired_version)

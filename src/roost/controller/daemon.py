@@ -13,6 +13,7 @@ import uvicorn
 
 from roost import __version__
 from roost.controller import upgrade
+from roost.controller.acme import AcmeRunner
 from roost.controller.api.app import create_api
 from roost.controller.apitls import ApiTlsError, api_certificate, api_url
 from roost.controller.astore import AsyncStore
@@ -148,6 +149,7 @@ async def serve(
                     tg.create_task(service.queue_loop()),
                     tg.create_task(service.release_phase.loop()),
                     tg.create_task(CronRunner(controller, lambda ep: RpcClient(node, [ep])).loop()),
+                    tg.create_task(AcmeRunner(controller, settings).loop()),
                     tg.create_task(
                         upgrade.capture_pending(
                             data_dir, controller.backups, lambda: service.platform.served

@@ -46,6 +46,8 @@ class AppInputs:
     pending: tuple[ReleaseRow, ...] = ()
     domains: tuple[str, ...] = ()
     certificates: tuple[TlsCertificate, ...] = ()
+    # Pending ACME HTTP-01 answers for its domains: (token, key authorization).
+    challenges: tuple[tuple[str, str], ...] = ()
 
     def needed(self, placements: list[Placement]) -> set[ReleaseKey]:
         """The releases a pass needs for this app: serving, pending, and placed."""
@@ -106,9 +108,9 @@ class ReleaseCache(Mapping[ReleaseKey, ReleaseRow]):
 
 
 # Per app, what a read compares: its row, formation, placements, pending
-# release versions, domains, certificates.
+# release versions, domains, certificates, ACME challenges.
 _Group = tuple[Any, ...]
-_TABLES = ("apps", "formation", "placements", "pending", "domains", "certificates")
+_TABLES = ("apps", "formation", "placements", "pending", "domains", "certificates", "challenges")
 
 
 def _grouped(rows: list[tuple[Any, ...]], key: int = 0) -> dict[Any, tuple[Any, ...]]:
@@ -159,6 +161,9 @@ class Reader:
                                       key_pem=c.key_pem))
             for c in store.certificates()
         ]  # fmt: skip
+        rows["challenges"] = [
+            (ch.app_id, ch.token, ch.key_authorization) for ch in store.acme_challenges()
+        ]
         names: dict[Any, int] = {}  # app name -> id, for the placements' groups
         changed: set[int] = set()
         for table in _TABLES:
@@ -223,6 +228,7 @@ class Reader:
             pending=self._pending.get(app_id, ()),
             domains=tuple(h for _, h in g["domains"].get(app_id, ())),
             certificates=tuple(c for _, c in g["certificates"].get(app_id, ())),
+            challenges=tuple((tok, ka) for _, tok, ka in g["challenges"].get(app_id, ())),
         )  # fmt: skip
 
 

@@ -43,6 +43,8 @@ class AppRouting:
     host_of: dict[str, str] = field(default_factory=dict)
     # Certificates users added for the app's domains (routers pick by SNI).
     certificates: tuple[TlsCertificate, ...] = ()
+    # Pending ACME HTTP-01 answers: (token, key authorization).
+    challenges: tuple[tuple[str, str], ...] = ()
 
 
 def app_routing(a: AppInputs, placed: Iterable[Placement], rel: ReleaseRow | None) -> AppRouting:
@@ -60,6 +62,7 @@ def app_routing(a: AppInputs, placed: Iterable[Placement], rel: ReleaseRow | Non
         static_digest=rel.static_digest if rel else "",
         domains=a.domains,
         certificates=a.certificates,
+        challenges=a.challenges,
         static_routes=tuple(rel.static_routes) if rel else (),
         web_instances=tuple(p.instance_id for p in mine),
         host_of={p.instance_id: p.host_id for p in mine},
@@ -139,6 +142,7 @@ def app_route(
         basic_auth=dict(auth.users) if auth is not None else {},
         basic_auth_realm=auth.realm if auth is not None else "",
         certificates=certificates,
+        acme_challenges=dict(a.challenges),
     )
 
 
@@ -192,6 +196,7 @@ class RouteCache:
             a.domains,
             a.static_routes,
             a.certificates,
+            a.challenges,
             default_domain,
             backends,
         )

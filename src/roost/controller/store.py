@@ -22,6 +22,7 @@ from roost.appspec.model import AppSpec
 from roost.controller.scheduler import Placement
 from roost.controller.secretbox import SecretBox
 from roost.controller.store_access import AccessStore, Conflict, NotFound
+from roost.controller.store_acme import AcmeStore
 from roost.controller.store_cron import CronStore
 from roost.controller.store_deploys import (
     BuildMove,
@@ -123,6 +124,7 @@ _KEYS_PER_QUERY = 2000
 
 class Store(
     AccessStore,
+    AcmeStore,
     CronStore,
     DeployStore,
     DomainStore,

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from roost.router import acme
+from roost.router.acme import PREFIX as ACME_PREFIX
 from roost.router.h1 import FORWARDED, HOP_BY_HOP, accepts_gzip
 from roost.router.relay import Relay
 from roost.router.table import AppEntry
@@ -225,8 +227,12 @@ class Exchange(Relay):
         self.proxy()
 
     def _features(self, entry: AppEntry, url: bytes, auth: bytes | None, accept_enc: bytes) -> bool:
-        """Suspension, basic auth, static files, expiry, gzip: False when answered here."""
+        """ACME answers, suspension, basic auth, static files, expiry, gzip: False
+        when answered here."""
         client = self.client
+        challenges = entry.route.acme_challenges
+        if challenges and url.startswith(ACME_PREFIX) and acme.serve(client, self, challenges, url):
+            return False  # before auth or suspension: the CA has neither
         if entry.suspended:
             client.local_error(
                 self,

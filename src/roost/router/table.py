@@ -79,9 +79,15 @@ class AppEntry:
             for user, password in route.basic_auth.items()
         )
         self.realm = route.basic_auth_realm or "Restricted"
-        # Nothing but proxying to do: the request path skips every feature check.
+        # Nothing but proxying to do: the request path skips every feature check
+        # (pending ACME answers are one: router/acme.py).
         self.plain = not (
-            self.suspended or self.auth_tokens or self.static or self.expires or self.gzip
+            self.suspended
+            or self.auth_tokens
+            or self.static
+            or self.expires
+            or self.gzip
+            or route.acme_challenges
         )
         self.rr = 0
         self.slots: Any = None

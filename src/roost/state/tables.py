@@ -229,6 +229,44 @@ certificates = Table(
     Column("created_at", Float, nullable=False),
 )
 
+acme_orders = Table(
+    "acme_orders",
+    metadata,
+    # A custom domain whose certificate Roost gets by ACME (controller/acme*.py):
+    # its state (pending | valid | failing), why it last failed (dns, timeout,
+    # refused, ...), and when the scheduler lease holder tries next.
+    Column("hostname", String(255), primary_key=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", String(32), nullable=False, default=""),
+    Column("detail", Text, nullable=False, default=""),
+    Column("failures", Integer, nullable=False, default=0),  # in a row, for the backoff
+    Column("next_at", Float, nullable=False),  # wall clock of the next order or renewal
+    Column("updated_at", Float, nullable=False),
+)
+
+acme_challenges = Table(
+    "acme_challenges",
+    metadata,
+    # HTTP-01 answers pending now: published with the route table so every
+    # router answers /.well-known/acme-challenge/TOKEN for the domain.
+    Column("token", String(255), primary_key=True),
+    Column("hostname", String(255), nullable=False),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    Column("key_authorization", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+acme_accounts = Table(
+    "acme_accounts",
+    metadata,
+    # The platform's account at one ACME directory; the key sealed (SecretBox).
+    Column("directory", String(512), primary_key=True),
+    Column("key_sealed", Text, nullable=False),
+    Column("uri", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+)
+
 ssh_keys = Table(
     "ssh_keys",
     metadata,

@@ -259,6 +259,9 @@ class AppRoute(msgspec.Struct, frozen=True, kw_only=True):
     basic_auth_realm: str = ""
     # TLS certificates for this app's custom domains (the router terminates TLS).
     certificates: list[TlsCertificate] = []
+    # Pending ACME HTTP-01 answers for its domains: token -> key authorization,
+    # served at /.well-known/acme-challenge/TOKEN before anything else.
+    acme_challenges: dict[str, str] = {}
 
 
 class RouteSnapshot(Msg, frozen=True, kw_only=True):

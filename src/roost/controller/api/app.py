@@ -16,6 +16,7 @@ from roost.controller.api import (
     accounts,
     apps,
     backups,
+    certs,
     dashboard,
     deploys,
     deps,
@@ -91,6 +92,17 @@ def create_api(
         }
 
     metrics.install(api, controller, deps.metrics_reader)
-    for module in (apps, hosts, deploys, manage, services, backups, accounts, epio, dashboard):
+    for module in (
+        apps,
+        hosts,
+        deploys,
+        manage,
+        services,
+        backups,
+        accounts,
+        epio,
+        dashboard,
+        certs,
+    ):
         api.include_router(module.router)
     return api
