@@ -15,6 +15,7 @@ from roost.cli import (
     cluster,
     control,
     daemons,
+    drains,
     hosts,
     manage,
     restorecmd,
@@ -75,6 +76,7 @@ for _cmd in (
     *manage.COMMANDS,
     *services.COMMANDS,
     *backups.COMMANDS,
+    *drains.COMMANDS,
 ):
     cli.add_command(_cmd)
 

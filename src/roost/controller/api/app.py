@@ -22,6 +22,7 @@ from roost.controller.api import (
     deps,
     epio,
     hosts,
+    logdrains,
     manage,
     services,
 )
@@ -103,6 +104,7 @@ def create_api(
         epio,
         dashboard,
         certs,
+        logdrains,
     ):
         api.include_router(module.router)
     return api
