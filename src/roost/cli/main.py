@@ -15,9 +15,9 @@ from roost.cli import (
     cluster,
     control,
     daemons,
-    drains,
     hosts,
     manage,
+    notify,
     restorecmd,
     services,
     status,
@@ -76,7 +76,7 @@ for _cmd in (
     *manage.COMMANDS,
     *services.COMMANDS,
     *backups.COMMANDS,
-    *drains.COMMANDS,
+    *notify.COMMANDS,
 ):
     cli.add_command(_cmd)
 

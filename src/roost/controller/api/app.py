@@ -22,8 +22,8 @@ from roost.controller.api import (
     deps,
     epio,
     hosts,
-    logdrains,
     manage,
+    notify,
     services,
 )
 from roost.controller.core import Controller
@@ -104,7 +104,7 @@ def create_api(
         epio,
         dashboard,
         certs,
-        logdrains,
+        notify,
     ):
         api.include_router(module.router)
     return api
