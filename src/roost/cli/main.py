@@ -15,6 +15,7 @@ from roost.cli import (
     cluster,
     control,
     daemons,
+    drains,
     hosts,
     manage,
     notify,
@@ -76,6 +77,7 @@ for _cmd in (
     *manage.COMMANDS,
     *services.COMMANDS,
     *backups.COMMANDS,
+    *drains.COMMANDS,
     *notify.COMMANDS,
 ):
     cli.add_command(_cmd)

@@ -146,6 +146,7 @@ async def serve(
                     tg.create_task(controller.lease_loop()),
                     tg.create_task(controller.reconcile_loop()),
                     tg.create_task(controller.housekeeping_loop()),
+                    tg.create_task(controller.logdrains.run()),
                     tg.create_task(controller.hosts_heard.loop(TICK_S)),
                     tg.create_task(service.copy_loop()),
                     tg.create_task(service.queue_loop()),

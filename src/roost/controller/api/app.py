@@ -22,6 +22,7 @@ from roost.controller.api import (
     deps,
     epio,
     hosts,
+    logdrains,
     manage,
     notify,
     services,
@@ -104,6 +105,7 @@ def create_api(
         epio,
         dashboard,
         certs,
+        logdrains,
         notify,
     ):
         api.include_router(module.router)
