@@ -97,6 +97,12 @@ class Settings:
     data_sync_s: float = _setting(
         5.0, "ROOST_DATA_SYNC_S", "runner: how often to check apps' data directories for changes"
     )
+    appdata_root: str = _setting(
+        "",
+        "ROOST_APPDATA_ROOT",
+        "servicehost/runner: the directory holding every app's live data directory "
+        "(empty: DATA/servicehost/appdata; in a cluster, the shared file system's mount)",
+    )
     archive_days: float = _setting(
         7.0,
         "ROOST_ARCHIVE_DAYS",
@@ -285,17 +291,7 @@ class Settings:
         "runner: 'on' keeps nftables table 'inet roost' (when root): instance ports for "
         "routers only, no platform port for tenants; 'off' (development only): none",
     )
-    log_lines_kept: int = _setting(
-        5000,
-        "ROOST_LOG_LINES",
-        "log lines kept per app (>= 1500) unless the app chose its own (roost log-retention)",
-    )
-    log_drain_ca: str = _setting(
-        "",
-        "ROOST_LOG_DRAIN_CA",
-        "controller: a PEM file of CA certificates trusted for TLS log drains, "
-        "besides the system's ('' = the system's only)",
-    )
+    log_lines_kept: int = _setting(5000, "ROOST_LOG_LINES", "log lines kept per app (>= 1500)")
     rollout_timeout_s: float = _setting(
         180.0, "ROOST_ROLLOUT_TIMEOUT_S", "a release not up within this fails and is rolled back"
     )

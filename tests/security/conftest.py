@@ -88,7 +88,10 @@ def _targets(p: Platform) -> dict[str, object]:
     files = [data / "api.json", data / "cluster.json", data / "state.db"]
     files += [data / "controller" / "admin.token"]
     files += sorted((data / "keys").iterdir())
-    files += [data / "runner" / "apps" / "victim" / "data" / "secret.txt"]
+    # The victim's live data directory (issue 17): its secret is really there.
+    live = data / "servicehost" / "appdata" / "victim"
+    wait_until(lambda: (live / "secret.txt").exists(), 60, "the victim's secret in its tree")
+    files += [live / "secret.txt"]
     files += sorted((data / "runner" / "apps" / "victim" / "bundle").glob("*/bundle_config.py"))
     files += sorted((data / "runner" / "images").glob("images/*/app/app.py"))
     assert any("bundle_config" in str(f) for f in files) and any("images" in str(f) for f in files)
@@ -112,8 +115,11 @@ def _targets(p: Platform) -> dict[str, object]:
         "databases": {"victim": [pg["host"], pg["port"], pg["database"]]},
         "platform_uid": os.getuid(),
         "files": [str(f) for f in files],
-        "dirs": [str(data), str(data / "runner"), str(data / "keys"), str(data / "builder")],
-        "writable_by_nobody": [str(data / "builder" / "uv-cache")],
+        "dirs": [
+            *(str(d) for d in (data, data / "runner", data / "keys", data / "builder")),
+            *(str(d) for d in (live.parent, live)),
+        ],
+        "writable_by_nobody": [str(data / "builder" / "uv-cache"), str(live.parent), str(live)],
         "ports": ports,
     }
 

@@ -15,10 +15,8 @@ from roost.cli import (
     cluster,
     control,
     daemons,
-    drains,
     hosts,
     manage,
-    notify,
     restorecmd,
     services,
     status,
@@ -77,8 +75,6 @@ for _cmd in (
     *manage.COMMANDS,
     *services.COMMANDS,
     *backups.COMMANDS,
-    *drains.COMMANDS,
-    *notify.COMMANDS,
 ):
     cli.add_command(_cmd)
 

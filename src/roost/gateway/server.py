@@ -193,13 +193,14 @@ class Gateway:
         if isinstance(cmd, RunCommand):
             return await self._run(ch, cmd, who)
         if isinstance(cmd, DataCommand):
-            await self._access(who, cmd.app)
+            grant = await self._grant(who, cmd.app)
             start = DataStart(
                 session=f"{cmd.tool}-{secrets.token_hex(8)}",
                 app=cmd.app,
                 tool=cmd.tool,
                 options=cmd.options,
                 paths=cmd.paths,
+                app_id=grant.app_id if grant is not None else 0,
             )
             log.info("%s: %s by %s: %s", cmd.app, cmd.tool, who.email, ch.command)
             return await self._on_servicehost(ch, start)
@@ -207,10 +208,15 @@ class Gateway:
 
     async def _access(self, who: Identity, app: str) -> str:
         """Raises RemoteError when `who` may not use `app`; the app's key."""
+        grant = await self._grant(who, app)
+        return grant.app_key if grant is not None else ""
+
+    async def _grant(self, who: Identity, app: str) -> AppGrant | None:
+        """Raises RemoteError when `who` may not use `app`; the grant."""
         reply = await self.controllers.call(
             AppAccess(account_id=who.account_id, app=app), timeout=5
         )
-        return reply.app_key if isinstance(reply, AppGrant) else ""
+        return reply if isinstance(reply, AppGrant) else None
 
     async def _run(self, ch: Channel, cmd: RunCommand, who: Identity) -> tuple[int, str]:
         target = await self.controllers.call(
@@ -245,7 +251,11 @@ class Gateway:
         if not isinstance(apps, AppNames):
             return self._fail(ch, "could not list your apps", 1), ""
         start = DataStart(
-            session=f"sftp-{secrets.token_hex(8)}", app="", tool="sftp", apps=apps.apps
+            session=f"sftp-{secrets.token_hex(8)}",
+            app="",
+            tool="sftp",
+            apps=apps.apps,
+            app_ids=apps.ids,
         )
         log.info("sftp by %s (%d apps)", who.email, len(apps.apps))
         return await self._on_servicehost(ch, start)

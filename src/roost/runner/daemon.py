@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from roost import aio, metrics
 from roost.daemonize import run_daemon
+from roost.datadir.shared import root_for, serves_here
 from roost.images.cache import ImageCache
 from roost.images.sources import RemoteStore
 from roost.images.store import ImageStore
@@ -97,7 +98,11 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     """The daemon's body; returns when `stop` is set (or on SIGTERM/SIGINT)."""
-    layout = Layout(data_dir)
+    layout = Layout(
+        data_dir,
+        root_for(data_dir, settings.appdata_root),
+        own_tree=serves_here(data_dir, settings.appdata_root),
+    )
     layout.create()
     hid = layout.host_id(host_id or settings.runner_host_id)
     node, cluster = open_node(data_dir, name)

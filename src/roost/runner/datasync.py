@@ -92,8 +92,8 @@ class DataSync:
         Never raises: a servicehost that cannot be reached leaves the local
         copy as it is (the app keeps running on what it has).
         """
-        if self.client is None:
-            return False
+        if self.client is None or self.layout.live_data():
+            return False  # the live tree (roost.datadir) needs no copy
         async with self._locks[app]:
             have = self.have_version(app)
             try:

@@ -3,7 +3,9 @@
   DATA/runner/host_id               this host's stable id (generated once)
   DATA/runner/images/               the image cache (roost.images)
   DATA/runner/store/                image copies served to other hosts (copies.py)
-  DATA/runner/apps/<app>/data/      the app's persistent data directory
+  DATA/runner/apps/<app>/data/      the app's data directory, pulled (no live tree here)
+  APPDATA/<app>/                    the app's live data directory (roost.datadir), when
+                                    the servicehost's tree reaches this host
   DATA/runner/apps/<app>/           HOME of the app's processes
   DATA/runner/apps/<app>/bundle/<id>/bundle_config.py   per instance
   DATA/runner/sockets/<id>.sock     unix sockets of web instances
@@ -26,6 +28,7 @@ import socket
 import tempfile
 from pathlib import Path
 
+from roost.datadir.shared import app_tree, is_live, make
 from roost.runner.launch import Launch
 from roost.settings import Settings
 
@@ -35,8 +38,18 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class Layout:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(
+        self, data_dir: Path, appdata_root: Path | None = None, own_tree: bool = False
+    ) -> None:
         self.data_dir = data_dir
+        # Where the live tree would be (roost.datadir.shared.root_for); used
+        # once its marker shows that the servicehost's tree is really there,
+        # or at once when this DATA's servicehost keeps it (`own_tree`).
+        self.appdata_root = appdata_root
+        self._live = False
+        if own_tree and appdata_root is not None:
+            make(appdata_root)
+            self._live = True
         self.root = data_dir / "runner"
         self.images = self.root / "images"
         self.store = self.root / "store"
@@ -57,7 +70,18 @@ class Layout:
         return self.apps / safe_name(app)
 
     def data_directory(self, app: str) -> Path:
+        """The app's live tree when this host reaches it, else its pulled copy."""
+        if self.live_data():
+            assert self.appdata_root is not None
+            return app_tree(self.appdata_root, app)
         return self.app_home(app) / "data"
+
+    def live_data(self) -> bool:
+        """Do apps' data directories live in the shared tree here? Once seen,
+        for good: a mount that goes away must not send writes elsewhere."""
+        if not self._live and self.appdata_root is not None:
+            self._live = is_live(self.appdata_root)
+        return self._live
 
     def bundle_dir(self, app: str, instance_id: str) -> Path:
         return self.app_home(app) / "bundle" / safe_name(instance_id)

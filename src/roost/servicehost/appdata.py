@@ -1,15 +1,19 @@
 """The canonical copy of each app's persistent data directory.
 
-  DATA/servicehost/appdata/<app>/         the files (rsync/scp/sftp read and write here)
-  DATA/servicehost/appdata/.versions.json  app -> version (changes after each write)
+  ROOT/<app>/                              the files: the app's own live tree
+  ROOT/.versions.json                      app -> version (changes after each write)
+  ROOT/.roost-appdata                      the marker runners look for (roost.datadir)
   DATA/servicehost/archive/APP.KEY.STAMP/  a deleted app's directory (roost.appdirs)
 
-Runners copy it (`DataPull`); a version tells them whether their copy is
-current. A version is a millisecond timestamp that never goes backwards for
-an app, so it stays distinct across servicehost restarts. The archive carries
-regular files and directories only: symlinks stay here (rsync stores them
-munged, so they point nowhere), and nothing else (devices, fifos) is ever
-copied out.
+ROOT is `roost.datadir.shared.root_for` (DATA/servicehost/appdata unless
+ROOST_APPDATA_ROOT names the shared file system's mount). A runner that sees
+the marker binds `ROOT/<app>` live into the app's sandboxes; one that cannot
+(a host the tree does not reach) copies it (`DataPull`); a version tells
+them whether their copy is current. A version is a millisecond timestamp
+that never goes backwards for an app, so it stays distinct across
+servicehost restarts. The archive carries regular files and directories
+only: symlinks stay here (rsync stores them munged, so they point nowhere),
+and nothing else (devices, fifos) is ever copied out.
 
 When the app is deleted (AppRemoved) its directory moves to the archive and
 its version is forgotten, so a new app of the same name starts empty: the
@@ -30,7 +34,9 @@ import time
 from pathlib import Path
 
 from roost import appdirs
+from roost.datadir.shared import mark
 from roost.servicehost.names import BadAppName, check_app
+from roost.sysuser import chown_tree
 from roost.wire.messages import AppRemoved, Error, Msg, Ok
 
 log = logging.getLogger("roost.servicehost")
@@ -54,6 +60,7 @@ class AppData:
         self.root.mkdir(parents=True, exist_ok=True)
         # Searchable, not listable: the tools' user reaches its apps' dirs.
         os.chmod(self.root, 0o711)
+        mark(self.root)
         # Each app's files are for that app alone (older versions made its
         # directory 0755): only the tools' user, which owns it, may enter.
         for d in self.root.iterdir():
@@ -67,14 +74,20 @@ class AppData:
         except (FileNotFoundError, ValueError):
             self._versions = {}
 
-    def dir(self, app: str) -> Path:
-        """The app's directory (created on first use)."""
+    def dir(self, app: str, owner: tuple[int, int] | None = None) -> Path:
+        """The app's directory (created on first use), owned by `owner` (the
+        app's own user, whose transfer tools write there) or else `self.owner`."""
         d = self.root / check_app(app)
+        owner = owner or self.owner
         if not d.is_dir():
             d.mkdir(mode=0o700)
             os.chmod(d, 0o700)  # whatever the umask: the app's files are its own
-            if self.owner is not None:
-                os.chown(d, *self.owner)
+            if owner is not None:
+                os.chown(d, *owner)
+        elif owner is not None and owner != self.owner and _owner(d) != owner:
+            # Written by the tools' shared user before the tree was the app's
+            # own (or restored as that user): the app's from now on.
+            chown_tree(d, *owner)
         return d
 
     def apps(self) -> list[str]:
@@ -136,6 +149,11 @@ class AppData:
     def archive(self, app: str) -> bytes:
         """tar.gz of the app's directory: regular files and directories only."""
         return pack_tree(self.dir(app))
+
+
+def _owner(path: Path) -> tuple[int, int]:
+    st = path.lstat()
+    return st.st_uid, st.st_gid
 
 
 def pack_tree(root: Path) -> bytes:

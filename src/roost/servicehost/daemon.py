@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from roost.daemonize import run_daemon
+from roost.datadir.shared import root_for
 from roost.metrics import serve as serve_metrics
 from roost.proc.exits import ConfigError
 from roost.servicehost import snaproom
@@ -120,7 +121,11 @@ async def _serve(
         host.host_id = own.host if own is not None else ""
         # Apps' data directories (rsync/scp/sftp via gateways, pulls by runners).
         owner = (user.uid, user.gid) if user.dropped else None
-        appdata = AppData(Layout(data_dir).root / "appdata", owner)
+        appdata = AppData(
+            root_for(data_dir, settings.appdata_root),
+            owner,
+            archive=Layout(data_dir).root / "archive",
+        )
         appdata.create()
         execs = ExecSessions(idle_s=settings.exec_idle_s, grace_s=settings.stop_grace_s)
         restores = Restores(host, appdata)

@@ -4,8 +4,10 @@ The gateway has parsed the client's command and checked that the account may
 use the app; here the command is rebuilt from the parts with a second,
 independent set of checks, because this is where it runs:
 
-  - the tools run as the service user, never as root, so device files and
-    ownership changes a client asks for (`-D`, `-o`, `-g` change rsync's
+  - the tools run as the app's own user (`DataStart.app_id`; from an older
+    gateway, the service user), never as root: the app's live tree is that
+    user's (roost.datadir), and device files and ownership changes a client
+    asks for (`-D`, `-o`, `-g` change rsync's
     wire format, so they cannot simply be dropped) are beyond their reach.
   - rsync options are a single cluster of short flags and long options
     that carry no path, except `--partial-dir`/`--backup-dir` with a safe
@@ -33,6 +35,7 @@ from roost.servicehost.appdata import AppData
 from roost.servicehost.names import BadAppName, check_app
 from roost.servicehost.user import ServiceUser
 from roost.sessions.server import ExecSessions, Spawn
+from roost.tenant.identity import IdentityError, identity_for
 from roost.wire.dispatch import Entry, on, refusing
 from roost.wire.messages import (
     DataArchive,
@@ -117,12 +120,16 @@ def inside(root: Path, rel: str) -> bool:
 
 
 def build_argv(
-    msg: DataStart, app_dir: Path, owner: tuple[int, int] | None = None
+    msg: DataStart,
+    app_dir: Path,
+    owner: tuple[int, int] | None = None,
+    app_users: dict[str, int] | None = None,
 ) -> tuple[list[str], bool]:
     """(argv, may_write) for a DataStart; Refused when anything is off.
 
-    For sftp `app_dir` is the root of all apps' directories, and `owner` the
-    (uid, gid) the server drops to once started (it must import as root).
+    For sftp `app_dir` is the root of all apps' directories, `owner` the
+    (uid, gid) the server drops to once started (it must import as root),
+    and `app_users` the uid each app's tree is reached as.
     """
     paths = [safe_relative(p) for p in msg.paths]
     for p in paths:
@@ -151,7 +158,8 @@ def build_argv(
         apps = [check_app(a) for a in msg.apps]
         uid, gid = owner or (os.getuid(), os.getgid())
         server = [sys.executable, "-m", "roost.servicehost.sftpd", str(app_dir), str(uid), str(gid)]
-        return [*server, *apps], True
+        users = app_users or {}
+        return [*server, *(f"{a}:{users[a]}" if a in users else a for a in apps)], True
     raise Refused(f"unknown tool {msg.tool!r}")
 
 
@@ -184,16 +192,18 @@ class DataSessions:
     async def start(self, msg: DataStart) -> Msg:
         if self.sessions.has(msg.session):
             return Ok(detail=msg.session)  # a retried start
+        users = app_users(msg) if self.user.dropped else {}
         if msg.tool == "sftp":
             for a in msg.apps:
-                self.data.dir(a)
+                await asyncio.to_thread(self.data.dir, a, _pair(users.get(a)))
             cwd = self.data.root
         else:
-            cwd = self.data.dir(msg.app)
+            cwd = await asyncio.to_thread(self.data.dir, msg.app, _pair(users.get(msg.app)))
         owner = (self.user.uid, self.user.gid) if self.user.dropped else None
-        argv, may_write = build_argv(msg, cwd, owner)
+        argv, may_write = build_argv(msg, cwd, owner, users)
         # The sftp server drops privileges itself, after its imports.
         drop = self.user.dropped and msg.tool != "sftp"
+        run_as = _pair(users.get(msg.app)) or owner
         if not os.path.isabs(argv[0]) and shutil.which(argv[0]) is None:
             return Error(message=f"{argv[0]} is not installed on the servicehost")
 
@@ -210,7 +220,27 @@ class DataSessions:
                 env={**BASE_ENV, "HOME": str(cwd)},
                 cwd=cwd,
                 on_exit=ended,
-                user=self.user.uid if drop else None,
-                group=self.user.gid if drop else None,
+                user=run_as[0] if drop and run_as else None,
+                group=run_as[1] if drop and run_as else None,
             ),
         )
+
+
+def app_users(msg: DataStart) -> dict[str, int]:
+    """The uid of each app the session reaches, whose user owns its tree
+    (the same on every host: roost.tenant.identity). Apps the gateway sent
+    no id for (an older gateway) are left to the tools' user."""
+    ids = dict(msg.app_ids)
+    if msg.app and msg.app_id > 0:
+        ids[msg.app] = msg.app_id
+    out = {}
+    for app, app_id in ids.items():
+        try:
+            out[app] = identity_for(app_id, app).uid
+        except IdentityError:
+            continue
+    return out
+
+
+def _pair(uid: int | None) -> tuple[int, int] | None:
+    return (uid, uid) if uid is not None else None  # a tenant's group has its uid's id

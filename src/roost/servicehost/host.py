@@ -39,6 +39,7 @@ from pathlib import Path
 
 import psycopg
 
+from roost.datadir.shared import root_for
 from roost.servicehost import backuprole, pgadmin
 from roost.servicehost.addresses import advertised_host, listen_hosts
 from roost.servicehost.backups import archive_app_data, backup_name
@@ -416,7 +417,7 @@ class ServiceHost:
 
     async def _backup_app_data(self, app: str) -> None:
         """The app's data directory is backed up with its databases."""
-        source = self.layout.root / "appdata" / app
+        source = root_for(self.layout.data_dir, self.settings.appdata_root) / app
         dest = await asyncio.to_thread(
             archive_app_data, source, self.layout.backups(app), time.time()
         )

@@ -127,9 +127,18 @@ class Dir:
 
 
 class Server:
-    def __init__(self, root: str, apps: list[str]) -> None:
+    def __init__(
+        self, root: str, apps: list[str], owners: dict[str, tuple[int, int]] | None = None
+    ) -> None:
+        """`owners`: app -> (uid, gid) its files are reached as (each app's
+        tree is its own user's); the process must then have kept root as its
+        real and saved uid (`main`), and `rest` is whom it acts as otherwise."""
         self.root = os.path.realpath(root)
         self.apps = sorted(set(apps))
+        self.owners = owners or {}
+        self.rest: tuple[int, int] | None = None
+        self.acting: str | None = None
+        self.handle_app: dict[bytes, str | None] = {}
         self.handles: dict[bytes, int | Dir] = {}  # an open file's fd, or a directory
         self.next_handle = 0
 
@@ -150,6 +159,7 @@ class Server:
             return None
         if parts[0] not in self.apps:
             raise SftpError(NO_SUCH_FILE, f"no app {parts[0]!r} here")
+        self.become(parts[0])
         app_root = os.path.join(self.root, parts[0])
         path = os.path.join(app_root, *parts[1:])
         if follow and os.path.lexists(path):
@@ -169,8 +179,26 @@ class Server:
 
     # ------------------------------------------------------------ requests
 
+    def become(self, app: str | None) -> None:
+        """Act as `app`'s own user from here on (None: the tools' user).
+
+        Every path is resolved by `real` and every open handle is used by
+        `_file` after this, so the kernel judges each request as the owner
+        of the tree it names: a rename from one app's tree into another's,
+        or a link planted across them, meets that app's permissions.
+        """
+        if not self.owners or app == self.acting:
+            return
+        owner = self.owners.get(app) if app else None
+        uid, gid = owner or self.rest or (os.getuid(), os.getgid())
+        os.seteuid(0)
+        os.setegid(gid)
+        os.seteuid(uid)
+        self.acting = app
+
     def handle(self, kind: int, r: Reader) -> bytes:
         rid = r.u32()
+        self.become(None)
         try:
             return self._dispatch(kind, rid, r)
         except SftpError as exc:
@@ -186,12 +214,14 @@ class Server:
         self.next_handle += 1
         h = str(self.next_handle).encode()
         self.handles[h] = obj
+        self.handle_app[h] = self.acting
         return h
 
     def _file(self, h: bytes) -> int:
         obj = self.handles.get(h)
         if not isinstance(obj, int):
             raise SftpError(FAILURE, "invalid handle")
+        self.become(self.handle_app.get(h))
         return obj
 
     def _stat(self, vpath: str, follow: bool) -> os.stat_result | None:
@@ -241,7 +271,9 @@ class Server:
                 raise SftpError(FAILURE, "is a directory")
             return bytes([HANDLE]) + struct.pack(">I", rid) + _s(self._handle(fd))
         if kind == CLOSE:
-            obj = self.handles.pop(r.string(), None)
+            h = r.string()
+            obj = self.handles.pop(h, None)
+            self.handle_app.pop(h, None)
             if obj is None:
                 raise SftpError(FAILURE, "invalid handle")
             if isinstance(obj, int):
@@ -362,16 +394,36 @@ def serve(server: Server, inp: BinaryIO, out: BinaryIO) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 3:
-        print("usage: sftpd ROOT UID GID [APP...]", file=sys.stderr)
+        print("usage: sftpd ROOT UID GID [APP[:APP_UID]...]", file=sys.stderr)
         return 2
-    root, uid, gid, apps = argv[0], int(argv[1]), int(argv[2]), argv[3:]
+    root, uid, gid = argv[0], int(argv[1]), int(argv[2])
+    apps, owners = parse_apps(argv[3:])
+    server = Server(root, apps)
     if os.geteuid() == 0 and uid != 0:
         os.setgroups([])
-        os.setgid(gid)
-        os.setuid(uid)
+        if owners:
+            # Root stays the real and saved uid only to change hats between
+            # apps (Server.become); every request runs as a tenant or as `uid`.
+            server.owners, server.rest = owners, (uid, gid)
+            server.acting = "?"  # not yet anyone: the first become() sets it
+            server.become(None)
+        else:
+            os.setgid(gid)
+            os.setuid(uid)
     os.umask(0o022)
-    serve(Server(root, apps), sys.stdin.buffer, sys.stdout.buffer)
+    serve(server, sys.stdin.buffer, sys.stdout.buffer)
     return 0
+
+
+def parse_apps(args: list[str]) -> tuple[list[str], dict[str, tuple[int, int]]]:
+    """`APP` or `APP:UID` (the app's own user, whose group has the same id)."""
+    apps, owners = [], {}
+    for arg in args:
+        app, sep, uid = arg.partition(":")
+        apps.append(app)
+        if sep:
+            owners[app] = (int(uid), int(uid))
+    return apps, owners
 
 
 if __name__ == "__main__":

@@ -443,6 +443,7 @@ class AccountApps(Msg, frozen=True, kw_only=True):
 
 class AppNames(Msg, frozen=True, kw_only=True):
     apps: list[str] = []
+    ids: dict[str, int] = {}  # each app's numeric id (its data's owner)
 
 
 class AppGrant(Msg, frozen=True, kw_only=True):
@@ -451,6 +452,7 @@ class AppGrant(Msg, frozen=True, kw_only=True):
 
     app: str
     app_key: str
+    app_id: int = 0
 
 
 class AppKeysRequest(Msg, frozen=True, kw_only=True):
@@ -560,6 +562,11 @@ class DataStart(Msg, frozen=True, kw_only=True):
     options: list[str] = []
     paths: list[str] = []
     apps: list[str] = []
+    # The apps' numeric ids: the tools run as the app's own user, who owns
+    # its live tree (roost.datadir); 0 or missing (an older gateway): the
+    # servicehost's shared tools user.
+    app_id: int = 0
+    app_ids: dict[str, int] = {}
 
 
 class ExecInput(Msg, frozen=True, kw_only=True):

@@ -22,9 +22,7 @@ from roost.controller.api import (
     deps,
     epio,
     hosts,
-    logdrains,
     manage,
-    notify,
     services,
 )
 from roost.controller.core import Controller
@@ -105,8 +103,6 @@ def create_api(
         epio,
         dashboard,
         certs,
-        logdrains,
-        notify,
     ):
         api.include_router(module.router)
     return api

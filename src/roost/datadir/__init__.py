@@ -1,0 +1,1 @@
+"""Apps' data directories as one live tree per app, shared by the roles of a host."""
