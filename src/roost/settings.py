@@ -291,7 +291,17 @@ class Settings:
         "runner: 'on' keeps nftables table 'inet roost' (when root): instance ports for "
         "routers only, no platform port for tenants; 'off' (development only): none",
     )
-    log_lines_kept: int = _setting(5000, "ROOST_LOG_LINES", "log lines kept per app (>= 1500)")
+    log_lines_kept: int = _setting(
+        5000,
+        "ROOST_LOG_LINES",
+        "log lines kept per app (>= 1500) unless the app chose its own (roost log-retention)",
+    )
+    log_drain_ca: str = _setting(
+        "",
+        "ROOST_LOG_DRAIN_CA",
+        "controller: a PEM file of CA certificates trusted for TLS log drains, "
+        "besides the system's ('' = the system's only)",
+    )
     rollout_timeout_s: float = _setting(
         180.0, "ROOST_ROLLOUT_TIMEOUT_S", "a release not up within this fails and is rolled back"
     )

@@ -15,8 +15,10 @@ from roost.cli import (
     cluster,
     control,
     daemons,
+    drains,
     hosts,
     manage,
+    notify,
     restorecmd,
     services,
     status,
@@ -75,6 +77,8 @@ for _cmd in (
     *manage.COMMANDS,
     *services.COMMANDS,
     *backups.COMMANDS,
+    *drains.COMMANDS,
+    *notify.COMMANDS,
 ):
     cli.add_command(_cmd)
 

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import Awaitable, Callable, Container, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Concatenate, ParamSpec, TypeVar
 
 from roost.controller import desired
 from roost.controller.store import Store
 from roost.state import leases
+from roost.wire.messages import LogLine
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -55,6 +56,8 @@ def _on_executor(
 class AsyncStore:
     def __init__(self, store: Store, threads: int | None = None) -> None:
         self._store = store
+        # Told of every batch of lines written by append_logs (controller/logdrains.py).
+        self.log_tap: Callable[[Sequence[LogLine]], None] | None = None
         if threads is None:
             sqlite = store.engine.dialect.name == "sqlite"
             threads = SQLITE_THREADS if sqlite else SERVER_THREADS
@@ -173,8 +176,20 @@ class AsyncStore:
 
     # ------------------------------------------------------------ logs, events, services
 
-    append_logs = _on_executor(Store.append_logs)
+    async def append_logs(self, lines: list[LogLine]) -> None:
+        """Write `lines`, then hand them to the log drains (`log_tap`, on the loop)."""
+        await self._run(Store.append_logs, self._store, lines)
+        if self.log_tap is not None:
+            self.log_tap(lines)
+
     logs = _on_executor(Store.logs)
+    add_log_drain = _on_executor(Store.add_log_drain)
+    remove_log_drain = _on_executor(Store.remove_log_drain)
+    log_drains = _on_executor(Store.log_drains)
+    note_drain_status = _on_executor(Store.note_drain_status)
+    drain_status = _on_executor(Store.drain_status)
+    set_log_retention = _on_executor(Store.set_log_retention)
+    log_retention = _on_executor(Store.log_retention)
     trim_logs = _on_executor(Store.trim_logs)
     add_event = _on_executor(Store.add_event)
     events = _on_executor(Store.events)

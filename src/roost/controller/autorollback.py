@@ -83,4 +83,7 @@ class AutoRollback:
             return False  # another controller did, or a release replaced it meanwhile
         log.warning("%s: %s (v%d)", app_name, said, version)
         await self.store.add_event("deploy-rolled-back", f"{app_name}: {said}", bad.app_id)
+        await self.store.notify_event(
+            "deploy-rolled-back", app_name, said, version=bad.version, to=target
+        )
         return True

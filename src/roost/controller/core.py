@@ -54,7 +54,9 @@ from roost.controller.backups import Backups
 from roost.controller.history import History
 from roost.controller.hostdrain import HostDrains
 from roost.controller.hostsheard import HostsHeard
+from roost.controller.logdrains import LogDrains, tls_context
 from roost.controller.model import Model
+from roost.controller.notifywatch import Watches
 from roost.controller.scheduler import HostInfo, Placement, Want, new_instance_id
 from roost.controller.services import ServiceBroker
 from roost.controller.softstate import SoftState
@@ -104,6 +106,9 @@ class Controller:
         self.name = name
         self.holder_id = f"{name}:{os.getpid()}:{secrets.token_hex(4)}"
         self.soft = SoftState(settings.host_grace_s)
+        # Lines this replica writes also go to the apps' drains (logdrains.py).
+        self.logdrains = LogDrains(store, self.holder_id, tls_context(settings.log_drain_ca))
+        store.log_tap = self.logdrains.offer
         # The dashboard's charts: heartbeats' and routers' figures over time.
         self.history = History()
         self.fence = 0  # lease token while we hold it, else 0
@@ -133,6 +138,7 @@ class Controller:
         self._hostdrains = HostDrains()  # drained hosts, emptied make-before-break
         # Rolls back a release that crash-loops soon after it went live.
         self.autorollback = AutoRollback(store, settings.rollback_window_s)
+        self.watches = Watches(store)  # alerts of crash loops, OOM kills, full disks
         # When desired state was last read, what the last pass saw of soft
         # state, and the hosts it knew alive.
         self._read_at = 0.0
@@ -298,6 +304,7 @@ class Controller:
             log.warning("host %s is down (silent for %.1fs)", host_id, self.settings.host_grace_s)
             if self.is_leader:  # one event per incident, not one per replica
                 await self.store.add_event("host-down", f"host {host_id} is down")
+                await self.watches.host_down(host_id)
                 # Each affected app hears it in its own log stream too (one write).
                 m = self._model
                 if m.loaded:
@@ -351,6 +358,7 @@ class Controller:
                 full = full or d.full
         self._seen = seen
         instances, hosts = self.soft.take_changes()
+        await self.watches.instances(self.soft.statuses(), instances)
         for host in hosts:  # a host's memory may have changed
             self._host_info.pop(host, None)
         self._live = frozenset(s.heartbeat.host_id for s in self.soft.alive_hosts())

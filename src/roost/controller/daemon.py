@@ -21,6 +21,7 @@ from roost.controller.backups import Backups, backupds_of
 from roost.controller.bootstrap import NotAdmin, bootstrap_admin
 from roost.controller.core import TICK_S, Controller
 from roost.controller.cronrunner import CronRunner
+from roost.controller.notifier import Notifier
 from roost.controller.platformsnap import PlatformFiles
 from roost.controller.secretbox import FERNET_FILE, SecretBox, SecretError
 from roost.controller.service import ControllerService
@@ -62,6 +63,7 @@ def backup_failed_event(store: AsyncStore) -> Callable[[str, str], Awaitable[Non
             with contextlib.suppress(NotFound):
                 app_id = (await store.app(app)).id
         await store.add_event("backup-failed", message, app_id)
+        await store.notify_event("backup-failed", app, message)
 
     return report
 
@@ -144,9 +146,11 @@ async def serve(
                     tg.create_task(controller.lease_loop()),
                     tg.create_task(controller.reconcile_loop()),
                     tg.create_task(controller.housekeeping_loop()),
+                    tg.create_task(controller.logdrains.run()),
                     tg.create_task(controller.hosts_heard.loop(TICK_S)),
                     tg.create_task(service.copy_loop()),
                     tg.create_task(service.queue_loop()),
+                    tg.create_task(Notifier(astore, settings, lambda: controller.is_leader).loop()),
                     tg.create_task(service.release_phase.loop()),
                     tg.create_task(CronRunner(controller, lambda ep: RpcClient(node, [ep])).loop()),
                     tg.create_task(AcmeRunner(controller, settings).loop()),

@@ -24,12 +24,16 @@ class HostsHeard:
     def __init__(self, store: AsyncStore) -> None:
         self._store = store
         self._heard: dict[str, HostRecord] = {}
+        self._up_again: set[str] = set()  # hosts seen down before: alerts (host-up)
 
-    def note(self, hb: Heartbeat) -> None:
-        """Remember a host that came up; `record` writes it down."""
+    def note(self, hb: Heartbeat, up_again: bool = False) -> None:
+        """Remember a host that came up; `record` writes it down (and, when it
+        was down before, raises host-up)."""
         self._heard[hb.host_id] = HostRecord(
             hb.host_id, hb.hostname, json.dumps(hb.addresses), hb.memory_mb, hb.cpus
         )
+        if up_again:
+            self._up_again.add(hb.host_id)
 
     async def record(self) -> None:
         """Write the hosts heard coming up since the last call (one transaction)."""
@@ -40,6 +44,9 @@ class HostsHeard:
             # Kept for the next call, unless heard again meanwhile (newer).
             self._heard = batch | self._heard
             raise
+        up, self._up_again = self._up_again, set()
+        for host in sorted(up):
+            await self._store.notify_event("host-up", "", f"host {host} is up again", host=host)
 
     async def loop(self, every_s: float) -> None:
         """Every `every_s`, write down the hosts heard coming up."""

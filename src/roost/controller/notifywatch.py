@@ -12,6 +12,7 @@ more, which is better than never.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 from roost.controller import aftercare
 from roost.controller.astore import AsyncStore
 from roost.wire.messages import InstanceStatus
+
+log = logging.getLogger("roost.controller")
 
 # How the runner words a kernel OOM kill in an instance's last error
 # (runner/supervisor.py); the controller reads no runner module.
@@ -92,7 +95,27 @@ class DiskWatch:
         return [Raised("disk-nearly-full", "", said, fields)]
 
 
-async def raise_all(store: AsyncStore, raised: Iterable[Raised]) -> None:
-    """Store each alert (notify_event) for the notifier to send."""
-    for r in raised:
-        await store.notify_event(r.kind, r.app, r.message, **r.fields)
+class Watches:
+    """The lease holder's watches, raising what they see through the store."""
+
+    def __init__(self, store: AsyncStore) -> None:
+        self.store = store
+        self.instance = InstanceWatch()
+        self.disks = DiskWatch()
+
+    async def instances(self, statuses: Mapping[str, InstanceStatus], moved: Iterable[str]) -> None:
+        await self._raise(self.instance.look(statuses, moved))
+
+    async def disk(self, host: str, free: int, total: int, threshold: float) -> None:
+        await self._raise(self.disks.look(host, free, total, threshold))
+
+    async def host_down(self, host: str) -> None:
+        await self._raise([Raised("host-down", "", f"host {host} is down", {"host": host})])
+
+    async def _raise(self, raised: list[Raised]) -> None:
+        # An alert that cannot be stored must not fail the pass that saw it.
+        for r in raised:
+            try:
+                await self.store.notify_event(r.kind, r.app, r.message, **r.fields)
+            except Exception:
+                log.exception("storing alert %s failed", r.kind)

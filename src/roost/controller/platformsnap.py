@@ -41,6 +41,7 @@ from sqlalchemy import create_engine, make_url, text
 
 from roost.controller.astore import AsyncStore
 from roost.controller.copies import needed_images
+from roost.controller.notify import backup_kind
 from roost.controller.secretbox import FERNET_FILE
 from roost.controller.store import NotFound
 from roost.proc.run import run_tool
@@ -179,6 +180,9 @@ class PlatformSnap:
             await self.store.add_event("backup-ok", f"{what} ok: {msg.message}", app_id)
         else:
             await self.store.add_event("backup-failed", f"{what} FAILED: {msg.message}", app_id)
+            await self.store.notify_event(
+                backup_kind(msg.message), msg.app, f"{what} FAILED: {msg.message}", backup=msg.kind
+            )
         return Ok()
 
 

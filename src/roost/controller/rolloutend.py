@@ -62,8 +62,14 @@ async def end_rollout(
         return False
     if event is deployflow.Event.UP:
         await store.add_event("deploy", f"{app_name} v{rel.version} is live", rel.app_id)
+        await store.notify_event(
+            "deploy-succeeded", app_name, f"v{rel.version} is live", version=rel.version
+        )
         if deploy is not None and after_live is not None:
             after_live(app_name, rel)  # a deploy's release, not a copy's
         return True
     await store.add_event("deploy-failed", f"{app_name} v{rel.version}: {d.reason}", rel.app_id)
+    await store.notify_event(
+        "deploy-failed", app_name, f"v{rel.version}: {d.reason}", version=rel.version
+    )
     return False

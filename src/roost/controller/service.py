@@ -111,6 +111,7 @@ class Deploy:
         if not await self.store.move_build(self.build_id, move, error, lines if say else ()):
             return False
         self.status = move.after
+        await self.store.notify_event("deploy-failed", app, error, build=self.build_id)
         return True
 
 
@@ -161,11 +162,12 @@ class ControllerService:
         # waits for the database, or for a task of its own.
         c = self.c
         generation = c.soft.generation
+        was_down = msg.host_id in c.soft.hosts and not c.soft.alive(msg.host_id)
         came_back = c.soft.record(msg, time.monotonic())
         c.history.heartbeat(msg, time.time())
         if came_back:
             log.info("host %s (%s) is up", msg.host_id, msg.hostname)
-            c.hosts_heard.note(msg)  # written to the hosts table by its loop
+            c.hosts_heard.note(msg, up_again=was_down and c.is_leader)  # written by its loop
             c.wake.set()
         elif c.soft.generation != generation and c.is_leader:
             # Something a pass depends on moved (an instance came up, one
@@ -209,6 +211,11 @@ class ControllerService:
     async def servicehost_status(self, msg: ServiceHostStatus) -> Msg:
         if self.c.services is not None:
             self.c.services.status[servicehost_id(msg)] = msg
+        if self.c.is_leader:
+            await self.c.watches.disk(
+                servicehost_id(msg), msg.disk_free_bytes, msg.disk_total_bytes,
+                self.c.settings.notify_disk_free,
+            )  # fmt: skip
         return Ok()
 
     async def route_snapshot(self, _msg: RouteSnapshotRequest) -> Msg:
@@ -501,6 +508,7 @@ class ControllerService:
     async def _hand_over(self, app_name: str, app_id: int, build_id: str, archive: bytes) -> None:
         """Hand a `building` deploy to a builder; failures land in the build."""
         c = self.c
+        await c.store.notify_event("deploy-started", app_name, f"deploy {build_id}", build=build_id)
         deploy = Deploy(c.store, build_id, Stage.BUILDING)
         if self.builders is None:
             await deploy.fail("no builder configured")

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from roost.appspec.model import AppSpec
+from roost.controller import logretention
 from roost.controller.scheduler import Placement
 from roost.controller.secretbox import SecretBox
 from roost.controller.store_access import AccessStore, Conflict, NotFound
@@ -32,6 +33,7 @@ from roost.controller.store_deploys import (
     next_version,
 )
 from roost.controller.store_domains import DomainStore
+from roost.controller.store_drains import DrainStore, trim_log_lines
 from roost.controller.store_hostdrains import HostDrainStore
 from roost.controller.store_images import ImageCopyStore
 from roost.controller.store_logs import insert_log_lines
@@ -128,6 +130,7 @@ class Store(
     CronStore,
     DeployStore,
     DomainStore,
+    DrainStore,
     HostDrainStore,
     ImageCopyStore,
     NotifyStore,
@@ -468,26 +471,15 @@ class Store(
             return list(c.execute(q.order_by(t.log_lines.c.id).limit(limit)))
 
     def trim_logs(self, keep: int) -> None:
-        """Keep the newest `keep` lines of each app this store wrote lines for
-        since its last trim (never fewer): every replica trims what it wrote,
-        and an app that logged nothing is not looked at."""
+        """Keep the newest `keep` lines (or the app's own retention) of each
+        app this store wrote lines for since its last trim: every replica
+        trims what it wrote, and an app that logged nothing is not looked
+        at; and drop lines past the age of apps that set one."""
         with self._logged_lock:
             apps, self._logged = self._logged, set()
+        trims = logretention.plan(apps, self.log_retention(), keep, time.time())
         with self.engine.begin() as c:
-            for app_id in sorted(apps):
-                cutoff = c.execute(
-                    select(t.log_lines.c.id)
-                    .where(t.log_lines.c.app_id == app_id)
-                    .order_by(t.log_lines.c.id.desc())
-                    .offset(keep)
-                    .limit(1)
-                ).scalar()
-                if cutoff is not None:
-                    c.execute(
-                        delete(t.log_lines).where(
-                            t.log_lines.c.app_id == app_id, t.log_lines.c.id <= cutoff
-                        )
-                    )
+            trim_log_lines(c, trims)
 
     def add_event(self, kind: str, message: str, app_id: int | None = None) -> None:
         with self.engine.begin() as c:

@@ -192,6 +192,48 @@ log_lines = Table(
 Index("ix_log_lines_app", log_lines.c.app_id, log_lines.c.id)
 Index("ix_log_lines_process", log_lines.c.process)
 
+log_drains = Table(
+    "log_drains",
+    metadata,
+    # Where an app's log lines are also sent (`roost drains add`): syslog
+    # over TCP or TLS, or HTTPS batches (controller/logdrains.py).
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    Column("url", Text, nullable=False),
+    # Sent with every line or batch so a receiver can tell drains apart
+    # (Heroku's drain token, "d.<uuid>").
+    Column("token", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("app_id", "url"),
+)
+
+log_drain_status = Table(
+    "log_drain_status",
+    metadata,
+    # What one controller delivered, dropped and last saw go wrong for a
+    # drain: each replica sends the lines it receives and writes its own
+    # row; `roost drains list` adds them up.
+    Column("drain_id", Integer, ForeignKey("log_drains.id", ondelete="CASCADE"), primary_key=True),
+    Column("holder", String(128), primary_key=True),
+    Column("delivered", Integer, nullable=False, default=0),
+    Column("dropped", Integer, nullable=False, default=0),
+    Column("failing", Boolean, nullable=False, default=False),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("last_ok_at", Float, nullable=True),  # wall clock
+    Column("last_error_at", Float, nullable=True),
+    Column("updated_at", Float, nullable=False),
+)
+
+log_retention = Table(
+    "log_retention",
+    metadata,
+    # An app's own retention of the built-in log store (`roost
+    # log-retention`); an app without a row keeps ROOST_LOG_LINES lines.
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True),
+    Column("lines", Integer, nullable=True),  # None: the platform's default
+    Column("days", Float, nullable=True),  # None: no age limit
+)
+
 events = Table(
     "events",
     metadata,

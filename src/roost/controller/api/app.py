@@ -22,7 +22,9 @@ from roost.controller.api import (
     deps,
     epio,
     hosts,
+    logdrains,
     manage,
+    notify,
     services,
 )
 from roost.controller.core import Controller
@@ -103,6 +105,8 @@ def create_api(
         epio,
         dashboard,
         certs,
+        logdrains,
+        notify,
     ):
         api.include_router(module.router)
     return api

@@ -1,0 +1,71 @@
+"""/api/notify: who may add, see and remove alert targets; bad URLs refused."""
+
+from __future__ import annotations
+
+from roost.controller.secretbox import SecretBox
+from tests.controller.test_api_roles import Env, env  # noqa: F401
+
+
+def _sealing(e: Env) -> None:
+    e.store.secrets = SecretBox(b"n" * 32)  # the daemon's store has its key
+
+
+def test_members_manage_their_app_s_targets_operators_the_platform_s(env: Env) -> None:  # noqa: F811
+    _sealing(env)
+    c = env.client
+    r = c.post("/api/notify", json={"url": "https://hooks.example.com/a", "app": "shop",
+                                    "secret": "s"}, headers=env.collab)  # fmt: skip
+    assert r.status_code == 201 and r.json()["app"] == "shop" and r.json()["state"] == "waiting"
+    shop_t = r.json()["id"]
+    # An outsider learns nothing of the app; platform targets are for operators.
+    r = c.post(
+        "/api/notify", json={"url": "https://x.example/", "app": "shop"}, headers=env.outsider
+    )
+    assert r.status_code == 404
+    r = c.post("/api/notify", json={"url": "https://x.example/"}, headers=env.owner)
+    assert r.status_code == 403 and "admin" in r.json()["message"]
+    r = c.post(
+        "/api/notify", json={"url": "smtp://u:pw@mail.example.com/ops@example.com"},
+        headers=env.admin,
+    )  # fmt: skip
+    assert r.status_code == 201 and r.json()["app"] is None
+    assert r.json()["url"] == "smtp://u:***@mail.example.com/ops@example.com"
+    platform_t = r.json()["id"]
+
+    assert [t["id"] for t in c.get("/api/notify", headers=env.owner).json()] == [shop_t]
+    assert c.get("/api/notify", headers=env.outsider).json() == []
+    assert {t["id"] for t in c.get("/api/notify", headers=env.admin).json()} == {
+        shop_t, platform_t,
+    }  # fmt: skip
+    assert c.get("/api/notify?app=shop", headers=env.outsider).status_code == 404
+
+    assert c.delete(f"/api/notify/{platform_t}", headers=env.owner).status_code == 403
+    assert c.delete(f"/api/notify/{shop_t}", headers=env.outsider).status_code == 404
+    assert c.delete(f"/api/notify/{shop_t}", headers=env.owner).json()["removed"] is True
+    assert c.delete(f"/api/notify/{shop_t}", headers=env.owner).status_code == 404
+    assert [t["id"] for t in c.get("/api/notify", headers=env.admin).json()] == [platform_t]
+
+
+def test_malformed_urls_are_refused_with_why(env: Env) -> None:  # noqa: F811
+    _sealing(env)
+    for url in ("ftp://example.com/", "https:///", "mailto:nobody", "not a url"):
+        r = env.client.post("/api/notify", json={"url": url, "app": "shop"}, headers=env.owner)
+        assert r.status_code == 422, url
+        assert "message" in r.json()
+    assert env.store.notify_targets() == []
+
+
+def test_the_log_shows_each_delivery(env: Env) -> None:  # noqa: F811
+    _sealing(env)
+    c = env.client
+    r = c.post("/api/notify", json={"url": "http://127.0.0.1:9/", "app": "shop"}, headers=env.owner)
+    tid = r.json()["id"]
+    env.store.notify_event("deploy-started", "shop", "deploy b1", build="b1")
+    env.store.notify_event("deploy-started", "blog", "deploy b2")  # no target of blog's
+    [row] = c.get("/api/notify/log", headers=env.collab).json()
+    assert (row["target"], row["event"], row["app"], row["state"]) == (
+        tid, "deploy-started", "shop", "pending",
+    )  # fmt: skip
+    assert c.get("/api/notify/log", headers=env.outsider).json() == []
+    assert c.get(f"/api/notify/log?target={tid}", headers=env.outsider).status_code == 404
+    assert len(c.get(f"/api/notify/log?target={tid}", headers=env.admin).json()) == 1

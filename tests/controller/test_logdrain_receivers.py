@@ -1,0 +1,241 @@
+"""Log drains against real receivers: a private rsyslogd (plain TCP, and TLS
+through GnuTLS with a test CA) and an HTTPS endpoint started here. The
+controller's side is the real one: lines written through the async store
+reach the drains of their app; what was delivered, dropped and went
+wrong is noted in the state database as `roost drains list` shows it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from roost.controller.astore import AsyncStore
+from roost.controller.logdrain_queue import DrainQueue
+from roost.controller.logdrains import LogDrains, tls_context
+from roost.controller.store import Store
+from roost.controller.store_drains import DrainStatus
+from roost.wire.messages import LogLine
+from tests.conftest import free_port
+from tests.controller.drainkit import (
+    DrainCA,
+    HttpsReceiver,
+    Rsyslog,
+    https_receiver,
+    make_ca,
+    rsyslogd,
+    split_frames,
+)
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> DrainCA:
+    return make_ca(tmp_path / "ca")
+
+
+@pytest.fixture
+def rsyslog(tmp_path: Path, ca: DrainCA) -> Iterator[Rsyslog]:
+    with rsyslogd(tmp_path / "rsyslog", ca) as r:
+        yield r
+
+
+def _line(app: str, text: str, source: str = "app", stream: str = "stdout") -> LogLine:
+    return LogLine(
+        app=app, ts=time.time(), source=source, process="web.1", stream=stream, line=text
+    )
+
+
+async def _until(pred: object, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def _status(astore: AsyncStore, drains: LogDrains, drain_id: int) -> DrainStatus:
+    drains.refresh_soon()  # notes this replica's counters too
+    await asyncio.sleep(0.2)
+    return (await astore.drain_status([drain_id]))[drain_id]
+
+
+async def _with_drains(astore: AsyncStore, drains: LogDrains, body: object) -> None:
+    astore.log_tap = drains.offer
+    task = asyncio.create_task(drains.run())
+    try:
+        await body  # type: ignore[misc]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def test_syslog_drains_over_tcp_and_tls_reach_rsyslog(
+    store: Store, rsyslog: Rsyslog, ca: DrainCA
+) -> None:
+    owner = store.create_account("o@example.com")
+    shop = store.create_app("shop", owner)
+    store.create_app("other", owner)
+    tcp = store.add_log_drain(shop.id, f"syslog://127.0.0.1:{rsyslog.tcp}")
+    tls = store.add_log_drain(shop.id, f"syslog+tls://localhost:{rsyslog.tls}")
+    astore = AsyncStore(store)
+
+    async def body(drains: LogDrains) -> None:
+        await _until(lambda: len(drains.counts()) == 2, "the drains to be read")
+        await astore.append_logs(
+            [
+                _line("shop", "GET / 200"),
+                _line("shop", "Traceback: boom", stream="stderr"),
+                _line("shop", "v3 is live", source="platform"),
+                _line("shop", "Collecting flask", source="build"),  # not a drain's
+                _line("other", "not shop's"),
+            ]
+        )
+        await _until(lambda: len(rsyslog.records()) >= 6, "rsyslog to receive 6 messages")
+        for d in (tcp, tls):
+            s = await _status(astore, drains, d.id)
+            assert (s.delivered, s.dropped, s.failing) == (3, 0, False)
+
+    drains = LogDrains(astore, "c1", tls_context(str(ca.ca)))
+    asyncio.run(_with_drains(astore, drains, body(drains)))
+    astore.close()
+    got = sorted(rsyslog.records(), key=lambda r: (r[3], r[5]))
+    want = [
+        ["shop", "app", "web.1", "GET / 200", "190"],
+        ["shop", "app", "web.1", "Traceback: boom", "187"],
+        ["shop", "roost", "web.1", "v3 is live", "190"],
+    ]
+    for token in (tcp.token, tls.token):
+        mine = [[h, a, p, m, pri] for h, a, p, t, pri, m in got if t == token]
+        assert sorted(mine) == sorted(want)
+    assert len(got) == 6
+
+
+def test_an_https_drain_posts_logplex_batches_and_retries_a_refused_one(
+    store: Store, ca: DrainCA
+) -> None:
+    owner = store.create_account("o@example.com")
+    shop = store.create_app("shop", owner)
+    astore = AsyncStore(store)
+    receiver = HttpsReceiver(statuses=[503])
+
+    async def main() -> None:
+        server = await https_receiver(ca, receiver)
+        drain = store.add_log_drain(shop.id, f"https://localhost:{receiver.port}/logs?t=1")
+        drains = LogDrains(astore, "c1", tls_context(str(ca.ca)))
+
+        async def body() -> None:
+            await _until(lambda: len(drains.counts()) == 1, "the drain to be read")
+            await astore.append_logs([_line("shop", f"line {i}") for i in range(3)])
+            await _until(lambda: len(receiver.requests) >= 2, "the batch to be sent again")
+            s = await _status(astore, drains, drain.id)
+            assert (s.delivered, s.dropped, s.failing) == (3, 0, False)
+            assert s.last_error.endswith("HTTP 503")  # the refused try, kept to be seen
+
+        try:
+            await _with_drains(astore, drains, body())
+        finally:
+            server.close()
+            await server.wait_closed()
+        first, second = receiver.requests[:2]
+        assert first[2] == second[2]  # the refused batch, sent again whole
+        target, headers, data = second
+        assert target == "/logs?t=1"
+        assert headers["content-type"] == "application/logplex-1"
+        assert headers["logplex-msg-count"] == "3"
+        assert headers["logplex-drain-token"] == drain.token
+        msgs = split_frames(data)
+        assert [m.rsplit(b" - ", 1)[1] for m in msgs] == [b"line 0", b"line 1", b"line 2"]
+        assert all(m.startswith(b"<190>1 ") and b" shop app web.1 " in m for m in msgs)
+
+    asyncio.run(main())
+    astore.close()
+
+
+def test_dead_and_stalled_drains_drop_count_and_fail_while_a_good_one_delivers(
+    store: Store, rsyslog: Rsyslog, ca: DrainCA
+) -> None:
+    owner = store.create_account("o@example.com")
+    shop = store.create_app("shop", owner)
+    dead = store.add_log_drain(shop.id, f"syslog://127.0.0.1:{free_port()}")  # nobody there
+    astore = AsyncStore(store)
+    n, batches = 3000, 30
+
+    async def main() -> None:
+        # A receiver that accepts and never reads: writes stall once the
+        # socket buffers are full, and the send times out.
+        held: list[asyncio.StreamWriter] = []
+
+        async def hold(_: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            held.append(w)
+
+        # A small receive buffer (no autotuning) so the writes stall sooner.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.bind(("127.0.0.1", 0))
+        stall = await asyncio.start_server(hold, sock=sock)
+        stalled = store.add_log_drain(
+            shop.id, f"syslog://127.0.0.1:{stall.sockets[0].getsockname()[1]}"
+        )
+        # The system's roots only: rsyslog's test certificate is not trusted.
+        untrusted = store.add_log_drain(shop.id, f"syslog+tls://localhost:{rsyslog.tls}")
+        good = store.add_log_drain(shop.id, f"syslog://127.0.0.1:{rsyslog.tcp}")
+        drains = LogDrains(
+            astore, "c1", tls_context(), make_queue=lambda: DrainQueue(max_lines=500)
+        )
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        async def body() -> None:
+            await _until(lambda: len(drains.counts()) == 4, "the drains to be read")
+            t = asyncio.create_task(ticker())
+            for b in range(batches):
+                before = ticks
+                # 9 MB in all: more than the stalled socket's buffers take.
+                lines = [_line("shop", f"{b}/{i} " + "x" * 3000) for i in range(n // batches)]
+                await astore.append_logs(lines)
+                # The loop went on between writes: nothing waited for a drain.
+                await asyncio.sleep(0)
+                assert ticks > before
+            await _until(
+                lambda: drains.counts()[good.id].delivered + drains.counts()[good.id].dropped == n,
+                "the good drain to take every line",
+            )
+            await _until(
+                lambda: all(drains.counts()[d.id].failing for d in (dead, stalled, untrusted)),
+                "the bad drains to fail",
+                timeout=60,
+            )
+            t.cancel()
+            for d, why in ((dead, "refused"), (stalled, "timed out"), (untrusted, "TLS")):
+                s = await _status(astore, drains, d.id)
+                assert s.failing and why in s.last_error, (d.url, s)
+                # All but a queue and a batch in flight went somewhere...
+                assert s.delivered + s.dropped >= n - 500 - 500 and s.dropped > 0
+                # ... and only into the stalled socket's buffers, if anywhere.
+                assert s.delivered == 0 or d is stalled
+            s = await _status(astore, drains, good.id)
+            assert not s.failing and s.delivered + s.dropped == n
+            await _until(
+                lambda: len(rsyslog.records()) == s.delivered, "rsyslog to hold what was sent"
+            )
+
+        try:
+            await _with_drains(astore, drains, body())
+        finally:
+            for w in held:
+                w.close()
+            stall.close()
+            await stall.wait_closed()
+
+    asyncio.run(main())
+    astore.close()
