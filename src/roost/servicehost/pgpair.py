@@ -1,0 +1,182 @@
+"""A servicehost pair's PostgreSQL: one Patroni cluster over two servicehosts.
+
+In a cluster, servicehosts come in pairs. Each pair's PostgreSQL, which
+holds the databases of the apps placed on the pair (one per app), is a
+Patroni cluster: the primary on one servicehost, a synchronous streaming
+standby on the other, under its own scope (`apps-<pair>`) in the same etcd
+as the state database. No election is made here: etcd's Raft and Patroni's
+leader key decide. One machine keeps the servicehost's single PostgreSQL
+(postgres.py): a pair exists only when `roost cluster init` names one.
+
+Each of the two hosts has DATA/pgpair.json (`PairPlan`, with this host in
+`host`); `serve` renders Patroni's configuration from it (roost.patroni) into
+DATA/pgpair/ and supervises Patroni as the unprivileged `roost-pgpair`
+user. Ports differ from the servicehost's own PostgreSQL (5432) and the
+state database's (5433/8008), so one host may run all three.
+
+Apps reach the pair through their runner's data proxy (roost.runner.dataproxy),
+which checks each member's Patroni REST `GET /primary`; `listener_servers`
+says what that listener points at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from roost import patroni
+from roost.daemonize import run_daemon
+from roost.proc.exits import ConfigError
+from roost.proc.supervise import Supervisor
+from roost.sysuser import Account, check_reachable, ensure_system_user
+
+log = logging.getLogger("roost.servicehost")
+
+PAIR_FILE = "pgpair.json"
+USER = "roost-pgpair"
+PATRONI_STOP_GRACE_S = 60.0
+
+
+class PairError(ValueError):
+    """The hosts named cannot make a pair."""
+
+
+class PairPlan(msgspec.Struct, frozen=True, kw_only=True):
+    name: str  # the pair's name, e.g. "pair-1"
+    hosts: list[str]  # its two servicehosts' addresses
+    etcd: list[str]  # the etcd members (the state database's)
+    host: str = ""  # whose file this is ("" in the plan itself)
+    etcd_client_port: int = 2379
+    pg_port: int = 5434
+    rest_port: int = 8009
+    ttl: int = 15
+    loop_wait: int = 3
+    retry_timeout: int = 5
+    superuser_password: str = ""
+    replication_password: str = ""
+    rest_password: str = ""
+
+    @property
+    def scope(self) -> str:
+        return f"apps-{self.name}"
+
+
+def new_pair(name: str, hosts: list[str], etcd: list[str], token: Any = None) -> PairPlan:
+    """A pair with fresh passwords; PairError when the hosts cannot make one."""
+    token = token or secrets.token_urlsafe
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,50}", name):
+        raise PairError(f"pair name {name!r}: use lower-case letters, digits and '-'")
+    if len(hosts) != 2 or hosts[0] == hosts[1]:
+        raise PairError(f"a pair is two different servicehosts, got {hosts}")
+    if len(etcd) < 3 or len(etcd) % 2 == 0:
+        raise PairError(f"etcd needs an odd number of members, three or more, got {len(etcd)}")
+    return PairPlan(
+        name=name,
+        hosts=list(hosts),
+        etcd=list(etcd),
+        superuser_password=token(24),
+        replication_password=token(24),
+        rest_password=token(24),
+    )
+
+
+def for_host(plan: PairPlan, host: str) -> PairPlan:
+    if host not in plan.hosts:
+        raise PairError(f"{host} is not a servicehost of pair {plan.name}")
+    return msgspec.structs.replace(plan, host=host)
+
+
+def member(plan: PairPlan) -> patroni.Member:
+    return patroni.Member(
+        scope=plan.scope,
+        host=plan.host,
+        etcd=plan.etcd,
+        etcd_client_port=plan.etcd_client_port,
+        pg_port=plan.pg_port,
+        rest_port=plan.rest_port,
+        ttl=plan.ttl,
+        loop_wait=plan.loop_wait,
+        retry_timeout=plan.retry_timeout,
+        superuser_password=plan.superuser_password,
+        replication_password=plan.replication_password,
+        rest_password=plan.rest_password,
+        # Apps' databases: more sessions than the state database's.
+        parameters={"max_connections": 500},
+    )
+
+
+def listener_servers(plan: PairPlan) -> list[tuple[str, int, int]]:
+    """(host, PostgreSQL port, Patroni REST port) of each member: the data
+    proxy's servers for this pair (roost.runner.dataproxy.ProxyServer)."""
+    return [(patroni.bare(h), plan.pg_port, plan.rest_port) for h in plan.hosts]
+
+
+def admin_url(plan: PairPlan, database: str = "postgres") -> str:
+    """The superuser's libpq URL to whichever member is the primary now."""
+    hosts = ",".join(patroni.bare(h) for h in plan.hosts)
+    ports = ",".join(str(plan.pg_port) for _ in plan.hosts)
+    return (
+        f"postgresql://{patroni.SUPERUSER}:{plan.superuser_password}@/{database}"
+        f"?host={hosts}&port={ports}&target_session_attrs=read-write"
+    )
+
+
+# ------------------------------------------------------------ running a member
+
+
+def load_plan(data_dir: Path) -> PairPlan:
+    path = data_dir / PAIR_FILE
+    try:
+        plan = msgspec.json.decode(path.read_bytes(), type=PairPlan)
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found: this servicehost is in no pair") from None
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if plan.host not in plan.hosts:
+        raise ConfigError(f"{path} names no member of pair {plan.name}")
+    return plan
+
+
+def prepare(plan: PairPlan, home: Path, who: Account) -> list[str]:
+    """Patroni's files under `home`; its command line."""
+    for sub in ("", "run", "pgdata"):
+        patroni.private_dir(home / sub if sub else home, who)
+    config = patroni.config(member(plan), home, patroni.pg_bin_dir())
+    # JSON is YAML: Patroni reads it as its configuration file.
+    patroni.private_file(home / "patroni.yml", json.dumps(config, indent=1), who)
+    # Nothing to bootstrap: apps' databases are made when apps are placed.
+    patroni.private_file(home / "bootstrap.sql", "SELECT 1;\n", who)
+    return [patroni.binary("patroni"), str(home / "patroni.yml")]
+
+
+async def serve(data_dir: Path, stop: asyncio.Event) -> None:
+    plan = load_plan(data_dir)
+    who = ensure_system_user(USER)
+    home = data_dir / "pgpair"
+    patroni.private_dir(home, who)
+    check_reachable(who.name, who.uid, home)
+    sup = Supervisor(logger=log)
+    argv = prepare(plan, home, who)
+    sup.add(patroni.program("patroni", argv, home, who, PATRONI_STOP_GRACE_S))
+    log.info("pair %s: this servicehost's Patroni member (%s)", plan.name, plan.host)
+    await sup.run_until(stop)
+
+
+def main(argv: list[str]) -> None:
+    """`python -m roost.servicehost.pgpair DATA`: this host's member of its pair."""
+    if len(argv) != 1:
+        raise SystemExit("usage: python -m roost.servicehost.pgpair DATA")
+    data_dir = Path(argv[0])
+    run_daemon("pgpair", lambda stop: serve(data_dir, stop))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
