@@ -62,6 +62,7 @@ class Browser:
         os.close(from_chrome_w)
         self._buf = b""
         self._next = 0
+        self._events: list[str] = []
         self.size = (width, height)
         try:
             targets = self._call("Target.getTargets")["targetInfos"]
@@ -115,7 +116,9 @@ class Browser:
         deadline = time.monotonic() + 60
         while True:
             got = self._receive(deadline)
-            if got.get("id") == self._next:  # events in between are not needed
+            if "method" in got:
+                self._events.append(got["method"])  # (only their names are needed)
+            if got.get("id") == self._next:
                 if "error" in got:
                     raise BrowserError(f"{method}: {got['error']}")
                 return got.get("result", {})  # type: ignore[no-any-return]
@@ -127,7 +130,15 @@ class Browser:
     # ---------------------------------------------------------------- the page
 
     def open(self, url: str) -> None:
+        """Navigate, and return once the page has loaded (its scripts ran):
+        an expression evaluated sooner may find no document.body."""
+        self._events.clear()
         self.call("Page.navigate", url=url)
+        deadline = time.monotonic() + 60
+        while "Page.loadEventFired" not in self._events:
+            got = self._receive(deadline)
+            if "method" in got:
+                self._events.append(got["method"])
 
     def js(self, expression: str) -> Any:
         got = self.call(
@@ -138,7 +149,8 @@ class Browser:
         return got["result"].get("value")
 
     def wait(self, expression: str, what: str, timeout: float = 60) -> Any:
-        """Until `expression` is truthy in the page; its value."""
+        """Until `expression` is truthy in the page; its value (as JSON: a
+        DOM node comes back as {}, which is falsy here: test for it with !!)."""
         deadline = time.monotonic() + timeout
         while True:
             value = self.js(expression)

@@ -30,7 +30,7 @@ from tests.conftest import free_port
 from tests.dashboard.browser import Browser
 from tests.releases import go_live
 
-INSTANCES = ("webshop-web-1", "webshop-web-2")
+INSTANCES = ("webshop-web-1-v1-aaaaaa", "webshop-web-2-v1-bbbbbb")
 
 
 def an_hour_of(history: History, end: float) -> None:
@@ -140,7 +140,7 @@ def test_charts_of_the_last_hour_and_day(served: tuple[str, str], tmp_path: Path
         assert points["CPU per instance"] > 2 * 300
         legends = b.js("document.querySelector('#app-charts').innerText")
         assert "5xx" in legends and "1xx" not in legends  # all-zero series are left out
-        assert "p99" in legends and "web.1" in legends and "web.2" in legends
+        assert "p99" in legends and "web.1 v1" in legends and "web.2 v1" in legends
         b.js("document.querySelector('#app-view').scrollIntoView()")
         shot = b.screenshot(tmp_path / "charts-hour.png")
 

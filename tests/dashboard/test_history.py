@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from roost.controller.history import DAY, HOUR, History, quantile
+from roost.controller.history import DAY, HOUR, History, instance_label, quantile
 from roost.wire.messages import Heartbeat, InstanceStatus, RouterStats
 
 T0 = 1_800_000_000.0  # a multiple of 300: buckets line up with it
@@ -23,7 +23,7 @@ def stats(source: str, started: float, ok: int, errors: int, fast: int, slow: in
 
 def beat(host: str, mem: float, cpu: float, state: str = "up") -> Heartbeat:
     inst = InstanceStatus(
-        instance_id="shop-web-1",
+        instance_id="shop-web-1-v3-a1b2c3",
         app="shop",
         release=1,
         process_type="web",
@@ -100,8 +100,8 @@ def test_memory_and_cpu_per_instance_sampled_once_per_step() -> None:
     h.heartbeat(beat("host-1", 999.0, 51.0), T0 + 1)  # inside the step: not sampled
     h.heartbeat(beat("host-1", 120.0, 55.0), T0 + 10)  # 5 s of CPU in 10 s: 50 %
     s = h.series("shop", "hour", T0 + 15)
-    assert s["memory_mb"]["shop-web-1"][-2:] == [100.0, 120.0]
-    assert s["cpu_percent"]["shop-web-1"][-2:] == [None, 50.0]  # the first has no rate yet
+    assert s["memory_mb"]["web.1 v3"][-2:] == [100.0, 120.0]
+    assert s["cpu_percent"]["web.1 v3"][-2:] == [None, 50.0]  # the first has no rate yet
 
 
 def test_a_crashed_instance_starts_its_cpu_rate_again() -> None:
@@ -111,7 +111,7 @@ def test_a_crashed_instance_starts_its_cpu_rate_again() -> None:
     h.heartbeat(beat("host-1", 80.0, 1.0), T0 + 20)  # a new process: no rate from 500 s
     h.heartbeat(beat("host-1", 80.0, 3.0), T0 + 30)
     s = h.series("shop", "hour", T0 + 35)
-    assert s["cpu_percent"]["shop-web-1"][-2:] == [None, 20.0]
+    assert s["cpu_percent"]["web.1 v3"][-2:] == [None, 20.0]
 
 
 def test_old_points_and_silent_apps_are_forgotten() -> None:
@@ -130,3 +130,15 @@ def test_old_points_and_silent_apps_are_forgotten() -> None:
     assert "shop" not in h._tiers["hour"] and "shop" not in h._tiers["day"]
     assert "blog" in h._tiers["hour"]
     assert h.series("nobody", "day", later)["memory_mb"] == {}
+
+
+def test_instances_are_named_by_slot_and_release() -> None:
+    def named(instance_id: str) -> str:
+        st = InstanceStatus(
+            instance_id=instance_id, app="my-shop", release=3, process_type="web", state="up"
+        )
+        return instance_label(st)
+
+    assert named("my-shop-web-2-v3-0f9e8d") == "web.2 v3"
+    assert named("my-shop-celery-beat-1-v12-abcdef") == "celery-beat.1 v12"
+    assert named("something-else") == "something-else"  # not a scheduler's id: as it is

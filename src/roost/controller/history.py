@@ -30,10 +30,11 @@ Pure: every method takes the time; no clock, no I/O.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from roost.wire.messages import Heartbeat, RouterStats
+from roost.wire.messages import Heartbeat, InstanceStatus, RouterStats
 
 # Upper bounds (seconds) of the routers' latency buckets (roost.router.stats.BUCKETS).
 LATENCY_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
@@ -67,7 +68,7 @@ class Point:
 
     requests: list[int] = field(default_factory=lambda: [0] * len(STATUS_CLASSES))
     latency: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BOUNDS))
-    # instance -> [sum, samples]
+    # instance label (instance_label) -> [sum, samples]
     memory: dict[str, list[float]] = field(default_factory=dict)
     cpu: dict[str, list[float]] = field(default_factory=dict)
 
@@ -163,15 +164,16 @@ class History:
                 self._cpu.pop(st.instance_id, None)
                 continue
             points = self._points(st.app, now)
+            label = instance_label(st)
             for point in points:
-                _add_gauge(point.memory, st.instance_id, st.memory_mb)
+                _add_gauge(point.memory, label, st.memory_mb)
             prev = self._cpu.get(st.instance_id)
             self._cpu[st.instance_id] = (st.cpu_seconds, now)
             if prev is None or now <= prev[1] or st.cpu_seconds < prev[0]:
                 continue  # no earlier sample of this process to measure from
             load = 100.0 * (st.cpu_seconds - prev[0]) / (now - prev[1])
             for point in points:
-                _add_gauge(point.cpu, st.instance_id, load)
+                _add_gauge(point.cpu, label, load)
 
     def _expire(self, now: float) -> None:
         """Once per fine step: forget apps nothing was heard of for a whole
@@ -228,6 +230,19 @@ class History:
                 i: [_mean(p.cpu.get(i)) if p else None for p in points] for i in instances
             },
         }
+
+
+def instance_label(st: InstanceStatus) -> str:
+    """How a chart names an instance: `web.1 v3` from its id
+    (`APP-TYPE-INDEX-vRELEASE-RANDOM`, roost.controller.scheduler), else the
+    id itself. Instances that follow each other in a slot share the label,
+    and so one line."""
+    rest = st.instance_id.removeprefix(f"{st.app}-")
+    m = _INSTANCE.fullmatch(rest)
+    return f"{m['ptype']}.{m['idx']} v{m['release']}" if m else st.instance_id
+
+
+_INSTANCE = re.compile(r"(?P<ptype>.+)-(?P<idx>\d+)-v(?P<release>\d+)-[0-9a-f]+")
 
 
 def _cumulative(msg: RouterStats) -> Cumulative:

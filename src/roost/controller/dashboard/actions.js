@@ -90,8 +90,7 @@
           <td><button data-action="config-set">Save</button> <button data-action="config-unset">Unset</button></td></tr>`).join("")}
         <tr><td><input id="new-var" placeholder="NAME"></td><td><input id="new-value" placeholder="value"></td>
           <td><button data-action="config-add">Add</button></td></tr>
-      </table>
-      <div id="action-result"></div>`;
+      </table>`;
     wire(body, app, formation);
   }
 
@@ -147,7 +146,7 @@
   function pick(app) {
     state.app = app;
     $("#app-pick").value = app;
-    $("#action-result") && ($("#action-result").textContent = "");
+    $("#action-result").textContent = "";
     loadPanel();
     drawCharts();
   }
@@ -159,6 +158,7 @@
         <span class="spans">charts over the last
         <button data-span="hour" class="span-on">hour</button> <button data-span="day">day</button></span></h2>
       <div id="app-panel" class="muted">loading…</div>
+      <div id="action-result"></div>
       <div id="app-charts"></div>
       <dialog id="confirm"><p id="confirm-text"></p>
         <button id="confirm-yes">Confirm</button> <button id="confirm-no">Cancel</button></dialog>`;

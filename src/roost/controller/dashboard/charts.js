@@ -17,11 +17,14 @@
     return r.json();
   }
 
-  // Instances are named APP-TYPE-N: the chart's legend says TYPE.N.
-  function label(app, instance) {
-    const rest = instance.startsWith(app + "-") ? instance.slice(app.length + 1) : instance;
-    const cut = rest.lastIndexOf("-");
-    return cut > 0 ? rest.slice(0, cut) + "." + rest.slice(cut + 1) : rest;
+  // A point with no neighbour (the first sample, one after a gap) makes no
+  // line: draw it as a dot, and only those (dots everywhere would blur lines).
+  function lonely(u, si) {
+    const d = u.data[si], out = [];
+    for (let i = 0; i < d.length; i++) {
+      if (d[i] !== null && (i === 0 || d[i - 1] === null) && (i === d.length - 1 || d[i + 1] === null)) out.push(i);
+    }
+    return out;
   }
 
   // Series whose every value is null or zero are left out (a chart of 1xx
@@ -45,6 +48,7 @@
       axes: [{}, {label: unit, size: 56}],
       series: [{}, ...entries.map(([name], i) => ({
         label: name, stroke: colourOf(name, i), width: 1.5, spanGaps: false,
+        points: {show: true, size: 5, filter: lonely},
         value: (u, v) => v === null || v === undefined ? "-" : `${v} ${unit}`,
       }))],
     };
@@ -60,13 +64,12 @@
     const byIndex = (name, i) => COLOURS[i % COLOURS.length];
     chart(el, "requests per second", "req/s", t, s.rps, (name) => CLASS_COLOUR[name] || "#000");
     chart(el, "latency", "ms", t, s.latency_ms, byIndex);
-    const rename = (o) => Object.fromEntries(Object.entries(o).map(([k, v]) => [label(app, k), v]));
-    chart(el, "memory per instance", "MB", t, rename(s.memory_mb), byIndex);
-    chart(el, "CPU per instance", "% of a core", t, rename(s.cpu_percent), byIndex);
+    chart(el, "memory per instance", "MB", t, s.memory_mb, byIndex);
+    chart(el, "CPU per instance", "% of a core", t, s.cpu_percent, byIndex);
     el.dataset.app = app;
     el.dataset.span = span;
     el.dataset.drawn = String(Date.now());
   }
 
-  window.RoostCharts = {show, label};
+  window.RoostCharts = {show};
 })();
