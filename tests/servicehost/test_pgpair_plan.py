@@ -36,9 +36,12 @@ def test_a_pair_is_its_own_patroni_cluster_beside_the_state_database() -> None:
     assert m.scope == "apps-p1" and m.host == "10.9.0.6" and m.etcd == ETCD
     # Not the state database's ports (5433/8008) nor the servicehost's own PostgreSQL.
     assert (m.pg_port, m.rest_port) == (5434, 8009)
+    assert m.loop_wait + 2 * m.retry_timeout <= m.ttl <= 12
     assert len({plan.superuser_password, plan.replication_password, plan.rest_password}) == 3
     c = patroni.config(m, Path("/d"), Path("/bin"))
-    assert c["bootstrap"]["dcs"]["synchronous_mode"] is True
+    dcs = c["bootstrap"]["dcs"]
+    assert dcs["synchronous_mode"] is True
+    assert dcs["postgresql"]["parameters"]["synchronous_commit"] == "remote_write"
 
 
 def test_the_proxy_and_the_admin_reach_both_members() -> None:
