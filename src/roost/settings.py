@@ -350,6 +350,9 @@ class Settings:
     redis_memory_mb: int = _setting(
         16, "ROOST_REDIS_MEMORY_MB", "servicehost: app Redis maxmemory without [redis] memory"
     )
+    sentinel_port: int = _setting(
+        26379, "ROOST_SENTINEL_PORT", "servicehost pairs: Redis Sentinel's port on every host"
+    )
     services_user: str = _setting(
         "roost-services", "ROOST_SERVICES_USER", "servicehost: user PostgreSQL/Redis run as (root)"
     )

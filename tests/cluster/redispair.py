@@ -81,7 +81,7 @@ class RedisPair:
         return [(h.ip, SENTINEL_PORT) for h in (self.sh1, self.sh2, self.third)]
 
     def addr(self, host: Host) -> Address:
-        return (host.ip, PORT)
+        return (host.ip, self.svc.port)
 
     def start_redis(self, host: Host, master: Address | None) -> None:
         d = host.data / "redis"
@@ -198,7 +198,8 @@ class Writer:
 def proxy_listener(pair: RedisPair, local_port: int) -> ProxyListener:
     """The runner-local proxy's listener for the pair: both copies, the
     app's password for its role:master check."""
-    servers = [ProxyServer(h.ip, PORT, PORT) for h in (pair.sh1, pair.sh2)]
+    port = pair.svc.port
+    servers = [ProxyServer(h.ip, port, port) for h in (pair.sh1, pair.sh2)]
     return ProxyListener("redis", APP, local_port, tuple(servers), pair.svc.password)
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from roost.servicehost import redisrepl, sentinel
+from roost.servicehost import redispairs, redisrepl, sentinel
 from roost.servicehost.redisrepl import ReplicaSeen, Replication, ReplicationView, judge, read_view
 from roost.servicehost.resp import parse_info
 from roost.servicehost.sentinel import Monitor, SentinelSpec
+from roost.wire.cluster import ClusterConfig, Endpoint
+from roost.wire.messages import RedisCopy
 
 # ---------------------------------------------------------------- redis.conf of a pair
 
@@ -187,3 +189,60 @@ def test_a_starting_copy_follows_the_master_the_sentinels_agree_on() -> None:
     # No sentinel agreement: the role recorded last.
     assert redisrepl.start_master(None, own, partner, recorded_master=True) is None
     assert redisrepl.start_master(None, own, partner, recorded_master=False) == partner
+
+
+def test_the_watch_sends_nothing_to_a_sentinel_that_knows_the_master() -> None:
+    seen = {
+        "roost-blog": {
+            "name": "roost-blog", "ip": "10.0.0.2", "port": "7001", "quorum": "2",
+            "down-after-milliseconds": str(sentinel.DOWN_AFTER_MS),
+            "failover-timeout": str(sentinel.FAILOVER_TIMEOUT_MS), "parallel-syncs": "1",
+        }
+    }  # fmt: skip
+    assert sentinel.plan([monitor()], seen, auth=False) == []
+    # A sentinel that lost it (restarted without its file) gets it whole, login too.
+    cmds = sentinel.plan([monitor()], {}, auth=False)
+    assert cmds[0][:3] == ("SENTINEL", "MONITOR", "roost-blog")
+    assert "auth-pass" in cmds[1]
+
+
+# ---------------------------------------------------------------- redispairs
+
+
+def test_a_copys_health_names_its_role_peer_and_lag() -> None:
+    master = redispairs.health_of(read_view(parse_info(MASTER_INFO)))
+    assert master == redispairs.Health("master", "10.0.0.2:7001", 500, "")
+    replica = redispairs.health_of(read_view(parse_info(REPLICA_INFO)))
+    assert replica.role == "replica" and replica.peer == "10.0.0.1:7001"
+    assert replica.problem.startswith("replica: its link to the master")
+
+
+def test_the_sentinels_are_on_every_servicehost_and_controller_host(tmp_path: Path) -> None:
+    def ep(host: str) -> Endpoint:
+        return Endpoint(f"tcp://{host}:5000", "k")
+
+    book = ClusterConfig(
+        endpoints={
+            "servicehost": [ep("10.0.0.1"), ep("10.0.0.2")],
+            "controller": [ep("10.0.0.3"), ep("10.0.0.1")],
+            "runner": [ep("10.0.0.9")],
+        }
+    )
+    assert redispairs.sentinel_hosts(book) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    # No sentinel key: one machine, no pairs.
+    assert redispairs.load_config(tmp_path, book, 26379) is None
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / redispairs.SENTINEL_KEY).write_text("pw\n")
+    config = redispairs.load_config(tmp_path, book, 26379)
+    assert config is not None and config.password == "pw"
+    assert config.sentinels == (("10.0.0.1", 26379), ("10.0.0.2", 26379), ("10.0.0.3", 26379))
+
+
+def test_the_partners_copy_is_the_same_server_recorded_as_a_replica() -> None:
+    copy = RedisCopy(
+        port=7001, memory_mb=32, password="a", admin_password="b", backup_password="c",
+        replica_password="d", master_host="10.0.0.1",
+    )  # fmt: skip
+    svc = redispairs.RedisPairs.from_copy("blog", copy)
+    assert (svc.port, svc.memory_mb, svc.password, svc.admin_password) == (7001, 32, "a", "b")
+    assert (svc.backup_password, svc.replica_password, svc.replica_of) == ("c", "d", "10.0.0.1")

@@ -71,7 +71,8 @@ class BackupSources:
         redis = [
             RedisSource(
                 app=svc.app,
-                host=host.host,
+                # In a pair, the copy that is master now: the newest data.
+                host=host.pairs.master_host(svc) if host.pairs is not None else host.host,
                 port=svc.port,
                 user=REDIS_BACKUP_USER,
                 password=svc.backup_password,

@@ -29,7 +29,7 @@ from roost.daemonize import run_daemon
 from roost.datadir.shared import root_for
 from roost.metrics import serve as serve_metrics
 from roost.proc.exits import ConfigError
-from roost.servicehost import snaproom
+from roost.servicehost import redispairs, snaproom
 from roost.servicehost.adopt import Adoption
 from roost.servicehost.appdata import AppData
 from roost.servicehost.backupsource import BackupSources
@@ -37,6 +37,7 @@ from roost.servicehost.binaries import find_binaries
 from roost.servicehost.datasession import DataSessions
 from roost.servicehost.host import ServiceHost, limits_problem
 from roost.servicehost.layout import Layout
+from roost.servicehost.redispairs import RedisPairs
 from roost.servicehost.restores import Restores
 from roost.servicehost.status import push_loop
 from roost.servicehost.user import ensure_service_user
@@ -117,6 +118,9 @@ async def _serve(
         public = endpoint_host(endpoints[0].address)
         backupds = [endpoint_host(ep.address) for ep in cluster.of("backupd")]
         host = ServiceHost(Layout(data_dir), settings, bins, user, name, public, backupds)
+        pair_config = redispairs.load_config(data_dir, cluster, settings.sentinel_port)
+        if pair_config is not None:  # a cluster's servicehost: Redis pairs (redispairs.py)
+            host.pairs = RedisPairs(host, pair_config)
         own = node.identity
         host.host_id = own.host if own is not None else ""
         # Apps' data directories (rsync/scp/sftp via gateways, pulls by runners).
@@ -140,6 +144,8 @@ async def _serve(
                 helpers.append(tg.create_task(appdata.purge_loop(settings.archive_days * 86400)))
                 helpers.append(tg.create_task(restores.purge_loop(settings.archive_days * 86400)))
                 helpers.append(tg.create_task(snaproom.guard_loop(host)))
+                if host.pairs is not None:
+                    helpers.append(tg.create_task(host.pairs.watch_loop()))
                 tg.create_task(execs.run())
                 if controllers is not None:
                     helpers.append(tg.create_task(push_loop(host, controllers, name)))

@@ -36,6 +36,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -64,6 +65,7 @@ from roost.settings import Settings
 from roost.wire.dispatch import Entry, on, refusing
 from roost.wire.messages import (
     Msg,
+    RedisCopy,
     ServiceBackup,
     ServiceBackupDone,
     ServiceCredentials,
@@ -73,6 +75,9 @@ from roost.wire.messages import (
     ServiceProvision,
     ServiceRemoved,
 )
+
+if TYPE_CHECKING:
+    from roost.servicehost.redispairs import RedisPairs
 
 log = logging.getLogger("roost.servicehost")
 
@@ -147,6 +152,8 @@ class ServiceHost:
         self.sup = Servers(log)
         self.pg_sup: Supervised | None = None
         self.redis: dict[str, tuple[RedisServer, Supervised]] = {}
+        # Redis pairs under Sentinel (the daemon sets it in a cluster): None alone.
+        self.pairs: RedisPairs | None = None
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Answers to removals already done, for a request that is repeated.
         self._removed: dict[str, ServiceRemoved] = {}
@@ -184,6 +191,8 @@ class ServiceHost:
             self._save()
         self.pg_sup = Supervised(self.sup, self.pg, self.settings.restart_backoff_max_s)
         self._limits = tg.create_task(self._apply_connection_limits())
+        if self.pairs is not None:
+            self.pairs.start_sentinel()
         for svc in self.state.of_kind("redis"):
             if svc.memory_mb < 1:  # recorded before every Redis had its own limit
                 svc.memory_mb = self.settings.redis_memory_mb
@@ -239,6 +248,8 @@ class ServiceHost:
             self.bins, self.layout.redis(svc.app), self.layout.logs, self.user, svc,
             self.listen,
         )  # fmt: skip
+        if self.pairs is not None:
+            self.pairs.attach(svc, server)
         sup = Supervised(self.sup, server, self.settings.restart_backoff_max_s)
         self.redis[svc.app] = (server, sup)
         return server, sup
@@ -283,7 +294,7 @@ class ServiceHost:
         """The service requests, for the servicehost's table."""
 
         async def provision(msg: ServiceProvision) -> Msg:
-            return await self.provision(msg.app, msg.kind, msg.memory_mb)
+            return await self.provision(msg.app, msg.kind, msg.memory_mb, msg.copy_of)
 
         async def deprovision(msg: ServiceDeprovision) -> Msg:
             return await self.deprovision(msg.app, msg.kind)
@@ -314,6 +325,7 @@ class ServiceHost:
         return ServiceCredentials(
             app=svc.app, kind="redis", host=self.host, port=svc.port, database="0",
             password=svc.password, url=redis_url(self.host, svc.port, svc.password),
+            copy=self.pairs.copy(svc) if self.pairs is not None else None,
         )  # fmt: skip
 
     def check_disk(self) -> None:
@@ -347,7 +359,9 @@ class ServiceHost:
             raise ServiceError(f"Redis of {app} is not up ({sup.state}{last})", retryable=True)
         return server
 
-    async def provision(self, app: str, kind: ServiceKind, memory_mb: int = 0) -> Msg:
+    async def provision(
+        self, app: str, kind: ServiceKind, memory_mb: int = 0, copy_of: RedisCopy | None = None
+    ) -> Msg:
         check_app(app)
         key = HostState.key(app, kind)
         async with self._locks[key]:
@@ -355,7 +369,7 @@ class ServiceHost:
             if kind == "postgres":
                 svc = await self._provision_postgres(app)
             else:
-                svc = await self._provision_redis(app, memory_mb)
+                svc = await self._provision_redis(app, memory_mb, copy_of)
             return self.credentials(svc)
 
     async def _provision_postgres(self, app: str) -> Service:
@@ -384,19 +398,24 @@ class ServiceHost:
         log.info("postgres for %s: database %s ready", app, name)
         return svc
 
-    async def _provision_redis(self, app: str, memory_mb: int) -> Service:
+    async def _provision_redis(
+        self, app: str, memory_mb: int, copy_of: RedisCopy | None = None
+    ) -> Service:
         if memory_mb < 0:
             raise ServiceError("memory_mb must be 0 (the default) or more")
         svc = self.state.get(app, "redis")
+        taken = {s.port for s in self.state.services.values()}
+        if self.state.postgres is not None:
+            taken.add(self.state.postgres.port)
+        if svc is None and copy_of is not None:
+            svc = self._redis_copy(app, copy_of, taken)
         if svc is None:
             self._check_disk()
-            taken = {s.port for s in self.state.services.values()}
-            if self.state.postgres is not None:
-                taken.add(self.state.postgres.port)
             svc = Service(
                 app=app, kind="redis", port=free_port(taken=taken), password=new_password(),
                 memory_mb=memory_mb or self.settings.redis_memory_mb,
                 admin_password=new_password(), backup_password=new_password(),
+                replica_password=new_password() if self.pairs is not None else "",
             )  # fmt: skip
             self.state.services[HostState.key(app, "redis")] = svc
             self._save()
@@ -413,6 +432,21 @@ class ServiceHost:
         if app not in self.redis:
             self._start_redis(svc)
         await self._redis_up(app)
+        if self.pairs is not None and not svc.replica_of:
+            await self.pairs.register([svc])  # a new master: the sentinels watch it
+        return svc
+
+    def _redis_copy(self, app: str, copy: RedisCopy, taken: set[int]) -> Service:
+        """Record the pair's second copy of an app's Redis (redispairs.py)."""
+        if self.pairs is None:
+            raise ServiceError("this servicehost is not in a pair: it keeps no Redis copies")
+        if copy.port in taken:
+            raise ServiceError(f"port {copy.port} of {app}'s Redis is taken on this servicehost")
+        self._check_disk()
+        svc = self.pairs.from_copy(app, copy)
+        self.state.services[HostState.key(app, "redis")] = svc
+        self._save()
+        log.info("redis for %s: port %d, replica of %s", app, svc.port, copy.master_host)
         return svc
 
     async def _backup_app_data(self, app: str) -> None:
@@ -464,6 +498,9 @@ class ServiceHost:
             else:
                 if svc is None:
                     return self._removed.get(key) or ServiceRemoved(app=app, kind=kind)
+                if self.pairs is not None:
+                    # Forgotten first, or the sentinels would promote the replica.
+                    await self.pairs.unregister(app)
                 if app not in self.redis:
                     self._start_redis(svc)
                 server = await self._redis_up(app)

@@ -61,6 +61,7 @@ import logging
 import os
 import shutil
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from roost.servicehost import redisrepl
@@ -181,6 +182,8 @@ class RedisServer:
         # Its place in a pair (set before each start: the master may have
         # moved meanwhile); None on one machine.
         self.replication: Replication | None = None
+        # Run before each launch (redispairs.py: the role the sentinels agree on).
+        self.before_launch: Callable[[], Awaitable[None]] | None = None
 
     @property
     def conf_path(self) -> Path:
@@ -229,6 +232,8 @@ class RedisServer:
         return pid
 
     async def launch(self) -> int:
+        if self.before_launch is not None:
+            await self.before_launch()
         self.prepare()
         argv = [str(self.bins.redis_server), str(self.conf_path)]
         return await launch(argv, self.user, self.log_file, self.dir)

@@ -112,13 +112,17 @@ def _settings(m: Monitor) -> dict[str, str]:
     }
 
 
-def plan(wanted: Iterable[Monitor], seen: Mapping[str, Mapping[str, str]]) -> list[Command]:
+def plan(
+    wanted: Iterable[Monitor], seen: Mapping[str, Mapping[str, str]], auth: bool = True
+) -> list[Command]:
     """The commands that make one sentinel watch every `wanted` master.
 
     `seen`: name -> fields of SENTINEL MASTERS for what it watches now. A
     master it does not watch is added (MONITOR, then its login and timings);
     one it watches keeps the address it knows (a failover may have moved
-    it), and gets its login and any timing that differs.
+    it), and gets any timing that differs, and its login again with `auth`
+    (Sentinel never shows it back). Nothing to change: no command (each SET
+    makes Sentinel rewrite its file, so the watch's passes send none).
     """
     out: list[Command] = []
     for m in sorted(wanted, key=lambda m: m.name):
@@ -127,10 +131,11 @@ def plan(wanted: Iterable[Monitor], seen: Mapping[str, Mapping[str, str]]) -> li
             out.append(("SENTINEL", "MONITOR", m.name, m.host, str(m.port), str(m.quorum)))
             have = {}
         settings = {k: v for k, v in _settings(m).items() if have.get(k) != v}
-        # auth-pass is never shown back: set it each time (idempotent).
-        settings |= {"auth-user": m.auth_user, "auth-pass": m.auth_pass}
-        args = [x for kv in sorted(settings.items()) for x in kv]
-        out.append(("SENTINEL", "SET", m.name, *args))
+        if auth or not seen.get(m.name):
+            settings |= {"auth-user": m.auth_user, "auth-pass": m.auth_pass}
+        if settings:
+            args = [x for kv in sorted(settings.items()) for x in kv]
+            out.append(("SENTINEL", "SET", m.name, *args))
     return out
 
 

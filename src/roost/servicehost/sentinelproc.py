@@ -120,21 +120,27 @@ class SentinelServer:
 # ------------------------------------------------------------------ clients
 
 
-async def _register_one(addr: Address, password: str, monitors: Sequence[Monitor]) -> None:
+async def _register_one(
+    addr: Address, password: str, monitors: Sequence[Monitor], auth: bool
+) -> None:
     async with client(addr, password) as r:
         seen = sentinel.masters_seen(await r.call("SENTINEL", "MASTERS"))
-        for cmd in sentinel.plan(monitors, seen):
+        for cmd in sentinel.plan(monitors, seen, auth):
             await r.call(*cmd)
 
 
 async def register(
-    sentinels: Iterable[Address], password: str, monitors: Sequence[Monitor]
+    sentinels: Iterable[Address], password: str, monitors: Sequence[Monitor], auth: bool = True
 ) -> dict[Address, str]:
-    """Make every sentinel watch `monitors` (sentinel.plan); what failed
-    where ({} when every sentinel took them)."""
+    """Make every sentinel watch `monitors` (sentinel.plan; `auth`: set the
+    login of those it watches already too); what failed where ({} when
+    every sentinel took them)."""
     addrs = list(sentinels)
     results = await asyncio.gather(
-        *(aio.wait_for(_register_one(a, password, monitors), CALL_TIMEOUT_S * 2) for a in addrs),
+        *(
+            aio.wait_for(_register_one(a, password, monitors, auth), CALL_TIMEOUT_S * 2)
+            for a in addrs
+        ),
         return_exceptions=True,
     )
     return {a: str(r) or type(r).__name__ for a, r in zip(addrs, results, strict=True) if r}

@@ -45,6 +45,11 @@ class Service(msgspec.Struct, kw_only=True):
     admin_password: str = ""
     # Redis: password of the "roost-backup" ACL user (SYNC only), for backupd.
     backup_password: str = ""
+    # Redis in a pair (redispairs.py): the "roost-replica" user's password
+    # ("" alone), and the master this copy last followed ("" while it was
+    # master): its role when it starts and no sentinel agrees on one.
+    replica_password: str = ""
+    replica_of: str = ""
 
 
 class Restore(msgspec.Struct, kw_only=True):

@@ -69,6 +69,7 @@ async def collect(host: ServiceHost, sender: str = "") -> ServiceHostStatus:
     redis = sorted(host.redis.items())
     memory = await asyncio.gather(*(_redis_memory(srv, sup.is_up) for _, (srv, sup) in redis))
     for (app, (server, sup)), (maxmemory, used, policy) in zip(redis, memory, strict=True):
+        pair = host.pairs.health.get(app) if host.pairs is not None else None
         servers.append(
             ServerStatus(
                 app=app, kind="redis", state=sup.state, port=server.svc.port, pid=sup.pid,
@@ -76,6 +77,9 @@ async def collect(host: ServiceHost, sender: str = "") -> ServiceHostStatus:
                 restarts=sup.restarts, last_error=sup.last_error,
                 memory_limit_bytes=maxmemory, memory_used_bytes=used, eviction_policy=policy,
                 snapshot_problem=server.snapshot_problem,
+                redis_role=pair.role if pair else "", redis_peer=pair.peer if pair else "",
+                redis_lag_bytes=pair.lag_bytes if pair else 0,
+                redis_problem=pair.problem if pair else "",
             )
         )  # fmt: skip
     free, total = usage(host.layout.root)

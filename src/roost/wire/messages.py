@@ -315,16 +315,33 @@ ServiceKind = Literal["postgres", "redis"]
 ServerState = Literal["starting", "up", "backoff", "stopping", "stopped"]
 
 
+class RedisCopy(msgspec.Struct, frozen=True, kw_only=True):
+    """What the other servicehost of a pair needs to run an app's Redis as
+    the replica of this one: the same port and passwords (either copy may
+    become master), and the master's address now."""
+
+    port: int
+    memory_mb: int
+    password: str
+    admin_password: str
+    backup_password: str
+    replica_password: str
+    master_host: str
+
+
 class ServiceProvision(Msg, frozen=True, kw_only=True):
     """Create (or return the existing) `kind` service of `app`; idempotent.
 
     `memory_mb` is Redis's maxmemory (0 = the servicehost's default); asking
     again with another value changes the limit of the running server.
+    `copy_of`: a Redis pair's second copy, the replica of the one whose
+    provision answered it (ServiceCredentials.copy).
     """
 
     app: str
     kind: ServiceKind
     memory_mb: int = 0
+    copy_of: RedisCopy | None = None
 
 
 class ServiceCredentials(Msg, frozen=True, kw_only=True):
@@ -336,6 +353,9 @@ class ServiceCredentials(Msg, frozen=True, kw_only=True):
     username: str = ""  # "" for redis (the default user)
     password: str
     url: str  # DATABASE_URL / REDIS_URL
+    # A Redis on a servicehost of a pair: what its partner's provision needs
+    # (ServiceProvision.copy_of). Secrets: passed on, never stored.
+    copy: RedisCopy | None = None
 
 
 class ServiceDeprovision(Msg, frozen=True, kw_only=True):
@@ -390,6 +410,13 @@ class ServerStatus(msgspec.Struct, frozen=True, kw_only=True):
     # An app's Redis: why its snapshots (RDB saves, AOF rewrites) are off
     # ("" while they are on): one would not fit on the disk.
     snapshot_problem: str = ""
+    # An app's Redis in a pair: "master" or "replica" ("" alone), the other
+    # copy ("host:port"), how far the replica is behind (bytes of stream),
+    # and what is wrong with the replication ("" when nothing is).
+    redis_role: str = ""
+    redis_peer: str = ""
+    redis_lag_bytes: int = 0
+    redis_problem: str = ""
 
 
 class KeptCopy(msgspec.Struct, frozen=True, kw_only=True):

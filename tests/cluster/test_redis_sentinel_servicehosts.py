@@ -1,0 +1,222 @@
+"""Two real servicehost daemons on namespace hosts running an app's Redis as
+a pair (issue 16): the first makes the master and answers with the copy the
+second needs; the second makes the replica; each runs a sentinel, a third
+runs on another host. Their status pushes say who is master, replica and
+what is wrong. The master's host dies under an app writing through the
+data proxy: the replica takes over, nothing acknowledged is lost, the
+survivor reports it has no replica; the dead host's daemon, started again,
+starts its copy as the new master's replica, and the problem clears.
+Removal makes the sentinels forget the master first."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from roost.runner.dataproxy import DataProxy
+from roost.servicehost import redispairs, sentinelproc
+from roost.servicehost.host import free_port
+from roost.servicehost.sentinel import masters_seen
+from roost.servicehost.state import Service
+from roost.wire.cluster import ClusterConfig, Endpoint
+from roost.wire.identity import ensure_member, identity, load_peers, save_peers
+from roost.wire.keys import KeyPair
+from roost.wire.messages import (
+    Msg,
+    ServerStatus,
+    ServiceCredentials,
+    ServiceDeprovision,
+    ServiceHostStatus,
+    ServiceHostStatusRequest,
+    ServiceProvision,
+    ServiceRemoved,
+)
+from roost.wire.node import Node
+from roost.wire.rpc import RpcClient
+from tests.cluster.harness import Host, Network
+from tests.cluster.redispair import (
+    SENTINEL_PORT,
+    RedisPair,
+    kill_master_under_writes,
+    proxy_listener,
+    until,
+)
+
+pytestmark = pytest.mark.cluster
+
+APP = "blog"
+RPC_PORT = 5700
+SENTINEL_PASSWORD = "the-clusters-sentinel-password"
+
+
+class Servicehosts:
+    """Two servicehosts' data directories (keys, address book, sentinel key)
+    and a controller key both admit, which the test speaks with."""
+
+    def __init__(self, net: Network, hosts: list[Host], controller: Host) -> None:
+        self.net = net
+        self.hosts = hosts
+        self.controller_keys = ensure_member(
+            net.base / "controller-keys", "controller", identity("controller", controller.ip)
+        )
+        endpoints: dict[str, list[Endpoint]] = {"servicehost": [], "controller": []}
+        endpoints["controller"].append(
+            Endpoint(f"tcp://{controller.ip}:{RPC_PORT}", self.controller_keys.public_text)
+        )
+        self.endpoint: dict[str, Endpoint] = {}
+        for h in hosts:
+            keys = h.data / "keys"
+            pair = ensure_member(keys, "servicehost", identity("servicehost", h.ip))
+            peers = load_peers(keys)
+            peers[self.controller_keys.public] = identity("controller", controller.ip)
+            save_peers(keys, peers)
+            (keys / redispairs.SENTINEL_KEY).write_text(SENTINEL_PASSWORD + "\n")
+            ep = Endpoint(f"tcp://{h.ip}:{RPC_PORT}", pair.public_text)
+            endpoints["servicehost"].append(ep)
+            self.endpoint[h.name] = ep
+        for h in hosts:
+            ClusterConfig(endpoints=endpoints).save(h.data / "cluster.json")
+
+    def start(self, h: Host) -> None:
+        env = {**os.environ, "ROOST_LOG_LEVEL": "INFO", "ROOST_SENTINEL_PORT": str(SENTINEL_PORT)}
+        argv = [sys.executable, "-m", "roost", "--data", str(h.data), "servicehost"]
+        self.net.spawn(h, argv, env, h.data.parent / "servicehost.log")
+
+    @asynccontextmanager
+    async def client(self, h: Host) -> AsyncIterator[RpcClient]:
+        keys: KeyPair = self.controller_keys
+        async with Node(keys, []) as node:
+            c = RpcClient(node, [self.endpoint[h.name]])
+            try:
+                yield c
+            finally:
+                await c.close()
+
+    async def call(self, h: Host, msg: Msg, timeout: float = 60.0) -> Msg:
+        async with self.client(h) as c:
+            return await c.call(msg, timeout=timeout, tries=1)
+
+    async def redis_row(self, h: Host) -> ServerStatus | None:
+        try:
+            st = await self.call(h, ServiceHostStatusRequest(), timeout=5)
+        except Exception:
+            return None
+        assert isinstance(st, ServiceHostStatus)
+        return next((s for s in st.servers if s.kind == "redis" and s.app == APP), None)
+
+    async def postgres_up(self, h: Host) -> bool:
+        try:
+            st = await self.call(h, ServiceHostStatusRequest(), timeout=5)
+        except Exception:
+            return False
+        assert isinstance(st, ServiceHostStatus)
+        return any(s.app == "" and s.kind == "postgres" and s.state == "up" for s in st.servers)
+
+
+def tail(h: Host) -> str:
+    try:
+        return (h.data.parent / "servicehost.log").read_text(errors="replace")[-6000:]
+    except FileNotFoundError:
+        return ""
+
+
+async def test_two_servicehosts_run_an_apps_redis_as_a_sentinel_watched_pair(
+    network: Network, tmp_path: Path
+) -> None:
+    os.chmod(network.base, 0o711)  # the service user walks down to each host's data
+    sh1, sh2, ctl = (network.add_host(n) for n in ("sh1", "sh2", "ctl"))
+    for h in (sh1, sh2):
+        h.data.mkdir(parents=True)
+        os.chmod(h.data.parent, 0o711)
+    hosts = Servicehosts(network, [sh1, sh2], ctl)
+    try:
+        await _pair(network, hosts, sh1, sh2, ctl, tmp_path)
+    except BaseException:
+        print("--- sh1\n" + tail(sh1) + "\n--- sh2\n" + tail(sh2))
+        raise
+
+
+async def _pair(
+    network: Network, hosts: Servicehosts, sh1: Host, sh2: Host, ctl: Host, tmp_path: Path
+) -> None:
+    for h in (sh1, sh2):
+        hosts.start(h)
+    for h in (sh1, sh2):
+        await until(partial(hosts.postgres_up, h), 180, f"{h.name}'s servicehost")
+
+    first = await hosts.call(sh1, ServiceProvision(app=APP, kind="redis"))
+    assert isinstance(first, ServiceCredentials) and first.copy is not None
+    assert first.copy.master_host == sh1.ip
+    second = await hosts.call(sh2, ServiceProvision(app=APP, kind="redis", copy_of=first.copy))
+    assert isinstance(second, ServiceCredentials)
+    assert (second.host, second.port, second.password) == (sh2.ip, first.port, first.password)
+    # Asked again, the same answer (idempotent, as every provision).
+    again = await hosts.call(sh2, ServiceProvision(app=APP, kind="redis", copy_of=first.copy))
+    assert isinstance(again, ServiceCredentials) and again.port == second.port
+
+    # The third sentinel, on a host of its own (a controller's in a cluster).
+    svc = Service(
+        app=APP, kind="redis", port=first.port, password=first.password,
+        admin_password=first.copy.admin_password,
+    )  # fmt: skip
+    pair = RedisPair(network, sh1, sh2, ctl, svc=svc, sentinel_password=SENTINEL_PASSWORD)
+    pair.start_sentinel(ctl)
+    await until(pair._ready, 60, "the replica streaming and three sentinels acquainted")
+
+    async def reported_healthy() -> bool:
+        a, b = await hosts.redis_row(sh1), await hosts.redis_row(sh2)
+        return (
+            a is not None and b is not None
+            and (a.redis_role, a.redis_problem, b.redis_role, b.redis_problem)
+            == ("master", "", "replica", "")
+            and a.redis_peer == f"{sh2.ip}:{first.port}"
+            and b.redis_peer == f"{sh1.ip}:{first.port}"
+        )  # fmt: skip
+
+    await until(reported_healthy, 30, "the status pushes saying master and replica")
+
+    proxy = DataProxy(tmp_path / "proxy")
+    try:
+        port = free_port()
+        await proxy.apply([proxy_listener(pair, port)])
+        failover = await kill_master_under_writes(pair, ("127.0.0.1", port))
+    finally:
+        await proxy.close()
+    print(f"redis writes resumed {failover.unavailable_s:.1f} s after the master's host died")
+    assert failover.acked and not failover.lost
+
+    async def survivor_alone() -> bool:
+        row = await hosts.redis_row(sh2)
+        return row is not None and row.redis_role == "master" and "no replica" in row.redis_problem
+
+    await until(survivor_alone, 30, "the survivor reporting it has no replica")
+
+    # The dead host's daemon again: its copy follows the new master.
+    hosts.start(sh1)
+
+    async def healed() -> bool:
+        a, b = await hosts.redis_row(sh1), await hosts.redis_row(sh2)
+        return (
+            a is not None and b is not None and a.redis_role == "replica"
+            and a.redis_peer == f"{sh2.ip}:{first.port}" and not a.redis_problem
+            and b.redis_role == "master" and not b.redis_problem
+        )  # fmt: skip
+
+    await until(healed, 120, "the old master back as the new one's replica")
+    last = failover.acked[-1]
+    async with pair.admin(pair.addr(sh1)) as r:
+        assert await r.call("GET", f"k{last}") == str(last)
+
+    # Removal: the sentinels forget the master before any copy stops.
+    for h in (sh1, sh2):
+        gone = await hosts.call(h, ServiceDeprovision(app=APP, kind="redis"), timeout=120)
+        assert isinstance(gone, ServiceRemoved) and gone.backup_path
+    for addr in pair.sentinels:
+        async with sentinelproc.client(addr, SENTINEL_PASSWORD) as r:
+            assert pair.name not in masters_seen(await r.call("SENTINEL", "MASTERS"))
