@@ -92,3 +92,13 @@ def test_prune_keeps_pending_deliveries(store: Store) -> None:
     s.record_delivery(first.delivery_id, after_try(0, "", 1.0, 10))
     assert s.prune_notify(before=1e12) == 1  # the delivered one's alert
     assert [d.alert.kind for d in s.due_deliveries(now=1e12)] == [second.alert.kind]
+
+
+def test_an_app_may_be_named_by_its_id(store: Store) -> None:
+    s = _sealed(store)
+    owner = s.create_account("o@example.com")
+    app = s.create_app("shop", owner)
+    tid = s.add_notify_target(app.id, "https://example.com/h")
+    s.notify_event("cert-issued", app.id, "www.shop.example: certificate issued")
+    [due] = s.due_deliveries(now=1e12)
+    assert (due.target_id, due.alert.app) == (tid, "shop")

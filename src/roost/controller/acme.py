@@ -138,6 +138,10 @@ class AcmeRunner:
                 await self.store.add_event(
                     "cert-failing", f"{o.hostname}: {reason}: {detail}", o.app_id
                 )
+                await self.store.notify_event(
+                    "cert-failing", o.app_id, f"{o.hostname}: {reason}: {detail}",
+                    domain=o.hostname, reason=reason, retry_at=after.next_at,
+                )  # fmt: skip
             return
         if self.c.fence != fence:
             return  # deposed meanwhile: the new holder decides
@@ -154,6 +158,10 @@ class AcmeRunner:
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(not_after))}",
             o.app_id,
         )
+        await self.store.notify_event(
+            "cert-issued", o.app_id, f"{o.hostname}: certificate issued",
+            domain=o.hostname, not_after=not_after,
+        )  # fmt: skip
         self.c.wake.set()  # routers get it with the next table
         log.info("ACME: certificate for %s installed", o.hostname)
 

@@ -140,17 +140,23 @@ class NotifyStore:
             gone = c.execute(delete(t.notify_targets).where(t.notify_targets.c.id == target_id))
             return bool(gone.rowcount)
 
-    def notify_event(self, kind: str, app: str = "", message: str = "", /, **fields: Any) -> int:
-        """Raise an alert of `kind` (notify.KINDS) about `app` ("" for the
-        platform): stored with one pending delivery per target listening (the
-        app's and the platform-wide ones), all in one transaction; the lease
-        holder sends them (notifier.py). `fields` (JSON values) go in the
-        webhook's body and the e-mail (any name, "kind" too). Its id."""
+    def notify_event(
+        self, kind: str, app: str | int = "", message: str = "", /, **fields: Any
+    ) -> int:
+        """Raise an alert of `kind` (notify.KINDS) about `app` (its name or
+        id; "" for the platform): stored with one pending delivery per target
+        listening (the app's and the platform-wide ones), all in one
+        transaction; the lease holder sends them (notifier.py). `fields`
+        (JSON values) go in the webhook's body and the e-mail (any name,
+        "kind" too). Its id."""
         if kind not in KINDS:
             raise ValueError(f"unknown alert kind {kind!r}")
         now = time.time()
         nt = t.notify_targets
         with self.engine.begin() as c:
+            if isinstance(app, int):
+                name = c.execute(select(t.apps.c.name).where(t.apps.c.id == app)).scalar()
+                app = name or ""
             event_id = int(
                 c.execute(
                     insert(t.notify_events).values(
