@@ -102,6 +102,9 @@ def test_states_and_renewal_through_the_api(env: Env) -> None:
         FAILING, "refused", 1, 1060.0,
     )  # fmt: skip
     assert row["detail"] == "connection refused"
+    # The dashboard shows the same rows (its certificates section).
+    board = client.get("/api/dashboard", headers=h).json()
+    assert board["certificates"] == client.get("/api/certs", headers=h).json()
     r = client.post(f"/api/apps/shop/certs/{HOST.upper()}/renew", headers=h)
     assert r.status_code == 200, r.text
     (o,) = store.acme_orders()

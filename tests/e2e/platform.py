@@ -141,9 +141,13 @@ class Platform:
 
 
 @contextmanager
-def running_platform(env: dict[str, str] | None = None, tmpfs: bool = False) -> Iterator[Platform]:
+def running_platform(
+    env: dict[str, str] | None = None, tmpfs: bool = False, router_port: int | None = None
+) -> Iterator[Platform]:
     """Start a platform in a fresh world-searchable data directory; stop it after.
-    `tmpfs`: that directory on a tmpfs of its own (tests/tmpfs.py)."""
+    `tmpfs`: that directory on a tmpfs of its own (tests/tmpfs.py); `router_port`:
+    the router's HTTP port, when something must know it before the start (an
+    ACME server validating there)."""
     with contextlib.ExitStack() as stack:
         if tmpfs:
             base = stack.enter_context(tmpfs_dir("roost-e2e-"))
@@ -153,7 +157,13 @@ def running_platform(env: dict[str, str] | None = None, tmpfs: bool = False) -> 
             base = Path(tempfile.mkdtemp(prefix="roost-e2e-"))
             base.chmod(0o755)
             stack.callback(shutil.rmtree, base, ignore_errors=True)
-        p = Platform(base / "data", free_port(), free_port(), base / "up.log", env=dict(env or {}))
+        p = Platform(
+            base / "data",
+            free_port(),
+            router_port or free_port(),
+            base / "up.log",
+            env=dict(env or {}),
+        )
         try:
             p.start()
             yield p

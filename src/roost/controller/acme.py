@@ -20,8 +20,8 @@ at most `PARALLEL` at once). An order:
    answers are withdrawn.
 
 A controller that dies mid-order leaves answers published; the next lease
-holder withdraws any older than `STALE_S`. Its order row still says when
-to try, so the new holder simply orders again.
+holder withdraws them when it takes the lease. The order row still says
+when to try, so the new holder simply orders again.
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ TICK_S = 2.0
 PARALLEL = 4
 PUBLISH_TIMEOUT_S = 60.0
 PROBE_INTERVAL_S = 0.2
-STALE_S = 900.0
 
 
 def router_addresses(settings: Settings) -> list[str]:
@@ -75,6 +74,7 @@ class AcmeRunner:
         self.settings = settings
         self.clock = clock
         self.running: dict[str, asyncio.Task[None]] = {}
+        self._swept = 0  # the fencing token answers were last swept under
 
     async def loop(self) -> None:
         if not self.settings.acme_directory:
@@ -100,8 +100,11 @@ class AcmeRunner:
             await self.store.acme_drop_orders(list(p.gone))
         if p.new:
             await self.store.acme_save_orders(list(p.new))
-        if not self.running:
-            await self.store.acme_withdraw([], older_than=now - STALE_S)
+        if self._swept != self.c.fence and not self.running:
+            # Once per lease, with no order of ours in flight: whatever is
+            # published is what a holder that died mid-order left.
+            await self.store.acme_withdraw([], older_than=now)
+            self._swept = self.c.fence
         for o in p.start:
             if len(self.running) >= PARALLEL:
                 break

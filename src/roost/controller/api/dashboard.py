@@ -10,6 +10,7 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from roost.controller.api.certs import cert_view
 from roost.controller.api.deps import ApiError, CurrentAccount, CurrentController, app_for_member
 from roost.controller.backups import health
 from roost.controller.core import Controller
@@ -154,6 +155,7 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
         "apps": apps,
         "events": events,
         "backups": backups,
+        "certificates": await cert_view(c, visible),
         "controller": c.name,
     }
 

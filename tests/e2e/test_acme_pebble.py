@@ -1,0 +1,119 @@
+"""Certificates by ACME through the whole platform, against a real Pebble.
+
+`roost up` with ROOST_ACME_DIRECTORY pointing at Pebble, whose HTTP-01
+validations go to the platform's router port and whose DNS (challtestsrv)
+sends every name to 127.0.0.1. `roost domains add` is all a user does: the
+lease holder orders, the routers answer, the router serves the certificate
+by SNI, and renews it (Pebble's certificates here live a minute, so the
+renewal point, a third of the lifetime before expiry, comes in the test). A
+domain the CA cannot reach (its DNS says 127.0.0.2, where nothing listens)
+is reported failing with the reason, and retried with a doubling backoff.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import ssl
+import time
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from tests.conftest import free_port, wait_until
+from tests.e2e.platform import Platform, running_platform
+from tests.pebble import running_pebble
+
+pytestmark = pytest.mark.e2e
+
+VALIDITY_S = 60
+RETRY_S = 2.0
+
+
+def certs(p: Platform) -> dict[str, dict[str, Any]]:
+    return {r["hostname"]: r for r in json.loads(p.roost("certs", "--json").stdout)}
+
+
+def served_certificate(port: int, hostname: str, root_pem: str) -> x509.Certificate:
+    """The leaf the router serves for `hostname`, verified up to Pebble's root."""
+    ctx = ssl.create_default_context(cadata=root_pem)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname=hostname) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def test_domains_get_certificates_renewed_and_failures_say_why() -> None:
+    router_port = free_port()
+    with running_pebble(router_port, validity_s=VALIDITY_S) as pebble:
+        pebble.set_a("refused.test", "127.0.0.2")
+        env = {
+            "ROOST_ACME_DIRECTORY": pebble.directory,
+            "ROOST_ACME_CA_BUNDLE": str(pebble.ca_bundle),
+            "ROOST_ACME_EMAIL": "ops@example.com",
+            "ROOST_ACME_RETRY_S": str(RETRY_S),
+        }
+        with running_platform(env, router_port=router_port) as p:
+            p.roost("apps", "create", "shop")
+            p.roost("domains", "add", "shop.test", "--app", "shop")
+            p.roost("domains", "add", "refused.test", "--app", "shop")
+
+            row = wait_until(
+                lambda: (r := certs(p)["shop.test"])["state"] == "valid" and r,
+                180,
+                "a certificate for shop.test",
+            )
+            assert isinstance(row, dict)
+            assert row["source"] == "acme" and row["reason"] == ""
+            root = pebble.root_pem()
+            first = wait_until(
+                lambda: served_certificate(p.tls_port, "shop.test", root),
+                60,
+                "the router serving shop.test's certificate",
+            )
+            assert isinstance(first, x509.Certificate)
+            names = first.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            assert names.value.get_values_for_type(x509.DNSName) == ["shop.test"]
+            lifetime = first.not_valid_after_utc - first.not_valid_before_utc
+            assert lifetime.total_seconds() <= VALIDITY_S + 1  # Pebble's short-lived ones
+
+            # Renewed before it expires, and the router serves the new one.
+            renewed = wait_until(
+                lambda: (
+                    (c := served_certificate(p.tls_port, "shop.test", root)).serial_number
+                    != first.serial_number
+                    and c
+                ),
+                VALIDITY_S * 2 + 60,
+                "the renewed certificate served",
+            )
+            assert isinstance(renewed, x509.Certificate)
+            assert renewed.not_valid_after_utc > first.not_valid_after_utc
+            assert certs(p)["shop.test"]["state"] == "valid"
+
+            # The unreachable domain: failing, why, and retried later each time.
+            seen: dict[int, float] = {}
+
+            def failed_thrice() -> bool:
+                r = certs(p)["refused.test"]
+                if r["failures"]:
+                    seen.setdefault(r["failures"], r["next_at"])
+                return bool(r["failures"] >= 3)
+
+            wait_until(failed_thrice, 120, "three failed orders for refused.test")
+            r = certs(p)["refused.test"]
+            assert (r["source"], r["state"], r["reason"]) == ("acme", "failing", "refused")
+            assert "refused" in r["detail"]
+            assert r["next_at"] > time.time() - 1
+            # The n-th retry waits RETRY_S * 2**(n-1) after the n-th failure,
+            # which came after the previous retry's time: the gaps double.
+            waits = sorted(seen.items())
+            for (_, at), (m, later) in itertools.pairwise(waits):
+                assert later - at >= RETRY_S * 2 ** (m - 1), waits
+            # And shop.test was never disturbed by its neighbour's failures.
+            assert certs(p)["shop.test"]["state"] == "valid"
