@@ -16,8 +16,11 @@ Patroni, PostgreSQL and the runner's HAProxy data proxy
   strict) lets it commit alone (target >= 0.8). WRITERS app connections
   insert one row per transaction through the proxy.
 
-Redis (`redis_unavailable_s`) is a part of its own, added to PARTS by the
-Redis pair's work; each part takes (base directory, quick) and returns the
+Redis is a part of its own (bench/stateful_failover_redis.py):
+`redis_unavailable_s`, the master's host killed until a write through the
+proxy is accepted again (target <= 10 s), and `redis_lost_acked`, writes the
+replica had acknowledged (WAIT 1) missing on the new master (target 0).
+Each part takes (base directory, quick) and returns the
 figures it prints. The median of the runs is printed, one `name value` line
 each. `--quick`: one run with shorter windows. Needs root.
 """
@@ -35,7 +38,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
+from stateful_failover_redis import redis_failover  # noqa: E402
 from tests.cluster.cluster import wait_for  # noqa: E402
 from tests.cluster.harness import Network, skip_reason  # noqa: E402
 from tests.cluster.pgpair import AppWriter, PairKit  # noqa: E402
@@ -96,7 +101,7 @@ def pg_failover(base: Path, quick: bool) -> dict[str, float]:
         net.close()
 
 
-PARTS: list[Part] = [pg_failover]
+PARTS: list[Part] = [pg_failover, redis_failover]
 
 
 def main() -> None:

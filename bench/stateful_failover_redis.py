@@ -13,15 +13,15 @@ it, at once):
   redis_lost_acked      writes the replica had acknowledged (WAIT 1) that
                         the new master lacks (sum over runs; 0 is right)
 
-Its parts are functions (`redis_failover`) so bench/stateful_failover.py
-can print the Redis line beside PostgreSQL's. `--quick`: one run (else 3).
+`redis_failover` is one of bench/stateful_failover.py's parts, which prints
+these beside PostgreSQL's figures; run alone, this prints only Redis's.
+`--quick`: one run (else 3).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
 import sys
 import tempfile
@@ -63,23 +63,14 @@ async def _one(base: Path) -> Failover:
         net.close()
 
 
-def redis_failover(runs: int) -> tuple[float, int]:
-    """(median redis_unavailable_s, acknowledged writes lost in all runs)."""
-    times: list[float] = []
-    lost = 0
-    for i in range(runs):
-        base = Path(tempfile.mkdtemp(prefix="roost-bench-redis-"))
-        try:
-            result = asyncio.run(_one(base))
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
-        say(
-            f"run {i + 1}: writes resumed after {result.unavailable_s:.2f} s; "
-            f"{len(result.acked)} acknowledged, {len(result.lost)} of them lost"
-        )
-        times.append(result.unavailable_s)
-        lost += len(result.lost)
-    return statistics.median(times), lost
+def redis_failover(base: Path, quick: bool) -> dict[str, float]:
+    """One run: a part of bench/stateful_failover.py (its PARTS)."""
+    result = asyncio.run(_one(base))
+    say(
+        f"redis: writes resumed after {result.unavailable_s:.2f} s; "
+        f"{len(result.acked)} acknowledged, {len(result.lost)} of them lost"
+    )
+    return {"redis_unavailable_s": result.unavailable_s, "redis_lost_acked": len(result.lost)}
 
 
 def main() -> None:
@@ -88,11 +79,14 @@ def main() -> None:
     args = ap.parse_args()
     reason = skip_reason()
     if reason:
-        say(f"cannot run: {reason}")
-        raise SystemExit(2)
-    unavailable, lost = redis_failover(1 if args.quick else 3)
-    print(f"redis_unavailable_s: {unavailable:.2f}")
-    print(f"redis_lost_acked: {lost}")
+        raise SystemExit(f"stateful_failover_redis: {reason}")
+    figures: dict[str, list[float]] = {}
+    for _ in range(1 if args.quick else 3):
+        with tempfile.TemporaryDirectory(prefix="roost-bench-redis-") as tmp:
+            for name, value in redis_failover(Path(tmp), args.quick).items():
+                figures.setdefault(name, []).append(value)
+    for name, values in figures.items():
+        print(f"{name}: {statistics.median(values):.2f}")
 
 
 if __name__ == "__main__":
