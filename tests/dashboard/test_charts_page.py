@@ -6,28 +6,25 @@ test's tmp dir) that a person can look at."""
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-import uvicorn
 from PIL import Image
 
 from roost.appspec.model import AppSpec, ProcessSpec
-from roost.controller.api.app import create_api
 from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.history import History
 from roost.controller.scheduler import Placement
-from roost.controller.service import ControllerService
 from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.messages import Heartbeat, InstanceStatus, RouterStats
-from tests.conftest import free_port
 from tests.dashboard.browser import Browser
+from tests.dashboard.serving import serving
 from tests.releases import go_live
 
 INSTANCES = ("webshop-web-1-v1-aaaaaa", "webshop-web-2-v1-bbbbbb")
@@ -97,24 +94,10 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
     ]
     store.replace_placements([], placements, {"webshop": app.id})
     an_hour_of(controller.history, time.time())
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_api(controller, ControllerService(controller, None)),
-            port=port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", token
+        with serving(controller) as base:
+            yield base, token
     finally:
-        server.should_exit = True
-        thread.join(10)
         controller.store.close()
 
 
@@ -163,8 +146,6 @@ def test_charts_of_the_last_hour_and_day(served: tuple[str, str], tmp_path: Path
 
 
 def test_metrics_api_needs_access(served: tuple[str, str]) -> None:
-    import httpx
-
     base, token = served
     ok = httpx.get(
         f"{base}/api/apps/webshop/metrics?window=day", headers={"Authorization": f"Bearer {token}"}
