@@ -17,18 +17,19 @@ the requests sent in them:
                            on the listening sockets it holds
   platform_reload_failed   `roost up --reload`: every daemon replaced, one
                            at a time
-  upgrade_failed           the previous release's platform (the latest git
-                           tag, checked out in a worktree) upgraded to this
+  upgrade_failed           the previous release's platform (the release
+                           CHANGELOG.md names, tests/previous_release.py,
+                           checked out in a worktree) upgraded to this
                            tree's under load: its daemons run from a
                            symbolic link to its sources (PYTHONPATH), which
                            is pointed at this tree's before
                            `roost up --reload` (this tree's CLI, which sends
-                           the running `roost up` SIGHUP); measured only
-                           when a tag exists (`--upgrade-from REV` names
-                           another revision). A release whose `roost up`
-                           knows no reload dies of the SIGHUP: then the
-                           upgrade is this tree's `roost up` started on the
-                           same data directory, as it was before issue 20
+                           the running `roost up` SIGHUP); `--upgrade-from
+                           REV` names another revision. A release whose
+                           `roost up` knows no reload (0.1.0: its status
+                           names no release) is taken over instead: this
+                           tree's `roost up` started on the same data
+                           directory (roost.cli.takeover)
   upgrade_cluster_failed   the same release's netns cluster (a controller,
                            two runners, a router: tests/cluster/
                            upgrade_hosts.ReleaseCluster) upgraded to this
@@ -48,7 +49,6 @@ import argparse
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,6 +62,7 @@ from tests.cluster.upgrade_hosts import ReleaseCluster, serving, worktree  # noq
 from tests.conftest import wait_until  # noqa: E402
 from tests.e2e.load import Load, LoadResult  # noqa: E402
 from tests.e2e.platform import Platform, running_platform  # noqa: E402
+from tests.previous_release import previous_release  # noqa: E402
 
 from roost.proc import upstate  # noqa: E402
 
@@ -142,18 +143,6 @@ def deploy_hello(platform: Platform, work: Path) -> None:
     wait_until(lambda: len(platform.ps(APP)) == 2, 60, "its two web instances")
 
 
-def latest_tag() -> tuple[str, str]:
-    """(the latest git tag, "") or ("", why there is none)."""
-    r = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--tags", "--abbrev=0"],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode != 0:
-        return "", r.stderr.strip() or "git describe --tags found no tag"
-    return r.stdout.strip(), ""
-
-
 def upgrade(rev: str, work: Path, before_s: float, after_s: float) -> str:
     """The line of `upgrade_failed` (see the module docstring)."""
     current = work / "current"
@@ -161,14 +150,16 @@ def upgrade(rev: str, work: Path, before_s: float, after_s: float) -> str:
     def to_this_tree(platform: Platform) -> None:
         current.unlink()
         current.symlink_to(REPO / "src")
+        loaded = upstate.load(platform.data)
+        older = platform.proc
+        if loaded is not None and not loaded[0].release and older is not None:
+            # Its roost up knows no reload: this tree's takes over from it.
+            platform.proc = None
+            platform.start()
+            say(f"took over: the older roost up exited {older.wait(timeout=120)}")
+            return
         r = platform.roost("up", "--reload", check=False)
         say(f"roost up --reload: exit {r.returncode}: {r.stderr.strip()[-300:]}")
-        if r.returncode != 0 and platform.proc is not None:
-            # A release whose roost up knows no reload dies of it (with its
-            # apps): upgrading from it is a stop and a start of this tree's.
-            platform.proc.wait(timeout=60)
-            platform.start()
-            wait_until(lambda: platform.get(APP).status_code == 200, 120, "the app back")
 
     with worktree(rev) as prev:
         current.symlink_to(prev / "src")
@@ -218,7 +209,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one round, shorter windows")
     parser.add_argument(
-        "--upgrade-from", default="", help="the revision to upgrade from (default: the latest tag)"
+        "--upgrade-from",
+        default="",
+        help="the revision to upgrade from (default: the previous release, CHANGELOG.md's)",
     )
     parser.add_argument(
         "--no-cluster", action="store_true", help="no upgrade_cluster_failed (a netns cluster)"
@@ -232,13 +225,10 @@ def main() -> None:
             deploy_hello(platform, work)
             under_load(platform, lambda _: None, 2.0, 0.0)  # warm-up
             lines = measure(platform, rounds, before_s, after_s)
-        tag, why = (args.upgrade_from, "") if args.upgrade_from else latest_tag()
-        if tag:
-            lines.append(upgrade(tag, work, before_s, after_s))
-            if not args.no_cluster:
-                lines.append(upgrade_cluster(tag))
-        else:
-            lines.append(f"# upgrade_failed not measured: no release tag to upgrade from ({why})")
+        rev = args.upgrade_from or previous_release().rev
+        lines.append(upgrade(rev, work, before_s, after_s))
+        if not args.no_cluster:
+            lines.append(upgrade_cluster(rev))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     for line in lines:

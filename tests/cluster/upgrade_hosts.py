@@ -46,6 +46,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from roost.cli.takeover import gone
 from tests.cluster.cluster import ROUTER_PORT, RoostCluster, wait_for
 from tests.cluster.harness import Host, _tool
 from tests.conftest import REPO
@@ -181,15 +182,6 @@ def keeper_argv(data: Path, address: str, pidfile: Path) -> list[str]:
     roost = [sys.executable, "-m", "roost", "--data", str(data), "router-keeper"]
     where = ["--host", address, "--port", str(ROUTER_PORT), "--tls-port", "0"]
     return [*roost, *where, "--pidfile", str(pidfile)]
-
-
-def gone(pid: int) -> bool:
-    """Exited (a zombie its parent, the test, has not reaped yet counts)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 def wait_gone(pid: int, timeout: float = 60.0) -> None:

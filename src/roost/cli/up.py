@@ -33,18 +33,31 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 import click
 import httpx
 from click.core import ParameterSource
 
+from roost import __version__
 from roost.backups.tools import missing_tools
 from roost.cli import control, reload
 from roost.cli.client import CliError
 from roost.cli.datadir import check_reachable, make_parents, older_local_dir
-from roost.cli.local import AlreadyRunning, free_port, port_free, prepare_data_dir
+from roost.cli.local import (
+    AlreadyRunning,
+    free_port,
+    lock_data_dir,
+    port_free,
+    prepare_cluster,
+    prepare_data_dir,
+    running_up,
+    write_api_info,
+)
 from roost.cli.readiness import role_probes
+from roost.cli.takeover import Older, TakeOver, bring_up, new_host_id, older_up
 from roost.controller.apitls import api_url
+from roost.daemonize import secure_start
 from roost.proc import activation, spawn, upstate
 from roost.proc.backoff import Backoff
 from roost.proc.children import Child, Policy
@@ -152,15 +165,20 @@ def role_states(names: list[str], children: dict[str, Child]) -> dict[str, upsta
     return out
 
 
-def router_sockets(settings: Settings) -> list[tuple[str, socket.socket]]:
-    """The router's listening sockets ("http", and "https" when TLS is on),
-    bound once for the life of `roost up` with activation's large backlog."""
-    host = settings.bind_host
+def router_ports(settings: Settings) -> list[tuple[str, int]]:
+    """The router's ports by name: "http", and "https" when TLS is on."""
     ports = [("http", settings.router_port)]
     if settings.router_tls_port:
         ports.append(("https", settings.router_tls_port))
+    return ports
+
+
+def router_sockets(settings: Settings) -> list[tuple[str, socket.socket]]:
+    """The router's listening sockets, bound once for the life of `roost up`
+    with activation's large backlog."""
+    host = settings.bind_host
     out: list[tuple[str, socket.socket]] = []
-    for name, port in ports:
+    for name, port in router_ports(settings):
         try:
             sock = activation.listen(host, port)
         except OSError as exc:
@@ -204,7 +222,9 @@ async def _report(
     while True:
         roles = role_states(names, sup.children)
         all_up = all(r.state == "up" for r in roles.values())
-        now = upstate.UpStatus(pid=os.getpid(), roles=roles, ready=all_up, reload=reloads.status)
+        now = upstate.UpStatus(
+            pid=os.getpid(), roles=roles, ready=all_up, reload=reloads.status, release=__version__
+        )
         if now != last:
             await asyncio.to_thread(upstate.save, data, now)
             last = now
@@ -222,6 +242,7 @@ async def supervise(
     with_services: bool,
     ready: asyncio.Event | None = None,
     with_backups: bool = False,
+    takeover: TakeOver | None = None,
 ) -> None:
     sup = Supervisor(in_order=True, say=_say)
     reloads = reload.Reloads()
@@ -230,7 +251,13 @@ async def supervise(
         loop.add_signal_handler(sig, sup.stop)  # signals only enqueue
     loop.add_signal_handler(signal.SIGHUP, reloads.ask)
     become_subreaper()
-    sockets = router_sockets(settings)
+    # Taking over from an older roost up (roost.cli.takeover): its router's sockets.
+    older = Older(takeover.pid, _say) if takeover is not None else None
+    if older is not None:
+        older.freeze()
+        sockets = older.listeners(settings.bind_host, router_ports(settings))
+    else:
+        sockets = router_sockets(settings)
     base = [sys.executable, "-m", "roost", "--data", str(data)]
     # Every child sees the same ports (the controller prints app URLs with the
     # router's port); each gets its own metrics port, listed in DATA/metrics.json.
@@ -279,10 +306,17 @@ async def supervise(
             reporter = tg.create_task(_report(data, sup, names, ready, reloads))
             reloader = None
             # The controller first: the others register with it as they start.
+            if older is not None:
+                await older.retire("controller")
             sup.add(programs[0])
             if await sup.wait_up("controller", 2 * API_READY_S):
-                for program in programs[1:]:
-                    sup.add(program)
+                if older is None or takeover is None:
+                    for program in programs[1:]:
+                        sup.add(program)
+                elif await bring_up(sup, programs[1:], older, data, takeover.hosts, _ready_timeout):
+                    takeover.lock = lock_data_dir(data)
+                else:
+                    sup.stop()
                 api = json.loads((data / "api.json").read_text())
                 _say(f"API      {api['url']}/api/docs")
                 _say(f"apps at  http://APP.{settings.default_domain}:{settings.router_port}/")
@@ -299,6 +333,8 @@ async def supervise(
             if reloader is not None:
                 reloader.cancel()
     finally:
+        if older is not None and not older.ended:
+            older.resume()
         for _, sock in sockets:
             sock.close()
         # Anything still below us (orphans adopted as subreaper, e.g. workers of
@@ -315,6 +351,7 @@ async def supervise(
             over=True,
             error=fatal_error(fatal).message if fatal is not None else "",
             reload=reloads.status,
+            release=__version__,
         )
         upstate.save(data, final)
     if fatal is not None:
@@ -375,10 +412,12 @@ def up(
     if unreachable is not None:
         raise CliError(unreachable)
     make_parents(data)
+    takeover = None
+    lock: IO[str] | None = None
     try:
         lock = prepare_data_dir(data, settings)
     except AlreadyRunning as exc:
-        raise CliError(str(exc)) from None
+        takeover = take_over(data, settings, exc)
     try:
         _say(f"data directory {data}")
         hint = missing_hint()
@@ -389,6 +428,30 @@ def up(
         if missing:
             _say(f"no backupd: apt-get install {' '.join(missing)}")
             _say("nothing is backed up")
-        asyncio.run(supervise(data, settings, with_services=hint is None, with_backups=not missing))
+        asyncio.run(
+            supervise(data, settings, hint is None, with_backups=not missing, takeover=takeover)
+        )
     finally:
-        lock.close()
+        for held in (lock, takeover.lock if takeover is not None else None):
+            if held is not None:
+                held.close()
+
+
+def take_over(data: Path, settings: Settings, running: AlreadyRunning) -> TakeOver:
+    """Prepare to take over from the `roost up` running on `data` if it is
+    older (roost.cli.takeover), else refuse as `running` says."""
+    pid = older_up(data, running_up(data))
+    if pid is None:
+        raise CliError(str(running)) from None
+    if settings.runner_host_id:
+        raise CliError(
+            f"an older roost up (pid {pid}) runs on {data}, and ROOST_RUNNER_HOST_ID fixes the "
+            f"runner's host id, so its apps cannot move to a new runner: stop it "
+            f"(roost --data {data} down), then start this one"
+        )
+    _say(f"an older roost up (pid {pid}) runs on {data}: taking over, the apps serving on")
+    secure_start(data)
+    hosts = new_host_id(data)
+    prepare_cluster(data, settings.bind_host, hosts[1])
+    write_api_info(data, settings)
+    return TakeOver(pid, hosts)

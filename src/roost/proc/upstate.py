@@ -51,6 +51,9 @@ class UpStatus(msgspec.Struct, frozen=True, kw_only=True):
     over: bool = False  # `roost up` is stopping or has stopped
     error: str = ""  # what stopped it, when something did
     reload: ReloadStatus | None = None  # the last reload, if one was asked for
+    # The Roost release of this `roost up`; "" from 0.1.0, which knows no
+    # reload: a newer one takes over from it (roost.cli.takeover).
+    release: str = ""
 
 
 def path(data: Path) -> Path:

@@ -1,0 +1,336 @@
+"""A `roost up` of this release taking over from one that knows no reload
+(0.1.0's): the one-host upgrade, make-before-break (issue 20).
+
+Theory of operation. 0.1.0's `roost up` dies of SIGHUP with its apps, and
+its runner kills its instances when it stops (they die with it: their
+parent-death signal), so no daemon of it can hand anything over. What can
+be done is what a cluster upgrade does with a drain: start this release's
+runner beside the old one, let the apps' instances start there and be
+routed, and only then stop the old runner. Step by step (`supervise` in
+`roost.cli.up` calls these around its own start of each role):
+
+- the old `roost up` is sent SIGSTOP: it restarts none of the daemons taken
+  from it; they keep running, and what they write on the pipes it reads
+  (their stderr) is read here instead, so none of them blocks on a full pipe;
+- the new runner gets a host id of its own (DATA/runner/host_id rewritten
+  before the address book and identities are made): the new controller
+  hears only it, so every instance the state places on the old host is
+  placed again on the new one, started and routed there;
+- the old router's listening sockets are taken from it (pidfd_getfd(2): the
+  same kernel socket, not a new one): when it closes them as it stops, the
+  sockets stay open here and connections wait in their backlog for the
+  router this `roost up` starts on them;
+- the controller, builder, gateway, servicehost and backupd are each sent
+  TERM and replaced once gone (0.1.0's servicehost stops PostgreSQL and
+  Redis with it: those restart); the runner and the router are replaced
+  with overlap: the new router once every instance serves on the new host,
+  then the old router (it finishes what it has in flight), then the old
+  runner, which stops instances nobody routes to any more;
+- at the end the old `roost up`, whose daemons are all gone, is sent TERM
+  and SIGCONT; it exits, and this one takes the data directory's lock.
+
+A `roost up` is older than this one when it holds DATA's lock, has run for
+a while (a current one writes DATA/up.json at once) and DATA/up.json is not
+its or names no release (`is_older`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from roost.cli.readiness import local_api
+from roost.proc import activation, upstate
+from roost.proc.supervise import Program, Supervisor
+
+# pidfd_getfd(2): 438 on every architecture (the unified syscall table, Linux 5.6).
+SYS_PIDFD_GETFD = 438
+# A current `roost up` writes DATA/up.json well within this.
+OLDER_AFTER_S = 10.0
+# How long the apps' instances may take to start and be routed on the new runner.
+MOVE_TIMEOUT_S = 180.0
+GONE_TIMEOUT_S = 90.0
+POLL_S = 0.2
+
+
+def is_older(status: upstate.UpStatus | None, pid: int, age_s: float) -> bool:
+    """The `roost up` `pid` holding the lock knows no reload (pure): it has
+    run `OLDER_AFTER_S`, and DATA/up.json (`status`) is not its or names no
+    release (0.1.0 wrote none)."""
+    ours = status is not None and status.pid == pid
+    return age_s >= OLDER_AFTER_S and not (ours and status is not None and status.release)
+
+
+def role_of(cmdline: list[str]) -> str:
+    """The role a `... roost --data DATA ROLE ...` command line runs ("" if none; pure)."""
+    if "--data" in cmdline:
+        i = cmdline.index("--data") + 2
+        return cmdline[i] if i < len(cmdline) else ""
+    return ""
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        found += kids
+        todo += kids
+    return found
+
+
+def _age_s(pid: int) -> float:
+    ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - ticks / os.sysconf("SC_CLK_TCK")
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie its stopped parent cannot reap counts)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def steal_fd(pid: int, fd: int) -> int:
+    """A duplicate, in this process, of process `pid`'s descriptor `fd`."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        got = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+        if got < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"pidfd_getfd of pid {pid}'s fd {fd}: {os.strerror(err)}")
+        return int(got)
+    finally:
+        os.close(pidfd)
+
+
+def _fds(pid: int) -> dict[str, int]:
+    """Process `pid`'s descriptors by what they are ("socket:[N]", "pipe:[N]")."""
+    out: dict[str, int] = {}
+    base = Path(f"/proc/{pid}/fd")
+    for entry in base.iterdir():
+        try:
+            out.setdefault(os.readlink(entry), int(entry.name))
+        except OSError:
+            pass
+    return out
+
+
+def older_up(data: Path, running: int | None) -> int | None:
+    """The pid of the older `roost up` on `data`, None if the one running is current."""
+    if running is None or gone(running):
+        return None
+    loaded = upstate.load(data)
+    status = loaded[0] if loaded is not None else None
+    return running if is_older(status, running, _age_s(running)) else None
+
+
+def new_host_id(data: Path) -> tuple[str, str]:
+    """(the old runner's host id, the new one's), DATA/runner/host_id now the new one."""
+    path = data / "runner" / "host_id"
+    old = path.read_text().strip() if path.exists() else ""
+    new = f"{socket.gethostname()[:40]}-{secrets.token_hex(4)}"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(new + "\n")
+    os.replace(tmp, path)
+    return old, new
+
+
+@dataclass
+class TakeOver:
+    """What `roost up` needs to take over: the older one's pid, the runners'
+    host ids (old, new), and the data directory's lock once it has it."""
+
+    pid: int
+    hosts: tuple[str, str]
+    lock: IO[str] | None = None
+
+
+class Older:
+    """The older `roost up` being taken over (see the module docstring)."""
+
+    def __init__(self, pid: int, say: Callable[[str], None]) -> None:
+        self.pid = pid
+        self.say = say
+        self.ended = False
+        self.roles: dict[str, int] = {}
+        self._relayed: list[int] = []
+
+    def freeze(self) -> None:
+        """SIGSTOP it, note its daemons, and read their stderr from now on."""
+        os.kill(self.pid, signal.SIGSTOP)
+        for child in _children(self.pid):
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_text().split("\0")
+            except OSError:
+                continue
+            if role := role_of(cmdline):
+                self.roles[role] = child
+        self.say(f"took over roost up (pid {self.pid}): its daemons {self.roles}")
+        pipes = _fds(self.pid)
+        loop = asyncio.get_running_loop()
+        for child in self.roles.values():
+            with _quiet():
+                fd = steal_fd(self.pid, pipes[os.readlink(f"/proc/{child}/fd/2")])
+                os.set_blocking(fd, False)
+                loop.add_reader(fd, self._relay, fd)
+                self._relayed.append(fd)
+
+    def _relay(self, fd: int) -> None:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if chunk:
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.buffer.flush()
+        else:
+            asyncio.get_running_loop().remove_reader(fd)
+
+    def listeners(self, host: str, ports: list[tuple[str, int]]) -> list[tuple[str, socket.socket]]:
+        """The router's listening sockets, taken from the old router (and its
+        workers); a port none of them holds is bound here as usual."""
+        router = self.roles.get("router", 0)
+        procs = [router, *_descendants(router)] if router else []
+        table = Path("/proc/net/tcp6" if ":" in host else "/proc/net/tcp").read_text()
+        out: list[tuple[str, socket.socket]] = []
+        for name, port in ports:
+            inodes = activation.listening_inodes(table, host, port)
+            sock = None
+            for pid in procs:
+                held = {k: v for k, v in _fds(pid).items() if k in inodes}
+                if held:
+                    sock = socket.socket(fileno=steal_fd(pid, next(iter(held.values()))))
+                    break
+            if sock is None:
+                sock = activation.listen(host, port)
+            elif len(inodes) > 1:  # several workers' SO_REUSEPORT sockets: keep their queues
+                activation.allow_migration()
+            out.append((name, sock))
+        return out
+
+    async def retire(self, role: str) -> None:
+        """TERM the old `role` daemon and return once it has gone."""
+        pid = self.roles.pop(role, 0)
+        if not pid or gone(pid):
+            return
+        self.say(f"stopping the older {role} (pid {pid})")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + GONE_TIMEOUT_S
+        while not gone(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(POLL_S)
+
+    async def end(self) -> None:
+        """Let the old `roost up` finish (its daemons are gone) and wait until it has."""
+        for fd in self._relayed:
+            with _quiet():
+                asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
+        self._relayed = []
+        for role in list(self.roles):
+            await self.retire(role)
+        os.kill(self.pid, signal.SIGTERM)
+        os.kill(self.pid, signal.SIGCONT)
+        deadline = time.monotonic() + GONE_TIMEOUT_S
+        while not gone(self.pid) and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_S)
+        self.ended = True
+        self.say(f"the older roost up (pid {self.pid}) has ended")
+
+    def resume(self) -> None:
+        """A take-over cut short: the old `roost up` carries on (it restarts what it lost)."""
+        with _quiet():
+            os.kill(self.pid, signal.SIGCONT)
+
+
+class _quiet:
+    """Suppress OSError and KeyError: a process or descriptor gone meanwhile."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        return kind is not None and issubclass(kind, OSError | KeyError)
+
+
+async def moved(data: Path, old_host: str, new_host: str, say: Callable[[str], None]) -> None:
+    """Until every app's instances run on `new_host` and none on `old_host`
+    (or `MOVE_TIMEOUT_S` passed: then say what has not moved)."""
+    deadline = time.monotonic() + MOVE_TIMEOUT_S
+    left: list[str] = ["(the controller's answer)"]
+    while time.monotonic() < deadline:
+        try:
+            url, verify, headers = await asyncio.to_thread(local_api, data)
+            async with httpx.AsyncClient(verify=verify, headers=headers, timeout=5.0) as http:
+                apps = (await http.get(f"{url}/api/apps")).raise_for_status().json()
+                left = []
+                for app in apps:
+                    rows = (await http.get(f"{url}/api/apps/{app['name']}/ps")).json()
+                    left += [
+                        f"{app['name']} {r['instance_id']} ({r['state']} on {r['host_id']})"
+                        for r in rows
+                        if r["host_id"] == old_host or r["state"] != "up"
+                    ]
+            if not left:
+                return
+        except (OSError, ValueError, KeyError, httpx.HTTPError):
+            pass
+        await asyncio.sleep(POLL_S)
+    say(f"instances not moved to the new runner in {MOVE_TIMEOUT_S:g}s: {', '.join(left)}")
+
+
+async def bring_up(
+    sup: Supervisor,
+    programs: list[Program],
+    older: Older,
+    data: Path,
+    hosts: tuple[str, str],
+    ready_timeout: Callable[[str], float],
+) -> bool:
+    """Start `programs` (every role but the controller, in `roost up`'s
+    order) in place of the older `roost up`'s daemons (see the module
+    docstring); False when one did not come up (the take-over stops there)."""
+    for program in programs:
+        role = program.name
+        if role not in ("runner", "router"):
+            await older.retire(role)
+        sup.add(program)
+        if not await sup.wait_up(role, ready_timeout(role)):
+            older.say(f"the take-over stopped: the new {role} did not come up")
+            return False
+        if role == "runner":
+            await moved(data, *hosts, older.say)
+        elif role == "router":
+            await older.retire("router")  # it finishes what it has in flight
+            await older.retire("runner")  # its instances: no router sends them anything
+    await older.end()
+    return True

@@ -1,0 +1,75 @@
+"""The one-host take-over's decisions (roost.cli.takeover), as data: which
+`roost up` is older, which role a daemon's command line runs, and which
+descriptors are a port's listening sockets. The take-over itself runs in
+tests/e2e/test_up_takeover.py, from the previous release under load."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from roost.cli.takeover import OLDER_AFTER_S, is_older, role_of, steal_fd
+from roost.proc import activation
+from roost.proc.upstate import UpStatus
+
+
+def status(pid: int, release: str) -> UpStatus:
+    return UpStatus(pid=pid, roles={}, release=release)
+
+
+def test_a_roost_up_is_older_when_its_status_names_no_release() -> None:
+    settled = OLDER_AFTER_S + 1
+    assert is_older(status(10, ""), 10, settled)  # 0.1.0 wrote no release
+    assert not is_older(status(10, "0.2.0"), 10, settled)  # this release: it reloads
+    assert is_older(None, 10, settled)  # no status at all, long after its start
+    assert is_older(status(11, "0.2.0"), 10, settled)  # the file of another run
+    # Just started: a current roost up has not written its status yet.
+    assert not is_older(None, 10, OLDER_AFTER_S - 1)
+    assert not is_older(status(10, ""), 10, OLDER_AFTER_S - 1)
+
+
+def test_role_of_a_daemon_command_line() -> None:
+    base = ["/venv/bin/python", "-m", "roost", "--data", "/var/lib/roost"]
+    assert role_of([*base, "router", "--port", "8080"]) == "router"
+    assert role_of([*base, "runner", ""]) == "runner"  # (cmdline's trailing NUL)
+    assert role_of([*base]) == ""
+    assert role_of(["/usr/lib/postgresql/15/bin/postgres", "-D", "x"]) == ""
+
+
+def test_listening_inodes_are_named_as_fd_links() -> None:
+    text = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1
+   1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 4343 1
+   2: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4444 1
+"""
+    assert activation.listening_inodes(text, "127.0.0.1", 8080) == {"socket:[4242]"}
+    assert activation.listening_inodes(text, "0.0.0.0", 8080) == {"socket:[4444]"}
+    assert activation.listening_inodes(text, "127.0.0.1", 8081) == set()
+
+
+def test_a_listening_socket_is_taken_from_another_process_and_outlives_it() -> None:
+    code = (
+        "import socket, sys, time\n"
+        "s = socket.create_server(('127.0.0.1', 0))\n"
+        "print(s.fileno(), s.getsockname()[1], flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        fd, port = (int(x) for x in holder.stdout.readline().split())
+        table = Path("/proc/net/tcp").read_text()
+        [link] = activation.listening_inodes(table, "127.0.0.1", port)
+        assert os.readlink(f"/proc/{holder.pid}/fd/{fd}") == link
+        taken = socket.socket(fileno=steal_fd(holder.pid, fd))
+    finally:
+        holder.kill()
+        holder.wait()
+    # The same socket: still listening once its first holder is gone.
+    with taken, socket.create_connection(("127.0.0.1", port), timeout=5):
+        taken.settimeout(5)
+        taken.accept()[0].close()
