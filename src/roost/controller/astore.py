@@ -173,6 +173,11 @@ class AsyncStore:
     undrain_host = _on_executor(Store.undrain_host)
     host_drains = _on_executor(Store.host_drains)
     note_host_drains = _on_executor(Store.note_host_drains)
+    add_service_pair = _on_executor(Store.add_service_pair)
+    service_pairs = _on_executor(Store.service_pairs)
+    app_pair = _on_executor(Store.app_pair)
+    set_app_pair = _on_executor(Store.set_app_pair)
+    pair_loads = _on_executor(Store.pair_loads)
 
     # ------------------------------------------------------------ logs, events, services
 

@@ -101,3 +101,53 @@ def find_holder(
             f"({len(reports)} of {configured} answered); try again when all are up"
         )
     raise NoPlace(f"no servicehost reports holding {app}'s {kind}")
+
+
+# ------------------------------------------------------------ servicehost pairs
+#
+# In a cluster with pairs (migration 0021) a new app goes on a pair, not a
+# host: its database lives in the pair's Patroni cluster, on both. The pair
+# with the most room takes it: of the pairs whose two servicehosts answered
+# just now with room, the one holding the fewest apps, then the one whose
+# fuller member has the most free disk. A pair with a member silent or full
+# is degraded (no standby to fail over to, or no room to keep one): it takes
+# a new app only when no pair is whole.
+
+
+def place_pair(
+    pairs: Mapping[str, tuple[str, str]],
+    reports: Mapping[str, ServiceHostStatus],
+    bound: Mapping[str, int],
+) -> str:
+    """The pair for a new app. `pairs`: name -> its servicehost ids;
+    `reports`: host id -> status, for those that answered; `bound`: pair ->
+    how many apps the state database records on it."""
+    if not pairs:
+        raise NoPlace("no servicehost pair is configured")
+
+    def room(host: str) -> int | None:
+        r = reports.get(host)
+        return r.disk_free_bytes if r is not None and has_room(r) else None
+
+    candidates = []
+    for name, hosts in pairs.items():
+        rooms = [room(h) for h in hosts]
+        usable = [r for r in rooms if r is not None]
+        if not usable:
+            continue
+        degraded = len(usable) < len(hosts)
+        candidates.append((degraded, bound.get(name, 0), -min(usable), name))
+    if not candidates:
+        raise NoPlace(
+            "no servicehost pair has a member that answers with room for another app "
+            f"({', '.join(sorted(pairs))})"
+        )
+    return min(candidates)[3]
+
+
+def pair_primary(answers: Mapping[str, int]) -> str | None:
+    """The member whose Patroni answered `GET /primary` with 200, from
+    address -> HTTP status (0: no answer). Not exactly one: None (a
+    failover under way; the caller says so rather than guess)."""
+    primaries = [addr for addr, status in answers.items() if status == 200]
+    return primaries[0] if len(primaries) == 1 else None

@@ -36,6 +36,7 @@ from roost.controller.store_domains import DomainStore
 from roost.controller.store_drains import DrainStore, trim_log_lines
 from roost.controller.store_hostdrains import HostDrainStore
 from roost.controller.store_images import ImageCopyStore
+from roost.controller.store_pairs import PairStore
 from roost.controller.store_logs import insert_log_lines
 from roost.controller.store_notify import NotifyStore
 from roost.controller.store_snapshot import PLACEMENTS, SnapshotStore, bump_desired
@@ -134,6 +135,7 @@ class Store(
     HostDrainStore,
     ImageCopyStore,
     NotifyStore,
+    PairStore,
     SnapshotStore,
 ):
     def __init__(self, engine: Engine, secrets: SecretBox | None = None) -> None:

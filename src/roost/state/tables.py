@@ -335,6 +335,34 @@ service_bindings = Table(
     Column("standby_host", String(255), nullable=False, server_default=""),
 )
 
+service_pairs = Table(
+    "service_pairs",
+    metadata,
+    # Servicehosts in pairs (issue 16): each pair's PostgreSQL is one Patroni
+    # cluster, its primary on one of the two and a synchronous standby on the
+    # other (roost.servicehost.pgpair). Which is primary is Patroni's to say,
+    # asked at each request, never recorded here.
+    Column("name", String(64), primary_key=True),
+    Column("first_host", String(255), nullable=False),  # servicehost ids
+    Column("second_host", String(255), nullable=False),
+    Column("first_address", String(255), nullable=False),  # where Patroni answers
+    Column("second_address", String(255), nullable=False),
+    Column("pg_port", Integer, nullable=False),
+    Column("rest_port", Integer, nullable=False),
+    # Where each runner's data proxy listens for this pair (runner/dataproxy.py).
+    Column("proxy_port", Integer, nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+)
+
+app_pairs = Table(
+    "app_pairs",
+    metadata,
+    # The pair an app's services were placed on (controller/serviceplace.py).
+    Column("app_id", Integer, ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True),
+    Column("pair", String(64), ForeignKey("service_pairs.name"), nullable=False),
+    Column("placed_at", Float, nullable=False),
+)
+
 cron_claims = Table(
     "cron_claims",
     metadata,
