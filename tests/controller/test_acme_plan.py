@@ -1,9 +1,15 @@
-"""ACME decisions with a fake clock: what is due, renewal points, backoff, reasons."""
+"""ACME decisions with a fake clock: what is due, renewal points, backoff, reasons;
+and the settings refused at start."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 from roost.controller import acme_plan as ap
+from roost.controller.acme import router_addresses, settings_problem
 from roost.controller.acme_plan import DAY, FAILING, PENDING, VALID, Order
+from roost.settings import Settings
 
 T0 = 1_800_000_000.0
 
@@ -101,3 +107,27 @@ def test_reasons_from_ca_problems() -> None:
     for (typ, detail), want in cases.items():
         assert ap.classify(typ, detail) == want, (typ, detail)
     assert set(cases.values()) <= set(ap.REASONS)
+
+
+def test_settings_that_cannot_work_are_refused(tmp_path: Path) -> None:
+    ok = Settings(acme_directory="https://acme.example/dir", acme_email="ops@example.com")
+    assert settings_problem(ok) is None
+    assert settings_problem(Settings()) is None  # off
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("x")
+    assert settings_problem(replace(ok, acme_ca_bundle=str(bundle))) is None
+    bad = {
+        "acme_directory": "http://acme.example/dir",  # RFC 8555: HTTPS only
+        "acme_email": "not an address",
+        "acme_ca_bundle": str(tmp_path / "missing.pem"),
+        "acme_routers": "127.0.0.1",
+        "acme_retry_s": 0.0,
+    }
+    for field, value in bad.items():
+        problem = settings_problem(replace(ok, **{field: value}))
+        assert problem is not None, field
+    assert router_addresses(replace(ok, bind_host="0.0.0.0", router_port=81)) == ["127.0.0.1:81"]
+    assert router_addresses(replace(ok, acme_routers="10.0.0.1:80, 10.0.0.2:80")) == [
+        "10.0.0.1:80",
+        "10.0.0.2:80",
+    ]

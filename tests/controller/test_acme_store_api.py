@@ -7,48 +7,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from roost.controller import acme_plan
 from roost.controller.acme_client import new_key_pem
 from roost.controller.acme_plan import FAILING, Order
-from roost.controller.api.app import create_api
 from roost.controller.api.certs import cert_rows
-from roost.controller.astore import AsyncStore
-from roost.controller.core import Controller
 from roost.controller.desired import Reader
 from roost.controller.routes import app_route, app_routing
-from roost.controller.secretbox import SecretBox
-from roost.controller.service import ControllerService
-from roost.controller.store import Store
 from roost.controller.store_acme import Challenge
 from roost.settings import Settings
 from roost.state import tables as t
-from roost.state.db import make_engine, migrate, sqlite_url
-from tests.controller.test_tls_at_rest import files_of, secret_bytes
+from tests.controller.test_tls_at_rest import HOST, Env, api_with_domain, files_of, secret_bytes
 
-HOST = "www.shop.example"
 DIRECTORY = "https://ca.example/directory"
-Env = tuple[TestClient, Store, Path, dict[str, str]]
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
-    db = tmp_path / "state.db"
-    url = sqlite_url(db)
-    migrate(url)
-    store = Store(make_engine(url), secrets=SecretBox(b"k" * 32))
-    controller = Controller(AsyncStore(store), Settings(acme_directory=DIRECTORY), "test")
-    api = create_api(controller, ControllerService(controller, builders=None))
-    owner = store.create_account("a@example.com")
-    h = {"Authorization": f"Bearer {store.issue_token(owner)}"}
-    with TestClient(api) as client:
-        assert client.post("/api/apps", json={"name": "shop"}, headers=h).status_code == 201
-        r = client.post("/api/apps/shop/domains", json={"hostname": HOST}, headers=h)
-        assert r.status_code == 201
-        yield client, store, db, h
-    controller.store.close()
+    with api_with_domain(tmp_path, Settings(acme_directory=DIRECTORY)) as e:
+        yield e
 
 
 def test_the_account_key_is_made_once_and_sealed_at_rest(env: Env) -> None:

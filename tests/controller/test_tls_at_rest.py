@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -50,13 +51,14 @@ def files_of(db: Path) -> bytes:
     return b"".join(p.read_bytes() for p in parts if p.exists())
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
+@contextmanager
+def api_with_domain(tmp_path: Path, settings: Settings) -> Iterator[Env]:
+    """The API on a store with a secrets key, an owner's app `shop` with the domain HOST."""
     db = tmp_path / "state.db"
     url = sqlite_url(db)
     migrate(url)
     store = Store(make_engine(url), secrets=SecretBox(b"k" * 32))
-    controller = Controller(AsyncStore(store), Settings(), "test")
+    controller = Controller(AsyncStore(store), settings, "test")
     api = create_api(controller, ControllerService(controller, builders=None))
     owner = store.create_account("a@example.com")
     h = {"Authorization": f"Bearer {store.issue_token(owner)}"}
@@ -66,6 +68,12 @@ def env(tmp_path: Path) -> Iterator[Env]:
         assert r.status_code == 201
         yield client, store, db, h
     controller.store.close()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    with api_with_domain(tmp_path, Settings()) as e:
+        yield e
 
 
 def test_a_key_uploaded_through_the_api_is_not_in_the_database_files(env: Env) -> None:

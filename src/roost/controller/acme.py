@@ -28,8 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+import urllib.parse
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 from cryptography import x509
@@ -48,6 +51,29 @@ TICK_S = 2.0
 PARALLEL = 4
 PUBLISH_TIMEOUT_S = 60.0
 PROBE_INTERVAL_S = 0.2
+
+
+def settings_problem(settings: Settings) -> str | None:
+    """Why the ACME settings cannot work (the controller refuses to start), or None."""
+    directory = settings.acme_directory.strip()
+    if not directory:
+        return None
+    url = urllib.parse.urlsplit(directory)
+    if url.scheme != "https" or not url.hostname:
+        return f"ROOST_ACME_DIRECTORY must be an https:// URL (RFC 8555), not {directory!r}"
+    email = settings.acme_email
+    if email and not re.fullmatch(r"[^@\s:/]+@[^@\s:/]+\.[^@\s:/]+", email):
+        return f"ROOST_ACME_EMAIL is not an e-mail address: {email!r}"
+    bundle = settings.acme_ca_bundle
+    if bundle and not Path(bundle).is_file():
+        return f"ROOST_ACME_CA_BUNDLE names no file: {bundle!r}"
+    for addr in router_addresses(settings):
+        host, sep, port = addr.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            return f"ROOST_ACME_ROUTERS: {addr!r} is not HOST:PORT"
+    if settings.acme_retry_s <= 0 or settings.acme_renew_days <= 0:
+        return "ROOST_ACME_RETRY_S and ROOST_ACME_RENEW_DAYS must be positive"
+    return None
 
 
 def router_addresses(settings: Settings) -> list[str]:

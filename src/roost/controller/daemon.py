@@ -14,6 +14,7 @@ import uvicorn
 from roost import __version__
 from roost.controller import upgrade
 from roost.controller.acme import AcmeRunner
+from roost.controller.acme import settings_problem as acme_settings_problem
 from roost.controller.api.app import create_api
 from roost.controller.apitls import ApiTlsError, api_certificate, api_url
 from roost.controller.astore import AsyncStore
@@ -77,6 +78,8 @@ async def serve(
     # so it is set here, where the process is the controller's.
     if gc.get_threshold()[0] < GC_GEN0_THRESHOLD:
         gc.set_threshold(GC_GEN0_THRESHOLD, 20, 100)
+    if (problem := acme_settings_problem(settings)) is not None:
+        raise ConfigError(f"controller: {problem}")
     node, cluster = open_node(data_dir, name)
     try:
         box = SecretBox.from_file(data_dir / "keys" / FERNET_FILE)
