@@ -138,10 +138,29 @@ def services_info(ctx: click.Context, kind: str, app_name: str | None, as_json: 
         click.echo(json.dumps(data, indent=2))
         return
     for k, v in data.items():
-        if k not in LIMIT_KEYS:
+        if k not in LIMIT_KEYS and k not in REDIS_PAIR_KEYS:
             console.print(f"[bold]{k}[/]: {v}")
-    for label, text in limit_lines(data):
+    for label, text in limit_lines(data) + redis_pair_lines(data):
         console.print(f"[bold]{label}[/]: {text}")
+
+
+REDIS_PAIR_KEYS = ("redis_master", "redis_replica", "redis_lag_bytes", "redis_problem")
+
+
+def redis_pair_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """An app's Redis pair (a cluster): which copy is master, which replica,
+    how far behind, and what is wrong, in red; none for a Redis alone."""
+    if "redis_master" not in data:
+        return []
+    lines = [
+        ("master", str(data["redis_master"]) or "[bold red]none[/]"),
+        ("replica", str(data.get("redis_replica", "")) or "[bold red]none[/]"),
+        ("replication", f"{int(data.get('redis_lag_bytes', 0))} bytes behind"),
+    ]
+    problem = str(data.get("redis_problem", ""))
+    if problem:
+        lines.append(("problem", f"[bold red]{escape(problem)}[/]"))
+    return lines
 
 
 def _exec_client(program: str, argv: list[str], env: dict[str, str]) -> None:

@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import Callable
 
+from roost.controller import redispair
 from roost.controller.astore import AsyncStore
 from roost.controller.backups import CAPTURE_TIMEOUT_S, BackupError, described
 from roost.controller.build_env import BuildEnvRpc
@@ -124,6 +125,8 @@ class ControllerService:
         platform: PlatformFiles | None = None,
     ) -> None:
         self.c = controller
+        # Redis copies whose replication problem was raised (redispair.py).
+        self.replicas = redispair.ReplicaWatch()
         self.builders = builders
         self.client_for = client_for
         self.gateway = GatewayRpc(self)
@@ -216,6 +219,7 @@ class ControllerService:
                 servicehost_id(msg), msg.disk_free_bytes, msg.disk_total_bytes,
                 self.c.settings.notify_disk_free,
             )  # fmt: skip
+            await redispair.raise_events(self.replicas, self.c.store, servicehost_id(msg), msg)
         return Ok()
 
     async def route_snapshot(self, _msg: RouteSnapshotRequest) -> Msg:

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from roost.appspec.model import AppSpec
 from roost.appspec.service_env import service_environment
+from roost.controller import redispair
 from roost.controller.astore import AsyncStore
 from roost.controller.secretbox import SecretBox
 from roost.controller.servicehosts import HostDown, ServiceHosts
@@ -24,6 +25,7 @@ from roost.controller.serviceplace import NoPlace, find_holder, place
 from roost.controller.store import AppRow
 from roost.wire.messages import (
     Ping,
+    RedisCopy,
     ServerStatus,
     ServiceCredentials,
     ServiceDeprovision,
@@ -230,11 +232,42 @@ class ServiceBroker:
             raise ServiceError(
                 f"servicehost answered {type(reply).__name__} to a provisioning request"
             )
+        # A Redis pair's copy goes to the partner and is never stored (redispair.py).
+        copy, reply = reply.copy, redispair.without_copy(reply)
+        if copy is not None:
+            await self._redis_copy(app, host, copy)
         sealed = self.box.seal({f: getattr(reply, f) for f in reply.__struct_fields__})
         await self.store.bind_service(app.id, kind, sealed, host)
         self._forget(app.id)
         log.info("%s's %s provisioned on servicehost %s", app.name, kind, host)
         return reply
+
+    async def _redis_copy(self, app: AppRow, holder: str, copy: RedisCopy) -> None:
+        """The replica of the app's Redis on the holder's partner (redispair.py);
+        none made is no failure: the master serves, the watch reports it alone."""
+        hosts = self._need_hosts("copy redis")
+        partner = redispair.partner(holder, list(await self._survey(hosts)), len(hosts.endpoints))
+        if not partner:
+            log.warning("%s's Redis has no replica: no partner of %s answers", app.name, holder)
+            return
+        try:
+            await redispair.provision_copy(await self._client_of(partner), app.name, copy)
+        except (ServiceError, RpcTimeout, RemoteError, TypeError) as exc:
+            log.warning("%s's Redis has no replica on %s yet: %s", app.name, partner, exc)
+            return
+        log.info("%s's Redis: master on %s, replica on %s", app.name, holder, partner)
+
+    async def _remove_redis_copy(self, app: AppRow, holder: str) -> None:
+        """The partner's copy of a removed Redis goes too (best effort)."""
+        hosts = self._need_hosts("remove redis")
+        partner = redispair.partner(holder, list(await self._survey(hosts)), len(hosts.endpoints))
+        if not partner:
+            return
+        try:
+            client = await self._client_of(partner)
+            await client.call(ServiceDeprovision(app=app.name, kind="redis"), timeout=600, tries=1)
+        except (ServiceError, RpcTimeout, RemoteError) as exc:
+            log.warning("%s's Redis copy on %s was not removed: %s", app.name, partner, exc)
 
     async def ensure(self, app: AppRow, spec: AppSpec) -> list[str]:
         """Provision what the spec asks for and the app lacks; the kinds added."""
@@ -268,6 +301,8 @@ class ServiceBroker:
             raise ServiceError(
                 f"servicehost {host} answered {type(reply).__name__} to a removal request"
             )
+        if kind == "redis":
+            await self._remove_redis_copy(app, host)
         await self.store.unbind_service(app.id, kind)
         self._forget(app.id)
         return reply.backup_path

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from roost.controller import lifecycle
+from roost.controller import lifecycle, redispair
 from roost.controller.api.deps import (
     ApiError,
     CurrentAccount,
@@ -127,9 +127,11 @@ async def service_info(
     b = broker(c)
     for cr in await b.credentials(app.id):
         if cr.kind == kind:
-            info = {f: getattr(cr, f) for f in cr.__struct_fields__}
+            info = {f: getattr(cr, f) for f in cr.__struct_fields__ if f != "copy"}
             holder = _holder(await _holder_of(b, app, kind))
             shown = {**info, **limits(await b.report(app, kind))}
+            if kind == "redis":  # its pair: master, replica, lag (controller/redispair.py)
+                shown |= redispair.replication(b.status.values(), app.name)
             return {**shown, **holder, "kept": kept_of(b.status.values(), app.name, kind)}
     raise ApiError(404, f"{name} has no {kind} service")
 
