@@ -103,6 +103,12 @@ class Settings:
         "servicehost/runner: the directory holding every app's live data directory "
         "(empty: DATA/servicehost/appdata; in a cluster, the shared file system's mount)",
     )
+    data_quota_mb: int = _setting(
+        0,
+        "ROOST_DATA_QUOTA_MB",
+        "servicehost/runner: each app's data directory quota in MiB, a file system of its own "
+        "(roost.datadir.quota; 0: none, a plain directory)",
+    )
     archive_days: float = _setting(
         7.0,
         "ROOST_ARCHIVE_DAYS",

@@ -90,6 +90,8 @@ LIMIT_KEYS = (
     "snapshot_problem",
     "kept",
     "standby",
+    "quota_bytes",
+    "used_bytes",
 )
 EVICTION = {
     "volatile-lru": "when full, keys with a TTL are evicted, least recently used first",
@@ -120,6 +122,10 @@ def limit_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
         # Red: the disk has no room for this server's snapshots; someone must act.
         problem = str(data["snapshot_problem"])
         lines.append(("snapshots", f"[bold red]{escape(problem)}[/]" if problem else "on"))
+    if "quota_bytes" in data:  # the data directory (roost.datadir.quota)
+        used, quota = int(data.get("used_bytes", 0)), int(data["quota_bytes"])
+        text = f"{_mb(used)} used of {_mb(quota)}" if quota else "no quota (a plain directory)"
+        lines.append(("quota", text))
     for k in data.get("kept", []):
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(k["kept_at"])))
         lines.append(("kept", f"{escape(str(k['name']))}: what a restore replaced, since {when}"))
@@ -127,7 +133,7 @@ def limit_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 @services.command("info")
-@click.argument("kind", type=click.Choice(["postgres", "redis"]))
+@click.argument("kind", type=click.Choice(["postgres", "redis", "data"]))
 @app_option
 @json_option
 @click.pass_context

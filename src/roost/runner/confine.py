@@ -28,6 +28,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from roost.datadir import quota
 from roost.runner.layout import Layout, safe_name
 from roost.sysuser import chown_tree
 from roost.tenant.cgroups import Limits
@@ -153,6 +154,13 @@ def prepare_dirs(
     """
     home = layout.app_home(app)
     data = layout.data_directory(app)
+    if chown and layout.data_quota_mb and layout.owns_tree and layout.appdata_root:
+        # Mounted before any sandbox binds it: a bind of the bare directory
+        # would be written under the mount, where no one else reads.
+        try:
+            quota.ensure(layout.appdata_root, app, layout.data_quota_mb, (ident.uid, ident.gid))
+        except quota.QuotaError as exc:
+            raise ConfineError(f"the data directory of {app} has no quota: {exc}") from None
     for d in (home, data, bundle_dir, socket_dir):
         if d is not None:
             d.mkdir(parents=True, exist_ok=True)

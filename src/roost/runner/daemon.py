@@ -103,6 +103,7 @@ async def serve(
         root_for(data_dir, settings.appdata_root),
         own_tree=serves_here(data_dir, settings.appdata_root),
     )
+    layout.data_quota_mb = settings.data_quota_mb
     layout.create()
     hid = layout.host_id(host_id or settings.runner_host_id)
     node, cluster = open_node(data_dir, name)

@@ -47,6 +47,10 @@ class Layout:
         # or at once when this DATA's servicehost keeps it (`own_tree`).
         self.appdata_root = appdata_root
         self._live = False
+        # Each app's quota (roost.datadir.quota), given to its live tree
+        # before its processes bind it (0: a plain directory).
+        self.data_quota_mb = 0
+        self.owns_tree = own_tree and appdata_root is not None
         if own_tree and appdata_root is not None:
             make(appdata_root)
             self._live = True

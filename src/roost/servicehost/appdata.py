@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from roost import appdirs
+from roost.datadir import quota
 from roost.datadir.shared import mark
 from roost.servicehost.names import BadAppName, check_app
 from roost.sysuser import chown_tree
@@ -53,6 +54,8 @@ class AppData:
         self.root = root
         self.owner = owner
         self.archive_root = archive if archive is not None else root.parent / "archive"
+        # Each app's quota in MiB: its tree a file system of its own (0: none).
+        self.quota_mb = 0
         self._versions_file = root / ".versions.json"
         self._versions: dict[str, int] = {}
 
@@ -79,6 +82,8 @@ class AppData:
         app's own user, whose transfer tools write there) or else `self.owner`."""
         d = self.root / check_app(app)
         owner = owner or self.owner
+        if self.quota_mb:
+            quota.ensure(self.root, app, self.quota_mb, owner)
         if not d.is_dir():
             d.mkdir(mode=0o700)
             os.chmod(d, 0o700)  # whatever the umask: the app's files are its own
@@ -124,16 +129,37 @@ class AppData:
         """The app (incarnation `key`) was deleted: archive its directory and
         forget its version. Idempotent; the archive entry, or None."""
         check_app(app)
-        moved = appdirs.remove(self.root / app, self.archive_root, app, key, now)
+        tree = self.root / app
+        if os.path.ismount(tree):
+            moved = self._remove_image(app, key, now)
+        else:
+            moved = appdirs.remove(tree, self.archive_root, app, key, now)
         if self._versions.pop(app, None) is not None:
             self._save_versions()
         return moved
+
+    def _remove_image(self, app: str, key: str, now: float) -> Path | None:
+        """A tree with a quota is archived as its image (a mount point cannot
+        move): detached first (lazily: the app's last processes may be ending)."""
+        tree = self.root / app
+        if appdirs.on_removed(appdirs.read_key(tree), key) == "keep":
+            return None
+        quota.detach(tree)
+        image = quota.images_for(self.root) / f"{app}.ext4"
+        moved = appdirs.archive(image, self.archive_root, app, key, now, ".image")
+        with contextlib.suppress(OSError):
+            tree.rmdir()
+        return moved
+
+    def usage(self) -> list[tuple[str, quota.Usage]]:
+        """Each app with a quota here: what it stores and may store."""
+        return [(a, quota.usage(self.root / a)) for a in quota.mounted_apps(self.root)]
 
     async def on_removed(self, msg: AppRemoved) -> Msg:
         """AppRemoved, answered: the directory archived (its path), or why not."""
         try:
             moved = self.removed(msg.app, msg.app_key, time.time())
-        except (BadAppName, appdirs.BadKey, OSError) as exc:
+        except (BadAppName, appdirs.BadKey, OSError, quota.QuotaError) as exc:
             return Error(message=f"could not archive the data directory of {msg.app}: {exc}")
         return Ok(detail=str(moved or ""))
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from roost.daemonize import run_daemon
+from roost.datadir import quota
 from roost.datadir.shared import root_for
 from roost.metrics import serve as serve_metrics
 from roost.proc.exits import ConfigError
@@ -130,6 +131,7 @@ async def _serve(
             owner,
             archive=Layout(data_dir).root / "archive",
         )
+        appdata.quota_mb = settings.data_quota_mb
         appdata.create()
         execs = ExecSessions(idle_s=settings.exec_idle_s, grace_s=settings.stop_grace_s)
         restores = Restores(host, appdata)
@@ -160,6 +162,9 @@ async def _serve(
         finally:
             if controllers is not None:
                 await controllers.close()
+            # Apps' trees with a quota: unmounted here, kept by the sandboxes
+            # that still bind them; the next start mounts the same devices.
+            await asyncio.to_thread(quota.release, appdata.root)
     log.info("servicehost %s stopped", name)
 
 

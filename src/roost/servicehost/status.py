@@ -11,12 +11,15 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from roost import aio
+from roost.datadir import quota
+from roost.datadir.shared import root_for
 from roost.servicehost import metrics, pgadmin
 from roost.servicehost.disk import tree_size, usage
-from roost.wire.messages import KeptCopy, ServerStatus, ServiceHostStatus
+from roost.wire.messages import DataUse, KeptCopy, ServerStatus, ServiceHostStatus
 from roost.wire.rpc import RpcClient
 
 if TYPE_CHECKING:
@@ -88,10 +91,23 @@ async def collect(host: ServiceHost, sender: str = "") -> ServiceHostStatus:
         for r in sorted(host.state.restores.values(), key=lambda r: r.at)
         if r.step == "swapped" and r.kept
     ]
+    data = await asyncio.to_thread(
+        data_use, root_for(host.layout.data_dir, host.settings.appdata_root)
+    )
     return ServiceHostStatus(
         servers=servers, disk_free_bytes=free, disk_total_bytes=total,
-        host=sender, sent_at=time.time(), kept=kept, host_id=host.host_id,
+        host=sender, sent_at=time.time(), kept=kept, host_id=host.host_id, data=data,
     )  # fmt: skip
+
+
+def data_use(root: Path) -> list[DataUse]:
+    """Each app's data directory with a quota: what it stores, what it may."""
+    out = []
+    for app in quota.mounted_apps(root):
+        with contextlib.suppress(OSError):
+            u = quota.usage(root / app)
+            out.append(DataUse(app=app, used_bytes=u.used_bytes, quota_bytes=u.quota_bytes))
+    return out
 
 
 async def push_loop(host: ServiceHost, controllers: RpcClient, sender: str) -> None:

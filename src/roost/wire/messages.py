@@ -428,8 +428,18 @@ class KeptCopy(msgspec.Struct, frozen=True, kw_only=True):
     kept_at: float
 
 
+class DataUse(msgspec.Struct, frozen=True, kw_only=True):
+    """An app's data directory with a quota (roost.datadir.quota): bytes
+    stored, and the most it may store."""
+
+    app: str
+    used_bytes: int
+    quota_bytes: int
+
+
 class ServiceHostStatus(Msg, frozen=True, kw_only=True):
     servers: list[ServerStatus] = []
+    data: list[DataUse] = []
     disk_free_bytes: int = 0
     disk_total_bytes: int = 0
     # Who sent it (key name) and when (unix time): pushed to the controllers.

@@ -1,5 +1,6 @@
 """Files in the data directory: `/put/NAME?v=TEXT` writes (and fsyncs) NAME,
-`/get/NAME` serves it (404 when missing), `/me` says which instance answers.
+`/fill/NAME?mb=N` writes N MiB there, `/get/NAME` serves it (404 when
+missing), `/me` says which uid and directory answer (507 when a write fails).
 Every answer names its instance, so a test can tell them apart."""
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ def app(environ: dict[str, object], start_response: Callable[..., object]) -> It
                 fh.flush()
                 os.fsync(fh.fileno())
             body = b"stored\n"
+        elif path.startswith("/fill/"):
+            mb = int(parse_qs(str(environ.get("QUERY_STRING", ""))).get("mb", ["1"])[0])
+            with open(DATA / path.removeprefix("/fill/"), "wb") as fh:
+                for _ in range(mb):
+                    fh.write(b"x" * (1 << 20))
+                fh.flush()
+                os.fsync(fh.fileno())
+            body = b"filled\n"
         elif path.startswith("/get/"):
             body = (DATA / path.removeprefix("/get/")).read_bytes()
         elif path == "/me":

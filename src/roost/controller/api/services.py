@@ -125,6 +125,8 @@ async def service_info(
     """
     app = await app_for_member(c, who, name)
     b = broker(c)
+    if kind == "data":
+        return data_info(b.status.values(), app.name)
     for cr in await b.credentials(app.id):
         if cr.kind == kind:
             info = {f: getattr(cr, f) for f in cr.__struct_fields__ if f != "copy"}
@@ -134,6 +136,16 @@ async def service_info(
                 shown |= redispair.replication(b.status.values(), app.name)
             return {**shown, **holder, "kept": kept_of(b.status.values(), app.name, kind)}
     raise ApiError(404, f"{name} has no {kind} service")
+
+
+def data_info(reports: Iterable[ServiceHostStatus], app: str) -> dict[str, Any]:
+    """The app's data directory: its quota and use, as a servicehost reports
+    them (roost.datadir.quota); no quota, no limit to show."""
+    for st in reports:
+        for d in st.data:
+            if d.app == app:
+                return {"kind": "data", "quota_bytes": d.quota_bytes, "used_bytes": d.used_bytes}
+    return {"kind": "data", "quota_bytes": 0, "used_bytes": 0}
 
 
 def _kept(k: KeptCopy) -> dict[str, Any]:
