@@ -308,6 +308,11 @@ class Settings:
         "controller: a PEM file of CA certificates trusted for TLS log drains, "
         "besides the system's ('' = the system's only)",
     )
+    log_drain_queue: int = _setting(
+        10000,
+        "ROOST_LOG_DRAIN_QUEUE",
+        "controller: lines waiting per log drain at most; past that the oldest are dropped",
+    )
     rollout_timeout_s: float = _setting(
         180.0, "ROOST_ROLLOUT_TIMEOUT_S", "a release not up within this fails and is rolled back"
     )

@@ -54,6 +54,7 @@ from roost.controller.backups import Backups
 from roost.controller.history import History
 from roost.controller.hostdrain import HostDrains
 from roost.controller.hostsheard import HostsHeard
+from roost.controller.logdrain_queue import DrainQueue
 from roost.controller.logdrains import LogDrains, tls_context
 from roost.controller.model import Model
 from roost.controller.notifywatch import Watches
@@ -107,7 +108,12 @@ class Controller:
         self.holder_id = f"{name}:{os.getpid()}:{secrets.token_hex(4)}"
         self.soft = SoftState(settings.host_grace_s)
         # Lines this replica writes also go to the apps' drains (logdrains.py).
-        self.logdrains = LogDrains(store, self.holder_id, tls_context(settings.log_drain_ca))
+        self.logdrains = LogDrains(
+            store,
+            self.holder_id,
+            tls_context(settings.log_drain_ca),
+            make_queue=lambda: DrainQueue(max_lines=settings.log_drain_queue),
+        )
         store.log_tap = self.logdrains.offer
         # The dashboard's charts: heartbeats' and routers' figures over time.
         self.history = History()

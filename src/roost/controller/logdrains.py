@@ -114,6 +114,10 @@ class LogDrains:
                 d.queue.offer(frames(mine, d.row.token))
                 d.wake.set()
 
+    def apps(self) -> list[str]:
+        """The apps that have drains (as this replica last read them)."""
+        return sorted(self._by_app)
+
     def refresh_soon(self) -> None:
         """Read the drains again now (one was added or removed)."""
         self._refresh_now.set()

@@ -35,6 +35,7 @@ from roost.wire.messages import (
     BuildLog,
     BuildRequest,
     BuildResult,
+    DrainedApps,
     Error,
     Heartbeat,
     HeartbeatReply,
@@ -43,6 +44,7 @@ from roost.wire.messages import (
     LogLine,
     Msg,
     Ok,
+    RouterLogBatch,
     RouterStats,
     RouteSnapshotRequest,
     ServiceHostStatus,
@@ -151,6 +153,7 @@ class ControllerService:
                 on(ServiceHostStatus, self.servicehost_status),
                 on(RouteSnapshotRequest, self.route_snapshot),
                 at_once(RouterStats, self.router_stats),
+                at_once(RouterLogBatch, self.router_log),
                 pong(controller.name),
                 *self.gateway.entries(),
                 *self.images.entries(),
@@ -192,6 +195,12 @@ class ControllerService:
         # From memory, as heartbeats are: the charts' series (roost.controller.history).
         self.c.history.router(msg, time.time())
         return Ok()
+
+    def router_log(self, msg: RouterLogBatch) -> Msg:
+        # Access lines go to the apps' drains only (roost.router.accesstail);
+        # the answer tells the router which apps have drains.
+        self.c.logdrains.offer(msg.lines)
+        return DrainedApps(apps=self.c.logdrains.apps())
 
     async def logs(self, msg: LogBatch) -> Msg:
         await self.c.store.append_logs(list(msg.lines))

@@ -18,6 +18,7 @@ Modules, request path first:
   bundles.py    fetching static bundles from the image store in the background
   tls.py        certificates per domain by SNI, the self-signed default
   accesslog.py  one buffered line per request
+  accesstail.py the access lines of apps with log drains, sent to a controller
   context.py    what a worker's connections share
   worker.py     one worker process: listeners and background tasks
   drain.py      when an ending router closes a connection (pure)

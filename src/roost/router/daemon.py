@@ -45,6 +45,7 @@ from roost.proc.backoff import Backoff
 from roost.proc.children import Policy
 from roost.proc.exits import ConfigError, Unavailable
 from roost.proc.supervise import Program, Supervisor
+from roost.router.accesstail import AccessTail
 from roost.router.bundles import image_cache_ensure
 from roost.router.worker import RouterWorker
 from roost.settings import Settings
@@ -150,7 +151,14 @@ async def _worker_main(
                 log.info(
                     "router worker %d serving http on %s:%d%s", index, worker.host, worker.port, tls
                 )
-                await stop.wait()
+                async with asyncio.TaskGroup() as tg:
+                    # One worker reads the file they all append to (accesstail.py).
+                    tail = None
+                    if index == 0 and controllers is not None and access_path is not None:
+                        tail = tg.create_task(AccessTail(access_path, controllers).run())
+                    await stop.wait()
+                    if tail is not None:
+                        tail.cancel()
                 log.info("router worker %d stopping", index)
         finally:
             for client in (images, controllers):

@@ -61,6 +61,7 @@ from roost.wire.messages import (
     DataStart,
     DataVersion,
     DataVersionReply,
+    DrainedApps,
     Error,
     ExecClose,
     ExecInput,
@@ -90,6 +91,7 @@ from roost.wire.messages import (
     RepoBundleRequest,
     RepoRestore,
     RouteDelta,
+    RouterLogBatch,
     RouterStats,
     RouteSnapshot,
     RouteSnapshotRequest,
@@ -164,6 +166,7 @@ FLOWS: dict[type[Msg], Flow] = {
     # router -> controller
     RouteSnapshotRequest: Flow(by=_by("router"), to=CONTROLLER),
     RouterStats: Flow(by=_by("router"), to=CONTROLLER),
+    RouterLogBatch: Flow(by=_by("router"), to=CONTROLLER),
     # controller -> servicehost, and back
     ServiceProvision: Flow(by=CONTROLLER, to=SERVICEHOST),
     ServiceDeprovision: Flow(by=CONTROLLER, to=SERVICEHOST),
@@ -220,6 +223,7 @@ NOT_REQUESTS: frozenset[type[Msg]] = frozenset(
         Error,
         Assignment,
         HeartbeatReply,
+        DrainedApps,
         BuildAccepted,
         BuildEnv,
         ImageChunk,

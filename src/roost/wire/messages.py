@@ -143,6 +143,20 @@ class LogBatch(Msg, frozen=True, kw_only=True):
     lines: list[LogLine]
 
 
+class RouterLogBatch(Msg, frozen=True, kw_only=True):
+    """router -> one controller: access lines (source "router") of apps that
+    have log drains, for their drains only (roost.router.accesstail)."""
+
+    lines: list[LogLine] = []
+
+
+class DrainedApps(Msg, frozen=True, kw_only=True):
+    """The answer to a RouterLogBatch: the apps whose access lines a router
+    should send (those with log drains)."""
+
+    apps: list[str] = []
+
+
 # ---------------------------------------------------------------- builders
 
 
@@ -1033,6 +1047,8 @@ AnyMsg = (
     | Heartbeat
     | HeartbeatReply
     | LogBatch
+    | RouterLogBatch
+    | DrainedApps
     | BuildRequest
     | BuildAccepted
     | BuildLog
