@@ -1,7 +1,7 @@
 """Two real servicehost daemons on namespace hosts running an app's Redis as
 a pair (issue 16): the first makes the master and answers with the copy the
-second needs; the second makes the replica; each runs a sentinel, a third
-runs on another host. Their status pushes say who is master, replica and
+second needs; the second makes the replica; each runs a sentinel, and
+`roost sentinel` runs the third on another host. Their status pushes say who is master, replica and
 what is wrong. The master's host dies under an app writing through the
 data proxy: the replica takes over, nothing acknowledged is lost, the
 survivor reports it has no replica; the dead host's daemon, started again,
@@ -80,13 +80,16 @@ class Servicehosts:
             ep = Endpoint(f"tcp://{h.ip}:{RPC_PORT}", pair.public_text)
             endpoints["servicehost"].append(ep)
             self.endpoint[h.name] = ep
-        for h in hosts:
+        for h in [*hosts, controller]:
             ClusterConfig(endpoints=endpoints).save(h.data / "cluster.json")
+        keys = controller.data / "keys"
+        keys.mkdir(mode=0o700)
+        (keys / redispairs.SENTINEL_KEY).write_text(SENTINEL_PASSWORD + "\n")
 
-    def start(self, h: Host) -> None:
+    def start(self, h: Host, role: str = "servicehost") -> None:
         env = {**os.environ, "ROOST_LOG_LEVEL": "INFO", "ROOST_SENTINEL_PORT": str(SENTINEL_PORT)}
-        argv = [sys.executable, "-m", "roost", "--data", str(h.data), "servicehost"]
-        self.net.spawn(h, argv, env, h.data.parent / "servicehost.log")
+        argv = [sys.executable, "-m", "roost", "--data", str(h.data), role]
+        self.net.spawn(h, argv, env, h.data.parent / f"{role}.log")
 
     @asynccontextmanager
     async def client(self, h: Host) -> AsyncIterator[RpcClient]:
@@ -120,10 +123,8 @@ class Servicehosts:
 
 
 def tail(h: Host) -> str:
-    try:
-        return (h.data.parent / "servicehost.log").read_text(errors="replace")[-6000:]
-    except FileNotFoundError:
-        return ""
+    logs = sorted(h.data.parent.glob("*.log"))
+    return "\n".join(p.read_text(errors="replace")[-6000:] for p in logs)
 
 
 async def test_two_servicehosts_run_an_apps_redis_as_a_sentinel_watched_pair(
@@ -131,14 +132,14 @@ async def test_two_servicehosts_run_an_apps_redis_as_a_sentinel_watched_pair(
 ) -> None:
     os.chmod(network.base, 0o711)  # the service user walks down to each host's data
     sh1, sh2, ctl = (network.add_host(n) for n in ("sh1", "sh2", "ctl"))
-    for h in (sh1, sh2):
+    for h in (sh1, sh2, ctl):
         h.data.mkdir(parents=True)
         os.chmod(h.data.parent, 0o711)
     hosts = Servicehosts(network, [sh1, sh2], ctl)
     try:
         await _pair(network, hosts, sh1, sh2, ctl, tmp_path)
     except BaseException:
-        print("--- sh1\n" + tail(sh1) + "\n--- sh2\n" + tail(sh2))
+        print("\n".join(f"--- {h.name}\n{tail(h)}" for h in (sh1, sh2, ctl)))
         raise
 
 
@@ -147,6 +148,7 @@ async def _pair(
 ) -> None:
     for h in (sh1, sh2):
         hosts.start(h)
+    hosts.start(ctl, "sentinel")  # the third sentinel, on a controller's host
     for h in (sh1, sh2):
         await until(partial(hosts.postgres_up, h), 180, f"{h.name}'s servicehost")
 
@@ -160,13 +162,11 @@ async def _pair(
     again = await hosts.call(sh2, ServiceProvision(app=APP, kind="redis", copy_of=first.copy))
     assert isinstance(again, ServiceCredentials) and again.port == second.port
 
-    # The third sentinel, on a host of its own (a controller's in a cluster).
     svc = Service(
         app=APP, kind="redis", port=first.port, password=first.password,
         admin_password=first.copy.admin_password,
     )  # fmt: skip
     pair = RedisPair(network, sh1, sh2, ctl, svc=svc, sentinel_password=SENTINEL_PASSWORD)
-    pair.start_sentinel(ctl)
     await until(pair._ready, 60, "the replica streaming and three sentinels acquainted")
 
     async def reported_healthy() -> bool:

@@ -79,7 +79,7 @@ async def test_a_pair_and_its_sentinel_under_the_servicehosts_supervisor(
     servers = Servers(LOG)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(servers.run())
-        sentinel = SentinelServer(bins, spec, logs, ME)
+        sentinel = SentinelServer(bins.redis_server, spec, logs, ME)
         sups = [Supervised(servers, s, 0.5) for s in (master, replica, sentinel)]
         for s in sups:
             assert await s.wait_up(30), s.last_error
@@ -110,12 +110,12 @@ async def test_a_pair_and_its_sentinel_under_the_servicehosts_supervisor(
     again = Servers(LOG)
     async with asyncio.TaskGroup() as tg:
         tg.create_task(again.run())
-        s = Supervised(again, SentinelServer(bins, spec, logs, ME), 0.5)
+        s = Supervised(again, SentinelServer(bins.redis_server, spec, logs, ME), 0.5)
         assert await s.wait_up(30) and s.pid == sentinel_pid
         assert await sentinelproc.ask_master(sentinels, PASSWORD, name, quorum=1) == (LOCAL, p1)
         # Stopped and started anew: its own file remembers the master.
         await s.stop()
-        s = Supervised(again, SentinelServer(bins, spec, logs, ME), 0.5)
+        s = Supervised(again, SentinelServer(bins.redis_server, spec, logs, ME), 0.5)
         assert await s.wait_up(30) and s.pid != sentinel_pid
         leftovers.append(s.pid)
         assert await sentinelproc.ask_master(sentinels, PASSWORD, name, quorum=1) == (LOCAL, p1)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import secrets
 import tarfile
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ from roost.cli import clusterupgrade, install
 from roost.cli.client import EXIT_USAGE, CliError
 from roost.controller.admintoken import admin_token_path, read_admin_token
 from roost.controller.secretbox import FERNET_FILE, legacy_key, new_key
+from roost.servicehost.redispairs import SENTINEL_KEY as SENTINEL_FILE
 from roost.statedb.plan import STATE_FILE, PlanError, StateDbPlan, for_host, hosts_of, new_plan
 from roost.statedb.plan import state_url as statedb_url
 from roost.wire.cluster import ClusterConfig, Endpoint
@@ -104,8 +106,12 @@ def host_bundles(
     state_url: str,
     fernet_keys: list[bytes],
     statedb: StateDbPlan | None = None,
+    sentinel_password: str = "",
 ) -> dict[str, dict[str, bytes]]:
-    """host -> {path in its bundle: content}; a host's secrets are in its bundle only."""
+    """host -> {path in its bundle: content}; a host's secrets are in its bundle only.
+
+    `sentinel_password`: the Redis pairs' (servicehosts come in pairs): every
+    servicehost and controller host runs a sentinel (roost.servicehost.sentineld)."""
     members = {identity(r, h): generate_keypair() for h, roles in hosts.items() for r in roles}
     config = msgspec.json.format(msgspec.json.encode(build_config(name, members, state_url)))
     peers = encode_peers({pair.public: who for who, pair in members.items()})
@@ -118,6 +124,8 @@ def host_bundles(
             files[f"keys/{role}.key_secret"] = pair.public + b"\n" + pair.secret + b"\n"
         if "controller" in roles:
             files[f"keys/{FERNET_FILE}"] = b"".join(k + b"\n" for k in fernet_keys)
+        if sentinel_password and {"servicehost", "controller"} & set(roles):
+            files[f"keys/{SENTINEL_FILE}"] = sentinel_password.encode() + b"\n"
         out[host] = files
     if statedb is not None:
         for host in hosts_of(statedb):
@@ -243,19 +251,30 @@ def init(
     fernet = [new_key()]
     if previous is not None:
         fernet.append(legacy_key(_legacy_secret(previous)))
-    bundles = host_bundles(name, hosts, state_url, fernet, statedb)
+    # Two servicehosts or more come in pairs: each app's Redis under Sentinel.
+    paired = len(_addresses(servicehosts, "servicehosts")) >= 2
+    sentinel = secrets.token_urlsafe(24) if paired else ""
+    bundles = host_bundles(name, hosts, state_url, fernet, statedb, sentinel)
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     for host, files in bundles.items():
         path = out / f"{host}.tar.gz"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(_tar(files))
-        parts = hosts.get(host, []) + (["statedb"] if STATE_FILE in files else [])
-        console.print(f"{path}: {', '.join(parts)}")
+        console.print(f"{path}: {', '.join(_parts(hosts.get(host, []), files))}")
     console.print(
         f"Wrote {len(bundles)} bundles in {out} (keep them secret: each holds its host's keys)."
     )
     console.print(f"On each host: roost --data DIR cluster join {out}/HOST.tar.gz")
+
+
+def _parts(roles: list[str], files: dict[str, bytes]) -> list[str]:
+    """What a host's bundle makes it run: its roles, and the state
+    database's part or a sentinel of its own when its files say so."""
+    parts = roles + (["statedb"] if STATE_FILE in files else [])
+    if f"keys/{SENTINEL_FILE}" in files and "servicehost" not in roles:
+        parts.append("sentinel")  # a servicehost runs its own (redispairs.py)
+    return parts
 
 
 def _statedb_plan(
@@ -278,6 +297,7 @@ def _statedb_plan(
 
 def _bundle_names() -> set[str]:
     names = {"cluster.json", f"keys/{PEERS_FILE}", f"keys/{FERNET_FILE}", STATE_FILE}
+    names.add(f"keys/{SENTINEL_FILE}")
     for role in ROLES:
         names |= {f"keys/{role}.key", f"keys/{role}.key_secret"}
     return names
@@ -336,10 +356,9 @@ def _bundle_host(files: dict[str, bytes], bundle: Path) -> tuple[str, list[str]]
         if hosts - {plan.host}:
             raise CliError(f"{bundle}: {STATE_FILE} is not this host's", EXIT_USAGE)
         hosts.add(plan.host)
-        roles.append("statedb")
     if len(hosts) != 1:
         raise CliError(f"{bundle} holds no single host's keys", EXIT_USAGE)
-    return hosts.pop(), roles
+    return hosts.pop(), _parts(roles, files)
 
 
 @cluster.command("join")
@@ -375,8 +394,8 @@ def join(
         (runner / "host_id").write_text(host + "\n")
     console.print(f"Joined cluster {config.name} as {host}: {', '.join(roles)}.")
     # roost install writes units for the CURVE roles; the state database's
-    # part has none yet and is started as its own command.
-    daemons = [r for r in roles if r != "statedb"]
+    # part and a sentinel have none yet and are started as their own commands.
+    daemons = [r for r in roles if r not in ("statedb", "sentinel")]
     if systemd and daemons:
         plan, written = install.install_units(data, daemons, systemd_dir, env_file)
         for path in written:

@@ -13,7 +13,7 @@ from roost.proc.exits import ExitCode
 from roost.settings import Settings
 
 
-def _run(role: str, data: Path, **kw: Any) -> None:
+def _run(role: str, data: Path, module: str = "daemon", **kw: Any) -> None:
     # Before anything is opened or made: every role's files are its own.
     secure_start(data.resolve())
     try:
@@ -21,8 +21,7 @@ def _run(role: str, data: Path, **kw: Any) -> None:
     except ValueError as exc:  # a setting's value is not of its type
         click.echo(f"{role}: {exc}", err=True)
         raise SystemExit(ExitCode.CONFIG_ERROR) from None
-    module = importlib.import_module(f"roost.{role}.daemon")
-    module.run(data.resolve(), settings, **kw)
+    importlib.import_module(f"roost.{role}.{module}").run(data.resolve(), settings, **kw)
 
 
 @click.command("controller")
@@ -96,6 +95,13 @@ def gateway(ctx: click.Context, name: str, port: int | None) -> None:
 def backupd(ctx: click.Context, name: str) -> None:
     """Run a backupd: pulls backups, keeps them in two places, proves each by restoring it."""
     _run("backups", ctx.obj["data"], name=name)
+
+
+@click.command("sentinel")
+@click.pass_context
+def sentinel(ctx: click.Context) -> None:
+    """Run this host's Redis Sentinel alone: a cluster's third, beside a controller."""
+    _run("servicehost", ctx.obj["data"], module="sentineld")
 
 
 @click.command("statedb")

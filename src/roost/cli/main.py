@@ -74,6 +74,7 @@ for _cmd in (
     daemons.gateway,
     daemons.backupd,
     daemons.statedb,
+    daemons.sentinel,
     *manage.COMMANDS,
     *services.COMMANDS,
     *backups.COMMANDS,

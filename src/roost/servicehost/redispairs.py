@@ -110,7 +110,7 @@ class RedisPairs:
             self.config.port, host.listen, host.host, self.config.password,
             host.layout.root / "sentinel",
         )  # fmt: skip
-        server = SentinelServer(host.bins, spec, host.layout.logs, host.user)
+        server = SentinelServer(host.bins.redis_server, spec, host.layout.logs, host.user)
         self.sentinel = Supervised(host.sup, server, host.settings.restart_backoff_max_s)
 
     # ------------------------------------------------------------ a copy's role

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from roost import aio
 from roost.servicehost import sentinel
-from roost.servicehost.binaries import Binaries
 from roost.servicehost.detached import adoptable, cmdline, launch, retire
 from roost.servicehost.resp import RedisAdmin, RedisError, parse_info
 from roost.servicehost.sentinel import Monitor, SentinelSpec
@@ -48,8 +47,10 @@ class SentinelServer:
     stop_signal: int = signal.SIGTERM
     stop_grace_s: float = STOP_GRACE_S
 
-    def __init__(self, bins: Binaries, spec: SentinelSpec, logs: Path, user: ServiceUser) -> None:
-        self.bins = bins
+    def __init__(
+        self, redis_server: Path, spec: SentinelSpec, logs: Path, user: ServiceUser
+    ) -> None:
+        self.redis_server = redis_server
         self.spec = spec
         self.dir = spec.directory
         self.log_file = logs / "sentinel.log"
@@ -82,7 +83,7 @@ class SentinelServer:
         except (FileNotFoundError, ValueError):
             return None
         why = await asyncio.to_thread(
-            adoptable, pid, str(self.bins.redis_server), self.dir, self.user.run_uid
+            adoptable, pid, str(self.redis_server), self.dir, self.user.run_uid
         )
         if why:
             log.info("sentinel: not adopting the pid its pidfile names: %s", why)
@@ -97,7 +98,7 @@ class SentinelServer:
 
     async def launch(self) -> int:
         self.prepare()
-        argv = [str(self.bins.redis_server), str(self.conf_path), "--sentinel"]
+        argv = [str(self.redis_server), str(self.conf_path), "--sentinel"]
         return await launch(argv, self.user, self.log_file, self.dir)
 
     async def wait_ready(self, pid: int, adopted: bool) -> None:
