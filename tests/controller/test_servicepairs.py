@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from roost import patroni
 from roost.controller.serviceplace import NoPlace, pair_primary, place_pair
+from roost.controller.services import LAG_WARN_BYTES, pg_problem
 from roost.controller.store_pairs import PairRow
 from roost.wire.messages import ServiceHostStatus
 
@@ -61,3 +63,24 @@ def test_a_pair_row_names_the_servicehost_at_an_address() -> None:
     row = PairRow("p1", ("sh1", "sh2"), ("10.0.0.1", "10.0.0.2"), 5434, 8009, 6001)
     assert row.host_at("10.0.0.2") == "sh2"
     assert row.host_at("10.0.0.9") == ""
+
+
+def view(*members: tuple[str, str, int | None]) -> patroni.ClusterView:
+    return patroni.view(
+        {
+            "members": [
+                {"name": n, "role": r, "state": "streaming", "lag": lag} for n, r, lag in members
+            ]
+        }
+    )
+
+
+def test_what_is_wrong_with_a_pair_as_patroni_sees_it() -> None:
+    healthy = view(("a", "leader", None), ("b", "sync_standby", 0))
+    assert pg_problem(healthy) == ""
+    assert "no primary" in pg_problem(view(("b", "replica", 0)))
+    assert "no standby" in pg_problem(view(("a", "leader", None)))
+    assert "not synchronous" in pg_problem(view(("a", "leader", None), ("b", "replica", 0)))
+    assert "unknown" in pg_problem(view(("a", "leader", None), ("b", "sync_standby", None)))
+    behind = view(("a", "leader", None), ("b", "sync_standby", LAG_WARN_BYTES + 1))
+    assert f"{LAG_WARN_BYTES + 1} bytes behind" in pg_problem(behind)

@@ -89,6 +89,11 @@ LIMIT_KEYS = (
     "eviction_policy",
     "snapshot_problem",
     "kept",
+    "pg_pair",
+    "pg_primary",
+    "pg_standby",
+    "pg_lag_bytes",
+    "pg_problem",
     "standby",
     "quota_bytes",
     "used_bytes",
@@ -104,9 +109,28 @@ def _mb(n: int) -> str:
     return f"{n / (1 << 20):.1f} MB"
 
 
+def pg_pair_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """An app's PostgreSQL on a servicehost pair (a cluster): which servicehost
+    has the primary, which the standby, how far behind, and what is wrong,
+    in red; none for a database on one servicehost."""
+    if "pg_pair" not in data:
+        return []
+    lag = int(data.get("pg_lag_bytes", -1))
+    lines = [
+        ("pair", escape(str(data["pg_pair"]))),
+        ("primary", escape(str(data.get("pg_primary", ""))) or "[bold red]none[/]"),
+        ("standby", escape(str(data.get("pg_standby", ""))) or "[bold red]none[/]"),
+        ("replication", f"{lag} bytes behind" if lag >= 0 else "lag unknown"),
+    ]
+    problem = str(data.get("pg_problem", ""))
+    if problem:
+        lines.append(("problem", f"[bold red]{escape(problem)}[/]"))
+    return lines
+
+
 def limit_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
     """The service's limits and use as (label, text) lines; none when not reported."""
-    lines = []
+    lines = pg_pair_lines(data)
     if "standby" in data:
         lines.append(("standby", str(data["standby"]) or "none (one servicehost holds it)"))
     if "connection_limit" in data:

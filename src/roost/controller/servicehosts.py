@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
 
 from roost.wire.cluster import Endpoint
 from roost.wire.messages import ServiceHostStatus, ServiceHostStatusRequest
@@ -96,3 +99,32 @@ class ServiceHosts:
         for client in {id(c): c for c in self._clients.values()}.values():
             await client.close()
         self._clients.clear()
+
+
+# ------------------------------------------------------------ servicehost pairs
+
+PATRONI_TIMEOUT_S = 3.0
+
+
+async def ask_patroni(
+    addresses: Sequence[str], rest_port: int, path: str, timeout: float = PATRONI_TIMEOUT_S
+) -> dict[str, tuple[int, Any]]:
+    """Each member's Patroni REST answer to GET `path`: address -> (HTTP
+    status, JSON body or None); (0, None) when it did not answer. Patroni
+    answers these reads without credentials (only changes need them)."""
+
+    async def one(http: httpx.AsyncClient, address: str) -> tuple[int, Any]:
+        host = f"[{address}]" if ":" in address else address
+        try:
+            r = await http.get(f"http://{host}:{rest_port}{path}")
+        except httpx.HTTPError:
+            return (0, None)
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        return (r.status_code, body)
+
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        answers = await asyncio.gather(*(one(http, a) for a in addresses))
+    return dict(zip(addresses, answers, strict=True))

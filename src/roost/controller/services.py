@@ -6,7 +6,11 @@ Each binding records its holder, the servicehost with the data (serviceplace.py
 chooses it for a new app); every request about the service goes to that one
 only (servicehosts.py). Its holder down is an error naming it, never a
 request to another servicehost, which would find nothing and say so: a
-removal unbinds only on the holder's own ServiceRemoved.
+removal unbinds only on the holder's own ServiceRemoved. With servicehost
+pairs (a cluster's, migration 0021) an app's services live on a pair, on
+both of its servicehosts, and each request goes to the one whose Patroni is
+the primary at that moment (asked, never remembered: a failover may have
+moved it since).
 """
 
 from __future__ import annotations
@@ -15,14 +19,16 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
+from roost import patroni
 from roost.appspec.model import AppSpec
 from roost.appspec.service_env import service_environment
 from roost.controller import redispair
 from roost.controller.astore import AsyncStore
 from roost.controller.secretbox import SecretBox
-from roost.controller.servicehosts import HostDown, ServiceHosts
-from roost.controller.serviceplace import NoPlace, find_holder, place
+from roost.controller.servicehosts import HostDown, ServiceHosts, ask_patroni
+from roost.controller.serviceplace import NoPlace, find_holder, pair_primary, place, place_pair
 from roost.controller.store import AppRow
+from roost.controller.store_pairs import PairRow
 from roost.wire.messages import (
     Ping,
     RedisCopy,
@@ -146,6 +152,10 @@ class ServiceBroker:
         host = (await self.holders(app.id)).get(kind)
         if host is None:
             raise ServiceError(f"{app.name} has no {kind} service", 404)
+        # A pair's PostgreSQL: wherever Patroni has its primary now.
+        pair = await self._pair_of(app) if kind == "postgres" else None
+        if pair is not None:
+            return await self._pair_primary(pair)
         if host and (self.hosts is None or self.hosts.knows(host)):
             return host
         hosts = self._need_hosts(f"find {app.name}'s {kind}")
@@ -181,9 +191,73 @@ class ServiceBroker:
             raise ServiceError(down) from None
         return client
 
+    async def _pair_of(self, app: AppRow) -> PairRow | None:
+        """The pair holding the app's services (None: no pairs, or not placed yet)."""
+        name = await self.store.app_pair(app.id)
+        if not name:
+            return None
+        return next((p for p in await self.store.service_pairs() if p.name == name), None)
+
+    async def _pair_primary(self, pair: PairRow) -> str:
+        """The servicehost id of the pair's primary now, as Patroni says."""
+        answers = await ask_patroni(pair.addresses, pair.rest_port, "/primary")
+        address = pair_primary({a: status for a, (status, _) in answers.items()})
+        if address is None or not pair.host_at(address):
+            raise ServiceError(
+                f"servicehost pair {pair.name} has no primary now (a failover takes up to "
+                "15 s); try again shortly"
+            )
+        return pair.host_at(address)
+
+    async def _place_on_pair(self, app: AppRow, pairs: list[PairRow], hosts: ServiceHosts) -> str:
+        """The pair's primary for a new service of the app: its pair's, or a
+        new placement on the pair with most room (serviceplace.place_pair)."""
+        name = await self.store.app_pair(app.id)
+        if not name:
+            reports = await self._survey(hosts)
+            members = {p.name: p.hosts for p in pairs}
+            try:
+                chosen = place_pair(members, reports, await self.store.pair_loads())
+            except NoPlace as exc:
+                raise ServiceError(f"cannot place {app.name}'s service: {exc}") from None
+            name = await self.store.set_app_pair(app.id, chosen)
+            log.info("%s placed on servicehost pair %s", app.name, name)
+        pair = next(p for p in pairs if p.name == name)
+        return await self._pair_primary(pair)
+
+    async def pg_replication(self, app: AppRow) -> dict[str, object]:
+        """The app's PostgreSQL pair as Patroni's /cluster shows it: primary,
+        standby, how far behind ({} for a database on one servicehost)."""
+        pair = await self._pair_of(app)
+        if pair is None:
+            return {}
+        answers = await ask_patroni(pair.addresses, pair.rest_port, "/cluster")
+        bodies = [body for status, body in answers.values() if status == 200 and body]
+        if not bodies:
+            return {"pg_pair": pair.name, "pg_problem": "no member's Patroni answers"}
+        v = patroni.view(bodies[0])
+        standby = v.synchronous or (v.standbys[0] if v.standbys else None)
+
+        def named(address: str) -> str:
+            return f"{pair.host_at(address) or '?'} ({address})"
+
+        shown: dict[str, object] = {
+            "pg_pair": pair.name,
+            "pg_primary": named(v.primary.name) if v.primary else "",
+            "pg_standby": named(standby.name) if standby else "",
+            "pg_lag_bytes": standby.lag_bytes if standby and standby.lag_bytes is not None else -1,
+        }
+        problem = pg_problem(v)
+        if problem:
+            shown["pg_problem"] = problem
+        return shown
+
     async def _place(self, app: AppRow) -> str:
         """Where a new service of the app goes (serviceplace.place)."""
         hosts = self._need_hosts("place a service")
+        pairs = await self.store.service_pairs()
+        if pairs:
+            return await self._place_on_pair(app, pairs, hosts)
         held = await self.holders(app.id)
         # Its other services' holder (found now if not recorded): the new one joins it.
         joined = await self.holder(app, next(iter(held))) if held else ""
@@ -309,6 +383,26 @@ class ServiceBroker:
 
     async def remove_all(self, app: AppRow) -> dict[str, str]:
         return {kind: await self.remove(app, kind) for kind in await self.kinds(app.id)}
+
+
+# A synchronous standby this far behind is a problem worth showing (bytes of WAL).
+LAG_WARN_BYTES = 16 << 20
+
+
+def pg_problem(v: patroni.ClusterView) -> str:
+    """What is wrong with a pair, as Patroni sees it ("" when nothing)."""
+    if v.primary is None:
+        return "no primary (a failover may be under way)"
+    if not v.standbys:
+        return "no standby: a second loss would lose the database"
+    if v.synchronous is None:
+        return "the standby is not synchronous: a failover now could lose writes"
+    lag = v.synchronous.lag_bytes
+    if lag is None:
+        return "the standby's lag is unknown (not streaming)"
+    if lag > LAG_WARN_BYTES:
+        return f"the standby is {lag} bytes behind"
+    return ""
 
 
 def _server(report: ServiceHostStatus | None, app: str, kind: str) -> ServerStatus | None:

@@ -36,9 +36,9 @@ from roost.controller.store_domains import DomainStore
 from roost.controller.store_drains import DrainStore, trim_log_lines
 from roost.controller.store_hostdrains import HostDrainStore
 from roost.controller.store_images import ImageCopyStore
-from roost.controller.store_pairs import PairStore
 from roost.controller.store_logs import insert_log_lines
 from roost.controller.store_notify import NotifyStore
+from roost.controller.store_pairs import PairStore
 from roost.controller.store_snapshot import PLACEMENTS, SnapshotStore, bump_desired
 from roost.state import tables as t
 from roost.wire.messages import LogLine, StaticRoute

@@ -132,6 +132,8 @@ async def service_info(
             info = {f: getattr(cr, f) for f in cr.__struct_fields__ if f != "copy"}
             holder = _holder(await _holder_of(b, app, kind))
             shown = {**info, **limits(await b.report(app, kind))}
+            if kind == "postgres":  # its pair: primary, standby, lag (Patroni's /cluster)
+                shown |= await b.pg_replication(app)
             if kind == "redis":  # its pair: master, replica, lag (controller/redispair.py)
                 shown |= redispair.replication(b.status.values(), app.name)
             return {**shown, **holder, "kept": kept_of(b.status.values(), app.name, kind)}
