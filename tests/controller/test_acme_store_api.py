@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from sqlalchemy import select
 
+from roost.cli import manage as cli_manage
 from roost.controller import acme_plan
 from roost.controller.acme_client import new_key_pem
 from roost.controller.acme_plan import FAILING, Order
@@ -107,3 +109,20 @@ def test_where_a_certificate_comes_from() -> None:
     ]
     off = cert_rows([("shop", "c.example.com")], {}, {}, False)
     assert [(r["source"], r["state"]) for r in off] == [("none", "")]
+
+
+def test_roost_certs_shows_whole_names_and_the_cas_words_in_80_columns(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, store, _, h = env
+    o = Order(HOST, store.app("shop").id, "pending", next_at=0.0)
+    detail = 'Get "http://www.shop.example/.well-known/acme-challenge/x": connection refused'
+    store.acme_save_orders([acme_plan.failed(o, 1000.0, "refused", detail, 60)])
+    out = Console(width=80, record=True)
+    monkeypatch.setattr(cli_manage, "console", out)
+    cli_manage._render_certs(client.get("/api/certs", headers=h).json())
+    text = out.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    (row,) = [line for line in text.splitlines() if line.startswith("shop ")]
+    assert row.split()[:5] == ["shop", HOST, "acme", "failing", "refused"]
+    assert detail in " ".join(text.split())  # whole, if wrapped, under the table

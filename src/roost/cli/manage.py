@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -329,12 +330,11 @@ def certs(ctx: click.Context, app_name: str | None, as_json: bool) -> None:
 def _when(ts: float | None, now: float) -> str:
     if ts is None:
         return "-"
-    stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
     left = ts - now
-    if abs(left) < 3 * 86400:
-        span = f"{abs(left) / 3600:.1f} h" if abs(left) >= 3600 else f"{abs(left) / 60:.0f} min"
-        return f"{stamp} ({'in ' + span if left >= 0 else span + ' ago'})"
-    return stamp
+    if abs(left) >= 3 * 86400:
+        return time.strftime("%Y-%m-%d", time.gmtime(ts))
+    span = f"{abs(left) / 3600:.1f} h" if abs(left) >= 3600 else f"{abs(left) / 60:.0f} min"
+    return f"in {span}" if left >= 0 else f"{span} ago"
 
 
 def _render_certs(rows: list[dict[str, Any]]) -> None:
@@ -342,18 +342,24 @@ def _render_certs(rows: list[dict[str, Any]]) -> None:
         console.print("No custom domains")
         return
     now = time.time()
-    _table(
-        ["app", "domain", "source", "state", "expires", "why", "next try"],
-        [
-            [
-                r["app"], r["hostname"], r["source"], r["state"] or "-",
-                _when(r["not_after"], now),
-                f"{r['reason']}: {r['detail']}" if r["reason"] else "-",
-                _when(r["next_at"], now) if r["source"] == "acme" else "-",
-            ]
-            for r in rows
-        ],
+    # No vertical rules: seven columns of whole names fit 80 columns.
+    table = Table(
+        "app", "domain", "source", "state", "why", "expires", "next try",
+        box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, show_edge=False,
     )  # fmt: skip
+    for col in table.columns:
+        col.no_wrap = True
+    for r in rows:
+        table.add_row(
+            r["app"], r["hostname"], r["source"], r["state"] or "-", r["reason"] or "-",
+            _when(r["not_after"], now),
+            _when(r["next_at"], now) if r["source"] == "acme" else "-",
+        )  # fmt: skip
+    console.print(table)
+    # The CA's own words, whole, under the table: too long for a column.
+    for r in rows:
+        if r["reason"]:
+            console.print(f"{r['hostname']}: {r['reason']}: {r['detail']}", highlight=False)
 
 
 @certs.command("list")
