@@ -17,10 +17,15 @@ a synchronous standby, etcd on three hosts, the runner's data proxy
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 import time
 
+from roost import patroni
+from roost.controller.servicehosts import ask_patroni
+from roost.controller.serviceplace import pair_primary
+from roost.controller.services import pg_problem
 from tests.cluster.cluster import wait_for
 from tests.cluster.harness import Network
 from tests.cluster.pgpair import AppWriter, PairKit
@@ -66,6 +71,13 @@ def test_killing_the_primary_servicehost_loses_no_acknowledged_write(
     )
     assert new_primary is kit.other(primary)
     assert unavailable < RESUME_BOUND_S
+    # The controller's view of the pair (its adapter, real Patroni): requests
+    # now go to the new primary, and the lost standby is a problem shown.
+    addresses = [h.ip for h in kit.sh]
+    answers = asyncio.run(ask_patroni(addresses, kit.plan.rest_port, "/primary"))
+    assert pair_primary({a: status for a, (status, _) in answers.items()}) == new_primary.ip
+    cluster = asyncio.run(ask_patroni([new_primary.ip], kit.plan.rest_port, "/cluster"))
+    assert "no standby" in pg_problem(patroni.view(cluster[new_primary.ip][1]))
     lost = writer.acked_ids() - kit.ids()
     assert not lost, f"acknowledged but lost: {sorted(lost)[:20]} ({len(lost)})"
 
@@ -132,6 +144,11 @@ def test_a_partitioned_primary_rejoins_as_standby_and_never_took_a_write(
             )
 
         wait_for(rejoined, 180, "the old primary to rejoin as a streaming standby")
+        wait_for(
+            lambda: not pg_problem(kit.view(new) or patroni.view({})),
+            60,
+            "the pair to be whole again (a synchronous standby, no lag)",
+        )
     finally:
         writer.stop()
         thread.join(30)
