@@ -18,6 +18,7 @@ from roost.controller.api.certs import cert_rows
 from roost.controller.desired import Reader
 from roost.controller.routes import app_route, app_routing
 from roost.controller.store_acme import Challenge
+from roost.selfsigned import generate_self_signed
 from roost.settings import Settings
 from roost.state import tables as t
 from tests.controller.test_tls_at_rest import HOST, Env, api_with_domain, files_of, secret_bytes
@@ -126,3 +127,14 @@ def test_roost_certs_shows_whole_names_and_the_cas_words_in_80_columns(
     (row,) = [line for line in text.splitlines() if line.startswith("shop ")]
     assert row.split()[:5] == ["shop", HOST, "acme", "failing", "refused"]
     assert detail in " ".join(text.split())  # whole, if wrapped, under the table
+
+
+def test_an_uploaded_certificate_takes_the_domain_from_acme(env: Env) -> None:
+    client, store, _, h = env
+    store.acme_save_orders([Order(HOST, store.app("shop").id, "valid", next_at=5.0)])
+    cert, key = generate_self_signed([HOST], days=30)
+    body = {"hostname": HOST, "certificate": cert.decode(), "private_key": key.decode()}
+    assert client.post("/api/apps/shop/certs", json=body, headers=h).status_code == 201
+    assert store.acme_orders() == []
+    (row,) = client.get("/api/certs", headers=h).json()
+    assert (row["source"], row["state"]) == ("uploaded", "")

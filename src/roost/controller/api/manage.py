@@ -301,6 +301,8 @@ async def add_cert(
     except CertificateError as exc:
         raise ApiError(422, str(exc)) from None
     await c.store.put_certificate(app.id, host, body.certificate, body.private_key, info.not_after)
+    # An uploaded certificate is the owner's to renew: ACME no longer replaces it.
+    await c.store.acme_drop_orders([host])
     c.wake.set()
     return {"hostname": host, "not_after": info.not_after, "subject": info.subject}
 
