@@ -62,7 +62,6 @@ class Browser:
         os.close(from_chrome_w)
         self._buf = b""
         self._next = 0
-        self._events: list[str] = []
         self.size = (width, height)
         try:
             targets = self._call("Target.getTargets")["targetInfos"]
@@ -116,9 +115,7 @@ class Browser:
         deadline = time.monotonic() + 60
         while True:
             got = self._receive(deadline)
-            if "method" in got:
-                self._events.append(got["method"])  # (only their names are needed)
-            if got.get("id") == self._next:
+            if got.get("id") == self._next:  # (events in between are not needed)
                 if "error" in got:
                     raise BrowserError(f"{method}: {got['error']}")
                 return got.get("result", {})  # type: ignore[no-any-return]
@@ -130,15 +127,15 @@ class Browser:
     # ---------------------------------------------------------------- the page
 
     def open(self, url: str) -> None:
-        """Navigate, and return once the page has loaded (its scripts ran):
-        an expression evaluated sooner may find no document.body."""
-        self._events.clear()
+        """Navigate, and return once the new page has loaded (its scripts
+        ran): an expression evaluated sooner may find the old page, or a
+        document without a body yet. (Page.loadEventFired does not say
+        which page loaded: the first about:blank's may come late.)"""
         self.call("Page.navigate", url=url)
-        deadline = time.monotonic() + 60
-        while "Page.loadEventFired" not in self._events:
-            got = self._receive(deadline)
-            if "method" in got:
-                self._events.append(got["method"])
+        self.wait(
+            "document.readyState === 'complete' && location.protocol !== 'about:'",
+            f"{url} to load",
+        )
 
     def js(self, expression: str) -> Any:
         got = self.call(

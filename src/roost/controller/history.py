@@ -4,9 +4,11 @@ Theory of operation. Two inputs reach every controller replica already:
 runner heartbeats (memory and CPU time of each instance) and router workers'
 `RouterStats` (cumulative request counts by status class and a latency
 histogram, per app). Each is folded into two tiers of fixed buckets: 10 s
-points for the last hour and 5 min points for the last day, so an app costs
-at most 360 + 288 points whatever the traffic, and a bucket is found by
-integer division of the time, never searched for.
+points for the last hour and 5 min points for the last day. Each tier of
+each app is a ring of flat arrays (`Ring`), a slot per point reused round
+the ring, so an app costs a fixed few tens of kilobytes whatever the
+traffic (about 45 KiB for its requests and latency, 10 KiB per instance),
+and a point is found by integer division of the time, never searched for.
 
 Counters arrive cumulative per router worker; a bucket gets the difference
 from that worker's previous report (a worker with a new `started` begins
@@ -31,7 +33,8 @@ Pure: every method takes the time; no clock, no I/O.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from array import array
+from dataclasses import dataclass
 from typing import Any
 
 from roost.wire.messages import Heartbeat, InstanceStatus, RouterStats
@@ -62,21 +65,77 @@ SAMPLE_EVERY_S = HOUR.step
 FRESH_WORKER_S = 30.0
 
 
-@dataclass
-class Point:
-    """What one bucket of one app has gathered."""
-
-    requests: list[int] = field(default_factory=lambda: [0] * len(STATUS_CLASSES))
-    latency: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BOUNDS))
-    # instance label (instance_label) -> [sum, samples]
-    memory: dict[str, list[float]] = field(default_factory=dict)
-    cpu: dict[str, list[float]] = field(default_factory=dict)
+NO_POINT = -1
+COUNT_MAX = 2**32 - 1
+CLASSES, BOUNDS = len(STATUS_CLASSES), len(LATENCY_BOUNDS)
 
 
-def _add_gauge(gauges: dict[str, list[float]], key: str, value: float) -> None:
-    acc = gauges.setdefault(key, [0.0, 0.0])
-    acc[0] += value
-    acc[1] += 1
+class Ring:
+    """One tier of one app: `tier.points` slots used round-robin, slot
+    `i % points` holding point `i` (a bucket index, time // step) when
+    `stamp` says so, else nothing yet or a point gone out of the window.
+    Request counts and latency histograms are flat arrays (CLASSES and
+    BOUNDS numbers a slot), made at the app's first request; each gauge
+    series (memory or CPU of an instance) a flat array of (sum, samples)."""
+
+    __slots__ = ("gauges", "last", "latency", "requests", "stamp", "tier", "touched")
+
+    def __init__(self, tier: Tier) -> None:
+        self.tier = tier
+        self.stamp = array("q", [NO_POINT]) * tier.points
+        self.last = NO_POINT  # the newest point written
+        self.requests: array[int] | None = None
+        self.latency: array[int] | None = None
+        # (metric, instance label) -> [sum, samples] per slot
+        self.gauges: dict[tuple[str, str], array[float]] = {}
+        self.touched: dict[tuple[str, str], int] = {}  # gauge -> its newest point
+
+    def slot(self, index: int) -> int:
+        """The slot of point `index`, emptied first if it held an older one."""
+        i = index % self.tier.points
+        if self.stamp[i] != index:
+            self.stamp[i] = index
+            for counts, width in ((self.requests, CLASSES), (self.latency, BOUNDS)):
+                if counts is not None:
+                    counts[i * width : (i + 1) * width] = array("I", [0]) * width
+            for values in self.gauges.values():
+                values[2 * i] = values[2 * i + 1] = 0.0
+        self.last = max(self.last, index)
+        return i
+
+    def count(self, index: int, requests: list[int], latency: list[int]) -> None:
+        i = self.slot(index)
+        if self.requests is None or self.latency is None:
+            self.requests = array("I", [0]) * (CLASSES * self.tier.points)
+            self.latency = array("I", [0]) * (BOUNDS * self.tier.points)
+        # 4-byte counts: a point saturates at 4e9 (14 million requests a
+        # second for 5 minutes) rather than overflow.
+        for k, n in enumerate(requests):
+            at = i * CLASSES + k
+            self.requests[at] = min(COUNT_MAX, self.requests[at] + n)
+        for k, n in enumerate(latency):
+            at = i * BOUNDS + k
+            self.latency[at] = min(COUNT_MAX, self.latency[at] + n)
+
+    def gauge(self, index: int, key: tuple[str, str], value: float) -> None:
+        i = self.slot(index)
+        values = self.gauges.get(key)
+        if values is None:
+            values = self.gauges[key] = array("f", [0.0]) * (2 * self.tier.points)
+        values[2 * i] += value
+        values[2 * i + 1] += 1
+        self.touched[key] = index
+
+    def forget_before(self, oldest: int) -> None:
+        """Drop the gauge series with no point after `oldest` (an instance
+        gone, a release replaced)."""
+        for key in [k for k, newest in self.touched.items() if newest <= oldest]:
+            del self.gauges[key], self.touched[key]
+
+    def held(self, index: int) -> int | None:
+        """The slot holding point `index`, or None."""
+        i = index % self.tier.points
+        return i if self.stamp[i] == index else None
 
 
 def quantile(q: float, counts: list[int]) -> float | None:
@@ -104,8 +163,8 @@ class History:
     """Every app's recent series, in both tiers."""
 
     def __init__(self) -> None:
-        # tier name -> app -> bucket index (time // step) -> point
-        self._tiers: dict[str, dict[str, dict[int, Point]]] = {t: {} for t in TIERS}
+        # tier name -> app -> its ring
+        self._tiers: dict[str, dict[str, Ring]] = {t: {} for t in TIERS}
         # router source -> (started, app -> (requests, latency), when) as last reported
         self._routers: dict[str, tuple[float, Cumulative, float]] = {}
         # instance -> (cpu seconds, wall time) at its previous sample
@@ -113,20 +172,15 @@ class History:
         self._sampled: dict[str, float] = {}  # host -> when its heartbeat was last sampled
         self._expired_at = -1
 
-    def _points(self, app: str, now: float) -> list[Point]:
+    def _rings(self, app: str, now: float) -> list[tuple[Ring, int]]:
+        """The app's ring in each tier, and the point `now` falls in."""
         self._expire(now)
         out = []
         for name, tier in TIERS.items():
-            series = self._tiers[name].setdefault(app, {})
-            index = int(now // tier.step)
-            point = series.get(index)
-            if point is None:
-                point = series[index] = Point()
-                # A new bucket: drop those that fell out of the window (a
-                # scan of at most `points` keys, once per step per app).
-                for old in [i for i in series if i <= index - tier.points]:
-                    del series[old]
-            out.append(point)
+            ring = self._tiers[name].get(app)
+            if ring is None:
+                ring = self._tiers[name][app] = Ring(tier)
+            out.append((ring, int(now // tier.step)))
         return out
 
     def router(self, msg: RouterStats, now: float) -> None:
@@ -148,9 +202,8 @@ class History:
             d_latency = [max(0, n - o) for n, o in zip(latency, old_latency, strict=True)]
             if not any(d_requests) and not any(d_latency):
                 continue
-            for point in self._points(app, now):
-                point.requests = [a + b for a, b in zip(point.requests, d_requests, strict=True)]
-                point.latency = [a + b for a, b in zip(point.latency, d_latency, strict=True)]
+            for ring, index in self._rings(app, now):
+                ring.count(index, d_requests, d_latency)
         self._routers[msg.source] = (msg.started, after, now)
 
     def heartbeat(self, hb: Heartbeat, now: float) -> None:
@@ -163,17 +216,17 @@ class History:
             if st.state != "up":
                 self._cpu.pop(st.instance_id, None)
                 continue
-            points = self._points(st.app, now)
+            rings = self._rings(st.app, now)
             label = instance_label(st)
-            for point in points:
-                _add_gauge(point.memory, label, st.memory_mb)
+            for ring, index in rings:
+                ring.gauge(index, ("memory", label), st.memory_mb)
             prev = self._cpu.get(st.instance_id)
             self._cpu[st.instance_id] = (st.cpu_seconds, now)
             if prev is None or now <= prev[1] or st.cpu_seconds < prev[0]:
                 continue  # no earlier sample of this process to measure from
             load = 100.0 * (st.cpu_seconds - prev[0]) / (now - prev[1])
-            for point in points:
-                _add_gauge(point.cpu, label, load)
+            for ring, index in rings:
+                ring.gauge(index, ("cpu", label), load)
 
     def _expire(self, now: float) -> None:
         """Once per fine step: forget apps nothing was heard of for a whole
@@ -185,10 +238,12 @@ class History:
             return
         self._expired_at = step
         for name, tier in TIERS.items():
-            series = self._tiers[name]
+            rings = self._tiers[name]
             oldest = int(now // tier.step) - tier.points
-            for app in [a for a, points in series.items() if max(points, default=oldest) <= oldest]:
-                del series[app]
+            for app in [a for a, ring in rings.items() if ring.last <= oldest]:
+                del rings[app]
+            for ring in rings.values():
+                ring.forget_before(oldest)
         for inst in [i for i, (_, at) in self._cpu.items() if now - at > 2 * SAMPLE_EVERY_S]:
             del self._cpu[inst]
         for host in [h for h, at in self._sampled.items() if now - at > DAY.step]:
@@ -200,35 +255,47 @@ class History:
         """An app's series over a tier's window, one value per step, oldest
         first; None where nothing was heard (a gap, not a zero)."""
         tier = TIERS[tier_name]
-        stored = self._tiers[tier_name].get(app, {})
+        ring = self._tiers[tier_name].get(app) or Ring(tier)
         last = int(now // tier.step)
         indexes = range(last - tier.points + 1, last + 1)
-        points = [stored.get(i) for i in indexes]
-        instances = sorted({k for p in points if p for k in (*p.memory, *p.cpu)})
-        # The newest bucket is still filling: its rate is over the part elapsed.
-        spans = [float(tier.step)] * len(points)
+        slots = [ring.held(i) for i in indexes]
+        # The newest point is still filling: its rate is over the part elapsed.
+        spans = [float(tier.step)] * len(slots)
         spans[-1] = max(1.0, now - last * tier.step)
+        requests, latency = ring.requests, ring.latency
+        rps: dict[str, list[float | None]] = {}
+        for k, cls in enumerate(STATUS_CLASSES):
+            rps[cls] = [
+                None
+                if i is None
+                else round(requests[i * CLASSES + k] / span, 3)
+                if requests
+                else 0.0
+                for i, span in zip(slots, spans, strict=True)
+            ]
+        histograms = [
+            None if i is None or latency is None else list(latency[i * BOUNDS : (i + 1) * BOUNDS])
+            for i in slots
+        ]
+        gauges: dict[str, dict[str, list[float | None]]] = {"memory": {}, "cpu": {}}
+        for (metric, label), values in sorted(ring.gauges.items()):
+            gauges[metric][label] = [
+                None
+                if i is None or not values[2 * i + 1]
+                else round(values[2 * i] / values[2 * i + 1], 2)
+                for i in slots
+            ]
         return {
             "tier": tier.name,
             "step": tier.step,
             "t": [i * tier.step for i in indexes],
-            "rps": {
-                cls: [
-                    None if p is None else round(p.requests[k] / span, 3)
-                    for p, span in zip(points, spans, strict=True)
-                ]
-                for k, cls in enumerate(STATUS_CLASSES)
-            },
+            "rps": rps,
             "latency_ms": {
-                f"p{q}": [_ms(quantile(q / 100, p.latency)) if p else None for p in points]
+                f"p{q}": [_ms(quantile(q / 100, h)) if h else None for h in histograms]
                 for q in PERCENTILES
             },
-            "memory_mb": {
-                i: [_mean(p.memory.get(i)) if p else None for p in points] for i in instances
-            },
-            "cpu_percent": {
-                i: [_mean(p.cpu.get(i)) if p else None for p in points] for i in instances
-            },
+            "memory_mb": gauges["memory"],
+            "cpu_percent": gauges["cpu"],
         }
 
 
@@ -258,10 +325,6 @@ def _cumulative(msg: RouterStats) -> Cumulative:
 def _fit(values: list[int], n: int) -> list[int]:
     """Exactly n non-negative counts (a report from another version may differ)."""
     return [max(0, int(v)) for v in values[:n]] + [0] * max(0, n - len(values))
-
-
-def _mean(acc: list[float] | None) -> float | None:
-    return round(acc[0] / acc[1], 2) if acc and acc[1] else None
 
 
 def _ms(seconds: float | None) -> float | None:
