@@ -27,6 +27,7 @@ when to try, so the new holder simply orders again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -139,9 +140,14 @@ class AcmeRunner:
     async def _order(self, o: Order) -> None:
         try:
             await self._order_once(o)
-        except Exception:
+        except Exception as exc:
             # Never out of the task group: that would stop the controller.
             log.exception("ACME: the order for %s broke", o.hostname)
+            with contextlib.suppress(Exception):  # and not again at once: backed off
+                after = acme_plan.failed(
+                    o, self.clock(), "error", repr(exc), self.settings.acme_retry_s
+                )
+                await self.store.acme_save_orders([after])
         finally:
             # Only now: until its row says when next, the plan would start it again.
             self.running.pop(o.hostname, None)
@@ -162,7 +168,7 @@ class AcmeRunner:
                 "ACME: no certificate for %s (%s: %s); retry in %.0f s",
                 o.hostname, reason, detail, after.next_at - self.clock(),
             )  # fmt: skip
-            if self.c.fence == fence:
+            if self.c.fence == fence and await self._still_managed(o):
                 await self.store.acme_save_orders([after])
                 await self.store.add_event(
                     "cert-failing", f"{o.hostname}: {reason}: {detail}", o.app_id
@@ -177,6 +183,8 @@ class AcmeRunner:
         still = {d.hostname for d in await self.store.domains(o.app_id)}
         if o.hostname not in still:
             return  # removed while ordering: its row goes at the next tick
+        if not await self._still_managed(o):
+            return  # its owner uploaded a certificate meanwhile: theirs stays
         await self.store.put_certificate(o.app_id, o.hostname, chain, key_pem, not_after)
         renew_before = s.acme_renew_days * acme_plan.DAY
         after = acme_plan.succeeded(o, self.clock(), not_before, not_after, renew_before)
@@ -193,6 +201,10 @@ class AcmeRunner:
         )  # fmt: skip
         self.c.wake.set()  # routers get it with the next table
         log.info("ACME: certificate for %s installed", o.hostname)
+
+    async def _still_managed(self, o: Order) -> bool:
+        """Its row is still there: no upload by its owner (nor removal) meanwhile."""
+        return o.hostname in {r.hostname for r in await self.store.acme_orders(o.app_id)}
 
     async def _issue(self, o: Order) -> tuple[str, str]:
         """(chain PEM, key PEM) for the domain, or AcmeFailure."""
