@@ -13,7 +13,7 @@ def _sealing(e: Env) -> None:
 def test_members_manage_their_app_s_targets_operators_the_platform_s(env: Env) -> None:  # noqa: F811
     _sealing(env)
     c = env.client
-    r = c.post("/api/notify", json={"url": "https://hooks.example.com/a", "app": "shop",
+    r = c.post("/api/notify", json={"url": "https://8.8.4.4/a", "app": "shop",
                                     "secret": "s"}, headers=env.collab)  # fmt: skip
     assert r.status_code == 201 and r.json()["app"] == "shop" and r.json()["state"] == "waiting"
     shop_t = r.json()["id"]
@@ -58,7 +58,7 @@ def test_malformed_urls_are_refused_with_why(env: Env) -> None:  # noqa: F811
 def test_the_log_shows_each_delivery(env: Env) -> None:  # noqa: F811
     _sealing(env)
     c = env.client
-    r = c.post("/api/notify", json={"url": "http://127.0.0.1:9/", "app": "shop"}, headers=env.owner)
+    r = c.post("/api/notify", json={"url": "http://127.0.0.1:9/", "app": "shop"}, headers=env.admin)
     tid = r.json()["id"]
     env.store.notify_event("deploy-started", "shop", "deploy b1", build="b1")
     env.store.notify_event("deploy-started", "blog", "deploy b2")  # no target of blog's
@@ -69,3 +69,16 @@ def test_the_log_shows_each_delivery(env: Env) -> None:  # noqa: F811
     assert c.get("/api/notify/log", headers=env.outsider).json() == []
     assert c.get(f"/api/notify/log?target={tid}", headers=env.outsider).status_code == 404
     assert len(c.get(f"/api/notify/log?target={tid}", headers=env.admin).json()) == 1
+
+
+def test_a_member_s_target_may_not_point_inside_the_platform(env: Env) -> None:  # noqa: F811
+    _sealing(env)
+    c = env.client
+    for url in ("http://127.0.0.1:8000/api/apps", "http://localhost/", "https://169.254.169.254/",
+                "smtp://10.0.0.5/ops@example.com"):  # fmt: skip
+        r = c.post("/api/notify", json={"url": url, "app": "shop"}, headers=env.owner)
+        assert r.status_code == 422 and "private address" in r.json()["message"], url
+    assert env.store.notify_targets() == []
+    # An operator's may (a chat server on the operators' own network).
+    r = c.post("/api/notify", json={"url": "http://10.0.0.5/", "app": "shop"}, headers=env.admin)
+    assert r.status_code == 201

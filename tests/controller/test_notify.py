@@ -159,3 +159,33 @@ def test_disk_watch_raises_once_per_fall() -> None:
     assert w.look("sh1", 31 * gib, 100 * gib, 0.25) == []  # back above
     assert len(w.look("sh1", 10 * gib, 100 * gib, 0.25)) == 1
     assert w.look("sh2", 0, 0, 0.25) == []  # nothing known
+
+
+@pytest.mark.parametrize(
+    ("address", "private"),
+    [
+        ("127.0.0.1", True),
+        ("10.1.2.3", True),
+        ("192.168.0.5", True),
+        ("169.254.169.254", True),  # cloud metadata
+        ("0.0.0.0", True),
+        ("::1", True),
+        ("fe80::1%eth0", True),
+        ("::ffff:10.0.0.1", True),
+        ("fd00::5", True),
+        ("224.0.0.1", True),
+        ("8.8.8.8", False),
+        ("2606:4700:4700::1111", False),
+        ("hooks.example.com", False),  # a name: judged by what it resolves to
+    ],
+)
+def test_private_addresses(address: str, private: bool) -> None:
+    assert notify.private_address(address) is private
+
+
+def test_a_refused_target_is_not_tried_again() -> None:
+    assert notify.refusal("hooks.example.com", ["93.184.215.14"]) == ""
+    why = notify.refusal("internal.example.com", ["93.184.215.14", "10.0.0.8"])
+    assert "10.0.0.8" in why
+    out = after_try(0, why, 10.0, base_s=10, final=True)
+    assert (out.state, out.attempts) == ("failed", 1)

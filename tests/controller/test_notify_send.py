@@ -62,7 +62,7 @@ async def test_a_webhook_is_signed_as_github_signs(
     owner = store.create_account("o@example.com")
     store.create_app("shop", owner)
     app_id = store.app("shop").id
-    store.add_notify_target(app_id, receiver.url, SECRET)
+    store.add_notify_target(app_id, receiver.url, SECRET, trusted=True)
     store.notify_event("deploy-succeeded", "shop", "shop v3 is live", version=3)
     clock = Clock()
     notifier = Notifier(astore, Settings(), lambda: True, clock=clock)
@@ -86,7 +86,7 @@ async def test_a_failing_receiver_is_retried_with_backoff(
 ) -> None:
     store, astore = stores
     receiver.status = 503
-    store.add_notify_target(None, receiver.url, SECRET)
+    store.add_notify_target(None, receiver.url, SECRET, trusted=True)
     store.notify_event("host-down", "", "host h1 is down", host="h1")
     clock = Clock()
     settings = Settings(notify_retry_s=10.0)
@@ -117,7 +117,7 @@ async def test_an_unreachable_webhook_is_accepted_and_shown_failing(
     stores: tuple[Store, AsyncStore],
 ) -> None:
     store, astore = stores
-    store.add_notify_target(None, f"http://127.0.0.1:{free_port()}/nobody-listens")
+    store.add_notify_target(None, f"http://127.0.0.1:{free_port()}/nobody-listens", trusted=True)
     store.notify_event("disk-nearly-full", "", "servicehost sh1: 1 GiB free")
     notifier = Notifier(astore, Settings(), lambda: True, clock=Clock())
     assert await notifier.send_due() == 1
@@ -132,7 +132,7 @@ async def test_e_mail_through_the_platform_s_server_and_a_target_s_own(
     box, port = smtp, smtp.port
     store.add_notify_target(None, "mailto:ops@example.com")
     store.add_notify_target(
-        None, f"smtp://127.0.0.1:{port}/dev@example.org?from=alerts@example.org"
+        None, f"smtp://127.0.0.1:{port}/dev@example.org?from=alerts@example.org", trusted=True
     )
     store.notify_event("backup-failed", "", "shop: pgdump backup FAILED: disk full", kind="pgdump")
     settings = Settings(smtp_url=f"smtp://127.0.0.1:{port}", smtp_from="roost@example.com")
@@ -164,7 +164,7 @@ async def test_only_the_lease_holder_sends(
     stores: tuple[Store, AsyncStore], receiver: Receiver
 ) -> None:
     store, astore = stores
-    store.add_notify_target(None, receiver.url)
+    store.add_notify_target(None, receiver.url, trusted=True)
     store.notify_event("host-up", "", "host h1 is up")
     leader, asked = False, 0
     looked_twice = asyncio.Event()
@@ -190,3 +190,21 @@ async def test_only_the_lease_holder_sends(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_a_member_s_target_never_reaches_inside_the_platform(
+    stores: tuple[Store, AsyncStore], receiver: Receiver, smtp: Mailbox
+) -> None:
+    store, astore = stores
+    # Added by an app's member (not trusted): a private address is refused
+    # when sent to, at once and for good, and nothing reaches the receivers.
+    store.add_notify_target(None, receiver.url)
+    store.add_notify_target(None, receiver.url.replace("127.0.0.1", "localhost"))
+    store.add_notify_target(None, f"smtp://127.0.0.1:{smtp.port}/ops@example.com")
+    store.notify_event("host-down", "", "host h1 is down")
+    notifier = Notifier(astore, Settings(), lambda: True, clock=Clock())
+    assert await notifier.send_due() == 3
+    assert receiver.got == [] and smtp.mail == []
+    for row in store.notify_log():
+        assert row.state == "failed" and row.attempts == 1
+        assert row.last_error.startswith("refused: ") and "private address" in row.last_error

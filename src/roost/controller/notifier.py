@@ -52,7 +52,8 @@ async def send_webhook(client: httpx.AsyncClient, due: Due) -> str:
         return _error(exc)
     if 200 <= resp.status_code < 300:
         return ""
-    return f"HTTP {resp.status_code}: {resp.text[:200]}".strip()
+    # Not its body: what an endpoint answers is not shown to whoever added it.
+    return f"HTTP {resp.status_code} {resp.reason_phrase}".strip()
 
 
 def _smtp_send(server: notify.SmtpServer, msg: EmailMessage, timeout: float) -> None:
@@ -91,6 +92,24 @@ async def send_email(due: Due, settings: Settings) -> str:
     return ""
 
 
+async def refusal(target: notify.Target) -> str:
+    """Why an app member's target may not be sent to: its host is, or
+    resolves to, a private address (`notify.refusal`). A name that does not
+    resolve is left to the sender, which fails (and retries) as for any
+    unreachable one. (A name re-pointed between this look and the
+    connection gets through once: the sender resolves it again.)"""
+    host = notify.target_host(target)
+    if not host:
+        return ""  # mailto: the platform's own server
+    try:
+        infos = await aio.wait_for(
+            asyncio.get_running_loop().getaddrinfo(host, None), SEND_TIMEOUT_S
+        )
+    except (OSError, TimeoutError):
+        infos = []
+    return notify.refusal(host, [str(info[4][0]) for info in infos])
+
+
 class Notifier:
     def __init__(
         self,
@@ -121,18 +140,23 @@ class Notifier:
         return len(due)
 
     async def _try(self, client: httpx.AsyncClient, due: Due) -> None:
+        final = False  # no later try could do better
         try:
-            if notify.parse_target(due.url).kind == "webhook":
-                sending = send_webhook(client, due)
-            else:
-                sending = send_email(due, self.settings)
-            error = await aio.wait_for(sending, SEND_TIMEOUT_S + 5)
+            target = notify.parse_target(due.url)
+            error = "" if due.trusted else await refusal(target)
+            final = bool(error)
+            if not error:
+                if target.kind == "webhook":
+                    sending = send_webhook(client, due)
+                else:
+                    sending = send_email(due, self.settings)
+                error = await aio.wait_for(sending, SEND_TIMEOUT_S + 5)
         except TimeoutError:
             error = f"no answer within {SEND_TIMEOUT_S + 5:.0f}s"
         except notify.BadTarget as exc:  # stored before a stricter check: never sendable
-            error = str(exc)
+            error, final = str(exc), True
         outcome = notify.after_try(
-            due.attempts, error, self.clock(), self.settings.notify_retry_s, self.jitter()
+            due.attempts, error, self.clock(), self.settings.notify_retry_s, self.jitter(), final
         )
         if error:
             log.warning(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
@@ -155,6 +156,39 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+def target_host(target: Target) -> str:
+    """The host a target's sender connects to ("" for mailto:, the platform's server)."""
+    if target.kind == "webhook":
+        return urlsplit(target.url).hostname or ""
+    return target.server.host if target.server is not None else ""
+
+
+def private_address(address: str) -> bool:
+    """An address an app member's target may not reach: loopback, private,
+    link-local (cloud metadata at 169.254.169.254), unspecified, reserved or
+    multicast; anything that is not a global unicast address. The controller
+    sits inside the platform's network: an app's webhook must not make it
+    probe what is there."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False  # a name: its addresses are judged once resolved
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def refusal(host: str, addresses: list[str]) -> str:
+    """Why an app member's target may not be sent to ("" when it may)."""
+    bad = [a for a in [host, *addresses] if private_address(a)]
+    if not bad:
+        return ""
+    return (
+        f"refused: {host} is a private address ({bad[0]}); only an operator's "
+        "targets may reach addresses inside the platform"
+    )
+
+
 # ------------------------------------------------------------------ retries
 
 
@@ -176,13 +210,16 @@ class Outcome:
     last_error: str
 
 
-def after_try(attempts: int, error: str, now: float, base_s: float, jitter: float = 0.0) -> Outcome:
+def after_try(
+    attempts: int, error: str, now: float, base_s: float, jitter: float = 0.0, final: bool = False
+) -> Outcome:
     """The delivery's record after its try number `attempts + 1`, which
-    failed with `error` ("" when it was delivered)."""
+    failed with `error` ("" when it was delivered); `final`: no try could
+    ever succeed (a refused address), so none follows."""
     tried = attempts + 1
     if not error:
         return Outcome("delivered", tried, now, "")
-    if tried >= MAX_ATTEMPTS:
+    if tried >= MAX_ATTEMPTS or final:
         return Outcome("failed", tried, now, error)
     return Outcome("pending", tried, now + backoff(tried, base_s, jitter), error)
 

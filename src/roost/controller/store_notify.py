@@ -39,6 +39,7 @@ class Due:
     target_id: int
     url: str  # as given, with its password
     secret: str
+    trusted: bool = False  # an operator's: may reach private addresses
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,11 @@ class NotifyStore:
             raise RuntimeError("this store has no secrets key: a target's secret is never clear")
         return self.secrets
 
-    def add_notify_target(self, app_id: int | None, url: str, secret: str = "") -> int:
-        """A new target; BadTarget when the URL is malformed (nothing is written)."""
+    def add_notify_target(
+        self, app_id: int | None, url: str, secret: str = "", trusted: bool = False
+    ) -> int:
+        """A new target; BadTarget when the URL is malformed (nothing is written).
+        `trusted`: added by an operator, so it may reach private addresses."""
         parse_target(url)
         sealed = self._box().seal({"url": url.strip(), "secret": secret})
         with self.engine.begin() as c:
@@ -74,7 +78,7 @@ class NotifyStore:
                 c.execute(
                     insert(t.notify_targets).values(
                         app_id=app_id, url=redact(url.strip()), sealed=sealed,
-                        created_at=time.time(),
+                        created_at=time.time(), trusted=trusted,
                     )
                 ).inserted_primary_key[0]  # type: ignore[index]
             )  # fmt: skip
@@ -190,6 +194,7 @@ class NotifyStore:
                 d.c.attempts,
                 d.c.target_id,
                 nt.c.sealed,
+                nt.c.trusted,
                 e.c.id.label("event_id"),
                 e.c.kind,
                 e.c.app,
@@ -210,7 +215,12 @@ class NotifyStore:
         for r in rows:
             opened = box.open(r.sealed)
             alert = Alert(r.event_id, r.kind, r.app, r.message, r.ts, json.loads(r.fields))
-            out.append(Due(r.id, r.attempts, alert, r.target_id, opened["url"], opened["secret"]))
+            out.append(
+                Due(
+                    r.id, r.attempts, alert, r.target_id, opened["url"], opened["secret"],
+                    bool(r.trusted),
+                )
+            )  # fmt: skip
         return out
 
     def record_delivery(self, delivery_id: int, outcome: Outcome) -> None:

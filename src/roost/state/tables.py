@@ -433,6 +433,9 @@ notify_targets = Table(
     # SecretBox-sealed {"url": the URL as given, "secret": HMAC key or ""}.
     Column("sealed", Text, nullable=False),
     Column("created_at", Float, nullable=False),
+    # Added by an operator: may reach private addresses. An app member's
+    # target reaches public ones only (the controller sits inside).
+    Column("trusted", Boolean, nullable=False, default=False),
 )
 
 notify_events = Table(

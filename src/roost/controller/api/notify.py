@@ -3,7 +3,9 @@
 An app's targets are its members' business (they read its events already);
 platform-wide targets (no app: every alert, host and backup ones included)
 are the operators'. A malformed URL is a 422 saying why; one nobody answers
-at is accepted and its deliveries show failing.
+at is accepted and its deliveries show failing. A member's target may not
+point at a private address (the controller sits inside the platform's
+network); an operator's may.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from roost.controller.api.deps import (
     require_admin,
 )
 from roost.controller.core import Controller
-from roost.controller.notify import BadTarget
+from roost.controller.notifier import refusal
+from roost.controller.notify import BadTarget, parse_target
 from roost.controller.store_notify import TargetRow
 
 router = APIRouter(prefix="/api")
@@ -89,7 +92,11 @@ async def add_target(body: TargetIn, who: CurrentAccount, c: CurrentController) 
     else:
         app_id = (await app_for_member(c, who, body.app)).id
     try:
-        target_id = await c.store.add_notify_target(app_id, body.url, body.secret)
+        # An operator's target may reach inside the platform; a member's not.
+        why = "" if who.is_admin else await refusal(parse_target(body.url))
+        if why:
+            raise ApiError(422, why)
+        target_id = await c.store.add_notify_target(app_id, body.url, body.secret, who.is_admin)
     except BadTarget as exc:
         raise ApiError(422, str(exc)) from None
     row = await c.store.notify_target(target_id)

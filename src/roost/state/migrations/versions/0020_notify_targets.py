@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("url", sa.Text(), nullable=False),
         sa.Column("sealed", sa.Text(), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
+        sa.Column("trusted", sa.Boolean(), nullable=False, server_default=sa.false()),
     )
     op.create_table(
         "notify_events",
