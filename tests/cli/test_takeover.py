@@ -11,8 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from roost.cli import control, takeover
+from roost.cli.client import CliError
 from roost.cli.takeover import OLDER_AFTER_S, is_older, role_of, steal_fd
-from roost.proc import activation
+from roost.proc import activation, upstate
 from roost.proc.upstate import UpStatus
 
 
@@ -73,3 +77,36 @@ def test_a_listening_socket_is_taken_from_another_process_and_outlives_it() -> N
     with taken, socket.create_connection(("127.0.0.1", port), timeout=5):
         taken.settimeout(5)
         taken.accept()[0].close()
+
+
+def test_a_reload_of_an_older_roost_up_is_refused_rather_than_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0.1.0's roost up dies of SIGHUP, apps and all: `roost up --reload` of
+    this release says to start this release's roost up instead, and sends
+    nothing. (The holder stands for it: the lock, and a status naming no
+    release.)"""
+    data = tmp_path / "data"
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from roost.cli.local import lock_data_dir\n"
+        "lock = lock_data_dir(Path(sys.argv[1]))\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(data)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        upstate.save(data, UpStatus(pid=holder.pid, roles={}))  # as 0.1.0 wrote it
+        monkeypatch.setattr(takeover, "OLDER_AFTER_S", 0.0)
+        with pytest.raises(CliError, match="knows no reload: start this release's roost up"):
+            control.reload_up(data, timeout=5, say=lambda _: None)
+        assert holder.poll() is None  # not sent SIGHUP
+        # A status of this release's: a reload is what it asks for.
+        assert takeover.older_up(data, holder.pid) == holder.pid
+        upstate.save(data, UpStatus(pid=holder.pid, roles={}, release="0.2.0"))
+        assert takeover.older_up(data, holder.pid) is None
+    finally:
+        holder.kill()
+        holder.wait()

@@ -1,14 +1,13 @@
 """`roost router-keeper` takes a port over from a router that bound it
-itself (as 0.1.0's did, two workers with SO_REUSEPORT), then replaces its
-own router on SIGHUP and stops on TERM: under steady load through the port
-(tests/e2e/load.py), no request fails."""
+itself (as 0.1.0's did: two workers with SO_REUSEPORT, or one alone), then
+replaces its own router on SIGHUP and stops on TERM: under steady load
+through the port (tests/e2e/load.py), no request fails."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -102,16 +101,44 @@ async def test_takes_over_a_self_bound_router_then_replaces_and_stops(
         await ctl.stop()
 
 
-def test_a_port_bound_without_reuse_port_cannot_be_taken_over(tmp_path: Path) -> None:
-    with socket.create_server(("127.0.0.1", 0)) as holder:
-        port = holder.getsockname()[1]
+async def test_a_port_bound_without_reuse_port_is_taken_over_too(
+    backends: Any, tmp_path: Path, migrate_req_kept: None
+) -> None:
+    """A router with one worker binds without SO_REUSEPORT: the keeper gives
+    its socket the option and joins it (here the holder never accepts, so
+    every request is the keeper's router's: those sent before it joined
+    wait in the holder's backlog, and move to the keeper's socket when the
+    holder is killed)."""
+    one = await backends("one")
+    ctl = await route_feed(tmp_path, [app("hello", one)])
+    code = (
+        "import socket, sys, time\n"
+        "s = socket.create_server(('127.0.0.1', int(sys.argv[1])), backlog=4096)\n"
+        "print('listening', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    port = free_port()
+    holder = subprocess.Popen([sys.executable, "-c", code, str(port)], stdout=subprocess.PIPE)
+    keeper: subprocess.Popen[bytes] | None = None
+    gets = Load(port, "hello.localhost", "/id", fresh=2)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"listening\n"
+        gets.start()  # waiting in the holder's backlog
         argv = [sys.executable, "-m", "roost", "--data", str(tmp_path), "router-keeper"]
-        r = subprocess.run(
-            [*argv, "--host", "127.0.0.1", "--port", str(port), "--tls-port", "0", "--take-over"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert r.returncode == 69, r.stderr
-    assert f"cannot listen on 127.0.0.1:{port} (http)" in r.stderr
-    assert "did not bind it with SO_REUSEPORT" in r.stderr
+        log = tmp_path / "keeper.log"
+        keeper = started([*argv, "--port", str(port), "--tls-port", "0", "--take-over"], log)
+        await until(lambda: " serving http on " in log.read_text(), "the keeper's router")
+        holder.kill()  # (the requests waiting in its backlog move to the keeper's socket)
+        holder.wait()
+        await until(lambda: gets.result.total >= 100, "load through the keeper's router")
+        result = await asyncio.to_thread(gets.stop)
+        assert result.failures == [], result.failures[:5]
+        keeper.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(keeper.wait, 60) == 0, log.read_text()
+    finally:
+        await asyncio.to_thread(gets.stop)
+        for p in (holder, keeper):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        await ctl.stop()

@@ -20,6 +20,7 @@ import click
 
 from roost.cli.client import EXIT_ERROR, EXIT_NOT_FOUND, CliError
 from roost.cli.local import running_up
+from roost.cli.takeover import older_up
 from roost.proc import upstate
 
 # A full stop takes each role's grace period at worst, one role after another.
@@ -67,6 +68,14 @@ def reload_up(
     """SIGHUP the `roost up` of `data`, wait for the reload that follows and
     return how it went; CliError when it failed or `roost up` stopped."""
     pid = _the_up(data)
+    if older_up(data, pid) is not None:
+        # Its SIGHUP would end it and its apps with it.
+        raise CliError(
+            f"roost up (pid {pid}) on {data} is of a release that knows no reload: start this "
+            f"release's roost up on the same data directory instead (roost --data {data} up), "
+            f"which takes over from it while the apps keep serving",
+            EXIT_ERROR,
+        )
     say(f"reloading roost up (pid {pid}) on {data}: every daemon, one at a time")
     asked_at = time.time()
     os.kill(pid, signal.SIGHUP)

@@ -11,15 +11,15 @@ sent TERM, stops accepting and drains, while connections wait in the shared
 backlog for whichever accepts first. SIGTERM or SIGINT: the router is sent
 TERM and the keeper exits once it has gone, closing the ports.
 
-`--take-over` replaces a router that bound its port itself, as 0.1.0's did
-(with several workers, SO_REUSEPORT): each of the keeper's sockets joins
-that port's SO_REUSEPORT group and steers every new connection of the group
-to itself (`activation.listen(join=True)`), and net.ipv4.tcp_migrate_req is
-set, so that what waits in the old router's backlog moves to the keeper's
-socket when the old one closes (Linux 5.14+). The old router then gets no
-new connection; whoever asked for the take-over stops it once the keeper's
-router serves (`--pidfile` names it). A router that bound its port without
-SO_REUSEPORT (one worker) cannot be joined: the keeper says so and exits.
+`--take-over` replaces a router that bound its port itself, as 0.1.0's did:
+the keeper's socket joins the SO_REUSEPORT group of the old router's
+sockets on that port and steers every new connection of the group to
+itself (`activation.listen(join=True)`; a socket bound without SO_REUSEPORT,
+0.1.0's with one worker, is given it first: `takeover.open_to_join`), and
+net.ipv4.tcp_migrate_req is set, so that what waits in the old sockets'
+backlogs moves to the keeper's when they close (Linux 5.14+). The old
+router then gets no new connection; whoever asked for the take-over stops
+it once the keeper's router serves (`--pidfile` names it).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from pathlib import Path
 import click
 
 from roost.cli.client import CliError
+from roost.cli.takeover import open_to_join
 from roost.proc import activation, spawn
 from roost.proc.backoff import Backoff
 from roost.proc.children import Policy
@@ -60,14 +61,13 @@ def bind(
     out: list[tuple[str, socket.socket]] = []
     for name, port in ports:
         try:
+            if take_over:
+                open_to_join(host, port)
             out.append((name, activation.listen(host, port, join=take_over)))
         except OSError as exc:
             for _, sock in out:
                 sock.close()
-            why = exc.strerror
-            if take_over:
-                why = f"{why}: its holder did not bind it with SO_REUSEPORT, it cannot be joined"
-            what = f"cannot listen on {host}:{port} ({name}): {why}"
+            what = f"cannot listen on {host}:{port} ({name}): {exc.strerror}"
             raise CliError(what, ExitCode.UNAVAILABLE) from None
     return out
 

@@ -16,10 +16,12 @@ routed, and only then stop the old runner. Step by step (`supervise` in
   before the address book and identities are made): the new controller
   hears only it, so every instance the state places on the old host is
   placed again on the new one, started and routed there;
-- the old router's listening sockets are taken from it (pidfd_getfd(2): the
-  same kernel socket, not a new one): when it closes them as it stops, the
-  sockets stay open here and connections wait in their backlog for the
-  router this `roost up` starts on them;
+- the router's sockets join the old router's SO_REUSEPORT group on each
+  port and take every new connection of it (a socket it bound without
+  SO_REUSEPORT is given the option first, through a duplicate taken with
+  pidfd_getfd(2): `open_to_join`), so the old router, still serving what it
+  has, is sent no new connection: 0.1.0's closes one it accepted but has
+  not read a request from when it stops, and none is left to cut;
 - the controller, builder, gateway, servicehost and backupd are each sent
   TERM and replaced once gone (0.1.0's servicehost stops PostgreSQL and
   Redis with it: those restart); the runner and the router are replaced
@@ -141,6 +143,38 @@ def _fds(pid: int) -> dict[str, int]:
     return out
 
 
+def holder_of(link: str) -> tuple[int, int] | None:
+    """(pid, fd) of a process holding the descriptor /proc names `link`
+    ("socket:[INODE]"), None if none of those this process may see does."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            with _quiet():
+                for name, fd in _fds(int(proc.name)).items():
+                    if name == link:
+                        return int(proc.name), fd
+    return None
+
+
+def open_to_join(host: str, port: int) -> int:
+    """Make every socket listening on host:port joinable by a socket of
+    ours (`activation.listen(join=True)`), however its holder bound it: a
+    socket bound without SO_REUSEPORT (0.1.0's router with one worker) is
+    taken from its holder for a moment and given SO_REUSEPORT, which a
+    listening socket takes late (the group forms when the next socket
+    listens). Returns how many there are."""
+    table = Path("/proc/net/tcp6" if ":" in host else "/proc/net/tcp").read_text()
+    links = activation.listening_inodes(table, host, port)
+    for link in links:
+        held = holder_of(link)
+        if held is not None:
+            with socket.socket(fileno=steal_fd(*held)) as theirs:
+                theirs.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if links:
+        # What waits in their backlogs when they close moves to ours.
+        activation.allow_migration()
+    return len(links)
+
+
 def older_up(data: Path, running: int | None) -> int | None:
     """The pid of the older `roost up` on `data`, None if the one running is current."""
     if running is None or gone(running):
@@ -179,6 +213,7 @@ class Older:
         self.say = say
         self.ended = False
         self.roles: dict[str, int] = {}
+        self.sockets: list[tuple[str, socket.socket]] = []
         self._relayed: list[int] = []
 
     def freeze(self) -> None:
@@ -215,26 +250,14 @@ class Older:
             asyncio.get_running_loop().remove_reader(fd)
 
     def listeners(self, host: str, ports: list[tuple[str, int]]) -> list[tuple[str, socket.socket]]:
-        """The router's listening sockets, taken from the old router (and its
-        workers); a port none of them holds is bound here as usual."""
-        router = self.roles.get("router", 0)
-        procs = [router, *_descendants(router)] if router else []
-        table = Path("/proc/net/tcp6" if ":" in host else "/proc/net/tcp").read_text()
-        out: list[tuple[str, socket.socket]] = []
-        for name, port in ports:
-            inodes = activation.listening_inodes(table, host, port)
-            sock = None
-            for pid in procs:
-                held = {k: v for k, v in _fds(pid).items() if k in inodes}
-                if held:
-                    sock = socket.socket(fileno=steal_fd(pid, next(iter(held.values()))))
-                    break
-            if sock is None:
-                sock = activation.listen(host, port)
-            elif len(inodes) > 1:  # several workers' SO_REUSEPORT sockets: keep their queues
-                activation.allow_migration()
-            out.append((name, sock))
-        return out
+        """The router's listening sockets, each joining the group of the old
+        router's socket on its port and taking its new connections (see
+        `open_to_join`): it gets none from then on, so none is cut as it
+        stops (it would close a connection it had accepted but not read)."""
+        for _, port in ports:
+            open_to_join(host, port)
+        self.sockets = [(name, activation.listen(host, port, join=True)) for name, port in ports]
+        return self.sockets
 
     async def retire(self, role: str) -> None:
         """TERM the old `role` daemon and return once it has gone."""
@@ -261,7 +284,9 @@ class Older:
         os.kill(self.pid, signal.SIGTERM)
         os.kill(self.pid, signal.SIGCONT)
         deadline = time.monotonic() + GONE_TIMEOUT_S
-        while not gone(self.pid) and time.monotonic() < deadline:
+        while not gone(self.pid):
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)  # what it still holds dies with it
             await asyncio.sleep(POLL_S)
         self.ended = True
         self.say(f"the older roost up (pid {self.pid}) has ended")
@@ -331,6 +356,8 @@ async def bring_up(
             await moved(data, *hosts, older.say)
         elif role == "router":
             await older.retire("router")  # it finishes what it has in flight
+            for _, sock in older.sockets:  # its sockets gone: no steering needed any more
+                activation.unsteer(sock)
             await older.retire("runner")  # its instances: no router sends them anything
     await older.end()
     return True

@@ -215,19 +215,24 @@ async def _report(
     names: list[str],
     ready: asyncio.Event | None,
     reloads: reload.Reloads,
+    taking_over: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Keep DATA/up.json current; say "ready" each time every role has come up."""
+    """Keep DATA/up.json current; say "ready" each time every role has come up
+    (and not before a take-over has ended: the older roost up writes the
+    file until it exits, so it is written again then)."""
     said = False
     last: upstate.UpStatus | None = None
+    was_taking_over = taking_over()
     while True:
         roles = role_states(names, sup.children)
-        all_up = all(r.state == "up" for r in roles.values())
+        still = taking_over()
+        all_up = all(r.state == "up" for r in roles.values()) and not still
         now = upstate.UpStatus(
             pid=os.getpid(), roles=roles, ready=all_up, reload=reloads.status, release=__version__
         )
-        if now != last:
+        if now != last or still != was_taking_over:
             await asyncio.to_thread(upstate.save, data, now)
-            last = now
+            last, was_taking_over = now, still
         if all_up and not said:
             _say("ready: every role is up")
             if ready is not None:
@@ -254,8 +259,14 @@ async def supervise(
     # Taking over from an older roost up (roost.cli.takeover): its router's sockets.
     older = Older(takeover.pid, _say) if takeover is not None else None
     if older is not None:
-        older.freeze()
-        sockets = older.listeners(settings.bind_host, router_ports(settings))
+        try:
+            older.freeze()
+            sockets = older.listeners(settings.bind_host, router_ports(settings))
+        except BaseException as exc:
+            older.resume()  # it carries on as it was
+            if isinstance(exc, OSError):
+                raise CliError(f"cannot take the router's ports over: {exc}") from None
+            raise
     else:
         sockets = router_sockets(settings)
     base = [sys.executable, "-m", "roost", "--data", str(data)]
@@ -303,7 +314,9 @@ async def supervise(
         async with asyncio.TaskGroup() as tg:
             supervising = tg.create_task(sup.run())
             reaper = tg.create_task(_reap_adopted(sup.pids))
-            reporter = tg.create_task(_report(data, sup, names, ready, reloads))
+            reporter = tg.create_task(
+                _report(data, sup, names, ready, reloads, lambda: bool(older and not older.ended))
+            )
             reloader = None
             # The controller first: the others register with it as they start.
             if older is not None:

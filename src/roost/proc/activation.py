@@ -18,6 +18,7 @@ the child's command in a short stub that does both, then execs it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import socket
@@ -32,6 +33,7 @@ FIRST_FD = 3
 BACKLOG = 4096
 VARIABLES = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 SO_ATTACH_REUSEPORT_CBPF = 51  # linux/asm-generic/socket.h
+SO_DETACH_REUSEPORT_BPF = 68
 _BPF_RET_K = 0x06  # BPF_RET | BPF_K: return a constant
 MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
 
@@ -132,6 +134,14 @@ def listeners(proc_net_tcp: str, ip: str, port: int) -> int:
     return sum(1 for r in proc_net_tcp.splitlines()[1:] if r.split()[1:4:2] == [want, "0A"])
 
 
+def listening_inodes(proc_net_tcp: str, ip: str, port: int) -> set[str]:
+    """The sockets listening on ip:port in a /proc/net/tcp (or tcp6) text, as
+    a process's /proc/PID/fd links name them: "socket:[INODE]" (pure)."""
+    want = f"{proc_address(ip)}:{port:04X}"
+    rows = (r.split() for r in proc_net_tcp.splitlines()[1:])
+    return {f"socket:[{f[9]}]" for f in rows if f[1:4:2] == [want, "0A"]}
+
+
 def steer_here(sock: socket.socket, index: int) -> None:
     """Attach to `sock`'s SO_REUSEPORT group a one-instruction classic BPF
     program that picks the group's socket at `index` for every new
@@ -141,6 +151,13 @@ def steer_here(sock: socket.socket, index: int) -> None:
     insn = ctypes.create_string_buffer(struct.pack("HBBI", _BPF_RET_K, 0, 0, index))
     prog = struct.pack("H6xQ", 1, ctypes.addressof(insn))  # struct sock_fprog
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, prog)
+
+
+def unsteer(sock: socket.socket) -> None:
+    """Detach the group's steering program: once the sockets it steered away
+    from are gone, a socket that joins later gets its share again."""
+    with contextlib.suppress(OSError):  # (none attached)
+        sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, 0)
 
 
 def allow_migration() -> bool:
