@@ -5,26 +5,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from PIL import Image
 
-from roost.appspec.model import AppSpec, ProcessSpec
-from roost.controller.api.app import create_api
-from roost.controller.astore import AsyncStore
-from roost.controller.core import Controller
 from roost.controller.scheduler import Placement
 from roost.controller.secretbox import SecretBox
-from roost.controller.service import ControllerService
 from roost.controller.services import ServiceBroker
-from roost.controller.store import Store
-from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.messages import (
     Heartbeat,
     InstanceStatus,
@@ -32,8 +22,7 @@ from roost.wire.messages import (
     ServerStatus,
     ServiceHostStatus,
 )
-from tests.conftest import free_port
-from tests.releases import go_live
+from tests.dashboard.serving import board_with_app, serving
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 FLAGS = [
@@ -56,18 +45,10 @@ NO_ROOM = "snapshots off: a snapshot of 900 MiB would not fit in the 300 MiB fre
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
-    store = Store(make_engine(url))
-    controller = Controller(AsyncStore(store), Settings(), "ctl-a")
-    owner = store.create_account("ops@example.com", is_admin=True)
-    token = store.issue_token(owner)
-    app = store.create_app("webshop", owner)
-    spec = AppSpec(
-        processes={"web": ProcessSpec(name="web", kind="wsgi", entrypoint="app:app", web=True)}
-    )
-    v = store.create_release(app.id, "b1", "sha256:aa", "", spec, "", "first deploy")
-    go_live(store, app.id, v)
+    board = board_with_app(tmp_path)
+    store, controller, token, app, v = (
+        board.store, board.controller, board.token, board.app, board.release
+    )  # fmt: skip
     store.create_build("b2", app.id)  # a deploy under way
     placement = Placement("webshop-web-1", "webshop", v, "web", 1, "host-1")
     store.replace_placements([], [placement], {"webshop": app.id})
@@ -105,24 +86,10 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
         ],
         kept=[KeptCopy(app="webshop", kind="postgres", name="app_webshop__pre_r1", kept_at=1.0)],
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_api(controller, ControllerService(controller, None)),
-            port=port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", token
+        with serving(controller) as base:
+            yield base, token
     finally:
-        server.should_exit = True
-        thread.join(10)
         controller.store.close()
 
 

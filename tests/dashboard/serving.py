@@ -1,5 +1,6 @@
-"""A controller's HTTP API served for real on a free port, in a thread of
-the test's process, for a browser to load the dashboard from."""
+"""A controller with an app, and its HTTP API served for real on a free
+port in a thread of the test's process, for a browser to load the dashboard
+from."""
 
 from __future__ import annotations
 
@@ -7,13 +8,47 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 
+from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller.api.app import create_api
+from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.service import ControllerService
+from roost.controller.store import AppRow, Store
+from roost.settings import Settings
+from roost.state.db import make_engine, migrate, sqlite_url
 from tests.conftest import free_port
+from tests.releases import go_live
+
+
+@dataclass
+class Board:
+    store: Store
+    controller: Controller
+    token: str  # an admin's
+    app: AppRow
+    release: int  # the app's live release
+
+
+def board_with_app(tmp_path: Path, name: str = "webshop") -> Board:
+    """A state database with an admin and one app whose first release (a
+    `web` process) is live; the controller over it. Close `controller.store`."""
+    url = sqlite_url(tmp_path / "state.db")
+    migrate(url)
+    store = Store(make_engine(url))
+    controller = Controller(AsyncStore(store), Settings(), "ctl-a")
+    owner = store.create_account("ops@example.com", is_admin=True)
+    app = store.create_app(name, owner)
+    spec = AppSpec(
+        processes={"web": ProcessSpec(name="web", kind="wsgi", entrypoint="app:app", web=True)}
+    )
+    v = store.create_release(app.id, "b1", "sha256:aa", "", spec, "", "first deploy")
+    go_live(store, app.id, v)
+    return Board(store, controller, store.issue_token(owner), app, v)
 
 
 @contextmanager

@@ -14,18 +14,11 @@ import httpx
 import pytest
 from PIL import Image
 
-from roost.appspec.model import AppSpec, ProcessSpec
-from roost.controller.astore import AsyncStore
-from roost.controller.core import Controller
 from roost.controller.history import History
 from roost.controller.scheduler import Placement
-from roost.controller.store import Store
-from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.messages import Heartbeat, InstanceStatus, RouterStats
 from tests.dashboard.browser import Browser
-from tests.dashboard.serving import serving
-from tests.releases import go_live
+from tests.dashboard.serving import board_with_app, serving
 
 INSTANCES = ("webshop-web-1-v1-aaaaaa", "webshop-web-2-v1-bbbbbb")
 
@@ -77,28 +70,18 @@ def an_hour_of(history: History, end: float) -> None:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
-    store = Store(make_engine(url))
-    controller = Controller(AsyncStore(store), Settings(), "ctl-a")
-    owner = store.create_account("ops@example.com", is_admin=True)
-    token = store.issue_token(owner)
-    app = store.create_app("webshop", owner)
-    spec = AppSpec(
-        processes={"web": ProcessSpec(name="web", kind="wsgi", entrypoint="app:app", web=True)}
-    )
-    v = store.create_release(app.id, "b1", "sha256:aa", "", spec, "", "first deploy")
-    go_live(store, app.id, v)
+    board = board_with_app(tmp_path)
     placements = [
-        Placement(inst, "webshop", v, "web", i + 1, "host-1") for i, inst in enumerate(INSTANCES)
+        Placement(inst, "webshop", board.release, "web", i + 1, "host-1")
+        for i, inst in enumerate(INSTANCES)
     ]
-    store.replace_placements([], placements, {"webshop": app.id})
-    an_hour_of(controller.history, time.time())
+    board.store.replace_placements([], placements, {"webshop": board.app.id})
+    an_hour_of(board.controller.history, time.time())
     try:
-        with serving(controller) as base:
-            yield base, token
+        with serving(board.controller) as base:
+            yield base, board.token
     finally:
-        controller.store.close()
+        board.controller.store.close()
 
 
 CHARTS = ("requests per second", "latency", "memory per instance", "CPU per instance")
