@@ -3,7 +3,6 @@ hosts and apps, and its screenshot is a real page (not blank)."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,22 +21,10 @@ from roost.wire.messages import (
     ServerStatus,
     ServiceHostStatus,
 )
+from tests.dashboard.browser import CHROMIUM, HEADLESS
 from tests.dashboard.serving import board_with_app, serving
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-    "--window-size=1280,900",
-    "--virtual-time-budget=8000",
-]
+FLAGS = [*HEADLESS, "--window-size=1280,900", "--virtual-time-budget=8000"]
 
 
 NO_ROOM = "snapshots off: a snapshot of 900 MiB would not fit in the 300 MiB free on the disk"

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
-FLAGS = [
+# A quiet headless Chromium: no sandbox (tests run as root), nothing fetched
+# from the network but the pages under test.
+HEADLESS = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -31,8 +33,8 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--hide-scrollbars",
-    "--remote-debugging-pipe",
 ]
+FLAGS = [*HEADLESS, "--remote-debugging-pipe"]
 
 
 class BrowserError(Exception):
