@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from roost.controller import rollout
 from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.service import ControllerService
@@ -18,6 +19,7 @@ from roost.settings import Settings
 from roost.state import tables as t
 from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.messages import Heartbeat, InstanceStatus, ServiceHostStatus
+from tests.controller.test_deploys import World, deployed, result, world  # noqa: F401
 
 
 @pytest.fixture
@@ -80,3 +82,31 @@ async def test_a_servicehost_disk_nearly_full(
     await service.servicehost_status(report)  # every five seconds: raised once
     [(kind, _, message)] = _alerts(store)
     assert kind == "disk-nearly-full" and "10.0 GiB free of 100.0 GiB" in message
+
+
+async def test_a_failed_build_raises_deploy_failed_once(world: World) -> None:  # noqa: F811
+    svc = world.controller()
+    await svc.build_finished(result(ok=False))
+    await svc.build_finished(result(ok=False))  # a retried delivery of the result
+    assert _alerts(world.store) == [("deploy-failed", "shop", "boom")]
+
+
+@pytest.mark.parametrize(
+    ("decision", "kind", "message"),
+    [
+        (rollout.Decision("promote"), "deploy-succeeded", "v1 is live"),
+        (rollout.Decision("fail", "web.1 crashed 2 times"), "deploy-failed", "v1: web.1 crashed"),
+    ],
+)
+async def test_a_rollout_s_end_raises_once(
+    world: World,  # noqa: F811
+    decision: rollout.Decision,
+    kind: str,
+    message: str,
+) -> None:
+    svc, version = await deployed(world, serving=False)
+    rel = world.store.release(world.app_id, version)
+    await svc.c.end_rollout("shop", rel, decision)
+    await world.controller().c.end_rollout("shop", rel, decision)  # another controller, late
+    [(got, app, said)] = _alerts(world.store)
+    assert (got, app) == (kind, "shop") and said.startswith(message)
