@@ -57,6 +57,9 @@ def test_domains_get_certificates_renewed_and_failures_say_why() -> None:
             "ROOST_ACME_CA_BUNDLE": str(pebble.ca_bundle),
             "ROOST_ACME_EMAIL": "ops@example.com",
             "ROOST_ACME_RETRY_S": str(RETRY_S),
+            # Two workers on the port, each with its own table: the CA's
+            # connection may land on either, and both must answer.
+            "ROOST_ROUTER_WORKERS": "2",
         }
         with running_platform(env, router_port=router_port) as p:
             p.roost("apps", "create", "shop")

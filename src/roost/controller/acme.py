@@ -52,6 +52,7 @@ TICK_S = 2.0
 PARALLEL = 4
 PUBLISH_TIMEOUT_S = 60.0
 PROBE_INTERVAL_S = 0.2
+PROBES = 4
 
 
 def settings_problem(settings: Settings) -> str | None:
@@ -233,22 +234,33 @@ class AcmeRunner:
         return chain, pending.key_pem
 
     async def _until_served(self, hostname: str, answers: dict[str, str]) -> None:
-        """Until every router serves every answer, as the CA will ask for it."""
+        """Until every router serves every answer, as the CA will ask for it.
+
+        Each on PROBES fresh connections in a row: a router's workers share
+        its port (SO_REUSEPORT), each with its own copy of the table, and a
+        new connection may land on any of them, as the CA's will.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PUBLISH_TIMEOUT_S
         waiting = [(addr, t) for addr in router_addresses(self.settings) for t in answers]
         last = ""
+        ok = 0
         async with httpx.AsyncClient(timeout=5.0) as client:
             while waiting:
                 addr, token = waiting[0]
                 url = f"http://{addr}/.well-known/acme-challenge/{token}"
                 try:
-                    r = await client.get(url, headers={"Host": hostname})
+                    r = await client.get(url, headers={"Host": hostname, "Connection": "close"})
                     if r.status_code == 200 and r.text == answers[token]:
-                        waiting.pop(0)
+                        ok += 1
+                        if ok >= PROBES:
+                            waiting.pop(0)
+                            ok = 0
                         continue
+                    ok = 0
                     last = f"HTTP {r.status_code}"
                 except httpx.HTTPError as exc:
+                    ok = 0
                     last = f"{type(exc).__name__}: {exc}"
                 if loop.time() > deadline:
                     raise AcmeFailure(
