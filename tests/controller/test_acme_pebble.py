@@ -8,6 +8,8 @@ its routes as the controller publishes them; the platform's whole path
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,3 +95,34 @@ async def test_failures_say_why(
             await order(pebble, w, host, publish=reason != "unauthorized")
     assert failure.value.reason == reason, failure.value.detail
     assert failure.value.detail
+
+
+async def test_a_domain_that_never_answers_is_a_timeout(pebble: Pebble, tmp_path: Path) -> None:
+    # Its DNS points at a listener that takes the connection and says nothing.
+    silent = socket.create_server(("127.0.0.3", PORT))
+    accepted: list[socket.socket] = []
+
+    async def hold() -> None:
+        loop = asyncio.get_running_loop()
+        silent.setblocking(False)
+        while True:
+            conn, _ = await loop.sock_accept(silent)
+            accepted.append(conn)
+
+    pebble.set_a("silent.test", "127.0.0.3")
+    holder = asyncio.create_task(hold())
+    try:
+        async with RouterWorker(
+            Settings(), host="127.0.0.1", port=PORT, routes=[route("x.test")], state_dir=tmp_path
+        ) as w:
+            with pytest.raises(AcmeFailure) as failure:
+                await order(pebble, w, "silent.test", publish=False)
+    finally:
+        holder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await holder
+        for conn in accepted:
+            conn.close()
+        silent.close()
+    assert failure.value.reason == "timeout", failure.value.detail
+    assert accepted, "the CA connected, then gave up waiting"
