@@ -131,7 +131,9 @@ async def _serve(
             owner,
             archive=Layout(data_dir).root / "archive",
         )
-        appdata.quota_mb = settings.data_quota_mb
+        # Loop images on the host's disk: for a plain tree (one machine) only,
+        # not inside a shared file system's mount (ROOST_APPDATA_ROOT).
+        appdata.quota_mb = 0 if settings.appdata_root else settings.data_quota_mb
         appdata.create()
         execs = ExecSessions(idle_s=settings.exec_idle_s, grace_s=settings.stop_grace_s)
         restores = Restores(host, appdata)

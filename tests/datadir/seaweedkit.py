@@ -1,0 +1,125 @@
+"""A real SeaweedFS cluster on loopback for tests and bench/datadir.py: one
+master, N volume servers (placement 001: two copies), one filer, M FUSE
+mounts, each started by roost.datadir.seaweed's argv and stopped after
+(mounts unmounted, every process waited for)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from roost.datadir import seaweed
+from roost.datadir.seaweed import Endpoint
+from tests.conftest import wait_until
+
+START_S = 60.0
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def weed_port() -> int:
+    """A port free with its +10000 (weed's gRPC port beside each HTTP one)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port < 55000 and _free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for weed")
+
+
+@dataclass
+class Cluster:
+    base: Path
+    master: Endpoint
+    filer: Endpoint
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    mounts: list[Path] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str]) -> None:
+        log = open(self.base / f"{name}.log", "ab")  # noqa: SIM115 (closed with the process)
+        self.procs[name] = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a daemon (a host dying), and reap it."""
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+
+    def data_nodes(self) -> int:
+        url = f"http://{self.master}/dir/status"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            topo = json.load(r)["Topology"]
+        return sum(len(rack.get("DataNodes") or []) for dc in topo.get("DataCenters") or []
+                   for rack in dc.get("Racks") or [])  # fmt: skip
+
+    def mount(self, name: str) -> Path:
+        point = self.base / name
+        point.mkdir(exist_ok=True)
+        cache = self.base / f"{name}-cache"
+        cache.mkdir(exist_ok=True)
+        self.start(name, seaweed.mount_argv(seaweed.weed_binary(), self.filer, point, cache))
+        wait_until(lambda: seaweed.is_mounted(point), START_S, f"weed mount at {point}")
+        self.mounts.append(point)
+        return point
+
+    def stop(self) -> None:
+        for point in self.mounts:
+            subprocess.run(["umount", "-l", str(point)], capture_output=True, timeout=30)
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        self.procs.clear()
+
+
+def _up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def seaweed_cluster(base: Path, volumes: int = 2) -> Iterator[Cluster]:
+    weed = seaweed.weed_binary()
+    ip = "127.0.0.1"
+    c = Cluster(base, Endpoint(ip, weed_port()), Endpoint(ip, weed_port()))
+    try:
+        (base / "master").mkdir()
+        c.start("master", seaweed.master_argv(weed, c.master, base / "master"))
+        wait_until(lambda: _up(f"http://{c.master}/cluster/status"), START_S, "weed master")
+        for i in range(volumes):
+            d = base / f"volume{i}"
+            d.mkdir()
+            c.start(f"volume{i}", seaweed.volume_argv(weed, Endpoint(ip, weed_port()), d, c.master))
+        wait_until(lambda: c.data_nodes() == volumes, START_S, f"{volumes} volume servers")
+        (base / "filer").mkdir()
+        c.start("filer", seaweed.filer_argv(weed, c.filer, c.master, base / "filer"))
+        wait_until(lambda: _up(f"http://{c.filer}/"), START_S, "weed filer")
+        yield c
+    finally:
+        c.stop()
