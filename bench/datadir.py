@@ -39,22 +39,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.datadir.seaweedkit import Cluster, seaweed_cluster
+from tests.datadir.seaweedkit import Cluster, seaweed_cluster, write_fsync
 
 MB = 1 << 20
 
 
 def say(msg: str) -> None:
     print(f"# {msg}", flush=True)
-
-
-def write_fsync(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def small_files_per_s(where: Path, n: int) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -20,6 +21,16 @@ from roost.datadir.seaweed import Endpoint
 from tests.conftest import wait_until
 
 START_S = 60.0
+
+
+def write_fsync(path: Path, data: bytes) -> None:
+    """Write `data` to `path` and fsync it: once this returns, it is acknowledged."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _free(port: int) -> bool:

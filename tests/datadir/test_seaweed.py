@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_until
-from tests.datadir.seaweedkit import Cluster, seaweed_cluster
+from tests.datadir.seaweedkit import Cluster, seaweed_cluster, write_fsync
 
 pytestmark = pytest.mark.e2e
 
@@ -28,15 +28,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield c
 
 
-def _write(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _read(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
@@ -47,15 +38,17 @@ def _read(path: Path) -> bytes | None:
 def test_what_one_mount_writes_the_other_reads(cluster: Cluster) -> None:
     a, b = cluster.mount("mount-a"), cluster.mount("mount-b")
     (a / "shop" / "media").mkdir(parents=True)
-    _write(a / "shop" / "media" / "up.jpg", b"jpeg")
+    write_fsync(a / "shop" / "media" / "up.jpg", b"jpeg")
     wait_until(lambda: _read(b / "shop" / "media" / "up.jpg") == b"jpeg", 30, "the file at b")
-    _write(b / "shop" / "media" / "up.jpg", b"jpeg, edited at b")
+    write_fsync(b / "shop" / "media" / "up.jpg", b"jpeg, edited at b")
     wait_until(
         lambda: _read(a / "shop" / "media" / "up.jpg") == b"jpeg, edited at b", 30, "the edit at a"
     )
 
 
-def test_a_copy_host_killed_during_writes_loses_no_acknowledged_write(cluster: Cluster) -> None:
+def test_a_copy_host_killed_during_writes_loses_no_acknowledgedwrite_fsync(
+    cluster: Cluster,
+) -> None:
     a = cluster.mount("mount-a")
     (a / "shop").mkdir()
     acked: dict[str, str] = {}
@@ -66,7 +59,7 @@ def test_a_copy_host_killed_during_writes_loses_no_acknowledged_write(cluster: C
         for i in range(400):
             data = os.urandom(50_000) + str(i).encode()
             try:
-                _write(a / "shop" / f"f{i}", data)
+                write_fsync(a / "shop" / f"f{i}", data)
             except OSError as exc:
                 failed.append(f"f{i}: {exc}")
                 return  # the next writes would wait for a placement that cannot be
