@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 from roost.controller.astore import AsyncStore
-from roost.controller.logdrain_queue import DrainQueue
+from roost.controller.logdrain_queue import DrainCounts, DrainQueue
 from roost.controller.logdrains import LogDrains, tls_context
 from roost.controller.store import Store
-from roost.controller.store_drains import DrainStatus
 from roost.wire.messages import LogLine
 from tests.conftest import free_port
 from tests.controller.drainkit import (
@@ -57,10 +56,17 @@ async def _until(pred: object, what: str, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _status(astore: AsyncStore, drains: LogDrains, drain_id: int) -> DrainStatus:
-    drains.refresh_soon()  # notes this replica's counters too
-    await asyncio.sleep(0.2)
-    return (await astore.drain_status([drain_id]))[drain_id]
+async def _status(astore: AsyncStore, drains: LogDrains, drain_id: int) -> DrainCounts:
+    """The drain's status as the database holds it, once this replica has
+    noted its counters as they stand (call it when they no longer move)."""
+    deadline = time.monotonic() + 30
+    while True:
+        drains.refresh_soon()  # notes this replica's counters too
+        await asyncio.sleep(0.1)
+        s = (await astore.drain_status([drain_id]))[drain_id]
+        if s == drains.counts()[drain_id]:
+            return s
+        assert time.monotonic() < deadline, f"drain {drain_id}'s counters never noted"
 
 
 async def _with_drains(astore: AsyncStore, drains: LogDrains, body: object) -> None:
@@ -156,24 +162,60 @@ def test_an_https_drain_posts_logplex_batches_and_retries_a_refused_one(
     astore.close()
 
 
-def test_dead_and_stalled_drains_drop_count_and_fail_while_a_good_one_delivers(
+def test_dead_and_untrusted_drains_drop_count_and_fail_while_a_good_one_delivers(
     store: Store, rsyslog: Rsyslog, ca: DrainCA
 ) -> None:
     owner = store.create_account("o@example.com")
     shop = store.create_app("shop", owner)
     dead = store.add_log_drain(shop.id, f"syslog://127.0.0.1:{free_port()}")  # nobody there
+    # The system's roots only: rsyslog's test certificate is not trusted.
+    untrusted = store.add_log_drain(shop.id, f"syslog+tls://localhost:{rsyslog.tls}")
+    good = store.add_log_drain(shop.id, f"syslog://127.0.0.1:{rsyslog.tcp}")
     astore = AsyncStore(store)
     n, batches = 3000, 30
+    drains = LogDrains(astore, "c1", tls_context(), make_queue=lambda: DrainQueue(max_lines=500))
+
+    async def body() -> None:
+        await _until(lambda: len(drains.counts()) == 3, "the drains to be read")
+        for b in range(batches):
+            await astore.append_logs(
+                [_line("shop", f"{b}/{i} " + "x" * 200) for i in range(n // batches)]
+            )
+        k = drains.counts
+        await _until(
+            lambda: k()[good.id].delivered + k()[good.id].dropped == n,
+            "the good drain to take every line",
+        )
+        await _until(
+            lambda: all(k()[d.id].failing and k()[d.id].dropped for d in (dead, untrusted)),
+            "the bad drains to fail and drop",
+        )
+        for d, why in ((dead, "Connection refused"), (untrusted, "CERTIFICATE_VERIFY_FAILED")):
+            s = await _status(astore, drains, d.id)
+            assert s.failing and why in s.last_error and s.delivered == 0, (d.url, s)
+            # All but a queue and a batch in flight were dropped, and counted.
+            assert s.dropped >= n - 500 - 500
+        s = await _status(astore, drains, good.id)
+        assert not s.failing and s.delivered + s.dropped == n and s.last_error == ""
+        await _until(lambda: len(rsyslog.records()) == s.delivered, "rsyslog to hold them")
+
+    asyncio.run(_with_drains(astore, drains, body()))
+    astore.close()
+
+
+def test_a_stalled_drain_times_out_and_drops_while_lines_keep_coming(store: Store) -> None:
+    owner = store.create_account("o@example.com")
+    shop = store.create_app("shop", owner)
+    astore = AsyncStore(store)
 
     async def main() -> None:
         # A receiver that accepts and never reads: writes stall once the
-        # socket buffers are full, and the send times out.
+        # socket buffers are full (its own kept small), and the send times out.
         held: list[asyncio.StreamWriter] = []
 
         async def hold(_: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             held.append(w)
 
-        # A small receive buffer (no autotuning) so the writes stall sooner.
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.bind(("127.0.0.1", 0))
@@ -181,53 +223,23 @@ def test_dead_and_stalled_drains_drop_count_and_fail_while_a_good_one_delivers(
         stalled = store.add_log_drain(
             shop.id, f"syslog://127.0.0.1:{stall.sockets[0].getsockname()[1]}"
         )
-        # The system's roots only: rsyslog's test certificate is not trusted.
-        untrusted = store.add_log_drain(shop.id, f"syslog+tls://localhost:{rsyslog.tls}")
-        good = store.add_log_drain(shop.id, f"syslog://127.0.0.1:{rsyslog.tcp}")
-        drains = LogDrains(
-            astore, "c1", tls_context(), make_queue=lambda: DrainQueue(max_lines=500)
-        )
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0)
+        drains = LogDrains(astore, "c1", make_queue=lambda: DrainQueue(max_lines=500))
+        written = 0
 
         async def body() -> None:
-            await _until(lambda: len(drains.counts()) == 4, "the drains to be read")
-            t = asyncio.create_task(ticker())
-            for b in range(batches):
-                before = ticks
-                # 9 MB in all: more than the stalled socket's buffers take.
-                lines = [_line("shop", f"{b}/{i} " + "x" * 3000) for i in range(n // batches)]
-                await astore.append_logs(lines)
-                # The loop went on between writes: nothing waited for a drain.
-                await asyncio.sleep(0)
-                assert ticks > before
-            await _until(
-                lambda: drains.counts()[good.id].delivered + drains.counts()[good.id].dropped == n,
-                "the good drain to take every line",
-            )
-            await _until(
-                lambda: all(drains.counts()[d.id].failing for d in (dead, stalled, untrusted)),
-                "the bad drains to fail",
-                timeout=60,
-            )
-            t.cancel()
-            for d, why in ((dead, "refused"), (stalled, "timed out"), (untrusted, "TLS")):
-                s = await _status(astore, drains, d.id)
-                assert s.failing and why in s.last_error, (d.url, s)
-                # All but a queue and a batch in flight went somewhere...
-                assert s.delivered + s.dropped >= n - 500 - 500 and s.dropped > 0
-                # ... and only into the stalled socket's buffers, if anywhere.
-                assert s.delivered == 0 or d is stalled
-            s = await _status(astore, drains, good.id)
-            assert not s.failing and s.delivered + s.dropped == n
-            await _until(
-                lambda: len(rsyslog.records()) == s.delivered, "rsyslog to hold what was sent"
-            )
+            nonlocal written
+            await _until(lambda: len(drains.counts()) == 1, "the drain to be read")
+            deadline = time.monotonic() + 120
+            # Lines keep coming, and every write returns, until the drain has
+            # timed out (its socket's buffers take a few MB first).
+            while "timed out" not in drains.counts()[stalled.id].last_error:
+                assert time.monotonic() < deadline, "the stalled drain never timed out"
+                await astore.append_logs([_line("shop", "x" * 3000) for _ in range(100)])
+                written += 100
+                await asyncio.sleep(0.02)
+            s = await _status(astore, drains, stalled.id)
+            assert "timed out" in s.last_error and s.dropped > 0
+            assert s.delivered + s.dropped <= written
 
         try:
             await _with_drains(astore, drains, body())

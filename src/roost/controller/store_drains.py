@@ -39,16 +39,6 @@ class LogDrainRow:
     created_at: float
 
 
-@dataclass(frozen=True)
-class DrainStatus:
-    delivered: int
-    dropped: int
-    failing: bool
-    last_error: str
-    last_ok_at: float | None
-    last_error_at: float | None
-
-
 class DrainStore:
     engine: Engine
 
@@ -129,19 +119,19 @@ class DrainStore:
                     )
             _fold_stale(c, now - FOLD_AFTER_S)
 
-    def drain_status(self, drain_ids: list[int]) -> dict[int, DrainStatus]:
+    def drain_status(self, drain_ids: list[int]) -> dict[int, DrainCounts]:
         """Every controller's counters for each drain, added up."""
         s = t.log_drain_status.c
         fresh = time.time() - STATUS_FRESH_S
         with self.engine.connect() as c:
             rows = list(c.execute(select(t.log_drain_status).where(s.drain_id.in_(drain_ids))))
-        out: dict[int, DrainStatus] = {}
+        out: dict[int, DrainCounts] = {}
         for drain_id in drain_ids:
             mine = [r for r in rows if r.drain_id == drain_id]
             errors = [r for r in mine if r.last_error_at is not None]
             last = max(errors, key=lambda r: r.last_error_at, default=None)
             oks = [r.last_ok_at for r in mine if r.last_ok_at is not None]
-            out[drain_id] = DrainStatus(
+            out[drain_id] = DrainCounts(
                 delivered=sum(r.delivered for r in mine),
                 dropped=sum(r.dropped for r in mine),
                 failing=any(r.failing and r.updated_at >= fresh for r in mine),
