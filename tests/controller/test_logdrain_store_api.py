@@ -20,7 +20,8 @@ def _k(delivered: int, dropped: int, failing: bool = False, error: str = "") -> 
     return DrainCounts(delivered, dropped, failing, error, None, at)
 
 
-def test_each_controllers_counts_add_up_and_old_ones_fold(store: Store) -> None:
+def test_each_controllers_counts_add_up_and_old_ones_fold(either_store: Store) -> None:
+    store = either_store
     owner = store.create_account("o@example.com")
     shop = store.create_app("shop", owner)
     d = store.add_log_drain(shop.id, "syslog://logs.example.com:514")
@@ -70,7 +71,8 @@ def test_each_controllers_counts_add_up_and_old_ones_fold(store: Store) -> None:
     assert store.log_drains() == [] and store.log_retention() == {}
 
 
-def test_retention_by_lines_and_days(store: Store) -> None:
+def test_retention_by_lines_and_days(either_store: Store) -> None:
+    store = either_store
     owner = store.create_account("o@example.com")
     a, b, q = (store.create_app(n, owner) for n in ("a", "b", "quiet"))
     now = time.time()

@@ -7,6 +7,7 @@ from heartbeats; only what must survive a restart of every controller is here.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -215,8 +216,9 @@ log_drain_status = Table(
     # row; `roost drains list` adds them up.
     Column("drain_id", Integer, ForeignKey("log_drains.id", ondelete="CASCADE"), primary_key=True),
     Column("holder", String(128), primary_key=True),
-    Column("delivered", Integer, nullable=False, default=0),
-    Column("dropped", Integer, nullable=False, default=0),
+    # Lines since that controller started: past 2**31 on a busy drain.
+    Column("delivered", BigInteger, nullable=False, default=0),
+    Column("dropped", BigInteger, nullable=False, default=0),
     Column("failing", Boolean, nullable=False, default=False),
     Column("last_error", Text, nullable=False, default=""),
     Column("last_ok_at", Float, nullable=True),  # wall clock
