@@ -209,6 +209,11 @@ class RoostCluster:
         if role == "router":
             argv += ["--port", str(ROUTER_PORT)]
         self.net.spawn(host, argv, self.env_for(host.ip), self.base / "logs" / f"{host.name}.log")
+        if role == "controller" and (host.data / "keys" / "sentinel.key").exists():
+            # Paired servicehosts' third sentinel, as `cluster join` says to start it.
+            argv = [sys.executable, "-m", "roost", "--data", str(host.data), "sentinel"]
+            log = self.base / "logs" / f"{host.name}-sentinel.log"
+            self.net.spawn(host, argv, self.env_for(host.ip), log)
 
     def start_builder(self) -> None:
         argv = [sys.executable, "-m", "roost", "--data", str(self.builder_data), "builder"]

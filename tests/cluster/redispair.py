@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from roost.runner.dataproxy import ProxyListener, ProxyServer
-from roost.servicehost import sentinelproc
+from roost.servicehost import redisrepl, sentinelproc
 from roost.servicehost.redis import ADMIN_USER, render_conf
 from roost.servicehost.redisrepl import Replication
 from roost.servicehost.resp import RedisAdmin, RedisError, parse_info
@@ -142,6 +142,14 @@ class RedisPair:
         except ERRORS:
             return False
         return True
+
+    async def rejoined(self, host: Host) -> bool:
+        """Is `host`'s copy a replica streaming from its master?"""
+        try:
+            view = redisrepl.read_view(await self.info(self.addr(host), "replication"))
+        except ERRORS:
+            return False
+        return view.role == "slave" and view.link_up
 
     async def master(self) -> Address | None:
         return await sentinelproc.ask_master(self.sentinels, self.sentinel_password, self.name)

@@ -7,6 +7,7 @@ new master's replica with the data."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from roost.runner.dataproxy import DataProxy
@@ -53,14 +54,7 @@ async def test_a_dead_masters_replica_takes_over_and_keeps_acknowledged_writes(
     pair.start_sentinel(pair.sh1)
     pair.start_redis(pair.sh1, follow)
 
-    async def rejoined() -> bool:
-        try:
-            view = redisrepl.read_view(await pair.info(pair.addr(pair.sh1), "replication"))
-        except OSError:
-            return False
-        return view.role == "slave" and view.link_up
-
-    await until(rejoined, FAILOVER_WAIT_S, "the old master streaming from the new one")
+    await until(partial(pair.rejoined, pair.sh1), FAILOVER_WAIT_S, "the old master streaming")
     last = failover.acked[-1]
     async with pair.admin(pair.addr(pair.sh1)) as r:
         assert await r.call("GET", f"k{last}") == str(last)

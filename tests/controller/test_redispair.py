@@ -21,8 +21,11 @@ def row(app: str, role: str, problem: str = "", lag: int = 0) -> ServerStatus:
     )  # fmt: skip
 
 
-def report(host: str, *rows: ServerStatus) -> ServiceHostStatus:
-    return ServiceHostStatus(servers=list(rows), host="servicehost", host_id=host)
+NOW = 1_000_000.0
+
+
+def report(host: str, *rows: ServerStatus, at: float = NOW) -> ServiceHostStatus:
+    return ServiceHostStatus(servers=list(rows), host="servicehost", host_id=host, sent_at=at)
 
 
 def test_the_partners_secrets_are_never_stored_or_shown() -> None:
@@ -45,17 +48,20 @@ def test_the_pair_is_shown_from_both_copies_reports() -> None:
         report("10.0.0.2", row("blog", "replica")),
         report("10.0.0.1", row("blog", "master", lag=42), row("other", "master")),
     ]
-    assert redispair.replication(reports, "blog") == {
+    assert redispair.replication(reports, "blog", NOW + 5) == {
         "redis_master": "10.0.0.1:7001", "redis_replica": "10.0.0.2:7001",
         "redis_lag_bytes": 42, "redis_problem": "",
     }  # fmt: skip
     alone = [report("10.0.0.2", row("blog", "master", "master: no replica is connected"))]
-    shown = redispair.replication(alone, "blog")
+    shown = redispair.replication(alone, "blog", NOW)
     assert shown["redis_replica"] == ""
     assert shown["redis_problem"] == "10.0.0.2: master: no replica is connected"
     # One machine: no pair, nothing to add.
     single = ServerStatus(app="blog", kind="redis", state="up", port=7001)
-    assert redispair.replication([report("h", single)], "blog") == {}
+    assert redispair.replication([report("h", single)], "blog", NOW) == {}
+    # A dead host's last report (it was master) says nothing any more.
+    stale = report("10.0.0.1", row("blog", "master"), at=NOW - redispair.MAX_AGE_S - 1)
+    assert redispair.replication([stale, *alone], "blog", NOW)["redis_master"] == "10.0.0.2:7001"
 
 
 def test_a_problem_is_an_event_once_and_its_end_another() -> None:

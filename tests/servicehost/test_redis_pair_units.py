@@ -246,3 +246,12 @@ def test_the_partners_copy_is_the_same_server_recorded_as_a_replica() -> None:
     svc = redispairs.RedisPairs.from_copy("blog", copy)
     assert (svc.port, svc.memory_mb, svc.password, svc.admin_password) == (7001, 32, "a", "b")
     assert (svc.backup_password, svc.replica_password, svc.replica_of) == ("c", "d", "10.0.0.1")
+
+
+def test_a_master_the_sentinels_cannot_fail_over_is_a_problem() -> None:
+    ready = {"num-slaves": "1", "num-other-sentinels": "2"}
+    assert sentinel.failover_problem(ready, 3) == ""
+    assert "know no replica" in sentinel.failover_problem({**ready, "num-slaves": "0"}, 3)
+    lone = sentinel.failover_problem({**ready, "num-other-sentinels": "1"}, 3)
+    assert lone == "only 2 of 3 sentinels watch it"
+    assert sentinel.failover_problem({}, 3) == "the sentinels do not watch it"

@@ -11,11 +11,10 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import psutil
-import pytest
 
 from roost.servicehost import redisrepl, sentinelproc
 from roost.servicehost.binaries import find_binaries
@@ -34,16 +33,6 @@ PASSWORD = "sentinel-pw"
 LOCAL = "127.0.0.1"
 
 
-@pytest.fixture
-def leftovers() -> Iterator[list[int]]:
-    """Pids a test started: whatever still runs at the end is killed."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
 def copy(port: int) -> Service:
     """One copy of the app's Redis (on loopback the two need two ports)."""
     return Service(
@@ -58,9 +47,17 @@ async def until_true(check: Callable[[], Awaitable[bool]], timeout: float = 30.0
             await asyncio.sleep(0.05)
 
 
-async def test_a_pair_and_its_sentinel_under_the_servicehosts_supervisor(
-    tmp_path: Path, leftovers: list[int]
-) -> None:
+async def test_a_pair_and_its_sentinel_under_the_servicehosts_supervisor(tmp_path: Path) -> None:
+    leftovers: list[int] = []  # pids started: none may outlive the test
+    try:
+        await _pair_and_sentinel(tmp_path, leftovers)
+    finally:
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def _pair_and_sentinel(tmp_path: Path, leftovers: list[int]) -> None:
     bins = find_binaries()
     logs = tmp_path / "logs"
     logs.mkdir()

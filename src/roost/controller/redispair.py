@@ -39,6 +39,9 @@ log = logging.getLogger("roost.controller")
 
 EVENT = "redis-replication"
 PROVISION_TIMEOUT_S = 40.0
+# A servicehost pushes its status every 5 s: one older than this is from a
+# host that is down (or cut off), and says nothing of the pair now.
+MAX_AGE_S = 20.0
 
 
 def without_copy(creds: ServiceCredentials) -> ServiceCredentials:
@@ -66,11 +69,16 @@ def partner(holder: str, answering: Iterable[str], configured: int) -> str:
     return others[0] if configured == 2 and len(others) == 1 else ""
 
 
-def replication(reports: Iterable[ServiceHostStatus], app: str) -> dict[str, Any]:
-    """The app's Redis pair as `roost services info` shows it ({} alone)."""
+def replication(
+    reports: Iterable[ServiceHostStatus], app: str, now: float, max_age_s: float = MAX_AGE_S
+) -> dict[str, Any]:
+    """The app's Redis pair as `roost services info` shows it ({} alone),
+    from the reports sent in the last `max_age_s` (a dead host's last one
+    would name it master still)."""
     rows = [
         (r, s)
         for r in reports
+        if now - r.sent_at <= max_age_s
         for s in r.servers
         if s.app == app and s.kind == "redis" and s.redis_role
     ]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from roost.datadir import quota
 from roost.datadir.shared import root_for
 from roost.metrics import serve as serve_metrics
 from roost.proc.exits import ConfigError
-from roost.servicehost import redispairs, snaproom
+from roost.servicehost import handover, redispairs, snaproom
 from roost.servicehost.adopt import Adoption
 from roost.servicehost.appdata import AppData
 from roost.servicehost.backupsource import BackupSources
@@ -80,20 +79,8 @@ async def serve(
 ) -> None:
     """The daemon's body; returns after `stop` is set and every server is
     down, or after SIGUSR2 with every server left serving."""
-    stop = stop or asyncio.Event()
-    handing_over = False
-
-    def hand_over() -> None:
-        nonlocal handing_over
-        handing_over = True
-        stop.set()
-
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGUSR2, hand_over)
-    try:
-        await _serve(data_dir, settings, name, stop, lambda: handing_over)
-    finally:
-        loop.remove_signal_handler(signal.SIGUSR2)
+    stopping = stop or asyncio.Event()
+    await handover.serving(stopping, lambda over: _serve(data_dir, settings, name, stopping, over))
 
 
 async def _serve(

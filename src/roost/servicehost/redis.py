@@ -150,6 +150,17 @@ def render_conf(
     return "\n".join(lines) + "\n"
 
 
+def check_served(info: dict[str, str], pid: int, conf: Path, port: int) -> None:
+    """RedisError unless INFO server says process `pid` serves with `conf`:
+    what answers on the port is the process the record names."""
+    served = (info.get("process_id", ""), os.path.realpath(info.get("config_file", "")))
+    if served != (str(pid), os.path.realpath(conf)):
+        raise RedisError(
+            f"port {port} is served by pid {served[0]} with {served[1]!r}, "
+            f"not by pid {pid} with {conf}"
+        )
+
+
 def needs_aof_rebuild(directory: Path) -> bool:
     """A dump.rdb without AOF files beside it: load it, then rewrite the AOF."""
     return (directory / "dump.rdb").is_file() and not (directory / AOF_DIR).is_dir()
@@ -248,12 +259,7 @@ class RedisServer:
             except (OSError, RedisError, TimeoutError, asyncio.IncompleteReadError):
                 pass  # not listening yet, or -LOADING the AOF
             await asyncio.sleep(0.05)
-        served = (info.get("process_id", ""), os.path.realpath(info.get("config_file", "")))
-        if served != (str(pid), os.path.realpath(self.conf_path)):
-            raise RedisError(
-                f"port {self.svc.port} is served by pid {served[0]} with {served[1]!r}, "
-                f"not by pid {pid} with {self.conf_path}"
-            )
+        check_served(info, pid, self.conf_path, self.svc.port)
         if adopted:
             await self._reconcile()
         if self._rebuild_aof:

@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from roost.servicehost import redisrepl, sentinelproc
+from roost.servicehost import redisrepl, sentinel, sentinelproc
 from roost.servicehost.names import new_password
 from roost.servicehost.redis import ADMIN_USER, RedisServer
 from roost.servicehost.redisrepl import Replication, ReplicationView
@@ -207,6 +207,8 @@ class RedisPairs:
             except _ERRORS:
                 continue
             new = health_of(view)
+            if view.role == "master" and not new.problem:
+                new = replace(new, problem=await self._failover_problem(app))
             old = self.health.get(app)
             self.health[app] = new
             if new.problem and (old is None or old.problem != new.problem):
@@ -220,6 +222,23 @@ class RedisPairs:
                 self._record(svc, "")
                 masters.append(svc)
         await self.register(masters, auth=False)
+
+    async def _failover_problem(self, app: str) -> str:
+        """What keeps the sentinels from failing this master over, as this
+        host's sentinel sees it."""
+        try:
+            async with sentinelproc.client(
+                ("127.0.0.1", self.config.port), self.config.password
+            ) as r:
+                flat = await r.call("SENTINEL", "MASTER", master_name(app))
+        except RedisError as exc:
+            if "No such master" in str(exc):
+                return sentinel.failover_problem({}, len(self.config.sentinels))
+            return f"this host's sentinel refuses: {exc}"
+        except _ERRORS as exc:
+            return f"this host's sentinel does not answer ({type(exc).__name__})"
+        fields = dict(zip(flat[::2], flat[1::2], strict=False))
+        return sentinel.failover_problem(fields, len(self.config.sentinels))
 
     async def watch_loop(self) -> None:
         while True:

@@ -173,3 +173,18 @@ def address(reply: Sequence[str] | None) -> tuple[str, int] | None:
     if not reply or len(reply) != 2 or not str(reply[1]).isdigit():
         return None
     return str(reply[0]), int(reply[1])
+
+
+def failover_problem(fields: Mapping[str, str], sentinels: int) -> str:
+    """What keeps the sentinels from failing a master over, from one
+    sentinel's SENTINEL MASTER fields ("" when nothing does): a replica
+    they have not discovered yet (they read the master's INFO every 10 s),
+    or fewer sentinels watching it than run (one more lost, no majority)."""
+    if not fields:
+        return "the sentinels do not watch it"
+    if fields.get("num-slaves", "0") == "0":
+        return "the sentinels know no replica of it yet: it cannot fail over"
+    watching = int(fields.get("num-other-sentinels", "0") or 0) + 1
+    if watching < sentinels:
+        return f"only {watching} of {sentinels} sentinels watch it"
+    return ""

@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from roost.daemonize import run_daemon
 from roost.proc.exits import ConfigError
-from roost.servicehost import redispairs
+from roost.servicehost import handover, redispairs
 from roost.servicehost.addresses import listen_hosts
 from roost.servicehost.layout import Layout
 from roost.servicehost.sentinel import SentinelSpec
@@ -71,26 +71,18 @@ async def serve(data_dir: Path, settings: Settings, stop: asyncio.Event) -> None
         config.port, listen_hosts(settings.bind_host, host), host, config.password,
         layout.root / "sentinel",
     )  # fmt: skip
-    handing_over = False
+    server = SentinelServer(Path(redis_server), spec, layout.logs, user)
 
-    def hand_over() -> None:
-        nonlocal handing_over
-        handing_over = True
-        stop.set()
-
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGUSR2, hand_over)
-    servers = Servers(log)
-    try:
+    async def body(handing_over: Callable[[], bool]) -> None:
+        servers = Servers(log)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(servers.run())
-            server = SentinelServer(Path(redis_server), spec, layout.logs, user)
             Supervised(servers, server, settings.restart_backoff_max_s)
             log.info("sentinel on %s:%d", host, config.port)
             await stop.wait()
-            (servers.release if handing_over else servers.stop)()
-    finally:
-        loop.remove_signal_handler(signal.SIGUSR2)
+            (servers.release if handing_over() else servers.stop)()
+
+    await handover.serving(stop, body)
 
 
 def run(data_dir: Path, settings: Settings) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from roost import aio
 from roost.servicehost import sentinel
 from roost.servicehost.detached import adoptable, cmdline, launch, retire
+from roost.servicehost.redis import check_served
 from roost.servicehost.resp import RedisAdmin, RedisError, parse_info
 from roost.servicehost.sentinel import Monitor, SentinelSpec
 from roost.servicehost.user import ServiceUser
@@ -110,12 +111,7 @@ class SentinelServer:
             except _ERRORS:
                 pass  # not listening yet
             await asyncio.sleep(0.05)
-        served = (info.get("process_id", ""), os.path.realpath(info.get("config_file", "")))
-        if served != (str(pid), os.path.realpath(self.conf_path)):
-            raise RedisError(
-                f"port {self.spec.port} is served by pid {served[0]} with {served[1]!r}, "
-                f"not by pid {pid} with {self.conf_path}"
-            )
+        check_served(info, pid, self.conf_path, self.spec.port)
 
 
 # ------------------------------------------------------------------ clients

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -135,7 +136,7 @@ async def service_info(
             if kind == "postgres":  # its pair: primary, standby, lag (Patroni's /cluster)
                 shown |= await b.pg_replication(app)
             if kind == "redis":  # its pair: master, replica, lag (controller/redispair.py)
-                shown |= redispair.replication(b.status.values(), app.name)
+                shown |= redispair.replication(b.status.values(), app.name, time.time())
             return {**shown, **holder, "kept": kept_of(b.status.values(), app.name, kind)}
     raise ApiError(404, f"{name} has no {kind} service")
 
