@@ -70,13 +70,13 @@ def pg_failover(base: Path, quick: bool) -> dict[str, float]:
         net.create()
         kit = PairKit(net)
         kit.start()
-        primary = kit.primary()
-        assert primary is not None
+        primary = wait_for(kit.primary, 30, "Patroni to name the primary")
         standby = kit.other(primary)
         writers, threads = _writers(kit)
         try:
             wait_for(lambda: all(w.acked for w in writers), 60, "every writer writing")
             with_standby = _rate(writers, window)
+            wait_for(kit.synchronous, 60, "the standby to be synchronous before the fault")
             killed_at = time.monotonic()
             net.partition(primary)
             net.kill_host(primary)

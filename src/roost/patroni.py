@@ -23,18 +23,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import glob
+import logging
 import os
 import shlex
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from roost.proc import children as C
 from roost.proc import spawn
 from roost.proc.exits import ConfigError
-from roost.proc.supervise import Program
-from roost.sysuser import Account
+from roost.proc.supervise import Program, Supervisor
+from roost.sysuser import Account, check_reachable, ensure_system_user
 
 SUPERUSER = "postgres"
 REPLICATOR = "replicator"
@@ -72,6 +73,56 @@ class Member:
     # Run once by the first primary after initdb (a file of SQL under home).
     post_bootstrap_sql: str = "bootstrap.sql"
     parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Plan(Protocol):
+    """What a plan of a Patroni cluster (the state database's, a pair's) says
+    of this host's member: `member_of` reads these."""
+
+    @property
+    def scope(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def etcd(self) -> list[str]: ...
+    @property
+    def etcd_client_port(self) -> int: ...
+    @property
+    def pg_port(self) -> int: ...
+    @property
+    def rest_port(self) -> int: ...
+    @property
+    def ttl(self) -> int: ...
+    @property
+    def loop_wait(self) -> int: ...
+    @property
+    def retry_timeout(self) -> int: ...
+    @property
+    def superuser_password(self) -> str: ...
+    @property
+    def replication_password(self) -> str: ...
+    @property
+    def rest_password(self) -> str: ...
+
+
+def member_of(plan: Plan, parameters: Mapping[str, Any] | None = None) -> Member:
+    """The plan's host as a member of its cluster (`parameters`: PostgreSQL
+    settings of this cluster's own)."""
+    return Member(
+        scope=plan.scope,
+        host=plan.host,
+        etcd=plan.etcd,
+        etcd_client_port=plan.etcd_client_port,
+        pg_port=plan.pg_port,
+        rest_port=plan.rest_port,
+        ttl=plan.ttl,
+        loop_wait=plan.loop_wait,
+        retry_timeout=plan.retry_timeout,
+        superuser_password=plan.superuser_password,
+        replication_password=plan.replication_password,
+        rest_password=plan.rest_password,
+        parameters=dict(parameters or {}),
+    )
 
 
 def config(m: Member, home: Path, bin_dir: Path) -> dict[str, Any]:
@@ -251,3 +302,21 @@ def program(name: str, argv: list[str], home: Path, who: Account, grace: float) 
 
     policy = dataclasses.replace(C.Policy(), stop_grace_s=grace)
     return Program(name, start, policy=policy)
+
+
+async def supervise(
+    user: str,
+    home: Path,
+    programs: Callable[[Account], list[Program]],
+    stop: asyncio.Event,
+    logger: logging.Logger,
+) -> None:
+    """Run `programs` (made once `home` is ready, owned by `user`, created
+    when missing) under the process toolkit's Supervisor until `stop`."""
+    who = ensure_system_user(user)
+    private_dir(home, who)
+    check_reachable(who.name, who.uid, home)
+    sup = Supervisor(logger=logger)
+    for p in programs(who):
+        sup.add(p)
+    await sup.run_until(stop)

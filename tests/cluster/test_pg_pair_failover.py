@@ -38,13 +38,13 @@ def test_killing_the_primary_servicehost_loses_no_acknowledged_write(
 ) -> None:
     kit = PairKit(network)
     kit.start()
-    primary = kit.primary()
-    assert primary is not None
+    primary = wait_for(kit.primary, 30, "Patroni to name the primary")
     writer = AppWriter(kit.app_url())
     thread = threading.Thread(target=writer.run)
     thread.start()
     try:
         wait_for(lambda: len(writer.acked) >= 200, 60, "writes before the fault")
+        wait_for(kit.synchronous, 60, "the standby to be synchronous before the fault")
         killed_at = time.monotonic()
         network.partition(primary)
         network.kill_host(primary)
@@ -62,7 +62,7 @@ def test_killing_the_primary_servicehost_loses_no_acknowledged_write(
     finally:
         writer.stop()
         thread.join(30)
-    new_primary = kit.primary()
+    new_primary = wait_for(kit.primary, 30, "Patroni to name the new primary")
     new_name = new_primary.name if new_primary else "?"
     print(
         f"\npair failover: {primary.name} killed; no write for {unavailable:.1f} s, "
@@ -109,8 +109,7 @@ def test_a_partitioned_primary_rejoins_as_standby_and_never_took_a_write(
 ) -> None:
     kit = PairKit(network)
     kit.start()
-    old = kit.primary()
-    assert old is not None
+    old = wait_for(kit.primary, 30, "Patroni to name the primary")
     new = kit.other(old)
     writer = AppWriter(kit.app_url())
     thread = threading.Thread(target=writer.run)
@@ -118,6 +117,7 @@ def test_a_partitioned_primary_rejoins_as_standby_and_never_took_a_write(
     local_log = kit.base / "logs" / "local-app.log"
     try:
         wait_for(lambda: len(writer.acked) >= 100, 60, "writes before the partition")
+        wait_for(kit.synchronous, 60, "the standby to be synchronous before the fault")
         parted_at = time.monotonic()
         network.partition(old)
         local = network.spawn(
@@ -153,7 +153,7 @@ def test_a_partitioned_primary_rejoins_as_standby_and_never_took_a_write(
         writer.stop()
         thread.join(30)
     acks = [line for line in local_log.read_text().splitlines() if line.startswith("ACK")]
-    assert kit.primary() is new, "the new primary stays the primary after the heal"
+    wait_for(lambda: kit.primary() is new, 30, "the new primary to stay the primary after the heal")
     on_new = kit.ids()
     assert not acks, f"the cut-off old primary acknowledged writes: {acks[:10]}"
     assert not {i for i in on_new if i < 0}, "a write sent to the cut-off primary is in the pair"

@@ -60,8 +60,12 @@ def _failover(c: StateDbCluster) -> None:
             60,
             "writes and lease samples before the fault",
         )
-        primary = c.primary()
-        assert primary is not None
+        # One REST answer can take longer than its 2 s on a loaded machine:
+        # ask until Patroni names the primary, and until its standby is the
+        # synchronous one (right after a hiccup Patroni names none, and then
+        # rightly promotes nobody: that would be a fault of the test's timing).
+        primary = wait_for(c.primary, 30, "Patroni to name the primary")
+        wait_for(c.synchronous, 60, "the standby to be synchronous before the fault")
         survivors = [h for h in c.controllers if h is not primary]
         writer.skip.add(c.api_url(primary))
         killed_at = time.monotonic()
@@ -88,7 +92,7 @@ def _failover(c: StateDbCluster) -> None:
             90,
             "writes and lease samples after",
         )
-        new_primary = c.primary()
+        new_primary = wait_for(c.primary, 30, "Patroni to name the new primary")
     finally:
         writer.stop()
         watch.stop()

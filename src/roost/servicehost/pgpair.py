@@ -43,8 +43,8 @@ import msgspec
 from roost import patroni
 from roost.daemonize import run_daemon
 from roost.proc.exits import ConfigError
-from roost.proc.supervise import Supervisor
-from roost.sysuser import Account, check_reachable, ensure_system_user
+from roost.proc.supervise import Program
+from roost.sysuser import Account
 
 log = logging.getLogger("roost.servicehost")
 
@@ -107,22 +107,9 @@ def for_host(plan: PairPlan, host: str) -> PairPlan:
 
 
 def member(plan: PairPlan) -> patroni.Member:
-    return patroni.Member(
-        scope=plan.scope,
-        host=plan.host,
-        etcd=plan.etcd,
-        etcd_client_port=plan.etcd_client_port,
-        pg_port=plan.pg_port,
-        rest_port=plan.rest_port,
-        ttl=plan.ttl,
-        loop_wait=plan.loop_wait,
-        retry_timeout=plan.retry_timeout,
-        superuser_password=plan.superuser_password,
-        replication_password=plan.replication_password,
-        rest_password=plan.rest_password,
-        # Apps' databases: more sessions than the state database's.
-        parameters={"max_connections": 500, "synchronous_commit": "remote_write"},
-    )
+    # Apps' databases: more sessions than the state database's; commits on
+    # the standby's write (the module docstring says why).
+    return patroni.member_of(plan, {"max_connections": 500, "synchronous_commit": "remote_write"})
 
 
 def listener_servers(plan: PairPlan) -> list[tuple[str, int, int]]:
@@ -171,15 +158,14 @@ def prepare(plan: PairPlan, home: Path, who: Account) -> list[str]:
 
 async def serve(data_dir: Path, stop: asyncio.Event) -> None:
     plan = load_plan(data_dir)
-    who = ensure_system_user(USER)
     home = data_dir / "pgpair"
-    patroni.private_dir(home, who)
-    check_reachable(who.name, who.uid, home)
-    sup = Supervisor(logger=log)
-    argv = prepare(plan, home, who)
-    sup.add(patroni.program("patroni", argv, home, who, PATRONI_STOP_GRACE_S))
+
+    def programs(who: Account) -> list[Program]:
+        argv = prepare(plan, home, who)
+        return [patroni.program("patroni", argv, home, who, PATRONI_STOP_GRACE_S)]
+
     log.info("pair %s: this servicehost's Patroni member (%s)", plan.name, plan.host)
-    await sup.run_until(stop)
+    await patroni.supervise(USER, home, programs, stop, log)
 
 
 def main(argv: list[str]) -> None:

@@ -25,7 +25,7 @@ import msgspec
 from roost import patroni
 from roost.daemonize import run_daemon
 from roost.proc.exits import ConfigError
-from roost.proc.supervise import Program, Supervisor
+from roost.proc.supervise import Program
 from roost.settings import Settings
 from roost.statedb.plan import (
     STATE_FILE,
@@ -34,7 +34,7 @@ from roost.statedb.plan import (
     etcd_argv,
     patroni_config,
 )
-from roost.sysuser import Account, check_reachable, ensure_system_user
+from roost.sysuser import Account
 
 log = logging.getLogger("roost.statedb")
 
@@ -81,18 +81,12 @@ def programs(plan: StateDbPlan, home: Path, who: Account) -> list[Program]:
 
 async def serve(data_dir: Path, stop: asyncio.Event) -> None:
     plan = load_plan(data_dir)
-    who = ensure_system_user(USER)
     home = data_dir / "statedb"
-    patroni.private_dir(home, who)
-    check_reachable(who.name, who.uid, home)
-    sup = Supervisor(logger=log)
-    for program in programs(plan, home, who):
-        sup.add(program)
     parts = [
         p for p, hosts in (("etcd", plan.etcd), ("patroni", plan.patroni)) if plan.host in hosts
     ]
     log.info("state database host %s: %s", plan.host, ", ".join(parts))
-    await sup.run_until(stop)
+    await patroni.supervise(USER, home, lambda who: programs(plan, home, who), stop, log)
 
 
 def run(data_dir: Path, settings: Settings, name: str = "statedb") -> None:

@@ -166,20 +166,7 @@ def patroni_config(plan: StateDbPlan, home: Path, bin_dir: Path) -> dict[str, An
 
 def member(plan: StateDbPlan) -> patroni.Member:
     """This host as a member of the state database's Patroni cluster."""
-    return patroni.Member(
-        scope=plan.scope,
-        host=plan.host,
-        etcd=plan.etcd,
-        etcd_client_port=plan.etcd_client_port,
-        pg_port=plan.pg_port,
-        rest_port=plan.rest_port,
-        ttl=plan.ttl,
-        loop_wait=plan.loop_wait,
-        retry_timeout=plan.retry_timeout,
-        superuser_password=plan.superuser_password,
-        replication_password=plan.replication_password,
-        rest_password=plan.rest_password,
-    )
+    return patroni.member_of(plan)
 
 
 def bootstrap_sql(plan: StateDbPlan) -> str:
