@@ -41,6 +41,9 @@ def test_two_servicehosts_make_the_pair_more_are_not_guessed() -> None:
     assert redispair.partner("a", ["a"], 2) == ""  # the partner does not answer
     assert redispair.partner("a", ["a", "b", "c"], 3) == ""
     assert redispair.partner("a", ["b"], 1) == ""
+    # The pairs' record names it, whoever answers now.
+    assert redispair.partner("c", ["a", "b", "c"], 4, ("d", "c")) == "d"
+    assert redispair.partner("c", ["c"], 4, ("d", "c")) == "d"
 
 
 def test_the_pair_is_shown_from_both_copies_reports() -> None:

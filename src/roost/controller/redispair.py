@@ -19,7 +19,7 @@ servicehost's redispairs.py). The controller:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,11 +60,16 @@ async def provision_copy(partner: RpcClient, app: str, copy: RedisCopy) -> Servi
     return without_copy(reply)
 
 
-def partner(holder: str, answering: Iterable[str], configured: int) -> str:
+def partner(
+    holder: str, answering: Iterable[str], configured: int, pair: Sequence[str] = ()
+) -> str:
     """The other servicehost of the holder's pair ("" when none is known).
 
-    Two servicehosts make one pair; with more, which ones pair up is the
-    pairs' own record (not known here yet), so no copy is guessed."""
+    `pair`: the app's pair's two servicehosts, as the pairs' record names
+    them (store_pairs.py). Without one, two servicehosts make the pair; with
+    more and no record, no copy is guessed."""
+    if holder in pair:
+        return next((h for h in pair if h != holder), "")
     others = [h for h in answering if h != holder]
     return others[0] if configured == 2 and len(others) == 1 else ""
 

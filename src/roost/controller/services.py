@@ -319,8 +319,7 @@ class ServiceBroker:
     async def _redis_copy(self, app: AppRow, holder: str, copy: RedisCopy) -> None:
         """The replica of the app's Redis on the holder's partner (redispair.py);
         none made is no failure: the master serves, the watch reports it alone."""
-        hosts = self._need_hosts("copy redis")
-        partner = redispair.partner(holder, list(await self._survey(hosts)), len(hosts.endpoints))
+        partner = await self._redis_partner(app, holder, "copy redis")
         if not partner:
             log.warning("%s's Redis has no replica: no partner of %s answers", app.name, holder)
             return
@@ -331,10 +330,18 @@ class ServiceBroker:
             return
         log.info("%s's Redis: master on %s, replica on %s", app.name, holder, partner)
 
+    async def _redis_partner(self, app: AppRow, holder: str, what: str) -> str:
+        """The other servicehost of the app's pair (redispair.partner)."""
+        hosts = self._need_hosts(what)
+        pair = await self._pair_of(app)
+        answering = list(await self._survey(hosts))
+        return redispair.partner(
+            holder, answering, len(hosts.endpoints), pair.hosts if pair else ()
+        )
+
     async def _remove_redis_copy(self, app: AppRow, holder: str) -> None:
         """The partner's copy of a removed Redis goes too (best effort)."""
-        hosts = self._need_hosts("remove redis")
-        partner = redispair.partner(holder, list(await self._survey(hosts)), len(hosts.endpoints))
+        partner = await self._redis_partner(app, holder, "remove redis")
         if not partner:
             return
         try:
