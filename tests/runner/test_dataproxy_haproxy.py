@@ -18,7 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from roost.runner.dataproxy import HAPROXY, DataProxy, ProxyListener
+from roost.runner.dataproxy import (
+    HAPROXY,
+    LISTENERS_FILE,
+    DataProxy,
+    ProxyListener,
+    encode_listeners,
+    follow,
+)
 
 pytestmark = pytest.mark.skipif(not shutil.which(HAPROXY), reason="haproxy is not installed")
 
@@ -169,3 +176,33 @@ async def test_a_reload_keeps_open_connections_and_adds_listeners(tmp_path: Path
             w.close()
         finally:
             await proxy.close()
+
+
+async def test_follow_serves_what_the_listeners_file_says_as_it_changes(tmp_path: Path) -> None:
+    one, two = port(), port()
+    path = tmp_path / LISTENERS_FILE
+    async with members() as (a, b):
+        a.primary = b.primary = True
+        first = ProxyListener("postgres", "one", one, (("127.0.0.1", a.port, a.rest_port),))
+        second = ProxyListener("postgres", "two", two, (("127.0.0.1", b.port, b.rest_port),))
+        path.write_bytes(encode_listeners([first]))
+        proxy = DataProxy(tmp_path / "proxy")
+        stop = asyncio.Event()
+        following = asyncio.create_task(follow(path, proxy, stop, interval=0.1))
+        try:
+            await lands_on(one, "a")
+            _, r, w = await greeting(one)
+            path.write_bytes(encode_listeners([first, second]))
+            await lands_on(two, "b")
+            assert await echo(r, w, "kept") == "a:kept"
+            path.write_bytes(b"{not json")  # kept what it had
+            await asyncio.sleep(0.5)
+            assert following.done() is False
+            await lands_on(two, "b")
+            w.close()
+        finally:
+            stop.set()
+            await asyncio.wait_for(following, 30)
+        assert proxy.pid is None, "stopped with the follower"
+        with pytest.raises(OSError):
+            await greeting(one)

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from roost.runner.dataproxy import ProxyError, ProxyListener, ProxyServer, render, servers_up
+from roost.runner.dataproxy import (
+    ProxyError,
+    ProxyListener,
+    ProxyServer,
+    decode_listeners,
+    encode_listeners,
+    render,
+    servers_up,
+)
 
 HOME = Path("/run/roost/proxy")
 
@@ -126,3 +134,12 @@ def test_servers_up_reads_haproxy_stat_csv() -> None:
     )
     assert servers_up(csv) == {"postgres-p": ["s1"], "redis-r": ["s3"]}
     assert servers_up("") == {}
+
+
+def test_the_listeners_file_round_trips_and_refuses_what_is_not_one() -> None:
+    listeners = [pg(), redis()]
+    assert decode_listeners(encode_listeners(listeners)) == listeners
+    assert decode_listeners(b"[]") == []
+    for bad in (b"{}", b"[{}]", b'[{"kind": "postgres", "name": "p", "local_port": "x"}]', b"!"):
+        with pytest.raises(ProxyError, match="not a list of listeners"):
+            decode_listeners(bad)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -210,6 +211,51 @@ def servers_up(stat_csv: str) -> dict[str, list[str]]:
     return out
 
 
+# Where a runner reads the listeners it serves (DATA/dataproxy.json): a JSON
+# list of {"kind", "name", "local_port", "servers": [[host, port,
+# check_port], ...], "password"}, rewritten whole by whoever feeds it.
+LISTENERS_FILE = "dataproxy.json"
+FOLLOW_INTERVAL_S = 2.0
+
+
+def decode_listeners(raw: bytes) -> list[ProxyListener]:
+    """The listeners file's content (ProxyError when it is not one)."""
+    try:
+        items = json.loads(raw)
+        if not isinstance(items, list):
+            raise TypeError("not a list")
+        return [
+            ProxyListener(
+                kind=i["kind"],
+                name=str(i["name"]),
+                local_port=int(i["local_port"]),
+                servers=tuple(
+                    ProxyServer(str(h), int(p), int(c)) for h, p, c in i.get("servers", [])
+                ),
+                password=str(i.get("password", "")),
+            )
+            for i in items
+        ]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ProxyError(f"the listeners file is not a list of listeners: {exc}") from None
+
+
+def encode_listeners(listeners: Iterable[ProxyListener]) -> bytes:
+    return json.dumps(
+        [
+            {
+                "kind": x.kind,
+                "name": x.name,
+                "local_port": x.local_port,
+                "servers": [list(s) for s in x.servers],
+                "password": x.password,
+            }
+            for x in listeners
+        ],
+        indent=1,
+    ).encode()
+
+
 class DataProxy:
     """HAProxy for this runner's listeners: started on the first `apply`,
     reloaded (SIGUSR2 to its master) on each change, stopped by `close`."""
@@ -285,3 +331,30 @@ class DataProxy:
             with contextlib.suppress(ProcessLookupError):
                 await terminate(self._proc, 10.0)
             self._proc = None
+
+
+async def follow(
+    path: Path, proxy: DataProxy, stop: asyncio.Event, interval: float = FOLLOW_INTERVAL_S
+) -> None:
+    """Serve the listeners `path` names, applying each change (a reload that
+    drops no connection), until `stop`; then stop HAProxy. No file: nothing
+    is served (one machine, or no pair yet). A file that cannot be used is
+    logged and the listeners before it kept."""
+    seen: bytes | None = None
+    try:
+        while not stop.is_set():
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                raw = b"[]"
+            if raw != seen:
+                seen = raw
+                try:
+                    await proxy.apply(decode_listeners(raw))
+                except ProxyError as exc:
+                    log.error("data proxy: %s: %s (keeping the listeners before)", path, exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await stop.wait()
+    finally:
+        await proxy.close()
