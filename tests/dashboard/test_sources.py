@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from roost.router.report import router_stats
-from roost.router.stats import BUCKETS, RequestCounts
+from roost.router.stats import BUCKETS, RequestCounts, RequestStats
 from roost.runner.heartbeat import tree_usage
 
 
@@ -26,6 +26,18 @@ def test_report_carries_each_apps_counts_and_latency() -> None:
     assert msg.latency["shop"] == shop
     assert msg.latency["blog"][BUCKETS.index(0.025)] == 1
     assert sum(counts.latency) == 5  # the worker-wide histogram still counts everything
+
+
+def test_prometheus_sees_the_same_counts() -> None:
+    stats = RequestStats()
+    stats.counts.record(b"shop", 200, 0.001)
+    stats.counts.record(b"shop", 502, 0.3)
+    stats.counts.record(b"", 404, 0.001)
+    requests, latency = list(stats.collect())
+    got = {(s.labels["app"], s.labels["status"]): s.value for s in requests.samples}
+    assert got == {("shop", "2xx"): 1, ("shop", "5xx"): 1, ("-", "4xx"): 1}
+    buckets = {s.labels["le"]: s.value for s in latency.samples if s.name.endswith("_bucket")}
+    assert buckets["0.005"] == 2 and buckets["0.5"] == 3 and buckets["+Inf"] == 3
 
 
 def test_cpu_time_of_a_process_tree_counts_its_children() -> None:

@@ -15,7 +15,7 @@ import os
 import socket
 import time
 
-from roost.router.stats import BUCKETS, RequestCounts
+from roost.router.stats import BUCKETS, CLASSES, RequestCounts
 from roost.wire.cluster import ClusterConfig
 from roost.wire.messages import RouterStats
 from roost.wire.node import Node
@@ -25,20 +25,19 @@ log = logging.getLogger("roost.router")
 
 REPORT_EVERY_S = 5.0
 REPORT_TIMEOUT_S = 2.0
-CLASSES = 5  # 1xx .. 5xx
+REPORTED_CLASSES = 5  # 1xx .. 5xx: what RouterStats carries
 
 
 def router_stats(source: str, started: float, counts: RequestCounts) -> RouterStats:
     """The counts as one message: per app, requests by status class and the
     latency histogram (requests with no app, unknown hosts, are left out)."""
     requests: dict[str, list[int]] = {}
-    for (app, cls), n in list(counts.requests.items()):
-        if app and 1 <= cls <= CLASSES:
-            requests.setdefault(app.decode("latin-1"), [0] * CLASSES)[cls - 1] += n
     latency: dict[str, list[int]] = {}
-    for (app, i), n in list(counts.app_latency.items()):
+    for app, row in list(counts.apps.items()):
         if app:
-            latency.setdefault(app.decode("latin-1"), [0] * len(BUCKETS))[i] += n
+            name = app.decode("latin-1")
+            requests[name] = row[1 : 1 + REPORTED_CLASSES]
+            latency[name] = row[CLASSES : CLASSES + len(BUCKETS)]
     return RouterStats(source=source, started=started, requests=requests, latency=latency)
 
 

@@ -7,10 +7,9 @@ cimport cython
 
 @cython.final
 cdef class RequestCounts:
-    cdef public dict requests
+    cdef public dict apps
     cdef public list latency
     cdef public double latency_sum
-    cdef public dict app_latency
 
-    @cython.locals(key=tuple, i=Py_ssize_t)
+    @cython.locals(row=list, i=Py_ssize_t)
     cpdef record(self, bytes app, int status, double seconds)

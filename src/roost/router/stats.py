@@ -1,8 +1,10 @@
-"""Request counters for Prometheus, cheap on the hot path.
+"""Request counters for Prometheus and the dashboard, cheap on the hot path.
 
-A request costs one dict update keyed by raw values (no decoding, no label
-formatting, no lock); a collector turns the counts into Prometheus metrics
-when /metrics is scraped.
+A request costs one dict lookup keyed by the app's label as raw bytes (whose
+hash the bytes object keeps: no tuple to build and hash, no decoding, no
+label formatting, no lock) and three list increments; a collector turns the
+counts into Prometheus metrics when /metrics is scraped, and
+roost.router.report sends each app's to the controllers for the charts.
 """
 
 from __future__ import annotations
@@ -15,33 +17,36 @@ from prometheus_client.registry import Collector
 
 # Upper bounds (seconds) of the latency histogram buckets.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
+# An app's row: requests by status class (status // 100: 0 to 9), then its
+# requests by latency bucket.
+CLASSES = 10
+ROW = CLASSES + len(BUCKETS)
 
 
 class RequestCounts:
     """What a request updates (compiled with the request path: stats.pxd)."""
 
-    __slots__ = ("app_latency", "latency", "latency_sum", "requests")
+    __slots__ = ("apps", "latency", "latency_sum")
 
     def __init__(self) -> None:
-        # (app label as bytes, status // 100) -> count; labels are made when scraped
-        self.requests: dict[tuple[bytes, int], int] = {}
+        # app label (bytes; b"" for no app) -> its row (ROW counts)
+        self.apps: dict[bytes, list[int]] = {}
+        # every app's requests by latency bucket, and their total time
         self.latency = [0] * len(BUCKETS)
         self.latency_sum = 0.0
-        # (app label, bucket index) -> count: each app's latency, for the
-        # dashboard's percentiles (roost.router.report sends them on)
-        self.app_latency: dict[tuple[bytes, int], int] = {}
 
     def record(self, app: bytes, status: int, seconds: float) -> None:
-        key = (app, status // 100)
-        self.requests[key] = self.requests.get(key, 0) + 1
+        row = self.apps.get(app)
+        if row is None:
+            row = self.apps[app] = [0] * ROW
+        row[min(status // 100, CLASSES - 1)] += 1
         self.latency_sum += seconds
         i = 0
         if seconds > 0.005:  # else the common case, without the loop
             while seconds > BUCKETS[i]:  # (the last bound is infinite)
                 i += 1
         self.latency[i] += 1
-        key = (app, i)
-        self.app_latency[key] = self.app_latency.get(key, 0) + 1
+        row[CLASSES + i] += 1
 
 
 class RequestStats(Collector):
@@ -56,8 +61,11 @@ class RequestStats(Collector):
         )
         counts: defaultdict[tuple[str, str], int] = defaultdict(int)
         counted = self.counts
-        for (app, cls), n in list(counted.requests.items()):
-            counts[(app.decode("latin-1") if app else "-", f"{cls}xx")] += n
+        for app, row in list(counted.apps.items()):
+            label = app.decode("latin-1") if app else "-"
+            for cls, n in enumerate(row[:CLASSES]):
+                if n:
+                    counts[(label, f"{cls}xx")] += n
         for (label, status), n in sorted(counts.items()):
             c.add_metric([label, status], n)
         yield c
