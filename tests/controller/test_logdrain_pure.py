@@ -8,7 +8,14 @@ import re
 import pytest
 
 from roost.controller import logretention
-from roost.controller.logdrain_frame import batch_headers, frame, frames, message, timestamp
+from roost.controller.logdrain_frame import (
+    batch_headers,
+    frame,
+    frames,
+    frames_each,
+    message,
+    timestamp,
+)
 from roost.controller.logdrain_queue import DrainQueue
 from roost.controller.logdrain_url import BadDrainUrl, parse_drain_url
 from roost.proc.backoff import Backoff
@@ -93,11 +100,18 @@ def test_octet_counting_counts_bytes_and_carries_newlines() -> None:
 
 
 def test_a_long_line_is_cut_on_a_character_boundary() -> None:
-    m = message(_line("\u00e9" * 10_000), "t")
+    m = message(_line("\u00e9" * 10_000), "d." + "0" * 30)  # a token as long as they get
     assert len(m) <= 8192
     body = m.split(b" - ", 1)[1]
     assert body.decode("utf-8") == "\u00e9" * (len(body) // 2)  # whole characters only
     assert len(m) >= 8191  # cut as late as a whole character allows
+
+
+def test_lines_framed_for_several_drains_differ_only_by_token() -> None:
+    lines = [_line("a"), _line("b\u00fc", stream="stderr")]
+    one, two = frames_each(lines, ["d.one", "d.two"])
+    assert one == frames(lines, "d.one") and two == frames(lines, "d.two")
+    assert [f.replace(b"d.one", b"d.two") for f in one] == two
 
 
 def test_timestamps_are_utc_with_microseconds() -> None:

@@ -251,3 +251,27 @@ def test_a_stalled_drain_times_out_and_drops_while_lines_keep_coming(store: Stor
 
     asyncio.run(main())
     astore.close()
+
+
+def test_a_drain_removed_and_its_id_given_to_a_new_one_sends_to_the_new_one(
+    store: Store, rsyslog: Rsyslog
+) -> None:
+    owner = store.create_account("o@example.com")
+    shop = store.create_app("shop", owner)
+    old = store.add_log_drain(shop.id, f"syslog://127.0.0.1:{free_port()}")
+    astore = AsyncStore(store)
+    drains = LogDrains(astore, "c1")
+
+    async def body() -> None:
+        await _until(lambda: old.id in drains.counts(), "the drain to be read")
+        store.remove_log_drain(shop.id, old.id)
+        new = store.add_log_drain(shop.id, f"syslog://127.0.0.1:{rsyslog.tcp}")
+        assert new.id == old.id  # SQLite reuses the highest id
+        drains.refresh_soon()
+        await asyncio.sleep(0.5)
+        await astore.append_logs([_line("shop", "to the new one")])
+        await _until(lambda: rsyslog.records(), "the line at the new drain")
+        assert [r[3] for r in rsyslog.records()] == [new.token]
+
+    asyncio.run(_with_drains(astore, drains, body()))
+    astore.close()

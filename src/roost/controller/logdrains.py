@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from roost.controller.logdrain_frame import frames
+from roost.controller.logdrain_frame import frames_each
 from roost.controller.logdrain_queue import DrainCounts, DrainQueue
 from roost.controller.logdrain_send import DrainError, Sender, sender_for
 from roost.controller.logdrain_url import BadDrainUrl, parse_drain_url
@@ -110,8 +110,9 @@ class LogDrains:
             if ln.source in SOURCES and ln.app in self._by_app:
                 per_app.setdefault(ln.app, []).append(ln)
         for app, mine in per_app.items():
-            for d in self._by_app[app]:
-                d.queue.offer(frames(mine, d.row.token))
+            ds = self._by_app[app]
+            for d, framed in zip(ds, frames_each(mine, [d.row.token for d in ds]), strict=True):
+                d.queue.offer(framed)
                 d.wake.set()
 
     def apps(self) -> list[str]:
@@ -145,7 +146,9 @@ class LogDrains:
 
     def _apply(self, rows: list[LogDrainRow], tg: asyncio.TaskGroup) -> None:
         want = {r.id: r for r in rows}
-        for drain_id in set(self._drains) - set(want):
+        # A drain removed, or its id given to a new one (SQLite hands the
+        # highest id out again), goes; the new one starts afresh.
+        for drain_id in [i for i, d in self._drains.items() if want.get(i) != d.row]:
             gone = self._drains.pop(drain_id)
             self._noted.pop(drain_id, None)
             if gone.task is not None:
