@@ -37,12 +37,14 @@
     let entries = Object.entries(named).filter(([, v]) => v.some((x) => x !== null && x !== 0));
     const empty = entries.length === 0;
     if (empty) entries = Object.entries(named).slice(0, 1);
-    if (entries.length === 0) entries = [["none", t.map(() => null)]];
+    if (entries.length === 0) entries = [["no data yet", t.map(() => null)]];
     const heard = entries.reduce((n, [, v]) => n + v.filter((x) => x !== null).length, 0);
     box.dataset.points = String(heard);
     const opts = {
       title: title + (empty ? " (nothing yet)" : ""),
-      width: Math.max(280, Math.floor(el.clientWidth / 2) - 16),
+      // Two a row. (The page can be wider than the window for a moment, a
+      // long table row: the window bounds it.)
+      width: Math.max(280, Math.floor(Math.min(el.clientWidth, document.documentElement.clientWidth - 64) / 2) - 16),
       height: 180,
       scales: {x: {time: true}, y: {range: (u, lo, hi) => [0, Math.max(hi || 0, 1e-9) * 1.1]}},
       axes: [{}, {label: unit, size: 56}],
