@@ -206,3 +206,11 @@ async def test_follow_serves_what_the_listeners_file_says_as_it_changes(tmp_path
         assert proxy.pid is None, "stopped with the follower"
         with pytest.raises(OSError):
             await greeting(one)
+
+
+async def test_no_listeners_start_no_haproxy(tmp_path: Path) -> None:
+    proxy = DataProxy(tmp_path, binary="/nonexistent/haproxy")
+    stop = asyncio.Event()
+    stop.set()
+    await follow(tmp_path / LISTENERS_FILE, proxy, stop)  # no file: one machine
+    assert proxy.pid is None and not (tmp_path / "haproxy.cfg").exists()

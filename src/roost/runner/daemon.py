@@ -38,6 +38,7 @@ from roost.runner import shimsession
 from roost.runner.archive import AppDirs
 from roost.runner.confine import TenantDefaults
 from roost.runner.copies import Copies, CopyDirectory
+from roost.runner.dataproxy import LISTENERS_FILE, DataProxy, follow
 from roost.runner.datasync import DataSync, RefreshingImages
 from roost.runner.firewall import RunnerFirewall
 from roost.runner.heartbeat import HeartbeatLoop, host_addresses
@@ -269,6 +270,10 @@ async def _serve(
         helpers = [tg.create_task(execs.run()), tg.create_task(data.run())]
         helpers.append(tg.create_task(fw.run()))
         helpers.append(tg.create_task(dirs.run()))
+        # The data proxy: one address per database pair (runner/dataproxy.py);
+        # nothing runs while DATA/dataproxy.json lists no listener.
+        proxy = DataProxy(layout.root / "dataproxy")
+        helpers.append(tg.create_task(follow(layout.data_dir / LISTENERS_FILE, proxy, stop)))
         # Before any request about them; their service allowances with them.
         await fw.adopt_sessions(await runner_rpc.adopt(runs))
         if rpc is not None:

@@ -284,8 +284,11 @@ class DataProxy:
 
     async def apply(self, listeners: Iterable[ProxyListener]) -> bool:
         """Make HAProxy serve exactly these listeners; True if anything changed."""
-        text = render(listeners, self.bind, self.home)
+        wanted = list(listeners)
+        text = render(wanted, self.bind, self.home)
         running = self._proc is not None and self._proc.returncode is None
+        if not wanted and not running and not self._text:
+            return False  # nothing to serve, nothing served: no HAProxy (one machine)
         if text == self._text and running:
             return False
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
