@@ -78,13 +78,15 @@ async def test_keys_and_access(svc: ControllerService, store: Store) -> None:
     for account in (owner, friend, admin):
         grant = await svc.handle(AppAccess(account_id=account, app="shop"))
         assert isinstance(grant, AppGrant) and grant.app_key == store.app("shop").key
+        assert grant.app_id == app.id  # whose user the app's data tools run as
     refused = await svc.handle(AppAccess(account_id=stranger, app="shop"))
     missing = await svc.handle(AppAccess(account_id=stranger, app="nope"))
     # A stranger cannot tell an app it may not see from one that does not exist.
     assert isinstance(refused, Error) and isinstance(missing, Error)
     assert refused.message.replace("shop", "X") == missing.message.replace("nope", "X")
 
-    assert await svc.handle(AccountApps(account_id=friend)) == AppNames(apps=["shop"])
+    shop = AppNames(apps=["shop"], ids={"shop": app.id})  # the ids of its own apps only
+    assert await svc.handle(AccountApps(account_id=friend)) == shop
     assert await svc.handle(AccountApps(account_id=stranger)) == AppNames(apps=[])
 
 
