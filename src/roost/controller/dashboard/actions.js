@@ -99,10 +99,13 @@
     const on = (name, f) => body.querySelectorAll(`[data-action="${name}"]`).forEach((b) => b.addEventListener("click", f));
     on("restart", () => act(`Restart ${app}? Its instances are replaced one by one by fresh ones.`,
       () => api("POST", `${at}/restart`, {}), (r) => `restarting: release v${r.release}`));
+    // The board's next refresh says so too; until then the panel knows it
+    // (else it would offer to suspend again for up to two seconds).
+    const noted = (suspended) => { const a = current(); if (a) a.suspended = suspended; };
     on("suspend", () => act(`Suspend ${app}? Its instances stop and visitors see the suspended page.`,
-      () => api("POST", `${at}/suspend`), () => `${app} suspended`));
+      () => api("POST", `${at}/suspend`), () => { noted(true); return `${app} suspended`; }));
     on("resume", () => act(`Resume ${app}? Its instances start again.`,
-      () => api("POST", `${at}/resume`), () => `${app} resumed`));
+      () => api("POST", `${at}/resume`), () => { noted(false); return `${app} resumed`; }));
     on("rollback", () => {
       const v = Number($("#rollback-to").value);
       act(`Roll ${app} back to v${v}? Its code and config vars become those of v${v}, as a new release.`,
