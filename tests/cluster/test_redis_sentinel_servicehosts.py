@@ -10,6 +10,7 @@ Removal makes the sentinels forget the master first."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -127,9 +128,10 @@ def tail(h: Host) -> str:
     return "\n".join(p.read_text(errors="replace")[-6000:] for p in logs)
 
 
-async def test_two_servicehosts_run_an_apps_redis_as_a_sentinel_watched_pair(
-    network: Network, tmp_path: Path
-) -> None:
+@asynccontextmanager
+async def three_hosts(network: Network) -> AsyncIterator[tuple[Servicehosts, Host, Host, Host]]:
+    """Two servicehosts and a controller's host with `roost sentinel`, up;
+    their logs printed when the test fails."""
     os.chmod(network.base, 0o711)  # the service user walks down to each host's data
     sh1, sh2, ctl = (network.add_host(n) for n in ("sh1", "sh2", "ctl"))
     for h in (sh1, sh2, ctl):
@@ -137,20 +139,25 @@ async def test_two_servicehosts_run_an_apps_redis_as_a_sentinel_watched_pair(
         os.chmod(h.data.parent, 0o711)
     hosts = Servicehosts(network, [sh1, sh2], ctl)
     try:
-        await _pair(network, hosts, sh1, sh2, ctl, tmp_path)
+        await start_all(hosts, sh1, sh2, ctl)
+        yield hosts, sh1, sh2, ctl
     except BaseException:
         print("\n".join(f"--- {h.name}\n{tail(h)}" for h in (sh1, sh2, ctl)))
         raise
 
 
-async def _pair(
-    network: Network, hosts: Servicehosts, sh1: Host, sh2: Host, ctl: Host, tmp_path: Path
-) -> None:
+async def start_all(hosts: Servicehosts, sh1: Host, sh2: Host, ctl: Host) -> None:
     for h in (sh1, sh2):
         hosts.start(h)
     hosts.start(ctl, "sentinel")  # the third sentinel, on a controller's host
     for h in (sh1, sh2):
         await until(partial(hosts.postgres_up, h), 180, f"{h.name}'s servicehost")
+
+
+async def provision_pair(
+    network: Network, hosts: Servicehosts, sh1: Host, sh2: Host, ctl: Host
+) -> RedisPair:
+    """The app's Redis made on sh1 and copied to sh2, as the controller does."""
 
     first = await hosts.call(sh1, ServiceProvision(app=APP, kind="redis"))
     assert isinstance(first, ServiceCredentials) and first.copy is not None
@@ -168,19 +175,32 @@ async def _pair(
     )  # fmt: skip
     pair = RedisPair(network, sh1, sh2, ctl, svc=svc, sentinel_password=SENTINEL_PASSWORD)
     await until(pair._ready, 60, "the replica streaming and three sentinels acquainted")
+    await until(partial(healthy, hosts, pair, sh1, sh2), 30, "status saying master and replica")
+    return pair
 
-    async def reported_healthy() -> bool:
-        a, b = await hosts.redis_row(sh1), await hosts.redis_row(sh2)
-        return (
-            a is not None and b is not None
-            and (a.redis_role, a.redis_problem, b.redis_role, b.redis_problem)
-            == ("master", "", "replica", "")
-            and a.redis_peer == f"{sh2.ip}:{first.port}"
-            and b.redis_peer == f"{sh1.ip}:{first.port}"
-        )  # fmt: skip
 
-    await until(reported_healthy, 30, "the status pushes saying master and replica")
+async def healthy(hosts: Servicehosts, pair: RedisPair, master: Host, replica: Host) -> bool:
+    """Both copies report their role, each other as peer, and no problem."""
+    a, b = await hosts.redis_row(master), await hosts.redis_row(replica)
+    port = pair.svc.port
+    return (
+        a is not None and b is not None
+        and (a.redis_role, a.redis_problem, b.redis_role, b.redis_problem)
+        == ("master", "", "replica", "")
+        and a.redis_peer == f"{replica.ip}:{port}" and b.redis_peer == f"{master.ip}:{port}"
+    )  # fmt: skip
 
+
+async def test_two_servicehosts_run_an_apps_redis_as_a_sentinel_watched_pair(
+    network: Network, tmp_path: Path
+) -> None:
+    async with three_hosts(network) as (hosts, sh1, sh2, ctl):
+        pair = await provision_pair(network, hosts, sh1, sh2, ctl)
+        await _failover(hosts, pair, tmp_path)
+
+
+async def _failover(hosts: Servicehosts, pair: RedisPair, tmp_path: Path) -> None:
+    sh1, sh2 = pair.sh1, pair.sh2
     proxy = DataProxy(tmp_path / "proxy")
     try:
         port = free_port()
@@ -199,15 +219,7 @@ async def _pair(
 
     # The dead host's daemon again: its copy follows the new master.
     hosts.start(sh1)
-
-    async def healed() -> bool:
-        a, b = await hosts.redis_row(sh1), await hosts.redis_row(sh2)
-        return (
-            a is not None and b is not None and a.redis_role == "replica"
-            and a.redis_peer == f"{sh2.ip}:{first.port}" and not a.redis_problem
-            and b.redis_role == "master" and not b.redis_problem
-        )  # fmt: skip
-
+    healed = partial(healthy, hosts, pair, sh2, sh1)
     await until(healed, 120, "the old master back as the new one's replica")
     last = failover.acked[-1]
     async with pair.admin(pair.addr(sh1)) as r:
@@ -220,3 +232,26 @@ async def _pair(
     for addr in pair.sentinels:
         async with sentinelproc.client(addr, SENTINEL_PASSWORD) as r:
             assert pair.name not in masters_seen(await r.call("SENTINEL", "MASTERS"))
+
+
+async def test_every_host_restarted_at_once_brings_the_pair_back_with_its_data(
+    network: Network,
+) -> None:
+    async with three_hosts(network) as (hosts, sh1, sh2, ctl):
+        pair = await provision_pair(network, hosts, sh1, sh2, ctl)
+        async with pair.admin(pair.addr(sh1)) as r:
+            for n in range(200):
+                await r.call("SET", f"k{n}", str(n))
+            assert int(await r.call("WAIT", "1", "5000")) == 1
+        # A power cut of every host at once (servers and sentinels with them).
+        for h in (sh1, sh2, ctl):
+            await asyncio.to_thread(network.kill_host, h)
+        await start_all(hosts, sh1, sh2, ctl)
+        # Each copy in the role it last had (no sentinel agreed yet when they
+        # started), the sentinels from their own files: the same pair, healthy.
+        await until(partial(healthy, hosts, pair, sh1, sh2), 120, "the pair back, healthy")
+        for h in (sh1, sh2):
+            async with pair.admin(pair.addr(h)) as r:
+                values = await r.call("MGET", *(f"k{n}" for n in range(200)))
+            assert values == [str(n) for n in range(200)], f"{h.name} lost data"
+        assert await pair.master() == pair.addr(sh1)
