@@ -275,3 +275,48 @@ def test_a_drain_removed_and_its_id_given_to_a_new_one_sends_to_the_new_one(
 
     asyncio.run(_with_drains(astore, drains, body()))
     astore.close()
+
+
+def test_each_replica_sends_the_lines_it_receives_and_the_counts_add_up(
+    store: Store, rsyslog: Rsyslog
+) -> None:
+    owner = store.create_account("o@example.com")
+    shop = store.create_app("shop", owner)
+    drain = store.add_log_drain(shop.id, f"syslog://127.0.0.1:{rsyslog.tcp}")
+    # Two controllers on one state database, each with its own store face.
+    other = Store(store.engine)
+    faces = [AsyncStore(store), AsyncStore(other)]
+    replicas = [LogDrains(face, f"c{i}") for i, face in enumerate(faces)]
+
+    async def main() -> None:
+        tasks = []
+        for face, drains in zip(faces, replicas, strict=True):
+            face.log_tap = drains.offer
+            tasks.append(asyncio.create_task(drains.run()))
+        try:
+            await _until(lambda: all(d.counts() for d in replicas), "both to read the drain")
+            await faces[0].append_logs([_line("shop", f"first {i}") for i in range(3)])
+            await faces[1].append_logs([_line("shop", f"second {i}") for i in range(2)])
+            await _until(lambda: len(rsyslog.records()) >= 5, "rsyslog to get every line")
+            for drains, n in zip(replicas, (3, 2), strict=True):
+                await _until(lambda d=drains, n=n: d.counts()[drain.id].delivered == n, "counts")
+            deadline = time.monotonic() + 30
+            while True:  # until both have noted theirs: each writes its own row
+                for drains in replicas:
+                    drains.refresh_soon()
+                await asyncio.sleep(0.1)
+                s = (await faces[0].drain_status([drain.id]))[drain.id]
+                if s.delivered == 5:
+                    break
+                assert time.monotonic() < deadline, s
+            assert (s.dropped, s.failing) == (0, False)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(main())
+    for face in faces:
+        face.close()
+    msgs = sorted(r[5] for r in rsyslog.records())
+    assert msgs == sorted([f"first {i}" for i in range(3)] + [f"second {i}" for i in range(2)])
