@@ -286,6 +286,21 @@ def worktree(rev: str) -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def check_old_router_cut(what: str, fresh: Load, kept: Load, clients: int = 3) -> None:
+    """Assert what replacing a router of the previous release may cost:
+    nothing on new connections (`fresh`); on keep-alive ones (`kept`, of
+    `clients` clients) at most one per client, the request a client sent
+    as 0.1.0's router closed the connection, which it does as it stops
+    without saying so first (no Connection: close)."""
+    f, k = fresh.result, kept.result
+    print(f"{what}: {f.total} requests on new connections, {len(f.failures)} failed; "
+          f"{k.total} on keep-alive ones, {len(k.failures)} failed")  # fmt: skip
+    assert f.failures == [], f.failures[:10]
+    assert f.ok > 0 and k.ok > 0
+    assert len(k.failures) <= clients, k.failures
+    assert all("disconnected without sending a response" in x for x in k.failures), k.failures
+
+
 def web_up(c: RoostCluster, app: str) -> list[dict[str, Any]]:
     """The app's web instances that are up (its /ps rows)."""
     rows = c.api("GET", f"/api/apps/{app}/ps")

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from roost import __version__
-from tests.cluster.upgrade_hosts import version_at, worktree
+from tests.cluster.upgrade_hosts import check_old_router_cut, version_at, worktree
 from tests.conftest import REPO, wait_until
 from tests.e2e.load import Load
 from tests.e2e.platform import running_platform
@@ -78,17 +78,7 @@ def test_this_roost_up_takes_over_from_the_previous_release_and_fails_no_request
                     older.send_signal(signal.SIGCONT)
                     older.terminate()
                     older.wait(timeout=120)
-            f, k = fresh.result, kept.result
-            print(f"take-over: {f.total} requests on new connections, {len(f.failures)} failed; "
-                  f"{k.total} on keep-alive ones, {len(k.failures)} failed")  # fmt: skip
-            assert f.failures == [], f.failures[:10]
-            assert f.ok > 0 and k.ok > 0
-            # The previous release's router closes its keep-alive connections
-            # as it stops without saying so first (no Connection: close): a
-            # request a client sent on one at that moment fails, at most one
-            # per keep-alive client (docs/architecture.md).
-            assert len(k.failures) <= 3, k.failures
-            assert all("disconnected without sending a response" in x for x in k.failures)
+            check_old_router_cut("take-over", fresh, kept)
             after = p.ps(APP)
             assert {str(i["instance_id"]) for i in after} & before == set()
             assert {str(i["host_id"]) for i in after} & old_hosts == set()
