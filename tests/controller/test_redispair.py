@@ -34,6 +34,10 @@ def test_the_partners_secrets_are_never_stored_or_shown() -> None:
     )
     assert redispair.without_copy(creds).copy is None
     assert redispair.without_copy(creds).password == "p"
+    kept = redispair.stored(creds)
+    assert "copy" not in kept and kept["password"] == "p"
+    # What is stored opens as credentials again, on a controller of any age.
+    assert ServiceCredentials(**kept) == redispair.without_copy(creds)
 
 
 def test_two_servicehosts_make_the_pair_more_are_not_guessed() -> None:

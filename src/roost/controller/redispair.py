@@ -49,6 +49,13 @@ def without_copy(creds: ServiceCredentials) -> ServiceCredentials:
     return msgspec.structs.replace(creds, copy=None) if creds.copy is not None else creds
 
 
+def stored(creds: ServiceCredentials) -> dict[str, Any]:
+    """The credentials' fields as the state database keeps them (sealed):
+    not even an empty `copy`, since a controller older than the pairs opens
+    them as ServiceCredentials(**fields)."""
+    return {f: getattr(creds, f) for f in creds.__struct_fields__ if f != "copy"}
+
+
 async def provision_copy(partner: RpcClient, app: str, copy: RedisCopy) -> ServiceCredentials:
     """Make the replica on the pair's other servicehost (idempotent there)."""
     reply = await partner.call(

@@ -310,7 +310,7 @@ class ServiceBroker:
         copy, reply = reply.copy, redispair.without_copy(reply)
         if copy is not None:
             await self._redis_copy(app, host, copy)
-        sealed = self.box.seal({f: getattr(reply, f) for f in reply.__struct_fields__})
+        sealed = self.box.seal(redispair.stored(reply))
         await self.store.bind_service(app.id, kind, sealed, host)
         self._forget(app.id)
         log.info("%s's %s provisioned on servicehost %s", app.name, kind, host)
