@@ -81,7 +81,7 @@ async def run(batches: int, size: int) -> None:
             "dead": dead_port,
             "staller": staller.sockets[0].getsockname()[1],
         }
-        drains = LogDrains(astore, "bench")
+        drains = LogDrains(astore, "bench", allow_private=True)
         astore.log_tap = drains.offer
         task = asyncio.create_task(drains.run())
         n = batches * size

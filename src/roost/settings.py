@@ -313,6 +313,12 @@ class Settings:
         "ROOST_LOG_DRAIN_QUEUE",
         "controller: lines waiting per log drain at most; past that the oldest are dropped",
     )
+    log_drain_private: str = _setting(
+        "off",
+        "ROOST_LOG_DRAIN_PRIVATE",
+        "controller: 'on' lets log drains reach loopback, private and link-local addresses; "
+        "'off': public ones only (a tenant's drain must not write to the platform's services)",
+    )
     rollout_timeout_s: float = _setting(
         180.0, "ROOST_ROLLOUT_TIMEOUT_S", "a release not up within this fails and is rolled back"
     )

@@ -17,7 +17,12 @@ from roost.controller.logdrain_frame import (
     timestamp,
 )
 from roost.controller.logdrain_queue import DrainQueue
-from roost.controller.logdrain_url import BadDrainUrl, parse_drain_url
+from roost.controller.logdrain_url import (
+    BadDrainUrl,
+    address_refusal,
+    parse_drain_url,
+    target_refusal,
+)
 from roost.proc.backoff import Backoff
 from roost.wire.messages import LogLine
 
@@ -64,6 +69,24 @@ def test_drain_urls_that_name_a_receiver(
 def test_malformed_drain_urls_are_refused_with_the_reason(url: str, why: str) -> None:
     with pytest.raises(BadDrainUrl, match=re.escape(why)):
         parse_drain_url(url)
+
+
+@pytest.mark.parametrize(
+    ("ip", "public"),
+    [("8.8.8.8", True), ("2606:4700::1111", True), ("127.0.0.1", False), ("10.0.0.1", False),
+     ("172.16.5.5", False), ("192.168.1.1", False), ("169.254.169.254", False), ("::1", False),
+     ("fe80::1%eth0", False), ("fd00::1", False), ("::ffff:127.0.0.1", False), ("0.0.0.0", False),
+     ("224.0.0.1", False), ("100.64.0.1", False)],
+)  # fmt: skip
+def test_only_public_addresses_are_drains_unless_allowed(ip: str, public: bool) -> None:
+    assert (address_refusal(ip) is None) is public
+
+
+def test_addresses_and_localhost_are_checked_when_added_names_when_resolved() -> None:
+    for url in ("syslog://127.0.0.1:514", "https://localhost/x", "syslog://app.localhost:1"):
+        assert "ROOST_LOG_DRAIN_PRIVATE=on" in (target_refusal(parse_drain_url(url)) or "")
+    for url in ("syslog://8.8.8.8:514", "https://logs.example.com/x"):
+        assert target_refusal(parse_drain_url(url)) is None
 
 
 # ------------------------------------------------------------ framing

@@ -106,7 +106,7 @@ def test_syslog_drains_over_tcp_and_tls_reach_rsyslog(
             s = await _status(astore, drains, d.id)
             assert (s.delivered, s.dropped, s.failing) == (3, 0, False)
 
-    drains = LogDrains(astore, "c1", tls_context(str(ca.ca)))
+    drains = LogDrains(astore, "c1", tls_context(str(ca.ca)), allow_private=True)
     asyncio.run(_with_drains(astore, drains, body(drains)))
     astore.close()
     got = sorted(rsyslog.records(), key=lambda r: (r[3], r[5]))
@@ -132,7 +132,7 @@ def test_an_https_drain_posts_logplex_batches_and_retries_a_refused_one(
     async def main() -> None:
         server = await https_receiver(ca, receiver)
         drain = store.add_log_drain(shop.id, f"https://localhost:{receiver.port}/logs?t=1")
-        drains = LogDrains(astore, "c1", tls_context(str(ca.ca)))
+        drains = LogDrains(astore, "c1", tls_context(str(ca.ca)), allow_private=True)
 
         async def body() -> None:
             await _until(lambda: len(drains.counts()) == 1, "the drain to be read")
@@ -173,7 +173,13 @@ def test_dead_and_untrusted_drains_drop_count_and_fail_while_a_good_one_delivers
     good = store.add_log_drain(shop.id, f"syslog://127.0.0.1:{rsyslog.tcp}")
     astore = AsyncStore(store)
     n, batches = 3000, 30
-    drains = LogDrains(astore, "c1", tls_context(), make_queue=lambda: DrainQueue(max_lines=500))
+    drains = LogDrains(
+        astore,
+        "c1",
+        tls_context(),
+        make_queue=lambda: DrainQueue(max_lines=500),
+        allow_private=True,
+    )
 
     async def body() -> None:
         await _until(lambda: len(drains.counts()) == 3, "the drains to be read")
@@ -223,7 +229,9 @@ def test_a_stalled_drain_times_out_and_drops_while_lines_keep_coming(store: Stor
         stalled = store.add_log_drain(
             shop.id, f"syslog://127.0.0.1:{stall.sockets[0].getsockname()[1]}"
         )
-        drains = LogDrains(astore, "c1", make_queue=lambda: DrainQueue(max_lines=500))
+        drains = LogDrains(
+            astore, "c1", make_queue=lambda: DrainQueue(max_lines=500), allow_private=True
+        )
         written = 0
 
         async def body() -> None:
@@ -260,7 +268,7 @@ def test_a_drain_removed_and_its_id_given_to_a_new_one_sends_to_the_new_one(
     shop = store.create_app("shop", owner)
     old = store.add_log_drain(shop.id, f"syslog://127.0.0.1:{free_port()}")
     astore = AsyncStore(store)
-    drains = LogDrains(astore, "c1")
+    drains = LogDrains(astore, "c1", allow_private=True)
 
     async def body() -> None:
         await _until(lambda: old.id in drains.counts(), "the drain to be read")
@@ -286,7 +294,7 @@ def test_each_replica_sends_the_lines_it_receives_and_the_counts_add_up(
     # Two controllers on one state database, each with its own store face.
     other = Store(store.engine)
     faces = [AsyncStore(store), AsyncStore(other)]
-    replicas = [LogDrains(face, f"c{i}") for i, face in enumerate(faces)]
+    replicas = [LogDrains(face, f"c{i}", allow_private=True) for i, face in enumerate(faces)]
 
     async def main() -> None:
         tasks = []
@@ -320,3 +328,39 @@ def test_each_replica_sends_the_lines_it_receives_and_the_counts_add_up(
         face.close()
     msgs = sorted(r[5] for r in rsyslog.records())
     assert msgs == sorted([f"first {i}" for i in range(3)] + [f"second {i}" for i in range(2)])
+
+
+def test_without_private_addresses_allowed_no_drain_reaches_the_platforms_networks(
+    store: Store, rsyslog: Rsyslog, ca: DrainCA
+) -> None:
+    owner = store.create_account("o@example.com")
+    shop = store.create_app("shop", owner)
+    # rsyslog listens on loopback, named by address and by a name.
+    by_ip = store.add_log_drain(shop.id, f"syslog://127.0.0.1:{rsyslog.tcp}")
+    by_name = store.add_log_drain(shop.id, f"syslog+tls://localhost:{rsyslog.tls}")
+    receiver = HttpsReceiver()
+    astore = AsyncStore(store)
+
+    async def main() -> None:
+        server = await https_receiver(ca, receiver)
+        https = store.add_log_drain(shop.id, f"https://localhost:{receiver.port}/")
+        drains = LogDrains(astore, "c1", tls_context(str(ca.ca)))  # the default: public only
+
+        async def body() -> None:
+            await _until(lambda: len(drains.counts()) == 3, "the drains to be read")
+            await astore.append_logs([_line("shop", "secret")])
+            k = drains.counts
+            await _until(lambda: all(k()[d.id].failing for d in (by_ip, by_name, https)), "fail")
+            for d in (by_ip, by_name, https):
+                assert "is not a public address" in k()[d.id].last_error, k()[d.id]
+                assert k()[d.id].delivered == 0
+
+        try:
+            await _with_drains(astore, drains, body())
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
+    astore.close()
+    assert rsyslog.records() == [] and receiver.requests == []

@@ -24,7 +24,11 @@ QUEUE = 50  # lines a drain holds (ROOST_LOG_DRAIN_QUEUE): the dead one soon dro
 def drained(tmp_path: Path) -> Iterator[tuple[Platform, Rsyslog]]:
     ca = make_ca(tmp_path / "ca")
     with rsyslogd(tmp_path / "rsyslog", ca) as r:
-        env = {"ROOST_LOG_DRAIN_CA": str(ca.ca), "ROOST_LOG_DRAIN_QUEUE": str(QUEUE)}
+        env = {
+            "ROOST_LOG_DRAIN_CA": str(ca.ca),
+            "ROOST_LOG_DRAIN_QUEUE": str(QUEUE),
+            "ROOST_LOG_DRAIN_PRIVATE": "on",  # the receivers are on loopback
+        }
         with running_platform(env=env) as p:
             yield p, r
 

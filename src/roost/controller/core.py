@@ -113,6 +113,7 @@ class Controller:
             self.holder_id,
             tls_context(settings.log_drain_ca),
             make_queue=lambda: DrainQueue(max_lines=settings.log_drain_queue),
+            allow_private=settings.log_drain_private == "on",
         )
         store.log_tap = self.logdrains.offer
         # The dashboard's charts: heartbeats' and routers' figures over time.

@@ -77,3 +77,28 @@ def _check_host(host: str) -> None:
     labels = host.rstrip(".").split(".")
     if len(host) > 253 or not all(_LABEL.match(label) for label in labels):
         raise BadDrainUrl(f"{host!r} is neither a host name nor an IP address")
+
+
+PRIVATE_HINT = "set ROOST_LOG_DRAIN_PRIVATE=on to allow drains on the platform's own networks"
+
+
+def address_refusal(ip: str) -> str | None:
+    """Why a drain may not connect to `ip` (None: it may): public unicast only."""
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if addr.is_global and not addr.is_multicast:
+        return None
+    return f"{ip} is not a public address ({PRIVATE_HINT})"
+
+
+def target_refusal(target: DrainTarget) -> str | None:
+    """Why `target` is refused when added without private addresses allowed:
+    an address (or localhost) that is not public. Other names are checked
+    when they are resolved."""
+    if target.host.rstrip(".").lower() == "localhost" or target.host.endswith(".localhost"):
+        return f"{target.host} is this host ({PRIVATE_HINT})"
+    try:
+        return address_refusal(target.host)
+    except ValueError:
+        return None  # a name

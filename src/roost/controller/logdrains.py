@@ -88,7 +88,10 @@ class LogDrains:
         *,
         make_queue: Callable[[], DrainQueue] = DrainQueue,
         clock: Callable[[], float] = time.monotonic,
+        allow_private: bool = False,
     ) -> None:
+        # False: only public addresses are connected to (logdrain_url).
+        self.allow_private = allow_private
         self.store = store
         self.holder = holder
         self.tls = tls if tls is not None else tls_context()
@@ -161,7 +164,8 @@ class LogDrains:
             except BadDrainUrl as exc:  # refused when added; only an edited row gets here
                 log.warning("log drain %d of %s: %s", drain_id, row.app, exc)
                 continue
-            d = _Drain(row, sender_for(target, row.token, self.tls), self.make_queue())
+            sender = sender_for(target, row.token, self.tls, self.allow_private)
+            d = _Drain(row, sender, self.make_queue())
             d.task = tg.create_task(self._pump(d))
             self._drains[drain_id] = d
         by_app: dict[str, list[_Drain]] = {}
@@ -192,7 +196,9 @@ class LogDrains:
                     continue
                 try:
                     await d.sender.send(batch)
-                except DrainError as exc:
+                except Exception as exc:
+                    if not isinstance(exc, DrainError):  # a bug: it must not stop the others
+                        log.exception("log drain %d of %s", d.row.id, d.row.app)
                     delay = q.failed(batch, str(exc), self.clock(), time.time())
                     if q.failures == 1:  # once per outage, not once per try
                         log.warning(

@@ -20,7 +20,7 @@ from roost.controller.api.deps import (
     RowId,
     app_for_member,
 )
-from roost.controller.logdrain_url import MAX_URL, BadDrainUrl, parse_drain_url
+from roost.controller.logdrain_url import MAX_URL, BadDrainUrl, parse_drain_url, target_refusal
 from roost.controller.store_access import Conflict
 
 router = APIRouter(prefix="/api")
@@ -70,6 +70,9 @@ async def add_drain(
         target = parse_drain_url(body.url)
     except BadDrainUrl as exc:
         raise ApiError(422, str(exc)) from None
+    refusal = None if c.settings.log_drain_private == "on" else target_refusal(target)
+    if refusal is not None:
+        raise ApiError(422, refusal)
     try:
         row = await c.store.add_log_drain(app.id, body.url)
     except Conflict as exc:
