@@ -10,6 +10,7 @@ no WebSocket client is needed and no port is opened.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import select
@@ -47,21 +48,32 @@ class Browser:
     def __init__(self, profile: Path, width: int = 1280, height: int = 900) -> None:
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
-
-        def fds() -> None:  # in the child: its fds 3 and 4 are the pipe's ends
-            os.dup2(to_chrome_r, 3)
-            os.dup2(from_chrome_w, 4)
-
+        # Chromium wants the pipe on its fds 3 and 4: bash puts the ends
+        # there and execs it (no preexec_fn, unsafe in a process with threads,
+        # as a test serving an API from a thread is). The ends it moves are
+        # first numbered 10 or above, so that neither is itself 3 or 4.
+        r = fcntl.fcntl(to_chrome_r, fcntl.F_DUPFD_CLOEXEC, 10)
+        w = fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD_CLOEXEC, 10)
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        move = f'exec "$0" "$@" 3<&{r} 4>&{w} {r}<&- {w}>&-'
         self.proc = subprocess.Popen(
-            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"],
-            preexec_fn=fds,
-            close_fds=False,  # (our own fds are not inheritable: only 3 and 4 pass)
+            [
+                "/bin/bash",  # (dash redirects fds 0 to 9 only)
+                "-c",
+                move,
+                CHROMIUM,
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                f"--window-size={width},{height}",
+            ],
+            pass_fds=(r, w),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        os.close(to_chrome_r)
-        os.close(from_chrome_w)
+        os.close(r)
+        os.close(w)
         self._buf = b""
         self._next = 0
         self.size = (width, height)
