@@ -276,7 +276,7 @@ def test_a_drain_removed_and_its_id_given_to_a_new_one_sends_to_the_new_one(
         new = store.add_log_drain(shop.id, f"syslog://127.0.0.1:{rsyslog.tcp}")
         assert new.id == old.id  # SQLite reuses the highest id
         drains.refresh_soon()
-        await asyncio.sleep(0.5)
+        await _until(lambda: drains.rows() == [new], "the new drain to be read")
         await astore.append_logs([_line("shop", "to the new one")])
         await _until(lambda: rsyslog.records(), "the line at the new drain")
         assert [r[3] for r in rsyslog.records()] == [new.token]

@@ -118,6 +118,10 @@ class LogDrains:
                 d.queue.offer(framed)
                 d.wake.set()
 
+    def rows(self) -> list[LogDrainRow]:
+        """The drains this replica sends to (as it last read them)."""
+        return [d.row for d in self._drains.values()]
+
     def apps(self) -> list[str]:
         """The apps that have drains (as this replica last read them)."""
         return sorted(self._by_app)
