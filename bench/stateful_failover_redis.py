@@ -34,12 +34,8 @@ from tests.cluster.harness import Network, skip_reason  # noqa: E402
 from tests.cluster.redispair import (  # noqa: E402
     Failover,
     RedisPair,
-    kill_master_under_writes,
-    proxy_listener,
+    failover_through_proxy,
 )
-
-from roost.runner.dataproxy import DataProxy  # noqa: E402
-from roost.servicehost.host import free_port  # noqa: E402
 
 
 def say(msg: str) -> None:
@@ -52,13 +48,7 @@ async def _one(base: Path) -> Failover:
         net.create()
         pair = RedisPair(net, net.add_host("sh1"), net.add_host("sh2"), net.add_host("ctl"))
         await pair.start()
-        proxy = DataProxy(base / "proxy")
-        try:
-            port = free_port()
-            await proxy.apply([proxy_listener(pair, port)])
-            return await kill_master_under_writes(pair, ("127.0.0.1", port))
-        finally:
-            await proxy.close()
+        return await failover_through_proxy(pair, base / "proxy")
     finally:
         net.close()
 

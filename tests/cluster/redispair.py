@@ -23,10 +23,12 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
-from roost.runner.dataproxy import ProxyListener, ProxyServer
+from roost.runner.dataproxy import DataProxy, ProxyListener, ProxyServer
 from roost.servicehost import redisrepl, sentinelproc
+from roost.servicehost.host import free_port
 from roost.servicehost.redis import ADMIN_USER, render_conf
 from roost.servicehost.redisrepl import Replication
 from roost.servicehost.resp import RedisAdmin, RedisError, parse_info
@@ -258,3 +260,15 @@ async def kill_master_under_writes(
         values = await r.call("MGET", *(f"k{n}" for n in writer.acked))
     lost = [n for n, v in zip(writer.acked, values, strict=True) if v != str(n)]
     return Failover(first - killed_at, list(writer.acked), lost)
+
+
+async def failover_through_proxy(pair: RedisPair, home: Path) -> Failover:
+    """`kill_master_under_writes` with the app writing through a runner's
+    data proxy (HAProxy in `home`, a redis listener over both copies)."""
+    proxy = DataProxy(home)
+    try:
+        port = free_port()
+        await proxy.apply([proxy_listener(pair, port)])
+        return await kill_master_under_writes(pair, ("127.0.0.1", port))
+    finally:
+        await proxy.close()

@@ -10,14 +10,11 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from roost.runner.dataproxy import DataProxy
 from roost.servicehost import redisrepl
-from roost.servicehost.host import free_port
 from tests.cluster.harness import Network
 from tests.cluster.redispair import (
     RedisPair,
-    kill_master_under_writes,
-    proxy_listener,
+    failover_through_proxy,
     redis_bin,
     until,
 )
@@ -34,13 +31,7 @@ async def test_a_dead_masters_replica_takes_over_and_keeps_acknowledged_writes(
     )
     await pair.start()
     assert await pair.master() == pair.addr(pair.sh1)
-    proxy = DataProxy(tmp_path / "proxy")
-    try:
-        local_port = free_port()
-        await proxy.apply([proxy_listener(pair, local_port)])
-        failover = await kill_master_under_writes(pair, ("127.0.0.1", local_port))
-    finally:
-        await proxy.close()
+    failover = await failover_through_proxy(pair, tmp_path / "proxy")
     print(f"redis writes resumed {failover.unavailable_s:.1f} s after the master's host died")
     assert failover.acked
     assert not failover.lost, f"acknowledged writes lost: {failover.lost[:10]}"

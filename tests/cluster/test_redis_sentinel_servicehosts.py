@@ -20,9 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from roost.runner.dataproxy import DataProxy
 from roost.servicehost import redispairs, sentinelproc
-from roost.servicehost.host import free_port
 from roost.servicehost.sentinel import masters_seen
 from roost.servicehost.state import Service
 from roost.wire.cluster import ClusterConfig, Endpoint
@@ -44,8 +42,7 @@ from tests.cluster.harness import Host, Network
 from tests.cluster.redispair import (
     SENTINEL_PORT,
     RedisPair,
-    kill_master_under_writes,
-    proxy_listener,
+    failover_through_proxy,
     until,
 )
 
@@ -201,13 +198,7 @@ async def test_two_servicehosts_run_an_apps_redis_as_a_sentinel_watched_pair(
 
 async def _failover(hosts: Servicehosts, pair: RedisPair, tmp_path: Path) -> None:
     sh1, sh2 = pair.sh1, pair.sh2
-    proxy = DataProxy(tmp_path / "proxy")
-    try:
-        port = free_port()
-        await proxy.apply([proxy_listener(pair, port)])
-        failover = await kill_master_under_writes(pair, ("127.0.0.1", port))
-    finally:
-        await proxy.close()
+    failover = await failover_through_proxy(pair, tmp_path / "proxy")
     print(f"redis writes resumed {failover.unavailable_s:.1f} s after the master's host died")
     assert failover.acked and not failover.lost
 
