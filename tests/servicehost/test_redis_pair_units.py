@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from roost.servicehost import redispairs, redisrepl, sentinel
+from prometheus_client import REGISTRY
+
+from roost.servicehost import metrics, redispairs, redisrepl, sentinel
 from roost.servicehost.redisrepl import ReplicaSeen, Replication, ReplicationView, judge, read_view
 from roost.servicehost.resp import parse_info
 from roost.servicehost.sentinel import Monitor, SentinelSpec
 from roost.wire.cluster import ClusterConfig, Endpoint
-from roost.wire.messages import RedisCopy
+from roost.wire.messages import RedisCopy, ServerStatus, ServiceHostStatus
 
 # ---------------------------------------------------------------- redis.conf of a pair
 
@@ -255,3 +257,28 @@ def test_a_master_the_sentinels_cannot_fail_over_is_a_problem() -> None:
     lone = sentinel.failover_problem({**ready, "num-other-sentinels": "1"}, 3)
     assert lone == "only 2 of 3 sentinels watch it"
     assert sentinel.failover_problem({}, 3) == "the sentinels do not watch it"
+
+
+def test_a_pairs_copies_are_metrics_and_a_lone_redis_is_none() -> None:
+    def redis(app: str, role: str = "", lag: int = 0, problem: str = "") -> ServerStatus:
+        return ServerStatus(
+            app=app, kind="redis", state="up", redis_role=role, redis_lag_bytes=lag,
+            redis_problem=problem,
+        )  # fmt: skip
+
+    status = ServiceHostStatus(
+        servers=[redis("a", "master", 42), redis("b", "replica", problem="link down"), redis("c")]
+    )
+    metrics.record(status)
+
+    def value(name: str, app: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"app": app})
+
+    assert value("roost_redis_master", "a") == 1.0
+    assert value("roost_redis_replica_lag_bytes", "a") == 42.0
+    assert value("roost_redis_replication_problem", "a") == 0.0
+    assert value("roost_redis_master", "b") == 0.0
+    assert value("roost_redis_replication_problem", "b") == 1.0
+    assert value("roost_redis_master", "c") is None  # alone: not a pair
+    metrics.record(ServiceHostStatus(servers=[]))
+    assert value("roost_redis_master", "a") is None  # removed: gone
