@@ -34,6 +34,7 @@ import shutil
 import time
 from pathlib import Path
 
+from roost.datadir.swap import SwapError, replace_contents
 from roost.servicehost import pgadmin, pgrestore, unpack
 from roost.servicehost.appdata import AppData
 from roost.servicehost.backupsource import ready_backup_role
@@ -294,8 +295,14 @@ class Restores:
                 )  # fmt: skip
                 self._note(key, rec)
                 live = self.appdata.root / app
-                await asyncio.to_thread(_keep_tree, live, kept)
-                os.rename(staging, live)
+                # In place (roost.datadir.swap): running instances bind the
+                # tree, which may be a file system of its own (a quota).
+                try:
+                    await asyncio.to_thread(
+                        replace_contents, live, staging, kept, self.appdata.owner
+                    )
+                except SwapError as exc:
+                    raise RestoreError(f"the data directory of {app}: {exc}") from None
             finally:
                 await asyncio.to_thread(shutil.rmtree, staging, True)
             self.appdata.bump(app)  # runners pull the restored tree
@@ -362,16 +369,3 @@ def _keep_files(directory: Path, names: list[str], kept: Path) -> None:
         if (directory / name).exists() and not (partial / name).exists():
             shutil.move(directory / name, partial / name)
     os.rename(partial, kept)
-
-
-def _keep_tree(live: Path, kept: Path) -> None:
-    """Move the directory `live` to `kept` (made empty when there is none),
-    unless an earlier try did: then `live` is that try's, and goes."""
-    if kept.exists():
-        shutil.rmtree(live, ignore_errors=True)
-        return
-    kept.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if live.exists():
-        shutil.move(live, kept)  # (a rename, unless the data is a file system of its own)
-    else:
-        kept.mkdir(mode=0o700)
