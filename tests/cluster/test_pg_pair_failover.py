@@ -134,20 +134,25 @@ def test_a_partitioned_primary_rejoins_as_standby_and_never_took_a_write(
         network.heal(old)
 
         def rejoined() -> bool:
+            # Streaming again; its lag is not asked to be 0 here: under the
+            # app's steady writes a sample is often a few bytes behind.
             v = kit.view(new)
             m = next((m for m in v.members if m.name == old.ip), None) if v else None
             return (
                 m is not None
                 and m.role in ("replica", "sync_standby")
                 and m.state in ("streaming", "running")
-                and m.lag_bytes == 0
             )
 
-        wait_for(rejoined, 180, "the old primary to rejoin as a streaming standby")
+        try:
+            wait_for(rejoined, 180, "the old primary to rejoin as a streaming standby")
+        except AssertionError:
+            print(kit.view(new), kit.logs_tail(60))
+            raise
         wait_for(
             lambda: not pg_problem(kit.view(new) or patroni.view({})),
             60,
-            "the pair to be whole again (a synchronous standby, no lag)",
+            "the pair to be whole again (a synchronous standby, within 16 MB)",
         )
     finally:
         writer.stop()
