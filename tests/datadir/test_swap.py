@@ -16,7 +16,7 @@ import pytest
 
 from roost.datadir import quota
 from roost.datadir.shared import make
-from roost.datadir.swap import replace_contents
+from roost.datadir.swap import carry_over, replace_contents
 
 UID = 1_999_999_101
 
@@ -77,3 +77,26 @@ def test_a_restore_replaces_the_files_in_place(root: Path, with_quota: bool) -> 
 def _staging_again(root: Path) -> Path:
     shutil.rmtree(root / ".restore-shop-1", ignore_errors=True)
     return _staging(root)
+
+
+def test_a_runners_pulled_copy_joins_the_live_tree(root: Path) -> None:
+    # Before the live tree a runner held a copy the app wrote to: those files
+    # join the tree (as the app's user, through DATA closed to it), none
+    # replaces one already there, and the copy is set aside.
+    old = root.parent / "runner" / "apps" / "shop" / "data"
+    (old / "media").mkdir(parents=True)
+    (old / "media" / "upload.jpg").write_bytes(b"written on the runner")
+    (old / "same.txt").write_text("runner's\n")
+    live = root / "shop"
+    live.mkdir(mode=0o700)
+    (live / "same.txt").write_text("live\n")
+    for p in (old, old / "media", old / "media" / "upload.jpg", old / "same.txt", live,
+              live / "same.txt"):  # fmt: skip
+        os.chown(p, UID, UID)
+    os.chmod(root.parent / "runner", 0o700)
+    assert carry_over(old, live, (UID, UID))
+    assert (live / "media" / "upload.jpg").read_bytes() == b"written on the runner"
+    assert (live / "same.txt").read_text() == "live\n"
+    assert (live / "media" / "upload.jpg").stat().st_uid == UID
+    assert not old.exists() and (old.parent / "data.pre-live" / "same.txt").exists()
+    assert not carry_over(old, live, (UID, UID))  # once

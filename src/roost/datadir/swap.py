@@ -84,3 +84,34 @@ def replace_contents(
     # be readable to the app's user (the directory of all trees is not).
     _run(["find", ".", "-mindepth", "1", "-delete"], owner, live)
     _run(["cp", "-a", "--no-dereference", "--", f"../{staging.name}/.", "."], owner, live)
+
+
+def carry_over(old: Path, live: Path, owner: tuple[int, int]) -> bool:
+    """Files an app wrote into a runner's pulled copy (`old`, before the
+    live tree) join its live tree, never replacing one there; `old` is then
+    set aside as `<old>.pre-live`. As the app's user: from inside `old`
+    (root's chdir first), to the live tree by a descriptor root opened, so
+    the user needs no way through DATA. True when something was carried."""
+    if not old.is_dir() or old.is_symlink() or not any(old.iterdir()):
+        return False
+    fd = os.open(live, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        names = [f"./{n}" for n in sorted(os.listdir(old))]
+        drop = os.geteuid() == 0
+        r = subprocess.run(
+            ["cp", "-a", "--no-dereference", "-n", "--", *names, f"/proc/self/fd/{fd}/"],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            cwd=old,
+            pass_fds=(fd,),
+            user=owner[0] if drop else None,
+            group=owner[1] if drop else None,
+            extra_groups=[] if drop else None,
+        )
+    finally:
+        os.close(fd)
+    if r.returncode != 0:
+        raise SwapError(f"cp into the live tree: {r.stderr.strip()}")
+    os.rename(old, old.with_name(f"{old.name}.pre-live"))
+    return True

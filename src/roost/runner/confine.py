@@ -24,11 +24,12 @@ app:app 0700 (root's router connects; no other tenant can).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from roost.datadir import quota
+from roost.datadir import quota, swap
 from roost.runner.layout import Layout, safe_name
 from roost.sysuser import chown_tree
 from roost.tenant.cgroups import Limits
@@ -36,6 +37,8 @@ from roost.tenant.identity import Identity, IdentityError, identity_for
 from roost.tenant.launch import TenantSpec
 from roost.tenant.sandbox import SYSTEM_DIRS, SandboxSpec, interpreter_prefix
 from roost.wire.messages import InstanceAssignment
+
+log = logging.getLogger("roost.runner")
 
 
 class ConfineError(RuntimeError):
@@ -181,6 +184,15 @@ def prepare_dirs(
         if d is not None:
             os.lchown(d, ident.uid, ident.gid)
             os.chmod(d, 0o700)
+    pulled = home / "data"
+    if data != pulled:
+        # The live tree (issue 17): what the app wrote into this runner's
+        # older pulled copy joins it, once; the copy is set aside.
+        try:
+            if swap.carry_over(pulled, data, (ident.uid, ident.gid)):
+                log.info("%s: its files on this runner joined the live data directory", app)
+        except (OSError, swap.SwapError) as exc:
+            log.warning("%s: %s stays apart from the live data directory: %s", app, pulled, exc)
 
 
 def give_tree(ident: Identity, root: Path) -> None:
