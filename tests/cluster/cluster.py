@@ -274,8 +274,12 @@ class RoostCluster:
         """Every daemon: controllers first (until their API answers), then the rest."""
         for h in self.controllers:
             self.start_daemons(h)
-        for h in self.controllers:
-            wait_for(functools.partial(self.health, h), 60, f"the API of {h.name}")
+        try:
+            for h in self.controllers:
+                wait_for(functools.partial(self.health, h), 60, f"the API of {h.name}")
+        except AssertionError:
+            print(self.logs_tail(40))  # why a controller did not come up (it may have exited)
+            raise
         self.start_builder()
         for h in self.servicehosts + self.runners + self.routers + self.backupds:
             self.start_daemons(h)

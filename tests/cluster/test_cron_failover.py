@@ -41,6 +41,7 @@ from roost.runner.layout import Layout
 from roost.state.db import make_engine, migrate
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.identity import ensure_member, identity
+from tests.appdata import app_data_dir
 from tests.conftest import free_port, processes_under, wait_until
 from tests.pgserver import postgres_server
 from tests.releases import go_live
@@ -147,7 +148,7 @@ class CronWorld:
             return [r.line for r in rows]
 
     def slots_file(self) -> list[int]:
-        path = Layout(self.data).data_directory(APP) / "slots"
+        path = app_data_dir(self.data, APP) / "slots"
         text = path.read_text() if path.exists() else ""
         return [int(x) // 60 for x in text.split()]
 

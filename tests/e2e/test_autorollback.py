@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from roost.cli.client import resolve
+from tests.appdata import app_data_dir
 from tests.conftest import REPO, wait_until
 from tests.e2e.platform import running_platform
 
@@ -71,7 +72,7 @@ def test_a_release_crash_looping_after_promotion_is_rolled_back(tmp_path: Path) 
         workers = [i for i in platform.ps("fragile") if str(i["process"]).startswith("worker")]
         assert [(w["release"], w["state"]) for w in workers] == [(2, "up")], workers
 
-        data = next(platform.data.glob("**/apps/fragile/data"))
+        data = app_data_dir(platform.data, "fragile")
         (data / "crash-now").write_text("")
         assert time.monotonic() - promoted < WINDOW_S  # still inside the window
 

@@ -82,7 +82,9 @@ def test_capture_verify_and_restore(platform: Platform, tmp_path: Path) -> None:
 
     captured = json.loads(platform.roost("backups", "capture", "shop", "--json").stdout)
     ids = {e["kind"]: e["id"] for e in captured["entries"]}
-    assert set(ids) == {"pgdump", "redis"}
+    # The app's live data tree exists once its instances have run (before
+    # the first release it did not), so it is captured and drilled too.
+    assert set(ids) == {"pgdump", "redis", "data"}
 
     def verified() -> bool:
         states = {e["id"]: e["state"] for e in _entries(platform)}
@@ -181,7 +183,7 @@ def test_the_first_git_push_of_an_app_with_services_is_backed_up(
     # Once pushed, the repository is backed up as any other.
     captured = json.loads(platform.roost("backups", "capture", "blog", "--json").stdout)
     assert {e["kind"]: e["state"] for e in captured["entries"]} == {
-        "pgdump": "taken", "git": "taken",
+        "pgdump": "taken", "git": "taken", "data": "taken",
     }  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from roost.cli.client import resolve
+from tests.appdata import app_data_dir
 from tests.conftest import REPO, wait_until
 from tests.e2e.platform import Platform, running_platform
 
@@ -83,7 +84,7 @@ def test_deploys_of_one_app_wait_in_order_and_a_queued_one_is_cancelled(tmp_path
             out3, _ = running[2].communicate(timeout=60)
             assert running[2].returncode != 0 and "deploy cancelled by " in out3, out3
 
-            data = next(platform.data.glob("**/apps/inline/data"))
+            data = app_data_dir(platform.data, "inline")
             (data / "ready").write_text("")
             out1, _ = running[0].communicate(timeout=300)
             out2, _ = running[1].communicate(timeout=300)

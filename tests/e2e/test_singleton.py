@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.appdata import app_data_dir
 from tests.conftest import REPO, wait_until
 from tests.e2e.platform import running_platform
 
@@ -60,7 +61,7 @@ def test_workers_start_before_old_ones_stop_and_a_singleton_after(tmp_path: Path
     with running_platform() as platform:
         platform.roost("apps", "create", "clocked")
         platform.roost("deploy", str(app_dir), "--app", "clocked")
-        events = next(platform.data.glob("**/apps/clocked/data")) / "events"
+        events = app_data_dir(platform.data, "clocked") / "events"
 
         def said() -> list[str]:
             return events.read_text().splitlines() if events.exists() else []
