@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
+from roost.wire.messages import LogLine
 
 
 @pytest.fixture
@@ -112,6 +114,20 @@ def test_build_without_builder_fails_cleanly(env: tuple[TestClient, Store]) -> N
         build_id, "failed", True, False
     )  # fmt: skip
     assert client.get("/api/apps/up/builds?n=0", headers=h).status_code == 422
+
+
+def test_logs_give_more_than_the_old_5000_lines_and_refuse_past_the_limit(
+    env: tuple[TestClient, Store],
+) -> None:
+    client, store = env
+    h = _token(store, "a@example.com")
+    client.post("/api/apps", json={"name": "chatty"}, headers=h)
+    lines = [LogLine(app="chatty", process="web.1", source="app", ts=1.0, line=f"line {i}")
+             for i in range(6000)]  # fmt: skip
+    store.append_logs(lines)
+    got = client.get("/api/apps/chatty/logs?n=6000", headers=h).text.splitlines()
+    assert len(got) == 6000 and json.loads(got[-1])["line"] == "line 5999"
+    assert client.get("/api/apps/chatty/logs?n=100001", headers=h).status_code == 422
 
 
 def test_openapi_is_published(env: tuple[TestClient, Store]) -> None:

@@ -152,6 +152,11 @@ async def build_stream(
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
+# Lines one `roost logs -n` may ask for: an app may keep millions (its log
+# retention), but one answer is read into memory whole.
+MAX_LOG_LINES = 100_000
+
+
 @router.get("/apps/{name}/logs")
 async def app_logs(
     name: str,
@@ -162,8 +167,8 @@ async def app_logs(
     process: str | None = None,
 ) -> StreamingResponse:
     app = await app_for_member(c, who, name)
-    if not 1 <= n <= 5000:
-        raise ApiError(422, "n must be between 1 and 5000")
+    if not 1 <= n <= MAX_LOG_LINES:
+        raise ApiError(422, f"n must be between 1 and {MAX_LOG_LINES}")
 
     async def lines() -> AsyncIterator[bytes]:
         rows = await c.store.logs(app.id, 0, n, None)
