@@ -20,8 +20,9 @@ import shutil
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -432,6 +433,19 @@ class RoostCluster:
         except httpx.TransportError:
             return False
         return r.status_code == 200 and text in r.text
+
+
+@contextlib.contextmanager
+def running_cluster(prefix: str, **counts: int) -> Iterator[RoostCluster]:
+    """A RoostCluster of `counts` started in a new directory, stopped on
+    leaving; its daemons' logs printed when the body fails."""
+    c = RoostCluster(Path(tempfile.mkdtemp(prefix=prefix)), **counts)
+    with c:
+        try:
+            yield c
+        except BaseException:
+            print(c.logs_tail())
+            raise
 
 
 def _trust_subnet(url: str, cidr: str) -> None:

@@ -8,28 +8,23 @@ removal to the holder, which takes the final backup (issue 16).
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cluster.cluster import RoostCluster, wait_for
+from tests.cluster.cluster import RoostCluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
 def rc(cluster_ok: None) -> Iterator[RoostCluster]:
-    base = Path(tempfile.mkdtemp(prefix="roost-holders-"))
-    c = RoostCluster(base, controllers=1, runners=1, routers=1, servicehosts=2)
-    with c:
-        try:
-            yield c
-        except BaseException:
-            print(c.logs_tail())
-            raise
+    with running_cluster(
+        "roost-holders-", controllers=1, runners=1, routers=1, servicehosts=2
+    ) as c:
+        yield c
 
 
 def info(rc: RoostCluster, app: str, kind: str) -> dict[str, Any]:
