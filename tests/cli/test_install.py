@@ -195,3 +195,47 @@ def test_install_on_a_fresh_data_directory_prepares_it_as_roost_up_would(tmp_pat
     assert r.exit_code == 0, r.output
     assert (data / "cluster.json").read_bytes() == cluster  # a used directory is left as it is
     assert sorted(p.name for p in (tmp_path / "again").glob("*.service")) == services
+
+
+def test_a_controller_hosts_sentinel_gets_a_unit_that_hands_over_and_systemd_verifies(
+    tmp_path: Path,
+) -> None:
+    # Two servicehosts make pairs: every servicehost and controller bundle
+    # carries the sentinel password; a controller host runs `roost sentinel`.
+    out, units_dir, env = tmp_path / "bundles", tmp_path / "units", tmp_path / "roost.env"
+    init = ["cluster", "init", "--controllers", "10.9.0.1", "--runners", "10.9.0.5"]
+    init += ["--servicehosts", "10.9.0.5,10.9.0.6", "--routers", "10.9.0.7", "--out", str(out)]
+    r = CliRunner().invoke(cli, init)
+    assert r.exit_code == 0, r.output
+    data = tmp_path / "ctl"
+    join = ["--data", str(data), "cluster", "join", str(out / "10.9.0.1.tar.gz"), "--systemd"]
+    join += ["--systemd-dir", str(units_dir), "--env-file", str(env)]
+    r = CliRunner().invoke(cli, join)
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in units_dir.iterdir())
+    assert {"roost-controller.service", "roost-sentinel.service", "roost.target"} <= set(names)
+    unit = _by_name(_plan(roles=("controller", "sentinel"), data=data))["roost-sentinel.service"]
+    assert unit.value("Service", "ExecStart") == f"{ROOST} --data {data} sentinel"
+    # A restart leaves redis-sentinel running for the next daemon to adopt.
+    assert unit.value("Service", "KillMode") == "process"
+    assert unit.value("Service", "KillSignal") == "SIGUSR2"
+    assert "roost-sentinel.service" in (units_dir / "roost.target").read_text()
+    done = verify(sorted(units_dir.iterdir()))
+    assert done.returncode == 0, done.stderr
+    # roost install without --roles finds the sentinel too.
+    again = tmp_path / "again"
+    r = CliRunner().invoke(
+        cli, ["--data", str(data), "install", "--dir", str(again), "--env-file", str(env)]
+    )
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in again.iterdir()) == names
+    # A servicehost runs its own sentinel: no unit of that name there.
+    sh, sh_units = tmp_path / "sh", tmp_path / "sh-units"
+    join = ["--data", str(sh), "cluster", "join", str(out / "10.9.0.6.tar.gz"), "--systemd"]
+    join += ["--systemd-dir", str(sh_units), "--env-file", str(env)]
+    r = CliRunner().invoke(cli, join)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in sh_units.iterdir()) == [
+        "roost-servicehost.service",
+        "roost.target",
+    ]

@@ -393,9 +393,9 @@ def join(
         runner.mkdir(exist_ok=True)
         (runner / "host_id").write_text(host + "\n")
     console.print(f"Joined cluster {config.name} as {host}: {', '.join(roles)}.")
-    # roost install writes units for the CURVE roles; the state database's
-    # part and a sentinel have none yet and are started as their own commands.
-    daemons = [r for r in roles if r not in ("statedb", "sentinel")]
+    # roost install writes units for the CURVE roles and a sentinel; the
+    # state database's part has none yet and is started as its own command.
+    daemons = [r for r in roles if r != "statedb"]
     if systemd and daemons:
         plan, written = install.install_units(data, daemons, systemd_dir, env_file)
         for path in written:

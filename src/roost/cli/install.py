@@ -18,6 +18,11 @@ whenever they exit (`Restart=always`) except with a fatal status
   drains on its stop signal; `KillMode=mixed` lets it stop its own workers.
 - every other role holds no tenant: `KillMode=mixed` (the daemon stops its
   children itself; whatever is left is killed after it).
+- `roost sentinel` (a controller host's Redis Sentinel, the third each Redis
+  pair needs) is not a CURVE role but gets a unit of its own where the
+  host's bundle holds the sentinel password and no servicehost runs one:
+  it hands over too (its redis-sentinel is detached and adopted), so a
+  restart keeps the sentinel's quorum.
 
 Ordering: the controller first (the others register with it), the
 servicehost before the runner (instances connect to their databases), the
@@ -61,7 +66,15 @@ AFTER: dict[str, tuple[str, ...]] = {
     "router": ("controller", "runner"),
     "gateway": ("controller", "builder"),
     "backupd": ("controller", "servicehost"),
+    "sentinel": (),
 }
+# Daemons with a unit that are not CURVE roles (no key of their own).
+PARTS = ("sentinel",)
+# What a sentinel-only host holds: the Redis pairs' sentinel password.
+SENTINEL_KEY_FILE = "keys/sentinel.key"
+# Parts that, like the runner and servicehost, leave their servers to a
+# successor on SIGUSR2 (roost.servicehost.handover).
+PARTS_HANDING_OVER = frozenset({"sentinel"})
 WHAT = {
     "controller": "API, scheduler and state",
     "builder": "builds images from uploads",
@@ -70,6 +83,7 @@ WHAT = {
     "servicehost": "PostgreSQL and Redis for the apps",
     "gateway": "SSH for git push, run, rsync and scp",
     "backupd": "pulls backups and proves them",
+    "sentinel": "Redis Sentinel, the third beside the servicehosts' two",
 }
 # A hand-over is prompt; the router drains (ROOST_ROUTER_DRAIN_S) first.
 STOP_TIMEOUT_S = {"router": 60, "controller": 30}
@@ -162,7 +176,7 @@ def service(plan: Plan, role: str) -> Unit:
         ("TimeoutStopSec", str(STOP_TIMEOUT_S.get(role, DEFAULT_STOP_TIMEOUT_S))),
         ("LimitNOFILE", "65536"),
     ]
-    if role in HANDS_OVER:
+    if role in HANDS_OVER or role in PARTS_HANDING_OVER:
         # Stop = hand over: only the daemon gets the signal, its tenants stay.
         svc += [
             ("KillMode", "process"),
@@ -211,16 +225,16 @@ def router_socket(plan: Plan, name: str, port: int, fd_name: str) -> Unit:
 
 def units(plan: Plan) -> list[Unit]:
     """Every unit file for `plan`: the target, a service per role, the router's sockets."""
-    unknown = [r for r in plan.roles if r not in ROLES]
+    unknown = [r for r in plan.roles if r not in (*ROLES, *PARTS)]
     if unknown or not plan.roles:
-        raise ValueError(f"unknown roles {unknown} (roles: {', '.join(ROLES)})")
+        raise ValueError(f"unknown roles {unknown} (roles: {', '.join((*ROLES, *PARTS))})")
     _plain(str(plan.data), "the data directory")
     _plain(str(plan.env_file), "the environment file")
     command, *args = plan.roost
     _plain(command, "the roost command")
     if any(c in _UNSAFE for c in "".join(args)):
         raise ValueError(f"the roost command's arguments {args} need quoting")
-    roles = [r for r in ROLES if r in plan.roles]  # one order, whatever was asked
+    roles = [r for r in (*ROLES, *PARTS) if r in plan.roles]  # one order, whatever was asked
     out = [
         Unit(
             TARGET,
@@ -288,9 +302,13 @@ def write_units(plan: Plan, directory: Path, settings: Settings) -> list[Path]:
 
 def host_roles(data: Path) -> list[str]:
     """The roles whose secret keys this host holds (what `cluster join` or
-    `roost up` left in DATA/keys), in the usual order."""
+    `roost up` left in DATA/keys), in the usual order; and `sentinel` where
+    the sentinel password is there but no servicehost (which runs its own)."""
     keys = data / "keys"
-    return [r for r in ROLES if (keys / f"{r}.key_secret").is_file()]
+    roles = [r for r in ROLES if (keys / f"{r}.key_secret").is_file()]
+    if (data / SENTINEL_KEY_FILE).is_file() and "servicehost" not in roles:
+        roles.append("sentinel")
+    return roles
 
 
 def one_host_roles() -> list[str]:
@@ -309,11 +327,11 @@ def one_host_roles() -> list[str]:
 
 def parse_roles(value: str) -> list[str]:
     roles = [r.strip() for r in value.split(",") if r.strip()]
-    unknown = [r for r in roles if r not in ROLES]
+    unknown = [r for r in roles if r not in (*ROLES, *PARTS)]
     if unknown or not roles:
         raise CliError(
             f"--roles: unknown role(s) {', '.join(unknown) or '(none given)'}; "
-            f"roles: {', '.join(ROLES)}",
+            f"roles: {', '.join((*ROLES, *PARTS))}",
             EXIT_USAGE,
         )
     return roles
