@@ -9,6 +9,7 @@ import httpx
 import psutil
 
 from roost.appspec.model import AppSpec, ProcessSpec
+from roost.runner import backlog
 from roost.runner.layout import Layout
 from roost.runner.model import Policy
 from roost.runner.supervisor import Supervisor
@@ -80,6 +81,63 @@ async def test_gunicorn_answers_on_unix_socket_and_tcp_port(tmp_path: Path) -> N
         assert not Path(rec.unix_socket).exists()
         # gunicorn shut down on SIGTERM by itself: no SIGKILL needed.
         assert not any("killing it" in x.line for x in logs)
+    finally:
+        sup.shutdown()
+        await asyncio.wait_for(task, 30)
+
+
+SLOW_APP = """
+import time
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/slow":
+        time.sleep(2)
+    body = b"done"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+async def test_requests_queued_at_stop_are_answered_not_reset(tmp_path: Path) -> None:
+    """Both workers busy, four requests waiting in the accept queue, and the
+    instance is told to stop: the runner waits for the queue to empty before
+    TERM, so each waiting request is answered (gunicorn's workers stop
+    accepting at TERM, and the listener's close would reset them)."""
+    layout = Layout(tmp_path / "data")
+    layout.create()
+    root = make_image_root(tmp_path / "image", {"slow.py": SLOW_APP})
+    spec = AppSpec(
+        processes={
+            "web": ProcessSpec(name="web", kind="wsgi", entrypoint="slow:application", web=True)
+        }
+    )
+    images = FakeImages({DIGEST_A: root})
+    policy = Policy(stop_grace_s=10.0, startup_timeout_s=60.0)
+    sup = Supervisor(layout=layout, images=images, policy=policy, emit=lambda _: None)
+    task = asyncio.create_task(sup.run())
+    try:
+        sup.set_desired([assignment("q1", spec=spec)])
+        await eventually(
+            lambda: (r := sup.records.get("q1")) and r.state == "up", timeout=60, what="gunicorn up"
+        )
+        rec = sup.records["q1"]
+        await eventually(
+            lambda: len(psutil.Process(rec.pid).children()) == 2, timeout=30, what="two workers"
+        )
+        transport = httpx.AsyncHTTPTransport(uds=rec.unix_socket)
+        async with httpx.AsyncClient(transport=transport, timeout=60) as client:
+            slow = [asyncio.create_task(client.get("http://app/slow")) for _ in range(2)]
+            await asyncio.sleep(0.5)  # both workers now sleep in /slow
+            waiting = [asyncio.create_task(client.get("http://app/")) for _ in range(4)]
+            await eventually(
+                lambda: backlog.unix_backlogs().get(rec.unix_socket) == 4,
+                timeout=10,
+                what="four connections queued",
+            )
+            sup.set_desired([])
+            results = await asyncio.gather(*slow, *waiting, return_exceptions=True)
+        assert [getattr(r, "status_code", r) for r in results] == [200] * 6
+        await eventually(lambda: "q1" not in sup.records, timeout=30, what="gunicorn stopped")
     finally:
         sup.shutdown()
         await asyncio.wait_for(task, 30)

@@ -61,6 +61,10 @@ ERROR_LIMIT = 4000
 # gunicorn's arbiter KILLs the workers still busy when its graceful timeout
 # ends, then exits: the runner's KILL waits for that beyond the timeout.
 ARBITER_MARGIN_S = 2.0
+# The longest a web instance told to stop waits for its accept queue to
+# empty before TERM (runner/backlog.py), and how often it looks.
+QUIESCE_MAX_S = 10.0
+QUIESCE_POLL_S = 0.02
 
 
 def backoff(policy: Policy) -> Backoff:
@@ -283,8 +287,22 @@ def stop_grace(a: InstanceAssignment, policy: Policy) -> float:
     return seconds + ARBITER_MARGIN_S if proc is not None and proc.kind == "wsgi" else seconds
 
 
-def stopping(rec: Record, now: float, policy: Policy, failure: str = "") -> Record:
-    kill_at = now + stop_grace(rec.assignment, policy)
+def quiesce_budget(rec: Record, failure: str, policy: Policy) -> float:
+    """Seconds a stopping instance may wait, before TERM, for the requests
+    queued on its listeners to be accepted: a web instance that served (was
+    up, so routers may have handed it requests), not one the runner fails;
+    at most its graceful timeout and QUIESCE_MAX_S."""
+    if failure or rec.state != "up" or not is_web(rec.assignment):
+        return 0.0
+    if not (rec.port or rec.unix_socket):
+        return 0.0
+    return min(QUIESCE_MAX_S, float(graceful_timeout(rec.assignment.env, policy.stop_grace_s)))
+
+
+def stopping(
+    rec: Record, now: float, policy: Policy, failure: str = "", quiesce_s: float = 0.0
+) -> Record:
+    kill_at = now + quiesce_s + stop_grace(rec.assignment, policy)
     return replace(rec, state="stopping", kill_at=kill_at, fail_reason=failure)
 
 

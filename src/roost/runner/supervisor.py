@@ -38,7 +38,7 @@ from pathlib import Path
 
 from roost.appspec.runtime import graceful_timeout
 from roost.proc.arbiter import Arbiter
-from roost.runner import imageprep, interpcheck
+from roost.runner import backlog, imageprep, interpcheck
 from roost.runner import plan as P
 from roost.runner.confine import (
     ConfineError,
@@ -355,10 +355,35 @@ class Supervisor(Arbiter[Event, Action]):
 
     def _stop(self, rec: Record, now: float, action: Stop) -> None:
         child = self._children.get(rec.instance_id)
-        self._set(P.stopping(rec, now, self.policy, action.failure))
+        quiesce = P.quiesce_budget(rec, action.failure, self.policy)
+        self._set(P.stopping(rec, now, self.policy, action.failure, quiesce))
         why = action.failure or action.reason
         self._platform(rec, f"stopping {rec.process_name} ({why})")
-        if child is not None:
+        if child is None:
+            return
+        if quiesce > 0:
+            stopping = self.records[rec.instance_id]
+            self.tasks.create_task(self._term_when_quiet(stopping, child, now + quiesce))
+        else:
+            child.signal_group(signal.SIGTERM)
+
+    async def _term_when_quiet(self, rec: Record, child: Child, deadline: float) -> None:
+        """TERM once no connection waits in the instance's accept queues (or
+        at `deadline`): its workers stop accepting at TERM, and what still
+        waited then would be reset unanswered (runner/backlog.py)."""
+        sockets, ports = [rec.unix_socket], [rec.port]
+        while self._clock() < deadline:
+            try:
+                if backlog.queued(sockets, ports) == 0:
+                    break
+            except OSError as e:
+                log.warning(
+                    "cannot read %s's accept queue (%s): stopping it now", rec.process_name, e
+                )
+                break
+            await asyncio.sleep(P.QUIESCE_POLL_S)
+        now = self.records.get(rec.instance_id)
+        if now is not None and now.state == "stopping" and now.pid == rec.pid:
             child.signal_group(signal.SIGTERM)
 
     async def _start(self, rec: Record, now: float) -> None:
