@@ -23,16 +23,45 @@ Printed, one `name value` line each:
   idle_cpu_share[GROUP]       the same per group, largest first
   footprint_processes         how many processes were measured
 
-The platform is stopped after; the harness asserts nothing of it is left
-running, and this checks every measured pid is gone too.
+Then the per-app part, on the same platform: N small apps (`--apps`, 100;
+`--quick` 10), each examples/hello (Flask, one route) in its default
+formation (two web instances), deployed through the platform as a user does
+(`roost apps create`, `roost deploy`; `--parallel` deploys at a time), then
+every app asked for its page through the router. After a settle window the
+tree is measured again. A process counts as the app's own when it runs as
+the app's Unix user (`a<id>-<app>`: gunicorn's master and workers, in its
+sandbox); everything else is the platform's (shims, bubblewrap's processes,
+the daemons, per-app servers). Processes born during either settle window
+(backup and build jobs that come and go) are left out of both sides of the
+comparison and printed as `transient_mb`. Memory is PSS here (each shared
+page split between the processes mapping it: additive, so sums are what the
+machine holds; USS would drop the pages an app's preloaded master shares
+with its workers, and those of the interpreter all shims share), with USS
+printed beside it:
+
+  deploy_s                    seconds to deploy all N apps, and per app
+  deploy_s_per_app            (the median `roost deploy`'s own time)
+  apps_serving                N/N: apps whose page came through the router
+  hello_app_mb                one app's own processes (PSS, median app)
+  hello_app_uss_mb            the same as a USS sum
+  hello_app_processes         how many processes one app has
+  per_app_mb                  growth of the platform's PSS over the idle
+                              platform's, over N (target <= 10)
+  per_app_uss_mb              the same with USS
+  per_app_mb[GROUP]           that growth per group, largest first
+  transient_mb                PSS of the jobs left out
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import statistics
 import sys
+import tempfile
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,13 +70,17 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import processes_under  # noqa: E402
+from tests.conftest import processes_under, wait_until  # noqa: E402
 from tests.e2e.platform import Platform, running_platform  # noqa: E402
 
 from roost.proc import upstate  # noqa: E402
+from roost.tenant.identity import APP_UID_BASE, MAX_APP_ID  # noqa: E402
 
 TARGET_MB = 200.0
+PER_APP_TARGET_MB = 10.0
+HELLO_TARGET_MB = 80.0
 MB = 1024.0 * 1024.0
+GREETING = "Hello from Roost!"
 
 
 @dataclass(frozen=True)
@@ -57,6 +90,9 @@ class Sample:
     rss: int
     uss: int
     cpu_s: float
+    pss: int = 0
+    uid: int = 0
+    created: float = 0.0
 
 
 def role_pids(platform: Platform) -> dict[int, str]:
@@ -66,14 +102,17 @@ def role_pids(platform: Platform) -> dict[int, str]:
 
 
 def group_of(proc: psutil.Process, up_pid: int, roles: dict[int, str]) -> str:
-    """A role's daemon by its role; `roost up` as `up`; a Python process by
-    the module it runs (`-m roost.x.y`); anything else by its program name."""
+    """A role's daemon by its role; `roost up` as `up`; a shim as `shim`; a
+    Python process by the module it runs (`-m roost.x.y`); anything else by
+    its program name (bwrap's command line also holds `-m gunicorn`)."""
     if proc.pid == up_pid:
         return "up"
     if proc.pid in roles:
         return roles[proc.pid]
     cmd = proc.cmdline()
-    if "-m" in cmd[:-1]:
+    if any(arg.endswith("/shim.py") for arg in cmd[:4]):
+        return "shim"
+    if "-m" in cmd[:-1] and Path(cmd[0]).name.startswith("python"):
         return cmd[cmd.index("-m") + 1]
     return proc.name()
 
@@ -110,6 +149,9 @@ def sample(platform: Platform) -> dict[int, Sample]:
                     mem.rss,
                     mem.uss,
                     cpu_seconds(proc),
+                    mem.pss,
+                    proc.uids().real,
+                    proc.create_time(),
                 )
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
@@ -152,11 +194,122 @@ def figures(before: dict[int, Sample], after: dict[int, Sample], window_s: float
     return lines
 
 
+def app_of(uid: int) -> int | None:
+    """The app id whose runtime user this uid is (roost.tenant.identity: the
+    uid is what the platform keeps; a reused name may differ)."""
+    app_id = uid - APP_UID_BASE
+    return app_id if 0 < app_id <= MAX_APP_ID else None
+
+
+def deploy_app(platform: Platform, source: Path, work: Path, name: str) -> float:
+    """Create `name` and deploy a copy of `source` to it; the seconds it took."""
+    app_dir = work / name
+    shutil.copytree(source, app_dir)
+    start = time.monotonic()
+    platform.roost("apps", "create", name)
+    platform.roost("deploy", str(app_dir), "--app", name)
+    return time.monotonic() - start
+
+
+def serves(platform: Platform, name: str) -> bool:
+    try:
+        r = platform.get(name)
+    except Exception:
+        return False
+    return r.status_code == 200 and GREETING in r.text
+
+
+def stable(s: dict[int, Sample], since: float) -> dict[int, Sample]:
+    """Those alive before `since` (time.time()): jobs born in a settle
+    window come and go and are no one app's cost."""
+    return {p: x for p, x in s.items() if x.created < since}
+
+
+def app_figures(
+    idle: dict[int, Sample],
+    loaded: dict[int, Sample],
+    transient: dict[int, Sample],
+    apps: list[str],
+    serving: int,
+    deploy_times: list[float],
+    deploy_s: float,
+) -> list[str]:
+    own: dict[int, list[Sample]] = defaultdict(list)
+    platform: list[Sample] = []
+    for x in loaded.values():
+        app = app_of(x.uid)
+        (own[app] if app is not None else platform).append(x)
+    n = len(apps)
+    assert len(own) == n, f"{len(own)} apps have processes, not {n}"
+    per_app_pss = [sum(x.pss for x in xs) for xs in own.values()]
+    per_app_uss = [sum(x.uss for x in xs) for xs in own.values()]
+    growth: dict[str, int] = defaultdict(int)
+    for x in platform:
+        growth[x.group] += x.pss
+    for x in idle.values():
+        growth[x.group] -= x.pss
+    pss_growth = sum(x.pss for x in platform) - sum(x.pss for x in idle.values())
+    uss_growth = sum(x.uss for x in platform) - sum(x.uss for x in idle.values())
+    lines = [
+        f"deploy_s {deploy_s:.1f}",
+        f"deploy_s_per_app {statistics.median(deploy_times):.1f}",
+        f"apps_serving {serving}/{n}",
+        f"hello_app_mb {statistics.median(per_app_pss) / MB:.1f}",
+        f"hello_app_uss_mb {statistics.median(per_app_uss) / MB:.1f}",
+        f"hello_app_processes {statistics.median_low(len(xs) for xs in own.values())}",
+        f"hello_app_vs_target {statistics.median(per_app_pss) / MB / HELLO_TARGET_MB:.2f}",
+        f"per_app_mb {pss_growth / n / MB:.2f}",
+        f"per_app_uss_mb {uss_growth / n / MB:.2f}",
+        f"per_app_vs_target {pss_growth / n / MB / PER_APP_TARGET_MB:.2f}",
+    ]
+    for g in sorted(growth, key=lambda g: -growth[g]):
+        lines.append(f"per_app_mb[{g}] {growth[g] / n / MB:.2f}")
+    lines.append(f"transient_mb {sum(x.pss for x in transient.values()) / MB:.1f}")
+    return lines
+
+
+def measure_apps(platform: Platform, n: int, parallel: int, settle_s: float) -> list[str]:
+    """Deploy n apps, check each serves, settle, measure (see the module doc)."""
+    idle_since = time.time()
+    time.sleep(settle_s)
+    idle = stable(sample(platform), idle_since)
+    apps = [f"fp{i:03d}" for i in range(1, n + 1)]
+    work = Path(tempfile.mkdtemp(prefix="roost-footprint-"))
+    try:
+        start = time.monotonic()
+        with ThreadPoolExecutor(parallel) as pool:
+            times = list(
+                pool.map(lambda a: deploy_app(platform, REPO / "examples" / "hello", work, a), apps)
+            )
+        deploy_s = time.monotonic() - start
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    with ThreadPoolExecutor(8) as pool:
+        wait_until(
+            lambda: all(pool.map(lambda a: serves(platform, a), apps)), 120, "every app serves"
+        )
+    since = time.time()
+    time.sleep(settle_s)
+    after = sample(platform)
+    loaded = stable(after, since)
+    transient = {p: x for p, x in after.items() if p not in loaded}
+    with ThreadPoolExecutor(8) as pool:
+        serving = sum(pool.map(lambda a: serves(platform, a), apps))
+    return app_figures(idle, loaded, transient, apps, serving, times, deploy_s)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--quick", action="store_true", help="5 s settle window instead of 20 s")
+    ap.add_argument(
+        "--quick", action="store_true", help="5 s settle windows and 10 apps, not 20 s and 100"
+    )
+    ap.add_argument("--apps", type=int, default=0, help="how many apps (0: 100, --quick 10)")
+    ap.add_argument("--parallel", type=int, default=4, help="deploys at a time")
     args = ap.parse_args()
     settle_s = 5.0 if args.quick else 20.0
+    n = args.apps or (10 if args.quick else 100)
+    if n < 1 or args.parallel < 1:
+        ap.error("--apps and --parallel must be at least 1")
 
     with running_platform() as platform:
         before = sample(platform)
@@ -165,9 +318,13 @@ def main() -> None:
         after = sample(platform)
         window_s = time.monotonic() - start
         lines = figures(before, after, window_s)
-    left = [p for p in after if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+        for line in lines:
+            print(line, flush=True)
+        app_lines = measure_apps(platform, n, args.parallel, settle_s)
+        measured = set(after) | set(sample(platform))
+    left = [p for p in measured if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
     assert not left, f"processes left running after the stop: {left}"
-    for line in lines:
+    for line in app_lines:
         print(line)
 
 
