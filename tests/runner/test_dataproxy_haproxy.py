@@ -9,6 +9,7 @@ standby), on loopback ports of this host.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import time
@@ -16,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import psutil
 import pytest
 
 from roost.runner.dataproxy import (
@@ -122,6 +124,14 @@ async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter, text: str) -> s
     return (await asyncio.wait_for(r.readline(), 5)).decode().strip()
 
 
+def running(pid: int) -> bool:
+    """Not gone, nor a zombie (detached, it is reaped by init, if at all)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -214,3 +224,60 @@ async def test_no_listeners_start_no_haproxy(tmp_path: Path) -> None:
     stop.set()
     await follow(tmp_path / LISTENERS_FILE, proxy, stop)  # no file: one machine
     assert proxy.pid is None and not (tmp_path / "haproxy.cfg").exists()
+
+
+async def test_a_hand_over_leaves_haproxy_serving_and_the_next_follower_adopts_it(
+    tmp_path: Path,
+) -> None:
+    one, two = port(), port()
+    path = tmp_path / LISTENERS_FILE
+    home = tmp_path / "proxy"
+    async with members() as (a, b):
+        a.primary = b.primary = True
+        first = ProxyListener("postgres", "one", one, (("127.0.0.1", a.port, a.rest_port),))
+        second = ProxyListener("postgres", "two", two, (("127.0.0.1", b.port, b.rest_port),))
+        path.write_bytes(encode_listeners([first]))
+        old, new = DataProxy(home), DataProxy(home)
+        stop = asyncio.Event()
+        following = asyncio.create_task(follow(path, old, stop, 0.1, hand_over=lambda: True))
+        try:
+            await lands_on(one, "a")
+            master = old.pid
+            assert master is not None
+            _, r, w = await greeting(one)
+            stop.set()
+            await asyncio.wait_for(following, 30)
+            # Handed over: still serving the connection opened before.
+            assert old.pid is None and running(master)
+            assert await echo(r, w, "kept") == "a:kept"
+            stop = asyncio.Event()
+            following = asyncio.create_task(follow(path, new, stop, 0.1))
+            path.write_bytes(encode_listeners([first, second]))
+            await lands_on(two, "b")
+            assert new.pid == master, "adopted and reloaded, not started again"
+            assert await echo(r, w, "again") == "a:again"
+        finally:
+            stop.set()
+            await asyncio.wait_for(following, 30)
+            await old.close()
+        # A follower that does not hand over stops it.
+        assert new.pid is None and not running(master)
+        assert await asyncio.wait_for(r.read(), 10) == b""
+        w.close()
+
+
+async def test_a_recorded_pid_that_is_not_our_haproxy_is_never_adopted(tmp_path: Path) -> None:
+    free = port()
+    async with members() as (a, _b):
+        a.primary = True
+        lst = ProxyListener("postgres", "one", free, (("127.0.0.1", a.port, a.rest_port),))
+        tmp_path.mkdir(exist_ok=True)
+        (tmp_path / "haproxy.pid").write_text(f"{os.getpid()}\n")  # this test, not HAProxy
+        proxy = DataProxy(tmp_path)
+        try:
+            assert await proxy.apply([lst])
+            assert proxy.pid not in (None, os.getpid())
+            await lands_on(free, "a")
+        finally:
+            await proxy.close()
+        assert proxy.pid is None

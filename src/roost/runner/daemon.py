@@ -271,9 +271,12 @@ async def _serve(
         helpers.append(tg.create_task(fw.run()))
         helpers.append(tg.create_task(dirs.run()))
         # The data proxy: one address per database pair (runner/dataproxy.py);
-        # nothing runs while DATA/dataproxy.json lists no listener.
+        # nothing runs while DATA/dataproxy.json lists no listener. A
+        # hand-over leaves it serving apps' connections for the next runner.
         proxy = DataProxy(layout.root / "dataproxy")
-        helpers.append(tg.create_task(follow(layout.data_dir / LISTENERS_FILE, proxy, stop)))
+        listeners = layout.data_dir / LISTENERS_FILE
+        following = follow(listeners, proxy, stop, hand_over=lambda: leaving.requested)
+        helpers.append(tg.create_task(following))
         # Before any request about them; their service allowances with them.
         await fw.adopt_sessions(await runner_rpc.adopt(runs))
         if rpc is not None:

@@ -35,7 +35,9 @@ configuration text, deterministic for the same listeners in any order.
 `haproxy -c`, and runs HAProxy in master-worker mode (`-W`); a change is a
 SIGUSR2 to the master, which starts new workers on the listening sockets
 it keeps open while the old ones finish their connections, so a reload
-drops no connection and refuses none.
+drops no connection and refuses none. HAProxy outlives the runner daemon
+(runner/proxyproc.py): a runner restart leaves it serving, and the next
+runner adopts it; only a full stop of the runner stops it.
 """
 
 from __future__ import annotations
@@ -47,13 +49,13 @@ import logging
 import os
 import re
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
 from roost.proc import spawn
-from roost.proc.stop import terminate
+from roost.runner import proxyproc
 
 log = logging.getLogger("roost.runner")
 
@@ -257,20 +259,40 @@ def encode_listeners(listeners: Iterable[ProxyListener]) -> bytes:
 
 
 class DataProxy:
-    """HAProxy for this runner's listeners: started on the first `apply`,
-    reloaded (SIGUSR2 to its master) on each change, stopped by `close`."""
+    """HAProxy for this runner's listeners: adopted from a predecessor or
+    started on the first `apply`, reloaded (SIGUSR2 to its master) on each
+    change; stopped by `close`, left running for a successor by `leave`."""
 
     def __init__(self, home: Path, bind: str = "127.0.0.1", binary: str = HAPROXY) -> None:
         self.home = home
         self.bind = bind
         self.binary = binary
         self.config = home / "haproxy.cfg"
-        self._proc: asyncio.subprocess.Process | None = None
+        self.pidfile = home / "haproxy.pid"
+        self._proc: proxyproc.Master | None = None
         self._text = ""
+        self._adopted = False
 
     @property
     def pid(self) -> int | None:
+        """The master's pid while this proxy holds one."""
         return self._proc.pid if self._proc is not None else None
+
+    def _adopt(self) -> None:
+        """Take on the HAProxy a predecessor left serving (once): what it
+        serves is the configuration file it was last given."""
+        if self._adopted:
+            return
+        self._adopted = True
+        found = proxyproc.find(self.pidfile, self.binary, self.config)
+        if found is None:
+            return
+        try:
+            self._text = self.config.read_text()
+        except OSError:
+            self._text = ""  # unknown: the next apply reloads it
+        self._proc = found
+        log.info("data proxy adopted (pid %d)", found.pid)
 
     async def _validate(self, path: Path) -> None:
         proc = await spawn.start(
@@ -286,7 +308,8 @@ class DataProxy:
         """Make HAProxy serve exactly these listeners; True if anything changed."""
         wanted = list(listeners)
         text = render(wanted, self.bind, self.home)
-        running = self._proc is not None and self._proc.returncode is None
+        self._adopt()
+        running = self._proc is not None and self._proc.running
         if not wanted and not running and not self._text:
             return False  # nothing to serve, nothing served: no HAProxy (one machine)
         if text == self._text and running:
@@ -301,15 +324,18 @@ class DataProxy:
             assert self._proc is not None
             with contextlib.suppress(OSError, TimeoutError):
                 (self.home / "haproxy.state").write_text(await self._ask("show servers state"))
-            os.kill(self._proc.pid, signal.SIGUSR2)
+            self._proc.signal(signal.SIGUSR2)
             log.info("data proxy reloaded")
         else:
-            self._proc = await spawn.start_logged(
-                [self.binary, "-W", "-db", "-f", str(self.config)],
-                self.home / "haproxy.log",
-                env={"PATH": "/usr/sbin:/usr/bin:/bin"},
-                cwd=self.home,
-            )
+            if self._proc is not None:
+                self._proc.close()  # it ended; a new one takes its place
+            try:
+                self._proc = await proxyproc.launch(
+                    self.binary, self.config, self.pidfile, self.home / "haproxy.log", self.home
+                )
+            except OSError as exc:
+                self._proc = None
+                raise ProxyError(f"the data proxy did not start: {exc}") from None
             log.info("data proxy started (pid %d)", self._proc.pid)
         return True
 
@@ -330,19 +356,38 @@ class DataProxy:
         return servers_up(await self._ask("show stat"))
 
     async def close(self) -> None:
+        """Stop HAProxy (a full stop of the runner), adopting it first if
+        this proxy never did: nothing of a predecessor's is left serving."""
+        self._adopt()
         if self._proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                await terminate(self._proc, 10.0)
+            await self._proc.stop(STOP_GRACE_S)
+            self._proc = None
+            with contextlib.suppress(FileNotFoundError):
+                self.pidfile.unlink()
+
+    def leave(self) -> None:
+        """Let HAProxy go on serving for the next runner (a hand-over)."""
+        if self._proc is not None:
+            self._proc.close()
             self._proc = None
 
 
+# How long HAProxy's master may take to stop its workers on a full stop.
+STOP_GRACE_S = 10.0
+
+
 async def follow(
-    path: Path, proxy: DataProxy, stop: asyncio.Event, interval: float = FOLLOW_INTERVAL_S
+    path: Path,
+    proxy: DataProxy,
+    stop: asyncio.Event,
+    interval: float = FOLLOW_INTERVAL_S,
+    hand_over: Callable[[], bool] = lambda: False,
 ) -> None:
     """Serve the listeners `path` names, applying each change (a reload that
-    drops no connection), until `stop`; then stop HAProxy. No file: nothing
-    is served (one machine, or no pair yet). A file that cannot be used is
-    logged and the listeners before it kept."""
+    drops no connection), until `stop` (or cancelled); then stop HAProxy,
+    or leave it serving when `hand_over()` says the runner hands over. No
+    file: nothing is served (one machine, or no pair yet). A file that
+    cannot be used is logged and the listeners before it kept."""
     seen: bytes | None = None
     try:
         while not stop.is_set():
@@ -356,8 +401,13 @@ async def follow(
                     await proxy.apply(decode_listeners(raw))
                 except ProxyError as exc:
                     log.error("data proxy: %s: %s (keeping the listeners before)", path, exc)
+                    if proxy.pid is None:
+                        seen = None  # nothing serves: try again on the next round
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await stop.wait()
     finally:
-        await proxy.close()
+        if hand_over():
+            proxy.leave()
+        else:
+            await proxy.close()
