@@ -64,14 +64,19 @@ def _command_page(cmd: click.Command, path: list[str], out: list[str]) -> None:
     arguments = [p for p in cmd.params if isinstance(p, click.Argument)]
     options = [p for p in cmd.params if isinstance(p, click.Option) and not p.hidden]
     if arguments:
-        out.append("Arguments: " + ", ".join(f"`{a.human_readable_name}`" for a in arguments) + "\n")
+        out.append(
+            "Arguments: " + ", ".join(f"`{a.human_readable_name}`" for a in arguments) + "\n"
+        )
     if options:
         out.append("| option | type | what it does |\n|---|---|---|")
         out.extend(_option_row(p) for p in options)
         out.append("")
     if isinstance(cmd, click.Group):
-        for sub_name in sorted(cmd.commands):
-            _command_page(cmd.commands[sub_name], [*path, sub_name], out)
+        # Through the group's own lookup: roost's commands load when asked (roost.cli.lazy).
+        for sub_name in cmd.list_commands(ctx):
+            sub = cmd.get_command(ctx, sub_name)
+            assert sub is not None, sub_name
+            _command_page(sub, [*path, sub_name], out)
 
 
 def _help_text(text: str) -> str:
@@ -120,7 +125,9 @@ def openapi_document() -> dict[str, Any]:
         engine = make_engine(sqlite_url(Path(tmp) / "docs.db"))
         controller = Controller(AsyncStore(Store(engine)), Settings(), "docs")
         try:
-            doc: dict[str, Any] = create_api(controller, ControllerService(controller, None)).openapi()
+            doc: dict[str, Any] = create_api(
+                controller, ControllerService(controller, None)
+            ).openapi()
         finally:
             engine.dispose()
     return doc

@@ -1,35 +1,75 @@
-"""The `roost` command."""
+"""The `roost` command.
+
+Its commands are imported only when invoked (roost.cli.lazy): a daemon started
+as `roost <role>` imports its role and not the rest of the CLI (issue 21).
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import click
 
 from roost import __version__
-from roost.cli import (
-    apps,
-    backups,
-    check,
-    cluster,
-    control,
-    daemons,
-    drains,
-    hosts,
-    manage,
-    notify,
-    restorecmd,
-    services,
-    status,
-    up,
-)
 from roost.cli.datadir import default_data_dir
-from roost.cli.install import install
-from roost.cli.routerkeeper import router_keeper
+from roost.cli.lazy import LazyGroup
+
+# httpx's package imports its own command-line tool (click, rich, pygments:
+# ~5 MB resident for the life of a process) whenever rich is installed, as it
+# is for this CLI. No roost process runs httpx's tool: marked absent before
+# anything imports httpx, httpx does what it does without its [cli] extra.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+_DAEMONS = ("controller", "builder", "runner", "router", "servicehost", "gateway", "backupd")
+
+# name -> "module:attribute", the command's home.
+COMMANDS: dict[str, str] = {
+    **{role: f"roost.cli.daemons:{role}" for role in (*_DAEMONS, "statedb", "sentinel")},
+    "up": "roost.cli.up:up",
+    "down": "roost.cli.control:down",
+    "status": "roost.cli.status:status",
+    "cluster": "roost.cli.cluster:cluster",
+    "apps": "roost.cli.apps:apps_group",
+    "deploy": "roost.cli.apps:deploy",
+    "ps": "roost.cli.apps:ps",
+    "deploys": "roost.cli.apps:deploys",
+    "releases": "roost.cli.apps:releases",
+    "logs": "roost.cli.apps:logs",
+    "hosts": "roost.cli.hosts:hosts",
+    **{
+        name: f"roost.cli.manage:{name}"
+        for name in (
+            "login",
+            "accounts",
+            "config",
+            "scale",
+            "restart",
+            "rollback",
+            "suspend",
+            "resume",
+            "domains",
+            "certs",
+            "keys",
+            "where",
+        )
+    },
+    "services": "roost.cli.services:services",
+    "psql": "roost.cli.services:psql",
+    "redis-cli": "roost.cli.services:redis_cli",
+    "backups": "roost.cli.backups:backups",
+    "drains": "roost.cli.drains:drains",
+    "log-retention": "roost.cli.drains:log_retention",
+    "notify": "roost.cli.notify:notify",
+    "check": "roost.cli.check:check",
+    "restore": "roost.cli.restorecmd:restore",
+    "install": "roost.cli.install:install",
+    "router-keeper": "roost.cli.routerkeeper:router_keeper",
+}
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy=COMMANDS)
 @click.version_option(__version__, prog_name="roost")
 @click.option(
     "--data",
@@ -52,41 +92,6 @@ def cli(ctx: click.Context, data: Path, insecure: bool) -> None:
     if insecure:
         # The API client reads it wherever a command builds one.
         os.environ["ROOST_INSECURE"] = "1"
-
-
-cli.add_command(up.up)
-cli.add_command(control.down)
-cli.add_command(status.status)
-cli.add_command(cluster.cluster)
-cli.add_command(apps.apps_group)
-cli.add_command(apps.deploy)
-cli.add_command(apps.ps)
-cli.add_command(apps.deploys)
-cli.add_command(apps.releases)
-cli.add_command(apps.logs)
-cli.add_command(hosts.hosts)
-for _cmd in (
-    daemons.controller,
-    daemons.builder,
-    daemons.runner,
-    daemons.router,
-    daemons.servicehost,
-    daemons.gateway,
-    daemons.backupd,
-    daemons.statedb,
-    daemons.sentinel,
-    *manage.COMMANDS,
-    *services.COMMANDS,
-    *backups.COMMANDS,
-    *drains.COMMANDS,
-    *notify.COMMANDS,
-):
-    cli.add_command(_cmd)
-
-cli.add_command(check.check)
-cli.add_command(restorecmd.restore)
-cli.add_command(install)
-cli.add_command(router_keeper)
 
 
 def main() -> None:
