@@ -63,6 +63,8 @@ def sample(t: msgspec.inspect.Type, name: str = "x") -> Any:
         return None
     if isinstance(t, i.ListType):
         return [sample(t.item_type, name)]
+    if isinstance(t, i.TupleType):
+        return [sample(x, name) for x in t.item_types]
     if isinstance(t, i.DictType):
         return {sample(t.key_type, name): sample(t.value_type, name)}
     if isinstance(t, i.LiteralType):

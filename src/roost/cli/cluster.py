@@ -32,10 +32,19 @@ from roost.cli import clusterupgrade, install
 from roost.cli.client import EXIT_USAGE, CliError
 from roost.controller.admintoken import admin_token_path, read_admin_token
 from roost.controller.secretbox import FERNET_FILE, legacy_key, new_key
+from roost.servicehost import pgpair
 from roost.servicehost.redispairs import SENTINEL_KEY as SENTINEL_FILE
-from roost.statedb.plan import STATE_FILE, PlanError, StateDbPlan, for_host, hosts_of, new_plan
+from roost.statedb.plan import (
+    STATE_FILE,
+    PlanError,
+    StateDbPlan,
+    etcd_plan,
+    for_host,
+    hosts_of,
+    new_plan,
+)
 from roost.statedb.plan import state_url as statedb_url
-from roost.wire.cluster import ClusterConfig, Endpoint
+from roost.wire.cluster import ClusterConfig, Endpoint, PairEntry
 from roost.wire.identity import (
     PEERS_FILE,
     ROLES,
@@ -75,8 +84,14 @@ def _addresses(value: str, what: str) -> list[str]:
     return hosts
 
 
-def build_config(name: str, members: dict[Identity, KeyPair], state_url: str) -> ClusterConfig:
-    """The address book: every served role's endpoints, each with its host's key."""
+def build_config(
+    name: str,
+    members: dict[Identity, KeyPair],
+    state_url: str,
+    pairs: list[pgpair.PairPlan] | None = None,
+) -> ClusterConfig:
+    """The address book: every served role's endpoints, each with its host's
+    key; and the servicehost pairs (no secrets: those are in pgpair.json)."""
     endpoints: dict[str, list[Endpoint]] = {}
     for book_role, (role, port) in ENDPOINT_ROLES.items():
         eps = [
@@ -86,7 +101,17 @@ def build_config(name: str, members: dict[Identity, KeyPair], state_url: str) ->
         ]
         if eps:
             endpoints[book_role] = eps
-    return ClusterConfig(name=name, endpoints=endpoints, state_url=state_url)
+    entries = [
+        PairEntry(
+            name=p.name,
+            hosts=list(p.hosts),
+            pg_port=p.pg_port,
+            rest_port=p.rest_port,
+            proxy_port=p.proxy_port,
+        )
+        for p in pairs or []
+    ]
+    return ClusterConfig(name=name, endpoints=endpoints, state_url=state_url, pairs=entries)
 
 
 def plan_hosts(roles: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -107,13 +132,17 @@ def host_bundles(
     fernet_keys: list[bytes],
     statedb: StateDbPlan | None = None,
     sentinel_password: str = "",
+    pairs: list[pgpair.PairPlan] | None = None,
 ) -> dict[str, dict[str, bytes]]:
     """host -> {path in its bundle: content}; a host's secrets are in its bundle only.
 
     `sentinel_password`: the Redis pairs' (servicehosts come in pairs): every
-    servicehost and controller host runs a sentinel (roost.servicehost.sentineld)."""
+    servicehost and controller host runs a sentinel (roost.servicehost.sentineld).
+    `pairs`: each pair's servicehosts get its plan (pgpair.json, with the
+    pair's passwords) and run their member of its Patroni cluster."""
     members = {identity(r, h): generate_keypair() for h, roles in hosts.items() for r in roles}
-    config = msgspec.json.format(msgspec.json.encode(build_config(name, members, state_url)))
+    book = build_config(name, members, state_url, pairs)
+    config = msgspec.json.format(msgspec.json.encode(book))
     peers = encode_peers({pair.public: who for who, pair in members.items()})
     out: dict[str, dict[str, bytes]] = {}
     for host, roles in hosts.items():
@@ -127,6 +156,10 @@ def host_bundles(
         if sentinel_password and {"servicehost", "controller"} & set(roles):
             files[f"keys/{SENTINEL_FILE}"] = sentinel_password.encode() + b"\n"
         out[host] = files
+    for plan in pairs or []:
+        for host in plan.hosts:
+            mine = msgspec.json.format(msgspec.json.encode(pgpair.for_host(plan, host)))
+            out[host][pgpair.PAIR_FILE] = mine
     if statedb is not None:
         for host in hosts_of(statedb):
             files = out.setdefault(host, {"cluster.json": config, f"keys/{PEERS_FILE}": peers})
@@ -229,8 +262,9 @@ def init(
     ctl = _addresses(controllers, "controllers")
     if not ctl:
         raise CliError("--controllers needs at least one address", EXIT_USAGE)
-    statedb = _statedb_plan(name, ctl, state_url, state_hosts, etcd_hosts)
-    if statedb is not None:
+    service = _addresses(servicehosts, "servicehosts")
+    statedb = _statedb_plan(name, ctl, state_url, state_hosts, etcd_hosts, len(service))
+    if statedb is not None and statedb.patroni:
         state_url = statedb_url(statedb)
     if len(ctl) > 1 and (not state_url or state_url.startswith("sqlite")):
         raise CliError(
@@ -251,10 +285,13 @@ def init(
     fernet = [new_key()]
     if previous is not None:
         fernet.append(legacy_key(_legacy_secret(previous)))
-    # Two servicehosts or more come in pairs: each app's Redis under Sentinel.
-    paired = len(_addresses(servicehosts, "servicehosts")) >= 2
+    # Two servicehosts or more come in pairs: each app's Redis under Sentinel,
+    # and, given an etcd (the state database's), each pair's PostgreSQL
+    # under Patroni; an odd last servicehost is a spare.
+    paired = len(service) >= 2
     sentinel = secrets.token_urlsafe(24) if paired else ""
-    bundles = host_bundles(name, hosts, state_url, fernet, statedb, sentinel)
+    pairs, spare = pgpair.plan_pairs(service, statedb.etcd) if paired and statedb else ([], [])
+    bundles = host_bundles(name, hosts, state_url, fernet, statedb, sentinel, pairs)
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     for host, files in bundles.items():
         path = out / f"{host}.tar.gz"
@@ -262,6 +299,15 @@ def init(
         with os.fdopen(fd, "wb") as fh:
             fh.write(_tar(files))
         console.print(f"{path}: {', '.join(_parts(hosts.get(host, []), files))}")
+    for p in pairs:
+        console.print(f"servicehost {p.name}: {' and '.join(p.hosts)} (apps' PostgreSQL, Redis)")
+    for h in spare:
+        console.print(f"servicehost {h}: a spare (in no pair; takes no app while a pair has room)")
+    if paired and not pairs:
+        console.print(
+            "servicehosts: each app's Redis is a pair; its PostgreSQL stays on one servicehost "
+            "(pairs of PostgreSQL need an etcd: --state-hosts or --etcd-hosts)"
+        )
     console.print(
         f"Wrote {len(bundles)} bundles in {out} (keep them secret: each holds its host's keys)."
     )
@@ -271,6 +317,7 @@ def init(
 def _parts(roles: list[str], files: dict[str, bytes]) -> list[str]:
     """What a host's bundle makes it run: its roles, and the state
     database's part or a sentinel of its own when its files say so."""
+    # (A pair's pgpair.json is no part of its own: the servicehost runs it.)
     parts = roles + (["statedb"] if STATE_FILE in files else [])
     if f"keys/{SENTINEL_FILE}" in files and "servicehost" not in roles:
         parts.append("sentinel")  # a servicehost runs its own (redispairs.py)
@@ -278,14 +325,29 @@ def _parts(roles: list[str], files: dict[str, bytes]) -> list[str]:
 
 
 def _statedb_plan(
-    name: str, controllers: list[str], state_url: str, state_hosts: str, etcd_hosts: str
+    name: str,
+    controllers: list[str],
+    state_url: str,
+    state_hosts: str,
+    etcd_hosts: str,
+    servicehosts: int = 0,
 ) -> StateDbPlan | None:
-    """The state database's plan when --state-hosts names its hosts (else None)."""
+    """The state database's plan when --state-hosts names its hosts; etcd's
+    alone when --etcd-hosts names it for the servicehost pairs; else None."""
     patroni = _addresses(state_hosts, "state-hosts")
     if not patroni:
-        if etcd_hosts:
-            raise CliError("--etcd-hosts goes with --state-hosts", EXIT_USAGE)
-        return None
+        if not etcd_hosts:
+            return None
+        if servicehosts < 2:
+            raise CliError(
+                "--etcd-hosts goes with --state-hosts, or with two servicehosts or more "
+                "(their pairs' PostgreSQL)",
+                EXIT_USAGE,
+            )
+        try:
+            return etcd_plan(name, _addresses(etcd_hosts, "etcd-hosts"))
+        except PlanError as exc:
+            raise CliError(f"etcd: {exc}", EXIT_USAGE) from None
     if state_url:
         raise CliError("--state-hosts and --state both name the state database", EXIT_USAGE)
     try:
@@ -297,6 +359,7 @@ def _statedb_plan(
 
 def _bundle_names() -> set[str]:
     names = {"cluster.json", f"keys/{PEERS_FILE}", f"keys/{FERNET_FILE}", STATE_FILE}
+    names.add(pgpair.PAIR_FILE)
     names.add(f"keys/{SENTINEL_FILE}")
     for role in ROLES:
         names |= {f"keys/{role}.key", f"keys/{role}.key_secret"}
@@ -356,6 +419,13 @@ def _bundle_host(files: dict[str, bytes], bundle: Path) -> tuple[str, list[str]]
         if hosts - {plan.host}:
             raise CliError(f"{bundle}: {STATE_FILE} is not this host's", EXIT_USAGE)
         hosts.add(plan.host)
+    if pgpair.PAIR_FILE in files:
+        try:
+            mine = msgspec.json.decode(files[pgpair.PAIR_FILE], type=pgpair.PairPlan)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise CliError(f"{bundle}: {pgpair.PAIR_FILE}: {exc}", EXIT_USAGE) from None
+        if "servicehost" not in roles or hosts != {mine.host}:
+            raise CliError(f"{bundle}: {pgpair.PAIR_FILE} is not this servicehost's", EXIT_USAGE)
     if len(hosts) != 1:
         raise CliError(f"{bundle} holds no single host's keys", EXIT_USAGE)
     return hosts.pop(), _parts(roles, files)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from roost.appspec.model import AppSpec
 from roost.controller.scheduler import Placement
-from roost.wire.messages import InstanceAssignment
+from roost.wire.messages import InstanceAssignment, ProxyTarget
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class AssignmentInputs:
     app_key: str = ""
     app_id: int = 0
     memory_mb: int = 0
+    # The runner's data proxy listeners for the app (controller.pairproxy).
+    data_proxy: tuple[ProxyTarget, ...] = ()
 
 
 @dataclass
@@ -59,6 +61,7 @@ def instance_assignment(
         and old.app_key == inputs.app_key
         and old.app_id == inputs.app_id
         and old.memory_mb == inputs.memory_mb
+        and tuple(old.data_proxy) == inputs.data_proxy
     ):
         return old
     return InstanceAssignment(
@@ -72,6 +75,7 @@ def instance_assignment(
         app_key=inputs.app_key,
         app_id=inputs.app_id,
         memory_mb=inputs.memory_mb,
+        data_proxy=list(inputs.data_proxy),
     )
 
 

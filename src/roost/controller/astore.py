@@ -176,6 +176,7 @@ class AsyncStore:
     add_service_pair = _on_executor(Store.add_service_pair)
     service_pairs = _on_executor(Store.service_pairs)
     app_pair = _on_executor(Store.app_pair)
+    app_pair_map = _on_executor(Store.app_pair_map)
     set_app_pair = _on_executor(Store.set_app_pair)
     pair_loads = _on_executor(Store.pair_loads)
 

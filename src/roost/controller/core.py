@@ -70,6 +70,7 @@ from roost.wire.messages import (
     Assignment,
     InstanceStatus,
     LogLine,
+    ProxyTarget,
     RouteSnapshot,
 )
 from roost.wire.pubsub import Publisher
@@ -207,11 +208,18 @@ class Controller:
         """What an instance's environment gets from the platform: its service
         credentials, then the release's config vars (which may override them),
         then the addresses of its services, which no config var overrides.
-        The app's credentials must be loaded (`ServiceBroker.warm`) first."""
-        creds = self.services.cached_credentials(app_id) if self.services is not None else []
+        An app on a servicehost pair connects through its runner's data proxy
+        (controller.pairproxy). The app's credentials must be loaded
+        (`ServiceBroker.warm`) first."""
+        creds = self.services.app_credentials(app_id) if self.services is not None else []
         env = service_environment(creds)
         env.update(config)
         return with_service_addresses(env, creds)
+
+    def data_proxy(self, app_id: int) -> tuple[ProxyTarget, ...]:
+        """The data proxy listeners a runner serves for the app's processes
+        (none for an app on no servicehost pair); loaded with its credentials."""
+        return tuple(self.services.proxy_targets(app_id)) if self.services is not None else ()
 
     async def restart_process(self, app: AppRow, process_type: str) -> None:
         """Replace the serving release's instances of one process type."""
@@ -563,6 +571,7 @@ class Controller:
                         app_key=a.row.key,
                         app_id=a.row.id,
                         memory_mb=m.memory_of(p),
+                        data_proxy=self.data_proxy(a.row.id),
                     )
                 )
             return inputs[key]

@@ -23,6 +23,7 @@ from roost.controller.bootstrap import NotAdmin, bootstrap_admin
 from roost.controller.core import TICK_S, Controller
 from roost.controller.cronrunner import CronRunner
 from roost.controller.notifier import Notifier
+from roost.controller.pairproxy import record_pairs
 from roost.controller.platformsnap import PlatformFiles
 from roost.controller.secretbox import FERNET_FILE, SecretBox, SecretError
 from roost.controller.service import ControllerService
@@ -95,6 +96,10 @@ async def serve(
         await asyncio.to_thread(bootstrap_admin, store, data_dir, name)
     except NotAdmin as exc:
         log.error("no admin token in DATA/controller: %s", exc)
+    # The servicehost pairs `cluster init` named (cluster.json), recorded once.
+    added = await asyncio.to_thread(record_pairs, store, cluster.pairs)
+    if added:
+        log.info("servicehost pairs recorded: %s", ", ".join(added))
     # From here on the database is reached only through the async face.
     astore = AsyncStore(store)
     async with node:

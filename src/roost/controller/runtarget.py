@@ -68,6 +68,7 @@ async def target_for(
         app_key=app.key,
         app_id=app.id,
         memory_mb=c.settings.instance_memory_mb,
+        data_proxy=list(c.data_proxy(app.id)),
     )
     return RunTarget(
         host_id=host.host_id,

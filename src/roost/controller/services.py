@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from roost import patroni
 from roost.appspec.model import AppSpec
 from roost.appspec.service_env import service_environment
-from roost.controller import redispair
+from roost.controller import pairproxy, redispair
 from roost.controller.astore import AsyncStore
 from roost.controller.secretbox import SecretBox
 from roost.controller.servicehosts import HostDown, ServiceHosts, ask_patroni
@@ -31,6 +31,7 @@ from roost.controller.store import AppRow
 from roost.controller.store_pairs import PairRow
 from roost.wire.messages import (
     Ping,
+    ProxyTarget,
     RedisCopy,
     ServerStatus,
     ServiceCredentials,
@@ -87,6 +88,8 @@ class ServiceBroker:
         self._cache: dict[int, list[ServiceCredentials]] = {}
         # app id -> kind -> the servicehost holding it ("": not recorded yet)
         self._holders: dict[int, dict[str, str]] = {}
+        # app id -> the pair its services are on (None: none), read with them
+        self._pair: dict[int, PairRow | None] = {}
         self._changes = 0  # bumped by every binding change this replica makes
         self.status: dict[str, ServiceHostStatus] = {}
 
@@ -98,6 +101,10 @@ class ServiceBroker:
             changes = self._changes
             one = next(iter(missing)) if len(missing) == 1 else None
             rows = await self.store.service_bindings(one)
+            # The pairs they are on (pairs never change once recorded; an
+            # app's pair only once, at its first service, a binding change).
+            placed = await self.store.app_pair_map(sorted(missing))
+            pairs = {p.name: p for p in await self.store.service_pairs()} if placed else {}
             if changes != self._changes:
                 continue  # a binding changed meanwhile: what was read may be stale
             found: dict[int, list[ServiceCredentials]] = {i: [] for i in missing}
@@ -108,11 +115,13 @@ class ServiceBroker:
                     held[row.app_id][row.kind] = row.host
             self._cache.update(found)
             self._holders.update(held)
+            self._pair.update({i: pairs.get(placed.get(i, "")) for i in missing})
 
     def _forget(self, app_id: int) -> None:
         self._changes += 1
         self._cache.pop(app_id, None)
         self._holders.pop(app_id, None)
+        self._pair.pop(app_id, None)
 
     def forget(self, app_ids: Iterable[int]) -> None:
         """Read these apps' credentials again when next asked (another
@@ -123,6 +132,15 @@ class ServiceBroker:
     def cached_credentials(self, app_id: int) -> list[ServiceCredentials]:
         """The app's credentials, read by `warm` before (KeyError if not)."""
         return self._cache[app_id]
+
+    def app_credentials(self, app_id: int) -> list[ServiceCredentials]:
+        """What the app's processes connect with (read by `warm` before):
+        through the runner's data proxy when the app is on a pair."""
+        return pairproxy.proxied(self._cache[app_id], self._pair.get(app_id))[0]
+
+    def proxy_targets(self, app_id: int) -> list[ProxyTarget]:
+        """The data proxy listeners for the app's processes (`warm` first)."""
+        return pairproxy.proxied(self._cache[app_id], self._pair.get(app_id))[1]
 
     async def credentials(self, app_id: int) -> list[ServiceCredentials]:
         await self.warm([app_id])

@@ -80,6 +80,15 @@ class PairStore:
             ).scalar()
             return str(found or "")
 
+    def app_pair_map(self, app_ids: list[int] | None = None) -> dict[int, str]:
+        """App id -> the pair holding its services, for those placed on one
+        (of `app_ids`; every app's when None)."""
+        q = select(t.app_pairs.c.app_id, t.app_pairs.c.pair)
+        if app_ids is not None:
+            q = q.where(t.app_pairs.c.app_id.in_(app_ids))
+        with self.engine.connect() as c:
+            return {int(a): str(p) for a, p in c.execute(q)}
+
     def set_app_pair(self, app_id: int, pair: str) -> str:
         """Record the app's pair unless one is already: the pair it is on
         (another controller's choice, made first, wins)."""

@@ -47,6 +47,7 @@ from roost.runner.layout import Layout, PortAllocator, parse_port_range
 from roost.runner.logbuffer import LogBuffer
 from roost.runner.metrics import RunnerCollector
 from roost.runner.model import Policy
+from roost.runner.proxyfeed import ProxyFeed
 from roost.runner.rpcserver import RunnerRpc
 from roost.runner.shimclient import discover
 from roost.runner.shipper import LogShipper
@@ -58,6 +59,7 @@ from roost.tenant.toolmask import host_build_tools
 from roost.wire.bootstrap import open_node
 from roost.wire.dispatch import Handlers
 from roost.wire.identity import load_peers
+from roost.wire.messages import DATA_PROXY_HOST
 from roost.wire.node import Node
 from roost.wire.rpc import RpcClient, RpcServer
 
@@ -227,6 +229,9 @@ async def _serve(
     runner_rpc = RunnerRpc(layout, images, execs, data, copies, tenancy, defaults)
     # Deleted apps' homes: archived on AppRemoved, and before a reused name's use.
     dirs = AppDirs(layout, settings.archive_days * 86400)
+    # What the data proxy serves, from assignments and `run` sessions (proxyfeed.py).
+    feed = ProxyFeed(layout.data_dir / LISTENERS_FILE, execs.has)
+    runner_rpc.proxy_feed = feed
     rpc = _rpc_server(node, settings, runner_rpc.handlers(dirs, fw), layout.root / "rpc-port")
     sup = Supervisor(
         layout=layout,
@@ -247,7 +252,9 @@ async def _serve(
         interval=settings.heartbeat_interval_s,
         records=lambda: list(sup.records.values()),
         changed=sup.changed,
-        on_assignment=lambda asg: fw.gate(dirs.claim_all(asg.instances), sup.set_desired),
+        on_assignment=lambda asg: fw.gate(
+            dirs.claim_all(feed.assigned(asg.instances)), sup.set_desired
+        ),
         rpc_endpoint=rpc.address if rpc is not None else "",
         rpc_key=node.keypair.public_text if node is not None and rpc is not None else "",
     )
@@ -273,7 +280,7 @@ async def _serve(
         # The data proxy: one address per database pair (runner/dataproxy.py);
         # nothing runs while DATA/dataproxy.json lists no listener. A
         # hand-over leaves it serving apps' connections for the next runner.
-        proxy = DataProxy(layout.root / "dataproxy")
+        proxy = DataProxy(layout.root / "dataproxy", bind=DATA_PROXY_HOST)
         listeners = layout.data_dir / LISTENERS_FILE
         following = follow(listeners, proxy, stop, hand_over=lambda: leaving.requested)
         helpers.append(tg.create_task(following))

@@ -58,6 +58,7 @@ from roost.runner.firewall import RunnerFirewall
 from roost.runner.imageprep import ImageProvider
 from roost.runner.launch import Launch, LaunchError
 from roost.runner.layout import Layout, link_data, materialize
+from roost.runner.proxyfeed import ProxyFeed
 from roost.runner.runcmd import manage_py, render_run
 from roost.runner.shimsession import SessionRecord, ShimHeld
 from roost.sessions.server import ExecSessions, ExitHook, Spawn
@@ -112,15 +113,19 @@ class RunnerRpc:
         # This host's copy store: filled on ImageCopy, served to other hosts.
         self.copies = copies
         self._starting: dict[str, asyncio.Future[Msg]] = {}
+        # Lists a `run` session's data proxy listeners before it starts
+        # (the daemon sets it; None: nothing is fed, as in tests of the relay).
+        self.proxy_feed: ProxyFeed | None = None
 
     def handlers(self, dirs: AppDirs, firewall: RunnerFirewall | None = None) -> Handlers:
         """The runner's table. A `run` session starts once its app's home is
         claimed (`dirs`) and its firewall allowances are in place."""
         fw = firewall or RunnerFirewall.off()
+        start = self.proxy_feed.guard(self.start) if self.proxy_feed is not None else self.start
         return Handlers(
             "the runner",
             [
-                on(RunStart, fw.guard(dirs.claiming(self.start))),
+                on(RunStart, fw.guard(dirs.claiming(start))),
                 *self.sessions.entries(),
                 on(ImageChunkRequest, self.serve_chunk),
                 on(ImageCopy, self.copy),

@@ -29,7 +29,7 @@ from roost.datadir import quota
 from roost.datadir.shared import root_for
 from roost.metrics import serve as serve_metrics
 from roost.proc.exits import ConfigError
-from roost.servicehost import handover, redispairs, snaproom
+from roost.servicehost import handover, pgpair, redispairs, snaproom
 from roost.servicehost.adopt import Adoption
 from roost.servicehost.appdata import AppData
 from roost.servicehost.backupsource import BackupSources
@@ -109,6 +109,8 @@ async def _serve(
         pair_config = redispairs.load_config(data_dir, cluster, settings.sentinel_port)
         if pair_config is not None:  # a cluster's servicehost: Redis pairs (redispairs.py)
             host.pairs = RedisPairs(host, pair_config)
+        if (data_dir / pgpair.PAIR_FILE).exists():  # apps' PostgreSQL on its pair (pairdb.py)
+            host.pg_pair = pgpair.load_plan(data_dir)
         own = node.identity
         host.host_id = own.host if own is not None else ""
         # Apps' data directories (rsync/scp/sftp via gateways, pulls by runners).

@@ -55,6 +55,8 @@ from roost.servicehost.names import (
     postgres_url,
     redis_url,
 )
+from roost.servicehost.pairdb import PairAdmin, PairMember
+from roost.servicehost.pgpair import PairPlan
 from roost.servicehost.postgres import Postgres
 from roost.servicehost.redis import RedisServer
 from roost.servicehost.state import HostState, PgCluster, Service, load_state, save_state
@@ -154,6 +156,10 @@ class ServiceHost:
         self.redis: dict[str, tuple[RedisServer, Supervised]] = {}
         # Redis pairs under Sentinel (the daemon sets it in a cluster): None alone.
         self.pairs: RedisPairs | None = None
+        # This host's PostgreSQL pair (DATA/pgpair.json, the daemon sets it):
+        # apps' databases live there, not in its own PostgreSQL (pairdb.py).
+        self.pg_pair: PairPlan | None = None
+        self.pair_sup: Supervised | None = None
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Answers to removals already done, for a request that is repeated.
         self._removed: dict[str, ServiceRemoved] = {}
@@ -190,6 +196,9 @@ class ServiceHost:
         if await self.pg.initialize():
             self._save()
         self.pg_sup = Supervised(self.sup, self.pg, self.settings.restart_backoff_max_s)
+        if self.pg_pair is not None:
+            member = PairMember(self.pg_pair, self.layout.data_dir, self.layout.logs)
+            self.pair_sup = Supervised(self.sup, member, self.settings.restart_backoff_max_s)
         self._limits = tg.create_task(self._apply_connection_limits())
         if self.pairs is not None:
             self.pairs.start_sentinel()
@@ -263,7 +272,7 @@ class ServiceHost:
             if not roles:
                 return
             try:
-                changed = await pgadmin.set_connection_limits(await self._pg_up(), roles, limit)
+                changed = await pgadmin.set_connection_limits(await self._apps_pg(), roles, limit)
             except (ServiceError, psycopg.Error, OSError) as exc:
                 log.warning("cannot set the apps' connection limit yet (%s); retrying", exc)
                 await asyncio.sleep(LIMITS_RETRY_S)
@@ -316,7 +325,8 @@ class ServiceHost:
     def credentials(self, svc: Service) -> ServiceCredentials:
         if svc.kind == "postgres":
             assert self.state.postgres is not None
-            port = self.state.postgres.port
+            # (On a pair: this member's port; apps connect through the data proxy.)
+            port = self.pg_pair.pg_port if self.pg_pair is not None else self.state.postgres.port
             url = postgres_url(self.host, port, svc.database, svc.username, svc.password)
             return ServiceCredentials(
                 app=svc.app, kind="postgres", host=self.host, port=port,
@@ -333,6 +343,13 @@ class ServiceHost:
         self._check_disk()
 
     async def pg_up(self) -> Postgres:
+        return await self._pg_up()
+
+    async def _apps_pg(self) -> pgadmin.Postgres:
+        """Where apps' databases are: the pair's primary (pairdb.PairAdmin),
+        else this host's own PostgreSQL once it is up."""
+        if self.pg_pair is not None:
+            return PairAdmin(self.pg_pair, self.bins)
         return await self._pg_up()
 
     async def redis_up(self, app: str) -> RedisServer:
@@ -382,21 +399,33 @@ class ServiceHost:
         svc = self.state.get(app, "postgres")
         if svc is None:
             self._check_disk()
-        pg = await self._pg_up()
+        pg = await self._apps_pg()
         if svc is None:
+            port = self.credentials_port()
             svc = Service(
-                app=app, kind="postgres", port=pg.cluster.port, database=name, username=name,
+                app=app, kind="postgres", port=port, database=name, username=name,
                 password=new_password(),
             )  # fmt: skip
             self.state.services[HostState.key(app, "postgres")] = svc
             self._save()
-        await pgadmin.ensure_database(
-            pg, name, svc.password, self.settings.postgres_connection_limit
-        )
-        if self.state.postgres is not None and self.state.postgres.backup_password:
-            await backuprole.allow_database(pg, name)  # backupd dumps it too
+        try:
+            await pgadmin.ensure_database(
+                pg, name, svc.password, self.settings.postgres_connection_limit
+            )
+        except (psycopg.OperationalError, OSError) as exc:
+            # A pair without a primary for now (a failover): retried by the caller.
+            raise ServiceError(f"the app's PostgreSQL is not reachable: {exc}", True) from None
+        if self.pg_pair is None and self.state.postgres and self.state.postgres.backup_password:
+            await backuprole.allow_database(await self._pg_up(), name)  # backupd dumps it too
         log.info("postgres for %s: database %s ready", app, name)
         return svc
+
+    def credentials_port(self) -> int:
+        """The PostgreSQL port an app's database is on here."""
+        if self.pg_pair is not None:
+            return self.pg_pair.pg_port
+        assert self.state.postgres is not None
+        return self.state.postgres.port
 
     async def _provision_redis(
         self, app: str, memory_mb: int, copy_of: RedisCopy | None = None
@@ -469,11 +498,23 @@ class ServiceHost:
         key = HostState.key(app, kind)
         async with self._locks[key]:
             svc = self.state.get(app, kind)
+            pg = await self._apps_pg() if kind == "postgres" else None
+            # On a pair the app's database is in the pair's primary, made
+            # through the partner perhaps: this host may not record it.
+            name = svc.database if svc is not None else pg_name(app)
+            if (
+                svc is None
+                and pg is not None
+                and self.pg_pair is not None
+                and await pgadmin.database_exists(pg, name)
+            ):
+                svc = Service(app=app, kind="postgres", port=self.credentials_port(),
+                              database=name, username=name, password="")  # fmt: skip
             if svc is None:
                 raise ServiceError(f"app {app!r} has no {kind} service here")
             dest = self._backup_path(app, kind)
-            if kind == "postgres":
-                size = await pgadmin.dump(await self._pg_up(), svc.database, dest)
+            if pg is not None:
+                size = await pgadmin.dump(pg, svc.database, dest)
             else:
                 server = await self._redis_up(app)
                 await server.save()
@@ -488,7 +529,7 @@ class ServiceHost:
         async with self._locks[key]:
             svc = self.state.get(app, kind)
             if kind == "postgres":
-                pg = await self._pg_up()
+                pg = await self._apps_pg()
                 name = svc.database if svc else pg_name(app)
                 if svc is None and not await pgadmin.database_exists(pg, name):
                     return self._removed.get(key) or ServiceRemoved(app=app, kind=kind)

@@ -10,13 +10,34 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
+import psycopg
 from psycopg import sql
 
-from roost.servicehost.postgres import Postgres
+from roost.servicehost.binaries import Binaries
 from roost.servicehost.spawn import run_tool
 
 DUMP_TIMEOUT_S = 3600.0
+
+
+class Superuser(Protocol):
+    @property
+    def superuser(self) -> str: ...
+
+
+class Postgres(Protocol):
+    """What these steps need of a PostgreSQL: the servicehost's own
+    (postgres.Postgres) or its pair's primary (pairdb.PairAdmin)."""
+
+    @property
+    def bins(self) -> Binaries: ...
+    @property
+    def cluster(self) -> Superuser: ...
+    async def connect(
+        self, dbname: str = "postgres", timeout: int = 5
+    ) -> psycopg.AsyncConnection: ...
+    def tool_env(self) -> dict[str, str]: ...
 
 
 async def ensure_database(pg: Postgres, name: str, password: str, connection_limit: int) -> None:

@@ -51,6 +51,8 @@ log = logging.getLogger("roost.servicehost")
 PAIR_FILE = "pgpair.json"
 USER = "roost-pgpair"
 PATRONI_STOP_GRACE_S = 60.0
+# The first pair's port on the runners' data proxy; the next pairs' follow.
+PROXY_PORT_BASE = 6432
 
 
 class PairError(ValueError):
@@ -65,6 +67,9 @@ class PairPlan(msgspec.Struct, frozen=True, kw_only=True):
     etcd_client_port: int = 2379
     pg_port: int = 5434
     rest_port: int = 8009
+    # Where every runner's data proxy listens for this pair (its address is
+    # the runners' proxy address, roost.runner.dataproxy).
+    proxy_port: int = 6432
     # Shorter than the state database's 15/3/5 (issue 16 asks an app's writes
     # back within 15 s): a dead primary's key expires within 12 s, the
     # standby takes it on its next 2 s loop. Still Patroni's rule:
@@ -98,6 +103,23 @@ def new_pair(name: str, hosts: list[str], etcd: list[str], token: Any = None) ->
         replication_password=token(24),
         rest_password=token(24),
     )
+
+
+def plan_pairs(
+    servicehosts: list[str], etcd: list[str], token: Any = None
+) -> tuple[list[PairPlan], list[str]]:
+    """`cluster init`'s pairs: the servicehosts two by two in the order
+    named (pair-1, pair-2, ...), each on its own proxy port; and the
+    servicehost left over when their number is odd (a spare: it keeps its
+    own PostgreSQL and takes no app while a pair has room)."""
+    pairs = [
+        msgspec.structs.replace(
+            new_pair(f"pair-{i // 2 + 1}", servicehosts[i : i + 2], etcd, token),
+            proxy_port=PROXY_PORT_BASE + i // 2,
+        )
+        for i in range(0, len(servicehosts) - 1, 2)
+    ]
+    return pairs, servicehosts[2 * len(pairs) :]
 
 
 def for_host(plan: PairPlan, host: str) -> PairPlan:

@@ -96,6 +96,21 @@ def new_plan(
     )
 
 
+def etcd_plan(scope: str, etcd: list[str]) -> StateDbPlan:
+    """etcd alone (no Patroni of the state database): the consensus store
+    of the servicehost pairs when the state database is named by URL."""
+    if len(etcd) < 3 or len(etcd) % 2 == 0:
+        raise PlanError(
+            f"etcd needs an odd number of hosts, three or more (a majority must outlive "
+            f"a lost host), got {len(etcd)}"
+        )
+    if len(set(etcd)) != len(etcd):
+        raise PlanError("a host is named twice")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", scope):
+        raise PlanError(f"cluster name {scope!r}: use lower-case letters, digits and '-'")
+    return StateDbPlan(scope=scope, etcd=list(etcd), patroni=[])
+
+
 def hosts_of(plan: StateDbPlan) -> list[str]:
     """Every host that runs a part of it, in the order named."""
     return list(dict.fromkeys([*plan.etcd, *plan.patroni]))

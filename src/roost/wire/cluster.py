@@ -17,12 +17,27 @@ class Endpoint(msgspec.Struct, frozen=True):
     public_key: str  # z85 server key of the socket bound there
 
 
+class PairEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """A servicehost pair whose PostgreSQL is one Patroni cluster
+    (roost.servicehost.pgpair; no secrets here): its two servicehosts'
+    addresses, its ports, and where each runner's data proxy serves it."""
+
+    name: str
+    hosts: list[str]
+    pg_port: int = 5434
+    rest_port: int = 8009
+    proxy_port: int = 6432
+
+
 class ClusterConfig(msgspec.Struct, kw_only=True):
     name: str = "roost"
     # role -> endpoints, e.g. "controller", "controller-pub", "builder", "images".
     endpoints: dict[str, list[Endpoint]] = {}
     # State database for controllers ("" = SQLite in the controller's data dir).
     state_url: str = ""
+    # Servicehost pairs (`cluster init` with two servicehosts or more and an
+    # etcd): the controllers record them at start. [] on one machine.
+    pairs: list[PairEntry] = []
 
     def of(self, role: str) -> list[Endpoint]:
         return list(self.endpoints.get(role, []))

@@ -64,6 +64,30 @@ class InstanceAssignment(msgspec.Struct, frozen=True, kw_only=True):
     app_id: int = 0
     # The instance's memory limit (its cgroup's); 0: the runner's default.
     memory_mb: int = 0
+    # What the runner's data proxy must serve for this app (its services on
+    # a servicehost pair: the address its credentials name); [] when none
+    # or from an older controller.
+    data_proxy: list[ProxyTarget] = []
+
+
+# Where every runner's data proxy listens, the same on every runner (an app's
+# credentials name it): a loopback address of its own, so a runner's host
+# that is also a servicehost keeps 127.0.0.1's ports (an app's Redis, on the
+# same port as its listener) to itself. Tenant processes share the host's
+# network; the runner's firewall lets each app reach its own listeners only.
+DATA_PROXY_HOST = "127.0.0.2"
+
+
+class ProxyTarget(msgspec.Struct, frozen=True, kw_only=True):
+    """One listener of the runner-local data proxy (roost.runner.dataproxy):
+    `local_port` on the runner's proxy address, forwarded to whichever of
+    `servers` (host, port, check port) its check calls the primary."""
+
+    kind: Literal["postgres", "redis"]
+    name: str  # the pair's (postgres) or the app's (redis)
+    local_port: int
+    servers: list[tuple[str, int, int]] = []
+    password: str = ""  # redis: the AUTH its check sends
 
 
 class Assignment(Msg, frozen=True, kw_only=True):
