@@ -22,6 +22,10 @@ from roost.cli.main import COMMANDS, cli
 # What no daemon needs: the CLI's user commands and their terminal toolkit.
 CLI_ONLY = ("roost.cli.up", "roost.cli.apps", "roost.cli.manage", "roost.cli.cluster", "rich")
 
+# What a controller loads only when it is used: Alembic for a migration (in a
+# child, roost.state.migrator), the ACME client when a certificate is due.
+ON_DEMAND = {"controller": ("alembic", "mako", "acme", "josepy", "requests")}
+
 # role command -> the module its daemon runs
 DAEMONS = {
     "controller": "roost.controller.daemon",
@@ -65,6 +69,7 @@ def test_a_daemon_imports_no_cli_command_but_its_own(role: str, tmp_path: Path) 
     assert DAEMONS[role] in loaded
     assert "roost.cli.daemons" in loaded
     assert sorted(m for m in CLI_ONLY if m in loaded) == []
+    assert sorted(m for m in ON_DEMAND.get(role, ()) if m in loaded) == []
 
 
 def test_every_command_is_where_its_entry_says() -> None:

@@ -39,8 +39,7 @@ import httpx
 from cryptography import x509
 
 from roost.controller import acme_plan
-from roost.controller.acme_client import AcmeFailure, AcmeSession, new_key_pem
-from roost.controller.acme_plan import Order
+from roost.controller.acme_plan import AcmeFailure, Order
 from roost.controller.core import Controller
 from roost.controller.store_acme import Challenge
 from roost.controller.tls import CertificateError, check_certificate
@@ -209,6 +208,9 @@ class AcmeRunner:
 
     async def _issue(self, o: Order) -> tuple[str, str]:
         """(chain PEM, key PEM) for the domain, or AcmeFailure."""
+        # Loaded when a certificate is first due, not at every start (issue 21).
+        from roost.controller.acme_client import AcmeSession, new_key_pem
+
         s = self.settings
         account = await self.store.acme_account_key(s.acme_directory, new_key_pem())
         session = await asyncio.to_thread(

@@ -28,17 +28,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from roost import __version__
-from roost.controller.acme_plan import classify
+from roost.controller.acme_plan import AcmeFailure, classify
+
+__all__ = ["AcmeFailure", "AcmeSession", "new_key_pem"]
 
 NETWORK_TIMEOUT_S = 30
 ORDER_TIMEOUT_S = 120.0
-
-
-class AcmeFailure(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 def new_key_pem() -> str:

@@ -48,6 +48,17 @@ REASONS = (
 )
 
 
+class AcmeFailure(Exception):
+    """Why an order failed: a reason word of REASONS and the CA's detail.
+    Here, not beside the client, so catching it does not load the `acme`
+    library (~6 MB resident, issue 21) before a certificate is due."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
 @dataclass(frozen=True)
 class Order:
     """A managed domain's row (table acme_orders)."""

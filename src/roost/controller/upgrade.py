@@ -37,20 +37,21 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, make_url
+from sqlalchemy import create_engine, make_url
 
 from roost.controller.backups import BackupError, Backups
 from roost.controller.platformsnap import PRE_UPGRADE, SnapshotError, pg_dump, sqlite_copy
 from roost.proc.backoff import Backoff, Retry
 from roost.proc.exits import Unavailable
-from roost.state.db import alembic_config, migrate
+from roost.proc.run import run_tool
+from roost.state.migrator import URL_ENV
+from roost.state.revision import current_revision, head_revision
 
 log = logging.getLogger("roost.controller")
 
@@ -97,7 +98,7 @@ def _write_json(path: Path, value: object) -> None:
 
 def revisions(url: str) -> tuple[str, str]:
     """(the database's Alembic revision or "", this Roost's head). Blocking."""
-    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head() or ""
+    head = head_revision()
     if url.startswith("sqlite"):
         path = make_url(url).database or ""
         if not path or not Path(path).exists() or Path(path).stat().st_size == 0:
@@ -105,11 +106,26 @@ def revisions(url: str) -> tuple[str, str]:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            if not inspect(conn).has_table("alembic_version"):
-                return "", head
-            return MigrationContext.configure(conn).get_current_revision() or "", head
+            return current_revision(conn), head
     finally:
         engine.dispose()
+
+
+# A migration of a large state database may take long; this only bounds a hung one.
+MIGRATE_TIMEOUT_S = 3600.0
+
+
+async def migrate_in_child(url: str) -> None:
+    """`roost.state.migrator` in a process of its own: Alembic never loads
+    here (it would stay resident, issue 21). RuntimeError with its last
+    words when it fails."""
+    env = dict(os.environ, **{URL_ENV: url})
+    done = await run_tool(
+        [sys.executable, "-m", "roost.state.migrator"], timeout=MIGRATE_TIMEOUT_S, env=env
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"migrating the state database failed: {last}")
 
 
 async def take_copy(
@@ -176,7 +192,8 @@ async def migrate_after_copy(data_dir: Path, url: str, version: str, backupd: bo
             log.warning("%s; no backupd is configured: upgrading without a backup", why)
         else:
             log.info("%s: the state was copied first, to %s", reason, copy)
-    await asyncio.to_thread(migrate, url)
+    if current != head:  # at the head already, `alembic upgrade head` would do nothing
+        await migrate_in_child(url)
     (data_dir / "controller").mkdir(parents=True, exist_ok=True)
     _write_json(data_dir / STARTED, {"version": version, "revision": head})
     return copy

@@ -7,10 +7,12 @@ work unchanged. The schema is created only by Alembic migrations.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -58,6 +60,10 @@ PG_CONNECT_ARGS = {
 
 
 def alembic_config(url: str) -> Config:
+    # Alembic is imported only here, where it is used: a controller migrates
+    # in a child (roost.state.migrator) and never loads it itself (issue 21).
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -74,6 +80,8 @@ def migrate(url: str) -> None:
     On PostgreSQL, controllers starting together take turns (a session-level
     advisory lock), so two never race to create the same tables.
     """
+    from alembic import command
+
     if not url.startswith("postgresql"):
         command.upgrade(alembic_config(url), "head")
         return
