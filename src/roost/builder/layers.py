@@ -5,9 +5,9 @@ venv --relocatable and uv pip sync of the lock, as the build user; offline
 first, from the shared uv cache, online only when the cache lacks something;
 hard links into the cache when both are on one filesystem, as
 roost.builder.uvcache arranges for in-memory layers, copies otherwise) and
-`ready`, a JSON file naming the layer's blob in the image store; uv
-compiles the venv's bytecode, hash-checked, since the layer's files all
-carry one fixed mtime. The blob is
+`ready`, a JSON file naming the layer's blob in the image store. The
+venv's bytecode is hash-checked, since the layer's files all carry one fixed
+mtime, and compiled once per source file (roost.builder.bytecode). The blob is
 an uncompressed tar of the venv's contents, packed with sorted names, fixed
 owners and a fixed mtime, so the same lock on the same interpreter and uv
 gives the same bytes, hence the same digest, on any builder, and a host that
@@ -42,11 +42,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from roost.builder import bytecode
 from roost.builder.errors import BuildError
 from roost.builder.interpreter import Interpreter
-from roost.builder.jails import uv_jail
-from roost.builder.pack import FIXED_MTIME_EPOCH, LAYER_TAR_FLAGS, pack_tree, run_abortable
+from roost.builder.jails import shared_parent, uv_jail
+from roost.builder.pack import LAYER_TAR_FLAGS, pack_tree, run_abortable
 from roost.builder.sandbox import BuildUser, base_env, run
 from roost.builder.workspace import Workspace
 
@@ -254,20 +256,22 @@ async def _install(
     interp: Interpreter | None = None,
 ) -> None:
     uv_as = uv_as or UvAs(ws.user, ws.uv_cache, build_sources=True)
-    python = (interp or ws.interp).path
+    interp = interp or ws.interp
+    python = interp.path
     venv = layer / "venv"
+    # Bytecode is the shared build user's to share (roost.builder.bytecode):
+    # a layer built from source, as an app's own user, compiles its own.
+    pycs = None if uv_as.build_sources else bytecode.ensure_store(uv_as.cache, uv_as.user)
+    writable = list(uv_as.writable)
+    both = shared_parent(venv, uv_as.cache)
+    if pycs is not None and (both is None or not pycs.is_relative_to(both)):
+        writable.append(pycs)  # not in the mount the layer and the cache share
     jail = uv_jail(
         ws.tenancy, unit, uv_bin=ws.uv, python=python, build_dir=lock_path.parent,
-        cache=uv_as.cache, layer=venv, limits=ws.step_limits, writable=uv_as.writable,
+        cache=uv_as.cache, layer=venv, limits=ws.step_limits, writable=writable,
     )  # fmt: skip
     # Jailed, HOME is the jail's own /tmp (the build's home is the app user's).
     env = uv_env(ws, Path("/tmp") if ws.tenancy.enabled else home, uv_as.cache)
-    # Bytecode in the layer (--compile-bytecode), hash-checked rather than
-    # dated (SOURCE_DATE_EPOCH makes py_compile write checked-hash pycs): the
-    # layer's files all carry the fixed mtime, and an image is read-only, so
-    # without it every start of every instance compiles its imports anew
-    # (flask and gunicorn: 0.40 s of imports become 0.17 s, measured).
-    env["SOURCE_DATE_EPOCH"] = FIXED_MTIME_EPOCH
     common = {"user": uv_as.user, "cwd": cwd or home, "env": env, "jail": jail}
     start = time.monotonic()
     done = await run(
@@ -279,7 +283,7 @@ async def _install(
         raise BuildError(f"uv venv failed (exit {done.returncode})")
     made = time.monotonic()
     sync = [ws.uv, "pip", "sync", "--python", str(venv / "bin" / "python"), *uv_as.flags,
-            "--compile-bytecode", str(lock_path)]  # fmt: skip
+            str(lock_path)]  # fmt: skip
     if _device(venv) != _device(uv_as.cache):
         # A layer in memory: hard links cannot reach the cache; say so rather
         # than have uv try each file first and warn.
@@ -289,13 +293,45 @@ async def _install(
     if done.returncode == 0:
         log(f"       installed from the local cache (offline): venv {made - start:.2f} s, "
             f"sync {time.monotonic() - made:.2f} s")  # fmt: skip
-        return
-    log("       some packages are not in the cache: downloading")
-    done = await run(sync, log=log, **common)  # type: ignore[arg-type]
-    if done.returncode != 0 and not uv_as.build_sources and needs_build(done.output_tail):
-        raise NeedsBuild("a package has no wheel: it must be built from source")
+    else:
+        log("       some packages are not in the cache: downloading")
+        done = await run(sync, log=log, **common)  # type: ignore[arg-type]
+        if done.returncode != 0 and not uv_as.build_sources and needs_build(done.output_tail):
+            raise NeedsBuild("a package has no wheel: it must be built from source")
+        if done.returncode != 0:
+            raise BuildError(f"installing dependencies failed (uv pip sync exit {done.returncode})")
+    await _bytecode(venv, interp, lock_path.parent, pycs, log, common)
+
+
+async def _bytecode(
+    venv: Path,
+    interp: Interpreter,
+    build_dir: Path,
+    pycs: Path | None,
+    log: Callable[[str], None],
+    common: dict[str, Any],
+) -> None:
+    """The layer's bytecode (roost.builder.bytecode), in the install step's jail.
+
+    Bytecode in the layer, hash-checked rather than dated: the layer's files
+    all carry the fixed mtime, and an image is read-only, so without it every
+    start of every instance compiles its imports anew (flask and gunicorn:
+    0.40 s of imports become 0.17 s, measured).
+    """
+    script = build_dir / bytecode.SCRIPT.name
+    shutil.copyfile(bytecode.SCRIPT, script)
+    os.chmod(script, 0o644)
+    site = venv / "lib" / f"python{interp.minor}" / "site-packages"
+    start = time.monotonic()
+    done = await run(
+        bytecode.argv(interp.path, script, site, pycs), log=None, capture_stdout=True, **common
+    )
     if done.returncode != 0:
-        raise BuildError(f"installing dependencies failed (uv pip sync exit {done.returncode})")
+        for line in done.output_tail:
+            log("       " + line)
+        raise BuildError(f"compiling the dependencies' bytecode failed (exit {done.returncode})")
+    said = done.stdout.decode("utf-8", "replace").strip()[-200:]
+    log(f"       {said} ({time.monotonic() - start:.2f} s)")
 
 
 def prune_layers(ws: Workspace, keep: int) -> list[str]:

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 
 from roost import aio
 from roost.appspec import AppSpec
-from roost.builder import metrics
+from roost.builder import bytecode, metrics
 from roost.builder.errors import BuildError
 from roost.builder.layers import prune_layers
 from roost.builder.pipeline import Build
@@ -159,6 +159,8 @@ class BuildManager:
             )
             if removed:
                 log.info("pruned %d unused dependency layers", len(removed))
+            # Bytecode no kept layer holds any more (roost.builder.bytecode).
+            await asyncio.to_thread(bytecode.prune, bytecode.store_dir(self.ws.uv_cache))
         await self.trim_uv_cache()
         await self.collect_store()
 

@@ -1,0 +1,156 @@
+"""The dependency layer's bytecode: compiled once per source file, linked after."""
+
+from __future__ import annotations
+
+import importlib.util
+import marshal
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from roost.builder import bytecode
+from roost.builder import bytecode_script as script
+from roost.builder.workspace import Workspace
+
+from .conftest import EXAMPLES, tar_dir
+from .test_build import build
+
+TAG = sys.implementation.cache_tag
+
+
+def site(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return root
+
+
+def pyc_of(src: Path) -> Path:
+    return src.parent / "__pycache__" / f"{src.stem}.{TAG}.pyc"
+
+
+def run_value(pyc: Path, src: Path) -> object:
+    """What the module at `src` sets as VALUE, run from its pyc; the pyc checked first."""
+    data = pyc.read_bytes()
+    assert data[:4] == importlib.util.MAGIC_NUMBER
+    assert int.from_bytes(data[4:8], "little") == 0b11  # hash-based, checked at import
+    assert data[8:16] == importlib.util.source_hash(src.read_bytes())
+    ns: dict[str, object] = {}
+    exec(marshal.loads(data[16:]), ns)
+    return ns["VALUE"]
+
+
+FILES = {
+    "pkg/__init__.py": "",
+    "pkg/a.py": "VALUE = 'a'\n",
+    "pkg/sub/b.py": "VALUE = 'b'\n",
+    "top.py": "VALUE = 3\n",
+}
+
+
+def test_compiled_once_then_linked_into_another_layer(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    one = site(tmp_path / "one", FILES)
+    assert script.run(str(one), str(store), 1) == (4, 0, 4, 0)
+    assert run_value(pyc_of(one / "pkg/a.py"), one / "pkg/a.py") == "a"
+    assert run_value(pyc_of(one / "top.py"), one / "top.py") == 3
+    # Another layer of the same packages, one module changed: the others'
+    # pycs are the stored files themselves (hard links), only the change compiles.
+    two = site(tmp_path / "two", {**FILES, "pkg/sub/b.py": "VALUE = 'changed'\n"})
+    assert script.run(str(two), str(store), 1) == (4, 3, 1, 0)
+    a1, a2 = pyc_of(one / "pkg/a.py").stat(), pyc_of(two / "pkg/a.py").stat()
+    assert (a1.st_ino, a1.st_dev) == (a2.st_ino, a2.st_dev) and a2.st_nlink == 3
+    assert run_value(pyc_of(two / "pkg/sub/b.py"), two / "pkg/sub/b.py") == "changed"
+    assert run_value(pyc_of(one / "pkg/sub/b.py"), one / "pkg/sub/b.py") == "b"
+    assert not pyc_of(two / "pkg/sub/b.py").samefile(pyc_of(one / "pkg/sub/b.py"))
+    # The recorded file name is the module's place in site-packages, not the layer's.
+    code = marshal.loads(pyc_of(two / "pkg/a.py").read_bytes()[16:])
+    assert code.co_filename == "pkg/a.py"
+    assert all(oct(p.stat().st_mode)[-3:] == "644" for p in two.rglob("*.pyc"))
+
+
+def test_without_a_store_everything_compiles_and_nothing_is_shared(tmp_path: Path) -> None:
+    one = site(tmp_path / "one", FILES)
+    assert script.run(str(one), None, 1) == (4, 0, 4, 0)
+    assert script.run(str(site(tmp_path / "two", FILES)), None, 1) == (4, 0, 4, 0)
+    assert pyc_of(one / "top.py").stat().st_nlink == 1
+
+
+def test_uncompilable_and_linked_modules_get_no_bytecode(tmp_path: Path) -> None:
+    root = site(tmp_path / "s", {"ok.py": "VALUE = 1\n", "py2.py": "print 'old'\n"})
+    (root / "elsewhere.py").symlink_to(tmp_path / "outside.py")
+    (tmp_path / "outside.py").write_text("VALUE = 2\n")
+    assert script.run(str(root), str(tmp_path / "store"), 1) == (2, 0, 1, 1)
+    assert pyc_of(root / "ok.py").exists() and not pyc_of(root / "py2.py").exists()
+    assert not pyc_of(root / "elsewhere.py").exists()
+
+
+def test_many_misses_compile_in_forked_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(script, "FORK_MIN", 4)
+    files = {f"m{i}.py": f"VALUE = {i}\n" for i in range(12)}
+    files["bad.py"] = "def (:\n"
+    root = site(tmp_path / "s", files)
+    assert script.run(str(root), str(tmp_path / "store"), 3) == (13, 0, 12, 1)
+    assert all(run_value(pyc_of(root / f"m{i}.py"), root / f"m{i}.py") == i for i in range(12))
+    again = site(tmp_path / "t", files)
+    assert script.run(str(again), str(tmp_path / "store"), 3) == (13, 12, 0, 1)
+
+
+def test_prune_keeps_what_a_layer_still_links(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    one = site(tmp_path / "one", FILES)
+    script.run(str(one), str(store), 1)
+    two = site(tmp_path / "two", {"other.py": "VALUE = 9\n"})
+    script.run(str(two), str(store), 1)
+    shutil.rmtree(one)  # a pruned layer
+    (store / "stray.tmp").write_text("")  # neither a tag nor an entry: left alone
+    assert bytecode.prune(store) == 4
+    assert pyc_of(two / "other.py").stat().st_nlink == 2
+    assert script.run(str(site(tmp_path / "three", {"other.py": "VALUE = 9\n"})),
+                      str(store), 1) == (1, 1, 0, 0)  # fmt: skip
+    assert bytecode.prune(tmp_path / "missing") == 0
+
+
+async def test_a_fresh_layer_of_cached_wheels_compiles_nothing(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """A warm build (the lock's layer gone, its wheels and bytecode kept) links every pyc."""
+    first, _ = await build(ws, "pyc1", tar_dir(EXAMPLES / "hello"))
+    layer = ws.layers / first.layer_key
+    site_dir = next((layer / "venv" / "lib").glob("python3.*/site-packages"))
+    flask = site_dir / "flask" / "app.py"
+    assert run_value_header(pyc_of(flask), flask)
+    # The layer's pycs are the store's files, owned by the shared build user.
+    store = bytecode.store_dir(ws.uv_cache)
+    assert pyc_of(flask).stat().st_nlink >= 2 and store.stat().st_uid == ws.user.uid
+    shutil.rmtree(layer)  # as when the lock changes: a new layer from the same wheels
+    second, lines = await build(
+        ws, "pyc2", tar_dir(EXAMPLES / "hello"), previous_lock_text=first.lock
+    )
+    assert second.installed is True
+    said = next(ln for ln in lines if "bytecode:" in ln)
+    n = int(said.split("bytecode: ")[1].split()[0])
+    assert n > 100 and f"{n} modules, {n} reused, 0 compiled" in said
+    # Packed with its bytecode: the same blob as the first layer.
+    assert second.layer_digest == first.layer_digest
+    assert os.path.samefile(pyc_of(flask), next(iter(_entries(store, flask, site_dir))))
+
+
+def run_value_header(pyc: Path, src: Path) -> bool:
+    data = pyc.read_bytes()
+    return (
+        data[:4] == importlib.util.MAGIC_NUMBER
+        and int.from_bytes(data[4:8], "little") == 0b11
+        and data[8:16] == importlib.util.source_hash(src.read_bytes())
+    )
+
+
+def _entries(store: Path, src: Path, site_dir: Path) -> list[Path]:
+    key = script.key(str(src.relative_to(site_dir)), src.read_bytes())
+    return list(store.glob(f"*/{key[:2]}/{key}"))
