@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import msgspec
+import pytest
+
 from roost.appspec import parse_epio
 from roost.appspec.model import AppSpec, CronJob, DjangoSpec, ProcessSpec
 from roost.appspec.runtime import (
@@ -14,11 +17,13 @@ from roost.appspec.runtime import (
     cwd,
     environment,
     graceful_timeout,
+    preload_file,
     relative_symlink,
     shell_argv,
     substitute,
     symlink_target,
 )
+from roost.appspec.webserving import WebServing, check, web_serving
 
 RV = RuntimeVars(
     app_id="shop",
@@ -62,6 +67,40 @@ def test_graceful_timeout_reaches_gunicorn() -> None:
     assert graceful_timeout({}, 10.0) == 10 and graceful_timeout({}, 0.2) == 1
     assert graceful_timeout({"ROOST_GRACEFUL_TIMEOUT": "0"}, 10.0) == 10
     assert graceful_timeout({"ROOST_GRACEFUL_TIMEOUT": "1h"}, 10.0) == 10
+
+
+def test_web_serving_defaults_and_config_vars() -> None:
+    spec = parse_epio("[wsgi]\nentrypoint = app:app\n")
+    web = spec.processes["web"]
+
+    def opts(env: dict[str, str], async_type: str = "") -> list[str]:
+        proc = msgspec.structs.replace(web, async_type=async_type)
+        args = argv(spec, proc, replace(RV, extra_env=env))
+        return args[args.index("--bind", 4) + 2 : args.index("--access-logfile")]
+
+    # Two sync workers sharing the app imported once by the arbiter.
+    assert opts({}) == ["--workers", "2", "--preload"]
+    assert web_serving({}) == WebServing(workers=2, threads=1, preload=True)
+    threaded = {"ROOST_WEB_WORKERS": " 1", "ROOST_WEB_THREADS": "4", "ROOST_WEB_PRELOAD": "Off"}
+    assert opts(threaded) == ["--workers", "1", "--worker-class", "gthread", "--threads", "4"]
+    # An async worker class has no threads; a bad stored value counts as unset.
+    assert opts({"ROOST_WEB_THREADS": "4"}, "gevent") == [
+        "--workers",
+        "2",
+        "--worker-class",
+        "gevent",
+        "--preload",
+    ]
+    assert web_serving({"ROOST_WEB_WORKERS": "0", "ROOST_WEB_PRELOAD": "maybe"}) == WebServing()
+    for key, bad in (
+        ("ROOST_WEB_WORKERS", "33"),
+        ("ROOST_WEB_THREADS", "1.5"),
+        ("ROOST_WEB_PRELOAD", ""),
+    ):
+        with pytest.raises(ValueError, match=f"{key} must be"):
+            check(key, bad)
+    check("ROOST_WEB_THREADS", "64")
+    check("OTHER", "anything")
 
 
 def test_commands_are_execed_only_when_that_keeps_them_whole() -> None:
@@ -125,3 +164,18 @@ def test_relative_symlinks_for_the_image() -> None:
     assert relative_symlink("apps/pages/templates", "templates/pages") == "../../templates/pages"
     assert relative_symlink(".glitchapi.txt", ".glitchapi-epio.txt") == ".glitchapi-epio.txt"
     assert relative_symlink("src/local.py", "%(data_directory)s/local.py") is None
+
+
+def test_preloaded_app_is_imported_through_the_preload_module() -> None:
+    spec = parse_epio("[wsgi]\nentrypoint = app:app\n")
+    web = spec.processes["web"]
+    rv = replace(RV, bundle_config_dir=Path("/srv/shop/bundle"))
+    args = argv(spec, web, rv)
+    assert args[-1] == "roost_preload:application" and "--preload" in args
+    name, text = preload_file(web, rv) or ("", "")
+    assert name == "roost_preload.py" and "import_app('app:app')" in text
+    compile(text, name, "exec")
+    # Not preloaded: the entrypoint itself, no module to write.
+    off = replace(rv, extra_env={"ROOST_WEB_PRELOAD": "off"})
+    assert argv(spec, web, off)[-1] == "app:app" and preload_file(web, off) is None
+    assert preload_file(web, RV) is None and argv(spec, web, RV)[-1] == "app:app"

@@ -121,6 +121,27 @@ def test_config_set_creates_release_with_snapshot(
         "/api/apps/shop/config", json={"vars": {"ROOST_GRACEFUL_TIMEOUT": "45"}}, headers=h
     )
     assert r.status_code == 200 and r.json()["config"]["ROOST_GRACEFUL_TIMEOUT"] == "45"
+    # So are gunicorn's workers, threads and preloading; a refused patch changes nothing.
+    before = client.get("/api/apps/shop/config", headers=h).json()
+    for key, bad in (
+        ("ROOST_WEB_WORKERS", "0"),
+        ("ROOST_WEB_WORKERS", "many"),
+        ("ROOST_WEB_THREADS", "65"),
+        ("ROOST_WEB_PRELOAD", "maybe"),
+    ):
+        r = client.patch(
+            "/api/apps/shop/config", json={"vars": {"GREETING": "changed", key: bad}}, headers=h
+        )
+        assert r.status_code == 422 and f"{key} must be" in r.text
+    assert client.get("/api/apps/shop/config", headers=h).json() == before
+    r = client.patch(
+        "/api/apps/shop/config",
+        json={
+            "vars": {"ROOST_WEB_WORKERS": "1", "ROOST_WEB_THREADS": "4", "ROOST_WEB_PRELOAD": "off"}
+        },
+        headers=h,
+    )
+    assert r.status_code == 200 and r.json()["config"]["ROOST_WEB_THREADS"] == "4"
 
 
 def test_scale_validates(env: tuple[TestClient, Store, Controller]) -> None:

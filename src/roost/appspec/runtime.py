@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from roost.appspec.model import AppSpec, CronJob, ProcessSpec
+from roost.appspec.webserving import PRELOAD_MODULE, preload_source, web_serving
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,12 @@ def argv(spec: AppSpec, proc: ProcessSpec, rv: RuntimeVars) -> list[str]:
         if rv.port:
             host = f"[{rv.bind_host}]" if ":" in rv.bind_host else rv.bind_host
             bind += ["--bind", f"{host}:{rv.port}"]
-        options = ["--worker-class", proc.async_type] if proc.async_type else []
+        # Workers, threads, preloading: the app's config vars (webserving).
+        serving = web_serving(rv.extra_env)
+        options = serving.gunicorn_options(proc.async_type)
+        app = proc.entrypoint
+        if serving.preload and rv.bundle_config_dir is not None:
+            app = f"{PRELOAD_MODULE}:application"  # see preload_file
         if rv.graceful_timeout_s:
             options += ["--graceful-timeout", str(rv.graceful_timeout_s)]
         return [
@@ -159,16 +165,24 @@ def argv(spec: AppSpec, proc: ProcessSpec, rv: RuntimeVars) -> list[str]:
             "-m",
             "gunicorn",
             *bind,
-            "--workers",
-            "2",
             *options,
             "--access-logfile",
             "-",
             "--chdir",
             str(rv.app_dir),
-            proc.entrypoint,
+            app,
         ]
     return shell_argv(proc.command, rv)
+
+
+def preload_file(proc: ProcessSpec, rv: RuntimeVars) -> tuple[str, str] | None:
+    """(file name, text) of the module `argv` names for the app when its
+    arbiter preloads it (it sits beside bundle_config.py); None when not."""
+    if proc.kind != "wsgi" or rv.bundle_config_dir is None:
+        return None
+    if not web_serving(rv.extra_env).preload:
+        return None
+    return f"{PRELOAD_MODULE}.py", preload_source(proc.entrypoint)
 
 
 def cron_argv(job: CronJob, rv: RuntimeVars) -> list[str]:

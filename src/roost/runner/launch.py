@@ -41,6 +41,9 @@ class Launch:
     probe_host: str
     bundle_config_dir: Path | None = None
     bundle_config: str = ""
+    # (name, text) of the module a preloading gunicorn imports the app
+    # through, in bundle_config_dir (roost.appspec.webserving).
+    preload: tuple[str, str] | None = None
     # (link, target) pairs: absolute paths; links inside the checkout.
     symlinks: tuple[tuple[Path, Path], ...] = ()
 
@@ -96,6 +99,7 @@ def render(
         probe_host=bind_host,
         bundle_config_dir=bundle_config_dir,
         bundle_config=_bundle_config(a, data_directory) if bundle_config_dir else "",
+        preload=runtime.preload_file(proc, rv),
         symlinks=data_symlinks(a, rv),
     )
 

@@ -155,6 +155,12 @@ def materialize(launch: Launch) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(launch.bundle_config)
         os.replace(tmp, path)
+        if launch.preload is not None:
+            name, text = launch.preload
+            path = launch.bundle_config_dir / name
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
     for link, target in launch.symlinks:
         if link.is_symlink() and os.readlink(link) == str(target):
             continue

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from roost.appspec import webserving
 from roost.appspec.runtime import GRACEFUL_TIMEOUT_VAR, parse_graceful_timeout
 from roost.controller import lifecycle
 from roost.controller.api.deps import (
@@ -86,6 +87,11 @@ async def patch_config(
         if key == GRACEFUL_TIMEOUT_VAR and value is not None:
             try:  # read by runners when an instance stops: refused here, not there
                 parse_graceful_timeout(value)
+            except ValueError as exc:
+                raise ApiError(422, str(exc)) from None
+        if value is not None:
+            try:  # gunicorn's workers, threads, preloading: read by runners too
+                webserving.check(key, value)
             except ValueError as exc:
                 raise ApiError(422, str(exc)) from None
     new = await c.store.update_config(app.id, body.vars)
