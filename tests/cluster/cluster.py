@@ -56,8 +56,15 @@ class RoostCluster:
         servicehosts: int = 0,
         backupds: int = 0,
         env: dict[str, str] | None = None,
+        shared_data: bool = False,
+        gateways: int = 0,
     ) -> None:
         self.base = base
+        # Apps' data on SeaweedFS (cluster init's default with a servicehost):
+        # off unless a test asks, so the others run no weed processes.
+        self.shared_data = shared_data
+        self.n_gateways = gateways
+        self.gateways: list[Host] = []
         self.net = Network(base)
         self.counts = (controllers, runners, routers)
         self.more = (servicehosts, backupds)
@@ -101,11 +108,16 @@ class RoostCluster:
         n_svc, n_bak = self.more
         self.servicehosts = [net.add_host(f"svc{i + 1}", 41 + i) for i in range(n_svc)]
         self.backupds = [net.add_host(f"bak{i + 1}", 51 + i) for i in range(n_bak)]
+        self.gateways = [net.add_host(f"gw{i + 1}", 61 + i) for i in range(self.n_gateways)]
         more_roles: list[str] = []
         if self.servicehosts:
             more_roles += ["--servicehosts", ",".join(h.ip for h in self.servicehosts)]
         if self.backupds:
             more_roles += ["--backupds", ",".join(h.ip for h in self.backupds)]
+        if self.gateways:
+            more_roles += ["--gateways", ",".join(h.ip for h in self.gateways)]
+        if self.servicehosts and not self.shared_data:
+            more_roles.append("--no-shared-data")
         state_args = self.state_args()
         bundles = self.base / "bundles"
         # The root namespace is one host: the builder, and the observer that
@@ -202,6 +214,8 @@ class RoostCluster:
             return "servicehost"
         if host in self.backupds:
             return "backupd"
+        if host in self.gateways:
+            return "gateway"
         return "router"
 
     def start_daemons(self, host: Host) -> None:
@@ -282,7 +296,7 @@ class RoostCluster:
             print(self.logs_tail(40))  # why a controller did not come up (it may have exited)
             raise
         self.start_builder()
-        for h in self.servicehosts + self.runners + self.routers + self.backupds:
+        for h in self.servicehosts + self.runners + self.routers + self.backupds + self.gateways:
             self.start_daemons(h)
 
     def logs_tail(self, lines: int = 60) -> str:
@@ -436,10 +450,12 @@ class RoostCluster:
 
 
 @contextlib.contextmanager
-def running_cluster(prefix: str, **counts: int) -> Iterator[RoostCluster]:
+def running_cluster(
+    prefix: str, shared_data: bool = False, **counts: int
+) -> Iterator[RoostCluster]:
     """A RoostCluster of `counts` started in a new directory, stopped on
     leaving; its daemons' logs printed when the body fails."""
-    c = RoostCluster(Path(tempfile.mkdtemp(prefix=prefix)), **counts)
+    c = RoostCluster(Path(tempfile.mkdtemp(prefix=prefix)), shared_data=shared_data, **counts)
     with c:
         try:
             yield c

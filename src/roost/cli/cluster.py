@@ -28,7 +28,7 @@ import click
 import msgspec
 from rich.console import Console
 
-from roost.cli import clusterupgrade, install
+from roost.cli import clusterdata, clusterupgrade, install
 from roost.cli.client import EXIT_USAGE, CliError
 from roost.controller.admintoken import admin_token_path, read_admin_token
 from roost.controller.secretbox import FERNET_FILE, legacy_key, new_key
@@ -243,6 +243,13 @@ def cluster() -> None:
     show_default=True,
     help="directory for the bundles, one per host (HOST.tar.gz)",
 )
+@click.option(
+    "--shared-data/--no-shared-data",
+    default=True,
+    show_default=True,
+    help="apps' data directories on SeaweedFS (two copies of every file), started by the "
+    "roles themselves; needs a servicehost and two servicehost or runner hosts",
+)
 def init(
     name: str,
     controllers: str,
@@ -257,6 +264,7 @@ def init(
     etcd_hosts: str,
     previous: Path | None,
     out: Path,
+    shared_data: bool = True,
 ) -> None:
     """Make every host's keys and write a bundle per host for `cluster join`."""
     ctl = _addresses(controllers, "controllers")
@@ -292,6 +300,9 @@ def init(
     sentinel = secrets.token_urlsafe(24) if paired else ""
     pairs, spare = pgpair.plan_pairs(service, statedb.etcd) if paired and statedb else ([], [])
     bundles = host_bundles(name, hosts, state_url, fernet, statedb, sentinel, pairs)
+    shared, no_shared = clusterdata.plan(hosts, shared_data)
+    if shared is not None:
+        clusterdata.add_to_bundles(bundles, hosts, shared)
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     for host, files in bundles.items():
         path = out / f"{host}.tar.gz"
@@ -308,6 +319,7 @@ def init(
             "servicehosts: each app's Redis is a pair; its PostgreSQL stays on one servicehost "
             "(pairs of PostgreSQL need an etcd: --state-hosts or --etcd-hosts)"
         )
+    console.print(clusterdata.summary(shared) if shared else f"apps' data: {no_shared}")
     console.print(
         f"Wrote {len(bundles)} bundles in {out} (keep them secret: each holds its host's keys)."
     )
@@ -361,6 +373,7 @@ def _bundle_names() -> set[str]:
     names = {"cluster.json", f"keys/{PEERS_FILE}", f"keys/{FERNET_FILE}", STATE_FILE}
     names.add(pgpair.PAIR_FILE)
     names.add(f"keys/{SENTINEL_FILE}")
+    names.add(clusterdata.PLAN_FILE)
     for role in ROLES:
         names |= {f"keys/{role}.key", f"keys/{role}.key_secret"}
     return names
@@ -426,6 +439,13 @@ def _bundle_host(files: dict[str, bytes], bundle: Path) -> tuple[str, list[str]]
             raise CliError(f"{bundle}: {pgpair.PAIR_FILE}: {exc}", EXIT_USAGE) from None
         if "servicehost" not in roles or hosts != {mine.host}:
             raise CliError(f"{bundle}: {pgpair.PAIR_FILE} is not this servicehost's", EXIT_USAGE)
+    if clusterdata.PLAN_FILE in files:
+        try:
+            shared_host = clusterdata.bundle_host(files[clusterdata.PLAN_FILE])
+        except ValueError as exc:
+            raise CliError(f"{bundle}: {exc}", EXIT_USAGE) from None
+        if hosts != {shared_host}:
+            raise CliError(f"{bundle}: {clusterdata.PLAN_FILE} is not this host's", EXIT_USAGE)
     if len(hosts) != 1:
         raise CliError(f"{bundle} holds no single host's keys", EXIT_USAGE)
     return hosts.pop(), _parts(roles, files)

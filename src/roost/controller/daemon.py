@@ -31,6 +31,7 @@ from roost.controller.servicehosts import ServiceHosts
 from roost.controller.services import ServiceBroker
 from roost.controller.store import NotFound, Store
 from roost.daemonize import run_daemon
+from roost.datadir import weednode
 from roost.proc.exits import ConfigError
 from roost.settings import Settings
 from roost.state.db import make_engine, sqlite_url
@@ -102,7 +103,9 @@ async def serve(
         log.info("servicehost pairs recorded: %s", ", ".join(added))
     # From here on the database is reached only through the async face.
     astore = AsyncStore(store)
-    async with node:
+    # A cluster's shared tree (datadir/weedplan.py): this host's SeaweedFS
+    # master and filer, if any, stopped with the controller.
+    async with node, weednode.running(data_dir, "controller", None, lambda: False):
         controller = Controller(astore, settings, name)
         services = RpcClient(node, cluster.of("servicehost")) if cluster.of("servicehost") else None
         # Each servicehost on its own client: they hold different apps' data.

@@ -48,8 +48,12 @@ def serves_here(data_dir: Path, configured: str = "") -> bool:
     """Does this host's servicehost keep the tree in this DATA (one machine,
     or a host running both roles)? Then a runner need not wait for the
     marker: it may make the tree itself, so that no instance it starts
-    before the servicehost is up writes to a copy nobody else reads."""
-    return not configured and (data_dir / "keys" / "servicehost.key_secret").exists()
+    before the servicehost is up writes to a copy nobody else reads. Not in
+    a cluster's shared tree (DATA/appdata.json): the tree is the mount's,
+    which marks itself once the servicehost has made it."""
+    if configured or (data_dir / "appdata.json").exists():
+        return False
+    return (data_dir / "keys" / "servicehost.key_secret").exists()
 
 
 def make(root: Path) -> None:

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from roost import aio, metrics
 from roost.daemonize import run_daemon
+from roost.datadir import weednode
 from roost.datadir.shared import root_for, serves_here
 from roost.images.cache import ImageCache
 from roost.images.sources import RemoteStore
@@ -66,6 +67,8 @@ from roost.wire.rpc import RpcClient, RpcServer
 log = logging.getLogger("roost.runner")
 
 LOG_BUFFER_LINES = 20_000
+# How long a start waits for the shared tree's mount before it goes on.
+MOUNT_WAIT_S = 60.0
 FINAL_SEND_TIMEOUT_S = 2.0
 
 
@@ -125,7 +128,15 @@ async def serve(
         handled.append(signal.SIGUSR2)
     log.info("runner %s starting (host id %s, data %s)", name, hid, data_dir)
     try:
-        async with node:
+        # A cluster's shared tree (datadir/weedplan.py): this host's volume
+        # server and mount, left running on a hand-over like the instances.
+        weed_parts = weednode.running(
+            data_dir, "runner", layout.appdata_root, lambda: handover.requested
+        )
+        async with node, weed_parts as weed:
+            if weed is not None and not await weed.wait_mounted(MOUNT_WAIT_S):
+                # Instances start on pulled copies until it is (Layout.live).
+                log.warning("the shared tree is not mounted at %s yet", layout.appdata_root)
             # Before any tenant code: raises when it cannot be protected.
             members = [(w.role, w.host) for w in load_peers(data_dir / "keys").values()]
             firewall = await RunnerFirewall.start(settings, cluster, members, hid)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from roost.daemonize import run_daemon
-from roost.datadir import quota
+from roost.datadir import quota, weednode
 from roost.datadir.shared import root_for
 from roost.metrics import serve as serve_metrics
 from roost.proc.exits import ConfigError
@@ -51,6 +51,9 @@ from roost.wire.rpc import RpcClient, RpcServer
 log = logging.getLogger("roost.servicehost")
 
 ROLE = "servicehost"
+# How long a start waits for the shared tree's mount (its filer and master
+# are on the controller hosts, which a cluster starts first).
+MOUNT_WAIT_S = 120.0
 
 
 def handlers(
@@ -97,7 +100,13 @@ async def _serve(
     bins = find_binaries()
     user = await asyncio.to_thread(ensure_service_user, settings.services_user)
     node, cluster = open_node(data_dir, name)
-    async with node:
+    root = root_for(data_dir, settings.appdata_root)
+    # A cluster's shared tree (datadir/weedplan.py): this host's volume
+    # server and mount, left running on a hand-over like the servers.
+    async with node, weednode.running(data_dir, ROLE, root, handing_over) as weed:
+        if weed is not None and not await weed.wait_mounted(MOUNT_WAIT_S):
+            # Marking a plain directory would hide it under the mount later.
+            raise OSError(f"the shared tree is not mounted at {root} after {MOUNT_WAIT_S:g}s")
         endpoints = own_endpoints(cluster, ROLE, node)
         if not endpoints:
             raise ConfigError(
@@ -116,13 +125,14 @@ async def _serve(
         # Apps' data directories (rsync/scp/sftp via gateways, pulls by runners).
         owner = (user.uid, user.gid) if user.dropped else None
         appdata = AppData(
-            root_for(data_dir, settings.appdata_root),
+            root,
             owner,
             archive=Layout(data_dir).root / "archive",
         )
         # Loop images on the host's disk: for a plain tree (one machine) only,
-        # not inside a shared file system's mount (ROOST_APPDATA_ROOT).
-        appdata.quota_mb = 0 if settings.appdata_root else settings.data_quota_mb
+        # not inside a shared file system's mount (ROOST_APPDATA_ROOT, weed).
+        shared = bool(settings.appdata_root) or weed is not None
+        appdata.quota_mb = 0 if shared else settings.data_quota_mb
         appdata.create()
         execs = ExecSessions(idle_s=settings.exec_idle_s, grace_s=settings.stop_grace_s)
         restores = Restores(host, appdata)

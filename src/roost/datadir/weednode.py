@@ -1,0 +1,240 @@
+"""This host's SeaweedFS processes, kept running by the role that owns them.
+
+Theory of operation. A role (controller, servicehost, runner) that finds
+its parts in DATA/appdata.json (roost.datadir.weedplan) runs them under
+`running()`: each process is started detached (a session of its own, no
+parent-death signal), so a daemon that hands over, crashes or is killed
+leaves the masters, volume servers and, above all, the FUSE mount that
+running sandboxes bind, serving. Its successor adopts them: a process whose
+command line is exactly the one the plan renders (it names this host's
+address and DATA, so no other host's, even in the same PID namespace) is
+taken as running and watched, never started twice. A process that exits
+is started again after the toolkit's backoff; a mount whose process died
+leaves a dead FUSE entry ("Transport endpoint is not connected"), which is
+detached first (`umount -l`: sandboxes holding it keep their view until
+they restart).
+
+Leaving `running()` stops them (the mount first, then the servers in
+reverse order) unless `keep()` says the daemon is handing over, or the
+daemon's body failed: a crash leaves them as a SIGKILL would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import psutil
+
+from roost.datadir import seaweed, weedplan
+from roost.datadir.weedplan import PLAN_FILE, Program, WeedPlan
+from roost.proc.backoff import Backoff
+from roost.proc.exits import ConfigError
+
+log = logging.getLogger("roost.datadir.weed")
+
+TICK_S = 1.0
+STOP_GRACE_S = 10.0
+BACKOFF = Backoff(base_s=0.5, max_s=15.0, reset_after_s=30.0)
+
+
+def load(data_dir: Path) -> WeedPlan | None:
+    """This host's part of the shared tree (None: the bundle gave it none)."""
+    path = data_dir / PLAN_FILE
+    try:
+        plan = msgspec.json.decode(path.read_bytes(), type=WeedPlan)
+    except FileNotFoundError:
+        return None
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if not plan.host:
+        raise ConfigError(f"{path} names no host")
+    return plan
+
+
+def find(argv: list[str]) -> psutil.Process | None:
+    """A live process running exactly `argv` (left by an earlier daemon)."""
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.info["cmdline"] == argv and p.info["status"] != psutil.STATUS_ZOMBIE:
+            return p
+    return None
+
+
+def _alive(p: subprocess.Popen[bytes] | psutil.Process) -> bool:
+    if isinstance(p, subprocess.Popen):
+        return p.poll() is None
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _signal(p: subprocess.Popen[bytes] | psutil.Process, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, psutil.Error):
+        p.send_signal(sig)
+
+
+def _mount_entry(mountpoint: Path) -> bool:
+    """Is there a mount at `mountpoint` at all (live or dead)?"""
+    target = os.path.realpath(mountpoint)
+    try:
+        with open("/proc/self/mounts") as fh:
+            return any(line.split()[1] == target for line in fh)
+    except OSError:
+        return False
+
+
+def detach(mountpoint: Path) -> None:
+    subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, timeout=30)
+
+
+@dataclass
+class Part:
+    program: Program
+    proc: subprocess.Popen[bytes] | psutil.Process | None = None
+    failures: int = 0
+    started: float = 0.0
+    next_start: float = 0.0
+    adopted: bool = False
+    logs: list[str] = field(default_factory=list)
+
+
+class WeedNode:
+    def __init__(self, programs: list[Program], data_dir: Path, mountpoint: Path) -> None:
+        self.parts = [Part(p) for p in programs]
+        self.home = weedplan.home(data_dir)
+        self.mountpoint = mountpoint
+
+    @property
+    def mounts(self) -> bool:
+        return any(p.program.name == "mount" for p in self.parts)
+
+    def _dirs(self) -> None:
+        for sub in ("master", "filer", "volume", "mount-cache", "logs"):
+            (self.home / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.mounts:
+            self.mountpoint.mkdir(parents=True, exist_ok=True)
+
+    def _launch(self, part: Part) -> None:
+        argv = part.program.argv
+        if part.program.name == "mount" and _mount_entry(self.mountpoint):
+            detach(self.mountpoint)  # a dead mount: weed cannot mount over it
+        logf = self.home / "logs" / f"{part.program.name}.log"
+        fd = os.open(logf, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            # A session of its own and no parent-death signal: it outlives
+            # this daemon (module docstring); cwd its home, not the caller's.
+            part.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
+                cwd=self.home, start_new_session=True, close_fds=True,
+            )  # fmt: skip
+        finally:
+            os.close(fd)
+        part.started = time.monotonic()
+        log.info("weed %s started (pid %d)", part.program.name, part.proc.pid)
+
+    def tick(self, now: float) -> None:
+        """Adopt or start what is not running (its backoff permitting)."""
+        for part in self.parts:
+            if part.proc is not None and _alive(part.proc):
+                continue
+            if part.proc is not None:
+                ran = now - part.started
+                part.failures = BACKOFF.failures_after(part.failures, ran) + 1
+                part.next_start = now + BACKOFF.delay(part.failures)
+                log.warning(
+                    "weed %s exited after %.1fs; again in %.1fs (log: %s)",
+                    part.program.name, ran, part.next_start - now,
+                    self.home / "logs" / f"{part.program.name}.log",
+                )  # fmt: skip
+                part.proc = None
+            found = find(part.program.argv)
+            if found is not None:
+                part.proc, part.started, part.adopted = found, now, True
+                log.info("weed %s adopted (pid %d)", part.program.name, found.pid)
+                continue
+            if now >= part.next_start:
+                try:
+                    self._launch(part)
+                except OSError as exc:
+                    log.error("weed %s: cannot start: %s", part.program.name, exc)
+                    part.failures += 1
+                    part.next_start = now + BACKOFF.delay(part.failures)
+
+    async def run(self) -> None:
+        await asyncio.to_thread(self._dirs)
+        while True:
+            await asyncio.to_thread(self.tick, time.monotonic())
+            await asyncio.sleep(TICK_S)
+
+    async def wait_mounted(self, timeout: float) -> bool:
+        """True once the mount answers (at once when this role mounts nothing)."""
+        if not self.mounts:
+            return True
+        deadline = time.monotonic() + timeout
+        while not await asyncio.to_thread(seaweed.is_mounted, self.mountpoint):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.2)
+        return True
+
+    def stop(self) -> None:
+        """The mount first (nothing above it then), the servers in reverse order."""
+        for part in reversed(self.parts):
+            if part.proc is None or not _alive(part.proc):
+                continue
+            if part.program.name == "mount":
+                r = subprocess.run(["umount", str(self.mountpoint)], capture_output=True)
+                if r.returncode != 0:
+                    detach(self.mountpoint)  # busy: a process still in it
+            _signal(part.proc, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE_S
+            while _alive(part.proc) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(part.proc):
+                _signal(part.proc, signal.SIGKILL)
+            if isinstance(part.proc, subprocess.Popen):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    part.proc.wait(5)
+            log.info("weed %s stopped", part.program.name)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    data_dir: Path, role: str, mountpoint: Path | None, keep: Callable[[], bool]
+) -> AsyncIterator[WeedNode | None]:
+    """This role's SeaweedFS parts on this host, kept running inside the
+    block (None when it has none); stopped on leaving unless `keep()`."""
+    plan = await asyncio.to_thread(load, data_dir)
+    if plan is None or not weedplan.parts_for(plan, role):
+        yield None
+        return
+    try:
+        weed = seaweed.weed_binary()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"the shared tree ({data_dir / PLAN_FILE}): {exc}") from None
+    point = mountpoint or (data_dir / "appdata")
+    node = WeedNode(weedplan.programs(plan, role, weed, data_dir, point), data_dir, point)
+    log.info("shared tree: %s runs %s", role, ", ".join(p.program.name for p in node.parts))
+    task = asyncio.create_task(node.run(), name="weed")
+    crashed = False
+    try:
+        yield node
+    except BaseException:
+        crashed = True  # as a SIGKILL would: the tree stays mounted
+        raise
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if not crashed and not keep():
+            await asyncio.to_thread(node.stop)
