@@ -4,12 +4,12 @@ Why these defaults (issue 21, app density): every instance used to import
 the app in each of its two workers, so nothing of the app was shared. With
 `--preload` the arbiter imports the app once before it forks, and the
 workers share those pages copy-on-write: examples/hello's two instances
-hold 70 MB instead of 92 (PSS, bench/footprint.py). The worker model stays gunicorn's sync worker, two per
-instance: the runner's graceful stop relies on it (it waits for the
-listener's accept queue to empty before TERM, and sync workers stop
-accepting at TERM; a threaded worker takes connections into its own poller
-instead, where a stop may close them unanswered), and an app's code need
-not be thread-safe.
+hold 70 MB instead of 92 (PSS, bench/footprint.py). The worker model
+stays gunicorn's sync worker, two per instance: the runner's graceful
+stop relies on it (it waits for the listener's accept queue to empty
+before TERM, and sync workers stop accepting at TERM; a threaded worker
+takes connections into its own poller instead, where a stop may close
+them unanswered), and an app's code need not be thread-safe.
 
 An app changes them with config vars (the API refuses a bad value; a value
 stored before it checked counts as unset):
