@@ -27,6 +27,7 @@ OLD, NEW = "Hello from Roost!", "Hello again, Roost!"
 # stop, longer than the platform's grace (2 s here), shorter than the app's.
 ROUTES = """
 
+import os
 import signal
 import threading
 import time
@@ -34,16 +35,25 @@ import time
 from flask import request
 
 _told_to_stop = threading.Event()
-_gunicorns = signal.getsignal(signal.SIGTERM)
+_watching = set()
 
 
-def _on_term(signum, frame):
-    _told_to_stop.set()
-    if callable(_gunicorns):
-        _gunicorns(signum, frame)
+# Installed in the worker, at its first request: gunicorn preloads the app
+# in its arbiter by default (so this module runs there) and gives each
+# worker its own TERM handler after the fork.
+@app.before_request
+def _watch_term() -> None:
+    if os.getpid() in _watching:
+        return
+    _watching.add(os.getpid())
+    gunicorns = signal.getsignal(signal.SIGTERM)
 
+    def on_term(signum, frame):
+        _told_to_stop.set()
+        if callable(gunicorns):
+            gunicorns(signum, frame)
 
-signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGTERM, on_term)
 
 
 @app.route("/work", methods=["POST"])
