@@ -8,11 +8,12 @@ hosts would mount it (roost.datadir.seaweed's argv); the local disk is a
 directory on the file system that holds the cluster's own volumes. Each
 figure is printed on a line of its own:
 
-  small_file_ratio   small files (4 KiB) created, written and fsync'd one
-                     after another: files per second on the shared tree over
+  small_file_ratio   small files (4 KiB; 500 a round, 200 with --quick)
+                     created, written and fsync'd one after another:
+                     files per second on the shared tree over
                      files per second on the local disk (target >= 0.30)
-  large_file_ratio   one large file (256 MiB; 64 with --quick) written in
-                     1 MiB writes and fsync'd: MB/s on the shared tree over
+  large_file_ratio   one large file a round (256 MiB; 64 with --quick)
+                     written in 1 MiB writes and fsync'd: MB/s on the shared tree over
                      MB/s on the local disk (target >= 0.50)
   visibility_s       a file written and fsync'd through one mount, until the
                      other mount reads it whole: the median of 20 (5 with
@@ -21,7 +22,26 @@ figure is printed on a line of its own:
                      of the two volume servers is SIGKILLed, that do not read
                      back whole through a fresh mount afterwards (target 0)
 
-`--quick`: fewer and smaller files.
+Fairness: both sides do the same thing (same data, same 1 MiB writes, a
+fresh file each time, one fsync at the end, the file removed outside the
+timing). Local and shared alternate over several rounds (their order
+swapped each round) and each ratio is the ratio of the medians: on a
+shared machine a burst of someone else's load would otherwise land on one
+side only. The durability asked of each side is not the same, and it
+favours the shared tree: a local fsync returns once the disk has the data,
+a fsync through `weed mount` once both volume servers have written the
+chunk (to their page cache: SeaweedFS does not fsync its volumes).
+
+Where the time goes: the CPU seconds every process spent on the large
+writes (the writer itself, which FUSE's copies are charged to, the mount,
+each volume server, the filer, the master) are printed per MB written, as
+`#` lines. They vary far less with the machine's load than the rates, and
+they are the limit here: SeaweedFS spends ~14 CPU-ms per MB with two
+copies (MD5 of every chunk in the mount and again in each volume server,
+the HTTP hops, both copies' writes) where the local disk spends ~0.3; see
+docs/architecture.md.
+
+`--quick`: fewer and smaller files, two rounds.
 """
 
 from __future__ import annotations
@@ -35,6 +55,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -42,10 +64,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.datadir.seaweedkit import Cluster, seaweed_cluster, write_fsync
 
 MB = 1 << 20
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def say(msg: str) -> None:
     print(f"# {msg}", flush=True)
+
+
+def own_cpu_s() -> float:
+    """This process's CPU seconds: on FUSE, the kernel's copies are charged here."""
+    t = os.times()
+    return t.user + t.system
+
+
+def procs_cpu_s(c: Cluster) -> dict[str, float]:
+    """CPU seconds each of the cluster's daemons has used so far."""
+    out = {}
+    for name, proc in c.procs.items():
+        try:
+            with open(f"/proc/{proc.pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone (the kill test's volume server)
+        out[name] = (int(fields[11]) + int(fields[12])) / TICK
+    out["writer"] = own_cpu_s()
+    return out
 
 
 def small_files_per_s(where: Path, n: int) -> float:
@@ -60,15 +103,82 @@ def small_files_per_s(where: Path, n: int) -> float:
 def large_mb_per_s(where: Path, mb: int) -> float:
     where.mkdir(parents=True, exist_ok=True)
     chunk = os.urandom(MB)
+    path = where / "large.bin"
     start = time.perf_counter()
-    fd = os.open(where / "large.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         for _ in range(mb):
             os.write(fd, chunk)
         os.fsync(fd)
     finally:
         os.close(fd)
-    return mb / (time.perf_counter() - start)
+    rate = mb / (time.perf_counter() - start)
+    path.unlink()  # not timed; the next round writes a fresh file too
+    return rate
+
+
+@dataclass
+class Side:
+    """One side's figures over the rounds: rates, and CPU ms per unit per process."""
+
+    cluster: bool  # the shared tree: the daemons' CPU counts too
+    small: list[float] = field(default_factory=list)
+    large: list[float] = field(default_factory=list)
+    small_cpu: list[dict[str, float]] = field(default_factory=list)
+    large_cpu: list[dict[str, float]] = field(default_factory=list)
+
+
+def cpu_now(c: Cluster, side: Side) -> dict[str, float]:
+    return procs_cpu_s(c) if side.cluster else {"writer": own_cpu_s()}
+
+
+def per_unit(before: dict[str, float], after: dict[str, float], units: int) -> dict[str, float]:
+    return {k: (after[k] - before[k]) * 1000 / units for k in after if k in before}
+
+
+def alternate(n: int, sides: tuple[Side, Side], one: Callable[[Side, int], None]) -> None:
+    """`n` rounds of `one` on each side, which goes first swapped each round."""
+    for r in range(n):
+        for side in sides if r % 2 == 0 else sides[::-1]:
+            one(side, r)
+
+
+def rates(values: list[float]) -> str:
+    return " ".join(f"{x:.0f}" for x in values)
+
+
+def small_rounds(
+    c: Cluster, where: dict[bool, Path], loc: Side, sh: Side, n: int, files: int
+) -> None:
+    def one(side: Side, r: int) -> None:
+        before = cpu_now(c, side)
+        side.small.append(small_files_per_s(where[side.cluster] / f"small{r}", files))
+        side.small_cpu.append(per_unit(before, cpu_now(c, side), files))
+
+    alternate(n, (loc, sh), one)
+    say(f"small files/s by round: shared {rates(sh.small)}; local {rates(loc.small)}")
+
+
+def large_rounds(c: Cluster, where: dict[bool, Path], loc: Side, sh: Side, n: int, mb: int) -> None:
+    def one(side: Side, r: int) -> None:
+        before = cpu_now(c, side)
+        side.large.append(large_mb_per_s(where[side.cluster] / f"large{r}", mb))
+        side.large_cpu.append(per_unit(before, cpu_now(c, side), mb))
+
+    alternate(n, (loc, sh), one)
+    say(f"large MB/s by round: shared {rates(sh.large)}; local {rates(loc.large)}")
+
+
+def cpu_line(what: str, per_round: list[dict[str, float]]) -> str:
+    """`what`: the median total CPU ms, and each process's median."""
+    names = sorted({k for d in per_round for k in d})
+
+    def med(k: str) -> float:
+        return statistics.median(d.get(k, 0.0) for d in per_round)
+
+    total = statistics.median(sum(d.values()) for d in per_round)
+    parts = ", ".join(f"{k} {med(k):.2f}" for k in names)
+    return f"CPU ms {what}: {total:.2f} ({parts})"
 
 
 def visibility(a: Path, b: Path, n: int) -> float:
@@ -123,28 +233,34 @@ def lost_writes(c: Cluster, a: Path, n: int) -> tuple[int, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer and smaller files")
     args = parser.parse_args()
-    small, large, vis, kill = (200, 64, 5, 150) if args.quick else (1000, 256, 20, 600)
+    # small rounds, files a round, large rounds, MiB a file, visibility samples, kill-test files
+    sr, files, lr, mb, vis, kill = (
+        (4, 50, 2, 64, 5, 150) if args.quick else (10, 100, 3, 256, 20, 600)
+    )
     base = Path(tempfile.mkdtemp(prefix="roost-bench-datadir-"))
     (base / "cluster").mkdir()
     try:
         with seaweed_cluster(base / "cluster") as c:
             a, b = c.mount("mount-a"), c.mount("mount-b")
-            local = base / "local"
-            say(f"small files: {small}, large file: {large} MiB")
-            loc_small = small_files_per_s(local / "small", small)
-            sh_small = small_files_per_s(a / "small", small)
-            say(f"small files/s: shared {sh_small:.0f}, local {loc_small:.0f}")
-            loc_large = large_mb_per_s(local / "large", large)
-            sh_large = large_mb_per_s(a / "large", large)
-            say(f"large MB/s: shared {sh_large:.0f}, local {loc_large:.0f}")
+            where = {False: base / "local", True: a / "bench"}
+            loc, sh = Side(cluster=False), Side(cluster=True)
+            say(f"{sr} rounds of {files} small files, {lr} of a {mb} MiB file; local and shared")
+            small_rounds(c, where, loc, sh, sr, files)
+            large_rounds(c, where, loc, sh, lr, mb)
+            small_ratio = statistics.median(sh.small) / statistics.median(loc.small)
+            large_ratio = statistics.median(sh.large) / statistics.median(loc.large)
+            say(cpu_line("per small file, local disk", loc.small_cpu))
+            say(cpu_line("per small file, shared tree", sh.small_cpu))
+            say(cpu_line("per MB of a large file, local disk", loc.large_cpu))
+            say(cpu_line("per MB of a large file, shared tree", sh.large_cpu))
             vis_s = visibility(a, b, vis)
             acked, lost = lost_writes(c, a, kill)
             say(f"writes acknowledged while a copy's server died: {acked}")
-            print(f"small_file_ratio {sh_small / loc_small:.3f}", flush=True)
-            print(f"large_file_ratio {sh_large / loc_large:.3f}", flush=True)
+            print(f"small_file_ratio {small_ratio:.3f}", flush=True)
+            print(f"large_file_ratio {large_ratio:.3f}", flush=True)
             print(f"visibility_s {vis_s:.3f}", flush=True)
             print(f"lost_writes {lost}", flush=True)
     finally:

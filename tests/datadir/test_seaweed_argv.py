@@ -1,0 +1,31 @@
+"""The options of roost.datadir.seaweed's argv that correctness rests on (pure).
+
+bench/datadir.py measured the tuning options (FUSE writeback cache, larger
+chunks, volume preallocation, encrypted volume data): none lowered the CPU
+a written MB costs beyond the noise, so none is set; these keep the ones
+the guarantees need from being traded away for speed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from roost.datadir import seaweed
+from roost.datadir.seaweed import Endpoint
+
+AT = Endpoint("10.0.0.1", 7150)
+
+
+def test_every_file_is_kept_twice(tmp_path: Path) -> None:
+    # The master's default and the filer's (which weed mount's writes take)
+    # both say two copies on two servers.
+    assert "-defaultReplication=001" in seaweed.master_argv("weed", AT, tmp_path)
+    assert "-defaultReplicaPlacement=001" in seaweed.filer_argv("weed", AT, AT, tmp_path)
+
+
+def test_the_mount_keeps_no_writes_of_its_own(tmp_path: Path) -> None:
+    argv = seaweed.mount_argv("weed", AT, tmp_path / "m", tmp_path / "c")
+    # FUSE's writeback cache would hold written pages in this host's kernel
+    # (and trust its own idea of a file's size over another runner's
+    # writes); a mount-wide -replication would override the filer's 001.
+    assert not [a for a in argv if a.startswith(("-writebackCache", "-replication"))]
+    assert "-allowOthers" in argv and "-umask=000" in argv
