@@ -16,11 +16,14 @@ when that user is the current one; it never refuses root. The "barman"
 system user could not read DATA/backupd (0700), so barman_user is the user
 backupd runs as.
 
-`barman receive-wal SERVER` runs pg_receivewal in the foreground. It is a
-supervised child (`roost.proc.supervise`): restarted with backoff when it
-exits, stopped with the Barman adapter. pg_receivewal is Barman's child and
-does not die with it: one left streaming by a killed predecessor holds the
-slot ("already in use") forever, so such strays (found by their exact
+WAL streams through pg_receivewal, which backupd runs itself as `barman
+receive-wal SERVER` would, holding Barman's receive-wal lock so Barman
+counts it as its own (roost.backups.walreceiver; without Barman's ~30 MB
+process around it, issue 21). It is a supervised child
+(`roost.proc.supervise`): restarted with backoff when it exits, stopped with
+the Barman adapter, dead with backupd. One left streaming by a predecessor
+(a killed `barman receive-wal`'s child did not die with it) holds the slot
+("already in use") forever, so such strays (found by their exact
 --directory) are killed before each start.
 
 The window. The earliest recoverable time is the end of the oldest base
@@ -61,7 +64,7 @@ from pathlib import Path
 import psutil
 import psycopg
 
-from roost.backups import barmanwal
+from roost.backups import barmanwal, walreceiver
 from roost.backups.barmanconf import (
     BaseBackup,
     ServerConfig,
@@ -83,6 +86,7 @@ from roost.backups.barmanconf import (
 from roost.backups.barmanwal import SEGMENT
 from roost.backups.layout import Layout
 from roost.backups.pgfacts import BASE_ENV, PG_BIN, PgConn, run_tool
+from roost.backups.walreceiver import repair_partial
 from roost.proc import spawn as proc
 from roost.proc.backoff import Backoff
 from roost.proc.children import Policy
@@ -239,15 +243,46 @@ class Barman:
                        output=_log_output(server))  # fmt: skip
 
     async def _start_receive(self, server: str) -> asyncio.subprocess.Process:
-        if await asyncio.to_thread(_kill_strays, self.server_dir(server) / "streaming"):
+        """pg_receivewal as `barman receive-wal` runs it, without Barman's
+        process around it (roost.backups.walreceiver)."""
+        streaming = self.server_dir(server) / "streaming"
+        if await asyncio.to_thread(_kill_strays, streaming):
             await self._slot_released(server)
-        return await proc.start(
-            [_barman(), "-c", str(self.config_file), "receive-wal", server],
-            env={**BASE_ENV, "HOME": str(self.home)},
-            cwd=self.home,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        streaming.mkdir(parents=True, exist_ok=True)
+        segment = await self._segment_size(server)
+        if segment and (odd := await asyncio.to_thread(repair_partial, streaming, segment)):
+            log.info("%s: emptied %s, of a wrong size (a receiver killed mid-write)", server, odd)
+        lock = walreceiver.take_lock(self.home, server)
+        try:
+            child = await proc.start(
+                walreceiver.receive_argv(
+                    self.source(server), self.passfile, streaming, self.slot(server), self.pg_bin
+                ),
+                env={**BASE_ENV, "HOME": str(self.home)},
+                cwd=self.home,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=[lock],
+            )
+            walreceiver.write_owner(lock, child.pid)
+        finally:
+            os.close(lock)  # the receiver holds it now, until it exits
+        return child
+
+    async def _segment_size(self, server: str) -> int:
+        """The source's WAL segment size in bytes; 0 when it does not answer
+        (then pg_receivewal cannot connect either, and is started again)."""
+        query = "SELECT pg_size_bytes(current_setting('wal_segment_size'))"
+        try:
+            async with asyncio.timeout(SLOT_QUERY_TIMEOUT_S):
+                conn = await psycopg.AsyncConnection.connect(
+                    **PgConn.of(self.source(server)).kwargs("postgres"), autocommit=True
+                )
+                async with conn:
+                    row = await (await conn.execute(query)).fetchone()
+        except (psycopg.Error, TimeoutError, OSError):
+            return 0
+        return int(row[0]) if row else 0
 
     async def _slot_released(self, server: str) -> None:
         """Wait (a little) until the source's walsender has let go of the slot."""

@@ -140,6 +140,13 @@ def _conninfo(parts: dict[str, str]) -> str:
     return " ".join(f"{k}={quote(v)}" for k, v in parts.items())
 
 
+def conninfo_of(source: PgSource, passfile: Path) -> str:
+    """A server's streaming_conninfo: where its source is, who connects, and
+    the libpq passfile with the password (never in the conninfo itself)."""
+    return _conninfo({"host": source.host, "port": str(source.port), "user": source.user,
+                      "passfile": str(passfile)})  # fmt: skip
+
+
 def passfile_line(source: PgSource) -> str:
     """The source's line in a libpq passfile (host:port:db:user:password)."""
 
@@ -177,10 +184,8 @@ def render_config(
             raise ValueError(f"{s.name}: the recovery window must be at least a day")
         if s.slot and not re.fullmatch(r"[a-z0-9_]{1,63}", s.slot):
             raise ValueError(f"{s.name}: {s.slot!r} is not a replication slot's name")
-        common = {"host": s.source.host, "port": str(s.source.port), "user": s.source.user,
-                  "passfile": str(passfile)}  # fmt: skip
-        conninfo = _conninfo({**common, "dbname": "postgres", "application_name": "barman"})
-        streaming = _conninfo(common)
+        streaming = conninfo_of(s.source, passfile)
+        conninfo = f"{streaming} dbname=postgres application_name=barman"
         what = "Retired cluster " if s.retired else "Roost servicehost "
         lines += [
             f"[{s.name}]",
