@@ -8,19 +8,30 @@ Measured (medians of several repetitions, each from the same starting state):
   roost_warm         full Roost build, warm uv cache, lock known, no dependency layer
                      (so the venv is installed again, offline, and its layer packed:
                      tar, hash, write to the store; the identical blob from the
-                     earlier build is then dropped, so the work is all still done)
+                     earlier build is then dropped, so the work is all still done).
+                     The builder's bytecode store stays, as uv's cache does: with a
+                     lock that really changed, the earlier layer still links every
+                     module's pyc, and only the changed packages' modules compile
+                     (roost.builder.bytecode)
   roost_unchanged    full Roost build of a code-only change (lock and layer reused:
                      only the code layer and the manifest are written)
   uv_sync_offline    bare `uv pip sync --offline` of the same lock into an empty venv
                      (uv's defaults: venv and cache on disk, hard-linking; also
                      printed, not a target: the same with venv and cache in a tmpfs,
                      hard-linking, which is where Roost's builder makes its layers
-                     when it can, so the same install without Roost's packing)
+                     when it can, so the same install without Roost's packing; and
+                     that with --compile-bytecode, which is what uv alone needs to
+                     make what a Roost layer holds, since bare uv writes no bytecode).
+                     The venv is made untimed, of the interpreter the builds use.
+CPU seconds (the process's and its waited-for children's) are printed beside the
+wall times: on a shared machine they move less with the load.
 Before each timed run the filesystem is synced (os.sync, untimed), so no run pays
 for the writeback of the one before it (this disk makes metadata-heavy installs
 wait on earlier deletes and writes), and reps alternate whether the bare uv sync
-runs before or after the Roost builds. Per-rep lines show the warm build's install
-and pack steps (pack = code layer + waiting for the dependency layer's blob).
+runs before or after the Roost builds. Per-rep lines show the warm build's install,
+extensions and pack steps (pack = code layer + waiting for the dependency layer's
+blob, packed in the background from the end of install) and the rest of its steps.
+`--warm-only` leaves out the cold builds and serial pip.
 Run as root to measure the real thing (build steps as the unprivileged user).
 `--quick` does fewer repetitions. Needs PyPI.
 """
@@ -94,6 +105,7 @@ class Bench:
         self.base = base
         self.n = 0
         self.steps: dict[str, float] = {}
+        self.cpu = 0.0  # the last build's CPU seconds (the builder's and its children's)
 
     def log(self, line: str) -> None:
         if os.environ.get("BENCH_VERBOSE"):
@@ -105,7 +117,7 @@ class Bench:
     async def build(self, ws: Workspace, previous_lock: str = "") -> tuple[float, str]:
         self.n += 1
         settle()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_now()
         out = await Build(
             ws,
             f"bench{self.n}",
@@ -115,6 +127,7 @@ class Bench:
             previous_lock_text=previous_lock,
         ).run()
         took = time.perf_counter() - start
+        self.cpu = cpu_now() - cpu
         self.steps = out.step_times
         return took, out.lock
 
@@ -161,23 +174,35 @@ def pip_serial(base: Path, python: str, uv_bin: str) -> float:
     return took
 
 
+def cpu_now() -> float:
+    """CPU seconds of this process and its waited-for children so far."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def uv_sync_offline(uv_bin: str, python: str, cache: Path, lock: str, base: Path,
-                    venv_base: Path | None = None) -> float:  # fmt: skip
+                    venv_base: Path | None = None, bytecode: bool = False) -> float:  # fmt: skip
     venv = (venv_base or base) / "uvvenv"
     shutil.rmtree(venv, ignore_errors=True)
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_CACHE_DIR": str(cache)}
+    if bytecode:  # as the builder's layers are: checked-hash pycs
+        env["SOURCE_DATE_EPOCH"] = "315619200"
     subprocess.run([uv_bin, "venv", "-q", "--python", python, str(venv)], check=True, env=env)
     (base / "lock.txt").write_text(lock)
     settle()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_now()
     subprocess.run(
         [uv_bin, "pip", "sync", "-q", "--offline", "--python", str(venv / "bin" / "python"),
-         str(base / "lock.txt")],
+         *(["--compile-bytecode"] if bytecode else []), str(base / "lock.txt")],
         check=True, env=env,
     )  # fmt: skip
     took = time.perf_counter() - start
+    LAST_CPU[0] = cpu_now() - cpu
     shutil.rmtree(venv, ignore_errors=True)
     return took
+
+
+LAST_CPU = [0.0]  # the last uv_sync_offline's CPU seconds
 
 
 async def main() -> None:
@@ -194,7 +219,8 @@ async def main() -> None:
     b = Bench(base)
     try:
         ws = await b.workspace(base / "warm")
-        print(f"interpreter {ws.interp.path} ({ws.interp.version}); build user {ws.user.name}"
+        app_py = ws.pythons.default  # the apps' default Python: what the builds use
+        print(f"interpreter {app_py.path} ({app_py.version}); build user {ws.user.name}"
               f"{'' if ws.user.dropped else ' (not root: same user)'}", flush=True)  # fmt: skip
         cold = []
         for i in range(0 if args.warm_only else reps_slow):
@@ -211,34 +237,43 @@ async def main() -> None:
         for copy in (disk_cache, ram_cache):
             subprocess.run(["cp", "-a", str(ws.uv_cache), str(copy)], check=True)
 
-        def bare(ram_venv: bool = False) -> float:
+        def bare(ram_venv: bool = False, bytecode: bool = False) -> float:
             cache = ram_cache if ram_venv else disk_cache
             return uv_sync_offline(
-                ws.uv, ws.interp.path, cache, lock, base, ram if ram_venv else None
+                ws.uv, python, cache, lock, base, ram if ram_venv else None, bytecode
             )
 
-        warm, unchanged, uvs, uvs_ram = [], [], [], []
+        python = app_py.path  # bare uv syncs into a venv of the builds' interpreter
+        warm, unchanged, uvs, uvs_ram, uvs_pyc = [], [], [], [], []
+        warm_cpu, uv_cpu = [], []
         for i in range(reps):
             # Alternate which goes first: on a shared disk, whatever ran just
             # before a measurement can slow it (writeback, discards).
             if i % 2:
                 uvs.append(bare())
+                uv_cpu.append(LAST_CPU[0])
             b.wipe_layers(ws)
             took, _ = await b.build(ws, previous_lock=lock)
             warm.append(took)
+            warm_cpu.append(b.cpu)
             steps = b.steps
             took2, _ = await b.build(ws, previous_lock=lock)
             unchanged.append(took2)
             if not i % 2:
                 uvs.append(bare())
+                uv_cpu.append(LAST_CPU[0])
             uvs_ram.append(bare(ram_venv=True))
+            uvs_pyc.append(bare(ram_venv=True, bytecode=True))
+            other = took - steps["install"] - steps["extensions"] - steps["pack"]
             print(f"rep {i + 1}: warm {took:.3f} s (install {steps['install']:.3f}, "
-                  f"pack {steps['pack']:.3f}), unchanged {took2:.3f} s, "
-                  f"uv sync offline {uvs[-1]:.3f} s (into tmpfs {uvs_ram[-1]:.3f} s)",
+                  f"extensions {steps['extensions']:.3f}, pack {steps['pack']:.3f}, "
+                  f"the rest {other:.3f}; CPU {warm_cpu[-1]:.2f} s), unchanged {took2:.3f} s, "
+                  f"uv sync offline {uvs[-1]:.3f} s (CPU {uv_cpu[-1]:.2f} s; into tmpfs "
+                  f"{uvs_ram[-1]:.3f} s; into tmpfs with bytecode {uvs_pyc[-1]:.3f} s)",
                   flush=True)  # fmt: skip
         pip = []
         for i in range(0 if args.warm_only else reps_slow):
-            pip.append(pip_serial(base, ws.interp.path, ws.uv))
+            pip.append(pip_serial(base, app_py.path, ws.uv))
             print(f"serial pip {i + 1}: {pip[-1]:.2f} s", flush=True)
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -248,7 +283,10 @@ async def main() -> None:
     w, u, s = med(warm), med(unchanged), med(uvs)
     print(
         f"(uv pip sync --offline into a tmpfs venv, where Roost's layers go: "
-        f"{med(uvs_ram):.3f} s; Roost's warm build is {w / med(uvs_ram):.2f}x that)"
+        f"{med(uvs_ram):.3f} s; Roost's warm build is {w / med(uvs_ram):.2f}x that. "
+        f"The same with --compile-bytecode, a layer as Roost's carries it: "
+        f"{med(uvs_pyc):.3f} s; Roost's warm build is {w / med(uvs_pyc):.2f}x that. "
+        f"CPU seconds: Roost's warm build {med(warm_cpu):.2f}, the bare sync {med(uv_cpu):.2f})"
     )
     if pip:
         print(f"pip_serial_s: {med(pip):.3f}")
