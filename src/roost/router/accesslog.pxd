@@ -20,7 +20,7 @@ cdef class AccessLog:
     cdef public bytes stamp
 
     cpdef tick(self)
-    @cython.locals(line=bytes, url=bytes, host=bytes, user=bytes, rid=bytes, referer=bytes, agent=bytes)
+    @cython.locals(tenths=long, line=bytes, url=bytes, host=bytes, user=bytes, rid=bytes, referer=bytes, agent=bytes)
     cpdef log(self, ClientConnection client, Relay ex, double now)
     cpdef flush(self)
     cpdef int _open(self) except -1

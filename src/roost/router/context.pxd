@@ -4,6 +4,7 @@
 
 cimport cython
 
+from roost.router.accesslog cimport AccessLog
 from roost.router.balance cimport Balancer
 from roost.router.stats cimport RequestCounts
 
@@ -12,7 +13,7 @@ from roost.router.stats cimport RequestCounts
 
 @cython.final
 cdef class Context:
-    cdef public object access
+    cdef public AccessLog access
     cdef public Balancer balancer
     cdef public Py_ssize_t buffer_bytes
     cdef public dict bundles
@@ -22,6 +23,7 @@ cdef class Context:
     cdef public bint draining
     cdef public double first_byte_timeout
     cdef public double header_timeout
+    cdef public dict host_cache
     cdef public str host_id
     cdef public double idle_timeout
     cdef public object limits

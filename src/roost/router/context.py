@@ -69,6 +69,7 @@ class Context:
         "draining",
         "first_byte_timeout",
         "header_timeout",
+        "host_cache",
         "host_id",
         "idle_timeout",
         "limits",
@@ -117,6 +118,9 @@ class Context:
         self.counts = self.stats.counts  # (what a request updates: typed, compiled)
         self.balancer = balancer or Balancer()
         self.table: RouteTable = empty_table(default_domain)
+        # The table's Host cache, typed here so a request probes it with one C
+        # call (the table is a plain Python object).
+        self.host_cache = self.table.cache
         self.host_id = host_id
         # digest -> unpacked static bundle directory, filled by the bundle fetcher.
         self.bundles: dict[str, Path] = {}
@@ -136,6 +140,7 @@ class Context:
         keepers."""
         old = self.table
         self.table = table
+        self.host_cache = table.cache
         gone, came = changed_entries(old, table)
         for slot in self.balancer.retire_unused(gone, came):
             idle, slot.idle = slot.idle, []

@@ -194,10 +194,9 @@ class Exchange(Relay):
             # The parser stops at an upgrade request: after a refused upgrade the
             # connection cannot carry another request.
             self.keep_alive = False
-        table = ctx.table
-        entry = table.cache.get(host, _MISS)
+        entry = ctx.host_cache.get(host, _MISS)
         if entry is _MISS:
-            entry = table.lookup(host)
+            entry = ctx.table.lookup(host)
         if entry is None:
             self.client.unknown_host(self)
             return

@@ -55,7 +55,7 @@ cdef class Relay:
     cdef public bytes user
     cdef public bint version_known
 
-    @cython.locals(slot=Slot, up=Upstream)
+    @cython.locals(slot=Slot, up=Upstream, slots=list)
     cpdef proxy(self)
     cpdef attach(self, Upstream up)
     cpdef send_body(self, bytes data)

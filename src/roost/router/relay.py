@@ -105,14 +105,12 @@ class Relay:
         entry = self.entry
         assert entry is not None
         slots = entry.slots
-        if (
-            slots is not None
-            and len(slots) == 1
-            and not self.failed
-            and slots[0].ejected_until <= ctx.now
-        ):
-            slot: Slot | None = slots[0]  # the common small app (Balancer.choose, inline)
-        else:
+        slot: Slot | None = None
+        if slots is not None and len(slots) == 1 and not self.failed:
+            slot = slots[0]  # the common small app (Balancer.choose, inline)
+            if slot.ejected_until > ctx.now:
+                slot = None
+        if slot is None:
             slot = ctx.balancer.choose(entry, ctx.now, self.failed)
         if slot is None:
             if self.attempts:

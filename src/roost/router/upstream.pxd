@@ -44,9 +44,9 @@ cdef class Upstream:
     cpdef abort(self)
     cpdef pause_reading(self)
     cpdef resume_reading(self)
-    @cython.locals(i=Py_ssize_t, j=Py_ssize_t, lh=bytes)
+    @cython.locals(i=Py_ssize_t, j=Py_ssize_t)
     cpdef bint _pass_through(self, bytes hbuf, Py_ssize_t end, Relay ex)
-    @cython.locals(i=Py_ssize_t, j=Py_ssize_t, te=Py_ssize_t, lh=bytes, extra=bytes, value=bytes)
+    @cython.locals(i=Py_ssize_t, j=Py_ssize_t, te=Py_ssize_t, lh=bytes, extra=bytes, tokens=list)
     cpdef bytes _edit_head(self, bytes head, int code, Relay ex)
 
 
@@ -54,5 +54,13 @@ cdef class Upstream:
 cdef tuple _cut(bytes head, bytes lh, bytes marker)
 
 
-@cython.locals(i=Py_ssize_t, j=Py_ssize_t, value=bytes)
-cdef (Py_ssize_t, Py_ssize_t) _connection_line(bytes lh, Py_ssize_t end)
+@cython.locals(i=Py_ssize_t, j=Py_ssize_t, k=Py_ssize_t, e=Py_ssize_t, seen=int, plain=bint,
+               keep_alive=bint, c=int)
+cdef (Py_ssize_t, Py_ssize_t) _connection_line(bytes head, Py_ssize_t end)
+
+
+@cython.locals(n=Py_ssize_t, m=Py_ssize_t, c=int)
+cdef bint _named(bytes head, Py_ssize_t at, Py_ssize_t end, bytes name)
+
+
+cdef bint _value_is(bytes head, Py_ssize_t start, Py_ssize_t stop, bytes want)

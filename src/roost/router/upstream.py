@@ -329,9 +329,7 @@ class Upstream:
         """The usual response: forward this read as it came, less a plain
         `Connection: keep-alive|close` line, without copying head and body
         apart. False when the head needs `_edit_head` (more to cut)."""
-        # (lowercase only the head, unless the read is small anyway)
-        lh = (hbuf if len(hbuf) - end < 4096 else hbuf[:end]).lower()
-        i, j = _connection_line(lh, end)
+        i, j = _connection_line(hbuf, end)
         if j < 0:
             return False
         self.out.append(hbuf if i < 0 else hbuf[:i] + hbuf[j:])
@@ -388,9 +386,13 @@ class Upstream:
         if i >= 0:
             head = head[:i] + head[j:]
         elif j < 0:  # other headers named, or a Keep-Alive header: cut them all
+            tokens: list[bytes] = []  # (what every Connection header names)
             i = lh.find(b"\r\nconnection:")
-            value = lh[i + 13 : lh.find(b"\r\n", i + 2)]
-            for token in value.split(b","):
+            while i >= 0:
+                j = lh.find(b"\r\n", i + 2)
+                tokens += lh[i + 13 : j].split(b",")
+                i = lh.find(b"\r\nconnection:", j)
+            for token in tokens:
                 token = token.strip()
                 if token and token not in (b"keep-alive", b"close"):
                     head, lh = _cut(head, lh, b"\r\n" + token + b":")
@@ -406,19 +408,69 @@ class Upstream:
         return head
 
 
-def _connection_line(lh: bytes, end: int) -> tuple[int, int]:
-    """The hop-by-hop cleaning a lowercased head (ending at `end`) needs:
+def _connection_line(head: bytes, end: int) -> tuple[int, int]:
+    """The hop-by-hop cleaning a response head (ending at `end`) needs:
     (start, stop) of its Connection line when cutting that one line is all;
     (-1, 0) when there is no Connection header; (-1, -1) when more must go
-    (headers the Connection header names, or a Keep-Alive header)."""
-    i = lh.find(b"\r\nconnection:", 0, end)
-    if i < 0:
+    (headers the Connection header names, a Keep-Alive header, or a second
+    Connection header).
+
+    One pass over the bytes, comparing names and values without regard to
+    case (llhttp has checked that every line ends in CRLF): compiled, this is
+    several times cheaper than lowercasing the head and searching it, and it
+    runs for every response."""
+    i = -1  # the CRLF before the (first) Connection line
+    j = 0  # the CRLF after it
+    seen = 0
+    plain = False
+    keep_alive = False
+    k = 0
+    while k < end:
+        if head[k] != 10:  # (LF: a header line starts after it)
+            k += 1
+            continue
+        k += 1
+        if k >= end:
+            break
+        c = head[k] | 32  # (a letter's lowercase; other bytes fail the full compare)
+        if c == 99 and _named(head, k, end, b"connection:"):  # "c"
+            seen += 1
+            if seen == 1:
+                e = head.find(b"\r", k, end)
+                i, j = k - 2, e
+                plain = _value_is(head, k + 11, e, b"keep-alive") or _value_is(
+                    head, k + 11, e, b"close"
+                )
+        elif c == 107 and _named(head, k, end, b"keep-alive:"):  # "k"
+            keep_alive = True
+    if seen == 0:
         return -1, 0
-    j = lh.find(b"\r\n", i + 2)
-    value = lh[i + 13 : j].strip()
-    if (value == b"keep-alive" or value == b"close") and lh.find(b"\r\nkeep-alive:", 0, end) < 0:
+    if seen == 1 and plain and not keep_alive:
         return i, j
     return -1, -1
+
+
+def _named(head: bytes, at: int, end: int, name: bytes) -> bool:
+    """Whether the line at `at` starts with `name` (lowercase), in any case."""
+    n = len(name)
+    if at + n > end:
+        return False
+    for m in range(n):
+        c = head[at + m]
+        if 65 <= c <= 90:  # A-Z
+            c += 32
+        if c != name[m]:
+            return False
+    return True
+
+
+def _value_is(head: bytes, start: int, stop: int, want: bytes) -> bool:
+    """Whether head[start:stop], less surrounding blanks, is `want` (lowercase) in any case."""
+    while start < stop and head[start] in (32, 9):
+        start += 1
+    while stop > start and head[stop - 1] in (32, 9):
+        stop -= 1
+    return stop - start == len(want) and _named(head, start, stop, want)
 
 
 def _cut(head: bytes, lh: bytes, marker: bytes) -> tuple[bytes, bytes]:
