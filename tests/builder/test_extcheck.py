@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from roost.builder import stacks
+from roost.builder import extcheck, stacks
 from roost.builder.elfdeps import read_dynamic
 from roost.builder.errors import BuildError
 from roost.builder.extcheck import check_image, scan_tree
@@ -145,6 +145,39 @@ async def test_the_step_fails_with_the_first_problem_and_logs_them_all(
     assert sum("needs libabsent.so.1" in ln for ln in lines) == 2
     lines.clear()
     await check_image([("app", tmp_path / "app")], lines.append)
+    assert lines == ["       1 shared objects load on the runner stack"]
+
+
+async def test_a_tree_scanned_early_is_not_scanned_again_and_its_problems_count(
+    tmp_path: Path, absent: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The build scans a fresh venv while its bytecode compiles (EarlyScan)."""
+    uses_absent(tmp_path / "venv" / "a.so", absent)
+    cc(tmp_path / "app" / "ok.so", "-lz")
+    scanned: list[str] = []
+
+    def counting(root: Path, label: str) -> extcheck.Scan:
+        scanned.append(label)
+        return real(root, label)
+
+    real = extcheck.scan_tree
+    monkeypatch.setattr(extcheck, "scan_tree", counting)
+    early = extcheck.EarlyScan()
+    await early.close()  # nothing started: nothing to wait for
+    early.start(tmp_path / "venv", "venv")
+    early.start(tmp_path / "venv", "venv")  # started once
+    lines: list[str] = []
+    trees = [("venv", tmp_path / "venv"), ("app", tmp_path / "app")]
+    with pytest.raises(BuildError, match=r"^venv/a.so needs libabsent.so.1"):
+        await check_image(trees, lines.append, early)
+    assert scanned == ["venv", "app"]
+    await early.close()
+    (tmp_path / "venv" / "a.so").unlink()
+    fresh = extcheck.EarlyScan()
+    fresh.start(tmp_path / "venv", "venv")
+    await fresh.close()  # a build that failed before its extensions step
+    lines.clear()
+    await check_image(trees, lines.append, fresh)
     assert lines == ["       1 shared objects load on the runner stack"]
 
 

@@ -131,19 +131,22 @@ def _read(path: str) -> DynamicInfo | None:
         return read_dynamic(f, st.st_size)
 
 
-async def check_image(trees: list[tuple[str, Path]], log: Callable[[str], None]) -> None:
-    """The step: scan each (label, tree); BuildError naming the first problem."""
+def scan_all(trees: list[tuple[str, Path]]) -> Scan:
+    """Each (label, tree) scanned, the results together (blocking)."""
+    return merge([scan_tree(root, label) for label, root in trees])
 
-    def scan_all() -> Scan:
-        total = Scan()
-        for label, root in trees:
-            one = scan_tree(root, label)
-            total.objects += one.objects
-            total.carried += one.carried
-            total.problems += one.problems
-        return total
 
-    found = await asyncio.to_thread(scan_all)
+def merge(scans: list[Scan]) -> Scan:
+    total = Scan()
+    for one in scans:
+        total.objects += one.objects
+        total.carried += one.carried
+        total.problems += one.problems
+    return total
+
+
+def report(found: Scan, log: Callable[[str], None]) -> None:
+    """Log what was found; BuildError naming the first problem."""
     if found.problems:
         for line in found.problems[:_SHOWN]:
             log("       " + line)
@@ -156,3 +159,47 @@ async def check_image(trees: list[tuple[str, Path]], log: Callable[[str], None])
         return
     carried = f", {found.carried} of their libraries carried in the image" if found.carried else ""
     log(f"       {found.objects} shared objects load on the runner stack{carried}")
+
+
+class EarlyScan:
+    """One tree's scan started before its step, in a thread (see Build.install)."""
+
+    def __init__(self) -> None:
+        self.label = ""
+        self._task: asyncio.Task[Scan] | None = None
+
+    def start(self, root: Path, label: str) -> None:
+        if self._task is None:
+            self.label = label
+            self._task = asyncio.create_task(asyncio.to_thread(scan_tree, root, label))
+
+    async def result(self) -> Scan | None:
+        return None if self._task is None else await self._task
+
+    async def close(self) -> None:
+        """Wait for a scan no step took (a thread: it cannot be stopped)."""
+        task = self._task
+        if task is None:
+            return
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            await asyncio.wait([task])
+            raise
+        finally:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: a failed scan is its step's to report
+
+
+async def check_image(
+    trees: list[tuple[str, Path]], log: Callable[[str], None], early: EarlyScan | None = None
+) -> None:
+    """The step: scan each (label, tree); BuildError naming the first problem.
+
+    A tree `early` has scanned already is not scanned again.
+    """
+    first = None
+    if early is not None and (first := await early.result()) is not None:
+        trees = [(label, root) for label, root in trees if label != early.label]
+    rest = await asyncio.to_thread(scan_all, trees)
+    report(merge([first, rest]) if first is not None else rest, log)

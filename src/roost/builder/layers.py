@@ -146,9 +146,14 @@ class LayerJob:
         log: Callable[[str], None],
         unit: str = "install",
         cwd: Path | None = None,
+        after_sync: Callable[[], None] | None = None,
     ) -> None:
-        """`cwd`: where the lock's relative paths (`./localpkg`) start (the checkout)."""
-        """Reuse the ready layer, or install it and start packing it (see `blob_digest`)."""
+        """Reuse the ready layer, or install it and start packing it (see `blob_digest`).
+
+        `cwd`: where the lock's relative paths (`./localpkg`) start (the
+        checkout). `after_sync`: called once the packages are installed, while
+        their bytecode is still to come (a build starts its extension scan).
+        """
         await self._lock.acquire()
         self._held = True
         try:
@@ -168,8 +173,9 @@ class LayerJob:
             os.chmod(self.venv, 0o755)
             self.uv_as.user.chown(self.venv)
             await _install(
-                self.ws, self.path, lock_path, home, log, unit, self.uv_as, cwd, self.interp
-            )
+                self.ws, self.path, lock_path, home, log, unit, self.uv_as, cwd, self.interp,
+                after_sync,
+            )  # fmt: skip
             self.installed = True
             self._packing = asyncio.create_task(self._pack(), name=f"pack-layer-{self.key[:12]}")
         finally:
@@ -254,6 +260,7 @@ async def _install(
     uv_as: UvAs | None = None,
     cwd: Path | None = None,
     interp: Interpreter | None = None,
+    after_sync: Callable[[], None] | None = None,
 ) -> None:
     uv_as = uv_as or UvAs(ws.user, ws.uv_cache, build_sources=True)
     interp = interp or ws.interp
@@ -300,6 +307,8 @@ async def _install(
             raise NeedsBuild("a package has no wheel: it must be built from source")
         if done.returncode != 0:
             raise BuildError(f"installing dependencies failed (uv pip sync exit {done.returncode})")
+    if after_sync is not None:
+        after_sync()
     await _bytecode(venv, interp, lock_path.parent, pycs, log, common)
 
 

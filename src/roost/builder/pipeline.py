@@ -141,6 +141,9 @@ class Build:
         self._held_key = ""  # the layer counted in ws.layers_in_use for this build
         self.layer_job: LayerJob | None = None
         self.layer_blob: LayerBlob | None = None
+        # A fresh layer's extension scan, started once its packages are in,
+        # while their bytecode is compiled (which adds only pycs, not scanned).
+        self._venv_scan = extcheck.EarlyScan()
         self.code_digest = ""
         self.installed = False
         self.static_bundle: Path | None = None
@@ -183,7 +186,7 @@ class Build:
                         ("appspec", self.read_appspec),
                         ("lock", self.resolve_lock),
                         ("install", self.install),
-                        ("extensions", lambda: extcheck.check_image(self.trees, self.log)),
+                        ("extensions", self.extensions),
                         ("bundle", self.bundle),
                         ("configure", self.configure),
                         ("check", self.check),
@@ -207,6 +210,7 @@ class Build:
         finally:
             self._release_layer()
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, self.dir, True))
+            await self._venv_scan.close()
         assert self.spec is not None
         self.log(f"-----> image {self.image_digest} ({self.image_size / 1e6:.1f} MB) "
                  f"built in {self._clock() - start:.2f} s")  # fmt: skip
@@ -420,6 +424,7 @@ class Build:
                 self.log,
                 unit=f"{self.build_id}-install",
                 cwd=self.checkout,  # the lock's `./pkg` paths are the checkout's
+                after_sync=lambda: self._venv_scan.start(self.venv, "venv"),
             )
         except NeedsBuild:
             self._release_layer()
@@ -435,6 +440,9 @@ class Build:
                 self.ws.layers_in_use.pop(key, None)
             else:
                 self.ws.layers_in_use[key] = n
+
+    async def extensions(self) -> None:
+        await extcheck.check_image(self.trees, self.log, self._venv_scan)
 
     @property
     def layer(self) -> Path:
