@@ -7,7 +7,11 @@ backend (nginx serving a small response, so the backend is not the bottleneck):
   haproxy       wrk -> HAProxy -> backend
   roost         wrk -> roost router -> backend
 Each is measured in interleaved rounds and the median kept, since other work on
-the machine moves single runs around.
+the machine moves single runs around. CPU time per request is that of the
+proxying process (steadier than requests/s on a shared machine).
+
+Then roost with 1 and 2 worker processes (SO_REUSEPORT), wrk on two threads
+for both, in interleaved rounds: the requests/s of each and their ratio.
 
 Then churn: 3000 apps, one under load, while a fake controller (real CURVE
 sockets, the same messages a controller sends) publishes a route delta every
@@ -137,6 +141,27 @@ def cpu(p: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
+async def worker_rounds(
+    ports: dict[str, int], procs: dict[str, list[psutil.Process]], rounds: int, seconds: float
+) -> dict[str, list[Load]]:
+    """Roost with one worker and with two, alternately, wrk on two threads for
+    both (one wrk thread alone may not load two workers)."""
+    results: dict[str, list[Load]] = {name: [] for name in ports}
+    names = list(ports)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            before = sum(cpu(p) for p in procs[name])
+            load = await wrk(ports[name], f"{APP}.localhost", seconds, threads=2)
+            load.cpu_us = (sum(cpu(p) for p in procs[name]) - before) / max(1, load.requests) * 1e6
+            results[name].append(load)
+            print(
+                f"  round {r + 1} {name:9s} {load.rps:10.0f} req/s  p99 {load.p99_ms:6.2f} ms"
+                f"  failed {load.failed}  cpu {load.cpu_us:5.1f} us/req",
+                flush=True,
+            )
+    return results
+
+
 def worker_of(ng: Nginx) -> psutil.Process:
     assert ng.proc is not None
     kids = psutil.Process(ng.proc.pid).children()
@@ -151,9 +176,9 @@ def _ms(text: str) -> float:
     return {"us": value / 1000, "ms": value, "s": value * 1000, "m": value * 60_000}[m.group(2)]
 
 
-async def wrk(port: int, host: str, seconds: float, conns: int = 50) -> Load:
+async def wrk(port: int, host: str, seconds: float, conns: int = 50, threads: int = 1) -> Load:
     proc = await asyncio.create_subprocess_exec(
-        "wrk", "-t1", f"-c{conns}", f"-d{seconds:.0f}s", "--latency",
+        "wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds:.0f}s", "--latency",
         "-H", f"Host: {host}", f"http://{HOST}:{port}/",
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -336,12 +361,12 @@ class FakeController:
         await self.pub.publish("routes", delta)
 
 
-def start_router(data: Path, port: int) -> subprocess.Popen[bytes]:
+def start_router(data: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
     code = (
         "import logging; logging.basicConfig(level=logging.WARNING); "
         "from pathlib import Path; from roost.router.daemon import run; "
         "from roost.settings import Settings; "
-        f"run(Path({str(data)!r}), Settings.from_env(), port={port}, workers=1)"
+        f"run(Path({str(data)!r}), Settings.from_env(), port={port}, workers={workers})"
     )
     env = dict(os.environ, ROOST_ROUTER_TLS_PORT="0")
     return subprocess.Popen([sys.executable, "-c", code], env=env)
@@ -379,11 +404,12 @@ async def main() -> None:
     backend = free_port()
     spares = [free_port() for _ in range(SPARES)]
     dead = 1  # privileged low ports nothing listens on: never hit (only the loaded app is)
-    ports = {name: free_port() for name in ("nginx", "haproxy", "roost")}
+    ports = {name: free_port() for name in ("nginx", "haproxy", "roost", "roost2")}
     backend_ng = Nginx(work, "backend")
     proxy_ng = Nginx(work, "proxy")
     haproxy: subprocess.Popen[bytes] | None = None
     router: subprocess.Popen[bytes] | None = None
+    router2: subprocess.Popen[bytes] | None = None
     results: dict[str, list[Load]] = {k: [] for k in ("direct", "nginx", "haproxy", "roost")}
     try:
         listens = "".join(f"listen {HOST}:{p};\n    " for p in (backend, *spares))
@@ -408,8 +434,9 @@ async def main() -> None:
         routes = {APP: app_route(0, backend, set(), dead)}
         async with FakeController(data, routes).running() as ctl:
             router = start_router(data, ports["roost"])
-            for p in ports.values():
-                await wait_port(p)
+            for name, p in ports.items():
+                if name != "roost2":
+                    await wait_port(p)
             await wrk(ports["roost"], f"{APP}.localhost", 1)  # warm up every path once
             await wrk(ports["nginx"], f"{APP}.localhost", 1)
             targets = [
@@ -427,6 +454,19 @@ async def main() -> None:
                 "roost": psutil.Process(router.pid),
             }
             await plain_rounds(targets, procs, rounds, seconds, results)
+            print("workers, roost (wrk on 2 threads):", flush=True)
+            router2 = start_router(data, ports["roost2"], workers=2)
+            await wait_port(ports["roost2"])
+            await wrk(ports["roost2"], f"{APP}.localhost", 1, threads=2)  # both workers warm
+            supervisor = psutil.Process(router2.pid)
+            scaling = await worker_rounds(
+                {"1 worker": ports["roost"], "2 workers": ports["roost2"]},
+                {"1 worker": [procs["roost"]], "2 workers": [supervisor, *supervisor.children()]},
+                rounds,
+                seconds,
+            )
+            stop(router2)
+            router2 = None
             print("churn, roost:", flush=True)
             churn = await roost_churn(
                 ctl, ports["roost"], backend, spares, dead, churn_seconds, pairs
@@ -438,8 +478,9 @@ async def main() -> None:
             proxy_ng, ports["nginx"], backend, spares, dead, churn_seconds, pairs
         )
     finally:
-        if router is not None:
-            stop(router)
+        for proc in (router, router2):
+            if proc is not None:
+                stop(proc)
         if haproxy is not None:
             haproxy.terminate()
             haproxy.wait()
@@ -470,8 +511,15 @@ async def main() -> None:
     print(f"haproxy_rps: {med['haproxy']:.0f}")
     print(f"roost_rps: {med['roost']:.0f}")
     print(f"roost_vs_nginx: {med['roost'] / med['nginx']:.3f}")
+    # (>= 1.0: roost spends no more CPU per request than nginx)
+    print(f"roost_vs_nginx_cpu: {cpu_med['nginx'] / cpu_med['roost']:.3f}")
     print(f"roost_p99_ms: {p99['roost']:.2f}")
     print(f"nginx_p99_ms: {p99['nginx']:.2f}")
+    one = statistics.median(x.rps for x in scaling["1 worker"])
+    two = statistics.median(x.rps for x in scaling["2 workers"])
+    print(f"roost_1_worker_rps: {one:.0f}")
+    print(f"roost_2_workers_rps: {two:.0f}")
+    print(f"roost_2_vs_1_workers: {two / one:.3f}")
     print(f"churn_failed_requests: {churn['failed']}")
     print(f"churn_throughput_ratio: {churn['ratio']:.3f}")
     print(f"nginx_reload_failed_requests: {nginx_churn['failed']}")
