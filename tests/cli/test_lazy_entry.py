@@ -22,9 +22,15 @@ from roost.cli.main import COMMANDS, cli
 # What no daemon needs: the CLI's user commands and their terminal toolkit.
 CLI_ONLY = ("roost.cli.up", "roost.cli.apps", "roost.cli.manage", "roost.cli.cluster", "rich")
 
-# What a controller loads only when it is used: Alembic for a migration (in a
-# child, roost.state.migrator), the ACME client when a certificate is due.
-ON_DEMAND = {"controller": ("alembic", "mako", "acme", "josepy", "requests")}
+# What a role loads only when it is used: the controller Alembic for a
+# migration (in a child, roost.state.migrator) and the ACME client when a
+# certificate is due; a servicehost httpx for a pair's Patroni and etcd; a
+# router cryptography to make its first self-signed certificate.
+ON_DEMAND = {
+    "controller": ("alembic", "mako", "acme", "josepy", "requests"),
+    "servicehost": ("httpx",),
+    "router": ("cryptography",),
+}
 
 # role command -> the module its daemon runs
 DAEMONS = {

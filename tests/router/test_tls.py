@@ -10,7 +10,7 @@ from typing import Any
 
 from cryptography import x509
 
-from roost.router.tls import generate_self_signed
+from roost.selfsigned import generate_self_signed
 from roost.wire.messages import TlsCertificate
 from tests.router.conftest import app
 

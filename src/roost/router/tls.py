@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 
 from roost.router.table import RouteTable, normalize_host
-from roost.selfsigned import generate_self_signed
 from roost.wire.messages import TlsCertificate
 
 log = logging.getLogger("roost.router.tls")
@@ -39,6 +38,9 @@ def default_certificate(directory: Path, default_domain: str) -> tuple[Path, Pat
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (cert.exists() and key.exists()):
+            # cryptography (~3 MB resident) only for the first start's certificate (issue 21).
+            from roost.selfsigned import generate_self_signed
+
             names = [f"*.{default_domain}", default_domain, "localhost", "127.0.0.1"]
             cert_pem, key_pem = generate_self_signed(list(dict.fromkeys(names)))
             for path, data in ((key, key_pem), (cert, cert_pem)):

@@ -29,7 +29,6 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import psycopg
 
 from roost import patroni
@@ -113,6 +112,8 @@ class PairMember:
     async def wait_ready(self, pid: int, adopted: bool) -> None:
         """Up once Patroni's REST API answers (its PostgreSQL may still be
         starting or joining: requests go to whichever member is primary)."""
+        import httpx  # pairs only: a servicehost alone never loads it (issue 21)
+
         url = f"http://{patroni.url_host(patroni.bare(self.plan.host))}:{self.plan.rest_port}"
         async with httpx.AsyncClient(timeout=2) as http:
             while True:

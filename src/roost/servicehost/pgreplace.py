@@ -35,7 +35,6 @@ from __future__ import annotations
 import base64
 import logging
 
-import httpx
 import msgspec
 
 from roost import patroni
@@ -77,6 +76,8 @@ async def forget_member(plan: PairPlan, member: str) -> int:
     """Delete `member`'s key from the pair's scope in etcd: how many keys
     were deleted (0: it had expired already). OSError when no etcd member
     answers."""
+    import httpx  # pairs only: a servicehost alone never loads it (issue 21)
+
     body = {"key": _b64(member_key(plan, member))}
     errors = []
     async with httpx.AsyncClient(timeout=ETCD_TIMEOUT_S) as http:
@@ -96,6 +97,8 @@ async def forget_member(plan: PairPlan, member: str) -> int:
 
 async def answers(plan: PairPlan, member: str, timeout: float = ANSWER_TIMEOUT_S) -> bool:
     """Whether `member`'s Patroni REST API answers at all (any status)."""
+    import httpx
+
     url = f"http://{patroni.url_host(member)}:{plan.rest_port}/health"
     try:
         async with httpx.AsyncClient(timeout=timeout) as http:
