@@ -451,11 +451,12 @@ class RoostCluster:
 
 @contextlib.contextmanager
 def running_cluster(
-    prefix: str, shared_data: bool = False, **counts: int
+    prefix: str, shared_data: bool = False, env: dict[str, str] | None = None, **counts: int
 ) -> Iterator[RoostCluster]:
     """A RoostCluster of `counts` started in a new directory, stopped on
     leaving; its daemons' logs printed when the body fails."""
-    c = RoostCluster(Path(tempfile.mkdtemp(prefix=prefix)), shared_data=shared_data, **counts)
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    c = RoostCluster(base, shared_data=shared_data, env=env, **counts)
     with c:
         try:
             yield c

@@ -7,7 +7,10 @@ every file on two of them).
 One cluster, one app with two instances, one on each runner: a file written
 through one is served by the other at once; rsync up through the gateway
 (which the servicehost's mount serves) is read through the app; another
-app's `run` session sees nothing of it; and the host of a copy (a runner,
+app's `run` session sees nothing of it; the platform's quota (a mount of
+each app's own, datadir/weedquota.py) refuses a write past it with ENOSPC
+while the app goes on serving, and `roost services info` shows the use;
+and the host of a copy (a runner,
 with its instance) is killed while the app writes: every write that
 returned (the app fsync'd before it answered) is intact afterwards, read
 through the instance the controller moved to the other runner."""
@@ -32,6 +35,7 @@ APP = "files"
 OTHER = "other"
 SOURCE = Path(__file__).parent.parent / "e2e" / "datadir_app"
 SSH_PORT = 2222
+QUOTA_MB = 6
 
 
 @dataclass
@@ -65,6 +69,7 @@ def site(cluster_ok: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         routers=1,
         servicehosts=1,
         gateways=1,
+        env={"ROOST_DATA_QUOTA_MB": str(QUOTA_MB)},
     ) as c:
         c.deploy(APP, SOURCE)
         c.deploy(OTHER, SOURCE)
@@ -80,22 +85,24 @@ def rc(site: Site) -> RoostCluster:
     return site.rc
 
 
-def _up_hosts(rc: RoostCluster) -> set[str]:
-    return {w["host_id"] for w in rc.where(APP) if w["state"] == "up"}
+def _up_hosts(rc: RoostCluster, app: str = APP) -> set[str]:
+    return {w["host_id"] for w in rc.where(app) if w["state"] == "up"}
 
 
-def _get(rc: RoostCluster, path: str) -> httpx.Response:
-    return rc.get(APP, path, timeout=30)
+def _get(rc: RoostCluster, path: str, app: str = APP) -> httpx.Response:
+    return rc.get(app, path, timeout=30)
 
 
-def _served_by_every_instance(rc: RoostCluster, path: str, text: str, instances: int) -> set[str]:
+def _served_by_every_instance(
+    rc: RoostCluster, path: str, text: str, instances: int, app: str = APP
+) -> set[str]:
     """GET `path` through the router until `instances` instances answered
     (the router's table may take a moment to name a moved one); each answer
     must be `text`: no instance may lack the file."""
     seen: set[str] = set()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        r = _get(rc, path)
+        r = _get(rc, path, app)
         assert r.status_code == 200 and r.text == text, (r.headers.get("X-Instance"), r.text)
         seen.add(r.headers["X-Instance"])
         if len(seen) == instances:
@@ -148,7 +155,38 @@ def test_another_app_sees_nothing_of_the_tree(site: Site) -> None:
     assert r2.returncode == 0 and r2.stdout == "own", (r2.stdout, r2.stderr)
 
 
+def test_the_quota_refuses_a_write_past_it_and_the_app_keeps_serving(site: Site) -> None:
+    rc = site.rc
+    stored, refused = 0, ""
+    for i in range(3 * QUOTA_MB):
+        r = _get(rc, f"/fill/big{i}?mb=1")
+        if r.status_code == 507:
+            refused = r.text
+            break
+        assert r.status_code == 200, r.text
+        stored += 1
+        time.sleep(1)  # an uploader's pace
+    assert "No space left on device" in refused or "Disk quota exceeded" in refused, refused
+    # Not refused before the quota is used. After it, the mount learns the
+    # collection's size from the master's figures, which the volume servers
+    # send every few seconds: what was written meanwhile passes (printed).
+    assert stored >= QUOTA_MB - 1, stored
+    print(f"quota {QUOTA_MB} MB: {stored} MB stored before the refusal")
+    # Full, and still serving what it stored.
+    _served_by_every_instance(rc, "/get/media/a.txt", "uploaded", 2)
+    assert _get(rc, "/get/uploads/docs/b.txt").text == "rsynced"
+
+    # What it stores and may store, as the servicehost's mount of it counts.
+    def shown() -> str:
+        return rc.cli("services", "info", "data", "--app", APP).stdout
+
+    wait_for(lambda: f"of {QUOTA_MB}" in shown(), 60, "the data quota in services info")
+
+
 def test_a_copy_host_killed_during_writes_loses_no_acknowledged_write(rc: RoostCluster) -> None:
+    # The other app: files' quota is full by now (the test above).
+    assert _get(rc, "/put/media/first.txt?v=before", OTHER).status_code == 200
+    wait_for(lambda: len(_up_hosts(rc, OTHER)) == 2, 60, "other on both runners")
     acked: dict[str, str] = {}
     failed: list[int] = []
     stop = threading.Event()
@@ -159,7 +197,7 @@ def test_a_copy_host_killed_during_writes_loses_no_acknowledged_write(rc: RoostC
             i += 1
             value = f"v{i}-" + "x" * (i % 97)
             try:
-                r = _get(rc, f"/put/w/f{i}?v={value}")
+                r = _get(rc, f"/put/w/f{i}?v={value}", OTHER)
             except httpx.HTTPError:
                 failed.append(i)
                 continue
@@ -184,7 +222,7 @@ def test_a_copy_host_killed_during_writes_loses_no_acknowledged_write(rc: RoostC
         (alive,) = [h for h, host in rc.host_ids().items() if host is rc.runners[0]]
 
         def both_on_the_survivor() -> bool:
-            up = [w["host_id"] for w in rc.where(APP) if w["state"] == "up"]
+            up = [w["host_id"] for w in rc.where(OTHER) if w["state"] == "up"]
             return up == [alive, alive]
 
         wait_for(both_on_the_survivor, 180, "both instances up on the surviving runner")
@@ -195,9 +233,9 @@ def test_a_copy_host_killed_during_writes_loses_no_acknowledged_write(rc: RoostC
     # Through both instances, the moved one included: every acknowledged write.
     lost = []
     for name, value in acked.items():
-        r = _get(rc, f"/get/{name}")
+        r = _get(rc, f"/get/{name}", OTHER)
         if r.status_code != 200 or r.text != value:
             lost.append((name, r.status_code, r.text[:40]))
     assert lost == [], f"{len(lost)} of {len(acked)} acknowledged writes lost: {lost[:5]}"
     # The moved instance sees what was written before the move too.
-    _served_by_every_instance(rc, "/get/media/a.txt", "uploaded", 2)
+    _served_by_every_instance(rc, "/get/media/first.txt", "before", 2, OTHER)

@@ -97,6 +97,43 @@ def detach(mountpoint: Path) -> None:
     subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, timeout=30)
 
 
+def mounts_under(root: Path) -> list[psutil.Process]:
+    """weed mount processes of an app's tree under `root`."""
+    prefix = f"-dir={root}/"
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        argv = p.info["cmdline"] or []
+        if len(argv) > 1 and argv[1] == "mount" and any(a.startswith(prefix) for a in argv):
+            out.append(p)
+    return out
+
+
+def end(procs: list[psutil.Process]) -> None:
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            continue
+    _, alive = psutil.wait_procs(procs, timeout=STOP_GRACE_S)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            continue
+    psutil.wait_procs(alive, timeout=5)
+
+
+def release_app_mounts(root: Path) -> None:
+    """Every app's own mount under `root` (datadir/weedquota.py) unmounted
+    and ended: before the tree's own mount, which they sit in."""
+    procs = mounts_under(root)
+    for p in procs:
+        for a in p.info["cmdline"] or []:
+            if a.startswith("-dir="):
+                detach(Path(a.removeprefix("-dir=")))
+    end(procs)
+
+
 @dataclass
 class Part:
     program: Program
@@ -149,7 +186,7 @@ class WeedNode:
                 continue
             if part.proc is not None:
                 ran = now - part.started
-                part.failures = BACKOFF.failures_after(part.failures, ran) + 1
+                part.failures = BACKOFF.failures_after(part.failures, ran)
                 part.next_start = now + BACKOFF.delay(part.failures)
                 log.warning(
                     "weed %s exited after %.1fs; again in %.1fs (log: %s)",
@@ -193,6 +230,7 @@ class WeedNode:
             if part.proc is None or not _alive(part.proc):
                 continue
             if part.program.name == "mount":
+                release_app_mounts(self.mountpoint)
                 r = subprocess.run(["umount", str(self.mountpoint)], capture_output=True)
                 if r.returncode != 0:
                     detach(self.mountpoint)  # busy: a process still in it

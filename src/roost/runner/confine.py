@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from roost.datadir import quota, swap
+from roost.datadir import quota, seaweed, swap, weedquota
 from roost.runner.layout import Layout, safe_name
 from roost.sysuser import chown_tree
 from roost.tenant.cgroups import Limits
@@ -142,6 +142,12 @@ def tenant_spec(
     )
 
 
+def _shared(layout: Layout) -> bool:
+    """Is ROOT this host's mount of the cluster's shared tree, up now?"""
+    root = layout.appdata_root
+    return root is not None and weedquota.mounts_here(layout.data_dir) and seaweed.is_mounted(root)
+
+
 def prepare_dirs(
     ident: Identity,
     layout: Layout,
@@ -163,6 +169,16 @@ def prepare_dirs(
         try:
             quota.ensure(layout.appdata_root, app, layout.data_quota_mb, (ident.uid, ident.gid))
         except quota.QuotaError as exc:
+            raise ConfineError(f"the data directory of {app} has no quota: {exc}") from None
+    elif chown and layout.data_quota_mb and layout.appdata_root and _shared(layout):
+        # A cluster's shared tree: a mount of the app's own subtree with its
+        # quota (roost.datadir.weedquota), over ROOT/APP before any bind.
+        try:
+            weedquota.ensure(
+                layout.data_dir, layout.appdata_root, app, layout.data_quota_mb,
+                (ident.uid, ident.gid),
+            )  # fmt: skip
+        except OSError as exc:
             raise ConfineError(f"the data directory of {app} has no quota: {exc}") from None
     for d in (home, data, bundle_dir, socket_dir):
         if d is not None:

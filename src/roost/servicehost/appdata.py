@@ -31,10 +31,11 @@ import os
 import stat
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from roost import appdirs
-from roost.datadir import quota
+from roost.datadir import quota, weedquota
 from roost.datadir.shared import mark
 from roost.servicehost.names import BadAppName, check_app
 from roost.sysuser import chown_tree
@@ -56,6 +57,9 @@ class AppData:
         self.archive_root = archive if archive is not None else root.parent / "archive"
         # Each app's quota in MiB: its tree a file system of its own (0: none).
         self.quota_mb = 0
+        # In a cluster's shared tree: mounts ROOT/APP with a quota of its own
+        # (app, MiB, owner; roost.datadir.weedquota) instead of an image.
+        self.shared_quota: Callable[[str, int, tuple[int, int]], None] | None = None
         self._versions_file = root / ".versions.json"
         self._versions: dict[str, int] = {}
 
@@ -82,7 +86,9 @@ class AppData:
         app's own user, whose transfer tools write there) or else `self.owner`."""
         d = self.root / check_app(app)
         owner = owner or self.owner
-        if self.quota_mb:
+        if self.quota_mb and self.shared_quota is not None and owner is not None:
+            self.shared_quota(app, self.quota_mb, owner)
+        elif self.quota_mb and self.shared_quota is None:
             quota.ensure(self.root, app, self.quota_mb, owner)
         if not d.is_dir():
             d.mkdir(mode=0o700)
@@ -153,7 +159,11 @@ class AppData:
 
     def usage(self) -> list[tuple[str, quota.Usage]]:
         """Each app with a quota here: what it stores and may store."""
-        return [(a, quota.usage(self.root / a)) for a in quota.mounted_apps(self.root)]
+        images = [(a, quota.usage(self.root / a)) for a in quota.mounted_apps(self.root)]
+        shared = [
+            (a, quota.Usage(u.used_bytes, u.quota_bytes)) for a, u in weedquota.usage(self.root)
+        ]
+        return images + shared
 
     async def on_removed(self, msg: AppRemoved) -> Msg:
         """AppRemoved, answered: the directory archived (its path), or why not."""

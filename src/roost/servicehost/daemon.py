@@ -20,12 +20,13 @@ children (detached.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
 from roost.daemonize import run_daemon
-from roost.datadir import quota, weednode
+from roost.datadir import quota, weednode, weedquota
 from roost.datadir.shared import root_for
 from roost.metrics import serve as serve_metrics
 from roost.proc.exits import ConfigError
@@ -130,9 +131,11 @@ async def _serve(
             archive=Layout(data_dir).root / "archive",
         )
         # Loop images on the host's disk: for a plain tree (one machine) only,
-        # not inside a shared file system's mount (ROOST_APPDATA_ROOT, weed).
-        shared = bool(settings.appdata_root) or weed is not None
-        appdata.quota_mb = 0 if shared else settings.data_quota_mb
+        # not inside a mount an operator made (ROOST_APPDATA_ROOT). In the
+        # cluster's shared tree, a mount of each app's own (weedquota.py).
+        appdata.quota_mb = 0 if settings.appdata_root else settings.data_quota_mb
+        if weed is not None:
+            appdata.shared_quota = functools.partial(weedquota.ensure, data_dir, root)
         appdata.create()
         execs = ExecSessions(idle_s=settings.exec_idle_s, grace_s=settings.stop_grace_s)
         restores = Restores(host, appdata)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from roost import aio
-from roost.datadir import quota
+from roost.datadir import quota, weedquota
 from roost.datadir.shared import root_for
 from roost.servicehost import metrics, pgadmin
 from roost.servicehost.disk import tree_size, usage
@@ -107,6 +107,10 @@ def data_use(root: Path) -> list[DataUse]:
         with contextlib.suppress(OSError):
             u = quota.usage(root / app)
             out.append(DataUse(app=app, used_bytes=u.used_bytes, quota_bytes=u.quota_bytes))
+    # A cluster's shared tree: each app's own mount (roost.datadir.weedquota).
+    with contextlib.suppress(OSError):
+        for app, w in weedquota.usage(root):
+            out.append(DataUse(app=app, used_bytes=w.used_bytes, quota_bytes=w.quota_bytes))
     return out
 
 

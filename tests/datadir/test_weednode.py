@@ -1,0 +1,53 @@
+"""A role's SeaweedFS processes (roost.datadir.weednode), with a stand-in
+process: started detached, adopted by a successor (never started twice),
+started again after its backoff when it dies, stopped on a full stop."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from roost.datadir.weednode import WeedNode, find
+from roost.datadir.weedplan import Program
+
+
+@pytest.fixture
+def argv(tmp_path: Path) -> list[str]:
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    # A command line no other process has: a successor finds it by that.
+    return [sleep, f"{abs(hash(str(tmp_path))) % 100000 + 1000}.5"]
+
+
+def test_started_adopted_restarted_and_stopped(tmp_path: Path, argv: list[str]) -> None:
+    first = WeedNode([Program("volume", argv)], tmp_path, tmp_path / "mnt")
+    first._dirs()
+    first.tick(0.0)
+    started = first.parts[0].proc
+    assert isinstance(started, subprocess.Popen)
+    assert os.getsid(started.pid) == started.pid  # a session of its own: outlives the daemon
+    successor = WeedNode([Program("volume", argv)], tmp_path, tmp_path / "mnt")
+    try:
+        successor.tick(1.0)
+        part = successor.parts[0]
+        assert part.adopted and part.proc is not None and part.proc.pid == started.pid
+        assert [p.pid for p in [find(argv)] if p is not None] == [started.pid]
+        # It dies: not started again before its backoff, then started.
+        started.send_signal(signal.SIGKILL)
+        started.wait(10)
+        successor.tick(2.0)
+        assert part.proc is None and part.failures == 1
+        successor.tick(2.0 + 60)
+        again = part.proc
+        assert isinstance(again, subprocess.Popen) and again.poll() is None
+        assert again.pid != started.pid
+    finally:
+        successor.stop()
+        first.stop()
+    assert part.proc is not None and part.proc.poll() is not None
+    assert find(argv) is None
