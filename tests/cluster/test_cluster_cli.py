@@ -4,6 +4,7 @@ themselves, what join installs, and the admin token the controller wrote."""
 from __future__ import annotations
 
 import io
+import json
 import stat
 import tarfile
 import threading
@@ -85,9 +86,14 @@ def test_each_host_bundle_holds_only_its_own_secret_keys(tmp_path: Path) -> None
     # Every key is a distinct (role, host): no key is shared by two hosts.
     peers = parse_peers(bundles[RUNNERS[0]]["keys/peers.json"])
     assert identity("runner", RUNNERS[1]) in peers.values()
+    # appdata.json: its share of the apps' shared tree (a servicehost and
+    # two storage hosts make one; datadir/weedplan.py), no secret in it.
     assert sorted(bundles[RUNNERS[0]]) == sorted(
-        ["cluster.json", "keys/peers.json", "keys/runner.key", "keys/runner.key_secret"]
-    )
+        ["appdata.json", "cluster.json", "keys/peers.json", "keys/runner.key",
+         "keys/runner.key_secret"]
+    )  # fmt: skip
+    assert json.loads(bundles[RUNNERS[0]]["appdata.json"])["host"] == RUNNERS[0]
+    assert "appdata.json" not in bundles[ROUTER]
     # The secrets key: controllers only, the same for all of them.
     fernet = {h: f.get(f"keys/{FERNET_FILE}") for h, f in bundles.items()}
     assert fernet[CONTROLLERS[0]] and fernet[CONTROLLERS[0]] == fernet[CONTROLLERS[1]]
