@@ -11,5 +11,8 @@ cdef class RequestCounts:
     cdef public list latency
     cdef public double latency_sum
 
-    @cython.locals(row=list, i=Py_ssize_t)
+    @cython.locals(row=list, i=Py_ssize_t, cls=Py_ssize_t)
     cpdef record(self, bytes app, int status, double seconds)
+
+
+cdef Py_ssize_t _TOP_CLASS, _FIRST_BUCKET

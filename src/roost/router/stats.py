@@ -21,6 +21,10 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float(
 # requests by latency bucket.
 CLASSES = 10
 ROW = CLASSES + len(BUCKETS)
+# (C integers when compiled, see stats.pxd: the per-request update then
+# indexes its lists without Python arithmetic)
+_TOP_CLASS = CLASSES - 1
+_FIRST_BUCKET = CLASSES
 
 
 class RequestCounts:
@@ -39,14 +43,17 @@ class RequestCounts:
         row = self.apps.get(app)
         if row is None:
             row = self.apps[app] = [0] * ROW
-        row[min(status // 100, CLASSES - 1)] += 1
+        cls = status // 100
+        if cls > _TOP_CLASS:
+            cls = _TOP_CLASS
+        row[cls] += 1
         self.latency_sum += seconds
         i = 0
         if seconds > 0.005:  # else the common case, without the loop
             while seconds > BUCKETS[i]:  # (the last bound is infinite)
                 i += 1
         self.latency[i] += 1
-        row[CLASSES + i] += 1
+        row[_FIRST_BUCKET + i] += 1
 
 
 class RequestStats(Collector):
