@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from roost.cli.lazy import LazyGroup
 from roost.daemonize import secure_start
 from roost.proc.exits import ExitCode
 from roost.settings import Settings
@@ -72,12 +73,19 @@ def router(
     _run("router", ctx.obj["data"], name=name, port=port, workers=workers, worker=worker)
 
 
-@click.command("servicehost")
+@click.group(
+    "servicehost",
+    cls=LazyGroup,
+    lazy={"replace": "roost.cli.servicehosts:replace"},
+    invoke_without_command=True,
+)
 @click.option("--name", default="servicehost")
 @click.pass_context
 def servicehost(ctx: click.Context, name: str) -> None:
-    """Run a servicehost: PostgreSQL and Redis for the apps."""
-    _run("servicehost", ctx.obj["data"], name=name)
+    """Run a servicehost: PostgreSQL and Redis for the apps (`replace`: a
+    lost one's place in its pairs taken by another)."""
+    if ctx.invoked_subcommand is None:
+        _run("servicehost", ctx.obj["data"], name=name)
 
 
 @click.command("gateway")

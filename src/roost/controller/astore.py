@@ -179,6 +179,7 @@ class AsyncStore:
     app_pair_map = _on_executor(Store.app_pair_map)
     set_app_pair = _on_executor(Store.set_app_pair)
     pair_loads = _on_executor(Store.pair_loads)
+    replace_pair_member = _on_executor(Store.replace_pair_member)
 
     # ------------------------------------------------------------ logs, events, services
 

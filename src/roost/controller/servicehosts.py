@@ -39,6 +39,12 @@ def host_id(report: ServiceHostStatus) -> str:
     return report.host_id or report.host or UNNAMED
 
 
+def endpoint_host(address: str) -> str:
+    """The host of a ZeroMQ endpoint ("tcp://10.0.0.4:7010" -> "10.0.0.4")."""
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0]
+    return host[1:-1] if host.startswith("[") else host
+
+
 class ServiceHosts:
     def __init__(
         self, endpoints: Sequence[Endpoint], client_for: Callable[[Endpoint], RpcClient]
@@ -84,6 +90,11 @@ class ServiceHosts:
     def knows(self, host: str) -> bool:
         """Has a servicehost answered as `host` (since this controller started)?"""
         return host in self._address
+
+    def addresses(self) -> dict[str, str]:
+        """Host id -> the address its endpoint is on (where its PostgreSQL and
+        Patroni answer too), for those that have answered."""
+        return {h: endpoint_host(a) for h, a in self._address.items()}
 
     async def client_of(self, host: str) -> RpcClient:
         """The client of the servicehost `host` (HostDown: none answers as it)."""

@@ -39,6 +39,7 @@ from roost.controller.store_images import ImageCopyStore
 from roost.controller.store_logs import insert_log_lines
 from roost.controller.store_notify import NotifyStore
 from roost.controller.store_pairs import PairStore
+from roost.controller.store_replace import ReplaceStore
 from roost.controller.store_snapshot import PLACEMENTS, SnapshotStore, bump_desired
 from roost.state import tables as t
 from roost.wire.messages import LogLine, StaticRoute
@@ -136,6 +137,7 @@ class Store(
     ImageCopyStore,
     NotifyStore,
     PairStore,
+    ReplaceStore,
     SnapshotStore,
 ):
     def __init__(self, engine: Engine, secrets: SecretBox | None = None) -> None:

@@ -38,6 +38,7 @@ from roost.servicehost.binaries import find_binaries
 from roost.servicehost.datasession import DataSessions
 from roost.servicehost.host import ServiceHost, limits_problem
 from roost.servicehost.layout import Layout
+from roost.servicehost.pairjoin import PairSwap
 from roost.servicehost.redispairs import RedisPairs
 from roost.servicehost.restores import Restores
 from roost.servicehost.status import push_loop
@@ -73,6 +74,7 @@ def handlers(
             *BackupSources(host, appdata).entries(),
             *restores.entries(),
             *Adoption(host).entries(),
+            *PairSwap(host).entries(),
             pong("servicehost"),
         ],
     )

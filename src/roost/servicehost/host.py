@@ -436,7 +436,9 @@ class ServiceHost:
         taken = {s.port for s in self.state.services.values()}
         if self.state.postgres is not None:
             taken.add(self.state.postgres.port)
-        if svc is None and copy_of is not None:
+        new_copy = svc is None and copy_of is not None
+        if new_copy:
+            assert copy_of is not None
             svc = self._redis_copy(app, copy_of, taken)
         if svc is None:
             self._check_disk()
@@ -463,6 +465,10 @@ class ServiceHost:
         await self._redis_up(app)
         if self.pairs is not None and not svc.replica_of:
             await self.pairs.register([svc])  # a new master: the sentinels watch it
+        if self.pairs is not None and new_copy:
+            # A new replica (perhaps in a lost servicehost's place): the
+            # sentinels forget whatever replica they knew and find this one.
+            await self.pairs.reset(app)
         return svc
 
     def _redis_copy(self, app: str, copy: RedisCopy, taken: set[int]) -> Service:

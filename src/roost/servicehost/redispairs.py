@@ -194,6 +194,16 @@ class RedisPairs:
         for addr, why in failed.items():
             log.warning("sentinel %s:%d did not forget %s: %s", *addr, app, why)
 
+    async def reset(self, app: str) -> None:
+        """Every sentinel forgets the replicas it knew of the app's master
+        and finds them again: a replica made in a lost servicehost's place
+        (controller/replace.py) leaves no trace of the lost one's copy."""
+        failed = await sentinelproc.reset(
+            self.config.sentinels, self.config.password, master_name(app)
+        )
+        for addr, why in failed.items():
+            log.warning("sentinel %s:%d did not reset %s: %s", *addr, app, why)
+
     # ------------------------------------------------------------ the watch
 
     async def look(self) -> None:

@@ -162,6 +162,24 @@ async def unregister(sentinels: Iterable[Address], password: str, name: str) -> 
     return {a: str(r) or type(r).__name__ for a, r in zip(addrs, results, strict=True) if r}
 
 
+async def _reset_one(addr: Address, password: str, name: str) -> None:
+    async with client(addr, password) as r:
+        await r.call("SENTINEL", "RESET", name)
+
+
+async def reset(sentinels: Iterable[Address], password: str, name: str) -> dict[Address, str]:
+    """SENTINEL RESET `name` on every sentinel: each forgets the replicas and
+    sentinels it knew of that master (a lost servicehost's copy and
+    sentinel) and finds the live ones again within seconds; what failed
+    where ({} when every sentinel did it)."""
+    addrs = list(sentinels)
+    results = await asyncio.gather(
+        *(aio.wait_for(_reset_one(a, password, name), CALL_TIMEOUT_S) for a in addrs),
+        return_exceptions=True,
+    )
+    return {a: str(r) or type(r).__name__ for a, r in zip(addrs, results, strict=True) if r}
+
+
 async def _master_of(addr: Address, password: str, name: str) -> Address | None:
     async with client(addr, password) as r:
         return sentinel.address(await r.call("SENTINEL", "GET-MASTER-ADDR-BY-NAME", name))

@@ -83,6 +83,9 @@ from roost.wire.messages import (
     LogBatch,
     Msg,
     Ok,
+    PairJoin,
+    PairPlanned,
+    PairReplace,
     Ping,
     PlatformSnapshot,
     PlatformSnapshotRequest,
@@ -169,6 +172,9 @@ FLOWS: dict[type[Msg], Flow] = {
     RouterLogBatch: Flow(by=_by("router"), to=CONTROLLER),
     # controller -> servicehost, and back
     ServiceProvision: Flow(by=CONTROLLER, to=SERVICEHOST),
+    # A lost servicehost's place in its pair taken by another (replace.py).
+    PairReplace: Flow(by=CONTROLLER, to=SERVICEHOST),
+    PairJoin: Flow(by=CONTROLLER, to=SERVICEHOST),
     ServiceDeprovision: Flow(by=CONTROLLER, to=SERVICEHOST),
     ServiceBackup: Flow(by=CONTROLLER, to=SERVICEHOST),
     ServiceHostStatusRequest: Flow(by=CONTROLLER, to=SERVICEHOST),
@@ -252,6 +258,7 @@ NOT_REQUESTS: frozenset[type[Msg]] = frozenset(
         BackupRestored,
         ServiceHostRestored,
         BackupHostRestored,
+        PairPlanned,
     }
 )
 

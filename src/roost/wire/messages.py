@@ -898,6 +898,33 @@ class ServiceHostRestored(Msg, frozen=True, kw_only=True):
     redis: list[str] = []  # the apps whose Redis (empty) it now runs
 
 
+class PairReplace(Msg, frozen=True, kw_only=True):
+    """controller -> the surviving servicehost of a pair: the servicehost at
+    `old` (an address) is lost for good and the one at `new` takes its place
+    (roost.servicehost.pgreplace): refused, nothing changed, while OLD's
+    Patroni answers; else OLD's member is removed from the pair's Patroni
+    cluster and the pair recorded with NEW. Answered with the plan NEW runs
+    its member from (PairPlanned); a repeat answers the same."""
+
+    pair: str
+    old: str
+    new: str
+
+
+class PairPlanned(Msg, frozen=True, kw_only=True):
+    # The pair's plan (pgpair.PairPlan, JSON) for NEW: it holds the pair's
+    # passwords, so it is passed on to NEW and never stored or shown.
+    plan: bytes
+
+
+class PairJoin(Msg, frozen=True, kw_only=True):
+    """controller -> a servicehost in no pair and holding no app's service:
+    run a member of the pair `plan` names (PairPlanned's), which Patroni
+    makes a streaming standby of the primary. A repeat answers Ok."""
+
+    plan: bytes
+
+
 class RepoBundleRequest(Msg, frozen=True, kw_only=True):
     """backupd -> gateway: `git bundle` of the app's repository ("" app: list)."""
 
@@ -1139,4 +1166,7 @@ AnyMsg = (
     | BackupHostRestore
     | BackupHostRestored
     | HostRestoreApp
+    | PairReplace
+    | PairPlanned
+    | PairJoin
 )

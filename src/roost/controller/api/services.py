@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from roost.controller import lifecycle, redispair
+from roost.controller import lifecycle, redispair, replace
 from roost.controller.api.deps import (
     ApiError,
     CurrentAccount,
@@ -173,6 +173,49 @@ def limits(s: ServerStatus | None) -> dict[str, Any]:
         "eviction_policy": s.eviction_policy,
         # why its snapshots are off ("": they run): the disk has no room for one
         "snapshot_problem": s.snapshot_problem,
+    }
+
+
+class ReplaceBody(BaseModel):
+    new: str = Field(min_length=1, max_length=255, description="the servicehost taking OLD's place")
+
+
+@router.post("/servicehosts/{old}/replace")
+async def replace_servicehost(
+    old: str, body: ReplaceBody, who: CurrentAccount, c: CurrentController
+) -> dict[str, Any]:
+    """A servicehost lost for good: NEW takes its place in every pair it was
+    in (controller/replace.py). Refused, nothing changed, while OLD answers,
+    when NEW is unknown, in a pair or holding services. The apps on those
+    pairs get a fresh release: their runners' data proxies learn of NEW."""
+    require_admin(who, "replacing a servicehost")
+    b = broker(c)
+    if b.hosts is None:
+        raise ApiError(503, "no servicehost is configured")
+    try:
+        done = await replace.replace(c.store, b.hosts, old, body.new)
+    except replace.ReplaceRefused as exc:
+        raise ApiError(exc.status, str(exc)) from None
+    except RuntimeError as exc:
+        await c.store.add_event("servicehost-replace-failed", f"{old} by {body.new}: {exc}")
+        raise ApiError(502, f"{exc} (run the command again to finish)") from None
+    b.forget(done.apps)
+    rolled = []
+    for app_id in done.apps:
+        app = await c.store.app_by_id(app_id)
+        if await _roll(c, app, f"servicehost {old} replaced by {body.new}") is not None:
+            rolled.append(app.name)
+    summary = f"{old} replaced by {body.new} in pair(s) {', '.join(done.pairs)}"
+    if done.problems:
+        summary += "; " + "; ".join(done.problems)
+    await c.store.add_event("servicehost-replaced", summary)
+    return {
+        "old": old,
+        "new": body.new,
+        "pairs": done.pairs,
+        "redis_replicas": done.redis,
+        "rolled": rolled,
+        "problems": done.problems,
     }
 
 
