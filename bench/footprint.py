@@ -102,7 +102,8 @@ def role_pids(platform: Platform) -> dict[int, str]:
 
 
 def group_of(proc: psutil.Process, up_pid: int, roles: dict[int, str]) -> str:
-    """A role's daemon by its role; `roost up` as `up`; a shim as `shim`; a
+    """A role's daemon by its role; `roost up` as `up`; a shim (or the
+    shims' fork server, whose command line a forked shim keeps) as `shim`; a
     Python process by the module it runs (`-m roost.x.y`); anything else by
     its program name (bwrap's command line also holds `-m gunicorn`)."""
     if proc.pid == up_pid:
@@ -110,7 +111,7 @@ def group_of(proc: psutil.Process, up_pid: int, roles: dict[int, str]) -> str:
     if proc.pid in roles:
         return roles[proc.pid]
     cmd = proc.cmdline()
-    if any(arg.endswith("/shim.py") for arg in cmd[:4]):
+    if any(arg.endswith(("/shim.py", "/shimfork.py")) for arg in cmd[:4]):
         return "shim"
     if "-m" in cmd[:-1] and Path(cmd[0]).name.startswith("python"):
         return cmd[cmd.index("-m") + 1]

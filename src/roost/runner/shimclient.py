@@ -35,8 +35,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -44,13 +42,12 @@ from typing import TypeVar
 import msgspec
 
 from roost import aio
-from roost.proc import spawn
-from roost.proc.wait import exited
-from roost.runner import shim
 from roost.runner import shimproto as protocol
+from roost.runner import shimstart
 from roost.runner.layout import safe_name
 from roost.runner.logbuffer import LineSplitter
 from roost.runner.outtail import Tail
+from roost.runner.shimstart import ShimProcess
 from roost.tenant.launch import Prepared
 from roost.wire.messages import InstanceAssignment, InstanceState
 
@@ -191,7 +188,7 @@ class Child:
         writer: asyncio.StreamWriter,
         status: Status,
         prepared: Prepared | None = None,
-        popen: subprocess.Popen[bytes] | None = None,
+        popen: ShimProcess | None = None,
     ) -> None:
         self.directory = directory
         self.record = record
@@ -305,7 +302,7 @@ def spec_of(env: Mapping[str, str], cwd: Path, prepared: Prepared) -> dict[str, 
 
 async def launch(
     directory: Path, spec: Mapping[str, object], write_record: Callable[[], None]
-) -> tuple[subprocess.Popen[bytes], asyncio.StreamReader, asyncio.StreamWriter, Status]:
+) -> tuple[ShimProcess, asyncio.StreamReader, asyncio.StreamWriter, Status]:
     """Start a shim in a fresh `directory` (spec and record written first) and
     connect to it; raises ShimError or OSError (then nothing is left)."""
     shutil.rmtree(directory, ignore_errors=True)
@@ -315,18 +312,11 @@ async def launch(
         json.dump(spec, f)
     write_record()
     # Its own session, no death signal: it outlives us (roost up, a
-    # subreaper, adopts it when we die).
-    popen = spawn.popen(
-        [sys.executable, "-I", "-S", shim.__file__, str(directory)],
-        env={"PATH": os.defpath},
-        cwd="/",
-        stderr=subprocess.DEVNULL,
-        setup=spawn.child_setup(die_with_parent=False),
-    )
+    # subreaper, adopts it when we die). Forked by our fork server (shimstart).
+    popen, answer = shimstart.start(directory)
     try:
-        assert popen.stdout is not None
-        line = await aio.wait_for(asyncio.to_thread(popen.stdout.readline), START_TIMEOUT_S)
-        popen.stdout.close()
+        line = await aio.wait_for(asyncio.to_thread(answer.readline), START_TIMEOUT_S)
+        answer.close()
         answer = json.loads(line or b"{}")
         if "error" in answer or "pid" not in answer:
             raise ShimError(str(answer.get("error") or "the shim exited before it started"))
@@ -361,7 +351,7 @@ async def collect(
     directory: Path,
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    popen: subprocess.Popen[bytes] | None,
+    popen: ShimProcess | None,
     *frames: bytes,
 ) -> None:
     """Tell the shim it may go (after `frames`), wait for it, remove its directory."""
@@ -374,7 +364,7 @@ async def collect(
     writer.close()
     if popen is not None:
         with contextlib.suppress(TimeoutError):
-            await aio.wait_for(exited(popen.pid), SHIM_TIMEOUT_S)
+            await aio.wait_for(shimstart.gone(popen), SHIM_TIMEOUT_S)
         if popen.poll() is None:
             popen.kill()  # a shim that does not go: the instance is over anyway
         popen.wait()
