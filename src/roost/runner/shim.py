@@ -8,9 +8,10 @@ instance, in its own session and with no parent-death signal, as
 (a plain script: the standard library only, no site-packages, so its memory
 stays small), or, as a rule, forks it from its fork server
 (runner/shimfork.py), which then runs `main` on DIR as that command does.
-DIR (the runner's `DATA/runner/shims/<instance>/`, root's, 0700) holds `spec.json`, written by the runner: what to exec and what the
-child does between fork and exec, as data (join the cgroup's `cgroup.procs`
-files, the umask, the signals bubblewrap must ignore). The shim reads and
+DIR (the runner's `DATA/runner/shims/<instance>/`, root's, 0700) holds
+`spec.json`, written by the runner: what to exec and what the child does
+between fork and exec, as data (join the cgroup's `cgroup.procs` files, the
+umask, the signals bubblewrap must ignore). The shim reads and
 removes it, binds `DIR/shim.sock`, forks the instance and says one JSON line
 on its stdout: `{"pid": N, "started": T}` or `{"error": "..."}`.
 
