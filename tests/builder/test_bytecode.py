@@ -134,7 +134,7 @@ async def test_a_fresh_layer_of_cached_wheels_compiles_nothing(
         ws, "pyc2", tar_dir(EXAMPLES / "hello"), previous_lock_text=first.lock
     )
     assert second.installed is True
-    said = next(ln for ln in lines if "bytecode:" in ln)
+    said = next(ln for ln in lines if ln.startswith("       bytecode: "))
     n = int(said.split("bytecode: ")[1].split()[0])
     assert n > 100 and f"{n} modules, {n} reused, 0 compiled" in said
     # Packed with its bytecode: the same blob as the first layer.
