@@ -34,6 +34,14 @@ async def exited(pid: int) -> None:
         while os.waitid(os.P_PID, pid, flags) is None:
             await asyncio.sleep(POLL_S)
         return
+    try:
+        await readable(pidfd)
+    finally:
+        os.close(pidfd)
+
+
+async def readable(fd: int) -> None:
+    """Return once `fd` is readable (a pidfd: once its process has exited)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
 
@@ -41,12 +49,11 @@ async def exited(pid: int) -> None:
         if not done.done():
             done.set_result(None)
 
-    loop.add_reader(pidfd, wake)
+    loop.add_reader(fd, wake)
     try:
         await done
     finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
+        loop.remove_reader(fd)
 
 
 async def wait_group(popen: subprocess.Popen[bytes]) -> int:

@@ -17,7 +17,6 @@ the shim's owners use (poll, wait, kill, pid).
 from __future__ import annotations
 
 import array
-import asyncio
 import contextlib
 import logging
 import os
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from roost.proc import spawn
-from roost.proc.wait import exited
+from roost.proc.wait import exited, readable
 from roost.runner import shim, shimfork
 
 log = logging.getLogger("roost.runner")
@@ -92,21 +91,9 @@ class ForkedShim:
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
 
     async def exited(self) -> None:
-        if self._pidfd < 0:
-            return
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def wake() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        loop.add_reader(self._pidfd, wake)
-        try:
-            await done
-        finally:
-            loop.remove_reader(self._pidfd)
-        self._ended(0)
+        if self._pidfd >= 0:
+            await readable(self._pidfd)
+            self._ended(0)
 
     def __del__(self) -> None:
         if self._pidfd >= 0:
