@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from roost.controller.pgwatch import health_of, judge
 from roost.controller.scheduler import Placement
 from roost.controller.secretbox import SecretBox
 from roost.controller.services import ServiceBroker
+from roost.controller.store_pairs import PairRow
 from roost.wire.messages import (
     Heartbeat,
     InstanceStatus,
@@ -68,11 +70,31 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
     store.bind_service(app.id, "redis", box.seal(creds), "10.0.0.41")
     controller.services.status["sh-1"] = ServiceHostStatus(
         servers=[
-            ServerStatus(app="webshop", kind="redis", state="up", snapshot_problem=NO_ROOM),
+            ServerStatus(
+                app="webshop",
+                kind="redis",
+                state="up",
+                port=7000,
+                snapshot_problem=NO_ROOM,
+                redis_role="master",
+                redis_lag_bytes=12,
+            ),
             ServerStatus(app="other", kind="redis", state="up", snapshot_problem="not ours"),
         ],
         kept=[KeptCopy(app="webshop", kind="postgres", name="app_webshop__pre_r1", kept_at=1.0)],
+        host_id="sh-1",
+        sent_at=time.time(),
     )
+    # Its PostgreSQL on a pair, as the pairs' watch last saw it (pgwatch.py).
+    pair = PairRow("p1", ("sh-1", "sh-2"), ("10.0.0.41", "10.0.0.42"), 5434, 8009, 6432)
+    store.add_service_pair(pair)
+    store.set_app_pair(app.id, "p1")
+    members = [
+        {"name": "10.0.0.41", "role": "leader", "state": "running"},
+        {"name": "10.0.0.42", "role": "sync_standby", "state": "streaming", "lag": 4096},
+    ]
+    seen = judge(pair, {"10.0.0.41": (200, {"members": members})}, time.time())
+    health_of(controller).update([seen])
     try:
         with serving(controller) as base:
             yield base, token
@@ -101,6 +123,9 @@ def test_dashboard_renders_hosts_and_apps(served: tuple[str, str], tmp_path: Pat
     assert f'<div class="service-problem">redis: {NO_ROOM}</div>' in dom  # in red
     assert "kept by restores: postgres app_webshop__pre_r1" in dom and "not ours" not in dom
     assert "services: redis on 10.0.0.41" in dom  # where its data is
+    # Primary, standby and lag of its PostgreSQL and Redis pairs.
+    assert "postgres pair p1: primary sh-1, standby sh-2 (4096 B behind)" in dom
+    assert "redis: master sh-1:7000" in dom
 
     shot = tmp_path / "dashboard.png"
     _chromium([f"--screenshot={shot}", page], tmp_path / "second")

@@ -12,7 +12,7 @@ from pathlib import Path
 import uvicorn
 
 from roost import __version__
-from roost.controller import upgrade
+from roost.controller import pgwatch, upgrade
 from roost.controller.acme import AcmeRunner
 from roost.controller.acme import settings_problem as acme_settings_problem
 from roost.controller.api.app import create_api
@@ -165,6 +165,10 @@ async def serve(
                     tg.create_task(service.release_phase.loop()),
                     tg.create_task(CronRunner(controller, lambda ep: RpcClient(node, [ep])).loop()),
                     tg.create_task(AcmeRunner(controller, settings).loop()),
+                    # Each servicehost pair's PostgreSQL: metrics, dashboard, events.
+                    tg.create_task(
+                        pgwatch.watch_loop(controller, astore, lambda: controller.is_leader)
+                    ),
                     tg.create_task(
                         upgrade.capture_pending(
                             data_dir, controller.backups, lambda: service.platform.served

@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from prometheus_client.utils import floatToGoString
 
+from roost.controller import pgwatch
 from roost.controller.core import Controller
 from roost.controller.softstate import SoftState
 
@@ -127,4 +128,5 @@ def install(api: FastAPI, controller: Controller, guard: Callable[..., Any] | No
     async def metrics() -> Response:
         # The registry (API and build counters) is small; the soft state is not.
         text = generate_latest(REGISTRY) + (await _soft.render()).encode()
+        text += pgwatch.text(pgwatch.health_of(controller)).encode()  # the pairs' PostgreSQL
         return Response(text, media_type=CONTENT_TYPE_LATEST)

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from roost.controller import pgwatch, redispair
 from roost.controller.api.certs import cert_view
 from roost.controller.api.deps import ApiError, CurrentAccount, CurrentController, app_for_member
 from roost.controller.backups import health
@@ -138,7 +139,10 @@ async def overview(who: CurrentAccount, c: CurrentController) -> dict[str, Any]:
                 "deploys": deploys,
                 "last_deploy": last[0] if last else None,
                 "logs": logs,
-                "services": service_view(c, a.name, await _holders(c, a.id)),
+                "services": {
+                    **service_view(c, a.name, await _holders(c, a.id)),
+                    "replication": await replication_view(c, a.id, a.name),
+                },
             }
         )
     backups = await backup_view(c, who.is_admin, {str(shown["name"]) for shown in apps})
@@ -179,6 +183,23 @@ def service_view(c: Controller, app: str, holders: dict[str, str]) -> dict[str, 
     kept = [f"{k.kind} {k.name}" for st in reports for k in st.kept if k.app == app]
     held = [f"{kind} on {host or '(not known yet)'}" for kind, host in sorted(holders.items())]
     return {"problems": problems, "kept": kept, "held": held}
+
+
+async def replication_view(c: Controller, app_id: int, app: str) -> list[str]:
+    """The app's PostgreSQL pair and Redis pair: primary, standby, how far
+    behind, what is wrong (none for services on one servicehost)."""
+    out = []
+    pair = await c.store.app_pair(app_id)
+    if pair:
+        out.append(pgwatch.health_of(c).shown(pair) or f"postgres pair {pair}: not looked at yet")
+    reports = list(c.services.status.values()) if c.services is not None else []
+    r = redispair.replication(reports, app, time.time())
+    if r:
+        line = f"redis: master {r['redis_master'] or 'none'}"
+        if r["redis_replica"]:
+            line += f", replica {r['redis_replica']} ({r['redis_lag_bytes']} B behind)"
+        out.append(line + (f", {r['redis_problem']}" if r["redis_problem"] else ""))
+    return out
 
 
 async def backup_view(c: Controller, admin: bool, apps: set[str]) -> dict[str, Any]:
