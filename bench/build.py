@@ -23,8 +23,6 @@ Measured (medians of several repetitions, each from the same starting state):
                      that with --compile-bytecode, which is what uv alone needs to
                      make what a Roost layer holds, since bare uv writes no bytecode).
                      The venv is made untimed, of the interpreter the builds use.
-CPU seconds (the process's and its waited-for children's) are printed beside the
-wall times: on a shared machine they move less with the load.
 Before each timed run the filesystem is synced (os.sync, untimed), so no run pays
 for the writeback of the one before it (this disk makes metadata-heavy installs
 wait on earlier deletes and writes), and reps alternate whether the bare uv sync
@@ -105,7 +103,6 @@ class Bench:
         self.base = base
         self.n = 0
         self.steps: dict[str, float] = {}
-        self.cpu = 0.0  # the last build's CPU seconds (the builder's and its children's)
 
     def log(self, line: str) -> None:
         if os.environ.get("BENCH_VERBOSE"):
@@ -117,7 +114,7 @@ class Bench:
     async def build(self, ws: Workspace, previous_lock: str = "") -> tuple[float, str]:
         self.n += 1
         settle()
-        start, cpu = time.perf_counter(), cpu_now()
+        start = time.perf_counter()
         out = await Build(
             ws,
             f"bench{self.n}",
@@ -127,7 +124,6 @@ class Bench:
             previous_lock_text=previous_lock,
         ).run()
         took = time.perf_counter() - start
-        self.cpu = cpu_now() - cpu
         self.steps = out.step_times
         return took, out.lock
 
@@ -174,12 +170,6 @@ def pip_serial(base: Path, python: str, uv_bin: str) -> float:
     return took
 
 
-def cpu_now() -> float:
-    """CPU seconds of this process and its waited-for children so far."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
 def uv_sync_offline(uv_bin: str, python: str, cache: Path, lock: str, base: Path,
                     venv_base: Path | None = None, bytecode: bool = False) -> float:  # fmt: skip
     venv = (venv_base or base) / "uvvenv"
@@ -190,19 +180,15 @@ def uv_sync_offline(uv_bin: str, python: str, cache: Path, lock: str, base: Path
     subprocess.run([uv_bin, "venv", "-q", "--python", python, str(venv)], check=True, env=env)
     (base / "lock.txt").write_text(lock)
     settle()
-    start, cpu = time.perf_counter(), cpu_now()
+    start = time.perf_counter()
     subprocess.run(
         [uv_bin, "pip", "sync", "-q", "--offline", "--python", str(venv / "bin" / "python"),
          *(["--compile-bytecode"] if bytecode else []), str(base / "lock.txt")],
         check=True, env=env,
     )  # fmt: skip
     took = time.perf_counter() - start
-    LAST_CPU[0] = cpu_now() - cpu
     shutil.rmtree(venv, ignore_errors=True)
     return took
-
-
-LAST_CPU = [0.0]  # the last uv_sync_offline's CPU seconds
 
 
 async def main() -> None:
@@ -245,30 +231,26 @@ async def main() -> None:
 
         python = app_py.path  # bare uv syncs into a venv of the builds' interpreter
         warm, unchanged, uvs, uvs_ram, uvs_pyc = [], [], [], [], []
-        warm_cpu, uv_cpu = [], []
         for i in range(reps):
             # Alternate which goes first: on a shared disk, whatever ran just
             # before a measurement can slow it (writeback, discards).
             if i % 2:
                 uvs.append(bare())
-                uv_cpu.append(LAST_CPU[0])
             b.wipe_layers(ws)
             took, _ = await b.build(ws, previous_lock=lock)
             warm.append(took)
-            warm_cpu.append(b.cpu)
             steps = b.steps
             took2, _ = await b.build(ws, previous_lock=lock)
             unchanged.append(took2)
             if not i % 2:
                 uvs.append(bare())
-                uv_cpu.append(LAST_CPU[0])
             uvs_ram.append(bare(ram_venv=True))
             uvs_pyc.append(bare(ram_venv=True, bytecode=True))
             other = took - steps["install"] - steps["extensions"] - steps["pack"]
             print(f"rep {i + 1}: warm {took:.3f} s (install {steps['install']:.3f}, "
                   f"extensions {steps['extensions']:.3f}, pack {steps['pack']:.3f}, "
-                  f"the rest {other:.3f}; CPU {warm_cpu[-1]:.2f} s), unchanged {took2:.3f} s, "
-                  f"uv sync offline {uvs[-1]:.3f} s (CPU {uv_cpu[-1]:.2f} s; into tmpfs "
+                  f"the rest {other:.3f}), unchanged {took2:.3f} s, "
+                  f"uv sync offline {uvs[-1]:.3f} s (into tmpfs "
                   f"{uvs_ram[-1]:.3f} s; into tmpfs with bytecode {uvs_pyc[-1]:.3f} s)",
                   flush=True)  # fmt: skip
         pip = []
@@ -285,8 +267,7 @@ async def main() -> None:
         f"(uv pip sync --offline into a tmpfs venv, where Roost's layers go: "
         f"{med(uvs_ram):.3f} s; Roost's warm build is {w / med(uvs_ram):.2f}x that. "
         f"The same with --compile-bytecode, a layer as Roost's carries it: "
-        f"{med(uvs_pyc):.3f} s; Roost's warm build is {w / med(uvs_pyc):.2f}x that. "
-        f"CPU seconds: Roost's warm build {med(warm_cpu):.2f}, the bare sync {med(uv_cpu):.2f})"
+        f"{med(uvs_pyc):.3f} s; Roost's warm build is {w / med(uvs_pyc):.2f}x that)"
     )
     if pip:
         print(f"pip_serial_s: {med(pip):.3f}")
@@ -298,6 +279,8 @@ async def main() -> None:
         print(f"warm_speedup_vs_pip: {med(pip) / w:.1f}")
         print(f"unchanged_speedup_vs_pip: {med(pip) / u:.1f}")
     print(f"warm_vs_uv_sync: {w / s:.2f}")
+    # Roost's layers go to a tmpfs: the same kind of place for both.
+    print(f"warm_vs_uv_sync_tmpfs: {w / med(uvs_ram):.2f}")
 
 
 if __name__ == "__main__":
