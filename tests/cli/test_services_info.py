@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from roost.cli.apps import data_line
 from roost.cli.services import limit_lines
 
 
@@ -57,3 +58,12 @@ def test_the_standby_is_shown_even_when_there_is_none() -> None:
         ("standby", "none (one servicehost holds it)")
     ]
     assert limit_lines({"standby": "10.0.0.42"}) == [("standby", "10.0.0.42")]
+
+
+def test_ps_ends_with_the_data_directorys_use_under_its_quota() -> None:
+    assert data_line({"kind": "data", "quota_bytes": 6 << 20, "used_bytes": 1 << 20}) == (
+        "data: 1.0 MB used of 6.0 MB"
+    )
+    full = data_line({"kind": "data", "quota_bytes": 6 << 20, "used_bytes": 7 << 20})
+    assert full.startswith("data: 7.0 MB used of 6.0 MB") and "ENOSPC" in full
+    assert data_line({"kind": "data", "quota_bytes": 0, "used_bytes": 0}) == ""

@@ -9,11 +9,11 @@ through one is served by the other at once; rsync up through the gateway
 (which the servicehost's mount serves) is read through the app; another
 app's `run` session sees nothing of it; the platform's quota (a mount of
 each app's own, datadir/weedquota.py) refuses a write past it with ENOSPC
-while the app goes on serving, and `roost services info` shows the use;
-and the host of a copy (a runner,
-with its instance) is killed while the app writes: every write that
-returned (the app fsync'd before it answered) is intact afterwards, read
-through the instance the controller moved to the other runner."""
+while the app goes on serving, and `roost services info` and `roost ps`
+show the use; and the host of a copy (a runner, with its instance) is
+killed while the other app writes: every write that returned (the app
+fsync'd before it answered) is intact afterwards, read through the
+instance the controller moved to the other runner."""
 
 from __future__ import annotations
 
@@ -181,6 +181,13 @@ def test_the_quota_refuses_a_write_past_it_and_the_app_keeps_serving(site: Site)
         return rc.cli("services", "info", "data", "--app", APP).stdout
 
     wait_for(lambda: f"of {QUOTA_MB}" in shown(), 60, "the data quota in services info")
+
+    # Full, as the refusal said, once the servicehost's next status has the
+    # master's figures (pushed every few seconds).
+    def ps() -> str:
+        return rc.cli("ps", "--app", APP).stdout
+
+    wait_for(lambda: "(full: writes fail with ENOSPC)" in ps(), 60, f"roost ps: full\n{ps()}")
 
 
 def test_a_copy_host_killed_during_writes_loses_no_acknowledged_write(rc: RoostCluster) -> None:

@@ -194,6 +194,24 @@ def ps(ctx: click.Context, app_name: str | None, as_json: bool) -> None:
     console.print(table)
     for process, error in errors:  # e.g. "ran out of memory (limit 256 MB)"
         console.print(f"{escape(process)}: last stopped: {escape(error)}")
+    try:
+        data = api.request("GET", f"/api/apps/{name}/services/data")
+    except CliError:
+        return  # a controller that reports no data directory: nothing to add
+    line = data_line(data)
+    if line:
+        console.print(line)
+
+
+def data_line(data: dict[str, Any]) -> str:
+    """The data directory's use under its quota, as `roost ps` ends ("" with
+    no quota: a plain directory has no size to show against)."""
+    quota = int(data.get("quota_bytes", 0))
+    if not quota:
+        return ""
+    used = int(data.get("used_bytes", 0))
+    full = " [bold red](full: writes fail with ENOSPC)[/]" if used >= quota else ""
+    return f"data: {used / (1 << 20):.1f} MB used of {quota / (1 << 20):.1f} MB{full}"
 
 
 @click.command("releases")

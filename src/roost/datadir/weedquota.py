@@ -27,6 +27,7 @@ again.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ from roost.datadir.seaweed import Endpoint
 from roost.datadir.shared import app_tree
 
 MOUNT_TIMEOUT_S = 30.0
+USAGE_EVERY_S = 30.0
+# tree -> (when it was walked, its bytes then)
+_walked: dict[Path, tuple[float, int]] = {}
 STOP_GRACE_S = 10.0
 
 
@@ -107,17 +111,41 @@ def ensure(data_dir: Path, root: Path, app: str, quota_mb: int, owner: tuple[int
     os.chmod(tree, 0o700)
 
 
-def usage(root: Path) -> list[tuple[str, Usage]]:
-    """Each app mounted with a quota under `root`: what it stores, what it may."""
+def tree_bytes(tree: Path) -> int:
+    """The bytes of the regular files under `tree` (their sizes, as the
+    quota's `-df.logical` counts: SeaweedFS compresses what it stores, so
+    the volumes' sizes say less than the app wrote). Links not followed."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(tree):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue  # removed meanwhile
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
+
+
+def usage(data_dir: Path, root: Path, now: float | None = None) -> list[tuple[str, Usage]]:
+    """Each app mounted with a quota under `root`: what it stores and may.
+    A tree is walked at most every USAGE_EVERY_S (a status push is more often)."""
+    if weednode.load(data_dir) is None:
+        return []
+    when = time.monotonic() if now is None else now
     out = []
     for p in weednode.mounts_under(root):
         argv = p.info["cmdline"] or []
-        tree = next(Path(a.removeprefix("-dir=")) for a in argv if a.startswith("-dir="))
-        quota = next((a for a in argv if a.startswith("-collectionQuotaMB=")), "")
+        quota = _flag(argv, "-collectionQuotaMB")
+        tree = Path(_flag(argv, "-dir"))
         if not quota or not seaweed.is_mounted(tree):
             continue
-        st = os.statvfs(tree)
-        total = int(quota.removeprefix("-collectionQuotaMB=")) << 20
-        used = (st.f_blocks - st.f_bfree) * st.f_frsize
-        out.append((tree.name, Usage(used_bytes=used, quota_bytes=total)))
+        cached = _walked.get(tree)
+        if cached is None or when - cached[0] >= USAGE_EVERY_S:
+            cached = _walked[tree] = (when, tree_bytes(tree))
+        out.append((tree.name, Usage(cached[1], int(quota) << 20)))
     return sorted(out)
+
+
+def _flag(argv: list[str], flag: str) -> str:
+    return next((a.split("=", 1)[1] for a in argv if a.startswith(f"{flag}=")), "")

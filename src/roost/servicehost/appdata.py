@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from roost import appdirs
-from roost.datadir import quota, weedquota
+from roost.datadir import quota
 from roost.datadir.shared import mark
 from roost.servicehost.names import BadAppName, check_app
 from roost.sysuser import chown_tree
@@ -159,11 +159,7 @@ class AppData:
 
     def usage(self) -> list[tuple[str, quota.Usage]]:
         """Each app with a quota here: what it stores and may store."""
-        images = [(a, quota.usage(self.root / a)) for a in quota.mounted_apps(self.root)]
-        shared = [
-            (a, quota.Usage(u.used_bytes, u.quota_bytes)) for a, u in weedquota.usage(self.root)
-        ]
-        return images + shared
+        return [(a, quota.usage(self.root / a)) for a in quota.mounted_apps(self.root)]
 
     async def on_removed(self, msg: AppRemoved) -> Msg:
         """AppRemoved, answered: the directory archived (its path), or why not."""

@@ -92,7 +92,9 @@ async def collect(host: ServiceHost, sender: str = "") -> ServiceHostStatus:
         if r.step == "swapped" and r.kept
     ]
     data = await asyncio.to_thread(
-        data_use, root_for(host.layout.data_dir, host.settings.appdata_root)
+        data_use,
+        root_for(host.layout.data_dir, host.settings.appdata_root),
+        host.layout.data_dir,
     )
     return ServiceHostStatus(
         servers=servers, disk_free_bytes=free, disk_total_bytes=total,
@@ -100,7 +102,7 @@ async def collect(host: ServiceHost, sender: str = "") -> ServiceHostStatus:
     )  # fmt: skip
 
 
-def data_use(root: Path) -> list[DataUse]:
+def data_use(root: Path, data_dir: Path | None = None) -> list[DataUse]:
     """Each app's data directory with a quota: what it stores, what it may."""
     out = []
     for app in quota.mounted_apps(root):
@@ -109,7 +111,7 @@ def data_use(root: Path) -> list[DataUse]:
             out.append(DataUse(app=app, used_bytes=u.used_bytes, quota_bytes=u.quota_bytes))
     # A cluster's shared tree: each app's own mount (roost.datadir.weedquota).
     with contextlib.suppress(OSError):
-        for app, w in weedquota.usage(root):
+        for app, w in weedquota.usage(data_dir, root) if data_dir is not None else []:
             out.append(DataUse(app=app, used_bytes=w.used_bytes, quota_bytes=w.quota_bytes))
     return out
 
