@@ -291,6 +291,13 @@ class Settings:
         "ROOST_INSTANCE_PORTS",
         "runner: TCP ports instances listen on (FIRST-LAST); only routers reach them",
     )
+    fork_roles: str = _setting(
+        "on",
+        "ROOST_FORK_ROLES",
+        "roost up: 'on' forks the roles from one process that imported their common "
+        "modules once, so that memory is shared (roost.cli.zygote); 'off': each role "
+        "a new interpreter",
+    )
     firewall: str = _setting(
         "on",
         "ROOST_FIREWALL",

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from roost.proc import upstate
@@ -79,13 +79,18 @@ class Reloads:
         steps: list[Step],
         timeout: Callable[[str], float],
         say: Callable[[str], None],
+        before: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """Serve reloads until cancelled; a stop of everything ends the walk."""
+        """Serve reloads until cancelled; a stop of everything ends the walk.
+        `before` runs at the start of each (roost up: a new zygote, so the
+        successors run the code now on disk)."""
         while True:
             await self._asked.wait()
             self._asked.clear()
             self.status = upstate.ReloadStatus(started_at=self._clock())
             say("reloading: replacing every daemon, one at a time")
+            if before is not None:
+                await before()
             replaced: dict[str, list[int]] = {}
             error = ""
             for step in steps:

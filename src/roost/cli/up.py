@@ -60,6 +60,7 @@ from roost.daemonize import secure_start
 from roost.proc import activation, spawn, upstate
 from roost.proc.backoff import Backoff
 from roost.proc.children import Child, Policy
+from roost.proc.forkserver import ForkServer
 from roost.proc.stop import kill_descendants
 from roost.proc.supervise import Process, Program, Supervisor
 from roost.proc.wait import become_subreaper, reap_adopted
@@ -90,21 +91,29 @@ def role_program(
     env: Mapping[str, str] | Callable[[], Mapping[str, str]],
     ready: Callable[[Process], Awaitable[None]] | None = None,
     sockets: Sequence[tuple[str, socket.socket]] = (),
+    forks: ForkServer | None = None,
 ) -> Program:
     """A role's daemon; its stderr passes through us, so a fatal exit is
     reported with the role's own last words. `env` may be a function: asked
     at each start. `sockets` (name, listening socket) are handed to it by
-    the socket activation protocol."""
+    the socket activation protocol. With `forks`, `argv` (`python -m roost
+    ARGS`) is forked from its zygote instead of executed."""
     fds = [(name, sock.fileno()) for name, sock in sockets]
-    if fds:
-        argv = activation.launcher(fds, argv)
+    launched = activation.launcher(fds, argv) if fds else argv
 
-    async def start() -> Process:
+    async def executed() -> Process:
         child_env = env() if callable(env) else env
         return await spawn.start(
-            argv, env=child_env, stderr=subprocess.PIPE, pass_fds=[fd for _, fd in fds]
+            launched, env=child_env, stderr=subprocess.PIPE, pass_fds=[fd for _, fd in fds]
         )
 
+    async def forked() -> Process:
+        assert forks is not None and argv[1:3] == ["-m", "roost"], argv
+        child_env = env() if callable(env) else env
+        # A Forked is what the Supervisor uses of a Process (pid, returncode, wait, stderr).
+        return await forks.spawn(argv[3:], child_env, fds)  # type: ignore[return-value]
+
+    start = executed if forks is None else forked
     policy = ROLE_POLICY
     if ready is not None:
         policy = dataclasses.replace(policy, ready_timeout_s=_ready_timeout(role))
@@ -280,6 +289,8 @@ async def supervise(
     )
     metrics: dict[str, str] = {"controller": f"{api_url(settings)}/metrics"}
     programs: list[Program] = []
+    # The roles forked from one zygote, sharing what they all import (issue 21).
+    forks = ForkServer(["--data", str(data)]) if settings.fork_roles == "on" else None
     # Each role is up once it serves (roost.cli.readiness); the platform is
     # ready, and says so, once every one is.
     from roost.runner.layout import Layout  # only `roost up` needs the runner's layout
@@ -303,16 +314,17 @@ async def supervise(
         argv = [*base, role, *extra]
         if role == "router":
             at_start = _metrics_env(child_env, role, metrics, data, settings.bind_host)
-            programs.append(role_program(role, argv, at_start, probe, sockets))
+            programs.append(role_program(role, argv, at_start, probe, sockets, forks))
         else:
-            programs.append(role_program(role, argv, child_env, probe))
+            programs.append(role_program(role, argv, child_env, probe, forks=forks))
     (data / "metrics.json").write_text(json.dumps(metrics, indent=2))
     names = [p.name for p in programs]
     steps = reload.plan(names, shared_sockets=bool(sockets))
     try:
         async with asyncio.TaskGroup() as tg:
             supervising = tg.create_task(sup.run())
-            reaper = tg.create_task(_reap_adopted(sup.pids))
+            known = sup.pids if forks is None else (lambda: sup.pids() | forks.pids())
+            reaper = tg.create_task(_reap_adopted(known))
             reporter = tg.create_task(
                 _report(data, sup, names, ready, reloads, lambda: bool(older and not older.ended))
             )
@@ -334,12 +346,17 @@ async def supervise(
                 _say(f"apps at  http://APP.{settings.default_domain}:{settings.router_port}/")
                 _say(f"git push ssh://{settings.bind_host}:{settings.ssh_port}/APP main")
                 _say("running; Ctrl-C stops everything, roost up --reload restarts the daemons")
-                reloader = tg.create_task(reloads.run(sup, steps, _ready_timeout, _say))
+                renew = forks.renew if forks is not None else None
+                reloader = tg.create_task(
+                    reloads.run(sup, steps, _ready_timeout, _say, before=renew)
+                )
             elif sup.fatal is None:
                 c = sup.children.get("controller")
                 _say(f"the controller API did not come up ({c.last_error if c else 'not started'})")
                 sup.stop()
             await supervising
+            if forks is not None:
+                await forks.stop()  # every role has stopped: the zygotes go too
             reaper.cancel()
             reporter.cancel()
             if reloader is not None:
@@ -416,6 +433,8 @@ def up(
     settings = Settings.from_env(
         router_port=router_port, api_port=api_port, ssh_port=ssh_port, router_tls_port=tls_port
     )
+    if settings.fork_roles not in ("on", "off"):
+        raise CliError(f"ROOST_FORK_ROLES must be 'on' or 'off', not {settings.fork_roles!r}")
     chosen = data_dir is not None or "ROOST_DATA" in os.environ
     chosen = chosen or ctx.find_root().get_parameter_source("data") != ParameterSource.DEFAULT
     older = None if chosen else older_local_dir(Path.cwd(), data)

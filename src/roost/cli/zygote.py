@@ -1,0 +1,227 @@
+"""`python -m roost.cli.zygote FD [--data DATA]`: the process `roost up` forks its roles from.
+
+Theory of operation. Every role is a Python interpreter that imports much
+the same base (asyncio, pyzmq, msgspec, click, psutil, psycopg, the wire and
+toolkit modules) before its own modules; imported modules stay resident, so
+each paid ~10-15 MB of its own for that base (issue 21). The zygote imports
+the base once, freezes it (`gc.freeze()`: the collector never writes to
+those objects again) and forks each role from itself, so the base's pages
+are shared copy-on-write between the roles instead of being copied into
+each (gunicorn's preload, Android's zygote). A role forked so runs exactly
+what `python -m roost ARGS` would (`roost.cli.main`), with its own
+environment, its own session, stderr and handed sockets where it asks.
+
+It is single-threaded and runs no event loop, so forking is safe. It serves
+one connection (a SOCK_SEQPACKET socket at fd FD, from `roost up`,
+`roost.proc.forkserver`), one JSON message per packet:
+
+  up -> zygote  {"args": [...], "env": {...}, "names": [...]}, with file
+                descriptors attached: the child's stderr, then the sockets
+                to hand over by socket activation (named by "names")
+  zygote -> up  {"pid": N} for each request (or {"error": "..."}), and
+                {"exit": N, "status": S} when a child ends (S as asyncio's
+                returncode: the exit code, or -signal)
+
+It exits once `roost up` closed the connection and its last child ended;
+it dies with `roost up` (PR_SET_PDEATHSIG), and its children die with it,
+which `roost up` notices as their exits. A role is still run on its own by
+systemd (`roost <role>`): nothing here is needed for that.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import gc
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import traceback
+from typing import Any
+
+from roost.proc.spawn import ChildSetup
+
+# What most roles import (each a few MB once imported); a module missing here
+# is skipped, never an error: the roles import what they need themselves.
+PRELOAD = (
+    "asyncio",
+    "zmq",
+    "zmq.asyncio",
+    "msgspec",
+    "click",
+    "psutil",
+    "roost.cli.main",
+    "roost.cli.daemons",
+    "roost.settings",
+    "roost.daemonize",
+    "roost.metrics",
+    "roost.wire.bootstrap",
+    "roost.wire.rpc",
+    "roost.wire.pubsub",
+    "roost.wire.messages",
+    "roost.proc.supervise",
+    "roost.proc.run",
+    "roost.appspec",
+    "roost.images",
+    "psycopg",
+    "cryptography.x509",
+)
+MAX_FDS = 16
+PR_SET_NAME = 15
+PACKET = 1 << 20
+
+
+def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
+    """Import `modules`; those that failed to, by name."""
+    failed = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            failed.append(name)
+    return failed
+
+
+def returncode(status: int) -> int:
+    """A wait status as asyncio reports it: the exit code, or -signal."""
+    return os.waitstatus_to_exitcode(status)
+
+
+def _send(conn: socket.socket, msg: dict[str, Any]) -> None:
+    try:
+        conn.send(json.dumps(msg).encode())
+    except OSError:
+        pass  # roost up is gone: its children go with it
+
+
+def _child(conn: socket.socket, req: dict[str, Any], fds: list[int], parent: int) -> None:
+    """In the forked child: become the role (never returns)."""
+    code = 70
+    try:
+        conn.close()
+        # As every child Roost starts: its own session, dead with its parent.
+        ChildSetup(parent)()
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        names: list[str] = req.get("names", [])
+        stderr, sockets = fds[0], fds[1:]
+        # Handed sockets at 3, 4, ... (socket activation), out of the way first.
+        high = [fcntl_dup(fd, 3 + len(sockets) + 8) for fd in sockets]
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(stderr, 2)
+        for fd in [devnull, stderr, *sockets]:
+            if fd > 2:
+                os.close(fd)
+        for i, fd in enumerate(high):
+            os.dup2(fd, 3 + i)  # dup2 leaves the copy inheritable, as handed sockets must be
+            os.close(fd)
+        os.environ.clear()
+        os.environ.update(req["env"])
+        if sockets:
+            os.environ.update(
+                LISTEN_FDS=str(len(sockets)),
+                LISTEN_FDNAMES=":".join(names),
+                LISTEN_PID=str(os.getpid()),
+            )
+        sys.argv = ["roost", *req["args"]]
+        _name(sys.argv)
+        gc.unfreeze()  # the role's own collections may see everything again
+        from roost.cli.main import main
+
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if exc.code is not None and not isinstance(exc.code, int):
+                print(exc.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        code = 70
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
+def _name(argv: list[str]) -> None:
+    """Its name in ps and top ("roost runner"): its command line is the
+    zygote's, which names the data directory only."""
+    role = argv[3] if len(argv) > 3 and argv[1] == "--data" else ""
+    if role:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_NAME, f"roost {role}"[:15].encode(), 0, 0, 0)
+
+
+def fcntl_dup(fd: int, at_least: int) -> int:
+    return fcntl.fcntl(fd, fcntl.F_DUPFD, at_least)
+
+
+def serve(conn: socket.socket) -> None:
+    """Fork a child per request and report each one's end, until the
+    connection is closed and no child is left."""
+    children: set[int] = set()
+    me = os.getpid()
+    open_ = True
+    while open_ or children:
+        ready = select.select([conn] if open_ else [], [], [], 0.2)[0]
+        if ready:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(conn, PACKET, MAX_FDS)
+            except OSError:
+                data, fds = b"", []
+            if not data:
+                open_ = False
+            else:
+                try:
+                    req = json.loads(data)
+                    if not fds:
+                        raise ValueError("no stderr descriptor")
+                    pid = os.fork()
+                except Exception as exc:
+                    for fd in fds:
+                        os.close(fd)
+                    _send(conn, {"error": f"{type(exc).__name__}: {exc}"})
+                    continue
+                if pid == 0:
+                    _child(conn, req, fds, me)
+                for fd in fds:
+                    os.close(fd)
+                children.add(pid)
+                _send(conn, {"pid": pid})
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                children.clear()
+                break
+            if pid == 0:
+                break
+            if pid in children:
+                children.discard(pid)
+                _send(conn, {"exit": pid, "status": returncode(status)})
+
+
+def main() -> None:
+    # argv: FD, then what only names it in ps (`--data DATA`, roost up's own).
+    fd = int(sys.argv[1])
+    conn = socket.socket(fileno=fd)
+    preload()
+    gc.collect()
+    # Everything imported so far is never collected nor written by the
+    # collector again: its pages stay shared with every child.
+    gc.freeze()
+    serve(conn)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""`roost up`'s side of the zygote (`roost.cli.zygote`): roles forked from a
+process that imported their common base once, so its memory is shared.
+
+`ForkServer.spawn(args, env, sockets)` starts `roost ARGS` as a forked child
+of the current zygote and returns a `Forked`, which a `Supervisor` treats as
+it treats an `asyncio.subprocess.Process` (pid, returncode, wait(), stderr):
+its stderr is a pipe whose write end went to the child, its exit comes as
+the zygote's report. The zygote is started at the first spawn and again
+whenever it is gone (a crash ends its children: they die with it, and are
+restarted by their supervisor like any exit).
+
+`renew()` (a reload: the daemons replaced, perhaps by a new version's code)
+makes the next spawn start a new zygote, which imports the code as it is on
+disk now; the old one serves no new spawn and is closed once none of its
+children is left (closing it earlier would end them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from roost.proc import spawn
+from roost.proc.stop import terminate
+
+PACKET = 1 << 20
+# A zygote that does not answer a spawn within this long is taken as stuck.
+SPAWN_TIMEOUT_S = 30.0
+
+
+class Forked:
+    """A role forked by a zygote, as a Supervisor sees a child process."""
+
+    def __init__(self, pid: int, stderr: asyncio.StreamReader | None) -> None:
+        self.pid = pid
+        self.stderr = stderr
+        self.returncode: int | None = None
+        self._ended = asyncio.Event()
+
+    def _exited(self, status: int) -> None:
+        if self.returncode is None:
+            self.returncode = status
+            self._ended.set()
+
+    async def wait(self) -> int:
+        await self._ended.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+
+class Zygote:
+    """One zygote process and its connection."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, conn: socket.socket) -> None:
+        self.proc = proc
+        self.conn = conn
+        self.children: dict[int, Forked] = {}
+        self.replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.lock = asyncio.Lock()
+        self.draining = False
+        self.reader: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, label: Sequence[str] = ()) -> Zygote:
+        """`label`: more arguments, only for ps to show (roost up's --data DATA)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            proc = await spawn.start(
+                [sys.executable, "-m", "roost.cli.zygote", str(theirs.fileno()), *label],
+                pass_fds=[theirs.fileno()],
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        z = cls(proc, ours)
+        z.reader = asyncio.create_task(z._read(), name=f"zygote-{proc.pid}")
+        return z
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None and self.reader is not None and not self.reader.done()
+
+    async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                data = await loop.sock_recv(self.conn, PACKET)
+                if not data:
+                    break
+                msg = json.loads(data)
+                if "exit" in msg:
+                    child = self.children.pop(int(msg["exit"]), None)
+                    if child is not None:
+                        child._exited(int(msg["status"]))
+                    if self.draining and not self.children:
+                        break
+                else:
+                    self.replies.put_nowait(msg)
+        except (OSError, ValueError):
+            pass
+        finally:
+            # Gone: so are its children (they die with it), whatever it reported.
+            for child in self.children.values():
+                child._exited(-9)
+            self.children.clear()
+            self.replies.put_nowait({"error": "the zygote is gone"})
+            self.conn.close()
+
+    async def spawn(
+        self, args: Sequence[str], env: Mapping[str, str], sockets: Sequence[tuple[str, int]]
+    ) -> Forked:
+        loop = asyncio.get_running_loop()
+        read_end, write_end = os.pipe()
+        try:
+            msg = {"args": list(args), "env": dict(env), "names": [n for n, _ in sockets]}
+            async with self.lock:
+                socket.send_fds(
+                    self.conn, [json.dumps(msg).encode()], [write_end, *(fd for _, fd in sockets)]
+                )
+                async with asyncio.timeout(SPAWN_TIMEOUT_S):
+                    reply = await self.replies.get()
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        if "pid" not in reply:
+            os.close(read_end)
+            raise OSError(f"the zygote could not fork: {reply.get('error', reply)}")
+        reader = asyncio.StreamReader(loop=loop)
+        pipe = os.fdopen(read_end, "rb", 0)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        child = Forked(int(reply["pid"]), reader)
+        self.children[child.pid] = child
+        return child
+
+    async def close(self) -> None:
+        """Stop serving: the zygote exits once its last child has."""
+        self.draining = True
+        with contextlib.suppress(OSError):
+            self.conn.shutdown(socket.SHUT_WR)
+        if not self.children and self.reader is not None:
+            self.reader.cancel()
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        await self.close()
+        with contextlib.suppress(ProcessLookupError):
+            await terminate(self.proc, grace_s)
+        if self.reader is not None:
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reader
+
+
+class ForkServer:
+    """The zygotes of one `roost up`: the current one and those draining."""
+
+    def __init__(self, label: Sequence[str] = ()) -> None:
+        self.label = list(label)
+        self.current: Zygote | None = None
+        self.old: list[Zygote] = []
+        self._starting = asyncio.Lock()
+
+    def pids(self) -> set[int]:
+        """The zygotes' pids (`roost up` reaps adopted orphans, not these)."""
+        zs = [z for z in (self.current, *self.old) if z is not None]
+        return {z.proc.pid for z in zs if z.proc.returncode is None}
+
+    async def spawn(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        sockets: Sequence[tuple[str, int]] = (),
+    ) -> Forked:
+        async with self._starting:
+            if self.current is None or not self.current.alive:
+                if self.current is not None:
+                    await self.current.stop()
+                self.current = await Zygote.start(self.label)
+            zygote = self.current
+        self._prune()
+        return await zygote.spawn(args, env, sockets)
+
+    async def renew(self) -> None:
+        """The next spawn starts a new zygote (with the code now on disk)."""
+        async with self._starting:
+            if self.current is not None:
+                await self.current.close()
+                self.old.append(self.current)
+                self.current = None
+        self._prune()
+
+    def _prune(self) -> None:
+        self.old = [z for z in self.old if z.proc.returncode is None]
+
+    async def stop(self) -> None:
+        for z in [z for z in (self.current, *self.old) if z is not None]:
+            await z.stop()
+        self.current, self.old = None, []
