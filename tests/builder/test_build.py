@@ -358,6 +358,10 @@ async def test_a_source_build_runs_as_the_app_with_its_own_cache(
         "setup(name='localpkg', version='1.0', py_modules=[])\n"
     )
     (app / "requirements.txt").write_text("flask>=3.0\n./localpkg\n")
+    # The wheel-only layer of the same app without the local package is shared
+    # (and its modules' pycs are in the shared bytecode store).
+    plain, _ = await build(ws, "plain", tar_dir(HELLO))
+    assert "-" not in plain.layer_key
     lines: list[str] = []
     try:
         out = await Build(ws, "srcbuild", "hello", tar_dir(app), lines.append, app_id=APP_ID).run()
@@ -367,6 +371,10 @@ async def test_a_source_build_runs_as_the_app_with_its_own_cache(
     assert out.layer_key.endswith(f"-{2_000_000_000 + APP_ID}")
     assert not (ws.uv_cache / "poisoned-by-setup-py").exists()
     assert not list(ws.uv_cache.rglob("poisoned-by-setup-py"))
-    # The wheel-only layer of the same app without the local package is shared.
-    plain, _ = await build(ws, "plain", tar_dir(HELLO))
-    assert "-" not in plain.layer_key
+    # Nor the shared bytecode store (builder/bytecode.py): this layer compiled
+    # its own pycs, linked to nothing another app's layer runs.
+    said = [ln for ln in lines if ln.startswith("       bytecode: ")]
+    assert said and " 0 reused," in said[-1], said
+    site = next((ws.layers / out.layer_key / "venv" / "lib").glob("python3.*/site-packages"))
+    pycs = list(site.rglob("*.pyc"))
+    assert pycs and all(p.stat().st_nlink == 1 for p in pycs)
