@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from roost.datadir.shared import root_for
-from roost.servicehost import backuprole, pgadmin
+from roost.servicehost import backuprole, pgadmin, pgrejoin
 from roost.servicehost.addresses import advertised_host, listen_hosts
 from roost.servicehost.backups import archive_app_data, backup_name
 from roost.servicehost.binaries import Binaries
@@ -165,6 +165,7 @@ class ServiceHost:
         self._removed: dict[str, ServiceRemoved] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._limits: asyncio.Task[None] | None = None
+        self._rejoin: asyncio.Task[None] | None = None
         self._supervising: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -200,6 +201,9 @@ class ServiceHost:
             member = PairMember(self.pg_pair, self.layout.data_dir, self.layout.logs)
             self.pair_sup = Supervised(self.sup, member, self.settings.restart_backoff_max_s)
         self._limits = tg.create_task(self._apply_connection_limits())
+        # Its pair member made again from the primary when it cannot stream
+        # any more (pgrejoin.py); idle while this host is in no pair.
+        self._rejoin = tg.create_task(pgrejoin.watch(lambda: self.pg_pair))
         if self.pairs is not None:
             self.pairs.start_sentinel()
         for svc in self.state.of_kind("redis"):
@@ -290,9 +294,10 @@ class ServiceHost:
         await self._end(self.sup.release)
 
     async def _end(self, how: Callable[[], None]) -> None:
-        if self._limits is not None:
-            self._limits.cancel()
-            await asyncio.wait([self._limits])  # (its cancellation is not ours to raise)
+        for task in (self._limits, self._rejoin):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])  # (its cancellation is not ours to raise)
         how()
         if self._supervising is not None:
             await self._supervising

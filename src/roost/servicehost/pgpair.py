@@ -187,7 +187,13 @@ async def serve(data_dir: Path, stop: asyncio.Event) -> None:
         return [patroni.program("patroni", argv, home, who, PATRONI_STOP_GRACE_S)]
 
     log.info("pair %s: this servicehost's Patroni member (%s)", plan.name, plan.host)
-    await patroni.supervise(USER, home, programs, stop, log)
+    from roost.servicehost import pgrejoin  # (it imports this module)
+
+    async with asyncio.TaskGroup() as tg:
+        # Made again from the primary when it cannot stream any more.
+        rejoining = tg.create_task(pgrejoin.watch(lambda: plan))
+        await patroni.supervise(USER, home, programs, stop, log)
+        rejoining.cancel()
 
 
 def main(argv: list[str]) -> None:
