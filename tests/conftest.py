@@ -92,10 +92,22 @@ def remove_empty_tenant_cgroups(
     test run on this machine may be at that point (its build step then
     failed to join: "Exception occurred in preexec_fn")."""
     removed = 0
-    for base in root.glob("**/roost-*"):
-        if not base.is_dir() or base.is_symlink():
+    # os.walk, not Path.glob: a cgroup another run removes during the walk
+    # must not fail this one (glob's scandir raised FileNotFoundError).
+    bases: list[Path] = []
+    for top, dirs, _ in os.walk(root, onerror=lambda _: None):
+        found = [d for d in dirs if d.startswith("roost-")]
+        bases += [Path(top, d) for d in found]
+        dirs[:] = [d for d in dirs if not d.startswith("roost-")]
+    for base in bases:
+        if base.is_symlink():
             continue
-        for d in [*sorted(base.rglob("*"), key=lambda p: len(p.parts), reverse=True), base]:
+        inner = [
+            Path(top, d)
+            for top, dirs, _ in os.walk(base, topdown=False, onerror=lambda _: None)
+            for d in dirs
+        ]
+        for d in [*inner, base]:
             with contextlib.suppress(OSError):  # gone already, busy, or not a directory
                 made = d.lstat()
                 if not stat.S_ISDIR(made.st_mode):
