@@ -24,11 +24,10 @@ CLI_ONLY = ("roost.cli.up", "roost.cli.apps", "roost.cli.manage", "roost.cli.clu
 
 # What a role loads only when it is used: the controller Alembic for a
 # migration (in a child, roost.state.migrator) and the ACME client when a
-# certificate is due; a servicehost httpx for a pair's Patroni and etcd; a
-# router cryptography to make its first self-signed certificate.
+# certificate is due; a router cryptography to make its first self-signed
+# certificate.
 ON_DEMAND = {
     "controller": ("alembic", "mako", "acme", "josepy", "requests"),
-    "servicehost": ("httpx",),
     "router": ("cryptography",),
 }
 
