@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import sys
 import tempfile
 import threading
@@ -222,4 +223,38 @@ def test_the_apps_writes_survive_losing_the_primarys_servicehost(rc: PairCluster
         wait_for(redis_answers, 60, "the app's Redis through the same address")
     except AssertionError:
         print(said[-3:], rc.logs_tail(), rc.sentinel_logs())
+        raise
+
+
+def test_a_servicehost_restart_keeps_its_pair_member_running(rc: PairCluster) -> None:
+    """The servicehost daemon handed over (SIGUSR2, as an upgrade restarts
+    it) and started again: the same Patroni and PostgreSQL go on serving
+    (adopted, not restarted), and the app writes through the same address."""
+    host = next(h for h in rc.servicehosts if not h.partitioned)
+    home = host.data / "pgpair"
+    patroni_pid = int((home / "patroni.pid").read_text())
+    postmaster_pid = int((home / "pgdata" / "postmaster.pid").read_text().split()[0])
+    (daemon,) = [p for p in host.procs if p.poll() is None and "servicehost" in p.args]
+    daemon.send_signal(signal.SIGUSR2)
+    daemon.wait(60)
+    rc.start_daemons(host)
+    log = rc.base / "logs" / f"{host.name}.log"
+    adopted = f"pgpair: adopted the running server (pid {patroni_pid})"
+    wait_for(lambda: adopted in log.read_text(errors="replace"), 60, "the member adopted")
+    assert int((home / "pgdata" / "postmaster.pid").read_text().split()[0]) == postmaster_pid
+    assert Path(f"/proc/{postmaster_pid}").exists()
+
+    said: list[str] = []
+
+    def writes() -> bool:
+        r = httpx.post(
+            f"{rc.router_url()}/write/1000000", headers={"Host": f"{APP}.localhost"}, timeout=10
+        )
+        said.append(r.text)
+        return said[-1] == "ok 1000000"
+
+    try:
+        wait_for(writes, 60, "a write through the app after the restart")
+    except AssertionError:
+        print(said[-3:], rc.logs_tail(), rc.pair_logs(), rc.sentinel_logs())
         raise
