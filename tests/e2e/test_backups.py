@@ -214,8 +214,12 @@ def test_backupd_and_what_it_starts_yield_to_the_apps(platform: Platform) -> Non
     niced (ROOST_BACKUP_NICE, 10) with the lowest best-effort I/O priority."""
     import psutil
 
-    from tests.conftest import processes_under
+    from roost.proc import upstate
 
-    [backupd] = [p for p in processes_under(platform.data) if "backupd" in p.cmdline()]
+    # By the pid roost up gives it (a role forked from its zygote has the
+    # zygote's command line, roost.cli.zygote).
+    status = upstate.load(platform.data)
+    assert status is not None
+    backupd = psutil.Process(status[0].roles["backupd"].pid)
     assert backupd.nice() == 10
     assert backupd.ionice().ioclass == psutil.IOPRIO_CLASS_BE and backupd.ionice().value == 7
