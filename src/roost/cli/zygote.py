@@ -155,7 +155,8 @@ def _child(conn: socket.socket, req: dict[str, Any], fds: list[int], parent: int
             )
         sys.argv = ["roost", *req["args"]]
         _name(sys.argv)
-        gc.unfreeze()  # the role's own collections may see everything again
+        # The base stays frozen in the role too: a collection that walked it
+        # would write to every object's header, copying the shared pages.
         from roost.cli.main import main
 
         try:
