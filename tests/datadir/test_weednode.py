@@ -1,6 +1,7 @@
 """A role's SeaweedFS processes (roost.datadir.weednode), with a stand-in
 process: started detached, adopted by a successor (never started twice),
-started again after its backoff when it dies, stopped on a full stop."""
+started again after its backoff when it dies, stopped on a full stop; a
+mount that does not mount within its grace is ended."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from roost.datadir.weednode import WeedNode, find
+from roost.datadir.weednode import MOUNT_GRACE_S, WeedNode, find
 from roost.datadir.weedplan import Program
 
 
@@ -51,3 +52,20 @@ def test_started_adopted_restarted_and_stopped(tmp_path: Path, argv: list[str]) 
         first.stop()
     assert part.proc is not None and part.proc.poll() is not None
     assert find(argv) is None
+
+
+def test_a_mount_that_never_mounts_is_ended_after_its_grace(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    node = WeedNode([Program("mount", argv)], tmp_path, tmp_path / "mnt")
+    node._dirs()
+    try:
+        node.tick(0.0)
+        proc = node.parts[0].proc
+        assert isinstance(proc, subprocess.Popen)
+        node.tick(MOUNT_GRACE_S / 2)
+        assert proc.poll() is None  # still given its time
+        node.tick(MOUNT_GRACE_S + 1)
+        assert proc.wait(10) == -signal.SIGTERM
+    finally:
+        node.stop()

@@ -44,6 +44,8 @@ log = logging.getLogger("roost.datadir.weed")
 
 TICK_S = 1.0
 STOP_GRACE_S = 10.0
+# A mount process that has not mounted by then is ended and started again.
+MOUNT_GRACE_S = 60.0
 BACKOFF = Backoff(base_s=0.5, max_s=15.0, reset_after_s=30.0)
 
 
@@ -161,7 +163,7 @@ class WeedNode:
         if self.mounts:
             self.mountpoint.mkdir(parents=True, exist_ok=True)
 
-    def _launch(self, part: Part) -> None:
+    def _launch(self, part: Part, now: float) -> None:
         argv = part.program.argv
         if part.program.name == "mount" and _mount_entry(self.mountpoint):
             detach(self.mountpoint)  # a dead mount: weed cannot mount over it
@@ -176,13 +178,18 @@ class WeedNode:
             )  # fmt: skip
         finally:
             os.close(fd)
-        part.started = time.monotonic()
+        part.started = now
         log.info("weed %s started (pid %d)", part.program.name, part.proc.pid)
 
     def tick(self, now: float) -> None:
         """Adopt or start what is not running (its backoff permitting)."""
         for part in self.parts:
             if part.proc is not None and _alive(part.proc):
+                if self._unmounted(part, now):
+                    # Running, yet no mount here (hung, or its mount lives in
+                    # another mount namespace): ended, to be started again.
+                    log.warning("weed mount has not mounted %s; stopping it", self.mountpoint)
+                    _signal(part.proc, signal.SIGTERM)
                 continue
             if part.proc is not None:
                 ran = now - part.started
@@ -201,11 +208,18 @@ class WeedNode:
                 continue
             if now >= part.next_start:
                 try:
-                    self._launch(part)
+                    self._launch(part, now)
                 except OSError as exc:
                     log.error("weed %s: cannot start: %s", part.program.name, exc)
                     part.failures += 1
                     part.next_start = now + BACKOFF.delay(part.failures)
+
+    def _unmounted(self, part: Part, now: float) -> bool:
+        return (
+            part.program.name == "mount"
+            and now - part.started > MOUNT_GRACE_S
+            and not seaweed.is_mounted(self.mountpoint)
+        )
 
     async def run(self) -> None:
         await asyncio.to_thread(self._dirs)
