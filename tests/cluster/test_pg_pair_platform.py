@@ -170,6 +170,11 @@ def test_the_apps_writes_survive_losing_the_primarys_servicehost(rc: PairCluster
     assert app_get(rc, "/redis/before").text == "before"
     info = rc.cli("services", "info", "postgres", "--app", APP).stdout
     assert "pair-1" in info, info
+    # The runner's firewall lets the app reach its listener, and no longer
+    # the servicehosts' PostgreSQL itself.
+    assert app_get(rc, f"/reach/{DATA_PROXY_HOST}/6432").text == "open"
+    for h in rc.servicehosts:
+        assert app_get(rc, f"/reach/{h.ip}/5434").text == "ConnectionRefusedError"
 
     primary = wait_for(rc.primary, 30, "the pair's primary")
     writer = Writer(rc)

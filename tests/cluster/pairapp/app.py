@@ -5,11 +5,13 @@ committed it (autocommit): what the test counts as a write the app saw
 committed. On any database error the request fails (500) and the next one
 connects again, through the same address. GET /ids lists the rows; GET
 /redis/<n> sets and reads a key through REDIS_URL; GET /env/<name> shows a
-variable of its environment.
+variable of its environment; GET /reach/<host>/<port> says whether the app
+may open a TCP connection there.
 """
 
 import json
 import os
+import socket
 
 import psycopg
 import redis
@@ -45,6 +47,12 @@ def app(environ, start):
             r = redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=3)
             r.set("k", parts[1])
             return _reply(start, "200 OK", r.get("k").decode())
+        if parts[0] == "reach":  # can this app open a TCP connection there?
+            try:
+                socket.create_connection((parts[1], int(parts[2])), timeout=3).close()
+                return _reply(start, "200 OK", "open")
+            except OSError as exc:
+                return _reply(start, "200 OK", type(exc).__name__)
         if parts[0] == "env":
             return _reply(start, "200 OK", os.environ.get(parts[1], ""))
     except Exception as exc:  # the test reads what went wrong
