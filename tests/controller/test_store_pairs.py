@@ -41,3 +41,12 @@ def _app(store: Store, name: str) -> int:
     owner = store.account_by_email("o@example.com")
     owner_id = owner.id if owner else store.create_account("o@example.com")
     return store.create_app(name, owner_id).id
+
+
+def test_the_pairs_of_many_apps_are_read_at_once(store: Store) -> None:
+    store.add_service_pair(P1)
+    one, two, alone = _app(store, "a1"), _app(store, "a2"), _app(store, "a3")
+    store.set_app_pair(one, "p1")
+    store.set_app_pair(two, "p1")
+    assert store.app_pair_map([one, alone]) == {one: "p1"}  # a3 is on no pair
+    assert store.app_pair_map() == {one: "p1", two: "p1"}
