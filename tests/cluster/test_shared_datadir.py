@@ -17,6 +17,7 @@ instance the controller moved to the other runner."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import threading
 import time
@@ -78,6 +79,9 @@ def site(cluster_ok: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         c.api("POST", "/api/keys", json={"key": key.with_suffix(".pub").read_text()})
         wait_for(lambda: len(_up_hosts(c)) == 2, 120, "an instance of files on each runner")
         yield Site(c, key)
+    # Each host's mount cache and volumes: about 1.4 GB (the logs were
+    # printed if a test failed).
+    shutil.rmtree(c.base, ignore_errors=True)
 
 
 @pytest.fixture
