@@ -191,7 +191,7 @@ async def replace_servicehost(
     require_admin(who, "replacing a servicehost")
     b = broker(c)
     if b.hosts is None:
-        raise ApiError(503, "no servicehost is configured")
+        raise ApiError(409, "no servicehost is configured on this platform: nothing to replace")
     try:
         done = await replace.replace(c.store, b.hosts, old, body.new)
     except replace.ReplaceRefused as exc:
