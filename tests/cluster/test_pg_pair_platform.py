@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -34,6 +35,7 @@ from typing import Any
 import httpx
 import pytest
 
+from roost.runner.dataproxy import servers_up
 from roost.wire.messages import DATA_PROXY_HOST
 from tests.cluster.cluster import RoostCluster, wait_for
 from tests.cluster.harness import Host
@@ -162,12 +164,38 @@ def app_get(rc: RoostCluster, path: str) -> httpx.Response:
     return rc.get(APP, path, timeout=10)
 
 
+def proxy_stat(rc: RoostCluster) -> str:
+    """The runner's data proxy's `show stat` (its stats socket, a file)."""
+    path = rc.runners[0].data / "runner" / "dataproxy" / "haproxy.sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        s.sendall(b"show stat\n")
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+def proxy_checked(rc: RoostCluster) -> bool:
+    """Both listeners (the pair's, the app's Redis) with one server up: the
+    proxy has checked every server (a listener's servers count as up until
+    their first checks, runner/dataproxy.py)."""
+    up = servers_up(proxy_stat(rc))
+    return len(up) == 2 and all(len(servers) == 1 for servers in up.values())
+
+
 def test_the_apps_writes_survive_losing_the_primarys_servicehost(rc: PairCluster) -> None:
     # The app's one address is its runner's data proxy, for both services.
     db_url = app_get(rc, "/env/DATABASE_URL").text
     assert f"@{DATA_PROXY_HOST}:6432/" in db_url, db_url
     assert f"@{DATA_PROXY_HOST}:" in app_get(rc, "/env/REDIS_URL").text
-    assert app_get(rc, "/redis/before").text == "before"
+    try:
+        wait_for(lambda: proxy_checked(rc), 30, "the data proxy to have checked every server")
+        assert app_get(rc, "/redis/before").text == "before"
+    except AssertionError:
+        print(proxy_stat(rc), rc.logs_tail(), rc.sentinel_logs())
+        raise
     info = rc.cli("services", "info", "postgres", "--app", APP).stdout
     assert "pair-1" in info, info
     # The runner's firewall lets the app reach its listener, and no longer
