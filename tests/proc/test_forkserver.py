@@ -11,6 +11,7 @@ last child; nothing is left after stop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -75,3 +76,24 @@ async def test_a_zygote_gone_takes_its_children_and_is_replaced(tmp_path: Path) 
     finally:
         await forks.stop()
     assert forks.pids() == set()
+
+
+async def test_a_spawn_given_up_on_is_not_taken_for_the_next(tmp_path: Path) -> None:
+    """A start cancelled after its request went (a supervisor stopping) has its
+    child killed when the answer comes; the next start gets its own child,
+    and a child that ends at once is reported all the same."""
+    forks = ForkServer()
+    try:
+        warm = await forks.spawn(["--data", str(tmp_path), "no-such-command"], {})
+        assert await warm.wait() == 2
+        first = asyncio.create_task(forks.spawn(["--data", str(tmp_path), "no-such-command"], {}))
+        await asyncio.sleep(0)  # its request is sent: it waits for the answer
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        child = await forks.spawn(["--data", str(tmp_path / "d"), "runner"], {})
+        said = await _stderr(child)
+        async with asyncio.timeout(30):
+            assert await child.wait() == 78, said  # its own: the runner's exit, not click's 2
+    finally:
+        await forks.stop()

@@ -191,6 +191,13 @@ def fcntl_dup(fd: int, at_least: int) -> int:
     return fcntl.fcntl(fd, fcntl.F_DUPFD, at_least)
 
 
+def _id(data: bytes) -> object:
+    try:
+        return json.loads(data).get("id")
+    except Exception:
+        return None
+
+
 def serve(conn: socket.socket) -> None:
     """Fork a child per request and report each one's end, until the
     connection is closed and no child is left."""
@@ -215,14 +222,15 @@ def serve(conn: socket.socket) -> None:
                 except Exception as exc:
                     for fd in fds:
                         os.close(fd)
-                    _send(conn, {"error": f"{type(exc).__name__}: {exc}"})
+                    _send(conn, {"id": _id(data), "error": f"{type(exc).__name__}: {exc}"})
                     continue
                 if pid == 0:
                     _child(conn, req, fds, me)
                 for fd in fds:
                     os.close(fd)
                 children.add(pid)
-                _send(conn, {"pid": pid})
+                # Before any report of its end: the asker knows it first.
+                _send(conn, {"id": req.get("id"), "pid": pid})
         while children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)

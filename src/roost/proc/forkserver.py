@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
+import signal
 import socket
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from roost.proc import spawn
-from roost.proc.stop import terminate
+from roost.proc.stop import signal_group, terminate
 
 PACKET = 1 << 20
 # A zygote that does not answer a spawn within this long is taken as stuck.
@@ -61,8 +63,10 @@ class Zygote:
         self.proc = proc
         self.conn = conn
         self.children: dict[int, Forked] = {}
-        self.replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.lock = asyncio.Lock()
+        # Each spawn's answer by its request's id: one given up on (its
+        # asker cancelled) is told apart from the next one's.
+        self.waiting: dict[int, asyncio.Future[Forked]] = {}
+        self.ids = itertools.count(1)
         self.draining = False
         self.reader: asyncio.Task[None] | None = None
 
@@ -104,7 +108,7 @@ class Zygote:
                     if self.draining and not self.children:
                         break
                 else:
-                    self.replies.put_nowait(msg)
+                    self._answered(msg)
         except (OSError, ValueError):
             pass
         finally:
@@ -112,35 +116,57 @@ class Zygote:
             for child in self.children.values():
                 child._exited(-9)
             self.children.clear()
-            self.replies.put_nowait({"error": "the zygote is gone"})
+            for fut in self.waiting.values():
+                if not fut.done():
+                    fut.set_exception(OSError("the zygote is gone"))
+            self.waiting.clear()
             self.conn.close()
+
+    def _answered(self, msg: dict[str, Any]) -> None:
+        """A spawn's answer. The child is known from here on, before any
+        report of its end (which comes after, on the same connection)."""
+        fut = self.waiting.pop(int(msg.get("id") or 0), None)
+        if "pid" not in msg:
+            if fut is not None and not fut.done():
+                fut.set_exception(OSError(f"the zygote could not fork: {msg.get('error')}"))
+            return
+        child = Forked(int(msg["pid"]), None)
+        self.children[child.pid] = child
+        if fut is None or fut.done():
+            # Its asker gave up (cancelled): nothing would supervise it.
+            signal_group(child.pid, signal.SIGKILL)
+        else:
+            fut.set_result(child)
 
     async def spawn(
         self, args: Sequence[str], env: Mapping[str, str], sockets: Sequence[tuple[str, int]]
     ) -> Forked:
         loop = asyncio.get_running_loop()
+        ident = next(self.ids)
+        fut: asyncio.Future[Forked] = loop.create_future()
+        self.waiting[ident] = fut
         read_end, write_end = os.pipe()
         try:
-            msg = {"args": list(args), "env": dict(env), "names": [n for n, _ in sockets]}
-            async with self.lock:
+            msg = {"id": ident, "args": list(args), "env": dict(env)}
+            msg["names"] = [n for n, _ in sockets]
+            try:
                 socket.send_fds(
                     self.conn, [json.dumps(msg).encode()], [write_end, *(fd for _, fd in sockets)]
                 )
-                async with asyncio.timeout(SPAWN_TIMEOUT_S):
-                    reply = await self.replies.get()
+            finally:
+                os.close(write_end)
+            async with asyncio.timeout(SPAWN_TIMEOUT_S):
+                child = await fut
         except BaseException:
+            self.waiting.pop(ident, None)
             os.close(read_end)
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                signal_group(fut.result().pid, signal.SIGKILL)  # started, but no one to own it
             raise
-        finally:
-            os.close(write_end)
-        if "pid" not in reply:
-            os.close(read_end)
-            raise OSError(f"the zygote could not fork: {reply.get('error', reply)}")
         reader = asyncio.StreamReader(loop=loop)
         pipe = os.fdopen(read_end, "rb", 0)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-        child = Forked(int(reply["pid"]), reader)
-        self.children[child.pid] = child
+        child.stderr = reader
         return child
 
     async def close(self) -> None:
