@@ -32,8 +32,9 @@ from roost.proc import spawn
 from roost.proc.stop import signal_group, terminate
 
 PACKET = 1 << 20
-# A zygote that does not answer a spawn within this long is taken as stuck.
-SPAWN_TIMEOUT_S = 30.0
+# A zygote that does not answer a spawn within this long is taken as stuck
+# (its first answer waits for its imports, slow on a loaded machine).
+SPAWN_TIMEOUT_S = 90.0
 
 
 class Forked:
