@@ -26,7 +26,8 @@ Printed, one `name value` line each:
 Then the per-app part, on the same platform: N small apps (`--apps`, 100;
 `--quick` 10), each examples/hello (Flask, one route) in its default
 formation (two web instances), deployed through the platform as a user does
-(`roost apps create`, `roost deploy`; `--parallel` deploys at a time), then
+(`roost apps create`, `roost deploy`; `--parallel` deploys at a time;
+`--config KEY=VALUE` sets a config var on each first), then
 every app asked for its page through the router. After a settle window the
 tree is measured again. A process counts as the app's own when it runs as
 the app's Unix user (`a<id>-<app>`: gunicorn's master and workers, in its
@@ -72,6 +73,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,12 +220,17 @@ def app_of(uid: int) -> int | None:
     return app_id if 0 < app_id <= MAX_APP_ID else None
 
 
-def deploy_app(platform: Platform, source: Path, work: Path, name: str) -> float:
-    """Create `name` and deploy a copy of `source` to it; the seconds it took."""
+def deploy_app(
+    platform: Platform, source: Path, work: Path, name: str, config: Sequence[str] = ()
+) -> float:
+    """Create `name` (with config vars `config`, KEY=VALUE, set before its
+    first release) and deploy a copy of `source` to it; the seconds it took."""
     app_dir = work / name
     shutil.copytree(source, app_dir)
     start = time.monotonic()
     platform.roost("apps", "create", name)
+    if config:
+        platform.roost("config", "set", *config, "--app", name)
     platform.roost("deploy", str(app_dir), "--app", name)
     return time.monotonic() - start
 
@@ -285,7 +292,9 @@ def app_figures(
     return lines
 
 
-def measure_apps(platform: Platform, n: int, parallel: int, settle_s: float) -> list[str]:
+def measure_apps(
+    platform: Platform, n: int, parallel: int, settle_s: float, config: Sequence[str] = ()
+) -> list[str]:
     """Deploy n apps, check each serves, settle, measure (see the module doc)."""
     idle_since = time.time()
     time.sleep(settle_s)
@@ -296,7 +305,10 @@ def measure_apps(platform: Platform, n: int, parallel: int, settle_s: float) -> 
         start = time.monotonic()
         with ThreadPoolExecutor(parallel) as pool:
             times = list(
-                pool.map(lambda a: deploy_app(platform, REPO / "examples" / "hello", work, a), apps)
+                pool.map(
+                    lambda a: deploy_app(platform, REPO / "examples" / "hello", work, a, config),
+                    apps,
+                )
             )
         deploy_s = time.monotonic() - start
     finally:
@@ -328,6 +340,13 @@ def main() -> None:
         default=INSTANCE_MEMORY_MB,
         help="ROOST_INSTANCE_MEMORY_MB for the platform (see the module doc)",
     )
+    ap.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config var every app gets before its first deploy, e.g. ROOST_WEB_THREADS=4",
+    )
     args = ap.parse_args()
     settle_s = 5.0 if args.quick else 20.0
     n = args.apps or (10 if args.quick else 100)
@@ -344,7 +363,7 @@ def main() -> None:
         lines = figures(before, after, window_s)
         for line in lines:
             print(line, flush=True)
-        app_lines = measure_apps(platform, n, args.parallel, settle_s)
+        app_lines = measure_apps(platform, n, args.parallel, settle_s, args.config)
         measured = set(after) | set(sample(platform))
     left = [p for p in measured if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
     assert not left, f"processes left running after the stop: {left}"
