@@ -101,16 +101,18 @@ def _served_by_every_instance(
     rc: RoostCluster, path: str, text: str, instances: int, app: str = APP
 ) -> set[str]:
     """GET `path` through the router until `instances` instances answered
-    (the router's table may take a moment to name a moved one); each answer
-    must be `text`: no instance may lack the file."""
+    (the router's table may take a moment to name a moved one: its table is
+    re-read every 15 s, and an instance that failed a request is ejected for
+    10 s); each answer must be `text`: no instance may lack the file."""
     seen: set[str] = set()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         r = _get(rc, path, app)
         assert r.status_code == 200 and r.text == text, (r.headers.get("X-Instance"), r.text)
         seen.add(r.headers["X-Instance"])
         if len(seen) == instances:
             return seen
+    print(rc.where(app), rc.logs_tail())
     raise AssertionError(f"only {seen} answered {path}")
 
 
