@@ -29,6 +29,7 @@ import fcntl
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +143,18 @@ def ensure(root: Path, app: str, quota_mb: int, owner: tuple[int, int] | None) -
     return tree
 
 
+def _still_attached(image: Path, within_s: float = 2.0) -> str:
+    """The loop device `image` is still attached to once an unmount has had
+    `within_s` to release it ("" when none): a loop device set to clear
+    itself at its last unmount is detached by the kernel a moment after
+    `umount` returns, and mounting it meanwhile fails ("already mounted or
+    mount point busy"), as a busy machine showed."""
+    deadline = time.monotonic() + within_s
+    while (device := attached_device(image)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return device
+
+
 def _grow(tree: Path, image: Path, old: int, new: int) -> None:
     """Grow the image's file system to `new` bytes: online (needs
     CAP_SYS_RESOURCE, which a container may lack), else offline when no
@@ -158,7 +171,7 @@ def _grow(tree: Path, image: Path, old: int, new: int) -> None:
         online = str(exc)
     try:
         _run("umount", str(tree))
-        if attached_device(image):  # still held: by sandboxes' own mounts
+        if _still_attached(image):  # still held: by sandboxes' own mounts
             raise QuotaError("the file system is in use")
         # 1: it corrected something (the lost+found each tree goes without).
         _run("e2fsck", "-f", "-p", str(image), ok=(0, 1))
@@ -169,7 +182,7 @@ def _grow(tree: Path, image: Path, old: int, new: int) -> None:
         log.warning("%s: the quota grows later (%s; %s)", tree.name, online, exc)
     finally:
         if not os.path.ismount(tree):
-            device = attached_device(image)
+            device = _still_attached(image)
             _run("mount", "-o", "loop,nosuid,nodev" if not device else "nosuid,nodev",
                  device or str(image), str(tree))  # fmt: skip
             with contextlib.suppress(OSError):
