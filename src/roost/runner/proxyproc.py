@@ -32,6 +32,7 @@ from pathlib import Path
 import psutil
 
 from roost.proc import spawn
+from roost.proc.wait import readable
 
 START_TIMEOUT_S = 30.0
 PIDFILE_POLL_S = 0.02
@@ -68,18 +69,7 @@ class Master:
         return True
 
     async def exited(self) -> None:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def wake() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        loop.add_reader(self.fd, wake)
-        try:
-            await done
-        finally:
-            loop.remove_reader(self.fd)
+        await readable(self.fd)
 
     async def stop(self, grace: float) -> None:
         """TERM (the master stops its workers), KILL after `grace`; returns

@@ -33,7 +33,7 @@ from pathlib import Path
 import psutil
 
 from roost.proc import spawn as proc
-from roost.proc.wait import kill_and_reap
+from roost.proc.wait import kill_and_reap, readable
 from roost.servicehost.spawn import BASE_ENV
 from roost.servicehost.user import ServiceUser
 
@@ -70,18 +70,7 @@ class Proc:
 
     async def exited(self) -> None:
         """Return once the process has exited (the pidfd turns readable)."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def wake() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        loop.add_reader(self.fd, wake)
-        try:
-            await done
-        finally:
-            loop.remove_reader(self.fd)
+        await readable(self.fd)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
