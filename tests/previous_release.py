@@ -13,6 +13,8 @@ import subprocess
 from pathlib import Path
 from typing import NamedTuple
 
+import roost
+
 ROOT = Path(__file__).resolve().parent.parent
 CHANGELOG = ROOT / "CHANGELOG.md"
 
@@ -41,7 +43,9 @@ def git(*args: str) -> str:
 
 def previous_release(text: str | None = None) -> Release:
     text = CHANGELOG.read_text() if text is None else text
-    versions = released_versions(text)
+    # At a release's own commit its section is already written (and cannot
+    # name its own commit): the release before this one is the newest other.
+    versions = [v for v in released_versions(text) if v != roost.__version__]
     assert versions, "CHANGELOG.md names no released version"
     commits = dict(_COMMIT.findall(text))
     version = versions[0]
