@@ -23,7 +23,7 @@ def test_this_version_is_newer_than_every_released_one() -> None:
     released = released_versions(CHANGELOG.read_text())
     assert released == sorted(released, key=key, reverse=True)
     mine = roost.__version__
-    # 0.2.0.dev0 comes after 0.1.0; once released it becomes ## [0.2.0].
+    # 0.3.0.dev0 comes after 0.2.0; once released it becomes ## [0.3.0].
     assert key(mine) > key(released[0]) or f"## [{mine}]" in CHANGELOG.read_text()
 
 

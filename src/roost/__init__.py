@@ -1,3 +1,3 @@
 """Roost: a self-hosted platform-as-a-service for Python web sites and daemons."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0.dev0"
