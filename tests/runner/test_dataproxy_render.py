@@ -13,6 +13,7 @@ from roost.runner.dataproxy import (
     decode_listeners,
     encode_listeners,
     render,
+    seed_state,
     servers_up,
 )
 
@@ -143,3 +144,47 @@ def test_the_listeners_file_round_trips_and_refuses_what_is_not_one() -> None:
     for bad in (b"{}", b"[{}]", b'[{"kind": "postgres", "name": "p", "local_port": "x"}]', b"!"):
         with pytest.raises(ProxyError, match="not a list of listeners"):
             decode_listeners(bad)
+
+
+KNOWN = """1
+# be_id be_name srv_id srv_name ...
+2 postgres-pair-a 1 10_0_0_1_5432 10.0.0.1 2 0 1 1 7 15 3 2 6 0 0 0 - 5432 - 0 8008 - - 8008
+2 postgres-pair-a 2 10_0_0_2_5432 10.0.0.2 0 0 1 1 7 15 2 0 6 0 0 0 - 5432 - 0 8008 - - 8008
+3 postgres-gone 1 10_0_0_9_5432 10.0.0.9 2 0 1 1 7 15 3 2 6 0 0 0 - 5432 - 0 8008 - - 8008
+"""
+
+
+def test_seed_state_keeps_known_servers_and_starts_new_ones_down() -> None:
+    text = seed_state(KNOWN, [pg(), pg("pair-b", 6002)])
+    lines = text.splitlines()
+    assert lines[0] == "1" and lines[1].startswith("# be_id be_name srv_id srv_name srv_addr")
+    by_key = {(c[1], c[3]): c for c in (x.split() for x in lines[2:])}
+    assert set(by_key) == {
+        ("postgres-pair-a", "10_0_0_1_5432"),
+        ("postgres-pair-a", "10_0_0_2_5432"),
+        ("postgres-pair-b", "10_0_0_1_5432"),
+        ("postgres-pair-b", "10_0_0_2_5432"),
+    }, "a listener no longer configured is dropped"
+    # Known: as HAProxy last had them (the primary up, the standby down).
+    assert by_key["postgres-pair-a", "10_0_0_1_5432"][5] == "2"
+    assert by_key["postgres-pair-a", "10_0_0_2_5432"][5] == "0"
+    # New: stopped, health 0, no forced ids; address and ports as configured.
+    new = by_key["postgres-pair-b", "10_0_0_2_5432"]
+    assert (new[0], new[2], new[4], new[5], new[12], new[15], new[16]) == (
+        "0",
+        "0",
+        "10.0.0.2",
+        "0",
+        "0",
+        "0",
+        "0",
+    )
+    assert (new[18], new[21]) == ("5432", "8008")
+    assert len(new) == len(lines[1].split()) - 1, "one value per field"
+
+
+def test_seed_state_on_a_first_start_has_every_server_down() -> None:
+    text = seed_state("", [pg()])
+    rows = [x.split() for x in text.splitlines()[2:]]
+    assert len(rows) == 2 and all(r[5] == "0" for r in rows)
+    assert seed_state("", []) == seed_state("garbage\n", [])

@@ -152,9 +152,14 @@ def _section(lst: ProxyListener, bind: str) -> list[str]:
         "on-marked-down shutdown-sessions"
     )
     for s in sorted(set(lst.servers)):
-        name = re.sub(r"[^A-Za-z0-9]+", "_", f"{s.host}_{s.port}")
-        out.append(f"    server {name} {_addr(s.host)}:{s.port} check port {s.check_port}")
+        out.append(
+            f"    server {_server_name(s)} {_addr(s.host)}:{s.port} check port {s.check_port}"
+        )
     return out
+
+
+def _server_name(s: ProxyServer) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", f"{s.host}_{s.port}")
 
 
 def render(listeners: Iterable[ProxyListener], bind: str, home: Path) -> str:
@@ -163,9 +168,9 @@ def render(listeners: Iterable[ProxyListener], bind: str, home: Path) -> str:
     `home`: where its stats socket (admin level: the adapter reads server
     states through it) and the server-state file kept across reloads are.
     A listener with no server still listens; HAProxy closes its connections.
-    A server just added counts as up until its first check (HAProxy 2.6 has
-    no initial-state setting): for a Patroni standby that is one check
-    interval in which a connection may reach it, and it refuses writes.
+    A server just added would count as up until its first check (HAProxy
+    2.6 has no `init-state`); the adapter starts it down through the
+    server-state file instead (`seed_state`).
     """
     socket_path, state_path = home / "haproxy.sock", home / "haproxy.state"
     wanted = sorted(listeners, key=lambda x: (x.kind, x.name))
@@ -193,6 +198,56 @@ def render(listeners: Iterable[ProxyListener], bind: str, home: Path) -> str:
     for lst in wanted:
         lines += [*_section(lst, bind), ""]
     return "\n".join(lines)
+
+
+# `show servers state`'s format (version 1), which HAProxy loads back.
+_STATE_VERSION = "1"
+_STATE_HEAD = (
+    "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight "
+    "srv_iweight srv_time_since_last_change srv_check_status srv_check_result "
+    "srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id "
+    "srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr "
+    "srv_agent_port"
+)
+
+
+def seed_state(known: str, listeners: Iterable[ProxyListener]) -> str:
+    """The server-state file HAProxy is (re)started with (pure): each
+    server's state from `known` (`show servers state` of the workers running
+    now, or "" on a first start), and every server not in it down.
+
+    Why: HAProxy 2.6 counts a server with no state as up until its first
+    check (and checks it about a second later at most), so a new listener
+    would send its first connections round-robin, some to a standby that
+    refuses writes or a Redis replica. Down, with no check passed yet
+    (health 0, rise 1), a server is up as soon as its first check passes.
+    Lines are matched by listener and server name (no forced ids); a line
+    for a server no longer configured is dropped.
+    """
+    wanted: dict[tuple[str, str], ProxyServer] = {
+        (f"{lst.kind}-{lst.name}", _server_name(s)): s for lst in listeners for s in lst.servers
+    }
+    lines = [_STATE_VERSION, _STATE_HEAD]
+    seen: set[tuple[str, str]] = set()
+    for line in known.splitlines():
+        cols = line.split()
+        if len(cols) < 5 or line.startswith("#"):
+            continue
+        key = (cols[1], cols[3])
+        if key in wanted and key not in seen:
+            seen.add(key)
+            lines.append(" ".join(cols))
+    for (backend, name), s in sorted(wanted.items()):
+        if (backend, name) in seen:
+            continue
+        # op_state 0 (stopped), admin 0, weights 1, check status 1 (not yet
+        # run), result 0 (unknown), health 0, check state 6 (configured and
+        # enabled, as HAProxy writes it), no forced ids, no fqdn.
+        lines.append(
+            f"0 {backend} 0 {name} {s.host.strip('[]')} 0 0 1 1 0 1 0 0 6 0 0 0 - "
+            f"{s.port} - 0 {s.check_port} - - {s.check_port}"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def servers_up(stat_csv: str) -> dict[str, list[str]]:
@@ -320,15 +375,23 @@ class DataProxy:
         await self._validate(tmp)
         os.replace(tmp, self.config)
         self._text = text
+        state = self.home / "haproxy.state"
         if running:
             assert self._proc is not None
-            with contextlib.suppress(OSError, TimeoutError):
-                (self.home / "haproxy.state").write_text(await self._ask("show servers state"))
+            try:
+                known = await self._ask("show servers state")
+            except (OSError, TimeoutError):
+                # The last states written, rather than every server down.
+                known = state.read_text() if state.exists() else ""
+            state.write_text(seed_state(known, wanted))
             self._proc.signal(signal.SIGUSR2)
             log.info("data proxy reloaded")
         else:
             if self._proc is not None:
                 self._proc.close()  # it ended; a new one takes its place
+            # A first start: nothing checked yet, so every server down; a
+            # state file left by an HAProxy that ended is not trusted.
+            state.write_text(seed_state("", wanted))
             try:
                 self._proc = await proxyproc.launch(
                     self.binary, self.config, self.pidfile, self.home / "haproxy.log", self.home
