@@ -15,10 +15,12 @@ from roost.controller.astore import AsyncStore
 from roost.controller.build_env import build_environment
 from roost.controller.core import Controller
 from roost.controller.deployflow import Event, build_move
+from roost.controller.pairproxy import PROXY_HOST
 from roost.controller.secretbox import SecretBox
 from roost.controller.service import ControllerService
 from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
+from roost.controller.store_pairs import PairRow
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.messages import BuildEnv, BuildEnvRequest, Error, ServiceCredentials
@@ -92,6 +94,29 @@ async def test_a_service_that_cannot_be_provisioned_fails_the_ask(
     _, service = world
     reply = await ask(service, "build-bravo", services=["postgres", "redis"])
     assert isinstance(reply, Error) and "provision redis" in reply.message
+
+
+async def test_an_app_on_a_pair_is_built_with_the_address_its_instances_get(
+    world: tuple[Store, ControllerService],
+) -> None:
+    """The build's code sees the runner's data proxy address, as the app's
+    instances do, not the servicehost that answered the provision: what a
+    build bakes from settings (collectstatic's output, a cached URL) must
+    hold where the app runs."""
+    store, service = world
+    pair = PairRow("pair-1", ("sh1", "sh2"), ("10.0.0.1", "10.0.0.2"), 5434, 8009, 6432)
+    assert store.add_service_pair(pair)
+    store.set_app_pair(store.app("alpha").id, "pair-1")
+    reply = await ask(service, "build-alpha", services=["postgres"])
+    assert isinstance(reply, BuildEnv)
+    assert reply.env["DATABASE_URL"] == f"postgres://alpha:alpha-pw-1@{PROXY_HOST}:6432/alpha"
+    assert (reply.env["PGHOST"], reply.env["PGPORT"]) == (PROXY_HOST, "6432")
+    # The addresses the runner's firewall opens are not the build's.
+    assert "ROOST_SERVICE_ADDRESSES" not in reply.env
+    # An app on no pair keeps the servicehost's address (one machine).
+    other = await ask(service, "build-bravo", services=["postgres"])
+    assert isinstance(other, BuildEnv)
+    assert other.env["DATABASE_URL"] == "postgres://bravo:bravo-pw-2@127.0.0.1:5432/bravo"
 
 
 def test_config_vars_override_service_variables() -> None:

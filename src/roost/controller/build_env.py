@@ -8,7 +8,9 @@ configuration; this answers for the app whose build `build_id` is, and only
 while that build is `building`: a builder cannot name another app, and a
 finished build's id opens nothing. The services the spec declares and the
 app lacks are provisioned here first (the deploy's own provisioning stage
-then finds nothing left to add). The answer travels CURVE-encrypted, as an
+then finds nothing left to add). An app on a servicehost pair is given the
+address its instances get, the runner's data proxy (controller.pairproxy).
+The answer travels CURVE-encrypted, as an
 instance's assignment does; the builder keeps it in the build's directory
 alone (roost.builder.pipeline), never in the image.
 """
@@ -23,7 +25,7 @@ from roost.controller.deployflow import Stage, stage_of
 from roost.controller.services import ServiceError
 from roost.controller.store import NotFound
 from roost.wire.dispatch import Entry, on
-from roost.wire.messages import BuildEnv, BuildEnvRequest, Error, Msg
+from roost.wire.messages import BuildEnv, BuildEnvRequest, Error, Msg, ServiceCredentials
 
 
 def build_environment(
@@ -66,6 +68,14 @@ class BuildEnvRpc:
                 return Error(message=str(exc))
             for kind in added:
                 await c.platform_log(app.name, f"-----> provisioned {kind}", build.id, "build")
-        creds = await services.credentials(app.id) if services is not None else []
+        creds: list[ServiceCredentials] = []
+        if services is not None:
+            # What its instances connect with: on a pair, the runner's data
+            # proxy address, not the servicehost that answered the provision
+            # (the build reaches neither: its firewall lets build code reach
+            # no platform host; what it bakes from settings must hold where
+            # the app runs).
+            await services.warm([app.id])
+            creds = services.app_credentials(app.id)
         config = await c.store.config_vars(app.id)
         return BuildEnv(build_id=build.id, env=build_environment(creds, config))
