@@ -106,8 +106,9 @@ class Settings:
     data_quota_mb: int = _setting(
         0,
         "ROOST_DATA_QUOTA_MB",
-        "servicehost/runner: each app's data directory quota in MiB, a file system of its own "
-        "(roost.datadir.quota; 0: none, a plain directory)",
+        "servicehost/runner/controller: each app's data directory quota in MiB, a file system "
+        "of its own (roost.datadir.quota; 0: none, a plain directory); an app's own size "
+        "(roost data quota) overrides it",
     )
     archive_days: float = _setting(
         7.0,

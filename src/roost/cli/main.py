@@ -56,6 +56,7 @@ COMMANDS: dict[str, str] = {
         )
     },
     "services": "roost.cli.services:services",
+    "data": "roost.cli.dataquota:data",
     "psql": "roost.cli.services:psql",
     "redis-cli": "roost.cli.services:redis_cli",
     "backups": "roost.cli.backups:backups",

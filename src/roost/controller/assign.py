@@ -38,6 +38,7 @@ class AssignmentInputs:
     memory_mb: int = 0
     # The runner's data proxy listeners for the app (controller.pairproxy).
     data_proxy: tuple[ProxyTarget, ...] = ()
+    data_quota_mb: int = 0  # the app's own; 0: the runner's default
 
 
 @dataclass
@@ -62,6 +63,7 @@ def instance_assignment(
         and old.app_id == inputs.app_id
         and old.memory_mb == inputs.memory_mb
         and tuple(old.data_proxy) == inputs.data_proxy
+        and old.data_quota_mb == inputs.data_quota_mb
     ):
         return old
     return InstanceAssignment(
@@ -76,6 +78,7 @@ def instance_assignment(
         app_id=inputs.app_id,
         memory_mb=inputs.memory_mb,
         data_proxy=list(inputs.data_proxy),
+        data_quota_mb=inputs.data_quota_mb,
     )
 
 

@@ -118,6 +118,7 @@ class AsyncStore:
     apps = _on_executor(Store.apps)
     delete_app = _on_executor(Store.delete_app)
     set_suspended = _on_executor(Store.set_suspended)
+    set_data_quota = _on_executor(Store.set_data_quota)
     create_build = _on_executor(Store.create_build)
     enqueue_build = _on_executor(Store.enqueue_build)
     claim_queued = _on_executor(Store.claim_queued)

@@ -572,6 +572,7 @@ class Controller:
                         app_id=a.row.id,
                         memory_mb=m.memory_of(p),
                         data_proxy=self.data_proxy(a.row.id),
+                        data_quota_mb=a.row.data_quota_mb,
                     )
                 )
             return inputs[key]

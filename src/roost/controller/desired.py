@@ -214,7 +214,7 @@ class Reader:
         rows = g["apps"].get(app_id)
         if rows is None:
             return None
-        i, name, owner, suspended, current, created = rows[0]
+        i, name, owner, suspended, current, created, quota = rows[0]
         formation, sizes = {}, {}
         for _, ptype, qty, mem in g["formation"].get(app_id, ()):
             formation[ptype] = qty
@@ -222,7 +222,8 @@ class Reader:
                 sizes[ptype] = mem
         return AppInputs(
             row=AppRow(id=i, name=name, owner_id=owner, suspended=bool(suspended),
-                       current_release=current, created_at=created),
+                       current_release=current, created_at=created,
+                       data_quota_mb=quota or 0),
             formation=formation,
             sizes=sizes,
             pending=self._pending.get(app_id, ()),

@@ -95,7 +95,9 @@ class GatewayRpc:
 
     async def _access(self, msg: AppAccess) -> Msg:
         app = await self._app(msg.account_id, msg.app)
-        return AppGrant(app=app.name, app_key=app.key, app_id=app.id)
+        return AppGrant(
+            app=app.name, app_key=app.key, app_id=app.id, data_quota_mb=app.data_quota_mb
+        )
 
     async def _apps(self, msg: AccountApps) -> Msg:
         who = await self._account(msg.account_id)
@@ -103,7 +105,11 @@ class GatewayRpc:
         if not who.is_admin:
             visible = await self.c.store.apps_visible_to(who.id)
             apps = [a for a in apps if a.id in visible or a.owner_id == who.id]
-        return AppNames(apps=sorted(a.name for a in apps), ids={a.name: a.id for a in apps})
+        return AppNames(
+            apps=sorted(a.name for a in apps),
+            ids={a.name: a.id for a in apps},
+            data_quotas={a.name: a.data_quota_mb for a in apps if a.data_quota_mb},
+        )
 
     async def _keys(self, msg: AppKeysRequest) -> Msg:
         """The current key of each named app that exists (gateways' cache sweep:

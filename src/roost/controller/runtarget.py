@@ -69,6 +69,7 @@ async def target_for(
         app_id=app.id,
         memory_mb=c.settings.instance_memory_mb,
         data_proxy=list(c.data_proxy(app.id)),
+        data_quota_mb=app.data_quota_mb,
     )
     return RunTarget(
         host_id=host.host_id,

@@ -53,6 +53,8 @@ class AppRow:
     suspended: bool
     current_release: int | None
     created_at: float
+    # Its data directory's own quota in MiB; 0: the platform's (issue 17).
+    data_quota_mb: int = 0
 
     @property
     def key(self) -> str:
@@ -87,6 +89,7 @@ def _app(row: Any) -> AppRow:
         suspended=bool(row.suspended),
         current_release=row.current_release,
         created_at=row.created_at,
+        data_quota_mb=row.data_quota_mb or 0,
     )
 
 
@@ -211,6 +214,13 @@ class Store(
             ):
                 c.execute(delete(table).where(table.c.app_id == app.id))
             c.execute(delete(t.apps).where(t.apps.c.id == app.id))
+            bump_desired(c)
+
+    def set_data_quota(self, app_id: int, quota_mb: int | None) -> None:
+        """The app's own data quota in MiB (None: the platform's again).
+        Counted as a change to desired state: assignments carry it."""
+        with self.engine.begin() as c:
+            c.execute(update(t.apps).where(t.apps.c.id == app_id).values(data_quota_mb=quota_mb))
             bump_desired(c)
 
     def set_suspended(self, app_id: int, suspended: bool) -> None:

@@ -35,6 +35,7 @@ APPS = select(
     t.apps.c.suspended,
     t.apps.c.current_release,
     t.apps.c.created_at,
+    t.apps.c.data_quota_mb,
 )
 FORMATION = select(
     t.formation.c.app_id,

@@ -201,6 +201,7 @@ class Gateway:
                 options=cmd.options,
                 paths=cmd.paths,
                 app_id=grant.app_id if grant is not None else 0,
+                data_quota_mb=grant.data_quota_mb if grant is not None else 0,
             )
             log.info("%s: %s by %s: %s", cmd.app, cmd.tool, who.email, ch.command)
             return await self._on_servicehost(ch, start)
@@ -256,6 +257,7 @@ class Gateway:
             tool="sftp",
             apps=apps.apps,
             app_ids=apps.ids,
+            data_quotas=apps.data_quotas,
         )
         log.info("sftp by %s (%d apps)", who.email, len(apps.apps))
         return await self._on_servicehost(ch, start)

@@ -156,26 +156,30 @@ def prepare_dirs(
     bundle_dir: Path | None,
     socket_dir: Path | None = None,
     chown: bool = True,
+    data_quota_mb: int = 0,
 ) -> None:
     """Create the app's directories with the ownership described above.
 
     `chown` False (no root: nothing to give) only creates them.
+    `data_quota_mb`: the app's own data quota (its assignment's), else the
+    runner's ROOST_DATA_QUOTA_MB.
     """
     home = layout.app_home(app)
     data = layout.data_directory(app)
-    if chown and layout.data_quota_mb and layout.owns_tree and layout.appdata_root:
+    quota_mb = data_quota_mb or layout.data_quota_mb
+    if chown and quota_mb and layout.owns_tree and layout.appdata_root:
         # Mounted before any sandbox binds it: a bind of the bare directory
         # would be written under the mount, where no one else reads.
         try:
-            quota.ensure(layout.appdata_root, app, layout.data_quota_mb, (ident.uid, ident.gid))
+            quota.ensure(layout.appdata_root, app, quota_mb, (ident.uid, ident.gid))
         except quota.QuotaError as exc:
             raise ConfineError(f"the data directory of {app} has no quota: {exc}") from None
-    elif chown and layout.data_quota_mb and layout.appdata_root and _shared(layout):
+    elif chown and quota_mb and layout.appdata_root and _shared(layout):
         # A cluster's shared tree: a mount of the app's own subtree with its
         # quota (roost.datadir.weedquota), over ROOT/APP before any bind.
         try:
             weedquota.ensure(
-                layout.data_dir, layout.appdata_root, app, layout.data_quota_mb,
+                layout.data_dir, layout.appdata_root, app, quota_mb,
                 (ident.uid, ident.gid),
             )  # fmt: skip
         except OSError as exc:

@@ -300,6 +300,8 @@ class RunnerRpc:
             defaults=self.tenant_defaults,
             image_mounts=tuple(filter(None, [interpreter_mount(root)])),
         )
-        prepare_dirs(spec.identity, self.layout, a.app, bundle_dir=bundle_dir)
+        prepare_dirs(
+            spec.identity, self.layout, a.app, bundle_dir=bundle_dir, data_quota_mb=a.data_quota_mb
+        )
         give_tree(spec.identity, self.layout.data_directory(a.app))
         return self.tenancy.prepare(spec, launch.argv)

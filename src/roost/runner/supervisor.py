@@ -489,7 +489,10 @@ class Supervisor(Arbiter[Event, Action]):
             socket_dir=socket_dir,
             image_mounts=tuple(filter(None, [interpreter_mount(image_root)])),
         )
-        prepare_dirs(spec.identity, self.layout, a.app, bundle_dir=bundle, socket_dir=socket_dir)
+        prepare_dirs(
+            spec.identity, self.layout, a.app, bundle_dir=bundle, socket_dir=socket_dir,
+            data_quota_mb=a.data_quota_mb,
+        )  # fmt: skip
         give_tree(spec.identity, self.layout.data_directory(a.app))
         return self.tenancy.prepare(spec, launch.argv)
 

@@ -57,6 +57,9 @@ class AppData:
         self.archive_root = archive if archive is not None else root.parent / "archive"
         # Each app's quota in MiB: its tree a file system of its own (0: none).
         self.quota_mb = 0
+        # Whether trees here take quotas at all (not in a tree an operator
+        # mounted, ROOST_APPDATA_ROOT): an app's own size applies only then.
+        self.quotas = True
         # In a cluster's shared tree: mounts ROOT/APP with a quota of its own
         # (app, MiB, owner; roost.datadir.weedquota) instead of an image.
         self.shared_quota: Callable[[str, int, tuple[int, int]], None] | None = None
@@ -81,15 +84,17 @@ class AppData:
         except (FileNotFoundError, ValueError):
             self._versions = {}
 
-    def dir(self, app: str, owner: tuple[int, int] | None = None) -> Path:
+    def dir(self, app: str, owner: tuple[int, int] | None = None, quota_mb: int = 0) -> Path:
         """The app's directory (created on first use), owned by `owner` (the
-        app's own user, whose transfer tools write there) or else `self.owner`."""
+        app's own user, whose transfer tools write there) or else `self.owner`;
+        `quota_mb`: the app's own quota (`roost data quota`), else the host's."""
         d = self.root / check_app(app)
         owner = owner or self.owner
-        if self.quota_mb and self.shared_quota is not None and owner is not None:
-            self.shared_quota(app, self.quota_mb, owner)
-        elif self.quota_mb and self.shared_quota is None:
-            quota.ensure(self.root, app, self.quota_mb, owner)
+        size = (quota_mb or self.quota_mb) if self.quotas else 0
+        if size and self.shared_quota is not None and owner is not None:
+            self.shared_quota(app, size, owner)
+        elif size and self.shared_quota is None:
+            quota.ensure(self.root, app, size, owner)
         if not d.is_dir():
             d.mkdir(mode=0o700)
             os.chmod(d, 0o700)  # whatever the umask: the app's files are its own

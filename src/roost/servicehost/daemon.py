@@ -136,6 +136,7 @@ async def _serve(
         # not inside a mount an operator made (ROOST_APPDATA_ROOT). In the
         # cluster's shared tree, a mount of each app's own (weedquota.py).
         appdata.quota_mb = 0 if settings.appdata_root else settings.data_quota_mb
+        appdata.quotas = not settings.appdata_root
         if weed is not None:
             appdata.shared_quota = functools.partial(weedquota.ensure, data_dir, root)
         appdata.create()

@@ -195,10 +195,13 @@ class DataSessions:
         users = app_users(msg) if self.user.dropped else {}
         if msg.tool == "sftp":
             for a in msg.apps:
-                await asyncio.to_thread(self.data.dir, a, _pair(users.get(a)))
+                quota_mb = msg.data_quotas.get(a, 0)
+                await asyncio.to_thread(self.data.dir, a, _pair(users.get(a)), quota_mb)
             cwd = self.data.root
         else:
-            cwd = await asyncio.to_thread(self.data.dir, msg.app, _pair(users.get(msg.app)))
+            cwd = await asyncio.to_thread(
+                self.data.dir, msg.app, _pair(users.get(msg.app)), msg.data_quota_mb
+            )
         owner = (self.user.uid, self.user.gid) if self.user.dropped else None
         argv, may_write = build_argv(msg, cwd, owner, users)
         # The sftp server drops privileges itself, after its imports.

@@ -58,6 +58,9 @@ apps = Table(
     Column("suspended", Boolean, nullable=False, default=False),
     # Version of the release that serves traffic; NULL before the first deploy.
     Column("current_release", Integer, nullable=True),
+    # The app's own size for its data directory in MiB (`roost data quota`);
+    # NULL: the platform's ROOST_DATA_QUOTA_MB (migration 0023).
+    Column("data_quota_mb", Integer, nullable=True),
 )
 
 # Counters that only grow: the next app id is one more than its row

@@ -68,6 +68,9 @@ class InstanceAssignment(msgspec.Struct, frozen=True, kw_only=True):
     # a servicehost pair: the address its credentials name); [] when none
     # or from an older controller.
     data_proxy: list[ProxyTarget] = []
+    # The app's own data quota in MiB (`roost data quota`, issue 17); 0: the
+    # runner's ROOST_DATA_QUOTA_MB, as from an older controller.
+    data_quota_mb: int = 0
 
 
 # Where every runner's data proxy listens, the same on every runner (an app's
@@ -519,6 +522,7 @@ class AccountApps(Msg, frozen=True, kw_only=True):
 class AppNames(Msg, frozen=True, kw_only=True):
     apps: list[str] = []
     ids: dict[str, int] = {}  # each app's numeric id (its data's owner)
+    data_quotas: dict[str, int] = {}  # each app's own data quota in MiB, where set
 
 
 class AppGrant(Msg, frozen=True, kw_only=True):
@@ -528,6 +532,9 @@ class AppGrant(Msg, frozen=True, kw_only=True):
     app: str
     app_key: str
     app_id: int = 0
+    # The app's own data quota in MiB (0: the platform's), for the data
+    # sessions the gateway starts on the servicehost (DataStart).
+    data_quota_mb: int = 0
 
 
 class AppKeysRequest(Msg, frozen=True, kw_only=True):
@@ -642,6 +649,10 @@ class DataStart(Msg, frozen=True, kw_only=True):
     # servicehost's shared tools user.
     app_id: int = 0
     app_ids: dict[str, int] = {}
+    # The apps' own data quotas in MiB (AppGrant.data_quota_mb; 0 or
+    # missing: the servicehost's ROOST_DATA_QUOTA_MB).
+    data_quota_mb: int = 0
+    data_quotas: dict[str, int] = {}
 
 
 class ExecInput(Msg, frozen=True, kw_only=True):

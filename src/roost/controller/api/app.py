@@ -18,6 +18,7 @@ from roost.controller.api import (
     backups,
     certs,
     dashboard,
+    dataquota,
     deploys,
     deps,
     epio,
@@ -107,6 +108,7 @@ def create_api(
         certs,
         logdrains,
         notify,
+        dataquota,
     ):
         api.include_router(module.router)
     return api

@@ -127,7 +127,11 @@ async def service_info(
     app = await app_for_member(c, who, name)
     b = broker(c)
     if kind == "data":
-        return data_info(b.status.values(), app.name)
+        info = data_info(b.status.values(), app.name)
+        # Not mounted on the servicehost (no session there since it
+        # started, or a cluster's servicehost): the size the app is given.
+        own = app.data_quota_mb or c.settings.data_quota_mb
+        return {**info, "quota_bytes": own << 20} if own and not info["quota_bytes"] else info
     for cr in await b.credentials(app.id):
         if cr.kind == kind:
             info = {f: getattr(cr, f) for f in cr.__struct_fields__ if f != "copy"}
