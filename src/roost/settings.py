@@ -378,6 +378,12 @@ class Settings:
     sentinel_port: int = _setting(
         26379, "ROOST_SENTINEL_PORT", "servicehost pairs: Redis Sentinel's port on every host"
     )
+    pair_stuck_after_s: float = _setting(
+        60.0,
+        "ROOST_PAIR_STUCK_AFTER_S",
+        "servicehost pairs: how long a standby may run without streaming from a running "
+        "primary before it is made again from it (its WAL gone, servicehost/pgrejoin.py)",
+    )
     services_user: str = _setting(
         "roost-services", "ROOST_SERVICES_USER", "servicehost: user PostgreSQL/Redis run as (root)"
     )

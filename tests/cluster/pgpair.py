@@ -52,6 +52,9 @@ class PairKit:
         self.runner = net.add_host("runner1")
         self.hosts = [*self.sh, self.runner]
         self.plan: PairPlan = new_pair("p1", [h.ip for h in self.sh], [h.ip for h in self.hosts])
+        # Each member's environment (`roost.servicehost.pgpair` reads its
+        # settings from it): a test may add to it before starting one.
+        self.member_env = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
 
     # ------------------------------------------------------------ start
 
@@ -71,8 +74,7 @@ class PairKit:
             h.data.chmod(0o755)
             (h.data / PAIR_FILE).write_bytes(msgspec.json.encode(for_host(self.plan, h.ip)))
             argv = [sys.executable, "-m", "roost.servicehost.pgpair", str(h.data)]
-            env = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
-            self.net.spawn(h, argv, env, self.log(h, "pgpair"), cwd=Path.cwd())
+            self.net.spawn(h, argv, self.member_env, self.log(h, "pgpair"), cwd=Path.cwd())
         cfg = self.base / "proxy"
         cfg.mkdir(mode=0o700)
         listener = ProxyListener(

@@ -42,8 +42,14 @@ def churn(kit: PairKit, host: Host, rounds: int) -> None:
             c.execute("CHECKPOINT")
 
 
+# How long a member's watch lets it sit without streaming before it makes it
+# again: 60 s by default, short here so that the test waits less for it.
+STUCK_AFTER_S = 10
+
+
 def test_a_standby_back_after_its_wal_is_gone_is_made_again(network: Network) -> None:
     kit = PairKit(network)
+    kit.member_env["ROOST_PAIR_STUCK_AFTER_S"] = str(STUCK_AFTER_S)
     kit.start()
     primary = wait_for(kit.primary, 30, "Patroni to name the primary")
     standby = kit.other(primary)
@@ -74,6 +80,7 @@ def test_a_standby_back_after_its_wal_is_gone_is_made_again(network: Network) ->
         n = len(writer.acked)
         wait_for(lambda: len(writer.acked) >= n + 100, 60, "writes while it is away")
 
+        said_before = kit.log(standby, "pgpair").stat().st_size
         start_member(kit, standby)
 
         def whole() -> bool:
@@ -88,8 +95,9 @@ def test_a_standby_back_after_its_wal_is_gone_is_made_again(network: Network) ->
             raise
         # Made again by its own watch (servicehost/pgrejoin.py): Patroni
         # alone leaves it asking for the removed segment for ever.
-        said = kit.log(standby, "pgpair").read_text(errors="replace")
-        assert "reinitializing it from the primary" in said
+        said = kit.log(standby, "pgpair").read_bytes()[said_before:].decode(errors="replace")
+        assert f"has not streamed for {STUCK_AFTER_S} s" in said, said[-3000:]
+        assert "reinitializing it from the primary" in said, said[-3000:]
         n = len(writer.acked)
         wait_for(lambda: len(writer.acked) >= n + 50, 60, "writes with it back")
     finally:

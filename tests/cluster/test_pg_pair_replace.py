@@ -38,8 +38,7 @@ def start_member(kit: PairKit, host: Host) -> None:
     host.data.chmod(0o755)
     (host.data / PAIR_FILE).write_bytes(msgspec.json.encode(for_host(kit.plan, host.ip)))
     argv = [sys.executable, "-m", "roost.servicehost.pgpair", str(host.data)]
-    env = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1"}
-    kit.net.spawn(host, argv, env, kit.log(host, "pgpair"), cwd=Path.cwd())
+    kit.net.spawn(host, argv, kit.member_env, kit.log(host, "pgpair"), cwd=Path.cwd())
 
 
 def slots(kit: PairKit, host: Host) -> set[str]:

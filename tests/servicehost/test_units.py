@@ -298,6 +298,8 @@ def test_limits_settings_must_leave_each_app_something() -> None:
     why = limits_problem(Settings(pg_slot_wal_keep_mb=16))
     assert why is not None and why.startswith("ROOST_PG_SLOT_WAL_KEEP_MB must be at least 32")
     assert limits_problem(Settings(pg_slot_wal_keep_mb=32)) is None
+    why = limits_problem(Settings(pair_stuck_after_s=0))
+    assert why is not None and why.startswith("ROOST_PAIR_STUCK_AFTER_S must be above 0")
 
 
 def test_a_slot_holds_at_most_the_setting_s_wal() -> None:

@@ -105,6 +105,8 @@ def limits_problem(settings: Settings) -> str | None:
             "ROOST_POSTGRES_CONNECTION_LIMIT must be at least 1 "
             f"(got {settings.postgres_connection_limit})"
         )
+    if not settings.pair_stuck_after_s > 0:
+        return f"ROOST_PAIR_STUCK_AFTER_S must be above 0 (got {settings.pair_stuck_after_s})"
     if settings.redis_memory_mb < 1:
         return f"ROOST_REDIS_MEMORY_MB must be at least 1 (got {settings.redis_memory_mb})"
     if settings.pg_slot_wal_keep_mb < MIN_SLOT_WAL_KEEP_MB:
@@ -203,7 +205,9 @@ class ServiceHost:
         self._limits = tg.create_task(self._apply_connection_limits())
         # Its pair member made again from the primary when it cannot stream
         # any more (pgrejoin.py); idle while this host is in no pair.
-        self._rejoin = tg.create_task(pgrejoin.watch(lambda: self.pg_pair))
+        self._rejoin = tg.create_task(
+            pgrejoin.watch(lambda: self.pg_pair, self.settings.pair_stuck_after_s)
+        )
         if self.pairs is not None:
             self.pairs.start_sentinel()
         for svc in self.state.of_kind("redis"):

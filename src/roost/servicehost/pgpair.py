@@ -44,6 +44,7 @@ from roost import patroni
 from roost.daemonize import run_daemon
 from roost.proc.exits import ConfigError
 from roost.proc.supervise import Program
+from roost.settings import Settings
 from roost.sysuser import Account
 
 log = logging.getLogger("roost.servicehost")
@@ -180,6 +181,9 @@ def prepare(plan: PairPlan, home: Path, who: Account) -> list[str]:
 
 async def serve(data_dir: Path, stop: asyncio.Event) -> None:
     plan = load_plan(data_dir)
+    stuck_after_s = Settings.from_env().pair_stuck_after_s
+    if not stuck_after_s > 0:
+        raise ConfigError(f"ROOST_PAIR_STUCK_AFTER_S must be above 0 (got {stuck_after_s})")
     home = data_dir / "pgpair"
 
     def programs(who: Account) -> list[Program]:
@@ -191,7 +195,7 @@ async def serve(data_dir: Path, stop: asyncio.Event) -> None:
 
     async with asyncio.TaskGroup() as tg:
         # Made again from the primary when it cannot stream any more.
-        rejoining = tg.create_task(pgrejoin.watch(lambda: plan))
+        rejoining = tg.create_task(pgrejoin.watch(lambda: plan, stuck_after_s))
         await patroni.supervise(USER, home, programs, stop, log)
         rejoining.cancel()
 

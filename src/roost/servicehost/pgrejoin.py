@@ -11,7 +11,8 @@ whose timeline diverged, but does not re-copy one that merely fell too far
 behind (tests/cluster/test_pg_pair_rejoin.py showed it stuck).
 
 So each member watches itself (`watch`, beside its Patroni): when it has
-been a replica with no WAL receiver streaming for `STUCK_AFTER_S` while
+been a replica with no WAL receiver streaming for `STUCK_AFTER_S` (the
+setting ROOST_PAIR_STUCK_AFTER_S; tests make it short) while
 the pair has a running leader, it asks its own Patroni to reinitialize it
 (`POST /reinitialize`: the data directory removed, a fresh pg_basebackup
 from the leader), which is what an operator would do by hand with
@@ -148,10 +149,15 @@ async def reinitialize(plan: PairPlan) -> str:
     return f"{r.status_code} {r.text.strip()}"
 
 
-async def watch(plan_of: Callable[[], PairPlan | None], every: float = LOOK_EVERY_S) -> None:
+async def watch(
+    plan_of: Callable[[], PairPlan | None],
+    stuck_after_s: float = STUCK_AFTER_S,
+    every: float = LOOK_EVERY_S,
+) -> None:
     """Until cancelled: look at this member (while there is one) and make it
-    again once it is stuck (module docstring)."""
-    stuck = Stuck()
+    again once it has not streamed for `stuck_after_s` (module docstring;
+    the setting ROOST_PAIR_STUCK_AFTER_S)."""
+    stuck = Stuck(after_s=stuck_after_s)
     loop = asyncio.get_running_loop()
     while True:
         plan = plan_of()
