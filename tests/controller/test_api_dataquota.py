@@ -25,6 +25,7 @@ from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state.db import make_engine, migrate, sqlite_url
 from roost.wire.messages import DataUse, ServiceHostStatus
+from tests.releases import go_live
 
 MB = 1 << 20
 SPEC = AppSpec(
@@ -77,10 +78,14 @@ def test_an_owner_sets_shows_and_resets_its_quota(env: Env) -> None:
     assert client.get(url, headers=h).json() == {
         "app": "shop", "quota_mb": None, "default_mb": 0, "effective_mb": 0, "used_bytes": 0,
     }  # fmt: skip
+    app_id = store.app("shop").id
+    go_live(store, app_id, store.create_release(app_id, "b1", "sha256:aa", "", SPEC, "", "first"))
     before = store.desired_version()
     r = client.put(url, json={"size": "2G"}, headers=h)
     assert r.status_code == 200, r.text
     assert r.json()["quota_mb"] == 2048 and r.json()["effective_mb"] == 2048
+    # Its instances roll onto the size through a fresh copy of the release.
+    assert r.json()["release"] == 2 and store.release(app_id, 2).description == "data quota 2.0 GB"
     assert store.app("shop").data_quota_mb == 2048
     assert store.desired_version() > before  # the reconcile reads it again
     assert any(e["kind"] == "data-quota" for e in client.get("/api/events", headers=h).json())
@@ -177,6 +182,11 @@ def test_the_quota_reaches_every_assignment(env: Env) -> None:
 
     book.update(placed, src, ["h1"])
     assert book.hosts["h1"].content[0].data_quota_mb == 0
-    quota["mb"] = 512  # a new size: a new assignment, the instance restarts onto it
+    # A new size: the running instance keeps its assignment (no restart);
+    # the fresh release's instances bring the size in.
+    quota["mb"] = 512
+    assert book.update(placed, src, ["h1"]) == []
+    assert book.hosts["h1"].content[0].data_quota_mb == 0
+    placed.append(Placement("shop-web-2", "shop", 2, "web", 1, "h1"))
     assert book.update(placed, src, ["h1"]) == ["h1"]
-    assert book.hosts["h1"].content[0].data_quota_mb == 512
+    assert book.hosts["h1"].content[1].data_quota_mb == 512

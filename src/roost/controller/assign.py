@@ -38,7 +38,10 @@ class AssignmentInputs:
     memory_mb: int = 0
     # The runner's data proxy listeners for the app (controller.pairproxy).
     data_proxy: tuple[ProxyTarget, ...] = ()
-    data_quota_mb: int = 0  # the app's own; 0: the runner's default
+    # The app's own data quota (0: the runner's default). Not compared for
+    # reuse: a running instance keeps the size it started with, and a new
+    # size comes with a fresh release's instances (api/dataquota.py).
+    data_quota_mb: int = 0
 
 
 @dataclass
@@ -63,7 +66,6 @@ def instance_assignment(
         and old.app_id == inputs.app_id
         and old.memory_mb == inputs.memory_mb
         and tuple(old.data_proxy) == inputs.data_proxy
-        and old.data_quota_mb == inputs.data_quota_mb
     ):
         return old
     return InstanceAssignment(

@@ -1,9 +1,10 @@
 """Each app's own data quota (issue 17): `roost data quota APP [SIZE]`.
 
 The size is stored with the app (apps.data_quota_mb, migration 0023) and
-carried to its runners in every assignment (InstanceAssignment.data_quota_mb:
-an instance restarts onto it, growing its tree's image or remounting its
-collection with the new size) and to the servicehost with each data session
+carried to its runners in the assignments of instances started since
+(InstanceAssignment.data_quota_mb: a change rolls a fresh copy of the
+serving release, whose instances grow the tree's image, or remount its
+collection, with the new size) and to the servicehost with each data session
 (AppGrant, DataStart). A size below what the app stores, as the servicehost
 last reported it, is refused here; the hosts refuse it too (quota.plan).
 """
@@ -72,11 +73,20 @@ async def _set(c: Controller, who: Account, app: AppRow, own_mb: int) -> dict[st
         why = quotasize.refusal(new, _used(c, app))
         if why is not None:
             raise ApiError(409, f"{app.name}: {why}")
+    release = None
     if own_mb != app.data_quota_mb:
         await c.store.set_data_quota(app.id, own_mb or None)
         await c.store.add_event("data-quota", f"{app.name}: data quota {_says(new)}", app.id)
+        if app.current_release is not None:
+            # Running instances keep the size they started with (their
+            # assignments are reused: assign.py does not compare it); a fresh
+            # copy of the serving release rolls new ones in with the new
+            # size, without downtime, as a config change does.
+            release = await c.store.copy_release(
+                app.id, app.current_release, f"data quota {_says(new)}"
+            )
         c.wake.set()
-    return shown(c, await c.store.app(app.name))
+    return {**shown(c, await c.store.app(app.name)), "release": release}
 
 
 def _says(mb: int) -> str:
