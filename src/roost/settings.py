@@ -357,6 +357,12 @@ class Settings:
     tenant_tmp_mb: int = _setting(
         256, "ROOST_TENANT_TMP_MB", "runner: size of a tenant process's private /tmp"
     )
+    spare_after_s: float = _setting(
+        600.0,
+        "ROOST_SPARE_AFTER_S",
+        "controller: a paired servicehost silent this long is replaced by a spare that "
+        "answers, as `roost servicehost replace` does (controller/spare.py; 0: never)",
+    )
     postgres_port: int = _setting(
         0, "ROOST_POSTGRES_PORT", "servicehost: PostgreSQL port (0 = pick a free one once, kept)"
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 import uvicorn
 
 from roost import __version__
-from roost.controller import pgwatch, upgrade
+from roost.controller import pgwatch, spare, upgrade
 from roost.controller.acme import AcmeRunner
 from roost.controller.acme import settings_problem as acme_settings_problem
 from roost.controller.api.app import create_api
@@ -169,6 +169,8 @@ async def serve(
                     tg.create_task(
                         pgwatch.watch_loop(controller, astore, lambda: controller.is_leader)
                     ),
+                    # A lost paired servicehost replaced by a spare (issue 16).
+                    tg.create_task(spare.spare_loop(controller, lambda: controller.is_leader)),
                     tg.create_task(
                         upgrade.capture_pending(
                             data_dir, controller.backups, lambda: service.platform.served

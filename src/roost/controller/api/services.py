@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from roost.controller import lifecycle, redispair, replace
+from roost.controller import lifecycle, redispair, replace, replaceflow
 from roost.controller.api.deps import (
     ApiError,
     CurrentAccount,
@@ -32,13 +33,7 @@ def broker(c: Controller) -> ServiceBroker:
     return c.services
 
 
-async def _roll(c: Controller, app: AppRow, why: str) -> int | None:
-    """Instances pick up changed credentials through a fresh release."""
-    if app.current_release is None:
-        return None
-    version = await c.store.copy_release(app.id, app.current_release, why)
-    c.wake.set()
-    return version
+_roll = replaceflow.roll  # instances pick up changed credentials through a fresh release
 
 
 @router.get("/apps/{name}/services")
@@ -193,34 +188,14 @@ async def replace_servicehost(
     when NEW is unknown, in a pair or holding services. The apps on those
     pairs get a fresh release: their runners' data proxies learn of NEW."""
     require_admin(who, "replacing a servicehost")
-    b = broker(c)
-    if b.hosts is None:
-        raise ApiError(409, "no servicehost is configured on this platform: nothing to replace")
+    broker(c)
     try:
-        done = await replace.replace(c.store, b.hosts, old, body.new)
+        done = await replaceflow.carry_out(c, old, body.new)
     except replace.ReplaceRefused as exc:
         raise ApiError(exc.status, str(exc)) from None
     except RuntimeError as exc:
-        await c.store.add_event("servicehost-replace-failed", f"{old} by {body.new}: {exc}")
         raise ApiError(502, f"{exc} (run the command again to finish)") from None
-    b.forget(done.apps)
-    rolled = []
-    for app_id in done.apps:
-        app = await c.store.app_by_id(app_id)
-        if await _roll(c, app, f"servicehost {old} replaced by {body.new}") is not None:
-            rolled.append(app.name)
-    summary = f"{old} replaced by {body.new} in pair(s) {', '.join(done.pairs)}"
-    if done.problems:
-        summary += "; " + "; ".join(done.problems)
-    await c.store.add_event("servicehost-replaced", summary)
-    return {
-        "old": old,
-        "new": body.new,
-        "pairs": done.pairs,
-        "redis_replicas": done.redis,
-        "rolled": rolled,
-        "problems": done.problems,
-    }
+    return dataclasses.asdict(done)
 
 
 @router.get("/servicehosts")
