@@ -39,6 +39,11 @@ def tree(root: Path) -> Path:
     (root / "lib" / "pkg" / "data.bin").write_bytes(bytes(range(256)) * (12 << 10))
     (root / "bin" / "python").symlink_to("/usr/bin/python3")
     (root / "pyvenv.cfg").write_text("relocatable = true\n")
+    for p in (root / "bin", root / "lib", root / "lib" / "pkg"):
+        os.chmod(p, 0o755)  # whatever the umask the tests run under
+    for p in (root / "lib" / "pkg" / "__init__.py", root / "lib" / "pkg" / "data.bin",
+              root / "pyvenv.cfg"):  # fmt: skip
+        os.chmod(p, 0o644)
     return root
 
 
@@ -175,6 +180,8 @@ def test_a_tampered_file_is_refused_even_when_the_cache_vouched_for_it(tmp_path:
         ),
         (lambda r: (r / "pyvenv.cfg").unlink(), "'pyvenv.cfg' is missing"),
         (lambda r: os.chmod(r / "pyvenv.cfg", 0o755), "'pyvenv.cfg' has mode 755, listed 644"),
+        (lambda r: os.chmod(r / "bin" / "tool", 0o4755), "'bin/tool' has mode 4755, listed 755"),
+        (lambda r: os.chmod(r / "bin", 0o775), "'bin' has mode 775, listed 755"),
         (lambda r: (r / "pyvenv.cfg").write_text("home = /evil\n"), "'pyvenv.cfg' is 13 bytes"),
         (lambda r: _relink(r / "bin" / "python", "/bin/sh"), "symlink 'bin/python' points"),
         (lambda r: _swap_dir(r / "lib" / "pkg"), "'lib/pkg' is a symlink, listed as a directory"),

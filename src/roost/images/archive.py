@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from roost.images.digest import ImageError
+from roost.images.filemanifest import FileManifest
+from roost.images.treescan import verify_tree
 from roost.proc import spawn
 from roost.proc.stop import signal_group
 
@@ -168,6 +170,23 @@ async def unpack_async(archive: Path, dest: Path) -> None:
             await proc.wait()
     if proc.returncode != 0:
         raise ImageError(f"cannot unpack {archive.name}: {err.decode(errors='replace')[-2000:]}")
+
+
+def unpack_to_manifest(archive: Path, dest: Path, manifest: FileManifest) -> None:
+    """Unpack a layer named by its files into the new directory `dest`, then check it.
+
+    The archive's own bytes name nothing here (issue 21: a layer named by
+    its file manifest): what is trusted is the unpacked tree, once it is
+    exactly `manifest`, every file hashed. Anything else removes `dest`
+    and raises ImageError (blocking).
+    """
+    dest.mkdir()
+    try:
+        unpack(archive, dest)
+        verify_tree(dest, manifest)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
 
 
 def tree_size(root: Path) -> int:

@@ -167,8 +167,8 @@ def compare_shape(m: FileManifest, seen: Iterable[Seen]) -> list[str]:
     """Every difference but file contents between `m` and a tree, in path order (pure).
 
     Empty when the tree holds exactly the manifest's paths, each of its
-    kind, mode and size (a file), or target (a symlink); file contents are
-    the caller's to hash.
+    kind, mode (permission bits, `stat.S_IMODE`) and size (a file), or
+    target (a symlink); file contents are the caller's to hash.
     """
     want = {e.path: e for e in m.entries}
     problems: list[tuple[str, str]] = []
@@ -185,10 +185,8 @@ def compare_shape(m: FileManifest, seen: Iterable[Seen]) -> list[str]:
         elif e.kind == LINK:
             if e.data != s.target:
                 problems.append((s.path, f"symlink {s.path!r} points elsewhere than listed"))
-        elif e.mode != s.mode & MODE_BITS:
-            problems.append(
-                (s.path, f"{s.path!r} has mode {s.mode & MODE_BITS:o}, listed {e.mode:o}")
-            )
+        elif e.mode != s.mode:  # exactly: a setuid or group-write bit found is refused
+            problems.append((s.path, f"{s.path!r} has mode {s.mode:o}, listed {e.mode:o}"))
         elif e.size != s.size and e.kind == FILE:
             problems.append((s.path, f"{s.path!r} is {s.size} bytes, listed {e.size}"))
     problems.extend((p, f"{p!r} is missing") for p in want.keys() - found)
