@@ -81,6 +81,10 @@ class PairPlan(msgspec.Struct, frozen=True, kw_only=True):
     superuser_password: str = ""
     replication_password: str = ""
     rest_password: str = ""
+    # Servicehosts (addresses) lost for good that were members, replaced
+    # (pgreplace.replaced): their sentinels are no longer counted or asked
+    # by this pair's members (servicehost/redispairs.py).
+    lost: list[str] = []
 
     @property
     def scope(self) -> str:

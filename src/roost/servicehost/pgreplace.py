@@ -52,15 +52,17 @@ class OldStillAnswers(PairError):
 
 def replaced(plan: PairPlan, old: str, new: str) -> PairPlan:
     """The pair's plan with `new` in `old`'s place (pure; `host` kept, or
-    moved to `new` when it was `old`). PairError when `old` is not a member
-    or `new` already is."""
+    moved to `new` when it was `old`; `old` among the `lost`, whose
+    sentinels the members no longer count). PairError when `old` is not a
+    member or `new` already is."""
     if old not in plan.hosts:
         raise PairError(f"{old} is not a servicehost of pair {plan.name} ({', '.join(plan.hosts)})")
     if new in plan.hosts:
         raise PairError(f"{new} is already a servicehost of pair {plan.name}")
     hosts = [new if h == old else h for h in plan.hosts]
     host = new if plan.host == old else plan.host
-    return msgspec.structs.replace(plan, hosts=hosts, host=host)
+    lost = sorted((set(plan.lost) | {old}) - {new})  # OLD's sentinel is forgotten too
+    return msgspec.structs.replace(plan, hosts=hosts, host=host, lost=lost)
 
 
 def member_key(plan: PairPlan, member: str) -> str:

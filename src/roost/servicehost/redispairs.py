@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,6 +71,15 @@ def sentinel_hosts(cluster: ClusterConfig) -> list[str]:
     return sorted({endpoint_host(ep.address) for r in SENTINEL_ROLES for ep in cluster.of(r)})
 
 
+def live_sentinels(sentinels: tuple[Address, ...], lost: Iterable[str]) -> tuple[Address, ...]:
+    """The sentinels to count and ask: every one the address book names but
+    those of servicehosts lost for good and replaced (pure). Counted, a
+    lost one left every master it watched reporting "only 3 of 4
+    sentinels watch it" for good once the sentinels were reset."""
+    gone = set(lost)
+    return tuple(a for a in sentinels if a[0] not in gone)
+
+
 def load_config(data_dir: Path, cluster: ClusterConfig, port: int) -> PairConfig | None:
     """The pairs' configuration, or None on one machine (module docstring)."""
     try:
@@ -104,6 +114,14 @@ class RedisPairs:
         self.health: dict[str, Health] = {}
         self.sentinel: Supervised | None = None
 
+    @property
+    def sentinels(self) -> tuple[Address, ...]:
+        """The address book's sentinels, less those of the lost servicehosts
+        this host's pair replaced (pgpair.PairPlan.lost), read each time: a
+        replacement changes them while the servicehost runs."""
+        plan = self.host.pg_pair
+        return live_sentinels(self.config.sentinels, plan.lost if plan is not None else ())
+
     def start_sentinel(self) -> None:
         host = self.host
         spec = SentinelSpec(
@@ -129,7 +147,7 @@ class RedisPairs:
     async def _place(self, svc: Service, server: RedisServer) -> None:
         own = (self.host.host, svc.port)
         agreed = await sentinelproc.ask_master(
-            self.config.sentinels, self.config.password, master_name(svc.app)
+            self.sentinels, self.config.password, master_name(svc.app)
         )
         follow = redisrepl.start_master(
             agreed, own, (svc.replica_of, svc.port), recorded_master=not svc.replica_of
@@ -182,14 +200,14 @@ class RedisPairs:
         if not svcs:
             return
         failed = await sentinelproc.register(
-            self.config.sentinels, self.config.password, [self._monitor(s) for s in svcs], auth
+            self.sentinels, self.config.password, [self._monitor(s) for s in svcs], auth
         )
         for addr, why in failed.items():
             log.warning("sentinel %s:%d not told of %d master(s): %s", *addr, len(svcs), why)
 
     async def unregister(self, app: str) -> None:
         failed = await sentinelproc.unregister(
-            self.config.sentinels, self.config.password, master_name(app)
+            self.sentinels, self.config.password, master_name(app)
         )
         for addr, why in failed.items():
             log.warning("sentinel %s:%d did not forget %s: %s", *addr, app, why)
@@ -198,9 +216,7 @@ class RedisPairs:
         """Every sentinel forgets the replicas it knew of the app's master
         and finds them again: a replica made in a lost servicehost's place
         (controller/replace.py) leaves no trace of the lost one's copy."""
-        failed = await sentinelproc.reset(
-            self.config.sentinels, self.config.password, master_name(app)
-        )
+        failed = await sentinelproc.reset(self.sentinels, self.config.password, master_name(app))
         for addr, why in failed.items():
             log.warning("sentinel %s:%d did not reset %s: %s", *addr, app, why)
 
@@ -243,12 +259,12 @@ class RedisPairs:
                 flat = await r.call("SENTINEL", "MASTER", master_name(app))
         except RedisError as exc:
             if "No such master" in str(exc):
-                return sentinel.failover_problem({}, len(self.config.sentinels))
+                return sentinel.failover_problem({}, len(self.sentinels))
             return f"this host's sentinel refuses: {exc}"
         except _ERRORS as exc:
             return f"this host's sentinel does not answer ({type(exc).__name__})"
         fields = dict(zip(flat[::2], flat[1::2], strict=False))
-        return sentinel.failover_problem(fields, len(self.config.sentinels))
+        return sentinel.failover_problem(fields, len(self.sentinels))
 
     async def watch_loop(self) -> None:
         while True:
