@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from roost.datadir import quota
 from roost.datadir.shared import make
+from tests.conftest import wait_until
 
 MB = 1 << 20
 UID = 1_999_999_001
@@ -103,3 +105,26 @@ def test_release_detaches_and_the_next_mount_finds_the_files(root: Path) -> None
     assert not os.path.ismount(tree) and not (tree / "a.txt").exists()
     quota.ensure(root, "shop", 8, (UID, UID))
     assert (tree / "a.txt").read_text() == "a\n"
+
+
+def test_a_tree_held_by_a_sandbox_grows_once_released(root: Path) -> None:
+    """Where online growth is refused (no CAP_SYS_RESOURCE, as in a
+    container), a tree another mount namespace holds (a running sandbox) is
+    left mounted at its size, not unmounted under the app, and grows at the
+    next call once nothing holds it."""
+    tree = quota.ensure(root, "shop", 8, (UID, UID))
+    (tree / "a.txt").write_text("a\n")
+    before = quota.usage(tree).quota_bytes
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "120"])
+    try:
+        wait_until(lambda: quota.held_elsewhere(tree), 10, "the holder's namespace")
+        quota.ensure(root, "shop", 32, (UID, UID))
+        assert os.path.ismount(tree) and (tree / "a.txt").read_text() == "a\n"
+        grown_online = quota.usage(tree).quota_bytes > before + 20 * MB
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not quota.held_elsewhere(tree)
+    quota.ensure(root, "shop", 32, (UID, UID))
+    assert quota.usage(tree).quota_bytes > before + 20 * MB, grown_online
+    assert _fill(tree / "big.bin", 20) == 0

@@ -158,8 +158,9 @@ def _still_attached(image: Path, within_s: float = 2.0) -> str:
 def _grow(tree: Path, image: Path, old: int, new: int) -> None:
     """Grow the image's file system to `new` bytes: online (needs
     CAP_SYS_RESOURCE, which a container may lack), else offline when no
-    sandbox holds it any more; else it stays as it was, and grows at a
-    later call (the app's processes restarted), never failing a start."""
+    sandbox holds it any more; else it stays as it was, mounted, and grows
+    at a later call once none does (every instance of the app stopped:
+    `roost suspend`, `roost resume`), never failing a start."""
     with open(image, "r+b") as fh:
         fh.truncate(new)
     try:
@@ -170,8 +171,13 @@ def _grow(tree: Path, image: Path, old: int, new: int) -> None:
     except QuotaError as exc:
         online = str(exc)
     try:
+        # Asked before unmounting: a tree unmounted while sandboxes hold its
+        # file system could not be mounted again beside them ("already
+        # mounted or mount point busy"), leaving new instances no tree.
+        if held_elsewhere(tree):
+            raise QuotaError("the file system is in use by running processes of the app")
         _run("umount", str(tree))
-        if _still_attached(image):  # still held: by sandboxes' own mounts
+        if _still_attached(image):  # held meanwhile: by a sandbox just started
             raise QuotaError("the file system is in use")
         # 1: it corrected something (the lost+found each tree goes without).
         _run("e2fsck", "-f", "-p", str(image), ok=(0, 1))
@@ -187,6 +193,30 @@ def _grow(tree: Path, image: Path, old: int, new: int) -> None:
                  device or str(image), str(tree))  # fmt: skip
             with contextlib.suppress(OSError):
                 (tree / "lost+found").rmdir()
+
+
+def held_elsewhere(tree: Path) -> bool:
+    """Is the file system mounted on `tree` mounted in another mount
+    namespace too (a sandbox's bind of it)? By its device number, in each
+    other namespace's mountinfo (read once per namespace)."""
+    st = os.stat(tree)
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    own = os.readlink("/proc/self/ns/mnt")
+    seen = {own}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            ns = os.readlink(f"/proc/{pid}/ns/mnt")
+            if ns in seen:
+                continue
+            seen.add(ns)
+            with open(f"/proc/{pid}/mountinfo") as fh:
+                if any(line.split(" ", 3)[2] == dev for line in fh):
+                    return True
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return False
 
 
 def _carry_over(tree: Path, image: Path, kept: Path) -> None:
