@@ -210,6 +210,14 @@ def _swap_dir(d: Path) -> None:
     d.symlink_to(outside)
 
 
+def test_a_name_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    root = tree(tmp_path / "t")
+    with open(os.path.join(os.fsencode(root / "lib"), b"\xffname.py"), "wb"):
+        pass
+    with pytest.raises(ImageError, match="is not UTF-8"):
+        scan_tree(root)
+
+
 def test_a_special_file_is_refused(tmp_path: Path) -> None:
     root = tree(tmp_path / "t")
     os.mkfifo(root / "lib" / "fifo")

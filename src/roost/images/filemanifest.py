@@ -130,6 +130,10 @@ def check_file_manifest(m: FileManifest) -> None:
 def _check_path(path: str) -> None:
     if not path or len(path) > MAX_PATH or "\x00" in path:
         raise ImageError(f"file manifest: path {path[:200]!r} is empty, too long or has a NUL")
+    try:
+        path.encode()
+    except UnicodeEncodeError:  # a name of undecodable bytes (os's surrogate escapes)
+        raise ImageError(f"file manifest: path {path[:200]!r} is not UTF-8") from None
     parts = path.split("/")
     if "" in parts or "." in parts or ".." in parts:
         raise ImageError(f"file manifest: path {path[:200]!r} is not a plain relative path")
