@@ -7,6 +7,7 @@ from roost.router.context cimport Context
 
 from roost.router.relay cimport Relay
 from roost.router.upstream cimport Upstream
+from roost.router.scan cimport request_head
 
 
 @cython.final
@@ -23,6 +24,7 @@ cdef class ClientConnection:
     cdef public object parser
     cdef public int paused
     cdef public bytes peer
+    cdef public bint plain
     cdef public object queue
     cdef public Py_ssize_t read_size
     cdef public bytes scheme
@@ -33,6 +35,8 @@ cdef class ClientConnection:
     cdef public bint write_paused
     cdef public double write_deadline
 
+    @cython.locals(url_end=Py_ssize_t, ex=Relay, headers=list)
+    cpdef bint _plain_request(self, bytes data)
     cpdef pause(self, int reason)
     cpdef resume(self, int reason)
     cpdef exchange_done(self, Relay ex)

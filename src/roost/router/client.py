@@ -30,6 +30,7 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 
 from roost.router.exchange import Exchange
 from roost.router.h1 import error_response
+from roost.router.scan import request_head
 from roost.wire.messages import StaticRoute
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ class ClientConnection:
         "parser",
         "paused",
         "peer",
+        "plain",
         "queue",
         "read_size",
         "scheme",
@@ -111,6 +113,10 @@ class ClientConnection:
         self.closed = False
         self.lingering = False  # answered and half-closed: draining what the client still sends
         self.peer = b""
+        # Requests are read by scan.request_head while each read is exactly one
+        # plain request; from the first that is not, by httptools for good
+        # (it may then hold part of a request).
+        self.plain = True
 
     # ---------------------------------------------------------------- asyncio protocol
 
@@ -163,6 +169,10 @@ class ClientConnection:
                 self.transport.close()
             return
         self.read_size = len(data)
+        if self.plain:
+            if self.cur is None and self.active is None and self._plain_request(data):
+                return
+            self.plain = False
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as exc:
@@ -241,6 +251,43 @@ class ClientConnection:
             self.paused &= ~reason
             if not self.paused and not self.closed:
                 self.transport.resume_reading()
+
+    def _plain_request(self, data: bytes) -> bool:
+        """If `data` is exactly one plain request head (scan.py), what the
+        parser callbacks below would do with it, without them."""
+        ctx = self.ctx
+        if len(data) > ctx.max_header_bytes:
+            return False  # (httptools and the callbacks refuse it)
+        headers: list[bytes] = []
+        url_end = request_head(data, headers, ctx.max_headers)
+        if not url_end:
+            return False
+        if data[0] == 71:  # "G"
+            ex = Exchange(self, ctx.clock(), data[4:url_end])
+            ex.method = b"GET"
+        else:
+            ex = Exchange(self, ctx.clock(), data[5:url_end])
+            ex.method = b"HEAD"
+        ex.headers = headers
+        ex.head_done = True
+        ex.keep_alive = not ctx.draining
+        ex.version_known = True  # HTTP/1.1: http10 stays False
+        self.cur = self.active = ex
+        self.head_bytes = 0
+        self.deadline = ctx.now + ctx.idle_timeout
+        try:
+            ex.start()
+        except Exception:
+            log.error("router bug while parsing a request", exc_info=True)
+            self._reject(500, "Internal error", "The router failed on this request.")
+            return True
+        # (on_message_complete: no body follows a plain head)
+        self.cur = None
+        if not ex.body_done:
+            ex.end_body()
+        if ex is self.active:
+            self.deadline = 0.0
+        return True
 
     # ---------------------------------------------------------------- parser callbacks
 

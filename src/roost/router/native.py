@@ -45,6 +45,7 @@ HOT = (
     "table",
     "balance",
     "stats",
+    "scan",
     "context",
     "upstream",
     "relay",

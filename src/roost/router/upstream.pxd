@@ -7,6 +7,7 @@ from roost.router.context cimport Context
 
 from roost.router.balance cimport Slot
 from roost.router.relay cimport Relay
+from roost.router.scan cimport response_head
 
 
 @cython.final
@@ -36,6 +37,8 @@ cdef class Upstream:
     cdef public bint tunnel
     cdef public bint until_close
 
+    @cython.locals(end=Py_ssize_t, code=int, i=Py_ssize_t, j=Py_ssize_t)
+    cpdef bint _plain_response(self, Relay ex, bytes data)
     cpdef _flush(self, Relay ex)
     cpdef _body(self, bytes data)
     cpdef begin(self, Relay ex)

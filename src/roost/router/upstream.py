@@ -38,6 +38,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from roost.router.balance import Slot
 from roost.router.h1 import LAST_CHUNK, NO_BODY_STATUS, http_date
+from roost.router.scan import response_head
 
 if TYPE_CHECKING:
     from roost.router.context import Context
@@ -121,6 +122,8 @@ class Upstream:
         self.received = True
         started = self.started
         if not started and self.reframer is None:
+            if not self.hbuf and self._plain_response(ex, data):
+                return
             self.hbuf = self.hbuf + data if self.hbuf else data
         try:
             self.parser.feed_data(data)
@@ -157,6 +160,26 @@ class Upstream:
             ex.response_complete(self)
         else:
             self.deadline = self.ctx.now + self.ctx.idle_timeout
+
+    def _plain_response(self, ex: Exchange, data: bytes) -> bool:
+        """If `data` is exactly one plain response (scan.py) that the exchange
+        takes as it came: what the parser callbacks and the pass-through below
+        would do with it, without them."""
+        if ex.expires is not None or not ex.keep_alive or ex.method == b"HEAD" or self.hpos:
+            return False
+        end, code = response_head(data)
+        if not end:
+            return False
+        i, j = _connection_line(data, end)
+        if j < 0:
+            return False
+        self.started = True
+        ex.status = code
+        ex.bytes_out += len(data) - end
+        self.reusable = self.complete = True
+        ex.client.write(data if i < 0 else data[:i] + data[j:])
+        ex.response_complete(self)
+        return True
 
     def _flush(self, ex: Exchange) -> None:
         out = self.out

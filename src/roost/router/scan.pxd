@@ -1,0 +1,24 @@
+# Cython declarations for scan.py (pure Python mode: scan.py stays the source;
+# see native.py). The scanners index bytes with C integers.
+
+cimport cython
+
+cdef bytes _TOKEN, _VALUE, _TARGET, _HTTP11
+cdef frozenset _NOT_PLAIN
+cdef dict _NAMES
+
+
+@cython.locals(n=Py_ssize_t, k=Py_ssize_t, s=Py_ssize_t, v=Py_ssize_t, url_end=Py_ssize_t,
+               count=Py_ssize_t, target=bytes, token=bytes, value=bytes, names=dict,
+               name=bytes)
+cpdef Py_ssize_t request_head(bytes data, list headers, Py_ssize_t max_headers)
+
+
+@cython.locals(n=Py_ssize_t, k=Py_ssize_t, s=Py_ssize_t, e=Py_ssize_t, v=Py_ssize_t,
+               i=Py_ssize_t, end=Py_ssize_t, size=Py_ssize_t, code=int, c=int, d=int,
+               length=Py_ssize_t, token=bytes, value=bytes)
+cpdef (Py_ssize_t, int) response_head(bytes data)
+
+
+@cython.locals(m=Py_ssize_t, c=int)
+cdef bint _is(bytes data, Py_ssize_t at, bytes name)

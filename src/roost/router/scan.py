@@ -1,0 +1,192 @@
+"""Plain request and response heads recognised without httptools.
+
+Most of what a router sees is plain: a GET or HEAD with ordinary headers,
+alone in its read; a response with one Content-Length whose whole body came
+in the same read. Handing those to httptools costs a Python callback per
+parser event and a few more calls to ask what it found; compiled (scan.pxd),
+these scanners read the bytes once in C instead.
+
+They accept only a conservative subset that llhttp parses the same way
+(token bytes in names, printable ASCII in values, CRLF line ends, no header
+llhttp or the router treats specially: framing, Connection, Upgrade,
+hop-by-hop), and answer "not plain" for anything else, which then goes to
+httptools as before: its errors and its meaning stay the authority.
+"""
+
+from __future__ import annotations
+
+from roost.router.h1 import FORWARDED, HOP_BY_HOP
+
+# Byte classes, one flag per byte value (indexable at C speed when compiled).
+_TOKEN = bytes(
+    1 if (chr(c).isascii() and chr(c).isalnum()) or chr(c) in "!#$%&'*+-.^_`|~" else 0
+    for c in range(256)
+)
+# Printable ASCII, space and tab: what a value may hold here.
+_VALUE = bytes(1 if c == 9 or 0x20 <= c <= 0x7E else 0 for c in range(256))
+# An origin-form target: unreserved, sub-delims, ":@/?%" (no "#", no quotes or
+# braces: those go to llhttp).
+_TARGET = bytes(
+    1 if (chr(c).isascii() and chr(c).isalnum()) or chr(c) in "-._~!$&'()*+,;=:@/?%" else 0
+    for c in range(256)
+)
+
+# Request header names that keep a request off the plain path (lowercase):
+# framing and connection headers llhttp acts on, and those the router drops.
+_NOT_PLAIN = frozenset(
+    HOP_BY_HOP
+    | FORWARDED
+    | {b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"proxy-connection"}
+)
+# Raw names as seen -> whether they are plain (their case varies by client; bounded).
+_NAMES: dict[bytes, bool] = {}
+
+_HTTP11 = b" HTTP/1.1\r\n"
+
+
+def request_head(data: bytes, headers: list[bytes], max_headers: int) -> int:
+    """Where the target ends in `data` if it is exactly one plain request head
+    and nothing more (GET or HEAD, origin-form target, HTTP/1.1, at most
+    `max_headers` headers, none in `_NOT_PLAIN`), with its headers appended to
+    `headers` (flat: name, value...); else 0 (and `headers` is to be dropped).
+    The method is data[:target_start - 1]: 3 bytes for GET, 4 for HEAD."""
+    n = len(data)
+    if n < 18 or data[n - 1] != 10 or data[n - 2] != 13 or data[n - 3] != 10 or data[n - 4] != 13:
+        return 0
+    if data.startswith(b"GET /"):
+        k = 4
+    elif data.startswith(b"HEAD /"):
+        k = 5
+    else:
+        return 0
+    target = _TARGET
+    while target[data[k]]:
+        k += 1
+    url_end = k
+    if not data.startswith(_HTTP11, k):
+        return 0
+    k += 11
+    token = _TOKEN
+    value = _VALUE
+    names = _NAMES
+    count = 0
+    while True:
+        if data[k] == 13:  # the blank line: it must be the end of the read
+            return url_end if k == n - 2 else 0
+        s = k
+        while token[data[k]]:
+            k += 1
+        if k == s or data[k] != 58:  # ":"
+            return 0
+        name = data[s:k]
+        plain = names.get(name)
+        if plain is None:
+            plain = name.lower() not in _NOT_PLAIN
+            if len(names) > 4096:
+                names.clear()  # clients may invent any names
+            names[name] = plain
+        if not plain:
+            return 0
+        k += 1
+        while data[k] == 32 or data[k] == 9:
+            k += 1
+        v = k
+        while value[data[k]]:
+            k += 1
+        # (every line ends in CRLF; trailing blanks are llhttp's to judge)
+        if data[k] != 13 or data[k + 1] != 10 or data[k - 1] == 32 or data[k - 1] == 9:
+            return 0
+        count += 1
+        if count > max_headers:
+            return 0
+        headers.append(name)
+        headers.append(data[v:k])
+        k += 2
+
+
+def response_head(data: bytes) -> tuple[int, int]:
+    """(end of head, status) if `data` is exactly one plain response: HTTP/1.1,
+    a final status with a body (not 1xx, 204 or 304), exactly one
+    Content-Length, the body all there and nothing after it, no
+    Transfer-Encoding, Upgrade or Keep-Alive header, and no Connection header
+    other than `keep-alive` (so the connection stays reusable); else (0, 0)."""
+    n = len(data)
+    if n < 17 or not data.startswith(b"HTTP/1.1 "):
+        return 0, 0
+    code = 0
+    for k in range(9, 12):
+        c = data[k]
+        if c < 48 or c > 57:
+            return 0, 0
+        code = code * 10 + c - 48
+    if code < 200 or code > 599 or code == 204 or code == 304 or data[12] != 32:
+        return 0, 0
+    token = _TOKEN
+    value = _VALUE
+    k = 13
+    while k < n and value[data[k]]:
+        k += 1
+    if k + 1 >= n or data[k] != 13 or data[k + 1] != 10:
+        return 0, 0
+    k += 2
+    length = -1
+    while True:
+        if k + 1 >= n:
+            return 0, 0  # the head is not complete in this read
+        if data[k] == 13:
+            if data[k + 1] != 10:
+                return 0, 0
+            end = k + 2
+            if length < 0 or n - end != length:
+                return 0, 0
+            return end, code
+        s = k
+        while k < n and token[data[k]]:
+            k += 1
+        if k == s or k >= n or data[k] != 58:
+            return 0, 0
+        e = k
+        k += 1
+        while k < n and (data[k] == 32 or data[k] == 9):
+            k += 1
+        v = k
+        while k < n and value[data[k]]:
+            k += 1
+        if k + 1 >= n or data[k] != 13 or data[k + 1] != 10:
+            return 0, 0
+        if data[k - 1] == 32 or data[k - 1] == 9:
+            return 0, 0
+        size = e - s
+        c = data[s] | 32
+        if c == 99 and size == 14 and _is(data, s, b"content-length"):  # "c"
+            if length >= 0 or k == v or k - v > 15:
+                return 0, 0  # (a second one, or empty, or absurd: llhttp decides)
+            length = 0
+            for i in range(v, k):
+                d = data[i]
+                if d < 48 or d > 57:
+                    return 0, 0
+                length = length * 10 + d - 48
+        elif c == 99 and size == 10 and _is(data, s, b"connection"):
+            if k - v != 10 or not _is(data, v, b"keep-alive"):
+                return 0, 0
+        elif (
+            (c == 116 and size == 17 and _is(data, s, b"transfer-encoding"))
+            or (c == 117 and size == 7 and _is(data, s, b"upgrade"))
+            or (c == 107 and size == 10 and _is(data, s, b"keep-alive"))
+            or (c == 112 and size == 16 and _is(data, s, b"proxy-connection"))
+        ):
+            return 0, 0
+        k += 2
+
+
+def _is(data: bytes, at: int, name: bytes) -> bool:
+    """Whether data[at:at + len(name)] is `name` (lowercase) in any case (the
+    caller has checked the length)."""
+    for m in range(len(name)):
+        c = data[at + m]
+        if 65 <= c <= 90:  # A-Z
+            c += 32
+        if c != name[m]:
+            return False
+    return True
