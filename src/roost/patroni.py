@@ -73,6 +73,8 @@ class Member:
     # Run once by the first primary after initdb (a file of SQL under home).
     post_bootstrap_sql: str = "bootstrap.sql"
     parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # pg_hba lines of this cluster's own, after the common ones.
+    hba: tuple[str, ...] = ()
 
 
 class Plan(Protocol):
@@ -105,9 +107,11 @@ class Plan(Protocol):
     def rest_password(self) -> str: ...
 
 
-def member_of(plan: Plan, parameters: Mapping[str, Any] | None = None) -> Member:
+def member_of(
+    plan: Plan, parameters: Mapping[str, Any] | None = None, hba: tuple[str, ...] = ()
+) -> Member:
     """The plan's host as a member of its cluster (`parameters`: PostgreSQL
-    settings of this cluster's own)."""
+    settings of this cluster's own; `hba`: pg_hba lines of its own)."""
     return Member(
         scope=plan.scope,
         host=plan.host,
@@ -122,6 +126,7 @@ def member_of(plan: Plan, parameters: Mapping[str, Any] | None = None) -> Member
         replication_password=plan.replication_password,
         rest_password=plan.rest_password,
         parameters=dict(parameters or {}),
+        hba=hba,
     )
 
 
@@ -188,6 +193,7 @@ def config(m: Member, home: Path, bin_dir: Path) -> dict[str, Any]:
                 f"host replication {REPLICATOR} ::/0 scram-sha-256",
                 "host all all 0.0.0.0/0 scram-sha-256",
                 "host all all ::/0 scram-sha-256",
+                *m.hba,
             ],
         },
         "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},

@@ -159,6 +159,10 @@ class Barman:
         """The replication slot the server streams through."""
         return self.servers[server].slot or slot_name(server)
 
+    def slots_of(self, names: Sequence[str]) -> dict[str, str]:
+        """The slot each of these servers streams (or will stream) through."""
+        return {n: slot_name(n) for n in names}
+
     def gap_file(self, server: str) -> Path:
         return self.server_dir(server) / "gap.json"
 

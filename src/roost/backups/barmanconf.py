@@ -142,19 +142,37 @@ def _conninfo(parts: dict[str, str]) -> str:
 
 def conninfo_of(source: PgSource, passfile: Path) -> str:
     """A server's streaming_conninfo: where its source is, who connects, and
-    the libpq passfile with the password (never in the conninfo itself)."""
-    return _conninfo({"host": source.host, "port": str(source.port), "user": source.user,
-                      "passfile": str(passfile)})  # fmt: skip
+    the libpq passfile with the password (never in the conninfo itself). A
+    pair's (`source.pair`) names both members and asks for the one that
+    takes writes: pg_receivewal and pg_basebackup, started again after a
+    failover, reach the new primary, with no configuration to change."""
+    parts = {"host": source.host, "port": str(source.port), "user": source.user,
+             "passfile": str(passfile)}  # fmt: skip
+    if source.pair:
+        # A primary whose host died leaves the receiver's connection open,
+        # no RST ever coming: its unacknowledged status updates time out
+        # (tcp_user_timeout, ms) and idle keepalives fail within ~10 s, so
+        # pg_receivewal exits and is started again, onto the new primary.
+        parts |= {
+            "target_session_attrs": "read-write",
+            "tcp_user_timeout": "10000",
+            "keepalives_idle": "5",
+            "keepalives_interval": "2",
+            "keepalives_count": "3",
+        }
+    return _conninfo(parts)
 
 
 def passfile_line(source: PgSource) -> str:
-    """The source's line in a libpq passfile (host:port:db:user:password)."""
+    """The source's lines in a libpq passfile (host:port:db:user:password):
+    one per member of a pair, since libpq matches the host it connects to."""
 
     def esc(v: str) -> str:
         return v.replace("\\", "\\\\").replace(":", "\\:")
 
-    return ":".join([esc(source.host), str(source.port), "*", esc(source.user),
-                     esc(source.password)])  # fmt: skip
+    hosts = source.host.split(",") if source.pair else [source.host]
+    return "\n".join(":".join([esc(h), str(source.port), "*", esc(source.user),
+                               esc(source.password)]) for h in hosts)  # fmt: skip
 
 
 def render_config(

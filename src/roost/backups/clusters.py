@@ -115,6 +115,12 @@ class Clusters:
         gens = self.generations().get(host)
         return gens[-1][0] if gens else server_name(host)
 
+    def pair_slots(self) -> list[str]:
+        """The slots the current servers of servicehost pairs stream through
+        (each servicehost in a pair has its Patroni keep them: pairbackup)."""
+        pairs = [h for h, (_ep, src) in self.pullers.clusters().items() if src.pair]
+        return sorted(self.barman.slots_of([self.current(h) for h in pairs]).values())
+
     def configs(self, immediate: bool = False) -> list[ServerConfig]:
         days = widest(self.policies().values())
         out = []
@@ -269,7 +275,8 @@ class Clusters:
         w = self.pullers.where(app)
         if w is None or w.postgres is None:
             return None
-        gens = [s for s, _ in self.generations().get(w.host, [])] or [self.current(w.host)]
+        key = w.cluster or w.host
+        gens = [s for s, _ in self.generations().get(key, [])] or [self.current(key)]
         servers = [s for s in gens if s in self.barman.servers]
         return (servers, w.database) if servers else None
 

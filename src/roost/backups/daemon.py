@@ -340,6 +340,7 @@ async def barman_wired(backupd: Backupd, drills: Drills, barman: Barman) -> Asyn
     The daemon runs so, and bench/backup.py measures backupd so."""
     async with barman:
         clusters = Clusters(barman, backupd.jobs.pullers, lambda: backupd.jobs.policies)
+        backupd.jobs.pullers.pair_slots = clusters.pair_slots
         jobs = backupd.jobs
         jobs.stager.pgbase, jobs.maintain = clusters.stage, clusters.maintain
         drills.direct["pgbase"] = clusters.check
@@ -358,6 +359,7 @@ async def barman_wired(backupd: Backupd, drills: Drills, barman: Barman) -> Asyn
             drills.direct.pop("pgbase", None)
             backupd.window = backupd.restorer.window = backupd.restorer.recover = None
             backupd.on_refresh = backupd.archive_wal = None
+            backupd.jobs.pullers.pair_slots = list
 
 
 async def serve(

@@ -300,6 +300,16 @@ class HostRestorer:
             database=src.postgres.databases.get(step.app, "") if src.postgres else "",
             redis=next((r for r in src.redis if r.app == step.app), None), data=True,
         )  # fmt: skip
+        if step.kind == "pgdump" and src.pg_pair is not None:
+            # Its databases are in its pair's PostgreSQL, which the other
+            # member kept: a dump loaded over it would lose the writes since
+            # (the member comes back by `roost servicehost replace`, or
+            # rejoins by itself; a lost pair is restored app by app).
+            return HostRestoreReport(
+                app=step.app, kind=step.kind, ok=True,
+                message=f"in pair {src.pg_pair.pair}'s PostgreSQL, kept by its other member: "
+                "not restored from a dump",
+            )  # fmt: skip
         try:
             if step.kind == "pgdump" and not where.database:
                 raise RestoreRefused(f"the servicehost has no database of {step.app}")

@@ -174,10 +174,12 @@ class PgConn:
     port: int
     user: str
     password: str = ""
+    # A pair's members in `host`: connect to the one that takes writes.
+    read_write: bool = False
 
     @staticmethod
     def of(source: PgSource) -> PgConn:
-        return PgConn(source.host, source.port, source.user, source.password)
+        return PgConn(source.host, source.port, source.user, source.password, bool(source.pair))
 
     def kwargs(self, dbname: str, connect_timeout: int = CONNECT_TIMEOUT_S) -> dict[str, Any]:
         """psycopg's connection arguments."""
@@ -191,6 +193,8 @@ class PgConn:
         }
         if self.password:
             out["password"] = self.password
+        if self.read_write:
+            out["target_session_attrs"] = "read-write"
         return out
 
     def env(self, dbname: str) -> dict[str, str]:
@@ -205,6 +209,8 @@ class PgConn:
         }
         if self.password:
             out["PGPASSWORD"] = self.password
+        if self.read_write:
+            out["PGTARGETSESSIONATTRS"] = "read-write"
         return out
 
 

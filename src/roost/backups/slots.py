@@ -54,6 +54,9 @@ class OwnSlotBarman(Barman):
             os.replace(tmp, self.slots_file)
         return slots
 
+    def slots_of(self, names: Sequence[str]) -> dict[str, str]:
+        return self._slots(names)
+
     async def ensure(self, servers: Sequence[ServerConfig]) -> None:
         slots = self._slots([s.name for s in servers])
         await super().ensure([dataclasses.replace(s, slot=slots[s.name]) for s in servers])

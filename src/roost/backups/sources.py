@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -79,6 +79,13 @@ def old_names(seen: Iterable[BackupSource]) -> dict[str, list[str]]:
     return {n: sorted(set(ids)) for n, ids in out.items()}
 
 
+def pair_key(source: PgSource) -> str:
+    """What backupd names a servicehost pair's PostgreSQL by (its Barman
+    server's name, its base backups' source): its Patroni scope, which no
+    servicehost id (an address, a host name) looks like."""
+    return f"apps-{source.pair}"
+
+
 @dataclass
 class Where:
     """Where one app's data lives, as the servicehosts last said."""
@@ -87,6 +94,9 @@ class Where:
     endpoint: Endpoint
     postgres: PgSource | None = None
     database: str = ""
+    # The cluster the database is in, as `Pullers.clusters` names it: the
+    # servicehost's id, or its pair's (`pair_key`).
+    cluster: str = ""
     redis: RedisSource | None = None
     data: bool = False
 
@@ -101,6 +111,10 @@ class Pullers:
     seen: dict[str, BackupSource] = field(default_factory=dict)
     seen_at: dict[str, float] = field(default_factory=dict)
     repos: list[str] = field(default_factory=list)
+    # The replication slots this backupd streams pairs' WAL through (the
+    # daemon wires Clusters.pair_slots): each servicehost in a pair is
+    # asked to declare them permanent in its pair's Patroni.
+    pair_slots: Callable[[], list[str]] = list
     _clients: dict[str, RpcClient] = field(default_factory=dict)
 
     def _client(self, role: str, endpoints: list[Endpoint], key: str = "") -> RpcClient:
@@ -135,17 +149,28 @@ class Pullers:
         eps = self.cluster.of("servicehost")
 
         async def one(ep: Endpoint) -> str:
-            try:
-                reply = await self._ask(
-                    self.servicehost(ep), BackupSourceRequest(), ASK_TIMEOUT_S, ep.address
-                )
-            except SourceError as exc:
-                log.warning("servicehost %s: %s", ep.address, exc)
-                return ep.address
-            if not isinstance(reply, BackupSource):
-                return ep.address
-            self.seen[ep.address] = reply
-            self.seen_at[ep.address] = time.time()
+            slots: list[str] = []
+            # Asked again at once when it names a pair first seen, with the
+            # slot for it (a slot Patroni was not told of, it drops).
+            for _ in range(2):
+                try:
+                    reply = await self._ask(
+                        self.servicehost(ep),
+                        BackupSourceRequest(pair_slots=slots),
+                        ASK_TIMEOUT_S,
+                        ep.address,
+                    )
+                except SourceError as exc:
+                    log.warning("servicehost %s: %s", ep.address, exc)
+                    return ep.address
+                if not isinstance(reply, BackupSource):
+                    return ep.address
+                self.seen[ep.address] = reply
+                self.seen_at[ep.address] = time.time()
+                want = self.pair_slots()
+                if reply.pg_pair is None or set(want) <= set(slots):
+                    break
+                slots = want
             return ""
 
         failed = [a for a in await asyncio.gather(*(one(ep) for ep in eps)) if a]
@@ -170,6 +195,10 @@ class Pullers:
             w = Where(source_id(src), ep)
             if src.postgres is not None and app in src.postgres.databases:
                 w.postgres, w.database = src.postgres, src.postgres.databases[app]
+                w.cluster = w.host
+            elif src.pg_pair is not None and app in src.pg_pair.databases:
+                w.postgres, w.database = src.pg_pair, src.pg_pair.databases[app]
+                w.cluster = pair_key(src.pg_pair)
             w.redis = next((r for r in src.redis if r.app == app), None)
             w.data = app in src.data_apps
             if w.postgres or w.redis or w.data:
@@ -178,17 +207,29 @@ class Pullers:
                 else:  # a second host with some of it: keep what each has
                     found.postgres = found.postgres or w.postgres
                     found.database = found.database or w.database
+                    found.cluster = found.cluster or w.cluster
                     found.redis = found.redis or w.redis
                     found.data = found.data or w.data
         return found
 
     def clusters(self) -> dict[str, tuple[Endpoint, PgSource]]:
-        """servicehost id -> its PostgreSQL cluster (for base backups and WAL)."""
+        """servicehost id -> its PostgreSQL cluster (for base backups and WAL);
+        and each servicehost pair's (`pair_key`), as both members said it
+        (the databases each recorded, together)."""
         out = {}
-        for address, src in self.seen.items():
+        for address, src in sorted(self.seen.items()):
             ep = next((e for e in self.cluster.of("servicehost") if e.address == address), None)
-            if ep is not None and src.postgres is not None:
+            if ep is None:
+                continue
+            if src.postgres is not None:
                 out[source_id(src)] = (ep, src.postgres)
+            if src.pg_pair is not None:
+                key = pair_key(src.pg_pair)
+                if key in out:
+                    dbs = {**out[key][1].databases, **src.pg_pair.databases}
+                    out[key] = (out[key][0], msgspec.structs.replace(out[key][1], databases=dbs))
+                else:
+                    out[key] = (ep, src.pg_pair)
         return out
 
     def sources(self) -> Sources:
@@ -197,8 +238,9 @@ class Pullers:
         redis: set[str] = set()
         data: set[str] = set()
         for src in self.seen.values():
-            if src.postgres is not None:
-                dbs.update(src.postgres.databases)
+            for pg in (src.postgres, src.pg_pair):
+                if pg is not None:
+                    dbs.update(pg.databases)
             redis.update(r.app for r in src.redis)
             data.update(src.data_apps)
         return Sources(

@@ -30,7 +30,7 @@ import psycopg
 from psycopg import sql
 
 from roost.servicehost.names import BACKUP_ROLE
-from roost.servicehost.postgres import Postgres
+from roost.servicehost.pgadmin import Postgres
 
 BARMAN_FUNCTIONS = (
     "pg_backup_start(text, boolean)",

@@ -19,10 +19,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from roost.servicehost import backuprole
+import psycopg
+
+from roost import patroni
+from roost.servicehost import backuprole, pairbackup, pgadmin
 from roost.servicehost.appdata import AppData
 from roost.servicehost.host import ServiceError, ServiceHost
 from roost.servicehost.names import BACKUP_ROLE, REDIS_BACKUP_USER, BadName, new_password
+from roost.servicehost.pairdb import PairAdmin
+from roost.servicehost.pgpair import PairPlan
 from roost.servicehost.postgres import Postgres
 from roost.wire.dispatch import Entry, on, refusing
 from roost.wire.messages import BackupSource, BackupSourceRequest, Msg, PgSource, RedisSource
@@ -38,9 +43,40 @@ async def ready_backup_role(host: ServiceHost, pg: Postgres) -> str:
         cluster.backup_password = new_password()
         host.save()
         log.info("made the backup role %s's password", BACKUP_ROLE)
-    dbs = sorted(s.database for s in host.state.of_kind("postgres"))
+    # On a pair every app's database is in the pair's PostgreSQL, none here.
+    dbs = [] if host.pg_pair is not None else sorted(own_databases(host).values())
     await backuprole.ensure_backup_role(pg, cluster.backup_password, dbs)
     return cluster.backup_password
+
+
+def own_databases(host: ServiceHost) -> dict[str, str]:
+    """app -> its database, of the databases this servicehost records."""
+    return {s.app: s.database for s in host.state.of_kind("postgres")}
+
+
+async def pair_source(host: ServiceHost, plan: PairPlan, slots: list[str]) -> PgSource:
+    """The pair's PostgreSQL as backupd reaches it (pairbackup.py): the
+    backup role made on its primary, the slots declared permanent."""
+    slots = pairbackup.check_slots(slots)
+    password = pairbackup.backup_password(plan)
+    pg = PairAdmin(plan, host.bins)
+    try:
+        # Those this host recorded (the partner answers backupd with the
+        # apps placed through it) that the pair holds.
+        there = await pgadmin.database_sizes(pg)
+        dbs = {a: d for a, d in own_databases(host).items() if d in there}
+        await backuprole.ensure_backup_role(pg, password, sorted(dbs.values()))
+        await pairbackup.declare(plan, slots, host.settings.pg_slot_wal_keep_mb)
+    except (psycopg.Error, OSError) as exc:
+        raise ServiceError(f"pair {plan.name}'s PostgreSQL: {exc}", retryable=True) from None
+    return PgSource(
+        host=",".join(patroni.bare(h) for h in plan.hosts),
+        port=plan.pg_port,
+        user=BACKUP_ROLE,
+        password=password,
+        databases=dbs,
+        pair=plan.name,
+    )
 
 
 class BackupSources:
@@ -53,11 +89,12 @@ class BackupSources:
         self._role_lock = asyncio.Lock()
 
     def entries(self) -> list[Entry]:
-        return [on(BackupSourceRequest, refusing(self.source, ServiceError, BadName))]
+        errors = (ServiceError, BadName, pairbackup.PairSlotsRefused)
+        return [on(BackupSourceRequest, refusing(self.source, *errors))]
 
-    async def source(self, _msg: BackupSourceRequest) -> Msg:
+    async def source(self, msg: BackupSourceRequest) -> Msg:
         host = self.host
-        postgres = None
+        postgres = pg_pair = None
         cluster = host.state.postgres
         if cluster is not None:
             pg = await host.pg_up()
@@ -66,8 +103,11 @@ class BackupSources:
                 await pg.refresh_hba()
             postgres = PgSource(
                 host=host.host, port=cluster.port, user=BACKUP_ROLE, password=password,
-                databases={s.app: s.database for s in host.state.of_kind("postgres")},
+                databases={} if host.pg_pair is not None else own_databases(host),
             )  # fmt: skip
+        if host.pg_pair is not None:
+            async with self._role_lock:
+                pg_pair = await pair_source(host, host.pg_pair, msg.pair_slots)
         redis = [
             RedisSource(
                 app=svc.app,
@@ -84,6 +124,7 @@ class BackupSources:
             host_id=host.name,
             holder_id=host.host_id,
             postgres=postgres,
+            pg_pair=pg_pair,
             redis=redis,
             data_apps=self.appdata.apps(),
             state_json=host.layout.state_file.read_bytes()

@@ -354,6 +354,10 @@ class ServiceHost:
     async def pg_up(self) -> Postgres:
         return await self._pg_up()
 
+    async def apps_pg(self) -> pgadmin.Postgres:
+        """Where apps' databases are (the pair's primary on a pair)."""
+        return await self._apps_pg()
+
     async def _apps_pg(self) -> pgadmin.Postgres:
         """Where apps' databases are: the pair's primary (pairdb.PairAdmin),
         else this host's own PostgreSQL once it is up."""

@@ -44,6 +44,7 @@ from roost import patroni
 from roost.daemonize import run_daemon
 from roost.proc.exits import ConfigError
 from roost.proc.supervise import Program
+from roost.servicehost.names import BACKUP_ROLE
 from roost.settings import Settings
 from roost.sysuser import Account
 
@@ -136,7 +137,14 @@ def for_host(plan: PairPlan, host: str) -> PairPlan:
 def member(plan: PairPlan) -> patroni.Member:
     # Apps' databases: more sessions than the state database's; commits on
     # the standby's write (the module docstring says why).
-    return patroni.member_of(plan, {"max_connections": 500, "synchronous_commit": "remote_write"})
+    # backupd streams the pair's WAL and takes its base backups as the
+    # backup role (servicehost/pairbackup.py), which needs replication.
+    hba = tuple(
+        f"host replication {BACKUP_ROLE} {net} scram-sha-256" for net in ("0.0.0.0/0", "::/0")
+    )
+    return patroni.member_of(
+        plan, {"max_connections": 500, "synchronous_commit": "remote_write"}, hba
+    )
 
 
 def listener_servers(plan: PairPlan) -> list[tuple[str, int, int]]:

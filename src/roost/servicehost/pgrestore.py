@@ -13,7 +13,7 @@ from psycopg import sql
 
 from roost.servicehost.backuprole import SYSTEM_SCHEMAS, grant_connect
 from roost.servicehost.names import BACKUP_ROLE
-from roost.servicehost.postgres import Postgres
+from roost.servicehost.pgadmin import Postgres
 
 BACKUP = sql.Identifier(BACKUP_ROLE)
 

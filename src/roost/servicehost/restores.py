@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from roost.datadir.swap import SwapError, replace_contents
-from roost.servicehost import pgadmin, pgrestore, unpack
+from roost.servicehost import backuprole, pairbackup, pgadmin, pgrestore, unpack
 from roost.servicehost.appdata import AppData
 from roost.servicehost.backupsource import ready_backup_role
 from roost.servicehost.disk import usage
@@ -132,7 +132,7 @@ class Restores:
     async def _prepare(
         self, svc: Service, msg: ServiceRestoreStep, key: str, rec: Restore | None
     ) -> Msg:
-        pg = await self.host.pg_up()
+        pg = await self.host.apps_pg()
         if rec is not None:
             if rec.step != "prepared":
                 raise RestoreError(f"restore {msg.restore_id} of {msg.app} is {rec.step} already")
@@ -148,17 +148,26 @@ class Restores:
                 id=msg.restore_id, app=msg.app, kind="postgres", step="prepared", at=0.0,
                 database=name, target=msg.target,
             )  # fmt: skip
-        await ready_backup_role(self.host, pg)
+        await self._ready_backup_role(pg)
         self._note(key, rec)
         await pgrestore.prepare(pg, rec.database, svc.username)
         log.info("restore %s of %s: database %s prepared", rec.id, rec.app, rec.database)
         return ServiceRestoreReady(database=rec.database)
 
+    async def _ready_backup_role(self, pg: pgadmin.Postgres) -> None:
+        """The role backupd loads the prepared database as, where it is: the
+        pair's (its own password, pairbackup.py) or this host's."""
+        plan = self.host.pg_pair
+        if plan is None:
+            await ready_backup_role(self.host, await self.host.pg_up())
+        else:
+            await backuprole.ensure_backup_role(pg, pairbackup.backup_password(plan), [])
+
     async def _check_target(self, target: str) -> None:
         """`--to`'s name: valid, nobody's, not taken (RestoreError otherwise)."""
         state = self.host.state
         check_target(target, [s.database for s in state.of_kind("postgres")])
-        pg = await self.host.pg_up()
+        pg = await self.host.apps_pg()
         taken = any(r.target == target and r.step != "discarded" for r in state.restores.values())
         if taken or await pgrestore.database_exists(pg, target):
             raise RestoreError(f"database {target!r} exists already: choose another name")
@@ -173,7 +182,7 @@ class Restores:
             return ServiceRestoreReady(database=rec.target or svc.database, kept=rec.kept)
         if rec.step == "discarded":
             raise RestoreError(f"restore {rec.id} of {rec.app} was discarded: nothing to swap")
-        pg = await self.host.pg_up()
+        pg = await self.host.apps_pg()
         dest = rec.target or svc.database
         kept = "" if rec.target else restore_db_name(svc.database, "pre", rec.id)
         prepared = await pgrestore.database_exists(pg, rec.database)
@@ -200,7 +209,10 @@ class Restores:
         return ServiceRestoreReady(database=dest, kept=kept)
 
     async def _admit_copies(self) -> None:
-        """pg_hba lets each app's role open the copies restored for it."""
+        """pg_hba lets each app's role open the copies restored for it (a
+        pair's admits every role to the databases it may CONNECT to)."""
+        if self.host.pg_pair is not None:
+            return
         pg = await self.host.pg_up()
         pg.copies = self.host.copies()
         await pg.refresh_hba()
@@ -208,7 +220,7 @@ class Restores:
     async def _discard(self, key: str, rec: Restore) -> Msg:
         if rec.step == "swapped":
             raise RestoreError(f"restore {rec.id} of {rec.app} was swapped: nothing discarded")
-        await pgrestore.drop(await self.host.pg_up(), rec.database)
+        await pgrestore.drop(await self.host.apps_pg(), rec.database)
         rec.step = "discarded"
         self._note(key, rec)
         log.info("restore %s of %s: %s discarded", rec.id, rec.app, rec.database)
@@ -323,7 +335,7 @@ class Restores:
             if now - rec.at <= keep_s or (rec.step == "swapped" and rec.target):
                 continue  # a copy restored `--to` is the app's, and its record admits it
             if rec.kind == "postgres":
-                pg = await self.host.pg_up()
+                pg = await self.host.apps_pg()
                 for db in (rec.database, rec.kept if rec.step == "swapped" else ""):
                     if db:
                         await pgrestore.drop(pg, db)

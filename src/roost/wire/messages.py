@@ -816,6 +816,12 @@ BackupState = Literal["taken", "verified", "failed", "skipped"]
 class BackupSourceRequest(Msg, frozen=True, kw_only=True):
     """backupd -> servicehost: how to reach what it holds (and grant that access)."""
 
+    # The physical replication slots this backupd streams servicehost pairs'
+    # WAL through: a servicehost in a pair declares them permanent in its
+    # pair's Patroni configuration (`slots:`), so Patroni neither drops them
+    # as unknown nor loses them in a failover (the new primary makes them).
+    pair_slots: list[str] = []
+
 
 class PgSource(msgspec.Struct, frozen=True, kw_only=True):
     host: str
@@ -827,6 +833,11 @@ class PgSource(msgspec.Struct, frozen=True, kw_only=True):
     password: str
     # app -> its database name
     databases: dict[str, str] = {}
+    # A servicehost pair's PostgreSQL (its name; "" for a servicehost's own):
+    # `host` lists both members, comma-separated, and a client connects to
+    # whichever takes writes (libpq's target_session_attrs=read-write), so
+    # backups follow the primary across a failover.
+    pair: str = ""
 
 
 class RedisSource(msgspec.Struct, frozen=True, kw_only=True):
@@ -844,6 +855,9 @@ class BackupSource(Msg, frozen=True, kw_only=True):
     # what backupd names it by; "" from an older servicehost (then host_id).
     holder_id: str = ""
     postgres: PgSource | None = None
+    # The PostgreSQL of this servicehost's pair, holding its apps' databases
+    # (then `postgres` lists none of them); None when in no pair.
+    pg_pair: PgSource | None = None
     redis: list[RedisSource] = []
     data_apps: list[str] = []  # apps with a data directory
     # The servicehost's state.json (passwords, ports): a fresh servicehost
