@@ -29,25 +29,31 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
 import pytest
 
 from roost import patroni
+from roost.backups import pgfacts
 from roost.backups.clusters import Clusters
 from roost.backups.layout import Layout
-from roost.backups.pgfacts import PG_BIN
+from roost.backups.pgfacts import PG_BIN, take_facts
+from roost.backups.restore import pg_restore
 from roost.backups.slots import OwnSlotBarman
 from roost.backups.sources import Where, pair_key
 from roost.servicehost import backuprole, pairbackup
 from roost.servicehost.binaries import Binaries
 from roost.servicehost.names import BACKUP_ROLE
 from roost.servicehost.pairdb import PairAdmin
-from roost.wire.messages import BackupEvent, PgSource
+from roost.servicehost.pgpair import PairPlan
+from roost.servicehost.restores import Restores
+from roost.servicehost.state import HostState, Service
+from roost.wire.messages import BackupEvent, PgSource, ServiceRestoreReady, ServiceRestoreStep
 from tests.cluster.cluster import wait_for
 from tests.cluster.harness import Network
-from tests.cluster.pgpair import APP, AppWriter, PairKit
+from tests.cluster.pgpair import APP, APP_PASSWORD, AppWriter, PairKit
 from tests.conftest import processes_under
 from tests.tmpfs import tmpfs_dir
 
@@ -78,6 +84,41 @@ class PairOnly:
 
     async def report(self, event: BackupEvent) -> None:
         self.events.append(event)
+
+
+@dataclass
+class PairHost:
+    """What servicehost/restores.py asks of a paired servicehost."""
+
+    pg_pair: PairPlan
+    root: Path
+    state: HostState = field(default_factory=HostState)
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        svc = Service(app=APP, kind="postgres", port=self.pg_pair.pg_port, database=APP,
+                      username=APP, password=APP_PASSWORD)  # fmt: skip
+        self.state.services[HostState.key(APP, "postgres")] = svc
+
+    @property
+    def layout(self) -> SimpleNamespace:
+        return SimpleNamespace(root=self.root)
+
+    def lock(self, app: str, kind: str) -> asyncio.Lock:
+        return self.locks.setdefault(f"{kind}/{app}", asyncio.Lock())
+
+    async def apps_pg(self) -> PairAdmin:
+        return PairAdmin(self.pg_pair, Binaries(PG_BIN, Path("/usr/bin/redis-server")))
+
+    def save(self) -> None:
+        pass
+
+    def check_disk(self) -> None:
+        pass
+
+
+def restore_step(step: str) -> ServiceRestoreStep:
+    return ServiceRestoreStep(app=APP, restore_id="pairtest", step=step)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -212,6 +253,19 @@ def test_a_pair_database_is_recovered_to_a_point_after_a_failover(
             assert after_failover and after_failover <= set(rows)
             late = [i for i, t in rows.items() if t > at.timestamp()]
             assert not late, f"rows written after {at} recovered: {late[:20]}"
+            # Restored in place, as `roost backups restore --at` does: the
+            # servicehost's steps on the pair's primary, backupd's load and
+            # facts through the pair's source; the app then reads it.
+            host = PairHost(plan, layout.root)
+            restores = Restores(host, None)  # type: ignore[arg-type]
+            prepared = await restores.pg_step(restore_step("prepare"))
+            assert isinstance(prepared, ServiceRestoreReady)
+            await pg_restore(source, prepared.database, recovered.dump)
+            got = await take_facts(source, prepared.database)
+            assert pgfacts.compare(recovered.facts, got) == []
+            swapped = await restores.pg_step(restore_step("swap"))
+            assert isinstance(swapped, ServiceRestoreReady) and swapped.kept
+            assert await asyncio.to_thread(kit.ids) == set(rows)
             print(
                 f"\npair backups: {len(before)} rows acknowledged before {at.isoformat()}, "
                 f"{len(after_failover)} of them after the failover, all recovered; "
