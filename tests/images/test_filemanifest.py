@@ -152,6 +152,17 @@ def test_a_warm_scan_hashes_only_new_files(tmp_path: Path) -> None:
     assert len(second.entries) == len(first.entries) + 1
 
 
+def test_the_hash_cache_keeps_the_most_recently_used() -> None:
+    cache = HashCache(limit=2)
+    a, b, c = (1, 10, 5, 100), (1, 11, 5, 100), (1, 12, 5, -1)
+    cache.put(a, H)
+    cache.put(b, H)
+    assert cache.get(a) == H  # a is now newer than b
+    cache.put(c, "0" * 64)
+    assert cache.get(b) is None and cache.get(a) == H and cache.get(c) == "0" * 64
+    assert len(cache) == 2 and cache.get((1, 10, 6, 100)) is None  # another size: another file
+
+
 def test_a_tampered_file_is_refused_even_when_the_cache_vouched_for_it(tmp_path: Path) -> None:
     """The build user may rewrite a cached file in place and put its mtime back: the
     scan's claim is then wrong, and the receiver's check refuses the tree."""
