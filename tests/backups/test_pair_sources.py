@@ -23,7 +23,7 @@ from roost.backups.sources import Pullers, pair_key
 from roost.servicehost import pairbackup
 from roost.servicehost.pgpair import for_host, member, new_pair
 from roost.wire.cluster import ClusterConfig, Endpoint
-from roost.wire.messages import BackupSource, PgSource
+from roost.wire.messages import BackupSource, BackupSourceRequest, PgSource
 
 SH = [Endpoint("tcp://10.0.0.5:1", "k1"), Endpoint("tcp://10.0.0.6:1", "k2")]
 
@@ -123,3 +123,31 @@ def test_each_member_admits_the_backup_role_for_replication() -> None:
     lines = hba["postgresql"]["pg_hba"]
     assert "host replication roost_backup 0.0.0.0/0 scram-sha-256" in lines
     assert "host replication roost_backup ::/0 scram-sha-256" in lines
+
+
+class Asked(Pullers):
+    """Pullers whose servicehosts answer from a table, the requests kept."""
+
+    asked: list[BackupSourceRequest]
+
+    async def _ask(self, client: Any, msg: Any, timeout: float, what: str, tries: int = 1) -> Any:
+        self.asked.append(msg)
+        return self.answer
+
+    def servicehost(self, ep: Endpoint) -> Any:
+        return None
+
+
+async def test_a_pair_first_heard_of_is_asked_again_with_its_slot() -> None:
+    p = Asked(node=None, cluster=ClusterConfig(endpoints={"servicehost": SH[:1]}))  # type: ignore[arg-type]
+    p.asked = []
+    p.answer = BackupSource(host_id="s", holder_id="10.0.0.5", pg_pair=pair_source({}))  # type: ignore[attr-defined]
+    slots: list[str] = []
+    p.pair_slots = lambda: list(slots) if p.seen else []
+    slots.append("barman_apps_pair_1_b")
+    assert await p.refresh() == []
+    assert [m.pair_slots for m in p.asked] == [[], ["barman_apps_pair_1_b"]]
+    # Next time it is asked with its slot at once.
+    p.asked.clear()
+    assert await p.refresh() == []
+    assert [m.pair_slots for m in p.asked] == [["barman_apps_pair_1_b"]]

@@ -4,17 +4,19 @@ up across a failover and recovered to a point after it.
 The pair (tests/cluster/pgpair.py): real etcd, Patroni and PostgreSQL on
 two namespace hosts, the app writing through the runner's data proxy.
 backupd's side runs in the test's process, as the daemon wires it
-(OwnSlotBarman, Clusters) over a stand-in for the servicehosts' answers:
-the pair's source is what a paired servicehost answers (both members, the
-one that takes writes; servicehost/pairbackup.py made the backup role and
-declared backupd's slot permanent in the pair's Patroni).
+(OwnSlotBarman, Clusters) over a stand-in for the servicehosts' answers;
+the pair's source is what a paired servicehost answers backupd
+(backupsource.pair_source, over a stand-in for the servicehost: the backup
+role made on the primary, backupd's slot declared permanent in the pair's
+Patroni).
 
 A base backup and the WAL stream from the primary; the primary's host is
 killed under the app's writes; the standby takes over and the writes go
 on; the receiver, started again, streams from the new primary through the
 slot Patroni made there, with no gap; the archive holds the new timeline's
 history file; a recovery to a time after the failover holds every row the
-app saw acknowledged before it, and none written after it.
+app saw acknowledged before it, and none written after it; restored in
+place, the app reads exactly those rows.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from roost.backups.pgfacts import PG_BIN, take_facts
 from roost.backups.restore import pg_restore
 from roost.backups.slots import OwnSlotBarman
 from roost.backups.sources import Where, pair_key
-from roost.servicehost import backuprole, pairbackup
+from roost.servicehost import pairbackup
+from roost.servicehost.backupsource import pair_source
 from roost.servicehost.binaries import Binaries
 from roost.servicehost.names import BACKUP_ROLE
 from roost.servicehost.pairdb import PairAdmin
@@ -108,7 +111,10 @@ class PairHost:
         return self.locks.setdefault(f"{kind}/{app}", asyncio.Lock())
 
     async def apps_pg(self) -> PairAdmin:
-        return PairAdmin(self.pg_pair, Binaries(PG_BIN, Path("/usr/bin/redis-server")))
+        return PairAdmin(self.pg_pair, self.bins)
+
+    bins = Binaries(PG_BIN, Path("/usr/bin/redis-server"))
+    settings = SimpleNamespace(pg_slot_wal_keep_mb=1024)
 
     def save(self) -> None:
         pass
@@ -197,10 +203,12 @@ def test_a_pair_database_is_recovered_to_a_point_after_a_failover(
         async with OwnSlotBarman(layout, backupd="backupd1") as barman:
             clusters = Clusters(barman, pullers, dict)  # type: ignore[arg-type]
             [slot] = clusters.pair_slots()
-            # What a paired servicehost does when backupd asks (backupsource.pair_source).
-            admin = PairAdmin(plan, Binaries(PG_BIN, Path("/usr/bin/redis-server")))
-            await backuprole.ensure_backup_role(admin, source.password, [APP])
-            await pairbackup.declare(plan, [slot], 1024)
+            # What a paired servicehost answers backupd asking with its slot:
+            # the backup role made on the primary, the slot declared permanent.
+            answered = await pair_source(PairHost(plan, layout.root), plan, [slot])  # type: ignore[arg-type]
+            assert answered == source
+            config = await asyncio.to_thread(kit.rest, kit.sh[0], "/config")
+            assert config is not None and slot in config.json()["slots"]
             thread.start()
             base = await clusters.stage(pullers.key, layout.root, "capture")
             assert base.facts["backup_id"]

@@ -149,7 +149,7 @@ class Pullers:
         eps = self.cluster.of("servicehost")
 
         async def one(ep: Endpoint) -> str:
-            slots: list[str] = []
+            slots = self.pair_slots()
             # Asked again at once when it names a pair first seen, with the
             # slot for it (a slot Patroni was not told of, it drops).
             for _ in range(2):
