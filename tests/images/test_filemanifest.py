@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 from collections.abc import Callable
 from pathlib import Path
 
@@ -227,6 +228,23 @@ def test_a_name_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
         pass
     with pytest.raises(ImageError, match="is not UTF-8"):
         scan_tree(root)
+
+
+def test_a_wide_tree_is_walked_and_a_too_deep_one_refused(tmp_path: Path) -> None:
+    wide = tmp_path / "wide"
+    for i in range(1500):  # more directories than the descriptor limit set below
+        (wide / f"d{i}").mkdir(parents=True)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 1024), hard))
+    try:
+        m, _ = scan_tree(wide)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert len(m.entries) == 1500
+    deep = tmp_path / "deep"
+    (deep / "/".join(["d"] * 70)).mkdir(parents=True)
+    with pytest.raises(ImageError, match="nested more than 64 directories deep"):
+        scan_tree(deep)
 
 
 def test_a_special_file_is_refused(tmp_path: Path) -> None:

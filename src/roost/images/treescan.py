@@ -42,6 +42,8 @@ from roost.images.filemanifest import (
 )
 
 READ_CHUNK = 1 << 20
+# Far deeper than any venv (about 12 levels); bounds the walk's recursion.
+MAX_DEPTH = 64
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -131,40 +133,46 @@ def verify_tree(root: Path, manifest: FileManifest) -> None:
 
 
 def _walk(root: Path) -> Iterator[tuple[str, os.stat_result, str, int, str]]:
-    """(relative path, lstat, symlink target, parent's fd, name) of every entry below `root`."""
+    """(relative path, lstat, symlink target, parent's fd, name) of every entry below `root`.
+
+    Depth first, one descriptor open per level (not one per directory
+    listed: a site-packages holds hundreds), so a deep tree is refused
+    rather than allowed to exhaust descriptors or the stack.
+    """
     top = os.open(root, _DIR_FLAGS)
-    stack: list[tuple[int, str]] = [(top, "")]
     try:
-        while stack:
-            dirfd, prefix = stack.pop()
-            try:
-                # Listed whole first: the directory's descriptor stays open
-                # (for the caller to read files by) until its entries are done.
-                with os.scandir(dirfd) as it:
-                    listed = list(it)
-                for entry in listed:
-                    name = entry.name
-                    st = entry.stat(follow_symlinks=False)  # fstatat on dirfd, no symlink
-                    path = f"{prefix}{name}"
-                    mode = st.st_mode
-                    if stat.S_ISLNK(mode):
-                        yield path, st, os.readlink(name, dir_fd=dirfd), dirfd, name
-                    elif stat.S_ISDIR(mode):
-                        yield path, st, "", dirfd, name
-                        sub = os.open(name, _DIR_FLAGS, dir_fd=dirfd)
-                        if _ident(os.fstat(sub)) != _ident(st):
-                            os.close(sub)
-                            raise ImageError(f"{path[:200]!r} changed while it was read")
-                        stack.append((sub, path + "/"))
-                    elif stat.S_ISREG(mode):
-                        yield path, st, "", dirfd, name
-                    else:
-                        raise ImageError(f"{path[:200]!r} is a special file, which no layer holds")
-            finally:
-                os.close(dirfd)
+        yield from _walk_dir(top, "", 0)
     finally:
-        for fd, _ in stack:
-            os.close(fd)
+        os.close(top)
+
+
+def _walk_dir(
+    dirfd: int, prefix: str, depth: int
+) -> Iterator[tuple[str, os.stat_result, str, int, str]]:
+    if depth > MAX_DEPTH:
+        raise ImageError(f"{prefix[:200]!r} is nested more than {MAX_DEPTH} directories deep")
+    with os.scandir(dirfd) as it:
+        listed = list(it)
+    for entry in listed:
+        name = entry.name
+        st = entry.stat(follow_symlinks=False)  # fstatat on dirfd, no symlink followed
+        path = f"{prefix}{name}"
+        mode = st.st_mode
+        if stat.S_ISLNK(mode):
+            yield path, st, os.readlink(name, dir_fd=dirfd), dirfd, name
+        elif stat.S_ISREG(mode):
+            yield path, st, "", dirfd, name
+        elif stat.S_ISDIR(mode):
+            yield path, st, "", dirfd, name
+            sub = os.open(name, _DIR_FLAGS, dir_fd=dirfd)
+            try:
+                if _ident(os.fstat(sub)) != _ident(st):
+                    raise ImageError(f"{path[:200]!r} changed while it was read")
+                yield from _walk_dir(sub, path + "/", depth + 1)
+            finally:
+                os.close(sub)
+        else:
+            raise ImageError(f"{path[:200]!r} is a special file, which no layer holds")
 
 
 def _hash_at(dirfd: int, name: str, st: os.stat_result, path: str) -> str:
