@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+import roost
 from roost.cli import control, takeover
 from roost.cli.client import CliError
-from roost.cli.takeover import OLDER_AFTER_S, is_older, role_of, steal_fd
+from roost.cli.takeover import OLDER_AFTER_S, kind_of, role_of, steal_fd
 from roost.proc import activation, upstate
 from roost.proc.upstate import UpStatus
 
@@ -24,15 +25,19 @@ def status(pid: int, release: str) -> UpStatus:
     return UpStatus(pid=pid, roles={}, release=release)
 
 
-def test_a_roost_up_is_older_when_its_status_names_no_release() -> None:
+def test_how_a_running_roost_up_is_taken_over() -> None:
     settled = OLDER_AFTER_S + 1
-    assert is_older(status(10, ""), 10, settled)  # 0.1.0 wrote no release
-    assert not is_older(status(10, "0.2.0"), 10, settled)  # this release: it reloads
-    assert is_older(None, 10, settled)  # no status at all, long after its start
-    assert is_older(status(11, "0.2.0"), 10, settled)  # the file of another run
+    assert kind_of(status(10, ""), 10, settled, "0.3.0") == "restart"  # 0.1.0 wrote no release
+    assert kind_of(None, 10, settled, "0.3.0") == "restart"  # no status, long after its start
+    assert kind_of(status(11, "0.2.0"), 10, settled, "0.3.0") == "restart"  # another run's file
+    # Another release that knows reload: its daemons hand over.
+    assert kind_of(status(10, "0.2.0"), 10, settled, "0.3.0") == "hand-over"
+    assert kind_of(status(10, "0.3.0"), 10, settled, "0.2.0") == "hand-over"
+    # This release: not taken over (a reload is what it asks for).
+    assert kind_of(status(10, "0.3.0"), 10, settled, "0.3.0") == ""
     # Just started: a current roost up has not written its status yet.
-    assert not is_older(None, 10, OLDER_AFTER_S - 1)
-    assert not is_older(status(10, ""), 10, OLDER_AFTER_S - 1)
+    assert kind_of(None, 10, OLDER_AFTER_S - 1, "0.3.0") == ""
+    assert kind_of(status(10, ""), 10, OLDER_AFTER_S - 1, "0.3.0") == ""
 
 
 def test_role_of_a_daemon_command_line() -> None:
@@ -103,9 +108,12 @@ def test_a_reload_of_an_older_roost_up_is_refused_rather_than_sent(
         with pytest.raises(CliError, match="knows no reload: start this release's roost up"):
             control.reload_up(data, timeout=5, say=lambda _: None)
         assert holder.poll() is None  # not sent SIGHUP
+        assert takeover.older_up(data, holder.pid) == (holder.pid, "restart")
+        # Of another release that knows reload: taken over, its daemons handing over.
+        upstate.save(data, UpStatus(pid=holder.pid, roles={}, release="0.0.9"))
+        assert takeover.older_up(data, holder.pid) == (holder.pid, "hand-over")
         # A status of this release's: a reload is what it asks for.
-        assert takeover.older_up(data, holder.pid) == holder.pid
-        upstate.save(data, UpStatus(pid=holder.pid, roles={}, release="0.2.0"))
+        upstate.save(data, UpStatus(pid=holder.pid, roles={}, release=roost.__version__))
         assert takeover.older_up(data, holder.pid) is None
     finally:
         holder.kill()

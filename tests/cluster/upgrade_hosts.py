@@ -19,16 +19,11 @@ daemon that cannot start (an unknown option), as a broken release would.
 It returns once the new daemon is started; whether it became healthy is
 for `roost cluster upgrade` to find out.
 
-A host that runs 0.1.0 (its link's sources say so) hands nothing over:
-its runner or servicehost is sent TERM (`roost cluster upgrade` drained
-the runner first). Its router bound its port itself, with two workers and
-SO_REUSEPORT (`ReleaseCluster`); the new router starts under
-`roost router-keeper --take-over`, whose socket joins that port's group
-and takes its new connections, with the namespace's
-net.ipv4.tcp_migrate_req set so that the connections waiting in the old
-router's backlog move to the new socket when the old one closes (Linux
-5.14+); once the new router serves, the old one is sent TERM and finishes
-what is in flight.
+(Release 0.1.0, whose daemons handed nothing over and whose router bound
+its port itself, was upgraded from by this harness until 0.2.0 was tagged:
+`roost cluster upgrade` still drains such a runner first, and
+`roost router-keeper --take-over` still joins such a router's port,
+tests/router/test_router_keeper.py.)
 """
 
 from __future__ import annotations
@@ -63,7 +58,6 @@ class UpgradableCluster(RoostCluster):
         self.src = src
         self.code = base / "code"
         self.state_file = base / "upgrade-hosts.json"
-        self.keepers = True  # routers on a socket their keeper holds
         self.target = src  # the sources a replaced host runs
 
     def link(self, address: str) -> Path:
@@ -90,12 +84,10 @@ class UpgradableCluster(RoostCluster):
         argv = self.argv(host)
         log = self.base / "logs" / f"{host.name}.log"
         self.pidfile(host).parent.mkdir(parents=True, exist_ok=True)
-        keeper = self.keepers and self.role_of(host) == "router"
+        keeper = self.role_of(host) == "router"  # on a socket its keeper holds
         env = self.env_for(host.ip)
         if keeper:
             argv = [*keeper_argv(host.data, host.ip, self.pidfile(host)), "--", *argv]
-        elif self.role_of(host) == "router":
-            env["ROOST_ROUTER_WORKERS"] = "2"  # binds with SO_REUSEPORT, as 0.1.0 did
         proc = self.net.spawn(host, argv, env, log, cwd=REPO)
         if not keeper:
             self.pidfile(host).write_text(f"{proc.pid}\n")
@@ -122,9 +114,7 @@ class UpgradableCluster(RoostCluster):
                 "env": self.env_for(h.ip),
                 "link": str(self.link(h.ip)),
                 "pidfile": str(self.pidfile(h)),
-                "keeper": h.procs[0].pid
-                if self.keepers and self.role_of(h) == "router" and h.procs
-                else 0,
+                "keeper": h.procs[0].pid if self.role_of(h) == "router" and h.procs else 0,
                 "log": str(self.base / "logs" / f"{h.name}.log"),
             }
             for h in self.net.hosts.values()
@@ -215,31 +205,10 @@ def spawn(info: dict[str, Any], argv: list[str]) -> int:
     return proc.pid
 
 
-def take_over_router(state_file: Path, address: str, old: int) -> None:
-    """Replace a router that bound its port itself (see the module docstring)."""
-    state = json.loads(state_file.read_text())
-    info = state["hosts"][address]
-    log, pidfile = Path(info["log"]), Path(info["pidfile"])
-    mark = log.stat().st_size
-    keeper = keeper_argv(Path(info["data"]), address, pidfile)
-    info["keeper"] = spawn(info, [*keeper, "--take-over", "--", *info["argv"]])
-    deadline = time.monotonic() + 60
-    while int(pidfile.read_text()) == old or b"serving http" not in log.read_bytes()[mark:]:
-        if time.monotonic() > deadline:
-            raise SystemExit("the new router did not start serving in 60 s")
-        time.sleep(0.05)
-    os.kill(old, signal.SIGTERM)
-    wait_gone(old)
-    tmp = state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, state_file)
-
-
 def replace(state_file: Path, address: str, broken: bool) -> None:
     state = json.loads(state_file.read_text())
     info = state["hosts"][address]
     link = Path(info["link"])
-    was = version_at(link)
     tmp = link.with_name(link.name + ".new")
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(state["target"])
@@ -247,9 +216,6 @@ def replace(state_file: Path, address: str, broken: bool) -> None:
     pidfile = Path(info["pidfile"])
     old = int(pidfile.read_text())
     argv = [*info["argv"], "--no-such-option"] if broken else info["argv"]
-    if info["role"] == "router" and not broken and not info["keeper"]:
-        take_over_router(state_file, address, old)
-        return
     if info["role"] == "router" and not broken:
         os.kill(info["keeper"], signal.SIGHUP)
         deadline = time.monotonic() + 30
@@ -258,8 +224,7 @@ def replace(state_file: Path, address: str, broken: bool) -> None:
                 raise SystemExit("the router's keeper started no new router")
             time.sleep(0.05)
         return
-    hands_over = info["role"] in HANDS_OVER and was != "0.1.0"
-    os.kill(old, signal.SIGUSR2 if hands_over else signal.SIGTERM)
+    os.kill(old, signal.SIGUSR2 if info["role"] in HANDS_OVER else signal.SIGTERM)
     wait_gone(old)
     pidfile.write_text(f"{spawn(info, argv)}\n")
 
@@ -286,21 +251,6 @@ def worktree(rev: str) -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def check_old_router_cut(what: str, fresh: Load, kept: Load, clients: int = 3) -> None:
-    """Assert what replacing a router of the previous release may cost:
-    nothing on new connections (`fresh`); on keep-alive ones (`kept`, of
-    `clients` clients) at most one per client, the request a client sent
-    as 0.1.0's router closed the connection, which it does as it stops
-    without saying so first (no Connection: close)."""
-    f, k = fresh.result, kept.result
-    print(f"{what}: {f.total} requests on new connections, {len(f.failures)} failed; "
-          f"{k.total} on keep-alive ones, {len(k.failures)} failed")  # fmt: skip
-    assert f.failures == [], f.failures[:10]
-    assert f.ok > 0 and k.ok > 0
-    assert len(k.failures) <= clients, k.failures
-    assert all("disconnected without sending a response" in x for x in k.failures), k.failures
-
-
 def web_up(c: RoostCluster, app: str) -> list[dict[str, Any]]:
     """The app's web instances that are up (its /ps rows)."""
     rows = c.api("GET", f"/api/apps/{app}/ps")
@@ -324,12 +274,11 @@ def serving(c: UpgradableCluster, app: str, source: Path) -> Iterator[Upgradable
 class ReleaseCluster(UpgradableCluster):
     """An UpgradableCluster set up by a release's own code (`src`, e.g. a
     worktree of its tag): its `roost cluster init`/`join`, its CLI for
-    deploys, its daemons; routers bind their port themselves, as that
-    release's did. `upgrade_cli` is this tree's CLI."""
+    deploys, its daemons (a router under that release's keeper). `upgrade`
+    runs this tree's CLI."""
 
     def __init__(self, base: Path, src: Path, **kw: Any) -> None:
         super().__init__(base, src, **kw)
-        self.keepers = False
         self.cli_src = src  # the code `roost` commands run
         self.target = REPO / "src"
 

@@ -68,7 +68,8 @@ def reload_up(
     """SIGHUP the `roost up` of `data`, wait for the reload that follows and
     return how it went; CliError when it failed or `roost up` stopped."""
     pid = _the_up(data)
-    if older_up(data, pid) is not None:
+    found = older_up(data, pid)
+    if found is not None and found[1] == "restart":
         # Its SIGHUP would end it and its apps with it.
         raise CliError(
             f"roost up (pid {pid}) on {data} is of a release that knows no reload: start this "

@@ -155,8 +155,14 @@ def prepare_data_dir(data: Path, settings: Settings) -> IO[str]:
     return lock
 
 
-def prepare_cluster(data: Path, host: str, runner_host_id: str = "") -> ClusterConfig:
+def prepare_cluster(
+    data: Path, host: str, runner_host_id: str = "", keep_ports: bool = False
+) -> ClusterConfig:
     """Keys, identities and the address book of the one-machine platform.
+
+    A role keeps its previous port while it is free; with `keep_ports`
+    whether or not (a take-over by hand-over: each old daemon goes before
+    its successor binds, and the others keep reaching the same addresses).
 
     A keypair per role, each listed in peers.json as that role on this
     machine, named by the runner's host id (the id its heartbeats must carry);
@@ -180,7 +186,7 @@ def prepare_cluster(data: Path, host: str, runner_host_id: str = "") -> ClusterC
         port = 0
         if previous and previous[0].public_key == key:
             _, _, p = previous[0].address.rpartition(":")
-            if p.isdigit() and int(p) not in _GIVEN and port_free(host, int(p)):
+            if p.isdigit() and int(p) not in _GIVEN and (keep_ports or port_free(host, int(p))):
                 port = int(p)
                 _GIVEN.add(port)
         endpoints[role] = [Endpoint(f"tcp://{host}:{port or free_port(host)}", key)]

@@ -55,6 +55,8 @@ from typing import IO
 
 import httpx
 
+from roost import __version__
+from roost.cli import reload
 from roost.cli.local import AlreadyRunning, lock_data_dir
 from roost.cli.readiness import local_api
 from roost.proc import activation, upstate
@@ -70,12 +72,18 @@ GONE_TIMEOUT_S = 90.0
 POLL_S = 0.2
 
 
-def is_older(status: upstate.UpStatus | None, pid: int, age_s: float) -> bool:
-    """The `roost up` `pid` holding the lock knows no reload (pure): it has
-    run `OLDER_AFTER_S`, and DATA/up.json (`status`) is not its or names no
-    release (0.1.0 wrote none)."""
-    ours = status is not None and status.pid == pid
-    return age_s >= OLDER_AFTER_S and not (ours and status is not None and status.release)
+def kind_of(status: upstate.UpStatus | None, pid: int, age_s: float, mine: str) -> str:
+    """How the `roost up` `pid` holding the lock is taken over (pure): ""
+    when it is not (this release's, or just started: a current one writes
+    DATA/up.json within `OLDER_AFTER_S`); "restart" when it knows no
+    reload (DATA/up.json is not its or names no release: 0.1.0 wrote none);
+    "hand-over" when it is of another release (`status.release` is not
+    `mine`), whose daemons hand their tenants over as a reload's do."""
+    if age_s < OLDER_AFTER_S:
+        return ""
+    if status is None or status.pid != pid or not status.release:
+        return "restart"
+    return "hand-over" if status.release != mine else ""
 
 
 def role_of(cmdline: list[str]) -> str:
@@ -178,13 +186,15 @@ def open_to_join(host: str, port: int) -> int:
     return len(links)
 
 
-def older_up(data: Path, running: int | None) -> int | None:
-    """The pid of the older `roost up` on `data`, None if the one running is current."""
+def older_up(data: Path, running: int | None) -> tuple[int, str] | None:
+    """(pid, `kind_of`) of the `roost up` of another release on `data`, None
+    when none runs or the one running is this release's."""
     if running is None or gone(running):
         return None
     loaded = upstate.load(data)
     status = loaded[0] if loaded is not None else None
-    return running if is_older(status, running, _age_s(running)) else None
+    kind = kind_of(status, running, _age_s(running), __version__)
+    return (running, kind) if kind else None
 
 
 def new_host_id(data: Path) -> tuple[str, str]:
@@ -200,20 +210,26 @@ def new_host_id(data: Path) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class TakeOver:
-    """What `roost up` needs to take over: the older one's pid and the
-    runners' host ids (old, new)."""
+    """What `roost up` needs to take over: the older one's pid, the
+    runners' host ids (old, new: the same when its daemons hand over) and
+    whether they hand their tenants over (`kind_of`'s "hand-over")."""
 
     pid: int
     hosts: tuple[str, str]
+    hands_over: bool = False
 
 
 class Older:
     """The older `roost up` being taken over (see the module docstring)."""
 
-    def __init__(self, pid: int, data: Path, say: Callable[[str], None]) -> None:
+    def __init__(
+        self, pid: int, data: Path, say: Callable[[str], None], hands_over: bool = False
+    ) -> None:
         self.pid = pid
         self.data = data
         self.say = say
+        self.hands_over = hands_over
+        self.draining: list[int] = []  # daemons told to go that may finish meanwhile
         self.ended = False
         self.lock: IO[str] | None = None  # DATA's, once it has let go of it
         self.roles: dict[str, int] = {}
@@ -230,6 +246,13 @@ class Older:
                 continue
             if role := role_of(cmdline):
                 self.roles[role] = child
+        # A release that forks its roles from a zygote names their pids in
+        # its status (their command lines are the zygote's).
+        loaded = upstate.load(self.data)
+        if loaded is not None and loaded[0].pid == self.pid:
+            for role, state in loaded[0].roles.items():
+                if state.pid and role not in self.roles and not gone(state.pid):
+                    self.roles[role] = state.pid
         self.say(f"took over roost up (pid {self.pid}): its daemons {self.roles}")
         pipes = _fds(self.pid)
         loop = asyncio.get_running_loop()
@@ -263,18 +286,40 @@ class Older:
         self.sockets = [(name, activation.listen(host, port, join=True)) for name, port in ports]
         return self.sockets
 
-    async def retire(self, role: str) -> None:
-        """TERM the old `role` daemon and return once it has gone."""
+    def held_listeners(
+        self, host: str, ports: list[tuple[str, int]]
+    ) -> list[tuple[str, socket.socket]]:
+        """The older `roost up`'s own listening sockets for the router (a
+        release that hands over binds them once and gives them to every
+        router it starts): this one's routers serve on the very same
+        sockets, so a connection waiting in their backlog is accepted by
+        whichever router is there."""
+        fds = _fds(self.pid)
+        table = Path("/proc/net/tcp6" if ":" in host else "/proc/net/tcp").read_text()
+        for name, port in ports:
+            held = [
+                fds[link] for link in activation.listening_inodes(table, host, port) if link in fds
+            ]
+            if not held:
+                raise OSError(
+                    f"roost up (pid {self.pid}) holds no socket listening on {host}:{port}"
+                )
+            self.sockets.append((name, socket.socket(fileno=steal_fd(self.pid, held[0]))))
+        return self.sockets
+
+    async def retire(self, role: str, sig: int = signal.SIGTERM, wait: bool = True) -> None:
+        """Send the old `role` daemon `sig` (TERM: stop; USR2: hand over) and
+        return once it has gone, or at once when not `wait` (`end` waits)."""
         pid = self.roles.pop(role, 0)
         if not pid or gone(pid):
             return
-        self.say(f"stopping the older {role} (pid {pid})")
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + GONE_TIMEOUT_S
-        while not gone(pid):
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-            await asyncio.sleep(POLL_S)
+        self.say(f"{'stopping' if sig == signal.SIGTERM else 'handing over from'} "
+                 f"the older {role} (pid {pid})")  # fmt: skip
+        os.kill(pid, sig)
+        if wait:
+            await _gone(pid)
+        else:
+            self.draining.append(pid)
 
     async def end(self) -> None:
         """End the old `roost up`, its daemons gone, and what is left below
@@ -286,7 +331,12 @@ class Older:
         self._relayed = []
         for role in list(self.roles):
             await self.retire(role)
-        left = [pid for pid in _descendants(self.pid) if not gone(pid)]
+        for pid in self.draining:
+            await _gone(pid)
+        # Below a roost up that hands over are its daemons' tenants (as its
+        # subreaper, it adopted the instances' shims, PostgreSQL, Redis):
+        # they stay, for this one's daemons have adopted them.
+        left = [] if self.hands_over else [p for p in _descendants(self.pid) if not gone(p)]
         # SIGKILL, not TERM: stopped since the start, it has nothing left to
         # stop, and on its way out it would write its own last status over
         # this roost up's (`roost status --wait` would read "stopped").
@@ -311,6 +361,15 @@ class Older:
         """A take-over cut short: the old `roost up` carries on (it restarts what it lost)."""
         with _quiet():
             os.kill(self.pid, signal.SIGCONT)
+
+
+async def _gone(pid: int) -> None:
+    """Once `pid` has exited; SIGKILL after `GONE_TIMEOUT_S`."""
+    deadline = time.monotonic() + GONE_TIMEOUT_S
+    while not gone(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(POLL_S)
 
 
 class _quiet:
@@ -375,5 +434,29 @@ async def bring_up(
             for _, sock in older.sockets:  # its sockets gone: no steering needed any more
                 activation.unsteer(sock)
             await older.retire("runner")  # its instances: no router sends them anything
+    await older.end()
+    return True
+
+
+async def hand_over(
+    sup: Supervisor,
+    programs: list[Program],
+    older: Older,
+    ready_timeout: Callable[[str], float],
+) -> bool:
+    """Start `programs` (every role but the controller, in `roost up`'s
+    order) in place of the daemons of an older `roost up` that hand over,
+    as a reload replaces its own (`roost.cli.reload.plan`: the runner and the
+    servicehost leave their tenants running for this one's to adopt; the
+    router drains while this one's serves on the same sockets); False when
+    one did not come up (the take-over stops there)."""
+    steps = {s.role: s for s in reload.plan([p.name for p in programs], shared_sockets=True)}
+    for program in programs:
+        step = steps[program.name]
+        await older.retire(step.role, step.signal, wait=not step.overlap)
+        sup.add(program)
+        if not await sup.wait_up(step.role, ready_timeout(step.role)):
+            older.say(f"the take-over stopped: the new {step.role} did not come up")
+            return False
     await older.end()
     return True

@@ -54,7 +54,7 @@ from roost.cli.local import (
     write_api_info,
 )
 from roost.cli.readiness import role_probes
-from roost.cli.takeover import Older, TakeOver, bring_up, new_host_id, older_up
+from roost.cli.takeover import Older, TakeOver, bring_up, hand_over, new_host_id, older_up
 from roost.controller.apitls import api_url
 from roost.daemonize import secure_start
 from roost.proc import activation, spawn, upstate
@@ -265,11 +265,13 @@ async def supervise(
     loop.add_signal_handler(signal.SIGHUP, reloads.ask)
     become_subreaper()
     # Taking over from an older roost up (roost.cli.takeover): its router's sockets.
-    older = Older(takeover.pid, data, _say) if takeover is not None else None
-    if older is not None:
+    older = None
+    if takeover is not None:
+        older = Older(takeover.pid, data, _say, takeover.hands_over)
         try:
             older.freeze()
-            sockets = older.listeners(settings.bind_host, router_ports(settings))
+            take = older.held_listeners if takeover.hands_over else older.listeners
+            sockets = take(settings.bind_host, router_ports(settings))
         except BaseException as exc:
             older.resume()  # it carries on as it was
             if isinstance(exc, OSError):
@@ -337,6 +339,9 @@ async def supervise(
                 if older is None or takeover is None:
                     for program in programs[1:]:
                         sup.add(program)
+                elif takeover.hands_over:
+                    if not await hand_over(sup, programs[1:], older, _ready_timeout):
+                        sup.stop()
                 elif not await bring_up(
                     sup, programs[1:], older, data, takeover.hosts, _ready_timeout
                 ):
@@ -472,9 +477,24 @@ def up(
 def take_over(data: Path, settings: Settings, running: AlreadyRunning) -> TakeOver:
     """Prepare to take over from the `roost up` running on `data` if it is
     older (roost.cli.takeover), else refuse as `running` says."""
-    pid = older_up(data, running_up(data))
-    if pid is None:
+    found = older_up(data, running_up(data))
+    if found is None:
         raise CliError(str(running)) from None
+    pid, kind = found
+    if kind == "hand-over":
+        loaded = upstate.load(data)
+        release = loaded[0].release if loaded is not None else "?"
+        _say(f"roost up {release} (pid {pid}) runs on {data}: taking over, its daemons handing "
+             f"the apps over")  # fmt: skip
+        secure_start(data)
+        from roost.runner.layout import Layout  # only `roost up` needs the runner's layout
+
+        host = Layout(data).host_id(settings.runner_host_id)
+        # The same addresses: the older daemons not yet replaced keep
+        # reaching their successors (the runner its controller's).
+        prepare_cluster(data, settings.bind_host, host, keep_ports=True)
+        write_api_info(data, settings)
+        return TakeOver(pid, (host, host), hands_over=True)
     if settings.runner_host_id:
         raise CliError(
             f"an older roost up (pid {pid}) runs on {data}, and ROOST_RUNNER_HOST_ID fixes the "
