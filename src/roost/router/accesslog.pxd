@@ -20,7 +20,7 @@ cdef class AccessLog:
     cdef public bytes stamp
 
     cpdef tick(self)
-    @cython.locals(tenths=long, line=bytes, url=bytes, host=bytes, user=bytes, rid=bytes, referer=bytes, agent=bytes)
+    @cython.locals(tenths=long, status=int, line=bytes, url=bytes, host=bytes, user=bytes, rid=bytes, referer=bytes, agent=bytes)
     cpdef log(self, ClientConnection client, Relay ex, double now)
     cpdef flush(self)
     cpdef int _open(self) except -1
@@ -28,4 +28,9 @@ cdef class AccessLog:
     cpdef close(self)
 
 
-cdef bytes _SAFE
+cdef bytes _SAFE, _SAFE_BYTE
+cdef tuple _STATUS, _DIGITS
+
+
+@cython.locals(i=Py_ssize_t, table=bytes)
+cdef bint _safe(bytes value)

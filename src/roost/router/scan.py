@@ -1,3 +1,5 @@
+# cython: wraparound=False
+# (no index here is negative: bytes are indexed in C without the check)
 """Plain request and response heads recognised without httptools.
 
 Most of what a router sees is plain: a GET or HEAD with ordinary headers,
