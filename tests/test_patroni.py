@@ -35,6 +35,8 @@ def test_config_is_synchronous_in_its_own_scope_and_ports() -> None:
     assert dcs["postgresql"]["parameters"]["max_connections"] == 500
     assert c["bootstrap"]["post_bootstrap"].endswith("/d/pg/bootstrap.sql")
     assert c["etcd3"]["hosts"] == ["10.9.0.1:2379", "10.9.0.2:2379", "10.9.0.3:2379"]
+    # A standby's copy starts at once, not after a spread checkpoint.
+    assert {"checkpoint": "fast"} in c["postgresql"]["basebackup"]
 
 
 def test_view_of_patroni_cluster_answer() -> None:

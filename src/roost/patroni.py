@@ -185,6 +185,12 @@ def config(m: Member, home: Path, bin_dir: Path) -> dict[str, Any]:
                 "replication": {"username": REPLICATOR, "password": m.replication_password},
             },
             "parameters": {"unix_socket_directories": str(home / "run")},
+            # A standby is copied (pg_basebackup) after an immediate
+            # checkpoint on the primary: by default pg_basebackup waits for a
+            # spread one, which kept a new or reinitialized standby from
+            # existing for 90 s and more while the pair had no copy (seen in
+            # tests/cluster/test_statedb_failover.py: 94 s, of 927 buffers).
+            "basebackup": [{"checkpoint": "fast"}],
             # The socket's directory is the Patroni user's own (0700): only it
             # (and root) connects without a password.
             "pg_hba": [
