@@ -81,12 +81,27 @@ class Cluster:
         return sum(len(rack.get("DataNodes") or []) for dc in topo.get("DataCenters") or []
                    for rack in dc.get("Racks") or [])  # fmt: skip
 
-    def mount(self, name: str) -> Path:
+    def add_filer(self, name: str) -> Endpoint:
+        """Another filer with its own embedded store: filers find each other
+        through the master and replay each other's metadata changes."""
+        at = Endpoint(self.filer.ip, weed_port())
+        (self.base / name).mkdir()
+        self.start(name, seaweed.filer_argv(seaweed.weed_binary(), at, self.master,
+                                            self.base / name))  # fmt: skip
+        wait_until(lambda: _up(f"http://{at}/"), START_S, f"weed {name}")
+        return at
+
+    def mount(self, name: str, filers: list[Endpoint] | None = None) -> Path:
+        """A FUSE mount at BASE/name, of the filer (or of `filers`, tried in turn)."""
         point = self.base / name
         point.mkdir(exist_ok=True)
         cache = self.base / f"{name}-cache"
         cache.mkdir(exist_ok=True)
-        self.start(name, seaweed.mount_argv(seaweed.weed_binary(), self.filer, point, cache))
+        argv = seaweed.mount_argv(seaweed.weed_binary(), self.filer, point, cache)
+        if filers:
+            listed = ",".join(str(f) for f in filers)
+            argv = [f"-filer={listed}" if a.startswith("-filer=") else a for a in argv]
+        self.start(name, argv)
         wait_until(lambda: seaweed.is_mounted(point), START_S, f"weed mount at {point}")
         self.mounts.append(point)
         return point
