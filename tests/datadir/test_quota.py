@@ -17,6 +17,7 @@ import pytest
 
 from roost.datadir import quota
 from roost.datadir.shared import make
+from roost.servicehost.appdata import AppData
 from tests.conftest import wait_until
 
 MB = 1 << 20
@@ -128,3 +129,18 @@ def test_a_tree_held_by_a_sandbox_grows_once_released(root: Path) -> None:
     quota.ensure(root, "shop", 32, (UID, UID))
     assert quota.usage(tree).quota_bytes > before + 20 * MB, grown_online
     assert _fill(tree / "big.bin", 20) == 0
+
+
+def test_the_servicehost_keeps_an_apps_own_size(root: Path) -> None:
+    """A data session brings the app's own size (DataStart.data_quota_mb);
+    a later call that brings none (a backup's pack) keeps it, not the
+    host's ROOST_DATA_QUOTA_MB."""
+    data = AppData(root, (UID, UID))
+    data.quota_mb = 8
+    tree = data.dir("shop", (UID, UID), 24)
+    own = quota.usage(tree).quota_bytes
+    assert own > 20 * MB
+    assert data.dir("shop", (UID, UID)) == tree
+    assert quota.usage(tree).quota_bytes == own
+    data.quotas = False  # a tree an operator mounted (ROOST_APPDATA_ROOT): no quota made
+    assert not os.path.ismount(data.dir("other", (UID, UID), 24))

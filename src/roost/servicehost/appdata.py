@@ -60,6 +60,7 @@ class AppData:
         # Whether trees here take quotas at all (not in a tree an operator
         # mounted, ROOST_APPDATA_ROOT): an app's own size applies only then.
         self.quotas = True
+        self._sizes: dict[str, int] = {}  # app -> its own size, as sessions said
         # In a cluster's shared tree: mounts ROOT/APP with a quota of its own
         # (app, MiB, owner; roost.datadir.weedquota) instead of an image.
         self.shared_quota: Callable[[str, int, tuple[int, int]], None] | None = None
@@ -90,7 +91,12 @@ class AppData:
         `quota_mb`: the app's own quota (`roost data quota`), else the host's."""
         d = self.root / check_app(app)
         owner = owner or self.owner
-        size = (quota_mb or self.quota_mb) if self.quotas else 0
+        if quota_mb:
+            self._sizes[app] = quota_mb
+        # A call that names no size (a backup's pack, a runner's pull) keeps
+        # the one the app's last session brought: a tree is not remounted,
+        # in a cluster, back and forth between the app's size and the host's.
+        size = (quota_mb or self._sizes.get(app) or self.quota_mb) if self.quotas else 0
         if size and self.shared_quota is not None and owner is not None:
             self.shared_quota(app, size, owner)
         elif size and self.shared_quota is None:
