@@ -146,6 +146,55 @@ def remove_orphan_pg_segments(since: float, older_than: float, shm: Path = Path(
     return removed
 
 
+# The longest modules, longest first (a clean-clone run's --durations, setup
+# and calls summed per module, 2026-12; keep the list roughly true when a
+# module grows or shrinks by a minute). Collected first, then the other
+# real-process tiers, then the rest, each in its own order (the sort is
+# stable).
+SLOWEST_MODULES = (
+    "tests/cluster/test_servicehost_replace.py",
+    "tests/cluster/test_shared_datadir.py",
+    "tests/cluster/test_pg_pair_replace.py",
+    "tests/e2e/test_autorollback.py",
+    "tests/cluster/test_redis_sentinel_cluster.py",
+    "tests/cluster/test_statedb_failover.py",
+    "tests/cluster/test_pg_pair_failover.py",
+    "tests/cluster/test_pg_pair_rejoin.py",
+    "tests/cluster/test_backups.py",
+    "tests/e2e/test_platform_restore.py",
+    "tests/cluster/test_two_backupds.py",
+    "tests/e2e/test_acme_pebble.py",
+    "tests/cluster/test_pg_pair_platform.py",
+    "tests/e2e/test_up_takeover.py",
+    "tests/e2e/test_host_restore.py",
+    "tests/cluster/test_cron_failover.py",
+    "tests/cluster/test_upgrade_from_release.py",
+    "tests/e2e/test_up_reload.py",
+)
+_REAL_PROCESS_DIRS = ("tests/cluster/", "tests/e2e/", "tests/backups/", "tests/datadir/")
+
+
+def module_rank(nodeid: str) -> tuple[int, int]:
+    """Where a test's module goes in the run: the slowest first."""
+    module = nodeid.split("::", 1)[0]
+    if module in SLOWEST_MODULES:
+        return (0, SLOWEST_MODULES.index(module))
+    for i, top in enumerate(_REAL_PROCESS_DIRS):
+        if module.startswith(top):
+            return (1, i)
+    return (2, 0)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest modules first. scripts/test hands whole modules to three
+    workers (`--dist loadfile --no-loadscope-reorder`, in this order): a
+    three-minute module handed out last makes its worker finish minutes
+    after the others (xdist's own order, most tests first, put every
+    one-test module, the slowest among them, at the end)."""
+    items.sort(key=lambda item: module_rank(item.nodeid))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A skipped test fails the run: the suite is green only when everything ran.
 
