@@ -28,11 +28,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from roost.netaddr import is_loopback
-from roost.selfsigned import generate_self_signed
 from roost.settings import Settings
 
 log = logging.getLogger("roost.controller.tls")
@@ -98,6 +94,11 @@ def _this_host() -> list[str]:
 
 
 def fingerprint(cert_pem: bytes) -> str:
+    # cryptography here and below, not at the top: `roost up` imports this
+    # module for api_url, and on loopback (no TLS) never needs it (3.6 MB).
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     leaf = x509.load_pem_x509_certificates(cert_pem)[0]
     digest = hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2)).upper()
@@ -105,6 +106,9 @@ def fingerprint(cert_pem: bytes) -> str:
 
 def _check_pair(cert_pem: bytes, key_pem: bytes, where: str) -> str:
     """The leaf's fingerprint, once the key is known to belong to the certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     try:
         leaf = x509.load_pem_x509_certificates(cert_pem)[0]
         key = serialization.load_pem_private_key(key_pem, password=None)
@@ -138,6 +142,8 @@ def self_signed_certificate(directory: Path, names: list[str]) -> ApiTls:
     os.chmod(directory, 0o700)
     cert, key = directory / CERT_FILE, directory / KEY_FILE
     if not (cert.exists() and key.exists()):
+        from roost.selfsigned import generate_self_signed
+
         cert_pem, key_pem = generate_self_signed(names, common_name=f"roost API {names[0]}")
         _write_private(key, key_pem)
         _write_private(cert, cert_pem)
