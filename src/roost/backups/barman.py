@@ -145,6 +145,7 @@ class Barman:
         self._sup = Supervisor(logger=log)
         self._task: asyncio.Task[None] | None = None
         self._streamed: set[str] = set()  # servers with a receive-wal supervised
+        self._said: dict[str, str] = {}  # server -> its receiver's output since its start
         self.home = layout.barman
         self.config_file = self.home / "barman.conf"
         self.passfile = self.home / "pgpass"
@@ -244,11 +245,23 @@ class Barman:
     def _receiver(self, server: str) -> Program:
         start = functools.partial(self._start_receive, server)
         return Program(f"receive-wal:{server}", start, policy=RECEIVE_POLICY,
-                       output=_log_output(server))  # fmt: skip
+                       output=self._heard(server))  # fmt: skip
+
+    def _heard(self, server: str) -> Callable[[bytes], None]:
+        """The receiver's output: logged, and its last words since it was
+        started kept (`slot_lost` reads them)."""
+
+        def heard(data: bytes) -> None:
+            text = data.decode(errors="replace")
+            log.info("%s receive-wal: %s", server, text)
+            self._said[server] = (self._said.get(server, "") + text)[-SAID_KEPT:]
+
+        return heard
 
     async def _start_receive(self, server: str) -> asyncio.subprocess.Process:
         """pg_receivewal as `barman receive-wal` runs it, without Barman's
         process around it (roost.backups.walreceiver)."""
+        self._said[server] = ""
         streaming = self.server_dir(server) / "streaming"
         if await asyncio.to_thread(_kill_strays, streaming):
             await self._slot_released(server)
@@ -306,7 +319,11 @@ class Barman:
     async def slot_lost(self, server: str) -> bool:
         """Whether the source invalidated the server's slot, the WAL it held
         removed (wal_status 'lost', nothing streaming through it): receive-wal
-        cannot go on from where it is. False when the source does not answer."""
+        cannot go on from where it is. False when the source does not answer.
+        Or the receiver was told the WAL it asks for is gone (a failover to
+        a primary that no longer had it: the slot there is new, not lost)."""
+        if server in self._said and walreceiver.wal_gone(self._said[server]):
+            return True
         query = "SELECT wal_status, active FROM pg_replication_slots WHERE slot_name = %s"
         try:
             async with asyncio.timeout(SLOT_QUERY_TIMEOUT_S):
@@ -330,7 +347,12 @@ class Barman:
         if await asyncio.to_thread(_kill_strays, self.server_dir(server) / "streaming"):
             await self._slot_released(server)
         await self.run("receive-wal", "--drop-slot", server, ok=True)
-        await self.run("receive-wal", "--create-slot", server)
+        # On a servicehost pair, Patroni makes a permanent slot again by
+        # itself within its loop (servicehost/pairbackup.py): there already,
+        # it holds WAL from now on, as a new one would.
+        out = await self.run("receive-wal", "--create-slot", server, ok=True)
+        if "created" not in out and "already exists" not in out:
+            raise BarmanError(f"barman receive-wal --create-slot {server}: {out.strip()[-2000:]}")
         await self.run("receive-wal", "--reset", server)
         at = datetime.now(UTC)
         _write_private(self.gap_file(server), json.dumps({"at": at.timestamp()}))
@@ -546,8 +568,7 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _log_output(server: str) -> Callable[[bytes], None]:
-    return lambda data: log.info("%s receive-wal: %s", server, data.decode(errors="replace"))
+SAID_KEPT = 4096
 
 
 def _kill_strays(streaming: Path) -> bool:

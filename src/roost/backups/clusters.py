@@ -195,7 +195,8 @@ class Clusters:
                 f"{host}: the point-in-time window has a gap: the servicehost removed WAL "
                 f"its replication slot {self.barman.slot(server)} held for Barman server "
                 f"{server} before backupd received it (backupd away or behind past "
-                f"ROOST_PG_SLOT_WAL_KEEP_MB); WAL streams again from {at.isoformat()}, and "
+                f"ROOST_PG_SLOT_WAL_KEEP_MB, or, on a pair, further behind than the new "
+                f"primary kept); WAL streams again from {at.isoformat()}, and "
                 f"the window starts again at the base backup taken now"
             )
             await self._say(message, ok=False)

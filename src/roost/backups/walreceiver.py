@@ -80,6 +80,12 @@ def repair_partial(streaming: Path, segment: int) -> str | None:
     return name
 
 
+def wal_gone(said: str) -> bool:
+    """Whether pg_receivewal was told the WAL it asks for is removed: started
+    again, it asks for the same segment, so it can never go on (pure)."""
+    return "has already been removed" in said
+
+
 class ReceiverBusy(RuntimeError):
     """Another receiver (a `barman receive-wal`) streams this server."""
 
