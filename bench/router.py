@@ -10,6 +10,12 @@ Each is measured in interleaved rounds and the median kept, since other work on
 the machine moves single runs around. CPU time per request is that of the
 proxying process (steadier than requests/s on a shared machine).
 
+CPU time is printed whole and in user space alone (the proxies make the same
+syscalls; where they differ is user time). `--baseline SRC` adds a router
+run from another checkout's src/ (built) to the same interleaved rounds and
+prints this build's CPU per request against it: an A/B of two builds under
+the same load, steadier on a busy machine than two separate runs.
+
 Then roost with 1 and 2 worker processes (SO_REUSEPORT), wrk on two threads
 for both, in interleaved rounds: the requests/s of each and their ratio.
 
@@ -113,6 +119,7 @@ class Load:
     requests: int
     failed: int
     cpu_us: float = 0.0  # CPU time of the proxying process per request
+    user_us: float = 0.0  # the user-space part of it (the system part is the same syscalls)
 
 
 async def plain_rounds(
@@ -125,13 +132,16 @@ async def plain_rounds(
     """Every target once per round, the order reversed every other round."""
     for r in range(rounds):
         for name, port in targets if r % 2 == 0 else targets[::-1]:
-            before = cpu(procs[name])
+            before, user_before = cpu(procs[name]), user(procs[name])
             load = await wrk(port, f"{APP}.localhost", seconds)
-            load.cpu_us = (cpu(procs[name]) - before) / max(1, load.requests) * 1e6
+            n = max(1, load.requests)
+            load.cpu_us = (cpu(procs[name]) - before) / n * 1e6
+            load.user_us = (user(procs[name]) - user_before) / n * 1e6
             results[name].append(load)
             print(
                 f"  round {r + 1} {name:8s} {load.rps:10.0f} req/s  p99 {load.p99_ms:6.2f} ms"
-                f"  failed {load.failed}  cpu {load.cpu_us:5.1f} us/req",
+                f"  failed {load.failed}  cpu {load.cpu_us:5.1f} us/req"
+                f" (user {load.user_us:4.1f})",
                 flush=True,
             )
 
@@ -139,6 +149,10 @@ async def plain_rounds(
 def cpu(p: psutil.Process) -> float:
     t = p.cpu_times()
     return float(t.user + t.system)
+
+
+def user(p: psutil.Process) -> float:
+    return float(p.cpu_times().user)
 
 
 async def worker_rounds(
@@ -361,7 +375,10 @@ class FakeController:
         await self.pub.publish("routes", delta)
 
 
-def start_router(data: Path, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
+def start_router(
+    data: Path, port: int, workers: int = 1, src: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """A router process; with `src`, the roost package from that src/ directory."""
     code = (
         "import logging; logging.basicConfig(level=logging.WARNING); "
         "from pathlib import Path; from roost.router.daemon import run; "
@@ -369,6 +386,8 @@ def start_router(data: Path, port: int, workers: int = 1) -> subprocess.Popen[by
         f"run(Path({str(data)!r}), Settings.from_env(), port={port}, workers={workers})"
     )
     env = dict(os.environ, ROOST_ROUTER_TLS_PORT="0")
+    if src is not None:
+        env["PYTHONPATH"] = str(src.resolve())
     return subprocess.Popen([sys.executable, "-c", code], env=env)
 
 
@@ -390,11 +409,21 @@ async def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--quick", action="store_true", help="a few seconds per load")
+    ap.add_argument(
+        "--baseline",
+        metavar="SRC",
+        type=Path,
+        help="also measure a router from another checkout's src/ (built), in the same "
+        "interleaved plain rounds: an A/B of two builds under the same load",
+    )
+    ap.add_argument("--rounds", type=int, help="plain and worker rounds (default 2, quick; 5)")
     args = ap.parse_args()
+    if args.baseline is not None and not (args.baseline / "roost" / "router").is_dir():
+        sys.exit(f"bench: {args.baseline} is not a src/ directory with roost/router in it")
     # More, shorter rounds rather than fewer long ones: medians of interleaved
     # rounds are what holds still when the shared machine's load moves.
     seconds = 2.0 if args.quick else 6.0
-    rounds = 2 if args.quick else 5
+    rounds = args.rounds or (2 if args.quick else 5)
     # Churn: many short steady/churn pairs; each pair's ratio compares two
     # adjacent phases, so drift in the machine's load cancels within a pair.
     churn_seconds = 2.0 if args.quick else 3.0
@@ -404,13 +433,15 @@ async def main() -> None:
     backend = free_port()
     spares = [free_port() for _ in range(SPARES)]
     dead = 1  # privileged low ports nothing listens on: never hit (only the loaded app is)
-    ports = {name: free_port() for name in ("nginx", "haproxy", "roost", "roost2")}
+    ports = {name: free_port() for name in ("nginx", "haproxy", "roost", "roost2", "base")}
     backend_ng = Nginx(work, "backend")
     proxy_ng = Nginx(work, "proxy")
     haproxy: subprocess.Popen[bytes] | None = None
     router: subprocess.Popen[bytes] | None = None
     router2: subprocess.Popen[bytes] | None = None
-    results: dict[str, list[Load]] = {k: [] for k in ("direct", "nginx", "haproxy", "roost")}
+    base: subprocess.Popen[bytes] | None = None
+    names = ("direct", "nginx", "haproxy", "roost", *(("base",) if args.baseline else ()))
+    results: dict[str, list[Load]] = {k: [] for k in names}
     try:
         listens = "".join(f"listen {HOST}:{p};\n    " for p in (backend, *spares))
         backend_ng.start(BACKEND_CONF.format(dir=work, listens=listens))
@@ -434,10 +465,14 @@ async def main() -> None:
         routes = {APP: app_route(0, backend, set(), dead)}
         async with FakeController(data, routes).running() as ctl:
             router = start_router(data, ports["roost"])
+            if args.baseline is not None:
+                base = start_router(data, ports["base"], src=args.baseline)
             for name, p in ports.items():
-                if name != "roost2":
+                if name != "roost2" and (name != "base" or base is not None):
                     await wait_port(p)
             await wrk(ports["roost"], f"{APP}.localhost", 1)  # warm up every path once
+            if base is not None:
+                await wrk(ports["base"], f"{APP}.localhost", 1)
             await wrk(ports["nginx"], f"{APP}.localhost", 1)
             targets = [
                 ("direct", backend),
@@ -453,7 +488,13 @@ async def main() -> None:
                 "haproxy": psutil.Process(haproxy.pid),
                 "roost": psutil.Process(router.pid),
             }
+            if base is not None:
+                targets.append(("base", ports["base"]))
+                procs["base"] = psutil.Process(base.pid)
             await plain_rounds(targets, procs, rounds, seconds, results)
+            if base is not None:
+                stop(base)
+                base = None
             print("workers, roost (wrk on 2 threads):", flush=True)
             router2 = start_router(data, ports["roost2"], workers=2)
             await wait_port(ports["roost2"])
@@ -474,11 +515,12 @@ async def main() -> None:
         stop(router)
         router = None
         proxy_ng.stop()
+        print("churn, nginx (reloads):", flush=True)
         nginx_churn = await nginx_reload_churn(
             proxy_ng, ports["nginx"], backend, spares, dead, churn_seconds, pairs
         )
     finally:
-        for proc in (router, router2):
+        for proc in (router, router2, base):
             if proc is not None:
                 stop(proc)
         if haproxy is not None:
@@ -497,6 +539,8 @@ async def main() -> None:
         + ", ".join(f"{k} {v:.1f}" for k, v in cpu_med.items())
         + " (direct = the backend itself)"
     )
+    user_med = {k: statistics.median(x.user_us for x in v) for k, v in results.items()}
+    print("user cpu per request (us): " + ", ".join(f"{k} {v:.1f}" for k, v in user_med.items()))
     print(
         f"churn: roost {churn['steady']:.0f} req/s steady, {churn['churn']:.0f} req/s under churn, "
         f"{churn['deltas']} deltas applied, {churn['snapshots']} snapshot requests "
@@ -513,6 +557,11 @@ async def main() -> None:
     print(f"roost_vs_nginx: {med['roost'] / med['nginx']:.3f}")
     # (>= 1.0: roost spends no more CPU per request than nginx)
     print(f"roost_vs_nginx_cpu: {cpu_med['nginx'] / cpu_med['roost']:.3f}")
+    print(f"roost_vs_nginx_user_cpu: {user_med['nginx'] / user_med['roost']:.3f}")
+    if "base" in results:
+        # (> 1.0: this build spends less CPU per request than the baseline's)
+        print(f"roost_vs_baseline_cpu: {cpu_med['base'] / cpu_med['roost']:.3f}")
+        print(f"roost_vs_baseline_user_cpu: {user_med['base'] / user_med['roost']:.3f}")
     print(f"roost_p99_ms: {p99['roost']:.2f}")
     print(f"nginx_p99_ms: {p99['nginx']:.2f}")
     one = statistics.median(x.rps for x in scaling["1 worker"])
