@@ -95,7 +95,7 @@ def _this_host() -> list[str]:
 
 def fingerprint(cert_pem: bytes) -> str:
     # cryptography here and below, not at the top: `roost up` imports this
-    # module for api_url, and on loopback (no TLS) never needs it (3.6 MB).
+    # module for api_url, and on loopback (no TLS) never needs it (~1 MB).
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 

@@ -58,7 +58,7 @@ from roost.controller.logdrain_queue import DrainQueue
 from roost.controller.logdrains import LogDrains, tls_context
 from roost.controller.model import Model
 from roost.controller.notifywatch import Watches
-from roost.controller.scheduler import HostInfo, Placement, Want, new_instance_id
+from roost.controller.scheduler import HostInfo, Placement, Want, new_instance_id, no_room
 from roost.controller.services import ServiceBroker
 from roost.controller.softstate import SoftState
 from roost.controller.store import AppRow, ReleaseRow
@@ -138,6 +138,9 @@ class Controller:
         self._routes_held = False  # a pass withheld its routes (routes.hosts_heard)
         self._release_cache = desired.ReleaseCache()
         self._pending_since: dict[desired.ReleaseKey, float] = {}
+        # Per app, the wants its last placement left short for want of room,
+        # and why (scheduler.no_room): their rollouts fail with that reason.
+        self._no_room: dict[str, dict[tuple[str, int, str], str]] = {}
         # Singleton instances dropped, not yet confirmed gone by their hosts.
         self._departures = singleton.Departures()
         self._acked = singleton.acked_by(self.soft)
@@ -464,10 +467,11 @@ class Controller:
         if apps and (self.settled(now) or not m.by_id):
             old = [p for name in apps for p in m.placed[name]]
             reserved, count = m.others(apps)
+            hosts = [self._info(h) for h in sorted(self._live)]
             placed = self._hostdrains.place(
                 [w for name in apps for w in placeable[name]],
                 old,
-                [self._info(h) for h in sorted(self._live)],
+                hosts,
                 new_instance_id,
                 reserved,
                 count,
@@ -491,8 +495,12 @@ class Controller:
                         {p.instance_id for p in after[name]}, self.fence,
                     )  # fmt: skip
                 self._reader.wrote_placements(after, version)
+            # Every app of this call at once: each one's placements take room
+            # from the others'.
+            short = no_room([w for name in apps for w in placeable[name]], placed, hosts, reserved)
             for name in apps:
                 m.note_placed(name, wants[name], after[name])
+                self._no_room[name] = {k: why for k, why in short.items() if k[0] == name}
 
         for name in apps:
             for rel in m.apps[name].pending:
@@ -533,8 +541,10 @@ class Controller:
             (p.instance_id, p.process_type, p.idx) for p in mine_all if p.release == rel.version
         ]
         wanted_total = sum(w.count for w in wants if w.release == rel.version)
+        short = self._no_room.get(app_name, {})
+        full = next((why for k, why in sorted(short.items()) if k[1] == rel.version), "")
         d = rollout.decide(
-            mine, wanted_total, statuses, started, now, self.settings.rollout_timeout_s
+            mine, wanted_total, statuses, started, now, self.settings.rollout_timeout_s, full
         )
         if d.verdict == "wait":
             return False

@@ -4,8 +4,9 @@ A release is "pending" from a successful build until every instance the
 formation asks of it reports up, its web instances having passed their
 health check (then it is promoted, and the previous release's instances are
 dropped), or until one of its instances fails its health check, keeps
-crashing or the rollout takes too long (then it fails, its instances are
-dropped, and the previous release, which never stopped, keeps serving).
+crashing, no host has room for it or the rollout takes too long (then it
+fails, its instances are dropped, and the previous release, which never
+stopped, keeps serving).
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ def decide(
     started_at: float,
     now: float,
     timeout_s: float,
+    no_room: str = "",
 ) -> Decision:
+    """`no_room`: why the placement left some of the release's instances
+    unplaced for want of room (`scheduler.no_room`), "" when it did not:
+    then the release fails at once, with that reason, instead of waiting
+    for its timeout (room is not expected to appear by itself)."""
     for instance_id, ptype, idx in placed:
         st = statuses.get(instance_id)
         if st is None:
@@ -45,6 +51,8 @@ def decide(
             return Decision("fail", f"{ptype}.{idx} crashed {st.restarts + 1} times: {why}")
     if wanted_total == 0:
         return Decision("promote")
+    if no_room and len(placed) < wanted_total:
+        return Decision("fail", no_room)
     up = sum(1 for iid, _, _ in placed if (s := statuses.get(iid)) is not None and s.state == "up")
     if len(placed) >= wanted_total and up == len(placed):
         return Decision("promote")

@@ -244,6 +244,47 @@ def _restore_spread(
         cap.add(dest.host_id, w.memory_mb)
 
 
+def no_room(
+    wants: Iterable[Want],
+    placements: Iterable[Placement],
+    hosts: Iterable[HostInfo],
+    reserved: Mapping[str, int] | None = None,
+) -> dict[Key, str]:
+    """Why `place` left wants short for want of room, by want: what a deploy
+    that cannot be placed reports instead of waiting for ever.
+
+    `placements` is what `place` returned for `wants`; `reserved` the memory
+    per host of the apps not in that call. A want is short for want of room
+    when no live host could take one more of its instances. A want short
+    for another reason (held back, not placed yet) is not named, nor is any
+    when no host is live: a host not heard from yet is waited for.
+    """
+    live = [h for h in hosts if h.alive]
+    if not live:
+        return {}
+    want_by_key = {(w.app, w.release, w.process_type): w for w in wants}
+    have: Counter[Key] = Counter()
+    used: Counter[str] = Counter(reserved or {})
+    for p in placements:
+        have[p.key] += 1
+        w = want_by_key.get(p.key)
+        used[p.host_id] += w.memory_mb if w is not None else 0
+    out: dict[Key, str] = {}
+    for key, w in want_by_key.items():
+        missing = w.count - have[key]
+        if missing <= 0 or any(h.memory_mb == 0 for h in live):
+            continue
+        free = max(h.memory_mb - used[h.host_id] for h in live)
+        if free >= w.memory_mb:
+            continue
+        out[key] = (
+            f"no host has room for {missing} more {w.process_type} instance(s) of "
+            f"{w.memory_mb} MB each: the most free memory on any of the {len(live)} "
+            f"live host(s) is {max(free, 0)} MB"
+        )
+    return out
+
+
 def new_instance_id(w: Want, idx: int) -> str:
     """A new placement's id: readable (app, type, index, release) and unique."""
     return f"{w.app}-{w.process_type}-{idx}-v{w.release}-{secrets.token_hex(3)}"
