@@ -35,7 +35,8 @@ from pathlib import Path
 import msgspec
 import psutil
 
-from roost.datadir import seaweed, weedplan
+from roost.datadir import seaweed, weedplan, weedwatch
+from roost.datadir.seaweed import Endpoint
 from roost.datadir.weedplan import PLAN_FILE, Program, WeedPlan
 from roost.proc.backoff import Backoff
 from roost.proc.exits import ConfigError
@@ -277,7 +278,13 @@ async def running(
     point = mountpoint or (data_dir / "appdata")
     node = WeedNode(weedplan.programs(plan, role, weed, data_dir, point), data_dir, point)
     log.info("shared tree: %s runs %s", role, ", ".join(p.program.name for p in node.parts))
-    task = asyncio.create_task(node.run(), name="weed")
+    tasks = [asyncio.create_task(node.run(), name="weed")]
+    if "master" in weedplan.parts_for(plan, role):
+        # The master here lets go of a silent host's volume server at once
+        # (weedwatch.py), not after gRPC keepalive's 80 s.
+        servers = [Endpoint(h, plan.volume_port) for h in plan.volumes]
+        master = Endpoint(plan.host, plan.master_port)
+        tasks.append(asyncio.create_task(weedwatch.watch(master, servers), name="weed-watch"))
     crashed = False
     try:
         yield node
@@ -285,8 +292,10 @@ async def running(
         crashed = True  # as a SIGKILL would: the tree stays mounted
         raise
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if not crashed and not keep():
             await asyncio.to_thread(node.stop)
