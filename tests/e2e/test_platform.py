@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from roost.wire.cluster import ClusterConfig
@@ -156,6 +157,22 @@ def test_bad_deploy_fails_and_previous_release_keeps_serving(
         assert last["outcome"].startswith(ended + ":") and f"deploy {ended}:" in r.stderr
     assert platform.get(name).status_code == 200
     assert "Hello from Roost!" in platform.get(name).text
+
+
+def test_a_deploy_no_host_has_room_for_fails_saying_why(platform: Platform, tmp_path: Path) -> None:
+    """The scheduler places by reservation; an app whose instances no host
+    can hold fails its deploy at once, saying so, instead of waiting
+    "starting" until its rollout times out (issue 21's density finding)."""
+    name = "roomless"
+    platform.roost("apps", "create", name)
+    # 64 GB an instance (the largest size): more of them than this host holds.
+    copies = psutil.virtual_memory().total // (64 << 30) + 1
+    platform.roost("scale", f"web={copies}:64G", "--app", name)
+    r = platform.roost("deploy", str(_copy_app(tmp_path)), "--app", name, check=False)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "no host has room for" in r.stderr and "of 65536 MB each" in r.stderr, r.stderr
+    info = json.loads(platform.roost("apps", "info", name, "--json").stdout)
+    assert info["current_release"] is None, info
 
 
 def _with_health(app_dir: Path, greeting: str, path: str, status: int) -> None:
