@@ -19,170 +19,38 @@ app; its Redis answers through REDIS_URL too.
 
 from __future__ import annotations
 
-import itertools
-import json
 import signal
-import socket
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from roost.runner.dataproxy import servers_up
 from roost.wire.messages import DATA_PROXY_HOST
-from tests.cluster.cluster import RoostCluster, wait_for
-from tests.cluster.harness import Host
+from tests.cluster.cluster import wait_for
+from tests.cluster.paircluster import (
+    APP,
+    PairCluster,
+    Writer,
+    app_get,
+    pair_cluster,
+    proxy_checked,
+    proxy_stat,
+    redis_whole,
+)
 
 pytestmark = pytest.mark.cluster
 
-APP = "ledger"
-SOURCE = Path(__file__).parent / "pairapp"
-REST_PORT = 8009  # the pair's Patroni (roost.servicehost.pgpair)
 RESUME_S = 30.0  # issue 16: the app's writes resume within 30 s
-
-
-class PairCluster(RoostCluster):
-    """Two servicehosts that `cluster init` pairs, etcd on three hosts."""
-
-    def __init__(self, base: Path) -> None:
-        super().__init__(base, controllers=1, runners=1, routers=1, servicehosts=2)
-
-    @property
-    def etcd_hosts(self) -> list[Host]:
-        return [self.controllers[0], *self.servicehosts]
-
-    def state_args(self) -> list[str]:
-        return [*super().state_args(), "--etcd-hosts", ",".join(h.ip for h in self.etcd_hosts)]
-
-    def start_state(self) -> None:
-        for h in self.etcd_hosts:  # etcd alone: the state database is the root's PostgreSQL
-            argv = [sys.executable, "-m", "roost", "--data", str(h.data), "statedb"]
-            self.net.spawn(h, argv, self.env_for(h.ip), self.base / "logs" / f"{h.name}-etcd.log")
-
-    def patroni(self, host: Host, path: str) -> int:
-        if host.partitioned:
-            return 0
-        try:
-            return httpx.get(f"http://{host.ip}:{REST_PORT}{path}", timeout=2).status_code
-        except httpx.TransportError:
-            return 0
-
-    def primary(self) -> Host | None:
-        up = [h for h in self.servicehosts if self.patroni(h, "/primary") == 200]
-        return up[0] if len(up) == 1 else None
-
-    def synchronous(self) -> bool:
-        return any(self.patroni(h, "/sync") == 200 for h in self.servicehosts)
-
-    def sentinel_logs(self) -> str:
-        out = []
-        for h in [*self.servicehosts, *self.controllers]:
-            log = h.data / "servicehost" / "logs" / "sentinel.log"
-            if log.exists():
-                out.append(f"===== {h.name} sentinel\n" + log.read_text(errors="replace")[-3000:])
-        runner = self.runners[0].data / "runner" / "dataproxy" / "haproxy.log"
-        if runner.exists():
-            out.append("===== data proxy\n" + runner.read_text(errors="replace")[-3000:])
-        return "\n".join(out)
-
-    def pair_logs(self) -> str:
-        out = []
-        for h in self.servicehosts:
-            log = h.data / "servicehost" / "logs" / "pgpair.log"
-            if log.exists():
-                out.append(f"===== {h.name} pgpair\n" + log.read_text(errors="replace")[-3000:])
-        return "\n".join(out)
 
 
 @pytest.fixture(scope="module")
 def rc(cluster_ok: None) -> Iterator[PairCluster]:
-    c = PairCluster(Path(tempfile.mkdtemp(prefix="roost-pg-pair-")))
-    with c:
-        try:
-            wait_for(c.primary, 120, "the pair's Patroni to elect a primary")
-            wait_for(c.synchronous, 120, "the pair's standby to be synchronous")
-            c.deploy(APP, SOURCE)
-            yield c
-        except BaseException:
-            print(c.logs_tail(), c.pair_logs())
-            raise
-
-
-@dataclass
-class Writer:
-    """POSTs /write/1, /write/2, ... through the router, each number once;
-    `acked`: (n, when) for those the app answered committed."""
-
-    rc: RoostCluster
-    acked: list[tuple[int, float]] = field(default_factory=list)
-    failed: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        n = 0
-        with httpx.Client(timeout=10, headers={"Host": f"{APP}.localhost"}) as http:
-            while not self._stop.is_set():
-                n += 1
-                try:
-                    r = http.post(f"{self.rc.router_url()}/write/{n}")
-                    ok = r.status_code == 200 and r.text == f"ok {n}"
-                except httpx.TransportError:
-                    ok = False
-                if ok:
-                    self.acked.append((n, time.monotonic()))
-                else:
-                    self.failed += 1
-                    time.sleep(0.1)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def longest_gap(self, since: float) -> float:
-        times = [at for _, at in self.acked]
-        before = [t for t in times if t <= since]
-        times = ([before[-1]] if before else [since]) + [t for t in times if t > since]
-        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
-
-
-def redis_whole(rc: RoostCluster) -> bool:
-    """Master and replica named, nothing wrong (`roost services info redis`)."""
-    out = rc.cli("services", "info", "redis", "--json", "--app", APP).stdout
-    now = json.loads(out)
-    return bool(now.get("redis_master") and now.get("redis_replica")) and not now.get(
-        "redis_problem"
-    )
-
-
-def app_get(rc: RoostCluster, path: str) -> httpx.Response:
-    return rc.get(APP, path, timeout=10)
-
-
-def proxy_stat(rc: RoostCluster) -> str:
-    """The runner's data proxy's `show stat` (its stats socket, a file)."""
-    path = rc.runners[0].data / "runner" / "dataproxy" / "haproxy.sock"
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(5)
-        s.connect(str(path))
-        s.sendall(b"show stat\n")
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks).decode()
-
-
-def proxy_checked(rc: RoostCluster) -> bool:
-    """Both listeners (the pair's, the app's Redis) with one server up: the
-    proxy has checked every server (a listener's servers count as up until
-    their first checks, runner/dataproxy.py)."""
-    up = servers_up(proxy_stat(rc))
-    return len(up) == 2 and all(len(servers) == 1 for servers in up.values())
+    with pair_cluster("roost-pg-pair-") as c:
+        yield c
 
 
 def test_the_apps_writes_survive_losing_the_primarys_servicehost(rc: PairCluster) -> None:

@@ -16,79 +16,33 @@ app's writes resume through the same address with every acknowledged row.
 from __future__ import annotations
 
 import json
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.cluster.cluster import wait_for
 from tests.cluster.harness import Host
-from tests.cluster.test_pg_pair_platform import (
-    APP,
-    REST_PORT,
-    SOURCE,
-    PairCluster,
-    Writer,
-    app_get,
-    redis_whole,
-)
+from tests.cluster.paircluster import APP, PairCluster, Writer, app_get, pair_cluster, redis_whole
 
 pytestmark = pytest.mark.cluster
 
 
-class SpareCluster(PairCluster):
-    """A pair and a spare; etcd away from the servicehosts."""
-
-    def __init__(self, base: Path) -> None:
-        super(PairCluster, self).__init__(base, controllers=1, runners=1, routers=1, servicehosts=3)
-
-    @property
-    def etcd_hosts(self) -> list[Host]:
-        return [self.controllers[0], self.runners[0], self.routers[0]]
-
-    @property
-    def pair(self) -> list[Host]:
-        return self.servicehosts[:2]
-
-    def primary(self) -> Host | None:
-        up = [h for h in self.servicehosts if self.patroni(h, "/primary") == 200]
-        return up[0] if len(up) == 1 else None
-
-    def sync_standby(self, primary: Host) -> str:
-        try:
-            body = httpx.get(f"http://{primary.ip}:{REST_PORT}/cluster", timeout=2).json()
-        except (httpx.HTTPError, ValueError):
-            return ""
-        return next(
-            (m["name"] for m in body.get("members", []) if m.get("role") == "sync_standby"), ""
-        )
-
-
 @pytest.fixture(scope="module")
-def rc(cluster_ok: None) -> Iterator[SpareCluster]:
-    c = SpareCluster(Path(tempfile.mkdtemp(prefix="roost-sh-replace-")))
-    with c:
-        try:
-            wait_for(c.primary, 120, "the pair's Patroni to elect a primary")
-            wait_for(c.synchronous, 120, "the pair's standby to be synchronous")
-            c.deploy(APP, SOURCE)
-            yield c
-        except BaseException:
-            print(c.logs_tail(), c.pair_logs())
-            raise
+def rc(cluster_ok: None) -> Iterator[PairCluster]:
+    # A pair and a spare; etcd away from the servicehosts.
+    with pair_cluster("roost-sh-replace-", spares=1, etcd="away") as c:
+        yield c
 
 
-def replace(rc: SpareCluster, old: Host, new: Host, check: bool = True) -> Any:
+def replace(rc: PairCluster, old: Host, new: Host, check: bool = True) -> Any:
     done = rc.cli("servicehost", "replace", old.ip, new.ip, "--json", check=check)
     return done if not check else json.loads(done.stdout)
 
 
-def redis_replica_on(rc: SpareCluster, host: Host) -> bool:
+def redis_replica_on(rc: PairCluster, host: Host) -> bool:
     """The app's Redis has its replica on `host`, streaming; the only problem
     allowed is the lost host's sentinel, which the address book still counts
     (docs/architecture.md says so under Not yet)."""
@@ -101,10 +55,10 @@ def redis_replica_on(rc: SpareCluster, host: Host) -> bool:
     )
 
 
-def test_a_spare_takes_a_lost_servicehosts_place(rc: SpareCluster) -> None:
+def test_a_spare_takes_a_lost_servicehosts_place(rc: PairCluster) -> None:
     primary = wait_for(rc.primary, 30, "the pair's primary")
     lost = next(h for h in rc.pair if h is not primary)
-    spare = rc.servicehosts[2]
+    (spare,) = rc.spares
     wait_for(lambda: redis_whole(rc), 90, "the app's Redis pair to be whole")
     refused = replace(rc, lost, spare, check=False)
     assert refused.returncode != 0 and "still answers" in refused.stderr, refused
