@@ -22,8 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from roost.cli import httpget
 from roost.settings import Settings
 from roost.wire.cluster import ClusterConfig
 
@@ -116,13 +115,13 @@ def api_lists(data: Path, path: str, key: str, value: str) -> Probe:
         while True:
             try:
                 url, verify, headers = await asyncio.to_thread(local_api, data)
-                async with httpx.AsyncClient(verify=verify, headers=headers) as http:
-                    r = await http.get(f"{url}{path}", timeout=2.0)
-                if r.status_code == 200 and any(
-                    item.get(key) == value and item.get("state", "up") == "up" for item in r.json()
+                status, body = await httpget.get(f"{url}{path}", verify, headers, timeout=2.0)
+                if status == 200 and any(
+                    item.get(key) == value and item.get("state", "up") == "up"
+                    for item in json.loads(body)
                 ):
                     return
-            except (OSError, ValueError, KeyError, httpx.HTTPError):
+            except (OSError, ValueError, KeyError):
                 pass  # not yet: the controller is (re)starting, or has not heard
             await asyncio.sleep(RETRY_S)
 

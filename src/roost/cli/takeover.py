@@ -53,8 +53,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import httpx
-
 from roost import __version__
 from roost.cli import reload
 from roost.cli.local import AlreadyRunning, lock_data_dir
@@ -385,6 +383,10 @@ class _quiet:
 async def moved(data: Path, old_host: str, new_host: str, say: Callable[[str], None]) -> None:
     """Until every app's instances run on `new_host` and none on `old_host`
     (or `MOVE_TIMEOUT_S` passed: then say what has not moved)."""
+    # Here, not at the top: `roost up` imports this module at every start and
+    # keeps what it imports; this runs only in a take-over.
+    import httpx
+
     deadline = time.monotonic() + MOVE_TIMEOUT_S
     left: list[str] = ["(the controller's answer)"]
     while time.monotonic() < deadline:

@@ -36,12 +36,11 @@ from pathlib import Path
 from typing import IO
 
 import click
-import httpx
 from click.core import ParameterSource
 
 from roost import __version__
 from roost.backups.tools import missing_tools
-from roost.cli import control, reload
+from roost.cli import control, httpget, reload
 from roost.cli.client import CliError
 from roost.cli.datadir import check_reachable, make_parents, older_local_dir
 from roost.cli.local import (
@@ -127,15 +126,14 @@ def _api_answers(data: Path) -> Callable[[Process], Awaitable[None]]:
         api = json.loads((data / "api.json").read_text())
         ca = api.get("ca", "")
         verify = ssl.create_default_context(cafile=ca) if ca else True
-        async with httpx.AsyncClient(verify=verify) as http:
-            while True:
-                try:
-                    r = await http.get(f"{api['url']}/api/health", timeout=1.0)
-                    if r.status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.2)
+        while True:
+            try:
+                status, _ = await httpget.get(f"{api['url']}/api/health", verify, timeout=1.0)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            await asyncio.sleep(0.2)
 
     return probe
 
