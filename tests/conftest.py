@@ -147,27 +147,29 @@ def remove_orphan_pg_segments(since: float, older_than: float, shm: Path = Path(
 
 
 # The longest modules, longest first (a clean-clone run's --durations, setup
-# and calls summed per module, 2026-12; keep the list roughly true when a
-# module grows or shrinks by a minute). Collected first, then the other
-# real-process tiers, then the rest, each in its own order (the sort is
-# stable).
+# and calls summed per module, 2026-12, and each module's own time alone
+# since; keep the list roughly true when a module grows or shrinks by a
+# minute). Collected first, then the other real-process tiers, then the
+# rest, each in its own order (the sort is stable).
 SLOWEST_MODULES = (
-    "tests/cluster/test_servicehost_replace.py",
+    "tests/cluster/test_pair_spare_reboot.py",
     "tests/cluster/test_shared_datadir.py",
-    "tests/cluster/test_pg_pair_replace.py",
+    "tests/cluster/test_servicehost_replace.py",
+    "tests/cluster/test_backups.py",
     "tests/e2e/test_autorollback.py",
     "tests/cluster/test_redis_sentinel_cluster.py",
-    "tests/cluster/test_statedb_failover.py",
     "tests/cluster/test_pg_pair_failover.py",
-    "tests/cluster/test_pg_pair_rejoin.py",
-    "tests/cluster/test_backups.py",
+    "tests/cluster/test_pg_pair_replace.py",
+    "tests/cluster/test_statedb_failover.py",
+    "tests/cluster/test_pg_pair_platform.py",
     "tests/e2e/test_platform_restore.py",
+    "tests/cluster/test_pg_pair_rejoin.py",
     "tests/cluster/test_two_backupds.py",
     "tests/e2e/test_acme_pebble.py",
-    "tests/cluster/test_pg_pair_platform.py",
     "tests/e2e/test_up_takeover.py",
     "tests/e2e/test_host_restore.py",
     "tests/cluster/test_cron_failover.py",
+    "tests/cluster/test_pair_backups.py",
     "tests/cluster/test_upgrade_from_release.py",
     "tests/e2e/test_up_reload.py",
 )
