@@ -17,6 +17,7 @@ instance the controller moved to the other runner."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import threading
@@ -252,3 +253,35 @@ def test_a_copy_host_killed_during_writes_loses_no_acknowledged_write(rc: RoostC
     assert lost == [], f"{len(lost)} of {len(acked)} acknowledged writes lost: {lost[:5]}"
     # The moved instance sees what was written before the move too.
     _served_by_every_instance(rc, "/get/media/first.txt", "before", 2, OTHER)
+
+
+def test_an_apps_own_quota_in_the_shared_tree(rc: RoostCluster) -> None:
+    """`roost data quota` in a cluster (after the host's death above: the
+    app's instances are on the surviving runner): a fresh release's
+    instances mount the app's collection with its own size, above the
+    platform's, and a write past that is ENOSPC while the app serves."""
+    own = 3 * QUOTA_MB
+    out = rc.cli("data", "quota", f"{own}M", "--app", OTHER, "--json").stdout
+    release = json.loads(out)["release"]
+    assert release is not None
+
+    def on_the_new_release() -> bool:
+        seen = {_get(rc, "/me", OTHER).headers.get("X-Instance", "") for _ in range(4)}
+        return all(f"-v{release}-" in s for s in seen)
+
+    wait_for(on_the_new_release, 180, f"other's release {release} to serve")
+    stored, refused = 0, ""
+    for i in range(3 * own):
+        r = _get(rc, f"/fill/own{i}?mb=1", OTHER)
+        if r.status_code == 507:
+            refused = r.text
+            break
+        assert r.status_code == 200, r.text
+        stored += 1
+        time.sleep(1)  # an uploader's pace, as above
+    assert "No space left on device" in refused or "Disk quota exceeded" in refused, refused
+    # Past the platform's size: the app's own applies (what was written
+    # before, the other test's files, counts in the default collection).
+    assert stored > QUOTA_MB, stored
+    print(f"own quota {own} MB: {stored} MB stored before the refusal")
+    assert _get(rc, "/get/media/first.txt", OTHER).text == "before"
