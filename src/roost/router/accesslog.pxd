@@ -20,7 +20,7 @@ cdef class AccessLog:
     cdef public bytes stamp
 
     cpdef tick(self)
-    @cython.locals(tenths=long, status=int, line=bytes, url=bytes, host=bytes, user=bytes, rid=bytes, referer=bytes, agent=bytes)
+    @cython.locals(tenths=long, status=int, size=Py_ssize_t, ms=long, line=bytes, url=bytes, host=bytes, user=bytes, rid=bytes, referer=bytes, agent=bytes)
     cpdef log(self, ClientConnection client, Relay ex, double now)
     cpdef flush(self)
     cpdef int _open(self) except -1
