@@ -51,6 +51,8 @@ printed beside it:
   per_app_uss_mb              the same with USS
   per_app_mb[GROUP]           that growth per group, largest first
   transient_mb                PSS of the jobs left out
+  stop_s                      seconds `roost up` took to stop with the apps
+                              running (SIGTERM to exit)
   instance_memory_mb          what each instance reserved (below)
   apps_placeable              apps of two instances the host's memory fits
                               at that reservation, and at the default
@@ -59,7 +61,7 @@ printed beside it:
 The scheduler places an instance only where its reservation fits the
 host's memory (`roost ps` sizes; the cgroup's limit too), not where its use
 does: at the default 256 MB a 24 GB host takes 47 such apps, and the 48th
-deploy waits for room. So the platform runs here with
+deploy fails (no host has room). So the platform runs here with
 ROOST_INSTANCE_MEMORY_MB=96 (`--instance-memory-mb`), still above what a
 small app's instance uses.
 """
@@ -365,10 +367,15 @@ def main() -> None:
             print(line, flush=True)
         app_lines = measure_apps(platform, n, args.parallel, settle_s, args.config)
         measured = set(after) | set(sample(platform))
+        stopping = time.monotonic()
+    # `roost up`'s stop with the N apps running, its roles' grace 20 s each
+    # (a runner stopping 30+ apps once outran it: Per-app overhead, docs).
+    stop_s = time.monotonic() - stopping
     left = [p for p in measured if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
     assert not left, f"processes left running after the stop: {left}"
     host_mb = psutil.virtual_memory().total // int(MB)
     app_lines += [
+        f"stop_s {stop_s:.1f}",
         f"instance_memory_mb {args.instance_memory_mb}",
         f"apps_placeable {host_mb // (2 * args.instance_memory_mb)}",
         f"apps_placeable_by_default {host_mb // (2 * Settings().instance_memory_mb)}",
