@@ -22,12 +22,15 @@ import base64
 import binascii
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+# cryptography is imported where a key is used, not here: `roost up` makes
+# and checks the key file (ensure_key_file) and keeps what it imports for the
+# platform's life (1.7 MB; issue 21). A key is checked by its length.
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 FERNET_FILE = "fernet.key"
 
@@ -37,6 +40,12 @@ class SecretError(Exception):
 
 
 def _fernet(key: bytes) -> Fernet:
+    from cryptography.fernet import Fernet
+
+    return Fernet(base64.urlsafe_b64encode(_raw(key)))
+
+
+def _raw(key: bytes) -> bytes:
     # 32 raw bytes, or their urlsafe base64 (a Fernet key as written in fernet.key).
     raw = key
     if len(key) != 32:
@@ -46,13 +55,15 @@ def _fernet(key: bytes) -> Fernet:
             raw = b""
     if len(raw) != 32:
         raise SecretError("a secrets key is 32 bytes (or their urlsafe base64)")
-    return Fernet(base64.urlsafe_b64encode(raw))
+    return raw
 
 
 class SecretBox:
     """Seal with `primary`; open what `primary` or any of `older` sealed."""
 
     def __init__(self, primary: bytes, *older: bytes) -> None:
+        from cryptography.fernet import MultiFernet
+
         self._fernet = MultiFernet([_fernet(k) for k in (primary, *older)])
 
     @classmethod
@@ -64,6 +75,8 @@ class SecretBox:
         return self._fernet.encrypt(msgspec.json.encode(value)).decode("ascii")
 
     def open(self, token: str) -> Any:
+        from cryptography.fernet import InvalidToken
+
         try:
             return msgspec.json.decode(self._fernet.decrypt(token.encode("ascii")))
         except (InvalidToken, msgspec.DecodeError) as exc:
@@ -71,11 +84,15 @@ class SecretBox:
 
 
 def new_key() -> bytes:
-    return Fernet.generate_key()
+    # As Fernet.generate_key: 32 random bytes, urlsafe base64.
+    return base64.urlsafe_b64encode(os.urandom(32))
 
 
 def legacy_key(curve_secret: bytes) -> bytes:
     """The key older Roost derived from a controller's CURVE secret (z85)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     derived = HKDF(
         algorithm=hashes.SHA256(), length=32, salt=b"roost-state-secrets", info=b"v1"
     ).derive(curve_secret)
@@ -93,14 +110,14 @@ def read_keys(path: Path) -> list[bytes]:
     if not keys:
         raise SecretError(f"{path} holds no key")
     for k in keys:
-        _fernet(k)  # a clear error now rather than on the first secret
+        _raw(k)  # a clear error now rather than on the first secret
     return keys
 
 
 def write_keys(path: Path, keys: list[bytes]) -> None:
     """Write fernet.key (0600 from the start: it is never readable by others)."""
     for k in keys:
-        _fernet(k)
+        _raw(k)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
