@@ -199,9 +199,12 @@ def held_elsewhere(tree: Path) -> bool:
     """Is the file system mounted on `tree` mounted in another mount
     namespace too (a sandbox's bind of it)? By its device number, in each
     other namespace's mountinfo (read once per namespace)."""
-    st = os.stat(tree)
+    try:
+        st = os.stat(tree)
+        own = os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return True  # cannot tell: not unmounted on a guess
     dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
-    own = os.readlink("/proc/self/ns/mnt")
     seen = {own}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
