@@ -27,13 +27,16 @@ import functools
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
+from roost.servicehost.sentinel import master_name
 from roost.wire.cluster import ClusterConfig
 from tests.cluster.cluster import wait_for
 from tests.cluster.harness import Host
@@ -51,6 +54,7 @@ from tests.cluster.paircluster import (
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
 SPARE_AFTER_S = 20
+SENTINEL_PORT = 26379
 
 
 STATE_REST_PORT = 8008  # the state database's Patroni (roost.statedb)
@@ -119,6 +123,27 @@ def replaced_events(rc: SpareCluster) -> list[dict[str, Any]]:
     return [e for e in rc.api("GET", "/api/events") if e["kind"] == "servicehost-replaced"]
 
 
+def other_sentinels(host: Host) -> int:
+    """How many other sentinels the sentinel on `host` knows watch the app's
+    master (-1: it does not answer)."""
+    password = (host.data / "keys" / "sentinel.key").read_text().strip()
+    client = redis.Redis(host=host.ip, port=SENTINEL_PORT, password=password, socket_timeout=3)
+    try:
+        return int(client.sentinel_master(master_name(APP))["num-other-sentinels"])
+    except (redis.RedisError, OSError, KeyError, ValueError):
+        return -1
+    finally:
+        client.close()
+
+
+def holds(check: Callable[[], bool], seconds: float, what: str) -> None:
+    """`check` is true at every look for `seconds` (not just once)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert check(), f"no longer true: {what}"
+        time.sleep(1)
+
+
 def write_some(rc: SpareCluster, count: int) -> Writer:
     """`count` more rows the app saw committed (at least)."""
     writer = Writer(rc)
@@ -144,9 +169,14 @@ def test_a_spare_takes_a_lost_servicehosts_place_by_itself(rc: SpareCluster) -> 
             lambda: replaced_events(rc), 150, "the spare to replace the lost servicehost"
         )
         wait_for(lambda: rc.sync_standby(primary) == spare.ip, 180, "the spare synchronous")
-        # Master on the primary's host, replica on the spare, nothing wrong:
-        # the lost host's sentinel is not counted ("only 3 of 4" before).
         wait_for(lambda: redis_whole(rc), 120, "the app's Redis pair whole again")
+        # The sentinels reset (the new replica's), the lost one forgotten:
+        # the primary's, the spare's and the controller's know each other.
+        wait_for(lambda: other_sentinels(primary) == 2, 90, "the lost sentinel forgotten")
+        # And nothing wrong for good: the lost host's sentinel is not counted
+        # (it reported "only 3 of 4 sentinels watch it" once they had reset;
+        # three of the servicehost's 5 s looks and pushes).
+        holds(lambda: redis_whole(rc), 15, "the app's Redis pair whole")
     except AssertionError:
         print(rc.logs_tail(), rc.pair_logs(), rc.sentinel_logs())
         raise
