@@ -24,6 +24,7 @@ minutes by default).
 from __future__ import annotations
 
 import functools
+import shutil
 import sys
 import tempfile
 import threading
@@ -117,6 +118,9 @@ def rc(cluster_ok: None) -> Iterator[SpareCluster]:
         except BaseException:
             print(c.logs_tail(), c.pair_logs())
             raise
+    # Three PostgreSQL data directories, etcd's and the servicehosts': about
+    # 1.2 GB a run (the logs were printed if the start failed).
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def replaced_events(rc: SpareCluster) -> list[dict[str, Any]]:
