@@ -191,9 +191,11 @@ def module_rank(nodeid: str) -> tuple[int, int]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The longest modules first. scripts/test hands whole modules to three
     workers (`--dist loadfile --no-loadscope-reorder`, in this order): a
-    three-minute module handed out last makes its worker finish minutes
-    after the others (xdist's own order, most tests first, put every
-    one-test module, the slowest among them, at the end)."""
+    three-minute module handed out last would make its worker finish
+    minutes after the others (xdist's own order, most tests first, puts
+    every one-test module, the slowest among them, at the end; in the
+    clean-clone run shorter ones followed them, and a simulation of the
+    scheduler over its durations found this order within 20 s of it)."""
     items.sort(key=lambda item: module_rank(item.nodeid))
 
 
