@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import shutil
 import socket
 import sys
 import tempfile
@@ -142,20 +143,30 @@ class PairCluster(RoostCluster):
 
 @contextlib.contextmanager
 def pair_cluster(
-    prefix: str, *, spares: int = 0, etcd: EtcdPlace = "pair", env: dict[str, str] | None = None
+    prefix: str,
+    *,
+    spares: int = 0,
+    etcd: EtcdPlace = "pair",
+    env: dict[str, str] | None = None,
+    cls: type[PairCluster] = PairCluster,
 ) -> Iterator[PairCluster]:
-    """A PairCluster started in a new directory, its pair whole and `APP`
-    deployed; stopped on leaving, its logs printed when the body fails."""
-    c = PairCluster(Path(tempfile.mkdtemp(prefix=prefix)), spares=spares, etcd=etcd, env=env)
-    with c:
-        try:
-            wait_for(c.primary, 120, "the pair's Patroni to elect a primary")
-            wait_for(c.synchronous, 120, "the pair's standby to be synchronous")
-            c.deploy(APP, SOURCE)
-            yield c
-        except BaseException:
-            print(c.logs_tail(), c.pair_logs())
-            raise
+    """A PairCluster (or `cls`) started in a new directory, its pair whole
+    and `APP` deployed; stopped on leaving, its logs printed when the body
+    fails, its directory removed (PostgreSQL's, etcd's and the hosts' data:
+    about 1.2 GB)."""
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        with cls(base, spares=spares, etcd=etcd, env=env) as c:
+            try:
+                wait_for(c.primary, 120, "the pair's Patroni to elect a primary")
+                wait_for(c.synchronous, 120, "the pair's standby to be synchronous")
+                c.deploy(APP, SOURCE)
+                yield c
+            except BaseException:
+                print(c.logs_tail(), c.pair_logs())
+                raise
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @dataclass

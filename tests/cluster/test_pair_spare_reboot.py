@@ -24,13 +24,10 @@ minutes by default).
 from __future__ import annotations
 
 import functools
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -43,10 +40,10 @@ from tests.cluster.cluster import wait_for
 from tests.cluster.harness import Host
 from tests.cluster.paircluster import (
     APP,
-    SOURCE,
     PairCluster,
     Writer,
     app_get,
+    pair_cluster,
     redis_whole,
 )
 
@@ -107,22 +104,12 @@ class SpareCluster(PairCluster):
 @pytest.fixture(scope="module")
 def rc(cluster_ok: None) -> Iterator[SpareCluster]:
     env = {"ROOST_SPARE_AFTER_S": str(SPARE_AFTER_S)}
-    base = Path(tempfile.mkdtemp(prefix="roost-pair-spare-"))
-    c = SpareCluster(base, spares=1, etcd="away", env=env)
-    with c:
-        try:
-            wait_for(c.primary, 120, "the pair's Patroni to elect a primary")
-            wait_for(c.synchronous, 120, "the pair's standby to be synchronous")
-            c.deploy(APP, SOURCE)
-            yield c
-        except BaseException:
-            print(c.logs_tail(), c.pair_logs())
-            raise
-    # Three PostgreSQL data directories, etcd's and the servicehosts': about
-    # 1.2 GB a run (the logs were printed if the start failed).
-    shutil.rmtree(base, ignore_errors=True)
+    with pair_cluster("roost-pair-spare-", spares=1, etcd="away", env=env, cls=SpareCluster) as c:
+        assert isinstance(c, SpareCluster)
+        yield c
 
 
+@pytest.fixture
 def replaced_events(rc: SpareCluster) -> list[dict[str, Any]]:
     return [e for e in rc.api("GET", "/api/events") if e["kind"] == "servicehost-replaced"]
 
