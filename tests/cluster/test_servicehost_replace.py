@@ -8,7 +8,9 @@ two servicehosts leaves it whole. An app (tests/cluster/pairapp) with
 PostgreSQL and Redis on the pair. The replacement is refused while the
 standby's servicehost answers; once it is powered off, the spare takes its
 place: its Patroni member becomes the synchronous standby, the app's Redis
-gets its replica there, the runner's data proxy lists it. Then the
+gets its replica there, the runner's data proxy lists it; the lost host is
+retired (not listed, its sentinel no longer asked) and, booted again, runs
+nothing of the pair. Then the
 primary's servicehost is powered off too: the spare takes over, and the
 app's writes resume through the same address with every acknowledged row.
 """
@@ -21,11 +23,20 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.cluster.cluster import wait_for
 from tests.cluster.harness import Host
-from tests.cluster.paircluster import APP, PairCluster, Writer, app_get, pair_cluster, redis_whole
+from tests.cluster.paircluster import (
+    APP,
+    REST_PORT,
+    PairCluster,
+    Writer,
+    app_get,
+    pair_cluster,
+    redis_whole,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -55,6 +66,34 @@ def redis_replica_on(rc: PairCluster, host: Host) -> bool:
     )
 
 
+def lost_back_is_refused(rc: PairCluster, lost: Host, primary: Host) -> None:
+    """The replaced host retired (controller/retired.py, servicehost/
+    retirement.py): not listed, forgotten by the other servicehosts'
+    sentinel sets; booted again, it reads that it was replaced and runs
+    nothing of the pair (its Patroni never joins the cluster again)."""
+    listed = [s["host"] for s in rc.api("GET", "/api/servicehosts")]
+    assert lost.ip not in listed, listed
+    state = primary.data / "servicehost" / "state.json"
+    wait_for(
+        lambda: lost.ip in json.loads(state.read_text()).get("retired", []),
+        30,
+        "the survivor to stop asking the lost host's sentinel",
+    )
+    rc.boot(lost)
+    log = rc.base / "logs" / f"{lost.name}.log"
+    wait_for(
+        lambda: "replaced for good by " + (rc.spares[0].ip) in log.read_text(errors="replace"),
+        60,
+        "the lost host, back, to know it was replaced",
+    )
+    time.sleep(3)  # a Patroni started anyway would have registered by now (loop_wait 2 s)
+    assert rc.patroni(lost, "/health") == 0, "the replaced host runs its pair's Patroni again"
+    members = httpx.get(f"http://{primary.ip}:{REST_PORT}/cluster", timeout=5).json()["members"]
+    assert lost.ip not in [m["name"] for m in members], members
+    listed = [s["host"] for s in rc.api("GET", "/api/servicehosts")]
+    assert lost.ip not in listed, "its status push is refused"
+
+
 def test_a_spare_takes_a_lost_servicehosts_place(rc: PairCluster) -> None:
     primary = wait_for(rc.primary, 30, "the pair's primary")
     lost = next(h for h in rc.pair if h is not primary)
@@ -82,6 +121,7 @@ def test_a_spare_takes_a_lost_servicehosts_place(rc: PairCluster) -> None:
         wait_for(lambda: spare.ip in proxy.read_text(), 90, "the data proxy to list the spare")
         events = [e["kind"] for e in rc.api("GET", "/api/events")]
         assert "servicehost-replaced" in events
+        lost_back_is_refused(rc, lost, primary)
 
         # Redundancy is back: the primary's host lost too, the spare serves.
         n = len(writer.acked)

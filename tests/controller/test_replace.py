@@ -89,3 +89,14 @@ def test_the_records_name_the_new_one_and_bindings_follow(store: Store) -> None:
     # A repeat changes nothing.
     assert not store.replace_pair_member("p1", "sh1", "sh5", "10.0.0.5", "sh2")
     assert store.service_pairs()[0].hosts == ("sh5", "sh2")
+
+
+def test_the_replaced_one_is_retired_once(store: Store) -> None:
+    store.add_service_pair(P1)
+    assert store.retired_servicehosts() == []
+    assert store.replace_pair_member("p1", "sh1", "sh5", "10.0.0.5", "sh2", "10.0.0.1")
+    (row,) = store.retired_servicehosts()
+    assert (row.host, row.address, row.replaced_by) == ("sh1", "10.0.0.1", "sh5")
+    # A repeat (the command run again to finish) records nothing more.
+    assert not store.replace_pair_member("p1", "sh1", "sh5", "10.0.0.5", "sh2", "10.0.0.1")
+    assert store.retired_servicehosts() == [row]

@@ -14,6 +14,7 @@ from roost.servicehost import sentinel
 from roost.servicehost.pgpair import PairPlan, for_host, new_pair
 from roost.servicehost.pgreplace import replaced
 from roost.servicehost.redispairs import PairConfig, RedisPairs, live_sentinels
+from roost.servicehost.state import HostState
 
 ETCD = ["10.0.0.7", "10.0.0.8", "10.0.0.9"]
 # Sentinels on three servicehosts (a pair and a spare) and a controller.
@@ -45,7 +46,7 @@ def test_the_lost_hosts_sentinel_is_not_counted() -> None:
 
 
 def pairs_on(p: PairPlan | None) -> RedisPairs:
-    host: Any = SimpleNamespace(pg_pair=p)
+    host: Any = SimpleNamespace(pg_pair=p, state=HostState())
     return RedisPairs(host, PairConfig(BOOK, "pw", 26379))
 
 

@@ -181,6 +181,7 @@ class AsyncStore:
     set_app_pair = _on_executor(Store.set_app_pair)
     pair_loads = _on_executor(Store.pair_loads)
     replace_pair_member = _on_executor(Store.replace_pair_member)
+    retired_servicehosts = _on_executor(Store.retired_servicehosts)
 
     # ------------------------------------------------------------ logs, events, services
 

@@ -16,7 +16,10 @@ primary to copy from). Then, for each pair OLD was in (`replace`):
    streaming standby of the primary by pg_basebackup (the synchronous
    standby once caught up);
 3. the records (`replace_pair_member`): the pair names NEW, bindings OLD
-   held are held by the survivor, whose copies serve now;
+   held are held by the survivor, whose copies serve now, and OLD is
+   retired (`retired.py`: no controller surveys or lists it again, every
+   servicehost stops asking its sentinel, and it is refused if it comes
+   back);
 4. each app's Redis on the pair gets its replica on NEW: the survivor's
    copy (a provision there answers with what its replica needs, as when
    the app's Redis was made) is provisioned on NEW, which makes it the
@@ -157,7 +160,7 @@ async def replace(store: AsyncStore, hosts: ServiceHosts, old: str, new: str) ->
         if not isinstance(joined, Ok):
             why = joined.message if isinstance(joined, Error) else type(joined).__name__
             raise RuntimeError(f"pair {name}: {new} did not join it: {why}")
-        await store.replace_pair_member(name, old, new, ch.new_address, ch.survivor)
+        await store.replace_pair_member(name, old, new, ch.new_address, ch.survivor, ch.old_address)
         log.info("pair %s: servicehost %s takes %s's place", name, new, old)
         done.pairs.append(name)
         apps = sorted(i for i, p in placed.items() if p == name)

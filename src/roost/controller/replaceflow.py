@@ -56,6 +56,8 @@ async def carry_out(c: Controller, old: str, new: str, why: str = "") -> Outcome
         await c.store.add_event(FAILED_EVENT, f"{lead}{old} by {new}: {exc}")
         raise
     b.forget(done.apps)
+    # OLD retired: no more surveys of it, its last report dropped, at once here.
+    await b.retirements.refresh(c.store, b.hosts, b.status, force=True)
     rolled = []
     for app_id in done.apps:
         app = await c.store.app_by_id(app_id)

@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Callable
 
-from roost.controller import redispair
+from roost.controller import redispair, retired
 from roost.controller.astore import AsyncStore
 from roost.controller.backups import CAPTURE_TIMEOUT_S, BackupError, described
 from roost.controller.build_env import BuildEnvRpc
@@ -221,15 +221,25 @@ class ControllerService:
         return Ok()
 
     async def servicehost_status(self, msg: ServiceHostStatus) -> Msg:
-        if self.c.services is not None:
-            self.c.services.status[servicehost_id(msg)] = msg
+        sender = servicehost_id(msg)
+        reply: Msg = Ok()
+        b = self.c.services
+        if b is not None:
+            # Servicehosts replaced for good (controller/retired.py): each
+            # push is answered with them; one of them is refused.
+            rows = await b.retirements.refresh(b.store, b.hosts, b.status)
+            reply = retired.answer(sender, rows)
+            if retired.is_retired(sender, rows):
+                log.warning("servicehost %s was replaced for good: its report is refused", sender)
+                return reply
+            b.status[sender] = msg
         if self.c.is_leader:
             await self.c.watches.disk(
                 servicehost_id(msg), msg.disk_free_bytes, msg.disk_total_bytes,
                 self.c.settings.notify_disk_free,
             )  # fmt: skip
             await redispair.raise_events(self.replicas, self.c.store, servicehost_id(msg), msg)
-        return Ok()
+        return reply
 
     async def route_snapshot(self, _msg: RouteSnapshotRequest) -> Msg:
         if not self.c.is_leader:

@@ -6,13 +6,16 @@ on a client of its own (a client over all of them would rotate requests
 between them, and the wrong one answers as if the data did not exist).
 The address book names endpoints, not hosts: which host id answers on an
 endpoint is learnt by asking each one for its status (the name it reports
-itself by), again whenever a host id is not known yet.
+itself by), again whenever a host id is not known yet. A servicehost
+replaced for good (`retired`: its endpoints' hosts, controller/retired.py)
+is neither asked nor reached: it no longer belongs, and a survey would wait
+its whole timeout on it every time.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import httpx
@@ -45,6 +48,11 @@ def endpoint_host(address: str) -> str:
     return host[1:-1] if host.startswith("[") else host
 
 
+def live_endpoints(endpoints: Sequence[Endpoint], retired: frozenset[str]) -> list[Endpoint]:
+    """`endpoints` less those on a retired servicehost's host (pure)."""
+    return [ep for ep in endpoints if endpoint_host(ep.address) not in retired]
+
+
 class ServiceHosts:
     def __init__(
         self, endpoints: Sequence[Endpoint], client_for: Callable[[Endpoint], RpcClient]
@@ -53,6 +61,7 @@ class ServiceHosts:
         self._client_for = client_for
         self._clients: dict[str, RpcClient] = {}  # endpoint address -> its own client
         self._address: dict[str, str] = {}  # host id -> endpoint address
+        self.retired: frozenset[str] = frozenset()  # endpoint hosts replaced for good
 
     @staticmethod
     def over(client: RpcClient) -> ServiceHosts:
@@ -60,6 +69,17 @@ class ServiceHosts:
         if len(client.endpoints) != 1:
             raise ValueError("a client over several servicehosts would rotate between them")
         return ServiceHosts(client.endpoints, lambda _ep: client)
+
+    def retire(self, hosts: Iterable[str]) -> None:
+        """The endpoint hosts of the retired servicehosts, now (all of them)."""
+        self.retired = frozenset(hosts)
+        self._address = {
+            h: a for h, a in self._address.items() if endpoint_host(a) not in self.retired
+        }
+
+    def live(self) -> list[Endpoint]:
+        """The address book's endpoints but those of retired servicehosts."""
+        return live_endpoints(self.endpoints, self.retired)
 
     def _client(self, ep: Endpoint) -> RpcClient:
         client = self._clients.get(ep.address)
@@ -80,7 +100,7 @@ class ServiceHosts:
             return (ep, reply) if isinstance(reply, ServiceHostStatus) else None
 
         found: dict[str, ServiceHostStatus] = {}
-        for answer in await asyncio.gather(*(ask(ep) for ep in self.endpoints)):
+        for answer in await asyncio.gather(*(ask(ep) for ep in self.live())):
             if answer is not None:
                 ep, report = answer
                 found[host_id(report)] = report
@@ -101,7 +121,7 @@ class ServiceHosts:
         if host not in self._address:
             await self.survey()
         address = self._address.get(host)
-        ep = next((e for e in self.endpoints if e.address == address), None)
+        ep = next((e for e in self.live() if e.address == address), None)
         if ep is None:
             raise HostDown(host)
         return self._client(ep)

@@ -24,6 +24,7 @@ from roost.appspec.model import AppSpec
 from roost.appspec.service_env import service_environment
 from roost.controller import pairproxy, redispair
 from roost.controller.astore import AsyncStore
+from roost.controller.retired import Retirements
 from roost.controller.secretbox import SecretBox
 from roost.controller.servicehosts import HostDown, ServiceHosts, ask_patroni
 from roost.controller.serviceplace import NoPlace, find_holder, pair_primary, place, place_pair
@@ -92,6 +93,8 @@ class ServiceBroker:
         self._pair: dict[int, PairRow | None] = {}
         self._changes = 0  # bumped by every binding change this replica makes
         self.status: dict[str, ServiceHostStatus] = {}
+        # Servicehosts replaced for good: never surveyed nor listed (retired.py).
+        self.retirements = Retirements()
 
     async def warm(self, app_ids: Iterable[int]) -> None:
         """Read the credentials of the apps not cached yet: one query whatever
@@ -193,6 +196,7 @@ class ServiceBroker:
         return host
 
     async def _survey(self, hosts: ServiceHosts) -> dict[str, ServiceHostStatus]:
+        await self.retirements.refresh(self.store, hosts, self.status)
         reports = await hosts.survey()
         self.status.update(reports)
         return reports

@@ -132,6 +132,7 @@ async def spare_loop(
                 watch = None  # a new term counts silences anew
             else:
                 watch = watch or SpareWatch(after_s)
+                await b.retirements.refresh(c.store, b.hosts, b.status)
                 reports = await b.hosts.survey()
                 for due in watch.look(clock(), reports, b.hosts.addresses(), pairs):
                     await _replace(c, due)

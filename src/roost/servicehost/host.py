@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from roost.datadir.shared import root_for
-from roost.servicehost import backuprole, pgadmin, pgrejoin
+from roost.servicehost import backuprole, pgadmin, pgrejoin, retirement
 from roost.servicehost.addresses import advertised_host, listen_hosts
 from roost.servicehost.backups import archive_app_data, backup_name
 from roost.servicehost.binaries import Binaries
@@ -199,7 +199,12 @@ class ServiceHost:
         if await self.pg.initialize():
             self._save()
         self.pg_sup = Supervised(self.sup, self.pg, self.settings.restart_backoff_max_s)
-        if self.pg_pair is not None:
+        # Replaced for good while away: nothing of the pair runs here again.
+        await retirement.check_at_start(self)
+        retired = bool(self.state.replaced_by)
+        if retired:
+            log.error(retirement.said(self.state.replaced_by))
+        if self.pg_pair is not None and not retired:
             member = PairMember(self.pg_pair, self.layout.data_dir, self.layout.logs)
             self.pair_sup = Supervised(self.sup, member, self.settings.restart_backoff_max_s)
         self._limits = tg.create_task(self._apply_connection_limits())
@@ -208,9 +213,9 @@ class ServiceHost:
         self._rejoin = tg.create_task(
             pgrejoin.watch(lambda: self.pg_pair, self.settings.pair_stuck_after_s)
         )
-        if self.pairs is not None:
+        if self.pairs is not None and not retired:
             self.pairs.start_sentinel()
-        for svc in self.state.of_kind("redis"):
+        for svc in self.state.of_kind("redis") if not retired else []:
             if svc.memory_mb < 1:  # recorded before every Redis had its own limit
                 svc.memory_mb = self.settings.redis_memory_mb
                 self._save()

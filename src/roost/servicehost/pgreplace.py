@@ -18,7 +18,11 @@ servicehost is lost for good needs no change to the surviving member:
    survivor stop naming OLD at once: its leader drops OLD's replication
    slot (or the WAL kept for OLD would fill its disk) and the synchronous
    standby is chosen among the members that exist. `patronictl remove`
-   is not the tool: it removes the whole cluster from etcd.
+   is not the tool: it removes the whole cluster from etcd. Before that,
+   OLD is recorded as retired under the pair's scope
+   (`/roost/apps-<pair>/retired/<old>`, `mark_retired`): should it come
+   back, its servicehost reads it before starting anything of the pair
+   (servicehost/retirement.py) instead of joining the pair again.
 3. NEW starts its member (the servicehost runs it from DATA/pgpair.json,
    or `python -m roost.servicehost.pgpair DATA`) with an empty data
    directory: Patroni finds a leader in etcd and bootstraps NEW as its
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from typing import Any
 
 import msgspec
 
@@ -97,6 +102,46 @@ async def forget_member(plan: PairPlan, member: str) -> int:
     raise OSError(f"no etcd member answered ({'; '.join(errors)})")
 
 
+def retired_key(plan: PairPlan, member: str) -> str:
+    """Where the pair records that `member` was replaced for good (its
+    value: the address of the servicehost that took its place)."""
+    return f"{patroni.NAMESPACE}{plan.scope}/retired/{member}"
+
+
+async def _etcd(plan: PairPlan, path: str, body: dict[str, str], timeout: float) -> Any:
+    """One request to the first etcd member that answers (its JSON);
+    OSError when none does."""
+    import httpx
+
+    errors = []
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        for host in plan.etcd:
+            url = f"http://{patroni.url_host(host)}:{plan.etcd_client_port}/v3/kv/{path}"
+            try:
+                r = await http.post(url, json=body)
+                r.raise_for_status()
+                return r.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                errors.append(f"{host}: {exc}")
+    raise OSError(f"no etcd member answered ({'; '.join(errors)})")
+
+
+async def mark_retired(plan: PairPlan, old: str, new: str) -> None:
+    """Record in etcd that `old` was replaced by `new`: should it come back,
+    it reads this before running anything of the pair (replaced_by)."""
+    await _etcd(
+        plan, "put", {"key": _b64(retired_key(plan, old)), "value": _b64(new)}, ETCD_TIMEOUT_S
+    )
+
+
+async def replaced_by(plan: PairPlan, member: str, timeout: float = ANSWER_TIMEOUT_S) -> str:
+    """Who replaced `member` in its pair, as etcd records it ("" when no one
+    did). OSError when no etcd member answers."""
+    found = await _etcd(plan, "range", {"key": _b64(retired_key(plan, member))}, timeout)
+    kvs = (found.get("kvs") or []) if isinstance(found, dict) else []
+    return base64.b64decode(kvs[0].get("value", "")).decode() if kvs else ""
+
+
 async def answers(plan: PairPlan, member: str, timeout: float = ANSWER_TIMEOUT_S) -> bool:
     """Whether `member`'s Patroni REST API answers at all (any status)."""
     import httpx
@@ -121,5 +166,6 @@ async def replace_member(plan: PairPlan, old: str, new: str) -> PairPlan:
             f"{old} still answers (Patroni on port {plan.rest_port}): a servicehost is "
             "replaced only once it is lost for good; stop it first"
         )
+    await mark_retired(plan, old, new)
     await forget_member(plan, old)
     return new_plan

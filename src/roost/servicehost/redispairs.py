@@ -117,10 +117,13 @@ class RedisPairs:
     @property
     def sentinels(self) -> tuple[Address, ...]:
         """The address book's sentinels, less those of the lost servicehosts
-        this host's pair replaced (pgpair.PairPlan.lost), read each time: a
-        replacement changes them while the servicehost runs."""
+        this host's pair replaced (pgpair.PairPlan.lost) and of every one
+        the controllers say was replaced (state.json's `retired`,
+        servicehost/retirement.py), read each time: a replacement changes
+        them while the servicehost runs."""
         plan = self.host.pg_pair
-        return live_sentinels(self.config.sentinels, plan.lost if plan is not None else ())
+        lost = [*(plan.lost if plan is not None else ()), *self.host.state.retired]
+        return live_sentinels(self.config.sentinels, lost)
 
     def start_sentinel(self) -> None:
         host = self.host

@@ -72,6 +72,11 @@ class HostState(msgspec.Struct, kw_only=True):
     # The id of the host restore (ServiceHostRestore) whose services this
     # servicehost took on ("" when it made its own): a repeat finishes it.
     adopted: str = ""
+    # Servicehosts replaced for good (addresses), as the controllers say
+    # (servicehost/retirement.py): their sentinels are neither asked nor
+    # counted. `replaced_by`: this one was, and serves nothing of its pair.
+    retired: list[str] = []
+    replaced_by: str = ""
 
     @staticmethod
     def key(app: str, kind: str) -> str:

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 from roost import aio
 from roost.datadir import quota, weedquota
 from roost.datadir.shared import root_for
-from roost.servicehost import metrics, pgadmin
+from roost.servicehost import metrics, pgadmin, retirement
 from roost.servicehost.disk import tree_size, usage
-from roost.wire.messages import DataUse, KeptCopy, ServerStatus, ServiceHostStatus
+from roost.wire.messages import DataUse, KeptCopy, RetiredHosts, ServerStatus, ServiceHostStatus
 from roost.wire.rpc import RpcClient
 
 if TYPE_CHECKING:
@@ -125,6 +125,10 @@ async def push_loop(host: ServiceHost, controllers: RpcClient, sender: str) -> N
             metrics.record(status)
             results = await controllers.call_all(status, timeout=PUSH_TIMEOUT_S)
             errors = [r for r in results if isinstance(r, BaseException)]
+            # Servicehosts replaced for good, perhaps this one (retirement.py).
+            for r in results:
+                if isinstance(r, RetiredHosts):
+                    await retirement.told(host, r)
         except Exception as exc:  # a failed report must never take the servers down
             if not failing:
                 log.warning("status report failed: %s", exc, exc_info=True)

@@ -359,6 +359,17 @@ service_pairs = Table(
     Column("created_at", Float, nullable=False),
 )
 
+retired_servicehosts = Table(
+    "retired_servicehosts",
+    metadata,
+    # Servicehosts replaced for good (controller/replace.py, migration 0024):
+    # never surveyed, listed or let back; their sentinels asked by no one.
+    Column("host", String(255), primary_key=True),  # its servicehost id
+    Column("address", String(255), nullable=False),  # its endpoints' host
+    Column("replaced_by", String(255), nullable=False),
+    Column("retired_at", Float, nullable=False),
+)
+
 app_pairs = Table(
     "app_pairs",
     metadata,

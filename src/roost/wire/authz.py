@@ -93,6 +93,7 @@ from roost.wire.messages import (
     RepoBundle,
     RepoBundleRequest,
     RepoRestore,
+    RetiredHosts,
     RouteDelta,
     RouterLogBatch,
     RouterStats,
@@ -259,6 +260,7 @@ NOT_REQUESTS: frozenset[type[Msg]] = frozenset(
         ServiceHostRestored,
         BackupHostRestored,
         PairPlanned,
+        RetiredHosts,
     }
 )
 

@@ -494,6 +494,19 @@ class ServiceHostStatus(Msg, frozen=True, kw_only=True):
     host_id: str = ""
 
 
+class RetiredHosts(Msg, frozen=True, kw_only=True):
+    """A controller's answer to a ServiceHostStatus push when servicehosts
+    have been replaced for good (controller/retired.py): their addresses,
+    whose sentinels no servicehost asks or counts any more. `replaced_by`
+    is set when the sender is one of them: it no longer belongs to the
+    platform, its push is not taken, and it stops serving its old pair's
+    copies (servicehost/retirement.py). A controller with none retired
+    answers Ok, which older servicehosts expect."""
+
+    addresses: list[str]
+    replaced_by: str = ""
+
+
 # ---------------------------------------------------------------- gateway (SSH)
 
 
@@ -1145,6 +1158,7 @@ AnyMsg = (
     | ServiceBackupDone
     | ServiceHostStatusRequest
     | ServiceHostStatus
+    | RetiredHosts
     | SshAuth
     | SshIdentity
     | AppAccess

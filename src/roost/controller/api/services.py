@@ -201,8 +201,11 @@ async def replace_servicehost(
 @router.get("/servicehosts")
 async def servicehosts(who: CurrentAccount, c: CurrentController) -> list[dict[str, Any]]:
     require_admin(who, "the servicehost list")
+    b = broker(c)
+    # Those replaced for good are not listed (controller/retired.py).
+    await b.retirements.refresh(b.store, b.hosts, b.status)
     out = []
-    for host, st in sorted(broker(c).status.items()):
+    for host, st in sorted(b.status.items()):
         out.append(
             {
                 "host": host,  # its id: the holder named in services info
