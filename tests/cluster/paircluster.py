@@ -13,6 +13,8 @@ hosts `etcd` names:
   leaves etcd whole);
 - "all": the five of them (losing both of the pair leaves three of five).
 
+`backupds` adds backup hosts (`roost backupd`, `cluster init --backupds`).
+
 `pair_cluster` starts one, waits for the pair's Patroni to have a primary
 and a synchronous standby, and deploys the app of tests/cluster/pairapp
 (`APP`), which writes a row per request (`Writer`) through the runner's
@@ -59,9 +61,16 @@ class PairCluster(RoostCluster):
         spares: int = 0,
         etcd: EtcdPlace = "pair",
         env: dict[str, str] | None = None,
+        backupds: int = 0,
     ) -> None:
         super().__init__(
-            base, controllers=1, runners=1, routers=1, servicehosts=2 + spares, env=env
+            base,
+            controllers=1,
+            runners=1,
+            routers=1,
+            servicehosts=2 + spares,
+            backupds=backupds,
+            env=env,
         )
         self.etcd_place: EtcdPlace = etcd
 
@@ -149,6 +158,7 @@ def pair_cluster(
     etcd: EtcdPlace = "pair",
     env: dict[str, str] | None = None,
     cls: type[PairCluster] = PairCluster,
+    backupds: int = 0,
 ) -> Iterator[PairCluster]:
     """A PairCluster (or `cls`) started in a new directory, its pair whole
     and `APP` deployed; stopped on leaving, its logs printed when the body
@@ -156,7 +166,7 @@ def pair_cluster(
     about 1.2 GB)."""
     base = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        with cls(base, spares=spares, etcd=etcd, env=env) as c:
+        with cls(base, spares=spares, etcd=etcd, env=env, backupds=backupds) as c:
             try:
                 wait_for(c.primary, 120, "the pair's Patroni to elect a primary")
                 wait_for(c.synchronous, 120, "the pair's standby to be synchronous")
