@@ -259,6 +259,21 @@ def test_a_master_the_sentinels_cannot_fail_over_is_a_problem() -> None:
     assert sentinel.failover_problem({}, 3) == "the sentinels do not watch it"
 
 
+def test_a_master_another_sentinel_knows_no_replica_of_is_a_problem() -> None:
+    """The sentinel leading a failover may be another host's; one that has
+    not read the master's INFO since the replica came aborts it."""
+    ready = {"num-slaves": "1", "num-other-sentinels": "2"}
+    fresh = {"num-slaves": "0", "num-other-sentinels": "2"}
+    whole = {"10.0.0.1": ready, "10.0.0.2": ready, "10.0.0.3": None}  # one does not answer
+    assert sentinel.pair_failover_problem(whole, 3) == ""
+    assert sentinel.pair_failover_problem({**whole, "10.0.0.2": fresh}, 3) == (
+        "the sentinels know no replica of it yet: it cannot fail over (the sentinel on 10.0.0.2)"
+    )
+    assert "(the sentinel on 10.0.0.3)" in sentinel.pair_failover_problem(
+        {**whole, "10.0.0.3": {}}, 3
+    )
+
+
 def test_a_pairs_copies_are_metrics_and_a_lone_redis_is_none() -> None:
     def redis(app: str, role: str = "", lag: int = 0, problem: str = "") -> ServerStatus:
         return ServerStatus(

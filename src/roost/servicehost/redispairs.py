@@ -267,7 +267,24 @@ class RedisPairs:
         except _ERRORS as exc:
             return f"this host's sentinel does not answer ({type(exc).__name__})"
         fields = dict(zip(flat[::2], flat[1::2], strict=False))
-        return sentinel.failover_problem(fields, len(self.sentinels))
+        problem = sentinel.failover_problem(fields, len(self.sentinels))
+        if problem:
+            return problem
+        others = await asyncio.gather(*(self._master_fields(addr, app) for addr in self.sentinels))
+        seen = {addr[0]: got for addr, got in zip(self.sentinels, others, strict=True)}
+        return sentinel.pair_failover_problem(seen, len(self.sentinels))
+
+    async def _master_fields(self, addr: Address, app: str) -> dict[str, str] | None:
+        """The sentinel at `addr`'s SENTINEL MASTER fields for the app, {} when
+        it does not watch it, None when it does not answer."""
+        try:
+            async with sentinelproc.client(addr, self.config.password) as r:
+                flat = await r.call("SENTINEL", "MASTER", master_name(app))
+        except RedisError as exc:
+            return {} if "No such master" in str(exc) else None
+        except _ERRORS:
+            return None
+        return dict(zip(flat[::2], flat[1::2], strict=False))
 
     async def watch_loop(self) -> None:
         while True:

@@ -188,3 +188,20 @@ def failover_problem(fields: Mapping[str, str], sentinels: int) -> str:
     if watching < sentinels:
         return f"only {watching} of {sentinels} sentinels watch it"
     return ""
+
+
+def pair_failover_problem(others: Mapping[str, Mapping[str, str] | None], sentinels: int) -> str:
+    """`failover_problem` as the other sentinels see the master (`others`:
+    each one's SENTINEL MASTER fields by its host, None when it did not
+    answer): the first that knows no replica or too few sentinels, named.
+    The sentinel that leads a failover may be any of them, and one that has
+    not read the master's INFO since the replica came knows no replica and
+    aborts the failover ("no good slave") while this host's sentinel, which
+    has, sees nothing wrong."""
+    for host, fields in sorted(others.items()):
+        if fields is None:
+            continue  # down or unreachable: the others count it out
+        problem = failover_problem(fields, sentinels)
+        if problem:
+            return f"{problem} (the sentinel on {host})"
+    return ""
