@@ -158,6 +158,12 @@ async def test_receive_wal_is_restarted_when_it_exits(barman: Barman, layout: La
     first = barman._sup.pid(name)
     psutil.Process(first).kill()
     assert len(await _wait_receivers(layout, but=receiver.pid)) == 1
+    # The new process exists a moment before the supervisor's spawn returns
+    # (it awaits the child's pipes on this same loop): its pid comes then.
+    for _ in range(50):
+        if barman._sup.pid(name):
+            break
+        await asyncio.sleep(0.1)
     assert barman._sup.pid(name) not in (0, first)
     assert barman._sup.children[name].restarts == 1
     assert not receiver.is_running() or receiver.status() == psutil.STATUS_ZOMBIE

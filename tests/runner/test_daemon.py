@@ -65,13 +65,17 @@ SPEC = AppSpec(
         "worker": ProcessSpec(name="worker", kind="command", command="sleep 300"),
     }
 )
+# The runner's host id names its cgroups (roost-runner-HOST): unique to this
+# run, so that another run of this module on the machine, whose runner's
+# start-up sweep kills what its own owner left, never kills these instances.
+H1 = f"h1-{os.getpid()}"
 RUNNER = """
 import logging, sys
 from pathlib import Path
 from roost.runner.daemon import run
 from roost.settings import Settings
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-run(Path(sys.argv[1]), Settings.from_env(), host_id="h1")
+run(Path(sys.argv[1]), Settings.from_env(), host_id=sys.argv[2])
 """
 
 
@@ -163,7 +167,7 @@ async def test_daemon_converges_fences_and_stops(data_dir: Path, tmp_path: Path)
         }
         with open(log_path, "wb") as log_file:
             runner = subprocess.Popen(
-                [sys.executable, "-c", RUNNER, str(data_dir)],
+                [sys.executable, "-c", RUNNER, str(data_dir), H1],
                 env=env,
                 stderr=log_file,
                 stdout=log_file,
@@ -171,7 +175,7 @@ async def test_daemon_converges_fences_and_stops(data_dir: Path, tmp_path: Path)
         try:
             await _scenario(fake, digest, runner, metrics_port)
             text = log_path.read_text()
-            assert "refused assignment fence=1 version=99 for h1 (stale-fence" in text
+            assert f"refused assignment fence=1 version=99 for {H1} (stale-fence" in text
             assert "no controller answered" in text and text.count("controllers reachable") == 2
         except BaseException:
             print(log_path.read_text())
@@ -193,14 +197,12 @@ async def _scenario(
     # Reports before any assignment: empty host, capacity, stable id.
     await eventually(lambda: fake.heartbeats, what="first heartbeat")
     first = fake.last()
-    assert (
-        first.host_id == "h1" and first.instances == [] and (first.fence, first.version) == (0, 0)
-    )
+    assert first.host_id == H1 and first.instances == [] and (first.fence, first.version) == (0, 0)
     assert first.memory_mb > 0 and first.cpus > 0 and first.addresses
 
     # 1. Converge to an assignment: fetch the image over the wire, start both.
     fake.assignment = Assignment(
-        host_id="h1",
+        host_id=H1,
         fence=2,
         version=1,
         instances=[inst("i1", "web", digest), inst("w1", "worker", digest)],
@@ -228,8 +230,8 @@ async def _scenario(
 
     # 2. Fencing: a deposed scheduler (lower fence) and an older version are ignored.
     for stale in (
-        Assignment(host_id="h1", fence=1, version=99, instances=[]),
-        Assignment(host_id="h1", fence=2, version=0, instances=[]),
+        Assignment(host_id=H1, fence=1, version=99, instances=[]),
+        Assignment(host_id=H1, fence=2, version=0, instances=[]),
     ):
         fake.assignment = stale
         seen = len(fake.heartbeats)
@@ -239,7 +241,7 @@ async def _scenario(
 
     # 3. A newer version drops the worker: it is stopped.
     fake.assignment = Assignment(
-        host_id="h1", fence=2, version=2, instances=[inst("i1", "web", digest)]
+        host_id=H1, fence=2, version=2, instances=[inst("i1", "web", digest)]
     )
     await eventually(lambda: fake.states() == {"i1": "up"}, what="worker stopped")
     assert not alive(pids["w1"]) and alive(pids["i1"])
@@ -252,7 +254,7 @@ async def _scenario(
 
     # 5. Back, with a new scheduler whose assignment no longer holds i1: stopped at once.
     fake.assignment = Assignment(
-        host_id="h1", fence=3, version=1, instances=[inst("i2", "web", digest, release=2)]
+        host_id=H1, fence=3, version=1, instances=[inst("i2", "web", digest, release=2)]
     )
     fake.down = False
     await eventually(lambda: fake.states() == {"i2": "up"}, what="switch to i2")
@@ -300,7 +302,7 @@ async def test_a_nudge_from_the_lease_holder_fetches_the_assignment_at_once(
         env = {**os.environ, "ROOST_HEARTBEAT_S": "60", "ROOST_METRICS_PORT": str(free_port())}
         with open(log_path, "wb") as log_file:
             runner = subprocess.Popen(
-                [sys.executable, "-c", RUNNER, str(data_dir)], env=env, stderr=log_file,
+                [sys.executable, "-c", RUNNER, str(data_dir), H1], env=env, stderr=log_file,
                 stdout=log_file,
             )  # fmt: skip
         try:
@@ -310,10 +312,10 @@ async def test_a_nudge_from_the_lease_holder_fetches_the_assignment_at_once(
 
             def nudge(fence: int, version: int) -> None:
                 ready = AssignmentReady(fence=fence, version=version)
-                nudger.send([("h1", ep, ready)], lambda e: RpcClient(node, [e]))
+                nudger.send([(H1, ep, ready)], lambda e: RpcClient(node, [e]))
 
             fake.assignment = Assignment(
-                host_id="h1", fence=2, version=1, instances=[inst("i1", "web", digest)]
+                host_id=H1, fence=2, version=1, instances=[inst("i1", "web", digest)]
             )
             nudge(2, 1)
             await eventually(lambda: fake.states() == {"i1": "up"}, 30, "i1 up, long before 60 s")
