@@ -109,7 +109,6 @@ def rc(cluster_ok: None) -> Iterator[SpareCluster]:
         yield c
 
 
-@pytest.fixture
 def replaced_events(rc: SpareCluster) -> list[dict[str, Any]]:
     return [e for e in rc.api("GET", "/api/events") if e["kind"] == "servicehost-replaced"]
 
