@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,22 @@ def test_a_file_written_through_one_instance_is_served_by_the_other_at_once(
     served = _served_by_every_instance(rc, "/get/media/a.txt", "uploaded", 2)
     assert r.headers["X-Instance"] in served
     assert len(_up_hosts(rc)) == 2  # two runners, one instance each
+
+
+def test_both_filers_name_the_file(rc: RoostCluster) -> None:
+    """With the PostgreSQL state database the controller's filer and the
+    first storage host's (a runner's, as cluster init lists runners before
+    servicehosts) keep the tree in one store (datadir/weedstore.py): each
+    lists what the app wrote (test_shared_datadir_filers kills one)."""
+    plan = json.loads((rc.runners[0].data / "appdata.json").read_text())
+    assert plan["filers"] == [rc.controllers[0].ip, rc.runners[0].ip], plan["filers"]
+    for filer in plan["filers"]:
+        req = urllib.request.Request(
+            f"http://{filer}:7152/{APP}/media/?limit=100", headers={"Accept": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as r:
+            names = {e["FullPath"].rsplit("/", 1)[1] for e in json.load(r).get("Entries") or []}
+        assert "a.txt" in names, (filer, names)
 
 
 def test_rsync_up_through_the_gateway_is_read_through_the_app(site: Site, tmp_path: Path) -> None:
