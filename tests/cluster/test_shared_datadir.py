@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from roost.datadir.seaweed import Endpoint
 from tests.cluster.cluster import RoostCluster, running_cluster, wait_for
+from tests.datadir.seaweedkit import listed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -137,11 +138,7 @@ def test_both_filers_name_the_file(rc: RoostCluster) -> None:
     plan = json.loads((rc.runners[0].data / "appdata.json").read_text())
     assert plan["filers"] == [rc.controllers[0].ip, rc.runners[0].ip], plan["filers"]
     for filer in plan["filers"]:
-        req = urllib.request.Request(
-            f"http://{filer}:7152/{APP}/media/?limit=100", headers={"Accept": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=10) as r:
-            names = {e["FullPath"].rsplit("/", 1)[1] for e in json.load(r).get("Entries") or []}
+        names = listed(Endpoint(filer, 7152), f"/{APP}/media/")
         assert "a.txt" in names, (filer, names)
 
 

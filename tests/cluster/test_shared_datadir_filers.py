@@ -22,17 +22,17 @@ import os
 import shutil
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
+from roost.datadir.seaweed import Endpoint
 from roost.datadir.weedplan import PLAN_FILE
 from tests.cluster.cluster import RoostCluster, running_cluster, wait_for
 from tests.cluster.harness import Host
-from tests.datadir.seaweedkit import write_fsync
+from tests.datadir.seaweedkit import listed, write_fsync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -70,20 +70,6 @@ def _mount_of(rc: RoostCluster, host: Host) -> Path | None:
             if any(m.split()[1:2] == [point] and "fuse.seaweedfs" in m for m in mounts if m):
                 return Path(f"/proc/{pid}/root{point}")
     return None
-
-
-def _listed(filer: str, directory: str) -> set[str]:
-    """The names the filer at `filer` holds in `directory` (from its store)."""
-    req = urllib.request.Request(
-        f"http://{filer}:{FILER_PORT}{directory}?limit=1000",
-        headers={"Accept": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            entries = json.load(r).get("Entries") or []
-    except OSError:
-        return set()
-    return {e["FullPath"].rsplit("/", 1)[1] for e in entries}
 
 
 def _write_all(tree: Path, files: dict[str, bytes], done: list[str]) -> None:
@@ -132,7 +118,7 @@ def test_the_first_filer_s_host_lost_for_good_loses_no_acknowledged_file(
 
     # The second filer has every name (the rows are in PostgreSQL), and
     # another host's mount reads every byte.
-    assert _listed(ctl2.ip, "/filer-test/") == set(before)
+    assert listed(Endpoint(ctl2.ip, FILER_PORT), "/filer-test/") == set(before)
     for name, data in before.items():
         assert (svc_tree / "filer-test" / name).read_bytes() == data, name
     print(f"every file read through the servicehost within {time.monotonic() - died:.1f}s")
@@ -152,6 +138,6 @@ def test_the_first_filer_s_host_lost_for_good_loses_no_acknowledged_file(
         f"{log.get('failed', 0):.0f} attempts failed, all 20 by {time.monotonic() - died:.1f}s"
     )
     assert log.get("written") == len(after), log
-    assert _listed(ctl2.ip, "/filer-test/") == set(before) | set(after)
+    assert listed(Endpoint(ctl2.ip, FILER_PORT), "/filer-test/") == set(before) | set(after)
     for name, data in after.items():
         assert (svc_tree / "filer-test" / name).read_bytes() == data, name

@@ -134,6 +134,20 @@ class Cluster:
         self.procs.clear()
 
 
+def listed(filer: Endpoint, directory: str) -> set[str]:
+    """The names the filer at `filer` holds in `directory` (from its store;
+    empty when it does not answer)."""
+    req = urllib.request.Request(
+        f"http://{filer}{directory}?limit=1000", headers={"Accept": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            entries = json.load(r).get("Entries") or []
+    except OSError:
+        return set()
+    return {e["FullPath"].rsplit("/", 1)[1] for e in entries}
+
+
 def _up(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2):

@@ -17,9 +17,7 @@ last write returned, and B has every file."""
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,10 +25,9 @@ import pytest
 import sqlalchemy
 
 from roost.controller import filerstore
-from roost.datadir.seaweed import Endpoint
 from roost.datadir.weedplan import FilerStore
 from tests.conftest import wait_until
-from tests.datadir.seaweedkit import Cluster, seaweed_cluster, write_fsync
+from tests.datadir.seaweedkit import Cluster, listed, seaweed_cluster, write_fsync
 from tests.pgserver import postgres_server
 
 pytestmark = pytest.mark.e2e
@@ -61,19 +58,6 @@ def shared(tmp_path: Path) -> Iterator[Cluster]:
             yield c
 
 
-def _listed(filer: Endpoint, directory: str) -> set[str]:
-    """The names a filer's own store holds in `directory`."""
-    req = urllib.request.Request(
-        f"http://{filer}{directory}?limit=1000", headers={"Accept": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            entries = json.load(r).get("Entries") or []
-    except OSError:
-        return set()
-    return {e["FullPath"].rsplit("/", 1)[1] for e in entries}
-
-
 def test_a_mount_given_two_filers_writes_on_when_the_first_dies(cluster: Cluster) -> None:
     second = cluster.add_filer("filer2")
     a = cluster.mount("mount-a", filers=[cluster.filer, second])
@@ -81,7 +65,7 @@ def test_a_mount_given_two_filers_writes_on_when_the_first_dies(cluster: Cluster
     before = {f"before-{i}": os.urandom(20_000) for i in range(5)}
     for name, data in before.items():
         write_fsync(a / "shop" / name, data)
-    wait_until(lambda: _listed(second, "/shop/") >= set(before), 30, "filer2 to replay them")
+    wait_until(lambda: listed(second, "/shop/") >= set(before), 30, "filer2 to replay them")
 
     cluster.kill("filer")
     after = {f"after-{i}": os.urandom(20_000) for i in range(20)}
@@ -105,7 +89,7 @@ def test_filers_sharing_a_postgres_store_lose_nothing_when_the_first_dies(
         write_fsync(a / "shop" / name, data)
     # At once: no replay between the filers to wait for, the rows are B's too.
     shared.kill("filer")
-    assert _listed(second, "/shop/") == set(before)
+    assert listed(second, "/shop/") == set(before)
     after = {f"after-{i}": os.urandom(20_000) for i in range(20)}
     for name, data in after.items():
         write_fsync(a / "shop" / name, data)  # through filer2
