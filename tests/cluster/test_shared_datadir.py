@@ -29,9 +29,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from roost.datadir.seaweed import Endpoint
 from tests.cluster.cluster import RoostCluster, running_cluster, wait_for
-from tests.datadir.seaweedkit import listed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -128,18 +126,6 @@ def test_a_file_written_through_one_instance_is_served_by_the_other_at_once(
     served = _served_by_every_instance(rc, "/get/media/a.txt", "uploaded", 2)
     assert r.headers["X-Instance"] in served
     assert len(_up_hosts(rc)) == 2  # two runners, one instance each
-
-
-def test_both_filers_name_the_file(rc: RoostCluster) -> None:
-    """With the PostgreSQL state database the controller's filer and the
-    first storage host's (a runner's, as cluster init lists runners before
-    servicehosts) keep the tree in one store (datadir/weedstore.py): each
-    lists what the app wrote (test_shared_datadir_filers kills one)."""
-    plan = json.loads((rc.runners[0].data / "appdata.json").read_text())
-    assert plan["filers"] == [rc.controllers[0].ip, rc.runners[0].ip], plan["filers"]
-    for filer in plan["filers"]:
-        names = listed(Endpoint(filer, 7152), f"/{APP}/media/")
-        assert "a.txt" in names, (filer, names)
 
 
 def test_rsync_up_through_the_gateway_is_read_through_the_app(site: Site, tmp_path: Path) -> None:

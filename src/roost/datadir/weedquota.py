@@ -69,7 +69,6 @@ def app_argv(data_dir: Path, root: Path, app: str, quota_mb: int) -> list[str]:
     cache = weedplan.home(data_dir) / "mount-cache" / app
     argv = seaweed.mount_argv(seaweed.weed_binary(), filer, tree, cache)
     argv = [f"-filer.path=/{app}" if a.startswith("-filer.path=") else a for a in argv]
-    argv = [f"-filer={weedplan.filer_list(plan)}" if a.startswith("-filer=") else a for a in argv]
     return [*argv, f"-collection={app}", f"-collectionQuotaMB={quota_mb}", "-df.logical"]
 
 
