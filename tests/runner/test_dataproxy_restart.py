@@ -31,7 +31,7 @@ from roost.wire.node import Node
 from roost.wire.rpc import RpcServer
 from tests.conftest import free_port
 from tests.runner.helpers import eventually
-from tests.runner.test_daemon import RUNNER, FakeController, data_dir  # noqa: F401
+from tests.runner.test_daemon import H1, RUNNER, FakeController, data_dir  # noqa: F401
 from tests.runner.test_dataproxy_haproxy import echo, members, running
 
 pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists(), reason="haproxy is not installed")
@@ -62,7 +62,7 @@ def start_runner(data: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "ROOST_HEARTBEAT_S": "0.5", "ROOST_METRICS_PORT": str(free_port())}
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-c", RUNNER, str(data)], env=env, stdout=out, stderr=out
+            [sys.executable, "-c", RUNNER, str(data), H1], env=env, stdout=out, stderr=out
         )
 
 
