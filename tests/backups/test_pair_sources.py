@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from roost import patroni
@@ -23,7 +24,7 @@ from roost.backups.sources import Pullers, pair_key
 from roost.servicehost import pairbackup
 from roost.servicehost.pgpair import for_host, member, new_pair
 from roost.wire.cluster import ClusterConfig, Endpoint
-from roost.wire.messages import BackupSource, BackupSourceRequest, PgSource
+from roost.wire.messages import BackupSource, BackupSourceRequest, PgSource, RedisSource
 
 SH = [Endpoint("tcp://10.0.0.5:1", "k1"), Endpoint("tcp://10.0.0.6:1", "k2")]
 
@@ -64,6 +65,21 @@ def test_a_pair_is_one_cluster_holding_what_either_member_recorded() -> None:
     assert (w.host, w.database, w.cluster) == ("10.0.0.6", "app_b", "apps-pair-1")
     assert w.postgres.pair == "pair-1" and p.kinds_of("b") == ["pgdump"]
     assert pair_key(src) == "apps-pair-1"
+
+
+def test_an_app_is_answered_for_by_the_member_that_holds_its_database() -> None:
+    """The other member, which has only the app's Redis replica, may have
+    answered first: the app's restore steps still go to the holder."""
+    p = pullers()
+    first, holder = SH[0].address, SH[1].address
+    replica = RedisSource(app="b", host="10.0.0.5", port=7000, user="u", password="p")
+    p.seen = {
+        first: msgspec.structs.replace(p.seen[first], redis=[replica]),
+        holder: p.seen[holder],
+    }
+    w = p.where("b")
+    assert w is not None and w.postgres is not None and w.redis == replica
+    assert (w.host, w.endpoint, w.database) == ("10.0.0.6", SH[1], "app_b")
 
 
 def test_barman_and_libpq_reach_whichever_member_takes_writes() -> None:

@@ -204,12 +204,17 @@ class Pullers:
             if w.postgres or w.redis or w.data:
                 if found is None:
                     found = w
-                else:  # a second host with some of it: keep what each has
-                    found.postgres = found.postgres or w.postgres
-                    found.database = found.database or w.database
-                    found.cluster = found.cluster or w.cluster
-                    found.redis = found.redis or w.redis
-                    found.data = found.data or w.data
+                    continue
+                # A second host with some of it (a pair's other member, with
+                # the Redis replica): keep what each has, answered for by the
+                # host that holds the database, where its restore steps go.
+                base, other = (w, found) if w.postgres and not found.postgres else (found, w)
+                base.postgres = base.postgres or other.postgres
+                base.database = base.database or other.database
+                base.cluster = base.cluster or other.cluster
+                base.redis = base.redis or other.redis
+                base.data = base.data or other.data
+                found = base
         return found
 
     def clusters(self) -> dict[str, tuple[Endpoint, PgSource]]:
