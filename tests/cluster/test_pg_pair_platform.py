@@ -101,6 +101,9 @@ def test_a_backup_restored_through_the_platform_on_the_pair(rc: PairCluster) -> 
     its usual DATABASE_URL, and the standby has them too."""
     primary = wait_for(rc.primary, 30, "the pair's primary")
     standby = next(h for h in rc.pair if h is not primary)
+    # The runner's data proxy listens once its assignment named the pair
+    # (a moment after the deploy) and routes once its checks answered.
+    wait_for(lambda: proxy_checked(rc), 60, "the data proxy's first checks")
     for n in range(1, 11):
         write(rc, n)
     out = rc.cli("backups", "capture", APP, "--kind", "pgdump", "--json").stdout

@@ -214,6 +214,16 @@ class PgConn:
         return out
 
 
+async def writable_host(target: PgConn) -> str:
+    """The address of the server `target` reaches that takes writes (of a
+    pair's members, the primary now), as that server sees its own address."""
+    async with await _connect(target, "postgres") as conn:
+        row = await (await conn.execute("SELECT host(inet_server_addr())")).fetchone()
+    if row is None or not row[0]:
+        raise FactsError("the server that takes writes did not say its address")
+    return str(row[0])
+
+
 async def _connect(target: PgConn, dbname: str) -> psycopg.AsyncConnection:
     return await psycopg.AsyncConnection.connect(**target.kwargs(dbname))
 

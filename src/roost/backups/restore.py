@@ -27,6 +27,7 @@ servicehost (or gateway) keeps what they replace.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import shutil
@@ -277,9 +278,14 @@ async def pg_restore(source: PgSource, database: str, dump: Path) -> None:
         pgfacts.pg_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
         "--no-password", "-d", database, str(dump),
     ]  # fmt: skip
-    status, out = await pgfacts.run_tool(
-        argv, env=pgfacts.PgConn.of(source).env(database), timeout=LOAD_TIMEOUT_S
-    )
+    conn = pgfacts.PgConn.of(source)
+    if conn.read_write:
+        # A pair: the member that takes writes, named. libpq tries the
+        # members in order, and a standby that has not yet replayed the
+        # CREATE DATABASE of the prepare step ends the attempt with FATAL
+        # ("database ... does not exist") before the next member is tried.
+        conn = dataclasses.replace(conn, host=await pgfacts.writable_host(conn))
+    status, out = await pgfacts.run_tool(argv, env=conn.env(database), timeout=LOAD_TIMEOUT_S)
     if status != 0:
         raise FactsError(f"pg_restore failed (status {status}): {out.strip()[-1500:]}")
 
