@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from roost.backups.barman import ServerConfig
 from roost.backups.layout import Layout
-from roost.wire.messages import PgSource
+from roost.wire.messages import BackupEvent, PgSource
 from tests.pgserver import postgres_server
 
 BACKUP_ROLE = "roost_backup"
@@ -94,3 +95,21 @@ class Based:
     config: ServerConfig
     before_backup: datetime  # the source's clock just before the base backup began
     backup_id: str
+
+
+@dataclass
+class OneHost:
+    """The one servicehost a backupd's jobs see in these tests (their
+    `host` interface): its PostgreSQL as `sh1`, the events it is told."""
+
+    source: PgSource
+    events: list[BackupEvent] = field(default_factory=list)
+
+    def clusters(self) -> dict[str, tuple[Any, PgSource]]:
+        return {"sh1": (None, self.source)}
+
+    def names(self) -> dict[str, list[str]]:
+        return {}  # its key's name is its id
+
+    async def report(self, event: BackupEvent) -> None:
+        self.events.append(event)

@@ -10,33 +10,15 @@ at once, as for a lost slot (test_wal_gap.py)."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from roost.backups.barman import Barman
 from roost.backups.clusters import Clusters
 from roost.backups.layout import Layout
 from roost.backups.staging import Staged
 from roost.backups.walreceiver import wal_gone
-from roost.wire.messages import BackupEvent, PgSource
-from tests.backups.pgsource import Source, pg_source
+from tests.backups.pgsource import OneHost, Source, pg_source
 from tests.conftest import processes_under
-
-
-@dataclass
-class OneHost:
-    source: PgSource
-    events: list[BackupEvent] = field(default_factory=list)
-
-    def clusters(self) -> dict[str, tuple[Any, PgSource]]:
-        return {"sh1": (None, self.source)}
-
-    def names(self) -> dict[str, list[str]]:
-        return {}
-
-    async def report(self, event: BackupEvent) -> None:
-        self.events.append(event)
 
 
 def _next_segment(streaming: Path) -> str:

@@ -10,10 +10,6 @@ fails such a release at once, and the reconcile pass wires them together.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller import rollout
@@ -22,7 +18,6 @@ from roost.controller.core import Controller
 from roost.controller.scheduler import HostInfo, Placement, Want, new_instance_id, no_room, place
 from roost.controller.store import Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
 from roost.state.leases import Lease
 from roost.wire.messages import Heartbeat, InstanceStatus
 
@@ -80,15 +75,6 @@ def test_a_release_with_no_room_fails_at_once_with_the_reason() -> None:
 SPEC = AppSpec(
     processes={"web": ProcessSpec(name="web", kind="wsgi", entrypoint="app:app", web=True)}
 )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
-    s = Store(make_engine(url))
-    yield s
-    s.engine.dispose()
 
 
 async def test_a_deploy_no_host_has_room_for_fails_saying_so(store: Store) -> None:
