@@ -1,19 +1,36 @@
-"""Builders shared by the runner tests (assignments, specs, image roots, waits)."""
+"""Builders shared by the runner tests (assignments, specs, image roots, waits,
+the runner daemon as a process and the fake controller it talks to)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import psutil
 
 from roost.appspec.model import AppSpec, ProcessSpec
+from roost.images.serve import handle_image_request
+from roost.images.store import ImageStore
 from roost.tenant.launch import Tenancy
-from roost.wire.messages import InstanceAssignment
+from roost.wire.messages import (
+    Assignment,
+    Error,
+    Heartbeat,
+    HeartbeatReply,
+    ImageChunkRequest,
+    InstanceAssignment,
+    LogBatch,
+    LogLine,
+    Msg,
+    Ok,
+)
 
 DIGEST_A = "sha256:" + "a" * 64
 DIGEST_B = "sha256:" + "b" * 64
@@ -109,3 +126,68 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+# The runner daemon as a real process (test_daemon, test_dataproxy_restart):
+# `runner_argv(DATA)` runs it on DATA as host H1. The host id names its
+# cgroups (roost-runner-HOST): unique to this run, so that another run on
+# the machine, whose runner's start-up sweep kills what its own owner left,
+# never kills these instances.
+H1 = f"h1-{os.getpid()}"
+RUNNER = """
+import logging, sys
+from pathlib import Path
+from roost.runner.daemon import run
+from roost.settings import Settings
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+run(Path(sys.argv[1]), Settings.from_env(), host_id=sys.argv[2])
+"""
+
+
+def runner_argv(data: Path) -> list[str]:
+    """The runner daemon's command line: RUNNER on `data` as host H1."""
+    return [sys.executable, "-c", RUNNER, str(data), H1]
+
+
+@contextlib.contextmanager
+def short_data_dir() -> Iterator[Path]:
+    """A data directory with a short path: unix socket paths live under it."""
+    with tempfile.TemporaryDirectory(prefix="rr-") as d:
+        yield Path(d)
+
+
+class FakeController:
+    """The controller and image store a runner daemon talks to: answers
+    heartbeats with `assignment`, keeps log lines, serves image chunks from
+    `store`; `down` makes it silent."""
+
+    def __init__(self, store: ImageStore) -> None:
+        self.store = store
+        self.heartbeats: list[Heartbeat] = []
+        self.lines: list[LogLine] = []
+        self.assignment: Assignment | None = None
+        self.down = False
+
+    async def handle(self, msg: Msg) -> Msg:
+        if isinstance(msg, ImageChunkRequest):
+            return handle_image_request(self.store, msg)
+        if isinstance(msg, Heartbeat):
+            self.heartbeats.append(msg)
+            if self.down:
+                await asyncio.sleep(3600)  # a dead controller: no reply
+            return HeartbeatReply(assignment=self.assignment)
+        if isinstance(msg, LogBatch):
+            if self.down:
+                await asyncio.sleep(3600)
+            self.lines.extend(msg.lines)
+            return Ok()
+        return Error(message=f"unexpected {type(msg).__name__}")
+
+    def last(self) -> Heartbeat:
+        return self.heartbeats[-1]
+
+    def states(self) -> dict[str, str]:
+        return {i.instance_id: i.state for i in self.last().instances} if self.heartbeats else {}
+
+    def pids(self) -> dict[str, int]:
+        return {i.instance_id: i.pid for i in self.last().instances}

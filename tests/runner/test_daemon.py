@@ -12,9 +12,7 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +21,6 @@ import pytest
 
 from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller.nudge import Nudger
-from roost.images.serve import handle_image_request
 from roost.images.store import ImageStore
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.identity import identity, save_peers
@@ -31,20 +28,21 @@ from roost.wire.keys import generate_keypair, write_keypair
 from roost.wire.messages import (
     Assignment,
     AssignmentReady,
-    Error,
     Heartbeat,
-    HeartbeatReply,
-    ImageChunkRequest,
     InstanceAssignment,
-    LogBatch,
-    LogLine,
-    Msg,
-    Ok,
 )
 from roost.wire.node import Node
 from roost.wire.rpc import RpcClient, RpcServer
 from tests.conftest import free_port
-from tests.runner.helpers import alive, eventually, make_image_root
+from tests.runner.helpers import (
+    H1,
+    FakeController,
+    alive,
+    eventually,
+    make_image_root,
+    runner_argv,
+    short_data_dir,
+)
 
 SERVER = """
 import http.server, os
@@ -65,51 +63,6 @@ SPEC = AppSpec(
         "worker": ProcessSpec(name="worker", kind="command", command="sleep 300"),
     }
 )
-# The runner's host id names its cgroups (roost-runner-HOST): unique to this
-# run, so that another run of this module on the machine, whose runner's
-# start-up sweep kills what its own owner left, never kills these instances.
-H1 = f"h1-{os.getpid()}"
-RUNNER = """
-import logging, sys
-from pathlib import Path
-from roost.runner.daemon import run
-from roost.settings import Settings
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-run(Path(sys.argv[1]), Settings.from_env(), host_id=sys.argv[2])
-"""
-
-
-class FakeController:
-    def __init__(self, store: ImageStore) -> None:
-        self.store = store
-        self.heartbeats: list[Heartbeat] = []
-        self.lines: list[LogLine] = []
-        self.assignment: Assignment | None = None
-        self.down = False
-
-    async def handle(self, msg: Msg) -> Msg:
-        if isinstance(msg, ImageChunkRequest):
-            return handle_image_request(self.store, msg)
-        if isinstance(msg, Heartbeat):
-            self.heartbeats.append(msg)
-            if self.down:
-                await asyncio.sleep(3600)  # a dead controller: no reply
-            return HeartbeatReply(assignment=self.assignment)
-        if isinstance(msg, LogBatch):
-            if self.down:
-                await asyncio.sleep(3600)
-            self.lines.extend(msg.lines)
-            return Ok()
-        return Error(message=f"unexpected {type(msg).__name__}")
-
-    def last(self) -> Heartbeat:
-        return self.heartbeats[-1]
-
-    def states(self) -> dict[str, str]:
-        return {i.instance_id: i.state for i in self.last().instances} if self.heartbeats else {}
-
-    def pids(self) -> dict[str, int]:
-        return {i.instance_id: i.pid for i in self.last().instances}
 
 
 def inst(iid: str, process_type: str, digest: str, release: int = 1) -> InstanceAssignment:
@@ -135,9 +88,8 @@ def build_image(tmp: Path, store: ImageStore) -> str:
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    # Short on purpose: unix socket paths live under it.
-    with tempfile.TemporaryDirectory(prefix="rr-") as d:
-        yield Path(d)
+    with short_data_dir() as d:
+        yield d
 
 
 async def test_daemon_converges_fences_and_stops(data_dir: Path, tmp_path: Path) -> None:
@@ -167,7 +119,7 @@ async def test_daemon_converges_fences_and_stops(data_dir: Path, tmp_path: Path)
         }
         with open(log_path, "wb") as log_file:
             runner = subprocess.Popen(
-                [sys.executable, "-c", RUNNER, str(data_dir), H1],
+                runner_argv(data_dir),
                 env=env,
                 stderr=log_file,
                 stdout=log_file,
@@ -302,9 +254,8 @@ async def test_a_nudge_from_the_lease_holder_fetches_the_assignment_at_once(
         env = {**os.environ, "ROOST_HEARTBEAT_S": "60", "ROOST_METRICS_PORT": str(free_port())}
         with open(log_path, "wb") as log_file:
             runner = subprocess.Popen(
-                [sys.executable, "-c", RUNNER, str(data_dir), H1], env=env, stderr=log_file,
-                stdout=log_file,
-            )  # fmt: skip
+                runner_argv(data_dir), env=env, stderr=log_file, stdout=log_file
+            )
         try:
             first = await eventually(lambda: fake.heartbeats and fake.last(), what="first beat")
             assert isinstance(first, Heartbeat) and first.rpc_endpoint

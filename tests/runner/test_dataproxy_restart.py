@@ -16,8 +16,7 @@ import os
 import re
 import signal
 import subprocess
-import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -30,11 +29,16 @@ from roost.wire.keys import generate_keypair, write_keypair
 from roost.wire.node import Node
 from roost.wire.rpc import RpcServer
 from tests.conftest import free_port
-from tests.runner.helpers import eventually
-from tests.runner.test_daemon import H1, RUNNER, FakeController, data_dir  # noqa: F401
+from tests.runner.helpers import FakeController, eventually, runner_argv, short_data_dir
 from tests.runner.test_dataproxy_haproxy import echo, members, running
 
 pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists(), reason="haproxy is not installed")
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    with short_data_dir() as d:
+        yield d
 
 
 @asynccontextmanager
@@ -61,9 +65,7 @@ async def controller(data: Path, tmp: Path) -> AsyncIterator[None]:
 def start_runner(data: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "ROOST_HEARTBEAT_S": "0.5", "ROOST_METRICS_PORT": str(free_port())}
     with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-c", RUNNER, str(data), H1], env=env, stdout=out, stderr=out
-        )
+        return subprocess.Popen(runner_argv(data), env=env, stdout=out, stderr=out)
 
 
 def bound(config: Path, port: int) -> str:
@@ -106,7 +108,7 @@ async def stopped(runner: subprocess.Popen[bytes], sig: signal.Signals) -> int:
 
 
 async def test_a_runner_restart_keeps_connections_through_the_data_proxy(
-    data_dir: Path,  # noqa: F811
+    data_dir: Path,
     tmp_path: Path,
 ) -> None:
     one, two = free_port(), free_port()
