@@ -1,19 +1,21 @@
 """A servicehost lost for good and replaced is forgotten by its pair's
 members: its sentinel no longer counted or asked (pure parts:
 pgreplace.replaced, redispairs.live_sentinels, and what a member reports
-with them)."""
+with them); the whole-pair check asks each live sentinel once."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
 import msgspec
+import pytest
 
-from roost.servicehost import sentinel
+from roost.servicehost import sentinel, sentinelproc
 from roost.servicehost.pgpair import PairPlan, for_host, new_pair
 from roost.servicehost.pgreplace import replaced
-from roost.servicehost.redispairs import PairConfig, RedisPairs, live_sentinels
+from roost.servicehost.redispairs import PairConfig, RedisPairs, live_sentinels, other_sentinels
 from roost.servicehost.state import HostState
 
 ETCD = ["10.0.0.7", "10.0.0.8", "10.0.0.9"]
@@ -63,3 +65,54 @@ def test_a_member_counts_the_sentinels_of_its_pair_as_replaced() -> None:
     assert sentinel.failover_problem(fields, len(after.sentinels)) == ""
     # Redis paired without a PostgreSQL pair: the whole book.
     assert pairs_on(None).sentinels == BOOK
+
+
+def test_the_whole_pair_check_asks_the_other_sentinels_by_address() -> None:
+    # 10.0.0.2's own sentinel is asked on loopback; by its address, only the others.
+    own = {"10.0.0.2", "127.0.0.1"}
+    assert other_sentinels(BOOK, own) == (BOOK[0], BOOK[2], BOOK[3])
+    # An address book that names this host otherwise: every one is asked.
+    assert other_sentinels(BOOK, {"10.0.0.9", "127.0.0.1"}) == BOOK
+
+
+class Sentinels:
+    """Each address's SENTINEL MASTER fields; records every address asked."""
+
+    def __init__(self, fields: dict[str, dict[str, str]]) -> None:
+        self.fields = fields
+        self.asked: list[tuple[str, int]] = []
+
+    def client(self, addr: tuple[str, int], password: str) -> Sentinels.Client:
+        self.asked.append(addr)
+        return Sentinels.Client(self.fields[addr[0]])
+
+    class Client:
+        def __init__(self, fields: dict[str, str]) -> None:
+            self.flat = [x for kv in fields.items() for x in kv]
+
+        async def __aenter__(self) -> Sentinels.Client:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+        async def call(self, *args: str) -> list[str]:
+            return self.flat
+
+
+def test_one_pass_asks_this_hosts_sentinel_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    ready = {"num-slaves": "1", "num-other-sentinels": "3"}
+    fresh = {"num-slaves": "0", "num-other-sentinels": "3"}
+    fake = Sentinels({"127.0.0.1": ready, "10.0.0.2": ready, "10.0.0.5": fresh} | {
+        h: ready for h in ("10.0.0.1", "10.0.0.7")
+    })  # fmt: skip
+    monkeypatch.setattr(sentinelproc, "client", fake.client)
+    host: Any = SimpleNamespace(
+        pg_pair=plan(), state=HostState(), host="10.0.0.2", listen=["127.0.0.1", "10.0.0.2"]
+    )
+    pairs = RedisPairs(host, PairConfig(BOOK, "pw", 26379))
+    problem = asyncio.run(pairs._failover_problem("blog"))
+    assert problem == (
+        "the sentinels know no replica of it yet: it cannot fail over (the sentinel on 10.0.0.5)"
+    )
+    assert sorted(fake.asked) == sorted([("127.0.0.1", 26379), BOOK[0], BOOK[2], BOOK[3]])

@@ -80,6 +80,16 @@ def live_sentinels(sentinels: tuple[Address, ...], lost: Iterable[str]) -> tuple
     return tuple(a for a in sentinels if a[0] not in gone)
 
 
+def other_sentinels(sentinels: tuple[Address, ...], own: Iterable[str]) -> tuple[Address, ...]:
+    """The sentinels but this host's (pure; `own`: the addresses this host's
+    sentinel listens on or announces): the whole-pair check asks this
+    host's own on loopback, and asking it again by its address told
+    nothing new. All of them when none is this host's (an address book
+    that names the host otherwise)."""
+    mine = set(own)
+    return tuple(a for a in sentinels if a[0] not in mine)
+
+
 def load_config(data_dir: Path, cluster: ClusterConfig, port: int) -> PairConfig | None:
     """The pairs' configuration, or None on one machine (module docstring)."""
     try:
@@ -253,8 +263,9 @@ class RedisPairs:
         await self.register(masters, auth=False)
 
     async def _failover_problem(self, app: str) -> str:
-        """What keeps the sentinels from failing this master over, as this
-        host's sentinel sees it."""
+        """What keeps the sentinels from failing this master over: as this
+        host's sentinel sees it, then as each other sentinel does (each
+        asked once)."""
         try:
             async with sentinelproc.client(
                 ("127.0.0.1", self.config.port), self.config.password
@@ -270,8 +281,10 @@ class RedisPairs:
         problem = sentinel.failover_problem(fields, len(self.sentinels))
         if problem:
             return problem
-        others = await asyncio.gather(*(self._master_fields(addr, app) for addr in self.sentinels))
-        seen = {addr[0]: got for addr, got in zip(self.sentinels, others, strict=True)}
+        # This host's sentinel was just asked (on loopback): only the others.
+        ask = other_sentinels(self.sentinels, {self.host.host, *self.host.listen})
+        others = await asyncio.gather(*(self._master_fields(addr, app) for addr in ask))
+        seen = {addr[0]: got for addr, got in zip(ask, others, strict=True)}
         return sentinel.pair_failover_problem(seen, len(self.sentinels))
 
     async def _master_fields(self, addr: Address, app: str) -> dict[str, str] | None:
