@@ -2,26 +2,47 @@
 
 One `roost up` as a user starts it (tests/e2e/platform.py's harness: a fresh
 data directory, every role up by `roost status --wait`), no app deployed.
-After a settle window (20 s; `--quick` 5 s) every process of `roost up`'s
-tree is measured: `roost up` is a subreaper (roost.cli.up), so whatever its
-roles start (PostgreSQL, Redis, HAProxy, etcd, shims) stays in that tree.
-Printed, one `name value` line each:
+Idle means doing nothing: a platform's first start runs one-off jobs
+(backupd's first base backup and its checks: `barman backup`,
+pg_basebackup, restic) for some 20-30 s after every role is up, so the
+benchmark first waits until no process has joined or left `roost up`'s
+tree for `QUIET_S` (at most `QUIET_WAIT_S`; `idle_wait_s` says how long it
+waited, `idle_reached` whether it got there). Then, after a settle window
+(20 s; `--quick` 5 s), every process of `roost up`'s tree is measured:
+`roost up` is a subreaper (roost.cli.up), so whatever its roles start
+(PostgreSQL, Redis, HAProxy, etcd, shims) stays in that tree. A process
+born inside the window is printed as `footprint_born_in_window[GROUP]`
+(counted in the sums all the same).
+
+The target is judged on PSS (proportional set size: each page split
+between the processes that map it), the one figure that adds up: the roles
+are forked from one zygote and share its pages copy-on-write, and a USS sum
+counts those shared pages nowhere, an RSS sum once per sharer. Printed, one
+`name value` line each:
 
   footprint_rss_mb            resident memory of all of them (RSS double
                               counts pages they share: libraries, forked
                               copy-on-write heaps)
+  footprint_pss_mb            their PSS sum: what they hold together
   footprint_uss_mb            their unique set size (psutil's
-                              memory_full_info): what stopping them frees
-  idle_daemons_mb             the issue's name for the same USS sum
-  footprint_rss_mb[GROUP]     per group (a role's daemon by role name, the
-  footprint_uss_mb[GROUP]     others by program), largest USS first, with
+                              memory_full_info): what stopping them frees,
+                              less the pages they share among themselves
+  idle_daemons_mb             the issue's figure: the PSS sum (before this
+                              was printed, it was the USS sum)
+  footprint_pss_mb[GROUP]     per group (a role's daemon by role name, the
+  footprint_uss_mb[GROUP]     others by program), largest PSS first, with
+  footprint_rss_mb[GROUP]
   footprint_processes[GROUP]  how many processes the group has
-  footprint_vs_target         USS over the 200 MB target
+  footprint_vs_target         PSS over the 200 MB target
   idle_cpu_share              CPU seconds the tree used during the settle
                               window over the window's seconds (1.0 = one
                               core busy)
   idle_cpu_share[GROUP]       the same per group, largest first
   footprint_processes         how many processes were measured
+  idle_wait_s, idle_reached   the wait for idle (above)
+  footprint_born_in_window[GROUP]  PSS of processes born in the window
+
+`--idle-only` stops there.
 
 Then the per-app part, on the same platform: N small apps (`--apps`, 100;
 `--quick` 10), each examples/hello (Flask, one route) in its default
@@ -93,6 +114,10 @@ from roost.settings import Settings  # noqa: E402
 from roost.tenant.identity import APP_UID_BASE, MAX_APP_ID  # noqa: E402
 
 TARGET_MB = 200.0
+# Idle: no process joined or left roost up's tree for this long (the first
+# start's one-off jobs have ended), waited for at most QUIET_WAIT_S.
+QUIET_S = 8.0
+QUIET_WAIT_S = 120.0
 PER_APP_TARGET_MB = 10.0
 HELLO_TARGET_MB = 80.0
 # What each instance reserves when placed (and its cgroup's limit) in this
@@ -179,34 +204,73 @@ def sample(platform: Platform) -> dict[int, Sample]:
     return out
 
 
+def quiet_since(seen: list[tuple[float, frozenset[int]]], now: float, quiet_s: float) -> bool:
+    """Whether the tree's pids, sampled at the times in `seen` (oldest
+    first), stayed the same for the last `quiet_s` seconds up to `now`."""
+    if not seen or now - seen[0][0] < quiet_s:
+        return False
+    last = seen[-1][1]
+    for at, pids in reversed(seen):
+        if pids != last:
+            return False
+        if now - at >= quiet_s:
+            return True
+    return False
+
+
+def wait_idle(platform: Platform, quiet_s: float, limit_s: float) -> tuple[float, bool]:
+    """Wait until no process joined or left the tree for `quiet_s`; the
+    seconds waited and whether it got there within `limit_s`."""
+    start = time.monotonic()
+    seen: list[tuple[float, frozenset[int]]] = []
+    while True:
+        now = time.monotonic()
+        seen.append((now, frozenset(p.pid for p in tree(platform))))
+        if quiet_since(seen, now, quiet_s):
+            return now - start, True
+        if now - start >= limit_s:
+            return now - start, False
+        time.sleep(0.5)
+
+
 def figures(before: dict[int, Sample], after: dict[int, Sample], window_s: float) -> list[str]:
     """The printed lines from two samples a settle window apart. A process
     born inside the window counts all its CPU time (it began at 0)."""
     rss = sum(s.rss for s in after.values())
+    pss = sum(s.pss for s in after.values())
     uss = sum(s.uss for s in after.values())
     cpu_of = {
         p: max(s.cpu_s - (before[p].cpu_s if p in before else 0.0), 0.0) for p, s in after.items()
     }
     groups_cpu: dict[str, float] = defaultdict(float)
     groups_rss: dict[str, int] = defaultdict(int)
+    groups_pss: dict[str, int] = defaultdict(int)
     groups_uss: dict[str, int] = defaultdict(int)
+    born: dict[str, int] = defaultdict(int)
     counts: dict[str, int] = defaultdict(int)
     for s in after.values():
         groups_rss[s.group] += s.rss
+        groups_pss[s.group] += s.pss
         groups_uss[s.group] += s.uss
         counts[s.group] += 1
         groups_cpu[s.group] += cpu_of[s.pid]
+        if s.pid not in before:
+            born[s.group] += s.pss
     lines = [
         f"footprint_rss_mb {rss / MB:.1f}",
+        f"footprint_pss_mb {pss / MB:.1f}",
         f"footprint_uss_mb {uss / MB:.1f}",
-        f"idle_daemons_mb {uss / MB:.1f}",
+        f"idle_daemons_mb {pss / MB:.1f}",
     ]
-    for g in sorted(groups_uss, key=lambda g: -groups_uss[g]):
-        lines.append(f"footprint_rss_mb[{g}] {groups_rss[g] / MB:.1f}")
+    for g in sorted(groups_pss, key=lambda g: -groups_pss[g]):
+        lines.append(f"footprint_pss_mb[{g}] {groups_pss[g] / MB:.1f}")
         lines.append(f"footprint_uss_mb[{g}] {groups_uss[g] / MB:.1f}")
+        lines.append(f"footprint_rss_mb[{g}] {groups_rss[g] / MB:.1f}")
         lines.append(f"footprint_processes[{g}] {counts[g]}")
+    for g in sorted(born, key=lambda g: -born[g]):
+        lines.append(f"footprint_born_in_window[{g}] {born[g] / MB:.1f}")
     lines += [
-        f"footprint_vs_target {uss / MB / TARGET_MB:.2f}",
+        f"footprint_vs_target {pss / MB / TARGET_MB:.2f}",
         f"idle_cpu_share {sum(cpu_of.values()) / window_s:.4f}",
     ]
     for g in sorted(groups_cpu, key=lambda g: -groups_cpu[g]):
@@ -335,6 +399,7 @@ def main() -> None:
         "--quick", action="store_true", help="5 s settle windows and 10 apps, not 20 s and 100"
     )
     ap.add_argument("--apps", type=int, default=0, help="how many apps (0: 100, --quick 10)")
+    ap.add_argument("--idle-only", action="store_true", help="the idle figures only, no apps")
     ap.add_argument("--parallel", type=int, default=4, help="deploys at a time")
     ap.add_argument(
         "--instance-memory-mb",
@@ -357,6 +422,9 @@ def main() -> None:
 
     env = {"ROOST_INSTANCE_MEMORY_MB": str(args.instance_memory_mb)}
     with running_platform(env=env) as platform:
+        waited_s, idle = wait_idle(platform, QUIET_S, QUIET_WAIT_S)
+        print(f"idle_wait_s {waited_s:.1f}", flush=True)
+        print(f"idle_reached {'yes' if idle else 'no'}", flush=True)
         before = sample(platform)
         start = time.monotonic()
         time.sleep(settle_s)
@@ -365,6 +433,8 @@ def main() -> None:
         lines = figures(before, after, window_s)
         for line in lines:
             print(line, flush=True)
+        if args.idle_only:
+            return
         app_lines = measure_apps(platform, n, args.parallel, settle_s, args.config)
         measured = set(after) | set(sample(platform))
         stopping = time.monotonic()
