@@ -7,7 +7,8 @@ from roost.router.context cimport Context
 
 from roost.router.relay cimport Relay
 from roost.router.upstream cimport Upstream
-from roost.router.scan cimport request_head
+from roost.router.scan cimport lane_request, request_head
+from roost.router.table cimport AppEntry
 
 
 @cython.final
@@ -18,6 +19,7 @@ cdef class ClientConnection:
     cdef public Context ctx
     cdef public Relay cur
     cdef public double deadline
+    cdef public bytes fwd_for
     cdef public Py_ssize_t head_bytes
     cdef public double idle_since
     cdef public bint lingering
@@ -35,8 +37,12 @@ cdef class ClientConnection:
     cdef public bint write_paused
     cdef public double write_deadline
 
-    @cython.locals(url_end=Py_ssize_t, ex=Relay, headers=list)
+    @cython.locals(url_end=Py_ssize_t, ex=Relay, headers=list, hs=Py_ssize_t, he=Py_ssize_t,
+                   as_=Py_ssize_t, ae=Py_ssize_t, rs=Py_ssize_t, re_=Py_ssize_t, host=bytes)
     cpdef bint _plain_request(self, bytes data)
+    @cython.locals(ex=Relay, rid=bytes)
+    cpdef bint _lane(self, bytes data, Py_ssize_t url_end, bytes host, AppEntry entry,
+                     Py_ssize_t as_, Py_ssize_t ae, Py_ssize_t rs, Py_ssize_t re_)
     cpdef pause(self, int reason)
     cpdef resume(self, int reason)
     cpdef exchange_done(self, Relay ex)

@@ -30,7 +30,7 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 
 from roost.router.exchange import Exchange
 from roost.router.h1 import error_response
-from roost.router.scan import request_head
+from roost.router.scan import lane_request, request_head
 from roost.wire.messages import StaticRoute
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("roost.router")
 
 _EARLY_LIMIT = 1 << 20
+_MISS: Any = object()  # (not in the Host cache)
 LINGER_S = 2.0
 
 
@@ -73,6 +74,7 @@ class ClientConnection:
         "ctx",
         "cur",
         "deadline",
+        "fwd_for",
         "head_bytes",
         "idle_since",
         "lingering",
@@ -113,6 +115,9 @@ class ClientConnection:
         self.closed = False
         self.lingering = False  # answered and half-closed: draining what the client still sends
         self.peer = b""
+        # The router's X-Forwarded-* lines up to the host, the same for every
+        # request of the connection (the plain lane writes it as one piece).
+        self.fwd_for = b""
         # Requests are read by scan.request_head while each read is exactly one
         # plain request; from the first that is not, by httptools for good
         # (it may then hold part of a request).
@@ -125,6 +130,15 @@ class ClientConnection:
         self.write = transport.write
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if isinstance(peer, tuple) and peer else b"unix"
+        self.fwd_for = b"".join(
+            (
+                b"X-Forwarded-For: ",
+                self.peer,
+                b"\r\nX-Forwarded-Proto: ",
+                self.scheme,
+                b"\r\nX-Forwarded-Host: ",
+            )
+        )
         ctx = self.ctx
         ctx.clients.add(self)
         # A connection that never sends a full head is cut off like a slow one.
@@ -258,6 +272,14 @@ class ClientConnection:
         ctx = self.ctx
         if len(data) > ctx.max_header_bytes:
             return False  # (httptools and the callbacks refuse it)
+        url_end, hs, he, as_, ae, rs, re_ = lane_request(data, ctx.max_headers)
+        if url_end:
+            host = data[hs:he]
+            entry = ctx.host_cache.get(host, _MISS)
+            if entry is _MISS:
+                entry = ctx.table.lookup(host)
+            if entry is not None and entry.plain:
+                return self._lane(data, url_end, host, entry, as_, ae, rs, re_)
         headers: list[bytes] = []
         url_end = request_head(data, headers, ctx.max_headers)
         if not url_end:
@@ -285,6 +307,62 @@ class ClientConnection:
         self.cur = None
         if not ex.body_done:
             ex.end_body()
+        if ex is self.active:
+            self.deadline = 0.0
+        return True
+
+    def _lane(
+        self,
+        data: bytes,
+        url_end: int,
+        host: bytes,
+        entry: AppEntry,
+        as_: int,
+        ae: int,
+        rs: int,
+        re_: int,
+    ) -> bool:
+        """The plain lane: a request `scan.lane_request` accepted, for an app
+        with nothing but proxying to do (`entry.plain`). What `Exchange.start`
+        would make of it, without reading its headers again: they go to the
+        instance as they came (the scanner checked they are already in the form
+        `start` writes), then the router's own. Anything else `start` checks
+        cannot happen here (one Host, no framing, an origin-form target)."""
+        ctx = self.ctx
+        if data[0] == 71:  # "G"
+            ex = Exchange(self, ctx.clock(), data[4:url_end])
+            ex.method = b"GET"
+        else:
+            ex = Exchange(self, ctx.clock(), data[5:url_end])
+            ex.method = b"HEAD"
+        ex.head_done = True
+        ex.body_done = True
+        ex.keep_alive = not ctx.draining
+        ex.version_known = True  # HTTP/1.1: http10 stays False
+        ex.host = host
+        ex.entry = entry
+        if ae:
+            ex.agent = data[as_:ae]
+        if re_:
+            ex.referer = data[rs:re_]
+        rid = ctx.request_id()
+        ex.rid = rid
+        ex.pending.append(
+            b"".join(
+                (data[: len(data) - 2], self.fwd_for, host, b"\r\nX-Request-Id: ", rid, b"\r\n\r\n")
+            )
+        )
+        self.cur = self.active = ex
+        self.head_bytes = 0
+        self.deadline = ctx.now + ctx.idle_timeout
+        try:
+            ex.proxy()
+        except Exception:
+            log.error("router bug while parsing a request", exc_info=True)
+            self._reject(500, "Internal error", "The router failed on this request.")
+            return True
+        # (on_message_complete: no body follows a plain head)
+        self.cur = None
         if ex is self.active:
             self.deadline = 0.0
         return True

@@ -106,6 +106,100 @@ def request_head(data: bytes, headers: list[bytes], max_headers: int) -> int:
         k += 2
 
 
+# Request header kinds the lane (client.py's plain lane) acts on, by raw name.
+_OTHER, _HOST, _AGENT, _REFERER = 0, 1, 2, 3
+_LANE_NAMES: dict[bytes, int] = {}
+_LANE_SPECIAL = {b"host": _HOST, b"user-agent": _AGENT, b"referer": _REFERER}
+# (x-request-id: the router keeps a valid one instead of making its own, which
+# the general path decides)
+_NOT_LANE = _NOT_PLAIN | {b"x-request-id"}
+
+
+def _lane_kind(name: bytes) -> int:
+    kind = -1 if name.lower() in _NOT_LANE else _LANE_SPECIAL.get(name.lower(), _OTHER)
+    if len(_LANE_NAMES) > 4096:
+        _LANE_NAMES.clear()  # clients may invent any names
+    _LANE_NAMES[name] = kind
+    return kind
+
+
+def lane_request(data: bytes, max_headers: int) -> tuple[int, int, int, int, int, int, int]:
+    """A plain request head (as `request_head` reads them) whose forwarded head
+    is the read itself less its blank line, plus the router's own headers:
+    every header written `Name: value` (one space, a value), exactly one Host,
+    no X-Request-Id. Then (end of target, start and end of the Host value,
+    of the last User-Agent value, of the last Referer value: 0, 0 when absent),
+    all offsets in `data`; else all zero. Compiled, the only objects it makes
+    are the header names it slices to look their kinds up."""
+    n = len(data)
+    if n < 18 or data[n - 1] != 10 or data[n - 2] != 13 or data[n - 3] != 10 or data[n - 4] != 13:
+        return 0, 0, 0, 0, 0, 0, 0
+    if data.startswith(b"GET /"):
+        k = 4
+    elif data.startswith(b"HEAD /"):
+        k = 5
+    else:
+        return 0, 0, 0, 0, 0, 0, 0
+    target = _TARGET
+    while target[data[k]]:
+        k += 1
+    url_end = k
+    if not data.startswith(_HTTP11, k):
+        return 0, 0, 0, 0, 0, 0, 0
+    k += 11
+    token = _TOKEN
+    value = _VALUE
+    names = _LANE_NAMES
+    count = 0
+    hosts = 0
+    hs = he = as_ = ae = rs = re_ = 0
+    while True:
+        if data[k] == 13:  # the blank line: it must be the end of the read
+            if k != n - 2 or hosts != 1:
+                return 0, 0, 0, 0, 0, 0, 0
+            return url_end, hs, he, as_, ae, rs, re_
+        s = k
+        while token[data[k]]:
+            k += 1
+        # "Name: v": one space after the colon, then a value not starting blank
+        if k == s or data[k] != 58 or data[k + 1] != 32:
+            return 0, 0, 0, 0, 0, 0, 0
+        name = data[s:k]
+        kind = names.get(name, -2)
+        if kind == -2:
+            kind = _lane_kind(name)
+        if kind < 0:
+            return 0, 0, 0, 0, 0, 0, 0
+        k += 2
+        v = k
+        while value[data[k]]:
+            k += 1
+        if (
+            k == v
+            or data[v] == 9
+            or data[v] == 32
+            or data[k] != 13
+            or data[k + 1] != 10
+            or data[k - 1] == 32
+            or data[k - 1] == 9
+        ):
+            return 0, 0, 0, 0, 0, 0, 0
+        count += 1
+        if count > max_headers:
+            return 0, 0, 0, 0, 0, 0, 0
+        if kind == _HOST:
+            hosts += 1
+            hs = v
+            he = k
+        elif kind == _AGENT:
+            as_ = v
+            ae = k
+        elif kind == _REFERER:
+            rs = v
+            re_ = k
+        k += 2
+
+
 def response_head(data: bytes) -> tuple[int, int]:
     """(end of head, status) if `data` is exactly one plain response: HTTP/1.1,
     a final status with a body (not 1xx, 204 or 304), exactly one

@@ -1,0 +1,206 @@
+"""The plain lane (client.py `_lane`, scan.py `lane_request`) against the
+general path it stands in for.
+
+The lane forwards a plain request's head as it came, plus the router's own
+headers, where `Exchange.start` rebuilds it header by header. So what it
+accepts must be exactly what `start` would rebuild byte for byte; what it
+declines goes the general way. Checked twice: the scanner alone against
+httptools' reading of the same bytes, and a real router forwarding twin
+requests (one taking the lane, one the general path because of a spacing
+the lane declines) to an instance that records the bytes it gets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from httptools import HttpRequestParser
+
+from roost.router.scan import lane_request, request_head
+from roost.wire.messages import AppRoute, Backend
+
+LANE = [
+    b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n",
+    b"HEAD /x/y?q=1&r=%20 HTTP/1.1\r\nHost: a\r\nUser-Agent: wrk/4 (x; y)\r\n\r\n",
+    b"GET /p HTTP/1.1\r\nUser-Agent: one\r\nhOsT: a.example:8080\r\nAccept: */*\r\n"
+    b"Authorization: Basic dTpw\r\nReferer: http://r/\r\nUser-Agent: two\r\n\r\n",
+]
+
+NOT_LANE = [
+    b"GET / HTTP/1.1\r\n\r\n",  # no Host: the general path answers 400
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",  # two: 400 there too
+    b"GET / HTTP/1.1\r\nHost:a\r\n\r\n",  # forwarded as "Host: a": rebuilt
+    b"GET / HTTP/1.1\r\nHost:  a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost:\ta\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-Empty:\r\n\r\n",  # forwarded as "X-Empty: "
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-Empty: \r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc\r\n\r\n",  # kept, not made
+    b"GET / HTTP/1.1\r\nHost: a\r\nx-request-id: abc\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-Real-IP: 1.2.3.4\r\n\r\n",  # dropped there
+    b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+    b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a \r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\xe9\r\n\r\n",
+]
+
+
+class _Seen:
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+
+def _rebuilt(data: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The head as `Exchange.start` writes it (before its own headers), from
+    httptools' reading: request line, then `name: value` for each header."""
+    seen = _Seen()
+    HttpRequestParser(seen).feed_data(data)
+    method = data.split(b" ", 1)[0]
+    head = method + b" " + seen.url + b" HTTP/1.1\r\n"
+    head += b"".join(name + b": " + value + b"\r\n" for name, value in seen.headers)
+    return head, seen.headers
+
+
+@pytest.mark.parametrize("data", LANE)
+def test_the_lane_forwards_what_the_general_path_rebuilds(data: bytes) -> None:
+    url_end, hs, he, as_, ae, rs, re_ = lane_request(data, 100)
+    assert url_end
+    assert request_head(data, [], 100) == url_end  # a subset of the plain heads
+    head, headers = _rebuilt(data)
+    assert data[: len(data) - 2] == head
+    last = {name.lower(): value for name, value in headers}
+    assert data[hs:he] == last[b"host"]
+    assert (data[as_:ae] if ae else None) == last.get(b"user-agent")
+    assert (data[rs:re_] if re_ else None) == last.get(b"referer")
+
+
+@pytest.mark.parametrize("data", NOT_LANE)
+def test_anything_else_goes_the_general_way(data: bytes) -> None:
+    assert lane_request(data, 100) == (0, 0, 0, 0, 0, 0, 0)
+
+
+def test_too_many_headers_go_the_general_way() -> None:
+    data = b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(4))
+    data += b"\r\n"
+    assert lane_request(data, 5)[0]
+    assert lane_request(data, 4)[0] == 0
+
+
+class _Recorder:
+    """An instance that records the exact request heads it gets and answers
+    each with a small response (Connection: keep-alive, which the router cuts)."""
+
+    def __init__(self) -> None:
+        self.heads: list[bytes] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> _Recorder:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.heads.append(head)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n"
+                    b"X-App: yes\r\n\r\n" + (b"" if head.startswith(b"HEAD") else b"ok\n")
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+# Twins: the first takes the lane; the second differs only in spacing the
+# general path normalises, so it is forwarded the same way, by the general path.
+TWINS = [
+    (
+        b"GET /a?b=1 HTTP/1.1\r\nHost: lane.localhost\r\n\r\n",
+        b"GET /a?b=1 HTTP/1.1\r\nHost:lane.localhost\r\n\r\n",
+    ),
+    (
+        b"HEAD / HTTP/1.1\r\nHost: lane.localhost\r\nUser-Agent: ua/1\r\n\r\n",
+        b"HEAD / HTTP/1.1\r\nHost: lane.localhost\r\nUser-Agent:  ua/1\r\n\r\n",
+    ),
+    (
+        b"GET /x HTTP/1.1\r\nReferer: http://r/p\r\nHost: lane.localhost:80\r\n"
+        b"Accept: */*\r\nUser-Agent: a\r\nUser-Agent: b\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nReferer: http://r/p\r\nHost: lane.localhost:80\r\n"
+        b"Accept:\t*/*\r\nUser-Agent: a\r\nUser-Agent: b\r\n\r\n",
+    ),
+]
+
+_RID = re.compile(rb"X-Request-Id: [0-9a-f]+-[0-9a-f]+\r\n")
+
+
+def _masked_line(line: str) -> str:
+    """An access line less what differs between two requests: time, ms, rid."""
+    line = re.sub(r"\[[^]]*\]", "[T]", line)
+    line = re.sub(r" ms=[0-9.]+", " ms=M", line)
+    return re.sub(r" rid=\S+", " rid=R", line)
+
+
+async def test_twins_are_forwarded_answered_and_logged_alike(router: Any, tmp_path: Path) -> None:
+    rec = await _Recorder().start()
+    route = AppRoute(
+        app="lane",
+        hostnames=["lane.localhost"],
+        backends=[Backend(instance_id="i1", host="127.0.0.1", port=rec.port)],
+    )
+    try:
+        async with router([route], access_log=True) as r:
+            reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
+            answers = []
+            for pair in TWINS:
+                for data in pair:
+                    writer.write(data)
+                    await writer.drain()
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    if not data.startswith(b"HEAD"):
+                        head += await reader.readexactly(3)
+                    answers.append(head)
+            writer.close()
+            await writer.wait_closed()
+        lines = (tmp_path / "access.log").read_text().splitlines()
+    finally:
+        await rec.stop()
+    assert len(rec.heads) == len(lines) == 2 * len(TWINS)
+    for k in range(len(TWINS)):
+        lane, general = rec.heads[2 * k], rec.heads[2 * k + 1]
+        assert _RID.search(lane) and _RID.search(general)
+        assert _RID.sub(b"RID", lane) == _RID.sub(b"RID", general)
+        assert answers[2 * k] == answers[2 * k + 1]
+        assert _masked_line(lines[2 * k]) == _masked_line(lines[2 * k + 1])
+    # What the lane forwarded, in full: the request as it came, then ours.
+    assert _RID.sub(b"RID", rec.heads[0]) == (
+        b"GET /a?b=1 HTTP/1.1\r\nHost: lane.localhost\r\nX-Forwarded-For: 127.0.0.1\r\n"
+        b"X-Forwarded-Proto: http\r\nX-Forwarded-Host: lane.localhost\r\nRID\r\n"
+    )
+    assert answers[0] == b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-App: yes\r\n\r\nok\n"
+    assert '"HEAD / HTTP/1.1" 200 0 "-" "ua/1" host=lane.localhost app=lane inst=i1' in lines[2]
+    assert '"GET /x HTTP/1.1" 200 3 "http://r/p" "b" host=lane.localhost:80' in lines[4]
