@@ -83,23 +83,12 @@ async def forget_member(plan: PairPlan, member: str) -> int:
     """Delete `member`'s key from the pair's scope in etcd: how many keys
     were deleted (0: it had expired already). OSError when no etcd member
     answers."""
-    import httpx  # pairs only: a servicehost alone never loads it (issue 21)
-
-    body = {"key": _b64(member_key(plan, member))}
-    errors = []
-    async with httpx.AsyncClient(timeout=ETCD_TIMEOUT_S) as http:
-        for host in plan.etcd:
-            url = f"http://{patroni.url_host(host)}:{plan.etcd_client_port}/v3/kv/deleterange"
-            try:
-                r = await http.post(url, json=body)
-                r.raise_for_status()
-            except httpx.HTTPError as exc:
-                errors.append(f"{host}: {exc}")
-                continue
-            deleted = int(r.json().get("deleted", 0) or 0)
-            log.info("pair %s: forgot member %s (%d key)", plan.name, member, deleted)
-            return deleted
-    raise OSError(f"no etcd member answered ({'; '.join(errors)})")
+    found = await _etcd(
+        plan, "deleterange", {"key": _b64(member_key(plan, member))}, ETCD_TIMEOUT_S
+    )
+    deleted = int((found.get("deleted", 0) if isinstance(found, dict) else 0) or 0)
+    log.info("pair %s: forgot member %s (%d key)", plan.name, member, deleted)
+    return deleted
 
 
 def retired_key(plan: PairPlan, member: str) -> str:
@@ -111,7 +100,7 @@ def retired_key(plan: PairPlan, member: str) -> str:
 async def _etcd(plan: PairPlan, path: str, body: dict[str, str], timeout: float) -> Any:
     """One request to the first etcd member that answers (its JSON);
     OSError when none does."""
-    import httpx
+    import httpx  # pairs only: a servicehost alone never loads it (issue 21)
 
     errors = []
     async with httpx.AsyncClient(timeout=timeout) as http:
