@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from httptools import HttpRequestParser
 
-from roost.router.scan import lane_request, request_head
+from roost.router.scan import lane_request, plain_response, request_head
 from roost.wire.messages import AppRoute, Backend
 
 LANE = [
@@ -101,6 +101,34 @@ def test_too_many_headers_go_the_general_way() -> None:
     assert lane_request(data, 4)[0] == 0
 
 
+CUT = [
+    (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    ),
+    (
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    ),
+    (
+        b"HTTP/1.1 404 No\r\nX: y\r\nCONNECTION:  Keep-Alive\r\ncontent-length: 0\r\n\r\n",
+        b"HTTP/1.1 404 No\r\nX: y\r\ncontent-length: 0\r\n\r\n",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "forwarded"), CUT)
+def test_a_plain_response_is_cut_where_the_general_path_cuts(data: bytes, forwarded: bytes) -> None:
+    end, code, i, j = plain_response(data)
+    assert end and code
+    assert (data[:i] + data[j:] if j else data) == forwarded
+
+
+def test_two_connection_lines_go_the_general_way() -> None:
+    data = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: keep-alive\r\n"
+    assert plain_response(data + b"Content-Length: 0\r\n\r\n") == (0, 0, 0, 0)
+
+
 class _Recorder:
     """An instance that records the exact request heads it gets and answers
     each with a small response (Connection: keep-alive, which the router cuts)."""
@@ -120,10 +148,17 @@ class _Recorder:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 self.heads.append(head)
-                writer.write(
+                answer = (
                     b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n"
                     b"X-App: yes\r\n\r\n" + (b"" if head.startswith(b"HEAD") else b"ok\n")
                 )
+                if b" /split" in head:
+                    # In two reads: the router's general path (httptools) relays it.
+                    writer.write(answer[:20])
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                    answer = answer[20:]
+                writer.write(answer)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -142,6 +177,10 @@ TWINS = [
     (
         b"GET /a?b=1 HTTP/1.1\r\nHost: lane.localhost\r\n\r\n",
         b"GET /a?b=1 HTTP/1.1\r\nHost:lane.localhost\r\n\r\n",
+    ),
+    (  # the response in one read (the lane's scan) and in two (httptools)
+        b"GET /whole HTTP/1.1\r\nHost: lane.localhost\r\n\r\n",
+        b"GET /split HTTP/1.1\r\nHost: lane.localhost\r\n\r\n",
     ),
     (
         b"HEAD / HTTP/1.1\r\nHost: lane.localhost\r\nUser-Agent: ua/1\r\n\r\n",
@@ -193,8 +232,11 @@ async def test_twins_are_forwarded_answered_and_logged_alike(router: Any, tmp_pa
     for k in range(len(TWINS)):
         lane, general = rec.heads[2 * k], rec.heads[2 * k + 1]
         assert _RID.search(lane) and _RID.search(general)
-        assert _RID.sub(b"RID", lane) == _RID.sub(b"RID", general)
         assert answers[2 * k] == answers[2 * k + 1]
+        if b"/whole" in lane:  # (the requests differ in their paths only)
+            lane = lane.replace(b"/whole", b"/split")
+            lines[2 * k] = lines[2 * k].replace("/whole", "/split")
+        assert _RID.sub(b"RID", lane) == _RID.sub(b"RID", general)
         assert _masked_line(lines[2 * k]) == _masked_line(lines[2 * k + 1])
     # What the lane forwarded, in full: the request as it came, then ours.
     assert _RID.sub(b"RID", rec.heads[0]) == (
@@ -202,5 +244,5 @@ async def test_twins_are_forwarded_answered_and_logged_alike(router: Any, tmp_pa
         b"X-Forwarded-Proto: http\r\nX-Forwarded-Host: lane.localhost\r\nRID\r\n"
     )
     assert answers[0] == b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-App: yes\r\n\r\nok\n"
-    assert '"HEAD / HTTP/1.1" 200 0 "-" "ua/1" host=lane.localhost app=lane inst=i1' in lines[2]
-    assert '"GET /x HTTP/1.1" 200 3 "http://r/p" "b" host=lane.localhost:80' in lines[4]
+    assert '"HEAD / HTTP/1.1" 200 0 "-" "ua/1" host=lane.localhost app=lane inst=i1' in lines[4]
+    assert '"GET /x HTTP/1.1" 200 3 "http://r/p" "b" host=lane.localhost:80' in lines[6]

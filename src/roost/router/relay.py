@@ -158,7 +158,7 @@ class Relay:
         up.begin(self)  # type: ignore[arg-type]  # (hot path: no cast call; always an Exchange)
         pending = self.pending
         data = pending[0] if len(pending) == 1 else b"".join(pending)
-        self.pending = []
+        pending.clear()  # (the list is the exchange's own: kept, not made again)
         if self.pending_size:
             self.pending_size = 0
             self.client.resume(4)

@@ -14,10 +14,14 @@ cdef dict _NAMES
 cpdef Py_ssize_t request_head(bytes data, list headers, Py_ssize_t max_headers)
 
 
+@cython.locals(end=Py_ssize_t, code=int)
+cpdef (Py_ssize_t, int) response_head(bytes data)
+
+
 @cython.locals(n=Py_ssize_t, k=Py_ssize_t, s=Py_ssize_t, e=Py_ssize_t, v=Py_ssize_t,
                i=Py_ssize_t, end=Py_ssize_t, size=Py_ssize_t, code=int, c=int, d=int,
-               length=Py_ssize_t, token=bytes, value=bytes)
-cpdef (Py_ssize_t, int) response_head(bytes data)
+               length=Py_ssize_t, cut=Py_ssize_t, stop=Py_ssize_t, token=bytes, value=bytes)
+cpdef (Py_ssize_t, int, Py_ssize_t, Py_ssize_t) plain_response(bytes data)
 
 
 @cython.locals(m=Py_ssize_t, c=int)

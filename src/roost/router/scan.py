@@ -201,46 +201,57 @@ def lane_request(data: bytes, max_headers: int) -> tuple[int, int, int, int, int
 
 
 def response_head(data: bytes) -> tuple[int, int]:
-    """(end of head, status) if `data` is exactly one plain response: HTTP/1.1,
-    a final status with a body (not 1xx, 204 or 304), exactly one
-    Content-Length, the body all there and nothing after it, no
-    Transfer-Encoding, Upgrade or Keep-Alive header, and no Connection header
-    other than `keep-alive` (so the connection stays reusable); else (0, 0)."""
+    """(end of head, status) if `data` is exactly one plain response (see
+    `plain_response`); else (0, 0)."""
+    end, code, _, _ = plain_response(data)
+    return end, code
+
+
+def plain_response(data: bytes) -> tuple[int, int, int, int]:
+    """(end of head, status, cut start, cut stop) if `data` is exactly one
+    plain response: HTTP/1.1, a final status with a body (not 1xx, 204 or
+    304), exactly one Content-Length, the body all there and nothing after it,
+    no Transfer-Encoding, Upgrade or Keep-Alive header, and at most one
+    Connection header, `keep-alive` (so the connection stays reusable); else
+    all zero. data[cut start:cut stop] is that Connection line with the CRLF
+    before it, what the router cuts (upstream.py), or empty (0, 0) when there
+    is none: found in the same pass, where cutting needed a second one."""
     n = len(data)
     if n < 17 or not data.startswith(b"HTTP/1.1 "):
-        return 0, 0
+        return 0, 0, 0, 0
     code = 0
     for k in range(9, 12):
         c = data[k]
         if c < 48 or c > 57:
-            return 0, 0
+            return 0, 0, 0, 0
         code = code * 10 + c - 48
     if code < 200 or code > 599 or code == 204 or code == 304 or data[12] != 32:
-        return 0, 0
+        return 0, 0, 0, 0
     token = _TOKEN
     value = _VALUE
     k = 13
     while k < n and value[data[k]]:
         k += 1
     if k + 1 >= n or data[k] != 13 or data[k + 1] != 10:
-        return 0, 0
+        return 0, 0, 0, 0
     k += 2
     length = -1
+    cut = stop = 0
     while True:
         if k + 1 >= n:
-            return 0, 0  # the head is not complete in this read
+            return 0, 0, 0, 0  # the head is not complete in this read
         if data[k] == 13:
             if data[k + 1] != 10:
-                return 0, 0
+                return 0, 0, 0, 0
             end = k + 2
             if length < 0 or n - end != length:
-                return 0, 0
-            return end, code
+                return 0, 0, 0, 0
+            return end, code, cut, stop
         s = k
         while k < n and token[data[k]]:
             k += 1
         if k == s or k >= n or data[k] != 58:
-            return 0, 0
+            return 0, 0, 0, 0
         e = k
         k += 1
         while k < n and (data[k] == 32 or data[k] == 9):
@@ -249,30 +260,32 @@ def response_head(data: bytes) -> tuple[int, int]:
         while k < n and value[data[k]]:
             k += 1
         if k + 1 >= n or data[k] != 13 or data[k + 1] != 10:
-            return 0, 0
+            return 0, 0, 0, 0
         if data[k - 1] == 32 or data[k - 1] == 9:
-            return 0, 0
+            return 0, 0, 0, 0
         size = e - s
         c = data[s] | 32
         if c == 99 and size == 14 and _is(data, s, b"content-length"):  # "c"
             if length >= 0 or k == v or k - v > 15:
-                return 0, 0  # (a second one, or empty, or absurd: llhttp decides)
+                return 0, 0, 0, 0  # (a second one, or empty, or absurd: llhttp decides)
             length = 0
             for i in range(v, k):
                 d = data[i]
                 if d < 48 or d > 57:
-                    return 0, 0
+                    return 0, 0, 0, 0
                 length = length * 10 + d - 48
         elif c == 99 and size == 10 and _is(data, s, b"connection"):
-            if k - v != 10 or not _is(data, v, b"keep-alive"):
-                return 0, 0
+            if stop or k - v != 10 or not _is(data, v, b"keep-alive"):
+                return 0, 0, 0, 0  # (a second one: the router cuts them all, elsewhere)
+            cut = s - 2
+            stop = k
         elif (
             (c == 116 and size == 17 and _is(data, s, b"transfer-encoding"))
             or (c == 117 and size == 7 and _is(data, s, b"upgrade"))
             or (c == 107 and size == 10 and _is(data, s, b"keep-alive"))
             or (c == 112 and size == 16 and _is(data, s, b"proxy-connection"))
         ):
-            return 0, 0
+            return 0, 0, 0, 0
         k += 2
 
 

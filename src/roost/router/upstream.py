@@ -38,7 +38,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from roost.router.balance import Slot
 from roost.router.h1 import LAST_CHUNK, NO_BODY_STATUS, http_date
-from roost.router.scan import response_head
+from roost.router.scan import plain_response
 
 if TYPE_CHECKING:
     from roost.router.context import Context
@@ -167,17 +167,15 @@ class Upstream:
         would do with it, without them."""
         if ex.expires is not None or not ex.keep_alive or ex.method == b"HEAD" or self.hpos:
             return False
-        end, code = response_head(data)
+        end, code, i, j = plain_response(data)
         if not end:
-            return False
-        i, j = _connection_line(data, end)
-        if j < 0:
             return False
         self.started = True
         ex.status = code
         ex.bytes_out += len(data) - end
         self.reusable = self.complete = True
-        ex.client.write(data if i < 0 else data[:i] + data[j:])
+        # (the Connection line, found by the scan: `_connection_line` for one)
+        ex.client.write(data[:i] + data[j:] if j else data)
         ex.response_complete(self)
         return True
 
