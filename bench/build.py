@@ -23,6 +23,17 @@ Measured (medians of several repetitions, each from the same starting state):
                      that with --compile-bytecode, which is what uv alone needs to
                      make what a Roost layer holds, since bare uv writes no bytecode).
                      The venv is made untimed, of the interpreter the builds use.
+  phases             per rep, where the warm build's time went: its install's jail
+                     set-up, uv venv, the offline sync and the layer's bytecode (each
+                     to the marker line the install's one shell prints after it), the
+                     layer blob's whole pack (tar and sha256, in the background from
+                     install's end) and how much of it the build waited for; then what
+                     follows the build before a release may be made: the image's copy
+                     to a second store over the real wire (CURVE ZeroMQ on loopback,
+                     roost.images.pull, every blob hashed as it lands: the copying
+                     stage) and a runner's unpacking of the layer, also with the check
+                     against the layer's file manifest a layer named by its files
+                     would need (archive.unpack_to_manifest)
   layer_manifest     the file manifest of each warm build's dependency layer
                      (roost.images.treescan: every entry stat'ed, only files the
                      hash cache has not seen read), timed after the build; not yet
@@ -44,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import os
 import shutil
@@ -59,8 +71,18 @@ from roost.builder.pipeline import Build
 from roost.builder.ramlayers import sweep_orphans
 from roost.builder.sandbox import PASS_ENV
 from roost.builder.workspace import Workspace
+from roost.images.archive import unpack, unpack_to_manifest
+from roost.images.filemanifest import FileManifest
+from roost.images.pull import pull_into_store
+from roost.images.serve import handle_image_request
+from roost.images.store import ImageStore
 from roost.images.treescan import HashCache, ScanStats, scan_tree
 from roost.settings import Settings
+from roost.wire.cluster import Endpoint
+from roost.wire.keys import generate_keypair
+from roost.wire.messages import ImageChunkRequest, Msg
+from roost.wire.node import Node
+from roost.wire.rpc import RpcClient, RpcServer
 
 REQUIREMENTS = """\
 Django
@@ -110,6 +132,8 @@ class Bench:
         self.base = base
         self.n = 0
         self.steps: dict[str, float] = {}
+        self.image = ""
+        self.layer = ""
 
     def log(self, line: str) -> None:
         if os.environ.get("BENCH_VERBOSE"):
@@ -123,15 +147,12 @@ class Bench:
         settle()
         start = time.perf_counter()
         out = await Build(
-            ws,
-            f"bench{self.n}",
-            "bench",
-            upload(self.n),
-            self.log,
+            ws, f"bench{self.n}", "bench", upload(self.n), self.log,
             previous_lock_text=previous_lock,
-        ).run()
+        ).run()  # fmt: skip
         took = time.perf_counter() - start
         self.steps = out.step_times
+        self.image, self.layer = out.image_digest, out.layer_digest
         return took, out.lock
 
     async def cold(self) -> tuple[float, str]:
@@ -141,7 +162,9 @@ class Bench:
         shutil.rmtree(root, ignore_errors=True)
         return took, lock
 
-    def scan_layers(self, ws: Workspace, hashes: HashCache) -> tuple[float, ScanStats]:
+    def scan_layers(
+        self, ws: Workspace, hashes: HashCache, keep: list[FileManifest] | None = None
+    ) -> tuple[float, ScanStats]:
         """The file manifest of the ready dependency layer (issue 21's naming by files):
         timed, with the hash cache earlier scans filled, as a builder would keep it."""
         venvs = [p / "venv" for root in ws.layer_roots() for p in root.iterdir()
@@ -149,7 +172,9 @@ class Bench:
         start = time.perf_counter()
         total = ScanStats()
         for venv in venvs:
-            _, stats = scan_tree(venv, hashes)
+            fm, stats = scan_tree(venv, hashes)
+            if keep is not None:
+                keep.append(fm)
             for field in ("files", "hashed", "hashed_bytes", "total_bytes"):
                 setattr(total, field, getattr(total, field) + getattr(stats, field))
         return time.perf_counter() - start, total
@@ -157,6 +182,47 @@ class Bench:
     def wipe_layers(self, ws: Workspace) -> None:
         for p in ws.layers.iterdir():
             shutil.rmtree(p)
+
+
+async def second_host(store: ImageStore, image: str, layer: str, fm: FileManifest,
+                      base: Path) -> tuple[float, float, float]:  # fmt: skip
+    """What follows a build before its release: (copy, unpack, unpack and file check) s.
+
+    The copy is the image pulled by chunk requests from a real CURVE RPC server
+    over `store` (loopback) into a new store on disk, as a runner's copy is.
+    """
+    skp, ckp = generate_keypair(), generate_keypair()
+    second = ImageStore(base / "second-store")
+    async with Node(skp, [ckp.public]) as sn, Node(ckp, []) as cn:
+
+        async def handler(msg: Msg) -> Msg:
+            assert isinstance(msg, ImageChunkRequest)
+            return handle_image_request(store, msg)
+
+        server = RpcServer(sn, "tcp://127.0.0.1:*", handler)
+        task = asyncio.create_task(server.serve())
+        client = RpcClient(cn, [Endpoint(server.address, skp.public_text)])
+        try:
+            settle()
+            start = time.perf_counter()
+            await pull_into_store(client, image, second)
+            copy = time.perf_counter() - start
+        finally:
+            await client.close()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    blob = second.path(layer)
+    start = time.perf_counter()
+    (base / "unpacked").mkdir()
+    unpack(blob, base / "unpacked")
+    plain = time.perf_counter() - start
+    start = time.perf_counter()
+    unpack_to_manifest(blob, base / "checked", fm)
+    checked = time.perf_counter() - start
+    for d in ("second-store", "unpacked", "checked"):
+        shutil.rmtree(base / d, ignore_errors=True)
+    return copy, plain, checked
 
 
 def settle() -> None:
@@ -256,6 +322,7 @@ async def main() -> None:
         python = app_py.path  # bare uv syncs into a venv of the builds' interpreter
         warm, unchanged, uvs, uvs_ram, uvs_pyc = [], [], [], [], []
         manifests, packs = [], []
+        phases: dict[str, list[float]] = {}
         for i in range(reps):
             # Alternate which goes first: on a shared disk, whatever ran just
             # before a measurement can slow it (writeback, discards).
@@ -265,9 +332,15 @@ async def main() -> None:
             took, _ = await b.build(ws, previous_lock=lock)
             warm.append(took)
             steps = b.steps
-            scan, stats = b.scan_layers(ws, hashes)
+            fms: list[FileManifest] = []
+            scan, stats = b.scan_layers(ws, hashes, fms)
             manifests.append(scan)
             packs.append(steps["pack"])
+            copy, unpacked, checked = await second_host(ws.store, b.image, b.layer, fms[0], base)
+            times = {k: v for k, v in steps.items() if k.startswith(("layer.", "pack."))}
+            times |= {"copy": copy, "unpack": unpacked, "unpack+check": checked}
+            for k, v in times.items():
+                phases.setdefault(k, []).append(v)
             took2, _ = await b.build(ws, previous_lock=lock)
             unchanged.append(took2)
             if not i % 2:
@@ -283,6 +356,8 @@ async def main() -> None:
                   f"file manifest of the layer {scan:.3f} s ({stats.hashed} of {stats.files} "
                   f"files read, {stats.hashed_bytes / 1e6:.2f} of "
                   f"{stats.total_bytes / 1e6:.1f} MB)", flush=True)  # fmt: skip
+            print(f"rep {i + 1} phases: " + ", ".join(f"{k} {v:.3f}" for k, v in times.items()),
+                  flush=True)  # fmt: skip
         pip = []
         for i in range(0 if args.warm_only else reps_slow):
             pip.append(pip_serial(base, app_py.path, ws.uv))
@@ -311,6 +386,7 @@ async def main() -> None:
     if pip:
         print(f"pip_serial_s: {med(pip):.3f}")
         print(f"roost_cold_s: {med(cold):.3f}")
+    print("phases (medians, s): " + ", ".join(f"{k} {med(v):.3f}" for k, v in phases.items()))
     print(f"roost_warm_s: {w:.3f}")
     print(f"roost_unchanged_s: {u:.3f}")
     print(f"uv_sync_offline_s: {s:.3f}")

@@ -135,6 +135,9 @@ class LayerJob:
         self._lock = ws.layer_locks.setdefault(key, asyncio.Lock())
         self._held = False
         self._packing: asyncio.Task[LayerBlob] | None = None
+        # Seconds each phase of a fresh install and pack took (jail, venv,
+        # sync, bytecode, pack): what bench/build.py breaks a warm build into.
+        self.phases: dict[str, float] = {}
 
     @property
     def venv(self) -> Path:
@@ -175,7 +178,7 @@ class LayerJob:
             self.uv_as.user.chown(self.venv)
             await _install(
                 self.ws, self.path, lock_path, home, log, unit, self.uv_as, cwd, self.interp,
-                after_sync,
+                after_sync, self.phases,
             )  # fmt: skip
             self.installed = True
             self._packing = asyncio.create_task(self._pack(), name=f"pack-layer-{self.key[:12]}")
@@ -184,6 +187,7 @@ class LayerJob:
                 self._done()
 
     async def _pack(self) -> LayerBlob:
+        start = time.monotonic()
         try:
             venv = self.venv
             members = sorted(os.listdir(venv))
@@ -199,6 +203,7 @@ class LayerJob:
             tmp.write_text(json.dumps(ready))
             os.replace(tmp, self.path / "ready")
             self.blob = blob
+            self.phases["pack"] = time.monotonic() - start
             return blob
         finally:
             self._done()
@@ -262,6 +267,7 @@ async def _install(
     cwd: Path | None = None,
     interp: Interpreter | None = None,
     after_sync: Callable[[], None] | None = None,
+    phases: dict[str, float] | None = None,
 ) -> None:
     uv_as = uv_as or UvAs(ws.user, ws.uv_cache, build_sources=True)
     interp = interp or ws.interp
@@ -296,18 +302,27 @@ async def _install(
     # 0.02-0.05 s to set up, a third of what uv takes to sync), and the line
     # _SYNCED says when the packages are in.
     q = shlex.join
-    warm = (f"{q(make_venv)} || exit {_VENV_FAILED}; "
+    warm = (f"echo {_JAILED}; {q(make_venv)} || exit {_VENV_FAILED}; echo {_VENV_MADE}; "
             f"{q([*sync, '--offline', '--quiet'])} || exit {_OFFLINE_FAILED}; "
             f"echo {shlex.quote(_SYNCED)}; exec {q(compile_pycs)}")  # fmt: skip
     said: list[str] = []
+    # When each marker line arrived: the phases' ends (the jail's set-up ends
+    # when its shell first speaks).
+    marks = {"": start}
 
     def watch(line: str) -> None:
+        if line in _MARKS:
+            marks.setdefault(_MARKS[line], time.monotonic())
         if line == _SYNCED and after_sync is not None:
             after_sync()
         elif line.startswith("bytecode: "):
             said.append(line[:200])
 
     done = await run(["/bin/sh", "-c", warm], log=watch, indent="", **common)  # type: ignore[arg-type]
+    marks["bytecode"] = time.monotonic()
+    if phases is not None and len(marks) == len(_MARKS) + 2:  # every marker came
+        names, ends = list(marks), list(marks.values())
+        phases.update({names[i]: ends[i] - ends[i - 1] for i in range(1, len(names))})
     if done.returncode == 0:
         log(f"       installed from the local cache (offline), bytecode included, in "
             f"{time.monotonic() - start:.2f} s")  # fmt: skip
@@ -335,6 +350,9 @@ async def _install(
 # How the warm install's one jail ends when not all went well (see _install).
 _VENV_FAILED, _OFFLINE_FAILED = 85, 86
 _SYNCED = "roost: packages installed"
+_JAILED, _VENV_MADE = "roost:jailed", "roost:venv-made"
+# Marker line -> the phase it ends.
+_MARKS = {_JAILED: "jail", _VENV_MADE: "venv", _SYNCED: "sync"}
 
 
 def _site(venv: Path, interp: Interpreter) -> Path:

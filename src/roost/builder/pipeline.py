@@ -608,7 +608,12 @@ class Build:
         self.code_digest = code
         if self.installed:
             self.log("       waiting for the dependency layer to be stored")
+        waited = self._clock()
         self.layer_blob = blob = await self.layer_job.blob_digest()
+        # Where a fresh layer's time went (bench/build.py): its install's phases,
+        # its blob's whole pack, and how much of that pack this build waited for.
+        self.step_times |= {f"layer.{k}": v for k, v in self.layer_job.phases.items()}
+        self.step_times["pack.wait"] = self._clock() - waited
         layers = [(blob.digest, blob.size, "venv", "dependencies"), (code, code_size, "", "code")]
         # The interpreter's, when carried: shared, so a failed build never removes it.
         layers += await pylayer.image_layers(self.ws, self.interp)
