@@ -6,6 +6,7 @@ import importlib.util
 import marshal
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -73,6 +74,49 @@ def test_compiled_once_then_linked_into_another_layer(tmp_path: Path) -> None:
     assert all(oct(p.stat().st_mode)[-3:] == "644" for p in two.rglob("*.pyc"))
 
 
+def test_a_source_seen_before_is_not_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index by identity: a layer whose sources are the same files (hard links,
+    as uv makes them from its cache) reads none of them; a wrong claim costs no
+    correctness, since the import system checks each pyc against its source."""
+    store = tmp_path / "store"
+    one = site(tmp_path / "one", FILES)
+    assert script.run(str(one), str(store), 1) == (4, 0, 4, 0)
+    two = tmp_path / "two"
+    for src in one.rglob("*.py"):
+        (two / src.relative_to(one)).parent.mkdir(parents=True, exist_ok=True)
+        os.link(src, two / src.relative_to(one))
+    read: list[str] = []
+    real = script._key_of
+    monkeypatch.setattr(script, "_key_of", lambda path, name: read.append(name) or real(path, name))
+    assert script.run(str(two), str(store), 1) == (4, 4, 0, 0) and read == []
+    assert run_value(pyc_of(two / "pkg/a.py"), two / "pkg/a.py") == "a"
+    # Rewritten in place, same size, its mtime put back: the index is wrong and
+    # the old source's pyc is linked; its recorded hash is not the new source's,
+    # so an import compiles the new source instead.
+    b = two / "pkg/sub/b.py"
+    st = b.stat()
+    b.write_text("VALUE = 'B'\n")
+    os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert script.run(str(two), str(store), 1) == (4, 4, 0, 0) and read == []
+    assert pyc_of(b).read_bytes()[8:16] != importlib.util.source_hash(b.read_bytes())
+    imported = subprocess.run(
+        [sys.executable, "-B", "-c", "import pkg.sub.b as m; print(m.VALUE)"],
+        cwd=two, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert imported.stdout.strip() == "B"
+    # A new file (another inode) is read; an index that does not parse is none.
+    b.unlink()
+    b.write_text("VALUE = 'B'\n")
+    assert script.run(str(two), str(store), 1) == (4, 3, 1, 0) and read == ["pkg/sub/b.py"]
+    assert run_value(pyc_of(b), b) == "B"
+    (store / script.interpreter_tag() / script.INDEX).write_bytes(b"\x00not marshal")
+    read.clear()
+    assert script.run(str(two), str(store), 1) == (4, 4, 0, 0) and len(read) == 4
+    assert bytecode.prune(store) == 0  # the index is not a pyc to prune
+
+
 def test_without_a_store_everything_compiles_and_nothing_is_shared(tmp_path: Path) -> None:
     one = site(tmp_path / "one", FILES)
     assert script.run(str(one), None, 1) == (4, 0, 4, 0)
@@ -137,6 +181,9 @@ async def test_a_fresh_layer_of_cached_wheels_compiles_nothing(
     said = next(ln for ln in lines if ln.startswith("       bytecode: "))
     n = int(said.split("bytecode: ")[1].split()[0])
     assert n > 100 and f"{n} modules, {n} reused, 0 compiled" in said
+    # Where its time went, for bench/build.py.
+    phases = {"layer.jail", "layer.venv", "layer.sync", "layer.bytecode", "layer.pack"}
+    assert phases | {"pack.wait"} <= second.step_times.keys()
     # Packed with its bytecode: the same blob as the first layer.
     assert second.layer_digest == first.layer_digest
     assert os.path.samefile(pyc_of(flask), next(iter(_entries(store, flask, site_dir))))
