@@ -50,7 +50,7 @@ from roost.backups.layout import Layout
 from roost.backups.locations import RepoError
 from roost.backups.restic import Repo, tree_size
 from roost.backups.retention import Policy, policy_for, restic_forget_flags
-from roost.backups.sources import Pullers, SourceError
+from roost.backups.sources import Pullers, SourceError, ask_again
 from roost.backups.staging import BackupFailed, NothingToBackUp, Stager
 from roost.proc.backoff import Backoff, Retry
 from roost.settings import Settings
@@ -156,6 +156,11 @@ class Jobs:
         backup); the entries, each taken, failed, or skipped (nothing to
         back up, e.g. a repository without a commit)."""
         await self.pullers.refresh()  # a service added a moment ago counts
+        refused = self.pullers.refused()
+        if app and ask_again(list(kinds), self.pullers.kinds_of(app), refused):
+            # A servicehost that refused may be the one holding what was
+            # asked for: asked once more, alone, before anything is missed.
+            await self.pullers.refresh(only=refused)
         if not app:
             wanted = list(kinds) or ["platform", "pgbase"]
             out = []

@@ -7,6 +7,14 @@ a data directory, its state); gateways for git bundles; a controller for the
 platform's own state. The last answer of each servicehost is kept, so the
 schedule knows what exists and a restore knows where an app's data lives,
 even while a host is briefly silent.
+
+A refresh asks every servicehost at once, except the two of a pair, asked
+one after the other (`ask_groups`): each makes and grants the backup role
+on the pair's one primary. Refreshes never overlap (a capture's and the
+loop's). A servicehost that refused is remembered (`unanswered`), so a
+capture that misses what it was asked for asks it again before giving up
+(`ask_again`), and an app's missing database says which servicehost did
+not answer and since when (`missing`), not only that there is none.
 """
 
 from __future__ import annotations
@@ -14,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
 
 from roost.backups.platformindex import INDEX_FILE, index_file
 from roost.backups.schedule import Sources
+from roost.wire.bootstrap import endpoint_host
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.messages import (
     BackupEvent,
@@ -57,7 +66,65 @@ RESTORE_STEP_TIMEOUT_S = 1800.0
 
 
 class SourceError(Exception):
-    """A source could not be asked, or refused (the message says which and why)."""
+    """A source could not be asked, or refused (the message says which and why;
+    `refused`: it answered with an error, so asking again may do)."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+@dataclass(frozen=True)
+class Unanswered:
+    """A servicehost whose last ask failed: since when, why, and whether it
+    refused (answered with an error) rather than stayed silent."""
+
+    since: float
+    why: str
+    refused: bool
+
+
+def ask_groups(addresses: Iterable[str], seen: Mapping[str, BackupSource]) -> list[list[str]]:
+    """The servicehosts to ask, as groups asked at once, each group's members
+    one after the other: the members of one pair share a group, every other
+    servicehost is a group of its own (module doc). A pair's members are
+    those whose answer named it, and those on the hosts any answer names as
+    its members (one not heard yet). Pure."""
+    pair_of: dict[str, str] = {}  # a member's host -> its pair
+    for src in seen.values():
+        if src.pg_pair is not None:
+            for h in src.pg_pair.host.split(","):
+                pair_of[h.strip()] = src.pg_pair.pair
+    groups: dict[str, list[str]] = {}
+    for address in addresses:
+        heard = seen.get(address)
+        pair = heard.pg_pair.pair if heard is not None and heard.pg_pair is not None else ""
+        pair = pair or pair_of.get(endpoint_host(address), "")
+        groups.setdefault(f"pair {pair}" if pair else address, []).append(address)
+    return list(groups.values())
+
+
+def ask_again(
+    wanted: Collection[BackupKind], have: Collection[BackupKind], refused: Collection[str]
+) -> bool:
+    """Whether a capture asks the servicehosts that refused once more before
+    it goes on: one of them may hold what it was asked for (a database
+    added a moment ago) and is missing (`wanted` empty: everything the app
+    has, which a refusal may hide). Pure."""
+    return bool(refused) and (not wanted or not set(wanted) <= set(have))
+
+
+def missing(app: str, what: str, unanswered: Mapping[str, Unanswered], now: float) -> str:
+    """Why `app`'s `what` ("database", "Redis", ...) cannot be backed up: none
+    is listed by the servicehosts that answered, and those that did not are
+    named with since when and why. Pure."""
+    if not unanswered:
+        return f"{app} has no {what}: no servicehost lists one (add the service first)"
+    silent = "; ".join(
+        f"servicehost {addr} has not answered for {max(0.0, now - u.since):.0f} s ({u.why})"
+        for addr, u in sorted(unanswered.items())
+    )
+    return f"{app} has no {what} that the servicehosts which answered list; {silent}"
 
 
 def source_id(src: BackupSource) -> str:
@@ -110,12 +177,16 @@ class Pullers:
     # servicehost endpoint address -> its last BackupSource
     seen: dict[str, BackupSource] = field(default_factory=dict)
     seen_at: dict[str, float] = field(default_factory=dict)
+    # servicehost endpoint address -> its last ask's failure (gone once it answers)
+    unanswered: dict[str, Unanswered] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time
     repos: list[str] = field(default_factory=list)
     # The replication slots this backupd streams pairs' WAL through (the
     # daemon wires Clusters.pair_slots): each servicehost in a pair is
     # asked to declare them permanent in its pair's Patroni.
     pair_slots: Callable[[], list[str]] = list
     _clients: dict[str, RpcClient] = field(default_factory=dict)
+    _refreshing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def _client(self, role: str, endpoints: list[Endpoint], key: str = "") -> RpcClient:
         name = key or role
@@ -136,17 +207,39 @@ class Pullers:
         try:
             return await client.call(msg, timeout=timeout, tries=tries)
         except (RpcTimeout, RemoteError) as exc:
-            raise SourceError(f"{what}: {exc}") from None
+            raise SourceError(f"{what}: {exc}", refused=isinstance(exc, RemoteError)) from None
 
     # ------------------------------------------------------------ servicehosts
 
     def servicehost(self, ep: Endpoint) -> RpcClient:
         return self._client("servicehost", [ep], key=f"servicehost {ep.address}")
 
-    async def refresh(self) -> list[str]:
-        """Ask every servicehost what it holds (and grant backupd access to
-        it); the hosts that did not answer (their last answer is kept)."""
-        eps = self.cluster.of("servicehost")
+    def refused(self) -> list[str]:
+        """The servicehosts whose last ask was refused (not those silent)."""
+        return sorted(a for a, u in self.unanswered.items() if u.refused)
+
+    def missing(self, app: str, what: str) -> str:
+        """`missing`, as the servicehosts last answered."""
+        return missing(app, what, self.unanswered, self.clock())
+
+    async def refresh(self, only: Collection[str] | None = None) -> list[str]:
+        """Ask every servicehost (or those at the addresses `only`) what it
+        holds, and grant backupd access to it; the hosts that did not answer
+        (their last answer is kept). One refresh at a time (module doc)."""
+        async with self._refreshing:
+            return await self._refresh(only)
+
+    def _failed(self, address: str, exc: SourceError) -> None:
+        was = self.unanswered.get(address)
+        since = was.since if was is not None else self.clock()
+        self.unanswered[address] = Unanswered(since, str(exc), exc.refused)
+
+    async def _refresh(self, only: Collection[str] | None) -> list[str]:
+        eps = {
+            ep.address: ep
+            for ep in self.cluster.of("servicehost")
+            if only is None or ep.address in only
+        }
 
         async def one(ep: Endpoint) -> str:
             slots = self.pair_slots()
@@ -162,19 +255,26 @@ class Pullers:
                     )
                 except SourceError as exc:
                     log.warning("servicehost %s: %s", ep.address, exc)
+                    self._failed(ep.address, exc)
                     return ep.address
                 if not isinstance(reply, BackupSource):
+                    self._failed(ep.address, SourceError(f"answered {type(reply).__name__}"))
                     return ep.address
                 self.seen[ep.address] = reply
                 self.seen_at[ep.address] = time.time()
+                self.unanswered.pop(ep.address, None)
                 want = self.pair_slots()
                 if reply.pg_pair is None or set(want) <= set(slots):
                     break
                 slots = want
             return ""
 
-        failed = [a for a in await asyncio.gather(*(one(ep) for ep in eps)) if a]
-        if self.cluster.of("gateway"):
+        async def in_turn(group: list[str]) -> list[str]:
+            return [failed for a in group if (failed := await one(eps[a]))]
+
+        groups = ask_groups(eps, self.seen)
+        failed = [a for got in await asyncio.gather(*map(in_turn, groups)) for a in got]
+        if only is None and self.cluster.of("gateway"):
             try:
                 reply = await self._ask(
                     self.gateways(), RepoBundleRequest(app=""), ASK_TIMEOUT_S, "gateway", tries=2

@@ -91,10 +91,10 @@ class Stager:
             return await self._git(app, staging)
         w = self.pullers.where(app)
         if w is None:
-            raise BackupFailed(f"no servicehost holds anything of {app}")
+            raise BackupFailed(self.pullers.missing(app, "service or data directory"))
         if kind == "pgdump":
             if w.postgres is None:
-                raise BackupFailed(f"{app} has no database")
+                raise BackupFailed(self.pullers.missing(app, "database"))
             try:
                 db = await dump_with_facts(w.postgres, w.database, staging / "db.dump")
             except (psycopg.Error, FactsError) as exc:
@@ -104,7 +104,7 @@ class Stager:
             return Staged(staging, msgspec.to_builtins(db), w.host, w.database)
         if kind == "redis":
             if w.redis is None:
-                raise BackupFailed(f"{app} has no Redis")
+                raise BackupFailed(self.pullers.missing(app, "Redis"))
             return await self._redis(w.redis, w.host, staging)
         if kind == "data":
             archive = await self.pullers.pull_data(w, app)

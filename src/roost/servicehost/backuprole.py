@@ -47,10 +47,24 @@ PREDEFINED_ROLES = (
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 
 
+# pg_advisory_lock's key for making and granting the backup role (any bigint
+# no other part of Roost locks: "roost_bk" in ASCII).
+ROLE_LOCK_KEY = 0x726F6F73745F626B
+
+
 async def ensure_backup_role(pg: Postgres, password: str, databases: list[str]) -> None:
-    """The backup role as the module docstring says, CONNECT on `databases` too."""
+    """The backup role as the module docstring says, CONNECT on `databases` too.
+
+    One caller at a time per PostgreSQL cluster, whatever process it is in:
+    both servicehosts of a pair make the role on the pair's one primary, and
+    two backupds ask at once; side by side both CREATE it ("duplicate key
+    value ... pg_authid_rolname_index") or their GRANTs collide ("tuple
+    concurrently updated"), the request is refused, and backupd keeps its
+    last view of what the servicehost holds (a database added since is
+    missed). The lock is the session's: it goes with the connection."""
     role = sql.Identifier(BACKUP_ROLE)
     async with await pg.connect() as conn:
+        await conn.execute("SELECT pg_advisory_lock(%s)", (ROLE_LOCK_KEY,))
         cur = await conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (BACKUP_ROLE,))
         verb = "ALTER" if await cur.fetchone() else "CREATE"
         await conn.execute(
