@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import socket
 import stat
 import time
@@ -36,20 +37,35 @@ def processes_under(data: Path) -> list[psutil.Process]:
     return [p for p in found if p.pid != os.getpid()]
 
 
+def _cpu_now() -> float:
+    """CPU seconds of this thread and of this process's waited-for children."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.thread_time() + children.ru_utime + children.ru_stime
+
+
 def wait_until(
     pred: Callable[[], object], timeout: float, what: str, interval: float = 0.2
 ) -> object:
-    """Poll `pred` until it returns something truthy; fail the test with `what` otherwise."""
+    """Poll `pred` until it returns something truthy; fail the test with `what` otherwise.
+
+    A look that cost CPU (a CLI run, a new TLS client: this thread's time
+    and its children's) is followed by a pause as long, up to a second:
+    polling stays near half a core however costly the look, where a look
+    every 0.1 s of one costing 0.3 s kept a core busy for the whole wait
+    (the suite's CPU, not its waits, bounds it on two cores). Capped: a
+    daemon reaped during a look adds its whole life to its children's
+    time."""
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
     while time.monotonic() < deadline:
+        spent = _cpu_now()
         try:
             value = pred()
             if value:
                 return value
         except Exception as exc:  # keep polling; report the last error
             last_exc = exc
-        time.sleep(interval)
+        time.sleep(max(interval, min(_cpu_now() - spent, 1.0)))
     raise AssertionError(
         f"timed out after {timeout:.0f}s waiting for {what}"
         + (f" (last error: {last_exc})" if last_exc else "")

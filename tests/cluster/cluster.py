@@ -2,7 +2,7 @@
 
 `RoostCluster.start()`: PostgreSQL (the state database) in the root namespace
 on the bridge address; `roost cluster init` writes a bundle per host (its own keys
-only), every host runs `roost cluster join` with its bundle,
+only), every host runs `roost cluster join` with its bundle (all at once),
 then controllers, runners and routers each in their own namespace, and the
 builder in the root namespace (it needs PyPI, which only the root namespace
 reaches); `roost cluster admin-token` prints the API token the first
@@ -134,8 +134,15 @@ class RoostCluster:
         )  # fmt: skip
         joins = [(h.data, h.ip) for h in net.hosts.values()]
         joins += [(self.builder_data, net.gateway), (self.observer_data, net.gateway)]
-        for data, ip in joins:
-            self.roost("--data", str(data), "cluster", "join", str(bundles / f"{ip}.tar.gz"))
+        # Each host joins on its own, as operators would on their machines:
+        # at once (a join only unpacks its bundle; one after the other they
+        # were seconds of every cluster's start).
+        self.roost_all(
+            [
+                ("--data", str(d), "cluster", "join", str(bundles / f"{ip}.tar.gz"))
+                for d, ip in joins
+            ]
+        )
         self.start_state()
         self._trust_controllers()
         self.start_all()
@@ -328,6 +335,28 @@ class RoostCluster:
                 f"roost {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
             )
         return r
+
+    def roost_all(self, argvs: list[tuple[str, ...]], timeout: float = 300) -> None:
+        """`roost ARGS` for each of `argvs`, all at once; each must succeed."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROOST_")}
+        procs = [
+            (args, subprocess.Popen(
+                [sys.executable, "-m", "roost", *args], env=env, cwd=REPO, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            ))
+            for args in argvs
+        ]  # fmt: skip
+        failed = []
+        for args, p in procs:
+            try:
+                out = p.communicate(timeout=timeout)[0]
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out = p.communicate()[0]
+            if p.returncode != 0:
+                failed.append(f"roost {' '.join(args)} failed ({p.returncode}):\n{out}")
+        if failed:
+            raise AssertionError("\n".join(failed))
 
     def cli(
         self, *args: str, controller: int = 0, check: bool = True

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import shutil
 import socket
 import sys
@@ -35,7 +34,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -102,12 +101,18 @@ class PairCluster(RoostCluster):
 
     # ------------------------------------------------------------ the pair's Patroni
 
+    def rest(self, host: Host, port: int, path: str, timeout: float = 2) -> httpx.Response:
+        """GET `path` on a Patroni REST API, through the cluster's one HTTP
+        client: the tests poll these several times a second, and a client
+        made per call (httpx.get) costs ~20 ms of CPU for its TLS context."""
+        return self._http.get(f"http://{host.ip}:{port}{path}", timeout=timeout)
+
     def patroni(self, host: Host, path: str) -> int:
         """The status code of `path` on `host`'s Patroni (0: no answer)."""
         if host.partitioned:
             return 0
         try:
-            return httpx.get(f"http://{host.ip}:{REST_PORT}{path}", timeout=2).status_code
+            return self.rest(host, REST_PORT, path).status_code
         except httpx.TransportError:
             return 0
 
@@ -121,7 +126,7 @@ class PairCluster(RoostCluster):
     def sync_standby(self, primary: Host) -> str:
         """The member `primary`'s Patroni names synchronous standby ('' if none)."""
         try:
-            body = httpx.get(f"http://{primary.ip}:{REST_PORT}/cluster", timeout=2).json()
+            body = self.rest(primary, REST_PORT, "/cluster").json()
         except (httpx.HTTPError, ValueError):
             return ""
         return next(
@@ -179,6 +184,9 @@ def pair_cluster(
         shutil.rmtree(base, ignore_errors=True)
 
 
+PACE_S = 0.03
+
+
 @dataclass
 class Writer:
     """POSTs /write/1, /write/2, ... through the router, each number once;
@@ -201,6 +209,11 @@ class Writer:
                     ok = False
                 if ok:
                     self.acked.append((n, time.monotonic()))
+                    # PACE_S apart at least: a few dozen a second shows a
+                    # failover's gap as well, and flat out every request
+                    # costs CPU (router, app, both PostgreSQL members, this
+                    # process) for as long as the test runs.
+                    self._stop.wait(PACE_S)
                 else:
                     self.failed += 1
                     time.sleep(0.1)
@@ -215,10 +228,16 @@ class Writer:
         return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
 
+def redis_info(rc: RoostCluster) -> dict[str, Any]:
+    """The app's Redis as the API reports it (what `roost services info redis
+    --json` prints), asked in this process: the tests poll it several times
+    a second, and a CLI run is ~0.2 s of CPU each."""
+    return dict(rc.api("GET", f"/api/apps/{APP}/services/redis"))
+
+
 def redis_whole(rc: RoostCluster) -> bool:
-    """Master and replica named, nothing wrong (`roost services info redis`)."""
-    out = rc.cli("services", "info", "redis", "--json", "--app", APP).stdout
-    now = json.loads(out)
+    """Master and replica named, nothing wrong."""
+    now = redis_info(rc)
     return bool(now.get("redis_master") and now.get("redis_replica")) and not now.get(
         "redis_problem"
     )

@@ -79,7 +79,7 @@ class SpareCluster(PairCluster):
 
     def state_rest(self, host: Host, path: str) -> int:
         try:
-            return httpx.get(f"http://{host.ip}:{STATE_REST_PORT}{path}", timeout=2).status_code
+            return self.rest(host, STATE_REST_PORT, path).status_code
         except httpx.TransportError:
             return 0
 

@@ -23,7 +23,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.cluster.cluster import wait_for
@@ -35,6 +34,7 @@ from tests.cluster.paircluster import (
     Writer,
     app_get,
     pair_cluster,
+    redis_info,
     redis_whole,
 )
 
@@ -57,7 +57,7 @@ def redis_replica_on(rc: PairCluster, host: Host) -> bool:
     """The app's Redis has its replica on `host`, streaming; the only problem
     allowed is the lost host's sentinel, which the address book still counts
     (docs/architecture.md says so under Not yet)."""
-    info = json.loads(rc.cli("services", "info", "redis", "--json", "--app", APP).stdout)
+    info = redis_info(rc)
     problem = str(info.get("redis_problem", ""))
     return (
         str(info.get("redis_replica", "")).startswith(f"{host.ip}:")
@@ -88,7 +88,7 @@ def lost_back_is_refused(rc: PairCluster, lost: Host, primary: Host) -> None:
     )
     time.sleep(3)  # a Patroni started anyway would have registered by now (loop_wait 2 s)
     assert rc.patroni(lost, "/health") == 0, "the replaced host runs its pair's Patroni again"
-    members = httpx.get(f"http://{primary.ip}:{REST_PORT}/cluster", timeout=5).json()["members"]
+    members = rc.rest(primary, REST_PORT, "/cluster", timeout=5).json()["members"]
     assert lost.ip not in [m["name"] for m in members], members
     listed = [s["host"] for s in rc.api("GET", "/api/servicehosts")]
     assert lost.ip not in listed, "its status push is refused"
