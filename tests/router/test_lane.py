@@ -246,3 +246,60 @@ async def test_twins_are_forwarded_answered_and_logged_alike(router: Any, tmp_pa
     assert answers[0] == b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-App: yes\r\n\r\nok\n"
     assert '"HEAD / HTTP/1.1" 200 0 "-" "ua/1" host=lane.localhost app=lane inst=i1' in lines[4]
     assert '"GET /x HTTP/1.1" 200 3 "http://r/p" "b" host=lane.localhost:80' in lines[6]
+
+
+def _reference_line(
+    peer: bytes, stamp: bytes, method: bytes, url: bytes, http10: bool, status: int, size: int,
+    host: bytes, app: bytes, inst: bytes, tenths: int, rid: bytes,
+) -> bytes:  # fmt: skip
+    """The access line as one format (what accesslog.py wrote before it used
+    precomputed runs), for values that need no escaping."""
+    line = b'%s - - [%s] "%s %s HTTP/1.%d" %d %d "-" "-" host=%s app=%s inst=%s ms=%d.%d rid=%s\n'
+    return line % (
+        peer, stamp, method, url, 0 if http10 else 1, status, size, host, app, inst,
+        tenths // 10, tenths % 10, rid,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("http10", [False, True])
+@pytest.mark.parametrize("status", [0, 99, 100, 200, 404, 599, 600, 999, 1000])
+@pytest.mark.parametrize("tenths", [0, 7, 999, 1000, 123456])
+async def test_the_access_line_from_runs_is_the_line(
+    tmp_path: Path, http10: bool, status: int, tenths: int
+) -> None:
+    from roost.router.accesslog import AccessLog
+    from roost.router.balance import Slot
+    from roost.router.client import ClientConnection
+    from roost.router.context import Context, Limits
+    from roost.router.exchange import Exchange
+    from roost.router.table import AppEntry
+
+    backend = Backend(instance_id="i1", host="127.0.0.1", port=1)
+    access = AccessLog(tmp_path / "a.log")
+    ctx = Context(limits=Limits(), spawn=lambda coro: asyncio.ensure_future(coro))
+    client = ClientConnection(ctx, b"http")
+    client.peer = b"10.0.0.1"
+    ex = Exchange(client, 100.0, b"/p?q=1")
+    ex.method, ex.http10, ex.status, ex.bytes_out = b"GET", http10, status, 1234
+    ex.host, ex.rid = b"a.localhost", b"abc-1"
+    ex.entry = AppEntry(AppRoute(app="a", hostnames=["a.localhost"], backends=[backend]))
+    ex.slot = Slot(backend)
+    access.log(client, ex, 100.0 + tenths / 10000.0)
+    access.close()
+    assert (tmp_path / "a.log").read_bytes() == _reference_line(
+        b"10.0.0.1", access.stamp, b"GET", b"/p?q=1", http10, status, 1234, b"a.localhost",
+        b"a", b"i1", tenths, b"abc-1",
+    )  # fmt: skip
+
+
+def test_request_ids_count_in_hex_as_the_format_did() -> None:
+    """Context.request_id counts up the text in place: the same ids as
+    b"%s-%x" % (prefix, n) for n from 1, across every growth of the number."""
+    from roost.router.context import Context, Limits
+
+    async def make() -> list[bytes]:
+        ctx = Context(limits=Limits(), spawn=lambda coro: asyncio.ensure_future(coro))
+        return [ctx.request_id() for _ in range(70000)] + [ctx.rid_prefix]
+
+    *ids, prefix = asyncio.run(make())
+    assert ids == [b"%s-%x" % (prefix, n) for n in range(1, 70001)]

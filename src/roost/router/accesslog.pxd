@@ -18,9 +18,10 @@ cdef class AccessLog:
     cdef public long long max_bytes
     cdef public int keep
     cdef public bytes stamp
+    cdef public bytes _stamped
 
     cpdef tick(self)
-    @cython.locals(tenths=long, status=int, size=Py_ssize_t, ms=long, line=bytes, url=bytes, host=bytes, user=bytes, rid=bytes, referer=bytes, agent=bytes)
+    @cython.locals(tenths=long, status=int, size=Py_ssize_t, ms=long, line=bytes, version=bytes, timing=bytes, url=bytes, host=bytes, user=bytes, rid=bytes, referer=bytes, agent=bytes)
     cpdef log(self, ClientConnection client, Relay ex, double now)
     cpdef flush(self)
     cpdef int _open(self) except -1
@@ -29,7 +30,7 @@ cdef class AccessLog:
 
 
 cdef bytes _SAFE, _SAFE_BYTE
-cdef tuple _STATUS, _DIGITS
+cdef tuple _STATUS, _DIGITS, _V11, _V10, _MS
 
 
 @cython.locals(i=Py_ssize_t, table=bytes)

@@ -36,6 +36,13 @@ _SAFE_BYTE = bytes(1 if c in _SAFE else 0 for c in range(256))
 # of the line's pieces together.
 _STATUS = tuple(b"%d" % c for c in range(1000))
 _DIGITS = tuple(b"%d" % d for d in range(10))
+# Whole runs of the line for the usual values, so the join has fewer pieces
+# (each costs about as much as a short copy): the version, status and the
+# space after it, by status (100-599); and " ms=M.T rid=" by tenths of a
+# millisecond below 100 ms.
+_V11 = tuple(b' HTTP/1.1" %d ' % c for c in range(600))
+_V10 = tuple(b' HTTP/1.0" %d ' % c for c in range(600))
+_MS = tuple(b" ms=%d.%d rid=" % (t // 10, t % 10) for t in range(1000))
 
 
 def _safe(value: bytes) -> bool:
@@ -55,7 +62,17 @@ def _escape(value: bytes) -> bytes:
 
 
 class AccessLog:
-    __slots__ = ("_buf", "_fd", "_second", "_size", "keep", "max_bytes", "path", "stamp")
+    __slots__ = (
+        "_buf",
+        "_fd",
+        "_second",
+        "_size",
+        "_stamped",
+        "keep",
+        "max_bytes",
+        "path",
+        "stamp",
+    )
 
     def __init__(self, path: Path, max_bytes: int = 64 << 20, keep: int = 5) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +84,7 @@ class AccessLog:
         self._size = 0
         self._second = -1
         self.stamp = b""
+        self._stamped = b""  # ' [STAMP] "': the line's run around the stamp
         self.tick()
 
     def tick(self) -> None:
@@ -76,6 +94,7 @@ class AccessLog:
         if second != self._second:
             self._second = second
             self.stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second)).encode()
+            self._stamped = b" [" + self.stamp + b'] "'
 
     def log(self, client: ClientConnection, ex: Exchange, now: float) -> None:
         referer, agent = ex.referer, ex.agent  # (picked up while routing the request)
@@ -96,20 +115,27 @@ class AccessLog:
         ms = tenths // 10
         # One join of the pieces: a bytes `%` with sixteen arguments cost about
         # twice as much (it parses its format and asks each argument for a buffer).
+        if 100 <= status < 600:
+            version = _V10[status] if ex.http10 else _V11[status]
+        else:
+            version = b' HTTP/1.0" %d ' % status if ex.http10 else b' HTTP/1.1" %d ' % status
+        if 0 <= tenths < 1000:
+            timing = _MS[tenths]
+        else:
+            timing = b" ms=%s.%s rid=" % (
+                _STATUS[ms] if 0 <= ms < 1000 else b"%d" % ms,
+                _DIGITS[tenths % 10],
+            )
         line = b"".join(
             (
                 client.peer,
                 b" - ",
                 user or b"-",
-                b" [",
-                self.stamp,
-                b'] "',
+                self._stamped,
                 ex.method or b"-",
                 b" ",
                 url or b"-",
-                b' HTTP/1.0" ' if ex.http10 else b' HTTP/1.1" ',
-                _STATUS[status] if 0 <= status < 1000 else b"%d" % status,
-                b" ",
+                version,
                 _STATUS[size] if 0 <= size < 1000 else b"%d" % size,
                 b' "',
                 referer,
@@ -121,11 +147,7 @@ class AccessLog:
                 entry.label if entry is not None else b"-",
                 b" inst=",
                 slot.label if slot is not None and not ex.local else b"-",
-                b" ms=",
-                _STATUS[ms] if 0 <= ms < 1000 else b"%d" % ms,
-                b".",
-                _DIGITS[tenths % 10],
-                b" rid=",
+                timing,
                 rid or b"-",
                 b"\n",
             )

@@ -34,10 +34,11 @@ cdef class Context:
     cdef public Py_ssize_t max_headers
     cdef public double now
     cdef public Py_ssize_t replay_bytes
-    cdef public object rid_counter
+    cdef public bytearray rid_buf
     cdef public bytes rid_prefix
     cdef public object spawn
     cdef public object stats
     cdef public object table
 
+    @cython.locals(buf=bytearray, i=Py_ssize_t, c=int)
     cpdef bytes request_id(self)

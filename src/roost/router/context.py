@@ -5,7 +5,6 @@ background tasks."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -80,7 +79,7 @@ class Context:
         "max_headers",
         "now",
         "replay_bytes",
-        "rid_counter",
+        "rid_buf",
         "rid_prefix",
         "spawn",
         "stats",
@@ -128,10 +127,28 @@ class Context:
         # Ending (drain.py): every request answered from now on closes its connection.
         self.draining = False
         self.rid_prefix = os.urandom(4).hex().encode()
-        self.rid_counter = itertools.count(1)
+        # The last request id made, as text ("PREFIX-N", N in hex from 1):
+        # counted up in place, so making the next is a copy, not a format.
+        self.rid_buf = bytearray(self.rid_prefix + b"-0")
 
     def request_id(self) -> bytes:
-        return b"%s-%x" % (self.rid_prefix, next(self.rid_counter))
+        """PREFIX-N for the next N (what b"%s-%x" % (prefix, n) writes)."""
+        buf = self.rid_buf
+        i = len(buf) - 1
+        while True:
+            c = buf[i]
+            if c == 57:  # "9" -> "a"
+                buf[i] = 97
+                break
+            if c != 102:  # not "f": one up, no carry
+                buf[i] = c + 1
+                break
+            buf[i] = 48  # "f" -> "0", carry
+            i -= 1
+            if buf[i] == 45:  # "-": every digit carried, the number grows one
+                buf.insert(i + 1, 49)
+                break
+        return bytes(buf)
 
     def swap_table(self, table: RouteTable) -> tuple[list[AppEntry], list[AppEntry]]:
         """Install a new table; requests in flight keep the entries they hold.
