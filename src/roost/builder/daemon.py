@@ -9,6 +9,7 @@ controllers, and runs until SIGTERM/SIGINT; then it cancels running builds
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
@@ -31,6 +32,11 @@ from roost.wire.rpc import RpcClient, RpcServer
 
 log = logging.getLogger("roost.builder")
 
+# How long a chunk request waits for a blob still being stored (a layer's
+# blob lands a few tenths of a second after its build); past it, the store
+# answers as it stands and the asker retries.
+STORING_WAIT_S = 10.0
+
 
 def builder_handlers(manager: BuildManager) -> Handlers:
     """The table of the builder's "builder" endpoints."""
@@ -43,10 +49,21 @@ def builder_handlers(manager: BuildManager) -> Handlers:
     return Handlers("builder", [on(BuildRequest, build), pong("builder")])
 
 
-def images_handlers(store: ImageStore) -> Handlers:
-    """The table of its "images" endpoints (the image store)."""
+def images_handlers(
+    store: ImageStore, storing: dict[str, asyncio.Future[None]] | None = None
+) -> Handlers:
+    """The table of its "images" endpoints (the image store).
+
+    A blob named but still being stored (`Workspace.storing`: a fresh
+    layer's, builder/layerpack.py) is served once it is: a copy asked for
+    as its build ends waits for it rather than fail.
+    """
 
     async def chunk(msg: ImageChunkRequest) -> Msg:
+        pending = (storing or {}).get(msg.digest)
+        if pending is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(pending), STORING_WAIT_S)
         return await asyncio.to_thread(handle_image_request, store, msg)
 
     return Handlers("image store", [on(ImageChunkRequest, chunk), pong("images")])
@@ -105,7 +122,7 @@ async def _serve(
             RpcServer(node, ep.address, builder_handlers(manager))
             for ep in own_endpoints(cluster, "builder", node)
         ] + [
-            RpcServer(node, ep.address, images_handlers(ws.store))
+            RpcServer(node, ep.address, images_handlers(ws.store, ws.storing))
             for ep in own_endpoints(cluster, "images", node)
         ]
         if not servers:

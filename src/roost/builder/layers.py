@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from roost.builder import bytecode
+from roost.builder import bytecode, layerpack
 from roost.builder.errors import BuildError
 from roost.builder.interpreter import Interpreter
 from roost.builder.jails import shared_parent, uv_jail
@@ -135,6 +135,8 @@ class LayerJob:
         self._lock = ws.layer_locks.setdefault(key, asyncio.Lock())
         self._held = False
         self._packing: asyncio.Task[LayerBlob] | None = None
+        # The blob's digest, known before the blob is stored (layerpack).
+        self._named: asyncio.Future[LayerBlob] = asyncio.get_running_loop().create_future()
         # Seconds each phase of a fresh install and pack took (jail, venv,
         # sync, bytecode, pack): what bench/build.py breaks a warm build into.
         self.phases: dict[str, float] = {}
@@ -187,16 +189,32 @@ class LayerJob:
                 self._done()
 
     async def _pack(self) -> LayerBlob:
+        """Name the layer's blob, then store it (roost.builder.layerpack)."""
         start = time.monotonic()
+        storing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        named: LayerBlob | None = None
         try:
-            venv = self.venv
+            venv, user = self.venv, self.ws.user
             members = sorted(os.listdir(venv))
-            digest, size, _ = await run_abortable(
-                lambda abort: pack_tree(
-                    self.ws.store, venv, members, LAYER_TAR_FLAGS, self.ws.user, abort
+            if layerpack.OPENSSL is not None:
+                digest, size = await run_abortable(
+                    lambda abort: layerpack.name_tree(venv, members, LAYER_TAR_FLAGS, user, abort)
                 )
+                named = LayerBlob(digest=digest, size=size)
+                self.phases["name"] = time.monotonic() - start
+                self.ws.storing.setdefault(digest, storing)
+                self._named.set_result(named)
+            digest, size, created = await run_abortable(
+                lambda abort: pack_tree(self.ws.store, venv, members, LAYER_TAR_FLAGS, user, abort)
             )
             blob = LayerBlob(digest=digest, size=size)
+            if named is not None and blob != named:
+                if created:
+                    self.ws.store.delete(digest)
+                raise BuildError(
+                    f"the dependency layer changed after it was named ({named.digest}, "
+                    f"{named.size} bytes; stored {digest}, {size} bytes): not kept"
+                )
             ready = {"format": LAYER_FORMAT, "key": self.key, "python": self.interp.python_id,
                      "digest": digest, "size": size}  # fmt: skip
             tmp = self.path / "ready.tmp"
@@ -206,15 +224,32 @@ class LayerJob:
             self.phases["pack"] = time.monotonic() - start
             return blob
         finally:
+            if named is not None and self.ws.storing.get(named.digest) is storing:
+                del self.ws.storing[named.digest]
+            storing.set_result(None)  # waiters find the blob stored now, or never
             self._done()
 
     async def blob_digest(self) -> LayerBlob:
-        """The layer's stored blob, waiting for the background pack if one runs."""
+        """The layer's blob: named (roost.builder.layerpack), perhaps not yet stored."""
         if self.blob is not None:
             return self.blob
         if self._packing is None:
             raise BuildError("internal: dependency layer neither ready nor being packed")
-        return await self._packing
+        await asyncio.wait([self._named, self._packing], return_when=asyncio.FIRST_COMPLETED)
+        if self._named.done():
+            return self._named.result()
+        return self._packing.result()
+
+    async def stored(self) -> str:
+        """Wait until a fresh layer's blob is stored: "", or why it was not."""
+        task = self._packing
+        if task is None:
+            return ""
+        await self.close(finish=True)
+        if task.cancelled():
+            return "storing the dependency layer was cancelled"
+        exc = task.exception()
+        return "" if exc is None else str(exc)
 
     async def close(self, *, finish: bool) -> None:
         """End the job: let a running pack finish (finish=True) or cancel it; wait either way.

@@ -144,7 +144,7 @@ class BuildManager:
                     self.running.add(req.build_id)  # (no await since the test)
                     self._builds_started += 1
                     try:
-                        result = await self._run_one(req, sink, start)
+                        result, build = await self._run_one(req, sink, start)
                     finally:
                         self.running.discard(req.build_id)
             finally:
@@ -152,7 +152,13 @@ class BuildManager:
                 wake.set()
             await pumper
         metrics.record(result)
-        await self._deliver(result)
+        try:
+            await self._deliver(result)
+        finally:
+            # A fresh layer's blob is named before it is stored (builder/layerpack.py):
+            # the result went first, so its copy can be asked for meanwhile.
+            if build is not None and (error := await build.stored()):
+                log.warning("build %s: dependency layer not stored: %s", req.build_id, error)
         with contextlib.suppress(OSError):
             removed = await asyncio.to_thread(
                 prune_layers, self.ws, self.ws.settings.builder_layers_kept
@@ -207,7 +213,9 @@ class BuildManager:
 
     async def _run_one(
         self, req: BuildRequest, sink: Callable[[str], None], start: float
-    ) -> BuildResult:
+    ) -> tuple[BuildResult, Build | None]:
+        """The build's result, and the build when it succeeded (its layer may be storing)."""
+
         def failed(error: str) -> BuildResult:
             sink(f" !     {error}")
             sink(" !     build failed; the current release keeps serving")
@@ -225,12 +233,12 @@ class BuildManager:
                 previous_lock_text=req.previous_lock_text, app_id=req.app_id,
                 env_source=self._env_source(req.build_id),
             )  # fmt: skip
-            out = await build.run()
+            out = await build.run(settle=False)
         except BuildError as exc:
-            return failed(str(exc))
+            return failed(str(exc)), None
         except Exception as exc:  # a builder bug: the user still gets an answer
             log.exception("build %s crashed", req.build_id)
-            return failed(f"internal builder error: {type(exc).__name__}: {exc}")
+            return failed(f"internal builder error: {type(exc).__name__}: {exc}"), None
         return BuildResult(
             build_id=req.build_id,
             app=req.app,
@@ -243,7 +251,7 @@ class BuildManager:
             duration_s=time.monotonic() - start,
             lock_digest=out.lock_digest,
             static_routes=out.static_routes,
-        )
+        ), build
 
     def _env_source(self, build_id: str) -> Callable[[AppSpec], Awaitable[dict[str, str]]] | None:
         """How build `build_id` gets its config vars and service credentials."""

@@ -174,7 +174,9 @@ class Build:
         self.step_times[name] = took
         self.log(f"-----> {name} ({took:.2f} s)")
 
-    async def run(self) -> BuildOutcome:
+    async def run(self, *, settle: bool = True) -> BuildOutcome:
+        """Build; `settle=False` returns once a fresh layer's blob is named, maybe not
+        yet stored (the daemon delivers the result, then awaits `stored`: layerpack)."""
         start = self._clock()
         timeout = self.ws.settings.build_timeout_s
         self.log(f"-----> building {self.app} (build {self.build_id})")
@@ -194,6 +196,8 @@ class Build:
                         ("pack", self.pack),
                     ):
                         await self._step(name, fn)
+                    if settle and (error := await self.stored()):
+                        raise BuildError(error)
             except TimeoutError:
                 raise BuildError(
                     f"build took longer than {timeout:.0f} s (ROOST_BUILD_TIMEOUT_S)"
@@ -228,6 +232,15 @@ class Build:
             code_digest=self.code_digest,
             step_times=dict(self.step_times),
         )
+
+    async def stored(self) -> str:
+        """Wait for a fresh layer's blob to be stored: "", or why it was not."""
+        if self.layer_job is None:
+            return ""
+        error = await self.layer_job.stored()
+        # Where a fresh layer's time went (bench/build.py): install phases, name, pack.
+        self.step_times |= {f"layer.{k}": v for k, v in self.layer_job.phases.items()}
+        return error
 
     def _disk(self, needed: int) -> None:
         ensure_free_disk(self.ws.root, needed, self.ws.settings.min_free_disk_fraction)
@@ -607,13 +620,10 @@ class Build:
             self._committed.append(code)
         self.code_digest = code
         if self.installed:
-            self.log("       waiting for the dependency layer to be stored")
+            self.log("       waiting for the dependency layer to be named")
         waited = self._clock()
         self.layer_blob = blob = await self.layer_job.blob_digest()
-        # Where a fresh layer's time went (bench/build.py): its install's phases,
-        # its blob's whole pack, and how much of that pack this build waited for.
-        self.step_times |= {f"layer.{k}": v for k, v in self.layer_job.phases.items()}
-        self.step_times["pack.wait"] = self._clock() - waited
+        self.step_times["pack.wait"] = self._clock() - waited  # for the layer's name
         layers = [(blob.digest, blob.size, "venv", "dependencies"), (code, code_size, "", "code")]
         # The interpreter's, when carried: shared, so a failed build never removes it.
         layers += await pylayer.image_layers(self.ws, self.interp)

@@ -62,6 +62,9 @@ class Workspace:
     tenancy: Tenancy = field(default_factory=lambda: Tenancy("unconfined", enabled=False))
     layer_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     layers_in_use: dict[str, int] = field(default_factory=dict)
+    # Layer blobs named but not yet stored (roost.builder.layerpack), each
+    # resolved once stored or failed; the image store's chunk server waits.
+    storing: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     # The interpreters apps choose from (roost.builder.pythons); None: `interp` alone.
     found_pythons: Pythons | None = None
 

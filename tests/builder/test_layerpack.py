@@ -1,0 +1,104 @@
+"""A dependency layer's blob named before it is stored (issue 21, builder/layerpack.py):
+the name is the stored blob's, the image store serves a blob still being stored once it
+is, and a layer whose stored blob is not the one named is not kept."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from roost.builder import layerpack
+from roost.builder.daemon import images_handlers
+from roost.builder.errors import BuildError
+from roost.builder.pack import LAYER_TAR_FLAGS, pack_tree
+from roost.builder.sandbox import BuildUser
+from roost.builder.workspace import Workspace
+from roost.images.digest import format_digest
+from roost.images.store import ImageStore
+from roost.wire.messages import Error, ImageChunk, ImageChunkRequest
+
+from .conftest import EXAMPLES, tar_dir
+from .test_build import build
+
+ME = BuildUser(name="me", uid=os.geteuid(), gid=os.getegid(), dropped=False)
+
+
+def venv_like(root: Path) -> list[str]:
+    """A small tree with what a venv holds (dirs, a script, a symlink, a hard link)."""
+    (root / "bin").mkdir(parents=True)
+    (root / "lib" / "pkg").mkdir(parents=True)
+    (root / "bin" / "tool").write_text("#!/bin/sh\necho tool\n")
+    (root / "bin" / "tool").chmod(0o755)
+    (root / "bin" / "python").symlink_to("/usr/bin/python3")
+    (root / "lib" / "pkg" / "a.py").write_bytes(os.urandom(300_000))
+    os.link(root / "lib" / "pkg" / "a.py", root / "lib" / "pkg" / "b.py")
+    (root / "pyvenv.cfg").write_text("relocatable = true\n")
+    return sorted(os.listdir(root))
+
+
+def test_the_name_is_the_stored_blobs(tmp_path: Path) -> None:
+    assert layerpack.OPENSSL is not None  # scripts/install's machines have it
+    root = tmp_path / "venv"
+    members = venv_like(root)
+    digest, size = layerpack.name_tree(root, members, LAYER_TAR_FLAGS, ME, threading.Event())
+    store = ImageStore(tmp_path / "store")
+    stored = pack_tree(store, root, members, LAYER_TAR_FLAGS, ME, threading.Event())
+    assert stored == (digest, size, True) and store.verify(digest)
+    assert size == store.size(digest) and size % (256 * 512) == 0  # -b 256 records
+    (root / "pyvenv.cfg").write_text("relocatable = false\n")
+    assert layerpack.name_tree(root, members, LAYER_TAR_FLAGS, ME, threading.Event())[0] != digest
+
+
+def test_a_naming_that_fails_or_is_cancelled_says_so(tmp_path: Path) -> None:
+    root = tmp_path / "venv"
+    members = venv_like(root)
+    with pytest.raises(BuildError, match=r"packing venv failed: .*missing"):
+        layerpack.name_tree(root, [*members, "missing"], LAYER_TAR_FLAGS, ME, threading.Event())
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(BuildError, match="cancelled"):
+        layerpack.name_tree(root, members, LAYER_TAR_FLAGS, ME, stop)
+
+
+async def test_the_image_store_serves_a_blob_once_stored(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "store")
+    data = os.urandom(5000)
+    digest = format_digest(hashlib.sha256(data).hexdigest())
+    pending: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    handlers = images_handlers(store, {digest: pending})
+    asked = asyncio.create_task(handlers(ImageChunkRequest(digest=digest, offset=0, length=100)))
+    await asyncio.sleep(0.1)
+    assert not asked.done()  # not answered "not in this store" while being stored
+    store.put_bytes(data)
+    pending.set_result(None)
+    reply = await asyncio.wait_for(asked, 5)
+    assert isinstance(reply, ImageChunk) and reply.data == data[:100] and reply.total == 5000
+    other = format_digest("0" * 64)  # nothing stores it: answered at once
+    refused = await asyncio.wait_for(
+        handlers(ImageChunkRequest(digest=other, offset=0, length=1)), 5
+    )
+    assert isinstance(refused, Error) and "not in this store" in refused.message
+
+
+async def test_a_layer_stored_other_than_named_is_not_kept(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, _ = await build(ws, "lp1", tar_dir(EXAMPLES / "hello"))
+    shutil.rmtree(ws.layers / first.layer_key)  # a fresh layer again, from cached wheels
+    before = set(ws.store.list())
+    wrong = format_digest("1" * 64)
+    monkeypatch.setattr(layerpack, "name_tree", lambda *a: (wrong, 10240))
+    with pytest.raises(BuildError, match="changed after it was named"):
+        await build(ws, "lp2", tar_dir(EXAMPLES / "hello"), previous_lock_text=first.lock)
+    assert not (ws.layers / first.layer_key / "ready").exists()
+    assert set(ws.store.list()) == before and wrong not in ws.storing
+    monkeypatch.undo()  # named rightly, the layer is made and kept again
+    again, _ = await build(ws, "lp3", tar_dir(EXAMPLES / "hello"), previous_lock_text=first.lock)
+    assert again.installed and again.layer_digest == first.layer_digest
+    assert (ws.layers / first.layer_key / "ready").exists()
