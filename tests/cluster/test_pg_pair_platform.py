@@ -19,7 +19,9 @@ app; its Redis answers through REDIS_URL too.
 First, with a backup host (bak1) in the cluster: a dump of the app's
 database taken and proven by backupd, more rows, and `roost backups
 restore --id` through the CLI: the app reads the restored rows through its
-DATABASE_URL, the standby holds them too.
+DATABASE_URL, the standby holds them too. Then a restore that fails on the
+server (the pair's primary refuses the backup role's sessions for the load):
+the app serves throughout, the same instances, its rows as they were.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ import httpx
 import psycopg
 import pytest
 
+from roost.servicehost.names import BACKUP_ROLE
+from roost.servicehost.pgpair import load_plan
 from roost.wire.messages import DATA_PROXY_HOST
 from tests.cluster.cluster import wait_for
 from tests.cluster.harness import Host
@@ -130,6 +134,57 @@ def test_a_backup_restored_through_the_platform_on_the_pair(rc: PairCluster) -> 
         "the standby to hold the restored rows",
     )
     write(rc, 21)  # the app writes on after it
+    assert not json.loads(rc.cli("apps", "info", APP, "--json").stdout)["suspended"]
+
+
+def instances(rc: PairCluster) -> list[tuple[str, str]]:
+    """The app's instances and their states, as the controller knows them."""
+    return sorted((i["instance_id"], i["state"]) for i in rc.api("GET", f"/api/apps/{APP}/ps"))
+
+
+def test_a_restore_that_fails_on_the_server_leaves_the_app_serving(rc: PairCluster) -> None:
+    """The dump taken, then the pair's primary refuses every session of the
+    backup role (CONNECTION LIMIT 0, set as the pair's superuser), so the
+    restore's load fails on the server. The CLI exits non-zero saying why,
+    the app's events say so, and the app serves all along: at once after
+    the CLI returns, through the router, the same instances running (none
+    stopped and started again), its rows as they were; it writes on."""
+    write(rc, 30)
+    out = rc.cli("backups", "capture", APP, "--kind", "pgdump", "--json").stdout
+    (dump,) = json.loads(out)["entries"]
+    write(rc, 31)  # after the dump: a restore that went through would lose it
+    rows = app_get(rc, "/ids").json()
+    assert rows[-2:] == [30, 31], rows
+    running = instances(rc)
+    assert running and all(state == "up" for _, state in running), running
+    primary = wait_for(rc.primary, 30, "the pair's primary")
+    plan = load_plan(primary.data)
+    superuser = f"postgresql://postgres:{plan.superuser_password}@{primary.ip}:{plan.pg_port}/"
+
+    def limit(n: int) -> None:
+        with psycopg.connect(superuser + "postgres", autocommit=True, connect_timeout=5) as c:
+            c.execute(f"ALTER ROLE {BACKUP_ROLE} CONNECTION LIMIT {n}")
+
+    since = max(e["ts"] for e in rc.api("GET", "/api/events?limit=1"))
+    limit(0)
+    try:
+        done = rc.cli("backups", "restore", APP, "--id", dump["id"], "--yes", check=False)
+    finally:
+        limit(-1)
+    # At once, no waiting: the app never stopped serving.
+    r = app_get(rc, "/ids")
+    assert r.status_code == 200, r.text
+    assert r.json() == rows
+    assert instances(rc) == running
+    assert done.returncode != 0, done.stdout
+    said = done.stdout + done.stderr
+    assert "too many connections" in said and "was left as it was" in said, said
+    events = [e for e in rc.api("GET", "/api/events?limit=50") if e["ts"] > since]
+    kinds = [e["kind"] for e in events if e["app"] == APP]
+    assert "backup-restore-failed" in kinds and "suspend" not in kinds, events
+    (failed,) = [e for e in events if e["kind"] == "backup-restore-failed"]
+    assert dump["id"] in failed["message"] and "too many connections" in failed["message"]
+    write(rc, 32)
     assert not json.loads(rc.cli("apps", "info", APP, "--json").stdout)["suspended"]
 
 

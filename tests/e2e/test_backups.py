@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 import roost
+from roost.servicehost.names import BACKUP_ROLE
 from tests.conftest import REPO, wait_until
 from tests.e2e.platform import Platform, running_platform
 from tests.sshclient import git_over_ssh
@@ -115,6 +116,44 @@ def test_capture_verify_and_restore(platform: Platform, tmp_path: Path) -> None:
     assert not json.loads(platform.roost("apps", "info", "shop", "--json").stdout)["suspended"]
     reasons = [e["reason"] for e in _entries(platform)]
     assert reasons.count("before restore") == 2
+
+
+def test_a_restore_that_fails_on_the_server_leaves_the_app_serving(platform: Platform) -> None:
+    """After the test above: a dump taken, then the servicehost's PostgreSQL
+    refuses every session of the backup role (CONNECTION LIMIT 0, as its
+    superuser), so the restore's load fails on the server. The CLI exits
+    non-zero saying why, and the app serves all along: at once after it,
+    the same instances, its rows as they were."""
+    out = platform.roost("backups", "capture", "shop", "--kind", "pgdump", "--json").stdout
+    (dump,) = json.loads(out)["entries"]
+    url = _info(platform, "postgres")["url"]
+    rows = _rows(url)
+    running = sorted((i["instance_id"], i["state"]) for i in platform.ps("shop"))
+    assert running and all(state == "up" for _, state in running), running
+    assert platform.get("shop").status_code == 200
+    state = json.loads((platform.data / "servicehost" / "state.json").read_text())["postgres"]
+    superuser = psycopg.conninfo.make_conninfo(
+        host="127.0.0.1", port=state["port"], user=state["superuser"],
+        password=state["password"], dbname="postgres",
+    )  # fmt: skip
+
+    def limit(n: int) -> None:
+        with psycopg.connect(superuser, autocommit=True, connect_timeout=10) as c:
+            c.execute(f"ALTER ROLE {BACKUP_ROLE} CONNECTION LIMIT {n}")  # type: ignore[arg-type]
+
+    limit(0)
+    try:
+        done = platform.roost(
+            "backups", "restore", "shop", "--id", dump["id"], "--yes", check=False
+        )
+    finally:
+        limit(-1)
+    assert platform.get("shop").status_code == 200  # at once: it never stopped
+    assert sorted((i["instance_id"], i["state"]) for i in platform.ps("shop")) == running
+    assert done.returncode != 0, done.stdout
+    assert "too many connections" in done.stderr and "was left as it was" in done.stderr
+    assert _rows(url) == rows
+    assert not json.loads(platform.roost("apps", "info", "shop", "--json").stdout)["suspended"]
 
 
 def test_point_in_time_restore_and_captures_before_a_removal(platform: Platform) -> None:

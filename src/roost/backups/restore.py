@@ -2,22 +2,28 @@
 
 Theory of operation. Whatever can be refused is refused before anything
 changes: an unknown or failed backup, another app's, a time outside the
-point-in-time window, `--to` for something that is not a database. Then,
-restoring in place, a backup of what is about to be replaced is taken first
-(the "safety backup"; if it fails, nothing is changed). The controller shows
-the app's maintenance page meanwhile (it suspends the app around the call).
+point-in-time window, `--to` for something that is not a database. All that
+can fail for want of a sound copy (the repository, the facts, the load into
+a database of its own) is done next, while the app serves as before: none
+of it touches what the app uses. Only then, restoring in place, the app is
+quiesced (`before_change`): backupd asks a controller to suspend it (its
+maintenance page; its instances stop), takes a backup of what is about to
+be replaced (the "safety backup"), and the change is made. A failure up to
+there leaves the app serving, its instances never stopped, its data
+untouched; one in the safety backup discards the prepared copy, and the
+controller that asked for the restore resumes the app after it, whatever
+the outcome. A controller that cannot be told refuses the restore: a swap
+under a serving app would cut its connections with no maintenance page.
 
 PostgreSQL: the servicehost prepares an empty database (ServiceRestoreStep
 "prepare"); backupd loads the dump into it as its backup role and takes the
 restored copy's facts, which must match those taken when the backup was
 (row counts and per-table checksums). Only then is it swapped in ("swap":
-the app's old database is kept under another name); otherwise it is
-discarded and the restore fails with the differences, the app's data
-untouched. A point in time is first recovered from the base backup and WAL
-into a scratch server (roost.backups.pitr), dumped, and loaded the same way,
-its facts taken from the scratch copy; that recovery comes before the safety
-backup, so a time it refuses (between two generations of the cluster) costs
-nothing and changes nothing.
+the app's old database is kept under another name); otherwise, or when the
+app cannot be quiesced, it is discarded and the restore fails with why, the
+app's data untouched. A point in time is first recovered from the base
+backup and WAL into a scratch server (roost.backups.pitr), dumped, and
+loaded the same way, its facts taken from the scratch copy.
 
 Redis, data directories and git repositories are checked against their
 facts after they come out of the repository and before they are sent; the
@@ -50,6 +56,7 @@ from roost.wire.messages import (
     BackupRestore,
     BackupRestored,
     DataRestore,
+    HostRestoreApp,
     PgSource,
     RedisRestore,
     ServiceRestoreStep,
@@ -76,6 +83,10 @@ class Recovered:
 Recover = Callable[[str, str, datetime, Path], Awaitable[Recovered]]
 # app -> its point-in-time window (0, 0: none)
 Window = Callable[[str], Awaitable[tuple[float, float]]]
+# Called once the restored copy is sound, right before what the app uses is
+# replaced: quiesces the app and takes the safety backup; its id ("" when
+# none). RestoreRefused when it cannot: nothing is replaced then.
+BeforeChange = Callable[[], Awaitable[str]]
 
 
 def parse_at(text: str) -> datetime:
@@ -117,28 +128,33 @@ class Restorer:
         if msg.to and kind != "pgdump":
             raise RestoreRefused("--to restores a database: give a database backup's id")
         where = self._where(msg.app, kind)
-        safety = await self._safety(msg, kind)
+        before = _Once(lambda: self._before_change(msg, kind, where))
         try:
-            done = await self.from_repository(msg, rec, where)
+            done = await self.from_repository(msg, rec, where, before)
         except (RepoError, SourceError, FactsError, OSError) as exc:
             raise RestoreRefused(
                 f"{msg.app} was not restored: {exc}"
-                + (f" (backed up first: {safety})" if safety else "")
+                + (f" (backed up first: {before.result})" if before.result else "")
             ) from None
-        return msgspec.structs.replace(done, safety_backup=safety)
+        return msgspec.structs.replace(done, safety_backup=before.result)
 
     async def from_repository(
-        self, msg: BackupRestore, rec: Record, where: Where | None
+        self,
+        msg: BackupRestore,
+        rec: Record,
+        where: Where | None,
+        before_change: BeforeChange | None = None,
     ) -> BackupRestored:
         """`rec` out of the local repository into scratch, checked against
-        its facts and put back where `where` says (no safety backup: the
-        caller's). A host restore (hostrestore.py) uses it as it is."""
+        its facts and put back where `where` says, `before_change` called
+        right before anything is replaced. A host restore (hostrestore.py)
+        gives none: it quiesces each app itself and takes no safety backup."""
         scratch = self.jobs.layout.scratch / f"restore-{restore_id()}"
         try:
             restored = scratch / "restored"
             restored.mkdir(parents=True)
             await self.jobs.repos.local.restore(rec.snapshots["local"], restored)
-            return await self._put_back(msg, rec, restored, where, scratch)
+            return await self._put_back(msg, rec, restored, where, scratch, before_change)
         finally:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
 
@@ -156,10 +172,26 @@ class Restorer:
             raise RestoreRefused(f"{app} has no {needs} to restore into (add the service first)")
         return where
 
-    async def _safety(self, msg: BackupRestore, kind: BackupKind) -> str:
-        """A backup of what is about to be replaced ("" restoring elsewhere)."""
+    async def _before_change(
+        self, msg: BackupRestore, kind: BackupKind, where: Where | None
+    ) -> str:
+        """In place: the app quiesced, then the safety backup (module doc)."""
         if msg.to:
-            return ""
+            return ""  # a new database: nothing the app uses changes
+        pullers = self.jobs.pullers
+        holder = where.host if where is not None else "gateway"
+        try:
+            if pullers.cluster.of("controller"):  # (none: a backupd on its own, in tests)
+                await pullers.tell(HostRestoreApp(host=holder, app=msg.app, starting=True))
+        except SourceError as exc:
+            raise RestoreRefused(
+                f"{msg.app} was not restored: no controller could put it in maintenance "
+                f"({exc}); nothing was changed"
+            ) from None
+        return await self._safety(msg, kind)
+
+    async def _safety(self, msg: BackupRestore, kind: BackupKind) -> str:
+        """A backup of what is about to be replaced."""
         rec = await self.jobs.backup(kind, msg.app, "before restore")
         if rec.entry.state == "failed":
             raise RestoreRefused(
@@ -169,18 +201,26 @@ class Restorer:
         return "" if rec.entry.state == "skipped" else rec.id  # (nothing there to keep)
 
     async def _put_back(
-        self, msg: BackupRestore, rec: Record, restored: Path, where: Where | None, scratch: Path
+        self,
+        msg: BackupRestore,
+        rec: Record,
+        restored: Path,
+        where: Where | None,
+        scratch: Path,
+        before_change: BeforeChange | None,
     ) -> BackupRestored:
         app, kind, rid = msg.app, rec.entry.kind, restore_id()
+        before = before_change or _nothing
         if kind == "pgdump":
             assert where is not None
             facts = msgspec.convert(rec.facts, DbFacts)
-            return await self._load(msg, where, restored / "db.dump", facts, rec.id)
+            return await self._load(msg, where, restored / "db.dump", facts, rec.id, before)
         if kind == "redis":
             assert where is not None
             rdb = restored / "dump.rdb"
             if await asyncio.to_thread(drill.sha256_file, rdb) != rec.facts.get("sha256"):
                 raise RestoreRefused(f"{rec.id}'s RDB does not match its facts; nothing changed")
+            await before()
             await self.jobs.pullers.restore_redis(
                 where, RedisRestore(app=app, restore_id=rid, rdb=rdb.read_bytes())
             )
@@ -195,6 +235,7 @@ class Restorer:
                     f"{rec.id} does not match its facts: {drill.verdict(problems)}"
                 )
             archive = await asyncio.to_thread(pack, tree)
+            await before()
             await self.jobs.pullers.restore_data(
                 where, DataRestore(app=app, restore_id=rid, archive=archive)
             )
@@ -204,6 +245,7 @@ class Restorer:
         problems = drill.compare_refs(rec.facts.get("refs", {}), refs)
         if problems:
             raise RestoreRefused(f"{rec.id} does not match its facts: {drill.verdict(problems)}")
+        await before()
         await self.jobs.pullers.restore_repo(app, bundle.read_bytes())
         return BackupRestored(message=f"{app}'s git repository restored from {rec.id}")
 
@@ -221,24 +263,31 @@ class Restorer:
         where = self._where(msg.app, "pgdump")
         assert where is not None
         scratch = self.jobs.layout.scratch / f"pitr-{restore_id()}"
+        before = _Once(lambda: self._before_change(msg, "pgdump", where))
         try:
-            # Recovered into scratch before the safety backup: a time that
-            # falls between two of the cluster's generations (inside the
-            # window's span, outside each window) is refused having done
-            # nothing at all (clusters.py, pitr.generation_for).
+            # Recovered into scratch first: a time that falls between two of
+            # the cluster's generations (inside the window's span, outside
+            # each window) is refused having done nothing at all
+            # (clusters.py, pitr.generation_for).
             copy = await self.recover(msg.app, where.database, at, scratch)
-            safety = await self._safety(msg, "pgdump")
-            done = await self._load(msg, where, copy.dump, copy.facts, _iso(at.timestamp()))
+            when = _iso(at.timestamp())
+            done = await self._load(msg, where, copy.dump, copy.facts, when, before)
         except (RepoError, SourceError, FactsError, OSError) as exc:
             raise RestoreRefused(f"{msg.app} was not restored to {msg.at}: {exc}") from None
         finally:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
-        return msgspec.structs.replace(done, safety_backup=safety)
+        return msgspec.structs.replace(done, safety_backup=before.result)
 
     async def _load(
-        self, msg: BackupRestore, where: Where, dump: Path, facts: DbFacts, what: str
+        self,
+        msg: BackupRestore,
+        where: Where,
+        dump: Path,
+        facts: DbFacts,
+        what: str,
+        before_change: BeforeChange,
     ) -> BackupRestored:
-        """Prepare, load, verify, swap; or discard (see the module doc)."""
+        """Prepare, load, verify, quiesce, swap; or discard (see the module doc)."""
         assert where.postgres is not None
         pullers, rid = self.jobs.pullers, restore_id()
 
@@ -260,6 +309,14 @@ class Restorer:
                 f"the restored copy of {what} does not match its backup, so it was discarded and "
                 f"{msg.app}'s database was left as it was: {drill.verdict(problems)}"
             )
+        try:
+            await before_change()
+        except (RestoreRefused, SourceError) as exc:
+            await pullers.restore_step(where, step("discard"))
+            raise RestoreRefused(
+                f"{exc} (the restored copy of {what} was discarded; {msg.app}'s database "
+                "was left as it was)"
+            ) from None
         swapped = await pullers.restore_step(where, step("swap"))
         log.info("restored %s's database from %s into %s", msg.app, what, swapped.database)
         if msg.to:
@@ -269,6 +326,26 @@ class Restorer:
                 f"{msg.app}'s database restored from {what} (verified: {len(facts.tables)} tables)"
             )
         return BackupRestored(message=message, database=swapped.database, kept=swapped.kept)
+
+
+async def _nothing() -> str:
+    return ""
+
+
+class _Once:
+    """A BeforeChange that runs at most once, keeping its result (the safety
+    backup's id) for the answer and for a failure's message."""
+
+    def __init__(self, fn: BeforeChange) -> None:
+        self._fn = fn
+        self._done = False
+        self.result = ""
+
+    async def __call__(self) -> str:
+        if not self._done:
+            self._done = True
+            self.result = await self._fn()
+        return self.result
 
 
 async def pg_restore(source: PgSource, database: str, dump: Path) -> None:

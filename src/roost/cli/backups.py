@@ -229,9 +229,10 @@ def backups_restore(
 ) -> None:
     """Restore a backup (--id) or a point in time (--at) into the app.
 
-    In place, a backup is taken first, the app shows its maintenance page
-    while the restore runs, and the data it replaces is kept until the
-    restored copy is verified.
+    The backup is loaded and checked beside the app's data first, while the
+    app serves; a failure there leaves the app and its data as they were.
+    Then, in place, the app shows its maintenance page, what is replaced is
+    backed up and kept, and the data is swapped in.
     """
     if bool(backup_id) == bool(at):
         raise click.UsageError("give exactly one of --id and --at")
@@ -241,8 +242,8 @@ def backups_restore(
     what = backup_id or f"its database as at {at}"
     if not yes and not to:
         click.confirm(
-            f"Restore {name} to {what}? The app is suspended meanwhile; its current data is "
-            "backed up first and kept",
+            f"Restore {name} to {what}? The app is suspended while its data is replaced; "
+            "its current data is backed up first and kept",
             abort=True,
         )
     body = {"id": backup_id, "at": at, "to": to}

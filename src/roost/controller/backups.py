@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -311,6 +311,14 @@ def _timed_out(r: object) -> bool:
 
 
 # ------------------------------------------------------------------ pure
+
+
+def serving_again(placed: Sequence[str], states: Mapping[str, str], wanted: int) -> bool:
+    """Whether an app resumed after a restore runs again: the instances
+    placed for it (`placed`, their ids: the scheduler places an app's whole
+    formation at once) all report `up` in `states`, or it wants none
+    (`wanted`, its formation's total)."""
+    return wanted <= 0 or (bool(placed) and all(states.get(i) == "up" for i in placed))
 
 
 def parse_at(text: str) -> datetime:

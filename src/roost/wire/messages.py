@@ -1105,7 +1105,9 @@ class HostRestoreApp(Msg, frozen=True, kw_only=True):
     APP_SUSPENDED) when it did, Ok() when the app was suspended already or is
     unknown) or ended. At the end, the controller resumes it when every kind
     came back (`ok`) and it suspended it at the start (`resume`, from that
-    answer); an app that did not come back whole stays suspended."""
+    answer); an app that did not come back whole stays suspended. An app's
+    own restore in place sends the start alone, right before its data is
+    replaced: the controller that asked for the restore resumes it after."""
 
     host: str
     app: str

@@ -5,10 +5,15 @@ Every call goes to the backupds (roost.controller.backups: each entry
 names the backupd holding it, and "backupds" says which answered, an
 unreachable one shown so, never left out). A capture or restore
 is one long request (minutes), answered when it is done. A restore in place
-suspends the app (its maintenance page) for as long as it runs, and resumes
-it after, whatever the outcome, unless it was suspended before; what cannot
-be done as asked (an unknown id, a time outside the point-in-time window) is
-refused before anything changes, the app not even suspended.
+shows the app's maintenance page only while its data is replaced: backupd
+asks a controller to suspend it once the restored copy is sound, right
+before the swap (HostRestoreApp, roost.backups.restore), so a restore that
+fails before (a dump that does not load, a server that cannot be reached)
+leaves it serving, its instances never stopped; an app the restore
+suspended is resumed here after it, whatever the outcome, and the answer
+waits (a minute at most) for its instances to run again. What cannot be
+done as asked (an unknown id, a time outside the point-in-time window) is
+refused before anything changes.
 
 A platform may run without a backupd: the listings then answer 200 with
 "configured": false, no entries and a message saying nothing is backed up
@@ -18,6 +23,8 @@ A platform may run without a backupd: the listings then answer 200 with
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any
 
@@ -41,11 +48,18 @@ from roost.controller.backups import (
     check_restore,
     described,
     health,
+    serving_again,
 )
 from roost.controller.core import Controller
+from roost.controller.store import NotFound
 from roost.wire.messages import BackupEntry, BackupKind, BackupPolicySet
 
 router = APIRouter(prefix="/api")
+log = logging.getLogger("roost.controller")
+
+# An app a restore suspended is resumed, and its answer waits this long at
+# most for its instances to run again.
+RESUME_WAIT_S = 60
 
 
 def _backups(c: Controller) -> Backups:
@@ -138,19 +152,17 @@ async def restore(
     if problem:
         raise ApiError(422, problem)
     what = body.id or f"the time {body.at}"
-    in_place = not body.to
-    # The maintenance page while the data is swapped under the app.
-    suspend = in_place and not app.suspended
-    if suspend:
-        await lifecycle.set_suspended(c, app, True)
+    # Suspended by backupd's request right before the swap, not here (module doc).
+    resume = not body.to and not app.suspended
     try:
         done = await b.restore(app.name, body.id, body.at, body.to, listing)
     except BackupError as exc:
         await c.store.add_event("backup-restore-failed", f"{app.name}: {what}: {exc}", app.id)
         raise ApiError(exc.status, str(exc)) from None
     finally:
-        if suspend:
-            await lifecycle.set_suspended(c, app, False)
+        if resume:
+            # Shielded: a request cut short (its client gone) still resumes it.
+            await asyncio.shield(_resume_after_restore(c, app.name))
     await c.store.add_event("backup-restored", f"{app.name}: {what}: {done.message}", app.id)
     return {
         "app": app.name,
@@ -159,6 +171,31 @@ async def restore(
         "kept": done.kept,
         "safety_backup": done.safety_backup,
     }
+
+
+async def _resume_after_restore(c: Controller, name: str) -> None:
+    """The app out of maintenance, if the restore put it there, and running
+    again (its instances up, RESUME_WAIT_S at most) before the answer: a
+    restore's answer means the app serves."""
+    try:
+        app = await c.store.app(name)
+    except NotFound:
+        return  # deleted meanwhile
+    if not app.suspended:
+        return
+    await lifecycle.set_suspended(c, app, False)
+    if app.current_release is None:
+        return
+    wanted = sum((await c.store.formation(app.id)).values())
+    deadline = time.monotonic() + RESUME_WAIT_S
+    while time.monotonic() < deadline:
+        placed = [p.instance_id for p in await c.store.placements(name)]
+        statuses = c.soft.statuses()
+        states = {i: s.state for i in placed if (s := statuses.get(i)) is not None}
+        if serving_again(placed, states, wanted):
+            return
+        await asyncio.sleep(0.5)
+    log.warning("%s: resumed after its restore, not running again after %ds", name, RESUME_WAIT_S)
 
 
 class PolicyBody(BaseModel):
