@@ -303,3 +303,28 @@ def test_request_ids_count_in_hex_as_the_format_did() -> None:
 
     *ids, prefix = asyncio.run(make())
     assert ids == [b"%s-%x" % (prefix, n) for n in range(1, 70001)]
+
+
+def test_the_scanners_read_alike_as_plain_python_without_cython(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """scan.py uncompiled, where Cython is not even installed (its slices then
+    are Python's): the same answers as the module in use (compiled)."""
+    import importlib.util
+    import sys
+
+    import roost.router.scan as in_use
+
+    monkeypatch.setitem(sys.modules, "cython", None)  # (import cython fails)
+    spec = importlib.util.spec_from_file_location(
+        "_scan_plain", Path(in_use.__file__ or "").parent / "scan.py"
+    )
+    assert spec is not None and spec.loader is not None
+    plain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plain)
+    assert not plain.cython.compiled
+    for data in LANE + NOT_LANE:
+        assert plain.lane_request(data, 100) == in_use.lane_request(data, 100)
+        assert plain.sub(data, 3, 9) == in_use.sub(data, 3, 9) == data[3:9]
+    for data, _ in CUT:
+        assert plain.plain_response(data) == in_use.plain_response(data)

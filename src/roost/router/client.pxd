@@ -7,7 +7,7 @@ from roost.router.context cimport Context
 
 from roost.router.relay cimport Relay
 from roost.router.upstream cimport Upstream
-from roost.router.scan cimport lane_request, request_head
+from roost.router.scan cimport lane_request, request_head, sub
 from roost.router.table cimport AppEntry
 
 

@@ -30,7 +30,7 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 
 from roost.router.exchange import Exchange
 from roost.router.h1 import error_response
-from roost.router.scan import lane_request, request_head
+from roost.router.scan import lane_request, request_head, sub
 from roost.wire.messages import StaticRoute
 
 if TYPE_CHECKING:
@@ -274,7 +274,7 @@ class ClientConnection:
             return False  # (httptools and the callbacks refuse it)
         url_end, hs, he, as_, ae, rs, re_ = lane_request(data, ctx.max_headers)
         if url_end:
-            host = data[hs:he]
+            host = sub(data, hs, he)
             entry = ctx.host_cache.get(host, _MISS)
             if entry is _MISS:
                 entry = ctx.table.lookup(host)
@@ -330,10 +330,10 @@ class ClientConnection:
         cannot happen here (one Host, no framing, an origin-form target)."""
         ctx = self.ctx
         if data[0] == 71:  # "G"
-            ex = Exchange(self, ctx.clock(), data[4:url_end])
+            ex = Exchange(self, ctx.clock(), sub(data, 4, url_end))
             ex.method = b"GET"
         else:
-            ex = Exchange(self, ctx.clock(), data[5:url_end])
+            ex = Exchange(self, ctx.clock(), sub(data, 5, url_end))
             ex.method = b"HEAD"
         ex.head_done = True
         ex.body_done = True
@@ -342,14 +342,21 @@ class ClientConnection:
         ex.host = host
         ex.entry = entry
         if ae:
-            ex.agent = data[as_:ae]
+            ex.agent = sub(data, as_, ae)
         if re_:
-            ex.referer = data[rs:re_]
+            ex.referer = sub(data, rs, re_)
         rid = ctx.request_id()
         ex.rid = rid
         ex.pending.append(
             b"".join(
-                (data[: len(data) - 2], self.fwd_for, host, b"\r\nX-Request-Id: ", rid, b"\r\n\r\n")
+                (
+                    sub(data, 0, len(data) - 2),
+                    self.fwd_for,
+                    host,
+                    b"\r\nX-Request-Id: ",
+                    rid,
+                    b"\r\n\r\n",
+                )
             )
         )
         self.cur = self.active = ex

@@ -40,3 +40,6 @@ cpdef int _lane_kind(bytes name)
                as_=Py_ssize_t, ae=Py_ssize_t, rs=Py_ssize_t, re_=Py_ssize_t, kind=int,
                target=bytes, token=bytes, value=bytes, names=dict, name=bytes)
 cpdef (Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) lane_request(bytes data, Py_ssize_t max_headers)
+
+
+cpdef bytes sub(bytes data, Py_ssize_t start, Py_ssize_t stop)

@@ -19,6 +19,13 @@ from __future__ import annotations
 
 from roost.router.h1 import FORWARDED, HOP_BY_HOP
 
+try:
+    import cython
+except ImportError:  # (Cython is a build tool: the router runs as plain Python without it)
+    from types import SimpleNamespace
+
+    cython = SimpleNamespace(compiled=False)
+
 # Byte classes, one flag per byte value (indexable at C speed when compiled).
 _TOKEN = bytes(
     1 if (chr(c).isascii() and chr(c).isalnum()) or chr(c) in "!#$%&'*+-.^_`|~" else 0
@@ -164,7 +171,7 @@ def lane_request(data: bytes, max_headers: int) -> tuple[int, int, int, int, int
         # "Name: v": one space after the colon, then a value not starting blank
         if k == s or data[k] != 58 or data[k + 1] != 32:
             return 0, 0, 0, 0, 0, 0, 0
-        name = data[s:k]
+        name = sub(data, s, k)
         kind = names.get(name, -2)
         if kind == -2:
             kind = _lane_kind(name)
@@ -287,6 +294,17 @@ def plain_response(data: bytes) -> tuple[int, int, int, int]:
         ):
             return 0, 0, 0, 0
         k += 2
+
+
+def sub(data: bytes, start: int, stop: int) -> bytes:
+    """data[start:stop], for 0 <= start <= stop <= len(data) (unchecked).
+
+    Compiled, a bytes slice is a generic sequence slice (a slice object made
+    and taken apart for every one: about 8% of the plain path's user time,
+    measured); copying from the buffer makes the new bytes and nothing else."""
+    if cython.compiled:
+        return cython.cast(cython.p_char, data)[start:stop]
+    return data[start:stop]
 
 
 def _is(data: bytes, at: int, name: bytes) -> bool:
