@@ -27,9 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
+from roost.datadir.seaweed import Endpoint
 from tests.cluster.cluster import RoostCluster, running_cluster, wait_for
+from tests.cluster.harness import Host
+from tests.datadir.seaweedkit import listed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
@@ -126,6 +130,43 @@ def test_a_file_written_through_one_instance_is_served_by_the_other_at_once(
     served = _served_by_every_instance(rc, "/get/media/a.txt", "uploaded", 2)
     assert r.headers["X-Instance"] in served
     assert len(_up_hosts(rc)) == 2  # two runners, one instance each
+
+
+def test_both_filers_name_the_file_and_every_mount_follows_the_first(rc: RoostCluster) -> None:
+    """With the PostgreSQL state database the controller's filer and the
+    first storage host's (a runner's, as cluster init lists runners before
+    servicehosts) keep the tree in one store (datadir/weedstore.py): each
+    lists what the app wrote (test_shared_datadir_filers kills one). Every
+    mount, the second filer's host's too, is given its host's front
+    (datadir/filerfront.py), which holds its sessions with the first."""
+    plan = json.loads((rc.runners[0].data / "appdata.json").read_text())
+    assert plan["filers"] == [rc.controllers[0].ip, rc.runners[0].ip], plan["filers"]
+    for filer in plan["filers"]:
+        names = listed(Endpoint(filer, 7152), f"/{APP}/media/")
+        assert "a.txt" in names, (filer, names)
+    for host in [*rc.runners, *rc.servicehosts]:
+        # Sessions, not health checks (a connection held across both looks).
+        first = _front_sessions(rc, host)
+        time.sleep(0.5)
+        mounts, peers = _front_sessions(rc, host)
+        assert mounts and set(mounts) == {f"-filer={host.ip}:7153"}, (host.ip, mounts)
+        assert peers & first[1] == {rc.controllers[0].ip}, (host.ip, peers, first[1])
+
+
+def _front_sessions(rc: RoostCluster, host: Host) -> tuple[list[str], set[str]]:
+    """The -filer= of each weed mount on `host`, and the filers its front
+    holds established connections to (`ss` in the host's namespace)."""
+    mounts = []
+    for pid in rc.net.pids(host):
+        try:
+            argv = psutil.Process(pid).cmdline()
+        except psutil.Error:
+            continue
+        if len(argv) > 1 and argv[1] == "mount":
+            mounts += [a for a in argv if a.startswith("-filer=")]
+    ss = rc.net.run_in(host, ["ss", "-Htnp", "state", "established", "( dport = :17152 )"])
+    peers = {ln.split()[3].rsplit(":", 1)[0] for ln in ss.stdout.splitlines() if "haproxy" in ln}
+    return mounts, peers
 
 
 def test_rsync_up_through_the_gateway_is_read_through_the_app(site: Site, tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """A real SeaweedFS cluster on loopback for tests and bench/datadir.py: one
 master, N volume servers (placement 001: two copies), one filer, M FUSE
 mounts, each started by roost.datadir.seaweed's argv and stopped after
-(mounts unmounted, every process waited for)."""
+(mounts unmounted, every process waited for). Given a `FilerStore`, every
+filer keeps its metadata there (weedplan.filer_toml in its working
+directory), as a cluster with a PostgreSQL state database does."""
 
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from roost.datadir import seaweed
+from roost.datadir import filerfront, seaweed, weedplan
 from roost.datadir.seaweed import Endpoint
+from roost.datadir.weedplan import FilerStore
 from tests.conftest import wait_until
 
 START_S = 60.0
@@ -60,13 +63,25 @@ class Cluster:
     filer: Endpoint
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     mounts: list[Path] = field(default_factory=list)
+    store: FilerStore | None = None
 
-    def start(self, name: str, argv: list[str]) -> None:
+    def start(self, name: str, argv: list[str], cwd: Path | None = None) -> None:
         log = open(self.base / f"{name}.log", "ab")  # noqa: SIM115 (closed with the process)
         self.procs[name] = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd or self.base
         )
         log.close()
+
+    def start_filer(self, name: str, at: Endpoint) -> None:
+        """A filer in BASE/name: its embedded store there, or the shared one
+        (filer.toml, which `weed filer` reads from its working directory)."""
+        home = self.base / name
+        home.mkdir()
+        if self.store is not None:
+            (home / weedplan.STORE_FILE).write_text(weedplan.filer_toml(self.store))
+        argv = seaweed.filer_argv(seaweed.weed_binary(), at, self.master, home)
+        self.start(name, argv, cwd=home)
+        wait_until(lambda: _up(f"http://{at}/"), START_S, f"weed {name}")
 
     def kill(self, name: str) -> None:
         """SIGKILL a daemon (a host dying), and reap it."""
@@ -81,14 +96,26 @@ class Cluster:
         return sum(len(rack.get("DataNodes") or []) for dc in topo.get("DataCenters") or []
                    for rack in dc.get("Racks") or [])  # fmt: skip
 
-    def add_filer(self, name: str) -> Endpoint:
-        """Another filer with its own embedded store: filers find each other
-        through the master and replay each other's metadata changes."""
-        at = Endpoint(self.filer.ip, weed_port())
-        (self.base / name).mkdir()
-        self.start(name, seaweed.filer_argv(seaweed.weed_binary(), at, self.master,
-                                            self.base / name))  # fmt: skip
-        wait_until(lambda: _up(f"http://{at}/"), START_S, f"weed {name}")
+    def add_filer(self, name: str, ip: str = "") -> Endpoint:
+        """Another filer: with embedded stores, filers find each other
+        through the master and replay each other's metadata changes; with
+        the shared store, both read and write the same rows. Given `ip`
+        (another loopback address), on the first filer's ports there."""
+        at = Endpoint(ip, self.filer.port) if ip else Endpoint(self.filer.ip, weed_port())
+        self.start_filer(name, at)
+        return at
+
+    def front(self, name: str, filers: list[Endpoint]) -> Endpoint:
+        """A filer front (HAProxy, as each mounting host runs one: roost.
+        datadir.filerfront) to `filers`, the first preferred, on free ports."""
+        port = weed_port()
+        (ports,) = {f.port for f in filers}  # one port for every filer, as in a cluster
+        text = filerfront.config(self.filer.ip, [f.ip for f in filers], ports, port)
+        cfg = self.base / f"{name}.cfg"
+        cfg.write_text(text)
+        self.start(name, filerfront.argv("haproxy", str(cfg)))
+        at = filerfront.front(self.filer.ip, port)
+        wait_until(lambda: _up(f"http://{at}/"), START_S, f"filer front {name}")
         return at
 
     def mount(self, name: str, filers: list[Endpoint] | None = None) -> Path:
@@ -121,6 +148,20 @@ class Cluster:
         self.procs.clear()
 
 
+def listed(filer: Endpoint, directory: str) -> set[str]:
+    """The names the filer at `filer` holds in `directory` (from its store;
+    empty when it does not answer)."""
+    req = urllib.request.Request(
+        f"http://{filer}{directory}?limit=1000", headers={"Accept": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            entries = json.load(r).get("Entries") or []
+    except OSError:
+        return set()
+    return {e["FullPath"].rsplit("/", 1)[1] for e in entries}
+
+
 def _up(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2):
@@ -130,10 +171,12 @@ def _up(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def seaweed_cluster(base: Path, volumes: int = 2) -> Iterator[Cluster]:
+def seaweed_cluster(
+    base: Path, volumes: int = 2, store: FilerStore | None = None
+) -> Iterator[Cluster]:
     weed = seaweed.weed_binary()
     ip = "127.0.0.1"
-    c = Cluster(base, Endpoint(ip, weed_port()), Endpoint(ip, weed_port()))
+    c = Cluster(base, Endpoint(ip, weed_port()), Endpoint(ip, weed_port()), store=store)
     try:
         (base / "master").mkdir()
         c.start("master", seaweed.master_argv(weed, c.master, base / "master"))
@@ -143,9 +186,7 @@ def seaweed_cluster(base: Path, volumes: int = 2) -> Iterator[Cluster]:
             d.mkdir()
             c.start(f"volume{i}", seaweed.volume_argv(weed, Endpoint(ip, weed_port()), d, c.master))
         wait_until(lambda: c.data_nodes() == volumes, START_S, f"{volumes} volume servers")
-        (base / "filer").mkdir()
-        c.start("filer", seaweed.filer_argv(weed, c.filer, c.master, base / "filer"))
-        wait_until(lambda: _up(f"http://{c.filer}/"), START_S, "weed filer")
+        c.start_filer("filer", c.filer)
         yield c
     finally:
         c.stop()

@@ -8,44 +8,57 @@ for it, as a second filer's store would lag an acknowledged create by that
 much). A write needs the master too (each new chunk's volume is assigned
 by it): with the master gone the mount waits and fails, which is what a
 namespace test saw when the first controller host, master and filer both,
-was killed."""
+was killed.
+
+With a shared store (postgres2 in a real PostgreSQL, as a cluster with a
+PostgreSQL state database has: datadir/weedstore.py, controller/
+filerstore.py) there is no replay to wait for: A is killed right after the
+last write returned, and B has every file."""
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.request
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
+import sqlalchemy
 
-from roost.datadir.seaweed import Endpoint
+from roost.controller import filerstore
+from roost.datadir.weedplan import FilerStore
 from tests.conftest import wait_until
-from tests.datadir.seaweedkit import Cluster, seaweed_cluster, write_fsync
+from tests.datadir.seaweedkit import Cluster, listed, seaweed_cluster, write_fsync
+from tests.pgserver import postgres_server
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+def _fuse() -> None:
     if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
         pytest.fail("needs root and /dev/fuse (FUSE mounts); the suite runs as root")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    _fuse()
     with seaweed_cluster(tmp_path) as c:
         yield c
 
 
-def _listed(filer: Endpoint, directory: str) -> set[str]:
-    """The names a filer's own store holds in `directory`."""
-    req = urllib.request.Request(
-        f"http://{filer}{directory}?limit=1000", headers={"Accept": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            entries = json.load(r).get("Entries") or []
-    except OSError:
-        return set()
-    return {e["FullPath"].rsplit("/", 1)[1] for e in entries}
+@pytest.fixture
+def shared(tmp_path: Path) -> Iterator[Cluster]:
+    """Filers keeping the tree in one PostgreSQL store, made as a controller makes it."""
+    _fuse()
+    with postgres_server() as admin:
+        url = sqlalchemy.make_url(admin)
+        assert url.host is not None and url.port is not None
+        store = FilerStore(hosts=[url.host], port=url.port, password="filers_password_0123")
+        filerstore.ensure(admin, store)
+        with seaweed_cluster(tmp_path, store=store) as c:
+            yield c
 
 
 def test_a_mount_given_two_filers_writes_on_when_the_first_dies(cluster: Cluster) -> None:
@@ -55,7 +68,7 @@ def test_a_mount_given_two_filers_writes_on_when_the_first_dies(cluster: Cluster
     before = {f"before-{i}": os.urandom(20_000) for i in range(5)}
     for name, data in before.items():
         write_fsync(a / "shop" / name, data)
-    wait_until(lambda: _listed(second, "/shop/") >= set(before), 30, "filer2 to replay them")
+    wait_until(lambda: listed(second, "/shop/") >= set(before), 30, "filer2 to replay them")
 
     cluster.kill("filer")
     after = {f"after-{i}": os.urandom(20_000) for i in range(20)}
@@ -64,5 +77,86 @@ def test_a_mount_given_two_filers_writes_on_when_the_first_dies(cluster: Cluster
 
     # Another mount, of the second filer alone, reads every file back.
     b = cluster.mount("mount-b", filers=[second])
+    for name, data in {**before, **after}.items():
+        assert (b / "shop" / name).read_bytes() == data, name
+
+
+def _writer(tree: Path, stop: threading.Event, acked: dict[str, bytes], at: list[float]) -> None:
+    """fsync'd writes until `stop`: each one that returned is acknowledged
+    (with when it returned); one that failed is a failure to report."""
+    i = 0
+    while not stop.is_set():
+        name, data = f"w{i}", os.urandom(8_000 + i)
+        write_fsync(tree / name, data)
+        acked[name] = data
+        at.append(time.monotonic())
+        i += 1
+
+
+def test_mounts_through_fronts_follow_the_first_filer_and_move_together(shared: Cluster) -> None:
+    """Two hosts' mounts, each through its own front (datadir/filerfront.py),
+    both on filer A while it lives; A killed during fsync'd writes through
+    one: every write that returned is intact through the other, and writes
+    go on through B (the pause printed)."""
+    second = shared.add_filer("filer2", ip="127.0.0.2")
+    filers = [shared.filer, second]
+    x = shared.mount("mount-x", filers=[shared.front("front-x", filers)])
+    y = shared.mount("mount-y", filers=[shared.front("front-y", filers)])
+    assert _haproxy_peers(shared) == {shared.filer.ip}  # both fronts on A
+    (x / "shop").mkdir()
+    acked: dict[str, bytes] = {}
+    at: list[float] = []
+    stop = threading.Event()
+    t = threading.Thread(target=_writer, args=(x / "shop", stop, acked, at), daemon=True)
+    t.start()
+    wait_until(lambda: len(acked) >= 20, 60, "writes through A")
+    shared.kill("filer")
+    killed = time.monotonic()
+    n = len(acked)
+    wait_until(lambda: len(acked) >= n + 20, 60, "writes after A's death")
+    stop.set()
+    t.join(30)
+    assert not t.is_alive()  # no write failed (a failure would end the writer early)
+    pause = max(b - a for a, b in zip([killed, *at[n:]], at[n:], strict=False))
+    print(f"filer A killed: writes went on through B, the longest pause {pause:.1f}s")
+    assert _haproxy_peers(shared) == {second.ip}  # both fronts moved to B
+    for name, data in acked.items():
+        assert (y / "shop" / name).read_bytes() == data, name
+
+
+def _haproxy_peers(c: Cluster) -> set[str]:
+    """The filers the fronts hold connections to (the mounts' sessions;
+    health checks come and go), once they hold some."""
+
+    def peers() -> set[str]:
+        out: set[str] = set()
+        for name in ("front-x", "front-y"):
+            conns = psutil.Process(c.procs[name].pid).net_connections("tcp")
+            out |= {
+                cn.raddr.ip for cn in conns
+                if cn.raddr and cn.status == "ESTABLISHED" and cn.raddr.port == c.filer.port + 10000
+            }  # fmt: skip
+        return out
+
+    wait_until(lambda: len(peers()) == 1, 30, "the fronts on one filer")
+    return peers()
+
+
+def test_filers_sharing_a_postgres_store_lose_nothing_when_the_first_dies(
+    shared: Cluster,
+) -> None:
+    second = shared.add_filer("filer2")
+    a = shared.mount("mount-a", filers=[shared.filer, second])
+    (a / "shop").mkdir()
+    before = {f"before-{i}": os.urandom(20_000) for i in range(20)}
+    for name, data in before.items():
+        write_fsync(a / "shop" / name, data)
+    # At once: no replay between the filers to wait for, the rows are B's too.
+    shared.kill("filer")
+    assert listed(second, "/shop/") == set(before)
+    after = {f"after-{i}": os.urandom(20_000) for i in range(20)}
+    for name, data in after.items():
+        write_fsync(a / "shop" / name, data)  # through filer2
+    b = shared.mount("mount-b", filers=[second])
     for name, data in {**before, **after}.items():
         assert (b / "shop" / name).read_bytes() == data, name

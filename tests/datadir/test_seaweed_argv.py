@@ -29,3 +29,11 @@ def test_the_mount_keeps_no_writes_of_its_own(tmp_path: Path) -> None:
     # writes); a mount-wide -replication would override the filer's 001.
     assert not [a for a in argv if a.startswith(("-writebackCache", "-replication"))]
     assert "-allowOthers" in argv and "-umask=000" in argv
+
+
+def test_a_listing_answers_missing_for_one_second_at_most(tmp_path: Path) -> None:
+    # Past it, a name is looked up in the filer's store, which every create
+    # that returned is in: another host's file is seen at once
+    # (tests/cluster/test_shared_datadir.py), whichever filer took it.
+    argv = seaweed.mount_argv("weed", AT, tmp_path / "m", tmp_path / "c")
+    assert "-cacheMetaTtlSec=1" in argv

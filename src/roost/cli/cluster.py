@@ -299,8 +299,12 @@ def init(
     paired = len(service) >= 2
     sentinel = secrets.token_urlsafe(24) if paired else ""
     pairs, spare = pgpair.plan_pairs(service, statedb.etcd) if paired and statedb else ([], [])
+    # The shared tree's filers keep its metadata in a PostgreSQL state
+    # database (a role of their own: Patroni's bootstrap makes it there).
+    shared, no_shared = clusterdata.plan(hosts, shared_data, clusterdata.store_for(state_url))
+    if shared is not None and shared.store is not None and statedb and statedb.patroni:
+        statedb = msgspec.structs.replace(statedb, weed_password=shared.store.password)
     bundles = host_bundles(name, hosts, state_url, fernet, statedb, sentinel, pairs)
-    shared, no_shared = clusterdata.plan(hosts, shared_data)
     if shared is not None:
         clusterdata.add_to_bundles(bundles, hosts, shared)
     out.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 from collections.abc import Awaitable, Callable
@@ -12,7 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from roost import __version__
-from roost.controller import pgwatch, spare, upgrade
+from roost.controller import filerstore, pgwatch, spare, upgrade
 from roost.controller.acme import AcmeRunner
 from roost.controller.acme import settings_problem as acme_settings_problem
 from roost.controller.api.app import create_api
@@ -104,8 +105,10 @@ async def serve(
     # From here on the database is reached only through the async face.
     astore = AsyncStore(store)
     # A cluster's shared tree (datadir/weedplan.py): this host's SeaweedFS
-    # master and filer, if any, stopped with the controller.
-    async with node, weednode.running(data_dir, "controller", None, lambda: False):
+    # master and filer, if any, stopped with the controller; the filers'
+    # store in the state database made through its URL (filerstore.py).
+    filers = functools.partial(filerstore.keep_ensured, url)
+    async with node, weednode.running(data_dir, "controller", None, lambda: False, filers):
         controller = Controller(astore, settings, name)
         services = RpcClient(node, cluster.of("servicehost")) if cluster.of("servicehost") else None
         # Each servicehost on its own client: they hold different apps' data.

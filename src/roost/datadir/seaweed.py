@@ -33,6 +33,7 @@ from pathlib import Path
 
 REPLICATION = "001"  # two copies, on two servers of the same rack
 VOLUME_SIZE_MB = 256  # small volumes: a fresh cluster grows in small steps
+LISTING_TTL_S = 1  # how long a mount answers "missing" from a listing (mount_argv)
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,15 @@ def filer_argv(weed: str, at: Endpoint, master: Endpoint, store: Path) -> list[s
 def mount_argv(weed: str, filer: Endpoint, mountpoint: Path, cache: Path) -> list[str]:
     # allowOthers: the apps' own uids use their trees through this mount;
     # umask 0: the modes the app asks for are the modes it gets.
+    # cacheMetaTtlSec: a directory this mount has listed answers a name it
+    # does not hold as missing, from its cache, for this long (default 60 s),
+    # learning of other hosts' creates only from the filer's event stream
+    # (about 0.25 s behind, more under load); past it a lookup asks the
+    # filer's store, which has every create that returned. One second: a
+    # runner lists each app's tree when it starts an instance (chown).
     return [
         weed, "mount", f"-filer={filer}", f"-dir={mountpoint}", "-filer.path=/",
-        f"-cacheDir={cache}", "-allowOthers", "-umask=000",
+        f"-cacheDir={cache}", "-allowOthers", "-umask=000", f"-cacheMetaTtlSec={LISTING_TTL_S}",
     ]  # fmt: skip
 
 

@@ -25,19 +25,21 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import psutil
 
-from roost.datadir import seaweed, weedplan, weedwatch
+from roost.datadir import filerfront, seaweed, weedplan, weedwatch
 from roost.datadir.seaweed import Endpoint
-from roost.datadir.weedplan import PLAN_FILE, Program, WeedPlan
+from roost.datadir.weedplan import PLAN_FILE, FilerStore, Program, WeedPlan
 from roost.proc.backoff import Backoff
 from roost.proc.exits import ConfigError
 
@@ -261,12 +263,58 @@ class WeedNode:
             log.info("weed %s stopped", part.program.name)
 
 
+def write_store(plan: WeedPlan, role: str, data_dir: Path) -> None:
+    """The filer's filer.toml (0600: its password) in its working directory
+    when the plan gives the filers a shared store; none otherwise, so the
+    filer keeps its embedded store."""
+    path = weedplan.home(data_dir) / weedplan.STORE_FILE
+    if plan.store is None or "filer" not in weedplan.parts_for(plan, role):
+        if plan.store is None:
+            path.unlink(missing_ok=True)
+        return
+    try:
+        text = weedplan.filer_toml(plan.store)
+    except weedplan.PlanError as exc:
+        raise ConfigError(f"{data_dir / PLAN_FILE}: {exc}") from None
+    _write_private(path, text)
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def write_front(plan: WeedPlan, role: str, data_dir: Path) -> str:
+    """The filer front's configuration, when this role runs one; the
+    HAProxy binary it is run with ("" when none)."""
+    if "front" not in weedplan.parts_for(plan, role):
+        return ""
+    haproxy = shutil.which("haproxy") or ""
+    if not haproxy:
+        raise ConfigError(
+            f"the shared tree ({data_dir / PLAN_FILE}) has two filers, reached through "
+            "HAProxy on this host: install haproxy"
+        )
+    _write_private(weedplan.home(data_dir) / filerfront.CONFIG_FILE, weedplan.front_config(plan))
+    return haproxy
+
+
 @contextlib.asynccontextmanager
 async def running(
-    data_dir: Path, role: str, mountpoint: Path | None, keep: Callable[[], bool]
+    data_dir: Path,
+    role: str,
+    mountpoint: Path | None,
+    keep: Callable[[], bool],
+    prepare_store: Callable[[FilerStore], Coroutine[Any, Any, None]] | None = None,
 ) -> AsyncIterator[WeedNode | None]:
     """This role's SeaweedFS parts on this host, kept running inside the
-    block (None when it has none); stopped on leaving unless `keep()`."""
+    block (None when it has none); stopped on leaving unless `keep()`.
+    `prepare_store`: run beside them when this role runs a filer whose
+    store is shared (the controller makes its database and role)."""
     plan = await asyncio.to_thread(load, data_dir)
     if plan is None or not weedplan.parts_for(plan, role):
         yield None
@@ -276,9 +324,15 @@ async def running(
     except FileNotFoundError as exc:
         raise ConfigError(f"the shared tree ({data_dir / PLAN_FILE}): {exc}") from None
     point = mountpoint or (data_dir / "appdata")
-    node = WeedNode(weedplan.programs(plan, role, weed, data_dir, point), data_dir, point)
+    await asyncio.to_thread(write_store, plan, role, data_dir)
+    haproxy = await asyncio.to_thread(write_front, plan, role, data_dir)
+    progs = weedplan.programs(plan, role, weed, data_dir, point, haproxy or "haproxy")
+    node = WeedNode(progs, data_dir, point)
     log.info("shared tree: %s runs %s", role, ", ".join(p.program.name for p in node.parts))
     tasks = [asyncio.create_task(node.run(), name="weed")]
+    if prepare_store and plan.store and "filer" in weedplan.parts_for(plan, role):
+        # The filers retry until their database and role exist.
+        tasks.append(asyncio.create_task(prepare_store(plan.store), name="weed-store"))
     if "master" in weedplan.parts_for(plan, role):
         # The master here lets go of a silent host's volume server at once
         # (weedwatch.py), not after gRPC keepalive's 80 s.

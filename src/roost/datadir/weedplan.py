@@ -8,36 +8,49 @@ lines (`programs`) from that file alone and supervises them
 
   master   on the controller hosts: three when there are three or more
            (Raft: one may die), else one on the first
-  filer    one, on the first controller host, its metadata in its own
-           embedded store. Not two: `weed mount` (4.48) does not fail over
-           to a second filer (tried: with the first killed, a write through
-           the mount failed with EIO and the other mount never saw the
-           file), so a second filer would add a process and no availability
+  filer    with a PostgreSQL state database: two, keeping the tree's
+           metadata in one store of their own in that PostgreSQL
+           (`postgres2`: a database and role of their own, made by
+           Patroni's bootstrap or the controller, roost.datadir.weedstore),
+           on the first two controller hosts, else on the controller host
+           and the first storage host; every mount reaches them through
+           its host's front, so all follow the first while it lives and
+           the second while it does not (roost.datadir.filerfront).
+           With SQLite state: one, on the first controller host, its
+           metadata in its own embedded store (that host's loss loses the
+           tree's names: two filers with stores of their own replay each
+           other's changes late, so a file created just before one died
+           could be missing from the other)
   volume   on every servicehost and runner host: placement 001 puts each
            file on two of them, and a third keeps new writes going while
            one is down
+  front    with two filers, on every host that mounts: HAProxy handing
+           the mounts' filer connections to the first filer, else the
+           second (filerfront.py)
   mount    `weed mount` at the apps' data root on every servicehost and
            runner host (the gateways relay rsync/scp/sftp to the
            servicehost, which reads the tree itself: a gateway host needs
            no mount)
 
 On a host that runs several roles, the controller owns the master and the
-filer, the servicehost (else the runner) the volume server and the mount,
-so that one process supervises each.
+filer, the servicehost (else the runner) the volume server, the front
+and the mount (and a filer on a host without a controller), so that one process
+supervises each.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
 
-from roost.datadir import seaweed
+from roost.datadir import filerfront, seaweed
 from roost.datadir.seaweed import Endpoint
 
 PLAN_FILE = "appdata.json"
-PARTS = ("master", "filer", "volume", "mount")
+PARTS = ("master", "filer", "volume", "front", "mount")
 # One on the first controller, or three for a Raft majority that outlives one.
 RAFT_MASTERS = 3
 # Below this, placement 001 (two copies on two servers) cannot place a file.
@@ -48,10 +61,27 @@ class PlanError(ValueError):
     """The hosts named cannot hold a shared tree."""
 
 
+# The filers' own database and role in the state database's PostgreSQL.
+STORE_NAME = "roost_weed"
+FILERS = 2
+
+
+class FilerStore(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the filers keep the tree's metadata: SeaweedFS's `postgres2`."""
+
+    hosts: list[str]  # PostgreSQL's hosts (two under Patroni: the writable one is used)
+    port: int
+    database: str = STORE_NAME
+    user: str = STORE_NAME
+    password: str = ""  # only in the bundles of the hosts that run a filer
+
+
 class WeedPlan(msgspec.Struct, frozen=True, kw_only=True):
     masters: list[str]
-    filer: str
+    filer: str  # the first filer (what an older reader runs and mounts)
     volumes: list[str]  # volume server and mount hosts
+    filers: list[str] = []  # every filer, the first first ([] in an older file: `filer`)
+    store: FilerStore | None = None  # None: each filer's embedded store
     host: str = ""  # whose file this is ("" in the plan itself)
     roles: list[str] = []  # this host's roles (who owns which part)
     # Fixed ports, as the address book's; weed's gRPC port is each +10000.
@@ -60,8 +90,11 @@ class WeedPlan(msgspec.Struct, frozen=True, kw_only=True):
     filer_port: int = 7152
 
 
-def new_plan(controllers: list[str], storage: list[str]) -> WeedPlan:
-    """The plan for these controller and storage (servicehost and runner) hosts."""
+def new_plan(
+    controllers: list[str], storage: list[str], store: FilerStore | None = None
+) -> WeedPlan:
+    """The plan for these controller and storage (servicehost and runner)
+    hosts; two filers sharing `store` when one is given, else one."""
     if not controllers:
         raise PlanError("a shared tree needs a controller host for its master")
     volumes = list(dict.fromkeys(storage))
@@ -71,25 +104,53 @@ def new_plan(controllers: list[str], storage: list[str]) -> WeedPlan:
             f"got {len(volumes)}"
         )
     masters = controllers[:RAFT_MASTERS] if len(controllers) >= RAFT_MASTERS else controllers[:1]
-    return WeedPlan(masters=list(masters), filer=controllers[0], volumes=volumes)
+    if store is None:
+        filers = controllers[:1]
+    else:
+        # A second controller host, else the first storage host that is not
+        # the first controller's: never both filers on one host.
+        others = [h for h in [*controllers[1:], *volumes] if h != controllers[0]]
+        filers = [controllers[0], *others[: FILERS - 1]]
+    return WeedPlan(
+        masters=list(masters), filer=filers[0], filers=filers, volumes=volumes, store=store
+    )
+
+
+def filers_of(plan: WeedPlan) -> list[str]:
+    return plan.filers or [plan.filer]
+
+
+def mount_filer(plan: WeedPlan) -> str:
+    """`weed mount -filer=`'s value on this host: the one filer, or this
+    host's front to the two (filerfront.py says why not both)."""
+    if len(filers_of(plan)) > 1:
+        return str(filerfront.front(plan.host))
+    return str(Endpoint(filers_of(plan)[0], plan.filer_port))
 
 
 def hosts_of(plan: WeedPlan) -> list[str]:
-    return list(dict.fromkeys([*plan.masters, plan.filer, *plan.volumes]))
+    return list(dict.fromkeys([*plan.masters, *filers_of(plan), *plan.volumes]))
 
 
 def for_host(plan: WeedPlan, host: str, roles: list[str]) -> WeedPlan:
     if host not in hosts_of(plan):
         raise PlanError(f"{host} runs no part of the shared tree")
-    return msgspec.structs.replace(plan, host=host, roles=list(roles))
+    store = plan.store
+    if store is not None and host not in filers_of(plan):
+        store = msgspec.structs.replace(store, password="")  # a filer's secret
+    return msgspec.structs.replace(plan, host=host, roles=list(roles), store=store)
 
 
 def owner(plan: WeedPlan, part: str) -> str:
     """The role on this host that runs `part` ("" when none here does)."""
-    if part in ("master", "filer"):
-        here = plan.host in plan.masters if part == "master" else plan.host == plan.filer
-        return "controller" if here and "controller" in plan.roles else ""
-    if plan.host not in plan.volumes:
+    if part == "master":
+        return "controller" if plan.host in plan.masters and "controller" in plan.roles else ""
+    if part == "filer":
+        if plan.host not in filers_of(plan):
+            return ""
+        if "controller" in plan.roles:
+            return "controller"
+    elif plan.host not in plan.volumes or (part == "front" and len(filers_of(plan)) < 2):
         return ""
     for role in ("servicehost", "runner"):
         if role in plan.roles:
@@ -117,8 +178,11 @@ def home(data_dir: Path) -> Path:
     return data_dir / "weed"
 
 
-def programs(plan: WeedPlan, role: str, weed: str, data_dir: Path, mount: Path) -> list[Program]:
-    """`role`'s processes on this host; their directories live under DATA/weed."""
+def programs(
+    plan: WeedPlan, role: str, weed: str, data_dir: Path, mount: Path, haproxy: str = "haproxy"
+) -> list[Program]:
+    """`role`'s processes on this host; their directories live under DATA/weed
+    (the front's configuration too: `front_config`)."""
     base = home(data_dir)
     me = plan.host
     masters = ",".join(str(Endpoint(h, plan.master_port)) for h in plan.masters)
@@ -137,8 +201,67 @@ def programs(plan: WeedPlan, role: str, weed: str, data_dir: Path, mount: Path) 
             at = Endpoint(me, plan.volume_port)
             argv = seaweed.volume_argv(weed, at, base / "volume", first_master)
             argv = _replace(argv, "-mserver", masters)
+        elif part == "front":
+            argv = filerfront.argv(haproxy, str(base / filerfront.CONFIG_FILE))
         else:
             filer = Endpoint(plan.filer, plan.filer_port)
             argv = seaweed.mount_argv(weed, filer, mount, base / "mount-cache")
+            argv = _replace(argv, "-filer", mount_filer(plan))
         out.append(Program(part, argv))
     return out
+
+
+def front_config(plan: WeedPlan) -> str:
+    """This host's filer front's configuration (the filers in plan order)."""
+    return filerfront.config(plan.host, filers_of(plan), plan.filer_port)
+
+
+STORE_FILE = "filer.toml"  # read by `weed filer` from its working directory (DATA/weed)
+
+
+def _quoted(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.,:\[\]-]*", value):
+        raise PlanError(f"the filer store: {value!r} is not a host, name or token")
+    return f'"{value}"'
+
+
+def filer_toml(store: FilerStore) -> str:
+    """The filers' `postgres2` store. pgx (4.48's driver) takes a host list
+    and tries each; `target_session_attrs` keeps the writable one (Patroni's
+    primary, wherever it is): postgres2 has no field for it, and appends the
+    hostname to its key=value connection string as it is."""
+    if not store.hosts:
+        raise PlanError("the filer store names no PostgreSQL host")
+    hosts = ",".join(_quoted(h)[1:-1] for h in store.hosts)
+    if len(store.hosts) > 1:
+        hosts += " target_session_attrs=read-write"
+    return "\n".join(
+        [
+            "# Written by roost from appdata.json: the tree's metadata in PostgreSQL.",
+            "[postgres2]",
+            "enabled = true",
+            'createTable = """',
+            '  CREATE TABLE IF NOT EXISTS "%s" (',
+            "    dirhash BIGINT, name VARCHAR(65535), directory VARCHAR(65535), meta bytea,",
+            "    PRIMARY KEY (dirhash, name)",
+            "  );",
+            '"""',
+            f'hostname = "{hosts}"',
+            f"port = {int(store.port)}",
+            f"username = {_quoted(store.user)}",
+            f"password = {_quoted(store.password)}",
+            f"database = {_quoted(store.database)}",
+            'schema = ""',
+            'sslmode = "prefer"',
+            "connection_max_idle = 4",
+            "connection_max_open = 16",
+            "connection_max_lifetime_seconds = 300",
+            "enableUpsert = true",
+            'upsertQuery = """',
+            '  INSERT INTO "%[1]s" (dirhash, name, directory, meta) VALUES($1, $2, $3, $4)',
+            "  ON CONFLICT (dirhash, name) DO UPDATE SET",
+            "    directory=EXCLUDED.directory, meta=EXCLUDED.meta",
+            '"""',
+            "",
+        ]
+    )

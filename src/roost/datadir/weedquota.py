@@ -69,6 +69,7 @@ def app_argv(data_dir: Path, root: Path, app: str, quota_mb: int) -> list[str]:
     cache = weedplan.home(data_dir) / "mount-cache" / app
     argv = seaweed.mount_argv(seaweed.weed_binary(), filer, tree, cache)
     argv = [f"-filer.path=/{app}" if a.startswith("-filer.path=") else a for a in argv]
+    argv = [f"-filer={weedplan.mount_filer(plan)}" if a.startswith("-filer=") else a for a in argv]
     return [*argv, f"-collection={app}", f"-collectionQuotaMB={quota_mb}", "-df.logical"]
 
 

@@ -42,6 +42,7 @@ ACCOUNT = "roost"
 SUPERUSER = patroni.SUPERUSER
 REPLICATOR = patroni.REPLICATOR
 REST_USER = patroni.REST_USER
+WEED_ACCOUNT = "roost_weed"  # the shared tree's filers' (datadir/weedplan.STORE_NAME)
 
 
 class PlanError(ValueError):
@@ -65,6 +66,10 @@ class StateDbPlan(msgspec.Struct, frozen=True, kw_only=True):
     replication_password: str = ""
     roost_password: str = ""
     rest_password: str = ""
+    # The shared tree's filers' own role and database (roost.datadir.weedstore;
+    # "" when cluster init gave them none): made here, as the controllers'
+    # account cannot make a role.
+    weed_password: str = ""
 
 
 def new_plan(
@@ -129,6 +134,7 @@ def for_host(plan: StateDbPlan, host: str) -> StateDbPlan:
         replication_password="",
         roost_password="",
         rest_password="",
+        weed_password="",
     )
 
 
@@ -188,7 +194,15 @@ def bootstrap_sql(plan: StateDbPlan) -> str:
     """Run once, by the first primary after initdb: the controllers' account and database."""
     if not re.fullmatch(r"[A-Za-z0-9_-]+", plan.roost_password):
         raise PlanError("the roost account's password must be URL-safe base64")
-    return (
+    sql = (
         f"CREATE ROLE {ACCOUNT} LOGIN PASSWORD '{plan.roost_password}';\n"
         f"CREATE DATABASE {DATABASE} OWNER {ACCOUNT};\n"
     )
+    if plan.weed_password:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", plan.weed_password):
+            raise PlanError("the filers' password must be URL-safe base64")
+        sql += (
+            f"CREATE ROLE {WEED_ACCOUNT} LOGIN PASSWORD '{plan.weed_password}';\n"
+            f"CREATE DATABASE {WEED_ACCOUNT} OWNER {WEED_ACCOUNT};\n"
+        )
+    return sql
