@@ -25,6 +25,8 @@ from roost.wire.messages import AppRoute, Backend
 
 LANE = [
     b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHOST: a\r\nuser-AGENT: u\r\nREFERER: r\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHosts: x\r\nHost: a\r\nReferers: y\r\nUser-Agents: z\r\n\r\n",
     b"HEAD /x/y?q=1&r=%20 HTTP/1.1\r\nHost: a\r\nUser-Agent: wrk/4 (x; y)\r\n\r\n",
     b"GET /p HTTP/1.1\r\nUser-Agent: one\r\nhOsT: a.example:8080\r\nAccept: */*\r\n"
     b"Authorization: Basic dTpw\r\nReferer: http://r/\r\nUser-Agent: two\r\n\r\n",
@@ -32,6 +34,7 @@ LANE = [
 
 NOT_LANE = [
     b"GET / HTTP/1.1\r\n\r\n",  # no Host: the general path answers 400
+    b"GET / HTTP/1.1\r\nHosts: a\r\n\r\n",
     b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",  # two: 400 there too
     b"GET / HTTP/1.1\r\nHost:a\r\n\r\n",  # forwarded as "Host: a": rebuilt
     b"GET / HTTP/1.1\r\nHost:  a\r\n\r\n",

@@ -38,6 +38,7 @@ cpdef int _lane_kind(bytes name)
 @cython.locals(n=Py_ssize_t, k=Py_ssize_t, s=Py_ssize_t, v=Py_ssize_t, url_end=Py_ssize_t,
                count=Py_ssize_t, hosts=Py_ssize_t, hs=Py_ssize_t, he=Py_ssize_t,
                as_=Py_ssize_t, ae=Py_ssize_t, rs=Py_ssize_t, re_=Py_ssize_t, kind=int,
+               size=Py_ssize_t, c=int,
                target=bytes, token=bytes, value=bytes, names=dict, name=bytes)
 cpdef (Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t) lane_request(bytes data, Py_ssize_t max_headers)
 

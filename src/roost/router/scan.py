@@ -171,12 +171,23 @@ def lane_request(data: bytes, max_headers: int) -> tuple[int, int, int, int, int
         # "Name: v": one space after the colon, then a value not starting blank
         if k == s or data[k] != 58 or data[k + 1] != 32:
             return 0, 0, 0, 0, 0, 0, 0
-        name = sub(data, s, k)
-        kind = names.get(name, -2)
-        if kind == -2:
-            kind = _lane_kind(name)
-        if kind < 0:
-            return 0, 0, 0, 0, 0, 0, 0
+        # The headers the lane reads are told apart in place; others by
+        # their raw name (a slice and a probe, cached by name).
+        size = k - s
+        c = data[s] | 32
+        if c == 104 and size == 4 and _is(data, s, b"host"):  # "h"
+            kind = _HOST
+        elif c == 117 and size == 10 and _is(data, s, b"user-agent"):  # "u"
+            kind = _AGENT
+        elif c == 114 and size == 7 and _is(data, s, b"referer"):  # "r"
+            kind = _REFERER
+        else:
+            name = sub(data, s, k)
+            kind = names.get(name, -2)
+            if kind == -2:
+                kind = _lane_kind(name)
+            if kind < 0:
+                return 0, 0, 0, 0, 0, 0, 0
         k += 2
         v = k
         while value[data[k]]:
