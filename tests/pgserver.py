@@ -3,7 +3,6 @@ state database on PostgreSQL (cluster mode)."""
 
 from __future__ import annotations
 
-import atexit
 import glob
 import os
 import pwd
@@ -50,47 +49,29 @@ def postgres_server(listen: str = "127.0.0.1", parent: Path | None = None) -> It
         shutil.rmtree(base, ignore_errors=True)
 
 
-_TEMPLATE: list[Path] = []  # this process's initdb'd data directory, once made
-
-
-def _template() -> Path:
-    """A data directory initdb made once for this test process: each server
-    starts from a copy (cp -a: a third of initdb's CPU, which was the
-    larger part of a server's start), removed when the process exits."""
-    if not _TEMPLATE:
-        base = Path(tempfile.mkdtemp(prefix="roost-pgtemplate-"))
-        atexit.register(shutil.rmtree, base, ignore_errors=True)
-        data = base / "pgdata"
-        data.mkdir()
-        who = _as_postgres()
-        if who:
-            for p in (base, data):
-                os.chown(p, who["user"], who["group"])  # type: ignore[arg-type]
-        # --no-sync: a throwaway server (it runs with fsync=off too); flushing
-        # initdb's files was seconds of every start on a busy disk.
-        initdb = [pg_bin("initdb"), "-D", str(data), "-U", "roost", "--auth=trust", "-E", "UTF8"]
-        subprocess.run(
-            [*initdb, "--no-sync"],
-            check=True,
-            capture_output=True,
-            **who,  # type: ignore[arg-type]
-        )
-        _TEMPLATE.append(data)
-    return _TEMPLATE[0]
-
-
 @contextmanager
 def _server(base: Path, listen: str) -> Iterator[str]:
     data = base / "pgdata"
+    data.mkdir(parents=True)
     sock = base / "sock"
     sock.mkdir()
     who = _as_postgres()
     if who:
-        for p in (base, sock):
+        os.chown(base, who["user"], who["group"])  # type: ignore[arg-type]
+        for p in (data, sock):
             os.chown(p, who["user"], who["group"])  # type: ignore[arg-type]
-    # Owners and modes kept: PostgreSQL refuses a data directory not its user's
-    # or open to others.
-    subprocess.run(["cp", "-a", str(_template()), str(data)], check=True, capture_output=True)
+    # --no-sync: a throwaway server (it runs with fsync=off too); flushing
+    # initdb's files was seconds of every start on a busy disk. An initdb
+    # each, not a copy of one: initdb gives each cluster its own system
+    # identifier, which backupd tells clusters apart by (a copied template
+    # made every server of the process the same cluster to Barman).
+    initdb = [pg_bin("initdb"), "-D", str(data), "-U", "roost", "--auth=trust", "-E", "UTF8"]
+    subprocess.run(
+        [*initdb, "--no-sync"],
+        check=True,
+        capture_output=True,
+        **who,  # type: ignore[arg-type]
+    )
     port = free_port()
     proc = subprocess.Popen(
         [
