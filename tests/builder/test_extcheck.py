@@ -181,6 +181,51 @@ async def test_a_tree_scanned_early_is_not_scanned_again_and_its_problems_count(
     assert lines == ["       1 shared objects load on the runner stack"]
 
 
+async def test_a_layer_that_passed_is_not_scanned_again_one_that_failed_is(
+    tmp_path: Path, absent: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reused dependency layer (a code-only deploy) keeps its verdict, for this check
+    and this runner stack only; the checkout is scanned every time."""
+    layer, app = tmp_path / "layer", tmp_path / "app"
+    cc(layer / "venv" / "ok.so", "-lz")
+    cc(app / "mine.so", "-lz")
+    scanned: list[str] = []
+    real = extcheck.scan_tree
+    monkeypatch.setattr(
+        extcheck, "scan_tree", lambda root, label: scanned.append(label) or real(root, label)
+    )
+    trees = [("venv", layer / "venv"), ("app", app)]
+
+    async def step() -> list[str]:
+        lines: list[str] = []
+        early = extcheck.EarlyScan()
+        try:
+            await extcheck.check_layer_and_code(trees, lines.append, early, layer, "venv")
+        finally:
+            await early.close()
+        return lines
+
+    assert not extcheck.passed(layer)
+    await step()
+    assert scanned == ["venv", "app"] and extcheck.passed(layer)
+    scanned.clear()
+    assert "venv not scanned again" in (await step())[0] and scanned == ["app"]
+    # Another runner stack (a builder upgrade): the verdict no longer holds.
+    monkeypatch.setattr(extcheck, "RUNNER_SONAMES", extcheck.RUNNER_SONAMES | {"libnew.so.1"})
+    assert not extcheck.passed(layer)
+    scanned.clear()
+    await step()
+    assert scanned == ["venv", "app"] and extcheck.passed(layer)
+    # A layer that fails records nothing and fails again.
+    (layer / extcheck.PASSED).unlink()
+    uses_absent(layer / "venv" / "bad.so", absent)
+    for _ in range(2):
+        scanned.clear()
+        with pytest.raises(BuildError, match=r"needs libabsent\.so\.1"):
+            await step()
+        assert scanned == ["venv", "app"] and not extcheck.passed(layer)
+
+
 def _ldconfig() -> dict[str, str]:
     out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=True).stdout
     return dict(re.findall(r"^\s+(\S+) \(libc6,x86-64[^)]*\) => (\S+)$", out, re.M))

@@ -19,11 +19,19 @@ not have"), instead of an instance crashing at import on a runner. A `.so`
 that starts like ELF but does not hold together fails it too. Files are
 opened without following links and read in bounded pieces
 (roost.builder.elfdeps); nothing of them runs.
+
+A dependency layer that passed is not scanned again when a later build
+reuses it (a code-only deploy: 0.09-0.22 s of a 0.16-0.41 s build,
+measured): `passed` records, in the layer's directory (the builder's, out
+of the build user's reach), what the verdict depended on besides the
+layer's files, which no one changes once it is ready: this check's format
+and the runner stack. A layer that failed is scanned, and fails, again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import posixpath
 import re
@@ -34,12 +42,15 @@ from pathlib import Path
 
 from roost.builder.elfdeps import DynamicInfo, ElfError, read_dynamic
 from roost.builder.errors import BuildError
-from roost.builder.stacks import runner_has
+from roost.builder.stacks import RUNNER_SONAMES, runner_has
 
 _SHARED_OBJECT = re.compile(r"\.so(\.[0-9][0-9A-Za-z.]*)?$")
 _ORIGIN = re.compile(r"^\$(ORIGIN|\{ORIGIN\})(?=/|$)")
 # Lines of problems shown in the build log before "... and N more".
 _SHOWN = 20
+# Bump when what a scan checks changes: layers' recorded verdicts are then stale.
+CHECK_FORMAT = 1
+PASSED = "extensions-passed"
 
 
 @dataclass
@@ -189,6 +200,40 @@ class EarlyScan:
         finally:
             if task.done() and not task.cancelled():
                 task.exception()  # retrieved: a failed scan is its step's to report
+
+
+def verdict_key() -> str:
+    """What a passed scan depended on besides the files: this check and the runner stack."""
+    h = hashlib.sha256(f"{CHECK_FORMAT}".encode())
+    for soname in sorted(RUNNER_SONAMES):
+        h.update(b"\0" + soname.encode())
+    return h.hexdigest()
+
+
+def passed(layer: Path) -> bool:
+    """Whether the layer at `layer` passed this check, with today's runner stack."""
+    try:
+        return (layer / PASSED).read_text() == verdict_key()
+    except OSError:
+        return False
+
+
+async def check_layer_and_code(
+    trees: list[tuple[str, Path]],
+    log: Callable[[str], None],
+    early: EarlyScan,
+    layer: Path,
+    layer_label: str,
+) -> None:
+    """The step as a build runs it: the layer's tree (`layer_label`) only when it has
+    not passed before; a pass is recorded in `layer` (see the module's docstring)."""
+    if passed(layer):
+        trees = [(label, root) for label, root in trees if label != layer_label]
+        log(f"       the dependency layer passed when it was made: {layer_label} not scanned again")
+    await check_image(trees, log, early)
+    tmp = layer / f"{PASSED}.tmp"
+    tmp.write_text(verdict_key())
+    os.replace(tmp, layer / PASSED)
 
 
 async def check_image(

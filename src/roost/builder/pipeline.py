@@ -455,7 +455,9 @@ class Build:
                 self.ws.layers_in_use[key] = n
 
     async def extensions(self) -> None:
-        await extcheck.check_image(self.trees, self.log, self._venv_scan)
+        await extcheck.check_layer_and_code(
+            self.trees, self.log, self._venv_scan, self.layer, "venv"
+        )
 
     @property
     def layer(self) -> Path:
