@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from roost.router.exchange import Exchange
+from roost.router.exchange import Exchange, new_exchange
 from roost.router.h1 import error_response
 from roost.router.scan import lane_request, request_head, sub
 from roost.wire.messages import StaticRoute
@@ -330,10 +330,10 @@ class ClientConnection:
         cannot happen here (one Host, no framing, an origin-form target)."""
         ctx = self.ctx
         if data[0] == 71:  # "G"
-            ex = Exchange(self, ctx.clock(), sub(data, 4, url_end))
+            ex = new_exchange(self, ctx.clock(), sub(data, 4, url_end))
             ex.method = b"GET"
         else:
-            ex = Exchange(self, ctx.clock(), sub(data, 5, url_end))
+            ex = new_exchange(self, ctx.clock(), sub(data, 5, url_end))
             ex.method = b"HEAD"
         ex.head_done = True
         ex.body_done = True

@@ -6,6 +6,7 @@ cimport cython
 
 from roost.router.accesslog cimport AccessLog
 from roost.router.balance cimport Balancer
+from roost.router.scan cimport bytes_of
 from roost.router.stats cimport RequestCounts
 
 

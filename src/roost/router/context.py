@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from roost.router.balance import Balancer
+from roost.router.scan import bytes_of
 from roost.router.stats import RequestStats
 from roost.router.table import AppEntry, RouteTable, changed_entries, empty_table
 from roost.settings import Settings
@@ -148,7 +149,7 @@ class Context:
             if buf[i] == 45:  # "-": every digit carried, the number grows one
                 buf.insert(i + 1, 49)
                 break
-        return bytes(buf)
+        return bytes_of(buf)
 
     def swap_table(self, table: RouteTable) -> tuple[list[AppEntry], list[AppEntry]]:
         """Install a new table; requests in flight keep the entries they hold.

@@ -3,6 +3,7 @@
 
 cimport cython
 
+from roost.router.client cimport ClientConnection
 from roost.router.relay cimport Relay
 
 
@@ -12,6 +13,7 @@ cdef class Exchange(Relay):
     @cython.locals(hosts=Py_ssize_t, kind=int, fwd=list, name=bytes, value=bytes, dropped=bint,
                     headers=list, i=Py_ssize_t)
     cpdef start(self)
+    cdef void _setup(self, ClientConnection client, double now, bytes url)
 
 
 cdef dict _KINDS
@@ -19,3 +21,7 @@ cdef dict _KINDS
 cdef int _PLAIN, _DROP, _HOST, _LENGTH, _TE, _CONN, _UPG, _AUTH, _ACCEPT_ENC, _RID, _REFERER, _AGENT
 cpdef int _kind(bytes name)
 cdef void _add(list fwd, bytes name, bytes value)
+
+
+@cython.locals(ex=Exchange)
+cpdef Exchange new_exchange(ClientConnection client, double now, bytes url)

@@ -44,3 +44,4 @@ cpdef (Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, P
 
 
 cpdef bytes sub(bytes data, Py_ssize_t start, Py_ssize_t stop)
+cpdef bytes bytes_of(bytearray buf)

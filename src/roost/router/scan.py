@@ -318,6 +318,14 @@ def sub(data: bytes, start: int, stop: int) -> bytes:
     return data[start:stop]
 
 
+def bytes_of(buf: bytearray) -> bytes:
+    """bytes(buf), copied from the buffer when compiled (bytes() of a
+    bytearray there is a generic call through the buffer protocol)."""
+    if cython.compiled:
+        return cython.cast(cython.p_char, buf)[: len(buf)]
+    return bytes(buf)
+
+
 def _is(data: bytes, at: int, name: bytes) -> bool:
     """Whether data[at:at + len(name)] is `name` (lowercase) in any case (the
     caller has checked the length)."""
