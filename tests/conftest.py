@@ -178,6 +178,7 @@ SLOWEST_MODULES = (
     "tests/cluster/test_pg_pair_replace.py",
     "tests/cluster/test_statedb_failover.py",
     "tests/cluster/test_pg_pair_platform.py",
+    "tests/cluster/test_shared_datadir_filers.py",
     "tests/e2e/test_platform_restore.py",
     "tests/cluster/test_pg_pair_rejoin.py",
     "tests/cluster/test_two_backupds.py",

@@ -1,0 +1,141 @@
+"""Issue 17: the shared tree outlives the host of its first filer, for good.
+
+A cluster from `roost cluster init` with a PostgreSQL state database (in
+the root namespace, as tests/cluster/cluster.py runs it): three
+controllers (three masters, a Raft group; filers on the first two, their
+metadata in the state database's PostgreSQL, datadir/weedstore.py), a
+servicehost and a runner (a volume server, the filer front and the mount
+each: every file on both). Files are written through the runner's mount
+and fsync'd without pause; the first controller's host, whose filer every
+mount uses, is powered off (its network silent, its processes killed,
+never back) during the writes. Writes go on through the runner's mount,
+now served by the second filer and a master the two left elected (how
+long the pause, and how many failed meanwhile, is printed, not asserted);
+the second filer, reading the same PostgreSQL, names every acknowledged
+file and the servicehost's mount, on another host, reads each back. No
+app is deployed: the mounts are the roles' own."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from roost.datadir.seaweed import Endpoint
+from roost.datadir.weedplan import PLAN_FILE
+from tests.cluster.cluster import RoostCluster, running_cluster, wait_for
+from tests.cluster.harness import Host
+from tests.datadir.seaweedkit import listed, write_fsync
+
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
+
+FILER_PORT = 7152
+WRITES_S = 150.0  # for the writes after the death: a master is elected meanwhile
+
+
+@pytest.fixture(scope="module")
+def rc(cluster_ok: None) -> Iterator[RoostCluster]:
+    with running_cluster(
+        "roost-filers-",
+        shared_data=True,
+        controllers=3,
+        runners=1,
+        routers=0,
+        servicehosts=1,
+    ) as c:
+        yield c
+    # The hosts' volumes, mount caches and logs (about 300 MB; the logs were
+    # printed if the test failed).
+    shutil.rmtree(c.base, ignore_errors=True)
+
+
+def _mount_of(rc: RoostCluster, host: Host) -> Path | None:
+    """The tree's mount on `host`, as seen from the test: through the weed
+    mount process's own root (each namespace host has its own mounts)."""
+    for pid in rc.net.pids(host):
+        try:
+            argv = psutil.Process(pid).cmdline()
+        except psutil.Error:
+            continue
+        if len(argv) > 1 and argv[1] == "mount" and "-filer.path=/" in argv:
+            (point,) = [a.removeprefix("-dir=") for a in argv if a.startswith("-dir=")]
+            mounts = Path(f"/proc/{pid}/mounts").read_text().split("\n")
+            if any(m.split()[1:2] == [point] and "fuse.seaweedfs" in m for m in mounts if m):
+                return Path(f"/proc/{pid}/root{point}")
+    return None
+
+
+def _writer(
+    tree: Path,
+    stop: threading.Event,
+    acked: dict[str, float],
+    failures: list[tuple[float, str]],
+) -> None:
+    """fsync'd writes until `stop`; each that returned is acknowledged (with
+    when it returned). One that fails (while the front moves to the second
+    filer and the masters left elect one: each new chunk needs a volume
+    assigned) is recorded with its error, and the next name tried after a
+    second."""
+    i = 0
+    while not stop.is_set():
+        name = f"w{i}"
+        i += 1
+        try:
+            write_fsync(tree / name, _content(name))
+        except OSError as exc:
+            failures.append((time.monotonic(), exc.strerror or str(exc)))
+            time.sleep(1)
+            continue
+        acked[name] = time.monotonic()
+
+
+def _content(name: str) -> bytes:
+    n = int(name[1:])
+    return name.encode() * (3000 + n)
+
+
+def test_the_first_filer_s_host_killed_during_writes_loses_no_acknowledged_file(
+    rc: RoostCluster,
+) -> None:
+    ctl1, ctl2 = rc.controllers[0], rc.controllers[1]
+    plan = json.loads((rc.runners[0].data / PLAN_FILE).read_text())
+    assert plan["filers"] == [ctl1.ip, ctl2.ip] and plan["store"]["database"] == "roost_weed"
+    runner_tree = wait_for(lambda: _mount_of(rc, rc.runners[0]), 90, "the runner's mount")
+    svc_tree = wait_for(lambda: _mount_of(rc, rc.servicehosts[0]), 90, "the servicehost's mount")
+    tree = runner_tree / "filer-test"
+    tree.mkdir()
+    acked: dict[str, float] = {}
+    failures: list[tuple[float, str]] = []
+    stop = threading.Event()
+    # A blocked FUSE write cannot be interrupted: the writer runs in a
+    # thread the test stops waiting for.
+    writer = threading.Thread(target=_writer, args=(tree, stop, acked, failures), daemon=True)
+    writer.start()
+    wait_for(lambda: len(acked) >= 20, 60, "writes through the first filer")
+    # The host of the filer every mount uses (their fronts prefer it), and
+    # of a master, powered off during the writes, for good.
+    died = time.monotonic()
+    rc.power_off(ctl1)
+    n = len([t for t in acked.values() if t <= died])
+    wait_for(lambda: len(acked) >= n + 20, WRITES_S, "20 writes after the power cut")
+    stop.set()
+    writer.join(30)
+    after = sorted(t for t in acked.values() if t > died)
+    print(
+        f"first filer's host powered off after {n} writes: the first write after it returned "
+        f"at {after[0] - died:.1f}s, {len(failures)} failed meanwhile, "
+        f"20 more by {after[19] - died:.1f}s; failures: "
+        f"{[(round(t - died, 1), why) for t, why in failures]}"
+    )
+
+    # Every acknowledged file: named by the second filer (the rows are in
+    # PostgreSQL), and read back through another host's mount.
+    assert set(acked) <= listed(Endpoint(ctl2.ip, FILER_PORT), "/filer-test/")
+    for name in acked:
+        assert (svc_tree / "filer-test" / name).read_bytes() == _content(name), name
