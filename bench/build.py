@@ -37,7 +37,10 @@ Measured (medians of several repetitions, each from the same starting state):
                      follows the build before a release may be made: the image's copy
                      to a second store over the real wire (CURVE ZeroMQ on loopback,
                      roost.images.pull, every blob hashed as it lands: the copying
-                     stage) and a runner's unpacking of the layer, also with the check
+                     stage), asked for as the build ends, as the daemon's result lets
+                     the controller do, from the builder's image store as it answers
+                     (streaming a layer still being stored), timed to its verified end
+                     (copy_after_build); and a runner's unpacking of the layer, with the check
                      against the layer's file manifest a layer named by its files
                      would need (archive.unpack_to_manifest)
   layer_manifest     the file manifest of each warm build's dependency layer
@@ -73,6 +76,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from roost.builder.daemon import images_handlers
 from roost.builder.pipeline import Build
 from roost.builder.ramlayers import sweep_orphans
 from roost.builder.sandbox import PASS_ENV
@@ -80,13 +84,11 @@ from roost.builder.workspace import Workspace
 from roost.images.archive import unpack, unpack_to_manifest
 from roost.images.filemanifest import FileManifest
 from roost.images.pull import pull_into_store
-from roost.images.serve import handle_image_request
 from roost.images.store import ImageStore
 from roost.images.treescan import HashCache, ScanStats, scan_tree
 from roost.settings import Settings
 from roost.wire.cluster import Endpoint
 from roost.wire.keys import generate_keypair
-from roost.wire.messages import ImageChunkRequest, Msg
 from roost.wire.node import Node
 from roost.wire.rpc import RpcClient, RpcServer
 
@@ -148,7 +150,9 @@ class Bench:
     async def workspace(self, root: Path) -> Workspace:
         return await Workspace.open(root, Settings(build_timeout_s=1800))
 
-    async def build(self, ws: Workspace, previous_lock: str = "") -> tuple[float, str]:
+    async def build(
+        self, ws: Workspace, previous_lock: str = "", copy_to: Path | None = None
+    ) -> tuple[float, str]:
         self.n += 1
         settle()
         start = time.perf_counter()
@@ -160,10 +164,14 @@ class Bench:
         # the blob's storing (builder/layerpack.py) timed on from there.
         out = await build.run(settle=False)
         took = time.perf_counter() - start
+        # As the daemon's result lets the controller ask for it: the copy at once.
+        copy = asyncio.create_task(copy_image(ws, out.image_digest, copy_to)) if copy_to else None
         if error := await build.stored():
             raise RuntimeError(error)
         self.steps = dict(out.step_times)
         self.steps["pack.stored_after_build"] = time.perf_counter() - start - took
+        if copy is not None:
+            self.steps["copy_after_build"] = await copy
         if build.layer_job is not None:
             self.steps |= {f"layer.{k}": v for k, v in build.layer_job.phases.items()}
         self.image, self.layer = out.image_digest, out.layer_digest
@@ -198,34 +206,31 @@ class Bench:
             shutil.rmtree(p)
 
 
-async def second_host(store: ImageStore, image: str, layer: str, fm: FileManifest,
-                      base: Path) -> tuple[float, float, float]:  # fmt: skip
-    """What follows a build before its release: (copy, unpack, unpack and file check) s.
-
-    The copy is the image pulled by chunk requests from a real CURVE RPC server
-    over `store` (loopback) into a new store on disk, as a runner's copy is.
-    """
+async def copy_image(ws: Workspace, image: str, dest: Path) -> float:
+    """The image pulled, as a runner's copy is, into a new store on disk: by chunk
+    requests to a real CURVE RPC server answering as the builder daemon's image
+    store does (loopback), asked for at once, while the layer may still be being
+    stored (builder/layerpack.py); seconds until the copy is complete and verified."""
     skp, ckp = generate_keypair(), generate_keypair()
-    second = ImageStore(base / "second-store")
     async with Node(skp, [ckp.public]) as sn, Node(ckp, []) as cn:
-
-        async def handler(msg: Msg) -> Msg:
-            assert isinstance(msg, ImageChunkRequest)
-            return handle_image_request(store, msg)
-
-        server = RpcServer(sn, "tcp://127.0.0.1:*", handler)
+        server = RpcServer(sn, "tcp://127.0.0.1:*", images_handlers(ws.store, ws.storing))
         task = asyncio.create_task(server.serve())
         client = RpcClient(cn, [Endpoint(server.address, skp.public_text)])
         try:
-            settle()
             start = time.perf_counter()
-            await pull_into_store(client, image, second)
-            copy = time.perf_counter() - start
+            await pull_into_store(client, image, ImageStore(dest))
+            return time.perf_counter() - start
         finally:
             await client.close()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def unpack_times(
+    second: ImageStore, layer: str, fm: FileManifest, base: Path
+) -> tuple[float, float]:
+    """A runner's unpack of the copied layer: (plain, and with the file manifest's check) s."""
     blob = second.path(layer)
     start = time.perf_counter()
     (base / "unpacked").mkdir()
@@ -234,9 +239,9 @@ async def second_host(store: ImageStore, image: str, layer: str, fm: FileManifes
     start = time.perf_counter()
     unpack_to_manifest(blob, base / "checked", fm)
     checked = time.perf_counter() - start
-    for d in ("second-store", "unpacked", "checked"):
+    for d in ("unpacked", "checked"):
         shutil.rmtree(base / d, ignore_errors=True)
-    return copy, plain, checked
+    return plain, checked
 
 
 def settle() -> None:
@@ -343,16 +348,18 @@ async def main() -> None:
             if i % 2:
                 uvs.append(bare())
             b.wipe_layers(ws)
-            took, _ = await b.build(ws, previous_lock=lock)
+            second = base / "second-store"
+            took, _ = await b.build(ws, previous_lock=lock, copy_to=second)
             warm.append(took)
             steps = b.steps
             fms: list[FileManifest] = []
             scan, stats = b.scan_layers(ws, hashes, fms)
             manifests.append(scan)
             packs.append(steps["pack"])
-            copy, unpacked, checked = await second_host(ws.store, b.image, b.layer, fms[0], base)
-            times = {k: v for k, v in steps.items() if k.startswith(("layer.", "pack."))}
-            times |= {"copy": copy, "unpack": unpacked, "unpack+check": checked}
+            unpacked, checked = unpack_times(ImageStore(second), b.layer, fms[0], base)
+            shutil.rmtree(second)
+            times = {k: v for k, v in steps.items() if k.startswith(("layer.", "pack.", "copy"))}
+            times |= {"unpack": unpacked, "unpack+check": checked}
             for k, v in times.items():
                 phases.setdefault(k, []).append(v)
             took2, _ = await b.build(ws, previous_lock=lock)

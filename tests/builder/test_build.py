@@ -287,7 +287,7 @@ async def test_cancel_while_the_layer_is_packed_leaves_nothing(
 ) -> None:
     started, aborted = threading.Event(), threading.Event()
 
-    def stuck_pack(*args: object) -> tuple[str, int, bool]:
+    def stuck_pack(*args: object, **_: object) -> tuple[str, int, bool]:
         abort = args[-1]
         assert isinstance(abort, threading.Event)
         started.set()

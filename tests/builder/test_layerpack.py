@@ -1,6 +1,6 @@
 """A dependency layer's blob named before it is stored (issue 21, builder/layerpack.py):
-the name is the stored blob's, the image store serves a blob still being stored once it
-is, and a layer whose stored blob is not the one named is not kept."""
+the name is the stored blob's, the image store serves a blob being stored as far as it
+is written, and a layer whose stored blob is not the one named is not kept."""
 
 from __future__ import annotations
 
@@ -66,19 +66,40 @@ def test_a_naming_that_fails_or_is_cancelled_says_so(tmp_path: Path) -> None:
         layerpack.name_tree(root, members, LAYER_TAR_FLAGS, ME, stop)
 
 
-async def test_the_image_store_serves_a_blob_once_stored(tmp_path: Path) -> None:
+async def test_a_blob_being_stored_is_served_as_far_as_it_is_written(tmp_path: Path) -> None:
+    """The copy streams while the pack goes on: a chunk is answered from the store's
+    temporary file once tar has written that far, and from the store once committed."""
     store = ImageStore(tmp_path / "store")
     data = os.urandom(5000)
     digest = format_digest(hashlib.sha256(data).hexdigest())
-    pending: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    handlers = images_handlers(store, {digest: pending})
-    asked = asyncio.create_task(handlers(ImageChunkRequest(digest=digest, offset=0, length=100)))
-    await asyncio.sleep(0.1)
-    assert not asked.done()  # not answered "not in this store" while being stored
-    store.put_bytes(data)
-    pending.set_result(None)
-    reply = await asyncio.wait_for(asked, 5)
-    assert isinstance(reply, ImageChunk) and reply.data == data[:100] and reply.total == 5000
+    entry = layerpack.Storing(len(data), asyncio.get_running_loop().create_future())
+    handlers = images_handlers(store, {digest: entry})
+
+    def ask(offset: int, length: int) -> asyncio.Task[object]:
+        msg = ImageChunkRequest(digest=digest, offset=offset, length=length)
+        return asyncio.create_task(handlers(msg))
+
+    first = ask(0, 1000)
+    await asyncio.sleep(0.05)
+    assert not first.done()  # no temporary file yet: not "not in this store"
+    tmp = store.new_tmp_path()
+    entry.tmp = tmp
+    tmp.write_bytes(data[:600])
+    await asyncio.sleep(0.05)
+    assert not first.done()  # 600 of the 1,000 bytes asked for
+    with tmp.open("ab") as fh:
+        fh.write(data[600:3000])
+    reply = await asyncio.wait_for(first, 5)
+    assert isinstance(reply, ImageChunk) and reply.data == data[:1000] and reply.total == 5000
+    last = ask(4000, 4096)
+    await asyncio.sleep(0.05)
+    assert not last.done()
+    with tmp.open("ab") as fh:
+        fh.write(data[3000:])
+    store.commit(tmp, digest)  # as pack_tree does: the file moves into the store
+    entry.done.set_result(None)
+    reply = await asyncio.wait_for(last, 5)
+    assert isinstance(reply, ImageChunk) and reply.data == data[4000:] and reply.total == 5000
     other = format_digest("0" * 64)  # nothing stores it: answered at once
     refused = await asyncio.wait_for(
         handlers(ImageChunkRequest(digest=other, offset=0, length=1)), 5

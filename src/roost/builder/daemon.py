@@ -9,11 +9,11 @@ controllers, and runs until SIGTERM/SIGINT; then it cancels running builds
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 
 from roost.builder.firewall import BuilderFirewall
+from roost.builder.layerpack import Storing, serve_while_storing
 from roost.builder.manager import BuildManager
 from roost.builder.storegc import StoreCollector, ready_layer_blobs
 from roost.builder.workspace import Workspace
@@ -32,11 +32,6 @@ from roost.wire.rpc import RpcClient, RpcServer
 
 log = logging.getLogger("roost.builder")
 
-# How long a chunk request waits for a blob still being stored (a layer's
-# blob lands a few tenths of a second after its build); past it, the store
-# answers as it stands and the asker retries.
-STORING_WAIT_S = 10.0
-
 
 def builder_handlers(manager: BuildManager) -> Handlers:
     """The table of the builder's "builder" endpoints."""
@@ -49,21 +44,18 @@ def builder_handlers(manager: BuildManager) -> Handlers:
     return Handlers("builder", [on(BuildRequest, build), pong("builder")])
 
 
-def images_handlers(
-    store: ImageStore, storing: dict[str, asyncio.Future[None]] | None = None
-) -> Handlers:
+def images_handlers(store: ImageStore, storing: dict[str, Storing] | None = None) -> Handlers:
     """The table of its "images" endpoints (the image store).
 
     A blob named but still being stored (`Workspace.storing`: a fresh
-    layer's, builder/layerpack.py) is served once it is: a copy asked for
-    as its build ends waits for it rather than fail.
+    layer's, builder/layerpack.py) is served from what is written of it: a
+    copy asked for as its build ends streams while the pack goes on.
     """
 
     async def chunk(msg: ImageChunkRequest) -> Msg:
-        pending = (storing or {}).get(msg.digest)
-        if pending is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(pending), STORING_WAIT_S)
+        entry = (storing or {}).get(msg.digest)
+        if entry is not None and (early := await serve_while_storing(entry, msg)) is not None:
+            return early
         return await asyncio.to_thread(handle_image_request, store, msg)
 
     return Handlers("image store", [on(ImageChunkRequest, chunk), pong("images")])

@@ -18,16 +18,21 @@ the same bytes for the same tree (sorted names, fixed owners and mtime),
 and the tree is the shared build user's, who runs nothing after the
 install. A blob that differs is not kept and the layer not made ready.
 
-Until it is stored, whoever needs the blob waits (`Workspace.storing`):
-the builder's image store answers a chunk request for it once it is
-(roost.builder.daemon), so a copy to a second host asked for as the build
-ends gets the whole blob, verified there as any copy is: a release is
-still made only once a second host holds a verified copy of its image.
-Without an openssl executable the layer is named once stored, as before.
+While it is stored, the copy streams (`Workspace.storing`, `Storing`):
+the builder's image store answers a chunk request for it from the part of
+the store's temporary file tar has written (`serve_while_storing`; a
+write extends the file's size only past bytes already in it), and from
+the store once it is committed, so a copy to a second host asked for as the
+build ends starts at once and never outruns the pack. The receiver checks
+the whole blob against its digest as for any copy: a release is still
+made only once a second host holds a verified copy of its image (and a
+blob that is not the one named is refused there). Without an openssl
+executable the layer is named once stored, as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -35,14 +40,21 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from roost.builder.errors import BuildError
 from roost.builder.sandbox import BuildUser
 from roost.images.digest import format_digest
+from roost.images.serve import MAX_CHUNK
+from roost.wire.messages import ImageChunk, ImageChunkRequest
 
 OPENSSL = shutil.which("openssl")
+# How long a chunk request waits for its bytes while the blob is stored, and
+# how often it looks at what tar has written.
+STORING_WAIT_S = 10.0
+_LOOK_S = 0.005
 _TOTAL = re.compile(rb"Total bytes written: (\d+)")
 _HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -115,3 +127,47 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
     if proc.stdout is not None:
         proc.stdout.close()
+
+
+@dataclass
+class Storing:
+    """A blob named and being stored: its size, the temporary file tar fills
+    (set once it exists), and `done`, resolved when it is committed or failed."""
+
+    size: int
+    done: asyncio.Future[None]
+    tmp: Path | None = field(default=None)
+
+
+async def serve_while_storing(entry: Storing, msg: ImageChunkRequest) -> ImageChunk | None:
+    """The chunk from what is written of the blob so far, once that far; None when the
+    blob is stored (or failed) first, or after STORING_WAIT_S: the store answers then."""
+    if msg.offset < 0 or msg.length <= 0 or msg.offset >= entry.size:
+        end = -1  # nothing to serve early: the store's answer, once it can give one
+    else:
+        end = min(msg.offset + min(msg.length, MAX_CHUNK), entry.size)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STORING_WAIT_S
+    while not entry.done.done() and (left := deadline - loop.time()) > 0:
+        tmp = entry.tmp
+        if end > 0 and tmp is not None:
+            data = await asyncio.to_thread(_written, tmp, msg.offset, end)
+            if data is not None:
+                return ImageChunk(digest=msg.digest, offset=msg.offset, total=entry.size, data=data)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(entry.done), min(_LOOK_S, left))
+    return None
+
+
+def _written(tmp: Path, start: int, end: int) -> bytes | None:
+    """Bytes [start, end) of the growing file, once it holds them; None before (or gone)."""
+    try:
+        fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None  # committed (or failed) meanwhile
+    try:
+        if os.fstat(fd).st_size < end:
+            return None
+        return os.pread(fd, end - start, start)
+    finally:
+        os.close(fd)

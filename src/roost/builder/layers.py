@@ -191,7 +191,7 @@ class LayerJob:
     async def _pack(self) -> LayerBlob:
         """Name the layer's blob, then store it (roost.builder.layerpack)."""
         start = time.monotonic()
-        storing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = layerpack.Storing(0, asyncio.get_running_loop().create_future())
         named: LayerBlob | None = None
         try:
             venv, user = self.venv, self.ws.user
@@ -202,10 +202,17 @@ class LayerJob:
                 )
                 named = LayerBlob(digest=digest, size=size)
                 self.phases["name"] = time.monotonic() - start
-                self.ws.storing.setdefault(digest, storing)
+                entry.size = size
+                self.ws.storing.setdefault(digest, entry)
                 self._named.set_result(named)
+
+            def writing(tmp: Path) -> None:  # from pack_tree's thread: one assignment
+                entry.tmp = tmp
+
             digest, size, created = await run_abortable(
-                lambda abort: pack_tree(self.ws.store, venv, members, LAYER_TAR_FLAGS, user, abort)
+                lambda abort: pack_tree(
+                    self.ws.store, venv, members, LAYER_TAR_FLAGS, user, abort, writing=writing
+                )
             )
             blob = LayerBlob(digest=digest, size=size)
             if named is not None and blob != named:
@@ -224,9 +231,9 @@ class LayerJob:
             self.phases["pack"] = time.monotonic() - start
             return blob
         finally:
-            if named is not None and self.ws.storing.get(named.digest) is storing:
+            if named is not None and self.ws.storing.get(named.digest) is entry:
                 del self.ws.storing[named.digest]
-            storing.set_result(None)  # waiters find the blob stored now, or never
+            entry.done.set_result(None)  # waiters find the blob stored now, or never
             self._done()
 
     async def blob_digest(self) -> LayerBlob:

@@ -80,9 +80,16 @@ def pack_tree(
     flags: list[str],
     user: BuildUser,
     abort: threading.Event,
+    writing: Callable[[Path], None] | None = None,
 ) -> tuple[str, int, bool]:
-    """Tar `members` of `cwd` into the store: (digest, size, newly stored)."""
+    """Tar `members` of `cwd` into the store: (digest, size, newly stored).
+
+    `writing(tmp)` is told the temporary file tar fills (roost.builder.layerpack
+    serves what is written of it before the blob is committed).
+    """
     tmp = store.new_tmp_path()
+    if writing is not None:
+        writing(tmp)
     # user=/group= are applied by _posixsubprocess itself: safe from a thread,
     # unlike a preexec_fn.
     who: dict[str, Any] = (

@@ -32,6 +32,7 @@ import uv
 
 from roost.builder.errors import BuildError
 from roost.builder.interpreter import Interpreter, choose
+from roost.builder.layerpack import Storing
 from roost.builder.pythons import Pythons, discover
 from roost.builder.ramlayers import has_room, open_ram_layers, remove_ram_layers
 from roost.builder.sandbox import BuildUser, ensure_build_user
@@ -62,9 +63,9 @@ class Workspace:
     tenancy: Tenancy = field(default_factory=lambda: Tenancy("unconfined", enabled=False))
     layer_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     layers_in_use: dict[str, int] = field(default_factory=dict)
-    # Layer blobs named but not yet stored (roost.builder.layerpack), each
-    # resolved once stored or failed; the image store's chunk server waits.
-    storing: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    # Layer blobs named but not yet stored (roost.builder.layerpack): the
+    # image store's chunk server serves what is written of them meanwhile.
+    storing: dict[str, Storing] = field(default_factory=dict)
     # The interpreters apps choose from (roost.builder.pythons); None: `interp` alone.
     found_pythons: Pythons | None = None
 
