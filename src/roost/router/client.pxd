@@ -40,6 +40,7 @@ cdef class ClientConnection:
     @cython.locals(url_end=Py_ssize_t, ex=Relay, headers=list, hs=Py_ssize_t, he=Py_ssize_t,
                    as_=Py_ssize_t, ae=Py_ssize_t, rs=Py_ssize_t, re_=Py_ssize_t, host=bytes)
     cpdef bint _plain_request(self, bytes data)
+    cpdef _begin(self, Relay ex, bint routed)
     @cython.locals(ex=Relay, rid=bytes)
     cpdef bint _lane(self, bytes data, Py_ssize_t url_end, bytes host, AppEntry entry,
                      Py_ssize_t as_, Py_ssize_t ae, Py_ssize_t rs, Py_ssize_t re_)

@@ -294,22 +294,33 @@ class ClientConnection:
         ex.head_done = True
         ex.keep_alive = not ctx.draining
         ex.version_known = True  # HTTP/1.1: http10 stays False
+        self._begin(ex, False)
+        return True
+
+    def _begin(self, ex: Exchange, routed: bool) -> None:
+        """A plain request's exchange, its head read: what the parser's
+        on_headers_complete and on_message_complete would do. `routed`: the
+        lane has routed it and built its head (`Relay.proxy`), else
+        `Exchange.start` does."""
+        ctx = self.ctx
         self.cur = self.active = ex
         self.head_bytes = 0
         self.deadline = ctx.now + ctx.idle_timeout
         try:
-            ex.start()
+            if routed:
+                ex.proxy()
+            else:
+                ex.start()
         except Exception:
             log.error("router bug while parsing a request", exc_info=True)
             self._reject(500, "Internal error", "The router failed on this request.")
-            return True
+            return
         # (on_message_complete: no body follows a plain head)
         self.cur = None
         if not ex.body_done:
             ex.end_body()
         if ex is self.active:
             self.deadline = 0.0
-        return True
 
     def _lane(
         self,
@@ -359,19 +370,7 @@ class ClientConnection:
                 )
             )
         )
-        self.cur = self.active = ex
-        self.head_bytes = 0
-        self.deadline = ctx.now + ctx.idle_timeout
-        try:
-            ex.proxy()
-        except Exception:
-            log.error("router bug while parsing a request", exc_info=True)
-            self._reject(500, "Internal error", "The router failed on this request.")
-            return True
-        # (on_message_complete: no body follows a plain head)
-        self.cur = None
-        if ex is self.active:
-            self.deadline = 0.0
+        self._begin(ex, True)
         return True
 
     # ---------------------------------------------------------------- parser callbacks
