@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import shutil
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -41,6 +39,7 @@ import httpx
 from roost.runner.dataproxy import servers_up
 from tests.cluster.cluster import RoostCluster, wait_for
 from tests.cluster.harness import Host
+from tests.tmpfs import tmpfs_dir
 
 APP = "ledger"
 SOURCE = Path(__file__).parent / "pairapp"
@@ -167,21 +166,22 @@ def pair_cluster(
 ) -> Iterator[PairCluster]:
     """A PairCluster (or `cls`) started in a new directory, its pair whole
     and `APP` deployed; stopped on leaving, its logs printed when the body
-    fails, its directory removed (PostgreSQL's, etcd's and the hosts' data:
-    about 1.2 GB)."""
-    base = Path(tempfile.mkdtemp(prefix=prefix))
-    try:
-        with cls(base, spares=spares, etcd=etcd, env=env, backupds=backupds) as c:
-            try:
-                wait_for(c.primary, 120, "the pair's Patroni to elect a primary")
-                wait_for(c.synchronous, 120, "the pair's standby to be synchronous")
-                c.deploy(APP, SOURCE)
-                yield c
-            except BaseException:
-                print(c.logs_tail(), c.pair_logs())
-                raise
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    fails. The directory (PostgreSQL's, etcd's and the hosts' data: about
+    1.2 GB) is a tmpfs of its own (tests/tmpfs.py): every commit's fsync
+    (Patroni's synchronous pair, etcd's log) and the removal at the end
+    waited behind other processes' writes on the busy disk."""
+    with (
+        tmpfs_dir(prefix) as base,
+        cls(base, spares=spares, etcd=etcd, env=env, backupds=backupds) as c,
+    ):
+        try:
+            wait_for(c.primary, 120, "the pair's Patroni to elect a primary")
+            wait_for(c.synchronous, 120, "the pair's standby to be synchronous")
+            c.deploy(APP, SOURCE)
+            yield c
+        except BaseException:
+            print(c.logs_tail(), c.pair_logs())
+            raise
 
 
 PACE_S = 0.03
