@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.cluster.harness import Network, skip_reason
+from tests.tmpfs import tmpfs_dir
 
 
 def _pg_missing() -> str | None:
@@ -38,12 +36,14 @@ def cluster_ok(netns_ok: None) -> None:
 
 @pytest.fixture
 def network(netns_ok: None) -> Iterator[Network]:
-    base = Path(tempfile.mkdtemp(prefix="roost-net-"))
-    net = Network(base)
-    try:
-        net.create()
-        yield net
-    finally:
-        net.close()
-        shutil.rmtree(base, ignore_errors=True)
+    # Its hosts' data (Patroni pairs, etcd) on a tmpfs of its own: their
+    # fsyncs, and its removal, waited behind other processes' writes on the
+    # busy disk (tests/tmpfs.py).
+    with tmpfs_dir("roost-net-") as base:
+        net = Network(base)
+        try:
+            net.create()
+            yield net
+        finally:
+            net.close()
     assert not net.leftovers(), f"left behind: {net.leftovers()}"
