@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.builder.errors import BuildError
+from roost.builder.pack import end_process
 from roost.builder.sandbox import BuildUser
 from roost.images.digest import format_digest
 from roost.images.serve import MAX_CHUNK
@@ -93,7 +94,7 @@ def name_tree(
         finally:
             for left in (dgst, tar):
                 if left is not None:
-                    _end(left)
+                    end_process(left)
         complaints.seek(0)
         err = complaints.read()
         said.seek(0)
@@ -118,15 +119,6 @@ def _wait(proc: subprocess.Popen[bytes], abort: threading.Event) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
-
-
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
 
 
 @dataclass

@@ -73,6 +73,16 @@ async def run_abortable(fn: Callable[[threading.Event], T]) -> T:
         raise
 
 
+def end_process(proc: subprocess.Popen[bytes]) -> None:
+    """Kill `proc` if it still runs, reap it, close its output (a blocking helper)."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
 def pack_tree(
     store: ImageStore,
     cwd: Path,
@@ -124,10 +134,8 @@ def pack_tree(
             return digest, size, created
         finally:
             os.close(fd)
-            if proc is not None and proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait()
+            if proc is not None:
+                end_process(proc)
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 

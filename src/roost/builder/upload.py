@@ -39,7 +39,7 @@ from typing import Any
 from roost.builder import extract as extractor
 from roost.builder.errors import BuildError
 from roost.builder.extract import DIR, FILE, HARDLINK, SYMLINK, Entry, UnsafeArchive
-from roost.builder.pack import run_abortable
+from roost.builder.pack import end_process, run_abortable
 from roost.builder.sandbox import BuildUser
 
 # The extractor's output is a count or one reason; more than this is cut.
@@ -147,12 +147,7 @@ def _run(
         rc = proc.wait()
         return rc, b"".join(chunks).decode("utf-8", "replace")
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        end_process(proc)
 
 
 def _read_abortable(fd: int, abort: threading.Event) -> bytes:
