@@ -315,7 +315,8 @@ def sub(data: bytes, start: int, stop: int) -> bytes:
     measured); copying from the buffer makes the new bytes and nothing else."""
     if cython.compiled:
         return cython.cast(cython.p_char, data)[start:stop]
-    return data[start:stop]
+    else:  # (an else, not a fall-through: Cython warns of unreachable code)
+        return data[start:stop]
 
 
 def bytes_of(buf: bytearray) -> bytes:
@@ -323,7 +324,8 @@ def bytes_of(buf: bytearray) -> bytes:
     bytearray there is a generic call through the buffer protocol)."""
     if cython.compiled:
         return cython.cast(cython.p_char, buf)[: len(buf)]
-    return bytes(buf)
+    else:
+        return bytes(buf)
 
 
 def _is(data: bytes, at: int, name: bytes) -> bool:
