@@ -5,6 +5,7 @@ is written, and a layer whose stored blob is not the one named is not kept."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import shutil
@@ -14,17 +15,19 @@ from pathlib import Path
 import pytest
 
 from roost.builder import layerpack
+from roost.builder import layers as layers_mod
 from roost.builder.daemon import images_handlers
 from roost.builder.errors import BuildError
+from roost.builder.manager import BuildManager
 from roost.builder.pack import LAYER_TAR_FLAGS, pack_tree
 from roost.builder.sandbox import BuildUser
 from roost.builder.workspace import Workspace
 from roost.images.digest import format_digest
 from roost.images.store import ImageStore
-from roost.wire.messages import Error, ImageChunk, ImageChunkRequest
+from roost.wire.messages import BuildRequest, BuildResult, Error, ImageChunk, ImageChunkRequest, Msg
 
 from .conftest import EXAMPLES, tar_dir
-from .test_build import build
+from .test_build import APP_ID, build
 
 ME = BuildUser(name="me", uid=os.geteuid(), gid=os.getegid(), dropped=False)
 
@@ -123,3 +126,51 @@ async def test_a_layer_stored_other_than_named_is_not_kept(
     again, _ = await build(ws, "lp3", tar_dir(EXAMPLES / "hello"), previous_lock_text=first.lock)
     assert again.installed and again.layer_digest == first.layer_digest
     assert (ws.layers / first.layer_key / "ready").exists()
+
+
+async def test_the_daemon_sends_the_result_before_the_layer_is_stored(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The build's result goes once the layer is named; the build's task ends once it
+    is stored (the layer made ready, nothing left storing)."""
+    first, _ = await build(ws, "lr1", tar_dir(EXAMPLES / "hello"))
+    ready = ws.layers / first.layer_key / "ready"
+    shutil.rmtree(ready.parent)
+    release = threading.Event()
+    real = layers_mod.pack_tree
+
+    def held_pack(*args: object, **kw: object) -> tuple[str, int, bool]:
+        assert release.wait(120)
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(layers_mod, "pack_tree", held_pack)
+    sent: list[Msg] = []
+
+    async def send(msg: Msg) -> None:
+        sent.append(msg)
+
+    manager = BuildManager(ws, send)
+    running = asyncio.create_task(manager.run())
+    try:
+        manager.submit(BuildRequest(
+            build_id="lr2", app="hello", archive=tar_dir(EXAMPLES / "hello"),
+            previous_lock_text=first.lock, app_id=APP_ID,
+        ))  # fmt: skip
+        for _ in range(1200):
+            if any(isinstance(m, BuildResult) for m in sent):
+                break
+            await asyncio.sleep(0.1)
+        result = next(m for m in sent if isinstance(m, BuildResult))
+        assert result.ok, result.error
+        assert not ready.exists() and first.layer_digest in ws.storing
+        release.set()
+        for _ in range(1200):
+            if ready.exists() and not ws.storing:
+                break
+            await asyncio.sleep(0.1)
+        assert ready.exists() and ws.store.verify(first.layer_digest) and not ws.storing
+    finally:
+        release.set()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
