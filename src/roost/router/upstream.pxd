@@ -23,6 +23,7 @@ cdef class Upstream:
     cdef public bint head_only
     cdef public Py_ssize_t hpos
     cdef public double idle_since
+    cdef public object is_closing
     cdef public list out
     cdef public object parser
     cdef public bint reading_paused

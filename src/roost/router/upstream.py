@@ -63,6 +63,7 @@ class Upstream:
         "head_only",
         "hpos",
         "idle_since",
+        "is_closing",
         "out",
         "parser",
         "reading_paused",
@@ -86,6 +87,7 @@ class Upstream:
         self.ex: Exchange | None = None
         self.transport: Any = None
         self.write: Any = None  # transport.write, bound once per connection
+        self.is_closing: Any = None  # transport.is_closing, likewise (asked per response)
         self.received = False  # any byte of the current response arrived
         self.started = False  # the current response's head was forwarded
         self.complete = False
@@ -109,6 +111,7 @@ class Upstream:
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.write = transport.write
+        self.is_closing = transport.is_closing
 
     def data_received(self, data: bytes) -> None:
         ex = self.ex
@@ -267,7 +270,7 @@ class Upstream:
             and not self.closed
             and not slot.retired
             and len(slot.idle) < MAX_IDLE_PER_SLOT
-            and not self.transport.is_closing()
+            and not self.is_closing()
         ):
             if self.reading_paused:
                 self.transport.resume_reading()
