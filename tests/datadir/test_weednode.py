@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from roost.datadir.weednode import MOUNT_GRACE_S, WeedNode, find
+from roost.datadir.weednode import MOUNT_GRACE_S, WeedNode, find, mount_may_start
 from roost.datadir.weedplan import Program
 
 
@@ -69,3 +69,9 @@ def test_a_mount_that_never_mounts_is_ended_after_its_grace(
         assert proc.wait(10) == -signal.SIGTERM
     finally:
         node.stop()
+
+
+def test_with_two_filers_the_mount_waits_for_the_first_a_minute_at_most() -> None:
+    assert mount_may_start(100.0, 100.0, True)
+    assert not mount_may_start(159.9, 100.0, False)
+    assert mount_may_start(160.0, 100.0, False)

@@ -18,10 +18,18 @@ connection to the first filer while its health check passes and to the
 second only while the first fails: every mount in the cluster then
 follows the same filer's event stream, as with one filer, and they move
 together. A filer marked down has its sessions cut (the mounts reconnect
-through the front to the second, resuming their event stream; a weed
-mount whose stream restarts drops its cached listings, so it reads the
-store afresh); one marked up again cuts the second's sessions, so every
-mount comes back to the first rather than staying wherever it was.
+through the front to the second at once, rather than wait on a silent
+host's socket, resuming their event stream; a weed mount whose stream
+restarts drops its cached listings, so it reads the store afresh). One
+marked up again takes new sessions only: cutting the second's
+(`on-marked-up shutdown-backup-sessions`) failed a write in flight with
+EIO (weed mount 4.48 retries a volume assignment on the closing
+connection, three times at once), a price for a filer's return that
+nothing else asks. So after a failover mounts may stay on the second;
+lookups do not depend on it (a listing is trusted for one second,
+seaweed.mount_argv), only how late a fresh listing hears of another
+filer's change. At a cluster's start each host's mount waits (at most a
+minute) for the first filer to answer (weednode.py), so all begin there.
 
 Health: a TCP connect to each filer's gRPC port every second; two
 failures (a connect times out after a second on a silent host) mark it
@@ -68,7 +76,7 @@ def config(host: str, filers: list[str], filer_port: int, port: int = FRONT_PORT
         "  timeout client 24h",
         "  timeout server 24h",
         f"  default-server inter {CHECK_INTER_MS} fall {FALL} rise {RISE}"
-        " on-marked-down shutdown-sessions on-marked-up shutdown-backup-sessions",
+        " on-marked-down shutdown-sessions",
     ]
     grpc = "filer-grpc"
     for name, offset in ((grpc, GRPC_OFFSET), ("filer-http", 0)):

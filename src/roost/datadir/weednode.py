@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -50,6 +51,15 @@ STOP_GRACE_S = 10.0
 # A mount process that has not mounted by then is ended and started again.
 MOUNT_GRACE_S = 60.0
 BACKOFF = Backoff(base_s=0.5, max_s=15.0, reset_after_s=30.0)
+# With two filers, the mount and the second filer wait this long at most
+# for the first one to answer before they are started: the mount's front
+# keeps a session where it began (filerfront.py), and two filers started
+# at once on a fresh shared store each write their own id into it
+# (`filer.store.id`, weed/filer/filer.go: the last write wins), so they
+# run with different ids, take each other for another store and replay
+# each other's changes into the one they share.
+FIRST_FILER_WAIT_S = 60.0
+GATED = ("filer", "mount")
 
 
 def load(data_dir: Path) -> WeedPlan | None:
@@ -150,11 +160,35 @@ class Part:
     logs: list[str] = field(default_factory=list)
 
 
+def mount_may_start(now: float, since: float, first_filer_answers: bool) -> bool:
+    """Start the mount (or the second filer) now? With two filers, once the
+    first answers, or FIRST_FILER_WAIT_S after this node began."""
+    return first_filer_answers or now - since >= FIRST_FILER_WAIT_S
+
+
+def _answers(at: Endpoint) -> bool:
+    try:
+        with socket.create_connection((at.ip, at.port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
 class WeedNode:
-    def __init__(self, programs: list[Program], data_dir: Path, mountpoint: Path) -> None:
+    def __init__(
+        self,
+        programs: list[Program],
+        data_dir: Path,
+        mountpoint: Path,
+        first_filer: Endpoint | None = None,
+    ) -> None:
         self.parts = [Part(p) for p in programs]
         self.home = weedplan.home(data_dir)
         self.mountpoint = mountpoint
+        # The first filer's gRPC port, when there are two and this node
+        # runs the mount or the second: what they wait for (GATED).
+        self.first_filer = first_filer
+        self.since: float | None = None
 
     @property
     def mounts(self) -> bool:
@@ -209,6 +243,8 @@ class WeedNode:
                 part.proc, part.started, part.adopted = found, now, True
                 log.info("weed %s adopted (pid %d)", part.program.name, found.pid)
                 continue
+            if part.program.name in GATED and not self._first_filer_ready(now):
+                continue
             if now >= part.next_start:
                 try:
                     self._launch(part, now)
@@ -216,6 +252,17 @@ class WeedNode:
                     log.error("weed %s: cannot start: %s", part.program.name, exc)
                     part.failures += 1
                     part.next_start = now + BACKOFF.delay(part.failures)
+
+    def _first_filer_ready(self, now: float) -> bool:
+        if self.first_filer is None:
+            return True
+        if self.since is None:
+            self.since = now
+        answers = _answers(self.first_filer)
+        if mount_may_start(now, self.since, answers):
+            self.first_filer = None  # once: a later restart of the mount waits for nothing
+            return True
+        return False
 
     def _unmounted(self, part: Part, now: float) -> bool:
         return (
@@ -327,7 +374,11 @@ async def running(
     await asyncio.to_thread(write_store, plan, role, data_dir)
     haproxy = await asyncio.to_thread(write_front, plan, role, data_dir)
     progs = weedplan.programs(plan, role, weed, data_dir, point, haproxy or "haproxy")
-    node = WeedNode(progs, data_dir, point)
+    first = None
+    filers = weedplan.filers_of(plan)
+    if haproxy or ("filer" in weedplan.parts_for(plan, role) and plan.host != filers[0]):
+        first = Endpoint(filers[0], plan.filer_port + filerfront.GRPC_OFFSET)
+    node = WeedNode(progs, data_dir, point, first)
     log.info("shared tree: %s runs %s", role, ", ".join(p.program.name for p in node.parts))
     tasks = [asyncio.create_task(node.run(), name="weed")]
     if prepare_store and plan.store and "filer" in weedplan.parts_for(plan, role):
