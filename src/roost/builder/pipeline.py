@@ -53,9 +53,9 @@ from pathlib import Path
 
 from roost.appspec import AppSpec, AppSpecError, load_app
 from roost.appspec.runtime import RuntimeVars, environment
+from roost.builder import appsteps, extcheck, pylayer, stacks
 from roost.builder import buildconfig as bc
 from roost.builder import django as dj
-from roost.builder import extcheck, pylayer, stacks
 from roost.builder import lock as locks
 from roost.builder.checkout import apply_symlinks, open_dirs
 from roost.builder.diskcheck import ensure_free_disk
@@ -66,13 +66,11 @@ from roost.builder.layers import LayerBlob, LayerJob, NeedsBuild, UvAs, needs_bu
 from roost.builder.pack import (
     TAR_FLAGS,
     pack_tree,
-    read_untrusted_text,
     run_abortable,
     store_manifest,
 )
 from roost.builder.sandbox import Completed, Jail, LogFn, base_env, run
 from roost.builder.staticpack import pack_static_tree
-from roost.builder.staticstep import read_routes, static_mappings
 from roost.builder.upload import UploadLimits, extract_upload
 from roost.builder.workspace import Workspace
 from roost.wire.messages import StaticRoute
@@ -245,17 +243,7 @@ class Build:
     def _disk(self, needed: int) -> None:
         ensure_free_disk(self.ws.root, needed, self.ws.settings.min_free_disk_fraction)
 
-    async def _as_build_user(
-        self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float | None = None
-    ) -> None:
-        done = await run(
-            argv, user=self.user, cwd=cwd, env=env, log=self.log, timeout=timeout,
-            jail=self._app_jail("static", self.out, self.dir / "tools"),
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise BuildError(f"{Path(argv[0]).name} failed (exit {done.returncode})")
-
-    def _app_jail(self, step: str, *extra: Path) -> Jail:
+    def app_jail_for(self, step: str, *extra: Path) -> Jail:
         """A jail for a step that runs the app's code (roost.builder.jails)."""
         return app_jail(
             self.ws.tenancy,
@@ -473,12 +461,12 @@ class Build:
         """The image's trees as the image names them: the layer and the checkout."""
         return [("venv", self.venv), (self.checkout.name, self.checkout)]
 
-    def _site_packages(self) -> Path:
+    def site_packages(self) -> Path:
         return self.venv / "lib" / f"python{self.interp.minor}" / "site-packages"
 
     async def bundle(self) -> None:
         assert self.spec is not None
-        admin = self._site_packages() / "django" / "contrib" / "admin" / "static" / "admin"
+        admin = self.site_packages() / "django" / "contrib" / "admin" / "static" / "admin"
         admin_link = None
         if admin.is_dir():
             shortcuts = self.image_root / "shortcuts"
@@ -501,7 +489,7 @@ class Build:
         (self.image_root / "roost-image.json").write_text(json.dumps(manifest, indent=2) + "\n")
         os.chmod(self.image_root / "roost-image.json", 0o644)
 
-    def _runtime_env(self) -> dict[str, str]:
+    def runtime_env(self) -> dict[str, str]:
         assert self.spec is not None
         rv = RuntimeVars(
             app_id=self.app,
@@ -534,79 +522,10 @@ class Build:
         self.log("       " + bc.summary(config, self.config_env))
 
     async def check(self) -> None:
-        assert self.spec is not None
-        script = self.dir / "import_check.py"
-        shutil.copyfile(Path(__file__).with_name("import_check.py"), script)
-        os.chmod(script, 0o644)
-        wsgi = [p for p in self.spec.processes.values() if p.kind == "wsgi"]
-        if not wsgi:
-            self.log("       no WSGI process: nothing to import")
-        if wsgi and not (self.spec.release_command or self.spec.predeploy_command):
-            # The instances' start imports it before any traffic, and a
-            # release whose instances crash fails with their traceback: this
-            # was a fifth of a code-only push's time to live. Kept when a
-            # release phase would run first, on code that may not import.
-            names = ", ".join(sorted({p.entrypoint or p.name for p in wsgi}))
-            self.log(f"       {names}: imported by the new instances as they start")
-            return
-        for proc in wsgi:
-            if not proc.entrypoint:
-                raise BuildError(f"process {proc.name!r} has no WSGI entrypoint")
-            done = await run(
-                [str(self.venv / "bin" / "python"), str(script), proc.entrypoint],
-                user=self.user,
-                cwd=(self.checkout / proc.cwd),
-                env=self._runtime_env(),
-                log=self.log,
-                timeout=self.ws.settings.build_check_timeout_s,
-                jail=self._app_jail(f"check-{proc.name}"),
-            )
-            if done.returncode != 0:
-                why = next((ln.strip() for ln in reversed(done.output_tail) if ln.strip()), "")
-                raise BuildError(f"entrypoint {proc.entrypoint!r} does not import: {why}")
+        await appsteps.check(self)
 
     async def collect_static(self) -> None:
-        assert self.spec is not None
-        has_django = any(p.lower().startswith("django==") for p in locks.pins(self.lock))
-        django_cfg = None
-        if self.django is not None:
-            if has_django:
-                django_cfg = {
-                    "base_dir": str(self.checkout / self.django.base),
-                    "settings_module": self.django.settings_module,
-                }
-            else:
-                self.log("       Django app without Django in its requirements: no collectstatic")
-        mappings = static_mappings(self.spec, self.checkout, self._site_packages(), self.log)
-        if django_cfg is None and not mappings:
-            self.log("       no static files")
-            return
-        tools = self.dir / "tools"
-        tools.mkdir(mode=0o755)
-        self.user.chown(tools)
-        script = self.dir / "static_script.py"
-        shutil.copyfile(Path(__file__).with_name("static_script.py"), script)
-        os.chmod(script, 0o644)
-        config = {
-            "checkout": str(self.checkout),
-            "django": django_cfg,
-            "mappings": mappings,
-            "staging": str(self.out / "staging"),
-            "out": str(self.out),
-            "tools": str(tools),
-        }
-        cfg_path = self.dir / "static.json"
-        cfg_path.write_text(json.dumps(config))
-        os.chmod(cfg_path, 0o644)
-        env = self._runtime_env()
-        env.pop("DJANGO_SETTINGS_MODULE", None)
-        await self._as_build_user(
-            [str(self.venv / "bin" / "python"), str(script), str(cfg_path)], self.checkout, env,
-        )  # fmt: skip
-        raw = read_untrusted_text(self.out / "routes.json", 1 << 20)
-        self.static_routes = read_routes(raw, self.spec.static_directory_indexes)
-        # The collected tree, packed by the builder itself in pack (staticpack).
-        self.static_bundle = self.out / "staging"
+        await appsteps.collect_static(self)
 
     async def pack(self) -> None:
         assert self.spec is not None and self.layer_job is not None
