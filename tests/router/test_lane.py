@@ -331,3 +331,6 @@ def test_the_scanners_read_alike_as_plain_python_without_cython(
         assert plain.sub(data, 3, 9) == in_use.sub(data, 3, 9) == data[3:9]
     for data, _ in CUT:
         assert plain.plain_response(data) == in_use.plain_response(data)
+        n = len(data)
+        for i, j in ((0, 0), (n, n), (0, n), (3, 9), (0, 1), (n - 1, n)):
+            assert plain.cut(data, i, j) == in_use.cut(data, i, j) == data[:i] + data[j:]

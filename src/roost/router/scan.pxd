@@ -45,3 +45,7 @@ cpdef (Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, P
 
 cpdef bytes sub(bytes data, Py_ssize_t start, Py_ssize_t stop)
 cpdef bytes bytes_of(bytearray buf)
+
+
+@cython.locals(n=Py_ssize_t, out=bytes, dst=cython.p_char, src=cython.p_char)
+cpdef bytes cut(bytes data, Py_ssize_t start, Py_ssize_t stop)

@@ -7,7 +7,7 @@ from roost.router.context cimport Context
 
 from roost.router.balance cimport Slot
 from roost.router.relay cimport Relay
-from roost.router.scan cimport plain_response, sub
+from roost.router.scan cimport cut, plain_response
 
 
 @cython.final

@@ -38,7 +38,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from roost.router.balance import Slot
 from roost.router.h1 import LAST_CHUNK, NO_BODY_STATUS, http_date
-from roost.router.scan import plain_response, sub
+from roost.router.scan import cut, plain_response
 
 if TYPE_CHECKING:
     from roost.router.context import Context
@@ -178,7 +178,7 @@ class Upstream:
         ex.bytes_out += len(data) - end
         self.reusable = self.complete = True
         # (the Connection line, found by the scan: `_connection_line` for one)
-        ex.client.write(sub(data, 0, i) + sub(data, j, len(data)) if j else data)
+        ex.client.write(cut(data, i, j) if j else data)
         ex.response_complete(self)
         return True
 
