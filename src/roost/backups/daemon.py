@@ -83,6 +83,8 @@ from roost.wire.messages import (
     BackupListRequest,
     BackupPolicySet,
     BackupRestore,
+    BackupRestoresRequest,
+    BackupRestoresRunning,
     Msg,
     Ok,
 )
@@ -163,6 +165,7 @@ class Backupd:
                 on(BackupRestore, refusing(self.on_restore, *errors)),
                 on(BackupPolicySet, refusing(self.on_policy, *errors)),
                 on(BackupHostRestore, refusing(self.hosts, *errors)),
+                on(BackupRestoresRequest, self.on_restores),
                 pong(ROLE),
             ],
         )
@@ -179,6 +182,9 @@ class Backupd:
 
     async def on_restore(self, msg: BackupRestore) -> Msg:
         return await self.restorer(msg)
+
+    async def on_restores(self, msg: BackupRestoresRequest) -> Msg:
+        return BackupRestoresRunning(ids=sorted(self.restorer.running))
 
     async def on_policy(self, msg: BackupPolicySet) -> Msg:
         fields = ("pitr_days", "daily", "weekly", "monthly")

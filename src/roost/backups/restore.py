@@ -39,7 +39,7 @@ import logging
 import shutil
 import tarfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -108,12 +108,27 @@ class Restorer:
     jobs: Jobs
     recover: Recover | None = None
     window: Window | None = None
+    # restore id -> app, of the app restores under way (BackupRestoresRunning):
+    # a controller resumes an app one of them suspended once it is gone from
+    # here (roost.controller.restorehold), whoever asked for it.
+    running: dict[str, str] = field(default_factory=dict)
 
     async def __call__(self, msg: BackupRestore) -> BackupRestored:
+        run = restore_id()
+        # Listed before it can ask for a suspension and until it is over: a
+        # controller that finds the suspension's record finds it here while
+        # it runs.
+        self.running[run] = msg.app
+        try:
+            return await self._restore(msg, run)
+        finally:
+            del self.running[run]
+
+    async def _restore(self, msg: BackupRestore, run: str) -> BackupRestored:
         if bool(msg.backup_id) == bool(msg.at):
             raise RestoreRefused("give exactly one of a backup id and a time")
         if msg.at:
-            return await self._at(msg)
+            return await self._at(msg, run)
         try:
             rec = self.jobs.catalog.get(msg.backup_id)
         except CatalogError as exc:
@@ -128,7 +143,7 @@ class Restorer:
         if msg.to and kind != "pgdump":
             raise RestoreRefused("--to restores a database: give a database backup's id")
         where = self._where(msg.app, kind)
-        before = _Once(lambda: self._before_change(msg, kind, where))
+        before = _Once(lambda: self._before_change(msg, kind, where, run))
         try:
             done = await self.from_repository(msg, rec, where, before)
         except (RepoError, SourceError, FactsError, OSError) as exc:
@@ -173,7 +188,7 @@ class Restorer:
         return where
 
     async def _before_change(
-        self, msg: BackupRestore, kind: BackupKind, where: Where | None
+        self, msg: BackupRestore, kind: BackupKind, where: Where | None, run: str
     ) -> str:
         """In place: the app quiesced, then the safety backup (module doc)."""
         if msg.to:
@@ -182,7 +197,8 @@ class Restorer:
         holder = where.host if where is not None else "gateway"
         try:
             if pullers.cluster.of("controller"):  # (none: a backupd on its own, in tests)
-                await pullers.tell(HostRestoreApp(host=holder, app=msg.app, starting=True))
+                start = HostRestoreApp(host=holder, app=msg.app, starting=True, restore_id=run)
+                await pullers.tell(start)
         except SourceError as exc:
             raise RestoreRefused(
                 f"{msg.app} was not restored: no controller could put it in maintenance "
@@ -249,7 +265,7 @@ class Restorer:
         await self.jobs.pullers.restore_repo(app, bundle.read_bytes())
         return BackupRestored(message=f"{app}'s git repository restored from {rec.id}")
 
-    async def _at(self, msg: BackupRestore) -> BackupRestored:
+    async def _at(self, msg: BackupRestore, run: str) -> BackupRestored:
         at = parse_at(msg.at)
         if self.recover is None or self.window is None:
             raise RestoreRefused("this backupd has no point-in-time recovery")
@@ -263,7 +279,7 @@ class Restorer:
         where = self._where(msg.app, "pgdump")
         assert where is not None
         scratch = self.jobs.layout.scratch / f"pitr-{restore_id()}"
-        before = _Once(lambda: self._before_change(msg, "pgdump", where))
+        before = _Once(lambda: self._before_change(msg, "pgdump", where, run))
         try:
             # Recovered into scratch first: a time that falls between two of
             # the cluster's generations (inside the window's span, outside

@@ -53,6 +53,8 @@ from roost.wire.messages import (
     BackupPolicySet,
     BackupRestore,
     BackupRestored,
+    BackupRestoresRequest,
+    BackupRestoresRunning,
     Msg,
     Ok,
     Ping,
@@ -259,6 +261,27 @@ class Backups:
         b = self._by_name(target)
         return await self._call(b, msg, RESTORE_TIMEOUT_S, f"could not restore {app}",
                                 BackupRestored)  # fmt: skip
+
+    async def restores_running(self) -> dict[str, frozenset[str] | None]:
+        """Each backupd's app restores under way (their ids), None for one
+        that did not answer. One that answers with an error is there and
+        runs none of them: older than the question, it never asks for a
+        restore's suspension (roost.controller.restorehold)."""
+        what = "which restores run"
+
+        async def one(b: Backupd) -> frozenset[str]:
+            try:
+                got = await b.client.call(BackupRestoresRequest(), timeout=QUERY_TIMEOUT_S)
+            except RemoteError:
+                return frozenset()
+            except RpcTimeout as exc:
+                raise BackupError(f"{what}: backupd {b.name} did not answer ({exc})", 504) from None
+            if not isinstance(got, BackupRestoresRunning):
+                raise BackupError(f"{what}: backupd {b.name} answered {type(got).__name__}")
+            return frozenset(got.ids)
+
+        got = await self._each(self.backupds, one)
+        return {n: None if isinstance(r, BackupError) else r for n, r in got.items()}
 
     async def restore_host(self, host: str) -> BackupHostRestored:
         """Every app of a servicehost that lost its data, back onto it, by the

@@ -13,7 +13,7 @@ from pathlib import Path
 import uvicorn
 
 from roost import __version__
-from roost.controller import filerstore, pgwatch, spare, upgrade
+from roost.controller import filerstore, pgwatch, restorehold, spare, upgrade
 from roost.controller.acme import AcmeRunner
 from roost.controller.acme import settings_problem as acme_settings_problem
 from roost.controller.api.app import create_api
@@ -174,6 +174,8 @@ async def serve(
                     ),
                     # A lost paired servicehost replaced by a spare (issue 16).
                     tg.create_task(spare.spare_loop(controller, lambda: controller.is_leader)),
+                    # An app a restore suspended, resumed once it is over (issue 16).
+                    tg.create_task(restorehold.hold_loop(controller, lambda: controller.is_leader)),
                     tg.create_task(
                         upgrade.capture_pending(
                             data_dir, controller.backups, lambda: service.platform.served

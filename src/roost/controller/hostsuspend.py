@@ -22,6 +22,8 @@ controller can end what another started.
 
 from __future__ import annotations
 
+import time
+
 from roost.controller import lifecycle
 from roost.controller.core import Controller
 from roost.controller.store import NotFound
@@ -58,6 +60,14 @@ class HostSuspend:
             app = await c.store.app(msg.app)
         except NotFound:
             return Ok()  # an app the state does not hold (deleted since): nothing to show
+        if msg.starting and msg.restore_id:
+            # An app's own restore: recorded as its, so that whichever
+            # controller is alive resumes it once the restore is over
+            # (roost.controller.restorehold), should the one that asked die.
+            if not await c.store.suspend_for_restore(app.id, app.name, msg.restore_id, time.time()):
+                return Ok()  # suspended before: the end leaves it so
+            await lifecycle.suspended_now(c, app, f"for its restore {msg.restore_id}")
+            return Ok(detail=APP_SUSPENDED)
         if msg.starting:
             if app.suspended:
                 return Ok()  # suspended before: the end leaves it so

@@ -50,8 +50,17 @@ async def backup_before(c: Controller, app: AppRow, reason: str) -> None:
 
 
 async def set_suspended(c: Controller, app: AppRow, suspended: bool) -> None:
+    """By hand (a user, an operator, a host restore): no app restore's end
+    undoes it (roost.controller.restorehold)."""
     await c.store.set_suspended(app.id, suspended)
+    await suspended_now(c, app, "", suspended)
+
+
+async def suspended_now(c: Controller, app: AppRow, why: str, suspended: bool = True) -> None:
+    """The event, the app's log line and the scheduler's wake-up once the
+    app's `suspended` changed (`why`: a reason shown after it, or "")."""
     word = "suspended" if suspended else "resumed"
-    await c.store.add_event("suspend" if suspended else "resume", f"{app.name} {word}", app.id)
-    await c.platform_log(app.name, f"app {word}")
+    text = f"{word} {why}" if why else word
+    await c.store.add_event("suspend" if suspended else "resume", f"{app.name} {text}", app.id)
+    await c.platform_log(app.name, f"app {text}")
     c.wake.set()

@@ -34,6 +34,7 @@ from roost.controller.store_deploys import (
 )
 from roost.controller.store_domains import DomainStore
 from roost.controller.store_drains import DrainStore, trim_log_lines
+from roost.controller.store_holds import HoldStore, by_user, forget_holds
 from roost.controller.store_hostdrains import HostDrainStore
 from roost.controller.store_images import ImageCopyStore
 from roost.controller.store_logs import insert_log_lines
@@ -136,6 +137,7 @@ class Store(
     DeployStore,
     DomainStore,
     DrainStore,
+    HoldStore,
     HostDrainStore,
     ImageCopyStore,
     NotifyStore,
@@ -214,6 +216,7 @@ class Store(
             ):
                 c.execute(delete(table).where(table.c.app_id == app.id))
             c.execute(delete(t.apps).where(t.apps.c.id == app.id))
+            forget_holds(c, app.id)
             bump_desired(c)
 
     def set_data_quota(self, app_id: int, quota_mb: int | None) -> None:
@@ -224,8 +227,10 @@ class Store(
             bump_desired(c)
 
     def set_suspended(self, app_id: int, suspended: bool) -> None:
+        """Set by hand (or a host restore): no app restore's end undoes it."""
         with self.engine.begin() as c:
             c.execute(update(t.apps).where(t.apps.c.id == app_id).values(suspended=suspended))
+            by_user(c, app_id)
             bump_desired(c)
 
     # ------------------------------------------------------------ releases

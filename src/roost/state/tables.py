@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -368,6 +369,20 @@ retired_servicehosts = Table(
     Column("address", String(255), nullable=False),  # its endpoints' host
     Column("replaced_by", String(255), nullable=False),
     Column("retired_at", Float, nullable=False),
+)
+
+restore_holds = Table(
+    "restore_holds",
+    metadata,
+    # An app suspended for its own restore (controller/restorehold.py,
+    # migration 0025): resumed once backupd no longer runs that restore. No
+    # foreign key: release 0.2.0 deletes apps without knowing this table.
+    Column("app_id", Integer, primary_key=True),
+    Column("app", String(255), nullable=False),  # its name (an id may be reused)
+    Column("restore_id", String(64), nullable=False),
+    Column("since", Float, nullable=False),  # time.time()
+    # A user suspended or resumed it since: the restore's end leaves it so.
+    Column("by_user", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 app_pairs = Table(

@@ -45,6 +45,8 @@ from roost.wire.messages import (
     BackupPolicySet,
     BackupRestore,
     BackupRestored,
+    BackupRestoresRequest,
+    BackupRestoresRunning,
     BackupSource,
     BackupSourceRequest,
     BuildAccepted,
@@ -218,6 +220,7 @@ FLOWS: dict[type[Msg], Flow] = {
     BackupRestore: Flow(by=CONTROLLER, to=BACKUPD),
     BackupPolicySet: Flow(by=CONTROLLER, to=BACKUPD),
     BackupHostRestore: Flow(by=CONTROLLER, to=BACKUPD),
+    BackupRestoresRequest: Flow(by=CONTROLLER, to=BACKUPD),
 }
 # message type -> the roles that may send it as a request
 SENDERS: dict[type[Msg], frozenset[str]] = {kind: f.by for kind, f in FLOWS.items()}
@@ -259,6 +262,7 @@ NOT_REQUESTS: frozenset[type[Msg]] = frozenset(
         BackupRestored,
         ServiceHostRestored,
         BackupHostRestored,
+        BackupRestoresRunning,
         PairPlanned,
         RetiredHosts,
     }

@@ -1115,6 +1115,19 @@ class HostRestoreApp(Msg, frozen=True, kw_only=True):
     resume: bool = False  # (the end) the start's answer said it suspended the app
     ok: bool = True  # (the end) every kind of the app came back
     message: str = ""  # (the end) what came back or did not
+    # (an app's own restore's start) its id: the controller records the
+    # suspension as this restore's, and resumes the app once backupd no
+    # longer runs it (roost.controller.restorehold); "" for a host restore.
+    restore_id: str = ""
+
+
+class BackupRestoresRequest(Msg, frozen=True, kw_only=True):
+    """controller -> backupd: which of its app restores are running (those
+    that may have asked for a suspension: roost.controller.restorehold)."""
+
+
+class BackupRestoresRunning(Msg, frozen=True, kw_only=True):
+    ids: list[str] = []  # the restores' ids (HostRestoreApp.restore_id)
 
 
 APP_SUSPENDED = "suspended"  # HostRestoreApp's answer: this start suspended the app
@@ -1207,6 +1220,8 @@ AnyMsg = (
     | BackupHostRestore
     | BackupHostRestored
     | HostRestoreApp
+    | BackupRestoresRequest
+    | BackupRestoresRunning
     | PairReplace
     | PairPlanned
     | PairJoin

@@ -10,8 +10,11 @@ asks a controller to suspend it once the restored copy is sound, right
 before the swap (HostRestoreApp, roost.backups.restore), so a restore that
 fails before (a dump that does not load, a server that cannot be reached)
 leaves it serving, its instances never stopped; an app the restore
-suspended is resumed here after it, whatever the outcome, and the answer
-waits (a minute at most) for its instances to run again. What cannot be
+suspended is resumed here after it, whatever the outcome (unless a user
+suspended or resumed it meanwhile), and the answer waits (a minute at most)
+for its instances to run again; should this controller die first, the
+lease holder resumes it once the restore is over (roost.controller.
+restorehold). What cannot be
 done as asked (an unknown id, a time outside the point-in-time window) is
 refused before anything changes.
 
@@ -181,9 +184,18 @@ async def _resume_after_restore(c: Controller, name: str) -> None:
         app = await c.store.app(name)
     except NotFound:
         return  # deleted meanwhile
-    if not app.suspended:
+    # Only while the restore's record of its suspension is there and no user
+    # touched it since (roost.controller.restorehold ends it should this
+    # controller die first).
+    done = await c.store.release_hold(app.id, app.name)
+    if done == "resumed":
+        await lifecycle.suspended_now(c, app, "after its restore", suspended=False)
+    elif done == "user" or not app.suspended:
         return
-    await lifecycle.set_suspended(c, app, False)
+    else:
+        # Suspended with no record: by a controller of the previous release
+        # (it records none), during a rolling upgrade; resumed as it did.
+        await lifecycle.set_suspended(c, app, False)
     if app.current_release is None:
         return
     wanted = sum((await c.store.formation(app.id)).values())
