@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, HTTPException, Path, Request
+from fastapi import Depends, Header, HTTPException, Path, Query, Request
 
 from roost.controller.core import Controller
 from roost.controller.ratelimit import LoginGuard, TooMany
@@ -66,6 +66,7 @@ async def account(
 CurrentAccount = Annotated[Account, Depends(account)]
 # Integers that reach the database: SQLite stores at most 64-bit signed.
 RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+RowIdQuery = Annotated[int | None, Query(ge=1, le=2**31 - 1)]  # the same, optional, in a query
 CurrentController = Annotated[Controller, Depends(controller)]
 CurrentService = Annotated[ControllerService, Depends(service)]
 CurrentGuard = Annotated[LoginGuard, Depends(login_guard)]

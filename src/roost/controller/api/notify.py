@@ -21,6 +21,7 @@ from roost.controller.api.deps import (
     CurrentAccount,
     CurrentController,
     RowId,
+    RowIdQuery,
     app_for_member,
     require_admin,
 )
@@ -118,7 +119,7 @@ async def delivery_log(
     who: CurrentAccount,
     c: CurrentController,
     app: str | None = None,
-    target: int | None = None,
+    target: RowIdQuery = None,
     limit: int = Query(default=50, ge=1, le=1000),
 ) -> list[dict[str, Any]]:
     """The newest deliveries of the targets `who` may see: each one's alert,
