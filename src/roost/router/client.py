@@ -285,10 +285,10 @@ class ClientConnection:
         if not url_end:
             return False
         if data[0] == 71:  # "G"
-            ex = Exchange(self, ctx.clock(), data[4:url_end])
+            ex = new_exchange(self, ctx.clock(), data[4:url_end])
             ex.method = b"GET"
         else:
-            ex = Exchange(self, ctx.clock(), data[5:url_end])
+            ex = new_exchange(self, ctx.clock(), data[5:url_end])
             ex.method = b"HEAD"
         ex.headers = headers
         ex.head_done = True
