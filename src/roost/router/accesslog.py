@@ -33,8 +33,9 @@ if TYPE_CHECKING:
     from roost.router.exchange import Exchange
 
 # The buffer's size: lines are copied into it and it is written out when the
-# next line does not fit (or at the sweep's flush).
-_FLUSH_BYTES = 256 * 1024
+# next line does not fit (or at the sweep's flush). Made once and zeroed, so
+# every worker holds all of it: 64 KiB is one write per few hundred requests.
+_FLUSH_BYTES = 64 * 1024
 # The bytes of a line that are always there (' - ', the quotes, ' host=' ...).
 _FIXED = sum(map(len, (b" - ", b" ", b' "', b'" "', b'" host=', b" app=", b" inst=", b"\n")))
 
