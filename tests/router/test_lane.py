@@ -334,3 +334,30 @@ def test_the_scanners_read_alike_as_plain_python_without_cython(
         n = len(data)
         for i, j in ((0, 0), (n, n), (0, n), (3, 9), (0, 1), (n - 1, n)):
             assert plain.cut(data, i, j) == in_use.cut(data, i, j) == data[:i] + data[j:]
+
+
+def test_the_request_clock_is_the_loops_clock() -> None:
+    """context.monotonic (a request's start and end) reads the clock both
+    loops keep time by: time.monotonic's, and uvloop's loop.time() within the
+    few milliseconds it loses (whole milliseconds, rounded down, from a clock
+    libuv may read coarse)."""
+    import time
+
+    import uvloop
+
+    from roost.router.context import monotonic
+
+    before = time.monotonic()
+    now = monotonic()
+    after = time.monotonic()
+    assert before <= now <= after
+
+    async def loop_time() -> tuple[float, float, float]:
+        loop = asyncio.get_running_loop()
+        a = loop.time()
+        m = monotonic()
+        b = loop.time()
+        return a, m, b
+
+    a, m, b = uvloop.run(loop_time())
+    assert a <= m < b + 0.005

@@ -3,7 +3,7 @@
 
 cimport cython
 
-from roost.router.context cimport Context
+from roost.router.context cimport Context, monotonic
 
 from roost.router.relay cimport Relay
 from roost.router.upstream cimport Upstream

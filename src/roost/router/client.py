@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
 
+from roost.router.context import monotonic
 from roost.router.exchange import Exchange, new_exchange
 from roost.router.h1 import error_response
 from roost.router.scan import lane_request, request_head, sub
@@ -285,10 +286,10 @@ class ClientConnection:
         if not url_end:
             return False
         if data[0] == 71:  # "G"
-            ex = new_exchange(self, ctx.clock(), data[4:url_end])
+            ex = new_exchange(self, monotonic(), data[4:url_end])
             ex.method = b"GET"
         else:
-            ex = new_exchange(self, ctx.clock(), data[5:url_end])
+            ex = new_exchange(self, monotonic(), data[5:url_end])
             ex.method = b"HEAD"
         ex.headers = headers
         ex.head_done = True
@@ -341,10 +342,10 @@ class ClientConnection:
         cannot happen here (one Host, no framing, an origin-form target)."""
         ctx = self.ctx
         if data[0] == 71:  # "G"
-            ex = new_exchange(self, ctx.clock(), sub(data, 4, url_end))
+            ex = new_exchange(self, monotonic(), sub(data, 4, url_end))
             ex.method = b"GET"
         else:
-            ex = new_exchange(self, ctx.clock(), sub(data, 5, url_end))
+            ex = new_exchange(self, monotonic(), sub(data, 5, url_end))
             ex.method = b"HEAD"
         ex.head_done = True
         ex.body_done = True
@@ -382,7 +383,7 @@ class ClientConnection:
         ex = self.cur
         if ex is None:
             ctx = self.ctx
-            now = ctx.clock()
+            now = monotonic()
             self.cur = ex = Exchange(self, now, url)
             self.head_bytes = 0
             if self.active is None:
@@ -558,7 +559,7 @@ class ClientConnection:
             # An answer is already on its way: another one now would interleave. Cut.
             self.abort_response(active, title)
             return
-        ex = self.cur or Exchange(self, self.ctx.clock())
+        ex = self.cur or Exchange(self, monotonic())
         ex.abort()
         ex.keep_alive = False
         self.queue.clear()
@@ -581,7 +582,7 @@ class ClientConnection:
                 t.close()
                 return
             self.lingering = True
-            self.deadline = self.ctx.clock() + LINGER_S
+            self.deadline = monotonic() + LINGER_S
             if self.paused:
                 self.paused = 0
                 t.resume_reading()
@@ -590,7 +591,7 @@ class ClientConnection:
 
     def _log(self, ex: Exchange) -> None:
         ctx = self.ctx
-        now = ctx.clock()
+        now = monotonic()
         access = ctx.access
         if access is not None:
             access.log(self, ex, now)

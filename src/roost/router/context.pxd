@@ -4,6 +4,11 @@
 
 cimport cython
 
+
+# (before the cimports: accesslog.pxd cimports client.pxd, which cimports this
+# from here while this file is still being read)
+cpdef double monotonic() noexcept
+
 from roost.router.accesslog cimport AccessLog
 from roost.router.balance cimport Balancer
 from roost.router.scan cimport bytes_of

