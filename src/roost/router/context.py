@@ -123,7 +123,9 @@ class Context:
         host_id: str = "",
     ) -> None:
         self.loop = asyncio.get_running_loop()
-        self.clock = self.loop.time  # (bound once: requests read it twice each)
+        self.clock = (
+            self.loop.time
+        )  # (a retry's failure time; a request's start and end: monotonic)
         # A coarse clock for deadlines, advanced by every sweep: setting a
         # deadline then costs an attribute read instead of a clock call.
         self.now = self.loop.time()
