@@ -309,8 +309,25 @@ def _kill_ns(ns: str, timeout: float = 10.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if time.monotonic() > deadline:
-            raise RuntimeError(f"processes in {ns} survive SIGKILL: {pids}")
+            raise RuntimeError(f"processes in {ns} survive SIGKILL: {_where(pids)}")
         time.sleep(0.05)
+
+
+def _where(pids: list[int]) -> str:
+    """Each pid's name, state and kernel wait point: a process that outlives
+    SIGKILL is stuck in the kernel (D state: a FUSE request, the disk), and
+    that says where."""
+    out = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            wchan = Path(f"/proc/{pid}/wchan").read_text()
+        except OSError:
+            out.append(f"{pid} (gone)")
+            continue
+        name, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2]
+        out.append(f"{pid} {name} {state} {wchan or '-'}")
+    return ", ".join(out)
 
 
 def _drop_table(name: str) -> None:
