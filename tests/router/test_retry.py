@@ -78,6 +78,32 @@ async def test_idempotent_request_retried_when_nothing_came_back(
         assert [q["method"] for q in broken.requests] == ["GET"]  # it was sent, then retried
 
 
+async def test_an_idempotent_request_sent_in_parts_is_replayed_whole(
+    backends: Any, router: Any
+) -> None:
+    """A PUT whose body went out in parts after its head (each kept to replay
+    after the head) reaches the second instance whole, in order."""
+    import hashlib
+
+    broken, good = await backends("broken"), await backends("good")
+    broken.drop = True
+
+    async def parts() -> Any:
+        for part in (b"one-", b"two-", b"three"):
+            yield part
+            await asyncio.sleep(0.05)
+
+    async with router([app("a", broken, good)]) as r, httpx.AsyncClient() as c:
+        resp = await c.put(
+            f"http://127.0.0.1:{r.port}/echo", headers={"Host": "a.localhost"}, content=parts()
+        )
+        assert resp.status_code == 200
+        echo = resp.json()
+        assert echo["body_size"] == 13
+        assert echo["body_sha256"] == hashlib.sha256(b"one-two-three").hexdigest()
+        assert [q["method"] for q in broken.requests] == ["PUT"]
+
+
 async def test_non_idempotent_request_never_retried_after_sending(
     backends: Any, router: Any
 ) -> None:

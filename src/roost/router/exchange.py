@@ -90,6 +90,7 @@ class Exchange(Relay):
         self.replay_size = 0
         self.attempts = 0
         self.replayable = True
+        self.replay_head = None
         self.replay = None
         self.failed = ()
 

@@ -29,6 +29,7 @@ cdef class Relay:
     cdef public list pending
     cdef public Py_ssize_t pending_size
     cdef public list replay
+    cdef public bytes replay_head
     cdef public Py_ssize_t replay_size
     cdef public bint replayable
     cdef public bint req_chunked

@@ -68,8 +68,9 @@ class Relay:
         "pending",
         "pending_size",
         "replay",
+        "replay_head",
         "replay_size",
-        "replayable",  # everything sent so far is kept in `replay`
+        "replayable",  # everything sent so far is kept in `replay_head` and `replay`
         "req_chunked",
         "rid",
         "slot",
@@ -95,7 +96,8 @@ class Relay:
     replay_size: int
     attempts: int
     replayable: bool
-    replay: list[bytes] | None
+    replay_head: bytes | None  # what attach() sent first (the head, and any body then)
+    replay: list[bytes] | None  # what was sent after it, made only when something is
     failed: list[Slot] | tuple[()]  # instances that failed this request
 
     # ---------------------------------------------------------------- proxying
@@ -163,12 +165,13 @@ class Relay:
             self.pending_size = 0
             self.client.resume(4)
         if self.replayable:
-            # Keep what was sent until an answer starts, for a retry.
-            self.replay = [data]
+            # Keep what was sent until an answer starts, for a retry: as bytes,
+            # not a list, since a plain request sends nothing more.
             self.replay_size = len(data)
             if self.replay_size > self.client.ctx.replay_bytes:
                 self.replayable = False
-                self.replay = None
+            else:
+                self.replay_head = data
         up.write(data)
         if self.client.write_paused:
             up.pause_reading()
@@ -189,11 +192,14 @@ class Relay:
         up = self.up
         if up is not None:
             up.write(data)
-            if self.replayable and self.replay is not None:
+            if self.replayable and self.replay_head is not None:
                 self.replay_size += len(data)
                 if self.replay_size > self.client.ctx.replay_bytes:
                     self.replayable = False
+                    self.replay_head = None
                     self.replay = None
+                elif self.replay is None:
+                    self.replay = [data]
                 else:
                     self.replay.append(data)
         else:
@@ -224,8 +230,9 @@ class Relay:
         if self.attempts >= ctx.max_attempts:
             self._bad_gateway()
             return
-        if self.replay is not None:  # it was sent: send it all again
-            self.pending = [*self.replay, *self.pending]
+        if self.replay_head is not None:  # it was sent: send it all again
+            self.pending = [self.replay_head, *(self.replay or ()), *self.pending]
+            self.replay_head = None
             self.replay = None
         entry = ctx.table.lookup(_exchange(self).host)
         if entry is not None and self.entry is not None and entry.name == self.entry.name:
