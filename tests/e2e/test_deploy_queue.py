@@ -84,8 +84,12 @@ def test_deploys_of_one_app_wait_in_order_and_a_queued_one_is_cancelled(tmp_path
             out3, _ = running[2].communicate(timeout=60)
             assert running[2].returncode != 0 and "deploy cancelled by " in out3, out3
 
-            data = app_data_dir(platform.data, "inline")
-            (data / "ready").write_text("")
+            # The runner makes the data directory as it starts the first
+            # instance, which can come after the build reads rolling-out.
+            wait_until(
+                lambda: app_data_dir(platform.data, "inline").exists(), 120, "the data directory"
+            )
+            (app_data_dir(platform.data, "inline") / "ready").write_text("")
             out1, _ = running[0].communicate(timeout=300)
             out2, _ = running[1].communicate(timeout=300)
         finally:

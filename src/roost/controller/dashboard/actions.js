@@ -53,6 +53,26 @@
     await loadPanel();
   }
 
+  const backOptions = (back) => back.map((r) => `<option value="${r.version}">v${r.version} ${esc(r.description)}</option>`).join("");
+
+  // Only the roll-back list, in place: a rollout ending supersedes the
+  // release before it while the owner may be typing in the panel's inputs,
+  // which a whole reload would wipe.
+  async function loadReleases() {
+    const app = state.app;
+    let releases;
+    try {
+      releases = await api("GET", `/apps/${encodeURIComponent(app)}/releases`);
+    } catch (e) { return; }
+    const sel = $("#rollback-to"), button = $('[data-action="rollback"]');
+    if (app !== state.app || !sel || !button) return;
+    const back = releases.filter((r) => r.status === "superseded");
+    const picked = sel.value;
+    sel.innerHTML = backOptions(back);
+    if (back.some((r) => String(r.version) === picked)) sel.value = picked;
+    button.disabled = back.length === 0;
+  }
+
   function current() { return state.apps.find((a) => a.name === state.app) || null; }
 
   async function loadPanel() {
@@ -76,7 +96,7 @@
         <button data-action="restart">Restart</button>
         <button data-action="${suspended ? "resume" : "suspend"}">${suspended ? "Resume" : "Suspend"}</button>
         <span class="group">roll back to
-          <select id="rollback-to">${back.map((r) => `<option value="${r.version}">v${r.version} ${esc(r.description)}</option>`).join("")}</select>
+          <select id="rollback-to">${backOptions(back)}</select>
           <button data-action="rollback" ${back.length ? "" : "disabled"}>Roll back</button></span>
         <span id="app-state" class="muted">${suspended ? "suspended" : ""}</span>
       </div>
@@ -173,14 +193,21 @@
     }));
   }
 
+  // What can change without an action of this page: another user suspends
+  // the app (the panel is loaded again), a rollout ends and supersedes the
+  // release before it (the roll-back list is).
+  const suspensions = (apps) => apps.map((a) => `${a.name}:${a.suspended}`).join();
+  const releaseKey = (apps) => apps.map((a) =>
+    `${a.name}:${a.release}:${(a.deploys || []).map((r) => `${r.version}=${r.status}`).join("/")}`).join();
+
   // Each refresh of the board (index.html) hands us its data: the app list,
-  // and whether the picked app is suspended now.
+  // whether the picked app is suspended now, its releases.
   document.addEventListener("roost:data", (ev) => {
     const apps = ev.detail.apps || [];
     const view = $("#app-view");
     if (!$("#app-pick")) build();
     view.hidden = apps.length === 0;
-    const before = state.apps.map((a) => `${a.name}:${a.suspended}`).join();
+    const before = suspensions(state.apps), releasesBefore = releaseKey(state.apps);
     state.apps = apps;
     const picker = $("#app-pick");
     const names = apps.map((a) => a.name);
@@ -189,7 +216,8 @@
     }
     if (!names.includes(state.app)) { if (names.length) pick(names[0]); return; }
     picker.value = state.app;
-    if (!state.busy && before !== apps.map((a) => `${a.name}:${a.suspended}`).join()) loadPanel();
+    if (!state.busy && before !== suspensions(apps)) loadPanel();
+    else if (!state.busy && releasesBefore !== releaseKey(apps)) loadReleases();
     // The hour's points are 10 s apart, the day's 5 min: redraw as often.
     if (Date.now() - state.chartsAt > (state.span === "hour" ? 10000 : 60000)) drawCharts();
   });
