@@ -151,10 +151,18 @@ def test_log_retention_through_the_api(env: Env) -> None:  # noqa: F811
     assert c.get(path, headers=env.collab).json() == {
         "lines": default, "lines_default": True, "days": None
     }  # fmt: skip
-    for body in ({"lines": 10}, {"days": 0}, {"days": 4000}, {"lines": "many"}):
+    for body in (
+        {"lines": 10},
+        {"days": 0},
+        {"days": 1e-300},
+        {"days": 0.04},
+        {"days": 4000},
+        {"lines": "many"},
+    ):
         r = c.put(path, json=body, headers=env.owner)
         assert r.status_code == 422, body
     assert c.get(path, headers=env.owner).json()["lines_default"] is True  # nothing changed
+    assert c.put(path, json={"days": 1 / 24}, headers=env.owner).json()["days"] == 1 / 24
     r = c.put(path, json={"lines": 20000, "days": 7}, headers=env.owner)
     assert r.json() == {"lines": 20000, "lines_default": False, "days": 7.0}
     assert c.get(path, headers=env.owner).json() == r.json()

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 MIN_LINES = 1500  # what `roost logs` shows at most in one go, at least
 MAX_LINES = 10_000_000
+# An hour at least: a shorter age would drop lines before `roost logs` or a
+# drain's retry could read them (and 1e-300 days is not a choice anyone means).
+MIN_DAYS = 1 / 24
 MAX_DAYS = 3650.0
 DAY_S = 86400.0
 
@@ -39,8 +42,8 @@ class Trim:
 def check(lines: int | None, days: float | None) -> None:
     if lines is not None and not MIN_LINES <= lines <= MAX_LINES:
         raise BadRetention(f"log retention is {MIN_LINES} to {MAX_LINES} lines")
-    if days is not None and not 0 < days <= MAX_DAYS:
-        raise BadRetention(f"log retention is more than 0 and at most {MAX_DAYS:g} days")
+    if days is not None and not MIN_DAYS <= days <= MAX_DAYS:
+        raise BadRetention(f"log retention is one hour ({MIN_DAYS:.4f} days) to {MAX_DAYS:g} days")
 
 
 def plan(
