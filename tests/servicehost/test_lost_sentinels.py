@@ -23,6 +23,11 @@ ETCD = ["10.0.0.7", "10.0.0.8", "10.0.0.9"]
 BOOK = (("10.0.0.1", 26379), ("10.0.0.2", 26379), ("10.0.0.5", 26379), ("10.0.0.7", 26379))
 
 
+# A replica streaming, as SENTINEL REPLICAS lists it (the fields read).
+REPLICA = {"name": "10.0.0.5:7001", "ip": "10.0.0.5", "port": "7001", "flags": "slave",
+           "master-link-status": "ok"}  # fmt: skip
+
+
 def plan() -> PairPlan:
     return for_host(new_pair("p1", ["10.0.0.1", "10.0.0.2"], ETCD), "10.0.0.2")
 
@@ -55,7 +60,7 @@ def pairs_on(p: PairPlan | None) -> RedisPairs:
 def test_a_member_counts_the_sentinels_of_its_pair_as_replaced() -> None:
     # After the replacement and the sentinels' reset, each knows the two
     # other live ones: three watch the master.
-    fields = {"num-slaves": "1", "num-other-sentinels": "2"}
+    fields = sentinel.MasterSeen({"num-slaves": "1", "num-other-sentinels": "2"}, (REPLICA,))
     before = pairs_on(plan())
     assert sentinel.failover_problem(fields, len(before.sentinels)) == (
         "only 3 of 4 sentinels watch it"
@@ -76,19 +81,20 @@ def test_the_whole_pair_check_asks_the_other_sentinels_by_address() -> None:
 
 
 class Sentinels:
-    """Each address's SENTINEL MASTER fields; records every address asked."""
+    """Each address's SENTINEL MASTER fields and SENTINEL REPLICAS entries;
+    records every address asked."""
 
-    def __init__(self, fields: dict[str, dict[str, str]]) -> None:
-        self.fields = fields
+    def __init__(self, views: dict[str, sentinel.MasterSeen]) -> None:
+        self.views = views
         self.asked: list[tuple[str, int]] = []
 
     def client(self, addr: tuple[str, int], password: str) -> Sentinels.Client:
         self.asked.append(addr)
-        return Sentinels.Client(self.fields[addr[0]])
+        return Sentinels.Client(self.views[addr[0]])
 
     class Client:
-        def __init__(self, fields: dict[str, str]) -> None:
-            self.flat = [x for kv in fields.items() for x in kv]
+        def __init__(self, view: sentinel.MasterSeen) -> None:
+            self.view = view
 
         async def __aenter__(self) -> Sentinels.Client:
             return self
@@ -96,13 +102,17 @@ class Sentinels:
         async def __aexit__(self, *exc: object) -> None:
             return None
 
-        async def call(self, *args: str) -> list[str]:
-            return self.flat
+        async def call(self, *args: str) -> list[Any]:
+            flat = lambda d: [x for kv in d.items() for x in kv]  # noqa: E731
+            if args[:2] == ("SENTINEL", "MASTER"):
+                return flat(self.view.fields)
+            assert args[:2] == ("SENTINEL", "REPLICAS"), args
+            return [flat(r) for r in self.view.replicas]
 
 
 def test_one_pass_asks_this_hosts_sentinel_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    ready = {"num-slaves": "1", "num-other-sentinels": "3"}
-    fresh = {"num-slaves": "0", "num-other-sentinels": "3"}
+    ready = sentinel.MasterSeen({"num-slaves": "1", "num-other-sentinels": "3"}, (REPLICA,))
+    fresh = sentinel.MasterSeen({"num-slaves": "0", "num-other-sentinels": "3"})
     fake = Sentinels({"127.0.0.1": ready, "10.0.0.2": ready, "10.0.0.5": fresh} | {
         h: ready for h in ("10.0.0.1", "10.0.0.7")
     })  # fmt: skip
@@ -111,7 +121,13 @@ def test_one_pass_asks_this_hosts_sentinel_once(monkeypatch: pytest.MonkeyPatch)
         pg_pair=plan(), state=HostState(), host="10.0.0.2", listen=["127.0.0.1", "10.0.0.2"]
     )
     pairs = RedisPairs(host, PairConfig(BOOK, "pw", 26379))
-    problem = asyncio.run(pairs._failover_problem("blog"))
+
+    async def one_pass() -> str:
+        own, why = await pairs._own_view("blog")
+        assert own == ready and why == ""
+        return await pairs._failover_problem("blog", own)
+
+    problem = asyncio.run(one_pass())
     assert problem == (
         "the sentinels know no replica of it yet: it cannot fail over (the sentinel on 10.0.0.5)"
     )

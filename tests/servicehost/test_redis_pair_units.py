@@ -219,6 +219,25 @@ def test_a_copys_health_names_its_role_peer_and_lag() -> None:
     assert replica.problem.startswith("replica: its link to the master")
 
 
+def test_a_master_leaves_out_the_replica_the_sentinels_hold_down() -> None:
+    """Its host dead, the replica is still online in the master's INFO (until
+    repl-timeout) with no lag while nothing is written: the sentinels' view
+    decides, and the problem reads the same after the master drops it."""
+    view = read_view(parse_info(MASTER_INFO))
+    down = frozenset({("10.0.0.2", 7001)})
+    gone = redispairs.health_of(view, down)
+    assert gone.role == "master" and gone.peer == "" and gone.lag_bytes == 1500
+    assert gone.problem == (
+        "master: its replica 10.0.0.2:7001 is down, as the sentinels see it "
+        "(its writes exist on this host only)"
+    )
+    dropped = ReplicationView(role="master", offset=1500)  # past repl-timeout
+    assert redispairs.health_of(dropped, down).problem == gone.problem
+    # Another replica down does not hide the one streaming.
+    other = redispairs.health_of(view, frozenset({("10.0.0.3", 7001)}))
+    assert other == redispairs.Health("master", "10.0.0.2:7001", 500, "")
+
+
 def test_the_sentinels_are_on_every_servicehost_and_controller_host(tmp_path: Path) -> None:
     def ep(host: str) -> Endpoint:
         return Endpoint(f"tcp://{host}:5000", "k")
@@ -250,27 +269,106 @@ def test_the_partners_copy_is_the_same_server_recorded_as_a_replica() -> None:
     assert (svc.backup_password, svc.replica_password, svc.replica_of) == ("c", "d", "10.0.0.1")
 
 
+def replica_entry(
+    ip: str = "10.0.0.2", port: int = 7001, flags: str = "slave", link: str = "ok"
+) -> list[str]:
+    """One replica as SENTINEL REPLICAS lists it (Redis 7.0, every field,
+    in its order; s-down-time appears once it is s_down)."""
+    fields = {
+        "name": f"{ip}:{port}", "ip": ip, "port": str(port),
+        "runid": "576f70826dbcd93a86cab7ba5f081533d0e4bdf6", "flags": flags,
+        "link-pending-commands": "0", "link-refcount": "1", "last-ping-sent": "0",
+        "last-ok-ping-reply": "489", "last-ping-reply": "489",
+        **({"s-down-time": "2474"} if "s_down" in flags else {}),
+        "down-after-milliseconds": "3000", "info-refresh": "6701", "role-reported": "slave",
+        "role-reported-time": "12011", "master-link-down-time": "0",
+        "master-link-status": link, "master-host": "10.0.0.1", "master-port": str(port),
+        "slave-priority": "100", "slave-repl-offset": "277", "replica-announced": "1",
+    }  # fmt: skip
+    return [x for kv in fields.items() for x in kv]
+
+
+def seen(others: int = 2, *replicas: list[str]) -> sentinel.MasterSeen:
+    fields = {"name": "roost-blog", "flags": "master", "num-slaves": str(len(replicas)),
+              "num-other-sentinels": str(others)}  # fmt: skip
+    return sentinel.MasterSeen(fields, sentinel.replicas_seen(list(replicas)))
+
+
+def test_sentinel_replicas_reply_is_read_field_by_field() -> None:
+    (r,) = sentinel.replicas_seen([replica_entry(flags="s_down,slave,disconnected")])
+    assert (r["name"], r["ip"], r["port"], r["flags"]) == (
+        "10.0.0.2:7001", "10.0.0.2", "7001", "s_down,slave,disconnected",
+    )  # fmt: skip
+    assert r["master-link-status"] == "ok" and r["s-down-time"] == "2474"
+
+
+def test_a_replica_is_good_only_up_and_streaming_as_the_sentinels_see_it() -> None:
+    (up,) = sentinel.replicas_seen([replica_entry()])
+    assert sentinel.good_replica(up)
+    # Its host dead: s_down after down-after-milliseconds, its last INFO
+    # still saying the link is ok (seen so on Redis 7.0).
+    for flags in (
+        "s_down,slave",
+        "s_down,slave,disconnected",
+        "o_down,slave",
+        "slave,disconnected",
+    ):
+        (r,) = sentinel.replicas_seen([replica_entry(flags=flags)])
+        assert not sentinel.good_replica(r), flags
+    (cut,) = sentinel.replicas_seen([replica_entry(link="err")])
+    assert not sentinel.good_replica(cut)
+    assert not sentinel.good_replica({})
+
+
+def test_the_replicas_the_sentinels_hold_down_by_address() -> None:
+    replies = sentinel.replicas_seen(
+        [replica_entry(), replica_entry("10.0.0.3", flags="s_down,slave"),
+         replica_entry("10.0.0.4", link="err")]
+    )  # fmt: skip
+    assert sentinel.replicas_down(replies) == {("10.0.0.3", 7001)}
+    assert sentinel.replicas_down([]) == frozenset()
+
+
 def test_a_master_the_sentinels_cannot_fail_over_is_a_problem() -> None:
-    ready = {"num-slaves": "1", "num-other-sentinels": "2"}
+    ready = seen(2, replica_entry())
     assert sentinel.failover_problem(ready, 3) == ""
-    assert "know no replica" in sentinel.failover_problem({**ready, "num-slaves": "0"}, 3)
-    lone = sentinel.failover_problem({**ready, "num-other-sentinels": "1"}, 3)
+    assert "know no replica" in sentinel.failover_problem(seen(2), 3)
+    lone = sentinel.failover_problem(seen(1, replica_entry()), 3)
     assert lone == "only 2 of 3 sentinels watch it"
-    assert sentinel.failover_problem({}, 3) == "the sentinels do not watch it"
+    assert sentinel.failover_problem(sentinel.MasterSeen({}), 3) == "the sentinels do not watch it"
+
+
+def test_a_master_whose_only_replica_is_down_cannot_fail_over() -> None:
+    """SENTINEL MASTER's num-slaves counts a replica the sentinels hold down
+    (seen: 1 with the replica's host powered off); it is no replica to
+    promote."""
+    dead = seen(2, replica_entry(flags="s_down,slave,disconnected"))
+    assert dead.fields["num-slaves"] == "1"
+    assert sentinel.failover_problem(dead, 3) == (
+        "the sentinels know no replica of it fit to take over (10.0.0.2:7001)"
+    )
+    syncing = seen(2, replica_entry(link="err"))
+    assert "fit to take over" in sentinel.failover_problem(syncing, 3)
+    # One good of two is enough.
+    either = seen(2, replica_entry(flags="s_down,slave"), replica_entry("10.0.0.3"))
+    assert sentinel.failover_problem(either, 3) == ""
 
 
 def test_a_master_another_sentinel_knows_no_replica_of_is_a_problem() -> None:
     """The sentinel leading a failover may be another host's; one that has
     not read the master's INFO since the replica came aborts it."""
-    ready = {"num-slaves": "1", "num-other-sentinels": "2"}
-    fresh = {"num-slaves": "0", "num-other-sentinels": "2"}
+    ready = seen(2, replica_entry())
     whole = {"10.0.0.1": ready, "10.0.0.2": ready, "10.0.0.3": None}  # one does not answer
     assert sentinel.pair_failover_problem(whole, 3) == ""
-    assert sentinel.pair_failover_problem({**whole, "10.0.0.2": fresh}, 3) == (
+    assert sentinel.pair_failover_problem({**whole, "10.0.0.2": seen(2)}, 3) == (
         "the sentinels know no replica of it yet: it cannot fail over (the sentinel on 10.0.0.2)"
     )
     assert "(the sentinel on 10.0.0.3)" in sentinel.pair_failover_problem(
-        {**whole, "10.0.0.3": {}}, 3
+        {**whole, "10.0.0.3": sentinel.MasterSeen({})}, 3
+    )
+    down = {**whole, "10.0.0.1": seen(2, replica_entry(flags="s_down,slave"))}
+    assert "fit to take over (10.0.0.2:7001) (the sentinel on 10.0.0.1)" in (
+        sentinel.pair_failover_problem(down, 3)
     )
 
 

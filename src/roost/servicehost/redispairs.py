@@ -18,7 +18,12 @@ hosts of the address book's servicehosts and controllers, all on one port.
 - Watch (every WATCH_INTERVAL_S): each copy's INFO replication gives its
   role, peer and lag (`health`, in the status push); a problem (a master
   without a streaming replica, one far behind, a replica cut from its
-  master) is logged when it appears and when it clears. The role seen is
+  master) is logged when it appears and when it clears. A master's view
+  leaves out the replicas this host's sentinel holds down (SENTINEL
+  REPLICAS' flags): the master lists a dead host's replica as online
+  until its repl-timeout, a minute. A master with no problem of its own
+  is then judged as the sentinels see it (sentinel.failover_problem):
+  one with no replica they could promote cannot fail over. The role seen is
   recorded in state.json (the fallback when no sentinel answers at start),
   and a master some sentinel does not watch (one restarted without its
   file, one that was down at provision) is registered again.
@@ -110,11 +115,25 @@ class Health:
     problem: str
 
 
-def health_of(view: ReplicationView) -> Health:
+def health_of(view: ReplicationView, down: frozenset[tuple[str, int]] = frozenset()) -> Health:
+    """One copy's health (pure). `down`: the replicas this host's sentinel
+    holds down (sentinel.replicas_down), left out of a master's view: its
+    INFO lists a replica whose host died as online, with no lag while
+    nothing is written, until its repl-timeout (60 s)."""
     if view.role == "slave":
         return Health("replica", f"{view.master_host}:{view.master_port}", 0, redisrepl.judge(view))
+    view = replace(view, replicas=tuple(r for r in view.replicas if (r.host, r.port) not in down))
     peers = ",".join(f"{r.host}:{r.port}" for r in view.replicas)
-    return Health("master", peers, view.lag_bytes(), redisrepl.judge(view))
+    problem = redisrepl.judge(view)
+    if down and not any(r.state == "online" for r in view.replicas):
+        # Named the same before and after the master drops the replica, so
+        # the controller raises one event for the loss, not two.
+        names = ", ".join(f"{h}:{p}" for h, p in sorted(down))
+        problem = (
+            f"master: its replica {names} is down, as the sentinels see it "
+            "(its writes exist on this host only)"
+        )
+    return Health("master", peers, view.lag_bytes(), problem)
 
 
 class RedisPairs:
@@ -245,9 +264,15 @@ class RedisPairs:
                 view = await server.replication_view()
             except _ERRORS:
                 continue
-            new = health_of(view)
-            if view.role == "master" and not new.problem:
-                new = replace(new, problem=await self._failover_problem(app))
+            if view.role == "master":
+                seen, why = await self._own_view(app)
+                down = sentinel.replicas_down(seen.replicas) if seen is not None else frozenset()
+                new = health_of(view, down)
+                if not new.problem:
+                    problem = why if seen is None else await self._failover_problem(app, seen)
+                    new = replace(new, problem=problem)
+            else:
+                new = health_of(view)
             old = self.health.get(app)
             self.health[app] = new
             if new.problem and (old is None or old.problem != new.problem):
@@ -262,42 +287,51 @@ class RedisPairs:
                 masters.append(svc)
         await self.register(masters, auth=False)
 
-    async def _failover_problem(self, app: str) -> str:
-        """What keeps the sentinels from failing this master over: as this
-        host's sentinel sees it, then as each other sentinel does (each
-        asked once)."""
+    async def _own_view(self, app: str) -> tuple[sentinel.MasterSeen | None, str]:
+        """This host's sentinel's view of the app's master (on loopback), or
+        None and why there is none."""
         try:
-            async with sentinelproc.client(
-                ("127.0.0.1", self.config.port), self.config.password
-            ) as r:
-                flat = await r.call("SENTINEL", "MASTER", master_name(app))
+            return await self._view_at(("127.0.0.1", self.config.port), app), ""
         except RedisError as exc:
-            if "No such master" in str(exc):
-                return sentinel.failover_problem({}, len(self.sentinels))
-            return f"this host's sentinel refuses: {exc}"
+            return None, f"this host's sentinel refuses: {exc}"
         except _ERRORS as exc:
-            return f"this host's sentinel does not answer ({type(exc).__name__})"
+            return None, f"this host's sentinel does not answer ({type(exc).__name__})"
+
+    async def _view_at(self, addr: Address, app: str) -> sentinel.MasterSeen:
+        """The sentinel at `addr`'s SENTINEL MASTER fields and SENTINEL
+        REPLICAS entries for the app's master ({} and none when it does not
+        watch it); raises what the client raises otherwise."""
+        name = master_name(app)
+        async with sentinelproc.client(addr, self.config.password) as r:
+            try:
+                flat = await r.call("SENTINEL", "MASTER", name)
+                replicas = await r.call("SENTINEL", "REPLICAS", name)
+            except RedisError as exc:
+                if "No such master" in str(exc):
+                    return sentinel.MasterSeen({})
+                raise
         fields = dict(zip(flat[::2], flat[1::2], strict=False))
-        problem = sentinel.failover_problem(fields, len(self.sentinels))
+        return sentinel.MasterSeen(fields, sentinel.replicas_seen(replicas))
+
+    async def _failover_problem(self, app: str, own: sentinel.MasterSeen) -> str:
+        """What keeps the sentinels from failing this master over: as this
+        host's sentinel sees it (`own`), then as each other sentinel does
+        (each asked once)."""
+        problem = sentinel.failover_problem(own, len(self.sentinels))
         if problem:
             return problem
         # This host's sentinel was just asked (on loopback): only the others.
         ask = other_sentinels(self.sentinels, {self.host.host, *self.host.listen})
-        others = await asyncio.gather(*(self._master_fields(addr, app) for addr in ask))
+        others = await asyncio.gather(*(self._other_view(addr, app) for addr in ask))
         seen = {addr[0]: got for addr, got in zip(ask, others, strict=True)}
         return sentinel.pair_failover_problem(seen, len(self.sentinels))
 
-    async def _master_fields(self, addr: Address, app: str) -> dict[str, str] | None:
-        """The sentinel at `addr`'s SENTINEL MASTER fields for the app, {} when
-        it does not watch it, None when it does not answer."""
+    async def _other_view(self, addr: Address, app: str) -> sentinel.MasterSeen | None:
+        """Another sentinel's view (`_view_at`), None when it does not answer."""
         try:
-            async with sentinelproc.client(addr, self.config.password) as r:
-                flat = await r.call("SENTINEL", "MASTER", master_name(app))
-        except RedisError as exc:
-            return {} if "No such master" in str(exc) else None
+            return await self._view_at(addr, app)
         except _ERRORS:
             return None
-        return dict(zip(flat[::2], flat[1::2], strict=False))
 
     async def watch_loop(self) -> None:
         while True:

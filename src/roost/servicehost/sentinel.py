@@ -175,33 +175,78 @@ def address(reply: Sequence[str] | None) -> tuple[str, int] | None:
     return str(reply[0]), int(reply[1])
 
 
-def failover_problem(fields: Mapping[str, str], sentinels: int) -> str:
+# A replica Sentinel would not promote, whatever the master's INFO says:
+# held down by this sentinel (s_down) or by a quorum (o_down), or with its
+# link to the sentinel lost. The master lists a replica whose host died as
+# online until its repl-timeout (60 s), and SENTINEL MASTER's num-slaves
+# counts it all along.
+DOWN_FLAGS = frozenset({"s_down", "o_down", "disconnected"})
+
+
+@dataclass(frozen=True)
+class MasterSeen:
+    """One sentinel's view of a master: its SENTINEL MASTER fields ({} when
+    it does not watch it) and its SENTINEL REPLICAS entries."""
+
+    fields: Mapping[str, str]
+    replicas: tuple[Mapping[str, str], ...] = ()
+
+
+def replicas_seen(reply: Sequence[Sequence[str]]) -> tuple[dict[str, str], ...]:
+    """SENTINEL REPLICAS' reply (a flat field/value list per replica)."""
+    return tuple(dict(zip(flat[::2], flat[1::2], strict=False)) for flat in reply)
+
+
+def _flags(replica: Mapping[str, str]) -> set[str]:
+    return set(replica.get("flags", "").split(","))
+
+
+def good_replica(replica: Mapping[str, str]) -> bool:
+    """A replica the sentinels could promote: not held down nor cut from
+    them (DOWN_FLAGS), and streaming from its master when it last said."""
+    return not (_flags(replica) & DOWN_FLAGS) and replica.get("master-link-status") == "ok"
+
+
+def replicas_down(replicas: Iterable[Mapping[str, str]]) -> frozenset[tuple[str, int]]:
+    """The (ip, port) of each replica the sentinel holds down (DOWN_FLAGS)."""
+    return frozenset(
+        (r.get("ip", ""), int(r["port"]))
+        for r in replicas
+        if _flags(r) & DOWN_FLAGS and r.get("port", "").isdigit()
+    )
+
+
+def failover_problem(seen: MasterSeen, sentinels: int) -> str:
     """What keeps the sentinels from failing a master over, from one
-    sentinel's SENTINEL MASTER fields ("" when nothing does): a replica
-    they have not discovered yet (they read the master's INFO every 10 s),
-    or fewer sentinels watching it than run (one more lost, no majority)."""
-    if not fields:
+    sentinel's view of it ("" when nothing does): no replica they could
+    promote (none discovered yet: they read the master's INFO every 10 s;
+    or every one they know down or not streaming), or fewer sentinels
+    watching it than run (one more lost, no majority)."""
+    if not seen.fields:
         return "the sentinels do not watch it"
-    if fields.get("num-slaves", "0") == "0":
+    if not any(good_replica(r) for r in seen.replicas):
+        if seen.replicas:
+            names = ", ".join(sorted(r.get("name", "?") for r in seen.replicas))
+            return f"the sentinels know no replica of it fit to take over ({names})"
         return "the sentinels know no replica of it yet: it cannot fail over"
-    watching = int(fields.get("num-other-sentinels", "0") or 0) + 1
+    watching = int(seen.fields.get("num-other-sentinels", "0") or 0) + 1
     if watching < sentinels:
         return f"only {watching} of {sentinels} sentinels watch it"
     return ""
 
 
-def pair_failover_problem(others: Mapping[str, Mapping[str, str] | None], sentinels: int) -> str:
+def pair_failover_problem(others: Mapping[str, MasterSeen | None], sentinels: int) -> str:
     """`failover_problem` as the other sentinels see the master (`others`:
-    each one's SENTINEL MASTER fields by its host, None when it did not
-    answer): the first that knows no replica or too few sentinels, named.
+    each one's view by its host, None when it did not answer): the first
+    that knows no replica fit to promote or too few sentinels, named.
     The sentinel that leads a failover may be any of them, and one that has
     not read the master's INFO since the replica came knows no replica and
     aborts the failover ("no good slave") while this host's sentinel, which
     has, sees nothing wrong."""
-    for host, fields in sorted(others.items()):
-        if fields is None:
+    for host, seen in sorted(others.items()):
+        if seen is None:
             continue  # down or unreachable: the others count it out
-        problem = failover_problem(fields, sentinels)
+        problem = failover_problem(seen, sentinels)
         if problem:
             return f"{problem} (the sentinel on {host})"
     return ""
