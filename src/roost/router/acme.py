@@ -55,6 +55,6 @@ def serve(client: ClientConnection, ex: Exchange, challenges: dict[str, str], ur
     ex.bytes_out = 0 if ex.method == b"HEAD" else len(body)
     ex.done = True
     if not client.closed:
-        client.transport.write(head if ex.method == b"HEAD" else head + body)
+        client.write(head if ex.method == b"HEAD" else head + body)
     client.exchange_done(ex)
     return True

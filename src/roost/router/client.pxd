@@ -8,6 +8,7 @@ from roost.router.context cimport Context, monotonic
 from roost.router.relay cimport Relay
 from roost.router.upstream cimport Upstream
 from roost.router.scan cimport lane_request, request_head, sub
+from roost.router.sockwrite cimport put, stream_fd
 from roost.router.table cimport AppEntry
 
 
@@ -19,6 +20,7 @@ cdef class ClientConnection:
     cdef public Context ctx
     cdef public Relay cur
     cdef public double deadline
+    cdef public int fd
     cdef public bytes fwd_for
     cdef public Py_ssize_t head_bytes
     cdef public double idle_since
@@ -28,10 +30,10 @@ cdef class ClientConnection:
     cdef public bytes peer
     cdef public bint plain
     cdef public object queue
+    cdef public bint queued
     cdef public Py_ssize_t read_size
     cdef public bytes scheme
     cdef public object transport
-    cdef public object write
     cdef public Upstream tunnel
     cdef public Relay upgrading
     cdef public bint write_paused
@@ -44,6 +46,7 @@ cdef class ClientConnection:
     @cython.locals(ex=Relay, rid=bytes)
     cpdef bint _lane(self, bytes data, Py_ssize_t url_end, bytes host, AppEntry entry,
                      Py_ssize_t as_, Py_ssize_t ae, Py_ssize_t rs, Py_ssize_t re_)
+    cpdef write(self, object data)
     cpdef pause(self, int reason)
     cpdef resume(self, int reason)
     cpdef exchange_done(self, Relay ex)

@@ -32,6 +32,7 @@ from roost.router.context import monotonic
 from roost.router.exchange import Exchange, new_exchange
 from roost.router.h1 import error_response
 from roost.router.scan import lane_request, request_head, sub
+from roost.router.sockwrite import put, stream_fd
 from roost.wire.messages import StaticRoute
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ class ClientConnection:
         "ctx",
         "cur",
         "deadline",
+        "fd",
         "fwd_for",
         "head_bytes",
         "idle_since",
@@ -84,12 +86,12 @@ class ClientConnection:
         "peer",
         "plain",
         "queue",
+        "queued",
         "read_size",
         "scheme",
         "transport",
         "tunnel",
         "upgrading",
-        "write",
         "write_deadline",
         "write_paused",
     )
@@ -101,7 +103,8 @@ class ClientConnection:
         self.parser = HttpRequestParser(self)
         self._drain: list[asyncio.Future[None]] = []
         self.transport: Any = None
-        self.write: Any = None  # transport.write, bound once per connection
+        self.fd = -1  # the socket, while sockwrite.put may write to it directly
+        self.queued = False  # bytes went through the transport since its buffer was empty
         self.cur: Exchange | None = None
         self.active: Exchange | None = None
         self.upgrading: Exchange | None = None
@@ -128,7 +131,7 @@ class ClientConnection:
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        self.write = transport.write
+        self.fd = stream_fd(transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if isinstance(peer, tuple) and peer else b"unix"
         self.fwd_for = b"".join(
@@ -148,6 +151,7 @@ class ClientConnection:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.fd = -1
         self.ctx.clients.discard(self)
         if self.tunnel is not None:
             self.tunnel.close()
@@ -167,6 +171,11 @@ class ClientConnection:
             if not fut.done():
                 fut.set_exception(ConnectionResetError("client went away"))
         self._drain.clear()
+
+    def write(self, data: bytes) -> None:
+        """Bytes to the client, in order (sockwrite.put: straight to the socket
+        while the transport holds none)."""
+        self.queued = put(self.transport, self.fd, self.queued, data)
 
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
@@ -497,7 +506,7 @@ class ClientConnection:
         ex.bytes_out = len(data)
         ex.done = True
         if not self.closed:
-            self.transport.write(data)
+            self.write(data)
         self.exchange_done(ex)
 
     def unknown_host(self, ex: Exchange) -> None:
@@ -547,7 +556,7 @@ class ClientConnection:
         ex.early = None
         for chunk in early:
             if chunk:
-                up.transport.write(chunk)
+                up.write(chunk)
         self._log(ex)
 
     def _reject(self, status: int, title: str, message: str) -> None:

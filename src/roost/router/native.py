@@ -46,6 +46,7 @@ HOT = (
     "balance",
     "stats",
     "scan",
+    "sockwrite",
     "context",
     "upstream",
     "relay",

@@ -313,7 +313,7 @@ class Relay:
         self._release_slot()
         record_success(up.slot)
         if rest:
-            self.client.transport.write(rest)
+            self.client.write(rest)
         self.client.start_tunnel(_exchange(self), up)
 
     def tunnel_closed(self) -> None:

@@ -339,7 +339,7 @@ def _send(
     ex.bytes_out = 0 if ex.method == b"HEAD" else len(body)
     ex.done = True
     if not client.closed:
-        client.transport.write(head if ex.method == b"HEAD" else head + body)
+        client.write(head if ex.method == b"HEAD" else head + body)
     client.exchange_done(ex)
 
 
@@ -361,11 +361,11 @@ def _send_file(client: ClientConnection, ex: Exchange, p: Plan, fh: io.FileIO) -
         ex.status = p.status
         ex.bytes_out = len(data)
         ex.done = True
-        client.transport.write(head + data)
+        client.write(head + data)
         client.exchange_done(ex)
         return
     ex.status = p.status
-    client.transport.write(head)
+    client.write(head)
     client.ctx.spawn(_stream(client, ex, p, fh))
 
 
@@ -383,7 +383,7 @@ async def _stream(client: ClientConnection, ex: Exchange, p: Plan, fh: io.FileIO
             ex.bytes_out += len(data)
             if client.closed:
                 return
-            client.transport.write(data)
+            client.write(data)
             await client.drain()
     except ConnectionResetError:
         return

@@ -8,6 +8,7 @@ from roost.router.context cimport Context
 from roost.router.balance cimport Slot
 from roost.router.relay cimport Relay
 from roost.router.scan cimport cut, plain_response
+from roost.router.sockwrite cimport put, stream_fd
 
 
 @cython.final
@@ -19,6 +20,7 @@ cdef class Upstream:
     cdef public Context ctx
     cdef public double deadline
     cdef public Relay ex
+    cdef public int fd
     cdef public bytes hbuf
     cdef public bint head_only
     cdef public Py_ssize_t hpos
@@ -26,6 +28,7 @@ cdef class Upstream:
     cdef public object is_closing
     cdef public list out
     cdef public object parser
+    cdef public bint queued
     cdef public bint reading_paused
     cdef public bint received
     cdef public object reframer
@@ -34,11 +37,11 @@ cdef class Upstream:
     cdef public Slot slot
     cdef public bint started
     cdef public object transport
-    cdef public object write
     cdef public bint tunnel
     cdef public bint until_close
 
     @cython.locals(end=Py_ssize_t, code=int, i=Py_ssize_t, j=Py_ssize_t)
+    cpdef write(self, object data)
     cpdef bint _plain_response(self, Relay ex, bytes data)
     cpdef _flush(self, Relay ex)
     cpdef _body(self, bytes data)

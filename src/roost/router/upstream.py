@@ -39,6 +39,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from roost.router.balance import Slot
 from roost.router.h1 import LAST_CHUNK, NO_BODY_STATUS, http_date
 from roost.router.scan import cut, plain_response
+from roost.router.sockwrite import put, stream_fd
 
 if TYPE_CHECKING:
     from roost.router.context import Context
@@ -59,6 +60,7 @@ class Upstream:
         "ctx",
         "deadline",
         "ex",
+        "fd",
         "hbuf",
         "head_only",
         "hpos",
@@ -66,6 +68,7 @@ class Upstream:
         "is_closing",
         "out",
         "parser",
+        "queued",
         "reading_paused",
         "received",
         "reframer",
@@ -76,7 +79,6 @@ class Upstream:
         "transport",
         "tunnel",
         "until_close",
-        "write",
     )
 
     def __init__(self, ctx: Context, slot: Slot) -> None:
@@ -86,7 +88,8 @@ class Upstream:
         self.out: list[bytes] = []
         self.ex: Exchange | None = None
         self.transport: Any = None
-        self.write: Any = None  # transport.write, bound once per connection
+        self.fd = -1  # the socket, while sockwrite.put may write to it directly
+        self.queued = False  # bytes went through the transport since its buffer was empty
         self.is_closing: Any = None  # transport.is_closing, likewise (asked per response)
         self.received = False  # any byte of the current response arrived
         self.started = False  # the current response's head was forwarded
@@ -110,8 +113,13 @@ class Upstream:
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        self.write = transport.write
+        self.fd = stream_fd(transport)
         self.is_closing = transport.is_closing
+
+    def write(self, data: bytes) -> None:
+        """Bytes to the instance, in order (sockwrite.put: straight to the
+        socket while the transport holds none)."""
+        self.queued = put(self.transport, self.fd, self.queued, data)
 
     def data_received(self, data: bytes) -> None:
         ex = self.ex
@@ -209,6 +217,7 @@ class Upstream:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.fd = -1
         ex = self.ex
         if ex is None:
             try:
