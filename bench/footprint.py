@@ -141,9 +141,15 @@ class Sample:
 
 
 def role_pids(platform: Platform) -> dict[int, str]:
+    """Each role's pid -> its name; a process that runs several roles
+    (ROOST_ROLE_HOST=on) is grouped as `roles`."""
     loaded = upstate.load(platform.data)
     assert loaded is not None, "roost up wrote no status"
-    return {s.pid: name for name, s in loaded[0].roles.items() if s.pid}
+    out: dict[int, str] = {}
+    for name, s in loaded[0].roles.items():
+        if s.pid:
+            out[s.pid] = "roles" if s.pid in out else name
+    return out
 
 
 def group_of(proc: psutil.Process, up_pid: int, roles: dict[int, str]) -> str:

@@ -117,6 +117,11 @@ def setup_logging(role: str) -> None:
     logging.getLogger("zmq.auth").setLevel(logging.WARNING)
 
 
+# Set by a process that runs several roles itself (roost.cli.rolehost):
+# `run_daemon` then hands it (role, main) instead of running `main`.
+hosted: Callable[[str, Callable[[asyncio.Event], Awaitable[None]]], None] | None = None
+
+
 def run_daemon(role: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run `main(stop)` on uvloop (when installed) until it returns; SIGTERM
     and SIGINT set `stop`.
@@ -127,6 +132,9 @@ def run_daemon(role: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> N
     a supervisor such as `roost up` reports; anything else is SOFTWARE, with
     the traceback.
     """
+    if hosted is not None:
+        hosted(role, main)
+        return
     setup_logging(role)
 
     async def runner() -> None:

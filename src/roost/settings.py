@@ -299,6 +299,13 @@ class Settings:
         "modules once, so that memory is shared (roost.cli.zygote); 'off': each role "
         "a new interpreter",
     )
+    role_host: str = _setting(
+        "off",
+        "ROOST_ROLE_HOST",
+        "roost up: 'on' runs the controller, builder, runner, gateway, servicehost and "
+        "backupd in one process (roost.cli.rolehost), the router in its own; 'off': one "
+        "process per role",
+    )
     firewall: str = _setting(
         "on",
         "ROOST_FIREWALL",

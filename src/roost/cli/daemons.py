@@ -117,3 +117,19 @@ def sentinel(ctx: click.Context) -> None:
 def statedb(ctx: click.Context) -> None:
     """Run this host's part of the state database: its etcd member, its Patroni."""
     _run("statedb", ctx.obj["data"])
+
+
+@click.command("roles", hidden=True)
+@click.argument("specs", nargs=-1, metavar="ROLE[=METRICS_PORT]...")
+@click.pass_context
+def roles(ctx: click.Context, specs: tuple[str, ...]) -> None:
+    """Run several roles in one process (`roost up` with ROOST_ROLE_HOST=on:
+    roost.cli.rolehost), each serving its metrics on its port."""
+    from roost.cli.rolehost import Host, parse_specs
+
+    try:
+        parsed = parse_specs(list(specs))
+    except ValueError as exc:
+        click.echo(f"roles: {exc}", err=True)
+        raise SystemExit(ExitCode.CONFIG_ERROR) from None
+    Host(ctx.obj["data"].resolve(), parsed).run()

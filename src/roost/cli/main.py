@@ -26,7 +26,7 @@ _DAEMONS = ("controller", "builder", "runner", "router", "servicehost", "gateway
 
 # name -> "module:attribute", the command's home.
 COMMANDS: dict[str, str] = {
-    **{role: f"roost.cli.daemons:{role}" for role in (*_DAEMONS, "statedb", "sentinel")},
+    **{role: f"roost.cli.daemons:{role}" for role in (*_DAEMONS, "statedb", "sentinel", "roles")},
     "up": "roost.cli.up:up",
     "down": "roost.cli.control:down",
     "status": "roost.cli.status:status",

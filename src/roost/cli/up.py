@@ -40,7 +40,7 @@ from click.core import ParameterSource
 
 from roost import __version__
 from roost.backups.tools import missing_tools
-from roost.cli import control, httpget, reload
+from roost.cli import control, httpget, reload, uphost
 from roost.cli.client import CliError
 from roost.cli.datadir import check_reachable, make_parents, older_local_dir
 from roost.cli.local import (
@@ -53,7 +53,16 @@ from roost.cli.local import (
     write_api_info,
 )
 from roost.cli.readiness import role_probes
-from roost.cli.takeover import Older, TakeOver, bring_up, hand_over, new_host_id, older_up
+from roost.cli.rolehost import HOST
+from roost.cli.takeover import (
+    Older,
+    TakeOver,
+    bring_up,
+    hand_over,
+    moved,
+    new_host_id,
+    older_up,
+)
 from roost.controller.apitls import api_url
 from roost.daemonize import secure_start
 from roost.proc import activation, spawn, upstate
@@ -222,6 +231,7 @@ async def _report(
     ready: asyncio.Event | None,
     reloads: reload.Reloads,
     taking_over: Callable[[], bool] = lambda: False,
+    members: list[str] | None = None,
 ) -> None:
     """Keep DATA/up.json current; say "ready" each time every role has come up
     (and not before a take-over has ended: the older roost up writes the
@@ -230,11 +240,15 @@ async def _report(
     last: upstate.UpStatus | None = None
     was_taking_over = taking_over()
     while True:
-        roles = role_states(names, sup.children)
+        roles = uphost.expand_states(role_states(names, sup.children), members or [])
         still = taking_over()
         all_up = all(r.state == "up" for r in roles.values()) and not still
         now = upstate.UpStatus(
-            pid=os.getpid(), roles=roles, ready=all_up, reload=reloads.status, release=__version__
+            pid=os.getpid(),
+            roles=roles,
+            ready=all_up,
+            reload=uphost.expand_reload(reloads.status, members or []),
+            release=__version__,
         )
         if now != last or still != was_taking_over:
             await asyncio.to_thread(upstate.save, data, now)
@@ -317,23 +331,56 @@ async def supervise(
             programs.append(role_program(role, argv, at_start, probe, sockets, forks))
         else:
             programs.append(role_program(role, argv, child_env, probe, forks=forks))
+    # One process for the controller and the quiet roles (issue 21).
+    members = uphost.members_of([p.name for p in programs]) if settings.role_host == "on" else []
+    if members:
+        host_probes = [_api_answers(data) if r == "controller" else probes[r] for r in members]
+        host = role_program(
+            HOST,
+            [*base, "roles", *uphost.specs(members, metrics)],
+            dict(env),
+            uphost.all_of(host_probes),
+            forks=forks,
+        )
+        programs = uphost.fold(programs, host)
     (data / "metrics.json").write_text(json.dumps(metrics, indent=2))
     names = [p.name for p in programs]
-    steps = reload.plan(names, shared_sockets=bool(sockets))
+    steps = uphost.host_steps(reload.plan(names, shared_sockets=bool(sockets)))
     try:
         async with asyncio.TaskGroup() as tg:
             supervising = tg.create_task(sup.run())
             known = sup.pids if forks is None else (lambda: sup.pids() | forks.pids())
             reaper = tg.create_task(_reap_adopted(known))
             reporter = tg.create_task(
-                _report(data, sup, names, ready, reloads, lambda: bool(older and not older.ended))
+                _report(
+                    data,
+                    sup,
+                    names,
+                    ready,
+                    reloads,
+                    lambda: bool(older and not older.ended),
+                    members,
+                )
             )
             reloader = None
             # The controller first: the others register with it as they start.
-            if older is not None:
+            if older is not None and takeover is not None and members:
+                for role, how in uphost.older_retirements(members, takeover.hands_over):
+                    await older.retire(role, how)
+            elif older is not None:
                 await older.retire("controller")
             sup.add(programs[0])
-            if await sup.wait_up("controller", 2 * API_READY_S):
+            first = programs[0].name
+            if await sup.wait_up(first, 2 * _ready_timeout(first)):
+                if (
+                    older is not None
+                    and takeover is not None
+                    and members
+                    and not takeover.hands_over
+                ):
+                    await moved(
+                        data, *takeover.hosts, _say
+                    )  # the apps move to the new runner first
                 if older is None or takeover is None:
                     for program in programs[1:]:
                         sup.add(program)
@@ -354,7 +401,7 @@ async def supervise(
                     reloads.run(sup, steps, _ready_timeout, _say, before=renew)
                 )
             elif sup.fatal is None:
-                c = sup.children.get("controller")
+                c = sup.children.get(first)
                 _say(f"the controller API did not come up ({c.last_error if c else 'not started'})")
                 sup.stop()
             await supervising
@@ -379,10 +426,12 @@ async def supervise(
         # The last word for `roost status`: over, and what ended it.
         final = upstate.UpStatus(
             pid=os.getpid(),
-            roles=role_states([p.name for p in programs], sup.children),
+            roles=uphost.expand_states(
+                role_states([p.name for p in programs], sup.children), members
+            ),
             over=True,
             error=fatal_error(fatal).message if fatal is not None else "",
-            reload=reloads.status,
+            reload=uphost.expand_reload(reloads.status, members),
             release=__version__,
         )
         upstate.save(data, final)
@@ -438,6 +487,8 @@ def up(
     )
     if settings.fork_roles not in ("on", "off"):
         raise CliError(f"ROOST_FORK_ROLES must be 'on' or 'off', not {settings.fork_roles!r}")
+    if settings.role_host not in ("on", "off"):
+        raise CliError(f"ROOST_ROLE_HOST must be 'on' or 'off', not {settings.role_host!r}")
     chosen = data_dir is not None or "ROOST_DATA" in os.environ
     chosen = chosen or ctx.find_root().get_parameter_source("data") != ParameterSource.DEFAULT
     older = None if chosen else older_local_dir(Path.cwd(), data)
