@@ -12,7 +12,8 @@ from roost.controller.core import Controller
 from roost.controller.deployflow import Event, ReleaseState, release_move
 from roost.controller.store import Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
+from tests.migrated import migrated_sqlite
 
 
 def go_live(store: Store, app_id: int, version: int) -> None:
@@ -28,8 +29,7 @@ def digest(c: str) -> str:
 @contextmanager
 def sqlite_controller(directory: Path) -> Iterator[tuple[Controller, Store]]:
     """A controller (not holding the lease) and its store, on state.db in `directory`."""
-    url = sqlite_url(directory / "state.db")
-    migrate(url)
+    url = migrated_sqlite(directory / "state.db")
     store = Store(make_engine(url))
     c = Controller(AsyncStore(store), Settings(), "t")
     try:

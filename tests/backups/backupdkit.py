@@ -23,11 +23,12 @@ from roost.controller.platformsnap import PlatformFiles
 from roost.controller.service import ControllerService
 from roost.controller.store import Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.keys import KeyPair, generate_keypair
 from roost.wire.node import Node
 from roost.wire.rpc import RpcServer
+from tests.migrated import migrated_sqlite
 from tests.servicehost.harness import Servicehost
 
 
@@ -67,8 +68,7 @@ async def backupd_and_controller(
 ) -> AsyncIterator[tuple[Backupd, Store]]:
     """backupd's real pieces (its key `keys`) pulling from `servicehosts`, and
     a controller's table serving the platform snapshot over a real RPC server."""
-    url = sqlite_url(base / "state.db")
-    migrate(url)
+    url = migrated_sqlite(base / "state.db")
     ctl = Store(make_engine(url))
     store = AsyncStore(ctl)
     core = Controller(store, Settings(), "c1")

@@ -49,12 +49,13 @@ from roost.servicehost.layout import Layout as ServicehostLayout
 from roost.servicehost.user import ServiceUser
 from roost.sessions.server import ExecSessions
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.keys import generate_keypair
 from roost.wire.messages import BackupPolicySet, BackupRestore, BackupRestored, Error, Ok
 from roost.wire.node import Node
 from roost.wire.rpc import RpcServer
+from tests.migrated import migrated_sqlite
 
 DAY = 86400.0
 T0 = 1_780_000_000.0
@@ -92,8 +93,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     host = ServiceHost(sh_layout, Settings(), bins, user)
     appdata = AppData(sh_layout.root / "appdata")  # where the daemon keeps it
     appdata.create()
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     sync = Store(make_engine(url))
     store = AsyncStore(sync)
     core = Controller(store, Settings(), "c1")

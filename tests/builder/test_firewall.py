@@ -1,19 +1,21 @@
 """The builder's own table, for real, in network namespaces the test makes
-(tests/runner/test_firewall_nft.py's lab): build uids reach no platform port
+(tests/firewall_lab.py): build uids reach no platform port
 on the builder host, but do reach the rest (a package index); app uids and
 the platform's own processes are not the builder's business."""
 
 from __future__ import annotations
 
 import pytest
-from tests.runner.test_firewall_nft import APP7, BUILD7, Lab, lab, nft_in, outcomes
+from tests import firewall_lab
+from tests.firewall_lab import APP7, BUILD7, Lab, nft_in, outcomes
 
 from roost.builder.firewall import TABLE, BuilderFirewall, BuilderFirewallError
 from roost.settings import Settings
 from roost.tenant.nft import Nft
 from roost.wire.cluster import ClusterConfig, Endpoint
 
-__all__ = ["lab"]  # the fixture, shared
+# firewall_lab's fixtures, found by pytest among this module's names.
+lab = firewall_lab.lab
 
 ON = Settings(firewall="on")
 

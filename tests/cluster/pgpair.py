@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import signal
 import sys
 import threading
 import time
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import msgspec
+import psutil
 import psycopg
 
 from roost import patroni
@@ -225,3 +228,31 @@ class AppWriter:
     def rate(self, since: float, until: float) -> float:
         n = sum(1 for _, at in self.acked if since <= at < until)
         return n / (until - since)
+
+
+def start_member(kit: PairKit, host: Host) -> None:
+    """Start the pair member on `host` (its plan written to its DATA first)."""
+    host.data.mkdir(parents=True, exist_ok=True)
+    host.data.chmod(0o755)
+    (host.data / PAIR_FILE).write_bytes(msgspec.json.encode(for_host(kit.plan, host.ip)))
+    argv = [sys.executable, "-m", "roost.servicehost.pgpair", str(host.data)]
+    kit.net.spawn(host, argv, kit.member_env, kit.log(host, "pgpair"), cwd=Path.cwd())
+
+
+def slots(kit: PairKit, host: Host) -> set[str]:
+    """The replication slots on `host`'s PostgreSQL."""
+    plan = kit.plan
+    url = f"postgresql://postgres:{plan.superuser_password}@{host.ip}:{plan.pg_port}/postgres"
+    with psycopg.connect(url, connect_timeout=5) as c:
+        return {str(r[0]) for r in c.execute("SELECT slot_name FROM pg_replication_slots")}
+
+
+def kill_member(network: Network, host: Host) -> None:
+    """SIGKILL Patroni and PostgreSQL on `host`, leaving its etcd member."""
+    for pid in network.pids(host):
+        try:
+            cmd = " ".join(psutil.Process(pid).cmdline())
+        except psutil.Error:
+            continue
+        if "pgpair" in cmd or "patroni" in cmd or "postgres" in cmd:
+            os.kill(pid, signal.SIGKILL)

@@ -19,8 +19,7 @@ import psycopg
 
 from tests.cluster.cluster import wait_for
 from tests.cluster.harness import Host, Network
-from tests.cluster.pgpair import AppWriter, PairKit
-from tests.cluster.test_pg_pair_replace import kill_member, slots, start_member
+from tests.cluster.pgpair import AppWriter, PairKit, kill_member, slots, start_member
 
 
 def superuser(kit: PairKit, host: Host) -> str:

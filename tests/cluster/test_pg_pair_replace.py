@@ -15,48 +15,15 @@ PostgreSQL are killed: sh3 takes over with every acknowledged write.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sys
 import threading
-from pathlib import Path
 
-import msgspec
-import psutil
-import psycopg
 import pytest
 
-from roost.servicehost.pgpair import PAIR_FILE, PairError, for_host
+from roost.servicehost.pgpair import PairError
 from roost.servicehost.pgreplace import OldStillAnswers, forget_member, replace_member
 from tests.cluster.cluster import wait_for
-from tests.cluster.harness import Host, Network
-from tests.cluster.pgpair import AppWriter, PairKit
-
-
-def start_member(kit: PairKit, host: Host) -> None:
-    host.data.mkdir(parents=True, exist_ok=True)
-    host.data.chmod(0o755)
-    (host.data / PAIR_FILE).write_bytes(msgspec.json.encode(for_host(kit.plan, host.ip)))
-    argv = [sys.executable, "-m", "roost.servicehost.pgpair", str(host.data)]
-    kit.net.spawn(host, argv, kit.member_env, kit.log(host, "pgpair"), cwd=Path.cwd())
-
-
-def slots(kit: PairKit, host: Host) -> set[str]:
-    plan = kit.plan
-    url = f"postgresql://postgres:{plan.superuser_password}@{host.ip}:{plan.pg_port}/postgres"
-    with psycopg.connect(url, connect_timeout=5) as c:
-        return {str(r[0]) for r in c.execute("SELECT slot_name FROM pg_replication_slots")}
-
-
-def kill_member(network: Network, host: Host) -> None:
-    """SIGKILL Patroni and PostgreSQL on `host`, leaving its etcd member."""
-    for pid in network.pids(host):
-        try:
-            cmd = " ".join(psutil.Process(pid).cmdline())
-        except psutil.Error:
-            continue
-        if "pgpair" in cmd or "patroni" in cmd or "postgres" in cmd:
-            os.kill(pid, signal.SIGKILL)
+from tests.cluster.harness import Network
+from tests.cluster.pgpair import AppWriter, PairKit, kill_member, slots, start_member
 
 
 def test_a_new_servicehost_takes_a_lost_ones_place_in_the_pair(network: Network) -> None:

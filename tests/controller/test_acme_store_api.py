@@ -21,7 +21,7 @@ from roost.controller.store_acme import Challenge
 from roost.selfsigned import generate_self_signed
 from roost.settings import Settings
 from roost.state import tables as t
-from tests.controller.test_tls_at_rest import HOST, Env, api_with_domain, files_of, secret_bytes
+from tests.controller.tlskit import HOST, Env, api_with_domain, files_of, secret_bytes
 
 DIRECTORY = "https://ca.example/directory"
 

@@ -16,14 +16,14 @@ from roost.controller.service import ControllerService
 from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from roost.wire.messages import LogLine
+from tests.migrated import migrated_sqlite
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[tuple[TestClient, Store]]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     store = Store(make_engine(url))
     controller = Controller(AsyncStore(store), Settings(), "test")
     controller.services = ServiceBroker(controller.store, SecretBox(b"k" * 32), None)

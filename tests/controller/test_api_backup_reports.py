@@ -21,8 +21,9 @@ from roost.controller.service import ControllerService
 from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from roost.wire.messages import KeptCopy, ServerStatus, ServiceHostStatus
+from tests.migrated import migrated_sqlite
 
 NO_ROOM = "snapshots off: a snapshot of 900 MiB would not fit in the 300 MiB free on the disk"
 BOX = SecretBox(b"k" * 32)
@@ -30,8 +31,7 @@ BOX = SecretBox(b"k" * 32)
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], ControllerService]]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     store = Store(make_engine(url))
     controller = Controller(AsyncStore(store), Settings(), "test")  # no backupd
     controller.services = ServiceBroker(controller.store, BOX, None)

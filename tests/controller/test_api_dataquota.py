@@ -23,8 +23,9 @@ from roost.controller.service import ControllerService
 from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from roost.wire.messages import DataUse, ServiceHostStatus
+from tests.migrated import migrated_sqlite
 from tests.releases import go_live
 
 MB = 1 << 20
@@ -35,8 +36,7 @@ Env = tuple[TestClient, Store, Controller]
 
 
 def _env(tmp_path: Path, default_mb: int) -> Iterator[Env]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     box = SecretBox(b"k" * 32)
     store = Store(make_engine(url), secrets=box)
     controller = Controller(AsyncStore(store), Settings(data_quota_mb=default_mb), "test")

@@ -16,14 +16,14 @@ from roost.controller.core import Controller
 from roost.controller.service import ControllerService
 from roost.controller.store import Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
+from tests.migrated import migrated_sqlite
 
 
 def test_an_unreachable_state_database_is_a_503_with_retry_after(tmp_path: Path) -> None:
     where = tmp_path / "db"
     where.mkdir()
-    url = sqlite_url(where / "state.db")
-    migrate(url)
+    url = migrated_sqlite(where / "state.db")
     store = Store(make_engine(url))
     account = store.create_account("a@example.com")
     h = {"Authorization": f"Bearer {store.issue_token(account)}"}

@@ -21,16 +21,16 @@ from roost.controller.store import Store
 from roost.router.table import build_table
 from roost.selfsigned import generate_self_signed
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from roost.wire.messages import TlsCertificate
+from tests.migrated import migrated_sqlite
 
 Env = tuple[TestClient, Store, dict[str, str], dict[str, str]]
 
 
 @pytest.fixture
 def env(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Env]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     store = Store(make_engine(url), secrets=SecretBox(b"k" * 32))  # seals TLS keys
     domain = getattr(request, "param", "localhost")
     controller = Controller(AsyncStore(store), Settings(default_domain=domain), "test")

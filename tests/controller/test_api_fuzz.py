@@ -18,15 +18,15 @@ from roost.controller.service import ControllerService
 from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
+from tests.migrated import migrated_sqlite
 from tests.releases import go_live
 
 
 @pytest.fixture(scope="module")
 def api_and_token() -> tuple[object, str]:
     tmp = Path(tempfile.mkdtemp(prefix="roost-fuzz-"))
-    url = sqlite_url(tmp / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp / "state.db")
     store = Store(make_engine(url))
     controller = Controller(AsyncStore(store), Settings(), "fuzz")
     controller.services = ServiceBroker(controller.store, SecretBox(b"k" * 32), None)

@@ -6,10 +6,14 @@ import time
 
 from roost.controller.scheduler import Placement
 from roost.wire.messages import Heartbeat
-from tests.controller.test_api_roles import Env, env  # noqa: F401
+from tests.controller import apikit
+from tests.controller.apikit import Env
+
+# apikit's fixtures, found by pytest among this module's names.
+env = apikit.env
 
 
-def test_drain_and_undrain_a_host(env: Env) -> None:  # noqa: F811
+def test_drain_and_undrain_a_host(env: Env) -> None:
     env.controller.soft.record(
         Heartbeat(host_id="h1", hostname="box1", addresses=["10.0.0.7"]), time.monotonic()
     )

@@ -28,15 +28,15 @@ from roost.controller.service import ControllerService
 from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
+from tests.migrated import migrated_sqlite
 
 PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     s = Store(make_engine(url))
     for email in ("victim@example.com", "bystander@example.com"):
         s.create_account(email, password=PASSWORD)

@@ -17,7 +17,8 @@ from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.selfsigned import generate_self_signed
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
+from tests.migrated import migrated_sqlite
 from tests.releases import go_live
 
 SPEC = AppSpec(
@@ -33,8 +34,7 @@ ED25519 = (
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[tuple[TestClient, Store, Controller]]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     box = SecretBox(b"k" * 32)
     store = Store(make_engine(url), secrets=box)
     controller = Controller(AsyncStore(store), Settings(), "test")

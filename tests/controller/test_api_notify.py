@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from roost.controller.secretbox import SecretBox
-from tests.controller.test_api_roles import Env, env  # noqa: F401
+from tests.controller import apikit
+from tests.controller.apikit import Env
+
+# apikit's fixtures, found by pytest among this module's names.
+env = apikit.env
 
 
 def _sealing(e: Env) -> None:
     e.store.secrets = SecretBox(b"n" * 32)  # the daemon's store has its key
 
 
-def test_members_manage_their_app_s_targets_operators_the_platform_s(env: Env) -> None:  # noqa: F811
+def test_members_manage_their_app_s_targets_operators_the_platform_s(env: Env) -> None:
     _sealing(env)
     c = env.client
     r = c.post("/api/notify", json={"url": "https://8.8.4.4/a", "app": "shop",
@@ -46,7 +50,7 @@ def test_members_manage_their_app_s_targets_operators_the_platform_s(env: Env) -
     assert [t["id"] for t in c.get("/api/notify", headers=env.admin).json()] == [platform_t]
 
 
-def test_malformed_urls_are_refused_with_why(env: Env) -> None:  # noqa: F811
+def test_malformed_urls_are_refused_with_why(env: Env) -> None:
     _sealing(env)
     for url in ("ftp://example.com/", "https:///", "mailto:nobody", "not a url"):
         r = env.client.post("/api/notify", json={"url": url, "app": "shop"}, headers=env.owner)
@@ -55,7 +59,7 @@ def test_malformed_urls_are_refused_with_why(env: Env) -> None:  # noqa: F811
     assert env.store.notify_targets() == []
 
 
-def test_the_log_shows_each_delivery(env: Env) -> None:  # noqa: F811
+def test_the_log_shows_each_delivery(env: Env) -> None:
     _sealing(env)
     c = env.client
     r = c.post("/api/notify", json={"url": "http://127.0.0.1:9/", "app": "shop"}, headers=env.admin)
@@ -75,7 +79,7 @@ def test_the_log_shows_each_delivery(env: Env) -> None:  # noqa: F811
         assert r.status_code == 422, (bad, r.status_code, r.text)
 
 
-def test_a_member_s_target_may_not_point_inside_the_platform(env: Env) -> None:  # noqa: F811
+def test_a_member_s_target_may_not_point_inside_the_platform(env: Env) -> None:
     _sealing(env)
     c = env.client
     for url in ("http://127.0.0.1:8000/api/apps", "http://localhost/", "https://169.254.169.254/",

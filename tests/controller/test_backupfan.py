@@ -8,13 +8,13 @@ import msgspec
 from roost.controller.backupfan import Listing, best_of, captured, stamped, to_ask
 from roost.controller.backups import check_restore, health, restore_target
 from roost.wire.messages import BackupEntry, BackupList
-from tests.controller.test_backups_health import NOW, H, _e
+from tests.controller.backupskit import NOW, H, entry
 
 
 def test_a_capture_succeeds_when_one_backupd_took_it_and_names_the_others() -> None:
     got = captured(
         {
-            "bak1": [_e("a", "pgdump", 0, "taken"), _e("a", "git", 0, "skipped")],
+            "bak1": [entry("a", "pgdump", 0, "taken"), entry("a", "git", 0, "skipped")],
             "bak2": "backupd bak2 did not answer (no reply)",
         }
     )
@@ -26,7 +26,7 @@ def test_a_capture_succeeds_when_one_backupd_took_it_and_names_the_others() -> N
 def test_a_capture_with_a_failed_entry_is_a_failure_of_that_backupd() -> None:
     got = captured(
         {
-            "bak1": [_e("a", "pgdump", 0, "failed", message="no room")],
+            "bak1": [entry("a", "pgdump", 0, "failed", message="no room")],
             "bak2": "refused",
         }
     )
@@ -44,10 +44,10 @@ def test_a_listing_merges_every_backupd_and_names_the_unreachable() -> None:
     listing = Listing(
         {
             "bak1": BackupList(
-                entries=[_e("a", "pgdump", 2)], pitr_from=NOW - 9 * H, pitr_to=NOW - 5 * H
+                entries=[entry("a", "pgdump", 2)], pitr_from=NOW - 9 * H, pitr_to=NOW - 5 * H
             ),
             "bak2": BackupList(
-                entries=[_e("a", "pgdump", 1), _e("a", "redis", 3)],
+                entries=[entry("a", "pgdump", 1), entry("a", "redis", 3)],
                 pitr_from=NOW - 4 * H,
                 pitr_to=NOW,
             ),
@@ -67,14 +67,14 @@ def test_a_listing_merges_every_backupd_and_names_the_unreachable() -> None:
 
 
 def test_a_restore_goes_to_the_backupd_that_holds_it() -> None:
-    same_id = _e("a", "pgdump", 2)
+    same_id = entry("a", "pgdump", 2)
     listing = Listing(
         {
             "bak1": BackupList(
                 entries=[msgspec_replace(same_id, state="failed", message="drill: x")],
                 pitr_from=NOW - 48 * H, pitr_to=NOW - 60,
             ),
-            "bak2": BackupList(entries=[same_id, _e("a", "data", 1)], pitr_from=NOW - 2 * H,
+            "bak2": BackupList(entries=[same_id, entry("a", "data", 1)], pitr_from=NOW - 2 * H,
                                pitr_to=NOW),
         }
     )  # fmt: skip
@@ -105,14 +105,14 @@ def test_a_backupd_that_did_not_answer_is_skipped_for_a_while() -> None:
 
 
 def test_an_app_is_fine_when_any_backupd_is_and_the_failing_one_shows() -> None:
-    failing = stamped("bak1", [_e("a", "pgdump", 1, "failed", message="drill: x")])
-    fine = stamped("bak2", [_e("a", "pgdump", 2)])
+    failing = stamped("bak1", [entry("a", "pgdump", 1, "failed", message="drill: x")])
+    fine = stamped("bak2", [entry("a", "pgdump", 2)])
     (h,) = health([*failing, *fine], NOW)
     assert (h.state, h.red) == ("ok", False)
     assert h.message == "bak1: failed (pgdump pgdump-1: drill: x)"
     assert h.verified_at == NOW - 2 * H
     # Fine nowhere: red, as its best backupd is, naming the other's trouble.
-    (h,) = health([*failing, *stamped("bak2", [_e("a", "pgdump", 30)])], NOW)
+    (h,) = health([*failing, *stamped("bak2", [entry("a", "pgdump", 30)])], NOW)
     assert (h.state, h.red) == ("stale", True)
     assert h.message == "pgdump: none verified in 30 h; bak1: failed (pgdump pgdump-1: drill: x)"
 

@@ -3,26 +3,11 @@ before anything changes (pure)."""
 
 from __future__ import annotations
 
-import calendar
-
 import pytest
 
 from roost.controller.backups import BackupError, check_restore, described, health, iso, parse_at
 from roost.wire.messages import BackupEntry, BackupList
-
-H = 3600.0
-NOW = float(calendar.timegm((2026, 3, 10, 12, 0, 0, 0, 0, 0)))
-
-
-def _e(app: str, kind: str, age_h: float, state: str = "verified", **kw: object) -> BackupEntry:
-    return BackupEntry(
-        id=f"{kind}-{age_h}",
-        app=app,
-        kind=kind,
-        taken_at=NOW - age_h * H,
-        state=state,
-        **kw,  # type: ignore[arg-type]
-    )
+from tests.controller.backupskit import NOW, H, entry
 
 
 def _by_app(entries: list[BackupEntry]) -> dict[str, tuple[str, bool, str]]:
@@ -30,48 +15,48 @@ def _by_app(entries: list[BackupEntry]) -> dict[str, tuple[str, bool, str]]:
 
 
 def test_recent_verified_backups_of_every_kind_are_fine() -> None:
-    got = _by_app([_e("a", "pgdump", 2), _e("a", "redis", 1), _e("", "platform", 3)])
+    got = _by_app([entry("a", "pgdump", 2), entry("a", "redis", 1), entry("", "platform", 3)])
     assert got == {"a": ("ok", False, ""), "": ("ok", False, "")}
 
 
 def test_the_newest_failing_is_red_even_with_an_older_verified_one() -> None:
     got = _by_app(
-        [_e("a", "pgdump", 20), _e("a", "pgdump", 2, "failed", message="drill: t: 3 rows")]
+        [entry("a", "pgdump", 20), entry("a", "pgdump", 2, "failed", message="drill: t: 3 rows")]
     )
     assert got["a"][:2] == ("failed", True)
     assert "drill: t: 3 rows" in got["a"][2]
 
 
 def test_none_verified_in_26_hours_is_red() -> None:
-    got = _by_app([_e("a", "pgdump", 27), _e("a", "pgdump", 1, "taken")])
+    got = _by_app([entry("a", "pgdump", 27), entry("a", "pgdump", 1, "taken")])
     assert got["a"] == ("stale", True, "pgdump: none verified in 27 h")
-    got = _by_app([_e("a", "pgdump", 25.5), _e("a", "redis", 1)])
+    got = _by_app([entry("a", "pgdump", 25.5), entry("a", "redis", 1)])
     assert got["a"][0] == "ok"
 
 
 def test_a_first_backup_being_proven_is_pending_then_red_if_never_proven() -> None:
-    assert _by_app([_e("a", "data", 0.1, "taken")])["a"][:2] == ("pending", False)
-    assert _by_app([_e("a", "data", 30, "taken")])["a"] == ("none", True, "data: never verified")
+    assert _by_app([entry("a", "data", 0.1, "taken")])["a"][:2] == ("pending", False)
+    assert _by_app([entry("a", "data", 30, "taken")])["a"] == ("none", True, "data: never verified")
 
 
 def test_a_skipped_backup_is_neither_proven_nor_failed() -> None:
     """A repository without a commit was skipped: its app's health is what
     its other backups say, and there is nothing to restore from it."""
-    skipped = _e("a", "git", 0.5, "skipped", message="a's repository has no commit yet")
-    assert _by_app([_e("a", "pgdump", 1), skipped])["a"] == ("ok", False, "")
+    skipped = entry("a", "git", 0.5, "skipped", message="a's repository has no commit yet")
+    assert _by_app([entry("a", "pgdump", 1), skipped])["a"] == ("ok", False, "")
     assert _by_app([skipped]) == {}
     listing = BackupList(entries=[skipped])
     assert "skipped (a's repository has no commit yet)" in check_restore(
         listing, "a", "git-0.5", ""
     )
-    assert described([_e("a", "pgdump", 1, "taken"), skipped]) == (
+    assert described([entry("a", "pgdump", 1, "taken"), skipped]) == (
         "pgdump-1, git skipped (a's repository has no commit yet)"
     )
 
 
 def test_a_backup_that_did_not_reach_a_location_is_red() -> None:
-    entry = _e("a", "pgdump", 1, locations={"local": "ok", "offsite": "error: unreachable"})
-    state, red, message = _by_app([entry])["a"]
+    unreached = entry("a", "pgdump", 1, locations={"local": "ok", "offsite": "error: unreachable"})
+    state, red, message = _by_app([unreached])["a"]
     assert (state, red) == ("failed", True) and "offsite: error: unreachable" in message
 
 
@@ -89,9 +74,9 @@ def test_times_are_iso_8601_to_the_second() -> None:
 def test_a_restore_is_checked_before_anything_changes() -> None:
     listing = BackupList(
         entries=[
-            _e("a", "pgdump", 2),
-            _e("a", "redis", 1, "failed", message="drill: x"),
-            _e("", "platform", 1),
+            entry("a", "pgdump", 2),
+            entry("a", "redis", 1, "failed", message="drill: x"),
+            entry("", "platform", 1),
         ],
         pitr_from=NOW - 48 * H,
         pitr_to=NOW - 60,

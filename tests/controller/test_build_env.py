@@ -22,8 +22,9 @@ from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.controller.store_pairs import PairRow
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from roost.wire.messages import BuildEnv, BuildEnvRequest, Error, ServiceCredentials
+from tests.migrated import migrated_sqlite
 
 WEB = {"web": ProcessSpec(name="web", kind="wsgi", entrypoint="app:app", web=True)}
 
@@ -38,8 +39,7 @@ def creds(app: str, password: str) -> ServiceCredentials:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[tuple[Store, ControllerService]]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     box = SecretBox(b"k" * 32)
     store = Store(make_engine(url), secrets=box)
     c = Controller(AsyncStore(store), Settings(), "test")

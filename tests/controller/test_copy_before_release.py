@@ -12,10 +12,11 @@ from roost.controller.core import Controller
 from roost.controller.service import ControllerService
 from roost.controller.store import Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from roost.wire.cluster import Endpoint
 from roost.wire.messages import BuildResult, Heartbeat, ImageCopy, Msg, Ok
 from roost.wire.rpc import RpcTimeout
+from tests.migrated import migrated_sqlite
 
 
 class FakeClient:
@@ -35,8 +36,7 @@ class FakeClient:
 def _setup(
     tmp_path: Path, hosts: dict[str, bool]
 ) -> tuple[ControllerService, Store, list[tuple[str, Msg]]]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     store = Store(make_engine(url))
     c = Controller(AsyncStore(store), Settings(), "t")
     for host, _ in hosts.items():

@@ -20,9 +20,10 @@ from roost.controller.store import Store
 from roost.proc import upstate
 from roost.proc.upstate import RoleStatus, UpStatus
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from roost.wire.messages import Msg
 from roost.wire.rpc import RpcTimeout
+from tests.migrated import migrated_sqlite
 
 CRASHED = "exited with status 70\nTraceback (most recent call last):\nOSError: [Errno 28] No space"
 
@@ -36,8 +37,7 @@ class Silent:
 
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[tuple[Store, ControllerService, int]]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     store = Store(make_engine(url))
     app = store.create_app("shop", store.create_account("o@example.com"))
     c = Controller(AsyncStore(store), Settings(), "c1")

@@ -25,9 +25,10 @@ from roost.controller.service import ControllerService, stall_limits
 from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state import tables as t
-from roost.state.db import alembic_config, make_engine, migrate, sqlite_url
+from roost.state.db import alembic_config, make_engine, migrate
 from roost.wire.cluster import Endpoint
 from roost.wire.messages import BuildAccepted, BuildRequest, BuildResult, Heartbeat, Msg, Ok
+from tests.migrated import migrated_sqlite
 
 WEB = ProcessSpec(name="web", kind="wsgi", entrypoint="a:app", web=True)
 PROMOTE = rollout.Decision("promote")
@@ -88,8 +89,7 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     store = Store(make_engine(url))
     app = store.create_app("shop", store.create_account("o@example.com"))
     w = World(store, app.id)
@@ -263,8 +263,7 @@ async def test_a_deploy_stuck_mid_stage_is_failed_when_one_waits_behind_it(world
 
 
 def test_a_downgrade_ends_queued_and_cancelled_deploys_as_failed(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "old.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "old.db")
     store = Store(make_engine(url))
     app = store.create_app("shop", store.create_account("o@example.com"))
     store.create_build("b1", app.id)

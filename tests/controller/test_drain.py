@@ -10,8 +10,12 @@ from roost.controller.drain import DrainBook, to_drain
 from roost.controller.scheduler import Placement
 from roost.controller.store import Store
 from roost.settings import Settings
-from tests.controller.test_reconcile import astore, beat, leader, store  # noqa: F401
+from tests.controller import reconcilekit
+from tests.controller.reconcilekit import beat, leader
 from tests.releases import go_live
+
+# reconcilekit's fixtures, found by pytest among this module's names.
+astore, store = reconcilekit.astore, reconcilekit.store
 
 
 def web(iid: str, release: int, host: str = "h1", ptype: str = "web") -> Placement:
@@ -70,8 +74,8 @@ def test_scale_down_drains_the_dropped_instance_only() -> None:
 
 
 async def test_a_promoted_release_drains_its_predecessor_in_a_real_pass(
-    store: Store,  # noqa: F811
-    astore: object,  # noqa: F811
+    store: Store,
+    astore: object,
 ) -> None:
     c, _ = leader(astore)  # type: ignore[arg-type]
     c.settings = Settings(host_grace_s=5.0, drain_s=600.0)  # no drain ends in this test
@@ -99,8 +103,8 @@ async def test_a_promoted_release_drains_its_predecessor_in_a_real_pass(
 
 
 async def test_the_pass_that_promotes_routes_the_release_and_the_old_one_still_drains(
-    store: Store,  # noqa: F811
-    astore: object,  # noqa: F811
+    store: Store,
+    astore: object,
 ) -> None:
     # `roost deploy` prints "is live" when the rollout's verdict is written:
     # a request sent on that must reach the new release, so the pass that

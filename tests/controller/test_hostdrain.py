@@ -13,7 +13,11 @@ from roost.controller.hostdrain import Around, HostDrains, place_around
 from roost.controller.scheduler import HostInfo, Placement, Want
 from roost.controller.store import Store
 from roost.settings import Settings
-from tests.controller.test_reconcile import astore, beat, leader, store  # noqa: F401
+from tests.controller import reconcilekit
+from tests.controller.reconcilekit import beat, leader
+
+# reconcilekit's fixtures, found by pytest among this module's names.
+astore, store = reconcilekit.astore, reconcilekit.store
 
 WEB = Want("app", 1, "web", 2)
 HOSTS = [HostInfo("a", True), HostInfo("b", True), HostInfo("c", True)]
@@ -170,8 +174,8 @@ def test_drained_set_changes_are_noticed() -> None:
 
 
 async def test_a_drained_host_empties_after_its_replacements_serve_in_real_passes(
-    store: Store,  # noqa: F811
-    astore: AsyncStore,  # noqa: F811
+    store: Store,
+    astore: AsyncStore,
 ) -> None:
     """SQLite, the real Controller: hosts h1..h3, web x2. h1 is drained: its
     instance stays assigned and routed until the replacement on h3 is up and
@@ -231,8 +235,8 @@ def beat_small(c: Controller, host: str) -> None:
 
 
 async def test_a_drain_with_nowhere_to_go_says_so_and_another_holder_goes_on(
-    store: Store,  # noqa: F811
-    astore: AsyncStore,  # noqa: F811
+    store: Store,
+    astore: AsyncStore,
 ) -> None:
     c, _ = leader(astore)
     assert c.settings.instance_memory_mb == 256

@@ -17,14 +17,14 @@ from roost.controller.hostsuspend import end_event, resume_at_end
 from roost.controller.service import ControllerService
 from roost.controller.store import Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from roost.wire.messages import APP_SUSPENDED, HostRestoreApp, Ok
+from tests.migrated import migrated_sqlite
 
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[tuple[ControllerService, Store]]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     store = Store(make_engine(url))
     service = ControllerService(Controller(AsyncStore(store), Settings(), "c1"), None, None)
     yield service, store

@@ -17,21 +17,15 @@ import time
 
 import pytest
 
-from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state.leases import Lease
 from roost.wire.messages import Heartbeat, InstanceStatus
+from tests.controller.specs import WEB_AND_WORKER as SPEC
 from tests.releases import go_live
 
-SPEC = AppSpec(
-    processes={
-        "web": ProcessSpec(name="web", kind="wsgi", entrypoint="app:app", web=True),
-        "worker": ProcessSpec(name="worker", kind="command", command="work"),
-    }
-)
 HOSTS = [f"h{i}" for i in range(1, 7)]
 # No drains: they live in the holder's memory alone (controller/drain.py), so
 # a fresh holder's full pass would not assign what still drains.

@@ -12,7 +12,11 @@ from roost.controller.store import Store
 from roost.controller.store_drains import FOLD_AFTER_S, STATUS_FRESH_S
 from roost.state import tables as t
 from roost.wire.messages import LogLine
-from tests.controller.test_api_roles import Env, env  # noqa: F401
+from tests.controller import apikit
+from tests.controller.apikit import Env
+
+# apikit's fixtures, found by pytest among this module's names.
+env = apikit.env
 
 
 def _k(delivered: int, dropped: int, failing: bool = False, error: str = "") -> DrainCounts:
@@ -104,7 +108,7 @@ def test_retention_by_lines_and_days(either_store: Store) -> None:
     assert len(store.logs(a.id)) == 6 and store.log_retention().keys() == {b.id, q.id}
 
 
-def test_drains_through_the_api(env: Env) -> None:  # noqa: F811
+def test_drains_through_the_api(env: Env) -> None:
     c = env.client
     for bad, why in (
         ("ftp://x:1", "not ftp"),
@@ -144,7 +148,7 @@ def test_drains_through_the_api(env: Env) -> None:  # noqa: F811
     assert c.get("/api/apps/shop/drains", headers=env.owner).json() == []
 
 
-def test_log_retention_through_the_api(env: Env) -> None:  # noqa: F811
+def test_log_retention_through_the_api(env: Env) -> None:
     c = env.client
     path = "/api/apps/shop/log-retention"
     default = env.controller.settings.log_lines_kept

@@ -17,15 +17,19 @@ from roost.controller.service import ControllerService
 from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state import tables as t
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from roost.wire.messages import Heartbeat, InstanceStatus, ServiceHostStatus
-from tests.controller.test_deploys import World, deployed, result, world  # noqa: F401
+from tests.controller import deploykit
+from tests.controller.deploykit import World, deployed, result
+from tests.migrated import migrated_sqlite
+
+# deploykit's fixtures, found by pytest among this module's names.
+world = deploykit.world
 
 
 @pytest.fixture
 def holder(tmp_path: Path) -> Iterator[tuple[Controller, ControllerService, Store]]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     store = Store(make_engine(url))
     c = Controller(AsyncStore(store), Settings(host_grace_s=5.0), "test")
     c.fence, c.lease_valid_until = 1, time.monotonic() + 3600  # it holds the lease
@@ -84,7 +88,7 @@ async def test_a_servicehost_disk_nearly_full(
     assert kind == "disk-nearly-full" and "10.0 GiB free of 100.0 GiB" in message
 
 
-async def test_a_failed_build_raises_deploy_failed_once(world: World) -> None:  # noqa: F811
+async def test_a_failed_build_raises_deploy_failed_once(world: World) -> None:
     svc = world.controller()
     await svc.build_finished(result(ok=False))
     await svc.build_finished(result(ok=False))  # a retried delivery of the result
@@ -99,7 +103,7 @@ async def test_a_failed_build_raises_deploy_failed_once(world: World) -> None:  
     ],
 )
 async def test_a_rollout_s_end_raises_once(
-    world: World,  # noqa: F811
+    world: World,
     decision: rollout.Decision,
     kind: str,
     message: str,

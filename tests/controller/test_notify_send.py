@@ -18,9 +18,10 @@ from roost.controller.notifier import Notifier
 from roost.controller.secretbox import SecretBox, new_key
 from roost.controller.store import Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from tests.conftest import free_port
 from tests.controller.notifykit import Mailbox, Receiver, mailbox, receiving
+from tests.migrated import migrated_sqlite
 
 SECRET = "It's a Secret to Everybody"
 
@@ -47,8 +48,7 @@ class Clock:
 
 @pytest.fixture
 def stores(tmp_path: Path) -> Iterator[tuple[Store, AsyncStore]]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     store = Store(make_engine(url), secrets=SecretBox(new_key()))
     astore = AsyncStore(store)
     yield store, astore

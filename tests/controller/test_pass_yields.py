@@ -26,7 +26,7 @@ from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state.leases import Lease
 from roost.wire.messages import Heartbeat
-from tests.controller.test_incremental import SPEC
+from tests.controller.specs import WEB_AND_WORKER as SPEC
 from tests.releases import go_live
 
 APPS = 7

@@ -24,6 +24,7 @@ from roost.controller.store import Store
 from roost.settings import Settings
 from roost.state.db import alembic_config, make_engine, migrate, sqlite_url
 from roost.wire.messages import BackupEvent, Error, Ok, PlatformSnapshot, PlatformSnapshotRequest
+from tests.migrated import migrated_sqlite
 from tests.pgserver import pg_bin, postgres_server
 from tests.releases import digest as _d
 from tests.releases import go_live
@@ -55,8 +56,7 @@ def _service(url: str, data: Path | None) -> tuple[ControllerService, Store]:
 @pytest.fixture
 def sqlite_setup(tmp_path: Path) -> Iterator[tuple[ControllerService, Store, Path]]:
     data = _data_dir(tmp_path)
-    url = sqlite_url(data / "state.db")
-    migrate(url)
+    url = migrated_sqlite(data / "state.db")
     service, store = _service(url, data)
     yield service, store, data
     service.c.store.close()
@@ -127,8 +127,7 @@ async def test_a_postgresql_state_database_is_dumped(tmp_path: Path) -> None:
 
 
 async def test_without_its_data_directory_a_controller_says_so(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     service, _ = _service(url, None)
     try:
         reply = await service.handle(PlatformSnapshotRequest())

@@ -29,8 +29,8 @@ from roost.controller.releasephase import (
 from roost.controller.store import NotFound
 from roost.sessions.server import ExecSessions
 from tests.images.helpers import put_layered
-from tests.runner.test_copies import SPEC, VENV, World, _build, _hold_lease, world
-from tests.sessions import test_server
+from tests.runner.copieskit import SPEC, VENV, World, finished_build, hold_lease, world
+from tests.sessions import kit as sessions_kit
 
 
 def test_predeploy_runs_before_the_release_command() -> None:
@@ -69,7 +69,7 @@ def test_a_failure_says_how_the_command_ended_and_its_last_lines() -> None:
 
 
 # Exec sessions that run (the runner's own, as its daemon starts them).
-sessions = test_server.sessions
+sessions = sessions_kit.sessions
 
 
 async def _until(pred: Callable[[], object], what: str, timeout: float = 30) -> None:
@@ -91,7 +91,7 @@ async def _deploy(w: World, sessions: ExecSessions, spec: AppSpec, build_id: str
     )
     if "a" not in w.servers:
         w.runner("a", sessions=sessions)
-    res = msgspec.structs.replace(_build(w, image, build_id), spec=spec)
+    res = msgspec.structs.replace(finished_build(w, image, build_id), spec=spec)
     app_id = w.store.app("rep").id
     w.store.update_config(app_id, {"GREETING": "hello"})
     await w.service.build_finished(res)
@@ -174,7 +174,7 @@ async def test_postdeploy_runs_once_the_release_is_live_and_a_failure_undoes_not
 ) -> None:
     spec = msgspec.structs.replace(SPEC, postdeploy_command='echo "notified v$ROOST_RELEASE"')
     async with world(tmp_path, ("a",)) as w:
-        _hold_lease(w.controller)
+        hold_lease(w.controller)
         phase = w.service.release_phase
         app_id = await _deploy(w, sessions, spec, "b1")
         assert w.store.build("b1").status == "rolling-out"

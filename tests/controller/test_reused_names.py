@@ -45,7 +45,7 @@ from roost.servicehost.datasession import DataSessions
 from roost.servicehost.user import ServiceUser
 from roost.sessions.server import ExecSessions
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from roost.wire.cluster import Endpoint
 from roost.wire.dispatch import Handlers, on, pong
 from roost.wire.keys import KeyPair, generate_keypair
@@ -61,6 +61,7 @@ from roost.wire.messages import (
 )
 from roost.wire.node import Node
 from roost.wire.rpc import RpcClient, RpcServer
+from tests.migrated import migrated_sqlite
 
 WEEK = 7 * 86400.0
 
@@ -154,8 +155,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         runner_ep = await _serve(nodes["runner"], runner_rpc, tasks)
 
         # The controller: HTTP API, wire service (for the gateway), servicehost client.
-        url = sqlite_url(tmp_path / "state.db")
-        migrate(url)
+        url = migrated_sqlite(tmp_path / "state.db")
         store = Store(make_engine(url))
         controller = Controller(AsyncStore(store), Settings(), "test")
         sh_client = RpcClient(nodes["controller"], [sh_ep])

@@ -16,9 +16,10 @@ from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.store import Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from roost.state.leases import Lease
 from roost.wire.messages import Heartbeat, InstanceState, InstanceStatus
+from tests.migrated import migrated_sqlite
 from tests.releases import go_live
 
 SPEC = AppSpec(
@@ -34,8 +35,7 @@ HOSTS = ("h1", "h2")
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     s = Store(make_engine(url))
     app = s.create_app("shop", s.create_account("o@example.com"))
     go_live(s, app.id, s.create_release(app.id, "b1", "sha256:one", "", SPEC, "", "first"))

@@ -4,7 +4,7 @@ replace by which spare, and when, as data with a fake clock."""
 from __future__ import annotations
 
 from roost.controller.spare import Due, SpareWatch, spares, survey_every
-from tests.controller.test_replace import ADDRESSES, P1, P2, reports
+from tests.controller.replacekit import ADDRESSES, P1, P2, reports
 
 AFTER = 600.0
 

@@ -8,66 +8,19 @@ read it once. The route table still carries the opened key to the routers.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
 
-from roost.controller.api.app import create_api
-from roost.controller.astore import AsyncStore
-from roost.controller.core import Controller
 from roost.controller.desired import Reader
-from roost.controller.secretbox import SecretBox
-from roost.controller.service import ControllerService
 from roost.controller.store import Store
-from roost.selfsigned import generate_self_signed
 from roost.settings import Settings
 from roost.state import tables as t
-from roost.state.db import make_engine, migrate, sqlite_url
-
-HOST = "www.shop.example"
-Env = tuple[TestClient, Store, Path, dict[str, str]]
-
-
-def _cert(host: str) -> tuple[str, str]:
-    cert, key = generate_self_signed([host], days=30)
-    return cert.decode(), key.decode()
-
-
-def secret_bytes(key_pem: str) -> list[bytes]:
-    """What of the key an attacker would look for: its DER (the secret), and
-    the PEM's base64 body lines."""
-    body = [ln for ln in key_pem.splitlines() if ln and not ln.startswith("-----")]
-    return [base64.b64decode("".join(body)), *(ln.encode() for ln in body)]
-
-
-def files_of(db: Path) -> bytes:
-    """Every byte of the SQLite database as it is on disk (with -wal and -shm)."""
-    parts = [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")]
-    return b"".join(p.read_bytes() for p in parts if p.exists())
-
-
-@contextmanager
-def api_with_domain(tmp_path: Path, settings: Settings) -> Iterator[Env]:
-    """The API on a store with a secrets key, an owner's app `shop` with the domain HOST."""
-    db = tmp_path / "state.db"
-    url = sqlite_url(db)
-    migrate(url)
-    store = Store(make_engine(url), secrets=SecretBox(b"k" * 32))
-    controller = Controller(AsyncStore(store), settings, "test")
-    api = create_api(controller, ControllerService(controller, builders=None))
-    owner = store.create_account("a@example.com")
-    h = {"Authorization": f"Bearer {store.issue_token(owner)}"}
-    with TestClient(api) as client:
-        assert client.post("/api/apps", json={"name": "shop"}, headers=h).status_code == 201
-        r = client.post("/api/apps/shop/domains", json={"hostname": HOST}, headers=h)
-        assert r.status_code == 201
-        yield client, store, db, h
-    controller.store.close()
+from roost.state.db import make_engine
+from tests.controller.tlskit import HOST, Env, api_with_domain, files_of, secret_bytes, self_signed
+from tests.migrated import migrated_sqlite
 
 
 @pytest.fixture
@@ -78,7 +31,7 @@ def env(tmp_path: Path) -> Iterator[Env]:
 
 def test_a_key_uploaded_through_the_api_is_not_in_the_database_files(env: Env) -> None:
     client, store, db, h = env
-    cert, key = _cert(HOST)
+    cert, key = self_signed(HOST)
     r = client.post(
         "/api/apps/shop/certs",
         json={"hostname": HOST, "certificate": cert, "private_key": key},
@@ -101,7 +54,7 @@ def test_a_key_uploaded_through_the_api_is_not_in_the_database_files(env: Env) -
 
 def test_a_key_an_older_version_stored_in_clear_is_sealed_once_read(env: Env) -> None:
     _, store, db, _ = env
-    cert, key = _cert(HOST)
+    cert, key = self_signed(HOST)
     with store.engine.begin() as c:  # as an older Roost wrote it
         c.execute(
             insert(t.certificates).values(
@@ -122,11 +75,10 @@ def test_a_key_an_older_version_stored_in_clear_is_sealed_once_read(env: Env) ->
 
 
 def test_without_a_secrets_key_a_private_key_is_refused_not_stored(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     store = Store(make_engine(url))
     store.create_app("shop", store.create_account("a@example.com"))
-    cert, key = _cert(HOST)
+    cert, key = self_signed(HOST)
     with pytest.raises(RuntimeError, match="never stored clear"):
         store.put_certificate(store.app("shop").id, HOST, cert, key, 0.0)
     assert store.certificates() == []

@@ -23,14 +23,14 @@ from roost.controller.store_access import hash_token
 from roost.settings import Settings
 from roost.state import tables as t
 from roost.state.db import alembic_config, make_engine, migrate, sqlite_url
+from tests.migrated import migrated_sqlite
 
 PASSWORD = "s3cret-password"
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[tuple[TestClient, Store]]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     store = Store(make_engine(url))
     store.create_account("me@example.com", password=PASSWORD)
     controller = Controller(AsyncStore(store), Settings(), "test")

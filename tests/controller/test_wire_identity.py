@@ -22,13 +22,14 @@ from roost.controller.service import ControllerService
 from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from roost.wire.cluster import Endpoint
 from roost.wire.identity import ensure_member, identity, load_peers
 from roost.wire.keys import load_keypair
 from roost.wire.messages import Heartbeat, HeartbeatReply, ImageRetain, ImageRetainRequest
 from roost.wire.node import Node
 from roost.wire.rpc import RemoteError, RpcClient, RpcServer
+from tests.migrated import migrated_sqlite
 
 HOSTS = {"runner-a": "10.0.0.21", "runner-b": "10.0.0.22"}
 
@@ -42,8 +43,7 @@ async def _controller(
     for name, host in HOSTS.items():
         ensure_member(keys, name, identity("runner", host))
     ensure_member(keys, "gateway", identity("gateway", "10.0.0.41"))
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     store = Store(make_engine(url))
     controller = Controller(AsyncStore(store), Settings(), "test")
     controller.services = ServiceBroker(controller.store, SecretBox(b"k" * 32), None)

@@ -20,8 +20,9 @@ from roost.controller.core import Controller
 from roost.controller.service import ControllerService
 from roost.controller.store import AppRow, Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from tests.conftest import free_port
+from tests.migrated import migrated_sqlite
 from tests.releases import go_live
 
 
@@ -37,8 +38,7 @@ class Board:
 def board_with_app(tmp_path: Path, name: str = "webshop") -> Board:
     """A state database with an admin and one app whose first release (a
     `web` process) is live; the controller over it. Close `controller.store`."""
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     store = Store(make_engine(url))
     controller = Controller(AsyncStore(store), Settings(), "ctl-a")
     owner = store.create_account("ops@example.com", is_admin=True)

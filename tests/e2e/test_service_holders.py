@@ -27,10 +27,11 @@ from roost.controller.servicehosts import ServiceHosts
 from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from roost.wire.cluster import Endpoint
 from roost.wire.node import Node
 from roost.wire.rpc import RpcClient
+from tests.migrated import migrated_sqlite
 from tests.servicehost.harness import Servicehost
 
 pytestmark = pytest.mark.e2e
@@ -78,8 +79,7 @@ async def holder(api: httpx.AsyncClient, app: str, kind: str) -> str:
 
 @pytest.fixture
 async def world(tmp_path: Path, pair: dict[str, Servicehost]) -> AsyncIterator[World]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     store = Store(make_engine(url))
     controller = Controller(AsyncStore(store), Settings(), "test")
     # Each servicehost admits the controller key of its own keys directory.

@@ -21,7 +21,7 @@ from roost.controller.service import ControllerService
 from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from roost.wire.messages import (
     AccountApps,
     AppAccess,
@@ -40,6 +40,7 @@ from roost.wire.messages import (
     SshAuth,
     SshIdentity,
 )
+from tests.migrated import migrated_sqlite
 from tests.releases import go_live
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl dev@laptop"
@@ -47,8 +48,7 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     s = Store(make_engine(url))
     yield s
     s.engine.dispose()

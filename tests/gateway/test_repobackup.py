@@ -23,13 +23,14 @@ from roost.controller.store import Store
 from roost.gateway.daemon import handlers
 from roost.gateway.git import GitService
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from roost.wire.cluster import Endpoint
 from roost.wire.identity import Identity, identity
 from roost.wire.keys import KeyPair, generate_keypair
 from roost.wire.messages import Msg, Ok, RepoBundle, RepoBundleRequest, RepoRestore
 from roost.wire.node import Node
 from roost.wire.rpc import RemoteError, RpcClient, RpcServer
+from tests.migrated import migrated_sqlite
 
 
 @dataclass
@@ -82,8 +83,7 @@ def _log(repo: Path) -> list[str]:
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     keys = {r: generate_keypair() for r in ("controller", "gateway", "backupd", "runner")}
     peers = {k.public: identity(r, "local") for r, k in keys.items()}
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp_path / "state.db")
     store = Store(make_engine(url))
     owner = store.create_account_hashed("o@example.com")
     store.create_app("shop", owner)

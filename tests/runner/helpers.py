@@ -18,7 +18,7 @@ import psutil
 from roost.appspec.model import AppSpec, ProcessSpec
 from roost.images.serve import handle_image_request
 from roost.images.store import ImageStore
-from roost.tenant.launch import Tenancy
+from roost.tenant.launch import Prepared, Tenancy
 from roost.wire.messages import (
     Assignment,
     Error,
@@ -191,3 +191,8 @@ class FakeController:
 
     def pids(self) -> dict[str, int]:
         return {i.instance_id: i.pid for i in self.last().instances}
+
+
+def unconfined(argv: list[str]) -> Prepared:
+    """`argv` as the runner would start it, without a sandbox or a cgroup."""
+    return Prepared(argv=argv, identity=None, cgroup=None)

@@ -8,184 +8,21 @@ store, image cache, RPC handlers). No processes are started.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from sqlalchemy import update
 
-from roost.appspec.model import AppSpec, ProcessSpec
-from roost.controller.astore import AsyncStore
-from roost.controller.core import Controller
-from roost.controller.service import ControllerService
-from roost.controller.store import Store
-from roost.images.cache import ImageCache
 from roost.images.digest import DigestMismatch
-from roost.images.serve import handle_image_request
 from roost.images.sources import RemoteStore, ask_holders
-from roost.images.store import ImageStore
 from roost.router.bundles import image_cache_ensure
-from roost.runner.archive import AppDirs
-from roost.runner.copies import RECENT_S, Copies, CopyDirectory
-from roost.runner.images import CachedImages
-from roost.runner.layout import Layout
-from roost.runner.rpcserver import RunnerRpc
-from roost.sessions.server import ExecSessions
-from roost.settings import Settings
+from roost.runner.copies import RECENT_S
 from roost.state import tables as t
-from roost.state.db import make_engine, migrate, sqlite_url
-from roost.wire.cluster import Endpoint
-from roost.wire.keys import KeyPair, generate_keypair
-from roost.wire.messages import BuildResult, Error, Heartbeat, ImageChunkRequest, Msg
-from roost.wire.node import Node
-from roost.wire.rpc import RpcClient, RpcServer
+from roost.wire.rpc import RpcClient
 from tests.images.helpers import corrupt, make_tar, put_layered
 from tests.releases import go_live
-
-VENV = {"bin/tool": b"#!/bin/sh\necho tool\n", "pyvenv.cfg": b"relocatable = true\n"}
-SPEC = AppSpec(processes={"web": ProcessSpec(name="web", kind="command", command="x", web=True)})
-
-
-@dataclass
-class Runner:
-    name: str
-    copies: Copies
-    images: CachedImages
-    cache: ImageCache
-    address: str
-
-
-@dataclass
-class World:
-    tmp: Path
-    keys: dict[str, KeyPair]
-    nodes: dict[str, Node]
-    stack: contextlib.AsyncExitStack
-    builder_store: ImageStore
-    controller: Controller
-    service: ControllerService
-    store: Store  # the controller's tables, for the test's own reads and writes
-    servers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    endpoints: dict[str, Endpoint] = field(default_factory=dict)
-    clients: list[RpcClient] = field(default_factory=list)
-
-    def client(self, on: str, *eps: Endpoint) -> RpcClient:
-        c = RpcClient(self.nodes[on], list(eps))
-        self.clients.append(c)
-        return c
-
-    def serve(self, name: str, handler: Callable[[Msg], object]) -> str:
-        server = RpcServer(self.nodes[name], "tcp://127.0.0.1:*", handler)  # type: ignore[arg-type]
-        self.servers[name] = asyncio.create_task(server.serve())
-        self.endpoints[name] = Endpoint(server.address, self.keys[name].public_text)
-        return server.address
-
-    async def stop(self, name: str) -> None:
-        task = self.servers.pop(name)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    def runner(
-        self,
-        name: str,
-        max_bytes: int = 1 << 30,
-        clock: Callable[[], float] = time.time,
-        sessions: ExecSessions | None = None,
-    ) -> Runner:
-        root = self.tmp / name
-        builders = [RemoteStore("builder", self.client(name, self.endpoints["builder"]))]
-        directory = CopyDirectory(
-            self.client(name, self.endpoints["controller"]),
-            name,
-            lambda ep: RpcClient(self.nodes[name], [ep]),
-        )
-        copies = Copies(ImageStore(root / "store"), max_bytes, builders, directory, clock)
-        cache = ImageCache(root / "cache", 1 << 30)
-        images = CachedImages(cache, copies)
-        rpc = RunnerRpc(Layout(root), images, sessions or ExecSessions(), None, copies)
-        address = self.serve(name, rpc.handlers(AppDirs(Layout(root), 3600)))
-        # Its heartbeat: the controller learns its RPC endpoint (as from a real runner).
-        self.controller.soft.record(
-            Heartbeat(
-                host_id=name,
-                hostname=name,
-                rpc_endpoint=address,
-                rpc_key=self.keys[name].public_text,
-            ),
-            time.monotonic(),
-        )
-        return Runner(name, copies, images, cache, address)
-
-
-@contextlib.asynccontextmanager
-async def world(tmp_path: Path, hosts: tuple[str, ...]) -> AsyncIterator[World]:
-    names = ("builder", "controller", *hosts)
-    keys = {n: generate_keypair() for n in names}
-    url = sqlite_url(tmp_path / "state.db")
-    migrate(url)
-    store = Store(make_engine(url))
-    controller = Controller(AsyncStore(store), Settings(), "t")
-    async with contextlib.AsyncExitStack() as stack:
-        nodes = {
-            n: await stack.enter_async_context(Node(keys[n], [k.public for k in keys.values()]))
-            for n in names
-        }
-        w = World(
-            tmp=tmp_path,
-            keys=keys,
-            nodes=nodes,
-            stack=stack,
-            builder_store=ImageStore(tmp_path / "builder"),
-            controller=controller,
-            service=ControllerService(
-                controller, None, lambda ep: RpcClient(nodes["controller"], [ep])
-            ),
-            store=store,
-        )
-
-        async def builder(msg: Msg) -> Msg:
-            if isinstance(msg, ImageChunkRequest):
-                return handle_image_request(w.builder_store, msg)
-            return Error(message="no")
-
-        w.serve("builder", builder)
-        w.serve("controller", w.service.handle)
-        try:
-            yield w
-        finally:
-            for c in w.clients:
-                await c.close()
-            for name in list(w.servers):
-                await w.stop(name)
-            await controller.store.aclose()
-
-
-def _build(w: World, image: str, build_id: str, static: str = "") -> BuildResult:
-    """A finished build of app "rep" (created on first use) as the builder reports it."""
-    store = w.store
-    if not any(a.name == "rep" for a in store.apps()):
-        store.create_app("rep", store.create_account("rep@example.com"))
-    store.create_build(build_id, store.app("rep").id)
-    return BuildResult(
-        build_id=build_id,
-        app="rep",
-        ok=True,
-        image_digest=image,
-        static_digest=static,
-        spec=SPEC,
-    )
-
-
-def _hold_lease(c: Controller) -> None:
-    """This controller holds the scheduler lease and knows who is alive (as
-    core.Controller's lease loop leaves it, a grace period after taking it)."""
-    now = time.monotonic()
-    c.fence, c.lease_valid_until, c.leader_since = 1, now + 3600, now - 3600
+from tests.runner.copieskit import VENV, World, finished_build, hold_lease, world
 
 
 def _outlive(w: World, dead: str, at: float) -> None:
@@ -205,7 +42,7 @@ async def test_a_runner_fetches_from_the_copy_holder_when_the_builder_is_gone(
         )
         a = w.runner("a")
         # 1. The controller's release path: a second copy on a runner, recorded.
-        await w.service.build_finished(_build(w, image, "b1"))
+        await w.service.build_finished(finished_build(w, image, "b1"))
         store = w.store
         assert store.build("b1").status == "rolling-out"
         assert store.copy_hosts(image) == ["a"]
@@ -249,10 +86,10 @@ async def test_copy_retention_follows_the_releases(tmp_path: Path) -> None:
         new, _, code_new = put_layered(w.builder_store, {"app/x": b"new"}, VENV)
         now = [time.time()]
         a = w.runner("a", max_bytes=1, clock=lambda: now[0])  # always over its bound
-        await w.service.build_finished(_build(w, old, "b1"))
+        await w.service.build_finished(finished_build(w, old, "b1"))
         app_id = store.app("rep").id
         go_live(store, app_id, 1)
-        await w.service.build_finished(_build(w, new, "b2"))
+        await w.service.build_finished(finished_build(w, new, "b2"))
         # Both young: nothing goes, though the store is over its bound.
         assert set(a.copies.store.list()) == {old, new, dep, code_old, code_new}
 
@@ -292,7 +129,7 @@ async def test_a_lost_copy_is_replaced_and_routers_fetch_bundles_from_holders(
         static = w.builder_store.put_bytes(make_tar({"css/site.css": b"body{}"}))
         a = w.runner("a")
         # 1. The bundle travels with the image: same host, both recorded.
-        await w.service.build_finished(_build(w, image, "b1", static=static))
+        await w.service.build_finished(finished_build(w, image, "b1", static=static))
         go_live(store, store.app("rep").id, 1)
         assert store.all_copies() == {image: {"a"}, static: {"a"}}
         assert set(a.copies.store.list()) == {image, dep, code, static}
@@ -302,7 +139,7 @@ async def test_a_lost_copy_is_replaced_and_routers_fetch_bundles_from_holders(
         # there is nothing to do.
         b, c = w.runner("b"), w.runner("c")
         assert await w.service.keep_copies() == []  # not the lease holder
-        _hold_lease(w.controller)
+        hold_lease(w.controller)
         assert await w.service.keep_copies() == []  # a is alive
 
         # 3. a's host dies: another live runner gets both, from the builder.
@@ -346,11 +183,11 @@ async def test_copying_again_backs_off_when_no_source_is_left(tmp_path: Path) ->
         store = w.store
         image, _, _ = put_layered(w.builder_store, {"app/x.py": b"x = 2\n"}, VENV)
         w.runner("a")
-        await w.service.build_finished(_build(w, image, "b1"))
+        await w.service.build_finished(finished_build(w, image, "b1"))
         go_live(store, store.app("rep").id, 1)
         assert store.copy_hosts(image) == ["a"]
         w.runner("b")
-        _hold_lease(w.controller)
+        hold_lease(w.controller)
         # The holder and the builder both gone: b cannot get the image anywhere.
         await w.stop("a")
         await w.stop("builder")

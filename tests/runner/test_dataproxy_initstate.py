@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from roost.runner.dataproxy import HAPROXY, DataProxy, ProxyListener
-from tests.runner.test_dataproxy_haproxy import Member, lands_on, only_up, port
+from tests.runner.dataproxykit import Member, lands_on, only_up, port
 
 pytestmark = pytest.mark.skipif(not shutil.which(HAPROXY), reason="haproxy is not installed")
 

@@ -29,8 +29,8 @@ from roost.wire.keys import generate_keypair, write_keypair
 from roost.wire.node import Node
 from roost.wire.rpc import RpcServer
 from tests.conftest import free_port
+from tests.runner.dataproxykit import echo, members, running
 from tests.runner.helpers import FakeController, eventually, runner_argv, short_data_dir
-from tests.runner.test_dataproxy_haproxy import echo, members, running
 
 pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists(), reason="haproxy is not installed")
 

@@ -25,8 +25,7 @@ from roost.runner.shimclient import (
     sandbox_returncode,
     write_record,
 )
-from roost.tenant.launch import Prepared
-from tests.runner.helpers import alive, assignment, eventually
+from tests.runner.helpers import alive, assignment, eventually, unconfined
 
 # ------------------------------------------------------------ protocol (pure)
 
@@ -130,10 +129,6 @@ for i in range(5000):
 print("done", flush=True)
 sys.exit(4)
 """
-
-
-def unconfined(argv: list[str]) -> Prepared:
-    return Prepared(argv=argv, identity=None, cgroup=None)
 
 
 async def test_output_waits_in_the_shim_while_no_runner_reads_it(tmp_path: Path) -> None:

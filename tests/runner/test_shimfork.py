@@ -13,8 +13,7 @@ import pytest
 
 from roost.runner import shimstart
 from roost.runner.shimclient import Child, ShimRecord, discover
-from tests.runner.helpers import alive, assignment, eventually
-from tests.runner.test_shim import unconfined
+from tests.runner.helpers import alive, assignment, eventually, unconfined
 
 SERVER = shimstart.SERVER
 

@@ -18,11 +18,19 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psutil
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.identity import ensure_member, identity
 from roost.wire.keys import KeyPair
-from roost.wire.messages import Msg, ServiceHostStatus, ServiceHostStatusRequest
+from roost.wire.messages import (
+    Msg,
+    ServiceCredentials,
+    ServiceHostStatus,
+    ServiceHostStatusRequest,
+)
 from roost.wire.node import Node
 from roost.wire.rpc import RpcClient
 from tests.conftest import free_port
@@ -206,3 +214,12 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+# redis-py retries failed connections for seconds by default; a refusal is
+# what these tests expect, so they want it at once.
+NO_RETRY = Retry(NoBackoff(), 0)
+
+
+def redis_for(c: ServiceCredentials) -> redis.Redis:
+    return redis.Redis.from_url(c.url, socket_timeout=5, retry=NO_RETRY)

@@ -21,8 +21,10 @@ import pytest
 from roost.wire.messages import ServerStatus, ServiceCredentials
 from tests.conftest import wait_until
 from tests.nobody import nobody_reads, readable_control
-from tests.servicehost.harness import Servicehost
-from tests.servicehost.test_servicehost import creds, pg_connect, redis_for, superuser
+from tests.servicehost.backupkit import as_app as pg_connect
+from tests.servicehost.backupkit import provision as creds
+from tests.servicehost.backupkit import superuser
+from tests.servicehost.harness import Servicehost, redis_for
 
 pytestmark = pytest.mark.e2e
 

@@ -19,8 +19,6 @@ import psutil
 import psycopg
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from roost.servicehost.binaries import find_binaries
 from roost.wire.messages import (
@@ -37,7 +35,7 @@ from tests.conftest import free_port, wait_until
 from tests.servicehost.backupkit import as_app as pg_connect
 from tests.servicehost.backupkit import provision as creds
 from tests.servicehost.backupkit import superuser
-from tests.servicehost.harness import Servicehost
+from tests.servicehost.harness import NO_RETRY, Servicehost, redis_for
 
 pytestmark = pytest.mark.e2e
 
@@ -46,15 +44,6 @@ pytestmark = pytest.mark.e2e
 def sh() -> Iterator[Servicehost]:
     host = Servicehost(controller=True)
     yield from host.running()
-
-
-# redis-py retries failed connections for seconds by default; a refusal is
-# what these tests expect, so they want it at once.
-NO_RETRY = Retry(NoBackoff(), 0)
-
-
-def redis_for(c: ServiceCredentials) -> redis.Redis:
-    return redis.Redis.from_url(c.url, socket_timeout=5, retry=NO_RETRY)
 
 
 async def test_postgres_isolation_between_apps(sh: Servicehost) -> None:

@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from roost.runner.shimsession import ShimHolder
 from roost.sessions.server import OUTPUT_LIMIT, ExecSessions, Spawn
 from roost.wire.messages import (
     Error,
@@ -25,19 +23,12 @@ from roost.wire.messages import (
     ExecSignal,
     Ok,
 )
+from tests.sessions import kit
+
+# kit's fixture, found by pytest among this module's names.
+sessions = kit.sessions
 
 PY = sys.executable
-
-
-@pytest.fixture(params=["direct", "shim"])
-async def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ExecSessions]:
-    """Every test twice: processes the server's own, and held by shims (a runner's)."""
-    holder = ShimHolder(tmp_path / "shims") if request.param == "shim" else None
-    es = ExecSessions(idle_s=30, grace_s=2, holder=holder)
-    task = asyncio.create_task(es.run())
-    yield es
-    es.shutdown()
-    await asyncio.wait_for(task, 10)
 
 
 async def _drain(es: ExecSessions, sid: str, after: int = 0) -> tuple[bytes, bytes, ExecOutput]:

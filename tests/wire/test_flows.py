@@ -44,7 +44,7 @@ from roost.servicehost.layout import Layout as ServicehostLayout
 from roost.servicehost.user import ServiceUser
 from roost.sessions.server import ExecSessions
 from roost.settings import Settings
-from roost.state.db import make_engine, migrate, sqlite_url
+from roost.state.db import make_engine
 from roost.wire.authz import FLOWS
 from roost.wire.cluster import ClusterConfig
 from roost.wire.dispatch import Handlers, on, pong, refusing
@@ -52,14 +52,14 @@ from roost.wire.identity import ROLES
 from roost.wire.keys import generate_keypair
 from roost.wire.messages import Error, HeartbeatReply, Msg, Ok, Ping, ServiceBackup
 from roost.wire.node import Node
+from tests.migrated import migrated_sqlite
 
 # A role's tables, built in a directory; what they hold open is closed by the stack.
 Tables = Callable[[Path, AsyncExitStack], list[Handlers]]
 
 
 def _controller(tmp: Path, stack: AsyncExitStack) -> list[Handlers]:
-    url = sqlite_url(tmp / "state.db")
-    migrate(url)
+    url = migrated_sqlite(tmp / "state.db")
     store = AsyncStore(Store(make_engine(url)))
     stack.push_async_callback(store.aclose)
     return [ControllerService(Controller(store, Settings(), "c1"), builders=None).handle]
