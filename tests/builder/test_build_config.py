@@ -8,15 +8,13 @@ Real builds (uv, the build user's sandbox); the configuration comes from the
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import shutil
 import stat
-import tarfile
 from pathlib import Path
 
 import pytest
+from tests.builder.blobs import blob_bytes
 
 from roost.appspec import AppSpec
 from roost.builder import buildconfig as bc
@@ -72,21 +70,6 @@ def flask_app(tmp: Path, app_py: str) -> bytes:
 async def _source(spec: AppSpec) -> dict[str, str]:
     assert "web" in spec.processes  # the build's parsed configuration is what is asked for
     return dict(ENV)
-
-
-def blob_bytes(path: Path) -> bytes:
-    """A stored blob's bytes, with the members of a tar (and their .gz) opened."""
-    raw = path.read_bytes()
-    out = [raw]
-    try:
-        with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
-            for m in tf.getmembers():
-                f = tf.extractfile(m) if m.isfile() else None
-                data = f.read() if f is not None else b""
-                out.append(gzip.decompress(data) if m.name.endswith(".gz") else data)
-    except tarfile.ReadError:
-        pass  # a manifest: JSON
-    return b"".join(out)
 
 
 async def test_module_level_bundle_config_imports_and_stays_out_of_the_image(

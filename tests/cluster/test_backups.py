@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ from roost.backups.locations import parse_location, ssh_argv
 from tests.backups.sshd import keygen
 from tests.cluster.backups import BackupCluster, sql
 from tests.cluster.cluster import wait_for
-from tests.conftest import REPO
+from tests.helloapp import hello_app
 
 pytestmark = pytest.mark.cluster
 
@@ -261,9 +260,7 @@ def test_the_pre_release_backup_is_taken_before_the_release_goes_live(
     rc: BackupCluster, tmp_path: Path
 ) -> None:
     app = tmp_path / "shop"
-    shutil.copytree(REPO / "examples" / "hello", app)
-    with open(app / "epio.ini", "a") as ini:
-        ini.write("\n[services]\npostgres = true\n")
+    hello_app(app, "postgres")
     rc.deploy("shop", app)
     pre = [e for e in rc.entries("shop") if e["reason"] == "pre-release"]
     assert [e["kind"] for e in pre] == ["pgdump"], rc.entries("shop")

@@ -11,7 +11,6 @@ restore from bak1 brings the data back.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 
 from tests.cluster.backups import BackupCluster, sql
 from tests.cluster.cluster import wait_for
-from tests.conftest import REPO
+from tests.helloapp import hello_app
 
 pytestmark = pytest.mark.cluster
 
@@ -94,9 +93,7 @@ def test_two_backupds_pull_on_their_own_and_one_carries_on_alone(rc: BackupClust
 
     # A release (its pre-release backup on bak1 alone) goes live.
     work = rc.base / "apps" / "twice"
-    shutil.copytree(REPO / "examples" / "hello", work)
-    with open(work / "epio.ini", "a") as ini:
-        ini.write("\n[services]\npostgres = true\n")
+    hello_app(work, "postgres")
     assert "is live" in rc.cli("deploy", str(work), "--app", "twice").stdout
     pre = [e for e in rc.entries("twice") if e["reason"] == "pre-release"]
     assert [(e["kind"], e["backupd"]) for e in pre] == [("pgdump", bak1)], pre

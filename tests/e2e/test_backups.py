@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, timedelta
@@ -20,8 +19,9 @@ import pytest
 
 import roost
 from roost.servicehost.names import BACKUP_ROLE
-from tests.conftest import REPO, wait_until
+from tests.conftest import wait_until
 from tests.e2e.platform import Platform, running_platform
+from tests.helloapp import hello_app
 from tests.sshclient import git_over_ssh
 
 pytestmark = pytest.mark.e2e
@@ -66,9 +66,7 @@ def _entries(platform: Platform) -> list[dict[str, Any]]:
 
 def test_capture_verify_and_restore(platform: Platform, tmp_path: Path) -> None:
     app = tmp_path / "shop"
-    shutil.copytree(REPO / "examples" / "hello", app)
-    with open(app / "epio.ini", "a") as ini:
-        ini.write("\n[services]\npostgres = true\nredis = true\n")
+    hello_app(app, "postgres", "redis")
     platform.roost("apps", "create", "shop")
     deployed = platform.roost("deploy", str(app), "--app", "shop").stdout
     assert "backing up before the release" in deployed and "v1 is live" in deployed
@@ -203,9 +201,7 @@ def test_the_first_git_push_of_an_app_with_services_is_backed_up(
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     platform.roost("keys", "add", str(key.with_suffix(".pub")))
     src = tmp_path / "blog"
-    shutil.copytree(REPO / "examples" / "hello", src)
-    with open(src / "epio.ini", "a") as ini:
-        ini.write("\n[services]\npostgres = true\n")
+    hello_app(src, "postgres")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(src)]
     subprocess.run([*git, "init", "-q", "-b", "main"], check=True)
     subprocess.run([*git, "add", "-A"], check=True)

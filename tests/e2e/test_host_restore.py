@@ -27,8 +27,9 @@ import pytest
 
 from roost.backups.drill import manifest
 from roost.cli.client import resolve
-from tests.conftest import REPO, wait_until
+from tests.conftest import wait_until
 from tests.e2e.platform import running_platform
+from tests.helloapp import hello_app
 
 pytestmark = pytest.mark.e2e
 
@@ -100,9 +101,7 @@ def _redis(r: dict[str, Any], *args: str) -> str:
 def test_every_app_comes_back_onto_a_servicehost_that_lost_its_data(tmp_path: Path) -> None:
     with running_platform({"ROOST_BACKUP_SCHEDULE": "off"}) as p:
         src = tmp_path / APP
-        shutil.copytree(REPO / "examples" / "hello", src)
-        with open(src / "epio.ini", "a") as ini:
-            ini.write("\n[services]\npostgres = true\nredis = true\n")
+        hello_app(src, "postgres", "redis")
         with open(src / "app.py", "a") as code:
             code.write(GREETING_ROUTE)
         p.roost("apps", "create", APP)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -26,8 +25,9 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import REPO, wait_until
+from tests.conftest import wait_until
 from tests.e2e.platform import Platform, running_platform
+from tests.helloapp import hello_app
 
 pytestmark = pytest.mark.e2e
 
@@ -57,9 +57,7 @@ def test_an_app_suspended_by_a_restore_whose_controller_died_serves_again(
     platform: Platform, tmp_path: Path
 ) -> None:
     src = tmp_path / "shop"
-    shutil.copytree(REPO / "examples" / "hello", src)
-    with open(src / "epio.ini", "a") as ini:
-        ini.write("\n[services]\npostgres = true\n")
+    hello_app(src, "postgres")
     platform.roost("apps", "create", "shop")
     platform.roost("deploy", str(src), "--app", "shop")
     # An app its user suspended on purpose (`roost suspend`): no pass resumes it.

@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.builder.test_build_config import blob_bytes
+from tests.builder.blobs import blob_bytes
 from tests.conftest import REPO, wait_until
 from tests.e2e.platform import Platform, running_platform
+from tests.helloapp import hello_app
 from tests.pgserver import pg_bin
 
 pytestmark = pytest.mark.e2e
@@ -233,10 +234,8 @@ def test_bundle_config_at_build_time(platform: Platform, tmp_path: Path) -> None
     assert css.status_code == 200 and "teal" in css.text
 
     flask = tmp_path / "fcfg"
-    shutil.copytree(REPO / "examples" / "hello", flask)
+    hello_app(flask, "postgres")
     (flask / "app.py").write_text(FLASK_APP)
-    with (flask / "epio.ini").open("a") as fh:
-        fh.write("\n[services]\npostgres = true\n")
     # A release phase follows, so the build imports the app itself (without
     # one, the instances' start is the import check).
     (flask / "Procfile").write_text("release: python -c pass\n")
