@@ -32,13 +32,20 @@ favours the shared tree: a local fsync returns once the disk has the data,
 a fsync through `weed mount` once both volume servers have written the
 chunk (to their page cache: SeaweedFS does not fsync its volumes).
 
+What the local disk is: a directory on the file system that holds the
+cluster's volumes (both sides write to the same device); its type and
+device are printed as a `#` line. Here that is ext4 on a virtio disk, not
+tmpfs: a local fsync reaches the device, and the volume servers' copies
+land on the same device through its page cache.
+
 Where the time goes: the CPU seconds every process spent on the large
 writes (the writer itself, which FUSE's copies are charged to, the mount,
 each volume server, the filer, the master) are printed per MB written, as
 `#` lines. They vary far less with the machine's load than the rates, and
-they are the limit here: SeaweedFS spends ~14 CPU-ms per MB with two
-copies (MD5 of every chunk in the mount and again in each volume server,
-the HTTP hops, both copies' writes) where the local disk spends ~0.3; see
+they are the limit here: SeaweedFS spends 11-12 CPU-ms per MB with two
+copies (the mount's MD5 and AES-GCM of every chunk, the HTTP hops, both
+copies' writes) where the local disk spends ~0.3; all of it shares this
+machine's cores, where a cluster spreads it over hosts. See
 docs/architecture.md.
 
 `--quick`: fewer and smaller files, two rounds.
@@ -51,6 +58,7 @@ import hashlib
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -69,6 +77,14 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 def say(msg: str) -> None:
     print(f"# {msg}", flush=True)
+
+
+def file_system(path: Path) -> str:
+    """`path`'s file system: its type and device (findmnt), for the record."""
+    r = subprocess.run(
+        ["findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", str(path)], capture_output=True, text=True
+    )
+    return " ".join(r.stdout.split()) or "unknown"
 
 
 def own_cpu_s() -> float:
@@ -246,6 +262,11 @@ def main() -> None:
         with seaweed_cluster(base / "cluster") as c:
             a, b = c.mount("mount-a"), c.mount("mount-b")
             where = {False: base / "local", True: a / "bench"}
+            same = os.stat(base).st_dev == os.stat(base / "cluster" / "volume0").st_dev
+            say(
+                f"local disk: {base / 'local'} on {file_system(base)}; the volume servers' "
+                f"directories on {'the same' if same else 'another'} file system"
+            )
             loc, sh = Side(cluster=False), Side(cluster=True)
             say(f"{sr} rounds of {files} small files, {lr} of a {mb} MiB file; local and shared")
             small_rounds(c, where, loc, sh, sr, files)
