@@ -36,8 +36,9 @@ def router_stats(source: str, started: float, counts: RequestCounts) -> RouterSt
     for app, row in list(counts.apps.items()):
         if app:
             name = app.decode("latin-1")
-            requests[name] = row[1 : 1 + REPORTED_CLASSES]
-            latency[name] = row[CLASSES : CLASSES + len(BUCKETS)]
+            n = row.values()
+            requests[name] = n[1 : 1 + REPORTED_CLASSES]
+            latency[name] = n[CLASSES : CLASSES + len(BUCKETS)]
     return RouterStats(source=source, started=started, requests=requests, latency=latency)
 
 

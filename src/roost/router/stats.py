@@ -2,9 +2,11 @@
 
 A request costs one dict lookup keyed by the app's label as raw bytes (whose
 hash the bytes object keeps: no tuple to build and hash, no decoding, no
-label formatting, no lock) and three list increments; a collector turns the
-counts into Prometheus metrics when /metrics is scraped, and
-roost.router.report sends each app's to the controllers for the charts.
+label formatting, no lock) and four increments of C integers when compiled
+(`Row`: a list's items were Python ints, a new one made and the old freed
+at each increment); a collector turns the counts into Prometheus metrics
+when /metrics is scraped, and roost.router.report sends each app's to the
+controllers for the charts (both read rows through `Row.values`).
 """
 
 from __future__ import annotations
@@ -22,38 +24,68 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float(
 CLASSES = 10
 ROW = CLASSES + len(BUCKETS)
 # (C integers when compiled, see stats.pxd: the per-request update then
-# indexes its lists without Python arithmetic)
+# indexes its rows without Python arithmetic)
 _TOP_CLASS = CLASSES - 1
 _FIRST_BUCKET = CLASSES
+
+try:
+    import cython
+except ImportError:  # (Cython is a build tool: the router runs as plain Python without it)
+    from types import SimpleNamespace
+
+    cython = SimpleNamespace(compiled=False)
+
+
+class Row:
+    """One app's counts (ROW of them, laid out as above). Compiled, a C array
+    of 64-bit integers the extension type zeroes when it is made
+    (stats.pxd); as plain Python, a list."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        if not cython.compiled:
+            self.n = [0] * ROW
+
+    def values(self) -> list[int]:
+        """The counts as they stand, as Python ints (a copy)."""
+        return [self.n[i] for i in range(ROW)]
 
 
 class RequestCounts:
     """What a request updates (compiled with the request path: stats.pxd)."""
 
-    __slots__ = ("apps", "latency", "latency_sum")
+    __slots__ = ("apps", "every", "latency_sum")
 
     def __init__(self) -> None:
-        # app label (bytes; b"" for no app) -> its row (ROW counts)
-        self.apps: dict[bytes, list[int]] = {}
-        # every app's requests by latency bucket, and their total time
-        self.latency = [0] * len(BUCKETS)
-        self.latency_sum = 0.0
+        # app label (bytes; b"" for no app) -> its row
+        self.apps: dict[bytes, Row] = {}
+        # every app's requests together (the histogram reads its buckets)
+        self.every = Row()
+        self.latency_sum = 0.0  # and their total time
 
     def record(self, app: bytes, status: int, seconds: float) -> None:
         row = self.apps.get(app)
         if row is None:
-            row = self.apps[app] = [0] * ROW
+            row = self.apps[app] = Row()
         cls = status // 100
-        if cls > _TOP_CLASS:
+        if cls > _TOP_CLASS or cls < 0:  # (a C array has no bounds of its own)
             cls = _TOP_CLASS
-        row[cls] += 1
-        self.latency_sum += seconds
         i = 0
         if seconds > 0.005:  # else the common case, without the loop
             while seconds > BUCKETS[i]:  # (the last bound is infinite)
                 i += 1
-        self.latency[i] += 1
-        row[_FIRST_BUCKET + i] += 1
+        i += _FIRST_BUCKET
+        every = self.every
+        row.n[cls] += 1
+        row.n[i] += 1
+        every.n[cls] += 1
+        every.n[i] += 1
+        self.latency_sum += seconds
+
+    def latency(self) -> list[int]:
+        """Every app's requests by latency bucket."""
+        return self.every.values()[_FIRST_BUCKET:]
 
 
 class RequestStats(Collector):
@@ -70,7 +102,7 @@ class RequestStats(Collector):
         counted = self.counts
         for app, row in list(counted.apps.items()):
             label = app.decode("latin-1") if app else "-"
-            for cls, n in enumerate(row[:CLASSES]):
+            for cls, n in enumerate(row.values()[:CLASSES]):
                 if n:
                     counts[(label, f"{cls}xx")] += n
         for (label, status), n in sorted(counts.items()):
@@ -78,7 +110,7 @@ class RequestStats(Collector):
         yield c
         h = HistogramMetricFamily("roost_router_request_seconds", "Time to answer a request")
         cumulative, buckets = 0, []
-        for bound, n in zip(BUCKETS, counted.latency, strict=True):
+        for bound, n in zip(BUCKETS, counted.latency(), strict=True):
             cumulative += n
             buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
         h.add_metric([], buckets, counted.latency_sum)
