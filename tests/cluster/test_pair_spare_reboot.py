@@ -10,8 +10,10 @@ minutes by default).
 
 1. The standby's servicehost is powered off: with no command, the lease
    holder makes the spare the pair's synchronous standby and its Redis
-   replica, says so in an event (once), and the app's Redis pair is whole
-   with nothing wrong: the lost host's sentinel is no longer counted.
+   replica, says so in an event (once), and once every live sentinel has
+   forgotten the lost one and knows a replica it could promote, the app's
+   Redis pair is whole with nothing wrong: the lost host's sentinel and
+   copy are no longer counted.
 2. Every host still on (the lost one stays off) loses power at once: every
    daemon, Patroni, PostgreSQL, etcd, Redis, sentinel and HAProxy killed,
    then started again as a boot would (etcd and the state database, then
@@ -34,6 +36,7 @@ import httpx
 import pytest
 import redis
 
+from roost.servicehost import sentinel
 from roost.servicehost.sentinel import master_name
 from roost.wire.cluster import ClusterConfig
 from tests.cluster.cluster import wait_for
@@ -44,6 +47,7 @@ from tests.cluster.paircluster import (
     Writer,
     app_get,
     pair_cluster,
+    redis_info,
     redis_whole,
 )
 
@@ -53,6 +57,10 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
 SPARE_AFTER_S = 20
 SENTINEL_PORT = 26379
+# From a servicehost's look to the API showing it: a look every 5 s
+# (redispairs.WATCH_INTERVAL_S), a push every 5 s (status.PUSH_INTERVAL_S),
+# and room for a loaded machine.
+SHOWN_S = 15
 
 
 STATE_REST_PORT = 8008  # the state database's Patroni (roost.statedb)
@@ -113,17 +121,47 @@ def replaced_events(rc: SpareCluster) -> list[dict[str, Any]]:
     return [e for e in rc.api("GET", "/api/events") if e["kind"] == "servicehost-replaced"]
 
 
+def sentinel_client(host: Host) -> redis.Redis:
+    password = (host.data / "keys" / "sentinel.key").read_text().strip()
+    return redis.Redis(
+        host=host.ip, port=SENTINEL_PORT, password=password, socket_timeout=3,
+        decode_responses=True,
+    )  # fmt: skip
+
+
 def other_sentinels(host: Host) -> int:
     """How many other sentinels the sentinel on `host` knows watch the app's
     master (-1: it does not answer)."""
-    password = (host.data / "keys" / "sentinel.key").read_text().strip()
-    client = redis.Redis(host=host.ip, port=SENTINEL_PORT, password=password, socket_timeout=3)
+    client = sentinel_client(host)
     try:
         return int(client.sentinel_master(master_name(APP))["num-other-sentinels"])
     except (redis.RedisError, OSError, KeyError, ValueError):
         return -1
     finally:
         client.close()
+
+
+def good_replicas(host: Host) -> set[str]:
+    """The replicas of the app's master the sentinel on `host` could promote
+    (sentinel.good_replica over its SENTINEL REPLICAS, as the servicehost
+    judges them), by address."""
+    client = sentinel_client(host)
+    try:
+        replicas = client.sentinel_slaves(master_name(APP))
+    except (redis.RedisError, OSError):
+        return set()
+    finally:
+        client.close()
+    fields = [{k: str(v) for k, v in r.items()} for r in replicas]
+    return {r.get("ip", "") for r in fields if sentinel.good_replica(r)}
+
+
+def resets(host: Host) -> int:
+    """How many times the sentinel on `host` was told to forget the app's
+    master's replicas and sentinels (SENTINEL RESET), from its log."""
+    log = host.data / "servicehost" / "logs" / "sentinel.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return text.count(f"+reset-master master {master_name(APP)} ")
 
 
 def held(check: Callable[[], bool], seconds: float) -> bool:
@@ -155,6 +193,8 @@ def test_a_spare_takes_a_lost_servicehosts_place_by_itself(rc: SpareCluster) -> 
     (spare,) = rc.spares
     wait_for(lambda: redis_whole(rc), 90, "the app's Redis pair to be whole")
     assert replaced_events(rc) == []
+    live = [primary, spare, rc.controllers[0]]
+    reset_before = {h.name: resets(h) for h in live}
     rc.power_off(lost)
     try:
         events = wait_for(
@@ -162,20 +202,32 @@ def test_a_spare_takes_a_lost_servicehosts_place_by_itself(rc: SpareCluster) -> 
         )
         wait_for(lambda: rc.sync_standby(primary) == spare.ip, 180, "the spare synchronous")
         wait_for(lambda: redis_whole(rc), 120, "the app's Redis pair whole again")
-        # The sentinels reset (the new replica's), the lost one forgotten:
-        # the primary's, the spare's and the controller's know each other.
-        wait_for(lambda: other_sentinels(primary) == 2, 90, "the lost sentinel forgotten")
-        # And nothing wrong for good: the lost host's sentinel is not counted
-        # (it reported "only 3 of 4 sentinels watch it" once they had reset):
-        # whole for 15 s on end (three of the servicehost's 5 s looks and
-        # pushes). Not from the first look: forgetting the lost sentinel is a
-        # SENTINEL RESET, after which the sentinels know no replica until they
-        # next read the master's INFO (every 10 s), and the API shows the
-        # push before it for up to 5 s: "cannot fail over" for a few seconds
-        # is the truth then.
+        # Two SENTINEL RESETs follow a replacement: the spare's, making its
+        # copy (every replica forgotten and found again), and the primary's
+        # servicehost's once it learns the lost host is retired (the lost
+        # sentinel forgotten). After each the sentinels know no replica for a
+        # few seconds, until they read the master's INFO and then the
+        # replica's: "cannot fail over" is the truth then. Once every live
+        # sentinel has had both, knows the two others and could promote the
+        # spare's copy (the replica whichever copy was master: the lost host's
+        # failed over to the survivor's), nothing is wrong for good: a look the servicehost makes
+        # after that is shown within SHOWN_S, and the pair is whole from then.
         wait_for(
-            lambda: held(lambda: redis_whole(rc), 15), 90, "the Redis pair whole for 15 s on end"
+            lambda: all(resets(h) >= reset_before[h.name] + 2 for h in live),
+            90,
+            "both sentinel resets",
         )
+        wait_for(
+            lambda: all(other_sentinels(h) == 2 and spare.ip in good_replicas(h) for h in live),
+            90,
+            "every live sentinel to know the others and the spare's copy as a good replica",
+        )
+        time.sleep(SHOWN_S)
+        # And nothing wrong for good: the lost host's sentinel is not counted
+        # (it reported "only 3 of 4 sentinels watch it" once they had reset),
+        # and the lost copy, which the sentinels may learn again from the
+        # master's INFO until its repl-timeout, is no replica they count.
+        assert held(lambda: redis_whole(rc), 15), redis_info(rc)
     except AssertionError:
         print(rc.logs_tail(), rc.pair_logs(), rc.sentinel_logs())
         raise
