@@ -178,3 +178,12 @@ async def test_a_flood_is_refused_not_queued(store: Store) -> None:
     assert refused and all("in progress" in r.json()["message"] for r in refused)
     assert all(r.headers["Retry-After"] == "1" for r in refused)
     assert sum(r.status_code == 401 for r in replies) >= 3
+
+
+def test_an_account_without_a_password_costs_a_real_verification() -> None:
+    """The hash verified against when an account has no password is written
+    out in the code: it must carry the hasher's own parameters (what a
+    verification costs), and no password is accepted for such an account."""
+    assert not store_access._hasher.check_needs_rehash(store_access._DUMMY_HASH)
+    assert store_access.verify_password("", "") is False
+    assert store_access.verify_password("", PASSWORD) is False
