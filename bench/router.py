@@ -17,7 +17,10 @@ prints this build's CPU per request against it: an A/B of two builds under
 the same load, steadier on a busy machine than two separate runs.
 
 Then roost with 1 and 2 worker processes (SO_REUSEPORT), wrk on two threads
-for both, in interleaved rounds: the requests/s of each and their ratio.
+for both, in interleaved rounds: the requests/s of each and their ratio, and
+beside them the CPUs the router's processes got and how busy the machine was
+(two workers serve more only if they get more CPU: on a machine whose cores
+wrk, the backend and other work already fill, the ratio cannot show scaling).
 
 Then churn: 3000 apps, one under load, while a fake controller (real CURVE
 sockets, the same messages a controller sends) publishes a route delta every
@@ -120,6 +123,8 @@ class Load:
     failed: int
     cpu_us: float = 0.0  # CPU time of the proxying process per request
     user_us: float = 0.0  # the user-space part of it (the system part is the same syscalls)
+    cpus: float = 0.0  # CPUs the proxying processes used over the round (worker rounds)
+    busy_pct: float = 0.0  # the whole machine's CPU busy over the round (worker rounds)
 
 
 async def plain_rounds(
@@ -159,18 +164,28 @@ async def worker_rounds(
     ports: dict[str, int], procs: dict[str, list[psutil.Process]], rounds: int, seconds: float
 ) -> dict[str, list[Load]]:
     """Roost with one worker and with two, alternately, wrk on two threads for
-    both (one wrk thread alone may not load two workers)."""
+    both (one wrk thread alone may not load two workers). Each round also
+    records the CPUs the router's processes used and how busy the whole
+    machine was: two workers can serve more only if they get more CPU, which
+    a machine whose cores wrk, the backend and other work already fill does
+    not give them."""
     results: dict[str, list[Load]] = {name: [] for name in ports}
     names = list(ports)
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             before = sum(cpu(p) for p in procs[name])
+            started = time.monotonic()
+            psutil.cpu_percent()  # (starts the machine-wide interval)
             load = await wrk(ports[name], f"{APP}.localhost", seconds, threads=2)
-            load.cpu_us = (sum(cpu(p) for p in procs[name]) - before) / max(1, load.requests) * 1e6
+            load.busy_pct = psutil.cpu_percent()
+            used = sum(cpu(p) for p in procs[name]) - before
+            load.cpus = used / (time.monotonic() - started)
+            load.cpu_us = used / max(1, load.requests) * 1e6
             results[name].append(load)
             print(
                 f"  round {r + 1} {name:9s} {load.rps:10.0f} req/s  p99 {load.p99_ms:6.2f} ms"
-                f"  failed {load.failed}  cpu {load.cpu_us:5.1f} us/req",
+                f"  failed {load.failed}  cpu {load.cpu_us:5.1f} us/req"
+                f"  router cpus {load.cpus:4.2f}  machine busy {load.busy_pct:3.0f}%",
                 flush=True,
             )
     return results
@@ -569,6 +584,12 @@ async def main() -> None:
     print(f"roost_1_worker_rps: {one:.0f}")
     print(f"roost_2_workers_rps: {two:.0f}")
     print(f"roost_2_vs_1_workers: {two / one:.3f}")
+    # What the ratio can show here: the CPUs the router got with each, and
+    # how busy the machine was (near 100%, more workers get no more CPU).
+    for label, key in (("1_worker", "1 worker"), ("2_workers", "2 workers")):
+        print(f"roost_{label}_cpus: {statistics.median(x.cpus for x in scaling[key]):.2f}")
+    busy = statistics.median(x.busy_pct for v in scaling.values() for x in v)
+    print(f"machine_busy_pct_during_workers: {busy:.0f} (of {psutil.cpu_count()} CPUs)")
     print(f"churn_failed_requests: {churn['failed']}")
     print(f"churn_throughput_ratio: {churn['ratio']:.3f}")
     print(f"nginx_reload_failed_requests: {nginx_churn['failed']}")
