@@ -302,9 +302,9 @@ class Settings:
     role_host: str = _setting(
         "off",
         "ROOST_ROLE_HOST",
-        "roost up: 'on' runs the controller, builder, runner, gateway, servicehost and "
-        "backupd in one process (roost.cli.rolehost), the router in its own; 'off': one "
-        "process per role",
+        "roost up: 'on' runs the controller, builder, runner and servicehost in one process "
+        "(roost.cli.rolehost), each other role in its own; 'off': one process per role; or "
+        "groups of roles that share one, e.g. 'controller+runner,builder+backupd'",
     )
     firewall: str = _setting(
         "on",

@@ -155,13 +155,21 @@ def _program(name: str) -> Program:
     return Program(name, start)  # type: ignore[arg-type]
 
 
-def test_roost_up_folds_the_members_and_reports_each_role() -> None:
+def test_roost_up_folds_each_group_and_reports_each_role() -> None:
     names = ["controller", "builder", "runner", "router", "gateway", "servicehost", "backupd"]
-    members = uphost.members_of(names)
-    assert members == ["controller", "builder", "runner", "gateway", "servicehost", "backupd"]
+    groups = uphost.groups_of(names, uphost.parse_groups("controller+runner,builder+backupd"))
+    assert groups == {HOST: ["controller", "runner"], "roles2": ["builder", "backupd"]}
+    # Without a servicehost (its servers not installed) its group is one role: not made.
+    assert uphost.groups_of(["controller", "runner"], [["runner", "servicehost"]]) == {}
     programs = [_program(n) for n in names]
-    host = _program(HOST)
-    assert [p.name for p in uphost.fold(programs, host)] == [HOST, "router"]
+    hosts = {name: _program(name) for name in groups}
+    assert [p.name for p in uphost.fold(programs, hosts, groups)] == [
+        HOST,
+        "roles2",
+        "router",
+        "gateway",
+        "servicehost",
+    ]
     metrics = {
         "controller": "https://127.0.0.1:8000/metrics",
         "runner": "http://127.0.0.1:9100/metrics",
@@ -173,23 +181,37 @@ def test_roost_up_folds_the_members_and_reports_each_role() -> None:
     ]
 
     up = upstate.RoleStatus(state="up", pid=42)
-    states = uphost.expand_states(
-        {HOST: up, "router": upstate.RoleStatus(state="up", pid=7)}, members
-    )
-    assert list(states) == [*members, "router"] and states["runner"].pid == 42
-    assert uphost.expand_states({"router": up}, []) == {"router": up}
+    other = upstate.RoleStatus(state="up", pid=44)
+    router = upstate.RoleStatus(state="up", pid=7)
+    states = uphost.expand_states({HOST: up, "roles2": other, "router": router}, groups)
+    assert list(states) == ["controller", "runner", "builder", "backupd", "router"]
+    assert states["runner"].pid == 42 and states["backupd"].pid == 44
+    assert uphost.expand_states({"router": up}, {}) == {"router": up}
 
     status = upstate.ReloadStatus(started_at=1.0, replaced={HOST: [42, 43], "router": [7, 8]})
-    expanded = uphost.expand_reload(status, members)
+    expanded = uphost.expand_reload(status, groups)
     assert expanded is not None
-    assert expanded.replaced == {**{m: [42, 43] for m in members}, "router": [7, 8]}
-    assert uphost.expand_reload(None, members) is None
+    assert expanded.replaced == {"controller": [42, 43], "runner": [42, 43], "router": [7, 8]}
+    assert uphost.expand_reload(None, groups) is None
 
     steps = [Step(HOST, signal.SIGTERM), Step("router", signal.SIGUSR2, overlap=True)]
-    assert uphost.host_steps(steps) == [
+    assert uphost.host_steps(steps, groups) == [
         Step(HOST, signal.SIGUSR2, overlap=False),
         Step("router", signal.SIGUSR2, overlap=True),
     ]
+
+
+def test_role_host_setting() -> None:
+    assert uphost.parse_groups("off") == []
+    assert uphost.parse_groups("on") == [uphost.DEFAULT_GROUPS.split("+")]
+    for bad, why in (
+        ("yes", "'yes' cannot share a process"),
+        ("controller+router", "'router' cannot share"),
+        ("controller+runner,runner+builder", "runner is named twice"),
+        ("controller+runner,builder", "one role"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            uphost.parse_groups(bad)
 
 
 def test_the_older_daemons_a_take_over_retires_before_the_host() -> None:

@@ -53,7 +53,6 @@ from roost.cli.local import (
     write_api_info,
 )
 from roost.cli.readiness import role_probes
-from roost.cli.rolehost import HOST
 from roost.cli.takeover import (
     Older,
     TakeOver,
@@ -231,7 +230,7 @@ async def _report(
     ready: asyncio.Event | None,
     reloads: reload.Reloads,
     taking_over: Callable[[], bool] = lambda: False,
-    members: list[str] | None = None,
+    groups: uphost.Groups | None = None,
 ) -> None:
     """Keep DATA/up.json current; say "ready" each time every role has come up
     (and not before a take-over has ended: the older roost up writes the
@@ -240,14 +239,14 @@ async def _report(
     last: upstate.UpStatus | None = None
     was_taking_over = taking_over()
     while True:
-        roles = uphost.expand_states(role_states(names, sup.children), members or [])
+        roles = uphost.expand_states(role_states(names, sup.children), groups or {})
         still = taking_over()
         all_up = all(r.state == "up" for r in roles.values()) and not still
         now = upstate.UpStatus(
             pid=os.getpid(),
             roles=roles,
             ready=all_up,
-            reload=uphost.expand_reload(reloads.status, members or []),
+            reload=uphost.expand_reload(reloads.status, groups or {}),
             release=__version__,
         )
         if now != last or still != was_taking_over:
@@ -331,21 +330,25 @@ async def supervise(
             programs.append(role_program(role, argv, at_start, probe, sockets, forks))
         else:
             programs.append(role_program(role, argv, child_env, probe, forks=forks))
-    # One process for the controller and the quiet roles (issue 21).
-    members = uphost.members_of([p.name for p in programs]) if settings.role_host == "on" else []
-    if members:
-        host_probes = [_api_answers(data) if r == "controller" else probes[r] for r in members]
-        host = role_program(
-            HOST,
-            [*base, "roles", *uphost.specs(members, metrics)],
-            dict(env),
-            uphost.all_of(host_probes),
-            forks=forks,
-        )
-        programs = uphost.fold(programs, host)
+    # Several roles in one process (issue 21; roost.cli.uphost).
+    groups = uphost.groups_of([p.name for p in programs], uphost.parse_groups(settings.role_host))
+    if groups:
+        hosts = {
+            name: role_program(
+                name,
+                [*base, "roles", *uphost.specs(members, metrics)],
+                dict(env),
+                uphost.all_of(
+                    [_api_answers(data) if r == "controller" else probes[r] for r in members]
+                ),
+                forks=forks,
+            )
+            for name, members in groups.items()
+        }
+        programs = uphost.fold(programs, hosts, groups)
     (data / "metrics.json").write_text(json.dumps(metrics, indent=2))
     names = [p.name for p in programs]
-    steps = uphost.host_steps(reload.plan(names, shared_sockets=bool(sockets)))
+    steps = uphost.host_steps(reload.plan(names, shared_sockets=bool(sockets)), groups)
     try:
         async with asyncio.TaskGroup() as tg:
             supervising = tg.create_task(sup.run())
@@ -359,37 +362,40 @@ async def supervise(
                     ready,
                     reloads,
                     lambda: bool(older and not older.ended),
-                    members,
+                    groups,
                 )
             )
             reloader = None
+            rest = programs[1:]
             # The controller first: the others register with it as they start.
-            if older is not None and takeover is not None and members:
+            if older is not None and takeover is not None and groups:
+                # A host binds all its members' ports: their older daemons go first.
+                members = uphost.members_of(groups)
                 for role, how in uphost.older_retirements(members, takeover.hands_over):
                     await older.retire(role, how)
             elif older is not None:
                 await older.retire("controller")
             sup.add(programs[0])
             first = programs[0].name
-            if await sup.wait_up(first, 2 * _ready_timeout(first)):
-                if (
-                    older is not None
-                    and takeover is not None
-                    and members
-                    and not takeover.hands_over
-                ):
-                    await moved(
-                        data, *takeover.hosts, _say
-                    )  # the apps move to the new runner first
+            up = await sup.wait_up(first, 2 * _ready_timeout(first))
+            if up and older is not None and takeover is not None and groups:
+                for program in [p for p in rest if p.name in groups]:
+                    sup.add(program)
+                    up = up and await sup.wait_up(program.name, _ready_timeout(program.name))
+                rest = [p for p in rest if p.name not in groups]
+                if up and not takeover.hands_over and "runner" in uphost.members_of(groups):
+                    await moved(data, *takeover.hosts, _say)  # onto the new runner first
+                if not up:
+                    _say("the take-over stopped: a new process of several roles did not come up")
+                    sup.stop()
+            if up:
                 if older is None or takeover is None:
-                    for program in programs[1:]:
+                    for program in rest:
                         sup.add(program)
                 elif takeover.hands_over:
-                    if not await hand_over(sup, programs[1:], older, _ready_timeout):
+                    if not await hand_over(sup, rest, older, _ready_timeout):
                         sup.stop()
-                elif not await bring_up(
-                    sup, programs[1:], older, data, takeover.hosts, _ready_timeout
-                ):
+                elif not await bring_up(sup, rest, older, data, takeover.hosts, _ready_timeout):
                     sup.stop()
                 api = json.loads((data / "api.json").read_text())
                 _say(f"API      {api['url']}/api/docs")
@@ -400,7 +406,7 @@ async def supervise(
                 reloader = tg.create_task(
                     reloads.run(sup, steps, _ready_timeout, _say, before=renew)
                 )
-            elif sup.fatal is None:
+            elif sup.fatal is None and not sup.stopping:
                 c = sup.children.get(first)
                 _say(f"the controller API did not come up ({c.last_error if c else 'not started'})")
                 sup.stop()
@@ -427,11 +433,11 @@ async def supervise(
         final = upstate.UpStatus(
             pid=os.getpid(),
             roles=uphost.expand_states(
-                role_states([p.name for p in programs], sup.children), members
+                role_states([p.name for p in programs], sup.children), groups
             ),
             over=True,
             error=fatal_error(fatal).message if fatal is not None else "",
-            reload=uphost.expand_reload(reloads.status, members),
+            reload=uphost.expand_reload(reloads.status, groups),
             release=__version__,
         )
         upstate.save(data, final)
@@ -487,8 +493,10 @@ def up(
     )
     if settings.fork_roles not in ("on", "off"):
         raise CliError(f"ROOST_FORK_ROLES must be 'on' or 'off', not {settings.fork_roles!r}")
-    if settings.role_host not in ("on", "off"):
-        raise CliError(f"ROOST_ROLE_HOST must be 'on' or 'off', not {settings.role_host!r}")
+    try:
+        uphost.parse_groups(settings.role_host)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     chosen = data_dir is not None or "ROOST_DATA" in os.environ
     chosen = chosen or ctx.find_root().get_parameter_source("data") != ParameterSource.DEFAULT
     older = None if chosen else older_local_dir(Path.cwd(), data)
