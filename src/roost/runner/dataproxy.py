@@ -63,8 +63,11 @@ HAPROXY = "/usr/sbin/haproxy"
 ProxyKind = Literal["postgres", "redis"]
 KINDS: tuple[ProxyKind, ...] = ("postgres", "redis")
 # How often a server is checked and how many checks flip it: a dead primary
-# is out within ~2 s, a new one in within ~1 s of Patroni promoting it.
+# is out within ~2 s, a new one in within ~0.5 s of Patroni promoting it (a
+# server that is down, the standby, is checked twice as often: that check
+# is the last step of a failover before the app's reconnect).
 CHECK_INTER_MS = 1000
+DOWN_INTER_MS = 500
 FALL = 2
 RISE = 1
 # An old worker after a reload keeps its connections at most this long.
@@ -148,8 +151,8 @@ def _section(lst: ProxyListener, bind: str) -> list[str]:
             "    tcp-check expect string +OK",
         ]
     out.append(
-        f"    default-server inter {CHECK_INTER_MS} fall {FALL} rise {RISE} "
-        "on-marked-down shutdown-sessions"
+        f"    default-server inter {CHECK_INTER_MS} downinter {DOWN_INTER_MS} fall {FALL} "
+        f"rise {RISE} on-marked-down shutdown-sessions"
     )
     for s in sorted(set(lst.servers)):
         out.append(

@@ -73,12 +73,22 @@ class PairPlan(msgspec.Struct, frozen=True, kw_only=True):
     # the runners' proxy address, roost.runner.dataproxy).
     proxy_port: int = 6432
     # Shorter than the state database's 15/3/5 (issue 16 asks an app's writes
-    # back within 15 s): a dead primary's key expires within 12 s, the
-    # standby takes it on its next 2 s loop. Still Patroni's rule:
-    # loop_wait + 2 * retry_timeout <= ttl.
-    ttl: int = 12
-    loop_wait: int = 2
-    retry_timeout: int = 5
+    # back within 15 s). Where a failover's seconds went at 12/2/5 (one run,
+    # from Patroni's, etcd's and HAProxy's logs: 18.3 s without a write):
+    # the dead primary's host was also etcd's leader, and etcd's new leader
+    # (2.2 s later) renews every lease for ttl + its election timeout (1 s),
+    # so the leader key lasted 15.4 s; then the standby asks the old
+    # leader's REST API before it promotes (Patroni 3.0: 2 s, a fixed
+    # timeout, to a host that drops packets); then promotion, HAProxy's
+    # next check and the app's reconnect (~0.5 s). Only the ttl is ours to
+    # cut: at 7 the worst case above is ~12.7 s, ~9-10 s when etcd's leader
+    # lives on. Still Patroni's rule, loop_wait + 2 * retry_timeout <= ttl,
+    # with the primary renewing its lease every second; retry_timeout 3
+    # outlasts etcd's re-election (2.2 s here) when the standby's host, etcd's
+    # leader, dies: the primary keeps its key instead of demoting itself.
+    ttl: int = 7
+    loop_wait: int = 1
+    retry_timeout: int = 3
     superuser_password: str = ""
     replication_password: str = ""
     rest_password: str = ""
