@@ -288,9 +288,12 @@ async def test_the_access_line_from_runs_is_the_line(
     ex.entry = AppEntry(AppRoute(app="a", hostnames=["a.localhost"], backends=[backend]))
     ex.slot = Slot(backend)
     access.log(client, ex, 100.0 + tenths / 10000.0)
+    # (the stamp the line was written with: close() flushes, and a flush
+    # refreshes the stamp, which moves on if the second ended meanwhile)
+    stamp = access.stamp
     access.close()
     assert (tmp_path / "a.log").read_bytes() == _reference_line(
-        b"10.0.0.1", access.stamp, b"GET", b"/p?q=1", http10, status, 1234, b"a.localhost",
+        b"10.0.0.1", stamp, b"GET", b"/p?q=1", http10, status, 1234, b"a.localhost",
         b"a", b"i1", tenths, b"abc-1",
     )  # fmt: skip
 
@@ -334,6 +337,15 @@ def test_the_scanners_read_alike_as_plain_python_without_cython(
         n = len(data)
         for i, j in ((0, 0), (n, n), (0, n), (3, 9), (0, 1), (n - 1, n)):
             assert plain.cut(data, i, j) == in_use.cut(data, i, j) == data[:i] + data[j:]
+    # The lane's forwarded head: the request less its blank line, the
+    # router's lines after it (empty pieces too), byte for byte as the join
+    # it replaced made it.
+    fwd = b"X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: "
+    for data in LANE:
+        for f, host, rid in ((fwd, b"a.localhost", b"r1-2f"), (b"", b"", b""), (fwd, b"h", b"")):
+            want = b"".join((data[:-2], f, host, b"\r\nX-Request-Id: ", rid, b"\r\n\r\n"))
+            assert plain.lane_head(data, f, host, rid) == want
+            assert in_use.lane_head(data, f, host, rid) == want
 
 
 def test_the_request_clock_is_the_loops_clock() -> None:

@@ -74,7 +74,7 @@ def test_bytes_wait_behind_what_the_transport_holds(kind: str) -> None:
         fd = stream_fd(transport)
         assert fd == transport.get_extra_info("socket").fileno()
         big = bytes(range(256)) * 16384  # 4 MiB
-        queued = put(transport, fd, False, big)
+        queued = put(transport, transport.is_closing, fd, False, big)
         assert queued and transport.get_write_buffer_size() > 0
         # The peer reads while the loop cannot run (no await): the socket has
         # room again, the transport still holds the rest of `big`.
@@ -87,8 +87,8 @@ def test_bytes_wait_behind_what_the_transport_holds(kind: str) -> None:
                 got += peer.recv(1 << 20)
             time.sleep(0.001)
         assert transport.get_write_buffer_size() > 0
-        queued = put(transport, fd, queued, b"tail-1")
-        queued = put(transport, fd, queued, b"tail-2")
+        queued = put(transport, transport.is_closing, fd, queued, b"tail-1")
+        queued = put(transport, transport.is_closing, fd, queued, b"tail-2")
         assert queued
         peer.setblocking(True)
         rest = len(big) + 12 - len(got)
@@ -97,7 +97,7 @@ def test_bytes_wait_behind_what_the_transport_holds(kind: str) -> None:
         # Flushed: the next write goes straight to the socket again.
         while transport.get_write_buffer_size():
             await asyncio.sleep(0.01)
-        assert put(transport, fd, queued, b"again") is False
+        assert put(transport, transport.is_closing, fd, queued, b"again") is False
         assert read_all(peer, 5) == b"again"
         transport.close()
         peer.close()
@@ -129,7 +129,7 @@ def test_no_direct_write_once_the_transport_is_closing(kind: str) -> None:
             os.dup2(a.fileno(), fd)
         try:
             with contextlib.suppress(RuntimeError):  # (uvloop: a closed transport refuses)
-                put(transport, fd, False, b"stray")
+                put(transport, transport.is_closing, fd, False, b"stray")
             b.setblocking(False)
             with pytest.raises(BlockingIOError):
                 b.recv(100)
@@ -177,7 +177,7 @@ def test_only_plain_stream_transports_are_written_directly(kind: str) -> None:
             assert tt.get_extra_info("socket") is not None  # (there is a socket under it)
             assert stream_fd(tt) == -1
             # put then hands everything to the transport, which encrypts it.
-            assert put(tt, stream_fd(tt), False, b"x") is True
+            assert put(tt, tt.is_closing, stream_fd(tt), False, b"x") is True
             tt.close()
             server.close()
 

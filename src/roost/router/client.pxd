@@ -7,7 +7,7 @@ from roost.router.context cimport Context, monotonic
 
 from roost.router.relay cimport Relay
 from roost.router.upstream cimport Upstream
-from roost.router.scan cimport lane_request, request_head, sub
+from roost.router.scan cimport lane_head, lane_request, request_head, sub
 from roost.router.sockwrite cimport put, stream_fd
 from roost.router.table cimport AppEntry
 
@@ -24,6 +24,7 @@ cdef class ClientConnection:
     cdef public bytes fwd_for
     cdef public Py_ssize_t head_bytes
     cdef public double idle_since
+    cdef public object is_closing
     cdef public bint lingering
     cdef public object parser
     cdef public int paused

@@ -31,7 +31,7 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 from roost.router.context import monotonic
 from roost.router.exchange import Exchange, new_exchange
 from roost.router.h1 import error_response
-from roost.router.scan import lane_request, request_head, sub
+from roost.router.scan import lane_head, lane_request, request_head, sub
 from roost.router.sockwrite import put, stream_fd
 from roost.wire.messages import StaticRoute
 
@@ -80,6 +80,7 @@ class ClientConnection:
         "fwd_for",
         "head_bytes",
         "idle_since",
+        "is_closing",
         "lingering",
         "parser",
         "paused",
@@ -103,6 +104,7 @@ class ClientConnection:
         self.parser = HttpRequestParser(self)
         self._drain: list[asyncio.Future[None]] = []
         self.transport: Any = None
+        self.is_closing: Any = None  # transport.is_closing, bound once (asked per write)
         self.fd = -1  # the socket, while sockwrite.put may write to it directly
         self.queued = False  # bytes went through the transport since its buffer was empty
         self.cur: Exchange | None = None
@@ -131,6 +133,7 @@ class ClientConnection:
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self.is_closing = transport.is_closing
         self.fd = stream_fd(transport)
         peer = transport.get_extra_info("peername")
         self.peer = peer[0].encode() if isinstance(peer, tuple) and peer else b"unix"
@@ -175,7 +178,7 @@ class ClientConnection:
     def write(self, data: bytes) -> None:
         """Bytes to the client, in order (sockwrite.put: straight to the socket
         while the transport holds none)."""
-        self.queued = put(self.transport, self.fd, self.queued, data)
+        self.queued = put(self.transport, self.is_closing, self.fd, self.queued, data)
 
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
@@ -368,18 +371,7 @@ class ClientConnection:
             ex.referer = sub(data, rs, re_)
         rid = ctx.request_id()
         ex.rid = rid
-        ex.pending.append(
-            b"".join(
-                (
-                    sub(data, 0, len(data) - 2),
-                    self.fwd_for,
-                    host,
-                    b"\r\nX-Request-Id: ",
-                    rid,
-                    b"\r\n\r\n",
-                )
-            )
-        )
+        ex.pending.append(lane_head(data, self.fwd_for, host, rid))
         self._begin(ex, True)
         return True
 

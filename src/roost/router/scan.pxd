@@ -46,6 +46,12 @@ cpdef (Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, P
 cpdef bytes sub(bytes data, Py_ssize_t start, Py_ssize_t stop)
 cpdef bytes bytes_of(bytearray buf)
 
+cdef bytes _RID_LINE, _END
+
+@cython.locals(head=Py_ssize_t, f=Py_ssize_t, h=Py_ssize_t, r=Py_ssize_t, n=Py_ssize_t, out=bytes,
+               dst=cython.p_char)
+cpdef bytes lane_head(bytes data, bytes fwd_for, bytes host, bytes rid)
+
 
 @cython.locals(n=Py_ssize_t, out=bytes, dst=cython.p_char, src=cython.p_char)
 cpdef bytes cut(bytes data, Py_ssize_t start, Py_ssize_t stop)

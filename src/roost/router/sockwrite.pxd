@@ -12,4 +12,4 @@ cpdef int stream_fd(transport) except? -2
 cpdef Py_ssize_t send(int fd, bytes data)
 
 @cython.locals(n=Py_ssize_t)
-cpdef bint put(transport, int fd, bint queued, object data) except -1
+cpdef bint put(transport, is_closing, int fd, bint queued, object data) except -1

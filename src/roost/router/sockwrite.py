@@ -86,16 +86,18 @@ def send(fd: int, data: bytes) -> int:
             return 0
 
 
-def put(transport: Any, fd: int, queued: bool, data: bytes) -> bool:
+def put(transport: Any, is_closing: Any, fd: int, queued: bool, data: bytes) -> bool:
     """Write `data` on the connection: straight to socket `fd` while the
     transport holds none of its bytes (`queued` false, or its buffer found
-    empty), else, and for what the socket did not take, through the
-    transport. Returns the new `queued`: whether the transport got bytes."""
+    empty) and is not closing (`is_closing`: its method, bound once per
+    connection rather than looked up by name per write), else, and for what
+    the socket did not take, through the transport. Returns the new
+    `queued`: whether the transport got bytes."""
     if fd >= 0 and type(data) is bytes:
         if queued and transport.get_write_buffer_size():
             transport.write(data)
             return True
-        if not transport.is_closing():
+        if not is_closing():
             n = send(fd, data)
             if n == len(data):
                 return False

@@ -90,7 +90,9 @@ class Upstream:
         self.transport: Any = None
         self.fd = -1  # the socket, while sockwrite.put may write to it directly
         self.queued = False  # bytes went through the transport since its buffer was empty
-        self.is_closing: Any = None  # transport.is_closing, likewise (asked per response)
+        self.is_closing: Any = (
+            None  # transport.is_closing, bound once (asked per response and write)
+        )
         self.received = False  # any byte of the current response arrived
         self.started = False  # the current response's head was forwarded
         self.complete = False
@@ -119,7 +121,7 @@ class Upstream:
     def write(self, data: bytes) -> None:
         """Bytes to the instance, in order (sockwrite.put: straight to the
         socket while the transport holds none)."""
-        self.queued = put(self.transport, self.fd, self.queued, data)
+        self.queued = put(self.transport, self.is_closing, self.fd, self.queued, data)
 
     def data_received(self, data: bytes) -> None:
         ex = self.ex
