@@ -47,3 +47,10 @@ def test_chunks_are_sealed_by_the_mount_not_hashed_by_each_copy(tmp_path: Path) 
     # which both volume servers would otherwise hash again (bench/datadir.py:
     # 11-12 CPU-ms a written MB instead of 15-16).
     assert "-encryptVolumeData" in seaweed.filer_argv("weed", AT, AT, tmp_path)
+
+
+def test_the_masters_elect_a_leader_within_seconds(tmp_path: Path) -> None:
+    # A new leader assigns nothing for 15 s after its election (weed's
+    # warm-up): the sooner it is elected, the sooner writes go on after the
+    # leader's host dies (tests/cluster/test_shared_datadir_filers.py).
+    assert "-electionTimeout=4s" in seaweed.master_argv("weed", AT, tmp_path)

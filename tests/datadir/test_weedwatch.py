@@ -77,3 +77,26 @@ async def test_a_frozen_volume_server_is_let_go_and_comes_back(cluster: Cluster)
         watcher.cancel()
         with pytest.raises(asyncio.CancelledError):
             await watcher
+
+
+def test_a_silent_master_is_cut_on_every_probe_until_it_answers() -> None:
+    # Each probe while silent: weed dials its masters in their listed order,
+    # the dead one first, and each new connect to it is cut too.
+    s = Silence(silent_s=5.0)
+    assert not s.silent(A, True, 0.0)
+    assert not s.silent(A, False, 4.9)
+    assert s.silent(A, False, 5.0)
+    assert s.silent(A, False, 6.0)
+    assert not s.silent(A, True, 7.0)  # back: left alone
+    assert not s.silent(A, False, 11.9)
+    assert s.silent(A, False, 12.0)
+    assert not s.silent(B, False, 12.0)  # never heard: timed from its first probe
+    assert s.silent(B, False, 17.0)
+
+
+def test_the_cut_to_a_master_takes_every_connection_to_its_grpc_port() -> None:
+    # Established streams and connects still in SYN-SENT alike; only to that
+    # master's address and gRPC port (its HTTP port + 10000).
+    assert weedwatch.cut_to_argv(A) == [
+        "ss", "-K", "-t", "-n", "state", "connected", "dst", "10.0.0.1:17150",
+    ]  # fmt: skip

@@ -34,6 +34,7 @@ from pathlib import Path
 REPLICATION = "001"  # two copies, on two servers of the same rack
 VOLUME_SIZE_MB = 256  # small volumes: a fresh cluster grows in small steps
 LISTING_TTL_S = 1  # how long a mount answers "missing" from a listing (mount_argv)
+ELECTION_TIMEOUT_S = 4  # the masters' Raft (master_argv)
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,18 @@ def weed_binary() -> str:
 
 
 def master_argv(weed: str, at: Endpoint, mdir: Path) -> list[str]:
+    # electionTimeout: when the leader's host dies, a follower stands after
+    # one to two of it without a heartbeat (every 300 ms): 10 s by default,
+    # 11.5 s after the cut in the namespace test. A new leader then refuses
+    # to assign for 15 s (its warm-up, 3 volume pulses, compiled in), and a
+    # volume server that asks a follower before the election is sent back
+    # to the dead leader (8 s more: its retries wait 5 s, compiled in). With
+    # 4 s the leader is there about 5 s after the cut, before the volume
+    # servers ask (weedwatch.watch_masters), and its warm-up ends sooner.
     return [
         weed, "master", f"-ip={at.ip}", f"-ip.bind={at.ip}", f"-port={at.port}",
         f"-mdir={mdir}", f"-defaultReplication={REPLICATION}",
-        f"-volumeSizeLimitMB={VOLUME_SIZE_MB}",
+        f"-volumeSizeLimitMB={VOLUME_SIZE_MB}", f"-electionTimeout={ELECTION_TIMEOUT_S}s",
     ]  # fmt: skip
 
 

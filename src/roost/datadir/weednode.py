@@ -390,6 +390,11 @@ async def running(
         servers = [Endpoint(h, plan.volume_port) for h in plan.volumes]
         master = Endpoint(plan.host, plan.master_port)
         tasks.append(asyncio.create_task(weedwatch.watch(master, servers), name="weed-watch"))
+    others = [Endpoint(h, plan.master_port) for h in plan.masters if h != plan.host]
+    if others and {"filer", "volume"} & set(weedplan.parts_for(plan, role)):
+        # This host's filer and volume server leave a silent master's host
+        # for the new leader at once (weedwatch.py), not after keepalive.
+        tasks.append(asyncio.create_task(weedwatch.watch_masters(others), name="weed-masters"))
     crashed = False
     try:
         yield node
