@@ -228,3 +228,43 @@ def test_the_older_daemons_a_take_over_retires_before_the_host() -> None:
         ("builder", signal.SIGTERM),
         ("servicehost", signal.SIGTERM),
     ]
+
+
+def test_a_take_over_hands_a_process_of_several_roles_over_as_a_whole(tmp_path: Path) -> None:
+    """A later release taking over from this one's `roost up` (roost.cli.takeover):
+    the older roles that share a process are retired together, with SIGUSR2
+    (a SIGTERM for its controller would stop the runner's instances)."""
+    import subprocess
+    import sys
+
+    from roost.cli.takeover import Older
+
+    got = tmp_path / "got"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys, time\n"
+            "def on(sig, _f):\n"
+            f"    open({str(got)!r}, 'w').write(signal.Signals(sig).name); sys.exit(0)\n"
+            "signal.signal(signal.SIGUSR2, on); signal.signal(signal.SIGTERM, on)\n"
+            f"open({str(got)!r} + '.ready', 'w').close()\n"
+            "time.sleep(60)\n",
+        ]
+    )
+    try:
+        ready = Path(f"{got}.ready")
+        for _ in range(200):
+            if ready.exists():
+                break
+            threading.Event().wait(0.05)
+        said: list[str] = []
+        older = Older(os.getpid(), tmp_path, said.append)
+        older.roles = {"controller": child.pid, "runner": child.pid, "router": 1 << 22}
+        asyncio.run(older.retire("controller"))
+        assert got.read_text() == "SIGUSR2"
+        assert older.roles == {"router": 1 << 22}
+        assert said == [f"handing over from the older controller+runner (pid {child.pid})"]
+    finally:
+        child.kill()
+        child.wait()

@@ -311,6 +311,13 @@ class Older:
         pid = self.roles.pop(role, 0)
         if not pid or gone(pid):
             return
+        # Several roles in one process (roost.cli.rolehost): it goes as a
+        # whole, handing over (its runner and servicehost leave their tenants).
+        shared = [r for r, p in self.roles.items() if p == pid]
+        if shared:
+            for r in shared:
+                del self.roles[r]
+            role, sig = "+".join([role, *shared]), signal.SIGUSR2
         self.say(f"{'stopping' if sig == signal.SIGTERM else 'handing over from'} "
                  f"the older {role} (pid {pid})")  # fmt: skip
         os.kill(pid, sig)
