@@ -39,7 +39,8 @@ no flag changes: the new leader refuses to assign until its warm-up ends,
 pulses of 5 s), and the filer retries an assignment after 1, 1.5, 2.25,
 3.4, 5.1 and 6 s.
 
-`Silence` decides (pure, a clock given); `probe` and `cut` are the I/O.
+`Silence` decides (pure, a clock given); `probe`, `cut`, `answers` and
+`cut_to` are the I/O.
 """
 
 from __future__ import annotations
