@@ -300,7 +300,7 @@ class Settings:
         "a new interpreter",
     )
     role_host: str = _setting(
-        "off",
+        "on",
         "ROOST_ROLE_HOST",
         "roost up: 'on' runs the controller, builder, runner and servicehost in one process "
         "(roost.cli.rolehost), each other role in its own; 'off': one process per role; or "

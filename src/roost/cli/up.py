@@ -1,4 +1,6 @@
-"""`roost up`: the whole platform on this machine, one OS process per role.
+"""`roost up`: the whole platform on this machine, one OS process per role,
+or per group of roles (ROOST_ROLE_HOST, by default the controller, builder,
+runner and servicehost share one: roost.cli.uphost, roost.cli.rolehost).
 
 Theory of operation: one `roost.proc.supervise.Supervisor` (gunicorn's
 arbiter, in asyncio) owns the roles. Signals only ask it to stop. A role that
