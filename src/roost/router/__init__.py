@@ -8,6 +8,7 @@ Modules, request path first:
   relay.py      proxying it to an instance: connect or reuse, stream, retry rules
   upstream.py   instance connections: pass-through relay, keep-alive pool
   scan.py       plain request and response heads read in C, without httptools
+  sockwrite.py  writes straight to the socket while the transport holds none
   reframe.py    relaying when the body must change (gzip, HTTP/1.0 clients)
   static.py     static files from the release's bundle
   acme.py       ACME HTTP-01 answers the controllers publish in an app's route
