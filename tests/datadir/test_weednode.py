@@ -9,11 +9,19 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from roost.datadir.weednode import MOUNT_GRACE_S, WeedNode, find, mount_may_start
+from roost.datadir.weednode import (
+    MOUNT_GRACE_S,
+    WeedNode,
+    end_superseded,
+    find,
+    mount_may_start,
+    supersedes,
+)
 from roost.datadir.weedplan import Program
 
 
@@ -75,3 +83,56 @@ def test_with_two_filers_the_mount_waits_for_the_first_a_minute_at_most() -> Non
     assert mount_may_start(100.0, 100.0, True)
     assert not mount_may_start(159.9, 100.0, False)
     assert mount_may_start(160.0, 100.0, False)
+
+
+def test_an_older_release_s_server_on_the_same_port_is_superseded() -> None:
+    # A handed-over daemon's successor renders other flags (seaweed.py
+    # changed them): the old filer holds the port, so it is ended first.
+    wanted = ["/new/venv/bin/weed", "filer", "-ip=10.0.0.1", "-port=7152", "-encryptVolumeData"]
+    older = ["/old/venv/bin/weed", "filer", "-ip=10.0.0.1", "-port=7152"]
+    assert supersedes(wanted, older)
+    assert not supersedes(wanted, wanted)  # the same: adopted instead
+    assert not supersedes(wanted, [*older[:2], "-ip=10.0.0.2", "-port=7152"])  # another host
+    assert not supersedes(wanted, [*older[:3], "-port=7153"])  # another port
+    assert not supersedes(wanted, ["/old/weed", "volume", *older[2:]])  # another server
+    assert not supersedes(wanted, ["/usr/bin/python", "filer", *older[2:]])
+    assert not supersedes(["weed", "filer", "-port=7152"], ["weed", "filer", "-port=7152", "-x"])
+
+
+def test_a_superseded_server_is_ended_before_its_successor_starts(tmp_path: Path) -> None:
+    # Stand-ins for weed: Python run as `weed` (a link), whose script is the
+    # filer directory of the part's working directory (its __main__.py). The older release's,
+    # on the wanted address and port with other flags, is ended before the
+    # plan's starts; one on another address is left.
+    (tmp_path / "bin").mkdir()
+    weed = str(tmp_path / "bin" / "weed")
+    os.symlink(sys.executable, weed)
+    node = WeedNode(
+        [Program("filer", [weed, "filer", "-ip=127.0.0.9", "-port=7152", "-encryptVolumeData"])],
+        tmp_path,
+        tmp_path / "mnt",
+    )
+    node._dirs()
+    (node.home / "filer" / "__main__.py").write_text("import time\ntime.sleep(300)\n")
+
+    elsewhere = tmp_path / "another-cluster"
+    shutil.copytree(node.home / "filer", elsewhere / "filer")
+
+    def start(*flags: str, cwd: Path = node.home) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([weed, "filer", *flags], cwd=cwd)
+
+    old = start("-ip=127.0.0.9", "-port=7152", "-v=0")
+    other = start("-ip=127.0.0.10", "-port=7152")
+    foreign = start("-ip=127.0.0.9", "-port=7152", cwd=elsewhere)  # not this DATA's
+    try:
+        node.tick(0.0)
+        assert old.wait(20) is not None
+        assert other.poll() is None and foreign.poll() is None
+        new = node.parts[0].proc
+        assert isinstance(new, subprocess.Popen) and new.poll() is None
+        assert end_superseded(node.parts[0].program.argv, node.home) == []  # itself: left
+    finally:
+        node.stop()
+        for p in (old, other, foreign):
+            p.kill()
+            p.wait()

@@ -8,7 +8,10 @@ leaves the masters, volume servers and, above all, the FUSE mount that
 running sandboxes bind, serving. Its successor adopts them: a process whose
 command line is exactly the one the plan renders (it names this host's
 address and DATA, so no other host's, even in the same PID namespace) is
-taken as running and watched, never started twice. A process that exits
+taken as running and watched, never started twice; a master, filer or
+volume server an older release started in this DATA with other flags
+(`supersedes`: the same address and port) is ended before the plan's
+starts, which it would keep from binding. A process that exits
 is started again after the toolkit's backoff; a mount whose process died
 leaves a dead FUSE entry ("Transport endpoint is not connected"), which is
 detached first (`umount -l`: sandboxes holding it keep their view until
@@ -82,6 +85,54 @@ def find(argv: list[str]) -> psutil.Process | None:
         if p.info["cmdline"] == argv and p.info["status"] != psutil.STATUS_ZOMBIE:
             return p
     return None
+
+
+# Servers whose flags a release may change (seaweed.py): one left running
+# by an older release's daemon that handed over is not adopted (its command
+# line is not the plan's) and would keep the port the new one needs, serving
+# unwatched while the new one failed to bind. It is ended before the new one
+# starts (a few seconds without it). Never the mount: sandboxes bind it.
+SUPERSEDED = ("master", "filer", "volume")
+
+
+def supersedes(wanted: list[str], running: list[str]) -> bool:
+    """Is `running` another command line for the server `wanted` starts:
+    weed's same subcommand on the same address and port (so on this host,
+    holding its port), with other flags?"""
+    if running == wanted or len(running) < 2 or len(wanted) < 2:
+        return False
+    if Path(running[0]).name != Path(wanted[0]).name or running[1] != wanted[1]:
+        return False
+
+    def place(argv: list[str]) -> set[str]:
+        return {a for a in argv if a.startswith(("-ip=", "-port="))}
+
+    return len(place(wanted)) == 2 and place(running) == place(wanted)
+
+
+def end_superseded(argv: list[str], home: Path) -> list[int]:
+    """End (TERM, then KILL after 15 s) every process `argv` supersedes that
+    runs in `home` (DATA/weed, where every release starts them: so never
+    another host's or another cluster's, whatever its address); their pids."""
+    ended = []
+    for p in psutil.process_iter(["cmdline", "status", "cwd"]):
+        cmdline = p.info["cmdline"] or []
+        if p.info["status"] == psutil.STATUS_ZOMBIE or not supersedes(argv, cmdline):
+            continue
+        if p.info["cwd"] is None or Path(p.info["cwd"]) != home:
+            continue
+        log.warning("weed %s: ending pid %d, started with other flags", argv[1], p.pid)
+        _signal(p, signal.SIGTERM)
+        try:
+            p.wait(15)
+        except psutil.TimeoutExpired:
+            _signal(p, signal.SIGKILL)
+            with contextlib.suppress(psutil.Error):
+                p.wait(5)
+        except psutil.Error:
+            pass
+        ended.append(p.pid)
+    return ended
 
 
 def _alive(p: subprocess.Popen[bytes] | psutil.Process) -> bool:
@@ -247,6 +298,8 @@ class WeedNode:
                 continue
             if now >= part.next_start:
                 try:
+                    if part.program.name in SUPERSEDED:
+                        end_superseded(part.program.argv, self.home)
                     self._launch(part, now)
                 except OSError as exc:
                     log.error("weed %s: cannot start: %s", part.program.name, exc)
