@@ -26,10 +26,11 @@ from roost.proc.supervise import Program
 
 
 @pytest.fixture(autouse=True)
-def _default_handlers() -> Iterator[None]:
+def _handlers_restored() -> Iterator[None]:
+    before = {sig: signal.getsignal(sig) for sig in rolehost.SIGNALS}
     yield
-    for sig in rolehost.SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
     daemonize.hosted = None
 
 
