@@ -228,7 +228,7 @@ def test_a_master_leaves_out_the_replica_the_sentinels_hold_down() -> None:
     gone = redispairs.health_of(view, down)
     assert gone.role == "master" and gone.peer == "" and gone.lag_bytes == 1500
     assert gone.problem == (
-        "master: its replica 10.0.0.2:7001 is down, as the sentinels see it "
+        "master: no replica is up: the sentinels hold 10.0.0.2:7001 down "
         "(its writes exist on this host only)"
     )
     dropped = ReplicationView(role="master", offset=1500)  # past repl-timeout

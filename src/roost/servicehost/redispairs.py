@@ -130,7 +130,7 @@ def health_of(view: ReplicationView, down: frozenset[tuple[str, int]] = frozense
         # the controller raises one event for the loss, not two.
         names = ", ".join(f"{h}:{p}" for h, p in sorted(down))
         problem = (
-            f"master: its replica {names} is down, as the sentinels see it "
+            f"master: no replica is up: the sentinels hold {names} down "
             "(its writes exist on this host only)"
         )
     return Health("master", peers, view.lag_bytes(), problem)
