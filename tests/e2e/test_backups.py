@@ -32,7 +32,7 @@ def platform() -> Iterator[Platform]:
     # Only the backups this test asks for: the schedule's own (a base backup
     # of the cluster, the platform) would run beside it at start. On a tmpfs:
     # base backups and restores are fsyncs, seconds each on a busy disk.
-    with running_platform({"ROOST_BACKUP_SCHEDULE": "off"}, tmpfs=True) as p:
+    with running_platform({"ROOST_BACKUP_SCHEDULE": "off"}) as p:
         yield p
 
 

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def platform() -> Iterator[Platform]:
-    with running_platform({"ROOST_BACKUP_SCHEDULE": "off"}, tmpfs=True) as p:
+    with running_platform({"ROOST_BACKUP_SCHEDULE": "off"}) as p:
         yield p
 
 

@@ -132,7 +132,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     # tests/conftest.py turns it off for the platforms of other tests.
     with contextlib.ExitStack() as stack:
         outside = stack.enter_context(own_network_namespace(f"roost-sec-{os.getpid()}"))
-        p = stack.enter_context(running_platform({"ROOST_FIREWALL": "on", **outside.env}))
+        # As a platform runs for real: on the disk (what tenants write there
+        # is not memory, which a tmpfs's pages would count against the
+        # cgroup limits these tests prove), backups on their schedule.
+        env = {"ROOST_FIREWALL": "on", "ROOST_BACKUP_SCHEDULE": "on", **outside.env}
+        p = stack.enter_context(running_platform(env, tmpfs=False))
         p.roost("apps", "create", "victim")
         p.roost("deploy", str(HERE / "victim"), "--app", "victim")
         wait_until(lambda: p.get("victim").status_code == 200, 60, "the victim to serve")
