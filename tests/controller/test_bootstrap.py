@@ -5,13 +5,20 @@ that file. A real Store on SQLite; no sockets."""
 from __future__ import annotations
 
 import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy import insert, text
 
 from roost.controller.admintoken import ADMIN_EMAIL, admin_token_path, read_admin_token
 from roost.controller.bootstrap import NotAdmin, bootstrap_admin
 from roost.controller.store import Store
+from roost.state import tables as t
+from roost.state.db import make_engine, migrate
+from tests.conftest import wait_until
+from tests.pgserver import postgres_server
 
 
 def test_first_start_makes_the_admin_and_a_private_token_file(store: Store, tmp_path: Path) -> None:
@@ -56,3 +63,41 @@ def test_a_registered_user_named_like_the_admin_is_not_promoted(
         bootstrap_admin(store, tmp_path / "data", "ctl1")
     assert not store.account_by_email(ADMIN_EMAIL).is_admin
     assert read_admin_token(tmp_path / "data") == ""
+
+
+def test_controllers_making_the_admin_at_once_both_get_it(tmp_path: Path) -> None:
+    """Three controllers of a new cluster start together: one makes the admin
+    account while another has looked and found none. The other's insert waits
+    on the unique index and loses; it must take the account made, not crash
+    (a cluster test's second controller exited 70 on the IntegrityError).
+    Real PostgreSQL: SQLite's lock serialises the two and hides it."""
+    with postgres_server() as url:
+        migrate(url)
+        store = Store(make_engine(url))
+        try:
+            with store.engine.connect() as holder:
+                holder.begin()
+                holder.execute(
+                    insert(t.accounts).values(
+                        email=ADMIN_EMAIL, password_hash="", is_admin=True, created_at=time.time()
+                    )
+                )
+                with ThreadPoolExecutor(1) as pool:
+                    other = pool.submit(bootstrap_admin, store, tmp_path / "data", "ctl2")
+                    # The other controller's insert is waiting on ours.
+                    wait_until(lambda: _lock_waiters(store) == 1, 30, "the second insert to wait")
+                    holder.commit()
+                    token = other.result(timeout=30)
+            admin = store.account_by_email(ADMIN_EMAIL)
+            assert store.account_for_token(token).id == admin.id
+        finally:
+            store.engine.dispose()
+
+
+def _lock_waiters(store: Store) -> int:
+    with store.engine.connect() as c:
+        return int(
+            c.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            ).scalar_one()
+        )

@@ -11,6 +11,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Engine, delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from roost.state import tables as t
 
@@ -78,19 +79,28 @@ class AccessStore:
     def create_account_hashed(
         self, email: str, password_hash: str = "", is_admin: bool = False
     ) -> int:
-        """A new account; `password_hash` from `hash_password` ("": none, token or key only)."""
-        with self.engine.begin() as c:
-            if c.execute(select(t.accounts.c.id).where(t.accounts.c.email == email)).first():
-                raise Conflict(f"account {email} already exists")
-            r = c.execute(
-                insert(t.accounts).values(
-                    email=email,
-                    password_hash=password_hash,
-                    is_admin=is_admin,
-                    created_at=time.time(),
+        """A new account; `password_hash` from `hash_password` ("": none, token or key only).
+
+        Conflict when the address is taken, also when another transaction
+        takes it between the look and the insert (three controllers of a
+        new cluster making the admin account at once: the unique index
+        answers for the loser)."""
+        taken = Conflict(f"account {email} already exists")
+        try:
+            with self.engine.begin() as c:
+                if c.execute(select(t.accounts.c.id).where(t.accounts.c.email == email)).first():
+                    raise taken
+                r = c.execute(
+                    insert(t.accounts).values(
+                        email=email,
+                        password_hash=password_hash,
+                        is_admin=is_admin,
+                        created_at=time.time(),
+                    )
                 )
-            )
-            return int(r.inserted_primary_key[0])  # type: ignore[index]
+                return int(r.inserted_primary_key[0])  # type: ignore[index]
+        except IntegrityError as exc:
+            raise taken from exc
 
     def account_by_email(self, email: str) -> Any:
         with self.engine.connect() as c:
