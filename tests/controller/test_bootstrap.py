@@ -5,6 +5,7 @@ that file. A real Store on SQLite; no sockets."""
 from __future__ import annotations
 
 import stat
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +13,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, text
 
-from roost.controller.admintoken import ADMIN_EMAIL, admin_token_path, read_admin_token
+from roost.controller.admintoken import (
+    ADMIN_EMAIL,
+    admin_token_path,
+    read_admin_token,
+    write_admin_token,
+)
 from roost.controller.bootstrap import NotAdmin, bootstrap_admin
 from roost.controller.store import Store
 from roost.state import tables as t
@@ -101,3 +107,25 @@ def _lock_waiters(store: Store) -> int:
                 text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
             ).scalar_one()
         )
+
+
+def test_two_controllers_sharing_data_write_the_token_file_at_once(tmp_path: Path) -> None:
+    """Two controllers of one DATA (a host running two, as the cron test
+    does) write the token file side by side: neither fails, the file holds
+    one of their tokens whole, and no temporary file is left. With one fixed
+    temporary name the first rename took the other's file away (the second
+    controller exited on FileNotFoundError)."""
+    data = tmp_path / "data"
+    start = threading.Barrier(2)
+
+    def write(who: str) -> None:
+        start.wait()
+        for i in range(300):
+            write_admin_token(data, f"rst_{who}_{i}")
+
+    with ThreadPoolExecutor(2) as pool:
+        for f in [pool.submit(write, w) for w in ("a", "b")]:
+            f.result(timeout=60)
+    assert read_admin_token(data) in {"rst_a_299", "rst_b_299"}
+    assert sorted(p.name for p in admin_token_path(data).parent.iterdir()) == ["admin.token"]
+    assert stat.S_IMODE(admin_token_path(data).stat().st_mode) == 0o600

@@ -87,6 +87,7 @@ from roost.backups.barmanwal import SEGMENT
 from roost.backups.layout import Layout
 from roost.backups.pgfacts import BASE_ENV, PG_BIN, PgConn, run_tool
 from roost.backups.walreceiver import repair_partial
+from roost.privatefile import replace_private
 from roost.proc import spawn as proc
 from roost.proc.backoff import Backoff
 from roost.proc.children import Policy
@@ -561,11 +562,7 @@ class Barman:
 
 
 def _write_private(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    replace_private(path, text)
 
 
 SAID_KEPT = 4096

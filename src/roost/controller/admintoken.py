@@ -13,8 +13,9 @@ directory): whoever can read it could also read the state database itself.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from roost.privatefile import replace_private
 
 ADMIN_EMAIL = "admin@localhost"
 TOKEN_FILE = Path("controller") / "admin.token"
@@ -34,12 +35,4 @@ def read_admin_token(data: Path) -> str:
 
 def write_admin_token(data: Path, token: str) -> None:
     """Replace the file at once: a reader sees the old token or the new one."""
-    path = admin_token_path(data)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    # A leftover temporary file keeps its mode through O_CREAT: set it.
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
-    os.replace(tmp, path)
+    replace_private(admin_token_path(data), token + "\n")

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roost.netaddr import is_loopback
+from roost.privatefile import replace_private
 from roost.settings import Settings
 
 log = logging.getLogger("roost.controller.tls")
@@ -122,13 +123,7 @@ def _check_pair(cert_pem: bytes, key_pem: bytes, where: str) -> str:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    replace_private(path, data, fsync=True)
 
 
 def self_signed_certificate(directory: Path, names: list[str]) -> ApiTls:

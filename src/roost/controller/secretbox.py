@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from roost.privatefile import replace_private
+
 # cryptography is imported where a key is used, not here: `roost up` makes
 # and checks the key file (ensure_key_file) and keeps what it imports for the
 # platform's life (1.7 MB; issue 21). A key is checked by its length.
@@ -118,12 +120,7 @@ def write_keys(path: Path, keys: list[bytes]) -> None:
     """Write fernet.key (0600 from the start: it is never readable by others)."""
     for k in keys:
         _raw(k)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(b"".join(k + b"\n" for k in keys))
-    os.replace(tmp, path)
+    replace_private(path, b"".join(k + b"\n" for k in keys))
 
 
 def ensure_key_file(path: Path, legacy_secret: bytes | None = None) -> list[bytes]:

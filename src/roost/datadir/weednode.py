@@ -44,6 +44,7 @@ import psutil
 from roost.datadir import filerfront, seaweed, weedplan, weedwatch
 from roost.datadir.seaweed import Endpoint
 from roost.datadir.weedplan import PLAN_FILE, FilerStore, Program, WeedPlan
+from roost.privatefile import replace_private
 from roost.proc.backoff import Backoff
 from roost.proc.exits import ConfigError
 
@@ -380,12 +381,7 @@ def write_store(plan: WeedPlan, role: str, data_dir: Path) -> None:
 
 
 def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    replace_private(path, text)
 
 
 def write_front(plan: WeedPlan, role: str, data_dir: Path) -> str:
