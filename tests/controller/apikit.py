@@ -3,6 +3,7 @@ an outsider and an admin around two apps, for the API tests."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,13 +83,20 @@ class Env:
         }
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
+@contextlib.contextmanager
+def platform_api(tmp_path: Path) -> Iterator[tuple[TestClient, Store, Controller]]:
+    """A controller's HTTP API over a fresh SQLite state database, nothing in it."""
     url = migrated_sqlite(tmp_path / "state.db")
     store = Store(make_engine(url))
     controller = Controller(AsyncStore(store), Settings(), "test")
     controller.services = ServiceBroker(controller.store, SecretBox(b"k" * 32), None)
     api = create_api(controller, ControllerService(controller, builders=None))
     with TestClient(api) as client:
-        yield Env(client, store, controller)
+        yield client, store, controller
     controller.store.close()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    with platform_api(tmp_path) as (client, store, controller):
+        yield Env(client, store, controller)

@@ -8,29 +8,15 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from roost.controller.api.app import create_api
-from roost.controller.astore import AsyncStore
-from roost.controller.core import Controller
-from roost.controller.secretbox import SecretBox
-from roost.controller.service import ControllerService
-from roost.controller.services import ServiceBroker
 from roost.controller.store import Store
-from roost.settings import Settings
-from roost.state.db import make_engine
 from roost.wire.messages import LogLine
-from tests.migrated import migrated_sqlite
+from tests.controller.apikit import platform_api
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[tuple[TestClient, Store]]:
-    url = migrated_sqlite(tmp_path / "state.db")
-    store = Store(make_engine(url))
-    controller = Controller(AsyncStore(store), Settings(), "test")
-    controller.services = ServiceBroker(controller.store, SecretBox(b"k" * 32), None)
-    api = create_api(controller, ControllerService(controller, builders=None))
-    with TestClient(api) as client:
+    with platform_api(tmp_path) as (client, store, _):
         yield client, store
-    controller.store.close()
 
 
 def _token(store: Store, email: str, admin: bool = False) -> dict[str, str]:
