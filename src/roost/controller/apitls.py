@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roost.netaddr import is_loopback
-from roost.privatefile import replace_private
+from roost.privatefile import made_once, replace_private
 from roost.settings import Settings
 
 log = logging.getLogger("roost.controller.tls")
@@ -136,14 +136,18 @@ def self_signed_certificate(directory: Path, names: list[str]) -> ApiTls:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(directory, 0o700)
     cert, key = directory / CERT_FILE, directory / KEY_FILE
-    if not (cert.exists() and key.exists()):
-        from roost.selfsigned import generate_self_signed
+    # Controllers sharing a fresh DATA (tests/cluster/test_cron_failover's)
+    # start at once: unserialised, one's key could land beside the other's
+    # certificate, and a controller with a mismatched pair exits.
+    with made_once(directory):
+        if not (cert.exists() and key.exists()):
+            from roost.selfsigned import generate_self_signed
 
-        cert_pem, key_pem = generate_self_signed(names, common_name=f"roost API {names[0]}")
-        _write_private(key, key_pem)
-        _write_private(cert, cert_pem)
-        cert.chmod(0o644)  # public: clients copy it to trust it
-        log.info("generated the API's self-signed certificate for %s", ", ".join(names))
+            cert_pem, key_pem = generate_self_signed(names, common_name=f"roost API {names[0]}")
+            _write_private(key, key_pem)
+            _write_private(cert, cert_pem)
+            cert.chmod(0o644)  # public: clients copy it to trust it
+            log.info("generated the API's self-signed certificate for %s", ", ".join(names))
     key.chmod(0o600)
     fp = _check_pair(cert.read_bytes(), key.read_bytes(), str(directory))
     return ApiTls(cert, key, fp, self_signed=True)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from roost.privatefile import replace_private
+from roost.privatefile import made_once, replace_private
 
 # cryptography is imported where a key is used, not here: `roost up` makes
 # and checks the key file (ensure_key_file) and keeps what it imports for the
@@ -127,10 +127,11 @@ def ensure_key_file(path: Path, legacy_secret: bytes | None = None) -> list[byte
     """The keys in `path`, made once: a new random key, then (when this data
     directory's secrets were sealed the old way) the key derived from
     `legacy_secret`, the controller's CURVE secret they were sealed with."""
-    if path.exists():
-        return read_keys(path)
-    keys = [new_key()]
-    if legacy_secret is not None:
-        keys.append(legacy_key(legacy_secret))
-    write_keys(path, keys)
-    return keys
+    with made_once(path.parent):
+        if path.exists():
+            return read_keys(path)
+        keys = [new_key()]
+        if legacy_secret is not None:
+            keys.append(legacy_key(legacy_secret))
+        write_keys(path, keys)
+        return keys
