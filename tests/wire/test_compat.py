@@ -14,6 +14,7 @@ import asyncio
 import sys
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, get_args
 
 import msgspec
@@ -35,9 +36,9 @@ from roost.wire.messages import (
 from roost.wire.node import Node
 from roost.wire.rpc import RpcServer
 from roost.wire.version import PROTOCOL, peer_protocol
-from tests.previous_release import file_at, previous_release
+from tests.previous_release import file_at, git, previous_release
 
-MESSAGES = "src/roost/wire/messages.py"
+MESSAGES = "src/roost/wire/messages"  # a package since 0.2.0; one file (.py) before
 
 
 def sample(t: msgspec.inspect.Type, name: str = "x") -> Any:
@@ -94,19 +95,63 @@ def within(old: Any, new: Any) -> bool:
     return bool(old == new)
 
 
+def load_messages(rev: str, name: str) -> types.ModuleType:
+    """`roost.wire.messages` as release `rev` had it, as module `name`
+    (registered in sys.modules: msgspec resolves annotations through it).
+    One file, or a package whose modules import each other by their full
+    names: those are read as `name`'s, each once the ones it imports are."""
+    files = git("ls-tree", "--name-only", rev, f"{MESSAGES}/").split()
+    if not files:
+        module = types.ModuleType(name)
+        module.__file__ = f"{rev}:{MESSAGES}.py"
+        sys.modules[name] = module
+        exec(compile(file_at(rev, f"{MESSAGES}.py"), module.__file__, "exec"), module.__dict__)
+        return module
+    package = types.ModuleType(name)
+    package.__path__ = []
+    sys.modules[name] = package
+    pending = {Path(f).stem: f for f in files if f.endswith(".py")}
+    while pending:
+        before = len(pending)
+        for stem, path in list(pending.items()):
+            full = name if stem == "__init__" else f"{name}.{stem}"
+            module = package if stem == "__init__" else types.ModuleType(full)
+            module.__file__ = f"{rev}:{path}"
+            source = file_at(rev, path).replace("roost.wire.messages", name)
+            sys.modules[full] = module
+            try:
+                exec(compile(source, module.__file__, "exec"), module.__dict__)
+            except ImportError:
+                del sys.modules[full]  # imports one not read yet: next round
+                if stem == "__init__":
+                    sys.modules[name] = package
+                continue
+            del pending[stem]
+        assert len(pending) < before, f"{sorted(pending)} of {rev} import what is not there"
+    return package
+
+
 @pytest.fixture(scope="module")
 def previous() -> Iterator[types.ModuleType]:
     """The previous release's roost.wire.messages, as its own module."""
-    release = previous_release()
     name = "roost_previous_release_messages"
-    module = types.ModuleType(name)
-    module.__file__ = f"{release.rev}:{MESSAGES}"
-    sys.modules[name] = module  # msgspec resolves the annotations through it
     try:
-        exec(compile(file_at(release.rev, MESSAGES), module.__file__, "exec"), module.__dict__)
-        yield module
+        yield load_messages(previous_release().rev, name)
     finally:
-        del sys.modules[name]
+        for key in [k for k in sys.modules if k == name or k.startswith(f"{name}.")]:
+            del sys.modules[key]
+
+
+def test_this_trees_messages_read_from_git_are_these() -> None:
+    """The loader reads a package (this tree's, as committed) as well as one file."""
+    ours = load_messages("HEAD", "roost_head_messages")
+    try:
+        committed = {cls.__name__ for cls in get_args(ours.AnyMsg)}
+        assert committed <= {cls.__name__ for cls in get_args(AnyMsg)}
+        assert {"Heartbeat", "BackupEvent", "RouteDelta"} <= committed
+    finally:
+        for key in [k for k in sys.modules if k.startswith("roost_head_messages")]:
+            del sys.modules[key]
 
 
 def test_every_message_of_this_release_decodes_in_the_previous_one(

@@ -32,7 +32,7 @@ from roost.controller.store_pairs import PairRow, PairStore
 from roost.wire.cluster import PairEntry
 from roost.wire.messages import DATA_PROXY_HOST, ProxyTarget, ServiceCredentials
 
-PROXY_HOST = DATA_PROXY_HOST  # (wire/messages.py says why this address)
+PROXY_HOST = DATA_PROXY_HOST  # (wire/messages/runners.py says why this address)
 
 
 def pair_rows(entries: Iterable[PairEntry]) -> list[PairRow]:
