@@ -6,9 +6,22 @@ backend (nginx serving a small response, so the backend is not the bottleneck):
   nginx         wrk -> nginx proxy -> backend
   haproxy       wrk -> HAProxy -> backend
   roost         wrk -> roost router -> backend
-Each is measured in interleaved rounds and the median kept, since other work on
-the machine moves single runs around. CPU time per request is that of the
-proxying process (steadier than requests/s on a shared machine).
+Each is measured in many short interleaved rounds (roost and nginx always
+back to back, the order reversed every other round), since other work on the
+machine moves single runs around: a ratio printed against nginx is the median
+of the rounds' own ratios (each compares two loads a second apart, under the
+same load of the moment), printed with its spread (lowest, quartiles, highest)
+and the number of rounds; the rounds' requests/s, p99 and CPU are medians too.
+CPU time per request is that of the proxying process, read from the kernel's
+account of it (/proc/PID/stat, every thread: utime and stime) before and after
+each round: steadier than requests/s on a shared machine.
+
+`--pin` runs wrk and the backend on the first CPU and the proxy under test on
+the second (every one of its threads; the same for nginx, HAProxy and roost),
+so that the proxy does not compete with the load generator for its core. Off
+by default: with wrk and the backend on one core, that core can become the
+limit, and then requests/s measure it rather than the proxy (CPU per request
+still measures the proxy).
 
 CPU time is printed whole and in user space alone (the proxies make the same
 syscalls; where they differ is user time). `--baseline SRC` adds a router
@@ -151,6 +164,36 @@ async def plain_rounds(
             )
 
 
+def spread(values: list[float]) -> str:
+    """Lowest, quartiles and highest of a few rounds' figures, and how many."""
+    if len(values) < 2:
+        return f"{values[0]:.3f} (1 round)" if values else "no rounds"
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return (
+        f"min {min(values):.3f} q1 {q1:.3f} median {q2:.3f} q3 {q3:.3f}"
+        f" max {max(values):.3f} ({len(values)} rounds)"
+    )
+
+
+def per_round(
+    results: dict[str, list[Load]], a: str, b: str, f: Callable[[Load, Load], float]
+) -> list[float]:
+    """f over each round's two loads: a round's two targets ran back to back."""
+    return [f(x, y) for x, y in zip(results[a], results[b], strict=True)]
+
+
+# wrk's command prefix: with --pin, `taskset -c 0` (set once in main).
+WRK_PREFIX: list[str] = []
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of a process onto these CPUs (sched_setaffinity is per
+    thread: the router's ZeroMQ threads would stay anywhere with the pid alone)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(tid), cpus)
+
+
 def cpu(p: psutil.Process) -> float:
     t = p.cpu_times()
     return float(t.user + t.system)
@@ -207,7 +250,7 @@ def _ms(text: str) -> float:
 
 async def wrk(port: int, host: str, seconds: float, conns: int = 50, threads: int = 1) -> Load:
     proc = await asyncio.create_subprocess_exec(
-        "wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds:.0f}s", "--latency",
+        *WRK_PREFIX, "wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds:.0f}s", "--latency",
         "-H", f"Host: {host}", f"http://{HOST}:{port}/",
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -431,18 +474,30 @@ async def main() -> None:
         help="also measure a router from another checkout's src/ (built), in the same "
         "interleaved plain rounds: an A/B of two builds under the same load",
     )
-    ap.add_argument("--rounds", type=int, help="plain and worker rounds (default 2, quick; 5)")
+    ap.add_argument(
+        "--rounds", type=int, help="plain and worker rounds (default 8 of 1 s, quick; 10 of 3 s)"
+    )
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="wrk and the backend on CPU 0, the proxy under test on CPU 1 (each alike)",
+    )
     args = ap.parse_args()
+    if args.pin and (psutil.cpu_count() or 1) < 2:
+        sys.exit("bench: --pin needs two CPUs")
     if args.baseline is not None and not (args.baseline / "roost" / "router").is_dir():
         sys.exit(f"bench: {args.baseline} is not a src/ directory with roost/router in it")
     # More, shorter rounds rather than fewer long ones: medians of interleaved
-    # rounds are what holds still when the shared machine's load moves.
-    seconds = 2.0 if args.quick else 6.0
-    rounds = args.rounds or (2 if args.quick else 5)
+    # rounds are what holds still when the shared machine's load moves (wrk
+    # takes whole seconds; 1 s is some 50,000 requests here).
+    seconds = 1.0 if args.quick else 3.0
+    rounds = args.rounds or (8 if args.quick else 10)
     # Churn: many short steady/churn pairs; each pair's ratio compares two
     # adjacent phases, so drift in the machine's load cancels within a pair.
-    churn_seconds = 2.0 if args.quick else 3.0
-    pairs = 3 if args.quick else 10
+    churn_seconds = 1.0 if args.quick else 3.0
+    pairs = 7 if args.quick else 10
+    if args.pin:
+        WRK_PREFIX[:] = ["taskset", "-c", "0"]
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="roost-bench-"))
     backend = free_port()
@@ -489,10 +544,11 @@ async def main() -> None:
             if base is not None:
                 await wrk(ports["base"], f"{APP}.localhost", 1)
             await wrk(ports["nginx"], f"{APP}.localhost", 1)
+            # nginx and roost (and the baseline) back to back in every round.
             targets = [
                 ("direct", backend),
-                ("nginx", ports["nginx"]),
                 ("haproxy", ports["haproxy"]),
+                ("nginx", ports["nginx"]),
                 ("roost", ports["roost"]),
             ]
             # The process doing the proxying, to report its CPU time per request
@@ -506,7 +562,21 @@ async def main() -> None:
             if base is not None:
                 targets.append(("base", ports["base"]))
                 procs["base"] = psutil.Process(base.pid)
+            if args.pin:
+                # The backend serves every target: it stays with wrk, and the
+                # proxy under test has the other core (while it is not under
+                # test it idles there).
+                pin(procs["direct"].pid, {0})
+                for name in ("nginx", "haproxy", "roost", "base"):
+                    if name in procs:
+                        pin(procs[name].pid, {1})
             await plain_rounds(targets, procs, rounds, seconds, results)
+            if args.pin:
+                # Workers and churn unpinned: two workers need both cores.
+                WRK_PREFIX.clear()
+                for p in procs.values():
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        pin(p.pid, set(range(psutil.cpu_count() or 1)))
             if base is not None:
                 stop(base)
                 base = None
@@ -557,28 +627,49 @@ async def main() -> None:
     user_med = {k: statistics.median(x.user_us for x in v) for k, v in results.items()}
     print("user cpu per request (us): " + ", ".join(f"{k} {v:.1f}" for k, v in user_med.items()))
     print(
-        f"churn: roost {churn['steady']:.0f} req/s steady, {churn['churn']:.0f} req/s under churn, "
-        f"{churn['deltas']} deltas applied, {churn['snapshots']} snapshot requests "
+        f"churn: roost {churn.steady:.0f} req/s steady, {churn.churn:.0f} req/s under churn, "
+        f"{churn.changes} deltas applied, {churn.snapshots} snapshot requests "
         "(the router re-checks its version every 15 s)"
     )
     print(
-        f"churn: nginx {nginx_churn['steady']:.0f} req/s steady, {nginx_churn['churn']:.0f} req/s "
-        f"reloading, {nginx_churn['reloads']} reloads"
+        f"churn: nginx {nginx_churn.steady:.0f} req/s steady, {nginx_churn.churn:.0f} req/s "
+        f"reloading, {nginx_churn.changes} reloads"
     )
     print(f"direct_rps: {med['direct']:.0f}")
     print(f"nginx_rps: {med['nginx']:.0f}")
     print(f"haproxy_rps: {med['haproxy']:.0f}")
     print(f"roost_rps: {med['roost']:.0f}")
-    print(f"roost_vs_nginx: {med['roost'] / med['nginx']:.3f}")
-    # (>= 1.0: roost spends no more CPU per request than nginx)
-    print(f"roost_vs_nginx_cpu: {cpu_med['nginx'] / cpu_med['roost']:.3f}")
-    print(f"roost_vs_nginx_user_cpu: {user_med['nginx'] / user_med['roost']:.3f}")
+    # Ratios against nginx (and the baseline): the median of the rounds' own
+    # ratios, each from two loads run back to back; the spread beside it says
+    # how far one round can be trusted on this machine.
+    ratios = {
+        "roost_vs_nginx": per_round(results, "roost", "nginx", lambda r, n: r.rps / n.rps),
+        # (>= 1.0: roost spends no more CPU per request than nginx)
+        "roost_vs_nginx_cpu": per_round(
+            results, "roost", "nginx", lambda r, n: n.cpu_us / r.cpu_us
+        ),
+        "roost_vs_nginx_user_cpu": per_round(
+            results, "roost", "nginx", lambda r, n: n.user_us / r.user_us
+        ),
+    }
     if "base" in results:
         # (> 1.0: this build spends less CPU per request than the baseline's)
-        print(f"roost_vs_baseline_cpu: {cpu_med['base'] / cpu_med['roost']:.3f}")
-        print(f"roost_vs_baseline_user_cpu: {user_med['base'] / user_med['roost']:.3f}")
+        ratios["roost_vs_baseline_cpu"] = per_round(
+            results, "roost", "base", lambda r, b: b.cpu_us / r.cpu_us
+        )
+        ratios["roost_vs_baseline_user_cpu"] = per_round(
+            results, "roost", "base", lambda r, b: b.user_us / r.user_us
+        )
+    for key, values in ratios.items():
+        print(f"{key}: {statistics.median(values):.3f}")
+        print(f"{key}_spread: {spread(values)}")
     print(f"roost_p99_ms: {p99['roost']:.2f}")
     print(f"nginx_p99_ms: {p99['nginx']:.2f}")
+    # (<= 0.5: the target; a round's two p99s are a second apart)
+    p99_gap = per_round(results, "roost", "nginx", lambda r, n: r.p99_ms - n.p99_ms)
+    print(f"roost_minus_nginx_p99_ms: {statistics.median(p99_gap):.2f}")
+    print(f"roost_minus_nginx_p99_ms_spread: {spread(p99_gap)}")
+    print(f"pinned: {'wrk and backend on CPU 0, proxy on CPU 1' if args.pin else 'no'}")
     one = statistics.median(x.rps for x in scaling["1 worker"])
     two = statistics.median(x.rps for x in scaling["2 workers"])
     print(f"roost_1_worker_rps: {one:.0f}")
@@ -590,10 +681,21 @@ async def main() -> None:
         print(f"roost_{label}_cpus: {statistics.median(x.cpus for x in scaling[key]):.2f}")
     busy = statistics.median(x.busy_pct for v in scaling.values() for x in v)
     print(f"machine_busy_pct_during_workers: {busy:.0f} (of {psutil.cpu_count()} CPUs)")
-    print(f"churn_failed_requests: {churn['failed']}")
-    print(f"churn_throughput_ratio: {churn['ratio']:.3f}")
-    print(f"nginx_reload_failed_requests: {nginx_churn['failed']}")
-    print(f"nginx_reload_throughput_ratio: {nginx_churn['ratio']:.3f}")
+    print(f"churn_failed_requests: {churn.failed}")
+    print(f"churn_throughput_ratio: {statistics.median(churn.ratios):.3f}")
+    print(f"churn_throughput_ratio_spread: {spread(churn.ratios)}")
+    print(f"nginx_reload_failed_requests: {nginx_churn.failed}")
+    print(f"nginx_reload_throughput_ratio: {statistics.median(nginx_churn.ratios):.3f}")
+
+
+@dataclass
+class Churn:
+    steady: float  # median requests/s without changes
+    churn: float  # median requests/s while changing
+    ratios: list[float]  # each pair's churn/steady
+    failed: int
+    changes: int  # deltas applied, or reloads
+    snapshots: int = 0  # snapshot requests the router made
 
 
 async def _repeat(
@@ -611,11 +713,11 @@ async def alternate(
     step: Callable[[], Awaitable[None]],
     interval: float,
     settle: float = 0.0,
-) -> tuple[float, float, float, int]:
+) -> tuple[float, float, list[float], int]:
     """Steady and churning loads in alternation (the order flips each pair, so
     drifting background load hits both alike); churn runs `step` every
-    `interval`. Returns (median steady rps, median churn rps, median of the
-    pairs' churn/steady ratios, failed requests)."""
+    `interval`. Returns (median steady rps, median churn rps, the pairs'
+    churn/steady ratios, failed requests)."""
     rates: dict[str, list[float]] = {"steady": [], "churn": []}
     failed = 0
     for k in range(pairs):
@@ -630,8 +732,8 @@ async def alternate(
             rates[phase].append(load.rps)
             failed += load.failed  # a failure without churn counts too
             print(f"  {phase:6s} {load.rps:10.0f} req/s  failed {load.failed}", flush=True)
-    ratio = statistics.median(c / s for c, s in zip(rates["churn"], rates["steady"], strict=True))
-    return statistics.median(rates["steady"]), statistics.median(rates["churn"]), ratio, failed
+    ratios = [c / s for c, s in zip(rates["churn"], rates["steady"], strict=True)]
+    return statistics.median(rates["steady"]), statistics.median(rates["churn"]), ratios, failed
 
 
 async def roost_churn(
@@ -642,7 +744,7 @@ async def roost_churn(
     dead: int,
     seconds: float,
     pairs: int,
-) -> dict[str, float]:
+) -> Churn:
     rng = random.Random(5)
     # 3000 apps: one delta carries them all in (the router applies it without a stop).
     await ctl.change([app_route(i, backend, set(), dead) for i in range(1, N_APPS)])
@@ -662,19 +764,12 @@ async def roost_churn(
         await ctl.change([app_route(0, backend, live, dead), *others])
         deltas += 1
 
-    steady, churning, ratio, failed = await alternate(port, seconds, pairs, step, 0.1)
+    steady, churning, ratios, failed = await alternate(port, seconds, pairs, step, 0.1)
     # Prove the deltas were applied, not dropped: a brand-new app answers.
     late = Backend(instance_id="late", host=HOST, port=backend)
     await ctl.change([AppRoute(app="latecomer", hostnames=[], backends=[late])])
     await wait_served(port, "latecomer.localhost", expect_status=200)
-    return {
-        "steady": steady,
-        "churn": churning,
-        "ratio": ratio,
-        "failed": failed,
-        "deltas": deltas,
-        "snapshots": ctl.snapshot_requests,
-    }
+    return Churn(steady, churning, ratios, failed, deltas, ctl.snapshot_requests)
 
 
 async def wait_served(port: int, host: str, expect_status: int, timeout: float = 30.0) -> None:
@@ -693,7 +788,7 @@ async def wait_served(port: int, host: str, expect_status: int, timeout: float =
 
 async def nginx_reload_churn(
     ng: Nginx, port: int, backend: int, spares: list[int], dead: int, seconds: float, pairs: int
-) -> dict[str, float]:
+) -> Churn:
     rng = random.Random(7)
 
     def conf(live: set[int]) -> str:
@@ -714,15 +809,9 @@ async def nginx_reload_churn(
         reloads += 1
 
     # (settle: the last reload's old workers finish before a steady phase)
-    steady, churning, ratio, failed = await alternate(port, seconds, pairs, step, 0.5, settle=1.0)
+    steady, churning, ratios, failed = await alternate(port, seconds, pairs, step, 0.5, settle=1.0)
     ng.stop()
-    return {
-        "steady": steady,
-        "churn": churning,
-        "ratio": ratio,
-        "failed": failed,
-        "reloads": reloads,
-    }
+    return Churn(steady, churning, ratios, failed, reloads)
 
 
 if __name__ == "__main__":
