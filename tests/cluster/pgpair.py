@@ -176,14 +176,25 @@ class PairKit:
             return {int(r[0]) for r in c.execute("SELECT id FROM t")}
 
 
+# AppWriter's pause for a test that needs rows to go on, not their most:
+# a few hundred a second.
+PACE_S = 0.005
+
+
 @dataclass
 class AppWriter:
     """The app: one connection through the proxy, INSERTs one id at a time;
     on an error it reconnects (the same address) and goes on with the next
-    id, never sending one twice. `acked`: (ids, when acknowledged)."""
+    id, never sending one twice. `acked`: (ids, when acknowledged).
+
+    `pause_s` after each acknowledged INSERT: 0 (a lost-write test's
+    pace, thousands a second, a core of CPU); a test that only needs
+    rows to go on paces them, so its recovery, dump or base backup is of
+    seconds' rows, not of tens of thousands."""
 
     url: str
     start_id: int = 1
+    pause_s: float = 0.0
     acked: list[tuple[int, float]] = field(default_factory=list)
     errors: list[float] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -198,6 +209,8 @@ class AppWriter:
                 i, next_id = next_id, next_id + 1
                 conn.execute("INSERT INTO t (id, at) VALUES (%s, %s)", (i, time.time()))
                 self.acked.append((i, time.monotonic()))
+                if self.pause_s:
+                    self._stop.wait(self.pause_s)
             except psycopg.Error:
                 self.errors.append(time.monotonic())
                 if conn is not None:

@@ -56,7 +56,7 @@ from roost.servicehost.state import HostState, Service
 from roost.wire.messages import BackupEvent, PgSource, ServiceRestoreReady, ServiceRestoreStep
 from tests.cluster.cluster import wait_for
 from tests.cluster.harness import Network
-from tests.cluster.pgpair import APP, APP_PASSWORD, AppWriter, PairKit
+from tests.cluster.pgpair import APP, APP_PASSWORD, PACE_S, AppWriter, PairKit
 from tests.conftest import processes_under
 from tests.tmpfs import tmpfs_dir
 
@@ -196,7 +196,7 @@ def test_a_pair_database_is_recovered_to_a_point_after_a_failover(
         pair=plan.name,
     )
     pullers = PairOnly(source)
-    writer = AppWriter(kit.app_url())
+    writer = AppWriter(kit.app_url(), pause_s=PACE_S)
     thread = threading.Thread(target=writer.run)
 
     async def drill() -> None:

@@ -19,7 +19,7 @@ import psycopg
 
 from tests.cluster.cluster import wait_for
 from tests.cluster.harness import Host, Network
-from tests.cluster.pgpair import AppWriter, PairKit, kill_member, slots, start_member
+from tests.cluster.pgpair import PACE_S, AppWriter, PairKit, kill_member, slots, start_member
 
 
 def superuser(kit: PairKit, host: Host) -> str:
@@ -52,7 +52,7 @@ def test_a_standby_back_after_its_wal_is_gone_is_made_again(network: Network) ->
     kit.start()
     primary = wait_for(kit.primary, 30, "Patroni to name the primary")
     standby = kit.other(primary)
-    writer = AppWriter(kit.app_url())
+    writer = AppWriter(kit.app_url(), pause_s=PACE_S)
     thread = threading.Thread(target=writer.run)
     thread.start()
     try:

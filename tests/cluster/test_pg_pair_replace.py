@@ -23,7 +23,7 @@ from roost.servicehost.pgpair import PairError
 from roost.servicehost.pgreplace import OldStillAnswers, forget_member, replace_member
 from tests.cluster.cluster import wait_for
 from tests.cluster.harness import Network
-from tests.cluster.pgpair import AppWriter, PairKit, kill_member, slots, start_member
+from tests.cluster.pgpair import PACE_S, AppWriter, PairKit, kill_member, slots, start_member
 
 
 def test_a_new_servicehost_takes_a_lost_ones_place_in_the_pair(network: Network) -> None:
@@ -32,7 +32,7 @@ def test_a_new_servicehost_takes_a_lost_ones_place_in_the_pair(network: Network)
     kit.start()
     primary = wait_for(kit.primary, 30, "Patroni to name the primary")
     lost = kit.other(primary)
-    writer = AppWriter(kit.app_url())
+    writer = AppWriter(kit.app_url(), pause_s=PACE_S)
     thread = threading.Thread(target=writer.run)
     thread.start()
     try:
