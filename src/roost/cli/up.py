@@ -148,10 +148,11 @@ def _api_answers(data: Path) -> Callable[[Process], Awaitable[None]]:
     return probe
 
 
-async def _reap_adopted(known: Callable[[], set[int]]) -> None:
+async def _reap_adopted(known: Callable[[], set[int]], hold: Callable[[], bool]) -> None:
     while True:
         await asyncio.sleep(1.0)
-        reap_adopted(known())
+        if not hold():  # a forked role may be ours already and not yet known
+            reap_adopted(known())
 
 
 def _ready_timeout(role: str) -> float:
@@ -355,7 +356,8 @@ async def supervise(
         async with asyncio.TaskGroup() as tg:
             supervising = tg.create_task(sup.run())
             known = sup.pids if forks is None else (lambda: sup.pids() | forks.pids())
-            reaper = tg.create_task(_reap_adopted(known))
+            hold = (lambda: False) if forks is None else (lambda: forks.busy)
+            reaper = tg.create_task(_reap_adopted(known, hold))
             reporter = tg.create_task(
                 _report(
                     data,

@@ -26,6 +26,21 @@ It exits once `roost up` closed the connection and its last child ended;
 it dies with `roost up` (PR_SET_PDEATHSIG), and its children die with it,
 which `roost up` notices as their exits. A role is still run on its own by
 systemd (`roost <role>`): nothing here is needed for that.
+
+Detached (`--detach IDLE_S`, which `roost up` passes when it is a
+subreaper). A zygote kept for the platform's life held ~16 MB that no role
+shared any more: the pages every role had copied (issue 21). So a role is
+forked twice: the zygote forks a middle process, which forks the role and
+exits at once, and the role, orphaned, is adopted by `roost up` (the
+subreaper). The role then waits until it is adopted before it ties its
+death to `roost up`'s (PR_SET_PDEATHSIG, armed earlier, would fire at the
+middle process's exit). Its answer says so (`"detached": true`), and its
+exit is `roost up`'s to wait for, as any child's. The zygote then has no
+children and exits after IDLE_S without a request, saying
+`{"bye": true}` first: every request sent after its last answer was never
+read, so `roost up` sends it again to a new zygote. A zygote started by an
+older `roost up` (a reload with newer code on disk) gets no `--detach`
+and behaves as before.
 """
 
 from __future__ import annotations
@@ -40,6 +55,7 @@ import select
 import signal
 import socket
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -125,11 +141,19 @@ def _send(conn: socket.socket, msg: dict[str, Any]) -> None:
         pass  # roost up is gone: its children go with it
 
 
-def _child(conn: socket.socket, req: dict[str, Any], fds: list[int], parent: int) -> None:
-    """In the forked child: become the role (never returns)."""
+def _child(
+    conn: socket.socket, req: dict[str, Any], fds: list[int], parent: int, middle: int = 0
+) -> None:
+    """In the forked child: become the role (never returns). `middle`: the
+    process between the zygote and it (detached), whose exit hands it to
+    `parent`."""
     code = 70
     try:
         conn.close()
+        # Adopted first: a parent-death signal armed now would fire when the
+        # middle process exits (its exit is immediate, right after the fork).
+        while middle and os.getppid() == middle:
+            time.sleep(0.001)
         # As every child Roost starts: its own session, dead with its parent.
         ChildSetup(parent)()
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -247,9 +271,82 @@ def serve(conn: socket.socket) -> None:
                 _send(conn, {"exit": pid, "status": returncode(status)})
 
 
+def detached_fork(conn: socket.socket, req: dict[str, Any], fds: list[int], parent: int) -> int:
+    """Fork the role through a middle process that exits at once, so that
+    `parent` (a subreaper) adopts it; the role's pid."""
+    r, w = os.pipe()
+    try:
+        middle = os.fork()
+        if middle == 0:
+            try:
+                os.close(r)
+                me = os.getpid()
+                pid = os.fork()
+                if pid == 0:
+                    os.close(w)
+                    _child(conn, req, fds, parent, middle=me)
+                os.write(w, str(pid).encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        w = -1
+        os.waitpid(middle, 0)
+        said = os.read(r, 32)
+    finally:
+        for fd in (r, w):
+            if fd >= 0:
+                os.close(fd)
+    if not said:
+        raise OSError("the middle process could not fork the role")
+    return int(said)
+
+
+def serve_detached(conn: socket.socket, idle_s: float) -> None:
+    """Fork each request's role detached (adopted by `roost up`); exit when
+    the connection is closed or after `idle_s` with no request."""
+    parent = os.getppid()
+    last = time.monotonic()
+    while True:
+        wait = last + idle_s - time.monotonic()
+        if wait <= 0:
+            # Nothing unanswered was read: whatever comes after this is sent again.
+            _send(conn, {"bye": True})
+            return
+        if not select.select([conn], [], [], wait)[0]:
+            continue
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(conn, PACKET, MAX_FDS)
+        except OSError:
+            return
+        if not data:
+            return  # roost up closed it; the roles are its own children
+        last = time.monotonic()
+        try:
+            req = json.loads(data)
+            if not fds:
+                raise ValueError("no stderr descriptor")
+            pid = detached_fork(conn, req, fds, parent)
+        except Exception as exc:
+            _send(conn, {"id": _id(data), "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        finally:
+            for fd in fds:
+                os.close(fd)
+        _send(conn, {"id": req.get("id"), "pid": pid, "detached": True})
+
+
+def idle_after(argv: list[str]) -> float | None:
+    """`--detach IDLE_S` among the arguments after FD, else None (an older
+    `roost up`: its children stay the zygote's)."""
+    if "--detach" in argv[:-1]:
+        return float(argv[argv.index("--detach") + 1])
+    return None
+
+
 def main() -> None:
-    # argv: FD, then what only names it in ps (`--data DATA`, roost up's own).
+    # argv: FD, `--detach IDLE_S`, then what only names it in ps (`--data DATA`, roost up's own).
     fd = int(sys.argv[1])
+    idle_s = idle_after(sys.argv[2:])
     conn = socket.socket(fileno=fd)
     preload()
     gc.collect()
@@ -261,7 +358,10 @@ def main() -> None:
     global _FILLED
     _FILLED = zygote_fill.fill()
     gc.freeze()
-    serve(conn)
+    if idle_s is None:
+        serve(conn)
+    else:
+        serve_detached(conn, idle_s)
 
 
 if __name__ == "__main__":

@@ -13,28 +13,62 @@ restarted by their supervisor like any exit).
 makes the next spawn start a new zygote, which imports the code as it is on
 disk now; the old one serves no new spawn and is closed once none of its
 children is left (closing it earlier would end them).
+
+Detached (the default where this process is a subreaper, as `roost up`
+is): the zygote forks each role through a middle process that exits at
+once, so the role is this process's own child (adopted), waited for here
+through a pidfd, and outlives its zygote; the zygote exits once it has been
+idle for `IDLE_EXIT_S` (saying goodbye first), since a zygote kept for the
+platform's life held ~16 MB no role shared any more (issue 21). A spawn
+that its zygote retired before reading is sent to a new one; the next
+spawn after that starts one (a role's restart waits for its imports).
+While a spawn is under way its child may already be ours and not yet
+known: `busy` tells the adopted orphans' reaper to wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import itertools
 import json
 import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from roost.proc import spawn
 from roost.proc.stop import signal_group, terminate
+from roost.proc.wait import exited
 
 PACKET = 1 << 20
 # A zygote that does not answer a spawn within this long is taken as stuck
 # (its first answer waits for its imports, slow on a loaded machine).
 SPAWN_TIMEOUT_S = 90.0
+# A detached zygote exits after this long without a request: long enough to
+# serve a start's or a reload's spawns (each waits for the one before to be
+# up), short enough that an idle platform does not keep it.
+IDLE_EXIT_S = 15.0
+PR_GET_CHILD_SUBREAPER = 37
+
+
+def is_subreaper() -> bool:
+    """Whether orphaned descendants are adopted by this process."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        flag = ctypes.c_int(0)
+        return libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0 and bool(
+            flag.value
+        )
+    except (OSError, AttributeError):
+        return False
+
+
+class ZygoteRetired(OSError):
+    """The zygote exited idle without reading the request: send it again."""
 
 
 class Forked:
@@ -60,10 +94,19 @@ class Forked:
 class Zygote:
     """One zygote process and its connection."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, conn: socket.socket) -> None:
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        conn: socket.socket,
+        adopt: Callable[[Forked], None] | None = None,
+    ) -> None:
         self.proc = proc
         self.conn = conn
+        # Children it reports the ends of (not detached).
         self.children: dict[int, Forked] = {}
+        # Where a detached child goes: ours to wait for.
+        self.adopt = adopt
+        self.retired = False
         # Each spawn's answer by its request's id: one given up on (its
         # asker cancelled) is told apart from the next one's.
         self.waiting: dict[int, asyncio.Future[Forked]] = {}
@@ -72,12 +115,19 @@ class Zygote:
         self.reader: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, label: Sequence[str] = ()) -> Zygote:
-        """`label`: more arguments, only for ps to show (roost up's --data DATA)."""
+    async def start(
+        cls,
+        label: Sequence[str] = (),
+        adopt: Callable[[Forked], None] | None = None,
+        idle_exit_s: float = IDLE_EXIT_S,
+    ) -> Zygote:
+        """`label`: more arguments, only for ps to show (roost up's --data DATA);
+        `adopt`: fork detached, each child handed to it."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        detach = ["--detach", str(idle_exit_s)] if adopt is not None else []
         try:
             proc = await spawn.start(
-                [sys.executable, "-m", "roost.cli.zygote", str(theirs.fileno()), *label],
+                [sys.executable, "-m", "roost.cli.zygote", str(theirs.fileno()), *detach, *label],
                 pass_fds=[theirs.fileno()],
             )
         except BaseException:
@@ -86,7 +136,7 @@ class Zygote:
         finally:
             theirs.close()
         ours.setblocking(False)
-        z = cls(proc, ours)
+        z = cls(proc, ours, adopt)
         z.reader = asyncio.create_task(z._read(), name=f"zygote-{proc.pid}")
         return z
 
@@ -102,6 +152,9 @@ class Zygote:
                 if not data:
                     break
                 msg = json.loads(data)
+                if msg.get("bye"):
+                    self.retired = True
+                    break
                 if "exit" in msg:
                     child = self.children.pop(int(msg["exit"]), None)
                     if child is not None:
@@ -119,7 +172,11 @@ class Zygote:
             self.children.clear()
             for fut in self.waiting.values():
                 if not fut.done():
-                    fut.set_exception(OSError("the zygote is gone"))
+                    fut.set_exception(
+                        ZygoteRetired("the zygote retired unasked")
+                        if self.retired
+                        else OSError("the zygote is gone")
+                    )
             self.waiting.clear()
             self.conn.close()
 
@@ -132,7 +189,10 @@ class Zygote:
                 fut.set_exception(OSError(f"the zygote could not fork: {msg.get('error')}"))
             return
         child = Forked(int(msg["pid"]), None)
-        self.children[child.pid] = child
+        if msg.get("detached") and self.adopt is not None:
+            self.adopt(child)  # ours now: it outlives the zygote
+        else:
+            self.children[child.pid] = child
         if fut is None or fut.done():
             # Its asker gave up (cancelled): nothing would supervise it.
             signal_group(child.pid, signal.SIGKILL)
@@ -142,6 +202,8 @@ class Zygote:
     async def spawn(
         self, args: Sequence[str], env: Mapping[str, str], sockets: Sequence[tuple[str, int]]
     ) -> Forked:
+        if not self.alive:
+            raise ZygoteRetired("the zygote is gone")
         loop = asyncio.get_running_loop()
         ident = next(self.ids)
         fut: asyncio.Future[Forked] = loop.create_future()
@@ -154,6 +216,9 @@ class Zygote:
                 socket.send_fds(
                     self.conn, [json.dumps(msg).encode()], [write_end, *(fd for _, fd in sockets)]
                 )
+            except OSError as exc:
+                # Never read: the zygote closed its end (retired, or died).
+                raise ZygoteRetired(f"the zygote is gone: {exc}") from exc
             finally:
                 os.close(write_end)
             async with asyncio.timeout(SPAWN_TIMEOUT_S):
@@ -169,6 +234,11 @@ class Zygote:
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
         child.stderr = reader
         return child
+
+    async def reader_done(self) -> None:
+        """Until its connection's reader has seen it go."""
+        if self.reader is not None:
+            await asyncio.wait([self.reader])
 
     async def close(self) -> None:
         """Stop serving: the zygote exits once its last child has."""
@@ -191,16 +261,51 @@ class Zygote:
 class ForkServer:
     """The zygotes of one `roost up`: the current one and those draining."""
 
-    def __init__(self, label: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        label: Sequence[str] = (),
+        detach: bool | None = None,
+        idle_exit_s: float = IDLE_EXIT_S,
+    ) -> None:
+        """`detach`: fork roles as our own children (None: when we are a subreaper)."""
         self.label = list(label)
+        self.detach = is_subreaper() if detach is None else detach
+        self.idle_exit_s = idle_exit_s
         self.current: Zygote | None = None
         self.old: list[Zygote] = []
         self._starting = asyncio.Lock()
+        self.adopted: dict[int, Forked] = {}
+        self._waiters: set[asyncio.Task[None]] = set()
+        self._spawning = 0
+
+    @property
+    def busy(self) -> bool:
+        """A spawn is under way: its child may be ours already, not yet known."""
+        return self._spawning > 0
 
     def pids(self) -> set[int]:
-        """The zygotes' pids (`roost up` reaps adopted orphans, not these)."""
+        """The zygotes' and the adopted roles' pids (`roost up` reaps adopted
+        orphans, not these)."""
         zs = [z for z in (self.current, *self.old) if z is not None]
-        return {z.proc.pid for z in zs if z.proc.returncode is None}
+        return {z.proc.pid for z in zs if z.proc.returncode is None} | set(self.adopted)
+
+    def _adopt(self, child: Forked) -> None:
+        self.adopted[child.pid] = child
+        task = asyncio.create_task(self._wait_for(child), name=f"forked-{child.pid}")
+        self._waiters.add(task)
+        task.add_done_callback(self._waiters.discard)
+
+    async def _wait_for(self, child: Forked) -> None:
+        """Reap a detached child, ours since its middle process exited."""
+        try:
+            await exited(child.pid)
+            _, status = os.waitpid(child.pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            code = -9  # reaped elsewhere: its status is lost
+        finally:
+            self.adopted.pop(child.pid, None)
+        child._exited(code)
 
     async def spawn(
         self,
@@ -208,14 +313,27 @@ class ForkServer:
         env: Mapping[str, str],
         sockets: Sequence[tuple[str, int]] = (),
     ) -> Forked:
-        async with self._starting:
-            if self.current is None or not self.current.alive:
-                if self.current is not None:
-                    await self.current.stop()
-                self.current = await Zygote.start(self.label)
-            zygote = self.current
-        self._prune()
-        return await zygote.spawn(args, env, sockets)
+        self._spawning += 1
+        try:
+            for attempt in (1, 2):
+                async with self._starting:
+                    if self.current is None or not self.current.alive:
+                        if self.current is not None:
+                            await self.current.stop()
+                        adopt = self._adopt if self.detach else None
+                        self.current = await Zygote.start(self.label, adopt, self.idle_exit_s)
+                    zygote = self.current
+                self._prune()
+                try:
+                    return await zygote.spawn(args, env, sockets)
+                except ZygoteRetired:
+                    if attempt == 2:
+                        raise
+                    # It went idle as we asked; the next one serves it.
+                    await zygote.reader_done()
+            raise AssertionError("unreachable")
+        finally:
+            self._spawning -= 1
 
     async def renew(self) -> None:
         """The next spawn starts a new zygote (with the code now on disk)."""
@@ -233,3 +351,6 @@ class ForkServer:
         for z in [z for z in (self.current, *self.old) if z is not None]:
             await z.stop()
         self.current, self.old = None, []
+        for task in list(self._waiters):
+            task.cancel()
+        await asyncio.gather(*self._waiters, return_exceptions=True)
