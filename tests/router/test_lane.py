@@ -332,6 +332,17 @@ def test_the_scanners_read_alike_as_plain_python_without_cython(
     for data in LANE + NOT_LANE:
         assert plain.lane_request(data, 100) == in_use.lane_request(data, 100)
         assert plain.sub(data, 3, 9) == in_use.sub(data, 3, 9) == data[3:9]
+        # (scan.same: a slice compared in place, lengths differing or not)
+        for i, j, other in (
+            (3, 9, data[3:9]),
+            (3, 9, data[3:8]),
+            (3, 9, data[3:10]),
+            (0, 0, b""),
+            (0, 1, b"x"),
+            (4, 9, data[3:8]),
+        ):
+            want = data[i:j] == other
+            assert plain.same(data, i, j, other) is in_use.same(data, i, j, other) is want
     for data, _ in CUT:
         assert plain.plain_response(data) == in_use.plain_response(data)
         n = len(data)
@@ -373,3 +384,43 @@ def test_the_request_clock_is_the_loops_clock() -> None:
 
     a, m, b = uvloop.run(loop_time())
     assert a <= m < b + 0.005
+
+
+async def test_a_connection_remembers_its_host_only_while_it_and_the_table_hold(
+    backends: Any, router: Any
+) -> None:
+    """A keep-alive connection remembers its last lane request's Host and the
+    entry the table gave for it (client.py `memo_*`): used again only for the
+    same Host bytes and the same table. Fails if either check is dropped: a
+    route swap would still send to the old instance, another Host to the
+    first one's app."""
+    from tests.router.conftest import RawClient, app
+
+    one, two, three = await backends("one"), await backends("two"), await backends("three")
+
+    def get(host: bytes) -> bytes:
+        return b"GET /id HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+
+    async with router([app("hello", one), app("other", three)]) as r:
+        c = await RawClient.open(r.port)
+
+        async def ask(host: bytes) -> tuple[int, bytes]:
+            await c.send(get(host))
+            [(status, body)] = await c.raw_responses(1)
+            return status, body
+
+        assert await ask(b"hello.localhost") == (200, b"one")
+        assert await ask(b"hello.localhost") == (200, b"one")
+        r.set_routes([app("hello", two), app("other", three)])  # a swap: forget
+        assert await ask(b"hello.localhost") == (200, b"two")
+        assert await ask(b"other.localhost") == (200, b"three")  # another Host
+        assert await ask(b"hello.localhost") == (200, b"two")
+        # Same length, other bytes; a prefix; a longer Host: each its own lookup.
+        assert (await ask(b"hellp.localhost"))[0] == 404
+        assert await ask(b"other.localhost") == (200, b"three")
+        assert (await ask(b"other.localhos"))[0] == 404
+        assert (await ask(b"other.localhostx"))[0] == 404
+        assert await ask(b"other.localhost") == (200, b"three")
+        r.set_routes([app("hello", two)])  # other leaves the table
+        assert (await ask(b"other.localhost"))[0] == 404
+        await c.close()

@@ -7,7 +7,7 @@ from roost.router.context cimport Context, monotonic
 
 from roost.router.relay cimport Relay
 from roost.router.upstream cimport Upstream
-from roost.router.scan cimport lane_head, lane_request, request_head, sub
+from roost.router.scan cimport lane_head, lane_request, request_head, same, sub
 from roost.router.sockwrite cimport put, stream_fd
 from roost.router.table cimport AppEntry
 
@@ -26,6 +26,9 @@ cdef class ClientConnection:
     cdef public double idle_since
     cdef public object is_closing
     cdef public bint lingering
+    cdef public AppEntry memo_entry
+    cdef public Py_ssize_t memo_gen
+    cdef public bytes memo_host
     cdef public object parser
     cdef public int paused
     cdef public bytes peer
@@ -41,7 +44,8 @@ cdef class ClientConnection:
     cdef public double write_deadline
 
     @cython.locals(url_end=Py_ssize_t, ex=Relay, headers=list, hs=Py_ssize_t, he=Py_ssize_t,
-                   as_=Py_ssize_t, ae=Py_ssize_t, rs=Py_ssize_t, re_=Py_ssize_t, host=bytes)
+                   as_=Py_ssize_t, ae=Py_ssize_t, rs=Py_ssize_t, re_=Py_ssize_t, host=bytes,
+                   ctx=Context)
     cpdef bint _plain_request(self, bytes data)
     cpdef _begin(self, Relay ex, bint routed)
     @cython.locals(ex=Relay, rid=bytes)

@@ -31,7 +31,7 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 from roost.router.context import monotonic
 from roost.router.exchange import Exchange, new_exchange
 from roost.router.h1 import error_response
-from roost.router.scan import lane_head, lane_request, request_head, sub
+from roost.router.scan import lane_head, lane_request, request_head, same, sub
 from roost.router.sockwrite import put, stream_fd
 from roost.wire.messages import StaticRoute
 
@@ -82,6 +82,9 @@ class ClientConnection:
         "idle_since",
         "is_closing",
         "lingering",
+        "memo_entry",
+        "memo_gen",
+        "memo_host",
         "parser",
         "paused",
         "peer",
@@ -128,6 +131,13 @@ class ClientConnection:
         # plain request; from the first that is not, by httptools for good
         # (it may then hold part of a request).
         self.plain = True
+        # The last plain request's Host and what the table said of it, while
+        # the table is the same one (`ctx.table_gen`): a keep-alive client
+        # sends the same Host every time, and comparing its bytes in place
+        # spares a new bytes and a dict probe (hashing it) per request.
+        self.memo_host = b""
+        self.memo_entry: AppEntry | None = None
+        self.memo_gen = -1  # (no table yet: the first request looks up)
 
     # ---------------------------------------------------------------- asyncio protocol
 
@@ -287,10 +297,17 @@ class ClientConnection:
             return False  # (httptools and the callbacks refuse it)
         url_end, hs, he, as_, ae, rs, re_ = lane_request(data, ctx.max_headers)
         if url_end:
-            host = sub(data, hs, he)
-            entry = ctx.host_cache.get(host, _MISS)
-            if entry is _MISS:
-                entry = ctx.table.lookup(host)
+            if self.memo_gen == ctx.table_gen and same(data, hs, he, self.memo_host):
+                host = self.memo_host
+                entry = self.memo_entry
+            else:
+                host = sub(data, hs, he)
+                entry = ctx.host_cache.get(host, _MISS)
+                if entry is _MISS:
+                    entry = ctx.table.lookup(host)
+                self.memo_host = host
+                self.memo_entry = entry
+                self.memo_gen = ctx.table_gen
             if entry is not None and entry.plain:
                 return self._lane(data, url_end, host, entry, as_, ae, rs, re_)
         headers: list[bytes] = []

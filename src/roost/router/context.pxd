@@ -45,6 +45,7 @@ cdef class Context:
     cdef public object spawn
     cdef public object stats
     cdef public object table
+    cdef public Py_ssize_t table_gen
 
     @cython.locals(buf=bytearray, i=Py_ssize_t, c=int)
     cpdef bytes request_id(self)

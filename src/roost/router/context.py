@@ -110,6 +110,7 @@ class Context:
         "spawn",
         "stats",
         "table",
+        "table_gen",
     )
 
     def __init__(
@@ -148,6 +149,9 @@ class Context:
         # The table's Host cache, typed here so a request probes it with one C
         # call (the table is a plain Python object).
         self.host_cache = self.table.cache
+        # Counts table swaps: a connection's remembered Host (client.py) is
+        # good while this has not moved.
+        self.table_gen = 0
         self.host_id = host_id
         # digest -> unpacked static bundle directory, filled by the bundle fetcher.
         self.bundles: dict[str, Path] = {}
@@ -186,6 +190,7 @@ class Context:
         old = self.table
         self.table = table
         self.host_cache = table.cache
+        self.table_gen += 1
         gone, came = changed_entries(old, table)
         for slot in self.balancer.retire_unused(gone, came):
             idle, slot.idle = slot.idle, []

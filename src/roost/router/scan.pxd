@@ -44,6 +44,8 @@ cpdef (Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, Py_ssize_t, P
 
 
 cpdef bytes sub(bytes data, Py_ssize_t start, Py_ssize_t stop)
+@cython.locals(n=Py_ssize_t)
+cpdef bint same(bytes data, Py_ssize_t start, Py_ssize_t stop, bytes other)
 cpdef bytes bytes_of(bytearray buf)
 
 cdef bytes _RID_LINE, _END

@@ -28,7 +28,7 @@ except ImportError:  # (Cython is a build tool: the router runs as plain Python 
 
 if cython.compiled:  # (C functions for `cut`; compiled code only)
     from cython.cimports.cpython.bytes import PyBytes_AS_STRING, PyBytes_FromStringAndSize
-    from cython.cimports.libc.string import memcpy
+    from cython.cimports.libc.string import memcmp, memcpy
 
 # Byte classes, one flag per byte value (indexable at C speed when compiled).
 _TOKEN = bytes(
@@ -321,6 +321,18 @@ def sub(data: bytes, start: int, stop: int) -> bytes:
         return cython.cast(cython.p_char, data)[start:stop]
     else:  # (an else, not a fall-through: Cython warns of unreachable code)
         return data[start:stop]
+
+
+def same(data: bytes, start: int, stop: int, other: bytes) -> bool:
+    """data[start:stop] == other, for 0 <= start <= stop <= len(data)
+    (unchecked), without making the slice."""
+    if cython.compiled:
+        n = stop - start
+        return n == len(other) and (
+            memcmp(PyBytes_AS_STRING(data) + start, PyBytes_AS_STRING(other), n) == 0
+        )
+    else:
+        return stop - start == len(other) and data.startswith(other, start)
 
 
 def cut(data: bytes, start: int, stop: int) -> bytes:
