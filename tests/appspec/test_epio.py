@@ -318,6 +318,8 @@ def test_services_and_redis_memory() -> None:
     assert (s.services, s.redis_memory_mb) == (["redis"], 16)
     assert "no effect" in warnings("[wsgi]\nentrypoint = a:b\n[redis]\nmemory = 16\n")[0][1]
     assert error("[wsgi]\nentrypoint = a:b\n[redis]\nmemory = lots\n")[0] == 4
+    # An S3 bucket of its own (roost.datadir.s3plan).
+    assert spec("[wsgi]\nentrypoint = a:b\n[services]\ns3 = true\n").services == ["s3"]
 
 
 def test_unsupported_service_is_an_error_naming_the_line() -> None:
@@ -325,7 +327,7 @@ def test_unsupported_service_is_an_error_naming_the_line() -> None:
         "[wsgi]\nentrypoint = a:b\n[services]\npostgres = true\nsolr = true\n"
     )
     assert (line, message) == (5, "service 'solr' is not supported by Roost")
-    assert "postgres and redis" in hint
+    assert "postgres, redis and s3" in hint
     # Switched off, it is only a warning; [solr] itself is kept and warned about.
     result = composed("[wsgi]\nentrypoint = a:b\n[services]\nsolr = false\n[solr]\nmemory = 128\n")
     assert result.diag.errors == []

@@ -4,6 +4,8 @@ ep.io apps do `from bundle_config import config` and read:
     config['core']     data_directory, version (and app_id)
     config['postgres'] host, port, username, password, database
     config['redis']    host, port, password
+    config['s3']       endpoint_url, bucket, access_key, secret_key, region (Roost's,
+                       for `[services] s3 = true`; not ep.io's)
 A service's key is present only when the app has that service, as on ep.io
 (apps test `'postgres' in config`). Ports are ints; apps that wrote
 `int(config['postgres']['port'])` keep working.
@@ -57,6 +59,7 @@ def build_config(
     app_id: str = "",
     postgres: Mapping[str, Value] | None = None,
     redis: Mapping[str, Value] | None = None,
+    s3: Mapping[str, Value] | None = None,
 ) -> BundleConfig:
     config: BundleConfig = {
         "core": {"data_directory": data_directory, "version": version, "app_id": app_id}
@@ -65,7 +68,23 @@ def build_config(
         config["postgres"] = dict(postgres)
     if redis is not None:
         config["redis"] = dict(redis)
+    if s3 is not None:
+        config["s3"] = dict(s3)
     return config
+
+
+def s3_from_environment(env: Mapping[str, str]) -> dict[str, Value] | None:
+    """config['s3'] from the AWS variables the platform sets (None without a bucket)."""
+    endpoint, bucket = env.get("AWS_S3_ENDPOINT_URL"), env.get("AWS_STORAGE_BUCKET_NAME")
+    if not endpoint or not bucket:
+        return None
+    return {
+        "endpoint_url": endpoint,
+        "bucket": bucket,
+        "access_key": env.get("AWS_ACCESS_KEY_ID", ""),
+        "secret_key": env.get("AWS_SECRET_ACCESS_KEY", ""),
+        "region": env.get("AWS_DEFAULT_REGION", ""),
+    }
 
 
 def from_environment(
@@ -80,6 +99,7 @@ def from_environment(
         app_id=app_id,
         postgres=postgres_from_url(database_url) if database_url else None,
         redis=redis_from_url(redis_url) if redis_url else None,
+        s3=s3_from_environment(env),
     )
 
 

@@ -11,7 +11,7 @@ from roost.appspec.hints import SECTION_KEYS, commented_header_hint
 from roost.appspec.model import CronJob
 from roost.appspec.reader import Reader
 
-SERVICES = ("postgres", "redis")
+SERVICES = ("postgres", "redis", "s3")
 # Set by the platform for every process (see runtime.environment).
 RESERVED_ENV = ("PATH", "HOME", "PORT", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
 DEFAULT_CHECKOUT = "app"
@@ -57,7 +57,7 @@ def map_services(r: Reader) -> list[str]:
             r.unknown_key(sect, opt, SERVICES, f"service {opt.name!r} is off; ignored")
         else:
             r.unknown.setdefault("services", {})[opt.name] = opt.value
-            hint = "Roost provides " + " and ".join(SERVICES)
+            hint = "Roost provides " + ", ".join(SERVICES[:-1]) + " and " + SERVICES[-1]
             r.error(f"service {opt.name!r} is not supported by Roost", opt.line, hint)
     return services
 

@@ -22,7 +22,7 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
     "redis": ("memory",),
     "celery": ("djcelery", "base", "append_settings"),
     "solr": ("schema_file", "memory"),
-    "services": ("postgres", "redis"),
+    "services": ("postgres", "redis", "s3"),
     "static": ("_directory_indexes",),
     "basic_auth": ("_realm",),
     "env": (),

@@ -1,6 +1,8 @@
 """The environment an app's processes get for its services (pure).
 
-Heroku/Dokku-style URLs (`DATABASE_URL`, `REDIS_URL`), the discrete
+Heroku/Dokku-style URLs (`DATABASE_URL`, `REDIS_URL`), the AWS variables
+django-storages and boto3 read for an S3 bucket (`AWS_S3_ENDPOINT_URL`, ...:
+boto3 itself does not read the endpoint, django-storages does), the discrete
 variables ep.io-era code reads (`POSTGRES_HOST`, ... , `REDIS_PASSWORD`) and
 libpq's own (`PGHOST`, ...), so `psql` with no arguments inside `roost run`
 opens the app's database. The controller calls this with the credentials it
@@ -71,7 +73,31 @@ def service_environment(creds: Iterable[CredentialFields]) -> dict[str, str]:
                 "REDIS_PORT": str(c.port),
                 "REDIS_PASSWORD": c.password,
             }
+        elif c.kind == "s3":
+            env |= s3_environment(c)
     return env
+
+
+# SeaweedFS ignores the region, but every S3 client signs with one.
+S3_REGION = "us-east-1"
+
+
+def s3_environment(c: CredentialFields) -> dict[str, str]:
+    """An S3 bucket's variables: `database` is the bucket, `username` and
+    `password` the access and secret key, `url` the endpoint. Path-style
+    addressing: the endpoint is an address, not a domain with a bucket's
+    subdomains (django-storages' AWS_S3_ADDRESSING_STYLE)."""
+    return {
+        "AWS_ACCESS_KEY_ID": c.username,
+        "AWS_SECRET_ACCESS_KEY": c.password,
+        "AWS_STORAGE_BUCKET_NAME": c.database,
+        "AWS_S3_ENDPOINT_URL": c.url,
+        "AWS_ENDPOINT_URL_S3": c.url,  # botocore's own name (1.31+): boto3 alone finds it
+        "AWS_S3_ADDRESSING_STYLE": "path",
+        "AWS_DEFAULT_REGION": S3_REGION,
+        "AWS_S3_REGION_NAME": S3_REGION,
+        "S3_BUCKET": c.database,
+    }
 
 
 def with_service_addresses(

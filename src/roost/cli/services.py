@@ -46,7 +46,7 @@ def services_list(ctx: click.Context, app_name: str | None, as_json: bool) -> No
 
 
 @services.command("add")
-@click.argument("kind", type=click.Choice(["postgres", "redis"]))
+@click.argument("kind", type=click.Choice(["postgres", "redis", "s3"]))
 @click.option("--memory", "memory_mb", type=int, default=0, help="Redis memory limit in MB")
 @app_option
 @click.pass_context
@@ -59,7 +59,7 @@ def services_add(ctx: click.Context, kind: str, memory_mb: int, app_name: str | 
 
 
 @services.command("remove")
-@click.argument("kind", type=click.Choice(["postgres", "redis"]))
+@click.argument("kind", type=click.Choice(["postgres", "redis", "s3"]))
 @app_option
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
 @json_option
@@ -70,9 +70,9 @@ def services_remove(
     """Take a final backup, then drop the service's data."""
     name = _app(app_name)
     if not yes:
-        click.confirm(
-            f"Remove {kind} from {name}? Its data is dropped after a final backup", abort=True
-        )
+        # A bucket's objects are deleted too (its final backup: a tar.gz of them all).
+        what = "Its bucket and every object in it are" if kind == "s3" else "Its data is"
+        click.confirm(f"Remove {kind} from {name}? {what} dropped after a final backup", abort=True)
     data = _api(ctx).request("DELETE", f"/api/apps/{name}/services/{kind}")
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -157,7 +157,7 @@ def limit_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 @services.command("info")
-@click.argument("kind", type=click.Choice(["postgres", "redis", "data"]))
+@click.argument("kind", type=click.Choice(["postgres", "redis", "s3", "data"]))
 @app_option
 @json_option
 @click.pass_context

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from roost import patroni
 from roost.appspec.model import AppSpec
@@ -31,6 +32,10 @@ from roost.controller.serviceplace import NoPlace, find_holder, pair_primary, pl
 from roost.controller.store import AppRow
 from roost.controller.store_pairs import PairRow
 from roost.wire.messages import (
+    BucketCredentials,
+    BucketDeprovision,
+    BucketProvision,
+    BucketRemoved,
     Ping,
     ProxyTarget,
     RedisCopy,
@@ -47,7 +52,7 @@ from roost.wire.rpc import RemoteError, RpcClient, RpcTimeout
 
 log = logging.getLogger("roost.controller")
 
-KINDS = ("postgres", "redis")
+KINDS = ("postgres", "redis", "s3")
 PING_TIMEOUT_S = 5.0
 
 
@@ -316,6 +321,8 @@ class ServiceBroker:
         self._need_hosts(f"provision {kind}")
         host = await self._place(app)
         client = await self._client_of(host)
+        if kind == "s3":
+            return await self._add_bucket(app, host, client)
         try:
             reply = await client.call(
                 ServiceProvision(app=app.name, kind=_kind(kind), memory_mb=memory_mb), timeout=40
@@ -337,6 +344,24 @@ class ServiceBroker:
         self._forget(app.id)
         log.info("%s's %s provisioned on servicehost %s", app.name, kind, host)
         return reply
+
+    async def _add_bucket(self, app: AppRow, host: str, client: RpcClient) -> ServiceCredentials:
+        """An S3 bucket (servicehost/s3.py), kept as the other services'
+        credentials are: the bucket as `database`, the key as `username`,
+        its secret as `password`, the endpoint as `url`."""
+        try:
+            reply = await client.call(BucketProvision(app=app.name), timeout=60)
+        except (RpcTimeout, RemoteError) as exc:
+            raise ServiceError(
+                f"could not provision s3 for {app.name} on servicehost {host}: {exc}"
+            ) from None
+        if not isinstance(reply, BucketCredentials):
+            raise ServiceError(f"servicehost answered {type(reply).__name__} to a bucket request")
+        fields = bucket_fields(reply)
+        await self.store.bind_service(app.id, "s3", self.box.seal(fields), host)
+        self._forget(app.id)
+        log.info("%s's s3 bucket %s provisioned on servicehost %s", app.name, reply.bucket, host)
+        return ServiceCredentials(**fields)
 
     async def _redis_copy(self, app: AppRow, holder: str, copy: RedisCopy) -> None:
         """The replica of the app's Redis on the holder's partner (redispair.py);
@@ -391,6 +416,8 @@ class ServiceBroker:
         self._need_hosts(f"remove {kind}")
         host = await self.holder(app, kind)
         client = await self._client_of(host, check=True)
+        if kind == "s3":
+            return await self._remove_bucket(app, host, client)
         try:
             reply = await client.call(
                 ServiceDeprovision(app=app.name, kind=_kind(kind)), timeout=600, tries=1
@@ -407,6 +434,24 @@ class ServiceBroker:
         if kind == "redis":
             await self._remove_redis_copy(app, host)
         await self.store.unbind_service(app.id, kind)
+        self._forget(app.id)
+        return reply.backup_path
+
+    async def _remove_bucket(self, app: AppRow, host: str, client: RpcClient) -> str:
+        """The bucket's final backup (every object), its key revoked, the
+        bucket deleted; where the backup is."""
+        try:
+            reply = await client.call(BucketDeprovision(app=app.name), timeout=600, tries=1)
+        except (RpcTimeout, RemoteError) as exc:
+            raise ServiceError(
+                f"could not take the final backup of s3 on servicehost {host}; "
+                f"nothing was removed: {exc}"
+            ) from None
+        if not isinstance(reply, BucketRemoved) or reply.app != app.name:
+            raise ServiceError(
+                f"servicehost {host} answered {type(reply).__name__} to a removal request"
+            )
+        await self.store.unbind_service(app.id, "s3")
         self._forget(app.id)
         return reply.backup_path
 
@@ -432,6 +477,15 @@ def pg_problem(v: patroni.ClusterView) -> str:
     if lag > LAG_WARN_BYTES:
         return f"the standby is {lag} bytes behind"
     return ""
+
+
+def bucket_fields(c: BucketCredentials) -> dict[str, Any]:
+    """A bucket's credentials in ServiceCredentials' fields (as sealed and
+    opened: ServiceCredentials(**fields)); "s3" is not a wire ServiceKind."""
+    return {
+        "app": c.app, "kind": "s3", "host": c.host, "port": c.port, "database": c.bucket,
+        "username": c.access_key, "password": c.secret_key, "url": c.url,
+    }  # fmt: skip
 
 
 def _server(report: ServiceHostStatus | None, app: str, kind: str) -> ServerStatus | None:

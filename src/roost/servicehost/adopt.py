@@ -88,8 +88,12 @@ def plan(old: HostState, mine: HostState, fixed_port: int, default_memory_mb: in
             )
         if backup_password and not _PASSWORD.match(backup_password):
             raise AdoptError("the backup role's password is not one Roost makes")
+    # S3 buckets are not carried by a host restore: backupd keeps no copy of
+    # them (servicehost/s3.py), so there is nothing here to bring them back.
     services = {
-        key: _service(key, svc, pg_port, default_memory_mb) for key, svc in old.services.items()
+        key: _service(key, svc, pg_port, default_memory_mb)
+        for key, svc in old.services.items()
+        if svc.kind != "s3"
     }
     redis_ports = [s.port for s in services.values() if s.kind == "redis"]
     if len(set(redis_ports)) != len(redis_ports) or (has_pg and pg_port in redis_ports):

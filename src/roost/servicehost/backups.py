@@ -8,7 +8,7 @@ import time
 from collections.abc import Container
 from pathlib import Path
 
-EXTENSIONS = {"postgres": "dump", "redis": "rdb"}
+EXTENSIONS = {"postgres": "dump", "redis": "rdb", "s3": "tar.gz"}
 
 
 def backup_name(kind: str, now: float, existing: Container[str]) -> str:

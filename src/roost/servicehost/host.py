@@ -59,9 +59,17 @@ from roost.servicehost.pairdb import PairAdmin, PairMember
 from roost.servicehost.pgpair import PairPlan
 from roost.servicehost.postgres import Postgres
 from roost.servicehost.redis import RedisServer
-from roost.servicehost.state import HostState, PgCluster, Service, load_state, save_state
+from roost.servicehost.s3 import S3Buckets, ServiceProblem
+from roost.servicehost.state import (
+    HostState,
+    PgCluster,
+    Service,
+    StoredKind,
+    load_state,
+    save_state,
+)
 from roost.servicehost.status import collect
-from roost.servicehost.supervised import Servers, Supervised
+from roost.servicehost.supervised import Server, Servers, Supervised
 from roost.servicehost.user import ServiceUser
 from roost.settings import Settings
 from roost.wire.dispatch import Entry, on, refusing
@@ -162,6 +170,8 @@ class ServiceHost:
         # apps' databases live there, not in its own PostgreSQL (pairdb.py).
         self.pg_pair: PairPlan | None = None
         self.pair_sup: Supervised | None = None
+        # Apps' S3 buckets: one weed server while any app has one (s3.py).
+        self.s3 = S3Buckets(self)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         # Answers to removals already done, for a request that is repeated.
         self._removed: dict[str, ServiceRemoved] = {}
@@ -223,6 +233,8 @@ class ServiceHost:
                 svc.backup_password = new_password()
                 self._save()
             self._start_redis(svc)
+        if not retired:
+            self.s3.start()
         log.info(
             "PostgreSQL on port %d, %d Redis servers; apps connect to %s",
             cluster.port, len(self.redis), self.host,
@@ -244,6 +256,10 @@ class ServiceHost:
     def lock(self, app: str, kind: str) -> asyncio.Lock:
         """The lock every request on the app's `kind` (postgres, redis, data) holds."""
         return self._locks[HostState.key(app, kind)]
+
+    def supervise(self, server: Server) -> Supervised:
+        """`server` started and supervised beside the others."""
+        return Supervised(self.sup, server, self.settings.restart_backoff_max_s)
 
     def start_redis(self, svc: Service) -> None:
         self._start_redis(svc)
@@ -328,10 +344,11 @@ class ServiceHost:
         async def status(_msg: ServiceHostStatusRequest) -> Msg:
             return await collect(self, self.name)
 
-        errors = (ServiceError, BadAppName)
+        errors = (ServiceError, BadAppName, ServiceProblem)
         return [
             on(ServiceProvision, refusing(provision, *errors)),
             on(ServiceDeprovision, refusing(deprovision, *errors)),
+            *self.s3.entries(errors),
             on(ServiceBackup, refusing(backup, *errors)),
             on(ServiceHostStatusRequest, refusing(status, *errors)),
         ]
@@ -511,7 +528,7 @@ class ServiceHost:
         if dest is not None:
             log.info("backup of %s data directory: %s", app, dest)
 
-    def _backup_path(self, app: str, kind: ServiceKind) -> Path:
+    def backup_path(self, app: str, kind: StoredKind) -> Path:
         d = self.layout.backups(app)
         d.mkdir(mode=0o700, exist_ok=True)
         existing = {p.name for p in d.iterdir()}
@@ -536,7 +553,7 @@ class ServiceHost:
                               database=name, username=name, password="")  # fmt: skip
             if svc is None:
                 raise ServiceError(f"app {app!r} has no {kind} service here")
-            dest = self._backup_path(app, kind)
+            dest = self.backup_path(app, kind)
             if pg is not None:
                 size = await pgadmin.dump(pg, svc.database, dest)
             else:
@@ -557,7 +574,7 @@ class ServiceHost:
                 name = svc.database if svc else pg_name(app)
                 if svc is None and not await pgadmin.database_exists(pg, name):
                     return self._removed.get(key) or ServiceRemoved(app=app, kind=kind)
-                dest = self._backup_path(app, kind)
+                dest = self.backup_path(app, kind)
                 await pgadmin.dump(pg, name, dest)
                 await pgadmin.drop_database(pg, name)
             else:
@@ -574,7 +591,7 @@ class ServiceHost:
                 # SIGTERM makes Redis save dump.rdb once more: nothing written
                 # between SAVE and the stop is lost from the final backup.
                 await sup.stop()
-                dest = self._backup_path(app, kind)
+                dest = self.backup_path(app, kind)
                 await server.copy_rdb(dest)
                 await asyncio.to_thread(shutil.rmtree, server.dir, True)
             self.state.services.pop(key, None)

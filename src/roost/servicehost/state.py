@@ -18,6 +18,9 @@ import msgspec
 from roost.wire.messages import ServiceKind
 
 RestoreKind = Literal["postgres", "redis", "data"]
+# What state.json records: the wire's kinds and apps' S3 buckets (s3.py),
+# which have messages of their own (wire: BucketProvision).
+StoredKind = ServiceKind | Literal["s3"]
 # prepared: a database waits for backupd's load (PostgreSQL); swapped: the
 # restored data serves and what it replaced is kept; discarded: dropped.
 RestoreStep = Literal["prepared", "swapped", "discarded"]
@@ -34,7 +37,7 @@ class PgCluster(msgspec.Struct, kw_only=True):
 
 class Service(msgspec.Struct, kw_only=True):
     app: str
-    kind: ServiceKind
+    kind: StoredKind
     port: int
     database: str = ""
     username: str = ""
@@ -50,6 +53,39 @@ class Service(msgspec.Struct, kw_only=True):
     # master): its role when it starts and no sentinel agrees on one.
     replica_password: str = ""
     replica_of: str = ""
+
+
+class S3Ports(msgspec.Struct):
+    """The one-machine S3 server's ports (datadir/s3plan.Ports, field for field)."""
+
+    s3: int
+    master: int
+    master_grpc: int
+    volume: int
+    volume_grpc: int
+    filer: int
+    filer_grpc: int
+    s3_grpc: int
+
+
+class S3Revoked(msgspec.Struct, kw_only=True):
+    name: str
+    access_key: str
+    secret: str
+
+
+class S3Node(msgspec.Struct, kw_only=True):
+    """The servicehost's S3 server (servicehost/s3.py): made with the first
+    bucket, kept after the last (its ports stay the apps' endpoint)."""
+
+    ports: S3Ports
+    # The servicehost's own identity (Admin), never given to an app.
+    admin_key: str
+    admin_secret: str
+    # Removed apps' keys, kept in the gateway's file with no action and a
+    # secret nobody was given: a SIGHUP adds and replaces identities but
+    # never forgets one the file no longer names (datadir/s3plan.py).
+    revoked: list[S3Revoked] = []
 
 
 class Restore(msgspec.Struct, kw_only=True):
@@ -68,6 +104,7 @@ class Restore(msgspec.Struct, kw_only=True):
 class HostState(msgspec.Struct, kw_only=True):
     postgres: PgCluster | None = None
     services: dict[str, Service] = {}
+    s3: S3Node | None = None
     restores: dict[str, Restore] = {}
     # The id of the host restore (ServiceHostRestore) whose services this
     # servicehost took on ("" when it made its own): a repeat finishes it.

@@ -120,6 +120,10 @@ from roost.wire.messages.runners import (
     RouterLogBatch,
 )
 from roost.wire.messages.services import (
+    BucketCredentials,
+    BucketDeprovision,
+    BucketProvision,
+    BucketRemoved,
     DataUse,
     KeptCopy,
     RedisCopy,
@@ -184,6 +188,10 @@ AnyMsg = (
     | ServiceCredentials
     | ServiceDeprovision
     | ServiceRemoved
+    | BucketProvision
+    | BucketCredentials
+    | BucketDeprovision
+    | BucketRemoved
     | ServiceBackup
     | ServiceBackupDone
     | ServiceHostStatusRequest
@@ -274,6 +282,10 @@ __all__ = [
     "BackupSource",
     "BackupSourceRequest",
     "BackupState",
+    "BucketCredentials",
+    "BucketDeprovision",
+    "BucketProvision",
+    "BucketRemoved",
     "BuildAccepted",
     "BuildEnv",
     "BuildEnvRequest",

@@ -74,6 +74,38 @@ class ServiceRemoved(Msg, frozen=True, kw_only=True):
     backup_path: str = ""
 
 
+# An app's S3 bucket (servicehost/s3.py): messages of their own, since
+# ServiceKind's values are fixed within a protocol (roost.wire.version).
+
+
+class BucketProvision(Msg, frozen=True, kw_only=True):
+    """A bucket for the app and a key that opens it alone (idempotent)."""
+
+    app: str
+
+
+class BucketCredentials(Msg, frozen=True, kw_only=True):
+    app: str
+    host: str
+    port: int
+    bucket: str
+    access_key: str
+    secret_key: str
+    url: str  # the endpoint (AWS_S3_ENDPOINT_URL)
+
+
+class BucketDeprovision(Msg, frozen=True, kw_only=True):
+    """A final backup of every object, then the key revoked and the bucket
+    deleted (idempotent)."""
+
+    app: str
+
+
+class BucketRemoved(Msg, frozen=True, kw_only=True):
+    app: str
+    backup_path: str = ""  # "" when there was no bucket
+
+
 class ServiceBackup(Msg, frozen=True, kw_only=True):
     app: str
     kind: ServiceKind

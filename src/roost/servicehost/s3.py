@@ -1,0 +1,454 @@
+"""Each app's S3 bucket on one machine: one `weed server -s3` for them all.
+
+Theory of operation (the plan, pure, is roost.datadir.s3plan). state.json
+records the server (`HostState.s3`: its ports and the servicehost's own
+Admin key) and each app's bucket as a Service of kind "s3" (database: the
+bucket, username/password: the app's access and secret key, port: the
+gateway's). The server runs only while some app has a bucket: the first
+provision starts it (and `start()` at the daemon's start, if any), the last
+removal stops it. Every change of the set of keys rewrites the gateway's
+identity file whole (0600, the service user's; temp file and rename) and
+sends the server SIGHUP, which makes the gateway read it again; nothing in
+the file is ever edited. The data lives under DATA/servicehost/s3/data.
+
+Requests, each idempotent as the other services' (host.py):
+  provision:  record the key (state.json), write the file, start the server
+              or HUP it, then make the bucket (the filer's mkdir, a no-op
+              when it is there). Asking again answers the same key.
+  removal:    a final backup of every object (a tar.gz through the filer's
+              HTTP API, beside the other services' final backups), then the
+              key is revoked (kept in the file with no action and a new
+              secret, HUP: a HUP never forgets a key, s3plan.py), then the
+              bucket is deleted with its objects.
+
+The filer's and master's ports are reached by the servicehost alone: apps'
+processes may connect only to the gateway's port (the runners' firewall
+lets an app reach the host:port of its own credentials, never others).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import os
+import secrets
+import signal
+import tarfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from roost.datadir import s3plan
+from roost.datadir.seaweed import weed_binary
+from roost.servicehost.detached import adoptable, cmdline, launch
+from roost.servicehost.names import check_app
+from roost.servicehost.state import S3Node, S3Ports, S3Revoked, Service
+from roost.servicehost.supervised import Supervised
+from roost.wire.dispatch import Entry, on, refusing
+from roost.wire.messages import (
+    BucketCredentials,
+    BucketDeprovision,
+    BucketProvision,
+    BucketRemoved,
+    Msg,
+)
+
+if TYPE_CHECKING:
+    from roost.servicehost.host import ServiceHost
+
+log = logging.getLogger("roost.servicehost")
+
+# On SIGTERM the volume server closes its volumes within milliseconds, then
+# the filer's gRPC GracefulStop waits out the gateway's metadata stream
+# (in the same process, not yet closed): 17 s measured, twice. Past this,
+# SIGKILL: what is left open is the filer's LevelDB, whose journal replays.
+STOP_GRACE_S = 3.0
+UP_WAIT_S = 30.0  # how long a request waits for a (re)starting server
+KEY_WAIT_S = 10.0  # how long the gateway may take to read its keys again
+HTTP_TIMEOUT_S = 10.0
+PIDFILE = "weed.pid"
+# A directory's mode bit in the filer's JSON listing (Go's os.ModeDir).
+_MODE_DIR = 1 << 31
+
+
+class S3Problem(Exception):
+    """The server or its filer refused or did not answer."""
+
+
+class ServiceProblem(Exception):
+    """A request refused (the servicehost answers it as an Error)."""
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def new_key(length: int = 20) -> str:
+    """An access key: uppercase letters and digits, as AWS's look."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(30)
+
+
+class S3Server:
+    """The one `weed server` (supervised.Server)."""
+
+    stop_signal: int = signal.SIGTERM
+    stop_grace_s: float = STOP_GRACE_S
+    name = "s3"
+
+    def __init__(self, host: ServiceHost, node: S3Node) -> None:
+        self.host = host
+        self.node = node
+        self.dir = host.layout.root / "s3"
+        self.log_file = host.layout.logs / "s3.log"
+        self.ip = _ip(host)
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "identities.json"
+
+    def argv(self) -> list[str]:
+        return s3plan.server_argv(weed_binary(), self.dir, self.ip, _ports(self.node), self.config)
+
+    def filer(self) -> str:
+        return f"http://{self.ip}:{self.node.ports.filer}"
+
+    def write_config(self) -> None:
+        """The gateway's identity file from state.json (module docstring)."""
+        admin = s3plan.Key(s3plan.ADMIN_NAME, self.node.admin_key, self.node.admin_secret)
+        keys = [
+            s3plan.Key(s3plan.identity_name(s.app, s.username), s.username, s.password, s.database)
+            for s in self.host.state.of_kind("s3")
+        ]
+        revoked = [s3plan.Key(r.name, r.access_key, r.secret) for r in self.node.revoked]
+        text = s3plan.render(s3plan.identities(admin, keys, revoked))
+        for d in (self.dir, self.dir / "data", self.dir / "log"):
+            d.mkdir(mode=0o700, exist_ok=True)
+        tmp = self.config.with_name("identities.json.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, self.config)
+        self.host.user.chown_tree(self.dir)
+
+    # ------------------------------------------------------------ Server protocol
+
+    async def find(self) -> int | None:
+        try:
+            pid = int((self.dir / PIDFILE).read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        why = await asyncio.to_thread(
+            adoptable, pid, weed_binary(), self.dir, self.host.user.run_uid
+        )
+        if why or await asyncio.to_thread(cmdline, pid) != self.argv():
+            return None
+        self.write_config()
+        os.kill(pid, signal.SIGHUP)  # the keys as state.json has them now
+        return pid
+
+    async def launch(self) -> int:
+        self.write_config()
+        pid = await launch(self.argv(), self.host.user, self.log_file, self.dir)
+        (self.dir / PIDFILE).write_text(f"{pid}\n")
+        return pid
+
+    async def wait_ready(self, pid: int, adopted: bool) -> None:
+        """Once the filer lists /buckets, the gateway answers HTTP and the
+        master knows the volume server's volumes (s3plan.volumes_known)."""
+        while True:
+            try:
+                await asyncio.to_thread(_get, f"{self.filer()}{s3plan.BUCKETS_DIR}/", True, True)
+                await asyncio.to_thread(_get, f"http://{self.ip}:{self.node.ports.s3}/", False)
+                if await asyncio.to_thread(self._volumes_known):
+                    return
+            except (OSError, S3Problem, ValueError):
+                pass
+            await asyncio.sleep(0.2)
+
+    def _volumes_known(self) -> bool:
+        p = self.node.ports
+        volume = json.loads(_get(f"http://{self.ip}:{p.volume}/status", True))
+        master = json.loads(_get(f"http://{self.ip}:{p.master}/dir/status", True))
+        return s3plan.volumes_known(volume, master, f"{self.ip}:{p.volume}")
+
+    # ------------------------------------------------------------ buckets
+
+    def reload(self, pid: int) -> None:
+        """The gateway reads the identity file again (SIGHUP)."""
+        self.write_config()
+        if pid:
+            os.kill(pid, signal.SIGHUP)
+
+    async def opens(self, svc: Service, secret: str, want: bool, timeout: float) -> bool:
+        """Wait until the app's key with `secret` opens its bucket (`want`)
+        or is refused (not `want`), as the gateway answers a signed HEAD;
+        whether it did within `timeout`. A HUP is read by the gateway a
+        moment after it is sent: nothing is told to the app (a new key) or
+        deleted (a revoked one) before the gateway says so."""
+        host = f"{self.ip}:{self.node.ports.s3}"
+        path = f"/{svc.database}"
+        deadline = time.monotonic() + timeout
+        while True:
+            headers = s3plan.signed_headers("HEAD", host, path, svc.username, secret, time.time())
+            status = await asyncio.to_thread(_head, f"http://{host}{path}", headers)
+            if (status == 200) == want and status in (200, 403):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+
+    async def make_bucket(self, bucket: str) -> None:
+        url = f"{self.filer()}{s3plan.BUCKETS_DIR}/{_q(bucket)}/"
+        await asyncio.to_thread(_call, "POST", url)
+
+    async def delete_bucket(self, bucket: str) -> None:
+        url = f"{self.filer()}{s3plan.BUCKETS_DIR}/{_q(bucket)}?recursive=true"
+        await asyncio.to_thread(_call, "DELETE", url)
+
+    async def archive(self, bucket: str, dest: Path) -> int:
+        """Every object of the bucket into a tar.gz at `dest` (0600); its size."""
+        return await asyncio.to_thread(self._archive, bucket, dest)
+
+    def _archive(self, bucket: str, dest: Path) -> int:
+        top = f"{s3plan.BUCKETS_DIR}/{bucket}"
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w:gz") as tar:
+            for path, size in self._walk(top):
+                data = _get(f"{self.filer()}{_q(path)}", True)
+                if len(data) != size:
+                    raise S3Problem(f"{path}: read {len(data)} bytes of {size}")
+                info = tarfile.TarInfo(path[len(top) + 1 :])
+                info.size, info.mtime, info.mode = size, int(time.time()), 0o600
+                tar.addfile(info, io.BytesIO(data))
+        return dest.stat().st_size
+
+    def _walk(self, directory: str) -> Iterator[tuple[str, int]]:
+        """(path, size) of every file under `directory` on the filer."""
+        last = ""
+        while True:
+            query = urllib.parse.urlencode({"limit": 1000, "lastFileName": last})
+            body = _get(f"{self.filer()}{_q(directory)}/?{query}", True, True)
+            entries = json.loads(body or b"{}").get("Entries") or []
+            for e in entries:
+                path = str(e["FullPath"])
+                if int(e.get("Mode", 0)) & _MODE_DIR:
+                    yield from self._walk(path)
+                else:
+                    yield path, int(e.get("FileSize", 0))
+            if len(entries) < 1000:
+                return
+            last = str(entries[-1]["FullPath"]).rsplit("/", 1)[-1]
+
+
+def _ip(host: ServiceHost) -> str:
+    """Where the server listens: the address apps are given (loopback on one machine)."""
+    return "127.0.0.1" if host.host in ("localhost", "") else host.host
+
+
+def _ports(node: S3Node) -> s3plan.Ports:
+    return s3plan.Ports(**msgspec.structs.asdict(node.ports))
+
+
+def _q(path: str) -> str:
+    return urllib.parse.quote(path, safe="/")
+
+
+def _call(method: str, url: str) -> None:
+    # No body: a POST with one (even empty, form-encoded) is an upload to the filer.
+    req = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
+            resp.read()
+    except urllib.error.HTTPError as exc:
+        # Idempotent: a bucket made already (409), one deleted already (404).
+        if (method, exc.code) not in (("POST", 409), ("DELETE", 404)):
+            raise S3Problem(f"the filer answered {exc.code} to {method}") from None
+
+
+def _head(url: str, headers: dict[str, str]) -> int:
+    """The HTTP status of a HEAD (0: no answer)."""
+    req = urllib.request.Request(url, method="HEAD", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def _get(url: str, strict: bool, listing: bool = False) -> bytes:
+    """GET `url`. `strict`: only a 200 counts (the filer's); else any HTTP
+    answer does (the gateway's probe: its / is 403 without a signature)."""
+    headers = {"Accept": "application/json"} if listing else {}
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
+            return bytes(resp.read())
+    except urllib.error.HTTPError as exc:
+        if strict:
+            raise S3Problem(f"the filer answered {exc.code}") from None
+        return b""
+
+
+class S3Buckets:
+    """The servicehost's S3 requests (module docstring); `host` holds the
+    locks, state.json and the supervisor."""
+
+    def __init__(self, host: ServiceHost) -> None:
+        self.host = host
+        self.server: S3Server | None = None
+        self.sup: Supervised | None = None
+        # Removals done: app -> its final backup, for a repeated request.
+        self.removed: dict[str, str] = {}
+
+    def entries(self, errors: tuple[type[Exception], ...]) -> list[Entry]:
+        """The bucket requests, each under the app's s3 lock (host.lock)."""
+
+        async def provision(msg: BucketProvision) -> Msg:
+            check_app(msg.app)
+            async with self.host.lock(msg.app, "s3"):
+                self.removed.pop(msg.app, None)
+                return self.credentials(await self.provision(msg.app))
+
+        async def remove(msg: BucketDeprovision) -> Msg:
+            app = check_app(msg.app)
+            async with self.host.lock(app, "s3"):
+                dest = self.host.backup_path(app, "s3")
+                if not await self.remove(app, dest):
+                    return BucketRemoved(app=app, backup_path=self.removed.get(app, ""))
+                self.removed[app] = str(dest)
+                return BucketRemoved(app=app, backup_path=str(dest))
+
+        return [
+            on(BucketProvision, refusing(provision, *errors)),
+            on(BucketDeprovision, refusing(remove, *errors)),
+        ]
+
+    def start(self) -> None:
+        """At the daemon's start: the server, when some app has a bucket."""
+        if self.host.state.of_kind("s3"):
+            self._run()
+
+    def _node(self) -> S3Node:
+        state = self.host.state
+        if state.s3 is None:
+            taken = {s.port for s in state.services.values()}
+            if state.postgres is not None:
+                taken.add(state.postgres.port)
+            # (host.py imports this module: its port picker is taken late.)
+            from roost.servicehost.host import free_port
+
+            ports: list[int] = []
+            for _ in range(8):
+                ports.append(free_port(_ip(self.host), taken | set(ports)))
+            state.s3 = S3Node(ports=S3Ports(*ports), admin_key=new_key(), admin_secret=new_secret())
+            self.host.save()
+        return state.s3
+
+    def _run(self) -> tuple[S3Server, Supervised]:
+        if self.server is None or self.sup is None:
+            self.server = S3Server(self.host, self._node())
+            self.sup = self.host.supervise(self.server)
+        return self.server, self.sup
+
+    async def _up(self) -> tuple[S3Server, Supervised]:
+        server, sup = self._run()
+        if not await sup.wait_up(UP_WAIT_S):
+            last = f": {sup.last_error}" if sup.last_error else ""
+            raise ServiceProblem(f"the S3 server is not up ({sup.state}{last})", True)
+        return server, sup
+
+    def credentials(self, svc: Service) -> BucketCredentials:
+        """What the app is given: its bucket, its key, the endpoint."""
+        return BucketCredentials(
+            app=svc.app, host=self.host.host, port=svc.port, bucket=svc.database,
+            access_key=svc.username, secret_key=svc.password,
+            url=s3plan.endpoint_url(self.host.host, svc.port),
+        )  # fmt: skip
+
+    async def provision(self, app: str) -> Service:
+        try:
+            bucket = s3plan.bucket_name(app)
+        except s3plan.BadBucketName as exc:
+            raise ServiceProblem(str(exc)) from None
+        owners = {s.database: s.app for s in self.host.state.of_kind("s3")}
+        other = s3plan.taken_by(bucket, app, owners)
+        if other:
+            raise ServiceProblem(f"app {app!r} would share bucket {bucket} with app {other!r}")
+        key = self.host.state.key(app, "s3")
+        svc = self.host.state.services.get(key)
+        if svc is None:
+            self.host.check_disk()
+            node = self._node()
+            svc = Service(
+                app=app, kind="s3", port=node.ports.s3, database=bucket,
+                username=new_key(), password=new_secret(),
+            )  # fmt: skip
+            self.host.state.services[key] = svc
+            self.host.save()
+        fresh = self.server is None
+        server, sup = self._run()
+        if not fresh and sup.pid:
+            server.reload(sup.pid)  # a running gateway learns the new key
+        server, _ = await self._up()
+        try:
+            await server.make_bucket(bucket)
+        except (OSError, S3Problem) as exc:
+            raise ServiceProblem(f"could not make bucket {bucket}: {exc}", True) from None
+        if not await server.opens(svc, svc.password, True, KEY_WAIT_S):
+            raise ServiceProblem(f"the S3 gateway does not take {app}'s new key yet", True)
+        log.info("s3 for %s: bucket %s ready", app, bucket)
+        return svc
+
+    async def remove(self, app: str, dest: Path) -> bool:
+        """Final backup to `dest`, the key dropped, the bucket deleted; the
+        server stopped when no bucket is left. False: no bucket here."""
+        svc = self.host.state.get(app, "s3")
+        if svc is None:
+            return False
+        server, sup = await self._up()
+        try:
+            size = await server.archive(svc.database, dest)
+        except (OSError, S3Problem, ValueError) as exc:
+            raise ServiceProblem(
+                f"could not take the final backup of bucket {svc.database}; nothing was "
+                f"removed: {exc}"
+            ) from None
+        log.info("final backup of %s's bucket %s: %s (%d bytes)", app, svc.database, dest, size)
+        self.host.state.services.pop(self.host.state.key(app, "s3"), None)
+        name = s3plan.identity_name(app, svc.username)
+        node = self._node()
+        node.revoked.append(S3Revoked(name=name, access_key=svc.username, secret=new_secret()))
+        self.host.save()
+        server.reload(sup.pid)  # its key stops opening anything now
+        if not await server.opens(svc, svc.password, False, KEY_WAIT_S):
+            # Never seen (the HUP is measured to take effect at once): a
+            # restart reads the file afresh, the other apps wait seconds.
+            log.error("%s's revoked key still opens its bucket: restarting the S3 server", app)
+            await sup.stop()
+            self.server = self.sup = None
+            server, sup = await self._up()
+        try:
+            await server.delete_bucket(svc.database)
+        except (OSError, S3Problem) as exc:
+            # The key is gone already: the objects are unreachable to the app.
+            log.warning("bucket %s of %s was not deleted: %s", svc.database, app, exc)
+        if not self.host.state.of_kind("s3"):
+            await sup.stop()
+            self.server = self.sup = None
+            log.info("no app has a bucket any more: the S3 server is stopped")
+        return True
