@@ -41,8 +41,11 @@ sockets, the same messages a controller sends) publishes a route delta every
 spare instances (all live). Failed requests and throughput are compared with
 the same setup without churn, in short alternating steady/churn pairs: the
 ratio printed is the median of the pairs' ratios (adjacent phases share the
-machine's load of the moment). The same for nginx with 3000 virtual hosts
-reloaded every 0.5 s.
+machine's load of the moment). Beside it, the pairs' ratios of the router's
+CPU time per request steady and churning (`churn_cpu_ratio`: what applying
+the deltas costs it, steadier than requests/s). The same for nginx with 3000
+virtual hosts reloaded every 0.5 s (throughput only: its workers change at
+every reload).
 
 Installs nginx, haproxy and wrk from the OS packages when missing (as root).
 `--quick` runs each load for a few seconds only. Traffic stays on 127.0.0.1.
@@ -65,7 +68,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -595,7 +598,7 @@ async def main() -> None:
             router2 = None
             print("churn, roost:", flush=True)
             churn = await roost_churn(
-                ctl, ports["roost"], backend, spares, dead, churn_seconds, pairs
+                ctl, ports["roost"], procs["roost"], backend, spares, dead, churn_seconds, pairs
             )
         stop(router)
         router = None
@@ -684,6 +687,9 @@ async def main() -> None:
     print(f"churn_failed_requests: {churn.failed}")
     print(f"churn_throughput_ratio: {statistics.median(churn.ratios):.3f}")
     print(f"churn_throughput_ratio_spread: {spread(churn.ratios)}")
+    # (>= 1.0: no more router CPU per request under churn than steady)
+    print(f"churn_cpu_ratio: {statistics.median(churn.cpu_ratios):.3f}")
+    print(f"churn_cpu_ratio_spread: {spread(churn.cpu_ratios)}")
     print(f"nginx_reload_failed_requests: {nginx_churn.failed}")
     print(f"nginx_reload_throughput_ratio: {statistics.median(nginx_churn.ratios):.3f}")
 
@@ -696,6 +702,8 @@ class Churn:
     failed: int
     changes: int  # deltas applied, or reloads
     snapshots: int = 0  # snapshot requests the router made
+    # each pair's steady/churn CPU per request of the router (roost only)
+    cpu_ratios: list[float] = field(default_factory=list)
 
 
 async def _repeat(
@@ -713,32 +721,43 @@ async def alternate(
     step: Callable[[], Awaitable[None]],
     interval: float,
     settle: float = 0.0,
-) -> tuple[float, float, list[float], int]:
+    proc: psutil.Process | None = None,
+) -> tuple[float, float, list[float], int, list[float]]:
     """Steady and churning loads in alternation (the order flips each pair, so
     drifting background load hits both alike); churn runs `step` every
     `interval`. Returns (median steady rps, median churn rps, the pairs'
-    churn/steady ratios, failed requests)."""
+    churn/steady ratios, failed requests, and with `proc` (the proxying
+    process) the pairs' steady/churn ratios of its CPU time per request:
+    what churn costs it, steadier than requests/s on a shared machine)."""
     rates: dict[str, list[float]] = {"steady": [], "churn": []}
+    cpus: dict[str, list[float]] = {"steady": [], "churn": []}
     failed = 0
     for k in range(pairs):
         for phase in ("steady", "churn") if k % 2 == 0 else ("churn", "steady"):
             halt = asyncio.Event()
             task = asyncio.create_task(_repeat(step, interval, halt)) if phase == "churn" else None
+            before = cpu(proc) if proc is not None else 0.0
             load = await wrk(port, f"{APP}.localhost", seconds)
             if task is not None:
                 halt.set()
                 await task
+            if proc is not None:  # (the last step's delta counted: it is churn's work)
+                cpus[phase].append((cpu(proc) - before) / max(1, load.requests) * 1e6)
+            if task is not None:
                 await asyncio.sleep(settle)
             rates[phase].append(load.rps)
             failed += load.failed  # a failure without churn counts too
             print(f"  {phase:6s} {load.rps:10.0f} req/s  failed {load.failed}", flush=True)
     ratios = [c / s for c, s in zip(rates["churn"], rates["steady"], strict=True)]
-    return statistics.median(rates["steady"]), statistics.median(rates["churn"]), ratios, failed
+    cpu_ratios = [s / c for c, s in zip(cpus["churn"], cpus["steady"], strict=True)]
+    steady, churning = statistics.median(rates["steady"]), statistics.median(rates["churn"])
+    return steady, churning, ratios, failed, cpu_ratios
 
 
 async def roost_churn(
     ctl: FakeController,
     port: int,
+    proc: psutil.Process,
     backend: int,
     spares: list[int],
     dead: int,
@@ -764,12 +783,14 @@ async def roost_churn(
         await ctl.change([app_route(0, backend, live, dead), *others])
         deltas += 1
 
-    steady, churning, ratios, failed = await alternate(port, seconds, pairs, step, 0.1)
+    steady, churning, ratios, failed, cpu_ratios = await alternate(
+        port, seconds, pairs, step, 0.1, proc=proc
+    )
     # Prove the deltas were applied, not dropped: a brand-new app answers.
     late = Backend(instance_id="late", host=HOST, port=backend)
     await ctl.change([AppRoute(app="latecomer", hostnames=[], backends=[late])])
     await wait_served(port, "latecomer.localhost", expect_status=200)
-    return Churn(steady, churning, ratios, failed, deltas, ctl.snapshot_requests)
+    return Churn(steady, churning, ratios, failed, deltas, ctl.snapshot_requests, cpu_ratios)
 
 
 async def wait_served(port: int, host: str, expect_status: int, timeout: float = 30.0) -> None:
@@ -809,7 +830,9 @@ async def nginx_reload_churn(
         reloads += 1
 
     # (settle: the last reload's old workers finish before a steady phase)
-    steady, churning, ratios, failed = await alternate(port, seconds, pairs, step, 0.5, settle=1.0)
+    steady, churning, ratios, failed, _ = await alternate(
+        port, seconds, pairs, step, 0.5, settle=1.0
+    )
     ng.stop()
     return Churn(steady, churning, ratios, failed, reloads)
 
