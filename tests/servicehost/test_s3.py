@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,6 +109,14 @@ async def test_each_key_opens_its_own_bucket_only(sh: Servicehost) -> None:
     await sh.wait_postgres_up()
     assert await provision(sh, "docs") == docs
     assert p.get_object(Bucket="pics-app", Key="a/cat.jpg")["Body"].read() == b"meow"
+    # A hand-over leaves the server serving; the next daemon adopts it.
+    [server] = weeds(sh)
+    assert await asyncio.to_thread(sh.end, signal.SIGUSR2) == 0
+    assert p.get_object(Bucket="pics-app", Key="a/cat.jpg")["Body"].read() == b"meow"
+    sh.start()
+    await sh.wait_postgres_up()
+    assert await provision(sh, "docs") == docs
+    assert [w.pid for w in weeds(sh)] == [server.pid], sh.tail()
 
     # Removal: every object in the final backup, then the key opens nothing.
     removed = await sh.call(BucketDeprovision(app="pics_app"), timeout=120)
