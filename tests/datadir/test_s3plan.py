@@ -103,6 +103,8 @@ def test_server_argv_names_every_port_and_no_default_one() -> None:
     assert "-s3.port.iceberg=0" in argv and "-s3.port.lance=0" in argv
     assert "-s3.autoCreateBucket=false" in argv
     assert "-ip.bind=127.0.0.1" in argv
+    # Its HTTP sockets in its own directory, not /tmp (grpc_sockets: no flag moves those).
+    assert "-filer.localSocket=/d/s3/filer.sock" in argv and "-s3.localSocket=/d/s3/s3.sock" in argv
 
 
 def test_app_environment_and_bundle_config() -> None:
@@ -159,3 +161,26 @@ def test_ready_once_the_master_knows_every_volume() -> None:
     assert not s3plan.volumes_known(held, master({"Url": "other:1", "Volumes": 2}), url)
     assert not s3plan.volumes_known(held, {"Topology": {}}, url)
     assert s3plan.volumes_known({"Volumes": None}, master({"Url": url, "Volumes": 0}), url)
+
+
+def test_stale_grpc_sockets_are_cleared_live_ones_kept(tmp_path: Path) -> None:
+    """A killed weed's socket (nothing answers) goes before a start; one a
+    live process listens on stays (roost.servicehost.s3)."""
+    import socket
+
+    from roost.servicehost.s3 import _clear_stale
+
+    stale, live, plain = tmp_path / "stale.sock", tmp_path / "live.sock", tmp_path / "plain"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(stale))  # closed without unlink: as after a SIGKILL
+    plain.write_text("not a socket")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(live))
+        listener.listen(1)
+        _clear_stale([stale, live, plain, tmp_path / "absent.sock"])
+        assert not stale.exists() and live.is_socket() and plain.read_text() == "not a socket"
+    ports = s3plan.Ports(*range(31000, 31008))
+    assert [p.name for p in s3plan.grpc_sockets(ports)] == [
+        "seaweedfs-master-grpc-31002.sock", "seaweedfs-volume-grpc-31004.sock",
+        "seaweedfs-s3-grpc-31007.sock",
+    ]  # fmt: skip

@@ -175,12 +175,26 @@ def server_argv(weed: str, directory: Path, ip: str, ports: Ports, config: Path)
         f"-volume.port={p.volume}", f"-volume.port.grpc={p.volume_grpc}",
         "-volume.preStopSeconds=0",
         "-filer", f"-filer.port={p.filer}", f"-filer.port.grpc={p.filer_grpc}",
+        f"-filer.localSocket={directory / 'filer.sock'}",
         "-s3", f"-s3.port={p.s3}", f"-s3.port.grpc={p.s3_grpc}", f"-s3.config={config}",
+        f"-s3.localSocket={directory / 's3.sock'}",
         # Off: their default ports (8181, 9101) would collide between platforms.
         "-s3.port.iceberg=0", "-s3.port.lance=0",
         # Only the servicehost makes buckets (the admin key would anyway).
         "-s3.autoCreateBucket=false",
     ]  # fmt: skip
+
+
+def grpc_sockets(ports: Ports) -> list[Path]:
+    """The unix sockets weed makes beside its gRPC ports, in /tmp, whatever
+    its flags (none moves them). One left by a weed that was killed, owned
+    by another user, cannot be replaced (sticky /tmp): the master then never
+    listens (measured). The servicehost clears stale ones before a start."""
+    return [
+        Path(f"/tmp/seaweedfs-master-grpc-{ports.master_grpc}.sock"),
+        Path(f"/tmp/seaweedfs-volume-grpc-{ports.volume_grpc}.sock"),
+        Path(f"/tmp/seaweedfs-s3-grpc-{ports.s3_grpc}.sock"),
+    ]
 
 
 def endpoint_url(host: str, port: int) -> str:

@@ -35,6 +35,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import tarfile
 import time
 import urllib.error
@@ -161,6 +162,7 @@ class S3Server:
 
     async def launch(self) -> int:
         self.write_config()
+        await asyncio.to_thread(_clear_stale, s3plan.grpc_sockets(_ports(self.node)))
         pid = await launch(self.argv(), self.host.user, self.log_file, self.dir)
         (self.dir / PIDFILE).write_text(f"{pid}\n")
         return pid
@@ -251,6 +253,23 @@ class S3Server:
             if len(entries) < 1000:
                 return
             last = str(entries[-1]["FullPath"]).rsplit("/", 1)[-1]
+
+
+def _clear_stale(paths: list[Path]) -> None:
+    """Remove each socket no process answers on (a killed weed's): connect
+    refused. One that answers is left (its port is in use: this start
+    fails on the TCP port anyway, and the supervisor says so)."""
+    for path in paths:
+        if not path.is_socket():
+            continue
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(str(path))
+            except ConnectionRefusedError:
+                path.unlink(missing_ok=True)
+                log.info("removed %s, left by a weed that was killed", path)
+            except OSError:
+                pass
 
 
 def _ip(host: ServiceHost) -> str:
