@@ -18,9 +18,11 @@ Commits wait for the standby to have written the WAL (synchronous_commit
 remote_write), not to have flushed it to its disk: an acknowledged write
 outlives the loss of either host, and is lost only if the primary dies and
 the standby's own operating system crashes before its next flush, both at
-once. Waiting for the flush too (`on`) took apps' single-row write
-throughput to 0.37 of a standalone server's in bench/stateful_failover.py;
-remote_write keeps it at ~0.9 (issue 16 asks >= 0.8).
+once. Waiting for the flush too (`on`) took four Python writers' single-row
+throughput to 0.37 of a standalone server's; remote_write kept ~0.9
+(issue 16 asks >= 0.8). bench/stateful_failover.py now measures the
+database's throughput at 16 clients, the same primary paired and alone in
+turns (docs/architecture.md has the figures).
 
 Apps reach the pair through their runner's data proxy (roost.runner.dataproxy),
 which checks each member's Patroni REST `GET /primary`; `listener_servers`
