@@ -234,10 +234,11 @@ async def _report(
     reloads: reload.Reloads,
     taking_over: Callable[[], bool] = lambda: False,
     groups: uphost.Groups | None = None,
+    on_ready: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Keep DATA/up.json current; say "ready" each time every role has come up
     (and not before a take-over has ended: the older roost up writes the
-    file until it exits, so it is written again then)."""
+    file until it exits, so it is written again then), and call `on_ready`."""
     said = False
     last: upstate.UpStatus | None = None
     was_taking_over = taking_over()
@@ -259,6 +260,9 @@ async def _report(
             _say("ready: every role is up")
             if ready is not None:
                 ready.set()
+            reloading = reloads.status is not None and not reloads.status.finished_at
+            if on_ready is not None and not reloading:
+                await on_ready()
         said = all_up
         await asyncio.sleep(0.2)
 
@@ -367,6 +371,9 @@ async def supervise(
                     reloads,
                     lambda: bool(older and not older.ended),
                     groups,
+                    # Every role is up: its zygote retires now rather than
+                    # after its idle time (issue 21); a restart starts another.
+                    forks.renew if forks is not None and forks.detach else None,
                 )
             )
             reloader = None

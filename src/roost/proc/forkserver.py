@@ -245,7 +245,8 @@ class Zygote:
         self.draining = True
         with contextlib.suppress(OSError):
             self.conn.shutdown(socket.SHUT_WR)
-        if not self.children and self.reader is not None:
+        # A spawn under way is answered before the zygote sees the end.
+        if not self.children and not self.waiting and self.reader is not None:
             self.reader.cancel()
 
     async def stop(self, grace_s: float = 5.0) -> None:
