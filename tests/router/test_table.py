@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from roost.router.table import (
     Outcome,
     apply_delta,
@@ -152,3 +154,98 @@ def test_tracker_applies_published_snapshots() -> None:
     tr = RouteTracker(empty_table("d"))
     assert tr.on_publication(RouteSnapshot(version=4, routes=[route("a")]), True)
     assert tr.synced and not tr.want_snapshot and tr.table.version == 4
+
+
+def test_layered_deltas_read_as_the_flat_maps_they_stand_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Deltas build tables over shared base maps with a small top (folded in
+    now and then): every table, the new one and every earlier one still
+    held, must read exactly as the flat copy-per-delta maps would (a model
+    of them here): Host and default-domain lookups, wildcards, `apps` and
+    `hosts`, gone/came. Hostnames are drawn from a small pool so that apps
+    collide on them (the first mapped keeps a Host until it leaves)."""
+    import random
+
+    import roost.router.table as table_module
+
+    monkeypatch.setattr(table_module, "_TOP_MIN", 24)  # (folds at this small size too)
+    rng = random.Random(21)
+    pool = [f"h{k}.example" for k in range(40)] + [f"*.w{k}.example" for k in range(6)]
+    probes = [*pool, *(f"x.w{k}.example" for k in range(6)), *(f"a{i}.d" for i in range(60))]
+    probes += ["z.x.w1.example", "a1.d:8080", "nope.example"]
+
+    def hosts_of(r: AppRoute) -> list[str]:
+        return [normalize_host(h) for h in r.hostnames]
+
+    def flat_lookup(apps: dict[str, AppRoute], hosts: dict[str, str], raw: str) -> str | None:
+        host = normalize_host(raw)
+        if host in hosts:
+            return hosts[host]
+        label = host[: -len(".d")] if host.endswith(".d") else ""
+        if label and "." not in label and label in apps:
+            return label
+        wild = sorted((h[1:], a) for h, a in hosts.items() if h.startswith("*."))
+        for suffix, name in sorted(wild, key=lambda item: -len(item[0])):
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return name
+        return None
+
+    routes = {f"a{i}": route(f"a{i}", *rng.sample(pool, 2)) for i in range(40)}
+    table = build_table(1, 0, routes.values(), "d")
+    apps = dict(routes)
+    hosts: dict[str, str] = {}
+    for name in sorted(apps):
+        for h in hosts_of(apps[name]):
+            hosts.setdefault(h, name)
+    held: list[tuple[object, dict[str, str | None], dict[str, AppRoute]]] = []
+    folds = 0
+    for v in range(1, 400):
+        names = rng.sample([f"a{i}" for i in range(60)], rng.randrange(1, 8))
+        removals = [n for n in names[: rng.randrange(0, 3)] if rng.random() < 0.5]
+        upserts = [
+            route(n, *rng.sample(pool, rng.randrange(0, 3)), port=v)
+            for n in names
+            if n not in removals
+        ]
+        gone_want, came_want = [], []
+        for n in removals:
+            if n in apps:
+                old = apps.pop(n)
+                hosts = {h: a for h, a in hosts.items() if not (a == n and h in hosts_of(old))}
+                gone_want.append(old)
+        for r in upserts:
+            if r.app in apps:
+                old = apps[r.app]
+                hosts = {h: a for h, a in hosts.items() if not (a == r.app and h in hosts_of(old))}
+                gone_want.append(old)
+            apps[r.app] = r
+            came_want.append(r)
+        for r in upserts:
+            for h in hosts_of(r):
+                hosts.setdefault(h, r.app)
+        before = table
+        out, table = apply_delta(
+            table, RouteDelta(base_version=v, version=v + 1, upserts=upserts, removals=removals)
+        )
+        assert out is Outcome.APPLIED
+        folds += not table.apps_top
+        gone, came = changed_entries(before, table)
+        assert [e.route for e in gone] == gone_want and [e.route for e in came] == came_want
+        seen = {p: flat_lookup(apps, hosts, p) for p in probes}
+        for p, want in seen.items():
+            got = table.lookup(p.encode())
+            assert (got.name if got else None) == want, (v, p)
+            if got is not None:
+                assert got.route is apps[got.name]
+        assert {n: e.route for n, e in table.apps.items()} == apps
+        assert {h: e.name for h, e in table.hosts.items()} == hosts
+        assert len(table) == len(apps)
+        if v % 50 == 0:
+            held.append((table, seen, dict(apps)))
+    assert folds >= 2  # the tops were folded into new bases along the way
+    for old_table, seen, old_apps in held:  # earlier tables read as they did
+        for p, want in seen.items():
+            got = old_table.lookup(p.encode())  # type: ignore[attr-defined]
+            assert (got.name if got else None) == want
+        assert {n: e.route for n, e in old_table.apps.items()} == old_apps  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ cdef class AppEntry:
     cdef public tuple backends
     cdef public tuple expires
     cdef public bint gzip
+    cdef public tuple hostnames
     cdef public bytes label
     cdef public str name
     cdef public bint plain
@@ -22,3 +23,9 @@ cdef class AppEntry:
     cdef public bint suspended
 
     cpdef expires_for(self, bytes path)
+
+
+cdef object _ABSENT
+
+
+cpdef object _get(dict base, dict top, str key)
