@@ -132,3 +132,9 @@ async def test_each_key_opens_its_own_bucket_only(sh: Servicehost) -> None:
     # The last bucket gone, the server goes too.
     await sh.call(BucketDeprovision(app="docs"), timeout=120)
     assert weeds(sh) == []
+    # No secret in any log: the daemon's, the server's output, weed's own.
+    logs = [sh.log, *(sh.data / "servicehost" / "logs").iterdir()]
+    logs += [f for f in (sh.data / "servicehost" / "s3" / "log").iterdir() if f.is_file()]
+    for f in logs:
+        text = f.read_text(errors="replace")
+        assert pics.secret_key not in text and docs.secret_key not in text, f
