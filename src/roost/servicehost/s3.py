@@ -45,13 +45,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from roost.datadir import s3plan
 from roost.datadir.seaweed import weed_binary
 from roost.servicehost.detached import adoptable, cmdline, launch
 from roost.servicehost.names import check_app
-from roost.servicehost.state import S3Node, S3Ports, S3Revoked, Service
+from roost.servicehost.state import S3Node, S3Revoked, Service
 from roost.servicehost.supervised import Supervised
 from roost.wire.dispatch import Entry, on, refusing
 from roost.wire.messages import (
@@ -121,7 +119,7 @@ class S3Server:
         return self.dir / "identities.json"
 
     def argv(self) -> list[str]:
-        return s3plan.server_argv(weed_binary(), self.dir, self.ip, _ports(self.node), self.config)
+        return s3plan.server_argv(weed_binary(), self.dir, self.ip, self.node.ports, self.config)
 
     def filer(self) -> str:
         return f"http://{self.ip}:{self.node.ports.filer}"
@@ -162,7 +160,7 @@ class S3Server:
 
     async def launch(self) -> int:
         self.write_config()
-        await asyncio.to_thread(_clear_stale, s3plan.grpc_sockets(_ports(self.node)))
+        await asyncio.to_thread(_clear_stale, s3plan.grpc_sockets(self.node.ports))
         pid = await launch(self.argv(), self.host.user, self.log_file, self.dir)
         (self.dir / PIDFILE).write_text(f"{pid}\n")
         return pid
@@ -277,10 +275,6 @@ def _ip(host: ServiceHost) -> str:
     return "127.0.0.1" if host.host in ("localhost", "") else host.host
 
 
-def _ports(node: S3Node) -> s3plan.Ports:
-    return s3plan.Ports(**msgspec.structs.asdict(node.ports))
-
-
 def _q(path: str) -> str:
     return urllib.parse.quote(path, safe="/")
 
@@ -374,7 +368,9 @@ class S3Buckets:
             ports: list[int] = []
             for _ in range(8):
                 ports.append(free_port(_ip(self.host), taken | set(ports)))
-            state.s3 = S3Node(ports=S3Ports(*ports), admin_key=new_key(), admin_secret=new_secret())
+            state.s3 = S3Node(
+                ports=s3plan.Ports(*ports), admin_key=new_key(), admin_secret=new_secret()
+            )
             self.host.save()
         return state.s3
 

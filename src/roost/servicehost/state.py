@@ -15,6 +15,7 @@ from typing import Literal
 
 import msgspec
 
+from roost.datadir.s3plan import Ports
 from roost.wire.messages import ServiceKind
 
 RestoreKind = Literal["postgres", "redis", "data"]
@@ -55,19 +56,6 @@ class Service(msgspec.Struct, kw_only=True):
     replica_of: str = ""
 
 
-class S3Ports(msgspec.Struct):
-    """The one-machine S3 server's ports (datadir/s3plan.Ports, field for field)."""
-
-    s3: int
-    master: int
-    master_grpc: int
-    volume: int
-    volume_grpc: int
-    filer: int
-    filer_grpc: int
-    s3_grpc: int
-
-
 class S3Revoked(msgspec.Struct, kw_only=True):
     name: str
     access_key: str
@@ -78,7 +66,7 @@ class S3Node(msgspec.Struct, kw_only=True):
     """The servicehost's S3 server (servicehost/s3.py): made with the first
     bucket, kept after the last (its ports stay the apps' endpoint)."""
 
-    ports: S3Ports
+    ports: Ports  # (a dataclass: msgspec keeps it as an object of its fields)
     # The servicehost's own identity (Admin), never given to an app.
     admin_key: str
     admin_secret: str
