@@ -239,7 +239,7 @@ async def _report(
     """Keep DATA/up.json current; say "ready" each time every role has come up
     (and not before a take-over has ended: the older roost up writes the
     file until it exits, so it is written again then), and call `on_ready`."""
-    said = False
+    said = was_settled = False
     last: upstate.UpStatus | None = None
     was_taking_over = taking_over()
     while True:
@@ -260,10 +260,13 @@ async def _report(
             _say("ready: every role is up")
             if ready is not None:
                 ready.set()
-            reloading = reloads.status is not None and not reloads.status.finished_at
-            if on_ready is not None and not reloading:
-                await on_ready()
-        said = all_up
+        reloading = reloads.status is not None and not reloads.status.finished_at
+        # Up after a start, a restart or a reload (whose roles may never all
+        # have been down at once): once each time.
+        settled = all_up and not reloading
+        if settled and not was_settled and on_ready is not None:
+            await on_ready()
+        said, was_settled = all_up, settled
         await asyncio.sleep(0.2)
 
 

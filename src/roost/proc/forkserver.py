@@ -17,11 +17,12 @@ children is left (closing it earlier would end them).
 Detached (the default where this process is a subreaper, as `roost up`
 is): the zygote forks each role through a middle process that exits at
 once, so the role is this process's own child (adopted), waited for here
-through a pidfd, and outlives its zygote; the zygote exits once it has been
-idle for `IDLE_EXIT_S` (saying goodbye first), since a zygote kept for the
-platform's life held ~16 MB no role shared any more (issue 21). A spawn
-that its zygote retired before reading is sent to a new one; the next
-spawn after that starts one (a role's restart waits for its imports).
+through a pidfd, and outlives its zygote. A zygote kept for the platform's
+life held ~16 MB no role shared any more (issue 21), so it goes: at once
+when `renew()` closes it (`roost up` does once every role is up), or by
+itself after `IDLE_EXIT_S` without a request (saying goodbye first). A
+spawn that its zygote retired before reading is sent to a new one; the
+next spawn after that starts one (a role's restart waits for its imports).
 While a spawn is under way its child may already be ours and not yet
 known: `busy` tells the adopted orphans' reaper to wait.
 """
@@ -48,10 +49,12 @@ PACKET = 1 << 20
 # A zygote that does not answer a spawn within this long is taken as stuck
 # (its first answer waits for its imports, slow on a loaded machine).
 SPAWN_TIMEOUT_S = 90.0
-# A detached zygote exits after this long without a request: long enough to
-# serve a start's or a reload's spawns (each waits for the one before to be
-# up), short enough that an idle platform does not keep it.
-IDLE_EXIT_S = 15.0
+# A detached zygote exits after this long without a request, if nothing
+# retired it before (`roost up` does once every role is up). Longer than a
+# start's or a reload's wait between two spawns (each waits for the one
+# before to be up, 15-25 s on a loaded machine): a second zygote would fork
+# the rest, which would then share no page with the first ones (+15 MB).
+IDLE_EXIT_S = 300.0
 PR_GET_CHILD_SUBREAPER = 37
 
 
