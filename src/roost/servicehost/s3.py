@@ -140,7 +140,11 @@ class S3Server:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         os.replace(tmp, self.config)
-        self.host.user.chown_tree(self.dir)
+        user = self.host.user
+        if user.dropped:  # what the server reads and writes is the service user's
+            # (not the whole tree: weed's own files under data/ and log/ are its already)
+            for path in (self.dir, self.dir / "data", self.dir / "log", self.config):
+                os.chown(path, user.uid, user.gid)
 
     # ------------------------------------------------------------ Server protocol
 
