@@ -249,3 +249,34 @@ def test_layered_deltas_read_as_the_flat_maps_they_stand_for(
             got = old_table.lookup(p.encode())  # type: ignore[attr-defined]
             assert (got.name if got else None) == want
         assert {n: e.route for n, e in old_table.apps.items()} == old_apps  # type: ignore[attr-defined]
+
+
+def test_an_entry_without_features_is_plain_and_one_with_them_is_not() -> None:
+    """AppEntry skips its sorting and encoding for what a route lacks: the
+    same fields either way (longest prefix first, tokens as base64)."""
+    import base64
+
+    from roost.router.table import AppEntry
+    from roost.wire.messages import StaticRoute
+
+    bare = AppEntry(route("a", "a.org"))
+    assert (bare.static, bare.expires, bare.auth_tokens) == ((), (), frozenset())
+    assert bare.plain and bare.hostnames == ("a.org",)
+    full = AppEntry(
+        AppRoute(
+            app="b",
+            hostnames=["B.org."],
+            backends=[],
+            static=[
+                StaticRoute(url_prefix="/s/", path="s"),
+                StaticRoute(url_prefix="/s/long/", path="l"),
+                StaticRoute(url_prefix="", path="x"),
+            ],
+            expires={"/s/": 60, "/s/long/": 3600},
+            basic_auth={"u": "p"},
+        )
+    )
+    assert [p for p, _ in full.static] == [b"/s/long/", b"/s/"]
+    assert full.expires == ((b"/s/long/", 3600), (b"/s/", 60))
+    assert full.auth_tokens == frozenset({base64.b64encode(b"u:p")})
+    assert not full.plain and full.hostnames == ("b.org",)

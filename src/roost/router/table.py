@@ -77,22 +77,30 @@ class AppEntry:
         self.hostnames: tuple[str, ...] = tuple(_hostnames(route))
         self.suspended = route.suspended
         self.gzip = route.gzip
-        # Longest prefix first so the most specific rule wins.
-        self.static: tuple[tuple[bytes, StaticRoute], ...] = tuple(
-            sorted(
-                ((s.url_prefix.encode(), s) for s in route.static if s.url_prefix),
-                key=lambda item: -len(item[0]),
+        # Longest prefix first so the most specific rule wins. (Most apps have
+        # none of these three: a delta makes entries without the generators.)
+        self.static: tuple[tuple[bytes, StaticRoute], ...] = ()
+        if route.static:
+            self.static = tuple(
+                sorted(
+                    ((s.url_prefix.encode(), s) for s in route.static if s.url_prefix),
+                    key=lambda item: -len(item[0]),
+                )
             )
-        )
-        self.expires: tuple[tuple[bytes, int], ...] = tuple(
-            sorted(
-                ((p.encode(), int(s)) for p, s in route.expires.items()), key=lambda x: -len(x[0])
+        self.expires: tuple[tuple[bytes, int], ...] = ()
+        if route.expires:
+            self.expires = tuple(
+                sorted(
+                    ((p.encode(), int(s)) for p, s in route.expires.items()),
+                    key=lambda x: -len(x[0]),
+                )
             )
-        )
-        self.auth_tokens: frozenset[bytes] = frozenset(
-            base64.b64encode(f"{user}:{password}".encode())
-            for user, password in route.basic_auth.items()
-        )
+        self.auth_tokens: frozenset[bytes] = frozenset()
+        if route.basic_auth:
+            self.auth_tokens = frozenset(
+                base64.b64encode(f"{user}:{password}".encode())
+                for user, password in route.basic_auth.items()
+            )
         self.realm = route.basic_auth_realm or "Restricted"
         # Nothing but proxying to do: the request path skips every feature check
         # (pending ACME answers are one: router/acme.py).
