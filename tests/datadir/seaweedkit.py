@@ -3,7 +3,8 @@ master, N volume servers (placement 001: two copies), one filer, M FUSE
 mounts, each started by roost.datadir.seaweed's argv and stopped after
 (mounts unmounted, every process waited for). Given a `FilerStore`, every
 filer keeps its metadata there (weedplan.filer_toml in its working
-directory), as a cluster with a PostgreSQL state database does."""
+directory), as a cluster with a PostgreSQL state database does; every
+filer keeps S3 buckets in weedplan.BUCKETS_FOLDER."""
 
 from __future__ import annotations
 
@@ -73,12 +74,12 @@ class Cluster:
         log.close()
 
     def start_filer(self, name: str, at: Endpoint) -> None:
-        """A filer in BASE/name: its embedded store there, or the shared one
-        (filer.toml, which `weed filer` reads from its working directory)."""
+        """A filer in BASE/name: its embedded store there, or the shared one,
+        and its buckets folder (filer.toml, which `weed filer` reads from its
+        working directory, as weednode writes it)."""
         home = self.base / name
         home.mkdir()
-        if self.store is not None:
-            (home / weedplan.STORE_FILE).write_text(weedplan.filer_toml(self.store))
+        (home / weedplan.STORE_FILE).write_text(weedplan.filer_toml(self.store, home))
         argv = seaweed.filer_argv(seaweed.weed_binary(), at, self.master, home)
         self.start(name, argv, cwd=home)
         wait_until(lambda: _up(f"http://{at}/"), START_S, f"weed {name}")

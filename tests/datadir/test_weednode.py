@@ -136,3 +136,28 @@ def test_a_superseded_server_is_ended_before_its_successor_starts(tmp_path: Path
         for p in (old, other, foreign):
             p.kill()
             p.wait()
+
+
+def test_a_filer_s_filer_toml_is_written_at_each_start_with_the_buckets_folder(
+    tmp_path: Path,
+) -> None:
+    """An older cluster's filer.toml (no buckets_folder, or none at all with
+    an embedded store) is replaced when the role next starts its filer;
+    a role that runs no filer writes none."""
+    import tomllib
+
+    from roost.datadir import weedplan
+    from roost.datadir.weednode import write_store
+
+    plan = weedplan.new_plan(["c1"], ["r1", "r2"])
+    toml = weedplan.home(tmp_path) / weedplan.STORE_FILE
+    toml.parent.mkdir(parents=True)
+    toml.write_text("[leveldb2]\nenabled = true\n")
+    write_store(weedplan.for_host(plan, "c1", ["controller"]), "controller", tmp_path)
+    parsed = tomllib.loads(toml.read_text())
+    assert parsed["filer"]["options"]["buckets_folder"] == weedplan.BUCKETS_FOLDER
+    assert parsed["leveldb2"]["dir"] == str(weedplan.filer_dir(tmp_path) / "filerldb2")
+    assert toml.stat().st_mode & 0o077 == 0
+    other = tmp_path / "runner"
+    write_store(weedplan.for_host(plan, "r1", ["runner"]), "runner", other)
+    assert not (weedplan.home(other) / weedplan.STORE_FILE).exists()

@@ -159,7 +159,8 @@ def test_the_front_prefers_the_first_filer() -> None:
 
 def test_filer_toml_names_the_store_and_prefers_the_writable_host() -> None:
     two = FilerStore(hosts=["10.0.0.7", "10.0.0.8"], port=5433, password="s3cret_-" * 3)
-    text = weedplan.filer_toml(two)
+    text = weedplan.filer_toml(two, Path("/data/weed/filer"))
+    assert "leveldb2" not in tomllib.loads(text)
     parsed = tomllib.loads(text)["postgres2"]
     assert parsed["enabled"] is True
     assert parsed["hostname"] == "10.0.0.7,10.0.0.8 target_session_attrs=read-write"
@@ -168,7 +169,9 @@ def test_filer_toml_names_the_store_and_prefers_the_writable_host() -> None:
     )  # fmt: skip
     assert parsed["password"] == "s3cret_-" * 3
     assert '"%s"' in parsed["createTable"] and "ON CONFLICT" in parsed["upsertQuery"]
-    assert tomllib.loads(weedplan.filer_toml(STORE))["postgres2"]["hostname"] == "10.0.0.9"
+    assert (
+        tomllib.loads(weedplan.filer_toml(STORE, Path("/d")))["postgres2"]["hostname"] == "10.0.0.9"
+    )
     # Nothing that could end the string or add a setting gets in.
     for bad in (
         msgspec.structs.replace(STORE, password='x" enabled = false'),
@@ -176,7 +179,26 @@ def test_filer_toml_names_the_store_and_prefers_the_writable_host() -> None:
         msgspec.structs.replace(STORE, hosts=[]),
     ):
         with pytest.raises(PlanError):
-            weedplan.filer_toml(bad)
+            weedplan.filer_toml(bad, Path("/d"))
+
+
+def test_filer_toml_keeps_buckets_out_of_the_apps_names_with_either_store() -> None:
+    """Every host mounts the tree's root at ROOT (ROOT/APP each app's tree):
+    weed's default /buckets would be an app's. /.buckets can be no app's."""
+    from roost.controller.api.deps import APP_NAME
+
+    assert weedplan.BUCKETS_FOLDER.startswith("/.")
+    assert not APP_NAME.match(weedplan.BUCKETS_FOLDER.lstrip("/"))
+    for store in (STORE, None):
+        text = weedplan.filer_toml(store, Path("/var/lib/roost/weed/filer"))
+        assert tomllib.loads(text)["filer"]["options"] == {"buckets_folder": "/.buckets"}
+    # Without a shared store, the embedded LevelDB where weed's default put it
+    # (an existing cluster's filer keeps its tree), and only that store.
+    parsed = tomllib.loads(weedplan.filer_toml(None, Path("/var/lib/roost/weed/filer")))
+    assert parsed["leveldb2"] == {"enabled": True, "dir": "/var/lib/roost/weed/filer/filerldb2"}
+    assert "postgres2" not in parsed
+    with pytest.raises(PlanError, match="cannot be quoted"):
+        weedplan.filer_toml(None, Path('/x"\n[postgres2]'))
 
 
 def test_cluster_init_s_store_from_the_state_url() -> None:

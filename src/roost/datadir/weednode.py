@@ -365,19 +365,17 @@ class WeedNode:
 
 
 def write_store(plan: WeedPlan, role: str, data_dir: Path) -> None:
-    """The filer's filer.toml (0600: its password) in its working directory
-    when the plan gives the filers a shared store; none otherwise, so the
-    filer keeps its embedded store."""
-    path = weedplan.home(data_dir) / weedplan.STORE_FILE
-    if plan.store is None or "filer" not in weedplan.parts_for(plan, role):
-        if plan.store is None:
-            path.unlink(missing_ok=True)
+    """The filer's filer.toml (0600: the store's password, when shared) in
+    its working directory, when this role runs the filer: where its store
+    is and where it keeps S3 buckets. Written at every start, so an older
+    cluster's filers take a new one when their role next starts them."""
+    if "filer" not in weedplan.parts_for(plan, role):
         return
     try:
-        text = weedplan.filer_toml(plan.store)
+        text = weedplan.filer_toml(plan.store, weedplan.filer_dir(data_dir))
     except weedplan.PlanError as exc:
         raise ConfigError(f"{data_dir / PLAN_FILE}: {exc}") from None
-    _write_private(path, text)
+    _write_private(weedplan.home(data_dir) / weedplan.STORE_FILE, text)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -178,6 +178,11 @@ def home(data_dir: Path) -> Path:
     return data_dir / "weed"
 
 
+def filer_dir(data_dir: Path) -> Path:
+    """The filer's `-defaultStoreDir` (its embedded store, when it has one)."""
+    return home(data_dir) / "filer"
+
+
 def programs(
     plan: WeedPlan, role: str, weed: str, data_dir: Path, mount: Path, haproxy: str = "haproxy"
 ) -> list[Program]:
@@ -195,7 +200,7 @@ def programs(
                 argv.append(f"-peers={masters}")
         elif part == "filer":
             at = Endpoint(me, plan.filer_port)
-            argv = seaweed.filer_argv(weed, at, first_master, base / "filer")
+            argv = seaweed.filer_argv(weed, at, first_master, filer_dir(data_dir))
             argv = _replace(argv, "-master", masters)
         elif part == "volume":
             at = Endpoint(me, plan.volume_port)
@@ -225,8 +230,39 @@ def _quoted(value: str) -> str:
     return f'"{value}"'
 
 
-def filer_toml(store: FilerStore) -> str:
-    """The filers' `postgres2` store. pgx (4.48's driver) takes a host list
+# Where the filers keep S3 buckets (weed's default is /buckets). Every
+# mounting host mounts the tree's root at ROOT, where each app's data
+# directory is ROOT/APP: /buckets would be the tree of an app named
+# `buckets`, every app's objects in it. App names never start with a dot
+# (the controller's `^[a-z0-9_-]{1,30}$`, the servicehost's and
+# appdirs' `[a-z0-9_-]` rules), so /.buckets is no app's.
+BUCKETS_FOLDER = "/.buckets"
+
+
+def filer_toml(store: FilerStore | None, store_dir: Path) -> str:
+    """The filers' filer.toml: buckets in `BUCKETS_FOLDER`, and where the
+    tree's metadata is: the shared `postgres2` store when the plan gives
+    one, else the filer's embedded LevelDB in `store_dir` (its
+    `-defaultStoreDir`), in the very directory weed picks without a
+    filer.toml (`filerldb2`), so an existing filer keeps its tree. weed 4.48
+    uses that default only when it finds no filer.toml (measured: a file
+    with no store section and the filer exits listing the stores)."""
+    options = [
+        "# Written by roost from appdata.json.",
+        "[filer.options]",
+        f'buckets_folder = "{BUCKETS_FOLDER}"',
+        "",
+    ]
+    if store is None:
+        leveldb = str(store_dir / "filerldb2")
+        if '"' in leveldb or "\\" in leveldb or "\n" in leveldb:
+            raise PlanError(f"the filer's store directory {leveldb!r} cannot be quoted")
+        return "\n".join([*options, "[leveldb2]", "enabled = true", f'dir = "{leveldb}"', ""])
+    return "\n".join(options) + _postgres2(store)
+
+
+def _postgres2(store: FilerStore) -> str:
+    """The tree's metadata in PostgreSQL. pgx (4.48's driver) takes a host list
     and tries each; `target_session_attrs` keeps the writable one (Patroni's
     primary, wherever it is): postgres2 has no field for it, and appends the
     hostname to its key=value connection string as it is."""
@@ -237,7 +273,6 @@ def filer_toml(store: FilerStore) -> str:
         hosts += " target_session_attrs=read-write"
     return "\n".join(
         [
-            "# Written by roost from appdata.json: the tree's metadata in PostgreSQL.",
             "[postgres2]",
             "enabled = true",
             'createTable = """',
