@@ -321,9 +321,29 @@ def policy_roles(script: str) -> set[str]:
     return found
 
 
+def bucket_manifest(root: Path) -> dict[str, str]:
+    """An S3 bucket's objects as unpacked under `root`: key -> "<size> <sha256>"
+    (S3 has no directories: a key's prefix is only part of its name)."""
+    out: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            out[path.relative_to(root).as_posix()] = f"{path.stat().st_size} {sha256_file(path)}"
+    return out
+
+
+def bucket_problems(rec: Any, restored: Path) -> list[str]:
+    """What the restored bucket's objects lack or hold differently (names,
+    sizes, SHA-256) against those pulled; none when the backup has no bucket."""
+    if "bucket" not in rec.facts:
+        return []
+    got = bucket_manifest(restored / "bucket")
+    return [f"bucket objects: {p}" for p in compare_manifests(rec.facts["bucket"], got)]
+
+
 async def check_data(rec: Any, restored: Path, _scratch: Path) -> list[str]:
     got = await asyncio.to_thread(manifest, restored / "data")
-    return compare_manifests(rec.facts.get("manifest", {}), got)
+    problems = compare_manifests(rec.facts.get("manifest", {}), got)
+    return problems + await asyncio.to_thread(bucket_problems, rec, restored)
 
 
 async def check_git(rec: Any, restored: Path, scratch: Path) -> list[str]:

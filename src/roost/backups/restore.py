@@ -55,6 +55,7 @@ from roost.wire.messages import (
     BackupKind,
     BackupRestore,
     BackupRestored,
+    BucketRestore,
     DataRestore,
     HostRestoreApp,
     PgSource,
@@ -181,7 +182,7 @@ class Restorer:
         have = where is not None and (
             (kind == "pgdump" and where.postgres is not None)
             or (kind == "redis" and where.redis is not None)
-            or (kind == "data" and where.data)
+            or (kind == "data" and (where.data or where.bucket))
         )
         if not have:
             raise RestoreRefused(f"{app} has no {needs} to restore into (add the service first)")
@@ -246,16 +247,35 @@ class Restorer:
             tree = restored / "data"
             got = await asyncio.to_thread(drill.manifest, tree)
             problems = drill.compare_manifests(rec.facts.get("manifest", {}), got)
+            problems += await asyncio.to_thread(drill.bucket_problems, rec, restored)
             if problems:
                 raise RestoreRefused(
                     f"{rec.id} does not match its facts: {drill.verdict(problems)}"
                 )
-            archive = await asyncio.to_thread(pack, tree)
+            files, bucket = "manifest" in rec.facts, "bucket" in rec.facts
+            if bucket and not where.bucket:
+                raise RestoreRefused(
+                    f"{rec.id} holds {app}'s bucket and {app} has none to restore into "
+                    "(add the s3 service first); nothing changed"
+                )
+            archive = await asyncio.to_thread(pack, tree) if files and where.data else b""
+            objects = await asyncio.to_thread(pack, restored / "bucket") if bucket else b""
             await before()
-            await self.jobs.pullers.restore_data(
-                where, DataRestore(app=app, restore_id=rid, archive=archive)
-            )
-            return BackupRestored(message=f"{app}'s data directory restored from {rec.id}")
+            done = []
+            if archive:
+                await self.jobs.pullers.restore_data(
+                    where, DataRestore(app=app, restore_id=rid, archive=archive)
+                )
+                done.append("data directory")
+            if bucket:
+                # Replaced whole, as the data directory is: objects made since
+                # the backup go, the ones it holds come back as they were.
+                await self.jobs.pullers.restore_bucket(
+                    where, BucketRestore(app=app, restore_id=rid, archive=objects)
+                )
+                done.append("S3 bucket")
+            what = " and ".join(done) or "data directory (nothing in the backup)"
+            return BackupRestored(message=f"{app}'s {what} restored from {rec.id}")
         bundle = restored / "repo.bundle"
         refs = await asyncio.to_thread(drill.clone_and_check, bundle, scratch / "clone")
         problems = drill.compare_refs(rec.facts.get("refs", {}), refs)

@@ -36,6 +36,9 @@ from roost.wire.messages import (
     BackupKind,
     BackupSource,
     BackupSourceRequest,
+    BucketArchive,
+    BucketPull,
+    BucketRestore,
     DataArchive,
     DataPull,
     DataRestore,
@@ -166,6 +169,8 @@ class Where:
     cluster: str = ""
     redis: RedisSource | None = None
     data: bool = False
+    # An S3 bucket (BucketPull): backed up in the "data" kind's snapshot.
+    bucket: bool = False
 
 
 @dataclass
@@ -301,7 +306,8 @@ class Pullers:
                 w.cluster = pair_key(src.pg_pair)
             w.redis = next((r for r in src.redis if r.app == app), None)
             w.data = app in src.data_apps
-            if w.postgres or w.redis or w.data:
+            w.bucket = app in src.bucket_apps
+            if w.postgres or w.redis or w.data or w.bucket:
                 if found is None:
                     found = w
                     continue
@@ -314,6 +320,7 @@ class Pullers:
                 base.cluster = base.cluster or other.cluster
                 base.redis = base.redis or other.redis
                 base.data = base.data or other.data
+                base.bucket = base.bucket or other.bucket
                 found = base
         return found
 
@@ -348,6 +355,7 @@ class Pullers:
                     dbs.update(pg.databases)
             redis.update(r.app for r in src.redis)
             data.update(src.data_apps)
+            data.update(src.bucket_apps)  # a bucket goes with the data kind
         return Sources(
             clusters=tuple(sorted(self.clusters())),
             databases=tuple(sorted(dbs)),
@@ -365,7 +373,7 @@ class Pullers:
             kinds.append("pgdump")
         if w is not None and w.redis is not None:
             kinds.append("redis")
-        if w is not None and w.data:
+        if w is not None and (w.data or w.bucket):
             kinds.append("data")
         if app in self.repos:
             kinds.append("git")
@@ -379,6 +387,18 @@ class Pullers:
         if not isinstance(reply, DataArchive) or reply.unchanged:
             raise SourceError(f"the servicehost answered {type(reply).__name__} to DataPull")
         return reply.archive
+
+    async def pull_bucket(self, w: Where, app: str) -> bytes:
+        msg = BucketPull(app=app)
+        reply = await self._ask(
+            self.servicehost(w.endpoint), msg, PULL_TIMEOUT_S, f"bucket of {app}"
+        )
+        if not isinstance(reply, BucketArchive):
+            raise SourceError(f"the servicehost answered {type(reply).__name__} to BucketPull")
+        return reply.archive
+
+    async def restore_bucket(self, w: Where, msg: BucketRestore) -> None:
+        await self._ask(self.servicehost(w.endpoint), msg, RESTORE_STEP_TIMEOUT_S, "bucket restore")
 
     async def restore_step(self, w: Where, msg: ServiceRestoreStep) -> ServiceRestoreReady:
         reply = await self._ask(

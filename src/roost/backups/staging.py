@@ -7,7 +7,8 @@ truncates one. What was pulled is described there and then (facts): a
 pg_dump in an exported snapshot with its tables' row counts and checksums
 (roost.backups.pgfacts), an RDB over SYNC with its hash and keys as
 redis-check-rdb reads them, a data directory unpacked (files and
-directories only) with every file's hash, a git bundle with its refs, the
+directories only) with every file's hash, and the app's S3 bucket with it
+(each object's key, size and hash), a git bundle with its refs, the
 platform's files with their hashes. A base backup is Barman's, staged in
 place (roost.backups.clusters).
 """
@@ -107,12 +108,16 @@ class Stager:
                 raise BackupFailed(self.pullers.missing(app, "Redis"))
             return await self._redis(w.redis, w.host, staging)
         if kind == "data":
-            archive = await self.pullers.pull_data(w, app)
-            tree = staging / "data"
-            tree.mkdir(mode=0o700)
-            await asyncio.to_thread(_unpack, archive, tree)
-            manifest = await asyncio.to_thread(drill.manifest, tree)
-            return Staged(staging, {"manifest": manifest}, w.host)
+            facts: dict[str, Any] = {}
+            if w.data:
+                tree = await _unpacked(await self.pullers.pull_data(w, app), staging / "data")
+                facts["manifest"] = await asyncio.to_thread(drill.manifest, tree)
+            if w.bucket:
+                # The app's S3 bucket goes with its files: BackupKind's values
+                # are fixed within a protocol. An empty bucket is backed up too.
+                got = await _unpacked(await self.pullers.pull_bucket(w, app), staging / "bucket")
+                facts["bucket"] = await asyncio.to_thread(drill.bucket_manifest, got)
+            return Staged(staging, facts, w.host)
         raise BackupFailed(f"unknown kind {kind}")
 
     async def _redis(self, src: RedisSource, host: str, staging: Path) -> Staged:
@@ -169,6 +174,13 @@ def _inside(root: Path, rel: str) -> Path:
     if not rel or rel.startswith("/") or not dest.is_relative_to(root.resolve()):
         raise BackupFailed(f"refusing the file name {rel!r}")
     return root / rel
+
+
+async def _unpacked(archive: bytes, into: Path) -> Path:
+    """A pulled archive unpacked into the new directory `into` (0700)."""
+    into.mkdir(mode=0o700)
+    await asyncio.to_thread(_unpack, archive, into)
+    return into
 
 
 def _unpack(archive: bytes, into: Path) -> None:

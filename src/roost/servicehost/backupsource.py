@@ -4,7 +4,8 @@ backupd asks before it pulls (authz admits only backupd keys). The answer
 names the PostgreSQL cluster with the backup role's credentials (the role is
 made, or brought up to date, first: backuprole.py) and every app's
 database, each app's Redis with its SYNC-only user, the apps that have a
-data directory (pulled with DataPull), and state.json itself, from which a
+data directory (pulled with DataPull), those with an S3 bucket (pulled
+with BucketPull, bucketbackup.py), and state.json itself, from which a
 fresh servicehost serves the same credentials. pg_hba admits the backup
 role from the address book's backupd hosts (postgres.py), every one of
 them: each backupd pulls on its own, with the one role and password, and
@@ -24,6 +25,7 @@ import psycopg
 from roost import patroni
 from roost.servicehost import backuprole, pairbackup, pgadmin
 from roost.servicehost.appdata import AppData
+from roost.servicehost.bucketbackup import BucketBackups
 from roost.servicehost.host import ServiceError, ServiceHost
 from roost.servicehost.names import BACKUP_ROLE, REDIS_BACKUP_USER, BadName, new_password
 from roost.servicehost.pairdb import PairAdmin
@@ -90,7 +92,10 @@ class BackupSources:
 
     def entries(self) -> list[Entry]:
         errors = (ServiceError, BadName, pairbackup.PairSlotsRefused)
-        return [on(BackupSourceRequest, refusing(self.source, *errors))]
+        return [
+            on(BackupSourceRequest, refusing(self.source, *errors)),
+            *BucketBackups(self.host).entries(),
+        ]
 
     async def source(self, msg: BackupSourceRequest) -> Msg:
         host = self.host
@@ -127,6 +132,7 @@ class BackupSources:
             pg_pair=pg_pair,
             redis=redis,
             data_apps=self.appdata.apps(),
+            bucket_apps=sorted(s.app for s in host.state.of_kind("s3")),
             state_json=host.layout.state_file.read_bytes()
             if host.layout.state_file.exists()
             else b"",

@@ -120,10 +120,14 @@ from roost.wire.messages.runners import (
     RouterLogBatch,
 )
 from roost.wire.messages.services import (
+    BucketArchive,
     BucketCredentials,
     BucketDeprovision,
     BucketProvision,
+    BucketPull,
     BucketRemoved,
+    BucketRestore,
+    BucketRestored,
     DataUse,
     KeptCopy,
     RedisCopy,
@@ -192,6 +196,10 @@ AnyMsg = (
     | BucketCredentials
     | BucketDeprovision
     | BucketRemoved
+    | BucketPull
+    | BucketArchive
+    | BucketRestore
+    | BucketRestored
     | ServiceBackup
     | ServiceBackupDone
     | ServiceHostStatusRequest
@@ -282,10 +290,14 @@ __all__ = [
     "BackupSource",
     "BackupSourceRequest",
     "BackupState",
+    "BucketArchive",
     "BucketCredentials",
     "BucketDeprovision",
     "BucketProvision",
+    "BucketPull",
     "BucketRemoved",
+    "BucketRestore",
+    "BucketRestored",
     "BuildAccepted",
     "BuildEnv",
     "BuildEnvRequest",

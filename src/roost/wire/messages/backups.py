@@ -70,6 +70,9 @@ class BackupSource(Msg, frozen=True, kw_only=True):
     pg_pair: PgSource | None = None
     redis: list[RedisSource] = []
     data_apps: list[str] = []  # apps with a data directory
+    # Apps with an S3 bucket here (BucketPull): backed up with their data
+    # directory, in the "data" kind's snapshot. Empty from an older servicehost.
+    bucket_apps: list[str] = []
     # The servicehost's state.json (passwords, ports): a fresh servicehost
     # restored from it serves the same credentials.
     state_json: bytes = b""

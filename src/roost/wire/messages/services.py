@@ -106,6 +106,40 @@ class BucketRemoved(Msg, frozen=True, kw_only=True):
     backup_path: str = ""  # "" when there was no bucket
 
 
+# backupd's side of a bucket (servicehost/bucketbackup.py): a bucket is backed
+# up and restored with the app's data directory (the "data" kind), since
+# BackupKind's values are fixed within a protocol as ServiceKind's are.
+
+
+class BucketPull(Msg, frozen=True, kw_only=True):
+    """backupd -> servicehost: every object of the app's bucket, as a tar.gz
+    (the removal's final backup, read and size-checked the same way)."""
+
+    app: str
+
+
+class BucketArchive(Msg, frozen=True, kw_only=True):
+    app: str
+    archive: bytes  # a tar.gz: one member per object, named by its key
+    objects: int = 0
+
+
+class BucketRestore(Msg, frozen=True, kw_only=True):
+    """backupd -> servicehost: the app's bucket becomes exactly this tar.gz's
+    objects (replaced whole, as a data directory is); what it held before is
+    kept as a tar.gz among the app's backups on the servicehost."""
+
+    app: str
+    restore_id: str
+    archive: bytes
+
+
+class BucketRestored(Msg, frozen=True, kw_only=True):
+    app: str
+    objects: int = 0
+    kept: str = ""  # where the replaced objects were kept
+
+
 class ServiceBackup(Msg, frozen=True, kw_only=True):
     app: str
     kind: ServiceKind

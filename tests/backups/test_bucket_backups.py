@@ -1,0 +1,131 @@
+"""An app's S3 bucket backed up with its data directory and restored: a real
+servicehost with its `weed server -s3`, boto3 as the app, backupd's real
+pieces with a local restic repository and its drills
+(roost.servicehost.bucketbackup, the "data" kind in roost.backups)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from roost.backups.daemon import Backupd
+from roost.backups.drill import bucket_manifest, bucket_problems, manifest
+from roost.controller.store import Store
+from roost.wire.messages import (
+    BackupRestore,
+    BackupRestored,
+    BucketCredentials,
+    BucketProvision,
+    BucketRestore,
+)
+from roost.wire.rpc import RemoteError
+from tests.backups.backupdkit import backupd_and_controller, servicehost_and_base
+from tests.images.helpers import make_tar
+from tests.servicehost.harness import Servicehost
+
+pytestmark = pytest.mark.e2e
+
+OBJECTS = {"a.txt": b"first\n", "photos/b.bin": bytes(range(256)) * 50}
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[tuple[Servicehost, Backupd, Store]]:
+    async with servicehost_and_base("roost-bucketbackup-") as (sh, base):
+        assert sh.backupd_keys is not None
+        async with backupd_and_controller(base, sh.backupd_keys, [sh.endpoint]) as (backupd, ctl):
+            yield sh, backupd, ctl
+
+
+def s3(c: BucketCredentials) -> Any:
+    return boto3.client(
+        "s3", endpoint_url=c.url, aws_access_key_id=c.access_key,
+        aws_secret_access_key=c.secret_key, region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )  # fmt: skip
+
+
+def contents(c: BucketCredentials) -> dict[str, bytes]:
+    client = s3(c)
+    listed = client.list_objects_v2(Bucket=c.bucket).get("Contents", [])
+    return {
+        o["Key"]: client.get_object(Bucket=c.bucket, Key=o["Key"])["Body"].read() for o in listed
+    }
+
+
+async def test_a_bucket_is_backed_up_proven_and_restored_whole(
+    world: tuple[Servicehost, Backupd, Store],
+) -> None:
+    sh, backupd, ctl = world
+    creds = await sh.call(BucketProvision(app="pics"))
+    empty = await sh.call(BucketProvision(app="docs"))
+    assert isinstance(creds, BucketCredentials) and isinstance(empty, BucketCredentials)
+    ctl.create_app("pics", ctl.create_account_hashed("a@example.com", "x"))
+    for key, data in OBJECTS.items():
+        s3(creds).put_object(Bucket=creds.bucket, Key=key, Body=data)
+    files = sh.data / "servicehost" / "appdata" / "pics"
+    files.mkdir(parents=True, exist_ok=True)
+    (files / "notes.txt").write_bytes(b"kept with the bucket\n")
+    tree = manifest(files)
+
+    [entry] = await backupd.jobs.capture("pics", "capture")
+    assert entry.kind == "data" and entry.state == "taken", entry
+    rec = await backupd.jobs.followup(entry.id)
+    assert rec.entry.state == "verified", rec.entry
+    assert sorted(rec.facts["bucket"]) == sorted(OBJECTS)
+    assert rec.facts["bucket"]["photos/b.bin"].startswith(f"{len(OBJECTS['photos/b.bin'])} ")
+    # A bucket with no object is a backup too (and an app without files).
+    [nothing] = await backupd.jobs.capture("docs", "capture")
+    assert (await backupd.jobs.followup(nothing.id)).facts == {"bucket": {}}
+
+    # The app changes its objects and files after the backup.
+    client = s3(creds)
+    client.delete_object(Bucket=creds.bucket, Key="a.txt")
+    client.put_object(Bucket=creds.bucket, Key="photos/b.bin", Body=b"overwritten")
+    client.put_object(Bucket=creds.bucket, Key="new/since.txt", Body=b"made after")
+    (files / "notes.txt").write_bytes(b"changed\n")
+
+    reply = await backupd.handlers()(BackupRestore(app="pics", backup_id=entry.id))
+    assert isinstance(reply, BackupRestored), reply
+    assert "data directory and S3 bucket" in reply.message and reply.safety_backup
+    # Replaced whole, as the data directory is: exactly the objects backed up.
+    assert contents(creds) == OBJECTS
+    assert manifest(files) == tree
+    # What it replaced is in the safety backup, the objects made since too.
+    safety = backupd.jobs.catalog.get(reply.safety_backup)
+    assert sorted(safety.facts["bucket"]) == ["new/since.txt", "photos/b.bin"]
+
+    # An archive that is not one, or would write outside the bucket: refused
+    # by the servicehost before any object changes.
+    for archive in (b"not a tar.gz", make_tar({"../escape": b"x"})):
+        with pytest.raises(RemoteError, match="bucket archive"):
+            await sh.as_backupd(BucketRestore(app="pics", restore_id="r1", archive=archive))
+    assert contents(creds) == OBJECTS
+
+
+class _Rec:
+    def __init__(self, facts: dict[str, Any]) -> None:
+        self.facts = facts
+
+
+def test_the_drill_names_an_object_whose_bytes_or_size_differ(tmp_path: Path) -> None:
+    root = tmp_path / "bucket"
+    (root / "photos").mkdir(parents=True)
+    (root / "a.txt").write_bytes(b"first\n")
+    (root / "photos" / "b.bin").write_bytes(b"0123456789")
+    facts = {"bucket": bucket_manifest(root)}
+    assert bucket_problems(_Rec(facts), tmp_path) == []
+    assert bucket_problems(_Rec({}), tmp_path) == []  # a backup without a bucket
+    (root / "photos" / "b.bin").write_bytes(b"0123456780")  # same size, other bytes
+    (root / "a.txt").unlink()
+    (root / "extra").write_bytes(b"")
+    problems = bucket_problems(_Rec(facts), tmp_path)
+    assert problems == [
+        "bucket objects: 1 missing: a.txt",
+        "bucket objects: 1 not in the backup: extra",
+        "bucket objects: 1 differ: photos/b.bin",
+    ]
