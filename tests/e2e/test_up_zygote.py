@@ -3,7 +3,7 @@
 Through a real `roost up`: once every role is up, the zygote is gone (it
 held ~16 MB no role shared any more) and every forked role is `roost up`'s
 own child. A role killed then is restarted from a new zygote, which retires
-in turn once the platform is ready again.
+in turn once the platform is ready again, and so does a reload's.
 """
 
 from __future__ import annotations
@@ -64,4 +64,9 @@ def test_the_roles_are_roost_ups_own_and_outlive_their_zygote() -> None:
         again = psutil.Process(_role_pid(p, "router"))
         assert again.ppid() == up.pid
         wait_until(lambda: not _zygotes(p, up), 30, "the restart's zygote to retire")
+        # A reload forks every role from a zygote of its own, retired at its end.
+        p.roost("up", "--reload")
+        wait_until(lambda: not _zygotes(p, up), 10, "the reload's zygote to retire")
+        for role in ("controller", "router", "gateway", "backupd"):
+            assert psutil.Process(_role_pid(p, role)).ppid() == up.pid, role
         assert p.get("nosuchapp").status_code in (404, 502, 503)
