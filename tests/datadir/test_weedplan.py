@@ -98,9 +98,9 @@ def test_two_filers_with_a_shared_store_else_one() -> None:
 def test_a_filer_on_a_storage_host_is_its_servicehost_s_else_its_runner_s() -> None:
     plan = new_plan(["c1"], ["s1", "r1"], STORE)
     svc = for_host(plan, "s1", ["servicehost"])
-    assert parts_for(svc, "servicehost") == ["filer", "volume", "front", "mount"]
+    assert parts_for(svc, "servicehost") == ["filer", "volume", "front", "s3", "mount"]
     runner = for_host(plan, "r1", ["runner"])
-    assert parts_for(runner, "runner") == ["volume", "front", "mount"]
+    assert parts_for(runner, "runner") == ["volume", "front", "s3", "mount"]
     assert parts_for(for_host(plan, "c1", ["controller"]), "controller") == ["master", "filer"]
     # One filer: no front, the mount is given the filer.
     lone = for_host(new_plan(["c1"], ["s1", "r1"]), "r1", ["runner"])
@@ -131,6 +131,18 @@ def test_every_mount_is_given_its_host_s_front_to_both_filers(tmp_path: Path) ->
     assert weedplan.mount_filer(plan) == "10.0.0.4:7153"
     lone = for_host(new_plan(["10.0.0.1"], ["10.0.0.4", "10.0.0.5"]), "10.0.0.4", ["runner"])
     assert weedplan.mount_filer(lone) == "10.0.0.1:7152"
+
+
+def test_each_front_s_host_runs_an_s3_gateway_given_its_front(tmp_path: Path) -> None:
+    plan = for_host(new_plan(["10.0.0.1", "10.0.0.2"], ["10.0.0.4", "10.0.0.5"], STORE),
+                    "10.0.0.4", ["runner"])  # fmt: skip
+    progs = {p.name: p.argv for p in programs(plan, "runner", "weed", tmp_path, tmp_path / "m")}
+    assert progs["s3"] == [
+        "weed", "s3", "-filer=10.0.0.4:7153", "-ip.bind=10.0.0.4", "-port=7154",
+        "-port.grpc=17154", "-port.iceberg=0", "-port.lance=0",
+    ]  # fmt: skip
+    # An older appdata.json (no s3_port) reads with the default port.
+    assert msgspec.json.decode(msgspec.json.encode(plan), type=weedplan.WeedPlan).s3_port == 7154
 
 
 def test_the_front_prefers_the_first_filer() -> None:

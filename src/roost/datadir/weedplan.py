@@ -27,14 +27,16 @@ lines (`programs`) from that file alone and supervises them
   front    with two filers, on every host that mounts: HAProxy handing
            the mounts' filer connections to the first filer, else the
            second (filerfront.py)
+  s3       with two filers, on every host that runs a front: a `weed s3`
+           gateway given that front as its filer (s3gateway.py)
   mount    `weed mount` at the apps' data root on every servicehost and
            runner host (the gateways relay rsync/scp/sftp to the
            servicehost, which reads the tree itself: a gateway host needs
            no mount)
 
 On a host that runs several roles, the controller owns the master and the
-filer, the servicehost (else the runner) the volume server, the front
-and the mount (and a filer on a host without a controller), so that one process
+filer, the servicehost (else the runner) the volume server, the front,
+the S3 gateway and the mount (and a filer on a host without a controller), so that one process
 supervises each.
 """
 
@@ -46,11 +48,11 @@ from pathlib import Path
 
 import msgspec
 
-from roost.datadir import filerfront, seaweed
+from roost.datadir import filerfront, s3gateway, seaweed
 from roost.datadir.seaweed import Endpoint
 
 PLAN_FILE = "appdata.json"
-PARTS = ("master", "filer", "volume", "front", "mount")
+PARTS = ("master", "filer", "volume", "front", "s3", "mount")
 # One on the first controller, or three for a Raft majority that outlives one.
 RAFT_MASTERS = 3
 # Below this, placement 001 (two copies on two servers) cannot place a file.
@@ -88,6 +90,7 @@ class WeedPlan(msgspec.Struct, frozen=True, kw_only=True):
     master_port: int = 7150
     volume_port: int = 7151
     filer_port: int = 7152
+    s3_port: int = s3gateway.S3_PORT
 
 
 def new_plan(
@@ -150,7 +153,7 @@ def owner(plan: WeedPlan, part: str) -> str:
             return ""
         if "controller" in plan.roles:
             return "controller"
-    elif plan.host not in plan.volumes or (part == "front" and len(filers_of(plan)) < 2):
+    elif plan.host not in plan.volumes or (part in ("front", "s3") and len(filers_of(plan)) < 2):
         return ""
     for role in ("servicehost", "runner"):
         if role in plan.roles:
@@ -208,6 +211,9 @@ def programs(
             argv = _replace(argv, "-mserver", masters)
         elif part == "front":
             argv = filerfront.argv(haproxy, str(base / filerfront.CONFIG_FILE))
+        elif part == "s3":
+            at = Endpoint(me, plan.s3_port)
+            argv = s3gateway.argv(weed, at, filerfront.front(me))
         else:
             filer = Endpoint(plan.filer, plan.filer_port)
             argv = seaweed.mount_argv(weed, filer, mount, base / "mount-cache")
