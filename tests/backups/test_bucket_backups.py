@@ -5,6 +5,7 @@ pieces with a local restic repository and its drills
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from roost.backups.daemon import Backupd
 from roost.backups.drill import bucket_manifest, bucket_problems, manifest
 from roost.controller.store import Store
 from roost.wire.messages import (
+    BackupHostRestore,
+    BackupHostRestored,
     BackupRestore,
     BackupRestored,
     BucketCredentials,
@@ -64,7 +67,9 @@ async def test_a_bucket_is_backed_up_proven_and_restored_whole(
     creds = await sh.call(BucketProvision(app="pics"))
     empty = await sh.call(BucketProvision(app="docs"))
     assert isinstance(creds, BucketCredentials) and isinstance(empty, BucketCredentials)
-    ctl.create_app("pics", ctl.create_account_hashed("a@example.com", "x"))
+    owner = ctl.create_account_hashed("a@example.com", "x")
+    ctl.create_app("pics", owner)
+    ctl.create_app("docs", owner)
     for key, data in OBJECTS.items():
         s3(creds).put_object(Bucket=creds.bucket, Key=key, Body=data)
     files = sh.data / "servicehost" / "appdata" / "pics"
@@ -105,6 +110,22 @@ async def test_a_bucket_is_backed_up_proven_and_restored_whole(
         with pytest.raises(RemoteError, match="bucket archive"):
             await sh.as_backupd(BucketRestore(app="pics", restore_id="r1", archive=archive))
     assert contents(creds) == OBJECTS
+
+    # The servicehost's disk is lost: a host restore brings each bucket back
+    # with the key the app holds, its objects from the newest verified backup.
+    platform = await backupd.jobs.backup("platform", "", "capture")
+    assert (await backupd.jobs.followup(platform.id)).entry.state == "verified"
+    sh.stop()
+    shutil.rmtree(sh.data / "servicehost")
+    sh.start()
+    await sh.wait_postgres_up()
+    done = await backupd.handlers()(BackupHostRestore(host="servicehost"))
+    assert isinstance(done, BackupHostRestored), done
+    reports = {(r.app, r.kind): r for r in done.reports}
+    assert reports[("pics", "data")].backup_id == entry.id, done.reports
+    assert all(r.ok for r in done.reports), done.reports
+    assert contents(creds) == OBJECTS and contents(empty) == {}
+    assert manifest(files) == tree
 
 
 class _Rec:

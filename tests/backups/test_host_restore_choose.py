@@ -113,3 +113,14 @@ def test_an_app_is_back_only_when_every_kind_came_back() -> None:
         "data directory: not restored: disk full",
     )
     assert outcome([]) == (False, "nothing to restore")
+
+
+def test_a_bucket_comes_back_with_its_apps_data_kind() -> None:
+    data_here = rec("data", "pics", T0)
+    steps = choose([data_here], "svc1", [("pics", "s3"), ("docs", "s3")])
+    assert [(s.app, s.kind, s.record) for s in steps] == [
+        ("docs", "data", None),  # a bucket never proven: reported, comes back empty
+        ("pics", "data", data_here),
+    ]
+    state = {"services": {"s3/pics": {"app": "pics", "kind": "s3", "port": 8333}}}
+    assert services_of(json.dumps(state).encode()) == {("pics", "s3")}

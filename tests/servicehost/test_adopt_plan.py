@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from roost.datadir import s3plan
 from roost.servicehost.adopt import AdoptError, plan
 from roost.servicehost.names import new_password
-from roost.servicehost.state import HostState, PgCluster, Service
+from roost.servicehost.state import HostState, PgCluster, S3Node, S3Revoked, Service
 
 PW = "A" * 32
 
@@ -83,3 +84,54 @@ def test_a_host_without_its_cluster_yet_refuses() -> None:
     with pytest.raises(AdoptError, match="no PostgreSQL cluster yet"):
         plan(lost({"redis/shop": redis()}), HostState(), 0, 64)
     assert len(new_password()) >= 16  # what the password check admits is what Roost makes
+
+
+def _s3_node() -> S3Node:
+    return S3Node(
+        ports=s3plan.Ports(8333, 9333, 19333, 8080, 18080, 8888, 18888, 18333),
+        admin_key="K" * 20, admin_secret="S" * 40,
+        revoked=[S3Revoked(name="app-old-" + "R" * 20, access_key="R" * 20, secret="T" * 40)],
+    )  # fmt: skip
+
+
+def bucket(app: str = "pics", key: str = "P" * 20, port: int = 8333) -> Service:
+    name = app.replace("_", "-")
+    return Service(app=app, kind="s3", port=port, database=name, username=key, password="Q" * 40)
+
+
+def test_buckets_come_with_the_s3_servers_ports_and_keys() -> None:
+    old = lost({"redis/shop": redis(), "s3/pics": bucket()})
+    old.s3 = _s3_node()
+    p = plan(old, mine(), 0, 64)
+    assert p.s3 == old.s3  # its own key, the revoked keys, every port
+    assert p.services["s3/pics"] == bucket()
+    assert p.ports == tuple(sorted([6400, *old.s3.ports.all()]))
+
+
+@pytest.mark.parametrize(
+    ("svc", "why"),
+    [
+        (bucket(port=9999), "not on the S3 server's port"),
+        (bucket(key="R" * 20), "both in force and revoked"),
+        (bucket(key="short"), "16 to 128 character token"),
+        (
+            Service(
+                app="pics",
+                kind="s3",
+                port=8333,
+                database="other",
+                username="P" * 20,
+                password="Q" * 40,
+            ),
+            "must be named pics",
+        ),
+    ],
+)
+def test_a_bucket_that_cannot_be_served_as_recorded_is_refused(svc: Service, why: str) -> None:
+    old = lost({"s3/pics": svc})
+    old.s3 = _s3_node()
+    with pytest.raises(AdoptError, match=why):
+        plan(old, mine(), 0, 64)
+    without = lost({"s3/pics": bucket()})
+    with pytest.raises(AdoptError, match="buckets but no S3 server"):
+        plan(without, mine(), 0, 64)

@@ -16,7 +16,8 @@ credential ever goes there):
             and checked against the hash taken with the backup;
   choose    per app (`choose`, pure): the newest *verified* pgdump where it
             had a database, Redis backup where it had a Redis, data backup
-            where its data directory was pulled from this servicehost;
+            where its data directory was pulled from this servicehost or it
+            had an S3 bucket (whose objects the data backup holds);
   adopt     ServiceHostRestore: the servicehost takes on those services,
             empty, with the recorded credentials (roost.servicehost.adopt);
   restore   each chosen backup as `roost backups restore --id` puts one back
@@ -110,12 +111,12 @@ def platform_candidates(records: Iterable[Record], host_id: str, *aliases: str) 
 
 
 def services_of(raw: bytes) -> set[tuple[str, str]]:
-    """(app, "postgres" | "redis") of a state.json; RestoreRefused if it does not read."""
+    """(app, "postgres" | "redis" | "s3") of a state.json; RestoreRefused if it does not read."""
     try:
         state = msgspec.json.decode(raw, type=_HostState)
     except msgspec.DecodeError as exc:
         raise RestoreRefused(f"the servicehost's recorded state does not read: {exc}") from None
-    return {(s.app, s.kind) for s in state.services.values() if s.kind in KIND_OF}
+    return {(s.app, s.kind) for s in state.services.values() if s.kind in (*KIND_OF, "s3")}
 
 
 @dataclass(frozen=True)
@@ -136,11 +137,16 @@ def choose(
     pulled from it (recorded under its id or an alias), the newest verified
     one of those. Pure."""
     records = list(records)
+    services = list(services)
     steps = [
-        Step(app, KIND_OF[svc], newest(records, app, KIND_OF[svc], True)) for app, svc in services
+        Step(app, KIND_OF[svc], newest(records, app, KIND_OF[svc], True))
+        for app, svc in services
+        if svc in KIND_OF
     ]
     here = [r for r in records if r.source in {host_id, *aliases} and r.entry.kind == "data"]
-    for app in sorted({r.entry.app for r in here}):
+    # A bucket comes back with the data kind (its objects are in its snapshot).
+    buckets = {app for app, svc in services if svc == "s3"}
+    for app in sorted({r.entry.app for r in here} | buckets):
         steps.append(Step(app, "data", newest(here, app, "data", verified=True)))
     return sorted(steps, key=lambda s: (s.app, ORDER.index(s.kind)))
 
@@ -299,6 +305,7 @@ class HostRestorer:
             host=source_id(src), endpoint=ep, postgres=src.postgres,
             database=src.postgres.databases.get(step.app, "") if src.postgres else "",
             redis=next((r for r in src.redis if r.app == step.app), None), data=True,
+            bucket=step.app in src.bucket_apps,  # made empty by the servicehost, filled here
         )  # fmt: skip
         if step.kind == "pgdump" and src.pg_pair is not None:
             # Its databases are in its pair's PostgreSQL, which the other

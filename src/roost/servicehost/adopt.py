@@ -20,6 +20,9 @@ a repeat after a timeout or a crash half-way finishes the job:
               password (backupd's Barman configuration stays valid).
   Redis       each app's server on its recorded port with its recorded
               passwords (the app's, the daemon's, the backup user's), empty.
+  S3          the S3 server on its recorded ports with its recorded keys
+              (the servicehost's own, each app's, the revoked ones), each
+              app's bucket made, empty (s3.py's provision).
 
 This servicehost keeps its own superuser and password: nothing outside it
 uses them. The data comes after, from backupd, through the restore requests
@@ -35,11 +38,13 @@ import re
 import socket
 from dataclasses import dataclass
 
+from roost.datadir import s3plan
 from roost.servicehost.backupsource import ready_backup_role
 from roost.servicehost.host import ServiceError, ServiceHost
 from roost.servicehost.names import BadName, check_app, check_restore_id, new_password, pg_name
 from roost.servicehost.rebuild import RebuildError, ensure_databases, read_state
-from roost.servicehost.state import HostState, Service
+from roost.servicehost.s3 import ServiceProblem
+from roost.servicehost.state import HostState, S3Node, Service
 from roost.wire.dispatch import Entry, on, refusing
 from roost.wire.messages import Msg, ServiceHostRestore, ServiceHostRestored
 
@@ -63,6 +68,9 @@ class Plan:
     backup_password: str  # the backup role's ("" keeps this host's own)
     # Ports that must be free first (another program on one: refused)
     ports: tuple[int, ...]
+    # The lost host's S3 server (its ports, its own key, revoked keys) when
+    # some app had a bucket there
+    s3: S3Node | None = None
 
 
 def plan(old: HostState, mine: HostState, fixed_port: int, default_memory_mb: int) -> Plan:
@@ -88,22 +96,65 @@ def plan(old: HostState, mine: HostState, fixed_port: int, default_memory_mb: in
             )
         if backup_password and not _PASSWORD.match(backup_password):
             raise AdoptError("the backup role's password is not one Roost makes")
-    # S3 buckets are not carried by a host restore: backupd keeps no copy of
-    # them (servicehost/s3.py), so there is nothing here to bring them back.
     services = {
-        key: _service(key, svc, pg_port, default_memory_mb)
+        key: _bucket(key, svc, old.s3) if svc.kind == "s3" else
+        _service(key, svc, pg_port, default_memory_mb)
         for key, svc in old.services.items()
-        if svc.kind != "s3"
-    }
+    }  # fmt: skip
     redis_ports = [s.port for s in services.values() if s.kind == "redis"]
-    if len(set(redis_ports)) != len(redis_ports) or (has_pg and pg_port in redis_ports):
+    # The S3 server's: its gateway's is every bucket's endpoint.
+    s3_ports = old.s3.ports.all() if old.s3 is not None and _has_s3(services) else []
+    own = redis_ports + s3_ports + ([pg_port] if has_pg else [])
+    if len(set(own)) != len(own):
         raise AdoptError("the state gives two services the same port")
     # This host's own PostgreSQL port is free once it moves.
     moving = pg_port != mine.postgres.port
     ports = ([pg_port] if moving else []) + [
-        p for p in redis_ports if not (moving and p == mine.postgres.port)
+        p for p in redis_ports + s3_ports if not (moving and p == mine.postgres.port)
     ]
-    return Plan(services, pg_port, backup_password, tuple(sorted(ports)))
+    s3 = old.s3 if s3_ports else None
+    if s3 is not None:
+        _check_keys(s3, [s for s in services.values() if s.kind == "s3"])
+    return Plan(services, pg_port, backup_password, tuple(sorted(ports)), s3)
+
+
+def _check_keys(node: S3Node, buckets: list[Service]) -> None:
+    """The gateway's identity file takes every key as the lost host made
+    them (tokens, none twice: s3plan.identities), or AdoptError."""
+    admin = s3plan.Key(s3plan.ADMIN_NAME, node.admin_key, node.admin_secret)
+    keys = [
+        s3plan.Key(s3plan.identity_name(b.app, b.username), b.username, b.password, b.database)
+        for b in buckets
+    ]
+    revoked = [s3plan.Key(r.name, r.access_key, r.secret) for r in node.revoked]
+    try:
+        s3plan.identities(admin, keys, revoked)
+    except ValueError as exc:
+        raise AdoptError(f"the S3 server's keys: {exc}") from None
+
+
+def _has_s3(services: dict[str, Service]) -> bool:
+    return any(s.kind == "s3" for s in services.values())
+
+
+def _bucket(key: str, svc: Service, node: S3Node | None) -> Service:
+    """An app's bucket and key as the lost servicehost gave them (its
+    objects come after, from backupd, with the app's data directory)."""
+    if node is None:
+        raise AdoptError("the state has buckets but no S3 server")
+    try:
+        check_app(svc.app)
+        bucket = s3plan.bucket_name(svc.app)
+    except (BadName, ValueError) as exc:
+        raise AdoptError(f"{svc.app}'s bucket: {exc}") from None
+    if key != HostState.key(svc.app, "s3") or svc.database != bucket:
+        raise AdoptError(f"{svc.app}'s bucket must be named {bucket}")
+    if svc.port != node.ports.s3:
+        raise AdoptError(f"{svc.app}'s bucket is not on the S3 server's port")
+    return Service(
+        app=svc.app, kind="s3", port=svc.port, database=bucket, username=svc.username,
+        password=svc.password,
+    )  # fmt: skip
 
 
 def _service(key: str, svc: Service, pg_port: int, default_memory_mb: int) -> Service:
@@ -157,7 +208,12 @@ class Adoption:
         self._lock = asyncio.Lock()
 
     def entries(self) -> list[Entry]:
-        return [on(ServiceHostRestore, refusing(self.adopt, AdoptError, ServiceError, BadName))]
+        return [
+            on(
+                ServiceHostRestore,
+                refusing(self.adopt, AdoptError, ServiceError, ServiceProblem, BadName),
+            )
+        ]
 
     async def adopt(self, msg: ServiceHostRestore) -> Msg:
         check_restore_id(msg.restore_id)
@@ -200,6 +256,8 @@ class Adoption:
         cluster.port = p.pg_port
         if p.backup_password:
             cluster.backup_password = p.backup_password
+        if p.s3 is not None:
+            host.state.s3 = p.s3
         host.state.adopted = msg.restore_id
         host.save()
         log.info(
@@ -226,9 +284,12 @@ class Adoption:
                 host.start_redis(svc)
         for svc in host.state.of_kind("redis"):
             await host.redis_up(svc.app)
+        for svc in sorted(host.state.of_kind("s3"), key=lambda s: s.app):
+            await host.s3.provision(svc.app)  # the server, the key, the bucket (empty)
         done = ServiceHostRestored(
             postgres=sorted(s.app for s in host.state.of_kind("postgres")),
             redis=sorted(s.app for s in host.state.of_kind("redis")),
+            buckets=sorted(s.app for s in host.state.of_kind("s3")),
         )
         log.info(
             "host restore %s: databases of %s and Redis of %s ready (empty)",

@@ -134,6 +134,7 @@ class ServiceHostRestore(Msg, frozen=True, kw_only=True):
 class ServiceHostRestored(Msg, frozen=True, kw_only=True):
     postgres: list[str] = []  # the apps whose database (empty) and role it now has
     redis: list[str] = []  # the apps whose Redis (empty) it now runs
+    buckets: list[str] = []  # the apps whose S3 bucket (empty) and key it now serves
 
 
 class PairReplace(Msg, frozen=True, kw_only=True):
