@@ -167,3 +167,13 @@ async def test_a_pair_first_heard_of_is_asked_again_with_its_slot() -> None:
     p.asked.clear()
     assert await p.refresh() == []
     assert [m.pair_slots for m in p.asked] == [["barman_apps_pair_1_b"]]
+
+
+def test_a_bucket_is_pulled_from_the_member_that_holds_it() -> None:
+    """The database's holder answers for the app; its bucket, on the other
+    member, is still asked of that one, and goes with the data kind."""
+    p = pullers()
+    p.seen[SH[0].address] = msgspec.structs.replace(p.seen[SH[0].address], bucket_apps=["b"])
+    w = p.where("b")
+    assert w is not None and (w.endpoint, w.bucket, w.bucket_at) == (SH[1], True, SH[0])
+    assert p.kinds_of("b") == ["pgdump", "data"] and p.sources().data == ("b",)

@@ -171,6 +171,9 @@ class Where:
     data: bool = False
     # An S3 bucket (BucketPull): backed up in the "data" kind's snapshot.
     bucket: bool = False
+    # The servicehost holding it (None: `endpoint`): on a pair, the member
+    # that provisioned it, which need not hold the database.
+    bucket_at: Endpoint | None = None
 
 
 @dataclass
@@ -307,6 +310,7 @@ class Pullers:
             w.redis = next((r for r in src.redis if r.app == app), None)
             w.data = app in src.data_apps
             w.bucket = app in src.bucket_apps
+            w.bucket_at = ep if w.bucket else None
             if w.postgres or w.redis or w.data or w.bucket:
                 if found is None:
                     found = w
@@ -321,6 +325,7 @@ class Pullers:
                 base.redis = base.redis or other.redis
                 base.data = base.data or other.data
                 base.bucket = base.bucket or other.bucket
+                base.bucket_at = base.bucket_at or other.bucket_at
                 found = base
         return found
 
@@ -390,15 +395,15 @@ class Pullers:
 
     async def pull_bucket(self, w: Where, app: str) -> bytes:
         msg = BucketPull(app=app)
-        reply = await self._ask(
-            self.servicehost(w.endpoint), msg, PULL_TIMEOUT_S, f"bucket of {app}"
-        )
+        at = self.servicehost(w.bucket_at or w.endpoint)
+        reply = await self._ask(at, msg, PULL_TIMEOUT_S, f"bucket of {app}")
         if not isinstance(reply, BucketArchive):
             raise SourceError(f"the servicehost answered {type(reply).__name__} to BucketPull")
         return reply.archive
 
     async def restore_bucket(self, w: Where, msg: BucketRestore) -> None:
-        await self._ask(self.servicehost(w.endpoint), msg, RESTORE_STEP_TIMEOUT_S, "bucket restore")
+        at = self.servicehost(w.bucket_at or w.endpoint)
+        await self._ask(at, msg, RESTORE_STEP_TIMEOUT_S, "bucket restore")
 
     async def restore_step(self, w: Where, msg: ServiceRestoreStep) -> ServiceRestoreReady:
         reply = await self._ask(
