@@ -43,7 +43,7 @@ from roost.servicehost.backupsource import ready_backup_role
 from roost.servicehost.host import ServiceError, ServiceHost
 from roost.servicehost.names import BadName, check_app, check_restore_id, new_password, pg_name
 from roost.servicehost.rebuild import RebuildError, ensure_databases, read_state
-from roost.servicehost.s3 import ServiceProblem
+from roost.servicehost.s3 import ServiceProblem, identity_file
 from roost.servicehost.state import HostState, S3Node, Service
 from roost.wire.dispatch import Entry, on, refusing
 from roost.wire.messages import Msg, ServiceHostRestore, ServiceHostRestored
@@ -121,14 +121,8 @@ def plan(old: HostState, mine: HostState, fixed_port: int, default_memory_mb: in
 def _check_keys(node: S3Node, buckets: list[Service]) -> None:
     """The gateway's identity file takes every key as the lost host made
     them (tokens, none twice: s3plan.identities), or AdoptError."""
-    admin = s3plan.Key(s3plan.ADMIN_NAME, node.admin_key, node.admin_secret)
-    keys = [
-        s3plan.Key(s3plan.identity_name(b.app, b.username), b.username, b.password, b.database)
-        for b in buckets
-    ]
-    revoked = [s3plan.Key(r.name, r.access_key, r.secret) for r in node.revoked]
     try:
-        s3plan.identities(admin, keys, revoked)
+        identity_file(node, buckets)
     except ValueError as exc:
         raise AdoptError(f"the S3 server's keys: {exc}") from None
 

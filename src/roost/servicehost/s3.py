@@ -41,7 +41,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -126,13 +126,7 @@ class S3Server:
 
     def write_config(self) -> None:
         """The gateway's identity file from state.json (module docstring)."""
-        admin = s3plan.Key(s3plan.ADMIN_NAME, self.node.admin_key, self.node.admin_secret)
-        keys = [
-            s3plan.Key(s3plan.identity_name(s.app, s.username), s.username, s.password, s.database)
-            for s in self.host.state.of_kind("s3")
-        ]
-        revoked = [s3plan.Key(r.name, r.access_key, r.secret) for r in self.node.revoked]
-        text = s3plan.render(s3plan.identities(admin, keys, revoked))
+        text = s3plan.render(identity_file(self.node, self.host.state.of_kind("s3")))
         for d in (self.dir, self.dir / "data", self.dir / "log"):
             d.mkdir(mode=0o700, exist_ok=True)
         tmp = self.config.with_name("identities.json.tmp")
@@ -255,6 +249,20 @@ class S3Server:
             if len(entries) < 1000:
                 return
             last = str(entries[-1]["FullPath"]).rsplit("/", 1)[-1]
+
+
+def identity_file(node: S3Node, buckets: Iterable[Service]) -> dict[str, object]:
+    """The gateway's identity document for these buckets' keys (the
+    servicehost's own, each app's, the revoked ones); ValueError when one
+    is not a token or two are one (s3plan.identities). A host restore
+    (adopt.py) checks a lost host's keys with it before taking them on."""
+    admin = s3plan.Key(s3plan.ADMIN_NAME, node.admin_key, node.admin_secret)
+    keys = [
+        s3plan.Key(s3plan.identity_name(s.app, s.username), s.username, s.password, s.database)
+        for s in buckets
+    ]
+    revoked = [s3plan.Key(r.name, r.access_key, r.secret) for r in node.revoked]
+    return s3plan.identities(admin, keys, revoked)
 
 
 def _clear_stale(paths: list[Path]) -> None:
