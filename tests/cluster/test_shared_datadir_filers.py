@@ -41,7 +41,7 @@ from roost.datadir.seaweed import Endpoint
 from roost.datadir.weedplan import PLAN_FILE
 from tests.cluster.cluster import RoostCluster, running_cluster, wait_for
 from tests.cluster.harness import Host
-from tests.datadir.s3kit import client, configure, listening, refused
+from tests.datadir.s3kit import ADMIN, app_key, configure, key_client, listening, refused
 from tests.datadir.seaweedkit import listed, write_fsync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
@@ -195,16 +195,12 @@ def _buckets(rc: RoostCluster) -> tuple[Any, Any]:
     run = rc.runners[0]
     front = Endpoint(run.ip, 7153)
     master = Endpoint(rc.controllers[1].ip, MASTER_PORT)
-    configure(master, front, "-user=admin", "-access_key=ADMIN0KEY",
-                  "-secret_key=admin-secret", "-actions=Admin")  # fmt: skip
-    for app in ("shop", "blog"):
-        configure(master, front, f"-user={app}", f"-access_key={app.upper()}0KEY",
-                      f"-secret_key={app}-secret", "-actions=Read,Write,List,Tagging",
-                      f"-buckets={app}")  # fmt: skip
+    for key in (ADMIN, app_key("shop"), app_key("blog")):
+        configure(master, front, key)
     at = Endpoint(run.ip, S3_PORT)
     wait_for(lambda: listening(at), 60, "the runner's S3 gateway")
-    admin = client(at, "ADMIN0KEY", "admin-secret")
+    admin = key_client(at, ADMIN)
     wait_for(lambda: not refused(admin.list_buckets, "InvalidAccessKeyId"), 30, "the keys")
     for app in ("shop", "blog"):
         admin.create_bucket(Bucket=app)
-    return client(at, "SHOP0KEY", "shop-secret"), client(at, "BLOG0KEY", "blog-secret")
+    return key_client(at, app_key("shop")), key_client(at, app_key("blog"))

@@ -12,7 +12,8 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from roost.datadir import seaweed
+from roost.datadir import s3gateway, seaweed
+from roost.datadir.s3plan import Key
 from roost.datadir.seaweed import Endpoint
 
 
@@ -25,12 +26,27 @@ def client(at: Endpoint, key: str, secret: str) -> Any:
     )  # fmt: skip
 
 
-def configure(master: Endpoint, filer: Endpoint, *args: str) -> None:
-    """An identity in the filers' /etc/iam, as s3.configure writes it."""
-    cmd = " ".join(["s3.configure", *args, "-apply"])
-    argv = [seaweed.weed_binary(), "shell", f"-master={master}", f"-filer={filer}"]
-    r = subprocess.run(argv, input=f"{cmd}\nexit\n", capture_output=True, text=True, timeout=60)
+def configure(master: Endpoint, filer: Endpoint, key: Key, remove: bool = False) -> None:
+    """`key`'s identity put in (or removed from) the filers' /etc/iam, by
+    s3gateway's scripts."""
+    script = s3gateway.remove_script(key) if remove else s3gateway.configure_script(key)
+    argv = s3gateway.shell_argv(seaweed.weed_binary(), [master], filer)
+    r = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+ADMIN = Key(name="admin", access_key="ADMIN0KEY0123456", secret_key="admin-secret-0123456789")
+
+
+def app_key(app: str) -> Key:
+    """`app`'s key on its bucket (named as the app)."""
+    upper = app.upper().replace("-", "0")
+    return Key(name=app, access_key=f"{upper}0KEY0123456789"[:20],
+               secret_key=f"{app}-secret-0123456789", bucket=app)  # fmt: skip
+
+
+def key_client(at: Endpoint, key: Key) -> Any:
+    return client(at, key.access_key, key.secret_key)
 
 
 def refused(call: Any, code: str) -> bool:

@@ -19,7 +19,7 @@ from roost.datadir import s3gateway, seaweed, weedplan
 from roost.datadir.seaweed import Endpoint
 from roost.datadir.weedplan import FilerStore
 from tests.conftest import wait_until
-from tests.datadir.s3kit import client, configure, listening, refused
+from tests.datadir.s3kit import ADMIN, app_key, configure, key_client, listening, refused
 from tests.datadir.seaweedkit import Cluster, listed, seaweed_cluster, weed_port
 from tests.pgserver import postgres_server
 
@@ -38,31 +38,22 @@ def shared(tmp_path: Path) -> Iterator[Cluster]:
             yield c
 
 
-def _configure(c: Cluster, filer: Endpoint, *args: str) -> None:
-    configure(c.master, filer, *args)
-
-
 def test_a_gateway_through_its_front_reads_and_writes_after_the_first_filer_dies(
     shared: Cluster,
 ) -> None:
     second = shared.add_filer("filer2", ip="127.0.0.2")
     front = shared.front("front", [shared.filer, second])
-    _configure(shared, front, "-user=admin", "-access_key=ADMIN0KEY", "-secret_key=admin-secret",
-               "-actions=Admin")  # fmt: skip
-    for app in ("shop", "blog"):
-        _configure(shared, front, f"-user={app}", f"-access_key={app.upper()}0KEY",
-                   f"-secret_key={app}-secret", "-actions=Read,Write,List,Tagging",
-                   f"-buckets={app}")  # fmt: skip
+    for key in (ADMIN, app_key("shop"), app_key("blog")):
+        configure(shared.master, front, key)
     at = Endpoint("127.0.0.1", weed_port())
     shared.start("s3", s3gateway.argv(seaweed.weed_binary(), at, front))
     wait_until(lambda: listening(at), 60, "the S3 gateway")
-    admin = client(at, "ADMIN0KEY", "admin-secret")
+    admin = key_client(at, ADMIN)
     wait_until(lambda: not refused(lambda: admin.list_buckets(), "InvalidAccessKeyId"),
                30, "the gateway to load the filers' identities")  # fmt: skip
     for app in ("shop", "blog"):
         admin.create_bucket(Bucket=app)
-    shop = client(at, "SHOP0KEY", "shop-secret")
-    blog = client(at, "BLOG0KEY", "blog-secret")
+    shop, blog = key_client(at, app_key("shop")), key_client(at, app_key("blog"))
     shop.put_object(Bucket="shop", Key="media/up.jpg", Body=b"jpeg")
     # Out of the apps' names: every host mounts the tree's root at ROOT.
     assert weedplan.BUCKETS_FOLDER == "/.buckets"
@@ -81,7 +72,7 @@ def test_a_gateway_through_its_front_reads_and_writes_after_the_first_filer_dies
 
     # A deleted identity is dropped by the running gateway (not merged as a
     # -config file's HUP is): the one-machine case's revoke rule is not needed.
-    _configure(shared, second, "-user=blog", "-delete")
+    configure(shared.master, second, app_key("blog"), remove=True)
     wait_until(
         lambda: refused(lambda: blog.list_objects_v2(Bucket="blog"), "InvalidAccessKeyId"),
         30, "the deleted key refused",

@@ -125,10 +125,15 @@ def identities(admin: Key, apps: Iterable[Key], revoked: Iterable[Key] = ()) -> 
     return {"identities": out}
 
 
-def _identity(key: Key, actions: list[str]) -> dict[str, object]:
+def check_key(key: Key) -> None:
+    """ValueError unless both halves of `key` are tokens."""
     for what, value in (("access key", key.access_key), ("secret key", key.secret_key)):
         if not _KEY.match(value):
             raise ValueError(f"{what} of {key.name!r} is not a 16 to 128 character token")
+
+
+def _identity(key: Key, actions: list[str]) -> dict[str, object]:
+    check_key(key)
     return {
         "name": key.name,
         "credentials": [{"accessKey": key.access_key, "secretKey": key.secret_key}],
