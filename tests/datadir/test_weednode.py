@@ -161,3 +161,26 @@ def test_a_filer_s_filer_toml_is_written_at_each_start_with_the_buckets_folder(
     other = tmp_path / "runner"
     write_store(weedplan.for_host(plan, "r1", ["runner"]), "runner", other)
     assert not (weedplan.home(other) / weedplan.STORE_FILE).exists()
+
+
+def test_with_two_filers_the_s3_gateway_waits_for_the_first_as_the_mount(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    """Its front would give it the second filer, where it would stay."""
+    import socket as _socket
+
+    from roost.datadir.seaweed import Endpoint
+    from roost.datadir.weednode import FIRST_FILER_WAIT_S
+
+    with _socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = Endpoint("127.0.0.1", int(s.getsockname()[1]))  # nothing listens
+    node = WeedNode([Program("s3", argv)], tmp_path, tmp_path / "mnt", closed)
+    node._dirs()
+    node.tick(0.0)
+    assert node.parts[0].proc is None
+    node.tick(FIRST_FILER_WAIT_S)  # past the wait: started anyway
+    try:
+        assert node.parts[0].proc is not None
+    finally:
+        node.stop()

@@ -63,7 +63,9 @@ BACKOFF = Backoff(base_s=0.5, max_s=15.0, reset_after_s=30.0)
 # run with different ids, take each other for another store and replay
 # each other's changes into the one they share.
 FIRST_FILER_WAIT_S = 60.0
-GATED = ("filer", "mount")
+# The S3 gateway too: its front would hand it the second filer while the
+# first is not up yet, and it would stay there (filerfront.py).
+GATED = ("filer", "s3", "mount")
 
 
 def load(data_dir: Path) -> WeedPlan | None:
