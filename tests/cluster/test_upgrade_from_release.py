@@ -67,7 +67,7 @@ def test_rolling_upgrade_from_the_latest_release(cluster: ReleaseCluster, releas
     print(out)
     r = load.result
     print(f"every host from {tag}: {r.total} requests, {len(r.failures)} failed")
-    assert r.failures == [], r.failures[:10]
+    assert r.failures == [], (r.failures[:10], r.failures[-3:], cluster.logs_tail())
     assert r.ok > 0
     # The runners of a release that hands over are not drained: their
     # instances are adopted by the successors, the same processes.

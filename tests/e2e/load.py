@@ -20,6 +20,12 @@ from dataclasses import dataclass, field
 import httpx
 
 
+def _now() -> str:
+    """Wall-clock time of a failure, to set beside the daemons' logs."""
+    t = time.time()
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}"
+
+
 @dataclass
 class LoadResult:
     ok: int = 0
@@ -125,13 +131,13 @@ class Load:
                         self.method, self.url, headers=self.headers, content=self.body or None
                     )
                 except httpx.HTTPError as exc:
-                    r.failures.append(f"{type(exc).__name__}: {exc}")
+                    r.failures.append(f"{_now()} {type(exc).__name__}: {exc}")
                 else:
                     if resp.status_code == 200 and self.accept(resp.text):
                         r.ok += 1
                         r.latencies.append(time.perf_counter() - t0)
                         r.bodies.add(resp.text)
                     else:
-                        r.failures.append(f"{resp.status_code}: {resp.text[:200]!r}")
+                        r.failures.append(f"{_now()} {resp.status_code}: {resp.text[:200]!r}")
                 if self.pause_s:
                     await asyncio.sleep(self.pause_s)
