@@ -14,12 +14,7 @@ long the pause and how many failed meanwhile is printed; the pause must
 be RESUME_S at most);
 the second filer, reading the same PostgreSQL, names every acknowledged
 file and the servicehost's mount, on another host, reads each back. No
-app is deployed: the mounts are the roles' own.
-
-The runner's S3 gateway (datadir/s3gateway.py, through the same front)
-too: an object put through it before the cut is read back through it
-after, a put after the cut succeeds, and another app's key (identities in
-the filers' /etc/iam) is refused on the bucket before and after."""
+app is deployed: the mounts are the roles' own."""
 
 from __future__ import annotations
 
@@ -31,17 +26,14 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
-from roost.datadir.s3gateway import S3_PORT
 from roost.datadir.seaweed import Endpoint
 from roost.datadir.weedplan import PLAN_FILE
 from tests.cluster.cluster import RoostCluster, running_cluster, wait_for
 from tests.cluster.harness import Host
-from tests.datadir.s3kit import ADMIN, app_key, configure, key_client, listening, refused
 from tests.datadir.seaweedkit import listed, write_fsync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
@@ -138,9 +130,6 @@ def test_the_first_filer_s_host_killed_during_writes_loses_no_acknowledged_file(
     svc_tree = wait_for(lambda: _mount_of(rc, rc.servicehosts[0]), 90, "the servicehost's mount")
     tree = runner_tree / "filer-test"
     tree.mkdir()
-    shop, blog = _buckets(rc)
-    shop.put_object(Bucket="shop", Key="before", Body=b"put before the cut")
-    assert refused(lambda: blog.get_object(Bucket="shop", Key="before"), "AccessDenied")
     acked: dict[str, float] = {}
     failures: list[tuple[float, str]] = []
     stop = threading.Event()
@@ -180,27 +169,3 @@ def test_the_first_filer_s_host_killed_during_writes_loses_no_acknowledged_file(
     assert set(acked) <= listed(Endpoint(ctl2.ip, FILER_PORT), "/filer-test/")
     for name in acked:
         assert (svc_tree / "filer-test" / name).read_bytes() == _content(name), name
-
-    # The runner's S3 gateway, through its front, now on the second filer.
-    assert shop.get_object(Bucket="shop", Key="before")["Body"].read() == b"put before the cut"
-    shop.put_object(Bucket="shop", Key="after", Body=b"put after the cut")
-    assert shop.get_object(Bucket="shop", Key="after")["Body"].read() == b"put after the cut"
-    assert refused(lambda: blog.get_object(Bucket="shop", Key="after"), "AccessDenied")
-    assert refused(lambda: blog.put_object(Bucket="shop", Key="x", Body=b"x"), "AccessDenied")
-
-
-def _buckets(rc: RoostCluster) -> tuple[Any, Any]:
-    """Buckets `shop` and `blog` with a key each (the filers' identities, as
-    s3.configure writes them), through the runner's gateway: its clients."""
-    run = rc.runners[0]
-    front = Endpoint(run.ip, 7153)
-    master = Endpoint(rc.controllers[1].ip, MASTER_PORT)
-    for key in (ADMIN, app_key("shop"), app_key("blog")):
-        configure(master, front, key)
-    at = Endpoint(run.ip, S3_PORT)
-    wait_for(lambda: listening(at), 60, "the runner's S3 gateway")
-    admin = key_client(at, ADMIN)
-    wait_for(lambda: not refused(admin.list_buckets, "InvalidAccessKeyId"), 30, "the keys")
-    for app in ("shop", "blog"):
-        admin.create_bucket(Bucket=app)
-    return key_client(at, app_key("shop")), key_client(at, app_key("blog"))

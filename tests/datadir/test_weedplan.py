@@ -98,9 +98,9 @@ def test_two_filers_with_a_shared_store_else_one() -> None:
 def test_a_filer_on_a_storage_host_is_its_servicehost_s_else_its_runner_s() -> None:
     plan = new_plan(["c1"], ["s1", "r1"], STORE)
     svc = for_host(plan, "s1", ["servicehost"])
-    assert parts_for(svc, "servicehost") == ["filer", "volume", "front", "s3", "mount"]
+    assert parts_for(svc, "servicehost") == ["filer", "volume", "front", "mount"]
     runner = for_host(plan, "r1", ["runner"])
-    assert parts_for(runner, "runner") == ["volume", "front", "s3", "mount"]
+    assert parts_for(runner, "runner") == ["volume", "front", "mount"]
     assert parts_for(for_host(plan, "c1", ["controller"]), "controller") == ["master", "filer"]
     # One filer: no front, the mount is given the filer.
     lone = for_host(new_plan(["c1"], ["s1", "r1"]), "r1", ["runner"])
@@ -136,6 +136,11 @@ def test_every_mount_is_given_its_host_s_front_to_both_filers(tmp_path: Path) ->
 def test_each_front_s_host_runs_an_s3_gateway_given_its_front(tmp_path: Path) -> None:
     plan = for_host(new_plan(["10.0.0.1", "10.0.0.2"], ["10.0.0.4", "10.0.0.5"], STORE),
                     "10.0.0.4", ["runner"])  # fmt: skip
+    assert parts_for(plan, "runner") == ["volume", "front", "mount"]  # not asked for
+    plan = msgspec.structs.replace(plan, s3_gateways=True)
+    assert parts_for(plan, "runner") == ["volume", "front", "s3", "mount"]
+    lone = for_host(new_plan(["c1"], ["r1", "r2"]), "r1", ["runner"])
+    assert "s3" not in parts_for(msgspec.structs.replace(lone, s3_gateways=True), "runner")
     progs = {p.name: p.argv for p in programs(plan, "runner", "weed", tmp_path, tmp_path / "m")}
     assert progs["s3"] == [
         "weed", "s3", "-filer=10.0.0.4:7153", "-ip.bind=10.0.0.4", "-port=7154",

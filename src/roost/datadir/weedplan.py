@@ -27,8 +27,9 @@ lines (`programs`) from that file alone and supervises them
   front    with two filers, on every host that mounts: HAProxy handing
            the mounts' filer connections to the first filer, else the
            second (filerfront.py)
-  s3       with two filers, on every host that runs a front: a `weed s3`
-           gateway given that front as its filer (s3gateway.py)
+  s3       with two filers and `s3_gateways`, on every host that runs a
+           front: a `weed s3` gateway given that front as its filer
+           (s3gateway.py)
   mount    `weed mount` at the apps' data root on every servicehost and
            runner host (the gateways relay rsync/scp/sftp to the
            servicehost, which reads the tree itself: a gateway host needs
@@ -91,6 +92,10 @@ class WeedPlan(msgspec.Struct, frozen=True, kw_only=True):
     volume_port: int = 7151
     filer_port: int = 7152
     s3_port: int = s3gateway.S3_PORT
+    # The S3 gateways run only when the plan says so: nothing provisions
+    # apps' buckets through them yet (docs/architecture.md, "Apps' S3
+    # buckets"), and a gateway on every host is a process per host.
+    s3_gateways: bool = False
 
 
 def new_plan(
@@ -153,7 +158,11 @@ def owner(plan: WeedPlan, part: str) -> str:
             return ""
         if "controller" in plan.roles:
             return "controller"
-    elif plan.host not in plan.volumes or (part in ("front", "s3") and len(filers_of(plan)) < 2):
+    elif (
+        plan.host not in plan.volumes
+        or (part in ("front", "s3") and len(filers_of(plan)) < 2)
+        or (part == "s3" and not plan.s3_gateways)
+    ):
         return ""
     for role in ("servicehost", "runner"):
         if role in plan.roles:
