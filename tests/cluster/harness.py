@@ -299,7 +299,12 @@ class Network:
         return out
 
 
-def _kill_ns(ns: str, timeout: float = 10.0) -> None:
+# A killed process is listed until its last thread has left the kernel:
+# seen in loaded full runs (load 15-27), a daemon `R` (runnable: waiting
+# for a CPU to finish its exit) and its weed children `Z` (a leader gone,
+# threads still exiting) 10 s after SIGKILL. Neither is stuck (that would be
+# `D`, where `_where` names the wait); they queue for two busy cores.
+def _kill_ns(ns: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         pids = ns_pids(ns)
