@@ -54,6 +54,12 @@ def test_refusals(env: tuple[TestClient, Store]) -> None:
     assert client.post("/api/apps", json={"name": "dup"}, headers=h).status_code == 201
     r = client.post("/api/apps", json={"name": "dup"}, headers=h)
     assert r.status_code == 409 and "already exists" in r.json()["message"]
+    # The shared data tree's filers read their settings from its /etc and
+    # keep queues in /topics: an app of that name would hold them.
+    for reserved in ("etc", "topics"):
+        r = client.post("/api/apps", json={"name": reserved}, headers=h)
+        assert r.status_code == 422 and "reserved" in r.json()["message"], r.json()
+    assert [a["name"] for a in client.get("/api/apps", headers=h).json()] == ["dup"]
 
 
 def test_apps_are_private_to_their_owner(env: tuple[TestClient, Store]) -> None:

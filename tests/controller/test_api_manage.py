@@ -330,6 +330,8 @@ def test_epio_compatibility(env: tuple[TestClient, Store, Controller]) -> None:
     )
     r = client.post("/control/app/create/", data={"name": "Bad Name"}, headers=h)
     assert r.status_code == 200 and "name" in r.json()["form"]["errors"]
+    r = client.post("/control/app/create/", data={"name": "etc"}, headers=h)
+    assert "reserved" in r.json()["form"]["errors"]["name"][0]
     r = client.post("/control/app/create/", data={"name": "<random>"}, headers=h)
     assert r.status_code == 201 and r.json()["app"]["names"][0].startswith("app-")
     app_id = client.get("/control/app/name/legacy/", headers=h).json()["app"]["id"]

@@ -10,12 +10,12 @@ from pydantic import BaseModel, Field
 
 from roost.controller import lifecycle
 from roost.controller.api.deps import (
-    APP_NAME,
     ApiError,
     CurrentAccount,
     CurrentController,
     app_for_member,
     app_for_owner,
+    app_name_problem,
 )
 from roost.controller.services import ServiceError
 from roost.controller.store import Conflict
@@ -43,10 +43,8 @@ def _url(c: Any, name: str) -> str:
 
 @router.post("/apps", status_code=201, response_model=AppOut)
 async def create_app(body: AppCreate, who: CurrentAccount, c: CurrentController) -> AppOut:
-    if not APP_NAME.match(body.name):
-        raise ApiError(
-            422, f"invalid app name {body.name!r}: use lower-case letters, digits, '-' and '_'"
-        )
+    if (problem := app_name_problem(body.name)) is not None:
+        raise ApiError(422, problem)
     try:
         app = await c.store.create_app(body.name, who.id)
     except Conflict:

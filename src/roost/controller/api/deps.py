@@ -16,6 +16,23 @@ from roost.netaddr import is_loopback
 
 # ep.io's rule for app names, with a length limit that keeps hostnames valid.
 APP_NAME = re.compile(r"^[a-z0-9_-]{1,30}$")
+# Names no app may have: in a cluster each app's data directory is ROOT/APP
+# of one SeaweedFS tree, whose filers read their own settings from its /etc
+# (seaweedfs/filer.conf: replication, fsync, read-only per path; iam: S3
+# identities) and keep message queues in /topics. An app named so would hold,
+# and could rewrite, the filers' configuration for every app.
+RESERVED_APP_NAMES = frozenset({"etc", "topics"})
+
+
+def app_name_problem(name: str) -> str | None:
+    """Why `name` cannot be an app's, or None."""
+    if not APP_NAME.match(name):
+        return (
+            f"invalid app name {name!r}: use lower-case letters, digits, '-' and '_' (at most 30)"
+        )
+    if name in RESERVED_APP_NAMES:
+        return f"the app name {name!r} is reserved (the shared data tree uses it): choose another"
+    return None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from fastapi.responses import JSONResponse
 from roost.controller import lifecycle
 from roost.controller.api.accounts import add_key, check_password
 from roost.controller.api.deps import (
-    APP_NAME,
     Account,
     ApiError,
     CurrentController,
@@ -25,6 +24,7 @@ from roost.controller.api.deps import (
     account,
     app_for_member,
     app_for_owner,
+    app_name_problem,
 )
 from roost.controller.core import Controller
 from roost.controller.services import ServiceError
@@ -114,12 +114,8 @@ async def create(
     who = await _who(request, x_epio_token)
     if name == "<random>":
         name = "app-" + secrets.token_hex(3)
-    if not APP_NAME.match(name):
-        return {
-            "form": {
-                "errors": {"name": ["Names may contain only a-z, 0-9, '-' and '_' (at most 30)."]}
-            }
-        }
+    if (problem := app_name_problem(name)) is not None:
+        return {"form": {"errors": {"name": [problem]}}}
     try:
         await c.store.create_app(name, who.id)
     except Conflict:
