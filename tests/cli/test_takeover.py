@@ -38,6 +38,10 @@ def test_how_a_running_roost_up_is_taken_over() -> None:
     # Just started: a current roost up has not written its status yet.
     assert kind_of(None, 10, OLDER_AFTER_S - 1, "0.3.0") == ""
     assert kind_of(status(10, ""), 10, OLDER_AFTER_S - 1, "0.3.0") == ""
+    # Young but its own status names its release: that decides.
+    assert kind_of(status(10, "0.2.0"), 10, OLDER_AFTER_S - 9, "0.3.0") == "hand-over"
+    assert kind_of(status(10, "0.3.0"), 10, OLDER_AFTER_S - 9, "0.3.0") == ""
+    assert kind_of(status(11, "0.2.0"), 10, OLDER_AFTER_S - 9, "0.3.0") == ""  # not its file yet
 
 
 def test_role_of_a_daemon_command_line() -> None:

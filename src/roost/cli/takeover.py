@@ -77,11 +77,14 @@ def kind_of(status: upstate.UpStatus | None, pid: int, age_s: float, mine: str) 
     reload (DATA/up.json is not its or names no release: 0.1.0 wrote none);
     "hand-over" when it is of another release (`status.release` is not
     `mine`), whose daemons hand their tenants over as a reload's do."""
+    if status is not None and status.pid == pid and status.release:
+        # Its own status says its release, however young it is: a roost up
+        # taken over seconds after it started (its apps already deployed)
+        # was refused as "already running" while younger than OLDER_AFTER_S.
+        return "hand-over" if status.release != mine else ""
     if age_s < OLDER_AFTER_S:
         return ""
-    if status is None or status.pid != pid or not status.release:
-        return "restart"
-    return "hand-over" if status.release != mine else ""
+    return "restart"
 
 
 def role_of(cmdline: list[str]) -> str:
