@@ -19,10 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import sqlalchemy
+
+from roost.controller import filerstore
 from roost.datadir import filerfront, seaweed, weedplan
 from roost.datadir.seaweed import Endpoint
 from roost.datadir.weedplan import FilerStore
 from tests.conftest import wait_until
+from tests.pgserver import postgres_server
 
 START_S = 60.0
 
@@ -191,3 +195,16 @@ def seaweed_cluster(
         yield c
     finally:
         c.stop()
+
+
+@contextlib.contextmanager
+def postgres_store_cluster(base: Path) -> Iterator[Cluster]:
+    """`seaweed_cluster` whose filers keep the tree in one PostgreSQL store,
+    made as a controller makes it (roost.controller.filerstore)."""
+    with postgres_server() as admin:
+        url = sqlalchemy.make_url(admin)
+        assert url.host is not None and url.port is not None
+        store = FilerStore(hosts=[url.host], port=url.port, password="filers_password_0123")
+        filerstore.ensure(admin, store)
+        with seaweed_cluster(base, store=store) as c:
+            yield c

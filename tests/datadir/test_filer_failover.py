@@ -25,14 +25,16 @@ from pathlib import Path
 
 import psutil
 import pytest
-import sqlalchemy
 
-from roost.controller import filerstore
 from roost.datadir.seaweed import Endpoint
-from roost.datadir.weedplan import FilerStore
 from tests.conftest import wait_until
-from tests.datadir.seaweedkit import Cluster, listed, seaweed_cluster, write_fsync
-from tests.pgserver import postgres_server
+from tests.datadir.seaweedkit import (
+    Cluster,
+    listed,
+    postgres_store_cluster,
+    seaweed_cluster,
+    write_fsync,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -53,13 +55,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 def shared(tmp_path: Path) -> Iterator[Cluster]:
     """Filers keeping the tree in one PostgreSQL store, made as a controller makes it."""
     _fuse()
-    with postgres_server() as admin:
-        url = sqlalchemy.make_url(admin)
-        assert url.host is not None and url.port is not None
-        store = FilerStore(hosts=[url.host], port=url.port, password="filers_password_0123")
-        filerstore.ensure(admin, store)
-        with seaweed_cluster(tmp_path, store=store) as c:
-            yield c
+    with postgres_store_cluster(tmp_path) as c:
+        yield c
 
 
 def _written_through_two_filers(c: Cluster, n: int) -> tuple[Endpoint, Path, dict[str, bytes]]:

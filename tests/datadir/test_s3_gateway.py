@@ -12,16 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy
 
-from roost.controller import filerstore
 from roost.datadir import s3gateway, seaweed, weedplan
 from roost.datadir.seaweed import Endpoint
-from roost.datadir.weedplan import FilerStore
 from tests.conftest import wait_until
 from tests.datadir.s3kit import ADMIN, app_key, configure, key_client, listening, refused
-from tests.datadir.seaweedkit import Cluster, listed, seaweed_cluster, weed_port
-from tests.pgserver import postgres_server
+from tests.datadir.seaweedkit import (
+    Cluster,
+    listed,
+    postgres_store_cluster,
+    weed_port,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -29,13 +30,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def shared(tmp_path: Path) -> Iterator[Cluster]:
     """Filers keeping the tree in one PostgreSQL store, made as a controller makes it."""
-    with postgres_server() as admin:
-        url = sqlalchemy.make_url(admin)
-        assert url.host is not None and url.port is not None
-        store = FilerStore(hosts=[url.host], port=url.port, password="filers_password_0123")
-        filerstore.ensure(admin, store)
-        with seaweed_cluster(tmp_path, store=store) as c:
-            yield c
+    with postgres_store_cluster(tmp_path) as c:
+        yield c
 
 
 def test_a_gateway_through_its_front_reads_and_writes_after_the_first_filer_dies(
