@@ -129,7 +129,7 @@ class BucketBackups:
         def url(key: str) -> str:
             return f"{server.filer()}{urllib.parse.quote(f'{top}/{key}', safe='/')}"
 
-        for path, _size in list(server._walk(top)):
+        for path, _size in list(server.walk(top)):
             if path[len(top) + 1 :] not in wanted:
                 _send("DELETE", url(path[len(top) + 1 :]))
         for key, data in wanted.items():

@@ -224,7 +224,7 @@ class S3Server:
         top = f"{s3plan.BUCKETS_DIR}/{bucket}"
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w:gz") as tar:
-            for path, size in self._walk(top):
+            for path, size in self.walk(top):
                 data = _get(f"{self.filer()}{_q(path)}", True)
                 if len(data) != size:
                     raise S3Problem(f"{path}: read {len(data)} bytes of {size}")
@@ -233,7 +233,7 @@ class S3Server:
                 tar.addfile(info, io.BytesIO(data))
         return dest.stat().st_size
 
-    def _walk(self, directory: str) -> Iterator[tuple[str, int]]:
+    def walk(self, directory: str) -> Iterator[tuple[str, int]]:
         """(path, size) of every file under `directory` on the filer."""
         last = ""
         while True:
@@ -243,7 +243,7 @@ class S3Server:
             for e in entries:
                 path = str(e["FullPath"])
                 if int(e.get("Mode", 0)) & _MODE_DIR:
-                    yield from self._walk(path)
+                    yield from self.walk(path)
                 else:
                     yield path, int(e.get("FileSize", 0))
             if len(entries) < 1000:
