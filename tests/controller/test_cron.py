@@ -23,6 +23,7 @@ from roost.controller.cron import (
     plan,
     slot_of,
 )
+from roost.wire.messages import MAX_LOG_LINE
 
 
 def _ts(y: int, mo: int, d: int, h: int, mi: int, s: int = 0) -> float:
@@ -211,3 +212,15 @@ def test_output_is_cut_into_lines_across_chunks_and_streams() -> None:
     lines, tail = cut_lines(tail, [("stderr", b"y" * 10)], max_line=4)
     assert lines == [("stderr", "xyyy"), ("stderr", "yyyy")] and tail == {"stderr": b"yyy"}
     assert flush_tails(tail) == [("stderr", "yyy")]
+
+
+def test_a_long_line_in_pieces_is_kept_whole_as_an_instances_would_be() -> None:
+    # A 5 kB line that arrives in two reads (a pipe's usual 4 KiB) is one
+    # line, as the runner keeps an instance's: the cut is the wire's limit.
+    line = b"x" * 5000
+    lines, tail = cut_lines({}, [("stdout", line[:4096])])
+    assert lines == []
+    lines, tail = cut_lines(tail, [("stdout", line[4096:] + b"\n")])
+    assert lines == [("stdout", line.decode())] and tail == {}
+    lines, tail = cut_lines({}, [("stdout", b"y" * (MAX_LOG_LINE + 1))])
+    assert lines == [("stdout", "y" * MAX_LOG_LINE)] and tail == {"stdout": b"y"}

@@ -50,6 +50,7 @@ from datetime import UTC, datetime
 
 from roost.appspec.cron import CronSchedule, parse_schedule
 from roost.appspec.errors import AppSpecError
+from roost.wire.messages import MAX_LOG_LINE
 
 # Claim states.
 QUEUED = "queued"
@@ -259,7 +260,9 @@ def _admit(d: Due, open_: list[Claim], queue_limit: int) -> NewClaim:
 
 
 def cut_lines(
-    tail: Mapping[str, bytes], chunks: Iterable[tuple[str, bytes]], max_line: int = 4096
+    tail: Mapping[str, bytes],
+    chunks: Iterable[tuple[str, bytes]],
+    max_line: int = MAX_LOG_LINE,
 ) -> tuple[list[tuple[str, str]], dict[str, bytes]]:
     """Complete lines of output chunks, given each stream's unterminated tail.
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from roost.wire.messages import LogLine
+from roost.wire.messages import MAX_LOG_LINE, LogLine
 
-MAX_LINE = 16 * 1024
+MAX_LINE = MAX_LOG_LINE
 DROP_NOTICE = "log lines were dropped while the controllers were unreachable"
 
 

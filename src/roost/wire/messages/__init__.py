@@ -106,6 +106,7 @@ from roost.wire.messages.routes import (
 )
 from roost.wire.messages.runners import (
     DATA_PROXY_HOST,
+    MAX_LOG_LINE,
     AppRemoved,
     Assignment,
     AssignmentReady,
@@ -261,6 +262,7 @@ AnyMsg = (
 __all__ = [
     "APP_SUSPENDED",
     "DATA_PROXY_HOST",
+    "MAX_LOG_LINE",
     "AccountApps",
     "AnyMsg",
     "AppAccess",

@@ -126,6 +126,13 @@ class HeartbeatReply(Msg, frozen=True, kw_only=True):
     assignment: Assignment | None = None
 
 
+# The longest log line kept whole, in bytes: a longer one is cut into pieces
+# of this size wherever output is cut into lines (an instance's pipes on the
+# runner, a cron job's or release command's output on the controller), so one
+# line reads the same whichever way it was run.
+MAX_LOG_LINE = 16 * 1024
+
+
 class LogLine(msgspec.Struct, frozen=True, kw_only=True):
     app: str
     ts: float
