@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from tests.conftest import wait_until
 from tests.pgserver import postgres_server
 
 START_S = 60.0
+STOP_GRACE_S = 2.0
 
 
 def write_fsync(path: Path, data: bytes) -> None:
@@ -144,9 +146,13 @@ class Cluster:
         for proc in self.procs.values():
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
+        # One grace for all, then SIGKILL: what they hold is thrown away, and
+        # a filer's graceful stop waits out open gRPC streams (~17 s, measured
+        # in servicehost/s3.py); a wait of its own for each cost 15 s a test.
+        deadline = time.monotonic() + STOP_GRACE_S
         for proc in self.procs.values():
             try:
-                proc.wait(5)
+                proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
