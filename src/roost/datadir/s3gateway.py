@@ -18,9 +18,8 @@ follows. Measured on 4.48: an identity deleted that way is refused
 `-config` file's HUP, which merges; so an app's key is removed, not
 revoked. An identity file PUT through the filer's HTTP instead was not
 taken by a running gateway within 30 s: only s3.configure (or the IAM
-gRPC it calls) is used. The servicehost's
-side (provisioning a bucket and its key through the cluster rather than its
-own `weed server`) is not done: docs/architecture.md says what is left.
+gRPC it calls) is used. The servicehost provisions buckets and keys
+through them (s3cluster.py).
 """
 
 from __future__ import annotations

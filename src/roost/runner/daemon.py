@@ -35,7 +35,7 @@ from roost.images.cache import ImageCache
 from roost.images.sources import RemoteStore
 from roost.images.store import ImageStore
 from roost.proc.exits import ConfigError, Unavailable
-from roost.runner import shimsession
+from roost.runner import s3local, shimsession
 from roost.runner.archive import AppDirs
 from roost.runner.confine import TenantDefaults
 from roost.runner.copies import Copies, CopyDirectory
@@ -50,6 +50,7 @@ from roost.runner.metrics import RunnerCollector
 from roost.runner.model import Policy
 from roost.runner.proxyfeed import ProxyFeed
 from roost.runner.rpcserver import RunnerRpc
+from roost.runner.s3local import LocalS3
 from roost.runner.shimclient import discover
 from roost.runner.shipper import LogShipper
 from roost.runner.supervisor import Supervisor
@@ -238,6 +239,7 @@ async def _serve(
     )
     fw.live_session = execs.has
     runner_rpc = RunnerRpc(layout, images, execs, data, copies, tenancy, defaults)
+    runner_rpc.local_s3 = LocalS3(s3local.own_gateway(weednode.load(layout.data_dir)))
     # Deleted apps' homes: archived on AppRemoved, and before a reused name's use.
     dirs = AppDirs(layout, settings.archive_days * 86400)
     # What the data proxy serves, from assignments and `run` sessions (proxyfeed.py).
@@ -264,7 +266,8 @@ async def _serve(
         records=lambda: list(sup.records.values()),
         changed=sup.changed,
         on_assignment=lambda asg: fw.gate(
-            dirs.claim_all(feed.assigned(asg.instances)), sup.set_desired
+            dirs.claim_all(feed.assigned(runner_rpc.local_s3.assignments(asg.instances))),
+            sup.set_desired,
         ),
         rpc_endpoint=rpc.address if rpc is not None else "",
         rpc_key=node.keypair.public_text if node is not None and rpc is not None else "",

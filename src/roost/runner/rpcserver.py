@@ -60,6 +60,7 @@ from roost.runner.launch import Launch, LaunchError
 from roost.runner.layout import Layout, link_data, materialize
 from roost.runner.proxyfeed import ProxyFeed
 from roost.runner.runcmd import manage_py, render_run
+from roost.runner.s3local import LocalS3
 from roost.runner.shimsession import SessionRecord, ShimHeld
 from roost.sessions.server import ExecSessions, ExitHook, Spawn
 from roost.tenant.cgroups import Limits
@@ -116,6 +117,9 @@ class RunnerRpc:
         # Lists a `run` session's data proxy listeners before it starts
         # (the daemon sets it; None: nothing is fed, as in tests of the relay).
         self.proxy_feed: ProxyFeed | None = None
+        # Puts this host's S3 gateway in a cluster bucket's endpoint (the
+        # daemon sets it; s3local.py): before the firewall reads the addresses.
+        self.local_s3 = LocalS3(None)
 
     def handlers(self, dirs: AppDirs, firewall: RunnerFirewall | None = None) -> Handlers:
         """The runner's table. A `run` session starts once its app's home is
@@ -125,7 +129,7 @@ class RunnerRpc:
         return Handlers(
             "the runner",
             [
-                on(RunStart, fw.guard(dirs.claiming(start))),
+                on(RunStart, self.local_s3.guard(fw.guard(dirs.claiming(start)))),
                 *self.sessions.entries(),
                 on(ImageChunkRequest, self.serve_chunk),
                 on(ImageCopy, self.copy),

@@ -27,10 +27,10 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from roost.datadir import s3plan
 from roost.servicehost.host import ServiceHost
 from roost.servicehost.names import BadAppName, check_app
 from roost.servicehost.s3 import S3Problem, S3Server, ServiceProblem
+from roost.servicehost.s3cluster import ClusterBuckets
 from roost.wire.dispatch import Entry, on, refusing
 from roost.wire.messages import BucketArchive, BucketPull, BucketRestore, BucketRestored, Msg
 
@@ -81,12 +81,13 @@ class BucketBackups:
             on(BucketRestore, refusing(self.restore, *errors)),
         ]
 
-    async def _server(self, app: str) -> tuple[S3Server, str]:
+    async def _server(self, app: str) -> tuple[S3Server | ClusterBuckets, str]:
+        """Where the app's bucket is read and written: this servicehost's
+        own server, or a cluster's filers (servicehost/s3cluster.py)."""
         svc = self.host.state.get(app, "s3")
         if svc is None:
             raise ServiceProblem(f"app {app!r} has no bucket on this servicehost")
-        server, _ = await self.host.s3._up()
-        return server, svc.database
+        return await self.host.s3.store(), svc.database
 
     async def pull(self, msg: BucketPull) -> Msg:
         app = check_app(msg.app)
@@ -111,7 +112,7 @@ class BucketBackups:
         async with self.host.lock(app, "s3"):
             server, bucket = await self._server(app)
             kept = self.host.backup_path(app, "s3")
-            top = f"{s3plan.BUCKETS_DIR}/{bucket}"
+            top = f"{server.buckets_dir}/{bucket}"
             try:
                 await server.archive(bucket, kept)
                 await asyncio.to_thread(self._replace, server, top, wanted)
@@ -125,7 +126,9 @@ class BucketBackups:
         )
         return BucketRestored(app=app, objects=len(wanted), kept=str(kept))
 
-    def _replace(self, server: S3Server, top: str, wanted: dict[str, bytes]) -> None:
+    def _replace(
+        self, server: S3Server | ClusterBuckets, top: str, wanted: dict[str, bytes]
+    ) -> None:
         def url(key: str) -> str:
             return f"{server.filer()}{urllib.parse.quote(f'{top}/{key}', safe='/')}"
 

@@ -29,26 +29,34 @@ lets an app reach the host:port of its own credentials, never others).
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 import os
-import secrets
 import signal
 import socket
-import tarfile
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from roost.datadir import s3plan
+from roost.datadir import s3cluster, s3plan, weednode
 from roost.datadir.seaweed import weed_binary
 from roost.servicehost.detached import adoptable, cmdline, launch
 from roost.servicehost.names import check_app
+from roost.servicehost.s3cluster import ClusterBuckets
+from roost.servicehost.s3filer import (
+    KEY_WAIT_S,
+    S3Problem,
+    ServiceProblem,
+    archive_to,
+    delete_bucket,
+    final_backup,
+    get,
+    key_opens,
+    make_bucket,
+    new_key,
+    new_secret,
+    walk,
+)
 from roost.servicehost.state import S3Node, S3Revoked, Service
 from roost.servicehost.supervised import Supervised
 from roost.wire.dispatch import Entry, on, refusing
@@ -71,33 +79,8 @@ log = logging.getLogger("roost.servicehost")
 # SIGKILL: what is left open is the filer's LevelDB, whose journal replays.
 STOP_GRACE_S = 3.0
 UP_WAIT_S = 30.0  # how long a request waits for a (re)starting server
-KEY_WAIT_S = 10.0  # how long the gateway may take to read its keys again
-HTTP_TIMEOUT_S = 10.0
 PIDFILE = "weed.pid"
-# A directory's mode bit in the filer's JSON listing (Go's os.ModeDir).
-_MODE_DIR = 1 << 31
-
-
-class S3Problem(Exception):
-    """The server or its filer refused or did not answer."""
-
-
-class ServiceProblem(Exception):
-    """A request refused (the servicehost answers it as an Error)."""
-
-    def __init__(self, message: str, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-
-
-def new_key(length: int = 20) -> str:
-    """An access key: uppercase letters and digits, as AWS's look."""
-    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-    return "".join(secrets.choice(alphabet) for _ in range(length))
-
-
-def new_secret() -> str:
-    return secrets.token_urlsafe(30)
+__all__ = ["S3Buckets", "S3Problem", "S3Server", "ServiceProblem", "identity_file"]
 
 
 class S3Server:
@@ -106,6 +89,7 @@ class S3Server:
     stop_signal: int = signal.SIGTERM
     stop_grace_s: float = STOP_GRACE_S
     name = "s3"
+    buckets_dir = s3plan.BUCKETS_DIR
 
     def __init__(self, host: ServiceHost, node: S3Node) -> None:
         self.host = host
@@ -168,8 +152,8 @@ class S3Server:
         master knows the volume server's volumes (s3plan.volumes_known)."""
         while True:
             try:
-                await asyncio.to_thread(_get, f"{self.filer()}{s3plan.BUCKETS_DIR}/", True, True)
-                await asyncio.to_thread(_get, f"http://{self.ip}:{self.node.ports.s3}/", False)
+                await asyncio.to_thread(get, f"{self.filer()}{s3plan.BUCKETS_DIR}/", True, True)
+                await asyncio.to_thread(get, f"http://{self.ip}:{self.node.ports.s3}/", False)
                 if await asyncio.to_thread(self._volumes_known):
                     return
             except (OSError, S3Problem, ValueError):
@@ -178,8 +162,8 @@ class S3Server:
 
     def _volumes_known(self) -> bool:
         p = self.node.ports
-        volume = json.loads(_get(f"http://{self.ip}:{p.volume}/status", True))
-        master = json.loads(_get(f"http://{self.ip}:{p.master}/dir/status", True))
+        volume = json.loads(get(f"http://{self.ip}:{p.volume}/status", True))
+        master = json.loads(get(f"http://{self.ip}:{p.master}/dir/status", True))
         return s3plan.volumes_known(volume, master, f"{self.ip}:{p.volume}")
 
     # ------------------------------------------------------------ buckets
@@ -191,64 +175,25 @@ class S3Server:
             os.kill(pid, signal.SIGHUP)
 
     async def opens(self, svc: Service, secret: str, want: bool, timeout: float) -> bool:
-        """Wait until the app's key with `secret` opens its bucket (`want`)
-        or is refused (not `want`), as the gateway answers a signed HEAD;
-        whether it did within `timeout`. A HUP is read by the gateway a
-        moment after it is sent: nothing is told to the app (a new key) or
-        deleted (a revoked one) before the gateway says so."""
-        host = f"{self.ip}:{self.node.ports.s3}"
-        path = f"/{svc.database}"
-        deadline = time.monotonic() + timeout
-        while True:
-            headers = s3plan.signed_headers("HEAD", host, path, svc.username, secret, time.time())
-            status = await asyncio.to_thread(_head, f"http://{host}{path}", headers)
-            if (status == 200) == want and status in (200, 403):
-                return True
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.1)
+        """Whether the app's key with `secret` opens its bucket (`want`) or
+        is refused (not `want`) within `timeout` (`key_opens`)."""
+        at = f"{self.ip}:{self.node.ports.s3}"
+        return await key_opens(at, svc.database, svc.username, secret, want, timeout)
 
     async def make_bucket(self, bucket: str) -> None:
-        url = f"{self.filer()}{s3plan.BUCKETS_DIR}/{_q(bucket)}/"
-        await asyncio.to_thread(_call, "POST", url)
+        await make_bucket(self.filer(), f"{self.buckets_dir}/{bucket}")
 
     async def delete_bucket(self, bucket: str) -> None:
-        url = f"{self.filer()}{s3plan.BUCKETS_DIR}/{_q(bucket)}?recursive=true"
-        await asyncio.to_thread(_call, "DELETE", url)
+        await delete_bucket(self.filer(), f"{self.buckets_dir}/{bucket}")
 
     async def archive(self, bucket: str, dest: Path) -> int:
         """Every object of the bucket into a tar.gz at `dest` (0600); its size."""
-        return await asyncio.to_thread(self._archive, bucket, dest)
-
-    def _archive(self, bucket: str, dest: Path) -> int:
-        top = f"{s3plan.BUCKETS_DIR}/{bucket}"
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w:gz") as tar:
-            for path, size in self.walk(top):
-                data = _get(f"{self.filer()}{_q(path)}", True)
-                if len(data) != size:
-                    raise S3Problem(f"{path}: read {len(data)} bytes of {size}")
-                info = tarfile.TarInfo(path[len(top) + 1 :])
-                info.size, info.mtime, info.mode = size, int(time.time()), 0o600
-                tar.addfile(info, io.BytesIO(data))
-        return dest.stat().st_size
+        top = f"{self.buckets_dir}/{bucket}"
+        return await asyncio.to_thread(archive_to, self.filer(), top, dest)
 
     def walk(self, directory: str) -> Iterator[tuple[str, int]]:
         """(path, size) of every file under `directory` on the filer."""
-        last = ""
-        while True:
-            query = urllib.parse.urlencode({"limit": 1000, "lastFileName": last})
-            body = _get(f"{self.filer()}{_q(directory)}/?{query}", True, True)
-            entries = json.loads(body or b"{}").get("Entries") or []
-            for e in entries:
-                path = str(e["FullPath"])
-                if int(e.get("Mode", 0)) & _MODE_DIR:
-                    yield from self.walk(path)
-                else:
-                    yield path, int(e.get("FileSize", 0))
-            if len(entries) < 1000:
-                return
-            last = str(entries[-1]["FullPath"]).rsplit("/", 1)[-1]
+        return walk(self.filer(), directory)
 
 
 def identity_file(node: S3Node, buckets: Iterable[Service]) -> dict[str, object]:
@@ -287,48 +232,6 @@ def _ip(host: ServiceHost) -> str:
     return "127.0.0.1" if host.host in ("localhost", "") else host.host
 
 
-def _q(path: str) -> str:
-    return urllib.parse.quote(path, safe="/")
-
-
-def _call(method: str, url: str) -> None:
-    # No body: a POST with one (even empty, form-encoded) is an upload to the filer.
-    req = urllib.request.Request(url, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
-            resp.read()
-    except urllib.error.HTTPError as exc:
-        # Idempotent: a bucket made already (409), one deleted already (404).
-        if (method, exc.code) not in (("POST", 409), ("DELETE", 404)):
-            raise S3Problem(f"the filer answered {exc.code} to {method}") from None
-
-
-def _head(url: str, headers: dict[str, str]) -> int:
-    """The HTTP status of a HEAD (0: no answer)."""
-    req = urllib.request.Request(url, method="HEAD", headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
-
-
-def _get(url: str, strict: bool, listing: bool = False) -> bytes:
-    """GET `url`. `strict`: only a 200 counts (the filer's); else any HTTP
-    answer does (the gateway's probe: its / is 403 without a signature)."""
-    headers = {"Accept": "application/json"} if listing else {}
-    req = urllib.request.Request(url, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT_S) as resp:
-            return bytes(resp.read())
-    except urllib.error.HTTPError as exc:
-        if strict:
-            raise S3Problem(f"the filer answered {exc.code}") from None
-        return b""
-
-
 class S3Buckets:
     """The servicehost's S3 requests (module docstring); `host` holds the
     locks, state.json and the supervisor."""
@@ -339,6 +242,15 @@ class S3Buckets:
         self.sup: Supervised | None = None
         # Removals done: app -> its final backup, for a repeated request.
         self.removed: dict[str, str] = {}
+        # A cluster whose gateways serve buckets (s3cluster.py), unless this
+        # servicehost serves some from its own server already: those stay
+        # there (moving them into the shared tree is not done).
+        gateways = s3cluster.of_plan(weednode.load(host.layout.data_dir))
+        self.cluster = (
+            ClusterBuckets(gateways, host.state, host.save)
+            if gateways is not None and host.state.s3 is None
+            else None
+        )
 
     def entries(self, errors: tuple[type[Exception], ...]) -> list[Entry]:
         """The bucket requests, each under the app's s3 lock (host.lock)."""
@@ -365,8 +277,15 @@ class S3Buckets:
 
     def start(self) -> None:
         """At the daemon's start: the server, when some app has a bucket."""
-        if self.host.state.of_kind("s3"):
+        if self.cluster is None and self.host.state.of_kind("s3"):
             self._run()
+
+    async def store(self) -> S3Server | ClusterBuckets:
+        """Where the buckets' objects are read and written (backups)."""
+        if self.cluster is not None:
+            return self.cluster
+        server, _ = await self._up()
+        return server
 
     def _node(self) -> S3Node:
         state = self.host.state
@@ -401,6 +320,8 @@ class S3Buckets:
 
     def credentials(self, svc: Service) -> BucketCredentials:
         """What the app is given: its bucket, its key, the endpoint."""
+        if self.cluster is not None:
+            return self.cluster.credentials(svc)
         return BucketCredentials(
             app=svc.app, host=self.host.host, port=svc.port, bucket=svc.database,
             access_key=svc.username, secret_key=svc.password,
@@ -416,6 +337,8 @@ class S3Buckets:
         other = s3plan.taken_by(bucket, app, owners)
         if other:
             raise ServiceProblem(f"app {app!r} would share bucket {bucket} with app {other!r}")
+        if self.cluster is not None:
+            return await self.cluster.provision(app, bucket)
         key = self.host.state.key(app, "s3")
         svc = self.host.state.services.get(key)
         if svc is None:
@@ -444,18 +367,13 @@ class S3Buckets:
     async def remove(self, app: str, dest: Path) -> bool:
         """Final backup to `dest`, the key dropped, the bucket deleted; the
         server stopped when no bucket is left. False: no bucket here."""
+        if self.cluster is not None:
+            return await self.cluster.remove(app, dest)
         svc = self.host.state.get(app, "s3")
         if svc is None:
             return False
         server, sup = await self._up()
-        try:
-            size = await server.archive(svc.database, dest)
-        except (OSError, S3Problem, ValueError) as exc:
-            raise ServiceProblem(
-                f"could not take the final backup of bucket {svc.database}; nothing was "
-                f"removed: {exc}"
-            ) from None
-        log.info("final backup of %s's bucket %s: %s (%d bytes)", app, svc.database, dest, size)
+        await final_backup(app, svc.database, dest, server.archive)
         self.host.state.services.pop(self.host.state.key(app, "s3"), None)
         name = s3plan.identity_name(app, svc.username)
         node = self._node()

@@ -121,6 +121,7 @@ from roost.wire.messages.runners import (
     RouterLogBatch,
 )
 from roost.wire.messages.services import (
+    RUNNER_S3_HOST,
     BucketArchive,
     BucketCredentials,
     BucketDeprovision,
@@ -263,6 +264,7 @@ __all__ = [
     "APP_SUSPENDED",
     "DATA_PROXY_HOST",
     "MAX_LOG_LINE",
+    "RUNNER_S3_HOST",
     "AccountApps",
     "AnyMsg",
     "AppAccess",

@@ -84,9 +84,18 @@ class BucketProvision(Msg, frozen=True, kw_only=True):
     app: str
 
 
+# The host a cluster's servicehost names in every bucket's credentials: each
+# app reaches the S3 gateway on its own runner's host, and credentials are
+# per app, not per runner, so each runner puts its own address in its place
+# when it builds a process's environment (runner/s3local.py). Under the
+# reserved .invalid domain: it never resolves, so a runner that does not
+# replace it fails to connect rather than connecting elsewhere.
+RUNNER_S3_HOST = "s3.runner.roost.invalid"
+
+
 class BucketCredentials(Msg, frozen=True, kw_only=True):
     app: str
-    host: str
+    host: str  # RUNNER_S3_HOST from a cluster's servicehost (its gateways)
     port: int
     bucket: str
     access_key: str
