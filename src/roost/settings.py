@@ -373,6 +373,13 @@ class Settings:
     postgres_port: int = _setting(
         0, "ROOST_POSTGRES_PORT", "servicehost: PostgreSQL port (0 = pick a free one once, kept)"
     )
+    postgres_start: str = _setting(
+        "on-demand",
+        "ROOST_POSTGRES_START",
+        "servicehost: 'on-demand' starts the apps' PostgreSQL with the first database "
+        "(and at the daemon's start once one exists or backupd streams it); 'always' at "
+        "the daemon's start. A cluster's servicehost starts its own always",
+    )
     postgres_connection_limit: int = _setting(
         20,
         "ROOST_POSTGRES_CONNECTION_LIMIT",

@@ -5,6 +5,7 @@ is proven by restoring it (verified); data changed after it comes back with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -14,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import psycopg
 import pytest
 
 import roost
 from roost.servicehost.names import BACKUP_ROLE
-from tests.conftest import wait_until
+from tests.conftest import processes_under, wait_until
 from tests.e2e.platform import Platform, running_platform
 from tests.helloapp import hello_app
 from tests.sshclient import git_over_ssh
@@ -64,12 +66,34 @@ def _entries(platform: Platform) -> list[dict[str, Any]]:
     return listing["entries"]  # type: ignore[no-any-return]
 
 
+def _programs(platform: Platform) -> set[str]:
+    names = set()
+    for p in processes_under(platform.data):
+        with contextlib.suppress(psutil.Error):
+            names.add(p.name())
+    return names
+
+
+def test_an_idle_platform_runs_no_postgres(platform: Platform) -> None:
+    """First in the module: no app, no database, so the servicehost has not
+    started its PostgreSQL (servicehost/pgdemand.py), backupd streams no
+    WAL, and the platform's capture takes no base backup and fails nothing.
+    The next test's app, with a database, starts it."""
+    running = _programs(platform)
+    assert not running & {"postgres", "pg_receivewal", "barman"}, running
+    out = platform.roost("backups", "capture", "--platform", "--json").stdout
+    taken = [(e["kind"], e["state"]) for e in json.loads(out)["entries"]]
+    assert taken == [("platform", "taken")]
+    assert "postgres" not in _programs(platform)
+
+
 def test_capture_verify_and_restore(platform: Platform, tmp_path: Path) -> None:
     app = tmp_path / "shop"
     hello_app(app, "postgres", "redis")
     platform.roost("apps", "create", "shop")
     deployed = platform.roost("deploy", str(app), "--app", "shop").stdout
     assert "backing up before the release" in deployed and "v1 is live" in deployed
+    assert "postgres" in _programs(platform)  # started for shop's database
     pre = [e for e in _entries(platform) if e["reason"] == "pre-release"]
     assert {e["kind"] for e in pre} == {"pgdump", "redis"}
 
@@ -247,8 +271,6 @@ def test_an_upgrade_backs_the_platform_up_before_its_migrations(platform: Platfo
 def test_backupd_and_what_it_starts_yield_to_the_apps(platform: Platform) -> None:
     """On one machine backupd shares the CPU and disk with the apps: it runs
     niced (ROOST_BACKUP_NICE, 10) with the lowest best-effort I/O priority."""
-    import psutil
-
     from roost.proc import upstate
 
     # By the pid roost up gives it (a role forked from its zygote has the

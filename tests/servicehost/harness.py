@@ -71,7 +71,13 @@ class Servicehost:
             ]
         self.cluster = ClusterConfig(endpoints=endpoints)
         self.cluster.save(self.data / "cluster.json")
-        self.env = {**os.environ, "ROOST_LOG_LEVEL": "INFO", **(env or {})}
+        # PostgreSQL from the start, as these tests were written for (and a
+        # cluster's servicehost runs it); test_pg_on_demand.py starts one
+        # with the default, on demand.
+        self.env = {
+            **os.environ, "ROOST_LOG_LEVEL": "INFO", "ROOST_POSTGRES_START": "always",
+            **(env or {}),
+        }  # fmt: skip
         self.log = self.data / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.children: set[int] = set()

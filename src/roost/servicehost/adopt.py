@@ -39,6 +39,7 @@ import socket
 from dataclasses import dataclass
 
 from roost.datadir import s3plan
+from roost.servicehost import pgdemand
 from roost.servicehost.backupsource import ready_backup_role
 from roost.servicehost.host import ServiceError, ServiceHost
 from roost.servicehost.names import BadName, check_app, check_restore_id, new_password, pg_name
@@ -264,15 +265,18 @@ class Adoption:
         host = self.host
         pg, cluster = host.pg, host.state.postgres
         assert pg is not None and cluster is not None, "the servicehost has started"
-        if pg.spawned_port != cluster.port:
+        if host.pg_started and pg.spawned_port != cluster.port:
             log.info("host restore %s: PostgreSQL moves to port %d", restore_id, cluster.port)
             await host.restart_postgres()
-        pg = await host.pg_up()
-        await ensure_databases(
-            pg, host.state.of_kind("postgres"), host.settings.postgres_connection_limit
-        )
-        await ready_backup_role(host, pg)
-        await pg.refresh_hba()
+        # Started as the lost host's was (pgdemand.py): for its databases, or
+        # because backupd streamed it; otherwise not at all.
+        if host.pg_started or pgdemand.needed_at_start(host.state, "on-demand", False):
+            pg = await host.pg_up()
+            await ensure_databases(
+                pg, host.state.of_kind("postgres"), host.settings.postgres_connection_limit
+            )
+            await ready_backup_role(host, pg)
+            await pg.refresh_hba()
         for svc in sorted(host.state.of_kind("redis"), key=lambda s: s.app):
             if svc.app not in host.redis:
                 host.start_redis(svc)

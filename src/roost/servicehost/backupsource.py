@@ -12,7 +12,8 @@ them: each backupd pulls on its own, with the one role and password, and
 streams WAL through a replication slot of its own (PostgreSQL's defaults,
 10 WAL senders and 10 slots, leave room for two backupds' streams and base
 backups besides a standby's). The request rewrites pg_hba, and has it
-reloaded, should it differ.
+reloaded, should it differ. A PostgreSQL not started yet (pgdemand.py) is
+not named: backupd then keeps no Barman server for it.
 """
 
 from __future__ import annotations
@@ -101,7 +102,9 @@ class BackupSources:
         host = self.host
         postgres = pg_pair = None
         cluster = host.state.postgres
-        if cluster is not None:
+        # Not started yet (no database: pgdemand.py): nothing to stream or
+        # base-back-up, and asking must not start it.
+        if cluster is not None and host.pg_started:
             pg = await host.pg_up()
             async with self._role_lock:
                 password = await ready_backup_role(host, pg)

@@ -4,6 +4,10 @@ Theory of operation: state.json is the truth about what exists; every
 server in it is started at `start()` (or adopted, running, from the daemon
 before this one: supervised.py) and supervised until `shutdown()`, which
 stops them, or `release()`, which leaves them serving for the next daemon.
+PostgreSQL is started at `start()` only when state.json says it is needed
+(pgdemand.py: a database, a restore, backupd streaming it) or a postmaster
+of its cluster is running already (a hand-over); otherwise by the first
+request that needs it (`pg_up`, `apps_pg`).
 Requests for one (app, kind) are serialised by a lock, and each step is
 idempotent, so a request repeated after a timeout (the RPC client retries
 with the same request) or after a crash half-way simply finishes the job:
@@ -41,7 +45,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from roost.datadir.shared import root_for
-from roost.servicehost import backuprole, pgadmin, pgrejoin, retirement
+from roost.servicehost import backuprole, pgadmin, pgdemand, pgrejoin, retirement
 from roost.servicehost.addresses import advertised_host, listen_hosts
 from roost.servicehost.backups import archive_app_data, backup_name
 from roost.servicehost.binaries import Binaries
@@ -115,6 +119,8 @@ def limits_problem(settings: Settings) -> str | None:
         )
     if not settings.pair_stuck_after_s > 0:
         return f"ROOST_PAIR_STUCK_AFTER_S must be above 0 (got {settings.pair_stuck_after_s})"
+    if (why := pgdemand.start_problem(settings.postgres_start)) is not None:
+        return why
     if settings.redis_memory_mb < 1:
         return f"ROOST_REDIS_MEMORY_MB must be at least 1 (got {settings.redis_memory_mb})"
     if settings.pg_slot_wal_keep_mb < MIN_SLOT_WAL_KEEP_MB:
@@ -186,7 +192,8 @@ class ServiceHost:
         save_state(self.layout.state_file, self.state)
 
     async def start(self, tg: asyncio.TaskGroup) -> None:
-        """initdb if needed, then start PostgreSQL and every app's Redis under `tg`."""
+        """initdb if needed, then start PostgreSQL (when needed: pgdemand.py)
+        and every app's Redis under `tg`."""
         self._tg = tg
         self._supervising = tg.create_task(self.sup.run())
         self.layout.create(searchable=self.user.dropped)
@@ -208,7 +215,12 @@ class ServiceHost:
         self.pg.copies = self.copies()
         if await self.pg.initialize():
             self._save()
-        self.pg_sup = Supervised(self.sup, self.pg, self.settings.restart_backoff_max_s)
+        cluster_host = self.pg_pair is not None or self.pairs is not None
+        why = pgdemand.needed_at_start(self.state, self.settings.postgres_start, cluster_host)
+        if not why and await asyncio.to_thread(self.pg.running):
+            why = "it is running (a hand-over)"  # adopted, not left unwatched
+        if why:
+            self._start_pg(why)
         # Replaced for good while away: nothing of the pair runs here again.
         await retirement.check_at_start(self)
         retired = bool(self.state.replaced_by)
@@ -236,9 +248,22 @@ class ServiceHost:
         if not retired:
             self.s3.start()
         log.info(
-            "PostgreSQL on port %d, %d Redis servers; apps connect to %s",
-            cluster.port, len(self.redis), self.host,
+            "PostgreSQL on port %d (%s), %d Redis servers; apps connect to %s",
+            cluster.port, "started" if self.pg_sup else "not needed yet", len(self.redis),
+            self.host,
         )  # fmt: skip
+
+    def _start_pg(self, why: str) -> None:
+        """PostgreSQL started (or adopted) and supervised, once."""
+        assert self.pg is not None, "start() first"
+        if self.pg_sup is None:
+            log.info("PostgreSQL starts: %s", why)
+            self.pg_sup = Supervised(self.sup, self.pg, self.settings.restart_backoff_max_s)
+
+    @property
+    def pg_started(self) -> bool:
+        """Whether this daemon started (or adopted) its PostgreSQL."""
+        return self.pg_sup is not None
 
     def copies(self) -> list[tuple[str, str]]:
         """(database, app role): databases restores made for an app (`--to`),
@@ -397,6 +422,8 @@ class ServiceHost:
             raise ServiceError(why)
 
     async def _pg_up(self) -> Postgres:
+        if self.pg is not None:
+            self._start_pg("needed now")
         sup, pg = self.pg_sup, self.pg
         if sup is None or pg is None or not await sup.wait_up(UP_WAIT_S):
             state = sup.state if sup else "stopped"
@@ -539,6 +566,8 @@ class ServiceHost:
         key = HostState.key(app, kind)
         async with self._locks[key]:
             svc = self.state.get(app, kind)
+            if svc is None and self.pg_pair is None:
+                raise ServiceError(f"app {app!r} has no {kind} service here")
             pg = await self._apps_pg() if kind == "postgres" else None
             # On a pair the app's database is in the pair's primary, made
             # through the partner perhaps: this host may not record it.
@@ -570,6 +599,10 @@ class ServiceHost:
         async with self._locks[key]:
             svc = self.state.get(app, kind)
             if kind == "postgres":
+                if svc is None and self.pg_pair is None and not self.pg_started:
+                    # (state.json records a database before it is made: none, and no
+                    # server to ask.)
+                    return self._removed.get(key) or ServiceRemoved(app=app, kind=kind)
                 pg = await self._apps_pg()
                 name = svc.database if svc else pg_name(app)
                 if svc is None and not await pgadmin.database_exists(pg, name):

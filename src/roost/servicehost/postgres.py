@@ -281,6 +281,10 @@ class Postgres:
         self.spawned_port = rec.port
         return rec.pid
 
+    def running(self) -> bool:
+        """Whether this cluster's postmaster runs now (an earlier daemon's)."""
+        return self._recorded() is not None
+
     def _recorded(self) -> PidRecord | None:
         """postmaster.pid's record when its process is this cluster's postmaster."""
         path = self.pgdata / "postmaster.pid"
