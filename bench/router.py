@@ -29,6 +29,17 @@ run from another checkout's src/ (built) to the same interleaved rounds and
 prints this build's CPU per request against it: an A/B of two builds under
 the same load, steadier on a busy machine than two separate runs.
 
+Then nginx and roost paced (`--paced-rate`, 10,000 requests/s unless told):
+the closed loop above serves as fast as each proxy can, so their p99s are
+taken at different request rates (a proxy that serves more with the same
+50 connections queues differently); paced, both get about the same rate,
+below either's capacity, and their p50 and p99 compare like for like. wrk
+has no open-loop mode (wrk2 is not packaged): its Lua `delay()` makes each
+of 100 connections wait a random whole number of milliseconds (uniform,
+mean 100 connections / rate) after each response before its next request,
+and the latency wrk records excludes that wait. The rate each got is
+printed beside them (it moves a little with the latency itself).
+
 Then roost with 1 and 2 worker processes (SO_REUSEPORT), wrk on two threads
 for both, in interleaved rounds: the requests/s of each and their ratio, and
 beside them the CPUs the router's processes got and how busy the machine was
@@ -137,6 +148,7 @@ class Load:
     p99_ms: float
     requests: int
     failed: int
+    p50_ms: float = 0.0
     cpu_us: float = 0.0  # CPU time of the proxying process per request
     user_us: float = 0.0  # the user-space part of it (the system part is the same syscalls)
     cpus: float = 0.0  # CPUs the proxying processes used over the round (worker rounds)
@@ -251,10 +263,18 @@ def _ms(text: str) -> float:
     return {"us": value / 1000, "ms": value, "s": value * 1000, "m": value * 60_000}[m.group(2)]
 
 
-async def wrk(port: int, host: str, seconds: float, conns: int = 50, threads: int = 1) -> Load:
+async def wrk(
+    port: int,
+    host: str,
+    seconds: float,
+    conns: int = 50,
+    threads: int = 1,
+    script: Path | None = None,
+) -> Load:
+    extra = ["-s", str(script)] if script is not None else []
     proc = await asyncio.create_subprocess_exec(
         *WRK_PREFIX, "wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds:.0f}s", "--latency",
-        "-H", f"Host: {host}", f"http://{HOST}:{port}/",
+        *extra, "-H", f"Host: {host}", f"http://{HOST}:{port}/",
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await proc.communicate()
@@ -262,12 +282,45 @@ async def wrk(port: int, host: str, seconds: float, conns: int = 50, threads: in
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
     # (anchored: "+/- Stdev" columns print values like "89.99%" too)
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))  # type: ignore[union-attr]
     requests = int(re.search(r"(\d+) requests in", text).group(1))  # type: ignore[union-attr]
     # Failed: non-2xx answers and every socket error (connect, read, write, timeout).
     failed = sum(
         int(x) for x in re.findall(r"(?:Non-2xx or 3xx responses:|, \w+|errors: \w+) (\d+)", text)
     )
-    return Load(rps, p99, requests, failed)
+    return Load(rps, p99, requests, failed, p50)
+
+
+PACED_CONNS = 100
+
+
+def paced_script(work: Path, rate: float) -> Path:
+    """A wrk script pacing each of PACED_CONNS connections to about `rate`
+    requests/s in all: a random think time after each response, whole
+    milliseconds (wrk's timers), uniform around the mean, so the connections
+    do not fall into step. wrk's latency excludes the think time."""
+    mean_ms = max(1, round(PACED_CONNS * 1000 / rate))
+    path = work / "paced.lua"
+    path.write_text(f"function delay()\n  return math.random(0, {2 * mean_ms})\nend\n")
+    return path
+
+
+async def paced_rounds(
+    targets: list[tuple[str, int]], script: Path, rounds: int, seconds: float
+) -> dict[str, list[Load]]:
+    """The targets paced to one rate, back to back, the order reversed every
+    other round: p50 and p99 at the same request rate."""
+    results: dict[str, list[Load]] = {name: [] for name, _ in targets}
+    for r in range(rounds):
+        for name, port in targets if r % 2 == 0 else targets[::-1]:
+            load = await wrk(port, f"{APP}.localhost", seconds, PACED_CONNS, script=script)
+            results[name].append(load)
+            print(
+                f"  round {r + 1} {name:8s} {load.rps:10.0f} req/s  p50 {load.p50_ms:6.2f} ms"
+                f"  p99 {load.p99_ms:6.2f} ms  failed {load.failed}",
+                flush=True,
+            )
+    return results
 
 
 # ---------------------------------------------------------------- nginx and haproxy
@@ -481,11 +534,19 @@ async def main() -> None:
         "--rounds", type=int, help="plain and worker rounds (default 8 of 1 s, quick; 10 of 3 s)"
     )
     ap.add_argument(
+        "--paced-rate",
+        type=float,
+        default=10_000.0,
+        help="requests/s of the paced nginx and roost rounds (p50/p99 at one rate)",
+    )
+    ap.add_argument(
         "--pin",
         action="store_true",
         help="wrk and the backend on CPU 0, the proxy under test on CPU 1 (each alike)",
     )
     args = ap.parse_args()
+    if not 100 <= args.paced_rate <= 1_000_000:
+        sys.exit("bench: --paced-rate is requests/s, between 100 and 1000000")
     if args.pin and (psutil.cpu_count() or 1) < 2:
         sys.exit("bench: --pin needs two CPUs")
     if args.baseline is not None and not (args.baseline / "roost" / "router").is_dir():
@@ -574,6 +635,13 @@ async def main() -> None:
                     if name in procs:
                         pin(procs[name].pid, {1})
             await plain_rounds(targets, procs, rounds, seconds, results)
+            print(f"paced, nginx and roost (about {args.paced_rate:.0f} req/s):", flush=True)
+            paced = await paced_rounds(
+                [("nginx", ports["nginx"]), ("roost", ports["roost"])],
+                paced_script(work, args.paced_rate),
+                rounds,
+                seconds,
+            )
             if args.pin:
                 # Workers and churn unpinned: two workers need both cores.
                 WRK_PREFIX.clear()
@@ -672,6 +740,16 @@ async def main() -> None:
     p99_gap = per_round(results, "roost", "nginx", lambda r, n: r.p99_ms - n.p99_ms)
     print(f"roost_minus_nginx_p99_ms: {statistics.median(p99_gap):.2f}")
     print(f"roost_minus_nginx_p99_ms_spread: {spread(p99_gap)}")
+    # The same two paced to one rate (closed-loop p99s above are at each
+    # one's own rate): medians of the rounds, the gap per round.
+    for name in ("roost", "nginx"):
+        rows = paced[name]
+        print(f"{name}_paced_rps: {statistics.median(x.rps for x in rows):.0f}")
+        print(f"{name}_paced_p50_ms: {statistics.median(x.p50_ms for x in rows):.2f}")
+        print(f"{name}_paced_p99_ms: {statistics.median(x.p99_ms for x in rows):.2f}")
+    paced_gap = per_round(paced, "roost", "nginx", lambda r, n: r.p99_ms - n.p99_ms)
+    print(f"roost_minus_nginx_paced_p99_ms: {statistics.median(paced_gap):.2f}")
+    print(f"roost_minus_nginx_paced_p99_ms_spread: {spread(paced_gap)}")
     print(f"pinned: {'wrk and backend on CPU 0, proxy on CPU 1' if args.pin else 'no'}")
     one = statistics.median(x.rps for x in scaling["1 worker"])
     two = statistics.median(x.rps for x in scaling["2 workers"])
