@@ -1,7 +1,10 @@
 """Footprint benchmark (issue 21): what the platform itself holds on one machine, idle.
 
 One `roost up` as a user starts it (tests/e2e/platform.py's harness: a fresh
-data directory, every role up by `roost status --wait`), no app deployed.
+data directory, every role up by `roost status --wait`), no app deployed,
+in a network namespace of its own (tests/netns.py: its tenant firewall,
+on as a user's, then refuses no other platform's tenants on this machine,
+nor theirs it).
 Idle means doing nothing: a platform's first start runs one-off jobs
 (backupd's first base backup and its checks: `barman backup`,
 pg_basebackup, restic) for some 20-30 s after every role is up, so the
@@ -100,6 +103,7 @@ from __future__ import annotations
 import argparse
 import array
 import contextlib
+import os
 import shutil
 import statistics
 import sys
@@ -118,6 +122,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.conftest import processes_under, wait_until  # noqa: E402
 from tests.e2e.platform import Platform, running_platform  # noqa: E402
+from tests.netns import own_network_namespace  # noqa: E402
 
 from roost.proc import upstate  # noqa: E402
 from roost.settings import Settings  # noqa: E402
@@ -471,27 +476,32 @@ def main() -> None:
     if min(n, args.parallel, args.instance_memory_mb) < 1:
         ap.error("--apps, --parallel and --instance-memory-mb must be at least 1")
 
-    env = {"ROOST_INSTANCE_MEMORY_MB": str(args.instance_memory_mb)}
-    with running_platform(env=env) as platform:
-        waited_s, idle = wait_idle(platform, QUIET_S, QUIET_WAIT_S)
-        print(f"idle_wait_s {waited_s:.1f}", flush=True)
-        print(f"idle_reached {'yes' if idle else 'no'}", flush=True)
-        before = sample(platform)
-        start = time.monotonic()
-        time.sleep(settle_s)
-        after = sample(platform)
-        window_s = time.monotonic() - start
-        lines = figures(before, after, window_s, union_bytes(list(after)))
-        for line in lines:
-            print(line, flush=True)
-        if args.idle_only:
-            return
-        app_lines = measure_apps(platform, n, args.parallel, settle_s, args.config)
-        measured = set(after) | set(sample(platform))
-        stopping = time.monotonic()
-    # `roost up`'s stop with the N apps running, its roles' grace 20 s each
-    # (a runner stopping 30+ apps once outran it: Per-app overhead, docs).
-    stop_s = time.monotonic() - stopping
+    # In a network namespace of its own (tests/netns.py): the platform's
+    # firewall is on, as a user's is, and the machine's table, loopback
+    # ports and tenants' uids are then this run's alone, not those of test
+    # platforms running beside it. What is measured is the same processes.
+    with own_network_namespace(f"roost-fp-{os.getpid()}") as outside:
+        env = {"ROOST_INSTANCE_MEMORY_MB": str(args.instance_memory_mb), **outside.env}
+        with running_platform(env=env) as platform:
+            waited_s, idle = wait_idle(platform, QUIET_S, QUIET_WAIT_S)
+            print(f"idle_wait_s {waited_s:.1f}", flush=True)
+            print(f"idle_reached {'yes' if idle else 'no'}", flush=True)
+            before = sample(platform)
+            start = time.monotonic()
+            time.sleep(settle_s)
+            after = sample(platform)
+            window_s = time.monotonic() - start
+            lines = figures(before, after, window_s, union_bytes(list(after)))
+            for line in lines:
+                print(line, flush=True)
+            if args.idle_only:
+                return
+            app_lines = measure_apps(platform, n, args.parallel, settle_s, args.config)
+            measured = set(after) | set(sample(platform))
+            stopping = time.monotonic()
+        # `roost up`'s stop with the N apps running, its roles' grace 20 s each
+        # (a runner stopping 30+ apps once outran it: Per-app overhead, docs).
+        stop_s = time.monotonic() - stopping
     left = [p for p in measured if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
     assert not left, f"processes left running after the stop: {left}"
     host_mb = psutil.virtual_memory().total // int(MB)
