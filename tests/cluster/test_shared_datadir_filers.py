@@ -14,7 +14,17 @@ long the pause and how many failed meanwhile is printed; the pause must
 be RESUME_S at most);
 the second filer, reading the same PostgreSQL, names every acknowledged
 file and the servicehost's mount, on another host, reads each back. No
-app is deployed: the mounts are the roles' own."""
+app is deployed: the mounts are the roles' own.
+
+Apps' buckets too (issue 17's S3 part): two apps given one each by
+`roost services add s3`, which the servicehost makes in the shared tree
+through the cluster's gateways (servicehost/s3cluster.py); their endpoint
+names the runner's placeholder, which the runner makes its own gateway
+(runner/s3local.py). An object put through the runner's gateway before the
+cut is read back after it, another put after it, the other app's key is
+refused on the bucket before and after, and `services remove s3` after the
+cut (its final backup read through the second filer) leaves that key
+refused."""
 
 from __future__ import annotations
 
@@ -26,14 +36,17 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 from roost.datadir.seaweed import Endpoint
 from roost.datadir.weedplan import PLAN_FILE
+from roost.runner.s3local import localized_env
 from tests.cluster.cluster import RoostCluster, running_cluster, wait_for
 from tests.cluster.harness import Host
+from tests.datadir.s3kit import client, refused
 from tests.datadir.seaweedkit import listed, write_fsync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
@@ -130,6 +143,9 @@ def test_the_first_filer_s_host_killed_during_writes_loses_no_acknowledged_file(
     svc_tree = wait_for(lambda: _mount_of(rc, rc.servicehosts[0]), 90, "the servicehost's mount")
     tree = runner_tree / "filer-test"
     tree.mkdir()
+    shop, blog = _bucket(rc, "shop"), _bucket(rc, "blog")
+    shop.put_object(Bucket="shop", Key="before", Body=b"put before the cut")
+    assert refused(lambda: blog.get_object(Bucket="shop", Key="before"), "AccessDenied")
     acked: dict[str, float] = {}
     failures: list[tuple[float, str]] = []
     stop = threading.Event()
@@ -169,3 +185,24 @@ def test_the_first_filer_s_host_killed_during_writes_loses_no_acknowledged_file(
     assert set(acked) <= listed(Endpoint(ctl2.ip, FILER_PORT), "/filer-test/")
     for name in acked:
         assert (svc_tree / "filer-test" / name).read_bytes() == _content(name), name
+
+    # The runner's S3 gateway, through its front, now on the second filer.
+    assert shop.get_object(Bucket="shop", Key="before")["Body"].read() == b"put before the cut"
+    shop.put_object(Bucket="shop", Key="after", Body=b"put after the cut")
+    assert shop.get_object(Bucket="shop", Key="after")["Body"].read() == b"put after the cut"
+    assert refused(lambda: blog.get_object(Bucket="shop", Key="after"), "AccessDenied")
+    assert refused(lambda: blog.put_object(Bucket="shop", Key="x", Body=b"x"), "AccessDenied")
+    rc.cli("services", "remove", "s3", "--yes", "--app", "blog", controller=1)
+    assert refused(lambda: blog.list_objects_v2(Bucket="blog"), "InvalidAccessKeyId")
+
+
+def _bucket(rc: RoostCluster, app: str) -> Any:
+    """`app` made and given a bucket; a client with its key, at the endpoint
+    its processes on the runner are given (the runner's own gateway)."""
+    rc.cli("apps", "create", app)
+    rc.cli("services", "add", "s3", "--app", app)
+    info = json.loads(rc.cli("services", "info", "s3", "--json", "--app", app).stdout)
+    url = localized_env({"AWS_S3_ENDPOINT_URL": info["url"]}, rc.runners[0].ip)
+    host, port = url["AWS_S3_ENDPOINT_URL"].removeprefix("http://").rsplit(":", 1)
+    assert host == rc.runners[0].ip, info["url"]
+    return client(Endpoint(host, int(port)), info["username"], info["password"])

@@ -226,8 +226,12 @@ def test_cluster_init_s_store_from_the_state_url() -> None:
     shared, _ = clusterdata.plan(hosts, True, store)
     assert shared is not None and shared.filers == ["c1", "s1"] and shared.store == store
     assert "metadata in the state database" in clusterdata.summary(shared)
+    # Two filers: a gateway beside every front, apps' buckets in the tree.
+    assert shared.s3_gateways
+    assert "s3" in parts_for(for_host(shared, "r1", ["runner"]), "runner")
     for sqlite in ("", "sqlite:////var/lib/roost/state.db"):
         assert clusterdata.store_for(sqlite) is None
     lone, _ = clusterdata.plan(hosts, True, None)
     assert lone is not None and "own store" in clusterdata.summary(lone)
+    assert not lone.s3_gateways  # one filer: no front, no gateway
     assert "no new file can be written" in clusterdata.summary(lone)  # one master

@@ -55,9 +55,12 @@ def plan(
     controllers = [h for h, r in roles if "controller" in r]
     storage = [h for h, r in roles if {"servicehost", "runner"} & r]
     try:
-        return new_plan(controllers, storage, store), ""
+        shared = new_plan(controllers, storage, store)
     except PlanError as exc:
         return None, f"none: {exc}"
+    # Apps' buckets in the tree (servicehost/s3cluster.py): a gateway on
+    # every host with a filer front, so with two filers only.
+    return msgspec.structs.replace(shared, s3_gateways=store is not None), ""
 
 
 def add_to_bundles(

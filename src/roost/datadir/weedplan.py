@@ -92,9 +92,10 @@ class WeedPlan(msgspec.Struct, frozen=True, kw_only=True):
     volume_port: int = 7151
     filer_port: int = 7152
     s3_port: int = s3gateway.S3_PORT
-    # The S3 gateways run only when the plan says so: nothing provisions
-    # apps' buckets through them yet (docs/architecture.md, "Apps' S3
-    # buckets"), and a gateway on every host is a process per host.
+    # The S3 gateways run only when the plan says so (an older plan, which
+    # never ran them, says nothing): `cluster init` sets it with two filers,
+    # and a servicehost then makes apps' buckets in the tree through them
+    # (s3cluster.py; docs/architecture.md, "Apps' S3 buckets").
     s3_gateways: bool = False
 
 
