@@ -46,7 +46,10 @@ from roost.wire.messages import RUNNER_S3_HOST, BucketCredentials
 
 log = logging.getLogger("roost.servicehost")
 
-SHELL_TIMEOUT_S = 60.0
+# A `weed shell` takes about a second; one whose master does not answer
+# waits for it without end (measured: no output, no exit, 25 s). Within the
+# controller's 60 s for a whole provision.
+SHELL_TIMEOUT_S = 20.0
 # Every request goes through this host's filer front, which hands its
 # connections to the second filer only once the first failed two checks a
 # second apart (filerfront.py): a request in between is cut (measured on
@@ -178,8 +181,10 @@ class ClusterBuckets:
         try:
             async with asyncio.timeout(SHELL_TIMEOUT_S):
                 out, _ = await proc.communicate(script.encode())
-        except BaseException:
+        except BaseException as exc:
             await asyncio.shield(terminate(proc, 1.0))
+            if isinstance(exc, TimeoutError):
+                raise S3Problem(f"weed shell did not finish within {SHELL_TIMEOUT_S:g}s") from None
             raise
         text = out.decode(errors="replace")
         if proc.returncode != 0 or s3cluster.shell_failed(text):
