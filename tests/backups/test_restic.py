@@ -5,6 +5,7 @@ Tests not about `init` start from copies of initialised repositories
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import random
@@ -171,6 +172,22 @@ async def test_flipped_bytes_in_a_pack_are_a_problem_check_reports(
     problems = await repo.check(read_data=True)
     assert problems and any(pack.name in p for p in problems), problems
     assert await repo.check(read_data="100%")
+
+
+async def test_a_command_waits_until_the_repository_is_opened(
+    tmp_path: Path, restic_templates: Templates
+) -> None:
+    """backupd opens its repositories beside serving (`Repo.opened`): a
+    command asked for meanwhile waits for the opening, then runs."""
+    layout = _layout(tmp_path / "data")
+    repo = restic_templates.local_repo(layout)
+    repo.opened = asyncio.Event()
+    listing = asyncio.ensure_future(repo.snapshots())
+    await asyncio.sleep(1.0)
+    assert not listing.done()  # without the wait, a listing of an empty repository: []
+    assert await repo.init() is False  # init's own commands do not wait
+    repo.set_opened()
+    assert await asyncio.wait_for(listing, 60) == []
 
 
 async def test_no_room_refuses_before_writing_and_makes_no_snapshot(

@@ -154,9 +154,16 @@ class Repo:
     min_free_bytes: int = DEFAULT_MIN_FREE
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     restic: str = "restic"
+    # Set once the repository is made or found (the daemon opens it beside
+    # serving): every command but init's own waits for it. None: open now.
+    opened: asyncio.Event | None = field(default=None, repr=False, compare=False)
 
     def __str__(self) -> str:
         return str(self.location)
+
+    def set_opened(self) -> None:
+        if self.opened is not None:
+            self.opened.set()
 
     @property
     def cache_dir(self) -> Path:
@@ -187,7 +194,13 @@ class Repo:
         cwd: Path | None = None,
         source: Repo | None = None,
         ok: tuple[int, ...] = (0,),
+        opening: bool = False,
     ) -> Completed:
+        if self.opened is not None and not opening:
+            await self.opened.wait()
+        for r in (source,) if source is not None and not opening else ():
+            if r.opened is not None:
+                await r.opened.wait()
         what = f"restic {args[0]}"
         env = restic_env(self.location, self.environ)
         if source is not None:
@@ -233,18 +246,33 @@ class Repo:
         `chunker_from`: share that repository's chunking, so copies between
         them deduplicate."""
         ensure_password(self.layout)
-        try:
-            await self._run(["cat", "config"], timeout=timeout)
-            return False
-        except NotARepository:
-            pass
+        if not self._nothing_there():
+            try:
+                await self._run(["cat", "config"], timeout=timeout, opening=True)
+                return False
+            except NotARepository:
+                pass
         await self._ensure_room(0)
         args = ["init"]
         if chunker_from is not None:
             args += ["--from-repo", chunker_from.location.repository, "--copy-chunker-params"]
             args += ["--from-password-file", str(chunker_from.layout.restic_password)]
-        await self._run(args, timeout=timeout, source=chunker_from)
+        await self._run(args, timeout=timeout, source=chunker_from, opening=True)
         return True
+
+    def _nothing_there(self) -> bool:
+        """A local repository's directory is missing or empty: nothing to
+        open, so no `restic cat config` (it derives the key, ~0.9 s here,
+        only to say so: a fresh platform's backupd waited on it to start)."""
+        if self.location.kind != "local":
+            return False
+        try:
+            with os.scandir(self.location.local_dir) as entries:
+                return next(entries, None) is None
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False  # not a directory, unreadable: restic's own error says so
 
     async def snapshot(
         self,
