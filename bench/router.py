@@ -38,7 +38,12 @@ has no open-loop mode (wrk2 is not packaged): its Lua `delay()` makes each
 of 100 connections wait a random whole number of milliseconds (uniform,
 mean 100 connections / rate) after each response before its next request,
 and the latency wrk records excludes that wait. The rate each got is
-printed beside them (it moves a little with the latency itself).
+printed beside them (it moves a little with the latency itself). A second
+nginx proxy joins the paced rounds, `nginx_idle1s`: the same but closing an
+instance connection idle as long as roost's router does
+(ROOST_ROUTER_UPSTREAM_IDLE_S, 1 s; its `keepalive_timeout` in the upstream,
+60 s unless set), since each proxy is idle for seconds between its rounds
+and roost starts each with no pooled connection where nginx keeps its own.
 
 Then roost with 1 and 2 worker processes (SO_REUSEPORT), wrk on two threads
 for both, in interleaved rounds: the requests/s of each and their ratio, and
@@ -84,6 +89,7 @@ from pathlib import Path
 
 import psutil
 
+from roost.settings import Settings
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.identity import ensure_member, identity
 from roost.wire.messages import (
@@ -567,9 +573,14 @@ async def main() -> None:
     backend = free_port()
     spares = [free_port() for _ in range(SPARES)]
     dead = 1  # privileged low ports nothing listens on: never hit (only the loaded app is)
-    ports = {name: free_port() for name in ("nginx", "haproxy", "roost", "roost2", "base")}
+    ports = {
+        name: free_port()
+        for name in ("nginx", "haproxy", "roost", "roost2", "base", "nginx_idle1s")
+    }
     backend_ng = Nginx(work, "backend")
     proxy_ng = Nginx(work, "proxy")
+    # (its own directory: the proxy config names its pid and log files)
+    idle_ng = Nginx(work / "idle1s", "proxy")
     haproxy: subprocess.Popen[bytes] | None = None
     router: subprocess.Popen[bytes] | None = None
     router2: subprocess.Popen[bytes] | None = None
@@ -584,6 +595,18 @@ async def main() -> None:
         proxy_ng.start(
             PROXY_CONF.format(
                 dir=work, upstreams=ups, servers=servers.replace("{port}", str(ports["nginx"]))
+            )
+        )
+        # nginx closing idle instance connections when roost's router does.
+        idle_ms = round(Settings.from_env().router_upstream_idle_s * 1000)
+        idle_ng.dir.mkdir()
+        idle_ng.start(
+            PROXY_CONF.format(
+                dir=idle_ng.dir,
+                upstreams=ups.replace(
+                    "keepalive 128;\n", f"keepalive 128;\n    keepalive_timeout {idle_ms}ms;\n"
+                ),
+                servers=servers.replace("{port}", str(ports["nginx_idle1s"])),
             )
         )
         (work / "haproxy.cfg").write_text(
@@ -608,6 +631,7 @@ async def main() -> None:
             if base is not None:
                 await wrk(ports["base"], f"{APP}.localhost", 1)
             await wrk(ports["nginx"], f"{APP}.localhost", 1)
+            await wrk(ports["nginx_idle1s"], f"{APP}.localhost", 1)
             # nginx and roost (and the baseline) back to back in every round.
             targets = [
                 ("direct", backend),
@@ -637,7 +661,11 @@ async def main() -> None:
             await plain_rounds(targets, procs, rounds, seconds, results)
             print(f"paced, nginx and roost (about {args.paced_rate:.0f} req/s):", flush=True)
             paced = await paced_rounds(
-                [("nginx", ports["nginx"]), ("roost", ports["roost"])],
+                [
+                    ("nginx_idle1s", ports["nginx_idle1s"]),
+                    ("nginx", ports["nginx"]),
+                    ("roost", ports["roost"]),
+                ],
                 paced_script(work, args.paced_rate),
                 rounds,
                 seconds,
@@ -683,6 +711,7 @@ async def main() -> None:
             haproxy.terminate()
             haproxy.wait()
         proxy_ng.stop()
+        idle_ng.stop()
         backend_ng.stop()
         shutil.rmtree(work, ignore_errors=True)
 
@@ -742,7 +771,7 @@ async def main() -> None:
     print(f"roost_minus_nginx_p99_ms_spread: {spread(p99_gap)}")
     # The same two paced to one rate (closed-loop p99s above are at each
     # one's own rate): medians of the rounds, the gap per round.
-    for name in ("roost", "nginx"):
+    for name in ("roost", "nginx", "nginx_idle1s"):
         rows = paced[name]
         print(f"{name}_paced_rps: {statistics.median(x.rps for x in rows):.0f}")
         print(f"{name}_paced_p50_ms: {statistics.median(x.p50_ms for x in rows):.2f}")
@@ -750,6 +779,10 @@ async def main() -> None:
     paced_gap = per_round(paced, "roost", "nginx", lambda r, n: r.p99_ms - n.p99_ms)
     print(f"roost_minus_nginx_paced_p99_ms: {statistics.median(paced_gap):.2f}")
     print(f"roost_minus_nginx_paced_p99_ms_spread: {spread(paced_gap)}")
+    # (nginx closing idle instance connections after the router's 1 s)
+    idle_gap = per_round(paced, "roost", "nginx_idle1s", lambda r, n: r.p99_ms - n.p99_ms)
+    print(f"roost_minus_nginx_idle1s_paced_p99_ms: {statistics.median(idle_gap):.2f}")
+    print(f"roost_minus_nginx_idle1s_paced_p99_ms_spread: {spread(idle_gap)}")
     print(f"pinned: {'wrk and backend on CPU 0, proxy on CPU 1' if args.pin else 'no'}")
     one = statistics.median(x.rps for x in scaling["1 worker"])
     two = statistics.median(x.rps for x in scaling["2 workers"])
