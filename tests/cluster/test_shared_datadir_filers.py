@@ -199,9 +199,15 @@ def test_the_first_filer_s_host_killed_during_writes_loses_no_acknowledged_file(
 def _bucket(rc: RoostCluster, app: str) -> Any:
     """`app` made and given a bucket; a client with its key, at the endpoint
     its processes on the runner are given (the runner's own gateway)."""
-    rc.cli("apps", "create", app)
-    rc.cli("services", "add", "s3", "--app", app)
-    info = json.loads(rc.cli("services", "info", "s3", "--json", "--app", app).stdout)
+    # Through the controller that outlives the cut, which removes blog's
+    # bucket after it: a controller caches each app's bindings and reads
+    # them again only when the app's desired state changes (never, for an
+    # app with no release), so another controller's binding would be news
+    # to it (in one run of eight, "blog has no s3 service").
+    rc.cli("apps", "create", app, controller=1)
+    rc.cli("services", "add", "s3", "--app", app, controller=1)
+    out = rc.cli("services", "info", "s3", "--json", "--app", app, controller=1).stdout
+    info = json.loads(out)
     url = localized_env({"AWS_S3_ENDPOINT_URL": info["url"]}, rc.runners[0].ip)
     host, port = url["AWS_S3_ENDPOINT_URL"].removeprefix("http://").rsplit(":", 1)
     assert host == rc.runners[0].ip, info["url"]

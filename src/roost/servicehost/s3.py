@@ -1,5 +1,10 @@
 """Each app's S3 bucket on one machine: one `weed server -s3` for them all.
 
+(In a cluster whose plan runs S3 gateways, a servicehost with no server of
+its own makes buckets in the shared tree instead: `S3Buckets` hands each
+request to s3cluster.py. The requests, their locks and answers are the
+same.)
+
 Theory of operation (the plan, pure, is roost.datadir.s3plan). state.json
 records the server (`HostState.s3`: its ports and the servicehost's own
 Admin key) and each app's bucket as a Service of kind "s3" (database: the
