@@ -5,6 +5,7 @@ variables, bundle_config and the firewall's allowances; nothing else (pure)."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import msgspec
 
@@ -17,8 +18,12 @@ from roost.appspec.service_env import (
 )
 from roost.datadir import weedplan
 from roost.datadir.seaweed import Endpoint
+from roost.runner.archive import AppDirs
 from roost.runner.firewall import service_endpoints
+from roost.runner.layout import Layout
+from roost.runner.rpcserver import RunnerRpc
 from roost.runner.s3local import LocalS3, localized_env, own_gateway
+from roost.sessions.server import ExecSessions
 from roost.tenant.identity import identity_for
 from roost.wire.messages import (
     RUNNER_S3_HOST,
@@ -86,6 +91,27 @@ def test_an_older_controllers_real_host_and_a_config_var_are_left_as_they_are() 
     local = localized_env(own, "10.0.0.7")
     assert local["AWS_S3_ENDPOINT_URL"] == "https://s3.example.com"
     assert local[SERVICE_ADDRESSES] == "10.0.0.7:7154"
+
+
+def test_the_runners_handler_table_starts_runs_with_the_localized_environment(
+    tmp_path: Path,
+) -> None:
+    """Through the table the runner serves (rpcserver.handlers): the
+    localization comes before the firewall's guard and the start."""
+    layout = Layout(tmp_path / "runner")
+    rpc = RunnerRpc(layout, images=None, sessions=ExecSessions())  # type: ignore[arg-type]
+    rpc.local_s3 = LocalS3(Endpoint("10.0.0.7", 7154))
+    seen: list[RunStart] = []
+
+    async def start(msg: RunStart) -> Msg:
+        seen.append(msg)
+        return Ok()
+
+    rpc.start = start  # type: ignore[method-assign]
+    table = rpc.handlers(AppDirs(layout, 3600))
+    msg = RunStart(session="s1", assignment=assignment(env_for(bucket())), command="true")
+    assert isinstance(asyncio.run(table(msg)), Ok)
+    assert seen[0].assignment.env[SERVICE_ADDRESSES] == "10.0.0.7:7154"
 
 
 def test_a_runner_without_a_gateway_leaves_the_placeholder() -> None:
