@@ -132,6 +132,46 @@ def test_a_bucket_that_cannot_be_served_as_recorded_is_refused(svc: Service, why
     old.s3 = _s3_node()
     with pytest.raises(AdoptError, match=why):
         plan(old, mine(), 0, 64)
-    without = lost({"s3/pics": bucket()})
-    with pytest.raises(AdoptError, match="buckets but no S3 server"):
-        plan(without, mine(), 0, 64)
+    with pytest.raises(AdoptError, match="moving them into the shared tree is not done"):
+        plan(old, mine(), 0, 64, gateway_port=7154)  # a cluster's host: not even looked at
+
+
+GW = 7154  # the cluster's gateways' port (weedplan's s3_port)
+
+
+def test_a_cluster_bucket_is_taken_on_as_a_record() -> None:
+    # No S3 server in the state: the bucket was made in the shared tree.
+    old = lost({"redis/shop": redis(), "postgres/shop": pg(), "s3/pics": bucket(port=GW)})
+    p = plan(old, mine(), 0, 64, gateway_port=GW)
+    assert p.cluster_buckets and p.s3 is None  # no server of its own to start
+    assert p.services["s3/pics"] == bucket(port=GW)  # same key, secret, bucket, port
+    assert p.ports == (5500, 6400)  # the gateway's port is the cluster's, held already
+    assert p.services["redis/shop"].port == 6400 and p.pg_port == 5500  # the rest as ever
+
+
+def test_a_one_machine_bucket_is_not_a_cluster_one() -> None:
+    old = lost({"s3/pics": bucket()})
+    old.s3 = _s3_node()
+    p = plan(old, mine(), 0, 64)
+    assert not p.cluster_buckets and p.s3 == old.s3
+
+
+@pytest.mark.parametrize(
+    ("services", "gateway", "why"),
+    [
+        ({"s3/pics": bucket(port=GW)}, 0, "runs no S3 gateways"),
+        ({"redis/shop": redis(), "s3/pics": bucket(port=GW)}, 0, "runs no S3 gateways"),
+        ({"s3/pics": bucket(port=8333)}, GW, "not on the S3 server's port \\(7154\\)"),
+        ({"s3/pics": bucket(port=GW, key="short")}, GW, "16 to 128 character token"),
+        (
+            {"s3/pics": bucket(port=GW), "s3/docs": bucket("docs", port=GW)},
+            GW,
+            "another app's too",
+        ),
+    ],
+)
+def test_a_cluster_bucket_that_cannot_be_taken_on_is_refused(
+    services: dict[str, Service], gateway: int, why: str
+) -> None:
+    with pytest.raises(AdoptError, match=why):
+        plan(lost(services), mine(), 0, 64, gateway_port=gateway)

@@ -23,6 +23,18 @@ a repeat after a timeout or a crash half-way finishes the job:
   S3          the S3 server on its recorded ports with its recorded keys
               (the servicehost's own, each app's, the revoked ones), each
               app's bucket made, empty (s3.py's provision).
+  S3 in a     (the state has buckets and no S3 server: they were made in
+  cluster     the shared tree through the gateways, s3cluster.py) each
+              bucket taken on as a record: nothing is made here and no
+              server started; the bucket and the app's identity were not
+              lost with the servicehost (the tree keeps two copies, the
+              filers' /etc/iam the identity), so they are only checked
+              there, the identity put again if it is missing (ClusterBuckets
+              .take_on), no object touched. backupd restores no objects
+              over them (hostrestore.py). Only a servicehost whose cluster
+              runs gateways takes such a state on, and one with gateways
+              takes on no state of a one-machine S3 server (moving its
+              buckets into the tree is not done).
 
 This servicehost keeps its own superuser and password: nothing outside it
 uses them. The data comes after, from backupd, through the restore requests
@@ -72,13 +84,19 @@ class Plan:
     # The lost host's S3 server (its ports, its own key, revoked keys) when
     # some app had a bucket there
     s3: S3Node | None = None
+    # Its buckets were in the cluster's shared tree (no S3 server of its own)
+    cluster_buckets: bool = False
 
 
-def plan(old: HostState, mine: HostState, fixed_port: int, default_memory_mb: int) -> Plan:
+def plan(
+    old: HostState, mine: HostState, fixed_port: int, default_memory_mb: int,
+    gateway_port: int = 0,
+) -> Plan:  # fmt: skip
     """What to take on of `old` (the lost servicehost's state) onto `mine`
     (this one's, holding no app's service), or AdoptError saying why not.
-    `fixed_port`: ROOST_POSTGRES_PORT (0: none). Pure, but for the
-    passwords it makes when a Redis's own are missing."""
+    `fixed_port`: ROOST_POSTGRES_PORT (0: none); `gateway_port`: this
+    host's S3 gateway's when its cluster serves buckets (0: it does not).
+    Pure, but for the passwords it makes when a Redis's own are missing."""
     if mine.postgres is None:
         raise AdoptError("this servicehost has no PostgreSQL cluster yet: start it first")
     if not old.services:
@@ -97,8 +115,22 @@ def plan(old: HostState, mine: HostState, fixed_port: int, default_memory_mb: in
             )
         if backup_password and not _PASSWORD.match(backup_password):
             raise AdoptError("the backup role's password is not one Roost makes")
+    in_tree = _has_s3(old.services) and old.s3 is None
+    if in_tree and not gateway_port:
+        raise AdoptError(
+            "the state's buckets were in a cluster's shared tree (it has no S3 server of its "
+            "own), and this servicehost's cluster runs no S3 gateways to serve them: restore it "
+            "onto a servicehost of that cluster; nothing was changed"
+        )
+    if old.s3 is not None and _has_s3(old.services) and gateway_port:
+        raise AdoptError(
+            "the state's buckets were on an S3 server of its own, and this servicehost's "
+            "cluster serves buckets through its gateways (moving them into the shared tree is "
+            "not done); nothing was changed"
+        )
+    bucket_port = gateway_port if in_tree else old.s3.ports.s3 if old.s3 is not None else 0
     services = {
-        key: _bucket(key, svc, old.s3) if svc.kind == "s3" else
+        key: _bucket(key, svc, bucket_port) if svc.kind == "s3" else
         _service(key, svc, pg_port, default_memory_mb)
         for key, svc in old.services.items()
     }  # fmt: skip
@@ -116,7 +148,9 @@ def plan(old: HostState, mine: HostState, fixed_port: int, default_memory_mb: in
     s3 = old.s3 if s3_ports else None
     if s3 is not None:
         _check_keys(s3, [s for s in services.values() if s.kind == "s3"])
-    return Plan(services, pg_port, backup_password, tuple(sorted(ports)), s3)
+    if in_tree:
+        _check_tree_keys([s for s in services.values() if s.kind == "s3"])
+    return Plan(services, pg_port, backup_password, tuple(sorted(ports)), s3, in_tree)
 
 
 def _check_keys(node: S3Node, buckets: list[Service]) -> None:
@@ -128,15 +162,29 @@ def _check_keys(node: S3Node, buckets: list[Service]) -> None:
         raise AdoptError(f"the S3 server's keys: {exc}") from None
 
 
+def _check_tree_keys(buckets: list[Service]) -> None:
+    """Each key as the filers' /etc/iam takes it (tokens, none twice), or
+    AdoptError: the identity may have to be put again (take_on)."""
+    seen: set[str] = set()
+    for svc in buckets:
+        try:
+            s3plan.check_key(s3plan.Key(svc.app, svc.username, svc.password, svc.database))
+        except ValueError as exc:
+            raise AdoptError(f"{svc.app}'s bucket key: {exc}") from None
+        if svc.username in seen:
+            raise AdoptError(f"{svc.app}'s bucket key is another app's too")
+        seen.add(svc.username)
+
+
 def _has_s3(services: dict[str, Service]) -> bool:
     return any(s.kind == "s3" for s in services.values())
 
 
-def _bucket(key: str, svc: Service, node: S3Node | None) -> Service:
-    """An app's bucket and key as the lost servicehost gave them (its
-    objects come after, from backupd, with the app's data directory)."""
-    if node is None:
-        raise AdoptError("the state has buckets but no S3 server")
+def _bucket(key: str, svc: Service, port: int) -> Service:
+    """An app's bucket and key as the lost servicehost gave them, served on
+    `port` (its S3 server's, or the cluster's gateways'). One machine's
+    objects come after, from backupd, with the app's data directory; a
+    cluster's are in the shared tree still."""
     try:
         check_app(svc.app)
         bucket = s3plan.bucket_name(svc.app)
@@ -144,8 +192,8 @@ def _bucket(key: str, svc: Service, node: S3Node | None) -> Service:
         raise AdoptError(f"{svc.app}'s bucket: {exc}") from None
     if key != HostState.key(svc.app, "s3") or svc.database != bucket:
         raise AdoptError(f"{svc.app}'s bucket must be named {bucket}")
-    if svc.port != node.ports.s3:
-        raise AdoptError(f"{svc.app}'s bucket is not on the S3 server's port")
+    if svc.port != port:
+        raise AdoptError(f"{svc.app}'s bucket is not on the S3 server's port ({port})")
     return Service(
         app=svc.app, kind="s3", port=svc.port, database=bucket, username=svc.username,
         password=svc.password,
@@ -235,7 +283,9 @@ class Adoption:
         except RebuildError as exc:
             raise AdoptError(str(exc)) from None
         s = host.settings
-        p = plan(old, host.state, s.postgres_port, s.redis_memory_mb)
+        cluster_s3 = host.s3.cluster
+        gateway_port = cluster_s3.gw.gateway.port if cluster_s3 is not None else 0
+        p = plan(old, host.state, s.postgres_port, s.redis_memory_mb, gateway_port)
         taken = [port for port in p.ports if await asyncio.to_thread(port_taken, port)]
         if taken:
             raise AdoptError(
@@ -282,8 +332,12 @@ class Adoption:
                 host.start_redis(svc)
         for svc in host.state.of_kind("redis"):
             await host.redis_up(svc.app)
+        cluster_s3 = host.s3.cluster
         for svc in sorted(host.state.of_kind("s3"), key=lambda s: s.app):
-            await host.s3.provision(svc.app)  # the server, the key, the bucket (empty)
+            if cluster_s3 is not None:
+                await cluster_s3.take_on(svc)  # in the shared tree still: checked, kept
+            else:
+                await host.s3.provision(svc.app)  # the server, the key, the bucket (empty)
         done = ServiceHostRestored(
             postgres=sorted(s.app for s in host.state.of_kind("postgres")),
             redis=sorted(s.app for s in host.state.of_kind("redis")),

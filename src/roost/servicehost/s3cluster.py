@@ -12,6 +12,11 @@ serves both, with the tree's two copies of every object.
               per cluster, the app's identity put, the bucket made, and the
               answer given only once this host's gateway takes the key
               (a signed HEAD). Asking again answers the same key.
+  take on:    (a host restore, adopt.py: the bucket recorded as the lost
+              servicehost had it) the bucket and the app's identity looked
+              for in the tree; the identity put again only when missing,
+              the bucket made (empty, a warning) only when missing; no
+              object is touched. Then the same answer as a provision's.
   removal:    a final backup of every object (read through the filer), the
               identity deleted and the gateway seen refusing it, then the
               record dropped and the bucket deleted with its objects. A
@@ -108,16 +113,46 @@ class ClusterBuckets:
             await self._riding(s3filer.make_bucket, self.filer(), f"{self.buckets_dir}/{bucket}")
         except (OSError, S3Problem) as exc:
             raise ServiceProblem(f"could not make bucket {bucket}: {exc}", True) from None
+        await self._served(svc)
+        log.info("s3 for %s: bucket %s ready in the shared tree", app, bucket)
+        return svc
+
+    async def take_on(self, svc: Service) -> bool:
+        """A lost servicehost's bucket, recorded here already (adopt.py):
+        the bucket and identity checked in the tree, the identity put again
+        only if missing, the bucket made (empty) only if missing; never an
+        object deleted. Whether the bucket was there. Idempotent."""
+        top = f"{self.buckets_dir}/{svc.database}"
+        ident = s3cluster.identity_path(_key(svc).name)
+        try:
+            there = await self._riding(self._exists, top)
+            if not await self._riding(self._exists, ident):
+                log.warning("s3 for %s: its identity was not in /etc/iam: put again", svc.app)
+                await self._riding(self._shell, s3gateway.configure_script(_key(svc)))
+            await self._guard()
+            if not there:
+                log.warning(
+                    "s3 for %s: bucket %s was not in the shared tree: made empty (its objects "
+                    "are in its data backups: `roost backups restore --id`)", svc.app, svc.database,
+                )  # fmt: skip
+                await self._riding(s3filer.make_bucket, self.filer(), top)
+        except (OSError, S3Problem) as exc:
+            raise ServiceProblem(f"could not take on bucket {svc.database}: {exc}", True) from None
+        await self._served(svc)
+        log.info("s3 for %s: bucket %s taken on in the shared tree", svc.app, svc.database)
+        return there
+
+    async def _served(self, svc: Service) -> None:
+        """This host's gateway takes the key and refuses a wrong secret, or
+        ServiceProblem (to be asked again)."""
         if not await self._opens(svc, True):
-            raise ServiceProblem(f"the S3 gateway does not take {app}'s new key yet", True)
+            raise ServiceProblem(f"the S3 gateway does not take {svc.app}'s key yet", True)
         # A gateway that has read no identity yet checks no signature at all:
         # the key's opening the bucket means something once a wrong secret
         # is refused.
         wrong = msgspec.structs.replace(svc, password=s3filer.new_secret())
         if not await self._opens(wrong, False):
             raise ServiceProblem("the S3 gateway does not check signatures yet", True)
-        log.info("s3 for %s: bucket %s ready in the shared tree", app, bucket)
-        return svc
 
     async def remove(self, app: str, dest: Path) -> bool:
         """Final backup to `dest`, the key deleted, the bucket deleted.
