@@ -64,6 +64,9 @@ class World:
     store: Store
     broker: ServiceBroker
     hosts: dict[str, Servicehost]
+    # A second controller on the same state database (its own caches), as
+    # a cluster's other controller behind the same name.
+    other: httpx.AsyncClient
 
 
 async def held_by(sh: Servicehost, app: str, kind: str) -> bool:
@@ -94,22 +97,29 @@ async def world(tmp_path: Path, pair: dict[str, Servicehost]) -> AsyncIterator[W
         hosts = ServiceHosts(endpoints, client_for)
         broker = ServiceBroker(controller.store, SecretBox(b"k" * 32), every, hosts)
         controller.services = broker
+        second = Controller(AsyncStore(Store(make_engine(url))), Settings(), "test-2")
+        second.services = ServiceBroker(second.store, SecretBox(b"k" * 32), every, hosts)
         account = store.create_account("owner@example.com")
-        api = httpx.AsyncClient(
-            transport=httpx.ASGITransport(
-                app=create_api(controller, ControllerService(controller, builders=None))
-            ),
-            base_url="http://controller",
-            headers={"Authorization": f"Bearer {store.issue_token(account)}"},
-            timeout=120,
-        )
+        headers = {"Authorization": f"Bearer {store.issue_token(account)}"}
+
+        def api_of(c: Controller) -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                transport=httpx.ASGITransport(
+                    app=create_api(c, ControllerService(c, builders=None))
+                ),
+                base_url="http://controller",
+                headers=headers,
+                timeout=120,
+            )
+
         try:
-            async with api:
-                yield World(api, store, broker, pair)
+            async with api_of(controller) as api, api_of(second) as other:
+                yield World(api, store, broker, pair, other)
         finally:
             await hosts.close()
             await every.close()
             await controller.store.aclose()
+            await second.store.aclose()
 
 
 async def test_each_apps_services_are_placed_and_removed_on_their_holder(world: World) -> None:
@@ -170,3 +180,23 @@ async def test_a_holder_down_is_an_error_naming_it_and_nothing_is_unbound(world:
     assert [(b.kind, b.host) for b in world.store.service_bindings(app.id)] == [("redis", host)]
     # Its details still show, and where the data is.
     assert await holder(api, "down-1", "redis") == host
+
+
+async def test_a_service_bound_through_one_controller_is_seen_by_the_other(world: World) -> None:
+    """The other controller asked about the app before the binding (its
+    cache: no services); the app has no release, so no desired-state change
+    tells it. Listing, details and removal through it still find the
+    service (they read the bindings afresh); before, "has no redis service"."""
+    api, other = world.api, world.other
+    assert (await api.post("/api/apps", json={"name": "both"})).status_code == 201
+    assert (await other.get("/api/apps/both/services")).json() == []
+    r = await api.post("/api/apps/both/services", json={"kind": "redis"})
+    assert r.status_code == 201, r.text
+    listed = (await other.get("/api/apps/both/services")).json()
+    assert [s["kind"] for s in listed] == ["redis"], listed
+    assert await holder(other, "both", "redis") == await holder(api, "both", "redis")
+    r = await other.post("/api/apps/both/services", json={"kind": "redis"})
+    assert r.status_code == 409, r.text  # not provisioned twice
+    r = await other.delete("/api/apps/both/services/redis")
+    assert r.status_code == 200, r.text
+    assert (await api.get("/api/apps/both/services")).json() == []

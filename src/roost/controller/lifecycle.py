@@ -21,6 +21,8 @@ async def delete_app(c: Controller, app: AppRow) -> dict[str, str]:
     """
     await backup_before(c, app, "app deletion")
     backups: dict[str, str] = {}
+    if c.services is not None:
+        await c.services.reread(app.id)  # bound through another controller too
     if c.services is not None and await c.services.kinds(app.id):
         backups = await c.services.remove_all(app)
     data_hosts = c.services.client if c.services is not None else None

@@ -137,6 +137,16 @@ class ServiceBroker:
         for app_id in app_ids:
             self._forget(app_id)
 
+    async def reread(self, app_id: int) -> None:
+        """Read the app's bindings from the store now. A user's request
+        (services list, info, add, remove; a deploy's ensure; an app's
+        deletion) may follow one another controller answered: the cache is
+        dropped when an app's desired state changes, and a binding alone
+        (an app with no release yet) changes none, so a binding made
+        through one controller was "no such service" to the other."""
+        self.forget([app_id])
+        await self.warm([app_id])
+
     def cached_credentials(self, app_id: int) -> list[ServiceCredentials]:
         """The app's credentials, read by `warm` before (KeyError if not)."""
         return self._cache[app_id]
@@ -399,6 +409,7 @@ class ServiceBroker:
 
     async def ensure(self, app: AppRow, spec: AppSpec) -> list[str]:
         """Provision what the spec asks for and the app lacks; the kinds added."""
+        await self.reread(app.id)
         have = set(await self.kinds(app.id))
         added = []
         for kind in spec.services:

@@ -41,6 +41,7 @@ async def list_services(
     name: str, who: CurrentAccount, c: CurrentController
 ) -> list[dict[str, Any]]:
     app = await app_for_member(c, who, name)
+    await broker(c).reread(app.id)
     holders = await broker(c).holders(app.id)
     return [
         {
@@ -80,6 +81,7 @@ async def add_service(
 ) -> dict[str, Any]:
     app = await app_for_owner(c, who, name)
     b = broker(c)
+    await b.reread(app.id)
     if body.kind in await b.kinds(app.id):
         raise ApiError(409, f"{name} already has {body.kind}")
     try:
@@ -100,6 +102,7 @@ async def remove_service(
     name: str, kind: str, who: CurrentAccount, c: CurrentController
 ) -> dict[str, Any]:
     app = await app_for_owner(c, who, name)
+    await broker(c).reread(app.id)
     try:
         if kind in await broker(c).kinds(app.id):
             await lifecycle.backup_before(c, app, f"services remove {kind}")
@@ -121,6 +124,7 @@ async def service_info(
     """
     app = await app_for_member(c, who, name)
     b = broker(c)
+    await b.reread(app.id)
     if kind == "data":
         info = data_info(b.status.values(), app.name)
         # Not mounted on the servicehost (no session there since it
