@@ -12,16 +12,29 @@ import pytest
 
 from roost.backups.catalog import Record, new_id
 from roost.backups.hostrestore import (
+    TREE_KEPT,
+    HostRestorer,
     Step,
     by_app,
     choose,
+    in_tree,
     outcome,
     platform_candidates,
     services_of,
     state_file,
+    without_bucket,
 )
 from roost.backups.restore import RestoreRefused
-from roost.wire.messages import BackupEntry, BackupKind, HostRestoreReport
+from roost.backups.sources import Where
+from roost.wire.cluster import Endpoint
+from roost.wire.messages import (
+    BackupEntry,
+    BackupKind,
+    BackupRestore,
+    BackupRestored,
+    BackupSource,
+    HostRestoreReport,
+)
 
 T0 = 1_780_000_000.0
 
@@ -124,3 +137,61 @@ def test_a_bucket_comes_back_with_its_apps_data_kind() -> None:
     ]
     state = {"services": {"s3/pics": {"app": "pics", "kind": "s3", "port": 8333}}}
     assert services_of(json.dumps(state).encode()) == {("pics", "s3")}
+
+
+BUCKET = {"s3/pics": {"app": "pics", "kind": "s3", "port": 7154, "password": "x"}}
+NODE = {"ports": {}, "admin_key": "k", "admin_secret": "s"}
+
+
+def test_buckets_with_no_s3_server_in_the_state_are_in_the_clusters_tree() -> None:
+    assert in_tree(json.dumps({"services": BUCKET}).encode()) == {"pics"}
+    one_machine = {"services": BUCKET, "s3": NODE}
+    assert in_tree(json.dumps(one_machine).encode()) == set()
+    assert in_tree(b'{"services": {}}') == set()
+    with pytest.raises(RestoreRefused, match="does not read"):
+        in_tree(b"{not json")
+
+
+def test_a_data_backup_without_its_bucket() -> None:
+    both = rec("data", "pics", T0, facts={"manifest": {"a": [1, "h"]}, "bucket": {"o": [1, "h"]}})
+    alone = without_bucket(both)
+    assert alone is not None and alone.facts == {"manifest": {"a": [1, "h"]}}
+    assert (alone.id, alone.snapshots) == (both.id, both.snapshots)
+    assert without_bucket(rec("data", "pics", T0, facts={"bucket": {}})) is None  # bucket alone
+
+
+class _Restorer:
+    """Records what it was asked to restore (Restorer.from_repository's shape)."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[Record, Where | None]] = []
+
+    async def from_repository(
+        self, msg: BackupRestore, rec: Record, where: Where | None
+    ) -> BackupRestored:
+        self.asked.append((rec, where))
+        return BackupRestored(message=f"{msg.app}'s data restored from {rec.id}")
+
+
+async def test_a_cluster_bucket_is_never_restored_over_the_tree() -> None:
+    fake = _Restorer()
+    restorer = HostRestorer(jobs=None, restorer=fake)  # type: ignore[arg-type]
+    ep, src = Endpoint("tcp://127.0.0.1:1", "k"), BackupSource(host_id="svc1", bucket_apps=["pics"])
+    facts = {"manifest": {"a": [1, "h"]}, "bucket": {"o": [1, "h"]}}
+    both, alone = (
+        rec("data", "pics", T0, facts=facts),
+        rec("data", "pics", T0, facts={"bucket": {}}),
+    )
+    # One machine's: the bucket (made empty by the servicehost) is filled.
+    r = await restorer._one(Step("pics", "data", both), ep, src)
+    assert r.ok and fake.asked[-1][0] == both and fake.asked[-1][1].bucket  # type: ignore[union-attr]
+    # In the tree: the data directory alone, its bucket left as it is.
+    r = await restorer._one(Step("pics", "data", both), ep, src, bucket_in_tree=True)
+    got, where = fake.asked[-1]
+    assert "bucket" not in got.facts and where is not None and not where.bucket
+    assert r.ok and r.backup_id == both.id and TREE_KEPT in r.message
+    # A backup of the bucket alone, or none at all: nothing asked, not a failure.
+    for step in (Step("pics", "data", alone), Step("pics", "data", None)):
+        r = await restorer._one(step, ep, src, bucket_in_tree=True)
+        assert r.ok and r.message == TREE_KEPT
+    assert len(fake.asked) == 2

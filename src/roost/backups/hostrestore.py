@@ -25,6 +25,11 @@ credential ever goes there):
             against its facts and swapped in; Redis and data checked, then
             RedisRestore and DataRestore), minus the safety backup: what is
             replaced is empty (and the servicehost keeps it all the same).
+            A bucket in a cluster's shared tree (the state has buckets and
+            no S3 server: `in_tree`) was not lost with the servicehost (two
+            copies on two hosts; the servicehost only checks it): its
+            objects are never restored over it, which would roll them
+            back; the data backup's data directory, if it holds one, is.
 
 A report per app and kind says what came back, from which backup, or why
 not: no verified backup (the service comes back empty) or the restore's
@@ -45,6 +50,7 @@ import logging
 import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -87,6 +93,14 @@ class _HostState(msgspec.Struct):
     """What backupd reads of a servicehost's state.json (roles never share types)."""
 
     services: dict[str, _Service] = {}
+    # Its own S3 server (only whether there is one is read)
+    s3: dict[str, Any] | None = None
+
+
+TREE_KEPT = (
+    "its S3 bucket is in the cluster's shared tree (two copies), kept there: not restored "
+    "from a backup (that would roll its objects back)"
+)
 
 
 def state_file(host_id: str) -> str:
@@ -117,6 +131,28 @@ def services_of(raw: bytes) -> set[tuple[str, str]]:
     except msgspec.DecodeError as exc:
         raise RestoreRefused(f"the servicehost's recorded state does not read: {exc}") from None
     return {(s.app, s.kind) for s in state.services.values() if s.kind in (*KIND_OF, "s3")}
+
+
+def in_tree(raw: bytes) -> set[str]:
+    """The apps whose buckets were in a cluster's shared tree: a state with
+    buckets and no S3 server of its own (servicehost/s3cluster.py). Pure;
+    RestoreRefused if it does not read."""
+    try:
+        state = msgspec.json.decode(raw, type=_HostState)
+    except msgspec.DecodeError as exc:
+        raise RestoreRefused(f"the servicehost's recorded state does not read: {exc}") from None
+    if state.s3 is not None:
+        return set()
+    return {s.app for s in state.services.values() if s.kind == "s3"}
+
+
+def without_bucket(rec: Record) -> Record | None:
+    """`rec` as a backup of the data directory alone (its bucket's objects
+    left out), or None when it holds no data directory. Pure."""
+    if "manifest" not in rec.facts:
+        return None
+    facts = {k: v for k, v in rec.facts.items() if k != "bucket"}
+    return msgspec.structs.replace(rec, facts=facts)
 
 
 @dataclass(frozen=True)
@@ -188,6 +224,7 @@ class HostRestorer:
         shared = len(self.jobs.pullers.names().get(src.host_id, [])) > 1
         aliases = [src.host_id] if src.host_id != host_id and not shared else []
         platform, raw, services = await self._state(host_id, aliases)
+        tree = in_tree(raw)
         steps = choose(self.jobs.catalog.records(), host_id, sorted(services), aliases)
         rid = restore_id()
         try:
@@ -209,7 +246,7 @@ class HostRestorer:
         for app, of_app in by_app(steps):
             # The app in maintenance for its own part only (see _suspend).
             resume = await self._suspend(host_id, app)
-            done = [await self._one(step, ep, src) for step in of_app]
+            done = [await self._one(step, ep, src, step.app in tree) for step in of_app]
             reports += done
             await self._ended(host_id, app, resume, done)
         failed = [r for r in reports if not r.ok]
@@ -293,9 +330,18 @@ class HostRestorer:
             "nothing was changed"
         )
 
-    async def _one(self, step: Step, ep: Endpoint, src: BackupSource) -> HostRestoreReport:
+    async def _one(
+        self, step: Step, ep: Endpoint, src: BackupSource, bucket_in_tree: bool = False
+    ) -> HostRestoreReport:
         what = WHAT[step.kind]
         rec = step.record
+        kept = ""
+        if bucket_in_tree and step.kind == "data":
+            log.info("host restore: %s: %s", step.app, TREE_KEPT)
+            rec = without_bucket(rec) if rec is not None else None
+            if rec is None:  # nothing else to restore of it
+                return HostRestoreReport(app=step.app, kind="data", ok=True, message=TREE_KEPT)
+            kept = f" ({TREE_KEPT})"
         if rec is None:
             return HostRestoreReport(
                 app=step.app, kind=step.kind, ok=False,
@@ -305,7 +351,8 @@ class HostRestorer:
             host=source_id(src), endpoint=ep, postgres=src.postgres,
             database=src.postgres.databases.get(step.app, "") if src.postgres else "",
             redis=next((r for r in src.redis if r.app == step.app), None), data=True,
-            bucket=step.app in src.bucket_apps,  # made empty by the servicehost, filled here
+            # made empty by the servicehost, filled here (one machine's)
+            bucket=step.app in src.bucket_apps and not bucket_in_tree,
         )  # fmt: skip
         if step.kind == "pgdump" and src.pg_pair is not None:
             # Its databases are in its pair's PostgreSQL, which the other
@@ -331,5 +378,5 @@ class HostRestorer:
                 message=f"not restored: {exc}",
             )  # fmt: skip
         return HostRestoreReport(
-            app=step.app, kind=step.kind, ok=True, backup_id=rec.id, message=done.message
+            app=step.app, kind=step.kind, ok=True, backup_id=rec.id, message=done.message + kept
         )
