@@ -6,8 +6,10 @@ cluster (the key through `weed shell` s3.configure, the bucket a directory
 of the filers' /.buckets, which the gateway serves), with the guard
 identity beside them; one app's key is refused on another's bucket; an
 object written through the gateway is read back through it after the first
-filer is SIGKILLed, and a write goes on; then a removal's final backup
-holds the app's objects, its key is refused and its bucket gone."""
+filer is SIGKILLed, and a write goes on; a fresh servicehost takes on the
+bucket as a host restore does (`take_on`: found, its deleted identity put
+again, its objects as they were); then a removal's final backup holds the
+app's objects, its key is refused and its bucket gone."""
 
 from __future__ import annotations
 
@@ -86,6 +88,22 @@ def test_buckets_made_through_a_gateway_on_its_front_outlive_the_first_filer(
     assert shop.get_object(Bucket="shop", Key="media/after.jpg")["Body"].read() == b"after"
     assert "after.jpg" in listed(second, "/.buckets/shop/media")
     assert refused(lambda: blog.get_object(Bucket="shop", Key="media/after.jpg"), "AccessDenied")
+
+    # shop's servicehost lost, a fresh one takes on its record (adopt.py):
+    # bucket and identity found in the tree, nothing made, no object lost;
+    # its identity gone too, it is put again (as a provision would).
+    fresh = HostState(services={state.key("shop", "s3"): shop_svc})
+    taker = ClusterBuckets(gateways, fresh, lambda: None)
+    before = listed(second, "/.buckets/shop/media")
+    assert asyncio.run(taker.take_on(shop_svc))
+    asyncio.run(taker._riding(taker._shell, s3gateway.remove_script(s3cluster.app_key(
+        "shop", shop_svc.username, shop_svc.password, "shop"))))  # fmt: skip
+    wait_until(lambda: refused(lambda: shop.list_objects_v2(Bucket="shop"), "InvalidAccessKeyId"),
+               10, "shop's key refused")  # fmt: skip
+    assert asyncio.run(taker.take_on(shop_svc))  # asked again
+    assert f"app-shop-{shop_svc.username}.json" in listed(second, s3cluster.IDENTITIES_DIR)
+    assert listed(second, "/.buckets/shop/media") == before
+    assert shop.get_object(Bucket="shop", Key="media/up.jpg")["Body"].read() == b"jpeg"
 
     # Removal, through the second filer now: the final backup holds the
     # objects, the deleted key is refused by the running gateway, the
