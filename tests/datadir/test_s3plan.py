@@ -150,6 +150,34 @@ def test_signature_is_botocores() -> None:
     assert ours["Authorization"] == req.headers["Authorization"]
 
 
+def test_a_put_with_metadata_is_signed_as_botocore_signs_it() -> None:
+    """A restore's PutObject: its payload's hash, its content type, user
+    metadata and tags signed, to the byte as botocore signs them."""
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    now, body = 1796600000.0, b"meow" * 100
+    extra = {
+        "Content-Type": "image/jpeg",
+        "Cache-Control": "max-age=60,  public",
+        "x-amz-meta-color": "red",
+        "x-amz-tagging": "t1=v%201&t2=v2",
+    }
+    ours = s3plan.signed_headers(
+        "PUT", "127.0.0.1:31000", "/pics/a b/cat~1.jpg", "AKEY0001", "s3cr3t", now, body, extra
+    )
+    assert ours["Cache-Control"] == "max-age=60, public"  # sent as signed
+    url = "http://127.0.0.1:31000/pics/a%20b/cat~1.jpg"
+    req = AWSRequest(method="PUT", url=url, data=body, headers=dict(extra))
+    auth = S3SigV4Auth(Credentials("AKEY0001", "s3cr3t"), "s3", s3plan.REGION)
+    at = datetime.datetime.fromtimestamp(now, datetime.UTC).replace(tzinfo=None)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=at):
+        auth.add_auth(req)
+    assert req.headers["X-Amz-Content-SHA256"] == ours["x-amz-content-sha256"]
+    assert ours["Authorization"] == req.headers["Authorization"]
+
+
 def test_ready_once_the_master_knows_every_volume() -> None:
     def master(node: dict[str, object]) -> dict[str, object]:
         return {"Topology": {"DataCenters": [{"Racks": [{"DataNodes": [node]}]}]}}

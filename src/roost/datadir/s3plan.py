@@ -208,19 +208,31 @@ def endpoint_url(host: str, port: int) -> str:
 
 
 def signed_headers(
-    method: str, host: str, path: str, access_key: str, secret: str, now: float
+    method: str,
+    host: str,
+    path: str,
+    access_key: str,
+    secret: str,
+    now: float,
+    payload: bytes = b"",
+    headers: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """AWS Signature V4 headers for a request with no body and no query
-    (HEAD /BUCKET): what the servicehost needs to ask the gateway whether a
-    key still opens a bucket, without an S3 client library at run time."""
+    """AWS Signature V4 headers for a request with no query: a HEAD /BUCKET
+    (whether a key still opens a bucket) or a PUT /BUCKET/KEY of `payload`
+    with `headers` (a restore's object, its metadata and tags), without an
+    S3 client library at run time. Every header given is signed and
+    returned with its value as signed (spaces folded, as SigV4 has them)."""
     amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
     day = amz_date[:8]
-    payload = hashlib.sha256(b"").hexdigest()
-    signed = "host;x-amz-content-sha256;x-amz-date"
+    digest = hashlib.sha256(payload).hexdigest()
+    out = {k: " ".join(v.split()) for k, v in (headers or {}).items()}
+    out.update({"Host": host, "x-amz-content-sha256": digest, "x-amz-date": amz_date})
+    canon = sorted((k.lower(), v) for k, v in out.items())
+    signed = ";".join(k for k, _ in canon)
     canonical = "\n".join([
         method, urllib.parse.quote(path, safe="/~"), "",
-        f"host:{host}", f"x-amz-content-sha256:{payload}", f"x-amz-date:{amz_date}", "",
-        signed, payload,
+        *(f"{k}:{v}" for k, v in canon), "",
+        signed, digest,
     ])  # fmt: skip
     scope = f"{day}/{REGION}/s3/aws4_request"
     to_sign = "\n".join(
@@ -230,15 +242,11 @@ def signed_headers(
     for part in (day, REGION, "s3", "aws4_request"):
         k = hmac.new(k, part.encode(), hashlib.sha256).digest()
     signature = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
-    return {
-        "Host": host,
-        "x-amz-content-sha256": payload,
-        "x-amz-date": amz_date,
-        "Authorization": (
-            f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
-            f"SignedHeaders={signed}, Signature={signature}"
-        ),
-    }
+    out["Authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
+        f"SignedHeaders={signed}, Signature={signature}"
+    )
+    return out
 
 
 def volumes_known(volume_status: dict[str, Any], master_status: dict[str, Any], url: str) -> bool:
