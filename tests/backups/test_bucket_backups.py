@@ -22,9 +22,12 @@ from roost.wire.messages import (
     BackupHostRestored,
     BackupRestore,
     BackupRestored,
+    BucketArchive,
     BucketCredentials,
     BucketProvision,
+    BucketPull,
     BucketRestore,
+    BucketRestored,
 )
 from roost.wire.rpc import RemoteError
 from tests.backups.backupdkit import backupd_and_controller, servicehost_and_base
@@ -110,6 +113,7 @@ async def test_a_bucket_is_backed_up_proven_and_restored_whole(
         with pytest.raises(RemoteError, match="bucket archive"):
             await sh.as_backupd(BucketRestore(app="pics", restore_id="r1", archive=archive))
     assert contents(creds) == OBJECTS
+    await metadata_comes_back(sh, creds)
 
     # The servicehost's disk is lost: a host restore brings each bucket back
     # with the key the app holds, its objects from the newest verified backup.
@@ -126,6 +130,39 @@ async def test_a_bucket_is_backed_up_proven_and_restored_whole(
     assert all(r.ok for r in done.reports), done.reports
     assert contents(creds) == OBJECTS and contents(empty) == {}
     assert manifest(files) == tree
+
+
+async def metadata_comes_back(sh: Servicehost, creds: BucketCredentials) -> None:
+    """A pulled archive keeps each object's content type, headers, user
+    metadata and tags, and a restore puts them back (through the gateway,
+    signed with the app's key); the object made for it is gone after."""
+    client, b = s3(creds), creds.bucket
+    put = {
+        "ContentType": "text/x-special", "CacheControl": "max-age=60",
+        "ContentDisposition": 'attachment; filename="m.txt"',
+        "Metadata": {"color": "red", "owner": "ann"}, "Tagging": "t1=v1&t2=v%202",
+    }  # fmt: skip
+    client.put_object(Bucket=b, Key="meta/m.txt", Body=b"with metadata", **put)
+
+    def seen() -> tuple[dict[str, Any], list[dict[str, str]]]:
+        head = client.head_object(Bucket=b, Key="meta/m.txt")
+        kept = {k: head.get(k) for k in ("ContentType", "CacheControl", "ContentDisposition")}
+        tags = client.get_object_tagging(Bucket=b, Key="meta/m.txt")["TagSet"]
+        return {**kept, "Metadata": head["Metadata"]}, sorted(tags, key=lambda t: t["Key"])
+
+    before = seen()
+    assert before[0] == {k: v for k, v in put.items() if k != "Tagging"}
+    assert before[1] == [{"Key": "t1", "Value": "v1"}, {"Key": "t2", "Value": "v 2"}]
+    pulled = await sh.as_backupd(BucketPull(app="pics"))
+    assert isinstance(pulled, BucketArchive), pulled
+    client.put_object(Bucket=b, Key="meta/m.txt", Body=b"plain now")
+    client.delete_object(Bucket=b, Key="a.txt")
+    done = await sh.as_backupd(BucketRestore(app="pics", restore_id="m1", archive=pulled.archive))
+    assert isinstance(done, BucketRestored), done
+    assert seen() == before
+    assert client.get_object(Bucket=b, Key="meta/m.txt")["Body"].read() == b"with metadata"
+    assert contents(creds) == {**OBJECTS, "meta/m.txt": b"with metadata"}
+    client.delete_object(Bucket=b, Key="meta/m.txt")
 
 
 class _Rec:

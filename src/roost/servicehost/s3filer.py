@@ -7,6 +7,7 @@ gateway answers to a HEAD signed with it (s3plan.signed_headers)."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import io
 import json
 import logging
@@ -19,8 +20,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from roost.datadir import s3plan
+from roost.servicehost import s3meta
 
 log = logging.getLogger("roost.servicehost")
 
@@ -83,23 +86,61 @@ async def key_opens(
         await asyncio.sleep(0.1)
 
 
+def put_object(
+    at: str, bucket: str, key: str, data: bytes, meta: dict[str, str], access_key: str, secret: str
+) -> None:
+    """Object `key` of `bucket` written whole through the gateway at `at`
+    (host:port), with its metadata and tags (`meta`, checked already),
+    signed with the bucket's key: the filer's HTTP would drop both."""
+    path = f"/{bucket}/{key}"
+    headers = s3plan.signed_headers(
+        "PUT", at, path, access_key, secret, time.time(), data, s3meta.put_headers(meta)
+    )
+    host, port = at.rsplit(":", 1)
+    # http.client, not urllib: urllib gives a body without a type a form's
+    # type, which the gateway would keep as the object's.
+    conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=HTTP_TIMEOUT_S)
+    try:
+        conn.request("PUT", _q(path), body=data, headers=headers)
+        resp = conn.getresponse()
+        answer = resp.read()
+    finally:
+        conn.close()
+    if resp.status != 200:
+        raise S3Problem(f"the gateway answered {resp.status} to PUT {key!r}: {answer[:300]!r}")
+
+
 def archive_to(filer: str, top: str, dest: Path) -> int:
     """Every file under `top` on the filer at `filer` (its URL) into a tar.gz
-    at `dest` (0600), each read whole and its size checked; its size."""
+    at `dest` (0600), each read whole and its size checked, its metadata in
+    its member's PAX headers (s3meta); its size."""
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w:gz") as tar:
-        for path, size in walk(filer, top):
+    with (
+        os.fdopen(fd, "wb") as fh,
+        tarfile.open(fileobj=fh, mode="w:gz", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for path, size, entry in _entries(filer, top):
             data = get(f"{filer}{_q(path)}", True)
             if len(data) != size:
                 raise S3Problem(f"{path}: read {len(data)} bytes of {size}")
+            meta, dropped = s3meta.of_entry(entry)
+            if dropped:
+                log.warning("%s: metadata not kept (a restore could not put it): %s", path, dropped)
             info = tarfile.TarInfo(path[len(top) + 1 :])
             info.size, info.mtime, info.mode = size, int(time.time()), 0o600
+            info.pax_headers = s3meta.to_pax(meta)
             tar.addfile(info, io.BytesIO(data))
     return dest.stat().st_size
 
 
 def walk(filer: str, directory: str) -> Iterator[tuple[str, int]]:
     """(path, size) of every file under `directory` on the filer at `filer`."""
+    for path, size, _entry in _entries(filer, directory):
+        yield path, size
+
+
+def _entries(filer: str, directory: str) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """(path, size, listing entry) of every file under `directory`."""
     last = ""
     while True:
         query = urllib.parse.urlencode({"limit": 1000, "lastFileName": last})
@@ -108,9 +149,9 @@ def walk(filer: str, directory: str) -> Iterator[tuple[str, int]]:
         for e in entries:
             path = str(e["FullPath"])
             if int(e.get("Mode", 0)) & _MODE_DIR:
-                yield from walk(filer, path)
+                yield from _entries(filer, path)
             else:
-                yield path, int(e.get("FileSize", 0))
+                yield path, int(e.get("FileSize", 0)), e
         if len(entries) < 1000:
             return
         last = str(entries[-1]["FullPath"]).rsplit("/", 1)[-1]
