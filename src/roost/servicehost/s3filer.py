@@ -104,6 +104,8 @@ def put_object(
         conn.request("PUT", _q(path), body=data, headers=headers)
         resp = conn.getresponse()
         answer = resp.read()
+    except http.client.HTTPException as exc:  # not an OSError: a garbled answer
+        raise S3Problem(f"the gateway's answer to PUT {key!r} does not read: {exc!r}") from None
     finally:
         conn.close()
     if resp.status != 200:
