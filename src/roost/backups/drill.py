@@ -32,6 +32,7 @@ from typing import Any
 import msgspec
 from psycopg import sql
 
+from roost.backups import bucketmeta
 from roost.backups.layout import Layout
 from roost.backups.pgfacts import DbFacts, pg_tool, run_tool, take_facts
 from roost.backups.pgfacts import compare as compare_db
@@ -333,11 +334,19 @@ def bucket_manifest(root: Path) -> dict[str, str]:
 
 def bucket_problems(rec: Any, restored: Path) -> list[str]:
     """What the restored bucket's objects lack or hold differently (names,
-    sizes, SHA-256) against those pulled; none when the backup has no bucket."""
+    sizes, SHA-256, and metadata when the backup recorded it: bucketmeta)
+    against those pulled; none when the backup has no bucket."""
     if "bucket" not in rec.facts:
         return []
     got = bucket_manifest(restored / "bucket")
-    return [f"bucket objects: {p}" for p in compare_manifests(rec.facts["bucket"], got)]
+    out = [f"bucket objects: {p}" for p in compare_manifests(rec.facts["bucket"], got)]
+    if "bucket_meta" in rec.facts:
+        try:
+            meta = bucketmeta.facts(bucketmeta.read(restored))
+        except bucketmeta.BadBucketMeta as exc:
+            return [*out, f"bucket metadata: {exc}"]
+        out += [f"bucket metadata: {p}" for p in compare_manifests(rec.facts["bucket_meta"], meta)]
+    return out
 
 
 async def check_data(rec: Any, restored: Path, _scratch: Path) -> list[str]:

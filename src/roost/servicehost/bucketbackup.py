@@ -35,7 +35,8 @@ import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
-from roost.servicehost import s3filer, s3meta
+from roost.datadir import s3meta
+from roost.servicehost import s3filer
 from roost.servicehost.host import ServiceHost
 from roost.servicehost.names import BadAppName, check_app
 from roost.servicehost.s3 import S3Problem, S3Server, ServiceProblem

@@ -22,8 +22,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from roost.datadir import s3plan
-from roost.servicehost import s3meta
+from roost.datadir import s3meta, s3plan
 
 log = logging.getLogger("roost.servicehost")
 

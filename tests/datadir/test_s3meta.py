@@ -1,6 +1,6 @@
 """An object's metadata through a bucket's backup (pure): what the filer's
 listing gives, what an archive member keeps, what a restore puts back, and
-what a hostile archive cannot make it put (roost.servicehost.s3meta and
+what a hostile archive cannot make it put (roost.datadir.s3meta and
 bucketbackup.objects_of)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import tarfile
 
 import pytest
 
-from roost.servicehost import s3meta
+from roost.datadir import s3meta
 from roost.servicehost.bucketbackup import Stored, objects_of
 from roost.servicehost.s3filer import ServiceProblem
 
