@@ -75,6 +75,12 @@ async def test_a_bucket_is_backed_up_proven_and_restored_whole(
     ctl.create_app("docs", owner)
     for key, data in OBJECTS.items():
         s3(creds).put_object(Bucket=creds.bucket, Key=key, Body=data)
+    # One object with metadata and tags: kept through the snapshot (bucketmeta).
+    s3(creds).put_object(Bucket=creds.bucket, Key="a.txt", Body=OBJECTS["a.txt"], **A_META)
+    a_seen = seen(creds, "a.txt")
+    assert a_seen == ({"ContentType": "text/x-special", "CacheControl": "max-age=60",
+                       "ContentDisposition": None, "Metadata": {"color": "red"}},
+                      [{"Key": "t1", "Value": "v1"}])  # fmt: skip
     files = sh.data / "servicehost" / "appdata" / "pics"
     files.mkdir(parents=True, exist_ok=True)
     (files / "notes.txt").write_bytes(b"kept with the bucket\n")
@@ -85,10 +91,11 @@ async def test_a_bucket_is_backed_up_proven_and_restored_whole(
     rec = await backupd.jobs.followup(entry.id)
     assert rec.entry.state == "verified", rec.entry
     assert sorted(rec.facts["bucket"]) == sorted(OBJECTS)
+    assert sorted(rec.facts["bucket_meta"]) == ["a.txt"]  # the only one with metadata
     assert rec.facts["bucket"]["photos/b.bin"].startswith(f"{len(OBJECTS['photos/b.bin'])} ")
     # A bucket with no object is a backup too (and an app without files).
     [nothing] = await backupd.jobs.capture("docs", "capture")
-    assert (await backupd.jobs.followup(nothing.id)).facts == {"bucket": {}}
+    assert (await backupd.jobs.followup(nothing.id)).facts == {"bucket": {}, "bucket_meta": {}}
 
     # The app changes its objects and files after the backup.
     client = s3(creds)
@@ -100,8 +107,10 @@ async def test_a_bucket_is_backed_up_proven_and_restored_whole(
     reply = await backupd.handlers()(BackupRestore(app="pics", backup_id=entry.id))
     assert isinstance(reply, BackupRestored), reply
     assert "data directory and S3 bucket" in reply.message and reply.safety_backup
-    # Replaced whole, as the data directory is: exactly the objects backed up.
+    # Replaced whole, as the data directory is: exactly the objects backed up,
+    # with their metadata and tags.
     assert contents(creds) == OBJECTS
+    assert seen(creds, "a.txt") == a_seen
     assert manifest(files) == tree
     # What it replaced is in the safety backup, the objects made since too.
     safety = backupd.jobs.catalog.get(reply.safety_backup)
@@ -129,7 +138,24 @@ async def test_a_bucket_is_backed_up_proven_and_restored_whole(
     assert reports[("pics", "data")].backup_id == entry.id, done.reports
     assert all(r.ok for r in done.reports), done.reports
     assert contents(creds) == OBJECTS and contents(empty) == {}
+    assert seen(creds, "a.txt") == a_seen
     assert manifest(files) == tree
+
+
+A_META = {
+    "ContentType": "text/x-special", "CacheControl": "max-age=60",
+    "Metadata": {"color": "red"}, "Tagging": "t1=v1",
+}  # fmt: skip
+
+
+def seen(c: BucketCredentials, key: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """An object's content type, cache and disposition headers, user
+    metadata and tags, as the app reads them."""
+    client = s3(c)
+    head = client.head_object(Bucket=c.bucket, Key=key)
+    kept = {k: head.get(k) for k in ("ContentType", "CacheControl", "ContentDisposition")}
+    tags = client.get_object_tagging(Bucket=c.bucket, Key=key)["TagSet"]
+    return {**kept, "Metadata": head["Metadata"]}, sorted(tags, key=lambda t: t["Key"])
 
 
 async def metadata_comes_back(sh: Servicehost, creds: BucketCredentials) -> None:
@@ -144,13 +170,7 @@ async def metadata_comes_back(sh: Servicehost, creds: BucketCredentials) -> None
     }  # fmt: skip
     client.put_object(Bucket=b, Key="meta/m.txt", Body=b"with metadata", **put)
 
-    def seen() -> tuple[dict[str, Any], list[dict[str, str]]]:
-        head = client.head_object(Bucket=b, Key="meta/m.txt")
-        kept = {k: head.get(k) for k in ("ContentType", "CacheControl", "ContentDisposition")}
-        tags = client.get_object_tagging(Bucket=b, Key="meta/m.txt")["TagSet"]
-        return {**kept, "Metadata": head["Metadata"]}, sorted(tags, key=lambda t: t["Key"])
-
-    before = seen()
+    before = seen(creds, "meta/m.txt")
     assert before[0] == {k: v for k, v in put.items() if k != "Tagging"}
     assert before[1] == [{"Key": "t1", "Value": "v1"}, {"Key": "t2", "Value": "v 2"}]
     pulled = await sh.as_backupd(BucketPull(app="pics"))
@@ -159,7 +179,7 @@ async def metadata_comes_back(sh: Servicehost, creds: BucketCredentials) -> None
     client.delete_object(Bucket=b, Key="a.txt")
     done = await sh.as_backupd(BucketRestore(app="pics", restore_id="m1", archive=pulled.archive))
     assert isinstance(done, BucketRestored), done
-    assert seen() == before
+    assert seen(creds, "meta/m.txt") == before
     assert client.get_object(Bucket=b, Key="meta/m.txt")["Body"].read() == b"with metadata"
     assert contents(creds) == {**OBJECTS, "meta/m.txt": b"with metadata"}
     client.delete_object(Bucket=b, Key="meta/m.txt")

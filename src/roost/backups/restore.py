@@ -45,7 +45,7 @@ from pathlib import Path
 
 import msgspec
 
-from roost.backups import drill, pgfacts
+from roost.backups import bucketmeta, drill, pgfacts
 from roost.backups.catalog import CatalogError, Record, restore_id
 from roost.backups.jobs import Jobs
 from roost.backups.locations import RepoError
@@ -259,7 +259,17 @@ class Restorer:
                     "(add the s3 service first); nothing changed"
                 )
             archive = await asyncio.to_thread(pack, tree) if files and where.data else b""
-            objects = await asyncio.to_thread(pack, restored / "bucket") if bucket else b""
+            # With each object's metadata when the backup kept it (bucketmeta).
+            meta = (
+                await asyncio.to_thread(bucketmeta.read, restored)
+                if "bucket_meta" in rec.facts
+                else {}
+            )
+            objects = (
+                await asyncio.to_thread(bucketmeta.pack, restored / "bucket", meta)
+                if bucket
+                else b""
+            )
             await before()
             done = []
             if archive:

@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 import psycopg
 
-from roost.backups import drill
+from roost.backups import bucketmeta, drill
 from roost.backups.images import stage_images
 from roost.backups.layout import Layout
 from roost.backups.locations import run_tool
@@ -115,8 +115,17 @@ class Stager:
             if w.bucket:
                 # The app's S3 bucket goes with its files: BackupKind's values
                 # are fixed within a protocol. An empty bucket is backed up too.
-                got = await _unpacked(await self.pullers.pull_bucket(w, app), staging / "bucket")
+                pulled = await self.pullers.pull_bucket(w, app)
+                got = await _unpacked(pulled, staging / "bucket")
                 facts["bucket"] = await asyncio.to_thread(drill.bucket_manifest, got)
+                # Objects' metadata lives in the archive's PAX headers, which
+                # unpacking drops: kept beside the objects (bucketmeta).
+                try:
+                    meta = await asyncio.to_thread(bucketmeta.of_archive, pulled)
+                except bucketmeta.BadBucketMeta as exc:
+                    raise BackupFailed(f"{app}'s bucket: {exc}") from None
+                await asyncio.to_thread(bucketmeta.write, staging, meta)
+                facts["bucket_meta"] = bucketmeta.facts(meta)
             return Staged(staging, facts, w.host)
         raise BackupFailed(f"unknown kind {kind}")
 
