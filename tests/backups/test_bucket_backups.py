@@ -169,6 +169,8 @@ async def metadata_comes_back(sh: Servicehost, creds: BucketCredentials) -> None
         "Metadata": {"color": "red", "owner": "ann"}, "Tagging": "t1=v1&t2=v%202",
     }  # fmt: skip
     client.put_object(Bucket=b, Key="meta/m.txt", Body=b"with metadata", **put)
+    odd = "odd/a b!(1)+é~'*,;=@$&.txt"  # signed as the gateway reads its path
+    client.put_object(Bucket=b, Key=odd, Body=b"odd")
 
     before = seen(creds, "meta/m.txt")
     assert before[0] == {k: v for k, v in put.items() if k != "Tagging"}
@@ -177,12 +179,14 @@ async def metadata_comes_back(sh: Servicehost, creds: BucketCredentials) -> None
     assert isinstance(pulled, BucketArchive), pulled
     client.put_object(Bucket=b, Key="meta/m.txt", Body=b"plain now")
     client.delete_object(Bucket=b, Key="a.txt")
+    client.delete_object(Bucket=b, Key=odd)
     done = await sh.as_backupd(BucketRestore(app="pics", restore_id="m1", archive=pulled.archive))
     assert isinstance(done, BucketRestored), done
     assert seen(creds, "meta/m.txt") == before
     assert client.get_object(Bucket=b, Key="meta/m.txt")["Body"].read() == b"with metadata"
-    assert contents(creds) == {**OBJECTS, "meta/m.txt": b"with metadata"}
+    assert contents(creds) == {**OBJECTS, "meta/m.txt": b"with metadata", odd: b"odd"}
     client.delete_object(Bucket=b, Key="meta/m.txt")
+    client.delete_object(Bucket=b, Key=odd)
 
 
 class _Rec:
