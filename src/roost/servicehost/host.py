@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from roost.datadir.shared import root_for
+from roost.netaddr import is_loopback
 from roost.servicehost import backuprole, pgadmin, pgdemand, pgrejoin, retirement
 from roost.servicehost.addresses import advertised_host, listen_hosts
 from roost.servicehost.backups import archive_app_data, backup_name
@@ -164,6 +165,9 @@ class ServiceHost:
         self.bins = bins
         self.user = user
         self.host = advertised_host(settings.services_host, settings.bind_host, public_host)
+        # Reached by other hosts (a cluster's servicehost) or by this machine
+        # alone (one machine: its PostgreSQL starts on demand, pgdemand.py).
+        self.one_machine = is_loopback(public_host or settings.bind_host or "127.0.0.1")
         self.state: HostState = load_state(layout.state_file)
         self.pg: Postgres | None = None
         # One supervisor for every server this host runs (see supervised.py).
@@ -215,7 +219,7 @@ class ServiceHost:
         self.pg.copies = self.copies()
         if await self.pg.initialize():
             self._save()
-        cluster_host = self.pg_pair is not None or self.pairs is not None
+        cluster_host = self.pg_pair is not None or self.pairs is not None or not self.one_machine
         why = pgdemand.needed_at_start(self.state, self.settings.postgres_start, cluster_host)
         if not why and await asyncio.to_thread(self.pg.running):
             why = "it is running (a hand-over)"  # adopted, not left unwatched

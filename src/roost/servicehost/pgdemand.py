@@ -39,8 +39,10 @@ def start_problem(value: str) -> str | None:
 
 def needed_at_start(state: HostState, start: str, cluster: bool) -> str:
     """Why this host's PostgreSQL starts with the daemon ("" when it waits
-    until something needs it). A cluster's servicehost (Redis pairs, a
-    PostgreSQL pair) starts its own at the start, as before."""
+    until something needs it). A cluster's servicehost (one other hosts
+    reach, or with Redis pairs or a PostgreSQL pair) starts its own at the
+    start, as before: the footprint this saves is one machine's, and a
+    cluster's backupd and tests expect the server up with the daemon."""
     if start == "always":
         return "ROOST_POSTGRES_START=always"
     if cluster:
