@@ -7,6 +7,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -107,7 +108,11 @@ def _server(base: Path, listen: str) -> Iterator[str]:
         )
         yield f"postgresql+psycopg://roost@{listen}:{port}/roost"
     finally:
-        proc.terminate()
+        # Fast shutdown (SIGINT), not smart (SIGTERM): smart waits for every
+        # client to leave, and a killed namespace host's connections (the
+        # filers' store, a cluster's controllers) may never say goodbye: a
+        # cluster's teardown waited the whole 20 s below on them.
+        proc.send_signal(signal.SIGINT)
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
