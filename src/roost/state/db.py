@@ -49,6 +49,18 @@ def make_engine(url: str) -> Engine:
 # A statement that failed so is never retried here: its transaction's
 # commit may have happened, and the caller (an API request) reports the
 # error rather than write twice.
+#
+# The server's side of the same connection, set per session (`options`):
+# a controller whose host loses power in the middle of a transaction (the
+# lease's UPDATE, a deploy's rows) leaves its backend waiting for input
+# that never comes and its row locks held, so the next holder's UPDATE of
+# the lease row waited behind them: until the server's own TCP keepalive,
+# two hours by Linux's default. With these the server drops such a client
+# within ~11 s too, and its locks go with it (test_statedb_dead_client).
+PG_SERVER_SIDE = (
+    "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 "
+    "-c tcp_keepalives_count=3 -c tcp_user_timeout=10000"
+)
 PG_CONNECT_ARGS = {
     "connect_timeout": 5,
     "keepalives": 1,
@@ -56,6 +68,7 @@ PG_CONNECT_ARGS = {
     "keepalives_interval": 2,
     "keepalives_count": 3,
     "tcp_user_timeout": 10_000,
+    "options": PG_SERVER_SIDE,
 }
 
 
