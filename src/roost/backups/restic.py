@@ -196,10 +196,8 @@ class Repo:
         ok: tuple[int, ...] = (0,),
         opening: bool = False,
     ) -> Completed:
-        if self.opened is not None and not opening:
-            await self.opened.wait()
-        for r in (source,) if source is not None and not opening else ():
-            if r.opened is not None:
+        for r in (self, source) if not opening else ():
+            if r is not None and r.opened is not None:
                 await r.opened.wait()
         what = f"restic {args[0]}"
         env = restic_env(self.location, self.environ)
