@@ -66,6 +66,22 @@ def test_verdict() -> None:
     assert verdict((status(), 150.0), since, False) == "failed"
 
 
+def test_verdict_for_one_roost_up() -> None:
+    """A roost up just started where another runs (a take-over): the other's
+    ready status is not this one's."""
+    other = UpStatus(pid=10, ready=True, roles={})
+    assert verdict((other, 50.0), 100.0, True) == "ready"
+    assert verdict((other, 50.0), 100.0, True, pid=11) == "wait"
+    assert verdict((UpStatus(pid=11, ready=True, roles={}), 150.0), 100.0, True, pid=11) == "ready"
+
+
+def test_wait_ready_for_a_pid_that_is_gone(tmp_path: Path) -> None:
+    upstate.save(tmp_path, status(ready=True, pid=os.getpid()))
+    with pytest.raises(upstate.NotReady, match=r"roost up \(pid \d+\) is not running"):
+        upstate.wait_ready(tmp_path, 5, pid=dead_pid())
+    assert upstate.wait_ready(tmp_path, 5, pid=os.getpid()).ready
+
+
 def test_wait_ready_reads_the_file(tmp_path: Path) -> None:
     clock = iter(range(1000, 2000)).__next__
     with pytest.raises(upstate.NotReady, match="no roost up is running"):

@@ -62,7 +62,16 @@ class Platform:
         users and scripts/demo wait; fail at once should `roost up` stop."""
         assert self.proc is not None
         waiter = subprocess.Popen(
-            [*self.command(), "status", "--wait", "--timeout", str(timeout)],
+            # --pid: this roost up's status, not the one it may be taking over from.
+            [
+                *self.command(),
+                "status",
+                "--wait",
+                "--timeout",
+                str(timeout),
+                "--pid",
+                str(self.proc.pid),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -116,16 +116,23 @@ def down_roles(status: UpStatus) -> list[str]:
 Verdict = Literal["ready", "failed", "wait"]
 
 
-def verdict(loaded: tuple[UpStatus, float] | None, since: float, is_alive: bool) -> Verdict:
+def verdict(
+    loaded: tuple[UpStatus, float] | None, since: float, is_alive: bool, pid: int | None = None
+) -> Verdict:
     """Whether a waiter that started at `since` is done.
 
     Ready: the file says so and its `roost up` lives. Failed: the file says
     `roost up` is over, and was written after the waiter started (an older
     file is an earlier run's: the new one may still be starting). Else wait.
+    With `pid`, only that `roost up`'s status counts: one just started on a
+    directory where another runs takes it over, and until it writes its own
+    the file is the other's, ready all along.
     """
     if loaded is None:
         return "wait"
     status, written = loaded
+    if pid is not None and status.pid != pid:
+        return "wait"
     if status.ready and not status.over and is_alive:
         return "ready"
     if (status.over or not is_alive) and written >= since:
@@ -157,13 +164,17 @@ def wait_ready(
     since: float | None = None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
+    pid: int | None = None,
 ) -> UpStatus:
-    """Block until `roost up` on `data` is ready; NotReady says why it is not."""
+    """Block until `roost up` on `data` (the one of `pid`, when given) is
+    ready; NotReady says why it is not."""
     start = clock() if since is None else since
     deadline = clock() + timeout
     while True:
         loaded = load(data)
-        decided = verdict(loaded, start, loaded is not None and alive(loaded[0].pid))
+        if pid is not None and not alive(pid) and (loaded is None or loaded[0].pid != pid):
+            raise NotReady(f"roost up (pid {pid}) is not running on {data}")
+        decided = verdict(loaded, start, loaded is not None and alive(loaded[0].pid), pid)
         if decided == "ready" and loaded is not None:
             return loaded[0]
         if decided == "failed" and loaded is not None:
