@@ -10,6 +10,7 @@ app alone, while its other files stay readable and the app keeps serving.
 
   IMAGES/<app>.ext4    the image (sparse: it takes what the app wrote)
   ROOT/<app>/          its mount point, the tree the app and its tools see
+  ROOT/.<app>.pre-quota  the plain tree it had before it had a quota
 
 Mounting is idempotent and shared by the roles of one host (the servicehost
 mounts, and a runner beside it, which may start an instance first, too):
@@ -20,6 +21,19 @@ mounted twice through two devices. Growing is online (resize2fs); a quota
 below what is stored is refused, the tree left as it is (`plan`).
 `release` detaches mounts lazily: sandboxes that still bind the tree keep
 it until they end, and the loop device goes with the last of them.
+
+Growing offline needs the tree unmounted everywhere it is mounted. Any
+process that makes a mount namespace (`ip netns exec`, a systemd service
+with PrivateTmp) copies the tree's mount, and keeps the copy as long as it
+lives. So ROOT is made a shared mount before any tree is mounted on it
+(`share_root`: bound on itself, then shared): the trees are shared too, a
+namespace made afterwards with slave propagation holds slave copies, and
+our unmount takes them along (roost.datadir.mountinfo says which copies do
+not hold the tree; a copy with a file open in it makes our unmount fail
+with EBUSY: in use). A sandbox's bind of the tree is a slave of the tree,
+not a mount under a copy of ROOT: it holds the tree, and a tree mounted
+later does not reach into another app's sandbox (nothing there receives
+ROOT's mounts). Mounts under ROOT, and unmounting it, take `root.lock`.
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from roost.datadir import mountinfo
 from roost.datadir.shared import app_tree
 
 log = logging.getLogger("roost.datadir")
@@ -46,6 +61,7 @@ OVERHEAD_MB = 4
 OVERHEAD_PART = 50  # 1/50th: 2%
 MIN_QUOTA_MB = 4
 TIMEOUT_S = 60.0
+BOUND = "root.bound"  # in IMAGES: ROOT is bound on itself by share_root
 
 Action = Literal["none", "create", "grow", "refuse"]
 
@@ -99,6 +115,60 @@ def _locked(images: Path, app: str) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _root_locked(images: Path, root: Path) -> Iterator[None]:
+    """Shared by every call that mounts under ROOT; exclusive while ROOT is
+    made shared or unmounted (`release`), so that no tree is mounted on a
+    ROOT that is being unmounted. ("root.lock": no app's lock is named so.)"""
+    with open(images / "root.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_SH)
+        if not _root_is_shared(root):
+            # Not atomic (flock converts by unlocking first): checked again.
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            share_root(root)
+        yield
+
+
+def _own_mounts() -> tuple[mountinfo.Mount, ...]:
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            return mountinfo.parse(fh.read())
+    except (OSError, mountinfo.MountinfoError) as exc:
+        raise QuotaError(f"mountinfo: {exc}") from None
+
+
+def _root_is_shared(root: Path) -> bool:
+    try:
+        m = mountinfo.mount_at(_own_mounts(), os.path.realpath(root))
+    except QuotaError:
+        return False  # share_root says why
+    return m is not None and m.shared is not None
+
+
+def share_root(root: Path) -> None:
+    """Make ROOT a shared mount (bound on itself first when it is not a mount
+    point); idempotent. Not when trees are mounted under a ROOT that is not a
+    mount point yet (mounted before this): binding ROOT would hide them with
+    their devices; it is shared once they are released. A failure is logged:
+    the trees work as before, only offline growth waits for other
+    namespaces' copies."""
+    point = os.path.realpath(root)
+    try:
+        mounts = _own_mounts()
+        here = mountinfo.mount_at(mounts, point)
+        if here is None:
+            if any(m.point.startswith(point + "/") for m in mounts):
+                log.info("%s: trees mounted before it was shared: shared once released", root)
+                return
+            _run("mount", "--bind", point, point)
+            # Ours to unmount at `release` (not a mount an operator made).
+            (images_for(root) / BOUND).write_text(f"{point}\n")
+        if here is None or here.shared is None:
+            _run("mount", "--make-shared", point)
+    except QuotaError as exc:
+        log.warning("%s: not made a shared mount (%s)", root, exc)
+
+
 def attached_device(image: Path) -> str:
     """The loop device `image` is attached to ("" when none)."""
     out = _run("losetup", "-j", str(image))
@@ -112,7 +182,7 @@ def ensure(root: Path, app: str, quota_mb: int, owner: tuple[int, int] | None) -
     images = images_for(root)
     images.mkdir(mode=0o700, exist_ok=True)
     image = images / f"{app}.ext4"
-    with _locked(images, app):
+    with _root_locked(images, root), _locked(images, app):
         size = image.stat().st_size if image.exists() else None
         used = usage(tree).used_bytes if os.path.ismount(tree) else 0
         action = plan(quota_mb, size, used)
@@ -123,7 +193,9 @@ def ensure(root: Path, app: str, quota_mb: int, owner: tuple[int, int] | None) -
             # The journal stays: a write the app fsync'd survives a crash.
             _run("mkfs.ext4", "-q", "-F", "-m", "0", str(image))
         if action == "create" and tree.is_dir() and any(tree.iterdir()):
-            _carry_over(tree, image, images / f".{app}.pre-quota")
+            # Kept in ROOT, not IMAGES: ROOT is a mount of its own (share_root),
+            # and rename(2) does not cross mounts, even on one file system.
+            _carry_over(tree, image, root / f".{app}.pre-quota")
         tree.mkdir(mode=0o700, exist_ok=True)
         if not os.path.ismount(tree):
             device = attached_device(image)
@@ -176,7 +248,11 @@ def _grow(tree: Path, image: Path, old: int, new: int) -> None:
         # mounted or mount point busy"), leaving new instances no tree.
         if held_elsewhere(tree):
             raise QuotaError("the file system is in use by running processes of the app")
-        _run("umount", str(tree))
+        try:
+            _run("umount", str(tree))
+        except QuotaError as exc:
+            # EBUSY: a copy our unmount would take along has a file open.
+            raise QuotaError(f"the file system is in use ({exc})") from None
         if _still_attached(image):  # held meanwhile: by a sandbox just started
             raise QuotaError("the file system is in use")
         # 1: it corrected something (the lost+found each tree goes without).
@@ -196,16 +272,18 @@ def _grow(tree: Path, image: Path, old: int, new: int) -> None:
 
 
 def held_elsewhere(tree: Path) -> bool:
-    """Is the file system mounted on `tree` mounted in another mount
-    namespace too (a sandbox's bind of it)? By its device number, in each
-    other namespace's mountinfo (read once per namespace)."""
+    """Is the file system mounted on `tree` held by another mount namespace
+    (a sandbox's bind of it), in a way our unmount would not undo? Each
+    other namespace's mountinfo read once; the decision is
+    roost.datadir.mountinfo's."""
     try:
-        st = os.stat(tree)
-        own = os.readlink("/proc/self/ns/mnt")
-    except OSError:
+        own_ns = os.readlink("/proc/self/ns/mnt")
+        own_user = os.readlink("/proc/self/ns/user")
+        own = _own_mounts()
+    except (OSError, QuotaError):
         return True  # cannot tell: not unmounted on a guess
-    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
-    seen = {own}
+    seen = {own_ns}
+    others = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -214,12 +292,12 @@ def held_elsewhere(tree: Path) -> bool:
             if ns in seen:
                 continue
             seen.add(ns)
+            locked = os.readlink(f"/proc/{pid}/ns/user") != own_user
             with open(f"/proc/{pid}/mountinfo") as fh:
-                if any(line.split(" ", 3)[2] == dev for line in fh):
-                    return True
-        except OSError:
+                others.append(mountinfo.Namespace(mountinfo.parse(fh.read()), locked))
+        except (OSError, mountinfo.MountinfoError):
             continue  # gone meanwhile, or not ours to read
-    return False
+    return mountinfo.holders(own, os.path.realpath(tree), others) > 0
 
 
 def _carry_over(tree: Path, image: Path, kept: Path) -> None:
@@ -260,7 +338,20 @@ def detach(tree: Path) -> None:
 
 
 def release(root: Path) -> None:
-    """Detach every app's mount (a servicehost that stops)."""
-    for app in mounted_apps(root):
+    """Detach every app's mount (a servicehost that stops), then ROOT's bind
+    on itself (`share_root`) when nothing is mounted under it any more."""
+    images = images_for(root)
+    if not images.is_dir():
+        return
+    with open(images / "root.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        for app in mounted_apps(root):
+            with contextlib.suppress(QuotaError):
+                detach(root / app)
+        point = os.path.realpath(root)
         with contextlib.suppress(QuotaError):
-            detach(root / app)
+            mounts = _own_mounts()
+            bound = (images / BOUND).exists() and mountinfo.mount_at(mounts, point)
+            if bound and not any(m.point.startswith(point + "/") for m in mounts):
+                _run("umount", "-l", point)
+                (images / BOUND).unlink()
