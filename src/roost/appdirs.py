@@ -17,7 +17,8 @@ docstring says why not the id alone). Two events act on it:
     adopted (the key is written), so upgrading never strands a live app.
 
 The archive is `<role root>/archive/APP.KEY.STAMP[-N][suffix]`, on the same
-file system as the directories (a move is a rename), private to the daemon;
+file system as the directories (a move is a rename; across a mount of it,
+a copy), private to the daemon;
 entries older than ROOST_ARCHIVE_DAYS by their stamp are removed. Names are
 parsed back strictly, so nothing else that might sit there is ever removed.
 """
@@ -26,10 +27,12 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import errno
 import logging
 import os
 import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Literal
@@ -108,9 +111,35 @@ def archive(directory: Path, root: Path, app: str, key: str, now: float, suffix:
     while dest.exists():
         dest = root / f"{base}-{n}{suffix}"
         n += 1
-    os.rename(directory, dest)
+    try:
+        os.rename(directory, dest)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        # Another mount of the same file system: the servicehost's appdata
+        # root is bound on itself (roost.datadir.quota.share_root), and
+        # rename(2) does not cross mounts. Copied as it is, then removed.
+        _copy_aside(directory, dest)
     log.info("%s: %s archived as %s", app, directory, dest)
     return dest
+
+
+def _copy_aside(directory: Path, dest: Path) -> None:
+    partial = dest.with_name(dest.name + ".partial")
+    r = subprocess.run(
+        ["cp", "-a", "--no-dereference", "--", str(directory), str(partial)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if r.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise OSError(errno.EXDEV, f"cp {directory}: {r.stderr.strip()}")
+    os.rename(partial, dest)
+    if directory.is_dir() and not directory.is_symlink():
+        shutil.rmtree(directory)
+    else:
+        directory.unlink()
 
 
 def use(

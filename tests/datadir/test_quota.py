@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
@@ -272,3 +273,18 @@ def _sandboxed(pid: int) -> int:
         except OSError:
             continue
     return 0
+
+
+def test_a_plain_tree_beside_trees_with_quotas_is_archived(root: Path) -> None:
+    """ROOT bound on itself (an app with a quota of its own, the host's 0):
+    a plain tree of another app is archived out of it all the same (copied:
+    rename(2) does not cross ROOT's mount), with its owner and files."""
+    data = AppData(root, (UID, UID), archive=root.parent / "archive")
+    data.dir("sized", (UID, UID), 8)
+    plain = data.dir("plain", (UID, UID))
+    assert not os.path.ismount(plain)
+    (plain / "f.txt").write_text("f\n")
+    moved = data.removed("plain", "1-2", time.time())
+    assert moved is not None and not plain.exists()
+    assert (moved / "f.txt").read_text() == "f\n" and moved.stat().st_uid == UID
+    assert not list(moved.parent.glob("*.partial"))
