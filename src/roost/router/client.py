@@ -43,6 +43,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("roost.router")
 
 _EARLY_LIMIT = 1 << 20
+
+
+class _Nobody:
+    """A parser's protocol that takes no callbacks (see `_DEAD_PARSER`)."""
+
+
+# What a closed connection holds instead of its parser: a parser holds its
+# protocol's callbacks, bound methods of the connection, so the two make a
+# cycle that only the garbage collector frees, with the connection's
+# transport, socket and lists. Dropped at connection_lost, the connection is
+# freed by its count, and a burst of connections sets off no collection
+# (daemon.settle_gc). Never fed: nothing reads a closed connection.
+_DEAD_PARSER = HttpRequestParser(_Nobody())
 _MISS: Any = object()  # (not in the Host cache)
 LINGER_S = 2.0
 
@@ -184,6 +197,7 @@ class ClientConnection:
             if not fut.done():
                 fut.set_exception(ConnectionResetError("client went away"))
         self._drain.clear()
+        self.parser = _DEAD_PARSER  # (the cycle through its callbacks: see there)
 
     def write(self, data: bytes) -> None:
         """Bytes to the client, in order (sockwrite.put: straight to the socket
@@ -634,8 +648,11 @@ class ClientConnection:
         ex = self.active
         if ex is not None:
             up = ex.up
-            if up is not None and up.deadline and now > up.deadline:
-                ex.upstream_timeout(up)
+            if up is not None:
+                if up.deadline and now > up.deadline:
+                    ex.upstream_timeout(up)
+            elif ex.connect_task is not None and now > ex.connect_deadline:
+                ex.connect_timeout()
 
     def _timed_out(self) -> None:
         self.deadline = 0.0

@@ -85,6 +85,7 @@ class Exchange(Relay):
         self.slot_held = False
         self.up = None
         self.connect_task = None
+        self.connect_deadline = 0.0
         self.req_chunked = False
         self.pending_size = 0
         self.replay_size = 0

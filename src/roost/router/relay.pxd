@@ -19,6 +19,7 @@ cdef class Relay:
     cdef public Py_ssize_t attempts
     cdef public bint body_done
     cdef public ClientConnection client
+    cdef public double connect_deadline
     cdef public object connect_task
     cdef public bint done
     cdef public AppEntry entry
@@ -64,6 +65,8 @@ cdef class Relay:
     cpdef _send(self, bytes data)
     cpdef _release_slot(self)
     cpdef _bad_gateway(self)
+    @cython.locals(slot=Slot)
+    cpdef connect_timeout(self)
     @cython.locals(slot=Slot)
     cpdef response_complete(self, Upstream up)
     cpdef upstream_lost(self, Upstream up, exc)

@@ -74,6 +74,7 @@ class Relay:
         "attempts",
         "body_done",
         "client",
+        "connect_deadline",
         "connect_task",
         "done",
         "entry",
@@ -107,6 +108,7 @@ class Relay:
     slot_held: bool
     up: Upstream | None
     connect_task: Any
+    connect_deadline: float  # (coarse clock) while connect_task runs: the sweep's to enforce
     req_chunked: bool
     pending_size: int
     replay_size: int
@@ -152,7 +154,25 @@ class Relay:
             if not up.closed:
                 self.attach(up)
                 return
+        # The connect's deadline is the sweep's (ClientConnection.check calls
+        # connect_timeout), like every other deadline here: a timer per
+        # connect (asyncio.timeout) cost a connect half again as much, and its
+        # objects set off garbage collections amid a burst of connects.
+        self.connect_deadline = ctx.now + ctx.limits.connect_timeout
         self.connect_task = ctx.spawn(self._connect(slot))
+
+    def connect_timeout(self) -> None:
+        """The sweep found the connect past its deadline: give it up, as a
+        failed connect (never sent: another instance may take it)."""
+        task = self.connect_task
+        if task is None or self.aborted:
+            return
+        self.connect_task = None
+        task.cancel()  # (its connection, if made meanwhile, is closed by the cancel)
+        slot = self.slot
+        assert slot is not None
+        limit = self.client.ctx.limits.connect_timeout
+        self._retry(slot, f"connect failed: no answer in {limit:g} s", counts=True)
 
     async def _connect(self, slot: Slot) -> None:
         # (imported here: upstream.py and this module refer to each other's types)
@@ -160,7 +180,7 @@ class Relay:
 
         try:
             up = await open_upstream(self.client.ctx, slot)
-        except Exception as exc:  # refused, unreachable, timeout: the instance failed
+        except Exception as exc:  # refused, unreachable: the instance failed
             self.connect_task = None
             if not self.aborted:  # (never sent: safe_to_retry always)
                 self._retry(slot, f"connect failed: {type(exc).__name__}: {exc}", counts=True)

@@ -31,7 +31,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from email.utils import formatdate
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
@@ -46,6 +48,16 @@ if TYPE_CHECKING:
     from roost.router.exchange import Exchange
 
 MAX_IDLE_PER_SLOT = 64
+
+
+class _Nobody:
+    """A parser's protocol that takes no callbacks (see `_DEAD_PARSER`)."""
+
+
+# What a closed instance connection holds instead of its parser: the parser
+# holds the connection's callbacks (bound methods), a cycle only the garbage
+# collector would free (client.py's `_DEAD_PARSER` says why that matters).
+_DEAD_PARSER = HttpResponseParser(_Nobody())
 
 # Header lines the pass-through path removes (lowercased, with their leading CRLF).
 
@@ -218,6 +230,15 @@ class Upstream:
         return False  # close; connection_lost decides what it meant
 
     def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._lost(exc)
+        finally:
+            # (nothing reads a closed connection: the parser and a reframer
+            # hold this one, a cycle for the collector; see `_DEAD_PARSER`)
+            self.parser = _DEAD_PARSER
+            self.reframer = None
+
+    def _lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.fd = -1
         ex = self.ex
@@ -527,24 +548,23 @@ def expires_headers(seconds: int) -> bytes:
 
 
 async def open_upstream(ctx: Context, slot: Slot) -> Upstream:
-    """Connect to an instance: its unix socket when it is on this host, else TCP."""
+    """Connect to an instance: its unix socket when it is on this host, else
+    TCP. No timeout here: the caller's task is cancelled at its deadline
+    (`Relay.connect_timeout`, from the sweep)."""
     b = slot.backend
     loop = ctx.loop
-    timeout = ctx.limits.connect_timeout
 
-    def factory() -> asyncio.Protocol:
-        return cast(asyncio.Protocol, Upstream(ctx, slot))
-
+    # (a partial, not a closure: compiled, a coroutine's locals live in its
+    # closure's scope, which a closure then refers to: a cycle per connect)
+    factory = cast(Callable[[], asyncio.Protocol], partial(Upstream, ctx, slot))
     if b.unix_socket and (
         not b.host_id or b.host_id == ctx.host_id or os.path.exists(b.unix_socket)
     ):
         try:
-            async with asyncio.timeout(timeout):
-                _, proto = await loop.create_unix_connection(factory, b.unix_socket)
+            _, proto = await loop.create_unix_connection(factory, b.unix_socket)
             return cast(Upstream, proto)
         except (FileNotFoundError, ConnectionRefusedError):
             if not b.port:
                 raise
-    async with asyncio.timeout(timeout):
-        _, proto = await loop.create_connection(factory, b.host or "127.0.0.1", b.port)
+    _, proto = await loop.create_connection(factory, b.host or "127.0.0.1", b.port)
     return cast(Upstream, proto)
