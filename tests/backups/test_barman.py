@@ -160,19 +160,24 @@ async def _wait_receivers(layout: Layout, but: int = 0) -> list[psutil.Process]:
     raise AssertionError("no pg_receivewal streaming")
 
 
+async def _supervised_pid(barman: Barman, name: str, but: int = 0) -> int:
+    """The pid Barman's supervisor knows `name` by (other than `but`). A
+    process exists a moment before the supervisor's spawn returns (it awaits
+    the child's pipes on this same loop): its pid comes then."""
+    for _ in range(100):
+        if (pid := barman._sup.pid(name)) not in (0, but):
+            return pid
+        await asyncio.sleep(0.1)
+    return barman._sup.pid(name)
+
+
 async def test_receive_wal_is_restarted_when_it_exits(barman: Barman, layout: Layout) -> None:
     name = "receive-wal:sh1"
     [receiver] = await _wait_receivers(layout)
-    first = barman._sup.pid(name)
+    first = await _supervised_pid(barman, name)
     psutil.Process(first).kill()
     assert len(await _wait_receivers(layout, but=receiver.pid)) == 1
-    # The new process exists a moment before the supervisor's spawn returns
-    # (it awaits the child's pipes on this same loop): its pid comes then.
-    for _ in range(50):
-        if barman._sup.pid(name):
-            break
-        await asyncio.sleep(0.1)
-    assert barman._sup.pid(name) not in (0, first)
+    assert await _supervised_pid(barman, name, but=first) not in (0, first)
     assert barman._sup.children[name].restarts == 1
     assert not receiver.is_running() or receiver.status() == psutil.STATUS_ZOMBIE
     assert await barman.mark("sh1") is not None  # and it streams
