@@ -292,11 +292,18 @@ def held_elsewhere(tree: Path) -> bool:
             if ns in seen:
                 continue
             seen.add(ns)
-            locked = os.readlink(f"/proc/{pid}/ns/user") != own_user
             with open(f"/proc/{pid}/mountinfo") as fh:
-                others.append(mountinfo.Namespace(mountinfo.parse(fh.read()), locked))
-        except (OSError, mountinfo.MountinfoError):
+                text = fh.read()
+        except OSError:
             continue  # gone meanwhile, or not ours to read
+        try:
+            locked = os.readlink(f"/proc/{pid}/ns/user") != own_user
+        except OSError:
+            locked = True  # gone meanwhile: its copies count, as before
+        try:
+            others.append(mountinfo.Namespace(mountinfo.parse(text), locked))
+        except mountinfo.MountinfoError:
+            return True  # cannot tell
     return mountinfo.holders(own, os.path.realpath(tree), others) > 0
 
 
