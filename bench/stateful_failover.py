@@ -54,15 +54,18 @@ replica had acknowledged (WAIT 1) missing on the new master (target 0).
 Each part takes (base directory, quick) and returns the figures it prints.
 The median of the runs is printed, one `name value` line each (and what
 `standby_write_ratio` was measured with on the line after it); each window
-is a `#` line with the machine's CPU busy share over it (other work on the
-machine takes its share too). `--quick`: one run with fewer, shorter
+is a `#` line with the CPU seconds the pair's processes and pgbench used in
+it, of the machine's, and how busy the machine was (other work on it takes
+its share too). `--quick`: one run with fewer, shorter
 windows. Needs root.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import resource
 import signal
 import statistics
 import sys
@@ -155,23 +158,35 @@ def measured_with(quick: bool) -> str:
     )
 
 
-class CpuBusy:
-    """The machine's CPU busy share (all cores) since the last call, from /proc/stat."""
+class CpuUse:
+    """CPU seconds over a window: the machine's (every core) and the pair's
+    own (every process in its hosts' namespaces, with the children they
+    reaped, such as PostgreSQL's backends that ended in it; and pgbench,
+    this process's child). Other helpers' work on the machine takes the rest."""
 
-    def __init__(self) -> None:
-        self.last = self._read()
+    def __init__(self, kit: PairKit) -> None:
+        self.pids = [p for h in kit.hosts for p in kit.net.pids(h)]
+        self.start = self._read()
 
-    @staticmethod
-    def _read() -> tuple[int, int]:
+    def _read(self) -> tuple[float, float, float]:
+        hz = os.sysconf("SC_CLK_TCK")
         ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-        idle = ticks[3] + ticks[4]  # idle, iowait
-        return sum(ticks) - idle, sum(ticks)
+        busy = sum(ticks) - ticks[3] - ticks[4]  # not idle nor iowait
+        pair = 0
+        for pid in self.pids:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue  # gone: its time is in its parent's reaped children's
+            fields = stat[stat.rindex(")") + 2 :].split()
+            pair += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        child = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return busy / hz, (pair / hz) + child.ru_utime + child.ru_stime, sum(ticks) / hz
 
-    def share(self) -> float:
-        now = self._read()
-        busy, total = now[0] - self.last[0], now[1] - self.last[1]
-        self.last = now
-        return busy / total if total else 0.0
+    def since(self) -> str:
+        end = self._read()
+        busy, pair, total = (e - s for e, s in zip(end, self.start, strict=True))
+        return f"the pair {pair:.1f} of {total:.1f} cpu-s, machine busy {busy / total:.2f}"
 
 
 # ------------------------------------------------------------ the pair's modes
@@ -270,11 +285,11 @@ def throughput(kit: PairKit, primary: Host, quick: bool) -> Rates:
     for n, mode in enumerate(schedule(TURNS[quick])):
         modes.enter(mode, lambda: pgbench(kit, script, WARM_S))
         for clients in SWEEP if n % 2 == 0 else SWEEP[::-1]:
-            cpu = CpuBusy()
+            cpu = CpuUse(kit)
             rate = pgbench(kit, script, WINDOW_S[quick], clients)
             tps[mode][clients].append(rate)
-            busy, load = cpu.share(), Path("/proc/loadavg").read_text().split()[0]
-            say(f"{mode} {clients} clients: {rate:.0f} tps (cpu busy {busy:.2f}, load {load})")
+            used, load = cpu.since(), Path("/proc/loadavg").read_text().split()[0]
+            say(f"{mode} {clients} clients: {rate:.0f} tps ({used}, load {load})")
     for mode in tps:
         best, clients = capacity(tps, mode)
         say(f"{mode}: capacity {best / TURNS[quick]:.0f} tps at {clients} clients")
