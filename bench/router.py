@@ -45,6 +45,30 @@ instance connection idle as long as roost's router does
 60 s unless set), since each proxy is idle for seconds between its rounds
 and roost starts each with no pooled connection where nginx keeps its own.
 
+Then a cold burst, nginx_idle1s and roost: after more than the instance
+pool's idle time (so each holds no instance connection), 100 new client
+connections send a request each at once; printed, the milliseconds to the
+last answer and the proxy's CPU time over the burst (/proc/PID/task/*/schedstat),
+medians of interleaved rounds, and the rounds' gap. This is what the start of
+every paced round costs: its 100 connections' first requests are 1% of a
+round's 10,000, so the paced p99 sits at their edge. Measured (issue 21,
+eighth pass, load 4-9): such a burst took roost 12.8 ms to its last answer
+with a cold pool and 4.4 ms with a warm one (nginx_idle1s 7.9 and 3.8;
+medians of 6 rounds); in the router the cold burst's requests waited behind
+garbage collections (five or six young and one middle collection per burst,
+1-3 ms, set off by the connections' objects, 27 per client and instance
+connection pair left in cycles) and a timer per connect (`asyncio.timeout`,
+100 connects 4.3 ms with it, 2.9 without, the floor of raw sockets 2.9);
+both are gone (roost.router.daemon.settle_gc, client.py's `_DEAD_PARSER`,
+`Relay.connect_timeout`). Ruled out as well, measured: threads waking the
+router (idle, its main and ZeroMQ threads wake about 9 times a second each,
+libuv's workers never) and its priority (nice 0, as nginx's worker); in
+earlier passes the syscalls per request (strace: one read and one send on
+each side, as nginx), Nagle (TCP_NODELAY on both sides) and garbage
+collection in steady load. The pool is LIFO (`slot.idle.pop()`: a few hot
+connections reused). Not explained: the closed loop's gap at p99 (its rounds
+start with 50 cold connects too, but those are 0.1% of a round's requests).
+
 Then roost with 1 and 2 worker processes (SO_REUSEPORT), wrk on two threads
 for both, in interleaved rounds: the requests/s of each and their ratio, and
 beside them the CPUs the router's processes got and how busy the machine was
@@ -75,6 +99,7 @@ import contextlib
 import os
 import random
 import re
+import selectors
 import shutil
 import signal
 import socket
@@ -203,6 +228,14 @@ def per_round(
     return [f(x, y) for x, y in zip(results[a], results[b], strict=True)]
 
 
+def per_burst(
+    bursts: dict[str, list[tuple[float, float]]],
+    f: Callable[[tuple[float, float], tuple[float, float]], float],
+) -> list[float]:
+    """f over each round's roost and nginx_idle1s bursts."""
+    return [f(r, n) for r, n in zip(bursts["roost"], bursts["nginx_idle1s"], strict=True)]
+
+
 # wrk's command prefix: with --pin, `taskset -c 0` (set once in main).
 WRK_PREFIX: list[str] = []
 
@@ -324,6 +357,84 @@ async def paced_rounds(
             print(
                 f"  round {r + 1} {name:8s} {load.rps:10.0f} req/s  p50 {load.p50_ms:6.2f} ms"
                 f"  p99 {load.p99_ms:6.2f} ms  failed {load.failed}",
+                flush=True,
+            )
+    return results
+
+
+BURST = 100
+
+
+def cpu_ns(pid: int) -> int:
+    """Time every thread of a process has run, in ns (schedstat: finer than
+    /proc/PID/stat's ticks, which a 10 ms burst would not see)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError):
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+    return total
+
+
+def burst_once(port: int, host: str, n: int = BURST) -> float:
+    """`n` new client connections, then one request on each sent at once:
+    milliseconds from the first send to the last complete answer. Blocking
+    sockets and a selector, run in a thread (the bench's loop stays idle)."""
+    request = f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    socks = [socket.create_connection((HOST, port)) for _ in range(n)]
+    time.sleep(0.05)  # (accepted before the clock starts)
+    try:
+        with selectors.DefaultSelector() as sel:
+            got: dict[socket.socket, bytes] = {}
+            for s in socks:
+                s.setblocking(False)
+                sel.register(s, selectors.EVENT_READ)
+                got[s] = b""
+            started = time.perf_counter()
+            for s in socks:
+                s.sendall(request)
+            left = n
+            while left:
+                events = sel.select(10)
+                if not events:
+                    raise RuntimeError(f"burst: {left} of {n} requests unanswered after 10 s")
+                for key, _ in events:
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    data = sock.recv(65536)
+                    if not data:
+                        raise RuntimeError("burst: a connection closed before its answer")
+                    got[sock] += data
+                    head, sep, body = got[sock].partition(b"\r\n\r\n")
+                    m = re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)
+                    if sep and m and len(body) >= int(m.group(1)):
+                        if not head.startswith(b"HTTP/1.1 200"):
+                            raise RuntimeError(f"burst: answered {head[:40]!r}")
+                        sel.unregister(sock)
+                        left -= 1
+            return (time.perf_counter() - started) * 1000
+    finally:
+        for s in socks:
+            s.close()
+
+
+async def burst_rounds(
+    targets: list[tuple[str, int, int]], rounds: int, idle_s: float
+) -> dict[str, list[tuple[float, float]]]:
+    """Each target (name, port, pid of its proxying process) takes BURST new
+    connections with a request each at once, after `idle_s` idle (so its
+    instance pool has closed what it held: each request needs a new instance
+    connection, as at the start of every paced round), the order reversed
+    every other round: (ms to the last answer, proxy CPU ms) per round."""
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in targets}
+    for r in range(rounds):
+        for name, port, pid in targets if r % 2 == 0 else targets[::-1]:
+            await asyncio.sleep(idle_s)
+            before = cpu_ns(pid)
+            ms = await asyncio.to_thread(burst_once, port, f"{APP}.localhost")
+            cpu_ms = (cpu_ns(pid) - before) / 1e6
+            results[name].append((ms, cpu_ms))
+            print(
+                f"  round {r + 1} {name:12s} last answer {ms:6.2f} ms  proxy cpu {cpu_ms:5.2f} ms",
                 flush=True,
             )
     return results
@@ -670,6 +781,19 @@ async def main() -> None:
                 rounds,
                 seconds,
             )
+            print(
+                f"burst, nginx_idle1s and roost ({BURST} new connections at once, "
+                f"after {idle_ms / 1000 + 0.5:.1f} s idle):",
+                flush=True,
+            )
+            bursts = await burst_rounds(
+                [
+                    ("nginx_idle1s", ports["nginx_idle1s"], worker_of(idle_ng).pid),
+                    ("roost", ports["roost"], router.pid),
+                ],
+                rounds,
+                idle_ms / 1000 + 0.5,  # (roost's sweep closes them within 0.25 s of it)
+            )
             if args.pin:
                 # Workers and churn unpinned: two workers need both cores.
                 WRK_PREFIX.clear()
@@ -783,6 +907,17 @@ async def main() -> None:
     idle_gap = per_round(paced, "roost", "nginx_idle1s", lambda r, n: r.p99_ms - n.p99_ms)
     print(f"roost_minus_nginx_idle1s_paced_p99_ms: {statistics.median(idle_gap):.2f}")
     print(f"roost_minus_nginx_idle1s_paced_p99_ms_spread: {spread(idle_gap)}")
+    # A cold burst (every request needing a new instance connection): what
+    # the start of every paced round costs each proxy, in time and CPU.
+    for name in ("roost", "nginx_idle1s"):
+        rows = bursts[name]
+        print(f"{name}_burst_last_ms: {statistics.median(ms for ms, _ in rows):.2f}")
+        print(f"{name}_burst_cpu_ms: {statistics.median(c for _, c in rows):.2f}")
+    burst_gap = per_burst(bursts, lambda r, n: r[0] - n[0])
+    print(f"roost_minus_nginx_idle1s_burst_ms: {statistics.median(burst_gap):.2f}")
+    print(f"roost_minus_nginx_idle1s_burst_ms_spread: {spread(burst_gap)}")
+    burst_cpu = per_burst(bursts, lambda r, n: r[1] / n[1])
+    print(f"roost_vs_nginx_idle1s_burst_cpu: {statistics.median(burst_cpu):.3f}")
     print(f"pinned: {'wrk and backend on CPU 0, proxy on CPU 1' if args.pin else 'no'}")
     one = statistics.median(x.rps for x in scaling["1 worker"])
     two = statistics.median(x.rps for x in scaling["2 workers"])
