@@ -52,7 +52,7 @@ last answer and the proxy's CPU time over the burst (/proc/PID/task/*/schedstat)
 medians of interleaved rounds, and the rounds' gap. This is what the start of
 every paced round costs: its 100 connections' first requests are 1% of a
 round's 10,000, so the paced p99 sits at their edge. Measured (issue 21,
-eighth pass, load 4-9): such a burst took roost 12.8 ms to its last answer
+eighth pass, load 4-6): such a burst took roost 12.8 ms to its last answer
 with a cold pool and 4.4 ms with a warm one (nginx_idle1s 7.9 and 3.8;
 medians of 6 rounds); in the router the cold burst's requests waited behind
 garbage collections (five or six young and one middle collection per burst,
