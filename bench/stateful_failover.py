@@ -183,7 +183,14 @@ class CpuUse:
         child = resource.getrusage(resource.RUSAGE_CHILDREN)
         return busy / hz, (pair / hz) + child.ru_utime + child.ru_stime, sum(ticks) / hz
 
-    def since(self) -> str:
+    def since(self, kit: PairKit) -> str:
+        # pgbench's backends exit after it has: their time is counted once
+        # the postmaster has reaped them (up to a second's wait).
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            if not {p for h in kit.hosts for p in kit.net.pids(h)} - set(self.pids):
+                break
+            time.sleep(0.05)
         end = self._read()
         busy, pair, total = (e - s for e, s in zip(end, self.start, strict=True))
         return f"the pair {pair:.1f} of {total:.1f} cpu-s, machine busy {busy / total:.2f}"
@@ -288,7 +295,7 @@ def throughput(kit: PairKit, primary: Host, quick: bool) -> Rates:
             cpu = CpuUse(kit)
             rate = pgbench(kit, script, WINDOW_S[quick], clients)
             tps[mode][clients].append(rate)
-            used, load = cpu.since(), Path("/proc/loadavg").read_text().split()[0]
+            used, load = cpu.since(kit), Path("/proc/loadavg").read_text().split()[0]
             say(f"{mode} {clients} clients: {rate:.0f} tps ({used}, load {load})")
     for mode in tps:
         best, clients = capacity(tps, mode)
