@@ -21,8 +21,10 @@ the standby's own operating system crashes before its next flush, both at
 once. Waiting for the flush too (`on`) took four Python writers' single-row
 throughput to 0.37 of a standalone server's; remote_write kept ~0.9
 (issue 16 asks >= 0.8). bench/stateful_failover.py now measures the
-database's throughput at 16 clients, the same primary paired and alone in
-turns (docs/architecture.md has the figures).
+database's write capacity (its best rate over 16, 32 and 64 pgbench
+clients) and the 16-client rate beside it, the same primary paired and
+alone in turns (docs/architecture.md has the figures, where a commit's
+time goes, and the settings tried and not kept).
 
 Apps reach the pair through their runner's data proxy (roost.runner.dataproxy),
 which checks each member's Patroni REST `GET /primary`; `listener_servers`
