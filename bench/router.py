@@ -60,7 +60,10 @@ garbage collections (five or six young and one middle collection per burst,
 connection pair left in cycles) and a timer per connect (`asyncio.timeout`,
 100 connects 4.3 ms with it, 2.9 without, the floor of raw sockets 2.9);
 both are gone (roost.router.daemon.settle_gc, client.py's `_DEAD_PARSER`,
-`Relay.connect_timeout`). Ruled out as well, measured: threads waking the
+`Relay.connect_timeout`). Mid-round too: the router kept at most 64 idle
+connections per instance, so spikes past 64 connected again (255-484
+connects after a 5 s round's start against nginx_idle1s's 35-115); now
+128, as this bench's nginx keeps. Ruled out as well, measured: threads waking the
 router (idle, its main and ZeroMQ threads wake about 9 times a second each,
 libuv's workers never) and its priority (nice 0, as nginx's worker); in
 earlier passes the syscalls per request (strace: one read and one send on
