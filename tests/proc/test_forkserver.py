@@ -12,22 +12,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import pytest
 
 from roost.proc import spawn
 from roost.proc.forkserver import ForkServer, Zygote
-from roost.proc.wait import become_subreaper
+from roost.proc.wait import PR_SET_CHILD_SUBREAPER, become_subreaper
 
 
 async def _stderr(child: object) -> str:
     reader = child.stderr  # type: ignore[attr-defined]
     return (await reader.read()).decode()
+
+
+@pytest.fixture
+def subreaper() -> Iterator[None]:
+    """This process a subreaper, as `roost up` is, for one test only: the
+    flag is for life otherwise, and a later test in the same worker would
+    have every orphan it makes reparented here (test_supervised's detached
+    server among them)."""
+    assert become_subreaper()
+    try:
+        yield
+    finally:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
 async def test_a_forked_command_runs_with_its_env_and_exit(tmp_path: Path) -> None:
@@ -83,11 +99,11 @@ async def test_a_zygote_gone_takes_its_children_and_is_replaced(tmp_path: Path) 
     assert forks.pids() == set()
 
 
+@pytest.mark.usefixtures("subreaper")
 async def test_a_spawn_given_up_on_is_not_taken_for_the_next(tmp_path: Path) -> None:
     """A start cancelled after its request went (a supervisor stopping) has its
     child killed when the answer comes; the next start gets its own child,
     and a child that ends at once is reported all the same."""
-    assert become_subreaper()
     forks = ForkServer(detach=True)
     try:
         warm = await forks.spawn(["--data", str(tmp_path), "no-such-command"], {})
@@ -109,11 +125,11 @@ def _parent(pid: int) -> int:
     return psutil.Process(pid).ppid()
 
 
+@pytest.mark.usefixtures("subreaper")
 async def test_a_detached_role_is_ours_and_outlives_its_zygote(tmp_path: Path) -> None:
     """Detached (roost up, a subreaper): the role is this process's child, its
     exit and stderr come back with its zygote gone, and the next spawn starts
     a new zygote."""
-    assert become_subreaper()
     forks = ForkServer(["--data", str(tmp_path)], detach=True, idle_exit_s=60.0)
     try:
         # Blocks ~3 s (no roost up on that directory), then exits 1.
@@ -140,8 +156,8 @@ async def test_a_detached_role_is_ours_and_outlives_its_zygote(tmp_path: Path) -
     assert forks.pids() == set()
 
 
+@pytest.mark.usefixtures("subreaper")
 async def test_an_idle_detached_zygote_retires_by_itself(tmp_path: Path) -> None:
-    assert become_subreaper()
     forks = ForkServer(detach=True, idle_exit_s=0.5)
     try:
         child = await forks.spawn(["--data", str(tmp_path), "no-such-command"], {})
@@ -158,10 +174,10 @@ async def test_an_idle_detached_zygote_retires_by_itself(tmp_path: Path) -> None
     assert forks.pids() == set()
 
 
+@pytest.mark.usefixtures("subreaper")
 async def test_a_spawn_its_zygote_retired_unread_goes_to_a_new_one(tmp_path: Path) -> None:
     """A zygote says goodbye with a request unread (it went idle as the
     request was sent): the request is sent again to a new zygote, once."""
-    assert become_subreaper()
     forks = ForkServer(detach=True, idle_exit_s=60.0)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     stand_in = await spawn.start(["sleep", "60"])  # a group of its own, as a zygote
