@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import socket
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -14,13 +13,17 @@ from pathlib import Path
 import psutil
 import pytest
 
+from roost.cli.local import free_port as local_free_port
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port for a daemon a test starts, as `roost up` chooses its own: below
+    the kernel's ephemeral range. One bound to 0 came from that range, and
+    another test's outgoing connection given it first made the daemon's bind
+    fail at every restart (scripts/demo's API port, in a four-worker run)."""
+    return local_free_port()
 
 
 def processes_under(data: Path) -> list[psutil.Process]:
