@@ -124,9 +124,14 @@ class PairKit:
         return self.base / "logs" / f"{host.name}-{what}.log"
 
     def logs_tail(self, lines: int = 30) -> str:
+        """The last `lines` of each log that say something: Patroni's "no
+        action" every loop and the REST polls would fill a failure's tail
+        and hide the promotion or demotion that explains it."""
+        routine = ("INFO: no action.", "INFO httpx: HTTP Request")
         out = []
         for path in sorted((self.base / "logs").glob("*.log")):
-            text = path.read_text(errors="replace").splitlines()[-lines:]
+            said = path.read_text(errors="replace").splitlines()
+            text = [line for line in said if not any(r in line for r in routine)][-lines:]
             out.append(f"==> {path.name}\n" + "\n".join(text))
         return "\n".join(out)
 
