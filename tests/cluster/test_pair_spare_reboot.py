@@ -257,8 +257,14 @@ def reboot(rc: SpareCluster, hosts: list[Host]) -> None:
     rc.wait_state()
     for h in rc.controllers:
         rc.start_daemons(h)
-    for h in rc.controllers:
-        wait_for(functools.partial(rc.health, h), 90, f"the API of {h.name}")
+    try:
+        for h in rc.controllers:
+            wait_for(functools.partial(rc.health, h), 90, f"the API of {h.name}")
+    except AssertionError:
+        # Why a controller did not come back (seen twice in full runs, the
+        # cause not yet known): its log and the state database's.
+        print(rc.logs_tail(40))
+        raise
     for h in hosts:
         if h not in rc.controllers:
             rc.start_daemons(h)
