@@ -35,7 +35,9 @@ def _as_postgres() -> dict[str, object]:
 
 
 @contextmanager
-def postgres_server(listen: str = "127.0.0.1", parent: Path | None = None) -> Iterator[str]:
+def postgres_server(
+    listen: str = "127.0.0.1", parent: Path | None = None, port: int | None = None
+) -> Iterator[str]:
     """Yield a SQLAlchemy URL of a fresh server; stop it and remove it afterwards.
 
     The directory lives directly under the system temp dir (or `parent`, a
@@ -44,14 +46,14 @@ def postgres_server(listen: str = "127.0.0.1", parent: Path | None = None) -> It
     """
     base = Path(tempfile.mkdtemp(prefix="roost-pg-", dir=parent))
     try:
-        with _server(base, listen) as url:
+        with _server(base, listen, port) as url:
             yield url
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
 @contextmanager
-def _server(base: Path, listen: str) -> Iterator[str]:
+def _server(base: Path, listen: str, port: int | None = None) -> Iterator[str]:
     data = base / "pgdata"
     data.mkdir(parents=True)
     sock = base / "sock"
@@ -73,7 +75,7 @@ def _server(base: Path, listen: str) -> Iterator[str]:
         capture_output=True,
         **who,  # type: ignore[arg-type]
     )
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             pg_bin("postgres"),

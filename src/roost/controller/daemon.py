@@ -30,6 +30,7 @@ from roost.controller.secretbox import FERNET_FILE, SecretBox, SecretError
 from roost.controller.service import ControllerService
 from roost.controller.servicehosts import ServiceHosts
 from roost.controller.services import ServiceBroker
+from roost.controller.statewait import wait_for_state
 from roost.controller.store import NotFound, Store
 from roost.daemonize import run_daemon
 from roost.datadir import weednode
@@ -89,6 +90,8 @@ async def serve(
     except SecretError as exc:
         raise ConfigError(str(exc)) from None
     url = state_url_for(data_dir, state_url or cluster.state_url or None)
+    if not await wait_for_state(url, stop):
+        return
     # An upgrade copies the state before it migrates it (controller.upgrade).
     backupd = bool(cluster.of("backupd"))
     await upgrade.migrate_after_copy(data_dir, url, __version__, backupd)
