@@ -43,6 +43,23 @@ REST_USER = "patroni"
 NAMESPACE = "/roost/"
 INSTALL_HINT = "apt-get install etcd-server patroni (scripts/install does it as root)"
 
+# The Patroni Roost runs: newer than Debian bookworm's 3.0.2, whose etcd3
+# client, when its own lease had expired (its host cut off for longer than
+# the ttl), took a new lease and wrote the leader key without looking whose
+# it was: a former primary came back from a partition, took the key from
+# the member promoted meanwhile and promoted itself on its old history; the
+# other one's acknowledged writes were then lost when it was made a copy of
+# it again (seen in tests/cluster/test_pg_pair_failover). Fixed in 3.0.3
+# ("Make sure the leader key isn't unconditionally overwritten"). Only
+# Patroni itself is installed there (scripts/install), on the system Python
+# with Debian's packages for the rest, where the services' users run it.
+PATRONI_HOME = Path("/opt/roost/patroni")
+PATRONI_VERSION = "3.0.4"
+PATRONI_HINT = (
+    f"Patroni {PATRONI_VERSION} in {PATRONI_HOME}: scripts/install puts it there as root"
+    " (Debian's patroni 3.0.2 can hand the leader key to a second member)"
+)
+
 
 def bare(host: str) -> str:
     """An address as libpq and Patroni's host:port lists take it."""
@@ -262,12 +279,30 @@ def view(cluster: Mapping[str, Any]) -> ClusterView:
 
 
 def binary(name: str) -> str:
+    if name in ("patroni", "patronictl"):
+        return patroni_binary(name)
     found = shutil.which(name) or (
         f"/usr/bin/{name}" if os.access(f"/usr/bin/{name}", os.X_OK) else ""
     )
     if not found:
         raise ConfigError(f"{name} is not installed: {INSTALL_HINT}")
     return found
+
+
+def patroni_binary(name: str = "patroni", home: Path = PATRONI_HOME) -> str:
+    """Patroni's program from `home`; ConfigError when it is not there or
+    is not the version Roost runs (an older one elsewhere is never used)."""
+    program = home / "bin" / name
+    versions = sorted(home.glob("lib/python3*/site-packages/patroni/version.py"))
+    try:
+        said = versions[0].read_text() if versions else ""
+    except OSError:
+        said = ""
+    if not said or not os.access(program, os.X_OK):
+        raise ConfigError(f"{name} is not installed: {PATRONI_HINT}")
+    if f"'{PATRONI_VERSION}'" not in said and f'"{PATRONI_VERSION}"' not in said:
+        raise ConfigError(f"{versions[0]} is not Patroni {PATRONI_VERSION}: {PATRONI_HINT}")
+    return str(program)
 
 
 def pg_bin_dir() -> Path:
