@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import signal
 import sys
 import threading
@@ -124,14 +125,10 @@ class PairKit:
         return self.base / "logs" / f"{host.name}-{what}.log"
 
     def logs_tail(self, lines: int = 30) -> str:
-        """The last `lines` of each log that say something: Patroni's "no
-        action" every loop and the REST polls would fill a failure's tail
-        and hide the promotion or demotion that explains it."""
-        routine = ("INFO: no action.", "INFO httpx: HTTP Request")
+        """The last `lines` of each log that say something (`said`)."""
         out = []
         for path in sorted((self.base / "logs").glob("*.log")):
-            said = path.read_text(errors="replace").splitlines()
-            text = [line for line in said if not any(r in line for r in routine)][-lines:]
+            text = said(path.read_text(errors="replace"))[-lines:]
             out.append(f"==> {path.name}\n" + "\n".join(text))
         return "\n".join(out)
 
@@ -179,6 +176,51 @@ class PairKit:
     def ids(self, url: str | None = None) -> set[int]:
         with psycopg.connect(url or self.app_url(), connect_timeout=5) as c:
             return {int(r[0]) for r in c.execute("SELECT id FROM t")}
+
+
+# What fills a failure's log tail and hides the promotion, demotion or
+# rewind that explains it: Patroni's "no action" every loop, the REST polls
+# (and the tracebacks of those a test's timeout cut short), and, while a
+# member starts, its every attempt to connect.
+ROUTINE = (
+    "INFO: no action.",
+    "INFO httpx: HTTP Request",
+    "Exception happened during processing of request",
+    "WARNING: Traceback",
+    "Traceback (most recent call last)",
+    "ConnectionResetError",
+    "BrokenPipeError",
+    "the database system is starting up",
+    "establishing a new patroni connection",
+    "Retry got exception: 'connection problems'",
+    "Failed to determine PostgreSQL state from the connection",
+    " - rejecting connections",
+)
+_STAMP = re.compile(r"^[0-9 :,.-]+(UTC )?(\[[0-9]+\] )?")
+
+
+def said(text: str) -> list[str]:
+    """A log's lines without the routine ones; a loop's lines that come
+    again (the same but for their time) are said once, then how often the
+    lines above repeated."""
+    out: list[str] = []
+    recent: list[str] = []  # the keys of the last few lines said
+    again = 0
+    for line in text.splitlines():
+        if any(r in line for r in ROUTINE) or line.startswith(('  File "', "    ")):
+            continue
+        key = _STAMP.sub("", line)
+        if key in recent:
+            again += 1
+            continue
+        if again:
+            out.append(f"    (lines above repeated, {again} in all)")
+            again = 0
+        out.append(line)
+        recent = [*recent[-3:], key]
+    if again:
+        out.append(f"    (lines above repeated, {again} in all)")
+    return out
 
 
 # AppWriter's pause for a test that needs rows to go on, not their most:
