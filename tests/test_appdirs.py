@@ -104,3 +104,17 @@ def test_purge_removes_only_expired_entries_of_its_own(tmp_path: Path) -> None:
         ["notes.txt", f"b.1-1.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(NOW - DAY))}"]
     )
     assert appdirs.purge(tmp_path / "missing", 7 * DAY, NOW) == []
+
+
+def test_a_copy_aside_a_crash_cut_short_is_purged_with_its_age(tmp_path: Path) -> None:
+    # _copy_aside copies to DEST.partial, then renames: a crash between the
+    # two left the partial copy in the archive for ever.
+    archive = tmp_path / "archive"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(NOW - 8 * DAY))
+    young = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(NOW - DAY))
+    # A suffixed entry (a quota's ".image", a repository's ".git") too.
+    for name in (f"a.1-1.{stamp}.image.partial", f"b.1-1.{young}.partial"):
+        (archive / name).mkdir(parents=True)
+        (archive / name / "f").write_text("x")
+    assert appdirs.purge(archive, 7 * DAY, NOW) == [f"a.1-1.{stamp}.image.partial"]
+    assert [p.name for p in archive.iterdir()] == [f"b.1-1.{young}.partial"]

@@ -44,7 +44,9 @@ _KEY = re.compile(r"^[0-9]{1,19}-[0-9]{1,19}$")
 _APP = re.compile(r"^[a-z0-9_-]{1,64}$")
 _ENTRY = re.compile(
     r"^(?P<app>[a-z0-9_-]{1,64})\.(?P<key>[0-9]{1,19}-[0-9]{1,19}|unkeyed)"
-    r"\.(?P<stamp>[0-9]{8}T[0-9]{6}Z)(-[0-9]{1,6})?(?P<suffix>\.[a-z]{1,8})?$"
+    r"\.(?P<stamp>[0-9]{8}T[0-9]{6}Z)(-[0-9]{1,6})?(?P<suffix>\.[a-z]{1,8})?"
+    # A copy aside a crash cut short (_copy_aside) ages out like its entry.
+    r"(\.partial)?$"
 )
 _STAMP = "%Y%m%dT%H%M%SZ"
 
