@@ -90,13 +90,26 @@ class PairMember:
             pid = int((self.home / PIDFILE).read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        exe = interpreter(patroni.binary("patroni"))
-        why = await asyncio.to_thread(adoptable, pid, exe, self.home, self.user().run_uid)
-        if not why and str(self.config) not in await asyncio.to_thread(cmdline, pid):
+        program = patroni.binary("patroni")
+        why = await asyncio.to_thread(
+            adoptable, pid, interpreter(program), self.home, self.user().run_uid
+        )
+        argv = await asyncio.to_thread(cmdline, pid)
+        if not why and str(self.config) not in argv:
             why = f"pid {pid} is not Patroni on {self.config}"
         if why:
             log.info("pgpair: not adopting the pid %s names: %s", PIDFILE, why)
             return None
+        if program not in argv:
+            # Started by an older Roost with another Patroni (Debian's 3.0.2,
+            # roost.patroni says why it is not run): kept, since stopping a
+            # primary's Patroni is a failover the apps would feel, but said.
+            log.warning(
+                "pgpair: the running Patroni (pid %d) is %s, not %s: stop it"
+                " (kill %d) when a failover is acceptable and this servicehost"
+                " starts the new one",
+                pid, " ".join(argv[:2]), program, pid,
+            )  # fmt: skip
         # Its configuration as this daemon would write it (the plan is the same file).
         await asyncio.to_thread(self._prepare)
         return pid
