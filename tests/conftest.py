@@ -7,7 +7,7 @@ import os
 import resource
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import psutil
@@ -87,6 +87,22 @@ def _quiet_env() -> None:
     # own nftables ruleset; tests/cluster (a namespace per host) and the
     # firewall's tests (tests/runner/test_firewall*.py) apply it in theirs.
     os.environ.setdefault("ROOST_FIREWALL", "off")
+    # Each xdist worker's platforms give their instances ports of a slice
+    # of their own: runners of platforms on different workers walked the
+    # same range at once, one's instance bound a port the other's had just
+    # found free, and the other's health check then passed on the wrong
+    # app (test_pythons read another test's "Hello again, Roost!").
+    os.environ.setdefault("ROOST_INSTANCE_PORTS", instance_ports_of_worker())
+
+
+def instance_ports_of_worker(environ: Mapping[str, str] = os.environ) -> str:
+    """This xdist worker's slice of the runners' default 20000-29999."""
+    worker = environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    size = 10_000 // max(1, count)
+    first = 20_000 + (index % max(1, count)) * size
+    return f"{first}-{first + size - 1}"
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
+
 from roost.cli.local import ephemeral_low, free_port
 
 
@@ -36,3 +38,27 @@ def test_ports_handed_out_by_one_process_are_never_the_same_twice() -> None:
     # differ from those already given, though they all look free.
     ports = [free_port() for _ in range(1500)]
     assert len(set(ports)) == len(ports)
+
+
+def test_a_daemons_port_is_never_one_a_runner_gives_its_instances(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A daemon's port inside the instance ports could be found free by a
+    # runner before the daemon bound it (an instance's health check then
+    # passed on the daemon), or be taken by an instance while it restarted.
+    monkeypatch.setenv("ROOST_INSTANCE_PORTS", "12000-12999")
+    ports = [free_port() for _ in range(500)]
+    assert not [p for p in ports if 20000 <= p <= 29999 or 12000 <= p <= 12999]
+
+
+def test_each_test_worker_has_its_own_instance_ports() -> None:
+    from tests.conftest import instance_ports_of_worker
+
+    slices = [
+        instance_ports_of_worker(
+            {"PYTEST_XDIST_WORKER": f"gw{i}", "PYTEST_XDIST_WORKER_COUNT": "4"}
+        )
+        for i in range(4)
+    ]
+    assert slices == ["20000-22499", "22500-24999", "25000-27499", "27500-29999"]
+    assert instance_ports_of_worker({}) == "20000-29999"

@@ -65,8 +65,11 @@ def free_port(host: str = "127.0.0.1") -> int:
     database driver's) may be given it as its own, so the daemon's bind
     failed, at every restart while that connection lasted."""
     low = ephemeral_low()
+    runners = instance_ranges()
     for _ in range(200):
         port = random.randrange(max(1024, low // 3), low)
+        if any(port in r for r in runners):
+            continue
         if port not in _GIVEN and port_free(host, port):
             _GIVEN.add(port)
             return port
@@ -77,6 +80,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         if port not in _GIVEN:
             _GIVEN.add(port)
             return port
+
+
+# The runners' default instance ports (roost.settings): a daemon's port
+# chosen inside them could be taken by an instance while the daemon
+# restarts, or be found free by a runner in the moment before the daemon
+# binds it, and the instance's health check then passed on the daemon.
+DEFAULT_INSTANCE_PORTS = range(20000, 30000)
+
+
+def instance_ranges() -> list[range]:
+    """The default instance ports and this host's configured ones."""
+    out = [DEFAULT_INSTANCE_PORTS]
+    try:
+        configured = Settings.from_env().instance_ports
+    except ValueError:  # another setting is bad: `roost up` says so itself
+        return out
+    first, sep, last = configured.partition("-")
+    if sep and first.strip().isdigit() and last.strip().isdigit():
+        out.append(range(int(first), int(last) + 1))
+    return out
 
 
 def port_free(host: str, port: int) -> bool:
