@@ -207,8 +207,15 @@ def test_a_pair_database_is_recovered_to_a_point_after_a_failover(
             # the backup role made on the primary, the slot declared permanent.
             answered = await pair_source(PairHost(plan, layout.root), plan, [slot])  # type: ignore[arg-type]
             assert answered == source
-            config = await asyncio.to_thread(kit.rest, kit.sh[0], "/config")
-            assert config is not None and slot in config.json()["slots"]
+
+            # Patroni answers GET /config from its view of etcd, which its
+            # watch brings up to date a moment after the PATCH (Patroni 3.0.4
+            # answered once without the slot, in a four-worker run).
+            def declared() -> bool:
+                config = kit.rest(kit.sh[0], "/config")
+                return config is not None and slot in config.json().get("slots", {})
+
+            await asyncio.to_thread(wait_for, declared, 30, "the slot in Patroni's configuration")
             thread.start()
             base = await clusters.stage(pullers.key, layout.root, "capture")
             assert base.facts["backup_id"]
