@@ -362,6 +362,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one run, fewer and shorter windows")
     args = ap.parse_args()
+    # A SIGTERM (`timeout`, a CI job cancelled) unwinds like an error, so
+    # each part's `finally` tears its namespace hosts down: killed outright,
+    # the bench left them running (Redis, sentinels, HAProxy, the bridge).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     reason = skip_reason()
     if reason:
         raise SystemExit(f"stateful_failover: {reason}")
