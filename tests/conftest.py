@@ -14,6 +14,8 @@ import psutil
 import pytest
 
 from roost.cli.local import free_port as local_free_port
+from roost.runner.layout import parse_port_range
+from roost.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,12 +98,13 @@ def _quiet_env() -> None:
 
 
 def instance_ports_of_worker(environ: Mapping[str, str] = os.environ) -> str:
-    """This xdist worker's slice of the runners' default 20000-29999."""
+    """This xdist worker's slice of the runners' default instance ports."""
+    ports = parse_port_range(Settings().instance_ports)
     worker = environ.get("PYTEST_XDIST_WORKER", "")
-    count = int(environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
-    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
-    size = 10_000 // max(1, count)
-    first = 20_000 + (index % max(1, count)) * size
+    count = max(1, int(environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
+    index = int(worker[2:]) % count if worker.startswith("gw") and worker[2:].isdigit() else 0
+    size = len(ports) // count
+    first = ports[0] + index * size
     return f"{first}-{first + size - 1}"
 
 

@@ -82,23 +82,19 @@ def free_port(host: str = "127.0.0.1") -> int:
             return port
 
 
-# The runners' default instance ports (roost.settings): a daemon's port
-# chosen inside them could be taken by an instance while the daemon
-# restarts, or be found free by a runner in the moment before the daemon
-# binds it, and the instance's health check then passed on the daemon.
-DEFAULT_INSTANCE_PORTS = range(20000, 30000)
-
-
 def instance_ranges() -> list[range]:
-    """The default instance ports and this host's configured ones."""
-    out = [DEFAULT_INSTANCE_PORTS]
+    """The runners' instance ports, the default ones and this host's
+    configured ones: a daemon's port chosen inside them could be taken by
+    an instance while the daemon restarts, or be found free by a runner in
+    the moment before the daemon binds it, and the instance's health check
+    then passed on the daemon."""
+    from roost.runner.layout import parse_port_range  # only `roost up` chooses ports
+
+    out = [parse_port_range(Settings().instance_ports)]
     try:
-        configured = Settings.from_env().instance_ports
-    except ValueError:  # another setting is bad: `roost up` says so itself
-        return out
-    first, sep, last = configured.partition("-")
-    if sep and first.strip().isdigit() and last.strip().isdigit():
-        out.append(range(int(first), int(last) + 1))
+        out.append(parse_port_range(Settings.from_env().instance_ports))
+    except ValueError:  # a bad setting: the runner says so itself
+        pass
     return out
 
 
