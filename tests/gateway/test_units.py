@@ -10,6 +10,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -253,6 +254,20 @@ def test_pack_tree_leaves_symlinks_out(tmp_path: Path) -> None:
     (root / "l").symlink_to("/etc/passwd")
     with tarfile.open(fileobj=io.BytesIO(pack_tree(root)), mode="r:gz") as tar:
         assert tar.getnames() == ["f"]
+
+
+def test_pack_tree_packs_one_tree_to_the_same_bytes_at_any_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two hosts' views of one tree are compared by their packs (a restore
+    # drill, tests/datadir); gzip's header once held the second it was made.
+    root = tmp_path / "r"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "f").write_text("x")
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)
+    first = pack_tree(root)
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_001.0)
+    assert pack_tree(root) == first
 
 
 # ------------------------------------------------------------ run commands

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import io
 import json
 import logging
@@ -200,8 +201,14 @@ def _owner(path: Path) -> tuple[int, int]:
 
 
 def pack_tree(root: Path) -> bytes:
+    """The same tree packs to the same bytes: gzip's header holds no clock time
+    (tarfile's "w:gz" writes the current second), so two hosts' views of one
+    tree compare equal and an unchanged tree's backups are identical."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+    with (
+        gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w") as tar,
+    ):
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             dirnames.sort()
             base = Path(dirpath)
