@@ -38,6 +38,39 @@ def test_socket_paths_fit_sun_path(tmp_path: Path) -> None:
     assert len(path) <= MAX_SOCKET_PATH
     assert path == deep.socket_path("web-1") != deep.socket_path("web-2")
     assert Path(path).parent.parent.is_dir()
+    deep.release_socket(path)
+    deep.release_socket(deep.socket_path("web-2"))
+    assert not Path(path).parent.parent.exists()
+
+
+def test_the_short_socket_directory_goes_with_its_last_instance(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A deep DATA's sockets live in a directory of the temporary one, which
+    # outlived every such runner (dozens a day in /tmp from the test platforms).
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "t"))
+    (tmp_path / "t").mkdir()
+    deep = Layout(tmp_path / ("x" * 120))
+    one, two = deep.socket_path("web-1"), deep.socket_path("web-2")
+    for p in (one, two):
+        Path(p).parent.mkdir()  # as the runner makes it (confine.prepare_dirs)
+        Path(p).write_bytes(b"")
+    short = Path(one).parent.parent
+    assert short.parent == tmp_path / "t" and (short.stat().st_mode & 0o777) == 0o700
+    deep.release_socket(one)
+    assert not Path(one).parent.exists() and Path(two).exists()  # web-2's stays
+    deep.release_socket(two)
+    assert list((tmp_path / "t").iterdir()) == []
+    # Under DATA (short enough) only the instance's own directory goes.
+    base = Path(tempfile.mkdtemp(prefix="rl-", dir="/tmp"))  # tmp_path may be too deep
+    try:
+        near = Layout(base / "d")
+        sock = near.socket_path("web-1")
+        Path(sock).parent.mkdir(parents=True)
+        near.release_socket(sock)
+        assert not Path(sock).parent.exists() and Path(sock).parent.parent.is_dir()
+    finally:
+        shutil.rmtree(base)
 
 
 def test_unsafe_names_are_hashed() -> None:

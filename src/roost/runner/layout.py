@@ -24,6 +24,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -102,10 +103,23 @@ class Layout:
             return str(path)
         # A deep DATA dir would overflow sun_path: use a short private
         # directory named after the data dir (stable across restarts).
-        tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
-        short = Path(tempfile.gettempdir()) / f"roost-{tag}"
+        short = self._short_sockets()
         short.mkdir(mode=0o700, exist_ok=True)
         return str(short / hashlib.sha256(instance_id.encode()).hexdigest()[:16] / "web.sock")
+
+    def _short_sockets(self) -> Path:
+        tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"roost-{tag}"
+
+    def release_socket(self, path: str) -> None:
+        """Remove an instance's socket directory (`socket_path`'s), and the
+        short directory in the temporary one once it holds no instance's: it
+        outlived every runner whose DATA was deep (one per test platform)."""
+        sock_dir = Path(path).parent
+        shutil.rmtree(sock_dir, ignore_errors=True)
+        if sock_dir.parent == self._short_sockets():
+            with contextlib.suppress(OSError):  # not empty: another instance's is there
+                sock_dir.parent.rmdir()
 
     def host_id(self, override: str = "") -> str:
         """The override, or the id persisted in DATA/runner/host_id (made once)."""

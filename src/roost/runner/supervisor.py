@@ -347,7 +347,7 @@ class Supervisor(Arbiter[Event, Action]):
             if rec.port:
                 self._ports.release(rec.port)
             if rec.unix_socket:
-                shutil.rmtree(Path(rec.unix_socket).parent, ignore_errors=True)
+                self.layout.release_socket(rec.unix_socket)
             shutil.rmtree(
                 self.layout.bundle_dir(rec.assignment.app, rec.instance_id), ignore_errors=True
             )
