@@ -6,6 +6,7 @@ import contextlib
 import os
 import resource
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -18,6 +19,13 @@ from roost.runner.layout import parse_port_range
 from roost.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The test processes keep what they compile (pytest's rewritten test modules
+# and the helpers they import) where PYTHONDONTWRITEBYTECODE is set (some
+# sandboxes and CI images): every xdist worker collects every module, and
+# each compiled them all from source in every run. Children are not
+# changed: .venv and src are compiled by scripts/install.
+sys.dont_write_bytecode = False
 
 
 def free_port() -> int:
