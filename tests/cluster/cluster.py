@@ -494,13 +494,18 @@ def running_cluster(
     """A RoostCluster of `counts` started in a new directory, stopped on
     leaving; its daemons' logs printed when the body fails."""
     base = Path(tempfile.mkdtemp(prefix=prefix))
-    c = RoostCluster(base, shared_data=shared_data, env=env, **counts)
-    with c:
-        try:
-            yield c
-        except BaseException:
-            print(c.logs_tail())
-            raise
+    try:
+        c = RoostCluster(base, shared_data=shared_data, env=env, **counts)
+        with c:
+            try:
+                yield c
+            except BaseException:
+                print(c.logs_tail())
+                raise
+    finally:
+        # Its tmpfs is gone with `close`; the mount point was left in /tmp.
+        if not os.environ.get("ROOST_TEST_LOGS"):
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def _unmount(path: Path) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -24,8 +21,8 @@ from tests.releases import go_live
 
 
 @pytest.fixture(scope="module")
-def api_and_token() -> tuple[object, str]:
-    tmp = Path(tempfile.mkdtemp(prefix="roost-fuzz-"))
+def api_and_token(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, str]:
+    tmp = tmp_path_factory.mktemp("fuzz")
     url = migrated_sqlite(tmp / "state.db")
     store = Store(make_engine(url))
     controller = Controller(AsyncStore(store), Settings(), "fuzz")
