@@ -57,7 +57,9 @@ class Outside:
 
 
 def _pump(a: socket.socket, b: socket.socket) -> None:
-    with a, b:
+    # Either side going away (a reset, a broken pipe) ends the tunnel, as an
+    # end of file does: not an exception in the proxy's thread.
+    with a, b, contextlib.suppress(OSError):
         while True:
             ready, _, _ = select.select([a, b], [], [], 60)
             if not ready:
