@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from roost.backups.daemon import open_now
+from roost.backups.jobs import Repos
 from roost.backups.layout import Layout
 from roost.backups.locations import (
     HostKeyPin,
@@ -38,6 +40,7 @@ from roost.backups.restic import (
     WrongPassword,
 )
 from roost.backups.retention import Policy, keep, restic_forget_flags
+from roost.settings import Settings
 from tests.backups.restictemplate import Templates, cheap_key
 from tests.backups.sshd import SftpServer, keygen, sftp_server
 from tests.conftest import free_port
@@ -152,6 +155,39 @@ async def test_the_password_is_never_on_a_command_line_nor_in_the_environment(
     password = layout.restic_password.read_text().strip()
     assert "--password-file" in seen.read_text() and "backup" in seen.read_text()
     assert password not in seen.read_text()
+
+
+async def test_a_fresh_local_repository_is_made_by_the_first_command_that_needs_it(
+    tmp_path: Path,
+) -> None:
+    """backupd's start leaves a local repository with nothing there to its
+    first command: `restic init` calibrates its key derivation, 1-2 s of CPU
+    at every start of a platform, most of which never back up before they
+    stop. Two commands at once make it once; an empty one lists nothing
+    without restic."""
+    layout = _layout(tmp_path / "data")
+    seen = tmp_path / "seen"
+    wrapper = tmp_path / "restic-wrapper"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {seen}\nexec restic "$@"\n')
+    wrapper.chmod(0o755)
+    repo = Repo(local_location(layout), layout, min_free_bytes=MiB, restic=str(wrapper))
+    repo.opened = asyncio.Event()
+    await open_now(Repos(repo), layout, Settings())
+    assert repo.init_pending and layout.restic_password.exists()
+    assert not seen.exists()  # no restic ran at the start
+    assert await repo.snapshots() == []
+    assert not seen.exists()
+
+    tree = _tree(tmp_path / "s")
+    a, b = await asyncio.gather(
+        repo.snapshot(tree, tags=["app=a"]), repo.snapshot(tree, tags=["app=b"])
+    )
+    commands = [line.split()[6] for line in seen.read_text().splitlines()]
+    assert commands.count("init") == 1 and commands[0] == "init", commands
+    assert not repo.init_pending
+    assert {s.id for s in await repo.snapshots()} == {a.id, b.id}
+    # Something there now: the next start opens it, as before.
+    assert Repo(local_location(layout), layout).defer_init() is False
 
 
 async def test_flipped_bytes_in_a_pack_are_a_problem_check_reports(

@@ -313,7 +313,9 @@ async def open_now(repos: Repos, layout: Layout, settings: Settings) -> None:
     then every command waiting on `Repo.opened` goes ahead."""
     local, offsite = repos.local, repos.offsite
     try:
-        await local.init()
+        # The offsite one copies the local one's chunking: made now for it.
+        if offsite is not None or not local.defer_init():
+            await local.init()
     except RepoError as exc:
         raise Unavailable(f"backupd: the local repository {local} cannot be used: {exc}") from None
     finally:

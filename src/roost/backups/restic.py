@@ -157,6 +157,12 @@ class Repo:
     # Set once the repository is made or found (the daemon opens it beside
     # serving): every command but init's own waits for it. None: open now.
     opened: asyncio.Event | None = field(default=None, repr=False, compare=False)
+    # A local repository with nothing there yet is made by the first command
+    # that needs it (`defer_init`), not at every start: `restic init`
+    # calibrates its key derivation, ~1-2 s of CPU each time a platform
+    # starts, most of which never back up before they stop.
+    init_pending: bool = field(default=False, repr=False, compare=False)
+    _init_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
 
     def __str__(self) -> str:
         return str(self.location)
@@ -199,6 +205,8 @@ class Repo:
         for r in (self, source) if not opening else ():
             if r is not None and r.opened is not None:
                 await r.opened.wait()
+            if r is not None and r.init_pending:
+                await r._init_now()
         what = f"restic {args[0]}"
         env = restic_env(self.location, self.environ)
         if source is not None:
@@ -257,6 +265,31 @@ class Repo:
             args += ["--from-password-file", str(chunker_from.layout.restic_password)]
         await self._run(args, timeout=timeout, source=chunker_from, opening=True)
         return True
+
+    def defer_init(self) -> bool:
+        """Leave a local repository with nothing there to the first command
+        that needs it (True), once its password is made and its directory
+        can be written; False where there is something to open (or it is
+        not local): `init` now. An unusable directory is a RepoError here,
+        at the start, as `init` would say it."""
+        if self.location.kind != "local" or not self._nothing_there():
+            return False
+        ensure_password(self.layout)
+        where = self.location.local_dir
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RepoError(f"{self}: its directory cannot be made: {exc}") from None
+        if not os.access(where, os.W_OK | os.X_OK):
+            raise RepoError(f"{self}: its directory {where} cannot be written")
+        self.init_pending = True
+        return True
+
+    async def _init_now(self) -> None:
+        async with self._init_lock:  # two jobs at once make it once
+            if self.init_pending:
+                await self.init()
+                self.init_pending = False
 
     def _nothing_there(self) -> bool:
         """A local repository's directory is missing or empty: nothing to
@@ -336,7 +369,10 @@ class Repo:
     async def snapshots(
         self, tags: Sequence[str] = (), *, timeout: float = 120.0
     ) -> list[Snapshot]:
-        """Snapshots having every one of `tags`, oldest first."""
+        """Snapshots having every one of `tags`, oldest first (none in a
+        local repository not made yet: nothing to derive a key for)."""
+        if self.location.kind == "local" and self._nothing_there():
+            return []
         args = ["snapshots", "--json"] + (["--tag", tag_arg(tags)] if tags else [])
         done = await self._run(args, timeout=timeout)
         return sorted(parse_snapshots(done.stdout), key=lambda s: s.time)
