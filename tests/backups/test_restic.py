@@ -186,6 +186,11 @@ async def test_a_fresh_local_repository_is_made_by_the_first_command_that_needs_
     assert commands.count("init") == 1 and commands[0] == "init", commands
     assert not repo.init_pending
     assert {s.id for s in await repo.snapshots()} == {a.id, b.id}
+    # A restore asks restic for the size only when the caller does not know it.
+    await repo.restore(a.id, tmp_path / "r1", size=MiB)
+    await repo.restore(b.id, tmp_path / "r2")
+    commands = [line.split()[6] for line in seen.read_text().splitlines()]
+    assert commands[-3:] == ["restore", "stats", "restore"], commands
     # Something there now: the next start opens it, as before.
     assert Repo(local_location(layout), layout).defer_init() is False
 
@@ -240,6 +245,8 @@ async def test_no_room_refuses_before_writing_and_makes_no_snapshot(
         await cramped.snapshot(tmp_path / "s", tags=["app=a"])
     with pytest.raises(NoRoom):
         await cramped.restore(sid, tmp_path / "r")
+    with pytest.raises(NoRoom):  # its size known (a backup's record): checked the same
+        await cramped.restore(sid, tmp_path / "r", size=1)
     assert [s.id for s in await repo.snapshots()] == [sid]
     assert not (tmp_path / "r").exists()
 

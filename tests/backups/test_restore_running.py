@@ -23,14 +23,14 @@ class HeldRepo:
         self.reached = asyncio.Event()
         self.go_on = asyncio.Event()
 
-    async def restore(self, snapshot: str, into: Path) -> None:
+    async def restore(self, snapshot: str, into: Path, size: int = 0) -> None:
         self.reached.set()
         await self.go_on.wait()
         raise RepoError("the repository is gone")
 
 
 def _restorer(tmp_path: Path, repo: HeldRepo) -> Restorer:
-    entry = SimpleNamespace(kind="git", app="shop", state="verified", message="")
+    entry = SimpleNamespace(kind="git", app="shop", state="verified", message="", size=1)
     rec = SimpleNamespace(id="b1", entry=entry, snapshots={"local": "s1"}, facts={})
     jobs: Any = SimpleNamespace(
         catalog=SimpleNamespace(get=lambda _id: rec),

@@ -256,7 +256,7 @@ class Drills:
             return [f"this backupd has no drill for {rec.entry.kind} backups"]
         restored = scratch / "restored"
         restored.mkdir(parents=True, exist_ok=True)
-        await self.repo.restore(snap, restored)
+        await self.repo.restore(snap, restored, size=rec.entry.size)
         try:
             stored = json.loads((restored / "facts.json").read_bytes())
         except (OSError, ValueError) as exc:

@@ -169,7 +169,9 @@ class Restorer:
         try:
             restored = scratch / "restored"
             restored.mkdir(parents=True)
-            await self.jobs.repos.local.restore(rec.snapshots["local"], restored)
+            await self.jobs.repos.local.restore(
+                rec.snapshots["local"], restored, size=rec.entry.size
+            )
             return await self._put_back(msg, rec, restored, where, scratch, before_change)
         finally:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
