@@ -157,6 +157,16 @@ async def test_the_password_is_never_on_a_command_line_nor_in_the_environment(
     assert password not in seen.read_text()
 
 
+def _commands(seen: Path) -> list[str]:
+    """The restic command of each line the wrapper logged (after the options
+    `Repo._argv` puts first, ending with the cache directory)."""
+    out = []
+    for line in seen.read_text().splitlines():
+        words = line.split()
+        out.append(words[words.index("--cache-dir") + 2])
+    return out
+
+
 async def test_a_fresh_local_repository_is_made_by_the_first_command_that_needs_it(
     tmp_path: Path,
 ) -> None:
@@ -182,14 +192,14 @@ async def test_a_fresh_local_repository_is_made_by_the_first_command_that_needs_
     a, b = await asyncio.gather(
         repo.snapshot(tree, tags=["app=a"]), repo.snapshot(tree, tags=["app=b"])
     )
-    commands = [line.split()[6] for line in seen.read_text().splitlines()]
+    commands = _commands(seen)
     assert commands.count("init") == 1 and commands[0] == "init", commands
     assert not repo.init_pending
     assert {s.id for s in await repo.snapshots()} == {a.id, b.id}
     # A restore asks restic for the size only when the caller does not know it.
     await repo.restore(a.id, tmp_path / "r1", size=MiB)
     await repo.restore(b.id, tmp_path / "r2")
-    commands = [line.split()[6] for line in seen.read_text().splitlines()]
+    commands = _commands(seen)
     assert commands[-3:] == ["restore", "stats", "restore"], commands
     # Something there now: the next start opens it, as before.
     assert Repo(local_location(layout), layout).defer_init() is False

@@ -162,7 +162,9 @@ class Repo:
     # calibrates its key derivation, ~1-2 s of CPU each time a platform
     # starts, most of which never back up before they stop.
     init_pending: bool = field(default=False, repr=False, compare=False)
-    _init_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
+    _init_lock: asyncio.Lock = field(
+        default_factory=asyncio.Lock, init=False, repr=False, compare=False
+    )
 
     def __str__(self) -> str:
         return str(self.location)

@@ -203,7 +203,7 @@ def _owner(path: Path) -> tuple[int, int]:
 def pack_tree(root: Path) -> bytes:
     """The same tree packs to the same bytes: gzip's header holds no clock time
     (tarfile's "w:gz" writes the current second), so two hosts' views of one
-    tree compare equal and an unchanged tree's backups are identical."""
+    tree compare equal and an unchanged tree's data pulls are identical."""
     buf = io.BytesIO()
     with (
         gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6, mtime=0) as gz,
