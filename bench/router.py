@@ -77,6 +77,14 @@ for both, in interleaved rounds: the requests/s of each and their ratio, and
 beside them the CPUs the router's processes got and how busy the machine was
 (two workers serve more only if they get more CPU: on a machine whose cores
 wrk, the backend and other work already fill, the ratio cannot show scaling).
+So the same rounds again with each worker process held to a CPU budget of
+its own (`--worker-cpus`, 0.35 of a CPU, by a cgroup's CPU quota:
+bench/cpubudget.py), one budget for one worker and two for two, standing
+for one core and two: `roost_2_vs_1_workers_budgeted` is what the router
+does with a second core when it gets one (the kernel's SO_REUSEPORT spread
+of connections over the workers, nothing shared between them that would
+serialise them). Printed beside it: the CPUs each got and how long the
+quota held them back (a budget that never held would measure the machine).
 
 Then churn: 3000 apps, one under load, while a fake controller (real CURVE
 sockets, the same messages a controller sends) publishes a route delta every
@@ -116,6 +124,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from cpubudget import CpuBudget
 
 from roost.settings import Settings
 from roost.wire.cluster import ClusterConfig, Endpoint
@@ -289,6 +298,69 @@ async def worker_rounds(
                 flush=True,
             )
     return results
+
+
+@dataclass
+class Budgeted:
+    """The budgeted worker rounds and how long the quota held each group back."""
+
+    loads: dict[str, list[Load]]
+    throttled_s: dict[str, float]
+
+
+async def budgeted_worker_rounds(
+    ports: dict[str, int],
+    one: psutil.Process,
+    supervisor: psutil.Process,
+    cpus: float,
+    rounds: int,
+    seconds: float,
+) -> Budgeted | str:
+    """The worker rounds again, each worker process held to `cpus` of a CPU
+    by a cgroup of its own (bench/cpubudget.py): one worker, one budget; two
+    workers, two. Two cores shared with wrk and the backend cannot give two
+    workers more CPU than one, so this is what shows whether throughput grows
+    with the cores the router is given (each budget standing for a core): the
+    SO_REUSEPORT spread over workers, and nothing shared between them that
+    would serialise them. A string says why it could not run (not root, no
+    CPU controller)."""
+    workers = supervisor.children()
+    groups = {"1 worker": [one], "2 workers": workers}
+    try:
+        with contextlib.ExitStack() as stack:
+            budgets: dict[str, list[CpuBudget]] = {}
+            for name, members in groups.items():
+                budgets[name] = []
+                for i, p in enumerate(members):
+                    b = stack.enter_context(CpuBudget(f"{name[0]}w{i}", cpus))
+                    b.add(p.pid)
+                    budgets[name].append(b)
+            before = {n: sum(b.throttled_s() for b in bs) for n, bs in budgets.items()}
+            loads = await worker_rounds(
+                {"1 worker": ports["roost"], "2 workers": ports["roost2"]},
+                {"1 worker": [one], "2 workers": workers},
+                rounds,
+                seconds,
+            )
+            held = {n: sum(b.throttled_s() for b in bs) - before[n] for n, bs in budgets.items()}
+    except (OSError, RuntimeError) as e:
+        return f"no CPU budget: {e}"
+    return Budgeted(loads, held)
+
+
+def print_budgeted(budgeted: Budgeted, cpus: float) -> None:
+    one = statistics.median(x.rps for x in budgeted.loads["1 worker"])
+    two = statistics.median(x.rps for x in budgeted.loads["2 workers"])
+    print(f"roost_1_worker_budgeted_rps: {one:.0f} (each worker held to {cpus} CPU)")
+    print(f"roost_2_workers_budgeted_rps: {two:.0f}")
+    print(f"roost_2_vs_1_workers_budgeted: {two / one:.3f}")
+    # (the CPUs each got, and how long the quota held them back: a budget
+    # that never held would measure the machine, not the workers)
+    for label, key in (("1_worker", "1 worker"), ("2_workers", "2 workers")):
+        got = statistics.median(x.cpus for x in budgeted.loads[key])
+        print(
+            f"roost_{label}_budgeted_cpus: {got:.2f} (throttled {budgeted.throttled_s[key]:.1f} s)"
+        )
 
 
 def worker_of(ng: Nginx) -> psutil.Process:
@@ -660,6 +732,12 @@ async def main() -> None:
         help="requests/s of the paced nginx and roost rounds (p50/p99 at one rate)",
     )
     ap.add_argument(
+        "--worker-cpus",
+        type=float,
+        default=0.35,
+        help="the CPU budget of each router worker in the budgeted 1-and-2-worker rounds",
+    )
+    ap.add_argument(
         "--pin",
         action="store_true",
         help="wrk and the backend on CPU 0, the proxy under test on CPU 1 (each alike)",
@@ -667,6 +745,8 @@ async def main() -> None:
     args = ap.parse_args()
     if not 100 <= args.paced_rate <= 1_000_000:
         sys.exit("bench: --paced-rate is requests/s, between 100 and 1000000")
+    if not 0.05 <= args.worker_cpus <= 4:
+        sys.exit("bench: --worker-cpus is a share of one CPU, between 0.05 and 4")
     if args.pin and (psutil.cpu_count() or 1) < 2:
         sys.exit("bench: --pin needs two CPUs")
     if args.baseline is not None and not (args.baseline / "roost" / "router").is_dir():
@@ -678,8 +758,12 @@ async def main() -> None:
     rounds = args.rounds or (8 if args.quick else 10)
     # Churn: many short steady/churn pairs; each pair's ratio compares two
     # adjacent phases, so drift in the machine's load cancels within a pair.
-    churn_seconds = 1.0 if args.quick else 3.0
-    pairs = 7 if args.quick else 10
+    # 1 s phases either way (some 50,000 requests each): the closer in time
+    # a pair's two phases, the more of the machine's moving load they share;
+    # more pairs make the median steadier (10 pairs of 3 s printed medians
+    # from 0.89 to 1.00 for a router whose CPU per request did not move).
+    churn_seconds = 1.0
+    pairs = 10 if args.quick else 24
     if args.pin:
         WRK_PREFIX[:] = ["taskset", "-c", "0"]
     ensure_tools()
@@ -817,6 +901,10 @@ async def main() -> None:
                 rounds,
                 seconds,
             )
+            print(f"workers, roost, each held to {args.worker_cpus} CPU (a cgroup's quota):")
+            budgeted = await budgeted_worker_rounds(
+                ports, procs["roost"], supervisor, args.worker_cpus, rounds, seconds
+            )
             stop(router2)
             router2 = None
             print("churn, roost:", flush=True)
@@ -913,9 +1001,9 @@ async def main() -> None:
     # A cold burst (every request needing a new instance connection): what
     # the start of every paced round costs each proxy, in time and CPU.
     for name in ("roost", "nginx_idle1s"):
-        rows = bursts[name]
-        print(f"{name}_burst_last_ms: {statistics.median(ms for ms, _ in rows):.2f}")
-        print(f"{name}_burst_cpu_ms: {statistics.median(c for _, c in rows):.2f}")
+        burst = bursts[name]
+        print(f"{name}_burst_last_ms: {statistics.median(ms for ms, _ in burst):.2f}")
+        print(f"{name}_burst_cpu_ms: {statistics.median(c for _, c in burst):.2f}")
     burst_gap = per_burst(bursts, lambda r, n: r[0] - n[0])
     print(f"roost_minus_nginx_idle1s_burst_ms: {statistics.median(burst_gap):.2f}")
     print(f"roost_minus_nginx_idle1s_burst_ms_spread: {spread(burst_gap)}")
@@ -933,6 +1021,10 @@ async def main() -> None:
         print(f"roost_{label}_cpus: {statistics.median(x.cpus for x in scaling[key]):.2f}")
     busy = statistics.median(x.busy_pct for v in scaling.values() for x in v)
     print(f"machine_busy_pct_during_workers: {busy:.0f} (of {psutil.cpu_count()} CPUs)")
+    if isinstance(budgeted, str):
+        print(f"roost_2_vs_1_workers_budgeted: n/a ({budgeted})")
+    else:
+        print_budgeted(budgeted, args.worker_cpus)
     print(f"churn_failed_requests: {churn.failed}")
     print(f"churn_throughput_ratio: {statistics.median(churn.ratios):.3f}")
     print(f"churn_throughput_ratio_spread: {spread(churn.ratios)}")
