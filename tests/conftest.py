@@ -15,8 +15,7 @@ import psutil
 import pytest
 
 from roost.cli.local import free_port as local_free_port
-from roost.runner.layout import parse_port_range
-from roost.settings import Settings
+from roost.settings import Settings, parse_port_range
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -485,3 +485,16 @@ class Settings:
     @classmethod
     def describe(cls) -> list[tuple[str, str, Any, str]]:
         return [(f.name, f.metadata["env"], f.default, f.metadata["doc"]) for f in fields(cls)]
+
+
+def parse_port_range(text: str) -> range:
+    """`"FIRST-LAST"` (or one port) as a range; a clear ValueError otherwise."""
+    first, sep, last = text.strip().partition("-")
+    try:
+        lo = int(first)
+        hi = int(last) if sep else lo
+    except ValueError:
+        raise ValueError(f"port range {text!r} is not FIRST-LAST (e.g. 20000-29999)") from None
+    if not 1 <= lo <= hi <= 65535:
+        raise ValueError(f"port range {text!r} must satisfy 1 <= FIRST <= LAST <= 65535")
+    return range(lo, hi + 1)

@@ -15,8 +15,8 @@ from roost.runner.firewall import (
     router_hosts,
     service_endpoints,
 )
-from roost.runner.layout import PortAllocator, parse_port_range
-from roost.settings import Settings
+from roost.runner.layout import PortAllocator
+from roost.settings import Settings, parse_port_range
 from roost.tenant.firewall import (
     Allowance,
     FirewallError,

@@ -23,7 +23,7 @@ from typing import IO
 from roost.controller.admintoken import admin_token_path
 from roost.controller.secretbox import FERNET_FILE, ensure_key_file
 from roost.daemonize import secure_start
-from roost.settings import Settings
+from roost.settings import Settings, parse_port_range
 from roost.wire.cluster import ClusterConfig, Endpoint
 from roost.wire.identity import ROLES, identity, save_peers
 from roost.wire.keys import ensure_keypair
@@ -88,8 +88,6 @@ def instance_ranges() -> list[range]:
     an instance while the daemon restarts, or be found free by a runner in
     the moment before the daemon binds it, and the instance's health check
     then passed on the daemon."""
-    from roost.runner.layout import parse_port_range  # only `roost up` chooses ports
-
     out = [parse_port_range(Settings().instance_ports)]
     try:
         out.append(parse_port_range(Settings.from_env().instance_ports))

@@ -44,7 +44,7 @@ from roost.runner.datasync import DataSync, RefreshingImages
 from roost.runner.firewall import RunnerFirewall
 from roost.runner.heartbeat import HeartbeatLoop, host_addresses
 from roost.runner.images import CachedImages
-from roost.runner.layout import Layout, PortAllocator, parse_port_range
+from roost.runner.layout import Layout, PortAllocator
 from roost.runner.logbuffer import LogBuffer
 from roost.runner.metrics import RunnerCollector
 from roost.runner.model import Policy
@@ -55,7 +55,7 @@ from roost.runner.shimclient import discover
 from roost.runner.shipper import LogShipper
 from roost.runner.supervisor import Supervisor
 from roost.sessions.server import ExecSessions
-from roost.settings import Settings
+from roost.settings import Settings, parse_port_range
 from roost.tenant.launch import Tenancy, TenantError
 from roost.tenant.toolmask import host_build_tools
 from roost.wire.bootstrap import open_node

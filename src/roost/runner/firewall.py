@@ -44,8 +44,7 @@ from dataclasses import replace
 from roost import aio
 from roost.appspec.service_env import SERVICE_ADDRESSES
 from roost.proc.exits import ConfigError, Unavailable
-from roost.runner.layout import parse_port_range
-from roost.settings import Settings
+from roost.settings import Settings, parse_port_range
 from roost.tenant import nft as nftcmd
 from roost.tenant.firewall import Allowance, FirewallError, Plan, parse_endpoints, render
 from roost.tenant.hosts import Resolver, platform_hosts, resolve

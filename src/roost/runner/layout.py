@@ -31,7 +31,7 @@ from pathlib import Path
 
 from roost.datadir.shared import app_tree, is_live, make
 from roost.runner.launch import Launch
-from roost.settings import Settings
+from roost.settings import Settings, parse_port_range
 
 # sockaddr_un.sun_path is 108 bytes including the NUL on Linux.
 MAX_SOCKET_PATH = 100
@@ -184,19 +184,6 @@ def materialize(launch: Launch) -> None:
         tmp_link = link.with_name(f".{link.name}.{secrets.token_hex(4)}")
         os.symlink(target, tmp_link)
         os.replace(tmp_link, link)
-
-
-def parse_port_range(text: str) -> range:
-    """`"FIRST-LAST"` (or one port) as a range; a clear ValueError otherwise."""
-    first, sep, last = text.strip().partition("-")
-    try:
-        lo = int(first)
-        hi = int(last) if sep else lo
-    except ValueError:
-        raise ValueError(f"port range {text!r} is not FIRST-LAST (e.g. 20000-29999)") from None
-    if not 1 <= lo <= hi <= 65535:
-        raise ValueError(f"port range {text!r} must satisfy 1 <= FIRST <= LAST <= 65535")
-    return range(lo, hi + 1)
 
 
 class PortAllocator:
