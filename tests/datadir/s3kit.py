@@ -4,8 +4,10 @@ a refusal's code, a listening port."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import tempfile
 from typing import Any
 
 import boto3
@@ -31,7 +33,9 @@ def configure(master: Endpoint, filer: Endpoint, key: Key, remove: bool = False)
     s3gateway's scripts."""
     script = s3gateway.remove_script(key) if remove else s3gateway.configure_script(key)
     argv = s3gateway.shell_argv(seaweed.weed_binary(), [master], filer)
-    r = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=60)
+    with tempfile.TemporaryDirectory(prefix="roost-weed-shell-") as tmp:  # (its log files)
+        env = {**os.environ, "TMPDIR": tmp}
+        r = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
 
 

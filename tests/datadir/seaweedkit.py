@@ -75,7 +75,12 @@ class Cluster:
     def start(self, name: str, argv: list[str], cwd: Path | None = None) -> None:
         log = open(self.base / f"{name}.log", "ab")  # noqa: SIM115 (closed with the process)
         self.procs[name] = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd or self.base
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd or self.base,
+            env=seaweed.process_env(self.base),
         )
         log.close()
 

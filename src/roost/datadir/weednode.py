@@ -266,6 +266,7 @@ class WeedNode:
             part.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
                 cwd=self.home, start_new_session=True, close_fds=True,
+                env=seaweed.process_env(self.home / "logs"),
             )  # fmt: skip
         finally:
             os.close(fd)

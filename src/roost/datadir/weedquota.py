@@ -97,6 +97,7 @@ def ensure(data_dir: Path, root: Path, app: str, quota_mb: int, owner: tuple[int
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
             cwd=weedplan.home(data_dir), start_new_session=True, close_fds=True,
+            env=seaweed.process_env(logs),
         )  # fmt: skip
     finally:
         os.close(fd)

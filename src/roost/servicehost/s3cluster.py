@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -209,18 +210,23 @@ class ClusterBuckets:
     async def _shell(self, script: str) -> None:
         """`script` run by `weed shell` on the filers through this host's front."""
         argv = s3gateway.shell_argv(weed_binary(), list(self.gw.masters), self.gw.filer)
-        proc = await start(
-            argv, env=BASE_ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            async with asyncio.timeout(SHELL_TIMEOUT_S):
-                out, _ = await proc.communicate(script.encode())
-        except BaseException as exc:
-            await asyncio.shield(terminate(proc, 1.0))
-            if isinstance(exc, TimeoutError):
-                raise S3Problem(f"weed shell did not finish within {SHELL_TIMEOUT_S:g}s") from None
-            raise
+        # Its log files (glog's, in TMPDIR: seaweed.process_env) go with it;
+        # what it says is read from its output.
+        with tempfile.TemporaryDirectory(prefix="roost-weed-shell-") as tmp:
+            proc = await start(
+                argv, env={**BASE_ENV, "TMPDIR": tmp}, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            try:
+                async with asyncio.timeout(SHELL_TIMEOUT_S):
+                    out, _ = await proc.communicate(script.encode())
+            except BaseException as exc:
+                await asyncio.shield(terminate(proc, 1.0))
+                if isinstance(exc, TimeoutError):
+                    raise S3Problem(
+                        f"weed shell did not finish within {SHELL_TIMEOUT_S:g}s"
+                    ) from None
+                raise
         text = out.decode(errors="replace")
         if proc.returncode != 0 or s3cluster.shell_failed(text):
             raise S3Problem(f"weed shell failed ({proc.returncode}): {text[-500:].strip()}")
