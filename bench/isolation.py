@@ -43,7 +43,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import router as rbench
+import routerkit as rbench
+
 from roost.appspec.model import AppSpec
 from roost.runner.layout import PortAllocator
 from roost.runner.shimclient import Child, ShimRecord
