@@ -36,6 +36,7 @@ class CpuBudget:
         if not (self.top / "cgroup.procs").exists():
             raise RuntimeError(f"no CPU controller at {self.top} (cgroup v1 or v2)")
         self.path = self.top / f"roost-bench-{os.getpid()}-{name}"
+        self.came_from: dict[int, Path] = {}
 
     def __enter__(self) -> CpuBudget:
         quota = round(self.cpus * PERIOD_US)
@@ -52,8 +53,19 @@ class CpuBudget:
         return self
 
     def add(self, pid: int) -> None:
-        """The process with all its threads (cgroup.procs moves a thread group)."""
+        """The process with all its threads (cgroup.procs moves a thread group);
+        it goes back where it was on exit."""
+        self.came_from[pid] = self._cgroup_of(pid)
         (self.path / "cgroup.procs").write_text(str(pid))
+
+    def _cgroup_of(self, pid: int) -> Path:
+        """The process's group in this hierarchy, from /proc/PID/cgroup
+        (v2: "0::/path"; v1: "N:cpu,cpuacct:/path" or "N:cpu:/path")."""
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if (self.v2 and controllers == "") or (not self.v2 and "cpu" in controllers.split(",")):
+                return self.top / path.lstrip("/")
+        return self.top
 
     def throttled_s(self) -> float:
         """Seconds the group's processes were held back by the quota so far."""
@@ -67,7 +79,8 @@ class CpuBudget:
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(FileNotFoundError):
             for pid in (self.path / "cgroup.procs").read_text().split():
+                back = self.came_from.get(int(pid), self.top)
                 with contextlib.suppress(OSError):
-                    (self.top / "cgroup.procs").write_text(pid)
+                    (back / "cgroup.procs").write_text(pid)
         with contextlib.suppress(FileNotFoundError):
             self.path.rmdir()
