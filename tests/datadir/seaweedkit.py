@@ -161,6 +161,8 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+            if isinstance(proc.args, list):
+                seaweed.forget_mount_socket([str(a) for a in proc.args])
         self.procs.clear()
 
 

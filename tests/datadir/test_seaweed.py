@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from roost.datadir import seaweed
 from tests.conftest import wait_until
 from tests.datadir.seaweedkit import Cluster, seaweed_cluster, write_fsync
 
@@ -83,3 +84,16 @@ def test_a_copy_host_killed_during_writes_loses_no_acknowledgedwrite_fsync(
             if hashlib.sha256(_read(mount / "shop" / n) or b"").hexdigest() != h
         ]
         assert lost == [], f"{len(lost)} acknowledged writes lost at {mount.name}: {lost[:5]}"
+
+
+def test_a_mount_s_socket_is_where_weed_puts_it_and_goes_with_it(cluster: Cluster) -> None:
+    """weed 4.48 puts each mount's unix socket in /tmp, named by a hash of
+    its directory, and leaves it there when the mount ends; the path
+    computed (seaweed.mount_socket) is the one weed made, and it is gone
+    once the mount is stopped."""
+    point = cluster.mount("mount-s")
+    argv = seaweed.mount_argv("weed", cluster.filer, point, cluster.base / "mount-s-cache")
+    sock = seaweed.mount_socket(argv)
+    assert sock is not None and sock.is_socket()
+    cluster.stop()
+    assert not sock.exists()

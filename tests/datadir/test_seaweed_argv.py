@@ -54,3 +54,16 @@ def test_the_masters_elect_a_leader_within_seconds(tmp_path: Path) -> None:
     # warm-up): the sooner it is elected, the sooner writes go on after the
     # leader's host dies (tests/cluster/test_shared_datadir_filers.py).
     assert "-electionTimeout=4s" in seaweed.master_argv("weed", AT, tmp_path)
+
+
+def test_a_mount_s_socket_path_is_weed_s_own() -> None:
+    # Measured with weed 4.48: `weed mount -dir=/tmp/sxw/mnt` listened on this.
+    argv = ["weed", "mount", "-filer=10.0.0.1:7150", "-dir=/tmp/sxw/mnt", "-allowOthers"]
+    assert seaweed.mount_socket(argv) == Path("/tmp/seaweedfs-mount-1181130712.sock")
+    # The first four bytes of this one's MD5 read negative: made positive.
+    assert seaweed.mount_socket(["weed", "mount", "-dir=/m/c"]) == Path(
+        "/tmp/seaweedfs-mount-1997351262.sock"
+    )
+    given = ["weed", "mount", "-dir=/m", "-localSocket=/run/m.sock"]
+    assert seaweed.mount_socket(given) == Path("/run/m.sock")
+    assert seaweed.mount_socket(["weed", "filer", "-port=7153"]) is None

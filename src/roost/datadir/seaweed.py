@@ -25,6 +25,8 @@ tests and bench/datadir.py start them, and a host's role supervises them.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import shutil
 import sys
@@ -67,6 +69,36 @@ def process_env(logs: Path) -> dict[str, str]:
     is on its stderr as well, which weednode keeps in the same directory.
     (weed 4.48 puts its unix sockets in /tmp whatever TMPDIR says.)"""
     return {**os.environ, "TMPDIR": str(logs)}
+
+
+def mount_socket(argv: list[str]) -> Path | None:
+    """The unix socket a `weed mount` run as `argv` listens on (for `weed
+    mount.configure`): its -localSocket, else weed 4.48's default,
+    /tmp/seaweedfs-mount-N.sock, N the first four bytes of the MD5 of its
+    -dir as a big-endian int32, made positive (weed/util.HashToInt32).
+    None for another command. weed removes a stale one before it listens,
+    but one left by a mount that ended stays in /tmp: the caller removes
+    it once the process is gone (mounts are keyed by their directory, so
+    never another live mount's)."""
+    if len(argv) < 2 or argv[1] != "mount":
+        return None
+    flags = dict(a[1:].split("=", 1) for a in argv[2:] if a.startswith("-") and "=" in a)
+    if flags.get("localSocket"):
+        return Path(flags["localSocket"])
+    if "dir" not in flags:
+        return None
+    n = int.from_bytes(hashlib.md5(flags["dir"].encode()).digest()[:4], "big", signed=True)
+    if n < 0 and n != -(2**31):  # (Go's negation of the least int32 is itself)
+        n = -n
+    return Path(f"/tmp/seaweedfs-mount-{n}.sock")
+
+
+def forget_mount_socket(argv: list[str]) -> None:
+    """Remove the socket of an ended `weed mount` run as `argv` (mount_socket)."""
+    path = mount_socket(argv)
+    if path is not None:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def master_argv(weed: str, at: Endpoint, mdir: Path) -> list[str]:

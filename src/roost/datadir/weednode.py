@@ -178,8 +178,10 @@ def mounts_under(root: Path) -> list[psutil.Process]:
 
 
 def end(procs: list[psutil.Process]) -> None:
+    argvs = {}
     for p in procs:
         try:
+            argvs[p.pid] = p.cmdline()
             p.terminate()
         except psutil.Error:
             continue
@@ -189,7 +191,11 @@ def end(procs: list[psutil.Process]) -> None:
             p.kill()
         except psutil.Error:
             continue
-    psutil.wait_procs(alive, timeout=5)
+    _, still = psutil.wait_procs(alive, timeout=5)
+    left = {p.pid for p in still}
+    for pid, argv in argvs.items():
+        if pid not in left:
+            seaweed.forget_mount_socket(argv)
 
 
 def release_app_mounts(root: Path) -> None:
@@ -293,6 +299,7 @@ class WeedNode:
                     self.home / "logs" / f"{part.program.name}.log",
                 )  # fmt: skip
                 part.proc = None
+                seaweed.forget_mount_socket(part.program.argv)
             found = find(part.program.argv)
             if found is not None:
                 part.proc, part.started, part.adopted = found, now, True
@@ -364,6 +371,8 @@ class WeedNode:
             if isinstance(part.proc, subprocess.Popen):
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     part.proc.wait(5)
+            if not _alive(part.proc):
+                seaweed.forget_mount_socket(part.program.argv)
             log.info("weed %s stopped", part.program.name)
 
 
