@@ -178,7 +178,7 @@ def mounts_under(root: Path) -> list[psutil.Process]:
 
 
 def end(procs: list[psutil.Process]) -> None:
-    argvs = {}
+    argvs: dict[int, list[str]] = {}
     for p in procs:
         try:
             argvs[p.pid] = p.cmdline()
