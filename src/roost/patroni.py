@@ -236,6 +236,11 @@ class MemberView:
     lag_bytes: int | None  # behind the primary's WAL; None: unknown (e.g. the primary)
 
 
+# A member's state while pg_basebackup makes it from the leader (a new
+# member, or one reinitialized: `POST /reinitialize`).
+CREATING_REPLICA = "creating replica"
+
+
 @dataclasses.dataclass(frozen=True)
 class ClusterView:
     members: tuple[MemberView, ...]

@@ -84,3 +84,13 @@ def test_what_is_wrong_with_a_pair_as_patroni_sees_it() -> None:
     assert "unknown" in pg_problem(view(("a", "leader", None), ("b", "sync_standby", None)))
     behind = view(("a", "leader", None), ("b", "sync_standby", LAG_WARN_BYTES + 1))
     assert f"{LAG_WARN_BYTES + 1} bytes behind" in pg_problem(behind)
+    # A standby being reinitialized (pgrejoin) says so, not just "not synchronous".
+    copying = patroni.view(
+        {
+            "members": [
+                {"name": "a", "role": "leader", "state": "running"},
+                {"name": "b", "role": "replica", "state": "creating replica", "lag": "unknown"},
+            ]
+        }
+    )
+    assert "copied anew from the primary" in pg_problem(copying)

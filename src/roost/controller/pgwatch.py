@@ -7,8 +7,9 @@ keeps the last view (`PairHealth`): the metrics (`text`, pure:
 `roost_pg_primary`, `roost_pg_replica_lag_bytes`,
 `roost_pg_replication_problem` per pair and member) and the dashboard read
 it. The lease holder alone turns a problem (`services.pg_problem`: no
-primary, no standby, a standby not synchronous, its lag unknown or past
-16 MB; or no member answering) into a `pg-replication` platform event,
+primary, no standby, a standby being copied anew (reinitialized), a
+standby not synchronous, its lag unknown or past 16 MB; or no member
+answering) into a `pg-replication` platform event,
 once per problem per pair, and its end into another (`PairWatch`, pure).
 A new lease holder starts with nothing raised: a problem that outlived the
 old one's term is said once more.

@@ -480,6 +480,10 @@ def pg_problem(v: patroni.ClusterView) -> str:
         return "no primary (a failover may be under way)"
     if not v.standbys:
         return "no standby: a second loss would lose the database"
+    if any(m.state == patroni.CREATING_REPLICA for m in v.standbys):
+        # (pgrejoin reinitializes a standby whose WAL is gone: its data is
+        # removed and copied anew; a new member is made the same way)
+        return "the standby is being copied anew from the primary: one copy until it streams"
     if v.synchronous is None:
         return "the standby is not synchronous: a failover now could lose writes"
     lag = v.synchronous.lag_bytes
