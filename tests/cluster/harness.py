@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from roost.datadir import seaweed
+
 STATE_DIR = Path("/run/roost-netns")
 SUBNET_PREFIX = "10.77"
 
@@ -306,11 +308,18 @@ class Network:
 # `D`, where `_where` names the wait); they queue for two busy cores.
 def _kill_ns(ns: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
+    killed: list[list[str]] = []
     while True:
         pids = ns_pids(ns)
         if not pids:
+            # What the host's weed mounts left in /tmp (a killed host runs
+            # no stop): their sockets, named by their directories.
+            for argv in killed:
+                seaweed.forget_mount_socket(argv)
             return
         for pid in pids:
+            with contextlib.suppress(OSError):
+                killed.append(Path(f"/proc/{pid}/cmdline").read_text().split("\0"))
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if time.monotonic() > deadline:
