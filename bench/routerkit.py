@@ -1,8 +1,9 @@
 """The router benchmark's parts (bench/router.py): the load generator (wrk)
 and what it reports, the proxies under test (nginx, HAProxy, roost's router
-with a fake controller on real CURVE sockets), the process-CPU readings.
-No measuring policy here: the rounds are in routerrounds.py, the run and
-what it prints in router.py.
+with a fake controller on real CURVE sockets), the process-CPU readings,
+and the summaries the figures are printed with (a spread, per-round
+ratios). The rounds are in routerrounds.py, the run and what it prints in
+router.py.
 """
 
 from __future__ import annotations

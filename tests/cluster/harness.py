@@ -308,18 +308,19 @@ class Network:
 # `D`, where `_where` names the wait); they queue for two busy cores.
 def _kill_ns(ns: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    killed: list[list[str]] = []
+    killed: dict[int, list[str]] = {}  # each pid's command line, read once
     while True:
         pids = ns_pids(ns)
         if not pids:
             # What the host's weed mounts left in /tmp (a killed host runs
             # no stop): their sockets, named by their directories.
-            for argv in killed:
+            for argv in killed.values():
                 seaweed.forget_mount_socket(argv)
             return
         for pid in pids:
-            with contextlib.suppress(OSError):
-                killed.append(Path(f"/proc/{pid}/cmdline").read_text().split("\0"))
+            if pid not in killed:
+                with contextlib.suppress(OSError):
+                    killed[pid] = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if time.monotonic() > deadline:
