@@ -54,11 +54,12 @@ async def _accepts(host: str, port: int) -> bool:
     return True
 
 
-def listening(addresses: list[tuple[str, int]]) -> Probe:
-    """Up once every address accepts a connection."""
+def listening(addresses: list[tuple[str, int]] | Callable[[], list[tuple[str, int]]]) -> Probe:
+    """Up once every address accepts a connection (`addresses` may be a
+    function: asked at each probe)."""
 
     async def probe(_proc: Any) -> None:
-        pending = list(addresses)
+        pending = list(addresses() if callable(addresses) else addresses)
         while pending:
             if await _accepts(*pending[0]):
                 pending.pop(0)
@@ -130,16 +131,23 @@ def api_lists(data: Path, path: str, key: str, value: str) -> Probe:
 
 def role_probes(data: Path, settings: Settings, runner_host: str) -> dict[str, Probe]:
     """The probe of every role but the controller (whose API `roost up` waits on first)."""
-    cluster = ClusterConfig.load(data / "cluster.json")
-    endpoints = [_split(ep.address) for role in ("builder", "images") for ep in cluster.of(role)]
-    backupd = [_split(ep.address) for ep in cluster.of("backupd")]
+
+    def served(*roles: str) -> Callable[[], list[tuple[str, int]]]:
+        # Read at each probe: `roost up` moves an address another process
+        # took (roost.cli.readdress), and the old one may answer for it.
+        def now() -> list[tuple[str, int]]:
+            cluster = ClusterConfig.load(data / "cluster.json")
+            return [_split(ep.address) for role in roles for ep in cluster.of(role)]
+
+        return now
+
     host = settings.bind_host
     return {
-        "builder": listening(endpoints),
+        "builder": listening(served("builder", "images")),
         "runner": api_lists(data, "/api/hosts", "host_id", runner_host),
         "router": answering(_split(f"{host}:{settings.router_port}")),
         "gateway": listening([_split(f"{host}:{settings.ssh_port}")]),
         # (by its key's name: its id is the machine's, from this release on)
         "servicehost": api_lists(data, "/api/servicehosts", "name", "servicehost"),
-        "backupd": listening(backupd),
+        "backupd": listening(served("backupd")),
     }

@@ -7,12 +7,15 @@ arbiter, in asyncio) owns the roles. Signals only ask it to stop. A role that
 exits while we run is restarted after a backoff that grows with quick
 successive exits, unless it exited with a configuration error
 (`roost.proc.exits`): then every role is stopped and `roost up` exits with
-that role's message, since starting it again would fail the same way. On
-stop, roles are stopped in reverse start order, each with TERM, a grace
-period, then KILL; every role also dies with us (PR_SET_PDEATHSIG) and we are
-a subreaper, so nothing outlives `roost up`: what a daemon left running for
-a successor (an instance's shim, a PostgreSQL server) is ours then, and a
-full stop ends it too, after the roles (which stop their tenants on TERM).
+that role's message, since starting it again would fail the same way. A
+role that exited because another process took a port we gave it (between
+our choice and its bind) starts again on another, and the daemons that
+read that address are replaced (`roost.cli.readdress`). On stop, roles are
+stopped in reverse start order, each with TERM, a grace period, then KILL;
+every role also dies with us (PR_SET_PDEATHSIG) and we are a subreaper, so
+nothing outlives `roost up`: what a daemon left running for a successor (an
+instance's shim, a PostgreSQL server) is ours then, and a full stop ends it
+too, after the roles (which stop their tenants on TERM).
 
 A restart is not a stop: SIGHUP (`roost up --reload`) replaces every daemon
 one at a time and leaves the apps alone (`roost.cli.reload`). The router's
@@ -42,7 +45,7 @@ from click.core import ParameterSource
 
 from roost import __version__
 from roost.backups.tools import missing_tools
-from roost.cli import control, httpget, reload, uphost
+from roost.cli import control, httpget, readdress, reload, uphost
 from roost.cli.client import CliError
 from roost.cli.datadir import check_reachable, make_parents, older_local_dir
 from roost.cli.local import (
@@ -96,31 +99,40 @@ def _say(msg: str) -> None:
 
 def role_program(
     role: str,
-    argv: list[str],
+    argv: list[str] | Callable[[], list[str]],
     env: Mapping[str, str] | Callable[[], Mapping[str, str]],
     ready: Callable[[Process], Awaitable[None]] | None = None,
     sockets: Sequence[tuple[str, socket.socket]] = (),
     forks: ForkServer | None = None,
+    before: Callable[[], None] | None = None,
 ) -> Program:
     """A role's daemon; its stderr passes through us, so a fatal exit is
-    reported with the role's own last words. `env` may be a function: asked
-    at each start. `sockets` (name, listening socket) are handed to it by
-    the socket activation protocol. With `forks`, `argv` (`python -m roost
-    ARGS`) is forked from its zygote instead of executed."""
+    reported with the role's own last words. `argv` and `env` may be
+    functions: asked at each start, after `before` (roost.cli.readdress:
+    its ports moved after an exit that said one was in use). `sockets`
+    (name, listening socket) are handed to it by the socket activation
+    protocol. With `forks`, `argv` (`python -m roost ARGS`) is forked from
+    its zygote instead of executed."""
     fds = [(name, sock.fileno()) for name, sock in sockets]
-    launched = activation.launcher(fds, argv) if fds else argv
+
+    def command() -> tuple[list[str], Mapping[str, str]]:
+        if before is not None:
+            before()
+        args = argv() if callable(argv) else argv
+        return args, env() if callable(env) else env
 
     async def executed() -> Process:
-        child_env = env() if callable(env) else env
+        args, child_env = command()
+        launched = activation.launcher(fds, args) if fds else args
         return await spawn.start(
             launched, env=child_env, stderr=subprocess.PIPE, pass_fds=[fd for _, fd in fds]
         )
 
     async def forked() -> Process:
-        assert forks is not None and argv[1:3] == ["-m", "roost"], argv
-        child_env = env() if callable(env) else env
+        args, child_env = command()
+        assert forks is not None and args[1:3] == ["-m", "roost"], args
         # A Forked is what the Supervisor uses of a Process (pid, returncode, wait, stderr).
-        return await forks.spawn(argv[3:], child_env, fds)  # type: ignore[return-value]
+        return await forks.spawn(args[3:], child_env, fds)  # type: ignore[return-value]
 
     start = executed if forks is None else forked
     policy = ROLE_POLICY
@@ -208,20 +220,26 @@ def router_sockets(settings: Settings) -> list[tuple[str, socket.socket]]:
 
 
 def _metrics_env(
-    env: dict[str, str], role: str, metrics: dict[str, str], data: Path, host: str
+    env: Mapping[str, str],
+    role: str,
+    metrics: dict[str, str],
+    data: Path,
+    host: str,
+    overlaps: bool = False,
 ) -> Callable[[], dict[str, str]]:
-    """A role whose old process may still be ending when its successor
-    starts (the router, handing over) keeps its metrics port while that
-    port is free, else takes another and lists it in DATA/metrics.json."""
+    """`env` with the role's metrics port as DATA/metrics.json lists it at
+    each start (roost.cli.readdress moves one another process took). A
+    role whose old process may still be ending when its successor starts
+    (`overlaps`: the router, handing over) keeps its port while that port
+    is free, else takes another and lists it there."""
 
     def at_start() -> dict[str, str]:
-        port = int(env["ROOST_METRICS_PORT"])
-        if not port_free(host, port):
+        port = readdress.port_of(metrics[role]) or 0
+        if overlaps and not port_free(host, port):
             port = free_port(host)
-            env["ROOST_METRICS_PORT"] = str(port)
             metrics[role] = f"http://{host}:{port}/metrics"
             (data / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        return dict(env)
+        return {**env, "ROOST_METRICS_PORT": str(port)}
 
     return at_start
 
@@ -319,6 +337,13 @@ async def supervise(
     from roost.runner.layout import Layout  # only `roost up` needs the runner's layout
 
     probes = role_probes(data, settings, Layout(data).host_id(settings.runner_host_id))
+    # Which roles share a process (issue 21; roost.cli.uphost).
+    groups: uphost.Groups = {}
+    moves = readdress.Readdress(data, settings.bind_host, metrics, groups, _say)
+
+    def before(name: str) -> Callable[[], None]:
+        return lambda: moves.before_start(name, sup.children.get(name))
+
     for role, extra in (
         ("controller", ["--api-port", str(settings.api_port)]),
         ("builder", []),
@@ -328,30 +353,36 @@ async def supervise(
         *([("servicehost", [])] if with_services else []),
         *([("backupd", [])] if with_backups else []),
     ):
-        child_env = dict(env)
-        if role != "controller":
-            port = free_port(settings.bind_host)
-            child_env["ROOST_METRICS_PORT"] = str(port)
-            metrics[role] = f"http://{settings.bind_host}:{port}/metrics"
         probe = _api_answers(data) if role == "controller" else probes.get(role)
         argv = [*base, role, *extra]
-        if role == "router":
-            at_start = _metrics_env(child_env, role, metrics, data, settings.bind_host)
-            programs.append(role_program(role, argv, at_start, probe, sockets, forks))
-        else:
-            programs.append(role_program(role, argv, child_env, probe, forks=forks))
-    # Several roles in one process (issue 21; roost.cli.uphost).
-    groups = uphost.groups_of([p.name for p in programs], uphost.parse_groups(settings.role_host))
+        if role == "controller":
+            programs.append(role_program(role, argv, env, probe, forks=forks, before=before(role)))
+            continue
+        port = free_port(settings.bind_host)
+        metrics[role] = f"http://{settings.bind_host}:{port}/metrics"
+        overlaps = role == "router"
+        at_start = _metrics_env(env, role, metrics, data, settings.bind_host, overlaps)
+        held = sockets if role == "router" else ()
+        programs.append(role_program(role, argv, at_start, probe, held, forks, before(role)))
+    # Several roles in one process.
+    groups.update(
+        uphost.groups_of([p.name for p in programs], uphost.parse_groups(settings.role_host))
+    )
     if groups:
+
+        def host_argv(members: list[str]) -> Callable[[], list[str]]:
+            return lambda: [*base, "roles", *uphost.specs(members, metrics)]
+
         hosts = {
             name: role_program(
                 name,
-                [*base, "roles", *uphost.specs(members, metrics)],
+                host_argv(members),
                 dict(env),
                 uphost.all_of(
                     [_api_answers(data) if r == "controller" else probes[r] for r in members]
                 ),
                 forks=forks,
+                before=before(name),
             )
             for name, members in groups.items()
         }
@@ -365,6 +396,8 @@ async def supervise(
             known = sup.pids if forks is None else (lambda: sup.pids() | forks.pids())
             hold = (lambda: False) if forks is None else (lambda: forks.busy)
             reaper = tg.create_task(_reap_adopted(known, hold))
+            # The daemons that read an address moved (roost.cli.readdress) are replaced.
+            mover = tg.create_task(moves.run(sup, steps, _ready_timeout))
             reporter = tg.create_task(
                 _report(
                     data,
@@ -428,6 +461,7 @@ async def supervise(
             if forks is not None:
                 await forks.stop()  # every role has stopped: the zygotes go too
             reaper.cancel()
+            mover.cancel()
             reporter.cancel()
             if reloader is not None:
                 reloader.cancel()
