@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from roost.cli.local import ephemeral_low, free_port
+from roost.cli.local import ephemeral_low, free_port, hold, port_free, release
 
 
 def test_the_ephemeral_range_is_read_and_defaults_when_unknown(tmp_path: Path) -> None:
@@ -31,6 +31,27 @@ def test_a_daemons_port_is_free_and_no_connection_can_be_given_it() -> None:
         socket.create_connection(server.getsockname()) as client,
     ):
         assert client.getsockname()[1] >= low
+
+
+def test_a_port_held_until_its_daemon_starts_looks_taken_to_anyone_else() -> None:
+    # Between `roost up`'s choice and its daemon's start, another platform's
+    # look (a bind with SO_REUSEADDR) finds it taken, and so does a bind.
+    port = free_port(held=True)
+    try:
+        assert not port_free("127.0.0.1", port)
+        with pytest.raises(OSError), socket.create_server(("127.0.0.1", port)):
+            pass
+        assert hold("127.0.0.1", port)  # held already: still
+    finally:
+        release([port])
+    # Let go just before its daemon starts: the daemon's bind, as ZeroMQ's.
+    assert port_free("127.0.0.1", port)
+    with socket.create_server(("127.0.0.1", port), reuse_port=False):
+        pass
+    release([port])  # twice: nothing held
+    # A port something listens on cannot be held (best effort: not held).
+    with socket.create_server(("127.0.0.1", free_port())) as taken:
+        assert not hold("127.0.0.1", taken.getsockname()[1])
 
 
 def test_ports_handed_out_by_one_process_are_never_the_same_twice() -> None:

@@ -29,7 +29,7 @@ import psutil
 import pytest
 
 from roost.cli import readdress
-from roost.cli.local import SERVED_BY, free_port
+from roost.cli.local import SERVED_BY, free_port, port_free, release
 from roost.cli.readdress import InUse, Readdress, in_use, owned, readdressed, to_move, to_replace
 from roost.cli.reload import Step
 from roost.proc.children import Child
@@ -223,6 +223,20 @@ async def test_a_taken_metrics_port_moves_without_touching_the_address_book(
     assert sup.replaced == []  # no address moved: no one to tell
 
 
+def test_the_ports_held_for_a_program_are_let_go_as_it_starts(tmp_path: Path) -> None:
+    address, metrics_port, other = (free_port(held=True) for _ in range(3))
+    book(builder=address, gateway=other).save(tmp_path / "cluster.json")
+    metrics = {"builder": f"http://127.0.0.1:{metrics_port}/metrics"}
+    try:
+        assert not port_free("127.0.0.1", address)
+        Readdress(tmp_path, "127.0.0.1", metrics, {}, lambda _: None).before_start("builder", None)
+        # Its own: free for its daemon to bind; the gateway's: held still.
+        assert port_free("127.0.0.1", address) and port_free("127.0.0.1", metrics_port)
+        assert not port_free("127.0.0.1", other)
+    finally:
+        release([address, metrics_port, other])
+
+
 async def test_an_exit_for_another_reason_moves_nothing(tmp_path: Path) -> None:
     book(builder=free_port()).save(tmp_path / "cluster.json")
     before = (tmp_path / "cluster.json").read_bytes()
@@ -295,23 +309,26 @@ def start_up(base: Path, role_host: str) -> Up:
     return Up(proc, data, log)
 
 
-def take_as_written(up: Up, role: str) -> socket.socket:
-    """Listen on `role`'s port the moment `roost up` has written it, before
-    the role binds it (the builder binds a second or more later): what
-    another process may do."""
+def take_when_let_go(up: Up, role: str) -> tuple[socket.socket, int]:
+    """Listen on `role`'s port the moment `roost up` lets go of it, just
+    before the role starts (it holds it from its choice: roost.cli.local.hold)
+    and binds it, a second or so later: what another process may do. With
+    how many tries it took."""
     path = up.data / "cluster.json"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
+    port = None
+    tries = 0
     while True:
         assert up.proc.poll() is None, up.output()[-4000:]
-        assert time.monotonic() < deadline, "no cluster.json written"
+        assert time.monotonic() < deadline, f"{role}'s port {port} never let go"
         try:
-            address = ClusterConfig.load(path).of(role)[0].address
-            break
+            if port is None:
+                port = readdress.port_of(ClusterConfig.load(path).of(role)[0].address)
+            if port is not None:
+                tries += 1
+                return socket.create_server(("127.0.0.1", port)), tries
         except (OSError, ValueError, IndexError):
             time.sleep(0.002)
-    port = readdress.port_of(address)
-    assert port is not None
-    return socket.create_server(("127.0.0.1", port))
 
 
 def stop(up: Up) -> None:
@@ -335,8 +352,12 @@ def test_a_builder_whose_port_was_taken_serves_on_another_and_builds(
     # process with the controller, which starts again with it.
     up = start_up(base, role_host)
     try:
-        with take_as_written(up, "builder") as taken:
+        taken, tries = take_when_let_go(up, "builder")
+        with taken:
             taken_port = taken.getsockname()[1]
+            if role_host == "off":
+                # Held until the builder starts, once the controller serves.
+                assert tries > 1
             r = up.roost("status", "--wait", "--timeout", "90", "--pid", str(up.proc.pid))
             assert r.returncode == 0, r.stdout + r.stderr + up.output()[-6000:]
             out = up.output()

@@ -17,6 +17,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
@@ -56,14 +57,18 @@ def ephemeral_low(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -
 # they would look free; a platform asks for a dozen at once (its roles'
 # addresses, their metrics) and two alike made one daemon fail every restart.
 _GIVEN: set[int] = set()
+# Ports `roost up` holds from its choice until the daemon given one starts
+# (`hold`, `release`): port -> a socket bound to it.
+_HELD: dict[int, socket.socket] = {}
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = "127.0.0.1", held: bool = False) -> int:
     """A port free now for a daemon to listen on once it starts, below the
     kernel's ephemeral range: a port bound to 0 comes from that range, and
     any outgoing connection made before the daemon binds (a client's, a
     database driver's) may be given it as its own, so the daemon's bind
-    failed, at every restart while that connection lasted."""
+    failed, at every restart while that connection lasted. `held`: kept
+    bound until `release` (see `hold`)."""
     low = ephemeral_low()
     runners = instance_ranges()
     for _ in range(200):
@@ -72,6 +77,8 @@ def free_port(host: str = "127.0.0.1") -> int:
             continue
         if port not in _GIVEN and port_free(host, port):
             _GIVEN.add(port)
+            if held:
+                hold(host, port)
             return port
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -79,7 +86,38 @@ def free_port(host: str = "127.0.0.1") -> int:
             port = int(s.getsockname()[1])
         if port not in _GIVEN:
             _GIVEN.add(port)
+            if held:
+                hold(host, port)
             return port
+
+
+def hold(host: str, port: int) -> bool:
+    """Keep `port` bound, neither listening nor with SO_REUSEADDR, until
+    `release`: meanwhile any other process's bind of it fails, and so does
+    its look at whether it is free (`port_free`, another platform's
+    `free_port`, a test's), which a port merely chosen passed. So the port
+    a daemon was given can be taken only between `release`, just before the
+    daemon starts, and its bind, not from the moment it was written (the
+    daemon binds it itself, with ZeroMQ: this socket is not one it could be
+    handed). Best effort: False when it cannot be bound now."""
+    if port in _HELD:
+        return True
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        return False
+    _HELD[port] = sock
+    return True
+
+
+def release(ports: Iterable[int]) -> None:
+    """Let go of the ports `hold` keeps, of those given: their daemon binds them now."""
+    for port in ports:
+        sock = _HELD.pop(port, None)
+        if sock is not None:
+            sock.close()
 
 
 def instance_ranges() -> list[range]:
@@ -164,7 +202,7 @@ def prepare_data_dir(data: Path, settings: Settings) -> IO[str]:
     secure_start(data)
     lock = lock_data_dir(data)
     try:
-        prepare_cluster(data, settings.bind_host, settings.runner_host_id)
+        prepare_cluster(data, settings.bind_host, settings.runner_host_id, held=True)
         write_api_info(data, settings)
     except BaseException:
         lock.close()
@@ -173,13 +211,14 @@ def prepare_data_dir(data: Path, settings: Settings) -> IO[str]:
 
 
 def prepare_cluster(
-    data: Path, host: str, runner_host_id: str = "", keep_ports: bool = False
+    data: Path, host: str, runner_host_id: str = "", keep_ports: bool = False, held: bool = False
 ) -> ClusterConfig:
     """Keys, identities and the address book of the one-machine platform.
 
     A role keeps its previous port while it is free; with `keep_ports`
     whether or not (a take-over by hand-over: each old daemon goes before
     its successor binds, and the others keep reaching the same addresses).
+    `held`: each port is held (`hold`) until its daemon starts.
 
     A keypair per role, each listed in peers.json as that role on this
     machine, named by the runner's host id (the id its heartbeats must carry);
@@ -206,7 +245,9 @@ def prepare_cluster(
             if p.isdigit() and int(p) not in _GIVEN and (keep_ports or port_free(host, int(p))):
                 port = int(p)
                 _GIVEN.add(port)
-        endpoints[role] = [Endpoint(f"tcp://{host}:{port or free_port(host)}", key)]
+                if held:
+                    hold(host, port)
+        endpoints[role] = [Endpoint(f"tcp://{host}:{port or free_port(host, held)}", key)]
     cluster = ClusterConfig(name=old.name, endpoints=endpoints)
     cluster.save(path)
     return cluster

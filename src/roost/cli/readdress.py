@@ -21,6 +21,11 @@ that connects to a moved address is replaced as a reload replaces it
 tenants over), since each daemon reads the address book only at its start
 (`READS`: which addresses each one reads).
 
+To make that rarer, `roost up` holds each port it chose (bound, neither
+listening nor reusable: `roost.cli.local.hold`) until just before the
+daemon given it starts, so that the others' look at whether it is free
+fails meanwhile; it can still be taken between that start and the bind.
+
 Decisions are pure functions over data (`in_use`, `owned`, `to_move`,
 `readdressed`, `readers`, `to_replace`); `Readdress` is the I/O:
 `before_start` (a program's start hook) and `run` (the replacements).
@@ -35,7 +40,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from roost.cli.local import SERVED_BY, free_port, port_free
+from roost.cli.local import SERVED_BY, free_port, port_free, release
 from roost.cli.reload import Step
 from roost.proc.children import Child
 from roost.proc.supervise import Supervisor
@@ -173,17 +178,23 @@ class Readdress:
         self._asked = asyncio.Event()
 
     def before_start(self, program: str, child: Child | None) -> None:
-        """Called just before `program` starts: after an exit of it that said
-        an address was in use (handled once), its ports taken move."""
+        """Called just before `program` starts: the ports held for it since
+        they were chosen (`roost.cli.local.hold`) are let go, its daemons
+        bind them now; and after an exit of it that said an address was in
+        use (each handled once), those taken move."""
+        book = self.data / "cluster.json"
+        try:
+            cluster = ClusterConfig.load(book)
+        except (OSError, ValueError):
+            return  # its daemons say what is wrong with it, and stop roost up
+        own = owned(cluster, self.groups.get(program, [program]), self.metrics)
+        release(own.values())
         if child is None or not child.ended_at or self._handled.get(program) == child.ended_at:
             return
         self._handled[program] = child.ended_at
         clash = in_use(child.last_error)
         if clash is None:
             return
-        book = self.data / "cluster.json"
-        cluster = ClusterConfig.load(book)
-        own = owned(cluster, self.groups.get(program, [program]), self.metrics)
         busy = [port for port in own.values() if not port_free(self.host, port)]
         moving = to_move(own, clash, busy)
         if not moving:

@@ -358,12 +358,12 @@ async def supervise(
         if role == "controller":
             programs.append(role_program(role, argv, env, probe, forks=forks, before=before(role)))
             continue
-        port = free_port(settings.bind_host)
+        port = free_port(settings.bind_host, held=True)  # until the role starts
         metrics[role] = f"http://{settings.bind_host}:{port}/metrics"
         overlaps = role == "router"
         at_start = _metrics_env(env, role, metrics, data, settings.bind_host, overlaps)
-        held = sockets if role == "router" else ()
-        programs.append(role_program(role, argv, at_start, probe, held, forks, before(role)))
+        shared = sockets if role == "router" else ()
+        programs.append(role_program(role, argv, at_start, probe, shared, forks, before(role)))
     # Several roles in one process.
     groups.update(
         uphost.groups_of([p.name for p in programs], uphost.parse_groups(settings.role_host))
@@ -597,7 +597,7 @@ def take_over(data: Path, settings: Settings, running: AlreadyRunning) -> TakeOv
         host = Layout(data).host_id(settings.runner_host_id)
         # The same addresses: the older daemons not yet replaced keep
         # reaching their successors (the runner its controller's).
-        prepare_cluster(data, settings.bind_host, host, keep_ports=True)
+        prepare_cluster(data, settings.bind_host, host, keep_ports=True, held=True)
         write_api_info(data, settings)
         return TakeOver(pid, (host, host), hands_over=True)
     if settings.runner_host_id:
@@ -609,6 +609,6 @@ def take_over(data: Path, settings: Settings, running: AlreadyRunning) -> TakeOv
     _say(f"an older roost up (pid {pid}) runs on {data}: taking over, the apps serving on")
     secure_start(data)
     hosts = new_host_id(data)
-    prepare_cluster(data, settings.bind_host, hosts[1])
+    prepare_cluster(data, settings.bind_host, hosts[1], held=True)
     write_api_info(data, settings)
     return TakeOver(pid, hosts)
