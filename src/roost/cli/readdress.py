@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from roost.cli.local import SERVED_BY, free_port, port_free, release
 from roost.cli.reload import Step
 from roost.proc.children import Child
@@ -137,9 +139,7 @@ def readdressed(cluster: ClusterConfig, ports: Mapping[str, int]) -> ClusterConf
         ]
         for role, eps in cluster.endpoints.items()
     }
-    return ClusterConfig(
-        name=cluster.name, endpoints=endpoints, state_url=cluster.state_url, pairs=cluster.pairs
-    )
+    return msgspec.structs.replace(cluster, endpoints=endpoints)
 
 
 def readers(moved: Iterable[str]) -> set[str]:
@@ -173,7 +173,7 @@ class Readdress:
         self.metrics = metrics  # role -> its metrics URL, shared with roost up
         self.groups = groups
         self.say = say
-        self._handled: dict[str, float] = {}  # program -> when its exit handled failed
+        self._handled: dict[str, float] = {}  # program -> its exit handled (ended_at)
         self._wanted: set[str] = set()
         self._asked = asyncio.Event()
 
