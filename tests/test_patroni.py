@@ -63,3 +63,30 @@ def test_addresses() -> None:
     assert patroni.bare("[fd00::1]") == "fd00::1"
     assert patroni.url_host("fd00::1") == "[fd00::1]"
     assert patroni.url_host("10.0.0.1") == "10.0.0.1"
+
+
+# ------------------------------------------------------------ which member first
+
+A, B, C = "10.9.0.5", "10.9.0.6", "10.9.0.7"
+H = patroni.Heard
+
+
+def test_the_primary_first_then_those_that_answered_then_the_silent() -> None:
+    assert patroni.primary_first([A, B], {A: H.SILENT, B: H.PRIMARY}) == [B, A]
+    assert patroni.primary_first([A, B], {A: H.ANSWERED, B: H.PRIMARY}) == [B, A]
+    assert patroni.primary_first([A, B], {A: H.SILENT, B: H.ANSWERED}) == [B, A]
+    assert patroni.primary_first([A, B, C], {A: H.SILENT, B: H.ANSWERED, C: H.PRIMARY}) == [
+        C,
+        B,
+        A,
+    ]
+
+
+def test_the_order_given_is_kept_among_equals_and_no_host_is_dropped() -> None:
+    assert patroni.primary_first([A, B], {A: H.ANSWERED, B: H.ANSWERED}) == [A, B]
+    assert patroni.primary_first([A, B], {A: H.SILENT, B: H.SILENT}) == [A, B]
+    assert patroni.primary_first([B, A], {}) == [B, A]  # nothing heard: as given
+    # A host not heard of counts as silent (a probe cut short by the primary's answer).
+    assert patroni.primary_first([A, B, C], {C: H.PRIMARY, B: H.ANSWERED}) == [C, B, A]
+    assert patroni.primary_first([A, B, C], {B: H.PRIMARY}) == [B, A, C]
+    assert patroni.primary_first([A], {A: H.SILENT}) == [A]

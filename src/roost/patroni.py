@@ -13,6 +13,10 @@ etcd, each cluster under its own scope. What they share lives here:
   - `view(cluster_json)`: what Patroni's REST `GET /cluster` says, as the
     primary, its standbys and their lag (pure), for `roost services info`
     and the tests.
+  - `order_members(hosts, ...)`: a pair's (or any Patroni cluster's)
+    members as libpq's multi-host list should try them, the primary first
+    and silent hosts last (`primary_first`, pure, over what a short probe
+    of each member heard).
   - the process side of running it (`binary`, `pg_bin_dir`, `private_file`,
     `private_dir`, `program`): Patroni and etcd run as an unprivileged user
     (PostgreSQL refuses root), supervised by the process toolkit.
@@ -21,13 +25,15 @@ etcd, each cluster under its own scope. What they share lives here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import enum
 import glob
 import logging
 import os
 import shlex
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -278,6 +284,141 @@ def view(cluster: Mapping[str, Any]) -> ClusterView:
             )
         )
     return ClusterView(tuple(sorted(members, key=lambda x: x.name)))
+
+
+# ------------------------------------------------------------ which member first
+
+# How long a probe of a member waits for an answer. On a LAN a live
+# member's Patroni and PostgreSQL answer in milliseconds; a host that is
+# down without a reset (a power cut, a partition: packets dropped) never
+# does, and libpq would wait its whole connect_timeout on it.
+PROBE_TIMEOUT_S = 1.0
+
+
+class Heard(enum.IntEnum):
+    """What a probe of one member heard, best first (as `primary_first` sorts)."""
+
+    PRIMARY = 0  # Patroni's `GET /primary` said 200: it leads and takes writes
+    ANSWERED = 1  # the host answered (a port open or refused, any HTTP status)
+    SILENT = 2  # nothing within the probe's time
+
+
+def primary_first(hosts: Sequence[str], heard: Mapping[str, Heard]) -> list[str]:
+    """`hosts` in the order libpq should try them (pure): the primary, then
+    the members that answered, then the silent ones (a host `heard` does not
+    name counts as silent); each group in the order given. Never drops a
+    host: the order is only a preference, libpq still falls through to the
+    next when one fails or does not take writes."""
+    return sorted(hosts, key=lambda h: heard.get(h, Heard.SILENT))
+
+
+async def _primary_status(host: str, rest_port: int) -> int:
+    """The HTTP status of Patroni's `GET /primary` on `host` (0: an answer
+    that is not HTTP). Patroni answers this read without credentials."""
+    reader, writer = await asyncio.open_connection(host, rest_port)
+    try:
+        request = f"GET /primary HTTP/1.0\r\nHost: {url_host(host)}:{rest_port}\r\n\r\n"
+        writer.write(request.encode())
+        await writer.drain()
+        words = (await reader.readline()).split()
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    if len(words) >= 2 and words[0].startswith(b"HTTP/") and words[1].isdigit():
+        return int(words[1])
+    return 0
+
+
+async def _port_answers(host: str, port: int) -> None:
+    """Connects to `host`:`port` and hangs up (OSError when it cannot)."""
+    _, writer = await asyncio.open_connection(host, port)
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+# Patroni's head start: its answer (within this part of the probe's time)
+# says all, and PostgreSQL's port is not touched (each connection accepted
+# there is a backend forked); past it, or when Patroni does not answer,
+# that port says whether the host is up at all (Patroni's port filtered,
+# Patroni itself down).
+REST_HEAD_START = 0.25
+
+
+async def _hear(host: str, pg_port: int, rest_port: int, timeout: float) -> Heard:
+    """One member, within `timeout`: Patroni asked whether it is the
+    primary (with `rest_port`), and its PostgreSQL port connected to when
+    there is no `rest_port` or Patroni has not answered within its head
+    start. A refused connection is an answer: the host is up and says so."""
+    until = asyncio.get_running_loop().time() + timeout
+
+    async def bounded(probe: Callable[[], Awaitable[int | None]]) -> Heard:
+        try:
+            async with asyncio.timeout_at(until):
+                said = await probe()
+        except (ConnectionRefusedError, ConnectionResetError):
+            return Heard.ANSWERED
+        except (OSError, TimeoutError, ValueError):
+            return Heard.SILENT
+        return Heard.PRIMARY if said == 200 else Heard.ANSWERED
+
+    def postgresql() -> Awaitable[Heard]:
+        return bounded(lambda: _port_answers(host, pg_port))
+
+    if not rest_port:
+        return await postgresql()
+    probes = {asyncio.ensure_future(bounded(lambda: _primary_status(host, rest_port)))}
+    try:
+        done, _ = await asyncio.wait(probes, timeout=timeout * REST_HEAD_START)
+        if done and (said := done.pop().result()) != Heard.SILENT:
+            return said
+        # Whichever answers first of the two from now on.
+        probes.add(asyncio.ensure_future(postgresql()))
+        while probes:
+            done, probes = await asyncio.wait(probes, return_when=asyncio.FIRST_COMPLETED)
+            if (said := min(t.result() for t in done)) != Heard.SILENT:
+                return said
+        return Heard.SILENT
+    finally:
+        for task in probes:
+            task.cancel()
+        await asyncio.gather(*probes, return_exceptions=True)
+
+
+async def probe_members(
+    hosts: Sequence[str], pg_port: int, rest_port: int = 0, timeout: float = PROBE_TIMEOUT_S
+) -> dict[str, Heard]:
+    """What each member answered, probed all at once (`_hear`); done as soon
+    as one is the primary (the others' order no longer matters, those not
+    heard yet count as silent), else within `timeout`."""
+    tasks = {asyncio.ensure_future(_hear(bare(h), pg_port, rest_port, timeout)): h for h in hosts}
+    heard: dict[str, Heard] = {}
+    pending = set(tasks)
+    try:
+        while pending and Heard.PRIMARY not in heard.values():
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                heard[tasks[task]] = task.result()
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    return heard
+
+
+async def order_members(
+    hosts: Sequence[str], pg_port: int, rest_port: int = 0, timeout: float = PROBE_TIMEOUT_S
+) -> list[str]:
+    """`hosts` (a pair's members, as its multi-host connection string lists
+    them) with the primary first and silent ones last, for libpq, which
+    tries them in order and waits its connect_timeout on a silent one before
+    the next. Asks Patroni's REST API on `rest_port` (0: not known, then
+    only PostgreSQL's port is tried: live members first, in the order
+    given). Takes a round trip when the primary answers, `timeout` at most."""
+    if len(hosts) < 2:
+        return list(hosts)
+    return primary_first(hosts, await probe_members(hosts, pg_port, rest_port, timeout))
 
 
 # ------------------------------------------------------------ running it
