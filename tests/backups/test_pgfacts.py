@@ -1,12 +1,16 @@
 """pgfacts: a dump and its facts of one instant, against a real PostgreSQL 15;
-restored into a scratch server, the facts match; a changed row shows."""
+restored into a scratch server, the facts match; a changed row shows. A
+pair whose first-listed member's host is silent is reached at once, its
+primary listed first (tests/silenthost.py's stand-ins)."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import psycopg
 import pytest
 
@@ -17,12 +21,15 @@ from roost.backups.pgfacts import (
     TableFacts,
     compare,
     dump_with_facts,
+    ordered_source,
     pg_tool,
     run_tool,
     take_facts,
 )
 from roost.backups.scratch import ScratchPg, scratch_postgres
+from roost.wire.messages import PgSource
 from tests.backups.pgsource import Source
+from tests.silenthost import patroni_rest, ports, silent_port
 
 APP_SCHEMA = """
 CREATE TABLE t (id int PRIMARY KEY, v text, at timestamptz, f float8, b bytea, j jsonb);
@@ -179,3 +186,45 @@ async def test_rows_hidden_by_row_level_security_are_an_error_not_a_short_count(
             await dump_with_facts(weak, "app", tmp_path / "app.dump")
     finally:  # a role is the server's, not the database's: gone for the next test
         source.sql("DROP ROLE weak")
+
+
+async def test_a_pair_member_down_without_a_reset_costs_no_connect_timeout(
+    source: Source, tmp_path: Path
+) -> None:
+    """A pair whose first-listed member's host is down without a reset (a
+    power cut: packets dropped). libpq tries the hosts in order and waited
+    out its connect_timeout (10 s) on that one at every connection; the
+    members are asked first (Patroni's `GET /primary`), the primary listed
+    first, so the dump, pg_dump's own connection and the facts go straight
+    to it."""
+    dead = "127.77.1.4"
+    _, rest = ports()
+    pair = msgspec.structs.replace(
+        source.pg, host=f"{dead},{source.host}", pair="p1", rest_port=rest
+    )
+    with silent_port(dead, source.port), silent_port(dead, rest):
+        async with patroni_rest(source.host, rest, 200):
+            started = time.monotonic()
+            facts = await dump_with_facts(pair, "app", tmp_path / "app.dump")
+            dumped = time.monotonic() - started
+            started = time.monotonic()
+            got = await take_facts(pair, "app")
+            taken = time.monotonic() - started
+    assert compare(facts, got) == []
+    assert dumped < 5 and taken < 3, (dumped, taken)
+
+
+async def test_a_pair_source_for_pg_receivewal_names_the_primary_first() -> None:
+    """pg_receivewal's conninfo is built from the source at each start
+    (walreceiver.receive_argv): started again after a failover, it is given
+    the new primary first, not the dead member it was given before."""
+    dead, primary = "127.77.1.5", "127.77.1.6"
+    pg, rest = ports()
+    src = PgSource(host=f"{dead},{primary}", port=pg, user="u", password="p", pair="p1",
+                   rest_port=rest)  # fmt: skip
+    with silent_port(dead, pg), silent_port(dead, rest):
+        async with patroni_rest(primary, rest, 200):
+            assert (await ordered_source(src)).host == f"{primary},{dead}"
+    # A servicehost's own PostgreSQL (no pair) is left as it is, unprobed.
+    own = PgSource(host=dead, port=pg, user="u", password="p")
+    assert await ordered_source(own) is own

@@ -194,6 +194,7 @@ def test_a_pair_database_is_recovered_to_a_point_after_a_failover(
         password=pairbackup.backup_password(plan),
         databases={APP: APP},
         pair=plan.name,
+        rest_port=plan.rest_port,
     )
     pullers = PairOnly(source)
     writer = AppWriter(kit.app_url(), pause_s=PACE_S)
@@ -226,6 +227,7 @@ def test_a_pair_database_is_recovered_to_a_point_after_a_failover(
             n = len(writer.acked)
             await asyncio.to_thread(wait_for, lambda: len(writer.acked) >= n + 100, 60, "writes")
             await asyncio.to_thread(wait_for, kit.synchronous, 60, "a synchronous standby")
+            print(f"\nkilled the primary {primary.ip}, first listed: {primary is kit.sh[0]}")
             network.partition(primary)
             network.kill_host(primary)
             standby = kit.other(primary)

@@ -85,7 +85,7 @@ from roost.backups.barmanconf import (
 )
 from roost.backups.barmanwal import SEGMENT
 from roost.backups.layout import Layout
-from roost.backups.pgfacts import BASE_ENV, PG_BIN, PgConn, run_tool
+from roost.backups.pgfacts import BASE_ENV, PG_BIN, connect, ordered_source, run_tool
 from roost.backups.walreceiver import repair_partial
 from roost.privatefile import replace_private
 from roost.proc import spawn as proc
@@ -270,11 +270,15 @@ class Barman:
         segment = await self._segment_size(server)
         if segment and (odd := await asyncio.to_thread(repair_partial, streaming, segment)):
             log.info("%s: emptied %s, of a wrong size (a receiver killed mid-write)", server, odd)
+        # A pair's primary listed first: started again after a failover,
+        # pg_receivewal would try a dead first-listed member until
+        # tcp_user_timeout (10 s) before the new primary.
+        source = await ordered_source(self.source(server))
         lock = walreceiver.take_lock(self.home, server)
         try:
             child = await proc.start(
                 walreceiver.receive_argv(
-                    self.source(server), self.passfile, streaming, self.slot(server), self.pg_bin
+                    source, self.passfile, streaming, self.slot(server), self.pg_bin
                 ),
                 env={**BASE_ENV, "HOME": str(self.home)},
                 cwd=self.home,
@@ -293,9 +297,7 @@ class Barman:
         query = "SELECT pg_size_bytes(current_setting('wal_segment_size'))"
         try:
             async with asyncio.timeout(SLOT_QUERY_TIMEOUT_S):
-                conn = await psycopg.AsyncConnection.connect(
-                    **PgConn.of(self.source(server)).kwargs("postgres"), autocommit=True
-                )
+                conn = await connect(self.source(server), "postgres", autocommit=True)
                 async with conn:
                     row = await (await conn.execute(query)).fetchone()
         except (psycopg.Error, TimeoutError, OSError):
@@ -310,9 +312,7 @@ class Barman:
         slot = self.slot(server)
         with contextlib.suppress(psycopg.Error, TimeoutError):
             async with asyncio.timeout(MARK_TIMEOUT_S):
-                conn = await psycopg.AsyncConnection.connect(
-                    **PgConn.of(self.source(server)).kwargs("postgres"), autocommit=True
-                )
+                conn = await connect(self.source(server), "postgres", autocommit=True)
                 async with conn:
                     while (await (await conn.execute(query, (slot,))).fetchone()) != (0,):
                         await asyncio.sleep(0.05)
@@ -328,9 +328,7 @@ class Barman:
         query = "SELECT wal_status, active FROM pg_replication_slots WHERE slot_name = %s"
         try:
             async with asyncio.timeout(SLOT_QUERY_TIMEOUT_S):
-                conn = await psycopg.AsyncConnection.connect(
-                    **PgConn.of(self.source(server)).kwargs("postgres"), autocommit=True
-                )
+                conn = await connect(self.source(server), "postgres", autocommit=True)
                 async with conn:
                     row = await (await conn.execute(query, (self.slot(server),))).fetchone()
         except (psycopg.Error, TimeoutError, OSError):
@@ -488,9 +486,8 @@ class Barman:
         """Commit an empty transaction on the source (no data: an xid and its
         commit record) and, with `wait`, return once Barman holds it: the window
         then reaches now. None when the source cannot be reached."""
-        target = PgConn.of(self.source(server))
         try:
-            conn = await psycopg.AsyncConnection.connect(**target.kwargs("postgres"))
+            conn = await connect(self.source(server), "postgres")
         except psycopg.OperationalError as exc:
             log.info("%s: source not reachable for a WAL mark: %s", server, exc)
             return None

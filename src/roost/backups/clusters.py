@@ -54,7 +54,7 @@ import psycopg
 from roost.backups import pitr
 from roost.backups.barman import Barman, BarmanError, ServerConfig, advance, server_name
 from roost.backups.barmanconf import inherit
-from roost.backups.pgfacts import PgConn
+from roost.backups.pgfacts import connect
 from roost.backups.restore import Recovered, RestoreRefused
 from roost.backups.retention import Policy, widest
 from roost.backups.scratch import ScratchError
@@ -74,9 +74,7 @@ async def systemid(source: PgSource) -> str:
     """The cluster's system identifier ("" when it cannot be asked now)."""
     try:
         async with asyncio.timeout(SYSTEMID_TIMEOUT_S):
-            conn = await psycopg.AsyncConnection.connect(
-                **PgConn.of(source).kwargs("postgres"), autocommit=True
-            )
+            conn = await connect(source, "postgres", autocommit=True)
             async with conn:
                 cur = await conn.execute("SELECT system_identifier FROM pg_control_system()")
                 row = await cur.fetchone()

@@ -29,6 +29,7 @@ Each table's own rows only (`ONLY`): an inheritance child is a table too.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
+from roost import patroni
 from roost.proc import run as proc_run
 from roost.proc.spawn import ChildSetup
 from roost.wire.messages import PgSource
@@ -176,10 +178,14 @@ class PgConn:
     password: str = ""
     # A pair's members in `host`: connect to the one that takes writes.
     read_write: bool = False
+    # A pair's Patroni REST port (0: not said), asked which member is the
+    # primary before connecting (`ordered`).
+    rest_port: int = 0
 
     @staticmethod
     def of(source: PgSource) -> PgConn:
-        return PgConn(source.host, source.port, source.user, source.password, bool(source.pair))
+        return PgConn(source.host, source.port, source.user, source.password,
+                      bool(source.pair), source.rest_port)  # fmt: skip
 
     def kwargs(self, dbname: str, connect_timeout: int = CONNECT_TIMEOUT_S) -> dict[str, Any]:
         """psycopg's connection arguments."""
@@ -214,18 +220,43 @@ class PgConn:
         return out
 
 
+async def ordered(target: PgConn) -> PgConn:
+    """`target` with a pair's members listed the primary first and silent
+    ones last (`roost.patroni.order_members`: each member probed at once, a
+    second at most); anything else as it is. libpq tries the hosts in order
+    and waits the whole connect_timeout on one whose host is down without a
+    reset (a power cut, a partition) before the next: asked at each
+    connection, an operation's several connections each go to the primary."""
+    hosts = target.host.split(",")
+    if not target.read_write or len(hosts) < 2:
+        return target
+    first = await patroni.order_members(hosts, target.port, target.rest_port)
+    return dataclasses.replace(target, host=",".join(first))
+
+
+async def ordered_source(source: PgSource) -> PgSource:
+    """`source` with its members as `ordered` lists them, for a tool given
+    a conninfo built from it (pg_receivewal, at each start)."""
+    reach = await ordered(PgConn.of(source))
+    return source if reach.host == source.host else msgspec.structs.replace(source, host=reach.host)
+
+
+async def connect(
+    target: PgConn | PgSource, dbname: str, *, autocommit: bool = False
+) -> psycopg.AsyncConnection:
+    """A connection to `dbname` on `target` (a pair's primary tried first)."""
+    reach = await ordered(_conn(target))
+    return await psycopg.AsyncConnection.connect(**reach.kwargs(dbname), autocommit=autocommit)
+
+
 async def writable_host(target: PgConn) -> str:
     """The address of the server `target` reaches that takes writes (of a
     pair's members, the primary now), as that server sees its own address."""
-    async with await _connect(target, "postgres") as conn:
+    async with await connect(target, "postgres") as conn:
         row = await (await conn.execute("SELECT host(inet_server_addr())")).fetchone()
     if row is None or not row[0]:
         raise FactsError("the server that takes writes did not say its address")
     return str(row[0])
-
-
-async def _connect(target: PgConn, dbname: str) -> psycopg.AsyncConnection:
-    return await psycopg.AsyncConnection.connect(**target.kwargs(dbname))
 
 
 async def _snapshot_transaction(conn: psycopg.AsyncConnection) -> None:
@@ -240,7 +271,7 @@ async def _snapshot_transaction(conn: psycopg.AsyncConnection) -> None:
 async def take_facts(target: PgConn | PgSource, dbname: str) -> DbFacts:
     """The facts of `dbname` as one REPEATABLE READ transaction sees them (a
     restored copy's, to compare with those taken at backup time)."""
-    conn = await _connect(_conn(target), dbname)
+    conn = await connect(target, dbname)
     async with conn:
         await _snapshot_transaction(conn)
         facts = await _facts_in_transaction(conn, dbname)
@@ -254,8 +285,9 @@ def _conn(target: PgConn | PgSource) -> PgConn:
 
 async def dump_with_facts(source: PgSource | PgConn, dbname: str, dest: Path) -> DbFacts:
     """`pg_dump -Fc` of `dbname` into `dest`, and the facts of the same instant."""
-    target = _conn(source)
-    conn = await _connect(target, dbname)
+    # One order for both: pg_dump joins the snapshot on the server reached.
+    target = await ordered(_conn(source))
+    conn = await psycopg.AsyncConnection.connect(**target.kwargs(dbname))
     async with conn:
         await _snapshot_transaction(conn)
         cur = await conn.execute("SELECT pg_export_snapshot()")

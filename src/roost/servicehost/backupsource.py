@@ -79,6 +79,7 @@ async def pair_source(host: ServiceHost, plan: PairPlan, slots: list[str]) -> Pg
         password=password,
         databases=dbs,
         pair=plan.name,
+        rest_port=plan.rest_port,
     )
 
 

@@ -48,6 +48,11 @@ class PgSource(msgspec.Struct, frozen=True, kw_only=True):
     # whichever takes writes (libpq's target_session_attrs=read-write), so
     # backups follow the primary across a failover.
     pair: str = ""
+    # A pair's Patroni REST port (0: not said, an older servicehost):
+    # backupd asks the members which is the primary before connecting, and
+    # lists it first (libpq waits out its connect_timeout on a member whose
+    # host is down without a reset before it tries the next).
+    rest_port: int = 0
 
 
 class RedisSource(msgspec.Struct, frozen=True, kw_only=True):
