@@ -49,7 +49,7 @@ class Superuser:
             connect_timeout=timeout, autocommit=True,
         )  # fmt: skip
 
-    def tool_env(self) -> dict[str, str]:
+    async def tool_env(self) -> dict[str, str]:
         return {}
 
 

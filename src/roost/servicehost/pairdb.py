@@ -17,7 +17,10 @@ on the pair there, not in its own PostgreSQL:
   superuser, run pg_dump) for the pair's current primary: libpq tries both
   members and keeps the one that takes writes (target_session_attrs), so a
   provision, a removal or a dump made after a failover lands on the new
-  primary; the standby gets every change by replication.
+  primary; the standby gets every change by replication. Each connection
+  (and pg_dump's environment) lists the members the primary first and a
+  silent host last, as a short probe of each finds them
+  (`patroni.order_members`).
 """
 
 from __future__ import annotations
@@ -150,14 +153,17 @@ class PairAdmin:
         self.bins = bins
         self.cluster = _Superuser(patroni.SUPERUSER)
 
-    def _hosts(self) -> tuple[str, str]:
-        hosts = ",".join(patroni.bare(h) for h in self.plan.hosts)
-        ports = ",".join(str(self.plan.pg_port) for _ in self.plan.hosts)
-        return hosts, ports
+    async def _hosts(self) -> tuple[str, str]:
+        """libpq's host and port lists, the primary first and a silent member
+        last (`patroni.order_members`: libpq waits out the connect timeout on
+        a host that is down without a reset before it tries the next)."""
+        members = [patroni.bare(h) for h in self.plan.hosts]
+        members = await patroni.order_members(members, self.plan.pg_port, self.plan.rest_port)
+        return ",".join(members), ",".join(str(self.plan.pg_port) for _ in members)
 
     async def connect(self, dbname: str = "postgres", timeout: int = 5) -> psycopg.AsyncConnection:
         """An autocommit superuser connection to the pair's primary."""
-        hosts, ports = self._hosts()
+        hosts, ports = await self._hosts()
         return await psycopg.AsyncConnection.connect(
             host=hosts,
             port=ports,
@@ -169,13 +175,16 @@ class PairAdmin:
             autocommit=True,
         )
 
-    def tool_env(self) -> dict[str, str]:
+    async def tool_env(self) -> dict[str, str]:
         """libpq environment for pg_dump/pg_restore on the primary."""
-        hosts, ports = self._hosts()
+        hosts, ports = await self._hosts()
         return {
             "PGHOST": hosts,
             "PGPORT": ports,
             "PGUSER": patroni.SUPERUSER,
             "PGPASSWORD": self.plan.superuser_password,
             "PGTARGETSESSIONATTRS": "read-write",
+            # As connect's: without one a silent member's TCP connect is
+            # retried for minutes before libpq tries the next.
+            "PGCONNECT_TIMEOUT": "5",
         }

@@ -37,7 +37,7 @@ class Postgres(Protocol):
     async def connect(
         self, dbname: str = "postgres", timeout: int = 5
     ) -> psycopg.AsyncConnection: ...
-    def tool_env(self) -> dict[str, str]: ...
+    async def tool_env(self) -> dict[str, str]: ...
 
 
 async def ensure_database(pg: Postgres, name: str, password: str, connection_limit: int) -> None:
@@ -149,7 +149,7 @@ async def dump(pg: Postgres, name: str, dest: Path) -> int:
     tmp = dest.with_name(dest.name + ".partial")
     status, out = await run_tool(
         [pg.bins.pg("pg_dump"), "--format=custom", "--file", str(tmp), "--dbname", name],
-        env=pg.tool_env(),
+        env=await pg.tool_env(),
         timeout=DUMP_TIMEOUT_S,
     )
     if status != 0:

@@ -355,7 +355,7 @@ class Postgres:
             autocommit=True,
         )
 
-    def tool_env(self) -> dict[str, str]:
+    async def tool_env(self) -> dict[str, str]:
         """libpq environment for pg_dump/pg_restore as the superuser."""
         return {
             "PGHOST": ADMIN_HOST,

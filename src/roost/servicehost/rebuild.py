@@ -124,7 +124,7 @@ async def rebuild_cluster(
             status, out = await run_tool(
                 [pg.bins.pg("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
                  f"--role={svc.username}", "--dbname", svc.database, str(dump)],
-                env=pg.tool_env(), timeout=LOAD_TIMEOUT_S,
+                env=await pg.tool_env(), timeout=LOAD_TIMEOUT_S,
             )  # fmt: skip
             if status != 0:
                 raise RebuildError(
