@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import tarfile
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +86,31 @@ class Served:
             await self.task
         await self.cn.__aexit__()
         await self.sn.__aexit__()
+
+
+def put_files_layered(
+    store: ImageStore, code: dict[str, bytes], venv: Path
+) -> tuple[str, str, str]:
+    """Store an image whose dependency layer (the tree at `venv`) is named by its
+    files, as a builder makes it; returns (image, layer, code layer) digests."""
+    from roost.builder.layerpack import name_by_files
+    from roost.builder.pack import LAYER_TAR_FLAGS, pack_tree
+    from roost.builder.sandbox import BuildUser
+    from roost.images.treescan import HashCache
+
+    me = BuildUser(name="me", uid=os.geteuid(), gid=os.getegid(), dropped=False)
+    named = name_by_files(venv, HashCache())
+    dep, size, _ = pack_tree(
+        store, venv, sorted(os.listdir(venv)), LAYER_TAR_FLAGS, me, threading.Event(),
+        files=(named.digest, named.head),
+    )  # fmt: skip
+    code_tar = make_tar(code)
+    cod = store.put_bytes(code_tar)
+    manifest = ImageManifest(
+        roost_image=FORMAT,
+        layers=[
+            LayerRef(digest=dep, size=size, path="venv", kind="dependencies", files=True),
+            LayerRef(digest=cod, size=len(code_tar), kind="code"),
+        ],
+    )
+    return store.put_bytes(encode_manifest(manifest)), dep, cod

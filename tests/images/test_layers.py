@@ -24,7 +24,7 @@ from roost.images.manifest import (
 from roost.images.pull import pull_into_store
 from roost.images.store import ImageStore
 
-from .helpers import Served, corrupt, make_tar, put_layered
+from .helpers import Served, corrupt, make_tar, put_files_layered, put_layered
 
 VENV = {"bin/tool": b"#!/bin/sh\necho tool\n", "pyvenv.cfg": b"relocatable = true\n"}
 D = "sha256:" + "d" * 64
@@ -189,3 +189,62 @@ async def test_layered_image_over_curve_and_copied(tmp_path: Path) -> None:
         with pytest.raises(DigestMismatch):
             await fresh.ensure(image, over_the_wire)
         assert cache_is_empty(tmp_path / "cache2")
+
+
+def files_venv(root: Path) -> Path:
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "tool").write_bytes(VENV["bin/tool"])
+    os.chmod(root / "bin" / "tool", 0o755)
+    (root / "bin" / "python").symlink_to("/usr/bin/python3")
+    (root / "pyvenv.cfg").write_bytes(VENV["pyvenv.cfg"])
+    return root
+
+
+async def test_a_layer_named_by_its_files_travels_checked_against_its_manifest(
+    tmp_path: Path,
+) -> None:
+    """Over CURVE into a runner's cache (unpacked, the tree checked) and into a second
+    store (every member checked before it keeps the copy); a corrupted archive at the
+    source is refused by both and leaves nothing."""
+    store = ImageStore(tmp_path / "store")
+    image, dep, code = put_files_layered(
+        store, {"app/x": b"x", "roost-image.json": b"{}"}, files_venv(tmp_path / "venv")
+    )
+    manifest = read_manifest(store.path(image))
+    assert manifest is not None and [lr.files for lr in manifest.layers] == [True, False]
+    assert store.is_files(dep) and not store.is_files(code) and store.verify(dep)
+    async with Served(store) as client:
+
+        async def over_the_wire(digest: str, dest: Path) -> Path:
+            return await fetch_image(client, digest, dest)
+
+        cache = ImageCache(tmp_path / "cache", max_bytes=1 << 30)
+        root = await cache.ensure(image, over_the_wire)
+        assert (root / "venv" / "bin" / "tool").read_bytes() == VENV["bin/tool"]
+        assert os.readlink(root / "venv" / "bin" / "python") == "/usr/bin/python3"
+        assert not (root / "venv" / ".roost-files").exists()
+        second = ImageStore(tmp_path / "second")
+        assert await pull_into_store(client, image, second) == image
+        assert set(second.list()) == {image, dep, code} and second.is_files(dep)
+        assert all(second.verify(d) for d in second.list())
+
+        # One byte of a file's contents flipped at the source (a bad disk, a liar).
+        corrupt(store, dep, at=store.path(dep).read_bytes().index(b"echo tool"))
+        broken = ImageStore(tmp_path / "broken")
+        with pytest.raises(DigestMismatch, match="'bin/tool' differs from its manifest"):
+            await pull_into_store(client, image, broken)
+        assert broken.list() == [] and list(broken.tmp_dir.iterdir()) == []
+        fresh = ImageCache(tmp_path / "cache2", max_bytes=1 << 30)
+        with pytest.raises(ImageError, match="'bin/tool' differs from its manifest"):
+            await fresh.ensure(image, over_the_wire)
+        assert cache_is_empty(tmp_path / "cache2")
+
+
+def test_a_layer_named_by_its_files_must_be_shared() -> None:
+    with pytest.raises(ImageError, match="named by its files but has no path"):
+        encode_manifest(ImageManifest(
+            roost_image=FORMAT, layers=[LayerRef(digest=D, size=1, files=True)]
+        ))  # fmt: skip
+    # Left out when false: a manifest without such a layer reads as it always did.
+    plain = encode_manifest(ImageManifest(roost_image=FORMAT, layers=[LayerRef(digest=D, size=1)]))
+    assert b"files" not in plain and b'"path"' not in plain

@@ -27,6 +27,7 @@ import asyncio
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tarfile
 from collections.abc import Iterable
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from roost.images.digest import ImageError
-from roost.images.filemanifest import FileManifest
+from roost.images.layerarchive import FILES_MEMBER, check_head
 from roost.images.treescan import verify_tree
 from roost.proc import spawn
 from roost.proc.stop import signal_group
@@ -172,17 +173,27 @@ async def unpack_async(archive: Path, dest: Path) -> None:
         raise ImageError(f"cannot unpack {archive.name}: {err.decode(errors='replace')[-2000:]}")
 
 
-def unpack_to_manifest(archive: Path, dest: Path, manifest: FileManifest) -> None:
-    """Unpack a layer named by its files into the new directory `dest`, then check it.
+def unpack_layer_archive(archive: Path, dest: Path, digest: str) -> None:
+    """Unpack a layer named by its files (`roost.images.layerarchive`) into the new
+    directory `dest`, then check it (blocking).
 
-    The archive's own bytes name nothing here (issue 21: a layer named by
-    its file manifest): what is trusted is the unpacked tree, once it is
-    exactly `manifest`, every file hashed. Anything else removes `dest`
-    and raises ImageError (blocking).
+    The archive's own bytes name nothing: what is trusted is the unpacked
+    tree, once it is exactly the manifest the archive begins with (whose
+    sha256 is `digest`), every file hashed. The manifest's own member is
+    not kept. Anything else removes `dest` and raises ImageError.
     """
+    manifest = check_head(archive, digest)
     dest.mkdir()
     try:
         unpack(archive, dest)
+        head = dest / FILES_MEMBER
+        try:
+            regular = stat.S_ISREG(os.lstat(head).st_mode)
+        except FileNotFoundError:
+            regular = False
+        if not regular:
+            raise ImageError(f"layer {digest}: {FILES_MEMBER} is not its manifest")
+        head.unlink()
         verify_tree(dest, manifest)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)

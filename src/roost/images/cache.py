@@ -5,7 +5,9 @@ the image root. The first caller for a digest downloads it (through the
 `fetcher` it passes) and verifies its sha256. A plain tar is unpacked into
 a temporary directory renamed into place. A manifest (roost.images.manifest)
 is composed: every shared layer it names is ensured under `layers/<hex>/`
-(downloaded, verified and unpacked once per host, under a per-layer lock),
+(downloaded, verified and unpacked once per host, under a per-layer lock;
+a layer named by its files is verified as it is unpacked, its tree
+against its file manifest: roost.images.archive.unpack_layer_archive),
 every root layer is downloaded, verified and unpacked into a temporary root,
 the root gets `<path> -> ../../layers/<hex>` symlinks to its shared layers,
 and the root is renamed into place. Concurrent callers for one digest wait
@@ -41,7 +43,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from roost.images.archive import tree_size, unpack_async
+from roost.images.archive import tree_size, unpack_async, unpack_layer_archive
 from roost.images.digest import (
     DigestMismatch,
     ImageError,
@@ -221,10 +223,15 @@ class ImageCache:
 
     # ------------------------------------------------------------ filling
 
-    async def _download(self, digest: str, fetcher: Fetcher, work: Path) -> Path:
-        """Fetch one blob into its own directory under `work` and verify it."""
+    async def _download(
+        self, digest: str, fetcher: Fetcher, work: Path, *, files: bool = False
+    ) -> Path:
+        """Fetch one blob into its own directory under `work` and verify it (a layer
+        archive named by its files is checked where it is unpacked)."""
         d = Path(tempfile.mkdtemp(dir=work, prefix=f"{parse_digest(digest)[:12]}-"))
         blob = await fetcher(digest, d)
+        if files:
+            return blob
         got = await asyncio.to_thread(sha256_file, blob)
         if got != digest:
             raise DigestMismatch(f"{digest} is corrupted (its bytes hash to {got})")
@@ -266,7 +273,7 @@ class ImageCache:
         try:
             async with asyncio.TaskGroup() as tg:
                 for lr in manifest.shared:
-                    tg.create_task(self._ensure_layer(lr.digest, fetcher))
+                    tg.create_task(self._ensure_layer(lr.digest, fetcher, files=lr.files))
                 downloads = [
                     tg.create_task(self._download(lr.digest, fetcher, work))
                     for lr in manifest.rooted
@@ -283,7 +290,7 @@ class ImageCache:
                 raise ImageError(f"image layer path {lr.path!r} is also in the image's code layer")
             os.symlink(f"../../layers/{parse_digest(lr.digest)}", link)
 
-    async def _ensure_layer(self, digest: str, fetcher: Fetcher) -> None:
+    async def _ensure_layer(self, digest: str, fetcher: Fetcher, *, files: bool = False) -> None:
         hexd = parse_digest(digest)
         lock = self._layer_locks.setdefault(digest, asyncio.Lock())
         async with lock:
@@ -292,8 +299,12 @@ class ImageCache:
             work = Path(tempfile.mkdtemp(dir=self.downloads, prefix=f"layer-{hexd[:12]}-"))
             unpack_dir = Path(tempfile.mkdtemp(dir=self.layers, prefix=f".unpack-{hexd[:12]}-"))
             try:
-                blob = await self._download(digest, fetcher, work)
-                await unpack_async(blob, unpack_dir)
+                blob = await self._download(digest, fetcher, work, files=files)
+                if files:
+                    os.rmdir(unpack_dir)  # made anew, then checked, by the unpack
+                    await asyncio.to_thread(unpack_layer_archive, blob, unpack_dir, digest)
+                else:
+                    await unpack_async(blob, unpack_dir)
                 _remove(work)
                 size = await asyncio.to_thread(tree_size, unpack_dir)
                 os.chmod(unpack_dir, 0o755)

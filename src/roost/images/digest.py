@@ -21,6 +21,12 @@ class DigestMismatch(ImageError):
     """Bytes received or stored do not hash to the digest that names them."""
 
 
+class ArchiveRefused(DigestMismatch):
+    """A layer named by its files is not what its file manifest lists (an archive
+    or the tree unpacked from it; roost.images.layerarchive): bytes that are not
+    what their name says."""
+
+
 class ImageNotFound(ImageError):
     """No image with this digest here."""
 

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from roost.images.digest import DigestMismatch, ImageError, format_digest, parse_digest
+from roost.images.layerarchive import check_head
 from roost.images.store import ImageStore
 from roost.wire.messages import ImageChunk, ImageChunkRequest
 from roost.wire.rpc import RemoteError, RpcClient, RpcTimeout
@@ -74,8 +75,11 @@ async def iter_chunks(
 async def fetch_image(client: RpcClient, digest: str, dest_dir: Path) -> Path:
     """Download `digest` to `dest_dir/<hex>` (verified); returns that path.
 
-    Raises DigestMismatch when the bytes do not hash to `digest` (nothing is
-    left behind), ImageError when no source can serve it.
+    Raises DigestMismatch when the bytes neither hash to `digest` nor are a
+    layer archive beginning with the file manifest `digest` names (nothing
+    is left behind; such an archive's members are checked where it is
+    stored or unpacked: roost.images.layerarchive), ImageError when no
+    source can serve it.
     """
     hexd = parse_digest(digest)
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -91,13 +95,21 @@ async def fetch_image(client: RpcClient, digest: str, dest_dir: Path) -> Path:
                 h.update(data)
                 await asyncio.to_thread(fh.write, data)
         got = format_digest(h.hexdigest())
-        if got != digest:
+        if got != digest and not await asyncio.to_thread(_files_archive, tmp, digest):
             raise DigestMismatch(f"image {digest} arrived corrupted (its bytes hash to {got})")
         os.replace(tmp, final)
         return final
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _files_archive(path: Path, digest: str) -> bool:
+    try:
+        check_head(path, digest)
+    except ImageError:
+        return False
+    return True
 
 
 def store_fetcher(store: ImageStore) -> Callable[[str, Path], Awaitable[Path]]:

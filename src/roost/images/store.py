@@ -5,6 +5,14 @@ renamed to `sha256/<hex>` only once complete and named by its own digest, so a
 reader never sees a partial file under a digest, and a crash leaves at worst
 a stray file under `tmp/` that `clean_tmp()` removes at the next start.
 Committed files are made read-only; `verify()` re-hashes one on demand.
+
+A dependency layer named by its files (roost.images.layerarchive) is an
+archive whose bytes do not hash to its name: it lives under `files/<hex>`,
+named by its file manifest, and is committed only once every member is
+checked against that manifest (`commit_files`; a copy checks as it is
+written), except the builder's own pack of a tree it has just named, which
+it vouches for (roost.builder.layers). Reading is the same for
+both (`path`, `has`, `read_chunk`): one name, one file.
 """
 
 from __future__ import annotations
@@ -20,19 +28,23 @@ from typing import BinaryIO
 
 from roost.images.digest import (
     DigestMismatch,
+    ImageError,
     ImageNotFound,
     format_digest,
     parse_digest,
     sha256_file,
 )
+from roost.images.layerarchive import ArchiveCheck, verify_archive
 
 
 class ImageWriter:
     """Streams bytes into the store; `commit()` names them by their digest."""
 
-    def __init__(self, store: ImageStore, expected: str | None) -> None:
+    def __init__(self, store: ImageStore, expected: str | None, files: str | None = None) -> None:
         self._store = store
         self._expected = expected
+        # A layer archive named by its files: checked as it is written.
+        self._check = ArchiveCheck(files) if files is not None else None
         fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="w-")
         self.tmp_path = Path(name)
         self._fh: BinaryIO = os.fdopen(fd, "wb")
@@ -42,7 +54,10 @@ class ImageWriter:
         self.created = False
 
     def write(self, data: bytes) -> None:
-        self._hash.update(data)
+        if self._check is not None:
+            self._check.feed(data)
+        else:
+            self._hash.update(data)
         self._fh.write(data)
         self.size += len(data)
 
@@ -64,6 +79,21 @@ class ImageWriter:
         self.created = self._store.commit(self.tmp_path, digest)
         return digest
 
+    def commit_files(self) -> str:
+        """Store the bytes as the layer archive the writer was opened for (named by
+        its file manifest) once every member is what that manifest lists;
+        ImageError (the bytes discarded) otherwise."""
+        self._fh.close()
+        if self._check is None:
+            raise ImageError("internal: commit_files on a writer not opened for a layer archive")
+        try:
+            self._check.finish()
+            self.created = self._store.commit_files(self.tmp_path, self._check.digest, checked=True)
+        except BaseException:
+            self.abort()
+            raise
+        return self._check.digest
+
     def abort(self) -> None:
         self._fh.close()
         with contextlib.suppress(FileNotFoundError):
@@ -74,20 +104,25 @@ class ImageStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.objects = root / "sha256"
+        self.files = root / "files"
         self.tmp_dir = root / "tmp"
-        self.objects.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        for d in (self.objects, self.files, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------ writing
 
     @contextlib.contextmanager
-    def writer(self, expected: str | None = None) -> Iterator[ImageWriter]:
-        """`with store.writer() as w: w.write(...)`; then `w.commit()` inside the block.
+    def writer(
+        self, expected: str | None = None, *, files: str | None = None
+    ) -> Iterator[ImageWriter]:
+        """`with store.writer() as w: w.write(...)`; then `w.commit()` inside the block
+        (`w.commit_files()` for `files`, the layer archive that digest names, checked
+        member by member as it is written).
 
         Leaving the block without committing (or with an exception) discards
         everything written.
         """
-        w = ImageWriter(self, expected)
+        w = ImageWriter(self, expected, files)
         try:
             yield w
         finally:
@@ -133,16 +168,50 @@ class ImageStore:
         os.replace(tmp_path, dest)
         return True
 
+    def commit_files(self, tmp_path: Path, digest: str, *, checked: bool = False) -> bool:
+        """Rename a complete layer archive into place under `digest`, its file
+        manifest's name, once `verify_archive` passes (or the caller just ran
+        it: `checked`). Returns False when the store already held one."""
+        hexd = parse_digest(digest)
+        if not checked:
+            verify_archive(tmp_path, digest)
+        dest = self.files / hexd
+        os.chmod(tmp_path, 0o444)
+        if dest.exists():
+            tmp_path.unlink()
+            return False
+        os.replace(tmp_path, dest)
+        return True
+
+    def put_files_archive(self, path: Path, digest: str) -> bool:
+        """Store a copy of the layer archive at `path`, checked against `digest`."""
+        if self.has(digest):
+            return False
+        tmp = self.new_tmp_path()
+        try:
+            shutil.copyfile(path, tmp)
+            return self.commit_files(tmp, digest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
     # ------------------------------------------------------------ reading
 
     def path(self, digest: str) -> Path:
-        p = self.objects / parse_digest(digest)
-        if not p.exists():
-            raise ImageNotFound(f"image {digest} is not in this store")
-        return p
+        hexd = parse_digest(digest)
+        for where in (self.objects, self.files):
+            p = where / hexd
+            if p.exists():
+                return p
+        raise ImageNotFound(f"image {digest} is not in this store")
 
     def has(self, digest: str) -> bool:
-        return (self.objects / parse_digest(digest)).exists()
+        hexd = parse_digest(digest)
+        return (self.objects / hexd).exists() or (self.files / hexd).exists()
+
+    def is_files(self, digest: str) -> bool:
+        """Whether `digest` is held as a layer archive named by its files."""
+        return (self.files / parse_digest(digest)).exists()
 
     def open(self, digest: str) -> BinaryIO:
         return open(self.path(digest), "rb")
@@ -158,15 +227,26 @@ class ImageStore:
             return total, fh.read(max(0, length))
 
     def verify(self, digest: str) -> bool:
-        """True when the stored bytes still hash to their name."""
-        return sha256_file(self.path(digest)) == digest
+        """True when the stored bytes still hash to their name (or, for a layer
+        archive, still hold exactly what its file manifest lists)."""
+        path = self.path(digest)
+        if path.parent == self.files:
+            try:
+                verify_archive(path, digest)
+            except ImageError:
+                return False
+            return True
+        return sha256_file(path) == digest
 
     def list(self) -> list[str]:
-        return sorted(format_digest(p.name) for p in self.objects.iterdir() if len(p.name) == 64)
+        names = {p.name for d in (self.objects, self.files) for p in d.iterdir()}
+        return sorted(format_digest(n) for n in names if len(n) == 64)
 
     def delete(self, digest: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.objects / parse_digest(digest)).unlink()
+        hexd = parse_digest(digest)
+        for where in (self.objects, self.files):
+            with contextlib.suppress(FileNotFoundError):
+                (where / hexd).unlink()
 
     def clean_tmp(self) -> int:
         """Remove leftovers of writes that never committed (a crash); returns the count."""

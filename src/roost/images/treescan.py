@@ -24,11 +24,12 @@ import hashlib
 import os
 import stat
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from roost.images.digest import ImageError
+from roost.images.digest import ArchiveRefused, ImageError
 from roost.images.filemanifest import (
     DIR,
     FILE,
@@ -62,21 +63,25 @@ class HashCache:
     def __init__(self, limit: int = 100_000) -> None:
         self.limit = limit
         self._hashes: dict[bytes, bytes] = {}
+        # Scans run in threads, two builds' at once at times.
+        self._lock = threading.Lock()
 
     def get(self, ident: Identity) -> str | None:
         key = _IDENT.pack(*ident)
-        digest = self._hashes.pop(key, None)
-        if digest is None:
-            return None
-        self._hashes[key] = digest  # now the most recently used
+        with self._lock:
+            digest = self._hashes.pop(key, None)
+            if digest is None:
+                return None
+            self._hashes[key] = digest  # now the most recently used
         return digest.hex()
 
     def put(self, ident: Identity, sha256: str) -> None:
         key = _IDENT.pack(*ident)
-        self._hashes.pop(key, None)
-        self._hashes[key] = bytes.fromhex(sha256)
-        while len(self._hashes) > self.limit:
-            del self._hashes[next(iter(self._hashes))]
+        with self._lock:
+            self._hashes.pop(key, None)
+            self._hashes[key] = bytes.fromhex(sha256)
+            while len(self._hashes) > self.limit:
+                del self._hashes[next(iter(self._hashes))]
 
     def __len__(self) -> int:
         return len(self._hashes)
@@ -125,11 +130,11 @@ def verify_tree(root: Path, manifest: FileManifest) -> None:
         # Hashed while its directory is open; a size that differs is named
         # by compare_shape with the rest.
         if e is not None and e.size == st.st_size and _hash_at(dirfd, name, st, path) != e.data:
-            raise ImageError(f"layer refused: {path[:200]!r} differs from its manifest")
+            raise ArchiveRefused(f"layer refused: {path[:200]!r} differs from its manifest")
     problems = compare_shape(manifest, seen)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ImageError(f"layer refused: {problems[0][:300]}{more}")
+        raise ArchiveRefused(f"layer refused: {problems[0][:300]}{more}")
 
 
 def _walk(root: Path) -> Iterator[tuple[str, os.stat_result, str, int, str]]:
