@@ -5,13 +5,18 @@ venv --relocatable and uv pip sync of the lock, as the build user; offline
 first, from the shared uv cache, online only when the cache lacks something;
 hard links into the cache when both are on one filesystem, as
 roost.builder.uvcache arranges for in-memory layers, copies otherwise) and
-`ready`, a JSON file naming the layer's blob in the image store. The
+`ready`, a JSON file naming the layer in the image store. The
 venv's bytecode is hash-checked, since the layer's files all carry one fixed
-mtime, and compiled once per source file (roost.builder.bytecode). The blob is
-an uncompressed tar of the venv's contents, packed with sorted names, fixed
-owners and a fixed mtime, so the same lock on the same interpreter and uv
-gives the same bytes, hence the same digest, on any builder, and a host that
-has the layer never fetches it again.
+mtime, and compiled once per source file (roost.builder.bytecode). The layer
+is named by its file manifest (roost.builder.layerpack: each file's path,
+mode, size and sha256), so the same lock on the same interpreter and uv
+gives the same files, hence the same name, on any builder, and a host that
+has the layer never fetches it again; it is stored as an uncompressed tar
+(the manifest first, then the venv's contents with sorted names, fixed
+owners and a fixed mtime), checked member by member by every host it is
+copied to. Until every runner reads layers named so (a rolling upgrade:
+`files` False, BuildRequest.layer_files), the layer is the plain tar,
+named by its sha256 once stored.
 
 `layers/<key>/` and `ready` belong to the builder (root); only `venv/` is the
 build user's, so build code cannot point a layer at another blob.
@@ -53,13 +58,17 @@ from roost.builder.pack import LAYER_TAR_FLAGS, pack_tree, run_abortable
 from roost.builder.sandbox import BuildUser, base_env, run
 from roost.builder.workspace import Workspace
 
-LAYER_FORMAT = 3  # 3: bytecode compiled into the layer
+# 3: bytecode compiled into the layer; 4: named by its files, or by its tar
+# (`files` in `ready`; format 3's are those).
+LAYER_FORMAT = 4
 
 
 @dataclass(frozen=True)
 class LayerBlob:
     digest: str
     size: int
+    # Named by its file manifest (roost.builder.layerpack), not its bytes.
+    files: bool = False
 
 
 # uv's words when a package has no wheel and --no-build forbids building it.
@@ -107,14 +116,19 @@ def uv_env(ws: Workspace, home: Path, cache: Path | None = None) -> dict[str, st
     )
 
 
-def read_ready(ws: Workspace, layer: Path) -> LayerBlob | None:
-    """The stored blob of a ready layer; None when not ready (or its blob is gone)."""
+def read_ready(ws: Workspace, layer: Path, *, tar_only: bool = False) -> LayerBlob | None:
+    """The stored blob of a ready layer; None when not ready (or its blob is gone, or
+    it is named by its files and `tar_only`: not every runner reads that yet)."""
     try:
         raw = json.loads((layer / "ready").read_text())
-        blob = LayerBlob(digest=str(raw["digest"]), size=int(raw["size"]))
+        files = raw.get("files", False) is True
+        blob = LayerBlob(digest=str(raw["digest"]), size=int(raw["size"]), files=files)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if raw.get("format") != LAYER_FORMAT or not ws.store.has(blob.digest):
+    # Format 3's layers are format 4's named by their tar: the same venv.
+    if raw.get("format") not in (3, LAYER_FORMAT) or (files and tar_only):
+        return None
+    if ws.store.is_files(blob.digest) != files or not ws.store.has(blob.digest):
         return None
     return blob
 
@@ -123,9 +137,17 @@ class LayerJob:
     """One build's use of the dependency layer `key` (see the module docstring)."""
 
     def __init__(
-        self, ws: Workspace, key: str, uv_as: UvAs | None = None, interp: Interpreter | None = None
+        self,
+        ws: Workspace,
+        key: str,
+        uv_as: UvAs | None = None,
+        interp: Interpreter | None = None,
+        *,
+        files: bool = True,
     ) -> None:
         self.ws = ws
+        # Name a fresh layer by its files (else by its tar, once stored).
+        self.files = files
         self.key = key
         self.uv_as = uv_as or UvAs(ws.user, ws.uv_cache, build_sources=True)
         self.interp = interp or ws.interp  # the venv's Python (the build's choice)
@@ -163,7 +185,7 @@ class LayerJob:
         await self._lock.acquire()
         self._held = True
         try:
-            blob = read_ready(self.ws, self.path)
+            blob = read_ready(self.ws, self.path, tar_only=not self.files)
             if blob is not None:
                 os.utime(self.path / "ready")  # for prune_layers' LRU
                 self.blob = blob
@@ -189,52 +211,84 @@ class LayerJob:
                 self._done()
 
     async def _pack(self) -> LayerBlob:
-        """Name the layer's blob, then store it (roost.builder.layerpack)."""
+        """Name the layer by its files, then store its archive (roost.builder.layerpack);
+        or, not `files`, store its tar and name it by that."""
+        if not self.files:
+            try:
+                start = time.monotonic()
+                venv, user, store = self.venv, self.ws.user, self.ws.store
+                members = sorted(os.listdir(venv))
+                digest, size, _ = await run_abortable(
+                    lambda abort: pack_tree(store, venv, members, LAYER_TAR_FLAGS, user, abort)
+                )
+                self.phases["pack"] = time.monotonic() - start
+                return self._ready(LayerBlob(digest=digest, size=size))
+            finally:
+                self._done()
         start = time.monotonic()
         entry = layerpack.Storing(0, asyncio.get_running_loop().create_future())
-        named: LayerBlob | None = None
+        named: layerpack.Named | None = None
         try:
             venv, user = self.venv, self.ws.user
             members = sorted(os.listdir(venv))
-            if layerpack.OPENSSL is not None:
-                digest, size = await run_abortable(
-                    lambda abort: layerpack.name_tree(venv, members, LAYER_TAR_FLAGS, user, abort)
-                )
-                named = LayerBlob(digest=digest, size=size)
-                self.phases["name"] = time.monotonic() - start
-                entry.size = size
-                self.ws.storing.setdefault(digest, entry)
-                self._named.set_result(named)
+            cache = self.ws.hash_cache
+            named = await asyncio.to_thread(layerpack.name_by_files, venv, cache)
+            self.phases["name"] = time.monotonic() - start
+            entry.size = named.size
+            self.ws.storing.setdefault(named.digest, entry)
+            self._named.set_result(LayerBlob(digest=named.digest, size=named.size, files=True))
 
             def writing(tmp: Path) -> None:  # from pack_tree's thread: one assignment
                 entry.tmp = tmp
 
+            head = (named.digest, named.head)
             digest, size, created = await run_abortable(
                 lambda abort: pack_tree(
-                    self.ws.store, venv, members, LAYER_TAR_FLAGS, user, abort, writing=writing
+                    self.ws.store,
+                    venv,
+                    members,
+                    LAYER_TAR_FLAGS,
+                    user,
+                    abort,
+                    writing=writing,
+                    files=head,
+                    check_members=False,
                 )
             )
-            blob = LayerBlob(digest=digest, size=size)
-            if named is not None and blob != named:
+            # Not checked member by member here (a thread hashing 100 MB and
+            # parsing thousands of headers holds the interpreter's lock from
+            # the event loop serving the copy: the copy took 0.2-0.4 s
+            # longer). The tree is its build user's (the shared one; an app's
+            # own for a source build), who runs no code once the install's
+            # jail has ended, so nothing changes it between the scan and
+            # tar; a file grown, shrunk, added or removed meanwhile
+            # still shows here, as an archive of another size than the
+            # manifest makes. Every copy is checked member by member on the
+            # host it lands on (roost.images.layerarchive), and every unpack.
+            if size != named.size:
                 if created:
                     self.ws.store.delete(digest)
                 raise BuildError(
-                    f"the dependency layer changed after it was named ({named.digest}, "
-                    f"{named.size} bytes; stored {digest}, {size} bytes): not kept"
+                    f"the dependency layer changed after it was named (its archive is "
+                    f"{size} bytes, not the {named.size} its manifest makes): not kept"
                 )
-            ready = {"format": LAYER_FORMAT, "key": self.key, "python": self.interp.python_id,
-                     "digest": digest, "size": size}  # fmt: skip
-            tmp = self.path / "ready.tmp"
-            tmp.write_text(json.dumps(ready))
-            os.replace(tmp, self.path / "ready")
-            self.blob = blob
             self.phases["pack"] = time.monotonic() - start
-            return blob
+            return self._ready(LayerBlob(digest=digest, size=size, files=True))
         finally:
             if named is not None and self.ws.storing.get(named.digest) is entry:
                 del self.ws.storing[named.digest]
             entry.done.set_result(None)  # waiters find the blob stored now, or never
             self._done()
+
+    def _ready(self, blob: LayerBlob) -> LayerBlob:
+        """Mark the layer ready: `ready` names its stored blob."""
+        ready = {"format": LAYER_FORMAT, "key": self.key, "python": self.interp.python_id,
+                 "digest": blob.digest, "size": blob.size, "files": blob.files}  # fmt: skip
+        tmp = self.path / "ready.tmp"
+        tmp.write_text(json.dumps(ready))
+        os.replace(tmp, self.path / "ready")
+        self.blob = blob
+        return blob
 
     async def blob_digest(self) -> LayerBlob:
         """The layer's blob: named (roost.builder.layerpack), perhaps not yet stored."""

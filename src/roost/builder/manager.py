@@ -231,7 +231,7 @@ class BuildManager:
             build = Build(
                 self.ws, req.build_id, req.app, req.archive, sink,
                 previous_lock_text=req.previous_lock_text, app_id=req.app_id,
-                env_source=self._env_source(req.build_id),
+                env_source=self._env_source(req.build_id), layer_files=req.layer_files,
             )  # fmt: skip
             out = await build.run(settle=False)
         except BuildError as exc:

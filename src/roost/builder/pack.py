@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from roost.builder.errors import BuildError
 from roost.builder.sandbox import BuildUser
 from roost.images.digest import format_digest
+from roost.images.layerarchive import RECORD_BLOCKS, ArchiveCheck, ArchiveRefused
 from roost.images.manifest import FORMAT, ImageManifest, LayerRef, encode_manifest
 from roost.images.store import ImageStore
 
@@ -52,7 +53,7 @@ TAR_FLAGS = [
 # end padding on a layer of tens of megabytes.
 FIXED_MTIME_EPOCH = "315619200"
 FIXED_MTIME = f"--mtime=@{FIXED_MTIME_EPOCH}"
-LAYER_TAR_FLAGS = ["-b", "256", *TAR_FLAGS, FIXED_MTIME, "--hard-dereference"]
+LAYER_TAR_FLAGS = ["-b", str(RECORD_BLOCKS), *TAR_FLAGS, FIXED_MTIME, "--hard-dereference"]
 CHUNK = 1 << 20
 # pack_tree hashes up to this much per read, and waits this long for tar to
 # write more (it writes 128 KiB records, ~1 GB/s from a tmpfs).
@@ -91,11 +92,19 @@ def pack_tree(
     user: BuildUser,
     abort: threading.Event,
     writing: Callable[[Path], None] | None = None,
+    files: tuple[str, bytes] | None = None,
+    check_members: bool = True,
 ) -> tuple[str, int, bool]:
     """Tar `members` of `cwd` into the store: (digest, size, newly stored).
 
     `writing(tmp)` is told the temporary file tar fills (roost.builder.layerpack
-    serves what is written of it before the blob is committed).
+    serves what is written of it before the blob is committed). With `files`
+    (the file manifest's digest and the archive's head, roost.images.layerarchive)
+    the archive begins with that head, is stored under that digest and only once
+    every member is checked against the manifest, as tar writes it; or, with
+    `check_members` False, unchecked: the caller vouches for it (the builder's
+    layer pack, which finds the tree unchanged since it was named instead:
+    roost.builder.layers).
     """
     tmp = store.new_tmp_path()
     if writing is not None:
@@ -106,8 +115,9 @@ def pack_tree(
         {"user": user.uid, "group": user.gid, "extra_groups": []} if user.dropped else {}
     )
     # tar writes the temporary file itself (an inherited descriptor: the build
-    # user cannot open the store) and this thread hashes what it has written
-    # so far, reading it back from the page cache. Through a pipe, every byte
+    # user cannot open the store) and this thread hashes (or, for a layer
+    # archive, checks against its manifest) what it has written so far,
+    # reading it back from the page cache. Through a pipe, every byte
     # was copied twice more (out of the pipe, into the file); tar is the
     # slower of the two, so the hash is done soon after tar is.
     fd = os.open(tmp, os.O_RDWR | os.O_TRUNC | os.O_CLOEXEC)
@@ -116,6 +126,8 @@ def pack_tree(
     # read until tar exits would stall tar once full.
     with tempfile.TemporaryFile() as complaints:
         try:
+            if files is not None:
+                _write_all(fd, files[1])  # tar writes on from here: one file offset
             proc = subprocess.Popen(
                 ["tar", "-c", "-f", "-", *flags, "-C", str(cwd), "--", *members],
                 stdin=subprocess.DEVNULL,
@@ -124,14 +136,27 @@ def pack_tree(
                 cwd="/",
                 **who,
             )
-            size, h = _hash_growing(fd, proc, abort)
-            if proc.returncode != 0:
-                complaints.seek(0)
-                err = complaints.read().decode(errors="replace")
-                raise BuildError(f"packing {cwd.name} failed: {err[-500:]}")
-            digest = format_digest(h.hexdigest())
-            created = store.commit(tmp, digest)
-            return digest, size, created
+            h = hashlib.sha256()
+            check = ArchiveCheck(files[0]) if files is not None else None
+            sink: Callable[[bytes], None] = h.update if check is None else check.feed
+            if files is not None and not check_members:
+                check, sink = None, _ignore
+            try:
+                size = _follow_growing(fd, proc, abort, sink)
+                if proc.returncode != 0:
+                    complaints.seek(0)
+                    err = complaints.read().decode(errors="replace")
+                    raise BuildError(f"packing {cwd.name} failed: {err[-500:]}")
+                if files is None:
+                    digest = format_digest(h.hexdigest())
+                    return digest, size, store.commit(tmp, digest)
+                if check is not None:
+                    check.finish()
+            except ArchiveRefused as exc:
+                raise BuildError(
+                    f"the dependency layer changed after it was named: {exc}"
+                ) from None
+            return files[0], size, store.commit_files(tmp, files[0], checked=True)
         finally:
             os.close(fd)
             if proc is not None:
@@ -140,11 +165,20 @@ def pack_tree(
                 tmp.unlink()
 
 
-def _hash_growing(
-    fd: int, proc: subprocess.Popen[bytes], abort: threading.Event
-) -> tuple[int, Any]:
-    """Hash the file `proc` is writing at `fd` until it exits: (size, sha256 object)."""
-    h = hashlib.sha256()
+def _ignore(data: bytes) -> None:
+    pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _follow_growing(
+    fd: int, proc: subprocess.Popen[bytes], abort: threading.Event, sink: Callable[[bytes], None]
+) -> int:
+    """Hand `sink` the file `proc` is writing at `fd`, in order, until it exits: its size."""
     size = 0
     while True:
         if abort.is_set():
@@ -156,25 +190,20 @@ def _hash_growing(
         end = os.fstat(fd).st_size
         if end > size:
             chunk = os.pread(fd, min(end - size, HASH_CHUNK), size)
-            h.update(chunk)
+            sink(chunk)
             size += len(chunk)
         elif exited:
-            return size, h
+            return size
         else:
             time.sleep(FOLLOW_WAIT_S)
 
 
-def store_manifest(
-    store: ImageStore, layers: list[tuple[str, int, str, str]]
-) -> tuple[str, int, bool]:
-    """Store the image manifest naming `layers` (digest, size, path, kind).
+def store_manifest(store: ImageStore, layers: list[LayerRef]) -> tuple[str, int, bool]:
+    """Store the image manifest naming `layers`.
 
     Returns (image digest, image size: manifest and all layers, newly stored).
     """
-    manifest = ImageManifest(
-        roost_image=FORMAT,
-        layers=[LayerRef(digest=d, size=n, path=path, kind=kind) for d, n, path, kind in layers],
-    )
+    manifest = ImageManifest(roost_image=FORMAT, layers=layers)
     data = encode_manifest(manifest)
     with store.writer() as w:
         w.write(data)

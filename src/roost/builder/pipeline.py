@@ -73,6 +73,7 @@ from roost.builder.sandbox import Completed, Jail, LogFn, base_env, run
 from roost.builder.staticpack import pack_static_tree
 from roost.builder.upload import UploadLimits, extract_upload
 from roost.builder.workspace import Workspace
+from roost.images.manifest import LayerRef
 from roost.wire.messages import StaticRoute
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -108,6 +109,7 @@ class Build:
         clock: Callable[[], float] = time.monotonic,
         app_id: int = 0,
         env_source: Callable[[AppSpec], Awaitable[dict[str, str]]] | None = None,
+        layer_files: bool = True,
     ) -> None:
         for what, value in (("build id", build_id), ("app name", app)):
             if not _SAFE_ID.fullmatch(value):
@@ -119,6 +121,8 @@ class Build:
         self.user = ws.app_build_user(app_id, app)
         self.archive = archive
         self.previous_lock_text = previous_lock_text
+        # Name a fresh dependency layer by its files (BuildRequest.layer_files).
+        self.layer_files = layer_files
         self._env_source = env_source
         # Config vars and service credentials: the app's code steps' alone.
         self.config_env: dict[str, str] = {}
@@ -417,7 +421,7 @@ class Build:
         ws = self.ws
         ws.layers_in_use[key] = ws.layers_in_use.get(key, 0) + 1
         self.layer_key = self._held_key = key
-        self.layer_job = LayerJob(ws, key, uv_as, self.interp)
+        self.layer_job = LayerJob(ws, key, uv_as, self.interp, files=self.layer_files)
         try:
             await self.layer_job.ensure(
                 self.dir / "lock.txt",
@@ -545,7 +549,11 @@ class Build:
         waited = self._clock()
         self.layer_blob = blob = await self.layer_job.blob_digest()
         self.step_times["pack.wait"] = self._clock() - waited  # for the layer's name
-        layers = [(blob.digest, blob.size, "venv", "dependencies"), (code, code_size, "", "code")]
+        layers = [
+            LayerRef(digest=blob.digest, size=blob.size, path="venv", kind="dependencies",
+                     files=blob.files),
+            LayerRef(digest=code, size=code_size, kind="code"),
+        ]  # fmt: skip
         # The interpreter's, when carried: shared, so a failed build never removes it.
         layers += await pylayer.image_layers(self.ws, self.interp)
         self.image_digest, self.image_size, created = store_manifest(store, layers)

@@ -42,6 +42,7 @@ from roost.builder.layers import LayerBlob
 from roost.builder.pack import FIXED_MTIME, LAYER_TAR_FLAGS, pack_tree, run_abortable
 from roost.builder.sandbox import BuildUser
 from roost.builder.workspace import Workspace
+from roost.images.manifest import LayerRef
 
 FORMAT = 2  # 2: the installation's mtimes kept
 LAYER_PATH = "python"  # where the image root shows it (and the runner finds it)
@@ -105,13 +106,12 @@ async def ensure_layer(ws: Workspace, interp: Interpreter) -> LayerBlob:
         return LayerBlob(digest=digest, size=size)
 
 
-async def image_layers(ws: Workspace, interp: Interpreter) -> list[tuple[str, int, str, str]]:
-    """The manifest entry of `interp`'s layer (digest, size, path, kind); none
-    for an interpreter that is not carried."""
+async def image_layers(ws: Workspace, interp: Interpreter) -> list[LayerRef]:
+    """The manifest entry of `interp`'s layer; none for an interpreter that is not carried."""
     if not interp.carried:
         return []
     blob = await ensure_layer(ws, interp)
-    return [(blob.digest, blob.size, LAYER_PATH, "interpreter")]
+    return [LayerRef(digest=blob.digest, size=blob.size, path=LAYER_PATH, kind="interpreter")]
 
 
 def _read_ready(ws: Workspace, ready: Path) -> LayerBlob | None:

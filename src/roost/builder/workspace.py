@@ -38,6 +38,7 @@ from roost.builder.ramlayers import has_room, open_ram_layers, remove_ram_layers
 from roost.builder.sandbox import BuildUser, ensure_build_user
 from roost.builder.uvcache import UvCache
 from roost.images.store import ImageStore
+from roost.images.treescan import HashCache
 from roost.proc.exits import ConfigError, Unavailable
 from roost.settings import Settings
 from roost.sysuser import check_reachable
@@ -66,6 +67,9 @@ class Workspace:
     # Layer blobs named but not yet stored (roost.builder.layerpack): the
     # image store's chunk server serves what is written of them meanwhile.
     storing: dict[str, Storing] = field(default_factory=dict)
+    # The hashes of files dependency layers were named by, by inode
+    # (roost.builder.layerpack): a warm layer's scan reads only new files.
+    hash_cache: HashCache = field(default_factory=HashCache)
     # The interpreters apps choose from (roost.builder.pythons); None: `interp` alone.
     found_pythons: Pythons | None = None
 
