@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy
 from alembic import command
 
+from roost import __version__
 from roost.appspec.model import AppSpec, ProcessSpec
 from roost.controller import rollout
 from roost.controller.astore import AsyncStore
@@ -23,6 +24,7 @@ from roost.controller.deploycancel import Ended
 from roost.controller.deployflow import Move, Stage
 from roost.controller.service import ControllerService, stall_limits
 from roost.controller.store import Store
+from roost.images.manifest import reads_files_layers
 from roost.settings import Settings
 from roost.state import tables as t
 from roost.state.db import alembic_config, make_engine, migrate
@@ -39,10 +41,12 @@ class Builders:
 
     def __init__(self) -> None:
         self.handed: list[tuple[str, bytes]] = []
+        self.layer_files: list[bool] = []
 
     async def call(self, msg: Msg, timeout: float = 5.0, tries: int | None = None) -> Msg:
         assert isinstance(msg, BuildRequest)
         self.handed.append((msg.build_id, msg.archive))
+        self.layer_files.append(msg.layer_files)
         return BuildAccepted(build_id=msg.build_id)
 
 
@@ -281,3 +285,29 @@ def test_a_downgrade_ends_queued_and_cancelled_deploys_as_failed(tmp_path: Path)
     migrate(url)  # and up again
     assert store.enqueue_build("b4", app.id, b"four") == "b1"
     store.engine.dispose()
+
+
+async def test_layers_are_named_by_their_files_only_once_every_runner_reads_them(
+    world: World,
+) -> None:
+    """A rolling upgrade replaces builders before runners: a runner of an older release
+    refuses an image whose layer is named by its files, so the builder is asked for one
+    only when every runner heard of (down ones too) runs a release that reads it."""
+    svc = world.controller()  # its runner h1 says no release: 0.1.0
+
+    def beat(host: str, release: str) -> None:
+        hb = Heartbeat(host_id=host, hostname=host, rpc_endpoint=f"tcp://{host}:1",
+                       rpc_key="k" * 40, release=release)  # fmt: skip
+        svc.c.soft.record(hb, time.monotonic())
+
+    await svc.start_build("shop", world.app_id, "b1", b"one")
+    beat("h1", __version__)
+    await go_live(svc, world, "b1")
+    await svc.start_build("shop", world.app_id, "b2", b"two")
+    beat("h2", "0.2.0")
+    await go_live(svc, world, "b2")
+    await svc.start_build("shop", world.app_id, "b3", b"three")
+    assert world.builders.layer_files == [False, True, False]
+    assert [reads_files_layers(r) for r in ("", "0.1.0", "0.2.0", "0.3.0.dev0", "1.0.0")] == [
+        False, False, False, True, True,
+    ]  # fmt: skip

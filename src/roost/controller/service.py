@@ -26,6 +26,7 @@ from roost.controller.releasephase import ReleasePhase
 from roost.controller.servicehosts import host_id as servicehost_id
 from roost.controller.services import ServiceError
 from roost.controller.store import AppRow, BuildRow, NotFound
+from roost.images.manifest import reads_files_layers
 from roost.proc import upstate
 from roost.settings import Settings
 from roost.wire.cluster import Endpoint
@@ -545,6 +546,12 @@ class ControllerService:
                     archive=archive,
                     previous_lock_text=previous,
                     app_id=app_id,
+                    # Until every runner heard of (down ones too: they come
+                    # back) reads layers named by their files: a rolling
+                    # upgrade replaces builders before runners.
+                    layer_files=all(
+                        reads_files_layers(seen.heartbeat.release) for seen in c.soft.hosts.values()
+                    ),
                 ),
                 timeout=30,
             )

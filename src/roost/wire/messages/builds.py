@@ -26,6 +26,12 @@ class BuildRequest(Msg, frozen=True, kw_only=True):
     # The app's numeric id: its build steps run as the app's own build user
     # (roost.tenant.identity). 0 from an older controller: the shared one.
     app_id: int = 0
+    # Name a fresh dependency layer by its files (roost.builder.layerpack):
+    # the controller says so once every runner reads such layers
+    # (roost.images.manifest.reads_files_layers). False from an older
+    # controller, or during a rolling upgrade: the layer is named by its
+    # tar's sha256, once stored, as every release reads.
+    layer_files: bool = False
 
 
 class BuildAccepted(Msg, frozen=True, kw_only=True):
