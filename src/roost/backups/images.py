@@ -6,7 +6,8 @@ versions of their dependencies, or none at all when an index is down. So
 each platform backup carries, beside the state database, the image (its
 manifest and every layer) and the static bundle of every release that
 serves or is rolling out, and of those `roost rollback` may go back to,
-under `images/sha256/<hex>`, as the builder's store keeps them.
+under `images/sha256/<hex>` (a dependency layer named by its files under
+`images/files/<hex>`), as the builder's store keeps them.
 
 Which: those the controller says its releases keep (the current and
 pending releases' and the rollback ones', its own retention rule), read
@@ -84,14 +85,15 @@ def _blobs(store: ImageStore, digest: str) -> list[str]:
 
 def stage_tree(store: ImageStore, digests: list[str], into: Path) -> list[str]:
     """Hard-link (copy across disks) every blob of `digests` from `store` into
-    `into/sha256/`; the blobs staged. Blocking."""
-    dest = into / "sha256"
-    dest.mkdir(parents=True, exist_ok=True)
+    `into/sha256/` (a layer archive named by its files into `into/files/`, as
+    the store keeps it); the blobs staged. Blocking."""
     staged: list[str] = []
     for digest in digests:
         for blob in _blobs(store, digest):
             if blob in staged:
                 continue
+            dest = into / ("files" if store.is_files(blob) else "sha256")
+            dest.mkdir(parents=True, exist_ok=True)
             src, target = store.path(blob), dest / parse_digest(blob)
             try:
                 os.link(src, target)

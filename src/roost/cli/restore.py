@@ -161,13 +161,12 @@ def _place_platform(data: Path, root: Path) -> None:
 
 
 def _images(data: Path, root: Path) -> int:
-    """The staged blobs into the builder's store (each named by its own hash)."""
-    staged = root / "images" / "sha256"
-    if not staged.is_dir():
-        return 0
+    """The staged blobs into the builder's store: each named by its own hash, or a
+    layer archive (`files/`) checked against the file manifest that names it."""
     store = ImageStore(data / "builder" / "store")
     n = 0
-    for blob in sorted(staged.iterdir()):
+    staged = root / "images" / "sha256"
+    for blob in sorted(staged.iterdir()) if staged.is_dir() else []:
         try:
             digest = store.put_file(blob)
         except (ImageError, OSError) as exc:
@@ -175,6 +174,13 @@ def _images(data: Path, root: Path) -> int:
         if digest != format_digest(blob.name):
             store.delete(digest)
             raise pr.RestoreError(f"image blob {blob.name} does not hash to its name")
+        n += 1
+    archives = root / "images" / "files"
+    for blob in sorted(archives.iterdir()) if archives.is_dir() else []:
+        try:
+            store.put_files_archive(blob, format_digest(blob.name))
+        except (ImageError, OSError) as exc:
+            raise pr.RestoreError(f"image layer {blob.name}: {exc}") from None
         n += 1
     return n
 
