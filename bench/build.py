@@ -6,11 +6,12 @@ Measured (medians of several repetitions, each from the same starting state):
                      from the package index (the machine's pip configuration ignored)
   roost_cold         full Roost build, empty uv cache, no layers, no lock
   roost_warm         full Roost build, warm uv cache, lock known, no dependency layer
-                     (so the venv is installed again, offline, and its layer packed:
-                     tar, hash, write to the store; the identical blob from the
-                     earlier build is then dropped, so the work is all still done).
-                     Timed as the builder daemon delivers its result: once the
-                     layer's blob is named, before it is stored (the copy to a
+                     (so the venv is installed again, offline, named by its files
+                     and its archive packed and checked into the store; the
+                     identical archive from the earlier build is then dropped, so
+                     the work is all still done). Timed as the builder daemon
+                     delivers its result: once the layer is named by its file
+                     manifest, before its archive is stored (the copy to a
                      second host waits for it).
                      The builder's bytecode store stays, as uv's cache does: with a
                      lock that really changed, the earlier layer still links every
@@ -29,26 +30,25 @@ Measured (medians of several repetitions, each from the same starting state):
   phases             per rep, where the warm build's time went: its install's jail
                      set-up, uv venv, the offline sync and the layer's bytecode (each
                      to the marker line the install's one shell prints after it), the
-                     naming of the layer's blob (tar into openssl's sha256, from
-                     install's end, in the background), how much of it the build
-                     waited for, the blob's whole pack (named, then stored: tar into
-                     the store, hashed again) and how long after the build's end it
-                     was stored (builder/layerpack.py); then what
+                     naming of the layer by its file manifest (roost.images.treescan:
+                     every entry stat'ed, only files the builder's hash cache has not
+                     seen read; from install's end, in the background), how much of
+                     it the build waited for, the layer's whole pack (named, then
+                     stored: tar into the store, every member checked against the
+                     manifest) and how long after the build's end it was stored
+                     (builder/layerpack.py); then what
                      follows the build before a release may be made: the image's copy
                      to a second store over the real wire (CURVE ZeroMQ on loopback,
                      roost.images.pull, every blob hashed as it lands: the copying
-                     stage), asked for as the build ends, as the daemon's result lets
+                     stage; the receiver in a process of its own, bench/copyrecv.py,
+                     as a second host's), asked for as the build ends, as the daemon's result lets
                      the controller do, from the builder's image store as it answers
                      (streaming a layer still being stored), timed to its verified end
-                     (copy_after_build); and a runner's unpacking of the layer, with the check
-                     against the layer's file manifest a layer named by its files
-                     would need (archive.unpack_to_manifest)
-  layer_manifest     the file manifest of each warm build's dependency layer
-                     (roost.images.treescan: every entry stat'ed, only files the
-                     hash cache has not seen read), timed after the build; not yet
-                     part of a build (issue 21: a layer named by its files). A
-                     projected warm build with it in place of the blob's pack is
-                     printed too, marked as not measured end to end.
+                     (copy_after_build); and a runner's unpacking of the layer: a plain
+                     unpack of the archive beside the real one, which checks the tree
+                     against the layer's file manifest (archive.unpack_layer_archive)
+  layer_name         the naming of each warm build's layer by its files (the phase
+                     layer.name above)
 Before each timed run the filesystem is synced (os.sync, untimed), so no run pays
 for the writeback of the one before it (this disk makes metadata-heavy installs
 wait on earlier deletes and writes), and reps alternate whether the bare uv sync
@@ -81,16 +81,12 @@ from roost.builder.pipeline import Build
 from roost.builder.ramlayers import sweep_orphans
 from roost.builder.sandbox import PASS_ENV
 from roost.builder.workspace import Workspace
-from roost.images.archive import unpack, unpack_to_manifest
-from roost.images.filemanifest import FileManifest
-from roost.images.pull import pull_into_store
+from roost.images.archive import unpack, unpack_layer_archive
 from roost.images.store import ImageStore
-from roost.images.treescan import HashCache, ScanStats, scan_tree
 from roost.settings import Settings
-from roost.wire.cluster import Endpoint
-from roost.wire.keys import generate_keypair
+from roost.wire.keys import generate_keypair, write_keypair
 from roost.wire.node import Node
-from roost.wire.rpc import RpcClient, RpcServer
+from roost.wire.rpc import RpcServer
 
 REQUIREMENTS = """\
 Django
@@ -184,23 +180,6 @@ class Bench:
         shutil.rmtree(root, ignore_errors=True)
         return took, lock
 
-    def scan_layers(
-        self, ws: Workspace, hashes: HashCache, keep: list[FileManifest] | None = None
-    ) -> tuple[float, ScanStats]:
-        """The file manifest of the ready dependency layer (issue 21's naming by files):
-        timed, with the hash cache earlier scans filled, as a builder would keep it."""
-        venvs = [p / "venv" for root in ws.layer_roots() for p in root.iterdir()
-                 if not p.name.startswith(".") and (p / "venv").is_dir()]  # fmt: skip
-        start = time.perf_counter()
-        total = ScanStats()
-        for venv in venvs:
-            fm, stats = scan_tree(venv, hashes)
-            if keep is not None:
-                keep.append(fm)
-            for field in ("files", "hashed", "hashed_bytes", "total_bytes"):
-                setattr(total, field, getattr(total, field) + getattr(stats, field))
-        return time.perf_counter() - start, total
-
     def wipe_layers(self, ws: Workspace) -> None:
         for p in ws.layers.iterdir():
             shutil.rmtree(p)
@@ -209,35 +188,42 @@ class Bench:
 async def copy_image(ws: Workspace, image: str, dest: Path) -> float:
     """The image pulled, as a runner's copy is, into a new store on disk: by chunk
     requests to a real CURVE RPC server answering as the builder daemon's image
-    store does (loopback), asked for at once, while the layer may still be being
-    stored (builder/layerpack.py); seconds until the copy is complete and verified."""
+    store does (loopback), from another process (bench/copyrecv.py, a second
+    host's), asked for at once, while the layer may still be being stored
+    (builder/layerpack.py); seconds until the copy is complete and verified."""
     skp, ckp = generate_keypair(), generate_keypair()
-    async with Node(skp, [ckp.public]) as sn, Node(ckp, []) as cn:
+    keys = Path(tempfile.mkdtemp(prefix="roost-bench-keys-"))
+    write_keypair(keys, "client", ckp)
+    async with Node(skp, [ckp.public]) as sn:
         server = RpcServer(sn, "tcp://127.0.0.1:*", images_handlers(ws.store, ws.storing))
         task = asyncio.create_task(server.serve())
-        client = RpcClient(cn, [Endpoint(server.address, skp.public_text)])
         try:
-            start = time.perf_counter()
-            await pull_into_store(client, image, ImageStore(dest))
-            return time.perf_counter() - start
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(Path(__file__).parent / "copyrecv.py"), str(keys),
+                server.address, skp.public_text, image, str(dest),
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, _ = await proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"the copy failed (exit {proc.returncode})")
+            return float(out.decode().strip())
         finally:
-            await client.close()
+            shutil.rmtree(keys, ignore_errors=True)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
 
-def unpack_times(
-    second: ImageStore, layer: str, fm: FileManifest, base: Path
-) -> tuple[float, float]:
-    """A runner's unpack of the copied layer: (plain, and with the file manifest's check) s."""
+def unpack_times(second: ImageStore, layer: str, base: Path) -> tuple[float, float]:
+    """A runner's unpack of the copied layer: (plain, and the real one, the tree
+    checked against the layer's file manifest) s."""
     blob = second.path(layer)
     start = time.perf_counter()
     (base / "unpacked").mkdir()
     unpack(blob, base / "unpacked")
     plain = time.perf_counter() - start
     start = time.perf_counter()
-    unpack_to_manifest(blob, base / "checked", fm)
+    unpack_layer_archive(blob, base / "checked", layer)
     checked = time.perf_counter() - start
     for d in ("unpacked", "checked"):
         shutil.rmtree(base / d, ignore_errors=True)
@@ -320,10 +306,8 @@ async def main() -> None:
             print(f"roost cold build {i + 1}: {took:.2f} s", flush=True)
         # Prime the shared cache of the warm workspace, then measure.
         _, lock = await b.build(ws)
-        hashes = HashCache()
-        took, stats = b.scan_layers(ws, hashes)
-        print(f"file manifest of the first layer, every file read: {took:.3f} s "
-              f"({stats.files} files, {stats.total_bytes / 1e6:.1f} MB)", flush=True)  # fmt: skip
+        print(f"naming of the first layer by its files, every file read: "
+              f"{b.steps.get('layer.name', 0):.3f} s", flush=True)  # fmt: skip
         # Bare uv gets copies of the builder's warm cache (it runs as this
         # user, and must not leave its files in the build user's cache): one on
         # disk, uv's own setting, and one in the tmpfs, as the builder has it
@@ -340,7 +324,7 @@ async def main() -> None:
 
         python = app_py.path  # bare uv syncs into a venv of the builds' interpreter
         warm, unchanged, uvs, uvs_ram, uvs_pyc = [], [], [], [], []
-        manifests, packs = [], []
+        names = []
         phases: dict[str, list[float]] = {}
         for i in range(reps):
             # Alternate which goes first: on a shared disk, whatever ran just
@@ -352,11 +336,8 @@ async def main() -> None:
             took, _ = await b.build(ws, previous_lock=lock, copy_to=second)
             warm.append(took)
             steps = b.steps
-            fms: list[FileManifest] = []
-            scan, stats = b.scan_layers(ws, hashes, fms)
-            manifests.append(scan)
-            packs.append(steps["pack"])
-            unpacked, checked = unpack_times(ImageStore(second), b.layer, fms[0], base)
+            names.append(steps["layer.name"])
+            unpacked, checked = unpack_times(ImageStore(second), b.layer, base)
             shutil.rmtree(second)
             times = {k: v for k, v in steps.items() if k.startswith(("layer.", "pack.", "copy"))}
             times |= {"unpack": unpacked, "unpack+check": checked}
@@ -374,9 +355,7 @@ async def main() -> None:
                   f"the rest {other:.3f}), unchanged {took2:.3f} s, "
                   f"uv sync offline {uvs[-1]:.3f} s (into tmpfs "
                   f"{uvs_ram[-1]:.3f} s; into tmpfs with bytecode {uvs_pyc[-1]:.3f} s); "
-                  f"file manifest of the layer {scan:.3f} s ({stats.hashed} of {stats.files} "
-                  f"files read, {stats.hashed_bytes / 1e6:.2f} of "
-                  f"{stats.total_bytes / 1e6:.1f} MB)", flush=True)  # fmt: skip
+                  f"layer named by its files in {names[-1]:.3f} s", flush=True)  # fmt: skip
             print(f"rep {i + 1} phases: " + ", ".join(f"{k} {v:.3f}" for k, v in times.items()),
                   flush=True)  # fmt: skip
         pip = []
@@ -395,15 +374,6 @@ async def main() -> None:
         f"The same with --compile-bytecode, a layer as Roost's carries it: "
         f"{med(uvs_pyc):.3f} s; Roost's warm build is {w / med(uvs_pyc):.2f}x that)"
     )
-    # Not measured end to end: what a warm build would take were its image
-    # named by the layer's file manifest instead of its blob (the pack step
-    # also packs the small code layer, which would stay).
-    named = med([t - p + m for t, p, m in zip(warm, packs, manifests, strict=True)])
-    print(
-        f"(projected, not measured end to end: the warm build with the layer's file manifest "
-        f"in place of its blob's pack {named:.3f} s, {named / med(uvs_ram):.2f}x the tmpfs sync, "
-        f"{named / s:.2f}x the sync on disk)"
-    )
     if pip:
         print(f"pip_serial_s: {med(pip):.3f}")
         print(f"roost_cold_s: {med(cold):.3f}")
@@ -414,7 +384,7 @@ async def main() -> None:
     if pip:
         print(f"warm_speedup_vs_pip: {med(pip) / w:.1f}")
         print(f"unchanged_speedup_vs_pip: {med(pip) / u:.1f}")
-    print(f"layer_manifest_s: {med(manifests):.3f}")
+    print(f"layer_name_s: {med(names):.3f}")
     print(f"warm_vs_uv_sync: {w / s:.2f}")
     # Roost's layers go to a tmpfs: the same kind of place for both.
     print(f"warm_vs_uv_sync_tmpfs: {w / med(uvs_ram):.2f}")
