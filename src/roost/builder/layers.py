@@ -270,7 +270,9 @@ class LayerJob:
                     self.ws.store.delete(digest)
                 raise BuildError(
                     f"the dependency layer changed after it was named (its archive is "
-                    f"{size} bytes, not the {named.size} its manifest makes): not kept"
+                    f"{size} bytes, not the {named.size} its manifest makes; or this "
+                    f"GNU tar writes headers other than layerarchive.archive_size "
+                    f"expects): not kept"
                 )
             self.phases["pack"] = time.monotonic() - start
             return self._ready(LayerBlob(digest=digest, size=size, files=True))
