@@ -14,9 +14,11 @@ import hashlib
 import json
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+
+import msgspec
 
 from roost.backups.pgfacts import PG_BIN
 from roost.wire.messages import PgSource
@@ -161,6 +163,41 @@ def conninfo_of(source: PgSource, passfile: Path) -> str:
             "keepalives_count": "3",
         }
     return _conninfo(parts)
+
+
+def _members(host: str) -> list[str]:
+    return sorted(host.split(","))
+
+
+def ordered_servers(
+    servers: Sequence[ServerConfig], orders: Mapping[str, str]
+) -> list[ServerConfig]:
+    """The servers as barman.conf lists them: a pair's members in the order
+    last found for it (`orders`: server -> its hosts, comma-separated, the
+    primary first), when that order names the same members as its source
+    now; every other server, and a pair whose members changed since, as
+    given. Pure."""
+    out = []
+    for s in servers:
+        order = orders.get(s.name, "")
+        if s.source.pair and order and _members(order) == _members(s.source.host):
+            s = replace(s, source=msgspec.structs.replace(s.source, host=order))
+        out.append(s)
+    return out
+
+
+def kept_orders(orders: Mapping[str, str], servers: Sequence[ServerConfig]) -> dict[str, str]:
+    """Of the orders found (`ordered_servers`), those that still apply to
+    `servers`: of a pair server still there whose members are the same
+    (a source that changed them, or a server gone, drops its order). Pure."""
+    by_name = {s.name: s for s in servers}
+    return {
+        name: order
+        for name, order in orders.items()
+        if (s := by_name.get(name)) is not None
+        and s.source.pair
+        and _members(order) == _members(s.source.host)
+    }
 
 
 def passfile_line(source: PgSource) -> str:
