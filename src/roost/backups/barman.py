@@ -26,6 +26,22 @@ the Barman adapter, dead with backupd. One left streaming by a predecessor
 ("already in use") forever, so such strays (found by their exact
 --directory) are killed before each start.
 
+A pair's members. A pair's conninfo lists both members, and libpq waits
+out its timeout (`tcp_user_timeout`, 10 s) on a first-listed member whose
+host is down without a reset before it tries the next, at every one of
+Barman's connections. Before each Barman command that connects to the
+source (`check`, `backup`, `switch-wal`, `receive-wal`'s slot commands:
+`run(connects=...)`) the members are ordered (`pgfacts.ordered_source`:
+the primary first) and, when that is not the order barman.conf lists,
+barman.conf is written again with it (Barman reads it at each command).
+The order found is kept per server (`_orders`) while the server's members
+stay the same, so `ensure` writes it too (`ordered_servers`, pure);
+barman.conf is always rendered whole from that one state, with no await
+between, so concurrent commands for other servers keep theirs. The
+receivers are not disturbed: pg_receivewal is given its own conninfo on
+its command line (`walreceiver.receive_argv`, ordered at each start) and
+never reads barman.conf.
+
 The window. The earliest recoverable time is the end of the oldest base
 backup; the latest, the newest commit in the WAL Barman holds, the
 streaming `.partial` segment included (roost.backups.barmanwal reads it,
@@ -74,6 +90,8 @@ from roost.backups.barmanconf import (
     commit_times,
     generation_name,
     iso,
+    kept_orders,
+    ordered_servers,
     parse_check,
     parse_list_backups,
     parse_show_backup,
@@ -147,6 +165,9 @@ class Barman:
         self._task: asyncio.Task[None] | None = None
         self._streamed: set[str] = set()  # servers with a receive-wal supervised
         self._said: dict[str, str] = {}  # server -> its receiver's output since its start
+        # A pair server -> its members as barman.conf lists them, the primary
+        # first as last found (`_primary_first`; kept while they are the same).
+        self._orders: dict[str, str] = {}
         self.home = layout.barman
         self.config_file = self.home / "barman.conf"
         self.passfile = self.home / "pgpass"
@@ -203,9 +224,15 @@ class Barman:
 
     # ------------------------------------------------------------ commands
 
-    async def run(self, *args: str, timeout: float = COMMAND_TIMEOUT_S, ok: bool = False) -> str:
+    async def run(
+        self, *args: str, timeout: float = COMMAND_TIMEOUT_S, ok: bool = False, connects: str = ""
+    ) -> str:
         """`barman -c CONF ARGS...`; its output. A failure raises BarmanError
-        unless `ok` (then the output is returned all the same)."""
+        unless `ok` (then the output is returned all the same). `connects`:
+        the server whose source the command connects to (a pair's primary
+        listed first in barman.conf before it, `_primary_first`)."""
+        if connects:
+            await self._primary_first(connects)
         argv = [_barman(), "-c", str(self.config_file), *args]
         env = {**BASE_ENV, "HOME": str(self.home)}
         status, out = await run_tool(argv, env=env, timeout=timeout, cwd=self.home)
@@ -218,18 +245,14 @@ class Barman:
         """Write the configuration, create each replication slot, and keep one
         supervised `barman receive-wal` per server (those no longer listed stop)."""
         self.layout.create()
-        text = render_config(
-            home=self.home,
-            log_file=self.log_file,
-            user=self.user,
-            passfile=self.passfile,
-            servers=servers,
-            pg_bin=self.pg_bin,
-        )
+        # A pair's order found before stands while its members are the same.
+        orders = kept_orders(self._orders, servers)
+        text = self._render(ordered_servers(servers, orders))
         passwords = "".join(passfile_line(s.source) + "\n" for s in servers)
         _write_private(self.passfile, passwords)
         _write_private(self.config_file, text)
         self.servers = {s.name: s for s in servers}
+        self._orders = orders
         live = {s.name for s in servers if not s.retired}
         for name in sorted(self._streamed - live):
             self._streamed.discard(name)
@@ -237,11 +260,42 @@ class Barman:
         for name in sorted(live - self._streamed):
             # receive-wal creates a missing slot too (create_slot = auto): a
             # source down now is streamed once it answers.
-            out = await self.run("receive-wal", "--create-slot", name, ok=True)
+            out = await self.run("receive-wal", "--create-slot", name, ok=True, connects=name)
             if "created" not in out and "already exists" not in out:
                 log.warning("%s: no replication slot yet: %s", name, out.strip()[-500:])
             self._sup.add(self._receiver(name))
             self._streamed.add(name)
+
+    def _render(self, servers: Sequence[ServerConfig]) -> str:
+        return render_config(
+            home=self.home,
+            log_file=self.log_file,
+            user=self.user,
+            passfile=self.passfile,
+            servers=servers,
+            pg_bin=self.pg_bin,
+        )
+
+    async def _primary_first(self, server: str) -> None:
+        """barman.conf listing the server's pair members as they are found
+        now, the primary first (`pgfacts.ordered_source`), before a Barman
+        command connects to it: written again only when that order is not
+        the one it lists. A servicehost's own PostgreSQL is left alone."""
+        config = self.servers.get(server)
+        if config is None or not config.source.pair:
+            return
+        found = (await ordered_source(config.source)).host
+        # From here to the write, no await: rendered from the one state as
+        # it is now (an ensure, or another server's order, meanwhile kept).
+        servers = list(self.servers.values())
+        orders = kept_orders({**self._orders, server: found}, servers)
+        listed = ordered_servers(servers, self._orders)
+        wanted = ordered_servers(servers, orders)
+        if wanted == listed:
+            return
+        log.info("%s: barman.conf lists the members %s (the primary first)", server, found)
+        _write_private(self.config_file, self._render(wanted))
+        self._orders = orders
 
     def _receiver(self, server: str) -> Program:
         start = functools.partial(self._start_receive, server)
@@ -345,14 +399,14 @@ class Barman:
             await self._sup.remove(f"receive-wal:{server}")
         if await asyncio.to_thread(_kill_strays, self.server_dir(server) / "streaming"):
             await self._slot_released(server)
-        await self.run("receive-wal", "--drop-slot", server, ok=True)
+        await self.run("receive-wal", "--drop-slot", server, ok=True, connects=server)
         # On a servicehost pair, Patroni makes a permanent slot again by
         # itself within its loop (servicehost/pairbackup.py): there already,
         # it holds WAL from now on, as a new one would.
-        out = await self.run("receive-wal", "--create-slot", server, ok=True)
+        out = await self.run("receive-wal", "--create-slot", server, ok=True, connects=server)
         if "created" not in out and "already exists" not in out:
             raise BarmanError(f"barman receive-wal --create-slot {server}: {out.strip()[-2000:]}")
-        await self.run("receive-wal", "--reset", server)
+        await self.run("receive-wal", "--reset", server, connects=server)
         at = datetime.now(UTC)
         _write_private(self.gap_file(server), json.dumps({"at": at.timestamp()}))
         if streamed:
@@ -369,7 +423,8 @@ class Barman:
 
     async def check(self, server: str) -> list[str]:
         """Barman's failed checks for the server ([] when all pass)."""
-        return parse_check(await self.run("-f", "json", "check", server, ok=True), server)
+        out = await self.run("-f", "json", "check", server, ok=True, connects=server)
+        return parse_check(out, server)
 
     async def backups(self, server: str) -> list[BaseBackup]:
         """Every base backup of the server, oldest first (end times to the second)."""
@@ -393,7 +448,7 @@ class Barman:
         # --wait: until the WAL the backup needs is archived (not forever: a
         # stalled receive-wal then fails the backup instead of hanging it).
         await self.run("backup", "--wait", "--wait-timeout", str(int(WAL_WAIT_S)), server,
-                       timeout=timeout)  # fmt: skip
+                       timeout=timeout, connects=server)  # fmt: skip
         new = [b for b in await self.backups(server) if b.id not in before]
         if not new:
             raise BarmanError(f"barman backup {server} reported success but made no backup")
@@ -435,7 +490,7 @@ class Barman:
                 while not any(streaming.glob("*.partial")):
                     await asyncio.sleep(0.1)
                 await self.mark(server, wait=False)
-                await self.run("switch-wal", server)
+                await self.run("switch-wal", server, connects=server)
                 # Barman archives a streamed segment once the next one has
                 # begun: write a little WAL, and wait for the next .partial.
                 while True:
