@@ -138,6 +138,8 @@ class Controller:
         self._routes_held = False  # a pass withheld its routes (routes.hosts_heard)
         self._release_cache = desired.ReleaseCache()
         self._pending_since: dict[desired.ReleaseKey, float] = {}
+        # A pending release's instances: when each was first seen up (rollout.note_up).
+        self._up_seen: dict[desired.ReleaseKey, dict[str, tuple[int, float]]] = {}
         # Per app, the wants its last placement left short for want of room,
         # and why (scheduler.no_room): their rollouts fail with that reason.
         self._no_room: dict[str, dict[tuple[str, int, str], str]] = {}
@@ -418,6 +420,8 @@ class Controller:
         pending = {(r.app_id, r.version) for name in m.pending for r in m.apps[name].pending}
         for key in set(self._pending_since) - pending:
             del self._pending_since[key]
+        for key in set(self._up_seen) - pending:
+            del self._up_seen[key]
         if (notes := self._hostdrains.notes_now()) is not None:
             await self.store.note_host_drains(notes)
         moved = self.book.commit(self.soft.hosts)
@@ -543,12 +547,15 @@ class Controller:
         wanted_total = sum(w.count for w in wants if w.release == rel.version)
         short = self._no_room.get(app_name, {})
         full = next((why for k, why in sorted(short.items()) if k[1] == rel.version), "")
+        seen = self._up_seen[key] = rollout.note_up(self._up_seen.get(key, {}), mine, statuses, now)
         d = rollout.decide(
-            mine, wanted_total, statuses, started, now, self.settings.rollout_timeout_s, full
-        )
+            mine, wanted_total, statuses, started, now, self.settings.rollout_timeout_s, full,
+            up_since=seen, settle_s=rollout.WORKER_SETTLE_S,
+        )  # fmt: skip
         if d.verdict == "wait":
             return False
         self._pending_since.pop(key, None)
+        self._up_seen.pop(key, None)
         live = await self.end_rollout(app_name, rel, d)
         self.wake.set()
         return live

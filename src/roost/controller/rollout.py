@@ -18,12 +18,36 @@ from typing import Literal
 from roost.wire.messages import InstanceStatus
 
 CRASHES_BEFORE_FAILURE = 2
+# A process that serves no port (a worker) is "up" from its start, with no
+# health check to pass: one that dies a moment later (a memory hog killed
+# in its first second) was promoted whenever a heartbeat saying "up" came
+# first. So a worker counts as up only once seen up this long, on the
+# controller's clock, without a restart in between (`note_up`).
+WORKER_SETTLE_S = 3.0
 
 
 @dataclass(frozen=True)
 class Decision:
     verdict: Literal["wait", "promote", "fail"]
     reason: str = ""
+
+
+def note_up(
+    seen: Mapping[str, tuple[int, float]],
+    placed: list[tuple[str, str, int]],
+    statuses: Mapping[str, InstanceStatus],
+    now: float,
+) -> dict[str, tuple[int, float]]:
+    """Instance id -> (its restarts, when it was first seen up with them), for the
+    placed instances up now; `seen` is the last pass's answer (pure)."""
+    out: dict[str, tuple[int, float]] = {}
+    for instance_id, _, _ in placed:
+        st = statuses.get(instance_id)
+        if st is None or st.state != "up":
+            continue
+        was = seen.get(instance_id)
+        out[instance_id] = was if was is not None and was[0] == st.restarts else (st.restarts, now)
+    return out
 
 
 def decide(
@@ -34,11 +58,15 @@ def decide(
     now: float,
     timeout_s: float,
     no_room: str = "",
+    up_since: Mapping[str, tuple[int, float]] | None = None,
+    settle_s: float = 0.0,
 ) -> Decision:
     """`no_room`: why the placement left some of the release's instances
     unplaced for want of room (`scheduler.no_room`), "" when it did not:
     then the release fails at once, with that reason, instead of waiting
-    for its timeout (room is not expected to appear by itself)."""
+    for its timeout (room is not expected to appear by itself).
+    `up_since` (`note_up`) and `settle_s`: a worker (no port, no socket)
+    counts as up only once up that long."""
     for instance_id, ptype, idx in placed:
         st = statuses.get(instance_id)
         if st is None:
@@ -53,7 +81,17 @@ def decide(
         return Decision("promote")
     if no_room and len(placed) < wanted_total:
         return Decision("fail", no_room)
-    up = sum(1 for iid, _, _ in placed if (s := statuses.get(iid)) is not None and s.state == "up")
+    since = up_since or {}
+
+    def is_up(iid: str) -> bool:
+        s = statuses.get(iid)
+        if s is None or s.state != "up":
+            return False
+        if settle_s <= 0 or s.port or s.unix_socket:
+            return True  # a web instance passed its health check to be "up"
+        return now - since.get(iid, (0, now))[1] >= settle_s
+
+    up = sum(1 for iid, _, _ in placed if is_up(iid))
     if len(placed) >= wanted_total and up == len(placed):
         return Decision("promote")
     if now - started_at > timeout_s:
