@@ -228,3 +228,7 @@ def test_the_archive_is_checked_as_it_arrives_in_any_pieces(tmp_path: Path) -> N
     refused(named.head + member(fifo) + bytes(1024), "of type b'6'")
     pax = tarfile.TarInfo("bin/x").tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8")
     refused(named.head + pax, "not in GNU tar's format")
+    # Members far past the manifest's count are refused as they come, not remembered.
+    many = 2 * len(manifest.entries) + 1001
+    extra = b"".join(member(tarfile.TarInfo(f"x{i}")) for i in range(many))
+    refused(named.head + extra + bytes(1024), "far more members than its manifest's")

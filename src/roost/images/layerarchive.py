@@ -265,7 +265,18 @@ class ArchiveCheck:
             return
         if self._hash is not None and self._hash.hexdigest() != self._want[path].data:
             self._refuse(f"{path[:200]!r} differs from its manifest")
+        # What is remembered per member stays bounded by the manifest, whatever
+        # a hostile source sends (tiny members are 512 bytes each); a few
+        # members too many are left to finish() to name.
+        if len(self._seen) >= _most_members(self.manifest):
+            self._refuse(
+                f"it holds far more members than its manifest's {len(self.manifest.entries)}"
+            )
         self._seen.append(Seen(path, kind, mode, size if kind == FILE else 0, link))
+
+
+def _most_members(m: FileManifest) -> int:
+    return 2 * len(m.entries) + 1000
 
 
 _GNU_MAGIC = b"ustar  \x00"
