@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import resource
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -162,6 +163,59 @@ def test_the_hash_cache_keeps_the_most_recently_used() -> None:
     cache.put(c, "0" * 64)
     assert cache.get(b) is None and cache.get(a) == H and cache.get(c) == "0" * 64
     assert len(cache) == 2 and cache.get((1, 10, 6, 100)) is None  # another size: another file
+
+
+def test_a_scan_peeks_without_reordering_and_touches_once() -> None:
+    """The scan looks hashes up without the lock, then marks them used in one go."""
+    cache = HashCache(limit=2)
+    a, b, c = (1, 10, 5, 100), (1, 11, 5, 100), (1, 12, 5, 100)
+    cache.put(a, H)
+    cache.put(b, H)
+    key_a = struct.pack("<QQQq", *a)
+    assert cache.peek(key_a) == bytes.fromhex(H)
+    cache.touch([key_a, struct.pack("<QQQq", *c)])  # a unknown key is passed over
+    cache.put(c, H)  # b is the least recently used now, not a
+    assert cache.get(b) is None and cache.get(a) == H
+
+
+def test_a_scan_is_the_manifest_its_entries_make(tmp_path: Path) -> None:
+    """Entries made and ordered by the walk itself are what make_manifest would make
+    (whose checks a scan leaves out): names that sort around "/", UTF-8, links."""
+    root = tree(tmp_path / "t")
+    for name in ("a", "a-b", "a.b", "a0", "é"):
+        (root / name).mkdir()
+        (root / name / "x").write_text(name)
+    (root / "a" / "z-").write_text("")
+    (root / "a-b" / "to-a").symlink_to("../a")
+    cache = HashCache()
+    m, _ = scan_tree(root, cache)
+    assert m == make_manifest(m.entries)
+    assert encode_file_manifest(m) == encode_file_manifest(m, check=False)
+    assert scan_tree(root, cache)[0] == m  # the same from the cache
+    verify_tree(root, m)
+
+
+def test_a_path_too_long_is_refused_and_no_descriptor_is_left(tmp_path: Path) -> None:
+    root = tmp_path / "long"
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(17):  # 17 levels of 250 characters: past 4,096
+            os.mkdir("n" * 250, dir_fd=fd)
+            sub = os.open("n" * 250, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+        os.close(os.open("f", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+    finally:
+        os.close(fd)
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(ImageError, match="too long"):
+        scan_tree(root)
+    deep = tmp_path / "deep"
+    (deep / "/".join(["d"] * 70)).mkdir(parents=True)
+    with pytest.raises(ImageError, match="nested more than"):
+        scan_tree(deep)
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 def test_a_tampered_file_is_refused_even_when_the_cache_vouched_for_it(tmp_path: Path) -> None:

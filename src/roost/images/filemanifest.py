@@ -118,18 +118,18 @@ def check_file_manifest(m: FileManifest) -> None:
     kinds: dict[str, str] = {}
     previous = ""
     for e in m.entries:
-        _check_path(e.path)
+        check_path(e.path)
         if previous and e.path <= previous:
             raise ImageError(f"file manifest: {e.path[:200]!r} is out of order or listed twice")
         previous = e.path
         parent = e.path.rpartition("/")[0]
         if parent and kinds.get(parent) != DIR:
             raise ImageError(f"file manifest: {e.path[:200]!r} is not under a listed directory")
-        _check_entry(e)
+        check_entry(e)
         kinds[e.path] = e.kind
 
 
-def _check_path(path: str) -> None:
+def check_path(path: str) -> None:
     if not path or len(path) > MAX_PATH or "\x00" in path:
         raise ImageError(f"file manifest: path {path[:200]!r} is empty, too long or has a NUL")
     try:
@@ -141,7 +141,7 @@ def _check_path(path: str) -> None:
         raise ImageError(f"file manifest: path {path[:200]!r} is not a plain relative path")
 
 
-def _check_entry(e: FileEntry) -> None:
+def check_entry(e: FileEntry) -> None:
     if e.kind == FILE and e.size >= 0 and not e.mode & ~MODE_BITS and _HEX.fullmatch(e.data):
         return  # the usual entry, checked without building a message
     where = repr(e.path[:200])

@@ -33,13 +33,18 @@ from roost.images.digest import ArchiveRefused, ImageError
 from roost.images.filemanifest import (
     DIR,
     FILE,
+    FILE_MANIFEST_FORMAT,
     LINK,
+    MAX_ENTRIES,
+    MAX_PATH,
+    MODE_BITS,
     FileEntry,
     FileManifest,
     Seen,
+    check_entry,
+    check_path,
     compare_shape,
     file_entry,
-    make_manifest,
 )
 
 READ_CHUNK = 1 << 20
@@ -75,6 +80,22 @@ class HashCache:
             self._hashes[key] = digest  # now the most recently used
         return digest.hex()
 
+    def peek(self, key: bytes) -> bytes | None:
+        """The raw digest under a packed key, not marked used (see `touch`).
+
+        Without the lock: one dict lookup is atomic under the interpreter's
+        lock, and a scan of thousands of files took a lock per file."""
+        return self._hashes.get(key)
+
+    def touch(self, keys: list[bytes]) -> None:
+        """Mark `keys` (found by `peek`) the most recently used, under one lock."""
+        with self._lock:
+            hashes = self._hashes
+            for key in keys:
+                digest = hashes.pop(key, None)
+                if digest is not None:
+                    hashes[key] = digest
+
     def put(self, ident: Identity, sha256: str) -> None:
         key = _IDENT.pack(*ident)
         with self._lock:
@@ -96,27 +117,54 @@ class ScanStats:
 
 
 def scan_tree(root: Path, cache: HashCache | None = None) -> tuple[FileManifest, ScanStats]:
-    """The manifest of the tree at `root` (not listed itself), hashing only unseen files."""
+    """The manifest of the tree at `root` (not listed itself), hashing only unseen files.
+
+    On the warm build's path (issue 21): thousands of entries, nearly all
+    known to the cache, so the cost is Python's per entry. Hence one flat
+    walk, the cache looked up without its lock (touched once at the end),
+    and each path checked as it is found rather than the manifest again
+    after (`make_manifest`): an entry made here is valid but for its path.
+    """
     entries: list[FileEntry] = []
     stats = ScanStats()
+    pack = _IDENT.pack
+    peek = cache.peek if cache is not None else None
+    seen: list[bytes] = []
     for path, st, target, dirfd, name in _walk(root):
-        if stat.S_ISDIR(st.st_mode):
-            entries.append(file_entry(path, DIR, st.st_mode))
-        elif stat.S_ISLNK(st.st_mode):
+        if not path.isascii():
+            check_path(path)  # undecodable bytes (os's surrogate escapes)
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            entries.append(FileEntry(path, DIR, mode & MODE_BITS, 0, ""))
+        elif stat.S_ISLNK(mode):
             entries.append(file_entry(path, LINK, 0, data=target))
         else:
-            ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-            sha = cache.get(ident) if cache is not None else None
-            if sha is None:
+            size = st.st_size
+            key = pack(st.st_dev, st.st_ino, size, st.st_mtime_ns)
+            raw = peek(key) if peek is not None else None
+            if raw is None:
                 sha = _hash_at(dirfd, name, st, path)
                 stats.hashed += 1
-                stats.hashed_bytes += st.st_size
+                stats.hashed_bytes += size
                 if cache is not None:
-                    cache.put(ident, sha)
+                    cache.put((st.st_dev, st.st_ino, size, st.st_mtime_ns), sha)
+            else:
+                sha = raw.hex()
+                seen.append(key)
             stats.files += 1
-            stats.total_bytes += st.st_size
-            entries.append(file_entry(path, FILE, st.st_mode, st.st_size, sha))
-    return make_manifest(entries), stats
+            stats.total_bytes += size
+            entries.append(FileEntry(path, FILE, mode & MODE_BITS, size, sha))
+    if cache is not None:
+        cache.touch(seen)
+    if len(entries) > MAX_ENTRIES:
+        raise ImageError(f"the tree holds more than {MAX_ENTRIES} entries, more than a layer may")
+    for e in entries:
+        if len(e.path) > MAX_PATH:
+            check_path(e.path)
+        if e.kind == LINK:
+            check_entry(e)
+    entries.sort(key=_by_path)
+    return FileManifest(roost_files=FILE_MANIFEST_FORMAT, entries=entries), stats
 
 
 def verify_tree(root: Path, manifest: FileManifest) -> None:
@@ -142,42 +190,55 @@ def _walk(root: Path) -> Iterator[tuple[str, os.stat_result, str, int, str]]:
 
     Depth first, one descriptor open per level (not one per directory
     listed: a site-packages holds hundreds), so a deep tree is refused
-    rather than allowed to exhaust descriptors or the stack.
+    rather than allowed to exhaust descriptors. One generator with its own
+    stack, not one per level: each entry then passes through one frame,
+    where nested generators passed it up through every level (a third of a
+    warm layer's scan).
     """
     top = os.open(root, _DIR_FLAGS)
+    # Per level: its descriptor, its path's prefix, what is left of its listing.
+    stack: list[tuple[int, str, Iterator[os.DirEntry[str]]]] = [(top, "", _listing(top))]
     try:
-        yield from _walk_dir(top, "", 0)
+        while stack:
+            dirfd, prefix, left = stack[-1]
+            for entry in left:
+                name = entry.name
+                st = entry.stat(follow_symlinks=False)  # fstatat on dirfd, no symlink followed
+                path = f"{prefix}{name}"
+                mode = st.st_mode
+                if stat.S_ISREG(mode):
+                    yield path, st, "", dirfd, name
+                elif stat.S_ISDIR(mode):
+                    yield path, st, "", dirfd, name
+                    if len(stack) > MAX_DEPTH:
+                        raise ImageError(
+                            f"{path[:200]!r} is nested more than {MAX_DEPTH} directories deep"
+                        )
+                    sub = os.open(name, _DIR_FLAGS, dir_fd=dirfd)
+                    try:
+                        if _ident(os.fstat(sub)) != _ident(st):
+                            raise ImageError(f"{path[:200]!r} changed while it was read")
+                        listing = _listing(sub)
+                    except BaseException:
+                        os.close(sub)
+                        raise
+                    stack.append((sub, path + "/", listing))
+                    break  # down into it; this level's listing resumes after
+                elif stat.S_ISLNK(mode):
+                    yield path, st, os.readlink(name, dir_fd=dirfd), dirfd, name
+                else:
+                    raise ImageError(f"{path[:200]!r} is a special file, which no layer holds")
+            else:
+                stack.pop()
+                os.close(dirfd)
     finally:
-        os.close(top)
+        for dirfd, _, _ in stack:
+            os.close(dirfd)
 
 
-def _walk_dir(
-    dirfd: int, prefix: str, depth: int
-) -> Iterator[tuple[str, os.stat_result, str, int, str]]:
-    if depth > MAX_DEPTH:
-        raise ImageError(f"{prefix[:200]!r} is nested more than {MAX_DEPTH} directories deep")
+def _listing(dirfd: int) -> Iterator[os.DirEntry[str]]:
     with os.scandir(dirfd) as it:
-        listed = list(it)
-    for entry in listed:
-        name = entry.name
-        st = entry.stat(follow_symlinks=False)  # fstatat on dirfd, no symlink followed
-        path = f"{prefix}{name}"
-        mode = st.st_mode
-        if stat.S_ISLNK(mode):
-            yield path, st, os.readlink(name, dir_fd=dirfd), dirfd, name
-        elif stat.S_ISREG(mode):
-            yield path, st, "", dirfd, name
-        elif stat.S_ISDIR(mode):
-            yield path, st, "", dirfd, name
-            sub = os.open(name, _DIR_FLAGS, dir_fd=dirfd)
-            try:
-                if _ident(os.fstat(sub)) != _ident(st):
-                    raise ImageError(f"{path[:200]!r} changed while it was read")
-                yield from _walk_dir(sub, path + "/", depth + 1)
-            finally:
-                os.close(sub)
-        else:
-            raise ImageError(f"{path[:200]!r} is a special file, which no layer holds")
+        return iter(list(it))
 
 
 def _hash_at(dirfd: int, name: str, st: os.stat_result, path: str) -> str:
@@ -196,3 +257,7 @@ def _hash_at(dirfd: int, name: str, st: os.stat_result, path: str) -> str:
 
 def _ident(st: os.stat_result) -> tuple[int, int, int]:
     return st.st_dev, st.st_ino, stat.S_IFMT(st.st_mode)
+
+
+def _by_path(e: FileEntry) -> str:
+    return e.path
