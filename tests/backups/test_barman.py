@@ -165,10 +165,10 @@ async def _supervised_pid(barman: Barman, name: str, but: int = 0) -> int:
     process exists a moment before the supervisor's spawn returns (it awaits
     the child's pipes on this same loop): its pid comes then."""
     for _ in range(100):
-        if (pid := barman._sup.pid(name)) not in (0, but):
+        if (pid := barman.streams._sup.pid(name)) not in (0, but):
             return pid
         await asyncio.sleep(0.1)
-    return barman._sup.pid(name)
+    return barman.streams._sup.pid(name)
 
 
 async def test_receive_wal_is_restarted_when_it_exits(barman: Barman, layout: Layout) -> None:
@@ -178,7 +178,7 @@ async def test_receive_wal_is_restarted_when_it_exits(barman: Barman, layout: La
     psutil.Process(first).kill()
     assert len(await _wait_receivers(layout, but=receiver.pid)) == 1
     assert await _supervised_pid(barman, name, but=first) not in (0, first)
-    assert barman._sup.children[name].restarts == 1
+    assert barman.streams._sup.children[name].restarts == 1
     assert not receiver.is_running() or receiver.status() == psutil.STATUS_ZOMBIE
     assert await barman.mark("sh1") is not None  # and it streams
 
@@ -207,7 +207,7 @@ async def test_a_stray_pg_receivewal_is_removed(source: Source, layout: Layout) 
         assert len(await _wait_receivers(layout, but=stray.pid)) == 1
         assert not stray.is_running() or stray.status() == psutil.STATUS_ZOMBIE
         assert await barman.mark("sh1") is not None
-        assert barman._sup.children["receive-wal:sh1"].restarts == 0
+        assert barman.streams._sup.children["receive-wal:sh1"].restarts == 0
         query = f"SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'"
         assert source.sql(query) == [(True,)]
     assert processes_under(layout.data_dir) == []
@@ -236,8 +236,8 @@ async def test_ensure_again_keeps_streaming_and_a_server_removed_stops(
     await barman.ensure([config])
     await barman.ensure([config])
     assert len(await _wait_receivers(layout)) == 1
-    assert barman._sup.children["receive-wal:sh1"].restarts == 0
+    assert barman.streams._sup.children["receive-wal:sh1"].restarts == 0
     await barman.ensure([])
-    assert "receive-wal:sh1" not in barman._sup.children
+    assert "receive-wal:sh1" not in barman.streams._sup.children
     assert _receivers(layout) == []
     assert "[sh1]" not in barman.config_file.read_text()

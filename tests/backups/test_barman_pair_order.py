@@ -154,7 +154,7 @@ async def test_barman_reaches_the_primary_behind_a_silent_first_member(
             # barman.conf lists the primary first; the server as given stands.
             assert conf_hosts(layout.barman / "barman.conf")["sh1"] == f"{source.host},{DEAD}"
             assert barman.servers["sh1"] == config
-            assert barman._sup.children["receive-wal:sh1"].restarts == 0
+            assert barman.streams._sup.children["receive-wal:sh1"].restarts == 0
             # ensure again with the same members keeps the order it found.
             await barman.ensure([config])
             assert conf_hosts(layout.barman / "barman.conf")["sh1"] == f"{source.host},{DEAD}"

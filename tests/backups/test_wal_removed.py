@@ -68,7 +68,7 @@ async def test_a_receiver_told_its_wal_is_gone_is_reset_and_the_window_starts_ag
                 if await barman.slot_lost("sh1"):
                     break
                 await asyncio.sleep(0.1)
-            assert wal_gone(barman._said["sh1"]), barman._said["sh1"]
+            assert wal_gone(barman.streams._said["sh1"]), barman.streams._said["sh1"]
             await clusters.ensure()  # the next refresh mends it
             [event] = host.events
             assert not event.ok and "sh1: the point-in-time window has a gap" in event.message

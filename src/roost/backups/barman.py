@@ -17,14 +17,9 @@ system user could not read DATA/backupd (0700), so barman_user is the user
 backupd runs as.
 
 WAL streams through pg_receivewal, which backupd runs itself as `barman
-receive-wal SERVER` would, holding Barman's receive-wal lock so Barman
-counts it as its own (roost.backups.walreceiver; without Barman's ~30 MB
-process around it, issue 21). It is a supervised child
-(`roost.proc.supervise`): restarted with backoff when it exits, stopped with
-the Barman adapter, dead with backupd. One left streaming by a predecessor
-(a killed `barman receive-wal`'s child did not die with it) holds the slot
-("already in use") forever, so such strays (found by their exact
---directory) are killed before each start.
+receive-wal SERVER` would, one supervised per server
+(roost.backups.walstreams: restarted with backoff, strays killed before
+each start, stopped with the Barman adapter, dead with backupd).
 
 A pair's members. A pair's conninfo lists both members, and libpq waits
 out its timeout (`tcp_user_timeout`, 10 s) on a first-listed member whose
@@ -64,23 +59,19 @@ the window then starts at the first base backup that ended after it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import json
 import logging
 import os
 import pwd
 import shutil
-import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psutil
 import psycopg
 
-from roost.backups import barmanwal, walreceiver
+from roost.backups import barmanwal
 from roost.backups.barmanconf import (
     BaseBackup,
     ServerConfig,
@@ -104,12 +95,8 @@ from roost.backups.barmanconf import (
 from roost.backups.barmanwal import SEGMENT
 from roost.backups.layout import Layout
 from roost.backups.pgfacts import BASE_ENV, PG_BIN, connect, ordered_source, run_tool
-from roost.backups.walreceiver import repair_partial
+from roost.backups.walstreams import SLOT_QUERY_TIMEOUT_S, WalStreams
 from roost.privatefile import replace_private
-from roost.proc import spawn as proc
-from roost.proc.backoff import Backoff
-from roost.proc.children import Policy
-from roost.proc.supervise import Program, Supervisor
 from roost.wire.messages import PgSource
 
 log = logging.getLogger("roost.backups.barman")
@@ -125,8 +112,6 @@ COMMAND_TIMEOUT_S = 300.0
 BACKUP_TIMEOUT_S = 24 * 3600.0
 RECOVER_TIMEOUT_S = 24 * 3600.0
 MARK_TIMEOUT_S = 30.0
-# How long asking the source for the slot's state may take (each refresh).
-SLOT_QUERY_TIMEOUT_S = 5.0
 WAL_WAIT_S = 600.0
 # How long a base backup waits for WAL streaming to be up (a receive-wal just
 # started, by backupd's start or a server just made, is still connecting).
@@ -135,11 +120,6 @@ STREAM_WAIT_S = 60.0
 # streams through the slot; with one failing, `barman backup` refuses
 # ("Impossible to start the backup").
 STREAMING_CHECKS = ("replication slot", "receive wal running")
-RECEIVE_POLICY = Policy(
-    backoff=Backoff(base_s=1.0, max_s=30.0, reset_after_s=60.0),
-    stop_grace_s=10.0,
-    fatal=frozenset(),  # never give up on WAL: a source that comes back is streamed again
-)
 
 
 class BarmanError(RuntimeError):
@@ -161,10 +141,6 @@ class Barman:
         self.user = user or pwd.getpwuid(os.geteuid()).pw_name
         self.pg_bin = pg_bin
         self.servers: dict[str, ServerConfig] = {}
-        self._sup = Supervisor(logger=log)
-        self._task: asyncio.Task[None] | None = None
-        self._streamed: set[str] = set()  # servers with a receive-wal supervised
-        self._said: dict[str, str] = {}  # server -> its receiver's output since its start
         # A pair server -> its members as barman.conf lists them, the primary
         # first as last found (`_primary_first`; kept while they are the same).
         self._orders: dict[str, str] = {}
@@ -172,6 +148,10 @@ class Barman:
         self.config_file = self.home / "barman.conf"
         self.passfile = self.home / "pgpass"
         self.log_file = layout.logs / "barman.log"
+        # One supervised pg_receivewal per server streamed.
+        self.streams = WalStreams(
+            self.home, self.passfile, pg_bin, source=self.source, slot=self.slot
+        )
 
     def server_dir(self, server: str) -> Path:
         return self.home / server
@@ -197,7 +177,7 @@ class Barman:
             return None
 
     async def __aenter__(self) -> Barman:
-        self._task = asyncio.create_task(self._sup.run(), name="barman-receive-wal")
+        self.streams.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -205,22 +185,11 @@ class Barman:
 
     async def close(self) -> None:
         """Stop every receive-wal (and its pg_receivewal) and return once gone."""
-        if self._task is None:
-            return
-        self._sup.stop()
-        try:
-            await asyncio.shield(self._task)
-        finally:
-            self._task = None
-
-    def _why(self, server: str) -> str:
-        c = self._sup.children.get(f"receive-wal:{server}")
-        return c.last_error if c is not None and c.last_error else "receive-wal said nothing"
+        await self.streams.close()
 
     def receiving(self, server: str) -> bool:
         """Whether the server's receive-wal is running (it may still be connecting)."""
-        c = self._sup.children.get(f"receive-wal:{server}")
-        return c is not None and c.state == "up"
+        return self.streams.receiving(server)
 
     # ------------------------------------------------------------ commands
 
@@ -254,17 +223,15 @@ class Barman:
         self.servers = {s.name: s for s in servers}
         self._orders = orders
         live = {s.name for s in servers if not s.retired}
-        for name in sorted(self._streamed - live):
-            self._streamed.discard(name)
-            await self._sup.remove(f"receive-wal:{name}")
-        for name in sorted(live - self._streamed):
+        for name in sorted(self.streams.streamed - live):
+            await self.streams.forget(name)
+        for name in sorted(live - self.streams.streamed):
             # receive-wal creates a missing slot too (create_slot = auto): a
             # source down now is streamed once it answers.
             out = await self.run("receive-wal", "--create-slot", name, ok=True, connects=name)
             if "created" not in out and "already exists" not in out:
                 log.warning("%s: no replication slot yet: %s", name, out.strip()[-500:])
-            self._sup.add(self._receiver(name))
-            self._streamed.add(name)
+            self.streams.stream(name)
 
     def _render(self, servers: Sequence[ServerConfig]) -> str:
         return render_config(
@@ -297,87 +264,13 @@ class Barman:
         _write_private(self.config_file, self._render(wanted))
         self._orders = orders
 
-    def _receiver(self, server: str) -> Program:
-        start = functools.partial(self._start_receive, server)
-        return Program(f"receive-wal:{server}", start, policy=RECEIVE_POLICY,
-                       output=self._heard(server))  # fmt: skip
-
-    def _heard(self, server: str) -> Callable[[bytes], None]:
-        """The receiver's output: logged, and its last words since it was
-        started kept (`slot_lost` reads them)."""
-
-        def heard(data: bytes) -> None:
-            text = data.decode(errors="replace")
-            log.info("%s receive-wal: %s", server, text)
-            self._said[server] = (self._said.get(server, "") + text)[-SAID_KEPT:]
-
-        return heard
-
-    async def _start_receive(self, server: str) -> asyncio.subprocess.Process:
-        """pg_receivewal as `barman receive-wal` runs it, without Barman's
-        process around it (roost.backups.walreceiver)."""
-        self._said[server] = ""
-        streaming = self.server_dir(server) / "streaming"
-        if await asyncio.to_thread(_kill_strays, streaming):
-            await self._slot_released(server)
-        streaming.mkdir(parents=True, exist_ok=True)
-        segment = await self._segment_size(server)
-        if segment and (odd := await asyncio.to_thread(repair_partial, streaming, segment)):
-            log.info("%s: emptied %s, of a wrong size (a receiver killed mid-write)", server, odd)
-        # A pair's primary listed first: started again after a failover,
-        # pg_receivewal would try a dead first-listed member until
-        # tcp_user_timeout (10 s) before the new primary.
-        source = await ordered_source(self.source(server))
-        lock = walreceiver.take_lock(self.home, server)
-        try:
-            child = await proc.start(
-                walreceiver.receive_argv(
-                    source, self.passfile, streaming, self.slot(server), self.pg_bin
-                ),
-                env={**BASE_ENV, "HOME": str(self.home)},
-                cwd=self.home,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-                pass_fds=[lock],
-            )
-            walreceiver.write_owner(lock, child.pid)
-        finally:
-            os.close(lock)  # the receiver holds it now, until it exits
-        return child
-
-    async def _segment_size(self, server: str) -> int:
-        """The source's WAL segment size in bytes; 0 when it does not answer
-        (then pg_receivewal cannot connect either, and is started again)."""
-        query = "SELECT pg_size_bytes(current_setting('wal_segment_size'))"
-        try:
-            async with asyncio.timeout(SLOT_QUERY_TIMEOUT_S):
-                conn = await connect(self.source(server), "postgres", autocommit=True)
-                async with conn:
-                    row = await (await conn.execute(query)).fetchone()
-        except (psycopg.Error, TimeoutError, OSError):
-            return 0
-        return int(row[0]) if row else 0
-
-    async def _slot_released(self, server: str) -> None:
-        """Wait (a little) until the source's walsender has let go of the slot."""
-        query = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s AND active"
-        # The slot the server streams through (a backupd's own, slots.py), as
-        # barman.conf names it: waiting on another name would not wait.
-        slot = self.slot(server)
-        with contextlib.suppress(psycopg.Error, TimeoutError):
-            async with asyncio.timeout(MARK_TIMEOUT_S):
-                conn = await connect(self.source(server), "postgres", autocommit=True)
-                async with conn:
-                    while (await (await conn.execute(query, (slot,))).fetchone()) != (0,):
-                        await asyncio.sleep(0.05)
-
     async def slot_lost(self, server: str) -> bool:
         """Whether the source invalidated the server's slot, the WAL it held
         removed (wal_status 'lost', nothing streaming through it): receive-wal
         cannot go on from where it is. False when the source does not answer.
         Or the receiver was told the WAL it asks for is gone (a failover to
         a primary that no longer had it: the slot there is new, not lost)."""
-        if server in self._said and walreceiver.wal_gone(self._said[server]):
+        if self.streams.wal_gone(server):
             return True
         query = "SELECT wal_status, active FROM pg_replication_slots WHERE slot_name = %s"
         try:
@@ -394,11 +287,10 @@ class Barman:
         was lost: receive-wal stopped, the slot dropped and made again, its
         position reset (`receive-wal --reset`), receive-wal started; the gap
         recorded (gap.json). Returns the gap's time."""
-        streamed = server in self._streamed
+        streamed = server in self.streams.streamed
         if streamed:
-            await self._sup.remove(f"receive-wal:{server}")
-        if await asyncio.to_thread(_kill_strays, self.server_dir(server) / "streaming"):
-            await self._slot_released(server)
+            await self.streams.pause(server)
+        await self.streams.clear_strays(server)
         await self.run("receive-wal", "--drop-slot", server, ok=True, connects=server)
         # On a servicehost pair, Patroni makes a permanent slot again by
         # itself within its loop (servicehost/pairbackup.py): there already,
@@ -410,7 +302,7 @@ class Barman:
         at = datetime.now(UTC)
         _write_private(self.gap_file(server), json.dumps({"at": at.timestamp()}))
         if streamed:
-            self._sup.add(self._receiver(server))
+            self.streams.resume(server)
         return at
 
     def source(self, server: str) -> PgSource:
@@ -471,7 +363,7 @@ class Barman:
                     f"{server}: WAL streaming was not up within {within:g}s, so no base "
                     f"backup was started (Barman's failed checks: {'; '.join(failing)}; "
                     f"receive-wal {'runs' if self.receiving(server) else 'is not running'}: "
-                    f"{self._why(server)})"
+                    f"{self.streams.why(server)})"
                 )
             await asyncio.sleep(1.0)
 
@@ -502,7 +394,7 @@ class Barman:
                     await asyncio.sleep(0.2)
         except TimeoutError:
             raise BarmanError(
-                f"{server}: no WAL streamed within {MARK_TIMEOUT_S:g}s ({self._why(server)})"
+                f"{server}: no WAL streamed within {MARK_TIMEOUT_S:g}s ({self.streams.why(server)})"
             ) from None
         await self.run("archive-wal", server)
 
@@ -560,7 +452,7 @@ class Barman:
         except TimeoutError:
             raise BarmanError(
                 f"{server}: WAL streaming did not catch up within {MARK_TIMEOUT_S:g}s "
-                f"({self._why(server)})"
+                f"({self.streams.why(server)})"
             ) from None
         return last
 
@@ -615,26 +507,3 @@ class Barman:
 
 def _write_private(path: Path, text: str) -> None:
     replace_private(path, text)
-
-
-SAID_KEPT = 4096
-
-
-def _kill_strays(streaming: Path) -> bool:
-    """SIGKILL pg_receivewal processes still streaming into `streaming` (left
-    by a receive-wal that was killed: they hold the replication slot) and wait
-    until they are dead (a zombie is: init reaps it when it will); True if any."""
-    want = f"--directory={streaming}"
-    killed = []
-    for p in psutil.process_iter(["name", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if p.info["name"] == "pg_receivewal" and want in (p.info["cmdline"] or []):
-                log.warning("killing a stray pg_receivewal [%d] in %s", p.pid, streaming)
-                p.send_signal(signal.SIGKILL)
-                killed.append(p)
-    for _ in range(100):
-        with contextlib.suppress(psutil.Error):
-            if all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in killed):
-                break
-        time.sleep(0.05)
-    return bool(killed)
