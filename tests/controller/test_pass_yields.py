@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from roost.controller import core
+from roost.controller import core, reconcilestep
 from roost.controller.astore import AsyncStore
 from roost.controller.core import Controller
 from roost.controller.model import Model
@@ -59,18 +59,18 @@ async def test_a_full_pass_serves_the_loop_between_parts_and_steps(
     # What ran, in order: each part absorbed, each step, and a stand-in for
     # the heartbeats the loop answers whenever the pass lets it.
     events: list[str] = []
-    absorb, step = Model.absorb, Controller._step
+    absorb, step = Model.absorb, reconcilestep.step
 
     def absorbing(m: Model, d: core.desired.Desired) -> set[str]:
         events.append("absorb")
         return absorb(m, d)
 
-    async def stepping(self: Controller, apps: list[str], *args: object) -> bool:
+    async def stepping(c: Controller, apps: list[str], *args: object) -> bool:
         events.append("step")
-        return await step(self, apps, *args)  # type: ignore[arg-type]
+        return await step(c, apps, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Model, "absorb", absorbing)
-    monkeypatch.setattr(Controller, "_step", stepping)
+    monkeypatch.setattr(reconcilestep, "step", stepping)
 
     async def heartbeats() -> None:
         while True:

@@ -5,7 +5,7 @@ bad release marked, the copy of the one before made, in one transaction),
 then says so in the app's log, on the deploy log of the bad release's
 build and as a `deploy-rolled-back` event (the dashboard shows events and
 each release's status). Run by the scheduler lease holder in each pass
-over the apps whose instances moved (`core.Controller._step`).
+over the apps whose instances moved (`reconcilestep.step`).
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ silent hosts down, stores logs and build results, and answers queries. The
 replica holding the `scheduler` lease additionally, every tick: reads what
 changed in desired state (`desired.Reader`, on the store's executor), asks
 its model which apps something happened to (`model.Model.dirty`), and for
-those alone places instances on live hosts (pure `scheduler.place`), decides
-rollouts (pure `rollout.decide`), turns placements into one declarative
-Assignment per host (sent in heartbeat replies, stamped with the lease's
-fencing token; `assign.AssignmentBook`), and publishes route-table deltas
+those alone, in steps (`reconcilestep.step`), places instances on live
+hosts (pure `scheduler.place`), decides rollouts (pure `rollout.decide`),
+turns placements into one declarative Assignment per host (sent in
+heartbeat replies, stamped with the lease's fencing token;
+`assign.AssignmentBook`), and publishes route-table deltas
 (`routes.RouteCache`, `routes.diff_apps`). So a pass costs what changed,
 and runs only when something it depends on may have changed: the loop was
 woken (this replica's API, a build result, a host coming back, a heartbeat
@@ -40,14 +41,24 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from prometheus_client import Histogram
 
 from roost import aio
 from roost.appspec.service_env import service_environment, with_service_addresses
-from roost.controller import desired, drain, model, nudge, rollout, rolloutend, routes, singleton
-from roost.controller.assign import AssignmentBook, AssignmentInputs, HostAssignment
+from roost.controller import (
+    desired,
+    drain,
+    model,
+    nudge,
+    reconcilestep,
+    rollout,
+    rolloutend,
+    routes,
+    singleton,
+)
+from roost.controller.assign import AssignmentBook, HostAssignment
 from roost.controller.astore import AsyncStore
 from roost.controller.autorollback import AutoRollback
 from roost.controller.backups import Backups
@@ -58,21 +69,14 @@ from roost.controller.logdrain_queue import DrainQueue
 from roost.controller.logdrains import LogDrains, tls_context
 from roost.controller.model import Model
 from roost.controller.notifywatch import Watches
-from roost.controller.scheduler import HostInfo, Placement, Want, new_instance_id, no_room
+from roost.controller.scheduler import HostInfo
 from roost.controller.services import ServiceBroker
 from roost.controller.softstate import SoftState
 from roost.controller.store import AppRow, ReleaseRow
 from roost.settings import Settings
 from roost.state import leases
 from roost.wire.cluster import Endpoint
-from roost.wire.messages import (
-    AppRoute,
-    Assignment,
-    InstanceStatus,
-    LogLine,
-    ProxyTarget,
-    RouteSnapshot,
-)
+from roost.wire.messages import AppRoute, Assignment, LogLine, ProxyTarget, RouteSnapshot
 from roost.wire.pubsub import Publisher
 from roost.wire.rpc import RpcClient
 
@@ -398,9 +402,10 @@ class Controller:
 
     async def _pass(self, apps: list[str], gone: set[str], now: float) -> None:
         """Place, roll out, assign and route `apps` (and drop the `gone`), in
-        steps of STEP_APPS apps with heartbeats answered between steps: a
-        full pass over 50,000 instances must not leave runners unanswered
-        for seconds. Assignments and routes change once, at the end."""
+        steps of STEP_APPS apps (`reconcilestep.step`) with heartbeats
+        answered between steps: a full pass over 50,000 instances must not
+        leave runners unanswered for seconds. Assignments and routes change
+        once, at the end."""
         statuses = self.soft.statuses()
         updates: dict[str, AppRoute | None] = dict.fromkeys(gone)
         self.book.stage(gone, [], lambda p: None)
@@ -413,7 +418,7 @@ class Controller:
             # Before the first step too: what came before it (the last part
             # of a read absorbed, the dirty apps found) is a step's worth.
             await asyncio.sleep(0)
-            if not await self._step(apps[i : i + STEP_APPS], statuses, updates, now):
+            if not await reconcilestep.step(self, apps[i : i + STEP_APPS], statuses, updates, now):
                 self._forget_desired()  # the lease ran out mid-pass: start afresh
                 return
         m = self._model
@@ -444,174 +449,11 @@ class Controller:
         """This holder has published its first full table (routers asking before are refused)."""
         return self.fence > 0 and not self._snapshot_due
 
-    async def _step(
-        self,
-        apps: list[str],
-        statuses: Mapping[str, InstanceStatus],
-        updates: dict[str, AppRoute | None],
-        now: float,
-    ) -> bool:
-        """One step of a pass; False when the lease ran out before a write."""
-        m = self._model
-        for name in apps:  # keep exactly the release rows these apps need
-            a = m.apps[name]
-            self._release_cache.keep(
-                a.row.id, a.needed([*m.placed[name], *self._drains.draining(name)])
-            )
-        memory = self.settings.instance_memory_mb
-        wants: dict[str, list[Want]] = {}
-        serving: dict[str, ReleaseRow | None] = {}
-        placeable: dict[str, list[Want]] = {}  # wants less singletons held back
-        for name in apps:
-            wants[name], serving[name] = desired.wants(m.apps[name], self._release_cache, memory)
-            wants[name], placeable[name] = singleton.arrange(
-                wants[name], m.apps[name].row.id, self._release_cache, serving[name],
-                m.placed[name], statuses, self._departures.waiting(name, self._acked),
-            )  # fmt: skip
-        if apps and (self.settled(now) or not m.by_id):
-            old = [p for name in apps for p in m.placed[name]]
-            reserved, count = m.others(apps)
-            hosts = [self._info(h) for h in sorted(self._live)]
-            placed = self._hostdrains.place(
-                [w for name in apps for w in placeable[name]],
-                old,
-                hosts,
-                new_instance_id,
-                reserved,
-                count,
-                apps=apps,
-                statuses=statuses,
-                routes=self.routes,
-                release=lambda p: self._release_cache.get((m.apps[p.app].row.id, p.release)),
-            )
-            after: dict[str, list[Placement]] = {name: [] for name in apps}
-            for p in placed:
-                after[p.app].append(p)
-            if {p.instance_id for p in placed} != {p.instance_id for p in old}:
-                if not self.is_leader:
-                    return False  # decide nothing
-                ids = {name: m.apps[name].row.id for name in apps}
-                version = await self.store.replace_placements(old, placed, ids)
-                for name in apps:
-                    was = m.set_placements(name, after[name])
-                    self._departures.dropped(
-                        name, ids[name], self._release_cache, was,
-                        {p.instance_id for p in after[name]}, self.fence,
-                    )  # fmt: skip
-                self._reader.wrote_placements(after, version)
-            # Every app of this call at once: each one's placements take room
-            # from the others'.
-            short = no_room([w for name in apps for w in placeable[name]], placed, hosts, reserved)
-            for name in apps:
-                m.note_placed(name, wants[name], after[name])
-                self._no_room[name] = {k: why for k, why in short.items() if k[0] == name}
-
-        for name in apps:
-            for rel in m.apps[name].pending:
-                if await self._rollout(name, rel, m.placed[name], wants[name], statuses, now):
-                    # Routed in this pass, not the next: the deploy already
-                    # says "is live", and a request sent on that must be served.
-                    serving[name] = rel
-            if await self.autorollback.look(name, serving[name], m.placed[name], statuses):
-                self.wake.set()
-        if self.services is not None:  # instance_env reads them from its cache
-            await self.services.warm(m.apps[name].row.id for name in apps)
-        self._stage_assignments(apps, now)
-        addresses = self.soft.addresses()
-        for name in apps:
-            updates[name] = self._route(name, serving[name], statuses, addresses)
-        return True
-
-    def _info(self, host_id: str) -> HostInfo:
-        info = self._host_info.get(host_id)
-        if info is None:
-            memory = self.soft.hosts[host_id].heartbeat.memory_mb
-            info = self._host_info[host_id] = HostInfo(host_id, True, memory)
-        return info
-
-    async def _rollout(
-        self,
-        app_name: str,
-        rel: ReleaseRow,
-        mine_all: list[Placement],
-        wants: list[Want],
-        statuses: Mapping[str, InstanceStatus],
-        now: float,
-    ) -> bool:
-        """Decide a pending release's rollout; True when it went live."""
-        key = (rel.app_id, rel.version)
-        started = self._pending_since.setdefault(key, now)
-        mine = [
-            (p.instance_id, p.process_type, p.idx) for p in mine_all if p.release == rel.version
-        ]
-        wanted_total = sum(w.count for w in wants if w.release == rel.version)
-        short = self._no_room.get(app_name, {})
-        full = next((why for k, why in sorted(short.items()) if k[1] == rel.version), "")
-        seen = self._up_seen[key] = rollout.note_up(self._up_seen.get(key, {}), mine, statuses, now)
-        d = rollout.decide(
-            mine, wanted_total, statuses, started, now, self.settings.rollout_timeout_s, full,
-            up_since=seen, settle_s=rollout.WORKER_SETTLE_S,
-        )  # fmt: skip
-        if d.verdict == "wait":
-            return False
-        self._pending_since.pop(key, None)
-        self._up_seen.pop(key, None)
-        live = await self.end_rollout(app_name, rel, d)
-        self.wake.set()
-        return live
-
     async def end_rollout(self, app_name: str, rel: ReleaseRow, d: rollout.Decision) -> bool:
         """Write a rollout's end (`rolloutend.end_rollout`); True when `rel` went live."""
         live = await rolloutend.end_rollout(self.store, app_name, rel, d, self.after_live)
         self.deploy_ended.ring()
         return live
-
-    def _stage_assignments(self, apps: list[str], now: float) -> None:
-        m = self._model
-        # Per process type too: each type's instances may have their own size.
-        inputs: dict[tuple[int, int, str], AssignmentInputs | None] = {}
-
-        def inputs_of(p: Placement) -> AssignmentInputs | None:
-            a = m.apps.get(p.app)
-            if a is None:
-                return None
-            key = (a.row.id, p.release, p.process_type)
-            if key not in inputs:
-                rel = self._release_cache.get((a.row.id, p.release))
-                inputs[key] = (
-                    None
-                    if rel is None
-                    else AssignmentInputs(
-                        rel.image_digest,
-                        rel.spec,
-                        self.instance_env(a.row.id, rel.config),
-                        app_key=a.row.key,
-                        app_id=a.row.id,
-                        memory_mb=m.memory_of(p),
-                        data_proxy=self.data_proxy(a.row.id),
-                        data_quota_mb=a.row.data_quota_mb,
-                    )
-                )
-            return inputs[key]
-
-        staged: list[Placement] = []
-        for name in apps:
-            route = self.routes.get(name)  # as the routers hold it: published last pass
-            routed = {b.instance_id for b in route.backends} if route is not None else set()
-            staged += self._drains.stage(
-                name, m.placed[name], routed, self._live, now, self.settings.drain_s
-            )
-        self.book.stage(apps, staged, inputs_of)
-
-    def _route(
-        self,
-        name: str,
-        rel: ReleaseRow | None,
-        statuses: Mapping[str, InstanceStatus],
-        addresses: Mapping[str, str],
-    ) -> AppRoute:
-        routing = routes.app_routing(self._model.apps[name], self._model.placed[name], rel)
-        return self._route_cache.route(routing, statuses, self.settings.default_domain, addresses)
 
     async def _publish_routes(self, updates: dict[str, AppRoute | None], now: float) -> None:
         delta = routes.diff_apps(self.routes, updates, self.route_version, self.fence)
