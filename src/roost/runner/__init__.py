@@ -2,6 +2,8 @@
 
 daemon      run(): supervisor + heartbeats + log shipping on one event loop
 supervisor  the single loop that converges instances to the desired set
+instanceprep  an instance's start: its launch written, its sandbox and cgroup
+instancetasks the tasks beside an instance: its output and exit, its health
 plan        pure decisions: start, restart with backoff, timeouts, stop, kill
 fencing     pure: which assignments to accept (fence, version)
 model       records, actions, events, timing policy

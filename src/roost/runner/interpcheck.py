@@ -33,10 +33,16 @@ from pathlib import Path
 
 from roost.proc.run import run_tool
 from roost.proc.spawn import child_setup
-from roost.runner.confine import TenantDefaults, identity, image_binds, interpreter_mount
+from roost.runner.confine import (
+    ConfineError,
+    TenantDefaults,
+    identity,
+    image_binds,
+    interpreter_mount,
+)
 from roost.runner.layout import safe_name
 from roost.tenant.cgroups import Limits
-from roost.tenant.launch import Prepared, TenantSpec
+from roost.tenant.launch import Prepared, Tenancy, TenantError, TenantSpec
 from roost.tenant.sandbox import SandboxSpec
 from roost.tenant.toolmask import TENANT_PATH
 from roost.wire.messages import InstanceAssignment
@@ -186,3 +192,30 @@ def probe_spec(
         limits=Limits(memory_mb=defaults.memory_mb, pids=16, cpu_weight=defaults.cpu_weight),
         unit=safe_name(f"pycheck-{digest.removeprefix('sha256:')[:16]}"),
     )
+
+
+async def check_as_app(
+    image_root: Path,
+    digest: str,
+    users: list[InstanceAssignment],
+    tenancy: Tenancy,
+    defaults: TenantDefaults,
+    passed: Passed,
+) -> str | None:
+    """`check_image` for the runner's supervisor: asked as the app of the
+    first instance that uses the image (`users`), in its sandbox when
+    instances run confined; the problem, or None."""
+    if tenancy.enabled and not users:
+        return None  # no longer wanted: released unused, never started
+
+    def prepare(argv: list[str]) -> Prepared | None:
+        if not tenancy.enabled:
+            return None
+        spec = probe_spec(users[0], image_root, digest, defaults)
+        return tenancy.prepare(spec, argv)
+
+    who = f"{users[0].app_id}:{users[0].app}" if users else ""
+    try:
+        return await check_image(image_root, prepare, passed=passed, who=who)
+    except (ConfineError, TenantError) as exc:
+        return f"cannot check the image's interpreter: {exc}"

@@ -3,15 +3,16 @@
 Theory of operation (gunicorn's arbiter, in asyncio: the loop is the process
 toolkit's, `roost.proc.arbiter`). Nothing but this loop changes the records.
 Everything else only *posts events*: the heartbeat posts a new desired set,
-each process's watcher posts its exit, each readiness probe
-posts that its instance answered, image fetches post their result, the signal
-handler posts Shutdown. The loop wakes on an event or at the next deadline the
-planner cares about, applies the events through the pure transitions of
-`roost.runner.plan`, admits records for new desired instances, asks `plan`
-what to do, and does it. So every decision (restart, backoff, startup timeout,
+each process's watcher posts its exit, each readiness probe posts that its
+instance answered (`roost.runner.instancetasks`), image fetches post their
+result, the signal handler posts Shutdown. The loop wakes on an event or
+at the next deadline the planner cares about, applies the events through
+the pure transitions of `roost.runner.plan`, admits records for new desired
+instances, asks `plan` what to do, and does it. So every decision (restart, backoff, startup timeout,
 stop, kill) is made in one place, from data, with one clock.
 
-Every instance runs under a shim of its own (`roost.runner.shim`), so it
+Every instance runs under a shim of its own (`roost.runner.shim`), started
+once its launch is written and confined (`roost.runner.instanceprep`), so it
 outlives this runner; a watcher task reads its output from the shim until it
 exits. Every task lives in the loop's TaskGroup. Shutdown empties the
 desired set, so the ordinary rules stop every instance (TERM, grace, KILL)
@@ -25,35 +26,23 @@ desired set would stop them all).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-from roost.appspec.runtime import graceful_timeout
 from roost.proc.arbiter import Arbiter
-from roost.runner import backlog, imageprep, interpcheck
+from roost.runner import backlog, imageprep, instanceprep, instancetasks, interpcheck
 from roost.runner import plan as P
-from roost.runner.confine import (
-    ConfineError,
-    TenantDefaults,
-    give_tree,
-    identity,
-    image_binds,
-    interpreter_mount,
-    prepare_dirs,
-    tenant_spec,
-)
-from roost.runner.health import Answer, Check, check_for
+from roost.runner.confine import ConfineError, TenantDefaults, identity
 from roost.runner.imageprep import ImageProvider
-from roost.runner.launch import Launch, LaunchError, is_web, render
-from roost.runner.layout import Layout, PortAllocator, materialize
+from roost.runner.launch import LaunchError, is_web
+from roost.runner.layout import Layout, PortAllocator
 from roost.runner.model import (
     Action,
     Adopted,
@@ -77,11 +66,10 @@ from roost.runner.model import (
     Stop,
     Unhealthy,
 )
-from roost.runner.probe import keep_checking, knock, run_check
 from roost.runner.shimclient import Child, ShimError, ShimRecord
 from roost.tenant.cgroups import Limits
 from roost.tenant.identity import Identity
-from roost.tenant.launch import Prepared, Tenancy, TenantError
+from roost.tenant.launch import Tenancy, TenantError
 from roost.wire.messages import InstanceAssignment, LogLine
 
 log = logging.getLogger("roost.runner")
@@ -403,22 +391,17 @@ class Supervisor(Arbiter[Event, Action]):
             rec, pid=0, now=now, wall=self._wall(), command="", port=port, unix_socket=sock
         )
         try:
-            launch = render(
-                a,
-                process_name=rec.process_name,
+            launch, prepared = instanceprep.prepare(
+                rec,
                 image_root=img.path,
-                data_directory=self.layout.data_directory(a.app),
                 port=port,
                 unix_sock=sock,
                 bind_host=self._probe_host,
-                bundle_config_dir=self.layout.bundle_dir(a.app, a.instance_id),
-                graceful_timeout_s=graceful_timeout(a.env, self.policy.stop_grace_s),
+                stop_grace_s=self.policy.stop_grace_s,
+                layout=self.layout,
+                tenancy=self.tenancy,
+                defaults=self.tenant_defaults,
             )
-            materialize(launch)
-            if sock:
-                with contextlib.suppress(FileNotFoundError):
-                    Path(sock).unlink()  # a stale socket would make gunicorn refuse to bind
-            prepared = self._confine(rec, launch, img.path, Path(sock).parent if sock else None)
         except (LaunchError, ConfineError, TenantError, OSError, RuntimeError) as exc:
             self._fail_start(begun, now, str(exc))
             return
@@ -448,7 +431,9 @@ class Supervisor(Arbiter[Event, Action]):
         self._platform(rec, f"{verb} {rec.process_name} (release {a.release}): {launch.command}")
         self._watchers[a.instance_id] = self.tasks.create_task(self._watch(rec, child))
         if launch.web:
-            probe = self._probe(a, child.pid, launch.probe_host, port)
+            probe = instancetasks.probe(
+                a, child.pid, launch.probe_host, port, policy=self.policy, post=self.post
+            )
             self._probes[a.instance_id] = self.tasks.create_task(probe)
 
     def _watch_adopted(self, iid: str) -> None:
@@ -458,43 +443,16 @@ class Supervisor(Arbiter[Event, Action]):
         self._watchers[iid] = self.tasks.create_task(self._watch(rec, child))
         a = rec.assignment
         if is_web(a) and rec.state in ("starting", "up"):
-            probe = self._probe(a, child.pid, self._probe_host, rec.port, up=rec.state == "up")
+            probe = instancetasks.probe(
+                a, child.pid, self._probe_host, rec.port,
+                policy=self.policy, post=self.post, up=rec.state == "up",
+            )  # fmt: skip
             self._probes[iid] = self.tasks.create_task(probe)
         digest = a.image_digest
         if digest not in self.images and not self._stopping:
             # Pinned like any image in use, and ready for a restart.
             self.images[digest] = P.image_fetching(None)
             self._fetches[digest] = self.tasks.create_task(self._fetch(a.app, digest))
-
-    def _confine(
-        self, rec: Record, launch: Launch, image_root: Path, socket_dir: Path | None
-    ) -> Prepared:
-        """The instance's identity, directories, sandbox and cgroup (see confine.py)."""
-        a = rec.assignment
-        if not launch.cwd.is_dir():
-            # Said here: inside a sandbox it would be bwrap's own terse error.
-            raise LaunchError(f"could not start: working directory {launch.cwd} does not exist")
-        bundle = self.layout.bundle_dir(a.app, a.instance_id)
-        if not self.tenancy.enabled:
-            if socket_dir is not None:
-                socket_dir.mkdir(parents=True, exist_ok=True)
-            return Prepared(argv=list(launch.argv), identity=None, cgroup=None)
-        spec = tenant_spec(
-            a,
-            layout=self.layout,
-            unit=a.instance_id,
-            cwd=launch.cwd,
-            image_paths=image_binds(image_root),
-            defaults=self.tenant_defaults,
-            socket_dir=socket_dir,
-            image_mounts=tuple(filter(None, [interpreter_mount(image_root)])),
-        )
-        prepare_dirs(
-            spec.identity, self.layout, a.app, bundle_dir=bundle, socket_dir=socket_dir,
-            data_quota_mb=a.data_quota_mb,
-        )  # fmt: skip
-        give_tree(spec.identity, self.layout.data_directory(a.app))
-        return self.tenancy.prepare(spec, launch.argv)
 
     def data_owner(self, app: str) -> Identity | None:
         """Whom `app`'s data pulls are applied as (its own user), when it runs
@@ -515,52 +473,9 @@ class Supervisor(Arbiter[Event, Action]):
 
     # ------------------------------------------------------------ tasks
 
-    async def _watch(self, rec: Record, child: Child) -> None:
-        app, name, iid = rec.assignment.app, rec.process_name, rec.instance_id
-
-        def sink(stream: str, line: str) -> None:
-            self._emit(
-                LogLine(
-                    app=app,
-                    ts=self._wall(),
-                    source="app",
-                    process=name,
-                    stream=stream,
-                    line=line,
-                    instance_id=iid,
-                )
-            )
-
-        rc, tail = await child.run(sink)
-        error = child.error
-        if child.oom_killed and child.prepared is not None:
-            limit = child.prepared.limits.memory_mb
-            error = f"ran out of memory (limit {limit} MB): killed by the kernel"
-        self.post(Exited(iid, child.pid, rc, tail, error))
-
-    async def _probe(
-        self, a: InstanceAssignment, pid: int, host: str, port: int, up: bool = False
-    ) -> None:
-        """The start's check (not for an adopted instance already `up`);
-        then, for a check the app declared, the same check for as long as
-        the instance runs (the task ends with it): a release that goes bad
-        after it went live fails it, and is rolled back within the window as
-        one that crash-loops (controller/aftercare)."""
-        check = check_for(a)
-
-        def try_once(c: Check) -> Awaitable[Answer]:
-            return knock(host, port, c)
-
-        failure = "" if up else await run_check(check, try_once, asyncio.sleep)
-        if not failure:
-            if not up:
-                self.post(Ready(a.instance_id, pid))
-            if not check.declared:
-                return
-            failure = await keep_checking(
-                check, try_once, asyncio.sleep, self.policy.health_every_s
-            )
-        self.post(Unhealthy(a.instance_id, pid, failure))
+    def _watch(self, rec: Record, child: Child) -> Coroutine[None, None, None]:
+        """The task a record's process has while it runs (instancetasks.watch)."""
+        return instancetasks.watch(rec, child, emit=self._emit, wall=self._wall, post=self.post)
 
     async def _fetch(self, app: str, digest: str) -> None:
         data = self.layout.data_directory(app)
@@ -570,21 +485,9 @@ class Supervisor(Arbiter[Event, Action]):
     async def _check_interpreter(self, digest: str, root: Path) -> str | None:
         """The image's interpreter is here (roost.runner.interpcheck), asked as its app."""
         users = [r.assignment for r in self.records.values() if r.assignment.image_digest == digest]
-        if self.tenancy.enabled and not users:
-            return None  # no longer wanted: released unused, never started
-
-        def prepare(argv: list[str]) -> Prepared | None:
-            if not self.tenancy.enabled:
-                return None
-            spec = interpcheck.probe_spec(users[0], root, digest, self.tenant_defaults)
-            return self.tenancy.prepare(spec, argv)
-
-        who = f"{users[0].app_id}:{users[0].app}" if users else ""
-        try:
-            passed = self._interpreters_passed
-            return await interpcheck.check_image(root, prepare, passed=passed, who=who)
-        except (ConfineError, TenantError) as exc:
-            return f"cannot check the image's interpreter: {exc}"
+        return await interpcheck.check_as_app(
+            root, digest, users, self.tenancy, self.tenant_defaults, self._interpreters_passed
+        )
 
     # ------------------------------------------------------------ helpers
 
