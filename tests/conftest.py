@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import socket
 import stat
 import sys
 import time
@@ -191,6 +192,33 @@ def remove_orphan_pg_segments(since: float, older_than: float, shm: Path = Path(
     return removed
 
 
+def remove_stale_weed_sockets(since: float, older_than: float, tmp: Path = Path("/tmp")) -> int:
+    """Remove the unix sockets weed made in /tmp (whatever its flags: the
+    master's, volume's and gateway's gRPC ones, a filer's) for the ports the
+    tests' SeaweedFS processes had, once nothing answers on them: those made
+    since `since` and before `older_than`. weed leaves them when it stops,
+    and the tests' ports are random, so no later start on the same port
+    clears them (roost.datadir.s3plan.grpc_sockets does, for a host's fixed
+    ports); a day of runs left hundreds."""
+    removed = 0
+    for sock in tmp.glob("seaweedfs-*.sock"):
+        with contextlib.suppress(OSError):
+            st = sock.lstat()
+            if not (stat.S_ISSOCK(st.st_mode) and since <= st.st_mtime < older_than):
+                continue
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.settimeout(1.0)
+                probe.connect(str(sock))
+                continue  # a live weed's
+            except ConnectionRefusedError:
+                sock.unlink()
+                removed += 1
+            finally:
+                probe.close()
+    return removed
+
+
 # The longest modules, longest first (a clean-clone run's --durations, setup
 # and calls summed per module, 2026-12, and each module's own time alone
 # since; keep the list roughly true when a module grows or shrinks by a
@@ -259,6 +287,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.geteuid() == 0:
         remove_empty_tenant_cgroups(older_than=time.time() - 120)
         remove_orphan_pg_segments(_SESSION_START, time.time() - 120)
+    remove_stale_weed_sockets(_SESSION_START, time.time() - 120)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = len(reporter.stats.get("skipped", [])) if reporter is not None else 0
     if skipped and not os.environ.get("ROOST_ALLOW_SKIPS") and exitstatus == 0:

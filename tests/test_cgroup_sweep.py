@@ -1,10 +1,12 @@
-"""The suite's end-of-run sweep of empty tenant cgroups spares new ones: a
+"""The suite's end-of-run sweeps: empty tenant cgroups (new ones spared: a
 cgroup is empty between its mkdir and its first process joining, and another
-test run on the machine may be there."""
+test run on the machine may be there), PostgreSQL's orphan segments, and the
+sockets weed leaves in /tmp."""
 
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -44,3 +46,20 @@ def test_an_orphan_postgres_segment_goes_and_a_mapped_one_stays(tmp_path: Path) 
         # In the window: the one a live process maps stays, the orphan goes.
         assert remove_orphan_pg_segments(time.time() - 60, time.time() + 1, shm=tmp_path) == 1
         assert live.exists() and not orphan.exists()
+
+
+def test_a_dead_weed_socket_goes_and_a_listening_one_stays(tmp_path: Path) -> None:
+    from tests.conftest import remove_stale_weed_sockets
+
+    dead, live = tmp_path / "seaweedfs-filer-1.sock", tmp_path / "seaweedfs-master-grpc-2.sock"
+    other = tmp_path / "something-else.sock"
+    for path in (dead, other):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(str(path))  # closed: nothing answers, as after weed stopped
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(live))
+        listening.listen()
+        # Made before `since` (another run's): kept.
+        assert remove_stale_weed_sockets(time.time() + 1, time.time() + 2, tmp=tmp_path) == 0
+        assert remove_stale_weed_sockets(time.time() - 60, time.time() + 1, tmp=tmp_path) == 1
+        assert live.exists() and other.exists() and not dead.exists()
