@@ -140,3 +140,14 @@ def test_ensure_makes_the_role_and_database_once_and_resets_the_password() -> No
         assert not filerstore.usable(again)
         filerstore.ensure(admin, again)  # a later init's bundle: its password
         assert filerstore.usable(again) and not filerstore.usable(store)
+
+
+def test_the_controller_makes_the_store_on_the_members_in_the_state_urls_order() -> None:
+    """keep_ensured lists the state URL's members the primary first
+    (controller/stateorder.ordered_url) and the filers' own login the same."""
+    store = FilerStore(hosts=["10.0.0.1", "10.0.0.2"], port=5433, password="x" * 24)
+    url = "postgresql+psycopg://roost:p@/roost?host={}&port=5433,5433"
+    ordered = filerstore._in_order_of(url.format("10.0.0.2,10.0.0.1"), store)
+    assert ordered.hosts == ["10.0.0.2", "10.0.0.1"] and ordered.password == store.password
+    assert filerstore._in_order_of(url.format("10.0.0.1,10.0.0.3"), store) == store
+    assert filerstore._in_order_of("sqlite:////x.db", store) == store

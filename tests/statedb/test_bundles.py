@@ -67,6 +67,23 @@ def test_state_hosts_bundles_carry_the_plan_and_secrets_only_where_patroni_runs(
         _files(out / f"{CONTROLLERS[1]}.tar.gz")["cluster.json"], type=ClusterConfig
     )
     assert make_url(config.state_url).password == plans[DEDICATED].roost_password
+    # Where the controllers ask which member is the primary (controller/stateorder.py).
+    assert config.state_rest_port == plans[DEDICATED].rest_port == 8008
+
+
+def test_an_address_book_without_the_rest_port_still_reads(tmp_path: Path) -> None:
+    """One written before it was recorded (or with --state: not Patroni's):
+    0, and a controller probes PostgreSQL's port only."""
+    old = b'{"name": "roost", "state_url": "postgresql+psycopg://roost:x@/roost?host=a,b"}'
+    (tmp_path / "cluster.json").write_bytes(old)
+    assert ClusterConfig.load(tmp_path / "cluster.json").state_rest_port == 0
+    out = tmp_path / "bundles"
+    code, output = _init(out, "--state", "postgresql+psycopg://roost:x@/roost?host=a,b")
+    assert code == 0, output
+    config = msgspec.json.decode(
+        _files(out / f"{CONTROLLERS[0]}.tar.gz")["cluster.json"], type=ClusterConfig
+    )
+    assert config.state_rest_port == 0
 
 
 def test_join_installs_a_state_only_host(tmp_path: Path) -> None:

@@ -89,9 +89,11 @@ def build_config(
     members: dict[Identity, KeyPair],
     state_url: str,
     pairs: list[pgpair.PairPlan] | None = None,
+    state_rest_port: int = 0,
 ) -> ClusterConfig:
     """The address book: every served role's endpoints, each with its host's
-    key; and the servicehost pairs (no secrets: those are in pgpair.json)."""
+    key; the servicehost pairs (no secrets: those are in pgpair.json); the
+    state database's Patroni REST port when it is Patroni's (else 0)."""
     endpoints: dict[str, list[Endpoint]] = {}
     for book_role, (role, port) in ENDPOINT_ROLES.items():
         eps = [
@@ -111,7 +113,13 @@ def build_config(
         )
         for p in pairs or []
     ]
-    return ClusterConfig(name=name, endpoints=endpoints, state_url=state_url, pairs=entries)
+    return ClusterConfig(
+        name=name,
+        endpoints=endpoints,
+        state_url=state_url,
+        pairs=entries,
+        state_rest_port=state_rest_port,
+    )
 
 
 def plan_hosts(roles: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -141,7 +149,8 @@ def host_bundles(
     `pairs`: each pair's servicehosts get its plan (pgpair.json, with the
     pair's passwords) and run their member of its Patroni cluster."""
     members = {identity(r, h): generate_keypair() for h, roles in hosts.items() for r in roles}
-    book = build_config(name, members, state_url, pairs)
+    rest_port = statedb.rest_port if statedb is not None and statedb.patroni else 0
+    book = build_config(name, members, state_url, pairs, rest_port)
     config = msgspec.json.format(msgspec.json.encode(book))
     peers = encode_peers({pair.public: who for who, pair in members.items()})
     out: dict[str, dict[str, bytes]] = {}

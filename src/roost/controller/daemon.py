@@ -30,13 +30,15 @@ from roost.controller.secretbox import FERNET_FILE, SecretBox, SecretError
 from roost.controller.service import ControllerService
 from roost.controller.servicehosts import ServiceHosts
 from roost.controller.services import ServiceBroker
+from roost.controller.stateorder import state_engine
+from roost.controller.statewait import probe as probe_state
 from roost.controller.statewait import wait_for_state
 from roost.controller.store import NotFound, Store
 from roost.daemonize import run_daemon
 from roost.datadir import weednode
 from roost.proc.exits import ConfigError
 from roost.settings import Settings
-from roost.state.db import make_engine, sqlite_url
+from roost.state.db import sqlite_url
 from roost.wire.bootstrap import open_node, own_endpoints
 from roost.wire.pubsub import Publisher
 from roost.wire.rpc import RpcClient, RpcServer
@@ -90,12 +92,15 @@ async def serve(
     except SecretError as exc:
         raise ConfigError(str(exc)) from None
     url = state_url_for(data_dir, state_url or cluster.state_url or None)
-    if not await wait_for_state(url, stop):
+    # Its members' Patroni REST port: each connection tries the primary
+    # first (stateorder.py; 0, a URL of another's: PostgreSQL's port probed).
+    rest_port = cluster.state_rest_port if url == cluster.state_url else 0
+    if not await wait_for_state(url, stop, functools.partial(probe_state, rest_port=rest_port)):
         return
     # An upgrade copies the state before it migrates it (controller.upgrade).
     backupd = bool(cluster.of("backupd"))
-    await upgrade.migrate_after_copy(data_dir, url, __version__, backupd)
-    store = Store(make_engine(url), secrets=box)  # TLS keys are sealed with it too
+    await upgrade.migrate_after_copy(data_dir, url, __version__, backupd, rest_port)
+    store = Store(state_engine(url, rest_port), secrets=box)  # TLS keys are sealed with it too
     # Before the API listens: whoever saw it answer finds the admin's token.
     try:
         await asyncio.to_thread(bootstrap_admin, store, data_dir, name)
@@ -110,7 +115,7 @@ async def serve(
     # A cluster's shared tree (datadir/weedplan.py): this host's SeaweedFS
     # master and filer, if any, stopped with the controller; the filers'
     # store in the state database made through its URL (filerstore.py).
-    filers = functools.partial(filerstore.keep_ensured, url)
+    filers = functools.partial(filerstore.keep_ensured, url, rest_port=rest_port)
     async with node, weednode.running(data_dir, "controller", None, lambda: False, filers):
         controller = Controller(astore, settings, name)
         services = RpcClient(node, cluster.of("servicehost")) if cluster.of("servicehost") else None
@@ -123,7 +128,10 @@ async def serve(
         )
         builders = RpcClient(node, cluster.of("builder")) if cluster.of("builder") else None
         service = ControllerService(
-            controller, builders, lambda ep: RpcClient(node, [ep]), PlatformFiles(data_dir, url)
+            controller,
+            builders,
+            lambda ep: RpcClient(node, [ep]),
+            PlatformFiles(data_dir, url, rest_port),
         )
         controller.client_for = service.client_for
         servers = [

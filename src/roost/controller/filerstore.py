@@ -14,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import msgspec
 import sqlalchemy
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
+from roost.controller.stateorder import ordered_url
 from roost.datadir.weedplan import FilerStore
 from roost.datadir.weedstore import statements
+from roost.state import hostorder
 
 log = logging.getLogger("roost.datadir.weed")
 
@@ -86,12 +89,17 @@ def ensure(admin_url: str, store: FilerStore) -> None:
         engine.dispose()
 
 
-async def keep_ensured(url: str, store: FilerStore, every_s: float = RETRY_S) -> None:
+async def keep_ensured(
+    url: str, store: FilerStore, every_s: float = RETRY_S, rest_port: int = 0
+) -> None:
     """`ensure` until it has succeeded once (a task beside the filer this
-    controller runs); each failure logged with what an operator can run."""
+    controller runs); each failure logged with what an operator can run.
+    Each try lists the state database's members the primary first
+    (stateorder; `rest_port`: their Patroni REST port, 0 when not known)."""
     while True:
         try:
-            await asyncio.to_thread(ensure, url, store)
+            admin = await ordered_url(url, rest_port)
+            await asyncio.to_thread(ensure, admin, _in_order_of(admin, store))
             return
         except Exception as exc:  # the filers wait; the controller goes on
             hidden = "<appdata.json's>"  # the password, in the SQL an error quotes too
@@ -101,3 +109,13 @@ async def keep_ensured(url: str, store: FilerStore, every_s: float = RETRY_S) ->
                 "; ".join(s.replace(store.password, hidden) for s in statements(store)),
             )
         await asyncio.sleep(every_s)
+
+
+def _in_order_of(url: str, store: FilerStore) -> FilerStore:
+    """`store` with its hosts in the order `url` lists them (the same
+    PostgreSQL: store_for took them from the state URL)."""
+    m = hostorder.url_members(url)
+    if m is None:
+        return store
+    given = hostorder.Members(tuple(store.hosts), store.port)
+    return msgspec.structs.replace(store, hosts=hostorder.arranged(given, m.hosts))

@@ -43,6 +43,7 @@ from roost.controller.astore import AsyncStore
 from roost.controller.copies import needed_images
 from roost.controller.notify import backup_kind
 from roost.controller.secretbox import FERNET_FILE
+from roost.controller.stateorder import ordered_url
 from roost.controller.store import NotFound
 from roost.proc.run import run_tool
 from roost.wire.dispatch import Entry, on, refusing
@@ -63,10 +64,12 @@ class SnapshotError(Exception):
 
 @dataclass(frozen=True)
 class PlatformFiles:
-    """Where this controller's platform state is: its data directory and state URL."""
+    """Where this controller's platform state is: its data directory and
+    state URL (and its members' Patroni REST port, 0 when not known)."""
 
     data_dir: Path
     state_url: str
+    state_rest_port: int = 0
 
 
 def sqlite_copy(path: str) -> tuple[bytes, str]:
@@ -111,9 +114,11 @@ def libpq_env(url: str) -> tuple[str, dict[str, str]]:
     return bare.render_as_string(hide_password=False), env
 
 
-async def pg_dump(url: str) -> bytes:
-    """`pg_dump -Fc` of the state database (one snapshot); SnapshotError."""
-    conninfo, env = libpq_env(url)
+async def pg_dump(url: str, rest_port: int = 0) -> bytes:
+    """`pg_dump -Fc` of the state database (one snapshot); SnapshotError.
+    Its members listed the primary first (stateorder): pg_dump is given no
+    connect timeout, and a silent first one held it for minutes."""
+    conninfo, env = libpq_env(await ordered_url(url, rest_port))
     done = await run_tool(
         [pg_dump_binary(), "--format=custom", "--dbname", conninfo],
         timeout=DUMP_TIMEOUT_S,
@@ -141,16 +146,16 @@ class PlatformSnap:
     async def snapshot(self, _msg: PlatformSnapshotRequest) -> Msg:
         if self.files is None:
             raise SnapshotError("this controller was started without its data directory")
-        url = self.files.state_url
+        url, rest_port = self.files.state_url, self.files.state_rest_port
         keys, images = await self.restore_index()
         if url.startswith("sqlite"):
             path = make_url(url).database or ""
             data, revision = await asyncio.to_thread(sqlite_copy, path)
             out = {"state.sqlite": data}
         else:
-            revision = await asyncio.to_thread(pg_revision, url)
-            out = {"state.pgdump": await pg_dump(url)}
-            if await asyncio.to_thread(pg_revision, url) != revision:
+            revision = await asyncio.to_thread(pg_revision, await ordered_url(url, rest_port))
+            out = {"state.pgdump": await pg_dump(url, rest_port)}
+            if await asyncio.to_thread(pg_revision, await ordered_url(url, rest_port)) != revision:
                 raise SnapshotError("the schema was migrated during the snapshot", True)
         out.update(await asyncio.to_thread(_read_files, self.files.data_dir))
         keys_after, images_after = await self.restore_index()

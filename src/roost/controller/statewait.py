@@ -22,7 +22,7 @@ from collections.abc import Callable
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from roost.state.db import make_engine
+from roost.controller.stateorder import state_engine
 
 log = logging.getLogger("roost.controller")
 
@@ -31,11 +31,12 @@ RETRY_S = 1.0
 SAY_EVERY_S = 10.0
 
 
-def probe(url: str) -> str | None:
+def probe(url: str, rest_port: int = 0) -> str | None:
     """None when the state database takes a query now (the URL's
     target_session_attrs=read-write makes that the primary); else why not,
-    in one line. Blocking."""
-    engine = make_engine(url)
+    in one line. Blocking. `rest_port`: the members' Patroni REST port
+    (stateorder: the primary is tried first; 0 when not known)."""
+    engine = state_engine(url, rest_port)
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))

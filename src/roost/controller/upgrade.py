@@ -47,6 +47,7 @@ from sqlalchemy import create_engine, make_url
 
 from roost.controller.backups import BackupError, Backups
 from roost.controller.platformsnap import PRE_UPGRADE, SnapshotError, pg_dump, sqlite_copy
+from roost.controller.stateorder import ordered_url
 from roost.proc.backoff import Backoff, Retry
 from roost.proc.exits import Unavailable
 from roost.proc.run import run_tool
@@ -115,11 +116,12 @@ def revisions(url: str) -> tuple[str, str]:
 MIGRATE_TIMEOUT_S = 3600.0
 
 
-async def migrate_in_child(url: str) -> None:
+async def migrate_in_child(url: str, rest_port: int = 0) -> None:
     """`roost.state.migrator` in a process of its own: Alembic never loads
     here (it would stay resident, issue 21). RuntimeError with its last
-    words when it fails."""
-    env = dict(os.environ, **{URL_ENV: url})
+    words when it fails. It is given the URL with the members the primary
+    first (stateorder), as found now."""
+    env = dict(os.environ, **{URL_ENV: await ordered_url(url, rest_port)})
     done = await run_tool(
         [sys.executable, "-m", "roost.state.migrator"], timeout=MIGRATE_TIMEOUT_S, env=env
     )
@@ -129,7 +131,11 @@ async def migrate_in_child(url: str) -> None:
 
 
 async def take_copy(
-    data_dir: Path, url: str, meta: Mapping[str, object], clock: Callable[[], float] = time.time
+    data_dir: Path,
+    url: str,
+    meta: Mapping[str, object],
+    clock: Callable[[], float] = time.time,
+    rest_port: int = 0,
 ) -> Path:
     """A consistent copy of the state database and `meta` in a new directory
     under DATA/controller/pre-upgrade; OSError or SnapshotError when it
@@ -146,7 +152,7 @@ async def take_copy(
             data, _ = await asyncio.to_thread(sqlite_copy, make_url(url).database or "")
             fname = "state.sqlite"
         else:
-            data = await pg_dump(url)
+            data = await pg_dump(url, rest_port)
             fname = "state.pgdump"
         _room(root, len(data))
         await asyncio.to_thread((tmp / fname).write_bytes, data)
@@ -174,17 +180,21 @@ def _prune(root: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-async def migrate_after_copy(data_dir: Path, url: str, version: str, backupd: bool) -> Path | None:
+async def migrate_after_copy(
+    data_dir: Path, url: str, version: str, backupd: bool, rest_port: int = 0
+) -> Path | None:
     """Copy the state when an upgrade changes it (see the module docstring),
     then migrate; the copy made, if any. Unavailable when the copy failed
-    and a backupd is configured (nothing was migrated)."""
-    current, head = await asyncio.to_thread(revisions, url)
+    and a backupd is configured (nothing was migrated). `rest_port`: the
+    state database members' Patroni REST port (0: not known): each step
+    lists them the primary first (stateorder)."""
+    current, head = await asyncio.to_thread(revisions, await ordered_url(url, rest_port))
     reason = upgrade_reason(read_started(data_dir), version, current, head)
     copy = None
     if reason:
         meta = {"reason": reason, "version": version, "from_revision": current, "to_revision": head}
         try:
-            copy = await take_copy(data_dir, url, meta)
+            copy = await take_copy(data_dir, url, meta, rest_port=rest_port)
         except (OSError, SnapshotError) as exc:
             why = f"could not copy the state database before the upgrade ({reason}): {exc}"
             if backupd:
@@ -193,7 +203,7 @@ async def migrate_after_copy(data_dir: Path, url: str, version: str, backupd: bo
         else:
             log.info("%s: the state was copied first, to %s", reason, copy)
     if current != head:  # at the head already, `alembic upgrade head` would do nothing
-        await migrate_in_child(url)
+        await migrate_in_child(url, rest_port)
     (data_dir / "controller").mkdir(parents=True, exist_ok=True)
     _write_json(data_dir / STARTED, {"version": version, "revision": head})
     return copy

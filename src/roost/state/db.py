@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, event, text
 
+from roost.state import hostorder
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -21,7 +23,11 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, order: hostorder.HostOrder | None = None) -> Engine:
+    """The state database's engine. `order`: how a multi-host PostgreSQL
+    URL's members are to be tried, the primary first (hostorder; asked
+    before a new connection, its answer kept a second or two); nothing is
+    asked for SQLite or a single host."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -36,7 +42,10 @@ def make_engine(url: str) -> Engine:
         return engine
     # A controller cut off from the database must fail fast (its lease expires
     # on its own clock anyway), not block until TCP gives up.
-    return create_engine(url, pool_pre_ping=True, connect_args=PG_CONNECT_ARGS)
+    engine = create_engine(url, pool_pre_ping=True, connect_args=PG_CONNECT_ARGS)
+    if order is not None:
+        hostorder.install(engine, hostorder.PrimaryFirst(order))
+    return engine
 
 
 # How a PostgreSQL connection notices a server that vanished without closing

@@ -35,6 +35,11 @@ class ClusterConfig(msgspec.Struct, kw_only=True):
     endpoints: dict[str, list[Endpoint]] = {}
     # State database for controllers ("" = SQLite in the controller's data dir).
     state_url: str = ""
+    # Its members' Patroni REST port when `cluster init` made it (--state-hosts):
+    # a controller asks which member is the primary and tries it first
+    # (controller/stateorder.py). 0: not Patroni's, or an address book
+    # written before it was recorded (then PostgreSQL's port is probed).
+    state_rest_port: int = 0
     # Servicehost pairs (`cluster init` with two servicehosts or more and an
     # etcd): the controllers record them at start. [] on one machine.
     pairs: list[PairEntry] = []
