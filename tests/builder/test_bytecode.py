@@ -111,10 +111,63 @@ def test_a_source_seen_before_is_not_read_again(
     b.write_text("VALUE = 'B'\n")
     assert script.run(str(two), str(store), 1) == (4, 3, 1, 0) and read == ["pkg/sub/b.py"]
     assert run_value(pyc_of(b), b) == "B"
-    (store / script.interpreter_tag() / script.INDEX).write_bytes(b"\x00not marshal")
+    for shard in (store / script.interpreter_tag() / script.INDEX_DIR).iterdir():
+        shard.write_bytes(b"\x00not marshal")
     read.clear()
     assert script.run(str(two), str(store), 1) == (4, 4, 0, 0) and len(read) == 4
     assert bytecode.prune(store) == 0  # the index is not a pyc to prune
+
+
+def test_a_layer_loads_and_writes_only_its_own_packages_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index is one file per top-level name: a builder's history of other apps'
+    packages costs a layer nothing, and a layer adds to the files of its own."""
+    store = tmp_path / "store"
+    tag = store / script.interpreter_tag()
+    tag.mkdir(parents=True)
+    (tag / script.OLD_INDEX).write_bytes(marshal.dumps({("x.py", 1, 2, 3, 4): "0" * 64}))
+    one = site(tmp_path / "one", FILES)
+    script.run(str(one), str(store), 1)
+    index = tag / script.INDEX_DIR
+    assert sorted(p.name for p in index.iterdir()) == sorted(
+        script.shard_of(n) for n in ("pkg/a.py", "top.py")
+    )
+    assert not (tag / script.OLD_INDEX).exists()  # the earlier release's single file
+    pkg_shard = index / script.shard_of("pkg/__init__.py")
+    before = pkg_shard.stat()
+    loaded: list[str] = []
+    real = script.load_shard
+    monkeypatch.setattr(script, "load_shard", lambda path: loaded.append(path) or real(path))
+    two = site(tmp_path / "two", {"other.py": "VALUE = 9\n"})
+    assert script.run(str(two), str(store), 1) == (1, 0, 1, 0)
+    assert loaded == [str(index / script.shard_of("other.py"))]
+    after = pkg_shard.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # A layer whose entries are all known writes nothing.
+    loaded.clear()
+    three = tmp_path / "three"
+    three.mkdir()
+    os.link(two / "other.py", three / "other.py")
+    other_shard = index / script.shard_of("other.py")
+    before = other_shard.stat()
+    assert script.run(str(three), str(store), 1) == (1, 1, 0, 0)
+    assert other_shard.stat().st_ino == before.st_ino
+    assert bytecode.prune(store) == 0  # the index files are no pycs to prune
+
+
+def test_an_index_file_keeps_this_layer_and_a_bounded_past(tmp_path: Path) -> None:
+    def ident(i: int) -> script.Identity:
+        return (f"pkg/m{i}.py", 1, i, 10, 100)
+
+    old = {ident(i): f"{i:064x}" for i in range(1000)}
+    seen = {ident(i): f"{i:064x}" for i in range(2000, 2010)}
+    path = tmp_path / "shard"
+    script.save_shard(str(path), old, seen)
+    kept = script.load_shard(str(path))
+    bound = (script.SHARD_KEEP + 1) * len(seen) + script.SHARD_FLOOR
+    assert len(kept) == bound and all(kept[i] == k for i, k in seen.items())
+    assert list(kept)[len(seen) :] == list(old)[: bound - len(seen)]  # the newest of the past
 
 
 def test_without_a_store_everything_compiles_and_nothing_is_shared(tmp_path: Path) -> None:

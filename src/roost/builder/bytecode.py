@@ -26,6 +26,7 @@ import os
 import stat
 from pathlib import Path
 
+from roost.builder.bytecode_script import INDEX_DIR
 from roost.builder.sandbox import BuildUser
 
 SCRIPT = Path(__file__).with_name("bytecode_script.py")
@@ -60,8 +61,8 @@ def prune(store: Path) -> int:
         if not tag.is_dir(follow_symlinks=False):
             continue
         for shard in os.scandir(tag.path):
-            if not shard.is_dir(follow_symlinks=False):
-                continue
+            if not shard.is_dir(follow_symlinks=False) or shard.name == INDEX_DIR:
+                continue  # the identity index holds no pyc
             for f in os.scandir(shard.path):
                 with contextlib.suppress(OSError):
                     st = f.stat(follow_symlinks=False)

@@ -35,11 +35,21 @@ files: one rewritten in place with its mtime put back) costs no
 correctness: a pyc records its source's hash, checked at every import, so
 a module whose pyc is not its source's is compiled again at import.
 
+The index is split by top-level name in site-packages (`django`, `six.py`),
+one file each under `<store>/<tag>/ident/`: a layer loads only its own
+packages' entries and writes only the files it added to. One index of the
+whole builder's history grew with every app built there: at its bound of
+100,000 entries it was 12 MB, loaded and written again by every layer
+(0.6-0.9 s for a layer of 714 modules, against 0.05 s with the entries of
+that layer alone, measured; `marshal.load` on a file, as it was read, took
+0.8 s of it, `marshal.loads` of the bytes 0.06 s).
+
 Output: one line, "bytecode: N modules, R reused, C compiled[, F not compilable]".
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import marshal
@@ -49,9 +59,16 @@ import sys
 
 # Below this many misses, forking costs more than it saves.
 FORK_MIN = 64
-# The identity index, beside an interpreter's pycs, and how many entries it keeps.
-INDEX = "index"
-INDEX_MAX = 100_000
+# The identity index's directory beside an interpreter's pycs (not two hex
+# digits: never taken for a directory of pycs), one file per top-level name.
+INDEX_DIR = "ident"
+# What an index file keeps besides this layer's entries: as many again three
+# times over (a few other versions of the package, for other apps' layers),
+# and a floor for packages of a few modules.
+SHARD_KEEP = 3
+SHARD_FLOOR = 256
+# The single index file of earlier releases, removed when met.
+OLD_INDEX = "index"
 
 
 def interpreter_tag() -> str:
@@ -112,25 +129,34 @@ def _identity(path: str, name: str) -> Identity:
     return (name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def load_index(path: str) -> dict[Identity, str]:
-    """The identity index (empty when missing or unreadable: every source is read)."""
+def shard_of(name: str) -> str:
+    """The index file of a module by its path in site-packages: its top-level name's."""
+    top = name.split("/", 1)[0]
+    return hashlib.sha256(top.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def load_shard(path: str) -> dict[Identity, str]:
+    """One index file (empty when missing or unreadable: its sources are read)."""
     try:
         with open(path, "rb") as fh:
-            data = marshal.load(fh)
+            data = marshal.loads(fh.read())  # marshal.load(fh) reads in small pieces
     except (OSError, EOFError, ValueError, TypeError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def save_index(path: str, old: dict[Identity, str], seen: dict[Identity, str]) -> None:
-    """This run's entries, then the older ones the bound leaves room for (atomically)."""
+def save_shard(path: str, old: dict[Identity, str], seen: dict[Identity, str]) -> None:
+    """This run's entries, then the older ones the bound leaves room for
+    (atomically); nothing written when `old` already holds them all."""
+    if all(old.get(ident) == k for ident, k in seen.items()):
+        return
     merged = dict(seen)
+    bound = (SHARD_KEEP + 1) * len(seen) + SHARD_FLOOR
     for ident, k in old.items():
-        if len(merged) >= INDEX_MAX:
+        if len(merged) >= bound:
             break
         merged.setdefault(ident, k)
     # A unique name: two builds' jails may give their scripts the same pid.
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     tmp = f"{path}.{os.urandom(8).hex()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
@@ -230,17 +256,22 @@ def run(site: str, store_root: str | None, workers: int) -> tuple[int, int, int,
     found = modules(site)
     reused = 0
     made: set[str] = set()
-    known = load_index(os.path.join(store, INDEX)) if store else {}
-    seen: dict[Identity, str] = {}
+    index = os.path.join(store, INDEX_DIR) if store else ""
+    known: dict[str, dict[Identity, str]] = {}  # by index file
+    seen: dict[str, dict[Identity, str]] = {}
     for src, pyc, name in found:
         _pycache(pyc, made)
         stored = ""
         if store:
+            shard = shard_of(name)
+            if shard not in known:
+                known[shard] = load_shard(os.path.join(index, shard))
+                seen[shard] = {}
             ident = _identity(src, name)
-            k = known.get(ident)
+            k = known[shard].get(ident)
             if not isinstance(k, str) or len(k) != 64:
                 k = _key_of(src, name)
-            seen[ident] = k
+            seen[shard][ident] = k
             stored = entry(store, k)
         if store and _place(stored, pyc):
             reused += 1
@@ -249,7 +280,11 @@ def run(site: str, store_root: str | None, workers: int) -> tuple[int, int, int,
     failed = _compile_parallel(todo, store, workers)
     if store and seen:
         try:
-            save_index(os.path.join(store, INDEX), known, seen)
+            os.makedirs(index, mode=0o755, exist_ok=True)
+            for shard, entries in seen.items():
+                save_shard(os.path.join(index, shard), known[shard], entries)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(store, OLD_INDEX))
         except OSError:
             pass  # an index not saved costs the next layer its reads, nothing more
     return len(found), reused, len(todo) - failed, failed
