@@ -8,8 +8,9 @@ instance answered (`roost.runner.instancetasks`), image fetches post their
 result, the signal handler posts Shutdown. The loop wakes on an event or
 at the next deadline the planner cares about, applies the events through
 the pure transitions of `roost.runner.plan`, admits records for new desired
-instances, asks `plan` what to do, and does it. So every decision (restart, backoff, startup timeout,
-stop, kill) is made in one place, from data, with one clock.
+instances, asks `plan` what to do, and does it. So every decision (restart,
+backoff, startup timeout, stop, kill) is made in one place, from data, with
+one clock.
 
 Every instance runs under a shim of its own (`roost.runner.shim`), started
 once its launch is written and confined (`roost.runner.instanceprep`), so it
