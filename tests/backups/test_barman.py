@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import configparser
 import contextlib
+import os
 import shutil
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -241,3 +242,38 @@ async def test_ensure_again_keeps_streaming_and_a_server_removed_stops(
     assert "receive-wal:sh1" not in barman.streams._sup.children
     assert _receivers(layout) == []
     assert "[sh1]" not in barman.config_file.read_text()
+
+
+async def test_a_command_s_temporary_files_go_whatever_ends_it(
+    layout: Layout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Barman makes temporary directories in TMPDIR (a recovery's, a backup's rsync
+    lists) and removes them only when it ends its own way: each command gets one
+    of its own, removed after it, out of time or failed, never left in /tmp."""
+    import roost.backups.barman as barman_module
+
+    said = tmp_path / "tmpdir"
+    stand_in = tmp_path / "barman"
+    stand_in.write_text(
+        "#!/bin/sh\n"
+        f'echo "$TMPDIR" > {said}\n'
+        'd=$(mktemp -d "$TMPDIR/barman_recovery-XXXXXXXX") && touch "$d/recovery.conf"\n'
+        '[ "$5" = fail ] && exit 3\n'
+        "exec sleep 30\n"
+    )
+    stand_in.chmod(0o755)
+    monkeypatch.setattr(barman_module, "_barman", lambda: str(stand_in))
+    b = Barman(layout)
+    b.home.mkdir(parents=True, exist_ok=True)
+    stale = b.home / ".tmp" / "left-by-a-killed-daemon"
+    stale.mkdir(parents=True)
+    old = datetime.now(UTC).timestamp() - barman_module.STALE_TMP_S - 60
+    os.utime(stale, (old, old))
+    with pytest.raises(TimeoutError):
+        await b.run("recover", "x", timeout=1.0)  # killed at its timeout
+    first = Path(said.read_text().strip())
+    assert first.parent == b.home / ".tmp" and not first.exists()
+    assert not stale.exists()
+    with pytest.raises(barman_module.BarmanError):
+        await b.run("recover", "x", "fail")
+    assert list((b.home / ".tmp").iterdir()) == []

@@ -59,11 +59,13 @@ the window then starts at the first base backup that ended after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import pwd
 import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -109,6 +111,9 @@ __all__ = [
 ]  # fmt: skip
 
 COMMAND_TIMEOUT_S = 300.0
+# A command's temporary directory left this long is a killed daemon's (no
+# command runs that long: RECOVER_TIMEOUT_S, the longest, is a day).
+STALE_TMP_S = 2 * 86_400.0
 BACKUP_TIMEOUT_S = 24 * 3600.0
 RECOVER_TIMEOUT_S = 24 * 3600.0
 MARK_TIMEOUT_S = 30.0
@@ -203,12 +208,33 @@ class Barman:
         if connects:
             await self._primary_first(connects)
         argv = [_barman(), "-c", str(self.config_file), *args]
-        env = {**BASE_ENV, "HOME": str(self.home)}
-        status, out = await run_tool(argv, env=env, timeout=timeout, cwd=self.home)
+        # Barman makes temporary directories (a recovery's, a backup's rsync
+        # lists) in TMPDIR and removes them only when it ends its own way:
+        # one killed, timed out or failed left them in /tmp for good (dozens
+        # a day of the tests' runs). Each command gets one of its own here,
+        # removed after it, whatever happened.
+        tmp = self.temporary()
+        env = {**BASE_ENV, "HOME": str(self.home), "TMPDIR": str(tmp)}
+        try:
+            status, out = await run_tool(argv, env=env, timeout=timeout, cwd=self.home)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         if status != 0 and not ok:
             raise BarmanError(f"barman {' '.join(args)} failed (status {status}): "
                               f"{out.strip()[-2000:]}")  # fmt: skip
         return out
+
+    def temporary(self) -> Path:
+        """A new temporary directory for one command, under the home's `.tmp`
+        (a dot: no server's directory is named so, `server_name`); those a
+        killed daemon left (two days old) go first."""
+        root = self.home / ".tmp"
+        root.mkdir(mode=0o700, exist_ok=True)
+        for old in root.iterdir():
+            with contextlib.suppress(OSError):
+                if old.lstat().st_mtime < time.time() - STALE_TMP_S:
+                    shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(dir=root))
 
     async def ensure(self, servers: Sequence[ServerConfig]) -> None:
         """Write the configuration, create each replication slot, and keep one
