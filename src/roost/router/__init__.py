@@ -12,6 +12,8 @@ Modules, request path first:
   reframe.py    relaying when the body must change (gzip, HTTP/1.0 clients)
   static.py     static files from the release's bundle
   acme.py       ACME HTTP-01 answers the controllers publish in an app's route
+  clienterror.py a connection's failures: error pages, refusals, timeouts, cuts
+  upgrade.py    upgrade requests: early bytes held, then a tunnel after a 101
   h1.py         HTTP/1.1 bytes: status lines, error pages, hop-by-hop rules
   balance.py    least-outstanding + round-robin choice, passive health
   table.py      the immutable route table and how deltas apply (pure)

@@ -26,11 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrade, HttpRequestParser
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
+from roost.router import upgrade
+from roost.router.clienterror import Reject, parse_failed, reject, timed_out
 from roost.router.context import monotonic
 from roost.router.exchange import Exchange, new_exchange
-from roost.router.h1 import error_response
 from roost.router.scan import lane_head, lane_request, request_head, same, sub
 from roost.router.sockwrite import put, stream_fd
 from roost.wire.messages import StaticRoute
@@ -41,8 +42,6 @@ if TYPE_CHECKING:
     from roost.router.upstream import Upstream
 
 log = logging.getLogger("roost.router")
-
-_EARLY_LIMIT = 1 << 20
 
 
 class _Nobody:
@@ -67,14 +66,6 @@ def protocol_factory(ctx: Context, scheme: bytes) -> Callable[[], asyncio.Protoc
         return cast(asyncio.Protocol, ClientConnection(ctx, scheme))
 
     return make
-
-
-class _Reject(Exception):
-    def __init__(self, status: int, title: str, message: str) -> None:
-        super().__init__(title)
-        self.status = status
-        self.title = title
-        self.message = message
 
 
 class ClientConnection:
@@ -214,10 +205,7 @@ class ClientConnection:
         upgrading = self.upgrading
         if upgrading is not None:
             # Bytes after an upgrade request belong to the new protocol: hold them for the 101.
-            assert upgrading.early is not None
-            upgrading.early.append(data)
-            if sum(map(len, upgrading.early)) > _EARLY_LIMIT:
-                self.transport.close()
+            upgrade.hold(self, upgrading, data)
             return
         self.read_size = len(data)
         if self.plain:
@@ -227,31 +215,17 @@ class ClientConnection:
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade as exc:
-            ex = self.active if self.active is not None and self.active.upgrade else None
-            if ex is None or ex.done:
-                # Upgrade already answered (e.g. 404): nothing more to read.
-                self.pause(1)
-                return
-            ex.early = [data[exc.args[0] :]]
-            self.upgrading = ex
-            return
-        except HttpParserCallbackError as exc:
-            reject = exc.__context__
-            if isinstance(reject, _Reject):
-                self._reject(reject.status, reject.title, reject.message)
-            else:
-                log.error("router bug while parsing a request", exc_info=reject)
-                self._reject(500, "Internal error", "The router failed on this request.")
+            upgrade.requested(self, data, exc.args[0])
             return
         except HttpParserError as exc:
-            self._reject(400, "Bad request", f"The request is not valid HTTP ({exc}).")
+            parse_failed(self, exc)
             return
         cur = self.cur
         if cur is not None and not cur.head_done:
             # httptools buffers a header line until it ends: bound it here.
             self.head_bytes += len(data)
             if self.head_bytes > self.ctx.max_header_bytes:
-                self._reject(431, "Request header too large", "The request head is too large.")
+                reject(self, 431, "Request header too large", "The request head is too large.")
 
     def eof_received(self) -> bool | None:
         # A half-closed client may still want its response (curl does this for
@@ -357,7 +331,7 @@ class ClientConnection:
                 ex.start()
         except Exception:
             log.error("router bug while parsing a request", exc_info=True)
-            self._reject(500, "Internal error", "The router failed on this request.")
+            reject(self, 500, "Internal error", "The router failed on this request.")
             return
         # (on_message_complete: no body follows a plain head)
         self.cur = None
@@ -423,7 +397,7 @@ class ClientConnection:
         else:
             ex.url += url
         if len(ex.url) > self.ctx.max_header_bytes:
-            raise _Reject(414, "URL too long", "The requested URL is too long.")
+            raise Reject(414, "URL too long", "The requested URL is too long.")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Sizes are checked once the head is complete (a head within one read
@@ -439,11 +413,11 @@ class ClientConnection:
         headers = ex.headers
         ctx = self.ctx
         if len(headers) > 2 * ctx.max_headers:
-            raise _Reject(431, "Request header too large", "The request has too many headers.")
+            raise Reject(431, "Request header too large", "The request has too many headers.")
         if self.head_bytes + self.read_size > ctx.max_header_bytes:
             size = len(ex.url) + sum(map(len, headers)) + 2 * len(headers)  # (+ ": ", CRLF)
             if size > ctx.max_header_bytes:
-                raise _Reject(431, "Request header too large", "The request head is too large.")
+                raise Reject(431, "Request header too large", "The request head is too large.")
         p = self.parser
         ex.head_done = True
         ex.method = p.get_method()
@@ -466,7 +440,7 @@ class ClientConnection:
         assert ex is not None
         ex.bytes_in += len(body)
         if ex.bytes_in > self.ctx.max_body_bytes:
-            raise _Reject(413, "Request too large", "The request body is larger than allowed.")
+            raise Reject(413, "Request too large", "The request body is larger than allowed.")
         if ex is self.active:
             self.deadline = self.ctx.now + self.ctx.idle_timeout
         ex.send_body(body)
@@ -503,59 +477,6 @@ class ClientConnection:
             self.idle_since = self.ctx.now
             self.deadline = self.idle_since + self.ctx.idle_timeout
 
-    def local_error(
-        self,
-        ex: Exchange,
-        status: int,
-        title: str,
-        message: str,
-        extra: list[tuple[bytes, bytes]] | None = None,
-    ) -> None:
-        ex.status = status
-        ex.local = True
-        if not ex.body_done and ex.head_done:
-            # We will not read the rest of the body: the connection cannot be reused.
-            ex.keep_alive = False
-        data = error_response(
-            status,
-            title,
-            message,
-            request_id=ex.rid,
-            keep_alive=ex.keep_alive and not self.closed,
-            head_only=ex.method == b"HEAD",
-            extra=extra,
-            http10=ex.http10,
-        )
-        ex.bytes_out = len(data)
-        ex.done = True
-        if not self.closed:
-            self.write(data)
-        self.exchange_done(ex)
-
-    def unknown_host(self, ex: Exchange) -> None:
-        import html
-
-        host = html.escape(ex.host.decode("latin-1")) or "(none)"
-        self.local_error(
-            ex,
-            404,
-            "No such app",
-            f"No app is configured to answer for <b>{host}</b>. Check the address, or the "
-            "app's domains.",
-        )
-
-    def abort_response(self, ex: Exchange, why: str) -> None:
-        log.warning("request %s aborted: %s", ex.rid.decode(), why)
-        ex.abort()
-        if not ex.done:
-            ex.done = True
-            self._log(ex)
-        if self.active is ex:
-            self.active = None
-        if not self.closed:
-            self.closed = True
-            self.transport.close()
-
     def serve_static(
         self,
         ex: Exchange,
@@ -569,35 +490,6 @@ class ClientConnection:
 
         ex.local = True
         serve(self, ex, entry, prefix, rule, bundle, path)
-
-    def start_tunnel(self, ex: Exchange, up: Upstream) -> None:
-        self.tunnel = up
-        self.upgrading = None
-        self.deadline = 0.0
-        self.resume(1 | 2 | 4)
-        early = ex.early or []
-        ex.early = None
-        for chunk in early:
-            if chunk:
-                up.write(chunk)
-        self._log(ex)
-
-    def _reject(self, status: int, title: str, message: str) -> None:
-        """The request being parsed is refused; the connection ends after the answer."""
-        active = self.active
-        if active is not None and (
-            active is not self.cur or (active.up is not None and active.up.started) or active.done
-        ):
-            # An answer is already on its way: another one now would interleave. Cut.
-            self.abort_response(active, title)
-            return
-        ex = self.cur or Exchange(self, monotonic())
-        ex.abort()
-        ex.keep_alive = False
-        self.queue.clear()
-        self.active = ex
-        self.local_error(ex, status, title, message)
-        self._finish(linger=True)
 
     def _finish(self, linger: bool) -> None:
         """Close once what was written is sent. With `linger`, half-close first
@@ -638,7 +530,7 @@ class ClientConnection:
             if self.lingering:
                 self.transport.close()
                 return
-            self._timed_out()
+            timed_out(self)
             return
         if self.write_paused and now > self.write_deadline:
             log.info("closing a client that stopped reading (%s)", self.peer.decode())
@@ -653,17 +545,3 @@ class ClientConnection:
                     ex.upstream_timeout(up)
             elif ex.connect_task is not None and now > ex.connect_deadline:
                 ex.connect_timeout()
-
-    def _timed_out(self) -> None:
-        self.deadline = 0.0
-        cur, active = self.cur, self.active
-        if cur is None and active is None:
-            self.closed = True
-            self.transport.close()  # idle keep-alive: a quiet goodbye
-            return
-        if active is None or (active.up is None or not active.up.started):
-            if active is not None:
-                active.abort()
-            self._reject(408, "Request timeout", "The request took too long to arrive.")
-            return
-        self.abort_response(active, "client too slow")

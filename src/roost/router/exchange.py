@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from roost.router import acme
 from roost.router.acme import PREFIX as ACME_PREFIX
+from roost.router.clienterror import local_error, unknown_host
 from roost.router.h1 import FORWARDED, HOP_BY_HOP, accepts_gzip
 from roost.router.relay import Relay
 from roost.router.table import AppEntry
@@ -168,14 +169,18 @@ class Exchange(Relay):
             url = fwd[2] = target
             host = self.host
         if hosts != 1 and (hosts or not self.http10):
-            self.client.local_error(
-                self, 400, "Bad request", "The request needs exactly one Host header."
+            local_error(
+                self.client, self, 400, "Bad request", "The request needs exactly one Host header."
             )
             return
         if te is not None:
             if te.strip().lower() != b"chunked":
-                self.client.local_error(
-                    self, 501, "Not implemented", "Only chunked transfer coding is supported."
+                local_error(
+                    self.client,
+                    self,
+                    501,
+                    "Not implemented",
+                    "Only chunked transfer coding is supported.",
                 )
                 return
             self.req_chunked = True
@@ -189,14 +194,18 @@ class Exchange(Relay):
                 size = 0
             if size > ctx.max_body_bytes:
                 self.keep_alive = False
-                self.client.local_error(
-                    self, 413, "Request too large", "The request body is larger than allowed."
+                local_error(
+                    self.client,
+                    self,
+                    413,
+                    "Request too large",
+                    "The request body is larger than allowed.",
                 )
                 return
         if self.upgrade:
             if self.method == b"CONNECT":
-                self.client.local_error(
-                    self, 405, "Method not allowed", "CONNECT is not supported."
+                local_error(
+                    self.client, self, 405, "Method not allowed", "CONNECT is not supported."
                 )
                 return
             # The parser stops at an upgrade request: after a refused upgrade the
@@ -206,7 +215,7 @@ class Exchange(Relay):
         if entry is _MISS:
             entry = ctx.table.lookup(host)
         if entry is None:
-            self.client.unknown_host(self)
+            unknown_host(self.client, self)
             return
         self.entry = entry
         if not entry.plain and not self._features(entry, url, auth, accept_enc):
@@ -241,7 +250,8 @@ class Exchange(Relay):
         if challenges and url.startswith(ACME_PREFIX) and acme.serve(client, self, challenges, url):
             return False  # before auth or suspension: the CA has neither
         if entry.suspended:
-            client.local_error(
+            local_error(
+                client,
                 self,
                 503,
                 "This app is suspended",
@@ -251,7 +261,8 @@ class Exchange(Relay):
             return False
         if entry.auth_tokens and not self._authorized(entry, auth):
             realm = entry.realm.replace('"', "'").encode()
-            client.local_error(
+            local_error(
+                client,
                 self,
                 401,
                 "Authorization required",
@@ -285,7 +296,7 @@ class Exchange(Relay):
         except HttpParserInvalidURLError:
             parsed = None
         if parsed is None or not parsed.host:
-            self.client.local_error(self, 400, "Bad request", "The request target is not valid.")
+            local_error(self.client, self, 400, "Bad request", "The request target is not valid.")
             return None
         path = parsed.path or b"/"
         if parsed.query:

@@ -23,7 +23,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from roost.router import upgrade
 from roost.router.balance import Slot, record_success
+from roost.router.clienterror import abort_response, local_error
 from roost.router.h1 import IDEMPOTENT, LAST_CHUNK, chunk
 
 if TYPE_CHECKING:
@@ -136,7 +138,8 @@ class Relay:
             if self.attempts:
                 self._bad_gateway()
             else:
-                self.client.local_error(
+                local_error(
+                    self.client,
                     _exchange(self),
                     503,
                     "No instance is running",
@@ -276,7 +279,8 @@ class Relay:
         self.proxy()
 
     def _bad_gateway(self) -> None:
-        self.client.local_error(
+        local_error(
+            self.client,
             _exchange(self),
             502,
             "Bad gateway",
@@ -303,7 +307,7 @@ class Relay:
         if up.started:
             self._release_slot()
             self.keep_alive = False
-            self.client.abort_response(_exchange(self), "instance closed mid-response")
+            abort_response(self.client, _exchange(self), "instance closed mid-response")
             return
         if safe_to_retry(True, self.method, self.replayable, up.received):
             self._retry(up.slot, f"closed before answering ({exc})", counts=not up.reused)
@@ -321,7 +325,7 @@ class Relay:
         log.warning("request %s: %s", self.rid.decode(), why)
         if up.started:
             self.keep_alive = False
-            self.client.abort_response(_exchange(self), why)
+            abort_response(self.client, _exchange(self), why)
         else:
             self._bad_gateway()
 
@@ -331,10 +335,11 @@ class Relay:
         self._release_slot()
         if up.started:
             self.keep_alive = False
-            self.client.abort_response(_exchange(self), "instance went silent mid-response")
+            abort_response(self.client, _exchange(self), "instance went silent mid-response")
         else:
             self.keep_alive = self.keep_alive and self.body_done
-            self.client.local_error(
+            local_error(
+                self.client,
                 _exchange(self),
                 504,
                 "Gateway timeout",
@@ -350,7 +355,7 @@ class Relay:
         record_success(up.slot)
         if rest:
             self.client.write(rest)
-        self.client.start_tunnel(_exchange(self), up)
+        upgrade.start_tunnel(self.client, _exchange(self), up)
 
     def tunnel_closed(self) -> None:
         self.client.transport.close()

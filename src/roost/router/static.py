@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote_to_bytes
 
+from roost.router.clienterror import abort_response, local_error
 from roost.router.h1 import accepts_gzip, response_head
 from roost.router.safeopen import open_beneath, path_parts
 from roost.wire.messages import StaticRoute
@@ -212,8 +213,8 @@ def serve(
     path: bytes,
 ) -> None:
     if ex.method not in (b"GET", b"HEAD"):
-        client.local_error(
-            ex, 405, "Method not allowed", "Static files answer GET and HEAD only.",
+        local_error(
+            client, ex, 405, "Method not allowed", "Static files answer GET and HEAD only.",
             extra=[(b"Allow", b"GET, HEAD")],
         )  # fmt: skip
         return
@@ -314,7 +315,7 @@ def _serve_beneath(
 
 
 def _not_found(client: ClientConnection, ex: Exchange) -> None:
-    client.local_error(ex, 404, "Not found", "There is no file at this address.")
+    local_error(client, ex, 404, "Not found", "There is no file at this address.")
 
 
 def _send(
@@ -376,7 +377,7 @@ async def _stream(client: ClientConnection, ex: Exchange, p: Plan, fh: io.FileIO
         while remaining > 0:
             data = os.pread(fd, min(CHUNK, remaining), offset)
             if not data:
-                client.abort_response(ex, "static file shrank while being sent")
+                abort_response(client, ex, "static file shrank while being sent")
                 return
             offset += len(data)
             remaining -= len(data)
