@@ -20,23 +20,20 @@ too, after the roles (which stop their tenants on TERM).
 A restart is not a stop: SIGHUP (`roost up --reload`) replaces every daemon
 one at a time and leaves the apps alone (`roost.cli.reload`). The router's
 listening sockets are bound here, once, with a large backlog, and handed to
-every router started (`roost.proc.activation`): while one router hands over
-to the next, or restarts after a crash, connections wait in the kernel's
-backlog instead of being refused.
+every router started (`roost.proc.activation`; the roles' programs are
+roost.cli.roleprograms): while one router hands over to the next, or
+restarts after a crash, connections wait in the kernel's backlog instead
+of being refused.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import signal
-import socket
-import ssl
-import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
@@ -45,19 +42,26 @@ from click.core import ParameterSource
 
 from roost import __version__
 from roost.backups.tools import missing_tools
-from roost.cli import control, httpget, readdress, reload, uphost
+from roost.cli import control, readdress, reload, uphost
 from roost.cli.client import CliError
 from roost.cli.datadir import check_reachable, make_parents, older_local_dir
 from roost.cli.local import (
     AlreadyRunning,
     free_port,
-    port_free,
     prepare_cluster,
     prepare_data_dir,
     running_up,
     write_api_info,
 )
 from roost.cli.readiness import role_probes
+from roost.cli.roleprograms import (
+    api_answers,
+    metrics_env,
+    ready_timeout,
+    role_program,
+    router_ports,
+    router_sockets,
+)
 from roost.cli.takeover import (
     Older,
     TakeOver,
@@ -69,95 +73,18 @@ from roost.cli.takeover import (
 )
 from roost.controller.apitls import api_url
 from roost.daemonize import secure_start
-from roost.proc import activation, spawn, upstate
-from roost.proc.backoff import Backoff
-from roost.proc.children import Child, Policy
+from roost.proc import upstate
+from roost.proc.children import Child
 from roost.proc.forkserver import ForkServer
 from roost.proc.stop import kill_descendants
-from roost.proc.supervise import Process, Program, Supervisor
+from roost.proc.supervise import Program, Supervisor
 from roost.proc.wait import become_subreaper, reap_adopted
 from roost.servicehost.binaries import missing_hint
 from roost.settings import Settings
 
-STOP_GRACE_S = 20.0
-# The controller's API must answer within this long of its start.
-API_READY_S = 60.0
-# Any other role must serve within this long of its start (readiness: the
-# servicehost's first start makes its PostgreSQL cluster, on a busy machine).
-ROLE_READY_S = 180.0
-# A role is restarted 0.5 s after it exits, doubling up to 10 s while it keeps
-# exiting; one that ran a minute starts the count again. A configuration
-# error (roost.proc.exits) is not restarted: `roost up` stops with it.
-ROLE_POLICY = Policy(
-    backoff=Backoff(base_s=0.5, max_s=10.0, reset_after_s=60.0), stop_grace_s=STOP_GRACE_S
-)
-
 
 def _say(msg: str) -> None:
     click.echo(f"roost up: {msg}", err=True)
-
-
-def role_program(
-    role: str,
-    argv: list[str] | Callable[[], list[str]],
-    env: Mapping[str, str] | Callable[[], Mapping[str, str]],
-    ready: Callable[[Process], Awaitable[None]] | None = None,
-    sockets: Sequence[tuple[str, socket.socket]] = (),
-    forks: ForkServer | None = None,
-    before: Callable[[], None] | None = None,
-) -> Program:
-    """A role's daemon; its stderr passes through us, so a fatal exit is
-    reported with the role's own last words. `argv` and `env` may be
-    functions: asked at each start, after `before` (roost.cli.readdress:
-    its ports moved after an exit that said one was in use). `sockets`
-    (name, listening socket) are handed to it by the socket activation
-    protocol. With `forks`, `argv` (`python -m roost ARGS`) is forked from
-    its zygote instead of executed."""
-    fds = [(name, sock.fileno()) for name, sock in sockets]
-
-    def command() -> tuple[list[str], Mapping[str, str]]:
-        if before is not None:
-            before()
-        args = argv() if callable(argv) else argv
-        return args, env() if callable(env) else env
-
-    async def executed() -> Process:
-        args, child_env = command()
-        launched = activation.launcher(fds, args) if fds else args
-        return await spawn.start(
-            launched, env=child_env, stderr=subprocess.PIPE, pass_fds=[fd for _, fd in fds]
-        )
-
-    async def forked() -> Process:
-        args, child_env = command()
-        assert forks is not None and args[1:3] == ["-m", "roost"], args
-        # A Forked is what the Supervisor uses of a Process (pid, returncode, wait, stderr).
-        return await forks.spawn(args[3:], child_env, fds)  # type: ignore[return-value]
-
-    start = executed if forks is None else forked
-    policy = ROLE_POLICY
-    if ready is not None:
-        policy = dataclasses.replace(policy, ready_timeout_s=_ready_timeout(role))
-    return Program(role, start, ready=ready, policy=policy)
-
-
-def _api_answers(data: Path) -> Callable[[Process], Awaitable[None]]:
-    """The controller's readiness: its API answers /api/health."""
-
-    async def probe(proc: Process) -> None:
-        api = json.loads((data / "api.json").read_text())
-        ca = api.get("ca", "")
-        verify = ssl.create_default_context(cafile=ca) if ca else True
-        while True:
-            try:
-                status, _ = await httpget.get(f"{api['url']}/api/health", verify, timeout=1.0)
-                if status == 200:
-                    return
-            except OSError:
-                pass
-            await asyncio.sleep(0.2)
-
-    return probe
 
 
 async def _reap_adopted(known: Callable[[], set[int]], hold: Callable[[], bool]) -> None:
@@ -165,10 +92,6 @@ async def _reap_adopted(known: Callable[[], set[int]], hold: Callable[[], bool])
         await asyncio.sleep(1.0)
         if not hold():  # a forked role may be ours already and not yet known
             reap_adopted(known())
-
-
-def _ready_timeout(role: str) -> float:
-    return API_READY_S if role == "controller" else ROLE_READY_S
 
 
 def fatal_error(child: Child) -> CliError:
@@ -192,56 +115,6 @@ def role_states(names: list[str], children: dict[str, Child]) -> dict[str, upsta
             else upstate.RoleStatus(state="pending")
         )
     return out
-
-
-def router_ports(settings: Settings) -> list[tuple[str, int]]:
-    """The router's ports by name: "http", and "https" when TLS is on."""
-    ports = [("http", settings.router_port)]
-    if settings.router_tls_port:
-        ports.append(("https", settings.router_tls_port))
-    return ports
-
-
-def router_sockets(settings: Settings) -> list[tuple[str, socket.socket]]:
-    """The router's listening sockets, bound once for the life of `roost up`
-    with activation's large backlog."""
-    host = settings.bind_host
-    out: list[tuple[str, socket.socket]] = []
-    for name, port in router_ports(settings):
-        try:
-            sock = activation.listen(host, port)
-        except OSError as exc:
-            for _, s in out:
-                s.close()
-            option = "--router-port" if name == "http" else "--tls-port"
-            raise CliError(f"cannot listen on {host}:{port} ({option}): {exc.strerror}") from None
-        out.append((name, sock))
-    return out
-
-
-def _metrics_env(
-    env: Mapping[str, str],
-    role: str,
-    metrics: dict[str, str],
-    data: Path,
-    host: str,
-    overlaps: bool = False,
-) -> Callable[[], dict[str, str]]:
-    """`env` with the role's metrics port as DATA/metrics.json lists it at
-    each start (roost.cli.readdress moves one another process took). A
-    role whose old process may still be ending when its successor starts
-    (`overlaps`: the router, handing over) keeps its port while that port
-    is free, else takes another and lists it there."""
-
-    def at_start() -> dict[str, str]:
-        port = readdress.port_of(metrics[role]) or 0
-        if overlaps and not port_free(host, port):
-            port = free_port(host)
-            metrics[role] = f"http://{host}:{port}/metrics"
-            (data / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        return {**env, "ROOST_METRICS_PORT": str(port)}
-
-    return at_start
 
 
 async def _report(
@@ -353,7 +226,7 @@ async def supervise(
         *([("servicehost", [])] if with_services else []),
         *([("backupd", [])] if with_backups else []),
     ):
-        probe = _api_answers(data) if role == "controller" else probes.get(role)
+        probe = api_answers(data) if role == "controller" else probes.get(role)
         argv = [*base, role, *extra]
         if role == "controller":
             programs.append(role_program(role, argv, env, probe, forks=forks, before=before(role)))
@@ -361,7 +234,7 @@ async def supervise(
         port = free_port(settings.bind_host, held=True)  # until the role starts
         metrics[role] = f"http://{settings.bind_host}:{port}/metrics"
         overlaps = role == "router"
-        at_start = _metrics_env(env, role, metrics, data, settings.bind_host, overlaps)
+        at_start = metrics_env(env, role, metrics, data, settings.bind_host, overlaps)
         shared = sockets if role == "router" else ()
         programs.append(role_program(role, argv, at_start, probe, shared, forks, before(role)))
     # Several roles in one process.
@@ -379,7 +252,7 @@ async def supervise(
                 host_argv(members),
                 dict(env),
                 uphost.all_of(
-                    [_api_answers(data) if r == "controller" else probes[r] for r in members]
+                    [api_answers(data) if r == "controller" else probes[r] for r in members]
                 ),
                 forks=forks,
                 before=before(name),
@@ -397,7 +270,7 @@ async def supervise(
             hold = (lambda: False) if forks is None else (lambda: forks.busy)
             reaper = tg.create_task(_reap_adopted(known, hold))
             # The daemons that read an address moved (roost.cli.readdress) are replaced.
-            mover = tg.create_task(moves.run(sup, steps, _ready_timeout))
+            mover = tg.create_task(moves.run(sup, steps, ready_timeout))
             reporter = tg.create_task(
                 _report(
                     data,
@@ -424,11 +297,11 @@ async def supervise(
                 await older.retire("controller")
             sup.add(programs[0])
             first = programs[0].name
-            up = await sup.wait_up(first, 2 * _ready_timeout(first))
+            up = await sup.wait_up(first, 2 * ready_timeout(first))
             if up and older is not None and takeover is not None and groups:
                 for program in [p for p in rest if p.name in groups]:
                     sup.add(program)
-                    up = up and await sup.wait_up(program.name, _ready_timeout(program.name))
+                    up = up and await sup.wait_up(program.name, ready_timeout(program.name))
                 rest = [p for p in rest if p.name not in groups]
                 if up and not takeover.hands_over and "runner" in uphost.members_of(groups):
                     await moved(data, *takeover.hosts, _say)  # onto the new runner first
@@ -440,9 +313,9 @@ async def supervise(
                     for program in rest:
                         sup.add(program)
                 elif takeover.hands_over:
-                    if not await hand_over(sup, rest, older, _ready_timeout):
+                    if not await hand_over(sup, rest, older, ready_timeout):
                         sup.stop()
-                elif not await bring_up(sup, rest, older, data, takeover.hosts, _ready_timeout):
+                elif not await bring_up(sup, rest, older, data, takeover.hosts, ready_timeout):
                     sup.stop()
                 api = json.loads((data / "api.json").read_text())
                 _say(f"API      {api['url']}/api/docs")
@@ -451,7 +324,7 @@ async def supervise(
                 _say("running; Ctrl-C stops everything, roost up --reload restarts the daemons")
                 renew = forks.renew if forks is not None else None
                 reloader = tg.create_task(
-                    reloads.run(sup, steps, _ready_timeout, _say, before=renew)
+                    reloads.run(sup, steps, ready_timeout, _say, before=renew)
                 )
             elif sup.fatal is None and not sup.stopping:
                 c = sup.children.get(first)
