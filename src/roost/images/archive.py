@@ -30,13 +30,16 @@ import signal
 import stat
 import subprocess
 import tarfile
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from roost.images.digest import ImageError
+from roost.images.filemanifest import DIR, FileManifest
 from roost.images.layerarchive import FILES_MEMBER, check_head
-from roost.images.treescan import verify_tree
+from roost.images.linkplan import Identity, Source, exclude_list, plan_links
+from roost.images.linkunpack import Checked, check_tree, link_planned, make_dirs
 from roost.proc import spawn
 from roost.proc.stop import signal_group
 
@@ -142,12 +145,19 @@ def _unpack_with_tarfile(archive: Path, dest: Path) -> None:
         raise ImageError(f"cannot unpack {archive.name}: {exc}") from exc
 
 
-def unpack(archive: Path, dest: Path) -> None:
-    """Unpack `archive` into the existing directory `dest` (blocking)."""
+def unpack(archive: Path, dest: Path, exclude_from: Path | None = None) -> None:
+    """Unpack `archive` into the existing directory `dest` (blocking), but for the
+    members named in the file `exclude_from` (one a line; GNU tar only)."""
     argv = _tar_argv(archive, dest)
     if argv is None:
+        if exclude_from is not None:
+            raise ImageError("leaving members out of an unpack needs GNU tar")
         _unpack_with_tarfile(archive, dest)
         return
+    if exclude_from is not None:
+        # Exact names: no wildcards, from the archive's top (a name's match
+        # also leaves out what is below it, which a file has nothing of).
+        argv += ["--anchored", "--no-wildcards", f"--exclude-from={exclude_from}"]
     _check_archive(archive)
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -173,19 +183,50 @@ async def unpack_async(archive: Path, dest: Path) -> None:
         raise ImageError(f"cannot unpack {archive.name}: {err.decode(errors='replace')[-2000:]}")
 
 
-def unpack_layer_archive(archive: Path, dest: Path, digest: str) -> None:
+def can_leave_out() -> bool:
+    """Whether `unpack` can leave members out (GNU tar is here): tarfile's extraction
+    would write into a file already at a member's path, a linked one included."""
+    return shutil.which("tar") is not None
+
+
+def unpack_layer_archive(
+    archive: Path,
+    dest: Path,
+    digest: str,
+    *,
+    layers: Path | None = None,
+    sources: Callable[[FileManifest], Mapping[bytes, Sequence[Source]]] | None = None,
+) -> Checked:
     """Unpack a layer named by its files (`roost.images.layerarchive`) into the new
     directory `dest`, then check it (blocking).
 
     The archive's own bytes name nothing: what is trusted is the unpacked
     tree, once it is exactly the manifest the archive begins with (whose
-    sha256 is `digest`), every file hashed. The manifest's own member is
-    not kept. Anything else removes `dest` and raises ImageError.
+    sha256 is `digest`), every file hashed or linked from a verified one.
+    With `sources` (the manifest -> sha256 -> cached files under `layers`,
+    `roost.images.layerindex`), the files a cached layer holds are
+    hard-linked from it and tar writes only the others
+    (`roost.images.linkunpack`). The manifest's own member is not
+    kept. Anything else removes `dest` and raises ImageError.
     """
     manifest = check_head(archive, digest)
+    plan = {}
+    if layers is not None and sources is not None and can_leave_out():
+        plan = plan_links(manifest.entries, sources(manifest))
     dest.mkdir()
+    exclude: Path | None = None
     try:
-        unpack(archive, dest)
+        linked: dict[str, Identity] = {}
+        if plan:
+            assert layers is not None
+            make_dirs(dest, (e.path for e in manifest.entries if e.kind == DIR))
+            linked = link_planned(dest, layers, plan)
+        if linked:
+            fd, name = tempfile.mkstemp(prefix="roost-linked-")
+            exclude = Path(name)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(exclude_list(linked))
+        unpack(archive, dest, exclude)
         head = dest / FILES_MEMBER
         try:
             regular = stat.S_ISREG(os.lstat(head).st_mode)
@@ -194,10 +235,13 @@ def unpack_layer_archive(archive: Path, dest: Path, digest: str) -> None:
         if not regular:
             raise ImageError(f"layer {digest}: {FILES_MEMBER} is not its manifest")
         head.unlink()
-        verify_tree(dest, manifest)
+        return check_tree(dest, manifest, linked)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
+    finally:
+        if exclude is not None:
+            exclude.unlink(missing_ok=True)
 
 
 def tree_size(root: Path) -> int:

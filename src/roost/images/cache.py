@@ -52,6 +52,7 @@ from roost.images.digest import (
     sha256_file,
 )
 from roost.images.eviction import CacheEntry, plan_eviction
+from roost.images.layerindex import LayerIndex
 from roost.images.manifest import ImageManifest, read_manifest
 
 __all__ = ["CacheEntry", "Fetcher", "ImageCache", "plan_eviction"]
@@ -96,6 +97,8 @@ class ImageCache:
         self._pins: dict[str, int] = {}
         self._entries: dict[str, CacheEntry] = {}
         self._layers: dict[str, CacheEntry] = {}
+        # The verified files of layers named by their files, lent to later ones.
+        self._files = LayerIndex(self.meta / "files")
         self._recover()
 
     # ------------------------------------------------------------ state on disk
@@ -114,6 +117,7 @@ class ImageCache:
                 entry = CacheEntry(digest, tree_size(p), p.stat().st_mtime)
                 self._write_meta(self.layer_meta, entry)
             self._layers[digest] = entry
+        self._files.recover(self._layers)
         for p in self.images.iterdir():
             if not _is_hex_name(p) or not p.is_dir() or p.is_symlink():
                 _remove(p)
@@ -302,11 +306,19 @@ class ImageCache:
                 blob = await self._download(digest, fetcher, work, files=files)
                 if files:
                     os.rmdir(unpack_dir)  # made anew, then checked, by the unpack
-                    await asyncio.to_thread(unpack_layer_archive, blob, unpack_dir, digest)
+                    # Which layers may lend files: those cached now (eviction
+                    # may take one meanwhile: its links then fail, tar writes).
+                    find = self._files.finder(list(self._layers))
+                    checked = await asyncio.to_thread(
+                        unpack_layer_archive, blob, unpack_dir, digest,
+                        layers=self.layers, sources=find,
+                    )  # fmt: skip
+                    size = checked.size
+                    await asyncio.to_thread(self._files.save, digest, checked.files)
                 else:
                     await unpack_async(blob, unpack_dir)
+                    size = await asyncio.to_thread(tree_size, unpack_dir)
                 _remove(work)
-                size = await asyncio.to_thread(tree_size, unpack_dir)
                 os.chmod(unpack_dir, 0o755)
                 entry = CacheEntry(digest, size, self._clock())
                 self._write_meta(self.layer_meta, entry)
@@ -374,6 +386,7 @@ class ImageCache:
 
     def _detach_layer(self, digest: str) -> Path | None:
         self._layers.pop(digest, None)
+        self._files.forget(digest)
         return self._detach_dir(self.layers, self.layer_meta, digest)
 
     def _detach_dir(self, parent: Path, meta_dir: Path, digest: str) -> Path | None:
