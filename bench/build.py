@@ -46,7 +46,12 @@ Measured (medians of several repetitions, each from the same starting state):
                      (streaming a layer still being stored), timed to its verified end
                      (copy_after_build); and a runner's unpacking of the layer: a plain
                      unpack of the archive beside the real one, which checks the tree
-                     against the layer's file manifest (archive.unpack_layer_archive)
+                     against the layer's file manifest (archive.unpack_layer_archive),
+                     then the whole image made ready by a runner's ImageCache: into an
+                     empty cache (ensure_empty_cache), and into one that already holds
+                     the previous release's layer (unpack_after_previous: the warm
+                     layer without two packages, CHANGED, as a changed lock's would
+                     be; the new layer links the files it holds and tar writes the rest)
   layer_name         the naming of each warm build's layer by its files (the phase
                      layer.name above)
 Before each timed run the filesystem is synced (os.sync, untimed), so no run pays
@@ -73,16 +78,25 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import msgspec
+
 from roost.builder.daemon import images_handlers
+from roost.builder.layerpack import name_by_files
+from roost.builder.pack import LAYER_TAR_FLAGS, pack_tree
 from roost.builder.pipeline import Build
 from roost.builder.ramlayers import sweep_orphans
-from roost.builder.sandbox import PASS_ENV
+from roost.builder.sandbox import PASS_ENV, BuildUser
 from roost.builder.workspace import Workspace
 from roost.images.archive import unpack, unpack_layer_archive
+from roost.images.cache import ImageCache
+from roost.images.layerarchive import FILES_MEMBER
+from roost.images.manifest import encode_manifest, read_manifest
 from roost.images.store import ImageStore
+from roost.images.treescan import HashCache
 from roost.settings import Settings
 from roost.wire.keys import generate_keypair, write_keypair
 from roost.wire.node import Node
@@ -230,6 +244,63 @@ def unpack_times(second: ImageStore, layer: str, base: Path) -> tuple[float, flo
     return plain, checked
 
 
+# The packages the previous release's layer lacks (bench_previous_layer):
+# a warm build's lock changes one or two.
+CHANGED = ("bleach", "markdown")
+
+
+def previous_layer(second: ImageStore, image: str, layer: str, base: Path) -> str:
+    """An image as the previous release's: the warm layer without two packages
+    (CHANGED), named by its files and packed as a builder does, into `second`."""
+    tree = base / "previous"
+    tree.mkdir()
+    unpack(second.path(layer), tree)
+    (tree / FILES_MEMBER).unlink()
+    for site in tree.glob("lib/python*/site-packages"):
+        for p in site.iterdir():
+            if p.name.lower().startswith(CHANGED) and p.is_dir():
+                shutil.rmtree(p)
+    me = BuildUser(name="me", uid=os.geteuid(), gid=os.getegid(), dropped=False)
+    named = name_by_files(tree, HashCache())
+    digest, size, _ = pack_tree(
+        second, tree, sorted(os.listdir(tree)), LAYER_TAR_FLAGS, me, threading.Event(),
+        files=(named.digest, named.head),
+    )  # fmt: skip
+    shutil.rmtree(tree)
+    manifest = read_manifest(second.path(image))
+    assert manifest is not None
+    layers = [
+        msgspec.structs.replace(lr, digest=digest, size=size) if lr.digest == layer else lr
+        for lr in manifest.layers
+    ]
+    return second.put_bytes(encode_manifest(msgspec.structs.replace(manifest, layers=layers)))
+
+
+async def cache_times(
+    second: ImageStore, image: str, layer: str, base: Path
+) -> tuple[float, float]:
+    """The warm image made ready by a runner's ImageCache, as a deploy waits for it:
+    into an empty cache, and into one already holding the previous release's
+    (`previous_layer`), whose files the warm layer then links. Seconds each."""
+    previous = previous_layer(second, image, layer, base)
+
+    async def fetch(digest: str, dest: Path) -> Path:
+        os.link(second.path(digest), dest / "blob")
+        return dest / "blob"
+
+    times = []
+    for before in (None, previous):
+        cache = ImageCache(base / "runner-cache", max_bytes=1 << 40)
+        if before is not None:
+            await cache.ensure(before, fetch)
+        settle()
+        start = time.perf_counter()
+        await cache.ensure(image, fetch)
+        times.append(time.perf_counter() - start)
+        shutil.rmtree(base / "runner-cache")
+    return times[0], times[1]
+
+
 def settle() -> None:
     """Flush earlier runs' dirty pages and journal before timing the next one."""
     os.sync()
@@ -338,9 +409,11 @@ async def main() -> None:
             steps = b.steps
             names.append(steps["layer.name"])
             unpacked, checked = unpack_times(ImageStore(second), b.layer, base)
+            empty, after = await cache_times(ImageStore(second), b.image, b.layer, base)
             shutil.rmtree(second)
             times = {k: v for k, v in steps.items() if k.startswith(("layer.", "pack.", "copy"))}
-            times |= {"unpack": unpacked, "unpack+check": checked}
+            times |= {"unpack": unpacked, "unpack+check": checked, "ensure_empty_cache": empty,
+                      "unpack_after_previous": after}  # fmt: skip
             for k, v in times.items():
                 phases.setdefault(k, []).append(v)
             took2, _ = await b.build(ws, previous_lock=lock)
