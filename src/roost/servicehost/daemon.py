@@ -39,6 +39,7 @@ from roost.servicehost.datasession import DataSessions
 from roost.servicehost.host import ServiceHost, limits_problem
 from roost.servicehost.layout import Layout
 from roost.servicehost.pairjoin import PairSwap
+from roost.servicehost.provision import Provisioning
 from roost.servicehost.redispairs import RedisPairs
 from roost.servicehost.restores import Restores
 from roost.servicehost.status import push_loop
@@ -69,6 +70,7 @@ def handlers(
         "the servicehost",
         [
             *host.entries(),
+            *Provisioning(host).entries(),
             *data.entries(),
             on(AppRemoved, appdata.on_removed),
             *BackupSources(host, appdata).entries(),

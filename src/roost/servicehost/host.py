@@ -1,4 +1,4 @@
-"""The servicehost's brain: which servers run, and provisioning over them.
+"""The servicehost's brain: which servers run, and what requests reach them by.
 
 Theory of operation: state.json is the truth about what exists; every
 server in it is started at `start()` (or adopted, running, from the daemon
@@ -7,18 +7,9 @@ stops them, or `release()`, which leaves them serving for the next daemon.
 PostgreSQL is started at `start()` only when state.json says it is needed
 (pgdemand.py: a database, a restore, backupd streaming it) or a postmaster
 of its cluster is running already (a hand-over); otherwise by the first
-request that needs it (`pg_up`, `apps_pg`).
-Requests for one (app, kind) are serialised by a lock, and each step is
-idempotent, so a request repeated after a timeout (the RPC client retries
-with the same request) or after a crash half-way simply finishes the job:
-
-  provision:   record the credentials first (state.json), then create the
-               role/database or start the Redis server. Asking again returns
-               the same credentials. New services are refused when the disk
-               is below the free-space threshold, before anything is created.
-  deprovision: final backup first; only when it is on disk is the data
-               dropped, and only then is the service forgotten. A repeated
-               request answers with the backup already taken.
+request that needs it (`pg_up`, `apps_pg`). Requests for one (app, kind)
+hold its lock (`lock`); provisioning an app's services, backing them up
+and removing them are provision.py's.
 
 Limits: each app's PostgreSQL role may hold `postgres_connection_limit`
 sessions (CONNECTION LIMIT, set at provision and on every existing role at
@@ -34,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import socket
 import time
 from collections import defaultdict
@@ -44,22 +34,14 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from roost.datadir.shared import root_for
 from roost.netaddr import is_loopback
-from roost.servicehost import backuprole, pgadmin, pgdemand, pgrejoin, retirement
+from roost.servicehost import pgadmin, pgdemand, pgrejoin, retirement
 from roost.servicehost.addresses import advertised_host, listen_hosts
-from roost.servicehost.backups import archive_app_data, backup_name
+from roost.servicehost.backups import backup_name
 from roost.servicehost.binaries import Binaries
 from roost.servicehost.disk import refusal, usage
 from roost.servicehost.layout import Layout
-from roost.servicehost.names import (
-    BadAppName,
-    check_app,
-    new_password,
-    pg_name,
-    postgres_url,
-    redis_url,
-)
+from roost.servicehost.names import BadAppName, new_password, pg_name
 from roost.servicehost.pairdb import PairAdmin, PairMember
 from roost.servicehost.pgpair import PairPlan
 from roost.servicehost.postgres import Postgres
@@ -78,18 +60,7 @@ from roost.servicehost.supervised import Server, Servers, Supervised
 from roost.servicehost.user import ServiceUser
 from roost.settings import Settings
 from roost.wire.dispatch import Entry, on, refusing
-from roost.wire.messages import (
-    Msg,
-    RedisCopy,
-    ServiceBackup,
-    ServiceBackupDone,
-    ServiceCredentials,
-    ServiceDeprovision,
-    ServiceHostStatusRequest,
-    ServiceKind,
-    ServiceProvision,
-    ServiceRemoved,
-)
+from roost.wire.messages import Msg, ServiceHostStatusRequest
 
 if TYPE_CHECKING:
     from roost.servicehost.redispairs import RedisPairs
@@ -182,9 +153,8 @@ class ServiceHost:
         self.pair_sup: Supervised | None = None
         # Apps' S3 buckets: one weed server while any app has one (s3.py).
         self.s3 = S3Buckets(self)
+        # Every request on an app's service holds its lock (`lock`).
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        # Answers to removals already done, for a request that is repeated.
-        self._removed: dict[str, ServiceRemoved] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._limits: asyncio.Task[None] | None = None
         self._rejoin: asyncio.Task[None] | None = None
@@ -359,48 +329,24 @@ class ServiceHost:
     # ------------------------------------------------------------ requests
 
     def entries(self) -> list[Entry]:
-        """The service requests, for the servicehost's table."""
-
-        async def provision(msg: ServiceProvision) -> Msg:
-            return await self.provision(msg.app, msg.kind, msg.memory_mb, msg.copy_of)
-
-        async def deprovision(msg: ServiceDeprovision) -> Msg:
-            return await self.deprovision(msg.app, msg.kind)
-
-        async def backup(msg: ServiceBackup) -> Msg:
-            return await self.backup(msg.app, msg.kind)
+        """The buckets' requests and the status, for the servicehost's table
+        (an app's PostgreSQL and Redis: provision.py)."""
 
         async def status(_msg: ServiceHostStatusRequest) -> Msg:
             return await collect(self, self.name)
 
         errors = (ServiceError, BadAppName, ServiceProblem)
         return [
-            on(ServiceProvision, refusing(provision, *errors)),
-            on(ServiceDeprovision, refusing(deprovision, *errors)),
             *self.s3.entries(errors),
-            on(ServiceBackup, refusing(backup, *errors)),
             on(ServiceHostStatusRequest, refusing(status, *errors)),
         ]
 
-    def credentials(self, svc: Service) -> ServiceCredentials:
-        if svc.kind == "postgres":
-            assert self.state.postgres is not None
-            # (On a pair: this member's port; apps connect through the data proxy.)
-            port = self.pg_pair.pg_port if self.pg_pair is not None else self.state.postgres.port
-            url = postgres_url(self.host, port, svc.database, svc.username, svc.password)
-            return ServiceCredentials(
-                app=svc.app, kind="postgres", host=self.host, port=port,
-                database=svc.database, username=svc.username, password=svc.password, url=url,
-            )  # fmt: skip
-        return ServiceCredentials(
-            app=svc.app, kind="redis", host=self.host, port=svc.port, database="0",
-            password=svc.password, url=redis_url(self.host, svc.port, svc.password),
-            copy=self.pairs.copy(svc) if self.pairs is not None else None,
-        )  # fmt: skip
-
     def check_disk(self) -> None:
         """ServiceError when the disk is below the free-space threshold."""
-        self._check_disk()
+        free, total = usage(self.layout.root)
+        why = refusal(free, total, self.settings.min_free_disk_fraction)
+        if why is not None:
+            raise ServiceError(why)
 
     async def pg_up(self) -> Postgres:
         return await self._pg_up()
@@ -416,15 +362,6 @@ class ServiceHost:
             return PairAdmin(self.pg_pair, self.bins)
         return await self._pg_up()
 
-    async def redis_up(self, app: str) -> RedisServer:
-        return await self._redis_up(app)
-
-    def _check_disk(self) -> None:
-        free, total = usage(self.layout.root)
-        why = refusal(free, total, self.settings.min_free_disk_fraction)
-        if why is not None:
-            raise ServiceError(why)
-
     async def _pg_up(self) -> Postgres:
         if self.pg is not None:
             self._start_pg("needed now")
@@ -435,206 +372,15 @@ class ServiceHost:
             raise ServiceError(f"PostgreSQL is not up ({state}{last})", retryable=True)
         return pg
 
-    async def _redis_up(self, app: str) -> RedisServer:
+    async def redis_up(self, app: str) -> RedisServer:
         server, sup = self.redis[app]
         if not await sup.wait_up(UP_WAIT_S):
             last = f": {sup.last_error}" if sup.last_error else ""
             raise ServiceError(f"Redis of {app} is not up ({sup.state}{last})", retryable=True)
         return server
 
-    async def provision(
-        self, app: str, kind: ServiceKind, memory_mb: int = 0, copy_of: RedisCopy | None = None
-    ) -> Msg:
-        check_app(app)
-        key = HostState.key(app, kind)
-        async with self._locks[key]:
-            self._removed.pop(key, None)
-            if kind == "postgres":
-                svc = await self._provision_postgres(app)
-            else:
-                svc = await self._provision_redis(app, memory_mb, copy_of)
-            return self.credentials(svc)
-
-    async def _provision_postgres(self, app: str) -> Service:
-        name = pg_name(app)
-        for other in self.state.of_kind("postgres"):
-            if other.database == name and other.app != app:
-                raise ServiceError(
-                    f"app {app!r} would share database {name} with app {other.app!r}"
-                )
-        svc = self.state.get(app, "postgres")
-        if svc is None:
-            self._check_disk()
-        pg = await self._apps_pg()
-        if svc is None:
-            port = self.credentials_port()
-            svc = Service(
-                app=app, kind="postgres", port=port, database=name, username=name,
-                password=new_password(),
-            )  # fmt: skip
-            self.state.services[HostState.key(app, "postgres")] = svc
-            self._save()
-        try:
-            await pgadmin.ensure_database(
-                pg, name, svc.password, self.settings.postgres_connection_limit
-            )
-        except (psycopg.OperationalError, OSError) as exc:
-            # A pair without a primary for now (a failover): retried by the caller.
-            raise ServiceError(f"the app's PostgreSQL is not reachable: {exc}", True) from None
-        if self.pg_pair is None and self.state.postgres and self.state.postgres.backup_password:
-            await backuprole.allow_database(await self._pg_up(), name)  # backupd dumps it too
-        log.info("postgres for %s: database %s ready", app, name)
-        return svc
-
-    def credentials_port(self) -> int:
-        """The PostgreSQL port an app's database is on here."""
-        if self.pg_pair is not None:
-            return self.pg_pair.pg_port
-        assert self.state.postgres is not None
-        return self.state.postgres.port
-
-    async def _provision_redis(
-        self, app: str, memory_mb: int, copy_of: RedisCopy | None = None
-    ) -> Service:
-        if memory_mb < 0:
-            raise ServiceError("memory_mb must be 0 (the default) or more")
-        svc = self.state.get(app, "redis")
-        taken = {s.port for s in self.state.services.values()}
-        if self.state.postgres is not None:
-            taken.add(self.state.postgres.port)
-        new_copy = svc is None and copy_of is not None
-        if new_copy:
-            assert copy_of is not None
-            svc = self._redis_copy(app, copy_of, taken)
-        if svc is None:
-            self._check_disk()
-            svc = Service(
-                app=app, kind="redis", port=free_port(taken=taken), password=new_password(),
-                memory_mb=memory_mb or self.settings.redis_memory_mb,
-                admin_password=new_password(), backup_password=new_password(),
-                replica_password=new_password() if self.pairs is not None else "",
-            )  # fmt: skip
-            self.state.services[HostState.key(app, "redis")] = svc
-            self._save()
-            log.info("redis for %s: port %d, %d MB", app, svc.port, svc.memory_mb)
-        elif memory_mb and memory_mb != svc.memory_mb:
-            svc.memory_mb = memory_mb
-            self._save()
-            if app in self.redis:
-                server, sup = self.redis[app]
-                server.prepare()  # the next start reads the new limit
-                if sup.is_up:
-                    await server.set_memory(memory_mb)
-            log.info("redis for %s: memory limit now %d MB", app, memory_mb)
-        if app not in self.redis:
-            self._start_redis(svc)
-        await self._redis_up(app)
-        if self.pairs is not None and not svc.replica_of:
-            await self.pairs.register([svc])  # a new master: the sentinels watch it
-        if self.pairs is not None and new_copy:
-            # A new replica (perhaps in a lost servicehost's place): the
-            # sentinels forget whatever replica they knew and find this one.
-            await self.pairs.reset(app)
-        return svc
-
-    def _redis_copy(self, app: str, copy: RedisCopy, taken: set[int]) -> Service:
-        """Record the pair's second copy of an app's Redis (redispairs.py)."""
-        if self.pairs is None:
-            raise ServiceError("this servicehost is not in a pair: it keeps no Redis copies")
-        if copy.port in taken:
-            raise ServiceError(f"port {copy.port} of {app}'s Redis is taken on this servicehost")
-        self._check_disk()
-        svc = self.pairs.from_copy(app, copy)
-        self.state.services[HostState.key(app, "redis")] = svc
-        self._save()
-        log.info("redis for %s: port %d, replica of %s", app, svc.port, copy.master_host)
-        return svc
-
-    async def _backup_app_data(self, app: str) -> None:
-        """The app's data directory is backed up with its databases."""
-        source = root_for(self.layout.data_dir, self.settings.appdata_root) / app
-        dest = await asyncio.to_thread(
-            archive_app_data, source, self.layout.backups(app), time.time()
-        )
-        if dest is not None:
-            log.info("backup of %s data directory: %s", app, dest)
-
     def backup_path(self, app: str, kind: StoredKind) -> Path:
         d = self.layout.backups(app)
         d.mkdir(mode=0o700, exist_ok=True)
         existing = {p.name for p in d.iterdir()}
         return d / backup_name(kind, time.time(), existing)
-
-    async def backup(self, app: str, kind: ServiceKind) -> Msg:
-        check_app(app)
-        key = HostState.key(app, kind)
-        async with self._locks[key]:
-            svc = self.state.get(app, kind)
-            if svc is None and self.pg_pair is None:
-                raise ServiceError(f"app {app!r} has no {kind} service here")
-            pg = await self._apps_pg() if kind == "postgres" else None
-            # On a pair the app's database is in the pair's primary, made
-            # through the partner perhaps: this host may not record it.
-            name = svc.database if svc is not None else pg_name(app)
-            if (
-                svc is None
-                and pg is not None
-                and self.pg_pair is not None
-                and await pgadmin.database_exists(pg, name)
-            ):
-                svc = Service(app=app, kind="postgres", port=self.credentials_port(),
-                              database=name, username=name, password="")  # fmt: skip
-            if svc is None:
-                raise ServiceError(f"app {app!r} has no {kind} service here")
-            dest = self.backup_path(app, kind)
-            if pg is not None:
-                size = await pgadmin.dump(pg, svc.database, dest)
-            else:
-                server = await self._redis_up(app)
-                await server.save()
-                size = await server.copy_rdb(dest)
-            log.info("backup of %s %s: %s (%d bytes)", app, kind, dest, size)
-            await self._backup_app_data(app)
-            return ServiceBackupDone(path=str(dest), size=size)
-
-    async def deprovision(self, app: str, kind: ServiceKind) -> Msg:
-        check_app(app)
-        key = HostState.key(app, kind)
-        async with self._locks[key]:
-            svc = self.state.get(app, kind)
-            if kind == "postgres":
-                if svc is None and self.pg_pair is None and not self.pg_started:
-                    # (state.json records a database before it is made: none, and no
-                    # server to ask.)
-                    return self._removed.get(key) or ServiceRemoved(app=app, kind=kind)
-                pg = await self._apps_pg()
-                name = svc.database if svc else pg_name(app)
-                if svc is None and not await pgadmin.database_exists(pg, name):
-                    return self._removed.get(key) or ServiceRemoved(app=app, kind=kind)
-                dest = self.backup_path(app, kind)
-                await pgadmin.dump(pg, name, dest)
-                await pgadmin.drop_database(pg, name)
-            else:
-                if svc is None:
-                    return self._removed.get(key) or ServiceRemoved(app=app, kind=kind)
-                if self.pairs is not None:
-                    # Forgotten first, or the sentinels would promote the replica.
-                    await self.pairs.unregister(app)
-                if app not in self.redis:
-                    self._start_redis(svc)
-                server = await self._redis_up(app)
-                await server.save()
-                _, sup = self.redis.pop(app)
-                # SIGTERM makes Redis save dump.rdb once more: nothing written
-                # between SAVE and the stop is lost from the final backup.
-                await sup.stop()
-                dest = self.backup_path(app, kind)
-                await server.copy_rdb(dest)
-                await asyncio.to_thread(shutil.rmtree, server.dir, True)
-            self.state.services.pop(key, None)
-            self._save()
-            await self._backup_app_data(app)
-            log.info("removed %s of %s; final backup %s", kind, app, dest)
-            result = ServiceRemoved(app=app, kind=kind, backup_path=str(dest))
-            self._removed[key] = result
-            return result
