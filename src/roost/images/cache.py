@@ -7,7 +7,9 @@ a temporary directory renamed into place. A manifest (roost.images.manifest)
 is composed: every shared layer it names is ensured under `layers/<hex>/`
 (downloaded, verified and unpacked once per host, under a per-layer lock;
 a layer named by its files is verified as it is unpacked, its tree
-against its file manifest: roost.images.archive.unpack_layer_archive),
+against its file manifest: roost.images.archive.unpack_layer_archive,
+hard-linking the files earlier such layers of this cache hold, as their
+records in `meta/files/` say, roost.images.layerindex and linkunpack),
 every root layer is downloaded, verified and unpacked into a temporary root,
 the root gets `<path> -> ../../layers/<hex>` symlinks to its shared layers,
 and the root is renamed into place. Concurrent callers for one digest wait
@@ -27,7 +29,10 @@ uses; least recently used images, then layers no image uses any more, go
 until the total is within `max_bytes`. Last use, size and layers persist in
 `meta/`, so the LRU order survives a restart. Eviction renames a directory
 out of the way before deleting it, so a half-deleted one is never mistaken
-for a whole one.
+for a whole one; a layer others linked files from goes like any other
+(hard links: they keep their files), and its record goes with it. A
+layer's size is its whole tree's, linked files included: the total
+over-counts the disk, so eviction may start early, never late.
 """
 
 from __future__ import annotations
