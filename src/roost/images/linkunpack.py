@@ -17,8 +17,8 @@ a source layer evicted mid-way costs only speed: eviction renames the
 layer away and deletes it, and a link made before then still holds the
 verified inode (hard links keep the bytes alive), one made after fails.
 
-`check_tree` is `treescan.verify_tree`, except that a file whose identity is
-the linked one is not read again: every file of the result was either
+`check_tree` is `treescan.verify_tree` given the links made: a file whose
+identity is the linked one is not read again: every file of the result was either
 hashed here or linked from a file hashed to that sha256 on this host and
 unchanged since (as far as its identity tells, see
 `roost.images.linkplan`). tar never writes through a linked file: without
@@ -34,10 +34,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from roost.images.digest import ArchiveRefused
-from roost.images.filemanifest import DIR, FILE, LINK, FileManifest, Seen, compare_shape
+from roost.images.filemanifest import FileManifest
 from roost.images.linkplan import Identity, Source, SourceFile, linkable
-from roost.images.treescan import _hash_at, _walk
+from roost.images.treescan import verify_tree
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Descriptors one side keeps open at most (a venv has ~1,000 directories).
@@ -130,29 +129,11 @@ class Checked:
 
 def check_tree(root: Path, manifest: FileManifest, linked: Mapping[str, Identity]) -> Checked:
     """Refuse (ArchiveRefused) a tree that is not exactly `manifest`; every file is hashed
-    but those still the inode linked (`linked`: path -> identity)."""
-    want = {e.path: e for e in manifest.entries if e.kind == FILE}
-    seen: list[Seen] = []
-    files: list[SourceFile] = []
-    size = hashed = 0
-    for path, st, target, dirfd, name in _walk(root):
-        mode = st.st_mode
-        kind = DIR if stat.S_ISDIR(mode) else LINK if stat.S_ISLNK(mode) else FILE
-        seen.append(Seen(path, kind, stat.S_IMODE(mode), st.st_size, target))
-        size += st.st_size
-        e = want.get(path) if kind == FILE else None
-        if e is None or e.size != st.st_size:
-            continue  # compare_shape names it
-        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        if linked.get(path) != ident:
-            hashed += 1
-            if _hash_at(dirfd, name, st, path) != e.data:
-                raise ArchiveRefused(f"layer refused: {path[:200]!r} differs from its manifest")
-        if linkable(e):
-            sha = bytes.fromhex(e.data)
-            files.append(SourceFile(path, stat.S_IMODE(mode), e.size, sha, *ident[:2], ident[3]))
-    problems = compare_shape(manifest, seen)
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ArchiveRefused(f"layer refused: {problems[0][:300]}{more}")
-    return Checked(files, size, hashed)
+    but those still the inode linked (`linked`: path -> identity: treescan.verify_tree)."""
+    found = verify_tree(root, manifest, linked)
+    files = [
+        SourceFile(e.path, e.mode, e.size, bytes.fromhex(e.data), dev, ino, mtime_ns)
+        for e, (dev, ino, _, mtime_ns) in found.files
+        if linkable(e)
+    ]
+    return Checked(files, found.size, found.hashed)

@@ -25,7 +25,7 @@ import os
 import stat
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,7 +130,7 @@ def scan_tree(root: Path, cache: HashCache | None = None) -> tuple[FileManifest,
     pack = _IDENT.pack
     peek = cache.peek if cache is not None else None
     seen: list[bytes] = []
-    for path, st, target, dirfd, name in _walk(root):
+    for path, st, target, dirfd, name in walk(root):
         if not path.isascii():
             check_path(path)  # undecodable bytes (os's surrogate escapes)
         mode = st.st_mode
@@ -143,7 +143,7 @@ def scan_tree(root: Path, cache: HashCache | None = None) -> tuple[FileManifest,
             key = pack(st.st_dev, st.st_ino, size, st.st_mtime_ns)
             raw = peek(key) if peek is not None else None
             if raw is None:
-                sha = _hash_at(dirfd, name, st, path)
+                sha = hash_at(dirfd, name, st, path)
                 stats.hashed += 1
                 stats.hashed_bytes += size
                 if cache is not None:
@@ -167,25 +167,51 @@ def scan_tree(root: Path, cache: HashCache | None = None) -> tuple[FileManifest,
     return FileManifest(roost_files=FILE_MANIFEST_FORMAT, entries=entries), stats
 
 
-def verify_tree(root: Path, manifest: FileManifest) -> None:
-    """Refuse (ImageError) a tree that is not exactly `manifest`: every file is read and hashed."""
+@dataclass(frozen=True)
+class Verified:
+    """A tree found to be exactly its manifest: each regular file's entry with the
+    identity it was found with, and the bytes of all its entries (symlinks as
+    themselves, as `archive.tree_size` counts them)."""
+
+    files: list[tuple[FileEntry, Identity]]
+    size: int
+    hashed: int  # files read (the others known by the identity `linked` gave)
+
+
+def verify_tree(
+    root: Path, manifest: FileManifest, linked: Mapping[str, Identity] | None = None
+) -> Verified:
+    """Refuse (ImageError) a tree that is not exactly `manifest`: every file is read and
+    hashed, but one whose identity is what `linked` (path -> identity) says: a file
+    linked from one this host hashed to that sha256 (roost.images.linkunpack)."""
     want = {e.path: e for e in manifest.entries if e.kind == FILE}
+    known = linked or {}
     seen: list[Seen] = []
-    for path, st, target, dirfd, name in _walk(root):
-        kind = DIR if stat.S_ISDIR(st.st_mode) else LINK if stat.S_ISLNK(st.st_mode) else FILE
-        seen.append(Seen(path, kind, stat.S_IMODE(st.st_mode), st.st_size, target))
+    files: list[tuple[FileEntry, Identity]] = []
+    size = hashed = 0
+    for path, st, target, dirfd, name in walk(root):
+        mode = st.st_mode
+        kind = DIR if stat.S_ISDIR(mode) else LINK if stat.S_ISLNK(mode) else FILE
+        seen.append(Seen(path, kind, stat.S_IMODE(mode), st.st_size, target))
+        size += st.st_size
         e = want.get(path) if kind == FILE else None
-        # Hashed while its directory is open; a size that differs is named
-        # by compare_shape with the rest.
-        if e is not None and e.size == st.st_size and _hash_at(dirfd, name, st, path) != e.data:
-            raise ArchiveRefused(f"layer refused: {path[:200]!r} differs from its manifest")
+        if e is None or e.size != st.st_size:
+            continue  # compare_shape names it with the rest
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        # Hashed while its directory is open.
+        if known.get(path) != ident:
+            hashed += 1
+            if hash_at(dirfd, name, st, path) != e.data:
+                raise ArchiveRefused(f"layer refused: {path[:200]!r} differs from its manifest")
+        files.append((e, ident))
     problems = compare_shape(manifest, seen)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ArchiveRefused(f"layer refused: {problems[0][:300]}{more}")
+    return Verified(files, size, hashed)
 
 
-def _walk(root: Path) -> Iterator[tuple[str, os.stat_result, str, int, str]]:
+def walk(root: Path) -> Iterator[tuple[str, os.stat_result, str, int, str]]:
     """(relative path, lstat, symlink target, parent's fd, name) of every entry below `root`.
 
     Depth first, one descriptor open per level (not one per directory
@@ -241,7 +267,7 @@ def _listing(dirfd: int) -> Iterator[os.DirEntry[str]]:
         return iter(list(it))
 
 
-def _hash_at(dirfd: int, name: str, st: os.stat_result, path: str) -> str:
+def hash_at(dirfd: int, name: str, st: os.stat_result, path: str) -> str:
     fd = os.open(name, _FILE_FLAGS, dir_fd=dirfd)
     try:
         if _ident(os.fstat(fd)) != _ident(st):
