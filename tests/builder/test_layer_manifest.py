@@ -25,6 +25,7 @@ from roost.images.layerarchive import (
     ArchiveRefused,
     archive_size,
     check_head,
+    check_members,
     verify_archive,
 )
 from roost.images.store import ImageStore
@@ -123,6 +124,8 @@ def test_a_layer_archive_that_is_not_its_manifest_is_refused(tmp_path: Path) -> 
     forged = _rewrite(archive, tmp_path / "f1.tar",
                       lambda m, d: b"X = 2\n" if m.name.endswith("mod.py") else d)  # fmt: skip
     refused(forged, r"pkg/mod.py' differs from its manifest")
+    # Headers only: the bytes are for the unpacked tree's check to refuse (above).
+    assert check_members(forged, named.digest) == verify_archive(archive, named.digest)
     # A setuid bit where the manifest lists none: the store's check sees the
     # header's bits as the unpack keeps them (setuid never is), so the mode
     # check is the unpacked tree's; one file more than listed is refused by all.
@@ -206,9 +209,15 @@ def test_the_archive_is_checked_as_it_arrives_in_any_pieces(tmp_path: Path) -> N
             check = ArchiveCheck(named.digest)
             check.feed(raw)
             check.finish()
+        # The runner's header-only pass (file bytes skipped) refuses the same.
+        forged = tmp_path / "forged.tar"
+        forged.write_bytes(raw)
+        with pytest.raises(ArchiveRefused, match=match):
+            check_members(forged, named.digest)
 
     end = data.index(bytes(1024), len(named.head))  # where tar's zero blocks begin
     refused(data[:end], "cut short")
+    refused(data[: end - 700], "cut short")  # within a member's bytes, which are skipped
     refused(data[:100], "cut short")  # within the manifest's own header
     refused(data + b"junk", "data after the archive's end")
     damaged = bytearray(data)

@@ -37,7 +37,7 @@ from typing import Any
 
 from roost.images.digest import ImageError
 from roost.images.filemanifest import DIR, FileManifest
-from roost.images.layerarchive import FILES_MEMBER, check_head
+from roost.images.layerarchive import FILES_MEMBER, check_members
 from roost.images.linkplan import Identity, Source, exclude_list, plan_links
 from roost.images.linkunpack import Checked, check_tree, link_planned, make_dirs
 from roost.proc import spawn
@@ -145,9 +145,13 @@ def _unpack_with_tarfile(archive: Path, dest: Path) -> None:
         raise ImageError(f"cannot unpack {archive.name}: {exc}") from exc
 
 
-def unpack(archive: Path, dest: Path, exclude_from: Path | None = None) -> None:
+def unpack(
+    archive: Path, dest: Path, exclude_from: Path | None = None, *, checked: bool = False
+) -> None:
     """Unpack `archive` into the existing directory `dest` (blocking), but for the
-    members named in the file `exclude_from` (one a line; GNU tar only)."""
+    members named in the file `exclude_from` (one a line; GNU tar only).
+    `checked`: the caller checked every member already (a layer named by its
+    files: `layerarchive.check_members`), so tarfile's pass is not made."""
     argv = _tar_argv(archive, dest)
     if argv is None:
         if exclude_from is not None:
@@ -158,7 +162,8 @@ def unpack(archive: Path, dest: Path, exclude_from: Path | None = None) -> None:
         # Exact names: no wildcards, from the archive's top (a name's match
         # also leaves out what is below it, which a file has nothing of).
         argv += ["--anchored", "--no-wildcards", f"--exclude-from={exclude_from}"]
-    _check_archive(archive)
+    if not checked:
+        _check_archive(archive)
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise ImageError(f"cannot unpack {archive.name}: {proc.stderr.strip()[-2000:]}")
@@ -209,7 +214,9 @@ def unpack_layer_archive(
     (`roost.images.linkunpack`). The manifest's own member is not
     kept. Anything else removes `dest` and raises ImageError.
     """
-    manifest = check_head(archive, digest)
+    # Every member's header against the manifest (no file read: the tree is
+    # hashed once unpacked), in place of tarfile's generic pass.
+    manifest = check_members(archive, digest)
     plan = {}
     if layers is not None and sources is not None and can_leave_out():
         plan = plan_links(manifest.entries, sources(manifest))
@@ -226,7 +233,7 @@ def unpack_layer_archive(
             exclude = Path(name)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(exclude_list(linked))
-        unpack(archive, dest, exclude)
+        unpack(archive, dest, exclude, checked=True)
         head = dest / FILES_MEMBER
         try:
             regular = stat.S_ISREG(os.lstat(head).st_mode)
