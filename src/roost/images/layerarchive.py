@@ -362,9 +362,10 @@ def check_members(path: Path, digest: str) -> FileManifest:
 
     What a runner checks before GNU tar unpacks it (the tree is hashed after):
     no member tar would write that the manifest does not list, no hard link,
-    device or fifo, nothing twice, no name through a symlink. Headers only:
-    tarfile's pass over the same members took 0.3-0.5 s of a warm layer's
-    unpack (7,900-14,000 members), this a tenth of that.
+    device or fifo, nothing twice, no name through a symlink. Headers only,
+    in place of tarfile's generic pass over the same members (0.3-0.5 s of
+    a warm layer's unpack, 7,900-14,000 members): about half its time, and
+    each member held to the manifest rather than to general rules.
     """
     check = ArchiveCheck(digest, shape_only=True)
     try:
