@@ -250,7 +250,10 @@ def test_a_take_over_hands_a_process_of_several_roles_over_as_a_whole(tmp_path: 
             f"    open({str(got)!r}, 'w').write(signal.Signals(sig).name); sys.exit(0)\n"
             "signal.signal(signal.SIGUSR2, on); signal.signal(signal.SIGTERM, on)\n"
             f"open({str(got)!r} + '.ready', 'w').close()\n"
-            "time.sleep(60)\n",
+            # Short sleeps: a signal that comes just before a long sleep's
+            # system call is handled only once it ends (tests/proc/test_supervise).
+            "for _ in range(6000):\n"
+            "    time.sleep(0.01)\n",
         ]
     )
     try:
