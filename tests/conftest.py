@@ -287,7 +287,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.geteuid() == 0:
         remove_empty_tenant_cgroups(older_than=time.time() - 120)
         remove_orphan_pg_segments(_SESSION_START, time.time() - 120)
-    remove_stale_weed_sockets(_SESSION_START, time.time() - 120)
+    # Seconds, not minutes: weed (Go's net.Listen) binds and listens at once,
+    # so a socket nothing answers on is a stopped weed's, not a starting one's.
+    remove_stale_weed_sockets(_SESSION_START, time.time() - 5)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = len(reporter.stats.get("skipped", [])) if reporter is not None else 0
     if skipped and not os.environ.get("ROOST_ALLOW_SKIPS") and exitstatus == 0:
