@@ -124,7 +124,7 @@ class ArchiveCheck:
         # Stop at the manifest: a transport's check (check_head).
         self._head_only = head_only
         # Every header, no file's bytes (`check_members`: their data is skipped).
-        self._shape_only = shape_only
+        self.shape_only = shape_only
         self.manifest: FileManifest | None = None
         self._want: dict[str, FileEntry] = {}
         self._buf = bytearray()
@@ -144,7 +144,7 @@ class ArchiveCheck:
 
     def feed(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
-        while view and not (self._head_only and self.manifest is not None):
+        while view and not self.done:
             if self._left or self._pad:
                 view = self._data(view)
                 continue
@@ -169,7 +169,7 @@ class ArchiveCheck:
     def skippable(self) -> int:
         """Bytes of the current member's data (and padding) that may be passed over
         unread: a shape-only check's, past the manifest; 0 otherwise."""
-        if not self._shape_only or self.manifest is None or self._buf:
+        if not self.shape_only or self.manifest is None or self._buf:
             return 0
         return self._left + self._pad
 
@@ -203,6 +203,11 @@ class ArchiveCheck:
         if self._left or self._pad:
             return self._left + self._pad
         return self._need - len(self._buf)
+
+    @property
+    def done(self) -> bool:
+        """Nothing more to feed: a head-only check holds its manifest."""
+        return self._head_only and self.manifest is not None
 
     @property
     def ended(self) -> bool:
@@ -260,7 +265,7 @@ class ArchiveCheck:
         self._names.add(path)
         self._member = (path, kind, mode, size, link)
         e = self._want.get(path)
-        hashes = e is not None and e.size == size and not self._shape_only
+        hashes = e is not None and e.size == size and not self.shape_only
         self._hash = hashlib.sha256() if hashes else None
         self._left, self._pad = size, _blocks(size) - size
         if not size:
@@ -342,13 +347,7 @@ def _number(field: bytes) -> int | None:
 def check_head(path: Path, digest: str) -> FileManifest:
     """The manifest the archive at `path` begins with, once it hashes to `digest`
     (blocking; reads no further than the manifest)."""
-    check = ArchiveCheck(digest, head_only=True)
-    try:
-        with open(path, "rb") as fh:
-            while check.manifest is None and (chunk := fh.read(_READ)):
-                check.feed(chunk)
-    except OSError as exc:
-        raise ImageError(f"layer {digest}: cannot read its archive: {exc}") from exc
+    check = _read_file(ArchiveCheck(digest, head_only=True), path)
     if check.manifest is None:
         raise ImageError(
             f"layer {digest} refused: the archive does not begin with its file manifest"
@@ -367,32 +366,32 @@ def check_members(path: Path, digest: str) -> FileManifest:
     a warm layer's unpack, 7,900-14,000 members): about half its time, and
     each member held to the manifest rather than to general rules.
     """
-    check = ArchiveCheck(digest, shape_only=True)
-    try:
-        with open(path, "rb", buffering=0) as fh:
-            while True:
-                n = check.skippable()
-                if n:
-                    fh.seek(n, os.SEEK_CUR)  # past the end: the read below finds it cut
-                    check.skip(n)
-                    continue
-                chunk = fh.read(_READ if check.ended else min(max(check.pending, 1), _READ))
-                if not chunk:
-                    break
-                check.feed(chunk)
-    except OSError as exc:
-        raise ImageError(f"layer {digest}: cannot read its archive: {exc}") from exc
-    return check.finish()
+    return _read_file(ArchiveCheck(digest, shape_only=True), path).finish()
 
 
 def verify_archive(path: Path, digest: str) -> FileManifest:
     """The manifest, once every member of the archive at `path` is exactly what it lists
     (blocking); ImageError naming the first difference otherwise."""
-    check = ArchiveCheck(digest)
+    return _read_file(ArchiveCheck(digest), path).finish()
+
+
+def _read_file(check: ArchiveCheck, path: Path) -> ArchiveCheck:
+    """`check` fed the archive at `path`: all of it, or up to its manifest (head
+    only); a shape-only check's file bytes are seeked past, not read."""
     try:
-        with open(path, "rb") as fh:
-            while chunk := fh.read(_READ):
+        with open(path, "rb", buffering=0) as fh:
+            while not check.done:
+                n = check.skippable()
+                if n:
+                    fh.seek(n, os.SEEK_CUR)  # past the end: the read below finds it cut
+                    check.skip(n)
+                    continue
+                # Headers one by one when file bytes are skipped, else large reads.
+                piecemeal = check.shape_only and not check.ended
+                chunk = fh.read(min(max(check.pending, 1), _READ) if piecemeal else _READ)
+                if not chunk:
+                    break
                 check.feed(chunk)
     except OSError as exc:
-        raise ImageError(f"layer {digest}: cannot read its archive: {exc}") from exc
-    return check.finish()
+        raise ImageError(f"layer {check.digest}: cannot read its archive: {exc}") from exc
+    return check
