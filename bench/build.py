@@ -85,8 +85,7 @@ from pathlib import Path
 import msgspec
 
 from roost.builder.daemon import images_handlers
-from roost.builder.layerpack import name_by_files
-from roost.builder.pack import LAYER_TAR_FLAGS, pack_tree
+from roost.builder.layerpack import name_by_files, pack_named
 from roost.builder.pipeline import Build
 from roost.builder.ramlayers import sweep_orphans
 from roost.builder.sandbox import PASS_ENV, BuildUser
@@ -262,10 +261,7 @@ def previous_layer(second: ImageStore, image: str, layer: str, base: Path) -> st
                 shutil.rmtree(p)
     me = BuildUser(name="me", uid=os.geteuid(), gid=os.getegid(), dropped=False)
     named = name_by_files(tree, HashCache())
-    digest, size, _ = pack_tree(
-        second, tree, sorted(os.listdir(tree)), LAYER_TAR_FLAGS, me, threading.Event(),
-        files=(named.digest, named.head),
-    )  # fmt: skip
+    digest, size, _ = pack_named(second, tree, named, me, threading.Event())
     shutil.rmtree(tree)
     manifest = read_manifest(second.path(image))
     assert manifest is not None

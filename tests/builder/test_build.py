@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from roost.builder import layerpack, pylayer
 from roost.builder import layers as layers_mod
-from roost.builder import pylayer
 from roost.builder.errors import BuildError
 from roost.builder.layers import read_ready
 from roost.builder.pipeline import Build, BuildOutcome
@@ -296,7 +296,9 @@ async def test_cancel_while_the_layer_is_packed_leaves_nothing(
         aborted.set()
         raise BuildError("build cancelled")
 
+    # A layer named by its tar packs in layers, one named by its files in layerpack.
     monkeypatch.setattr(layers_mod, "pack_tree", stuck_pack)
+    monkeypatch.setattr(layerpack, "pack_tree", stuck_pack)
     before_store, before_layers = ws.store.list(), ready_layers(ws)
     arch = app_with(
         "itsdangerous\n", "def app(environ, start_response):\n    return []\n", tmp_path

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from roost.builder.layerpack import Named, name_by_files
-from roost.builder.pack import LAYER_TAR_FLAGS, pack_tree
+from roost.builder.layerpack import Named, name_by_files, pack_named
 from roost.builder.sandbox import BuildUser
 from roost.images.archive import unpack_layer_archive
 from roost.images.digest import ImageError
@@ -59,10 +58,7 @@ def venv(root: Path, cache: Path) -> Path:
 
 
 def pack(store: ImageStore, root: Path, named: Named) -> Path:
-    digest, size, _ = pack_tree(
-        store, root, sorted(os.listdir(root)), LAYER_TAR_FLAGS, ME, threading.Event(),
-        files=(named.digest, named.head),
-    )  # fmt: skip
+    digest, size, _ = pack_named(store, root, named, ME, threading.Event())
     assert digest == named.digest and size == named.size
     return store.path(digest)
 

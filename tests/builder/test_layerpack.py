@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from roost.builder import layerpack
-from roost.builder import layers as layers_mod
 from roost.builder.daemon import images_handlers
 from roost.builder.errors import BuildError
 from roost.builder.manager import BuildManager
@@ -135,13 +134,13 @@ async def test_a_blob_being_stored_is_served_as_far_as_it_is_written(tmp_path: P
 
 def _change_before_pack(monkeypatch: pytest.MonkeyPatch, change: Callable[[Path], None]) -> None:
     """`change` the venv between its naming and its pack."""
-    real = layers_mod.pack_tree
+    real = layerpack.pack_tree
 
     def changed_first(*args: object, **kw: object) -> tuple[str, int, bool]:
         change(Path(str(args[1])))
         return real(*args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(layers_mod, "pack_tree", changed_first)
+    monkeypatch.setattr(layerpack, "pack_tree", changed_first)
 
 
 def _a_module(venv: Path) -> Path:
@@ -208,13 +207,13 @@ async def test_the_daemon_sends_the_result_before_the_layer_is_stored(
     ready = ws.layers / first.layer_key / "ready"
     shutil.rmtree(ready.parent)
     release = threading.Event()
-    real = layers_mod.pack_tree
+    real = layerpack.pack_tree
 
     def held_pack(*args: object, **kw: object) -> tuple[str, int, bool]:
         assert release.wait(120)
         return real(*args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(layers_mod, "pack_tree", held_pack)
+    monkeypatch.setattr(layerpack, "pack_tree", held_pack)
     sent: list[Msg] = []
 
     async def send(msg: Msg) -> None:

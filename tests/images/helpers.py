@@ -93,17 +93,13 @@ def put_files_layered(
 ) -> tuple[str, str, str]:
     """Store an image whose dependency layer (the tree at `venv`) is named by its
     files, as a builder makes it; returns (image, layer, code layer) digests."""
-    from roost.builder.layerpack import name_by_files
-    from roost.builder.pack import LAYER_TAR_FLAGS, pack_tree
+    from roost.builder.layerpack import name_by_files, pack_named
     from roost.builder.sandbox import BuildUser
     from roost.images.treescan import HashCache
 
     me = BuildUser(name="me", uid=os.geteuid(), gid=os.getegid(), dropped=False)
     named = name_by_files(venv, HashCache())
-    dep, size, _ = pack_tree(
-        store, venv, sorted(os.listdir(venv)), LAYER_TAR_FLAGS, me, threading.Event(),
-        files=(named.digest, named.head),
-    )  # fmt: skip
+    dep, size, _ = pack_named(store, venv, named, me, threading.Event())
     code_tar = make_tar(code)
     cod = store.put_bytes(code_tar)
     manifest = ImageManifest(

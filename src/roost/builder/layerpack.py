@@ -36,12 +36,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from roost.builder.pack import LAYER_TAR_FLAGS, pack_tree
+from roost.builder.sandbox import BuildUser
 from roost.images.filemanifest import encode_file_manifest, file_manifest_digest
 from roost.images.layerarchive import archive_head, archive_size
 from roost.images.serve import MAX_CHUNK
+from roost.images.store import ImageStore
 from roost.images.treescan import HashCache, ScanStats, scan_tree
 from roost.wire.messages import ImageChunk, ImageChunkRequest
 
@@ -68,6 +73,25 @@ def name_by_files(tree: Path, cache: HashCache) -> Named:
     data = encode_file_manifest(manifest, check=False)  # scan_tree's: checked as made
     head = archive_head(data)
     return Named(file_manifest_digest(data), archive_size(manifest, len(head)), head, stats)
+
+
+def pack_named(
+    store: ImageStore,
+    tree: Path,
+    named: Named,
+    user: BuildUser,
+    abort: threading.Event,
+    *,
+    writing: Callable[[Path], None] | None = None,
+    check_members: bool = True,
+) -> tuple[str, int, bool]:
+    """Store the archive of the layer at `tree`, named `named`: its manifest, then GNU
+    tar of the tree as `user` (blocking): (digest, size, newly stored). The builder's
+    pack (roost.builder.layers), and a layer packed as a builder packs it elsewhere."""
+    return pack_tree(
+        store, tree, sorted(os.listdir(tree)), LAYER_TAR_FLAGS, user, abort,
+        writing=writing, files=(named.digest, named.head), check_members=check_members,
+    )  # fmt: skip
 
 
 @dataclass

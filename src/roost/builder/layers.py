@@ -230,7 +230,6 @@ class LayerJob:
         named: layerpack.Named | None = None
         try:
             venv, user = self.venv, self.ws.user
-            members = sorted(os.listdir(venv))
             cache = self.ws.hash_cache
             named = await asyncio.to_thread(layerpack.name_by_files, venv, cache)
             self.phases["name"] = time.monotonic() - start
@@ -241,18 +240,10 @@ class LayerJob:
             def writing(tmp: Path) -> None:  # from pack_tree's thread: one assignment
                 entry.tmp = tmp
 
-            head = (named.digest, named.head)
+            store, fresh = self.ws.store, named
             digest, size, created = await run_abortable(
-                lambda abort: pack_tree(
-                    self.ws.store,
-                    venv,
-                    members,
-                    LAYER_TAR_FLAGS,
-                    user,
-                    abort,
-                    writing=writing,
-                    files=head,
-                    check_members=False,
+                lambda abort: layerpack.pack_named(
+                    store, venv, fresh, user, abort, writing=writing, check_members=False
                 )
             )
             # Not checked member by member here (a thread hashing 100 MB and
