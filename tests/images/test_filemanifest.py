@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import resource
-import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from roost.images.filemanifest import (
     make_manifest,
     parse_file_manifest,
 )
-from roost.images.treescan import HashCache, scan_tree, verify_tree
+from roost.images.treescan import HashCache, key_of, scan_tree, verify_tree
 
 H = hashlib.sha256(b"x").hexdigest()
 
@@ -154,28 +153,34 @@ def test_a_warm_scan_hashes_only_new_files(tmp_path: Path) -> None:
     assert len(second.entries) == len(first.entries) + 1
 
 
+def _get(cache: HashCache, ident: tuple[int, int, int, int]) -> str | None:
+    """A lookup as a scan makes it: peeked, then marked used."""
+    raw = cache.peek(key_of(ident))
+    cache.touch([key_of(ident)])
+    return raw.hex() if raw is not None else None
+
+
 def test_the_hash_cache_keeps_the_most_recently_used() -> None:
     cache = HashCache(limit=2)
     a, b, c = (1, 10, 5, 100), (1, 11, 5, 100), (1, 12, 5, -1)
-    cache.put(a, H)
-    cache.put(b, H)
-    assert cache.get(a) == H  # a is now newer than b
-    cache.put(c, "0" * 64)
-    assert cache.get(b) is None and cache.get(a) == H and cache.get(c) == "0" * 64
-    assert len(cache) == 2 and cache.get((1, 10, 6, 100)) is None  # another size: another file
+    cache.put(key_of(a), H)
+    cache.put(key_of(b), H)
+    assert _get(cache, a) == H  # a is now newer than b
+    cache.put(key_of(c), "0" * 64)
+    assert _get(cache, b) is None and _get(cache, a) == H and _get(cache, c) == "0" * 64
+    assert len(cache) == 2 and _get(cache, (1, 10, 6, 100)) is None  # another size: another file
 
 
 def test_a_scan_peeks_without_reordering_and_touches_once() -> None:
     """The scan looks hashes up without the lock, then marks them used in one go."""
     cache = HashCache(limit=2)
     a, b, c = (1, 10, 5, 100), (1, 11, 5, 100), (1, 12, 5, 100)
-    cache.put(a, H)
-    cache.put(b, H)
-    key_a = struct.pack("<QQQq", *a)
-    assert cache.peek(key_a) == bytes.fromhex(H)
-    cache.touch([key_a, struct.pack("<QQQq", *c)])  # a unknown key is passed over
-    cache.put(c, H)  # b is the least recently used now, not a
-    assert cache.get(b) is None and cache.get(a) == H
+    cache.put(key_of(a), H)
+    cache.put(key_of(b), H)
+    assert cache.peek(key_of(a)) == bytes.fromhex(H)
+    cache.touch([key_of(a), key_of(c)])  # a unknown key is passed over
+    cache.put(key_of(c), H)  # b is the least recently used now, not a
+    assert _get(cache, b) is None and _get(cache, a) == H
 
 
 def test_a_scan_is_the_manifest_its_entries_make(tmp_path: Path) -> None:

@@ -57,8 +57,14 @@ Identity = tuple[int, int, int, int]
 _IDENT = struct.Struct("<QQQq")
 
 
+def key_of(ident: Identity) -> bytes:
+    """A file's identity as `HashCache` keys it."""
+    return _IDENT.pack(*ident)
+
+
 class HashCache:
-    """sha256 of files by identity (device, inode, size, mtime_ns); least recently used go.
+    """sha256 of files by identity (device, inode, size, mtime_ns: `key_of`); least
+    recently used go. A scan `peek`s each file's, then `touch`es those it used.
 
     Kept compact (a packed key, the raw digest: about 200 bytes an entry),
     since it lives as long as the builder: 100,000 entries, a dozen warm
@@ -70,15 +76,6 @@ class HashCache:
         self._hashes: dict[bytes, bytes] = {}
         # Scans run in threads, two builds' at once at times.
         self._lock = threading.Lock()
-
-    def get(self, ident: Identity) -> str | None:
-        key = _IDENT.pack(*ident)
-        with self._lock:
-            digest = self._hashes.pop(key, None)
-            if digest is None:
-                return None
-            self._hashes[key] = digest  # now the most recently used
-        return digest.hex()
 
     def peek(self, key: bytes) -> bytes | None:
         """The raw digest under a packed key, not marked used (see `touch`).
@@ -96,8 +93,7 @@ class HashCache:
                 if digest is not None:
                     hashes[key] = digest
 
-    def put(self, ident: Identity, sha256: str) -> None:
-        key = _IDENT.pack(*ident)
+    def put(self, key: bytes, sha256: str) -> None:
         with self._lock:
             self._hashes.pop(key, None)
             self._hashes[key] = bytes.fromhex(sha256)
@@ -147,7 +143,7 @@ def scan_tree(root: Path, cache: HashCache | None = None) -> tuple[FileManifest,
                 stats.hashed += 1
                 stats.hashed_bytes += size
                 if cache is not None:
-                    cache.put((st.st_dev, st.st_ino, size, st.st_mtime_ns), sha)
+                    cache.put(key, sha)
             else:
                 sha = raw.hex()
                 seen.append(key)
