@@ -115,6 +115,20 @@ def test_a_source_seen_before_is_not_read_again(
         shard.write_bytes(b"\x00not marshal")
     read.clear()
     assert script.run(str(two), str(store), 1) == (4, 4, 0, 0) and len(read) == 4
+    # An entry whose key is no sha256 (a path out of the store) is not followed.
+    outside = tmp_path / ("o" * 57 + ".pyc")  # <store>/<tag>/../<key>: ../../ from the tag
+    outside.write_bytes(b"not a pyc")
+    escape = f"../{outside.name}"
+    assert len(escape) == 64 and os.path.samefile(
+        script.entry(str(store / script.interpreter_tag()), escape), outside
+    )
+    top = two / "top.py"
+    shard = store / script.interpreter_tag() / script.INDEX_DIR / script.shard_of("top.py")
+    ident = script._identity(str(top), "top.py")
+    shard.write_bytes(marshal.dumps({ident: escape}))
+    read.clear()
+    script.run(str(two), str(store), 1)
+    assert read == ["top.py"] and not pyc_of(top).samefile(outside)
     assert bytecode.prune(store) == 0  # the index is not a pyc to prune
 
 

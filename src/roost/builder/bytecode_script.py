@@ -69,6 +69,7 @@ SHARD_KEEP = 3
 SHARD_FLOOR = 256
 # The single index file of earlier releases, removed when met.
 OLD_INDEX = "index"
+_HEX = frozenset("0123456789abcdef")
 
 
 def interpreter_tag() -> str:
@@ -269,7 +270,8 @@ def run(site: str, store_root: str | None, workers: int) -> tuple[int, int, int,
                 seen[shard] = {}
             ident = _identity(src, name)
             k = known[shard].get(ident)
-            if not isinstance(k, str) or len(k) != 64:
+            # A key names a path in the store (`entry`): sha256 hex, or read again.
+            if not isinstance(k, str) or len(k) != 64 or not _HEX.issuperset(k):
                 k = _key_of(src, name)
             seen[shard][ident] = k
             stored = entry(store, k)
