@@ -103,9 +103,19 @@ def test_an_owner_acts_on_an_app_from_the_dashboard(tmp_path: Path) -> None:
                 f"{want} instances up",
             )
 
-            # Restarted: a fresh release of the same code and config.
+            # Restarted: a fresh release of the same code and config. What is
+            # said comes with the panel already drawn again, so the next choice
+            # (a release to roll back to) is not redrawn under the pointer.
+            b.js(
+                "(() => { window.seen = []; const note = (what) => () => window.seen.push(what);"
+                " new MutationObserver(note('said')).observe(document.querySelector("
+                "'#action-result'), {childList: true, characterData: true, subtree: true});"
+                " new MutationObserver(note('drawn')).observe(document.querySelector("
+                "'#app-panel'), {childList: true}); })()"
+            )
             confirm(b, "[data-action=restart]")
             said(b, "restarting: release v3")
+            assert b.js("window.seen")[0] == "drawn"
 
             # Rolled back to v1: its config too (GREETING goes).
             b.wait(

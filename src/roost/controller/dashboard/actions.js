@@ -39,18 +39,23 @@
     out.className = bad ? "down" : "up";
   }
 
-  // Ask, call, say what happened, and show the app as it now is.
+  // Ask, call, show the app as it now is, then say what happened: said
+  // before the panel is drawn again, an owner already picking the next
+  // action (a release to roll back to) had the panel redrawn under the
+  // pointer, the choice and the click lost.
   async function act(question, call, describe) {
     if (state.busy || !(await confirmed(question))) return;
     state.busy = true;
+    let text, bad = false;
     try {
-      say(describe(await call()), false);
+      text = describe(await call());
     } catch (e) {
-      say(e.message, true);
+      [text, bad] = [e.message, true];
     } finally {
       state.busy = false;
     }
     await loadPanel();
+    say(text, bad);
   }
 
   const backOptions = (back) => back.map((r) => `<option value="${r.version}">v${r.version} ${esc(r.description)}</option>`).join("");
